@@ -1,0 +1,122 @@
+/**
+ * Keys, authenticated encryption and keyed ids. No I/O.
+ *
+ * - A repository has one master key: three independent 32-byte secrets, for
+ *   blob encryption, for chunk ids, and for the chunker's gear table.
+ * - Blobs are sealed with AES-256-GCM under a fresh random 96-bit nonce;
+ *   the associated data binds a sealed blob to its type and id, so storage
+ *   cannot swap two blobs without the swap being detected.
+ * - Chunk ids are HMAC-SHA256(idKey, plaintext): storage never sees a plain
+ *   hash of content and so cannot confirm a guess about it.
+ * - Passwords wrap the master key through scrypt (parameters recorded in
+ *   each key file).
+ */
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, scrypt } from 'node:crypto';
+
+export const KEY_BYTES = 32;
+export const NONCE_BYTES = 12;
+export const TAG_BYTES = 16;
+/** Bytes a sealed message is longer than its plaintext. */
+export const SEAL_OVERHEAD = NONCE_BYTES + TAG_BYTES;
+
+/** Thrown when a sealed message fails authentication: wrong key or damaged bytes. */
+export class AuthenticationError extends Error {
+  constructor(what: string) {
+    super(`${what}: authentication failed (wrong key, or the stored bytes are damaged)`);
+    this.name = 'AuthenticationError';
+  }
+}
+
+/** The secrets of a repository. Never stored unwrapped. */
+export interface MasterKey {
+  /** AES-256-GCM key for blobs. */
+  readonly encryption: Buffer;
+  /** HMAC-SHA256 key for chunk ids. */
+  readonly id: Buffer;
+  /** Seed of the chunker's gear table. */
+  readonly chunker: Buffer;
+}
+
+/** Makes a fresh master key from the system's CSPRNG. */
+export function newMasterKey(): MasterKey {
+  return { encryption: randomBytes(KEY_BYTES), id: randomBytes(KEY_BYTES), chunker: randomBytes(KEY_BYTES) };
+}
+
+/**
+ * Encrypts and authenticates `plaintext`. Output layout:
+ * nonce (12) || ciphertext (len(plaintext)) || GCM tag (16).
+ */
+export function seal(key: Buffer, plaintext: Uint8Array, aad: Uint8Array): Buffer {
+  const nonce = randomBytes(NONCE_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', key, nonce);
+  cipher.setAAD(aad);
+  const out = Buffer.allocUnsafe(SEAL_OVERHEAD + plaintext.length);
+  nonce.copy(out, 0);
+  const body = cipher.update(plaintext);
+  body.copy(out, NONCE_BYTES);
+  const tail = cipher.final();
+  tail.copy(out, NONCE_BYTES + body.length);
+  cipher.getAuthTag().copy(out, NONCE_BYTES + plaintext.length);
+  return out;
+}
+
+/** Reverses `seal`; throws `AuthenticationError` naming `what` on any mismatch. */
+export function open(key: Buffer, sealed: Uint8Array, aad: Uint8Array, what: string): Buffer {
+  if (sealed.length < SEAL_OVERHEAD) throw new AuthenticationError(what);
+  const buf = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.length);
+  const decipher = createDecipheriv('aes-256-gcm', key, buf.subarray(0, NONCE_BYTES));
+  decipher.setAAD(aad);
+  decipher.setAuthTag(buf.subarray(buf.length - TAG_BYTES));
+  try {
+    const head = decipher.update(buf.subarray(NONCE_BYTES, buf.length - TAG_BYTES));
+    const tail = decipher.final();
+    return tail.length === 0 ? head : Buffer.concat([head, tail]);
+  } catch {
+    throw new AuthenticationError(what);
+  }
+}
+
+/** Keyed chunk id: HMAC-SHA256(idKey, data). */
+export function blobId(idKey: Buffer, data: Uint8Array): Buffer {
+  return createHmac('sha256', idKey).update(data).digest();
+}
+
+/** Unkeyed SHA-256, the checksum of stored bytes. */
+export function sha256(data: Uint8Array): Buffer {
+  return createHash('sha256').update(data).digest();
+}
+
+/** scrypt cost parameters, recorded in every key file. */
+export interface ScryptParams {
+  readonly N: number;
+  readonly r: number;
+  readonly p: number;
+}
+
+/**
+ * Default cost: N=2^17, r=8, p=1 (128 MiB, about 0.3 s here). Tests and
+ * benchmarks may lower it with HOLDFAST_SCRYPT_N; the value used is recorded
+ * in the key file so every reader derives alike.
+ */
+export function defaultScryptParams(): ScryptParams {
+  const env = process.env['HOLDFAST_SCRYPT_N'];
+  const N = env ? Number(env) : 2 ** 17;
+  return { N, r: 8, p: 1 };
+}
+
+/** Checks scrypt parameters read from a file before spending memory on them. */
+export function validScryptParams(p: ScryptParams): boolean {
+  return Number.isInteger(p.N) && p.N >= 2 && p.N <= 2 ** 22 && (p.N & (p.N - 1)) === 0
+    && Number.isInteger(p.r) && p.r >= 1 && p.r <= 32
+    && Number.isInteger(p.p) && p.p >= 1 && p.p <= 16;
+}
+
+/** Derives a 32-byte wrapping key from a password. */
+export function deriveKey(password: string, salt: Buffer, params: ScryptParams): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    scrypt(password.normalize('NFC'), salt, KEY_BYTES, { N: params.N, r: params.r, p: params.p, maxmem: 256 * params.N * params.r + (1 << 20) }, (err, key) => {
+      if (err) reject(err);
+      else resolve(key);
+    });
+  });
+}

@@ -1,0 +1,78 @@
+/**
+ * A bounds-checked reader for the binary objects of the format. Every parser
+ * of stored bytes reads through it, so a truncated or malformed object gives
+ * a `CorruptObjectError` naming the object, never a RangeError or a hang.
+ */
+import { CorruptObjectError } from './errors.js';
+
+export class ByteReader {
+  private pos = 0;
+
+  constructor(private readonly buf: Buffer, private readonly what: string) {}
+
+  /** Bytes not yet read. */
+  get remaining(): number {
+    return this.buf.length - this.pos;
+  }
+
+  /** Fails with a message naming the object. */
+  fail(detail: string): never {
+    throw new CorruptObjectError(this.what, detail);
+  }
+
+  private need(n: number, field: string): void {
+    if (n > this.remaining) this.fail(`truncated while reading ${field}`);
+  }
+
+  u8(field: string): number {
+    this.need(1, field);
+    return this.buf.readUInt8(this.pos++);
+  }
+
+  u16(field: string): number {
+    this.need(2, field);
+    const v = this.buf.readUInt16LE(this.pos);
+    this.pos += 2;
+    return v;
+  }
+
+  u32(field: string): number {
+    this.need(4, field);
+    const v = this.buf.readUInt32LE(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  bytes(n: number, field: string): Buffer {
+    this.need(n, field);
+    const v = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return v;
+  }
+
+  /** Checks the next bytes equal `magic`. */
+  magic(magic: string): void {
+    const got = this.bytes(magic.length, 'magic');
+    if (got.toString('latin1') !== magic) this.fail(`not a ${magic} object (bad magic)`);
+  }
+
+  /** Fails unless every byte was consumed. */
+  end(): void {
+    if (this.remaining !== 0) this.fail(`${this.remaining} unexpected trailing bytes`);
+  }
+}
+
+/** Parses JSON, turning a syntax error into a `CorruptObjectError`. */
+export function parseJson(bytes: Buffer, what: string): unknown {
+  try {
+    return JSON.parse(bytes.toString('utf8')) as unknown;
+  } catch (e) {
+    throw new CorruptObjectError(what, `malformed JSON (${(e as Error).message})`);
+  }
+}
+
+/** Narrows `v` to a plain object or fails naming the object. */
+export function asRecord(v: unknown, what: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new CorruptObjectError(what, 'expected a JSON object');
+  return v as Record<string, unknown>;
+}

@@ -1,0 +1,65 @@
+/**
+ * The `config` object: plain, written once by `init`, read first by every
+ * client. Layout: "HFCF" || UTF-8 JSON || SHA-256 of the preceding bytes.
+ */
+import { randomBytes } from 'node:crypto';
+import { sha256 } from '../core/crypto.js';
+import { validateChunkerParams, type ChunkerParams } from '../core/chunker.js';
+import { COMPRESSION_MODES, type CompressionMode } from '../core/compress.js';
+import { isIdHex } from '../core/ids.js';
+import { asRecord, parseJson } from './binary.js';
+import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
+
+/** The format version this build writes and reads. */
+export const FORMAT_VERSION = 1;
+
+const MAGIC = 'HFCF';
+
+export interface RepoConfig {
+  /** Format version; a reader refuses any other. */
+  readonly version: number;
+  /** Random repository id, 64 hex. */
+  readonly id: string;
+  /** When `init` ran, ISO 8601. */
+  readonly created: string;
+  /** Chunker parameters every client must use. */
+  readonly chunker: ChunkerParams;
+  /** Target pack size in bytes. */
+  readonly packSize: number;
+  /** Default compression for clients that do not choose. */
+  readonly compression: CompressionMode;
+}
+
+/** A fresh config with the given choices. */
+export function newConfig(chunker: ChunkerParams, packSize: number, compression: CompressionMode): RepoConfig {
+  return { version: FORMAT_VERSION, id: randomBytes(32).toString('hex'), created: new Date().toISOString(), chunker, packSize, compression };
+}
+
+export function encodeConfig(c: RepoConfig): Buffer {
+  const body = Buffer.concat([Buffer.from(MAGIC, 'latin1'), Buffer.from(JSON.stringify(c), 'utf8')]);
+  return Buffer.concat([body, sha256(body)]);
+}
+
+export function decodeConfig(bytes: Buffer): RepoConfig {
+  const what = 'config';
+  if (bytes.length < MAGIC.length + 32 || bytes.subarray(0, 4).toString('latin1') !== MAGIC) {
+    throw new CorruptObjectError(what, 'not a holdfast config (bad magic or too short)');
+  }
+  const body = bytes.subarray(0, bytes.length - 32);
+  if (!sha256(body).equals(bytes.subarray(bytes.length - 32))) throw new CorruptObjectError(what, 'checksum mismatch');
+  const o = asRecord(parseJson(body.subarray(4), what), what);
+  if (o['version'] !== FORMAT_VERSION) throw new UnsupportedVersionError('the repository', o['version'], FORMAT_VERSION);
+  if (!isIdHex(o['id'])) throw new CorruptObjectError(what, 'bad id');
+  if (typeof o['created'] !== 'string') throw new CorruptObjectError(what, 'bad created');
+  const packSize = o['packSize'];
+  if (typeof packSize !== 'number' || !Number.isInteger(packSize) || packSize < 1 << 16 || packSize > 1 << 30) throw new CorruptObjectError(what, 'bad packSize');
+  const compression = o['compression'];
+  if (typeof compression !== 'string' || !(COMPRESSION_MODES as readonly string[]).includes(compression)) throw new CorruptObjectError(what, 'bad compression');
+  let chunker: ChunkerParams;
+  try {
+    chunker = validateChunkerParams(o['chunker']);
+  } catch (e) {
+    throw new CorruptObjectError(what, (e as Error).message);
+  }
+  return { version: FORMAT_VERSION, id: o['id'], created: o['created'], chunker, packSize, compression: compression as CompressionMode };
+}

@@ -1,0 +1,44 @@
+/**
+ * Errors a caller of the repository layer must tell apart. Each names the
+ * object it is about, so a message can say which file in storage is at fault.
+ */
+
+/** A stored object is malformed, truncated or fails its checksum. */
+export class CorruptObjectError extends Error {
+  constructor(readonly object: string, detail: string) {
+    super(`${object} is damaged: ${detail}`);
+    this.name = 'CorruptObjectError';
+  }
+}
+
+/** No key of the repository opens with the password given. */
+export class WrongPasswordError extends Error {
+  constructor() {
+    super('wrong password: no key in the repository opens with it');
+    this.name = 'WrongPasswordError';
+  }
+}
+
+/** The location holds no holdfast repository. */
+export class NotARepositoryError extends Error {
+  constructor(location: string) {
+    super(`no holdfast repository at ${location} (no config object); create one with "holdfast init"`);
+    this.name = 'NotARepositoryError';
+  }
+}
+
+/** The repository (or an object in it) uses a format version this build does not know. */
+export class UnsupportedVersionError extends Error {
+  constructor(object: string, version: unknown, supported: number) {
+    super(`${object} has format version ${String(version)}, this holdfast reads version ${supported}; upgrade holdfast to read it`);
+    this.name = 'UnsupportedVersionError';
+  }
+}
+
+/** A blob the caller asked for is not in any index. */
+export class BlobNotFoundError extends Error {
+  constructor(readonly id: string, what: string) {
+    super(`${what} ${id} is not in the repository index`);
+    this.name = 'BlobNotFoundError';
+  }
+}

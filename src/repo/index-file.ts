@@ -1,0 +1,133 @@
+/**
+ * Index files (`index/<sha256>`): which blobs each pack holds and where, so a
+ * client need not read pack headers. Plain, like pack headers; everything in
+ * an index can be rebuilt from the packs alone.
+ *
+ *   "HFIX" || u8 version (1) || u32 LE pack count || packs || u32 LE superseded count || superseded
+ *   pack       = 32-byte pack id || u32 LE blob count || blob count × entry
+ *   entry      = u8 type || u8 flags || u16 0 || u32 LE offset || u32 LE stored length
+ *                || u32 LE raw length || 32-byte blob id          (48 bytes)
+ *   superseded = 32-byte ids of index files this one replaces (for compaction)
+ */
+import { ID_BYTES, idHex } from '../core/ids.js';
+import { ByteReader } from './binary.js';
+import { UnsupportedVersionError } from './errors.js';
+import { BlobType, FLAG_COMPRESSED, type PackedBlob } from './pack.js';
+
+export const INDEX_VERSION = 1;
+const MAGIC = 'HFIX';
+const ENTRY_BYTES = 48;
+
+export interface IndexedPack {
+  /** 64 hex. */
+  readonly pack: string;
+  readonly blobs: readonly PackedBlob[];
+}
+
+export interface IndexFile {
+  readonly packs: readonly IndexedPack[];
+  readonly supersedes: readonly string[];
+}
+
+export function encodeIndex(f: IndexFile): Buffer {
+  let size = 4 + 1 + 4 + 4 + f.supersedes.length * ID_BYTES;
+  for (const p of f.packs) size += ID_BYTES + 4 + p.blobs.length * ENTRY_BYTES;
+  const b = Buffer.alloc(size);
+  b.write(MAGIC, 0, 'latin1');
+  b.writeUInt8(INDEX_VERSION, 4);
+  b.writeUInt32LE(f.packs.length, 5);
+  let o = 9;
+  for (const p of f.packs) {
+    o += Buffer.from(p.pack, 'hex').copy(b, o);
+    b.writeUInt32LE(p.blobs.length, o);
+    o += 4;
+    for (const e of p.blobs) {
+      b.writeUInt8(e.type, o);
+      b.writeUInt8(e.flags, o + 1);
+      b.writeUInt32LE(e.offset, o + 4);
+      b.writeUInt32LE(e.length, o + 8);
+      b.writeUInt32LE(e.rawLength, o + 12);
+      Buffer.from(e.id, 'hex').copy(b, o + 16);
+      o += ENTRY_BYTES;
+    }
+  }
+  b.writeUInt32LE(f.supersedes.length, o);
+  o += 4;
+  for (const s of f.supersedes) o += Buffer.from(s, 'hex').copy(b, o);
+  return b;
+}
+
+export function decodeIndex(bytes: Buffer, what: string): IndexFile {
+  const r = new ByteReader(bytes, what);
+  r.magic(MAGIC);
+  const version = r.u8('version');
+  if (version !== INDEX_VERSION) throw new UnsupportedVersionError(what, version, INDEX_VERSION);
+  const packCount = r.u32('pack count');
+  if (packCount * (ID_BYTES + 4) > r.remaining) r.fail(`claims ${packCount} packs`);
+  const packs: IndexedPack[] = [];
+  for (let i = 0; i < packCount; i++) {
+    const pack = idHex(r.bytes(ID_BYTES, 'pack id'));
+    const n = r.u32('blob count');
+    if (n * ENTRY_BYTES > r.remaining) r.fail(`pack ${pack} claims ${n} blobs`);
+    const blobs: PackedBlob[] = [];
+    for (let j = 0; j < n; j++) {
+      const type = r.u8('type');
+      if (type !== BlobType.Data && type !== BlobType.Tree) r.fail(`unknown blob type ${type}`);
+      const flags = r.u8('flags');
+      if ((flags & ~FLAG_COMPRESSED) !== 0) r.fail(`unknown blob flags ${flags}`);
+      r.u16('reserved');
+      const offset = r.u32('offset');
+      const length = r.u32('length');
+      const rawLength = r.u32('raw length');
+      const id = idHex(r.bytes(ID_BYTES, 'blob id'));
+      blobs.push({ type, flags, offset, length, rawLength, id });
+    }
+    packs.push({ pack, blobs });
+  }
+  const sc = r.u32('superseded count');
+  if (sc * ID_BYTES !== r.remaining) r.fail(`claims ${sc} superseded indexes`);
+  const supersedes: string[] = [];
+  for (let i = 0; i < sc; i++) supersedes.push(idHex(r.bytes(ID_BYTES, 'superseded id')));
+  r.end();
+  return { packs, supersedes };
+}
+
+/** Where a blob lives. */
+export interface BlobLocation extends PackedBlob {
+  readonly pack: string;
+}
+
+/** All index files merged: blob id → location. */
+export class MasterIndex {
+  private readonly blobs = new Map<string, BlobLocation>();
+  private readonly packSet = new Set<string>();
+
+  /** Adds every blob of a pack. A blob already known keeps its first location. */
+  addPack(p: IndexedPack): void {
+    this.packSet.add(p.pack);
+    for (const b of p.blobs) {
+      if (!this.blobs.has(b.id)) this.blobs.set(b.id, { ...b, pack: p.pack });
+    }
+  }
+
+  has(id: string): boolean {
+    return this.blobs.has(id);
+  }
+
+  lookup(id: string): BlobLocation | undefined {
+    return this.blobs.get(id);
+  }
+
+  /** Packs the index knows. */
+  get packs(): ReadonlySet<string> {
+    return this.packSet;
+  }
+
+  get size(): number {
+    return this.blobs.size;
+  }
+
+  entries(): IterableIterator<BlobLocation> {
+    return this.blobs.values();
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * Key files (`keys/<sha256>`): the master key wrapped by one password.
+ * Plain JSON: who made it and when, the KDF and its parameters, and the
+ * master key sealed with AES-256-GCM under the password-derived key.
+ */
+import { hostname, userInfo } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { deriveKey, open, seal, validScryptParams, type MasterKey, type ScryptParams, KEY_BYTES } from '../core/crypto.js';
+import { asRecord, parseJson } from './binary.js';
+import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
+
+const KEY_VERSION = 1;
+const AAD = Buffer.from('holdfast key v1', 'utf8');
+
+export interface KeyFile {
+  readonly version: number;
+  readonly created: string;
+  readonly hostname: string;
+  readonly username: string;
+  readonly kdf: { readonly algorithm: 'scrypt'; readonly salt: string } & ScryptParams;
+  /** base64 of seal(derived, JSON of the master key) */
+  readonly data: string;
+}
+
+interface MasterKeyJson {
+  encryption: string;
+  id: string;
+  chunker: string;
+  repository: string;
+}
+
+/** Wraps `key` (of repository `repoId`) with `password`. */
+export async function wrapMasterKey(key: MasterKey, repoId: string, password: string, params: ScryptParams): Promise<Buffer> {
+  const salt = randomBytes(32);
+  const wrapping = await deriveKey(password, salt, params);
+  const plain: MasterKeyJson = {
+    encryption: key.encryption.toString('base64'),
+    id: key.id.toString('base64'),
+    chunker: key.chunker.toString('base64'),
+    repository: repoId,
+  };
+  let user = 'unknown';
+  try {
+    user = userInfo().username;
+  } catch {
+    // no passwd entry for this uid: keep "unknown"
+  }
+  const file: KeyFile = {
+    version: KEY_VERSION,
+    created: new Date().toISOString(),
+    hostname: hostname(),
+    username: user,
+    kdf: { algorithm: 'scrypt', N: params.N, r: params.r, p: params.p, salt: salt.toString('base64') },
+    data: seal(wrapping, Buffer.from(JSON.stringify(plain), 'utf8'), AAD).toString('base64'),
+  };
+  return Buffer.from(JSON.stringify(file), 'utf8');
+}
+
+/** Parses a key file's plain part. */
+export function decodeKeyFile(bytes: Buffer, what: string): KeyFile {
+  const o = asRecord(parseJson(bytes, what), what);
+  if (o['version'] !== KEY_VERSION) throw new UnsupportedVersionError(what, o['version'], KEY_VERSION);
+  const kdf = asRecord(o['kdf'], what);
+  const params = { N: kdf['N'], r: kdf['r'], p: kdf['p'] } as ScryptParams;
+  if (kdf['algorithm'] !== 'scrypt' || typeof kdf['salt'] !== 'string' || !validScryptParams(params)) throw new CorruptObjectError(what, 'bad kdf parameters');
+  for (const f of ['created', 'hostname', 'username', 'data']) {
+    if (typeof o[f] !== 'string') throw new CorruptObjectError(what, `bad ${f}`);
+  }
+  return o as unknown as KeyFile;
+}
+
+/**
+ * Unwraps the master key. Throws `AuthenticationError` for a wrong password
+ * and `CorruptObjectError` for a malformed file.
+ */
+export async function unwrapMasterKey(file: KeyFile, password: string, repoId: string, what: string): Promise<MasterKey> {
+  const wrapping = await deriveKey(password, Buffer.from(file.kdf.salt, 'base64'), file.kdf);
+  const plain = open(wrapping, Buffer.from(file.data, 'base64'), AAD, what);
+  const o = asRecord(parseJson(plain, what), what);
+  if (o['repository'] !== repoId) throw new CorruptObjectError(what, 'belongs to another repository');
+  const get = (f: string): Buffer => {
+    const v = o[f];
+    const b = typeof v === 'string' ? Buffer.from(v, 'base64') : Buffer.alloc(0);
+    if (b.length !== KEY_BYTES) throw new CorruptObjectError(what, `bad ${f} key`);
+    return b;
+  };
+  return { encryption: get('encryption'), id: get('id'), chunker: get('chunker') };
+}

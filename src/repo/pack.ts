@@ -1,0 +1,132 @@
+/**
+ * Pack files (`data/<xx>/<sha256>`): sealed blobs back to back, then a plain
+ * header listing them, then an 8-byte trailer.
+ *
+ *   blob_0 || … || blob_n-1 || header || u32 LE header length || "HFPK"
+ *   header = u8 version (1) || u32 LE count || count × entry
+ *   entry  = u8 type || u8 flags || u16 0 || u32 LE stored length
+ *            || u32 LE raw length || 32-byte blob id          (44 bytes)
+ *
+ * Blob i starts where blob i-1 ended (the first at 0). The header is plain so
+ * that the index can be rebuilt, and garbage collected, without the key.
+ */
+import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
+import { ByteReader } from './binary.js';
+import { ID_BYTES, idHex } from '../core/ids.js';
+
+export const PACK_VERSION = 1;
+const MAGIC = 'HFPK';
+export const PACK_TRAILER_BYTES = 8;
+const ENTRY_BYTES = 44;
+
+/** Blob types. Data blobs hold file content; tree blobs hold directory listings. */
+export enum BlobType {
+  Data = 0,
+  Tree = 1,
+}
+
+/** Blob flags. */
+export const FLAG_COMPRESSED = 1;
+
+/** One blob of a pack, as the header and the index describe it. */
+export interface PackedBlob {
+  readonly type: BlobType;
+  /** 64 hex. */
+  readonly id: string;
+  readonly flags: number;
+  readonly offset: number;
+  readonly length: number;
+  readonly rawLength: number;
+}
+
+/** The associated data a blob is sealed with: type, flags, raw length and id. */
+export function blobAad(type: BlobType, flags: number, rawLength: number, id: string): Buffer {
+  const aad = Buffer.allocUnsafe(6 + ID_BYTES);
+  aad.writeUInt8(type, 0);
+  aad.writeUInt8(flags, 1);
+  aad.writeUInt32LE(rawLength, 2);
+  Buffer.from(id, 'hex').copy(aad, 6);
+  return aad;
+}
+
+/** Collects sealed blobs into one pack. */
+export class PackWriter {
+  private readonly parts: Buffer[] = [];
+  private readonly entries: PackedBlob[] = [];
+  private size = 0;
+
+  /** Bytes so far, header excluded. */
+  get length(): number {
+    return this.size;
+  }
+
+  get count(): number {
+    return this.entries.length;
+  }
+
+  /** Appends one sealed blob. */
+  add(type: BlobType, id: string, flags: number, rawLength: number, sealed: Buffer): void {
+    this.entries.push({ type, id, flags, offset: this.size, length: sealed.length, rawLength });
+    this.parts.push(sealed);
+    this.size += sealed.length;
+  }
+
+  /** The finished pack's bytes and its blobs. */
+  finish(): { bytes: Buffer; blobs: PackedBlob[] } {
+    const header = Buffer.alloc(5 + this.entries.length * ENTRY_BYTES);
+    header.writeUInt8(PACK_VERSION, 0);
+    header.writeUInt32LE(this.entries.length, 1);
+    let p = 5;
+    for (const e of this.entries) {
+      header.writeUInt8(e.type, p);
+      header.writeUInt8(e.flags, p + 1);
+      header.writeUInt32LE(e.length, p + 4);
+      header.writeUInt32LE(e.rawLength, p + 8);
+      Buffer.from(e.id, 'hex').copy(header, p + 12);
+      p += ENTRY_BYTES;
+    }
+    const trailer = Buffer.alloc(PACK_TRAILER_BYTES);
+    trailer.writeUInt32LE(header.length, 0);
+    trailer.write(MAGIC, 4, 'latin1');
+    return { bytes: Buffer.concat([...this.parts, header, trailer]), blobs: this.entries };
+  }
+}
+
+/** Reads the header length from a pack's last 8 bytes. */
+export function parsePackTrailer(trailer: Buffer, packSize: number, what: string): number {
+  if (trailer.length !== PACK_TRAILER_BYTES || trailer.subarray(4).toString('latin1') !== MAGIC) {
+    throw new CorruptObjectError(what, 'not a pack (bad trailer)');
+  }
+  const headerLength = trailer.readUInt32LE(0);
+  if (headerLength < 5 || headerLength + PACK_TRAILER_BYTES > packSize) throw new CorruptObjectError(what, `header length ${headerLength} does not fit a ${packSize}-byte pack`);
+  return headerLength;
+}
+
+/**
+ * Parses a pack header. `blobBytes` is the pack size minus header and
+ * trailer; the blobs must exactly fill it.
+ */
+export function parsePackHeader(header: Buffer, blobBytes: number, what: string): PackedBlob[] {
+  const r = new ByteReader(header, what);
+  const version = r.u8('version');
+  if (version !== PACK_VERSION) throw new UnsupportedVersionError(what, version, PACK_VERSION);
+  const count = r.u32('count');
+  if (count * ENTRY_BYTES !== r.remaining) r.fail(`header holds ${r.remaining} bytes for ${count} entries`);
+  const blobs: PackedBlob[] = [];
+  let offset = 0;
+  for (let i = 0; i < count; i++) {
+    const type = r.u8('type');
+    if (type !== BlobType.Data && type !== BlobType.Tree) r.fail(`blob ${i} has unknown type ${type}`);
+    const flags = r.u8('flags');
+    if ((flags & ~FLAG_COMPRESSED) !== 0) r.fail(`blob ${i} has unknown flags ${flags}`);
+    r.u16('reserved');
+    const length = r.u32('length');
+    const rawLength = r.u32('raw length');
+    const id = idHex(r.bytes(ID_BYTES, 'id'));
+    blobs.push({ type, id, flags, offset, length, rawLength });
+    offset += length;
+  }
+  r.end();
+  if (offset !== blobBytes) r.fail(`blobs cover ${offset} bytes, the pack holds ${blobBytes}`);
+  return blobs;
+}

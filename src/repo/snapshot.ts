@@ -1,0 +1,118 @@
+/**
+ * Snapshot objects (`snapshots/<sha256>`). Plain, so that a server without
+ * the key can apply retention, garbage-collect and account:
+ *
+ *   "HFSN" || u8 version (1) || u32 LE json length || JSON (UTF-8)
+ *   || u32 LE id count || id count × 32-byte blob id (sorted, unique)
+ *
+ * The JSON carries time, host, paths, tags, parent, the root tree id and the
+ * summary; the id list is every blob (data and tree) the snapshot references.
+ * File names and metadata live only in the encrypted tree blobs.
+ */
+import { ID_BYTES, idHex, isIdHex } from '../core/ids.js';
+import { ByteReader, asRecord, parseJson } from './binary.js';
+import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
+
+export const SNAPSHOT_VERSION = 1;
+const MAGIC = 'HFSN';
+
+/** What a backup did, in numbers. */
+export interface SnapshotSummary {
+  readonly filesNew: number;
+  readonly filesChanged: number;
+  readonly filesUnchanged: number;
+  readonly dirs: number;
+  readonly otherNodes: number;
+  /** Files and directories that could not be read; when > 0 the snapshot is incomplete. */
+  readonly errors: number;
+  /** Bytes of file content seen (logical size). */
+  readonly totalBytes: number;
+  /** Bytes of file content read because the file was new or changed. */
+  readonly bytesRead: number;
+  readonly blobsAdded: number;
+  /** Plaintext bytes of the blobs added. */
+  readonly dataAdded: number;
+  /** Stored (compressed, sealed) bytes of the blobs added. */
+  readonly dataAddedStored: number;
+  readonly start: string;
+  readonly end: string;
+}
+
+export interface Snapshot {
+  /** Snapshot time, ISO 8601 with offset. */
+  readonly time: string;
+  readonly hostname: string;
+  readonly username: string;
+  /** Absolute paths backed up, sorted. */
+  readonly paths: readonly string[];
+  readonly tags: readonly string[];
+  /** Parent snapshot id used for change detection, if any. */
+  readonly parent?: string;
+  /** Root tree blob id. */
+  readonly tree: string;
+  /** True when some files could not be read (or a stdin producer failed). */
+  readonly incomplete?: boolean;
+  readonly summary: SnapshotSummary;
+  /** Every blob id referenced, sorted. */
+  readonly blobs: readonly string[];
+}
+
+export function encodeSnapshot(s: Snapshot): Buffer {
+  const { blobs, ...meta } = s;
+  const json = Buffer.from(JSON.stringify(meta), 'utf8');
+  const sorted = [...new Set(blobs)].sort();
+  const b = Buffer.alloc(4 + 1 + 4 + json.length + 4 + sorted.length * ID_BYTES);
+  b.write(MAGIC, 0, 'latin1');
+  b.writeUInt8(SNAPSHOT_VERSION, 4);
+  b.writeUInt32LE(json.length, 5);
+  json.copy(b, 9);
+  let o = 9 + json.length;
+  b.writeUInt32LE(sorted.length, o);
+  o += 4;
+  for (const id of sorted) o += Buffer.from(id, 'hex').copy(b, o);
+  return b;
+}
+
+const str = (o: Record<string, unknown>, f: string, what: string): string => {
+  const v = o[f];
+  if (typeof v !== 'string') throw new CorruptObjectError(what, `bad ${f}`);
+  return v;
+};
+
+const strArray = (o: Record<string, unknown>, f: string, what: string): string[] => {
+  const v = o[f];
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new CorruptObjectError(what, `bad ${f}`);
+  return v as string[];
+};
+
+export function decodeSnapshot(bytes: Buffer, what: string): Snapshot {
+  const r = new ByteReader(bytes, what);
+  r.magic(MAGIC);
+  const version = r.u8('version');
+  if (version !== SNAPSHOT_VERSION) throw new UnsupportedVersionError(what, version, SNAPSHOT_VERSION);
+  const jsonLength = r.u32('json length');
+  const o = asRecord(parseJson(r.bytes(jsonLength, 'json'), what), what);
+  const count = r.u32('id count');
+  if (count * ID_BYTES !== r.remaining) r.fail(`claims ${count} blob ids in ${r.remaining} bytes`);
+  const blobs: string[] = new Array<string>(count);
+  for (let i = 0; i < count; i++) blobs[i] = idHex(r.bytes(ID_BYTES, 'blob id'));
+  const time = str(o, 'time', what);
+  if (Number.isNaN(Date.parse(time))) throw new CorruptObjectError(what, 'bad time');
+  const tree = str(o, 'tree', what);
+  if (!isIdHex(tree)) throw new CorruptObjectError(what, 'bad tree id');
+  const parent = o['parent'];
+  if (parent !== undefined && !isIdHex(parent)) throw new CorruptObjectError(what, 'bad parent id');
+  const summary = asRecord(o['summary'], what) as unknown as SnapshotSummary;
+  return {
+    time,
+    hostname: str(o, 'hostname', what),
+    username: str(o, 'username', what),
+    paths: strArray(o, 'paths', what),
+    tags: strArray(o, 'tags', what),
+    ...(parent === undefined ? {} : { parent }),
+    tree,
+    ...(o['incomplete'] === true ? { incomplete: true } : {}),
+    summary,
+    blobs,
+  };
+}
