@@ -1,0 +1,184 @@
+/**
+ * `holdfast backup PATH...`, `holdfast backup --stdin`, and
+ * `holdfast backup --stdin-from-command -- CMD ARGS...`.
+ */
+import { resolve } from 'node:path';
+import { spawn } from 'node:child_process';
+import type { Command } from 'commander';
+import { Archiver, type BackupResult } from '../jobs/backup/archiver.js';
+import { Excludes } from '../jobs/backup/excludes.js';
+import { parseCompressionMode } from '../core/compress.js';
+import { scanTotals } from '../sources/file-tree.js';
+import type { Repository } from '../repo/repository.js';
+import { collect, formatBytes, formatDuration, globals, openRepo, say, warn, type GlobalOptions } from './context.js';
+import { ExitError, EXIT } from './exit-codes.js';
+import { Progress, type Totals } from './progress.js';
+
+interface BackupFlags {
+  exclude?: string[];
+  excludeFile?: string[];
+  excludeCaches?: boolean;
+  oneFileSystem?: boolean;
+  tag?: string[];
+  host?: string;
+  time?: string;
+  parent?: string;
+  force?: boolean;
+  stdin?: boolean;
+  stdinFilename: string;
+  stdinFromCommand?: boolean;
+  compression?: string;
+}
+
+/** Parses "YYYY-MM-DD HH:MM:SS" as local time. */
+export function parseTime(s: string): Date {
+  const m = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2}))?$/.exec(s.trim());
+  if (!m) throw new ExitError(`bad --time "${s}": use "YYYY-MM-DD HH:MM:SS"`, EXIT.usage);
+  const [y, mo, d, h, mi, se] = m.slice(1).map((x) => Number(x ?? 0)) as [number, number, number, number, number, number];
+  const t = new Date(y, mo - 1, d, h, mi, se);
+  if (t.getFullYear() !== y || t.getMonth() !== mo - 1 || t.getDate() !== d || h > 23 || mi > 59 || se > 59) {
+    throw new ExitError(`bad --time "${s}": no such date or time`, EXIT.usage);
+  }
+  return t;
+}
+
+const splitTags = (tags: string[] | undefined): string[] => (tags ?? []).flatMap((t) => t.split(',')).filter((t) => t !== '');
+
+export function register(program: Command): void {
+  program
+    .command('backup')
+    .description('back up files and folders, or a stream from stdin or a command')
+    .argument('[paths...]', 'files and folders to back up, or the command after --stdin-from-command')
+    .option('-e, --exclude <glob>', 'exclude a pattern (repeatable)', collect)
+    .option('--exclude-file <file>', 'read exclude patterns from a file (repeatable)', collect)
+    .option('--exclude-caches', 'skip the contents of folders holding a CACHEDIR.TAG')
+    .option('-x, --one-file-system', 'do not cross file system boundaries')
+    .option('--tag <tag[,tag]>', 'add tags to the snapshot (repeatable)', collect)
+    .option('--host <hostname>', 'host name to record (default: this host)')
+    .option('--time <time>', 'snapshot time "YYYY-MM-DD HH:MM:SS" (local time)')
+    .option('--parent <snapshot>', 'parent snapshot for change detection (default: latest of same host and paths)')
+    .option('-f, --force', 'read every file, ignoring the parent snapshot')
+    .option('--stdin', 'back up what is read from stdin')
+    .option('--stdin-filename <name>', 'file name for --stdin and --stdin-from-command', 'stdin')
+    .option('--stdin-from-command', 'run the command given as arguments and back up its output; fails if it fails')
+    .option('--compression <mode>', 'off, fast, default, max (default: the repository default)')
+    .action(async (paths: string[], flags: BackupFlags, cmd: Command) => {
+      const g = globals(cmd);
+      const repo = await openRepo(g);
+      if (flags.compression) repo.setCompression(parseCompressionMode(flags.compression));
+      const abort = new AbortController();
+      const onSigint = (): void => abort.abort(new ExitError('interrupted; the repository is intact and the next backup reuses what was uploaded', EXIT.interrupted));
+      process.once('SIGINT', onSigint);
+      process.once('SIGTERM', onSigint);
+      try {
+        const found = await repo.indexOrphanPacks(warn);
+        if (found > 0 && !g.quiet) warn(`indexed ${found} pack(s) left by an interrupted backup`);
+        const result = flags.stdin || flags.stdinFromCommand
+          ? await backupStream(repo, g, flags, paths, abort.signal)
+          : await backupFiles(repo, g, flags, paths, abort.signal);
+        report(g, result);
+        if (result.snapshot.incomplete) process.exitCode = EXIT.incomplete;
+      } finally {
+        process.off('SIGINT', onSigint);
+        process.off('SIGTERM', onSigint);
+      }
+    });
+}
+
+async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlags, args: string[], signal: AbortSignal): Promise<BackupResult> {
+  if (args.length === 0) throw new ExitError('nothing to back up: give one or more paths, or --stdin', EXIT.usage);
+  const paths = [...new Set(args.map((p) => resolve(p)))].sort();
+  const excludes = await Excludes.fromFiles(flags.exclude ?? [], flags.excludeFile ?? []);
+  const hostname = flags.host;
+  let parent: BackupResult | null = null;
+  if (!flags.force) {
+    const all = await repo.listSnapshots();
+    const want = flags.parent;
+    const host = hostname ?? (await import('node:os')).hostname();
+    const candidates = want
+      ? all.filter((s) => s.id.startsWith(want))
+      : all.filter((s) => s.snapshot.hostname === host && s.snapshot.paths.join('\0') === paths.join('\0'));
+    if (want && candidates.length !== 1) throw new ExitError(`--parent ${want} matches ${candidates.length} snapshots`, EXIT.usage);
+    parent = candidates[candidates.length - 1] ?? null;
+  }
+  if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}`);
+  const totals: Totals = { files: 0, bytes: 0, done: false };
+  const progress = new Progress(g, totals);
+  void scanTotals(paths, (p) => excludes.matches(p), totals, signal);
+  try {
+    return await new Archiver(repo, {
+      paths,
+      excludes,
+      excludeCaches: flags.excludeCaches === true,
+      oneFileSystem: flags.oneFileSystem === true,
+      tags: splitTags(flags.tag),
+      ...(hostname ? { hostname } : {}),
+      ...(flags.time ? { time: parseTime(flags.time) } : {}),
+      parent,
+      signal,
+      onWarning: (path, message) => {
+        progress.stop();
+        warn(`${path}: ${message}`);
+      },
+      onProgress: (p) => progress.update(p),
+    }).run();
+  } finally {
+    progress.stop();
+  }
+}
+
+async function backupStream(repo: Repository, g: GlobalOptions, flags: BackupFlags, args: string[], signal: AbortSignal): Promise<BackupResult> {
+  const name = flags.stdinFilename;
+  if (name === '' || name.includes('/') || name === '.' || name === '..') throw new ExitError(`bad --stdin-filename "${name}"`, EXIT.usage);
+  let source: AsyncIterable<Uint8Array>;
+  if (flags.stdinFromCommand) {
+    if (args.length === 0) throw new ExitError('--stdin-from-command needs a command: holdfast backup --stdin-from-command -- CMD ARGS...', EXIT.usage);
+    source = commandOutput(args);
+  } else {
+    if (args.length > 0) throw new ExitError('--stdin takes no paths', EXIT.usage);
+    if (process.stdin.isTTY) throw new ExitError('--stdin given but stdin is a terminal', EXIT.usage);
+    source = process.stdin;
+  }
+  const progress = new Progress(g);
+  try {
+    return await new Archiver(repo, {
+      paths: [],
+      tags: splitTags(flags.tag),
+      ...(flags.host ? { hostname: flags.host } : {}),
+      ...(flags.time ? { time: parseTime(flags.time) } : {}),
+      signal,
+      onProgress: (p) => progress.update(p),
+    }).runStream(name, source);
+  } finally {
+    progress.stop();
+  }
+}
+
+/** Yields a command's stdout; throws at the end if it exits non-zero, so no snapshot is written. */
+async function* commandOutput(args: string[]): AsyncGenerator<Uint8Array> {
+  const [file, ...rest] = args as [string, ...string[]];
+  const child = spawn(file, rest, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((res) => {
+    child.once('error', (error) => res({ code: null, signal: null, error }));
+    child.once('close', (code, sig) => res({ code, signal: sig }));
+  });
+  for await (const chunk of child.stdout) yield chunk as Buffer;
+  const { code, signal, error } = await exited;
+  if (error) throw new ExitError(`cannot run ${file}: ${error.message}; no snapshot was written`, EXIT.failed);
+  if (code !== 0) throw new ExitError(`${file} failed (${signal ? `killed by ${signal}` : `exit code ${code}`}); no snapshot was written`, EXIT.failed);
+}
+
+function report(g: GlobalOptions, r: BackupResult): void {
+  const s = r.snapshot.summary;
+  const seconds = (Date.parse(s.end) - Date.parse(s.start)) / 1000;
+  if (g.json) {
+    if (!g.quiet) process.stdout.write(`${JSON.stringify({ message_type: 'summary', snapshot_id: r.id, incomplete: r.snapshot.incomplete === true, duration_seconds: seconds, ...s })}\n`);
+    return;
+  }
+  say(g, `Files:       ${s.filesNew} new, ${s.filesChanged} changed, ${s.filesUnchanged} unchanged`);
+  say(g, `Dirs:        ${s.dirs}`);
+  say(g, `Added:       ${formatBytes(s.dataAdded)} (${formatBytes(s.dataAddedStored)} stored)`);
+  say(g, `Processed:   ${s.filesNew + s.filesChanged + s.filesUnchanged} files, ${formatBytes(s.totalBytes)} in ${formatDuration(seconds)}`);
+  if (r.snapshot.incomplete) say(g, `snapshot ${r.id.slice(0, 8)} saved, INCOMPLETE: ${s.errors} file(s) could not be read (see warnings)`);
+  else say(g, `snapshot ${r.id.slice(0, 8)} saved`);
+}

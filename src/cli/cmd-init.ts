@@ -1,0 +1,23 @@
+/** `holdfast init`: creates a repository. */
+import type { Command } from 'commander';
+import { Repository } from '../repo/repository.js';
+import { parseCompressionMode } from '../core/compress.js';
+import { backendFor, globals, say } from './context.js';
+import { getNewPassword, getPassword } from './password.js';
+
+export function register(program: Command): void {
+  program
+    .command('init')
+    .description('create a new repository')
+    .option('--compression <mode>', 'default compression: off, fast, default, max', 'default')
+    .action(async (opts: { compression: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const backend = backendFor(g);
+      const hasSource = g.passwordFile || g.passwordCommand || process.env['HOLDFAST_PASSWORD'] !== undefined
+        || process.env['HOLDFAST_PASSWORD_FILE'] || process.env['HOLDFAST_PASSWORD_COMMAND'];
+      const password = hasSource ? await getPassword(g) : await getNewPassword(undefined);
+      const repo = await Repository.init(backend, password, { compression: parseCompressionMode(opts.compression) });
+      say(g, `created holdfast repository ${repo.config.id.slice(0, 10)} at ${backend.location}`);
+      say(g, 'keep the password safe: losing it means losing the data in the repository');
+    });
+}

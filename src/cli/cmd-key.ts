@@ -1,0 +1,44 @@
+/** `holdfast key add | list | remove | passwd`: the passwords of a repository. */
+import type { Command } from 'commander';
+import { globals, openRepo, say } from './context.js';
+import { getNewPassword } from './password.js';
+import { ExitError, EXIT } from './exit-codes.js';
+
+export function register(program: Command): void {
+  const key = program.command('key').description('manage the passwords (keys) of the repository');
+  key.command('list').description('list keys').action(async (_o: unknown, cmd: Command) => {
+    const g = globals(cmd);
+    const repo = await openRepo(g, { index: false });
+    const keys = await repo.listKeys();
+    if (g.json) {
+      process.stdout.write(`${JSON.stringify(keys.map((k) => ({ id: k.id, current: k.current, created: k.file.created, hostname: k.file.hostname, username: k.file.username, kdf: { ...k.file.kdf, salt: undefined } })), null, 2)}\n`);
+      return;
+    }
+    say(g, ` ${'ID'.padEnd(10)}${'User'.padEnd(12)}${'Host'.padEnd(16)}Created`);
+    for (const k of keys) say(g, `${k.current ? '*' : ' '}${k.id.slice(0, 8).padEnd(10)}${k.file.username.padEnd(12)}${k.file.hostname.padEnd(16)}${k.file.created}`);
+  });
+  key.command('add').description('add a password').option('--new-password-file <file>', 'read the new password from a file')
+    .action(async (o: { newPasswordFile?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const repo = await openRepo(g, { index: false });
+      const id = await repo.addKey(await getNewPassword(o.newPasswordFile));
+      say(g, `added key ${id.slice(0, 8)}`);
+    });
+  key.command('remove').description('remove a key').argument('<id>', 'key id or unique prefix')
+    .action(async (prefix: string, _o: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const repo = await openRepo(g, { index: false });
+      const matching = (await repo.listKeys()).filter((k) => k.id.startsWith(prefix));
+      if (matching.length !== 1) throw new ExitError(`key id ${prefix} matches ${matching.length} keys`, EXIT.failed);
+      await repo.removeKey(matching[0]!.id);
+      say(g, `removed key ${matching[0]!.id.slice(0, 8)}`);
+    });
+  key.command('passwd').description('change the password in use').option('--new-password-file <file>', 'read the new password from a file')
+    .action(async (o: { newPasswordFile?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const repo = await openRepo(g, { index: false });
+      const id = await repo.addKey(await getNewPassword(o.newPasswordFile));
+      await repo.removeKey(repo.keyId, true);
+      say(g, `password changed (key ${id.slice(0, 8)} replaces ${repo.keyId.slice(0, 8)})`);
+    });
+}

@@ -1,0 +1,66 @@
+/** `holdfast ls SNAP [PATH]`: lists the files of a snapshot. */
+import type { Command } from 'commander';
+import { walkTree } from '../jobs/tree-walk.js';
+import type { TreeNode } from '../repo/tree.js';
+import { globals, openRepo, warn } from './context.js';
+import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+
+const TYPE_CHAR: Record<TreeNode['type'], string> = { file: '-', dir: 'd', symlink: 'l', fifo: 'p', chardev: 'c', blockdev: 'b', socket: 's' };
+
+/** "drwxr-xr-x" with setuid/setgid/sticky. */
+export function modeString(n: TreeNode): string {
+  const m = n.mode;
+  const rwx = (shift: number, special: boolean, ch: string): string => {
+    const r = m & (4 << shift) ? 'r' : '-';
+    const w = m & (2 << shift) ? 'w' : '-';
+    const x = m & (1 << shift);
+    const xc = special ? (x ? ch : ch.toUpperCase()) : x ? 'x' : '-';
+    return r + w + xc;
+  };
+  return TYPE_CHAR[n.type] + rwx(6, (m & 0o4000) !== 0, 's') + rwx(3, (m & 0o2000) !== 0, 's') + rwx(0, (m & 0o1000) !== 0, 't');
+}
+
+function within(path: string, prefix: string): boolean {
+  return prefix === '/' || path === prefix || path.startsWith(`${prefix}/`) || prefix.startsWith(`${path}/`);
+}
+
+export function register(program: Command): void {
+  withFilterOptions(program.command('ls'))
+    .description('list files in a snapshot')
+    .argument('<snapshot>', 'snapshot id, id prefix, or "latest"')
+    .argument('[path]', 'list only this path and below', '/')
+    .option('-l, --long', 'show mode, owner, size and time')
+    .action(async (snap: string, path: string, flags: SnapshotFilter & { long?: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      const repo = await openRepo(g);
+      const { snapshot } = await findSnapshot(repo, snap, flags);
+      const prefix = `/${path.split('/').filter((p) => p !== '').join('/')}`;
+      const out: string[] = [];
+      const flush = (): void => {
+        if (out.length) process.stdout.write(out.join(''));
+        out.length = 0;
+      };
+      for await (const { path: p, node } of walkTree(repo, snapshot.tree, {
+        filter: (pp) => within(pp.toString(), prefix),
+        onUnsafe: (pp, why) => warn(`${pp}: unsafe name in snapshot (${why})`),
+      })) {
+        const ps = p.toString();
+        if (!(prefix === '/' || ps === prefix || ps.startsWith(`${prefix}/`))) continue;
+        if (g.json) {
+          out.push(`${JSON.stringify({
+            path: ps, type: node.type, mode: node.mode, uid: node.uid, gid: node.gid, user: node.user, group: node.group,
+            size: node.size, mtime: new Date(Number(node.mtime / 1_000_000n)).toISOString(),
+            ...(node.target ? { target: node.target.toString() } : {}),
+          })}\n`);
+        } else if (flags.long) {
+          const t = new Date(Number(node.mtime / 1_000_000n)).toISOString().replace('T', ' ').slice(0, 19);
+          const link = node.target ? ` -> ${node.target.toString()}` : '';
+          out.push(`${modeString(node)} ${(node.user ?? String(node.uid)).padEnd(8)} ${(node.group ?? String(node.gid)).padEnd(8)} ${String(node.size).padStart(12)} ${t} ${ps}${link}\n`);
+        } else {
+          out.push(`${ps}\n`);
+        }
+        if (out.length >= 1000) flush();
+      }
+      flush();
+    });
+}

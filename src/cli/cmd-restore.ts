@@ -1,0 +1,55 @@
+/** `holdfast restore SNAP --target DIR`: restores files. */
+import type { Command } from 'commander';
+import { Restorer } from '../jobs/restore/restorer.js';
+import { collect, formatBytes, globals, openRepo, say, warn } from './context.js';
+import { ExitError, EXIT } from './exit-codes.js';
+import { Progress } from './progress.js';
+import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+
+interface RestoreFlags extends SnapshotFilter {
+  target?: string;
+  include?: string[];
+  verify?: boolean;
+}
+
+export function register(program: Command): void {
+  withFilterOptions(program.command('restore'))
+    .description('restore a snapshot below a target folder (TARGET + the original absolute paths)')
+    .argument('<snapshot>', 'snapshot id, id prefix, or "latest"')
+    .requiredOption('-t, --target <dir>', 'folder to restore into')
+    .option('-i, --include <path>', 'restore only this path of the snapshot (repeatable)', collect)
+    .option('--verify', 'read the restored files back and check them against the snapshot')
+    .action(async (snap: string, flags: RestoreFlags, cmd: Command) => {
+      const g = globals(cmd);
+      const repo = await openRepo(g);
+      const { id, snapshot } = await findSnapshot(repo, snap, flags);
+      say(g, `restoring snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${snapshot.time} to ${flags.target}`);
+      const abort = new AbortController();
+      const onSigint = (): void => abort.abort(new ExitError('interrupted: the restore is NOT complete', EXIT.interrupted));
+      process.once('SIGINT', onSigint);
+      const progress = new Progress(g, { files: 0, bytes: snapshot.summary.totalBytes, done: true });
+      let result;
+      try {
+        result = await new Restorer(repo, flags.target!, {
+          includes: flags.include ?? [],
+          verify: flags.verify === true,
+          signal: abort.signal,
+          onWarning: (path, message) => {
+            progress.stop();
+            warn(`${path}: ${message}`);
+          },
+          onProgress: (p) => progress.update(p),
+        }).run(snapshot.tree);
+      } finally {
+        progress.stop();
+        process.off('SIGINT', onSigint);
+      }
+      const p = result.progress;
+      say(g, `restored ${p.files} files, ${p.dirs} folders, ${formatBytes(p.bytes)}`);
+      if (flags.verify) say(g, result.verifyFailed.length === 0 ? `verified ${p.files} files: all match the snapshot` : `VERIFY FAILED for ${result.verifyFailed.length} file(s)`);
+      if (result.failed.length > 0 || result.verifyFailed.length > 0) {
+        const lines = result.failed.map((f) => `  ${f.path}: ${f.error}`).concat(result.verifyFailed.map((f) => `  ${f}: restored bytes differ`));
+        throw new ExitError(`restore INCOMPLETE: ${lines.length} path(s) not restored correctly:\n${lines.join('\n')}`, EXIT.failed);
+      }
+    });
+}

@@ -1,0 +1,78 @@
+/**
+ * What every command shares: global options, opening the repository, output.
+ */
+import type { Command } from 'commander';
+import { openBackend } from '../storage/open-backend.js';
+import { Repository } from '../repo/repository.js';
+import type { Backend } from '../storage/backend.js';
+import { ExitError, EXIT } from './exit-codes.js';
+import { getPassword } from './password.js';
+
+export interface GlobalOptions {
+  repo?: string;
+  passwordFile?: string;
+  passwordCommand?: string;
+  quiet?: boolean;
+  json?: boolean;
+}
+
+/** The global options of the command being run. */
+export function globals(cmd: Command): GlobalOptions {
+  return cmd.optsWithGlobals<GlobalOptions>();
+}
+
+/** The repository location from -r/--repo or HOLDFAST_REPOSITORY. */
+export function repoLocation(g: GlobalOptions): string {
+  const loc = g.repo ?? process.env['HOLDFAST_REPOSITORY'];
+  if (!loc) throw new ExitError('no repository given: use -r/--repo or HOLDFAST_REPOSITORY', EXIT.usage);
+  return loc;
+}
+
+export function backendFor(g: GlobalOptions): Backend {
+  return openBackend(repoLocation(g));
+}
+
+/** Opens the repository with the password and loads the index. */
+export async function openRepo(g: GlobalOptions, opts: { index?: boolean } = {}): Promise<Repository> {
+  const backend = backendFor(g);
+  const password = await getPassword(g);
+  const repo = await Repository.open(backend, password);
+  if (opts.index !== false) await repo.loadIndex();
+  return repo;
+}
+
+/** Prints a line to stdout unless --quiet. */
+export function say(g: GlobalOptions, line: string): void {
+  if (!g.quiet) process.stdout.write(`${line}\n`);
+}
+
+/** Prints a warning to stderr (always, even with --quiet). */
+export function warn(line: string): void {
+  process.stderr.write(`warning: ${line}\n`);
+}
+
+/** Bytes for humans: 1.5 GiB. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
+}
+
+/** Seconds for humans: 1:02:03 or 2:03. */
+export function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
+}
+
+/** Collects a repeatable option. */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env node
+/**
+ * The `holdfast` command line: global options, the commands (one file each),
+ * and the mapping of errors to exit codes and plain messages.
+ */
+import { Command, CommanderError } from 'commander';
+import { createRequire } from 'node:module';
+import { ExitError, EXIT } from './exit-codes.js';
+import { CorruptObjectError, NotARepositoryError, UnsupportedVersionError, WrongPasswordError } from '../repo/errors.js';
+import * as backup from './cmd-backup.js';
+import * as diff from './cmd-diff.js';
+import * as dump from './cmd-dump.js';
+import * as init from './cmd-init.js';
+import * as key from './cmd-key.js';
+import * as ls from './cmd-ls.js';
+import * as restore from './cmd-restore.js';
+import * as snapshots from './cmd-snapshots.js';
+import * as stats from './cmd-stats.js';
+
+const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
+
+function exitCodeOf(e: unknown): number {
+  if (e instanceof ExitError) return e.code;
+  if (e instanceof WrongPasswordError) return EXIT.wrongPassword;
+  if (e instanceof NotARepositoryError) return EXIT.noRepository;
+  return EXIT.failed;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const program = new Command('holdfast')
+    .version(version)
+    .description('deduplicated, compressed, encrypted backups')
+    .option('-r, --repo <location>', 'repository location (or HOLDFAST_REPOSITORY)')
+    .option('--password-file <file>', 'read the password from a file (or HOLDFAST_PASSWORD_FILE)')
+    .option('--password-command <command>', 'run a command that prints the password (or HOLDFAST_PASSWORD_COMMAND)')
+    .option('-q, --quiet', 'print nothing but warnings and errors')
+    .option('--json', 'machine-readable output')
+    .exitOverride()
+    .showSuggestionAfterError();
+  for (const m of [init, backup, snapshots, ls, diff, stats, restore, dump, key]) m.register(program);
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    const known = e instanceof ExitError || e instanceof WrongPasswordError || e instanceof NotARepositoryError
+      || e instanceof CorruptObjectError || e instanceof UnsupportedVersionError;
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`holdfast: ${msg}\n`);
+    if (!known && process.env['HOLDFAST_DEBUG'] && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    return exitCodeOf(e);
+  }
+}
+
+process.exitCode = await main(process.argv);

@@ -1,0 +1,235 @@
+/**
+ * A repository in a local folder (or anything mounted as one: NFS, SMB, USB).
+ *
+ * Layout under the root:
+ *
+ *   config                                  the single config object
+ *   keys/<name>  index/<name>  snapshots/<name>  locks/<name>
+ *   data/<first two chars of name>/<name>   256 subfolders, 00 .. ff
+ *
+ * save, crash-safe and never overwriting:
+ *
+ *   write .tmp-<random hex> in the target folder, fsync it
+ *   link(tmp, final)      fails with EEXIST atomically if the name exists
+ *   unlink(tmp), fsync the folder
+ *
+ * Object names (see object-names.ts) cannot start with a dot, so temporary
+ * files left behind by a crashed writer never collide with objects and are
+ * never listed.
+ * Files are created 0600 and folders 0700: a repository is private to the
+ * account that writes it.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+
+import {
+  AlreadyExistsError,
+  NotFoundError,
+  ShortReadError,
+  type Backend,
+  type Handle,
+  type ObjectInfo,
+  type ObjectType,
+} from './backend.js';
+import { byteRange, checkHandle, checkRangeArgs, checkType, nameProblem } from './object-names.js';
+
+const FOLDERS: Readonly<Record<Exclude<ObjectType, 'config'>, string>> = {
+  key: 'keys',
+  data: 'data',
+  index: 'index',
+  snapshot: 'snapshots',
+  lock: 'locks',
+};
+
+const DATA_PREFIXES: readonly string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+const FILE_MODE = 0o600;
+const DIR_MODE = 0o700;
+
+/**
+ * Local-folder implementation of `Backend`. See the module comment for the
+ * layout and how `save` stays atomic.
+ */
+export class LocalBackend implements Backend {
+  /** The absolute path of the repository folder. */
+  readonly root: string;
+
+  /** `local:` followed by the absolute path of the repository folder. */
+  readonly location: string;
+
+  /** `root` may be relative; it is resolved against the current directory once, here. */
+  constructor(root: string) {
+    this.root = path.resolve(root);
+    this.location = `local:${this.root}`;
+  }
+
+  /** See `Backend.create`. Also fsyncs the parents of new folders so they survive a crash. */
+  async create(): Promise<void> {
+    await fs.mkdir(this.root, { recursive: true, mode: DIR_MODE });
+    const data = path.join(this.root, FOLDERS.data);
+    await Promise.all(Object.values(FOLDERS).map((f) => fs.mkdir(path.join(this.root, f), { recursive: true, mode: DIR_MODE })));
+    await Promise.all(DATA_PREFIXES.map((p) => fs.mkdir(path.join(data, p), { recursive: true, mode: DIR_MODE })));
+    await syncDir(path.dirname(this.root));
+    await syncDir(this.root);
+    await syncDir(data);
+  }
+
+  /** See `Backend.save`. */
+  async save(h: Handle, data: Uint8Array): Promise<void> {
+    checkHandle(h);
+    const dir = this.folderOf(h);
+    const final = path.join(dir, h.name);
+    const tmp = path.join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(tmp, 'wx', FILE_MODE);
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') {
+        throw new Error(`cannot save ${h.type}/${h.name}: folder ${dir} is missing (was the repository created?)`, { cause: err });
+      }
+      throw err;
+    }
+    let tmpExists = true;
+    try {
+      try {
+        await fh.writeFile(data);
+        await fh.sync();
+      } catch (err) {
+        await fh.close().catch(() => undefined);
+        throw err;
+      }
+      await fh.close();
+      try {
+        await fs.link(tmp, final);
+      } catch (err) {
+        if (errorCode(err) === 'EEXIST') throw new AlreadyExistsError(h);
+        throw err;
+      }
+      // The object is in place from here on; a leftover temporary name is
+      // harmless (never listed), so failing to remove it must not fail the save.
+      tmpExists = false;
+      await fs.unlink(tmp).catch(() => undefined);
+      await syncDir(dir);
+    } catch (err) {
+      if (tmpExists) await fs.unlink(tmp).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** See `Backend.load`. Range reads read only the bytes asked for. */
+  async load(h: Handle, offset?: number, length?: number): Promise<Buffer> {
+    checkHandle(h);
+    checkRangeArgs(offset, length);
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(this.pathOf(h), 'r');
+    } catch (err) {
+      throw errorCode(err) === 'ENOENT' ? new NotFoundError(h) : err;
+    }
+    try {
+      if (offset === undefined && length === undefined) return await fh.readFile();
+      const { size } = await fh.stat();
+      const [start, end] = byteRange(h, size, offset, length);
+      const buf = Buffer.allocUnsafe(end - start);
+      let done = 0;
+      while (done < buf.length) {
+        const { bytesRead } = await fh.read(buf, done, buf.length - done, start + done);
+        if (bytesRead === 0) throw new ShortReadError(h, end, start + done);
+        done += bytesRead;
+      }
+      return buf;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** See `Backend.stat`. */
+  async stat(h: Handle): Promise<ObjectInfo | undefined> {
+    checkHandle(h);
+    try {
+      const s = await fs.stat(this.pathOf(h));
+      return { name: h.name, size: s.size };
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  /** See `Backend.list`. For `data`, walks the 256 subfolders one after the other. */
+  async *list(type: ObjectType): AsyncIterable<ObjectInfo> {
+    checkType(type);
+    if (type === 'config') {
+      const info = await this.stat({ type, name: 'config' });
+      if (info) yield info;
+      return;
+    }
+    const folder = path.join(this.root, FOLDERS[type]);
+    const dirs = type === 'data' ? DATA_PREFIXES.map((p) => path.join(folder, p)) : [folder];
+    for (const dir of dirs) {
+      let names: string[];
+      try {
+        names = await fs.readdir(dir);
+      } catch (err) {
+        if (errorCode(err) === 'ENOENT') continue;
+        throw err;
+      }
+      for (const name of names) {
+        // Skips temporary files and anything else that `load` could not address.
+        if (nameProblem(type, name) !== undefined) continue;
+        if (type === 'data' && !name.startsWith(path.basename(dir))) continue;
+        let s;
+        try {
+          s = await fs.stat(path.join(dir, name));
+        } catch (err) {
+          if (errorCode(err) === 'ENOENT') continue; // removed while listing
+          throw err;
+        }
+        if (s.isFile()) yield { name, size: s.size };
+      }
+    }
+  }
+
+  /** See `Backend.remove`. Fsyncs the folder so the removal survives a crash. */
+  async remove(h: Handle): Promise<void> {
+    checkHandle(h);
+    try {
+      await fs.unlink(this.pathOf(h));
+    } catch (err) {
+      throw errorCode(err) === 'ENOENT' ? new NotFoundError(h) : err;
+    }
+    await syncDir(this.folderOf(h));
+  }
+
+  /** Nothing to release: every operation opens and closes its own files. */
+  async close(): Promise<void> {}
+
+  private folderOf(h: Handle): string {
+    if (h.type === 'config') return this.root;
+    const folder = path.join(this.root, FOLDERS[h.type]);
+    return h.type === 'data' ? path.join(folder, h.name.slice(0, 2)) : folder;
+  }
+
+  private pathOf(h: Handle): string {
+    return path.join(this.folderOf(h), h.name);
+  }
+}
+
+/** Makes a folder's entries (new, renamed or removed names) durable. */
+async function syncDir(dir: string): Promise<void> {
+  if (process.platform === 'win32') return; // folders cannot be opened there; NTFS journals them
+  const fh = await fs.open(dir, 'r');
+  try {
+    await fh.sync();
+  } catch (err) {
+    // Some file systems (certain FUSE and network mounts) do not support it.
+    const code = errorCode(err);
+    if (code !== 'EINVAL' && code !== 'ENOTSUP') throw err;
+  } finally {
+    await fh.close();
+  }
+}
+
+function errorCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
+}

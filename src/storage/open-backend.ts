@@ -1,0 +1,46 @@
+/**
+ * Turns a repository location, as a user types it, into a `Backend`:
+ *
+ *   memory:            a fresh, empty in-memory repository
+ *   memory:NAME        the process-wide in-memory repository called NAME
+ *   local:/abs/path    a local folder (relative paths are resolved)
+ *   /abs/path, ./rel   the same as local:
+ *
+ * Anything else that looks like `scheme:` (s3:, sftp://, ...) is refused with
+ * an "unsupported repository location" error rather than taken for a path.
+ */
+import path from 'node:path';
+
+import type { Backend } from './backend.js';
+import { LocalBackend } from './local-backend.js';
+import { MemoryBackend } from './memory-backend.js';
+
+const namedMemory = new Map<string, MemoryBackend>();
+
+/** Opens the backend for `location`; see the module comment for the forms accepted. */
+export function openBackend(location: string): Backend {
+  if (location === '') throw new Error('unsupported repository location "": the location is empty');
+  // Two letters or more, so that a Windows drive ("C:\backups") stays a path.
+  const scheme = /^([a-z][a-z0-9+.-]+):/i.exec(location)?.[1]?.toLowerCase();
+  const rest = scheme === undefined ? location : location.slice(scheme.length + 1);
+  switch (scheme) {
+    case undefined:
+      return new LocalBackend(path.resolve(location));
+    case 'local':
+      if (rest === '') throw new Error(`unsupported repository location "${location}": local: needs a path`);
+      return new LocalBackend(path.resolve(rest));
+    case 'memory': {
+      if (rest === '') return new MemoryBackend();
+      let backend = namedMemory.get(rest);
+      if (backend === undefined) {
+        backend = new MemoryBackend(rest);
+        namedMemory.set(rest, backend);
+      }
+      return backend;
+    }
+    default:
+      throw new Error(
+        `unsupported repository location "${location}": unknown scheme "${scheme}:" (use local:/path, a plain path, or memory:)`,
+      );
+  }
+}

@@ -1,0 +1,318 @@
+/**
+ * The conformance suite every `Backend` must pass. A backend's test file is a
+ * few lines:
+ *
+ *   backendConformance('LocalBackend', async () => new LocalBackend(freshDir()));
+ *
+ * `make` must return a new, empty backend on each call; the suite calls
+ * `create()` itself (it is idempotent) and `close()` at the end of each test.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { describe, it } from 'node:test';
+
+import {
+  AlreadyExistsError,
+  NotFoundError,
+  OBJECT_TYPES,
+  ShortReadError,
+  type Backend,
+  type Handle,
+  type ObjectInfo,
+  type ObjectType,
+} from '../../src/storage/backend.js';
+
+/** A content-address-like name (64 lowercase hex digits) derived from `seed`. */
+export function hexName(seed: string): string {
+  return createHash('sha256').update(seed).digest('hex');
+}
+
+/** A valid handle of `type`: `config` for the config object, `hexName(seed)` otherwise. */
+export function handleOf(type: ObjectType, seed = 'x'): Handle {
+  return { type, name: type === 'config' ? 'config' : hexName(seed) };
+}
+
+/** `n` bytes of a recognisable pattern. */
+export function bytes(n: number, seed = 1): Buffer {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed) & 0xff;
+  return b;
+}
+
+/** Every entry of `b.list(type)`, sorted by name. */
+export async function listAll(b: Backend, type: ObjectType): Promise<ObjectInfo[]> {
+  const out: ObjectInfo[] = [];
+  for await (const info of b.list(type)) out.push(info);
+  return out.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+}
+
+/** Registers the shared `Backend` tests under `describe(name)`. */
+export function backendConformance(name: string, make: () => Promise<Backend>): void {
+  async function withBackend(fn: (b: Backend) => Promise<void>): Promise<void> {
+    const b = await make();
+    await b.create();
+    try {
+      await fn(b);
+    } finally {
+      await b.close();
+    }
+  }
+
+  describe(`${name} conformance`, () => {
+    it('has a location', () =>
+      withBackend(async (b) => {
+        assert.equal(typeof b.location, 'string');
+        assert.ok(b.location.length > 0);
+      }));
+
+    for (const type of OBJECT_TYPES) {
+      it(`saves and loads a ${type} object`, () =>
+        withBackend(async (b) => {
+          const h = handleOf(type, `round-${type}`);
+          const data = bytes(1000, 7);
+          await b.save(h, data);
+          assert.deepEqual(await b.load(h), data);
+          assert.deepEqual(await b.stat(h), { name: h.name, size: 1000 });
+        }));
+    }
+
+    it('accepts a plain Uint8Array and returns a Buffer', () =>
+      withBackend(async (b) => {
+        const h = handleOf('index', 'u8');
+        await b.save(h, new Uint8Array([1, 2, 3]));
+        const got = await b.load(h);
+        assert.ok(Buffer.isBuffer(got));
+        assert.deepEqual([...got], [1, 2, 3]);
+      }));
+
+    it('reads ranges', () =>
+      withBackend(async (b) => {
+        const h = handleOf('data', 'range');
+        const data = bytes(100);
+        await b.save(h, data);
+        assert.deepEqual(await b.load(h, 10, 20), data.subarray(10, 30));
+        assert.deepEqual(await b.load(h, 0, 100), data);
+        assert.deepEqual(await b.load(h, 90), data.subarray(90), 'offset without length reads to the end');
+        assert.deepEqual(await b.load(h, 100), Buffer.alloc(0), 'offset at the end reads nothing');
+        assert.deepEqual(await b.load(h, 50, 0), Buffer.alloc(0));
+        assert.deepEqual(await b.load(h, -10), data.subarray(90), 'negative offset counts from the end');
+        assert.deepEqual(await b.load(h, -10, 3), data.subarray(90), 'length is ignored with a negative offset');
+        assert.deepEqual(await b.load(h, -100), data);
+      }));
+
+    it('rejects ranges past the end with ShortReadError', () =>
+      withBackend(async (b) => {
+        const h = handleOf('data', 'short');
+        await b.save(h, bytes(100));
+        await assert.rejects(b.load(h, 90, 20), ShortReadError);
+        await assert.rejects(b.load(h, 0, 101), ShortReadError);
+        await assert.rejects(b.load(h, 101), ShortReadError);
+        await assert.rejects(b.load(h, 200, 1), ShortReadError);
+        await assert.rejects(b.load(h, -101), ShortReadError);
+        assert.deepEqual(await b.load(h), bytes(100), 'a failed range read leaves the object alone');
+      }));
+
+    it('reports missing objects', () =>
+      withBackend(async (b) => {
+        for (const type of OBJECT_TYPES) {
+          const h = handleOf(type, 'missing');
+          await assert.rejects(b.load(h), NotFoundError);
+          await assert.rejects(b.load(h, 0, 1), NotFoundError);
+          await assert.rejects(b.load(h, -1), NotFoundError);
+          await assert.rejects(b.remove(h), NotFoundError);
+          assert.equal(await b.stat(h), undefined);
+          assert.deepEqual(await listAll(b, type), []);
+        }
+      }));
+
+    it('NotFoundError carries the handle', () =>
+      withBackend(async (b) => {
+        const h = handleOf('snapshot', 'nf');
+        await assert.rejects(b.load(h), (err: unknown) => err instanceof NotFoundError && err.handle.name === h.name);
+      }));
+
+    it('refuses to overwrite and keeps the original bytes', () =>
+      withBackend(async (b) => {
+        for (const type of OBJECT_TYPES) {
+          const h = handleOf(type, 'once');
+          await b.save(h, bytes(50, 1));
+          await assert.rejects(b.save(h, bytes(80, 2)), AlreadyExistsError);
+          await assert.rejects(b.save(h, Buffer.alloc(0)), AlreadyExistsError);
+          assert.deepEqual(await b.load(h), bytes(50, 1));
+          assert.deepEqual(await b.stat(h), { name: h.name, size: 50 });
+        }
+      }));
+
+    it('removes once, then reports NotFoundError; the name can be saved again', () =>
+      withBackend(async (b) => {
+        const h = handleOf('lock', 'rm');
+        await b.save(h, bytes(10));
+        await b.remove(h);
+        await assert.rejects(b.remove(h), NotFoundError);
+        await assert.rejects(b.load(h), NotFoundError);
+        assert.equal(await b.stat(h), undefined);
+        assert.deepEqual(await listAll(b, 'lock'), []);
+        await b.save(h, bytes(3, 9));
+        assert.deepEqual(await b.load(h), bytes(3, 9));
+      }));
+
+    it('stats objects', () =>
+      withBackend(async (b) => {
+        const h = handleOf('key', 'stat');
+        assert.equal(await b.stat(h), undefined);
+        await b.save(h, bytes(1234));
+        assert.deepEqual(await b.stat(h), { name: h.name, size: 1234 });
+      }));
+
+    it('lists each type separately', () =>
+      withBackend(async (b) => {
+        // The same name under every type, plus one name of each type's own.
+        const shared = hexName('shared');
+        const expected = new Map<ObjectType, ObjectInfo[]>();
+        for (const [i, type] of OBJECT_TYPES.entries()) {
+          if (type === 'config') {
+            await b.save({ type, name: 'config' }, bytes(5));
+            expected.set(type, [{ name: 'config', size: 5 }]);
+            continue;
+          }
+          const own = hexName(`own-${type}`);
+          await b.save({ type, name: shared }, bytes(i + 1));
+          await b.save({ type, name: own }, bytes(i + 100));
+          const infos = [
+            { name: shared, size: i + 1 },
+            { name: own, size: i + 100 },
+          ];
+          expected.set(type, infos.sort((x, y) => (x.name < y.name ? -1 : 1)));
+        }
+        for (const type of OBJECT_TYPES) assert.deepEqual(await listAll(b, type), expected.get(type), `list(${type})`);
+      }));
+
+    it('lists names that share a prefix', () =>
+      withBackend(async (b) => {
+        const base = hexName('prefix');
+        const names = [base, `${base}0`, `${base}.1`, `${base}-x`, base.slice(0, 10)];
+        for (const n of names) await b.save({ type: 'data', name: n }, bytes(n.length));
+        for (const n of names) await b.save({ type: 'index', name: n }, bytes(1));
+        const listed = await listAll(b, 'data');
+        assert.deepEqual(
+          listed,
+          names.map((n) => ({ name: n, size: n.length })).sort((x, y) => (x.name < y.name ? -1 : 1)),
+        );
+      }));
+
+    it('lists more than 1000 objects', () =>
+      withBackend(async (b) => {
+        const names = Array.from({ length: 1100 }, (_, i) => hexName(`many-${i}`));
+        for (let i = 0; i < names.length; i += 50) {
+          await Promise.all(names.slice(i, i + 50).map((n) => b.save({ type: 'data', name: n }, bytes(3))));
+        }
+        await b.save({ type: 'snapshot', name: hexName('other') }, bytes(3));
+        const listed = await listAll(b, 'data');
+        assert.equal(listed.length, 1100);
+        assert.deepEqual(
+          listed.map((i) => i.name),
+          [...names].sort(),
+        );
+        assert.ok(listed.every((i) => i.size === 3));
+      }));
+
+    it('stores empty objects', () =>
+      withBackend(async (b) => {
+        const h = handleOf('data', 'empty');
+        await b.save(h, new Uint8Array(0));
+        assert.deepEqual(await b.load(h), Buffer.alloc(0));
+        assert.deepEqual(await b.load(h, 0, 0), Buffer.alloc(0));
+        assert.deepEqual(await b.load(h, 0), Buffer.alloc(0));
+        await assert.rejects(b.load(h, 0, 1), ShortReadError);
+        await assert.rejects(b.load(h, -1), ShortReadError);
+        assert.deepEqual(await b.stat(h), { name: h.name, size: 0 });
+        assert.deepEqual(await listAll(b, 'data'), [{ name: h.name, size: 0 }]);
+        await assert.rejects(b.save(h, new Uint8Array(0)), AlreadyExistsError);
+      }));
+
+    it('saves different names concurrently', () =>
+      withBackend(async (b) => {
+        const hs = Array.from({ length: 64 }, (_, i) => handleOf('data', `conc-${i}`));
+        await Promise.all(hs.map((h, i) => b.save(h, bytes(100 + i, i))));
+        const loaded = await Promise.all(hs.map((h) => b.load(h)));
+        loaded.forEach((got, i) => assert.deepEqual(got, bytes(100 + i, i)));
+        assert.equal((await listAll(b, 'data')).length, 64);
+      }));
+
+    it('lets exactly one of several concurrent saves of one name win', () =>
+      withBackend(async (b) => {
+        const h = handleOf('lock', 'race');
+        const results = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => b.save(h, bytes(1000 + i, i))));
+        const won = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
+        assert.equal(won.length, 1, 'one save succeeds');
+        for (const r of results) {
+          if (r.status === 'rejected') assert.ok(r.reason instanceof AlreadyExistsError, String(r.reason));
+        }
+        const w = won[0] ?? -1;
+        assert.deepEqual(await b.load(h), bytes(1000 + w, w), 'the stored bytes are the winner’s, whole');
+      }));
+
+    it('keeps its own copy of saved and loaded bytes', () =>
+      withBackend(async (b) => {
+        const h = handleOf('index', 'copy');
+        const data = bytes(64);
+        await b.save(h, data);
+        data.fill(0);
+        const loaded = await b.load(h);
+        assert.deepEqual(loaded, bytes(64));
+        loaded.fill(0xee);
+        (await b.load(h, 0, 8)).fill(0xee);
+        assert.deepEqual(await b.load(h), bytes(64));
+      }));
+
+    it('create() is idempotent and keeps existing objects', () =>
+      withBackend(async (b) => {
+        const h = handleOf('snapshot', 'keep');
+        await b.save(h, bytes(9));
+        await b.create();
+        await b.create();
+        assert.deepEqual(await b.load(h), bytes(9));
+        await b.save(handleOf('data', 'after-create'), bytes(1));
+      }));
+
+    it('rejects invalid names in every operation', () =>
+      withBackend(async (b) => {
+        const bad: Handle[] = [
+          { type: 'key', name: '../x' },
+          { type: 'key', name: 'a/b' },
+          { type: 'key', name: '' },
+          { type: 'key', name: '..' },
+          { type: 'key', name: '.tmp-abc' },
+          { type: 'key', name: 'ABC' },
+          { type: 'key', name: 'a\0b' },
+          { type: 'key', name: 'a\\b' },
+          { type: 'index', name: 'x'.repeat(256) },
+          { type: 'data', name: '../../config' },
+          { type: 'data', name: 'zz01' },
+          { type: 'data', name: 'a' },
+          { type: 'config', name: 'other' },
+          { type: 'bogus' as ObjectType, name: 'abc' },
+        ];
+        for (const h of bad) {
+          const label = JSON.stringify(h);
+          const notTyped = (err: unknown) =>
+            err instanceof Error && !(err instanceof NotFoundError) && !(err instanceof AlreadyExistsError);
+          await assert.rejects(b.save(h, bytes(1)), notTyped, `save ${label}`);
+          await assert.rejects(b.load(h), notTyped, `load ${label}`);
+          await assert.rejects(b.stat(h), notTyped, `stat ${label}`);
+          await assert.rejects(b.remove(h), notTyped, `remove ${label}`);
+        }
+        await assert.rejects(listAll(b, 'bogus' as ObjectType), Error);
+        for (const type of OBJECT_TYPES) assert.deepEqual(await listAll(b, type), [], `nothing was stored under ${type}`);
+      }));
+
+    it('rejects nonsense ranges', () =>
+      withBackend(async (b) => {
+        const h = handleOf('data', 'nonsense');
+        await b.save(h, bytes(10));
+        await assert.rejects(b.load(h, 1.5), RangeError);
+        await assert.rejects(b.load(h, 0, -1), RangeError);
+        await assert.rejects(b.load(h, Number.NaN), RangeError);
+      }));
+  });
+}

@@ -1,0 +1,131 @@
+/**
+ * Checks that `openBackend` maps each documented location form to the right
+ * backend, and refuses the ones it does not support with a clear message.
+ * Nothing here touches the disk: a `LocalBackend` only does so on use.
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+
+import { LocalBackend } from '../../src/storage/local-backend.js';
+import { MemoryBackend } from '../../src/storage/memory-backend.js';
+import { openBackend } from '../../src/storage/open-backend.js';
+import { bytes, handleOf } from './conformance.js';
+
+/** Asserts that opening `location` throws an "unsupported repository location" error naming it. */
+function assertRefused(location: string, detail: RegExp): void {
+  assert.throws(
+    () => openBackend(location),
+    (err: unknown) => {
+      assert.ok(err instanceof Error);
+      assert.ok(err.message.startsWith('unsupported repository location'), err.message);
+      assert.ok(err.message.includes(JSON.stringify(location)), err.message);
+      assert.match(err.message, detail);
+      return true;
+    },
+  );
+}
+
+describe('openBackend', () => {
+  describe('memory:', () => {
+    it('opens a fresh, empty in-memory backend each time', async () => {
+      const a = openBackend('memory:');
+      const b = openBackend('memory:');
+      assert.ok(a instanceof MemoryBackend);
+      assert.ok(b instanceof MemoryBackend);
+      assert.notEqual(a, b);
+      assert.equal(a.location, 'memory:');
+
+      const h = handleOf('data', 'fresh');
+      await a.save(h, bytes(10));
+      assert.equal(await b.stat(h), undefined);
+    });
+
+    it('memory:NAME returns the same instance on every call', async () => {
+      const a = openBackend('memory:shared-test');
+      const b = openBackend('memory:shared-test');
+      assert.ok(a instanceof MemoryBackend);
+      assert.equal(a, b);
+      assert.equal(a.location, 'memory:shared-test');
+
+      const h = handleOf('snapshot', 'shared');
+      await a.save(h, bytes(7));
+      await a.close();
+      assert.deepEqual(await openBackend('memory:shared-test').load(h), bytes(7));
+    });
+
+    it('keeps different names apart', async () => {
+      const a = openBackend('memory:apart-one');
+      const b = openBackend('memory:apart-two');
+      assert.notEqual(a, b);
+      const h = handleOf('index', 'apart');
+      await a.save(h, bytes(3));
+      assert.equal(await b.stat(h), undefined);
+    });
+
+    it('does not share a named instance with memory:', () => {
+      assert.notEqual(openBackend('memory:'), openBackend('memory:shared-test'));
+    });
+  });
+
+  describe('local folders', () => {
+    it('local:/abs opens that folder', () => {
+      const root = path.resolve('/srv/holdfast-test/repo');
+      const b = openBackend(`local:${root}`);
+      assert.ok(b instanceof LocalBackend);
+      assert.equal(b.root, root);
+      assert.equal(b.location, `local:${root}`);
+    });
+
+    it('an absolute path without a scheme is the same as local:', () => {
+      const root = path.resolve('/srv/holdfast-test/repo');
+      const b = openBackend(root);
+      assert.ok(b instanceof LocalBackend);
+      assert.equal(b.root, root);
+      assert.equal(b.location, `local:${root}`);
+    });
+
+    it('resolves a plain relative path against the current directory', () => {
+      for (const rel of ['repo', './repo', 'nested/../repo']) {
+        const b = openBackend(rel);
+        assert.ok(b instanceof LocalBackend, rel);
+        assert.equal(b.root, path.join(process.cwd(), 'repo'), rel);
+        assert.ok(path.isAbsolute(b.root), rel);
+      }
+    });
+
+    it('resolves a relative path after local:', () => {
+      const b = openBackend('local:rel/repo');
+      assert.ok(b instanceof LocalBackend);
+      assert.equal(b.root, path.resolve('rel/repo'));
+    });
+
+    it('takes a one-letter prefix for a Windows drive, not a scheme', () => {
+      const b = openBackend('C:\\backups');
+      assert.ok(b instanceof LocalBackend);
+      assert.equal(b.root, path.resolve('C:\\backups'));
+    });
+  });
+
+  describe('refused locations', () => {
+    it('refuses s3:', () => {
+      assertRefused('s3:bucket/prefix', /unknown scheme "s3:"/);
+    });
+
+    it('refuses an unknown scheme with //', () => {
+      assertRefused('foo://host/path', /unknown scheme "foo:"/);
+    });
+
+    it('names the scheme in lower case and says what is accepted', () => {
+      assertRefused('SFTP://host/path', /unknown scheme "sftp:".*local:\/path.*memory:/);
+    });
+
+    it('refuses an empty location', () => {
+      assertRefused('', /empty/);
+    });
+
+    it('refuses local: without a path', () => {
+      assertRefused('local:', /needs a path/);
+    });
+  });
+});
