@@ -4,6 +4,7 @@
  */
 import { constants, promises as fsp, type BigIntStats } from 'node:fs';
 import type { NodeType } from '../repo/tree.js';
+import type { PosixPath } from './posix.js';
 
 /** The metadata of one directory entry, as lstat(2) reports it. */
 export interface EntryStat {
@@ -48,18 +49,18 @@ export function toEntryStat(st: BigIntStats): EntryStat {
 }
 
 /** lstat(2) of a path. */
-export async function statEntry(path: Buffer): Promise<EntryStat> {
+export async function statEntry(path: PosixPath): Promise<EntryStat> {
   return toEntryStat(await fsp.lstat(path, { bigint: true }));
 }
 
 /** Names in a directory, as bytes, sorted bytewise. */
-export async function listDir(path: Buffer): Promise<Buffer[]> {
+export async function listDir(path: PosixPath): Promise<Buffer[]> {
   const names = await fsp.readdir(path, { encoding: 'buffer' });
   return names.sort(Buffer.compare);
 }
 
 /** Target of a symlink, as bytes. */
-export function readLink(path: Buffer): Promise<Buffer> {
+export function readLink(path: PosixPath): Promise<Buffer> {
   return fsp.readlink(path, { encoding: 'buffer' });
 }
 
@@ -69,7 +70,7 @@ const READ_SIZE = 1 << 20;
  * Opens a file for reading without updating its atime where the kernel
  * allows (O_NOATIME needs ownership or CAP_FOWNER).
  */
-export async function openForRead(path: Buffer): Promise<fsp.FileHandle> {
+export async function openForRead(path: PosixPath): Promise<fsp.FileHandle> {
   try {
     return await fsp.open(path, constants.O_RDONLY | constants.O_NOATIME | constants.O_NOFOLLOW);
   } catch (e) {

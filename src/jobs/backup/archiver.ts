@@ -22,7 +22,7 @@ import { BlobType } from '../../repo/pack.js';
 import { encodeTree, type ContentEntry, type TreeNode } from '../../repo/tree.js';
 import type { Repository } from '../../repo/repository.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
-import { IdNames } from '../../sources/posix.js';
+import { IdNames, PathShortener } from '../../sources/posix.js';
 import { listDir, openForRead, readAll, readLink, statEntry, type EntryStat } from '../../sources/file-tree.js';
 import { Excludes } from './excludes.js';
 
@@ -112,6 +112,8 @@ export class Archiver {
   private otherNodes = 0;
   private bytesRead = 0;
   private rootDevices = new Set<bigint>();
+  /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
+  private readonly long = new PathShortener();
 
   constructor(private readonly repo: Repository, private readonly opts: BackupOptions) {}
 
@@ -130,7 +132,12 @@ export class Archiver {
     const start = new Date();
     const parent = this.opts.parent;
     const parentTree = parent ? parent.snapshot.tree : undefined;
-    const rootNode = await this.saveSelection(SLASH, selectionOf(this.opts.paths), parentTree);
+    let rootNode: TreeNode;
+    try {
+      rootNode = await this.saveSelection(SLASH, selectionOf(this.opts.paths), parentTree);
+    } finally {
+      await this.long.close();
+    }
     await this.repo.flush();
     return this.writeSnapshot(rootNode.subtree!, start, parent?.id, [...this.opts.paths].sort());
   }
@@ -209,7 +216,7 @@ export class Archiver {
 
   /** A folder above or at a selected path: only the selected names are kept. */
   private async saveSelection(path: Buffer, sel: Selection, parentSubtree: string | undefined): Promise<TreeNode> {
-    const st = await statEntry(path);
+    const st = await statEntry(await this.long.short(path));
     const parents = await this.parentNodes(parentSubtree);
     const nodes: TreeNode[] = [];
     for (const [name, child] of sel) {
@@ -250,7 +257,7 @@ export class Archiver {
     if (this.opts.excludes?.matches(path.toString())) return undefined;
     let st: EntryStat;
     try {
-      st = await statEntry(path);
+      st = await statEntry(await this.long.short(path));
     } catch (e) {
       this.warn(path, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'vanished before it could be read' : (e as Error).message);
       return undefined;
@@ -264,7 +271,7 @@ export class Archiver {
       case 'symlink':
         try {
           this.otherNodes++;
-          return this.node(name, st, { target: await readLink(path) });
+          return this.node(name, st, { target: await readLink(await this.long.short(path)) });
         } catch (e) {
           this.warn(path, (e as Error).message);
           return undefined;
@@ -284,7 +291,7 @@ export class Archiver {
     const crossing = this.opts.oneFileSystem === true && !this.rootDevices.has(st.device);
     if (!crossing) {
       try {
-        names = await listDir(path);
+        names = await listDir(await this.long.short(path));
       } catch (e) {
         this.warn(path, (e as Error).message);
         return undefined;
@@ -320,7 +327,7 @@ export class Archiver {
     }
     let fh;
     try {
-      fh = await openForRead(path);
+      fh = await openForRead(await this.long.short(path));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       this.warn(path, code === 'ENOENT' ? 'vanished before it could be read' : `cannot read: ${(e as Error).message}`);

@@ -18,7 +18,7 @@ import { constants, promises as fsp } from 'node:fs';
 import { BlobType } from '../../repo/pack.js';
 import type { Repository } from '../../repo/repository.js';
 import type { TreeNode } from '../../repo/tree.js';
-import { makeDevice, makeFifo } from '../../sources/posix.js';
+import { PathShortener, makeDevice, makeFifo, type PosixPath } from '../../sources/posix.js';
 import { walkTree, type WalkEntry } from '../tree-walk.js';
 
 export interface RestoreOptions {
@@ -62,15 +62,18 @@ export class Restorer {
   private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, current: '' };
   private readonly failed: { path: string; error: string }[] = [];
   private readonly verifyFailed: string[] = [];
-  private readonly inodes = new Map<string, Buffer>();
+  private readonly inodes = new Map<string, PosixPath>();
   private readonly includes: string[];
+  /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
+  private readonly long = new PathShortener();
 
   constructor(private readonly repo: Repository, private readonly target: string, private readonly opts: RestoreOptions = {}) {
     this.includes = (opts.includes ?? []).map(normalizeInclude);
   }
 
-  private dest(path: Buffer): Buffer {
-    return Buffer.concat([Buffer.from(this.target.replace(/\/+$/, '')), path]);
+  /** Where a snapshot path goes, in a form short enough for system calls. */
+  private dest(path: Buffer): Promise<PosixPath> {
+    return this.long.short(Buffer.concat([Buffer.from(this.target.replace(/\/+$/, '')), path]));
   }
 
   private fail(path: Buffer, e: unknown): void {
@@ -92,20 +95,24 @@ export class Restorer {
         if (!skipped.has(entry.path.toString('latin1'))) await this.finishNode(entry);
       },
     });
-    for await (const entry of walker) {
-      this.opts.signal?.throwIfAborted();
-      try {
-        await this.restoreNode(entry);
-      } catch (e) {
-        this.fail(entry.path, e);
-        if (entry.node.type === 'dir') skipped.add(entry.path.toString('latin1'));
+    try {
+      for await (const entry of walker) {
+        this.opts.signal?.throwIfAborted();
+        try {
+          await this.restoreNode(entry);
+        } catch (e) {
+          this.fail(entry.path, e);
+          if (entry.node.type === 'dir') skipped.add(entry.path.toString('latin1'));
+        }
       }
+    } finally {
+      await this.long.close();
     }
     return { progress: this.progress, failed: this.failed, verifyFailed: this.verifyFailed };
   }
 
   private async restoreNode({ path, node }: WalkEntry): Promise<void> {
-    const dest = this.dest(path);
+    const dest = await this.dest(path);
     this.progress.current = path.toString();
     switch (node.type) {
       case 'dir':
@@ -125,12 +132,12 @@ export class Restorer {
         await fsp.symlink(node.target!, dest);
         break;
       case 'fifo':
-        await makeFifo(dest.toString(), node.mode);
+        await makeFifo(dest, node.mode);
         break;
       case 'chardev':
       case 'blockdev':
         if (!isRoot) throw new Error('device nodes can only be restored as root');
-        await makeDevice(dest.toString(), node.type === 'chardev' ? 'char' : 'block', node.rdev ?? 0n, node.mode);
+        await makeDevice(dest, node.type === 'chardev' ? 'char' : 'block', node.rdev ?? 0n, node.mode);
         break;
       case 'socket':
         return; // sockets are not restorable; nothing was stored but the name
@@ -139,7 +146,7 @@ export class Restorer {
     this.opts.onProgress?.(this.progress);
   }
 
-  private async restoreFile(path: Buffer, dest: Buffer, node: TreeNode): Promise<void> {
+  private async restoreFile(path: Buffer, dest: PosixPath, node: TreeNode): Promise<void> {
     const key = `${node.device}:${node.inode}`;
     if (node.links > 1) {
       const first = this.inodes.get(key);
@@ -157,11 +164,7 @@ export class Restorer {
           continue;
         }
         const data = await this.repo.loadBlob(BlobType.Data, c);
-        let off = 0;
-        while (off < data.length) {
-          const { bytesWritten } = await fh.write(data, off, data.length - off, pos + off);
-          off += bytesWritten;
-        }
+        await writeSparse(fh, data, pos);
         pos += data.length;
         this.progress.bytes += data.length;
       }
@@ -179,7 +182,7 @@ export class Restorer {
   }
 
   /** Reads a restored file back and checks every chunk's keyed id. */
-  private async verifyFile(dest: Buffer, node: TreeNode): Promise<boolean> {
+  private async verifyFile(dest: PosixPath, node: TreeNode): Promise<boolean> {
     const fh = await fsp.open(dest, constants.O_RDONLY | constants.O_NOFOLLOW);
     try {
       let pos = 0;
@@ -200,11 +203,11 @@ export class Restorer {
 
   /** Owner, mode and times, in the order that keeps setuid bits. */
   private async finishNode({ path, node }: WalkEntry): Promise<void> {
-    const dest = this.dest(path);
+    const dest = await this.dest(path);
     try {
       if (isRoot) await fsp.lchown(dest, node.uid, node.gid);
       if (node.type !== 'symlink') await fsp.chmod(dest, node.mode);
-      const mtime = Number(node.mtime / 1000n) / 1e6;
+      const mtime = utimesSeconds(node.mtime);
       await fsp.lutimes(dest, mtime, mtime);
     } catch (e) {
       this.opts.onWarning?.(path.toString(), `cannot restore metadata: ${(e as Error).message}`);
@@ -218,4 +221,43 @@ function skippedBelow(skipped: Set<string>, path: Buffer, _node: TreeNode): bool
     if (skipped.has(path.subarray(0, i).toString('latin1'))) return true;
   }
   return false;
+}
+
+/**
+ * Seconds for utimes(2) through Node, which passes a double and truncates to
+ * the microsecond: aim at the middle of the microsecond so the truncation
+ * lands on the stored value. Times before 1970 cannot be set through Node.
+ */
+function utimesSeconds(ns: bigint): number {
+  const t = ns < 0n ? 0n : ns;
+  return Number(t / 1_000_000_000n) + (Number((t % 1_000_000_000n) / 1000n) + 0.5) / 1e6;
+}
+
+const BLOCK = 4096;
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
+
+/**
+ * Writes `data` at `pos`, skipping file-system blocks that would be all
+ * zeros, so zero runs inside stored chunks come back as holes too (the file
+ * is fresh, so a skipped block reads as zeros).
+ */
+async function writeSparse(fh: fsp.FileHandle, data: Buffer, pos: number): Promise<void> {
+  let start = -1;
+  const flush = async (end: number): Promise<void> => {
+    for (let off = start; off < end;) {
+      const { bytesWritten } = await fh.write(data, off, end - off, pos + off);
+      off += bytesWritten;
+    }
+    start = -1;
+  };
+  // Blocks aligned to the file's offsets, not the chunk's.
+  let off = 0;
+  while (off < data.length) {
+    const next = Math.min(data.length, off + BLOCK - ((pos + off) % BLOCK));
+    const zero = next - off === BLOCK && data.subarray(off, next).equals(ZERO_BLOCK);
+    if (zero && start >= 0) await flush(off);
+    else if (!zero && start < 0) start = off;
+    off = next;
+  }
+  if (start >= 0) await flush(data.length);
 }

@@ -1,0 +1,93 @@
+/**
+ * Runs the real `holdfast` CLI in a child process, the way a user would, with
+ * a repository and password in the environment and cheap scrypt settings.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
+
+export interface RunResult {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stdoutBytes: Buffer;
+  readonly stderr: string;
+}
+
+export interface RunOptions {
+  readonly env?: Record<string, string | undefined>;
+  readonly input?: Buffer | string;
+  readonly cwd?: string;
+  /** Run as this uid/gid through setpriv (tests of unprivileged behaviour). */
+  readonly asUser?: { uid: number; gid: number };
+}
+
+/** A scratch folder with a repository location and password for one test. */
+export class Sandbox {
+  private constructor(readonly dir: string) {}
+
+  static async create(prefix = 'holdfast-test-'): Promise<Sandbox> {
+    return new Sandbox(await mkdtemp(join(tmpdir(), prefix)));
+  }
+
+  get repo(): string {
+    return join(this.dir, 'repo');
+  }
+
+  path(...parts: string[]): string {
+    return join(this.dir, ...parts);
+  }
+
+  env(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+    return { HOLDFAST_REPOSITORY: this.repo, HOLDFAST_PASSWORD: 'correct horse', HOLDFAST_SCRYPT_N: '1024', ...extra };
+  }
+
+  /** Runs `holdfast ARGS` with this sandbox's repository and password. */
+  run(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+    return runCli(args, { ...opts, env: this.env(opts.env) });
+  }
+
+  /** Like `run` but fails the test (with stderr) unless the exit code is `want`. */
+  async ok(args: readonly string[], opts: RunOptions = {}, want = 0): Promise<RunResult> {
+    const r = await this.run(args, opts);
+    if (r.code !== want) throw new Error(`holdfast ${args.join(' ')} exited ${r.code} (wanted ${want})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+    return r;
+  }
+
+  async remove(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Spawns the CLI; resolves with its exit status and output. */
+export function runCli(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries({ ...process.env, ...opts.env })) if (v !== undefined) env[k] = v;
+  const [cmd, argv] = opts.asUser
+    ? ['setpriv', [`--reuid=${opts.asUser.uid}`, `--regid=${opts.asUser.gid}`, '--clear-groups', process.execPath, CLI, ...args]]
+    : [process.execPath, [CLI, ...args]];
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, argv as string[], { env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      const stdoutBytes = Buffer.concat(out);
+      resolve({ code, signal, stdout: stdoutBytes.toString(), stdoutBytes, stderr: Buffer.concat(err).toString() });
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(opts.input);
+  });
+}
+
+/** The snapshots of a repository, via `snapshots --json`. */
+export async function snapshotsOf(s: Sandbox): Promise<{ id: string; time: string; hostname: string; paths: string[]; tags: string[]; incomplete: boolean; summary: Record<string, number> }[]> {
+  const r = await s.ok(['snapshots', '--json']);
+  return JSON.parse(r.stdout) as never;
+}
