@@ -94,14 +94,16 @@ export interface ScryptParams {
 }
 
 /**
- * Default cost: N=2^17, r=8, p=1 (128 MiB, about 0.3 s here). Tests and
+ * Default cost: N=2^16, r=8, p=1 (64 MiB, 350 ms here; see docs/decisions.md). Tests and
  * benchmarks may lower it with HOLDFAST_SCRYPT_N; the value used is recorded
  * in the key file so every reader derives alike.
  */
 export function defaultScryptParams(): ScryptParams {
   const env = process.env['HOLDFAST_SCRYPT_N'];
-  const N = env ? Number(env) : 2 ** 17;
-  return { N, r: 8, p: 1 };
+  const N = env ? Number(env) : 2 ** 16;
+  const params = { N, r: 8, p: 1 };
+  if (!validScryptParams(params)) throw new Error(`HOLDFAST_SCRYPT_N=${env} is not a power of two between 2 and 2^22`);
+  return params;
 }
 
 /** Checks scrypt parameters read from a file before spending memory on them. */

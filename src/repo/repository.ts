@@ -25,7 +25,7 @@ import { BlobType, FLAG_COMPRESSED, PACK_TRAILER_BYTES, PackWriter, blobAad, par
 import { MasterIndex, decodeIndex, encodeIndex, type IndexedPack } from './index-file.js';
 import { decodeSnapshot, encodeSnapshot, type Snapshot } from './snapshot.js';
 import { decodeTree, type TreeNode } from './tree.js';
-import { BlobNotFoundError, CorruptObjectError, NotARepositoryError, WrongPasswordError } from './errors.js';
+import { BlobNotFoundError, CorruptObjectError, NotARepositoryError, UnsupportedVersionError, WrongPasswordError } from './errors.js';
 
 /** Default pack size: 16 MiB (see docs/decisions.md). */
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
@@ -129,7 +129,7 @@ export class Repository {
         return new Repository(backend, config, key, info.name);
       } catch (e) {
         if (e instanceof AuthenticationError) continue;
-        if (e instanceof CorruptObjectError || e instanceof NotFoundError) {
+        if (e instanceof CorruptObjectError || e instanceof NotFoundError || e instanceof UnsupportedVersionError) {
           damaged = e;
           continue;
         }

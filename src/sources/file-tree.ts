@@ -53,6 +53,11 @@ export async function statEntry(path: PosixPath): Promise<EntryStat> {
   return toEntryStat(await fsp.lstat(path, { bigint: true }));
 }
 
+/** stat(2) of a path: symlinks are followed (for the folders above a backed-up path). */
+export async function statFollow(path: PosixPath): Promise<EntryStat> {
+  return toEntryStat(await fsp.stat(path, { bigint: true }));
+}
+
 /** Names in a directory, as bytes, sorted bytewise. */
 export async function listDir(path: PosixPath): Promise<Buffer[]> {
   const names = await fsp.readdir(path, { encoding: 'buffer' });
@@ -107,7 +112,7 @@ export async function scanTotals(paths: readonly string[], skip: (path: string) 
       totals.files++;
       totals.bytes += st.size;
     } else if (st.isDirectory()) {
-      let names: Buffer[] = [];
+      let names: Buffer[];
       try {
         names = await fsp.readdir(path, { encoding: 'buffer' });
       } catch {

@@ -23,7 +23,7 @@ import { encodeTree, type ContentEntry, type TreeNode } from '../../repo/tree.js
 import type { Repository } from '../../repo/repository.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IdNames, PathShortener } from '../../sources/posix.js';
-import { listDir, openForRead, readAll, readLink, statEntry, type EntryStat } from '../../sources/file-tree.js';
+import { listDir, openForRead, readAll, readLink, statEntry, statFollow, type EntryStat } from '../../sources/file-tree.js';
 import { Excludes } from './excludes.js';
 
 export interface BackupOptions {
@@ -216,7 +216,9 @@ export class Archiver {
 
   /** A folder above or at a selected path: only the selected names are kept. */
   private async saveSelection(path: Buffer, sel: Selection, parentSubtree: string | undefined): Promise<TreeNode> {
-    const st = await statEntry(await this.long.short(path));
+    // Folders above a selected path are traversed, so a symlink among them is
+    // recorded as the folder it leads to.
+    const st = await statFollow(await this.long.short(path));
     const parents = await this.parentNodes(parentSubtree);
     const nodes: TreeNode[] = [];
     for (const [name, child] of sel) {
@@ -270,8 +272,9 @@ export class Archiver {
         return this.saveDir(path, name, st, prev);
       case 'symlink':
         try {
+          const target = await readLink(await this.long.short(path));
           this.otherNodes++;
-          return this.node(name, st, { target: await readLink(await this.long.short(path)) });
+          return this.node(name, st, { target });
         } catch (e) {
           this.warn(path, (e as Error).message);
           return undefined;

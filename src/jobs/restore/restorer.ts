@@ -62,7 +62,7 @@ export class Restorer {
   private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, current: '' };
   private readonly failed: { path: string; error: string }[] = [];
   private readonly verifyFailed: string[] = [];
-  private readonly inodes = new Map<string, PosixPath>();
+  private readonly inodes = new Map<string, { path: PosixPath; content: string }>();
   private readonly includes: string[];
   /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
   private readonly long = new PathShortener();
@@ -148,10 +148,13 @@ export class Restorer {
 
   private async restoreFile(path: Buffer, dest: PosixPath, node: TreeNode): Promise<void> {
     const key = `${node.device}:${node.inode}`;
+    const content = JSON.stringify(node.content ?? []);
     if (node.links > 1) {
       const first = this.inodes.get(key);
-      if (first) {
-        await fsp.link(first, dest);
+      // A hard link is only recreated when the content recorded under this name
+      // is the same (the file may have changed between reading its names).
+      if (first && first.content === content) {
+        await fsp.link(first.path, dest);
         return;
       }
     }
@@ -174,7 +177,7 @@ export class Restorer {
       await fh.close();
     }
     this.progress.files++;
-    if (node.links > 1) this.inodes.set(key, dest);
+    if (node.links > 1 && !this.inodes.has(key)) this.inodes.set(key, { path: dest, content });
     if (this.opts.verify && !(await this.verifyFile(dest, node))) {
       this.verifyFailed.push(path.toString());
       this.opts.onWarning?.(path.toString(), 'verification failed: restored bytes differ from the snapshot');
