@@ -1,0 +1,149 @@
+// Result model and text rendering for the benchmark.
+
+import type { RunResult, TreeStats } from './measure.js';
+import type { ToolName } from './tools.js';
+
+export const STEPS = ['init', 'backup1', 'backup2', 'backup3', 'restore'] as const;
+export type StepName = (typeof STEPS)[number];
+
+export const STEP_LABELS: Record<StepName, string> = {
+  init: 'init',
+  backup1: 'initial backup',
+  backup2: 'unchanged re-backup',
+  backup3: 're-backup after small change',
+  restore: 'full restore',
+};
+
+export interface StepRecord extends RunResult {
+  /** True if the step was not run (tool missing, or init failed). */
+  skipped: boolean;
+  /** Earlier failed alternatives (init only, e.g. borg repokey-blake2). */
+  failedAttempts?: RunResult[];
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  restoredRoot: string;
+  expected: TreeStats;
+  actual: TreeStats;
+  diffs: string[];
+}
+
+export interface ToolResult {
+  name: ToolName;
+  version: string;
+  settings: string;
+  steps: Partial<Record<StepName, StepRecord>>;
+  verify: VerifyResult | null;
+  repoBytes: number | null;
+  /** Size of the tool's local cache/config dir (not part of the repository). */
+  localStateBytes: number | null;
+}
+
+const MB = 1e6;
+
+interface Cell {
+  value: number | null;
+  text: string;
+}
+
+function stepCell(t: ToolResult, step: StepName): Cell {
+  const s = t.steps[step];
+  if (!s || !s.ok) return { value: null, text: 'FAILED' };
+  let text = s.seconds.toFixed(2);
+  if (step === 'restore' && t.verify && !t.verify.ok) text += ' (!)';
+  return { value: s.seconds, text };
+}
+
+function allOk(t: ToolResult): boolean {
+  return STEPS.every((s) => t.steps[s]?.ok === true);
+}
+
+function backupsOk(t: ToolResult): boolean {
+  return (['init', 'backup1', 'backup2', 'backup3'] as const).every((s) => t.steps[s]?.ok === true);
+}
+
+function repoCell(t: ToolResult): Cell {
+  if (!backupsOk(t) || t.repoBytes === null) return { value: null, text: 'FAILED' };
+  const v = t.repoBytes / MB;
+  return { value: v, text: v.toFixed(1) };
+}
+
+export function peakRssKiB(t: ToolResult): number | null {
+  let max: number | null = null;
+  for (const s of STEPS) {
+    const k = t.steps[s]?.maxRssKiB;
+    if (k !== null && k !== undefined) max = Math.max(max ?? 0, k);
+  }
+  return max;
+}
+
+function rssCell(t: ToolResult): Cell {
+  if (!allOk(t)) return { value: null, text: 'FAILED' };
+  const k = peakRssKiB(t);
+  if (k === null) return { value: null, text: 'n/a' };
+  const v = (k * 1024) / MB;
+  return { value: v, text: v.toFixed(0) };
+}
+
+function ratio(a: Cell | undefined, b: Cell | undefined): string {
+  if (!a || !b || a.value === null || b.value === null || b.value === 0) return '-';
+  return `${(a.value / b.value).toFixed(2)}x`;
+}
+
+function renderTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
+  const sep = widths.map((w) => '-'.repeat(w)).join('  ');
+  return [line(header), sep, ...rows.map(line)].join('\n');
+}
+
+/** The main table: rows = measurements, columns = tools + ratios to restic. */
+export function mainTable(results: ToolResult[]): string {
+  const byName = new Map(results.map((r) => [r.name, r]));
+  const restic = byName.get('restic');
+  const ratioCols = results.filter((r) => r.name !== 'restic' && restic).map((r) => r.name);
+  const header = ['', ...results.map((r) => r.name), ...ratioCols.map((n) => `${n}/restic`)];
+  const rowDefs: [string, (t: ToolResult) => Cell][] = [
+    ['initial backup (s)', (t) => stepCell(t, 'backup1')],
+    ['unchanged re-backup (s)', (t) => stepCell(t, 'backup2')],
+    ['re-backup after small change (s)', (t) => stepCell(t, 'backup3')],
+    ['full restore (s)', (t) => stepCell(t, 'restore')],
+    ['repository size (MB)', repoCell],
+    ['peak RSS (MB, max over steps)', rssCell],
+  ];
+  const rows = rowDefs.map(([label, f]) => {
+    const cells = new Map(results.map((r) => [r.name, f(r)]));
+    const resticCell = restic ? cells.get('restic') : undefined;
+    return [
+      label,
+      ...results.map((r) => cells.get(r.name)?.text ?? ''),
+      ...ratioCols.map((n) => ratio(cells.get(n), resticCell)),
+    ];
+  });
+  return renderTable(header, rows);
+}
+
+/** Secondary table: time and peak RSS of every step. */
+export function stepTable(results: ToolResult[]): string {
+  const header = ['step', ...results.map((r) => `${r.name} s`), ...results.map((r) => `${r.name} RSS MB`)];
+  const rows = STEPS.map((step) => [
+    STEP_LABELS[step],
+    ...results.map((r) => {
+      const s = r.steps[step];
+      if (!s) return '-';
+      if (s.skipped) return 'not run';
+      return s.ok ? s.seconds.toFixed(2) : 'FAILED';
+    }),
+    ...results.map((r) => {
+      const k = r.steps[step]?.maxRssKiB;
+      return k === null || k === undefined ? '-' : ((k * 1024) / MB).toFixed(0);
+    }),
+  ]);
+  return renderTable(header, rows);
+}
+
+export function fmtStats(s: TreeStats): string {
+  return `${s.files} files, ${s.dirs} dirs, ${s.symlinks} symlinks, ${(s.bytes / MB).toFixed(1)} MB`;
+}
