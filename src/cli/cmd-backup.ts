@@ -12,9 +12,11 @@ import { scanTotals } from '../sources/file-tree.js';
 import type { Repository } from '../repo/repository.js';
 import { collect, formatBytes, formatDuration, globals, openRepo, say, warn, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
+import { acquireLock } from '../repo/lock.js';
 import { Progress, type Totals } from './progress.js';
+import { backupImageCommand, withImageOptions, type ImageBackupFlags } from './cmd-backup-image.js';
 
-interface BackupFlags {
+interface BackupFlags extends ImageBackupFlags {
   exclude?: string[];
   excludeFile?: string[];
   excludeCaches?: boolean;
@@ -45,8 +47,8 @@ export function parseTime(s: string): Date {
 const splitTags = (tags: string[] | undefined): string[] => (tags ?? []).flatMap((t) => t.split(',')).filter((t) => t !== '');
 
 export function register(program: Command): void {
-  program
-    .command('backup')
+  withImageOptions(program
+    .command('backup'))
     .description('back up files and folders, or a stream from stdin or a command')
     .argument('[paths...]', 'files and folders to back up, or the command after --stdin-from-command')
     .option('-e, --exclude <glob>', 'exclude a pattern (repeatable)', collect)
@@ -63,10 +65,12 @@ export function register(program: Command): void {
     .option('--stdin-from-command', 'run the command given as arguments and back up its output; fails if it fails')
     .option('--compression <mode>', 'off, fast, default, max (default: the repository default)')
     .action(async (paths: string[], flags: BackupFlags, cmd: Command) => {
+      if (flags.image !== undefined) return backupImageCommand(paths, flags, cmd);
       const g = globals(cmd);
       const repo = await openRepo(g);
       if (flags.compression) repo.setCompression(parseCompressionMode(flags.compression));
       const abort = new AbortController();
+      const lock = await acquireLock(repo.backend, { exclusive: false, operation: 'backup', onLost: (e) => abort.abort(new ExitError(`${e.message}; no snapshot was written`, EXIT.locked)) });
       const onSigint = (): void => abort.abort(new ExitError('interrupted; the repository is intact and the next backup reuses what was uploaded', EXIT.interrupted));
       process.once('SIGINT', onSigint);
       process.once('SIGTERM', onSigint);
@@ -81,6 +85,7 @@ export function register(program: Command): void {
       } finally {
         process.off('SIGINT', onSigint);
         process.off('SIGTERM', onSigint);
+        await lock.release();
       }
     });
 }
@@ -104,7 +109,10 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
   if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}`);
   const totals: Totals = { files: 0, bytes: 0, done: false };
   const progress = new Progress(g, totals);
-  void scanTotals(paths, (p) => excludes.matches(p), totals, signal);
+  // The scan only feeds the ETA; nobody sees it with --quiet or without a terminal and --json.
+  const scan = new AbortController();
+  const shown = !g.quiet && (g.json === true || process.stderr.isTTY === true);
+  if (shown) void scanTotals(paths, (p) => excludes.matches(p), totals, AbortSignal.any([signal, scan.signal]));
   try {
     return await new Archiver(repo, {
       paths,
@@ -123,6 +131,7 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
       onProgress: (p) => progress.update(p),
     }).run();
   } finally {
+    scan.abort();
     progress.stop();
   }
 }

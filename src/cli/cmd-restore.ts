@@ -1,10 +1,10 @@
 /** `holdfast restore SNAP --target DIR`: restores files. */
 import type { Command } from 'commander';
-import { Restorer } from '../jobs/restore/restorer.js';
 import { collect, formatBytes, globals, openRepo, say, warn } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+import { isImageSnapshot, openImageFiles, restorerFor } from '../jobs/image-files/open-image-files.js';
 
 interface RestoreFlags extends SnapshotFilter {
   target?: string;
@@ -23,6 +23,8 @@ export function register(program: Command): void {
       const g = globals(cmd);
       const repo = await openRepo(g);
       const { id, snapshot } = await findSnapshot(repo, snap, flags);
+      // Image snapshots: files are read out of the image's filesystems (src/jobs/image-files).
+      const image = isImageSnapshot(snapshot) ? await openImageFiles(repo, snapshot, id, warn) : undefined;
       say(g, `restoring snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${snapshot.time} to ${flags.target}`);
       const abort = new AbortController();
       const onSigint = (): void => abort.abort(new ExitError('interrupted: the restore is NOT complete', EXIT.interrupted));
@@ -30,7 +32,7 @@ export function register(program: Command): void {
       const progress = new Progress(g, { files: 0, bytes: snapshot.summary.totalBytes, done: true });
       let result;
       try {
-        result = await new Restorer(repo, flags.target!, {
+        result = await restorerFor(image, repo, flags.target!, {
           includes: flags.include ?? [],
           verify: flags.verify === true,
           signal: abort.signal,
@@ -46,7 +48,11 @@ export function register(program: Command): void {
       }
       const p = result.progress;
       say(g, `restored ${p.files} files, ${p.dirs} folders, ${formatBytes(p.bytes)}`);
-      if (flags.verify) say(g, result.verifyFailed.length === 0 ? `verified ${p.files} files: all match the snapshot` : `VERIFY FAILED for ${result.verifyFailed.length} file(s)`);
+      if (flags.verify) {
+        if (result.verifyFailed.length > 0) say(g, `VERIFY FAILED for ${result.verifyFailed.length} file(s)`);
+        else if (result.failed.length > 0) say(g, `verified ${p.files} restored files; ${result.failed.length} path(s) were not restored`);
+        else say(g, `verified ${p.files} files: all match the snapshot`);
+      }
       if (result.failed.length > 0 || result.verifyFailed.length > 0) {
         const lines = result.failed.map((f) => `  ${f.path}: ${f.error}`).concat(result.verifyFailed.map((f) => `  ${f}: restored bytes differ`));
         throw new ExitError(`restore INCOMPLETE: ${lines.length} path(s) not restored correctly:\n${lines.join('\n')}`, EXIT.failed);

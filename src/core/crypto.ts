@@ -110,7 +110,9 @@ export function defaultScryptParams(): ScryptParams {
 export function validScryptParams(p: ScryptParams): boolean {
   return Number.isInteger(p.N) && p.N >= 2 && p.N <= 2 ** 22 && (p.N & (p.N - 1)) === 0
     && Number.isInteger(p.r) && p.r >= 1 && p.r <= 32
-    && Number.isInteger(p.p) && p.p >= 1 && p.p <= 16;
+    && Number.isInteger(p.p) && p.p >= 1 && p.p <= 16
+    // A planted key file must not make every open spend gigabytes or minutes.
+    && 128 * p.N * p.r <= 2 ** 30 && p.N * p.r * p.p <= 2 ** 25;
 }
 
 /** Derives a 32-byte wrapping key from a password. */

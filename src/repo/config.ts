@@ -28,11 +28,13 @@ export interface RepoConfig {
   readonly packSize: number;
   /** Default compression for clients that do not choose. */
   readonly compression: CompressionMode;
+  /** Append-only repository: clients refuse to remove anything but their own locks (docs/format.md, "Append-only repositories"). */
+  readonly appendOnly?: true;
 }
 
 /** A fresh config with the given choices. */
-export function newConfig(chunker: ChunkerParams, packSize: number, compression: CompressionMode): RepoConfig {
-  return { version: FORMAT_VERSION, id: randomBytes(32).toString('hex'), created: new Date().toISOString(), chunker, packSize, compression };
+export function newConfig(chunker: ChunkerParams, packSize: number, compression: CompressionMode, appendOnly = false): RepoConfig {
+  return { version: FORMAT_VERSION, id: randomBytes(32).toString('hex'), created: new Date().toISOString(), chunker, packSize, compression, ...(appendOnly ? { appendOnly: true as const } : {}) };
 }
 
 export function encodeConfig(c: RepoConfig): Buffer {
@@ -61,5 +63,7 @@ export function decodeConfig(bytes: Buffer): RepoConfig {
   } catch (e) {
     throw new CorruptObjectError(what, (e as Error).message);
   }
-  return { version: FORMAT_VERSION, id: o['id'], created: o['created'], chunker, packSize, compression: compression as CompressionMode };
+  const appendOnly = o['appendOnly'];
+  if (appendOnly !== undefined && typeof appendOnly !== 'boolean') throw new CorruptObjectError(what, 'bad appendOnly');
+  return { version: FORMAT_VERSION, id: o['id'], created: o['created'], chunker, packSize, compression: compression as CompressionMode, ...(appendOnly === true ? { appendOnly } : {}) };
 }

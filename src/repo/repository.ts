@@ -15,15 +15,18 @@
  * (`indexOrphanPacks`), so their blobs are reused, not uploaded again.
  */
 import { AlreadyExistsError, NotFoundError, ShortReadError, type Backend, type Handle } from '../storage/backend.js';
-import { AuthenticationError, blobId, newMasterKey, open, seal, sha256, defaultScryptParams, type MasterKey } from '../core/crypto.js';
-import { BlobCompressor, decompress, type CompressionMode } from '../core/compress.js';
-import { DEFAULT_CHUNKER_PARAMS, FastCDC, gearTable, type ChunkerParams } from '../core/chunker.js';
-import { idHex } from '../core/ids.js';
+import { AuthenticationError, newMasterKey, sha256, defaultScryptParams, type MasterKey } from '../core/crypto.js';
+import { BlobCompressor, type CompressionMode } from '../core/compress.js';
+import { DEFAULT_CHUNKER_PARAMS, FastCDC, gearTable, validateChunkerParams, type ChunkerParams } from '../core/chunker.js';
 import { decodeConfig, encodeConfig, newConfig, type RepoConfig } from './config.js';
 import { decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile } from './key-file.js';
-import { BlobType, FLAG_COMPRESSED, PACK_TRAILER_BYTES, PackWriter, blobAad, parsePackHeader, parsePackTrailer, type PackedBlob } from './pack.js';
+import { BlobType, PACK_TRAILER_BYTES, PackWriter, parsePackHeader, parsePackTrailer, type PackedBlob } from './pack.js';
+import { blobIdHex, openBlob, prepareBlob, type PreparedBlob } from './blob-codec.js';
 import { MasterIndex, decodeIndex, encodeIndex, type IndexedPack } from './index-file.js';
-import { decodeSnapshot, encodeSnapshot, type Snapshot } from './snapshot.js';
+import { decodeSnapshot, type Snapshot } from './snapshot.js';
+import { condemnedPacks, loadMarkers } from './deletion-marker.js';
+import { commitSnapshot } from './snapshot-fence.js';
+import { loadEvery } from './objects.js';
 import { decodeTree, type TreeNode } from './tree.js';
 import { BlobNotFoundError, CorruptObjectError, NotARepositoryError, UnsupportedVersionError, WrongPasswordError } from './errors.js';
 
@@ -31,11 +34,14 @@ import { BlobNotFoundError, CorruptObjectError, NotARepositoryError, Unsupported
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
 const MAX_UPLOADS = 2;
 const INDEX_EVERY_PACKS = 64;
+const PACK_CACHE_ENTRIES = 8;
 
 export interface InitOptions {
   readonly compression?: CompressionMode;
   readonly chunker?: ChunkerParams;
   readonly packSize?: number;
+  /** Create an append-only repository (docs/format.md, "Append-only repositories"). */
+  readonly appendOnly?: boolean;
 }
 
 /** Statistics of what this session wrote. */
@@ -85,7 +91,10 @@ export class Repository {
   readonly index = new MasterIndex();
   readonly stats: WriteStats = { blobsAdded: 0, dataAdded: 0, dataAddedStored: 0 };
   private compressor: BlobCompressor;
-  private pack = new PackWriter();
+  /** Open packs: tree (and image-map) blobs are kept apart from data blobs so that reading all trees of a snapshot reads few packs. */
+  private readonly packs = new Map<'data' | 'meta', PackWriter>([['data', new PackWriter()], ['meta', new PackWriter()]]);
+  /** Recently read metadata packs (whole), so walking trees costs one read per pack, not per tree. */
+  private readonly packCache = new Map<string, Promise<Buffer>>();
   private readonly pending = new Set<string>();
   private readonly uploads = new Set<Promise<void>>();
   private unindexed: IndexedPack[] = [];
@@ -105,8 +114,10 @@ export class Repository {
   static async init(backend: Backend, password: string, opts: InitOptions = {}): Promise<Repository> {
     const existing = await backend.stat(handle('config', 'config')).catch(() => undefined);
     if (existing) throw new Error(`a repository exists already at ${backend.location}`);
+    const packSize = opts.packSize ?? DEFAULT_PACK_SIZE;
+    if (!Number.isInteger(packSize) || packSize < 1 << 16 || packSize > 1 << 30) throw new Error(`pack size ${packSize} is outside 64 KiB .. 1 GiB`);
+    const config = newConfig(validateChunkerParams(opts.chunker ?? DEFAULT_CHUNKER_PARAMS), packSize, opts.compression ?? 'default', opts.appendOnly === true);
     await backend.create();
-    const config = newConfig(opts.chunker ?? DEFAULT_CHUNKER_PARAMS, opts.packSize ?? DEFAULT_PACK_SIZE, opts.compression ?? 'default');
     const key = newMasterKey();
     const keyBytes = await wrapMasterKey(key, config.id, password, defaultScryptParams());
     const keyId = await saveAddressed(backend, 'key', keyBytes);
@@ -150,25 +161,46 @@ export class Repository {
     this.compressor = new BlobCompressor(mode);
   }
 
+  /** The compression blobs of this session are written with. */
+  get compression(): CompressionMode {
+    return this.compressor.mode;
+  }
+
+  /**
+   * What a worker thread needs to seal and open blobs and to chunk alike.
+   * Stays inside this process: handed to worker threads, never stored.
+   */
+  workerSecrets(): { encryption: Buffer; id: Buffer; chunker: Buffer } {
+    return { encryption: this.key.encryption, id: this.key.id, chunker: this.key.chunker };
+  }
+
   /** A chunker with the repository's parameters and secret gear table. */
   chunker(): FastCDC {
     return new FastCDC(this.config.chunker, gearTable(this.key.chunker));
   }
 
-  /** Keyed id of a blob's plaintext. */
-  blobId(data: Uint8Array): string {
-    return idHex(blobId(this.key.id, data));
+  /** Keyed id of a blob's plaintext (ids of data and of metadata blobs live in separate key domains). */
+  blobId(data: Uint8Array, type: BlobType = BlobType.Data): string {
+    return blobIdHex(this.key, data, type);
   }
 
   // ---- index ----
 
   /** Loads and merges every index file. */
   async loadIndex(): Promise<void> {
-    for await (const info of this.backend.list('index')) {
-      const what = `index ${info.name}`;
-      const f = decodeIndex(await loadChecked(this.backend, handle('index', info.name), what), what);
-      for (const p of f.packs) this.index.addPack(p);
-    }
+    // Markers first: a pack marked after this is handled by the snapshot fence (docs/format.md §15).
+    const pending = condemnedPacks((await loadMarkers(this.backend)).values());
+    // An index file a prune removes while we list is replaced by one written before: loadEvery lists again.
+    await loadEvery(this.backend, 'index', async (name) => {
+      const what = `index ${name}`;
+      const f = decodeIndex(await loadChecked(this.backend, handle('index', name), what), what);
+      for (const p of f.packs) {
+        if (pending.has(p.pack)) this.index.addPendingPack(p);
+        else this.index.addPack(p);
+      }
+      return undefined;
+    });
+    for (const p of pending.values()) this.index.addPendingPack(p);
   }
 
   /** Reads the header of one pack, without the key. */
@@ -203,6 +235,8 @@ export class Repository {
         warn(`ignoring unindexed pack ${info.name}: ${(e as Error).message}`);
       }
     }
+    // Indexed at once, not at the end of a long backup: see docs/format.md §15.5.
+    if (found > 0) await this.writeIndex();
     return found;
   }
 
@@ -216,27 +250,39 @@ export class Repository {
   /**
    * Stores a blob unless it is known already. Returns its id and whether it
    * was new. Waits when too many packs are being uploaded (back-pressure).
+   * The sealing runs on the calling thread; bulk data goes through worker
+   * threads and `addPrepared` instead.
    */
   async saveBlob(type: BlobType, data: Buffer, knownId?: string): Promise<{ id: string; added: boolean }> {
-    if (this.uploadError) throw this.uploadError;
-    const id = knownId ?? this.blobId(data);
+    const id = knownId ?? this.blobId(data, type);
     if (this.hasBlob(id)) return { id, added: false };
-    this.pending.add(id);
-    const compressed = this.compressor.compress(data);
-    const flags = compressed ? FLAG_COMPRESSED : 0;
-    const sealed = seal(this.key.encryption, compressed ?? data, blobAad(type, flags, data.length, id));
-    this.pack.add(type, id, flags, data.length, sealed);
-    this.stats.blobsAdded++;
-    this.stats.dataAdded += data.length;
-    this.stats.dataAddedStored += sealed.length;
-    if (this.pack.length >= this.config.packSize) await this.finishPack();
-    return { id, added: true };
+    return { id, added: await this.addPrepared(prepareBlob(this.key, this.compressor, type, data, id)) };
   }
 
-  private async finishPack(): Promise<void> {
-    if (this.pack.count === 0) return;
-    const { bytes, blobs } = this.pack.finish();
-    this.pack = new PackWriter();
+  /**
+   * Appends a blob sealed elsewhere (a worker thread) unless the repository
+   * has it already; returns whether it was added. Waits when too many packs
+   * are being uploaded (back-pressure).
+   */
+  async addPrepared(b: PreparedBlob): Promise<boolean> {
+    if (this.uploadError) throw this.uploadError;
+    if (this.hasBlob(b.id)) return false;
+    this.pending.add(b.id);
+    const kind = b.type === BlobType.Data ? 'data' : 'meta';
+    const pack = this.packs.get(kind)!;
+    pack.add(b.type, b.id, b.flags, b.rawLength, b.sealed);
+    this.stats.blobsAdded++;
+    this.stats.dataAdded += b.rawLength;
+    this.stats.dataAddedStored += b.sealed.length;
+    if (pack.length >= this.config.packSize) await this.finishPack(kind);
+    return true;
+  }
+
+  private async finishPack(kind: 'data' | 'meta'): Promise<void> {
+    const pack = this.packs.get(kind)!;
+    if (pack.count === 0) return;
+    this.packs.set(kind, new PackWriter());
+    const { bytes, blobs } = pack.finish();
     while (this.uploads.size >= MAX_UPLOADS) await Promise.race(this.uploads);
     const upload = (async () => {
       const name = await saveAddressed(this.backend, 'data', bytes);
@@ -261,7 +307,8 @@ export class Repository {
 
   /** Uploads the open pack, waits for all uploads and writes the index. */
   async flush(): Promise<void> {
-    await this.finishPack();
+    await this.finishPack('data');
+    await this.finishPack('meta');
     while (this.uploads.size > 0) await Promise.race(this.uploads);
     if (this.uploadError) throw this.uploadError;
     await this.writeIndex();
@@ -278,7 +325,12 @@ export class Repository {
     const packWhat = `pack ${loc.pack}`;
     let sealed: Buffer;
     try {
-      sealed = await this.backend.load(handle('data', loc.pack), loc.offset, loc.length);
+      if (type === BlobType.Data) sealed = await this.backend.load(handle('data', loc.pack), loc.offset, loc.length);
+      else {
+        const pack = await this.cachedPack(loc.pack);
+        if (loc.offset + loc.length > pack.length) throw new ShortReadError(handle('data', loc.pack), loc.offset + loc.length, pack.length);
+        sealed = pack.subarray(loc.offset, loc.offset + loc.length);
+      }
     } catch (e) {
       if (e instanceof NotFoundError) throw new CorruptObjectError(packWhat, `missing (needed for ${what} ${id})`);
       if (e instanceof ShortReadError) throw new CorruptObjectError(packWhat, `truncated (needed for ${what} ${id})`);
@@ -289,16 +341,22 @@ export class Repository {
 
   /** Authenticates and decompresses a sealed blob read from a pack. */
   openBlob(loc: PackedBlob, sealed: Buffer, what: string): Buffer {
-    let plain: Buffer;
-    try {
-      plain = open(this.key.encryption, sealed, blobAad(loc.type, loc.flags, loc.rawLength, loc.id), what);
-    } catch (e) {
-      if (e instanceof AuthenticationError) throw new CorruptObjectError(what, 'authentication failed');
-      throw e;
+    return openBlob(this.key, loc, sealed, what);
+  }
+
+  /** A whole metadata pack, read once and kept while a few others are. */
+  private cachedPack(pack: string): Promise<Buffer> {
+    let p = this.packCache.get(pack);
+    if (p) {
+      this.packCache.delete(pack);
+      this.packCache.set(pack, p);
+      return p;
     }
-    if (loc.flags & FLAG_COMPRESSED) return decompress(plain, loc.rawLength, what);
-    if (plain.length !== loc.rawLength) throw new CorruptObjectError(what, 'length mismatch');
-    return plain;
+    p = this.backend.load(handle('data', pack));
+    p.catch(() => this.packCache.delete(pack));
+    this.packCache.set(pack, p);
+    while (this.packCache.size > PACK_CACHE_ENTRIES) this.packCache.delete(this.packCache.keys().next().value!);
+    return p;
   }
 
   /** Loads and decodes a tree blob. */
@@ -308,8 +366,9 @@ export class Repository {
 
   // ---- snapshots ----
 
+  /** Writes a snapshot behind the fence that keeps a concurrent prune from deleting what it references (snapshot-fence.ts). */
   async saveSnapshot(s: Snapshot): Promise<string> {
-    return saveAddressed(this.backend, 'snapshot', encodeSnapshot(s));
+    return commitSnapshot({ backend: this.backend, index: this.index, packSize: this.config.packSize }, s);
   }
 
   async loadSnapshot(id: string): Promise<Snapshot> {
@@ -317,10 +376,21 @@ export class Repository {
     return decodeSnapshot(await loadChecked(this.backend, handle('snapshot', id), what), what);
   }
 
-  /** Every snapshot, oldest first. */
-  async listSnapshots(): Promise<{ id: string; snapshot: Snapshot }[]> {
+  /**
+   * Every snapshot, oldest first. A damaged snapshot object is reported to
+   * `onDamaged` (default: a warning on stderr) and left out, so it cannot
+   * hide the others.
+   */
+  async listSnapshots(onDamaged: (id: string, e: Error) => void = (id, e) => process.stderr.write(`warning: skipping snapshot ${id}: ${e.message}\n`)): Promise<{ id: string; snapshot: Snapshot }[]> {
     const out: { id: string; snapshot: Snapshot }[] = [];
-    for await (const info of this.backend.list('snapshot')) out.push({ id: info.name, snapshot: await this.loadSnapshot(info.name) });
+    for await (const info of this.backend.list('snapshot')) {
+      try {
+        out.push({ id: info.name, snapshot: await this.loadSnapshot(info.name) });
+      } catch (e) {
+        if (!(e instanceof CorruptObjectError || e instanceof UnsupportedVersionError)) throw e;
+        onDamaged(info.name, e);
+      }
+    }
     return out.sort((a, b) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time) || a.id.localeCompare(b.id));
   }
 

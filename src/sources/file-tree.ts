@@ -2,7 +2,7 @@
  * The file-tree source: what the archiver needs from a live file system,
  * with paths as raw bytes (Linux file names need not be UTF-8).
  */
-import { constants, promises as fsp, type BigIntStats } from 'node:fs';
+import { constants, lstatSync, promises as fsp, readdirSync, readlinkSync, statSync, type BigIntStats } from 'node:fs';
 import type { NodeType } from '../repo/tree.js';
 import type { PosixPath } from './posix.js';
 
@@ -62,6 +62,27 @@ export async function statFollow(path: PosixPath): Promise<EntryStat> {
 export async function listDir(path: PosixPath): Promise<Buffer[]> {
   const names = await fsp.readdir(path, { encoding: 'buffer' });
   return names.sort(Buffer.compare);
+}
+
+/**
+ * Synchronous forms, for the archiver's walk: on a local file system a
+ * metadata call answered from the inode cache takes about a microsecond,
+ * far less than a round trip through libuv's thread pool.
+ */
+export function statEntrySync(path: PosixPath): EntryStat {
+  return toEntryStat(lstatSync(path, { bigint: true }));
+}
+
+export function statFollowSync(path: PosixPath): EntryStat {
+  return toEntryStat(statSync(path, { bigint: true }));
+}
+
+export function listDirSync(path: PosixPath): Buffer[] {
+  return readdirSync(path, { encoding: 'buffer' }).sort(Buffer.compare);
+}
+
+export function readLinkSync(path: PosixPath): Buffer {
+  return readlinkSync(path, { encoding: 'buffer' });
 }
 
 /** Target of a symlink, as bytes. */

@@ -1,16 +1,23 @@
 /**
  * The archiver turns file trees into a snapshot.
  *
- *   for each path given: lstat the folders above it (they become nodes of the
- *   snapshot's tree so that restore can put everything back at its absolute
- *   path), then walk it depth-first:
+ *   main thread: walk depth-first with synchronous lstat/readdir (cheap, and
+ *   the order of the walk is the order of the trees)
+ *     folders above a given path: stat (symlinks followed) → nodes, so that
+ *               restore puts everything back at its absolute path
  *     file      unchanged against the parent snapshot (same inode, device,
- *               size, mtime, ctime, and every blob still indexed)? reuse its
- *               content list; else read → chunk → all-zero chunk? hole : saveBlob
- *     directory recurse with the matching node of the parent tree; encode the
- *               sorted nodes as a tree blob (identical trees deduplicate)
- *     other     record metadata (symlink target, device number)
- *   flush packs and index, then write the snapshot with every blob id referenced.
+ *               size, mtime, ctime; every blob still indexed)? reuse its content
+ *     small     queue in a batch; a full batch goes to a worker, which reads,
+ *               chunks, ids, compresses and seals every file in it
+ *     large     read here, chunk here, each chunk sealed by a worker
+ *     folder    recurse; its tree blob is sealed once all children are done
+ *   workers return sealed blobs → repository.addPrepared (dedup, packs,
+ *   uploads). Back-pressure: the walk waits while the pool holds enough work.
+ *   At the end: flush packs and index, write the snapshot with every blob id.
+ *
+ * Each scheduled entry yields a `Pending` whose `done` promise resolves to
+ * its node (or undefined when it is skipped): a folder's tree is written
+ * when its children's promises resolve, so the walk never waits for work.
  *
  * A file that cannot be read, or changes or vanishes while being read, is a
  * warning: the backup completes and the snapshot is marked incomplete.
@@ -22,8 +29,10 @@ import { BlobType } from '../../repo/pack.js';
 import { encodeTree, type ContentEntry, type TreeNode } from '../../repo/tree.js';
 import type { Repository } from '../../repo/repository.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
-import { IdNames, PathShortener } from '../../sources/posix.js';
-import { listDir, openForRead, readAll, readLink, statEntry, statFollow, type EntryStat } from '../../sources/file-tree.js';
+import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
+import { listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat } from '../../sources/file-tree.js';
+import { WorkerPool, transferable } from '../pool/worker-pool.js';
+import type { FileJob, FileResult, SealResult, WireBlob } from '../pool/protocol.js';
 import { Excludes } from './excludes.js';
 
 export interface BackupOptions {
@@ -36,14 +45,16 @@ export interface BackupOptions {
   readonly tags?: readonly string[];
   readonly hostname?: string;
   readonly time?: Date;
-  /** Parent snapshot for change detection; found automatically when undefined. */
+  /** Parent snapshot for change detection; none when undefined or null. */
   readonly parent?: { id: string; snapshot: Snapshot } | null;
   readonly onWarning?: (path: string, message: string) => void;
   readonly onProgress?: (p: BackupProgress) => void;
   readonly signal?: AbortSignal;
+  /** Worker threads (default: one per core). */
+  readonly workers?: number;
 }
 
-/** Running totals, reported after each file. */
+/** Running totals, reported as files complete. */
 export interface BackupProgress {
   files: number;
   dirs: number;
@@ -57,19 +68,24 @@ export interface BackupResult {
   readonly snapshot: Snapshot;
 }
 
-const ZEROS = Buffer.alloc(8 << 20);
-const CACHEDIR_SIGNATURE = 'Signature: 8a477f597d28d172789f06886806bc55';
-
-function isZero(b: Buffer): boolean {
-  for (let o = 0; o < b.length; o += ZEROS.length) {
-    const n = Math.min(ZEROS.length, b.length - o);
-    if (!b.subarray(o, o + n).equals(ZEROS.subarray(0, n))) return false;
-  }
-  return true;
+/** A scheduled entry; `done` resolves to its node, or undefined when skipped. */
+interface Pending {
+  readonly done: Promise<TreeNode | undefined>;
 }
 
+/** Files up to this size are read by a worker in one piece. */
+const SMALL_FILE = 4 << 20;
+/** A batch is sent when it holds this many files or bytes. */
+const BATCH_FILES = 256;
+const BATCH_BYTES = 8 << 20;
+/** Paths longer than this go through PathShortener. */
+const LONG_PATH = 4000;
+const CACHEDIR_SIGNATURE = 'Signature: 8a477f597d28d172789f06886806bc55';
 const SLASH = Buffer.from('/');
+
 const join = (dir: Buffer, name: Buffer): Buffer => (dir.length === 1 && dir[0] === 0x2f ? Buffer.concat([SLASH, name]) : Buffer.concat([dir, SLASH, name]));
+
+const settled = (v: TreeNode | undefined): Pending => ({ done: Promise.resolve(v) });
 
 /** The selection of one folder: `true` means everything below it. */
 type Selection = Map<string, Selection | true>;
@@ -82,10 +98,9 @@ function selectionOf(paths: readonly string[]): Selection {
     let cur = root;
     for (let i = 0; i < parts.length; i++) {
       const part = parts[i]!;
-      const last = i === parts.length - 1;
       const existing = cur.get(part);
       if (existing === true) break;
-      if (last) {
+      if (i === parts.length - 1) {
         cur.set(part, true);
         break;
       }
@@ -97,9 +112,16 @@ function selectionOf(paths: readonly string[]): Selection {
   return root;
 }
 
-/** Snapshot of a stdin stream or command output: a single file at /NAME. */
-export interface StreamBackup {
-  readonly name: string;
+const wireToPrepared = (b: WireBlob) => ({
+  type: b.type, id: b.id, flags: b.flags, rawLength: b.rawLength,
+  sealed: Buffer.from(b.sealed.buffer, b.sealed.byteOffset, b.sealed.byteLength),
+});
+
+interface Batch {
+  jobs: FileJob[];
+  bytes: number;
+  /** Completes each file with the worker's result. */
+  finish: ((r: FileResult) => Promise<void>)[];
 }
 
 export class Archiver {
@@ -111,13 +133,18 @@ export class Archiver {
   private filesUnchanged = 0;
   private otherNodes = 0;
   private bytesRead = 0;
-  private rootDevices = new Set<bigint>();
+  private readonly rootDevices = new Set<bigint>();
   /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
   private readonly long = new PathShortener();
+  private pool!: WorkerPool;
+  private batch: Batch = { jobs: [], bytes: 0, finish: [] };
+  private fatal: unknown;
 
   constructor(private readonly repo: Repository, private readonly opts: BackupOptions) {}
 
   private warn(path: Buffer | string, message: string): void {
+    // An interrupted backup ends; it never turns into an incomplete snapshot.
+    this.opts.signal?.throwIfAborted();
     this.progress.errors++;
     this.opts.onWarning?.(path.toString(), message);
   }
@@ -127,33 +154,59 @@ export class Archiver {
     this.opts.onProgress?.(this.progress);
   }
 
+  /** A path fit for system calls. */
+  private sys(path: Buffer): PosixPath | Promise<PosixPath> {
+    return path.length < LONG_PATH ? path : this.long.short(path);
+  }
+
+  /** Keeps a rejection from going unhandled before the promise is awaited; the error is kept for the end. */
+  private track(done: Promise<TreeNode | undefined>): Pending {
+    done.catch((e: unknown) => {
+      this.fatal ??= e;
+    });
+    return { done };
+  }
+
+  private async withPool<T>(f: () => Promise<T>): Promise<T> {
+    this.pool = WorkerPool.start(this.repo, this.opts.workers);
+    try {
+      return await f();
+    } finally {
+      await this.pool.close();
+      await this.long.close();
+    }
+  }
+
   /** Runs the backup and writes the snapshot. */
   async run(): Promise<BackupResult> {
     const start = new Date();
-    const parent = this.opts.parent;
-    const parentTree = parent ? parent.snapshot.tree : undefined;
-    let rootNode: TreeNode;
-    try {
-      rootNode = await this.saveSelection(SLASH, selectionOf(this.opts.paths), parentTree);
-    } finally {
-      await this.long.close();
-    }
+    const parent = this.opts.parent ?? undefined;
+    const root = await this.withPool(async () => {
+      const pending = await this.scheduleSelection(SLASH, selectionOf(this.opts.paths), parent?.snapshot.tree);
+      await this.sendBatch();
+      const node = await pending.done;
+      if (this.fatal) throw this.fatal;
+      return node!;
+    });
+    this.opts.signal?.throwIfAborted();
     await this.repo.flush();
-    return this.writeSnapshot(rootNode.subtree!, start, parent?.id, [...this.opts.paths].sort());
+    return this.writeSnapshot(root.subtree!, start, parent?.id, [...this.opts.paths].sort());
   }
 
   /** Backs up one stream as the single file /NAME. */
   async runStream(name: string, source: AsyncIterable<Uint8Array>): Promise<BackupResult> {
     const start = new Date();
     const now = BigInt(Date.now()) * 1_000_000n;
-    const { content, size } = await this.saveContent(source);
-    this.progress.files++;
-    this.filesNew++;
-    const file: TreeNode = {
-      name: Buffer.from(name), type: 'file', mode: 0o600, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0,
-      mtime: now, ctime: now, inode: 0n, device: 0n, links: 1, size, content,
-    };
-    const tree = await this.saveTree([file]);
+    const tree = await this.withPool(async () => {
+      const { content, size } = await this.streamContent(source);
+      this.progress.files++;
+      this.filesNew++;
+      const file: TreeNode = {
+        name: Buffer.from(name), type: 'file', mode: 0o600, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0,
+        mtime: now, ctime: now, inode: 0n, device: 0n, links: 1, size, content,
+      };
+      return this.saveTree([file]);
+    });
     await this.repo.flush();
     return this.writeSnapshot(tree, start, undefined, [`/${name}`]);
   }
@@ -203,6 +256,20 @@ export class Archiver {
     return id;
   }
 
+  /** A folder's tree blob, once all its children are done. */
+  private folder(name: Buffer, st: EntryStat, children: Pending[], path: Buffer): Pending {
+    return this.track((async () => {
+      const nodes: TreeNode[] = [];
+      for (const c of children) {
+        const n = await c.done;
+        if (n) nodes.push(n);
+      }
+      this.progress.dirs++;
+      this.report(path);
+      return this.node(name, st, { subtree: await this.saveTree(nodes) });
+    })());
+  }
+
   private async parentNodes(subtree: string | undefined): Promise<Map<string, TreeNode>> {
     const m = new Map<string, TreeNode>();
     if (!subtree) return m;
@@ -215,29 +282,33 @@ export class Archiver {
   }
 
   /** A folder above or at a selected path: only the selected names are kept. */
-  private async saveSelection(path: Buffer, sel: Selection, parentSubtree: string | undefined): Promise<TreeNode> {
+  private async scheduleSelection(path: Buffer, sel: Selection, parentSubtree: string | undefined): Promise<Pending> {
     // Folders above a selected path are traversed, so a symlink among them is
     // recorded as the folder it leads to.
-    const st = await statFollow(await this.long.short(path));
+    let st: EntryStat;
+    try {
+      st = statFollowSync(await this.sys(path));
+    } catch (e) {
+      throw new SourceError((e as Error).message);
+    }
     const parents = await this.parentNodes(parentSubtree);
-    const nodes: TreeNode[] = [];
+    const children: Pending[] = [];
     for (const [name, child] of sel) {
       const nameBuf = Buffer.from(name);
       const childPath = join(path, nameBuf);
       const prev = parents.get(nameBuf.toString('latin1'));
       if (child === true) {
-        const node = await this.saveEntry(childPath, nameBuf, prev, true);
-        if (node) nodes.push(node);
+        children.push(await this.scheduleEntry(childPath, nameBuf, prev, true));
       } else {
         try {
-          nodes.push(await this.saveSelection(childPath, child, prev?.type === 'dir' ? prev.subtree : undefined));
+          children.push(await this.scheduleSelection(childPath, child, prev?.type === 'dir' ? prev.subtree : undefined));
         } catch (e) {
-          this.warn(childPath, (e as Error).message);
+          if (!(e instanceof SourceError)) throw e;
+          this.warn(childPath, e.message);
         }
       }
     }
-    this.progress.dirs++;
-    return this.node(nameOf(path), st, { subtree: await this.saveTree(nodes) });
+    return this.folder(nameOf(path), st, children, path);
   }
 
   private node(name: Buffer, st: EntryStat, extra: Partial<TreeNode>): TreeNode {
@@ -253,63 +324,60 @@ export class Archiver {
     };
   }
 
-  /** One entry below a selected path; `undefined` when excluded or unreadable. */
-  private async saveEntry(path: Buffer, name: Buffer, prev: TreeNode | undefined, isRoot: boolean): Promise<TreeNode | undefined> {
+  /** Schedules one entry below a selected path. */
+  private async scheduleEntry(path: Buffer, name: Buffer, prev: TreeNode | undefined, isRoot: boolean): Promise<Pending> {
     this.opts.signal?.throwIfAborted();
-    if (this.opts.excludes?.matches(path.toString())) return undefined;
+    if (this.fatal) throw this.fatal;
+    if (this.opts.excludes?.matches(path.toString())) return settled(undefined);
     let st: EntryStat;
+    const sys = await this.sys(path);
     try {
-      st = await statEntry(await this.long.short(path));
+      st = statEntrySync(sys);
     } catch (e) {
       this.warn(path, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'vanished before it could be read' : (e as Error).message);
-      return undefined;
+      return settled(undefined);
     }
     if (isRoot) this.rootDevices.add(st.device);
     switch (st.type) {
       case 'file':
-        return this.saveFile(path, name, st, prev);
+        return this.scheduleFile(path, sys, name, st, prev);
       case 'dir':
-        return this.saveDir(path, name, st, prev);
+        return this.scheduleDir(path, sys, name, st, prev);
       case 'symlink':
         try {
-          const target = await readLink(await this.long.short(path));
+          const target = readLinkSync(sys);
           this.otherNodes++;
-          return this.node(name, st, { target });
+          return settled(this.node(name, st, { target }));
         } catch (e) {
           this.warn(path, (e as Error).message);
-          return undefined;
+          return settled(undefined);
         }
       case 'chardev':
       case 'blockdev':
         this.otherNodes++;
-        return this.node(name, st, { rdev: st.rdev });
+        return settled(this.node(name, st, { rdev: st.rdev }));
       default:
         this.otherNodes++;
-        return this.node(name, st, {});
+        return settled(this.node(name, st, {}));
     }
   }
 
-  private async saveDir(path: Buffer, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<TreeNode | undefined> {
+  private async scheduleDir(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> {
     let names: Buffer[] = [];
     const crossing = this.opts.oneFileSystem === true && !this.rootDevices.has(st.device);
     if (!crossing) {
       try {
-        names = await listDir(await this.long.short(path));
+        names = listDirSync(sys);
       } catch (e) {
         this.warn(path, (e as Error).message);
-        return undefined;
+        return settled(undefined);
       }
     }
-    if (this.opts.excludeCaches && (await isCacheDir(path, names))) names = names.filter((n) => n.toString() === 'CACHEDIR.TAG');
+    if (this.opts.excludeCaches && (await isCacheDir(sys, names))) names = names.filter((n) => n.toString() === 'CACHEDIR.TAG');
     const parents = await this.parentNodes(prev?.type === 'dir' ? prev.subtree : undefined);
-    const nodes: TreeNode[] = [];
-    for (const child of names) {
-      const node = await this.saveEntry(join(path, child), child, parents.get(child.toString('latin1')), false);
-      if (node) nodes.push(node);
-    }
-    this.progress.dirs++;
-    this.report(path);
-    return this.node(name, st, { subtree: await this.saveTree(nodes) });
+    const children: Pending[] = [];
+    for (const child of names) children.push(await this.scheduleEntry(join(path, child), child, parents.get(child.toString('latin1')), false));
+    return this.folder(name, st, children, path);
   }
 
   private unchanged(st: EntryStat, prev: TreeNode | undefined): prev is TreeNode & { content: ContentEntry[] } {
@@ -319,60 +387,155 @@ export class Archiver {
       && prev.content.every((c) => typeof c === 'number' || this.repo.hasBlob(c));
   }
 
-  private async saveFile(path: Buffer, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<TreeNode | undefined> {
+  private async scheduleFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> {
     this.progress.files++;
     this.progress.bytes += st.size;
     if (this.unchanged(st, prev)) {
       this.filesUnchanged++;
       for (const c of prev.content) if (typeof c === 'string') this.blobs.add(c);
       this.report(path);
-      return this.node(name, st, { content: prev.content });
+      return settled(this.node(name, st, { content: prev.content }));
     }
+    const wasFile = prev?.type === 'file';
+    const complete = (content: ContentEntry[], size: number, changed: boolean): TreeNode => {
+      if (changed) this.warn(path, 'changed while it was being read; the stored copy may be inconsistent');
+      if (wasFile) this.filesChanged++;
+      else this.filesNew++;
+      this.bytesRead += size;
+      this.report(path);
+      return this.node(name, { ...st, size }, { content });
+    };
+    if (st.size > SMALL_FILE) return this.track(this.largeFile(path, sys, st, complete));
+    const known = wasFile ? prev.content?.filter((c): c is string => typeof c === 'string' && this.repo.hasBlob(c)) : undefined;
+    return this.track(this.enqueue({
+      path: typeof sys === 'string' ? Buffer.from(sys) : sys, size: st.size, mtime: st.mtime, ctime: st.ctime,
+      ...(known?.length ? { known } : {}),
+    }, async (r) => {
+      if (r.error) {
+        this.warn(path, r.error.code === 'ENOENT' ? 'vanished before it could be read' : `cannot read: ${r.error.message}`);
+        return undefined;
+      }
+      for (const b of r.blobs ?? []) await this.repo.addPrepared(wireToPrepared(b));
+      for (const c of r.content!) if (typeof c === 'string') this.blobs.add(c);
+      return complete(r.content!, r.size!, r.changed === true);
+    }));
+  }
+
+  /** Adds a small file to the batch; resolves with its node once a worker has done it. */
+  private async enqueue(job: FileJob, finish: (r: FileResult) => Promise<TreeNode | undefined>): Promise<TreeNode | undefined> {
+    let resolve!: (n: TreeNode | undefined) => void;
+    let reject!: (e: unknown) => void;
+    const done = new Promise<TreeNode | undefined>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    this.batch.jobs.push(job);
+    this.batch.bytes += job.size;
+    this.batch.finish.push(async (r) => {
+      try {
+        resolve(await finish(r));
+      } catch (e) {
+        reject(e);
+      }
+    });
+    if (this.batch.jobs.length >= BATCH_FILES || this.batch.bytes >= BATCH_BYTES) await this.sendBatch();
+    return done;
+  }
+
+  /** Sends the current batch to a worker, waiting while the pool is full. */
+  private async sendBatch(): Promise<void> {
+    const b = this.batch;
+    if (b.jobs.length === 0) return;
+    this.batch = { jobs: [], bytes: 0, finish: [] };
+    await this.pool.whenBelow(this.pool.size * 2);
+    const results = this.pool.run<FileResult[]>({ kind: 'files', files: b.jobs });
+    void results.then(
+      async (rs) => {
+        // In order, so that pack contents follow the walk.
+        for (let i = 0; i < rs.length; i++) await b.finish[i]!(rs[i]!);
+      },
+      async (e: unknown) => {
+        this.fatal ??= e;
+        for (const f of b.finish) await f({ error: { message: (e as Error).message } });
+      },
+    );
+  }
+
+  /** A file too big for one piece: read and chunk here, seal in the workers. */
+  private async largeFile(path: Buffer, sys: PosixPath, st: EntryStat, complete: (c: ContentEntry[], size: number, changed: boolean) => TreeNode): Promise<TreeNode | undefined> {
     let fh;
     try {
-      fh = await openForRead(await this.long.short(path));
+      fh = await openForRead(sys);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       this.warn(path, code === 'ENOENT' ? 'vanished before it could be read' : `cannot read: ${(e as Error).message}`);
       return undefined;
     }
     try {
-      const { content, size } = await this.saveContent(readAll(fh));
+      const { content, size } = await this.streamContent(readAll(fh));
       const after = await fh.stat({ bigint: true });
-      if (size !== st.size || after.mtimeNs !== st.mtime || after.ctimeNs !== st.ctime || Number(after.size) !== size) {
-        this.warn(path, 'changed while it was being read; the stored copy may be inconsistent');
-      }
-      if (prev?.type === 'file') this.filesChanged++;
-      else this.filesNew++;
-      this.report(path);
-      return this.node(name, { ...st, size }, { content });
+      const changed = size !== st.size || after.mtimeNs !== st.mtime || after.ctimeNs !== st.ctime || Number(after.size) !== size;
+      return complete(content, size, changed);
     } catch (e) {
-      this.warn(path, `cannot read: ${(e as Error).message}`);
+      if (!(e instanceof SourceError)) throw e;
+      this.warn(path, `cannot read: ${e.message}`);
       return undefined;
     } finally {
       await fh.close();
     }
   }
 
-  /** Chunks a byte stream into blobs; all-zero chunks become holes. */
-  private async saveContent(source: AsyncIterable<Uint8Array>): Promise<{ content: ContentEntry[]; size: number }> {
-    const content: ContentEntry[] = [];
+  /** Chunks a stream here and seals each chunk in a worker; all-zero chunks become holes. */
+  private async streamContent(source: AsyncIterable<Uint8Array>): Promise<{ content: ContentEntry[]; size: number }> {
+    const parts: Promise<ContentEntry>[] = [];
     let size = 0;
-    for await (const chunk of chunkStream(source, this.repo.chunker())) {
+    for await (const chunk of chunkStream(sourceErrors(source), this.repo.chunker())) {
       this.opts.signal?.throwIfAborted();
+      if (this.fatal) throw this.fatal;
       size += chunk.length;
-      this.bytesRead += chunk.length;
-      if (isZero(chunk)) {
-        const last = content[content.length - 1];
-        if (typeof last === 'number') content[content.length - 1] = last + chunk.length;
-        else content.push(chunk.length);
-        continue;
-      }
-      const { id } = await this.repo.saveBlob(BlobType.Data, chunk);
-      this.blobs.add(id);
-      content.push(id);
+      await this.pool.whenBelow(this.pool.size * 2);
+      const data = transferable(chunk);
+      const sealed = this.pool.run<SealResult>({ kind: 'seal', type: BlobType.Data, data }, [data.buffer as ArrayBuffer]);
+      const part = sealed.then(async (r): Promise<ContentEntry> => {
+        if (!r.blob) return r.rawLength;
+        await this.repo.addPrepared(wireToPrepared(r.blob));
+        this.blobs.add(r.blob.id);
+        return r.blob.id;
+      });
+      part.catch(() => undefined);
+      parts.push(part);
+    }
+    const content: ContentEntry[] = [];
+    for (const p of parts) {
+      const c = await p;
+      const last = content[content.length - 1];
+      if (typeof c === 'number' && typeof last === 'number') content[content.length - 1] = last + c;
+      else content.push(c);
     }
     return { content, size };
+  }
+}
+
+/** An error reading the source (a warning), as opposed to one writing the repository (fatal). */
+class SourceError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SourceError';
+  }
+}
+
+/** Marks errors thrown by the source as `SourceError`. */
+async function* sourceErrors(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const it = source[Symbol.asyncIterator]();
+  for (;;) {
+    let r: IteratorResult<Uint8Array>;
+    try {
+      r = await it.next();
+    } catch (e) {
+      throw new SourceError((e as Error).message);
+    }
+    if (r.done) return;
+    yield r.value;
   }
 }
 
@@ -382,10 +545,10 @@ function nameOf(path: Buffer): Buffer {
   return name.length === 0 ? Buffer.from('/') : name;
 }
 
-async function isCacheDir(path: Buffer, names: Buffer[]): Promise<boolean> {
+async function isCacheDir(path: PosixPath, names: Buffer[]): Promise<boolean> {
   if (!names.some((n) => n.toString() === 'CACHEDIR.TAG')) return false;
   try {
-    const fh = await openForRead(join(path, Buffer.from('CACHEDIR.TAG')));
+    const fh = await openForRead(Buffer.concat([typeof path === 'string' ? Buffer.from(path) : path, Buffer.from('/CACHEDIR.TAG')]));
     try {
       const buf = Buffer.alloc(CACHEDIR_SIGNATURE.length);
       await fh.read(buf, 0, buf.length, 0);

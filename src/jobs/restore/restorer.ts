@@ -2,24 +2,33 @@
  * The restorer puts a snapshot's files back below a target folder, at
  * TARGET + their absolute path in the snapshot (restic's layout).
  *
- *   walk the tree (unsafe names refused by the walker)
- *     dir      mkdir (an existing symlink in the way is an error, never followed)
- *     file     hard link to an inode restored earlier, or
- *              create (O_NOFOLLOW) → write each blob at its offset, skip holes
- *              → ftruncate to the size (holes stay holes)
- *     other    symlink, mkfifo, mknod
- *     then     owner (as root), mode, mtime
- *   after a folder's children: its owner, mode and mtime (so children don't bump it)
+ *   1. walk the tree (unsafe names refused by the walker), on the main thread:
+ *        dir       mkdir (an existing non-folder in the way is an error, never followed)
+ *        symlink, fifo, device: create now, with owner, mode and mtime
+ *        file      empty: create now; one blob: the worker that opens the blob
+ *                  creates, writes, finishes and closes it; several blobs or
+ *                  holes: create it now, workers write the pieces, finish it
+ *                  here once all pieces are in; a later hard link to the same
+ *                  inode (and content): linked at the end
+ *      and plan: pack → needed blobs → the files (and offsets) each goes to
+ *   2. read each needed range of each pack once, several packs at a time;
+ *      a worker opens the blobs and writes them (zero blocks stay holes)
+ *   3. hard links, then folders' owner, mode and mtime, deepest first
+ *   4. with --verify: workers read every file back and check its chunk ids
  *
- * A file that fails (e.g. the disk is full) is reported and the restore goes
- * on; the result lists every path that was not restored.
+ * A file that fails (a damaged pack, a full disk) is removed, reported, and the
+ * restore goes on; the result lists every path that was not restored.
  */
-import { constants, promises as fsp } from 'node:fs';
-import { BlobType } from '../../repo/pack.js';
+import { closeSync, constants, fchmodSync, fchownSync, ftruncateSync, futimesSync, lchownSync, lstatSync, lutimesSync, mkdirSync, openSync, promises as fsp, symlinkSync, chmodSync, linkSync, unlinkSync } from 'node:fs';
+import { NotFoundError, ShortReadError } from '../../storage/backend.js';
+import { CorruptObjectError } from '../../repo/errors.js';
 import type { Repository } from '../../repo/repository.js';
+import type { BlobLocation } from '../../repo/index-file.js';
 import type { TreeNode } from '../../repo/tree.js';
 import { PathShortener, makeDevice, makeFifo, type PosixPath } from '../../sources/posix.js';
-import { walkTree, type WalkEntry } from '../tree-walk.js';
+import { walkTree } from '../tree-walk.js';
+import { WorkerPool } from '../pool/worker-pool.js';
+import type { FileMeta, UnpackBlob, UnpackResult, UnpackTarget, VerifyJob, VerifyResult } from '../pool/protocol.js';
 
 export interface RestoreOptions {
   /** Snapshot paths to restore (with everything below them); all when empty. */
@@ -29,6 +38,8 @@ export interface RestoreOptions {
   readonly onWarning?: (path: string, message: string) => void;
   readonly onProgress?: (p: RestoreProgress) => void;
   readonly signal?: AbortSignal;
+  /** Worker threads (default: one per core). */
+  readonly workers?: number;
 }
 
 export interface RestoreProgress {
@@ -47,6 +58,10 @@ export interface RestoreResult {
 }
 
 const isRoot = process.getuid?.() === 0;
+/** Packs read and being unpacked at once, per worker. */
+const PACKS_PER_WORKER = 2;
+/** Files per verify task. */
+const VERIFY_BATCH = 256;
 
 function included(includes: readonly string[], path: string): boolean {
   if (includes.length === 0) return true;
@@ -56,174 +71,6 @@ function included(includes: readonly string[], path: string): boolean {
 function normalizeInclude(p: string): string {
   const parts = p.split('/').filter((x) => x !== '' && x !== '.');
   return `/${parts.join('/')}`;
-}
-
-export class Restorer {
-  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, current: '' };
-  private readonly failed: { path: string; error: string }[] = [];
-  private readonly verifyFailed: string[] = [];
-  private readonly inodes = new Map<string, { path: PosixPath; content: string }>();
-  private readonly includes: string[];
-  /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
-  private readonly long = new PathShortener();
-
-  constructor(private readonly repo: Repository, private readonly target: string, private readonly opts: RestoreOptions = {}) {
-    this.includes = (opts.includes ?? []).map(normalizeInclude);
-  }
-
-  /** Where a snapshot path goes, in a form short enough for system calls. */
-  private dest(path: Buffer): Promise<PosixPath> {
-    return this.long.short(Buffer.concat([Buffer.from(this.target.replace(/\/+$/, '')), path]));
-  }
-
-  private fail(path: Buffer, e: unknown): void {
-    const error = (e as Error).message ?? String(e);
-    this.failed.push({ path: path.toString(), error });
-    this.opts.onWarning?.(path.toString(), `not restored: ${error}`);
-  }
-
-  async run(tree: string): Promise<RestoreResult> {
-    await fsp.mkdir(this.target, { recursive: true });
-    const skipped = new Set<string>();
-    const walker = walkTree(this.repo, tree, {
-      onUnsafe: (path, reason) => {
-        this.failed.push({ path, error: `refused: ${reason}` });
-        this.opts.onWarning?.(path, `refused to restore: ${reason}`);
-      },
-      filter: (path, node) => included(this.includes, path.toString()) && !skippedBelow(skipped, path, node),
-      onDirDone: async (entry) => {
-        if (!skipped.has(entry.path.toString('latin1'))) await this.finishNode(entry);
-      },
-    });
-    try {
-      for await (const entry of walker) {
-        this.opts.signal?.throwIfAborted();
-        try {
-          await this.restoreNode(entry);
-        } catch (e) {
-          this.fail(entry.path, e);
-          if (entry.node.type === 'dir') skipped.add(entry.path.toString('latin1'));
-        }
-      }
-    } finally {
-      await this.long.close();
-    }
-    return { progress: this.progress, failed: this.failed, verifyFailed: this.verifyFailed };
-  }
-
-  private async restoreNode({ path, node }: WalkEntry): Promise<void> {
-    const dest = await this.dest(path);
-    this.progress.current = path.toString();
-    switch (node.type) {
-      case 'dir':
-        try {
-          await fsp.mkdir(dest);
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-          const st = await fsp.lstat(dest);
-          if (!st.isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
-        }
-        this.progress.dirs++;
-        return; // metadata after the children (onDirDone)
-      case 'file':
-        await this.restoreFile(path, dest, node);
-        break;
-      case 'symlink':
-        await fsp.symlink(node.target!, dest);
-        break;
-      case 'fifo':
-        await makeFifo(dest, node.mode);
-        break;
-      case 'chardev':
-      case 'blockdev':
-        if (!isRoot) throw new Error('device nodes can only be restored as root');
-        await makeDevice(dest, node.type === 'chardev' ? 'char' : 'block', node.rdev ?? 0n, node.mode);
-        break;
-      case 'socket':
-        return; // sockets are not restorable; nothing was stored but the name
-    }
-    await this.finishNode({ path, node, depth: 0 });
-    this.opts.onProgress?.(this.progress);
-  }
-
-  private async restoreFile(path: Buffer, dest: PosixPath, node: TreeNode): Promise<void> {
-    const key = `${node.device}:${node.inode}`;
-    const content = JSON.stringify(node.content ?? []);
-    if (node.links > 1) {
-      const first = this.inodes.get(key);
-      // A hard link is only recreated when the content recorded under this name
-      // is the same (the file may have changed between reading its names).
-      if (first && first.content === content) {
-        await fsp.link(first.path, dest);
-        return;
-      }
-    }
-    const fh = await fsp.open(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
-    try {
-      let pos = 0;
-      for (const c of node.content ?? []) {
-        if (typeof c === 'number') {
-          pos += c;
-          continue;
-        }
-        const data = await this.repo.loadBlob(BlobType.Data, c);
-        await writeSparse(fh, data, pos);
-        pos += data.length;
-        this.progress.bytes += data.length;
-      }
-      if (pos !== node.size) throw new Error(`content adds up to ${pos} bytes, the file had ${node.size}`);
-      await fh.truncate(pos);
-    } finally {
-      await fh.close();
-    }
-    this.progress.files++;
-    if (node.links > 1 && !this.inodes.has(key)) this.inodes.set(key, { path: dest, content });
-    if (this.opts.verify && !(await this.verifyFile(dest, node))) {
-      this.verifyFailed.push(path.toString());
-      this.opts.onWarning?.(path.toString(), 'verification failed: restored bytes differ from the snapshot');
-    }
-  }
-
-  /** Reads a restored file back and checks every chunk's keyed id. */
-  private async verifyFile(dest: PosixPath, node: TreeNode): Promise<boolean> {
-    const fh = await fsp.open(dest, constants.O_RDONLY | constants.O_NOFOLLOW);
-    try {
-      let pos = 0;
-      for (const c of node.content ?? []) {
-        const len = typeof c === 'number' ? c : this.repo.index.lookup(c)?.rawLength ?? -1;
-        if (len < 0) return false;
-        const buf = Buffer.alloc(len);
-        const { bytesRead } = await fh.read(buf, 0, len, pos);
-        if (bytesRead !== len) return false;
-        if (typeof c === 'number' ? buf.some((b) => b !== 0) : this.repo.blobId(buf) !== c) return false;
-        pos += len;
-      }
-      return (await fh.stat()).size === pos;
-    } finally {
-      await fh.close();
-    }
-  }
-
-  /** Owner, mode and times, in the order that keeps setuid bits. */
-  private async finishNode({ path, node }: WalkEntry): Promise<void> {
-    const dest = await this.dest(path);
-    try {
-      if (isRoot) await fsp.lchown(dest, node.uid, node.gid);
-      if (node.type !== 'symlink') await fsp.chmod(dest, node.mode);
-      const mtime = utimesSeconds(node.mtime);
-      await fsp.lutimes(dest, mtime, mtime);
-    } catch (e) {
-      this.opts.onWarning?.(path.toString(), `cannot restore metadata: ${(e as Error).message}`);
-    }
-  }
-}
-
-function skippedBelow(skipped: Set<string>, path: Buffer, _node: TreeNode): boolean {
-  if (skipped.size === 0) return false;
-  for (let i = path.lastIndexOf(0x2f); i > 0; i = path.lastIndexOf(0x2f, i - 1)) {
-    if (skipped.has(path.subarray(0, i).toString('latin1'))) return true;
-  }
-  return false;
 }
 
 /**
@@ -236,31 +83,334 @@ function utimesSeconds(ns: bigint): number {
   return Number(t / 1_000_000_000n) + (Number((t % 1_000_000_000n) / 1000n) + 0.5) / 1e6;
 }
 
-const BLOCK = 4096;
-const ZERO_BLOCK = Buffer.alloc(BLOCK);
+/** A file being restored in pieces. */
+interface OpenFile {
+  readonly path: Buffer;
+  readonly dest: Buffer;
+  readonly node: TreeNode;
+  remaining: number;
+  failed: boolean;
+}
 
-/**
- * Writes `data` at `pos`, skipping file-system blocks that would be all
- * zeros, so zero runs inside stored chunks come back as holes too (the file
- * is fresh, so a skipped block reads as zeros).
- */
-async function writeSparse(fh: fsp.FileHandle, data: Buffer, pos: number): Promise<void> {
-  let start = -1;
-  const flush = async (end: number): Promise<void> => {
-    for (let off = start; off < end;) {
-      const { bytesWritten } = await fh.write(data, off, end - off, pos + off);
-      off += bytesWritten;
-    }
-    start = -1;
-  };
-  // Blocks aligned to the file's offsets, not the chunk's.
-  let off = 0;
-  while (off < data.length) {
-    const next = Math.min(data.length, off + BLOCK - ((pos + off) % BLOCK));
-    const zero = next - off === BLOCK && data.subarray(off, next).equals(ZERO_BLOCK);
-    if (zero && start >= 0) await flush(off);
-    else if (!zero && start < 0) start = off;
-    off = next;
+/** A blob needed by the restore and where it goes. */
+interface PlannedBlob {
+  readonly loc: BlobLocation;
+  readonly targets: UnpackTarget[];
+  /** For each target: the snapshot path, and the multi-piece file it belongs to (if any). */
+  readonly owners: { path: Buffer; file?: OpenFile }[];
+}
+
+const asBuffer = (p: PosixPath): Buffer => (typeof p === 'string' ? Buffer.from(p) : p);
+
+export class Restorer {
+  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, current: '' };
+  private readonly failed: { path: string; error: string }[] = [];
+  private readonly failedPaths = new Set<string>();
+  private readonly verifyFailed: string[] = [];
+  private readonly inodes = new Map<string, { dest: Buffer; content: string }>();
+  private readonly links: { path: Buffer; from: Buffer; dest: Buffer }[] = [];
+  private readonly dirs: { path: Buffer; dest: Buffer; node: TreeNode }[] = [];
+  private readonly plan = new Map<string, Map<string, PlannedBlob>>();
+  private readonly toVerify: { path: Buffer; dest: Buffer; node: TreeNode }[] = [];
+  private readonly includes: string[];
+  /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
+  private readonly long = new PathShortener();
+
+  constructor(private readonly repo: Repository, private readonly target: string, private readonly opts: RestoreOptions = {}) {
+    this.includes = (opts.includes ?? []).map(normalizeInclude);
   }
-  if (start >= 0) await flush(data.length);
+
+  /** Where a snapshot path goes, in a form short enough for system calls. */
+  private async dest(path: Buffer): Promise<Buffer> {
+    return asBuffer(await this.long.short(Buffer.concat([Buffer.from(this.target.replace(/\/+$/, '')), path])));
+  }
+
+  private fail(path: Buffer, e: unknown): void {
+    const key = path.toString('latin1');
+    if (this.failedPaths.has(key)) return;
+    this.failedPaths.add(key);
+    const error = (e as Error).message ?? String(e);
+    this.failed.push({ path: path.toString(), error });
+    this.opts.onWarning?.(path.toString(), `not restored: ${error}`);
+  }
+
+  async run(tree: string): Promise<RestoreResult> {
+    await fsp.mkdir(this.target, { recursive: true });
+    const pool = WorkerPool.start(this.repo, this.opts.workers);
+    try {
+      await this.walk(tree);
+      await this.unpackAll(pool);
+      this.finishLinks();
+      for (let i = this.dirs.length - 1; i >= 0; i--) this.finishNode(this.dirs[i]!.path, this.dirs[i]!.dest, this.dirs[i]!.node);
+      if (this.opts.verify) await this.verifyAll(pool);
+    } finally {
+      await pool.close();
+      await this.long.close();
+    }
+    return { progress: this.progress, failed: this.failed, verifyFailed: this.verifyFailed };
+  }
+
+  // ---- 1. walk and plan ----
+
+  private async walk(tree: string): Promise<void> {
+    const skipped = new Set<string>();
+    const walker = walkTree(this.repo, tree, {
+      onUnsafe: (path, reason) => {
+        this.failed.push({ path, error: `refused: ${reason}` });
+        this.opts.onWarning?.(path, `refused to restore: ${reason}`);
+      },
+      filter: (path) => included(this.includes, path.toString()) && !skippedBelow(skipped, path),
+    });
+    for await (const { path, node } of walker) {
+      this.opts.signal?.throwIfAborted();
+      const dest = await this.dest(path);
+      this.progress.current = path.toString();
+      try {
+        if (node.type === 'fifo' || node.type === 'chardev' || node.type === 'blockdev') {
+          await special(dest, node);
+          this.finishNode(path, dest, node);
+        } else {
+          this.createNode(path, dest, node);
+        }
+      } catch (e) {
+        this.fail(path, e);
+        if (node.type === 'dir') skipped.add(path.toString('latin1'));
+      }
+    }
+  }
+
+  private createNode(path: Buffer, dest: Buffer, node: TreeNode): void {
+    switch (node.type) {
+      case 'dir':
+        try {
+          mkdirSync(dest);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+          if (!lstatSync(dest).isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
+        }
+        this.progress.dirs++;
+        this.dirs.push({ path, dest, node });
+        return;
+      case 'file':
+        this.planFile(path, dest, node);
+        return;
+      case 'symlink':
+        symlinkSync(node.target!, dest);
+        break;
+      case 'socket':
+        return; // sockets are not restorable; nothing was stored but the name
+    }
+    this.finishNode(path, dest, node);
+  }
+
+  private planFile(path: Buffer, dest: Buffer, node: TreeNode): void {
+    const key = `${node.device}:${node.inode}`;
+    const contentKey = JSON.stringify(node.content ?? []);
+    if (node.links > 1) {
+      const first = this.inodes.get(key);
+      // A hard link is only recreated when the content recorded under this name
+      // is the same (the file may have changed between reading its names).
+      if (first && first.content === contentKey) {
+        this.links.push({ path, from: first.dest, dest });
+        return;
+      }
+      if (!first) this.inodes.set(key, { dest, content: contentKey });
+    }
+    const content = node.content ?? [];
+    if (this.opts.verify) this.toVerify.push({ path, dest, node });
+    const meta: FileMeta = { mode: node.mode, uid: node.uid, gid: node.gid, mtime: utimesSeconds(node.mtime), size: node.size, chown: isRoot };
+    const only = content[0];
+    if (content.length === 1 && typeof only === 'string') {
+      this.need(only, path, { path: dest, offset: 0, whole: meta });
+      return;
+    }
+    // Empty, holes, or several blobs: create it now (truncating anything there).
+    const fd = openSync(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
+    closeSync(fd);
+    const file: OpenFile = { path, dest, node, remaining: 0, failed: false };
+    let pos = 0;
+    for (const c of content) {
+      if (typeof c === 'string') {
+        file.remaining++;
+        this.need(c, path, { path: dest, offset: pos }, file);
+        pos += this.repo.index.lookup(c)?.rawLength ?? 0;
+      } else {
+        pos += c;
+      }
+    }
+    if (file.remaining === 0) this.finishFile(file);
+  }
+
+  private need(id: string, path: Buffer, target: UnpackTarget, file?: OpenFile): void {
+    const loc = this.repo.index.lookup(id);
+    if (!loc) {
+      if (file) file.failed = true;
+      this.fail(path, new Error(`blob ${id} is not in the repository index`));
+      return;
+    }
+    let blobs = this.plan.get(loc.pack);
+    if (!blobs) this.plan.set(loc.pack, (blobs = new Map()));
+    let planned = blobs.get(id);
+    if (!planned) blobs.set(id, (planned = { loc, targets: [], owners: [] }));
+    planned.targets.push(target);
+    planned.owners.push(file ? { path, file } : { path });
+  }
+
+  // ---- 2. unpack ----
+
+  private async unpackAll(pool: WorkerPool): Promise<void> {
+    const running = new Set<Promise<void>>();
+    const packs = [...this.plan.keys()].sort();
+    for (const pack of packs) {
+      this.opts.signal?.throwIfAborted();
+      while (running.size >= pool.size * PACKS_PER_WORKER) await Promise.race(running);
+      const p = this.unpackPack(pool, pack, this.plan.get(pack)!).finally(() => running.delete(p));
+      running.add(p);
+    }
+    await Promise.all(running);
+  }
+
+  private async unpackPack(pool: WorkerPool, pack: string, blobs: Map<string, PlannedBlob>): Promise<void> {
+    const list = [...blobs.values()].sort((a, b) => a.loc.offset - b.loc.offset);
+    const start = list[0]!.loc.offset;
+    const end = Math.max(...list.map((b) => b.loc.offset + b.loc.length));
+    let result: UnpackResult;
+    try {
+      const data = await this.loadRange(pack, start, end - start);
+      const task: UnpackBlob[] = list.map((b) => ({
+        id: b.loc.id, type: b.loc.type, flags: b.loc.flags, rawLength: b.loc.rawLength,
+        offset: b.loc.offset - start, length: b.loc.length, targets: b.targets,
+      }));
+      result = await pool.run<UnpackResult>({ kind: 'unpack', pack, data, blobs: task }, [data.buffer as ArrayBuffer]);
+    } catch (e) {
+      if (!(e instanceof CorruptObjectError)) throw e;
+      result = { bytes: 0, failed: list.flatMap((b) => b.targets.map((t) => ({ path: t.path, message: e.message }))) };
+    }
+    this.progress.bytes += result.bytes;
+    const failedDest = new Map(result.failed.map((f) => [Buffer.from(f.path).toString('latin1'), f.message]));
+    for (const b of list) {
+      b.targets.forEach((t, i) => {
+        const owner = b.owners[i]!;
+        const message = failedDest.get(Buffer.from(t.path).toString('latin1'));
+        if (message !== undefined) {
+          if (owner.file) owner.file.failed = true;
+          this.fail(owner.path, new Error(message));
+          removeQuietly(Buffer.from(t.path));
+        } else if (!owner.file) {
+          this.progress.files++;
+        }
+        if (owner.file && --owner.file.remaining === 0) this.finishFile(owner.file);
+      });
+    }
+    this.opts.onProgress?.(this.progress);
+  }
+
+  /** One read of a pack range, as a transferable buffer; storage errors name the pack. */
+  private async loadRange(pack: string, offset: number, length: number): Promise<Buffer> {
+    try {
+      const b = await this.repo.backend.load({ type: 'data', name: pack }, offset, length);
+      if (b.byteOffset === 0 && b.buffer.byteLength === b.length) return b;
+      const copy = Buffer.allocUnsafeSlow(b.length);
+      b.copy(copy);
+      return copy;
+    } catch (e) {
+      if (e instanceof NotFoundError) throw new CorruptObjectError(`pack ${pack}`, 'missing');
+      if (e instanceof ShortReadError) throw new CorruptObjectError(`pack ${pack}`, 'truncated');
+      throw e;
+    }
+  }
+
+  /** Sets size and metadata of a file written in pieces, once all are in. */
+  private finishFile(f: OpenFile): void {
+    if (f.failed) {
+      removeQuietly(f.dest);
+      return;
+    }
+    try {
+      const fd = openSync(f.dest, constants.O_WRONLY | constants.O_NOFOLLOW);
+      try {
+        ftruncateSync(fd, f.node.size);
+        if (isRoot) fchownSync(fd, f.node.uid, f.node.gid);
+        fchmodSync(fd, f.node.mode);
+        const t = utimesSeconds(f.node.mtime);
+        futimesSync(fd, t, t);
+      } finally {
+        closeSync(fd);
+      }
+      this.progress.files++;
+    } catch (e) {
+      this.fail(f.path, e);
+      removeQuietly(f.dest);
+    }
+  }
+
+  // ---- 3. links and folders ----
+
+  private finishLinks(): void {
+    for (const l of this.links) {
+      try {
+        linkSync(l.from, l.dest);
+        this.progress.files++;
+      } catch (e) {
+        this.fail(l.path, e);
+      }
+    }
+  }
+
+  /** Owner, mode and times, in the order that keeps setuid bits. */
+  private finishNode(path: Buffer, dest: Buffer, node: TreeNode): void {
+    try {
+      if (isRoot) lchownSync(dest, node.uid, node.gid);
+      if (node.type !== 'symlink') chmodSync(dest, node.mode);
+      const t = utimesSeconds(node.mtime);
+      lutimesSync(dest, t, t);
+    } catch (e) {
+      this.opts.onWarning?.(path.toString(), `cannot restore metadata: ${(e as Error).message}`);
+    }
+  }
+
+  // ---- 4. verify ----
+
+  private async verifyAll(pool: WorkerPool): Promise<void> {
+    const files = this.toVerify.filter((f) => !this.failedPaths.has(f.path.toString('latin1')));
+    const tasks: Promise<void>[] = [];
+    for (let i = 0; i < files.length; i += VERIFY_BATCH) {
+      const batch = files.slice(i, i + VERIFY_BATCH);
+      const jobs: VerifyJob[] = batch.map((f) => {
+        const content = f.node.content ?? [];
+        return { path: f.dest, content, lengths: content.map((c) => (typeof c === 'number' ? c : this.repo.index.lookup(c)?.rawLength ?? -1)), size: f.node.size };
+      });
+      await pool.whenBelow(pool.size * 2);
+      tasks.push(pool.run<VerifyResult>({ kind: 'verify', files: jobs }).then((r) => {
+        for (const i of r.bad) {
+          this.verifyFailed.push(batch[i]!.path.toString());
+          this.opts.onWarning?.(batch[i]!.path.toString(), 'verification failed: restored bytes differ from the snapshot');
+        }
+      }));
+    }
+    await Promise.all(tasks);
+  }
+}
+
+/** Restores a FIFO or device node (mkfifo/mknod run as child processes; such files are few). */
+async function special(dest: PosixPath, node: TreeNode): Promise<void> {
+  if (node.type === 'fifo') return makeFifo(dest, node.mode);
+  if (!isRoot) throw new Error('device nodes can only be restored as root');
+  return makeDevice(dest, node.type === 'chardev' ? 'char' : 'block', node.rdev ?? 0n, node.mode);
+}
+
+function removeQuietly(path: Buffer): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // already gone, or never created
+  }
+}
+
+function skippedBelow(skipped: Set<string>, path: Buffer): boolean {
+  if (skipped.size === 0) return false;
+  for (let i = path.lastIndexOf(0x2f); i > 0; i = path.lastIndexOf(0x2f, i - 1)) {
+    if (skipped.has(path.subarray(0, i).toString('latin1'))) return true;
+  }
+  return false;
 }

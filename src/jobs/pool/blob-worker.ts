@@ -1,0 +1,243 @@
+/**
+ * A blob worker thread: the per-byte work of backups and restores (reading
+ * small files, chunking, keyed ids, compression, encryption; opening blobs
+ * and writing restored files). Tasks are described in `protocol.ts`; the
+ * worker keeps no state between tasks but its keys and codecs.
+ */
+import { parentPort } from 'node:worker_threads';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, readSync, writeSync } from 'node:fs';
+import { FastCDC, gearTable } from '../../core/chunker.js';
+import { BlobCompressor } from '../../core/compress.js';
+import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from '../../repo/blob-codec.js';
+import { BlobType } from '../../repo/pack.js';
+import type { ContentEntry } from '../../repo/tree.js';
+import type { FileResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
+
+let keys: BlobKeys;
+let compressor: BlobCompressor;
+let cdc: FastCDC;
+
+const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+
+/** True when every byte is zero (memcmp against a zero page). */
+const ZEROS = Buffer.alloc(1 << 20);
+function isZero(b: Buffer): boolean {
+  for (let o = 0; o < b.length; o += ZEROS.length) {
+    const n = Math.min(ZEROS.length, b.length - o);
+    if (!b.subarray(o, o + n).equals(ZEROS.subarray(0, n))) return false;
+  }
+  return true;
+}
+
+/** Packs sealed blobs into one transferable buffer (one copy of the small, compressed bytes). */
+function toWire(blobs: PreparedBlob[], transfer: ArrayBuffer[]): WireBlob[] {
+  const total = blobs.reduce((n, b) => n + b.sealed.length, 0);
+  if (total === 0) return [];
+  const out = Buffer.allocUnsafeSlow(total);
+  let o = 0;
+  const wire = blobs.map((b) => {
+    b.sealed.copy(out, o);
+    const sealed = new Uint8Array(out.buffer, o, b.sealed.length);
+    o += b.sealed.length;
+    return { type: b.type, id: b.id, flags: b.flags, rawLength: b.rawLength, sealed };
+  });
+  transfer.push(out.buffer as ArrayBuffer);
+  return wire;
+}
+
+function seal(t: SealTask, transfer: ArrayBuffer[]): SealResult {
+  const data = buf(t.data);
+  if (t.type === BlobType.Data && isZero(data)) return { rawLength: data.length };
+  const [blob] = toWire([prepareBlob(keys, compressor, t.type, data)], transfer);
+  return { blob: blob!, rawLength: data.length };
+}
+
+function openForRead(path: Buffer): number {
+  try {
+    return openSync(path, constants.O_RDONLY | constants.O_NOATIME | constants.O_NOFOLLOW);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
+    return openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  }
+}
+
+function errorOf(e: unknown): { code?: string; message: string } {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code ? { code, message: (e as Error).message } : { message: String((e as Error).message ?? e) };
+}
+
+/** Reads, chunks and seals a batch of small files. */
+function files(t: FilesTask, transfer: ArrayBuffer[]): FileResult[] {
+  const results: FileResult[] = [];
+  const prepared: PreparedBlob[][] = [];
+  for (const f of t.files) {
+    const blobs: PreparedBlob[] = [];
+    prepared.push(blobs);
+    let fd: number;
+    try {
+      fd = openForRead(buf(f.path));
+    } catch (e) {
+      results.push({ error: errorOf(e) });
+      continue;
+    }
+    try {
+      // One byte more than expected, to notice a file that grew.
+      const data = Buffer.allocUnsafeSlow(f.size + 1);
+      let size = 0;
+      for (;;) {
+        if (size === data.length) break;
+        const n = readSync(fd, data, size, data.length - size, null);
+        if (n === 0) break;
+        size += n;
+      }
+      const st = fstatSync(fd, { bigint: true });
+      const changed = size !== f.size || st.mtimeNs !== f.mtime || st.ctimeNs !== f.ctime || Number(st.size) !== size;
+      const known = f.known ? new Set(f.known) : undefined;
+      const content: ContentEntry[] = [];
+      for (let start = 0; start < size;) {
+        const end = cdc.cut(data, start, size, true);
+        const chunk = data.subarray(start, end);
+        start = end;
+        if (isZero(chunk)) {
+          const last = content[content.length - 1];
+          if (typeof last === 'number') content[content.length - 1] = last + chunk.length;
+          else content.push(chunk.length);
+          continue;
+        }
+        const id = blobIdHex(keys, chunk);
+        content.push(id);
+        if (!known?.has(id)) blobs.push(prepareBlob(keys, compressor, BlobType.Data, chunk, id));
+      }
+      results.push({ content, size, ...(changed ? { changed } : {}) });
+    } catch (e) {
+      results.push({ error: errorOf(e) });
+      prepared[prepared.length - 1] = [];
+    } finally {
+      closeSync(fd);
+    }
+  }
+  // Seal results travel in one buffer per task.
+  const all = toWire(prepared.flat(), transfer);
+  let k = 0;
+  return results.map((r, i) => {
+    const n = prepared[i]!.length;
+    const blobs = all.slice(k, k + n);
+    k += n;
+    return r.error ? r : { ...r, blobs };
+  });
+}
+
+const BLOCK = 4096;
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
+
+/** pwrite of `data` at `pos`, skipping all-zero file-system blocks (they stay holes). */
+function writeSparse(fd: number, data: Buffer, pos: number): void {
+  let start = -1;
+  const flush = (end: number): void => {
+    for (let off = start; off < end;) off += writeSync(fd, data, off, end - off, pos + off);
+    start = -1;
+  };
+  for (let off = 0; off < data.length;) {
+    const next = Math.min(data.length, off + BLOCK - ((pos + off) % BLOCK));
+    const zero = next - off === BLOCK && data.subarray(off, next).equals(ZERO_BLOCK);
+    if (zero && start >= 0) flush(off);
+    else if (!zero && start < 0) start = off;
+    off = next;
+  }
+  if (start >= 0) flush(data.length);
+}
+
+/** Opens a pack's blobs and writes them into their files. */
+function unpack(t: UnpackTask): UnpackResult {
+  const data = buf(t.data);
+  const failed: UnpackResult['failed'] = [];
+  let bytes = 0;
+  for (const b of t.blobs) {
+    let plain: Buffer;
+    try {
+      plain = openBlob(keys, { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, data.subarray(b.offset, b.offset + b.length), `pack ${t.pack}, blob ${b.id}`);
+    } catch (e) {
+      for (const target of b.targets) failed.push({ path: target.path, message: (e as Error).message });
+      continue;
+    }
+    for (const target of b.targets) {
+      let fd = -1;
+      try {
+        const path = buf(target.path);
+        const w = target.whole;
+        fd = w
+          ? openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600)
+          : openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW);
+        writeSparse(fd, plain, target.offset);
+        if (w) {
+          ftruncateSync(fd, w.size);
+          if (w.chown) fchownSync(fd, w.uid, w.gid);
+          fchmodSync(fd, w.mode);
+          futimesSync(fd, w.mtime, w.mtime);
+        }
+        bytes += plain.length;
+      } catch (e) {
+        failed.push({ path: target.path, message: (e as Error).message });
+      } finally {
+        if (fd >= 0) closeSync(fd);
+      }
+    }
+  }
+  return { bytes, failed };
+}
+
+/** Reads restored files back and checks every chunk's keyed id. */
+function verify(t: VerifyTask): VerifyResult {
+  const bad: number[] = [];
+  t.files.forEach((f, i) => {
+    let fd = -1;
+    try {
+      fd = openSync(buf(f.path), constants.O_RDONLY | constants.O_NOFOLLOW);
+      let pos = 0;
+      let ok = true;
+      for (let j = 0; j < f.content.length && ok; j++) {
+        const c = f.content[j]!;
+        const len = f.lengths[j]!;
+        const b = Buffer.allocUnsafe(len);
+        let got = 0;
+        while (got < len) {
+          const n = readSync(fd, b, got, len - got, pos + got);
+          if (n === 0) break;
+          got += n;
+        }
+        ok = got === len && (typeof c === 'number' ? isZero(b) : blobIdHex(keys, b) === c);
+        pos += len;
+      }
+      if (!ok || fstatSync(fd).size !== f.size || pos !== f.size) bad.push(i);
+    } catch {
+      bad.push(i);
+    } finally {
+      if (fd >= 0) closeSync(fd);
+    }
+  });
+  return { bad };
+}
+
+parentPort!.on('message', (msg: { init?: InitMessage; id?: number; task?: Task }) => {
+  if (msg.init) {
+    const i = msg.init;
+    keys = { encryption: buf(i.encryption), id: buf(i.id) };
+    compressor = new BlobCompressor(i.compression);
+    cdc = new FastCDC(i.chunker, gearTable(i.chunkerSeed));
+    return;
+  }
+  const task = msg.task!;
+  const transfer: ArrayBuffer[] = [];
+  try {
+    let result: unknown;
+    switch (task.kind) {
+      case 'seal': result = seal(task, transfer); break;
+      case 'files': result = files(task, transfer); break;
+      case 'unpack': result = unpack(task); break;
+      case 'verify': result = verify(task); break;
+    }
+    parentPort!.postMessage({ id: msg.id, result }, transfer);
+  } catch (e) {
+    parentPort!.postMessage({ id: msg.id, error: (e as Error).message ?? String(e) });
+  }
+});

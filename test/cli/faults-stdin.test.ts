@@ -1,0 +1,71 @@
+/**
+ * Streams as backup sources: a producer command that fails must not leave a
+ * snapshot that looks like a good dump; stdin round-trips byte for byte; a
+ * stream name that is a path is refused.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { Sandbox, snapshotsOf, type RunResult } from '../helpers/cli.js';
+
+const STACK = /\n\s+at /;
+
+function failsWith(r: RunResult, code: number, message: RegExp): string {
+  assert.equal(r.code, code, `exit code ${r.code}, wanted ${code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  assert.doesNotMatch(r.stderr, STACK, 'stderr shows a stack trace');
+  const lines = r.stderr.split('\n').filter((l) => l.startsWith('holdfast: '));
+  assert.equal(lines.length, 1, `want one "holdfast:" line, stderr was:\n${r.stderr}`);
+  assert.match(lines[0]!, message);
+  return lines[0]!;
+}
+
+describe('backup of a stream', () => {
+  let s: Sandbox;
+  before(async () => {
+    s = await Sandbox.create('holdfast-faults-');
+    await s.ok(['init']);
+  });
+  after(() => s.remove());
+
+  it('--stdin round-trips through `dump latest /stdin` byte for byte', async () => {
+    const data = Buffer.concat([randomBytes(3_000_000), Buffer.alloc(2_000_000), Buffer.from('tail\n')]);
+    const r = await s.ok(['backup', '--stdin', '--json'], { input: data });
+    assert.match(r.stdout, /"message_type":"summary"/);
+    const dumped = await s.ok(['dump', 'latest', '/stdin']);
+    assert.equal(dumped.stdoutBytes.length, data.length);
+    assert.ok(dumped.stdoutBytes.equals(data), 'dumped bytes differ from what was backed up');
+  });
+
+  it('a failing --stdin-from-command exits 1, says no snapshot was written, and writes none', async () => {
+    const before = await snapshotsOf(s);
+    const r = await s.run(['backup', '--stdin-from-command', '--stdin-filename', 'db.sql', '--', 'sh', '-c', 'echo partial; exit 3']);
+    failsWith(r, 1, /sh failed \(exit code 3\).*no snapshot was written/);
+    assert.doesNotMatch(r.stdout, /saved/);
+    assert.deepEqual(await snapshotsOf(s), before);
+    // The earlier stream is still there.
+    assert.equal((await s.run(['dump', 'latest', '/stdin'])).code, 0);
+  });
+
+  it('a --stdin-from-command that cannot be started exits 1 and writes no snapshot', async () => {
+    const before = await snapshotsOf(s);
+    failsWith(await s.run(['backup', '--stdin-from-command', '--', s.path('no-such-program')]), 1, /no-such-program.*no snapshot was written/);
+    assert.deepEqual(await snapshotsOf(s), before);
+  });
+
+  it('a succeeding --stdin-from-command round-trips', async () => {
+    const file = s.path('dump.sql');
+    await fs.writeFile(file, randomBytes(1_500_000));
+    await s.ok(['backup', '-q', '--stdin-from-command', '--stdin-filename', 'dump.sql', '--', 'cat', file]);
+    const dumped = await s.ok(['dump', 'latest', '/dump.sql']);
+    assert.ok(dumped.stdoutBytes.equals(await fs.readFile(file)));
+  });
+
+  for (const name of ['../x', 'a/b', '..', '.', '']) {
+    it(`--stdin-filename ${JSON.stringify(name)} is refused before anything is written`, async () => {
+      const before = await snapshotsOf(s);
+      failsWith(await s.run(['backup', '--stdin', '--stdin-filename', name], { input: 'x\n' }), 2, /--stdin-filename/);
+      assert.deepEqual(await snapshotsOf(s), before);
+    });
+  }
+});

@@ -1,0 +1,261 @@
+// Tests of src/core/crypto.ts: sealing round-trips and fails closed on any
+// change (key, associated data, a single stored byte); blob ids are keyed;
+// scrypt parameters read from storage are checked before use.
+
+import assert from 'node:assert/strict';
+import { createHmac, randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import {
+  AuthenticationError,
+  KEY_BYTES,
+  NONCE_BYTES,
+  SEAL_OVERHEAD,
+  TAG_BYTES,
+  blobId,
+  defaultScryptParams,
+  deriveKey,
+  newMasterKey,
+  open,
+  seal,
+  sha256,
+  validScryptParams,
+} from '../../src/core/crypto.js';
+
+const key = (): Buffer => randomBytes(KEY_BYTES);
+const bytes = (maxLength = 300): fc.Arbitrary<Uint8Array> => fc.uint8Array({ maxLength });
+
+/** Runs `f` and checks it throws an AuthenticationError naming `what`. */
+function assertAuthFails(f: () => unknown, what: string): void {
+  assert.throws(f, (e: unknown) => {
+    assert.ok(e instanceof AuthenticationError, `expected AuthenticationError, got ${String(e)}`);
+    assert.ok(e.message.includes(what), e.message);
+    return true;
+  });
+}
+
+describe('seal / open', () => {
+  it('round-trips any plaintext and associated data', () => {
+    fc.assert(
+      fc.property(bytes(), bytes(64), (plain, aad) => {
+        const k = key();
+        const sealed = seal(k, plain, aad);
+        assert.equal(sealed.length, plain.length + SEAL_OVERHEAD);
+        assert.deepEqual(open(k, sealed, aad, 'blob x'), Buffer.from(plain));
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it('opens a sealed message that is a view into a larger buffer', () => {
+    const k = key();
+    const sealed = seal(k, Buffer.from('hello'), Buffer.from('aad'));
+    const big = Buffer.concat([Buffer.from('xxxx'), sealed, Buffer.from('yyyy')]);
+    const view = new Uint8Array(big.buffer, big.byteOffset + 4, sealed.length);
+    assert.equal(open(k, view, Buffer.from('aad'), 'blob x').toString(), 'hello');
+  });
+
+  it('fails with AuthenticationError under a wrong key', () => {
+    fc.assert(
+      fc.property(bytes(), bytes(32), (plain, aad) => {
+        const sealed = seal(key(), plain, aad);
+        assertAuthFails(() => open(key(), sealed, aad, 'blob wrong-key'), 'blob wrong-key');
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it('fails with AuthenticationError under different associated data', () => {
+    fc.assert(
+      fc.property(bytes(), bytes(32), bytes(32), (plain, aad, other) => {
+        fc.pre(!Buffer.from(aad).equals(Buffer.from(other)));
+        const k = key();
+        const sealed = seal(k, plain, aad);
+        assertAuthFails(() => open(k, sealed, other, 'blob wrong-aad'), 'blob wrong-aad');
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it('fails with AuthenticationError when any single byte (nonce, body or tag) is flipped', () => {
+    fc.assert(
+      fc.property(bytes(200), fc.nat(), fc.integer({ min: 1, max: 255 }), (plain, where, mask) => {
+        const k = key();
+        const aad = Buffer.from('aad');
+        const sealed = seal(k, plain, aad);
+        const i = where % sealed.length;
+        sealed[i] = sealed[i]! ^ mask;
+        assertAuthFails(() => open(k, sealed, aad, 'blob flipped'), 'blob flipped');
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it('flips in each region (first nonce byte, first body byte, last tag byte) all fail', () => {
+    const k = key();
+    const aad = Buffer.from('aad');
+    const plain = Buffer.from('some plaintext');
+    for (const i of [0, NONCE_BYTES - 1, NONCE_BYTES, NONCE_BYTES + plain.length - 1, NONCE_BYTES + plain.length, NONCE_BYTES + plain.length + TAG_BYTES - 1]) {
+      const sealed = seal(k, plain, aad);
+      sealed[i] = sealed[i]! ^ 0x01;
+      assertAuthFails(() => open(k, sealed, aad, `byte ${i}`), `byte ${i}`);
+    }
+  });
+
+  it('fails with AuthenticationError on input shorter than nonce + tag, and on every truncation', () => {
+    const k = key();
+    const aad = Buffer.alloc(0);
+    const sealed = seal(k, Buffer.from('0123456789'), aad);
+    for (let n = 0; n < sealed.length; n++) {
+      assertAuthFails(() => open(k, sealed.subarray(0, n), aad, `prefix ${n}`), `prefix ${n}`);
+    }
+  });
+
+  it('uses a fresh nonce for every seal of the same plaintext', () => {
+    const k = key();
+    const plain = Buffer.from('same plaintext every time');
+    const aad = Buffer.from('same aad');
+    const nonces = new Set<string>();
+    const ciphertexts = new Set<string>();
+    for (let i = 0; i < 50; i++) {
+      const s = seal(k, plain, aad);
+      nonces.add(s.subarray(0, NONCE_BYTES).toString('hex'));
+      ciphertexts.add(s.toString('hex'));
+    }
+    assert.equal(nonces.size, 50);
+    assert.equal(ciphertexts.size, 50);
+  });
+});
+
+describe('blobId', () => {
+  it('is HMAC-SHA256 under the id key', () => {
+    fc.assert(
+      fc.property(bytes(), (data) => {
+        const k = key();
+        const expected = createHmac('sha256', k).update(data).digest();
+        assert.deepEqual(blobId(k, data), expected);
+        assert.equal(blobId(k, data).length, 32);
+      }),
+      { numRuns: 50 },
+    );
+  });
+
+  it('is deterministic for one key and differs between keys', () => {
+    fc.assert(
+      fc.property(bytes(), (data) => {
+        const k1 = key();
+        const k2 = key();
+        assert.deepEqual(blobId(k1, data), blobId(Buffer.from(k1), data));
+        assert.notDeepEqual(blobId(k1, data), blobId(k2, data));
+        assert.notDeepEqual(blobId(k1, data), sha256(data), 'a keyed id must not be the plain hash');
+      }),
+      { numRuns: 50 },
+    );
+  });
+});
+
+describe('newMasterKey', () => {
+  it('makes three independent 32-byte secrets, fresh each time', () => {
+    const a = newMasterKey();
+    const b = newMasterKey();
+    for (const k of [a.encryption, a.id, a.chunker]) assert.equal(k.length, KEY_BYTES);
+    assert.notDeepEqual(a.encryption, a.id);
+    assert.notDeepEqual(a.id, a.chunker);
+    assert.notDeepEqual(a.encryption, b.encryption);
+  });
+});
+
+describe('scrypt parameters', () => {
+  it('accepts the defaults and small powers of two', () => {
+    assert.ok(validScryptParams({ N: 2 ** 17, r: 8, p: 1 }));
+    assert.ok(validScryptParams({ N: 2, r: 1, p: 1 }));
+    assert.ok(validScryptParams({ N: 1024, r: 8, p: 1 }));
+  });
+
+  it(
+    'refuses parameters whose cost would let a planted key file stall open (over 1 GiB of memory, or 2^25 N·r·p)',
+    () => {
+      assert.equal(validScryptParams({ N: 2 ** 22, r: 32, p: 16 }), false);
+      assert.equal(validScryptParams({ N: 2 ** 22, r: 8, p: 1 }), false, '4 GiB');
+      assert.equal(validScryptParams({ N: 2 ** 20, r: 8, p: 1 }), true, '1 GiB is the most a key file may ask');
+      assert.equal(validScryptParams({ N: 2 ** 20, r: 8, p: 5 }), false, 'too much work');
+    },
+  );
+
+  it('rejects N that is not a power of two, out of range or not an integer', () => {
+    for (const N of [0, 1, 3, 1000, 2 ** 23, -1024, 1024.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      assert.equal(validScryptParams({ N, r: 8, p: 1 }), false, `N=${N}`);
+    }
+  });
+
+  it('rejects r and p out of range or not integers', () => {
+    for (const r of [0, 33, 1.5, -8, Number.NaN]) assert.equal(validScryptParams({ N: 1024, r, p: 1 }), false, `r=${r}`);
+    for (const p of [0, 17, 0.5, -1, Number.NaN]) assert.equal(validScryptParams({ N: 1024, r: 8, p }), false, `p=${p}`);
+  });
+
+  it('rejects values of the wrong JSON type (as read from a key file)', () => {
+    for (const v of ['1024', null, undefined, true, [1024], {}]) {
+      assert.equal(validScryptParams({ N: v, r: 8, p: 1 } as unknown as { N: number; r: number; p: number }), false, `N=${JSON.stringify(v)}`);
+      assert.equal(validScryptParams({ N: 1024, r: v, p: 1 } as unknown as { N: number; r: number; p: number }), false, `r=${JSON.stringify(v)}`);
+    }
+  });
+
+  it('never accepts random numbers that are not valid', () => {
+    fc.assert(
+      fc.property(fc.double(), fc.double(), fc.double(), (N, r, p) => {
+        const ok = validScryptParams({ N, r, p });
+        if (ok) {
+          assert.ok(Number.isInteger(N) && N >= 2 && N <= 2 ** 22 && Number.isInteger(Math.log2(N)));
+          assert.ok(Number.isInteger(r) && r >= 1 && r <= 32);
+          assert.ok(Number.isInteger(p) && p >= 1 && p <= 16);
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('defaultScryptParams follows HOLDFAST_SCRYPT_N and refuses invalid values', () => {
+    const saved = process.env['HOLDFAST_SCRYPT_N'];
+    try {
+      process.env['HOLDFAST_SCRYPT_N'] = '2048';
+      assert.deepEqual(defaultScryptParams(), { N: 2048, r: 8, p: 1 });
+      delete process.env['HOLDFAST_SCRYPT_N'];
+      const d = defaultScryptParams();
+      assert.ok(validScryptParams(d));
+      assert.ok(d.N >= 2 ** 14, `default N=${d.N} is too cheap for a password KDF`);
+      for (const bad of ['abc', '1000', '0', String(2 ** 23), '-1024']) {
+        process.env['HOLDFAST_SCRYPT_N'] = bad;
+        assert.throws(() => defaultScryptParams(), /HOLDFAST_SCRYPT_N/, bad);
+      }
+    } finally {
+      if (saved === undefined) delete process.env['HOLDFAST_SCRYPT_N'];
+      else process.env['HOLDFAST_SCRYPT_N'] = saved;
+    }
+  });
+});
+
+describe('deriveKey', () => {
+  const params = { N: 1024, r: 8, p: 1 };
+
+  it('is deterministic for password, salt and parameters', async () => {
+    const salt = randomBytes(32);
+    const a = await deriveKey('pw', salt, params);
+    assert.equal(a.length, KEY_BYTES);
+    assert.deepEqual(await deriveKey('pw', Buffer.from(salt), params), a);
+    assert.notDeepEqual(await deriveKey('pw2', salt, params), a);
+    assert.notDeepEqual(await deriveKey('pw', randomBytes(32), params), a);
+    assert.notDeepEqual(await deriveKey('pw', salt, { N: 2048, r: 8, p: 1 }), a);
+  });
+
+  it('normalises the password to NFC, so composed and decomposed forms agree', async () => {
+    const salt = randomBytes(32);
+    const composed = 'caf\u00e9';
+    const decomposed = 'cafe\u0301';
+    assert.notEqual(composed, decomposed);
+    assert.deepEqual(await deriveKey(composed, salt, params), await deriveKey(decomposed, salt, params));
+  });
+
+  it('rejects (not throws synchronously) on parameters scrypt refuses', async () => {
+    await assert.rejects(deriveKey('pw', randomBytes(32), { N: 1000, r: 8, p: 1 }));
+  });
+});
