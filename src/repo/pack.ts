@@ -19,10 +19,19 @@ const MAGIC = 'HFPK';
 export const PACK_TRAILER_BYTES = 8;
 const ENTRY_BYTES = 44;
 
-/** Blob types. Data blobs hold file content; tree blobs hold directory listings. */
+/**
+ * Blob types. Data blobs hold file content (and image blocks); tree blobs hold
+ * directory listings; image-map blobs hold the block ids of an image snapshot.
+ */
 export enum BlobType {
   Data = 0,
   Tree = 1,
+  ImageMap = 2,
+}
+
+/** True for a blob type this version knows. */
+export function isBlobType(t: number): t is BlobType {
+  return t === BlobType.Data || t === BlobType.Tree || t === BlobType.ImageMap;
 }
 
 /** Blob flags. */
@@ -51,9 +60,15 @@ export function blobAad(type: BlobType, flags: number, rawLength: number, id: st
 
 /** Collects sealed blobs into one pack. */
 export class PackWriter {
-  private readonly parts: Buffer[] = [];
   private readonly entries: PackedBlob[] = [];
+  /** Blob bytes are copied in as they come, so callers' buffers are not kept alive. */
+  private buf: Buffer;
   private size = 0;
+
+  /** @param capacity expected size (grows as needed) */
+  constructor(capacity = 1 << 20) {
+    this.buf = Buffer.allocUnsafeSlow(capacity);
+  }
 
   /** Bytes so far, header excluded. */
   get length(): number {
@@ -65,30 +80,40 @@ export class PackWriter {
   }
 
   /** Appends one sealed blob. */
-  add(type: BlobType, id: string, flags: number, rawLength: number, sealed: Buffer): void {
+  add(type: BlobType, id: string, flags: number, rawLength: number, sealed: Uint8Array): void {
+    const headerRoom = 5 + (this.entries.length + 1) * ENTRY_BYTES + PACK_TRAILER_BYTES;
+    const need = this.size + sealed.length + headerRoom;
+    if (need > this.buf.length) {
+      const grown = Buffer.allocUnsafeSlow(Math.max(need + (need >> 3), this.buf.length * 2));
+      this.buf.copy(grown, 0, 0, this.size);
+      this.buf = grown;
+    }
     this.entries.push({ type, id, flags, offset: this.size, length: sealed.length, rawLength });
-    this.parts.push(sealed);
+    this.buf.set(sealed, this.size);
     this.size += sealed.length;
   }
 
-  /** The finished pack's bytes and its blobs. */
+  /** The finished pack's bytes and its blobs. The writer is not used afterwards. */
   finish(): { bytes: Buffer; blobs: PackedBlob[] } {
-    const header = Buffer.alloc(5 + this.entries.length * ENTRY_BYTES);
+    const headerLength = 5 + this.entries.length * ENTRY_BYTES;
+    const total = this.size + headerLength + PACK_TRAILER_BYTES;
+    const header = this.buf.subarray(this.size, this.size + headerLength);
     header.writeUInt8(PACK_VERSION, 0);
     header.writeUInt32LE(this.entries.length, 1);
     let p = 5;
     for (const e of this.entries) {
       header.writeUInt8(e.type, p);
       header.writeUInt8(e.flags, p + 1);
+      header.writeUInt16LE(0, p + 2);
       header.writeUInt32LE(e.length, p + 4);
       header.writeUInt32LE(e.rawLength, p + 8);
-      Buffer.from(e.id, 'hex').copy(header, p + 12);
+      header.write(e.id, p + 12, 'hex');
       p += ENTRY_BYTES;
     }
-    const trailer = Buffer.alloc(PACK_TRAILER_BYTES);
-    trailer.writeUInt32LE(header.length, 0);
+    const trailer = this.buf.subarray(this.size + headerLength, total);
+    trailer.writeUInt32LE(headerLength, 0);
     trailer.write(MAGIC, 4, 'latin1');
-    return { bytes: Buffer.concat([...this.parts, header, trailer]), blobs: this.entries };
+    return { bytes: this.buf.subarray(0, total), blobs: this.entries };
   }
 }
 
@@ -116,7 +141,7 @@ export function parsePackHeader(header: Buffer, blobBytes: number, what: string)
   let offset = 0;
   for (let i = 0; i < count; i++) {
     const type = r.u8('type');
-    if (type !== BlobType.Data && type !== BlobType.Tree) r.fail(`blob ${i} has unknown type ${type}`);
+    if (!isBlobType(type)) r.fail(`blob ${i} has unknown type ${type}`);
     const flags = r.u8('flags');
     if ((flags & ~FLAG_COMPRESSED) !== 0) r.fail(`blob ${i} has unknown flags ${flags}`);
     r.u16('reserved');

@@ -92,7 +92,7 @@ export class Repository {
   readonly stats: WriteStats = { blobsAdded: 0, dataAdded: 0, dataAddedStored: 0 };
   private compressor: BlobCompressor;
   /** Open packs: tree (and image-map) blobs are kept apart from data blobs so that reading all trees of a snapshot reads few packs. */
-  private readonly packs = new Map<'data' | 'meta', PackWriter>([['data', new PackWriter()], ['meta', new PackWriter()]]);
+  private readonly packs = new Map<'data' | 'meta', PackWriter>();
   /** Recently read metadata packs (whole), so walking trees costs one read per pack, not per tree. */
   private readonly packCache = new Map<string, Promise<Buffer>>();
   private readonly pending = new Set<string>();
@@ -269,7 +269,8 @@ export class Repository {
     if (this.hasBlob(b.id)) return false;
     this.pending.add(b.id);
     const kind = b.type === BlobType.Data ? 'data' : 'meta';
-    const pack = this.packs.get(kind)!;
+    let pack = this.packs.get(kind);
+    if (!pack) this.packs.set(kind, (pack = new PackWriter(kind === 'data' ? this.config.packSize + (this.config.packSize >> 2) : undefined)));
     pack.add(b.type, b.id, b.flags, b.rawLength, b.sealed);
     this.stats.blobsAdded++;
     this.stats.dataAdded += b.rawLength;
@@ -279,9 +280,9 @@ export class Repository {
   }
 
   private async finishPack(kind: 'data' | 'meta'): Promise<void> {
-    const pack = this.packs.get(kind)!;
-    if (pack.count === 0) return;
-    this.packs.set(kind, new PackWriter());
+    const pack = this.packs.get(kind);
+    if (!pack || pack.count === 0) return;
+    this.packs.delete(kind);
     const { bytes, blobs } = pack.finish();
     while (this.uploads.size >= MAX_UPLOADS) await Promise.race(this.uploads);
     const upload = (async () => {

@@ -31,7 +31,7 @@ import type { Repository } from '../../repo/repository.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
 import { listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat } from '../../sources/file-tree.js';
-import { WorkerPool, transferable } from '../pool/worker-pool.js';
+import { Gate, WorkerPool, transferable } from '../pool/worker-pool.js';
 import type { FileJob, FileResult, SealResult, WireBlob } from '../pool/protocol.js';
 import { Excludes } from './excludes.js';
 
@@ -137,6 +137,8 @@ export class Archiver {
   /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
   private readonly long = new PathShortener();
   private pool!: WorkerPool;
+  /** Work handed to the pool whose results are not yet in the repository. */
+  private gate!: Gate;
   private batch: Batch = { jobs: [], bytes: 0, finish: [] };
   private fatal: unknown;
 
@@ -169,6 +171,7 @@ export class Archiver {
 
   private async withPool<T>(f: () => Promise<T>): Promise<T> {
     this.pool = WorkerPool.start(this.repo, this.opts.workers);
+    this.gate = new Gate(this.pool.size * 2);
     try {
       return await f();
     } finally {
@@ -381,7 +384,7 @@ export class Archiver {
   }
 
   private unchanged(st: EntryStat, prev: TreeNode | undefined): prev is TreeNode & { content: ContentEntry[] } {
-    return prev !== undefined && prev.type === 'file' && prev.content !== undefined
+    return prev !== undefined && prev.type === 'file' && prev.content !== undefined && !prev.damaged
       && prev.inode === st.inode && prev.device === st.device && prev.size === st.size
       && prev.mtime === st.mtime && prev.ctime === st.ctime
       && prev.content.every((c) => typeof c === 'number' || this.repo.hasBlob(c));
@@ -447,7 +450,7 @@ export class Archiver {
     const b = this.batch;
     if (b.jobs.length === 0) return;
     this.batch = { jobs: [], bytes: 0, finish: [] };
-    await this.pool.whenBelow(this.pool.size * 2);
+    await this.gate.acquire();
     const results = this.pool.run<FileResult[]>({ kind: 'files', files: b.jobs });
     void results.then(
       async (rs) => {
@@ -458,7 +461,7 @@ export class Archiver {
         this.fatal ??= e;
         for (const f of b.finish) await f({ error: { message: (e as Error).message } });
       },
-    );
+    ).finally(() => this.gate.release());
   }
 
   /** A file too big for one piece: read and chunk here, seal in the workers. */
@@ -493,7 +496,7 @@ export class Archiver {
       this.opts.signal?.throwIfAborted();
       if (this.fatal) throw this.fatal;
       size += chunk.length;
-      await this.pool.whenBelow(this.pool.size * 2);
+      await this.gate.acquire();
       const data = transferable(chunk);
       const sealed = this.pool.run<SealResult>({ kind: 'seal', type: BlobType.Data, data }, [data.buffer as ArrayBuffer]);
       const part = sealed.then(async (r): Promise<ContentEntry> => {
@@ -501,7 +504,7 @@ export class Archiver {
         await this.repo.addPrepared(wireToPrepared(r.blob));
         this.blobs.add(r.blob.id);
         return r.blob.id;
-      });
+      }).finally(() => this.gate.release());
       part.catch(() => undefined);
       parts.push(part);
     }

@@ -127,3 +127,27 @@ export function transferable(b: Buffer): Buffer {
   b.copy(copy);
   return copy;
 }
+
+/**
+ * Counts units of work from hand-off until their results are fully consumed
+ * (not just until a worker answered), so that results waiting for the
+ * repository cannot pile up in memory: `acquire` waits while `limit` are out.
+ */
+export class Gate {
+  private out = 0;
+  private waiters: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  async acquire(): Promise<void> {
+    while (this.out >= this.limit) await new Promise<void>((r) => this.waiters.push(r));
+    this.out++;
+  }
+
+  release(): void {
+    this.out--;
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * `holdfast forget` through the real CLI: it removes exactly the snapshot
+ * objects the policy removes (and no data), needs no password, explains
+ * every decision in --dry-run, takes ids, refuses bad options with exit 2,
+ * and does not run beside an exclusive lock.
+ */
+import assert from 'node:assert/strict';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { after, before, describe, it } from 'node:test';
+import { Sandbox, snapshotsOf } from '../helpers/cli.js';
+import { LocalBackend } from '../../src/storage/local-backend.js';
+import { acquireLock } from '../../src/repo/lock.js';
+
+const TZ = 'UTC';
+const NOPW = { HOLDFAST_PASSWORD: undefined, TZ };
+
+describe('holdfast forget', () => {
+  let s: Sandbox;
+  let data: string;
+  const times = ['2024-03-01 09:00:00', '2024-03-01 18:00:00', '2024-03-02 09:00:00', '2024-03-03 09:00:00', '2024-03-03 12:00:00'];
+
+  /** A fresh repository with the five snapshots above (host h) and one of host g. */
+  async function fresh(): Promise<void> {
+    await s.remove().catch(() => undefined);
+    s = await Sandbox.create('holdfast-forget-');
+    data = s.path('data');
+    await mkdir(data);
+    await writeFile(`${data}/f`, 'x');
+    await s.ok(['init']);
+    for (const t of times) await s.ok(['backup', '-q', '--time', t, '--host', 'h', data], { env: { TZ } });
+    await s.ok(['backup', '-q', '--time', '2024-01-01 00:00:00', '--host', 'g', '--tag', 'keep', data], { env: { TZ } });
+  }
+
+  before(async () => {
+    s = await Sandbox.create('holdfast-forget-');
+    await fresh();
+  });
+  after(async () => {
+    await s.remove();
+  });
+
+  const timesOf = async (): Promise<string[]> => (await snapshotsOf(s)).map((x) => `${x.hostname} ${x.time.slice(0, 16)}`).sort();
+
+  it('dry run: shows each group and every snapshot with keep or remove and why, and removes nothing', async () => {
+    const r = await s.ok(['forget', '--dry-run', '--keep-daily', '2'], { env: NOPW });
+    assert.match(r.stdout, /applying policy: keep 2 daily snapshots/);
+    assert.match(r.stdout, /snapshots of host h, paths \S+\/data: keep 2, remove 3/);
+    assert.match(r.stdout, /snapshots of host g, paths \S+\/data: keep 1, remove 0/);
+    assert.match(r.stdout, /2024-03-03 12:00:00 +h +keep +daily snapshot/);
+    assert.match(r.stdout, /2024-03-03 09:00:00 +h +remove +daily: a newer snapshot of the same day is kept/);
+    assert.match(r.stdout, /2024-03-01 18:00:00 +h +remove +daily: count used up/);
+    assert.match(r.stdout, /would remove 3 snapshots \(dry run/);
+    assert.equal((await timesOf()).length, 6);
+  });
+
+  it('--json gives restic\'s shape plus every decision', async () => {
+    const r = await s.ok(['forget', '--dry-run', '--json', '--keep-last', '1', '--group-by', 'host'], { env: NOPW });
+    const groups = JSON.parse(r.stdout) as { host: string; paths: null; tags: null; keep: { time: string }[]; remove: unknown[]; reasons: { matches: string[] }[]; decisions: { action: string; reasons: string[] }[] }[];
+    assert.deepEqual(groups.map((g) => [g.host, g.paths, g.tags, g.keep.length, g.remove.length]), [['g', null, null, 1, 0], ['h', null, null, 1, 4]]);
+    assert.equal(groups[1]!.keep[0]!.time, '2024-03-03T12:00:00.000Z');
+    assert.deepEqual(groups[1]!.reasons[0]!.matches, ['last snapshot']);
+    assert.deepEqual(groups[1]!.decisions.map((d) => d.action), ['keep', 'remove', 'remove', 'remove', 'remove']);
+  });
+
+  it('removes the snapshot objects the policy removes, without a password, and leaves data and index alone', async () => {
+    const before = { data: await readdir(s.path('repo', 'index')), snaps: await readdir(s.path('repo', 'snapshots')) };
+    const r = await s.ok(['forget', '--keep-daily', '2', '--keep-tag', 'keep'], { env: NOPW });
+    assert.match(r.stdout, /removed 3 snapshots/);
+    assert.deepEqual(await timesOf(), ['g 2024-01-01T00:00', 'h 2024-03-02T09:00', 'h 2024-03-03T12:00']);
+    assert.equal((await readdir(s.path('repo', 'snapshots'))).length, before.snaps.length - 3);
+    assert.deepEqual(await readdir(s.path('repo', 'index')), before.data);
+    assert.deepEqual(await readdir(s.path('repo', 'locks')), [], 'its lock is released');
+    const again = await s.ok(['forget', '--keep-daily', '2', '--keep-tag', 'keep'], { env: NOPW });
+    assert.match(again.stdout, /removed 0 snapshots/);
+    await s.ok(['restore', 'latest', '--host', 'h', '--target', s.path('restored')]);
+  });
+
+  it('removes snapshots named by id prefix; --prune says what to run', async () => {
+    const list = await snapshotsOf(s);
+    const victim = list.find((x) => x.hostname === 'g')!;
+    const r = await s.ok(['forget', '--prune', victim.id.slice(0, 10)], { env: NOPW });
+    assert.match(r.stdout, new RegExp(`removed snapshot ${victim.id.slice(0, 8)}`));
+    assert.match(r.stderr, /holdfast prune/);
+    assert.ok(!(await snapshotsOf(s)).some((x) => x.id === victim.id));
+    await s.ok(['forget', victim.id.slice(0, 10)], { env: NOPW }, 1);
+  });
+
+  it('with no policy removes nothing; unlimited counts work', async () => {
+    await fresh();
+    const r = await s.ok(['forget'], { env: NOPW });
+    assert.match(r.stdout, /no policy was given/);
+    const u = await s.ok(['forget', '--keep-daily', 'unlimited'], { env: NOPW });
+    assert.match(u.stdout, /removed 2 snapshots/); // the older ones of 03-01 and 03-03
+    assert.equal((await timesOf()).length, 4);
+  });
+
+  it('refuses bad options with exit code 2', async () => {
+    for (const args of [
+      ['--keep-daily', '-2'], ['--keep-daily', 'x'], ['--keep-within', '5'], ['--keep-within', '-1d'], ['--group-by', 'user', '--keep-last', '1'],
+      ['--keep-last', '1', 'abcdef12'], ['zz'],
+    ]) {
+      const r = await s.run(['forget', ...args], { env: NOPW });
+      assert.equal(r.code, 2, `forget ${args.join(' ')}: ${r.stderr}`);
+    }
+    assert.equal((await timesOf()).length, 4);
+  });
+
+  it('waits for no one in a dry run, but does not remove beside an exclusive lock (exit 11)', async () => {
+    const lock = await acquireLock(new LocalBackend(s.repo), { exclusive: true, operation: 'prune' });
+    try {
+      await s.ok(['forget', '--dry-run', '--keep-last', '1'], { env: NOPW });
+      const r = await s.run(['forget', '--keep-last', '1'], { env: NOPW });
+      assert.equal(r.code, 11, r.stderr);
+      assert.match(r.stderr, /locked exclusively by prune/);
+      assert.equal((await timesOf()).length, 4);
+    } finally {
+      await lock.release();
+    }
+  });
+});
