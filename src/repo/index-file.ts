@@ -12,7 +12,7 @@
 import { ID_BYTES, idHex } from '../core/ids.js';
 import { ByteReader } from './binary.js';
 import { UnsupportedVersionError } from './errors.js';
-import { BlobType, FLAG_COMPRESSED, type PackedBlob } from './pack.js';
+import { FLAG_COMPRESSED, isBlobType, type PackedBlob } from './pack.js';
 
 export const INDEX_VERSION = 1;
 const MAGIC = 'HFIX';
@@ -72,7 +72,7 @@ export function decodeIndex(bytes: Buffer, what: string): IndexFile {
     const blobs: PackedBlob[] = [];
     for (let j = 0; j < n; j++) {
       const type = r.u8('type');
-      if (type !== BlobType.Data && type !== BlobType.Tree) r.fail(`unknown blob type ${type}`);
+      if (!isBlobType(type)) r.fail(`unknown blob type ${type}`);
       const flags = r.u8('flags');
       if ((flags & ~FLAG_COMPRESSED) !== 0) r.fail(`unknown blob flags ${flags}`);
       r.u16('reserved');
@@ -106,7 +106,7 @@ export class MasterIndex {
   addPack(p: IndexedPack): void {
     this.packSet.add(p.pack);
     for (const b of p.blobs) {
-      if (!this.blobs.has(b.id)) this.blobs.set(b.id, { ...b, pack: p.pack });
+      if (!this.blobs.has(b.id)) this.blobs.set(b.id, { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength, pack: p.pack });
     }
   }
 
@@ -114,8 +114,9 @@ export class MasterIndex {
     return this.blobs.has(id);
   }
 
+  /** Where a blob is: a live location, else one in a pack pending deletion (`addPendingPack`). */
   lookup(id: string): BlobLocation | undefined {
-    return this.blobs.get(id);
+    return this.blobs.get(id) ?? this.pendingBlobs.get(id);
   }
 
   /** Packs the index knows. */
@@ -129,5 +130,22 @@ export class MasterIndex {
 
   entries(): IterableIterator<BlobLocation> {
     return this.blobs.values();
+  }
+
+  /** Blobs of packs a prune marked for deletion (docs/format.md §15). */
+  private readonly pendingBlobs = new Map<string, BlobLocation>();
+
+  /**
+   * Adds a pack that a prune marked for deletion: its blobs stay readable
+   * (`lookup`) but are not offered for deduplication (`has` is false for
+   * them unless a live pack holds them too), so writers store them again
+   * instead of referencing a pack about to go. The pack counts as known
+   * (`packs`), so it is never adopted as an orphan.
+   */
+  addPendingPack(p: IndexedPack): void {
+    this.packSet.add(p.pack);
+    for (const b of p.blobs) {
+      if (!this.pendingBlobs.has(b.id)) this.pendingBlobs.set(b.id, { ...b, pack: p.pack });
+    }
   }
 }

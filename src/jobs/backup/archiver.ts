@@ -259,8 +259,12 @@ export class Archiver {
     return id;
   }
 
-  /** A folder's tree blob, once all its children are done. */
-  private folder(name: Buffer, st: EntryStat, children: Pending[], path: Buffer): Pending {
+  /**
+   * A folder's tree blob, once all its children are done. When every child
+   * equals its node in the parent snapshot, the parent's tree is reused
+   * as it is (no encoding, no id computation).
+   */
+  private folder(name: Buffer, st: EntryStat, children: Pending[], path: Buffer, parents?: Map<string, TreeNode>, prevSubtree?: string): Pending {
     return this.track((async () => {
       const nodes: TreeNode[] = [];
       for (const c of children) {
@@ -269,6 +273,11 @@ export class Archiver {
       }
       this.progress.dirs++;
       this.report(path);
+      if (prevSubtree && parents && parents.size === nodes.length && this.repo.hasBlob(prevSubtree)
+        && nodes.every((n) => sameNode(n, parents.get(n.name.toString('latin1'))))) {
+        this.blobs.add(prevSubtree);
+        return this.node(name, st, { subtree: prevSubtree });
+      }
       return this.node(name, st, { subtree: await this.saveTree(nodes) });
     })());
   }
@@ -380,7 +389,7 @@ export class Archiver {
     const parents = await this.parentNodes(prev?.type === 'dir' ? prev.subtree : undefined);
     const children: Pending[] = [];
     for (const child of names) children.push(await this.scheduleEntry(join(path, child), child, parents.get(child.toString('latin1')), false));
-    return this.folder(name, st, children, path);
+    return this.folder(name, st, children, path, parents, prev?.type === 'dir' ? prev.subtree : undefined);
   }
 
   private unchanged(st: EntryStat, prev: TreeNode | undefined): prev is TreeNode & { content: ContentEntry[] } {
@@ -517,6 +526,21 @@ export class Archiver {
     }
     return { content, size };
   }
+}
+
+/** True when two nodes would encode alike (the parent's tree can be reused). */
+function sameNode(a: TreeNode, b: TreeNode | undefined): boolean {
+  if (!b) return false;
+  if (a.type !== b.type || a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid || a.user !== b.user || a.group !== b.group
+    || a.mtime !== b.mtime || a.ctime !== b.ctime || a.inode !== b.inode || a.device !== b.device || a.links !== b.links
+    || a.size !== b.size || a.subtree !== b.subtree || a.rdev !== b.rdev || !a.name.equals(b.name)) return false;
+  if ((a.target === undefined) !== (b.target === undefined) || (a.target && !a.target.equals(b.target!))) return false;
+  const ca = a.content;
+  const cb = b.content;
+  if (ca === cb) return true;
+  if (!ca || !cb || ca.length !== cb.length) return false;
+  for (let i = 0; i < ca.length; i++) if (ca[i] !== cb[i]) return false;
+  return true;
 }
 
 /** An error reading the source (a warning), as opposed to one writing the repository (fatal). */
