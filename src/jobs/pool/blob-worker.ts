@@ -130,11 +130,16 @@ function files(t: FilesTask, transfer: ArrayBuffer[]): FileResult[] {
 const BLOCK = 4096;
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
 
-/** pwrite of `data` at `pos`, skipping all-zero file-system blocks (they stay holes). */
-function writeSparse(fd: number, data: Buffer, pos: number): void {
+/**
+ * pwrite of `data` at `pos`, skipping all-zero file-system blocks (they stay
+ * holes). Returns the file offset just past the last byte written.
+ */
+function writeSparse(fd: number, data: Buffer, pos: number): number {
   let start = -1;
+  let written = pos;
   const flush = (end: number): void => {
     for (let off = start; off < end;) off += writeSync(fd, data, off, end - off, pos + off);
+    written = pos + end;
     start = -1;
   };
   for (let off = 0; off < data.length;) {
@@ -145,6 +150,7 @@ function writeSparse(fd: number, data: Buffer, pos: number): void {
     off = next;
   }
   if (start >= 0) flush(data.length);
+  return written;
 }
 
 /** Opens a pack's blobs and writes them into their files. */
@@ -168,9 +174,10 @@ function unpack(t: UnpackTask): UnpackResult {
         fd = w
           ? openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600)
           : openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW);
-        writeSparse(fd, plain, target.offset);
+        const end = writeSparse(fd, plain, target.offset);
         if (w) {
-          ftruncateSync(fd, w.size);
+          // Trailing zero blocks were skipped: the size comes from truncate.
+          if (end < w.size) ftruncateSync(fd, w.size);
           if (w.chown) fchownSync(fd, w.uid, w.gid);
           fchmodSync(fd, w.mode);
           futimesSync(fd, w.mtime, w.mtime);

@@ -12,7 +12,10 @@
  *                  inode (and content): linked at the end
  *      and plan: pack → needed blobs → the files (and offsets) each goes to
  *   2. read each needed range of each pack once, several packs at a time;
- *      a worker opens the blobs and writes them (zero blocks stay holes)
+ *      a worker opens the blobs and writes them (zero blocks stay holes).
+ *      This overlaps the walk: backups write packs in walk order, so once the
+ *      walk has moved on to blobs of several later packs, a pack is handed
+ *      to a worker (a blob of it needed again later costs a second read).
  *   3. hard links, then folders' owner, mode and mtime, deepest first
  *   4. with --verify: workers read every file back and check its chunk ids
  *
@@ -60,6 +63,8 @@ export interface RestoreResult {
 const isRoot = process.getuid?.() === 0;
 /** Packs read and being unpacked at once, per worker. */
 const PACKS_PER_WORKER = 2;
+/** Packs the walk may have moved past before the oldest one is unpacked. */
+const PACK_LOOKAHEAD = 3;
 /** Files per verify task. */
 const VERIFY_BATCH = 256;
 
@@ -110,7 +115,10 @@ export class Restorer {
   private readonly inodes = new Map<string, { dest: Buffer; content: string }>();
   private readonly links: { path: Buffer; from: Buffer; dest: Buffer }[] = [];
   private readonly dirs: { path: Buffer; dest: Buffer; node: TreeNode }[] = [];
+  /** Packs still being planned, in the order the walk first needed them. */
   private readonly plan = new Map<string, Map<string, PlannedBlob>>();
+  private readonly running = new Set<Promise<void>>();
+  private pool!: WorkerPool;
   private readonly toVerify: { path: Buffer; dest: Buffer; node: TreeNode }[] = [];
   private readonly includes: string[];
   /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
@@ -137,9 +145,11 @@ export class Restorer {
   async run(tree: string): Promise<RestoreResult> {
     await fsp.mkdir(this.target, { recursive: true });
     const pool = WorkerPool.start(this.repo, this.opts.workers);
+    this.pool = pool;
     try {
       await this.walk(tree);
-      await this.unpackAll(pool);
+      await this.unpackReady(0);
+      await Promise.all(this.running);
       this.finishLinks();
       for (let i = this.dirs.length - 1; i >= 0; i--) this.finishNode(this.dirs[i]!.path, this.dirs[i]!.dest, this.dirs[i]!.node);
       if (this.opts.verify) await this.verifyAll(pool);
@@ -165,6 +175,7 @@ export class Restorer {
       this.opts.signal?.throwIfAborted();
       const dest = await this.dest(path);
       this.progress.current = path.toString();
+      await this.unpackReady(PACK_LOOKAHEAD);
       try {
         if (node.type === 'fifo' || node.type === 'chardev' || node.type === 'blockdev') {
           await special(dest, node);
@@ -190,8 +201,12 @@ export class Restorer {
         }
         this.progress.dirs++;
         this.dirs.push({ path, dest, node });
+        // Marked by "repair snapshots --mark-damaged": its listing was lost, so it is restored empty and reported.
+        if (node.damaged) this.fail(path, new Error('its listing was lost in the repository (marked damaged by "repair snapshots"); restored empty'));
         return;
       case 'file':
+        // Never restore part of a file as if it were whole (the lost blobs were removed from its content).
+        if (node.damaged) throw new Error('its content was lost in the repository (marked damaged by "repair snapshots"); not restored');
         this.planFile(path, dest, node);
         return;
       case 'symlink':
@@ -258,16 +273,16 @@ export class Restorer {
 
   // ---- 2. unpack ----
 
-  private async unpackAll(pool: WorkerPool): Promise<void> {
-    const running = new Set<Promise<void>>();
-    const packs = [...this.plan.keys()].sort();
-    for (const pack of packs) {
+  /** Hands the oldest planned packs to the workers while more than `keep` are planned. */
+  private async unpackReady(keep: number): Promise<void> {
+    while (this.plan.size > keep) {
       this.opts.signal?.throwIfAborted();
-      while (running.size >= pool.size * PACKS_PER_WORKER) await Promise.race(running);
-      const p = this.unpackPack(pool, pack, this.plan.get(pack)!).finally(() => running.delete(p));
-      running.add(p);
+      while (this.running.size >= this.pool.size * PACKS_PER_WORKER) await Promise.race(this.running);
+      const [pack, blobs] = this.plan.entries().next().value!;
+      this.plan.delete(pack);
+      const p: Promise<void> = this.unpackPack(this.pool, pack, blobs).finally(() => this.running.delete(p));
+      this.running.add(p);
     }
-    await Promise.all(running);
   }
 
   private async unpackPack(pool: WorkerPool, pack: string, blobs: Map<string, PlannedBlob>): Promise<void> {

@@ -1,0 +1,81 @@
+/**
+ * `ls` of an image snapshot: the same three output forms as for file
+ * snapshots (paths; `-l`; `--json` lines), over the files inside the image.
+ * PATH and everything below it are listed, PATH included.
+ */
+import type { ImageNode, ImageVolume } from '../../sources/image/fs/image-volume.js';
+import { findImageNode, pathComponents, walkImage } from './image-walk.js';
+
+export type ListFormat = 'plain' | 'long' | 'json';
+
+const TYPE_CHAR: Record<ImageNode['type'], string> = { file: '-', dir: 'd', symlink: 'l', fifo: 'p', chardev: 'c', blockdev: 'b', socket: 's' };
+
+/** "drwxr-xr-x" with setuid/setgid/sticky (as `ls -l` prints it). */
+export function imageModeString(n: Pick<ImageNode, 'type' | 'mode'>): string {
+  const m = n.mode;
+  const rwx = (shift: number, special: boolean, ch: string): string => {
+    const r = m & (4 << shift) ? 'r' : '-';
+    const w = m & (2 << shift) ? 'w' : '-';
+    const x = m & (1 << shift);
+    const xc = special ? (x ? ch : ch.toUpperCase()) : x ? 'x' : '-';
+    return r + w + xc;
+  };
+  return TYPE_CHAR[n.type] + rwx(6, (m & 0o4000) !== 0, 's') + rwx(3, (m & 0o2000) !== 0, 's') + rwx(0, (m & 0o1000) !== 0, 't');
+}
+
+const isoTime = (ns: bigint): string => new Date(Number(ns / 1_000_000n)).toISOString();
+
+/** One line of output (with its newline) for a node at `path`. */
+export function formatImageEntry(path: string, node: ImageNode, format: ListFormat): string {
+  if (format === 'json') {
+    return `${JSON.stringify({
+      path, type: node.type, mode: node.mode, uid: node.uid, gid: node.gid, size: node.size, mtime: isoTime(node.mtime),
+      ...(node.target ? { target: node.target.toString() } : {}),
+      ...(node.description ? { description: node.description } : {}),
+      ...(node.unreadable ? { unreadable: node.unreadable } : {}),
+    })}\n`;
+  }
+  if (format === 'long') {
+    const t = isoTime(node.mtime).replace('T', ' ').slice(0, 19);
+    const link = node.target ? ` -> ${node.target.toString()}` : '';
+    const desc = node.description ? `  (${node.description})` : '';
+    return `${imageModeString(node)} ${String(node.uid).padEnd(8)} ${String(node.gid).padEnd(8)} ${String(node.size).padStart(12)} ${t} ${path}${link}${desc}\n`;
+  }
+  return `${path}\n`;
+}
+
+export interface ListImageOptions {
+  readonly format: ListFormat;
+  /** Receives output; called with up to ~1000 lines at a time. */
+  readonly write: (text: string) => void;
+  /** Warnings (unsafe names, unreadable entries, unsupported partitions met on the way). */
+  readonly warn: (message: string) => void;
+}
+
+/**
+ * Lists PATH (and everything below it). Throws when PATH itself is not in
+ * the image or is a partition that cannot be read.
+ */
+export async function listImage(volume: ImageVolume, path: string, opts: ListImageOptions): Promise<void> {
+  const parts = pathComponents(path);
+  const prefix = `/${parts.join('/')}`;
+  const start = await findImageNode(volume, prefix);
+  const out: string[] = [];
+  const flush = (): void => {
+    if (out.length) opts.write(out.join(''));
+    out.length = 0;
+  };
+  if (parts.length > 0) out.push(formatImageEntry(prefix, start, opts.format));
+  if (start.type === 'dir') {
+    // Entering the starting directory must work: an unsupported partition is an error, not a warning.
+    if (start.unreadable) throw new Error(`${prefix === '/' ? 'the image' : prefix}: ${start.unreadable}`);
+    for await (const { path: p, node } of walkImage(volume, start, Buffer.from(prefix), {
+      onUnsafe: (pp, why) => opts.warn(`${pp}: unsafe name in image (${why})`),
+      onError: (pp, err) => opts.warn(`${pp}: ${err.message}`),
+    })) {
+      out.push(formatImageEntry(p.toString(), node, opts.format));
+      if (out.length >= 1000) flush();
+    }
+  }
+  flush();
+}

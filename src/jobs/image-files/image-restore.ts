@@ -1,0 +1,221 @@
+/**
+ * Restores files out of a disk image below a target folder, at TARGET + their
+ * path in the image tree (`/p1/etc/passwd` → `TARGET/p1/etc/passwd`), with
+ * the same rules as the snapshot restorer (src/jobs/restore/restorer.ts):
+ *
+ *   walk the image (unsafe names and directory loops refused by the walker)
+ *     dir      mkdir (an existing non-directory in the way is an error, never followed)
+ *     file     hard link to an inode restored earlier, or
+ *              create (O_NOFOLLOW) → write each stored run at its offset → ftruncate
+ *              (holes in the image file stay holes; only stored runs are read)
+ *     other    symlink, mkfifo, mknod (as root)
+ *     then     owner (as root), mode, mtime
+ *   after a folder's children: its owner, mode and mtime
+ *
+ * Only the blocks of the files restored are read from the image, so from the
+ * repository only the chunks that hold them are fetched.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { constants, promises as fsp } from 'node:fs';
+import { FilesystemNotSupportedError, type ImageNode, type ImageVolume } from '../../sources/image/fs/image-volume.js';
+import { PathShortener, makeDevice, makeFifo, type PosixPath } from '../../sources/posix.js';
+import type { RestoreOptions, RestoreProgress, RestoreResult } from '../restore/restorer.js';
+import { filePieces } from './image-file-reader.js';
+import { walkImage, type ImageWalkEntry } from './image-walk.js';
+
+const isRoot = process.getuid?.() === 0;
+
+function normalizeInclude(p: string): string {
+  const parts = p.split('/').filter((x) => x !== '' && x !== '.');
+  return `/${parts.join('/')}`;
+}
+
+function included(includes: readonly string[], path: string): boolean {
+  if (includes.length === 0) return true;
+  return includes.some((inc) => path === inc || path.startsWith(inc === '/' ? '/' : `${inc}/`) || inc.startsWith(`${path}/`));
+}
+
+/**
+ * Seconds for utimes(2) through Node, which passes a double and truncates to
+ * the microsecond: aim at the middle of the microsecond (as the restorer does).
+ */
+function utimesSeconds(ns: bigint): number {
+  const t = ns < 0n ? 0n : ns;
+  return Number(t / 1_000_000_000n) + (Number((t % 1_000_000_000n) / 1000n) + 0.5) / 1e6;
+}
+
+const ZEROS = Buffer.alloc(1 << 20);
+
+function hashZeros(h: Hash, n: number): Hash {
+  for (let left = n; left > 0; left -= ZEROS.length) h.update(ZEROS.subarray(0, Math.min(left, ZEROS.length)));
+  return h;
+}
+
+export class ImageRestorer {
+  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, current: '' };
+  private readonly failed: { path: string; error: string }[] = [];
+  private readonly verifyFailed: string[] = [];
+  private readonly inodes = new Map<string, PosixPath>();
+  private readonly includes: string[];
+  private readonly long = new PathShortener();
+
+  constructor(private readonly volume: ImageVolume, private readonly target: string, private readonly opts: RestoreOptions = {}) {
+    this.includes = (opts.includes ?? []).map(normalizeInclude);
+    if (this.includes.some((i) => i.split('/').includes('..'))) throw new Error('an --include path must not contain ".."');
+  }
+
+  private dest(path: Buffer): Promise<PosixPath> {
+    return this.long.short(Buffer.concat([Buffer.from(this.target.replace(/\/+$/, '')), path]));
+  }
+
+  private fail(path: string, error: string): void {
+    this.failed.push({ path, error });
+    this.opts.onWarning?.(path, `not restored: ${error}`);
+  }
+
+  async run(): Promise<RestoreResult> {
+    await fsp.mkdir(this.target, { recursive: true });
+    const root = await this.volume.root();
+    const skipped: string[] = [];
+    const below = (path: Buffer): boolean => skipped.some((s) => path.toString('latin1').startsWith(`${s}/`));
+    const matchedIncludes = new Set<string>();
+    try {
+      for await (const entry of walkImage(this.volume, root, Buffer.from('/'), {
+        onUnsafe: (path, reason) => {
+          this.failed.push({ path, error: `refused: ${reason}` });
+          this.opts.onWarning?.(path, `refused to restore: ${reason}`);
+        },
+        onError: (path, err) => {
+          // A partition without files we can read (swap, xfs, a BIOS boot
+          // partition) fails the restore only when it was asked for by name.
+          const named = this.includes.some((i) => i === path || i.startsWith(`${path}/`));
+          if (err instanceof FilesystemNotSupportedError && !named) this.opts.onWarning?.(path, `not restored: ${err.message}`);
+          else this.fail(path, err.message);
+        },
+        filter: (path) => included(this.includes, path.toString()) && !below(path),
+        onDirDone: async (e) => {
+          if (!skipped.includes(e.path.toString('latin1'))) await this.finishNode(e);
+        },
+      })) {
+        this.opts.signal?.throwIfAborted();
+        const p = entry.path.toString();
+        for (const i of this.includes) if (p === i || p.startsWith(`${i}/`)) matchedIncludes.add(i);
+        try {
+          await this.restoreNode(entry);
+        } catch (e) {
+          this.fail(p, (e as Error).message);
+          if (entry.node.type === 'dir') skipped.push(entry.path.toString('latin1'));
+        }
+      }
+    } finally {
+      await this.long.close();
+    }
+    for (const i of this.includes) {
+      if (i !== '/' && !matchedIncludes.has(i) && !this.failed.some((f) => f.path === i || i.startsWith(`${f.path}/`))) this.fail(i, 'not in the snapshot');
+    }
+    return { progress: this.progress, failed: this.failed, verifyFailed: this.verifyFailed };
+  }
+
+  private async restoreNode({ path, node }: ImageWalkEntry): Promise<void> {
+    const dest = await this.dest(path);
+    this.progress.current = path.toString();
+    switch (node.type) {
+      case 'dir':
+        try {
+          await fsp.mkdir(dest);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+          const st = await fsp.lstat(dest);
+          if (!st.isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
+        }
+        this.progress.dirs++;
+        return; // metadata after the children (onDirDone)
+      case 'file':
+        await this.restoreFile(path, dest, node);
+        break;
+      case 'symlink':
+        await fsp.symlink(node.target!, dest);
+        break;
+      case 'fifo':
+        await makeFifo(dest, node.mode);
+        break;
+      case 'chardev':
+      case 'blockdev':
+        if (!isRoot) throw new Error('device nodes can only be restored as root');
+        await makeDevice(dest, node.type === 'chardev' ? 'char' : 'block', node.rdev ?? 0n, node.mode);
+        break;
+      case 'socket':
+        return; // sockets are not restorable
+    }
+    await this.finishNode({ path, node, depth: 0 });
+    this.opts.onProgress?.(this.progress);
+  }
+
+  private async restoreFile(path: Buffer, dest: PosixPath, node: ImageNode): Promise<void> {
+    const key = `${node.volume}:${node.ino}`;
+    if (node.links > 1) {
+      const first = this.inodes.get(key);
+      if (first) {
+        await fsp.link(first, dest);
+        return;
+      }
+    }
+    const hash = createHash('sha256');
+    const fh = await fsp.open(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
+    try {
+      let pos = 0;
+      for await (const { offset, data } of filePieces(this.volume, node)) {
+        this.opts.signal?.throwIfAborted();
+        if (this.opts.verify) hashZeros(hash, offset - pos).update(data);
+        for (let off = 0; off < data.length;) {
+          const { bytesWritten } = await fh.write(data, off, data.length - off, offset + off);
+          off += bytesWritten;
+        }
+        pos = offset + data.length;
+        this.progress.bytes += data.length;
+      }
+      if (this.opts.verify) hashZeros(hash, node.size - pos);
+      await fh.truncate(node.size);
+    } finally {
+      await fh.close();
+    }
+    this.progress.files++;
+    if (node.links > 1) this.inodes.set(key, dest);
+    if (this.opts.verify && !(await this.verifyFile(dest, node.size, hash.digest()))) {
+      this.verifyFailed.push(path.toString());
+      this.opts.onWarning?.(path.toString(), 'verification failed: restored bytes differ from the image');
+    }
+  }
+
+  /** Reads a restored file back and compares its SHA-256 with that of the bytes read from the image. */
+  private async verifyFile(dest: PosixPath, size: number, want: Buffer): Promise<boolean> {
+    const fh = await fsp.open(dest, constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      if ((await fh.stat()).size !== size) return false;
+      const h = createHash('sha256');
+      const buf = Buffer.alloc(1 << 20);
+      for (let pos = 0; pos < size;) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - pos), pos);
+        if (bytesRead === 0) return false;
+        h.update(buf.subarray(0, bytesRead));
+        pos += bytesRead;
+      }
+      return h.digest().equals(want);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Owner, mode and times, in the order that keeps setuid bits. */
+  private async finishNode({ path, node }: ImageWalkEntry): Promise<void> {
+    const dest = await this.dest(path);
+    try {
+      if (isRoot) await fsp.lchown(dest, node.uid, node.gid);
+      if (node.type !== 'symlink') await fsp.chmod(dest, node.mode);
+      const mtime = utimesSeconds(node.mtime);
+      await fsp.lutimes(dest, mtime, mtime);
+    } catch (e) {
+      this.opts.onWarning?.(path.toString(), `cannot restore metadata: ${(e as Error).message}`);
+    }
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * Messages between an image backup and its block workers. Block bytes live
+ * in SharedArrayBuffer slots that the main thread fills and the workers read:
+ * nothing is copied between threads but the results.
+ *
+ *   scan  slot of n blocks + the fingerprints expected (from the changed-block
+ *         cache) → per block: zero, same (fingerprint matched), or changed with
+ *         its fingerprint and keyed id
+ *   seal  slot + the changed blocks the repository does not have → sealed blobs
+ */
+import type { CompressionMode } from '../../core/compress.js';
+
+export interface BlockInit {
+  readonly encryption: Uint8Array;
+  readonly id: Uint8Array;
+  readonly compression: CompressionMode;
+}
+
+/** What became of each block of a scan. */
+export const enum BlockKind {
+  Zero = 0,
+  Same = 1,
+  Changed = 2,
+}
+
+export interface ScanTask {
+  readonly kind: 'scan';
+  readonly data: SharedArrayBuffer;
+  /** Bytes of `data` in use. */
+  readonly length: number;
+  readonly blockSize: number;
+  /** 16 bytes per block: the cached fingerprint, or zeros for none. */
+  readonly expect: Uint8Array;
+}
+
+export interface ScanResult {
+  /** `BlockKind` per block. */
+  readonly kinds: Uint8Array;
+  /** 16 bytes per block: the fingerprint (zeros for zero blocks). */
+  readonly fingerprints: Uint8Array;
+  /** 32 bytes per block: the keyed id of changed blocks (zeros otherwise). */
+  readonly ids: Uint8Array;
+}
+
+export interface SealTask {
+  readonly kind: 'seal';
+  readonly data: SharedArrayBuffer;
+  readonly blockSize: number;
+  readonly length: number;
+  /** Block indexes within the slot, and their ids (hex). */
+  readonly blocks: readonly { index: number; id: string }[];
+}
+
+export interface SealedBlock {
+  readonly index: number;
+  readonly id: string;
+  readonly flags: number;
+  readonly rawLength: number;
+  /** Offset and length of the sealed bytes in `SealResult.sealed`. */
+  readonly offset: number;
+  readonly length: number;
+}
+
+export interface SealResult {
+  readonly blobs: readonly SealedBlock[];
+  readonly sealed: Uint8Array;
+}
+
+export type BlockTask = ScanTask | SealTask;

@@ -1,0 +1,84 @@
+/**
+ * A block worker thread of image backups: zero checks, fingerprints, keyed
+ * ids, compression and encryption of fixed-size blocks (see
+ * `block-protocol.ts`). Keeps nothing between tasks but its keys and codec.
+ */
+import { parentPort } from 'node:worker_threads';
+import { BlobCompressor } from '../../core/compress.js';
+import { blobIdHex, prepareBlob, type BlobKeys } from '../../repo/blob-codec.js';
+import { BlobType } from '../../repo/pack.js';
+import { fingerprint, fingerprintKey, FP_BYTES } from './cbt-cache.js';
+import { BlockKind, type BlockInit, type BlockTask, type ScanResult, type ScanTask, type SealResult, type SealTask, type SealedBlock } from './block-protocol.js';
+
+let keys: BlobKeys;
+let fpKey: Buffer;
+let compressor: BlobCompressor;
+let zeros = Buffer.alloc(0);
+
+const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+
+function isZero(b: Buffer): boolean {
+  if (zeros.length < b.length) zeros = Buffer.alloc(b.length);
+  return b.equals(zeros.subarray(0, b.length));
+}
+
+function blockAt(data: SharedArrayBuffer, length: number, blockSize: number, i: number): Buffer {
+  const start = i * blockSize;
+  return Buffer.from(data, start, Math.min(blockSize, length - start));
+}
+
+function scan(t: ScanTask): ScanResult {
+  const n = Math.ceil(t.length / t.blockSize);
+  const kinds = new Uint8Array(n);
+  const fingerprints = new Uint8Array(n * FP_BYTES);
+  const ids = new Uint8Array(n * 32);
+  const expect = buf(t.expect);
+  for (let i = 0; i < n; i++) {
+    const block = blockAt(t.data, t.length, t.blockSize, i);
+    if (isZero(block)) {
+      kinds[i] = BlockKind.Zero;
+      continue;
+    }
+    const fp = fingerprint(fpKey, block);
+    fingerprints.set(fp, i * FP_BYTES);
+    if (fp.equals(expect.subarray(i * FP_BYTES, (i + 1) * FP_BYTES))) {
+      kinds[i] = BlockKind.Same;
+      continue;
+    }
+    kinds[i] = BlockKind.Changed;
+    ids.set(Buffer.from(blobIdHex(keys, block), 'hex'), i * 32);
+  }
+  return { kinds, fingerprints, ids };
+}
+
+function seal(t: SealTask, transfer: ArrayBuffer[]): SealResult {
+  const prepared = t.blocks.map((b) => ({ b, p: prepareBlob(keys, compressor, BlobType.Data, blockAt(t.data, t.length, t.blockSize, b.index), b.id) }));
+  const total = prepared.reduce((s, x) => s + x.p.sealed.length, 0);
+  const out = Buffer.allocUnsafeSlow(Math.max(1, total));
+  let o = 0;
+  const blobs: SealedBlock[] = prepared.map(({ b, p }) => {
+    p.sealed.copy(out, o);
+    const r = { index: b.index, id: b.id, flags: p.flags, rawLength: p.rawLength, offset: o, length: p.sealed.length };
+    o += p.sealed.length;
+    return r;
+  });
+  transfer.push(out.buffer as ArrayBuffer);
+  return { blobs, sealed: out };
+}
+
+parentPort!.on('message', (msg: { init?: BlockInit; id?: number; task?: BlockTask }) => {
+  if (msg.init) {
+    keys = { encryption: buf(msg.init.encryption), id: buf(msg.init.id) };
+    fpKey = fingerprintKey(keys.id);
+    compressor = new BlobCompressor(msg.init.compression);
+    return;
+  }
+  const task = msg.task!;
+  const transfer: ArrayBuffer[] = [];
+  try {
+    const result = task.kind === 'scan' ? scan(task) : seal(task, transfer);
+    parentPort!.postMessage({ id: msg.id, result }, transfer);
+  } catch (e) {
+    parentPort!.postMessage({ id: msg.id, error: (e as Error).message ?? String(e) });
+  }
+});

@@ -1,0 +1,526 @@
+/**
+ * Image backups: a block device, a raw image file or a raw stream, cut into
+ * fixed-size blocks and stored as an image snapshot (docs/format.md §14).
+ *
+ *   file or device:
+ *     analyse: partition table, file systems, their allocation bitmaps
+ *       → which blocks no file system uses (skipped: holes)
+ *     for each run of used blocks, in order, in slots of ~8 MiB
+ *     (SharedArrayBuffers; several in flight, read ahead of the workers):
+ *       read the slot → scan in a block worker: zero? fingerprint equals the
+ *         changed-block cache's (and its id is still indexed)? → reuse the id
+ *         else keyed id → the repository has it? reuse : seal in a worker → pack
+ *   stream (`-`): the same, slot by slot as bytes arrive; the partition table
+ *     and file system superblocks are captured as they pass, for the record
+ *   block maps (type 2) → empty tree → flush packs and index → snapshot →
+ *   changed-block cache (only after the snapshot exists)
+ *
+ * An unchanged block costs one read and one keyed Poly1305 fingerprint, in a worker; only changed
+ * blocks are keyed, compressed and encrypted. Memory is bounded by the slots,
+ * the sealed blocks of the slots in flight, the block map (32 bytes a block)
+ * and the cache (48 bytes a block).
+ */
+import { hostname as osHostname, userInfo } from 'node:os';
+import type { Repository } from '../../repo/repository.js';
+import { BlobType } from '../../repo/pack.js';
+import { encodeTree } from '../../repo/tree.js';
+import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
+import { IMAGE_VERSION, MAP_ENTRY_BYTES, type ImageCounts, type ImageInfo } from '../../repo/image-info.js';
+import { analyzeImage, type LayoutAnalysis } from '../../sources/image/image-layout.js';
+import { SourceShrankError, type ImageInput } from '../../sources/image/image-input.js';
+import { readPartitionTable } from '../../sources/image/partition-table.js';
+import type { RandomAccessSource } from '../../sources/image/random-access.js';
+import { CbtCache, FP_BYTES, type CacheKeyring, type CbtHeader } from './cbt-cache.js';
+import { BlockPool } from './block-pool.js';
+import { BlockKind, type ScanResult, type SealResult } from './block-protocol.js';
+import { openImageSnapshot, type ImageSnapshotReader } from './image-reader.js';
+
+/** Default block size (docs/decisions.md, "Image block size"). */
+export const DEFAULT_IMAGE_BLOCK = 1 << 20;
+/** Blocks per map blob: 512 KiB of ids. */
+export const MAP_BLOCKS = 16384;
+const SLOT_TARGET = 8 << 20;
+/** Reads of the source in flight (docs/decisions.md, "Image backups"). */
+const READS_IN_FLIGHT = 3;
+/** Bytes of a stream kept to read its partition table, and of each partition's start. */
+const HEAD_BYTES = 1 << 20;
+const WINDOW_BYTES = 68 << 10;
+
+export interface ImageBackupOptions {
+  readonly input: ImageInput;
+  /** The snapshot's `paths` (the absolute source path, or /NAME for a stream). */
+  readonly paths: readonly string[];
+  readonly blockSize?: number;
+  /** Read every block, ignoring file system allocation (`--all-blocks`). */
+  readonly allBlocks?: boolean;
+  /** The source was mounted read-write (`--allow-live`): crash-consistent only. */
+  readonly live?: boolean;
+  readonly tags?: readonly string[];
+  readonly hostname?: string;
+  readonly time?: Date;
+  /** The previous image snapshot of this source (for the record and the changed count). */
+  readonly parent?: { id: string; snapshot: Snapshot } | null;
+  /** The changed-block cache file; undefined: none. */
+  readonly cacheFile?: string;
+  /** False: do not trust the cache (`--force`), but write a fresh one. */
+  readonly readCache?: boolean;
+  /** Worker threads (default: one per core). */
+  readonly workers?: number;
+  readonly signal?: AbortSignal;
+  readonly onWarning?: (message: string) => void;
+  readonly onProgress?: (p: ImageBackupProgress) => void;
+}
+
+export interface ImageBackupProgress {
+  /** Bytes of the image dealt with (read, or skipped as unused). */
+  bytes: number;
+  /** Image size; undefined for a stream. */
+  total: number | undefined;
+  bytesRead: number;
+  blocksChanged: number;
+}
+
+export interface ImageBackupResult {
+  readonly id: string;
+  readonly snapshot: Snapshot;
+}
+
+/** Fixed-size entries in pages, growing as needed (block maps and cache entries of streams). */
+class Paged {
+  private readonly pages: Buffer[] = [];
+  constructor(private readonly entryBytes: number, private readonly pageEntries: number) {}
+
+  private page(p: number): Buffer {
+    while (this.pages.length <= p) this.pages.push(Buffer.alloc(this.entryBytes * this.pageEntries));
+    return this.pages[p]!;
+  }
+
+  set(i: number, bytes: Uint8Array): void {
+    this.page(Math.floor(i / this.pageEntries)).set(bytes, (i % this.pageEntries) * this.entryBytes);
+  }
+
+  get(i: number): Buffer {
+    const o = (i % this.pageEntries) * this.entryBytes;
+    return this.page(Math.floor(i / this.pageEntries)).subarray(o, o + this.entryBytes);
+  }
+
+  /** The first n entries, split per page. */
+  pagesFor(n: number): Buffer[] {
+    const out: Buffer[] = [];
+    for (let p = 0; p * this.pageEntries < n; p++) out.push(this.page(p).subarray(0, Math.min(this.pageEntries, n - p * this.pageEntries) * this.entryBytes));
+    return out;
+  }
+}
+
+/** Byte windows of a stream captured as it passes, readable afterwards as a sparse source. */
+class StreamCapture implements RandomAccessSource {
+  private readonly windows: { start: number; bytes: Buffer; filled: number }[] = [];
+  size = 0;
+
+  add(start: number, length: number): void {
+    if (this.windows.some((w) => w.start === start)) return;
+    this.windows.push({ start, bytes: Buffer.alloc(length), filled: 0 });
+  }
+
+  /** Copies what overlaps the windows from `chunk` at absolute `pos`. */
+  feed(chunk: Buffer, pos: number): void {
+    for (const w of this.windows) {
+      const a = Math.max(pos, w.start);
+      const b = Math.min(pos + chunk.length, w.start + w.bytes.length);
+      if (a < b) {
+        chunk.copy(w.bytes, a - w.start, a - pos, b - pos);
+        w.filled = Math.max(w.filled, b - w.start);
+      }
+    }
+  }
+
+  read(offset: number, length: number): Promise<Buffer> {
+    for (const w of this.windows) {
+      if (offset >= w.start && offset + length <= w.start + w.filled) return Promise.resolve(w.bytes.subarray(offset - w.start, offset - w.start + length));
+    }
+    return Promise.reject(new RangeError(`bytes ${offset}+${length} of the stream were not kept`));
+  }
+}
+
+/** One slot of block bytes, shared with the workers. */
+interface Slot {
+  readonly sab: SharedArrayBuffer;
+  readonly buf: Buffer;
+}
+
+export class ImageBackup {
+  private readonly blockSize: number;
+  private readonly warnings: string[] = [];
+  private pool: BlockPool | undefined;
+  private readonly map = new Paged(MAP_ENTRY_BYTES, MAP_BLOCKS);
+  private readonly newCache = new Paged(FP_BYTES + 32, MAP_BLOCKS);
+  private cache: CbtCache | undefined;
+  private parentReader: ImageSnapshotReader | undefined;
+  private readonly counts = { unused: 0, zero: 0, unchanged: 0, changed: 0, stored: 0, bytesRead: 0 };
+  private bytesDone = 0;
+  private freeSlots: Slot[] = [];
+  private slotWaiters: (() => void)[] = [];
+  private failure: unknown;
+  private readonly inFlight = new Set<Promise<void>>();
+
+  constructor(private readonly repo: Repository, private readonly opts: ImageBackupOptions) {
+    this.blockSize = opts.blockSize ?? DEFAULT_IMAGE_BLOCK;
+  }
+
+  private warn(message: string): void {
+    this.warnings.push(message);
+    this.opts.onWarning?.(message);
+  }
+
+  private get keyring(): CacheKeyring {
+    return { repositoryId: this.repo.config.id, mac: (d) => this.repo.blobId(d) };
+  }
+
+  private cacheHeader(size: number, snapshot: string): CbtHeader {
+    return { repository: this.repo.config.id, snapshot, source: this.opts.paths[0] ?? this.opts.input.path, size, blockSize: this.blockSize, fingerprint: 'poly1305' };
+  }
+
+  /** Runs the backup and writes the snapshot (and then the cache). */
+  async run(): Promise<ImageBackupResult> {
+    const start = new Date();
+    const { input } = this.opts;
+    if (this.opts.cacheFile && this.opts.readCache !== false) {
+      const { cache, why } = await CbtCache.load(this.opts.cacheFile, this.keyring, { ...this.cacheHeader(input.size ?? 0, ''), size: input.size ?? 0 });
+      this.cache = cache;
+      if (!cache && why && !why.startsWith('no changed-block cache')) this.warn(why);
+    }
+    const parentImage = this.opts.parent?.snapshot.image;
+    if (this.opts.parent && parentImage && parentImage.blockSize === this.blockSize) {
+      this.parentReader = openImageSnapshot(this.repo, this.opts.parent.snapshot, { what: `parent snapshot ${this.opts.parent.id}`, cacheBytes: 0 });
+    }
+    const slotBytes = Math.max(this.blockSize, Math.floor(SLOT_TARGET / this.blockSize) * this.blockSize);
+    const workers = this.opts.workers;
+    this.pool = new BlockPool({ ...this.secrets(), compression: this.repo.compression }, workers);
+    const slots = this.pool.size * 2 + READS_IN_FLIGHT;
+    for (let i = 0; i < slots; i++) {
+      const sab = new SharedArrayBuffer(slotBytes);
+      this.freeSlots.push({ sab, buf: Buffer.from(sab) });
+    }
+    let size: number;
+    let analysis: LayoutAnalysis;
+    try {
+      if (input.random && input.readAt && input.size !== undefined) {
+        size = input.size;
+        analysis = await analyzeImage(input.random, { blockSize: this.blockSize, allBlocks: this.opts.allBlocks === true });
+        for (const w of analysis.warnings) this.warn(w);
+        await this.readRandom(size, analysis.freeBytes);
+        const now = await input.currentSize?.();
+        if (now !== undefined && now < size) throw new SourceShrankError(input.path, size, now);
+        if (now !== undefined && now > size) this.warn(`${input.path} grew from ${size} to ${now} bytes while it was read; the snapshot holds the first ${size} bytes`);
+      } else {
+        const capture = new StreamCapture();
+        size = await this.readStream(capture);
+        capture.size = size;
+        analysis = await analyzeImage(capture, { blockSize: this.blockSize, headOnly: true });
+        for (const w of analysis.warnings) this.warn(w);
+      }
+    } finally {
+      await this.pool.close();
+    }
+    return this.finish(start, size, analysis);
+  }
+
+  private secrets(): { encryption: Uint8Array; id: Uint8Array } {
+    const s = this.repo.workerSecrets();
+    return { encryption: s.encryption, id: s.id };
+  }
+
+  // ---- slots ----
+
+  private async takeSlot(): Promise<Slot> {
+    for (;;) {
+      if (this.failure) throw this.failure;
+      this.opts.signal?.throwIfAborted();
+      const s = this.freeSlots.pop();
+      if (s) return s;
+      await new Promise<void>((r) => this.slotWaiters.push(r));
+    }
+  }
+
+  private releaseSlot(s: Slot): void {
+    this.freeSlots.push(s);
+    const w = this.slotWaiters;
+    this.slotWaiters = [];
+    for (const f of w) f();
+  }
+
+  /** Processes a filled slot in the background; the slot is released when done. */
+  private dispatch(slot: Slot, firstBlock: number, length: number): void {
+    const p = this.processSlot(slot, firstBlock, length)
+      .catch((e: unknown) => {
+        this.failure ??= e;
+      })
+      .finally(() => {
+        this.releaseSlot(slot);
+        this.inFlight.delete(p);
+      });
+    this.inFlight.add(p);
+  }
+
+  private async drain(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.race(this.inFlight);
+    if (this.failure) throw this.failure;
+  }
+
+  private async parentId(b: number): Promise<string | null> {
+    if (!this.parentReader || b >= this.parentReader.blocks) return null;
+    return this.parentReader.blockId(b);
+  }
+
+  private async processSlot(slot: Slot, firstBlock: number, length: number): Promise<void> {
+    const pool = this.pool!;
+    const n = Math.ceil(length / this.blockSize);
+    const expect = new Uint8Array(n * FP_BYTES);
+    const cachedIds: (string | undefined)[] = new Array<string | undefined>(n);
+    if (this.cache) {
+      for (let i = 0; i < n; i++) {
+        const fp = this.cache.fingerprintOf(firstBlock + i);
+        const id = this.cache.idOf(firstBlock + i);
+        if (fp && id && this.repo.hasBlob(id)) {
+          expect.set(fp, i * FP_BYTES);
+          cachedIds[i] = id;
+        }
+      }
+    }
+    const scan = await pool.run<ScanResult>({ kind: 'scan', data: slot.sab, length, blockSize: this.blockSize, expect });
+    const toSeal: { index: number; id: string }[] = [];
+    for (let i = 0; i < n; i++) {
+      const b = firstBlock + i;
+      const kind = scan.kinds[i]!;
+      if (kind === BlockKind.Zero) {
+        this.counts.zero++;
+        continue;
+      }
+      const fp = scan.fingerprints.subarray(i * FP_BYTES, (i + 1) * FP_BYTES);
+      let id: string;
+      if (kind === BlockKind.Same) {
+        id = cachedIds[i]!;
+        this.counts.unchanged++;
+      } else {
+        const raw = scan.ids.subarray(i * 32, (i + 1) * 32);
+        if (raw.every((x) => x === 0)) throw new Error(`block ${b} has the all-zero id, which an image map cannot record`);
+        id = Buffer.from(raw).toString('hex');
+        if ((await this.parentId(b)) === id) this.counts.unchanged++;
+        else this.counts.changed++;
+        if (!this.repo.hasBlob(id)) toSeal.push({ index: i, id });
+      }
+      this.map.set(b, Buffer.from(id, 'hex'));
+      const entry = Buffer.alloc(FP_BYTES + 32);
+      entry.set(fp, 0);
+      entry.write(id, FP_BYTES, 32, 'hex');
+      this.newCache.set(b, entry);
+    }
+    if (toSeal.length > 0) {
+      const sealed = await pool.run<SealResult>({ kind: 'seal', data: slot.sab, length, blockSize: this.blockSize, blocks: toSeal });
+      const bytes = Buffer.from(sealed.sealed.buffer, sealed.sealed.byteOffset, sealed.sealed.byteLength);
+      for (const s of sealed.blobs) {
+        const added = await this.repo.addPrepared({ type: BlobType.Data, id: s.id, flags: s.flags, rawLength: s.rawLength, sealed: bytes.subarray(s.offset, s.offset + s.length) });
+        if (added) this.counts.stored++;
+      }
+    }
+  }
+
+  private progress(total: number | undefined): void {
+    this.opts.onProgress?.({ bytes: this.bytesDone, total, bytesRead: this.counts.bytesRead, blocksChanged: this.counts.changed });
+  }
+
+  // ---- files and devices ----
+
+  private async readRandom(size: number, freeBytes: Uint32Array | undefined): Promise<void> {
+    const { input } = this.opts;
+    const bs = this.blockSize;
+    const blocks = Math.ceil(size / bs);
+    const blockLength = (b: number): number => Math.min(bs, size - b * bs);
+    const used = (b: number): boolean => !freeBytes || freeBytes[b]! < blockLength(b);
+    const slotBlocks = this.freeSlots[0]!.sab.byteLength / bs;
+    // The reads: runs of used blocks, at most one slot each, in order.
+    const plan: [number, number][] = [];
+    for (let b = 0; b < blocks;) {
+      if (!used(b)) {
+        this.counts.unused++;
+        b++;
+        continue;
+      }
+      let n = 0;
+      while (n < slotBlocks && b + n < blocks && used(b + n)) n++;
+      plan.push([b, n]);
+      b += n;
+    }
+    let next = 0;
+    // A few reads in flight: copying from the page cache is CPU work too.
+    const reader = async (): Promise<void> => {
+      try {
+        await readPlan();
+      } catch (e) {
+        this.failure ??= e;
+        throw e;
+      }
+    };
+    const readPlan = async (): Promise<void> => {
+      while (next < plan.length) {
+        const [b, n] = plan[next++]!;
+        const slot = await this.takeSlot();
+        const pos = b * bs;
+        const length = Math.min(n * bs, size - pos);
+        let got: number;
+        try {
+          got = await input.readAt!(slot.buf, 0, length, pos);
+        } catch (e) {
+          this.releaseSlot(slot);
+          throw e;
+        }
+        if (got < length) {
+          this.releaseSlot(slot);
+          throw new SourceShrankError(input.path, size, pos + got);
+        }
+        this.counts.bytesRead += length;
+        this.dispatch(slot, b, length);
+        this.bytesDone = Math.max(this.bytesDone, pos + length);
+        this.progress(size);
+      }
+    };
+    const readers = Array.from({ length: READS_IN_FLIGHT }, reader);
+    const settled = await Promise.allSettled(readers);
+    for (const r of settled) if (r.status === 'rejected') this.failure ??= r.reason;
+    await this.drain();
+    this.bytesDone = size;
+  }
+
+  // ---- streams ----
+
+  private async readStream(capture: StreamCapture): Promise<number> {
+    const stream = this.opts.input.stream!;
+    const bs = this.blockSize;
+    let pos = 0;
+    let slot: Slot | undefined;
+    let fill = 0;
+    let slotFirstBlock = 0;
+    let layoutRead = false;
+    capture.add(0, HEAD_BYTES);
+    const readLayout = async (): Promise<void> => {
+      layoutRead = true;
+      capture.size = pos;
+      const { layout } = await readPartitionTable(capture);
+      for (const p of layout.partitions) capture.add(p.start, WINDOW_BYTES);
+    };
+    for await (const raw of stream) {
+      const chunk = raw as Buffer;
+      capture.feed(chunk, pos);
+      let o = 0;
+      while (o < chunk.length) {
+        if (!slot) {
+          slot = await this.takeSlot();
+          fill = 0;
+          slotFirstBlock = pos / bs;
+        }
+        const n = Math.min(chunk.length - o, slot.sab.byteLength - fill);
+        chunk.copy(slot.buf, fill, o, o + n);
+        fill += n;
+        o += n;
+        pos += n;
+        if (fill === slot.sab.byteLength) {
+          this.dispatch(slot, slotFirstBlock, fill);
+          slot = undefined;
+        }
+      }
+      this.counts.bytesRead = pos;
+      this.bytesDone = pos;
+      if (!layoutRead && pos >= HEAD_BYTES) await readLayout();
+      this.progress(undefined);
+    }
+    if (slot) {
+      if (fill > 0) this.dispatch(slot, slotFirstBlock, fill);
+      else this.releaseSlot(slot);
+    }
+    if (!layoutRead) await readLayout();
+    await this.drain();
+    return pos;
+  }
+
+  // ---- the snapshot ----
+
+  private async finish(start: Date, size: number, analysis: LayoutAnalysis): Promise<ImageBackupResult> {
+    const blocks = Math.ceil(size / this.blockSize);
+    const maps: string[] = [];
+    const blobs = new Set<string>();
+    const zero = Buffer.alloc(MAP_ENTRY_BYTES);
+    for (const page of this.map.pagesFor(blocks)) {
+      for (let o = 0; o < page.length; o += MAP_ENTRY_BYTES) {
+        const e = page.subarray(o, o + MAP_ENTRY_BYTES);
+        if (!e.equals(zero)) blobs.add(e.toString('hex'));
+      }
+      const { id } = await this.repo.saveBlob(BlobType.ImageMap, Buffer.from(page));
+      maps.push(id);
+      blobs.add(id);
+    }
+    const { id: tree } = await this.repo.saveBlob(BlobType.Tree, encodeTree([]));
+    blobs.add(tree);
+    await this.repo.flush();
+    const counts: ImageCounts = { blocks, ...this.counts };
+    const understood = analysis.filesystems.some((f) => f.understood);
+    const image: ImageInfo = {
+      version: IMAGE_VERSION,
+      source: this.opts.input.path,
+      size,
+      blockSize: this.blockSize,
+      mapBlocks: MAP_BLOCKS,
+      maps,
+      allBlocks: this.opts.allBlocks === true || !understood,
+      ...(this.opts.live ? { live: true } : {}),
+      layout: analysis.layout,
+      filesystems: analysis.filesystems,
+      counts,
+    };
+    const stats = this.repo.stats;
+    const summary: SnapshotSummary = {
+      filesNew: 0,
+      filesChanged: 0,
+      filesUnchanged: 0,
+      dirs: 0,
+      otherNodes: 0,
+      errors: 0,
+      totalBytes: size,
+      bytesRead: this.counts.bytesRead,
+      blobsAdded: stats.blobsAdded,
+      dataAdded: stats.dataAdded,
+      dataAddedStored: stats.dataAddedStored,
+      start: start.toISOString(),
+      end: new Date().toISOString(),
+    };
+    let username = 'unknown';
+    try {
+      username = userInfo().username;
+    } catch {
+      // no passwd entry for this uid
+    }
+    const parent = this.opts.parent?.id;
+    const snapshot: Snapshot = {
+      time: (this.opts.time ?? start).toISOString(),
+      hostname: this.opts.hostname ?? osHostname(),
+      username,
+      paths: [...this.opts.paths],
+      tags: [...(this.opts.tags ?? [])],
+      ...(parent ? { parent } : {}),
+      tree,
+      summary,
+      image,
+      blobs: [...blobs],
+    };
+    const id = await this.repo.saveSnapshot(snapshot);
+    if (this.opts.cacheFile) {
+      const entries = Buffer.concat(this.newCache.pagesFor(blocks));
+      const cache = CbtCache.fromEntries(this.cacheHeader(size, id), entries);
+      try {
+        await cache.save(this.opts.cacheFile, this.keyring, cache.header);
+      } catch (e) {
+        this.warn(`cannot write the changed-block cache ${this.opts.cacheFile}: ${(e as Error).message}; the next backup reads every block in full`);
+      }
+    }
+    return { id, snapshot };
+  }
+}

@@ -1,0 +1,236 @@
+/**
+ * `repair snapshots`: deals with snapshots that reference lost blobs, by an
+ * explicit choice, never by filling the gaps with zeros.
+ *
+ *   check (structure; with readData also the pack contents) → lost blobs
+ *   --forget-damaged   remove every snapshot that references a lost blob,
+ *                      and every snapshot object that cannot be read
+ *   --mark-damaged     (needs the key) write a new snapshot in place of each:
+ *                      a file that lost content gets `damaged: true` and
+ *                      loses the lost ids from its content list; a folder
+ *                      whose listing is lost gets `damaged: true` and the
+ *                      empty tree; the snapshot is marked incomplete and
+ *                      names the original; then the original is removed.
+ *                      Restore and dump refuse damaged files and report them.
+ *   then, with the key: packs that failed their checksum are salvaged: every
+ *     blob in them that still decrypts to its id and that a snapshot needs is
+ *     copied into a new pack, and the damaged packs are marked for deletion
+ *     (the next prune after the grace period removes them)
+ *
+ * Without the key only certain losses are acted on (missing packs, blobs cut
+ * off by truncation); a pack that merely fails its checksum may have intact
+ * blobs, which only the key can tell.
+ */
+import { BlobType } from '../../repo/pack.js';
+import { encodeTree, type TreeNode } from '../../repo/tree.js';
+import type { Snapshot } from '../../repo/snapshot.js';
+import { PlainRepository, RepoState } from '../../repo/plain-repository.js';
+import { encodeMarker, newMarker } from '../../repo/deletion-marker.js';
+import { PackCopier } from '../../repo/pack-copier.js';
+import { handleOf } from '../../repo/objects.js';
+import type { IndexedPack } from '../../repo/index-file.js';
+import { Checker, type CheckReport, type KeyedReader } from '../check/checker.js';
+import type { DataSelection } from '../check/subset.js';
+
+/** What --mark-damaged needs beyond reading: writing trees and snapshots (`Repository` has it). */
+export interface SnapshotWriter extends KeyedReader {
+  saveBlob(type: BlobType, data: Buffer): Promise<{ id: string; added: boolean }>;
+  flush(): Promise<void>;
+  saveSnapshot(s: Snapshot): Promise<string>;
+}
+
+export interface RepairSnapshotsOptions {
+  readonly mode: 'forget' | 'mark';
+  /** Also read pack contents to find damaged blobs (all, or a subset). */
+  readonly readData?: DataSelection;
+  /** The repository opened with the key; required for 'mark'. */
+  readonly keyed?: SnapshotWriter;
+  /** Report what would be done; change nothing. */
+  readonly dryRun?: boolean;
+  /** Called before anything is removed (e.g. to refresh a lock). */
+  readonly beforeDelete?: () => Promise<void>;
+  readonly onWarning?: (message: string) => void;
+  readonly signal?: AbortSignal;
+}
+
+export interface RepairedSnapshot {
+  readonly from: string;
+  readonly to: string;
+  readonly files: string[];
+  readonly dirs: string[];
+}
+
+export interface RepairSnapshotsReport {
+  readonly check: CheckReport;
+  /** Snapshots removed (--forget-damaged), with why. */
+  readonly removed: { readonly id: string; readonly reason: string }[];
+  /** Snapshots rewritten with their damaged files marked (--mark-damaged). */
+  readonly rewritten: RepairedSnapshot[];
+  /** Snapshots left as they were, with why. */
+  readonly skipped: { readonly id: string; readonly reason: string }[];
+  /** Blobs copied out of damaged packs, and the marker that condemns those packs. */
+  readonly salvagedBlobs: number;
+  readonly marker?: string;
+}
+
+/** Runs the repair; see the module comment. */
+export async function repairSnapshots(repo: PlainRepository, opts: RepairSnapshotsOptions): Promise<RepairSnapshotsReport> {
+  if (opts.mode === 'mark' && !opts.keyed) throw new Error('--mark-damaged needs the password: the file names are encrypted');
+  const check = await new Checker(repo, { ...(opts.readData ? { readData: opts.readData } : {}), ...(opts.keyed ? { keyed: opts.keyed } : {}), ...(opts.signal ? { signal: opts.signal } : {}) }).run();
+  const lost = new Set(check.lostBlobs);
+  const removed: { id: string; reason: string }[] = [];
+  const rewritten: RepairedSnapshot[] = [];
+  const skipped: { id: string; reason: string }[] = [];
+  const toRemove: string[] = [];
+
+  const snaps = await repo.loadSnapshots();
+  for (const [id, why] of snaps.damaged) {
+    if (opts.mode === 'forget') {
+      removed.push({ id, reason: `cannot be read: ${why}` });
+      toRemove.push(id);
+    } else {
+      skipped.push({ id, reason: `cannot be read (${why}); use --forget-damaged to remove it` });
+    }
+  }
+  for (const d of check.damaged) {
+    opts.signal?.throwIfAborted();
+    if (!d.certain) {
+      skipped.push({ id: d.id, reason: 'in a pack that fails its checksum; which blobs are bad can only be told with the password' });
+      continue;
+    }
+    const reason = `references ${d.blobs} lost blob(s)`;
+    if (opts.mode === 'forget') {
+      removed.push({ id: d.id, reason });
+      toRemove.push(d.id);
+      continue;
+    }
+    const s = snaps.ok.get(d.id);
+    if (!s) continue;
+    if (s.image) {
+      skipped.push({ id: d.id, reason: `image snapshot with ${d.imageBlocks ?? '?'} lost block(s); use --forget-damaged to remove it` });
+      continue;
+    }
+    if (d.rootLost) {
+      skipped.push({ id: d.id, reason: 'its root listing is lost, nothing can be kept; use --forget-damaged to remove it' });
+      continue;
+    }
+    if (opts.dryRun) {
+      rewritten.push({ from: d.id, to: '', files: d.files ?? [], dirs: d.dirs ?? [] });
+      continue;
+    }
+    const r = await markDamaged(opts.keyed!, d.id, s, lost);
+    rewritten.push(r);
+    toRemove.push(d.id);
+  }
+
+  let salvagedBlobs = 0;
+  let marker: string | undefined;
+  if (!opts.dryRun) {
+    if (toRemove.length > 0) {
+      await opts.beforeDelete?.();
+      for (const id of toRemove) await repo.remove('snapshot', id);
+    }
+    if (opts.keyed && check.damagedPacks.length > 0) {
+      ({ salvagedBlobs, marker } = await salvage(repo, opts.keyed, check, opts.onWarning));
+    }
+  }
+  return { check, removed, rewritten, skipped, salvagedBlobs, ...(marker ? { marker } : {}) };
+}
+
+/** Writes the marked copy of one snapshot (its blobs flushed first); returns what it marked. */
+async function markDamaged(keyed: SnapshotWriter, id: string, s: Snapshot, lost: ReadonlySet<string>): Promise<RepairedSnapshot> {
+  const files: string[] = [];
+  const dirs: string[] = [];
+  const blobs = new Set<string>();
+  let empty: string | undefined;
+  const emptyTree = async (): Promise<string> => {
+    empty ??= (await keyed.saveBlob(BlobType.Tree, encodeTree([]))).id;
+    blobs.add(empty);
+    return empty;
+  };
+  const rewrite = async (tree: string, path: string): Promise<string | undefined> => {
+    let nodes: TreeNode[];
+    try {
+      if (lost.has(tree)) return undefined;
+      nodes = await keyed.loadTree(tree);
+    } catch {
+      return undefined;
+    }
+    const out: TreeNode[] = [];
+    for (const n of nodes) {
+      const p = `${path}/${n.name.toString()}`;
+      if (n.type === 'dir' && n.subtree) {
+        const sub = await rewrite(n.subtree, p);
+        if (sub === undefined) {
+          dirs.push(p);
+          out.push({ ...n, damaged: true, subtree: await emptyTree() });
+        } else {
+          out.push({ ...n, subtree: sub });
+        }
+        continue;
+      }
+      const content = n.content ?? [];
+      const hit = content.some((c) => typeof c === 'string' && lost.has(c));
+      const kept = hit ? content.filter((c) => typeof c !== 'string' || !lost.has(c)) : content;
+      for (const c of kept) if (typeof c === 'string') blobs.add(c);
+      if (hit) {
+        files.push(p);
+        out.push({ ...n, damaged: true, content: kept });
+      } else {
+        out.push(n);
+      }
+    }
+    const { id: newId } = await keyed.saveBlob(BlobType.Tree, encodeTree(out));
+    blobs.add(newId);
+    return newId;
+  };
+  const root = await rewrite(s.tree, '');
+  if (root === undefined) throw new Error(`snapshot ${id}: root listing lost`);
+  await keyed.flush();
+  const repaired = { ...s, tree: root, incomplete: true as const, original: id, blobs: [...blobs] };
+  const to = await keyed.saveSnapshot(repaired);
+  return { from: id, to, files, dirs };
+}
+
+/**
+ * Copies every blob of a damaged pack that decrypts to its id, that some
+ * snapshot needs and that no intact pack also holds, into new packs; then
+ * marks the damaged packs for deletion.
+ */
+async function salvage(repo: PlainRepository, keyed: KeyedReader, check: CheckReport, onWarning?: (m: string) => void): Promise<{ salvagedBlobs: number; marker?: string }> {
+  const state = await RepoState.load(repo);
+  const snaps = await repo.loadSnapshots();
+  const needed = new Set<string>();
+  for (const s of snaps.ok.values()) for (const b of s.blobs) needed.add(b);
+  const damaged = new Set(check.damagedPacks.filter((p) => state.packs.has(p) && !state.condemned.has(p)));
+  const bad = new Set(check.badCopies.map((c) => `${c.pack}/${c.id}`));
+  const copier = new PackCopier(repo.backend, repo.config.packSize, (name) => state.packs.has(name));
+  let salvaged = 0;
+  const condemned: IndexedPack[] = [];
+  for (const pack of damaged) {
+    const blobs = state.packBlobs.get(pack);
+    if (!blobs) {
+      onWarning?.(`pack ${pack} is damaged and no index lists its blobs; left in place (run "holdfast repair index")`);
+      continue;
+    }
+    const bytes = await repo.backend.load(handleOf('data', pack));
+    for (const b of blobs) {
+      if (!needed.has(b.id) || bad.has(`${pack}/${b.id}`) || b.offset + b.length > bytes.length) continue;
+      if (state.locations(b.id).some((l) => l.pack !== pack && state.isLive(l.pack) && !damaged.has(l.pack))) continue;
+      const sealed = bytes.subarray(b.offset, b.offset + b.length);
+      try {
+        if (keyed.blobId(keyed.openBlob(b, sealed, `pack ${pack}, blob ${b.id}`), b.type) !== b.id) continue;
+      } catch {
+        continue;
+      }
+      await copier.add(b, sealed);
+      salvaged++;
+    }
+    condemned.push({ pack, blobs });
+  }
+  const written = await copier.finish();
+  if (written.length > 0) await repo.saveIndex({ packs: written, supersedes: [] });
+  if (condemned.length === 0) return { salvagedBlobs: salvaged };
+  const marker = await repo.save('deletion', encodeMarker(newMarker(condemned, [])));
+  return { salvagedBlobs: salvaged, marker };
+}
