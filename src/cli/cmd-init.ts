@@ -10,14 +10,16 @@ export function register(program: Command): void {
     .command('init')
     .description('create a new repository')
     .option('--compression <mode>', 'default compression: off, fast, default, max', 'default')
-    .action(async (opts: { compression: string }, cmd: Command) => {
+    .option('--append-only', 'snapshots can be added, nothing can be removed by clients (docs/format.md, "Append-only repositories")')
+    .action(async (opts: { compression: string; appendOnly?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const backend = backendFor(g);
       const hasSource = g.passwordFile || g.passwordCommand || process.env['HOLDFAST_PASSWORD'] !== undefined
         || process.env['HOLDFAST_PASSWORD_FILE'] || process.env['HOLDFAST_PASSWORD_COMMAND'];
       const password = hasSource ? await getPassword(g) : await getNewPassword(undefined);
-      const repo = await Repository.init(backend, password, { compression: parseCompressionMode(opts.compression) });
+      const repo = await Repository.init(backend, password, { compression: parseCompressionMode(opts.compression), appendOnly: opts.appendOnly === true });
       say(g, `created holdfast repository ${repo.config.id.slice(0, 10)} at ${backend.location}`);
       say(g, 'keep the password safe: losing it means losing the data in the repository');
+      if (opts.appendOnly) say(g, 'append-only: clients cannot remove anything; make the storage enforce it too (docs/format.md, "Append-only repositories")');
     });
 }

@@ -1,6 +1,6 @@
 /** `holdfast key add | list | remove | passwd`: the passwords of a repository. */
 import type { Command } from 'commander';
-import { globals, openRepo, say } from './context.js';
+import { globals, openRepo, refuseIfAppendOnly, say } from './context.js';
 import { getNewPassword } from './password.js';
 import { ExitError, EXIT } from './exit-codes.js';
 
@@ -28,6 +28,7 @@ export function register(program: Command): void {
     .action(async (prefix: string, _o: unknown, cmd: Command) => {
       const g = globals(cmd);
       const repo = await openRepo(g, { index: false });
+      refuseIfAppendOnly(repo.backend, 'key remove');
       const matching = (await repo.listKeys()).filter((k) => k.id.startsWith(prefix));
       if (matching.length !== 1) throw new ExitError(`key id ${prefix} matches ${matching.length} keys`, EXIT.failed);
       await repo.removeKey(matching[0]!.id);
@@ -37,6 +38,7 @@ export function register(program: Command): void {
     .action(async (o: { newPasswordFile?: string }, cmd: Command) => {
       const g = globals(cmd);
       const repo = await openRepo(g, { index: false });
+      refuseIfAppendOnly(repo.backend, 'key passwd (it removes the old key)');
       const id = await repo.addKey(await getNewPassword(o.newPasswordFile));
       await repo.removeKey(repo.keyId, true);
       say(g, `password changed (key ${id.slice(0, 8)} replaces ${repo.keyId.slice(0, 8)})`);

@@ -10,8 +10,12 @@ export const EXIT = {
   incomplete: 3,
   /** The location holds no repository. */
   noRepository: 10,
+  /** The repository is locked by another process, or the lock was lost (restic's 11). */
+  locked: 11,
   /** No key opens with the password. */
   wrongPassword: 12,
+  /** The repository is append-only and the command would remove something. */
+  appendOnly: 13,
   /** Interrupted (Ctrl-C). */
   interrupted: 130,
 } as const;

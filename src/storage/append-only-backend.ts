@@ -1,0 +1,89 @@
+/**
+ * A `Backend` wrapper for append-only repositories: objects can be added and
+ * read, nothing can be removed or overwritten, except the lock objects this
+ * very wrapper saved (a client must be able to release its own locks).
+ *
+ *   save      passed through; the inner backend already refuses a name that
+ *             exists (`AlreadyExistsError`), so nothing is ever overwritten
+ *   remove    refused with `AppendOnlyError`, unless it is a lock this
+ *             instance saved
+ *   the rest  passed through
+ *
+ * This is the client-side half of append-only mode: it makes every code path
+ * of an honest client (forget, prune, key remove, a bug) unable to delete. It
+ * cannot stop a compromised client that simply does not use it; that
+ * guarantee has to come from storage that enforces the same rule (a holdfast
+ * server, an S3 bucket policy or object lock). docs/format.md, "Append-only
+ * repositories", has the threat model.
+ */
+import type { Backend, Handle, ObjectInfo, ObjectType } from './backend.js';
+
+/** Thrown when an append-only repository is asked to remove an object. */
+export class AppendOnlyError extends Error {
+  constructor(readonly handle: Handle | undefined, what?: string) {
+    super(handle
+      ? `the repository is append-only: ${handle.type}/${handle.name} cannot be removed`
+      : `the repository is append-only: ${what ?? 'this operation'} would remove data, which append-only mode forbids`);
+    this.name = 'AppendOnlyError';
+  }
+}
+
+/** Wraps `inner` so that nothing but this client's own locks can be removed. */
+export class AppendOnlyBackend implements Backend {
+  private readonly ownLocks = new Set<string>();
+
+  constructor(readonly inner: Backend) {}
+
+  /** The inner backend's location. */
+  get location(): string {
+    return this.inner.location;
+  }
+
+  /** See `Backend.save`. Remembers the names of lock objects so they may be removed later. */
+  async save(h: Handle, data: Uint8Array): Promise<void> {
+    await this.inner.save(h, data);
+    if (h.type === 'lock') this.ownLocks.add(h.name);
+  }
+
+  /** See `Backend.load`. */
+  load(h: Handle, offset?: number, length?: number): Promise<Buffer> {
+    return this.inner.load(h, offset, length);
+  }
+
+  /** See `Backend.stat`. */
+  stat(h: Handle): Promise<ObjectInfo | undefined> {
+    return this.inner.stat(h);
+  }
+
+  /** See `Backend.list`. */
+  list(type: ObjectType): AsyncIterable<ObjectInfo> {
+    return this.inner.list(type);
+  }
+
+  /** Refused with `AppendOnlyError`, except for a lock object this instance saved. */
+  async remove(h: Handle): Promise<void> {
+    if (h.type !== 'lock' || !this.ownLocks.has(h.name)) throw new AppendOnlyError(h);
+    await this.inner.remove(h);
+    this.ownLocks.delete(h.name);
+  }
+
+  /** See `Backend.create`. */
+  create(): Promise<void> {
+    return this.inner.create();
+  }
+
+  /** See `Backend.close`. */
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+/** True when `backend` refuses removals (is, or is known to wrap, an `AppendOnlyBackend`). */
+export function isAppendOnly(backend: Backend): boolean {
+  let b: unknown = backend;
+  for (let depth = 0; depth < 8 && b; depth++) {
+    if (b instanceof AppendOnlyBackend) return true;
+    b = (b as { inner?: unknown }).inner;
+  }
+  return false;
+}

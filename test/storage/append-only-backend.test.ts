@@ -1,0 +1,105 @@
+/**
+ * The append-only wrapper: adds and reads pass, removal of anything but this
+ * client's own locks is refused, overwrites stay refused; the repository
+ * config carries the mode and `withRepositoryMode` applies it.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { AppendOnlyBackend, AppendOnlyError, isAppendOnly } from '../../src/storage/append-only-backend.js';
+import { AlreadyExistsError, OBJECT_TYPES, type Backend } from '../../src/storage/backend.js';
+import { FaultBackend } from '../../src/storage/fault-backend.js';
+import { MemoryBackend } from '../../src/storage/memory-backend.js';
+import { Repository } from '../../src/repo/repository.js';
+import { decodeConfig, encodeConfig } from '../../src/repo/config.js';
+import { CorruptObjectError } from '../../src/repo/errors.js';
+import { KeylessRepository, withRepositoryMode } from '../../src/repo/keyless-repository.js';
+import { bytes, handleOf, listAll } from './conformance.js';
+
+describe('AppendOnlyBackend', () => {
+  it('stores and reads every type, refuses to remove any of them, and never overwrites', async () => {
+    const inner = new MemoryBackend();
+    const b = new AppendOnlyBackend(inner);
+    for (const type of OBJECT_TYPES) {
+      const h = handleOf(type, type);
+      await inner.save(h, bytes(10)); // someone else's object
+      await assert.rejects(b.remove(h), (e: unknown) => e instanceof AppendOnlyError && e.message.includes(`${type}/`));
+      await assert.rejects(b.save(h, bytes(10, 2)), AlreadyExistsError);
+      assert.deepEqual(await b.load(h), bytes(10));
+      assert.equal((await listAll(b, type)).length, 1);
+    }
+    const fresh = handleOf('snapshot', 'new');
+    await b.save(fresh, bytes(3));
+    await assert.rejects(b.remove(fresh), AppendOnlyError, 'not even what this client added itself');
+    assert.ok(await inner.stat(fresh));
+  });
+
+  it('lets a client remove the lock objects it saved itself, once', async () => {
+    const b = new AppendOnlyBackend(new MemoryBackend());
+    const own = handleOf('lock', 'mine');
+    await b.save(own, bytes(5));
+    await b.remove(own);
+    assert.equal(await b.stat(own), undefined);
+    await b.save(own, bytes(5));
+    const other = new AppendOnlyBackend(b.inner);
+    await assert.rejects(other.remove(own), AppendOnlyError, 'another client instance may not');
+  });
+
+  it('is recognised through other wrappers', () => {
+    const plain = new MemoryBackend();
+    assert.equal(isAppendOnly(plain), false);
+    assert.equal(isAppendOnly(new FaultBackend(new AppendOnlyBackend(plain))), true);
+    assert.equal(isAppendOnly(new FaultBackend(plain)), false);
+  });
+});
+
+describe('append-only repositories', () => {
+  process.env['HOLDFAST_SCRYPT_N'] ??= '1024';
+
+  it('the config records the mode; older configs without it are not append-only; a bad value is refused', async () => {
+    const b = new MemoryBackend();
+    const repo = await Repository.init(b, 'pw', { appendOnly: true });
+    assert.equal(repo.config.appendOnly, true);
+    const raw = await b.load({ type: 'config', name: 'config' });
+    assert.match(raw.toString('latin1'), /"appendOnly":true/);
+    assert.equal(decodeConfig(raw).appendOnly, true);
+    const normal = await Repository.init(new MemoryBackend(), 'pw');
+    assert.equal(normal.config.appendOnly, undefined);
+    assert.doesNotMatch(encodeConfig(normal.config).toString('latin1'), /appendOnly/);
+    const bad = encodeConfig({ ...normal.config, appendOnly: 'yes' } as never);
+    assert.throws(() => decodeConfig(bad), CorruptObjectError);
+  });
+
+  async function modeOf(b: Backend, opts: Parameters<typeof withRepositoryMode>[1] = {}): Promise<boolean> {
+    return isAppendOnly((await withRepositoryMode(b, opts)).backend);
+  }
+
+  it('withRepositoryMode wraps per the config, a self-restricting client, or not for the storage owner', async () => {
+    const ao = new MemoryBackend();
+    await Repository.init(ao, 'pw', { appendOnly: true });
+    const normal = new MemoryBackend();
+    await Repository.init(normal, 'pw');
+    assert.equal(await modeOf(ao), true);
+    assert.equal(await modeOf(ao, { storageOwner: true }), false);
+    assert.equal(await modeOf(normal), false);
+    assert.equal(await modeOf(normal, { appendOnly: true }), true);
+    assert.equal(await modeOf(normal, { appendOnly: true, storageOwner: true }), true, 'a restricted credential stays restricted');
+  });
+
+  it('a keyless client of an append-only repository lists snapshots but cannot remove them; a Repository opened on it cannot remove keys', async () => {
+    const inner = new MemoryBackend();
+    const repo = await Repository.init(inner, 'pw', { appendOnly: true });
+    const id = await repo.saveSnapshot({
+      time: new Date().toISOString(), hostname: 'h', username: 'u', paths: ['/'], tags: [], tree: '0'.repeat(64), summary: {} as never, blobs: [],
+    });
+    const keyless = await KeylessRepository.open(inner);
+    assert.equal(keyless.appendOnly, true);
+    assert.deepEqual((await keyless.listSnapshots()).map((s) => s.id), [id]);
+    await assert.rejects(keyless.removeSnapshot(id), AppendOnlyError);
+    const { backend } = await withRepositoryMode(inner);
+    const opened = await Repository.open(backend, 'pw');
+    await opened.addKey('second');
+    const other = (await opened.listKeys()).find((k) => !k.current)!;
+    await assert.rejects(opened.removeKey(other.id), AppendOnlyError);
+    assert.equal((await opened.listKeys()).length, 2);
+  });
+});
