@@ -11,6 +11,7 @@ import { acquireLock } from '../repo/lock.js';
 import { collect, globals, openKeyless, refuseIfAppendOnly, say, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+import { runPrune } from './cmd-prune.js';
 
 interface ForgetFlags extends SnapshotFilter {
   keepLast?: number;
@@ -126,7 +127,7 @@ export function register(program: Command): void {
         ? `would remove ${n} snapshot${n === 1 ? '' : 's'} (dry run: nothing was removed)`
         : `removed ${result.removed.length} snapshot${result.removed.length === 1 ? '' : 's'}`);
     }
-    afterForget(f, result.remove.length);
+    await afterForget(g, f, result.remove.length);
   });
 }
 
@@ -151,14 +152,12 @@ async function forgetIds(repo: Awaited<ReturnType<typeof openKeyless>>, g: Globa
   else {
     for (const d of decisions) say(g, `${f.dryRun ? 'would remove' : 'removed'} snapshot ${d.item.id.slice(0, 8)}`);
   }
-  afterForget(f, chosen.size);
+  await afterForget(g, f, chosen.size);
 }
 
-function afterForget(f: ForgetFlags, removedCount: number): void {
-  if (f.prune && removedCount > 0) {
-    // No prune job exists in this tree yet; when src/jobs/prune/prune.ts lands, call it here.
-    process.stderr.write(`${f.dryRun ? 'after this forget, ' : ''}run "holdfast prune" to collect the data no snapshot references any more\n`);
-  }
+/** With --prune, collects right after (a dry run reports what that prune would do). */
+async function afterForget(g: GlobalOptions, f: ForgetFlags, removedCount: number): Promise<void> {
+  if (f.prune && removedCount > 0) await runPrune(g, { dryRun: f.dryRun === true });
 }
 
 const p2 = (n: number): string => String(n).padStart(2, '0');

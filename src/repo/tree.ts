@@ -43,6 +43,13 @@ export interface TreeNode {
   readonly subtree?: string;
   readonly target?: Buffer;
   readonly rdev?: bigint;
+  /**
+   * Set by `repair snapshots --mark-damaged`: the repository lost part of
+   * this file's content (the lost blob ids were removed from `content`) or,
+   * for a directory, its listing (`subtree` is then the empty tree). Readers
+   * must report such a node and never restore it as if it were whole.
+   */
+  readonly damaged?: true;
 }
 
 function isUtf8(b: Buffer): boolean {
@@ -72,6 +79,7 @@ function nodeToJson(n: TreeNode): Record<string, unknown> {
     else o['targetB64'] = n.target.toString('base64');
   }
   if (n.rdev !== undefined) o['rdev'] = n.rdev.toString();
+  if (n.damaged) o['damaged'] = true;
   return o;
 }
 
@@ -147,6 +155,7 @@ export function decodeTree(bytes: Buffer, what: string): TreeNode[] {
       node.target = target;
     }
     if (type === 'chardev' || type === 'blockdev') node.rdev = big(o, 'rdev', what);
+    if (o['damaged'] === true) node.damaged = true;
     return node;
   });
 }

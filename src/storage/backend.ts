@@ -8,10 +8,13 @@
  * a name. Objects are immutable: a name is written once and never changes.
  */
 
-/** The kinds of object a repository stores, and the folder each lives in. */
-export type ObjectType = 'config' | 'key' | 'data' | 'index' | 'snapshot' | 'lock';
+/**
+ * The kinds of object a repository stores, and the folder each lives in.
+ * `deletion` objects are prune's pending-deletion markers (docs/format.md §15).
+ */
+export type ObjectType = 'config' | 'key' | 'data' | 'index' | 'snapshot' | 'lock' | 'deletion';
 
-export const OBJECT_TYPES: readonly ObjectType[] = ['config', 'key', 'data', 'index', 'snapshot', 'lock'];
+export const OBJECT_TYPES: readonly ObjectType[] = ['config', 'key', 'data', 'index', 'snapshot', 'lock', 'deletion'];
 
 export interface Handle {
   readonly type: ObjectType;

@@ -5,6 +5,7 @@
  *
  *   config                                  the single config object
  *   keys/<name>  index/<name>  snapshots/<name>  locks/<name>
+ *   deletions/<name>                        prune's pending-deletion markers (absent in older repositories)
  *   data/<first two chars of name>/<name>   256 subfolders, 00 .. ff
  *
  * save, crash-safe and never overwriting:
@@ -40,6 +41,7 @@ const FOLDERS: Readonly<Record<Exclude<ObjectType, 'config'>, string>> = {
   index: 'index',
   snapshot: 'snapshots',
   lock: 'locks',
+  deletion: 'deletions',
 };
 
 const DATA_PREFIXES: readonly string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));

@@ -1,0 +1,110 @@
+/**
+ * `holdfast prune [--dry-run] [--max-unused PCT] [--grace DURATION]`:
+ * garbage collection, in two phases with a grace period, without the key
+ * (src/jobs/prune/pruner.ts; docs/format.md §15).
+ */
+import type { Command } from 'commander';
+import { DEFAULT_GRACE_MS, formatDurationMs, minGraceMs, parseDuration } from '../repo/deletion-marker.js';
+import { Pruner, PruneRefusedError, type PruneReport } from '../jobs/prune/pruner.js';
+import { formatBytes, globals, refuseIfAppendOnly, say, warn, type GlobalOptions } from './context.js';
+import { ExitError, EXIT } from './exit-codes.js';
+import { holdLock, openMaintenance } from './maintenance.js';
+
+/** The options of `prune`, as commander gives them. */
+export interface PruneFlags {
+  dryRun?: boolean;
+  /** Percentage, default 50. */
+  maxUnused?: string;
+  /** Duration, default one hour. */
+  grace?: string;
+}
+
+function parseGrace(s: string | undefined): number {
+  if (s === undefined) return Math.max(DEFAULT_GRACE_MS, minGraceMs());
+  let ms: number;
+  try {
+    ms = parseDuration(s);
+  } catch (e) {
+    throw new ExitError(`--grace: ${(e as Error).message}`, EXIT.usage);
+  }
+  if (ms < minGraceMs()) {
+    throw new ExitError(`--grace ${s} is shorter than the minimum of ${formatDurationMs(minGraceMs())}: a backup running alongside relies on it `
+      + '(docs/format.md, "Garbage collection")', EXIT.usage);
+  }
+  return ms;
+}
+
+function parsePercent(s: string): number {
+  const v = Number(s.replace(/%$/, ''));
+  if (!(v >= 0 && v <= 100)) throw new ExitError(`--max-unused ${s}: give a percentage from 0 to 100`, EXIT.usage);
+  return v / 100;
+}
+
+export function register(program: Command): void {
+  program
+    .command('prune')
+    .description('remove data no snapshot references (two phases: mark now, delete what was marked at least a grace period ago); needs no password')
+    .option('-n, --dry-run', 'report what would be marked and deleted; change nothing')
+    .option('--max-unused <percent>', 'repack packs with more than this share of unused bytes', '50')
+    .option('--grace <duration>', `how long marked packs stay before a later prune deletes them (default ${formatDurationMs(DEFAULT_GRACE_MS)})`)
+    .action(async (f: PruneFlags, cmd: Command) => {
+      await runPrune(globals(cmd), f);
+    });
+}
+
+/**
+ * Runs a prune for the command line (also for `forget --prune`): opens the
+ * repository without the key, takes a shared lock (and backs off if another
+ * prune runs), prints the report.
+ */
+export async function runPrune(g: GlobalOptions, f: PruneFlags): Promise<PruneReport> {
+  const graceMs = parseGrace(f.grace);
+  const maxUnused = parsePercent(f.maxUnused ?? '50');
+  const { plain } = await openMaintenance(g, false);
+  if (!f.dryRun) refuseIfAppendOnly(plain.backend, 'prune');
+  const held = await holdLock(plain, 'prune', { alone: true });
+  let report: PruneReport;
+  try {
+    report = await new Pruner(plain, {
+      dryRun: f.dryRun === true,
+      maxUnused,
+      graceMs,
+      otherLocks: () => held.otherLocks(),
+      beforeDelete: () => held.lock.refresh(),
+      onWarning: (m) => warn(m),
+      signal: held.signal,
+    }).run();
+  } catch (e) {
+    if (e instanceof PruneRefusedError) throw new ExitError(e.message, EXIT.failed);
+    throw held.signal.aborted ? held.signal.reason : e;
+  } finally {
+    await held.release();
+  }
+  print(g, report, graceMs);
+  return report;
+}
+
+function print(g: GlobalOptions, r: PruneReport, graceMs: number): void {
+  if (g.json) {
+    process.stdout.write(`${JSON.stringify({ ...r, graceSeconds: graceMs / 1000 })}\n`);
+    return;
+  }
+  const would = r.dryRun ? 'would ' : '';
+  say(g, `repository: ${r.snapshots} snapshots, ${r.packs} packs, ${formatBytes(r.packBytes)}${r.dryRun ? ' (dry run: nothing is changed)' : ''}`);
+  const s = r.sweep;
+  if (s.markersSwept > 0) {
+    say(g, `deleted now: ${would}delete ${s.packsDeleted} packs (${formatBytes(s.bytesFreed)}) and ${s.indexFilesDeleted} index files marked at least ${formatDurationMs(graceMs)} ago`);
+    if (s.blobsRescued > 0) say(g, `  ${would}first copy ${s.blobsRescued} blobs (${formatBytes(s.bytesRescued)}) that snapshots written since still reference`);
+  }
+  for (const w of s.markersWaiting) say(g, `waiting: marker ${w.marker.slice(0, 8)} becomes deletable at ${w.dueAt} (${w.reason})`);
+  const m = r.mark;
+  if (m.unusedPacks + m.repackedPacks === 0) {
+    say(g, 'marked now: nothing (no unused packs' + (m.damagedPacks.length ? '; damaged packs left alone' : '') + ')');
+  } else {
+    say(g, `marked now: ${would}mark ${m.unusedPacks} unused packs (${formatBytes(m.unusedBytes)}) and ${m.repackedPacks} mostly unused packs (${formatBytes(m.repackedBytes)}) for deletion`);
+    if (m.blobsCopied > 0) say(g, `  ${would}copy their ${m.blobsCopied} live blobs (${formatBytes(m.bytesCopied)}) into ${r.dryRun ? 'new packs' : `${m.packsWritten} new packs`}`);
+    say(g, `  this frees ${formatBytes(m.bytesToFree)} when a prune runs after ${m.deletableAt ?? `the grace period of ${formatDurationMs(graceMs)}`}`);
+  }
+  if (m.orphansAdopted > 0) say(g, `indexed ${m.orphansAdopted} packs left by interrupted backups`);
+  if (r.missingBlobs > 0) warn(`${r.missingBlobs} blobs referenced by snapshots are missing: run "holdfast check"`);
+}

@@ -1,0 +1,68 @@
+/**
+ * Content-addressed objects without the key: load one and check that its name
+ * is the SHA-256 of its bytes, save one under that name. The keyless jobs
+ * (prune, check, repair) and the snapshot fence use these; `Repository` has
+ * its own private copies of the same two rules (docs/format.md §2.1).
+ */
+import { sha256 } from '../core/crypto.js';
+import { AlreadyExistsError, NotFoundError, type Backend, type Handle, type ObjectType } from '../storage/backend.js';
+import { CorruptObjectError } from './errors.js';
+
+/** A handle. */
+export const handleOf = (type: ObjectType, name: string): Handle => ({ type, name });
+
+/** Loads an object and checks its name is the SHA-256 of its bytes; `CorruptObjectError` otherwise. */
+export async function loadChecked(backend: Backend, h: Handle, what: string): Promise<Buffer> {
+  const bytes = await backend.load(h);
+  if (sha256(bytes).toString('hex') !== h.name) throw new CorruptObjectError(what, 'checksum of stored bytes does not match its name');
+  return bytes;
+}
+
+/**
+ * Saves `bytes` under the SHA-256 of its bytes and returns the name. A name
+ * that exists already holds the same bytes, so that counts as success.
+ */
+export async function saveAddressed(backend: Backend, type: ObjectType, bytes: Buffer): Promise<string> {
+  const name = sha256(bytes).toString('hex');
+  try {
+    await backend.save(handleOf(type, name), bytes);
+  } catch (e) {
+    if (!(e instanceof AlreadyExistsError)) throw e;
+  }
+  return name;
+}
+
+/** Every object name of a type with its size. */
+export async function listObjects(backend: Backend, type: ObjectType): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for await (const info of backend.list(type)) out.set(info.name, info.size);
+  return out;
+}
+
+/**
+ * Loads every object of a type through `load` (which may return undefined to
+ * leave one out). An object removed between the listing and its load was
+ * replaced by one written before the removal (prune and repair always write
+ * the replacement first), so the type is listed again, up to a few times,
+ * until no listed object has vanished: the caller then has the replacement.
+ */
+export async function loadEvery<T>(backend: Backend, type: ObjectType, load: (name: string) => Promise<T | undefined>): Promise<Map<string, T>> {
+  const out = new Map<string, T>();
+  const seen = new Set<string>();
+  for (let round = 0; round < 8; round++) {
+    let vanished = false;
+    for await (const info of backend.list(type)) {
+      if (seen.has(info.name)) continue;
+      seen.add(info.name);
+      try {
+        const v = await load(info.name);
+        if (v !== undefined) out.set(info.name, v);
+      } catch (e) {
+        if (!(e instanceof NotFoundError)) throw e;
+        vanished = true;
+      }
+    }
+    if (!vanished) break;
+  }
+  return out;
+}

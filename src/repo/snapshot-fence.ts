@@ -1,0 +1,144 @@
+/**
+ * The snapshot fence: the writer's half of safe garbage collection
+ * (docs/format.md §15). A snapshot is written only when every blob it lists
+ * sits in a pack that exists and that no prune has marked for deletion, and
+ * it must be durable within the commit window of that check:
+ *
+ *   repeat (at most 3 times):
+ *     t0      = now
+ *     marked  = packs in deletions/        a pack marked after this is deleted
+ *     present = packs in data/             ≥ min grace later, by a prune that
+ *                                          lists snapshots first and sees ours
+ *     for each blob the snapshot lists:
+ *       in a present, unmarked pack (our index, else fresh index files) → fine
+ *       else in a present, marked pack → copy its sealed bytes into a new pack
+ *       else → lost: refuse (BlobsLostError); the backup must run again
+ *     store the copies (packs, then one index file)
+ *     write the snapshot
+ *     durable within commitWindowMs() of t0 → done
+ *     else (the process stalled: a prune may have swept meanwhile) → remove it, repeat
+ *
+ * Copies need no key: a sealed blob's AAD binds its type, flags, length and
+ * id, not the pack it is in.
+ */
+import { performance } from 'node:perf_hooks';
+import { NotFoundError, ShortReadError, type Backend } from '../storage/backend.js';
+import { AppendOnlyError } from '../storage/append-only-backend.js';
+import { commitWindowMs, condemnedPacks, formatDurationMs, loadMarkers } from './deletion-marker.js';
+import { decodeIndex, encodeIndex, type BlobLocation, type IndexedPack, type MasterIndex } from './index-file.js';
+import { handleOf, listObjects, loadChecked, loadEvery, saveAddressed } from './objects.js';
+import { PackCopier } from './pack-copier.js';
+import { encodeSnapshot, type Snapshot } from './snapshot.js';
+
+/** What the fence needs from a repository. */
+export interface FenceTarget {
+  readonly backend: Backend;
+  /** The writer's index; copies made by the fence are added to it. */
+  readonly index: MasterIndex;
+  /** Target pack size for copies. */
+  readonly packSize: number;
+}
+
+/** Some blobs a snapshot lists exist nowhere any more (a prune removed them): the snapshot was not written. */
+export class BlobsLostError extends Error {
+  constructor(readonly ids: readonly string[]) {
+    super(`${ids.length} blob(s) this snapshot references are no longer in the repository (removed by a prune while this backup ran, `
+      + `or missing from the start; first: ${ids[0] ?? '?'}); no snapshot was written: run the backup again`);
+    this.name = 'BlobsLostError';
+  }
+}
+
+const ATTEMPTS = 3;
+
+/** Elapsed milliseconds since `start`, by both clocks (the monotonic one stops while the machine sleeps). */
+function since(start: { mono: number; wall: number }): number {
+  return Math.max(performance.now() - start.mono, Date.now() - start.wall);
+}
+
+/** Writes `s` behind the fence described in the module comment; returns the snapshot id. */
+export async function commitSnapshot(t: FenceTarget, s: Snapshot): Promise<string> {
+  const bytes = encodeSnapshot(s);
+  for (let attempt = 1; ; attempt++) {
+    const start = { mono: performance.now(), wall: Date.now() };
+    try {
+      await protectBlobs(t, s.blobs);
+    } catch (e) {
+      // A marked pack vanished while we copied from it: look again (a prune may have rescued the blob).
+      if (attempt < ATTEMPTS && (e instanceof NotFoundError || e instanceof ShortReadError)) continue;
+      throw e;
+    }
+    const id = await saveAddressed(t.backend, 'snapshot', bytes);
+    const took = since(start);
+    if (took <= commitWindowMs()) return id;
+    try {
+      await t.backend.remove(handleOf('snapshot', id));
+    } catch (e) {
+      if (e instanceof AppendOnlyError) return id; // nothing is ever deleted from this repository
+      throw e;
+    }
+    if (attempt >= ATTEMPTS) {
+      throw new Error(`writing the snapshot took ${formatDurationMs(took)}, longer than the commit window of ${formatDurationMs(commitWindowMs())} `
+        + `(${ATTEMPTS} times); it was removed again so that it cannot reference data a concurrent prune deleted; run the backup again`);
+    }
+  }
+}
+
+/**
+ * Makes sure every blob in `ids` is in a present, unmarked pack, copying the
+ * ones that are only in marked packs. Throws `BlobsLostError` for blobs that
+ * are nowhere.
+ */
+export async function protectBlobs(t: FenceTarget, ids: readonly string[]): Promise<void> {
+  const condemned = condemnedPacks((await loadMarkers(t.backend)).values());
+  const present = await listObjects(t.backend, 'data');
+  const usable = (pack: string): boolean => present.has(pack) && !condemned.has(pack);
+  const unsafe: string[] = [];
+  for (const id of ids) {
+    const loc = t.index.lookup(id);
+    if (loc === undefined || !usable(loc.pack)) unsafe.push(id);
+  }
+  if (unsafe.length === 0) return;
+
+  // Look wider: index files written since ours was loaded, and the markers' own lists.
+  const others = await freshLocations(t.backend, new Set(unsafe));
+  for (const p of condemned.values()) for (const b of p.blobs) if (others.has(b.id)) others.get(b.id)!.push({ ...b, pack: p.pack });
+  const copies: BlobLocation[] = [];
+  const lost: string[] = [];
+  for (const id of unsafe) {
+    const candidates = [t.index.lookup(id), ...(others.get(id) ?? [])].filter((l): l is BlobLocation => l !== undefined);
+    const live = candidates.find((l) => usable(l.pack));
+    if (live) continue;
+    const marked = candidates.find((l) => present.has(l.pack));
+    if (marked) copies.push(marked);
+    else lost.push(id);
+  }
+  if (lost.length > 0) throw new BlobsLostError(lost);
+  await copyBlobs(t, copies, present);
+}
+
+/** Every location the current index files give for `wanted` blobs. Damaged index files are skipped. */
+async function freshLocations(backend: Backend, wanted: ReadonlySet<string>): Promise<Map<string, BlobLocation[]>> {
+  const out = new Map<string, BlobLocation[]>([...wanted].map((id) => [id, []]));
+  await loadEvery(backend, 'index', async (name) => {
+    let packs: readonly IndexedPack[];
+    try {
+      packs = decodeIndex(await loadChecked(backend, handleOf('index', name), `index ${name}`), `index ${name}`).packs;
+    } catch (e) {
+      if (e instanceof NotFoundError) throw e; // removed meanwhile: loadEvery lists again
+      return undefined; // damaged: check reports it
+    }
+    for (const p of packs) for (const b of p.blobs) out.get(b.id)?.push({ ...b, pack: p.pack });
+    return undefined;
+  });
+  return out;
+}
+
+/** Copies sealed blobs into new packs, then writes one index file for them and adds them to the writer's index. */
+async function copyBlobs(t: FenceTarget, blobs: readonly BlobLocation[], present: ReadonlyMap<string, number>): Promise<void> {
+  if (blobs.length === 0) return;
+  const copier = new PackCopier(t.backend, t.packSize, (name) => present.has(name));
+  for (const b of blobs) await copier.add(b, await t.backend.load(handleOf('data', b.pack), b.offset, b.length));
+  const written = await copier.finish();
+  await saveAddressed(t.backend, 'index', encodeIndex({ packs: written, supersedes: [] }));
+  for (const p of written) t.index.addPack(p);
+}

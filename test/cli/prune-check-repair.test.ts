@@ -1,0 +1,236 @@
+/**
+ * prune, check and repair through the real CLI:
+ *  - without the password, and without even the key files in place: prune
+ *    collects garbage and check verifies, then everything restores;
+ *  - a flipped byte and a truncated pack: check --read-data names the
+ *    snapshot and the files; the undamaged files restore; repair snapshots
+ *    --mark-damaged keeps the rest and restore refuses the damaged file;
+ *  - repair index after every index file is deleted: everything restores.
+ */
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Sandbox, snapshotsOf } from '../helpers/cli.js';
+import { bytes } from '../jobs/gc-fixture.js';
+import { GC_ENV, GRACE, GRACE_MS, assertRestores, assertSameTree, initSmall, json, sleep, snapshotId } from './gc-cli.js';
+import type { CheckReport } from '../../src/jobs/check/checker.js';
+import type { PruneReport } from '../../src/jobs/prune/pruner.js';
+
+const KEYLESS = { ...GC_ENV, HOLDFAST_PASSWORD: undefined };
+
+/** Every pack file, with its size. */
+async function packFiles(repo: string): Promise<{ path: string; name: string; size: number }[]> {
+  const out: { path: string; name: string; size: number }[] = [];
+  for (const sub of await fs.readdir(join(repo, 'data'))) {
+    for (const name of await fs.readdir(join(repo, 'data', sub))) {
+      if (name.startsWith('.')) continue;
+      const path = join(repo, 'data', sub, name);
+      out.push({ path, name, size: (await fs.stat(path)).size });
+    }
+  }
+  return out;
+}
+
+describe('prune and check without the password', () => {
+  let s: Sandbox;
+  before(async () => {
+    s = await Sandbox.create('holdfast-keyless-');
+    await initSmall(s);
+  });
+  after(async () => s.remove());
+
+  it('prune and check run with no password and no key file; the data then restores', { timeout: 120_000 }, async () => {
+    const a = s.path('a');
+    const b = s.path('b');
+    await fs.mkdir(a);
+    await fs.mkdir(b);
+    await fs.writeFile(join(a, 'gone.bin'), bytes('gone', 400_000));
+    await fs.writeFile(join(b, 'kept.bin'), bytes('kept', 300_000));
+    await fs.writeFile(join(b, 'note.txt'), 'kept\n');
+    const sa = snapshotId(await s.ok(['--json', 'backup', a], { env: GC_ENV }));
+    const sb = snapshotId(await s.ok(['--json', 'backup', b], { env: GC_ENV }));
+    await s.ok(['forget', sa], { env: KEYLESS });
+    // The server's view: no password, and the key files are not even there.
+    await fs.rename(join(s.repo, 'keys'), s.path('keys-away'));
+    try {
+      const first = json<PruneReport>(await s.ok(['--json', 'prune', '--grace', GRACE], { env: KEYLESS }));
+      assert.ok(first.mark.unusedPacks > 0);
+      const dry = json<PruneReport>(await s.ok(['--json', 'prune', '--grace', GRACE, '--dry-run'], { env: KEYLESS }));
+      assert.equal(dry.dryRun, true);
+      await sleep(GRACE_MS + 100);
+      const second = json<PruneReport>(await s.ok(['--json', 'prune', '--grace', GRACE], { env: KEYLESS }));
+      assert.ok(second.sweep.packsDeleted >= first.mark.unusedPacks);
+      const check = await s.ok(['check', '--read-data'], { env: KEYLESS });
+      assert.match(check.stdout, /no password given/);
+      assert.match(check.stdout, /no errors were found/);
+      // Without the key, --mark-damaged is refused rather than guessed at.
+      const mark = await s.run(['repair', 'snapshots', '--mark-damaged'], { env: KEYLESS });
+      assert.equal(mark.code, 2);
+    } finally {
+      await fs.rename(s.path('keys-away'), join(s.repo, 'keys'));
+    }
+    await assertRestores(s, sb, b);
+    await s.ok(['check', '--read-data'], { env: GC_ENV });
+  });
+
+  it('refuses a grace period below the minimum', async () => {
+    const r = await s.run(['prune', '--grace', '1s'], { env: KEYLESS });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /shorter than the minimum/);
+  });
+});
+
+describe('damaged packs through the CLI', () => {
+  let s: Sandbox;
+  let snap: string;
+  let src: string;
+  let other: string;
+  let otherSrc: string;
+  before(async () => {
+    s = await Sandbox.create('holdfast-damage-');
+    await initSmall(s);
+    src = s.path('src');
+    await fs.mkdir(join(src, 'docs'), { recursive: true });
+    await fs.writeFile(join(src, 'victim.bin'), bytes('victim', 200_000));
+    await fs.writeFile(join(src, 'docs', 'a.txt'), 'alpha\n'.repeat(100));
+    await fs.writeFile(join(src, 'docs', 'b.txt'), 'beta\n'.repeat(100));
+    snap = snapshotId(await s.ok(['--json', 'backup', src], { env: GC_ENV }));
+    otherSrc = s.path('other');
+    await fs.mkdir(otherSrc);
+    await fs.writeFile(join(otherSrc, 'o.bin'), bytes('other', 100_000));
+    other = snapshotId(await s.ok(['--json', 'backup', otherSrc], { env: GC_ENV }));
+  });
+  after(async () => s.remove());
+
+  /** The pack holding the start of victim.bin: the first data pack the first backup wrote (the largest, oldest). */
+  async function victimPack(): Promise<{ path: string; name: string; size: number }> {
+    const before = new Set((await packFiles(s.repo)).map((p) => p.name));
+    // Find it by elimination: the pack whose removal makes only victim.bin unreadable.
+    for (const p of await packFiles(s.repo)) {
+      await fs.rename(p.path, `${p.path}.away`);
+      const r = await s.run(['--json', 'check'], { env: GC_ENV });
+      await fs.rename(`${p.path}.away`, p.path);
+      const rep = json<CheckReport>(r);
+      if (rep.damaged.length === 1 && rep.damaged[0]!.id === snap && JSON.stringify(rep.damaged[0]!.files) === JSON.stringify([`${src}/victim.bin`]) && !rep.damaged[0]!.dirs?.length) return p;
+    }
+    throw new Error(`no pack holds victim.bin alone among ${before.size}`);
+  }
+
+  it('a flipped byte: check --read-data names the snapshot and file, the rest restores, repair marks it', { timeout: 120_000 }, async () => {
+    const pack = await victimPack();
+    const buf = await fs.readFile(pack.path);
+    buf[100]! ^= 0x01;
+    await fs.writeFile(pack.path, buf);
+
+    const r = await s.run(['--json', 'check', '--read-data'], { env: GC_ENV });
+    assert.equal(r.code, 1);
+    const rep = json<CheckReport>(r);
+    assert.equal(rep.damaged.length, 1);
+    assert.equal(rep.damaged[0]!.id, snap);
+    assert.deepEqual(rep.damaged[0]!.files, [`${src}/victim.bin`]);
+    const text = await s.run(['check', '--read-data'], { env: GC_ENV });
+    assert.match(text.stdout, new RegExp(`snapshot ${snap.slice(0, 8)} of ${src}`));
+    assert.match(text.stdout, new RegExp(`file ${src}/victim.bin`));
+    const keyless = json<CheckReport>(await s.run(['--json', 'check', '--read-data'], { env: KEYLESS }));
+    assert.equal(keyless.damaged[0]!.id, snap, 'without the key the snapshot is still named');
+    assert.equal(keyless.damaged[0]!.certain, false);
+
+    // Restore: the damaged file is reported; everything else is byte for byte.
+    const target = s.path('t1');
+    const res = await s.run(['restore', snap, '--target', target], { env: GC_ENV });
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /victim\.bin/);
+    assertSameTree(join(src, 'docs'), join(target, src, 'docs'));
+    await assertRestores(s, other, otherSrc);
+
+    // repair snapshots --mark-damaged: the snapshot is kept without the lost data.
+    const repair = await s.ok(['repair', 'snapshots', '--mark-damaged', '--read-data'], { env: GC_ENV });
+    assert.match(repair.stdout, new RegExp(`file ${src}/victim.bin`));
+    const [repaired] = (await snapshotsOf(s)).filter((x) => x.id !== other);
+    assert.notEqual(repaired!.id, snap);
+    assert.equal(repaired!.incomplete, true);
+    const t2 = s.path('t2');
+    const res2 = await s.run(['restore', repaired!.id, '--target', t2], { env: GC_ENV });
+    assert.equal(res2.code, 1, 'a restore with a damaged file is not a success');
+    assert.match(res2.stderr, /victim\.bin: .*marked damaged/);
+    await assert.rejects(fs.stat(join(t2, src, 'victim.bin')), 'the damaged file is not written (no zero-fill)');
+    assertSameTree(join(src, 'docs'), join(t2, src, 'docs'));
+    const dump = await s.run(['dump', repaired!.id, `${src}/victim.bin`], { env: GC_ENV });
+    assert.equal(dump.code, 1);
+    // The repository is consistent again; the damaged pack goes with a prune after the grace period.
+    await s.ok(['check', '--read-data'], { env: GC_ENV });
+    await sleep(GRACE_MS + 100);
+    await s.ok(['prune', '--grace', GRACE], { env: GC_ENV });
+    await assert.rejects(fs.stat(pack.path), 'the damaged pack was removed');
+    await s.ok(['check', '--read-data'], { env: GC_ENV });
+    // A new backup of the same tree reads victim.bin again rather than reusing the marked node.
+    const again = snapshotId(await s.ok(['--json', 'backup', src], { env: GC_ENV }));
+    await assertRestores(s, again, src);
+  });
+
+  it('a truncated pack: check names the file; repair index keeps the blobs before the cut; --forget-damaged removes the snapshot', { timeout: 120_000 }, async () => {
+    const victim = s.path('victim2');
+    await fs.mkdir(victim);
+    await fs.writeFile(join(victim, 'big.bin'), bytes('victim2', 300_000));
+    await fs.writeFile(join(victim, 'small.txt'), 'small\n');
+    const snap2 = snapshotId(await s.ok(['--json', 'backup', victim], { env: GC_ENV }));
+    const fresh = (await packFiles(s.repo)).sort((x, y) => y.size - x.size);
+    // Truncate each candidate in turn until one damages big.bin alone.
+    let hit: { path: string } | undefined;
+    for (const p of fresh) {
+      const orig = await fs.readFile(p.path);
+      await fs.truncate(p.path, Math.floor(p.size / 2));
+      const rep = json<CheckReport>(await s.run(['--json', 'check', '--read-data'], { env: GC_ENV }));
+      const d = rep.damaged.find((x) => x.id === snap2);
+      if (rep.damaged.length === 1 && d && JSON.stringify(d.files) === JSON.stringify([`${victim}/big.bin`])) {
+        hit = p;
+        break;
+      }
+      await fs.writeFile(p.path, orig);
+    }
+    assert.ok(hit, 'a pack of big.bin alone was found');
+    const structure = await s.run(['check'], { env: GC_ENV });
+    assert.equal(structure.code, 1, 'a truncated pack is seen without reading data');
+    // The undamaged file of the same snapshot restores.
+    const target = s.path('t3');
+    const res = await s.run(['restore', snap2, '--target', target], { env: GC_ENV });
+    assert.equal(res.code, 1);
+    assert.equal(await fs.readFile(join(target, victim, 'small.txt'), 'utf8'), 'small\n');
+    // repair index: the header is gone, the blobs before the cut stay indexed.
+    const ri = json<{ unreadable: { salvaged: number }[] }>(await s.run(['--json', 'repair', 'index'], { env: KEYLESS }));
+    assert.equal(ri.unreadable.length, 1);
+    // --forget-damaged (keyless) removes the snapshot; the others still restore.
+    await s.ok(['repair', 'snapshots', '--forget-damaged'], { env: KEYLESS });
+    assert.ok(!(await snapshotsOf(s)).some((x) => x.id === snap2));
+    await assertRestores(s, other, otherSrc);
+    // Nothing references the damaged pack now: prune collects it, and check passes again.
+    await s.ok(['prune', '--grace', GRACE], { env: KEYLESS });
+    await sleep(GRACE_MS + 100);
+    await s.ok(['prune', '--grace', GRACE], { env: KEYLESS });
+    await assert.rejects(fs.stat(hit.path));
+    await s.ok(['check', '--read-data'], { env: GC_ENV });
+  });
+
+  it('repair index after every index file is deleted: everything restores', { timeout: 120_000 }, async () => {
+    for (const f of await fs.readdir(join(s.repo, 'index'))) await fs.rm(join(s.repo, 'index', f));
+    const broken = await s.run(['restore', other, '--target', s.path('t4')], { env: GC_ENV });
+    assert.notEqual(broken.code, 0);
+    await s.ok(['repair', 'index'], { env: KEYLESS });
+    await assertRestores(s, other, otherSrc);
+    for (const x of await snapshotsOf(s)) {
+      if (x.id === other) continue;
+      const target = s.path(`t5-${x.id.slice(0, 6)}`);
+      if (!x.incomplete) {
+        await assertRestores(s, x.id, src);
+        continue;
+      }
+      // The snapshot repaired above: everything but the file marked damaged.
+      const r = await s.run(['restore', x.id, '--target', target], { env: GC_ENV });
+      assert.equal(r.code, 1);
+      assert.deepEqual(r.stderr.split('\n').filter((l) => l.startsWith('warning:')).length, 1);
+      assertSameTree(join(src, 'docs'), join(target, src, 'docs'));
+    }
+    await s.ok(['check', '--read-data'], { env: GC_ENV });
+  });
+});
