@@ -9,11 +9,14 @@ import { findNode, walkTree } from '../jobs/tree-walk.js';
 import { globals, openRepo, warn } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+import { isImageSnapshot, openImageFiles } from '../jobs/image-files/open-image-files.js';
+import { dumpImage } from '../jobs/image-files/image-dump.js';
 
 const ZERO_RUN = Buffer.alloc(1 << 20);
 
 /** Yields a file's bytes, holes as zeros. */
 async function* fileBytes(repo: Repository, node: TreeNode): AsyncGenerator<Buffer> {
+  if (node.damaged) throw new ExitError(`${node.name.toString()}: its content was lost in the repository (marked damaged by "repair snapshots"); not dumped`, EXIT.failed);
   for (const c of node.content ?? []) {
     if (typeof c === 'number') {
       for (let left = c; left > 0; left -= ZERO_RUN.length) yield ZERO_RUN.subarray(0, Math.min(left, ZERO_RUN.length));
@@ -81,7 +84,11 @@ export function register(program: Command): void {
     .action(async (snap: string, path: string, f: SnapshotFilter, cmd: Command) => {
       const g = globals(cmd);
       const repo = await openRepo(g);
-      const { snapshot } = await findSnapshot(repo, snap, f);
+      const { id, snapshot } = await findSnapshot(repo, snap, f);
+      if (isImageSnapshot(snapshot)) {
+        // Files inside a disk image: read from the image's filesystems (src/jobs/image-files).
+        return dumpImage(await openImageFiles(repo, snapshot, id, warn), path, { out: process.stdout, warn });
+      }
       const clean = `/${path.split('/').filter((p) => p !== '').join('/')}`;
       const node = clean === '/' ? undefined : await findNode(repo, snapshot.tree, clean);
       if (node === undefined) return dumpTar(repo, snapshot.tree, '/');

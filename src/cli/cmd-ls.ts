@@ -4,6 +4,8 @@ import { walkTree } from '../jobs/tree-walk.js';
 import type { TreeNode } from '../repo/tree.js';
 import { globals, openRepo, warn } from './context.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+import { isImageSnapshot, openImageFiles } from '../jobs/image-files/open-image-files.js';
+import { listImage } from '../jobs/image-files/image-ls.js';
 
 const TYPE_CHAR: Record<TreeNode['type'], string> = { file: '-', dir: 'd', symlink: 'l', fifo: 'p', chardev: 'c', blockdev: 'b', socket: 's' };
 
@@ -33,7 +35,12 @@ export function register(program: Command): void {
     .action(async (snap: string, path: string, flags: SnapshotFilter & { long?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const repo = await openRepo(g);
-      const { snapshot } = await findSnapshot(repo, snap, flags);
+      const { id, snapshot } = await findSnapshot(repo, snap, flags);
+      if (isImageSnapshot(snapshot)) {
+        // Files inside a disk image: read from the image's filesystems (src/jobs/image-files).
+        const volume = await openImageFiles(repo, snapshot, id, warn);
+        return listImage(volume, path, { format: g.json ? 'json' : flags.long ? 'long' : 'plain', write: (t) => process.stdout.write(t), warn });
+      }
       const prefix = `/${path.split('/').filter((p) => p !== '').join('/')}`;
       const out: string[] = [];
       const flush = (): void => {

@@ -87,8 +87,9 @@ export class ImageRestorer {
         },
         onError: (path, err) => {
           // A partition without files we can read (swap, xfs, a BIOS boot
-          // partition) fails the restore only when it was asked for by name.
-          const named = this.includes.some((i) => i === path || i.startsWith(`${path}/`));
+          // partition) fails the restore only when it was asked for by name;
+          // an image whose only filesystem cannot be read always does.
+          const named = path === '/' || this.includes.some((i) => i === path || i.startsWith(`${path}/`));
           if (err instanceof FilesystemNotSupportedError && !named) this.opts.onWarning?.(path, `not restored: ${err.message}`);
           else this.fail(path, err.message);
         },
