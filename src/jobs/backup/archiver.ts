@@ -417,9 +417,10 @@ export class Archiver {
       this.report(path);
       return this.node(name, { ...st, size }, { content });
     };
-    if (st.size > SMALL_FILE) return this.track(this.largeFile(path, sys, st, complete));
+    // Large files are read here, one at a time: the walk waits (back-pressure).
+    if (st.size > SMALL_FILE) return settled(await this.largeFile(path, sys, st, complete));
     const known = wasFile ? prev.content?.filter((c): c is string => typeof c === 'string' && this.repo.hasBlob(c)) : undefined;
-    return this.track(this.enqueue({
+    return this.enqueue({
       path: typeof sys === 'string' ? Buffer.from(sys) : sys, size: st.size, mtime: st.mtime, ctime: st.ctime,
       ...(known?.length ? { known } : {}),
     }, async (r) => {
@@ -430,11 +431,15 @@ export class Archiver {
       for (const b of r.blobs ?? []) await this.repo.addPrepared(wireToPrepared(b));
       for (const c of r.content!) if (typeof c === 'string') this.blobs.add(c);
       return complete(r.content!, r.size!, r.changed === true);
-    }));
+    });
   }
 
-  /** Adds a small file to the batch; resolves with its node once a worker has done it. */
-  private async enqueue(job: FileJob, finish: (r: FileResult) => Promise<TreeNode | undefined>): Promise<TreeNode | undefined> {
+  /**
+   * Adds a small file to the batch, sending a full batch (which waits while
+   * the pool holds enough work: the walk's back-pressure). The returned
+   * entry's node arrives once a worker has done the file.
+   */
+  private async enqueue(job: FileJob, finish: (r: FileResult) => Promise<TreeNode | undefined>): Promise<Pending> {
     let resolve!: (n: TreeNode | undefined) => void;
     let reject!: (e: unknown) => void;
     const done = new Promise<TreeNode | undefined>((res, rej) => {
@@ -450,8 +455,9 @@ export class Archiver {
         reject(e);
       }
     });
+    const pending = this.track(done);
     if (this.batch.jobs.length >= BATCH_FILES || this.batch.bytes >= BATCH_BYTES) await this.sendBatch();
-    return done;
+    return pending;
   }
 
   /** Sends the current batch to a worker, waiting while the pool is full. */
