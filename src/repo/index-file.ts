@@ -106,7 +106,10 @@ export class MasterIndex {
   addPack(p: IndexedPack): void {
     this.packSet.add(p.pack);
     for (const b of p.blobs) {
-      if (!this.blobs.has(b.id)) this.blobs.set(b.id, { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength, pack: p.pack });
+      if (this.blobs.has(b.id)) continue;
+      const loc = (b as Partial<BlobLocation>).pack === p.pack ? (b as BlobLocation)
+        : { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength, pack: p.pack };
+      this.blobs.set(b.id, loc);
     }
   }
 

@@ -22,7 +22,7 @@ import { decodeConfig, encodeConfig, newConfig, type RepoConfig } from './config
 import { decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile } from './key-file.js';
 import { BlobType, PACK_TRAILER_BYTES, PackWriter, parsePackHeader, parsePackTrailer, type PackedBlob } from './pack.js';
 import { blobIdHex, openBlob, prepareBlob, type PreparedBlob } from './blob-codec.js';
-import { MasterIndex, decodeIndex, encodeIndex, type IndexedPack } from './index-file.js';
+import { MasterIndex, decodeIndex, encodeIndex, type BlobLocation, type IndexedPack } from './index-file.js';
 import { decodeSnapshot, type Snapshot } from './snapshot.js';
 import { condemnedPacks, loadMarkers } from './deletion-marker.js';
 import { commitSnapshot } from './snapshot-fence.js';
@@ -33,7 +33,7 @@ import { BlobNotFoundError, CorruptObjectError, NotARepositoryError, Unsupported
 /** Default pack size: 16 MiB (see docs/decisions.md). */
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
 const MAX_UPLOADS = 2;
-const INDEX_EVERY_PACKS = 64;
+const INDEX_EVERY_PACKS = 16;
 const PACK_CACHE_ENTRIES = 8;
 
 export interface InitOptions {
@@ -287,7 +287,8 @@ export class Repository {
     while (this.uploads.size >= MAX_UPLOADS) await Promise.race(this.uploads);
     const upload = (async () => {
       const name = await saveAddressed(this.backend, 'data', bytes);
-      const p = { pack: name, blobs };
+      // Locations built once serve both the index and the next index file.
+      const p = { pack: name, blobs: blobs.map((b): BlobLocation => ({ ...b, pack: name })) };
       this.index.addPack(p);
       for (const b of blobs) this.pending.delete(b.id);
       this.unindexed.push(p);

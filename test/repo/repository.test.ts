@@ -251,14 +251,14 @@ describe('Repository: saving and loading blobs', () => {
     assert.ok(fullPacks >= packs.length - 1, 'only the last pack may be short');
   });
 
-  it('writes an index every 64 packs as well as at flush, and all of them load', async () => {
+  it('writes an index every 16 packs as well as at flush, and all of them load', async () => {
     const { backend, repo } = await memoryRepo({ packSize: SMALL_PACK });
     const ids: string[] = [];
     // one blob of packSize bytes fills a pack: 70 packs
     for (let i = 0; i < 70; i++) ids.push((await repo.saveBlob(BlobType.Data, randomBytes(SMALL_PACK))).id);
     await repo.flush();
     assert.equal((await listAll(backend, 'data')).length, 70);
-    assert.equal((await listAll(backend, 'index')).length, 2);
+    assert.equal((await listAll(backend, 'index')).length, 5);
     const fresh = await Repository.open(backend, TEST_PASSWORD);
     await fresh.loadIndex();
     assert.equal(fresh.index.packs.size, 70);
