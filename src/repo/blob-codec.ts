@@ -3,6 +3,7 @@
  * (keyed id, compression, AES-256-GCM). Pure functions of their inputs, so
  * they run the same on the main thread and in worker threads.
  */
+import { createHmac } from 'node:crypto';
 import { AuthenticationError, blobId, open, seal } from '../core/crypto.js';
 import { decompress, type BlobCompressor } from '../core/compress.js';
 import { idHex } from '../core/ids.js';
@@ -28,15 +29,17 @@ const typeKeys = new WeakMap<Buffer, Map<BlobType, Buffer>>();
 
 /**
  * The id key for a blob type. Data blobs use the id key itself; other types
- * use HMAC(idKey, "holdfast/blob-type/" || type), so that a file whose bytes
- * equal a tree's can never share the tree's id.
+ * use the first 32 bytes of HMAC-SHA512(idKey, "holdfast/blob-type/" || type),
+ * so that a file whose bytes equal a tree's can never share the tree's id.
+ * SHA-512, not the SHA-256 of data ids: a file whose content is the label
+ * must not have the derived key as its (plain, listed) id.
  */
 function idKeyFor(keys: BlobKeys, type: BlobType): Buffer {
   if (type === BlobType.Data) return keys.id;
   let m = typeKeys.get(keys.id);
   if (!m) typeKeys.set(keys.id, (m = new Map()));
   let k = m.get(type);
-  if (!k) m.set(type, (k = blobId(keys.id, Buffer.from(`holdfast/blob-type/${type}`))));
+  if (!k) m.set(type, (k = createHmac('sha512', keys.id).update(`holdfast/blob-type/${type}`).digest().subarray(0, 32)));
   return k;
 }
 
