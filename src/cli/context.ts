@@ -4,6 +4,8 @@
 import type { Command } from 'commander';
 import { openBackend } from '../storage/open-backend.js';
 import { Repository } from '../repo/repository.js';
+import { KeylessRepository, withRepositoryMode, type ModeOptions } from '../repo/keyless-repository.js';
+import { isAppendOnly } from '../storage/append-only-backend.js';
 import type { Backend } from '../storage/backend.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword } from './password.js';
@@ -34,11 +36,38 @@ export function backendFor(g: GlobalOptions): Backend {
 
 /** Opens the repository with the password and loads the index. */
 export async function openRepo(g: GlobalOptions, opts: { index?: boolean } = {}): Promise<Repository> {
-  const backend = backendFor(g);
+  const { backend } = await withRepositoryMode(backendFor(g), modeOptions());
   const password = await getPassword(g);
   const repo = await Repository.open(backend, password);
   if (opts.index !== false) await repo.loadIndex();
   return repo;
+}
+
+const envFlag = (name: string): boolean => {
+  const v = process.env[name];
+  return v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
+};
+
+/**
+ * The append-only mode of this client: HOLDFAST_APPEND_ONLY=1 restricts it
+ * whatever the repository says; HOLDFAST_STORAGE_OWNER=1 marks the operator
+ * who applies retention, to whom the repository's own flag does not apply.
+ */
+export function modeOptions(): ModeOptions {
+  return { appendOnly: envFlag('HOLDFAST_APPEND_ONLY'), storageOwner: envFlag('HOLDFAST_STORAGE_OWNER') };
+}
+
+/** Opens the repository without a password: config, snapshots and locks only (forget, unlock). */
+export async function openKeyless(g: GlobalOptions): Promise<KeylessRepository> {
+  return KeylessRepository.open(backendFor(g), modeOptions());
+}
+
+/** Refuses, with exit code 13, a command that would remove data through an append-only client. */
+export function refuseIfAppendOnly(backend: Backend, what: string): void {
+  if (isAppendOnly(backend)) {
+    throw new ExitError(`the repository is append-only: ${what} would remove data, and append-only clients cannot remove anything. `
+      + 'Retention is applied by the storage owner (HOLDFAST_STORAGE_OWNER=1, with storage credentials that may delete); see docs/format.md, "Append-only repositories"', EXIT.appendOnly);
+  }
 }
 
 /** Prints a line to stdout unless --quiet. */

@@ -16,6 +16,15 @@ import * as ls from './cmd-ls.js';
 import * as restore from './cmd-restore.js';
 import * as snapshots from './cmd-snapshots.js';
 import * as stats from './cmd-stats.js';
+import * as forget from './cmd-forget.js';
+import * as unlock from './cmd-unlock.js';
+import * as restoreImage from './cmd-restore-image.js';
+import * as serveNbd from './cmd-serve-nbd.js';
+import * as prune from './cmd-prune.js';
+import * as check from './cmd-check.js';
+import * as repair from './cmd-repair.js';
+import { LockedError, LockLostError } from '../repo/lock.js';
+import { AppendOnlyError } from '../storage/append-only-backend.js';
 
 const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
@@ -23,6 +32,8 @@ function exitCodeOf(e: unknown): number {
   if (e instanceof ExitError) return e.code;
   if (e instanceof WrongPasswordError) return EXIT.wrongPassword;
   if (e instanceof NotARepositoryError) return EXIT.noRepository;
+  if (e instanceof LockedError || e instanceof LockLostError) return EXIT.locked;
+  if (e instanceof AppendOnlyError) return EXIT.appendOnly;
   return EXIT.failed;
 }
 
@@ -37,14 +48,15 @@ async function main(argv: string[]): Promise<number> {
     .option('--json', 'machine-readable output')
     .exitOverride()
     .showSuggestionAfterError();
-  for (const m of [init, backup, snapshots, ls, diff, stats, restore, dump, key]) m.register(program);
+  for (const m of [init, backup, snapshots, ls, diff, stats, restore, dump, key, forget, unlock, serveNbd, restoreImage, prune, check, repair]) m.register(program);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
     const known = e instanceof ExitError || e instanceof WrongPasswordError || e instanceof NotARepositoryError
-      || e instanceof CorruptObjectError || e instanceof UnsupportedVersionError;
+      || e instanceof CorruptObjectError || e instanceof UnsupportedVersionError
+      || e instanceof LockedError || e instanceof LockLostError || e instanceof AppendOnlyError;
     const msg = e instanceof Error ? e.message : String(e);
     process.stderr.write(`holdfast: ${msg}\n`);
     if (!known && process.env['HOLDFAST_DEBUG'] && e instanceof Error) process.stderr.write(`${e.stack}\n`);

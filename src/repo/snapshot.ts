@@ -12,6 +12,7 @@
 import { ID_BYTES, idHex, isIdHex } from '../core/ids.js';
 import { ByteReader, asRecord, parseJson } from './binary.js';
 import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
+import { decodeImageInfo, type ImageInfo } from './image-info.js';
 
 export const SNAPSHOT_VERSION = 1;
 const MAGIC = 'HFSN';
@@ -53,6 +54,11 @@ export interface Snapshot {
   /** True when some files could not be read (or a stdin producer failed). */
   readonly incomplete?: boolean;
   readonly summary: SnapshotSummary;
+  /**
+   * Present on image snapshots (block-level backups): size, block size,
+   * block-map blob ids, layout. Their `tree` is an empty tree.
+   */
+  readonly image?: ImageInfo;
   /** Every blob id referenced, sorted. */
   readonly blobs: readonly string[];
 }
@@ -103,6 +109,7 @@ export function decodeSnapshot(bytes: Buffer, what: string): Snapshot {
   const parent = o['parent'];
   if (parent !== undefined && !isIdHex(parent)) throw new CorruptObjectError(what, 'bad parent id');
   const summary = asRecord(o['summary'], what) as unknown as SnapshotSummary;
+  const image = o['image'] === undefined ? undefined : decodeImageInfo(o['image'], what);
   return {
     time,
     hostname: str(o, 'hostname', what),
@@ -113,6 +120,7 @@ export function decodeSnapshot(bytes: Buffer, what: string): Snapshot {
     tree,
     ...(o['incomplete'] === true ? { incomplete: true } : {}),
     summary,
+    ...(image === undefined ? {} : { image }),
     blobs,
   };
 }

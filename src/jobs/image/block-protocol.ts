@@ -7,6 +7,9 @@
  *         cache) → per block: zero, same (fingerprint matched), or changed with
  *         its fingerprint and keyed id
  *   seal  slot + the changed blocks the repository does not have → sealed blobs
+ *   unpack  (restore) a range of a pack → each blob opened, then written with
+ *         pwrite at its image positions (fd ≥ 0: file descriptors are shared
+ *         by the threads of a process), or handed back (fd < 0: a stream)
  */
 import type { CompressionMode } from '../../core/compress.js';
 
@@ -66,4 +69,31 @@ export interface SealResult {
   readonly sealed: Uint8Array;
 }
 
-export type BlockTask = ScanTask | SealTask;
+export interface UnpackBlob {
+  readonly id: string;
+  readonly flags: number;
+  readonly rawLength: number;
+  /** Offset and length of the sealed blob within `data`. */
+  readonly offset: number;
+  readonly length: number;
+  /** Byte positions in the image where the plaintext goes. */
+  readonly positions: readonly number[];
+}
+
+export interface UnpackTask {
+  readonly kind: 'unpack';
+  readonly pack: string;
+  /** Transferred bytes of the pack range. */
+  readonly data: Uint8Array;
+  readonly blobs: readonly UnpackBlob[];
+  /** Target file descriptor; -1: return the plaintexts. */
+  readonly fd: number;
+}
+
+export interface UnpackResult {
+  readonly bytes: number;
+  /** With fd < 0: the plaintext of each blob, in task order (transferred). */
+  readonly plain?: Uint8Array[];
+}
+
+export type BlockTask = ScanTask | SealTask | UnpackTask;

@@ -4,16 +4,50 @@
  * `block-protocol.ts`). Keeps nothing between tasks but its keys and codec.
  */
 import { parentPort } from 'node:worker_threads';
+import { writeSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { AuthenticationError, open } from '../../core/crypto.js';
+import { CorruptObjectError } from '../../repo/errors.js';
+import { FLAG_COMPRESSED, blobAad } from '../../repo/pack.js';
 import { BlobCompressor } from '../../core/compress.js';
-import { blobIdHex, prepareBlob, type BlobKeys } from '../../repo/blob-codec.js';
+import { blobIdHex, openBlob, prepareBlob, type BlobKeys } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
 import { fingerprint, fingerprintKey, FP_BYTES } from './cbt-cache.js';
-import { BlockKind, type BlockInit, type BlockTask, type ScanResult, type ScanTask, type SealResult, type SealTask, type SealedBlock } from './block-protocol.js';
+import { BlockKind, type BlockInit, type BlockTask, type ScanResult, type ScanTask, type SealResult, type SealTask, type SealedBlock, type UnpackResult, type UnpackTask } from './block-protocol.js';
 
 let keys: BlobKeys;
 let fpKey: Buffer;
 let compressor: BlobCompressor;
 let zeros = Buffer.alloc(0);
+/** zstd's own context, to decompress into a reused buffer (no fresh pages per block). */
+const zstd = createRequire(import.meta.url)('zstd-napi/binding.js') as typeof import('zstd-napi/binding.js');
+let dctx: InstanceType<typeof zstd.DCtx> | undefined;
+let scratch = Buffer.alloc(0);
+
+/** Opens a data blob into the scratch buffer (valid until the next call). */
+function openInto(b: UnpackTask['blobs'][number], sealed: Uint8Array, what: string): Buffer {
+  let plain: Buffer;
+  try {
+    plain = open(keys.encryption, sealed, blobAad(BlobType.Data, b.flags, b.rawLength, b.id), what);
+  } catch (e) {
+    if (e instanceof AuthenticationError) throw new CorruptObjectError(what, 'authentication failed');
+    throw e;
+  }
+  if (!(b.flags & FLAG_COMPRESSED)) {
+    if (plain.length !== b.rawLength) throw new CorruptObjectError(what, 'length mismatch');
+    return plain;
+  }
+  dctx ??= new zstd.DCtx();
+  if (scratch.length < b.rawLength) scratch = Buffer.allocUnsafeSlow(b.rawLength);
+  let n: number;
+  try {
+    n = dctx.decompress(scratch.subarray(0, b.rawLength), plain);
+  } catch (e) {
+    throw new CorruptObjectError(what, `cannot decompress (${(e as Error).message})`);
+  }
+  if (n !== b.rawLength) throw new CorruptObjectError(what, `decompressed to ${n} bytes, expected ${b.rawLength}`);
+  return scratch.subarray(0, n);
+}
 
 const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
@@ -66,6 +100,30 @@ function seal(t: SealTask, transfer: ArrayBuffer[]): SealResult {
   return { blobs, sealed: out };
 }
 
+function unpack(t: UnpackTask, transfer: ArrayBuffer[]): UnpackResult {
+  const data = buf(t.data);
+  let bytes = 0;
+  const plain: Uint8Array[] = [];
+  for (const b of t.blobs) {
+    const what = `pack ${t.pack}, block ${b.id}`;
+    const sealed = data.subarray(b.offset, b.offset + b.length);
+    if (t.fd >= 0) {
+      const p = openInto(b, sealed, what);
+      for (const pos of b.positions) {
+        let done = 0;
+        while (done < p.length) done += writeSync(t.fd, p, done, p.length - done, pos + done);
+        bytes += p.length;
+      }
+      continue;
+    }
+    const p = openBlob(keys, { type: BlobType.Data, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, sealed, what);
+    const own = p.byteOffset === 0 && p.buffer.byteLength === p.length ? p : Buffer.from(p);
+    transfer.push(own.buffer as ArrayBuffer);
+    plain.push(own);
+  }
+  return t.fd < 0 ? { bytes, plain } : { bytes };
+}
+
 parentPort!.on('message', (msg: { init?: BlockInit; id?: number; task?: BlockTask }) => {
   if (msg.init) {
     keys = { encryption: buf(msg.init.encryption), id: buf(msg.init.id) };
@@ -76,7 +134,7 @@ parentPort!.on('message', (msg: { init?: BlockInit; id?: number; task?: BlockTas
   const task = msg.task!;
   const transfer: ArrayBuffer[] = [];
   try {
-    const result = task.kind === 'scan' ? scan(task) : seal(task, transfer);
+    const result = task.kind === 'scan' ? scan(task) : task.kind === 'seal' ? seal(task, transfer) : unpack(task, transfer);
     parentPort!.postMessage({ id: msg.id, result }, transfer);
   } catch (e) {
     parentPort!.postMessage({ id: msg.id, error: (e as Error).message ?? String(e) });

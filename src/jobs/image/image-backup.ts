@@ -35,8 +35,24 @@ import { BlockPool } from './block-pool.js';
 import { BlockKind, type ScanResult, type SealResult } from './block-protocol.js';
 import { openImageSnapshot, type ImageSnapshotReader } from './image-reader.js';
 
-/** Default block size (docs/decisions.md, "Image block size"). */
-export const DEFAULT_IMAGE_BLOCK = 1 << 20;
+/** Smallest default block size (docs/decisions.md, "Image backups"). */
+export const DEFAULT_IMAGE_BLOCK = 128 << 10;
+/** The default block size grows so that an image has at most this many blocks… */
+const AUTO_MAX_BLOCKS = 1 << 21;
+/** …up to this size. */
+const AUTO_MAX_BLOCK = 1 << 20;
+
+/**
+ * The block size used when none is given: 128 KiB, doubled until the image
+ * has at most 2^21 blocks (256 GiB), at most 1 MiB, so that the block map,
+ * the cache and the index stay bounded on large disks. A stream (size
+ * unknown) gets 128 KiB.
+ */
+export function defaultBlockSize(size: number | undefined): number {
+  let bs = DEFAULT_IMAGE_BLOCK;
+  while (size !== undefined && bs < AUTO_MAX_BLOCK && Math.ceil(size / bs) > AUTO_MAX_BLOCKS) bs *= 2;
+  return bs;
+}
 /** Blocks per map blob: 512 KiB of ids. */
 export const MAP_BLOCKS = 16384;
 const SLOT_TARGET = 8 << 20;
@@ -164,7 +180,7 @@ export class ImageBackup {
   private readonly inFlight = new Set<Promise<void>>();
 
   constructor(private readonly repo: Repository, private readonly opts: ImageBackupOptions) {
-    this.blockSize = opts.blockSize ?? DEFAULT_IMAGE_BLOCK;
+    this.blockSize = opts.blockSize ?? defaultBlockSize(opts.input.size);
   }
 
   private warn(message: string): void {
@@ -184,26 +200,26 @@ export class ImageBackup {
   async run(): Promise<ImageBackupResult> {
     const start = new Date();
     const { input } = this.opts;
-    if (this.opts.cacheFile && this.opts.readCache !== false) {
-      const { cache, why } = await CbtCache.load(this.opts.cacheFile, this.keyring, { ...this.cacheHeader(input.size ?? 0, ''), size: input.size ?? 0 });
-      this.cache = cache;
-      if (!cache && why && !why.startsWith('no changed-block cache')) this.warn(why);
-    }
-    const parentImage = this.opts.parent?.snapshot.image;
-    if (this.opts.parent && parentImage && parentImage.blockSize === this.blockSize) {
-      this.parentReader = openImageSnapshot(this.repo, this.opts.parent.snapshot, { what: `parent snapshot ${this.opts.parent.id}`, cacheBytes: 0 });
-    }
+    // Workers boot while the cache and the file systems are read.
+    this.pool = new BlockPool({ ...this.secrets(), compression: this.repo.compression }, this.opts.workers);
     const slotBytes = Math.max(this.blockSize, Math.floor(SLOT_TARGET / this.blockSize) * this.blockSize);
-    const workers = this.opts.workers;
-    this.pool = new BlockPool({ ...this.secrets(), compression: this.repo.compression }, workers);
-    const slots = this.pool.size * 2 + READS_IN_FLIGHT;
-    for (let i = 0; i < slots; i++) {
-      const sab = new SharedArrayBuffer(slotBytes);
-      this.freeSlots.push({ sab, buf: Buffer.from(sab) });
-    }
     let size: number;
     let analysis: LayoutAnalysis;
     try {
+      if (this.opts.cacheFile && this.opts.readCache !== false) {
+        const { cache, why } = await CbtCache.load(this.opts.cacheFile, this.keyring, { ...this.cacheHeader(input.size ?? 0, ''), size: input.size ?? 0 });
+        this.cache = cache;
+        if (!cache && why && !why.startsWith('no changed-block cache')) this.warn(why);
+      }
+      const parentImage = this.opts.parent?.snapshot.image;
+      if (this.opts.parent && parentImage && parentImage.blockSize === this.blockSize) {
+        this.parentReader = openImageSnapshot(this.repo, this.opts.parent.snapshot, { what: `parent snapshot ${this.opts.parent.id}`, cacheBytes: 0 });
+      }
+      const slots = this.pool.size * 2 + READS_IN_FLIGHT;
+      for (let i = 0; i < slots; i++) {
+        const sab = new SharedArrayBuffer(slotBytes);
+        this.freeSlots.push({ sab, buf: Buffer.from(sab) });
+      }
       if (input.random && input.readAt && input.size !== undefined) {
         size = input.size;
         analysis = await analyzeImage(input.random, { blockSize: this.blockSize, allBlocks: this.opts.allBlocks === true });

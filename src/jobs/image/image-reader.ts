@@ -123,6 +123,18 @@ export class ImageSnapshotReader implements RandomAccessSource {
     return p;
   }
 
+  /** Bytes of the stored (non-hole) blocks: what a sparse copy of the image takes. */
+  async storedBytes(): Promise<number> {
+    let total = 0;
+    for (let m = 0; m < this.info.maps.length; m++) {
+      const map = await this.map(m);
+      for (let i = 0; i * MAP_ENTRY_BYTES < map.length; i++) {
+        if (!map.subarray(i * MAP_ENTRY_BYTES, (i + 1) * MAP_ENTRY_BYTES).equals(ZERO_ID)) total += this.blockLength(m * this.info.mapBlocks + i);
+      }
+    }
+    return total;
+  }
+
   /** Id of block `b` as 64 hex, or null for a hole. */
   async blockId(b: number): Promise<string | null> {
     if (!Number.isInteger(b) || b < 0 || b >= this.blocks) throw new RangeError(`block ${b} is outside the image (${this.blocks} blocks)`);

@@ -9,18 +9,38 @@
  *                    zeros (a used disk is not zero); the rest of a larger
  *                    disk is left alone
  *            stream: every byte in order, holes as zeros
- *   blocks are loaded a few at a time ahead of the writer (parallel loads,
- *   bounded memory), written in order; fdatasync at the end
+ *   in batches of ~16 MiB, a few batches in flight: block ids → index → the
+ *   pack ranges holding them, each read once → a block worker opens each blob
+ *   and pwrites it at its positions (a stream gets the plaintext back and
+ *   writes batches in order); a device is fdatasync'ed at the end (the
+ *   machine is about to boot from it), an image file is left to the page
+ *   cache like any restored file
  *   --verify: read the target back; every stored block must have its keyed
  *   id again, every hole must read as zeros
  */
 import { constants, promises as fsp } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import type { Repository } from '../../repo/repository.js';
 import type { Snapshot } from '../../repo/snapshot.js';
 import { splitRdev } from '../../sources/posix.js';
 import { blockDeviceSize, devNo, mountsOf } from '../../sources/image/block-devices.js';
 import { openImageSnapshot, type ImageSnapshotReader } from './image-reader.js';
+import { BlockPool } from './block-pool.js';
+import type { UnpackBlob, UnpackResult } from './block-protocol.js';
+import { BlobType } from '../../repo/pack.js';
+import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
+import type { BlobLocation } from '../../repo/index-file.js';
+import { NotFoundError, ShortReadError } from '../../storage/backend.js';
+
+/** Raw bytes of blocks restored per batch. */
+const BATCH_BYTES = 16 << 20;
+/** Batches whose loads and unpacking overlap. */
+const BATCHES_IN_FLIGHT = 3;
+/** Stored blobs of a pack closer than this are read together. */
+const RANGE_GAP = 256 << 10;
+/** Largest pack range read at once. */
+const RANGE_MAX = 16 << 20;
 
 /** The target cannot take the image (too small, mounted, not writable as such). */
 export class RestoreTargetError extends Error {
@@ -36,8 +56,8 @@ export interface ImageRestoreOptions {
   readonly verify?: boolean;
   /** Where `-` writes (default process.stdout). */
   readonly stdout?: Writable;
-  /** Blocks loaded ahead of the writer (default 8). */
-  readonly readAhead?: number;
+  /** Worker threads (default: one per core). */
+  readonly workers?: number;
   readonly signal?: AbortSignal;
   readonly onProgress?: (p: ImageRestoreProgress) => void;
   readonly onWarning?: (message: string) => void;
@@ -63,6 +83,9 @@ export interface ImageRestoreResult {
 
 interface Sink {
   readonly kind: ImageRestoreResult['kind'];
+  /** File descriptor that block workers write to with pwrite; absent for streams. */
+  readonly fd?: number;
+
   readonly targetSize?: number;
   /** Writes bytes at a position (in order for streams). */
   write(buf: Buffer, position: number): Promise<void>;
@@ -120,7 +143,7 @@ function streamSink(out: Writable, blockSize: number): Sink {
   };
 }
 
-async function openTarget(target: string, size: number, blockSize: number, out: Writable): Promise<Sink> {
+async function openTarget(target: string, size: number, blockSize: number, out: Writable, dataBytes: () => Promise<number>): Promise<Sink> {
   if (target === '-') return streamSink(out, blockSize);
   let st;
   try {
@@ -141,6 +164,7 @@ async function openTarget(target: string, size: number, blockSize: number, out: 
     const zeros = Buffer.alloc(blockSize);
     return {
       kind: 'blockdev',
+      fd: fh.fd,
       targetSize: devSize,
       write: (buf, position) => writeFully(fh, buf, position),
       hole: async (length, position) => writeFully(fh, length === zeros.length ? zeros : Buffer.alloc(length), position),
@@ -153,15 +177,19 @@ async function openTarget(target: string, size: number, blockSize: number, out: 
     const sink = streamSink(fh.createWriteStream(), blockSize);
     return { ...sink, close: () => fh.close().catch(() => undefined) };
   }
+  // An image file: check the space before truncating anything (an existing file's blocks count as free).
+  const needed = await dataBytes();
+  const fsst = await fsp.statfs(dirname(resolve(target)));
+  const free = Number(fsst.bavail) * Number(fsst.bsize) + (st?.isFile() ? st.blocks * 512 : 0);
+  if (free < needed) throw new RestoreTargetError(`${target}: the image needs ${needed} bytes for its data (written sparse), ${free} are free there: the target is too small; nothing was written`);
   const fh = await fsp.open(target, 'w', 0o600);
   return {
     kind: 'file',
+    fd: fh.fd,
     write: (buf, position) => writeFully(fh, buf, position),
     hole: async () => undefined,
-    finish: async (n) => {
-      await fh.truncate(n);
-      await fh.datasync();
-    },
+    // No fdatasync for an image file (like file restores); a device is synced.
+    finish: async (n) => fh.truncate(n),
     close: () => fh.close(),
   };
 }
@@ -177,42 +205,124 @@ export class ImageRestore {
     const r = this.reader;
     const { size, blockSize, blocks } = r;
     if (this.opts.verify && this.opts.target === '-') throw new RestoreTargetError('--verify cannot read back stdout; restore to a file or a device to verify');
-    const sink = await openTarget(this.opts.target, size, blockSize, this.opts.stdout ?? process.stdout);
+    const sink = await openTarget(this.opts.target, size, blockSize, this.opts.stdout ?? process.stdout, () => r.storedBytes());
+    const s = this.repo.workerSecrets();
+    const pool = new BlockPool({ encryption: s.encryption, id: s.id, compression: this.repo.compression }, this.opts.workers);
     let bytesWritten = 0;
     let holes = 0;
     try {
-      const ahead = Math.max(1, this.opts.readAhead ?? 8);
-      const loads = new Map<number, Promise<Buffer | null>>();
-      const load = (b: number): void => {
-        if (b < blocks && !loads.has(b)) {
-          const p = r.loadBlock(b);
-          p.catch(() => undefined);
-          loads.set(b, p);
+      const batchBlocks = Math.max(1, Math.floor(BATCH_BYTES / blockSize));
+      // Batches in flight: their loads and unpacking overlap; streams write them in order.
+      type Batch = { b0: number; n: number; done: Promise<Map<number, Buffer | number>> };
+      const inFlight: Batch[] = [];
+      const emit = async (batch: Batch): Promise<void> => {
+        const plain = await batch.done;
+        for (let b = batch.b0; b < batch.b0 + batch.n; b++) {
+          const pos = b * blockSize;
+          const bytes = plain.get(b);
+          if (bytes === undefined) {
+            holes++;
+            await sink.hole(r.blockLength(b), pos);
+          } else if (typeof bytes === 'number') {
+            bytesWritten += bytes;
+          } else {
+            await sink.write(bytes, pos);
+            bytesWritten += bytes.length;
+          }
         }
+        this.opts.onProgress?.({ bytes: Math.min(size, (batch.b0 + batch.n) * blockSize), total: size });
       };
-      for (let b = 0; b < Math.min(blocks, ahead); b++) load(b);
-      for (let b = 0; b < blocks; b++) {
+      for (let b0 = 0; b0 < blocks; b0 += batchBlocks) {
         this.opts.signal?.throwIfAborted();
-        load(b + ahead);
-        const bytes = await loads.get(b)!;
-        loads.delete(b);
-        const pos = b * blockSize;
-        if (bytes === null) {
-          holes++;
-          await sink.hole(r.blockLength(b), pos);
-        } else {
-          await sink.write(bytes, pos);
-          bytesWritten += bytes.length;
-        }
-        this.opts.onProgress?.({ bytes: pos + r.blockLength(b), total: size });
+        const n = Math.min(batchBlocks, blocks - b0);
+        const done = this.batch(pool, sink, b0, n);
+        done.catch(() => undefined);
+        inFlight.push({ b0, n, done });
+        if (inFlight.length >= BATCHES_IN_FLIGHT) await emit(inFlight.shift()!);
       }
+      while (inFlight.length > 0) await emit(inFlight.shift()!);
       await sink.finish(size);
+    } catch (e) {
+      if (/ENOSPC/.test((e as Error).message)) throw new RestoreTargetError(`${this.opts.target}: no space left after ${bytesWritten} bytes; the restore is NOT complete`);
+      throw e;
     } finally {
+      await pool.close();
       await sink.close();
     }
     const result: ImageRestoreResult = { kind: sink.kind, size, bytesWritten, holes, ...(sink.targetSize !== undefined ? { targetSize: sink.targetSize } : {}) };
     if (!this.opts.verify) return result;
     return { ...result, verifyFailed: await this.verify() };
+  }
+
+  /**
+   * Restores blocks [b0, b0 + n): looks their ids up, reads each pack range
+   * holding them once, and has the workers open and write them. Returns the
+   * stored blocks: with their plaintext for a stream, else with an empty
+   * their length (already written by a worker).
+   */
+  private async batch(pool: BlockPool, sink: Sink, b0: number, n: number): Promise<Map<number, Buffer | number>> {
+    const r = this.reader;
+    const out = new Map<number, Buffer | number>();
+    const byId = new Map<string, number[]>();
+    for (let b = b0; b < b0 + n; b++) {
+      const id = await r.blockId(b);
+      if (id === null) continue;
+      let list = byId.get(id);
+      if (!list) byId.set(id, (list = []));
+      list.push(b);
+    }
+    const byPack = new Map<string, { id: string; loc: BlobLocation; blocks: number[] }[]>();
+    for (const [id, list] of byId) {
+      const loc = this.repo.index.lookup(id);
+      if (!loc) throw new BlobNotFoundError(id, `block ${list[0]} of the image:`);
+      if (loc.type !== BlobType.Data) throw new CorruptObjectError(`block ${id}`, `indexed as type ${loc.type}`);
+      if (loc.rawLength !== r.blockLength(list[0]!)) throw new CorruptObjectError(`block ${list[0]} (${id})`, `holds ${loc.rawLength} bytes, expected ${r.blockLength(list[0]!)}`);
+      let p = byPack.get(loc.pack);
+      if (!p) byPack.set(loc.pack, (p = []));
+      p.push({ id, loc, blocks: list });
+    }
+    const jobs: Promise<void>[] = [];
+    for (const [pack, items] of byPack) {
+      items.sort((a, b) => a.loc.offset - b.loc.offset);
+      // Ranges of the pack: neighbours closer than RANGE_GAP are read together.
+      let i = 0;
+      while (i < items.length) {
+        let j = i + 1;
+        let end = items[i]!.loc.offset + items[i]!.loc.length;
+        while (j < items.length && items[j]!.loc.offset - end <= RANGE_GAP && items[j]!.loc.offset + items[j]!.loc.length - items[i]!.loc.offset <= RANGE_MAX) {
+          end = Math.max(end, items[j]!.loc.offset + items[j]!.loc.length);
+          j++;
+        }
+        jobs.push(this.unpackRange(pool, sink, pack, items.slice(i, j), out));
+        i = j;
+      }
+    }
+    await Promise.all(jobs);
+    return out;
+  }
+
+  private async unpackRange(pool: BlockPool, sink: Sink, pack: string, items: { id: string; loc: BlobLocation; blocks: number[] }[], out: Map<number, Buffer | number>): Promise<void> {
+    const start = items[0]!.loc.offset;
+    const end = Math.max(...items.map((x) => x.loc.offset + x.loc.length));
+    let data: Buffer;
+    try {
+      data = await this.repo.backend.load({ type: 'data', name: pack }, start, end - start);
+    } catch (e) {
+      if (e instanceof NotFoundError) throw new CorruptObjectError(`pack ${pack}`, 'missing (needed for the image)');
+      if (e instanceof ShortReadError) throw new CorruptObjectError(`pack ${pack}`, 'truncated (needed for the image)');
+      throw e;
+    }
+    const own = data.byteOffset === 0 && data.buffer.byteLength === data.length ? data : Buffer.from(data);
+    const bs = this.reader.blockSize;
+    const blobs: UnpackBlob[] = items.map((x) => ({
+      id: x.id, flags: x.loc.flags, rawLength: x.loc.rawLength, offset: x.loc.offset - start, length: x.loc.length, positions: x.blocks.map((b) => b * bs),
+    }));
+    const res = await pool.run<UnpackResult>({ kind: 'unpack', pack, data: own, blobs, fd: sink.fd ?? -1 }, [own.buffer as ArrayBuffer]);
+    items.forEach((x, k) => {
+      const plain = res.plain?.[k];
+      const v = plain ? Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength) : x.loc.rawLength;
+      for (const b of x.blocks) out.set(b, v);
+    });
   }
 
   /** Reads the target back; returns the blocks that differ. */

@@ -1,0 +1,187 @@
+/**
+ * `holdfast backup --image SRC`: a block-level backup of a block device, a
+ * raw image file, or a raw stream on stdin (`-`). Registered through
+ * `cmd-backup.ts`, which hands over when --image is given.
+ */
+import { resolve } from 'node:path';
+import { hostname as osHostname } from 'node:os';
+import type { Command } from 'commander';
+import { parseCompressionMode } from '../core/compress.js';
+import { acquireLock } from '../repo/lock.js';
+import type { Repository } from '../repo/repository.js';
+import type { Snapshot } from '../repo/snapshot.js';
+import { ImageBackup, defaultBlockSize, type ImageBackupResult } from '../jobs/image/image-backup.js';
+import { cachePath, cacheRoot } from '../jobs/image/cbt-cache.js';
+import { MAX_IMAGE_BLOCK, MIN_IMAGE_BLOCK } from '../repo/image-info.js';
+import { openImageInput, type ImageInput } from '../sources/image/image-input.js';
+import { mountsOf } from '../sources/image/block-devices.js';
+import { formatBytes, formatDuration, globals, openRepo, say, warn, type GlobalOptions } from './context.js';
+import { ExitError, EXIT } from './exit-codes.js';
+import { Progress } from './progress.js';
+import { parseTime } from './cmd-backup.js';
+
+/** The flags of `backup` this command reads. */
+export interface ImageBackupFlags {
+  image?: string;
+  allBlocks?: boolean;
+  allowLive?: boolean;
+  blockSize?: string;
+  cache?: boolean;
+  tag?: string[];
+  host?: string;
+  time?: string;
+  parent?: string;
+  force?: boolean;
+  stdinFilename?: string;
+  compression?: string;
+}
+
+/** Adds the image options to `backup`. */
+export function withImageOptions(cmd: Command): Command {
+  return cmd
+    .option('--image <source>', 'back up a block device, a raw image file, or "-" (a raw stream on stdin) block by block')
+    .option('--all-blocks', 'with --image: keep every block, even those no file system uses')
+    .option('--allow-live', 'with --image: accept a source mounted read-write (the image is only crash-consistent)')
+    .option('--block-size <size>', 'with --image: block size, a power of two from 4K to 64M (default 128K, more for disks over 256G)')
+    .option('--no-cache', 'with --image: neither use nor write the changed-block cache');
+}
+
+/** Parses "64K", "1M", "1MiB", "4096". */
+export function parseBlockSize(s: string): number {
+  const m = /^(\d+)\s*([kmg]?)(?:i?b)?$/i.exec(s.trim());
+  if (!m) throw new ExitError(`bad --block-size "${s}": use e.g. 64K, 1M`, EXIT.usage);
+  const n = Number(m[1]) * { '': 1, k: 1024, m: 1 << 20, g: 1 << 30 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
+  if (n < MIN_IMAGE_BLOCK || n > MAX_IMAGE_BLOCK || (n & (n - 1)) !== 0) throw new ExitError(`bad --block-size "${s}": a power of two from 4K to 64M`, EXIT.usage);
+  return n;
+}
+
+const splitTags = (tags: string[] | undefined): string[] => (tags ?? []).flatMap((t) => t.split(',')).filter((t) => t !== '');
+
+/** Refuses a source mounted read-write unless --allow-live; returns whether it is live. */
+async function checkLive(input: ImageInput, allowLive: boolean): Promise<boolean> {
+  if (input.kind === 'stream') return false;
+  const mounts = await mountsOf({ ...(input.devNo ? { blockDevice: input.devNo } : {}), ...(input.kind === 'file' ? { file: input.path } : {}) });
+  const rw = mounts.filter((m) => m.readWrite);
+  if (rw.length === 0) return false;
+  const where = rw.map((m) => `${m.device} on ${m.mountPoint}`).join(', ');
+  if (!allowLive) {
+    throw new ExitError(
+      `${input.path} is mounted read-write (${where}). A block-level copy of a file system in use is only crash-consistent, `
+      + 'like pulling the power: unmount it, remount it read-only, or back up a snapshot of it (LVM, ZFS, a VM snapshot); '
+      + 'or pass --allow-live to accept a crash-consistent image. Nothing was written.',
+      EXIT.usage,
+    );
+  }
+  warn(`${input.path} is mounted read-write (${where}): the image is only crash-consistent (--allow-live)`);
+  return true;
+}
+
+async function findParent(repo: Repository, flags: ImageBackupFlags, paths: string[]): Promise<{ id: string; snapshot: Snapshot } | null> {
+  const all = await repo.listSnapshots();
+  const want = flags.parent;
+  if (want) {
+    const c = all.filter((s) => s.id.startsWith(want));
+    if (c.length !== 1) throw new ExitError(`--parent ${want} matches ${c.length} snapshots`, EXIT.usage);
+    if (!c[0]!.snapshot.image) throw new ExitError(`--parent ${want} is not an image snapshot`, EXIT.usage);
+    return c[0]!;
+  }
+  const host = flags.host ?? osHostname();
+  const candidates = all.filter((s) => s.snapshot.image && s.snapshot.hostname === host && s.snapshot.paths.join('\0') === paths.join('\0'));
+  return candidates[candidates.length - 1] ?? null;
+}
+
+/** Runs `backup --image`. */
+export async function backupImageCommand(args: string[], flags: ImageBackupFlags, cmd: Command): Promise<void> {
+  const g = globals(cmd);
+  const src = flags.image!;
+  if (args.length > 0) throw new ExitError('--image takes its source as its value and no paths: holdfast backup --image /dev/sda', EXIT.usage);
+  const chosen = flags.blockSize ? parseBlockSize(flags.blockSize) : undefined;
+  if (src === '-' && process.stdin.isTTY) throw new ExitError('--image - given but stdin is a terminal', EXIT.usage);
+  const input = await openImageInput(src).catch((e: unknown) => {
+    throw new ExitError(`cannot open ${src}: ${(e as Error).message}`, EXIT.failed);
+  });
+  try {
+    const live = await checkLive(input, flags.allowLive === true);
+    const name = cmd.getOptionValueSource('stdinFilename') === 'default' || !flags.stdinFilename ? 'stdin.img' : flags.stdinFilename;
+    if (src === '-' && (name.includes('/') || name === '.' || name === '..')) throw new ExitError(`bad --stdin-filename "${name}"`, EXIT.usage);
+    const paths = [src === '-' ? `/${name}` : resolve(src)];
+    const repo = await openRepo(g);
+    if (flags.compression) repo.setCompression(parseCompressionMode(flags.compression));
+    const abort = new AbortController();
+    const lock = await acquireLock(repo.backend, { exclusive: false, operation: 'backup', onLost: (e) => abort.abort(new ExitError(`${e.message}; no snapshot was written`, EXIT.locked)) });
+    const onSigint = (): void => abort.abort(new ExitError('interrupted; the repository is intact and the next backup reuses what was uploaded', EXIT.interrupted));
+    process.once('SIGINT', onSigint);
+    process.once('SIGTERM', onSigint);
+    try {
+      const found = await repo.indexOrphanPacks(warn);
+      if (found > 0 && !g.quiet) warn(`indexed ${found} pack(s) left by an interrupted backup`);
+      const parent = flags.force ? null : await findParent(repo, flags, paths);
+      if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}`);
+      // The parent's block size by default, so that a disk that grew keeps its changed-block detection.
+      const blockSize = chosen ?? parent?.snapshot.image?.blockSize ?? defaultBlockSize(input.size);
+      const cacheFile = flags.cache === false ? undefined : cachePath(cacheRoot(), repo.config.id, paths[0]!);
+      const progress = new Progress(g, { files: 0, bytes: input.size ?? 0, done: input.size !== undefined });
+      const job = new ImageBackup(repo, {
+        input,
+        paths,
+        blockSize,
+        allBlocks: flags.allBlocks === true,
+        live,
+        tags: splitTags(flags.tag),
+        ...(flags.host ? { hostname: flags.host } : {}),
+        ...(flags.time ? { time: parseTime(flags.time) } : {}),
+        parent,
+        ...(cacheFile ? { cacheFile } : {}),
+        readCache: !flags.force,
+        signal: abort.signal,
+        onWarning: (m) => {
+          progress.stop();
+          warn(m);
+        },
+        onProgress: (p) => progress.update({ files: 0, bytes: p.bytes, current: `${p.blocksChanged} blocks changed` }),
+      });
+      let result: ImageBackupResult;
+      try {
+        result = await job.run();
+      } finally {
+        progress.stop();
+      }
+      report(g, result);
+    } finally {
+      process.off('SIGINT', onSigint);
+      process.off('SIGTERM', onSigint);
+      await lock.release();
+    }
+  } finally {
+    await input.close();
+  }
+}
+
+function report(g: GlobalOptions, r: ImageBackupResult): void {
+  const s = r.snapshot.summary;
+  const img = r.snapshot.image!;
+  const c = img.counts;
+  const seconds = (Date.parse(s.end) - Date.parse(s.start)) / 1000;
+  if (g.json) {
+    if (!g.quiet) {
+      process.stdout.write(`${JSON.stringify({
+        message_type: 'summary', snapshot_id: r.id, duration_seconds: seconds, ...s,
+        image_size: img.size, block_size: img.blockSize, blocks: c.blocks, blocks_unused: c.unused, blocks_zero: c.zero,
+        blocks_unchanged: c.unchanged, blocks_changed: c.changed, blocks_stored: c.stored, bytes_read: c.bytesRead,
+        partition_table: img.layout.table, filesystems: img.filesystems, crash_consistent_only: img.live === true,
+      })}\n`);
+    }
+    return;
+  }
+  const parts = img.layout.table === 'none' ? 'no partition table' : `${img.layout.table}, ${img.layout.partitions.length} partition(s)`;
+  say(g, `Image:       ${img.source}, ${formatBytes(img.size)} in ${c.blocks} blocks of ${formatBytes(img.blockSize)} (${parts})`);
+  for (const f of img.filesystems) {
+    const where = f.partition === undefined ? 'whole image' : `partition ${f.partition}`;
+    const how = f.understood ? `unused blocks skipped${f.usedBytes !== undefined ? `, ${formatBytes(f.usedBytes)} in use` : ''}` : `kept whole${f.note ? `: ${f.note}` : ''}`;
+    say(g, `Filesystem:  ${f.type} on ${where} (${how})`);
+  }
+  say(g, `Blocks:      ${c.changed} changed, ${c.unchanged} unchanged, ${c.zero} zero, ${c.unused} unused; ${c.stored} new stored`);
+  say(g, `Added:       ${formatBytes(s.dataAdded)} (${formatBytes(s.dataAddedStored)} stored)`);
+  say(g, `Read:        ${formatBytes(c.bytesRead)} in ${formatDuration(seconds)}`);
+  say(g, `snapshot ${r.id.slice(0, 8)} saved${img.live ? ' (crash-consistent only: the source was mounted read-write)' : ''}`);
+}

@@ -1,0 +1,86 @@
+/**
+ * `holdfast restore-image SNAP --to DEST`: writes an image snapshot back to
+ * an image file (sparse), a block device, or stdout (`-`), for bare-metal
+ * recovery: `holdfast restore-image latest --to /dev/sda` from any live Linux.
+ */
+import type { Command } from 'commander';
+import { ImageRestore, RestoreTargetError } from '../jobs/image/image-restore.js';
+import { NotAnImageSnapshotError } from '../jobs/image/image-reader.js';
+import { formatBytes, formatDuration, globals, openRepo, type GlobalOptions } from './context.js';
+import { ExitError, EXIT } from './exit-codes.js';
+import { Progress } from './progress.js';
+import { findSnapshot, matches, withFilterOptions, type FoundSnapshot, type SnapshotFilter } from './snapshot-filter.js';
+import type { Repository } from '../repo/repository.js';
+
+interface RestoreImageFlags extends SnapshotFilter {
+  to: string;
+  verify?: boolean;
+}
+
+export function register(program: Command): void {
+  withFilterOptions(program.command('restore-image'))
+    .description('restore an image snapshot to an image file, a block device, or stdout ("-")')
+    .argument('<snapshot>', 'snapshot id, id prefix, or "latest"')
+    .requiredOption('--to <dest>', 'image file (written sparse), block device, or "-" for stdout')
+    .option('--verify', 'read the target back and check every block against the snapshot')
+    .action(async (snap: string, flags: RestoreImageFlags, cmd: Command) => {
+      const g = globals(cmd);
+      // With --to -, stdout carries the image: every message goes to stderr.
+      const tell = (line: string): void => {
+        if (!g.quiet) (flags.to === '-' ? process.stderr : process.stdout).write(`${line}\n`);
+      };
+      const repo = await openRepo(g);
+      const { id, snapshot } = snap === 'latest' ? await latestImage(repo, flags) : await findSnapshot(repo, snap, flags);
+      if (!snapshot.image) throw new ExitError(new NotAnImageSnapshotError(`snapshot ${id.slice(0, 8)}`).message, EXIT.failed);
+      const img = snapshot.image;
+      tell(`restoring image snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${snapshot.time} (${formatBytes(img.size)}) to ${flags.to === '-' ? 'stdout' : flags.to}`);
+      const abort = new AbortController();
+      const onSigint = (): void => abort.abort(new ExitError('interrupted: the restore is NOT complete', EXIT.interrupted));
+      process.once('SIGINT', onSigint);
+      const started = Date.now();
+      // With --to -, stdout is the image: no JSON status lines there (the bar is on stderr).
+      const progress = new Progress(flags.to === '-' ? { ...g, json: false } : g, { files: 0, bytes: img.size, done: true });
+      let result;
+      try {
+        result = await new ImageRestore(repo, snapshot, {
+          target: flags.to,
+          verify: flags.verify === true,
+          signal: abort.signal,
+          onProgress: (p) => progress.update({ files: 0, bytes: p.bytes }),
+        }).run();
+      } catch (e) {
+        if (e instanceof RestoreTargetError) throw new ExitError(e.message, EXIT.failed);
+        throw e;
+      } finally {
+        progress.stop();
+        process.off('SIGINT', onSigint);
+      }
+      report(g, tell, result, img.layout.table, (Date.now() - started) / 1000, flags.to);
+    });
+}
+
+/** `latest` among image snapshots only. */
+async function latestImage(repo: Repository, f: SnapshotFilter): Promise<FoundSnapshot> {
+  const all = (await repo.listSnapshots()).filter((s) => s.snapshot.image && matches(s.snapshot, f));
+  const last = all[all.length - 1];
+  if (!last) throw new ExitError('no image snapshot matches', EXIT.failed);
+  return last;
+}
+
+function report(g: GlobalOptions, tell: (l: string) => void, r: Awaited<ReturnType<ImageRestore['run']>>, table: string, seconds: number, to: string): void {
+  if (g.json && to !== '-') {
+    process.stdout.write(`${JSON.stringify({ message_type: 'summary', ...r, seconds })}\n`);
+  } else {
+    tell(`restored ${formatBytes(r.size)} (${formatBytes(r.bytesWritten)} of data, ${r.holes} empty blocks) in ${formatDuration(seconds)}`);
+  }
+  if (r.targetSize !== undefined && r.targetSize > r.size) {
+    tell(`the target is larger than the image (${formatBytes(r.targetSize)}); the space after ${formatBytes(r.size)} was left as it was`);
+    if (table === 'gpt') tell('the GPT backup header is at the old end of the disk: move it with "sgdisk -e DEVICE" before growing partitions');
+  }
+  if (r.verifyFailed) {
+    if (r.verifyFailed.length > 0) {
+      throw new ExitError(`VERIFY FAILED: ${r.verifyFailed.length} block(s) read back differ from the snapshot (first: block ${r.verifyFailed[0]})`, EXIT.failed);
+    }
+    tell('verified: every block reads back as in the snapshot');
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * The source of an image backup: a block device, a raw image file, or a raw
+ * stream on stdin (`-`). Files and devices have a size and random access (for
+ * reading partition tables and allocation bitmaps before the data); a stream
+ * has neither and is read once, in order.
+ */
+import { constants, promises as fsp, type Stats } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { splitRdev } from '../posix.js';
+import { blockDeviceSize, devNo, type DevNo } from './block-devices.js';
+import { inRange, type RandomAccessSource } from './random-access.js';
+
+/** Where the image comes from. */
+export type ImageInputKind = 'file' | 'blockdev' | 'stream';
+
+/** The source shrank (or a read came back short) while it was being read. */
+export class SourceShrankError extends Error {
+  constructor(readonly path: string, readonly expected: number, readonly got: number) {
+    super(`${path} shrank while it was read: expected ${expected} bytes, the source ended at ${got}; no snapshot was written`);
+    this.name = 'SourceShrankError';
+  }
+}
+
+/** An opened image source. */
+export interface ImageInput {
+  /** As given on the command line (`-` for stdin). */
+  readonly path: string;
+  readonly kind: ImageInputKind;
+  /** Bytes; undefined for a stream until it ends. */
+  readonly size: number | undefined;
+  /** "major:minor" of a block device. */
+  readonly devNo?: DevNo;
+  /** Random access to a file or a device; undefined for a stream. */
+  readonly random?: RandomAccessSource;
+  /**
+   * Reads up to `length` bytes at `position` into `buf` at `offset` (files and
+   * devices). Returns the bytes read: fewer only at the end of the source.
+   */
+  readAt?(buf: Buffer, offset: number, length: number, position: number): Promise<number>;
+  /** The stream, for `-`. */
+  readonly stream?: Readable;
+  /** Size now (files and devices), to notice a source that changed size. */
+  currentSize?(): Promise<number>;
+  close(): Promise<void>;
+}
+
+async function sizeOf(st: Stats, path: string): Promise<{ size: number; dev?: DevNo }> {
+  if (st.isFile()) return { size: st.size };
+  const { major, minor } = splitRdev(st.rdev);
+  const dev = devNo(major, minor);
+  const size = await blockDeviceSize(dev);
+  if (size === undefined) throw new Error(`cannot find the size of block device ${path} (${dev}) in /sys/dev/block`);
+  return { size, dev };
+}
+
+/** Opens SRC: a block device, a regular file, or `-` for stdin. */
+export async function openImageInput(path: string, stdin: Readable = process.stdin): Promise<ImageInput> {
+  if (path === '-') {
+    return { path, kind: 'stream', size: undefined, stream: stdin, close: async () => undefined };
+  }
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(path, constants.O_RDONLY | constants.O_NOATIME);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
+    fh = await fsp.open(path, constants.O_RDONLY);
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() && !st.isBlockDevice()) throw new Error(`${path} is neither a block device nor a regular file`);
+    const { size, dev } = await sizeOf(st, path);
+    const readAt = async (buf: Buffer, offset: number, length: number, position: number): Promise<number> => {
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await fh.read(buf, offset + done, length - done, position + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return done;
+    };
+    const random: RandomAccessSource = {
+      size,
+      async read(offset: number, length: number): Promise<Buffer> {
+        if (!inRange(size, offset, length)) throw new RangeError(`read of ${length} bytes at ${offset} is outside ${path} (${size} bytes)`);
+        const buf = Buffer.alloc(length);
+        const n = await readAt(buf, 0, length, offset);
+        if (n !== length) throw new SourceShrankError(path, size, offset + n);
+        return buf;
+      },
+    };
+    let closed = false;
+    return {
+      path,
+      kind: st.isFile() ? 'file' : 'blockdev',
+      size,
+      ...(dev ? { devNo: dev } : {}),
+      random,
+      readAt,
+      currentSize: async () => (await sizeOf(await fh.stat(), path)).size,
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        await fh.close();
+      },
+    };
+  } catch (e) {
+    await fh.close();
+    throw e;
+  }
+}
