@@ -147,3 +147,27 @@ export function stepTable(results: ToolResult[]): string {
 export function fmtStats(s: TreeStats): string {
   return `${s.files} files, ${s.dirs} dirs, ${s.symlinks} symlinks, ${(s.bytes / MB).toFixed(1)} MB`;
 }
+
+/** A row of the stream / many-files table (bench/scenarios.ts): one cell per tool, an optional target. */
+export interface ScaleRow {
+  label: string;
+  cells: Partial<Record<ToolName, Cell>>;
+  /** e.g. "holdfast < 400 MB"; empty when the row has no target. */
+  target: string;
+  /** PASS / FAIL, or '-' when it could not be decided (a step failed); empty without a target. */
+  verdict: string;
+}
+
+/** Stream and many-files scenarios: rows = measurements, columns = tools, ratios to restic, target, PASS/FAIL. */
+export function scaleTable(tools: ToolName[], rows: ScaleRow[]): string {
+  const ratioCols = tools.includes('restic') ? tools.filter((t) => t !== 'restic') : [];
+  const header = ['', ...tools, ...ratioCols.map((n) => `${n}/restic`), 'target', 'result'];
+  const body = rows.map((row) => [
+    row.label,
+    ...tools.map((t) => row.cells[t]?.text ?? '-'),
+    ...ratioCols.map((n) => ratio(row.cells[n], row.cells.restic)),
+    row.target,
+    row.verdict,
+  ]);
+  return renderTable(header, body);
+}

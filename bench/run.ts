@@ -11,6 +11,10 @@
 //   BENCH_TOOLS         comma-separated subset of holdfast,restic,borg (default: all)
 //   BENCH_STEP_TIMEOUT  seconds before a single step is killed (default 3600, 0 = none)
 //   BENCH_KEEP=1        keep the restored trees (default: deleted after verification)
+//   BENCH_IMAGE         0: skip the image scenario (bench/image.ts); only: run it alone
+//   BENCH_SCENARIOS     comma-separated subset of tree,stream,manyfiles,image (default: all; bench/scenarios.ts)
+//   BENCH_STREAM_GIB    size of the stdin stream scenario in GiB (default 8; bench/stream.ts)
+//   BENCH_MANY_FILES    file count of the many-small-files scenario (default 1000000; bench/manyfiles.ts)
 
 import { existsSync, realpathSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
@@ -40,6 +44,8 @@ import {
   type VerifyResult,
 } from './report.js';
 import { ALL_TOOLS, TOOLS, wipeRepo, type ToolName, type ToolPaths } from './tools.js';
+import { runImageBench } from './image.js';
+import { runScaleScenarios, runWithoutTree, selectedScenarios } from './scenarios.js';
 
 const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -109,6 +115,7 @@ function compareTrees(expected: TreeStats, actual: TreeStats, root: string): Ver
 async function main(): Promise<number> {
   const runStarted = new Date();
   const tools = parseTools(process.env.BENCH_TOOLS);
+  const scenarios = selectedScenarios();
   const benchDir = resolve(process.env.BENCH_DIR || join(PROJECT_ROOT, '.bench'));
   const timeoutSec = Number(process.env.BENCH_STEP_TIMEOUT ?? 3600);
   if (!Number.isFinite(timeoutSec) || timeoutSec < 0) throw new UserError('BENCH_STEP_TIMEOUT must be a number of seconds >= 0');
@@ -120,12 +127,20 @@ async function main(): Promise<number> {
 
   await mkdir(benchDir, { recursive: true });
   const corpusOverride = process.env.BENCH_CORPUS ? resolve(process.env.BENCH_CORPUS) : undefined;
+  // BENCH_SCENARIOS without tree: the corpus is only needed by the image scenario (bench/scenarios.ts).
+  if (!scenarios.has('tree') && process.env.BENCH_IMAGE !== 'only') {
+    const image = async (): Promise<number> => runImageBench({ benchDir, corpus: realpathSync((await resolveCorpus(benchDir, corpusOverride)).path), timeoutSec });
+    return runWithoutTree({ benchDir, tools, timeoutSec, scenarios, runStarted, image });
+  }
   const corpus = await resolveCorpus(benchDir, corpusOverride);
   const workDir = join(realpathSync(benchDir), 'work');
   const corpusReal = realpathSync(corpus.path);
   if (isInside(corpusReal, workDir) || isInside(workDir, corpusReal)) {
     throw new UserError(`corpus ${corpusReal} and work dir ${workDir} must not contain each other`);
   }
+
+  // BENCH_IMAGE=only: the image scenario alone (bench/image.ts).
+  if (process.env.BENCH_IMAGE === 'only') return (await runImageBench({ benchDir, corpus: corpusReal, timeoutSec })) > 0 ? 3 : 0;
 
   const timeOk = await haveGnuTime();
   if (!timeOk) console.log('  WARNING: GNU time not usable at /usr/bin/time; peak RSS will be n/a (apt-get install -y time)');
@@ -293,6 +308,10 @@ async function main(): Promise<number> {
     console.log(failures.join('\n'));
   }
 
+  if (process.env.BENCH_IMAGE !== '0') problems += await runImageBench({ benchDir, corpus: corpusReal, timeoutSec });
+  const scale = await runScaleScenarios({ benchDir, tools, timeoutSec, scenarios });
+  problems += scale.problems;
+
   const stamp = runStarted.toISOString().replace(/[:.]/g, '-');
   const jsonFile = join(benchDir, `results-${stamp}.json`);
   const json = {
@@ -304,6 +323,7 @@ async function main(): Promise<number> {
     change,
     warmPageCache: true,
     stepTimeoutSec: timeoutSec,
+    scale: scale.json,
     tools: results.map((r) => ({
       name: r.name,
       version: r.version,

@@ -1,0 +1,283 @@
+// Image benchmark: holdfast's block-level backup beside restic backing up the same image file.
+//
+//   a 4 GiB ext4 image holding the corpus (mkfs.ext4 -d, built once and cached in
+//   $BENCH_DIR/image), copied sparse for the run;
+//   first backup → about 40 MiB changed inside the file system through a loop mount
+//   → incremental backup → restore; repository sizes. One run of each step.
+//
+// Environment (besides run.ts's):
+//   BENCH_IMAGE        0: skip this scenario; only: run nothing else
+//   BENCH_IMAGE_SIZE   image size (default 4G)
+//   BENCH_IMAGE_TOOLS  holdfast,restic (default both)
+//
+// Before each timed step the page cache is synced (not dropped: every step runs
+// warm, as in run.ts). The restored image is checked: holdfast's with e2fsck and, as root, by mounting it
+// beside the source and comparing the trees (unused blocks restore as zeros, so the
+// images themselves differ wherever deleted files left data); restic's with cmp.
+
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, readdir, rm, stat, writeFile, open as openFile, unlink } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { capture, duBytes, findInPath, runMeasured, type Cmd, type RunResult } from './measure.js';
+import { HOLDFAST_MAIN, PASSWORD } from './tools.js';
+
+export interface ImageBenchOptions {
+  benchDir: string;
+  corpus: string;
+  timeoutSec: number;
+}
+
+type Tool = 'holdfast' | 'restic';
+const STEP_NAMES = ['backup1', 'backup2', 'restore'] as const;
+type Step = (typeof STEP_NAMES)[number];
+const LABELS: Record<Step, string> = { backup1: 'first backup', backup2: 'incremental', restore: 'restore' };
+/** The issue's targets, as ratios to restic. */
+const TARGETS: Record<Step | 'size', number> = { backup1: 0.5, backup2: 0.3, restore: 0.5, size: 1.0 };
+
+function parseSize(s: string): number {
+  const m = /^(\d+)([KMG]?)$/i.exec(s.trim());
+  if (!m) throw new Error(`bad BENCH_IMAGE_SIZE ${s}`);
+  return Number(m[1]) * ({ '': 1, K: 1024, M: 1 << 20, G: 1 << 30 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G']);
+}
+
+async function must(file: string, args: string[], what: string, timeoutMs = 3_600_000): Promise<string> {
+  const r = await capture(file, args, { timeoutMs });
+  if (r.code !== 0) throw new Error(`${what} failed (${file} ${args.join(' ')}): ${(r.stderr || r.error || '').trim()}`);
+  return r.stdout;
+}
+
+/** The ext4 image of the corpus, built once (mkfs.ext4 -d) and cached. */
+async function baseImage(dir: string, corpus: string, size: number): Promise<string> {
+  const img = join(dir, `base-${size}.img`);
+  const stamp = `${img}.done`;
+  if (existsSync(img) && existsSync(stamp) && (await readFile(stamp, 'utf8')) === corpus) return img;
+  await mkdir(dir, { recursive: true });
+  await rm(img, { force: true });
+  await rm(stamp, { force: true });
+  console.log(`  building the ${(size / 2 ** 30).toFixed(0)} GiB ext4 image of ${corpus} (once; cached in ${dir}) ...`);
+  const t0 = process.hrtime.bigint();
+  await must('truncate', ['-s', String(size), img], 'truncate');
+  await must('mkfs.ext4', ['-q', '-F', '-d', corpus, img], 'mkfs.ext4 -d (e2fsprogs 1.43 or newer)');
+  await writeFile(stamp, corpus);
+  console.log(`    built in ${(Number(process.hrtime.bigint() - t0) / 1e9).toFixed(1)} s`);
+  return img;
+}
+
+/** Regular files below `root`, sorted, with sizes. */
+async function listFiles(root: string): Promise<{ path: string; size: number }[]> {
+  const out: { path: string; size: number }[] = [];
+  const walk = async (d: string): Promise<void> => {
+    const entries = (await readdir(d, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const e of entries) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile()) out.push({ path: p, size: (await stat(p)).size });
+    }
+  };
+  await walk(root);
+  return out;
+}
+
+export interface ImageChange {
+  newBytes: number;
+  rewrittenBytes: number;
+  deletedBytes: number;
+}
+
+/**
+ * About 40 MiB changed inside the mounted file system, deterministically:
+ * 20 MiB of new files (copies of every 37th file with a header line),
+ * 16 MiB of existing files rewritten with one line changed, 4 MiB deleted.
+ */
+export async function changeInside(mnt: string): Promise<ImageChange> {
+  const files = (await listFiles(mnt)).filter((f) => f.size > 0 && !relative(mnt, f.path).startsWith('lost+found'));
+  const pick = (offset: number, budget: number, used: Set<string>): { path: string; size: number }[] => {
+    const out: { path: string; size: number }[] = [];
+    let total = 0;
+    for (let i = offset; i < files.length && total < budget; i += 37) {
+      const f = files[i]!;
+      if (used.has(f.path)) continue;
+      used.add(f.path);
+      out.push(f);
+      total += f.size;
+    }
+    return out;
+  };
+  const used = new Set<string>();
+  const copies = pick(3, 20 << 20, used);
+  const rewrites = pick(15, 16 << 20, used);
+  const deletes = pick(27, 4 << 20, used);
+  const change: ImageChange = { newBytes: 0, rewrittenBytes: 0, deletedBytes: 0 };
+  const newDir = join(mnt, 'holdfast-bench-new');
+  await mkdir(newDir, { recursive: true });
+  for (const [i, f] of copies.entries()) {
+    const body = Buffer.concat([Buffer.from(`/* holdfast bench copy ${i} of ${relative(mnt, f.path)} */\n`), await readFile(f.path)]);
+    await writeFile(join(newDir, `copy-${i}`), body);
+    change.newBytes += body.length;
+  }
+  for (const f of rewrites) {
+    const text = await readFile(f.path);
+    const nl = text.indexOf(10);
+    const body = Buffer.concat([Buffer.from('/* changed by the holdfast image bench */'), nl >= 0 ? text.subarray(nl) : text]);
+    const fh = await openFile(f.path, 'r+');
+    try {
+      await fh.write(body, 0, body.length, 0);
+      await fh.truncate(body.length);
+    } finally {
+      await fh.close();
+    }
+    change.rewrittenBytes += body.length;
+  }
+  for (const f of deletes) {
+    await unlink(f.path);
+    change.deletedBytes += f.size;
+  }
+  return change;
+}
+
+function canLoopMount(): string | null {
+  if (process.getuid?.() !== 0) return 'not root: the change is made through a loop mount';
+  if (!findInPath('mount') || !findInPath('losetup')) return 'mount/losetup not found';
+  if (!existsSync('/dev/loop-control') && !existsSync('/dev/loop0')) return 'no loop devices';
+  return null;
+}
+
+const fmtS = (r: RunResult | undefined): string => (r ? (r.ok ? `${r.seconds.toFixed(2)} s` : 'FAILED') : '-');
+const fmtMB = (n: number | null): string => (n === null ? '-' : `${(n / 1e6).toFixed(0)} MB`);
+
+/** Runs the image scenario; returns the number of problems. */
+export async function runImageBench(o: ImageBenchOptions): Promise<number> {
+  const size = parseSize(process.env['BENCH_IMAGE_SIZE'] ?? '4G');
+  const tools = (process.env['BENCH_IMAGE_TOOLS'] ?? 'holdfast,restic').split(',').map((s) => s.trim()).filter((s): s is Tool => s === 'holdfast' || s === 'restic');
+  if (tools.includes('restic') && !findInPath('restic')) tools.splice(tools.indexOf('restic'), 1);
+  console.log(`\nImage benchmark: ${(size / 2 ** 30).toFixed(0)} GiB ext4 image of the corpus, block-level (holdfast backup --image) beside restic backing up the image file`);
+  if (!findInPath('mkfs.ext4')) {
+    console.log('  skipped: mkfs.ext4 not found (apt-get install -y e2fsprogs)');
+    return 1;
+  }
+  const dir = join(o.benchDir, 'image');
+  const base = await baseImage(dir, o.corpus, size);
+  const work = join(o.benchDir, 'work', 'image');
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work, { recursive: true });
+  const disk = join(work, 'disk.img');
+  await must('cp', ['--sparse=always', base, disk], 'cp of the base image');
+  const problems: string[] = [];
+  const steps = new Map<string, RunResult>();
+  const repoOf = (t: Tool): string => join(work, t, 'repo');
+  const env = (t: Tool): Record<string, string> => t === 'holdfast'
+    ? { HOLDFAST_REPOSITORY: repoOf(t), HOLDFAST_PASSWORD: PASSWORD, XDG_CACHE_HOME: join(work, t, 'home', 'cache') }
+    : { RESTIC_REPOSITORY: repoOf(t), RESTIC_PASSWORD: PASSWORD, RESTIC_CACHE_DIR: join(work, t, 'home', 'cache') };
+  const cmd = (t: Tool, args: string[]): Cmd => (t === 'holdfast' ? { file: process.execPath, args: [HOLDFAST_MAIN, ...args], env: env(t) } : { file: 'restic', args, env: env(t) });
+  const run = async (t: Tool, step: string, c: Cmd): Promise<RunResult> => {
+    await mkdir(join(work, t, 'logs'), { recursive: true });
+    // Dirty pages left by the previous step (the image copy, a restore) are
+    // written back first, so that no step is throttled by another's writeback.
+    await capture('sync', [], { timeoutMs: 600_000 });
+    const r = await runMeasured(c, join(work, t, 'logs', step), o.timeoutSec);
+    steps.set(`${t}:${step}`, r);
+    console.log(`  [${t}] ${LABELS[step as Step] ?? step}: ${r.ok ? `${r.seconds.toFixed(2)} s` : `FAILED (exit ${r.exitCode}) ${r.stderrTail}`}`);
+    if (!r.ok) problems.push(`[${t}] ${step} failed: ${r.stderrTail}`);
+    return r;
+  };
+  for (const t of tools) {
+    await rm(join(work, t), { recursive: true, force: true });
+    await mkdir(join(work, t, 'home'), { recursive: true });
+    await run(t, 'init', t === 'holdfast' ? cmd(t, ['init']) : cmd(t, ['init', '--repository-version', '2']));
+  }
+  for (const t of tools) await run(t, 'backup1', cmd(t, t === 'holdfast' ? ['backup', '--host', 'bench', '--image', disk] : ['backup', '--host', 'bench', disk]));
+
+  const noLoop = canLoopMount();
+  let change: ImageChange | undefined;
+  if (noLoop) {
+    console.log(`  incremental skipped: ${noLoop}`);
+    problems.push(`incremental not run: ${noLoop}`);
+  } else {
+    const mnt = join(work, 'mnt');
+    await mkdir(mnt, { recursive: true });
+    await must('mount', ['-o', 'loop', disk, mnt], 'loop mount of the image');
+    try {
+      change = await changeInside(mnt);
+    } finally {
+      await must('umount', [mnt], 'umount');
+    }
+    console.log(`  changed inside the file system: ${(change.newBytes / 2 ** 20).toFixed(1)} MiB new, ${(change.rewrittenBytes / 2 ** 20).toFixed(1)} MiB rewritten, ${(change.deletedBytes / 2 ** 20).toFixed(1)} MiB deleted`);
+    for (const t of tools) await run(t, 'backup2', cmd(t, t === 'holdfast' ? ['backup', '--host', 'bench', '--image', disk] : ['backup', '--host', 'bench', disk]));
+  }
+
+  for (const t of tools) {
+    const target = join(work, t, 'restore');
+    await rm(target, { recursive: true, force: true });
+    await mkdir(target, { recursive: true });
+    const restored = t === 'holdfast' ? join(target, 'restored.img') : join(target, disk);
+    const r = await run(t, 'restore', t === 'holdfast' ? cmd(t, ['restore-image', 'latest', '--to', restored]) : cmd(t, ['restore', 'latest', '--target', target]));
+    if (!r.ok) continue;
+    const why = t === 'restic' ? await sameBytes(disk, restored) : await sameFilesystem(disk, restored, work);
+    console.log(`  [${t}] restored image: ${why ?? 'verified'}`);
+    if (why) problems.push(`[${t}] restored image differs: ${why}`);
+    await rm(target, { recursive: true, force: true });
+  }
+
+  const sizes = new Map<Tool, number | null>();
+  for (const t of tools) sizes.set(t, await duBytes(repoOf(t)));
+  const hfImage = await imageCounts(steps.get('holdfast:backup2') ?? steps.get('holdfast:backup1'));
+
+  console.log('\nImage results (one run each; ratio = holdfast / restic; target from the issue):\n');
+  const rows: string[][] = [['', 'holdfast', 'restic', 'ratio', 'target', '']];
+  const verdict = (ratio: number | null, target: number): string => (ratio === null ? '' : ratio <= target ? 'met' : 'MISSED');
+  for (const s of STEP_NAMES) {
+    const h = steps.get(`holdfast:${s}`);
+    const r = steps.get(`restic:${s}`);
+    const ratio = h?.ok && r?.ok && r.seconds > 0 ? h.seconds / r.seconds : null;
+    rows.push([LABELS[s], fmtS(h), fmtS(r), ratio === null ? '-' : ratio.toFixed(2), `≤ ${TARGETS[s].toFixed(2)}`, verdict(ratio, TARGETS[s])]);
+  }
+  const hs = sizes.get('holdfast') ?? null;
+  const rs = sizes.get('restic') ?? null;
+  const sizeRatio = hs !== null && rs ? hs / rs : null;
+  rows.push(['repository size', fmtMB(hs), fmtMB(rs), sizeRatio === null ? '-' : sizeRatio.toFixed(2), `≤ ${TARGETS.size.toFixed(2)}`, verdict(sizeRatio, TARGETS.size)]);
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
+  for (const row of rows) console.log(`  ${row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('   ')}`);
+  if (hfImage) console.log(`\n  holdfast incremental: ${hfImage}`);
+  if (problems.length > 0) console.log(`\nImage problems:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  await writeFile(join(o.benchDir, `image-results-${new Date().toISOString().replace(/[:.]/g, '-')}.json`), `${JSON.stringify({
+    size, change, tools, sizes: Object.fromEntries(sizes), steps: Object.fromEntries(steps), problems,
+  }, null, 2)}\n`);
+  return problems.length;
+}
+
+/** The block counts from holdfast's summary (its stdout log). */
+async function imageCounts(r: RunResult | undefined): Promise<string | null> {
+  if (!r?.ok) return null;
+  const out = await readFile(r.stdoutFile, 'utf8').catch(() => '');
+  const line = out.split('\n').find((l) => l.startsWith('Blocks:'));
+  const added = out.split('\n').find((l) => l.startsWith('Added:'));
+  return line ? `${line.replace(/^Blocks:\s*/, '')}; ${added?.replace(/^Added:\s*/, 'added ') ?? ''}` : null;
+}
+
+async function sameBytes(a: string, b: string): Promise<string | null> {
+  const r = await capture('cmp', [a, b], { timeoutMs: 600_000 });
+  return r.code === 0 ? null : (r.stdout + r.stderr).trim() || `cmp exit ${r.code}`;
+}
+
+/** e2fsck of the restored image; as root, the trees of both images compared. */
+async function sameFilesystem(source: string, restored: string, work: string): Promise<string | null> {
+  const fsck = await capture('e2fsck', ['-fn', restored], { timeoutMs: 600_000 });
+  if (fsck.code !== 0) return `e2fsck -fn exit ${fsck.code}: ${(fsck.stdout + fsck.stderr).trim().split('\n').slice(-3).join(' ')}`;
+  if (canLoopMount()) return null;
+  const a = join(work, 'cmp-a');
+  const b = join(work, 'cmp-b');
+  await mkdir(a, { recursive: true });
+  await mkdir(b, { recursive: true });
+  await must('mount', ['-o', 'loop,ro', source, a], 'mount');
+  try {
+    await must('mount', ['-o', 'loop,ro', restored, b], 'mount');
+    try {
+      const d = await capture('diff', ['-rq', '--no-dereference', a, b], { timeoutMs: 1_800_000 });
+      return d.code === 0 ? null : `trees differ: ${d.stdout.split('\n').slice(0, 3).join('; ')}`;
+    } finally {
+      await must('umount', [b], 'umount');
+    }
+  } finally {
+    await must('umount', [a], 'umount');
+  }
+}

@@ -1,0 +1,120 @@
+// Scenario selection for `npm run bench`, and the two scale scenarios of the
+// speed issue, run beside restic (and Borg):
+//
+//   stream     BENCH_STREAM_GIB (default 8) GiB of generated data through
+//              `backup --stdin` (bench/stream.ts); target: holdfast peak RSS < 400 MB
+//   manyfiles  BENCH_MANY_FILES (default 1,000,000) small files, created once and
+//              cached (bench/manyfiles.ts): initial backup, target holdfast peak
+//              RSS < 1 GB; unchanged re-backup, target holdfast faster than restic
+//
+// BENCH_SCENARIOS=tree,stream,manyfiles,image picks the scenarios (default: all).
+// BENCH_IMAGE=0 still switches the image scenario off; BENCH_SCENARIOS without
+// "image" is passed on to run.ts as BENCH_IMAGE=0.
+
+import { cpus, loadavg, release, totalmem } from 'node:os';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { UserError } from './corpus.js';
+import { haveGnuTime } from './measure.js';
+import { scaleTable, type ScaleRow } from './report.js';
+import { TOOLS, type ToolName } from './tools.js';
+import type { ScenarioContext } from './scale-common.js';
+import { runStream, streamGib, streamRows, type StreamResult } from './stream.js';
+import { manyFilesCount, manyFilesRows, runManyFiles, type ManyFilesResult } from './manyfiles.js';
+
+export const ALL_SCENARIOS = ['tree', 'stream', 'manyfiles', 'image'] as const;
+export type Scenario = (typeof ALL_SCENARIOS)[number];
+
+/** BENCH_SCENARIOS (default: all), minus image when BENCH_IMAGE=0. */
+export function selectedScenarios(): Set<Scenario> {
+  const spec = process.env.BENCH_SCENARIOS?.trim();
+  const names = spec ? spec.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== '') : [...ALL_SCENARIOS];
+  const bad = names.filter((n) => !(ALL_SCENARIOS as readonly string[]).includes(n));
+  if (bad.length > 0) throw new UserError(`BENCH_SCENARIOS: unknown scenario(s) ${bad.join(', ')}; choose from ${ALL_SCENARIOS.join(',')}`);
+  const set = new Set(names as Scenario[]);
+  if (set.has('stream')) streamGib(); // bad sizes fail now, not after the other scenarios ran
+  if (set.has('manyfiles')) manyFilesCount();
+  if (process.env.BENCH_IMAGE === '0') set.delete('image');
+  // run.ts runs the image scenario unless BENCH_IMAGE=0.
+  if (!set.has('image') && process.env.BENCH_IMAGE !== 'only') process.env.BENCH_IMAGE = '0';
+  return set;
+}
+
+export interface ScaleResults {
+  problems: number;
+  json: {
+    scenarios: Scenario[];
+    tools: { name: ToolName; version: string }[];
+    stream: StreamResult | null;
+    manyfiles: ManyFilesResult | null;
+    rows: ScaleRow[];
+    problems: string[];
+  } | null;
+}
+
+/** Runs the stream and many-files scenarios that are selected; prints their table. */
+export async function runScaleScenarios(o: { benchDir: string; tools: ToolName[]; timeoutSec: number; scenarios: Set<Scenario> }): Promise<ScaleResults> {
+  const wanted = (['stream', 'manyfiles'] as const).filter((s) => o.scenarios.has(s));
+  if (wanted.length === 0) return { problems: 0, json: null };
+  const ctx: ScenarioContext = { benchDir: o.benchDir, tools: [], timeoutSec: o.timeoutSec, keep: process.env.BENCH_KEEP === '1', problems: [] };
+  const versions: { name: ToolName; version: string }[] = [];
+  for (const name of o.tools) {
+    const probe = await TOOLS[name].probe();
+    versions.push({ name, version: probe.version });
+    if (probe.available) ctx.tools.push(name);
+    else ctx.problems.push(`[${name}] not available: ${probe.problem}`);
+  }
+  if (!ctx.tools.includes('restic')) ctx.problems.push('restic is not run: the stream and many-files targets are ratios to restic');
+  if (!(await haveGnuTime())) ctx.problems.push('GNU time not usable at /usr/bin/time: peak RSS is n/a (apt-get install -y time)');
+
+  const stream = o.scenarios.has('stream') ? await runStream(ctx) : null;
+  const manyfiles = o.scenarios.has('manyfiles') ? await runManyFiles(ctx) : null;
+
+  const rows = [...(stream ? streamRows(stream) : []), ...(manyfiles ? manyFilesRows(manyfiles) : [])];
+  const shown = ctx.tools.length > 0 ? ctx.tools : o.tools;
+  console.log(`\nStream and many-files results (${wanted.join(', ')}; one run each; ratio < 1.00x = smaller/faster than restic):\n`);
+  console.log(scaleTable(shown, rows));
+  console.log('\nNotes:');
+  if (stream) for (const n of stream.notes) console.log(`  - ${n}`);
+  if (manyfiles) for (const n of manyfiles.notes) console.log(`  - ${n}`);
+  console.log("  - peak RSS: /usr/bin/time -f '%e %M' of the tool process alone; MB = 10^6 bytes; `sync` before every measured step.");
+  if (ctx.problems.length > 0) console.log(`\nStream / many-files problems:\n${ctx.problems.map((p) => `  ${p}`).join('\n')}`);
+  return {
+    problems: ctx.problems.length,
+    json: { scenarios: wanted, tools: versions, stream, manyfiles, rows, problems: ctx.problems },
+  };
+}
+
+/**
+ * BENCH_SCENARIOS without "tree": the image scenario (if selected, through
+ * `image`) and the stream / many-files scenarios, then the results JSON.
+ * Returns the exit status.
+ */
+export async function runWithoutTree(o: {
+  benchDir: string;
+  tools: ToolName[];
+  timeoutSec: number;
+  scenarios: Set<Scenario>;
+  runStarted: Date;
+  image: (() => Promise<number>) | null;
+}): Promise<number> {
+  console.log(`  scenarios: ${[...o.scenarios].join(', ')} (tree scenario not selected)`);
+  let problems = o.scenarios.has('image') && o.image ? await o.image() : 0;
+  const scale = await runScaleScenarios(o);
+  problems += scale.problems;
+  const stamp = o.runStarted.toISOString().replace(/[:.]/g, '-');
+  const jsonFile = join(o.benchDir, `results-${stamp}.json`);
+  const json = {
+    startedAt: o.runStarted.toISOString(),
+    finishedAt: new Date().toISOString(),
+    host: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? null, totalMemBytes: totalmem(), kernel: release(), node: process.version },
+    loadAverageAtEnd: loadavg(),
+    scenarios: [...o.scenarios],
+    stepTimeoutSec: o.timeoutSec,
+    scale: scale.json,
+  };
+  await writeFile(jsonFile, `${JSON.stringify(json, null, 2)}\n`);
+  console.log(`\nJSON results: ${jsonFile}`);
+  if (problems > 0) console.log(`${problems} problem(s) reported above; exiting with status 3.`);
+  return problems > 0 ? 3 : 0;
+}

@@ -1,0 +1,186 @@
+// Stream scenario: BENCH_STREAM_GIB (default 8) GiB of generated data backed up
+// through stdin, `holdfast backup --stdin --stdin-filename big.bin` beside
+// `restic backup --stdin --stdin-filename big.bin` (and `borg create ... -`).
+//
+// The data comes from bench/stream-gen.ts, a deterministic generator (random,
+// log-like text and repeated blocks) that writes into a FIFO; the tool reads it
+// as its stdin (`sh -c 'exec TOOL... < FIFO'`, so GNU time measures the tool
+// alone, not the generator). Nothing is stored on disk but the repositories,
+// which are deleted after their size is taken (BENCH_KEEP=1 keeps them).
+// Target from the speed issue: holdfast peak RSS < 400 MB.
+
+import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { UserError } from './corpus.js';
+import { capture, duBytes, tailFile } from './measure.js';
+import type { ScaleRow } from './report.js';
+import {
+  describeRun,
+  filesLine,
+  initTool,
+  measure,
+  repoCell,
+  stepCell,
+  toolEnv,
+  verdict,
+  type ScenarioContext,
+  type ToolRun,
+} from './scale-common.js';
+import type { StreamGenStats } from './stream-gen.js';
+import { HOLDFAST_MAIN, type ToolName, type ToolPaths } from './tools.js';
+
+const GENERATOR = fileURLToPath(new URL('./stream-gen.js', import.meta.url));
+export const STREAM_RSS_TARGET_MB = 400;
+const NAME = 'big.bin';
+
+export interface StreamResult {
+  gib: number;
+  bytes: number;
+  generator: string;
+  runs: (ToolRun & { generator: StreamGenStats | null; generatorError: string | null })[];
+  target: { what: string; holdfastPeakRssMB: number | null; pass: boolean | null };
+  loadAverage: { start: number[]; end: number[] };
+  notes: string[];
+}
+
+export function streamGib(): number {
+  const spec = process.env.BENCH_STREAM_GIB ?? '8';
+  const gib = Number(spec);
+  if (!Number.isFinite(gib) || gib <= 0 || gib > 1024) throw new UserError(`BENCH_STREAM_GIB=${spec}: give a size in GiB, e.g. 8 or 0.5`);
+  return gib;
+}
+
+function argv(name: ToolName, p: ToolPaths): string[] {
+  switch (name) {
+    case 'holdfast':
+      return [process.execPath, HOLDFAST_MAIN, 'backup', '--host', 'bench', '--stdin', '--stdin-filename', NAME];
+    case 'restic':
+      return ['restic', 'backup', '--host', 'bench', '--stdin', '--stdin-filename', NAME];
+    case 'borg':
+      return ['borg', 'create', '--compression', 'zstd,3', '--stdin-name', NAME, `${p.repo}::stream`, '-'];
+  }
+}
+
+/** Starts the generator writing into `fifo` (it blocks until the tool opens it). */
+function startGenerator(bytes: number, fifo: string, logPrefix: string): { finish(graceMs: number): Promise<{ stats: StreamGenStats | null; error: string | null }> } {
+  const errFile = `${logPrefix}.stderr`;
+  const errFd = openSync(errFile, 'w');
+  const child = spawn(process.execPath, [GENERATOR, String(bytes), fifo], { stdio: ['ignore', 'pipe', errFd] });
+  closeSync(errFd);
+  let stdout = '';
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  const orphan = (): void => void child.kill('SIGKILL'); // the bench is exiting (e.g. interrupted)
+  process.once('exit', orphan);
+  const closed = new Promise<{ code: number | null; signal: string | null; spawnError: string | null }>((resolve) => {
+    let spawnError: string | null = null;
+    child.on('error', (e) => (spawnError = String(e)));
+    child.on('close', (code, signal) => {
+      process.off('exit', orphan);
+      resolve({ code, signal, spawnError });
+    });
+  });
+  return {
+    async finish(graceMs) {
+      let timer: NodeJS.Timeout | undefined;
+      const killed = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          child.kill('SIGKILL'); // still blocked in open() or write(): the tool did not read it all
+          resolve();
+        }, graceMs);
+      });
+      const end = await Promise.race([closed, killed.then(() => closed)]);
+      clearTimeout(timer);
+      let stats: StreamGenStats | null = null;
+      try {
+        stats = JSON.parse(stdout.trim().split('\n').pop() ?? '') as StreamGenStats;
+      } catch {
+        // no statistics: it did not finish
+      }
+      const error = end.spawnError
+        ? end.spawnError
+        : end.code !== 0
+          ? `generator ${end.signal ? `killed (${end.signal})` : `exit ${end.code}`}: ${tailFile(errFile, 3).replace(/\n/g, ' | ')}`
+          : null;
+      return { stats, error };
+    },
+  };
+}
+
+export async function runStream(ctx: ScenarioContext): Promise<StreamResult> {
+  const gib = streamGib();
+  const bytes = Math.round(gib * 2 ** 30);
+  const label = `${gib} GiB stream`;
+  const start = loadavg();
+  console.log(`\n${label}: backup --stdin --stdin-filename ${NAME} of ${bytes} generated bytes (bench/stream-gen.ts, through a FIFO)`);
+  const work = join(ctx.benchDir, 'work-scale', 'stream');
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work, { recursive: true });
+  const fifo = join(work, `${NAME}.fifo`);
+  const mk = await capture('mkfifo', [fifo]);
+  if (mk.code !== 0) throw new Error(`mkfifo ${fifo} failed: ${mk.stderr.trim() || mk.error}`);
+
+  const result: StreamResult = {
+    gib,
+    bytes,
+    generator: `${process.execPath} ${GENERATOR} ${bytes} ${fifo}`,
+    runs: [],
+    target: { what: `holdfast peak RSS < ${STREAM_RSS_TARGET_MB} MB`, holdfastPeakRssMB: null, pass: null },
+    loadAverage: { start, end: [] },
+    notes: [],
+  };
+  for (const name of ctx.tools) {
+    const init = await initTool(ctx, name, join(work, name), label);
+    if (!init) continue;
+    const run = { ...init, generator: null as StreamGenStats | null, generatorError: null as string | null };
+    result.runs.push(run);
+    const gen = startGenerator(bytes, fifo, join(run.paths.dir, 'logs', 'generator'));
+    const rec = await measure(ctx, run, 'backup', { file: 'sh', args: ['-c', 'exec "$@" < "$0"', fifo, ...argv(name, run.paths)], env: toolEnv(name, run.paths) });
+    const g = await gen.finish(rec.ok ? 60_000 : 5_000);
+    run.generator = g.stats;
+    run.generatorError = g.error ?? (g.stats && g.stats.bytes !== bytes ? `wrote ${g.stats.bytes} of ${bytes} bytes` : null);
+    if (rec.ok && run.generatorError) {
+      rec.ok = false; // the tool exited 0 without reading the whole stream
+      rec.stderrTail = `${rec.stderrTail}\n[bench] ${run.generatorError}`.trim();
+    }
+    const rate = rec.ok ? `, ${(bytes / 1e6 / rec.seconds).toFixed(0)} MB/s` : '';
+    console.log(`  [${name}] ${label} backup: ${describeRun(rec)}${rate}`);
+    if (!rec.ok) ctx.problems.push(`[${name}] ${label} backup failed: ${rec.stderrTail}`);
+    run.repoBytes = await duBytes(run.paths.repo);
+    if (!ctx.keep) await rm(run.paths.repo, { recursive: true, force: true }); // disk: several GB per repository
+  }
+  await rm(fifo, { force: true });
+  result.loadAverage.end = loadavg();
+
+  const hf = result.runs.find((r) => r.name === 'holdfast')?.steps.backup;
+  if (hf?.ok && hf.maxRssKiB !== null) {
+    result.target.holdfastPeakRssMB = (hf.maxRssKiB * 1024) / 1e6;
+    result.target.pass = result.target.holdfastPeakRssMB < STREAM_RSS_TARGET_MB;
+  }
+  const g = result.runs.find((r) => r.generator)?.generator;
+  if (g) {
+    result.notes.push(
+      `${label}: ${g.segments.random} random segments, ${g.segments.text} log-text segments, ${g.segments.repeat} repeats of 8 fixed 4 MiB blocks ` +
+        `(deterministic: every tool reads the same bytes); generator CPU ${g.cpuSeconds.toFixed(1)} s per run, in its own process`,
+    );
+  }
+  for (const r of result.runs) {
+    const line = await filesLine(r.steps.backup);
+    if (line) result.notes.push(`${label}, ${r.name}: ${line}`);
+  }
+  result.notes.push(`${label}: load average ${start.map((l) => l.toFixed(1)).join(' ')} at start, ${result.loadAverage.end.map((l) => l.toFixed(1)).join(' ')} at end`);
+  return result;
+}
+
+export function streamRows(s: StreamResult): ScaleRow[] {
+  const label = `${s.gib} GiB stream`;
+  const cells = (f: (r: ToolRun) => { value: number | null; text: string }): ScaleRow['cells'] => Object.fromEntries(s.runs.map((r) => [r.name, f(r)]));
+  return [
+    { label: `${label}: backup --stdin (s)`, cells: cells((r) => stepCell(r, 'backup', 'seconds')), target: '', verdict: '' },
+    { label: `${label}: peak RSS (MB)`, cells: cells((r) => stepCell(r, 'backup', 'rss')), target: `< ${STREAM_RSS_TARGET_MB} MB`, verdict: verdict(s.target.pass) },
+    { label: `${label}: repository size (MB)`, cells: cells((r) => repoCell(r, ['backup'])), target: '', verdict: '' },
+  ];
+}
