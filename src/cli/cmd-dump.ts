@@ -1,11 +1,10 @@
 /** `holdfast dump SNAP PATH`: a file to stdout, a folder as a tar stream. */
 import type { Command } from 'commander';
-import tar from 'tar-stream';
-import { pipeline } from 'node:stream/promises';
 import { BlobType } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
 import type { TreeNode } from '../repo/tree.js';
 import { findNode, walkTree } from '../jobs/tree-walk.js';
+import { writeOut, writeTar, type TarEntry } from '../jobs/tar-stream-writer.js';
 import { globals, openRepo, warn } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
@@ -26,54 +25,23 @@ async function* fileBytes(repo: Repository, node: TreeNode): AsyncGenerator<Buff
   }
 }
 
-/** The part of a writable stream (node or streamx) that `writeOut` needs. */
-interface Sink {
-  write(chunk: Buffer): boolean;
-  once(event: 'drain', fn: () => void): unknown;
-}
-
-async function writeOut(out: Sink, chunk: Buffer): Promise<void> {
-  if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
-}
-
-const TAR_TYPE: Partial<Record<TreeNode['type'], tar.Header['type']>> = {
-  file: 'file', dir: 'directory', symlink: 'symlink', fifo: 'fifo', chardev: 'character-device', blockdev: 'block-device',
-};
-
+/** A folder of a file snapshot as a tar stream on stdout. */
 async function dumpTar(repo: Repository, subtree: string, base: string): Promise<void> {
-  const pack = tar.pack();
-  const done = pipeline(pack, process.stdout);
-  const firstPath = new Map<string, string>();
-  for await (const { path, node } of walkTree(repo, subtree, { onUnsafe: (p, why) => warn(`${p}: skipped (${why})`) }, Buffer.from(base))) {
-    const type = TAR_TYPE[node.type];
-    if (!type) continue;
-    const name = path.toString().replace(/^\/+/, '');
-    const rdev = node.rdev ?? 0n;
-    const header: Partial<tar.Header> & { name: string } = {
-      name, mode: node.mode, uid: node.uid, gid: node.gid, uname: node.user ?? '', gname: node.group ?? '',
-      mtime: new Date(Number(node.mtime / 1_000_000n)), type,
-      ...(node.target ? { linkname: node.target.toString() } : {}),
-      ...(type === 'character-device' || type === 'block-device'
-        ? { devmajor: Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn)), devminor: Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn)) }
-        : {}),
-    };
-    if (node.type === 'file') {
-      const key = `${node.device}:${node.inode}`;
-      const first = node.links > 1 ? firstPath.get(key) : undefined;
-      if (first) {
-        pack.entry({ ...header, type: 'link', linkname: first });
-        continue;
-      }
-      if (node.links > 1) firstPath.set(key, name);
-      const entry = pack.entry({ ...header, size: node.size });
-      for await (const chunk of fileBytes(repo, node)) await writeOut(entry, chunk);
-      await new Promise<void>((res, rej) => entry.end((err?: Error | null) => (err ? rej(err) : res())));
-    } else {
-      pack.entry(header);
+  async function* entries(): AsyncGenerator<TarEntry> {
+    for await (const { path, node } of walkTree(repo, subtree, { onUnsafe: (p, why) => warn(`${p}: skipped (${why})`) }, Buffer.from(base))) {
+      yield {
+        path, type: node.type, mode: node.mode, uid: node.uid, gid: node.gid,
+        ...(node.user === undefined ? {} : { user: node.user }),
+        ...(node.group === undefined ? {} : { group: node.group }),
+        mtime: node.mtime, size: node.size,
+        ...(node.target ? { target: node.target } : {}),
+        ...(node.rdev === undefined ? {} : { rdev: node.rdev }),
+        ...(node.links > 1 ? { linkKey: `${node.device}:${node.inode}` } : {}),
+        content: () => fileBytes(repo, node),
+      };
     }
   }
-  pack.finalize();
-  await done;
+  await writeTar(process.stdout, entries());
 }
 
 export function register(program: Command): void {

@@ -1,26 +1,11 @@
 /** `holdfast ls SNAP [PATH]`: lists the files of a snapshot. */
 import type { Command } from 'commander';
 import { walkTree } from '../jobs/tree-walk.js';
-import type { TreeNode } from '../repo/tree.js';
+import { modeString } from '../core/mode-string.js';
 import { globals, openRepo, warn } from './context.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 import { isImageSnapshot, openImageFiles } from '../jobs/image-files/open-image-files.js';
 import { listImage } from '../jobs/image-files/image-ls.js';
-
-const TYPE_CHAR: Record<TreeNode['type'], string> = { file: '-', dir: 'd', symlink: 'l', fifo: 'p', chardev: 'c', blockdev: 'b', socket: 's' };
-
-/** "drwxr-xr-x" with setuid/setgid/sticky. */
-export function modeString(n: TreeNode): string {
-  const m = n.mode;
-  const rwx = (shift: number, special: boolean, ch: string): string => {
-    const r = m & (4 << shift) ? 'r' : '-';
-    const w = m & (2 << shift) ? 'w' : '-';
-    const x = m & (1 << shift);
-    const xc = special ? (x ? ch : ch.toUpperCase()) : x ? 'x' : '-';
-    return r + w + xc;
-  };
-  return TYPE_CHAR[n.type] + rwx(6, (m & 0o4000) !== 0, 's') + rwx(3, (m & 0o2000) !== 0, 's') + rwx(0, (m & 0o1000) !== 0, 't');
-}
 
 function within(path: string, prefix: string): boolean {
   return prefix === '/' || path === prefix || path.startsWith(`${prefix}/`) || prefix.startsWith(`${path}/`);

@@ -5,23 +5,9 @@
  */
 import type { ImageNode, ImageVolume } from '../../sources/image/fs/image-volume.js';
 import { findImageNode, pathComponents, walkImage } from './image-walk.js';
+import { modeString } from '../../core/mode-string.js';
 
 export type ListFormat = 'plain' | 'long' | 'json';
-
-const TYPE_CHAR: Record<ImageNode['type'], string> = { file: '-', dir: 'd', symlink: 'l', fifo: 'p', chardev: 'c', blockdev: 'b', socket: 's' };
-
-/** "drwxr-xr-x" with setuid/setgid/sticky (as `ls -l` prints it). */
-export function imageModeString(n: Pick<ImageNode, 'type' | 'mode'>): string {
-  const m = n.mode;
-  const rwx = (shift: number, special: boolean, ch: string): string => {
-    const r = m & (4 << shift) ? 'r' : '-';
-    const w = m & (2 << shift) ? 'w' : '-';
-    const x = m & (1 << shift);
-    const xc = special ? (x ? ch : ch.toUpperCase()) : x ? 'x' : '-';
-    return r + w + xc;
-  };
-  return TYPE_CHAR[n.type] + rwx(6, (m & 0o4000) !== 0, 's') + rwx(3, (m & 0o2000) !== 0, 's') + rwx(0, (m & 0o1000) !== 0, 't');
-}
 
 const isoTime = (ns: bigint): string => new Date(Number(ns / 1_000_000n)).toISOString();
 
@@ -39,7 +25,7 @@ export function formatImageEntry(path: string, node: ImageNode, format: ListForm
     const t = isoTime(node.mtime).replace('T', ' ').slice(0, 19);
     const link = node.target ? ` -> ${node.target.toString()}` : '';
     const desc = node.description ? `  (${node.description})` : '';
-    return `${imageModeString(node)} ${String(node.uid).padEnd(8)} ${String(node.gid).padEnd(8)} ${String(node.size).padStart(12)} ${t} ${path}${link}${desc}\n`;
+    return `${modeString(node)} ${String(node.uid).padEnd(8)} ${String(node.gid).padEnd(8)} ${String(node.size).padStart(12)} ${t} ${path}${link}${desc}\n`;
   }
   return `${path}\n`;
 }

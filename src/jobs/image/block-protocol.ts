@@ -97,3 +97,6 @@ export interface UnpackResult {
 }
 
 export type BlockTask = ScanTask | SealTask | UnpackTask;
+
+/** The block worker script, for `new WorkerPool<BlockTask>(BLOCK_WORKER, init)`. */
+export const BLOCK_WORKER = new URL('./block-worker.js', import.meta.url);

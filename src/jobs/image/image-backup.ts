@@ -31,8 +31,8 @@ import { SourceShrankError, type ImageInput } from '../../sources/image/image-in
 import { readPartitionTable } from '../../sources/image/partition-table.js';
 import type { RandomAccessSource } from '../../sources/image/random-access.js';
 import { CbtCache, FP_BYTES, type CacheKeyring, type CbtHeader } from './cbt-cache.js';
-import { BlockPool } from './block-pool.js';
-import { BlockKind, type ScanResult, type SealResult } from './block-protocol.js';
+import { WorkerPool } from '../pool/worker-pool.js';
+import { BlockKind, BLOCK_WORKER, type BlockTask, type ScanResult, type SealResult } from './block-protocol.js';
 import { openImageSnapshot, type ImageSnapshotReader } from './image-reader.js';
 
 /** Smallest default block size (docs/decisions.md, "Image backups"). */
@@ -167,7 +167,7 @@ interface Slot {
 export class ImageBackup {
   private readonly blockSize: number;
   private readonly warnings: string[] = [];
-  private pool: BlockPool | undefined;
+  private pool: WorkerPool<BlockTask> | undefined;
   private readonly map = new Paged(MAP_ENTRY_BYTES, MAP_BLOCKS);
   private readonly newCache = new Paged(FP_BYTES + 32, MAP_BLOCKS);
   private cache: CbtCache | undefined;
@@ -201,7 +201,7 @@ export class ImageBackup {
     const start = new Date();
     const { input } = this.opts;
     // Workers boot while the cache and the file systems are read.
-    this.pool = new BlockPool({ ...this.secrets(), compression: this.repo.compression }, this.opts.workers);
+    this.pool = new WorkerPool<BlockTask>(BLOCK_WORKER, { ...this.secrets(), compression: this.repo.compression }, this.opts.workers);
     const slotBytes = Math.max(this.blockSize, Math.floor(SLOT_TARGET / this.blockSize) * this.blockSize);
     let size: number;
     let analysis: LayoutAnalysis;

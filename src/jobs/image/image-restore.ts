@@ -26,8 +26,8 @@ import type { Snapshot } from '../../repo/snapshot.js';
 import { splitRdev } from '../../sources/posix.js';
 import { blockDeviceSize, devNo, mountsOf } from '../../sources/image/block-devices.js';
 import { openImageSnapshot, type ImageSnapshotReader } from './image-reader.js';
-import { BlockPool } from './block-pool.js';
-import type { UnpackBlob, UnpackResult } from './block-protocol.js';
+import { WorkerPool } from '../pool/worker-pool.js';
+import { BLOCK_WORKER, type BlockTask, type UnpackBlob, type UnpackResult } from './block-protocol.js';
 import { BlobType } from '../../repo/pack.js';
 import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
 import type { BlobLocation } from '../../repo/index-file.js';
@@ -207,7 +207,7 @@ export class ImageRestore {
     if (this.opts.verify && this.opts.target === '-') throw new RestoreTargetError('--verify cannot read back stdout; restore to a file or a device to verify');
     const sink = await openTarget(this.opts.target, size, blockSize, this.opts.stdout ?? process.stdout, () => r.storedBytes());
     const s = this.repo.workerSecrets();
-    const pool = new BlockPool({ encryption: s.encryption, id: s.id, compression: this.repo.compression }, this.opts.workers);
+    const pool = new WorkerPool<BlockTask>(BLOCK_WORKER, { encryption: s.encryption, id: s.id, compression: this.repo.compression }, this.opts.workers);
     let bytesWritten = 0;
     let holes = 0;
     try {
@@ -260,7 +260,7 @@ export class ImageRestore {
    * stored blocks: with their plaintext for a stream, else with an empty
    * their length (already written by a worker).
    */
-  private async batch(pool: BlockPool, sink: Sink, b0: number, n: number): Promise<Map<number, Buffer | number>> {
+  private async batch(pool: WorkerPool<BlockTask>, sink: Sink, b0: number, n: number): Promise<Map<number, Buffer | number>> {
     const r = this.reader;
     const out = new Map<number, Buffer | number>();
     const byId = new Map<string, number[]>();
@@ -301,7 +301,7 @@ export class ImageRestore {
     return out;
   }
 
-  private async unpackRange(pool: BlockPool, sink: Sink, pack: string, items: { id: string; loc: BlobLocation; blocks: number[] }[], out: Map<number, Buffer | number>): Promise<void> {
+  private async unpackRange(pool: WorkerPool<BlockTask>, sink: Sink, pack: string, items: { id: string; loc: BlobLocation; blocks: number[] }[], out: Map<number, Buffer | number>): Promise<void> {
     const start = items[0]!.loc.offset;
     const end = Math.max(...items.map((x) => x.loc.offset + x.loc.length));
     let data: Buffer;

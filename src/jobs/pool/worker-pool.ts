@@ -1,8 +1,11 @@
 /**
- * A pool of blob workers, one per core by default. `run` sends a task to the
- * least busy worker and resolves with its result; `whenBelow` lets a producer
- * wait until few enough tasks are in flight (back-pressure). A worker that
- * dies fails every task it held and the pool refuses further work.
+ * A pool of worker threads, one per core by default: the blob workers of
+ * file backups and restores (`WorkerPool.start`), or any other worker script
+ * that speaks the same `{ init }` / `{ id, task }` → `{ id, result | error }`
+ * messages (the image jobs' block workers). `run` sends a task to the least
+ * busy worker and resolves with its result; `whenBelow` lets a producer wait
+ * until few enough tasks are in flight (back-pressure). A worker that dies
+ * fails every task it held and the pool refuses further work.
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
@@ -27,16 +30,17 @@ export function defaultPoolSize(): number {
   return Number.isInteger(env) && env > 0 ? env : availableParallelism();
 }
 
-export class WorkerPool {
+export class WorkerPool<TTask = Task> {
   private readonly slots: Slot[] = [];
   private nextId = 1;
   private failure: Error | undefined;
   private waiters: (() => void)[] = [];
   private closed = false;
 
-  private constructor(init: InitMessage, size: number) {
+  /** Starts `size` workers running the script at `url`, each sent `{ init }` first. */
+  constructor(url: URL, init: unknown, size = defaultPoolSize()) {
     for (let i = 0; i < size; i++) {
-      const worker = new Worker(WORKER_URL);
+      const worker = new Worker(url);
       const slot: Slot = { worker, pending: new Map() };
       worker.on('message', (msg: { id: number; result?: unknown; error?: string }) => {
         const p = slot.pending.get(msg.id);
@@ -63,13 +67,14 @@ export class WorkerPool {
   /** Starts workers holding the repository's secrets and settings. */
   static start(repo: Repository, size = defaultPoolSize()): WorkerPool {
     const s = repo.workerSecrets();
-    return new WorkerPool({
+    const init: InitMessage = {
       encryption: s.encryption,
       id: s.id,
       chunkerSeed: s.chunker,
       chunker: repo.config.chunker,
       compression: repo.compression,
-    }, size);
+    };
+    return new WorkerPool(WORKER_URL, init, size);
   }
 
   /** Number of workers. */
@@ -100,7 +105,7 @@ export class WorkerPool {
   }
 
   /** Runs a task on the least busy worker; `transfer` buffers are moved, not copied. */
-  run<T>(task: Task, transfer: ArrayBuffer[] = []): Promise<T> {
+  run<T>(task: TTask, transfer: ArrayBuffer[] = []): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new Error('worker pool is closed'));
     let slot = this.slots[0]!;
