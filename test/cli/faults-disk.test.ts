@@ -6,37 +6,16 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Sandbox, snapshotsOf, type RunResult } from '../helpers/cli.js';
+import { Sandbox, snapshotsOf } from '../helpers/cli.js';
+import { STACK, errorLines } from '../helpers/cli-errors.js';
+import { writeRandom } from '../helpers/random-file.js';
+import { assertRestores, assertSameTree } from '../helpers/restore-check.js';
 
-const STACK = /\n\s+at /;
 const MB = 1_000_000;
 const isRoot = process.getuid?.() === 0;
-
-function assertSameTree(expected: string, actual: string, exclude: string[] = []): void {
-  const d = spawnSync('diff', ['-r', '--no-dereference', ...exclude.map((x) => `--exclude=${x}`), expected, actual], { encoding: 'utf8' });
-  assert.equal(d.status, 0, `restored tree differs from ${expected}:\n${d.stdout}${d.stderr}`);
-}
-
-let restores = 0;
-async function assertRestores(s: Sandbox, snap: string, src: string): Promise<void> {
-  const target = s.path(`check-${++restores}`);
-  await s.ok(['restore', snap, '--target', target]);
-  assertSameTree(src, join(target, src));
-  await fs.rm(target, { recursive: true, force: true });
-}
-
-async function writeRandom(path: string, size: number): Promise<void> {
-  const fh = await fs.open(path, 'w');
-  try {
-    for (let left = size; left > 0; left -= 8 * MB) await fh.write(randomBytes(Math.min(left, 8 * MB)));
-  } finally {
-    await fh.close();
-  }
-}
 
 /** Mounts a tmpfs of `size` at `dir`; returns why it cannot, or undefined. */
 function mountTmpfs(dir: string, size: string): string | undefined {
@@ -53,10 +32,31 @@ function unmount(dir: string): void {
   spawnSync('umount', [dir], { stdio: 'ignore' });
 }
 
-/** The `holdfast:` lines of stderr; asserts there is no stack trace. */
-function errorLines(r: RunResult): string[] {
-  assert.doesNotMatch(r.stderr, STACK, 'stderr shows a stack trace');
-  return r.stderr.split('\n').filter((l) => l.startsWith('holdfast: '));
+/** A sandbox with a small disk: a tmpfs folder, or why there is none. */
+interface SmallDisk {
+  s: Sandbox;
+  mnt: string;
+  skip: string | undefined;
+}
+
+/**
+ * Registers `before`/`after` hooks on the enclosing suite that create a
+ * sandbox with a tmpfs of `size` mounted at its folder `name`, and unmount
+ * and remove it again. The fields are set once the `before` hook has run.
+ */
+function smallDiskPerSuite(name: string, size: string): SmallDisk {
+  const disk = {} as SmallDisk;
+  before(async () => {
+    disk.s = await Sandbox.create('holdfast-faults-');
+    disk.mnt = disk.s.path(name);
+    await fs.mkdir(disk.mnt);
+    disk.skip = mountTmpfs(disk.mnt, size);
+  });
+  after(async () => {
+    if (!disk.skip) unmount(disk.mnt);
+    await disk.s.remove();
+  });
+  return disk;
 }
 
 async function snapshotIds(s: Sandbox, env: Record<string, string>): Promise<string[]> {
@@ -69,21 +69,10 @@ async function tempFilesBelow(dir: string): Promise<string[]> {
 }
 
 describe('the repository disk fills up during a backup', () => {
-  let s: Sandbox;
-  let mnt: string;
-  let skip: string | undefined;
-  before(async () => {
-    s = await Sandbox.create('holdfast-faults-');
-    mnt = s.path('small-disk');
-    await fs.mkdir(mnt);
-    skip = mountTmpfs(mnt, '20m');
-  });
-  after(async () => {
-    if (!skip) unmount(mnt);
-    await s.remove();
-  });
+  const disk = smallDiskPerSuite('small-disk', '20m');
 
   it('exits non-zero saying there is no space; no snapshot; earlier snapshots restore', async (t) => {
+    const { s, mnt, skip } = disk;
     if (skip) return t.skip(skip);
     const env = { HOLDFAST_REPOSITORY: join(mnt, 'repo') };
     await s.ok(['init'], { env });
@@ -115,6 +104,7 @@ describe('the repository disk fills up during a backup', () => {
   });
 
   it('says "no space" once, not as a "cannot read" warning per file', async (t) => {
+    const { s, mnt, skip } = disk;
     if (skip) return t.skip(skip);
     const env = { HOLDFAST_REPOSITORY: join(mnt, 'repo') };
     const r = await s.run(['backup', s.path('big')], { env });
@@ -124,21 +114,10 @@ describe('the repository disk fills up during a backup', () => {
 });
 
 describe('the restore target fills up', () => {
-  let s: Sandbox;
-  let mnt: string;
-  let skip: string | undefined;
-  before(async () => {
-    s = await Sandbox.create('holdfast-faults-');
-    mnt = s.path('small-target');
-    await fs.mkdir(mnt);
-    skip = mountTmpfs(mnt, '8m');
-  });
-  after(async () => {
-    if (!skip) unmount(mnt);
-    await s.remove();
-  });
+  const disk = smallDiskPerSuite('small-target', '8m');
 
   it('exits 1, says INCOMPLETE and lists every file that was not restored', async (t) => {
+    const { s, mnt, skip } = disk;
     if (skip) return t.skip(skip);
     await s.ok(['init']);
     const src = s.path('srv');

@@ -5,38 +5,16 @@
  * backup's uploaded packs must be reused by the next one.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { promises as fs, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, Sandbox, snapshotsOf, type RunResult } from '../helpers/cli.js';
+import { Sandbox, snapshotsOf, type RunResult, type Started } from '../helpers/cli.js';
+import { STACK, errorLines } from '../helpers/cli-errors.js';
+import { writeRandom } from '../helpers/random-file.js';
+import { assertRestores } from '../helpers/restore-check.js';
 
-const STACK = /\n\s+at /;
 const MB = 1_000_000;
-
-function assertSameTree(expected: string, actual: string): void {
-  const d = spawnSync('diff', ['-r', '--no-dereference', expected, actual], { encoding: 'utf8' });
-  assert.equal(d.status, 0, `restored tree differs from ${expected}:\n${d.stdout}${d.stderr}`);
-}
-
-let restores = 0;
-async function assertRestores(s: Sandbox, snap: string, src: string): Promise<void> {
-  const target = s.path(`check-${++restores}`);
-  await s.ok(['restore', snap, '--target', target]);
-  assertSameTree(src, join(target, src));
-  await fs.rm(target, { recursive: true, force: true });
-}
-
-/** Writes `size` random (incompressible) bytes in 8 MB pieces. */
-async function writeRandom(path: string, size: number): Promise<void> {
-  const fh = await fs.open(path, 'w');
-  try {
-    for (let left = size; left > 0; left -= 8 * MB) await fh.write(randomBytes(Math.min(left, 8 * MB)));
-  } finally {
-    await fh.close();
-  }
-}
 
 /** A repository with one snapshot of a small folder. */
 async function withBaseline(s: Sandbox): Promise<{ snap: string; src: string }> {
@@ -48,25 +26,6 @@ async function withBaseline(s: Sandbox): Promise<{ snap: string; src: string }> 
   await s.ok(['backup', '-q', src]);
   const [first] = await snapshotsOf(s);
   return { snap: first!.id, src };
-}
-
-/** The CLI in a child process that the test can signal. */
-function startCli(s: Sandbox, args: string[]): { child: ChildProcess; done: Promise<RunResult> } {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries({ ...process.env, ...s.env() })) if (v !== undefined) env[k] = v;
-  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
-  child.stdout!.on('data', (b: Buffer) => out.push(b));
-  child.stderr!.on('data', (b: Buffer) => err.push(b));
-  const done = new Promise<RunResult>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      const stdoutBytes = Buffer.concat(out);
-      resolve({ code, signal, stdout: stdoutBytes.toString(), stdoutBytes, stderr: Buffer.concat(err).toString() });
-    });
-  });
-  return { child, done };
 }
 
 /**
@@ -91,6 +50,18 @@ function firstNewPack(repo: string, done: Promise<RunResult>): { pack: Promise<s
   return { pack: pack.finally(stop), stop };
 }
 
+/** Starts `backup DIR` and resolves, with the running backup, once its first pack is in the repository. */
+async function backupUntilFirstPack(s: Sandbox, dir: string): Promise<Started> {
+  const run = s.start(['backup', dir]);
+  const watcher = firstNewPack(s.repo, run.done);
+  try {
+    await watcher.pack;
+  } finally {
+    watcher.stop();
+  }
+  return run;
+}
+
 /** The `summary` line of `backup --json`. */
 function summaryOf(r: RunResult): { snapshot_id: string; dataAdded: number; incomplete: boolean } {
   const line = r.stdout.split('\n').filter((l) => l.includes('"message_type":"summary"')).pop();
@@ -112,13 +83,7 @@ describe('a backup killed with SIGKILL', () => {
     const size = 200 * MB;
     await writeRandom(join(big, 'disk.img'), size);
 
-    const run = startCli(s, ['backup', big]);
-    const watcher = firstNewPack(s.repo, run.done);
-    try {
-      await watcher.pack;
-    } finally {
-      watcher.stop();
-    }
+    const run = await backupUntilFirstPack(s, big);
     run.child.kill('SIGKILL');
     const killed = await run.done;
     assert.equal(killed.signal, 'SIGKILL', `the backup was not killed: exit ${killed.code}`);
@@ -153,18 +118,11 @@ describe('a backup interrupted with Ctrl-C (SIGINT)', () => {
     await fs.mkdir(big);
     await writeRandom(join(big, 'disk.img'), 120 * MB);
 
-    const run = startCli(s, ['backup', big]);
-    const watcher = firstNewPack(s.repo, run.done);
-    try {
-      await watcher.pack;
-    } finally {
-      watcher.stop();
-    }
+    const run = await backupUntilFirstPack(s, big);
     run.child.kill('SIGINT');
     const r = await run.done;
     assert.equal(r.code, 130, `exit ${r.code} / ${r.signal}\n${r.stdout}\n${r.stderr}`);
-    assert.doesNotMatch(r.stderr, STACK);
-    const lines = r.stderr.split('\n').filter((l) => l.startsWith('holdfast: '));
+    const lines = errorLines(r);
     assert.equal(lines.length, 1, r.stderr);
     assert.match(lines[0]!, /interrupted/);
     assert.doesNotMatch(r.stdout, /snapshot \w+ saved/);

@@ -6,47 +6,18 @@
  * trace), and that what was backed up before still restores byte for byte.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox, snapshotsOf, type RunResult } from '../helpers/cli.js';
+import { STACK, failsWith } from '../helpers/cli-errors.js';
+import { writeRandom } from '../helpers/random-file.js';
+import { assertRestores, assertSameTree } from '../helpers/restore-check.js';
 import { Repository } from '../../src/repo/repository.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { encodeTree, type TreeNode } from '../../src/repo/tree.js';
-
-const STACK = /\n\s+at /;
-
-/** Asserts the exit code and returns the single `holdfast: ...` error line (no stack trace). */
-function failsWith(r: RunResult, code: number, message: RegExp): string {
-  assert.equal(r.code, code, `exit code ${r.code}, wanted ${code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  assert.doesNotMatch(r.stderr, STACK, 'stderr shows a stack trace');
-  const lines = r.stderr.split('\n').filter((l) => l.startsWith('holdfast: '));
-  assert.equal(lines.length, 1, `want one "holdfast:" line, stderr was:\n${r.stderr}`);
-  assert.match(lines[0]!, message);
-  return lines[0]!;
-}
-
-/** `diff -r` of two folders: same names, same bytes, same symlink targets. */
-function assertSameTree(expected: string, actual: string): void {
-  const d = spawnSync('diff', ['-r', '--no-dereference', expected, actual], { encoding: 'utf8' });
-  assert.equal(d.status, 0, `restored tree differs from ${expected}:\n${d.stdout}${d.stderr}`);
-}
-
-let restores = 0;
-/** Restores `snap` into a fresh folder and checks `src` came back identical. */
-async function assertRestores(s: Sandbox, snap: string, src: string): Promise<void> {
-  const target = s.path(`check-${++restores}`);
-  await s.ok(['restore', snap, '--target', target]);
-  assertSameTree(src, join(target, src));
-  await fs.rm(target, { recursive: true, force: true });
-}
-
-async function writeRandom(path: string, size: number): Promise<void> {
-  await fs.writeFile(path, randomBytes(size));
-}
 
 /** A repository holding one snapshot of a small folder; returns the snapshot id. */
 async function withBaseline(s: Sandbox): Promise<{ snap: string; src: string }> {

@@ -7,18 +7,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { Sandbox, snapshotsOf, type RunResult } from '../helpers/cli.js';
-
-const STACK = /\n\s+at /;
-
-function failsWith(r: RunResult, code: number, message: RegExp): string {
-  assert.equal(r.code, code, `exit code ${r.code}, wanted ${code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  assert.doesNotMatch(r.stderr, STACK, 'stderr shows a stack trace');
-  const lines = r.stderr.split('\n').filter((l) => l.startsWith('holdfast: '));
-  assert.equal(lines.length, 1, `want one "holdfast:" line, stderr was:\n${r.stderr}`);
-  assert.match(lines[0]!, message);
-  return lines[0]!;
-}
+import { Sandbox, snapshotsOf } from '../helpers/cli.js';
+import { failsWith } from '../helpers/cli-errors.js';
 
 describe('backup of a stream', () => {
   let s: Sandbox;

@@ -5,13 +5,15 @@
  * rounds' content, and a byte-for-byte restore comparison.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { Repository } from '../../src/repo/repository.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { bytes } from '../jobs/gc-fixture.js';
-import { CLI, type Sandbox, type RunResult } from '../helpers/cli.js';
+import type { Sandbox, RunResult } from '../helpers/cli.js';
+import { assertRestores as assertRestoresWith } from '../helpers/restore-check.js';
+
+export { assertSameTree } from '../helpers/restore-check.js';
 
 /** Environment for GC tests: a short minimum grace (commit window 3 s), no prompt. */
 export const GC_ENV: Record<string, string> = { HOLDFAST_MIN_GRACE: '6s' };
@@ -48,19 +50,9 @@ export async function writeRound(dir: string, r: number, size = 300_000): Promis
   for (let i = 0; i < 6; i++) await fs.writeFile(join(dir, 'small', `f${i}.txt`), `round ${r % 3} file ${i}\n`.repeat(50 + i * (r % 4)));
 }
 
-/** `diff -r` of two folders. */
-export function assertSameTree(expected: string, actual: string): void {
-  const d = spawnSync('diff', ['-r', '--no-dereference', expected, actual], { encoding: 'utf8' });
-  assert.equal(d.status, 0, `restored tree differs from ${expected}:\n${d.stdout}${d.stderr}`);
-}
-
-let n = 0;
-/** Restores `snap` into a fresh folder and checks `src` came back byte for byte. */
+/** Restores `snap` quietly (with `env`) into a fresh folder and checks `src` came back byte for byte. */
 export async function assertRestores(s: Sandbox, snap: string, src: string, env: Record<string, string> = GC_ENV): Promise<void> {
-  const target = s.path(`restore-${++n}`);
-  await s.ok(['restore', snap, '--target', target, '-q'], { env });
-  assertSameTree(src, join(target, src));
-  await fs.rm(target, { recursive: true, force: true });
+  await assertRestoresWith(s, snap, src, { env }, ['-q']);
 }
 
 /** The JSON a command printed on its last stdout line. */
@@ -81,20 +73,7 @@ export interface Running {
 
 /** Starts `holdfast ARGS` in the sandbox without waiting for it. */
 export function start(s: Sandbox, args: readonly string[], extraEnv: Record<string, string | undefined> = GC_ENV): Running {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries({ ...process.env, ...s.env(extraEnv) })) if (v !== undefined) env[k] = v;
-  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
-  child.stdout.on('data', (b: Buffer) => out.push(b));
-  child.stderr.on('data', (b: Buffer) => err.push(b));
-  const done = new Promise<RunResult>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      const stdoutBytes = Buffer.concat(out);
-      resolve({ code, signal, stdout: stdoutBytes.toString(), stdoutBytes, stderr: Buffer.concat(err).toString() });
-    });
-  });
+  const { child, done } = s.start(args, { env: extraEnv });
   return { done, kill: (signal = 'SIGKILL') => child.kill(signal) };
 }
 

@@ -2,7 +2,7 @@
  * Runs the real `holdfast` CLI in a child process, the way a user would, with
  * a repository and password in the environment and cheap scrypt settings.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -51,6 +51,11 @@ export class Sandbox {
     return runCli(args, { ...opts, env: this.env(opts.env) });
   }
 
+  /** Like `run` but does not wait: the process can be signalled while it runs. */
+  start(args: readonly string[], opts: Omit<RunOptions, 'input'> = {}): Started {
+    return startCli(args, { ...opts, env: this.env(opts.env) });
+  }
+
   /** Like `run` but fails the test (with stderr) unless the exit code is `want`. */
   async ok(args: readonly string[], opts: RunOptions = {}, want = 0): Promise<RunResult> {
     const r = await this.run(args, opts);
@@ -63,27 +68,45 @@ export class Sandbox {
   }
 }
 
-/** Spawns the CLI; resolves with its exit status and output. */
-export function runCli(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+/** A CLI process that is still running, and its result once it has exited. */
+export interface Started {
+  readonly child: ChildProcess;
+  readonly done: Promise<RunResult>;
+}
+
+/** Spawns the CLI with stdin as given; `done` resolves with its exit status and output. */
+function spawnCli(args: readonly string[], opts: RunOptions, stdin: 'pipe' | 'ignore'): Started {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries({ ...process.env, ...opts.env })) if (v !== undefined) env[k] = v;
   const [cmd, argv] = opts.asUser
     ? ['setpriv', [`--reuid=${opts.asUser.uid}`, `--regid=${opts.asUser.gid}`, '--clear-groups', process.execPath, CLI, ...args]]
     : [process.execPath, [CLI, ...args]];
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv as string[], { env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
+  const child = spawn(cmd, argv as string[], { env, cwd: opts.cwd, stdio: [stdin, 'pipe', 'pipe'] });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.stdout!.on('data', (b: Buffer) => out.push(b));
+  child.stderr!.on('data', (b: Buffer) => err.push(b));
+  const done = new Promise<RunResult>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (code, signal) => {
       const stdoutBytes = Buffer.concat(out);
       resolve({ code, signal, stdout: stdoutBytes.toString(), stdoutBytes, stderr: Buffer.concat(err).toString() });
     });
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(opts.input);
   });
+  return { child, done };
+}
+
+/** Spawns the CLI, writes `opts.input` to its stdin and closes it; resolves with its exit status and output. */
+export function runCli(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const { child, done } = spawnCli(args, opts, 'pipe');
+  child.stdin!.on('error', () => undefined);
+  child.stdin!.end(opts.input);
+  return done;
+}
+
+/** Spawns the CLI with no stdin and returns at once, so the test can signal it while it runs. */
+export function startCli(args: readonly string[], opts: Omit<RunOptions, 'input'> = {}): Started {
+  return spawnCli(args, opts, 'ignore');
 }
 
 /** The snapshots of a repository, via `snapshots --json`. */
