@@ -6,8 +6,6 @@
 import { resolve } from 'node:path';
 import { hostname as osHostname } from 'node:os';
 import type { Command } from 'commander';
-import { parseCompressionMode } from '../core/compress.js';
-import { acquireLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import type { Snapshot } from '../repo/snapshot.js';
 import { ImageBackup, defaultBlockSize, type ImageBackupResult } from '../jobs/image/image-backup.js';
@@ -15,10 +13,10 @@ import { cachePath, cacheRoot } from '../jobs/image/cbt-cache.js';
 import { MAX_IMAGE_BLOCK, MIN_IMAGE_BLOCK } from '../repo/image-info.js';
 import { openImageInput, type ImageInput } from '../sources/image/image-input.js';
 import { mountsOf } from '../sources/image/block-devices.js';
-import { formatBytes, formatDuration, globals, openRepo, say, warn, type GlobalOptions } from './context.js';
+import { formatBytes, formatDuration, globals, say, warn, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
-import { parseTime } from './cmd-backup.js';
+import { backupSession, parseTime, splitTags } from './backup-session.js';
 
 /** The flags of `backup` this command reads. */
 export interface ImageBackupFlags {
@@ -55,7 +53,6 @@ export function parseBlockSize(s: string): number {
   return n;
 }
 
-const splitTags = (tags: string[] | undefined): string[] => (tags ?? []).flatMap((t) => t.split(',')).filter((t) => t !== '');
 
 /** Refuses a source mounted read-write unless --allow-live; returns whether it is live. */
 async function checkLive(input: ImageInput, allowLive: boolean): Promise<boolean> {
@@ -105,16 +102,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
     const name = cmd.getOptionValueSource('stdinFilename') === 'default' || !flags.stdinFilename ? 'stdin.img' : flags.stdinFilename;
     if (src === '-' && (name.includes('/') || name === '.' || name === '..')) throw new ExitError(`bad --stdin-filename "${name}"`, EXIT.usage);
     const paths = [src === '-' ? `/${name}` : resolve(src)];
-    const repo = await openRepo(g);
-    if (flags.compression) repo.setCompression(parseCompressionMode(flags.compression));
-    const abort = new AbortController();
-    const lock = await acquireLock(repo.backend, { exclusive: false, operation: 'backup', onLost: (e) => abort.abort(new ExitError(`${e.message}; no snapshot was written`, EXIT.locked)) });
-    const onSigint = (): void => abort.abort(new ExitError('interrupted; the repository is intact and the next backup reuses what was uploaded', EXIT.interrupted));
-    process.once('SIGINT', onSigint);
-    process.once('SIGTERM', onSigint);
-    try {
-      const found = await repo.indexOrphanPacks(warn);
-      if (found > 0 && !g.quiet) warn(`indexed ${found} pack(s) left by an interrupted backup`);
+    await backupSession(g, flags.compression, async (repo, signal) => {
       const parent = flags.force ? null : await findParent(repo, flags, paths);
       if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}`);
       // The parent's block size by default, so that a disk that grew keeps its changed-block detection.
@@ -133,7 +121,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
         parent,
         ...(cacheFile ? { cacheFile } : {}),
         readCache: !flags.force,
-        signal: abort.signal,
+        signal,
         onWarning: (m) => {
           progress.stop();
           warn(m);
@@ -147,11 +135,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
         progress.stop();
       }
       report(g, result);
-    } finally {
-      process.off('SIGINT', onSigint);
-      process.off('SIGTERM', onSigint);
-      await lock.release();
-    }
+    });
   } finally {
     await input.close();
   }

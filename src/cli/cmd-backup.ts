@@ -7,12 +7,11 @@ import { spawn } from 'node:child_process';
 import type { Command } from 'commander';
 import { Archiver, type BackupResult } from '../jobs/backup/archiver.js';
 import { Excludes } from '../jobs/backup/excludes.js';
-import { parseCompressionMode } from '../core/compress.js';
 import { scanTotals } from '../sources/file-tree.js';
 import type { Repository } from '../repo/repository.js';
-import { collect, formatBytes, formatDuration, globals, openRepo, say, warn, type GlobalOptions } from './context.js';
+import { collect, formatBytes, formatDuration, globals, say, warn, type GlobalOptions } from './context.js';
+import { backupSession, parseTime, splitTags } from './backup-session.js';
 import { ExitError, EXIT } from './exit-codes.js';
-import { acquireLock } from '../repo/lock.js';
 import { Progress, type Totals } from './progress.js';
 import { backupImageCommand, withImageOptions, type ImageBackupFlags } from './cmd-backup-image.js';
 
@@ -31,20 +30,6 @@ interface BackupFlags extends ImageBackupFlags {
   stdinFromCommand?: boolean;
   compression?: string;
 }
-
-/** Parses "YYYY-MM-DD HH:MM:SS" as local time. */
-export function parseTime(s: string): Date {
-  const m = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2}))?$/.exec(s.trim());
-  if (!m) throw new ExitError(`bad --time "${s}": use "YYYY-MM-DD HH:MM:SS"`, EXIT.usage);
-  const [y, mo, d, h, mi, se] = m.slice(1).map((x) => Number(x ?? 0)) as [number, number, number, number, number, number];
-  const t = new Date(y, mo - 1, d, h, mi, se);
-  if (t.getFullYear() !== y || t.getMonth() !== mo - 1 || t.getDate() !== d || h > 23 || mi > 59 || se > 59) {
-    throw new ExitError(`bad --time "${s}": no such date or time`, EXIT.usage);
-  }
-  return t;
-}
-
-const splitTags = (tags: string[] | undefined): string[] => (tags ?? []).flatMap((t) => t.split(',')).filter((t) => t !== '');
 
 export function register(program: Command): void {
   withImageOptions(program
@@ -67,26 +52,13 @@ export function register(program: Command): void {
     .action(async (paths: string[], flags: BackupFlags, cmd: Command) => {
       if (flags.image !== undefined) return backupImageCommand(paths, flags, cmd);
       const g = globals(cmd);
-      const repo = await openRepo(g);
-      if (flags.compression) repo.setCompression(parseCompressionMode(flags.compression));
-      const abort = new AbortController();
-      const lock = await acquireLock(repo.backend, { exclusive: false, operation: 'backup', onLost: (e) => abort.abort(new ExitError(`${e.message}; no snapshot was written`, EXIT.locked)) });
-      const onSigint = (): void => abort.abort(new ExitError('interrupted; the repository is intact and the next backup reuses what was uploaded', EXIT.interrupted));
-      process.once('SIGINT', onSigint);
-      process.once('SIGTERM', onSigint);
-      try {
-        const found = await repo.indexOrphanPacks(warn);
-        if (found > 0 && !g.quiet) warn(`indexed ${found} pack(s) left by an interrupted backup`);
+      await backupSession(g, flags.compression, async (repo, signal) => {
         const result = flags.stdin || flags.stdinFromCommand
-          ? await backupStream(repo, g, flags, paths, abort.signal)
-          : await backupFiles(repo, g, flags, paths, abort.signal);
+          ? await backupStream(repo, g, flags, paths, signal)
+          : await backupFiles(repo, g, flags, paths, signal);
         report(g, result);
         if (result.snapshot.incomplete) process.exitCode = EXIT.incomplete;
-      } finally {
-        process.off('SIGINT', onSigint);
-        process.off('SIGTERM', onSigint);
-        await lock.release();
-      }
+      });
     });
 }
 
