@@ -55,14 +55,8 @@ export const STALE_AFTER_MS = 10 * 60_000;
 
 export const LOCK_VERSION = 1;
 
-/** The content of a lock object (plain JSON). */
-export interface LockInfo {
-  readonly version: number;
-  /** Random id of this lock, the same across heartbeats (the object name changes with each). */
-  readonly id: string;
-  /** What holds it: "backup", "prune", … */
-  readonly operation: string;
-  readonly exclusive: boolean;
+/** Who this process is, as a lock records it. */
+export interface ProcessIdentity {
   readonly hostname: string;
   readonly username: string;
   readonly uid?: number;
@@ -73,6 +67,16 @@ export interface LockInfo {
   readonly bootId?: string;
   /** /proc/self/ns/pid: pids are only comparable inside one pid namespace. */
   readonly pidNamespace?: string;
+}
+
+/** The content of a lock object (plain JSON): the holder's identity and the lock's own fields. */
+export interface LockInfo extends ProcessIdentity {
+  readonly version: number;
+  /** Random id of this lock, the same across heartbeats (the object name changes with each). */
+  readonly id: string;
+  /** What holds it: "backup", "prune", … */
+  readonly operation: string;
+  readonly exclusive: boolean;
   /** When the lock was first taken, ISO time. */
   readonly created: string;
   /** When the lock was last rewritten, ISO time. */
@@ -134,16 +138,6 @@ export interface RepositoryLock {
 
 // ---- this process ----
 
-/** Who this process is, as a lock records it. */
-export interface ProcessIdentity {
-  readonly hostname: string;
-  readonly username: string;
-  readonly uid?: number;
-  readonly pid: number;
-  readonly processStart?: string;
-  readonly bootId?: string;
-  readonly pidNamespace?: string;
-}
 
 const tryRead = (f: () => string): string | undefined => {
   try {
