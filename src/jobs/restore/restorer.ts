@@ -219,9 +219,9 @@ export class Restorer {
   }
 
   private planFile(path: Buffer, dest: Buffer, node: TreeNode): void {
-    const key = `${node.device}:${node.inode}`;
-    const contentKey = JSON.stringify(node.content ?? []);
     if (node.links > 1) {
+      const key = `${node.device}:${node.inode}`;
+      const contentKey = JSON.stringify(node.content ?? []);
       const first = this.inodes.get(key);
       // A hard link is only recreated when the content recorded under this name
       // is the same (the file may have changed between reading its names).
