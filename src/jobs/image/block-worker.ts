@@ -10,6 +10,7 @@ import { AuthenticationError, open } from '../../core/crypto.js';
 import { CorruptObjectError } from '../../repo/errors.js';
 import { FLAG_COMPRESSED, blobAad } from '../../repo/pack.js';
 import { BlobCompressor } from '../../core/compress.js';
+import { isZero } from '../../core/zeros.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
 import { fingerprint, fingerprintKey, FP_BYTES } from './cbt-cache.js';
@@ -18,7 +19,6 @@ import { BlockKind, type BlockInit, type BlockTask, type ScanResult, type ScanTa
 let keys: BlobKeys;
 let fpKey: Buffer;
 let compressor: BlobCompressor;
-let zeros = Buffer.alloc(0);
 /** zstd's own context, to decompress into a reused buffer (no fresh pages per block). */
 const zstd = createRequire(import.meta.url)('zstd-napi/binding.js') as typeof import('zstd-napi/binding.js');
 let dctx: InstanceType<typeof zstd.DCtx> | undefined;
@@ -50,11 +50,6 @@ function openInto(b: UnpackTask['blobs'][number], sealed: Uint8Array, what: stri
 }
 
 const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-
-function isZero(b: Buffer): boolean {
-  if (zeros.length < b.length) zeros = Buffer.alloc(b.length);
-  return b.equals(zeros.subarray(0, b.length));
-}
 
 function blockAt(data: SharedArrayBuffer, length: number, blockSize: number, i: number): Buffer {
   const start = i * blockSize;

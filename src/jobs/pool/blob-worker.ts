@@ -7,6 +7,7 @@
 import { parentPort } from 'node:worker_threads';
 import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, readSync, writeSync } from 'node:fs';
 import { FastCDC, gearTable } from '../../core/chunker.js';
+import { isZero } from '../../core/zeros.js';
 import { BlobCompressor } from '../../core/compress.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
@@ -18,16 +19,6 @@ let compressor: BlobCompressor;
 let cdc: FastCDC;
 
 const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-
-/** True when every byte is zero (memcmp against a zero page). */
-const ZEROS = Buffer.alloc(1 << 20);
-function isZero(b: Buffer): boolean {
-  for (let o = 0; o < b.length; o += ZEROS.length) {
-    const n = Math.min(ZEROS.length, b.length - o);
-    if (!b.subarray(o, o + n).equals(ZEROS.subarray(0, n))) return false;
-  }
-  return true;
-}
 
 /** Packs sealed blobs into one transferable buffer (one copy of the small, compressed bytes). */
 function toWire(blobs: PreparedBlob[], transfer: ArrayBuffer[]): WireBlob[] {
