@@ -283,6 +283,16 @@ const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 
 /**
+ * Seconds for utimes(2) through Node, which passes a double and truncates to
+ * the microsecond: aim at the middle of the microsecond so the truncation
+ * lands on the stored value. Times before 1970 cannot be set through Node.
+ */
+export function utimesSeconds(ns: bigint): number {
+  const t = ns < 0n ? 0n : ns;
+  return Number(t / 1_000_000_000n) + (Number((t % 1_000_000_000n) / 1000n) + 0.5) / 1e6;
+}
+
+/**
  * Turns paths of any length into equivalent ones short enough for a syscall.
  *
  * Linux refuses paths of PATH_MAX (4096) bytes or more with ENAMETOOLONG, yet

@@ -18,7 +18,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { constants, promises as fsp } from 'node:fs';
 import { FilesystemNotSupportedError, type ImageNode, type ImageVolume } from '../../sources/image/fs/image-volume.js';
-import { PathShortener, makeDevice, makeFifo, type PosixPath } from '../../sources/posix.js';
+import { PathShortener, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
 import type { RestoreOptions, RestoreProgress, RestoreResult } from '../restore/restorer.js';
 import { filePieces } from './image-file-reader.js';
 import { walkImage, type ImageWalkEntry } from './image-walk.js';
@@ -35,14 +35,6 @@ function included(includes: readonly string[], path: string): boolean {
   return includes.some((inc) => path === inc || path.startsWith(inc === '/' ? '/' : `${inc}/`) || inc.startsWith(`${path}/`));
 }
 
-/**
- * Seconds for utimes(2) through Node, which passes a double and truncates to
- * the microsecond: aim at the middle of the microsecond (as the restorer does).
- */
-function utimesSeconds(ns: bigint): number {
-  const t = ns < 0n ? 0n : ns;
-  return Number(t / 1_000_000_000n) + (Number((t % 1_000_000_000n) / 1000n) + 0.5) / 1e6;
-}
 
 const ZEROS = Buffer.alloc(1 << 20);
 

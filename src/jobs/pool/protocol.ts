@@ -73,7 +73,7 @@ export interface FileMeta {
   readonly mode: number;
   readonly uid: number;
   readonly gid: number;
-  /** Seconds for utimes (see the restorer's utimesSeconds). */
+  /** Seconds for utimes (`utimesSeconds` in src/sources/posix.ts). */
   readonly mtime: number;
   readonly size: number;
   readonly chown: boolean;

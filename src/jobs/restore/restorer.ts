@@ -28,7 +28,7 @@ import { CorruptObjectError } from '../../repo/errors.js';
 import type { Repository } from '../../repo/repository.js';
 import type { BlobLocation } from '../../repo/index-file.js';
 import type { TreeNode } from '../../repo/tree.js';
-import { PathShortener, makeDevice, makeFifo, type PosixPath } from '../../sources/posix.js';
+import { PathShortener, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
 import { walkTree } from '../tree-walk.js';
 import { WorkerPool } from '../pool/worker-pool.js';
 import type { FileMeta, UnpackBlob, UnpackResult, UnpackTarget, VerifyJob, VerifyResult } from '../pool/protocol.js';
@@ -78,15 +78,6 @@ function normalizeInclude(p: string): string {
   return `/${parts.join('/')}`;
 }
 
-/**
- * Seconds for utimes(2) through Node, which passes a double and truncates to
- * the microsecond: aim at the middle of the microsecond so the truncation
- * lands on the stored value. Times before 1970 cannot be set through Node.
- */
-function utimesSeconds(ns: bigint): number {
-  const t = ns < 0n ? 0n : ns;
-  return Number(t / 1_000_000_000n) + (Number((t % 1_000_000_000n) / 1000n) + 0.5) / 1e6;
-}
 
 /** A file being restored in pieces. */
 interface OpenFile {
