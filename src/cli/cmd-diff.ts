@@ -14,8 +14,12 @@ interface DiffStats {
   removedBytes: number;
 }
 
+/** Same bytes: by fingerprint when both have one (a file stored again in another batch has other slices), else by content list. */
 function sameContent(a: TreeNode, b: TreeNode): boolean {
-  return JSON.stringify(a.content ?? []) === JSON.stringify(b.content ?? []) && Buffer.compare(a.target ?? Buffer.alloc(0), b.target ?? Buffer.alloc(0)) === 0;
+  const same = a.fingerprint !== undefined && b.fingerprint !== undefined
+    ? a.fingerprint === b.fingerprint && a.size === b.size
+    : JSON.stringify(a.content ?? []) === JSON.stringify(b.content ?? []);
+  return same && Buffer.compare(a.target ?? Buffer.alloc(0), b.target ?? Buffer.alloc(0)) === 0;
 }
 
 function sameMeta(a: TreeNode, b: TreeNode): boolean {

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { BlobType } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
-import type { TreeNode } from '../repo/tree.js';
+import { contentBytes, type TreeNode } from '../repo/tree.js';
 import { findNode, walkTree } from '../jobs/tree-walk.js';
 import { writeOut, writeTar, type TarEntry } from '../jobs/tar-stream-writer.js';
 import { globals, openRepo, warn } from './context.js';
@@ -11,22 +11,27 @@ import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot
 import { isImageSnapshot, openImageFiles } from '../jobs/image-files/open-image-files.js';
 import { dumpImage } from '../jobs/image-files/image-dump.js';
 
-const ZERO_RUN = Buffer.alloc(1 << 20);
+/**
+ * Loads data blobs, keeping the last one: small files that follow each other
+ * in a folder are mostly slices of the same blob.
+ */
+function lastBlobLoader(repo: Repository): (id: string) => Promise<Buffer> {
+  let last: { id: string; plain: Promise<Buffer> } | undefined;
+  return (id) => {
+    if (last?.id !== id) last = { id, plain: repo.loadBlob(BlobType.Data, id) };
+    return last.plain;
+  };
+}
 
 /** Yields a file's bytes, holes as zeros. */
-async function* fileBytes(repo: Repository, node: TreeNode): AsyncGenerator<Buffer> {
+async function* fileBytes(load: (id: string) => Promise<Buffer>, node: TreeNode): AsyncGenerator<Buffer> {
   if (node.damaged) throw new ExitError(`${node.name.toString()}: its content was lost in the repository (marked damaged by "repair snapshots"); not dumped`, EXIT.failed);
-  for (const c of node.content ?? []) {
-    if (typeof c === 'number') {
-      for (let left = c; left > 0; left -= ZERO_RUN.length) yield ZERO_RUN.subarray(0, Math.min(left, ZERO_RUN.length));
-    } else {
-      yield await repo.loadBlob(BlobType.Data, c);
-    }
-  }
+  yield* contentBytes(node.content ?? [], load, node.name.toString());
 }
 
 /** A folder of a file snapshot as a tar stream on stdout. */
 async function dumpTar(repo: Repository, subtree: string, base: string): Promise<void> {
+  const load = lastBlobLoader(repo);
   async function* entries(): AsyncGenerator<TarEntry> {
     for await (const { path, node } of walkTree(repo, subtree, { onUnsafe: (p, why) => warn(`${p}: skipped (${why})`) }, Buffer.from(base))) {
       yield {
@@ -37,7 +42,7 @@ async function dumpTar(repo: Repository, subtree: string, base: string): Promise
         ...(node.target ? { target: node.target } : {}),
         ...(node.rdev === undefined ? {} : { rdev: node.rdev }),
         ...(node.links > 1 ? { linkKey: `${node.device}:${node.inode}` } : {}),
-        content: () => fileBytes(repo, node),
+        content: () => fileBytes(load, node),
       };
     }
   }
@@ -62,6 +67,6 @@ export function register(program: Command): void {
       if (node === undefined) return dumpTar(repo, snapshot.tree, '/');
       if (node.type === 'dir') return dumpTar(repo, node.subtree!, clean);
       if (node.type !== 'file') throw new ExitError(`${clean} is a ${node.type}, not a file or folder`, EXIT.failed);
-      for await (const chunk of fileBytes(repo, node)) await writeOut(process.stdout, chunk);
+      for await (const chunk of fileBytes(lastBlobLoader(repo), node)) await writeOut(process.stdout, chunk);
     });
 }

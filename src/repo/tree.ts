@@ -16,11 +16,65 @@ export type NodeType = 'file' | 'dir' | 'symlink' | 'fifo' | 'chardev' | 'blockd
 
 const NODE_TYPES: readonly NodeType[] = ['file', 'dir', 'symlink', 'fifo', 'chardev', 'blockdev', 'socket'];
 
+/** Part of a blob: `length` bytes of its plaintext from `offset`. */
+export interface BlobSlice {
+  readonly blob: string;
+  readonly offset: number;
+  readonly length: number;
+}
+
 /**
- * A file's content: blob ids (hex) in order; a number stands for a run of
- * that many zero bytes that is not stored (a hole).
+ * A file's content, in order: a blob id (hex) stands for the whole blob, a
+ * slice for part of one (small files share blobs: they are stored as one
+ * stream per batch, see docs/format.md), and a number for a run of that many
+ * zero bytes that is not stored (a hole).
  */
-export type ContentEntry = string | number;
+export type ContentEntry = string | number | BlobSlice;
+
+/** The blob an entry reads from, or undefined for a hole. */
+export function entryBlob(c: ContentEntry): string | undefined {
+  return typeof c === 'string' ? c : typeof c === 'number' ? undefined : c.blob;
+}
+
+/** The blob ids a content list reads from, in order (repeats kept). */
+export function contentBlobs(content: readonly ContentEntry[]): string[] {
+  const ids: string[] = [];
+  for (const c of content) {
+    const id = entryBlob(c);
+    if (id !== undefined) ids.push(id);
+  }
+  return ids;
+}
+
+const ZERO_RUN = Buffer.alloc(1 << 20);
+
+/**
+ * Yields a file's bytes in order: whole blobs and slices of blobs from `load`
+ * (plaintext), holes as zeros. A slice past its blob's end is damage.
+ */
+export async function* contentBytes(content: readonly ContentEntry[], load: (id: string) => Promise<Buffer>, what: string): AsyncGenerator<Buffer> {
+  for (const c of content) {
+    if (typeof c === 'number') {
+      for (let left = c; left > 0; left -= ZERO_RUN.length) yield ZERO_RUN.subarray(0, Math.min(left, ZERO_RUN.length));
+    } else if (typeof c === 'string') {
+      yield await load(c);
+    } else {
+      const plain = await load(c.blob);
+      if (c.offset + c.length > plain.length) throw new CorruptObjectError(what, `slice ${c.offset}+${c.length} of blob ${c.blob} lies outside its ${plain.length} bytes`);
+      yield plain.subarray(c.offset, c.offset + c.length);
+    }
+  }
+}
+
+function isContentEntry(c: unknown): c is ContentEntry {
+  if (typeof c === 'number') return Number.isSafeInteger(c) && c > 0;
+  if (typeof c === 'string') return isIdHex(c);
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) return false;
+  const o = c as Record<string, unknown>;
+  return Object.keys(o).length === 3 && isIdHex(o['blob'])
+    && typeof o['offset'] === 'number' && Number.isSafeInteger(o['offset']) && o['offset'] >= 0
+    && typeof o['length'] === 'number' && Number.isSafeInteger(o['length']) && o['length'] > 0;
+}
 
 export interface TreeNode {
   /** Name bytes (one path component). */
@@ -40,6 +94,13 @@ export interface TreeNode {
   readonly links: number;
   readonly size: number;
   readonly content?: readonly ContentEntry[];
+  /**
+   * Keyed fingerprint of the whole content (32 hex digits; `fingerprint` in
+   * core/crypto.ts under the file-fingerprint key). Set for files stored in
+   * a shared stream: it proves restored bytes and lets a later backup reuse
+   * the content of a file whose metadata changed but whose bytes did not.
+   */
+  readonly fingerprint?: string;
   readonly subtree?: string;
   readonly target?: Buffer;
   readonly rdev?: bigint;
@@ -73,6 +134,7 @@ function nodeToJson(n: TreeNode): Record<string, unknown> {
   o['links'] = n.links;
   o['size'] = n.size;
   if (n.content) o['content'] = n.content;
+  if (n.fingerprint !== undefined) o['fingerprint'] = n.fingerprint;
   if (n.subtree) o['subtree'] = n.subtree;
   if (n.target) {
     if (isUtf8(n.target)) o['target'] = n.target.toString('utf8');
@@ -140,10 +202,13 @@ export function decodeTree(bytes: Buffer, what: string): TreeNode[] {
     if (typeof o['group'] === 'string') node.group = o['group'];
     if (type === 'file') {
       const content = o['content'];
-      if (!Array.isArray(content) || !content.every((c) => isIdHex(c) || (typeof c === 'number' && Number.isSafeInteger(c) && c > 0))) {
-        throw new CorruptObjectError(what, 'bad file content list');
+      if (!Array.isArray(content) || !content.every(isContentEntry)) throw new CorruptObjectError(what, 'bad file content list');
+      node.content = content;
+      const fp = o['fingerprint'];
+      if (fp !== undefined) {
+        if (typeof fp !== 'string' || !/^[0-9a-f]{32}$/.test(fp)) throw new CorruptObjectError(what, 'bad fingerprint');
+        node.fingerprint = fp;
       }
-      node.content = content as ContentEntry[];
     }
     if (type === 'dir') {
       if (!isIdHex(o['subtree'])) throw new CorruptObjectError(what, 'directory without a subtree id');

@@ -18,7 +18,7 @@ import type { Backend } from '../../src/storage/backend.js';
 import { Repository } from '../../src/repo/repository.js';
 import { PlainRepository, RepoState } from '../../src/repo/plain-repository.js';
 import { BlobType } from '../../src/repo/pack.js';
-import { encodeTree, type TreeNode, type ContentEntry } from '../../src/repo/tree.js';
+import { contentBytes, encodeTree, type TreeNode, type ContentEntry } from '../../src/repo/tree.js';
 import type { Snapshot } from '../../src/repo/snapshot.js';
 import { Checker, type CheckReport } from '../../src/jobs/check/checker.js';
 import { TEST_PASSWORD } from '../helpers/memory-repo.js';
@@ -130,7 +130,11 @@ export class GcFixture {
       for (const n of await r.loadTree(tree)) {
         const p = `${prefix}${n.name.toString()}`;
         if (n.type === 'dir') await walk(n.subtree!, `${p}/`);
-        else out[p] = Buffer.concat(await Promise.all((n.content ?? []).map((c) => (typeof c === 'string' ? r.loadBlob(BlobType.Data, c) : Buffer.alloc(c)))));
+        else {
+          const parts: Buffer[] = [];
+          for await (const b of contentBytes(n.content ?? [], (id) => r.loadBlob(BlobType.Data, id), p)) parts.push(b);
+          out[p] = Buffer.concat(parts);
+        }
       }
     };
     await walk(s.tree, '');

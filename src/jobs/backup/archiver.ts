@@ -7,8 +7,10 @@
  *               restore puts everything back at its absolute path
  *     file      unchanged against the parent snapshot (same inode, device,
  *               size, mtime, ctime; every blob still indexed)? reuse its content
- *     small     queue in a batch; a full batch goes to a worker, which reads,
- *               chunks, ids, compresses and seals every file in it
+ *     small     queue in a batch; a full batch goes to a worker, which reads
+ *               its files and stores them as one stream (chunks shared by
+ *               files: see docs/format.md, "small files"); a file whose
+ *               fingerprint equals the parent's keeps its old content
  *     large     read here, chunk here, each chunk sealed by a worker
  *     folder    recurse; its tree blob is sealed once all children are done
  *   workers return sealed blobs → repository.addPrepared (dedup, packs,
@@ -26,13 +28,13 @@ import { sep } from 'node:path';
 import { hostname as osHostname, userInfo } from 'node:os';
 import { chunkStream } from '../../core/chunker.js';
 import { BlobType } from '../../repo/pack.js';
-import { encodeTree, type ContentEntry, type TreeNode } from '../../repo/tree.js';
+import { encodeTree, entryBlob, type ContentEntry, type TreeNode } from '../../repo/tree.js';
 import type { Repository } from '../../repo/repository.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
 import { listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat } from '../../sources/file-tree.js';
 import { Gate, WorkerPool, transferable } from '../pool/worker-pool.js';
-import type { FileJob, FileResult, SealResult, WireBlob } from '../pool/protocol.js';
+import type { FileJob, FileResult, FilesResult, SealResult, WireBlob } from '../pool/protocol.js';
 import { Excludes } from './excludes.js';
 
 export interface BackupOptions {
@@ -73,11 +75,20 @@ interface Pending {
   readonly done: Promise<TreeNode | undefined>;
 }
 
-/** Files up to this size are read by a worker in one piece. */
+/** Files up to this size are read by a worker in one piece, as part of a batch. */
 const SMALL_FILE = 4 << 20;
-/** A batch is sent when it holds this many files or bytes. */
-const BATCH_FILES = 256;
-const BATCH_BYTES = 8 << 20;
+/**
+ * A batch is one stream, so its edges are forced chunk edges. It ends after a
+ * file whose name is an anchor once it holds BATCH_MIN bytes, so the same
+ * files in the same order make the same batches (and the same chunks) in
+ * another tree or another backup, whatever came before them; BATCH_MAX bytes
+ * or BATCH_FILES files end it regardless.
+ */
+const BATCH_MIN = 4 << 20;
+const BATCH_MAX = 16 << 20;
+const BATCH_FILES = 8192;
+/** One name in ANCHOR_ONE_IN is an anchor. */
+const ANCHOR_ONE_IN = 8;
 /** Paths longer than this go through PathShortener. */
 const LONG_PATH = 4000;
 const CACHEDIR_SIGNATURE = 'Signature: 8a477f597d28d172789f06886806bc55';
@@ -121,7 +132,14 @@ interface Batch {
   jobs: FileJob[];
   bytes: number;
   /** Completes each file with the worker's result. */
-  finish: ((r: FileResult) => Promise<void>)[];
+  finish: ((r: FileResult) => void)[];
+}
+
+/** FNV-1a of a name: which names end a batch (no secret: it only decides batch edges). */
+function isAnchor(name: Buffer): boolean {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name[i]!, 0x01000193);
+  return (h >>> 0) % ANCHOR_ONE_IN === 0;
 }
 
 export class Archiver {
@@ -396,7 +414,7 @@ export class Archiver {
     return prev !== undefined && prev.type === 'file' && prev.content !== undefined && !prev.damaged
       && prev.inode === st.inode && prev.device === st.device && prev.size === st.size
       && prev.mtime === st.mtime && prev.ctime === st.ctime
-      && prev.content.every((c) => typeof c === 'number' || this.repo.hasBlob(c));
+      && prev.content.every((c) => this.hasEntry(c));
   }
 
   private async scheduleFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> {
@@ -404,12 +422,12 @@ export class Archiver {
     this.progress.bytes += st.size;
     if (this.unchanged(st, prev)) {
       this.filesUnchanged++;
-      for (const c of prev.content) if (typeof c === 'string') this.blobs.add(c);
+      for (const c of prev.content) this.addEntry(c);
       this.report(path);
-      return settled(this.node(name, st, { content: prev.content }));
+      return settled(this.node(name, st, { content: prev.content, ...(prev.fingerprint ? { fingerprint: prev.fingerprint } : {}) }));
     }
     const wasFile = prev?.type === 'file';
-    const complete = (content: ContentEntry[], size: number, changed: boolean): TreeNode => {
+    const complete = (content: readonly ContentEntry[], size: number, changed: boolean): TreeNode => {
       if (changed) this.warn(path, 'changed while it was being read; the stored copy may be inconsistent');
       if (wasFile) this.filesChanged++;
       else this.filesNew++;
@@ -419,19 +437,31 @@ export class Archiver {
     };
     // Large files are read here, one at a time: the walk waits (back-pressure).
     if (st.size > SMALL_FILE) return settled(await this.largeFile(path, sys, st, complete));
-    const known = wasFile ? prev.content?.filter((c): c is string => typeof c === 'string' && this.repo.hasBlob(c)) : undefined;
-    return this.enqueue({
+    // A parent whose content is all still here may be reused when the bytes match its fingerprint.
+    const reusable = wasFile && prev.fingerprint !== undefined && !prev.damaged && prev.content !== undefined
+      && prev.content.every((c) => this.hasEntry(c)) ? prev : undefined;
+    return this.enqueue(name, {
       path: typeof sys === 'string' ? Buffer.from(sys) : sys, size: st.size, mtime: st.mtime, ctime: st.ctime,
-      ...(known?.length ? { known } : {}),
-    }, async (r) => {
+      ...(reusable ? { fingerprint: reusable.fingerprint } : {}),
+    }, (r) => {
       if (r.error) {
         this.warn(path, r.error.code === 'ENOENT' ? 'vanished before it could be read' : `cannot read: ${r.error.message}`);
         return undefined;
       }
-      for (const b of r.blobs ?? []) await this.repo.addPrepared(wireToPrepared(b));
-      for (const c of r.content!) if (typeof c === 'string') this.blobs.add(c);
-      return complete(r.content!, r.size!, r.changed === true);
+      const content = r.content ?? reusable!.content!;
+      for (const c of content) this.addEntry(c);
+      return { ...complete(content, r.size!, r.changed === true), fingerprint: r.fingerprint! };
     });
+  }
+
+  private hasEntry(c: ContentEntry): boolean {
+    const id = entryBlob(c);
+    return id === undefined || this.repo.hasBlob(id);
+  }
+
+  private addEntry(c: ContentEntry): void {
+    const id = entryBlob(c);
+    if (id !== undefined) this.blobs.add(id);
   }
 
   /**
@@ -439,7 +469,7 @@ export class Archiver {
    * the pool holds enough work: the walk's back-pressure). The returned
    * entry's node arrives once a worker has done the file.
    */
-  private async enqueue(job: FileJob, finish: (r: FileResult) => Promise<TreeNode | undefined>): Promise<Pending> {
+  private async enqueue(name: Buffer, job: FileJob, finish: (r: FileResult) => TreeNode | undefined): Promise<Pending> {
     let resolve!: (n: TreeNode | undefined) => void;
     let reject!: (e: unknown) => void;
     const done = new Promise<TreeNode | undefined>((res, rej) => {
@@ -448,15 +478,16 @@ export class Archiver {
     });
     this.batch.jobs.push(job);
     this.batch.bytes += job.size;
-    this.batch.finish.push(async (r) => {
+    this.batch.finish.push((r) => {
       try {
-        resolve(await finish(r));
+        resolve(finish(r));
       } catch (e) {
         reject(e);
       }
     });
     const pending = this.track(done);
-    if (this.batch.jobs.length >= BATCH_FILES || this.batch.bytes >= BATCH_BYTES) await this.sendBatch();
+    const b = this.batch;
+    if ((b.bytes >= BATCH_MIN && isAnchor(name)) || b.bytes >= BATCH_MAX || b.jobs.length >= BATCH_FILES) await this.sendBatch();
     return pending;
   }
 
@@ -466,15 +497,16 @@ export class Archiver {
     if (b.jobs.length === 0) return;
     this.batch = { jobs: [], bytes: 0, finish: [] };
     await this.gate.acquire();
-    const results = this.pool.run<FileResult[]>({ kind: 'files', files: b.jobs });
+    const results = this.pool.run<FilesResult>({ kind: 'files', files: b.jobs });
     void results.then(
-      async (rs) => {
+      async (r) => {
         // In order, so that pack contents follow the walk.
-        for (let i = 0; i < rs.length; i++) await b.finish[i]!(rs[i]!);
+        for (const blob of r.blobs) await this.repo.addPrepared(wireToPrepared(blob));
+        r.files.forEach((f, i) => b.finish[i]!(f));
       },
-      async (e: unknown) => {
+      (e: unknown) => {
         this.fatal ??= e;
-        for (const f of b.finish) await f({ error: { message: (e as Error).message } });
+        for (const f of b.finish) f({ error: { message: (e as Error).message } });
       },
     ).finally(() => this.gate.release());
   }
@@ -539,14 +571,19 @@ function sameNode(a: TreeNode, b: TreeNode | undefined): boolean {
   if (!b) return false;
   if (a.type !== b.type || a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid || a.user !== b.user || a.group !== b.group
     || a.mtime !== b.mtime || a.ctime !== b.ctime || a.inode !== b.inode || a.device !== b.device || a.links !== b.links
-    || a.size !== b.size || a.subtree !== b.subtree || a.rdev !== b.rdev || !a.name.equals(b.name)) return false;
+    || a.size !== b.size || a.subtree !== b.subtree || a.rdev !== b.rdev || a.fingerprint !== b.fingerprint || !a.name.equals(b.name)) return false;
   if ((a.target === undefined) !== (b.target === undefined) || (a.target && !a.target.equals(b.target!))) return false;
   const ca = a.content;
   const cb = b.content;
   if (ca === cb) return true;
   if (!ca || !cb || ca.length !== cb.length) return false;
-  for (let i = 0; i < ca.length; i++) if (ca[i] !== cb[i]) return false;
+  for (let i = 0; i < ca.length; i++) if (!sameEntry(ca[i]!, cb[i]!)) return false;
   return true;
+}
+
+function sameEntry(a: ContentEntry, b: ContentEntry): boolean {
+  if (a === b) return true;
+  return typeof a === 'object' && typeof b === 'object' && a.blob === b.blob && a.offset === b.offset && a.length === b.length;
 }
 
 /** An error reading the source (a warning), as opposed to one writing the repository (fatal). */

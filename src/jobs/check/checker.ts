@@ -26,7 +26,7 @@ import { BlobType, type PackedBlob } from '../../repo/pack.js';
 import { PlainRepository, RepoState } from '../../repo/plain-repository.js';
 import { handleOf } from '../../repo/objects.js';
 import type { Snapshot } from '../../repo/snapshot.js';
-import type { TreeNode } from '../../repo/tree.js';
+import { contentBlobs, entryBlob, type TreeNode } from '../../repo/tree.js';
 import { MAP_ENTRY_BYTES, imageBlockCount } from '../../repo/image-info.js';
 import { NotFoundError } from '../../storage/backend.js';
 import { selectPacks, type DataSelection } from './subset.js';
@@ -305,7 +305,7 @@ export class Checker {
         r = [];
         for (const n of nodes) {
           if (n.subtree) r.push(`t${n.subtree}`);
-          for (const c of n.content ?? []) if (typeof c === 'string') r.push(c);
+          r.push(...contentBlobs(n.content ?? []));
         }
       } catch (e) {
         r = e as Error;
@@ -432,7 +432,7 @@ export async function damagedPaths(keyed: KeyedReader, s: Snapshot, lost: Readon
     }
     for (const n of nodes) {
       const p = `${path}/${n.name.toString()}`;
-      if (n.type === 'file' && (n.content ?? []).some((c) => typeof c === 'string' && lost.has(c))) files.push(p);
+      if (n.type === 'file' && (n.content ?? []).some((c) => lost.has(entryBlob(c) ?? ''))) files.push(p);
       if (n.type === 'dir' && n.subtree) await walk(n.subtree, p);
     }
   };

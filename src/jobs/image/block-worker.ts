@@ -13,7 +13,7 @@ import { BlobCompressor } from '../../core/compress.js';
 import { isZero } from '../../core/zeros.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
-import { fingerprint, fingerprintKey, FP_BYTES } from './cbt-cache.js';
+import { fingerprint, fingerprintKey, FP_BYTES } from '../../core/crypto.js';
 import { BlockKind, type BlockInit, type BlockTask, type ScanResult, type ScanTask, type SealResult, type SealTask, type SealedBlock, type UnpackResult, type UnpackTask } from './block-protocol.js';
 
 let keys: BlobKeys;
@@ -122,7 +122,7 @@ function unpack(t: UnpackTask, transfer: ArrayBuffer[]): UnpackResult {
 parentPort!.on('message', (msg: { init?: BlockInit; id?: number; task?: BlockTask }) => {
   if (msg.init) {
     keys = { encryption: buf(msg.init.encryption), id: buf(msg.init.id) };
-    fpKey = fingerprintKey(keys.id);
+    fpKey = fingerprintKey(keys.id, 'image-fingerprint');
     compressor = new BlobCompressor(msg.init.compression);
     return;
   }

@@ -19,15 +19,14 @@
  * failing cache is ignored with a warning. Written to a temporary name and
  * renamed, so a crash leaves the old cache or the new one.
  */
-import { createCipheriv, createHash, createHmac } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { FP_BYTES } from '../../core/crypto.js';
 
 const MAGIC = Buffer.from('HFCBT\0\0\x02', 'latin1');
-export const FP_BYTES = 16;
-const FP_NONCE = Buffer.alloc(12);
 const ID_BYTES = 32;
 export const CBT_ENTRY_BYTES = FP_BYTES + ID_BYTES;
 const MAC_BYTES = 32;
@@ -49,22 +48,6 @@ export interface CbtHeader {
   readonly size: number;
   readonly blockSize: number;
   readonly fingerprint: 'poly1305';
-}
-
-/**
- * The fingerprint key: HMAC-SHA512 (not the HMAC-SHA256 of blob ids, so it
- * can never equal a blob id that storage sees) of a label under the id key.
- */
-export function fingerprintKey(idKey: Uint8Array): Buffer {
-  return createHmac('sha512', idKey).update('holdfast/image-fingerprint/v1').digest().subarray(0, 32);
-}
-
-/** The fast keyed fingerprint of a block (16 bytes). */
-export function fingerprint(key: Uint8Array, block: Uint8Array): Buffer {
-  const c = createCipheriv('chacha20-poly1305', key, FP_NONCE, { authTagLength: 16 });
-  c.setAAD(block);
-  c.final();
-  return c.getAuthTag();
 }
 
 /** The cache folder: $HOLDFAST_CACHE_DIR, else $XDG_CACHE_HOME/holdfast, else ~/.cache/holdfast. */

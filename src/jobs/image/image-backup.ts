@@ -30,7 +30,8 @@ import { analyzeImage, type LayoutAnalysis } from '../../sources/image/image-lay
 import { SourceShrankError, type ImageInput } from '../../sources/image/image-input.js';
 import { readPartitionTable } from '../../sources/image/partition-table.js';
 import type { RandomAccessSource } from '../../sources/image/random-access.js';
-import { CbtCache, FP_BYTES, type CacheKeyring, type CbtHeader } from './cbt-cache.js';
+import { CbtCache, type CacheKeyring, type CbtHeader } from './cbt-cache.js';
+import { FP_BYTES } from '../../core/crypto.js';
 import { WorkerPool } from '../pool/worker-pool.js';
 import { BlockKind, BLOCK_WORKER, type BlockTask, type ScanResult, type SealResult } from './block-protocol.js';
 import { openImageSnapshot, type ImageSnapshotReader } from './image-reader.js';

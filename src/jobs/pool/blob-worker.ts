@@ -8,13 +8,16 @@ import { parentPort } from 'node:worker_threads';
 import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, readSync, writeSync } from 'node:fs';
 import { FastCDC, gearTable } from '../../core/chunker.js';
 import { isZero } from '../../core/zeros.js';
+import { fingerprint, fingerprintKey } from '../../core/crypto.js';
+import { CorruptObjectError } from '../../repo/errors.js';
 import { BlobCompressor } from '../../core/compress.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
 import type { ContentEntry } from '../../repo/tree.js';
-import type { FileResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
+import type { FileJob, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
 
 let keys: BlobKeys;
+let fpKey: Buffer;
 let compressor: BlobCompressor;
 let cdc: FastCDC;
 
@@ -66,68 +69,97 @@ let reusable = Buffer.alloc(0);
  */
 function readBuffer(size: number): Buffer {
   if (reusable.length < size) reusable = Buffer.allocUnsafeSlow(Math.max(size, 1 << 20));
-  return reusable.subarray(0, size);
+  return reusable;
 }
 
-/** Reads, chunks and seals a batch of small files. */
-function files(t: FilesTask, transfer: ArrayBuffer[]): FileResult[] {
+/** Reads a file into `into` at `at`; at most `max` bytes. */
+function readInto(path: Buffer, into: Buffer, at: number, max: number, job: FileJob): { size: number; changed: boolean } {
+  const fd = openForRead(path);
+  try {
+    let size = 0;
+    while (size < max) {
+      const n = readSync(fd, into, at + size, max - size, null);
+      if (n === 0) break;
+      size += n;
+    }
+    const st = fstatSync(fd, { bigint: true });
+    return { size, changed: size !== job.size || st.mtimeNs !== job.mtime || st.ctimeNs !== job.ctime || Number(st.size) !== size };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Appends an entry to a content list, merging adjacent holes. */
+function append(content: ContentEntry[], c: ContentEntry): void {
+  const last = content[content.length - 1];
+  if (typeof c === 'number' && typeof last === 'number') content[content.length - 1] = last + c;
+  else content.push(c);
+}
+
+/**
+ * Reads a batch of small files and stores them as one stream: the files'
+ * bytes, back to back, are chunked, and each file's content becomes slices
+ * of the chunks it lies in (a whole chunk is its id; an all-zero chunk is a
+ * hole). A file whose fingerprint equals the parent's is read and
+ * fingerprinted but left out of the stream: its old content is reused.
+ */
+function files(t: FilesTask, transfer: ArrayBuffer[]): FilesResult {
+  // One byte more than expected per file, to notice a file that grew.
+  const data = readBuffer(t.files.reduce((n, f) => n + f.size + 1, 0));
   const results: FileResult[] = [];
-  const prepared: PreparedBlob[][] = [];
+  /** Stream range of each file that went into the stream (-1: not in it). */
+  const starts: number[] = [];
+  const sizes: number[] = [];
+  let end = 0;
   for (const f of t.files) {
-    const blobs: PreparedBlob[] = [];
-    prepared.push(blobs);
-    let fd: number;
+    starts.push(-1);
+    sizes.push(0);
+    let r: { size: number; changed: boolean };
     try {
-      fd = openForRead(buf(f.path));
+      r = readInto(buf(f.path), data, end, f.size + 1, f);
     } catch (e) {
       results.push({ error: errorOf(e) });
       continue;
     }
-    try {
-      // One byte more than expected, to notice a file that grew.
-      const data = readBuffer(f.size + 1);
-      let size = 0;
-      for (;;) {
-        if (size === data.length) break;
-        const n = readSync(fd, data, size, data.length - size, null);
-        if (n === 0) break;
-        size += n;
-      }
-      const st = fstatSync(fd, { bigint: true });
-      const changed = size !== f.size || st.mtimeNs !== f.mtime || st.ctimeNs !== f.ctime || Number(st.size) !== size;
-      const known = f.known ? new Set(f.known) : undefined;
-      const content: ContentEntry[] = [];
-      for (let start = 0; start < size;) {
-        const end = cdc.cut(data, start, size, true);
-        const chunk = data.subarray(start, end);
-        start = end;
-        if (isZero(chunk)) {
-          const last = content[content.length - 1];
-          if (typeof last === 'number') content[content.length - 1] = last + chunk.length;
-          else content.push(chunk.length);
-          continue;
-        }
-        const id = blobIdHex(keys, chunk);
-        content.push(id);
-        if (!known?.has(id)) blobs.push(prepareBlob(keys, compressor, BlobType.Data, chunk, id));
-      }
-      results.push({ content, size, ...(changed ? { changed } : {}) });
-    } catch (e) {
-      results.push({ error: errorOf(e) });
-      prepared[prepared.length - 1] = [];
-    } finally {
-      closeSync(fd);
+    const fp = fingerprint(fpKey, data.subarray(end, end + r.size)).toString('hex');
+    const changed = r.changed ? { changed: true } : {};
+    if (fp === f.fingerprint) {
+      results.push({ size: r.size, fingerprint: fp, ...changed });
+      continue;
     }
+    results.push({ size: r.size, fingerprint: fp, content: [], ...changed });
+    starts[starts.length - 1] = end;
+    sizes[sizes.length - 1] = r.size;
+    end += r.size;
   }
-  // Seal results travel in one buffer per task.
-  const all = toWire(prepared.flat(), transfer);
-  let k = 0;
-  return results.map((r, i) => {
-    const n = prepared[i]!.length;
-    const blobs = all.slice(k, k + n);
-    k += n;
-    return r.error ? r : { ...r, blobs };
-  });
+  const blobs: PreparedBlob[] = [];
+  let file = 0;
+  for (let start = 0; start < end;) {
+    const cut = cdc.cut(data, start, end, true);
+    const chunk = data.subarray(start, cut);
+    const zero = isZero(chunk);
+    let id = '';
+    if (!zero) {
+      const b = prepareBlob(keys, compressor, BlobType.Data, chunk);
+      blobs.push(b);
+      id = b.id;
+    }
+    // Every file overlapping [start, cut) gets its part of this chunk.
+    for (; file < t.files.length; file++) {
+      const s = starts[file]!;
+      if (s < 0 || sizes[file] === 0) continue;
+      if (s >= cut) break;
+      const from = Math.max(s, start);
+      const to = Math.min(s + sizes[file]!, cut);
+      const content = results[file]!.content!;
+      if (zero) append(content, to - from);
+      else if (from === start && to === cut) append(content, id);
+      else append(content, { blob: id, offset: from - start, length: to - from });
+      if (s + sizes[file]! > cut) break; // continues in the next chunk
+    }
+    start = cut;
+  }
+  return { files: results, blobs: toWire(blobs, transfer) };
 }
 
 const BLOCK = 4096;
@@ -156,6 +188,12 @@ function writeSparse(fd: number, data: Buffer, pos: number): number {
   return written;
 }
 
+/** The part of a blob's plaintext a slice names; a slice past its end is damage. */
+function sliceOf(plain: Buffer, slice: { offset: number; length: number }, what: string): Buffer {
+  if (slice.offset + slice.length > plain.length) throw new CorruptObjectError(what, `slice ${slice.offset}+${slice.length} lies outside its ${plain.length} bytes`);
+  return plain.subarray(slice.offset, slice.offset + slice.length);
+}
+
 /** Opens a pack's blobs and writes them into their files. */
 function unpack(t: UnpackTask): UnpackResult {
   const data = buf(t.data);
@@ -172,12 +210,13 @@ function unpack(t: UnpackTask): UnpackResult {
     for (const target of b.targets) {
       let fd = -1;
       try {
+        const part = target.slice ? sliceOf(plain, target.slice, `pack ${t.pack}, blob ${b.id}`) : plain;
         const path = buf(target.path);
         const w = target.whole;
         fd = w
           ? openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600)
           : openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW);
-        const end = writeSparse(fd, plain, target.offset);
+        const end = writeSparse(fd, part, target.offset);
         if (w) {
           // Trailing zero blocks were skipped: the size comes from truncate.
           if (end < w.size) ftruncateSync(fd, w.size);
@@ -185,7 +224,7 @@ function unpack(t: UnpackTask): UnpackResult {
           fchmodSync(fd, w.mode);
           futimesSync(fd, w.mtime, w.mtime);
         }
-        bytes += plain.length;
+        bytes += part.length;
       } catch (e) {
         failed.push({ path: target.path, message: (e as Error).message });
       } finally {
@@ -203,6 +242,18 @@ function verify(t: VerifyTask): VerifyResult {
     let fd = -1;
     try {
       fd = openSync(buf(f.path), constants.O_RDONLY | constants.O_NOFOLLOW);
+      if (f.fingerprint !== undefined) {
+        // One byte more than recorded, to notice a file that is too long.
+        const b = readBuffer(f.size + 1);
+        let got = 0;
+        while (got <= f.size) {
+          const n = readSync(fd, b, got, f.size + 1 - got, got);
+          if (n === 0) break;
+          got += n;
+        }
+        if (got !== f.size || fingerprint(fpKey, b.subarray(0, got)).toString('hex') !== f.fingerprint) bad.push(i);
+        return;
+      }
       let pos = 0;
       let ok = true;
       for (let j = 0; j < f.content.length && ok; j++) {
@@ -232,6 +283,7 @@ parentPort!.on('message', (msg: { init?: InitMessage; id?: number; task?: Task }
   if (msg.init) {
     const i = msg.init;
     keys = { encryption: buf(i.encryption), id: buf(i.id) };
+    fpKey = fingerprintKey(keys.id, 'file-fingerprint');
     compressor = new BlobCompressor(i.compression);
     cdc = new FastCDC(i.chunker, gearTable(i.chunkerSeed));
     return;

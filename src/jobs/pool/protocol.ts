@@ -4,9 +4,11 @@
  *
  *   init      secrets, compression and chunker parameters (once per worker)
  *   seal      one chunk read by the main thread → its prepared blob
- *   files     a batch of small files, read by the worker → per file its
- *             content list and prepared blobs (duplicates the parent
- *             snapshot already has are not sealed again)
+ *   files     a batch of small files, read by the worker and stored as one
+ *             stream (chunked, so files share blobs) → per file its content
+ *             list (slices of the batch's blobs) and fingerprint, and the
+ *             batch's prepared blobs; a file whose fingerprint equals its
+ *             parent's is left out of the stream (its old content is reused)
  *   unpack    one pack's needed blobs → opened and written to their files
  *   verify    restored files → read back and checked against their ids
  */
@@ -50,8 +52,8 @@ export interface FileJob {
   readonly size: number;
   readonly mtime: bigint;
   readonly ctime: bigint;
-  /** Blob ids the repository is known to hold (from the parent snapshot): not sealed again. */
-  readonly known?: readonly string[];
+  /** The parent snapshot's fingerprint of this file, when its content can be reused. */
+  readonly fingerprint?: string;
 }
 
 export interface FilesTask {
@@ -60,12 +62,20 @@ export interface FilesTask {
 }
 
 export interface FileResult {
+  /** Absent when the content equals the parent's (`fingerprint` matched). */
   readonly content?: ContentEntry[];
   readonly size?: number;
-  readonly blobs?: WireBlob[];
+  readonly fingerprint?: string;
   /** The file changed while being read. */
   readonly changed?: boolean;
   readonly error?: { code?: string; message: string };
+}
+
+export interface FilesResult {
+  /** One per job, in order. */
+  readonly files: FileResult[];
+  /** The blobs of the batch's stream, in stream order. */
+  readonly blobs: WireBlob[];
 }
 
 /** Metadata applied to a file once its content is complete. */
@@ -82,6 +92,8 @@ export interface FileMeta {
 export interface UnpackTarget {
   readonly path: Uint8Array;
   readonly offset: number;
+  /** Only this part of the blob's plaintext (a slice); the whole blob when absent. */
+  readonly slice?: { readonly offset: number; readonly length: number };
   /** Set when this blob is the file's whole content: the worker creates, writes, finishes and closes it. */
   readonly whole?: FileMeta;
 }
@@ -112,10 +124,13 @@ export interface UnpackResult {
 
 export interface VerifyJob {
   readonly path: Uint8Array;
+  readonly size: number;
+  /** The file's fingerprint: when set, the whole file is checked against it. */
+  readonly fingerprint?: string;
+  /** Otherwise each entry is checked: whole blobs by id, holes as zeros. */
   readonly content: readonly ContentEntry[];
   /** Raw length of each blob entry of `content` (holes carry their own length). */
   readonly lengths: readonly number[];
-  readonly size: number;
 }
 
 export interface VerifyTask {

@@ -22,7 +22,7 @@
  * blobs, which only the key can tell.
  */
 import { BlobType } from '../../repo/pack.js';
-import { encodeTree, type TreeNode } from '../../repo/tree.js';
+import { encodeTree, entryBlob, type TreeNode } from '../../repo/tree.js';
 import type { Snapshot } from '../../repo/snapshot.js';
 import { PlainRepository, RepoState } from '../../repo/plain-repository.js';
 import { encodeMarker, newMarker } from '../../repo/deletion-marker.js';
@@ -170,8 +170,8 @@ async function markDamaged(keyed: SnapshotWriter, id: string, s: Snapshot, lost:
         continue;
       }
       const content = n.content ?? [];
-      const hit = content.some((c) => typeof c === 'string' && lost.has(c));
-      const kept = hit ? content.filter((c) => typeof c !== 'string' || !lost.has(c)) : content;
+      const hit = content.some((c) => lost.has(entryBlob(c) ?? ''));
+      const kept = hit ? content.filter((c) => !lost.has(entryBlob(c) ?? '')) : content;
       for (const c of kept) if (typeof c === 'string') blobs.add(c);
       if (hit) {
         files.push(p);

@@ -27,7 +27,7 @@ import { NotFoundError, ShortReadError } from '../../storage/backend.js';
 import { CorruptObjectError } from '../../repo/errors.js';
 import type { Repository } from '../../repo/repository.js';
 import type { BlobLocation } from '../../repo/index-file.js';
-import type { TreeNode } from '../../repo/tree.js';
+import { entryBlob, type BlobSlice, type TreeNode } from '../../repo/tree.js';
 import { PathShortener, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
 import { walkTree } from '../tree-walk.js';
 import { WorkerPool } from '../pool/worker-pool.js';
@@ -226,8 +226,8 @@ export class Restorer {
     if (this.opts.verify) this.toVerify.push({ path, dest, node });
     const meta: FileMeta = { mode: node.mode, uid: node.uid, gid: node.gid, mtime: utimesSeconds(node.mtime), size: node.size, chown: isRoot };
     const only = content[0];
-    if (content.length === 1 && typeof only === 'string') {
-      this.need(only, path, { path: dest, offset: 0, whole: meta });
+    if (content.length === 1 && only !== undefined && typeof only !== 'number') {
+      this.need(entryBlob(only)!, path, { path: dest, offset: 0, whole: meta, ...sliceOf(only) });
       return;
     }
     // Empty, holes, or several blobs: create it now (truncating anything there).
@@ -236,12 +236,16 @@ export class Restorer {
     const file: OpenFile = { path, dest, node, remaining: 0, failed: false };
     let pos = 0;
     for (const c of content) {
-      if (typeof c === 'string') {
+      if (typeof c === 'number') {
+        pos += c;
+      } else if (typeof c === 'string') {
         file.remaining++;
         this.need(c, path, { path: dest, offset: pos }, file);
         pos += this.repo.index.lookup(c)?.rawLength ?? 0;
       } else {
-        pos += c;
+        file.remaining++;
+        this.need(c.blob, path, { path: dest, offset: pos, ...sliceOf(c) }, file);
+        pos += c.length;
       }
     }
     if (file.remaining === 0) this.finishFile(file);
@@ -384,7 +388,8 @@ export class Restorer {
       const batch = files.slice(i, i + VERIFY_BATCH);
       const jobs: VerifyJob[] = batch.map((f) => {
         const content = f.node.content ?? [];
-        return { path: f.dest, content, lengths: content.map((c) => (typeof c === 'number' ? c : this.repo.index.lookup(c)?.rawLength ?? -1)), size: f.node.size };
+        const lengths = content.map((c) => (typeof c === 'number' ? c : typeof c === 'string' ? this.repo.index.lookup(c)?.rawLength ?? -1 : c.length));
+        return { path: f.dest, size: f.node.size, content, lengths, ...(f.node.fingerprint ? { fingerprint: f.node.fingerprint } : {}) };
       });
       await pool.whenBelow(pool.size * 2);
       tasks.push(pool.run<VerifyResult>({ kind: 'verify', files: jobs }).then((r) => {
@@ -396,6 +401,11 @@ export class Restorer {
     }
     await Promise.all(tasks);
   }
+}
+
+/** The `slice` field of an unpack target for a content entry. */
+function sliceOf(c: string | BlobSlice): { slice?: { offset: number; length: number } } {
+  return typeof c === 'string' ? {} : { slice: { offset: c.offset, length: c.length } };
 }
 
 /** Restores a FIFO or device node (mkfifo/mknod run as child processes; such files are few). */
