@@ -8,6 +8,7 @@
  * in base64 (`nameB64`, `targetB64`) instead of `name`, `target`.
  * Integers that may exceed 2^53 (times in ns, inode, device) are decimal strings.
  */
+import { isUtf8 } from 'node:buffer';
 import { isIdHex } from '../core/ids.js';
 import { asRecord, parseJson } from './binary.js';
 import { CorruptObjectError } from './errors.js';
@@ -111,10 +112,6 @@ export interface TreeNode {
    * must report such a node and never restore it as if it were whole.
    */
   readonly damaged?: true;
-}
-
-function isUtf8(b: Buffer): boolean {
-  return Buffer.from(b.toString('utf8'), 'utf8').equals(b);
 }
 
 function nodeToJson(n: TreeNode): Record<string, unknown> {

@@ -22,7 +22,7 @@
  * blobs, which only the key can tell.
  */
 import { BlobType } from '../../repo/pack.js';
-import { encodeTree, entryBlob, type TreeNode } from '../../repo/tree.js';
+import { contentBlobs, encodeTree, entryBlob, type TreeNode } from '../../repo/tree.js';
 import type { Snapshot } from '../../repo/snapshot.js';
 import { PlainRepository, RepoState } from '../../repo/plain-repository.js';
 import { encodeMarker, newMarker } from '../../repo/deletion-marker.js';
@@ -172,7 +172,7 @@ async function markDamaged(keyed: SnapshotWriter, id: string, s: Snapshot, lost:
       const content = n.content ?? [];
       const hit = content.some((c) => lost.has(entryBlob(c) ?? ''));
       const kept = hit ? content.filter((c) => !lost.has(entryBlob(c) ?? '')) : content;
-      for (const c of kept) if (typeof c === 'string') blobs.add(c);
+      for (const id of contentBlobs(kept)) blobs.add(id);
       if (hit) {
         files.push(p);
         out.push({ ...n, damaged: true, content: kept });

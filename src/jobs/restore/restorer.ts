@@ -212,7 +212,8 @@ export class Restorer {
   private planFile(path: Buffer, dest: Buffer, node: TreeNode): void {
     if (node.links > 1) {
       const key = `${node.device}:${node.inode}`;
-      const contentKey = JSON.stringify(node.content ?? []);
+      // Names read in different batches hold other slices of the same bytes: the fingerprint tells.
+      const contentKey = node.fingerprint !== undefined ? `${node.size}:${node.fingerprint}` : JSON.stringify(node.content ?? []);
       const first = this.inodes.get(key);
       // A hard link is only recreated when the content recorded under this name
       // is the same (the file may have changed between reading its names).
