@@ -788,11 +788,19 @@ const nodeBase = fc.record(
   { requiredKeys: ['name', 'mode', 'uid', 'gid', 'mtime', 'ctime', 'inode', 'device', 'links', 'size'], noNullPrototype: true },
 );
 
-/** Holes are positive zero runs; ids are hex. */
-const contentEntry = fc.oneof(hexId, fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }));
+/** Holes are positive zero runs; ids are hex; slices have an offset and a positive length. */
+const contentEntry = fc.oneof(
+  hexId,
+  fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+  fc.record({ blob: hexId, offset: fc.maxSafeNat(), length: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }) }, { noNullPrototype: true }),
+);
+const fingerprintHex = fc.uint8Array({ minLength: 16, maxLength: 16 }).map((b) => Buffer.from(b).toString('hex'));
 
 const nodeExtra: fc.Arbitrary<{ type: NodeType } & Partial<TreeNode>> = fc.oneof(
-  fc.record({ type: fc.constant('file' as const), content: fc.array(contentEntry, { maxLength: 6 }) }, { noNullPrototype: true }),
+  fc.record(
+    { type: fc.constant('file' as const), content: fc.array(contentEntry, { maxLength: 6 }), fingerprint: fingerprintHex },
+    { requiredKeys: ['type', 'content'], noNullPrototype: true },
+  ),
   fc.record({ type: fc.constant('dir' as const), subtree: hexId }, { noNullPrototype: true }),
   fc.record({ type: fc.constant('symlink' as const), target: fc.oneof(nameBytes, randomBuffer(40)) }, { noNullPrototype: true }),
   fc.record({ type: fc.constantFrom('chardev' as const, 'blockdev' as const), rdev: u64 }, { noNullPrototype: true }),
@@ -812,7 +820,11 @@ function checkTree(v: unknown): void {
     for (const f of ['mtime', 'ctime', 'inode', 'device'] as const) assert.equal(typeof n[f], 'bigint', f);
     if (n.type === 'file') {
       assert.ok(Array.isArray(n.content));
-      for (const c of n.content) assert.ok(isIdHex(c) || (typeof c === 'number' && Number.isSafeInteger(c) && c > 0));
+      for (const c of n.content) {
+        if (typeof c === 'object') assert.ok(isIdHex(c.blob) && Number.isSafeInteger(c.offset) && c.offset >= 0 && Number.isSafeInteger(c.length) && c.length > 0);
+        else assert.ok(isIdHex(c) || (typeof c === 'number' && Number.isSafeInteger(c) && c > 0));
+      }
+      if (n.fingerprint !== undefined) assert.match(n.fingerprint, /^[0-9a-f]{32}$/);
     }
     if (n.type === 'dir') assert.ok(isIdHex(n.subtree));
     if (n.type === 'symlink') assert.ok(Buffer.isBuffer(n.target));
@@ -857,6 +869,24 @@ describe('tree: specific cases', () => {
     const content = ['aa'.repeat(32), 4096, 'bb'.repeat(32), Number.MAX_SAFE_INTEGER];
     const [n] = decodeTree(encodeTree([{ ...base, name: Buffer.from('f'), type: 'file', content }]), TREE_WHAT);
     assert.deepEqual(n?.content, content);
+  });
+
+  it('keeps slices of blobs and the fingerprint', () => {
+    const content = [{ blob: 'aa'.repeat(32), offset: 0, length: 10 }, 4096, { blob: 'bb'.repeat(32), offset: 77, length: 1 }];
+    const [n] = decodeTree(encodeTree([{ ...base, name: Buffer.from('f'), type: 'file', content, fingerprint: 'cc'.repeat(16) }]), TREE_WHAT);
+    assert.deepEqual(n?.content, content);
+    assert.equal(n?.fingerprint, 'cc'.repeat(16));
+  });
+
+  it('refuses malformed slices and fingerprints', () => {
+    const file = { name: 'f', type: 'file', mode: 0, uid: 0, gid: 0, mtime: '0', ctime: '0', inode: '0', device: '0', links: 0, size: 0 };
+    const id = 'aa'.repeat(32);
+    for (const bad of [{ blob: id, offset: 0, length: 0 }, { blob: id, offset: -1, length: 1 }, { blob: id, offset: 0.5, length: 1 }, { blob: id, offset: 0 }, { blob: 'AA'.repeat(32), offset: 0, length: 1 }, { blob: id, offset: 0, length: 1, extra: 1 }, [id, 0, 1]]) {
+      assert.throws(() => decodeTree(jsonBytes({ nodes: [{ ...file, content: [bad] }] }), TREE_WHAT), /bad file content list/, JSON.stringify(bad));
+    }
+    for (const bad of ['cc'.repeat(15), 'CC'.repeat(16), 5]) {
+      assert.throws(() => decodeTree(jsonBytes({ nodes: [{ ...file, content: [], fingerprint: bad }] }), TREE_WHAT), /bad fingerprint/, JSON.stringify(bad));
+    }
   });
 
   it('refuses zero, negative and fractional holes, and upper-case ids', () => {

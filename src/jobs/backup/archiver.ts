@@ -78,17 +78,18 @@ interface Pending {
 /** Files up to this size are read by a worker in one piece, as part of a batch. */
 const SMALL_FILE = 4 << 20;
 /**
- * A batch is one stream, so its edges are forced chunk edges. It ends after a
- * file whose name is an anchor once it holds BATCH_MIN bytes, so the same
- * files in the same order make the same batches (and the same chunks) in
- * another tree or another backup, whatever came before them; BATCH_MAX bytes
- * or BATCH_FILES files end it regardless.
+ * A batch is one stream, so its edges are forced chunk edges. It ends after
+ * an anchor: a file whose name hashes below a threshold proportional to its
+ * size (one anchor per ANCHOR_BYTES of files, on average). Anchors do not
+ * depend on where the batch began, so the same files in the same order make
+ * the same batches (and the same chunks) in another tree or another backup,
+ * from the first anchor on. BATCH_MIN keeps batches from being tiny;
+ * BATCH_MAX bytes or BATCH_FILES files end one regardless.
  */
-const BATCH_MIN = 4 << 20;
+const ANCHOR_BYTES = 4 << 20;
+const BATCH_MIN = 1 << 20;
 const BATCH_MAX = 16 << 20;
 const BATCH_FILES = 8192;
-/** One name in ANCHOR_ONE_IN is an anchor. */
-const ANCHOR_ONE_IN = 8;
 /** Paths longer than this go through PathShortener. */
 const LONG_PATH = 4000;
 const CACHEDIR_SIGNATURE = 'Signature: 8a477f597d28d172789f06886806bc55';
@@ -135,11 +136,18 @@ interface Batch {
   finish: ((r: FileResult) => void)[];
 }
 
-/** FNV-1a of a name: which names end a batch (no secret: it only decides batch edges). */
-function isAnchor(name: Buffer): boolean {
+/**
+ * Whether a file ends a batch: FNV-1a of its name with a final mix, below
+ * size / ANCHOR_BYTES of the 32-bit range. No secret: it only decides where
+ * batches end.
+ */
+function isAnchor(name: Buffer, size: number): boolean {
   let h = 0x811c9dc5;
   for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name[i]!, 0x01000193);
-  return (h >>> 0) % ANCHOR_ONE_IN === 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  h ^= h >>> 16;
+  return (h >>> 0) < (size / ANCHOR_BYTES) * 2 ** 32;
 }
 
 export class Archiver {
@@ -487,7 +495,7 @@ export class Archiver {
     });
     const pending = this.track(done);
     const b = this.batch;
-    if ((b.bytes >= BATCH_MIN && isAnchor(name)) || b.bytes >= BATCH_MAX || b.jobs.length >= BATCH_FILES) await this.sendBatch();
+    if ((b.bytes >= BATCH_MIN && isAnchor(name, job.size)) || b.bytes >= BATCH_MAX || b.jobs.length >= BATCH_FILES) await this.sendBatch();
     return pending;
   }
 

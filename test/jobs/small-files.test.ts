@@ -1,0 +1,127 @@
+/**
+ * Small files are stored as one stream per batch: they share chunks, their
+ * content lists are slices, and a keyed fingerprint per file proves the
+ * bytes and lets a later backup keep the content of a file that was only
+ * touched. These tests run the real archiver (worker threads included)
+ * against an in-memory repository and read every file back from its slices.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Archiver, type BackupResult } from '../../src/jobs/backup/archiver.js';
+import { BlobType } from '../../src/repo/pack.js';
+import type { Repository } from '../../src/repo/repository.js';
+import { contentBlobs, contentBytes, entryBlob, type TreeNode } from '../../src/repo/tree.js';
+import { memoryRepo } from '../helpers/memory-repo.js';
+
+/** Every file node below a tree, by path relative to `base`. */
+async function fileNodes(repo: Repository, tree: string, prefix = ''): Promise<Map<string, TreeNode>> {
+  const out = new Map<string, TreeNode>();
+  for (const n of await repo.loadTree(tree)) {
+    const p = `${prefix}/${n.name.toString()}`;
+    if (n.type === 'dir') for (const [k, v] of await fileNodes(repo, n.subtree!, p)) out.set(k, v);
+    else if (n.type === 'file') out.set(p, n);
+  }
+  return out;
+}
+
+async function bytesOf(repo: Repository, n: TreeNode): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const b of contentBytes(n.content ?? [], (id) => repo.loadBlob(BlobType.Data, id), n.name.toString())) parts.push(b);
+  return Buffer.concat(parts);
+}
+
+/** The nodes of the files under `dir` in a snapshot, keyed by their path below `dir`. */
+async function filesUnder(repo: Repository, r: BackupResult, dir: string): Promise<Map<string, TreeNode>> {
+  const all = await fileNodes(repo, r.snapshot.tree);
+  return new Map([...all].filter(([p]) => p.startsWith(`${dir}/`)).map(([p, n]) => [p.slice(dir.length + 1), n]));
+}
+
+/** A backup, and the data bytes it added to the repository. */
+async function backup(repo: Repository, paths: string[], parent?: BackupResult): Promise<BackupResult & { added: number }> {
+  const before = repo.stats.dataAdded;
+  const r = await new Archiver(repo, { paths, parent: parent ? { id: parent.id, snapshot: parent.snapshot } : null }).run();
+  return { ...r, added: repo.stats.dataAdded - before };
+}
+
+describe('small files share chunks', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'holdfast-small-'));
+  });
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it('a folder of small files becomes few blobs, and every file reads back from its slices', async () => {
+    const { repo } = await memoryRepo();
+    const src = join(dir, 'a');
+    await mkdir(join(src, 'sub'), { recursive: true });
+    const want = new Map<string, Buffer>();
+    for (let i = 0; i < 300; i++) {
+      const kind = i % 10;
+      const data = kind === 0 ? Buffer.alloc(0) : kind === 1 ? Buffer.alloc(5000 + i) : kind < 5 ? Buffer.from(`line ${i}\n`.repeat(i * 7)) : randomBytes(100 + i * 97);
+      const name = `${i % 2 ? 'sub/' : ''}f${String(i).padStart(3, '0')}`;
+      want.set(name, data);
+      await writeFile(join(src, name), data);
+    }
+    const r = await backup(repo, [src]);
+    const nodes = await filesUnder(repo, r, src);
+    assert.equal(nodes.size, want.size);
+    const blobs = new Set<string>();
+    for (const [name, n] of nodes) {
+      assert.deepEqual(await bytesOf(repo, n), want.get(name), name);
+      for (const c of n.content ?? []) if (entryBlob(c)) blobs.add(entryBlob(c)!);
+      if (n.size > 0) assert.match(n.fingerprint ?? '', /^[0-9a-f]{32}$/, `${name} has a fingerprint`);
+    }
+    assert.ok(blobs.size < want.size / 20, `${want.size} files in ${blobs.size} blobs`);
+    assert.ok([...nodes.values()].some((n) => n.content?.some((c) => typeof c === 'object')), 'content lists hold slices');
+  });
+
+  it('a touched file keeps its content through its fingerprint; a changed one is stored again', async () => {
+    const { repo } = await memoryRepo();
+    const src = join(dir, 'b');
+    await mkdir(src);
+    for (let i = 0; i < 50; i++) await writeFile(join(src, `f${i}`), randomBytes(3000 + i));
+    const first = await backup(repo, [src]);
+    const later = new Date(Date.now() + 60_000);
+    for (let i = 0; i < 50; i++) await utimes(join(src, `f${i}`), later, later);
+    await writeFile(join(src, 'f7'), randomBytes(3007));
+    const second = await backup(repo, [src], first);
+    const a = await filesUnder(repo, first, src);
+    const b = await filesUnder(repo, second, src);
+    assert.equal(second.snapshot.summary!.filesChanged, 50, 'every file was read again (its mtime changed)');
+    for (let i = 0; i < 50; i++) {
+      const name = `f${i}`;
+      assert.deepEqual(await bytesOf(repo, b.get(name)!), await readFile(join(src, name)), name);
+      if (i === 7) assert.notEqual(b.get(name)!.fingerprint, a.get(name)!.fingerprint);
+      else assert.deepEqual(b.get(name)!.content, a.get(name)!.content, `${name} keeps its slices`);
+    }
+    const blobsOf = (m: Map<string, TreeNode>): Set<string> => new Set([...m.values()].flatMap((n) => contentBlobs(n.content ?? [])));
+    const before = blobsOf(a);
+    const fresh = [...blobsOf(b)].filter((id) => !before.has(id));
+    assert.deepEqual(fresh, contentBlobs(b.get('f7')!.content!), 'only the changed file is new data');
+    assert.equal(repo.index.lookup(fresh[0]!)?.rawLength, 3007);
+  });
+
+  it('the same files behind another one in another folder make the same chunks after the first batch', async () => {
+    const { repo } = await memoryRepo({ compression: 'off' });
+    const a = join(dir, 'c1');
+    const b = join(dir, 'c2');
+    await mkdir(a);
+    await mkdir(b);
+    await writeFile(join(b, '0-first'), randomBytes(300_000));
+    for (let i = 0; i < 600; i++) {
+      const data = randomBytes(40_000);
+      await writeFile(join(a, `f${String(i).padStart(3, '0')}`), data);
+      await writeFile(join(b, `f${String(i).padStart(3, '0')}`), data);
+    }
+    const first = await backup(repo, [a]);
+    const second = await backup(repo, [b]);
+    assert.ok(first.added > 20_000_000);
+    assert.ok(second.added < first.added / 2, `the copy behind one more file added ${second.added} of ${first.added} bytes`);
+    const nodes = await filesUnder(repo, second, b);
+    assert.deepEqual(await bytesOf(repo, nodes.get('f599')!), await readFile(join(b, 'f599')));
+  });
+});
