@@ -2,7 +2,12 @@
  * zstd compression of blobs. A blob is stored compressed only when that makes
  * it smaller; the pack header records which.
  */
-import { Compressor, Decompressor } from 'zstd-napi';
+import { createRequire } from 'node:module';
+import { Decompressor } from 'zstd-napi';
+
+// The native binding (CommonJS, no named exports for ESM): its CCtx compresses into a caller's buffer.
+type Binding = typeof import('zstd-napi/binding.js');
+const { CCtx, CParameter, compressBound } = createRequire(import.meta.url)('zstd-napi/binding') as Binding;
 
 export type CompressionMode = 'off' | 'fast' | 'default' | 'max';
 
@@ -10,22 +15,33 @@ export const COMPRESSION_MODES: readonly CompressionMode[] = ['off', 'fast', 'de
 
 const LEVELS: Record<CompressionMode, number> = { off: 0, fast: 1, default: 3, max: 19 };
 
-/** Compresses blobs at one level; one instance per thread of work. */
+/**
+ * Compresses blobs at one level; one instance per thread of work. Output
+ * goes to a buffer the instance reuses: a fresh megabyte per blob (what
+ * zstd-napi's `Compressor` allocates) was garbage for the collector and page
+ * faults for the kernel.
+ */
 export class BlobCompressor {
-  private readonly zstd: Compressor | undefined;
+  private readonly zstd: InstanceType<Binding['CCtx']> | undefined;
+  private scratch = Buffer.alloc(0);
 
   constructor(readonly mode: CompressionMode) {
     if (mode !== 'off') {
-      this.zstd = new Compressor();
-      this.zstd.setParameters({ compressionLevel: LEVELS[mode] });
+      this.zstd = new CCtx();
+      this.zstd.setParameter(CParameter.compressionLevel, LEVELS[mode]);
     }
   }
 
-  /** The compressed bytes, or `undefined` when compression is off or does not shrink `data`. */
+  /**
+   * The compressed bytes, or `undefined` when compression is off or does not
+   * shrink `data`. The result is only valid until the next call.
+   */
   compress(data: Uint8Array): Buffer | undefined {
     if (!this.zstd || data.length < 64) return undefined;
-    const out = this.zstd.compress(data);
-    return out.length < data.length ? out : undefined;
+    const bound = compressBound(data.length);
+    if (this.scratch.length < bound) this.scratch = Buffer.allocUnsafeSlow(Math.max(bound, 1 << 20));
+    const n = this.zstd.compress2(this.scratch, data);
+    return n < data.length ? this.scratch.subarray(0, n) : undefined;
   }
 }
 

@@ -77,6 +77,8 @@ describe('small files share chunks', () => {
     }
     assert.ok(blobs.size < want.size / 20, `${want.size} files in ${blobs.size} blobs`);
     assert.ok([...nodes.values()].some((n) => n.content?.some((c) => typeof c === 'object')), 'content lists hold slices');
+    assert.deepEqual(nodes.get('sub/f001')!.content, [5001], 'an all-zero file is a hole');
+    assert.deepEqual(nodes.get('f000')!.content, [], 'an empty file has no content');
   });
 
   it('a touched file keeps its content through its fingerprint; a changed one is stored again', async () => {

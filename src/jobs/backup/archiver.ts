@@ -26,7 +26,7 @@
  */
 import { sep } from 'node:path';
 import { hostname as osHostname, userInfo } from 'node:os';
-import { chunkStream } from '../../core/chunker.js';
+import { chunkStream, type ChunkerParams } from '../../core/chunker.js';
 import { BlobType } from '../../repo/pack.js';
 import { encodeTree, entryBlob, type ContentEntry, type TreeNode } from '../../repo/tree.js';
 import type { Repository } from '../../repo/repository.js';
@@ -75,21 +75,30 @@ interface Pending {
   readonly done: Promise<TreeNode | undefined>;
 }
 
-/** Files up to this size are read by a worker in one piece, as part of a batch. */
-const SMALL_FILE = 4 << 20;
 /**
- * A batch is one stream, so its edges are forced chunk edges. It ends after
- * an anchor: a file whose name hashes below a threshold proportional to its
- * size (one anchor per ANCHOR_BYTES of files, on average). Anchors do not
- * depend on where the batch began, so the same files in the same order make
- * the same batches (and the same chunks) in another tree or another backup,
- * from the first anchor on. BATCH_MIN keeps batches from being tiny;
- * BATCH_MAX bytes or BATCH_FILES files end one regardless.
+ * Small files (up to half the chunker's maximum chunk) are stored in batches;
+ * a batch becomes one blob, a chunk whose edges are file edges, sized by the
+ * chunker's own parameters. It ends after an anchor: a file whose name hashes
+ * below a threshold proportional to its size (one anchor per
+ * `avgSize - minSize` bytes of files, on average), once the batch holds
+ * `minSize` bytes. Anchors do not depend on where the batch began, so the
+ * same files in the same order make the same batches (and the same blobs) in
+ * another tree or another backup, from the first anchor on. A file that
+ * would take a batch past `maxSize` bytes, or BATCH_FILES files, starts a
+ * new one. Larger files are chunked one by one (FastCDC).
  */
-const ANCHOR_BYTES = 4 << 20;
-const BATCH_MIN = 1 << 20;
-const BATCH_MAX = 16 << 20;
+interface BatchRules {
+  readonly smallFile: number;
+  readonly min: number;
+  readonly anchorBytes: number;
+  readonly max: number;
+}
+
 const BATCH_FILES = 8192;
+
+function batchRules(p: ChunkerParams): BatchRules {
+  return { smallFile: Math.floor(p.maxSize / 2), min: p.minSize, anchorBytes: p.avgSize - p.minSize, max: p.maxSize };
+}
 /** Paths longer than this go through PathShortener. */
 const LONG_PATH = 4000;
 const CACHEDIR_SIGNATURE = 'Signature: 8a477f597d28d172789f06886806bc55';
@@ -138,16 +147,16 @@ interface Batch {
 
 /**
  * Whether a file ends a batch: FNV-1a of its name with a final mix, below
- * size / ANCHOR_BYTES of the 32-bit range. No secret: it only decides where
+ * size / anchorBytes of the 32-bit range. No secret: it only decides where
  * batches end.
  */
-function isAnchor(name: Buffer, size: number): boolean {
+function isAnchor(name: Buffer, size: number, anchorBytes: number): boolean {
   let h = 0x811c9dc5;
   for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name[i]!, 0x01000193);
   h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
   h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
   h ^= h >>> 16;
-  return (h >>> 0) < (size / ANCHOR_BYTES) * 2 ** 32;
+  return (h >>> 0) < (size / anchorBytes) * 2 ** 32;
 }
 
 export class Archiver {
@@ -166,9 +175,15 @@ export class Archiver {
   /** Work handed to the pool whose results are not yet in the repository. */
   private gate!: Gate;
   private batch: Batch = { jobs: [], bytes: 0, finish: [] };
+  /** Settles once the last result handed to the pool has been stored (`inWalkOrder`). */
+  private stored: Promise<void> = Promise.resolve();
   private fatal: unknown;
 
-  constructor(private readonly repo: Repository, private readonly opts: BackupOptions) {}
+  private readonly rules: BatchRules;
+
+  constructor(private readonly repo: Repository, private readonly opts: BackupOptions) {
+    this.rules = batchRules(repo.chunker().params);
+  }
 
   private warn(path: Buffer | string, message: string): void {
     // An interrupted backup ends; it never turns into an incomplete snapshot.
@@ -444,7 +459,7 @@ export class Archiver {
       return this.node(name, { ...st, size }, { content });
     };
     // Large files are read here, one at a time: the walk waits (back-pressure).
-    if (st.size > SMALL_FILE) return settled(await this.largeFile(path, sys, st, complete));
+    if (st.size > this.rules.smallFile) return settled(await this.largeFile(path, sys, st, complete));
     // A parent whose content is all still here may be reused when the bytes match its fingerprint.
     const reusable = wasFile && prev.fingerprint !== undefined && !prev.damaged && prev.content !== undefined
       && prev.content.every((c) => this.hasEntry(c)) ? prev : undefined;
@@ -484,6 +499,7 @@ export class Archiver {
       resolve = res;
       reject = rej;
     });
+    if (this.batch.bytes + job.size > this.rules.max || this.batch.jobs.length >= BATCH_FILES) await this.sendBatch();
     this.batch.jobs.push(job);
     this.batch.bytes += job.size;
     this.batch.finish.push((r) => {
@@ -494,8 +510,7 @@ export class Archiver {
       }
     });
     const pending = this.track(done);
-    const b = this.batch;
-    if ((b.bytes >= BATCH_MIN && isAnchor(name, job.size)) || b.bytes >= BATCH_MAX || b.jobs.length >= BATCH_FILES) await this.sendBatch();
+    if (this.batch.bytes >= this.rules.min && isAnchor(name, job.size, this.rules.anchorBytes)) await this.sendBatch();
     return pending;
   }
 
@@ -506,17 +521,28 @@ export class Archiver {
     this.batch = { jobs: [], bytes: 0, finish: [] };
     await this.gate.acquire();
     const results = this.pool.run<FilesResult>({ kind: 'files', files: b.jobs });
-    void results.then(
-      async (r) => {
-        // In order, so that pack contents follow the walk.
-        for (const blob of r.blobs) await this.repo.addPrepared(wireToPrepared(blob));
-        r.files.forEach((f, i) => b.finish[i]!(f));
-      },
-      (e: unknown) => {
-        this.fatal ??= e;
-        for (const f of b.finish) f({ error: { message: (e as Error).message } });
-      },
-    ).finally(() => this.gate.release());
+    void this.inWalkOrder(results, async (r) => {
+      for (const blob of r.blobs) await this.repo.addPrepared(wireToPrepared(blob));
+      r.files.forEach((f, i) => b.finish[i]!(f));
+    }).catch((e: unknown) => {
+      this.fatal ??= e;
+      for (const f of b.finish) f({ error: { message: (e as Error).message } });
+    }).finally(() => this.gate.release());
+  }
+
+  /**
+   * Stores a worker's result once every result handed out before it has been
+   * stored: packs then hold blobs in walk order (a restore reads them in
+   * that order), whichever worker finishes first.
+   */
+  private inWalkOrder<T, U>(result: Promise<T>, store: (r: T) => Promise<U>): Promise<U> {
+    const before = this.stored;
+    const done = result.then(async (r) => {
+      await before;
+      return store(r);
+    });
+    this.stored = done.then(() => undefined, () => undefined);
+    return done;
   }
 
   /** A file too big for one piece: read and chunk here, seal in the workers. */
@@ -554,7 +580,7 @@ export class Archiver {
       await this.gate.acquire();
       const data = transferable(chunk);
       const sealed = this.pool.run<SealResult>({ kind: 'seal', type: BlobType.Data, data }, [data.buffer as ArrayBuffer]);
-      const part = sealed.then(async (r): Promise<ContentEntry> => {
+      const part = this.inWalkOrder(sealed, async (r): Promise<ContentEntry> => {
         if (!r.blob) return r.rawLength;
         await this.repo.addPrepared(wireToPrepared(r.blob));
         this.blobs.add(r.blob.id);

@@ -23,8 +23,14 @@ let cdc: FastCDC;
 
 const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
-/** Packs sealed blobs into one transferable buffer (one copy of the small, compressed bytes). */
+/** Packs sealed blobs into one transferable buffer (one copy of the small, compressed bytes, unless there is one blob). */
 function toWire(blobs: PreparedBlob[], transfer: ArrayBuffer[]): WireBlob[] {
+  const only = blobs.length === 1 ? blobs[0]! : undefined;
+  if (only && only.sealed.byteOffset === 0 && only.sealed.buffer.byteLength === only.sealed.length) {
+    // A blob that owns its memory travels as it is.
+    transfer.push(only.sealed.buffer as ArrayBuffer);
+    return [{ type: only.type, id: only.id, flags: only.flags, rawLength: only.rawLength, sealed: only.sealed }];
+  }
   const total = blobs.reduce((n, b) => n + b.sealed.length, 0);
   if (total === 0) return [];
   const out = Buffer.allocUnsafeSlow(total);
@@ -89,31 +95,22 @@ function readInto(path: Buffer, into: Buffer, at: number, max: number, job: File
   }
 }
 
-/** Appends an entry to a content list, merging adjacent holes. */
-function append(content: ContentEntry[], c: ContentEntry): void {
-  const last = content[content.length - 1];
-  if (typeof c === 'number' && typeof last === 'number') content[content.length - 1] = last + c;
-  else content.push(c);
-}
-
 /**
- * Reads a batch of small files and stores them as one stream: the files'
- * bytes, back to back, are chunked, and each file's content becomes slices
- * of the chunks it lies in (a whole chunk is its id; an all-zero chunk is a
- * hole). A file whose fingerprint equals the parent's is read and
- * fingerprinted but left out of the stream: its old content is reused.
+ * Reads a batch of small files and stores them as one blob: the files'
+ * bytes, back to back (the batch's edges were chosen by the archiver, so no
+ * chunker runs here). Each file's content is its slice of that blob (the
+ * blob's id when it is the only file). An all-zero file is a hole; a file
+ * whose fingerprint equals the parent's is read and fingerprinted but left
+ * out: its old content is reused.
  */
 function files(t: FilesTask, transfer: ArrayBuffer[]): FilesResult {
   // One byte more than expected per file, to notice a file that grew.
   const data = readBuffer(t.files.reduce((n, f) => n + f.size + 1, 0));
   const results: FileResult[] = [];
-  /** Stream range of each file that went into the stream (-1: not in it). */
-  const starts: number[] = [];
-  const sizes: number[] = [];
+  /** Files that go into the blob: their result and their range in `data`. */
+  const parts: { result: FileResult & { content: ContentEntry[] }; start: number; length: number }[] = [];
   let end = 0;
   for (const f of t.files) {
-    starts.push(-1);
-    sizes.push(0);
     let r: { size: number; changed: boolean };
     try {
       r = readInto(buf(f.path), data, end, f.size + 1, f);
@@ -121,45 +118,24 @@ function files(t: FilesTask, transfer: ArrayBuffer[]): FilesResult {
       results.push({ error: errorOf(e) });
       continue;
     }
-    const fp = fingerprint(fpKey, data.subarray(end, end + r.size)).toString('hex');
+    const bytes = data.subarray(end, end + r.size);
+    const fp = fingerprint(fpKey, bytes).toString('hex');
     const changed = r.changed ? { changed: true } : {};
     if (fp === f.fingerprint) {
       results.push({ size: r.size, fingerprint: fp, ...changed });
-      continue;
+    } else if (r.size === 0 || isZero(bytes)) {
+      results.push({ size: r.size, fingerprint: fp, content: r.size === 0 ? [] : [r.size], ...changed });
+    } else {
+      const result = { size: r.size, fingerprint: fp, content: [], ...changed };
+      results.push(result);
+      parts.push({ result, start: end, length: r.size });
+      end += r.size;
     }
-    results.push({ size: r.size, fingerprint: fp, content: [], ...changed });
-    starts[starts.length - 1] = end;
-    sizes[sizes.length - 1] = r.size;
-    end += r.size;
   }
-  const blobs: PreparedBlob[] = [];
-  let file = 0;
-  for (let start = 0; start < end;) {
-    const cut = cdc.cut(data, start, end, true);
-    const chunk = data.subarray(start, cut);
-    const zero = isZero(chunk);
-    let id = '';
-    if (!zero) {
-      const b = prepareBlob(keys, compressor, BlobType.Data, chunk);
-      blobs.push(b);
-      id = b.id;
-    }
-    // Every file overlapping [start, cut) gets its part of this chunk.
-    for (; file < t.files.length; file++) {
-      const s = starts[file]!;
-      if (s < 0 || sizes[file] === 0) continue;
-      if (s >= cut) break;
-      const from = Math.max(s, start);
-      const to = Math.min(s + sizes[file]!, cut);
-      const content = results[file]!.content!;
-      if (zero) append(content, to - from);
-      else if (from === start && to === cut) append(content, id);
-      else append(content, { blob: id, offset: from - start, length: to - from });
-      if (s + sizes[file]! > cut) break; // continues in the next chunk
-    }
-    start = cut;
-  }
-  return { files: results, blobs: toWire(blobs, transfer) };
+  if (parts.length === 0) return { files: results, blobs: [] };
+  const blob = prepareBlob(keys, compressor, BlobType.Data, data.subarray(0, end));
+  for (const p of parts) p.result.content.push(parts.length === 1 ? blob.id : { blob: blob.id, offset: p.start, length: p.length });
+  return { files: results, blobs: toWire([blob], transfer) };
 }
 
 const BLOCK = 4096;
