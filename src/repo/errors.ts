@@ -30,7 +30,8 @@ export class NotARepositoryError extends Error {
 /** The repository (or an object in it) uses a format version this build does not know. */
 export class UnsupportedVersionError extends Error {
   constructor(object: string, version: unknown, supported: number) {
-    super(`${object} has format version ${String(version)}, this holdfast reads version ${supported}; upgrade holdfast to read it`);
+    // A parsed JSON object may have no usable toString: anything but a number is shown as JSON.
+    super(`${object} has format version ${typeof version === 'number' ? version : JSON.stringify(version)}, this holdfast reads version ${supported}; upgrade holdfast to read it`);
     this.name = 'UnsupportedVersionError';
   }
 }

@@ -304,7 +304,7 @@ describe('config: specific cases', () => {
   });
 
   it('a version that is not the number 1 is refused as unsupported', () => {
-    for (const version of [0, '1', null, 1.5]) {
+    for (const version of [0, '1', null, 1.5, { toString: null }]) {
       assert.throws(() => decodeConfig(configBytes({ ...valid, version })), UnsupportedVersionError, JSON.stringify(version));
     }
     assert.throws(() => decodeConfig(configBytes(withReplaced(valid, ['version'], DELETE))), UnsupportedVersionError);

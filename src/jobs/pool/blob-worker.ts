@@ -6,7 +6,6 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, readSync, writeSync } from 'node:fs';
-import { FastCDC, gearTable } from '../../core/chunker.js';
 import { isZero } from '../../core/zeros.js';
 import { fingerprint, fingerprintKey } from '../../core/crypto.js';
 import { CorruptObjectError } from '../../repo/errors.js';
@@ -19,7 +18,6 @@ import type { FileJob, FileResult, FilesResult, FilesTask, InitMessage, SealResu
 let keys: BlobKeys;
 let fpKey: Buffer;
 let compressor: BlobCompressor;
-let cdc: FastCDC;
 
 const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
@@ -261,7 +259,6 @@ parentPort!.on('message', (msg: { init?: InitMessage; id?: number; task?: Task }
     keys = { encryption: buf(i.encryption), id: buf(i.id) };
     fpKey = fingerprintKey(keys.id, 'file-fingerprint');
     compressor = new BlobCompressor(i.compression);
-    cdc = new FastCDC(i.chunker, gearTable(i.chunkerSeed));
     return;
   }
   const task = msg.task!;

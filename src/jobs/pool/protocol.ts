@@ -2,17 +2,15 @@
  * Messages between the main thread and the blob workers. Buffers travel as
  * transferred ArrayBuffers (moved, not copied).
  *
- *   init      secrets, compression and chunker parameters (once per worker)
+ *   init      secrets and compression (once per worker)
  *   seal      one chunk read by the main thread → its prepared blob
  *   files     a batch of small files, read by the worker and stored as one
- *             stream (chunked, so files share blobs) → per file its content
- *             list (slices of the batch's blobs) and fingerprint, and the
- *             batch's prepared blobs; a file whose fingerprint equals its
- *             parent's is left out of the stream (its old content is reused)
+ *             blob → per file its content (a slice of that blob) and
+ *             fingerprint; a file whose fingerprint equals its parent's is
+ *             left out (its old content is reused)
  *   unpack    one pack's needed blobs → opened and written to their files
  *   verify    restored files → read back and checked against their ids
  */
-import type { ChunkerParams } from '../../core/chunker.js';
 import type { CompressionMode } from '../../core/compress.js';
 import type { BlobType } from '../../repo/pack.js';
 import type { ContentEntry } from '../../repo/tree.js';
@@ -20,8 +18,6 @@ import type { ContentEntry } from '../../repo/tree.js';
 export interface InitMessage {
   readonly encryption: Uint8Array;
   readonly id: Uint8Array;
-  readonly chunkerSeed: Uint8Array;
-  readonly chunker: ChunkerParams;
   readonly compression: CompressionMode;
 }
 

@@ -70,8 +70,6 @@ export class WorkerPool<TTask = Task> {
     const init: InitMessage = {
       encryption: s.encryption,
       id: s.id,
-      chunkerSeed: s.chunker,
-      chunker: repo.config.chunker,
       compression: repo.compression,
     };
     return new WorkerPool(WORKER_URL, init, size);
