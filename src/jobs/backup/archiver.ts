@@ -175,6 +175,8 @@ export class Archiver {
   /** Work handed to the pool whose results are not yet in the repository. */
   private gate!: Gate;
   private batch: Batch = { jobs: [], bytes: 0, finish: [] };
+  /** Settles once the last large file queued has been read (`oneLargeAtATime`). */
+  private large: Promise<unknown> = Promise.resolve();
   /** Settles once the last result handed to the pool has been stored (`inWalkOrder`). */
   private stored: Promise<void> = Promise.resolve();
   private fatal: unknown;
@@ -212,7 +214,7 @@ export class Archiver {
 
   private async withPool<T>(f: () => Promise<T>): Promise<T> {
     this.pool = WorkerPool.start(this.repo, this.opts.workers);
-    this.gate = new Gate(this.pool.size * 2);
+    this.gate = new Gate(this.pool.size * 16);
     try {
       return await f();
     } finally {
@@ -458,8 +460,8 @@ export class Archiver {
       this.report(path);
       return this.node(name, { ...st, size }, { content });
     };
-    // Large files are read here, one at a time: the walk waits (back-pressure).
-    if (st.size > this.rules.smallFile) return settled(await this.largeFile(path, sys, st, complete));
+    // Large files are read here, one at a time, while the walk goes on (the pool's gate bounds both).
+    if (st.size > this.rules.smallFile) return this.track(this.oneLargeAtATime(() => this.largeFile(path, sys, st, complete)));
     // A parent whose content is all still here may be reused when the bytes match its fingerprint.
     const reusable = wasFile && prev.fingerprint !== undefined && !prev.damaged && prev.content !== undefined
       && prev.content.every((c) => this.hasEntry(c)) ? prev : undefined;
@@ -543,6 +545,17 @@ export class Archiver {
     });
     this.stored = done.then(() => undefined, () => undefined);
     return done;
+  }
+
+  /**
+   * Runs `read` once the large files queued before it are done: one large
+   * file is read at a time, beside the walk, so the workers keep getting
+   * batches of small files while its chunks are cut here.
+   */
+  private oneLargeAtATime<T>(read: () => Promise<T>): Promise<T> {
+    const run = this.large.then(read);
+    this.large = run.catch(() => undefined);
+    return run;
   }
 
   /** A file too big for one piece: read and chunk here, seal in the workers. */
