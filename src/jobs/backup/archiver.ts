@@ -62,7 +62,19 @@ export interface BackupProgress {
   dirs: number;
   bytes: number;
   errors: number;
-  current: string;
+  readonly current: string;
+}
+
+/** Progress whose `current` path becomes text only when read (the archiver reports every file). */
+class RunningTotals implements BackupProgress {
+  files = 0;
+  dirs = 0;
+  bytes = 0;
+  errors = 0;
+  path: Buffer = Buffer.alloc(0);
+  get current(): string {
+    return this.path.toString();
+  }
 }
 
 export interface BackupResult {
@@ -162,7 +174,7 @@ function isAnchor(name: Buffer, size: number, anchorBytes: number): boolean {
 export class Archiver {
   private readonly names = new IdNames();
   private readonly blobs = new Set<string>();
-  private readonly progress: BackupProgress = { files: 0, dirs: 0, bytes: 0, errors: 0, current: '' };
+  private readonly progress = new RunningTotals();
   private filesNew = 0;
   private filesChanged = 0;
   private filesUnchanged = 0;
@@ -195,7 +207,7 @@ export class Archiver {
   }
 
   private report(path: Buffer): void {
-    this.progress.current = path.toString();
+    this.progress.path = path;
     this.opts.onProgress?.(this.progress);
   }
 
@@ -366,17 +378,18 @@ export class Archiver {
     return this.folder(nameOf(path), st, children, path);
   }
 
+  /** A node from a stat and the fields of its type (one object per entry: this runs for every file). */
   private node(name: Buffer, st: EntryStat, extra: Partial<TreeNode>): TreeNode {
-    const user = this.names.user(st.uid);
-    const group = this.names.group(st.gid);
-    return {
+    const n: { -readonly [K in keyof TreeNode]: TreeNode[K] } = {
       name, type: st.type, mode: st.mode, uid: st.uid, gid: st.gid,
-      ...(user === undefined ? {} : { user }),
-      ...(group === undefined ? {} : { group }),
       mtime: st.mtime, ctime: st.ctime, inode: st.inode, device: st.device, links: st.links,
       size: st.type === 'file' ? st.size : 0,
-      ...extra,
     };
+    const user = this.names.user(st.uid);
+    const group = this.names.group(st.gid);
+    if (user !== undefined) n.user = user;
+    if (group !== undefined) n.group = group;
+    return Object.assign(n, extra);
   }
 
   /** Schedules one entry below a selected path. */
@@ -452,13 +465,13 @@ export class Archiver {
       return settled(this.node(name, st, { content: prev.content, ...(prev.fingerprint ? { fingerprint: prev.fingerprint } : {}) }));
     }
     const wasFile = prev?.type === 'file';
-    const complete = (content: readonly ContentEntry[], size: number, changed: boolean): TreeNode => {
+    const complete = (content: readonly ContentEntry[], size: number, changed: boolean, fingerprint?: string): TreeNode => {
       if (changed) this.warn(path, 'changed while it was being read; the stored copy may be inconsistent');
       if (wasFile) this.filesChanged++;
       else this.filesNew++;
       this.bytesRead += size;
       this.report(path);
-      return this.node(name, { ...st, size }, { content });
+      return this.node(name, st, fingerprint === undefined ? { content, size } : { content, size, fingerprint });
     };
     // Large files are read here, one at a time, while the walk goes on (the pool's gate bounds both).
     if (st.size > this.rules.smallFile) return this.track(this.oneLargeAtATime(() => this.largeFile(path, sys, st, complete)));
@@ -475,7 +488,7 @@ export class Archiver {
       }
       const content = r.content ?? reusable!.content!;
       for (const c of content) this.addEntry(c);
-      return { ...complete(content, r.size!, r.changed === true), fingerprint: r.fingerprint! };
+      return complete(content, r.size!, r.changed === true, r.fingerprint);
     });
   }
 
