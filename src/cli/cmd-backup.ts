@@ -48,7 +48,7 @@ export function register(program: Command): void {
     .option('--stdin', 'back up what is read from stdin')
     .option('--stdin-filename <name>', 'file name for --stdin and --stdin-from-command', 'stdin')
     .option('--stdin-from-command', 'run the command given as arguments and back up its output; fails if it fails')
-    .option('--compression <mode>', 'off, fast, default, max (default: the repository default)')
+    .option('--compression <mode>', 'off, default (zstd 1), better (zstd 3), max (zstd 19) (default: the repository default)')
     .action(async (paths: string[], flags: BackupFlags, cmd: Command) => {
       if (flags.image !== undefined) return backupImageCommand(paths, flags, cmd);
       const g = globals(cmd);

@@ -9,7 +9,7 @@ export function register(program: Command): void {
   program
     .command('init')
     .description('create a new repository')
-    .option('--compression <mode>', 'default compression: off, fast, default, max', 'default')
+    .option('--compression <mode>', 'default compression: off, default (zstd 1), better (zstd 3), max (zstd 19)', 'default')
     .option('--append-only', 'snapshots can be added, nothing can be removed by clients (docs/format.md, "Append-only repositories")')
     .action(async (opts: { compression: string; appendOnly?: boolean }, cmd: Command) => {
       const g = globals(cmd);

@@ -9,11 +9,12 @@ import { Decompressor } from 'zstd-napi';
 type Binding = typeof import('zstd-napi/binding.js');
 const { CCtx, CParameter, compressBound } = createRequire(import.meta.url)('zstd-napi/binding') as Binding;
 
-export type CompressionMode = 'off' | 'fast' | 'default' | 'max';
+export type CompressionMode = 'off' | 'default' | 'better' | 'max';
 
-export const COMPRESSION_MODES: readonly CompressionMode[] = ['off', 'fast', 'default', 'max'];
+export const COMPRESSION_MODES: readonly CompressionMode[] = ['off', 'default', 'better', 'max'];
 
-const LEVELS: Record<CompressionMode, number> = { off: 0, fast: 1, default: 3, max: 19 };
+/** zstd levels (docs/decisions.md: level 1 on batches of small files is smaller than level 3 was on single files). */
+const LEVELS: Record<CompressionMode, number> = { off: 0, default: 1, better: 3, max: 19 };
 
 /**
  * Compresses blobs at one level; one instance per thread of work. Output
