@@ -167,11 +167,11 @@ export class Repository {
   }
 
   /**
-   * What a worker thread needs to seal and open blobs (and fingerprint).
+   * What a worker thread needs to seal, open, fingerprint and chunk alike.
    * Stays inside this process: handed to worker threads, never stored.
    */
-  workerSecrets(): { encryption: Buffer; id: Buffer } {
-    return { encryption: this.key.encryption, id: this.key.id };
+  workerSecrets(): { encryption: Buffer; id: Buffer; chunker: Buffer } {
+    return { encryption: this.key.encryption, id: this.key.id, chunker: this.key.chunker };
   }
 
   /** A chunker with the repository's parameters and secret gear table. */

@@ -126,4 +126,25 @@ describe('small files share chunks', () => {
     const nodes = await filesUnder(repo, second, b);
     assert.deepEqual(await bytesOf(repo, nodes.get('f599')!), await readFile(join(b, 'f599')));
   });
+
+  it('a mid-size file is chunked whole by a worker: zero chunks are holes, and a touched copy stores nothing new', async () => {
+    const { repo } = await memoryRepo();
+    const src = join(dir, 'd');
+    await mkdir(src);
+    const data = Buffer.concat([randomBytes(3 << 20), Buffer.alloc(20 << 20), randomBytes(3 << 20)]);
+    await writeFile(join(src, 'mid.bin'), data);
+    const first = await backup(repo, [src]);
+    const node = (await filesUnder(repo, first, src)).get('mid.bin')!;
+    assert.deepEqual(await bytesOf(repo, node), data);
+    assert.ok(node.content!.some((c) => typeof c === 'number' && c >= 4 << 20), `a hole in ${JSON.stringify(node.content)}`);
+    assert.ok(node.content!.every((c) => typeof c !== 'object'), 'whole chunks, no slices');
+    const later = new Date(Date.now() + 60_000);
+    await utimes(join(src, 'mid.bin'), later, later);
+    const second = await backup(repo, [src], first);
+    assert.deepEqual((await filesUnder(repo, second, src)).get('mid.bin')!.content, node.content);
+    assert.equal(second.snapshot.summary!.filesChanged, 1, 'the file was read again');
+    const old = new Set(first.snapshot.blobs);
+    const added = second.snapshot.blobs.filter((id) => !old.has(id));
+    assert.ok(added.length > 0 && added.every((id) => repo.index.lookup(id)?.type === BlobType.Tree), 'only trees are new');
+  });
 });

@@ -28,13 +28,13 @@ import { sep } from 'node:path';
 import { hostname as osHostname, userInfo } from 'node:os';
 import { chunkStream, type ChunkerParams } from '../../core/chunker.js';
 import { BlobType } from '../../repo/pack.js';
-import { encodeTree, entryBlob, type ContentEntry, type TreeNode } from '../../repo/tree.js';
+import { contentBlobs, encodeTree, entryBlob, type ContentEntry, type TreeNode } from '../../repo/tree.js';
 import type { Repository } from '../../repo/repository.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
 import { listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat } from '../../sources/file-tree.js';
 import { Gate, WorkerPool, transferable } from '../pool/worker-pool.js';
-import type { FileJob, FileResult, FilesResult, SealResult, WireBlob } from '../pool/protocol.js';
+import type { ChunkFileResult, FileJob, FileResult, FilesResult, SealResult, WireBlob } from '../pool/protocol.js';
 import { Excludes } from './excludes.js';
 
 export interface BackupOptions {
@@ -107,6 +107,10 @@ interface BatchRules {
 }
 
 const BATCH_FILES = 8192;
+/** Files up to this size (and over a batch's) are read whole and chunked by a worker; larger ones are streamed here. */
+const MID_FILE = 32 << 20;
+/** Gate units (about a megabyte of input each) for `bytes` of work. */
+const units = (bytes: number): number => Math.max(1, Math.ceil(bytes / (1 << 20)));
 
 function batchRules(p: ChunkerParams): BatchRules {
   return { smallFile: Math.floor(p.maxSize / 2), min: p.minSize, anchorBytes: p.avgSize - p.minSize, max: p.maxSize };
@@ -473,8 +477,14 @@ export class Archiver {
       this.report(path);
       return this.node(name, st, fingerprint === undefined ? { content, size } : { content, size, fingerprint });
     };
+    if (st.size > this.rules.smallFile && st.size <= MID_FILE) {
+      const known = wasFile ? contentBlobs(prev.content ?? []).filter((id) => this.repo.hasBlob(id)) : [];
+      const n = units(st.size);
+      await this.gate.acquire(n);
+      return this.track(this.midFile(path, sys, st, known, complete).finally(() => this.gate.release(n)));
+    }
     // Large files are read here, one at a time, while the walk goes on (the pool's gate bounds both).
-    if (st.size > this.rules.smallFile) return this.track(this.oneLargeAtATime(() => this.largeFile(path, sys, st, complete)));
+    if (st.size > MID_FILE) return this.track(this.oneLargeAtATime(() => this.largeFile(path, sys, st, complete)));
     // A parent whose content is all still here may be reused when the bytes match its fingerprint.
     const reusable = wasFile && prev.fingerprint !== undefined && !prev.damaged && prev.content !== undefined
       && prev.content.every((c) => this.hasEntry(c)) ? prev : undefined;
@@ -534,7 +544,8 @@ export class Archiver {
     const b = this.batch;
     if (b.jobs.length === 0) return;
     this.batch = { jobs: [], bytes: 0, finish: [] };
-    await this.gate.acquire();
+    const n = units(b.bytes);
+    await this.gate.acquire(n);
     const results = this.pool.run<FilesResult>({ kind: 'files', files: b.jobs });
     void this.inWalkOrder(results, async (r) => {
       for (const blob of r.blobs) await this.repo.addPrepared(wireToPrepared(blob));
@@ -542,7 +553,7 @@ export class Archiver {
     }).catch((e: unknown) => {
       this.fatal ??= e;
       for (const f of b.finish) f({ error: { message: (e as Error).message } });
-    }).finally(() => this.gate.release());
+    }).finally(() => this.gate.release(n));
   }
 
   /**
@@ -558,6 +569,24 @@ export class Archiver {
     });
     this.stored = done.then(() => undefined, () => undefined);
     return done;
+  }
+
+  /** Has a worker read and chunk a mid-size file (the caller holds its gate units); resolves to its node. */
+  private midFile(path: Buffer, sys: PosixPath, st: EntryStat, known: string[], complete: (c: ContentEntry[], size: number, changed: boolean) => TreeNode): Promise<TreeNode | undefined> {
+    const result = this.pool.run<ChunkFileResult>({
+      kind: 'file',
+      file: { path: typeof sys === 'string' ? Buffer.from(sys) : sys, size: st.size, mtime: st.mtime, ctime: st.ctime },
+      ...(known.length ? { known } : {}),
+    });
+    return this.inWalkOrder(result, async (r) => {
+      if (r.error) {
+        this.warn(path, r.error.code === 'ENOENT' ? 'vanished before it could be read' : `cannot read: ${r.error.message}`);
+        return undefined;
+      }
+      for (const b of r.blobs!) await this.repo.addPrepared(wireToPrepared(b));
+      for (const c of r.content!) this.addEntry(c);
+      return complete(r.content!, r.size!, r.changed === true);
+    });
   }
 
   /**
@@ -603,7 +632,8 @@ export class Archiver {
       this.opts.signal?.throwIfAborted();
       if (this.fatal) throw this.fatal;
       size += chunk.length;
-      await this.gate.acquire();
+      const n = units(chunk.length);
+      await this.gate.acquire(n);
       const data = transferable(chunk);
       const sealed = this.pool.run<SealResult>({ kind: 'seal', type: BlobType.Data, data }, [data.buffer as ArrayBuffer]);
       const part = this.inWalkOrder(sealed, async (r): Promise<ContentEntry> => {
@@ -611,7 +641,7 @@ export class Archiver {
         await this.repo.addPrepared(wireToPrepared(r.blob));
         this.blobs.add(r.blob.id);
         return r.blob.id;
-      }).finally(() => this.gate.release());
+      }).finally(() => this.gate.release(n));
       part.catch(() => undefined);
       parts.push(part);
     }

@@ -7,15 +7,17 @@
 import { parentPort } from 'node:worker_threads';
 import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, readSync, writeSync } from 'node:fs';
 import { isZero } from '../../core/zeros.js';
+import { FastCDC, gearTable } from '../../core/chunker.js';
 import { fingerprint, fingerprintKey } from '../../core/crypto.js';
 import { CorruptObjectError } from '../../repo/errors.js';
 import { BlobCompressor } from '../../core/compress.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
 import type { ContentEntry } from '../../repo/tree.js';
-import type { FileJob, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
+import type { ChunkFileResult, ChunkFileTask, FileJob, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
 
 let keys: BlobKeys;
+let cdc: FastCDC;
 let fpKey: Buffer;
 let compressor: BlobCompressor;
 
@@ -134,6 +136,41 @@ function files(t: FilesTask, transfer: ArrayBuffer[]): FilesResult {
   const blob = prepareBlob(keys, compressor, BlobType.Data, data.subarray(0, end));
   for (const p of parts) p.result.content.push(parts.length === 1 ? blob.id : { blob: blob.id, offset: p.start, length: p.length });
   return { files: results, blobs: toWire([blob], transfer) };
+}
+
+/**
+ * Reads one mid-size file whole and chunks it (FastCDC): each chunk is a
+ * blob, all-zero chunks are holes; chunks whose ids the parent's version
+ * already has are not sealed again.
+ */
+function chunkFile(t: ChunkFileTask, transfer: ArrayBuffer[]): ChunkFileResult {
+  const f = t.file;
+  // One byte more than expected, to notice a file that grew.
+  const data = readBuffer(f.size + 1);
+  let r: { size: number; changed: boolean };
+  try {
+    r = readInto(buf(f.path), data, 0, f.size + 1, f);
+  } catch (e) {
+    return { error: errorOf(e) };
+  }
+  const known = new Set(t.known);
+  const content: ContentEntry[] = [];
+  const blobs: PreparedBlob[] = [];
+  for (let start = 0; start < r.size;) {
+    const end = cdc.cut(data, start, r.size, true);
+    const chunk = data.subarray(start, end);
+    start = end;
+    if (isZero(chunk)) {
+      const last = content[content.length - 1];
+      if (typeof last === 'number') content[content.length - 1] = last + chunk.length;
+      else content.push(chunk.length);
+      continue;
+    }
+    const id = blobIdHex(keys, chunk);
+    content.push(id);
+    if (!known.has(id)) blobs.push(prepareBlob(keys, compressor, BlobType.Data, chunk, id));
+  }
+  return { content, size: r.size, blobs: toWire(blobs, transfer), ...(r.changed ? { changed: true } : {}) };
 }
 
 const BLOCK = 4096;
@@ -258,6 +295,7 @@ parentPort!.on('message', (msg: { init?: InitMessage; id?: number; task?: Task }
     const i = msg.init;
     keys = { encryption: buf(i.encryption), id: buf(i.id) };
     fpKey = fingerprintKey(keys.id, 'file-fingerprint');
+    cdc = new FastCDC(i.chunker, gearTable(i.chunkerSeed));
     compressor = new BlobCompressor(i.compression);
     return;
   }
@@ -268,6 +306,7 @@ parentPort!.on('message', (msg: { init?: InitMessage; id?: number; task?: Task }
     switch (task.kind) {
       case 'seal': result = seal(task, transfer); break;
       case 'files': result = files(task, transfer); break;
+      case 'file': result = chunkFile(task, transfer); break;
       case 'unpack': result = unpack(task); break;
       case 'verify': result = verify(task); break;
     }

@@ -2,15 +2,19 @@
  * Messages between the main thread and the blob workers. Buffers travel as
  * transferred ArrayBuffers (moved, not copied).
  *
- *   init      secrets and compression (once per worker)
+ *   init      secrets, compression and chunker parameters (once per worker)
  *   seal      one chunk read by the main thread → its prepared blob
  *   files     a batch of small files, read by the worker and stored as one
  *             blob → per file its content (a slice of that blob) and
  *             fingerprint; a file whose fingerprint equals its parent's is
  *             left out (its old content is reused)
+ *   file      one mid-size file, read whole by the worker → its content list
+ *             (chunked, whole blobs and holes) and prepared blobs (ids the
+ *             parent snapshot's version already has are not sealed again)
  *   unpack    one pack's needed blobs → opened and written to their files
  *   verify    restored files → read back and checked against their ids
  */
+import type { ChunkerParams } from '../../core/chunker.js';
 import type { CompressionMode } from '../../core/compress.js';
 import type { BlobType } from '../../repo/pack.js';
 import type { ContentEntry } from '../../repo/tree.js';
@@ -18,6 +22,8 @@ import type { ContentEntry } from '../../repo/tree.js';
 export interface InitMessage {
   readonly encryption: Uint8Array;
   readonly id: Uint8Array;
+  readonly chunkerSeed: Uint8Array;
+  readonly chunker: ChunkerParams;
   readonly compression: CompressionMode;
 }
 
@@ -63,6 +69,21 @@ export interface FileResult {
   readonly size?: number;
   readonly fingerprint?: string;
   /** The file changed while being read. */
+  readonly changed?: boolean;
+  readonly error?: { code?: string; message: string };
+}
+
+export interface ChunkFileTask {
+  readonly kind: 'file';
+  readonly file: FileJob;
+  /** Blob ids the repository holds from the parent snapshot's version: not sealed again. */
+  readonly known?: readonly string[];
+}
+
+export interface ChunkFileResult {
+  readonly content?: ContentEntry[];
+  readonly size?: number;
+  readonly blobs?: WireBlob[];
   readonly changed?: boolean;
   readonly error?: { code?: string; message: string };
 }
@@ -139,4 +160,4 @@ export interface VerifyResult {
   readonly bad: number[];
 }
 
-export type Task = SealTask | FilesTask | UnpackTask | VerifyTask;
+export type Task = SealTask | FilesTask | ChunkFileTask | UnpackTask | VerifyTask;

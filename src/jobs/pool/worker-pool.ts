@@ -70,6 +70,8 @@ export class WorkerPool<TTask = Task> {
     const init: InitMessage = {
       encryption: s.encryption,
       id: s.id,
+      chunkerSeed: s.chunker,
+      chunker: repo.config.chunker,
       compression: repo.compression,
     };
     return new WorkerPool(WORKER_URL, init, size);
@@ -132,9 +134,11 @@ export function transferable(b: Buffer): Buffer {
 }
 
 /**
- * Counts units of work from hand-off until their results are fully consumed
- * (not just until a worker answered), so that results waiting for the
- * repository cannot pile up in memory: `acquire` waits while `limit` are out.
+ * Counts units of work (about a megabyte of input each) from hand-off until
+ * their results are fully consumed (not just until a worker answered), so
+ * that results waiting for the repository cannot pile up in memory:
+ * `acquire` waits while taking `units` would pass the limit. Work larger than
+ * the limit goes alone.
  */
 export class Gate {
   private out = 0;
@@ -142,13 +146,13 @@ export class Gate {
 
   constructor(private readonly limit: number) {}
 
-  async acquire(): Promise<void> {
-    while (this.out >= this.limit) await new Promise<void>((r) => this.waiters.push(r));
-    this.out++;
+  async acquire(units = 1): Promise<void> {
+    while (this.out > 0 && this.out + units > this.limit) await new Promise<void>((r) => this.waiters.push(r));
+    this.out += units;
   }
 
-  release(): void {
-    this.out--;
+  release(units = 1): void {
+    this.out -= units;
     const w = this.waiters;
     this.waiters = [];
     for (const f of w) f();
