@@ -137,8 +137,9 @@ export function transferable(b: Buffer): Buffer {
  * Counts units of work (about a megabyte of input each) from hand-off until
  * their results are fully consumed (not just until a worker answered), so
  * that results waiting for the repository cannot pile up in memory:
- * `acquire` waits while taking `units` would pass the limit. Work larger than
- * the limit goes alone.
+ * `acquire` waits while the limit is reached. A heavy piece of work may take
+ * the count past the limit by its own weight, rather than wait for the pool
+ * to drain (which would leave the workers idle).
  */
 export class Gate {
   private out = 0;
@@ -147,7 +148,7 @@ export class Gate {
   constructor(private readonly limit: number) {}
 
   async acquire(units = 1): Promise<void> {
-    while (this.out > 0 && this.out + units > this.limit) await new Promise<void>((r) => this.waiters.push(r));
+    while (this.out >= this.limit) await new Promise<void>((r) => this.waiters.push(r));
     this.out += units;
   }
 
