@@ -10,8 +10,8 @@
 //   BENCH_IMAGE_SIZE   image size (default 4G)
 //   BENCH_IMAGE_TOOLS  holdfast,restic (default both)
 //
-// Before each timed step the page cache is synced (not dropped: every step runs
-// warm, as in run.ts). The restored image is checked: holdfast's with e2fsck and, as root, by mounting it
+// Before each timed step the page cache is synced by runMeasured (not dropped:
+// every step runs warm, as in run.ts). The restored image is checked: holdfast's with e2fsck and, as root, by mounting it
 // beside the source and comparing the trees (unused blocks restore as zeros, so the
 // images themselves differ wherever deleted files left data); restic's with cmp.
 
@@ -171,9 +171,8 @@ export async function runImageBench(o: ImageBenchOptions): Promise<number> {
   const cmd = (t: Tool, args: string[]): Cmd => (t === 'holdfast' ? { file: process.execPath, args: [HOLDFAST_MAIN, ...args], env: env(t) } : { file: 'restic', args, env: env(t) });
   const run = async (t: Tool, step: string, c: Cmd): Promise<RunResult> => {
     await mkdir(join(work, t, 'logs'), { recursive: true });
-    // Dirty pages left by the previous step (the image copy, a restore) are
-    // written back first, so that no step is throttled by another's writeback.
-    await capture('sync', [], { timeoutMs: 600_000 });
+    // runMeasured syncs first: dirty pages left by the previous step (the image
+    // copy, a restore) do not throttle this one.
     const r = await runMeasured(c, join(work, t, 'logs', step), o.timeoutSec);
     steps.set(`${t}:${step}`, r);
     console.log(`  [${t}] ${LABELS[step as Step] ?? step}: ${r.ok ? `${r.seconds.toFixed(2)} s` : `FAILED (exit ${r.exitCode}) ${r.stderrTail}`}`);

@@ -127,6 +127,10 @@ export async function runMeasured(cmd: Cmd, logPrefix: string, timeoutSec: numbe
     stderrFile,
     stderrTail: '',
   };
+  // Dirty pages left by whatever ran before (the working copy's `cp -a`, the
+  // previous tool's repository) are written back now, untimed, instead of
+  // competing with the next tool for the disk and the CPU.
+  await capture('sync', [], { timeoutMs: 600_000 });
   const start = process.hrtime.bigint();
   await new Promise<void>((resolve) => {
     let child: ChildProcess;

@@ -264,7 +264,7 @@ async function main(): Promise<number> {
   console.log(stepTable(results));
 
   console.log('\nNotes:');
-  console.log('  - times: wall clock (process.hrtime) around each child process; page cache warm for all tools (tree read once before the first backup).');
+  console.log('  - times: wall clock (process.hrtime) around each child process; page cache warm for all tools (tree read once before the first backup); `sync` before every step, untimed, so no tool pays for the writeback of what ran before it.');
   console.log("  - peak RSS: /usr/bin/time -f '%e %M' per step; MB = 10^6 bytes; repository size = du -sb of the repository dir.");
   console.log(`  - each tool gets a fresh repository and fresh local cache/config dir under ${workDir}/<tool>/; steps run tool after tool.`);
   for (const r of results) if (r.settings) console.log(`  - ${r.name} settings: ${r.settings}`);

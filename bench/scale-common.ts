@@ -3,7 +3,7 @@
 
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { capture, runMeasured, type Cmd, type RunResult } from './measure.js';
+import { runMeasured, type Cmd, type RunResult } from './measure.js';
 import type { StepRecord } from './report.js';
 import { TOOLS, wipeRepo, type ToolName, type ToolPaths } from './tools.js';
 
@@ -62,9 +62,8 @@ export async function initTool(ctx: ScenarioContext, name: ToolName, dir: string
   return null;
 }
 
-/** `sync` (outside the measurement: no tool pays for the previous one's writeback), then the measured step. */
+/** One measured step (runMeasured syncs first: no tool pays for the previous one's writeback). */
 export async function measure(ctx: ScenarioContext, run: ToolRun, step: string, cmd: Cmd): Promise<StepRecord> {
-  await capture('sync', [], { timeoutMs: 600_000 });
   const rec: StepRecord = { ...(await runMeasured(cmd, join(run.paths.dir, 'logs', step), ctx.timeoutSec)), skipped: false };
   run.steps[step] = rec;
   return rec;

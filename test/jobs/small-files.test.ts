@@ -8,13 +8,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Archiver, type BackupResult } from '../../src/jobs/backup/archiver.js';
 import { BlobType } from '../../src/repo/pack.js';
 import type { Repository } from '../../src/repo/repository.js';
-import { contentBlobs, contentBytes, entryBlob, type TreeNode } from '../../src/repo/tree.js';
+import { contentBlobs, contentBytes, encodeTree, entryBlob, type TreeNode } from '../../src/repo/tree.js';
+import { Restorer } from '../../src/jobs/restore/restorer.js';
 import { memoryRepo } from '../helpers/memory-repo.js';
 
 /** Every file node below a tree, by path relative to `base`. */
@@ -146,5 +147,24 @@ describe('small files share chunks', () => {
     const old = new Set(first.snapshot.blobs);
     const added = second.snapshot.blobs.filter((id) => !old.has(id));
     assert.ok(added.length > 0 && added.every((id) => repo.index.lookup(id)?.type === BlobType.Tree), 'only trees are new');
+  });
+
+  it('a slice outside its blob is damage: restore names the file and leaves nothing of it; dump refuses it', async () => {
+    const { repo } = await memoryRepo();
+    const { id } = await repo.saveBlob(BlobType.Data, Buffer.from('0123456789'));
+    const base = { type: 'file' as const, mode: 0o644, uid: process.getuid!(), gid: process.getgid!(), mtime: 0n, ctime: 0n, inode: 1n, device: 1n, links: 1 };
+    const nodes: TreeNode[] = [
+      { ...base, name: Buffer.from('good'), size: 4, content: [{ blob: id, offset: 2, length: 4 }] },
+      { ...base, name: Buffer.from('bad'), size: 8, content: [{ blob: id, offset: 6, length: 8 }] },
+    ];
+    const { id: tree } = await repo.saveBlob(BlobType.Tree, encodeTree(nodes));
+    await repo.flush();
+    const target = join(dir, 'out');
+    const r = await new Restorer(repo, target).run(tree);
+    assert.deepEqual(r.failed.map((f) => f.path), ['/bad']);
+    assert.match(r.failed[0]!.error, /slice 6\+8 lies outside its 10 bytes/);
+    assert.equal(await readFile(join(target, 'good'), 'utf8'), '2345');
+    await assert.rejects(stat(join(target, 'bad')), 'nothing is left of the damaged file');
+    await assert.rejects(bytesOf(repo, nodes[1]!), /lies outside its 10 bytes/);
   });
 });
