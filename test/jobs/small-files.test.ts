@@ -1,9 +1,11 @@
 /**
- * Small files are stored as one stream per batch: they share chunks, their
- * content lists are slices, and a keyed fingerprint per file proves the
- * bytes and lets a later backup keep the content of a file that was only
- * touched. These tests run the real archiver (worker threads included)
- * against an in-memory repository and read every file back from its slices.
+ * Small files are stored in batches: one blob per batch, each file a slice
+ * of it with a keyed fingerprint that proves its bytes and lets a later
+ * backup keep the content of a file that was only touched. Mid-size files
+ * are chunked whole by a worker. These tests run the real archiver (worker
+ * threads included) against an in-memory repository and read every file
+ * back from its slices; damage to a batch's blob is named file by file by
+ * check and repair, and a slice outside its blob is refused.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +18,9 @@ import { BlobType } from '../../src/repo/pack.js';
 import type { Repository } from '../../src/repo/repository.js';
 import { contentBlobs, contentBytes, encodeTree, entryBlob, type TreeNode } from '../../src/repo/tree.js';
 import { Restorer } from '../../src/jobs/restore/restorer.js';
+import { Checker } from '../../src/jobs/check/checker.js';
+import { repairSnapshots } from '../../src/jobs/repair/snapshot-repairer.js';
+import { PlainRepository } from '../../src/repo/plain-repository.js';
 import { memoryRepo } from '../helpers/memory-repo.js';
 
 /** Every file node below a tree, by path relative to `base`. */
@@ -36,7 +41,7 @@ async function bytesOf(repo: Repository, n: TreeNode): Promise<Buffer> {
 }
 
 /** The nodes of the files under `dir` in a snapshot, keyed by their path below `dir`. */
-async function filesUnder(repo: Repository, r: BackupResult, dir: string): Promise<Map<string, TreeNode>> {
+async function filesUnder(repo: Repository, r: Pick<BackupResult, 'snapshot'>, dir: string): Promise<Map<string, TreeNode>> {
   const all = await fileNodes(repo, r.snapshot.tree);
   return new Map([...all].filter(([p]) => p.startsWith(`${dir}/`)).map(([p, n]) => [p.slice(dir.length + 1), n]));
 }
@@ -166,5 +171,31 @@ describe('small files share chunks', () => {
     assert.equal(await readFile(join(target, 'good'), 'utf8'), '2345');
     await assert.rejects(stat(join(target, 'bad')), 'nothing is left of the damaged file');
     await assert.rejects(bytesOf(repo, nodes[1]!), /lies outside its 10 bytes/);
+  });
+
+  it('a lost batch blob: check names every file of the batch, mark-damaged marks exactly those, the rest restores', async () => {
+    // Small packs: every chunk of the large file fills one, so the batch's blob has a pack of its own.
+    const { backend, repo } = await memoryRepo({ packSize: 1 << 16 });
+    const src = join(dir, 'e');
+    await mkdir(join(src, 'big'), { recursive: true });
+    await mkdir(join(src, 'small'));
+    const big = randomBytes(5 << 20);
+    await writeFile(join(src, 'big', 'file.bin'), big);
+    for (let i = 0; i < 20; i++) await writeFile(join(src, 'small', `f${i}`), `small file ${i}\n`.repeat(i + 1));
+    const r = await backup(repo, [src]);
+    const nodes = await filesUnder(repo, r, src);
+    const batch = entryBlob(nodes.get('small/f0')!.content![0]!)!;
+    const loc = repo.index.lookup(batch)!;
+    assert.ok(!contentBlobs(nodes.get('big/file.bin')!.content!).some((id) => repo.index.lookup(id)!.pack === loc.pack), 'the large file is in other packs');
+    await backend.remove({ type: 'data', name: loc.pack });
+    const plain = new PlainRepository(backend, repo.config);
+    const report = await new Checker(plain, { keyed: repo }).run();
+    const expected = [...nodes.keys()].filter((p) => p.startsWith('small/')).map((p) => `${src}/${p}`).sort();
+    assert.deepEqual([...report.damaged[0]!.files!].sort(), expected);
+    const repaired = await repairSnapshots(plain, { mode: 'mark', keyed: repo });
+    const fixed = repaired.rewritten[0]!.to;
+    const after = await filesUnder(repo, { snapshot: await repo.loadSnapshot(fixed) }, src);
+    assert.deepEqual([...after].filter(([, n]) => n.damaged).map(([p]) => `${src}/${p}`).sort(), expected);
+    assert.deepEqual(await bytesOf(repo, after.get('big/file.bin')!), big);
   });
 });
