@@ -10,7 +10,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { link, mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Archiver, type BackupResult } from '../../src/jobs/backup/archiver.js';
@@ -197,5 +197,22 @@ describe('small files share chunks', () => {
     const after = await filesUnder(repo, { snapshot: await repo.loadSnapshot(fixed) }, src);
     assert.deepEqual([...after].filter(([, n]) => n.damaged).map(([p]) => `${src}/${p}`).sort(), expected);
     assert.deepEqual(await bytesOf(repo, after.get('big/file.bin')!), big);
+  });
+
+  it('a hard link read in the same backup shares the first name\'s content instead of storing its bytes again', async () => {
+    const { repo } = await memoryRepo();
+    const src = join(dir, 'f');
+    await mkdir(join(src, 'links'), { recursive: true });
+    await writeFile(join(src, 'a'), randomBytes(10_000));
+    await link(join(src, 'a'), join(src, 'links', 'b'));
+    await writeFile(join(src, 'c'), randomBytes(5_000));
+    const r = await backup(repo, [src]);
+    const nodes = await filesUnder(repo, r, src);
+    assert.deepEqual(nodes.get('links/b')!.content, nodes.get('a')!.content);
+    assert.equal(nodes.get('links/b')!.fingerprint, nodes.get('a')!.fingerprint);
+    const blobs = new Set([...nodes.values()].flatMap((n) => contentBlobs(n.content!)));
+    const stored = [...blobs].reduce((sum, id) => sum + repo.index.lookup(id)!.rawLength, 0);
+    assert.equal(stored, 15_000, 'the linked bytes are in the repository once');
+    assert.deepEqual(await bytesOf(repo, nodes.get('links/b')!), await readFile(join(src, 'a')));
   });
 });

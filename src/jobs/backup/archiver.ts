@@ -191,6 +191,8 @@ export class Archiver {
   /** Work handed to the pool whose results are not yet in the repository. */
   private gate!: Gate;
   private batch: Batch = { jobs: [], bytes: 0, finish: [] };
+  /** Files with several names read in this backup, by device and inode. */
+  private readonly linked = new Map<string, { st: EntryStat; done: Promise<TreeNode | undefined> }>();
   /** Settles once the last large file queued has been read (`oneLargeAtATime`). */
   private large: Promise<unknown> = Promise.resolve();
   /** Settles once the last result handed to the pool has been stored (`inWalkOrder`). */
@@ -468,6 +470,33 @@ export class Archiver {
       this.report(path);
       return settled(this.node(name, st, { content: prev.content, ...(prev.fingerprint ? { fingerprint: prev.fingerprint } : {}) }));
     }
+    const wasFile = prev?.type === 'file';
+    // Another name of a file read in this backup: its content, not a second copy of its bytes.
+    const linkKey = st.links > 1 ? `${st.device}:${st.inode}` : undefined;
+    const first = linkKey === undefined ? undefined : this.linked.get(linkKey);
+    if (first && first.st.size === st.size && first.st.mtime === st.mtime && first.st.ctime === st.ctime) {
+      return this.track(this.sameContentAs(first.done, path, name, st, wasFile));
+    }
+    const pending = await this.readFile(path, sys, name, st, prev);
+    if (linkKey !== undefined) this.linked.set(linkKey, { st, done: pending.done });
+    return pending;
+  }
+
+  /** A hard link to a file read earlier in this backup gets that file's content. */
+  private async sameContentAs(first: Promise<TreeNode | undefined>, path: Buffer, name: Buffer, st: EntryStat, wasFile: boolean): Promise<TreeNode | undefined> {
+    const n = await first;
+    if (n?.content === undefined) {
+      this.warn(path, 'not read: another name of this file could not be read');
+      return undefined;
+    }
+    if (wasFile) this.filesChanged++;
+    else this.filesNew++;
+    this.report(path);
+    return this.node(name, st, n.fingerprint === undefined ? { content: n.content, size: n.size } : { content: n.content, size: n.size, fingerprint: n.fingerprint });
+  }
+
+  /** Reads a new or changed file: in a batch, whole in a worker, or streamed here by size. */
+  private async readFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> {
     const wasFile = prev?.type === 'file';
     const complete = (content: readonly ContentEntry[], size: number, changed: boolean, fingerprint?: string): TreeNode => {
       if (changed) this.warn(path, 'changed while it was being read; the stored copy may be inconsistent');
