@@ -7,14 +7,18 @@
  *               restore puts everything back at its absolute path
  *     file      unchanged against the parent snapshot (same inode, device,
  *               size, mtime, ctime; every blob still indexed)? reuse its content
- *     small     queue in a batch; a full batch goes to a worker, which reads
- *               its files and stores them as one stream (chunks shared by
- *               files: see docs/format.md, "small files"); a file whose
- *               fingerprint equals the parent's keeps its old content
- *     large     read here, chunk here, each chunk sealed by a worker
+ *     small     queue in a batch; a batch (ended at an anchor, see BatchRules)
+ *               goes to a worker, which reads its files and stores them as
+ *               one blob, each file a slice of it (docs/format.md §5); a
+ *               file whose fingerprint equals the parent's keeps its content
+ *     mid-size  a worker reads it whole, chunks and seals it
+ *     large     read and chunked here, beside the walk; each chunk sealed by
+ *               a worker
+ *     hard link a second name of a file read in this backup shares its content
  *     folder    recurse; its tree blob is sealed once all children are done
  *   workers return sealed blobs → repository.addPrepared (dedup, packs,
- *   uploads). Back-pressure: the walk waits while the pool holds enough work.
+ *   uploads), in the order handed out. Back-pressure: the walk waits while
+ *   the pool holds enough work (megabytes in flight, counted until stored).
  *   At the end: flush packs and index, write the snapshot with every blob id.
  *
  * Each scheduled entry yields a `Pending` whose `done` promise resolves to
