@@ -173,9 +173,8 @@ describe('small files share chunks', () => {
     await assert.rejects(bytesOf(repo, nodes[1]!), /lies outside its 10 bytes/);
   });
 
-  it('a lost batch blob: check names every file of the batch, mark-damaged marks exactly those, the rest restores', async () => {
-    // Small packs: every chunk of the large file fills one, so the batch's blob has a pack of its own.
-    const { backend, repo } = await memoryRepo({ packSize: 1 << 16 });
+  it('a damaged batch blob: check names every file of the batch, mark-damaged marks exactly those, the rest restores', async () => {
+    const { backend, repo } = await memoryRepo();
     const src = join(dir, 'e');
     await mkdir(join(src, 'big'), { recursive: true });
     await mkdir(join(src, 'small'));
@@ -186,13 +185,18 @@ describe('small files share chunks', () => {
     const nodes = await filesUnder(repo, r, src);
     const batch = entryBlob(nodes.get('small/f0')!.content![0]!)!;
     const loc = repo.index.lookup(batch)!;
-    assert.ok(!contentBlobs(nodes.get('big/file.bin')!.content!).some((id) => repo.index.lookup(id)!.pack === loc.pack), 'the large file is in other packs');
-    await backend.remove({ type: 'data', name: loc.pack });
+    // Flip a byte inside the batch's blob only: its pack fails its checksum, and with the key only that blob is lost.
+    const h = { type: 'data' as const, name: loc.pack };
+    const packBytes = Buffer.from(await backend.load(h));
+    packBytes[loc.offset + 20]! ^= 0x40;
+    await backend.remove(h);
+    await backend.save(h, packBytes);
     const plain = new PlainRepository(backend, repo.config);
-    const report = await new Checker(plain, { keyed: repo }).run();
+    const report = await new Checker(plain, { keyed: repo, readData: { kind: 'all' } }).run();
+    assert.deepEqual(report.lostBlobs, [batch]);
     const expected = [...nodes.keys()].filter((p) => p.startsWith('small/')).map((p) => `${src}/${p}`).sort();
     assert.deepEqual([...report.damaged[0]!.files!].sort(), expected);
-    const repaired = await repairSnapshots(plain, { mode: 'mark', keyed: repo });
+    const repaired = await repairSnapshots(plain, { mode: 'mark', keyed: repo, readData: { kind: 'all' } });
     const fixed = repaired.rewritten[0]!.to;
     const after = await filesUnder(repo, { snapshot: await repo.loadSnapshot(fixed) }, src);
     assert.deepEqual([...after].filter(([, n]) => n.damaged).map(([p]) => `${src}/${p}`).sort(), expected);
