@@ -29,7 +29,6 @@
  * warning: the backup completes and the snapshot is marked incomplete.
  */
 import { sep } from 'node:path';
-import { hostname as osHostname, userInfo } from 'node:os';
 import { chunkStream, type ChunkerParams } from '../../core/chunker.js';
 import { BlobType } from '../../repo/pack.js';
 import { contentBlobs, encodeTree, entryBlob, type ContentEntry, type TreeNode } from '../../repo/tree.js';
@@ -40,19 +39,15 @@ import { listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFol
 import { Gate, WorkerPool, transferable } from '../pool/worker-pool.js';
 import type { ChunkFileResult, FileJob, FileResult, FilesResult, SealResult, WireBlob } from '../pool/protocol.js';
 import { Excludes } from './excludes.js';
+import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
 
-export interface BackupOptions {
+export interface BackupOptions extends SnapshotOrigin {
   readonly paths: readonly string[];
   readonly excludes?: Excludes;
   /** Skip the contents of folders holding a valid CACHEDIR.TAG. */
   readonly excludeCaches?: boolean;
   /** Do not cross into other file systems below each path. */
   readonly oneFileSystem?: boolean;
-  readonly tags?: readonly string[];
-  readonly hostname?: string;
-  readonly time?: Date;
-  /** Parent snapshot for change detection; none when undefined or null. */
-  readonly parent?: { id: string; snapshot: Snapshot } | null;
   readonly onWarning?: (path: string, message: string) => void;
   readonly onProgress?: (p: BackupProgress) => void;
   readonly signal?: AbortSignal;
@@ -296,19 +291,8 @@ export class Archiver {
       start: start.toISOString(),
       end: new Date().toISOString(),
     };
-    let username = 'unknown';
-    try {
-      username = userInfo().username;
-    } catch {
-      // no passwd entry for this uid
-    }
     const snapshot: Snapshot = {
-      time: (this.opts.time ?? start).toISOString(),
-      hostname: this.opts.hostname ?? osHostname(),
-      username,
-      paths,
-      tags: [...(this.opts.tags ?? [])],
-      ...(parent ? { parent } : {}),
+      ...snapshotHeader(this.opts, start, parent, paths),
       tree,
       ...(this.progress.errors > 0 ? { incomplete: true } : {}),
       summary,

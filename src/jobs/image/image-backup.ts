@@ -20,7 +20,7 @@
  * the sealed blocks of the slots in flight, the block map (32 bytes a block)
  * and the cache (48 bytes a block).
  */
-import { hostname as osHostname, userInfo } from 'node:os';
+import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
 import type { Repository } from '../../repo/repository.js';
 import { BlobType } from '../../repo/pack.js';
 import { encodeTree } from '../../repo/tree.js';
@@ -63,7 +63,8 @@ const READS_IN_FLIGHT = 3;
 const HEAD_BYTES = 1 << 20;
 const WINDOW_BYTES = 68 << 10;
 
-export interface ImageBackupOptions {
+/** Options of an image backup; its `parent` is the previous image snapshot of this source (for the record and the changed count). */
+export interface ImageBackupOptions extends SnapshotOrigin {
   readonly input: ImageInput;
   /** The snapshot's `paths` (the absolute source path, or /NAME for a stream). */
   readonly paths: readonly string[];
@@ -72,11 +73,6 @@ export interface ImageBackupOptions {
   readonly allBlocks?: boolean;
   /** The source was mounted read-write (`--allow-live`): crash-consistent only. */
   readonly live?: boolean;
-  readonly tags?: readonly string[];
-  readonly hostname?: string;
-  readonly time?: Date;
-  /** The previous image snapshot of this source (for the record and the changed count). */
-  readonly parent?: { id: string; snapshot: Snapshot } | null;
   /** The changed-block cache file; undefined: none. */
   readonly cacheFile?: string;
   /** False: do not trust the cache (`--force`), but write a fresh one. */
@@ -509,20 +505,8 @@ export class ImageBackup {
       start: start.toISOString(),
       end: new Date().toISOString(),
     };
-    let username = 'unknown';
-    try {
-      username = userInfo().username;
-    } catch {
-      // no passwd entry for this uid
-    }
-    const parent = this.opts.parent?.id;
     const snapshot: Snapshot = {
-      time: (this.opts.time ?? start).toISOString(),
-      hostname: this.opts.hostname ?? osHostname(),
-      username,
-      paths: [...this.opts.paths],
-      tags: [...(this.opts.tags ?? [])],
-      ...(parent ? { parent } : {}),
+      ...snapshotHeader(this.opts, start, this.opts.parent?.id, this.opts.paths),
       tree,
       summary,
       image,
