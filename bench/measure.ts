@@ -98,6 +98,14 @@ export function tailFile(path: string, maxLines = 12, maxBytes = 8192): string {
   }
 }
 
+/** The record of a command before it ran (or of one that never will). */
+export function blankRun(command: string, cwd: string | null, stdoutFile: string, stderrFile: string): RunResult {
+  return {
+    command, cwd, ok: false, exitCode: null, signal: null, timedOut: false, spawnError: null,
+    seconds: 0, timeSeconds: null, maxRssKiB: null, stdoutFile, stderrFile, stderrTail: '',
+  };
+}
+
 /**
  * Run a command with stdout/stderr going to log files (`<logPrefix>.stdout`,
  * `.stderr`), stdin closed, in its own process group. Never throws for a
@@ -112,21 +120,7 @@ export async function runMeasured(cmd: Cmd, logPrefix: string, timeoutSec: numbe
   const args = useTime ? ['-f', '%e %M', '-o', timeFile, cmd.file, ...cmd.args] : cmd.args;
   const outFd = openSync(stdoutFile, 'w');
   const errFd = openSync(stderrFile, 'w');
-  const result: RunResult = {
-    command: shellQuote([cmd.file, ...cmd.args]),
-    cwd: cmd.cwd ?? null,
-    ok: false,
-    exitCode: null,
-    signal: null,
-    timedOut: false,
-    spawnError: null,
-    seconds: 0,
-    timeSeconds: null,
-    maxRssKiB: null,
-    stdoutFile,
-    stderrFile,
-    stderrTail: '',
-  };
+  const result = blankRun(shellQuote([cmd.file, ...cmd.args]), cmd.cwd ?? null, stdoutFile, stderrFile);
   // Dirty pages left by whatever ran before (the working copy's `cp -a`, the
   // previous tool's repository) are written back now, untimed, instead of
   // competing with the next tool for the disk and the CPU.

@@ -23,6 +23,7 @@ import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError, applySmallChange, makeWorkingCopy, resolveCorpus, warmUp, type ChangeReport } from './corpus.js';
 import {
+  blankRun,
   duBytes,
   haveGnuTime,
   killActiveChildren,
@@ -71,22 +72,7 @@ function parseTools(spec: string | undefined): ToolName[] {
 }
 
 function notRun(reason: string): StepRecord {
-  return {
-    command: '(not run)',
-    cwd: null,
-    ok: false,
-    exitCode: null,
-    signal: null,
-    timedOut: false,
-    spawnError: null,
-    seconds: 0,
-    timeSeconds: null,
-    maxRssKiB: null,
-    stdoutFile: '',
-    stderrFile: '',
-    stderrTail: reason,
-    skipped: true,
-  };
+  return { ...blankRun('(not run)', null, '', ''), stderrTail: reason, skipped: true };
 }
 
 function describe(r: RunResult): string {
