@@ -60,11 +60,22 @@ export async function* contentBytes(content: readonly ContentEntry[], load: (id:
     } else if (typeof c === 'string') {
       yield await load(c);
     } else {
-      const plain = await load(c.blob);
-      if (c.offset + c.length > plain.length) throw new CorruptObjectError(what, `slice ${c.offset}+${c.length} of blob ${c.blob} lies outside its ${plain.length} bytes`);
-      yield plain.subarray(c.offset, c.offset + c.length);
+      yield slicePlain(await load(c.blob), c, `${what}, blob ${c.blob}`);
     }
   }
+}
+
+/** The part of a blob's plaintext a slice names; a slice past its end is damage (`what` names the blob). */
+export function slicePlain(plain: Buffer, slice: { readonly offset: number; readonly length: number }, what: string): Buffer {
+  if (slice.offset + slice.length > plain.length) throw new CorruptObjectError(what, `slice ${slice.offset}+${slice.length} lies outside its ${plain.length} bytes`);
+  return plain.subarray(slice.offset, slice.offset + slice.length);
+}
+
+/** Appends an entry to a content list being built, merging it into a hole just before it (format §5). */
+export function pushEntry(content: ContentEntry[], c: ContentEntry): void {
+  const last = content[content.length - 1];
+  if (typeof c === 'number' && typeof last === 'number') content[content.length - 1] = last + c;
+  else content.push(c);
 }
 
 function isContentEntry(c: unknown): c is ContentEntry {

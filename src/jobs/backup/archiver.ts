@@ -31,7 +31,7 @@
 import { sep } from 'node:path';
 import { chunkStream, type ChunkerParams } from '../../core/chunker.js';
 import { BlobType } from '../../repo/pack.js';
-import { contentBlobs, encodeTree, entryBlob, type ContentEntry, type TreeNode } from '../../repo/tree.js';
+import { contentBlobs, encodeTree, entryBlob, pushEntry, type ContentEntry, type TreeNode } from '../../repo/tree.js';
 import type { Repository } from '../../repo/repository.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
@@ -663,12 +663,7 @@ export class Archiver {
       parts.push(part);
     }
     const content: ContentEntry[] = [];
-    for (const p of parts) {
-      const c = await p;
-      const last = content[content.length - 1];
-      if (typeof c === 'number' && typeof last === 'number') content[content.length - 1] = last + c;
-      else content.push(c);
-    }
+    for (const p of parts) pushEntry(content, await p);
     return { content, size };
   }
 }

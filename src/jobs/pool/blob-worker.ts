@@ -9,11 +9,10 @@ import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync,
 import { isZero } from '../../core/zeros.js';
 import { FastCDC, gearTable } from '../../core/chunker.js';
 import { fingerprint, fingerprintKey } from '../../core/crypto.js';
-import { CorruptObjectError } from '../../repo/errors.js';
 import { BlobCompressor } from '../../core/compress.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
-import type { ContentEntry } from '../../repo/tree.js';
+import { pushEntry, slicePlain, type ContentEntry } from '../../repo/tree.js';
 import type { ChunkFileResult, ChunkFileTask, FileJob, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
 
 let keys: BlobKeys;
@@ -161,9 +160,7 @@ function chunkFile(t: ChunkFileTask, transfer: ArrayBuffer[]): ChunkFileResult {
     const chunk = data.subarray(start, end);
     start = end;
     if (isZero(chunk)) {
-      const last = content[content.length - 1];
-      if (typeof last === 'number') content[content.length - 1] = last + chunk.length;
-      else content.push(chunk.length);
+      pushEntry(content, chunk.length);
       continue;
     }
     const id = blobIdHex(keys, chunk);
@@ -199,12 +196,6 @@ function writeSparse(fd: number, data: Buffer, pos: number): number {
   return written;
 }
 
-/** The part of a blob's plaintext a slice names; a slice past its end is damage. */
-function sliceOf(plain: Buffer, slice: { offset: number; length: number }, what: string): Buffer {
-  if (slice.offset + slice.length > plain.length) throw new CorruptObjectError(what, `slice ${slice.offset}+${slice.length} lies outside its ${plain.length} bytes`);
-  return plain.subarray(slice.offset, slice.offset + slice.length);
-}
-
 /** Opens a pack's blobs and writes them into their files. */
 function unpack(t: UnpackTask): UnpackResult {
   const data = buf(t.data);
@@ -221,7 +212,7 @@ function unpack(t: UnpackTask): UnpackResult {
     for (const target of b.targets) {
       let fd = -1;
       try {
-        const part = target.slice ? sliceOf(plain, target.slice, `pack ${t.pack}, blob ${b.id}`) : plain;
+        const part = target.slice ? slicePlain(plain, target.slice, `pack ${t.pack}, blob ${b.id}`) : plain;
         const path = buf(target.path);
         const w = target.whole;
         fd = w
