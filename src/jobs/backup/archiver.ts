@@ -211,6 +211,12 @@ export class Archiver {
     this.opts.onWarning?.(path.toString(), message);
   }
 
+  /** Warns that a file could not be read (a vanished one says so); it is left out. */
+  private cannotRead(path: Buffer, error: { code?: string; message: string }): undefined {
+    this.warn(path, error.code === 'ENOENT' ? 'vanished before it could be read' : `cannot read: ${error.message}`);
+    return undefined;
+  }
+
   private report(path: Buffer): void {
     this.progress.path = path;
     this.opts.onProgress?.(this.progress);
@@ -509,10 +515,7 @@ export class Archiver {
       path: typeof sys === 'string' ? Buffer.from(sys) : sys, size: st.size, mtime: st.mtime, ctime: st.ctime,
       ...(reusable ? { fingerprint: reusable.fingerprint } : {}),
     }, (r) => {
-      if (r.error) {
-        this.warn(path, r.error.code === 'ENOENT' ? 'vanished before it could be read' : `cannot read: ${r.error.message}`);
-        return undefined;
-      }
+      if (r.error) return this.cannotRead(path, r.error);
       const content = r.content ?? reusable!.content!;
       for (const c of content) this.addEntry(c);
       return complete(content, r.size!, r.changed === true, r.fingerprint);
@@ -596,10 +599,7 @@ export class Archiver {
       ...(known.length ? { known } : {}),
     });
     return this.inWalkOrder(result, async (r) => {
-      if (r.error) {
-        this.warn(path, r.error.code === 'ENOENT' ? 'vanished before it could be read' : `cannot read: ${r.error.message}`);
-        return undefined;
-      }
+      if (r.error) return this.cannotRead(path, r.error);
       for (const b of r.blobs!) await this.repo.addPrepared(wireToPrepared(b));
       for (const c of r.content!) this.addEntry(c);
       return complete(r.content!, r.size!, r.changed === true);
@@ -623,9 +623,7 @@ export class Archiver {
     try {
       fh = await openForRead(sys);
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      this.warn(path, code === 'ENOENT' ? 'vanished before it could be read' : `cannot read: ${(e as Error).message}`);
-      return undefined;
+      return this.cannotRead(path, e as NodeJS.ErrnoException);
     }
     try {
       const { content, size } = await this.streamContent(readAll(fh));
