@@ -201,7 +201,7 @@ export class Archiver {
   private readonly rules: BatchRules;
 
   constructor(private readonly repo: Repository, private readonly opts: BackupOptions) {
-    this.rules = batchRules(repo.chunker().params);
+    this.rules = batchRules(repo.config.chunker);
   }
 
   private warn(path: Buffer | string, message: string): void {
