@@ -1,5 +1,8 @@
 // Result model and text rendering for the benchmark.
 
+import { writeFile } from 'node:fs/promises';
+import { cpus, release, totalmem } from 'node:os';
+import { join } from 'node:path';
 import type { RunResult, TreeStats } from './measure.js';
 import type { ToolName } from './tools.js';
 
@@ -170,4 +173,23 @@ export function scaleTable(tools: ToolName[], rows: ScaleRow[]): string {
     row.verdict,
   ]);
   return renderTable(header, body);
+}
+
+/**
+ * Writes a run's results as JSON (`results-<start>.json` in `benchDir`): the
+ * run's times and host, then `fields`; says where, and returns the exit
+ * status (3 when problems were reported).
+ */
+export async function writeResults(benchDir: string, runStarted: Date, fields: Record<string, unknown>, problems: number): Promise<number> {
+  const jsonFile = join(benchDir, `results-${runStarted.toISOString().replace(/[:.]/g, '-')}.json`);
+  const json = {
+    startedAt: runStarted.toISOString(),
+    finishedAt: new Date().toISOString(),
+    host: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? null, totalMemBytes: totalmem(), kernel: release(), node: process.version },
+    ...fields,
+  };
+  await writeFile(jsonFile, `${JSON.stringify(json, null, 2)}\n`);
+  console.log(`\nJSON results: ${jsonFile}`);
+  if (problems > 0) console.log(`${problems} problem(s) reported above; exiting with status 3.`);
+  return problems > 0 ? 3 : 0;
 }

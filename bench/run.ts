@@ -17,7 +17,7 @@
 //   BENCH_MANY_FILES    file count of the many-small-files scenario (default 1000000; bench/manyfiles.ts)
 
 import { existsSync, realpathSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { cpus, release, totalmem } from 'node:os';
 import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +39,7 @@ import {
   fmtStats,
   mainTable,
   stepTable,
+  writeResults,
   type StepName,
   type StepRecord,
   type ToolResult,
@@ -298,12 +299,7 @@ async function main(): Promise<number> {
   const scale = await runScaleScenarios({ benchDir, tools, timeoutSec, scenarios });
   problems += scale.problems;
 
-  const stamp = runStarted.toISOString().replace(/[:.]/g, '-');
-  const jsonFile = join(benchDir, `results-${stamp}.json`);
-  const json = {
-    startedAt: runStarted.toISOString(),
-    finishedAt: new Date().toISOString(),
-    host: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? null, totalMemBytes: totalmem(), kernel: release(), node: process.version },
+  return writeResults(benchDir, runStarted, {
     corpus: { path: corpusReal, origin: corpus.origin, initial: initialStats, afterChange: finalStats },
     workingCopy: src,
     change,
@@ -319,11 +315,7 @@ async function main(): Promise<number> {
       verify: r.verify,
       steps: r.steps,
     })),
-  };
-  await writeFile(jsonFile, `${JSON.stringify(json, null, 2)}\n`);
-  console.log(`\nJSON results: ${jsonFile}`);
-  if (problems > 0) console.log(`${problems} problem(s) reported above; exiting with status 3.`);
-  return problems > 0 ? 3 : 0;
+  }, problems);
 }
 
 function indent(s: string): string {

@@ -11,12 +11,10 @@
 // BENCH_IMAGE=0 still switches the image scenario off; BENCH_SCENARIOS without
 // "image" is passed on to run.ts as BENCH_IMAGE=0.
 
-import { cpus, loadavg, release, totalmem } from 'node:os';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { loadavg } from 'node:os';
 import { UserError } from './corpus.js';
 import { haveGnuTime } from './measure.js';
-import { scaleTable, type ScaleRow } from './report.js';
+import { scaleTable, writeResults, type ScaleRow } from './report.js';
 import { TOOLS, type ToolName } from './tools.js';
 import type { ScenarioContext } from './scale-common.js';
 import { runStream, streamGib, streamRows, type StreamResult } from './stream.js';
@@ -102,19 +100,10 @@ export async function runWithoutTree(o: {
   let problems = o.scenarios.has('image') && o.image ? await o.image() : 0;
   const scale = await runScaleScenarios(o);
   problems += scale.problems;
-  const stamp = o.runStarted.toISOString().replace(/[:.]/g, '-');
-  const jsonFile = join(o.benchDir, `results-${stamp}.json`);
-  const json = {
-    startedAt: o.runStarted.toISOString(),
-    finishedAt: new Date().toISOString(),
-    host: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? null, totalMemBytes: totalmem(), kernel: release(), node: process.version },
+  return writeResults(o.benchDir, o.runStarted, {
     loadAverageAtEnd: loadavg(),
     scenarios: [...o.scenarios],
     stepTimeoutSec: o.timeoutSec,
     scale: scale.json,
-  };
-  await writeFile(jsonFile, `${JSON.stringify(json, null, 2)}\n`);
-  console.log(`\nJSON results: ${jsonFile}`);
-  if (problems > 0) console.log(`${problems} problem(s) reported above; exiting with status 3.`);
-  return problems > 0 ? 3 : 0;
+  }, problems);
 }
