@@ -37,7 +37,7 @@ import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
 import { listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat } from '../../sources/file-tree.js';
 import { Gate, WorkerPool, transferable } from '../pool/worker-pool.js';
-import type { ChunkFileResult, FileJob, FileResult, FilesResult, SealResult, WireBlob } from '../pool/protocol.js';
+import type { ChunkFileResult, FileJob, FileResult, FilesResult, ReadError, SealResult, WireBlob } from '../pool/protocol.js';
 import { Excludes } from './excludes.js';
 import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
 
@@ -212,7 +212,7 @@ export class Archiver {
   }
 
   /** Warns that a file could not be read (a vanished one says so); it is left out. */
-  private cannotRead(path: Buffer, error: { code?: string; message: string }): undefined {
+  private cannotRead(path: Buffer, error: ReadError): undefined {
     this.warn(path, error.code === 'ENOENT' ? 'vanished before it could be read' : `cannot read: ${error.message}`);
     return undefined;
   }

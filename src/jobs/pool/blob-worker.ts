@@ -13,7 +13,7 @@ import { BlobCompressor } from '../../core/compress.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
 import { pushEntry, slicePlain, type ContentEntry } from '../../repo/tree.js';
-import type { ChunkFileResult, ChunkFileTask, FileJob, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
+import type { ChunkFileResult, ChunkFileTask, FileJob, FileResult, FilesResult, FilesTask, ReadError, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
 
 let keys: BlobKeys;
 let cdc: FastCDC;
@@ -60,7 +60,7 @@ function openForRead(path: Buffer): number {
   }
 }
 
-function errorOf(e: unknown): { code?: string; message: string } {
+function errorOf(e: unknown): ReadError {
   const code = (e as NodeJS.ErrnoException).code;
   return code ? { code, message: (e as Error).message } : { message: String((e as Error).message ?? e) };
 }

@@ -48,6 +48,12 @@ export interface SealResult {
   readonly rawLength: number;
 }
 
+/** Why a file could not be read (`code`: the errno name, as in ENOENT). */
+export interface ReadError {
+  readonly code?: string;
+  readonly message: string;
+}
+
 export interface FileJob {
   /** Path for system calls (may be a /proc/self/fd/N/... form for long paths). */
   readonly path: Uint8Array;
@@ -70,7 +76,7 @@ export interface FileResult {
   readonly fingerprint?: string;
   /** The file changed while being read. */
   readonly changed?: boolean;
-  readonly error?: { code?: string; message: string };
+  readonly error?: ReadError;
 }
 
 export interface ChunkFileTask {
@@ -85,7 +91,7 @@ export interface ChunkFileResult {
   readonly size?: number;
   readonly blobs?: WireBlob[];
   readonly changed?: boolean;
-  readonly error?: { code?: string; message: string };
+  readonly error?: ReadError;
 }
 
 export interface FilesResult {
