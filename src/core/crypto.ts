@@ -6,12 +6,14 @@
  * - Blobs are sealed with AES-256-GCM under a fresh random 96-bit nonce;
  *   the associated data binds a sealed blob to its type and id, so storage
  *   cannot swap two blobs without the swap being detected.
- * - Chunk ids are HMAC-SHA256(idKey, plaintext): storage never sees a plain
- *   hash of content and so cannot confirm a guess about it.
+ * - Chunk ids are keyed hashes of the plaintext under idKey (BLAKE3 in keyed
+ *   mode, or HMAC-SHA256 in repositories made before BLAKE3): storage never
+ *   sees a plain hash of content and so cannot confirm a guess about it.
  * - Passwords wrap the master key through scrypt (parameters recorded in
  *   each key file).
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, scrypt } from 'node:crypto';
+import { Blake3Hasher } from '@napi-rs/blake-hash';
 
 export const KEY_BYTES = 32;
 export const NONCE_BYTES = 12;
@@ -31,7 +33,7 @@ export class AuthenticationError extends Error {
 export interface MasterKey {
   /** AES-256-GCM key for blobs. */
   readonly encryption: Buffer;
-  /** HMAC-SHA256 key for chunk ids. */
+  /** Key of the keyed hash that makes chunk ids. */
   readonly id: Buffer;
   /** Seed of the chunker's gear table. */
   readonly chunker: Buffer;
@@ -94,9 +96,24 @@ export function open(key: Buffer, sealed: Uint8Array, aad: Uint8Array, what: str
   }
 }
 
-/** Keyed chunk id: HMAC-SHA256(idKey, data). */
-export function blobId(idKey: Buffer, data: Uint8Array): Buffer {
-  return createHmac('sha256', idKey).update(data).digest();
+/** The keyed hash a repository's blob ids are made with (its config says which). */
+export type BlobIdHash = 'blake3' | 'hmac-sha256';
+
+export const BLOB_ID_HASHES: readonly BlobIdHash[] = ['blake3', 'hmac-sha256'];
+
+/** One keyed BLAKE3 hasher per key, reset after each use: a new one costs 15 µs (docs/decisions.md). */
+const blake3Hashers = new WeakMap<Buffer, Blake3Hasher>();
+
+/** Keyed chunk id: BLAKE3 in keyed mode, or HMAC-SHA256, of `data` under `idKey` (32 bytes). */
+export function blobId(hash: BlobIdHash, idKey: Buffer, data: Uint8Array): Buffer {
+  if (hash === 'hmac-sha256') return createHmac('sha256', idKey).update(data).digest();
+  let h = blake3Hashers.get(idKey);
+  if (!h) blake3Hashers.set(idKey, (h = Blake3Hasher.newKeyed(idKey)));
+  try {
+    return h.update(data).digestBuffer();
+  } finally {
+    h.reset();
+  }
 }
 
 /** Bytes of a fingerprint. */
@@ -107,7 +124,7 @@ const FP_NONCE = Buffer.alloc(12);
 export type FingerprintUse = 'image-fingerprint' | 'file-fingerprint';
 
 /**
- * A fingerprint key: HMAC-SHA512 (not the HMAC-SHA256 of blob ids, so it can
+ * A fingerprint key: HMAC-SHA512 (not the keyed hash of blob ids, so it can
  * never equal a blob id that storage sees) of a label under the id key.
  */
 export function fingerprintKey(idKey: Uint8Array, use: FingerprintUse): Buffer {

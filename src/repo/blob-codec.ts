@@ -4,7 +4,7 @@
  * they run the same on the main thread and in worker threads.
  */
 import { createHmac } from 'node:crypto';
-import { AuthenticationError, blobId, open, seal } from '../core/crypto.js';
+import { AuthenticationError, blobId, open, seal, type BlobIdHash } from '../core/crypto.js';
 import { decompress, type BlobCompressor } from '../core/compress.js';
 import { idHex } from '../core/ids.js';
 import { CorruptObjectError } from './errors.js';
@@ -14,6 +14,8 @@ import { BlobType, FLAG_COMPRESSED, blobAad, type PackedBlob } from './pack.js';
 export interface BlobKeys {
   readonly encryption: Buffer;
   readonly id: Buffer;
+  /** The keyed hash of ids (the repository's config says which). */
+  readonly idHash: BlobIdHash;
 }
 
 /** A blob ready to be appended to a pack. */
@@ -31,7 +33,7 @@ const typeKeys = new WeakMap<Buffer, Map<BlobType, Buffer>>();
  * The id key for a blob type. Data blobs use the id key itself; other types
  * use the first 32 bytes of HMAC-SHA512(idKey, "holdfast/blob-type/" || type),
  * so that a file whose bytes equal a tree's can never share the tree's id.
- * SHA-512, not the SHA-256 of data ids: a file whose content is the label
+ * HMAC-SHA512, not the hash of data ids: a file whose content is the label
  * must not have the derived key as its (plain, listed) id.
  */
 function idKeyFor(keys: BlobKeys, type: BlobType): Buffer {
@@ -45,7 +47,7 @@ function idKeyFor(keys: BlobKeys, type: BlobType): Buffer {
 
 /** Keyed id of a blob's plaintext, as hex. */
 export function blobIdHex(keys: BlobKeys, data: Uint8Array, type: BlobType = BlobType.Data): string {
-  return idHex(blobId(idKeyFor(keys, type), data));
+  return idHex(blobId(keys.idHash, idKeyFor(keys, type), data));
 }
 
 /** Compresses (when that shrinks it) and seals one blob. */

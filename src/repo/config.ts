@@ -3,7 +3,7 @@
  * client. Layout: "HFCF" || UTF-8 JSON || SHA-256 of the preceding bytes.
  */
 import { randomBytes } from 'node:crypto';
-import { sha256 } from '../core/crypto.js';
+import { BLOB_ID_HASHES, sha256, type BlobIdHash } from '../core/crypto.js';
 import { validateChunkerParams, type ChunkerParams } from '../core/chunker.js';
 import { COMPRESSION_MODES, type CompressionMode } from '../core/compress.js';
 import { isIdHex } from '../core/ids.js';
@@ -28,13 +28,15 @@ export interface RepoConfig {
   readonly packSize: number;
   /** Default compression for clients that do not choose. */
   readonly compression: CompressionMode;
+  /** The keyed hash of blob ids; configs written before it existed mean HMAC-SHA256. */
+  readonly blobIds: BlobIdHash;
   /** Append-only repository: clients refuse to remove anything but their own locks (docs/format.md, "Append-only repositories"). */
   readonly appendOnly?: true;
 }
 
 /** A fresh config with the given choices. */
 export function newConfig(chunker: ChunkerParams, packSize: number, compression: CompressionMode, appendOnly = false): RepoConfig {
-  return { version: FORMAT_VERSION, id: randomBytes(32).toString('hex'), created: new Date().toISOString(), chunker, packSize, compression, ...(appendOnly ? { appendOnly: true as const } : {}) };
+  return { version: FORMAT_VERSION, id: randomBytes(32).toString('hex'), created: new Date().toISOString(), chunker, packSize, compression, blobIds: 'blake3', ...(appendOnly ? { appendOnly: true as const } : {}) };
 }
 
 export function encodeConfig(c: RepoConfig): Buffer {
@@ -63,7 +65,10 @@ export function decodeConfig(bytes: Buffer): RepoConfig {
   } catch (e) {
     throw new CorruptObjectError(what, (e as Error).message);
   }
+  const blobIds = o['blobIds'] === undefined ? 'hmac-sha256' : o['blobIds'];
+  if (typeof blobIds !== 'string') throw new CorruptObjectError(what, 'bad blobIds');
+  if (!(BLOB_ID_HASHES as readonly string[]).includes(blobIds)) throw new UnsupportedVersionError(`the repository's blob ids are made with ${JSON.stringify(blobIds)}`);
   const appendOnly = o['appendOnly'];
   if (appendOnly !== undefined && typeof appendOnly !== 'boolean') throw new CorruptObjectError(what, 'bad appendOnly');
-  return { version: FORMAT_VERSION, id: o['id'], created: o['created'], chunker, packSize, compression: compression as CompressionMode, ...(appendOnly === true ? { appendOnly } : {}) };
+  return { version: FORMAT_VERSION, id: o['id'], created: o['created'], chunker, packSize, compression: compression as CompressionMode, blobIds: blobIds as BlobIdHash, ...(appendOnly === true ? { appendOnly } : {}) };
 }

@@ -29,9 +29,14 @@ export class NotARepositoryError extends Error {
 
 /** The repository (or an object in it) uses a format version this build does not know. */
 export class UnsupportedVersionError extends Error {
-  constructor(object: string, version: unknown, supported: number) {
+  constructor(object: string, version: unknown, supported: number);
+  /** A feature of the format this build does not know (`what` names it). */
+  constructor(what: string);
+  constructor(object: string, version?: unknown, supported?: number) {
     // A parsed JSON object may have no usable toString: anything but a number is shown as JSON.
-    super(`${object} has format version ${typeof version === 'number' ? version : JSON.stringify(version)}, this holdfast reads version ${supported}; upgrade holdfast to read it`);
+    super(supported === undefined
+      ? `${object}, which this holdfast does not know; upgrade holdfast to read it`
+      : `${object} has format version ${typeof version === 'number' ? version : JSON.stringify(version)}, this holdfast reads version ${supported}; upgrade holdfast to read it`);
     this.name = 'UnsupportedVersionError';
   }
 }

@@ -21,7 +21,7 @@ import { DEFAULT_CHUNKER_PARAMS, FastCDC, gearTable, validateChunkerParams, type
 import { decodeConfig, encodeConfig, newConfig, type RepoConfig } from './config.js';
 import { decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile } from './key-file.js';
 import { BlobType, PACK_TRAILER_BYTES, PackWriter, parsePackHeader, parsePackTrailer, type PackedBlob } from './pack.js';
-import { blobIdHex, openBlob, prepareBlob, type PreparedBlob } from './blob-codec.js';
+import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from './blob-codec.js';
 import { MasterIndex, decodeIndex, encodeIndex, type BlobLocation, type IndexedPack } from './index-file.js';
 import { decodeSnapshot, type Snapshot } from './snapshot.js';
 import { condemnedPacks, loadMarkers } from './deletion-marker.js';
@@ -99,6 +99,7 @@ export class Repository {
   private readonly uploads = new Set<Promise<void>>();
   private unindexed: IndexedPack[] = [];
   private uploadError: unknown;
+  private readonly blobKeys: BlobKeys;
 
   private constructor(
     readonly backend: Backend,
@@ -108,6 +109,7 @@ export class Repository {
     readonly keyId: string,
   ) {
     this.compressor = new BlobCompressor(config.compression);
+    this.blobKeys = { encryption: key.encryption, id: key.id, idHash: config.blobIds };
   }
 
   /** Creates a new repository with one key for `password`. */
@@ -170,8 +172,8 @@ export class Repository {
    * What a worker thread needs to seal, open, fingerprint and chunk alike.
    * Stays inside this process: handed to worker threads, never stored.
    */
-  workerSecrets(): { encryption: Buffer; id: Buffer; chunker: Buffer } {
-    return { encryption: this.key.encryption, id: this.key.id, chunker: this.key.chunker };
+  workerSecrets(): BlobKeys & { chunker: Buffer } {
+    return { ...this.blobKeys, chunker: this.key.chunker };
   }
 
   /** A chunker with the repository's parameters and secret gear table. */
@@ -181,7 +183,7 @@ export class Repository {
 
   /** Keyed id of a blob's plaintext (ids of data and of metadata blobs live in separate key domains). */
   blobId(data: Uint8Array, type: BlobType = BlobType.Data): string {
-    return blobIdHex(this.key, data, type);
+    return blobIdHex(this.blobKeys, data, type);
   }
 
   // ---- index ----
@@ -256,7 +258,7 @@ export class Repository {
   async saveBlob(type: BlobType, data: Buffer, knownId?: string): Promise<{ id: string; added: boolean }> {
     const id = knownId ?? this.blobId(data, type);
     if (this.hasBlob(id)) return { id, added: false };
-    return { id, added: await this.addPrepared(prepareBlob(this.key, this.compressor, type, data, id)) };
+    return { id, added: await this.addPrepared(prepareBlob(this.blobKeys, this.compressor, type, data, id)) };
   }
 
   /**
@@ -343,7 +345,7 @@ export class Repository {
 
   /** Authenticates and decompresses a sealed blob read from a pack. */
   openBlob(loc: PackedBlob, sealed: Buffer, what: string): Buffer {
-    return openBlob(this.key, loc, sealed, what);
+    return openBlob(this.blobKeys, loc, sealed, what);
   }
 
   /** A whole metadata pack, read once and kept while a few others are. */

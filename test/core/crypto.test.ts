@@ -1,5 +1,6 @@
 // Tests of src/core/crypto.ts: sealing round-trips and fails closed on any
-// change (key, associated data, a single stored byte); blob ids are keyed;
+// change (key, associated data, a single stored byte); blob ids are keyed
+// (BLAKE3 against its official vectors, HMAC-SHA256 against node:crypto);
 // scrypt parameters read from storage are checked before use.
 
 import assert from 'node:assert/strict';
@@ -8,6 +9,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
   AuthenticationError,
+  BLOB_ID_HASHES,
   KEY_BYTES,
   NONCE_BYTES,
   SEAL_OVERHEAD,
@@ -127,30 +129,66 @@ describe('seal / open', () => {
   });
 });
 
+/**
+ * BLAKE3's official keyed_hash test vectors (BLAKE3-team/BLAKE3,
+ * test_vectors/test_vectors.json): the first 32 bytes of each output. The
+ * input is the repeating sequence 0, 1, ..., 250.
+ */
+const BLAKE3_KEY = Buffer.from('whats the Elvish word for friend', 'ascii');
+const BLAKE3_KEYED: [number, string][] = [
+  [0, '92b2b75604ed3c761f9d6f62392c8a9227ad0ea3f09573e783f1498a4ed60d26'],
+  [1, '6d7878dfff2f485635d39013278ae14f1454b8c0a3a2d34bc1ab38228a80c95b'],
+  [1023, 'c951ecdf03288d0fcc96ee3413563d8a6d3589547f2c2fb36d9786470f1b9d6e'],
+  [1024, '75c46f6f3d9eb4f55ecaaee480db732e6c2105546f1e675003687c31719c7ba4'],
+  [1025, '357dc55de0c7e382c900fd6e320acc04146be01db6a8ce7210b7189bd664ea69'],
+  [4097, '00df940cd36bb9fa7cbbc3556744e0dbc8191401afe70520ba292ee3ca80abbc'],
+  [7169, 'ed9b1a922c046fdb3d423ae34e143b05ca1bf28b710432857bf738bcedbfa511'],
+];
+const vectorInput = (n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => i % 251));
+
 describe('blobId', () => {
-  it('is HMAC-SHA256 under the id key', () => {
+  it('blake3 is BLAKE3 in keyed mode: the official test vectors', () => {
+    for (const [n, hex] of BLAKE3_KEYED) assert.equal(blobId('blake3', BLAKE3_KEY, vectorInput(n)).toString('hex'), hex, `input of ${n} bytes`);
+  });
+
+  it('blake3 hashes a view by its own bytes, and each call alone (the hasher is reused)', () => {
+    const whole = Buffer.concat([Buffer.from('prefix'), vectorInput(1025), Buffer.from('suffix')]);
+    const other = key();
+    assert.equal(blobId('blake3', BLAKE3_KEY, whole.subarray(6, 6 + 1025)).toString('hex'), BLAKE3_KEYED[4]![1]);
+    blobId('blake3', other, whole);
+    assert.equal(blobId('blake3', BLAKE3_KEY, vectorInput(1)).toString('hex'), BLAKE3_KEYED[1]![1]);
+    assert.equal(blobId('blake3', BLAKE3_KEY, vectorInput(1)).toString('hex'), BLAKE3_KEYED[1]![1]);
+  });
+
+  it('hmac-sha256 is HMAC-SHA256 under the id key', () => {
     fc.assert(
       fc.property(bytes(), (data) => {
         const k = key();
-        const expected = createHmac('sha256', k).update(data).digest();
-        assert.deepEqual(blobId(k, data), expected);
-        assert.equal(blobId(k, data).length, 32);
+        assert.deepEqual(blobId('hmac-sha256', k, data), createHmac('sha256', k).update(data).digest());
       }),
       { numRuns: 50 },
     );
   });
 
-  it('is deterministic for one key and differs between keys', () => {
-    fc.assert(
-      fc.property(bytes(), (data) => {
-        const k1 = key();
-        const k2 = key();
-        assert.deepEqual(blobId(k1, data), blobId(Buffer.from(k1), data));
-        assert.notDeepEqual(blobId(k1, data), blobId(k2, data));
-        assert.notDeepEqual(blobId(k1, data), sha256(data), 'a keyed id must not be the plain hash');
-      }),
-      { numRuns: 50 },
-    );
+  for (const hash of BLOB_ID_HASHES) {
+    it(`${hash}: 32 bytes, deterministic for one key, different between keys and from the plain hash`, () => {
+      fc.assert(
+        fc.property(bytes(), (data) => {
+          const k1 = key();
+          const k2 = key();
+          assert.equal(blobId(hash, k1, data).length, 32);
+          assert.deepEqual(blobId(hash, k1, data), blobId(hash, Buffer.from(k1), data));
+          assert.notDeepEqual(blobId(hash, k1, data), blobId(hash, k2, data));
+          assert.notDeepEqual(blobId(hash, k1, data), sha256(data), 'a keyed id must not be the plain hash');
+        }),
+        { numRuns: 50 },
+      );
+    });
+  }
+
+  it('the two hashes give different ids', () => {
+    const k = key();
+    assert.notDeepEqual(blobId('blake3', k, vectorInput(100)), blobId('hmac-sha256', k, vectorInput(100)));
   });
 });
 

@@ -1,23 +1,43 @@
 /**
- * Blob ids as docs/format.md §3.3 defines them: data ids under the id key,
- * tree and image-map ids under a per-type key derived with HMAC-SHA512.
+ * Blob ids as docs/format.md §3.3 defines them: the config's keyed hash
+ * (BLAKE3, or HMAC-SHA256 in repositories made before it) under the id key
+ * for data, under a per-type key derived with HMAC-SHA512 for trees and
+ * image maps.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import { blobId } from '../../src/core/crypto.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { memoryRepo } from '../helpers/memory-repo.js';
+import { withoutBlobIdsField } from '../helpers/hmac-repo.js';
 
 describe('blob ids', () => {
-  it('follow the format: HMAC-SHA256 under the id key, or under the derived per-type key', async () => {
+  it('follow the format: keyed BLAKE3 under the id key, or under the derived per-type key', async () => {
     const { repo } = await memoryRepo();
+    assert.equal(repo.config.blobIds, 'blake3');
+    const idKey = repo.workerSecrets().id;
+    const data = Buffer.from('{"nodes":[]}');
+    assert.equal(repo.blobId(data), blobId('blake3', idKey, data).toString('hex'));
+    for (const type of [BlobType.Tree, BlobType.ImageMap]) {
+      const typeKey = createHmac('sha512', idKey).update(`holdfast/blob-type/${type}`).digest().subarray(0, 32);
+      assert.equal(repo.blobId(data, type), blobId('blake3', typeKey, data).toString('hex'));
+    }
+  });
+
+  it('a config without blobIds (written before BLAKE3) means HMAC-SHA256, and such a repository keeps working', async () => {
+    const { backend } = await memoryRepo();
+    const repo = await withoutBlobIdsField(backend);
+    assert.equal(repo.config.blobIds, 'hmac-sha256');
     const idKey = repo.workerSecrets().id;
     const data = Buffer.from('{"nodes":[]}');
     assert.equal(repo.blobId(data), createHmac('sha256', idKey).update(data).digest('hex'));
-    for (const type of [BlobType.Tree, BlobType.ImageMap]) {
-      const typeKey = createHmac('sha512', idKey).update(`holdfast/blob-type/${type}`).digest().subarray(0, 32);
-      assert.equal(repo.blobId(data, type), createHmac('sha256', typeKey).update(data).digest('hex'));
-    }
+    const typeKey = createHmac('sha512', idKey).update(`holdfast/blob-type/${BlobType.Tree}`).digest().subarray(0, 32);
+    assert.equal(repo.blobId(data, BlobType.Tree), createHmac('sha256', typeKey).update(data).digest('hex'));
+    const { id } = await repo.saveBlob(BlobType.Data, data);
+    await repo.flush();
+    assert.equal(id, createHmac('sha256', idKey).update(data).digest('hex'));
+    assert.deepEqual(await repo.loadBlob(BlobType.Data, id), data);
   });
 
   it('a file whose bytes equal a tree never shares its id, and the derived key is no data id', async () => {

@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { sha256, type ScryptParams, AuthenticationError, newMasterKey } from '../../src/core/crypto.js';
+import { BLOB_ID_HASHES, sha256, type ScryptParams, AuthenticationError, newMasterKey } from '../../src/core/crypto.js';
 import { COMPRESSION_MODES } from '../../src/core/compress.js';
 import { isIdHex } from '../../src/core/ids.js';
 import { CorruptObjectError, UnsupportedVersionError } from '../../src/repo/errors.js';
@@ -247,6 +247,7 @@ const configArb: fc.Arbitrary<RepoConfig> = fc.record(
     chunker: chunkerParams,
     packSize: fc.integer({ min: 1 << 16, max: 1 << 30 }),
     compression: fc.constantFrom(...COMPRESSION_MODES),
+    blobIds: fc.constantFrom(...BLOB_ID_HASHES),
   },
   { noNullPrototype: true },
 );
@@ -257,7 +258,7 @@ function configBytes(json: unknown): Buffer {
   return Buffer.concat([body, sha256(body)]);
 }
 
-const CONFIG_NAMES = /^(config is damaged|the repository has format version)/;
+const CONFIG_NAMES = /^(config is damaged|the repository has format version|the repository's blob ids are made with)/;
 
 function checkConfig(v: unknown): void {
   const c = v as RepoConfig;
@@ -265,6 +266,7 @@ function checkConfig(v: unknown): void {
   assert.ok(isIdHex(c.id));
   assert.ok(Number.isInteger(c.packSize) && c.packSize >= 1 << 16 && c.packSize <= 1 << 30);
   assert.ok(COMPRESSION_MODES.includes(c.compression));
+  assert.ok(BLOB_ID_HASHES.includes(c.blobIds));
   assert.equal(c.chunker.algorithm, 'fastcdc-2020');
   assert.ok(c.chunker.minSize < c.chunker.avgSize && c.chunker.avgSize < c.chunker.maxSize);
 }
@@ -308,6 +310,21 @@ describe('config: specific cases', () => {
       assert.throws(() => decodeConfig(configBytes({ ...valid, version })), UnsupportedVersionError, JSON.stringify(version));
     }
     assert.throws(() => decodeConfig(configBytes(withReplaced(valid, ['version'], DELETE))), UnsupportedVersionError);
+  });
+
+  it('blobIds: new configs say blake3, a config without it means hmac-sha256, an unknown hash asks for an upgrade', () => {
+    assert.equal(valid.blobIds, 'blake3');
+    assert.equal(decodeConfig(configBytes(withReplaced(valid, ['blobIds'], DELETE))).blobIds, 'hmac-sha256');
+    assert.equal(decodeConfig(configBytes({ ...valid, blobIds: 'hmac-sha256' })).blobIds, 'hmac-sha256');
+    assert.throws(
+      () => decodeConfig(configBytes({ ...valid, blobIds: 'blake4' })),
+      (e: unknown) => {
+        assert.ok(e instanceof UnsupportedVersionError, String(e));
+        assert.equal(e.message, `the repository's blob ids are made with "blake4", which this holdfast does not know; upgrade holdfast to read it`);
+        return true;
+      },
+    );
+    for (const bad of [null, 3, ['blake3']]) assert.throws(() => decodeConfig(configBytes({ ...valid, blobIds: bad })), /config is damaged: bad blobIds/);
   });
 
   it('a checksum mismatch is a CorruptObjectError saying so', () => {

@@ -33,7 +33,7 @@ import type { RandomAccessSource } from '../../sources/image/random-access.js';
 import { CbtCache, type CacheKeyring, type CbtHeader } from './cbt-cache.js';
 import { FP_BYTES } from '../../core/crypto.js';
 import { WorkerPool } from '../pool/worker-pool.js';
-import { BlockKind, BLOCK_WORKER, type BlockTask, type ScanResult, type SealResult } from './block-protocol.js';
+import { BlockKind, BLOCK_WORKER, blockInit, type BlockTask, type ScanResult, type SealResult } from './block-protocol.js';
 import { openImageSnapshot, type ImageSnapshotReader } from './image-reader.js';
 
 /** Smallest default block size (docs/decisions.md, "Image backups"). */
@@ -198,7 +198,7 @@ export class ImageBackup {
     const start = new Date();
     const { input } = this.opts;
     // Workers boot while the cache and the file systems are read.
-    this.pool = new WorkerPool<BlockTask>(BLOCK_WORKER, { ...this.secrets(), compression: this.repo.compression }, this.opts.workers);
+    this.pool = new WorkerPool<BlockTask>(BLOCK_WORKER, blockInit(this.repo), this.opts.workers);
     const slotBytes = Math.max(this.blockSize, Math.floor(SLOT_TARGET / this.blockSize) * this.blockSize);
     let size: number;
     let analysis: LayoutAnalysis;
@@ -236,11 +236,6 @@ export class ImageBackup {
       await this.pool.close();
     }
     return this.finish(start, size, analysis);
-  }
-
-  private secrets(): { encryption: Uint8Array; id: Uint8Array } {
-    const s = this.repo.workerSecrets();
-    return { encryption: s.encryption, id: s.id };
   }
 
   // ---- slots ----

@@ -27,7 +27,7 @@ import { splitRdev } from '../../sources/posix.js';
 import { blockDeviceSize, devNo, mountsOf } from '../../sources/image/block-devices.js';
 import { openImageSnapshot, type ImageSnapshotReader } from './image-reader.js';
 import { WorkerPool } from '../pool/worker-pool.js';
-import { BLOCK_WORKER, type BlockTask, type UnpackBlob, type UnpackResult } from './block-protocol.js';
+import { BLOCK_WORKER, blockInit, type BlockTask, type UnpackBlob, type UnpackResult } from './block-protocol.js';
 import { BlobType } from '../../repo/pack.js';
 import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
 import type { BlobLocation } from '../../repo/index-file.js';
@@ -206,8 +206,7 @@ export class ImageRestore {
     const { size, blockSize, blocks } = r;
     if (this.opts.verify && this.opts.target === '-') throw new RestoreTargetError('--verify cannot read back stdout; restore to a file or a device to verify');
     const sink = await openTarget(this.opts.target, size, blockSize, this.opts.stdout ?? process.stdout, () => r.storedBytes());
-    const s = this.repo.workerSecrets();
-    const pool = new WorkerPool<BlockTask>(BLOCK_WORKER, { encryption: s.encryption, id: s.id, compression: this.repo.compression }, this.opts.workers);
+    const pool = new WorkerPool<BlockTask>(BLOCK_WORKER, blockInit(this.repo), this.opts.workers);
     let bytesWritten = 0;
     let holes = 0;
     try {

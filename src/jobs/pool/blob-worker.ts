@@ -284,7 +284,7 @@ function verify(t: VerifyTask): VerifyResult {
 parentPort!.on('message', (msg: { init?: InitMessage; id?: number; task?: Task }) => {
   if (msg.init) {
     const i = msg.init;
-    keys = { encryption: buf(i.encryption), id: buf(i.id) };
+    keys = { encryption: buf(i.encryption), id: buf(i.id), idHash: i.idHash };
     fpKey = fingerprintKey(keys.id, 'file-fingerprint');
     cdc = new FastCDC(i.chunker, gearTable(i.chunkerSeed));
     compressor = new BlobCompressor(i.compression);

@@ -70,6 +70,7 @@ export class WorkerPool<TTask = Task> {
     const init: InitMessage = {
       encryption: s.encryption,
       id: s.id,
+      idHash: s.idHash,
       chunkerSeed: s.chunker,
       chunker: repo.config.chunker,
       compression: repo.compression,
