@@ -110,7 +110,7 @@ export function blobId(hash: BlobIdHash, idKey: Buffer, data: Uint8Array): Buffe
   let h = blake3Hashers.get(idKey);
   if (!h) blake3Hashers.set(idKey, (h = Blake3Hasher.newKeyed(idKey)));
   try {
-    return h.update(data).digestBuffer();
+    return h.update(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)).digestBuffer();
   } finally {
     h.reset();
   }
