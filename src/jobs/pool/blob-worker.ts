@@ -5,7 +5,7 @@
  * worker keeps no state between tasks but its keys and codecs.
  */
 import { parentPort } from 'node:worker_threads';
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, readSync, writeSync, type BigIntStats } from 'node:fs';
 import { isZero } from '../../core/zeros.js';
 import { FastCDC, gearTable } from '../../core/chunker.js';
 import { fingerprint, fingerprintKey } from '../../core/crypto.js';
@@ -77,17 +77,27 @@ function readBuffer(size: number): Buffer {
   return reusable;
 }
 
-/** Reads a file into `into` at `at`; at most `max` bytes. */
+/**
+ * Reads a file into `into` at `at`; at most `max` bytes. A short read is the
+ * end of the file when fstat agrees (no second read just to see 0 bytes);
+ * a file system that returns fewer bytes than asked mid-file is read on.
+ */
 function readInto(path: Buffer, into: Buffer, at: number, max: number, job: FileJob): { size: number; changed: boolean } {
   const fd = openForRead(path);
   try {
     let size = 0;
+    let st: BigIntStats | undefined;
     while (size < max) {
       const n = readSync(fd, into, at + size, max - size, null);
       if (n === 0) break;
       size += n;
+      if (size < max) {
+        st = fstatSync(fd, { bigint: true });
+        if (Number(st.size) <= size) break;
+        st = undefined;
+      }
     }
-    const st = fstatSync(fd, { bigint: true });
+    st ??= fstatSync(fd, { bigint: true });
     return { size, changed: size !== job.size || st.mtimeNs !== job.mtime || st.ctimeNs !== job.ctime || Number(st.size) !== size };
   } finally {
     closeSync(fd);
