@@ -18,7 +18,8 @@
  *     folder    recurse; its tree blob is sealed once all children are done
  *   workers return sealed blobs → repository.addPrepared (dedup, packs,
  *   uploads), in the order handed out. Back-pressure: the walk waits while
- *   the pool holds enough work (megabytes in flight, counted until stored).
+ *   the pool holds enough work (megabytes in flight: a task's input until a
+ *   worker answers, then its sealed output until stored).
  *   At the end: flush packs and index, write the snapshot with every blob id.
  *
  * Each scheduled entry yields a `Pending` whose `done` promise resolves to
@@ -504,7 +505,7 @@ export class Archiver {
       const known = wasFile ? contentBlobs(prev.content ?? []).filter((id) => this.repo.hasBlob(id)) : [];
       const n = units(st.size);
       await this.gate.acquire(n);
-      return this.track(this.midFile(path, sys, st, known, complete).finally(() => this.gate.release(n)));
+      return this.track(this.midFile(path, sys, st, n, known, complete));
     }
     // Large files are read here, one at a time, while the walk goes on (the pool's gate bounds both).
     if (st.size > MID_FILE) return this.track(this.oneLargeAtATime(() => this.largeFile(path, sys, st, complete)));
@@ -567,38 +568,46 @@ export class Archiver {
     const n = units(b.bytes);
     await this.gate.acquire(n);
     const results = this.pool.run<FilesResult>({ kind: 'files', files: b.jobs });
-    void this.inWalkOrder(results, async (r) => {
+    void this.inWalkOrder(results, n, (r) => r.blobs, async (r) => {
       for (const blob of r.blobs) await this.repo.addPrepared(wireToPrepared(blob));
       r.files.forEach((f, i) => b.finish[i]!(f));
     }).catch((e: unknown) => {
       this.fatal ??= e;
       for (const f of b.finish) f({ error: { message: (e as Error).message } });
-    }).finally(() => this.gate.release(n));
+    });
   }
 
   /**
    * Stores a worker's result once every result handed out before it has been
    * stored: packs then hold blobs in walk order (a restore reads them in
-   * that order), whichever worker finishes first.
+   * that order), whichever worker finishes first. The caller acquired `n`
+   * gate units for the task's input; when the worker answers, they are
+   * exchanged for the units of the sealed bytes it returned, held until
+   * stored. So a big file that keeps one worker busy does not leave the gate
+   * full of finished results queued behind it, and the other worker idle.
    */
-  private inWalkOrder<T, U>(result: Promise<T>, store: (r: T) => Promise<U>): Promise<U> {
+  private inWalkOrder<T, U>(result: Promise<T>, n: number, blobsOf: (r: T) => readonly WireBlob[], store: (r: T) => Promise<U>): Promise<U> {
+    let held = n;
     const before = this.stored;
     const done = result.then(async (r) => {
+      const keep = Math.min(n, Math.ceil(blobsOf(r).reduce((sum, b) => sum + b.sealed.byteLength, 0) / (1 << 20)));
+      this.gate.release(held - keep);
+      held = keep;
       await before;
       return store(r);
-    });
+    }).finally(() => this.gate.release(held));
     this.stored = done.then(() => undefined, () => undefined);
     return done;
   }
 
-  /** Has a worker read and chunk a mid-size file (the caller holds its gate units); resolves to its node. */
-  private midFile(path: Buffer, sys: PosixPath, st: EntryStat, known: string[], complete: (c: ContentEntry[], size: number, changed: boolean) => TreeNode): Promise<TreeNode | undefined> {
+  /** Has a worker read and chunk a mid-size file (the caller acquired its `n` gate units); resolves to its node. */
+  private midFile(path: Buffer, sys: PosixPath, st: EntryStat, n: number, known: string[], complete: (c: ContentEntry[], size: number, changed: boolean) => TreeNode): Promise<TreeNode | undefined> {
     const result = this.pool.run<ChunkFileResult>({
       kind: 'file',
       file: { path: typeof sys === 'string' ? Buffer.from(sys) : sys, size: st.size, mtime: st.mtime, ctime: st.ctime },
       ...(known.length ? { known } : {}),
     });
-    return this.inWalkOrder(result, async (r) => {
+    return this.inWalkOrder(result, n, (r) => r.blobs ?? [], async (r) => {
       if (r.error) return this.cannotRead(path, r.error);
       for (const b of r.blobs!) await this.repo.addPrepared(wireToPrepared(b));
       for (const c of r.content!) this.addEntry(c);
@@ -651,12 +660,12 @@ export class Archiver {
       await this.gate.acquire(n);
       const data = transferable(chunk);
       const sealed = this.pool.run<SealResult>({ kind: 'seal', type: BlobType.Data, data }, [data.buffer as ArrayBuffer]);
-      const part = this.inWalkOrder(sealed, async (r): Promise<ContentEntry> => {
+      const part = this.inWalkOrder(sealed, n, (r) => (r.blob ? [r.blob] : []), async (r): Promise<ContentEntry> => {
         if (!r.blob) return r.rawLength;
         await this.repo.addPrepared(wireToPrepared(r.blob));
         this.blobs.add(r.blob.id);
         return r.blob.id;
-      }).finally(() => this.gate.release(n));
+      });
       part.catch(() => undefined);
       parts.push(part);
     }

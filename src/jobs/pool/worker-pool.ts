@@ -135,10 +135,10 @@ export function transferable(b: Buffer): Buffer {
 }
 
 /**
- * Counts units of work (about a megabyte of input each) from hand-off until
- * their results are fully consumed (not just until a worker answered), so
- * that results waiting for the repository cannot pile up in memory:
- * `acquire` waits while the limit is reached. A heavy piece of work may take
+ * Counts units of memory (about a megabyte each) held by work in flight:
+ * its input from hand-off until a worker answers, then its output until it
+ * is consumed, so that results waiting for the repository cannot pile up in
+ * memory. `acquire` waits while the limit is reached. A heavy piece of work may take
  * the count past the limit by its own weight, rather than wait for the pool
  * to drain (which would leave the workers idle).
  */
