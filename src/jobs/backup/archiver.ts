@@ -397,7 +397,7 @@ export class Archiver {
   private async scheduleEntry(path: Buffer, name: Buffer, prev: TreeNode | undefined, isRoot: boolean): Promise<Pending> {
     this.opts.signal?.throwIfAborted();
     if (this.fatal) throw this.fatal;
-    if (this.opts.excludes?.matches(path.toString())) return settled(undefined);
+    if (this.opts.excludes?.matches(path)) return settled(undefined);
     let st: EntryStat;
     const sys = await this.sys(path);
     try {

@@ -25,8 +25,10 @@ export class Excludes {
     return new Excludes(all);
   }
 
-  /** True when the absolute path is excluded. */
-  matches(path: string): boolean {
-    return this.matchers.some((m) => m.match(path));
+  /** True when the absolute path is excluded (a Buffer is decoded only when there are patterns: the walk asks for every entry). */
+  matches(path: string | Buffer): boolean {
+    if (this.matchers.length === 0) return false;
+    const p = typeof path === 'string' ? path : path.toString();
+    return this.matchers.some((m) => m.match(p));
   }
 }
