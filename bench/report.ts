@@ -22,6 +22,26 @@ export interface StepRecord extends RunResult {
   skipped: boolean;
   /** Earlier failed alternatives (init only, e.g. borg repokey-blake2). */
   failedAttempts?: RunResult[];
+  /** Wall-clock seconds of every repetition, in the order run (`seconds` is their median). */
+  samples?: number[];
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/**
+ * A step with one more repetition: `seconds` becomes the median of all of
+ * them and peak RSS the highest; a failed repetition makes the step failed.
+ */
+export function withSample(prev: StepRecord | undefined, rec: StepRecord): StepRecord {
+  const samples = [...(prev?.samples ?? []), rec.seconds];
+  if (prev && !prev.ok) return { ...prev, samples };
+  if (!rec.ok) return { ...rec, samples };
+  const rss = [prev?.maxRssKiB, rec.maxRssKiB].filter((k): k is number => typeof k === 'number');
+  return { ...rec, seconds: median(samples), maxRssKiB: rss.length > 0 ? Math.max(...rss) : null, samples };
 }
 
 export interface VerifyResult {
@@ -128,7 +148,7 @@ export function mainTable(results: ToolResult[]): string {
   return renderTable(header, rows);
 }
 
-/** Secondary table: time and peak RSS of every step. */
+/** Secondary table: time (median, and every repetition) and peak RSS of every step. */
 export function stepTable(results: ToolResult[]): string {
   const header = ['step', ...results.map((r) => `${r.name} s`), ...results.map((r) => `${r.name} RSS MB`)];
   const rows = STEPS.map((step) => [
@@ -137,7 +157,9 @@ export function stepTable(results: ToolResult[]): string {
       const s = r.steps[step];
       if (!s) return '-';
       if (s.skipped) return 'not run';
-      return s.ok ? s.seconds.toFixed(2) : 'FAILED';
+      if (!s.ok) return 'FAILED';
+      const all = s.samples && s.samples.length > 1 ? ` (${s.samples.map((x) => x.toFixed(2)).join(' ')})` : '';
+      return `${s.seconds.toFixed(2)}${all}`;
     }),
     ...results.map((r) => {
       const k = r.steps[step]?.maxRssKiB;

@@ -15,6 +15,8 @@
 //   BENCH_SCENARIOS     comma-separated subset of tree,stream,manyfiles,image (default: all; bench/scenarios.ts)
 //   BENCH_STREAM_GIB    size of the stdin stream scenario in GiB (default 8; bench/stream.ts)
 //   BENCH_MANY_FILES    file count of the many-small-files scenario (default 1000000; bench/manyfiles.ts)
+//   BENCH_REPEAT        runs of the tree's initial backup, unchanged re-backup and restore, the
+//                       tools' order rotating; the median is reported (default 3)
 
 import { existsSync, realpathSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
@@ -39,6 +41,7 @@ import {
   fmtStats,
   mainTable,
   stepTable,
+  withSample,
   writeResults,
   type StepName,
   type StepRecord,
@@ -70,6 +73,14 @@ function parseTools(spec: string | undefined): ToolName[] {
   if (bad.length > 0) throw new UserError(`BENCH_TOOLS: unknown tool(s) ${bad.join(', ')}; choose from ${ALL_TOOLS.join(',')}`);
   // Keep the canonical column order, drop duplicates.
   return ALL_TOOLS.filter((t) => names.includes(t));
+}
+
+/** BENCH_REPEAT: how many times the repeatable steps of the tree scenario run. */
+function parseRepeat(spec: string | undefined): number {
+  if (spec === undefined || spec.trim() === '') return 3;
+  const n = Number(spec);
+  if (!Number.isInteger(n) || n < 1 || n > 9) throw new UserError('BENCH_REPEAT must be a whole number from 1 to 9');
+  return n;
 }
 
 function notRun(reason: string): StepRecord {
@@ -107,6 +118,7 @@ async function main(): Promise<number> {
   const timeoutSec = Number(process.env.BENCH_STEP_TIMEOUT ?? 3600);
   if (!Number.isFinite(timeoutSec) || timeoutSec < 0) throw new UserError('BENCH_STEP_TIMEOUT must be a number of seconds >= 0');
   const keep = process.env.BENCH_KEEP === '1';
+  const repeat = parseRepeat(process.env.BENCH_REPEAT);
 
   console.log('holdfast benchmark');
   console.log(`  host: ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Linux ${release()}`);
@@ -169,14 +181,17 @@ async function main(): Promise<number> {
     if (!p) throw new Error(`no paths for ${r.name}`);
     return p;
   };
-  const runStep = async (r: ToolResult, step: StepName, cmd: Cmd): Promise<StepRecord> => {
-    const rec: StepRecord = { ...(await runMeasured(cmd, join(pathsOf(r).dir, 'logs', step), timeoutSec)), skipped: false };
-    r.steps[step] = rec;
+  /** Runs a step (repetition `k` from 0); repetitions are merged into one record with their median. */
+  const runStep = async (r: ToolResult, step: StepName, cmd: Cmd, k = 0): Promise<StepRecord> => {
+    const rec: StepRecord = { ...(await runMeasured(cmd, join(pathsOf(r).dir, 'logs', k === 0 ? step : `${step}-${k + 1}`), timeoutSec)), skipped: false };
+    r.steps[step] = step === 'init' ? rec : withSample(r.steps[step], rec);
     return rec;
   };
-  const log = (r: ToolResult, step: StepName, rec: RunResult): void => {
-    console.log(`  [${r.name}] ${STEP_LABELS[step]}: ${describe(rec)}`);
+  const log = (r: ToolResult, step: StepName, rec: RunResult, k = 0, mark = ''): void => {
+    const rep = step === 'init' || step === 'backup3' || repeat === 1 ? '' : ` (${k + 1}/${repeat})`;
+    console.log(`  [${r.name}] ${STEP_LABELS[step]}${rep}: ${describe(rec)}${mark}`);
   };
+  const inits = new Map<ToolName, Cmd>();
 
   // Step-major order: every tool does step N before any tool does step N+1,
   // so the small change is applied once and every tool backs up identical data.
@@ -196,6 +211,7 @@ async function main(): Promise<number> {
       const rec = await runStep(r, 'init', a.cmd);
       if (rec.ok) {
         r.settings = a.settings;
+        inits.set(r.name, a.cmd);
         break;
       }
       failed.push(rec);
@@ -210,9 +226,36 @@ async function main(): Promise<number> {
     }
   }
   const live = (): ToolResult[] => results.filter((r) => r.steps.init?.ok);
+  // Repetition k starts with the k-th tool, so that no tool always runs first (after the
+  // previous step's sync) or last.
+  const rotated = (k: number): ToolResult[] => {
+    const l = live();
+    return [...l.slice(k % l.length), ...l.slice(0, k % l.length)];
+  };
+  /** A fresh, empty repository and local cache for another initial backup; false (and a failed sample) if init fails. */
+  const initAgain = async (r: ToolResult): Promise<boolean> => {
+    const p = pathsOf(r);
+    await wipeRepo(p);
+    await rm(p.home, { recursive: true, force: true });
+    await mkdir(p.home, { recursive: true });
+    const rec = await runMeasured(inits.get(r.name)!, join(p.dir, 'logs', 'init-again'), timeoutSec);
+    if (!rec.ok) {
+      r.steps.backup1 = withSample(r.steps.backup1, { ...rec, skipped: false });
+      console.log(`  [${r.name}] init before another initial backup: ${describe(rec)}`);
+    }
+    return rec.ok;
+  };
 
-  for (const r of live()) log(r, 'backup1', await runStep(r, 'backup1', TOOLS[r.name].backup(pathsOf(r), src, 1)));
-  for (const r of live()) log(r, 'backup2', await runStep(r, 'backup2', TOOLS[r.name].backup(pathsOf(r), src, 2)));
+  for (let k = 0; k < repeat; k++) {
+    for (const r of rotated(k)) {
+      if (k > 0 && !(await initAgain(r))) continue;
+      log(r, 'backup1', await runStep(r, 'backup1', TOOLS[r.name].backup(pathsOf(r), src, 1), k), k);
+    }
+  }
+  // Borg needs a new archive name for every backup: 20, 21, ... for the unchanged ones.
+  for (let k = 0; k < repeat; k++) {
+    for (const r of rotated(k)) log(r, 'backup2', await runStep(r, 'backup2', TOOLS[r.name].backup(pathsOf(r), src, 20 + k), k), k);
+  }
 
   const change: ChangeReport = await applySmallChange(src);
   console.log(
@@ -222,20 +265,23 @@ async function main(): Promise<number> {
   for (const r of live()) log(r, 'backup3', await runStep(r, 'backup3', TOOLS[r.name].backup(pathsOf(r), src, 3)));
 
   const finalStats = (await walkTree(src)).stats;
-  for (const r of live()) {
-    const target = join(pathsOf(r).dir, 'restore');
-    await rm(target, { recursive: true, force: true });
-    await mkdir(target, { recursive: true });
-    const rec = await runStep(r, 'restore', TOOLS[r.name].restore(pathsOf(r), target, 3));
-    let mark = '';
-    if (rec.ok) {
-      const root = restoredRoot(target, src);
-      const restored = (await walkTree(root)).stats;
-      r.verify = compareTrees(finalStats, restored, root);
-      mark = r.verify.ok ? '; restored tree matches source (file count, bytes)' : `; RESTORE DIFFERS: ${r.verify.diffs.join('; ')}`;
+  for (let k = 0; k < repeat; k++) {
+    for (const r of rotated(k)) {
+      const target = join(pathsOf(r).dir, 'restore');
+      await rm(target, { recursive: true, force: true });
+      await mkdir(target, { recursive: true });
+      const rec = await runStep(r, 'restore', TOOLS[r.name].restore(pathsOf(r), target, 3), k);
+      let mark = '';
+      if (rec.ok) {
+        const root = restoredRoot(target, src);
+        const verify = compareTrees(finalStats, (await walkTree(root)).stats, root);
+        // Every restore is checked; the first one that differs is the one reported.
+        if (r.verify === null || r.verify.ok) r.verify = verify;
+        mark = verify.ok ? '; restored tree matches source (file count, bytes)' : `; RESTORE DIFFERS: ${verify.diffs.join('; ')}`;
+      }
+      log(r, 'restore', rec, k, mark);
+      if (!keep || k < repeat - 1) await rm(target, { recursive: true, force: true });
     }
-    console.log(`  [${r.name}] ${STEP_LABELS.restore}: ${describe(rec)}${mark}`);
-    if (!keep) await rm(target, { recursive: true, force: true });
   }
 
   for (const r of results) {
@@ -254,6 +300,9 @@ async function main(): Promise<number> {
   console.log('  - times: wall clock (process.hrtime) around each child process; page cache warm for all tools (tree read once before the first backup); `sync` before every step, untimed, so no tool pays for the writeback of what ran before it.');
   console.log("  - peak RSS: /usr/bin/time -f '%e %M' per step; MB = 10^6 bytes; repository size = du -sb of the repository dir.");
   console.log(`  - each tool gets a fresh repository and fresh local cache/config dir under ${workDir}/<tool>/; steps run tool after tool.`);
+  if (repeat > 1) {
+    console.log(`  - the initial backup (each into a new repository), the unchanged re-backup and the restore ran ${repeat} times, the tools' order rotating; the tables show the median, the per-step table every run in order.`);
+  }
   for (const r of results) if (r.settings) console.log(`  - ${r.name} settings: ${r.settings}`);
   for (const r of results) {
     if (r.localStateBytes !== null && r.localStateBytes > 4096) {
