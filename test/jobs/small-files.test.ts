@@ -133,6 +133,40 @@ describe('small files share chunks', () => {
     assert.deepEqual(await bytesOf(repo, nodes.get('f599')!), await readFile(join(b, 'f599')));
   });
 
+  it('copies of a small file (16 KiB or more) among other files in other folders are stored once per worker, and all read back', async () => {
+    const src = join(dir, 'copies');
+    const shared = [0, 1, 2, 3, 4].map((i) => randomBytes((16 << 10) + i * 1000));
+    const want = new Map<string, Buffer>();
+    let unique = 0;
+    for (const d of ['a', 'b', 'c', 'd']) {
+      for (let i = 0; i < 25; i++) {
+        const data = randomBytes(500 + i * 37);
+        unique += data.length;
+        want.set(`${d}/u${String(i).padStart(2, '0')}`, data);
+      }
+      shared.forEach((data, i) => want.set(`${d}/${d}-copy-${i}`, data));
+      // A second copy in the same folder: the same batch.
+      want.set(`${d}/${d}-copy-again`, shared[0]!);
+    }
+    for (const [name, data] of want) {
+      await mkdir(join(src, name, '..'), { recursive: true });
+      await writeFile(join(src, name), data);
+    }
+    const sharedBytes = shared.reduce((n, b) => n + b.length, 0);
+    for (const workers of [1, 2]) {
+      const { repo } = await memoryRepo();
+      const r = await new Archiver(repo, { paths: [src], parent: null, workers }).run();
+      const nodes = await filesUnder(repo, r, src);
+      assert.equal(nodes.size, want.size);
+      for (const [name, n] of nodes) assert.deepEqual(await bytesOf(repo, n), want.get(name), name);
+      // The data blobs the files read from hold each unique file once and each shared one at most once per worker.
+      const blobs = new Set([...nodes.values()].flatMap((n) => contentBlobs(n.content!)));
+      const stored = [...blobs].reduce((sum, id) => sum + repo.index.lookup(id)!.rawLength, 0);
+      if (workers === 1) assert.equal(stored, unique + sharedBytes);
+      else assert.ok(stored >= unique + sharedBytes && stored <= unique + 2 * sharedBytes, `${workers} workers stored ${stored} bytes`);
+    }
+  });
+
   it('a mid-size file is chunked whole by a worker: zero chunks are holes, and a touched copy stores nothing new', async () => {
     const { repo } = await memoryRepo();
     const src = join(dir, 'd');

@@ -2,7 +2,8 @@
  * A blob worker thread: the per-byte work of backups and restores (reading
  * small files, chunking, keyed ids, compression, encryption; opening blobs
  * and writing restored files). Tasks are described in `protocol.ts`; the
- * worker keeps no state between tasks but its keys and codecs.
+ * worker keeps no state between tasks but its keys, its codecs and the small
+ * files it has stored (a worker lives for one job).
  */
 import { parentPort } from 'node:worker_threads';
 import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, readSync, writeSync, type BigIntStats } from 'node:fs';
@@ -105,19 +106,37 @@ function readInto(path: Buffer, into: Buffer, at: number, max: number, job: File
 }
 
 /**
+ * Small files of REMEMBER_FROM bytes or more this worker has stored in this
+ * job, by size and fingerprint, and their content: another copy of one, in
+ * any folder, becomes the same slice instead of bytes stored again (batches
+ * deduplicate only as a whole). Only the earlier batches of this worker are
+ * sure to be stored before a later one (the archiver stores results in the
+ * order it handed them out), so each worker remembers its own. Smaller
+ * copies are stored again: remembering every file cost 0.25 CPU-seconds per
+ * worker on the Linux tree, while 94% of the duplicated bytes of
+ * /usr/share/doc are in files of 16 KiB or more. At most REMEMBERED files
+ * (~150 bytes each); then it starts over.
+ */
+const storedFiles = new Map<string, ContentEntry>();
+const REMEMBER_FROM = 16 << 10;
+const REMEMBERED = 131_072;
+
+/**
  * Reads a batch of small files and stores them as one blob: the files'
  * bytes, back to back (the batch's edges were chosen by the archiver, so no
  * chunker runs here). Each file's content is its slice of that blob (the
  * blob's id when it is the only file). An all-zero file is a hole; a file
  * whose fingerprint equals the parent's is read and fingerprinted but left
- * out: its old content is reused.
+ * out: its old content is reused. A copy of a file this worker stored
+ * before, or earlier in the batch, gets that file's slice.
  */
 function files(t: FilesTask, transfer: ArrayBuffer[]): FilesResult {
   // One byte more than expected per file, to notice a file that grew.
   const data = readBuffer(t.files.reduce((n, f) => n + f.size + 1, 0));
   const results: FileResult[] = [];
-  /** Files that go into the blob: their result and their range in `data`. */
-  const parts: { result: FileResult & { content: ContentEntry[] }; start: number; length: number }[] = [];
+  /** Files that go into the blob: their result, their range in `data`, and the copies of them later in the batch. */
+  const parts: { result: FileResult & { content: ContentEntry[] }; start: number; length: number; key: string; copies: ContentEntry[][] }[] = [];
+  const inBatch = new Map<string, (typeof parts)[number]>();
   let end = 0;
   for (const f of t.files) {
     let r: { size: number; changed: boolean };
@@ -135,15 +154,30 @@ function files(t: FilesTask, transfer: ArrayBuffer[]): FilesResult {
     } else if (r.size === 0 || isZero(bytes)) {
       results.push({ size: r.size, fingerprint: fp, content: r.size === 0 ? [] : [r.size], ...changed });
     } else {
-      const result = { size: r.size, fingerprint: fp, content: [], ...changed };
+      const key = r.size >= REMEMBER_FROM ? `${r.size}:${fp}` : '';
+      const earlier = key ? storedFiles.get(key) : undefined;
+      const first = key ? inBatch.get(key) : undefined;
+      const result = { size: r.size, fingerprint: fp, content: earlier ? [earlier] : [], ...changed };
       results.push(result);
-      parts.push({ result, start: end, length: r.size });
-      end += r.size;
+      if (first) {
+        first.copies.push(result.content);
+      } else if (!earlier) {
+        const part = { result, start: end, length: r.size, key, copies: [] };
+        parts.push(part);
+        if (key) inBatch.set(key, part);
+        end += r.size;
+      }
     }
   }
   if (parts.length === 0) return { files: results, blobs: [] };
   const blob = prepareBlob(keys, compressor, BlobType.Data, data.subarray(0, end));
-  for (const p of parts) p.result.content.push(parts.length === 1 ? blob.id : { blob: blob.id, offset: p.start, length: p.length });
+  if (storedFiles.size + parts.length > REMEMBERED) storedFiles.clear();
+  for (const p of parts) {
+    const slice = parts.length === 1 ? blob.id : { blob: blob.id, offset: p.start, length: p.length };
+    p.result.content.push(slice);
+    for (const c of p.copies) c.push(slice);
+    if (p.key) storedFiles.set(p.key, slice);
+  }
   return { files: results, blobs: toWire([blob], transfer) };
 }
 
