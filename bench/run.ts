@@ -193,14 +193,14 @@ async function main(): Promise<number> {
   };
   const inits = new Map<ToolName, Cmd>();
   /**
-   * Reads the source tree, the tool's repository and its local cache right
+   * Reads the source tree (for backups), the tool's repository and its local cache right
    * before a measured step: DAMON on this kind of machine pages out what was
    * not touched for 30 s, so without this the tool that runs first after
    * the warm-up starts warm and the others do not.
    */
-  const warm = async (r: ToolResult): Promise<void> => {
+  const warm = async (r: ToolResult, step: StepName): Promise<void> => {
     const p = pathsOf(r);
-    for (const dir of [src, p.repo, p.home]) if (existsSync(dir)) await warmUp(dir);
+    for (const dir of step === 'restore' ? [p.repo, p.home] : [src, p.repo, p.home]) if (existsSync(dir)) await warmUp(dir);
   };
 
   // Step-major order: every tool does step N before any tool does step N+1,
@@ -259,14 +259,14 @@ async function main(): Promise<number> {
   for (let k = 0; k < repeat; k++) {
     for (const r of rotated(k)) {
       if (k > 0 && !(await initAgain(r))) continue;
-      await warm(r);
+      await warm(r, 'backup1');
       log(r, 'backup1', await runStep(r, 'backup1', TOOLS[r.name].backup(pathsOf(r), src, 1), k), k);
     }
   }
   // Borg needs a new archive name for every backup: 20, 21, ... for the unchanged ones.
   for (let k = 0; k < repeat; k++) {
     for (const r of rotated(k)) {
-      await warm(r);
+      await warm(r, 'backup2');
       log(r, 'backup2', await runStep(r, 'backup2', TOOLS[r.name].backup(pathsOf(r), src, 20 + k), k), k);
     }
   }
@@ -277,7 +277,7 @@ async function main(): Promise<number> {
       `(${change.createdBytes} bytes), deleted ${change.deleted ?? '(nothing)'}`,
   );
   for (const r of live()) {
-    await warm(r);
+    await warm(r, 'backup3');
     log(r, 'backup3', await runStep(r, 'backup3', TOOLS[r.name].backup(pathsOf(r), src, 3)));
   }
 
@@ -292,7 +292,7 @@ async function main(): Promise<number> {
       await rm(target, { recursive: true, force: true });
       await mkdir(target, { recursive: true });
       targets.push(target);
-      await warm(r);
+      await warm(r, 'restore');
       const rec = await runStep(r, 'restore', TOOLS[r.name].restore(pathsOf(r), target, 3), k);
       let mark = '';
       if (rec.ok) {
