@@ -58,8 +58,11 @@ export function prepareBlob(keys: BlobKeys, compressor: BlobCompressor, type: Bl
   return { type, id, flags, rawLength: data.length, sealed };
 }
 
-/** Authenticates and decompresses a sealed blob; errors name `what`. */
-export function openBlob(keys: BlobKeys, loc: PackedBlob, sealed: Uint8Array, what: string): Buffer {
+/**
+ * Authenticates and decompresses a sealed blob; errors name `what`. A
+ * compressed blob is decompressed into `into` when given (see `decompress`).
+ */
+export function openBlob(keys: BlobKeys, loc: PackedBlob, sealed: Uint8Array, what: string, into?: Buffer): Buffer {
   let plain: Buffer;
   try {
     plain = open(keys.encryption, sealed, blobAad(loc.type, loc.flags, loc.rawLength, loc.id), what);
@@ -67,7 +70,7 @@ export function openBlob(keys: BlobKeys, loc: PackedBlob, sealed: Uint8Array, wh
     if (e instanceof AuthenticationError) throw new CorruptObjectError(what, 'authentication failed');
     throw e;
   }
-  if (loc.flags & FLAG_COMPRESSED) return decompress(plain, loc.rawLength, what);
+  if (loc.flags & FLAG_COMPRESSED) return decompress(plain, loc.rawLength, what, into);
   if (plain.length !== loc.rawLength) throw new CorruptObjectError(what, 'length mismatch');
   return plain;
 }

@@ -5,10 +5,6 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { writeSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { AuthenticationError, open } from '../../core/crypto.js';
-import { CorruptObjectError } from '../../repo/errors.js';
-import { FLAG_COMPRESSED, blobAad } from '../../repo/pack.js';
 import { BlobCompressor } from '../../core/compress.js';
 import { isZero } from '../../core/zeros.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys } from '../../repo/blob-codec.js';
@@ -19,34 +15,12 @@ import { BlockKind, type BlockInit, type BlockTask, type ScanResult, type ScanTa
 let keys: BlobKeys;
 let fpKey: Buffer;
 let compressor: BlobCompressor;
-/** zstd's own context, to decompress into a reused buffer (no fresh pages per block). */
-const zstd = createRequire(import.meta.url)('zstd-napi/binding.js') as typeof import('zstd-napi/binding.js');
-let dctx: InstanceType<typeof zstd.DCtx> | undefined;
 let scratch = Buffer.alloc(0);
 
-/** Opens a data blob into the scratch buffer (valid until the next call). */
+/** Opens a data blob into the scratch buffer (no fresh pages per block); valid until the next call. */
 function openInto(b: UnpackTask['blobs'][number], sealed: Uint8Array, what: string): Buffer {
-  let plain: Buffer;
-  try {
-    plain = open(keys.encryption, sealed, blobAad(BlobType.Data, b.flags, b.rawLength, b.id), what);
-  } catch (e) {
-    if (e instanceof AuthenticationError) throw new CorruptObjectError(what, 'authentication failed');
-    throw e;
-  }
-  if (!(b.flags & FLAG_COMPRESSED)) {
-    if (plain.length !== b.rawLength) throw new CorruptObjectError(what, 'length mismatch');
-    return plain;
-  }
-  dctx ??= new zstd.DCtx();
   if (scratch.length < b.rawLength) scratch = Buffer.allocUnsafeSlow(b.rawLength);
-  let n: number;
-  try {
-    n = dctx.decompress(scratch.subarray(0, b.rawLength), plain);
-  } catch (e) {
-    throw new CorruptObjectError(what, `cannot decompress (${(e as Error).message})`);
-  }
-  if (n !== b.rawLength) throw new CorruptObjectError(what, `decompressed to ${n} bytes, expected ${b.rawLength}`);
-  return scratch.subarray(0, n);
+  return openBlob(keys, { type: BlobType.Data, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, sealed, what, scratch);
 }
 
 const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
