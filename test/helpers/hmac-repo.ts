@@ -1,6 +1,6 @@
 /**
  * A repository as holdfast wrote it before BLAKE3 blob ids: its config has
- * no `blobIds` field, which means HMAC-SHA256 (docs/format.md §2.1).
+ * no `blobIds` field, which means HMAC-SHA256 (docs/format.md §4.1).
  */
 import type { Backend } from '../../src/storage/backend.js';
 import { Repository } from '../../src/repo/repository.js';
