@@ -11,7 +11,7 @@ import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promise
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { UserError, warmUp } from './corpus.js';
+import { UserError, warmUp, warmUpEach } from './corpus.js';
 import { duBytes } from './measure.js';
 import type { ManyFilesDone, ManyFilesJob } from './manyfiles-gen.js';
 import type { ScaleRow } from './report.js';
@@ -142,8 +142,7 @@ export async function runManyFiles(ctx: ScenarioContext): Promise<ManyFilesResul
   for (const [step, what] of steps) {
     for (const run of runs) {
       if (step === 'backup2' && !run.steps.backup1?.ok) continue;
-      // As in the tree scenario: DAMON pages out what was untouched for 30 s, so every tool's step starts warm.
-      for (const dir of [tree.path, run.paths.repo, run.paths.home]) if (existsSync(dir)) await warmUp(dir);
+      await warmUpEach([tree.path, run.paths.repo, run.paths.home]);
       const rec = await measure(ctx, run, step, TOOLS[run.name].backup(run.paths, tree.path, step === 'backup1' ? 1 : 2));
       console.log(`  [${run.name}] ${label} ${what}: ${describeRun(rec)}`);
       if (!rec.ok) ctx.problems.push(`[${run.name}] ${label} ${what} failed: ${rec.stderrTail}`);

@@ -23,7 +23,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { cpus, release, totalmem } from 'node:os';
 import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UserError, applySmallChange, makeWorkingCopy, resolveCorpus, warmUp, type ChangeReport } from './corpus.js';
+import { UserError, applySmallChange, makeWorkingCopy, resolveCorpus, warmUp, warmUpEach, type ChangeReport } from './corpus.js';
 import {
   blankRun,
   duBytes,
@@ -192,15 +192,10 @@ async function main(): Promise<number> {
     console.log(`  [${r.name}] ${STEP_LABELS[step]}${rep}: ${describe(rec)}${mark}`);
   };
   const inits = new Map<ToolName, Cmd>();
-  /**
-   * Reads the source tree (for backups), the tool's repository and its local cache right
-   * before a measured step: DAMON on this kind of machine pages out what was
-   * not touched for 30 s, so without this the tool that runs first after
-   * the warm-up starts warm and the others do not.
-   */
+  /** Reads the source tree (for backups), the tool's repository and its local cache right before a measured step. */
   const warm = async (r: ToolResult, step: StepName): Promise<void> => {
     const p = pathsOf(r);
-    for (const dir of step === 'restore' ? [p.repo, p.home] : [src, p.repo, p.home]) if (existsSync(dir)) await warmUp(dir);
+    await warmUpEach(step === 'restore' ? [p.repo, p.home] : [src, p.repo, p.home]);
   };
 
   // Step-major order: every tool does step N before any tool does step N+1,
