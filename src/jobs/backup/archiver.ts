@@ -109,8 +109,10 @@ interface BatchRules {
 const BATCH_FILES = 8192;
 /** Files up to this size (and over a batch's) are read whole and chunked by a worker; larger ones are streamed here. */
 const MID_FILE = 32 << 20;
-/** Gate units (about a megabyte of input each) for `bytes` of work. */
-const units = (bytes: number): number => Math.max(1, Math.ceil(bytes / (1 << 20)));
+/** Gate units (a megabyte each, rounded up) that `bytes` of memory hold. */
+const megabytes = (bytes: number): number => Math.ceil(bytes / (1 << 20));
+/** Gate units for a task's input: at least one, so that every task counts. */
+const units = (bytes: number): number => Math.max(1, megabytes(bytes));
 
 function batchRules(p: ChunkerParams): BatchRules {
   return { smallFile: Math.floor(p.maxSize / 2), min: p.minSize, anchorBytes: p.avgSize - p.minSize, max: p.maxSize };
@@ -590,7 +592,7 @@ export class Archiver {
     let held = n;
     const before = this.stored;
     const done = result.then(async (r) => {
-      const keep = Math.min(n, Math.ceil(blobsOf(r).reduce((sum, b) => sum + b.sealed.byteLength, 0) / (1 << 20)));
+      const keep = Math.min(n, megabytes(blobsOf(r).reduce((sum, b) => sum + b.sealed.byteLength, 0)));
       this.gate.release(held - keep);
       held = keep;
       await before;
