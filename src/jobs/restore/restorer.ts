@@ -10,12 +10,12 @@
  *                  holes: create it now, workers write the pieces, finish it
  *                  here once all pieces are in; a later hard link to the same
  *                  inode (and content): linked at the end
- *      and plan: pack → needed blobs → the files (and offsets) each goes to
- *   2. read each needed range of each pack once, several packs at a time;
+ *      and plan: pack segment → needed blobs → the files (and offsets) each goes to
+ *   2. read each needed range of each pack segment once, several at a time;
  *      a worker opens the blobs and writes them (zero blocks stay holes).
  *      This overlaps the walk: backups write packs in walk order, so once the
- *      walk has moved on to blobs of several later packs, a pack is handed
- *      to a worker (a blob of it needed again later costs a second read).
+ *      walk has moved on to blobs of several later segments, a segment is
+ *      handed to a worker (a blob of it needed again later costs a second read).
  *   3. hard links, then folders' owner, mode and mtime, deepest first
  *   4. with --verify: workers read every file back and check its chunk ids
  *
@@ -61,10 +61,16 @@ export interface RestoreResult {
 }
 
 const isRoot = process.getuid?.() === 0;
-/** Packs read and being unpacked at once, per worker. */
-const PACKS_PER_WORKER = 2;
-/** Packs the walk may have moved past before the oldest one is unpacked. */
-const PACK_LOOKAHEAD = 3;
+/**
+ * The unit of unpacking: the blobs of one pack that start in the same
+ * SEGMENT bytes. A whole pack (16 MiB) would keep the workers idle until
+ * the walk had planned several packs, a quarter of a kernel tree.
+ */
+const SEGMENT = 4 << 20;
+/** Segments read and being unpacked at once, per worker. */
+const SEGMENTS_PER_WORKER = 2;
+/** Segments the walk may have moved past before the oldest one is unpacked. */
+const SEGMENT_LOOKAHEAD = 3;
 /** Files per verify task. */
 const VERIFY_BATCH = 256;
 
@@ -106,8 +112,8 @@ export class Restorer {
   private readonly inodes = new Map<string, { dest: Buffer; content: string }>();
   private readonly links: { path: Buffer; from: Buffer; dest: Buffer }[] = [];
   private readonly dirs: { path: Buffer; dest: Buffer; node: TreeNode }[] = [];
-  /** Packs still being planned, in the order the walk first needed them. */
-  private readonly plan = new Map<string, Map<string, PlannedBlob>>();
+  /** Pack segments still being planned, in the order the walk first needed them. */
+  private readonly plan = new Map<string, { pack: string; blobs: Map<string, PlannedBlob> }>();
   private readonly running = new Set<Promise<void>>();
   private pool!: WorkerPool;
   private readonly toVerify: { path: Buffer; dest: Buffer; node: TreeNode }[] = [];
@@ -166,7 +172,7 @@ export class Restorer {
       this.opts.signal?.throwIfAborted();
       const dest = await this.dest(path);
       this.progress.current = path.toString();
-      await this.unpackReady(PACK_LOOKAHEAD);
+      await this.unpackReady(SEGMENT_LOOKAHEAD);
       try {
         if (node.type === 'fifo' || node.type === 'chardev' || node.type === 'blockdev') {
           await special(dest, node);
@@ -259,8 +265,10 @@ export class Restorer {
       this.fail(path, new Error(`blob ${id} is not in the repository index`));
       return;
     }
-    let blobs = this.plan.get(loc.pack);
-    if (!blobs) this.plan.set(loc.pack, (blobs = new Map()));
+    const key = `${loc.pack}/${Math.floor(loc.offset / SEGMENT)}`;
+    let segment = this.plan.get(key);
+    if (!segment) this.plan.set(key, (segment = { pack: loc.pack, blobs: new Map() }));
+    const blobs = segment.blobs;
     let planned = blobs.get(id);
     if (!planned) blobs.set(id, (planned = { loc, targets: [], owners: [] }));
     planned.targets.push(target);
@@ -269,13 +277,13 @@ export class Restorer {
 
   // ---- 2. unpack ----
 
-  /** Hands the oldest planned packs to the workers while more than `keep` are planned. */
+  /** Hands the oldest planned segments to the workers while more than `keep` are planned. */
   private async unpackReady(keep: number): Promise<void> {
     while (this.plan.size > keep) {
       this.opts.signal?.throwIfAborted();
-      while (this.running.size >= this.pool.size * PACKS_PER_WORKER) await Promise.race(this.running);
-      const [pack, blobs] = this.plan.entries().next().value!;
-      this.plan.delete(pack);
+      while (this.running.size >= this.pool.size * SEGMENTS_PER_WORKER) await Promise.race(this.running);
+      const [key, { pack, blobs }] = this.plan.entries().next().value!;
+      this.plan.delete(key);
       const p: Promise<void> = this.unpackPack(this.pool, pack, blobs).finally(() => this.running.delete(p));
       this.running.add(p);
     }
