@@ -5,10 +5,12 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFile, readFile, rm, writeFile, mkdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { appendFile, chmod, chown, readFile, rm, writeFile, mkdir, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { EVERYTHING, buildTree, compareTrees, removeTree } from '../fixtures/tree.js';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
+
+const isRoot = process.getuid?.() === 0;
 
 describe('backup and restore round trip', () => {
   let s: Sandbox;
@@ -31,6 +33,44 @@ describe('backup and restore round trip', () => {
     const r = await s.ok(['restore', 'latest', '--target', target, '--verify']);
     assert.match(r.stdout, /all match the snapshot/);
     await compareTrees(src, join(target, src));
+  });
+
+  // The restorer creates files and folders with their final mode and owner
+  // when it can (a probe file measures what creating gives in the target);
+  // these restores take the other paths: a umask that takes bits away, a
+  // setgid target of another group, and files and folders already there.
+  it('restores every mode and owner whatever the umask', async () => {
+    for (const umask of [0o077, 0o000]) {
+      const target = s.path(`restore-umask-${umask.toString(8)}`);
+      const old = process.umask(umask);
+      try {
+        await s.ok(['restore', 'latest', '--target', target]);
+      } finally {
+        process.umask(old);
+      }
+      await compareTrees(src, join(target, src));
+    }
+  });
+
+  it('restores owners and modes into a setgid target of another group', { skip: isRoot ? false : 'needs root to give the target another group' }, async () => {
+    const target = s.path('restore-setgid');
+    await mkdir(target);
+    await chown(target, 0, 4321);
+    await chmod(target, 0o2775);
+    await s.ok(['restore', 'latest', '--target', target]);
+    await compareTrees(src, join(target, src));
+  });
+
+  it('restores files over an earlier restore whose modes and owners were changed', async () => {
+    const target = s.path('restore-over');
+    const sizes = join(src, 'sizes');
+    await s.ok(['restore', 'latest', '--target', target, '--include', sizes]);
+    const text = join(target, sizes, 'text.txt');
+    await chmod(text, 0o604);
+    await chmod(dirname(text), 0o711);
+    if (isRoot) await chown(text, 4321, 4321);
+    await s.ok(['restore', 'latest', '--target', target, '--include', sizes]);
+    await compareTrees(sizes, join(target, sizes));
   });
 
   it('an unchanged re-backup reads no file again and stores nothing new', async () => {

@@ -14,7 +14,7 @@ import { BlobCompressor } from '../../core/compress.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
 import { pushEntry, slicePlain, type ContentEntry } from '../../repo/tree.js';
-import type { ChunkFileResult, ChunkFileTask, FileJob, FileResult, FilesResult, FilesTask, ReadError, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
+import type { ChunkFileResult, ChunkFileTask, FileJob, FileMeta, FileResult, FilesResult, FilesTask, ReadError, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
 
 let keys: BlobKeys;
 let cdc: FastCDC;
@@ -241,6 +241,21 @@ function writeSparse(fd: number, data: Buffer, pos: number): number {
   return written;
 }
 
+/**
+ * Creates a restored file, with its final permission bits when they survive
+ * the umask. A file already there (restoring over an earlier restore) is
+ * truncated instead, and `created` says it needs its mode and owner set.
+ * Neither open follows a symlink in the way.
+ */
+function createFile(path: Buffer, w: FileMeta): { fd: number; created: boolean } {
+  try {
+    return { fd: openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, w.createMode ?? 0o600), created: true };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    return { fd: openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600), created: false };
+  }
+}
+
 /** Opens a pack's blobs and writes them into their files. */
 function unpack(t: UnpackTask): UnpackResult {
   const data = buf(t.data);
@@ -261,15 +276,15 @@ function unpack(t: UnpackTask): UnpackResult {
         const part = target.slice ? slicePlain(plain, target.slice, `pack ${t.pack}, blob ${b.id}`) : plain;
         const path = buf(target.path);
         const w = target.whole;
-        fd = w
-          ? openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600)
-          : openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW);
+        let created = false;
+        if (w) ({ fd, created } = createFile(path, w));
+        else fd = openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW);
         const end = writeSparse(fd, part, target.offset);
         if (w) {
           // Trailing zero blocks were skipped: the size comes from truncate.
           if (end < w.size) ftruncateSync(fd, w.size);
-          if (w.chown) fchownSync(fd, w.uid, w.gid);
-          fchmodSync(fd, w.mode);
+          if (w.chown && !(created && w.ownedOnCreate)) fchownSync(fd, w.uid, w.gid);
+          if (!(created && w.createMode !== undefined)) fchmodSync(fd, w.mode);
           futimesSync(fd, w.mtime, w.mtime);
         }
         bytes += part.length;

@@ -112,6 +112,14 @@ export interface FileMeta {
   readonly mtime: number;
   readonly size: number;
   readonly chown: boolean;
+  /**
+   * For a file that does not exist yet (created with O_EXCL): set when
+   * creating it with `mode` gives exactly `mode` (the umask or a default ACL
+   * takes nothing away), so no fchmod is needed...
+   */
+  readonly createMode?: number;
+  /** ...and true when the new file's owner is already uid:gid, so no fchown is needed. */
+  readonly ownedOnCreate?: boolean;
 }
 
 export interface UnpackTarget {

@@ -23,6 +23,8 @@
  * restore goes on; the result lists every path that was not restored.
  */
 import { closeSync, constants, fchmodSync, fchownSync, ftruncateSync, futimesSync, lchownSync, lstatSync, lutimesSync, mkdirSync, openSync, promises as fsp, symlinkSync, chmodSync, linkSync, unlinkSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { NotFoundError, ShortReadError } from '../../storage/backend.js';
 import { CorruptObjectError } from '../../repo/errors.js';
 import type { Repository } from '../../repo/repository.js';
@@ -111,7 +113,9 @@ export class Restorer {
   private readonly verifyFailed: string[] = [];
   private readonly inodes = new Map<string, { dest: Buffer; content: string }>();
   private readonly links: { path: Buffer; from: Buffer; dest: Buffer }[] = [];
-  private readonly dirs: { path: Buffer; dest: Buffer; node: TreeNode }[] = [];
+  private readonly dirs: { path: Buffer; dest: Buffer; node: TreeNode; settled?: Settled }[] = [];
+  /** What creating a file or folder gives; undefined once a folder on the way was already there. */
+  private creation: Creation | undefined;
   /** Pack segments still being planned, in the order the walk first needed them. */
   private readonly plan = new Map<string, { pack: string; blobs: Map<string, PlannedBlob> }>();
   private readonly running = new Set<Promise<void>>();
@@ -141,6 +145,7 @@ export class Restorer {
 
   async run(tree: string): Promise<RestoreResult> {
     await fsp.mkdir(this.target, { recursive: true });
+    this.creation = await probeCreation(this.target);
     const pool = WorkerPool.start(this.repo, this.opts.workers);
     this.pool = pool;
     try {
@@ -148,7 +153,10 @@ export class Restorer {
       await this.unpackReady(0);
       await Promise.all(this.running);
       this.finishLinks();
-      for (let i = this.dirs.length - 1; i >= 0; i--) this.finishNode(this.dirs[i]!.path, this.dirs[i]!.dest, this.dirs[i]!.node);
+      for (let i = this.dirs.length - 1; i >= 0; i--) {
+        const d = this.dirs[i]!;
+        this.finishNode(d.path, d.dest, d.node, d.settled);
+      }
       if (this.opts.verify) await this.verifyAll(pool);
     } finally {
       await pool.close();
@@ -189,18 +197,26 @@ export class Restorer {
 
   private createNode(path: Buffer, dest: Buffer, node: TreeNode): void {
     switch (node.type) {
-      case 'dir':
+      case 'dir': {
+        // Writable by us while its content is restored; private if it is meant to be.
+        const mode = (node.mode & 0o777) | 0o700;
+        let settled: Settled | undefined;
         try {
-          mkdirSync(dest);
+          mkdirSync(dest, mode);
+          const c = this.creation;
+          if (c) settled = { mode: (mode & c.keeps) === node.mode, owner: c.uid === node.uid && c.gid === node.gid };
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
           if (!lstatSync(dest).isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
+          // Its group, setgid bit or default ACL may differ from the target's: no more shortcuts.
+          this.creation = undefined;
         }
         this.progress.dirs++;
-        this.dirs.push({ path, dest, node });
+        this.dirs.push({ path, dest, node, ...(settled ? { settled } : {}) });
         // Marked by "repair snapshots --mark-damaged": its listing was lost, so it is restored empty and reported.
         if (node.damaged) this.fail(path, new Error('its listing was lost in the repository (marked damaged by "repair snapshots"); restored empty'));
         return;
+      }
       case 'file':
         // Never restore part of a file as if it were whole (the lost blobs were removed from its content).
         if (node.damaged) throw new Error('its content was lost in the repository (marked damaged by "repair snapshots"); not restored');
@@ -231,7 +247,12 @@ export class Restorer {
     }
     const content = node.content ?? [];
     if (this.opts.verify) this.toVerify.push({ path, dest, node });
-    const meta: FileMeta = { mode: node.mode, uid: node.uid, gid: node.gid, mtime: utimesSeconds(node.mtime), size: node.size, chown: isRoot };
+    const c = this.creation;
+    const meta: FileMeta = {
+      mode: node.mode, uid: node.uid, gid: node.gid, mtime: utimesSeconds(node.mtime), size: node.size, chown: isRoot,
+      ...(c && (node.mode & c.keeps) === node.mode ? { createMode: node.mode } : {}),
+      ...(c ? { ownedOnCreate: c.uid === node.uid && c.gid === node.gid } : {}),
+    };
     const only = content[0];
     if (content.length === 1 && only !== undefined && typeof only !== 'number') {
       this.need(entryBlob(only)!, path, { path: dest, offset: 0, whole: meta, ...sliceOf(only) });
@@ -376,11 +397,11 @@ export class Restorer {
     }
   }
 
-  /** Owner, mode and times, in the order that keeps setuid bits. */
-  private finishNode(path: Buffer, dest: Buffer, node: TreeNode): void {
+  /** Owner, mode and times, in the order that keeps setuid bits; `settled`: what creating it already set. */
+  private finishNode(path: Buffer, dest: Buffer, node: TreeNode, settled?: Settled): void {
     try {
-      if (isRoot) lchownSync(dest, node.uid, node.gid);
-      if (node.type !== 'symlink') chmodSync(dest, node.mode);
+      if (isRoot && !settled?.owner) lchownSync(dest, node.uid, node.gid);
+      if (node.type !== 'symlink' && !settled?.mode) chmodSync(dest, node.mode);
       const t = utimesSeconds(node.mtime);
       lutimesSync(dest, t, t);
     } catch (e) {
@@ -409,6 +430,42 @@ export class Restorer {
       }));
     }
     await Promise.all(tasks);
+  }
+}
+
+/**
+ * What creating a file or folder in the target gives, measured once with a
+ * probe file created with mode 0777: the permission bits a requested mode
+ * keeps (the umask's, or a default ACL's), and the owner. Folders created
+ * below the target keep the same (they inherit a default ACL and the group).
+ */
+interface Creation {
+  readonly keeps: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/** Whether creating a folder already gave it its mode and its owner. */
+interface Settled {
+  readonly mode: boolean;
+  readonly owner: boolean;
+}
+
+/** Undefined when the probe cannot be made, or the target is setgid (new folders would inherit the bit). */
+async function probeCreation(target: string): Promise<Creation | undefined> {
+  if (((await fsp.stat(target)).mode & 0o2000) !== 0) return undefined; // S_ISGID
+  const probe = join(target, `.holdfast-probe-${process.pid}-${randomBytes(6).toString('hex')}`);
+  try {
+    const fh = await fsp.open(probe, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o777);
+    try {
+      const st = await fh.stat();
+      return { keeps: st.mode & 0o777, uid: st.uid, gid: st.gid };
+    } finally {
+      await fh.close();
+      await fsp.rm(probe, { force: true });
+    }
+  } catch {
+    return undefined;
   }
 }
 
