@@ -28,13 +28,16 @@ export interface WalkOptions {
   readonly onDirDone?: (entry: WalkEntry) => Promise<void> | void;
 }
 
+const DOT = Buffer.from('.');
+const DOTDOT = Buffer.from('..');
+
 /** Returns why a name is unsafe to create, or undefined. */
 export function unsafeName(name: Buffer): string | undefined {
   if (name.length === 0) return 'empty name';
   if (name.length > 255) return 'name longer than 255 bytes';
   if (name.includes(0x2f)) return 'name contains "/"';
   if (name.includes(0)) return 'name contains a NUL byte';
-  if (name.equals(Buffer.from('.')) || name.equals(Buffer.from('..'))) return `name is "${name.toString()}"`;
+  if (name.equals(DOT) || name.equals(DOTDOT)) return `name is "${name.toString()}"`;
   return undefined;
 }
 
@@ -45,24 +48,42 @@ export function childPath(dir: Buffer, name: Buffer): Buffer {
   return dir.length === 1 ? Buffer.concat([SLASH, name]) : Buffer.concat([dir, SLASH, name]);
 }
 
-export async function* walkTree(repo: TreeLoader, root: string, opts: WalkOptions = {}, dir: Buffer = SLASH, depth = 1): AsyncGenerator<WalkEntry> {
-  const nodes = await repo.loadTree(root);
-  let prev: Buffer | undefined;
-  for (const node of nodes) {
-    const path = childPath(dir, node.name);
-    const bad = unsafeName(node.name) ?? (prev && Buffer.compare(prev, node.name) >= 0 ? 'duplicate or unsorted name' : undefined);
-    prev = node.name;
+/** A folder being walked: its nodes, the next one, and the entry that named it. */
+interface Frame {
+  readonly nodes: TreeNode[];
+  next: number;
+  prev?: Buffer;
+  readonly dir: Buffer;
+  readonly depth: number;
+  readonly entry?: WalkEntry;
+}
+
+/**
+ * `dir` is the path the root tree's nodes are below. One generator with a
+ * stack of folders, not one per folder: a nested `yield*` passes every entry
+ * through each level above it.
+ */
+export async function* walkTree(repo: TreeLoader, root: string, opts: WalkOptions = {}, dir: Buffer = SLASH): AsyncGenerator<WalkEntry> {
+  const stack: Frame[] = [{ nodes: await repo.loadTree(root), next: 0, dir, depth: 1 }];
+  while (stack.length > 0) {
+    const f = stack[stack.length - 1]!;
+    if (f.next === f.nodes.length) {
+      stack.pop();
+      if (f.entry) await opts.onDirDone?.(f.entry);
+      continue;
+    }
+    const node = f.nodes[f.next++]!;
+    const path = childPath(f.dir, node.name);
+    const bad = unsafeName(node.name) ?? (f.prev && Buffer.compare(f.prev, node.name) >= 0 ? 'duplicate or unsorted name' : undefined);
+    f.prev = node.name;
     if (bad) {
       opts.onUnsafe?.(path.toString(), bad);
       continue;
     }
     if (opts.filter && !opts.filter(path, node)) continue;
-    const entry = { path, node, depth };
+    const entry = { path, node, depth: f.depth };
     yield entry;
-    if (node.type === 'dir' && node.subtree) {
-      yield* walkTree(repo, node.subtree, opts, path, depth + 1);
-      await opts.onDirDone?.(entry);
-    }
+    if (node.type === 'dir' && node.subtree) stack.push({ nodes: await repo.loadTree(node.subtree), next: 0, dir: path, depth: f.depth + 1, entry });
   }
 }
 
