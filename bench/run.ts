@@ -23,7 +23,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { cpus, release, totalmem } from 'node:os';
 import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UserError, applySmallChange, makeWorkingCopy, resolveCorpus, warmUp, warmUpEach, type ChangeReport } from './corpus.js';
+import { UserError, applySmallChange, dropCaches, makeWorkingCopy, resolveCorpus, warmUp, warmUpEach, type ChangeReport } from './corpus.js';
 import {
   blankRun,
   duBytes,
@@ -192,9 +192,14 @@ async function main(): Promise<number> {
     console.log(`  [${r.name}] ${STEP_LABELS[step]}${rep}: ${describe(rec)}${mark}`);
   };
   const inits = new Map<ToolName, Cmd>();
-  /** Reads the source tree (for backups), the tool's repository and its local cache right before a measured step. */
+  /**
+   * Right before a measured step: frees the page cache (root only), runs the tool's version
+   * command (its own code read again), and reads the source tree (for backups), the tool's
+   * repository and its local cache.
+   */
   const warm = async (r: ToolResult, step: StepName): Promise<void> => {
     const p = pathsOf(r);
+    if (await dropCaches()) await TOOLS[r.name].probe();
     await warmUpEach(step === 'restore' ? [p.repo, p.home] : [src, p.repo, p.home]);
   };
 
@@ -316,6 +321,7 @@ async function main(): Promise<number> {
 
   console.log('\nNotes:');
   console.log('  - times: wall clock (process.hrtime) around each child process; page cache warm for every step of every tool (the tree, the tool\'s repository and cache read right before it); `sync` before every step, untimed, so no tool pays for the writeback of what ran before it.');
+  console.log(`  - tree scenario: ${process.getuid?.() === 0 ? 'before every step the page cache was dropped (sync; drop_caches) and the tool\'s version command run, so no step writes into memory the VM has never used (restores keep their trees)' : 'not root, so the page cache was not dropped between steps: later restores write into memory the VM has never used, which costs more on some VMs'}.`);
   console.log("  - peak RSS: /usr/bin/time -f '%e %M' per step; MB = 10^6 bytes; repository size = du -sb of the repository dir.");
   console.log(`  - each tool gets a fresh repository and fresh local cache/config dir under ${workDir}/<tool>/; steps run tool after tool.`);
   if (repeat > 1) {
