@@ -203,8 +203,7 @@ export class Restorer {
         let settled: Settled | undefined;
         try {
           mkdirSync(dest, mode);
-          const c = this.creation;
-          if (c) settled = { mode: (mode & c.keeps) === node.mode, owner: c.uid === node.uid && c.gid === node.gid };
+          if (this.creation) settled = settledBy(this.creation, mode, node);
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
           if (!lstatSync(dest).isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
@@ -247,11 +246,11 @@ export class Restorer {
     }
     const content = node.content ?? [];
     if (this.opts.verify) this.toVerify.push({ path, dest, node });
-    const c = this.creation;
+    const settled = this.creation && settledBy(this.creation, node.mode, node);
     const meta: FileMeta = {
       mode: node.mode, uid: node.uid, gid: node.gid, mtime: utimesSeconds(node.mtime), size: node.size, chown: isRoot,
-      ...(c && (node.mode & c.keeps) === node.mode ? { createMode: node.mode } : {}),
-      ...(c ? { ownedOnCreate: c.uid === node.uid && c.gid === node.gid } : {}),
+      ...(settled?.mode ? { createMode: node.mode } : {}),
+      ...(settled ? { ownedOnCreate: settled.owner } : {}),
     };
     const only = content[0];
     if (content.length === 1 && only !== undefined && typeof only !== 'number') {
@@ -445,10 +444,15 @@ interface Creation {
   readonly gid: number;
 }
 
-/** Whether creating a folder already gave it its mode and its owner. */
+/** Whether creating a file or folder already gave it its mode and its owner. */
 interface Settled {
   readonly mode: boolean;
   readonly owner: boolean;
+}
+
+/** What creating `node` with permission bits `mode` settles, where creating gives `c`. */
+function settledBy(c: Creation, mode: number, node: TreeNode): Settled {
+  return { mode: (mode & c.keeps) === node.mode, owner: c.uid === node.uid && c.gid === node.gid };
 }
 
 /** Undefined when the probe cannot be made, or the target is setgid (new folders would inherit the bit). */
