@@ -65,9 +65,14 @@ export class PackWriter {
   private buf: Buffer;
   private size = 0;
 
-  /** @param capacity expected size (grows as needed) */
-  constructor(capacity = 1 << 20) {
-    this.buf = Buffer.allocUnsafeSlow(capacity);
+  /**
+   * @param capacity expected size (grows as needed)
+   * @param reuse the `buffer` of an earlier writer whose pack is no longer
+   *   needed, used when it holds `capacity`: fresh memory costs the kernel a
+   *   page fault and a zeroed page per 4 KiB
+   */
+  constructor(capacity = 1 << 20, reuse?: Buffer) {
+    this.buf = reuse !== undefined && reuse.length >= capacity ? reuse : Buffer.allocUnsafeSlow(capacity);
   }
 
   /** Bytes so far, header excluded. */
@@ -93,8 +98,12 @@ export class PackWriter {
     this.size += sealed.length;
   }
 
-  /** The finished pack's bytes and its blobs. The writer is not used afterwards. */
-  finish(): { bytes: Buffer; blobs: PackedBlob[] } {
+  /**
+   * The finished pack's bytes and its blobs, and the whole buffer `bytes` is
+   * a part of (for a later writer, once `bytes` is no longer needed). The
+   * writer is not used afterwards.
+   */
+  finish(): { bytes: Buffer; blobs: PackedBlob[]; buffer: Buffer } {
     const headerLength = 5 + this.entries.length * ENTRY_BYTES;
     const total = this.size + headerLength + PACK_TRAILER_BYTES;
     const header = this.buf.subarray(this.size, this.size + headerLength);
@@ -113,7 +122,7 @@ export class PackWriter {
     const trailer = this.buf.subarray(this.size + headerLength, total);
     trailer.writeUInt32LE(headerLength, 0);
     trailer.write(MAGIC, 4, 'latin1');
-    return { bytes: this.buf.subarray(0, total), blobs: this.entries };
+    return { bytes: this.buf.subarray(0, total), blobs: this.entries, buffer: this.buf };
   }
 }
 

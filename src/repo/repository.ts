@@ -97,6 +97,12 @@ export class Repository {
   private readonly packCache = new Map<string, Promise<Buffer>>();
   private readonly pending = new Set<string>();
   private readonly uploads = new Set<Promise<void>>();
+  /**
+   * Buffers of data packs that were saved, for the next packs: a fresh 20 MiB
+   * buffer per pack cost the initial backup of the Linux tree 60,000 page
+   * faults, each with a zeroed page (docs/decisions.md).
+   */
+  private readonly spareBuffers: Buffer[] = [];
   private unindexed: IndexedPack[] = [];
   private uploadError: unknown;
   private readonly blobKeys: BlobKeys;
@@ -272,7 +278,10 @@ export class Repository {
     this.pending.add(b.id);
     const kind = b.type === BlobType.Data ? 'data' : 'meta';
     let pack = this.packs.get(kind);
-    if (!pack) this.packs.set(kind, (pack = new PackWriter(kind === 'data' ? this.config.packSize + (this.config.packSize >> 2) : undefined)));
+    if (!pack) {
+      pack = kind === 'data' ? new PackWriter(this.config.packSize + (this.config.packSize >> 2), this.spareBuffers.pop()) : new PackWriter();
+      this.packs.set(kind, pack);
+    }
     pack.add(b.type, b.id, b.flags, b.rawLength, b.sealed);
     this.stats.blobsAdded++;
     this.stats.dataAdded += b.rawLength;
@@ -285,10 +294,12 @@ export class Repository {
     const pack = this.packs.get(kind);
     if (!pack || pack.count === 0) return;
     this.packs.delete(kind);
-    const { bytes, blobs } = pack.finish();
+    const { bytes, blobs, buffer } = pack.finish();
     while (this.uploads.size >= MAX_UPLOADS) await Promise.race(this.uploads);
     const upload = (async () => {
       const name = await saveAddressed(this.backend, 'data', bytes);
+      // A backend keeps no reference to what it saved (see `Backend.save`).
+      if (kind === 'data' && this.spareBuffers.length < MAX_UPLOADS) this.spareBuffers.push(buffer);
       // Locations built once serve both the index and the next index file.
       const p = { pack: name, blobs: blobs.map((b): BlobLocation => ({ ...b, pack: name })) };
       this.index.addPack(p);

@@ -63,7 +63,8 @@ export interface Backend {
    * whole object, never a prefix, also after a crash or power loss at any
    * point (local: temporary name, fsync, rename, fsync of the folder).
    * Never overwrites: rejects with `AlreadyExistsError` when the name exists.
-   * Resolves only once the object is durable.
+   * Resolves only once the object is durable. Keeps no reference to `data`
+   * once settled: the caller may fill it again.
    */
   save(h: Handle, data: Uint8Array): Promise<void>;
 
