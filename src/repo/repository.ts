@@ -99,8 +99,9 @@ export class Repository {
   private readonly uploads = new Set<Promise<void>>();
   /**
    * Buffers of data packs that were saved, for the next packs: a fresh 20 MiB
-   * buffer per pack cost the initial backup of the Linux tree 60,000 page
-   * faults, each with a zeroed page (docs/decisions.md).
+   * buffer per pack costs the kernel a page fault and a zeroed page per 4 KiB
+   * (not measured apart from the rest of its round: docs/decisions.md, fifth
+   * session).
    */
   private readonly spareBuffers: Buffer[] = [];
   private unindexed: IndexedPack[] = [];
