@@ -175,13 +175,23 @@ describe('snapshot selection and metadata', () => {
     await mkdir(s.path('a', 'cache'));
     await writeFile(s.path('a', 'cache', 'CACHEDIR.TAG'), 'Signature: 8a477f597d28d172789f06886806bc55\n');
     await writeFile(s.path('a', 'cache', 'blob'), 'cached');
+    await mkdir(s.path('a', 'cache', 'sub', 'deeper'), { recursive: true });
+    await writeFile(s.path('a', 'cache', 'sub', 'deeper', 'blob'), 'cached');
+    await mkdir(s.path('a', 'skipdir', 'sub'), { recursive: true });
+    await writeFile(s.path('a', 'skipdir', 'sub', 'file'), 'x');
+    await mkdir(s.path('a', 'zz', 'after'), { recursive: true });
+    await writeFile(s.path('a', 'zz', 'after', 'kept'), 'kept');
     await writeFile(s.path('a', 'list-excluded'), 'x');
     await writeFile(s.path('excludes.txt'), '# comment\nlist-excluded\n');
-    await s.ok(['backup', '--exclude', '*.tmp', '--exclude-file', s.path('excludes.txt'), '--exclude-caches', s.path('a')]);
+    await s.ok(['backup', '--exclude', '*.tmp', '--exclude', 'skipdir', '--exclude-file', s.path('excludes.txt'), '--exclude-caches', s.path('a')]);
     const ls = (await s.ok(['ls', 'latest', '--path', s.path('a')])).stdout;
     assert.doesNotMatch(ls, /skip\.tmp/);
     assert.doesNotMatch(ls, /list-excluded/);
     assert.doesNotMatch(ls, /cache\/blob/);
+    assert.doesNotMatch(ls, /cache\/sub/);
+    assert.doesNotMatch(ls, /skipdir/);
+    // Folders after the skipped ones are all there.
+    assert.match(ls, /\/a\/zz\/after\/kept$/m);
     assert.match(ls, /cache\/CACHEDIR\.TAG/);
     assert.match(ls, /\/a\/f$/m);
   });

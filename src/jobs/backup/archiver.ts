@@ -1,8 +1,11 @@
 /**
  * The archiver turns file trees into a snapshot.
  *
- *   main thread: walk depth-first with synchronous lstat/readdir (cheap, and
- *   the order of the walk is the order of the trees)
+ *   scan worker: lists each folder and lstats its entries ahead of the walk
+ *   (dir-scanner.ts; folders whose entries' paths are too long for system
+ *   calls are listed here, synchronously, through the path shortener)
+ *   main thread: walk depth-first in name order (the order of the walk is
+ *   the order of the trees)
  *     folders above a given path: stat (symlinks followed) → nodes, so that
  *               restore puts everything back at its absolute path
  *     file      unchanged against the parent snapshot (same inode, device,
@@ -36,9 +39,10 @@ import { contentBlobs, encodeTree, entryBlob, pushEntry, type ContentEntry, type
 import type { Repository } from '../../repo/repository.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
-import { listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat } from '../../sources/file-tree.js';
+import { listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat, type ListedEntry, type ScanError } from '../../sources/file-tree.js';
 import { Gate, WorkerPool, transferable } from '../pool/worker-pool.js';
 import type { ChunkFileResult, FileJob, FileResult, FilesResult, ReadError, SealResult, WireBlob } from '../pool/protocol.js';
+import { DirScanner, SCAN_PATH_LIMIT } from './dir-scanner.js';
 import { Excludes } from './excludes.js';
 import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
 
@@ -190,6 +194,8 @@ export class Archiver {
   /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
   private readonly long = new PathShortener();
   private pool!: WorkerPool;
+  /** Lists folders ahead of the walk (file backups only). */
+  private scanner!: DirScanner;
   /** Work handed to the pool whose results are not yet in the repository. */
   private gate!: Gate;
   private batch: Batch = { jobs: [], bytes: 0, finish: [] };
@@ -254,11 +260,16 @@ export class Archiver {
     const start = new Date();
     const parent = this.opts.parent ?? undefined;
     const root = await this.withPool(async () => {
-      const pending = await this.scheduleSelection(SLASH, selectionOf(this.opts.paths), parent?.snapshot.tree);
-      await this.sendBatch();
-      const node = await pending.done;
-      if (this.fatal) throw this.fatal;
-      return node!;
+      this.scanner = new DirScanner(this.opts.excludes?.patterns ?? []);
+      try {
+        const pending = await this.scheduleSelection(SLASH, selectionOf(this.opts.paths), parent?.snapshot.tree);
+        await this.sendBatch();
+        const node = await pending.done;
+        if (this.fatal) throw this.fatal;
+        return node!;
+      } finally {
+        await this.scanner.close();
+      }
     });
     this.opts.signal?.throwIfAborted();
     await this.repo.flush();
@@ -400,15 +411,24 @@ export class Archiver {
     this.opts.signal?.throwIfAborted();
     if (this.fatal) throw this.fatal;
     if (this.opts.excludes?.matches(path)) return settled(undefined);
-    let st: EntryStat;
     const sys = await this.sys(path);
+    let st: EntryStat;
     try {
       st = statEntrySync(sys);
     } catch (e) {
-      this.warn(path, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'vanished before it could be read' : (e as Error).message);
-      return settled(undefined);
+      return this.cannotStat(path, e as ScanError);
     }
     if (isRoot) this.rootDevices.add(st.device);
+    return this.scheduleStatted(path, sys, name, st, prev);
+  }
+
+  /** Warns that an entry could not be stat'ed; it is left out. */
+  private cannotStat(path: Buffer, e: ScanError): Pending {
+    this.warn(path, e.code === 'ENOENT' ? 'vanished before it could be read' : e.message);
+    return settled(undefined);
+  }
+
+  private scheduleStatted(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> | Pending {
     switch (st.type) {
       case 'file':
         return this.scheduleFile(path, sys, name, st, prev);
@@ -433,21 +453,63 @@ export class Archiver {
     }
   }
 
-  private async scheduleDir(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> {
-    let names: Buffer[] = [];
-    const crossing = this.opts.oneFileSystem === true && !this.rootDevices.has(st.device);
-    if (!crossing) {
+  /** Whether the walk lists a folder's entries (with --one-file-system, not those of another file system). */
+  private entered(st: EntryStat): boolean {
+    return this.opts.oneFileSystem !== true || this.rootDevices.has(st.device);
+  }
+
+  /**
+   * A folder's entries with their stats and paths. The scan worker lists a
+   * folder whose entries all have short paths; longer ones are read here,
+   * each entry reached through the path shortener.
+   */
+  private async listDir(path: Buffer, sys: PosixPath): Promise<{ entry: ListedEntry; path: Buffer; sys: PosixPath }[] | { error: ScanError }> {
+    if (path.length < SCAN_PATH_LIMIT) {
+      const listed = await this.scanner.list(path, this.opts.oneFileSystem === true ? this.rootDevices : undefined);
+      return 'error' in listed ? listed : listed.map((entry) => {
+        const p = join(path, entry.name);
+        return { entry, path: p, sys: p };
+      });
+    }
+    let names: Buffer[];
+    try {
+      names = listDirSync(sys);
+    } catch (e) {
+      return { error: e as ScanError };
+    }
+    const out: { entry: ListedEntry; path: Buffer; sys: PosixPath }[] = [];
+    for (const name of names) {
+      const p = join(path, name);
+      const s = await this.sys(p);
       try {
-        names = listDirSync(sys);
+        out.push({ entry: { name, st: statEntrySync(s) }, path: p, sys: s });
       } catch (e) {
-        this.warn(path, (e as Error).message);
-        return settled(undefined);
+        out.push({ entry: { name, error: e as ScanError }, path: p, sys: s });
       }
     }
-    if (this.opts.excludeCaches && (await isCacheDir(sys, names))) names = names.filter((n) => n.toString() === 'CACHEDIR.TAG');
+    return out;
+  }
+
+  private async scheduleDir(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> {
+    let entries: { entry: ListedEntry; path: Buffer; sys: PosixPath }[] = [];
+    if (this.entered(st)) {
+      const listed = await this.listDir(path, sys);
+      if ('error' in listed) {
+        this.warn(path, listed.error.message);
+        return settled(undefined);
+      }
+      entries = listed;
+    }
+    if (this.opts.excludeCaches && (await isCacheDir(sys, entries.map((e) => e.entry.name)))) entries = entries.filter((e) => e.entry.name.toString() === 'CACHEDIR.TAG');
+    const excludes = this.opts.excludes;
+    if (excludes) entries = entries.filter((e) => !excludes.matches(e.path));
     const parents = await this.parentNodes(prev?.type === 'dir' ? prev.subtree : undefined);
     const children: Pending[] = [];
-    for (const child of names) children.push(await this.scheduleEntry(join(path, child), child, parents.get(child.toString('latin1')), false));
+    for (const { entry, path: p, sys: s } of entries) {
+      this.opts.signal?.throwIfAborted();
+      if (this.fatal) throw this.fatal;
+      children.push(entry.error ? this.cannotStat(p, entry.error) : await this.scheduleStatted(p, s, entry.name, entry.st, parents.get(entry.name.toString('latin1'))));
+    }
     return this.folder(name, st, children, path, parents, prev?.type === 'dir' ? prev.subtree : undefined);
   }
 

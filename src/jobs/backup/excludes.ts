@@ -10,7 +10,8 @@ import { Minimatch } from 'minimatch';
 export class Excludes {
   private readonly matchers: Minimatch[];
 
-  constructor(patterns: readonly string[]) {
+  /** `patterns`: as given (comments and blank lines are dropped here). */
+  constructor(readonly patterns: readonly string[]) {
     this.matchers = patterns.filter((p) => p.trim() !== '' && !p.startsWith('#')).map((p) => {
       const trimmed = p.trim().replace(/\/+$/, '');
       const full = trimmed.startsWith('/') ? trimmed : `**/${trimmed}`;

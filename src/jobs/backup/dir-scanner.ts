@@ -1,0 +1,141 @@
+/**
+ * Folder listings made ahead of the walk by a worker thread (scan-worker.ts):
+ * the names of a folder and the lstat of each, so that the main thread only
+ * compares entries with the parent snapshot and makes no metadata calls.
+ *
+ * Asked for a folder, the worker walks the tree below it depth-first, in the
+ * walk's own order (names sorted bytewise), and posts each folder's listing.
+ * It enters a subfolder by the walk's rules: not excluded, not on another
+ * file system when those are not crossed, with a path short enough for
+ * system calls. It may list more than the walk takes (the subfolders of a
+ * cache folder, say): `list` drops listings that come before the one it
+ * wants. A folder the worker's stream does not hold starts a new walk there
+ * (each selected path is one). The worker starts no listing while it is
+ * HELD_ENTRIES entries ahead of what the walk has taken, so memory stays
+ * bounded in any tree.
+ *
+ * Listings are taken from the worker's port synchronously
+ * (`receiveMessageOnPort`), not as events: the walk runs in long stretches
+ * of microtasks, during which events would wait. When the next listing is
+ * not there yet, the walk blocks on a counter the worker bumps after each
+ * one (Atomics.wait).
+ */
+import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { listedEntries, type DirListing, type ListedEntry, type ScanError } from '../../sources/file-tree.js';
+
+/** What the scan worker is started with. */
+export interface ScanWorkerData {
+  readonly port: MessagePort;
+  /** Int32 counters shared with the walk (`Counter`). */
+  readonly counters: SharedArrayBuffer;
+  readonly excludes: readonly string[];
+  /** How far, in entries, the worker may list ahead of the walk. */
+  readonly held: number;
+}
+
+/** A walk to make: the folder and the devices it may enter (undefined: any). */
+export interface ScanRequest {
+  readonly dir: Uint8Array;
+  readonly devices?: readonly bigint[];
+}
+
+/** What the worker posts: a folder's listing, or the end of a walk. */
+export type ScanMessage = { readonly dir: string; readonly listing: DirListing | { error: ScanError } } | { readonly done: true };
+
+/** Indexes into the shared counters. */
+export const enum Counter {
+  /** Listings posted by the worker. */
+  Posted = 0,
+  /** Entries in listings the walk has taken (modulo 2^32). */
+  Taken = 1,
+  /** Set to 1 when the walk stops: the worker must not wait any longer. */
+  Stop = 2,
+}
+
+const HELD_ENTRIES = 65_536;
+/** Names longer than this are reached through PathShortener, so the worker does not enter folders whose entries' paths may be. */
+export const SCAN_PATH_LIMIT = 4000 - 256;
+
+const WORKER_URL = new URL('./scan-worker.js', import.meta.url);
+/** How long the walk blocks before it lets events in (a worker that died says so through one). */
+const WAIT_MS = 50;
+
+export class DirScanner {
+  private readonly worker: Worker;
+  private readonly port: MessagePort;
+  private readonly counters = new Int32Array(new SharedArrayBuffer(3 * 4));
+  private failure: Error | undefined;
+  /** Messages taken from the port and not yet used, from `head` on. */
+  private queue: ScanMessage[] = [];
+  private head = 0;
+  private walking = false;
+
+  /** `excludes`: patterns of folders the worker does not enter; `held`: how far, in entries, it may list ahead. */
+  constructor(excludes: readonly string[], held = HELD_ENTRIES) {
+    const { port1, port2 } = new MessageChannel();
+    this.port = port1;
+    const workerData: ScanWorkerData = { port: port2, counters: this.counters.buffer as SharedArrayBuffer, excludes, held };
+    this.worker = new Worker(WORKER_URL, { workerData, transferList: [port2] });
+    const die = (e: Error): void => {
+      this.failure ??= new Error(`the folder-scan worker failed: ${e.message}`);
+    };
+    this.worker.on('error', die);
+    this.worker.on('exit', (code) => die(new Error(`exited with code ${code}`)));
+  }
+
+  /**
+   * The entries of a folder sorted by name bytes, or why it could not be
+   * listed. `devices`: the devices a new walk may enter (undefined: any).
+   */
+  async list(dir: Buffer, devices: ReadonlySet<bigint> | undefined): Promise<ListedEntry[] | { error: ScanError }> {
+    const key = dir.toString('latin1');
+    for (;;) {
+      for (let m = this.next(); m; m = this.next()) {
+        if ('done' in m) {
+          this.walking = false;
+          continue;
+        }
+        if (!('error' in m.listing)) {
+          Atomics.add(this.counters, Counter.Taken, m.listing.ends.length);
+          Atomics.notify(this.counters, Counter.Taken);
+        }
+        if (m.dir === key) return 'error' in m.listing ? m.listing : listedEntries(m.listing);
+      }
+      if (this.failure) throw this.failure;
+      if (!this.walking) {
+        const request: ScanRequest = devices ? { dir, devices: [...devices] } : { dir };
+        this.port.postMessage(request);
+        this.walking = true;
+        continue;
+      }
+      const posted = Atomics.load(this.counters, Counter.Posted);
+      if (this.head < this.queue.length || this.receive()) continue;
+      if (Atomics.wait(this.counters, Counter.Posted, posted, WAIT_MS) === 'timed-out') await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  /** The next message, from the queue or the port. */
+  private next(): ScanMessage | undefined {
+    if (this.head === this.queue.length && !this.receive()) return undefined;
+    return this.queue[this.head++];
+  }
+
+  /** Moves every message waiting on the port to the queue; false when there was none. */
+  private receive(): boolean {
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    }
+    const before = this.queue.length;
+    for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) this.queue.push(m.message as ScanMessage);
+    return this.queue.length > before;
+  }
+
+  /** Stops the worker (one waiting for the walk to catch up included). */
+  async close(): Promise<void> {
+    Atomics.store(this.counters, Counter.Stop, 1);
+    Atomics.notify(this.counters, Counter.Taken);
+    this.port.close();
+    await this.worker.terminate();
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * The folder-scan worker of file backups (see `DirScanner`): walks the tree
+ * below each folder it is sent, depth-first in name order, and posts each
+ * folder's listing, waiting whenever it is `held` entries ahead of the walk.
+ */
+import { workerData } from 'node:worker_threads';
+import { listDirStats, listedEntries } from '../../sources/file-tree.js';
+import { Excludes } from './excludes.js';
+import { Counter, SCAN_PATH_LIMIT, type ScanMessage, type ScanRequest, type ScanWorkerData } from './dir-scanner.js';
+
+const { port, counters: shared, excludes: patterns, held } = workerData as ScanWorkerData;
+const counters = new Int32Array(shared);
+const excludes = new Excludes(patterns);
+/** Entries posted (modulo 2^32, as the walk counts what it took). */
+let posted = 0;
+
+const post = (m: ScanMessage, transfer: ArrayBuffer[] = []): void => {
+  port.postMessage(m, transfer);
+  Atomics.add(counters, Counter.Posted, 1);
+  Atomics.notify(counters, Counter.Posted);
+};
+
+/** Waits while the walk is far behind; false once it has stopped. */
+function caughtUp(): boolean {
+  for (;;) {
+    if (Atomics.load(counters, Counter.Stop) === 1) return false;
+    const taken = Atomics.load(counters, Counter.Taken);
+    if (((posted - taken) | 0) < held) return true;
+    Atomics.wait(counters, Counter.Taken, taken);
+  }
+}
+
+/** Lists `dir` and the folders below it; false once the walk has stopped. */
+function walk(dir: Buffer, devices: ReadonlySet<bigint> | undefined): boolean {
+  if (!caughtUp()) return false;
+  const listing = listDirStats(dir);
+  if ('error' in listing) {
+    post({ dir: dir.toString('latin1'), listing });
+    return true;
+  }
+  // Read before the arrays are transferred.
+  const below: Buffer[] = [];
+  for (const e of listedEntries(listing)) {
+    if (e.st?.type !== 'dir' || (devices && !devices.has(e.st.device))) continue;
+    const path = dir.length === 1 && dir[0] === 0x2f ? Buffer.concat([dir, e.name]) : Buffer.concat([dir, Buffer.from('/'), e.name]);
+    if (path.length < SCAN_PATH_LIMIT && !excludes.matches(path)) below.push(path);
+  }
+  posted = (posted + listing.ends.length) | 0;
+  post({ dir: dir.toString('latin1'), listing }, [listing.names.buffer, listing.ends.buffer, listing.fields.buffer] as ArrayBuffer[]);
+  for (const d of below) if (!walk(d, devices)) return false;
+  return true;
+}
+
+port.on('message', (r: ScanRequest) => {
+  const dir = Buffer.from(r.dir.buffer, r.dir.byteOffset, r.dir.byteLength);
+  if (walk(dir, r.devices ? new Set(r.devices) : undefined)) post({ done: true });
+});

@@ -1,0 +1,86 @@
+/**
+ * The folder-scan worker lists folders ahead of the walk: each listing it
+ * hands over must equal a listing made on the spot, whichever folders the
+ * walk skips or revisits, with the worker held a few entries ahead.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DirScanner } from '../../src/jobs/backup/dir-scanner.js';
+import { listDirStats, listedEntries, type ListedEntry, type ScanError } from '../../src/sources/file-tree.js';
+
+/** A listing made on the spot, in this thread. */
+function here(dir: string): ListedEntry[] | { error: ScanError } {
+  const l = listDirStats(Buffer.from(dir));
+  return 'error' in l ? l : listedEntries(l);
+}
+
+describe('DirScanner', () => {
+  let root: string;
+  const p = (...parts: string[]): string => join(root, ...parts);
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'holdfast-scan-'));
+    await mkdir(p('a', 'a1', 'a11'), { recursive: true });
+    await mkdir(p('a', 'a2'), { recursive: true });
+    await mkdir(p('b', 'b1'), { recursive: true });
+    await mkdir(p('d'));
+    await writeFile(p('a', 'a1', 'a11', 'f'), 'f');
+    await writeFile(p('c'), 'c');
+    await symlink('a', p('link-to-a'));
+    for (let i = 0; i < 50; i++) await writeFile(p('d', `file-${String(i).padStart(2, '0')}`), `${i}`);
+  });
+
+  after(() => rm(root, { recursive: true, force: true }));
+
+  it('hands over what a listing on the spot finds, folder by folder in the walk\'s order', async () => {
+    const s = new DirScanner([], 1);
+    try {
+      for (const d of [p(), p('a'), p('a', 'a1'), p('a', 'a1', 'a11'), p('a', 'a2'), p('b'), p('b', 'b1'), p('d')]) {
+        assert.deepEqual(await s.list(Buffer.from(d), undefined), here(d), d);
+      }
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('drops what the walk skips, starts again where the walk goes back, reports a missing folder', async () => {
+    const s = new DirScanner([], 2);
+    try {
+      // The walk skips a/ (an excluded cache, say): the worker listed it all the same.
+      for (const d of [p(), p('b'), p('d')]) assert.deepEqual(await s.list(Buffer.from(d), undefined), here(d), d);
+      // A folder behind the worker's stream is listed by a new walk.
+      assert.deepEqual(await s.list(Buffer.from(p('a', 'a1')), undefined), here(p('a', 'a1')));
+      assert.deepEqual(await s.list(Buffer.from(p('a', 'a1', 'a11')), undefined), here(p('a', 'a1', 'a11')));
+      const gone = await s.list(Buffer.from(p('nowhere')), undefined);
+      assert.ok('error' in gone && gone.error.code === 'ENOENT', JSON.stringify(gone));
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('hands over the same listings when it leaves out excluded folders or folders on other devices', async () => {
+    const s = new DirScanner(['a1'], 1);
+    try {
+      for (const d of [p(), p('a'), p('a', 'a2'), p('b')]) assert.deepEqual(await s.list(Buffer.from(d), undefined), here(d), d);
+    } finally {
+      await s.close();
+    }
+    const other = new DirScanner([], 1);
+    try {
+      // No device is allowed: only the folder asked for is listed, and each further one is a new walk.
+      assert.deepEqual(await other.list(Buffer.from(p()), new Set<bigint>()), here(p()));
+      assert.deepEqual(await other.list(Buffer.from(p('d')), new Set<bigint>()), here(p('d')));
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('closes while the worker waits for the walk to catch up', async () => {
+    const s = new DirScanner([], 1);
+    await s.list(Buffer.from(p()), undefined);
+    await s.close();
+  });
+});
