@@ -43,6 +43,38 @@ export class ByteReader {
     return v;
   }
 
+  /** An unsigned 64-bit integer that must be at most 2^53 − 1. */
+  safe64(field: string): number {
+    this.need(8, field);
+    const lo = this.buf.readUInt32LE(this.pos);
+    const hi = this.buf.readUInt32LE(this.pos + 4);
+    if (hi > 0x1f_ffff) this.fail(`${field} is larger than 2^53 - 1`);
+    this.pos += 8;
+    return hi * 0x1_0000_0000 + lo;
+  }
+
+  u64(field: string): bigint {
+    this.need(8, field);
+    const v = this.buf.readBigUInt64LE(this.pos);
+    this.pos += 8;
+    return v;
+  }
+
+  i64(field: string): bigint {
+    this.need(8, field);
+    const v = this.buf.readBigInt64LE(this.pos);
+    this.pos += 8;
+    return v;
+  }
+
+  /** `n` bytes as lower-case hex. */
+  hex(n: number, field: string): string {
+    this.need(n, field);
+    const v = this.buf.toString('hex', this.pos, this.pos + n);
+    this.pos += n;
+    return v;
+  }
+
   bytes(n: number, field: string): Buffer {
     this.need(n, field);
     const v = this.buf.subarray(this.pos, this.pos + n);

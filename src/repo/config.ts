@@ -7,6 +7,7 @@ import { BLOB_ID_HASHES, sha256, type BlobIdHash } from '../core/crypto.js';
 import { validateChunkerParams, type ChunkerParams } from '../core/chunker.js';
 import { COMPRESSION_MODES, type CompressionMode } from '../core/compress.js';
 import { isIdHex } from '../core/ids.js';
+import { TREE_ENCODINGS, type TreeEncoding } from './tree.js';
 import { asRecord, parseJson } from './binary.js';
 import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
 
@@ -30,13 +31,15 @@ export interface RepoConfig {
   readonly compression: CompressionMode;
   /** The keyed hash of blob ids; configs written before it existed mean HMAC-SHA256. */
   readonly blobIds: BlobIdHash;
+  /** How tree blobs are written; configs written before it existed mean JSON. */
+  readonly trees: TreeEncoding;
   /** Append-only repository: clients refuse to remove anything but their own locks (docs/format.md, "Append-only repositories"). */
   readonly appendOnly?: true;
 }
 
 /** A fresh config with the given choices. */
 export function newConfig(chunker: ChunkerParams, packSize: number, compression: CompressionMode, appendOnly = false): RepoConfig {
-  return { version: FORMAT_VERSION, id: randomBytes(32).toString('hex'), created: new Date().toISOString(), chunker, packSize, compression, blobIds: 'blake3', ...(appendOnly ? { appendOnly: true as const } : {}) };
+  return { version: FORMAT_VERSION, id: randomBytes(32).toString('hex'), created: new Date().toISOString(), chunker, packSize, compression, blobIds: 'blake3', trees: 'binary', ...(appendOnly ? { appendOnly: true as const } : {}) };
 }
 
 export function encodeConfig(c: RepoConfig): Buffer {
@@ -68,7 +71,10 @@ export function decodeConfig(bytes: Buffer): RepoConfig {
   const blobIds = o['blobIds'] === undefined ? 'hmac-sha256' : o['blobIds'];
   if (typeof blobIds !== 'string') throw new CorruptObjectError(what, 'bad blobIds');
   if (!(BLOB_ID_HASHES as readonly string[]).includes(blobIds)) throw new UnsupportedVersionError(`the repository's blob ids are made with ${JSON.stringify(blobIds)}`);
+  const trees = o['trees'] === undefined ? 'json' : o['trees'];
+  if (typeof trees !== 'string') throw new CorruptObjectError(what, 'bad trees');
+  if (!(TREE_ENCODINGS as readonly string[]).includes(trees)) throw new UnsupportedVersionError(`the repository's trees are encoded as ${JSON.stringify(trees)}`);
   const appendOnly = o['appendOnly'];
   if (appendOnly !== undefined && typeof appendOnly !== 'boolean') throw new CorruptObjectError(what, 'bad appendOnly');
-  return { version: FORMAT_VERSION, id: o['id'], created: o['created'], chunker, packSize, compression: compression as CompressionMode, blobIds: blobIds as BlobIdHash, ...(appendOnly === true ? { appendOnly } : {}) };
+  return { version: FORMAT_VERSION, id: o['id'], created: o['created'], chunker, packSize, compression: compression as CompressionMode, blobIds: blobIds as BlobIdHash, trees: trees as TreeEncoding, ...(appendOnly === true ? { appendOnly } : {}) };
 }

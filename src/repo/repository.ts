@@ -27,7 +27,7 @@ import { decodeSnapshot, type Snapshot } from './snapshot.js';
 import { condemnedPacks, loadMarkers } from './deletion-marker.js';
 import { commitSnapshot } from './snapshot-fence.js';
 import { loadEvery } from './objects.js';
-import { decodeTree, type TreeNode } from './tree.js';
+import { decodeTree, encodeTree, type TreeNode } from './tree.js';
 import { BlobNotFoundError, CorruptObjectError, NotARepositoryError, UnsupportedVersionError, WrongPasswordError } from './errors.js';
 
 /** Default pack size: 16 MiB (see docs/decisions.md). */
@@ -373,6 +373,11 @@ export class Repository {
     this.packCache.set(pack, p);
     while (this.packCache.size > PACK_CACHE_ENTRIES) this.packCache.delete(this.packCache.keys().next().value!);
     return p;
+  }
+
+  /** Stores a folder's nodes as a tree blob in the repository's encoding; returns its id. */
+  async saveTree(nodes: TreeNode[]): Promise<string> {
+    return (await this.saveBlob(BlobType.Tree, encodeTree(nodes, this.config.trees))).id;
   }
 
   /** Loads and decodes a tree blob. */

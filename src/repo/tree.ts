@@ -1,17 +1,21 @@
 /**
- * Tree blobs: one per directory, the sorted list of its entries with their
- * metadata. Stored as UTF-8 JSON inside an encrypted blob:
+ * Tree blobs: one per directory, the list of its entries with their
+ * metadata, sorted by the bytes of the name (docs/format.md §6). Two
+ * encodings, told apart by their first byte:
  *
- *   { "nodes": [ Node, … ] }   sorted by the bytes of the name
- *
- * Names and symlink targets that are not valid UTF-8 are stored byte-exact
- * in base64 (`nameB64`, `targetB64`) instead of `name`, `target`.
- * Integers that may exceed 2^53 (times in ns, inode, device) are decimal strings.
+ *   binary  "HFTR" || u8 version || u32 count || nodes (§6.5), written to
+ *           repositories whose config says `"trees": "binary"` (every
+ *           `init` makes them)
+ *   json    { "nodes": [ Node, … ] } (§6.1), written to repositories made
+ *           before binary trees; names and symlink targets that are not
+ *           valid UTF-8 are stored in base64 (`nameB64`, `targetB64`),
+ *           integers that may exceed 2^53 (times in ns, inode, device) as
+ *           decimal strings
  */
 import { isUtf8 } from 'node:buffer';
 import { isIdHex } from '../core/ids.js';
-import { asRecord, parseJson } from './binary.js';
-import { CorruptObjectError } from './errors.js';
+import { ByteReader, asRecord, parseJson } from './binary.js';
+import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
 
 export type NodeType = 'file' | 'dir' | 'symlink' | 'fifo' | 'chardev' | 'blockdev' | 'socket';
 
@@ -78,16 +82,6 @@ export function pushEntry(content: ContentEntry[], c: ContentEntry): void {
   else content.push(c);
 }
 
-function isContentEntry(c: unknown): c is ContentEntry {
-  if (typeof c === 'number') return Number.isSafeInteger(c) && c > 0;
-  if (typeof c === 'string') return isIdHex(c);
-  if (typeof c !== 'object' || c === null || Array.isArray(c)) return false;
-  const o = c as Record<string, unknown>;
-  return Object.keys(o).length === 3 && isIdHex(o['blob'])
-    && typeof o['offset'] === 'number' && Number.isSafeInteger(o['offset']) && o['offset'] >= 0
-    && typeof o['length'] === 'number' && Number.isSafeInteger(o['length']) && o['length'] > 0;
-}
-
 export interface TreeNode {
   /** Name bytes (one path component). */
   readonly name: Buffer;
@@ -125,6 +119,254 @@ export interface TreeNode {
   readonly damaged?: true;
 }
 
+/** How a repository's tree blobs are written (its config's `trees`). */
+export type TreeEncoding = 'binary' | 'json';
+
+export const TREE_ENCODINGS: readonly TreeEncoding[] = ['binary', 'json'];
+
+/** Encodes a directory's nodes; sorts them by name bytes. */
+export function encodeTree(nodes: TreeNode[], encoding: TreeEncoding): Buffer {
+  const sorted = [...nodes].sort((a, b) => Buffer.compare(a.name, b.name));
+  return encoding === 'binary' ? encodeBinary(sorted) : Buffer.from(JSON.stringify({ nodes: sorted.map(nodeToJson) }), 'utf8');
+}
+
+/** Decodes a tree blob of either encoding; rejects anything malformed with `CorruptObjectError`. */
+export function decodeTree(bytes: Buffer, what: string): TreeNode[] {
+  return bytes[0] === 0x7b ? decodeJson(bytes, what) : decodeBinary(bytes, what);
+}
+
+// ---- binary (docs/format.md §6.5) ----
+
+const TREE_MAGIC = 'HFTR';
+const TREE_VERSION = 1;
+/** Bytes of a node before its name and after it up to the optional fields. */
+const NODE_FIXED = 2 + 1 + 1 + 2 + 4 + 4 + 8 + 8 + 8 + 8 + 8 + 8;
+const ID_BYTES = 32;
+const FINGERPRINT_BYTES = 16;
+
+const HAS_USER = 1;
+const HAS_GROUP = 2;
+const HAS_FINGERPRINT = 4;
+const DAMAGED = 8;
+
+const CONTENT_BLOB = 0;
+const CONTENT_HOLE = 1;
+const CONTENT_SLICE = 2;
+
+const U32_MAX = 0xffff_ffff;
+
+class TreeWriter {
+  private pos = 0;
+
+  constructor(readonly buf: Buffer) {}
+
+  u8(v: number): void {
+    this.pos = this.buf.writeUInt8(v, this.pos);
+  }
+
+  u16(v: number, field: string): void {
+    if (!(v >= 0 && v <= 0xffff)) throw new RangeError(`tree node ${field} ${v} does not fit 16 bits`);
+    this.pos = this.buf.writeUInt16LE(v, this.pos);
+  }
+
+  u32(v: number, field: string): void {
+    if (!(v >= 0 && v <= U32_MAX)) throw new RangeError(`tree node ${field} ${v} does not fit 32 bits`);
+    this.pos = this.buf.writeUInt32LE(v, this.pos);
+  }
+
+  safe64(v: number): void {
+    this.pos = this.buf.writeUInt32LE(v % 0x1_0000_0000, this.pos);
+    this.pos = this.buf.writeUInt32LE(Math.floor(v / 0x1_0000_0000), this.pos);
+  }
+
+  u64(v: bigint): void {
+    this.pos = this.buf.writeBigUInt64LE(v, this.pos);
+  }
+
+  i64(v: bigint): void {
+    this.pos = this.buf.writeBigInt64LE(v, this.pos);
+  }
+
+  hex(v: string, bytes: number): void {
+    if (this.buf.write(v, this.pos, bytes, 'hex') !== bytes) throw new RangeError(`"${v}" is not ${bytes} bytes of hex`);
+    this.pos += bytes;
+  }
+
+  bytes(b: Uint8Array): void {
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+
+  /** Checks the size computed beforehand was right. */
+  end(): Buffer {
+    if (this.pos !== this.buf.length) throw new Error(`tree encoder wrote ${this.pos} of ${this.buf.length} bytes`);
+    return this.buf;
+  }
+}
+
+function contentLength(content: readonly ContentEntry[]): number {
+  let n = 4;
+  for (const c of content) n += typeof c === 'string' ? 1 + ID_BYTES : typeof c === 'number' ? 1 + 8 : 1 + ID_BYTES + 16;
+  return n;
+}
+
+function encodeBinary(sorted: TreeNode[]): Buffer {
+  const users = sorted.map((n) => (n.user === undefined ? undefined : Buffer.from(n.user, 'utf8')));
+  const groups = sorted.map((n) => (n.group === undefined ? undefined : Buffer.from(n.group, 'utf8')));
+  let size = TREE_MAGIC.length + 1 + 4;
+  sorted.forEach((n, i) => {
+    size += NODE_FIXED + n.name.length;
+    if (users[i]) size += 2 + users[i].length;
+    if (groups[i]) size += 2 + groups[i].length;
+    if (n.type === 'file') size += (n.fingerprint !== undefined ? FINGERPRINT_BYTES : 0) + contentLength(n.content ?? []);
+    else if (n.type === 'dir') size += ID_BYTES;
+    else if (n.type === 'symlink') size += 4 + (n.target?.length ?? 0);
+    else if (n.type === 'chardev' || n.type === 'blockdev') size += 8;
+  });
+  const w = new TreeWriter(Buffer.allocUnsafe(size));
+  w.bytes(Buffer.from(TREE_MAGIC, 'latin1'));
+  w.u8(TREE_VERSION);
+  w.u32(sorted.length, 'count');
+  sorted.forEach((n, i) => {
+    const user = users[i];
+    const group = groups[i];
+    const fingerprint = n.type === 'file' ? n.fingerprint : undefined;
+    w.u16(n.name.length, 'name length');
+    w.bytes(n.name);
+    w.u8(NODE_TYPES.indexOf(n.type));
+    w.u8((user ? HAS_USER : 0) | (group ? HAS_GROUP : 0) | (fingerprint !== undefined ? HAS_FINGERPRINT : 0) | (n.damaged ? DAMAGED : 0));
+    w.u16(n.mode & 0o7777, 'mode');
+    w.u32(n.uid, 'uid');
+    w.u32(n.gid, 'gid');
+    w.i64(n.mtime);
+    w.i64(n.ctime);
+    w.u64(n.inode);
+    w.u64(n.device);
+    w.safe64(n.links);
+    w.safe64(n.size);
+    if (user) {
+      w.u16(user.length, 'user length');
+      w.bytes(user);
+    }
+    if (group) {
+      w.u16(group.length, 'group length');
+      w.bytes(group);
+    }
+    if (n.type === 'file') {
+      if (fingerprint !== undefined) w.hex(fingerprint, FINGERPRINT_BYTES);
+      const content = n.content ?? [];
+      w.u32(content.length, 'content length');
+      for (const c of content) {
+        if (typeof c === 'string') {
+          w.u8(CONTENT_BLOB);
+          w.hex(c, ID_BYTES);
+        } else if (typeof c === 'number') {
+          w.u8(CONTENT_HOLE);
+          w.safe64(c);
+        } else {
+          w.u8(CONTENT_SLICE);
+          w.hex(c.blob, ID_BYTES);
+          w.safe64(c.offset);
+          w.safe64(c.length);
+        }
+      }
+    } else if (n.type === 'dir') {
+      w.hex(n.subtree ?? '', ID_BYTES);
+    } else if (n.type === 'symlink') {
+      const target = n.target ?? Buffer.alloc(0);
+      w.u32(target.length, 'target length');
+      w.bytes(target);
+    } else if (n.type === 'chardev' || n.type === 'blockdev') {
+      w.u64(n.rdev ?? 0n);
+    }
+  });
+  return w.end();
+}
+
+function decodeBinary(bytes: Buffer, what: string): TreeNode[] {
+  // Annotated, so that r.fail (never returns) narrows.
+  const r: ByteReader = new ByteReader(bytes, what);
+  r.magic(TREE_MAGIC);
+  const version = r.u8('version');
+  if (version !== TREE_VERSION) throw new UnsupportedVersionError(what, version, TREE_VERSION);
+  const count = r.u32('node count');
+  if (count * NODE_FIXED > r.remaining) r.fail(`${count} nodes cannot fit in ${r.remaining} bytes`);
+  const nodes: TreeNode[] = [];
+  for (let i = 0; i < count; i++) {
+    const name = r.bytes(r.u16('name length'), 'name');
+    if (name.length === 0) r.fail('node without a name');
+    const type = NODE_TYPES[r.u8('type')];
+    if (type === undefined) r.fail('bad node type');
+    const flags = r.u8('flags');
+    if (flags & ~(HAS_USER | HAS_GROUP | HAS_FINGERPRINT | DAMAGED)) r.fail('unknown node flags');
+    if (flags & HAS_FINGERPRINT && type !== 'file') r.fail('a fingerprint on a node that is not a file');
+    const mode = r.u16('mode');
+    if (mode > 0o7777) r.fail('bad mode');
+    const node: { -readonly [K in keyof TreeNode]: TreeNode[K] } = {
+      name,
+      type,
+      mode,
+      uid: r.u32('uid'),
+      gid: r.u32('gid'),
+      mtime: r.i64('mtime'),
+      ctime: r.i64('ctime'),
+      inode: r.u64('inode'),
+      device: r.u64('device'),
+      links: r.safe64('links'),
+      size: r.safe64('size'),
+    };
+    if (flags & HAS_USER) node.user = r.bytes(r.u16('user length'), 'user').toString('utf8');
+    if (flags & HAS_GROUP) node.group = r.bytes(r.u16('group length'), 'group').toString('utf8');
+    if (type === 'file') {
+      if (flags & HAS_FINGERPRINT) node.fingerprint = r.hex(FINGERPRINT_BYTES, 'fingerprint');
+      const n = r.u32('content length');
+      if (n > r.remaining / 9) r.fail(`a content list of ${n} entries cannot fit in ${r.remaining} bytes`);
+      const content: ContentEntry[] = [];
+      for (let j = 0; j < n; j++) {
+        const tag = r.u8('content entry');
+        if (tag === CONTENT_BLOB) {
+          content.push(r.hex(ID_BYTES, 'blob id'));
+        } else if (tag === CONTENT_HOLE) {
+          const hole = r.safe64('hole');
+          if (hole === 0) r.fail('bad file content list: an empty hole');
+          content.push(hole);
+        } else if (tag === CONTENT_SLICE) {
+          const blob = r.hex(ID_BYTES, 'blob id');
+          const offset = r.safe64('slice offset');
+          const length = r.safe64('slice length');
+          if (length === 0) r.fail('bad file content list: an empty slice');
+          content.push({ blob, offset, length });
+        } else {
+          r.fail('bad file content list: unknown entry');
+        }
+      }
+      node.content = content;
+    } else if (type === 'dir') {
+      node.subtree = r.hex(ID_BYTES, 'subtree id');
+    } else if (type === 'symlink') {
+      node.target = r.bytes(r.u32('target length'), 'target');
+    } else if (type === 'chardev' || type === 'blockdev') {
+      node.rdev = r.u64('rdev');
+    }
+    if (flags & DAMAGED) node.damaged = true;
+    nodes.push(node);
+  }
+  r.end();
+  return nodes;
+}
+
+// ---- JSON (docs/format.md §6.1) ----
+
+function isContentEntry(c: unknown): c is ContentEntry {
+  if (typeof c === 'number') return Number.isSafeInteger(c) && c > 0;
+  if (typeof c === 'string') return isIdHex(c);
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) return false;
+  const o = c as Record<string, unknown>;
+  return Object.keys(o).length === 3 && isIdHex(o['blob'])
+    && typeof o['offset'] === 'number' && Number.isSafeInteger(o['offset']) && o['offset'] >= 0
+    && typeof o['length'] === 'number' && Number.isSafeInteger(o['length']) && o['length'] > 0;
+}
+
 function nodeToJson(n: TreeNode): Record<string, unknown> {
   const o: Record<string, unknown> = {};
   if (isUtf8(n.name)) o['name'] = n.name.toString('utf8');
@@ -153,11 +395,6 @@ function nodeToJson(n: TreeNode): Record<string, unknown> {
   return o;
 }
 
-/** Encodes a directory's nodes; sorts them by name bytes. */
-export function encodeTree(nodes: TreeNode[]): Buffer {
-  const sorted = [...nodes].sort((a, b) => Buffer.compare(a.name, b.name));
-  return Buffer.from(JSON.stringify({ nodes: sorted.map(nodeToJson) }), 'utf8');
-}
 
 function bytesField(o: Record<string, unknown>, f: string, what: string): Buffer | undefined {
   const plain = o[f];
@@ -180,8 +417,7 @@ function big(o: Record<string, unknown>, f: string, what: string): bigint {
   return BigInt(v);
 }
 
-/** Decodes a tree blob; rejects anything malformed with `CorruptObjectError`. */
-export function decodeTree(bytes: Buffer, what: string): TreeNode[] {
+function decodeJson(bytes: Buffer, what: string): TreeNode[] {
   const root = asRecord(parseJson(bytes, what), what);
   const list = root['nodes'];
   if (!Array.isArray(list)) throw new CorruptObjectError(what, 'no node list');

@@ -342,7 +342,7 @@ describe('a snapshot crafted to escape the restore target', () => {
     const file = (name: string, data: Buffer, id: string): TreeNode =>
       ({ ...meta, name: Buffer.from(name), type: 'file', inode: inode++, size: data.length, content: [id] });
     const dir = (name: string, subtree: string): TreeNode => ({ ...meta, name: Buffer.from(name), type: 'dir', mode: 0o755, inode: inode++, size: 0, subtree });
-    const tree = (nodes: TreeNode[]): Promise<string> => save(BlobType.Tree, encodeTree(nodes));
+    const tree = (nodes: TreeNode[]): Promise<string> => save(BlobType.Tree, encodeTree(nodes, 'binary'));
 
     const payload = await tree([file(marker, evil, evilId)]);
     const deep = await tree([dir('..', await tree([dir('..', payload)]))]);

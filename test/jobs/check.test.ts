@@ -16,7 +16,6 @@ import { Restorer } from '../../src/jobs/restore/restorer.js';
 import { PackCopier } from '../../src/repo/pack-copier.js';
 import { PlainRepository } from '../../src/repo/plain-repository.js';
 import { BlobType } from '../../src/repo/pack.js';
-import { encodeTree } from '../../src/repo/tree.js';
 import { sha256 } from '../../src/core/crypto.js';
 import { tempDir, removeTree } from '../fixtures/tree.js';
 import { promises as fs } from 'node:fs';
@@ -130,7 +129,7 @@ describe('check', () => {
     const r = await g.open();
     const { id: blob } = await r.saveBlob(BlobType.Data, bytes('x', 1000));
     const meta = { mode: 0o644, uid: 0, gid: 0, mtime: 0n, ctime: 0n, inode: 1n, device: 1n, links: 1 };
-    const { id: tree } = await r.saveBlob(BlobType.Tree, encodeTree([{ ...meta, name: Buffer.from('x'), type: 'file', size: 1000, content: [blob] }]));
+    const tree = await r.saveTree([{ ...meta, name: Buffer.from('x'), type: 'file', size: 1000, content: [blob] }]);
     await r.flush();
     await r.saveSnapshot(g.snapshotOf(tree, [tree], new Date())); // the data blob is missing from the plain list
     const rep = await g.check();
@@ -260,7 +259,7 @@ describe('copies of packs', () => {
   it('never get the name of an existing pack, even when they hold exactly its blobs', async () => {
     const f = await GcFixture.create();
     const r = await f.open();
-    await r.saveBlob(BlobType.Tree, encodeTree([]));
+    await r.saveTree([]);
     await r.flush();
     const [pack] = await names(f.backend, 'data');
     const plain = new PlainRepository(f.backend, f.repo.config);

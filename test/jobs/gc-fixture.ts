@@ -18,7 +18,7 @@ import type { Backend } from '../../src/storage/backend.js';
 import { Repository } from '../../src/repo/repository.js';
 import { PlainRepository, RepoState } from '../../src/repo/plain-repository.js';
 import { BlobType } from '../../src/repo/pack.js';
-import { contentBytes, encodeTree, type TreeNode, type ContentEntry } from '../../src/repo/tree.js';
+import { contentBytes, type TreeNode, type ContentEntry } from '../../src/repo/tree.js';
 import type { Snapshot } from '../../src/repo/snapshot.js';
 import { Checker, type CheckReport } from '../../src/jobs/check/checker.js';
 import { TEST_PASSWORD } from '../helpers/memory-repo.js';
@@ -99,11 +99,11 @@ export class GcFixture {
       }
     }
     for (const [dir, nodes] of dirs) {
-      const { id } = await r.saveBlob(BlobType.Tree, encodeTree(nodes));
+      const id = await r.saveTree(nodes);
       blobs.add(id);
       root.push({ ...META, mode: 0o755, name: Buffer.from(dir), type: 'dir', inode: this.inode++, size: 0, subtree: id });
     }
-    const { id: tree } = await r.saveBlob(BlobType.Tree, encodeTree(root));
+    const tree = await r.saveTree(root);
     blobs.add(tree);
     return { tree, blobs };
   }

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { Archiver, type BackupResult } from '../../src/jobs/backup/archiver.js';
 import { BlobType } from '../../src/repo/pack.js';
 import type { Repository } from '../../src/repo/repository.js';
-import { contentBlobs, contentBytes, encodeTree, entryBlob, type TreeNode } from '../../src/repo/tree.js';
+import { contentBlobs, contentBytes, entryBlob, type TreeNode } from '../../src/repo/tree.js';
 import { Restorer } from '../../src/jobs/restore/restorer.js';
 import { Checker } from '../../src/jobs/check/checker.js';
 import { repairSnapshots } from '../../src/jobs/repair/snapshot-repairer.js';
@@ -196,7 +196,7 @@ describe('small files share chunks', () => {
       { ...base, name: Buffer.from('good'), size: 4, content: [{ blob: id, offset: 2, length: 4 }] },
       { ...base, name: Buffer.from('bad'), size: 8, content: [{ blob: id, offset: 6, length: 8 }] },
     ];
-    const { id: tree } = await repo.saveBlob(BlobType.Tree, encodeTree(nodes));
+    const tree = await repo.saveTree(nodes);
     await repo.flush();
     const target = join(dir, 'out');
     const r = await new Restorer(repo, target).run(tree);

@@ -26,7 +26,7 @@ import { decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile } from '../
 import { BlobType, FLAG_COMPRESSED, PACK_TRAILER_BYTES, PackWriter, parsePackHeader, parsePackTrailer, type PackedBlob } from '../../src/repo/pack.js';
 import { decodeIndex, encodeIndex, type IndexFile } from '../../src/repo/index-file.js';
 import { decodeSnapshot, encodeSnapshot, type Snapshot } from '../../src/repo/snapshot.js';
-import { decodeTree, encodeTree, type NodeType, type TreeNode } from '../../src/repo/tree.js';
+import { TREE_ENCODINGS, decodeTree, encodeTree, type NodeType, type TreeNode } from '../../src/repo/tree.js';
 import { DEFAULT_CHUNKER_PARAMS } from '../../src/core/chunker.js';
 
 // ---- checking outcomes ----
@@ -248,6 +248,7 @@ const configArb: fc.Arbitrary<RepoConfig> = fc.record(
     packSize: fc.integer({ min: 1 << 16, max: 1 << 30 }),
     compression: fc.constantFrom(...COMPRESSION_MODES),
     blobIds: fc.constantFrom(...BLOB_ID_HASHES),
+    trees: fc.constantFrom(...TREE_ENCODINGS),
   },
   { noNullPrototype: true },
 );
@@ -258,7 +259,7 @@ function configBytes(json: unknown): Buffer {
   return Buffer.concat([body, sha256(body)]);
 }
 
-const CONFIG_NAMES = /^(config is damaged|the repository has format version|the repository's blob ids are made with)/;
+const CONFIG_NAMES = /^(config is damaged|the repository has format version|the repository's blob ids are made with|the repository's trees are encoded as)/;
 
 function checkConfig(v: unknown): void {
   const c = v as RepoConfig;
@@ -267,6 +268,7 @@ function checkConfig(v: unknown): void {
   assert.ok(Number.isInteger(c.packSize) && c.packSize >= 1 << 16 && c.packSize <= 1 << 30);
   assert.ok(COMPRESSION_MODES.includes(c.compression));
   assert.ok(BLOB_ID_HASHES.includes(c.blobIds));
+  assert.ok(TREE_ENCODINGS.includes(c.trees));
   assert.equal(c.chunker.algorithm, 'fastcdc-2020');
   assert.ok(c.chunker.minSize < c.chunker.avgSize && c.chunker.avgSize < c.chunker.maxSize);
 }
@@ -325,6 +327,21 @@ describe('config: specific cases', () => {
       },
     );
     for (const bad of [null, 3, ['blake3']]) assert.throws(() => decodeConfig(configBytes({ ...valid, blobIds: bad })), /config is damaged: bad blobIds/);
+  });
+
+  it('trees: new configs say binary, a config without it means JSON, an unknown encoding asks for an upgrade', () => {
+    assert.equal(valid.trees, 'binary');
+    assert.equal(decodeConfig(configBytes(withReplaced(valid, ['trees'], DELETE))).trees, 'json');
+    assert.equal(decodeConfig(configBytes({ ...valid, trees: 'json' })).trees, 'json');
+    assert.throws(
+      () => decodeConfig(configBytes({ ...valid, trees: 'cbor' })),
+      (e: unknown) => {
+        assert.ok(e instanceof UnsupportedVersionError, String(e));
+        assert.equal(e.message, `the repository's trees are encoded as "cbor", which this holdfast does not know; upgrade holdfast to read it`);
+        return true;
+      },
+    );
+    for (const bad of [null, 3, ['binary']]) assert.throws(() => decodeConfig(configBytes({ ...valid, trees: bad })), /config is damaged: bad trees/);
   });
 
   it('a checksum mismatch is a CorruptObjectError saying so', () => {
@@ -826,6 +843,18 @@ const nodeExtra: fc.Arbitrary<{ type: NodeType } & Partial<TreeNode>> = fc.oneof
 
 const treeNode: fc.Arbitrary<TreeNode> = fc.tuple(nodeBase, nodeExtra).map(([b, e]) => ({ ...b, ...e }) as TreeNode);
 const treeArb = fc.uniqueArray(treeNode, { selector: (n) => n.name.toString('hex'), maxLength: 8 });
+/**
+ * Binary trees store user and group names as UTF-8, so only well-formed
+ * strings survive (names come from /etc/passwd and /etc/group decoded as
+ * UTF-8, which never yields a lone surrogate).
+ */
+const treeArbUtf8 = fc.uniqueArray(
+  fc.tuple(treeNode, fc.option(fc.string({ unit: 'grapheme', maxLength: 8 }), { nil: undefined }), fc.option(fc.string({ unit: 'grapheme', maxLength: 8 }), { nil: undefined })).map(([n, user, group]) => {
+    const { user: _u, group: _g, ...rest } = n;
+    return { ...rest, ...(user === undefined ? {} : { user }), ...(group === undefined ? {} : { group }) } as TreeNode;
+  }),
+  { selector: (n) => n.name.toString('hex'), maxLength: 8 },
+);
 const byName = (a: TreeNode, b: TreeNode): number => Buffer.compare(a.name, b.name);
 
 function checkTree(v: unknown): void {
@@ -850,20 +879,50 @@ function checkTree(v: unknown): void {
 }
 
 formatSuite<TreeNode[]>({
-  title: 'tree',
+  title: 'tree (binary)',
+  names: new RegExp(`^${TREE_WHAT} is damaged|^${TREE_WHAT} has format version`),
+  valid: treeArbUtf8,
+  encode: (t) => encodeTree(t, 'binary'),
+  decode: (b) => decodeTree(b, TREE_WHAT),
+  canonical: (nodes) => [...nodes].sort(byName),
+  garbage: [
+    // Past the magic and version, so the node decoder meets the garbage.
+    randomBuffer(200).map((b) => Buffer.concat([Buffer.from('HFTR\x01', 'latin1'), b])),
+    fc.tuple(fc.integer({ min: 0, max: 20 }), randomBuffer(300)).map(([n, b]) => {
+      const head = Buffer.from('HFTR\x01\0\0\0\0', 'latin1');
+      head.writeUInt32LE(n, 5);
+      return Buffer.concat([head, b]);
+    }),
+  ],
+  check: checkTree,
+});
+
+formatSuite<TreeNode[]>({
+  title: 'tree (JSON, repositories made before binary trees)',
   names: new RegExp(`^${TREE_WHAT} is damaged`),
   valid: treeArb,
-  encode: encodeTree,
+  encode: (t) => encodeTree(t, 'json'),
   decode: (b) => decodeTree(b, TREE_WHAT),
   canonical: (nodes) => [...nodes].sort(byName),
   garbage: [
     fc.jsonValue({ maxDepth: 3 }).map(jsonBytes),
     fc.array(fc.jsonValue({ maxDepth: 2 }), { maxLength: 3 }).map((nodes) => jsonBytes({ nodes })),
-    mutatedJson(treeArb, (t) => JSON.parse(encodeTree(t).toString('utf8'))).map(jsonBytes),
-    mutatedJson(treeArb, (t) => JSON.parse(encodeTree(t).toString('utf8'))).map(jsonBytes),
+    mutatedJson(treeArb, (t) => JSON.parse(encodeTree(t, 'json').toString('utf8'))).map(jsonBytes),
+    mutatedJson(treeArb, (t) => JSON.parse(encodeTree(t, 'json').toString('utf8'))).map(jsonBytes),
   ],
   check: checkTree,
 });
+
+const u16le = (v: number): Buffer => {
+  const b = Buffer.alloc(2);
+  b.writeUInt16LE(v);
+  return b;
+};
+const i64le = (v: bigint): Buffer => {
+  const b = Buffer.alloc(8);
+  b.writeBigInt64LE(v);
+  return b;
+};
 
 describe('tree: specific cases', () => {
   const base = { mode: 0o644, uid: 0, gid: 0, mtime: 0n, ctime: 0n, inode: 1n, device: 1n, links: 1, size: 0 };
@@ -874,25 +933,57 @@ describe('tree: specific cases', () => {
       { ...base, name: bad, type: 'symlink', target: bad },
       { ...base, name: Buffer.from('ok'), type: 'symlink', target: Buffer.from('/t') },
     ];
-    const json = JSON.parse(encodeTree(nodes).toString('utf8')) as { nodes: Record<string, unknown>[] };
+    const json = JSON.parse(encodeTree(nodes, 'json').toString('utf8')) as { nodes: Record<string, unknown>[] };
     assert.deepEqual(json.nodes.map((n) => Object.keys(n).filter((k) => /^(name|target)/.test(k))), [
       ['nameB64', 'targetB64'],
       ['name', 'target'],
     ]);
-    assert.deepEqual(decodeTree(encodeTree(nodes), TREE_WHAT), [...nodes].sort(byName));
+    for (const encoding of TREE_ENCODINGS) assert.deepEqual(decodeTree(encodeTree(nodes, encoding), TREE_WHAT), [...nodes].sort(byName), encoding);
   });
 
   it('keeps holes in a file content list', () => {
     const content = ['aa'.repeat(32), 4096, 'bb'.repeat(32), Number.MAX_SAFE_INTEGER];
-    const [n] = decodeTree(encodeTree([{ ...base, name: Buffer.from('f'), type: 'file', content }]), TREE_WHAT);
-    assert.deepEqual(n?.content, content);
+    for (const encoding of TREE_ENCODINGS) {
+      const [n] = decodeTree(encodeTree([{ ...base, name: Buffer.from('f'), type: 'file', content }], encoding), TREE_WHAT);
+      assert.deepEqual(n?.content, content, encoding);
+    }
   });
 
   it('keeps slices of blobs and the fingerprint', () => {
     const content = [{ blob: 'aa'.repeat(32), offset: 0, length: 10 }, 4096, { blob: 'bb'.repeat(32), offset: 77, length: 1 }];
-    const [n] = decodeTree(encodeTree([{ ...base, name: Buffer.from('f'), type: 'file', content, fingerprint: 'cc'.repeat(16) }]), TREE_WHAT);
-    assert.deepEqual(n?.content, content);
-    assert.equal(n?.fingerprint, 'cc'.repeat(16));
+    for (const encoding of TREE_ENCODINGS) {
+      const [n] = decodeTree(encodeTree([{ ...base, name: Buffer.from('f'), type: 'file', content, fingerprint: 'cc'.repeat(16) }], encoding), TREE_WHAT);
+      assert.deepEqual(n?.content, content, encoding);
+      assert.equal(n?.fingerprint, 'cc'.repeat(16), encoding);
+    }
+  });
+
+  it('binary: lays out a node as docs/format.md §6.5 says', () => {
+    const bytes = encodeTree([{ ...base, name: Buffer.from('d'), type: 'dir', mode: 0o755, uid: 1000, gid: 100, mtime: -5n, ctime: 7n, inode: 2n ** 64n - 1n, device: 3n, links: 2, size: 0, user: 'al', subtree: 'ab'.repeat(32) }], 'binary');
+    const expected = Buffer.concat([
+      Buffer.from('HFTR\x01', 'latin1'), u32le(1),
+      u16le(1), Buffer.from('d'), Buffer.from([1, 1]), u16le(0o755), u32le(1000), u32le(100),
+      i64le(-5n), i64le(7n), i64le(-1n), i64le(3n), i64le(2n), i64le(0n),
+      u16le(2), Buffer.from('al'), Buffer.from('ab'.repeat(32), 'hex'),
+    ]);
+    assert.deepEqual(bytes, expected);
+  });
+
+  it('binary: refuses an unknown version, unknown flags, a fingerprint outside a file, a mode above 0o7777, trailing bytes', () => {
+    const good = encodeTree([{ ...base, name: Buffer.from('x'), type: 'fifo' }], 'binary');
+    const at = (i: number, v: number): Buffer => {
+      const b = Buffer.from(good);
+      b[i] = v;
+      return b;
+    };
+    const flags = 4 + 1 + 4 + 2 + 1 + 1;
+    assert.throws(() => decodeTree(at(4, 2), TREE_WHAT), (e: unknown) => e instanceof UnsupportedVersionError && /format version 2/.test(e.message));
+    assert.throws(() => decodeTree(at(flags, 0x10), TREE_WHAT), /unknown node flags/);
+    assert.throws(() => decodeTree(at(flags, 4), TREE_WHAT), /a fingerprint on a node that is not a file/);
+    assert.throws(() => decodeTree(at(flags + 2, 0x10), TREE_WHAT), /bad mode/);
+    assert.throws(() => decodeTree(at(flags - 1, 7), TREE_WHAT), /bad node type/);
+    assert.throws(() => decodeTree(Buffer.concat([good, Buffer.from([0])]), TREE_WHAT), /1 unexpected trailing bytes/);
+    assert.throws(() => decodeTree(at(0, 0x68), TREE_WHAT), /bad magic/);
   });
 
   it('refuses malformed slices and fingerprints', () => {

@@ -35,7 +35,7 @@
 import { sep } from 'node:path';
 import { chunkStream, type ChunkerParams } from '../../core/chunker.js';
 import { BlobType } from '../../repo/pack.js';
-import { contentBlobs, encodeTree, entryBlob, pushEntry, type ContentEntry, type TreeNode } from '../../repo/tree.js';
+import { contentBlobs, entryBlob, pushEntry, type ContentEntry, type TreeNode } from '../../repo/tree.js';
 import type { Repository } from '../../repo/repository.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
@@ -323,7 +323,7 @@ export class Archiver {
   }
 
   private async saveTree(nodes: TreeNode[]): Promise<string> {
-    const { id } = await this.repo.saveBlob(BlobType.Tree, encodeTree(nodes));
+    const id = await this.repo.saveTree(nodes);
     this.blobs.add(id);
     return id;
   }

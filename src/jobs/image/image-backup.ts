@@ -23,7 +23,6 @@
 import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
 import type { Repository } from '../../repo/repository.js';
 import { BlobType } from '../../repo/pack.js';
-import { encodeTree } from '../../repo/tree.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IMAGE_VERSION, MAP_ENTRY_BYTES, type ImageCounts, type ImageInfo } from '../../repo/image-info.js';
 import { analyzeImage, type LayoutAnalysis } from '../../sources/image/image-layout.js';
@@ -466,7 +465,7 @@ export class ImageBackup {
       maps.push(id);
       blobs.add(id);
     }
-    const { id: tree } = await this.repo.saveBlob(BlobType.Tree, encodeTree([]));
+    const tree = await this.repo.saveTree([]);
     blobs.add(tree);
     await this.repo.flush();
     const counts: ImageCounts = { blocks, ...this.counts };

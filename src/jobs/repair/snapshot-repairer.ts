@@ -21,8 +21,7 @@
  * off by truncation); a pack that merely fails its checksum may have intact
  * blobs, which only the key can tell.
  */
-import { BlobType } from '../../repo/pack.js';
-import { contentBlobs, encodeTree, entryBlob, type TreeNode } from '../../repo/tree.js';
+import { contentBlobs, entryBlob, type TreeNode } from '../../repo/tree.js';
 import type { Snapshot } from '../../repo/snapshot.js';
 import { PlainRepository, RepoState } from '../../repo/plain-repository.js';
 import { encodeMarker, newMarker } from '../../repo/deletion-marker.js';
@@ -34,7 +33,7 @@ import type { DataSelection } from '../check/subset.js';
 
 /** What --mark-damaged needs beyond reading: writing trees and snapshots (`Repository` has it). */
 export interface SnapshotWriter extends KeyedReader {
-  saveBlob(type: BlobType, data: Buffer): Promise<{ id: string; added: boolean }>;
+  saveTree(nodes: TreeNode[]): Promise<string>;
   flush(): Promise<void>;
   saveSnapshot(s: Snapshot): Promise<string>;
 }
@@ -144,7 +143,7 @@ async function markDamaged(keyed: SnapshotWriter, id: string, s: Snapshot, lost:
   const blobs = new Set<string>();
   let empty: string | undefined;
   const emptyTree = async (): Promise<string> => {
-    empty ??= (await keyed.saveBlob(BlobType.Tree, encodeTree([]))).id;
+    empty ??= await keyed.saveTree([]);
     blobs.add(empty);
     return empty;
   };
@@ -180,7 +179,7 @@ async function markDamaged(keyed: SnapshotWriter, id: string, s: Snapshot, lost:
         out.push(n);
       }
     }
-    const { id: newId } = await keyed.saveBlob(BlobType.Tree, encodeTree(out));
+    const newId = await keyed.saveTree(out);
     blobs.add(newId);
     return newId;
   };
