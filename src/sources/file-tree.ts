@@ -87,7 +87,7 @@ export interface DirListing {
   readonly names: Uint8Array;
   /** The end of each name in `names`. */
   readonly ends: Uint32Array;
-  /** STAT_FIELDS values per entry (see `listDirStats`); zeros where lstat failed. */
+  /** Per entry, in order: mode, uid, gid, size, mtime (ns), ctime (ns), inode, device, rdev, links; zeros where lstat failed. */
   readonly fields: BigInt64Array;
   /** Entries whose lstat failed, by index. */
   readonly failed: Map<number, ScanError>;
