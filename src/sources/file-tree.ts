@@ -72,10 +72,16 @@ export function listDirSync(path: PosixPath): Buffer[] {
   return readdirSync(path, { encoding: 'buffer' }).sort(Buffer.compare);
 }
 
-/** Why an entry, or a whole folder, could not be read (`code`: the errno name, as in ENOENT). */
-export interface ScanError {
+/** Why a file, an entry or a whole folder could not be read (`code`: the errno name, as in ENOENT). */
+export interface ReadError {
   readonly code?: string;
   readonly message: string;
+}
+
+/** The `ReadError` of a caught error. */
+export function errorOf(e: unknown): ReadError {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code ? { code, message: (e as Error).message } : { message: String((e as Error).message ?? e) };
 }
 
 /**
@@ -90,43 +96,37 @@ export interface DirListing {
   /** Per entry, in order: mode, uid, gid, size, mtime (ns), ctime (ns), inode, device, rdev, links; zeros where lstat failed. */
   readonly fields: BigInt64Array;
   /** Entries whose lstat failed, by index. */
-  readonly failed: Map<number, ScanError>;
+  readonly failed: Map<number, ReadError>;
 }
 
 /** One entry of a `DirListing`: its stat, or why lstat failed. */
-export type ListedEntry = { readonly name: Buffer; readonly st: EntryStat; readonly error?: undefined } | { readonly name: Buffer; readonly st?: undefined; readonly error: ScanError };
+export type ListedEntry = { readonly name: Buffer; readonly st: EntryStat; readonly error?: undefined } | { readonly name: Buffer; readonly st?: undefined; readonly error: ReadError };
 
 const STAT_FIELDS = 10;
-
-const scanError = (e: unknown): ScanError => {
-  const code = (e as NodeJS.ErrnoException).code;
-  return code === undefined ? { message: (e as Error).message } : { code, message: (e as Error).message };
-};
 
 /**
  * Lists a folder and lstat(2)s each entry. A folder that cannot be listed
  * gives `{ error }`; an entry that cannot be stat'ed is in `failed`.
  */
-export function listDirStats(dir: Buffer): DirListing | { error: ScanError } {
+export function listDirStats(dir: Buffer): DirListing | { error: ReadError } {
   let names: Buffer[];
   try {
     names = listDirSync(dir);
   } catch (e) {
-    return { error: scanError(e) };
+    return { error: errorOf(e) };
   }
-  const prefix = dir.length === 1 && dir[0] === 0x2f ? dir : Buffer.concat([dir, Buffer.from('/')]);
   const ends = new Uint32Array(names.length);
   const fields = new BigInt64Array(names.length * STAT_FIELDS);
-  const failed = new Map<number, ScanError>();
+  const failed = new Map<number, ReadError>();
   let end = 0;
   names.forEach((name, i) => {
     end += name.length;
     ends[i] = end;
     let st: BigIntStats;
     try {
-      st = lstatSync(Buffer.concat([prefix, name]), { bigint: true });
+      st = lstatSync(childPath(dir, name), { bigint: true });
     } catch (e) {
-      failed.set(i, scanError(e));
+      failed.set(i, errorOf(e));
       return;
     }
     // ino, dev and rdev are unsigned: stored modulo 2^64, read back with asUintN.
@@ -173,6 +173,13 @@ export function listedEntries(listing: DirListing): ListedEntry[] {
     });
   }
   return out;
+}
+
+const SLASH = Buffer.from('/');
+
+/** The path of `name` in the folder `dir`. */
+export function childPath(dir: Buffer, name: Buffer): Buffer {
+  return dir.length === 1 && dir[0] === 0x2f ? Buffer.concat([SLASH, name]) : Buffer.concat([dir, SLASH, name]);
 }
 
 /** Target of a symlink, as bytes. */

@@ -9,10 +9,10 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DirScanner } from '../../src/jobs/backup/dir-scanner.js';
-import { listDirStats, listedEntries, type ListedEntry, type ScanError } from '../../src/sources/file-tree.js';
+import { listDirStats, listedEntries, type ListedEntry, type ReadError } from '../../src/sources/file-tree.js';
 
 /** A listing made on the spot, in this thread. */
-function here(dir: string): ListedEntry[] | { error: ScanError } {
+function here(dir: string): ListedEntry[] | { error: ReadError } {
   const l = listDirStats(Buffer.from(dir));
   return 'error' in l ? l : listedEntries(l);
 }

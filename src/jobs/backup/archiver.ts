@@ -39,9 +39,9 @@ import { contentBlobs, entryBlob, pushEntry, type ContentEntry, type TreeNode } 
 import type { Repository } from '../../repo/repository.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
-import { listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat, type ListedEntry, type ScanError } from '../../sources/file-tree.js';
+import { childPath, errorOf, listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat, type ListedEntry, type ReadError } from '../../sources/file-tree.js';
 import { Gate, WorkerPool, transferable } from '../pool/worker-pool.js';
-import type { ChunkFileResult, FileJob, FileResult, FilesResult, ReadError, SealResult, WireBlob } from '../pool/protocol.js';
+import type { ChunkFileResult, FileJob, FileResult, FilesResult, SealResult, WireBlob } from '../pool/protocol.js';
 import { DirScanner, SCAN_PATH_LIMIT } from './dir-scanner.js';
 import { Excludes } from './excludes.js';
 import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
@@ -126,7 +126,6 @@ const LONG_PATH = 4000;
 const CACHEDIR_SIGNATURE = 'Signature: 8a477f597d28d172789f06886806bc55';
 const SLASH = Buffer.from('/');
 
-const join = (dir: Buffer, name: Buffer): Buffer => (dir.length === 1 && dir[0] === 0x2f ? Buffer.concat([SLASH, name]) : Buffer.concat([dir, SLASH, name]));
 
 const settled = (v: TreeNode | undefined): Pending => ({ done: Promise.resolve(v) });
 
@@ -376,16 +375,16 @@ export class Archiver {
     const children: Pending[] = [];
     for (const [name, child] of sel) {
       const nameBuf = Buffer.from(name);
-      const childPath = join(path, nameBuf);
+      const below = childPath(path, nameBuf);
       const prev = parents.get(nameBuf.toString('latin1'));
       if (child === true) {
-        children.push(await this.scheduleEntry(childPath, nameBuf, prev, true));
+        children.push(await this.scheduleEntry(below, nameBuf, prev, true));
       } else {
         try {
-          children.push(await this.scheduleSelection(childPath, child, prev?.type === 'dir' ? prev.subtree : undefined));
+          children.push(await this.scheduleSelection(below, child, prev?.type === 'dir' ? prev.subtree : undefined));
         } catch (e) {
           if (!(e instanceof SourceError)) throw e;
-          this.warn(childPath, e.message);
+          this.warn(below, e.message);
         }
       }
     }
@@ -416,14 +415,14 @@ export class Archiver {
     try {
       st = statEntrySync(sys);
     } catch (e) {
-      return this.cannotStat(path, e as ScanError);
+      return this.cannotStat(path, errorOf(e));
     }
     if (isRoot) this.rootDevices.add(st.device);
     return this.scheduleStatted(path, sys, name, st, prev);
   }
 
   /** Warns that an entry could not be stat'ed; it is left out. */
-  private cannotStat(path: Buffer, e: ScanError): Pending {
+  private cannotStat(path: Buffer, e: ReadError): Pending {
     this.warn(path, e.code === 'ENOENT' ? 'vanished before it could be read' : e.message);
     return settled(undefined);
   }
@@ -463,11 +462,11 @@ export class Archiver {
    * folder whose entries all have short paths; longer ones are read here,
    * each entry reached through the path shortener.
    */
-  private async listDir(path: Buffer, sys: PosixPath): Promise<{ entry: ListedEntry; path: Buffer; sys: PosixPath }[] | { error: ScanError }> {
+  private async listDir(path: Buffer, sys: PosixPath): Promise<{ entry: ListedEntry; path: Buffer; sys: PosixPath }[] | { error: ReadError }> {
     if (path.length < SCAN_PATH_LIMIT) {
       const listed = await this.scanner.list(path, this.opts.oneFileSystem === true ? this.rootDevices : undefined);
       return 'error' in listed ? listed : listed.map((entry) => {
-        const p = join(path, entry.name);
+        const p = childPath(path, entry.name);
         return { entry, path: p, sys: p };
       });
     }
@@ -475,16 +474,16 @@ export class Archiver {
     try {
       names = listDirSync(sys);
     } catch (e) {
-      return { error: e as ScanError };
+      return { error: errorOf(e) };
     }
     const out: { entry: ListedEntry; path: Buffer; sys: PosixPath }[] = [];
     for (const name of names) {
-      const p = join(path, name);
+      const p = childPath(path, name);
       const s = await this.sys(p);
       try {
         out.push({ entry: { name, st: statEntrySync(s) }, path: p, sys: s });
       } catch (e) {
-        out.push({ entry: { name, error: e as ScanError }, path: p, sys: s });
+        out.push({ entry: { name, error: errorOf(e) }, path: p, sys: s });
       }
     }
     return out;

@@ -21,7 +21,7 @@
  * one (Atomics.wait).
  */
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { listedEntries, type DirListing, type ListedEntry, type ScanError } from '../../sources/file-tree.js';
+import { listedEntries, type DirListing, type ListedEntry, type ReadError } from '../../sources/file-tree.js';
 
 /** What the scan worker is started with. */
 export interface ScanWorkerData {
@@ -40,7 +40,7 @@ export interface ScanRequest {
 }
 
 /** What the worker posts: a folder's listing, or the end of a walk. */
-export type ScanMessage = { readonly dir: string; readonly listing: DirListing | { error: ScanError } } | { readonly done: true };
+export type ScanMessage = { readonly dir: string; readonly listing: DirListing | { error: ReadError } } | { readonly done: true };
 
 /** Indexes into the shared counters. */
 export const enum Counter {
@@ -87,7 +87,7 @@ export class DirScanner {
    * The entries of a folder sorted by name bytes, or why it could not be
    * listed. `devices`: the devices a new walk may enter (undefined: any).
    */
-  async list(dir: Buffer, devices: ReadonlySet<bigint> | undefined): Promise<ListedEntry[] | { error: ScanError }> {
+  async list(dir: Buffer, devices: ReadonlySet<bigint> | undefined): Promise<ListedEntry[] | { error: ReadError }> {
     const key = dir.toString('latin1');
     for (;;) {
       for (let m = this.next(); m; m = this.next()) {

@@ -4,7 +4,7 @@
  * folder's listing, waiting whenever it is `held` entries ahead of the walk.
  */
 import { workerData } from 'node:worker_threads';
-import { listDirStats, listedEntries } from '../../sources/file-tree.js';
+import { childPath, listDirStats, listedEntries } from '../../sources/file-tree.js';
 import { Excludes } from './excludes.js';
 import { Counter, SCAN_PATH_LIMIT, type ScanMessage, type ScanRequest, type ScanWorkerData } from './dir-scanner.js';
 
@@ -42,7 +42,7 @@ function walk(dir: Buffer, devices: ReadonlySet<bigint> | undefined): boolean {
   const below: Buffer[] = [];
   for (const e of listedEntries(listing)) {
     if (e.st?.type !== 'dir' || (devices && !devices.has(e.st.device))) continue;
-    const path = dir.length === 1 && dir[0] === 0x2f ? Buffer.concat([dir, e.name]) : Buffer.concat([dir, Buffer.from('/'), e.name]);
+    const path = childPath(dir, e.name);
     if (path.length < SCAN_PATH_LIMIT && !excludes.matches(path)) below.push(path);
   }
   posted = (posted + listing.ends.length) | 0;

@@ -14,7 +14,8 @@ import { BlobCompressor } from '../../core/compress.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
 import { pushEntry, slicePlain, type ContentEntry } from '../../repo/tree.js';
-import type { ChunkFileResult, ChunkFileTask, FileJob, FileMeta, FileResult, FilesResult, FilesTask, ReadError, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
+import { errorOf } from '../../sources/file-tree.js';
+import type { ChunkFileResult, ChunkFileTask, FileJob, FileMeta, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
 
 let keys: BlobKeys;
 let cdc: FastCDC;
@@ -59,11 +60,6 @@ function openForRead(path: Buffer): number {
     if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
     return openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   }
-}
-
-function errorOf(e: unknown): ReadError {
-  const code = (e as NodeJS.ErrnoException).code;
-  return code ? { code, message: (e as Error).message } : { message: String((e as Error).message ?? e) };
 }
 
 let reusable = Buffer.alloc(0);

@@ -19,6 +19,7 @@ import type { CompressionMode } from '../../core/compress.js';
 import type { BlobIdHash } from '../../core/crypto.js';
 import type { BlobType } from '../../repo/pack.js';
 import type { ContentEntry } from '../../repo/tree.js';
+import type { ReadError } from '../../sources/file-tree.js';
 
 export interface InitMessage {
   readonly encryption: Uint8Array;
@@ -48,12 +49,6 @@ export interface SealResult {
   /** Absent when the chunk is all zeros (a hole). */
   readonly blob?: WireBlob;
   readonly rawLength: number;
-}
-
-/** Why a file could not be read (`code`: the errno name, as in ENOENT). */
-export interface ReadError {
-  readonly code?: string;
-  readonly message: string;
 }
 
 export interface FileJob {
