@@ -1,26 +1,26 @@
 /**
- * `holdfast unlock [--remove-all]`: removes stale and unreadable locks, or
- * every lock. Needs no password: locks are plain. Stale locks never block
+ * `holdfast unlock [--remove-all]`: removes stale, suspect (heartbeat from the
+ * future) and unreadable locks, or every lock. Needs no password: locks are plain. Stale locks never block
  * anyone (src/repo/lock.ts), so this is housekeeping, or, with --remove-all,
  * the way out when a holder on another machine is known to be gone before its
  * heartbeat runs out.
  */
 import type { Command } from 'commander';
-import { describeLock, listLocks, removeLocks, staleReason, type LockEntry } from '../repo/lock.js';
+import { describeLock, listLocks, removeLocks, staleReason, suspectReason, unlockRemoves, type LockEntry } from '../repo/lock.js';
 import { globals, openKeyless, say } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 
 export function register(program: Command): void {
   program
     .command('unlock')
-    .description('remove stale locks (of processes that ended, or without heartbeat); needs no password')
+    .description('remove stale locks (of processes that ended, or without heartbeat) and suspect ones (heartbeat from the future); needs no password')
     .option('--remove-all', 'remove every lock, also live ones: only when you know their holders are gone')
     .action(async (opts: { removeAll?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const repo = await openKeyless(g);
       if (repo.appendOnly) {
         const now = Date.now();
-        const wouldRemove = (await listLocks(repo.backend)).filter((e) => opts.removeAll || !e.lock || staleReason(e.lock, now) !== undefined);
+        const wouldRemove = (await listLocks(repo.backend)).filter((e) => opts.removeAll || unlockRemoves(e, now));
         if (wouldRemove.length > 0) {
           throw new ExitError(`the repository is append-only: this client cannot remove the ${wouldRemove.length} lock(s) of others. `
             + 'Stale locks do not block anyone; the storage owner (HOLDFAST_STORAGE_OWNER=1) can remove them', EXIT.appendOnly);
@@ -40,9 +40,10 @@ export function register(program: Command): void {
 function describe(e: LockEntry): string {
   if (!e.lock) return `unreadable (${e.error ?? '?'})`;
   const stale = staleReason(e.lock);
-  return `${describeLock(e.lock)}${stale ? `; stale: ${stale}` : ''}`;
+  const suspect = suspectReason(e.lock);
+  return `${describeLock(e.lock)}${stale ? `; stale: ${stale}` : ''}${suspect ? `; suspect: ${suspect}` : ''}`;
 }
 
 function entryJson(e: LockEntry): Record<string, unknown> {
-  return { name: e.name, ...(e.lock ? { lock: e.lock, stale: staleReason(e.lock) ?? null } : { error: e.error }) };
+  return { name: e.name, ...(e.lock ? { lock: e.lock, stale: staleReason(e.lock) ?? null, suspect: suspectReason(e.lock) ?? null } : { error: e.error }) };
 }

@@ -30,7 +30,9 @@
  *       written on this machine by a process that no longer runs) never
  *       blocks, and is removed (best effort)
  *     a live conflicting lock (any other, for exclusive; an exclusive one, for
- *       shared) → LockedError (after waiting up to `waitMs` for it to go)
+ *       shared) → LockedError (after waiting up to `waitMs` for it to go); a
+ *       heartbeat from beyond CLOCK_SKEW_MS in the future still counts as live,
+ *       but the error says the lock is suspect and plain `unlock` removes it
  *     write our lock; list again; a conflicting live lock that appeared
  *       meanwhile → remove ours, LockedError (two racers both back off)
  *   hold: every HEARTBEAT_MS write a new lock object (new heartbeat, so a new
@@ -52,6 +54,12 @@ import { AlreadyExistsError, NotFoundError, type Backend, type Handle } from '..
 export const HEARTBEAT_MS = 60_000;
 /** A lock whose heartbeat is older than this is stale, whoever holds it. */
 export const STALE_AFTER_MS = 10 * 60_000;
+/**
+ * A heartbeat further ahead of the reader's clock than this makes a lock
+ * suspect. The same tolerance as a clock running behind gets (STALE_AFTER_MS):
+ * a holder's clock that is off by more, either way, is wrong.
+ */
+export const CLOCK_SKEW_MS = STALE_AFTER_MS;
 
 export const LOCK_VERSION = 1;
 
@@ -95,10 +103,13 @@ export class LockedError extends Error {
   constructor(readonly holders: readonly LockEntry[], wantExclusive: boolean, now = Date.now()) {
     const first = holders[0];
     const who = first?.lock ? describeLock(first.lock, now) : `an unreadable lock ${first?.name.slice(0, 8) ?? '?'} (${first?.error ?? ''})`;
+    const suspect = first?.lock ? suspectReason(first.lock, now) : undefined;
     super(`the repository is locked${first?.lock?.exclusive ? ' exclusively' : ''} by ${who}`
       + `${holders.length > 1 ? ` and ${holders.length - 1} other lock(s)` : ''}; cannot take ${wantExclusive ? 'an exclusive' : 'a shared'} lock. `
-      + `A lock of a dead process is cleared automatically (at once on the same machine, after ${STALE_AFTER_MS / 60_000} minutes without heartbeat elsewhere); `
-      + 'if you know its holder is gone, run "holdfast unlock --remove-all"');
+      + (suspect
+        ? `That lock is suspect: ${suspect}; "holdfast unlock" removes it`
+        : `A lock of a dead process is cleared automatically (at once on the same machine, after ${STALE_AFTER_MS / 60_000} minutes without heartbeat elsewhere); `
+          + 'if you know its holder is gone, run "holdfast unlock --remove-all"'));
     this.name = 'LockedError';
   }
 }
@@ -205,16 +216,34 @@ export function staleReason(lock: LockInfo, now = Date.now(), staleAfterMs = STA
   return undefined;
 }
 
+/**
+ * Why a live-looking `lock` is suspect, or undefined: a heartbeat from the
+ * future (beyond CLOCK_SKEW_MS) would never grow old enough to be stale, so
+ * it would block until someone removed it by hand. It still blocks (its
+ * holder may be alive, on a machine with a wrong clock), but plain `unlock`
+ * removes it and the message that it blocks says why.
+ */
+export function suspectReason(lock: LockInfo, now = Date.now()): string | undefined {
+  const ahead = Date.parse(lock.heartbeat) - now;
+  if (ahead > CLOCK_SKEW_MS) {
+    return `heartbeat ${formatAge(ahead)} in the future (more than the ${CLOCK_SKEW_MS / 60_000} minutes of clock skew allowed): its holder's clock is wrong or the lock was planted`;
+  }
+  return undefined;
+}
+
 function formatAge(ms: number): string {
   const s = Math.round(ms / 1000);
   if (s < 120) return `${s} s`;
   if (s < 7200) return `${Math.round(s / 60)} min`;
-  return `${Math.round(s / 3600)} h`;
+  if (s < 172_800) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86_400)} days`;
 }
 
-/** "backup (pid 12 on vm, user root), heartbeat 8 s ago, lock 1a2b3c4d" */
+/** "backup (pid 12 on vm, user root), heartbeat 8 s ago, lock 1a2b3c4d" (or "heartbeat 3 days in the future") */
 export function describeLock(l: LockInfo, now = Date.now()): string {
-  return `${l.operation} (pid ${l.pid} on ${l.hostname}, user ${l.username}), taken ${l.created}, heartbeat ${formatAge(Math.max(0, now - Date.parse(l.heartbeat)))} ago, lock ${l.id.slice(0, 8)}`;
+  const age = now - Date.parse(l.heartbeat);
+  const beat = age >= 0 ? `${formatAge(age)} ago` : `${formatAge(-age)} in the future`;
+  return `${l.operation} (pid ${l.pid} on ${l.hostname}, user ${l.username}), taken ${l.created}, heartbeat ${beat}, lock ${l.id.slice(0, 8)}`;
 }
 
 // ---- lock objects ----
@@ -422,16 +451,21 @@ class HeldLock implements RepositoryLock {
   }
 }
 
+/** True when plain `holdfast unlock` removes the lock: unreadable, stale or suspect. */
+export function unlockRemoves(e: LockEntry, now = Date.now(), staleAfterMs = STALE_AFTER_MS): boolean {
+  return !e.lock || staleReason(e.lock, now, staleAfterMs) !== undefined || suspectReason(e.lock, now) !== undefined;
+}
+
 /**
- * `holdfast unlock`: removes stale and unreadable locks, or every lock with
- * `all`. Returns what it removed and what it left.
+ * `holdfast unlock`: removes stale, suspect and unreadable locks, or every
+ * lock with `all`. Returns what it removed and what it left.
  */
 export async function removeLocks(backend: Backend, opts: { all?: boolean; staleAfterMs?: number } = {}): Promise<{ removed: LockEntry[]; kept: LockEntry[] }> {
   const now = Date.now();
   const removed: LockEntry[] = [];
   const kept: LockEntry[] = [];
   for (const e of await listLocks(backend)) {
-    const remove = opts.all || !e.lock || staleReason(e.lock, now, opts.staleAfterMs ?? STALE_AFTER_MS) !== undefined;
+    const remove = opts.all || unlockRemoves(e, now, opts.staleAfterMs);
     if (!remove) {
       kept.push(e);
       continue;

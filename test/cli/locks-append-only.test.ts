@@ -2,8 +2,8 @@
  * Locks and append-only mode through the real CLI: backup holds a shared lock
  * while it runs and removes it after; it refuses to run beside a live
  * exclusive lock (exit 11) and clears the lock of a dead process on this
- * machine by itself; `unlock` removes stale locks, `--remove-all` all of
- * them. An append-only repository takes backups but refuses forget, key
+ * machine by itself; `unlock` removes stale locks and suspect ones (a
+ * heartbeat from the future), `--remove-all` all of them. An append-only repository takes backups but refuses forget, key
  * remove, key passwd and unlock of others' locks (exit 13), except for the
  * storage owner; HOLDFAST_APPEND_ONLY=1 restricts a client of any repository.
  */
@@ -104,6 +104,25 @@ describe('locks through the CLI', () => {
     assert.match(out.removed[0]!.stale, /no heartbeat for/);
     assert.deepEqual(out.kept.map((k) => k.name), [live]);
     await s.ok(['backup', '-q', data]); // a live shared lock does not stop a backup
+    await s.ok(['unlock', '--remove-all'], { env: NOPW });
+  });
+
+  it('calls a lock with a heartbeat from the future suspect, and plain unlock removes it (clock skew within 10 minutes is trusted)', async () => {
+    const count = (await snapshotsOf(s)).length;
+    const planted = await plant(s.repo, { heartbeat: '2099-01-01T00:00:00.000Z' });
+    const skewed = await plant(s.repo, { heartbeat: new Date(Date.now() + 5 * 60_000).toISOString(), exclusive: false, operation: 'backup' });
+    const r = await s.run(['backup', data]);
+    assert.equal(r.code, 11, r.stderr);
+    assert.match(r.stderr, /heartbeat \d+ days in the future, .*suspect: .*clock is wrong or the lock was planted; "holdfast unlock" removes it/s);
+    assert.doesNotMatch(r.stderr, /0 s ago/);
+    assert.equal((await snapshotsOf(s)).length, count);
+    const u = await s.ok(['unlock', '--json'], { env: NOPW });
+    const out = JSON.parse(u.stdout) as { removed: { name: string; suspect: string }[]; kept: { name: string }[] };
+    assert.deepEqual(out.removed.map((e) => e.name), [planted]);
+    assert.match(out.removed[0]!.suspect, /in the future/);
+    assert.deepEqual(out.kept.map((k) => k.name), [skewed]);
+    await s.ok(['backup', '-q', data]);
+    assert.equal((await snapshotsOf(s)).length, count + 1);
     await s.ok(['unlock', '--remove-all'], { env: NOPW });
   });
 });
