@@ -29,7 +29,7 @@ import { NotFoundError, ShortReadError } from '../../storage/backend.js';
 import { CorruptObjectError } from '../../repo/errors.js';
 import type { Repository } from '../../repo/repository.js';
 import type { BlobLocation } from '../../repo/index-file.js';
-import { entryBlob, type BlobSlice, type TreeNode } from '../../repo/tree.js';
+import { entryBlob, type BlobSlice, type ContentEntry, type TreeNode } from '../../repo/tree.js';
 import { PathShortener, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
 import { walkTree } from '../tree-walk.js';
 import { WorkerPool } from '../pool/worker-pool.js';
@@ -231,6 +231,10 @@ export class Restorer {
   }
 
   private planFile(path: Buffer, dest: Buffer, node: TreeNode): void {
+    const content = node.content ?? [];
+    // A size the content does not add up to would restore as a sparse giant or a file cut short.
+    const holds = this.contentLength(content);
+    if (holds !== undefined && holds !== node.size) throw new Error(`damaged in the repository: the file declares ${node.size} bytes but its content holds ${holds}`);
     if (node.links > 1) {
       const key = `${node.device}:${node.inode}`;
       // Names read in different batches hold other slices of the same bytes: the fingerprint tells.
@@ -244,7 +248,6 @@ export class Restorer {
       }
       if (!first) this.inodes.set(key, { dest, content: contentKey });
     }
-    const content = node.content ?? [];
     if (this.opts.verify) this.toVerify.push({ path, dest, node });
     const settled = this.creation && settledBy(this.creation, node.mode, node);
     const meta: FileMeta = {
@@ -276,6 +279,21 @@ export class Restorer {
       }
     }
     if (file.remaining === 0) this.finishFile(file);
+  }
+
+  /** The bytes a content list adds up to; undefined when one of its blobs is not in the index (reported when planned). */
+  private contentLength(content: readonly ContentEntry[]): number | undefined {
+    let n = 0;
+    for (const c of content) {
+      if (typeof c === 'number') n += c;
+      else if (typeof c !== 'string') n += c.length;
+      else {
+        const loc = this.repo.index.lookup(c);
+        if (!loc) return undefined;
+        n += loc.rawLength;
+      }
+    }
+    return n;
   }
 
   private need(id: string, path: Buffer, target: UnpackTarget, file?: OpenFile): void {
