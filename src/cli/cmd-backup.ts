@@ -2,7 +2,6 @@
  * `holdfast backup PATH...`, `holdfast backup --stdin`, and
  * `holdfast backup --stdin-from-command -- CMD ARGS...`.
  */
-import { resolve } from 'node:path';
 import { spawn } from 'node:child_process';
 import type { Command } from 'commander';
 import { Archiver, type BackupResult } from '../jobs/backup/archiver.js';
@@ -11,6 +10,7 @@ import { scanTotals } from '../sources/file-tree.js';
 import type { Repository } from '../repo/repository.js';
 import { collect, formatBytes, formatDuration, globals, say, warn, type GlobalOptions } from './context.js';
 import { backupSession, parseTime, splitTags } from './backup-session.js';
+import { backupTargets } from './backup-targets.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress, type Totals } from './progress.js';
 import { backupImageCommand, withImageOptions, type ImageBackupFlags } from './cmd-backup-image.js';
@@ -52,19 +52,20 @@ export function register(program: Command): void {
     .action(async (paths: string[], flags: BackupFlags, cmd: Command) => {
       if (flags.image !== undefined) return backupImageCommand(paths, flags, cmd);
       const g = globals(cmd);
+      const stream = flags.stdin === true || flags.stdinFromCommand === true;
+      // Before the session: when no path exists, not even a lock is written.
+      const targets = stream ? undefined : await backupTargets(paths, warn);
       await backupSession(g, flags.compression, async (repo, signal) => {
-        const result = flags.stdin || flags.stdinFromCommand
-          ? await backupStream(repo, g, flags, paths, signal)
-          : await backupFiles(repo, g, flags, paths, signal);
+        const result = targets
+          ? await backupFiles(repo, g, flags, targets.paths, signal)
+          : await backupStream(repo, g, flags, paths, signal);
         report(g, result);
-        if (result.snapshot.incomplete) process.exitCode = EXIT.incomplete;
+        if (result.snapshot.incomplete || (targets?.skipped ?? 0) > 0) process.exitCode = EXIT.incomplete;
       });
     });
 }
 
-async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlags, args: string[], signal: AbortSignal): Promise<BackupResult> {
-  if (args.length === 0) throw new ExitError('nothing to back up: give one or more paths, or --stdin', EXIT.usage);
-  const paths = [...new Set(args.map((p) => resolve(p)))].sort();
+async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlags, paths: string[], signal: AbortSignal): Promise<BackupResult> {
   const excludes = await Excludes.fromFiles(flags.exclude ?? [], flags.excludeFile ?? []);
   const hostname = flags.host;
   let parent: BackupResult | null = null;
