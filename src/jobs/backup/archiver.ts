@@ -282,6 +282,8 @@ export class Archiver {
     const tree = await this.withPool(async () => {
       const { content, size } = await this.streamContent(source);
       this.progress.files++;
+      this.progress.bytes += size;
+      this.bytesRead += size;
       this.filesNew++;
       const file: TreeNode = {
         name: Buffer.from(name), type: 'file', mode: 0o600, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0,
