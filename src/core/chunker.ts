@@ -72,7 +72,8 @@ const MiB = 1024 * KiB;
 /** Smallest allowed minSize; also keeps the 32-byte hash window inside the chunk. */
 const MIN_MIN_SIZE = 64;
 /** Largest allowed maxSize: bounds memory per stream and keeps the masks within 32 bits. */
-const MAX_MAX_SIZE = 64 * MiB;
+/** The largest chunk any repository's chunker may make: the bound on maxSize. */
+export const MAX_CHUNK_SIZE = 64 * MiB;
 /** Width of the gear hash window in bytes (the hash is 32 bits, one bit per byte of history). */
 const WINDOW = 32;
 
@@ -114,7 +115,7 @@ export function validateChunkerParams(p: unknown): ChunkerParams {
   const avgSize = size('avgSize');
   const maxSize = size('maxSize');
   if (minSize < MIN_MIN_SIZE) fail(`minSize must be at least ${MIN_MIN_SIZE}, got ${minSize}`);
-  if (maxSize > MAX_MAX_SIZE) fail(`maxSize must be at most ${MAX_MAX_SIZE} (64 MiB), got ${maxSize}`);
+  if (maxSize > MAX_CHUNK_SIZE) fail(`maxSize must be at most ${MAX_CHUNK_SIZE} (64 MiB), got ${maxSize}`);
   if (!(minSize < avgSize)) fail(`minSize (${minSize}) must be less than avgSize (${avgSize})`);
   if (!(avgSize < maxSize)) fail(`avgSize (${avgSize}) must be less than maxSize (${maxSize})`);
   // avgSize < 2^26 here, so the 32-bit test is exact.

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 
 // The native binding (CommonJS, no named exports for ESM): its contexts work in a caller's buffers.
 type Binding = typeof import('zstd-napi/binding.js');
-const { CCtx, CParameter, DCtx, compressBound } = createRequire(import.meta.url)('zstd-napi/binding') as Binding;
+const { CCtx, CParameter, DCtx, compressBound, getFrameContentSize } = createRequire(import.meta.url)('zstd-napi/binding') as Binding;
 
 export type CompressionMode = 'off' | 'default' | 'better' | 'max';
 
@@ -60,9 +60,23 @@ let dctx: InstanceType<Binding['DCtx']> | undefined;
  * `into` (at least `rawLength` bytes) the result is a view of it: a worker
  * that reuses one buffer spares the kernel fresh, zeroed pages for every
  * blob (1.3 GB of them in a restore of the Linux tree).
+ *
+ * Never produces more than `rawLength` bytes, whatever the frame says: a
+ * frame that declares another content size is refused before any output
+ * buffer is allocated, and one that declares none is decompressed into
+ * exactly `rawLength` bytes, where zstd stops with an error at the end of the
+ * buffer. So the caller's bound on `rawLength` bounds the memory (a 66 KB
+ * frame of RLE blocks inflates to 2 GiB).
  */
 export function decompress(data: Uint8Array, rawLength: number, what: string, into?: Buffer): Buffer {
   if (into && into.length < rawLength) throw new RangeError(`decompress: ${into.length}-byte buffer for ${rawLength} bytes`);
+  let declared: number | null;
+  try {
+    declared = getFrameContentSize(data);
+  } catch (e) {
+    throw new DecompressionError(what, (e as Error).message);
+  }
+  if (declared !== null && declared !== rawLength) throw new DecompressionError(what, `the frame declares ${declared} bytes, expected ${rawLength}`);
   dctx ??= new DCtx();
   const out = into ? into.subarray(0, rawLength) : Buffer.allocUnsafe(rawLength);
   let n: number;

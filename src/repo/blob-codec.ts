@@ -6,8 +6,10 @@
 import { createHmac } from 'node:crypto';
 import { AuthenticationError, blobId, open, seal, type BlobIdHash } from '../core/crypto.js';
 import { decompress, type BlobCompressor } from '../core/compress.js';
+import { MAX_CHUNK_SIZE } from '../core/chunker.js';
 import { idHex } from '../core/ids.js';
 import { CorruptObjectError } from './errors.js';
+import { MAP_ENTRY_BYTES, MAX_IMAGE_BLOCK, MAX_MAP_BLOCKS } from './image-info.js';
 import { BlobType, FLAG_COMPRESSED, blobAad, type PackedBlob } from './pack.js';
 
 /** The secrets blob work needs. */
@@ -26,6 +28,21 @@ export interface PreparedBlob {
   readonly rawLength: number;
   readonly sealed: Buffer;
 }
+
+/**
+ * The largest plaintext a blob of each type may have (docs/format.md §8).
+ * A reader refuses a larger `rawLength` before it allocates or inflates
+ * anything; a writer refuses to store one.
+ */
+export const MAX_RAW_LENGTH: Readonly<Record<BlobType, number>> = {
+  // Chunks and batches of small files are at most the chunker's maxSize, image blocks at most their block size.
+  [BlobType.Data]: Math.max(MAX_CHUNK_SIZE, MAX_IMAGE_BLOCK),
+  // A tree is one folder's listing, not chunked: 256 MiB holds a folder of
+  // about 2 million entries, or one file of 8 million chunk ids (8 TiB at
+  // the default chunk size).
+  [BlobType.Tree]: 256 * 1024 * 1024,
+  [BlobType.ImageMap]: MAX_MAP_BLOCKS * MAP_ENTRY_BYTES,
+};
 
 const typeKeys = new WeakMap<Buffer, Map<BlobType, Buffer>>();
 
@@ -52,6 +69,7 @@ export function blobIdHex(keys: BlobKeys, data: Uint8Array, type: BlobType = Blo
 
 /** Compresses (when that shrinks it) and seals one blob. */
 export function prepareBlob(keys: BlobKeys, compressor: BlobCompressor, type: BlobType, data: Buffer, id = blobIdHex(keys, data, type)): PreparedBlob {
+  if (data.length > MAX_RAW_LENGTH[type]) throw new Error(`a ${BlobType[type].toLowerCase()} blob of ${data.length} bytes is larger than the format allows (${MAX_RAW_LENGTH[type]})`);
   const compressed = compressor.compress(data);
   const flags = compressed ? FLAG_COMPRESSED : 0;
   const sealed = seal(keys.encryption, compressed ?? data, blobAad(type, flags, data.length, id));
@@ -60,9 +78,13 @@ export function prepareBlob(keys: BlobKeys, compressor: BlobCompressor, type: Bl
 
 /**
  * Authenticates and decompresses a sealed blob; errors name `what`. A
- * compressed blob is decompressed into `into` when given (see `decompress`).
+ * compressed blob is decompressed into `into(rawLength)` when given (see
+ * `decompress`), which is asked for a buffer only once the length is known to
+ * be within the format's bound.
  */
-export function openBlob(keys: BlobKeys, loc: PackedBlob, sealed: Uint8Array, what: string, into?: Buffer): Buffer {
+export function openBlob(keys: BlobKeys, loc: PackedBlob, sealed: Uint8Array, what: string, into?: (length: number) => Buffer): Buffer {
+  // Anyone with the key can seal a bomb (a few KB that inflate to 4 GiB): refuse it before allocating.
+  if (loc.rawLength > MAX_RAW_LENGTH[loc.type]) throw new CorruptObjectError(what, `declares ${loc.rawLength} bytes, more than a ${BlobType[loc.type].toLowerCase()} blob may hold (${MAX_RAW_LENGTH[loc.type]})`);
   let plain: Buffer;
   try {
     plain = open(keys.encryption, sealed, blobAad(loc.type, loc.flags, loc.rawLength, loc.id), what);
@@ -70,7 +92,7 @@ export function openBlob(keys: BlobKeys, loc: PackedBlob, sealed: Uint8Array, wh
     if (e instanceof AuthenticationError) throw new CorruptObjectError(what, 'authentication failed');
     throw e;
   }
-  if (loc.flags & FLAG_COMPRESSED) return decompress(plain, loc.rawLength, what, into);
+  if (loc.flags & FLAG_COMPRESSED) return decompress(plain, loc.rawLength, what, into?.(loc.rawLength));
   if (plain.length !== loc.rawLength) throw new CorruptObjectError(what, 'length mismatch');
   return plain;
 }

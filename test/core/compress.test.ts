@@ -1,12 +1,14 @@
 // Tests of src/core/compress.ts: every mode round-trips, a blob is only
 // stored compressed when that makes it smaller, and decompression checks the
-// recorded size and turns every failure into a DecompressionError.
+// recorded size (before inflating anything, where the frame declares its
+// size) and turns every failure into a DecompressionError.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { BlobCompressor, COMPRESSION_MODES, DecompressionError, decompress, parseCompressionMode, type CompressionMode } from '../../src/core/compress.js';
+import { zstdBomb } from '../helpers/zstd-bomb.js';
 
 /** Compressible data: a few short random words repeated. */
 const repetitive = fc
@@ -130,6 +132,17 @@ describe('decompress', () => {
     // Frame content size 2^36 bytes, no data.
     const header = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0xe0, 0, 0, 0, 0, 0x10, 0, 0, 0]);
     assertDecompressionFails(() => decompress(header, 100, 'blob huge'), 'blob huge');
+  });
+
+  it('refuses a bomb that declares more than rawLength by its header, and never writes past rawLength into a frame that declares nothing', () => {
+    const declared = zstdBomb(2 << 20);
+    assert.equal(declared.length, 77);
+    assertDecompressionFails(() => decompress(declared, 1 << 20, 'blob bomb'), 'blob bomb: cannot decompress (the frame declares 2097152 bytes, expected 1048576)');
+    const silent = zstdBomb(2 << 20, { declare: false });
+    const into = Buffer.alloc((1 << 20) + 16, 0x5a);
+    assertDecompressionFails(() => decompress(silent, 1 << 20, 'blob silent', into), 'blob silent');
+    assert.ok(into.subarray(1 << 20).every((b) => b === 0x5a), 'decompress wrote past rawLength');
+    assert.deepEqual(decompress(zstdBomb(1 << 20, { declare: false }), 1 << 20, 'blob exact'), Buffer.alloc(1 << 20, 0x41));
   });
 });
 

@@ -19,8 +19,10 @@ let scratch = Buffer.alloc(0);
 
 /** Opens a data blob into the scratch buffer (no fresh pages per block); valid until the next call. */
 function openInto(b: UnpackTask['blobs'][number], sealed: Uint8Array, what: string): Buffer {
-  if (scratch.length < b.rawLength) scratch = Buffer.allocUnsafeSlow(b.rawLength);
-  return openBlob(keys, { type: BlobType.Data, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, sealed, what, scratch);
+  return openBlob(keys, { type: BlobType.Data, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, sealed, what, (n) => {
+    if (scratch.length < n) scratch = Buffer.allocUnsafeSlow(n);
+    return scratch;
+  });
 }
 
 const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);

@@ -263,7 +263,7 @@ function unpack(t: UnpackTask): UnpackResult {
     let plain: Buffer;
     try {
       // Each blob is written out before the next is opened: one reused buffer holds them all.
-      plain = openBlob(keys, { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, data.subarray(b.offset, b.offset + b.length), `pack ${t.pack}, blob ${b.id}`, reusedBuffer(b.rawLength));
+      plain = openBlob(keys, { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, data.subarray(b.offset, b.offset + b.length), `pack ${t.pack}, blob ${b.id}`, reusedBuffer);
     } catch (e) {
       for (const target of b.targets) failed.push({ path: target.path, message: (e as Error).message });
       continue;
