@@ -5,7 +5,8 @@
 import { spawn } from 'node:child_process';
 import type { Command } from 'commander';
 import { Archiver, type BackupResult } from '../jobs/backup/archiver.js';
-import { Excludes } from '../jobs/backup/excludes.js';
+import { CACHEDIR_TAG, ExcludeRules, readPatterns } from '../jobs/backup/excludes.js';
+import { parseSize } from '../core/size.js';
 import { scanTotals } from '../sources/file-tree.js';
 import type { Repository } from '../repo/repository.js';
 import { collect, formatBytes, formatDuration, globals, say, warn, type GlobalOptions } from './context.js';
@@ -18,7 +19,14 @@ import { backupImageCommand, withImageOptions, type ImageBackupFlags } from './c
 interface BackupFlags extends ImageBackupFlags {
   exclude?: string[];
   excludeFile?: string[];
+  iexclude?: string[];
+  iexcludeFile?: string[];
   excludeCaches?: boolean;
+  excludeIfPresent?: string[];
+  excludeLargerThan?: number;
+  filesFrom?: string[];
+  filesFromVerbatim?: string[];
+  filesFromRaw?: string[];
   oneFileSystem?: boolean;
   tag?: string[];
   host?: string;
@@ -38,7 +46,14 @@ export function register(program: Command): void {
     .argument('[paths...]', 'files and folders to back up, or the command after --stdin-from-command')
     .option('-e, --exclude <glob>', 'exclude a pattern (repeatable)', collect)
     .option('--exclude-file <file>', 'read exclude patterns from a file (repeatable)', collect)
+    .option('--iexclude <glob>', 'like --exclude, ignoring case (repeatable)', collect)
+    .option('--iexclude-file <file>', 'like --exclude-file, ignoring case (repeatable)', collect)
     .option('--exclude-caches', 'skip the contents of folders holding a CACHEDIR.TAG')
+    .option('--exclude-if-present <filename[:header]>', 'skip the contents of folders holding this file (beginning with header, when given) (repeatable)', collect)
+    .option('--exclude-larger-than <size>', 'skip files larger than size (suffixes k, m, g, t: powers of 1024)', sizeOption('--exclude-larger-than'))
+    .option('--files-from <file>', 'back up the paths listed in file, one glob pattern a line; "#" starts a comment; "-" is stdin (repeatable)', collect)
+    .option('--files-from-verbatim <file>', 'back up the paths listed in file, one a line, as they are (repeatable)', collect)
+    .option('--files-from-raw <file>', 'back up the paths listed in file, each ended by a NUL byte (repeatable)', collect)
     .option('-x, --one-file-system', 'do not cross file system boundaries')
     .option('--tag <tag[,tag]>', 'add tags to the snapshot (repeatable)', collect)
     .option('--host <hostname>', 'host name to record (default: this host)')
@@ -53,8 +68,9 @@ export function register(program: Command): void {
       if (flags.image !== undefined) return backupImageCommand(paths, flags, cmd);
       const g = globals(cmd);
       const stream = flags.stdin === true || flags.stdinFromCommand === true;
+      if (stream && (flags.filesFrom ?? flags.filesFromVerbatim ?? flags.filesFromRaw)) throw new ExitError('--stdin and --stdin-from-command take no --files-from lists', EXIT.usage);
       // Before the session: when no path exists, not even a lock is written.
-      const targets = stream ? undefined : await backupTargets(paths, warn);
+      const targets = stream ? undefined : await backupTargets(paths, flags, warn);
       await backupSession(g, flags.compression, async (repo, signal) => {
         const result = targets
           ? await backupFiles(repo, g, flags, targets.paths, signal)
@@ -66,7 +82,7 @@ export function register(program: Command): void {
 }
 
 async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlags, paths: string[], signal: AbortSignal): Promise<BackupResult> {
-  const excludes = await Excludes.fromFiles(flags.exclude ?? [], flags.excludeFile ?? []);
+  const excludes = await excludeRules(flags);
   const hostname = flags.host;
   let parent: BackupResult | null = null;
   if (!flags.force) {
@@ -85,12 +101,11 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
   // The scan only feeds the ETA; nobody sees it with --quiet or without a terminal and --json.
   const scan = new AbortController();
   const shown = !g.quiet && (g.json === true || process.stderr.isTTY === true);
-  if (shown) void scanTotals(paths, (p) => excludes.matches(p), totals, AbortSignal.any([signal, scan.signal]));
+  if (shown) void scanTotals(paths, (p) => excludes.excludesPath(p), totals, AbortSignal.any([signal, scan.signal]));
   try {
     return await new Archiver(repo, {
       paths,
       excludes,
-      excludeCaches: flags.excludeCaches === true,
       oneFileSystem: flags.oneFileSystem === true,
       tags: splitTags(flags.tag),
       ...(hostname ? { hostname } : {}),
@@ -107,6 +122,33 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
     scan.abort();
     progress.stop();
   }
+}
+
+/** The exclusion rules of the flags; files of patterns are read here. */
+async function excludeRules(flags: BackupFlags): Promise<ExcludeRules> {
+  let patterns: string[];
+  let insensitive: string[];
+  try {
+    patterns = await readPatterns(flags.exclude ?? [], flags.excludeFile ?? []);
+    insensitive = await readPatterns(flags.iexclude ?? [], flags.iexcludeFile ?? []);
+  } catch (e) {
+    throw new ExitError(`cannot read an exclude file: ${(e as Error).message}`, EXIT.usage);
+  }
+  const ifPresent = [...(flags.excludeIfPresent ?? []), ...(flags.excludeCaches ? [CACHEDIR_TAG] : [])];
+  try {
+    return new ExcludeRules({ patterns, insensitive, ifPresent, ...(flags.excludeLargerThan === undefined ? {} : { largerThan: flags.excludeLargerThan }) });
+  } catch (e) {
+    throw new ExitError((e as Error).message, EXIT.usage);
+  }
+}
+
+/** A commander parser for a size option. */
+function sizeOption(option: string): (text: string) => number {
+  return (text) => {
+    const bytes = parseSize(text);
+    if (bytes === undefined) throw new ExitError(`bad ${option} "${text}": use a size such as 500k, 20M or 2G`, EXIT.usage);
+    return bytes;
+  };
 }
 
 async function backupStream(repo: Repository, g: GlobalOptions, flags: BackupFlags, args: string[], signal: AbortSignal): Promise<BackupResult> {

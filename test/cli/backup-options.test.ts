@@ -44,4 +44,78 @@ describe('backup: what is backed up', () => {
     const ls = (await s.ok(['ls', 'latest'])).stdout;
     assert.match(ls, /\/a\/sub\/g$/m);
   });
+
+  /** The paths in the latest snapshot below `root` (relative), files and folders. */
+  const listed = async (root: string): Promise<string[]> => (await s.ok(['ls', 'latest'])).stdout.split('\n')
+    .filter((l) => l.startsWith(`${root}/`)).map((l) => l.slice(root.length + 1)).sort();
+
+  it('takes paths from --files-from (globs, comments), --files-from-verbatim and --files-from-raw', async () => {
+    const root = s.path('from');
+    await mkdir(join(root, 'x1'), { recursive: true });
+    await mkdir(join(root, 'x2'));
+    await mkdir(join(root, 'y'));
+    await mkdir(join(root, 'star*'));
+    await writeFile(join(root, 'x1', 'f'), '1');
+    await writeFile(join(root, 'x2', 'f'), '2');
+    await writeFile(join(root, 'y', 'f'), 'y');
+    await writeFile(join(root, 'star*', 'f'), '*');
+    await writeFile(join(root, 'raw name\n'), 'raw');
+    await writeFile(s.path('globs.txt'), `# a comment\n\n  ${root}/x*  \n${root}/nothing-*\n`);
+    await writeFile(s.path('verbatim.txt'), `${root}/star*\n`);
+    await writeFile(s.path('raw.bin'), `${root}/raw name\n\0`);
+    const r = await s.ok(['backup', '--files-from', s.path('globs.txt'), '--files-from-verbatim', s.path('verbatim.txt'), '--files-from-raw', '-'], { input: `${root}/y\0` });
+    assert.match(r.stderr, /pattern ".*nothing-\*" does not match any files, skipping/);
+    const [snap] = (await snapshotsOf(s)).slice(-1);
+    assert.deepEqual(snap!.paths, [join(root, 'star*'), join(root, 'x1'), join(root, 'x2'), join(root, 'y')]);
+    assert.deepEqual(await listed(root), ['star*', 'star*/f', 'x1', 'x1/f', 'x2', 'x2/f', 'y', 'y/f']);
+    const raw = await s.ok(['backup', '--files-from-raw', s.path('raw.bin')]);
+    assert.equal(raw.code, 0, raw.stderr);
+    // A name with a newline, which only a NUL-separated list can give.
+    assert.equal((await s.ok(['dump', 'latest', join(root, 'raw name\n')])).stdout, 'raw');
+    failsWith(await s.run(['backup', '--files-from-raw', '-'], { input: `${root}/y` }), 2, /not ended by a NUL byte/);
+    failsWith(await s.run(['backup', '--files-from', s.path('no-such-list')]), 2, /cannot read --files-from .*no-such-list/);
+  });
+
+  it('leaves out by --iexclude and --iexclude-file, ignoring case', async () => {
+    const root = s.path('ix');
+    await mkdir(join(root, 'Build', 'deep'), { recursive: true });
+    await writeFile(join(root, 'Build', 'deep', 'f'), 'b');
+    await writeFile(join(root, 'keep.txt'), 'k');
+    await writeFile(join(root, 'DROP.LOG'), 'd');
+    await writeFile(join(root, 'Other.Tmp'), 't');
+    await writeFile(s.path('ipatterns.txt'), '# comment\n*.tmp\n');
+    await s.ok(['backup', '--iexclude', 'build', '--iexclude', '*.log', '--iexclude-file', s.path('ipatterns.txt'), '--exclude', 'KEEP.TXT', root]);
+    assert.deepEqual(await listed(root), ['keep.txt']);
+  });
+
+  it('leaves out files larger than --exclude-larger-than, folders and smaller files stay', async () => {
+    const root = s.path('sizes');
+    await mkdir(join(root, 'big-folder'), { recursive: true });
+    await writeFile(join(root, 'big-folder', 'small'), Buffer.alloc(1024, 1));
+    await writeFile(join(root, 'large'), Buffer.alloc(1025, 2));
+    await writeFile(join(root, 'at-limit'), Buffer.alloc(1024, 3));
+    await s.ok(['backup', '--exclude-larger-than', '1k', root]);
+    assert.deepEqual(await listed(root), ['at-limit', 'big-folder', 'big-folder/small']);
+    // A path given that is too large is left out too.
+    await s.ok(['backup', '--exclude-larger-than', '1K', join(root, 'large'), join(root, 'at-limit')]);
+    assert.deepEqual(await listed(root), ['at-limit']);
+    failsWith(await s.run(['backup', '--exclude-larger-than', '1x', root]), 2, /bad --exclude-larger-than "1x"/);
+  });
+
+  it('keeps only the tag file of a folder tagged for --exclude-if-present, with and without a header', async () => {
+    const root = s.path('tags');
+    for (const d of ['plain', 'headed', 'wrong-header', 'cache']) await mkdir(join(root, d, 'sub', 'deeper'), { recursive: true });
+    for (const d of ['plain', 'headed', 'wrong-header', 'cache']) await writeFile(join(root, d, 'sub', 'deeper', 'f'), d);
+    await writeFile(join(root, 'plain', '.nobackup'), '');
+    await writeFile(join(root, 'headed', 'TAG'), 'holdfast: skip me\nmore');
+    await writeFile(join(root, 'wrong-header', 'TAG'), 'something else');
+    await writeFile(join(root, 'cache', 'CACHEDIR.TAG'), 'Signature: 8a477f597d28d172789f06886806bc55\n');
+    await mkdir(join(root, 'zz'));
+    await writeFile(join(root, 'zz', 'after'), 'z');
+    await s.ok(['backup', '--exclude-if-present', '.nobackup', '--exclude-if-present', 'TAG:holdfast: skip', '--exclude-caches', root]);
+    assert.deepEqual(await listed(root), [
+      'cache', 'cache/CACHEDIR.TAG', 'headed', 'headed/TAG', 'plain', 'plain/.nobackup',
+      'wrong-header', 'wrong-header/TAG', 'wrong-header/sub', 'wrong-header/sub/deeper', 'wrong-header/sub/deeper/f', 'zz', 'zz/after',
+    ]);
+  });
 });

@@ -36,7 +36,7 @@ describe('DirScanner', () => {
   after(() => rm(root, { recursive: true, force: true }));
 
   it('hands over what a listing on the spot finds, folder by folder in the walk\'s order', async () => {
-    const s = new DirScanner([], 1);
+    const s = new DirScanner({}, 1);
     try {
       for (const d of [p(), p('a'), p('a', 'a1'), p('a', 'a1', 'a11'), p('a', 'a2'), p('b'), p('b', 'b1'), p('d')]) {
         assert.deepEqual(await s.list(Buffer.from(d), undefined), here(d), d);
@@ -47,7 +47,7 @@ describe('DirScanner', () => {
   });
 
   it('drops what the walk skips, starts again where the walk goes back, reports a missing folder', async () => {
-    const s = new DirScanner([], 2);
+    const s = new DirScanner({}, 2);
     try {
       // The walk skips a/ (an excluded cache, say): the worker listed it all the same.
       for (const d of [p(), p('b'), p('d')]) assert.deepEqual(await s.list(Buffer.from(d), undefined), here(d), d);
@@ -62,13 +62,13 @@ describe('DirScanner', () => {
   });
 
   it('hands over the same listings when it leaves out excluded folders or folders on other devices', async () => {
-    const s = new DirScanner(['a1'], 1);
+    const s = new DirScanner({ patterns: ['a1'] }, 1);
     try {
       for (const d of [p(), p('a'), p('a', 'a2'), p('b')]) assert.deepEqual(await s.list(Buffer.from(d), undefined), here(d), d);
     } finally {
       await s.close();
     }
-    const other = new DirScanner([], 1);
+    const other = new DirScanner({}, 1);
     try {
       // No device is allowed: only the folder asked for is listed, and each further one is a new walk.
       assert.deepEqual(await other.list(Buffer.from(p()), new Set<bigint>()), here(p()));
@@ -79,7 +79,7 @@ describe('DirScanner', () => {
   });
 
   it('closes while the worker waits for the walk to catch up', async () => {
-    const s = new DirScanner([], 1);
+    const s = new DirScanner({}, 1);
     await s.list(Buffer.from(p()), undefined);
     await s.close();
   });

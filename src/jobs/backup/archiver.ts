@@ -43,14 +43,13 @@ import { childPath, errorOf, listDirSync, openForRead, readAll, readLinkSync, st
 import { Gate, WorkerPool, transferable } from '../pool/worker-pool.js';
 import type { ChunkFileResult, FileJob, FileResult, FilesResult, SealResult, WireBlob } from '../pool/protocol.js';
 import { DirScanner, SCAN_PATH_LIMIT } from './dir-scanner.js';
-import { Excludes } from './excludes.js';
+import { ExcludeRules } from './excludes.js';
 import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
 
 export interface BackupOptions extends SnapshotOrigin {
   readonly paths: readonly string[];
-  readonly excludes?: Excludes;
-  /** Skip the contents of folders holding a valid CACHEDIR.TAG. */
-  readonly excludeCaches?: boolean;
+  /** What is left out: patterns, sizes, tagged folders. */
+  readonly excludes?: ExcludeRules;
   /** Do not cross into other file systems below each path. */
   readonly oneFileSystem?: boolean;
   readonly onWarning?: (path: string, message: string) => void;
@@ -123,7 +122,6 @@ function batchRules(p: ChunkerParams): BatchRules {
 }
 /** Paths longer than this go through PathShortener. */
 const LONG_PATH = 4000;
-const CACHEDIR_SIGNATURE = 'Signature: 8a477f597d28d172789f06886806bc55';
 const SLASH = Buffer.from('/');
 
 
@@ -259,7 +257,7 @@ export class Archiver {
     const start = new Date();
     const parent = this.opts.parent ?? undefined;
     const root = await this.withPool(async () => {
-      this.scanner = new DirScanner(this.opts.excludes?.patterns ?? []);
+      this.scanner = new DirScanner(this.opts.excludes?.options);
       try {
         const pending = await this.scheduleSelection(SLASH, selectionOf(this.opts.paths), parent?.snapshot.tree);
         await this.sendBatch();
@@ -411,7 +409,7 @@ export class Archiver {
   private async scheduleEntry(path: Buffer, name: Buffer, prev: TreeNode | undefined, isRoot: boolean): Promise<Pending> {
     this.opts.signal?.throwIfAborted();
     if (this.fatal) throw this.fatal;
-    if (this.opts.excludes?.matches(path)) return settled(undefined);
+    if (this.opts.excludes?.excludesPath(path)) return settled(undefined);
     const sys = await this.sys(path);
     let st: EntryStat;
     try {
@@ -419,6 +417,7 @@ export class Archiver {
     } catch (e) {
       return this.cannotStat(path, errorOf(e));
     }
+    if (this.opts.excludes?.excludesSize(st.type, st.size)) return settled(undefined);
     if (isRoot) this.rootDevices.add(st.device);
     return this.scheduleStatted(path, sys, name, st, prev);
   }
@@ -501,9 +500,12 @@ export class Archiver {
       }
       entries = listed;
     }
-    if (this.opts.excludeCaches && (await isCacheDir(sys, entries.map((e) => e.entry.name)))) entries = entries.filter((e) => e.entry.name.toString() === 'CACHEDIR.TAG');
-    const excludes = this.opts.excludes;
-    if (excludes) entries = entries.filter((e) => !excludes.matches(e.path));
+    const rules = this.opts.excludes;
+    if (rules) {
+      const kept = rules.keptIn(sys, entries, (e) => e.entry.name);
+      entries = entries.filter(({ entry, path: p }) => (kept === undefined || kept(entry.name)) && !rules.excludesPath(p)
+        && !(entry.st && rules.excludesSize(entry.st.type, entry.st.size)));
+    }
     const parents = await this.parentNodes(prev?.type === 'dir' ? prev.subtree : undefined);
     const children: Pending[] = [];
     for (const { entry, path: p, sys: s } of entries) {
@@ -787,20 +789,4 @@ function nameOf(path: Buffer): Buffer {
   const i = path.lastIndexOf(0x2f);
   const name = path.subarray(i + 1);
   return name.length === 0 ? Buffer.from('/') : name;
-}
-
-async function isCacheDir(path: PosixPath, names: Buffer[]): Promise<boolean> {
-  if (!names.some((n) => n.toString() === 'CACHEDIR.TAG')) return false;
-  try {
-    const fh = await openForRead(Buffer.concat([typeof path === 'string' ? Buffer.from(path) : path, Buffer.from('/CACHEDIR.TAG')]));
-    try {
-      const buf = Buffer.alloc(CACHEDIR_SIGNATURE.length);
-      await fh.read(buf, 0, buf.length, 0);
-      return buf.toString('latin1') === CACHEDIR_SIGNATURE;
-    } finally {
-      await fh.close();
-    }
-  } catch {
-    return false;
-  }
 }

@@ -5,11 +5,10 @@
  *
  * Asked for a folder, the worker walks the tree below it depth-first, in the
  * walk's own order (names sorted bytewise), and posts each folder's listing.
- * It enters a subfolder by the walk's rules: not excluded, not on another
- * file system when those are not crossed, with a path short enough for
- * system calls. It may list more than the walk takes (the subfolders of a
- * cache folder, say): `list` drops listings that come before the one it
- * wants. A folder the worker's stream does not hold starts a new walk there
+ * It enters a subfolder by the walk's rules: not excluded (excludes.ts), not
+ * on another file system when those are not crossed, with a path short
+ * enough for system calls. Should it list more than the walk takes, `list`
+ * drops listings that come before the one it wants. A folder the worker's stream does not hold starts a new walk there
  * (each selected path is one). The worker starts no listing while it is
  * HELD_ENTRIES entries ahead of what the walk has taken, so memory stays
  * bounded in any tree.
@@ -22,13 +21,14 @@
  */
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { listedEntries, type DirListing, type ListedEntry, type ReadError } from '../../sources/file-tree.js';
+import type { ExcludeOptions } from './excludes.js';
 
 /** What the scan worker is started with. */
 export interface ScanWorkerData {
   readonly port: MessagePort;
   /** Int32 counters shared with the walk (`Counter`). */
   readonly counters: SharedArrayBuffer;
-  readonly excludes: readonly string[];
+  readonly excludes: ExcludeOptions;
   /** How far, in entries, the worker may list ahead of the walk. */
   readonly held: number;
 }
@@ -70,8 +70,8 @@ export class DirScanner {
   private head = 0;
   private walking = false;
 
-  /** `excludes`: patterns of folders the worker does not enter; `held`: how far, in entries, it may list ahead. */
-  constructor(excludes: readonly string[], held = HELD_ENTRIES) {
+  /** `excludes`: the rules by which the worker enters no folder the walk leaves out; `held`: how far, in entries, it may list ahead. */
+  constructor(excludes: ExcludeOptions = {}, held = HELD_ENTRIES) {
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
     const workerData: ScanWorkerData = { port: port2, counters: this.counters.buffer as SharedArrayBuffer, excludes, held };

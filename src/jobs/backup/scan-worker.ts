@@ -5,12 +5,12 @@
  */
 import { workerData } from 'node:worker_threads';
 import { childPath, listDirStats, listedEntries } from '../../sources/file-tree.js';
-import { Excludes } from './excludes.js';
+import { ExcludeRules } from './excludes.js';
 import { Counter, SCAN_PATH_LIMIT, type ScanMessage, type ScanRequest, type ScanWorkerData } from './dir-scanner.js';
 
-const { port, counters: shared, excludes: patterns, held } = workerData as ScanWorkerData;
+const { port, counters: shared, excludes: options, held } = workerData as ScanWorkerData;
 const counters = new Int32Array(shared);
-const excludes = new Excludes(patterns);
+const excludes = new ExcludeRules(options);
 /** Entries posted (modulo 2^32, as the walk counts what it took). */
 let posted = 0;
 
@@ -40,10 +40,13 @@ function walk(dir: Buffer, devices: ReadonlySet<bigint> | undefined): boolean {
   }
   // Read before the arrays are transferred.
   const below: Buffer[] = [];
-  for (const e of listedEntries(listing)) {
-    if (e.st?.type !== 'dir' || (devices && !devices.has(e.st.device))) continue;
+  const entries = listedEntries(listing);
+  // The walk's rules: a tagged folder keeps only its tag file, an excluded folder is not entered.
+  const kept = excludes.keptIn(dir, entries, (e) => e.name);
+  for (const e of entries) {
+    if (e.st?.type !== 'dir' || (devices && !devices.has(e.st.device)) || (kept && !kept(e.name))) continue;
     const path = childPath(dir, e.name);
-    if (path.length < SCAN_PATH_LIMIT && !excludes.matches(path)) below.push(path);
+    if (path.length < SCAN_PATH_LIMIT && !excludes.excludesPath(path)) below.push(path);
   }
   posted = (posted + listing.ends.length) | 0;
   post({ dir: dir.toString('latin1'), listing }, [listing.names.buffer, listing.ends.buffer, listing.fields.buffer] as ArrayBuffer[]);
