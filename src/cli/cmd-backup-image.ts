@@ -1,7 +1,9 @@
 /**
- * `holdfast backup --image SRC`: a block-level backup of a block device, a
- * raw image file, or a raw stream on stdin (`-`). Registered through
- * `cmd-backup.ts`, which hands over when --image is given.
+ * `holdfast backup --image SRC` and `holdfast backup --image-from-command --
+ * CMD ARGS...`: a block-level backup of a block device, a raw image file, a
+ * raw stream on stdin (`-`), or the raw output of a producer command (no
+ * snapshot unless it exits 0). Registered through `cmd-backup.ts`, which
+ * hands over when either option is given.
  */
 import { resolve } from 'node:path';
 import { hostname as osHostname } from 'node:os';
@@ -11,7 +13,8 @@ import type { Snapshot } from '../repo/snapshot.js';
 import { ImageBackup, defaultBlockSize, type ImageBackupResult } from '../jobs/image/image-backup.js';
 import { cachePath, cacheRoot } from '../jobs/image/cbt-cache.js';
 import { MAX_IMAGE_BLOCK, MIN_IMAGE_BLOCK } from '../repo/image-info.js';
-import { openImageInput, type ImageInput } from '../sources/image/image-input.js';
+import { openImageInput, streamInput, type ImageInput } from '../sources/image/image-input.js';
+import { commandOutput } from '../sources/command-output.js';
 import { mountsOf } from '../sources/image/block-devices.js';
 import { formatBytes, formatDuration, globals, say, warn, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
@@ -21,6 +24,7 @@ import { backupSession, parseTime, splitTags } from './backup-session.js';
 /** The flags of `backup` this command reads. */
 export interface ImageBackupFlags {
   image?: string;
+  imageFromCommand?: boolean;
   allBlocks?: boolean;
   allowLive?: boolean;
   blockSize?: string;
@@ -38,6 +42,7 @@ export interface ImageBackupFlags {
 export function withImageOptions(cmd: Command): Command {
   return cmd
     .option('--image <source>', 'back up a block device, a raw image file, or "-" (a raw stream on stdin) block by block')
+    .option('--image-from-command', 'run the command given as arguments and back up its output as a raw image; fails if it fails')
     .option('--all-blocks', 'with --image: keep every block, even those no file system uses')
     .option('--allow-live', 'with --image: accept a source mounted read-write (the image is only crash-consistent)')
     .option('--block-size <size>', 'with --image: block size, a power of two from 4K to 64M (default 128K, more for disks over 256G)')
@@ -90,18 +95,23 @@ async function findParent(repo: Repository, flags: ImageBackupFlags, paths: stri
 /** Runs `backup --image`. */
 export async function backupImageCommand(args: string[], flags: ImageBackupFlags, cmd: Command): Promise<void> {
   const g = globals(cmd);
-  const src = flags.image!;
-  if (args.length > 0) throw new ExitError('--image takes its source as its value and no paths: holdfast backup --image /dev/sda', EXIT.usage);
+  const fromCommand = flags.imageFromCommand === true;
+  if (fromCommand && flags.image !== undefined) throw new ExitError('give either --image SRC or --image-from-command -- CMD ARGS..., not both', EXIT.usage);
+  if (fromCommand && args.length === 0) throw new ExitError('--image-from-command needs a command: holdfast backup --image-from-command -- CMD ARGS...', EXIT.usage);
+  if (!fromCommand && args.length > 0) throw new ExitError('--image takes its source as its value and no paths: holdfast backup --image /dev/sda', EXIT.usage);
+  const src = fromCommand ? args.join(' ') : flags.image!;
   const chosen = flags.blockSize ? parseBlockSize(flags.blockSize) : undefined;
   if (src === '-' && process.stdin.isTTY) throw new ExitError('--image - given but stdin is a terminal', EXIT.usage);
-  const input = await openImageInput(src).catch((e: unknown) => {
+  // The command starts when the backup reads its first byte, inside the session.
+  const input = fromCommand ? streamInput(src, commandOutput(args)) : await openImageInput(src).catch((e: unknown) => {
     throw new ExitError(`cannot open ${src}: ${(e as Error).message}`, EXIT.failed);
   });
   try {
     const live = await checkLive(input, flags.allowLive === true);
+    const stream = input.kind === 'stream';
     const name = cmd.getOptionValueSource('stdinFilename') === 'default' || !flags.stdinFilename ? 'stdin.img' : flags.stdinFilename;
-    if (src === '-' && (name.includes('/') || name === '.' || name === '..')) throw new ExitError(`bad --stdin-filename "${name}"`, EXIT.usage);
-    const paths = [src === '-' ? `/${name}` : resolve(src)];
+    if (stream && (name.includes('/') || name === '.' || name === '..')) throw new ExitError(`bad --stdin-filename "${name}"`, EXIT.usage);
+    const paths = [stream ? `/${name}` : resolve(src)];
     await backupSession(g, flags.compression, async (repo, signal) => {
       const parent = flags.force ? null : await findParent(repo, flags, paths);
       if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}`);
@@ -135,6 +145,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
         progress.stop();
       }
       report(g, result);
+      if (result.snapshot.incomplete) process.exitCode = EXIT.incomplete;
     });
   } finally {
     await input.close();
@@ -149,7 +160,7 @@ function report(g: GlobalOptions, r: ImageBackupResult): void {
   if (g.json) {
     if (!g.quiet) {
       process.stdout.write(`${JSON.stringify({
-        message_type: 'summary', snapshot_id: r.id, duration_seconds: seconds, ...s,
+        message_type: 'summary', snapshot_id: r.id, incomplete: r.snapshot.incomplete === true, duration_seconds: seconds, ...s,
         image_size: img.size, block_size: img.blockSize, blocks: c.blocks, blocks_unused: c.unused, blocks_zero: c.zero,
         blocks_unchanged: c.unchanged, blocks_changed: c.changed, blocks_stored: c.stored, bytes_read: c.bytesRead,
         partition_table: img.layout.table, filesystems: img.filesystems, crash_consistent_only: img.live === true,
@@ -167,5 +178,6 @@ function report(g: GlobalOptions, r: ImageBackupResult): void {
   say(g, `Blocks:      ${c.changed} changed, ${c.unchanged} unchanged, ${c.zero} zero, ${c.unused} unused; ${c.stored} new stored`);
   say(g, `Added:       ${formatBytes(s.dataAdded)} (${formatBytes(s.dataAddedStored)} stored)`);
   say(g, `Read:        ${formatBytes(c.bytesRead)} in ${formatDuration(seconds)}`);
-  say(g, `snapshot ${r.id.slice(0, 8)} saved${img.live ? ' (crash-consistent only: the source was mounted read-write)' : ''}`);
+  if (r.snapshot.incomplete) say(g, `snapshot ${r.id.slice(0, 8)} saved, INCOMPLETE: the stream ended before the end of the disk it holds (see warnings)`);
+  else say(g, `snapshot ${r.id.slice(0, 8)} saved${img.live ? ' (crash-consistent only: the source was mounted read-write)' : ''}`);
 }

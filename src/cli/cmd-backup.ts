@@ -2,12 +2,12 @@
  * `holdfast backup PATH...`, `holdfast backup --stdin`, and
  * `holdfast backup --stdin-from-command -- CMD ARGS...`.
  */
-import { spawn } from 'node:child_process';
 import type { Command } from 'commander';
 import { Archiver, type BackupResult } from '../jobs/backup/archiver.js';
 import { CACHEDIR_TAG, ExcludeRules, readPatterns } from '../jobs/backup/excludes.js';
 import { parseSize } from '../core/size.js';
 import { scanTotals } from '../sources/file-tree.js';
+import { commandOutput } from '../sources/command-output.js';
 import type { Repository } from '../repo/repository.js';
 import { collect, formatBytes, formatDuration, globals, say, warn, type GlobalOptions } from './context.js';
 import { backupSession, parseTime, splitTags } from './backup-session.js';
@@ -65,7 +65,7 @@ export function register(program: Command): void {
     .option('--stdin-from-command', 'run the command given as arguments and back up its output; fails if it fails')
     .option('--compression <mode>', 'off, default (zstd 1), better (zstd 3), max (zstd 19) (default: the repository default)')
     .action(async (paths: string[], flags: BackupFlags, cmd: Command) => {
-      if (flags.image !== undefined) return backupImageCommand(paths, flags, cmd);
+      if (flags.image !== undefined || flags.imageFromCommand) return backupImageCommand(paths, flags, cmd);
       const g = globals(cmd);
       const stream = flags.stdin === true || flags.stdinFromCommand === true;
       if (stream && (flags.filesFrom ?? flags.filesFromVerbatim ?? flags.filesFromRaw)) throw new ExitError('--stdin and --stdin-from-command take no --files-from lists', EXIT.usage);
@@ -176,20 +176,6 @@ async function backupStream(repo: Repository, g: GlobalOptions, flags: BackupFla
   } finally {
     progress.stop();
   }
-}
-
-/** Yields a command's stdout; throws at the end if it exits non-zero, so no snapshot is written. */
-async function* commandOutput(args: string[]): AsyncGenerator<Uint8Array> {
-  const [file, ...rest] = args as [string, ...string[]];
-  const child = spawn(file, rest, { stdio: ['ignore', 'pipe', 'inherit'] });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((res) => {
-    child.once('error', (error) => res({ code: null, signal: null, error }));
-    child.once('close', (code, sig) => res({ code, signal: sig }));
-  });
-  for await (const chunk of child.stdout) yield chunk as Buffer;
-  const { code, signal, error } = await exited;
-  if (error) throw new ExitError(`cannot run ${file}: ${error.message}; no snapshot was written`, EXIT.failed);
-  if (code !== 0) throw new ExitError(`${file} failed (${signal ? `killed by ${signal}` : `exit code ${code}`}); no snapshot was written`, EXIT.failed);
 }
 
 function report(g: GlobalOptions, r: BackupResult): void {

@@ -10,8 +10,13 @@
  *       read the slot → scan in a block worker: zero? fingerprint equals the
  *         changed-block cache's (and its id is still indexed)? → reuse the id
  *         else keyed id → the repository has it? reuse : seal in a worker → pack
- *   stream (`-`): the same, slot by slot as bytes arrive; the partition table
- *     and file system superblocks are captured as they pass, for the record
+ *   stream (stdin or a producer's output): the same, slot by slot as bytes
+ *     arrive; the partition table and file system superblocks are captured
+ *     as they pass, for the record and to notice a stream that ended before
+ *     the partitions and file systems it holds (the snapshot is then marked
+ *     incomplete: the producer stopped early)
+ *   an empty source is refused (no disk is 0 bytes; an empty pipe is a
+ *     producer that failed)
  *   block maps (type 2) → empty tree → flush packs and index → snapshot →
  *   changed-block cache (only after the snapshot exists)
  *
@@ -26,7 +31,7 @@ import { BlobType } from '../../repo/pack.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IMAGE_VERSION, MAP_ENTRY_BYTES, type ImageCounts, type ImageInfo } from '../../repo/image-info.js';
 import { analyzeImage, type LayoutAnalysis } from '../../sources/image/image-layout.js';
-import { SourceShrankError, type ImageInput } from '../../sources/image/image-input.js';
+import { EmptySourceError, SourceShrankError, type ImageInput } from '../../sources/image/image-input.js';
 import { readPartitionTable } from '../../sources/image/partition-table.js';
 import type { RandomAccessSource } from '../../sources/image/random-access.js';
 import { CbtCache, type CacheKeyring, type CbtHeader } from './cbt-cache.js';
@@ -201,6 +206,7 @@ export class ImageBackup {
     const slotBytes = Math.max(this.blockSize, Math.floor(SLOT_TARGET / this.blockSize) * this.blockSize);
     let size: number;
     let analysis: LayoutAnalysis;
+    let truncated: string | undefined;
     try {
       if (this.opts.cacheFile && this.opts.readCache !== false) {
         const { cache, why } = await CbtCache.load(this.opts.cacheFile, this.keyring, { ...this.cacheHeader(input.size ?? 0, ''), size: input.size ?? 0 });
@@ -230,11 +236,18 @@ export class ImageBackup {
         capture.size = size;
         analysis = await analyzeImage(capture, { blockSize: this.blockSize, headOnly: true });
         for (const w of analysis.warnings) this.warn(w);
+        // A file is backed up as it is; a stream shorter than its own contents lost its end on the way.
+        if (analysis.pastEnd) {
+          truncated = `${input.path === '-' ? 'stdin' : `the output of ${input.path}`} ended at ${size} bytes, but ${analysis.pastEnd.what} ends at ${analysis.pastEnd.end}: `
+            + 'the image is truncated (did the program writing it stop early?); the snapshot is marked incomplete';
+          this.warn(truncated);
+        }
       }
+      if (size === 0) throw new EmptySourceError(input.path, input.kind);
     } finally {
       await this.pool.close();
     }
-    return this.finish(start, size, analysis);
+    return this.finish(start, size, analysis, truncated !== undefined);
   }
 
   // ---- slots ----
@@ -451,7 +464,7 @@ export class ImageBackup {
 
   // ---- the snapshot ----
 
-  private async finish(start: Date, size: number, analysis: LayoutAnalysis): Promise<ImageBackupResult> {
+  private async finish(start: Date, size: number, analysis: LayoutAnalysis, incomplete: boolean): Promise<ImageBackupResult> {
     const blocks = Math.ceil(size / this.blockSize);
     const maps: string[] = [];
     const blobs = new Set<string>();
@@ -490,7 +503,7 @@ export class ImageBackup {
       filesUnchanged: 0,
       dirs: 0,
       otherNodes: 0,
-      errors: 0,
+      errors: incomplete ? 1 : 0,
       totalBytes: size,
       bytesRead: this.counts.bytesRead,
       blobsAdded: stats.blobsAdded,
@@ -502,6 +515,7 @@ export class ImageBackup {
     const snapshot: Snapshot = {
       ...snapshotHeader(this.opts, start, this.opts.parent?.id, this.opts.paths),
       tree,
+      ...(incomplete ? { incomplete: true as const } : {}),
       summary,
       image,
       blobs: [...blobs],

@@ -28,6 +28,14 @@ export class FsCorruptError extends Error {
   }
 }
 
+/** The file system claims more bytes than its image or partition holds: a truncated image, or a wrong partition table. */
+export class FsTruncatedError extends FsCorruptError {
+  constructor(detail: string, readonly claimed: number, readonly available: number) {
+    super(detail);
+    this.name = 'FsTruncatedError';
+  }
+}
+
 export interface ExtInfo {
   readonly type: 'ext2' | 'ext3' | 'ext4';
   readonly blockSize: number;
@@ -129,7 +137,7 @@ function parseSuper(sb: Buffer, srcSize: number): { info: ExtInfo; sup: Super } 
   const inodeSize = revLevel >= 1 ? sb.readUInt16LE(0x58) : 128;
   const size = blocksCount * blockSize;
   if (blocksCount === 0 || !Number.isSafeInteger(size)) fail(`block count ${blocksCount}`);
-  if (size > srcSize) fail(`the file system claims ${size} bytes, but only ${srcSize} are there (truncated image or wrong partition table)`);
+  if (size > srcSize) throw new FsTruncatedError(`superblock: the file system claims ${size} bytes, but only ${srcSize} are there (truncated image or wrong partition table)`, size, srcSize);
   if (firstDataBlock > 1 || (firstDataBlock === 1 && blockSize !== 1024) || firstDataBlock >= blocksCount) fail(`first data block ${firstDataBlock}`);
   const bitsPerGroup = bigalloc ? clustersPerGroup : blocksPerGroup;
   if (bitsPerGroup === 0 || bitsPerGroup > 8 * blockSize) fail(`${bitsPerGroup} blocks per group`);

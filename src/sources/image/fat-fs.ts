@@ -12,7 +12,7 @@
  * any slack after the last cluster is always kept. A volume whose "clean"
  * bit is cleared (FAT16/32: not cleanly unmounted) is not trusted.
  */
-import { FsCorruptError } from './ext-fs.js';
+import { FsCorruptError, FsTruncatedError } from './ext-fs.js';
 import type { RandomAccessSource } from './random-access.js';
 
 export interface FatInfo {
@@ -51,7 +51,7 @@ function geometry(bs: Buffer, srcSize: number): Geometry {
   if (sectorsPerCluster === 0 || (sectorsPerCluster & (sectorsPerCluster - 1)) !== 0) fail(`${sectorsPerCluster} sectors per cluster`);
   if (reserved === 0 || fats === 0 || fats > 4 || fatSectors === 0 || total === 0) fail('implausible geometry');
   const size = total * bytesPerSector;
-  if (size > srcSize) fail(`the volume claims ${size} bytes, but only ${srcSize} are there`);
+  if (size > srcSize) throw new FsTruncatedError(`FAT boot sector: the volume claims ${size} bytes, but only ${srcSize} are there`, size, srcSize);
   const rootSectors = Math.ceil((rootEntries * 32) / bytesPerSector);
   const dataSector = reserved + fats * fatSectors + rootSectors;
   if (dataSector >= total) fail('no data region');

@@ -1,11 +1,10 @@
 /**
  * The source of an image backup: a block device, a raw image file, or a raw
- * stream on stdin (`-`). Files and devices have a size and random access (for
- * reading partition tables and allocation bitmaps before the data); a stream
- * has neither and is read once, in order.
+ * stream (stdin, `-`, or a producer command's output). Files and devices
+ * have a size and random access (for reading partition tables and allocation
+ * bitmaps before the data); a stream has neither and is read once, in order.
  */
 import { constants, promises as fsp, type Stats } from 'node:fs';
-import type { Readable } from 'node:stream';
 import { splitRdev } from '../posix.js';
 import { blockDeviceSize, devNo, type DevNo } from './block-devices.js';
 import { inRange, type RandomAccessSource } from './random-access.js';
@@ -21,9 +20,19 @@ export class SourceShrankError extends Error {
   }
 }
 
+/** The source holds no bytes: an empty image is no disk (typically a producer that wrote nothing). */
+export class EmptySourceError extends Error {
+  constructor(readonly path: string, kind: ImageInputKind) {
+    const what = kind !== 'stream' ? `${path} holds 0 bytes`
+      : path === '-' ? 'stdin ended before its first byte (did the program writing to the pipe fail?)' : `${path} wrote nothing`;
+    super(`${what}: an empty image is no disk; no snapshot was written`);
+    this.name = 'EmptySourceError';
+  }
+}
+
 /** An opened image source. */
 export interface ImageInput {
-  /** As given on the command line (`-` for stdin). */
+  /** As given on the command line (`-` for stdin, the command line of a producer). */
   readonly path: string;
   readonly kind: ImageInputKind;
   /** Bytes; undefined for a stream until it ends. */
@@ -37,8 +46,8 @@ export interface ImageInput {
    * devices). Returns the bytes read: fewer only at the end of the source.
    */
   readAt?(buf: Buffer, offset: number, length: number, position: number): Promise<number>;
-  /** The stream, for `-`. */
-  readonly stream?: Readable;
+  /** The bytes of a stream. */
+  readonly stream?: AsyncIterable<Uint8Array>;
   /** Size now (files and devices), to notice a source that changed size. */
   currentSize?(): Promise<number>;
   close(): Promise<void>;
@@ -53,11 +62,14 @@ async function sizeOf(st: Stats, path: string): Promise<{ size: number; dev?: De
   return { size, dev };
 }
 
+/** A stream source named `path` (`-` for stdin, or the producer's command line). */
+export function streamInput(path: string, stream: AsyncIterable<Uint8Array>): ImageInput {
+  return { path, kind: 'stream', size: undefined, stream, close: async () => undefined };
+}
+
 /** Opens SRC: a block device, a regular file, or `-` for stdin. */
-export async function openImageInput(path: string, stdin: Readable = process.stdin): Promise<ImageInput> {
-  if (path === '-') {
-    return { path, kind: 'stream', size: undefined, stream: stdin, close: async () => undefined };
-  }
+export async function openImageInput(path: string, stdin: AsyncIterable<Uint8Array> = process.stdin): Promise<ImageInput> {
+  if (path === '-') return streamInput(path, stdin);
   let fh: fsp.FileHandle;
   try {
     fh = await fsp.open(path, constants.O_RDONLY | constants.O_NOATIME);

@@ -11,9 +11,11 @@
  *                of free bytes per image block; merged only if the whole
  *                file system parsed (a damaged one is read whole, with a warning)
  *   an image block is unused when all of its bytes are free
+ *   pastEnd: the furthest end a partition or a file system claims, when it
+ *     lies past the end of the image (a truncated image or a wrong table)
  */
 import type { ImageFilesystem, ImageLayout, ImagePartition } from '../../repo/image-info.js';
-import { FsCorruptError, extFreeRuns, isExt, readExtInfo } from './ext-fs.js';
+import { FsCorruptError, FsTruncatedError, extFreeRuns, isExt, readExtInfo } from './ext-fs.js';
 import { fatFreeRuns, isFat, readFatInfo } from './fat-fs.js';
 import { readPartitionTable } from './partition-table.js';
 import { SourceShrankError } from './image-input.js';
@@ -25,6 +27,12 @@ export interface LayoutAnalysis {
   readonly warnings: string[];
   /** Free bytes per image block; undefined when no file system was understood. */
   readonly freeBytes?: Uint32Array;
+  /**
+   * The furthest end (bytes) that a partition or a file system in the image
+   * claims, and what claims it, when that lies past the end of the image:
+   * the image is truncated, or its partition table is wrong.
+   */
+  readonly pastEnd?: { readonly end: number; readonly what: string };
 }
 
 export interface AnalyzeOptions {
@@ -87,6 +95,11 @@ function addFree(tally: Uint32Array, blockSize: number, start: number, length: n
 export async function analyzeImage(src: RandomAccessSource, opts: AnalyzeOptions): Promise<LayoutAnalysis> {
   const { layout, warnings } = await readPartitionTable(src);
   const filesystems: ImageFilesystem[] = [];
+  let pastEnd: { end: number; what: string } | undefined;
+  const claims = (end: number, what: string): void => {
+    if (end > src.size && end > (pastEnd?.end ?? 0)) pastEnd = { end, what };
+  };
+  for (const p of layout.partitions) claims(p.start + p.size, `partition ${p.number}`);
   const blocks = Math.ceil(src.size / opts.blockSize);
   let freeBytes: Uint32Array | undefined;
   const understood: [number, number][] = [];
@@ -110,6 +123,7 @@ export async function analyzeImage(src: RandomAccessSource, opts: AnalyzeOptions
       info = await reader.info(region);
     } catch (e) {
       if (!(e instanceof FsCorruptError)) throw e;
+      if (e instanceof FsTruncatedError) claims(r.start + e.claimed, `the ${type} file system on ${where}`);
       warnings.push(`${type} file system on ${where}: ${e.message}; reading all its blocks`);
       filesystems.push({ ...base, understood: false, note: e.message });
       continue;
@@ -149,5 +163,5 @@ export async function analyzeImage(src: RandomAccessSource, opts: AnalyzeOptions
     const used = (counted as { usedBytes?: unknown } | undefined)?.usedBytes;
     filesystems.push({ ...described, ...(typeof used === 'number' && used > 0 ? { usedBytes: used } : {}), understood: true });
   }
-  return { layout, filesystems, warnings, ...(freeBytes ? { freeBytes } : {}) };
+  return { layout, filesystems, warnings, ...(freeBytes ? { freeBytes } : {}), ...(pastEnd ? { pastEnd } : {}) };
 }

@@ -1,0 +1,40 @@
+/**
+ * A producer command as a stream source (`backup --stdin-from-command` and
+ * `backup --image-from-command`): its stdout is the stream, and how it ends
+ * decides whether the stream is complete. A pipe cannot tell a producer that
+ * died half way from one that finished; running the producer ourselves can.
+ */
+import { spawn } from 'node:child_process';
+
+/** The producer could not be started, or it did not exit 0: its output is not a complete stream. */
+export class ProducerFailedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ProducerFailedError';
+  }
+}
+
+/**
+ * Yields the stdout of `args` (file and arguments; stderr goes to ours).
+ * After the last chunk it waits for the command and throws
+ * `ProducerFailedError` unless it exited 0, so a consumer that writes its
+ * result only after the stream's end writes nothing for a failed producer.
+ * A consumer that stops reading early ends the command (SIGTERM).
+ */
+export async function* commandOutput(args: readonly string[]): AsyncGenerator<Uint8Array> {
+  const [file, ...rest] = args as [string, ...string[]];
+  const child = spawn(file, rest, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((res) => {
+    child.once('error', (error) => res({ code: null, signal: null, error }));
+    child.once('close', (code, sig) => res({ code, signal: sig }));
+  });
+  try {
+    for await (const chunk of child.stdout) yield chunk as Buffer;
+    const { code, signal, error } = await exited;
+    if (error) throw new ProducerFailedError(`cannot run ${file}: ${error.message}; no snapshot was written`);
+    if (code !== 0) throw new ProducerFailedError(`${file} failed (${signal ? `killed by ${signal}` : `exit code ${code}`}); no snapshot was written`);
+  } finally {
+    // A consumer that stops early (an error, Ctrl-C) leaves no producer running behind it.
+    if (child.exitCode === null && child.signalCode === null) child.kill();
+  }
+}
