@@ -13,6 +13,7 @@ import * as dump from './cmd-dump.js';
 import * as init from './cmd-init.js';
 import * as key from './cmd-key.js';
 import * as ls from './cmd-ls.js';
+import * as mount from './cmd-mount.js';
 import * as restore from './cmd-restore.js';
 import * as snapshots from './cmd-snapshots.js';
 import * as stats from './cmd-stats.js';
@@ -48,7 +49,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--json', 'machine-readable output')
     .exitOverride()
     .showSuggestionAfterError();
-  for (const m of [init, backup, snapshots, ls, diff, stats, restore, dump, key, forget, unlock, serveNbd, restoreImage, prune, check, repair]) m.register(program);
+  for (const m of [init, backup, snapshots, ls, diff, stats, restore, dump, mount, key, forget, unlock, serveNbd, restoreImage, prune, check, repair]) m.register(program);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
