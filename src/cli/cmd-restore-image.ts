@@ -15,6 +15,7 @@ import type { Repository } from '../repo/repository.js';
 interface RestoreImageFlags extends SnapshotFilter {
   to: string;
   verify?: boolean;
+  force?: boolean;
 }
 
 export function register(program: Command): void {
@@ -23,11 +24,12 @@ export function register(program: Command): void {
     .argument('<snapshot>', 'snapshot id, id prefix, or "latest"')
     .requiredOption('--to <dest>', 'image file (written sparse), block device, or "-" for stdout')
     .option('--verify', 'read the target back and check every block against the snapshot')
+    .option('-f, --force', 'overwrite an image file that exists and is not empty')
     .action(async (snap: string, flags: RestoreImageFlags, cmd: Command) => {
       const g = globals(cmd);
-      // With --to -, stdout carries the image: every message goes to stderr.
+      // With --to -, stdout carries the image, and with --json only JSON lines: every message goes to stderr.
       const tell = (line: string): void => {
-        if (!g.quiet) (flags.to === '-' ? process.stderr : process.stdout).write(`${line}\n`);
+        if (!g.quiet) (flags.to === '-' || g.json ? process.stderr : process.stdout).write(`${line}\n`);
       };
       const repo = await openRepo(g);
       const { id, snapshot } = snap === 'latest' ? await latestImage(repo, flags) : await findSnapshot(repo, snap, flags);
@@ -45,6 +47,7 @@ export function register(program: Command): void {
         result = await new ImageRestore(repo, snapshot, {
           target: flags.to,
           verify: flags.verify === true,
+          overwrite: flags.force === true,
           signal: abort.signal,
           onProgress: (p) => progress.update({ files: 0, bytes: p.bytes }),
         }).run();

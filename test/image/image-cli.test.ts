@@ -3,13 +3,15 @@
  * and sfdisk (no root needed): byte-identical restores to a sparse file and
  * to stdout, stdin sources, allocation skipping, unchanged incrementals, the
  * changed-block cache, partitioned disks, and the clear errors for damaged
- * images, damaged repositories and bad targets.
+ * images, damaged repositories and bad targets; a target file that holds
+ * something is replaced only with --force; --json output is only JSON.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { open, readFile, readdir, stat, truncate, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Sandbox, type RunResult, type RunOptions } from '../helpers/cli.js';
+import { failsWith } from '../helpers/cli-errors.js';
 import { makeTree, mkExt4, mkfsUnavailable, noise, partitionedImage, sh } from './images.js';
 
 type Summary = Record<string, unknown> & {
@@ -65,6 +67,31 @@ describe('image backups through the CLI', { skip: mkfsUnavailable() }, () => {
     const piped = await ok(['restore-image', first.snapshot_id, '--to', '-']);
     assert.ok(piped.stdoutBytes.equals(await readFile(bare)), 'stdout restore differs');
     assert.match(piped.stderr, /restoring image snapshot/);
+  });
+
+  it('an image file that holds something is overwritten only with --force', async () => {
+    const out = s.path('precious.img');
+    await writeFile(out, 'not a backup\n');
+    const r = await run(['restore-image', first.snapshot_id, '--to', out]);
+    failsWith(r, 1, /precious\.img exists and holds 13 bytes; pass --force to overwrite it; nothing was written/);
+    assert.equal(await readFile(out, 'utf8'), 'not a backup\n');
+    await ok(['restore-image', first.snapshot_id, '--to', out, '--force']);
+    await same(bare, out);
+    // An empty file is no one's data.
+    await writeFile(s.path('empty-target.img'), '');
+    await ok(['restore-image', first.snapshot_id, '--to', s.path('empty-target.img')]);
+    await same(bare, s.path('empty-target.img'));
+  });
+
+  it('--json: every line on stdout is JSON, the messages go to stderr', async () => {
+    const r = await ok(['restore-image', first.snapshot_id, '--to', s.path('json.img'), '--verify', '--json']);
+    const lines = r.stdout.trim().split('\n');
+    for (const line of lines) assert.doesNotThrow(() => JSON.parse(line), `not JSON: ${line}`);
+    const summary = JSON.parse(lines.pop()!) as { message_type: string; size: number; verifyFailed: number[] };
+    assert.equal(summary.message_type, 'summary');
+    assert.equal(summary.size, 64 << 20);
+    assert.deepEqual(summary.verifyFailed, []);
+    assert.match(r.stderr, /restoring image snapshot/);
   });
 
   it('an unchanged incremental reuses every block through the changed-block cache', async () => {

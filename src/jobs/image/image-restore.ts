@@ -2,8 +2,10 @@
  * Restoring an image snapshot onto an image file, a block device, or a
  * stream (stdout): bare-metal recovery.
  *
- *   target = file:   truncated, then only stored blocks are written (holes
- *                    stay holes: the file is sparse), then ftruncate(size)
+ *   target = file:   refused when it exists and is not empty, unless
+ *                    `overwrite` (`--force`); truncated, then only stored
+ *                    blocks are written (holes stay holes: the file is
+ *                    sparse), then ftruncate(size)
  *            device: must be at least the image size (checked before any
  *                    write) and not mounted; every block is written, holes as
  *                    zeros (a used disk is not zero); the rest of a larger
@@ -54,6 +56,8 @@ export interface ImageRestoreOptions {
   /** A path, or `-` for `stdout`. */
   readonly target: string;
   readonly verify?: boolean;
+  /** Replace an image file that exists and is not empty (`--force`); devices are checked by size and mounts instead. */
+  readonly overwrite?: boolean;
   /** Where `-` writes (default process.stdout). */
   readonly stdout?: Writable;
   /** Worker threads (default: one per core). */
@@ -143,7 +147,7 @@ function streamSink(out: Writable, blockSize: number): Sink {
   };
 }
 
-async function openTarget(target: string, size: number, blockSize: number, out: Writable, dataBytes: () => Promise<number>): Promise<Sink> {
+async function openTarget(target: string, size: number, blockSize: number, out: Writable, overwrite: boolean, dataBytes: () => Promise<number>): Promise<Sink> {
   if (target === '-') return streamSink(out, blockSize);
   let st;
   try {
@@ -177,12 +181,16 @@ async function openTarget(target: string, size: number, blockSize: number, out: 
     const sink = streamSink(fh.createWriteStream(), blockSize);
     return { ...sink, close: () => fh.close().catch(() => undefined) };
   }
-  // An image file: check the space before truncating anything (an existing file's blocks count as free).
+  // An image file: never replace one that holds something unless asked, and check the space before truncating anything.
+  if (st && st.size > 0 && !overwrite) {
+    throw new RestoreTargetError(`${target} exists and holds ${st.size} bytes; pass --force to overwrite it; nothing was written`);
+  }
   const needed = await dataBytes();
   const fsst = await fsp.statfs(dirname(resolve(target)));
   const free = Number(fsst.bavail) * Number(fsst.bsize) + (st?.isFile() ? st.blocks * 512 : 0);
   if (free < needed) throw new RestoreTargetError(`${target}: the image needs ${needed} bytes for its data (written sparse), ${free} are free there: the target is too small; nothing was written`);
-  const fh = await fsp.open(target, 'w', 0o600);
+  // O_EXCL for a new file: one created since the check above is not overwritten either.
+  const fh = await fsp.open(target, st ? 'w' : 'wx', 0o600);
   return {
     kind: 'file',
     fd: fh.fd,
@@ -205,7 +213,7 @@ export class ImageRestore {
     const r = this.reader;
     const { size, blockSize, blocks } = r;
     if (this.opts.verify && this.opts.target === '-') throw new RestoreTargetError('--verify cannot read back stdout; restore to a file or a device to verify');
-    const sink = await openTarget(this.opts.target, size, blockSize, this.opts.stdout ?? process.stdout, () => r.storedBytes());
+    const sink = await openTarget(this.opts.target, size, blockSize, this.opts.stdout ?? process.stdout, this.opts.overwrite === true, () => r.storedBytes());
     const pool = new WorkerPool<BlockTask>(BLOCK_WORKER, blockInit(this.repo), this.opts.workers);
     let bytesWritten = 0;
     let holes = 0;
