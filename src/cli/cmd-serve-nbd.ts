@@ -72,7 +72,8 @@ export function register(program: Command): void {
       process.on('SIGTERM', stop);
       try {
         const addr = await server.listen(port, host).catch((e: NodeJS.ErrnoException) => {
-          throw new ExitError(`cannot listen on ${flags.listen}: ${e.code === 'EADDRINUSE' ? 'the address is in use' : e.message}`, EXIT.failed);
+          const why = e.code === 'EADDRINUSE' ? 'the address is in use (another serve-nbd?); choose another with --listen HOST:PORT' : e.message;
+          throw new ExitError(`cannot listen on ${flags.listen}: ${why}; nothing is served`, EXIT.failed);
         });
         const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
         if (!isLoopback(addr.address)) warn(`NBD has no authentication and no encryption: anyone who can reach ${shown}:${addr.port} can read the whole disk`);

@@ -479,7 +479,6 @@ export class NbdServer {
     this.opts = { maxConnections: 64, handshakeTimeoutMs: 30_000, maxRequest: 32 * 1024 * 1024, ...opts };
     if (!Number.isSafeInteger(ex.size) || ex.size < 0) throw new RangeError(`bad export size ${ex.size}`);
     this.server = createServer((socket) => this.accept(socket));
-    this.server.on('error', (e) => this.opts.onLog?.(`server error: ${e.message}`));
   }
 
   private accept(socket: Socket): void {
@@ -499,13 +498,18 @@ export class NbdServer {
     });
   }
 
-  /** Starts listening; resolves with the bound address (port 0 picks a free one). */
+  /**
+   * Starts listening; resolves with the bound address (port 0 picks a free
+   * one). A failure to listen (EADDRINUSE) rejects, and is not logged: the
+   * caller says it once.
+   */
   listen(port: number, host: string): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
       const onError = (e: Error): void => reject(e);
       this.server.once('error', onError);
       this.server.listen(port, host, () => {
         this.server.off('error', onError);
+        this.server.on('error', (e) => this.opts.onLog?.(`server error: ${e.message}`));
         resolve(this.server.address() as AddressInfo);
       });
     });

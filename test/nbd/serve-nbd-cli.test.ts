@@ -1,7 +1,8 @@
 /**
  * `holdfast serve-nbd` through the real CLI: an image snapshot is exported on
  * a free loopback port, and real NBD clients (nbdinfo, nbdcopy, qemu-img)
- * read back exactly the image that was backed up; SIGTERM stops it cleanly.
+ * read back exactly the image that was backed up; SIGTERM stops it cleanly;
+ * a port in use is one clear error.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,6 +11,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { pseudoRandomBytes, removeTree } from '../fixtures/tree.js';
 import { CLI, Sandbox } from '../helpers/cli.js';
+import { failsWith } from '../helpers/cli-errors.js';
 import { makeExtImage, missingTools } from '../image-files/ext-images.js';
 
 const run = promisify(execFile);
@@ -102,6 +104,14 @@ describe('holdfast serve-nbd', { skip: missingTools('nbdinfo', 'nbdcopy', 'qemu-
     await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', served.uri, q]);
     const { stdout } = await run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', q, image]);
     assert.match(stdout, /Images are identical/);
+  });
+
+  it('a port in use: one clear error, exit 1, and no "serving" line', async () => {
+    const busy = served.uri.replace('nbd://', '');
+    const r = await s.run(['serve-nbd', snap, '--listen', busy]);
+    failsWith(r, 1, new RegExp(`cannot listen on ${busy.replace(/\./g, '\\.')}: the address is in use .*--listen HOST:PORT; nothing is served`));
+    assert.doesNotMatch(r.stdout, /serving/);
+    assert.doesNotMatch(r.stderr, /warning/);
   });
 
   it('refuses a file snapshot, and stops cleanly on SIGTERM', async () => {
