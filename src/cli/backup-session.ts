@@ -2,7 +2,8 @@
  * What `backup` of files, streams and images shares: the repository opened
  * with the chosen compression, a shared lock whose loss aborts the backup,
  * Ctrl-C turned into an abort, packs left by an interrupted backup indexed
- * first; and the parsing of --time and --tag.
+ * first; and the parsing of --time and --tag. A dry run takes no lock and
+ * writes nothing (its writes are dropped: `DryRunBackend`).
  */
 import { parseCompressionMode } from '../core/compress.js';
 import { acquireLock } from '../repo/lock.js';
@@ -11,22 +12,23 @@ import { openRepo, warn, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 
 /** Runs `work` in a backup session; everything is released however it ends. */
-export async function backupSession(g: GlobalOptions, compression: string | undefined, work: (repo: Repository, signal: AbortSignal) => Promise<void>): Promise<void> {
-  const repo = await openRepo(g);
+export async function backupSession(g: GlobalOptions, compression: string | undefined, work: (repo: Repository, signal: AbortSignal) => Promise<void>, opts: { dryRun?: boolean } = {}): Promise<void> {
+  const dryRun = opts.dryRun === true;
+  const repo = await openRepo(g, { dryRun });
   if (compression) repo.setCompression(parseCompressionMode(compression));
   const abort = new AbortController();
-  const lock = await acquireLock(repo.backend, { exclusive: false, operation: 'backup', onLost: (e) => abort.abort(new ExitError(`${e.message}; no snapshot was written`, EXIT.locked)) });
+  const lock = dryRun ? undefined : await acquireLock(repo.backend, { exclusive: false, operation: 'backup', onLost: (e) => abort.abort(new ExitError(`${e.message}; no snapshot was written`, EXIT.locked)) });
   const onSigint = (): void => abort.abort(new ExitError('interrupted; the repository is intact and the next backup reuses what was uploaded', EXIT.interrupted));
   process.once('SIGINT', onSigint);
   process.once('SIGTERM', onSigint);
   try {
-    const found = await repo.indexOrphanPacks(warn);
+    const found = dryRun ? 0 : await repo.indexOrphanPacks(warn);
     if (found > 0 && !g.quiet) warn(`indexed ${found} pack(s) left by an interrupted backup`);
     await work(repo, abort.signal);
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
-    await lock.release();
+    await lock?.release();
   }
 }
 

@@ -9,6 +9,7 @@ import { parseSize } from '../core/size.js';
 import { scanTotals } from '../sources/file-tree.js';
 import { commandOutput } from '../sources/command-output.js';
 import type { Repository } from '../repo/repository.js';
+import type { Snapshot } from '../repo/snapshot.js';
 import { collect, formatBytes, formatDuration, globals, say, warn, type GlobalOptions } from './context.js';
 import { backupSession, parseTime, splitTags } from './backup-session.js';
 import { backupTargets } from './backup-targets.js';
@@ -33,6 +34,7 @@ interface BackupFlags extends ImageBackupFlags {
   time?: string;
   parent?: string;
   force?: boolean;
+  dryRun?: boolean;
   stdin?: boolean;
   stdinFilename: string;
   stdinFromCommand?: boolean;
@@ -60,12 +62,16 @@ export function register(program: Command): void {
     .option('--time <time>', 'snapshot time "YYYY-MM-DD HH:MM:SS" (local time)')
     .option('--parent <snapshot>', 'parent snapshot for change detection (default: latest of same host and paths)')
     .option('-f, --force', 'read every file, ignoring the parent snapshot')
+    .option('-n, --dry-run', 'read and chunk everything but write nothing: no data, no snapshot, no lock; report what would be added')
     .option('--stdin', 'back up what is read from stdin')
     .option('--stdin-filename <name>', 'file name for --stdin and --stdin-from-command', 'stdin')
     .option('--stdin-from-command', 'run the command given as arguments and back up its output; fails if it fails')
     .option('--compression <mode>', 'off, default (zstd 1), better (zstd 3), max (zstd 19) (default: the repository default)')
     .action(async (paths: string[], flags: BackupFlags, cmd: Command) => {
-      if (flags.image !== undefined || flags.imageFromCommand) return backupImageCommand(paths, flags, cmd);
+      if (flags.image !== undefined || flags.imageFromCommand) {
+        if (flags.dryRun) throw new ExitError('--dry-run does not work with --image yet; nothing was written', EXIT.usage);
+        return backupImageCommand(paths, flags, cmd);
+      }
       const g = globals(cmd);
       const stream = flags.stdin === true || flags.stdinFromCommand === true;
       if (stream && (flags.filesFrom ?? flags.filesFromVerbatim ?? flags.filesFromRaw)) throw new ExitError('--stdin and --stdin-from-command take no --files-from lists', EXIT.usage);
@@ -77,14 +83,14 @@ export function register(program: Command): void {
           : await backupStream(repo, g, flags, paths, signal);
         report(g, result);
         if (result.snapshot.incomplete || (targets?.skipped ?? 0) > 0) process.exitCode = EXIT.incomplete;
-      });
+      }, { dryRun: flags.dryRun === true });
     });
 }
 
 async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlags, paths: string[], signal: AbortSignal): Promise<BackupResult> {
   const excludes = await excludeRules(flags);
   const hostname = flags.host;
-  let parent: BackupResult | null = null;
+  let parent: { id: string; snapshot: Snapshot } | null = null;
   if (!flags.force) {
     const all = await repo.listSnapshots();
     const want = flags.parent;
@@ -111,6 +117,7 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
       ...(hostname ? { hostname } : {}),
       ...(flags.time ? { time: parseTime(flags.time) } : {}),
       parent,
+      dryRun: flags.dryRun === true,
       signal,
       onWarning: (path, message) => {
         progress.stop();
@@ -167,6 +174,7 @@ async function backupStream(repo: Repository, g: GlobalOptions, flags: BackupFla
   try {
     return await new Archiver(repo, {
       paths: [],
+      dryRun: flags.dryRun === true,
       tags: splitTags(flags.tag),
       ...(flags.host ? { hostname: flags.host } : {}),
       ...(flags.time ? { time: parseTime(flags.time) } : {}),
@@ -182,13 +190,15 @@ function report(g: GlobalOptions, r: BackupResult): void {
   const s = r.snapshot.summary;
   const seconds = (Date.parse(s.end) - Date.parse(s.start)) / 1000;
   if (g.json) {
-    if (!g.quiet) process.stdout.write(`${JSON.stringify({ message_type: 'summary', snapshot_id: r.id, incomplete: r.snapshot.incomplete === true, duration_seconds: seconds, ...s })}\n`);
+    const outcome = r.id === undefined ? { dry_run: true } : { snapshot_id: r.id };
+    if (!g.quiet) process.stdout.write(`${JSON.stringify({ message_type: 'summary', ...outcome, incomplete: r.snapshot.incomplete === true, duration_seconds: seconds, ...s })}\n`);
     return;
   }
   say(g, `Files:       ${s.filesNew} new, ${s.filesChanged} changed, ${s.filesUnchanged} unchanged`);
   say(g, `Dirs:        ${s.dirs}`);
-  say(g, `Added:       ${formatBytes(s.dataAdded)} (${formatBytes(s.dataAddedStored)} stored)`);
+  say(g, `${r.id === undefined ? 'Would add:' : 'Added:    '}   ${formatBytes(s.dataAdded)} (${formatBytes(s.dataAddedStored)} stored)`);
   say(g, `Processed:   ${s.filesNew + s.filesChanged + s.filesUnchanged} files, ${formatBytes(s.totalBytes)} in ${formatDuration(seconds)}`);
-  if (r.snapshot.incomplete) say(g, `snapshot ${r.id.slice(0, 8)} saved, INCOMPLETE: ${s.errors} file(s) could not be read (see warnings)`);
-  else say(g, `snapshot ${r.id.slice(0, 8)} saved`);
+  const incomplete = r.snapshot.incomplete ? `, INCOMPLETE: ${s.errors} file(s) could not be read (see warnings)` : '';
+  if (r.id === undefined) say(g, `dry run: nothing was written${incomplete}`);
+  else say(g, `snapshot ${r.id.slice(0, 8)} saved${incomplete}`);
 }

@@ -7,6 +7,7 @@ import { Repository } from '../repo/repository.js';
 import { KeylessRepository, withRepositoryMode, type ModeOptions } from '../repo/keyless-repository.js';
 import { isAppendOnly } from '../storage/append-only-backend.js';
 import type { Backend } from '../storage/backend.js';
+import { DryRunBackend } from '../storage/dry-run-backend.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword } from './password.js';
 
@@ -34,9 +35,9 @@ export function backendFor(g: GlobalOptions): Backend {
   return openBackend(repoLocation(g));
 }
 
-/** Opens the repository with the password and loads the index. */
-export async function openRepo(g: GlobalOptions, opts: { index?: boolean } = {}): Promise<Repository> {
-  const { backend } = await withRepositoryMode(backendFor(g), modeOptions());
+/** Opens the repository with the password and loads the index; `dryRun`: writes are dropped (`DryRunBackend`). */
+export async function openRepo(g: GlobalOptions, opts: { index?: boolean; dryRun?: boolean } = {}): Promise<Repository> {
+  const { backend } = await withRepositoryMode(opts.dryRun ? new DryRunBackend(backendFor(g)) : backendFor(g), modeOptions());
   const password = await getPassword(g);
   const repo = await Repository.open(backend, password);
   if (opts.index !== false) await repo.loadIndex();

@@ -4,11 +4,23 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { removeTree } from '../fixtures/tree.js';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 import { failsWith } from '../helpers/cli-errors.js';
+
+/** Every file in the sandbox's repository, with its size and mtime. */
+const everything = async (s: Sandbox): Promise<string[]> => {
+  const out: string[] = [];
+  for (const e of await readdir(s.repo, { recursive: true, withFileTypes: true })) {
+    const p = join(e.parentPath, e.name);
+    const st = await stat(p);
+    out.push(`${p} ${st.size} ${st.mtimeMs}`);
+  }
+  return out.sort();
+};
 
 /** The names of the objects of one type in the sandbox's repository. */
 const objects = async (s: Sandbox, type: string): Promise<string[]> => (await readdir(join(s.repo, type), { recursive: true, withFileTypes: true }))
@@ -117,5 +129,31 @@ describe('backup: what is backed up', () => {
       'cache', 'cache/CACHEDIR.TAG', 'headed', 'headed/TAG', 'plain', 'plain/.nobackup',
       'wrong-header', 'wrong-header/TAG', 'wrong-header/sub', 'wrong-header/sub/deeper', 'wrong-header/sub/deeper/f', 'zz', 'zz/after',
     ]);
+  });
+
+  it('--dry-run reads and chunks everything, reports what a backup would add, and writes nothing', async () => {
+    const root = s.path('dry');
+    await mkdir(root);
+    await writeFile(join(root, 'old'), Buffer.alloc(200_000, 7));
+    await s.ok(['backup', root]);
+    await writeFile(join(root, 'new'), randomBytes(300_000));
+    const before = await everything(s);
+    const text = await s.ok(['backup', '--dry-run', root]);
+    assert.match(text.stdout, /^Would add: +[\d.]+ KiB \([\d.]+ KiB stored\)$/m);
+    assert.match(text.stdout, /dry run: nothing was written/);
+    assert.doesNotMatch(text.stdout, /snapshot [0-9a-f]+ saved/);
+    const json = await s.ok(['backup', '-n', '--json', root]);
+    const dry = JSON.parse(json.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
+    assert.equal(dry['dry_run'], true);
+    assert.equal(dry['snapshot_id'], undefined);
+    await s.ok(['backup', '-n', '--stdin', '--stdin-filename', 'x'], { input: randomBytes(100_000) });
+    assert.deepEqual(await everything(s), before);
+    // What the dry run said would be added is what a real backup adds.
+    const real = JSON.parse((await s.ok(['backup', '--json', root])).stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
+    assert.equal(dry['filesNew'], 1);
+    assert.equal(dry['filesUnchanged'], 1);
+    for (const k of ['filesNew', 'filesChanged', 'filesUnchanged', 'dataAdded', 'blobsAdded', 'totalBytes']) assert.equal(dry[k], real[k], k);
+    assert.ok((real['dataAdded'] as number) >= 300_000);
+    failsWith(await s.run(['backup', '--dry-run', '--image', join(root, 'old')]), 2, /--dry-run does not work with --image/);
   });
 });

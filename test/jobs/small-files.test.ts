@@ -49,7 +49,7 @@ async function filesUnder(repo: Repository, r: Pick<BackupResult, 'snapshot'>, d
 /** A backup, and the data bytes it added to the repository. */
 async function backup(repo: Repository, paths: string[], parent?: BackupResult): Promise<BackupResult & { added: number }> {
   const before = repo.stats.dataAdded;
-  const r = await new Archiver(repo, { paths, parent: parent ? { id: parent.id, snapshot: parent.snapshot } : null }).run();
+  const r = await new Archiver(repo, { paths, parent: parent ? { id: parent.id!, snapshot: parent.snapshot } : null }).run();
   return { ...r, added: repo.stats.dataAdded - before };
 }
 

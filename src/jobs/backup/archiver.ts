@@ -57,6 +57,12 @@ export interface BackupOptions extends SnapshotOrigin {
   readonly signal?: AbortSignal;
   /** Worker threads (default: one per core). */
   readonly workers?: number;
+  /**
+   * Read, chunk and seal everything but write no snapshot (`backup
+   * --dry-run`; the repository is opened on a `DryRunBackend`, which drops
+   * the packs and index, so the snapshot's blobs are nowhere to be found).
+   */
+  readonly dryRun?: boolean;
 }
 
 /** Running totals, reported as files complete. */
@@ -81,7 +87,8 @@ class RunningTotals implements BackupProgress {
 }
 
 export interface BackupResult {
-  readonly id: string;
+  /** Undefined in a dry run: no snapshot was written. */
+  readonly id: string | undefined;
   readonly snapshot: Snapshot;
 }
 
@@ -317,8 +324,7 @@ export class Archiver {
       summary,
       blobs: [...this.blobs],
     };
-    const id = await this.repo.saveSnapshot(snapshot);
-    return { id, snapshot };
+    return { id: this.opts.dryRun ? undefined : await this.repo.saveSnapshot(snapshot), snapshot };
   }
 
   private async saveTree(nodes: TreeNode[]): Promise<string> {
