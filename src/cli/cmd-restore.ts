@@ -25,11 +25,16 @@ export function register(program: Command): void {
       const { id, snapshot } = await findSnapshot(repo, snap, flags);
       // Image snapshots: files are read out of the image's filesystems (src/jobs/image-files).
       const image = isImageSnapshot(snapshot) ? await openImageFiles(repo, snapshot, id, warn) : undefined;
-      say(g, `restoring snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${snapshot.time} to ${flags.target}`);
+      if (!g.json) say(g, `restoring snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${snapshot.time} to ${flags.target}`);
       const abort = new AbortController();
       const onSigint = (): void => abort.abort(new ExitError('interrupted: the restore is NOT complete', EXIT.interrupted));
       process.once('SIGINT', onSigint);
-      const progress = new Progress(g, { files: 0, bytes: snapshot.summary.totalBytes, done: true });
+      const started = Date.now();
+      // Until the walk has seen everything, a whole restore is estimated by the snapshot's own counts.
+      const s = snapshot.summary;
+      const whole = !image && (flags.include ?? []).length === 0;
+      const totals = { files: whole ? s.filesNew + s.filesChanged + s.filesUnchanged : 0, bytes: whole ? s.totalBytes : 0, done: whole };
+      const progress = new Progress(g, totals);
       let result;
       try {
         result = await restorerFor(image, repo, flags.target!, {
@@ -40,15 +45,32 @@ export function register(program: Command): void {
             progress.stop();
             warn(`${path}: ${message}`);
           },
-          onProgress: (p) => progress.update(p),
+          onProgress: (p) => {
+            if (p.walked || p.totalFiles > totals.files || p.totalBytes > totals.bytes) {
+              totals.files = p.totalFiles;
+              totals.bytes = p.totalBytes;
+              totals.done = p.walked;
+            }
+            progress.update(p);
+          },
         }).run(snapshot.tree);
       } finally {
         progress.stop();
         process.off('SIGINT', onSigint);
       }
       const p = result.progress;
-      say(g, `restored ${p.files} files, ${p.dirs} folders, ${formatBytes(p.bytes)}`);
-      if (flags.verify) {
+      if (g.json) {
+        if (!g.quiet) {
+          process.stdout.write(`${JSON.stringify({
+            message_type: 'summary', seconds_elapsed: Math.round((Date.now() - started) / 1000),
+            total_files: p.totalFiles, files_restored: p.files, dirs_restored: p.dirs, total_bytes: p.totalBytes, bytes_restored: p.bytes,
+            errors: result.failed.length, ...(flags.verify ? { verify_failed: result.verifyFailed.length } : {}),
+          })}\n`);
+        }
+      } else {
+        say(g, `restored ${p.files} files, ${p.dirs} folders, ${formatBytes(p.bytes)}`);
+      }
+      if (flags.verify && !g.json) {
         if (result.verifyFailed.length > 0) say(g, `VERIFY FAILED for ${result.verifyFailed.length} file(s)`);
         else if (result.failed.length > 0) say(g, `verified ${p.files} restored files; ${result.failed.length} path(s) were not restored`);
         else say(g, `verified ${p.files} files: all match the snapshot`);

@@ -26,6 +26,12 @@ export interface WalkOptions {
   readonly filter?: (path: Buffer, node: TreeNode) => boolean;
   /** Called after a directory's children were all yielded. */
   readonly onDirDone?: (entry: WalkEntry) => Promise<void> | void;
+  /**
+   * Called when a directory's listing cannot be loaded; the walk goes on as
+   * if it were empty (throw from it to end the walk). Without it, the error
+   * ends the walk.
+   */
+  readonly onTreeError?: (entry: WalkEntry, error: unknown) => void;
 }
 
 const DOT = Buffer.from('.');
@@ -83,7 +89,18 @@ export async function* walkTree(repo: TreeLoader, root: string, opts: WalkOption
     if (opts.filter && !opts.filter(path, node)) continue;
     const entry = { path, node, depth: f.depth };
     yield entry;
-    if (node.type === 'dir' && node.subtree) stack.push({ nodes: await repo.loadTree(node.subtree), next: 0, dir: path, depth: f.depth + 1, entry });
+    if (node.type === 'dir' && node.subtree) stack.push({ nodes: await listing(repo, node.subtree, entry, opts), next: 0, dir: path, depth: f.depth + 1, entry });
+  }
+}
+
+/** A directory's listing, or none when it cannot be loaded and `onTreeError` takes the error. */
+async function listing(repo: TreeLoader, id: string, entry: WalkEntry, opts: WalkOptions): Promise<TreeNode[]> {
+  try {
+    return await repo.loadTree(id);
+  } catch (e) {
+    if (!opts.onTreeError) throw e;
+    opts.onTreeError(entry, e);
+    return [];
   }
 }
 

@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { Sandbox } from '../helpers/cli.js';
 import { errorLines } from '../helpers/cli-errors.js';
 import { Forge } from '../helpers/forge.js';
+import type { TreeNode } from '../../src/repo/tree.js';
 
 describe('a file whose size disagrees with its content', () => {
   let s: Sandbox;
@@ -44,5 +45,44 @@ describe('a file whose size disagrees with its content', () => {
       await assert.rejects(fs.lstat(join(target, name)), `${name} was restored`);
     }
     assert.deepEqual(await fs.readFile(join(target, 'ok.txt')), good);
+  });
+});
+
+describe('a snapshot with damaged folders', () => {
+  let s: Sandbox;
+  let snap: string;
+  const bytes = (name: string): Buffer => Buffer.from(`the content of ${name}\n`);
+  before(async () => {
+    s = await Sandbox.create('holdfast-hostile-');
+    await s.ok(['init']);
+    const f = await Forge.open(s);
+    const file = async (name: string): Promise<TreeNode> => f.file(name, bytes(name).length, [await f.data(bytes(name))]);
+    const dataId = await f.data(Buffer.from('a data blob, not a listing'));
+    snap = await f.snapshot(await f.tree([
+      f.dir('a', await f.tree([await file('ok.txt')])),
+      f.dir('b-missing', 'ab'.repeat(32)),
+      f.dir('c-data', dataId),
+      f.dir('d-garbage', await f.rawTree(Buffer.from('neither JSON nor a binary listing'))),
+      f.dir('e', await f.tree([f.dir('inner-missing', 'cd'.repeat(32)), await file('kept.txt')])),
+      await file('z.txt'),
+    ]));
+  });
+  after(() => s.remove());
+
+  it('restores everything else, lists each damaged folder with its cause, exit 1', async () => {
+    const target = s.path('t');
+    const r = await s.run(['restore', snap, '--target', target]);
+    assert.equal(r.code, 1, r.stderr);
+    const lines = errorLines(r);
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0]!, /restore INCOMPLETE: 4 path\(s\)/);
+    assert.doesNotMatch(r.stderr, /worker pool is closed/);
+    const listed = r.stderr.slice(r.stderr.indexOf('holdfast: '));
+    assert.match(listed, new RegExp(`/b-missing: its listing cannot be read \\(tree ${'ab'.repeat(32)} is not in the repository index\\)`));
+    assert.match(listed, /\/c-data: its listing cannot be read \(tree \w+ is damaged: indexed as type 0\)/);
+    assert.match(listed, /\/d-garbage: its listing cannot be read \(.*is damaged/);
+    assert.match(listed, /\/e\/inner-missing: its listing cannot be read/);
+    for (const name of ['a/ok.txt', 'e/kept.txt', 'z.txt']) assert.deepEqual(await fs.readFile(join(target, name)), bytes(name.split('/').pop()!));
+    for (const dir of ['b-missing', 'c-data', 'd-garbage', 'e/inner-missing']) assert.deepEqual(await fs.readdir(join(target, dir)), []);
   });
 });

@@ -40,6 +40,13 @@ export class Forge {
     return id;
   }
 
+  /** Stores `bytes` as a tree blob, whatever they hold; returns its id. */
+  async rawTree(bytes: Buffer): Promise<string> {
+    const { id } = await this.repo.saveBlob(BlobType.Tree, bytes);
+    this.blobs.push(id);
+    return id;
+  }
+
   /** A file node declaring `size` bytes, with `content` as its content list. */
   file(name: string, size: number, content: ContentEntry[], extra: Partial<TreeNode> = {}): TreeNode {
     return { ...this.meta(name), type: 'file', mode: 0o644, size, content, ...extra };

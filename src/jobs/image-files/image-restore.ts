@@ -44,7 +44,7 @@ function hashZeros(h: Hash, n: number): Hash {
 }
 
 export class ImageRestorer {
-  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, current: '' };
+  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, totalFiles: 0, totalBytes: 0, walked: false, current: '' };
   private readonly failed: { path: string; error: string }[] = [];
   private readonly verifyFailed: string[] = [];
   private readonly inodes = new Map<string, PosixPath>();
@@ -103,6 +103,7 @@ export class ImageRestorer {
     } finally {
       await this.long.close();
     }
+    this.progress.walked = true;
     for (const i of this.includes) {
       if (i !== '/' && !matchedIncludes.has(i) && !this.failed.some((f) => f.path === i || i.startsWith(`${f.path}/`))) this.fail(i, 'not in the snapshot');
     }
@@ -146,17 +147,21 @@ export class ImageRestorer {
 
   private async restoreFile(path: Buffer, dest: PosixPath, node: ImageNode): Promise<void> {
     const key = `${node.volume}:${node.ino}`;
+    this.progress.totalFiles++;
     if (node.links > 1) {
       const first = this.inodes.get(key);
       if (first) {
         await fsp.link(first, dest);
+        this.progress.files++;
         return;
       }
     }
+    this.progress.totalBytes += node.size;
     const hash = createHash('sha256');
     const fh = await fsp.open(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
     try {
       let pos = 0;
+      let written = 0;
       for await (const { offset, data } of filePieces(this.volume, node)) {
         this.opts.signal?.throwIfAborted();
         if (this.opts.verify) hashZeros(hash, offset - pos).update(data);
@@ -165,10 +170,12 @@ export class ImageRestorer {
           off += bytesWritten;
         }
         pos = offset + data.length;
+        written += data.length;
         this.progress.bytes += data.length;
       }
       if (this.opts.verify) hashZeros(hash, node.size - pos);
       await fh.truncate(node.size);
+      this.progress.bytes += node.size - written; // its holes
     } finally {
       await fh.close();
     }

@@ -26,7 +26,7 @@ import { closeSync, constants, fchmodSync, fchownSync, ftruncateSync, futimesSyn
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { NotFoundError, ShortReadError } from '../../storage/backend.js';
-import { CorruptObjectError } from '../../repo/errors.js';
+import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
 import type { Repository } from '../../repo/repository.js';
 import type { BlobLocation } from '../../repo/index-file.js';
 import { entryBlob, type BlobSlice, type ContentEntry, type TreeNode } from '../../repo/tree.js';
@@ -48,9 +48,14 @@ export interface RestoreOptions {
 }
 
 export interface RestoreProgress {
+  /** Regular files restored (hard links included), and bytes of their content (holes included). */
   files: number;
   dirs: number;
   bytes: number;
+  /** Regular files and bytes the walk has found to restore so far; all of them once `walked`. */
+  totalFiles: number;
+  totalBytes: number;
+  walked: boolean;
   current: string;
 }
 
@@ -92,7 +97,10 @@ interface OpenFile {
   readonly path: Buffer;
   readonly dest: Buffer;
   readonly node: TreeNode;
+  /** Pieces not written yet. */
   remaining: number;
+  /** Bytes of its holes (counted as restored once the file is finished). */
+  holes: number;
   failed: boolean;
 }
 
@@ -107,8 +115,10 @@ interface PlannedBlob {
 const asBuffer = (p: PosixPath): Buffer => (typeof p === 'string' ? Buffer.from(p) : p);
 
 export class Restorer {
-  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, current: '' };
+  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, totalFiles: 0, totalBytes: 0, walked: false, current: '' };
   private readonly failed: { path: string; error: string }[] = [];
+  /** The first error that ends the restore, raised by work running alongside the walk. */
+  private fatal: { error: unknown } | undefined;
   private readonly failedPaths = new Set<string>();
   private readonly verifyFailed: string[] = [];
   private readonly inodes = new Map<string, { dest: Buffer; content: string }>();
@@ -150,8 +160,10 @@ export class Restorer {
     this.pool = pool;
     try {
       await this.walk(tree);
+      this.progress.walked = true;
       await this.unpackReady(0);
-      await Promise.all(this.running);
+      await this.until(Promise.all(this.running));
+      this.throwIfStopped();
       this.finishLinks();
       for (let i = this.dirs.length - 1; i >= 0; i--) {
         const d = this.dirs[i]!;
@@ -159,6 +171,7 @@ export class Restorer {
       }
       if (this.opts.verify) await this.verifyAll(pool);
     } finally {
+      // After an interruption or a fatal error, work still in a worker is dropped with it.
       await pool.close();
       await this.long.close();
     }
@@ -175,13 +188,19 @@ export class Restorer {
         this.opts.onWarning?.(path, `refused to restore: ${reason}`);
       },
       filter: (path) => included(this.includes, path.toString()) && !skippedBelow(skipped, path),
+      // A folder whose listing is lost is restored empty and reported; the rest goes on.
+      onTreeError: (entry, e) => {
+        if (!(e instanceof CorruptObjectError || e instanceof BlobNotFoundError)) throw e;
+        this.fail(entry.path, new Error(`its listing cannot be read (${e.message}); restored empty`));
+      },
     });
     for await (const { path, node } of walker) {
-      this.opts.signal?.throwIfAborted();
-      const dest = await this.dest(path);
+      this.throwIfStopped();
       this.progress.current = path.toString();
+      this.opts.onProgress?.(this.progress);
       await this.unpackReady(SEGMENT_LOOKAHEAD);
       try {
+        const dest = await this.dest(path);
         if (node.type === 'fifo' || node.type === 'chardev' || node.type === 'blockdev') {
           await special(dest, node);
           this.finishNode(path, dest, node);
@@ -235,6 +254,7 @@ export class Restorer {
     // A size the content does not add up to would restore as a sparse giant or a file cut short.
     const holds = this.contentLength(content);
     if (holds !== undefined && holds !== node.size) throw new Error(`damaged in the repository: the file declares ${node.size} bytes but its content holds ${holds}`);
+    this.progress.totalFiles++;
     if (node.links > 1) {
       const key = `${node.device}:${node.inode}`;
       // Names read in different batches hold other slices of the same bytes: the fingerprint tells.
@@ -248,6 +268,7 @@ export class Restorer {
       }
       if (!first) this.inodes.set(key, { dest, content: contentKey });
     }
+    this.progress.totalBytes += node.size;
     if (this.opts.verify) this.toVerify.push({ path, dest, node });
     const settled = this.creation && settledBy(this.creation, node.mode, node);
     const meta: FileMeta = {
@@ -263,18 +284,17 @@ export class Restorer {
     // Empty, holes, or several blobs: create it now (truncating anything there).
     const fd = openSync(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
     closeSync(fd);
-    const file: OpenFile = { path, dest, node, remaining: 0, failed: false };
+    const file: OpenFile = { path, dest, node, remaining: 0, holes: 0, failed: false };
     let pos = 0;
     for (const c of content) {
       if (typeof c === 'number') {
+        file.holes += c;
         pos += c;
       } else if (typeof c === 'string') {
-        file.remaining++;
-        this.need(c, path, { path: dest, offset: pos }, file);
+        if (this.need(c, path, { path: dest, offset: pos }, file)) file.remaining++;
         pos += this.repo.index.lookup(c)?.rawLength ?? 0;
       } else {
-        file.remaining++;
-        this.need(c.blob, path, { path: dest, offset: pos, ...sliceOf(c) }, file);
+        if (this.need(c.blob, path, { path: dest, offset: pos, ...sliceOf(c) }, file)) file.remaining++;
         pos += c.length;
       }
     }
@@ -296,12 +316,13 @@ export class Restorer {
     return n;
   }
 
-  private need(id: string, path: Buffer, target: UnpackTarget, file?: OpenFile): void {
+  /** Plans writing blob `id` to `target`; false (and the file reported) when the blob is not in the index. */
+  private need(id: string, path: Buffer, target: UnpackTarget, file?: OpenFile): boolean {
     const loc = this.repo.index.lookup(id);
     if (!loc) {
       if (file) file.failed = true;
       this.fail(path, new Error(`blob ${id} is not in the repository index`));
-      return;
+      return false;
     }
     const key = `${loc.pack}/${Math.floor(loc.offset / SEGMENT)}`;
     let segment = this.plan.get(key);
@@ -311,6 +332,7 @@ export class Restorer {
     if (!planned) blobs.set(id, (planned = { loc, targets: [], owners: [] }));
     planned.targets.push(target);
     planned.owners.push(file ? { path, file } : { path });
+    return true;
   }
 
   // ---- 2. unpack ----
@@ -318,13 +340,42 @@ export class Restorer {
   /** Hands the oldest planned segments to the workers while more than `keep` are planned. */
   private async unpackReady(keep: number): Promise<void> {
     while (this.plan.size > keep) {
-      this.opts.signal?.throwIfAborted();
-      while (this.running.size >= this.pool.size * SEGMENTS_PER_WORKER) await Promise.race(this.running);
+      this.throwIfStopped();
+      while (this.running.size >= this.pool.size * SEGMENTS_PER_WORKER) await this.until(Promise.race(this.running));
       const [key, { pack, blobs }] = this.plan.entries().next().value!;
       this.plan.delete(key);
-      const p: Promise<void> = this.unpackPack(this.pool, pack, blobs).finally(() => this.running.delete(p));
-      this.running.add(p);
+      this.track(this.unpackPack(this.pool, pack, blobs));
     }
+  }
+
+  /**
+   * Runs `work` alongside the walk. It never rejects: its error is kept and
+   * ends the restore at the next check, so that nothing is left unhandled
+   * when the restore stops while work is in flight.
+   */
+  private track(work: Promise<void>): void {
+    const p: Promise<void> = work.catch((error: unknown) => {
+      this.fatal ??= { error };
+    }).finally(() => this.running.delete(p));
+    this.running.add(p);
+  }
+
+  /** Throws the abort reason once interrupted, or the error of work that failed. */
+  private throwIfStopped(): void {
+    this.opts.signal?.throwIfAborted();
+    if (this.fatal) throw this.fatal.error;
+  }
+
+  /** Waits for `p`, but no longer than until the restore is interrupted (work in a stuck read is abandoned). */
+  private until<T>(p: Promise<T>): Promise<T> {
+    const signal = this.opts.signal;
+    if (!signal) return p;
+    signal.throwIfAborted();
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
   }
 
   private async unpackPack(pool: WorkerPool, pack: string, blobs: Map<string, PlannedBlob>): Promise<void> {
@@ -334,6 +385,7 @@ export class Restorer {
     let result: UnpackResult;
     try {
       const data = await this.loadRange(pack, start, end - start);
+      this.opts.signal?.throwIfAborted();
       const task: UnpackBlob[] = list.map((b) => ({
         id: b.loc.id, type: b.loc.type, flags: b.loc.flags, rawLength: b.loc.rawLength,
         offset: b.loc.offset - start, length: b.loc.length, targets: b.targets,
@@ -395,6 +447,7 @@ export class Restorer {
         closeSync(fd);
       }
       this.progress.files++;
+      this.progress.bytes += f.holes;
     } catch (e) {
       this.fail(f.path, e);
       removeQuietly(f.dest);
@@ -430,7 +483,6 @@ export class Restorer {
 
   private async verifyAll(pool: WorkerPool): Promise<void> {
     const files = this.toVerify.filter((f) => !this.failedPaths.has(f.path.toString('latin1')));
-    const tasks: Promise<void>[] = [];
     for (let i = 0; i < files.length; i += VERIFY_BATCH) {
       const batch = files.slice(i, i + VERIFY_BATCH);
       const jobs: VerifyJob[] = batch.map((f) => {
@@ -438,15 +490,17 @@ export class Restorer {
         const lengths = content.map((c) => (typeof c === 'number' ? c : typeof c === 'string' ? this.repo.index.lookup(c)?.rawLength ?? -1 : c.length));
         return { path: f.dest, size: f.node.size, content, lengths, ...(f.node.fingerprint ? { fingerprint: f.node.fingerprint } : {}) };
       });
-      await pool.whenBelow(pool.size * 2);
-      tasks.push(pool.run<VerifyResult>({ kind: 'verify', files: jobs }).then((r) => {
+      await this.until(pool.whenBelow(pool.size * 2));
+      this.throwIfStopped();
+      this.track(pool.run<VerifyResult>({ kind: 'verify', files: jobs }).then((r) => {
         for (const i of r.bad) {
           this.verifyFailed.push(batch[i]!.path.toString());
           this.opts.onWarning?.(batch[i]!.path.toString(), 'verification failed: restored bytes differ from the snapshot');
         }
       }));
     }
-    await Promise.all(tasks);
+    await this.until(Promise.all(this.running));
+    this.throwIfStopped();
   }
 }
 

@@ -1,0 +1,122 @@
+/**
+ * `holdfast restore` as a user runs it: its --json output and progress, and
+ * Ctrl-C while it waits on the repository.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { constants, existsSync, promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Sandbox, type RunResult } from '../helpers/cli.js';
+import { errorLines } from '../helpers/cli-errors.js';
+import { writeRandom } from '../helpers/random-file.js';
+import { assertSameTree } from '../helpers/restore-check.js';
+
+/** A source folder of `files` small files, one larger one and an empty one, backed up; returns the source, file count and bytes. */
+async function backedUp(s: Sandbox, files: number): Promise<{ src: string; count: number; bytes: number }> {
+  await s.ok(['init']);
+  const src = s.path('src');
+  await fs.mkdir(join(src, 'sub'), { recursive: true });
+  let bytes = 0;
+  for (let i = 0; i < files; i++) {
+    const text = `file ${i}\n`.repeat(i + 1);
+    await fs.writeFile(join(src, 'sub', `f${i}.txt`), text);
+    bytes += text.length;
+  }
+  await writeRandom(join(src, 'big.bin'), 1_000_000);
+  // Last in walk order; empty files are created by the walk itself.
+  await fs.writeFile(join(src, 'zz-last'), '');
+  await s.ok(['backup', '-q', src]);
+  return { src, count: files + 2, bytes: bytes + 1_000_000 };
+}
+
+describe('restore --json', () => {
+  let s: Sandbox;
+  before(async () => {
+    s = await Sandbox.create('holdfast-restore-');
+  });
+  after(() => s.remove());
+
+  it('writes only JSON lines: status lines with true totals, then a summary', async () => {
+    const { src, count, bytes } = await backedUp(s, 40);
+    const target = s.path('t');
+    const r = await s.ok(['--json', 'restore', 'latest', '--target', target]);
+    const lines = r.stdout.trim().split('\n');
+    const messages = lines.map((l) => {
+      try {
+        return JSON.parse(l) as Record<string, unknown>;
+      } catch {
+        throw new Error(`not a JSON line: ${l}`);
+      }
+    });
+    const status = messages.filter((m) => m['message_type'] === 'status');
+    assert.ok(status.length >= 1, r.stdout);
+    for (const m of status) {
+      assert.equal(m['total_files'], count, `status line ${JSON.stringify(m)}`);
+      assert.equal(m['total_bytes'], bytes, `status line ${JSON.stringify(m)}`);
+      assert.ok((m['files_done'] as number) <= count && (m['percent_done'] as number) <= 1);
+    }
+    const summary = messages.pop()!;
+    assert.equal(summary['message_type'], 'summary', r.stdout);
+    assert.equal(summary['files_restored'], count);
+    assert.equal(summary['total_files'], count);
+    assert.equal(summary['bytes_restored'], bytes);
+    assert.equal(summary['errors'], 0);
+    assertSameTree(src, join(target, src));
+  });
+});
+
+describe('restore interrupted with Ctrl-C (SIGINT)', () => {
+  let s: Sandbox;
+  before(async () => {
+    s = await Sandbox.create('holdfast-restore-');
+  });
+  after(() => s.remove());
+
+  /** The largest pack of the repository: the one holding the file data. */
+  async function dataPack(): Promise<string> {
+    let best = { path: '', size: -1 };
+    for (const dir of await fs.readdir(join(s.repo, 'data'))) {
+      for (const name of await fs.readdir(join(s.repo, 'data', dir))) {
+        const path = join(s.repo, 'data', dir, name);
+        const { size } = await fs.stat(path);
+        if (size > best.size) best = { path, size };
+      }
+    }
+    return best.path;
+  }
+
+  it('while a pack read hangs: exit 130, one plain message, and a later restore is complete', { timeout: 60_000 }, async () => {
+    const { src } = await backedUp(s, 5);
+    // The pack becomes a FIFO: the restore's read of it waits until the test opens the other end.
+    const pack = await dataPack();
+    await fs.rename(pack, `${pack}.real`);
+    execFileSync('mkfifo', [pack]);
+    const target = s.path('t');
+    const run = s.start(['restore', 'latest', '--target', target], { env: { HOLDFAST_WORKERS: '1' } });
+    let stderr = '';
+    run.child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+    // The walk has ended once it has made the last file; the restore then waits for the pack.
+    while (!existsSync(join(target, src, 'zz-last'))) await new Promise((r) => setTimeout(r, 20));
+    run.child.kill('SIGINT');
+    let exited = false;
+    void run.done.then(() => (exited = true));
+    while (!exited) {
+      // Once the restore has given up, let a read still waiting on the FIFO end, so the process can exit.
+      if (stderr.includes('interrupted')) await fs.open(pack, constants.O_WRONLY | constants.O_NONBLOCK).then((h) => h.close(), () => undefined);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const r: RunResult = await run.done;
+    assert.equal(r.code, 130, `exit ${r.code} / ${r.signal}\n${r.stdout}\n${r.stderr}`);
+    const lines = errorLines(r);
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0]!, /interrupted: the restore is NOT complete/);
+    assert.doesNotMatch(r.stderr, /worker pool is closed/);
+
+    await fs.rm(pack);
+    await fs.rename(`${pack}.real`, pack);
+    const again = s.path('again');
+    await s.ok(['restore', 'latest', '--target', again]);
+    assertSameTree(src, join(again, src));
+  });
+});
