@@ -1,6 +1,8 @@
 /** `holdfast ls SNAP [PATH]`: lists the files of a snapshot. */
 import type { Command } from 'commander';
 import { walkTree } from '../jobs/tree-walk.js';
+import { writeOut } from '../jobs/tar-stream-writer.js';
+import { LineBatch } from '../jobs/line-batch.js';
 import { modeString } from '../core/mode-string.js';
 import { globals, openRepo, warn } from './context.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
@@ -24,14 +26,10 @@ export function register(program: Command): void {
       if (isImageSnapshot(snapshot)) {
         // Files inside a disk image: read from the image's filesystems (src/jobs/image-files).
         const volume = await openImageFiles(repo, snapshot, id, warn);
-        return listImage(volume, path, { format: g.json ? 'json' : flags.long ? 'long' : 'plain', write: (t) => process.stdout.write(t), warn });
+        return listImage(volume, path, { format: g.json ? 'json' : flags.long ? 'long' : 'plain', write: (t) => writeOut(process.stdout, t), warn });
       }
       const prefix = `/${path.split('/').filter((p) => p !== '').join('/')}`;
-      const out: string[] = [];
-      const flush = (): void => {
-        if (out.length) process.stdout.write(out.join(''));
-        out.length = 0;
-      };
+      const out = new LineBatch((t) => writeOut(process.stdout, t));
       for await (const { path: p, node } of walkTree(repo, snapshot.tree, {
         filter: (pp) => within(pp.toString(), prefix),
         onUnsafe: (pp, why) => warn(`${pp}: unsafe name in snapshot (${why})`),
@@ -39,7 +37,7 @@ export function register(program: Command): void {
         const ps = p.toString();
         if (!(prefix === '/' || ps === prefix || ps.startsWith(`${prefix}/`))) continue;
         if (g.json) {
-          out.push(`${JSON.stringify({
+          await out.push(`${JSON.stringify({
             path: ps, type: node.type, mode: node.mode, uid: node.uid, gid: node.gid, user: node.user, group: node.group,
             size: node.size, mtime: new Date(Number(node.mtime / 1_000_000n)).toISOString(),
             ...(node.target ? { target: node.target.toString() } : {}),
@@ -47,12 +45,11 @@ export function register(program: Command): void {
         } else if (flags.long) {
           const t = new Date(Number(node.mtime / 1_000_000n)).toISOString().replace('T', ' ').slice(0, 19);
           const link = node.target ? ` -> ${node.target.toString()}` : '';
-          out.push(`${modeString(node)} ${(node.user ?? String(node.uid)).padEnd(8)} ${(node.group ?? String(node.gid)).padEnd(8)} ${String(node.size).padStart(12)} ${t} ${ps}${link}\n`);
+          await out.push(`${modeString(node)} ${(node.user ?? String(node.uid)).padEnd(8)} ${(node.group ?? String(node.gid)).padEnd(8)} ${String(node.size).padStart(12)} ${t} ${ps}${link}\n`);
         } else {
-          out.push(`${ps}\n`);
+          await out.push(`${ps}\n`);
         }
-        if (out.length >= 1000) flush();
       }
-      flush();
+      await out.flush();
     });
 }

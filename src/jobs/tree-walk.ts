@@ -54,32 +54,75 @@ export function childPath(dir: Buffer, name: Buffer): Buffer {
   return dir.length === 1 ? Buffer.concat([SLASH, name]) : Buffer.concat([dir, SLASH, name]);
 }
 
-/** A folder being walked: its nodes, the next one, and the entry that named it. */
+/**
+ * A folder being walked: its nodes, the next one, and where its path ends in
+ * the walk's path buffer. Frames hold no path of their own: a chain of
+ * folders n deep would otherwise hold n paths of up to n names each
+ * (quadratic in the depth; 100,000 folders deep ran out of memory).
+ */
 interface Frame {
   readonly nodes: TreeNode[];
   next: number;
   prev?: Buffer;
-  readonly dir: Buffer;
+  /** Length of this folder's path in the path buffer. */
+  readonly dirLen: number;
   readonly depth: number;
-  readonly entry?: WalkEntry;
+  /** The node that named this folder (none for the root). */
+  readonly node?: TreeNode;
+}
+
+/**
+ * The path of the folder being walked, one buffer for the whole walk: a
+ * frame's path is always a prefix of the path of the frame above it, so
+ * writing a name past the top frame's end never clobbers a frame below.
+ */
+class PathBuffer {
+  private buf: Buffer;
+
+  constructor(dir: Buffer) {
+    this.buf = Buffer.allocUnsafe(Math.max(4096, dir.length * 2));
+    dir.copy(this.buf);
+  }
+
+  /** Writes `name` as the child of the folder whose path is the first `dirLen` bytes; returns the child's length. */
+  child(dirLen: number, name: Buffer): number {
+    const sep = dirLen === 1 ? 0 : 1; // below the root "/" no second slash, as childPath
+    const len = dirLen + sep + name.length;
+    if (len > this.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(len, this.buf.length * 2));
+      this.buf.copy(grown, 0, 0, dirLen);
+      this.buf = grown;
+    }
+    if (sep) this.buf[dirLen] = 0x2f;
+    name.copy(this.buf, dirLen + sep);
+    return len;
+  }
+
+  /** A copy of the first `len` bytes (callers may keep it). */
+  copy(len: number): Buffer {
+    return Buffer.from(this.buf.subarray(0, len));
+  }
 }
 
 /**
  * `dir` is the path the root tree's nodes are below. One generator with a
  * stack of folders, not one per folder: a nested `yield*` passes every entry
- * through each level above it.
+ * through each level above it. Memory is linear in the depth (the stack's
+ * folder listings), however long the paths grow.
  */
 export async function* walkTree(repo: TreeLoader, root: string, opts: WalkOptions = {}, dir: Buffer = SLASH): AsyncGenerator<WalkEntry> {
-  const stack: Frame[] = [{ nodes: await repo.loadTree(root), next: 0, dir, depth: 1 }];
+  const paths = new PathBuffer(dir);
+  const stack: Frame[] = [{ nodes: await repo.loadTree(root), next: 0, dirLen: dir.length, depth: 1 }];
   while (stack.length > 0) {
     const f = stack[stack.length - 1]!;
     if (f.next === f.nodes.length) {
       stack.pop();
-      if (f.entry) await opts.onDirDone?.(f.entry);
+      if (f.node && opts.onDirDone) await opts.onDirDone({ path: paths.copy(f.dirLen), node: f.node, depth: f.depth - 1 });
       continue;
     }
     const node = f.nodes[f.next++]!;
-    const path = childPath(f.dir, node.name);
+    const len = paths.child(f.dirLen, node.name);
+    const path = paths.copy(len);
     const bad = unsafeName(node.name) ?? (f.prev && Buffer.compare(f.prev, node.name) >= 0 ? 'duplicate or unsorted name' : undefined);
     f.prev = node.name;
     if (bad) {
@@ -89,7 +132,7 @@ export async function* walkTree(repo: TreeLoader, root: string, opts: WalkOption
     if (opts.filter && !opts.filter(path, node)) continue;
     const entry = { path, node, depth: f.depth };
     yield entry;
-    if (node.type === 'dir' && node.subtree) stack.push({ nodes: await listing(repo, node.subtree, entry, opts), next: 0, dir: path, depth: f.depth + 1, entry });
+    if (node.type === 'dir' && node.subtree) stack.push({ nodes: await listing(repo, node.subtree, entry, opts), next: 0, dirLen: len, depth: f.depth + 1, node });
   }
 }
 

@@ -227,7 +227,7 @@ describe('files out of ext2/3/4 images', { skip, timeout: 180_000 }, () => {
       try {
         const lines: string[] = [];
         const warnings: string[] = [];
-        await listImage(volume, '/', { format: 'plain', write: (t) => lines.push(...t.split('\n').filter(Boolean)), warn: (m) => warnings.push(m) });
+        await listImage(volume, '/', { format: 'plain', write: (t) => void lines.push(...t.split('\n').filter(Boolean)), warn: (m) => warnings.push(m) });
         assert.deepEqual(lines.filter((l) => !l.includes('lost+found')), ['/p1', '/p1/etc', '/p1/etc/hostname', '/p1/hello.txt', '/p2', '/p3'], label);
         assert.ok(warnings.some((w) => w === '/p2: filesystem not supported (xfs)'), warnings.join('\n'));
         assert.ok(warnings.some((w) => w.startsWith('/p3: swap space')), warnings.join('\n'));

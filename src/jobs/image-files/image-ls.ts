@@ -6,6 +6,7 @@
 import type { ImageNode, ImageVolume } from '../../sources/image/fs/image-volume.js';
 import { findImageNode, pathComponents, walkImage } from './image-walk.js';
 import { modeString } from '../../core/mode-string.js';
+import { LineBatch } from '../line-batch.js';
 
 export type ListFormat = 'plain' | 'long' | 'json';
 
@@ -32,8 +33,8 @@ export function formatImageEntry(path: string, node: ImageNode, format: ListForm
 
 export interface ListImageOptions {
   readonly format: ListFormat;
-  /** Receives output; called with up to ~1000 lines at a time. */
-  readonly write: (text: string) => void;
+  /** Receives output, about 64 KiB of lines at a time; a returned promise is awaited (back-pressure). */
+  readonly write: (text: string) => void | Promise<void>;
   /** Warnings (unsafe names, unreadable entries, unsupported partitions met on the way). */
   readonly warn: (message: string) => void;
 }
@@ -46,12 +47,8 @@ export async function listImage(volume: ImageVolume, path: string, opts: ListIma
   const parts = pathComponents(path);
   const prefix = `/${parts.join('/')}`;
   const start = await findImageNode(volume, prefix);
-  const out: string[] = [];
-  const flush = (): void => {
-    if (out.length) opts.write(out.join(''));
-    out.length = 0;
-  };
-  if (parts.length > 0) out.push(formatImageEntry(prefix, start, opts.format));
+  const out = new LineBatch(opts.write);
+  if (parts.length > 0) await out.push(formatImageEntry(prefix, start, opts.format));
   if (start.type === 'dir') {
     // Entering the starting directory must work: an unsupported partition is an error, not a warning.
     if (start.unreadable) throw new Error(`${prefix === '/' ? 'the image' : prefix}: ${start.unreadable}`);
@@ -59,9 +56,8 @@ export async function listImage(volume: ImageVolume, path: string, opts: ListIma
       onUnsafe: (pp, why) => opts.warn(`${pp}: unsafe name in image (${why})`),
       onError: (pp, err) => opts.warn(`${pp}: ${err.message}`),
     })) {
-      out.push(formatImageEntry(p.toString(), node, opts.format));
-      if (out.length >= 1000) flush();
+      await out.push(formatImageEntry(p.toString(), node, opts.format));
     }
   }
-  flush();
+  await out.flush();
 }
