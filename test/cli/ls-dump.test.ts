@@ -1,0 +1,127 @@
+/**
+ * `ls` and `dump` on the command line: deep trees with bounded memory and
+ * waiting for slow readers, quiet exits when the reader goes away, and tar
+ * streams that keep every mode, time and name byte (read back with GNU tar).
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Sandbox, type Started } from '../helpers/cli.js';
+import { Repository } from '../../src/repo/repository.js';
+import { LocalBackend } from '../../src/storage/local-backend.js';
+import type { TreeNode } from '../../src/repo/tree.js';
+
+const META = { mode: 0o755, uid: 0, gid: 0, mtime: 1_700_000_000_000_000_000n, ctime: 0n, inode: 1n, device: 1n, links: 1, size: 0 };
+
+/** Saves a snapshot whose tree is a chain of folders `depth` deep, each named `name`. */
+async function saveChain(s: Sandbox, depth: number, name: string): Promise<void> {
+  const repo = await Repository.open(new LocalBackend(s.repo), 'correct horse');
+  await repo.loadIndex();
+  let tree = await repo.saveTree([]);
+  const blobs = [tree];
+  for (let i = 0; i < depth; i++) {
+    tree = await repo.saveTree([{ ...META, name: Buffer.from(name), type: 'dir', subtree: tree } satisfies TreeNode]);
+    blobs.push(tree);
+  }
+  await repo.flush();
+  const t = new Date().toISOString();
+  await repo.saveSnapshot({
+    time: t, hostname: 'deep', username: 'u', paths: ['/deep'], tags: [], tree, blobs,
+    summary: { filesNew: 0, filesChanged: 0, filesUnchanged: 0, dirs: depth, otherNodes: 0, errors: 0, totalBytes: 0, bytesRead: 0, blobsAdded: 0, dataAdded: 0, dataAddedStored: 0, start: t, end: t },
+  });
+}
+
+/** Reads the child's stdout one chunk per few milliseconds: a reader far slower than the writer. */
+function readSlowly(started: Started): void {
+  const out = started.child.stdout!;
+  out.on('data', () => {
+    out.pause();
+    setTimeout(() => out.resume(), 1);
+  });
+}
+
+describe('ls and dump of a tree 1,200 folders deep', () => {
+  const depth = 1200;
+  const name = 'n'.repeat(30);
+  let s: Sandbox;
+  before(async () => {
+    s = await Sandbox.create('holdfast-lsdump-');
+    await s.ok(['init']);
+    await saveChain(s, depth, name);
+  });
+  after(() => s.remove());
+
+  it('ls waits for a slow reader instead of holding its 22 MB listing in a 16 MB heap', async () => {
+    const started = s.start(['ls', 'latest'], { env: { NODE_OPTIONS: '--max-old-space-size=16' } });
+    readSlowly(started);
+    const r = await started.done;
+    assert.equal(r.code, 0, r.stderr.slice(0, 2000));
+    const lines = r.stdout.split('\n').filter(Boolean);
+    assert.equal(lines.length, depth);
+    assert.equal(lines[depth - 1], `/${name}`.repeat(depth));
+  });
+
+  it('dump writes the tar stream at the reader\'s pace, in a 16 MB heap', async () => {
+    const started = s.start(['dump', 'latest', '/'], { env: { NODE_OPTIONS: '--max-old-space-size=16' } });
+    readSlowly(started);
+    const r = await started.done;
+    assert.equal(r.code, 0, r.stderr.slice(0, 2000));
+    const tar = spawnSync('tar', ['-tf', '-'], { input: r.stdoutBytes, maxBuffer: 1 << 28 });
+    assert.equal(tar.status, 0, tar.stderr.toString());
+    const names = tar.stdout.toString().split('\n').filter(Boolean);
+    assert.equal(names.length, depth);
+    assert.equal(names[depth - 1], `${`${name}/`.repeat(depth)}`);
+  });
+});
+
+/** A time in ns rounded down to whole seconds (tar's precision here). */
+const wholeSeconds = (ns: bigint): bigint => (ns >= 0n ? ns : ns - 999_999_999n) / 1_000_000_000n * 1_000_000_000n;
+
+describe('dump as tar keeps what the snapshot holds (read back with GNU tar)', () => {
+  let s: Sandbox;
+  const b = (...parts: (string | Buffer)[]): Buffer => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : p)));
+  before(async () => {
+    s = await Sandbox.create('holdfast-tar-');
+    const src = b(s.path('src'));
+    mkdirSync(src);
+    writeFileSync(b(src, '/shadow'), 'root:$6$secret\n');
+    chmodSync(b(src, '/shadow'), 0o000);
+    writeFileSync(b(src, '/future'), 'from 2100');
+    utimesSync(b(src, '/future'), 4_102_542_245, 4_102_542_245); // 2100-01-02 03:04:05 UTC: past 2^32 s, where 32-bit times turn negative
+    writeFileSync(b(src, '/old'), 'from 1960');
+    utimesSync(b(src, '/old'), -304_103_511, -304_103_511); // 1960-05-13, before the epoch
+    const latin1 = b('caf', Buffer.from([0xe9]), '-latin1');
+    writeFileSync(b(src, '/', latin1), 'not UTF-8');
+    mkdirSync(b(src, '/dir', Buffer.from([0xff, 0xfe])));
+    symlinkSync(latin1, b(src, '/link', Buffer.from([0xe9])));
+    writeFileSync(b(src, '/', 'L'.repeat(150)), 'a name longer than ustar\'s 100 bytes');
+    chmodSync(b(src, '/', 'L'.repeat(150)), 0o4751);
+    await s.ok(['init']);
+    await s.ok(['backup', s.path('src')]);
+  });
+  after(() => s.remove());
+
+  it('modes (000 and setuid), times before 1970 and after 2038, and names that are not UTF-8', async () => {
+    const tar = await s.ok(['dump', 'latest', s.path('src')]);
+    const out = s.path('out');
+    mkdirSync(out);
+    const x = spawnSync('tar', ['--numeric-owner', '-xpf', '-', '-C', out], { input: tar.stdoutBytes });
+    assert.equal(x.status, 0, x.stderr.toString());
+    const listing = spawnSync('tar', ['--numeric-owner', '-tvf', '-'], { input: tar.stdoutBytes }).stdout.toString();
+    assert.match(listing, /^---------- 0\/0 .* \S*\/src\/shadow$/m);
+    const src = b(s.path('src'));
+    const back = b(join(out, s.path('src')));
+    const names = readdirSync(src, { encoding: 'buffer' }).sort(Buffer.compare);
+    assert.deepEqual(readdirSync(back, { encoding: 'buffer' }).sort(Buffer.compare), names);
+    for (const name of names) {
+      const [a, c] = [lstatSync(b(src, '/', name), { bigint: true }), lstatSync(b(back, '/', name), { bigint: true })];
+      const what = name.toString('latin1');
+      assert.equal(c.mode, a.mode, `${what}: mode ${c.mode.toString(8)}, wanted ${a.mode.toString(8)}`);
+      assert.equal(c.mtimeNs, wholeSeconds(a.mtimeNs), `${what}: mtime`);
+      if (a.isFile()) assert.deepEqual(readFileSync(b(back, '/', name)), readFileSync(b(src, '/', name)), what);
+      if (a.isSymbolicLink()) assert.deepEqual(readlinkSync(b(back, '/', name), { encoding: 'buffer' }), readlinkSync(b(src, '/', name), { encoding: 'buffer' }), what);
+    }
+  });
+});
