@@ -8,6 +8,7 @@ import { KeylessRepository, withRepositoryMode, type ModeOptions } from '../repo
 import { isAppendOnly } from '../storage/append-only-backend.js';
 import type { Backend } from '../storage/backend.js';
 import { DryRunBackend } from '../storage/dry-run-backend.js';
+import { RateLimitedBackend } from '../storage/rate-limited-backend.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword } from './password.js';
 
@@ -17,6 +18,10 @@ export interface GlobalOptions {
   passwordCommand?: string;
   quiet?: boolean;
   json?: boolean;
+  /** --limit-upload, in KiB/s. */
+  limitUpload?: number;
+  /** --limit-download, in KiB/s. */
+  limitDownload?: number;
 }
 
 /** The global options of the command being run. */
@@ -31,8 +36,25 @@ export function repoLocation(g: GlobalOptions): string {
   return loc;
 }
 
+/** The backend of the repository location, limited to the rates of --limit-upload and --limit-download. */
 export function backendFor(g: GlobalOptions): Backend {
-  return openBackend(repoLocation(g));
+  const backend = openBackend(repoLocation(g));
+  const up = g.limitUpload ?? 0;
+  const down = g.limitDownload ?? 0;
+  if (up === 0 && down === 0) return backend;
+  return new RateLimitedBackend(backend, {
+    ...(up > 0 ? { uploadBytesPerSecond: up * 1024 } : {}),
+    ...(down > 0 ? { downloadBytesPerSecond: down * 1024 } : {}),
+  });
+}
+
+/** A commander parser for a rate in KiB/s: a whole number, 0 for no limit (as restic takes it). */
+export function kibPerSecond(option: string): (text: string) => number {
+  return (text) => {
+    const n = Number(text);
+    if (text.trim() === '' || !Number.isSafeInteger(n) || n < 0) throw new ExitError(`bad ${option} "${text}": a whole number of KiB a second (0: no limit)`, EXIT.usage);
+    return n;
+  };
 }
 
 /** Opens the repository with the password and loads the index; `dryRun`: writes are dropped (`DryRunBackend`). */

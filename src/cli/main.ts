@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { ExitError, EXIT } from './exit-codes.js';
+import { kibPerSecond } from './context.js';
 import { CorruptObjectError, NotARepositoryError, UnsupportedVersionError, WrongPasswordError } from '../repo/errors.js';
 import * as backup from './cmd-backup.js';
 import * as diff from './cmd-diff.js';
@@ -47,6 +48,8 @@ async function main(argv: string[]): Promise<number> {
     .option('--password-command <command>', 'run a command that prints the password (or HOLDFAST_PASSWORD_COMMAND)')
     .option('-q, --quiet', 'print nothing but warnings and errors')
     .option('--json', 'machine-readable output')
+    .option('--limit-upload <KiB/s>', 'limit uploads to the repository to this many KiB a second (default 0: unlimited)', kibPerSecond('--limit-upload'))
+    .option('--limit-download <KiB/s>', 'limit downloads from the repository to this many KiB a second (default 0: unlimited)', kibPerSecond('--limit-download'))
     .exitOverride()
     .showSuggestionAfterError();
   for (const m of [init, backup, snapshots, ls, diff, stats, restore, dump, mount, key, forget, unlock, serveNbd, restoreImage, prune, check, repair]) m.register(program);

@@ -4,7 +4,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { removeTree } from '../fixtures/tree.js';
@@ -156,4 +157,22 @@ describe('backup: what is backed up', () => {
     assert.ok((real['dataAdded'] as number) >= 300_000);
     failsWith(await s.run(['backup', '--dry-run', '--image', join(root, 'old')]), 2, /--dry-run does not work with --image/);
   });
+
+  // A lower bound on the time only: a slow machine makes it longer, never shorter.
+  it('--limit-upload and --limit-download hold a backup and a restore to the rate (KiB/s)', async () => {
+    const root = s.path('limited');
+    await mkdir(root);
+    const data = randomBytes(192 * 1024);
+    await writeFile(join(root, 'f'), data);
+    let t = performance.now();
+    await s.ok(['--limit-upload', '64', 'backup', root]);
+    // The bucket starts with a second's worth (64 KiB): the other 128 KiB take 2 s.
+    assert.ok(performance.now() - t >= 2000, `the backup took ${performance.now() - t} ms`);
+    t = performance.now();
+    await s.ok(['--limit-download', '64', 'restore', 'latest', '--target', s.path('limited-restore')]);
+    assert.ok(performance.now() - t >= 2000, `the restore took ${performance.now() - t} ms`);
+    assert.deepEqual(await readFile(join(s.path('limited-restore'), root, 'f')), data);
+    failsWith(await s.run(['--limit-upload', '1.5', 'snapshots']), 2, /bad --limit-upload "1.5"/);
+  });
 });
+

@@ -1,0 +1,114 @@
+/**
+ * A `Backend` wrapper that limits the rate of uploads and downloads
+ * (`--limit-upload`, `--limit-download`, in KiB/s as restic has them), with
+ * one token bucket for each direction, shared by all calls in flight.
+ *
+ *   save   waits for the object's bytes of upload tokens, then saves
+ *   load   waits for the bytes asked for (a range) before loading, or for
+ *          the bytes loaded (a whole object, whose size is not known yet)
+ *          before handing them over
+ *   the rest passed through
+ *
+ * A bucket holds up to one second of its rate. A call takes its bytes at
+ * once, into debt when the bucket holds fewer, and waits until the debt is
+ * paid; a call made meanwhile adds to the debt and waits longer. So calls go
+ * in turn, and over any stretch the average stays at the rate.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { performance } from 'node:perf_hooks';
+import type { Backend, Handle, ObjectInfo, ObjectType } from './backend.js';
+
+/** Time, for the buckets: tests inject one that runs no faster than they say. */
+export interface Clock {
+  /** Milliseconds from any fixed point. */
+  now(): number;
+  /** Resolves after `ms` milliseconds. */
+  sleep(ms: number): Promise<void>;
+}
+
+const REAL_CLOCK: Clock = { now: () => performance.now(), sleep: (ms) => sleep(ms) };
+
+/** A token bucket of bytes. */
+export class TokenBucket {
+  private tokens: number;
+  private last: number;
+
+  /** `rate`: bytes a second; the bucket holds at most a second's worth and starts full. */
+  constructor(readonly rate: number, private readonly clock: Clock = REAL_CLOCK) {
+    if (!(rate > 0)) throw new Error(`a rate limit must be above 0 bytes/s, not ${rate}`);
+    this.tokens = rate;
+    this.last = clock.now();
+  }
+
+  /** Resolves once `bytes` may go: at once while the bucket holds them, else once the debt they leave is paid. */
+  async take(bytes: number): Promise<void> {
+    const now = this.clock.now();
+    this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) * this.rate) / 1000);
+    this.last = now;
+    this.tokens -= bytes;
+    if (this.tokens < 0) await this.clock.sleep((-this.tokens * 1000) / this.rate);
+  }
+}
+
+/** The limits, in bytes a second; a direction without one is not limited. */
+export interface RateLimits {
+  readonly uploadBytesPerSecond?: number;
+  readonly downloadBytesPerSecond?: number;
+}
+
+export class RateLimitedBackend implements Backend {
+  private readonly upload: TokenBucket | undefined;
+  private readonly download: TokenBucket | undefined;
+
+  /** Wraps `inner` with `limits`; `clock` is for tests. */
+  constructor(readonly inner: Backend, limits: RateLimits, clock: Clock = REAL_CLOCK) {
+    this.upload = limits.uploadBytesPerSecond === undefined ? undefined : new TokenBucket(limits.uploadBytesPerSecond, clock);
+    this.download = limits.downloadBytesPerSecond === undefined ? undefined : new TokenBucket(limits.downloadBytesPerSecond, clock);
+  }
+
+  /** The inner backend's location. */
+  get location(): string {
+    return this.inner.location;
+  }
+
+  /** See `Backend.save`; waits for upload tokens first. */
+  async save(h: Handle, data: Uint8Array): Promise<void> {
+    await this.upload?.take(data.byteLength);
+    await this.inner.save(h, data);
+  }
+
+  /** See `Backend.load`; waits for download tokens. */
+  async load(h: Handle, offset?: number, length?: number): Promise<Buffer> {
+    if (!this.download) return this.inner.load(h, offset, length);
+    const ranged = offset !== undefined && offset >= 0 && length !== undefined;
+    if (ranged) await this.download.take(length);
+    const data = await this.inner.load(h, offset, length);
+    if (!ranged) await this.download.take(data.byteLength);
+    return data;
+  }
+
+  /** See `Backend.stat`. */
+  stat(h: Handle): Promise<ObjectInfo | undefined> {
+    return this.inner.stat(h);
+  }
+
+  /** See `Backend.list`. */
+  list(type: ObjectType): AsyncIterable<ObjectInfo> {
+    return this.inner.list(type);
+  }
+
+  /** See `Backend.remove`. */
+  remove(h: Handle): Promise<void> {
+    return this.inner.remove(h);
+  }
+
+  /** See `Backend.create`. */
+  create(): Promise<void> {
+    return this.inner.create();
+  }
+
+  /** See `Backend.close`. */
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
