@@ -106,5 +106,4 @@ function print(g: GlobalOptions, r: PruneReport, graceMs: number): void {
     say(g, `  this frees ${formatBytes(m.bytesToFree)} when a prune runs after ${m.deletableAt ?? `the grace period of ${formatDurationMs(graceMs)}`}`);
   }
   if (m.orphansAdopted > 0) say(g, `indexed ${m.orphansAdopted} packs left by interrupted backups`);
-  if (r.missingBlobs > 0) warn(`${r.missingBlobs} blobs referenced by snapshots are missing: run "holdfast check"`);
 }

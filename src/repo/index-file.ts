@@ -9,6 +9,7 @@
  *                || u32 LE raw length || 32-byte blob id          (48 bytes)
  *   superseded = 32-byte ids of index files this one replaces (for compaction)
  */
+import { sha256 } from '../core/crypto.js';
 import { ID_BYTES, idHex } from '../core/ids.js';
 import { ByteReader } from './binary.js';
 import { UnsupportedVersionError } from './errors.js';
@@ -90,6 +91,21 @@ export function decodeIndex(bytes: Buffer, what: string): IndexFile {
   for (let i = 0; i < sc; i++) supersedes.push(idHex(r.bytes(ID_BYTES, 'superseded id')));
   r.end();
   return { packs, supersedes };
+}
+
+/** Two entries say the same about a blob: id, type, flags, place and lengths. */
+export function sameEntry(a: PackedBlob, b: PackedBlob): boolean {
+  return a.id === b.id && a.type === b.type && a.flags === b.flags && a.offset === b.offset && a.length === b.length && a.rawLength === b.rawLength;
+}
+
+/** Two lists of a pack's blobs are the same, entry for entry. */
+export function sameBlobs(a: readonly PackedBlob[], b: readonly PackedBlob[]): boolean {
+  return a.length === b.length && a.every((e, i) => sameEntry(e, b[i]!));
+}
+
+/** A short key that is equal for two records exactly when they describe the same pack the same way. */
+export function recordKey(p: IndexedPack): string {
+  return `${p.pack}:${sha256(encodeIndex({ packs: [p], supersedes: [] })).toString('base64')}`;
 }
 
 /** Where a blob lives. */

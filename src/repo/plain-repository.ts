@@ -13,7 +13,7 @@ import type { Backend, ObjectType } from '../storage/backend.js';
 import { NotFoundError } from '../storage/backend.js';
 import { condemnedPacks, decodeMarker, type DeletionMarker } from './deletion-marker.js';
 import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
-import { decodeIndex, encodeIndex, type BlobLocation, type IndexFile, type IndexedPack, type MasterIndex } from './index-file.js';
+import { decodeIndex, encodeIndex, sameBlobs, sameEntry, type BlobLocation, type IndexFile, type IndexedPack, type MasterIndex } from './index-file.js';
 import { handleOf, listObjects, loadChecked, loadEvery, saveAddressed } from './objects.js';
 import { PACK_TRAILER_BYTES, parsePackHeader, parsePackTrailer, type PackedBlob } from './pack.js';
 import type { RepoConfig } from './config.js';
@@ -125,6 +125,12 @@ export class PlainRepository {
  * protocol needs: markers, then index files, then the pack listing
  * (docs/format.md §15). A pack marked after the markers were read is
  * treated as live; one removed after the listing as present.
+ *
+ * Index records and markers are claims: any client that can add objects
+ * can write them. What a pack holds is settled by its header (`confirm`),
+ * which is inside the pack and cannot change. Until then every claim
+ * counts: `locations` holds every copy any record names, and a pack that
+ * two records describe differently is `disputed`.
  */
 export class RepoState {
   /** Present packs → size. */
@@ -135,10 +141,16 @@ export class RepoState {
   readonly damagedMarkers: Map<string, string>;
   /** Marked pack → its blobs (from the marker). */
   readonly condemned: Map<string, IndexedPack>;
-  /** Pack → its blobs, from index files (first record met) and markers. */
+  /** Pack → its blobs: the header once `confirm`ed, else the first record met (index files, then markers). */
   readonly packBlobs = new Map<string, readonly PackedBlob[]>();
   /** Pack → the index files that list it. */
   readonly packIndexFiles = new Map<string, Set<string>>();
+  /** Packs whose header was read: what this state says of them is the header. */
+  readonly confirmed = new Set<string>();
+  /** Packs that index files and markers describe in more than one way (until `confirm`ed). */
+  readonly disputed = new Set<string>();
+  /** Pack → every distinct description of it (one, the header, once confirmed). */
+  private readonly descriptions = new Map<string, (readonly PackedBlob[])[]>();
   private readonly where = new Map<string, BlobLocation[]>();
 
   private constructor(markers: Loaded<DeletionMarker>, index: Loaded<IndexFile>, packs: Map<string, number>) {
@@ -153,10 +165,10 @@ export class RepoState {
         let files = this.packIndexFiles.get(p.pack);
         if (!files) this.packIndexFiles.set(p.pack, (files = new Set()));
         files.add(name);
-        this.addPack(p);
+        this.describe(p);
       }
     }
-    for (const p of this.condemned.values()) this.addPack(p);
+    for (const m of markers.ok.values()) for (const p of m.packs) this.describe(p);
   }
 
   static async load(repo: PlainRepository): Promise<RepoState> {
@@ -166,22 +178,61 @@ export class RepoState {
     return new RepoState(markers, index, packs);
   }
 
-  private addPack(p: IndexedPack): void {
-    if (this.packBlobs.has(p.pack)) return;
-    this.packBlobs.set(p.pack, p.blobs);
-    for (const b of p.blobs) {
-      let l = this.where.get(b.id);
-      if (!l) this.where.set(b.id, (l = []));
-      l.push({ ...b, pack: p.pack });
+  private describe(p: IndexedPack): void {
+    if (this.confirmed.has(p.pack)) return;
+    let d = this.descriptions.get(p.pack);
+    if (!d) {
+      this.descriptions.set(p.pack, (d = []));
+      this.packBlobs.set(p.pack, p.blobs);
     }
+    if (d.some((x) => sameBlobs(x, p.blobs))) return;
+    d.push(p.blobs);
+    if (d.length > 1) this.disputed.add(p.pack);
+    for (const b of p.blobs) this.locate(p.pack, b);
   }
 
-  /** Adds packs found only by reading their headers (orphans). */
-  adopt(p: IndexedPack): void {
-    this.addPack(p);
+  private locate(pack: string, b: PackedBlob): void {
+    let l = this.where.get(b.id);
+    if (!l) this.where.set(b.id, (l = []));
+    if (!l.some((x) => x.pack === pack && sameEntry(x, b))) l.push({ type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength, pack });
   }
 
-  /** Every known copy of a blob, in any pack (present or not, marked or not). */
+  /** Every distinct description of a pack (index records, marker records; the header alone once confirmed). */
+  descriptionsOf(pack: string): readonly (readonly PackedBlob[])[] {
+    return this.descriptions.get(pack) ?? [];
+  }
+
+  /** Every entry any description of a pack has (the header's, once confirmed). */
+  claims(pack: string): PackedBlob[] {
+    const out: PackedBlob[] = [];
+    for (const d of this.descriptionsOf(pack)) for (const b of d) if (!out.some((x) => sameEntry(x, b))) out.push(b);
+    return out;
+  }
+
+  /** Replaces every claim about a pack with what its header says. */
+  confirm(p: IndexedPack): void {
+    for (const d of this.descriptionsOf(p.pack)) {
+      for (const b of d) {
+        const l = this.where.get(b.id)?.filter((x) => x.pack !== p.pack);
+        if (l && l.length > 0) this.where.set(b.id, l);
+        else this.where.delete(b.id);
+      }
+    }
+    this.descriptions.set(p.pack, [p.blobs]);
+    this.packBlobs.set(p.pack, p.blobs);
+    this.disputed.delete(p.pack);
+    this.confirmed.add(p.pack);
+    for (const b of p.blobs) this.locate(p.pack, b);
+  }
+
+  /** Reads a pack's header and `confirm`s it; throws `CorruptObjectError` when it does not parse. */
+  async readHeader(repo: PlainRepository, pack: string): Promise<PackedBlob[]> {
+    const blobs = await repo.readPackHeader(pack, this.packs.get(pack)!);
+    this.confirm({ pack, blobs });
+    return blobs;
+  }
+
+  /** Every claimed copy of a blob, in any pack (present or not, marked or not). */
   locations(id: string): readonly BlobLocation[] {
     return this.where.get(id) ?? [];
   }

@@ -21,7 +21,7 @@
  * blobs are bad: all of them are reported as possibly damaged.
  */
 import { sha256 } from '../../core/crypto.js';
-import type { BlobLocation } from '../../repo/index-file.js';
+import { sameEntry, type BlobLocation } from '../../repo/index-file.js';
 import { BlobType, type PackedBlob } from '../../repo/pack.js';
 import { PlainRepository, RepoState } from '../../repo/plain-repository.js';
 import { handleOf } from '../../repo/objects.js';
@@ -112,9 +112,6 @@ async function forEachLimit<T>(items: readonly T[], limit: number, fn: (t: T) =>
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
-const sameEntry = (a: PackedBlob, b: PackedBlob): boolean =>
-  a.id === b.id && a.type === b.type && a.flags === b.flags && a.offset === b.offset && a.length === b.length && a.rawLength === b.rawLength;
-
 /** Runs a check; see the module comment. */
 export class Checker {
   private readonly errors: Problem[] = [];
@@ -124,6 +121,8 @@ export class Checker {
   private readonly suspect = new Set<string>();
   private readonly damagedPacks = new Set<string>();
   private readonly gone = new Set<string>();
+  /** Keyless read-data: blob id → SHA-256 of a copy's sealed bytes → packs, for ids claimed in more than one pack. */
+  private readonly copies = new Map<string, Map<string, Set<string>>>();
   private packsRead = 0;
   private bytesRead = 0;
 
@@ -151,7 +150,11 @@ export class Checker {
     for (const [name, why] of snaps.damaged) this.error(`snapshot ${name}`, `${why}; what it references is unknown`);
 
     const readSet = new Set(this.opts.readData ? selectPacks(state.packs, this.opts.readData, this.opts.random) : []);
+    if (!this.opts.keyed) {
+      for (const s of snaps.ok.values()) for (const id of s.blobs) if (new Set(state.locations(id).map((l) => l.pack)).size > 1) this.copies.set(id, new Map());
+    }
     await this.checkPacks(state, readSet);
+    this.differingCopies();
     if (this.opts.keyed) await this.checkTrees(snaps.ok);
 
     // Which referenced blobs have no intact copy?
@@ -201,17 +204,21 @@ export class Checker {
     });
   }
 
+  /** Compares every description the index files and markers give of a pack with its header, which then settles what the pack holds. */
   private compareHeader(state: RepoState, pack: string, header: readonly PackedBlob[]): void {
-    const indexed = state.packBlobs.get(pack);
-    if (!indexed) return;
-    const byId = new Map(header.map((b) => [b.id, b]));
-    const bad = indexed.filter((b) => {
-      const h = byId.get(b.id);
-      return h === undefined || !sameEntry(b, h);
-    });
-    if (bad.length > 0 || header.length !== indexed.length) {
-      this.packProblem(state, pack, `its header and the index disagree (${bad.length} of ${indexed.length} indexed blobs differ; header lists ${header.length}); run "holdfast repair index"`);
+    for (const indexed of state.descriptionsOf(pack)) {
+      const byId = new Map(header.map((b) => [b.id, b]));
+      const bad = indexed.filter((b) => {
+        const h = byId.get(b.id);
+        return h === undefined || !sameEntry(b, h);
+      });
+      if (bad.length > 0 || header.length !== indexed.length) {
+        this.packProblem(state, pack, `its header and the index disagree (${bad.length} of ${indexed.length} indexed blobs differ; header lists ${header.length}); run "holdfast repair index"`);
+        break;
+      }
     }
+    // An indexed pack holds what its header says; an unindexed one is only reported (readers do not see it yet).
+    if (state.descriptionsOf(pack).length > 0) state.confirm({ pack, blobs: header });
   }
 
   private async checkHeader(state: RepoState, pack: string): Promise<void> {
@@ -252,7 +259,8 @@ export class Checker {
       this.damagedPacks.add(pack);
       this.packProblem(state, pack, `header cannot be read: ${(e as Error).message}`);
     }
-    const blobs = state.packBlobs.get(pack) ?? header ?? [];
+    // The header says what the pack holds; only when it cannot be read do the index's claims stand in.
+    const blobs = header ?? state.claims(pack);
     if (!checksumOk) {
       this.damagedPacks.add(pack);
       const size = state.packs.get(pack)!;
@@ -261,21 +269,64 @@ export class Checker {
     }
     if (!this.opts.keyed) {
       if (!checksumOk) for (const b of blobs) this.suspect.add(b.id);
-      // A truncated pack cannot hold blobs past its end, key or no key.
-      for (const b of blobs) if (b.offset + b.length > bytes.length) this.badCopies.set(`${pack}/${b.id}`, 'cut off: the pack is truncated');
+      // A truncated pack cannot hold blobs past its end, key or no key; a blob is cut off only when no claim for it fits.
+      const fits = new Set(blobs.filter((b) => b.offset + b.length <= bytes.length).map((b) => b.id));
+      for (const b of blobs) if (!fits.has(b.id)) this.badCopies.set(`${pack}/${b.id}`, 'cut off: the pack is truncated');
+      if (checksumOk) {
+        for (const b of blobs) {
+          const digests = this.copies.get(b.id);
+          if (!digests) continue;
+          const d = sha256(bytes.subarray(b.offset, b.offset + b.length)).toString('hex');
+          let packs = digests.get(d);
+          if (!packs) digests.set(d, (packs = new Set()));
+          packs.add(pack);
+        }
+      }
       return;
     }
-    let bad = 0;
+    // A copy is bad only when no claim for it opens (claims stand in for a header that cannot be read, and may be wrong).
+    const good = new Set<string>();
+    const failed = new Map<string, string>();
     for (const b of blobs) {
       const why = this.verifyBlob(pack, b, bytes);
-      if (why) {
-        bad++;
-        this.badCopies.set(`${pack}/${b.id}`, why);
-        this.packProblem(state, pack, `blob ${b.id}: ${why}`);
-      }
+      if (why) failed.set(b.id, why);
+      else good.add(b.id);
+    }
+    let bad = 0;
+    for (const [id, why] of failed) {
+      if (good.has(id)) continue;
+      bad++;
+      this.badCopies.set(`${pack}/${id}`, why);
+      this.packProblem(state, pack, `blob ${id}: ${why}`);
     }
     if (!checksumOk && bad === 0 && blobs.length > 0) {
       this.warn(`pack ${pack}`, 'every blob in it decrypts and matches its id: the damage is outside the blobs (header or trailer); the index still finds them');
+    }
+  }
+
+  /**
+   * Keyless read-data: referenced blobs stored in several intact packs with
+   * different bytes. Two writers that store the same blob at once do that;
+   * so does a client that plants garbage under a blob's id. Without the key
+   * nothing tells which copy is genuine, so it is a warning, and prune keeps
+   * every copy (docs/format.md §15.10).
+   */
+  private differingCopies(): void {
+    const perPack = new Map<string, { n: number; first: string; other: string }>();
+    for (const [id, digests] of this.copies) {
+      if (digests.size < 2) continue;
+      const all = [...digests.values()].flatMap((s) => [...s]);
+      for (const packs of digests.values()) {
+        for (const pack of packs) {
+          const p = perPack.get(pack);
+          if (p) p.n++;
+          else perPack.set(pack, { n: 1, first: id, other: all.find((x) => !packs.has(x))! });
+        }
+      }
+    }
+    for (const [pack, p] of perPack) {
+      this.warn(`pack ${pack}`, `${p.n} referenced blob(s) in it are stored with other stored bytes in other packs too (first: ${p.first}, also in ${p.other}); `
+        + 'without the password check cannot tell which copy is genuine (prune keeps every copy; "holdfast check --read-data" with the password names the bad ones)');
     }
   }
 

@@ -5,18 +5,31 @@
  *   sweep (phase 2 of earlier runs)
  *     markers whose grace has passed, and that no live lock older than them holds back
  *     list snapshots → live blobs
- *     live blobs whose only copies are in those markers' packs → copy into new packs (rescue)
- *     index files that name those packs → rewrite what else they hold (if no other file has it)
+ *     read the header of every pack those markers name: what it holds
+ *     a live blob in no present pack → stop, delete nothing
+ *     every copy of a live blob in those packs must stay: as the same bytes in
+ *       a pack that stays and matches its checksum, else copied now (rescue)
+ *     index files that name those packs → rewrite what else they describe
+ *       (unless the same description stays elsewhere)
  *     delete the packs, then those index files, then the markers
  *   mark (phase 1)
  *     markers → index files → packs (adopt orphan packs by their headers)
  *     list snapshots → live blobs
+ *     read the header of every pack the index files describe in two ways
  *     a pack with no live blob is unused; one with more than maxUnused of
- *       its bytes unused is repacked: its live blobs are copied (sealed
- *       bytes, after checking the pack's SHA-256) into new packs
+ *       its bytes unused is repacked; either is decided again on its header
+ *       before it is condemned; every live blob counts, in every pack
+ *     a live blob in no present pack → stop, write and delete nothing
+ *     copy every live blob of a repacked pack (sealed bytes, after checking
+ *       the pack's SHA-256) into new packs
  *     write the new packs, then one index file for everything that stays
  *       (superseding every index file read), then a marker that names the
  *       condemned packs and those index files
+ *
+ * Index records and markers are claims that any client able to add objects
+ * can write; a pack's header cannot change. So nothing is deleted on a
+ * claim, and of several copies of a blob none is preferred: a keyless prune
+ * cannot tell a genuine copy from a planted one (§15.10).
  *
  * Nothing is deleted in phase 1, and phase 2 deletes only what a marker
  * named at least one grace period earlier. A backup that started before a
@@ -25,12 +38,13 @@
  */
 import { sha256 } from '../../core/crypto.js';
 import { newMarker, encodeMarker, DEFAULT_GRACE_MS, commitWindowMs, type DeletionMarker } from '../../repo/deletion-marker.js';
-import type { BlobLocation, IndexedPack } from '../../repo/index-file.js';
+import { recordKey, type IndexedPack } from '../../repo/index-file.js';
 import type { PackedBlob } from '../../repo/pack.js';
 import { PackCopier } from '../../repo/pack-copier.js';
 import { PlainRepository, RepoState } from '../../repo/plain-repository.js';
 import { handleOf } from '../../repo/objects.js';
 import { CorruptObjectError, UnsupportedVersionError } from '../../repo/errors.js';
+import { NotFoundError } from '../../storage/backend.js';
 
 /** A lock held by someone else, as the sweep needs to see it. */
 export interface OtherLock {
@@ -100,8 +114,6 @@ export interface PruneReport {
   readonly packBytes: number;
   readonly sweep: SweepReport;
   readonly mark: MarkReport;
-  /** Blobs snapshots reference that are in no pack at all (damage: see check). */
-  readonly missingBlobs: number;
 }
 
 /** Prune refuses to run on a repository it cannot read completely. */
@@ -138,10 +150,10 @@ export class Pruner {
   async run(): Promise<PruneReport> {
     const sweep = await this.sweep();
     this.check();
-    const { report, snapshots, state, missing } = await this.mark();
+    const { report, snapshots, state } = await this.mark();
     let packBytes = 0;
     for (const s of state.packs.values()) packBytes += s;
-    return { dryRun: this.opts.dryRun === true, snapshots, packs: state.packs.size, packBytes, sweep, mark: report, missingBlobs: missing };
+    return { dryRun: this.opts.dryRun === true, snapshots, packs: state.packs.size, packBytes, sweep, mark: report };
   }
 
   /** Every snapshot's blob list, merged; refuses when a snapshot cannot be read (its references would be unknown). */
@@ -204,48 +216,71 @@ export class Pruner {
     const { live } = await this.liveBlobs();
     this.check();
     const doomed = new Set<string>();
-    for (const m of due.values()) for (const p of m.packs) doomed.add(p.pack);
+    for (const m of due.values()) for (const p of m.packs) if (state.packs.has(p.pack)) doomed.add(p.pack);
 
-    // Rescue: live blobs whose only present copies are in doomed packs.
-    const rescue = new Map<string, BlobLocation>();
-    for (const id of live) {
-      if (state.liveLocation(id)) continue;
-      const here = state.locations(id).filter((l) => state.packs.has(l.pack));
-      if (here.length === 0 || here.some((l) => !doomed.has(l.pack))) continue; // missing (check reports it), or waits in a later marker
-      rescue.set(id, here[0]!);
+    // A marker is a claim like an index record: what a doomed pack holds is what its header says.
+    const headerless = new Set<string>();
+    for (const pack of doomed) {
+      this.check();
+      if (!(await this.confirm(state, pack, 'is marked for deletion and its header cannot be read; the blobs the index and markers name for it count'))) headerless.add(pack);
+    }
+    this.refuseMissing(state, live);
+
+    // Rescue: every copy of a live blob in a doomed pack survives, as the same bytes in a pack that stays, or copied now.
+    const copier = this.opts.dryRun ? undefined : this.copier(state);
+    const secured = new Map<string, Set<string>>();
+    const survivors = new Survivors(this.repo, state, doomed, (m) => this.warn(m));
+    for (const pack of doomed) {
+      const held = (headerless.has(pack) ? state.claims(pack) : state.packBlobs.get(pack) ?? []).filter((b) => live.has(b.id));
+      if (held.length === 0) continue;
+      this.check();
+      const bytes = await this.repo.backend.load(handleOf('data', pack));
+      const intact = sha256(bytes).toString('hex') === pack;
+      if (!intact) this.warn(`pack ${pack} is marked for deletion and does not match its checksum; its live blobs are kept only where no intact pack holds them`);
+      for (const b of held) {
+        if (b.offset + b.length > bytes.length) continue; // cut off: nothing left to keep
+        const sealed = bytes.subarray(b.offset, b.offset + b.length);
+        const digest = sha256(sealed).toString('hex');
+        let mine = secured.get(b.id);
+        if (!mine) secured.set(b.id, (mine = new Set()));
+        if (mine.has(digest)) continue;
+        const elsewhere = await survivors.of(b.id);
+        // An intact pack's copy goes only where the same bytes stay; a damaged pack's (storage damage, which no client can cause) wherever an intact copy stays.
+        if (elsewhere.has(digest) || (!intact && elsewhere.size > 0)) continue;
+        mine.add(digest);
+        report.blobsRescued++;
+        report.bytesRescued += b.length;
+        await copier?.add(b, sealed);
+      }
     }
 
     // Index files to remove: those the due markers supersede, and any other that names a doomed pack.
     const candidates = new Set<string>();
     for (const m of due.values()) for (const f of m.indexes) candidates.add(f);
     for (const pack of doomed) for (const f of state.packIndexFiles.get(pack) ?? []) candidates.add(f);
-    const coveredElsewhere = (pack: string): boolean =>
-      (state.condemned.has(pack) && !doomed.has(pack)) || [...(state.packIndexFiles.get(pack) ?? [])].some((f) => !candidates.has(f));
+    // What else they describe is dropped only where the same description stays (in an index file kept, or a marker not swept): any other is rewritten.
+    const staying = new Set<string>();
+    for (const [name, f] of state.indexFiles) if (!candidates.has(name)) for (const p of f.packs) staying.add(recordKey(p));
+    for (const [name, m] of state.markers) if (!due.has(name)) for (const p of m.packs) staying.add(recordKey(p));
     const rewrite = new Map<string, IndexedPack>();
     for (const f of candidates) {
       for (const p of state.indexFiles.get(f)?.packs ?? []) {
-        if (doomed.has(p.pack) || !state.packs.has(p.pack) || coveredElsewhere(p.pack) || rewrite.has(p.pack)) continue;
-        rewrite.set(p.pack, p);
+        if (doomed.has(p.pack) || !state.packs.has(p.pack)) continue;
+        const key = recordKey(p);
+        if (!staying.has(key) && !rewrite.has(key)) rewrite.set(key, p);
       }
     }
 
     for (const pack of doomed) {
-      const size = state.packs.get(pack);
-      if (size === undefined) continue;
       report.packsDeleted++;
-      report.bytesFreed += size;
-    }
-    for (const b of rescue.values()) {
-      report.blobsRescued++;
-      report.bytesRescued += b.length;
+      report.bytesFreed += state.packs.get(pack)!;
     }
     report.markersSwept = due.size;
     report.indexFilesDeleted = [...candidates].filter((f) => state.indexFiles.has(f) || state.damagedIndexFiles.has(f)).length;
     if (this.opts.dryRun) return report;
 
     // Additions first (copies, then the index files that replace), deletions last: a crash anywhere leaves every live blob reachable.
-    const copies = await this.copy(state, [...rescue.values()], async (loc) => this.repo.backend.load(handleOf('data', loc.pack), loc.offset, loc.length));
-    const keep: IndexedPack[] = [...copies, ...rewrite.values()];
+    const keep: IndexedPack[] = [...(await copier!.finish()), ...rewrite.values()];
     if (keep.length > 0) await this.repo.saveIndex({ packs: keep, supersedes: [...candidates] });
     this.check();
     await this.opts.beforeDelete?.();
@@ -255,80 +290,72 @@ export class Pruner {
     return report;
   }
 
-  /** Copies sealed blobs into new packs whose names no present pack has; returns them. */
-  private async copy(state: RepoState, blobs: readonly BlobLocation[], read: (loc: BlobLocation) => Promise<Buffer>): Promise<IndexedPack[]> {
-    const copier = new PackCopier(this.repo.backend, this.repo.config.packSize, (name) => state.packs.has(name));
-    for (const b of blobs) {
-      this.check();
-      await copier.add(b, await read(b));
+  /** Reads a pack's header into `state`; false (with a warning) when it cannot be read. */
+  private async confirm(state: RepoState, pack: string, unreadable: string): Promise<boolean> {
+    try {
+      await state.readHeader(this.repo, pack);
+      return true;
+    } catch (e) {
+      if (!(e instanceof CorruptObjectError || e instanceof UnsupportedVersionError)) throw e;
+      this.warn(`pack ${pack} ${unreadable} (${e.message})`);
+      return false;
     }
-    return copier.finish();
+  }
+
+  /** Stops, before anything is written or deleted, when a live blob is in no present pack: a partial view could delete it. */
+  private refuseMissing(state: RepoState, live: ReadonlySet<string>): void {
+    const missing = [...live].filter((id) => !state.locations(id).some((l) => state.packs.has(l.pack)));
+    if (missing.length === 0) return;
+    throw new PruneRefusedError(`${missing.length} blob(s) referenced by snapshots are in no pack (first: ${missing[0]}), so the repository is incomplete and nothing is deleted; `
+      + 'run "holdfast check" to see which snapshots and files, "holdfast repair index" if pack headers list them, else "holdfast repair snapshots"');
+  }
+
+  /** Packs for copied sealed blobs, never with the name of a present pack. */
+  private copier(state: RepoState): PackCopier {
+    return new PackCopier(this.repo.backend, this.repo.config.packSize, (name) => state.packs.has(name));
   }
 
   // ---- phase 1 ----
 
   /** Marks unused and mostly unused packs; see the module comment. */
-  async mark(): Promise<{ report: MarkReport; snapshots: number; state: RepoState; missing: number }> {
+  async mark(): Promise<{ report: MarkReport; snapshots: number; state: RepoState }> {
     const state = await RepoState.load(this.repo);
     this.refuseDamagedIndex(state);
     const { live, count } = await this.liveBlobs();
     this.check();
 
+    // Headers are read only where they decide something; one that cannot be read (storage damage: no client can change a stored pack) leaves every claim about the pack standing.
+    const unreadable = new Set<string>();
+    const confirm = async (pack: string): Promise<readonly PackedBlob[]> => {
+      this.check();
+      if (!state.confirmed.has(pack) && !unreadable.has(pack) && !(await this.confirm(state, pack, 'has a header that cannot be read; every blob the index files name for it counts'))) unreadable.add(pack);
+      return unreadable.has(pack) ? state.claims(pack) : state.packBlobs.get(pack)!;
+    };
+
     // Orphans: packs no index file and no marker names (an interrupted backup's, or one in flight). Adopted, never deleted unread.
     const adopted: IndexedPack[] = [];
     for (const pack of state.orphans()) {
-      try {
-        const p = { pack, blobs: await this.repo.readPackHeader(pack, state.packs.get(pack)!) };
-        state.adopt(p);
-        adopted.push(p);
-      } catch (e) {
-        if (!(e instanceof CorruptObjectError || e instanceof UnsupportedVersionError)) throw e;
-        this.warn(`pack ${pack} is in no index and its header cannot be read (${e.message}); left alone`);
-      }
+      const blobs = await confirm(pack);
+      if (!unreadable.has(pack)) adopted.push({ pack, blobs });
     }
-
-    // Every pack the index files (or adoption) name, that exists and is not already marked.
-    const candidates = new Map<string, readonly PackedBlob[]>();
-    for (const [pack, blobs] of state.packBlobs) if (state.isLive(pack)) candidates.set(pack, blobs);
+    // A pack that index files describe in different ways: its header decides, and the index is rewritten from it.
+    const disputed = [...state.disputed].filter((p) => state.isLive(p));
+    for (const pack of disputed) await confirm(pack);
+    if (disputed.length > 0) this.warn(`${disputed.length} pack(s) are described differently by different index files (first: ${disputed[0]}); their headers decide, and the index is rewritten from them`);
     const missingPacks = [...state.packBlobs.keys()].filter((p) => !state.packs.has(p) && !state.condemned.has(p));
     if (missingPacks.length > 0) this.warn(`${missingPacks.length} pack(s) named by index files do not exist (first: ${missingPacks[0]}); their entries are dropped`);
 
-    // Attribute each live blob to one live copy (its keeper); count the bytes each pack keeps.
-    const keeper = new Map<string, string>();
-    const used = new Map<string, number>();
-    let missing = 0;
-    for (const id of live) {
-      const loc = state.liveLocation(id);
-      if (!loc) {
-        if (!state.locations(id).some((l) => state.packs.has(l.pack))) missing++;
-        continue; // only in a marked pack: the sweep that deletes it rescues the blob
-      }
-      keeper.set(id, loc.pack);
-      used.set(loc.pack, (used.get(loc.pack) ?? 0) + loc.length);
-    }
-    if (missing > 0) this.warn(`${missing} blob(s) referenced by snapshots are in no pack; run "holdfast check" to see which snapshots and files`);
-
+    // Every live copy counts where its pack says it is, and a pack is condemned only on what its header says.
     const unused: string[] = [];
     const repack: string[] = [];
-    for (const pack of candidates.keys()) {
-      const size = state.packs.get(pack)!;
-      const u = used.get(pack) ?? 0;
-      if (u === 0) unused.push(pack);
-      else if ((size - u) / size > this.maxUnused) repack.push(pack);
+    for (const pack of [...state.packBlobs.keys()].filter((p) => state.isLive(p))) {
+      let verdict = this.verdict(state, pack, state.packBlobs.get(pack)!, live);
+      if (verdict !== 'keep') verdict = this.verdict(state, pack, await confirm(pack), live);
+      if (verdict === 'unused') unused.push(pack);
+      else if (verdict === 'repack') repack.push(pack);
     }
+    this.refuseMissing(state, live);
     const condemned = new Set([...unused, ...repack]);
-
-    // What must be copied out of repacked packs: live blobs kept there that no staying pack also holds.
-    const toCopy = new Map<string, BlobLocation[]>();
-    for (const [id, pack] of keeper) {
-      if (!condemned.has(pack)) continue;
-      const other = state.locations(id).find((l) => state.isLive(l.pack) && !condemned.has(l.pack));
-      if (other) continue;
-      const loc = state.locations(id).find((l) => l.pack === pack)!;
-      let l = toCopy.get(pack);
-      if (!l) toCopy.set(pack, (l = []));
-      l.push(loc);
-    }
 
     const damagedPacks: string[] = [];
     let unusedBytes = 0;
@@ -337,7 +364,7 @@ export class Pruner {
     for (const p of repack) repackedBytes += state.packs.get(p)!;
     let blobsCopied = 0;
     let bytesCopied = 0;
-    for (const l of toCopy.values()) for (const b of l) {
+    for (const p of repack) for (const b of await confirm(p)) if (live.has(b.id)) {
       blobsCopied++;
       bytesCopied += b.length;
     }
@@ -346,28 +373,37 @@ export class Pruner {
       unusedPacks: unused.length, unusedBytes, repackedPacks: repack.length, repackedBytes, blobsCopied, bytesCopied,
       orphansAdopted: adopted.length, damagedPacks,
     };
+    const rewrite = adopted.length > 0 || missingPacks.length > 0 || disputed.length > 0;
     if (this.opts.dryRun || condemned.size === 0) {
-      if (!this.opts.dryRun && (adopted.length > 0 || missingPacks.length > 0)) await this.compact(state, new Set(), adopted);
+      if (!this.opts.dryRun && rewrite) await this.compact(state, new Set(), adopted, true);
       const report: MarkReport = { ...base, packsWritten: 0, bytesToFree: unusedBytes + repackedBytes - bytesCopied };
-      return { report, snapshots: count, state, missing };
+      return { report, snapshots: count, state };
     }
 
-    // Copy the live blobs of repacked packs, from pack bytes whose SHA-256 matches their name.
+    // Copy every live blob of a repacked pack (every copy is kept: a keyless prune cannot tell a genuine copy from a planted one), from bytes whose SHA-256 matches the pack's name.
     const written: IndexedPack[] = [];
-    for (const [pack, blobs] of toCopy) {
+    let keptBytes = 0;
+    for (const pack of repack) {
       this.check();
       const bytes = await this.repo.backend.load(handleOf('data', pack));
-      if (sha256(bytes).toString('hex') !== pack) {
+      const header = sha256(bytes).toString('hex') === pack ? parseOrUndefined(pack, bytes) : undefined;
+      if (!header) {
         damagedPacks.push(pack);
         condemned.delete(pack);
         this.warn(`pack ${pack} does not match its checksum; not repacked (run "holdfast check --read-data")`);
         continue;
       }
-      written.push(...(await this.copy(state, blobs, async (b) => bytes.subarray(b.offset, b.offset + b.length))));
+      const copier = this.copier(state);
+      for (const b of header.filter((x) => live.has(x.id))) {
+        this.check();
+        await copier.add(b, bytes.subarray(b.offset, b.offset + b.length));
+        keptBytes += b.length;
+      }
+      written.push(...(await copier.finish()));
     }
-    const marked = [...condemned].map((pack) => ({ pack, blobs: state.packBlobs.get(pack)! }));
-    const keptBytes = [...toCopy].filter(([p]) => condemned.has(p)).flatMap(([, l]) => l).reduce((n, b) => n + b.length, 0);
-    const compacted = await this.compact(state, condemned, [...adopted, ...written]);
+    const marked: IndexedPack[] = [];
+    for (const pack of condemned) marked.push({ pack, blobs: await confirm(pack) });
+    const compacted = await this.compact(state, condemned, [...adopted, ...written], true);
     let marker: string | undefined;
     const stamp = new Date(this.now());
     if (marked.length > 0) marker = await this.repo.save('deletion', encodeMarker(newMarker(marked, compacted, stamp)));
@@ -380,32 +416,108 @@ export class Pruner {
       packsWritten: written.length,
       bytesToFree: freed,
     };
-    return { report, snapshots: count, state, missing };
+    return { report, snapshots: count, state };
+  }
+
+  /** What to do with a live pack holding `blobs`: every live blob in it counts, whatever other packs hold. */
+  private verdict(state: RepoState, pack: string, blobs: readonly PackedBlob[], live: ReadonlySet<string>): 'keep' | 'unused' | 'repack' {
+    const size = state.packs.get(pack)!;
+    let used = 0;
+    for (const b of blobs) if (live.has(b.id)) used += b.length;
+    if (used === 0) return 'unused';
+    return (size - used) / size > this.maxUnused ? 'repack' : 'keep';
   }
 
   /**
    * Writes one index file for every present pack that stays (plus `extra`),
-   * superseding every index file read; returns the names superseded. When
-   * nothing is condemned, only `extra` is written and nothing superseded.
+   * superseding every index file read; returns the names superseded. A
+   * confirmed pack is written as its header says, any other with every
+   * description the index files gave it. Without `full`, only `extra` is
+   * written and nothing superseded.
    */
-  private async compact(state: RepoState, condemned: ReadonlySet<string>, extra: readonly IndexedPack[]): Promise<string[]> {
-    if (condemned.size === 0 && extra.length === 0) return [];
-    const packs = new Map<string, IndexedPack>();
-    const missingPacks = [...state.packBlobs.keys()].some((p) => !state.packs.has(p) && !state.condemned.has(p));
-    const full = condemned.size > 0 || missingPacks;
+  private async compact(state: RepoState, condemned: ReadonlySet<string>, extra: readonly IndexedPack[], full: boolean): Promise<string[]> {
+    const records: IndexedPack[] = [];
+    const seen = new Set<string>();
+    const add = (pack: string, blobs: readonly PackedBlob[]): void => {
+      const p = { pack, blobs };
+      const key = recordKey(p);
+      if (seen.has(key)) return;
+      seen.add(key);
+      records.push(p);
+    };
+    for (const p of extra) add(p.pack, p.blobs);
     if (full) {
-      for (const f of state.indexFiles.values()) {
-        for (const p of f.packs) if (state.isLive(p.pack) && !condemned.has(p.pack) && !packs.has(p.pack)) packs.set(p.pack, p);
+      for (const pack of state.packBlobs.keys()) {
+        if (!state.isLive(pack) || condemned.has(pack)) continue;
+        for (const blobs of state.descriptionsOf(pack)) add(pack, blobs);
       }
     }
-    for (const p of extra) if (!packs.has(p.pack)) packs.set(p.pack, p);
     const supersedes = full ? [...state.indexFiles.keys()] : [];
-    if (packs.size > 0 || supersedes.length > 0) await this.repo.saveIndex({ packs: [...packs.values()], supersedes });
+    if (records.length > 0 || supersedes.length > 0) await this.repo.saveIndex({ packs: records, supersedes });
     // Without a marker, nothing else removes what this index replaces: do it now (only after the new one is durable).
-    if (full && condemned.size === 0) {
+    if (full && condemned.size === 0 && supersedes.length > 0) {
       await this.opts.beforeDelete?.();
       for (const f of supersedes) await this.repo.remove('index', f);
     }
     return supersedes;
+  }
+}
+
+/** The header of a whole pack in memory, or undefined when it does not parse. */
+function parseOrUndefined(pack: string, bytes: Buffer): PackedBlob[] | undefined {
+  try {
+    return PlainRepository.parsePack(pack, bytes);
+  } catch (e) {
+    if (e instanceof CorruptObjectError || e instanceof UnsupportedVersionError) return undefined;
+    throw e;
+  }
+}
+
+/**
+ * The copies of live blobs that a sweep may count as staying: in a present
+ * pack it does not delete, whose stored bytes match its name, where that
+ * pack's own header puts them; each copy known by the SHA-256 of its sealed
+ * bytes. Each pack is read once.
+ */
+class Survivors {
+  private readonly packs = new Map<string, Map<string, Set<string>> | undefined>();
+
+  constructor(
+    private readonly repo: PlainRepository,
+    private readonly state: RepoState,
+    private readonly doomed: ReadonlySet<string>,
+    private readonly warn: (m: string) => void,
+  ) {}
+
+  /** Digests of the sealed bytes of every copy of `id` that stays. */
+  async of(id: string): Promise<Set<string>> {
+    const out = new Set<string>();
+    for (const l of this.state.locations(id)) {
+      if (this.doomed.has(l.pack) || !this.state.packs.has(l.pack)) continue;
+      for (const d of (await this.copiesIn(l.pack))?.get(id) ?? []) out.add(d);
+    }
+    return out;
+  }
+
+  private async copiesIn(pack: string): Promise<Map<string, Set<string>> | undefined> {
+    if (this.packs.has(pack)) return this.packs.get(pack);
+    let copies: Map<string, Set<string>> | undefined;
+    try {
+      const bytes = await this.repo.backend.load(handleOf('data', pack));
+      if (sha256(bytes).toString('hex') !== pack) {
+        this.warn(`pack ${pack} does not match its checksum: its copies do not count, and live blobs are copied again out of the packs about to be deleted (run "holdfast check --read-data")`);
+      } else {
+        copies = new Map();
+        for (const b of PlainRepository.parsePack(pack, bytes)) {
+          let d = copies.get(b.id);
+          if (!d) copies.set(b.id, (d = new Set()));
+          d.add(sha256(bytes.subarray(b.offset, b.offset + b.length)).toString('hex'));
+        }
+      }
+    } catch (e) {
+      if (!(e instanceof NotFoundError || e instanceof CorruptObjectError || e instanceof UnsupportedVersionError)) throw e;
+    }
+    this.packs.set(pack, copies);
+    return copies;
   }
 }

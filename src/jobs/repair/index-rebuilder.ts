@@ -4,8 +4,8 @@
  *   list index/ (these are what the new index replaces; files written later stay)
  *   read the deletion markers; their packs stay out (the markers list them)
  *   list data/; for each pack read its header (two range reads)
- *     header unreadable → keep what the old index files said about it, as far
- *                         as those blobs still fit in the pack (a truncated
+ *     header unreadable → keep every entry the old index files had for it, as
+ *                         far as those blobs still fit in the pack (a truncated
  *                         pack keeps the blobs before the cut); else report it
  *   write one index file for all of them, superseding the listed ones
  *   then remove the listed ones (not in an append-only repository)
@@ -14,7 +14,7 @@
  * after the pack listing is named by an index file written after the index
  * listing, which is kept.
  */
-import type { IndexedPack } from '../../repo/index-file.js';
+import { sameEntry, type IndexedPack } from '../../repo/index-file.js';
 import type { PackedBlob } from '../../repo/pack.js';
 import { PlainRepository } from '../../repo/plain-repository.js';
 import { condemnedPacks } from '../../repo/deletion-marker.js';
@@ -46,8 +46,15 @@ export async function rebuildIndex(repo: PlainRepository, opts: RebuildIndexOpti
   const oldNames = [...old.ok.keys(), ...old.damaged.keys()];
   const marked = condemnedPacks((await repo.loadMarkers()).ok.values());
   const packs = await repo.list('data');
-  const previously = new Map<string, readonly PackedBlob[]>();
-  for (const f of old.ok.values()) for (const p of f.packs) if (!previously.has(p.pack)) previously.set(p.pack, p.blobs);
+  // Every entry any old index file had for a pack (a client can add index files, so no one of them is the truth).
+  const previously = new Map<string, PackedBlob[]>();
+  for (const f of old.ok.values()) {
+    for (const p of f.packs) {
+      let l = previously.get(p.pack);
+      if (!l) previously.set(p.pack, (l = []));
+      for (const b of p.blobs) if (!l.some((x) => sameEntry(x, b))) l.push(b);
+    }
+  }
 
   const out: IndexedPack[] = [];
   const unreadable: { pack: string; reason: string; salvaged: number }[] = [];

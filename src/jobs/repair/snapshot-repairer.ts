@@ -14,7 +14,7 @@
  *                      Restore and dump refuse damaged files and report them.
  *   then, with the key: packs that failed their checksum are salvaged: every
  *     blob in them that still decrypts to its id and that a snapshot needs is
- *     copied into a new pack, and the damaged packs are marked for deletion
+ *     copied into a new pack (even where another pack holds it too), and the damaged packs are marked for deletion
  *     (the next prune after the grace period removes them)
  *
  * Without the key only certain losses are acted on (missing packs, blobs cut
@@ -28,6 +28,7 @@ import { encodeMarker, newMarker } from '../../repo/deletion-marker.js';
 import { PackCopier } from '../../repo/pack-copier.js';
 import { handleOf } from '../../repo/objects.js';
 import type { IndexedPack } from '../../repo/index-file.js';
+import type { PackedBlob } from '../../repo/pack.js';
 import { Checker, type CheckReport, type KeyedReader } from '../check/checker.js';
 import type { DataSelection } from '../check/subset.js';
 
@@ -192,9 +193,9 @@ async function markDamaged(keyed: SnapshotWriter, id: string, s: Snapshot, lost:
 }
 
 /**
- * Copies every blob of a damaged pack that decrypts to its id, that some
- * snapshot needs and that no intact pack also holds, into new packs; then
- * marks the damaged packs for deletion.
+ * Copies every blob of a damaged pack that decrypts to its id and that some
+ * snapshot needs into new packs (as the same bytes, which is what lets a
+ * keyless sweep delete the pack); then marks the damaged packs for deletion.
  */
 async function salvage(repo: PlainRepository, keyed: KeyedReader, check: CheckReport, onWarning?: (m: string) => void): Promise<{ salvagedBlobs: number; marker?: string }> {
   const state = await RepoState.load(repo);
@@ -207,15 +208,20 @@ async function salvage(repo: PlainRepository, keyed: KeyedReader, check: CheckRe
   let salvaged = 0;
   const condemned: IndexedPack[] = [];
   for (const pack of damaged) {
-    const blobs = state.packBlobs.get(pack);
-    if (!blobs) {
+    const bytes = await repo.backend.load(handleOf('data', pack));
+    let blobs: readonly PackedBlob[];
+    try {
+      blobs = PlainRepository.parsePack(pack, bytes);
+    } catch {
+      blobs = state.claims(pack);
+    }
+    if (blobs.length === 0) {
       onWarning?.(`pack ${pack} is damaged and no index lists its blobs; left in place (run "holdfast repair index")`);
       continue;
     }
-    const bytes = await repo.backend.load(handleOf('data', pack));
+    // Every intact copy is kept, even where another pack holds the blob: a keyless sweep keeps a damaged pack's copy unless the same bytes stay (§15.10).
     for (const b of blobs) {
       if (!needed.has(b.id) || bad.has(`${pack}/${b.id}`) || b.offset + b.length > bytes.length) continue;
-      if (state.locations(b.id).some((l) => l.pack !== pack && state.isLive(l.pack) && !damaged.has(l.pack))) continue;
       const sealed = bytes.subarray(b.offset, b.offset + b.length);
       try {
         if (keyed.blobId(keyed.openBlob(b, sealed, `pack ${pack}, blob ${b.id}`), b.type) !== b.id) continue;

@@ -1,0 +1,239 @@
+/**
+ * What an add-only client (one that can add packs, index files, snapshots and
+ * markers, and remove nothing) can make the storage owner's keyless prune,
+ * check and repair do (docs/format.md §15.10, §18). Each attack is written
+ * from the client's side, through an `AppendOnlyBackend` over the shared
+ * storage, which lists in name order as S3 does, so that the client can
+ * choose names that every reader meets first. Afterwards the genuine objects
+ * must still hold every snapshot, byte for byte.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { Pruner, PruneRefusedError } from '../../src/jobs/prune/pruner.js';
+import { rebuildIndex } from '../../src/jobs/repair/index-rebuilder.js';
+import { repairSnapshots } from '../../src/jobs/repair/snapshot-repairer.js';
+import { sha256 } from '../../src/core/crypto.js';
+import { AppendOnlyBackend } from '../../src/storage/append-only-backend.js';
+import { MemoryBackend } from '../../src/storage/memory-backend.js';
+import type { Backend, Handle, ObjectInfo, ObjectType } from '../../src/storage/backend.js';
+import { encodeIndex, type IndexFile, type IndexedPack } from '../../src/repo/index-file.js';
+import { encodeMarker, newMarker } from '../../src/repo/deletion-marker.js';
+import { PackWriter } from '../../src/repo/pack.js';
+import { RepoState } from '../../src/repo/plain-repository.js';
+import { GcFixture, bytes, names, type Files } from './gc-fixture.js';
+
+const GRACE = 60_000;
+
+/** Storage that lists every type in name order, as S3 does. */
+class NameOrderBackend implements Backend {
+  constructor(readonly inner: Backend) {}
+  get location(): string {
+    return this.inner.location;
+  }
+  save(h: Handle, data: Uint8Array): Promise<void> {
+    return this.inner.save(h, data);
+  }
+  load(h: Handle, offset?: number, length?: number): Promise<Buffer> {
+    return this.inner.load(h, offset, length);
+  }
+  stat(h: Handle): Promise<ObjectInfo | undefined> {
+    return this.inner.stat(h);
+  }
+  async *list(type: ObjectType): AsyncIterable<ObjectInfo> {
+    const all: ObjectInfo[] = [];
+    for await (const o of this.inner.list(type)) all.push(o);
+    yield* all.sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+  remove(h: Handle): Promise<void> {
+    return this.inner.remove(h);
+  }
+  create(): Promise<void> {
+    return this.inner.create();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+/** The client with backup-only credentials: it adds objects, and remembers what it added. */
+class AddOnlyClient {
+  readonly added = new Set<string>();
+  private readonly backend: Backend;
+
+  constructor(storage: Backend) {
+    this.backend = new AppendOnlyBackend(storage);
+  }
+
+  private async save(type: ObjectType, bytes: Buffer): Promise<string> {
+    const name = sha256(bytes).toString('hex');
+    await this.backend.save({ type, name }, bytes);
+    this.added.add(`${type}/${name}`);
+    return name;
+  }
+
+  /** An index file whose name sorts before every index file there is (a superseded id is ignored by readers, so it is free to vary). */
+  async index(f: IndexFile, storage: Backend): Promise<string> {
+    const first = (await names(storage, 'index'))[0] ?? 'g';
+    for (;;) {
+      const b = encodeIndex({ packs: f.packs, supersedes: [randomBytes(32).toString('hex')] });
+      if (sha256(b).toString('hex') < first) return this.save('index', b);
+    }
+  }
+
+  /** A pack holding random bytes under each of `blobs`' ids, lengths and types: a plain header that matches, content that does not. */
+  async fakePack(blobs: readonly IndexedPack['blobs'][number][]): Promise<IndexedPack> {
+    const w = new PackWriter();
+    for (const b of blobs) w.add(b.type, b.id, b.flags, b.rawLength, randomBytes(b.length));
+    const { bytes: packBytes, blobs: header } = w.finish();
+    const pack = await this.save('data', Buffer.from(packBytes));
+    return { pack, blobs: header };
+  }
+
+  /** A deletion marker dated `back` ms before `now`. */
+  async marker(packs: readonly IndexedPack[], now: number, back: number): Promise<string> {
+    return this.save('deletion', encodeMarker(newMarker(packs, [], new Date(now - back))));
+  }
+}
+
+/**
+ * A copy of the storage without what the client added, its index rebuilt
+ * from the pack headers: what the genuine writers stored and the owner's
+ * prunes kept. (Readers take the first copy of a blob they meet, so with the
+ * client's copies in place a reader may pick a planted one; see §15.10.)
+ */
+async function genuine(storage: Backend, added: ReadonlySet<string>, f: GcFixture): Promise<Backend> {
+  const copy = new MemoryBackend();
+  for (const type of ['config', 'key', 'data', 'snapshot'] as const) {
+    for await (const o of storage.list(type)) {
+      if (!added.has(`${type}/${o.name}`)) await copy.save({ type, name: o.name }, await storage.load({ type, name: o.name }));
+    }
+  }
+  await rebuildIndex(f.plain(copy));
+  return copy;
+}
+
+async function setup(): Promise<{ f: GcFixture; s: string; files: Files; packs: string[]; client: AddOnlyClient; live: IndexedPack['blobs'][number][] }> {
+  const f = await GcFixture.create({ backend: new NameOrderBackend(new MemoryBackend()) });
+  const files: Files = { 'a.bin': bytes('a', 150_000), 'b.bin': bytes('b', 70_000), 'd/c.txt': 'c' };
+  const s = await f.snapshot(files);
+  const state = await RepoState.load(f.plain());
+  const live = [...state.packBlobs.values()].flat();
+  return { f, s, files, packs: await names(f.backend, 'data'), client: new AddOnlyClient(f.backend), live };
+}
+
+async function prunes(f: GcFixture, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    await new Pruner(f.plain(), { graceMs: GRACE, now: f.clock }).run();
+    f.advance(GRACE);
+  }
+}
+
+async function assertPacksKept(f: GcFixture, packs: readonly string[]): Promise<void> {
+  const now = new Set(await names(f.backend, 'data'));
+  assert.deepEqual(packs.filter((p) => !now.has(p)), [], 'every pack the snapshot needs is still there');
+}
+
+describe('an add-only client against the keyless prune', () => {
+  it('index files that list every pack as empty: two prunes past the grace period delete nothing the snapshot needs', async () => {
+    const { f, s, files, packs, client } = await setup();
+    await client.index({ packs: packs.map((pack) => ({ pack, blobs: [] })), supersedes: [] }, f.backend);
+    await prunes(f, 3);
+    await assertPacksKept(f, packs);
+    await f.assertRestores(s, files);
+    await f.assertCheckPasses();
+  });
+
+  it('a pack of garbage under every live id, with a matching header and an index naming it: the genuine packs stay', async () => {
+    const { f, s, files, packs, client, live } = await setup();
+    const fake = await client.fakePack(live);
+    await client.index({ packs: [fake], supersedes: [] }, f.backend);
+
+    // Keyless check cannot tell the copies apart, but says that they differ.
+    const keyless = await f.check({ readData: true, keyless: true });
+    assert.ok(keyless.warnings.some((w) => w.object === `pack ${fake.pack}` && /other stored bytes/.test(w.message)), JSON.stringify(keyless.warnings));
+    // With the key, the planted copies are named.
+    const keyed = await f.check({ readData: true });
+    assert.ok(keyed.badCopies.length >= live.length && keyed.badCopies.every((c) => c.pack === fake.pack));
+
+    await prunes(f, 3);
+    await assertPacksKept(f, packs);
+    await f.assertRestores(s, files, await genuine(f.backend, client.added, f));
+  });
+
+  it('a backdated marker that condemns every genuine pack, beside a pack of garbage under the same ids: the sweep copies the genuine bytes first', async () => {
+    const { f, s, files, client, live } = await setup();
+    const state = await RepoState.load(f.plain());
+    const fake = await client.fakePack(live);
+    await client.index({ packs: [fake], supersedes: [] }, f.backend);
+    await client.marker([...state.packBlobs].map(([pack, blobs]) => ({ pack, blobs })), f.now, 10 * GRACE);
+    await prunes(f, 2);
+    await f.assertRestores(s, files, await genuine(f.backend, client.added, f));
+  });
+
+  it('index records that move live blobs out of the packs that hold them do not get those packs condemned', async () => {
+    const { f, s, files, packs, client, live } = await setup();
+    // Every live blob claimed by the client's own pack (garbage), and every genuine pack claimed empty.
+    const fake = await client.fakePack(live);
+    await client.index({ packs: [fake, ...packs.map((pack) => ({ pack, blobs: [] }))], supersedes: [] }, f.backend);
+    await prunes(f, 3);
+    await assertPacksKept(f, packs);
+    await f.assertRestores(s, files, await genuine(f.backend, client.added, f));
+  });
+
+  it('an index record that puts a live blob past the end of a genuine pack does not make repair snapshots --forget-damaged remove the snapshot', async () => {
+    const { f, s, client } = await setup();
+    const state = await RepoState.load(f.plain());
+    const [pack, blobs] = [...state.packBlobs][0]!;
+    await client.index({ packs: [{ pack, blobs: blobs.map((b) => ({ ...b, offset: b.offset + 1_000_000 })) }], supersedes: [] }, f.backend);
+    const r = await repairSnapshots(f.plain(), { mode: 'forget', readData: { kind: 'all' } });
+    assert.deepEqual(r.removed, []);
+    assert.deepEqual(await names(f.backend, 'snapshot'), [s]);
+  });
+});
+
+describe('prune refuses an incomplete repository', () => {
+  it('a live blob in no pack: prune stops, writes no marker and deletes nothing', async () => {
+    const f = await GcFixture.create();
+    const kept = await f.snapshot({ 'a.bin': bytes('keep', 100_000) });
+    const gone = await f.snapshot({ 'b.bin': bytes('drop', 100_000) });
+    await f.forget(gone);
+    const r = await f.open();
+    const pack = r.index.lookup(r.blobId(bytes('keep', 100_000).subarray(0, f.chunk)))!.pack;
+    await f.backend.remove({ type: 'data', name: pack });
+    const before = await f.objects();
+    await assert.rejects(new Pruner(f.plain(), { graceMs: GRACE, now: f.clock }).run(), (e: unknown) =>
+      e instanceof PruneRefusedError && /referenced by snapshots are in no pack/.test(e.message));
+    assert.deepEqual(await f.objects(), before);
+    assert.equal((await f.check({ keyless: true })).damaged[0]?.id, kept);
+  });
+});
+
+describe('prune rescue and damaged copies', () => {
+  it('a truncated copy written by a repacking prune does not count: the sweep keeps the marked packs\' bytes, and repair index + restore recover everything', async () => {
+    const keep: Record<string, Buffer> = {};
+    const all: Record<string, Buffer> = {};
+    for (let i = 0; i < 24; i++) {
+      keep[`k${i}`] = bytes(`keep${i}`, 4000);
+      all[`k${i}`] = keep[`k${i}`]!;
+      all[`d${i}`] = bytes(`drop${i}`, 6000);
+    }
+    const f = await GcFixture.create();
+    const both = await f.snapshot(all);
+    const only = await f.snapshot(keep);
+    await f.forget(both);
+    const before = new Set(await names(f.backend, 'data'));
+    const first = await new Pruner(f.plain(), { graceMs: GRACE, now: f.clock, maxUnused: 0.3 }).run();
+    assert.ok(first.mark.repackedPacks > 0 && first.mark.packsWritten > 0);
+    const copies = (await names(f.backend, 'data')).filter((p) => !before.has(p));
+    // Storage damage to the new copies (same names): they lose their second half.
+    for (const c of copies) await f.tamper('data', c, (b) => b.subarray(0, b.length >> 1));
+    f.advance(GRACE);
+    const warnings: string[] = [];
+    const second = await new Pruner(f.plain(), { graceMs: GRACE, now: f.clock, maxUnused: 0.3, onWarning: (m) => warnings.push(m) }).run();
+    assert.ok(second.sweep.blobsRescued > 0, 'the live blobs were copied again out of the marked packs');
+    assert.ok(warnings.some((w) => /does not match its checksum/.test(w)), warnings.join('\n'));
+    await rebuildIndex(f.plain());
+    await f.assertRestores(only, keep);
+  });
+});
