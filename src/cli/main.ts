@@ -68,4 +68,19 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * A reader that went away (`holdfast ls | head`) ends the command as it ends
+ * other tools (and restic): killed by SIGPIPE, with no message. Node ignores
+ * SIGPIPE; adding and removing a listener puts back the default action.
+ */
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') {
+    const none = (): void => undefined;
+    process.on('SIGPIPE', none).off('SIGPIPE', none);
+    process.kill(process.pid, 'SIGPIPE');
+  }
+  process.stderr.write(`holdfast: writing the output: ${e.message}\n`);
+  process.exit(EXIT.failed);
+});
+
 process.exitCode = await main(process.argv);

@@ -63,6 +63,16 @@ describe('ls and dump of a tree 1,200 folders deep', () => {
     assert.equal(lines[depth - 1], `/${name}`.repeat(depth));
   });
 
+  for (const args of [['ls', 'latest'], ['dump', 'latest', '/']]) {
+    it(`${args[0]} ends quietly when its reader goes away (| head)`, async () => {
+      const started = s.start(args);
+      started.child.stdout!.once('data', () => started.child.stdout!.destroy());
+      const r = await started.done;
+      assert.equal(r.stderr, '');
+      assert.equal(r.signal, 'SIGPIPE', `exit ${r.code}, signal ${r.signal}`);
+    });
+  }
+
   it('dump writes the tar stream at the reader\'s pace, in a 16 MB heap', async () => {
     const started = s.start(['dump', 'latest', '/'], { env: { NODE_OPTIONS: '--max-old-space-size=16' } });
     readSlowly(started);
