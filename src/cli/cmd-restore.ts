@@ -76,7 +76,7 @@ export function register(program: Command): void {
         else say(g, `verified ${p.files} files: all match the snapshot`);
       }
       if (result.failed.length > 0 || result.verifyFailed.length > 0) {
-        const lines = result.failed.map((f) => `  ${f.path}: ${f.error}`).concat(result.verifyFailed.map((f) => `  ${f}: restored bytes differ`));
+        const lines = [...result.failed, ...result.verifyFailed].map((f) => `  ${f.path}: ${f.error}`);
         throw new ExitError(`restore INCOMPLETE: ${lines.length} path(s) not restored correctly:\n${lines.join('\n')}`, EXIT.failed);
       }
     });

@@ -283,13 +283,25 @@ const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 
 /**
- * Seconds for utimes(2) through Node, which passes a double and truncates to
- * the microsecond: aim at the middle of the microsecond so the truncation
- * lands on the stored value. Times before 1970 cannot be set through Node.
+ * A time for utimes(2) through Node, which passes a double that libuv
+ * truncates (towards zero) to the microsecond: aim at the middle of the
+ * stored time's microsecond (`floorMicros`) so the truncation lands on it.
+ * Node turns a negative number into "now" but passes a numeric string
+ * through as it is (documented for fs.utimes), so a time before 1970 is
+ * given as a string.
  */
-export function utimesSeconds(ns: bigint): number {
-  const t = ns < 0n ? 0n : ns;
-  return Number(t / 1_000_000_000n) + (Number((t % 1_000_000_000n) / 1000n) + 0.5) / 1e6;
+export function utimesSeconds(ns: bigint): number | string {
+  const us = floorMicros(ns) / 1000n;
+  if (us >= 0n) return Number(us / 1_000_000n) + (Number(us % 1_000_000n) + 0.5) / 1e6;
+  // Half a microsecond further from zero, in tenths of a microsecond: -(2·us - 1)·5.
+  const tenths = ((1n - 2n * us) * 5n).toString().padStart(8, '0');
+  return `-${tenths.slice(0, -7)}.${tenths.slice(-7)}`;
+}
+
+/** A time in nanoseconds floored to the microsecond: what utimes through Node can set, and so what a restore gives. */
+export function floorMicros(ns: bigint): bigint {
+  const rest = ((ns % 1000n) + 1000n) % 1000n;
+  return ns - rest;
 }
 
 /**

@@ -18,7 +18,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { constants, promises as fsp } from 'node:fs';
 import { FilesystemNotSupportedError, type ImageNode, type ImageVolume } from '../../sources/image/fs/image-volume.js';
-import { PathShortener, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
+import { PathShortener, floorMicros, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
 import type { RestoreOptions, RestoreProgress, RestoreResult } from '../restore/restorer.js';
 import { filePieces } from './image-file-reader.js';
 import { walkImage, type ImageWalkEntry } from './image-walk.js';
@@ -46,7 +46,7 @@ function hashZeros(h: Hash, n: number): Hash {
 export class ImageRestorer {
   private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, totalFiles: 0, totalBytes: 0, walked: false, current: '' };
   private readonly failed: { path: string; error: string }[] = [];
-  private readonly verifyFailed: string[] = [];
+  private readonly verifyFailed: { path: string; error: string }[] = [];
   private readonly inodes = new Map<string, PosixPath>();
   private readonly includes: string[];
   private readonly long = new PathShortener();
@@ -181,10 +181,7 @@ export class ImageRestorer {
     }
     this.progress.files++;
     if (node.links > 1) this.inodes.set(key, dest);
-    if (this.opts.verify && !(await this.verifyFile(dest, node.size, hash.digest()))) {
-      this.verifyFailed.push(path.toString());
-      this.opts.onWarning?.(path.toString(), 'verification failed: restored bytes differ from the image');
-    }
+    if (this.opts.verify && !(await this.verifyFile(dest, node.size, hash.digest()))) this.verifyFailure(path, 'restored bytes differ from the image');
   }
 
   /** Reads a restored file back and compares its SHA-256 with that of the bytes read from the image. */
@@ -214,8 +211,17 @@ export class ImageRestorer {
       if (node.type !== 'symlink') await fsp.chmod(dest, node.mode);
       const mtime = utimesSeconds(node.mtime);
       await fsp.lutimes(dest, mtime, mtime);
+      if (this.opts.verify) {
+        const got = (await fsp.lstat(dest, { bigint: true })).mtimeNs;
+        if (got !== floorMicros(node.mtime)) this.verifyFailure(path, `restored mtime ${got} ns differs from the image's ${floorMicros(node.mtime)} ns`);
+      }
     } catch (e) {
       this.opts.onWarning?.(path.toString(), `cannot restore metadata: ${(e as Error).message}`);
     }
+  }
+
+  private verifyFailure(path: Buffer, error: string): void {
+    this.verifyFailed.push({ path: path.toString(), error });
+    this.opts.onWarning?.(path.toString(), `verification failed: ${error}`);
   }
 }

@@ -15,7 +15,7 @@ import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } fr
 import { BlobType } from '../../repo/pack.js';
 import { pushEntry, slicePlain, type ContentEntry } from '../../repo/tree.js';
 import { errorOf } from '../../sources/file-tree.js';
-import type { ChunkFileResult, ChunkFileTask, FileJob, FileMeta, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
+import type { ChunkFileResult, ChunkFileTask, FileJob, FileMeta, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyJob, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
 
 let keys: BlobKeys;
 let cdc: FastCDC;
@@ -296,48 +296,55 @@ function unpack(t: UnpackTask): UnpackResult {
   return { bytes, failed };
 }
 
-/** Reads restored files back and checks every chunk's keyed id. */
+/** Reads restored files back and checks every chunk's keyed id (or the fingerprint), the size and the mtime. */
 function verify(t: VerifyTask): VerifyResult {
-  const bad: number[] = [];
-  t.files.forEach((f, i) => {
+  const bad: VerifyResult['bad'] = [];
+  t.files.forEach((f, index) => {
     let fd = -1;
     try {
       fd = openSync(buf(f.path), constants.O_RDONLY | constants.O_NOFOLLOW);
-      if (f.fingerprint !== undefined) {
-        // One byte more than recorded, to notice a file that is too long.
-        const b = reusedBuffer(f.size + 1);
-        let got = 0;
-        while (got <= f.size) {
-          const n = readSync(fd, b, got, f.size + 1 - got, got);
-          if (n === 0) break;
-          got += n;
-        }
-        if (got !== f.size || fingerprint(fpKey, b.subarray(0, got)).toString('hex') !== f.fingerprint) bad.push(i);
-        return;
+      if (!contentMatches(fd, f)) bad.push({ index, reason: 'restored bytes differ from the snapshot' });
+      else {
+        const mtime = fstatSync(fd, { bigint: true }).mtimeNs;
+        if (mtime !== f.mtime) bad.push({ index, reason: `restored mtime ${mtime} ns differs from the snapshot's ${f.mtime} ns` });
       }
-      let pos = 0;
-      let ok = true;
-      for (let j = 0; j < f.content.length && ok; j++) {
-        const c = f.content[j]!;
-        const len = f.lengths[j]!;
-        const b = Buffer.allocUnsafe(len);
-        let got = 0;
-        while (got < len) {
-          const n = readSync(fd, b, got, len - got, pos + got);
-          if (n === 0) break;
-          got += n;
-        }
-        ok = got === len && (typeof c === 'number' ? isZero(b) : blobIdHex(keys, b) === c);
-        pos += len;
-      }
-      if (!ok || fstatSync(fd).size !== f.size || pos !== f.size) bad.push(i);
-    } catch {
-      bad.push(i);
+    } catch (e) {
+      bad.push({ index, reason: `cannot read it back: ${(e as Error).message}` });
     } finally {
       if (fd >= 0) closeSync(fd);
     }
   });
   return { bad };
+}
+
+/** Whether an open restored file holds exactly the content `f` describes. */
+function contentMatches(fd: number, f: VerifyJob): boolean {
+  if (f.fingerprint !== undefined) {
+    // One byte more than recorded, to notice a file that is too long.
+    const b = reusedBuffer(f.size + 1);
+    let got = 0;
+    while (got <= f.size) {
+      const n = readSync(fd, b, got, f.size + 1 - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return got === f.size && fingerprint(fpKey, b.subarray(0, got)).toString('hex') === f.fingerprint;
+  }
+  let pos = 0;
+  for (let j = 0; j < f.content.length; j++) {
+    const c = f.content[j]!;
+    const len = f.lengths[j]!;
+    const b = Buffer.allocUnsafe(len);
+    let got = 0;
+    while (got < len) {
+      const n = readSync(fd, b, got, len - got, pos + got);
+      if (n === 0) break;
+      got += n;
+    }
+    if (got !== len || !(typeof c === 'number' ? isZero(b) : blobIdHex(keys, b) === c)) return false;
+    pos += len;
+  }
+  return fstatSync(fd).size === f.size && pos === f.size;
 }
 
 parentPort!.on('message', (msg: { init?: InitMessage; id?: number; task?: Task }) => {

@@ -103,8 +103,8 @@ export interface FileMeta {
   readonly mode: number;
   readonly uid: number;
   readonly gid: number;
-  /** Seconds for utimes (`utimesSeconds` in src/sources/posix.ts). */
-  readonly mtime: number;
+  /** The time for utimes (`utimesSeconds` in src/sources/posix.ts). */
+  readonly mtime: number | string;
   readonly size: number;
   readonly chown: boolean;
   /**
@@ -159,6 +159,8 @@ export interface VerifyJob {
   readonly content: readonly ContentEntry[];
   /** Raw length of each blob entry of `content` (holes carry their own length). */
   readonly lengths: readonly number[];
+  /** The mtime the file must have (ns, floored to the microsecond). */
+  readonly mtime: bigint;
 }
 
 export interface VerifyTask {
@@ -167,8 +169,8 @@ export interface VerifyTask {
 }
 
 export interface VerifyResult {
-  /** Indexes (into the task's files) of files that do not match. */
-  readonly bad: number[];
+  /** Files that do not match: their index into the task's files, and what differs. */
+  readonly bad: { readonly index: number; readonly reason: string }[];
 }
 
 export type Task = SealTask | FilesTask | ChunkFileTask | UnpackTask | VerifyTask;

@@ -30,7 +30,7 @@ import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
 import type { Repository } from '../../repo/repository.js';
 import type { BlobLocation } from '../../repo/index-file.js';
 import { entryBlob, type BlobSlice, type ContentEntry, type TreeNode } from '../../repo/tree.js';
-import { PathShortener, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
+import { PathShortener, floorMicros, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
 import { walkTree } from '../tree-walk.js';
 import { WorkerPool } from '../pool/worker-pool.js';
 import type { FileMeta, UnpackBlob, UnpackResult, UnpackTarget, VerifyJob, VerifyResult } from '../pool/protocol.js';
@@ -63,8 +63,8 @@ export interface RestoreResult {
   readonly progress: RestoreProgress;
   /** Paths (in the snapshot) that were not restored, with the reason. */
   readonly failed: { path: string; error: string }[];
-  /** Files whose restored bytes did not match, when verifying. */
-  readonly verifyFailed: string[];
+  /** Paths whose restored bytes or mtime did not match, when verifying, with what differs. */
+  readonly verifyFailed: { path: string; error: string }[];
 }
 
 const isRoot = process.getuid?.() === 0;
@@ -120,7 +120,7 @@ export class Restorer {
   /** The first error that ends the restore, raised by work running alongside the walk. */
   private fatal: { error: unknown } | undefined;
   private readonly failedPaths = new Set<string>();
-  private readonly verifyFailed: string[] = [];
+  private readonly verifyFailed: { path: string; error: string }[] = [];
   private readonly inodes = new Map<string, { dest: Buffer; content: string }>();
   private readonly links: { path: Buffer; from: Buffer; dest: Buffer }[] = [];
   private readonly dirs: { path: Buffer; dest: Buffer; node: TreeNode; settled?: Settled }[] = [];
@@ -474,9 +474,18 @@ export class Restorer {
       if (node.type !== 'symlink' && !settled?.mode) chmodSync(dest, node.mode);
       const t = utimesSeconds(node.mtime);
       lutimesSync(dest, t, t);
+      if (this.opts.verify) {
+        const mtime = lstatSync(dest, { bigint: true }).mtimeNs;
+        if (mtime !== floorMicros(node.mtime)) this.verifyFailure(path, `restored mtime ${mtime} ns differs from the snapshot's ${floorMicros(node.mtime)} ns`);
+      }
     } catch (e) {
       this.opts.onWarning?.(path.toString(), `cannot restore metadata: ${(e as Error).message}`);
     }
+  }
+
+  private verifyFailure(path: Buffer, error: string): void {
+    this.verifyFailed.push({ path: path.toString(), error });
+    this.opts.onWarning?.(path.toString(), `verification failed: ${error}`);
   }
 
   // ---- 4. verify ----
@@ -488,15 +497,12 @@ export class Restorer {
       const jobs: VerifyJob[] = batch.map((f) => {
         const content = f.node.content ?? [];
         const lengths = content.map((c) => (typeof c === 'number' ? c : typeof c === 'string' ? this.repo.index.lookup(c)?.rawLength ?? -1 : c.length));
-        return { path: f.dest, size: f.node.size, content, lengths, ...(f.node.fingerprint ? { fingerprint: f.node.fingerprint } : {}) };
+        return { path: f.dest, size: f.node.size, content, lengths, mtime: floorMicros(f.node.mtime), ...(f.node.fingerprint ? { fingerprint: f.node.fingerprint } : {}) };
       });
       await this.until(pool.whenBelow(pool.size * 2));
       this.throwIfStopped();
       this.track(pool.run<VerifyResult>({ kind: 'verify', files: jobs }).then((r) => {
-        for (const i of r.bad) {
-          this.verifyFailed.push(batch[i]!.path.toString());
-          this.opts.onWarning?.(batch[i]!.path.toString(), 'verification failed: restored bytes differ from the snapshot');
-        }
+        for (const { index, reason } of r.bad) this.verifyFailure(batch[index]!.path, reason);
       }));
     }
     await this.until(Promise.all(this.running));
