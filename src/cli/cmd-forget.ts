@@ -1,14 +1,18 @@
 /**
  * `holdfast forget`: removes snapshots by a retention policy (restic's
  * options and semantics, see src/jobs/forget/retention.ts), or the snapshots
- * named on the command line. Needs no password: snapshots are plain.
+ * named on the command line. Needs no password: snapshots are plain. When a
+ * password is given, a policy counts only the snapshots whose MAC verifies:
+ * one changed or planted in storage is neither kept nor removed, and cannot
+ * push real ones out (docs/format.md §16).
  */
 import type { Command } from 'commander';
 import { describePolicy, parseDuration, UNLIMITED, type Duration, type RetentionPolicy } from '../jobs/forget/retention.js';
 import { describeGroup, parseGroupBy, type GroupBy } from '../jobs/forget/group-by.js';
-import { forgetByPolicy, type ForgetGroupPlan, type ForgetItem } from '../jobs/forget/forget.js';
+import { forgetByPolicy, type ForgetGroupPlan, type ForgetItem, type ForgetStore } from '../jobs/forget/forget.js';
 import { acquireLock } from '../repo/lock.js';
-import { collect, globals, openKeyless, refuseIfAppendOnly, say, type GlobalOptions } from './context.js';
+import { collect, globals, openKeyless, openRepo, refuseIfAppendOnly, say, warn, type GlobalOptions } from './context.js';
+import { passwordGiven } from './maintenance.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 import { runPrune } from './cmd-prune.js';
@@ -70,7 +74,7 @@ function policyOf(f: ForgetFlags): RetentionPolicy {
 export function register(program: Command): void {
   const cmd = program
     .command('forget')
-    .description('remove snapshots by a retention policy (or by id); needs no password. Data stays until "holdfast prune"')
+    .description('remove snapshots by a retention policy (or by id); needs no password, but with one only authentic snapshots count. Data stays until "holdfast prune"')
     .argument('[snapshot-id...]', 'remove these snapshots (unique id prefixes) instead of applying a policy')
     .option('-l, --keep-last <n>', 'keep the newest n snapshots ("unlimited" for all)', parseCount)
     .option('--keep-minutely <n>', 'keep the newest snapshot of each of the newest n minutes', parseCount)
@@ -115,7 +119,7 @@ export function register(program: Command): void {
     const lock = f.dryRun ? undefined : await acquireLock(repo.backend, { exclusive: false, operation: 'forget' });
     let result;
     try {
-      result = await forgetByPolicy(repo, { policy, groupBy, filter: (s) => matches(s, f), dryRun: f.dryRun === true });
+      result = await forgetByPolicy(await policyStore(g, repo), { policy, groupBy, filter: (s) => matches(s, f), dryRun: f.dryRun === true });
     } finally {
       await lock?.release();
     }
@@ -129,6 +133,20 @@ export function register(program: Command): void {
     }
     await afterForget(g, f, result.remove.length);
   });
+}
+
+/**
+ * The snapshots a policy is applied to: with a password, only those whose
+ * MAC verifies (the others are named in a warning and left alone); without
+ * one, all of them, as their plain times say.
+ */
+async function policyStore(g: GlobalOptions, repo: Awaited<ReturnType<typeof openKeyless>>): Promise<ForgetStore> {
+  if (!passwordGiven(g)) return repo;
+  const keyed = await openRepo(g, { index: false });
+  return {
+    listSnapshots: () => keyed.listSnapshots((_id, e) => warn(`${e.message}; left out of the policy: neither kept nor removed`)),
+    removeSnapshot: (id) => repo.removeSnapshot(id),
+  };
 }
 
 async function forgetIds(repo: Awaited<ReturnType<typeof openKeyless>>, g: GlobalOptions, prefixes: string[], f: ForgetFlags): Promise<void> {

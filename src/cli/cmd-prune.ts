@@ -1,14 +1,16 @@
 /**
  * `holdfast prune [--dry-run] [--max-unused PCT] [--grace DURATION]`:
  * garbage collection, in two phases with a grace period, without the key
- * (src/jobs/prune/pruner.ts; docs/format.md §15).
+ * (src/jobs/prune/pruner.ts; docs/format.md §15). When a password is given,
+ * it first checks every snapshot's MAC, and refuses while one fails it.
  */
 import type { Command } from 'commander';
 import { DEFAULT_GRACE_MS, formatDurationMs, minGraceMs, parseDuration } from '../repo/deletion-marker.js';
 import { Pruner, PruneRefusedError, type PruneReport } from '../jobs/prune/pruner.js';
-import { formatBytes, globals, refuseIfAppendOnly, say, warn, type GlobalOptions } from './context.js';
+import { ForgedObjectError } from '../repo/errors.js';
+import { formatBytes, globals, openRepo, refuseIfAppendOnly, say, warn, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
-import { holdLock, openMaintenance } from './maintenance.js';
+import { holdLock, openMaintenance, passwordGiven } from './maintenance.js';
 
 /** The options of `prune`, as commander gives them. */
 export interface PruneFlags {
@@ -62,6 +64,7 @@ export async function runPrune(g: GlobalOptions, f: PruneFlags): Promise<PruneRe
   const maxUnused = parsePercent(f.maxUnused ?? '50');
   const { plain } = await openMaintenance(g, false);
   if (!f.dryRun) refuseIfAppendOnly(plain.backend, 'prune');
+  if (passwordGiven(g)) await refuseForgedSnapshots(g);
   const held = await holdLock(plain, 'prune', { alone: true });
   let report: PruneReport;
   try {
@@ -82,6 +85,22 @@ export async function runPrune(g: GlobalOptions, f: PruneFlags): Promise<PruneRe
   }
   print(g, report, graceMs);
   return report;
+}
+
+/**
+ * With a password, prune trusts no plain blob list it can authenticate and
+ * finds forged: a snapshot changed in storage may have had ids dropped, and
+ * pruning by its list would delete data a real snapshot needs (docs/format.md §11).
+ */
+async function refuseForgedSnapshots(g: GlobalOptions): Promise<void> {
+  const forged: string[] = [];
+  await (await openRepo(g, { index: false })).listSnapshots((id, e) => {
+    if (e instanceof ForgedObjectError) forged.push(id);
+  });
+  if (forged.length > 0) {
+    throw new ExitError(`refusing to prune: ${forged.length} snapshot(s) fail their MAC (first: ${forged[0]}): changed or planted in storage, `
+      + 'their blob lists cannot say what to keep. "holdfast check" with the password names them; remove them with "holdfast forget ID" (docs/format.md §11)', EXIT.failed);
+  }
 }
 
 function print(g: GlobalOptions, r: PruneReport, graceMs: number): void {

@@ -11,8 +11,10 @@
  *   sees a plain hash of content and so cannot confirm a guess about it.
  * - Passwords wrap the master key through scrypt (parameters recorded in
  *   each key file).
+ * - The plain objects a keyed reader must trust (the config, snapshots)
+ *   carry an HMAC-SHA256 under a key derived from the master key.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, scrypt } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 
 export const KEY_BYTES = 32;
@@ -143,6 +145,32 @@ export function fingerprint(key: Uint8Array, data: Uint8Array): Buffer {
   c.setAAD(data);
   c.final();
   return c.getAuthTag();
+}
+
+/** What a metadata MAC authenticates; each use has its own key. */
+export type MacUse = 'config' | 'snapshot';
+
+/** Bytes of a metadata MAC. */
+export const MAC_BYTES = 32;
+
+/**
+ * The key of a metadata MAC: HKDF-SHA256 (RFC 5869) with the master
+ * encryption key as input key material, no salt, and the info
+ * "holdfast/mac/<use>" (docs/format.md §3.6). One key per use, so a MAC made
+ * for one kind of object never verifies another.
+ */
+export function macKey(master: MasterKey, use: MacUse): Buffer {
+  return Buffer.from(hkdfSync('sha256', master.encryption, Buffer.alloc(0), `holdfast/mac/${use}`, KEY_BYTES));
+}
+
+/** HMAC-SHA256 of `data` under a MAC key. */
+export function mac(key: Buffer, data: Uint8Array): Buffer {
+  return createHmac('sha256', key).update(data).digest();
+}
+
+/** True when `tag` is the MAC of `data` under `key` (compared in constant time). */
+export function macMatches(key: Buffer, data: Uint8Array, tag: Uint8Array): boolean {
+  return tag.length === MAC_BYTES && timingSafeEqual(mac(key, data), tag);
 }
 
 /** Unkeyed SHA-256, the checksum of stored bytes. */

@@ -1,20 +1,28 @@
 /**
  * The `config` object: plain, written once by `init`, read first by every
  * client. Layout: "HFCF" || UTF-8 JSON || SHA-256 of the preceding bytes.
+ * The JSON ends with a `mac` member, an HMAC-SHA256 under a key derived from
+ * the master key of "HFCF" and the JSON without that member, so a keyed
+ * client can tell the config `init` wrote from one rewritten in storage
+ * (docs/format.md §4.1). A keyless reader can only parse it.
  */
 import { randomBytes } from 'node:crypto';
-import { BLOB_ID_HASHES, sha256, type BlobIdHash } from '../core/crypto.js';
+import { BLOB_ID_HASHES, MAC_BYTES, mac, macMatches, sha256, type BlobIdHash } from '../core/crypto.js';
 import { validateChunkerParams, type ChunkerParams } from '../core/chunker.js';
 import { COMPRESSION_MODES, type CompressionMode } from '../core/compress.js';
 import { isIdHex } from '../core/ids.js';
 import { TREE_ENCODINGS, type TreeEncoding } from './tree.js';
 import { asRecord, parseJson } from './binary.js';
-import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
+import { CorruptObjectError, ForgedObjectError, RetiredVersionError, UnsupportedVersionError } from './errors.js';
 
 /** The format version this build writes and reads. */
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 
 const MAGIC = 'HFCF';
+/** The JSON ends with the MAC member, written exactly so: `,"mac":"<64 hex>"}`. */
+const MAC_MEMBER = ',"mac":"';
+const MAC_TAIL = '"}';
+const MAC_SUFFIX_BYTES = MAC_MEMBER.length + 2 * MAC_BYTES + MAC_TAIL.length;
 
 export interface RepoConfig {
   /** Format version; a reader refuses any other. */
@@ -42,9 +50,28 @@ export function newConfig(chunker: ChunkerParams, packSize: number, compression:
   return { version: FORMAT_VERSION, id: randomBytes(32).toString('hex'), created: new Date().toISOString(), chunker, packSize, compression, blobIds: 'blake3', trees: 'binary', ...(appendOnly ? { appendOnly: true as const } : {}) };
 }
 
-export function encodeConfig(c: RepoConfig): Buffer {
-  const body = Buffer.concat([Buffer.from(MAGIC, 'latin1'), Buffer.from(JSON.stringify(c), 'utf8')]);
+/** Encodes `c` with its MAC under `key` (`macKey(master, 'config')`). */
+export function encodeConfig(c: RepoConfig, key: Buffer): Buffer {
+  const signed = Buffer.concat([Buffer.from(MAGIC, 'latin1'), Buffer.from(JSON.stringify(c), 'utf8')]);
+  const tail = Buffer.from(`${MAC_MEMBER}${mac(key, signed).toString('hex')}${MAC_TAIL}`, 'latin1');
+  // The MAC member replaces the closing brace, and brings its own.
+  const body = Buffer.concat([signed.subarray(0, signed.length - 1), tail]);
   return Buffer.concat([body, sha256(body)]);
+}
+
+/**
+ * Checks the config's MAC under `key` (`macKey(master, 'config')`); throws
+ * `ForgedObjectError` when it fails. Expects bytes `decodeConfig` accepted.
+ */
+export function authenticateConfig(bytes: Buffer, key: Buffer): void {
+  const body = bytes.subarray(0, bytes.length - 32);
+  const suffix = body.subarray(body.length - MAC_SUFFIX_BYTES).toString('latin1');
+  const hex = suffix.slice(MAC_MEMBER.length, MAC_MEMBER.length + 2 * MAC_BYTES);
+  const signed = Buffer.concat([body.subarray(0, body.length - MAC_SUFFIX_BYTES), Buffer.from('}', 'latin1')]);
+  const wellFormed = suffix.startsWith(MAC_MEMBER) && suffix.endsWith(MAC_TAIL) && isIdHex(hex);
+  if (!wellFormed || !macMatches(key, signed, Buffer.from(hex, 'hex'))) {
+    throw new ForgedObjectError('config', 'refusing to open the repository: its chunker, pack size, compression or another setting may have been rewritten. Put back the config from a copy of the repository');
+  }
 }
 
 export function decodeConfig(bytes: Buffer): RepoConfig {
@@ -55,7 +82,12 @@ export function decodeConfig(bytes: Buffer): RepoConfig {
   const body = bytes.subarray(0, bytes.length - 32);
   if (!sha256(body).equals(bytes.subarray(bytes.length - 32))) throw new CorruptObjectError(what, 'checksum mismatch');
   const o = asRecord(parseJson(body.subarray(4), what), what);
+  if (o['version'] === 1) {
+    throw new RetiredVersionError(1, FORMAT_VERSION, 'its config and snapshots carry no MAC, so a change made to them in storage could not be told (docs/format.md §10). '
+      + 'Read it with the holdfast that wrote it, and back up into a new repository made with "holdfast init"');
+  }
   if (o['version'] !== FORMAT_VERSION) throw new UnsupportedVersionError('the repository', o['version'], FORMAT_VERSION);
+  if (!isIdHex(o['mac'])) throw new CorruptObjectError(what, 'bad mac');
   if (!isIdHex(o['id'])) throw new CorruptObjectError(what, 'bad id');
   if (typeof o['created'] !== 'string') throw new CorruptObjectError(what, 'bad created');
   const packSize = o['packSize'];

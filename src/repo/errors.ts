@@ -11,6 +11,20 @@ export class CorruptObjectError extends Error {
   }
 }
 
+/**
+ * A plain object fails its MAC: its bytes match its name, so it is not
+ * damage, but it was not written by a holder of the key. Someone with write
+ * access to the storage changed or planted it (docs/format.md §11).
+ */
+export class ForgedObjectError extends CorruptObjectError {
+  /** `consequence` says what the reader does about it. */
+  constructor(object: string, consequence: string) {
+    super(object, 'fails its MAC');
+    this.message = `${object} fails its MAC: it was changed or planted in storage by someone without the key (docs/format.md §11); ${consequence}`;
+    this.name = 'ForgedObjectError';
+  }
+}
+
 /** No key of the repository opens with the password given. */
 export class WrongPasswordError extends Error {
   constructor() {
@@ -38,6 +52,15 @@ export class UnsupportedVersionError extends Error {
       ? `${object}, which this holdfast does not know; upgrade holdfast to read it`
       : `${object} has format version ${typeof version === 'number' ? version : JSON.stringify(version)}, this holdfast reads version ${supported}; upgrade holdfast to read it`);
     this.name = 'UnsupportedVersionError';
+  }
+}
+
+/** The repository has a format version older than the one this build reads, which this build no longer reads. */
+export class RetiredVersionError extends UnsupportedVersionError {
+  constructor(version: number, supported: number, why: string) {
+    super('the repository', version, supported);
+    this.message = `repository format version ${version} is not supported by this holdfast; ${why}`;
+    this.name = 'RetiredVersionError';
   }
 }
 

@@ -15,15 +15,15 @@
  * (`indexOrphanPacks`), so their blobs are reused, not uploaded again.
  */
 import { AlreadyExistsError, NotFoundError, ShortReadError, type Backend, type Handle } from '../storage/backend.js';
-import { AuthenticationError, newMasterKey, sha256, defaultScryptParams, type MasterKey } from '../core/crypto.js';
+import { AuthenticationError, macKey, newMasterKey, sha256, defaultScryptParams, type MasterKey } from '../core/crypto.js';
 import { BlobCompressor, type CompressionMode } from '../core/compress.js';
 import { DEFAULT_CHUNKER_PARAMS, FastCDC, gearTable, validateChunkerParams, type ChunkerParams } from '../core/chunker.js';
-import { decodeConfig, encodeConfig, newConfig, type RepoConfig } from './config.js';
+import { authenticateConfig, decodeConfig, encodeConfig, newConfig, type RepoConfig } from './config.js';
 import { decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile } from './key-file.js';
 import { BlobType, PACK_TRAILER_BYTES, PackWriter, parsePackHeader, parsePackTrailer, type PackedBlob } from './pack.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from './blob-codec.js';
 import { MasterIndex, decodeIndex, encodeIndex, type BlobLocation, type IndexedPack } from './index-file.js';
-import { decodeSnapshot, type Snapshot } from './snapshot.js';
+import { authenticateSnapshot, decodeSnapshot, encodeSnapshot, type Snapshot } from './snapshot.js';
 import { condemnedPacks, loadMarkers } from './deletion-marker.js';
 import { commitSnapshot } from './snapshot-fence.js';
 import { loadEvery } from './objects.js';
@@ -78,9 +78,11 @@ async function saveAddressed(backend: Backend, type: Handle['type'], bytes: Buff
   return name;
 }
 
-async function readConfig(backend: Backend): Promise<RepoConfig> {
+/** The config's bytes, and what they say (not yet authenticated). */
+async function readConfig(backend: Backend): Promise<{ bytes: Buffer; config: RepoConfig }> {
   try {
-    return decodeConfig(await backend.load(handle('config', 'config')));
+    const bytes = await backend.load(handle('config', 'config'));
+    return { bytes, config: decodeConfig(bytes) };
   } catch (e) {
     if (e instanceof NotFoundError) throw new NotARepositoryError(backend.location);
     throw e;
@@ -107,6 +109,8 @@ export class Repository {
   private unindexed: IndexedPack[] = [];
   private uploadError: unknown;
   private readonly blobKeys: BlobKeys;
+  /** Key of the snapshots' MACs. */
+  private readonly snapshotMacKey: Buffer;
 
   private constructor(
     readonly backend: Backend,
@@ -117,6 +121,7 @@ export class Repository {
   ) {
     this.compressor = new BlobCompressor(config.compression);
     this.blobKeys = { encryption: key.encryption, id: key.id, idHash: config.blobIds };
+    this.snapshotMacKey = macKey(key, 'snapshot');
   }
 
   /** Creates a new repository with one key for `password`. */
@@ -130,23 +135,24 @@ export class Repository {
     const key = newMasterKey();
     const keyBytes = await wrapMasterKey(key, config.id, password, defaultScryptParams());
     const keyId = await saveAddressed(backend, 'key', keyBytes);
-    await backend.save(handle('config', 'config'), encodeConfig(config));
+    await backend.save(handle('config', 'config'), encodeConfig(config, macKey(key, 'config')));
     return new Repository(backend, config, key, keyId);
   }
 
   /**
    * Opens a repository with a password. Throws `NotARepositoryError`,
-   * `UnsupportedVersionError`, `CorruptObjectError` or `WrongPasswordError`.
+   * `UnsupportedVersionError`, `CorruptObjectError`, `WrongPasswordError`,
+   * or `ForgedObjectError` when the config fails its MAC.
    */
   static async open(backend: Backend, password: string): Promise<Repository> {
-    const config = await readConfig(backend);
+    const { bytes, config } = await readConfig(backend);
     let damaged: Error | undefined;
     for await (const info of backend.list('key')) {
       const what = `key ${info.name}`;
+      let key: MasterKey;
       try {
         const file = decodeKeyFile(await loadChecked(backend, handle('key', info.name), what), what);
-        const key = await unwrapMasterKey(file, password, config.id, what);
-        return new Repository(backend, config, key, info.name);
+        key = await unwrapMasterKey(file, password, config.id, what);
       } catch (e) {
         if (e instanceof AuthenticationError) continue;
         if (e instanceof CorruptObjectError || e instanceof NotFoundError || e instanceof UnsupportedVersionError) {
@@ -155,14 +161,16 @@ export class Repository {
         }
         throw e;
       }
+      authenticateConfig(bytes, macKey(key, 'config'));
+      return new Repository(backend, config, key, info.name);
     }
     if (damaged) throw new Error(`${damaged.message}; no other key opens with this password`);
     throw new WrongPasswordError();
   }
 
-  /** Reads the config alone, without a password (for keyless operations). */
-  static readConfig(backend: Backend): Promise<RepoConfig> {
-    return readConfig(backend);
+  /** Reads the config alone, without a password (for keyless operations): not authenticated. */
+  static async readConfig(backend: Backend): Promise<RepoConfig> {
+    return (await readConfig(backend)).config;
   }
 
   /** Chooses the compression for blobs this session writes. */
@@ -387,20 +395,24 @@ export class Repository {
 
   // ---- snapshots ----
 
-  /** Writes a snapshot behind the fence that keeps a concurrent prune from deleting what it references (snapshot-fence.ts). */
+  /** Writes a snapshot, with its MAC, behind the fence that keeps a concurrent prune from deleting what it references (snapshot-fence.ts). */
   async saveSnapshot(s: Snapshot): Promise<string> {
-    return commitSnapshot({ backend: this.backend, index: this.index, packSize: this.config.packSize }, s);
+    return commitSnapshot({ backend: this.backend, index: this.index, packSize: this.config.packSize }, s.blobs, encodeSnapshot(s, this.snapshotMacKey));
   }
 
+  /** Loads a snapshot and checks its MAC: `ForgedObjectError` when it was changed or planted in storage. */
   async loadSnapshot(id: string): Promise<Snapshot> {
     const what = `snapshot ${id}`;
-    return decodeSnapshot(await loadChecked(this.backend, handle('snapshot', id), what), what);
+    const bytes = await loadChecked(this.backend, handle('snapshot', id), what);
+    const s = decodeSnapshot(bytes, what);
+    authenticateSnapshot(bytes, this.snapshotMacKey, id);
+    return s;
   }
 
   /**
-   * Every snapshot, oldest first. A damaged snapshot object is reported to
-   * `onDamaged` (default: a warning on stderr) and left out, so it cannot
-   * hide the others.
+   * Every snapshot, oldest first. A damaged snapshot object, or one that
+   * fails its MAC, is reported to `onDamaged` (default: a warning on stderr)
+   * and left out, so it cannot hide or displace the others.
    */
   async listSnapshots(onDamaged: (id: string, e: Error) => void = (id, e) => process.stderr.write(`warning: skipping snapshot ${id}: ${e.message}\n`)): Promise<{ id: string; snapshot: Snapshot }[]> {
     const out: { id: string; snapshot: Snapshot }[] = [];

@@ -28,7 +28,6 @@ import { commitWindowMs, condemnedPacks, formatDurationMs, loadMarkers } from '.
 import { decodeIndex, encodeIndex, type BlobLocation, type IndexedPack, type MasterIndex } from './index-file.js';
 import { handleOf, listObjects, loadChecked, loadEvery, saveAddressed } from './objects.js';
 import { PackCopier } from './pack-copier.js';
-import { encodeSnapshot, type Snapshot } from './snapshot.js';
 
 /** What the fence needs from a repository. */
 export interface FenceTarget {
@@ -55,13 +54,12 @@ function since(start: { mono: number; wall: number }): number {
   return Math.max(performance.now() - start.mono, Date.now() - start.wall);
 }
 
-/** Writes `s` behind the fence described in the module comment; returns the snapshot id. */
-export async function commitSnapshot(t: FenceTarget, s: Snapshot): Promise<string> {
-  const bytes = encodeSnapshot(s);
+/** Writes a snapshot (`bytes`, encoded, listing `blobs`) behind the fence described in the module comment; returns its id. */
+export async function commitSnapshot(t: FenceTarget, blobs: readonly string[], bytes: Buffer): Promise<string> {
   for (let attempt = 1; ; attempt++) {
     const start = { mono: performance.now(), wall: Date.now() };
     try {
-      await protectBlobs(t, s.blobs);
+      await protectBlobs(t, blobs);
     } catch (e) {
       // A marked pack vanished while we copied from it: look again (a prune may have rescued the blob).
       if (attempt < ATTEMPTS && (e instanceof NotFoundError || e instanceof ShortReadError)) continue;

@@ -2,19 +2,24 @@
  * Snapshot objects (`snapshots/<sha256>`). Plain, so that a server without
  * the key can apply retention, garbage-collect and account:
  *
- *   "HFSN" || u8 version (1) || u32 LE json length || JSON (UTF-8)
+ *   "HFSN" || u8 version (2) || u32 LE json length || JSON (UTF-8)
  *   || u32 LE id count || id count × 32-byte blob id (sorted, unique)
+ *   || MAC: HMAC-SHA256 under macKey(master, 'snapshot') of all bytes before it
  *
  * The JSON carries time, host, paths, tags, parent, the root tree id and the
  * summary; the id list is every blob (data and tree) the snapshot references.
- * File names and metadata live only in the encrypted tree blobs.
+ * File names and metadata live only in the encrypted tree blobs. A keyless
+ * reader parses and skips the MAC; a keyed one checks it
+ * (`authenticateSnapshot`), so it never trusts a snapshot changed or planted
+ * in storage.
  */
+import { MAC_BYTES, mac, macMatches } from '../core/crypto.js';
 import { ID_BYTES, idHex, isIdHex } from '../core/ids.js';
 import { ByteReader, asRecord, parseJson } from './binary.js';
-import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
+import { CorruptObjectError, ForgedObjectError, UnsupportedVersionError } from './errors.js';
 import { decodeImageInfo, type ImageInfo } from './image-info.js';
 
-export const SNAPSHOT_VERSION = 1;
+export const SNAPSHOT_VERSION = 2;
 const MAGIC = 'HFSN';
 
 /** What a backup did, in numbers. */
@@ -63,11 +68,12 @@ export interface Snapshot {
   readonly blobs: readonly string[];
 }
 
-export function encodeSnapshot(s: Snapshot): Buffer {
+/** Encodes `s` with its MAC under `key` (`macKey(master, 'snapshot')`). */
+export function encodeSnapshot(s: Snapshot, key: Buffer): Buffer {
   const { blobs, ...meta } = s;
   const json = Buffer.from(JSON.stringify(meta), 'utf8');
   const sorted = [...new Set(blobs)].sort();
-  const b = Buffer.alloc(4 + 1 + 4 + json.length + 4 + sorted.length * ID_BYTES);
+  const b = Buffer.alloc(4 + 1 + 4 + json.length + 4 + sorted.length * ID_BYTES + MAC_BYTES);
   b.write(MAGIC, 0, 'latin1');
   b.writeUInt8(SNAPSHOT_VERSION, 4);
   b.writeUInt32LE(json.length, 5);
@@ -76,7 +82,20 @@ export function encodeSnapshot(s: Snapshot): Buffer {
   b.writeUInt32LE(sorted.length, o);
   o += 4;
   for (const id of sorted) o += Buffer.from(id, 'hex').copy(b, o);
+  mac(key, b.subarray(0, o)).copy(b, o);
   return b;
+}
+
+/**
+ * Checks the MAC of snapshot `id` under `key` (`macKey(master, 'snapshot')`);
+ * throws `ForgedObjectError` when it fails. Expects bytes `decodeSnapshot`
+ * accepted.
+ */
+export function authenticateSnapshot(bytes: Buffer, key: Buffer, id: string): void {
+  const end = bytes.length - MAC_BYTES;
+  if (!macMatches(key, bytes.subarray(0, end), bytes.subarray(end))) {
+    throw new ForgedObjectError(`snapshot ${id}`, `not used ("holdfast forget ${id}" removes it)`);
+  }
 }
 
 const str = (o: Record<string, unknown>, f: string, what: string): string => {
@@ -99,7 +118,7 @@ export function decodeSnapshot(bytes: Buffer, what: string): Snapshot {
   const jsonLength = r.u32('json length');
   const o = asRecord(parseJson(r.bytes(jsonLength, 'json'), what), what);
   const count = r.u32('id count');
-  if (count * ID_BYTES !== r.remaining) r.fail(`claims ${count} blob ids in ${r.remaining} bytes`);
+  if (count * ID_BYTES + MAC_BYTES !== r.remaining) r.fail(`claims ${count} blob ids and a MAC in ${r.remaining} bytes`);
   const blobs: string[] = new Array<string>(count);
   for (let i = 0; i < count; i++) blobs[i] = idHex(r.bytes(ID_BYTES, 'blob id'));
   const time = str(o, 'time', what);

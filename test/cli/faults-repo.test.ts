@@ -122,18 +122,18 @@ describe('not a repository, or a newer one', () => {
     assert.equal(existsSync(s.path('missing')), false);
   });
 
-  it('a config with format version 2 asks for an upgrade (exit 1) and is left untouched', async () => {
+  it('a config with format version 3 asks for an upgrade (exit 1) and is left untouched', async () => {
     const base = await withBaseline(s);
     const configPath = join(s.repo, 'config');
     const original = await fs.readFile(configPath);
     assert.equal(original.subarray(0, 4).toString('latin1'), 'HFCF');
     const json = JSON.parse(original.subarray(4, original.length - 32).toString('utf8')) as Record<string, unknown>;
-    json['version'] = 2;
+    json['version'] = 3;
     const body = Buffer.concat([Buffer.from('HFCF', 'latin1'), Buffer.from(JSON.stringify(json), 'utf8')]);
     const newer = Buffer.concat([body, createHash('sha256').update(body).digest()]);
     await fs.writeFile(configPath, newer);
 
-    failsWith(await s.run(['snapshots']), 1, /version 2.*upgrade/i);
+    failsWith(await s.run(['snapshots']), 1, /version 3.*upgrade/i);
     failsWith(await s.run(['backup', base.src]), 1, /upgrade/i);
     failsWith(await s.run(['restore', 'latest', '--target', s.path('t')]), 1, /upgrade/i);
     assert.deepEqual(await fs.readFile(configPath), newer, 'an older holdfast rewrote a newer config');

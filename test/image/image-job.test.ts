@@ -76,7 +76,7 @@ describe('the image backup job and the image reader', () => {
     assert.deepEqual({ blocks: img.counts.blocks, zero: img.counts.zero, changed: img.counts.changed, stored: img.counts.stored }, { blocks: 6, zero: 1, changed: 5, stored: 4 });
     // The snapshot lists every block, the map and the empty tree, and survives encoding.
     assert.equal(snapshot.blobs.length, 4 + 1 + 1);
-    const again = decodeSnapshot(encodeSnapshot(snapshot), 'snapshot');
+    const again = decodeSnapshot(encodeSnapshot(snapshot, Buffer.alloc(32)), 'snapshot');
     assert.deepEqual(again.image, snapshot.image);
     const reloaded = await repo.loadSnapshot(id);
     const reader = openImageSnapshot(repo, reloaded, { cacheBytes: 2 * 65536 });
@@ -109,7 +109,7 @@ describe('the image backup job and the image reader', () => {
     const mutate = (f: (o: Record<string, unknown>) => void): Buffer => {
       const o = JSON.parse(JSON.stringify(snapshot.image)) as Record<string, unknown>;
       f(o);
-      return encodeSnapshot({ ...snapshot, image: o as never });
+      return encodeSnapshot({ ...snapshot, image: o as never }, Buffer.alloc(32));
     };
     assert.throws(() => decodeSnapshot(mutate((o) => (o['blockSize'] = 3000)), 's'), /image: bad blockSize/);
     assert.throws(() => decodeSnapshot(mutate((o) => (o['maps'] = [])), 's'), /image: 0 maps for 6 blocks/);

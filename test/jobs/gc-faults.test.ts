@@ -12,7 +12,7 @@ import { Pruner } from '../../src/jobs/prune/pruner.js';
 import { FaultBackend } from '../../src/storage/fault-backend.js';
 import { rebuildIndex } from '../../src/jobs/repair/index-rebuilder.js';
 import { GcFixture, bytes, names, type Files } from './gc-fixture.js';
-import { encodeSnapshot } from '../../src/repo/snapshot.js';
+import { signedSnapshot } from '../helpers/master-key.js';
 import { sha256 } from '../../src/core/crypto.js';
 
 const GRACE = 60_000;
@@ -39,7 +39,7 @@ async function scenario(): Promise<{ f: GcFixture; fb: FaultBackend; live: Map<s
   await late.flush();
   await f.forget(gone1);
   await new Pruner(f.plain(), { graceMs: GRACE, now: f.clock }).run();
-  const raw = encodeSnapshot(f.snapshotOf(lateTree.tree, lateTree.blobs, new Date(f.now)));
+  const raw = await signedSnapshot(f.backend, f.snapshotOf(lateTree.tree, lateTree.blobs, new Date(f.now)));
   const lateId = sha256(raw).toString('hex');
   await f.backend.save({ type: 'snapshot', name: lateId }, raw);
   live.set(lateId, lateFiles);

@@ -8,10 +8,10 @@ import { describe, it } from 'node:test';
 import { Pruner } from '../../src/jobs/prune/pruner.js';
 import { FaultBackend } from '../../src/storage/fault-backend.js';
 import { BlobType } from '../../src/repo/pack.js';
-import { encodeSnapshot } from '../../src/repo/snapshot.js';
 import { BlobsLostError } from '../../src/repo/snapshot-fence.js';
 import { sha256 } from '../../src/core/crypto.js';
 import { GcFixture, bytes, names } from './gc-fixture.js';
+import { signedSnapshot } from '../helpers/master-key.js';
 
 const GRACE = 60_000;
 
@@ -187,7 +187,7 @@ describe('prune alongside a backup (restic issue 3126)', () => {
     await backup.flush();
     await pruner(f).run();
     // Written as a backup whose fence ran just before the marker appeared would write it.
-    const snap = encodeSnapshot(f.snapshotOf(tree, blobs, new Date(f.now)));
+    const snap = await signedSnapshot(f.backend, f.snapshotOf(tree, blobs, new Date(f.now)));
     const sid = sha256(snap).toString('hex');
     await f.backend.save({ type: 'snapshot', name: sid }, snap);
     f.advance(GRACE);
@@ -231,7 +231,7 @@ describe('prune alongside a backup (restic issue 3126)', () => {
     assert.equal((await names(f.backend, 'snapshot')).length, 1, 'only the live snapshot exists: none was written');
     await f.assertCheckPasses();
     // Without the fence, this is restic 3126: the snapshot would reference deleted data.
-    const raw = encodeSnapshot(f.snapshotOf(tree, blobs, new Date(f.now)));
+    const raw = await signedSnapshot(f.backend, f.snapshotOf(tree, blobs, new Date(f.now)));
     await f.backend.save({ type: 'snapshot', name: sha256(raw).toString('hex') }, raw);
     const broken = await f.check({ readData: true });
     assert.equal(broken.damaged.length, 1, 'a snapshot written without the fence is damaged');

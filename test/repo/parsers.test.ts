@@ -253,13 +253,21 @@ const configArb: fc.Arbitrary<RepoConfig> = fc.record(
   { noNullPrototype: true },
 );
 
-/** A config object around any JSON, with a correct checksum: only the JSON checks stand between it and the client. */
+/** Any 32 bytes: the parsers never check a MAC (the keyed readers do, test/cli/forgery.test.ts). */
+const MAC_KEY = Buffer.alloc(32, 7);
+
+/**
+ * A config object around any JSON (an object without a `mac` gets a
+ * well-formed one), with a correct checksum: only the JSON checks stand
+ * between it and the client.
+ */
 function configBytes(json: unknown): Buffer {
-  const body = Buffer.concat([Buffer.from('HFCF', 'latin1'), Buffer.from(JSON.stringify(json), 'utf8')]);
+  const withMac = json !== null && typeof json === 'object' && !Array.isArray(json) && !('mac' in json) ? { ...json, mac: 'ab'.repeat(32) } : json;
+  const body = Buffer.concat([Buffer.from('HFCF', 'latin1'), Buffer.from(JSON.stringify(withMac), 'utf8')]);
   return Buffer.concat([body, sha256(body)]);
 }
 
-const CONFIG_NAMES = /^(config is damaged|the repository has format version|the repository's blob ids are made with|the repository's trees are encoded as)/;
+const CONFIG_NAMES = /^(config is damaged|the repository has format version|repository format version 1 is not supported|the repository's blob ids are made with|the repository's trees are encoded as)/;
 
 function checkConfig(v: unknown): void {
   const c = v as RepoConfig;
@@ -277,7 +285,7 @@ formatSuite<RepoConfig>({
   title: 'config',
   names: CONFIG_NAMES,
   valid: configArb,
-  encode: encodeConfig,
+  encode: (c) => encodeConfig(c, MAC_KEY),
   decode: decodeConfig,
   garbage: [
     fc.jsonValue({ maxDepth: 3 }).map(configBytes),
@@ -294,20 +302,39 @@ formatSuite<RepoConfig>({
 describe('config: specific cases', () => {
   const valid = newConfig(DEFAULT_CHUNKER_PARAMS, 16 * MiB, 'default');
 
-  it('a config written by a newer holdfast (version 2) is refused with a message to upgrade', () => {
+  it('a config written by a newer holdfast (version 3) is refused with a message to upgrade', () => {
     assert.throws(
-      () => decodeConfig(encodeConfig({ ...valid, version: 2 })),
+      () => decodeConfig(encodeConfig({ ...valid, version: 3 }, MAC_KEY)),
       (e: unknown) => {
         assert.ok(e instanceof UnsupportedVersionError, String(e));
-        assert.match(e.message, /version 2/);
-        assert.match(e.message, /reads version 1/);
+        assert.match(e.message, /version 3/);
+        assert.match(e.message, /reads version 2/);
         assert.match(e.message, /upgrade holdfast/);
         return true;
       },
     );
   });
 
-  it('a version that is not the number 1 is refused as unsupported', () => {
+  it('a version 1 config (no MAC) is refused: this holdfast no longer reads it', () => {
+    const body = Buffer.concat([Buffer.from('HFCF', 'latin1'), Buffer.from(JSON.stringify({ ...valid, version: 1 }), 'utf8')]);
+    assert.throws(
+      () => decodeConfig(Buffer.concat([body, sha256(body)])),
+      (e: unknown) => {
+        assert.ok(e instanceof UnsupportedVersionError, String(e));
+        assert.match(e.message, /^repository format version 1 is not supported by this holdfast; /);
+        return true;
+      },
+    );
+  });
+
+  it('a version 2 config without a well-formed mac is damaged', () => {
+    for (const mac of [undefined, 'AB'.repeat(32), 'ab', 5]) {
+      const bytes = Buffer.concat([Buffer.from('HFCF', 'latin1'), Buffer.from(JSON.stringify({ ...valid, mac }), 'utf8')]);
+      assert.throws(() => decodeConfig(Buffer.concat([bytes, sha256(bytes)])), /config is damaged: bad mac/, String(mac));
+    }
+  });
+
+  it('a version that is not the number 2 is refused as unsupported', () => {
     for (const version of [0, '1', null, 1.5, { toString: null }]) {
       assert.throws(() => decodeConfig(configBytes({ ...valid, version })), UnsupportedVersionError, JSON.stringify(version));
     }
@@ -345,7 +372,7 @@ describe('config: specific cases', () => {
   });
 
   it('a checksum mismatch is a CorruptObjectError saying so', () => {
-    const bytes = encodeConfig(valid);
+    const bytes = encodeConfig(valid, MAC_KEY);
     for (const i of [4, 20, bytes.length - 33, bytes.length - 32, bytes.length - 1]) {
       const damaged = Buffer.from(bytes);
       damaged[i] = damaged[i]! ^ 0x20;
@@ -362,7 +389,7 @@ describe('config: specific cases', () => {
   });
 
   it('bad magic and short input are CorruptObjectErrors', () => {
-    const bytes = encodeConfig(valid);
+    const bytes = encodeConfig(valid, MAC_KEY);
     const other = Buffer.from(bytes);
     other.write('HFXX', 0, 'latin1');
     assert.throws(() => decodeConfig(other), /config is damaged: not a holdfast config/);
@@ -716,7 +743,7 @@ const snapshotArb: fc.Arbitrary<Snapshot> = fc.record(
 
 /** A snapshot object from raw parts: any JSON text and any ids. */
 function rawSnapshot(json: Buffer, ids: readonly Buffer[], countDelta = 0): Buffer {
-  return Buffer.concat([Buffer.from('HFSN\x01', 'latin1'), u32le(json.length), json, u32le(ids.length + countDelta), ...ids]);
+  return Buffer.concat([Buffer.from('HFSN\x02', 'latin1'), u32le(json.length), json, u32le(ids.length + countDelta), ...ids, MAC_KEY]);
 }
 
 const snapshotMeta = (s: Snapshot): unknown => {
@@ -728,15 +755,15 @@ formatSuite<Snapshot>({
   title: 'snapshot',
   names: new RegExp(`^${SNAPSHOT_WHAT} (is damaged|has format version)`),
   valid: snapshotArb,
-  encode: encodeSnapshot,
+  encode: (s) => encodeSnapshot(s, MAC_KEY),
   decode: (b) => decodeSnapshot(b, SNAPSHOT_WHAT),
   garbage: [
     fc.tuple(mutatedJson(snapshotArb, snapshotMeta), fc.array(fc.uint8Array({ minLength: 32, maxLength: 32 }), { maxLength: 3 })).map(([j, ids]) =>
       rawSnapshot(jsonBytes(j), ids.map((b) => Buffer.from(b))),
     ),
     fc.tuple(fc.jsonValue({ maxDepth: 2 }), fc.constantFrom(0, 1, -1, 0x7fffffff)).map(([j, d]) => rawSnapshot(jsonBytes(j), [], d)),
-    randomBuffer(200).map((b) => Buffer.concat([Buffer.from('HFSN\x01', 'latin1'), b])),
-    fc.tuple(randomBuffer(50), u32).map(([b, n]) => Buffer.concat([Buffer.from('HFSN\x01', 'latin1'), u32le(n), b])),
+    randomBuffer(200).map((b) => Buffer.concat([Buffer.from('HFSN\x02', 'latin1'), b])),
+    fc.tuple(randomBuffer(50), u32).map(([b, n]) => Buffer.concat([Buffer.from('HFSN\x02', 'latin1'), u32le(n), b])),
   ],
   check: (v) => {
     const s = v as Snapshot;
@@ -755,12 +782,12 @@ describe('snapshot: specific cases', () => {
   it('encoding sorts and de-duplicates the blob list', () => {
     const ids = ['ff'.repeat(32), '00'.repeat(32), 'ff'.repeat(32), '80'.repeat(32)];
     const s = fc.sample(snapshotArb, { seed: 1, numRuns: 1 })[0]!;
-    const back = decodeSnapshot(encodeSnapshot({ ...s, blobs: ids }), SNAPSHOT_WHAT);
+    const back = decodeSnapshot(encodeSnapshot({ ...s, blobs: ids }, MAC_KEY), SNAPSHOT_WHAT);
     assert.deepEqual(back.blobs, ['00'.repeat(32), '80'.repeat(32), 'ff'.repeat(32)]);
   });
 
   it('huge lengths fail at once', () => {
-    assert.throws(() => decodeSnapshot(Buffer.concat([Buffer.from('HFSN\x01', 'latin1'), u32le(0xffffffff)]), SNAPSHOT_WHAT), /truncated while reading json/);
+    assert.throws(() => decodeSnapshot(Buffer.concat([Buffer.from('HFSN\x02', 'latin1'), u32le(0xffffffff)]), SNAPSHOT_WHAT), /truncated while reading json/);
     assert.throws(() => decodeSnapshot(rawSnapshot(Buffer.from('{}'), [], 0xffffffff), SNAPSHOT_WHAT), /claims 4294967295 blob ids/);
   });
 

@@ -61,7 +61,7 @@ describe('Repository: init and open', () => {
     const config = await Repository.readConfig(backend);
     assert.equal(config.compression, 'max');
     assert.equal(config.packSize, SMALL_PACK);
-    assert.equal(config.version, 1);
+    assert.equal(config.version, 2);
     assert.match(config.id, /^[0-9a-f]{64}$/);
   });
 

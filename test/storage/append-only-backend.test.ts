@@ -64,8 +64,8 @@ describe('append-only repositories', () => {
     assert.equal(decodeConfig(raw).appendOnly, true);
     const normal = await Repository.init(new MemoryBackend(), 'pw');
     assert.equal(normal.config.appendOnly, undefined);
-    assert.doesNotMatch(encodeConfig(normal.config).toString('latin1'), /appendOnly/);
-    const bad = encodeConfig({ ...normal.config, appendOnly: 'yes' } as never);
+    assert.doesNotMatch(encodeConfig(normal.config, Buffer.alloc(32)).toString('latin1'), /appendOnly/);
+    const bad = encodeConfig({ ...normal.config, appendOnly: 'yes' } as never, Buffer.alloc(32));
     assert.throws(() => decodeConfig(bad), CorruptObjectError);
   });
 

@@ -104,8 +104,15 @@ export async function repairSnapshots(repo: PlainRepository, opts: RepairSnapsho
       toRemove.push(d.id);
       continue;
     }
-    const s = snaps.ok.get(d.id);
-    if (!s) continue;
+    if (!snaps.ok.has(d.id)) continue;
+    let s: Snapshot;
+    try {
+      // Authenticated: the rewritten copy gets a MAC, which must never vouch for a forged original.
+      s = await opts.keyed!.loadSnapshot(d.id);
+    } catch (e) {
+      skipped.push({ id: d.id, reason: (e as Error).message });
+      continue;
+    }
     if (s.image) {
       skipped.push({ id: d.id, reason: `image snapshot with ${d.imageBlocks ?? '?'} lost block(s); use --forget-damaged to remove it` });
       continue;
