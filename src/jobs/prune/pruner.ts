@@ -381,7 +381,7 @@ export class Pruner {
     }
 
     // Copy every live blob of a repacked pack (every copy is kept: a keyless prune cannot tell a genuine copy from a planted one), from bytes whose SHA-256 matches the pack's name.
-    const written: IndexedPack[] = [];
+    const copier = this.copier(state);
     let keptBytes = 0;
     for (const pack of repack) {
       this.check();
@@ -393,14 +393,13 @@ export class Pruner {
         this.warn(`pack ${pack} does not match its checksum; not repacked (run "holdfast check --read-data")`);
         continue;
       }
-      const copier = this.copier(state);
       for (const b of header.filter((x) => live.has(x.id))) {
         this.check();
         await copier.add(b, bytes.subarray(b.offset, b.offset + b.length));
         keptBytes += b.length;
       }
-      written.push(...(await copier.finish()));
     }
+    const written = await copier.finish();
     const marked: IndexedPack[] = [];
     for (const pack of condemned) marked.push({ pack, blobs: await confirm(pack) });
     const compacted = await this.compact(state, condemned, [...adopted, ...written], true);
