@@ -373,9 +373,10 @@ export class Pruner {
       unusedPacks: unused.length, unusedBytes, repackedPacks: repack.length, repackedBytes, blobsCopied, bytesCopied,
       orphansAdopted: adopted.length, damagedPacks,
     };
-    const rewrite = adopted.length > 0 || missingPacks.length > 0 || disputed.length > 0;
     if (this.opts.dryRun || condemned.size === 0) {
-      if (!this.opts.dryRun && rewrite) await this.compact(state, new Set(), adopted, true);
+      // Adopted packs are only added; entries of missing packs and descriptions that the headers overrule are rewritten away.
+      const full = missingPacks.length > 0 || disputed.length > 0;
+      if (!this.opts.dryRun && (full || adopted.length > 0)) await this.compact(state, new Set(), adopted, full);
       const report: MarkReport = { ...base, packsWritten: 0, bytesToFree: unusedBytes + repackedBytes - bytesCopied };
       return { report, snapshots: count, state };
     }
