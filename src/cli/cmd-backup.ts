@@ -10,7 +10,7 @@ import { scanTotals } from '../sources/file-tree.js';
 import { commandOutput } from '../sources/command-output.js';
 import type { Repository } from '../repo/repository.js';
 import type { Snapshot } from '../repo/snapshot.js';
-import { collect, formatBytes, formatDuration, globals, say, warn, type GlobalOptions } from './context.js';
+import { collect, compressionMode, formatBytes, formatDuration, globals, say, warn, type GlobalOptions } from './context.js';
 import { backupSession, parseTime, splitTags } from './backup-session.js';
 import { backupTargets } from './backup-targets.js';
 import { ExitError, EXIT } from './exit-codes.js';
@@ -66,7 +66,7 @@ export function register(program: Command): void {
     .option('--stdin', 'back up what is read from stdin')
     .option('--stdin-filename <name>', 'file name for --stdin and --stdin-from-command', 'stdin')
     .option('--stdin-from-command', 'run the command given as arguments and back up its output; fails if it fails')
-    .option('--compression <mode>', 'off, default (zstd 1), better (zstd 3), max (zstd 19) (default: the repository default)')
+    .option('--compression <mode>', 'off, default (zstd 1), better (zstd 3), max (zstd 19) (default: the repository default)', compressionMode)
     .action(async (paths: string[], flags: BackupFlags, cmd: Command) => {
       if (flags.image !== undefined || flags.imageFromCommand) {
         if (flags.dryRun) throw new ExitError('--dry-run does not work with --image yet; nothing was written', EXIT.usage);

@@ -1,23 +1,23 @@
 /** `holdfast init`: creates a repository. */
 import type { Command } from 'commander';
 import { Repository } from '../repo/repository.js';
-import { parseCompressionMode } from '../core/compress.js';
-import { backendFor, globals, say } from './context.js';
+import type { CompressionMode } from '../core/compress.js';
+import { backendFor, compressionMode, globals, say } from './context.js';
 import { getNewPassword, getPassword } from './password.js';
 
 export function register(program: Command): void {
   program
     .command('init')
     .description('create a new repository')
-    .option('--compression <mode>', 'default compression: off, default (zstd 1), better (zstd 3), max (zstd 19)', 'default')
+    .option('--compression <mode>', 'default compression: off, default (zstd 1), better (zstd 3), max (zstd 19)', compressionMode, 'default')
     .option('--append-only', 'snapshots can be added, nothing can be removed by clients (docs/format.md, "Append-only repositories")')
-    .action(async (opts: { compression: string; appendOnly?: boolean }, cmd: Command) => {
+    .action(async (opts: { compression: CompressionMode; appendOnly?: boolean }, cmd: Command) => {
       const g = globals(cmd);
-      const backend = backendFor(g);
+      const backend = await backendFor(g, true);
       const hasSource = g.passwordFile || g.passwordCommand || process.env['HOLDFAST_PASSWORD'] !== undefined
         || process.env['HOLDFAST_PASSWORD_FILE'] || process.env['HOLDFAST_PASSWORD_COMMAND'];
       const password = hasSource ? await getPassword(g) : await getNewPassword(undefined);
-      const repo = await Repository.init(backend, password, { compression: parseCompressionMode(opts.compression), appendOnly: opts.appendOnly === true });
+      const repo = await Repository.init(backend, password, { compression: opts.compression, appendOnly: opts.appendOnly === true });
       say(g, `created holdfast repository ${repo.config.id.slice(0, 10)} at ${backend.location}`);
       say(g, 'keep the password safe: losing it means losing the data in the repository');
       if (opts.appendOnly) say(g, 'append-only: clients cannot remove anything; make the storage enforce it too (docs/format.md, "Append-only repositories")');

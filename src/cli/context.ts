@@ -2,7 +2,11 @@
  * What every command shares: global options, opening the repository, output.
  */
 import type { Command } from 'commander';
+import { stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { parseCompressionMode, type CompressionMode } from '../core/compress.js';
 import { openBackend } from '../storage/open-backend.js';
+import { LocalBackend } from '../storage/local-backend.js';
 import { Repository } from '../repo/repository.js';
 import { KeylessRepository, withRepositoryMode, type ModeOptions } from '../repo/keyless-repository.js';
 import { isAppendOnly } from '../storage/append-only-backend.js';
@@ -36,9 +40,37 @@ export function repoLocation(g: GlobalOptions): string {
   return loc;
 }
 
-/** The backend of the repository location, limited to the rates of --limit-upload and --limit-download. */
-export function backendFor(g: GlobalOptions): Backend {
+/**
+ * Refuses a local location that is a file or lies below one: it can hold no
+ * repository (exit 10; 1 for `init`, which cannot create one there). Opening
+ * it gave a raw ENOTDIR or EEXIST that named neither the location nor the cause.
+ */
+async function refuseFileLocation(backend: Backend, creating: boolean): Promise<void> {
+  if (!(backend instanceof LocalBackend)) return;
+  for (let p = backend.root; ; p = dirname(p)) {
+    let st;
+    try {
+      st = await stat(p);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') return; // the operation itself reports anything else
+    }
+    if (st?.isDirectory()) return;
+    if (st) {
+      throw new ExitError(`${creating ? 'cannot create a repository' : 'no holdfast repository'} at ${backend.location}: `
+        + `${p === backend.root ? 'it' : p} is a file, not a folder`, creating ? EXIT.failed : EXIT.noRepository);
+    }
+    if (dirname(p) === p) return;
+  }
+}
+
+/**
+ * The backend of the repository location, limited to the rates of
+ * --limit-upload and --limit-download; `creating` for `init`.
+ */
+export async function backendFor(g: GlobalOptions, creating = false): Promise<Backend> {
   const backend = openBackend(repoLocation(g));
+  await refuseFileLocation(backend, creating);
   const up = g.limitUpload ?? 0;
   const down = g.limitDownload ?? 0;
   if (up === 0 && down === 0) return backend;
@@ -57,9 +89,19 @@ export function kibPerSecond(option: string): (text: string) => number {
   };
 }
 
+/** A commander parser for --compression: one of the modes, else a usage error (exit 2). */
+export function compressionMode(text: string): CompressionMode {
+  try {
+    return parseCompressionMode(text);
+  } catch (e) {
+    throw new ExitError((e as Error).message, EXIT.usage);
+  }
+}
+
 /** Opens the repository with the password and loads the index; `dryRun`: writes are dropped (`DryRunBackend`). */
 export async function openRepo(g: GlobalOptions, opts: { index?: boolean; dryRun?: boolean } = {}): Promise<Repository> {
-  const { backend } = await withRepositoryMode(opts.dryRun ? new DryRunBackend(backendFor(g)) : backendFor(g), modeOptions());
+  const location = await backendFor(g);
+  const { backend } = await withRepositoryMode(opts.dryRun ? new DryRunBackend(location) : location, modeOptions());
   const password = await getPassword(g);
   const repo = await Repository.open(backend, password);
   if (opts.index !== false) await repo.loadIndex();
@@ -82,7 +124,7 @@ export function modeOptions(): ModeOptions {
 
 /** Opens the repository without a password: config, snapshots and locks only (forget, unlock). */
 export async function openKeyless(g: GlobalOptions): Promise<KeylessRepository> {
-  return KeylessRepository.open(backendFor(g), modeOptions());
+  return KeylessRepository.open(await backendFor(g), modeOptions());
 }
 
 /** Refuses, with exit code 13, a command that would remove data through an append-only client. */

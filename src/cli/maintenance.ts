@@ -29,7 +29,7 @@ export async function openMaintenance(g: GlobalOptions, useKey: boolean): Promis
     (await RepoState.load(plain)).fill(keyed.index); // tolerates damaged index files, which check must report, not trip over
     return { plain, keyed };
   }
-  return { plain: await PlainRepository.open(backendFor(g), modeOptions()) };
+  return { plain: await PlainRepository.open(await backendFor(g), modeOptions()) };
 }
 
 /** A held lock, and the abort signal that fires when it is lost or on Ctrl-C. */

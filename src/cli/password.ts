@@ -41,13 +41,24 @@ async function prompt(question: string): Promise<string> {
   return answer;
 }
 
+/** The first line of a password file; a file that cannot be read is a plain error naming it (was a raw ENOENT). */
+async function readPasswordFile(file: string, option: string): Promise<string> {
+  try {
+    return firstLine(await readFile(file, 'utf8'));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a folder' : (e as Error).message;
+    throw new ExitError(`cannot read the password file ${file} (${option}): ${why}`, EXIT.failed);
+  }
+}
+
 /** Reads the password, or fails with a clear message when none is given. */
 export async function getPassword(o: PasswordOptions, question = 'enter password for repository: '): Promise<string> {
   let pw: string | undefined;
   const env = process.env;
-  if (o.passwordFile) pw = firstLine(await readFile(o.passwordFile, 'utf8'));
+  if (o.passwordFile) pw = await readPasswordFile(o.passwordFile, '--password-file');
   else if (o.passwordCommand) pw = runCommand(o.passwordCommand);
-  else if (env['HOLDFAST_PASSWORD_FILE']) pw = firstLine(await readFile(env['HOLDFAST_PASSWORD_FILE'], 'utf8'));
+  else if (env['HOLDFAST_PASSWORD_FILE']) pw = await readPasswordFile(env['HOLDFAST_PASSWORD_FILE'], 'HOLDFAST_PASSWORD_FILE');
   else if (env['HOLDFAST_PASSWORD_COMMAND']) pw = runCommand(env['HOLDFAST_PASSWORD_COMMAND']);
   else if (env['HOLDFAST_PASSWORD'] !== undefined) pw = env['HOLDFAST_PASSWORD'];
   else if (process.stdin.isTTY) pw = await prompt(question);
@@ -59,7 +70,7 @@ export async function getPassword(o: PasswordOptions, question = 'enter password
 /** Asks for a new password twice on a terminal, or reads it from a file. */
 export async function getNewPassword(file: string | undefined): Promise<string> {
   if (file) {
-    const pw = firstLine(await readFile(file, 'utf8'));
+    const pw = await readPasswordFile(file, '--new-password-file');
     if (pw === '') throw new ExitError('empty password refused', EXIT.failed);
     return pw;
   }
