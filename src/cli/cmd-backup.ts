@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { Archiver, type BackupResult } from '../jobs/backup/archiver.js';
 import { CACHEDIR_TAG, ExcludeRules, readPatterns } from '../jobs/backup/excludes.js';
 import { parseSize } from '../core/size.js';
-import { scanTotals } from '../sources/file-tree.js';
+import { scanTotals } from '../jobs/backup/scan-totals.js';
 import { commandOutput } from '../sources/command-output.js';
 import type { Repository } from '../repo/repository.js';
 import type { Snapshot } from '../repo/snapshot.js';
@@ -102,12 +102,14 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
     parent = candidates[candidates.length - 1] ?? null;
   }
   if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}`);
-  const totals: Totals = { files: 0, bytes: 0, done: false };
+  // Until the count beside the backup is done, the parent snapshot's size stands for the whole.
+  const ps = parent?.snapshot.summary;
+  const totals: Totals = { files: 0, bytes: 0, done: false, ...(ps ? { estimate: { files: ps.filesNew + ps.filesChanged + ps.filesUnchanged, bytes: ps.totalBytes } } : {}) };
   const progress = new Progress(g, totals);
-  // The scan only feeds the ETA; nobody sees it with --quiet or without a terminal and --json.
+  // The count only feeds the progress figures; nobody sees them with --quiet or without a terminal and --json.
   const scan = new AbortController();
   const shown = !g.quiet && (g.json === true || process.stderr.isTTY === true);
-  if (shown) void scanTotals(paths, (p) => excludes.excludesPath(p), totals, AbortSignal.any([signal, scan.signal]));
+  if (shown) void scanTotals(paths, excludes, flags.oneFileSystem === true, totals, AbortSignal.any([signal, scan.signal]));
   try {
     return await new Archiver(repo, {
       paths,

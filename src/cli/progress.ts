@@ -1,7 +1,15 @@
 /**
  * Progress of long jobs: a status bar on a terminal (stderr), JSON lines on
- * stdout with --json, nothing with --quiet.
+ * stdout with --json, nothing with --quiet. HOLDFAST_PROGRESS_FPS sets how
+ * many updates a second are shown (default 5), as RESTIC_PROGRESS_FPS does.
+ *
+ * The figures are what was done against what there is to do. What there is
+ * is counted beside the job (`Totals`); until that count is complete it is
+ * at least what was counted so far, what was done already, and the
+ * `estimate` (for a backup, the size of its parent snapshot). The fraction
+ * stays below 1 until the count is complete.
  */
+import { performance } from 'node:perf_hooks';
 import cliProgress from 'cli-progress';
 import { formatBytes, formatDuration, type GlobalOptions } from './context.js';
 
@@ -15,13 +23,54 @@ export interface ProgressState {
 export interface Totals {
   files: number;
   bytes: number;
+  /** True once `files` and `bytes` are the whole of the job. */
   done: boolean;
+  /** What the job is expected to hold while the count is not done (the parent snapshot's size). */
+  estimate?: { readonly files: number; readonly bytes: number };
+}
+
+/** The figures of one status update. */
+export interface Figures {
+  /** Done, from 0 to 1. */
+  readonly fraction: number;
+  readonly totalFiles: number | undefined;
+  readonly totalBytes: number | undefined;
+  /** True when the totals are counted or estimated, not merely what was seen so far. */
+  readonly known: boolean;
+  /** Seconds left at the rate so far; undefined while there is nothing to go by. */
+  readonly eta: number | undefined;
+  /** Bytes a second so far. */
+  readonly rate: number;
+}
+
+/** Below 1 while the count of what there is to do is still going on. */
+const UNCOUNTED_MAX = 0.99;
+
+/** The figures of `p` against `totals`, `elapsed` seconds into the job. */
+export function progressFigures(p: ProgressState, totals: Totals | undefined, elapsed: number): Figures {
+  const rate = elapsed > 0 ? p.bytes / elapsed : 0;
+  if (!totals) return { fraction: 0, totalFiles: undefined, totalBytes: undefined, known: false, eta: undefined, rate };
+  const { done, estimate } = totals;
+  const totalFiles = done ? totals.files : Math.max(totals.files, p.files, estimate?.files ?? 0);
+  const totalBytes = done ? totals.bytes : Math.max(totals.bytes, p.bytes, estimate?.bytes ?? 0);
+  const part = totalBytes > 0 ? p.bytes / totalBytes : totalFiles > 0 ? p.files / totalFiles : 0;
+  const fraction = Math.min(part, done ? 1 : UNCOUNTED_MAX);
+  const known = done || estimate !== undefined;
+  const eta = known && rate > 0 ? Math.max(0, (totalBytes - p.bytes) / rate) : undefined;
+  return { fraction, totalFiles, totalBytes, known, eta, rate };
+}
+
+/** Milliseconds between updates: HOLDFAST_PROGRESS_FPS updates a second, else 5. */
+function updateInterval(): number {
+  const fps = Number(process.env['HOLDFAST_PROGRESS_FPS']);
+  return fps > 0 ? 1000 / fps : 200;
 }
 
 export class Progress {
   private bar: cliProgress.SingleBar | undefined;
-  private last = 0;
-  private readonly start = Date.now();
+  private last = -Infinity;
+  private readonly interval = updateInterval();
+  private readonly start = performance.now();
 
   constructor(private readonly g: GlobalOptions, private readonly totals?: Totals) {
     if (!g.quiet && !g.json && process.stderr.isTTY) {
@@ -37,35 +86,32 @@ export class Progress {
     }
   }
 
-  /** Reports the current state; throttled to a few updates a second. */
+  /** Reports the current state; throttled to the update interval. */
   update(p: ProgressState): void {
-    const now = Date.now();
-    if (now - this.last < 200) return;
+    const now = performance.now();
+    if (now - this.last < this.interval) return;
     this.last = now;
     const elapsed = (now - this.start) / 1000;
-    const rate = elapsed > 0 ? p.bytes / elapsed : 0;
-    const total = this.totals;
-    const fraction = total && total.bytes > 0 ? Math.min(1, p.bytes / total.bytes) : 0;
-    const eta = total?.done && rate > 0 ? Math.max(0, (total.bytes - p.bytes) / rate) : undefined;
+    const f = progressFigures(p, this.totals, elapsed);
     if (this.g.json && !this.g.quiet) {
       process.stdout.write(`${JSON.stringify({
         message_type: 'status',
         seconds_elapsed: Math.round(elapsed),
-        ...(eta === undefined ? {} : { seconds_remaining: Math.round(eta) }),
-        percent_done: fraction,
-        total_files: total?.files,
+        ...(f.eta === undefined ? {} : { seconds_remaining: Math.round(f.eta) }),
+        percent_done: f.fraction,
+        total_files: f.totalFiles,
         files_done: p.files,
-        total_bytes: total?.bytes,
+        total_bytes: f.totalBytes,
         bytes_done: p.bytes,
         error_count: p.errors ?? 0,
         current_files: p.current ? [p.current] : [],
       })}\n`);
     }
-    this.bar?.update(fraction, {
-      files: total?.done ? `${p.files}/${total.files}` : p.files,
+    this.bar?.update(f.fraction, {
+      files: f.known ? `${p.files}/${f.totalFiles}` : p.files,
       bytes: formatBytes(p.bytes),
-      rate: formatBytes(rate),
-      etaText: eta === undefined ? '?' : formatDuration(eta),
+      rate: formatBytes(f.rate),
+      etaText: f.eta === undefined ? '?' : formatDuration(f.eta),
       current: (p.current ?? '').slice(-40),
     });
   }

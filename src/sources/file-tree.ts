@@ -211,34 +211,3 @@ export async function* readAll(fh: fsp.FileHandle): AsyncGenerator<Buffer> {
     yield buf.subarray(0, bytesRead);
   }
 }
-
-/**
- * Counts files and bytes below `paths` (lstat only), for a progress ETA.
- * Fills `totals` as it goes and sets `done` at the end; errors are ignored
- * (the archiver reports them).
- */
-export async function scanTotals(paths: readonly string[], skip: (path: string) => boolean, totals: { files: number; bytes: number; done: boolean }, signal?: AbortSignal): Promise<void> {
-  const visit = async (path: Buffer): Promise<void> => {
-    if (signal?.aborted || skip(path.toString())) return;
-    let st;
-    try {
-      st = await fsp.lstat(path);
-    } catch {
-      return;
-    }
-    if (st.isFile()) {
-      totals.files++;
-      totals.bytes += st.size;
-    } else if (st.isDirectory()) {
-      let names: Buffer[];
-      try {
-        names = await fsp.readdir(path, { encoding: 'buffer' });
-      } catch {
-        return;
-      }
-      for (const n of names) await visit(Buffer.concat([path, Buffer.from('/'), n]));
-    }
-  };
-  for (const p of paths) await visit(Buffer.from(p));
-  totals.done = true;
-}

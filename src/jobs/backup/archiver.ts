@@ -65,12 +65,20 @@ export interface BackupOptions extends SnapshotOrigin {
   readonly dryRun?: boolean;
 }
 
-/** Running totals, reported as files complete. */
+/**
+ * Running totals of what is done, reported as files complete and as the
+ * chunks of large files and streams are stored: a file counts once its
+ * content is in the repository (or found unchanged), not when it is queued.
+ */
 export interface BackupProgress {
+  /** Files done. */
   files: number;
+  /** Folders whose tree is done. */
   dirs: number;
+  /** Bytes of file content done (read and stored, or found unchanged). */
   bytes: number;
   errors: number;
+  /** The path reported last. */
   readonly current: string;
 }
 
@@ -287,7 +295,6 @@ export class Archiver {
     const tree = await this.withPool(async () => {
       const { content, size } = await this.streamContent(source);
       this.progress.files++;
-      this.progress.bytes += size;
       this.bytesRead += size;
       this.filesNew++;
       const file: TreeNode = {
@@ -530,10 +537,10 @@ export class Archiver {
   }
 
   private async scheduleFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> {
-    this.progress.files++;
-    this.progress.bytes += st.size;
     if (this.unchanged(st, prev)) {
       this.filesUnchanged++;
+      this.progress.files++;
+      this.progress.bytes += st.size;
       for (const c of prev.content) this.addEntry(c);
       this.report(path);
       return settled(this.node(name, st, { content: prev.content, ...(prev.fingerprint ? { fingerprint: prev.fingerprint } : {}) }));
@@ -559,6 +566,8 @@ export class Archiver {
     }
     if (wasFile) this.filesChanged++;
     else this.filesNew++;
+    this.progress.files++;
+    this.progress.bytes += n.size;
     this.report(path);
     return this.node(name, st, n.fingerprint === undefined ? { content: n.content, size: n.size } : { content: n.content, size: n.size, fingerprint: n.fingerprint });
   }
@@ -566,11 +575,14 @@ export class Archiver {
   /** Reads a new or changed file: in a batch, whole in a worker, or streamed here by size. */
   private async readFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> {
     const wasFile = prev?.type === 'file';
-    const complete = (content: readonly ContentEntry[], size: number, changed: boolean, fingerprint?: string): TreeNode => {
+    // `streamed`: a large file, whose bytes were counted chunk by chunk.
+    const complete = (content: readonly ContentEntry[], size: number, changed: boolean, fingerprint?: string, streamed = false): TreeNode => {
       if (changed) this.warn(path, 'changed while it was being read; the stored copy may be inconsistent');
       if (wasFile) this.filesChanged++;
       else this.filesNew++;
       this.bytesRead += size;
+      this.progress.files++;
+      if (!streamed) this.progress.bytes += size;
       this.report(path);
       return this.node(name, st, fingerprint === undefined ? { content, size } : { content, size, fingerprint });
     };
@@ -700,7 +712,7 @@ export class Archiver {
   }
 
   /** A file too big for one piece: read and chunk here, seal in the workers. */
-  private async largeFile(path: Buffer, sys: PosixPath, st: EntryStat, complete: (c: ContentEntry[], size: number, changed: boolean) => TreeNode): Promise<TreeNode | undefined> {
+  private async largeFile(path: Buffer, sys: PosixPath, st: EntryStat, complete: (c: ContentEntry[], size: number, changed: boolean, fingerprint: undefined, streamed: true) => TreeNode): Promise<TreeNode | undefined> {
     let fh;
     try {
       fh = await openForRead(sys);
@@ -708,10 +720,11 @@ export class Archiver {
       return this.cannotRead(path, e as NodeJS.ErrnoException);
     }
     try {
+      this.progress.path = path;
       const { content, size } = await this.streamContent(readAll(fh));
       const after = await fh.stat({ bigint: true });
       const changed = size !== st.size || after.mtimeNs !== st.mtime || after.ctimeNs !== st.ctime || Number(after.size) !== size;
-      return complete(content, size, changed);
+      return complete(content, size, changed, undefined, true);
     } catch (e) {
       if (!(e instanceof SourceError)) throw e;
       this.warn(path, `cannot read: ${e.message}`);
@@ -721,7 +734,7 @@ export class Archiver {
     }
   }
 
-  /** Chunks a stream here and seals each chunk in a worker; all-zero chunks become holes. */
+  /** Chunks a stream here and seals each chunk in a worker; all-zero chunks become holes. Each chunk counts as progress once stored. */
   private async streamContent(source: AsyncIterable<Uint8Array>): Promise<{ content: ContentEntry[]; size: number }> {
     const parts: Promise<ContentEntry>[] = [];
     let size = 0;
@@ -732,12 +745,16 @@ export class Archiver {
       const n = units(chunk.length);
       await this.gate.acquire(n);
       const data = transferable(chunk);
+      const length = chunk.length;
       const sealed = this.pool.run<SealResult>({ kind: 'seal', type: BlobType.Data, data }, [data.buffer as ArrayBuffer]);
       const part = this.inWalkOrder(sealed, n, (r) => (r.blob ? [r.blob] : []), async (r): Promise<ContentEntry> => {
-        if (!r.blob) return r.rawLength;
-        await this.repo.addPrepared(wireToPrepared(r.blob));
-        this.blobs.add(r.blob.id);
-        return r.blob.id;
+        if (r.blob) {
+          await this.repo.addPrepared(wireToPrepared(r.blob));
+          this.blobs.add(r.blob.id);
+        }
+        this.progress.bytes += length;
+        this.opts.onProgress?.(this.progress);
+        return r.blob ? r.blob.id : r.rawLength;
       });
       part.catch(() => undefined);
       parts.push(part);
