@@ -192,6 +192,20 @@ describe('an add-only client against the keyless prune', () => {
   });
 });
 
+describe('an add-only client against keyless repair', () => {
+  it('a marker from the future that calls every genuine pack empty: repair index keeps their blobs, and repair snapshots --forget-damaged removes nothing', async () => {
+    const { f, s, files, packs, client } = await setup();
+    await client.marker(packs.map((pack) => ({ pack, blobs: [] })), f.now, -365 * 86_400_000);
+    await rebuildIndex(f.plain());
+    const r = await repairSnapshots(f.plain(), { mode: 'forget' });
+    assert.deepEqual(r.removed, []);
+    assert.deepEqual(await names(f.backend, 'snapshot'), [s]);
+    await prunes(f, 2);
+    await assertPacksKept(f, packs);
+    await f.assertRestores(s, files);
+  });
+});
+
 describe('prune refuses an incomplete repository', () => {
   it('a live blob in no pack: prune stops, writes no marker and deletes nothing', async () => {
     const f = await GcFixture.create();

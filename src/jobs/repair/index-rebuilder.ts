@@ -2,8 +2,9 @@
  * `repair index`: rebuilds the index from the packs themselves, without the key.
  *
  *   list index/ (these are what the new index replaces; files written later stay)
- *   read the deletion markers; their packs stay out (the markers list them)
- *   list data/; for each pack read its header (two range reads)
+ *   list data/; for each pack read its header (two range reads), marked
+ *     packs too: a marker is a claim any client can write, and readers
+ *     still treat a pack a marker names as pending deletion
  *     header unreadable → keep every entry the old index files had for it, as
  *                         far as those blobs still fit in the pack (a truncated
  *                         pack keeps the blobs before the cut); else report it
@@ -17,7 +18,6 @@
 import { sameEntry, type IndexedPack } from '../../repo/index-file.js';
 import type { PackedBlob } from '../../repo/pack.js';
 import { PlainRepository } from '../../repo/plain-repository.js';
-import { condemnedPacks } from '../../repo/deletion-marker.js';
 import { CorruptObjectError, UnsupportedVersionError } from '../../repo/errors.js';
 
 export interface RebuildIndexOptions {
@@ -44,7 +44,6 @@ export interface RebuildIndexReport {
 export async function rebuildIndex(repo: PlainRepository, opts: RebuildIndexOptions = {}): Promise<RebuildIndexReport> {
   const old = await repo.loadIndexFiles();
   const oldNames = [...old.ok.keys(), ...old.damaged.keys()];
-  const marked = condemnedPacks((await repo.loadMarkers()).ok.values());
   const packs = await repo.list('data');
   // Every entry any old index file had for a pack (a client can add index files, so no one of them is the truth).
   const previously = new Map<string, PackedBlob[]>();
@@ -63,7 +62,6 @@ export async function rebuildIndex(repo: PlainRepository, opts: RebuildIndexOpti
   for (const [pack, size] of packs) {
     opts.signal?.throwIfAborted();
     opts.onProgress?.(++done, packs.size);
-    if (marked.has(pack)) continue;
     try {
       const p = { pack, blobs: await repo.readPackHeader(pack, size) };
       out.push(p);
