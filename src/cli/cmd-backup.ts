@@ -64,7 +64,7 @@ export function register(program: Command): void {
     .option('-f, --force', 'read every file, ignoring the parent snapshot')
     .option('-n, --dry-run', 'read and chunk everything but write nothing: no data, no snapshot, no lock; report what would be added')
     .option('--stdin', 'back up what is read from stdin')
-    .option('--stdin-filename <name>', 'file name for --stdin and --stdin-from-command', 'stdin')
+    .option('--stdin-filename <name>', 'file name for --stdin and --stdin-from-command, and for image streams (there the default is "stdin.img")', 'stdin')
     .option('--stdin-from-command', 'run the command given as arguments and back up its output; fails if it fails')
     .option('--compression <mode>', 'off, default (zstd 1), better (zstd 3), max (zstd 19) (default: the repository default)', compressionMode)
     .action(async (paths: string[], flags: BackupFlags, cmd: Command) => {
