@@ -6,8 +6,9 @@
  * The figures are what was done against what there is to do. What there is
  * is counted beside the job (`Totals`); until that count is complete it is
  * at least what was counted so far, what was done already, and the
- * `estimate` (for a backup, the size of its parent snapshot). The fraction
- * stays below 1 until the count is complete.
+ * `estimate` (for a backup, the size of its parent snapshot), or unknown
+ * (0) while nothing is counted or estimated. The fraction stays below 1
+ * until the count is complete.
  */
 import { performance } from 'node:perf_hooks';
 import cliProgress from 'cli-progress';
@@ -51,8 +52,10 @@ export function progressFigures(p: ProgressState, totals: Totals | undefined, el
   const rate = elapsed > 0 ? p.bytes / elapsed : 0;
   if (!totals) return { fraction: 0, totalFiles: undefined, totalBytes: undefined, known: false, eta: undefined, rate };
   const { done, estimate } = totals;
-  const totalFiles = done ? totals.files : Math.max(totals.files, p.files, estimate?.files ?? 0);
-  const totalBytes = done ? totals.bytes : Math.max(totals.bytes, p.bytes, estimate?.bytes ?? 0);
+  // Nothing counted nor estimated yet (a stream of unknown size): no total to go by.
+  const atLeast = (counted: number, expected: number, seen: number): number => (counted > 0 || expected > 0 ? Math.max(counted, expected, seen) : 0);
+  const totalFiles = done ? totals.files : atLeast(totals.files, estimate?.files ?? 0, p.files);
+  const totalBytes = done ? totals.bytes : atLeast(totals.bytes, estimate?.bytes ?? 0, p.bytes);
   const part = totalBytes > 0 ? p.bytes / totalBytes : totalFiles > 0 ? p.files / totalFiles : 0;
   const fraction = Math.min(part, done ? 1 : UNCOUNTED_MAX);
   const known = done || estimate !== undefined;
