@@ -1,15 +1,17 @@
 /** `holdfast restore SNAP --target DIR`: restores files. */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { collect, formatBytes, globals, openRepo, say, warn } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 import { isImageSnapshot, openImageFiles, restorerFor } from '../jobs/image-files/open-image-files.js';
+import { OVERWRITE_CHOICES, type Overwrite } from '../jobs/restore/overwrite.js';
 
 interface RestoreFlags extends SnapshotFilter {
   target?: string;
   include?: string[];
   verify?: boolean;
+  overwrite: Overwrite;
 }
 
 export function register(program: Command): void {
@@ -19,6 +21,8 @@ export function register(program: Command): void {
     .requiredOption('-t, --target <dir>', 'folder to restore into')
     .option('-i, --include <path>', 'restore only this path of the snapshot (repeatable)', collect)
     .option('--verify', 'read the restored files back and check them against the snapshot')
+    .addOption(new Option('--overwrite <when>', 'files already in the target: always replace them, keep them if-changed shows the same size and mtime, or never touch them')
+      .choices(OVERWRITE_CHOICES).default('always'))
     .action(async (snap: string, flags: RestoreFlags, cmd: Command) => {
       const g = globals(cmd);
       const repo = await openRepo(g);
@@ -40,6 +44,7 @@ export function register(program: Command): void {
         result = await restorerFor(image, repo, flags.target!, {
           includes: flags.include ?? [],
           verify: flags.verify === true,
+          overwrite: flags.overwrite,
           signal: abort.signal,
           onWarning: (path, message) => {
             progress.stop();
@@ -51,7 +56,7 @@ export function register(program: Command): void {
               totals.bytes = p.totalBytes;
               totals.done = p.walked;
             }
-            progress.update(p);
+            progress.update({ files: p.files + p.filesSkipped, bytes: p.bytes + p.bytesSkipped, current: p.current });
           },
         }).run(snapshot.tree);
       } finally {
@@ -63,17 +68,18 @@ export function register(program: Command): void {
         if (!g.quiet) {
           process.stdout.write(`${JSON.stringify({
             message_type: 'summary', seconds_elapsed: Math.round((Date.now() - started) / 1000),
-            total_files: p.totalFiles, files_restored: p.files, dirs_restored: p.dirs, total_bytes: p.totalBytes, bytes_restored: p.bytes,
+            total_files: p.totalFiles, files_restored: p.files, files_skipped: p.filesSkipped, dirs_restored: p.dirs,
+            total_bytes: p.totalBytes, bytes_restored: p.bytes, bytes_skipped: p.bytesSkipped,
             errors: result.failed.length, ...(flags.verify ? { verify_failed: result.verifyFailed.length } : {}),
           })}\n`);
         }
       } else {
-        say(g, `restored ${p.files} files, ${p.dirs} folders, ${formatBytes(p.bytes)}`);
+        say(g, `restored ${p.files} files, ${p.dirs} folders, ${formatBytes(p.bytes)}${p.filesSkipped > 0 ? `; ${p.filesSkipped} files (${formatBytes(p.bytesSkipped)}) already there were left as they are` : ''}`);
       }
       if (flags.verify && !g.json) {
         if (result.verifyFailed.length > 0) say(g, `VERIFY FAILED for ${result.verifyFailed.length} file(s)`);
-        else if (result.failed.length > 0) say(g, `verified ${p.files} restored files; ${result.failed.length} path(s) were not restored`);
-        else say(g, `verified ${p.files} files: all match the snapshot`);
+        else if (result.failed.length > 0) say(g, `verified ${p.files + p.filesSkipped} restored files; ${result.failed.length} path(s) were not restored`);
+        else say(g, `verified ${p.files + p.filesSkipped} files: all match the snapshot`);
       }
       if (result.failed.length > 0 || result.verifyFailed.length > 0) {
         const lines = [...result.failed, ...result.verifyFailed].map((f) => `  ${f.path}: ${f.error}`);

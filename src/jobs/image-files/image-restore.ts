@@ -20,6 +20,7 @@ import { constants, promises as fsp } from 'node:fs';
 import { FilesystemNotSupportedError, type ImageNode, type ImageVolume } from '../../sources/image/fs/image-volume.js';
 import { PathShortener, floorMicros, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
 import type { RestoreOptions, RestoreProgress, RestoreResult } from '../restore/restorer.js';
+import { prepareExisting } from '../restore/overwrite.js';
 import { filePieces } from './image-file-reader.js';
 import { walkImage, type ImageWalkEntry } from './image-walk.js';
 
@@ -44,7 +45,7 @@ function hashZeros(h: Hash, n: number): Hash {
 }
 
 export class ImageRestorer {
-  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, totalFiles: 0, totalBytes: 0, walked: false, current: '' };
+  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, filesSkipped: 0, bytesSkipped: 0, totalFiles: 0, totalBytes: 0, walked: false, current: '' };
   private readonly failed: { path: string; error: string }[] = [];
   private readonly verifyFailed: { path: string; error: string }[] = [];
   private readonly inodes = new Map<string, PosixPath>();
@@ -113,6 +114,19 @@ export class ImageRestorer {
   private async restoreNode({ path, node }: ImageWalkEntry): Promise<void> {
     const dest = await this.dest(path);
     this.progress.current = path.toString();
+    if (node.type !== 'socket') {
+      const existing = prepareExisting(Buffer.from(dest), node, this.opts.overwrite ?? 'always');
+      if (existing !== 'create') {
+        if (node.type === 'file') {
+          this.progress.totalFiles++;
+          this.progress.totalBytes += node.size;
+          this.progress.filesSkipped++;
+          this.progress.bytesSkipped += node.size;
+        }
+        if (existing === 'keep') await this.finishNode({ path, node, depth: 0 });
+        return;
+      }
+    }
     switch (node.type) {
       case 'dir':
         try {
@@ -121,6 +135,8 @@ export class ImageRestorer {
           if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
           const st = await fsp.lstat(dest);
           if (!st.isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
+          // An earlier restore gave it its final mode, which may not let us write into it.
+          await fsp.chmod(dest, (node.mode & 0o777) | 0o700);
         }
         this.progress.dirs++;
         return; // metadata after the children (onDirDone)

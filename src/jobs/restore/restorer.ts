@@ -32,6 +32,7 @@ import type { BlobLocation } from '../../repo/index-file.js';
 import { entryBlob, type BlobSlice, type ContentEntry, type TreeNode } from '../../repo/tree.js';
 import { PathShortener, floorMicros, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
 import { walkTree } from '../tree-walk.js';
+import { prepareExisting, type Overwrite } from './overwrite.js';
 import { WorkerPool } from '../pool/worker-pool.js';
 import type { FileMeta, UnpackBlob, UnpackResult, UnpackTarget, VerifyJob, VerifyResult } from '../pool/protocol.js';
 
@@ -40,6 +41,8 @@ export interface RestoreOptions {
   readonly includes?: readonly string[];
   /** Re-read every restored file and check it against the snapshot. */
   readonly verify?: boolean;
+  /** What to do with files already in the target (default `always`: replace them). */
+  readonly overwrite?: Overwrite;
   readonly onWarning?: (path: string, message: string) => void;
   readonly onProgress?: (p: RestoreProgress) => void;
   readonly signal?: AbortSignal;
@@ -52,6 +55,9 @@ export interface RestoreProgress {
   files: number;
   dirs: number;
   bytes: number;
+  /** Regular files already in the target and left as they are (`--overwrite`), and their bytes. */
+  filesSkipped: number;
+  bytesSkipped: number;
   /** Regular files and bytes the walk has found to restore so far; all of them once `walked`. */
   totalFiles: number;
   totalBytes: number;
@@ -115,7 +121,7 @@ interface PlannedBlob {
 const asBuffer = (p: PosixPath): Buffer => (typeof p === 'string' ? Buffer.from(p) : p);
 
 export class Restorer {
-  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, totalFiles: 0, totalBytes: 0, walked: false, current: '' };
+  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, filesSkipped: 0, bytesSkipped: 0, totalFiles: 0, totalBytes: 0, walked: false, current: '' };
   private readonly failed: { path: string; error: string }[] = [];
   /** The first error that ends the restore, raised by work running alongside the walk. */
   private fatal: { error: unknown } | undefined;
@@ -132,6 +138,8 @@ export class Restorer {
   private pool!: WorkerPool;
   private readonly toVerify: { path: Buffer; dest: Buffer; node: TreeNode }[] = [];
   private readonly includes: string[];
+  /** By depth, whether the folder of that depth now being walked was made by this restore (0: the target, never). */
+  private readonly fresh: boolean[] = [false];
   /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
   private readonly long = new PathShortener();
 
@@ -194,18 +202,26 @@ export class Restorer {
         this.fail(entry.path, new Error(`its listing cannot be read (${e.message}); restored empty`));
       },
     });
-    for await (const { path, node } of walker) {
+    for await (const { path, node, depth } of walker) {
       this.throwIfStopped();
       this.progress.current = path.toString();
       this.opts.onProgress?.(this.progress);
       await this.unpackReady(SEGMENT_LOOKAHEAD);
       try {
         const dest = await this.dest(path);
+        // In a folder this restore made, nothing can be in the way: no lstat per file.
+        if (!this.fresh[depth - 1] && node.type !== 'socket') {
+          const existing = prepareExisting(dest, node, this.opts.overwrite ?? 'always');
+          if (existing !== 'create') {
+            this.leave(path, dest, node, existing);
+            continue;
+          }
+        }
         if (node.type === 'fifo' || node.type === 'chardev' || node.type === 'blockdev') {
           await special(dest, node);
           this.finishNode(path, dest, node);
         } else {
-          this.createNode(path, dest, node);
+          this.createNode(path, dest, node, depth);
         }
       } catch (e) {
         this.fail(path, e);
@@ -214,7 +230,21 @@ export class Restorer {
     }
   }
 
-  private createNode(path: Buffer, dest: Buffer, node: TreeNode): void {
+  /** A node already in the target that stays: `keep` sets its owner, mode and mtime, `skip` leaves it alone. */
+  private leave(path: Buffer, dest: Buffer, node: TreeNode, how: 'keep' | 'skip'): void {
+    if (node.type === 'file') {
+      this.progress.totalFiles++;
+      this.progress.totalBytes += node.size;
+      this.progress.filesSkipped++;
+      this.progress.bytesSkipped += node.size;
+      if (this.opts.verify) this.toVerify.push({ path, dest, node });
+      // Later names of the same inode are linked to this one.
+      if (node.links > 1 && !this.inodes.has(inodeKey(node))) this.inodes.set(inodeKey(node), { dest, content: contentKey(node) });
+    }
+    if (how === 'keep') this.finishNode(path, dest, node);
+  }
+
+  private createNode(path: Buffer, dest: Buffer, node: TreeNode, depth: number): void {
     switch (node.type) {
       case 'dir': {
         // Writable by us while its content is restored; private if it is meant to be.
@@ -222,10 +252,14 @@ export class Restorer {
         let settled: Settled | undefined;
         try {
           mkdirSync(dest, mode);
+          this.fresh[depth] = true;
           if (this.creation) settled = settledBy(this.creation, mode, node);
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
           if (!lstatSync(dest).isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
+          this.fresh[depth] = false;
+          // An earlier restore gave it its final mode, which may not let us write into it.
+          chmodSync(dest, mode);
           // Its group, setgid bit or default ACL may differ from the target's: no more shortcuts.
           this.creation = undefined;
         }
@@ -256,17 +290,15 @@ export class Restorer {
     if (holds !== undefined && holds !== node.size) throw new Error(`damaged in the repository: the file declares ${node.size} bytes but its content holds ${holds}`);
     this.progress.totalFiles++;
     if (node.links > 1) {
-      const key = `${node.device}:${node.inode}`;
-      // Names read in different batches hold other slices of the same bytes: the fingerprint tells.
-      const contentKey = node.fingerprint !== undefined ? `${node.size}:${node.fingerprint}` : JSON.stringify(node.content ?? []);
+      const key = inodeKey(node);
       const first = this.inodes.get(key);
       // A hard link is only recreated when the content recorded under this name
       // is the same (the file may have changed between reading its names).
-      if (first && first.content === contentKey) {
+      if (first && first.content === contentKey(node)) {
         this.links.push({ path, from: first.dest, dest });
         return;
       }
-      if (!first) this.inodes.set(key, { dest, content: contentKey });
+      if (!first) this.inodes.set(key, { dest, content: contentKey(node) });
     }
     this.progress.totalBytes += node.size;
     if (this.opts.verify) this.toVerify.push({ path, dest, node });
@@ -549,6 +581,16 @@ async function probeCreation(target: string): Promise<Creation | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/** What identifies the inode of a hard-linked file. */
+function inodeKey(node: TreeNode): string {
+  return `${node.device}:${node.inode}`;
+}
+
+/** What a file's content is known by: names read in different batches hold other slices of the same bytes, the fingerprint tells. */
+function contentKey(node: TreeNode): string {
+  return node.fingerprint !== undefined ? `${node.size}:${node.fingerprint}` : JSON.stringify(node.content ?? []);
 }
 
 /** The `slice` field of an unpack target for a content entry. */
