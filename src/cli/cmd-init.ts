@@ -2,8 +2,9 @@
 import type { Command } from 'commander';
 import { Repository } from '../repo/repository.js';
 import type { CompressionMode } from '../core/compress.js';
-import { backendFor, compressionMode, globals, say } from './context.js';
-import { getNewPassword, getPassword } from './password.js';
+import { backendFor, closeWithCommand, compressionMode, globals, say } from './context.js';
+import { getNewPassword, getPassword, withPassword } from './password.js';
+import { saveKeyHint } from './key-hint.js';
 
 export function register(program: Command): void {
   program
@@ -16,8 +17,9 @@ export function register(program: Command): void {
       const backend = await backendFor(g, true);
       const hasSource = g.passwordFile || g.passwordCommand || process.env['HOLDFAST_PASSWORD'] !== undefined
         || process.env['HOLDFAST_PASSWORD_FILE'] || process.env['HOLDFAST_PASSWORD_COMMAND'];
-      const password = hasSource ? await getPassword(g) : await getNewPassword(undefined);
-      const repo = await Repository.init(backend, password, { compression: opts.compression, appendOnly: opts.appendOnly === true });
+      const repo = await withPassword(hasSource ? getPassword(g) : getNewPassword(undefined), (password) => Repository.init(backend, password, { compression: opts.compression, appendOnly: opts.appendOnly === true }));
+      closeWithCommand(repo);
+      saveKeyHint(repo.config.id, repo.keyId);
       say(g, `created holdfast repository ${repo.config.id.slice(0, 10)} at ${backend.location}`);
       say(g, 'keep the password safe: losing it means losing the data in the repository');
       if (opts.appendOnly) say(g, 'append-only: clients cannot remove anything; make the storage enforce it too (docs/format.md, "Append-only repositories")');

@@ -1,7 +1,7 @@
 /** `holdfast key add | list | remove | passwd`: the passwords of a repository. */
 import type { Command } from 'commander';
 import { globals, openRepo, refuseIfAppendOnly, say } from './context.js';
-import { getNewPassword } from './password.js';
+import { getNewPassword, withPassword } from './password.js';
 import { ExitError, EXIT } from './exit-codes.js';
 
 export function register(program: Command): void {
@@ -11,17 +11,23 @@ export function register(program: Command): void {
     const repo = await openRepo(g, { index: false });
     const keys = await repo.listKeys();
     if (g.json) {
-      process.stdout.write(`${JSON.stringify(keys.map((k) => ({ id: k.id, current: k.current, created: k.file.created, hostname: k.file.hostname, username: k.file.username, kdf: { ...k.file.kdf, salt: undefined } })), null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify(keys.map((k) => (k.file
+        ? { id: k.id, current: k.current, created: k.file.created, hostname: k.file.hostname, username: k.file.username, kdf: { ...k.file.kdf, salt: undefined } }
+        : { id: k.id, current: false, problem: k.problem })), null, 2)}\n`);
       return;
     }
     say(g, ` ${'ID'.padEnd(10)}${'User'.padEnd(12)}${'Host'.padEnd(16)}Created`);
-    for (const k of keys) say(g, `${k.current ? '*' : ' '}${k.id.slice(0, 8).padEnd(10)}${k.file.username.padEnd(12)}${k.file.hostname.padEnd(16)}${k.file.created}`);
+    for (const k of keys) {
+      say(g, k.file
+        ? `${k.current ? '*' : ' '}${k.id.slice(0, 8).padEnd(10)}${k.file.username.padEnd(12)}${k.file.hostname.padEnd(16)}${k.file.created}`
+        : ` ${k.id.slice(0, 8).padEnd(10)}unusable: ${k.problem ?? ''}`);
+    }
   });
   key.command('add').description('add a password').option('--new-password-file <file>', 'read the new password from a file')
     .action(async (o: { newPasswordFile?: string }, cmd: Command) => {
       const g = globals(cmd);
       const repo = await openRepo(g, { index: false });
-      const id = await repo.addKey(await getNewPassword(o.newPasswordFile));
+      const id = await withPassword(getNewPassword(o.newPasswordFile), (pw) => repo.addKey(pw));
       say(g, `added key ${id.slice(0, 8)}`);
     });
   key.command('remove').description('remove a key').argument('<id>', 'key id or unique prefix')
@@ -39,7 +45,7 @@ export function register(program: Command): void {
       const g = globals(cmd);
       const repo = await openRepo(g, { index: false });
       refuseIfAppendOnly(repo.backend, 'key passwd (it removes the old key)');
-      const id = await repo.addKey(await getNewPassword(o.newPasswordFile));
+      const id = await withPassword(getNewPassword(o.newPasswordFile), (pw) => repo.addKey(pw));
       await repo.removeKey(repo.keyId, true);
       say(g, `password changed (key ${id.slice(0, 8)} replaces ${repo.keyId.slice(0, 8)})`);
     });

@@ -14,7 +14,8 @@ import type { Backend } from '../storage/backend.js';
 import { DryRunBackend } from '../storage/dry-run-backend.js';
 import { RateLimitedBackend } from '../storage/rate-limited-backend.js';
 import { ExitError, EXIT } from './exit-codes.js';
-import { getPassword } from './password.js';
+import { getPassword, withPassword } from './password.js';
+import { readKeyHint, saveKeyHint } from './key-hint.js';
 
 export interface GlobalOptions {
   repo?: string;
@@ -98,14 +99,33 @@ export function compressionMode(text: string): CompressionMode {
   }
 }
 
-/** Opens the repository with the password and loads the index; `dryRun`: writes are dropped (`DryRunBackend`). */
+/** Repositories opened with a key by this command, closed (their keys zeroed) when it ends. */
+const opened = new Set<Repository>();
+
+/**
+ * Opens the repository with the password and loads the index; `dryRun`:
+ * writes are dropped (`DryRunBackend`). The key file that opened it last
+ * time here is tried first (src/cli/key-hint.ts).
+ */
 export async function openRepo(g: GlobalOptions, opts: { index?: boolean; dryRun?: boolean } = {}): Promise<Repository> {
   const location = await backendFor(g);
   const { backend } = await withRepositoryMode(opts.dryRun ? new DryRunBackend(location) : location, modeOptions());
-  const password = await getPassword(g);
-  const repo = await Repository.open(backend, password);
+  const repo = await withPassword(getPassword(g), (password) => Repository.open(backend, password, { preferKey: readKeyHint, onWarning: warn }));
+  opened.add(repo);
+  saveKeyHint(repo.config.id, repo.keyId);
   if (opts.index !== false) await repo.loadIndex();
   return repo;
+}
+
+/** Keeps `repo` (made by `init`) to be closed with the others. */
+export function closeWithCommand(repo: Repository): void {
+  opened.add(repo);
+}
+
+/** Zeroes the keys of every repository this command opened. */
+export function closeRepositories(): void {
+  for (const repo of opened) repo.close();
+  opened.clear();
 }
 
 const envFlag = (name: string): boolean => {

@@ -6,7 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { ExitError, EXIT } from './exit-codes.js';
-import { kibPerSecond } from './context.js';
+import { closeRepositories, kibPerSecond } from './context.js';
 import { CorruptObjectError, NotARepositoryError, UnsupportedVersionError, WrongPasswordError } from '../repo/errors.js';
 import * as backup from './cmd-backup.js';
 import * as diff from './cmd-diff.js';
@@ -65,6 +65,8 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`holdfast: ${msg}\n`);
     if (!known && process.env['HOLDFAST_DEBUG'] && e instanceof Error) process.stderr.write(`${e.stack}\n`);
     return exitCodeOf(e);
+  } finally {
+    closeRepositories();
   }
 }
 

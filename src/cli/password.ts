@@ -2,6 +2,11 @@
  * Where the password comes from, in restic's order: --password-file,
  * --password-command, HOLDFAST_PASSWORD_FILE, HOLDFAST_PASSWORD_COMMAND,
  * HOLDFAST_PASSWORD, else a prompt on the terminal.
+ *
+ * A password is returned as UTF-8 bytes in a buffer of its own, which the
+ * caller zeroes once the key is derived (`withPassword`). Read from a file
+ * or a command it never becomes a JavaScript string (strings cannot be
+ * zeroed); from the environment or a prompt it was one already.
  */
 import { readFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
@@ -13,13 +18,21 @@ export interface PasswordOptions {
   passwordCommand?: string;
 }
 
-function firstLine(s: string): string {
-  return s.replace(/\r?\n.*$/s, '');
+/** A copy of the first line of `b` (without its line break); `b` is zeroed. */
+function firstLine(b: Buffer): Buffer {
+  let end = b.indexOf(0x0a);
+  if (end < 0) end = b.length;
+  else if (end > 0 && b[end - 1] === 0x0d) end--;
+  // Outside the JavaScript heap: a small Buffer.alloc lives in it, and the collector copies such objects, leaving the old bytes behind.
+  const line = Buffer.from(new ArrayBuffer(end));
+  b.copy(line, 0, 0, end);
+  b.fill(0);
+  return line;
 }
 
-function runCommand(cmd: string): string {
+function runCommand(cmd: string): Buffer {
   try {
-    return firstLine(execFileSync('/bin/sh', ['-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
+    return firstLine(execFileSync('/bin/sh', ['-c', cmd], { stdio: ['ignore', 'pipe', 'inherit'] }));
   } catch (e) {
     throw new ExitError(`password command failed: ${(e as Error).message}`, EXIT.failed);
   }
@@ -42,9 +55,9 @@ async function prompt(question: string): Promise<string> {
 }
 
 /** The first line of a password file; a file that cannot be read is a plain error naming it (was a raw ENOENT). */
-async function readPasswordFile(file: string, option: string): Promise<string> {
+async function readPasswordFile(file: string, option: string): Promise<Buffer> {
   try {
-    return firstLine(await readFile(file, 'utf8'));
+    return firstLine(await readFile(file));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a folder' : (e as Error).message;
@@ -52,26 +65,26 @@ async function readPasswordFile(file: string, option: string): Promise<string> {
   }
 }
 
-/** Reads the password, or fails with a clear message when none is given. */
-export async function getPassword(o: PasswordOptions, question = 'enter password for repository: '): Promise<string> {
-  let pw: string | undefined;
+/** Reads the password, or fails with a clear message when none is given. The caller zeroes it. */
+export async function getPassword(o: PasswordOptions, question = 'enter password for repository: '): Promise<Buffer> {
+  let pw: Buffer | undefined;
   const env = process.env;
   if (o.passwordFile) pw = await readPasswordFile(o.passwordFile, '--password-file');
   else if (o.passwordCommand) pw = runCommand(o.passwordCommand);
   else if (env['HOLDFAST_PASSWORD_FILE']) pw = await readPasswordFile(env['HOLDFAST_PASSWORD_FILE'], 'HOLDFAST_PASSWORD_FILE');
   else if (env['HOLDFAST_PASSWORD_COMMAND']) pw = runCommand(env['HOLDFAST_PASSWORD_COMMAND']);
-  else if (env['HOLDFAST_PASSWORD'] !== undefined) pw = env['HOLDFAST_PASSWORD'];
-  else if (process.stdin.isTTY) pw = await prompt(question);
+  else if (env['HOLDFAST_PASSWORD'] !== undefined) pw = Buffer.from(env['HOLDFAST_PASSWORD'], 'utf8');
+  else if (process.stdin.isTTY) pw = Buffer.from(await prompt(question), 'utf8');
   if (pw === undefined) throw new ExitError('no password given: use HOLDFAST_PASSWORD, --password-file or --password-command', EXIT.failed);
-  if (pw === '') throw new ExitError('empty password refused', EXIT.failed);
+  if (pw.length === 0) throw new ExitError('empty password refused', EXIT.failed);
   return pw;
 }
 
-/** Asks for a new password twice on a terminal, or reads it from a file. */
-export async function getNewPassword(file: string | undefined): Promise<string> {
+/** Asks for a new password twice on a terminal, or reads it from a file. The caller zeroes it. */
+export async function getNewPassword(file: string | undefined): Promise<Buffer> {
   if (file) {
     const pw = await readPasswordFile(file, '--new-password-file');
-    if (pw === '') throw new ExitError('empty password refused', EXIT.failed);
+    if (pw.length === 0) throw new ExitError('empty password refused', EXIT.failed);
     return pw;
   }
   if (!process.stdin.isTTY) throw new ExitError('no new password given: use --new-password-file', EXIT.failed);
@@ -79,5 +92,15 @@ export async function getNewPassword(file: string | undefined): Promise<string> 
   const b = await prompt('enter the new password again: ');
   if (a !== b) throw new ExitError('the passwords do not match', EXIT.failed);
   if (a === '') throw new ExitError('empty password refused', EXIT.failed);
-  return a;
+  return Buffer.from(a, 'utf8');
+}
+
+/** Runs `use` with a password and zeroes the password afterwards, whatever happens. */
+export async function withPassword<T>(password: Buffer | Promise<Buffer>, use: (password: Buffer) => Promise<T>): Promise<T> {
+  const pw = await password;
+  try {
+    return await use(pw);
+  } finally {
+    pw.fill(0);
+  }
 }

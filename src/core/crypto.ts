@@ -10,11 +10,15 @@
  *   mode, or HMAC-SHA256 in repositories made before BLAKE3): storage never
  *   sees a plain hash of content and so cannot confirm a guess about it.
  * - Passwords wrap the master key through scrypt (parameters recorded in
- *   each key file).
+ *   each key file, bounded so that a planted key file cannot make a reader
+ *   spend more than a few times what an honest one costs).
+ * - The master key lives in one SharedArrayBuffer: worker threads get views
+ *   of it, not copies, and `wipeMasterKey` zeroes it for every thread at once.
+ *   Nothing is sealed or opened under a wiped (all-zero) key.
  * - The plain objects a keyed reader must trust (the config, snapshots)
  *   carry an HMAC-SHA256 under a key derived from the master key.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, randomFillSync, scrypt, timingSafeEqual } from 'node:crypto';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 
 export const KEY_BYTES = 32;
@@ -41,9 +45,42 @@ export interface MasterKey {
   readonly chunker: Buffer;
 }
 
+/** The three secrets as views of one new SharedArrayBuffer. */
+function sharedMasterKey(): MasterKey {
+  const shared = new SharedArrayBuffer(3 * KEY_BYTES);
+  return { encryption: Buffer.from(shared, 0, KEY_BYTES), id: Buffer.from(shared, KEY_BYTES, KEY_BYTES), chunker: Buffer.from(shared, 2 * KEY_BYTES, KEY_BYTES) };
+}
+
 /** Makes a fresh master key from the system's CSPRNG. */
 export function newMasterKey(): MasterKey {
-  return { encryption: randomBytes(KEY_BYTES), id: randomBytes(KEY_BYTES), chunker: randomBytes(KEY_BYTES) };
+  const key = sharedMasterKey();
+  randomFillSync(Buffer.from(key.encryption.buffer));
+  return key;
+}
+
+/** Moves three 32-byte secrets into a master key (one shared buffer), zeroing the sources. */
+export function masterKeyFrom(encryption: Buffer, id: Buffer, chunker: Buffer): MasterKey {
+  const key = sharedMasterKey();
+  for (const [from, to] of [[encryption, key.encryption], [id, key.id], [chunker, key.chunker]] as const) {
+    from.copy(to);
+    from.fill(0);
+  }
+  return key;
+}
+
+/**
+ * Zeroes a master key, in every thread that holds a view of it. Afterwards
+ * `seal` and `open` refuse it; keys derived from it (the fingerprint and
+ * blob-type keys, the BLAKE3 hashers' state) are not reached.
+ */
+export function wipeMasterKey(key: MasterKey): void {
+  for (const b of [key.encryption, key.id, key.chunker]) b.fill(0);
+}
+
+/** Thrown when a wiped key is used: a bug, since sealing under it would store readable data. */
+function assertNotWiped(key: Buffer): void {
+  for (let i = 0; i < key.length; i++) if (key[i] !== 0) return;
+  throw new Error('the key was wiped: the repository was closed');
 }
 
 /**
@@ -69,6 +106,7 @@ function nextNonce(): Buffer {
 }
 
 export function seal(key: Buffer, plaintext: Uint8Array, aad: Uint8Array): Buffer {
+  assertNotWiped(key);
   const nonce = nextNonce();
   const cipher = createCipheriv('aes-256-gcm', key, nonce);
   cipher.setAAD(aad);
@@ -85,6 +123,7 @@ export function seal(key: Buffer, plaintext: Uint8Array, aad: Uint8Array): Buffe
 /** Reverses `seal`; throws `AuthenticationError` naming `what` on any mismatch. */
 export function open(key: Buffer, sealed: Uint8Array, aad: Uint8Array, what: string): Buffer {
   if (sealed.length < SEAL_OVERHEAD) throw new AuthenticationError(what);
+  assertNotWiped(key);
   const buf = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.length);
   const decipher = createDecipheriv('aes-256-gcm', key, buf.subarray(0, NONCE_BYTES));
   decipher.setAAD(aad);
@@ -185,34 +224,69 @@ export interface ScryptParams {
   readonly p: number;
 }
 
+/** N of new key files (docs/decisions.md, "KDF"). */
+export const DEFAULT_SCRYPT_N = 2 ** 16;
+
+/** Work of one derivation, in units of N=1, r=1, p=1 (memory is 128·N·r bytes, time grows with N·r·p). */
+export const scryptCost = (p: ScryptParams): number => p.N * p.r * p.p;
+
 /**
- * Default cost: N=2^16, r=8, p=1 (64 MiB, 350 ms here; see docs/decisions.md). Tests and
- * benchmarks may lower it with HOLDFAST_SCRYPT_N; the value used is recorded
- * in the key file so every reader derives alike.
+ * The most work a reader spends on one key file: 4 times the default (N=2^18
+ * at r=8, p=1: 256 MiB). A planted key file must not make every command spend
+ * seconds and gigabytes (docs/decisions.md, "Hostile repositories").
+ */
+export const MAX_SCRYPT_COST = 4 * DEFAULT_SCRYPT_N * 8;
+
+/** "N=2^16, r=8, p=1" */
+export function describeScrypt(p: ScryptParams): string {
+  const log = Math.log2(p.N);
+  return `N=${Number.isInteger(log) ? `2^${log}` : p.N}, r=${p.r}, p=${p.p}`;
+}
+
+/**
+ * Default cost: N=2^16, r=8, p=1 (64 MiB; see docs/decisions.md). Tests and
+ * benchmarks may change N with HOLDFAST_SCRYPT_N, within the bound readers
+ * accept; the value used is recorded in the key file so every reader derives alike.
  */
 export function defaultScryptParams(): ScryptParams {
   const env = process.env['HOLDFAST_SCRYPT_N'];
-  const N = env ? Number(env) : 2 ** 16;
+  const N = env ? Number(env) : DEFAULT_SCRYPT_N;
   const params = { N, r: 8, p: 1 };
-  if (!validScryptParams(params)) throw new Error(`HOLDFAST_SCRYPT_N=${env} is not a power of two between 2 and 2^22`);
+  if (!validScryptParams(params)) throw new Error(`HOLDFAST_SCRYPT_N=${env} is not a power of two between 2 and 2^18`);
   return params;
 }
 
-/** Checks scrypt parameters read from a file before spending memory on them. */
+/** Checks scrypt parameters read from a file before spending memory or time on them. */
 export function validScryptParams(p: ScryptParams): boolean {
-  return Number.isInteger(p.N) && p.N >= 2 && p.N <= 2 ** 22 && (p.N & (p.N - 1)) === 0
+  return Number.isInteger(p.N) && p.N >= 2 && (p.N & (p.N - 1)) === 0
     && Number.isInteger(p.r) && p.r >= 1 && p.r <= 32
     && Number.isInteger(p.p) && p.p >= 1 && p.p <= 16
-    // A planted key file must not make every open spend gigabytes or minutes.
-    && 128 * p.N * p.r <= 2 ** 30 && p.N * p.r * p.p <= 2 ** 25;
+    && scryptCost(p) <= MAX_SCRYPT_COST;
 }
 
-/** Derives a 32-byte wrapping key from a password. */
-export function deriveKey(password: string, salt: Buffer, params: ScryptParams): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    scrypt(password.normalize('NFC'), salt, KEY_BYTES, { N: params.N, r: params.r, p: params.p, maxmem: 256 * params.N * params.r + (1 << 20) }, (err, key) => {
-      if (err) reject(err);
-      else resolve(key);
+/** True for characters whose UTF-8 bytes are all below 0x80: NFC leaves them as they are. */
+function isAscii(b: Uint8Array): boolean {
+  for (let i = 0; i < b.length; i++) if (b[i]! >= 0x80) return false;
+  return true;
+}
+
+/**
+ * Derives a 32-byte wrapping key from a password (UTF-8 bytes, or a string).
+ * The caller owns a password buffer and zeroes it; a non-ASCII one passes
+ * through a JavaScript string for NFC, which cannot be zeroed.
+ */
+export async function deriveKey(password: string | Uint8Array, salt: Buffer, params: ScryptParams): Promise<Buffer> {
+  const normalized = typeof password === 'string' || !isAscii(password)
+    ? Buffer.from((typeof password === 'string' ? password : Buffer.from(password.buffer, password.byteOffset, password.byteLength).toString('utf8')).normalize('NFC'), 'utf8')
+    : undefined;
+  try {
+    return await new Promise<Buffer>((resolve, reject) => {
+      scrypt(normalized ?? password, salt, KEY_BYTES, { N: params.N, r: params.r, p: params.p, maxmem: 256 * params.N * params.r + (1 << 20) }, (err, key) => {
+        if (err) reject(err);
+        else resolve(key);
+      });
     });
-  });
+  } finally {
+    normalized?.fill(0);
+  }
 }

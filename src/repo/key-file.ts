@@ -5,7 +5,9 @@
  */
 import { hostname, userInfo } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { deriveKey, open, seal, validScryptParams, type MasterKey, type ScryptParams, KEY_BYTES } from '../core/crypto.js';
+import {
+  deriveKey, describeScrypt, masterKeyFrom, open, scryptCost, seal, validScryptParams, DEFAULT_SCRYPT_N, KEY_BYTES, MAX_SCRYPT_COST, type MasterKey, type ScryptParams,
+} from '../core/crypto.js';
 import { asRecord, parseJson } from './binary.js';
 import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
 
@@ -29,16 +31,24 @@ interface MasterKeyJson {
   repository: string;
 }
 
+/**
+ * A password as the user gave it: UTF-8 bytes (which the caller zeroes when
+ * done), or a string (tests and callers that never had bytes).
+ */
+export type Password = string | Uint8Array;
+
 /** Wraps `key` (of repository `repoId`) with `password`. */
-export async function wrapMasterKey(key: MasterKey, repoId: string, password: string, params: ScryptParams): Promise<Buffer> {
+export async function wrapMasterKey(key: MasterKey, repoId: string, password: Password, params: ScryptParams): Promise<Buffer> {
   const salt = randomBytes(32);
   const wrapping = await deriveKey(password, salt, params);
+  // The base64 strings stay in the heap until collected; the bytes made of them are zeroed.
   const plain: MasterKeyJson = {
     encryption: key.encryption.toString('base64'),
     id: key.id.toString('base64'),
     chunker: key.chunker.toString('base64'),
     repository: repoId,
   };
+  const plainBytes = Buffer.from(JSON.stringify(plain), 'utf8');
   let user = 'unknown';
   try {
     user = userInfo().username;
@@ -51,8 +61,10 @@ export async function wrapMasterKey(key: MasterKey, repoId: string, password: st
     hostname: hostname(),
     username: user,
     kdf: { algorithm: 'scrypt', N: params.N, r: params.r, p: params.p, salt: salt.toString('base64') },
-    data: seal(wrapping, Buffer.from(JSON.stringify(plain), 'utf8'), AAD).toString('base64'),
+    data: seal(wrapping, plainBytes, AAD).toString('base64'),
   };
+  plainBytes.fill(0);
+  wrapping.fill(0);
   return Buffer.from(JSON.stringify(file), 'utf8');
 }
 
@@ -62,27 +74,47 @@ export function decodeKeyFile(bytes: Buffer, what: string): KeyFile {
   if (o['version'] !== KEY_VERSION) throw new UnsupportedVersionError(what, o['version'], KEY_VERSION);
   const kdf = asRecord(o['kdf'], what);
   const params = { N: kdf['N'], r: kdf['r'], p: kdf['p'] } as ScryptParams;
-  if (kdf['algorithm'] !== 'scrypt' || typeof kdf['salt'] !== 'string' || !validScryptParams(params)) throw new CorruptObjectError(what, 'bad kdf parameters');
+  if (kdf['algorithm'] !== 'scrypt' || typeof kdf['salt'] !== 'string') throw new CorruptObjectError(what, 'bad kdf parameters');
+  if (!validScryptParams(params)) {
+    const over = [params.N, params.r, params.p].every((v) => Number.isSafeInteger(v) && v > 0) && scryptCost(params) > MAX_SCRYPT_COST;
+    throw new CorruptObjectError(what, over
+      ? `refused: scrypt ${describeScrypt(params)} would cost ${costTimes(params)} times the default, more than the ${MAX_SCRYPT_COST / (DEFAULT_SCRYPT_N * 8)} a reader spends (planted, or made with a raised HOLDFAST_SCRYPT_N)`
+      : 'bad kdf parameters');
+  }
   for (const f of ['created', 'hostname', 'username', 'data']) {
     if (typeof o[f] !== 'string') throw new CorruptObjectError(what, `bad ${f}`);
   }
   return o as unknown as KeyFile;
 }
 
+/** How many times the default's work a key file's KDF costs (1 for the default, 4 at the bound). */
+export function costTimes(params: ScryptParams): number {
+  return scryptCost(params) / (DEFAULT_SCRYPT_N * 8);
+}
+
 /**
  * Unwraps the master key. Throws `AuthenticationError` for a wrong password
  * and `CorruptObjectError` for a malformed file.
  */
-export async function unwrapMasterKey(file: KeyFile, password: string, repoId: string, what: string): Promise<MasterKey> {
+export async function unwrapMasterKey(file: KeyFile, password: Password, repoId: string, what: string): Promise<MasterKey> {
   const wrapping = await deriveKey(password, Buffer.from(file.kdf.salt, 'base64'), file.kdf);
-  const plain = open(wrapping, Buffer.from(file.data, 'base64'), AAD, what);
-  const o = asRecord(parseJson(plain, what), what);
-  if (o['repository'] !== repoId) throw new CorruptObjectError(what, 'belongs to another repository');
-  const get = (f: string): Buffer => {
-    const v = o[f];
-    const b = typeof v === 'string' ? Buffer.from(v, 'base64') : Buffer.alloc(0);
-    if (b.length !== KEY_BYTES) throw new CorruptObjectError(what, `bad ${f} key`);
-    return b;
-  };
-  return { encryption: get('encryption'), id: get('id'), chunker: get('chunker') };
+  let plain: Buffer;
+  try {
+    plain = open(wrapping, Buffer.from(file.data, 'base64'), AAD, what);
+  } finally {
+    wrapping.fill(0);
+  }
+  try {
+    const o = asRecord(parseJson(plain, what), what);
+    if (o['repository'] !== repoId) throw new CorruptObjectError(what, 'belongs to another repository');
+    const get = (f: string): Buffer => {
+      const v = o[f];
+      const b = typeof v === 'string' ? Buffer.from(v, 'base64') : Buffer.alloc(0);
+      if (b.length !== KEY_BYTES) throw new CorruptObjectError(what, `bad ${f} key`);
+      return b;
+    };
+    return masterKeyFrom(get('encryption'), get('id'), get('chunker'));
+  } finally {
+    plain.fill(0);
+  }
 }

@@ -15,11 +15,11 @@
  * (`indexOrphanPacks`), so their blobs are reused, not uploaded again.
  */
 import { AlreadyExistsError, NotFoundError, ShortReadError, type Backend, type Handle } from '../storage/backend.js';
-import { AuthenticationError, macKey, newMasterKey, sha256, defaultScryptParams, type MasterKey } from '../core/crypto.js';
+import { AuthenticationError, macKey, newMasterKey, sha256, defaultScryptParams, describeScrypt, wipeMasterKey, type MasterKey } from '../core/crypto.js';
 import { BlobCompressor, type CompressionMode } from '../core/compress.js';
 import { DEFAULT_CHUNKER_PARAMS, FastCDC, gearTable, validateChunkerParams, type ChunkerParams } from '../core/chunker.js';
 import { authenticateConfig, decodeConfig, encodeConfig, newConfig, type RepoConfig } from './config.js';
-import { decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile } from './key-file.js';
+import { costTimes, decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile, type Password } from './key-file.js';
 import { BlobType, PACK_TRAILER_BYTES, PackWriter, parsePackHeader, parsePackTrailer, type PackedBlob } from './pack.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from './blob-codec.js';
 import { MasterIndex, decodeIndex, encodeIndex, type BlobLocation, type IndexedPack } from './index-file.js';
@@ -51,10 +51,23 @@ export interface WriteStats {
   dataAddedStored: number;
 }
 
+export interface OpenOptions {
+  /**
+   * The key file to try first, given the repository's id: the one that
+   * opened it last time on this machine (a local hint, never stored in the
+   * repository, so storage cannot choose it).
+   */
+  readonly preferKey?: (repositoryId: string) => string | undefined;
+  /** Told of a key file refused or damaged, and before a key file that costs more than the default is tried. */
+  readonly onWarning?: (message: string) => void;
+}
+
 /** One key file, as `key list` shows it. */
 export interface KeyInfo {
   readonly id: string;
-  readonly file: KeyFile;
+  /** Absent when the file is damaged or refused (`problem` says why). */
+  readonly file?: KeyFile;
+  readonly problem?: string;
   readonly current: boolean;
 }
 
@@ -125,7 +138,7 @@ export class Repository {
   }
 
   /** Creates a new repository with one key for `password`. */
-  static async init(backend: Backend, password: string, opts: InitOptions = {}): Promise<Repository> {
+  static async init(backend: Backend, password: Password, opts: InitOptions = {}): Promise<Repository> {
     const existing = await backend.stat(handle('config', 'config')).catch(() => undefined);
     if (existing) throw new Error(`a repository exists already at ${backend.location}`);
     const packSize = opts.packSize ?? DEFAULT_PACK_SIZE;
@@ -143,29 +156,72 @@ export class Repository {
    * Opens a repository with a password. Throws `NotARepositoryError`,
    * `UnsupportedVersionError`, `CorruptObjectError`, `WrongPasswordError`,
    * or `ForgedObjectError` when the config fails its MAC.
+   * Key files are tried in this order (docs/format.md §4.2): the preferred
+   * one, then the others cheapest first, so that planted key files of a high
+   * cost are reached only when the password fits no other.
    */
-  static async open(backend: Backend, password: string): Promise<Repository> {
+  static async open(backend: Backend, password: Password, opts: OpenOptions = {}): Promise<Repository> {
     const { bytes, config } = await readConfig(backend);
+    const names: string[] = [];
+    for await (const info of backend.list('key')) names.push(info.name);
+    const preferred = opts.preferKey?.(config.id);
     let damaged: Error | undefined;
-    for await (const info of backend.list('key')) {
-      const what = `key ${info.name}`;
-      let key: MasterKey;
+    const load = async (name: string): Promise<KeyFile | undefined> => {
+      const what = `key ${name}`;
       try {
-        const file = decodeKeyFile(await loadChecked(backend, handle('key', info.name), what), what);
-        key = await unwrapMasterKey(file, password, config.id, what);
+        return decodeKeyFile(await loadChecked(backend, handle('key', name), what), what);
       } catch (e) {
-        if (e instanceof AuthenticationError) continue;
-        if (e instanceof CorruptObjectError || e instanceof NotFoundError || e instanceof UnsupportedVersionError) {
-          damaged = e;
-          continue;
-        }
-        throw e;
+        if (!(e instanceof CorruptObjectError || e instanceof NotFoundError || e instanceof UnsupportedVersionError)) throw e;
+        damaged = e;
+        if (e instanceof CorruptObjectError) opts.onWarning?.(`${e.message}; skipped`);
+        return undefined;
       }
+    };
+    const opened = (key: MasterKey, name: string): Repository => {
       authenticateConfig(bytes, macKey(key, 'config'));
-      return new Repository(backend, config, key, info.name);
+      return new Repository(backend, config, key, name);
+    };
+    const attempt = async (name: string, file: KeyFile): Promise<MasterKey | undefined> => {
+      const times = costTimes(file.kdf);
+      if (times > 1) opts.onWarning?.(`key ${name}: scrypt ${describeScrypt(file.kdf)} costs ${times} times the default; trying it takes longer`);
+      try {
+        return await unwrapMasterKey(file, password, config.id, `key ${name}`);
+      } catch (e) {
+        if (e instanceof AuthenticationError) return undefined;
+        if (!(e instanceof CorruptObjectError)) throw e;
+        damaged = e;
+        return undefined;
+      }
+    };
+    if (preferred !== undefined && names.includes(preferred)) {
+      const file = await load(preferred);
+      const key = file && await attempt(preferred, file);
+      if (key) return opened(key, preferred);
     }
-    if (damaged) throw new Error(`${damaged.message}; no other key opens with this password`);
+    const rest: { name: string; file: KeyFile }[] = [];
+    for (const name of names) {
+      if (name === preferred) continue;
+      const file = await load(name);
+      if (file) rest.push({ name, file });
+    }
+    rest.sort((a, b) => costTimes(a.file.kdf) - costTimes(b.file.kdf));
+    for (const { name, file } of rest) {
+      const key = await attempt(name, file);
+      if (key) return opened(key, name);
+    }
+    if (damaged) throw new Error(`${(damaged as Error).message}; no other key opens with this password`);
     throw new WrongPasswordError();
+  }
+
+  /**
+   * Zeroes the master key, in this thread and in every worker thread that
+   * holds a view of it, and the snapshot MAC key; blobs can no longer be
+   * sealed or opened, nor snapshots authenticated. Idempotent.
+   * Call it once the session's writes are flushed.
+   */
+  close(): void {
+    wipeMasterKey(this.key);
+    this.snapshotMacKey.fill(0);
   }
 
   /** Reads the config alone, without a password (for keyless operations): not authenticated. */
@@ -433,13 +489,19 @@ export class Repository {
     const out: KeyInfo[] = [];
     for await (const info of this.backend.list('key')) {
       const what = `key ${info.name}`;
-      out.push({ id: info.name, file: decodeKeyFile(await loadChecked(this.backend, handle('key', info.name), what), what), current: info.name === this.keyId });
+      try {
+        out.push({ id: info.name, file: decodeKeyFile(await loadChecked(this.backend, handle('key', info.name), what), what), current: info.name === this.keyId });
+      } catch (e) {
+        // Listed, so that a damaged or planted key file can be seen and removed.
+        if (!(e instanceof CorruptObjectError || e instanceof UnsupportedVersionError)) throw e;
+        out.push({ id: info.name, problem: e.message, current: false });
+      }
     }
-    return out.sort((a, b) => a.file.created.localeCompare(b.file.created));
+    return out.sort((a, b) => (a.file?.created ?? '\uffff').localeCompare(b.file?.created ?? '\uffff'));
   }
 
   /** Adds a key file wrapping the master key with another password; returns its id. */
-  async addKey(password: string): Promise<string> {
+  async addKey(password: Password): Promise<string> {
     return saveAddressed(this.backend, 'key', await wrapMasterKey(this.key, this.config.id, password, defaultScryptParams()));
   }
 

@@ -211,12 +211,14 @@ describe('scrypt parameters', () => {
   });
 
   it(
-    'refuses parameters whose cost would let a planted key file stall open (over 1 GiB of memory, or 2^25 N·r·p)',
+    'refuses parameters whose cost would let a planted key file stall open (more than 4 times the default N·r·p, so at most 256 MiB)',
     () => {
       assert.equal(validScryptParams({ N: 2 ** 22, r: 32, p: 16 }), false);
-      assert.equal(validScryptParams({ N: 2 ** 22, r: 8, p: 1 }), false, '4 GiB');
-      assert.equal(validScryptParams({ N: 2 ** 20, r: 8, p: 1 }), true, '1 GiB is the most a key file may ask');
-      assert.equal(validScryptParams({ N: 2 ** 20, r: 8, p: 5 }), false, 'too much work');
+      assert.equal(validScryptParams({ N: 2 ** 20, r: 8, p: 1 }), false, '1 GiB and 16 times the work');
+      assert.equal(validScryptParams({ N: 2 ** 19, r: 8, p: 1 }), false, '8 times the work');
+      assert.equal(validScryptParams({ N: 2 ** 18, r: 8, p: 1 }), true, '256 MiB is the most a key file may ask');
+      assert.equal(validScryptParams({ N: 2 ** 18, r: 8, p: 2 }), false, 'too much work');
+      assert.equal(validScryptParams({ N: 2 ** 16, r: 8, p: 4 }), true, 'p adds work but no memory');
     },
   );
 
@@ -243,9 +245,10 @@ describe('scrypt parameters', () => {
       fc.property(fc.double(), fc.double(), fc.double(), (N, r, p) => {
         const ok = validScryptParams({ N, r, p });
         if (ok) {
-          assert.ok(Number.isInteger(N) && N >= 2 && N <= 2 ** 22 && Number.isInteger(Math.log2(N)));
+          assert.ok(Number.isInteger(N) && N >= 2 && N <= 2 ** 21 && Number.isInteger(Math.log2(N)));
           assert.ok(Number.isInteger(r) && r >= 1 && r <= 32);
           assert.ok(Number.isInteger(p) && p >= 1 && p <= 16);
+          assert.ok(N * r * p <= 2 ** 21);
         }
       }),
       { numRuns: 200 },
@@ -291,6 +294,15 @@ describe('deriveKey', () => {
     const decomposed = 'cafe\u0301';
     assert.notEqual(composed, decomposed);
     assert.deepEqual(await deriveKey(composed, salt, params), await deriveKey(decomposed, salt, params));
+  });
+
+  it('takes the password as UTF-8 bytes alike, normalised the same, and leaves the bytes as they were', async () => {
+    const salt = randomBytes(32);
+    for (const [text, bytes] of [['pw', Buffer.from('pw')], ['caf\u00e9', Buffer.from('cafe\u0301')]] as const) {
+      const copy = Buffer.from(bytes);
+      assert.deepEqual(await deriveKey(bytes, salt, params), await deriveKey(text, salt, params), text);
+      assert.deepEqual(bytes, copy);
+    }
   });
 
   it('rejects (not throws synchronously) on parameters scrypt refuses', async () => {

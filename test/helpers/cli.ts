@@ -1,6 +1,7 @@
 /**
  * Runs the real `holdfast` CLI in a child process, the way a user would, with
- * a repository and password in the environment and cheap scrypt settings.
+ * a repository, password and cache folder in the environment and cheap
+ * scrypt settings.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -43,7 +44,7 @@ export class Sandbox {
   }
 
   env(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
-    return { HOLDFAST_REPOSITORY: this.repo, HOLDFAST_PASSWORD: 'correct horse', HOLDFAST_SCRYPT_N: '1024', ...extra };
+    return { HOLDFAST_REPOSITORY: this.repo, HOLDFAST_PASSWORD: 'correct horse', HOLDFAST_SCRYPT_N: '1024', HOLDFAST_CACHE_DIR: join(this.dir, 'cache'), ...extra };
   }
 
   /** Runs `holdfast ARGS` with this sandbox's repository and password. */

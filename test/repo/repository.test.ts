@@ -409,7 +409,7 @@ describe('Repository: keys', () => {
     assert.equal(keys.length, 2);
     assert.deepEqual(keys.filter((k) => k.current).map((k) => k.id), [newId]);
     assert.deepEqual(new Set(keys.map((k) => k.id)), new Set([repo.keyId, newId]));
-    for (const k of keys) assert.equal(k.file.kdf.algorithm, 'scrypt');
+    for (const k of keys) assert.equal(k.file?.kdf.algorithm, 'scrypt');
 
     await assert.rejects(second.removeKey(newId), /refusing to remove the key in use/);
     await assert.rejects(second.removeKey('ee'.repeat(32)), /no key/);

@@ -1,0 +1,107 @@
+/**
+ * Where the secrets live in memory. The master key is one shared buffer:
+ * worker threads see it, not copies of it, so closing the repository zeroes
+ * it for them too, and nothing is sealed under the zeroed key. Read from the
+ * outside (/proc/<pid>/mem, what a core dump holds) during a running backup,
+ * the process holds the encryption key and the chunker seed once each, and
+ * the password, read from a file, not at all.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { open, rm, writeFile } from 'node:fs/promises';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Sandbox } from '../helpers/cli.js';
+import { memoryRepo } from '../helpers/memory-repo.js';
+import { BlobType } from '../../src/repo/pack.js';
+import { Repository } from '../../src/repo/repository.js';
+import { LocalBackend } from '../../src/storage/local-backend.js';
+import { WorkerPool } from '../../src/jobs/pool/worker-pool.js';
+import type { SealResult } from '../../src/jobs/pool/protocol.js';
+
+/** How often each needle occurs in the readable, writable memory of process `pid`. */
+async function countInMemory(pid: number, needles: readonly Buffer[]): Promise<number[]> {
+  const counts = needles.map(() => 0);
+  const mem = await open(`/proc/${pid}/mem`, 'r');
+  try {
+    for (const line of readFileSync(`/proc/${pid}/maps`, 'latin1').split('\n')) {
+      const [range, perms] = line.split(' ');
+      if (!range || !perms?.startsWith('rw')) continue; // secrets live in writable memory: heap, stacks, anonymous maps
+      const [start, end] = range.split('-').map((h) => Number.parseInt(h, 16)) as [number, number];
+      for (let at = start; at < end; at += 1 << 24) {
+        const chunk = Buffer.alloc(Math.min(1 << 24, end - at));
+        let n: number;
+        try {
+          ({ bytesRead: n } = await mem.read(chunk, 0, chunk.length, at));
+        } catch {
+          continue; // guard pages and the like
+        }
+        const view = chunk.subarray(0, n);
+        needles.forEach((needle, i) => {
+          for (let p = view.indexOf(needle); p >= 0; p = view.indexOf(needle, p + 1)) counts[i]!++;
+        });
+      }
+    }
+  } finally {
+    await mem.close();
+  }
+  return counts;
+}
+
+describe('the master key in memory', () => {
+  it('workers share the one copy: after close they cannot seal, and neither can the repository', async () => {
+    const { repo } = await memoryRepo();
+    const pool = WorkerPool.start(repo, 2);
+    try {
+      const seal = (): Promise<SealResult> => pool.run<SealResult>({ kind: 'seal', type: BlobType.Data, data: randomBytes(1000) });
+      // Both workers seal while the key is there (tasks go to the least busy worker).
+      assert.ok((await Promise.all([seal(), seal()])).every((r) => r.blob !== undefined));
+      const secrets = repo.workerSecrets();
+      repo.close();
+      for (const k of [secrets.encryption, secrets.id, secrets.chunker]) assert.ok(k.every((b) => b === 0), 'close left key bytes');
+      await assert.rejects(Promise.all([seal(), seal()]), /the key was wiped/);
+      await assert.rejects(repo.saveBlob(BlobType.Data, randomBytes(1000)), /the key was wiped/);
+      repo.close(); // idempotent
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
+const procMem = existsSync('/proc/self/mem');
+
+describe('secrets in a running backup, read from its memory', { skip: procMem ? false : 'needs /proc/<pid>/mem' }, () => {
+  let s: Sandbox;
+  const password = `pw-${randomBytes(12).toString('hex')}`;
+  before(async () => {
+    s = await Sandbox.create('holdfast-key-copies-');
+    await writeFile(s.path('pw'), `${password}\n`);
+    await s.ok(['init', '--password-file', s.path('pw')], { env: { HOLDFAST_PASSWORD: undefined } });
+  });
+  after(async () => {
+    await s.remove();
+  });
+
+  it('holds the encryption key and chunker seed once each and the password not at all', async () => {
+    const repo = await Repository.open(new LocalBackend(s.repo), password);
+    const { encryption, chunker } = repo.workerSecrets();
+    const fed = s.path('fed');
+    // Feeds a few megabytes (so the workers have sealed), says so, and ends once the test has read the memory.
+    const running = s.start(['backup', '-q', '--password-file', s.path('pw'), '--stdin-from-command', '--stdin-filename', 'x', '--',
+      'sh', '-c', `head -c 4000000 /dev/urandom; touch ${fed}; while [ -e ${fed} ]; do sleep 0.05; done`], { env: { HOLDFAST_PASSWORD: undefined, HOLDFAST_WORKERS: '2' } });
+    let counts: number[] | undefined;
+    try {
+      while (!existsSync(fed)) await sleep(50);
+      counts = await countInMemory(running.child.pid!, [Buffer.from(encryption), Buffer.from(chunker), Buffer.from(password)]);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'EACCES' && code !== 'EPERM') throw e; // else no ptrace access here: nothing to check
+    } finally {
+      await rm(fed, { force: true });
+    }
+    const r = await running.done;
+    assert.equal(r.code, 0, r.stderr);
+    if (counts) assert.deepEqual(counts, [1, 1, 0], 'copies of [encryption key, chunker seed, password]');
+  });
+});
