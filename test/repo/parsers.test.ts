@@ -20,12 +20,12 @@ import fc from 'fast-check';
 import { BLOB_ID_HASHES, sha256, type ScryptParams, AuthenticationError, newMasterKey } from '../../src/core/crypto.js';
 import { COMPRESSION_MODES } from '../../src/core/compress.js';
 import { isIdHex } from '../../src/core/ids.js';
-import { CorruptObjectError, UnsupportedVersionError } from '../../src/repo/errors.js';
-import { FORMAT_VERSION, decodeConfig, encodeConfig, newConfig, type RepoConfig } from '../../src/repo/config.js';
+import { CorruptObjectError, ForgedObjectError, UnsupportedVersionError } from '../../src/repo/errors.js';
+import { FORMAT_VERSION, authenticateConfig, decodeConfig, encodeConfig, newConfig, type RepoConfig } from '../../src/repo/config.js';
 import { decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile } from '../../src/repo/key-file.js';
 import { BlobType, FLAG_COMPRESSED, PACK_TRAILER_BYTES, PackWriter, parsePackHeader, parsePackTrailer, type PackedBlob } from '../../src/repo/pack.js';
 import { decodeIndex, encodeIndex, type IndexFile } from '../../src/repo/index-file.js';
-import { decodeSnapshot, encodeSnapshot, type Snapshot } from '../../src/repo/snapshot.js';
+import { authenticateSnapshot, decodeSnapshot, encodeSnapshot, type Snapshot } from '../../src/repo/snapshot.js';
 import { TREE_ENCODINGS, decodeTree, encodeTree, type NodeType, type TreeNode } from '../../src/repo/tree.js';
 import { DEFAULT_CHUNKER_PARAMS } from '../../src/core/chunker.js';
 
@@ -369,6 +369,20 @@ describe('config: specific cases', () => {
       },
     );
     for (const bad of [null, 3, ['binary']]) assert.throws(() => decodeConfig(configBytes({ ...valid, trees: bad })), /config is damaged: bad trees/);
+  });
+
+  it('with the key: the MAC verifies, and a change to any byte of the JSON, re-checksummed, fails it', () => {
+    fc.assert(
+      fc.property(configArb, fc.nat(), fc.integer({ min: 1, max: 255 }), (c, where, mask) => {
+        const bytes = encodeConfig(c, MAC_KEY);
+        authenticateConfig(bytes, MAC_KEY);
+        assert.throws(() => authenticateConfig(bytes, Buffer.alloc(32, 8)), ForgedObjectError, 'another key');
+        const body = Buffer.from(bytes.subarray(0, bytes.length - 32));
+        body[4 + (where % (body.length - 4))]! ^= mask;
+        assert.throws(() => authenticateConfig(Buffer.concat([body, sha256(body)]), MAC_KEY), (e: unknown) => e instanceof ForgedObjectError && /^config fails its MAC/.test(e.message));
+      }),
+      { numRuns: 200 },
+    );
   });
 
   it('a checksum mismatch is a CorruptObjectError saying so', () => {
@@ -784,6 +798,26 @@ describe('snapshot: specific cases', () => {
     const s = fc.sample(snapshotArb, { seed: 1, numRuns: 1 })[0]!;
     const back = decodeSnapshot(encodeSnapshot({ ...s, blobs: ids }, MAC_KEY), SNAPSHOT_WHAT);
     assert.deepEqual(back.blobs, ['00'.repeat(32), '80'.repeat(32), 'ff'.repeat(32)]);
+  });
+
+  it('a version 1 snapshot is refused as planted, not as something to upgrade for', () => {
+    const v1 = Buffer.from(encodeSnapshot(fc.sample(snapshotArb, { seed: 3, numRuns: 1 })[0]!, MAC_KEY));
+    v1[4] = 1;
+    assert.throws(() => decodeSnapshot(v1, SNAPSHOT_WHAT), (e: unknown) => e instanceof CorruptObjectError && /version 1 snapshot \(without a MAC\).*planted/.test(e.message));
+  });
+
+  it('with the key: the MAC verifies, and a change to any byte it covers, or to the MAC, fails it', () => {
+    fc.assert(
+      fc.property(snapshotArb, fc.nat(), fc.integer({ min: 1, max: 255 }), (x, where, mask) => {
+        const bytes = encodeSnapshot(x, MAC_KEY);
+        authenticateSnapshot(bytes, MAC_KEY, 'ab');
+        assert.throws(() => authenticateSnapshot(bytes, Buffer.alloc(32, 8), 'ab'), ForgedObjectError, 'another key');
+        const forged = Buffer.from(bytes);
+        forged[where % forged.length]! ^= mask;
+        assert.throws(() => authenticateSnapshot(forged, MAC_KEY, 'ab'), (e: unknown) => e instanceof ForgedObjectError && /^snapshot ab fails its MAC/.test(e.message));
+      }),
+      { numRuns: 200 },
+    );
   });
 
   it('huge lengths fail at once', () => {
