@@ -76,7 +76,7 @@ export function register(program: Command): void {
           signal: held.signal,
         });
         if (g.json) {
-          process.stdout.write(`${JSON.stringify({ removed: r.removed, rewritten: r.rewritten, skipped: r.skipped, salvagedBlobs: r.salvagedBlobs, marker: r.marker, check: r.check })}\n`);
+          process.stdout.write(`${JSON.stringify({ removed: r.removed, rewritten: r.rewritten, skipped: r.skipped, salvagedBlobs: r.salvagedBlobs, marker: r.marker, removedPacks: r.removedPacks, check: r.check })}\n`);
           return;
         }
         printCheck({ ...g, quiet: true }, r.check);
@@ -88,7 +88,10 @@ export function register(program: Command): void {
           for (const p of x.files) say(g, `  file ${p}`);
         }
         for (const x of r.skipped) warn(`snapshot ${x.id.slice(0, 8)} left as it is: ${x.reason}`);
-        if (r.salvagedBlobs > 0 || r.marker) say(g, `copied ${r.salvagedBlobs} intact blob(s) out of damaged packs; the damaged packs are marked for deletion (the next prune after the grace period removes them)`);
+        if (r.marker) say(g, `copied ${r.salvagedBlobs} intact blob(s) out of damaged packs; the damaged packs are marked for deletion (the next prune after the grace period removes them)`);
+        if (r.removedPacks.length > 0) {
+          say(g, `removed ${r.removedPacks.length} pack(s) whose bytes match their names but hold blobs that fail authentication (planted, or written by a faulty client); the blobs in them that authenticate were copied first`);
+        }
         if (r.removed.length + r.rewritten.length + r.skipped.length === 0) say(g, 'no snapshot references lost data');
         if (r.skipped.length > 0) process.exitCode = EXIT.failed;
       } catch (e) {

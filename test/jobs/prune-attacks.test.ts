@@ -206,6 +206,35 @@ describe('an add-only client against keyless repair', () => {
   });
 });
 
+describe('the owner with the password', () => {
+  it('repair snapshots --read-data removes a planted pack after copying what in it authenticates; the repository then restores as it is', async () => {
+    const { f, s, files, packs, client, live } = await setup();
+    // The planted pack also holds one genuine copy, which a backup may have deduplicated against.
+    const genuineCopy = await f.open();
+    const extra = await f.snapshot({ 'e.bin': bytes('extra', 5000) }, genuineCopy);
+    const extraBlobs = (await genuineCopy.loadSnapshot(extra)).blobs;
+    const [pack0, blobs0] = [...(await RepoState.load(f.plain())).packBlobs].find(([, b]) => b.some((x) => x.id === extraBlobs[0]))!;
+    const entry = blobs0.find((x) => x.id === extraBlobs[0])!;
+    const w = new PackWriter();
+    for (const b of live) w.add(b.type, b.id, b.flags, b.rawLength, randomBytes(b.length));
+    w.add(entry.type, entry.id, entry.flags, entry.rawLength, await f.backend.load({ type: 'data', name: pack0 }, entry.offset, entry.length));
+    const { bytes: packBytes, blobs } = w.finish();
+    const planted = sha256(Buffer.from(packBytes)).toString('hex');
+    await new AppendOnlyBackend(f.backend).save({ type: 'data', name: planted }, Buffer.from(packBytes));
+    await client.index({ packs: [{ pack: planted, blobs }], supersedes: [] }, f.backend);
+    await assert.rejects(f.assertRestores(s, files), 'a reader meets the planted copies first');
+
+    const r = await repairSnapshots(f.plain(), { mode: 'mark', readData: { kind: 'all' }, keyed: await f.openTolerant() });
+    assert.deepEqual(r.removedPacks, [planted]);
+    assert.equal(r.salvagedBlobs, 1);
+    assert.ok(!(await names(f.backend, 'data')).includes(planted));
+    await f.assertRestores(s, files);
+    await f.assertRestores(extra, { 'e.bin': bytes('extra', 5000) });
+    await f.assertCheckPasses();
+    await assertPacksKept(f, packs);
+  });
+});
+
 describe('prune refuses an incomplete repository', () => {
   it('a live blob in no pack: prune stops, writes no marker and deletes nothing', async () => {
     const f = await GcFixture.create();

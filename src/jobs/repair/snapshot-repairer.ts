@@ -14,8 +14,11 @@
  *                      Restore and dump refuse damaged files and report them.
  *   then, with the key: packs that failed their checksum are salvaged: every
  *     blob in them that still decrypts to its id and that a snapshot needs is
- *     copied into a new pack (even where another pack holds it too), and the damaged packs are marked for deletion
- *     (the next prune after the grace period removes them)
+ *     copied into a new pack (even where another pack holds it too), and the
+ *     damaged packs are marked for deletion (the next prune after the grace
+ *     period removes them); a pack whose bytes match its name but that holds
+ *     blobs that do not authenticate (planted) is removed at once, after
+ *     every blob in it that does authenticate has been copied
  *
  * Without the key only certain losses are acted on (missing packs, blobs cut
  * off by truncation); a pack that merely fails its checksum may have intact
@@ -27,7 +30,7 @@ import { PlainRepository, RepoState } from '../../repo/plain-repository.js';
 import { encodeMarker, newMarker } from '../../repo/deletion-marker.js';
 import { PackCopier } from '../../repo/pack-copier.js';
 import { handleOf } from '../../repo/objects.js';
-import type { IndexedPack } from '../../repo/index-file.js';
+import { recordKey, type IndexedPack } from '../../repo/index-file.js';
 import type { PackedBlob } from '../../repo/pack.js';
 import { Checker, type CheckReport, type KeyedReader } from '../check/checker.js';
 import type { DataSelection } from '../check/subset.js';
@@ -71,6 +74,8 @@ export interface RepairSnapshotsReport {
   /** Blobs copied out of damaged packs, and the marker that condemns those packs. */
   readonly salvagedBlobs: number;
   readonly marker?: string;
+  /** Packs removed because blobs in them fail authentication although their bytes match their names (their intact blobs copied first). */
+  readonly removedPacks: string[];
 }
 
 /** Runs the repair; see the module comment. */
@@ -132,16 +137,17 @@ export async function repairSnapshots(repo: PlainRepository, opts: RepairSnapsho
 
   let salvagedBlobs = 0;
   let marker: string | undefined;
+  let removedPacks: string[] = [];
   if (!opts.dryRun) {
     if (toRemove.length > 0) {
       await opts.beforeDelete?.();
       for (const id of toRemove) await repo.remove('snapshot', id);
     }
-    if (opts.keyed && check.damagedPacks.length > 0) {
-      ({ salvagedBlobs, marker } = await salvage(repo, opts.keyed, check, opts.onWarning));
+    if (opts.keyed && (check.damagedPacks.length > 0 || check.badCopies.length > 0)) {
+      ({ salvagedBlobs, marker, removedPacks } = await salvage(repo, opts.keyed, check, opts));
     }
   }
-  return { check, removed, rewritten, skipped, salvagedBlobs, ...(marker ? { marker } : {}) };
+  return { check, removed, rewritten, skipped, salvagedBlobs, ...(marker ? { marker } : {}), removedPacks };
 }
 
 /** Writes the marked copy of one snapshot (its blobs flushed first); returns what it marked. */
@@ -203,18 +209,35 @@ async function markDamaged(keyed: SnapshotWriter, id: string, s: Snapshot, lost:
  * Copies every blob of a damaged pack that decrypts to its id and that some
  * snapshot needs into new packs (as the same bytes, which is what lets a
  * keyless sweep delete the pack); then marks the damaged packs for deletion.
+ *
+ * A pack whose bytes match its name but that holds blobs that do not
+ * authenticate was written that way: planted by a client, or by a faulty
+ * writer. A keyless sweep cannot tell its copies from genuine ones and keeps
+ * them (§15.10), so it is removed here, under the exclusive lock, once every
+ * blob in it that does authenticate has been copied (needed or not: a backup
+ * may have deduplicated against any of them), and the index files naming it
+ * are rewritten without it.
  */
-async function salvage(repo: PlainRepository, keyed: KeyedReader, check: CheckReport, onWarning?: (m: string) => void): Promise<{ salvagedBlobs: number; marker?: string }> {
+async function salvage(repo: PlainRepository, keyed: KeyedReader, check: CheckReport, opts: RepairSnapshotsOptions): Promise<{ salvagedBlobs: number; marker?: string; removedPacks: string[] }> {
   const state = await RepoState.load(repo);
   const snaps = await repo.loadSnapshots();
   const needed = new Set<string>();
   for (const s of snaps.ok.values()) for (const b of s.blobs) needed.add(b);
   const damaged = new Set(check.damagedPacks.filter((p) => state.packs.has(p) && !state.condemned.has(p)));
+  const planted = new Set(check.badCopies.map((c) => c.pack).filter((p) => state.packs.has(p) && !state.condemned.has(p) && !damaged.has(p)));
   const bad = new Set(check.badCopies.map((c) => `${c.pack}/${c.id}`));
   const copier = new PackCopier(repo.backend, repo.config.packSize, (name) => state.packs.has(name));
   let salvaged = 0;
+  const intact = (pack: string, b: PackedBlob, sealed: Buffer): boolean => {
+    try {
+      return keyed.blobId(keyed.openBlob(b, sealed, `pack ${pack}, blob ${b.id}`), b.type) === b.id;
+    } catch {
+      return false;
+    }
+  };
   const condemned: IndexedPack[] = [];
-  for (const pack of damaged) {
+  for (const pack of [...damaged, ...planted]) {
+    opts.signal?.throwIfAborted();
     const bytes = await repo.backend.load(handleOf('data', pack));
     let blobs: readonly PackedBlob[];
     try {
@@ -223,26 +246,33 @@ async function salvage(repo: PlainRepository, keyed: KeyedReader, check: CheckRe
       blobs = state.claims(pack);
     }
     if (blobs.length === 0) {
-      onWarning?.(`pack ${pack} is damaged and no index lists its blobs; left in place (run "holdfast repair index")`);
+      opts.onWarning?.(`pack ${pack} is damaged and no index lists its blobs; left in place (run "holdfast repair index")`);
       continue;
     }
     // Every intact copy is kept, even where another pack holds the blob: a keyless sweep keeps a damaged pack's copy unless the same bytes stay (§15.10).
     for (const b of blobs) {
-      if (!needed.has(b.id) || bad.has(`${pack}/${b.id}`) || b.offset + b.length > bytes.length) continue;
+      if ((damaged.has(pack) && !needed.has(b.id)) || bad.has(`${pack}/${b.id}`) || b.offset + b.length > bytes.length) continue;
       const sealed = bytes.subarray(b.offset, b.offset + b.length);
-      try {
-        if (keyed.blobId(keyed.openBlob(b, sealed, `pack ${pack}, blob ${b.id}`), b.type) !== b.id) continue;
-      } catch {
-        continue;
-      }
+      if (!intact(pack, b, sealed)) continue;
       await copier.add(b, sealed);
       salvaged++;
     }
-    condemned.push({ pack, blobs });
+    if (damaged.has(pack)) condemned.push({ pack, blobs });
   }
   const written = await copier.finish();
-  if (written.length > 0) await repo.saveIndex({ packs: written, supersedes: [] });
-  if (condemned.length === 0) return { salvagedBlobs: salvaged };
+  // The index files that name a planted pack are replaced by one that keeps everything else they say.
+  const replaced = new Set<string>();
+  for (const pack of planted) for (const f of state.packIndexFiles.get(pack) ?? []) replaced.add(f);
+  const kept = new Map<string, IndexedPack>();
+  for (const f of replaced) for (const p of state.indexFiles.get(f)?.packs ?? []) if (!planted.has(p.pack)) kept.set(recordKey(p), p);
+  if (written.length > 0 || replaced.size > 0) await repo.saveIndex({ packs: [...written, ...kept.values()], supersedes: [...replaced] });
+  if (planted.size > 0) {
+    await opts.beforeDelete?.();
+    for (const pack of planted) await repo.remove('data', pack);
+    for (const f of replaced) await repo.remove('index', f);
+  }
+  const removedPacks = [...planted];
+  if (condemned.length === 0) return { salvagedBlobs: salvaged, removedPacks };
   const marker = await repo.save('deletion', encodeMarker(newMarker(condemned, [])));
-  return { salvagedBlobs: salvaged, marker };
+  return { salvagedBlobs: salvaged, marker, removedPacks };
 }
