@@ -7,6 +7,7 @@
  * push real ones out (docs/format.md §16).
  */
 import type { Command } from 'commander';
+import { localTime } from '../core/local-time.js';
 import { describePolicy, parseDuration, UNLIMITED, type Duration, type RetentionPolicy } from '../jobs/forget/retention.js';
 import { describeGroup, parseGroupBy, type GroupBy } from '../jobs/forget/group-by.js';
 import { forgetByPolicy, type ForgetGroupPlan, type ForgetItem, type ForgetStore } from '../jobs/forget/forget.js';
@@ -15,7 +16,8 @@ import { collect, globals, openKeyless, openRepo, refuseIfAppendOnly, say, warn,
 import { passwordGiven } from './maintenance.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
-import { runPrune } from './cmd-prune.js';
+import { parseGrace, runPrune } from './cmd-prune.js';
+import { DEFAULT_GRACE_MS, formatDurationMs } from '../repo/deletion-marker.js';
 
 interface ForgetFlags extends SnapshotFilter {
   keepLast?: number;
@@ -35,6 +37,7 @@ interface ForgetFlags extends SnapshotFilter {
   groupBy: string;
   dryRun?: boolean;
   prune?: boolean;
+  grace?: string;
 }
 
 /** A --keep-* count: a non-negative integer, or `unlimited` (also -1). */
@@ -92,7 +95,8 @@ export function register(program: Command): void {
     .option('--keep-tag <tag[,tag]>', 'keep snapshots that have all these tags (repeatable)', collect)
     .option('-g, --group-by <group>', 'apply the policy per group of host, paths and/or tags ("" for one group)', 'host,paths')
     .option('-n, --dry-run', 'only show what would be removed, and why')
-    .option('--prune', 'collect the data no snapshot references any more, afterwards');
+    .option('--prune', 'collect the data no snapshot references any more, afterwards')
+    .option('--grace <duration>', `with --prune: prune's grace period (default ${formatDurationMs(DEFAULT_GRACE_MS)})`);
   withFilterOptions(cmd).action(async (ids: string[], f: ForgetFlags, c: Command) => {
     const g = globals(c);
     let groupBy: GroupBy;
@@ -100,6 +104,10 @@ export function register(program: Command): void {
       groupBy = parseGroupBy(f.groupBy);
     } catch (e) {
       throw new ExitError((e as Error).message, EXIT.usage);
+    }
+    if (f.grace !== undefined) {
+      if (!f.prune) throw new ExitError('--grace is for the prune of --prune: give --prune too', EXIT.usage);
+      parseGrace(f.grace); // before anything is forgotten
     }
     const policy = policyOf(f);
     const repo = await openKeyless(g);
@@ -175,15 +183,7 @@ async function forgetIds(repo: Awaited<ReturnType<typeof openKeyless>>, g: Globa
 
 /** With --prune, collects right after (a dry run reports what that prune would do). */
 async function afterForget(g: GlobalOptions, f: ForgetFlags, removedCount: number): Promise<void> {
-  if (f.prune && removedCount > 0) await runPrune(g, { dryRun: f.dryRun === true });
-}
-
-const p2 = (n: number): string => String(n).padStart(2, '0');
-
-/** Local time as `YYYY-MM-DD HH:MM:SS` (what the policy buckets by). */
-function localTime(iso: string): string {
-  const t = new Date(iso);
-  return `${t.getFullYear()}-${p2(t.getMonth() + 1)}-${p2(t.getDate())} ${p2(t.getHours())}:${p2(t.getMinutes())}:${p2(t.getSeconds())}`;
+  if (f.prune && removedCount > 0) await runPrune(g, { dryRun: f.dryRun === true, ...(f.grace === undefined ? {} : { grace: f.grace }) });
 }
 
 function printGroup(g: GlobalOptions, grp: ForgetGroupPlan): void {
@@ -193,7 +193,7 @@ function printGroup(g: GlobalOptions, grp: ForgetGroupPlan): void {
   say(g, `${'ID'.padEnd(10)}${'Time'.padEnd(21)}${'Host'.padEnd(16)}${'Tags'.padEnd(16)}${'Action'.padEnd(8)}Reasons`);
   for (const d of grp.decisions) {
     const s = d.item.snapshot;
-    say(g, `${d.item.id.slice(0, 8).padEnd(10)}${localTime(s.time).padEnd(21)}${s.hostname.padEnd(16)}${s.tags.join(',').padEnd(16)}${(d.keep ? 'keep' : 'remove').padEnd(8)}${d.reasons.join('; ')}`);
+    say(g, `${d.item.id.slice(0, 8).padEnd(10)}${localTime(Date.parse(s.time)).padEnd(21)}${s.hostname.padEnd(16)}${s.tags.join(',').padEnd(16)}${(d.keep ? 'keep' : 'remove').padEnd(8)}${d.reasons.join('; ')}`);
   }
 }
 

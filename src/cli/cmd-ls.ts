@@ -4,6 +4,7 @@ import { walkTree } from '../jobs/tree-walk.js';
 import { writeOut } from '../jobs/tar-stream-writer.js';
 import { LineBatch } from '../jobs/line-batch.js';
 import { modeString } from '../core/mode-string.js';
+import { localTime } from '../core/local-time.js';
 import { globals, openRepo, warn } from './context.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 import { isImageSnapshot, openImageFiles } from '../jobs/image-files/open-image-files.js';
@@ -43,7 +44,7 @@ export function register(program: Command): void {
             ...(node.target ? { target: node.target.toString() } : {}),
           })}\n`);
         } else if (flags.long) {
-          const t = new Date(Number(node.mtime / 1_000_000n)).toISOString().replace('T', ' ').slice(0, 19);
+          const t = localTime(Number(node.mtime / 1_000_000n));
           const link = node.target ? ` -> ${node.target.toString()}` : '';
           await out.push(`${modeString(node)} ${(node.user ?? String(node.uid)).padEnd(8)} ${(node.group ?? String(node.gid)).padEnd(8)} ${String(node.size).padStart(12)} ${t} ${ps}${link}\n`);
         } else {

@@ -21,7 +21,8 @@ export interface PruneFlags {
   grace?: string;
 }
 
-function parseGrace(s: string | undefined): number {
+/** A --grace duration in ms (the default when undefined); shorter than the minimum is a usage error. */
+export function parseGrace(s: string | undefined): number {
   if (s === undefined) return Math.max(DEFAULT_GRACE_MS, minGraceMs());
   let ms: number;
   try {

@@ -1,5 +1,6 @@
 /** `holdfast snapshots`: lists snapshots. */
 import type { Command } from 'commander';
+import { localTime } from '../core/local-time.js';
 import { globals, openRepo, say } from './context.js';
 import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 
@@ -27,13 +28,10 @@ export function register(program: Command): void {
       }
       say(g, `${'ID'.padEnd(10)}${'Time'.padEnd(21)}${'Host'.padEnd(16)}${'Tags'.padEnd(16)}Paths`);
       for (const { id, snapshot: s } of list) {
-        const t = new Date(s.time);
-        const local = `${t.getFullYear()}-${p2(t.getMonth() + 1)}-${p2(t.getDate())} ${p2(t.getHours())}:${p2(t.getMinutes())}:${p2(t.getSeconds())}`;
+        const local = localTime(Date.parse(s.time));
         const mark = s.incomplete ? ' (incomplete)' : '';
         say(g, `${id.slice(0, 8).padEnd(10)}${local.padEnd(21)}${s.hostname.padEnd(16)}${s.tags.join(',').padEnd(16)}${s.paths.join(' ')}${mark}`);
       }
       say(g, `${list.length} snapshot${list.length === 1 ? '' : 's'}`);
     });
 }
-
-const p2 = (n: number): string => String(n).padStart(2, '0');

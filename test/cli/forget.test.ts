@@ -85,6 +85,18 @@ describe('holdfast forget', () => {
     await s.ok(['forget', victim.id.slice(0, 10)], { env: NOPW }, 1);
   });
 
+  it('--prune --grace gives prune its grace period; one under the minimum removes nothing (exit 2)', async () => {
+    const before = (await timesOf()).length;
+    const short = await s.run(['forget', '--keep-last', '1', '--prune', '--grace', '1m'], { env: NOPW });
+    assert.equal(short.code, 2, short.stderr);
+    assert.match(short.stderr, /--grace 1m is shorter than the minimum of 10m/);
+    assert.equal((await timesOf()).length, before, 'nothing was forgotten');
+    assert.equal((await s.run(['forget', '--keep-last', '1', '--grace', '2h'], { env: NOPW })).code, 2, '--grace without --prune');
+    const r = await s.ok(['forget', '--json', '--group-by', 'host', '--keep-last', '1', '--prune', '--grace', '2h'], { env: NOPW });
+    const prune = JSON.parse(r.stdout.trim().split('\n').pop()!) as { graceSeconds: number };
+    assert.equal(prune.graceSeconds, 7200);
+  });
+
   it('with no policy removes nothing; unlimited counts work', async () => {
     await fresh();
     const r = await s.ok(['forget'], { env: NOPW });

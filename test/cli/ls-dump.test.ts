@@ -135,3 +135,23 @@ describe('dump as tar keeps what the snapshot holds (read back with GNU tar)', (
     }
   });
 });
+
+describe('times for people are local time, in snapshots and ls -l alike', () => {
+  let s: Sandbox;
+  before(async () => {
+    s = await Sandbox.create('holdfast-tz-');
+    mkdirSync(s.path('src'));
+    writeFileSync(s.path('src', 'f'), 'x');
+    utimesSync(s.path('src', 'f'), 1_709_647_200, 1_709_647_200); // 2024-03-05 14:00:00 UTC
+    await s.ok(['init']);
+    await s.ok(['backup', '--time', '2024-03-05 14:15:16', s.path('src')], { env: { TZ: 'UTC' } });
+  });
+  after(() => s.remove());
+
+  it('TZ=Asia/Tokyo (UTC+9) shows both nine hours on; --json stays UTC', async () => {
+    const env = { TZ: 'Asia/Tokyo' };
+    assert.match((await s.ok(['snapshots'], { env })).stdout, /^\S+ +2024-03-05 23:15:16 /m);
+    assert.match((await s.ok(['ls', '-l', 'latest', s.path('src', 'f')], { env })).stdout, / 2024-03-05 23:00:00 \S+\/src\/f$/m);
+    assert.match((await s.ok(['ls', '--json', 'latest', s.path('src', 'f')], { env })).stdout, /"mtime":"2024-03-05T14:00:00.000Z"/);
+  });
+});

@@ -6,6 +6,7 @@
 import type { ImageNode, ImageVolume } from '../../sources/image/fs/image-volume.js';
 import { findImageNode, pathComponents, walkImage } from './image-walk.js';
 import { modeString } from '../../core/mode-string.js';
+import { localTime } from '../../core/local-time.js';
 import { LineBatch } from '../line-batch.js';
 
 export type ListFormat = 'plain' | 'long' | 'json';
@@ -23,7 +24,7 @@ export function formatImageEntry(path: string, node: ImageNode, format: ListForm
     })}\n`;
   }
   if (format === 'long') {
-    const t = isoTime(node.mtime).replace('T', ' ').slice(0, 19);
+    const t = localTime(Number(node.mtime / 1_000_000n));
     const link = node.target ? ` -> ${node.target.toString()}` : '';
     const desc = node.description ? `  (${node.description})` : '';
     return `${modeString(node)} ${String(node.uid).padEnd(8)} ${String(node.gid).padEnd(8)} ${String(node.size).padStart(12)} ${t} ${path}${link}${desc}\n`;

@@ -1,0 +1,13 @@
+/**
+ * Times for people, in one form everywhere they are printed (`snapshots`,
+ * `forget`, `ls -l`): local time (the TZ variable's zone), as restic prints
+ * them. JSON output keeps ISO 8601 in UTC. No I/O.
+ */
+
+const p2 = (n: number): string => String(n).padStart(2, '0');
+
+/** `YYYY-MM-DD HH:MM:SS` in local time, for ms since the epoch. */
+export function localTime(ms: number): string {
+  const t = new Date(ms);
+  return `${t.getFullYear()}-${p2(t.getMonth() + 1)}-${p2(t.getDate())} ${p2(t.getHours())}:${p2(t.getMinutes())}:${p2(t.getSeconds())}`;
+}
