@@ -148,7 +148,10 @@ export class Repository {
     const key = newMasterKey();
     const keyBytes = await wrapMasterKey(key, config.id, password, defaultScryptParams());
     const keyId = await saveAddressed(backend, 'key', keyBytes);
-    await backend.save(handle('config', 'config'), encodeConfig(config, macKey(key, 'config')));
+    const configKey = macKey(key, 'config');
+    const configBytes = encodeConfig(config, configKey);
+    configKey.fill(0);
+    await backend.save(handle('config', 'config'), configBytes);
     return new Repository(backend, config, key, keyId);
   }
 
@@ -178,7 +181,15 @@ export class Repository {
       }
     };
     const opened = (key: MasterKey, name: string): Repository => {
-      authenticateConfig(bytes, macKey(key, 'config'));
+      const configKey = macKey(key, 'config');
+      try {
+        authenticateConfig(bytes, configKey);
+      } catch (e) {
+        wipeMasterKey(key); // the repository is not opened: nothing else will
+        throw e;
+      } finally {
+        configKey.fill(0);
+      }
       return new Repository(backend, config, key, name);
     };
     const attempt = async (name: string, file: KeyFile): Promise<MasterKey | undefined> => {
