@@ -1,15 +1,19 @@
 /** `holdfast snapshots`: lists snapshots. */
 import type { Command } from 'commander';
 import { localTime } from '../core/local-time.js';
+import type { Snapshot } from '../repo/snapshot.js';
 import { globals, openRepo, say } from './context.js';
+import { ExitError, EXIT } from './exit-codes.js';
 import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 
 export function register(program: Command): void {
   withFilterOptions(program.command('snapshots').description('list snapshots'))
-    .action(async (f: SnapshotFilter, cmd: Command) => {
+    .option('--latest <n>', 'only the newest n snapshots of each host and paths', positiveCount)
+    .action(async (f: SnapshotFilter & { latest?: number }, cmd: Command) => {
       const g = globals(cmd);
       const repo = await openRepo(g, { index: false });
-      const list = (await repo.listSnapshots()).filter((s) => matches(s.snapshot, f));
+      const matching = (await repo.listSnapshots()).filter((s) => matches(s.snapshot, f));
+      const list = f.latest === undefined ? matching : newestOfEach(matching, f.latest);
       if (g.json) {
         process.stdout.write(`${JSON.stringify(list.map(({ id, snapshot: s }) => ({
           id,
@@ -34,4 +38,25 @@ export function register(program: Command): void {
       }
       say(g, `${list.length} snapshot${list.length === 1 ? '' : 's'}`);
     });
+}
+
+/** A count of at least 1 (commander parser). */
+function positiveCount(text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < 1) throw new ExitError(`--latest "${text}": give a whole number of 1 or more`, EXIT.usage);
+  return n;
+}
+
+/** The newest `n` of each host and paths (restic's --latest), oldest first as listed. */
+function newestOfEach<T extends { snapshot: Snapshot }>(list: readonly T[], n: number): T[] {
+  const seen = new Map<string, number>();
+  const keep = new Set<T>();
+  for (let i = list.length - 1; i >= 0; i--) {
+    const s = list[i]!;
+    const key = JSON.stringify([s.snapshot.hostname, s.snapshot.paths]);
+    const count = seen.get(key) ?? 0;
+    if (count < n) keep.add(s);
+    seen.set(key, count + 1);
+  }
+  return list.filter((s) => keep.has(s));
 }

@@ -4,7 +4,6 @@
  * and the mapping of errors to exit codes and plain messages.
  */
 import { Command, CommanderError } from 'commander';
-import { createRequire } from 'node:module';
 import { ExitError, EXIT } from './exit-codes.js';
 import { closeRepositories, kibPerSecond } from './context.js';
 import { CorruptObjectError, NotARepositoryError, UnsupportedVersionError, WrongPasswordError } from '../repo/errors.js';
@@ -25,10 +24,9 @@ import * as serveNbd from './cmd-serve-nbd.js';
 import * as prune from './cmd-prune.js';
 import * as check from './cmd-check.js';
 import * as repair from './cmd-repair.js';
+import * as version from './cmd-version.js';
 import { LockedError, LockLostError } from '../repo/lock.js';
 import { AppendOnlyError } from '../storage/append-only-backend.js';
-
-const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
 function exitCodeOf(e: unknown): number {
   if (e instanceof ExitError) return e.code;
@@ -41,7 +39,7 @@ function exitCodeOf(e: unknown): number {
 
 async function main(argv: string[]): Promise<number> {
   const program = new Command('holdfast')
-    .version(version)
+    .version(version.VERSION)
     .description('deduplicated, compressed, encrypted backups')
     .option('-r, --repo <location>', 'repository location (or HOLDFAST_REPOSITORY)')
     .option('--password-file <file>', 'read the password from a file (or HOLDFAST_PASSWORD_FILE)')
@@ -52,7 +50,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--limit-download <KiB/s>', 'limit downloads from the repository to this many KiB a second (default 0: unlimited)', kibPerSecond('--limit-download'))
     .exitOverride()
     .showSuggestionAfterError();
-  for (const m of [init, backup, snapshots, ls, diff, stats, restore, dump, mount, key, forget, unlock, serveNbd, restoreImage, prune, check, repair]) m.register(program);
+  for (const m of [init, backup, snapshots, ls, diff, stats, restore, dump, mount, key, forget, unlock, serveNbd, restoreImage, prune, check, repair, version]) m.register(program);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
