@@ -40,4 +40,34 @@ describe('restic\'s commands and flags', () => {
     assert.match((await s.ok(['snapshots', '--latest', '1'])).stdout, /^2 snapshots$/m);
     failsWith(await s.run(['snapshots', '--latest', '0']), 2, /--latest "0"/);
   });
+
+  it('tag --add/--remove/--set rewrites the snapshots chosen (new object, old one removed); they stay authentic', async () => {
+    const before = await snapshotsOf(s);
+    const r = await s.ok(['tag', '--add', 'web,prod', '--path', s.path('a')]);
+    assert.match(r.stdout, /modified 3 snapshots/);
+    let now = await snapshotsOf(s);
+    assert.equal(now.length, before.length);
+    const ofA = now.filter((x) => x.paths[0] === s.path('a'));
+    assert.deepEqual(ofA.map((x) => x.tags), [['web', 'prod'], ['web', 'prod'], ['web', 'prod']]);
+    assert.ok(ofA.every((x) => !before.some((b) => b.id === x.id)), 'each changed snapshot has a new id');
+    assert.deepEqual(now.map((x) => x.time), before.map((x) => x.time), 'times are kept');
+    await s.ok(['check']); // the new objects carry valid MACs
+
+    const newest = ofA[2]!;
+    await s.ok(['tag', '--remove', 'prod', newest.id.slice(0, 8)]);
+    now = await snapshotsOf(s);
+    assert.deepEqual(now.find((x) => x.time === newest.time)!.tags, ['web']);
+    assert.match((await s.ok(['tag', '--add', 'web', '--tag', 'web'])).stdout, /no snapshots were modified/);
+    await s.ok(['tag', '--set', '', '--tag', 'web']);
+    assert.ok((await snapshotsOf(s)).every((x) => x.tags.length === 0));
+    failsWith(await s.run(['tag', '--set', 'x', '--add', 'y']), 2, /--set replaces the tags/);
+    failsWith(await s.run(['tag']), 2, /give --add, --remove or --set/);
+  });
+
+  it('tag is refused by an append-only client before anything is written (exit 13)', async () => {
+    const before = await snapshotsOf(s);
+    const r = await s.run(['tag', '--add', 'x'], { env: { HOLDFAST_APPEND_ONLY: '1' } });
+    failsWith(r, 13, /append-only: tag/);
+    assert.deepEqual(await snapshotsOf(s), before);
+  });
 });
