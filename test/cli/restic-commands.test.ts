@@ -3,7 +3,8 @@
  * version, snapshots --latest, tag, cat, find, -v and shell completion.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 import { failsWith } from '../helpers/cli-errors.js';
@@ -69,5 +70,33 @@ describe('restic\'s commands and flags', () => {
     const r = await s.run(['tag', '--add', 'x'], { env: { HOLDFAST_APPEND_ONLY: '1' } });
     failsWith(r, 13, /append-only: tag/);
     assert.deepEqual(await snapshotsOf(s), before);
+  });
+
+  it('cat prints config, index, snapshot and key as JSON, a tree blob as JSON, a data blob and a pack as bytes', async () => {
+    const config = JSON.parse((await s.ok(['cat', 'config'])).stdout) as { id: string; version: number };
+    assert.match(config.id, /^[0-9a-f]{64}$/);
+    const snap = (await snapshotsOf(s))[0]!;
+    const cs = JSON.parse((await s.ok(['cat', 'snapshot', snap.id.slice(0, 8)])).stdout) as { id: string; time: string; tree: string; blobs: string[] };
+    assert.equal(cs.id, snap.id);
+    assert.equal(cs.time, snap.time);
+    assert.ok(cs.blobs.includes(cs.tree));
+    const root = JSON.parse((await s.ok(['cat', 'blob', cs.tree])).stdout) as { nodes: { name: string; type: string }[] };
+    assert.equal(root.nodes.length, 1);
+    assert.equal(root.nodes[0]!.type, 'dir');
+    const [index] = readdirSync(join(s.repo, 'index'));
+    const ci = JSON.parse((await s.ok(['cat', 'index', index!.slice(0, 10)])).stdout) as { packs: { pack: string; blobs: { id: string; type: string }[] }[] };
+    const pack = ci.packs[0]!.pack;
+    const packBytes = (await s.ok(['cat', 'pack', pack])).stdoutBytes;
+    assert.deepEqual(packBytes, readFileSync(join(s.repo, 'data', pack.slice(0, 2), pack)));
+    const indexes = await Promise.all(readdirSync(join(s.repo, 'index')).map(async (i) => JSON.parse((await s.ok(['cat', 'index', i])).stdout) as typeof ci));
+    const dataBlobs = indexes.flatMap((x) => x.packs).flatMap((p) => p.blobs).filter((b) => b.type === 'data');
+    const plains = await Promise.all(dataBlobs.map(async (b) => (await s.ok(['cat', 'blob', b.id])).stdoutBytes.toString('latin1')));
+    assert.ok(plains.some((p) => p.includes('notes of a')), 'a data blob holds the file content');
+    const [key] = readdirSync(join(s.repo, 'keys'));
+    const ck = JSON.parse((await s.ok(['cat', 'key', key!])).stdout) as { kdf: { algorithm: string } };
+    assert.equal(ck.kdf.algorithm, 'scrypt');
+    failsWith(await s.run(['cat', 'bogus']), 2, /unknown type "bogus"/);
+    failsWith(await s.run(['cat', 'blob']), 2, /needs an id/);
+    failsWith(await s.run(['cat', 'blob', 'ffffffffffffff']), 1, /no blob with id ffffffffffffff/);
   });
 });
