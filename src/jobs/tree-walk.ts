@@ -76,7 +76,7 @@ interface Frame {
  * frame's path is always a prefix of the path of the frame above it, so
  * writing a name past the top frame's end never clobbers a frame below.
  */
-class PathBuffer {
+export class PathBuffer {
   private buf: Buffer;
 
   constructor(dir: Buffer) {

@@ -326,14 +326,20 @@ export class PathShortener {
   /** A path naming the same file as `path`, at most `limit` bytes long (as a Buffer if it had to change). */
   async short(path: PosixPath): Promise<PosixPath> {
     if (typeof path === 'string' && path.length * 3 <= this.limit) return path;
-    let buf = toBuffer(path);
+    const buf = toBuffer(path);
     if (buf.length <= this.limit) return path;
+    // From the start of the path, each anchor is the folder at a "/" of it,
+    // opened through the anchor before, until the rest fits: the path is
+    // sliced, never copied whole per anchor (a copy each made deep trees
+    // quadratic in their depth).
+    let head = Buffer.alloc(0);
+    let start = 0;
     for (;;) {
-      const cut = buf.lastIndexOf(SLASH, this.limit);
-      if (cut <= 0) throw Object.assign(new Error(`path has a component longer than 255 bytes: ${show(buf)}`), { code: 'ENAMETOOLONG' });
-      const anchor = await this.anchor(buf.subarray(0, cut));
-      buf = Buffer.concat([Buffer.from(`/proc/self/fd/${anchor}`), buf.subarray(cut)]);
-      if (buf.length <= this.limit) return buf;
+      if (head.length + buf.length - start <= this.limit) return Buffer.concat([head, buf.subarray(start)]);
+      const cut = buf.lastIndexOf(SLASH, start + this.limit - head.length);
+      if (cut <= start) throw Object.assign(new Error(`path has a component longer than 255 bytes: ${show(buf)}`), { code: 'ENAMETOOLONG' });
+      head = Buffer.from(`/proc/self/fd/${await this.anchor(Buffer.concat([head, buf.subarray(start, cut)]))}`);
+      start = cut;
     }
   }
 

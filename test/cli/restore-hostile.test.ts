@@ -5,12 +5,15 @@
  * everything else in the snapshot is still restored.
  */
 import assert from 'node:assert/strict';
-import { promises as fs } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Sandbox } from '../helpers/cli.js';
+import { CLI, Sandbox } from '../helpers/cli.js';
 import { errorLines } from '../helpers/cli-errors.js';
-import { Forge } from '../helpers/forge.js';
+import { FORGED_MTIME, Forge } from '../helpers/forge.js';
+import { removeTree } from '../fixtures/tree.js';
+import { PathShortener } from '../../src/sources/posix.js';
 import type { TreeNode } from '../../src/repo/tree.js';
 
 describe('a file whose size disagrees with its content', () => {
@@ -84,5 +87,43 @@ describe('a snapshot with damaged folders', () => {
     assert.match(listed, /\/e\/inner-missing: its listing cannot be read/);
     for (const name of ['a/ok.txt', 'e/kept.txt', 'z.txt']) assert.deepEqual(await fs.readFile(join(target, name)), bytes(name.split('/').pop()!));
     for (const dir of ['b-missing', 'c-data', 'd-garbage', 'e/inner-missing']) assert.deepEqual(await fs.readdir(join(target, dir)), []);
+  });
+});
+
+describe('a tree nested 4,000 folders deep (a path of 204 KB)', { skip: existsSync('/usr/bin/time') ? false : 'needs GNU time (Debian: apt-get install time)' }, () => {
+  const DEPTH = 4000;
+  const NAME = 'd'.repeat(50);
+  let s: Sandbox;
+  let snap: string;
+  const bottom = Buffer.from('at the bottom\n');
+  before(async () => {
+    s = await Sandbox.create('holdfast-hostile-');
+    await s.ok(['init']);
+    const f = await Forge.open(s);
+    let tree = await f.tree([f.file('bottom.txt', bottom.length, [await f.data(bottom)])]);
+    for (let i = 0; i < DEPTH; i++) tree = await f.tree([f.dir(NAME, tree)]);
+    snap = await f.snapshot(tree);
+  });
+  after(() => removeTree(s.dir));
+
+  it('restores with memory linear in the depth (it kept every folder\'s path: 778 MB)', async () => {
+    const target = s.path('t');
+    // GNU time prints the child's peak resident set (KB) as the last line of stderr.
+    const r = spawnSync('/usr/bin/time', ['-f', '%M', process.execPath, CLI, 'restore', snap, '--target', target], { env: { ...process.env, ...s.env() }, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const maxRssMiB = Number(r.stderr.trim().split('\n').pop()) / 1024;
+    assert.ok(maxRssMiB < 450, `peak RSS ${maxRssMiB.toFixed(0)} MiB`);
+    const long = new PathShortener();
+    try {
+      const deepest = Buffer.from(`${target}${`/${NAME}`.repeat(DEPTH)}`);
+      assert.deepEqual(await fs.readFile(await long.short(Buffer.concat([deepest, Buffer.from('/bottom.txt')]))), bottom);
+      for (const dir of [deepest, Buffer.from(`${target}/${NAME}`)]) {
+        const st = await fs.lstat(await long.short(dir), { bigint: true });
+        assert.equal(st.mtimeNs, FORGED_MTIME, 'a folder\'s mtime was not restored');
+        assert.equal(st.mode & 0o7777n, 0o755n);
+      }
+    } finally {
+      await long.close();
+    }
   });
 });

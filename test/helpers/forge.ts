@@ -10,7 +10,8 @@ import { BlobType } from '../../src/repo/pack.js';
 import type { ContentEntry, TreeNode } from '../../src/repo/tree.js';
 import type { Sandbox } from './cli.js';
 
-const MTIME = 1_700_000_000_123_456_000n;
+/** The mtime (and ctime) of every forged node unless given. */
+export const FORGED_MTIME = 1_700_000_000_123_456_000n;
 
 export class Forge {
   private readonly blobs: string[] = [];
@@ -70,6 +71,6 @@ export class Forge {
   private meta(name: string): Omit<TreeNode, 'type' | 'size' | 'mode'> {
     const uid = process.getuid?.() ?? 0;
     const gid = process.getgid?.() ?? 0;
-    return { name: Buffer.from(name), uid, gid, mtime: MTIME, ctime: MTIME, device: 1n, inode: this.inode++, links: 1 };
+    return { name: Buffer.from(name), uid, gid, mtime: FORGED_MTIME, ctime: FORGED_MTIME, device: 1n, inode: this.inode++, links: 1 };
   }
 }
