@@ -5,6 +5,7 @@ import { writeOut } from '../jobs/tar-stream-writer.js';
 import { LineBatch } from '../jobs/line-batch.js';
 import { modeString } from '../core/mode-string.js';
 import { localTime } from '../core/local-time.js';
+import type { TreeNode } from '../repo/tree.js';
 import { globals, openRepo, warn } from './context.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 import { isImageSnapshot, openImageFiles } from '../jobs/image-files/open-image-files.js';
@@ -12,6 +13,12 @@ import { listImage } from '../jobs/image-files/image-ls.js';
 
 function within(path: string, prefix: string): boolean {
   return prefix === '/' || path === prefix || path.startsWith(`${prefix}/`) || prefix.startsWith(`${path}/`);
+}
+
+/** A node as `ls -l` prints it (also `find -l`): mode, owner, group, size, local time, path, link target. */
+export function longLine(path: string, node: TreeNode): string {
+  const link = node.target ? ` -> ${node.target.toString()}` : '';
+  return `${modeString(node)} ${(node.user ?? String(node.uid)).padEnd(8)} ${(node.group ?? String(node.gid)).padEnd(8)} ${String(node.size).padStart(12)} ${localTime(Number(node.mtime / 1_000_000n))} ${path}${link}\n`;
 }
 
 export function register(program: Command): void {
@@ -44,9 +51,7 @@ export function register(program: Command): void {
             ...(node.target ? { target: node.target.toString() } : {}),
           })}\n`);
         } else if (flags.long) {
-          const t = localTime(Number(node.mtime / 1_000_000n));
-          const link = node.target ? ` -> ${node.target.toString()}` : '';
-          await out.push(`${modeString(node)} ${(node.user ?? String(node.uid)).padEnd(8)} ${(node.group ?? String(node.gid)).padEnd(8)} ${String(node.size).padStart(12)} ${t} ${ps}${link}\n`);
+          await out.push(longLine(ps, node));
         } else {
           await out.push(`${ps}\n`);
         }

@@ -99,4 +99,16 @@ describe('restic\'s commands and flags', () => {
     failsWith(await s.run(['cat', 'blob']), 2, /needs an id/);
     failsWith(await s.run(['cat', 'blob', 'ffffffffffffff']), 1, /no blob with id ffffffffffffff/);
   });
+
+  it('find PATTERN: the matches of every snapshot, restic\'s output; -i, a pattern with "/", --json', async () => {
+    const r = await s.ok(['find', 'notes.*']);
+    const blocks = r.stdout.trim().split('\n\n');
+    assert.equal(blocks.length, 4, r.stdout);
+    for (const b of blocks) assert.match(b, /^Found matching entries in snapshot [0-9a-f]{8} from \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\n\S+\/[ab]\/sub\/notes\.txt$/);
+    assert.equal((await s.ok(['find', 'NOTES.TXT'])).stdout, '');
+    assert.equal((await s.ok(['find', '-i', 'NOTES.TXT'])).stdout.split('Found').length - 1, 4);
+    const j = JSON.parse((await s.ok(['--json', 'find', '--path', s.path('b'), '*/sub'])).stdout) as { matches: { path: string; type: string }[]; hits: number; snapshot: string }[];
+    assert.deepEqual(j.map((x) => [x.hits, x.matches[0]!.path, x.matches[0]!.type]), [[1, s.path('b', 'sub'), 'dir']]);
+    assert.match((await s.ok(['find', '-l', 'other.bin', '--snapshot', 'latest'])).stdout, /^-rw-r--r-- .* 1 \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+\/other\.bin$/m);
+  });
 });
