@@ -6,12 +6,15 @@ import { Progress } from './progress.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 import { isImageSnapshot, openImageFiles, restorerFor } from '../jobs/image-files/open-image-files.js';
 import { OVERWRITE_CHOICES, type Overwrite } from '../jobs/restore/overwrite.js';
+import { Excludes } from '../jobs/backup/excludes.js';
 
 interface RestoreFlags extends SnapshotFilter {
   target?: string;
   include?: string[];
   verify?: boolean;
   overwrite: Overwrite;
+  exclude?: string[];
+  iexclude?: string[];
 }
 
 export function register(program: Command): void {
@@ -20,6 +23,8 @@ export function register(program: Command): void {
     .argument('<snapshot>', 'snapshot id, id prefix, or "latest"')
     .requiredOption('-t, --target <dir>', 'folder to restore into')
     .option('-i, --include <path>', 'restore only this path of the snapshot (repeatable)', collect)
+    .option('-e, --exclude <pattern>', 'leave out paths matching a pattern, as backup --exclude (repeatable)', collect)
+    .option('--iexclude <pattern>', 'like --exclude, ignoring case (repeatable)', collect)
     .option('--verify', 'read the restored files back and check them against the snapshot')
     .addOption(new Option('--overwrite <when>', 'files already in the target: always replace them, keep them if-changed shows the same size and mtime, or never touch them')
       .choices(OVERWRITE_CHOICES).default('always'))
@@ -36,13 +41,15 @@ export function register(program: Command): void {
       const started = Date.now();
       // Until the walk has seen everything, a whole restore is estimated by the snapshot's own counts.
       const s = snapshot.summary;
-      const whole = !image && (flags.include ?? []).length === 0;
+      const excludes = new Excludes(flags.exclude ?? [], flags.iexclude ?? []);
+      const whole = !image && (flags.include ?? []).length === 0 && excludes.patterns.length + excludes.insensitive.length === 0;
       const totals = { files: whole ? s.filesNew + s.filesChanged + s.filesUnchanged : 0, bytes: whole ? s.totalBytes : 0, done: whole };
       const progress = new Progress(g, totals);
       let result;
       try {
         result = await restorerFor(image, repo, flags.target!, {
           includes: flags.include ?? [],
+          excludes,
           verify: flags.verify === true,
           overwrite: flags.overwrite,
           signal: abort.signal,

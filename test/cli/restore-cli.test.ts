@@ -120,3 +120,49 @@ describe('restore interrupted with Ctrl-C (SIGINT)', () => {
     assertSameTree(src, join(again, src));
   });
 });
+
+describe('restore --exclude and --iexclude', () => {
+  let s: Sandbox;
+  let src: string;
+  before(async () => {
+    s = await Sandbox.create('holdfast-restore-');
+    await s.ok(['init']);
+    src = s.path('src');
+    await fs.mkdir(join(src, 'sub'), { recursive: true });
+    await fs.mkdir(join(src, 'skipdir', 'deeper'), { recursive: true });
+    for (const [name, text] of [['a.txt', 'a\n'], ['b.log', 'b\n'], ['sub/c.LOG', 'c\n'], ['sub/d.txt', 'd\n'], ['skipdir/deeper/e.txt', 'e\n'], ['zz.txt', 'z\n']]) {
+      await fs.writeFile(join(src, name!), text!);
+    }
+    await s.ok(['backup', '-q', src]);
+  });
+  after(() => s.remove());
+
+  /** The files below the restored source, relative, sorted. */
+  async function filesIn(target: string): Promise<string[]> {
+    const root = join(target, src);
+    const out: string[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      for (const e of await fs.readdir(join(root, rel), { withFileTypes: true })) {
+        const p = rel === '' ? e.name : `${rel}/${e.name}`;
+        if (e.isDirectory()) await walk(p);
+        else out.push(p);
+      }
+    };
+    await walk('');
+    return out.sort();
+  }
+
+  it('--exclude leaves out what matches (folders with everything below them), case and all', async () => {
+    const target = s.path('t1');
+    await s.ok(['restore', 'latest', '--target', target, '--exclude', '*.log', '--exclude', 'skipdir']);
+    assert.deepEqual(await filesIn(target), ['a.txt', 'sub/c.LOG', 'sub/d.txt', 'zz.txt']);
+    assert.equal(existsSync(join(target, src, 'skipdir')), false);
+    assert.equal(await fs.readFile(join(target, src, 'sub', 'c.LOG'), 'utf8'), 'c\n');
+  });
+
+  it('--iexclude ignores case, and combines with --include', async () => {
+    const target = s.path('t2');
+    await s.ok(['restore', 'latest', '--target', target, '--iexclude', '*.log', '--include', join(src, 'sub')]);
+    assert.deepEqual(await filesIn(target), ['sub/d.txt']);
+  });
+});

@@ -86,7 +86,7 @@ export class ImageRestorer {
           if (err instanceof FilesystemNotSupportedError && !named) this.opts.onWarning?.(path, `not restored: ${err.message}`);
           else this.fail(path, err.message);
         },
-        filter: (path) => included(this.includes, path.toString()) && !below(path),
+        filter: (path) => included(this.includes, path.toString()) && !this.opts.excludes?.matches(path) && !below(path),
         onDirDone: async (e) => {
           if (!skipped.includes(e.path.toString('latin1'))) await this.finishNode(e);
         },

@@ -33,12 +33,15 @@ import { entryBlob, type BlobSlice, type ContentEntry, type TreeNode } from '../
 import { PathShortener, floorMicros, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
 import { PathBuffer, walkTree } from '../tree-walk.js';
 import { prepareExisting, type Overwrite } from './overwrite.js';
+import type { Excludes } from '../backup/excludes.js';
 import { WorkerPool } from '../pool/worker-pool.js';
 import type { FileMeta, UnpackBlob, UnpackResult, UnpackTarget, VerifyJob, VerifyResult } from '../pool/protocol.js';
 
 export interface RestoreOptions {
   /** Snapshot paths to restore (with everything below them); all when empty. */
   readonly includes?: readonly string[];
+  /** Paths left out (and, for a folder, everything below it): the backup's patterns (--exclude, --iexclude). */
+  readonly excludes?: Excludes;
   /** Re-read every restored file and check it against the snapshot. */
   readonly verify?: boolean;
   /** What to do with files already in the target (default `always`: replace them). */
@@ -201,7 +204,7 @@ export class Restorer {
         this.failed.push({ path, error: `refused: ${reason}` });
         this.opts.onWarning?.(path, `refused to restore: ${reason}`);
       },
-      filter: (path) => (this.includes.length === 0 || included(this.includes, path.toString())) && !skippedBelow(skipped, path),
+      filter: (path) => (this.includes.length === 0 || included(this.includes, path.toString())) && !this.opts.excludes?.matches(path) && !skippedBelow(skipped, path),
       // A folder whose listing is lost is restored empty and reported; the rest goes on.
       onTreeError: (entry, e) => {
         if (!(e instanceof CorruptObjectError || e instanceof BlobNotFoundError)) throw e;
