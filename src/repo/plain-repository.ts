@@ -237,11 +237,6 @@ export class RepoState {
     return this.where.get(id) ?? [];
   }
 
-  /** Every blob id the index files and markers know. */
-  blobIds(): IterableIterator<string> {
-    return this.where.keys();
-  }
-
   /** A present pack that no marker names. */
   isLive(pack: string): boolean {
     return this.packs.has(pack) && !this.condemned.has(pack);
