@@ -27,6 +27,7 @@ import * as repair from './cmd-repair.js';
 import * as tag from './cmd-tag.js';
 import * as cat from './cmd-cat.js';
 import * as find from './cmd-find.js';
+import * as completion from './cmd-completion.js';
 import * as version from './cmd-version.js';
 import { LockedError, LockLostError } from '../repo/lock.js';
 import { AppendOnlyError } from '../storage/append-only-backend.js';
@@ -53,7 +54,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--limit-download <KiB/s>', 'limit downloads from the repository to this many KiB a second (default 0: unlimited)', kibPerSecond('--limit-download'))
     .exitOverride()
     .showSuggestionAfterError();
-  for (const m of [init, backup, snapshots, ls, diff, stats, restore, dump, mount, key, forget, unlock, serveNbd, restoreImage, prune, check, repair, tag, cat, find, version]) m.register(program);
+  for (const m of [init, backup, snapshots, ls, diff, stats, restore, dump, mount, key, forget, unlock, serveNbd, restoreImage, prune, check, repair, tag, cat, find, version, completion]) m.register(program);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;

@@ -3,11 +3,13 @@
  * version, snapshots --latest, tag, cat, find, -v and shell completion.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 import { failsWith } from '../helpers/cli-errors.js';
+import { missingTools } from '../image-files/ext-images.js';
 
 describe('restic\'s commands and flags', () => {
   let s: Sandbox;
@@ -110,5 +112,60 @@ describe('restic\'s commands and flags', () => {
     const j = JSON.parse((await s.ok(['--json', 'find', '--path', s.path('b'), '*/sub'])).stdout) as { matches: { path: string; type: string }[]; hits: number; snapshot: string }[];
     assert.deepEqual(j.map((x) => [x.hits, x.matches[0]!.path, x.matches[0]!.type]), [[1, s.path('b', 'sub'), 'dir']]);
     assert.match((await s.ok(['find', '-l', 'other.bin', '--snapshot', 'latest'])).stdout, /^-rw-r--r-- .* 1 \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+\/other\.bin$/m);
+  });
+
+  describe('completion bash|zsh|fish completes commands, nested commands and their options, from the definitions', { skip: missingTools('bash', 'zsh', 'fish') }, () => {
+    /** What the shell offers after `line` (the last word is the one being completed). */
+    const cases: [string, string[]][] = [
+      ['holdfast ba', ['backup']],
+      ['holdfast backup --ta', ['--tag']],
+      ['holdfast -r /x snap', ['snapshots']],
+      ['holdfast key a', ['add']],
+      ['holdfast repair ', ['index', 'snapshots']],
+      ['holdfast key add --new-', ['--new-password-file']],
+      ['holdfast forget --pru', ['--prune']],
+    ];
+    const script = async (shell: string): Promise<string> => {
+      const path = s.path(`completion.${shell}`);
+      writeFileSync(path, (await s.ok(['completion', shell])).stdout);
+      return path;
+    };
+    const run = (cmd: string, args: string[]): string => {
+      const r = spawnSync(cmd, args, { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout;
+    };
+    const words = (line: string): string[] => (line.endsWith(' ') ? [...line.split(' ').slice(0, -1), ''] : line.split(' '));
+
+    it('bash', async () => {
+      const file = await script('bash');
+      for (const [line, want] of cases) {
+        const w = words(line);
+        const out = run('bash', ['-c', `source ${file}; COMP_WORDS=(${w.map((x) => `'${x}'`).join(' ')}); COMP_CWORD=${w.length - 1}; _holdfast; printf '%s\\n' "\${COMPREPLY[@]}"`]);
+        assert.deepEqual(out.split('\n').filter(Boolean), want, line);
+      }
+    });
+
+    it('zsh', async () => {
+      const file = await script('zsh');
+      for (const [line, want] of cases) {
+        const w = words(line);
+        // compadd stands in for zsh's own: it offers what starts with the word being completed.
+        const out = run('zsh', ['-c', `source ${file}; compadd() { shift; for x in "$@"; do [[ $x == \${words[CURRENT]}* ]] && print -r -- $x; done }; words=(${w.map((x) => `'${x}'`).join(' ')}); CURRENT=${w.length}; _holdfast; true`]);
+        assert.deepEqual(out.split('\n').filter(Boolean), want, line);
+      }
+    });
+
+    it('fish', async () => {
+      const file = await script('fish');
+      for (const [line, want] of cases) {
+        const out = run('fish', ['-c', `source ${file}; complete -C '${line}'`]);
+        assert.deepEqual(out.split('\n').filter(Boolean).map((l) => l.split('\t')[0]), want, line);
+      }
+    });
+
+    it('an unknown shell is a usage error', async () => {
+      failsWith(await s.run(['completion', 'tcsh']), 2, /unknown shell "tcsh"/);
+    });
   });
 });
