@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { BLOB_ID_HASHES, sha256, type ScryptParams, AuthenticationError, newMasterKey } from '../../src/core/crypto.js';
+import { BLOB_ID_HASHES, MAX_SCRYPT_COST, scryptCost, sha256, type ScryptParams, AuthenticationError, newMasterKey } from '../../src/core/crypto.js';
 import { COMPRESSION_MODES } from '../../src/core/compress.js';
 import { isIdHex } from '../../src/core/ids.js';
 import { CorruptObjectError, ForgedObjectError, UnsupportedVersionError } from '../../src/repo/errors.js';
@@ -452,7 +452,7 @@ const keyFileArb: fc.Arbitrary<KeyFile> = fc.record(
         p: fc.integer({ min: 1, max: 8 }),
       },
       { noNullPrototype: true },
-    ),
+    ).filter((kdf) => scryptCost(kdf) <= MAX_SCRYPT_COST),
     data: base64,
   },
   { noNullPrototype: true },
@@ -501,7 +501,8 @@ describe('key file: wrapping', () => {
 
   it('refuses scrypt parameters outside the allowed range before deriving', () => {
     const file = { version: 1, created: '', hostname: '', username: '', data: '', kdf: { algorithm: 'scrypt', salt: '', N: 2 ** 23, r: 8, p: 1 } };
-    assert.throws(() => decodeKeyFile(jsonBytes(file), KEY_WHAT), /bad kdf parameters/);
+    assert.throws(() => decodeKeyFile(jsonBytes(file), KEY_WHAT), /refused: scrypt N=2\^23, r=8, p=1 would cost 128 times the default/);
+    assert.throws(() => decodeKeyFile(jsonBytes({ ...file, kdf: { ...file.kdf, N: 1000 } }), KEY_WHAT), /bad kdf parameters/);
     assert.throws(() => decodeKeyFile(jsonBytes({ ...file, version: 2 }), KEY_WHAT), UnsupportedVersionError);
   });
 });
