@@ -44,6 +44,8 @@ export const MAX_RAW_LENGTH: Readonly<Record<BlobType, number>> = {
   [BlobType.ImageMap]: MAX_MAP_BLOCKS * MAP_ENTRY_BYTES,
 };
 
+const TYPE_NAMES: Readonly<Record<BlobType, string>> = { [BlobType.Data]: 'data', [BlobType.Tree]: 'tree', [BlobType.ImageMap]: 'image map' };
+
 const typeKeys = new WeakMap<Buffer, Map<BlobType, Buffer>>();
 
 /**
@@ -69,7 +71,7 @@ export function blobIdHex(keys: BlobKeys, data: Uint8Array, type: BlobType = Blo
 
 /** Compresses (when that shrinks it) and seals one blob. */
 export function prepareBlob(keys: BlobKeys, compressor: BlobCompressor, type: BlobType, data: Buffer, id = blobIdHex(keys, data, type)): PreparedBlob {
-  if (data.length > MAX_RAW_LENGTH[type]) throw new Error(`a ${BlobType[type].toLowerCase()} blob of ${data.length} bytes is larger than the format allows (${MAX_RAW_LENGTH[type]})`);
+  if (data.length > MAX_RAW_LENGTH[type]) throw new Error(`${TYPE_NAMES[type]} blob of ${data.length} bytes: larger than ${TYPE_NAMES[type]} blobs may be (${MAX_RAW_LENGTH[type]})`);
   const compressed = compressor.compress(data);
   const flags = compressed ? FLAG_COMPRESSED : 0;
   const sealed = seal(keys.encryption, compressed ?? data, blobAad(type, flags, data.length, id));
@@ -84,7 +86,7 @@ export function prepareBlob(keys: BlobKeys, compressor: BlobCompressor, type: Bl
  */
 export function openBlob(keys: BlobKeys, loc: PackedBlob, sealed: Uint8Array, what: string, into?: (length: number) => Buffer): Buffer {
   // Anyone with the key can seal a bomb (a few KB that inflate to 4 GiB): refuse it before allocating.
-  if (loc.rawLength > MAX_RAW_LENGTH[loc.type]) throw new CorruptObjectError(what, `declares ${loc.rawLength} bytes, more than a ${BlobType[loc.type].toLowerCase()} blob may hold (${MAX_RAW_LENGTH[loc.type]})`);
+  if (loc.rawLength > MAX_RAW_LENGTH[loc.type]) throw new CorruptObjectError(what, `declares ${loc.rawLength} bytes, more than ${TYPE_NAMES[loc.type]} blobs may hold (${MAX_RAW_LENGTH[loc.type]})`);
   let plain: Buffer;
   try {
     plain = open(keys.encryption, sealed, blobAad(loc.type, loc.flags, loc.rawLength, loc.id), what);

@@ -2,13 +2,15 @@
  * Blob ids as docs/format.md §3.3 defines them: the config's keyed hash
  * (BLAKE3, or HMAC-SHA256 in repositories made before it) under the id key
  * for data, under a per-type key derived with HMAC-SHA512 for trees and
- * image maps.
+ * image maps; and the largest raw length of each type, which no writer
+ * exceeds.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { blobId } from '../../src/core/crypto.js';
 import { BlobType } from '../../src/repo/pack.js';
+import { MAX_RAW_LENGTH } from '../../src/repo/blob-codec.js';
 import { memoryRepo } from '../helpers/memory-repo.js';
 import { withoutBlobIdsField } from '../helpers/hmac-repo.js';
 
@@ -53,5 +55,17 @@ describe('blob ids', () => {
     await repo.flush();
     assert.deepEqual(await repo.loadBlob(BlobType.Data, dataId), tree);
     assert.deepEqual(await repo.loadTree(treeId), []);
+  });
+});
+
+describe('raw length bounds', () => {
+  it('a blob larger than its type allows is not written (format §8), and nothing is stored for it', async () => {
+    const { repo } = await memoryRepo();
+    const max = MAX_RAW_LENGTH[BlobType.ImageMap];
+    await assert.rejects(repo.saveBlob(BlobType.ImageMap, Buffer.alloc(max + 32, 1)), new RegExp(`image map blob of ${max + 32} bytes: larger than image map blobs may be \\(${max}\\)`));
+    const { id } = await repo.saveBlob(BlobType.ImageMap, Buffer.alloc(max, 1));
+    await repo.flush();
+    assert.equal((await repo.loadBlob(BlobType.ImageMap, id)).length, max);
+    assert.equal(repo.stats.blobsAdded, 1);
   });
 });
