@@ -10,7 +10,7 @@ import { scanTotals } from '../jobs/backup/scan-totals.js';
 import { commandOutput } from '../sources/command-output.js';
 import type { Repository } from '../repo/repository.js';
 import type { Snapshot } from '../repo/snapshot.js';
-import { collect, compressionMode, formatBytes, formatDuration, globals, say, warn, type GlobalOptions } from './context.js';
+import { collect, compressionMode, formatBytes, formatDuration, globals, say, verboseItem, warn, type GlobalOptions } from './context.js';
 import { backupSession, parseTime, splitTags } from './backup-session.js';
 import { backupTargets } from './backup-targets.js';
 import { ExitError, EXIT } from './exit-codes.js';
@@ -126,6 +126,7 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
         warn(`${path}: ${message}`);
       },
       onProgress: (p) => progress.update(p),
+      onFile: (path, action) => verboseItem(g, action, path),
     }).run();
   } finally {
     scan.abort();

@@ -1,6 +1,6 @@
 /** `holdfast restore SNAP --target DIR`: restores files. */
 import { Option, type Command } from 'commander';
-import { collect, formatBytes, globals, openRepo, say, warn } from './context.js';
+import { collect, formatBytes, globals, openRepo, say, verboseItem, warn } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
@@ -65,6 +65,7 @@ export function register(program: Command): void {
             }
             progress.update({ files: p.files + p.filesSkipped, bytes: p.bytes + p.bytesSkipped, current: p.current });
           },
+          onRestored: (path) => verboseItem(g, 'restored', path),
         }).run(snapshot.tree);
       } finally {
         progress.stop();

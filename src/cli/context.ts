@@ -23,6 +23,8 @@ export interface GlobalOptions {
   passwordCommand?: string;
   quiet?: boolean;
   json?: boolean;
+  /** How often -v/--verbose was given. */
+  verbose?: number;
   /** --limit-upload, in KiB/s. */
   limitUpload?: number;
   /** --limit-download, in KiB/s. */
@@ -158,6 +160,15 @@ export function refuseIfAppendOnly(backend: Backend, what: string): void {
 /** Prints a line to stdout unless --quiet. */
 export function say(g: GlobalOptions, line: string): void {
   if (!g.quiet) process.stdout.write(`${line}\n`);
+}
+
+/**
+ * A line of -v output on stdout, for an item a backup or restore is done
+ * with (restic's verbose_status with --json). Unchanged files need -v -v.
+ */
+export function verboseItem(g: GlobalOptions, action: 'new' | 'modified' | 'unchanged' | 'restored', path: string): void {
+  if (g.quiet || (g.verbose ?? 0) < (action === 'unchanged' ? 2 : 1)) return;
+  process.stdout.write(g.json ? `${JSON.stringify({ message_type: 'verbose_status', action, item: path })}\n` : `${action.padEnd(9)} ${path}\n`);
 }
 
 /** Prints a warning to stderr (always, even with --quiet). */

@@ -50,6 +50,7 @@ async function main(argv: string[]): Promise<number> {
     .option('--password-command <command>', 'run a command that prints the password (or HOLDFAST_PASSWORD_COMMAND)')
     .option('-q, --quiet', 'print nothing but warnings and errors')
     .option('--json', 'machine-readable output')
+    .option('-v, --verbose', 'list each file a backup stores or a restore writes (-v -v: unchanged files too)', (_: string, n: number) => n + 1, 0)
     .option('--limit-upload <KiB/s>', 'limit uploads to the repository to this many KiB a second (default 0: unlimited)', kibPerSecond('--limit-upload'))
     .option('--limit-download <KiB/s>', 'limit downloads from the repository to this many KiB a second (default 0: unlimited)', kibPerSecond('--limit-download'))
     .exitOverride()

@@ -168,4 +168,24 @@ describe('restic\'s commands and flags', () => {
       failsWith(await s.run(['completion', 'tcsh']), 2, /unknown shell "tcsh"/);
     });
   });
+
+  it('-v lists each file a backup stores and a restore writes; -v -v unchanged files too; --json as restic\'s verbose_status', async () => {
+    const src = s.path('v');
+    mkdirSync(join(src, 'd'), { recursive: true });
+    writeFileSync(join(src, 'one'), '1');
+    writeFileSync(join(src, 'd', 'two'), '2');
+    const lines = (out: string): string[] => out.split('\n').filter((l) => /^(new|modified|unchanged|restored) /.test(l));
+    assert.deepEqual(lines((await s.ok(['backup', '-v', src])).stdout).sort(), [`new       ${join(src, 'd', 'two')}`, `new       ${join(src, 'one')}`]);
+    writeFileSync(join(src, 'one'), '1+');
+    assert.deepEqual(lines((await s.ok(['-v', 'backup', src])).stdout), [`modified  ${join(src, 'one')}`]);
+    assert.deepEqual(lines((await s.ok(['-v', '-v', 'backup', src])).stdout).sort(), [`unchanged ${join(src, 'd', 'two')}`, `unchanged ${join(src, 'one')}`]);
+    assert.deepEqual(lines((await s.ok(['backup', src])).stdout), [], 'nothing without -v');
+    const target = s.path('v-restored');
+    const restored = lines((await s.ok(['restore', '-v', 'latest', '--path', src, '--target', target])).stdout);
+    for (const p of [join(src, 'one'), join(src, 'd', 'two'), join(src, 'd')]) assert.ok(restored.includes(`restored  ${p}`), `${p} in ${restored.join('|')}`);
+    const j = (await s.ok(['--json', '-v', 'backup', src])).stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { message_type: string; action?: string });
+    assert.deepEqual(j.filter((m) => m.message_type === 'verbose_status'), [], 'unchanged files need -v -v');
+    const jj = (await s.ok(['--json', '-vv', 'backup', src])).stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { message_type: string; action?: string; item?: string });
+    assert.deepEqual(jj.filter((m) => m.message_type === 'verbose_status').map((m) => [m.action, m.item]).sort(), [['unchanged', join(src, 'd', 'two')], ['unchanged', join(src, 'one')]]);
+  });
 });

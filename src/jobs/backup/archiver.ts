@@ -54,6 +54,8 @@ export interface BackupOptions extends SnapshotOrigin {
   readonly oneFileSystem?: boolean;
   readonly onWarning?: (path: string, message: string) => void;
   readonly onProgress?: (p: BackupProgress) => void;
+  /** Called as each file is done: stored because it is new or modified, or found unchanged (`-v`). */
+  readonly onFile?: (path: string, action: 'new' | 'modified' | 'unchanged') => void;
   readonly signal?: AbortSignal;
   /** Worker threads (default: one per core). */
   readonly workers?: number;
@@ -543,6 +545,7 @@ export class Archiver {
       this.progress.bytes += st.size;
       for (const c of prev.content) this.addEntry(c);
       this.report(path);
+      this.opts.onFile?.(path.toString(), 'unchanged');
       return settled(this.node(name, st, { content: prev.content, ...(prev.fingerprint ? { fingerprint: prev.fingerprint } : {}) }));
     }
     const wasFile = prev?.type === 'file';
@@ -569,6 +572,7 @@ export class Archiver {
     this.progress.files++;
     this.progress.bytes += n.size;
     this.report(path);
+    this.opts.onFile?.(path.toString(), wasFile ? 'modified' : 'new');
     return this.node(name, st, n.fingerprint === undefined ? { content: n.content, size: n.size } : { content: n.content, size: n.size, fingerprint: n.fingerprint });
   }
 
@@ -584,6 +588,7 @@ export class Archiver {
       this.progress.files++;
       if (!streamed) this.progress.bytes += size;
       this.report(path);
+      this.opts.onFile?.(path.toString(), wasFile ? 'modified' : 'new');
       return this.node(name, st, fingerprint === undefined ? { content, size } : { content, size, fingerprint });
     };
     if (st.size > this.rules.smallFile && st.size <= MID_FILE) {

@@ -48,6 +48,8 @@ export interface RestoreOptions {
   readonly overwrite?: Overwrite;
   readonly onWarning?: (path: string, message: string) => void;
   readonly onProgress?: (p: RestoreProgress) => void;
+  /** Called for each file, folder and link once it is restored with its metadata (`-v`). */
+  readonly onRestored?: (path: string) => void;
   readonly signal?: AbortSignal;
   /** Worker threads (default: one per core). */
   readonly workers?: number;
@@ -454,6 +456,7 @@ export class Restorer {
           removeQuietly(Buffer.from(t.path));
         } else if (!owner.file) {
           this.progress.files++;
+          this.opts.onRestored?.(owner.path.toString());
         }
         if (owner.file && --owner.file.remaining === 0) this.finishFile(owner.file);
       });
@@ -495,6 +498,7 @@ export class Restorer {
       }
       this.progress.files++;
       this.progress.bytes += f.holes;
+      this.opts.onRestored?.(f.path.toString());
     } catch (e) {
       this.fail(f.path, e);
       removeQuietly(f.dest);
@@ -508,6 +512,7 @@ export class Restorer {
       try {
         linkSync(l.from, l.dest);
         this.progress.files++;
+        this.opts.onRestored?.(l.path.toString());
       } catch (e) {
         this.fail(l.path, e);
       }
@@ -548,6 +553,7 @@ export class Restorer {
         const mtime = lstatSync(dest, { bigint: true }).mtimeNs;
         if (mtime !== floorMicros(node.mtime)) this.verifyFailure(path, `restored mtime ${mtime} ns differs from the snapshot's ${floorMicros(node.mtime)} ns`);
       }
+      this.opts.onRestored?.(path.toString());
     } catch (e) {
       this.opts.onWarning?.(path.toString(), `cannot restore metadata: ${(e as Error).message}`);
     }
