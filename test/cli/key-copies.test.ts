@@ -93,7 +93,10 @@ describe('secrets in a running backup, read from its memory', { skip: procMem ? 
     let counts: number[] | undefined;
     try {
       while (!existsSync(fed)) await sleep(50);
-      counts = await countInMemory(running.child.pid!, [Buffer.from(encryption), Buffer.from(chunker), Buffer.from(password)]);
+      const needles = [Buffer.from(encryption), Buffer.from(chunker), Buffer.from(password)];
+      // Twice, keeping the smaller count: a blob being sealed as memory is read holds a passing copy in its cipher's key schedule.
+      const first = await countInMemory(running.child.pid!, needles);
+      counts = (await countInMemory(running.child.pid!, needles)).map((n, i) => Math.min(n, first[i]!));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'EACCES' && code !== 'EPERM') throw e; // else no ptrace access here: nothing to check
