@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { EVERYTHING, buildTree, compareTrees, removeTree } from '../fixtures/tree.js';
 import { Sandbox } from '../helpers/cli.js';
+import { makeExtImage, missingTools } from '../image-files/ext-images.js';
 
 describe('restore into a target that holds a restore', () => {
   let s: Sandbox;
@@ -102,5 +103,38 @@ describe('restore into a target that holds a restore', () => {
     const r = await s.run(['restore', 'latest', '--target', s.path('bad'), '--overwrite', 'sometimes']);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /always, if-changed, never/);
+  });
+});
+
+describe('restore of files out of an image into a target that holds them', { skip: missingTools('mkfs.ext4') }, () => {
+  let s: Sandbox;
+  let src: string;
+  before(async () => {
+    s = await Sandbox.create('holdfast-overwrite-');
+    src = s.path('src');
+    await buildTree(src, {
+      kind: 'dir',
+      entries: {
+        'file.txt': { kind: 'file', content: 'in the image\n' },
+        'link': { kind: 'symlink', target: 'file.txt' },
+        'fifo': { kind: 'fifo' },
+        'sub': { kind: 'dir', mode: 0o555, entries: { 'inner.txt': { kind: 'file', content: 'inner\n', mode: 0o444 } } },
+        'hard': { kind: 'hardlink', to: 'file.txt' },
+      },
+    });
+    const image = s.path('fs.img');
+    await makeExtImage(image, src, '8M');
+    await s.ok(['init']);
+    await s.ok(['backup', '-q', '--image', image]);
+  });
+  after(() => removeTree(s.dir));
+
+  it('is exact again, and if-changed keeps what is unchanged', async () => {
+    const target = s.path('t');
+    for (const args of [[], [], ['--overwrite', 'if-changed']]) {
+      await s.ok(['restore', 'latest', '--target', target, ...args]);
+      await removeTree(join(target, 'lost+found'));
+      await compareTrees(src, target, { ignoreRootMetadata: true, mtimePrecisionNs: 1_000_000_000n });
+    }
   });
 });
