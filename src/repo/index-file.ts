@@ -113,20 +113,62 @@ export interface BlobLocation extends PackedBlob {
   readonly pack: string;
 }
 
-/** All index files merged: blob id → location. */
+/** Two locations are the same copy: same pack, same entry. */
+function sameCopy(a: BlobLocation, b: BlobLocation): boolean {
+  return a.pack === b.pack && sameEntry(a, b);
+}
+
+function locationIn(pack: string, b: PackedBlob): BlobLocation {
+  return (b as Partial<BlobLocation>).pack === pack ? (b as BlobLocation)
+    : { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength, pack };
+}
+
+/**
+ * All index files merged: blob id → location, and every other copy any
+ * record names. Index records are claims an add-only client can make too
+ * (docs/format.md §15.10): the first copy met may be planted, so a reader
+ * that finds it bad goes on to the others (`copies`).
+ */
 export class MasterIndex {
   private readonly blobs = new Map<string, BlobLocation>();
   private readonly packSet = new Set<string>();
+  /** Copies beyond the first live one and the first pending one; empty in a repository without duplicates. */
+  private readonly more = new Map<string, BlobLocation[]>();
 
-  /** Adds every blob of a pack. A blob already known keeps its first location. */
+  /** Adds every blob of a pack. A blob already known keeps its first location; the new one is kept as another copy. */
   addPack(p: IndexedPack): void {
     this.packSet.add(p.pack);
     for (const b of p.blobs) {
-      if (this.blobs.has(b.id)) continue;
-      const loc = (b as Partial<BlobLocation>).pack === p.pack ? (b as BlobLocation)
-        : { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength, pack: p.pack };
-      this.blobs.set(b.id, loc);
+      const known = this.blobs.get(b.id);
+      if (known) this.addCopy(known, p.pack, b);
+      else this.blobs.set(b.id, locationIn(p.pack, b));
     }
+  }
+
+  private addCopy(first: BlobLocation, pack: string, b: PackedBlob): void {
+    const loc = locationIn(pack, b);
+    if (sameCopy(first, loc)) return;
+    let l = this.more.get(b.id);
+    if (!l) this.more.set(b.id, (l = []));
+    if (!l.some((x) => sameCopy(x, loc))) l.push(loc);
+  }
+
+  /**
+   * Every known copy of a blob, in the order readers try them: the first
+   * live one (`lookup`'s), the first in a pack pending deletion, then the
+   * others in the order they were met.
+   */
+  copies(id: string): BlobLocation[] {
+    const out: BlobLocation[] = [];
+    for (const loc of [this.blobs.get(id), this.pendingBlobs.get(id), ...(this.more.get(id) ?? [])]) {
+      if (loc && !out.some((x) => sameCopy(x, loc))) out.push(loc);
+    }
+    return out;
+  }
+
+  /** Whether more than one copy of a blob is known (so a reader may meet a planted one first). */
+  hasSeveralCopies(id: string): boolean {
+    return this.more.has(id) || (this.blobs.has(id) && this.pendingBlobs.has(id));
   }
 
   has(id: string): boolean {
@@ -164,7 +206,9 @@ export class MasterIndex {
   addPendingPack(p: IndexedPack): void {
     this.packSet.add(p.pack);
     for (const b of p.blobs) {
-      if (!this.pendingBlobs.has(b.id)) this.pendingBlobs.set(b.id, { ...b, pack: p.pack });
+      const known = this.pendingBlobs.get(b.id);
+      if (known) this.addCopy(known, p.pack, b);
+      else this.pendingBlobs.set(b.id, { ...b, pack: p.pack });
     }
   }
 }

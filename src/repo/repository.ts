@@ -58,7 +58,11 @@ export interface OpenOptions {
    * repository, so storage cannot choose it).
    */
   readonly preferKey?: (repositoryId: string) => string | undefined;
-  /** Told of a key file refused or damaged, and before a key file that costs more than the default is tried. */
+  /**
+   * Told of a key file refused or damaged, before a key file that costs more
+   * than the default is tried, and of a copy of a blob that cannot be read
+   * when another copy is (`Repository.copyFailed`).
+   */
   readonly onWarning?: (message: string) => void;
 }
 
@@ -102,6 +106,11 @@ async function readConfig(backend: Backend): Promise<{ bytes: Buffer; config: Re
   }
 }
 
+/** What tells one copy of a blob from another. */
+function copyKey(l: BlobLocation): string {
+  return `${l.pack}:${l.offset}:${l.length}`;
+}
+
 export class Repository {
   readonly index = new MasterIndex();
   readonly stats: WriteStats = { blobsAdded: 0, dataAdded: 0, dataAddedStored: 0 };
@@ -124,6 +133,10 @@ export class Repository {
   private readonly blobKeys: BlobKeys;
   /** Key of the snapshots' MACs. */
   private readonly snapshotMacKey: Buffer;
+  /** Copies of blobs found bad by this session (`copyFailed`), by `copyKey`. */
+  private readonly badCopies = new Set<string>();
+  /** Packs holding one of them. */
+  private readonly badPacks = new Set<string>();
 
   private constructor(
     readonly backend: Backend,
@@ -131,6 +144,8 @@ export class Repository {
     private readonly key: MasterKey,
     /** Name of the key file that opened the repository. */
     readonly keyId: string,
+    /** Told of a bad copy of a blob (`copyFailed`). */
+    private readonly onWarning?: (message: string) => void,
   ) {
     this.compressor = new BlobCompressor(config.compression);
     this.blobKeys = { encryption: key.encryption, id: key.id, idHash: config.blobIds };
@@ -190,7 +205,7 @@ export class Repository {
       } finally {
         configKey.fill(0);
       }
-      return new Repository(backend, config, key, name);
+      return new Repository(backend, config, key, name, opts.onWarning);
     };
     const attempt = async (name: string, file: KeyFile): Promise<MasterKey | undefined> => {
       const times = costTimes(file.kdf);
@@ -407,13 +422,67 @@ export class Repository {
 
   // ---- reading ----
 
-  /** Loads, authenticates and decompresses one blob. */
+  /**
+   * The copy of a blob to read: the first known copy this session has not
+   * found bad. `checkId`: another copy exists, so this one may be planted by
+   * a client that holds the key (docs/format.md §15.10) and its plaintext
+   * must hash to its id; a blob with one copy skips that work.
+   */
+  readCopy(id: string): { loc: BlobLocation; checkId: boolean } | undefined {
+    const several = this.index.hasSeveralCopies(id);
+    if (!several || this.badCopies.size === 0) {
+      const loc = this.index.lookup(id);
+      return loc && { loc, checkId: several };
+    }
+    const loc = this.index.copies(id).find((l) => !this.badCopies.has(copyKey(l)));
+    return loc && { loc, checkId: true };
+  }
+
+  /**
+   * Records that a copy of a blob could not be read (`reason`: its pack is
+   * missing or cut short, it fails authentication or its id) and warns once
+   * per copy, naming the pack. Returns the copy to try next, or undefined
+   * when no copy is left: then the blob is damaged.
+   */
+  copyFailed(loc: BlobLocation, reason: string): { loc: BlobLocation; checkId: true } | undefined {
+    const key = copyKey(loc);
+    const others = this.index.copies(loc.id).filter((l) => copyKey(l) !== key && !this.badCopies.has(copyKey(l)));
+    if (!this.badCopies.has(key) && this.index.hasSeveralCopies(loc.id)) {
+      // What to do about it is said with the first bad copy of each pack.
+      const advice = !this.badPacks.has(loc.pack)
+        ? ` (pack ${loc.pack} is damaged or was planted: "holdfast check --read-data" names its bad copies, "holdfast repair snapshots --read-data" with the password removes a planted pack)` : '';
+      this.onWarning?.(`${reason}; ${others.length > 0 ? 'reading another copy' : 'no other copy of it can be read'}${advice}`);
+    }
+    this.badCopies.add(key);
+    this.badPacks.add(loc.pack);
+    return others[0] && { loc: others[0], checkId: true };
+  }
+
+  /**
+   * Loads, authenticates and decompresses one blob. When a copy cannot be
+   * read, the others are tried (`readCopy`, `copyFailed`); the error of the
+   * last copy is thrown when none can.
+   */
   async loadBlob(type: BlobType, id: string): Promise<Buffer> {
     const what = type === BlobType.Tree ? 'tree' : 'blob';
-    const loc = this.index.lookup(id);
-    if (!loc) throw new BlobNotFoundError(id, what);
-    if (loc.type !== type) throw new CorruptObjectError(`${what} ${id}`, `indexed as type ${loc.type}`);
+    let copy = this.readCopy(id);
+    if (!copy) throw new BlobNotFoundError(id, what);
+    for (;;) {
+      try {
+        return await this.loadCopy(type, copy.loc, copy.checkId, what);
+      } catch (e) {
+        if (!(e instanceof CorruptObjectError)) throw e;
+        const next = this.copyFailed(copy.loc, e.message);
+        if (!next) throw e;
+        copy = next;
+      }
+    }
+  }
+
+  /** Reads one copy of a blob; `CorruptObjectError` when it cannot be read or is not the blob. */
+  private async loadCopy(type: BlobType, loc: BlobLocation, checkId: boolean, what: string): Promise<Buffer> {
     const packWhat = `pack ${loc.pack}`;
+    if (loc.type !== type) throw new CorruptObjectError(`${what} ${loc.id}`, `indexed as type ${loc.type}`);
     let sealed: Buffer;
     try {
       if (type === BlobType.Data) sealed = await this.backend.load(handle('data', loc.pack), loc.offset, loc.length);
@@ -423,11 +492,14 @@ export class Repository {
         sealed = pack.subarray(loc.offset, loc.offset + loc.length);
       }
     } catch (e) {
-      if (e instanceof NotFoundError) throw new CorruptObjectError(packWhat, `missing (needed for ${what} ${id})`);
-      if (e instanceof ShortReadError) throw new CorruptObjectError(packWhat, `truncated (needed for ${what} ${id})`);
+      if (e instanceof NotFoundError) throw new CorruptObjectError(packWhat, `missing (needed for ${what} ${loc.id})`);
+      if (e instanceof ShortReadError) throw new CorruptObjectError(packWhat, `truncated (needed for ${what} ${loc.id})`);
       throw e;
     }
-    return this.openBlob(loc, sealed, `${packWhat}, ${what} ${id}`);
+    const where = `${packWhat}, ${what} ${loc.id}`;
+    const plain = this.openBlob(loc, sealed, where);
+    if (checkId && this.blobId(plain, type) !== loc.id) throw new CorruptObjectError(where, 'content does not match its id');
+    return plain;
   }
 
   /** Authenticates and decompresses a sealed blob read from a pack. */

@@ -87,6 +87,8 @@ export interface UnpackBlob {
   readonly length: number;
   /** Byte positions in the image where the plaintext goes. */
   readonly positions: readonly number[];
+  /** The plaintext must hash to `id` (another copy exists, so this one may be planted). */
+  readonly checkId?: boolean;
 }
 
 export interface UnpackTask {
@@ -101,8 +103,10 @@ export interface UnpackTask {
 
 export interface UnpackResult {
   readonly bytes: number;
-  /** With fd < 0: the plaintext of each blob, in task order (transferred). */
+  /** With fd < 0: the plaintext of each blob, in task order (transferred); empty for a bad one. */
   readonly plain?: Uint8Array[];
+  /** Blobs that failed to open or to match their id (by index in the task), and why; nothing was written for them. */
+  readonly bad: { index: number; message: string }[];
 }
 
 export type BlockTask = ScanTask | SealTask | UnpackTask;

@@ -9,6 +9,7 @@ import { BlobCompressor } from '../../core/compress.js';
 import { isZero } from '../../core/zeros.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
+import { CorruptObjectError } from '../../repo/errors.js';
 import { fingerprint, fingerprintKey, FP_BYTES } from '../../core/crypto.js';
 import { BlockKind, type BlockInit, type BlockTask, type ScanResult, type ScanTask, type SealResult, type SealTask, type SealedBlock, type UnpackResult, type UnpackTask } from './block-protocol.js';
 
@@ -71,15 +72,30 @@ function seal(t: SealTask, transfer: ArrayBuffer[]): SealResult {
   return { blobs, sealed: out };
 }
 
+/** Opens one block of an unpack task; `CorruptObjectError` when it fails authentication, or its id when asked. */
+function openChecked(b: UnpackTask['blobs'][number], sealed: Uint8Array, what: string, into: boolean): Buffer {
+  const p = into ? openInto(b, sealed, what) : openBlob(keys, { type: BlobType.Data, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, sealed, what);
+  if (b.checkId && blobIdHex(keys, p) !== b.id) throw new CorruptObjectError(what, 'content does not match its id');
+  return p;
+}
+
 function unpack(t: UnpackTask, transfer: ArrayBuffer[]): UnpackResult {
   const data = buf(t.data);
   let bytes = 0;
   const plain: Uint8Array[] = [];
-  for (const b of t.blobs) {
+  const bad: UnpackResult['bad'] = [];
+  for (const [index, b] of t.blobs.entries()) {
     const what = `pack ${t.pack}, block ${b.id}`;
     const sealed = data.subarray(b.offset, b.offset + b.length);
+    let p: Buffer;
+    try {
+      p = openChecked(b, sealed, what, t.fd >= 0);
+    } catch (e) {
+      bad.push({ index, message: (e as Error).message });
+      plain.push(new Uint8Array(0));
+      continue;
+    }
     if (t.fd >= 0) {
-      const p = openInto(b, sealed, what);
       for (const pos of b.positions) {
         let done = 0;
         while (done < p.length) done += writeSync(t.fd, p, done, p.length - done, pos + done);
@@ -87,12 +103,11 @@ function unpack(t: UnpackTask, transfer: ArrayBuffer[]): UnpackResult {
       }
       continue;
     }
-    const p = openBlob(keys, { type: BlobType.Data, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, sealed, what);
     const own = p.byteOffset === 0 && p.buffer.byteLength === p.length ? p : Buffer.from(p);
     transfer.push(own.buffer as ArrayBuffer);
     plain.push(own);
   }
-  return t.fd < 0 ? { bytes, plain } : { bytes };
+  return t.fd < 0 ? { bytes, plain, bad } : { bytes, bad };
 }
 
 parentPort!.on('message', (msg: { init?: BlockInit; id?: number; task?: BlockTask }) => {

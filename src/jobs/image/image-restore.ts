@@ -85,6 +85,14 @@ export interface ImageRestoreResult {
   readonly verifyFailed?: number[];
 }
 
+/** A block to restore and the copy of it planned to be read. */
+interface Planned {
+  readonly id: string;
+  readonly loc: BlobLocation;
+  readonly checkId: boolean;
+  readonly blocks: number[];
+}
+
 interface Sink {
   readonly kind: ImageRestoreResult['kind'];
   /** File descriptor that block workers write to with pwrite; absent for streams. */
@@ -278,15 +286,16 @@ export class ImageRestore {
       if (!list) byId.set(id, (list = []));
       list.push(b);
     }
-    const byPack = new Map<string, { id: string; loc: BlobLocation; blocks: number[] }[]>();
+    const byPack = new Map<string, Planned[]>();
     for (const [id, list] of byId) {
-      const loc = this.repo.index.lookup(id);
-      if (!loc) throw new BlobNotFoundError(id, `block ${list[0]} of the image:`);
+      const copy = this.repo.readCopy(id);
+      if (!copy) throw new BlobNotFoundError(id, `block ${list[0]} of the image:`);
+      const { loc, checkId } = copy;
       if (loc.type !== BlobType.Data) throw new CorruptObjectError(`block ${id}`, `indexed as type ${loc.type}`);
       if (loc.rawLength !== r.blockLength(list[0]!)) throw new CorruptObjectError(`block ${list[0]} (${id})`, `holds ${loc.rawLength} bytes, expected ${r.blockLength(list[0]!)}`);
       let p = byPack.get(loc.pack);
       if (!p) byPack.set(loc.pack, (p = []));
-      p.push({ id, loc, blocks: list });
+      p.push({ id, loc, checkId, blocks: list });
     }
     const jobs: Promise<void>[] = [];
     for (const [pack, items] of byPack) {
@@ -308,28 +317,43 @@ export class ImageRestore {
     return out;
   }
 
-  private async unpackRange(pool: WorkerPool<BlockTask>, sink: Sink, pack: string, items: { id: string; loc: BlobLocation; blocks: number[] }[], out: Map<number, Buffer | number>): Promise<void> {
+  /**
+   * Restores the blocks of one pack range. A block whose copy here is bad
+   * (the pack is missing, or it fails authentication or its id) is read from
+   * another copy (`Repository.loadBlob`) and written like a stream's.
+   */
+  private async unpackRange(pool: WorkerPool<BlockTask>, sink: Sink, pack: string, items: Planned[], out: Map<number, Buffer | number>): Promise<void> {
     const start = items[0]!.loc.offset;
     const end = Math.max(...items.map((x) => x.loc.offset + x.loc.length));
-    let data: Buffer;
+    let res: UnpackResult;
     try {
-      data = await this.repo.backend.load({ type: 'data', name: pack }, start, end - start);
+      const data = await this.repo.backend.load({ type: 'data', name: pack }, start, end - start);
+      const own = data.byteOffset === 0 && data.buffer.byteLength === data.length ? data : Buffer.from(data);
+      const bs = this.reader.blockSize;
+      const blobs: UnpackBlob[] = items.map((x) => ({
+        id: x.id, flags: x.loc.flags, rawLength: x.loc.rawLength, offset: x.loc.offset - start, length: x.loc.length, positions: x.blocks.map((b) => b * bs),
+        ...(x.checkId ? { checkId: true } : {}),
+      }));
+      res = await pool.run<UnpackResult>({ kind: 'unpack', pack, data: own, blobs, fd: sink.fd ?? -1 }, [own.buffer as ArrayBuffer]);
     } catch (e) {
-      if (e instanceof NotFoundError) throw new CorruptObjectError(`pack ${pack}`, 'missing (needed for the image)');
-      if (e instanceof ShortReadError) throw new CorruptObjectError(`pack ${pack}`, 'truncated (needed for the image)');
-      throw e;
+      if (!(e instanceof NotFoundError || e instanceof ShortReadError)) throw e;
+      const message = new CorruptObjectError(`pack ${pack}`, `${e instanceof NotFoundError ? 'missing' : 'truncated'} (needed for the image)`).message;
+      res = { bytes: 0, bad: items.map((_, index) => ({ index, message })) };
     }
-    const own = data.byteOffset === 0 && data.buffer.byteLength === data.length ? data : Buffer.from(data);
-    const bs = this.reader.blockSize;
-    const blobs: UnpackBlob[] = items.map((x) => ({
-      id: x.id, flags: x.loc.flags, rawLength: x.loc.rawLength, offset: x.loc.offset - start, length: x.loc.length, positions: x.blocks.map((b) => b * bs),
-    }));
-    const res = await pool.run<UnpackResult>({ kind: 'unpack', pack, data: own, blobs, fd: sink.fd ?? -1 }, [own.buffer as ArrayBuffer]);
-    items.forEach((x, k) => {
-      const plain = res.plain?.[k];
-      const v = plain ? Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength) : x.loc.rawLength;
+    const bad = new Map(res.bad.map((x) => [x.index, x.message]));
+    await Promise.all(items.map(async (x, k) => {
+      let v: Buffer | number;
+      const message = bad.get(k);
+      if (message !== undefined) {
+        const next = this.repo.copyFailed(x.loc, message);
+        if (!next) throw new CorruptObjectError(`block ${x.blocks[0]} (${x.id})`, message);
+        v = await this.repo.loadBlob(BlobType.Data, x.id);
+      } else {
+        const plain = res.plain?.[k];
+        v = plain ? Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength) : x.loc.rawLength;
+      }
       for (const b of x.blocks) out.set(b, v);
-    });
+    }));
   }
 
   /** Reads the target back; returns the blocks that differ. */

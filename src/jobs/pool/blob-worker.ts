@@ -13,6 +13,7 @@ import { fingerprint, fingerprintKey } from '../../core/crypto.js';
 import { BlobCompressor } from '../../core/compress.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
+import { CorruptObjectError } from '../../repo/errors.js';
 import { pushEntry, slicePlain, type ContentEntry } from '../../repo/tree.js';
 import { errorOf } from '../../sources/file-tree.js';
 import type { ChunkFileResult, ChunkFileTask, FileJob, FileMeta, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyJob, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
@@ -258,14 +259,17 @@ function createFile(path: Buffer, w: FileMeta): { fd: number; created: boolean }
 function unpack(t: UnpackTask): UnpackResult {
   const data = buf(t.data);
   const failed: UnpackResult['failed'] = [];
+  const bad: UnpackResult['bad'] = [];
   let bytes = 0;
-  for (const b of t.blobs) {
+  for (const [index, b] of t.blobs.entries()) {
     let plain: Buffer;
+    const what = `pack ${t.pack}, blob ${b.id}`;
     try {
       // Each blob is written out before the next is opened: one reused buffer holds them all.
-      plain = openBlob(keys, { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, data.subarray(b.offset, b.offset + b.length), `pack ${t.pack}, blob ${b.id}`, reusedBuffer);
+      plain = openBlob(keys, { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, data.subarray(b.offset, b.offset + b.length), what, reusedBuffer);
+      if (b.checkId && blobIdHex(keys, plain, b.type) !== b.id) throw new CorruptObjectError(what, 'content does not match its id');
     } catch (e) {
-      for (const target of b.targets) failed.push({ path: target.path, message: (e as Error).message });
+      bad.push({ index, message: (e as Error).message });
       continue;
     }
     for (const target of b.targets) {
@@ -293,7 +297,7 @@ function unpack(t: UnpackTask): UnpackResult {
       }
     }
   }
-  return { bytes, failed };
+  return { bytes, failed, bad };
 }
 
 /** Reads restored files back and checks every chunk's keyed id (or the fingerprint), the size and the mtime. */

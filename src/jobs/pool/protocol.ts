@@ -134,6 +134,8 @@ export interface UnpackBlob {
   /** Offset and length within `data`. */
   readonly offset: number;
   readonly length: number;
+  /** The plaintext must hash to `id` (another copy exists, so this one may be planted). */
+  readonly checkId?: boolean;
   readonly targets: readonly UnpackTarget[];
 }
 
@@ -146,8 +148,10 @@ export interface UnpackTask {
 
 export interface UnpackResult {
   readonly bytes: number;
-  /** Targets that failed, by path, and blobs that failed to open. */
+  /** Targets that could not be written, by path. */
   readonly failed: { path: Uint8Array; message: string }[];
+  /** Blobs that failed to open or to match their id (by index in the task), and why; nothing was written for them. */
+  readonly bad: { index: number; message: string }[];
 }
 
 export interface VerifyJob {

@@ -120,6 +120,8 @@ interface OpenFile {
 /** A blob needed by the restore and where it goes. */
 interface PlannedBlob {
   readonly loc: BlobLocation;
+  /** Another copy exists: this one's plaintext must hash to its id. */
+  readonly checkId: boolean;
   readonly targets: UnpackTarget[];
   /** For each target: the snapshot path, and the multi-piece file it belongs to (if any). */
   readonly owners: { path: Buffer; file?: OpenFile }[];
@@ -183,9 +185,12 @@ export class Restorer {
     try {
       await this.walk(tree);
       this.progress.walked = true;
-      await this.unpackReady(0);
-      await this.until(Promise.all(this.running));
-      this.throwIfStopped();
+      // Blobs whose copy was bad are planned again from another copy while the last segments unpack.
+      do {
+        await this.unpackReady(0);
+        await this.until(Promise.all(this.running));
+        this.throwIfStopped();
+      } while (this.plan.size > 0);
       this.finishLinks();
       await this.finishDirs();
       if (this.opts.verify) await this.verifyAll(pool);
@@ -367,21 +372,27 @@ export class Restorer {
 
   /** Plans writing blob `id` to `target`; false (and the file reported) when the blob is not in the index. */
   private need(id: string, path: Buffer, target: UnpackTarget, file?: OpenFile): boolean {
-    const loc = this.repo.index.lookup(id);
-    if (!loc) {
+    const copy = this.repo.readCopy(id);
+    if (!copy) {
       if (file) file.failed = true;
       this.fail(path, new Error(`blob ${id} is not in the repository index`));
       return false;
     }
+    this.planCopy(copy, [target], [file ? { path, file } : { path }]);
+    return true;
+  }
+
+  /** Adds targets of a blob to the segment of the copy `copy` that will be read. */
+  private planCopy(copy: { loc: BlobLocation; checkId: boolean }, targets: readonly UnpackTarget[], owners: PlannedBlob['owners']): void {
+    const { loc } = copy;
     const key = `${loc.pack}/${Math.floor(loc.offset / SEGMENT)}`;
     let segment = this.plan.get(key);
     if (!segment) this.plan.set(key, (segment = { pack: loc.pack, blobs: new Map() }));
     const blobs = segment.blobs;
-    let planned = blobs.get(id);
-    if (!planned) blobs.set(id, (planned = { loc, targets: [], owners: [] }));
-    planned.targets.push(target);
-    planned.owners.push(file ? { path, file } : { path });
-    return true;
+    let planned = blobs.get(loc.id);
+    if (!planned) blobs.set(loc.id, (planned = { loc, checkId: copy.checkId, targets: [], owners: [] }));
+    planned.targets.push(...targets);
+    planned.owners.push(...owners);
   }
 
   // ---- 2. unpack ----
@@ -437,19 +448,29 @@ export class Restorer {
       this.opts.signal?.throwIfAborted();
       const task: UnpackBlob[] = list.map((b) => ({
         id: b.loc.id, type: b.loc.type, flags: b.loc.flags, rawLength: b.loc.rawLength,
-        offset: b.loc.offset - start, length: b.loc.length, targets: b.targets,
+        offset: b.loc.offset - start, length: b.loc.length, targets: b.targets, ...(b.checkId ? { checkId: true } : {}),
       }));
       result = await pool.run<UnpackResult>({ kind: 'unpack', pack, data, blobs: task }, [data.buffer as ArrayBuffer]);
     } catch (e) {
       if (!(e instanceof CorruptObjectError)) throw e;
-      result = { bytes: 0, failed: list.flatMap((b) => b.targets.map((t) => ({ path: t.path, message: e.message }))) };
+      result = { bytes: 0, failed: [], bad: list.map((_, index) => ({ index, message: e.message })) };
     }
     this.progress.bytes += result.bytes;
     const failedDest = new Map(result.failed.map((f) => [Buffer.from(f.path).toString('latin1'), f.message]));
+    // A bad copy: its targets wait for another copy, or fail with it when there is none.
+    const lost = new Map<PlannedBlob, string>();
+    for (const { index, message } of result.bad) {
+      const b = list[index]!;
+      const next = this.repo.copyFailed(b.loc, message);
+      if (next) this.planCopy(next, b.targets, b.owners);
+      else lost.set(b, message);
+    }
+    const retried = new Set(result.bad.map(({ index }) => list[index]!));
     for (const b of list) {
+      if (retried.has(b) && !lost.has(b)) continue;
       b.targets.forEach((t, i) => {
         const owner = b.owners[i]!;
-        const message = failedDest.get(Buffer.from(t.path).toString('latin1'));
+        const message = lost.get(b) ?? failedDest.get(Buffer.from(t.path).toString('latin1'));
         if (message !== undefined) {
           if (owner.file) owner.file.failed = true;
           this.fail(owner.path, new Error(message));
