@@ -37,9 +37,10 @@ async function reader(s: Sandbox): Promise<Repository> {
  * Plants one pack with a garbage copy of every blob the index knows, and an
  * index file naming it that readers load before the genuine ones (written
  * again under another name until a fresh reader takes the planted copy of
- * every blob first). Returns the planted pack's name.
+ * every blob first). Returns the planted pack's name. `missing`: the pack
+ * itself is not stored, only the index file claiming it.
  */
-async function plant(s: Sandbox): Promise<string> {
+async function plant(s: Sandbox, missing = false): Promise<string> {
   const client = await reader(s);
   const live: BlobLocation[] = [...client.index.entries()];
   const w = new PackWriter();
@@ -55,7 +56,7 @@ async function plant(s: Sandbox): Promise<string> {
   const { bytes: packBytes, blobs } = w.finish();
   const backend = new AppendOnlyBackend(new LocalBackend(s.repo));
   const pack = sha256(Buffer.from(packBytes)).toString('hex');
-  await backend.save({ type: 'data', name: pack }, Buffer.from(packBytes));
+  if (!missing) await backend.save({ type: 'data', name: pack }, Buffer.from(packBytes));
   for (;;) {
     const index = encodeIndex({ packs: [{ pack, blobs }], supersedes: [randomBytes(32).toString('hex')] });
     const name = sha256(index).toString('hex');
@@ -125,5 +126,25 @@ describe('a planted copy of every blob, met first by readers', () => {
     const r = await s.run(['check', '--read-data']);
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stdout + r.stderr, new RegExp(planted));
+  });
+});
+
+describe('an index file, met first, that puts every blob in a pack that does not exist', () => {
+  let s: Sandbox;
+  after(async () => s.remove());
+
+  it('restore reads the copies that do exist, and says which pack is missing', async () => {
+    s = await Sandbox.create();
+    const src = s.path('src');
+    await fs.mkdir(src);
+    await fs.writeFile(`${src}/a.bin`, bytes('a', 1_500_000));
+    await fs.writeFile(`${src}/b.txt`, 'b\n');
+    await s.ok(['init']);
+    await s.ok(['backup', src]);
+    const missing = await plant(s, true);
+    const [snap] = await snapshotsOf(s);
+    const r = await s.ok(['restore', snap!.id, '--target', s.path('restored')]);
+    assert.match(r.stderr, new RegExp(`warning: pack ${missing} is damaged: missing`));
+    await assertRestores(s, snap!.id, src);
   });
 });
