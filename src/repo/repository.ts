@@ -134,7 +134,7 @@ export class Repository {
   /** Key of the snapshots' MACs. */
   private readonly snapshotMacKey: Buffer;
   /** Copies of blobs found bad by this session (`copyFailed`), by `copyKey`. */
-  private readonly badCopies = new Set<string>();
+  private readonly badCopies = new Map<string, { pack: string; id: string; reason: string }>();
   /** Packs holding one of them. */
   private readonly badPacks = new Set<string>();
 
@@ -453,9 +453,14 @@ export class Repository {
         ? ` (pack ${loc.pack} is damaged or was planted: "holdfast check --read-data" names its bad copies, "holdfast repair snapshots --read-data" with the password removes a planted pack)` : '';
       this.onWarning?.(`${reason}; ${others.length > 0 ? 'reading another copy' : 'no other copy of it can be read'}${advice}`);
     }
-    this.badCopies.add(key);
+    if (!this.badCopies.has(key)) this.badCopies.set(key, { pack: loc.pack, id: loc.id, reason });
     this.badPacks.add(loc.pack);
     return others[0] && { loc: others[0], checkId: true };
+  }
+
+  /** Every copy `copyFailed` was told of: its pack, blob id and why it could not be read. */
+  badCopiesFound(): { pack: string; id: string; reason: string }[] {
+    return [...this.badCopies.values()];
   }
 
   /**

@@ -40,6 +40,8 @@ export interface KeyedReader {
   loadBlob(type: BlobType, id: string): Promise<Buffer>;
   openBlob(loc: PackedBlob, sealed: Buffer, what: string): Buffer;
   blobId(data: Uint8Array, type?: BlobType): string;
+  /** Copies of blobs the reads so far found bad and read past (`Repository.copyFailed`). */
+  badCopiesFound(): readonly { readonly pack: string; readonly id: string; readonly reason: string }[];
 }
 
 export interface CheckOptions {
@@ -158,7 +160,16 @@ export class Checker {
     }
     await this.checkPacks(state, readSet);
     this.differingCopies();
-    if (this.opts.keyed) await this.checkTrees(snaps.ok);
+    if (this.opts.keyed) {
+      await this.checkTrees(snaps.ok);
+      // A bad copy the tree walk read past (a reader meets a planted one first) is damage all the same.
+      for (const c of this.opts.keyed.badCopiesFound()) {
+        if (this.badCopies.has(`${c.pack}/${c.id}`)) continue;
+        const why = c.reason.replace(/^.* is damaged: /, '');
+        this.badCopies.set(`${c.pack}/${c.id}`, why);
+        this.packProblem(state, c.pack, `blob ${c.id}: ${why}`);
+      }
+    }
 
     // Which referenced blobs have no intact copy?
     let lost = this.lostBlobs(state, snaps.ok);
