@@ -13,6 +13,7 @@
 import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
 import { ByteReader } from './binary.js';
 import { ID_BYTES, idHex } from '../core/ids.js';
+import { sha256 } from '../core/crypto.js';
 
 export const PACK_VERSION = 1;
 const MAGIC = 'HFPK';
@@ -56,6 +57,17 @@ export function blobAad(type: BlobType, flags: number, rawLength: number, id: st
   aad.writeUInt32LE(rawLength, 2);
   Buffer.from(id, 'hex').copy(aad, 6);
   return aad;
+}
+
+/**
+ * What tells two stored copies of a blob apart without the key (64 hex): the
+ * SHA-256 of the blob's AAD (fixed length) followed by its sealed bytes. Two
+ * copies with the same digest agree on everything that enters authentication,
+ * so either opens exactly when the other does; the same sealed bytes under
+ * another type, flags or raw length never open (docs/format.md §3.4, §15.10).
+ */
+export function copyDigest(b: Pick<PackedBlob, 'type' | 'flags' | 'rawLength' | 'id'>, sealed: Buffer): string {
+  return sha256(Buffer.concat([blobAad(b.type, b.flags, b.rawLength, b.id), sealed])).toString('hex');
 }
 
 /** Collects sealed blobs into one pack. */

@@ -90,6 +90,23 @@ class AddOnlyClient {
     return { pack, blobs: header };
   }
 
+  /**
+   * A pack that holds a genuine pack's sealed bytes, blob for blob, with one
+   * field of each header entry changed that the blob's AAD binds: name,
+   * header and index all agree, and no copy in it authenticates.
+   */
+  async mirror(storage: Backend, pack: string, blobs: readonly IndexedPack['blobs'][number][], change: 'flags' | 'rawLength'): Promise<IndexedPack> {
+    const bytes = await storage.load({ type: 'data', name: pack });
+    const w = new PackWriter();
+    for (const b of blobs) {
+      const sealed = bytes.subarray(b.offset, b.offset + b.length);
+      if (change === 'flags') w.add(b.type, b.id, b.flags ^ 1, b.rawLength, sealed);
+      else w.add(b.type, b.id, b.flags, b.rawLength + 1, sealed);
+    }
+    const { bytes: packBytes, blobs: header } = w.finish();
+    return { pack: await this.save('data', Buffer.from(packBytes)), blobs: header };
+  }
+
   /** A deletion marker dated `back` ms before `now`. */
   async marker(packs: readonly IndexedPack[], now: number, back: number): Promise<string> {
     return this.save('deletion', encodeMarker(newMarker(packs, [], new Date(now - back))));
@@ -150,7 +167,7 @@ describe('an add-only client against the keyless prune', () => {
 
     // Keyless check cannot tell the copies apart, but says that they differ.
     const keyless = await f.check({ readData: true, keyless: true });
-    assert.ok(keyless.warnings.some((w) => w.object === `pack ${fake.pack}` && /other stored bytes/.test(w.message)), JSON.stringify(keyless.warnings));
+    assert.ok(keyless.warnings.some((w) => w.object === `pack ${fake.pack}` && /stored differently/.test(w.message)), JSON.stringify(keyless.warnings));
     // With the key, the planted copies are named.
     const keyed = await f.check({ readData: true });
     assert.ok(keyed.badCopies.length >= live.length && keyed.badCopies.every((c) => c.pack === fake.pack));
@@ -169,6 +186,29 @@ describe('an add-only client against the keyless prune', () => {
     await prunes(f, 2);
     await f.assertRestores(s, files, await genuine(f.backend, client.added, f));
   });
+
+  for (const change of ['flags', 'rawLength'] as const) {
+    it(`a mirror of every genuine pack with each entry's ${change} changed, and a backdated marker: keyless check warns, and the sweep keeps a copy that authenticates`, async () => {
+      const { f, s, files, client } = await setup();
+      const state = await RepoState.load(f.plain());
+      const genuinePacks = [...state.packBlobs].map(([pack, blobs]) => ({ pack, blobs }));
+      const mirrors: IndexedPack[] = [];
+      for (const p of genuinePacks) mirrors.push(await client.mirror(f.backend, p.pack, p.blobs, change));
+      await client.index({ packs: mirrors, supersedes: [] }, f.backend);
+
+      // Keyless check cannot open either copy, but sees that they would not authenticate alike.
+      const keyless = await f.check({ readData: true, keyless: true });
+      for (const m of mirrors) assert.ok(keyless.warnings.some((w) => w.object === `pack ${m.pack}` && /stored differently/.test(w.message)), JSON.stringify(keyless.warnings));
+
+      await client.marker(genuinePacks, f.now, 10 * GRACE);
+      const report = await new Pruner(f.plain(), { graceMs: GRACE, now: f.clock }).run();
+      assert.ok(report.sweep.packsDeleted > 0 && report.sweep.blobsRescued >= genuinePacks.reduce((n, p) => n + p.blobs.length, 0), JSON.stringify(report.sweep));
+      f.advance(GRACE);
+      await prunes(f, 2);
+      await f.assertRestores(s, files, await genuine(f.backend, client.added, f));
+      await f.assertCheckPasses(await genuine(f.backend, client.added, f));
+    });
+  }
 
   it('index records that move live blobs out of the packs that hold them do not get those packs condemned', async () => {
     const { f, s, files, packs, client, live } = await setup();
@@ -232,6 +272,26 @@ describe('the owner with the password', () => {
     await f.assertRestores(extra, { 'e.bin': bytes('extra', 5000) });
     await f.assertCheckPasses();
     await assertPacksKept(f, packs);
+  });
+});
+
+describe('the owner with the password, against mirrored packs', () => {
+  it('repair snapshots --read-data removes packs that hold genuine sealed bytes under changed header entries, and only those', async () => {
+    const { f, s, files, packs, client } = await setup();
+    const state = await RepoState.load(f.plain());
+    const mirrors: string[] = [];
+    for (const [pack, blobs] of state.packBlobs) {
+      const m = await client.mirror(f.backend, pack, blobs, 'flags');
+      await client.index({ packs: [m], supersedes: [] }, f.backend);
+      mirrors.push(m.pack);
+    }
+    const keyed = await f.check({ readData: true });
+    assert.deepEqual([...new Set(keyed.badCopies.map((c) => c.pack))].sort(), [...mirrors].sort());
+    const r = await repairSnapshots(f.plain(), { mode: 'mark', readData: { kind: 'all' }, keyed: await f.openTolerant() });
+    assert.deepEqual([...r.removedPacks].sort(), [...mirrors].sort());
+    assert.deepEqual((await names(f.backend, 'data')).sort(), [...packs].sort());
+    await f.assertRestores(s, files);
+    await f.assertCheckPasses();
   });
 });
 

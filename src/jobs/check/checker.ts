@@ -23,7 +23,7 @@
  */
 import { sha256 } from '../../core/crypto.js';
 import { sameEntry, type BlobLocation } from '../../repo/index-file.js';
-import { BlobType, type PackedBlob } from '../../repo/pack.js';
+import { BlobType, copyDigest, type PackedBlob } from '../../repo/pack.js';
 import { PlainRepository, RepoState } from '../../repo/plain-repository.js';
 import { handleOf } from '../../repo/objects.js';
 import type { Snapshot } from '../../repo/snapshot.js';
@@ -126,7 +126,7 @@ export class Checker {
   private readonly suspect = new Set<string>();
   private readonly damagedPacks = new Set<string>();
   private readonly gone = new Set<string>();
-  /** Keyless read-data: blob id → SHA-256 of a copy's sealed bytes → packs, for ids claimed in more than one pack. */
+  /** Keyless read-data: blob id → a copy's `copyDigest` (sealed bytes with type, flags and raw length) → packs, for ids claimed in more than one pack. */
   private readonly copies = new Map<string, Map<string, Set<string>>>();
   private packsRead = 0;
   private bytesRead = 0;
@@ -290,7 +290,7 @@ export class Checker {
         for (const b of blobs) {
           const digests = this.copies.get(b.id);
           if (!digests) continue;
-          const d = sha256(bytes.subarray(b.offset, b.offset + b.length)).toString('hex');
+          const d = copyDigest(b, bytes.subarray(b.offset, b.offset + b.length));
           let packs = digests.get(d);
           if (!packs) digests.set(d, (packs = new Set()));
           packs.add(pack);
@@ -319,11 +319,13 @@ export class Checker {
   }
 
   /**
-   * Keyless read-data: referenced blobs stored in several intact packs with
-   * different bytes. Two writers that store the same blob at once do that;
-   * so does a client that plants garbage under a blob's id. Without the key
-   * nothing tells which copy is genuine, so it is a warning, and prune keeps
-   * every copy (docs/format.md §15.10).
+   * Keyless read-data: referenced blobs stored in several intact packs
+   * differently: other sealed bytes, or the same ones under another type,
+   * flags or raw length (which cannot authenticate under both). Two writers
+   * that store the same blob at once do that; so does a client that plants
+   * garbage under a blob's id, or copies a genuine blob with its header entry
+   * changed. Without the key nothing tells which copy is genuine, so it is a
+   * warning, and prune keeps every copy (docs/format.md §15.10).
    */
   private differingCopies(): void {
     const perPack = new Map<string, { n: number; first: string; other: string }>();
@@ -339,7 +341,7 @@ export class Checker {
       }
     }
     for (const [pack, p] of perPack) {
-      this.warn(`pack ${pack}`, `${p.n} referenced blob(s) in it are stored with other stored bytes in other packs too (first: ${p.first}, also in ${p.other}); `
+      this.warn(`pack ${pack}`, `${p.n} referenced blob(s) in it are stored differently in other packs too (first: ${p.first}, also in ${p.other}; other sealed bytes, or another type, flags or raw length); `
         + 'without the password check cannot tell which copy is genuine (prune keeps every copy; "holdfast check --read-data" with the password names the bad ones)');
     }
   }

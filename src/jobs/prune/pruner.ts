@@ -7,8 +7,9 @@
  *     list snapshots → live blobs
  *     read the header of every pack those markers name: what it holds
  *     a live blob in no present pack → stop, delete nothing
- *     every copy of a live blob in those packs must stay: as the same bytes in
- *       a pack that stays and matches its checksum, else copied now (rescue)
+ *     every copy of a live blob in those packs must stay: as the same copy
+ *       (sealed bytes, type, flags, raw length) in a pack that stays and
+ *       matches its checksum, else copied now (rescue)
  *     index files that name those packs → rewrite what else they describe
  *       (unless the same description stays elsewhere)
  *     delete the packs, then those index files, then the markers
@@ -39,7 +40,7 @@
 import { sha256 } from '../../core/crypto.js';
 import { newMarker, encodeMarker, DEFAULT_GRACE_MS, commitWindowMs, type DeletionMarker } from '../../repo/deletion-marker.js';
 import { recordKey, type IndexedPack } from '../../repo/index-file.js';
-import type { PackedBlob } from '../../repo/pack.js';
+import { copyDigest, type PackedBlob } from '../../repo/pack.js';
 import { PackCopier } from '../../repo/pack-copier.js';
 import { PlainRepository, RepoState } from '../../repo/plain-repository.js';
 import { handleOf } from '../../repo/objects.js';
@@ -226,7 +227,7 @@ export class Pruner {
     }
     this.refuseMissing(state, live);
 
-    // Rescue: every copy of a live blob in a doomed pack survives, as the same bytes in a pack that stays, or copied now.
+    // Rescue: every copy of a live blob in a doomed pack survives, as the same copy (everything its authentication covers) in a pack that stays, or copied now.
     const copier = this.opts.dryRun ? undefined : this.copier(state);
     const secured = new Map<string, Set<string>>();
     const survivors = new Survivors(this.repo, state, doomed, (m) => this.warn(m));
@@ -240,12 +241,12 @@ export class Pruner {
       for (const b of held) {
         if (b.offset + b.length > bytes.length) continue; // cut off: nothing left to keep
         const sealed = bytes.subarray(b.offset, b.offset + b.length);
-        const digest = sha256(sealed).toString('hex');
+        const digest = copyDigest(b, sealed);
         let mine = secured.get(b.id);
         if (!mine) secured.set(b.id, (mine = new Set()));
         if (mine.has(digest)) continue;
         const elsewhere = await survivors.of(b.id);
-        // An intact pack's copy goes only where the same bytes stay; a damaged pack's (storage damage, which no client can cause) wherever an intact copy stays.
+        // An intact pack's copy goes only where the same copy stays; a damaged pack's (storage damage, which no client can cause) wherever an intact copy stays.
         if (elsewhere.has(digest) || (!intact && elsewhere.size > 0)) continue;
         mine.add(digest);
         report.blobsRescued++;
@@ -476,8 +477,10 @@ function parseOrUndefined(pack: string, bytes: Buffer): PackedBlob[] | undefined
 /**
  * The copies of live blobs that a sweep may count as staying: in a present
  * pack it does not delete, whose stored bytes match its name, where that
- * pack's own header puts them; each copy known by the SHA-256 of its sealed
- * bytes. Each pack is read once.
+ * pack's own header puts them; each copy known by its `copyDigest` (its
+ * header entry's type, flags, raw length and id with its sealed bytes: the
+ * same sealed bytes under another raw length, say, never authenticate, so
+ * they do not keep a copy). Each pack is read once.
  */
 class Survivors {
   private readonly packs = new Map<string, Map<string, Set<string>> | undefined>();
@@ -489,7 +492,7 @@ class Survivors {
     private readonly warn: (m: string) => void,
   ) {}
 
-  /** Digests of the sealed bytes of every copy of `id` that stays. */
+  /** `copyDigest`s of every copy of `id` that stays. */
   async of(id: string): Promise<Set<string>> {
     const out = new Set<string>();
     for (const l of this.state.locations(id)) {
@@ -511,7 +514,7 @@ class Survivors {
         for (const b of PlainRepository.parsePack(pack, bytes)) {
           let d = copies.get(b.id);
           if (!d) copies.set(b.id, (d = new Set()));
-          d.add(sha256(bytes.subarray(b.offset, b.offset + b.length)).toString('hex'));
+          d.add(copyDigest(b, bytes.subarray(b.offset, b.offset + b.length)));
         }
       }
     } catch (e) {
