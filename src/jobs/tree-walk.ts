@@ -1,8 +1,9 @@
 /**
  * Walks a snapshot's tree depth-first, yielding every node with its absolute
  * path in the snapshot. Names that could escape a restore target (empty,
- * ".", "..", containing "/" or NUL) and duplicate names are never yielded:
- * they are reported to `onUnsafe` instead, whatever a snapshot contains.
+ * ".", "..", containing "/" or NUL) are never yielded: they are reported to
+ * `onUnsafe` instead, whatever a snapshot contains. Duplicate and unsorted
+ * names never get here: the tree decoder refuses such a tree as damaged.
  */
 import type { TreeNode } from '../repo/tree.js';
 
@@ -63,7 +64,6 @@ export function childPath(dir: Buffer, name: Buffer): Buffer {
 interface Frame {
   readonly nodes: TreeNode[];
   next: number;
-  prev?: Buffer;
   /** Length of this folder's path in the path buffer. */
   readonly dirLen: number;
   readonly depth: number;
@@ -123,8 +123,7 @@ export async function* walkTree(repo: TreeLoader, root: string, opts: WalkOption
     const node = f.nodes[f.next++]!;
     const len = paths.child(f.dirLen, node.name);
     const path = paths.copy(len);
-    const bad = unsafeName(node.name) ?? (f.prev && Buffer.compare(f.prev, node.name) >= 0 ? 'duplicate or unsorted name' : undefined);
-    f.prev = node.name;
+    const bad = unsafeName(node.name);
     if (bad) {
       opts.onUnsafe?.(path.toString(), bad);
       continue;

@@ -124,15 +124,41 @@ export type TreeEncoding = 'binary' | 'json';
 
 export const TREE_ENCODINGS: readonly TreeEncoding[] = ['binary', 'json'];
 
-/** Encodes a directory's nodes; sorts them by name bytes. */
+/**
+ * The most nodes one tree may hold (docs/format.md §6, docs/decisions.md):
+ * a 256 MiB tree of realistic nodes holds about 2 million, while one of
+ * nodes cut to the bone holds 4.3 million, each costing a reader hundreds
+ * of bytes of memory. Writers refuse a bigger folder, readers a bigger tree.
+ */
+export const MAX_TREE_NODES = 2 ** 21;
+
+/** Encodes a directory's nodes; sorts them by name bytes. Refuses what a reader would refuse: too many nodes, or two with one name. */
 export function encodeTree(nodes: TreeNode[], encoding: TreeEncoding): Buffer {
+  if (nodes.length > MAX_TREE_NODES) throw new RangeError(`a folder of ${nodes.length} entries is more than one tree may hold (${MAX_TREE_NODES}, docs/format.md §6)`);
   const sorted = [...nodes].sort((a, b) => Buffer.compare(a.name, b.name));
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i - 1]!.name.equals(sorted[i]!.name)) throw new RangeError(`two entries of one folder are named "${sorted[i]!.name.toString()}"`);
+  }
   return encoding === 'binary' ? encodeBinary(sorted) : Buffer.from(JSON.stringify({ nodes: sorted.map(nodeToJson) }), 'utf8');
 }
 
-/** Decodes a tree blob of either encoding; rejects anything malformed with `CorruptObjectError`. */
+/**
+ * Decodes a tree blob of either encoding; rejects anything malformed with
+ * `CorruptObjectError`, including more than MAX_TREE_NODES nodes and names
+ * not strictly increasing (a duplicate or out of order): the tree is refused
+ * once as damage, not each node on every path that reaches it.
+ */
 export function decodeTree(bytes: Buffer, what: string): TreeNode[] {
   return bytes[0] === 0x7b ? decodeJson(bytes, what) : decodeBinary(bytes, what);
+}
+
+/** Refuses node `i`'s name unless it sorts strictly after the previous node's (`prev`). */
+function inOrder(prev: Buffer | undefined, name: Buffer, i: number, what: string): void {
+  if (prev && Buffer.compare(prev, name) >= 0) throw new CorruptObjectError(what, `the name of node ${i} is a duplicate or out of order`);
+}
+
+function tooMany(count: number, what: string): void {
+  if (count > MAX_TREE_NODES) throw new CorruptObjectError(what, `${count} nodes are more than a tree may hold (${MAX_TREE_NODES})`);
 }
 
 // ---- binary (docs/format.md §6.5) ----
@@ -290,11 +316,13 @@ function decodeBinary(bytes: Buffer, what: string): TreeNode[] {
   const version = r.u8('version');
   if (version !== TREE_VERSION) throw new UnsupportedVersionError(what, version, TREE_VERSION);
   const count = r.u32('node count');
+  tooMany(count, what);
   if (count * NODE_FIXED > r.remaining) r.fail(`${count} nodes cannot fit in ${r.remaining} bytes`);
   const nodes: TreeNode[] = [];
   for (let i = 0; i < count; i++) {
     const name = r.bytes(r.u16('name length'), 'name');
     if (name.length === 0) r.fail('node without a name');
+    inOrder(nodes[i - 1]?.name, name, i, what);
     const type = NODE_TYPES[r.u8('type')];
     if (type === undefined) r.fail('bad node type');
     const flags = r.u8('flags');
@@ -421,10 +449,14 @@ function decodeJson(bytes: Buffer, what: string): TreeNode[] {
   const root = asRecord(parseJson(bytes, what), what);
   const list = root['nodes'];
   if (!Array.isArray(list)) throw new CorruptObjectError(what, 'no node list');
-  return list.map((raw) => {
+  tooMany(list.length, what);
+  let prev: Buffer | undefined;
+  return list.map((raw, i) => {
     const o = asRecord(raw, what);
     const name = bytesField(o, 'name', what);
     if (!name || name.length === 0) throw new CorruptObjectError(what, 'node without a name');
+    inOrder(prev, name, i, what);
+    prev = name;
     const type = o['type'];
     if (typeof type !== 'string' || !(NODE_TYPES as readonly string[]).includes(type)) throw new CorruptObjectError(what, 'bad node type');
     const node: {

@@ -14,7 +14,7 @@ import { errorLines } from '../helpers/cli-errors.js';
 import { FORGED_MTIME, Forge } from '../helpers/forge.js';
 import { removeTree } from '../fixtures/tree.js';
 import { PathShortener } from '../../src/sources/posix.js';
-import type { TreeNode } from '../../src/repo/tree.js';
+import { encodeTree, type TreeNode } from '../../src/repo/tree.js';
 
 describe('a file whose size disagrees with its content', () => {
   let s: Sandbox;
@@ -125,5 +125,37 @@ describe('a tree nested 4,000 folders deep (a path of 204 KB)', { skip: existsSy
     } finally {
       await long.close();
     }
+  });
+});
+
+describe('a listing of 2,000 nodes of one name, reached by 3 folders (the attack: 4.26 M nodes, 50 folders)', () => {
+  let s: Sandbox;
+  let snap: string;
+  const good = Buffer.from('kept\n');
+  before(async () => {
+    s = await Sandbox.create('holdfast-hostile-');
+    await s.ok(['init']);
+    const f = await Forge.open(s);
+    // As the attacker's script: the same fifo "a" over and over, in a binary listing.
+    const node = encodeTree([{ ...f.file('a', 0, []), type: 'fifo', content: undefined }], 'binary');
+    const body = node.subarray(9);
+    const dup = Buffer.concat([node.subarray(0, 9), ...Array.from({ length: 2000 }, () => body)]);
+    dup.writeUInt32LE(2000, 5);
+    const dupId = await f.rawTree(dup);
+    snap = await f.snapshot(await f.tree([
+      f.dir('d1', dupId), f.dir('d2', dupId), f.dir('d3', dupId),
+      f.file('ok.txt', good.length, [await f.data(good)]),
+    ]));
+  });
+  after(() => s.remove());
+
+  it('is refused once per folder as a damaged listing, not once per node; the rest is restored, exit 1', async () => {
+    const target = s.path('t');
+    const r = await s.run(['restore', snap, '--target', target]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /restore INCOMPLETE: 3 path\(s\)/);
+    for (const d of ['d1', 'd2', 'd3']) assert.match(r.stderr, new RegExp(`/${d}: its listing cannot be read \\(tree \\w+ is damaged: the name of node 1 is a duplicate or out of order\\)`));
+    assert.ok(r.stderr.split('\n').length < 20, `${r.stderr.split('\n').length} lines of stderr`);
+    assert.deepEqual(await fs.readFile(join(target, 'ok.txt')), good);
   });
 });

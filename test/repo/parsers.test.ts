@@ -26,7 +26,7 @@ import { decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile } from '../
 import { BlobType, FLAG_COMPRESSED, PACK_TRAILER_BYTES, PackWriter, parsePackHeader, parsePackTrailer, type PackedBlob } from '../../src/repo/pack.js';
 import { decodeIndex, encodeIndex, type IndexFile } from '../../src/repo/index-file.js';
 import { authenticateSnapshot, decodeSnapshot, encodeSnapshot, type Snapshot } from '../../src/repo/snapshot.js';
-import { TREE_ENCODINGS, decodeTree, encodeTree, type NodeType, type TreeNode } from '../../src/repo/tree.js';
+import { MAX_TREE_NODES, TREE_ENCODINGS, decodeTree, encodeTree, type NodeType, type TreeNode } from '../../src/repo/tree.js';
 import { DEFAULT_CHUNKER_PARAMS } from '../../src/core/chunker.js';
 
 // ---- checking outcomes ----
@@ -1001,6 +1001,38 @@ describe('tree: specific cases', () => {
       ['name', 'target'],
     ]);
     for (const encoding of TREE_ENCODINGS) assert.deepEqual(decodeTree(encodeTree(nodes, encoding), TREE_WHAT), [...nodes].sort(byName), encoding);
+  });
+
+  it('refuses a tree with a duplicate or unsorted name once, as damage of the tree (one warning per node and path made ls print 213 M lines)', () => {
+    const fifo = (name: string): TreeNode => ({ ...base, name: Buffer.from(name), type: 'fifo' });
+    const binary = (names: string[]): Buffer => {
+      const one = encodeTree([fifo('a')], 'binary');
+      const node = one.subarray(9);
+      const b = Buffer.concat([one.subarray(0, 9), ...names.map((n) => Buffer.concat([node.subarray(0, 2), Buffer.from(n), node.subarray(3)]))]);
+      b.writeUInt32LE(names.length, 5);
+      return b;
+    };
+    const json = (names: string[]): Buffer => Buffer.from(JSON.stringify({ nodes: names.map((n) => JSON.parse(encodeTree([fifo(n)], 'json').toString()).nodes[0]) }));
+    for (const names of [['a', 'a'], ['b', 'a'], ['a', 'c', 'b']]) {
+      for (const bytes of [binary(names), json(names)]) {
+        assert.throws(() => decodeTree(bytes, TREE_WHAT), (e: unknown) => e instanceof CorruptObjectError && /is damaged: the name of node \d is a duplicate or out of order/.test(e.message), names.join());
+      }
+    }
+    assert.equal(decodeTree(binary(['a', 'b']), TREE_WHAT).length, 2);
+  });
+
+  it(`refuses a tree of more than ${MAX_TREE_NODES} nodes, and refuses to write one or one with two nodes of one name`, () => {
+    const header = Buffer.alloc(9);
+    header.write('HFTR', 0, 'latin1');
+    header.writeUInt8(1, 4);
+    header.writeUInt32LE(MAX_TREE_NODES + 1, 5);
+    assert.throws(() => decodeTree(header, TREE_WHAT), /is damaged: 2097153 nodes are more than a tree may hold \(2097152\)/);
+    const node: TreeNode = { ...base, name: Buffer.from('a'), type: 'fifo' };
+    const tooMany: TreeNode[] = new Array<TreeNode>(MAX_TREE_NODES + 1).fill(node);
+    for (const encoding of TREE_ENCODINGS) {
+      assert.throws(() => encodeTree(tooMany, encoding), /a folder of 2097153 entries is more than one tree may hold \(2097152/);
+      assert.throws(() => encodeTree([node, { ...node }], encoding), /two entries of one folder are named "a"/);
+    }
   });
 
   it('keeps holes in a file content list', () => {
