@@ -38,14 +38,15 @@ async function reader(s: Sandbox): Promise<Repository> {
  * index file naming it that readers load before the genuine ones (written
  * again under another name until a fresh reader takes the planted copy of
  * every blob first). Returns the planted pack's name. `missing`: the pack
- * itself is not stored, only the index file claiming it.
+ * itself is not stored, only the index file claiming it; `longer`: every
+ * planted entry claims a raw length one byte longer than the blob's.
  */
-async function plant(s: Sandbox, missing = false): Promise<string> {
+async function plant(s: Sandbox, opts: { missing?: boolean; longer?: boolean } = {}): Promise<string> {
   const client = await reader(s);
   const live: BlobLocation[] = [...client.index.entries()];
   const w = new PackWriter();
   live.forEach((b, i) => {
-    if (i % 2 === 0) w.add(b.type, b.id, b.flags, b.rawLength, randomBytes(b.length));
+    if (i % 2 === 0 || opts.longer) w.add(b.type, b.id, b.flags, b.rawLength + (opts.longer ? 1 : 0), randomBytes(b.length));
     else {
       // Sealed with the key under the blob's id: it authenticates, and holds other bytes.
       const p = prepareBlob(client.workerSecrets(), new BlobCompressor('off'), b.type, randomBytes(b.rawLength), b.id);
@@ -56,7 +57,7 @@ async function plant(s: Sandbox, missing = false): Promise<string> {
   const { bytes: packBytes, blobs } = w.finish();
   const backend = new AppendOnlyBackend(new LocalBackend(s.repo));
   const pack = sha256(Buffer.from(packBytes)).toString('hex');
-  if (!missing) await backend.save({ type: 'data', name: pack }, Buffer.from(packBytes));
+  if (!opts.missing) await backend.save({ type: 'data', name: pack }, Buffer.from(packBytes));
   for (;;) {
     const index = encodeIndex({ packs: [{ pack, blobs }], supersedes: [randomBytes(32).toString('hex')] });
     const name = sha256(index).toString('hex');
@@ -148,10 +149,30 @@ describe('an index file, met first, that puts every blob in a pack that does not
     await fs.writeFile(`${src}/b.txt`, 'b\n');
     await s.ok(['init']);
     await s.ok(['backup', src]);
-    const missing = await plant(s, true);
+    const missing = await plant(s, { missing: true });
     const [snap] = await snapshotsOf(s);
     const r = await s.ok(['restore', snap!.id, '--target', s.path('restored')]);
     assert.match(r.stderr, new RegExp(`warning: pack ${missing} is damaged: missing`));
     await assertRestores(s, snap!.id, src);
+  });
+});
+
+describe('planted entries, met first, that claim another raw length for every block of an image', () => {
+  let s: Sandbox;
+  before(async () => {
+    s = await Sandbox.create();
+  });
+  after(async () => s.remove());
+
+  it('restore-image skips them for the copies of the block\'s length', async () => {
+    const disk = Buffer.concat([bytes('disk', 1 << 20), Buffer.alloc(1 << 20), bytes('disk2', 1 << 20)]);
+    await fs.writeFile(s.path('disk.img'), disk);
+    await s.ok(['init']);
+    await s.ok(['backup', '--image', s.path('disk.img')]);
+    const planted = await plant(s, { longer: true });
+    const [snap] = await snapshotsOf(s);
+    const r = await s.ok(['restore-image', snap!.id, '--to', s.path('disk.restored')]);
+    assert.match(r.stderr, new RegExp(`warning: pack ${planted}: block \\d+ \\(\\w+\\) is damaged: holds \\d+ bytes, expected \\d+; reading another copy`));
+    assert.ok((await fs.readFile(s.path('disk.restored'))).equals(disk), 'the image comes back byte for byte');
   });
 });

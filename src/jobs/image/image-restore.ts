@@ -288,11 +288,20 @@ export class ImageRestore {
     }
     const byPack = new Map<string, Planned[]>();
     for (const [id, list] of byId) {
-      const copy = this.repo.readCopy(id);
+      let copy = this.repo.readCopy(id);
       if (!copy) throw new BlobNotFoundError(id, `block ${list[0]} of the image:`);
+      const unfit = (loc: BlobLocation): CorruptObjectError | undefined => {
+        if (loc.type !== BlobType.Data) return new CorruptObjectError(`block ${id}`, `indexed as type ${loc.type}`);
+        if (loc.rawLength !== r.blockLength(list[0]!)) return new CorruptObjectError(`block ${list[0]} (${id})`, `holds ${loc.rawLength} bytes, expected ${r.blockLength(list[0]!)}`);
+        return undefined;
+      };
+      // A copy indexed as another type or length is not this block (a planted record may say anything): the next copy is tried.
+      for (let e = unfit(copy.loc); e; e = unfit(copy.loc)) {
+        const next = this.repo.copyFailed(copy.loc, `pack ${copy.loc.pack}: ${e.message}`);
+        if (!next) throw e;
+        copy = next;
+      }
       const { loc, checkId } = copy;
-      if (loc.type !== BlobType.Data) throw new CorruptObjectError(`block ${id}`, `indexed as type ${loc.type}`);
-      if (loc.rawLength !== r.blockLength(list[0]!)) throw new CorruptObjectError(`block ${list[0]} (${id})`, `holds ${loc.rawLength} bytes, expected ${r.blockLength(list[0]!)}`);
       let p = byPack.get(loc.pack);
       if (!p) byPack.set(loc.pack, (p = []));
       p.push({ id, loc, checkId, blocks: list });
