@@ -107,7 +107,8 @@ ${WALK}
     if [[ -n $subs ]]; then compadd -- \${=subs}; else _files; fi
   fi
 }
-compdef _holdfast holdfast 2>/dev/null
+# Autoloaded from $fpath, this file is the body of _holdfast: complete now. Sourced, register.
+if [[ \${funcstack[1]} == _holdfast ]]; then _holdfast "$@"; else compdef _holdfast holdfast 2>/dev/null; fi
 `;
 }
 

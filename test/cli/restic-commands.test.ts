@@ -154,6 +154,12 @@ describe('restic\'s commands and flags', () => {
         const out = run('zsh', ['-c', `source ${file}; compadd() { shift; for x in "$@"; do [[ $x == \${words[CURRENT]}* ]] && print -r -- $x; done }; words=(${w.map((x) => `'${x}'`).join(' ')}); CURRENT=${w.length}; _holdfast; true`]);
         assert.deepEqual(out.split('\n').filter(Boolean), want, line);
       }
+      // Saved as _holdfast in a folder of $fpath, it is autoloaded and completes on its first call.
+      const dir = s.path('zfunctions');
+      mkdirSync(dir);
+      writeFileSync(join(dir, '_holdfast'), readFileSync(file));
+      const first = run('zsh', ['-c', `fpath=(${dir} $fpath); autoload -Uz _holdfast; compadd() { shift; print -r -- "$@" }; words=(holdfast repair ''); CURRENT=3; _holdfast`]);
+      assert.equal(first.trim(), 'index snapshots');
     });
 
     it('fish', async () => {
