@@ -7,6 +7,7 @@ import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot
 import { isImageSnapshot, openImageFiles, restorerFor } from '../jobs/image-files/open-image-files.js';
 import { OVERWRITE_CHOICES, type Overwrite } from '../jobs/restore/overwrite.js';
 import { Excludes } from '../jobs/backup/excludes.js';
+import { MAX_FAILED_LISTED } from '../jobs/restore/restorer.js';
 
 interface RestoreFlags extends SnapshotFilter {
   target?: string;
@@ -78,7 +79,7 @@ export function register(program: Command): void {
             message_type: 'summary', seconds_elapsed: Math.round((Date.now() - started) / 1000),
             total_files: p.totalFiles, files_restored: p.files, files_skipped: p.filesSkipped, dirs_restored: p.dirs,
             total_bytes: p.totalBytes, bytes_restored: p.bytes, bytes_skipped: p.bytesSkipped,
-            errors: result.failed.length, ...(flags.verify ? { verify_failed: result.verifyFailed.length } : {}),
+            errors: result.failedCount, ...(flags.verify ? { verify_failed: result.verifyFailed.length } : {}),
           })}\n`);
         }
       } else {
@@ -86,12 +87,15 @@ export function register(program: Command): void {
       }
       if (flags.verify && !g.json) {
         if (result.verifyFailed.length > 0) say(g, `VERIFY FAILED for ${result.verifyFailed.length} file(s)`);
-        else if (result.failed.length > 0) say(g, `verified ${p.files + p.filesSkipped} restored files; ${result.failed.length} path(s) were not restored`);
+        else if (result.failedCount > 0) say(g, `verified ${p.files + p.filesSkipped} restored files; ${result.failedCount} path(s) were not restored`);
         else say(g, `verified ${p.files + p.filesSkipped} files: all match the snapshot`);
       }
-      if (result.failed.length > 0 || result.verifyFailed.length > 0) {
-        const lines = [...result.failed, ...result.verifyFailed].map((f) => `  ${f.path}: ${f.error}`);
-        throw new ExitError(`restore INCOMPLETE: ${lines.length} path(s) not restored correctly:\n${lines.join('\n')}`, EXIT.failed);
+      const count = result.failedCount + result.verifyFailed.length;
+      if (count > 0) {
+        const listed = [...result.failed, ...result.verifyFailed].slice(0, MAX_FAILED_LISTED);
+        const lines = listed.map((f) => `  ${f.path}: ${f.error}`);
+        if (count > listed.length) lines.push(`  … and ${count - listed.length} more`);
+        throw new ExitError(`restore INCOMPLETE: ${count} path(s) not restored correctly:\n${lines.join('\n')}`, EXIT.failed);
       }
     });
 }

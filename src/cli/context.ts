@@ -171,9 +171,23 @@ export function verboseItem(g: GlobalOptions, action: 'new' | 'modified' | 'unch
   process.stdout.write(g.json ? `${JSON.stringify({ message_type: 'verbose_status', action, item: path })}\n` : `${action.padEnd(9)} ${path}\n`);
 }
 
-/** Prints a warning to stderr (always, even with --quiet). */
+/**
+ * Warnings a command prints; the rest are counted and summed up when it
+ * ends (`warningsLeftOut`). A planted snapshot can hold millions of refused
+ * names, each reached from many folders.
+ */
+export const MAX_WARNINGS = 1000;
+let warnings = 0;
+
+/** Prints a warning to stderr (always, even with --quiet), the first MAX_WARNINGS of a command. */
 export function warn(line: string): void {
-  process.stderr.write(`warning: ${line}\n`);
+  if (++warnings <= MAX_WARNINGS) process.stderr.write(`warning: ${line}\n`);
+}
+
+/** Says how many warnings were not printed, once. */
+export function warningsLeftOut(): void {
+  if (warnings > MAX_WARNINGS) process.stderr.write(`warning: ${warnings - MAX_WARNINGS} more warnings not shown\n`);
+  warnings = 0;
 }
 
 /** Bytes for humans: 1.5 GiB. */

@@ -5,7 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { ExitError, EXIT } from './exit-codes.js';
-import { closeRepositories, kibPerSecond } from './context.js';
+import { closeRepositories, kibPerSecond, warningsLeftOut } from './context.js';
 import { CorruptObjectError, NotARepositoryError, UnsupportedVersionError, WrongPasswordError } from '../repo/errors.js';
 import * as backup from './cmd-backup.js';
 import * as diff from './cmd-diff.js';
@@ -58,8 +58,10 @@ async function main(argv: string[]): Promise<number> {
   for (const m of [init, backup, snapshots, ls, diff, stats, restore, dump, mount, key, forget, unlock, serveNbd, restoreImage, prune, check, repair, tag, cat, find, version, completion]) m.register(program);
   try {
     await program.parseAsync(argv);
+    warningsLeftOut();
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
   } catch (e) {
+    warningsLeftOut();
     if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
     const known = e instanceof ExitError || e instanceof WrongPasswordError || e instanceof NotARepositoryError
       || e instanceof CorruptObjectError || e instanceof UnsupportedVersionError

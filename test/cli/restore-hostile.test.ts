@@ -159,3 +159,31 @@ describe('a listing of 2,000 nodes of one name, reached by 3 folders (the attack
     assert.deepEqual(await fs.readFile(join(target, 'ok.txt')), good);
   });
 });
+
+describe('a listing of 1,500 names with a "/" in them', () => {
+  let s: Sandbox;
+  let snap: string;
+  before(async () => {
+    s = await Sandbox.create('holdfast-hostile-');
+    await s.ok(['init']);
+    const f = await Forge.open(s);
+    const names = Array.from({ length: 1500 }, (_, i) => `x/${String(i).padStart(4, '0')}`);
+    snap = await f.snapshot(await f.tree(names.map((n) => ({ ...f.file(n, 0, []), type: 'fifo', content: undefined }))));
+  });
+  after(() => s.remove());
+
+  it('prints the first 1,000 warnings and a count of the rest; restore lists the first 1,000 refused paths and counts them all', async () => {
+    const r = await s.run(['restore', snap, '--target', s.path('t')]);
+    assert.equal(r.code, 1, r.stderr);
+    const warnings = r.stderr.split('\n').filter((l) => l.startsWith('warning: '));
+    assert.equal(warnings.length, 1001);
+    assert.equal(warnings[1000], 'warning: 500 more warnings not shown');
+    assert.match(r.stderr, /restore INCOMPLETE: 1500 path\(s\) not restored correctly:\n/);
+    const listed = r.stderr.slice(r.stderr.indexOf('restore INCOMPLETE')).split('\n').slice(1).filter((l) => l !== '');
+    assert.equal(listed.length, 1001);
+    assert.equal(listed[0], '  /x/0000: refused: name contains "/"');
+    assert.equal(listed[1000], '  … and 500 more');
+    const ls = await s.run(['ls', snap]);
+    assert.deepEqual(ls.stderr.split('\n').filter((l) => l.startsWith('warning: ')).length, 1001);
+  });
+});

@@ -108,7 +108,7 @@ export class ImageRestorer {
     for (const i of this.includes) {
       if (i !== '/' && !matchedIncludes.has(i) && !this.failed.some((f) => f.path === i || i.startsWith(`${f.path}/`))) this.fail(i, 'not in the snapshot');
     }
-    return { progress: this.progress, failed: this.failed, verifyFailed: this.verifyFailed };
+    return { progress: this.progress, failed: this.failed, failedCount: this.failed.length, verifyFailed: this.verifyFailed };
   }
 
   private async restoreNode({ path, node }: ImageWalkEntry): Promise<void> {

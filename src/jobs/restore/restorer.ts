@@ -72,13 +72,21 @@ export interface RestoreProgress {
 
 export interface RestoreResult {
   readonly progress: RestoreProgress;
-  /** Paths (in the snapshot) that were not restored, with the reason. */
+  /** Paths (in the snapshot) that were not restored, with the reason: the first MAX_FAILED_LISTED of them. */
   readonly failed: { path: string; error: string }[];
+  /** How many paths were not restored, listed or not. */
+  readonly failedCount: number;
   /** Paths whose restored bytes or mtime did not match, when verifying, with what differs. */
   readonly verifyFailed: { path: string; error: string }[];
 }
 
 const isRoot = process.getuid?.() === 0;
+/**
+ * Paths not restored that are kept to be listed; the rest are only counted
+ * (and reported to onWarning). A planted listing can hold millions of
+ * refused names, each reached from many folders.
+ */
+export const MAX_FAILED_LISTED = 1000;
 /**
  * The unit of unpacking: the blobs of one pack that start in the same
  * SEGMENT bytes. A whole pack (16 MiB) would keep the workers idle until
@@ -132,6 +140,7 @@ const asBuffer = (p: PosixPath): Buffer => (typeof p === 'string' ? Buffer.from(
 export class Restorer {
   private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, filesSkipped: 0, bytesSkipped: 0, totalFiles: 0, totalBytes: 0, walked: false, current: '' };
   private readonly failed: { path: string; error: string }[] = [];
+  private failedCount = 0;
   /** The first error that ends the restore, raised by work running alongside the walk. */
   private fatal: { error: unknown } | undefined;
   private readonly failedPaths = new Set<string>();
@@ -173,8 +182,12 @@ export class Restorer {
     if (this.failedPaths.has(key)) return;
     this.failedPaths.add(key);
     const error = (e as Error).message ?? String(e);
-    this.failed.push({ path: path.toString(), error });
+    this.listFailed(path.toString(), error);
     this.opts.onWarning?.(path.toString(), `not restored: ${error}`);
+  }
+
+  private listFailed(path: string, error: string): void {
+    if (++this.failedCount <= MAX_FAILED_LISTED) this.failed.push({ path, error });
   }
 
   async run(tree: string): Promise<RestoreResult> {
@@ -199,7 +212,7 @@ export class Restorer {
       await pool.close();
       await this.long.close();
     }
-    return { progress: this.progress, failed: this.failed, verifyFailed: this.verifyFailed };
+    return { progress: this.progress, failed: this.failed, failedCount: this.failedCount, verifyFailed: this.verifyFailed };
   }
 
   // ---- 1. walk and plan ----
@@ -208,7 +221,7 @@ export class Restorer {
     const skipped = new Set<string>();
     const walker = walkTree(this.repo, tree, {
       onUnsafe: (path, reason) => {
-        this.failed.push({ path, error: `refused: ${reason}` });
+        this.listFailed(path, `refused: ${reason}`);
         this.opts.onWarning?.(path, `refused to restore: ${reason}`);
       },
       filter: (path) => (this.includes.length === 0 || included(this.includes, path.toString())) && !this.opts.excludes?.matches(path) && !skippedBelow(skipped, path),
