@@ -40,7 +40,7 @@ export function openBackend(location: string): Backend {
     }
     default:
       throw new Error(
-        `unsupported repository location "${location}": unknown scheme "${scheme}:" (use local:/path, a plain path, or memory:)`,
+        `unsupported repository location "${location}": unknown scheme "${scheme}:" (use local:/path or a plain path)`,
       );
   }
 }

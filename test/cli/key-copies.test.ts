@@ -3,8 +3,9 @@
  * worker threads see it, not copies of it, so closing the repository zeroes
  * it for them too, and nothing is sealed under the zeroed key. Read from the
  * outside (/proc/<pid>/mem, what a core dump holds) during a running backup,
- * the process holds the encryption key and the chunker seed once each, and
- * the password, read from a file, not at all.
+ * the process holds the chunker seed once, the encryption key once plus what
+ * the workers' not yet collected AES contexts hold, and the password, read
+ * from a file, not at all.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -83,7 +84,7 @@ describe('secrets in a running backup, read from its memory', { skip: procMem ? 
     await s.remove();
   });
 
-  it('holds the encryption key and chunker seed once each and the password not at all', async () => {
+  it('holds the chunker seed once, the encryption key once per sealing thread at most, and the password not at all', async (t) => {
     const repo = await Repository.open(new LocalBackend(s.repo), password);
     const { encryption, chunker } = repo.workerSecrets();
     const fed = s.path('fed');
@@ -99,12 +100,21 @@ describe('secrets in a running backup, read from its memory', { skip: procMem ? 
       counts = (await countInMemory(running.child.pid!, needles)).map((n, i) => Math.min(n, first[i]!));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'EACCES' && code !== 'EPERM') throw e; // else no ptrace access here: nothing to check
+      if (code !== 'EACCES' && code !== 'EPERM') throw e;
+      t.skip('no ptrace access to /proc/<pid>/mem here');
     } finally {
       await rm(fed, { force: true });
     }
     const r = await running.done;
     assert.equal(r.code, 0, r.stderr);
-    if (counts) assert.deepEqual(counts, [1, 1, 0], 'copies of [encryption key, chunker seed, password]');
+    if (counts) {
+      const [encryptionCopies, chunkerCopies, passwordCopies] = counts as [number, number, number];
+      // The shared buffer, plus at most one AES context per worker that sealed with it and that the
+      // worker's garbage collector has not freed yet (an AES-256 key schedule starts with the key);
+      // before the key was shared, each worker held its own copies on top (5 in all with 2 workers).
+      assert.ok(encryptionCopies >= 1 && encryptionCopies <= 1 + 2, `copies of the encryption key: ${encryptionCopies}`);
+      assert.equal(chunkerCopies, 1, 'copies of the chunker seed');
+      assert.equal(passwordCopies, 0, 'copies of the password');
+    }
   });
 });
