@@ -14,9 +14,10 @@ import { ExitError, EXIT } from './exit-codes.js';
 /** Runs `work` in a backup session; everything is released however it ends. */
 export async function backupSession(g: GlobalOptions, compression: string | undefined, work: (repo: Repository, signal: AbortSignal) => Promise<void>, opts: { dryRun?: boolean } = {}): Promise<void> {
   const dryRun = opts.dryRun === true;
-  const repo = await openRepo(g, { dryRun });
-  if (compression) repo.setCompression(parseCompressionMode(compression));
   const abort = new AbortController();
+  // The signal reaches the rate limiter too: a wait for --limit-upload can last minutes.
+  const repo = await openRepo(g, { dryRun, signal: abort.signal });
+  if (compression) repo.setCompression(parseCompressionMode(compression));
   const lock = dryRun ? undefined : await acquireLock(repo.backend, { exclusive: false, operation: 'backup', onLost: (e) => abort.abort(new ExitError(`${e.message}; no snapshot was written`, EXIT.locked)) });
   const onSigint = (): void => abort.abort(new ExitError('interrupted; the repository is intact and the next backup reuses what was uploaded', EXIT.interrupted));
   process.once('SIGINT', onSigint);

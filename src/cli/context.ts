@@ -69,9 +69,10 @@ async function refuseFileLocation(backend: Backend, creating: boolean): Promise<
 
 /**
  * The backend of the repository location, limited to the rates of
- * --limit-upload and --limit-download; `creating` for `init`.
+ * --limit-upload and --limit-download; `creating` for `init`. `signal`, the
+ * command's Ctrl-C, ends the limiter's waits.
  */
-export async function backendFor(g: GlobalOptions, creating = false): Promise<Backend> {
+export async function backendFor(g: GlobalOptions, creating = false, signal?: AbortSignal): Promise<Backend> {
   const backend = openBackend(repoLocation(g));
   await refuseFileLocation(backend, creating);
   const up = g.limitUpload ?? 0;
@@ -80,7 +81,7 @@ export async function backendFor(g: GlobalOptions, creating = false): Promise<Ba
   return new RateLimitedBackend(backend, {
     ...(up > 0 ? { uploadBytesPerSecond: up * 1024 } : {}),
     ...(down > 0 ? { downloadBytesPerSecond: down * 1024 } : {}),
-  });
+  }, { signal });
 }
 
 /** A commander parser for a rate in KiB/s: a whole number, 0 for no limit (as restic takes it). */
@@ -106,11 +107,12 @@ const opened = new Set<Repository>();
 
 /**
  * Opens the repository with the password and loads the index; `dryRun`:
- * writes are dropped (`DryRunBackend`). The key file that opened it last
- * time here is tried first (src/cli/key-hint.ts).
+ * writes are dropped (`DryRunBackend`); `signal`: the command's Ctrl-C, which
+ * ends the rate limiter's waits. The key file that opened it last time here
+ * is tried first (src/cli/key-hint.ts).
  */
-export async function openRepo(g: GlobalOptions, opts: { index?: boolean; dryRun?: boolean } = {}): Promise<Repository> {
-  const location = await backendFor(g);
+export async function openRepo(g: GlobalOptions, opts: { index?: boolean; dryRun?: boolean; signal?: AbortSignal } = {}): Promise<Repository> {
+  const location = await backendFor(g, false, opts.signal);
   const { backend } = await withRepositoryMode(opts.dryRun ? new DryRunBackend(location) : location, modeOptions());
   const repo = await withPassword(getPassword(g), (password) => Repository.open(backend, password, { preferKey: readKeyHint, onWarning: warn }));
   opened.add(repo);

@@ -13,6 +13,10 @@
  * once, into debt when the bucket holds fewer, and waits until the debt is
  * paid; a call made meanwhile adds to the debt and waits longer. So calls go
  * in turn, and over any stretch the average stays at the rate.
+ *
+ * A wait can last minutes at a low rate, so it ends early when the command's
+ * AbortSignal fires (Ctrl-C): the call rejects with the signal's reason and
+ * the object is not written or handed over.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
@@ -22,11 +26,21 @@ import type { Backend, Handle, ObjectInfo, ObjectType } from './backend.js';
 export interface Clock {
   /** Milliseconds from any fixed point. */
   now(): number;
-  /** Resolves after `ms` milliseconds. */
-  sleep(ms: number): Promise<void>;
+  /** Resolves after `ms` milliseconds; rejects with `signal`'s reason once it is aborted. */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
-const REAL_CLOCK: Clock = { now: () => performance.now(), sleep: (ms) => sleep(ms) };
+const REAL_CLOCK: Clock = {
+  now: () => performance.now(),
+  sleep: async (ms, signal) => {
+    try {
+      await sleep(ms, undefined, { signal });
+    } catch (e) {
+      // timers/promises rejects with its own AbortError; the caller wants the reason (an exit code).
+      throw signal?.aborted ? signal.reason : e;
+    }
+  },
+};
 
 /** A token bucket of bytes. */
 export class TokenBucket {
@@ -40,13 +54,18 @@ export class TokenBucket {
     this.last = clock.now();
   }
 
-  /** Resolves once `bytes` may go: at once while the bucket holds them, else once the debt they leave is paid. */
-  async take(bytes: number): Promise<void> {
+  /**
+   * Resolves once `bytes` may go: at once while the bucket holds them, else
+   * once the debt they leave is paid; rejects with `signal`'s reason when it
+   * is aborted before or during the wait.
+   */
+  async take(bytes: number, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
     const now = this.clock.now();
     this.tokens = Math.min(this.rate, this.tokens + ((now - this.last) * this.rate) / 1000);
     this.last = now;
     this.tokens -= bytes;
-    if (this.tokens < 0) await this.clock.sleep((-this.tokens * 1000) / this.rate);
+    if (this.tokens < 0) await this.clock.sleep((-this.tokens * 1000) / this.rate, signal);
   }
 }
 
@@ -56,12 +75,24 @@ export interface RateLimits {
   readonly downloadBytesPerSecond?: number;
 }
 
+/** How a `RateLimitedBackend` waits. */
+export interface RateLimitOptions {
+  /** Time, for tests; the real clock by default. */
+  readonly clock?: Clock;
+  /** Ends every wait, present and future, with its reason once aborted: the command was interrupted. */
+  readonly signal?: AbortSignal;
+}
+
 export class RateLimitedBackend implements Backend {
   private readonly upload: TokenBucket | undefined;
   private readonly download: TokenBucket | undefined;
 
-  /** Wraps `inner` with `limits`; `clock` is for tests. */
-  constructor(readonly inner: Backend, limits: RateLimits, clock: Clock = REAL_CLOCK) {
+  private readonly signal: AbortSignal | undefined;
+
+  /** Wraps `inner` with `limits`. */
+  constructor(readonly inner: Backend, limits: RateLimits, opts: RateLimitOptions = {}) {
+    const clock = opts.clock ?? REAL_CLOCK;
+    this.signal = opts.signal;
     this.upload = limits.uploadBytesPerSecond === undefined ? undefined : new TokenBucket(limits.uploadBytesPerSecond, clock);
     this.download = limits.downloadBytesPerSecond === undefined ? undefined : new TokenBucket(limits.downloadBytesPerSecond, clock);
   }
@@ -73,7 +104,7 @@ export class RateLimitedBackend implements Backend {
 
   /** See `Backend.save`; waits for upload tokens first. */
   async save(h: Handle, data: Uint8Array): Promise<void> {
-    await this.upload?.take(data.byteLength);
+    await this.upload?.take(data.byteLength, this.signal);
     await this.inner.save(h, data);
   }
 
@@ -81,9 +112,9 @@ export class RateLimitedBackend implements Backend {
   async load(h: Handle, offset?: number, length?: number): Promise<Buffer> {
     if (!this.download) return this.inner.load(h, offset, length);
     const ranged = offset !== undefined && offset >= 0 && length !== undefined;
-    if (ranged) await this.download.take(length);
+    if (ranged) await this.download.take(length, this.signal);
     const data = await this.inner.load(h, offset, length);
-    if (!ranged) await this.download.take(data.byteLength);
+    if (!ranged) await this.download.take(data.byteLength, this.signal);
     return data;
   }
 

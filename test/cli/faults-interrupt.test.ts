@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { promises as fs, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -132,6 +133,38 @@ describe('a backup interrupted with Ctrl-C (SIGINT)', () => {
     const again = await s.run(['backup', '--json', big]);
     assert.equal(again.code, 0, again.stderr);
     await assertRestores(s, summaryOf(again).snapshot_id, big);
+  });
+});
+
+describe('a backup under --limit-upload interrupted with Ctrl-C', () => {
+  let s: Sandbox;
+  before(async () => {
+    s = await Sandbox.create('holdfast-faults-');
+  });
+  after(() => s.remove());
+
+  // On main the limiter's wait went on, then the snapshot was saved and the exit was 0.
+  it('ends the limiter\'s wait while it uploads the last packs: exit 130, no snapshot', async () => {
+    await s.ok(['init']);
+    const src = s.path('many');
+    await fs.mkdir(src);
+    await writeRandom(join(src, 'small.bin'), 2000);
+    // Hundreds of names make the tree pack some 10 KB: at 1 KiB/s its upload waits for seconds.
+    for (let i = 0; i < 400; i++) await fs.writeFile(join(src, `${i}-${randomBytes(16).toString('hex')}`), '');
+    const run = s.start(['--limit-upload', '1', 'backup', src]);
+    // The data pack goes first: once it is there, the backup is in its last uploads (the flush),
+    // past every point that looked at Ctrl-C before, and the tree pack waits for its turn.
+    const watcher = firstNewPack(s.repo, run.done);
+    try {
+      await watcher.pack;
+    } finally {
+      watcher.stop();
+    }
+    run.child.kill('SIGINT');
+    const r = await run.done;
+    assert.equal(r.code, 130, `exit ${r.code} / ${r.signal}\n${r.stdout}\n${r.stderr}`);
+    assert.match(errorLines(r).join('\n'), /interrupted/);
+    assert.deepEqual(await snapshotsOf(s), [], 'an interrupted backup left a snapshot');
   });
 });
 

@@ -46,7 +46,7 @@ describe('RateLimitedBackend', () => {
   it('uploads no faster than the rate, calls in flight sharing one bucket', async () => {
     const clock = new ManualClock();
     const inner = new MemoryBackend();
-    const b = new RateLimitedBackend(inner, { uploadBytesPerSecond: 1000 }, clock);
+    const b = new RateLimitedBackend(inner, { uploadBytesPerSecond: 1000 }, { clock });
     const saves = tracked([0, 1, 2, 3, 4].map((i) => b.save(handleOf('data', `s${i}`), bytes(1000, i))));
     await clock.advance(0);
     // The full bucket lets the first second's worth through at once.
@@ -62,7 +62,7 @@ describe('RateLimitedBackend', () => {
 
   it('fills an idle bucket to one second of the rate, no more; an object larger than that waits for the rest', async () => {
     const clock = new ManualClock();
-    const b = new RateLimitedBackend(new MemoryBackend(), { uploadBytesPerSecond: 1000 }, clock);
+    const b = new RateLimitedBackend(new MemoryBackend(), { uploadBytesPerSecond: 1000 }, { clock });
     await b.save(handleOf('data', 'first'), bytes(1000));
     await clock.advance(60_000);
     const big = tracked([b.save(handleOf('data', 'big'), bytes(3000))]);
@@ -88,7 +88,7 @@ describe('RateLimitedBackend', () => {
         return inner.load(...args);
       },
     });
-    const b = new RateLimitedBackend(counting, { downloadBytesPerSecond: 1000, uploadBytesPerSecond: 1 }, clock);
+    const b = new RateLimitedBackend(counting, { downloadBytesPerSecond: 1000, uploadBytesPerSecond: 1 }, { clock });
     const first = tracked([b.load(handleOf('data', 'obj'), 0, 1000)]);
     await clock.advance(0);
     assert.deepEqual([first.settled(), loads], [1, 1]);
@@ -103,6 +103,21 @@ describe('RateLimitedBackend', () => {
     assert.deepEqual([whole, loads], [undefined, 3], 'a whole object is read, then held until its tokens are there');
     await clock.advance(3000);
     assert.deepEqual(whole, bytes(3000, 5));
+  });
+
+  it('ends a wait with the signal\'s reason once it is aborted, and writes nothing (the real clock)', async () => {
+    const inner = new MemoryBackend();
+    const abort = new AbortController();
+    const b = new RateLimitedBackend(inner, { uploadBytesPerSecond: 1000 }, { signal: abort.signal });
+    await b.save(handleOf('data', 'first'), bytes(1000, 1));
+    // A day's debt: only the abort can end this wait.
+    const waiting = b.save(handleOf('data', 'second'), bytes(86_400_000, 2));
+    const reason = new Error('interrupted');
+    abort.abort(reason);
+    await assert.rejects(waiting, (e) => e === reason);
+    await assert.rejects(b.save(handleOf('data', 'third'), bytes(1, 3)), (e) => e === reason);
+    assert.equal(await inner.stat(handleOf('data', 'second')), undefined);
+    assert.equal(await inner.stat(handleOf('data', 'third')), undefined);
   });
 
   it('refuses a rate of 0', () => {

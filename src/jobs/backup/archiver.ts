@@ -333,6 +333,8 @@ export class Archiver {
       summary,
       blobs: [...this.blobs],
     };
+    // Ctrl-C during the last uploads ends the backup without a snapshot, as it does earlier.
+    this.opts.signal?.throwIfAborted();
     return { id: this.opts.dryRun ? undefined : await this.repo.saveSnapshot(snapshot), snapshot };
   }
 

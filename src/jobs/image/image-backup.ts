@@ -520,6 +520,8 @@ export class ImageBackup {
       image,
       blobs: [...blobs],
     };
+    // Ctrl-C during the last uploads ends the backup without a snapshot, as it does earlier.
+    this.opts.signal?.throwIfAborted();
     const id = await this.repo.saveSnapshot(snapshot);
     if (this.opts.cacheFile) {
       const entries = Buffer.concat(this.newCache.pagesFor(blocks));
