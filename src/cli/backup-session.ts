@@ -10,6 +10,7 @@ import { acquireLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import { openRepo, warn, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
+import { onInterrupt } from './interrupt.js';
 
 /** Runs `work` in a backup session; everything is released however it ends. */
 export async function backupSession(g: GlobalOptions, compression: string | undefined, work: (repo: Repository, signal: AbortSignal) => Promise<void>, opts: { dryRun?: boolean } = {}): Promise<void> {
@@ -20,15 +21,13 @@ export async function backupSession(g: GlobalOptions, compression: string | unde
   if (compression) repo.setCompression(parseCompressionMode(compression));
   const lock = dryRun ? undefined : await acquireLock(repo.backend, { exclusive: false, operation: 'backup', onLost: (e) => abort.abort(new ExitError(`${e.message}; no snapshot was written`, EXIT.locked)) });
   const onSigint = (): void => abort.abort(new ExitError('interrupted; the repository is intact and the next backup reuses what was uploaded', EXIT.interrupted));
-  process.once('SIGINT', onSigint);
-  process.once('SIGTERM', onSigint);
+  const offInterrupt = onInterrupt(onSigint);
   try {
     const found = dryRun ? 0 : await repo.indexOrphanPacks(warn);
     if (found > 0 && !g.quiet) warn(`indexed ${found} pack(s) left by an interrupted backup`);
     await work(repo, abort.signal);
   } finally {
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
+    offInterrupt();
     await lock?.release();
   }
 }

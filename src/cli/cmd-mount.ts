@@ -11,6 +11,7 @@ import { FuseUnavailableError, MountPointError, mountFuse, type MountedFs } from
 import { acquireLock, LockedError, type RepositoryLock } from '../repo/lock.js';
 import { globals, openRepo, say, warn } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
+import { untilInterrupted } from './interrupt.js';
 import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 
 export function register(program: Command): void {
@@ -30,16 +31,7 @@ export function register(program: Command): void {
         warn(`could not take a repository lock (${(e as Error).message}); mounting anyway`);
       }
       // Signals are caught before the mount is announced, so that whoever waits for that line can stop us at once.
-      let stop: () => void = () => undefined;
-      const stopped = new Promise<void>((resolve) => {
-        stop = (): void => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          resolve();
-        };
-      });
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
+      const { interrupted: stopped, off: stop } = untilInterrupted();
       let mounted: MountedFs | undefined;
       try {
         mounted = await mountFuse(fs, mountpoint, { onWarning: warn }).catch((e: unknown) => {

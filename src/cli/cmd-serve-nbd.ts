@@ -12,6 +12,7 @@ import { NbdServer } from '../server-nbd/nbd-server.js';
 import { acquireLock, LockedError, type RepositoryLock } from '../repo/lock.js';
 import { formatBytes, globals, openRepo, say, warn } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
+import { untilInterrupted } from './interrupt.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 
 export const DEFAULT_LISTEN = '127.0.0.1:10809';
@@ -60,16 +61,7 @@ export function register(program: Command): void {
         extents: (offset, length) => reader.extents(offset, length),
       }, { ...(flags.verbose ? { onLog: (m: string) => process.stderr.write(`serve-nbd: ${m}\n`) } : { onLog: (m: string) => { if (/error|failed/.test(m)) warn(m); } }) });
       // Signals are caught before the address is printed, so that whoever waits for that line can stop us at once.
-      let stop: () => void = () => undefined;
-      const stopped = new Promise<void>((resolve) => {
-        stop = (): void => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          resolve();
-        };
-      });
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
+      const { interrupted: stopped, off: stop } = untilInterrupted();
       try {
         const addr = await server.listen(port, host).catch((e: NodeJS.ErrnoException) => {
           const why = e.code === 'EADDRINUSE' ? 'the address is in use (another serve-nbd?); choose another with --listen HOST:PORT' : e.message;

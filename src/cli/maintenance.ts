@@ -14,6 +14,7 @@ import type { Repository } from '../repo/repository.js';
 import type { OtherLock } from '../jobs/prune/pruner.js';
 import { backendFor, modeOptions, openRepo, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
+import { onInterrupt } from './interrupt.js';
 
 /** True when a password is given without asking for one. */
 export function passwordGiven(g: GlobalOptions): boolean {
@@ -54,11 +55,9 @@ export async function holdLock(plain: PlainRepository, operation: string, opts: 
     onLost: (e) => abort.abort(new ExitError(`${e.message}; stopped (what was done so far is consistent)`, EXIT.locked)),
   });
   const onSigint = (): void => abort.abort(new ExitError(`interrupted; the repository is consistent, run ${operation} again`, EXIT.interrupted));
-  process.once('SIGINT', onSigint);
-  process.once('SIGTERM', onSigint);
+  const offInterrupt = onInterrupt(onSigint);
   const release = async (): Promise<void> => {
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
+    offInterrupt();
     await lock.release();
   };
   const others = async (): Promise<OtherLock[]> => {
