@@ -4,7 +4,9 @@
  * named on the command line. Needs no password: snapshots are plain. When a
  * password is given, a policy counts only the snapshots whose MAC verifies:
  * one changed or planted in storage is neither kept nor removed, and cannot
- * push real ones out (docs/format.md §16).
+ * push real ones out (docs/format.md §16). One that cannot be read at all
+ * (junk any client can store) is left out the same way, password or not,
+ * and goes only when named by id.
  */
 import type { Command } from 'commander';
 import { localTime } from '../core/local-time.js';
@@ -131,6 +133,9 @@ export function register(program: Command): void {
     } finally {
       await lock?.release();
     }
+    for (const { id, error } of result.skipped) {
+      warn(`${error.message}; left out of the policy: neither kept nor removed (look at it with "holdfast check"; "holdfast forget ${id}" removes it)`);
+    }
     if (g.json) process.stdout.write(`${JSON.stringify(result.groups.map(groupJson))}\n`);
     else {
       for (const grp of result.groups) printGroup(g, grp);
@@ -145,38 +150,53 @@ export function register(program: Command): void {
 
 /**
  * The snapshots a policy is applied to: with a password, only those whose
- * MAC verifies (the others are named in a warning and left alone); without
- * one, all of them, as their plain times say.
+ * MAC verifies; without one, all that can be read, as their plain times
+ * say. The others are skipped (named in a warning and left alone).
  */
 async function policyStore(g: GlobalOptions, repo: Awaited<ReturnType<typeof openKeyless>>): Promise<ForgetStore> {
   if (!passwordGiven(g)) return repo;
   const keyed = await openRepo(g, { index: false });
   return {
-    listSnapshots: () => keyed.listSnapshots((_id, e) => warn(`${e.message}; left out of the policy: neither kept nor removed`)),
+    listSnapshots: (onSkipped) => keyed.listSnapshots(onSkipped),
     removeSnapshot: (id) => repo.removeSnapshot(id),
   };
 }
 
+/**
+ * Removes the snapshots named by id prefix. A snapshot that cannot be read
+ * can be named too: a policy never removes it, so this is how it goes.
+ */
 async function forgetIds(repo: Awaited<ReturnType<typeof openKeyless>>, g: GlobalOptions, prefixes: string[], f: ForgetFlags): Promise<void> {
-  const all = await repo.listSnapshots();
-  const chosen = new Map<string, ForgetItem>();
+  const unreadable = new Map<string, Error>();
+  const all = await repo.listSnapshots((id, e) => unreadable.set(id, e));
+  const ids = [...all.map((s) => s.id), ...unreadable.keys()];
+  const chosen = new Set<string>();
   for (const p of prefixes) {
     if (!/^[0-9a-f]{1,64}$/.test(p)) throw new ExitError(`"${p}" is not a snapshot id`, EXIT.usage);
-    const found = all.filter((s) => s.id.startsWith(p));
+    const found = ids.filter((id) => id.startsWith(p));
     if (found.length !== 1) throw new ExitError(found.length === 0 ? `no snapshot with id ${p}` : `snapshot id prefix ${p} is ambiguous (${found.length} snapshots)`, EXIT.failed);
-    chosen.set(found[0]!.id, found[0]!);
+    chosen.add(found[0]!);
   }
   const lock = f.dryRun ? undefined : await acquireLock(repo.backend, { exclusive: false, operation: 'forget' });
-  const removed: string[] = [];
   try {
-    if (!f.dryRun) for (const id of chosen.keys()) if (await repo.removeSnapshot(id)) removed.push(id);
+    if (!f.dryRun) for (const id of chosen) await repo.removeSnapshot(id);
   } finally {
     await lock?.release();
   }
-  const decisions = [...chosen.values()].map((item) => ({ item, keep: false, reasons: ['named on the command line'], counters: {} }));
-  if (g.json) process.stdout.write(`${JSON.stringify([groupJson({ key: { hostname: null, paths: null, tags: null }, decisions })])}\n`);
-  else {
+  const decisions = all.filter((s) => chosen.has(s.id)).map((item) => ({ item, keep: false, reasons: ['named on the command line'], counters: {} }));
+  const named = [...chosen].filter((id) => unreadable.has(id));
+  if (g.json) {
+    const grp = groupJson({ key: { hostname: null, paths: null, tags: null }, decisions });
+    // restic's shape has no place for a snapshot that cannot be read: its id and why, in the same lists.
+    for (const id of named) {
+      const why = unreadable.get(id)!.message;
+      (grp.remove as unknown[]).push({ id, short_id: id.slice(0, 8), unreadable: why });
+      (grp.decisions as unknown[]).push({ id, short_id: id.slice(0, 8), action: 'remove', reasons: ['named on the command line'], unreadable: why });
+    }
+    process.stdout.write(`${JSON.stringify([grp])}\n`);
+  } else {
     for (const d of decisions) say(g, `${f.dryRun ? 'would remove' : 'removed'} snapshot ${d.item.id.slice(0, 8)}`);
+    for (const id of named) say(g, `${f.dryRun ? 'would remove' : 'removed'} snapshot ${id.slice(0, 8)} (it cannot be read: ${unreadable.get(id)!.message})`);
   }
   await afterForget(g, f, chosen.size);
 }

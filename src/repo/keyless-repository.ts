@@ -12,7 +12,7 @@ import { sha256 } from '../core/crypto.js';
 import { AppendOnlyBackend, isAppendOnly } from '../storage/append-only-backend.js';
 import { NotFoundError, type Backend } from '../storage/backend.js';
 import { decodeConfig, type RepoConfig } from './config.js';
-import { CorruptObjectError, NotARepositoryError } from './errors.js';
+import { CorruptObjectError, NotARepositoryError, UnsupportedVersionError } from './errors.js';
 import { decodeSnapshot, type Snapshot } from './snapshot.js';
 
 /** Reads the config of the repository at `backend`; `NotARepositoryError` when there is none. */
@@ -73,14 +73,20 @@ export class KeylessRepository {
     return decodeSnapshot(bytes, what);
   }
 
-  /** Every snapshot, oldest first. Snapshots removed while listing are left out. */
-  async listSnapshots(): Promise<{ id: string; snapshot: Snapshot }[]> {
+  /**
+   * Every snapshot that can be read, oldest first. One that cannot (damaged,
+   * a newer version, or any bytes a client stored under their SHA-256 name)
+   * goes to `onUnreadable` and is left out, so that it does not stop
+   * retention; one removed while listing is left out.
+   */
+  async listSnapshots(onUnreadable: (id: string, e: Error) => void): Promise<{ id: string; snapshot: Snapshot }[]> {
     const out: { id: string; snapshot: Snapshot }[] = [];
     for await (const info of this.backend.list('snapshot')) {
       try {
         out.push({ id: info.name, snapshot: await this.loadSnapshot(info.name) });
       } catch (e) {
-        if (!(e instanceof NotFoundError)) throw e;
+        if (e instanceof CorruptObjectError || e instanceof UnsupportedVersionError) onUnreadable(info.name, e);
+        else if (!(e instanceof NotFoundError)) throw e;
       }
     }
     return out.sort((a, b) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));

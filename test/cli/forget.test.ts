@@ -2,14 +2,18 @@
  * `holdfast forget` through the real CLI: it removes exactly the snapshot
  * objects the policy removes (and no data), needs no password, explains
  * every decision in --dry-run, takes ids, refuses bad options with exit 2,
- * and does not run beside an exclusive lock.
+ * does not run beside an exclusive lock, and is not blocked by an unreadable
+ * object a client stored in snapshots/.
  */
 import assert from 'node:assert/strict';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { acquireLock } from '../../src/repo/lock.js';
+import { AppendOnlyBackend } from '../../src/storage/append-only-backend.js';
 
 const TZ = 'UTC';
 const NOPW = { HOLDFAST_PASSWORD: undefined, TZ };
@@ -128,5 +132,52 @@ describe('holdfast forget', () => {
     } finally {
       await lock.release();
     }
+  });
+});
+
+describe('holdfast forget and prune, with junk a client stored in snapshots/', () => {
+  let s: Sandbox;
+  let junk: string;
+
+  before(async () => {
+    s = await Sandbox.create('holdfast-forget-junk-');
+    const data = s.path('data');
+    await mkdir(data);
+    await writeFile(`${data}/f`, 'content that must survive');
+    await s.ok(['init']);
+    for (const t of ['2024-03-01 09:00:00', '2024-03-02 09:00:00', '2024-03-03 09:00:00']) await s.ok(['backup', '-q', '--time', t, data], { env: { TZ } });
+    // Any client that can add objects can store any bytes under their SHA-256 name.
+    const bytes = randomBytes(100);
+    junk = createHash('sha256').update(bytes).digest('hex');
+    await new AppendOnlyBackend(new LocalBackend(s.repo)).save({ type: 'snapshot', name: junk }, bytes);
+  });
+  after(async () => {
+    await s.remove();
+  });
+
+  const stored = async (): Promise<string[]> => readdir(s.path('repo', 'snapshots'));
+
+  it('keyless forget by policy leaves it out with a warning naming it, and applies the policy to the others', async () => {
+    const dry = await s.ok(['forget', '--dry-run', '--keep-last', '1'], { env: NOPW });
+    assert.match(dry.stderr, new RegExp(`snapshot ${junk} is damaged.*left out of the policy: neither kept nor removed.*holdfast forget ${junk}`));
+    assert.match(dry.stdout, /keep 1, remove 2/);
+    assert.match(dry.stdout, /would remove 2 snapshots/);
+    const r = await s.ok(['forget', '--keep-last', '1'], { env: NOPW });
+    assert.match(r.stderr, new RegExp(`snapshot ${junk} `));
+    assert.match(r.stdout, /removed 2 snapshots/);
+    assert.deepEqual((await stored()).sort(), [junk, (await snapshotsOf(s))[0]!.id].sort());
+  });
+
+  it('keyless prune refuses while it is there, and says how to proceed; forget ID removes it, and prune then runs', async () => {
+    const refused = await s.run(['prune'], { env: NOPW });
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, new RegExp(`1 snapshot\\(s\\) cannot be read.*snapshot ${junk} is damaged`));
+    assert.match(refused.stderr, new RegExp(`holdfast forget ${junk}`));
+    const r = await s.ok(['forget', junk.slice(0, 12)], { env: NOPW });
+    assert.match(r.stdout, new RegExp(`removed snapshot ${junk.slice(0, 8)}`));
+    assert.ok(!(await stored()).includes(junk));
+    await s.ok(['prune'], { env: NOPW });
+    await s.ok(['restore', 'latest', '--target', s.path('restored')]);
+    assert.equal(await readFile(join(s.path('restored'), s.path('data'), 'f'), 'utf8'), 'content that must survive');
   });
 });

@@ -3,7 +3,8 @@
  * group, and remove their snapshot objects. Only snapshot objects go; the
  * data they referenced stays until prune collects what nothing references.
  *
- *   snapshots = store.listSnapshots(), narrowed by `filter`
+ *   snapshots = store.listSnapshots(), narrowed by `filter` (one that cannot
+ *               be read, or fails its MAC, is skipped: in no group)
  *   for each group (group-by host, paths, tags):
  *     decisions = applyPolicy(group, policy, now)      pure, see retention.ts
  *   unless dry run: remove every snapshot a decision removes
@@ -22,8 +23,11 @@ export interface ForgetItem {
 
 /** What forget needs from a repository (a `KeylessRepository` or a `Repository` with removal). */
 export interface ForgetStore {
-  /** Every snapshot. */
-  listSnapshots(): Promise<ForgetItem[]>;
+  /**
+   * Every snapshot a policy may count. One that cannot be read (or, with the
+   * key, fails its MAC) goes to `onSkipped` instead, with why, and is left out.
+   */
+  listSnapshots(onSkipped: (id: string, e: Error) => void): Promise<ForgetItem[]>;
   /** Removes a snapshot object; false when it was gone already. */
   removeSnapshot(id: string): Promise<boolean>;
 }
@@ -60,15 +64,21 @@ export interface ForgetOptions {
 export interface ForgetResult extends ForgetPlan {
   /** Ids actually removed (empty on a dry run). */
   readonly removed: readonly string[];
+  /**
+   * Snapshots left out of the policy, with why: neither kept nor removed nor
+   * counted (only `forget ID` removes them; docs/format.md §16).
+   */
+  readonly skipped: readonly { readonly id: string; readonly error: Error }[];
 }
 
 /** Plans by policy and, unless `dryRun`, removes. An empty policy removes nothing. */
 export async function forgetByPolicy(store: ForgetStore, opts: ForgetOptions): Promise<ForgetResult> {
-  const all = await store.listSnapshots();
+  if (isEmptyPolicy(opts.policy)) return { groups: [], remove: [], removed: [], skipped: [] };
+  const skipped: { id: string; error: Error }[] = [];
+  const all = await store.listSnapshots((id, error) => skipped.push({ id, error }));
   const list = opts.filter ? all.filter((s) => opts.filter!(s.snapshot)) : all;
-  if (isEmptyPolicy(opts.policy)) return { groups: [], remove: [], removed: [] };
   const plan = planForget(list, opts.policy, opts.groupBy, opts.now ?? new Date());
   const removed: string[] = [];
   if (!opts.dryRun) for (const id of plan.remove) if (await store.removeSnapshot(id)) removed.push(id);
-  return { ...plan, removed };
+  return { ...plan, removed, skipped };
 }

@@ -161,9 +161,14 @@ export class Pruner {
   private async liveBlobs(): Promise<{ live: Set<string>; count: number }> {
     const snaps = await this.repo.loadSnapshots();
     if (snaps.damaged.size > 0) {
-      const [name, why] = [...snaps.damaged][0]!;
-      throw new PruneRefusedError(`${snaps.damaged.size} snapshot(s) cannot be read, so what they reference is unknown (${name}: ${why}); `
-        + 'run "holdfast check", then "holdfast repair snapshots --forget-damaged"');
+      // Removing one is the operator's decision (it may be a real snapshot damaged in storage): say which and how, exactly.
+      const ids = [...snaps.damaged.keys()];
+      const shown = ids.slice(0, 10);
+      const more = ids.length > shown.length ? ` and ${ids.length - shown.length} more ("holdfast check" lists them)` : '';
+      throw new PruneRefusedError(`${ids.length} snapshot(s) cannot be read, so what they reference is unknown: `
+        + `${shown.map((id) => snaps.damaged.get(id)).join('; ')}${more}. `
+        + 'Look at each first ("holdfast check"; with the password also "holdfast cat snapshot ID"); one that is no snapshot you need '
+        + `(junk a client stored, or damaged beyond use) is removed by "holdfast forget ${shown.join(' ')}"; then run prune again`);
     }
     const live = new Set<string>();
     for (const s of snaps.ok.values()) for (const b of s.blobs) live.add(b);
