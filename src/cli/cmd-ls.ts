@@ -8,6 +8,7 @@ import { localTime } from '../core/local-time.js';
 import type { TreeNode } from '../repo/tree.js';
 import { globals, openRepo, warn } from './context.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+import { WalkReport } from './walk-report.js';
 import { isImageSnapshot, openImageFiles } from '../jobs/image-files/open-image-files.js';
 import { listImage } from '../jobs/image-files/image-ls.js';
 
@@ -38,9 +39,11 @@ export function register(program: Command): void {
       }
       const prefix = `/${path.split('/').filter((p) => p !== '').join('/')}`;
       const out = new LineBatch((t) => writeOut(process.stdout, t));
+      // Refused names are only warned about (the listing shows what a restore would make); an unreadable folder fails the command.
+      const report = new WalkReport('ls', (why) => `unsafe name in snapshot (${why})`, false);
       for await (const { path: p, node } of walkTree(repo, snapshot.tree, {
         filter: (pp) => within(pp.toString(), prefix),
-        onUnsafe: (pp, why) => warn(`${pp}: unsafe name in snapshot (${why})`),
+        ...report.walk,
       })) {
         const ps = p.toString();
         if (!(prefix === '/' || ps === prefix || ps.startsWith(`${prefix}/`))) continue;
@@ -57,5 +60,6 @@ export function register(program: Command): void {
         }
       }
       await out.flush();
+      report.end();
     });
 }

@@ -11,7 +11,8 @@ import { after, before, describe, it } from 'node:test';
 import { Sandbox, type Started } from '../helpers/cli.js';
 import { Repository } from '../../src/repo/repository.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
-import type { TreeNode } from '../../src/repo/tree.js';
+import { encodeTree, type TreeNode } from '../../src/repo/tree.js';
+import { Forge } from '../helpers/forge.js';
 
 const META = { mode: 0o755, uid: 0, gid: 0, mtime: 1_700_000_000_000_000_000n, ctime: 0n, inode: 1n, device: 1n, links: 1, size: 0 };
 
@@ -153,5 +154,33 @@ describe('times for people are local time, in snapshots and ls -l alike', () => 
     assert.match((await s.ok(['snapshots'], { env })).stdout, /^\S+ +2024-03-05 23:15:16 /m);
     assert.match((await s.ok(['ls', '-l', 'latest', s.path('src', 'f')], { env })).stdout, / 2024-03-05 23:00:00 \S+\/src\/f$/m);
     assert.match((await s.ok(['ls', '--json', 'latest', s.path('src', 'f')], { env })).stdout, /"mtime":"2024-03-05T14:00:00.000Z"/);
+  });
+});
+
+describe('ls of a snapshot with one damaged listing (a node whose size is over 2^53)', () => {
+  let s: Sandbox;
+  let snap: string;
+  before(async () => {
+    s = await Sandbox.create('holdfast-ls-damaged-');
+    await s.ok(['init']);
+    const f = await Forge.open(s);
+    const bad = encodeTree([f.file('big', 1, [])], 'binary');
+    // The high half of the size (header 9 bytes, then 2 + 3 + 1 + 1 + 2 + 4 + 4 + 5 × 8 before the size): 2^62.
+    bad.writeUInt32LE(0x4000_0000, 9 + 57 + 4);
+    const ok = Buffer.from('ok\n');
+    snap = await f.snapshot(await f.tree([
+      f.dir('bad', await f.rawTree(bad)),
+      f.dir('good', await f.tree([f.file('ok.txt', ok.length, [await f.data(ok)])])),
+      f.file('z.txt', ok.length, [await f.data(ok)]),
+    ]));
+  });
+  after(() => s.remove());
+
+  it('ls -l lists everything else, names the damaged folder and exits 1 (it printed nothing)', async () => {
+    const r = await s.run(['ls', '-l', snap]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.deepEqual(r.stdout.split('\n').filter(Boolean).map((l) => l.split(' ').pop()), ['/bad', '/good', '/good/ok.txt', '/z.txt']);
+    assert.match(r.stderr, /warning: \/bad: its listing cannot be read \(tree \w+ is damaged: .*size/);
+    assert.match(r.stderr, /holdfast: ls INCOMPLETE: 1 path\(s\)/);
   });
 });
