@@ -2,6 +2,7 @@
  * Image backups of file systems changed by the kernel, and of block devices
  * (loop devices): an incremental after a known change stores about that
  * much; a source mounted read-write is refused without --allow-live; a
+ * restore onto a mounted image file is refused, even with --force; a
  * restore to a device that is too small fails before writing anything, and
  * one to a larger device works. Needs root and loop devices; skipped with
  * the reason otherwise.
@@ -90,6 +91,26 @@ describe('image backups of changed file systems and block devices', { skip: loop
     await withLoopMount(img, mnt, async () => {
       await ok(['backup', '--image', img]);
     }, undefined, true);
+  });
+
+  // On main the mounted image file was overwritten (exit 0).
+  it('refuses to restore onto an image file whose loop device is mounted, even with --force, and writes nothing', async () => {
+    const img = s.path('mounted.img');
+    mkExt4(img, 32, tree, ['-b', '4096']);
+    const r = summaryOf(await ok(['backup', '--json', '--image', img, '--block-size', '64K']));
+    const mnt = s.path('mounted-mnt');
+    for (const ro of [false, true]) {
+      await withLoopMount(img, mnt, async () => {
+        const before = await readFile(img);
+        const bad = await run(['restore-image', r.snapshot_id, '--to', img, '--force']);
+        assert.equal(bad.code, 1, bad.stderr);
+        assert.match(bad.stderr, /mounted\.img is in use \(\/dev\/loop\d+ mounted on .*mounted-mnt\); unmount it first; nothing was written/);
+        assert.doesNotMatch(bad.stdout, /restored/);
+        assert.ok((await readFile(img)).equals(before), 'the mounted image changed');
+      }, undefined, ro);
+    }
+    // Unmounted, --force restores it.
+    await ok(['restore-image', r.snapshot_id, '--to', img, '--force', '--verify']);
   });
 
   it('a restore to an image file on a file system without room fails before writing', async () => {

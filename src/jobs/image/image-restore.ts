@@ -2,8 +2,9 @@
  * Restoring an image snapshot onto an image file, a block device, or a
  * stream (stdout): bare-metal recovery.
  *
- *   target = file:   refused when it exists and is not empty, unless
- *                    `overwrite` (`--force`); truncated, then only stored
+ *   target = file:   refused when a loop device backed by it is mounted
+ *                    (even with `--force`), and when it exists and is not
+ *                    empty, unless `overwrite` (`--force`); truncated, then only stored
  *                    blocks are written (holes stay holes: the file is
  *                    sparse), then ftruncate(size)
  *            device: must be at least the image size (checked before any
@@ -26,7 +27,7 @@ import type { Writable } from 'node:stream';
 import type { Repository } from '../../repo/repository.js';
 import type { Snapshot } from '../../repo/snapshot.js';
 import { splitRdev } from '../../sources/posix.js';
-import { blockDeviceSize, devNo, mountsOf } from '../../sources/image/block-devices.js';
+import { blockDeviceSize, devNo, mountsOf, type LiveUse } from '../../sources/image/block-devices.js';
 import { openImageSnapshot, type ImageSnapshotReader } from './image-reader.js';
 import { WorkerPool } from '../pool/worker-pool.js';
 import { BLOCK_WORKER, blockInit, type BlockTask, type UnpackBlob, type UnpackResult } from './block-protocol.js';
@@ -155,6 +156,11 @@ function streamSink(out: Writable, blockSize: number): Sink {
   };
 }
 
+/** Refuses a target with `mounts`: a device, or an image file, through which a file system is mounted. */
+function refuseMounted(target: string, mounts: readonly LiveUse[]): void {
+  if (mounts.length > 0) throw new RestoreTargetError(`${target} is in use (${mounts.map((m) => `${m.device} mounted on ${m.mountPoint}`).join(', ')}); unmount it first; nothing was written`);
+}
+
 async function openTarget(target: string, size: number, blockSize: number, out: Writable, overwrite: boolean, dataBytes: () => Promise<number>): Promise<Sink> {
   if (target === '-') return streamSink(out, blockSize);
   let st;
@@ -170,8 +176,7 @@ async function openTarget(target: string, size: number, blockSize: number, out: 
     const devSize = await blockDeviceSize(dev);
     if (devSize === undefined) throw new RestoreTargetError(`cannot find the size of ${target} in /sys/dev/block`);
     if (devSize < size) throw new RestoreTargetError(`${target} holds ${devSize} bytes, the image needs ${size}: the target is too small; nothing was written`);
-    const mounts = await mountsOf({ blockDevice: dev });
-    if (mounts.length > 0) throw new RestoreTargetError(`${target} is in use (${mounts.map((m) => `${m.device} mounted on ${m.mountPoint}`).join(', ')}); unmount it first; nothing was written`);
+    refuseMounted(target, await mountsOf({ blockDevice: dev }));
     const fh = await fsp.open(target, constants.O_WRONLY | constants.O_EXCL);
     const zeros = Buffer.alloc(blockSize);
     return {
@@ -189,6 +194,8 @@ async function openTarget(target: string, size: number, blockSize: number, out: 
     const sink = streamSink(fh.createWriteStream(), blockSize);
     return { ...sink, close: () => fh.close().catch(() => undefined) };
   }
+  // An image file behind a mounted loop device is a file system in use: --force does not make writing under it safe.
+  if (st?.isFile()) refuseMounted(target, await mountsOf({ file: target }));
   // An image file: never replace one that holds something unless asked, and check the space before truncating anything.
   if (st && st.size > 0 && !overwrite) {
     throw new RestoreTargetError(`${target} exists and holds ${st.size} bytes; pass --force to overwrite it; nothing was written`);
