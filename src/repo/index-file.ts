@@ -166,6 +166,13 @@ export class MasterIndex {
     return out;
   }
 
+  /** Whether the known copies of a blob claim different raw lengths (one of them at least is not the blob). */
+  lengthsDisagree(id: string): boolean {
+    if (!this.hasSeveralCopies(id)) return false;
+    const c = this.copies(id);
+    return c.some((l) => l.rawLength !== c[0]!.rawLength);
+  }
+
   /** Whether more than one copy of a blob is known (so a reader may meet a planted one first). */
   hasSeveralCopies(id: string): boolean {
     return this.more.has(id) || (this.blobs.has(id) && this.pendingBlobs.has(id));

@@ -27,7 +27,7 @@ import { authenticateSnapshot, decodeSnapshot, encodeSnapshot, type Snapshot } f
 import { condemnedPacks, loadMarkers } from './deletion-marker.js';
 import { commitSnapshot } from './snapshot-fence.js';
 import { loadEvery } from './objects.js';
-import { decodeTree, encodeTree, type TreeNode } from './tree.js';
+import { decodeTree, encodeTree, type ContentEntry, type TreeNode } from './tree.js';
 import { BlobNotFoundError, CorruptObjectError, NotARepositoryError, UnsupportedVersionError, WrongPasswordError } from './errors.js';
 
 /** Default pack size: 16 MiB (see docs/decisions.md). */
@@ -456,6 +456,17 @@ export class Repository {
     if (!this.badCopies.has(key)) this.badCopies.set(key, { pack: loc.pack, id: loc.id, reason });
     this.badPacks.add(loc.pack);
     return others[0] && { loc: others[0], checkId: true };
+  }
+
+  /**
+   * Makes `readCopy` give a copy of the right raw length for every blob of a
+   * content list whose copies disagree on it, by reading the blob (through
+   * its bad copies, which are then passed over): a reader places a file's
+   * chunks by their lengths before it reads them, and a planted entry met
+   * first may claim any length. Reads nothing when the copies agree.
+   */
+  async settleLengths(content: readonly ContentEntry[]): Promise<void> {
+    for (const c of content) if (typeof c === 'string' && this.index.lengthsDisagree(c)) await this.loadBlob(BlobType.Data, c);
   }
 
   /** Every copy `copyFailed` was told of: its pack, blob id and why it could not be read. */

@@ -157,16 +157,33 @@ describe('an index file, met first, that puts every blob in a pack that does not
   });
 });
 
-describe('planted entries, met first, that claim another raw length for every block of an image', () => {
+describe('planted entries, met first, that claim another raw length for every blob', () => {
   let s: Sandbox;
   before(async () => {
     s = await Sandbox.create();
   });
   after(async () => s.remove());
 
+  it('restore reads the chunks of a file from the copies of their true length', async () => {
+    const src = s.path('src');
+    await fs.mkdir(src);
+    await fs.writeFile(`${src}/a.bin`, bytes('chunks', 3_000_000));
+    await fs.writeFile(`${src}/b.txt`, 'b\n');
+    await s.ok(['init']);
+    await s.ok(['backup', src]);
+    const planted = await plant(s, { longer: true });
+    const [snap] = await snapshotsOf(s);
+    const r = await s.ok(['restore', snap!.id, '--target', s.path('restored'), '--verify']);
+    assert.match(r.stderr, new RegExp(`warning: pack ${planted}, blob \\w+ is damaged: authentication failed; reading another copy`));
+    await assertRestores(s, snap!.id, src);
+    const d = await s.ok(['dump', snap!.id, `${src}/a.bin`]);
+    assert.ok(d.stdoutBytes.equals(bytes('chunks', 3_000_000)), 'dump gives the file byte for byte');
+  });
+
   it('restore-image skips them for the copies of the block\'s length', async () => {
     const disk = Buffer.concat([bytes('disk', 1 << 20), Buffer.alloc(1 << 20), bytes('disk2', 1 << 20)]);
     await fs.writeFile(s.path('disk.img'), disk);
+    await fs.rm(s.repo, { recursive: true });
     await s.ok(['init']);
     await s.ok(['backup', '--image', s.path('disk.img')]);
     const planted = await plant(s, { longer: true });

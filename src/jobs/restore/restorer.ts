@@ -255,6 +255,7 @@ export class Restorer {
           await special(dest, node);
           this.finishNode(path, dest, node);
         } else {
+          if (node.type === 'file') await this.repo.settleLengths(node.content ?? []);
           this.createNode(path, dest, node, depth);
         }
       } catch (e) {
@@ -359,7 +360,7 @@ export class Restorer {
         pos += c;
       } else if (typeof c === 'string') {
         if (this.need(c, path, { path: dest, offset: pos }, file)) file.remaining++;
-        pos += this.repo.index.lookup(c)?.rawLength ?? 0;
+        pos += this.repo.readCopy(c)?.loc.rawLength ?? 0;
       } else {
         if (this.need(c.blob, path, { path: dest, offset: pos, ...sliceOf(c) }, file)) file.remaining++;
         pos += c.length;
@@ -375,9 +376,9 @@ export class Restorer {
       if (typeof c === 'number') n += c;
       else if (typeof c !== 'string') n += c.length;
       else {
-        const loc = this.repo.index.lookup(c);
-        if (!loc) return undefined;
-        n += loc.rawLength;
+        const copy = this.repo.readCopy(c);
+        if (!copy) return undefined;
+        n += copy.loc.rawLength;
       }
     }
     return n;
@@ -606,7 +607,7 @@ export class Restorer {
       const batch = files.slice(i, i + VERIFY_BATCH);
       const jobs: VerifyJob[] = batch.map((f) => {
         const content = f.node.content ?? [];
-        const lengths = content.map((c) => (typeof c === 'number' ? c : typeof c === 'string' ? this.repo.index.lookup(c)?.rawLength ?? -1 : c.length));
+        const lengths = content.map((c) => (typeof c === 'number' ? c : typeof c === 'string' ? this.repo.readCopy(c)?.loc.rawLength ?? -1 : c.length));
         return { path: f.dest, size: f.node.size, content, lengths, mtime: floorMicros(f.node.mtime), ...(f.node.fingerprint ? { fingerprint: f.node.fingerprint } : {}) };
       });
       await this.until(pool.whenBelow(pool.size * 2));
