@@ -16,7 +16,8 @@
  * server, an S3 bucket policy or object lock). docs/format.md, "Append-only
  * repositories", has the threat model.
  */
-import type { Backend, Handle, ObjectInfo, ObjectType } from './backend.js';
+import type { Backend, Handle } from './backend.js';
+import { WrapperBackend } from './wrapper-backend.js';
 
 /** Thrown when an append-only repository is asked to remove an object. */
 export class AppendOnlyError extends Error {
@@ -29,52 +30,20 @@ export class AppendOnlyError extends Error {
 }
 
 /** Wraps `inner` so that nothing but this client's own locks can be removed. */
-export class AppendOnlyBackend implements Backend {
+export class AppendOnlyBackend extends WrapperBackend {
   private readonly ownLocks = new Set<string>();
 
-  constructor(readonly inner: Backend) {}
-
-  /** The inner backend's location. */
-  get location(): string {
-    return this.inner.location;
-  }
-
   /** See `Backend.save`. Remembers the names of lock objects so they may be removed later. */
-  async save(h: Handle, data: Uint8Array): Promise<void> {
+  override async save(h: Handle, data: Uint8Array): Promise<void> {
     await this.inner.save(h, data);
     if (h.type === 'lock') this.ownLocks.add(h.name);
   }
 
-  /** See `Backend.load`. */
-  load(h: Handle, offset?: number, length?: number): Promise<Buffer> {
-    return this.inner.load(h, offset, length);
-  }
-
-  /** See `Backend.stat`. */
-  stat(h: Handle): Promise<ObjectInfo | undefined> {
-    return this.inner.stat(h);
-  }
-
-  /** See `Backend.list`. */
-  list(type: ObjectType): AsyncIterable<ObjectInfo> {
-    return this.inner.list(type);
-  }
-
   /** Refused with `AppendOnlyError`, except for a lock object this instance saved. */
-  async remove(h: Handle): Promise<void> {
+  override async remove(h: Handle): Promise<void> {
     if (h.type !== 'lock' || !this.ownLocks.has(h.name)) throw new AppendOnlyError(h);
     await this.inner.remove(h);
     this.ownLocks.delete(h.name);
-  }
-
-  /** See `Backend.create`. */
-  create(): Promise<void> {
-    return this.inner.create();
-  }
-
-  /** See `Backend.close`. */
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }
 

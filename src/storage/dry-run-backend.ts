@@ -9,43 +9,16 @@
  * its figures are those of a real run, while the repository stays as it was.
  * A job must not read back what it saved through this wrapper.
  */
-import type { Backend, Handle, ObjectInfo, ObjectType } from './backend.js';
+import { WrapperBackend } from './wrapper-backend.js';
 
 /** Wraps `inner` so that nothing is written to it. */
-export class DryRunBackend implements Backend {
-  constructor(readonly inner: Backend) {}
-
-  /** The inner backend's location. */
-  get location(): string {
-    return this.inner.location;
-  }
-
+export class DryRunBackend extends WrapperBackend {
   /** Accepts the object and drops it. */
-  async save(): Promise<void> {}
-
-  /** See `Backend.load`. */
-  load(h: Handle, offset?: number, length?: number): Promise<Buffer> {
-    return this.inner.load(h, offset, length);
-  }
-
-  /** See `Backend.stat`. */
-  stat(h: Handle): Promise<ObjectInfo | undefined> {
-    return this.inner.stat(h);
-  }
-
-  /** See `Backend.list`. */
-  list(type: ObjectType): AsyncIterable<ObjectInfo> {
-    return this.inner.list(type);
-  }
+  override async save(): Promise<void> {}
 
   /** Removes nothing. */
-  async remove(): Promise<void> {}
+  override async remove(): Promise<void> {}
 
   /** Creates nothing. */
-  async create(): Promise<void> {}
-
-  /** See `Backend.close`. */
-  close(): Promise<void> {
-    return this.inner.close();
-  }
+  override async create(): Promise<void> {}
 }

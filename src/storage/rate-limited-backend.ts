@@ -20,7 +20,8 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
-import type { Backend, Handle, ObjectInfo, ObjectType } from './backend.js';
+import type { Backend, Handle } from './backend.js';
+import { WrapperBackend } from './wrapper-backend.js';
 
 /** Time, for the buckets: tests inject one that runs no faster than they say. */
 export interface Clock {
@@ -83,63 +84,34 @@ export interface RateLimitOptions {
   readonly signal?: AbortSignal;
 }
 
-export class RateLimitedBackend implements Backend {
+export class RateLimitedBackend extends WrapperBackend {
   private readonly upload: TokenBucket | undefined;
   private readonly download: TokenBucket | undefined;
 
   private readonly signal: AbortSignal | undefined;
 
   /** Wraps `inner` with `limits`. */
-  constructor(readonly inner: Backend, limits: RateLimits, opts: RateLimitOptions = {}) {
+  constructor(inner: Backend, limits: RateLimits, opts: RateLimitOptions = {}) {
+    super(inner);
     const clock = opts.clock ?? REAL_CLOCK;
     this.signal = opts.signal;
     this.upload = limits.uploadBytesPerSecond === undefined ? undefined : new TokenBucket(limits.uploadBytesPerSecond, clock);
     this.download = limits.downloadBytesPerSecond === undefined ? undefined : new TokenBucket(limits.downloadBytesPerSecond, clock);
   }
 
-  /** The inner backend's location. */
-  get location(): string {
-    return this.inner.location;
-  }
-
   /** See `Backend.save`; waits for upload tokens first. */
-  async save(h: Handle, data: Uint8Array): Promise<void> {
+  override async save(h: Handle, data: Uint8Array): Promise<void> {
     await this.upload?.take(data.byteLength, this.signal);
     await this.inner.save(h, data);
   }
 
   /** See `Backend.load`; waits for download tokens. */
-  async load(h: Handle, offset?: number, length?: number): Promise<Buffer> {
+  override async load(h: Handle, offset?: number, length?: number): Promise<Buffer> {
     if (!this.download) return this.inner.load(h, offset, length);
     const ranged = offset !== undefined && offset >= 0 && length !== undefined;
     if (ranged) await this.download.take(length, this.signal);
     const data = await this.inner.load(h, offset, length);
     if (!ranged) await this.download.take(data.byteLength, this.signal);
     return data;
-  }
-
-  /** See `Backend.stat`. */
-  stat(h: Handle): Promise<ObjectInfo | undefined> {
-    return this.inner.stat(h);
-  }
-
-  /** See `Backend.list`. */
-  list(type: ObjectType): AsyncIterable<ObjectInfo> {
-    return this.inner.list(type);
-  }
-
-  /** See `Backend.remove`. */
-  remove(h: Handle): Promise<void> {
-    return this.inner.remove(h);
-  }
-
-  /** See `Backend.create`. */
-  create(): Promise<void> {
-    return this.inner.create();
-  }
-
-  /** See `Backend.close`. */
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }

@@ -16,7 +16,8 @@ import { repairSnapshots } from '../../src/jobs/repair/snapshot-repairer.js';
 import { sha256 } from '../../src/core/crypto.js';
 import { AppendOnlyBackend } from '../../src/storage/append-only-backend.js';
 import { MemoryBackend } from '../../src/storage/memory-backend.js';
-import type { Backend, Handle, ObjectInfo, ObjectType } from '../../src/storage/backend.js';
+import type { Backend, ObjectInfo, ObjectType } from '../../src/storage/backend.js';
+import { WrapperBackend } from '../../src/storage/wrapper-backend.js';
 import { encodeIndex, type IndexFile, type IndexedPack } from '../../src/repo/index-file.js';
 import { encodeMarker, newMarker } from '../../src/repo/deletion-marker.js';
 import { PackWriter } from '../../src/repo/pack.js';
@@ -26,33 +27,11 @@ import { GcFixture, bytes, names, type Files } from './gc-fixture.js';
 const GRACE = 60_000;
 
 /** Storage that lists every type in name order, as S3 does. */
-class NameOrderBackend implements Backend {
-  constructor(readonly inner: Backend) {}
-  get location(): string {
-    return this.inner.location;
-  }
-  save(h: Handle, data: Uint8Array): Promise<void> {
-    return this.inner.save(h, data);
-  }
-  load(h: Handle, offset?: number, length?: number): Promise<Buffer> {
-    return this.inner.load(h, offset, length);
-  }
-  stat(h: Handle): Promise<ObjectInfo | undefined> {
-    return this.inner.stat(h);
-  }
-  async *list(type: ObjectType): AsyncIterable<ObjectInfo> {
+class NameOrderBackend extends WrapperBackend {
+  override async *list(type: ObjectType): AsyncIterable<ObjectInfo> {
     const all: ObjectInfo[] = [];
     for await (const o of this.inner.list(type)) all.push(o);
     yield* all.sort((a, b) => (a.name < b.name ? -1 : 1));
-  }
-  remove(h: Handle): Promise<void> {
-    return this.inner.remove(h);
-  }
-  create(): Promise<void> {
-    return this.inner.create();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }
 

@@ -117,7 +117,7 @@ describe('openBackend', () => {
     });
 
     it('names the scheme in lower case and says what is accepted', () => {
-      assertRefused('SFTP://host/path', /unknown scheme "sftp:".*local:\/path.*memory:/);
+      assertRefused('SFTP://host/path', /unknown scheme "sftp:".*local:\/path.*plain path/);
     });
 
     it('refuses an empty location', () => {
