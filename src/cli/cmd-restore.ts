@@ -67,6 +67,7 @@ export function register(program: Command): void {
             progress.update({ files: p.files + p.filesSkipped, bytes: p.bytes + p.bytesSkipped, current: p.current });
           },
           onRestored: (path) => verboseItem(g, 'restored', path),
+          onUnchanged: (path) => verboseItem(g, 'unchanged', path),
         }).run(snapshot.tree);
       } finally {
         progress.stop();

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Sandbox, snapshotsOf } from '../helpers/cli.js';
+import { Sandbox, snapshotsOf, type RunResult } from '../helpers/cli.js';
 import { failsWith } from '../helpers/cli-errors.js';
 import { missingTools } from '../image-files/ext-images.js';
 
@@ -189,6 +189,14 @@ describe('restic\'s commands and flags', () => {
     const target = s.path('v-restored');
     const restored = lines((await s.ok(['restore', '-v', 'latest', '--path', src, '--target', target])).stdout);
     for (const p of [join(src, 'one'), join(src, 'd', 'two'), join(src, 'd')]) assert.ok(restored.includes(`restored  ${p}`), `${p} in ${restored.join('|')}`);
+    // Again over the first restore, one file changed there: only that file is written (main listed both as restored).
+    writeFileSync(join(target, src, 'one'), 'changed in the target');
+    const files = (out: string): string[] => lines(out).filter((l) => l.endsWith(join(src, 'one')) || l.endsWith(join(src, 'd', 'two'))).sort();
+    const again = (v: string[], how = 'if-changed'): Promise<RunResult> => s.ok([...v, 'restore', 'latest', '--path', src, '--target', target, '--overwrite', how]);
+    assert.deepEqual(files((await again(['-v'])).stdout), [`restored  ${join(src, 'one')}`]);
+    assert.equal(readFileSync(join(target, src, 'one'), 'utf8'), '1+');
+    assert.deepEqual(files((await again(['-v', '-v'])).stdout), [`unchanged ${join(src, 'd', 'two')}`, `unchanged ${join(src, 'one')}`]);
+    assert.deepEqual(files((await again(['-v', '-v'], 'never')).stdout), [`unchanged ${join(src, 'd', 'two')}`, `unchanged ${join(src, 'one')}`]);
     const j = (await s.ok(['--json', '-v', 'backup', src])).stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { message_type: string; action?: string });
     assert.deepEqual(j.filter((m) => m.message_type === 'verbose_status'), [], 'unchanged files need -v -v');
     const jj = (await s.ok(['--json', '-vv', 'backup', src])).stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { message_type: string; action?: string; item?: string });

@@ -50,6 +50,8 @@ export interface RestoreOptions {
   readonly onProgress?: (p: RestoreProgress) => void;
   /** Called for each file, folder and link once it is restored with its metadata (`-v`). */
   readonly onRestored?: (path: string) => void;
+  /** Called for each node already in the target and left there (`--overwrite if-changed` or `never`; `-v -v`). */
+  readonly onUnchanged?: (path: string) => void;
   readonly signal?: AbortSignal;
   /** Worker threads (default: one per core). */
   readonly workers?: number;
@@ -276,7 +278,8 @@ export class Restorer {
       // Later names of the same inode are linked to this one.
       if (node.links > 1 && !this.inodes.has(inodeKey(node))) this.inodes.set(inodeKey(node), { dest, content: contentKey(node) });
     }
-    if (how === 'keep') this.finishNode(path, dest, node);
+    if (how === 'keep') this.finishNode(path, dest, node, undefined, true);
+    else this.opts.onUnchanged?.(path.toString());
   }
 
   private createNode(path: Buffer, dest: Buffer, node: TreeNode, depth: number): void {
@@ -577,8 +580,12 @@ export class Restorer {
     while (open.length > 0) await finishLast();
   }
 
-  /** Owner, mode and times, in the order that keeps setuid bits; `settled`: what creating it already set. */
-  private finishNode(path: Buffer, dest: Buffer, node: TreeNode, settled?: Settled): void {
+  /**
+   * Owner, mode and times, in the order that keeps setuid bits; `settled`:
+   * what creating it already set; `kept`: the node was there already, and is
+   * reported as unchanged, not restored.
+   */
+  private finishNode(path: Buffer, dest: Buffer, node: TreeNode, settled?: Settled, kept = false): void {
     try {
       if (isRoot && !settled?.owner) lchownSync(dest, node.uid, node.gid);
       if (node.type !== 'symlink' && !settled?.mode) chmodSync(dest, node.mode);
@@ -588,7 +595,7 @@ export class Restorer {
         const mtime = lstatSync(dest, { bigint: true }).mtimeNs;
         if (mtime !== floorMicros(node.mtime)) this.verifyFailure(path, `restored mtime ${mtime} ns differs from the snapshot's ${floorMicros(node.mtime)} ns`);
       }
-      this.opts.onRestored?.(path.toString());
+      (kept ? this.opts.onUnchanged : this.opts.onRestored)?.(path.toString());
     } catch (e) {
       this.opts.onWarning?.(path.toString(), `cannot restore metadata: ${(e as Error).message}`);
     }
