@@ -8,6 +8,7 @@ import { writeOut, writeTar, type TarEntry } from '../jobs/tar-stream-writer.js'
 import { globals, openRepo, warn } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+import { WalkReport } from './walk-report.js';
 import { isImageSnapshot, openImageFiles } from '../jobs/image-files/open-image-files.js';
 import { dumpImage } from '../jobs/image-files/image-dump.js';
 
@@ -29,11 +30,16 @@ async function* fileBytes(load: (id: string) => Promise<Buffer>, node: TreeNode)
   yield* contentBytes(node.content ?? [], load, node.name.toString());
 }
 
-/** A folder of a file snapshot as a tar stream on stdout. */
+/**
+ * A folder of a file snapshot as a tar stream on stdout. What it leaves out
+ * (refused names, listings that cannot be read) ends it with exit 1 once the
+ * stream is complete, as a restore of the same snapshot does.
+ */
 async function dumpTar(repo: Repository, subtree: string, base: string): Promise<void> {
   const load = lastBlobLoader(repo);
+  const report = new WalkReport('dump', (why) => `skipped (${why})`, true);
   async function* entries(): AsyncGenerator<TarEntry> {
-    for await (const { path, node } of walkTree(repo, subtree, { onUnsafe: (p, why) => warn(`${p}: skipped (${why})`) }, Buffer.from(base))) {
+    for await (const { path, node } of walkTree(repo, subtree, report.walk, Buffer.from(base))) {
       yield {
         path, type: node.type, mode: node.mode, uid: node.uid, gid: node.gid,
         ...(node.user === undefined ? {} : { user: node.user }),
@@ -47,6 +53,7 @@ async function dumpTar(repo: Repository, subtree: string, base: string): Promise
     }
   }
   await writeTar(process.stdout, entries());
+  report.end();
 }
 
 export function register(program: Command): void {

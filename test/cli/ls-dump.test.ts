@@ -184,3 +184,29 @@ describe('ls of a snapshot with one damaged listing (a node whose size is over 2
     assert.match(r.stderr, /holdfast: ls INCOMPLETE: 1 path\(s\)/);
   });
 });
+
+describe('dump of a snapshot with names a restore refuses', () => {
+  let s: Sandbox;
+  let snap: string;
+  const ok = Buffer.from('ok\n');
+  before(async () => {
+    s = await Sandbox.create('holdfast-dump-unsafe-');
+    await s.ok(['init']);
+    const f = await Forge.open(s);
+    const okId = await f.data(ok);
+    snap = await f.snapshot(await f.tree(['.', '..', 'a/b', 'n\0ul', 'ok.txt'].map((n) => f.file(n, ok.length, [okId]))));
+  });
+  after(() => s.remove());
+
+  it('writes the rest, warns about each and exits as restore does (1; it exited 0 with a tar silently short)', async () => {
+    const restore = await s.run(['restore', snap, '--target', s.path('t')]);
+    assert.equal(restore.code, 1, restore.stderr);
+    const r = await s.run(['dump', snap, '/']);
+    assert.equal(r.code, restore.code, r.stderr);
+    for (const why of ['name is "."', 'name is ".."', 'name contains "/"', 'name contains a NUL byte']) assert.match(r.stderr, new RegExp(`skipped \\(${why.replace(/[.]/g, '\\.')}\\)`));
+    assert.match(r.stderr, /holdfast: dump INCOMPLETE: 4 path\(s\)/);
+    const listing = spawnSync('tar', ['-tf', '-'], { input: r.stdoutBytes });
+    assert.equal(listing.status, 0, listing.stderr.toString());
+    assert.deepEqual(listing.stdout.toString().split('\n').filter(Boolean), ['ok.txt']);
+  });
+});
