@@ -103,7 +103,8 @@ export class LockedError extends Error {
   constructor(readonly holders: readonly LockEntry[], wantExclusive: boolean, now = Date.now()) {
     const first = holders[0];
     const who = first?.lock ? describeLock(first.lock, now) : `an unreadable lock ${first?.name.slice(0, 8) ?? '?'} (${first?.error ?? ''})`;
-    const suspect = first?.lock ? suspectReason(first.lock, now) : undefined;
+    // Plain `unlock` removes suspect and unreadable locks: --remove-all is only for live ones.
+    const suspect = first?.lock ? suspectReason(first.lock, now) : 'it cannot be read';
     super(`the repository is locked${first?.lock?.exclusive ? ' exclusively' : ''} by ${who}`
       + `${holders.length > 1 ? ` and ${holders.length - 1} other lock(s)` : ''}; cannot take ${wantExclusive ? 'an exclusive' : 'a shared'} lock. `
       + (suspect
@@ -243,7 +244,14 @@ function formatAge(ms: number): string {
 export function describeLock(l: LockInfo, now = Date.now()): string {
   const age = now - Date.parse(l.heartbeat);
   const beat = age >= 0 ? `${formatAge(age)} ago` : `${formatAge(-age)} in the future`;
-  return `${l.operation} (pid ${l.pid} on ${l.hostname}, user ${l.username}), taken ${l.created}, heartbeat ${beat}, lock ${l.id.slice(0, 8)}`;
+  return `${clip(l.operation)} (pid ${l.pid} on ${clip(l.hostname)}, user ${clip(l.username)}), taken ${clip(l.created)}, heartbeat ${beat}, lock ${clip(l.id.slice(0, 8))}`;
+}
+
+/** The longest field of a lock printed whole; whoever can write to the storage chooses them. */
+const FIELD_SHOWN = 64;
+
+function clip(field: string): string {
+  return field.length <= FIELD_SHOWN ? field : `${field.slice(0, FIELD_SHOWN)}… (${field.length} characters)`;
 }
 
 // ---- lock objects ----
@@ -254,8 +262,16 @@ export function encodeLock(l: LockInfo): Buffer {
   return Buffer.from(JSON.stringify(l), 'utf8');
 }
 
+/**
+ * The largest lock object read (format §17). A lock holds a few short
+ * fields (a hostname is at most 64 bytes on Linux); a bigger one was planted
+ * and is not read, only reported as unreadable, which plain `unlock` removes.
+ */
+export const MAX_LOCK_BYTES = 4096;
+
 /** Parses and checks a lock object; throws with a reason when it is not a valid lock. */
 export function decodeLock(bytes: Buffer, name: string): LockInfo {
+  if (bytes.length > MAX_LOCK_BYTES) throw new Error(tooBig(bytes.length));
   if (sha256(bytes).toString('hex') !== name) throw new Error('checksum of stored bytes does not match its name');
   let o: unknown;
   try {
@@ -275,10 +291,16 @@ export function decodeLock(bytes: Buffer, name: string): LockInfo {
   return r as unknown as LockInfo;
 }
 
+const tooBig = (size: number): string => `${size} bytes, more than a lock may hold (${MAX_LOCK_BYTES}): not read`;
+
 /** Every lock object, read and checked. Locks removed while listing are left out. */
 export async function listLocks(backend: Backend): Promise<LockEntry[]> {
   const out: LockEntry[] = [];
   for await (const info of backend.list('lock')) {
+    if (info.size > MAX_LOCK_BYTES) {
+      out.push({ name: info.name, error: tooBig(info.size) });
+      continue;
+    }
     let bytes: Buffer;
     try {
       bytes = await backend.load(lockHandle(info.name));

@@ -204,3 +204,37 @@ describe('append-only repositories through the CLI', () => {
     }
   });
 });
+
+describe('a planted lock of 1 MB (a hostname of a million characters)', () => {
+  let s: Sandbox;
+  before(async () => {
+    s = await Sandbox.create('holdfast-biglock-');
+    await mkdir(s.path('data'));
+    await writeFile(s.path('data', 'f'), 'x');
+    await s.ok(['init']);
+  });
+  after(() => s.remove());
+
+  it('is refused unread, and plain unlock removes it; a lock with a long field is printed cut short', async () => {
+    const big = await plant(s.repo, { hostname: 'h'.repeat(1 << 20) });
+    const r = await s.run(['backup', s.path('data')]);
+    assert.equal(r.code, 11, r.stderr);
+    assert.match(r.stderr, /an unreadable lock \w{8} \(1048\d{3} bytes, more than a lock may hold \(4096\): not read\)/);
+    assert.match(r.stderr, /That lock is suspect: it cannot be read; "holdfast unlock" removes it/);
+    assert.doesNotMatch(r.stderr, /remove-all/);
+    assert.ok(r.stderr.length < 2000, `${r.stderr.length} characters of stderr`);
+    const u = await s.ok(['unlock'], { env: NOPW });
+    assert.match(u.stdout, /1 lock removed/);
+    assert.ok(u.stdout.length < 2000, `${u.stdout.length} characters of output`);
+    assert.ok(!(await readdir(s.path('repo', 'locks'))).includes(big));
+
+    await plant(s.repo, { hostname: 'h'.repeat(3000) });
+    const cut = await s.run(['backup', s.path('data')]);
+    assert.equal(cut.code, 11, cut.stderr);
+    assert.match(cut.stderr, new RegExp(`on ${'h'.repeat(64)}… \\(3000 characters\\), user op`));
+    assert.ok(cut.stderr.length < 2000, `${cut.stderr.length} characters of stderr`);
+    const kept = await s.ok(['unlock'], { env: NOPW });
+    assert.ok(kept.stdout.length < 2000, `${kept.stdout.length} characters of output`);
+    await s.ok(['unlock', '--remove-all'], { env: NOPW });
+  });
+});
