@@ -114,7 +114,6 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
     const paths = [stream ? `/${name}` : resolve(src)];
     await backupSession(g, flags.compression, async (repo, signal) => {
       const parent = flags.force ? null : await findParent(repo, flags, paths);
-      if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}`);
       // The parent's block size by default, so that a disk that grew keeps its changed-block detection.
       const blockSize = chosen ?? parent?.snapshot.image?.blockSize ?? defaultBlockSize(input.size);
       const cacheFile = flags.cache === false ? undefined : cachePath(cacheRoot(), repo.config.id, paths[0]!);
@@ -132,6 +131,10 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
         ...(cacheFile ? { cacheFile } : {}),
         readCache: !flags.force,
         signal,
+        // Said once there is something to back up: an empty stream is refused first.
+        onStart: () => {
+          if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}`);
+        },
         onWarning: (m) => {
           progress.stop();
           warn(m);

@@ -35,7 +35,6 @@ export function register(program: Command): void {
       const { id, snapshot } = snap === 'latest' ? await latestImage(repo, flags) : await findSnapshot(repo, snap, flags);
       if (!snapshot.image) throw new ExitError(new NotAnImageSnapshotError(`snapshot ${id.slice(0, 8)}`).message, EXIT.failed);
       const img = snapshot.image;
-      tell(`restoring image snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${snapshot.time} (${formatBytes(img.size)}) to ${flags.to === '-' ? 'stdout' : flags.to}`);
       const abort = new AbortController();
       const onSigint = (): void => abort.abort(new ExitError('interrupted: the restore is NOT complete', EXIT.interrupted));
       process.once('SIGINT', onSigint);
@@ -49,6 +48,8 @@ export function register(program: Command): void {
           verify: flags.verify === true,
           overwrite: flags.force === true,
           signal: abort.signal,
+          // Said once the target is checked: a refused one gets only the refusal.
+          onStart: () => tell(`restoring image snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${snapshot.time} (${formatBytes(img.size)}) to ${flags.to === '-' ? 'stdout' : flags.to}`),
           onProgress: (p) => progress.update({ files: 0, bytes: p.bytes }),
         }).run();
       } catch (e) {

@@ -1,6 +1,7 @@
 /** `holdfast restore SNAP --target DIR`: restores files. */
 import { Option, type Command } from 'commander';
-import { collect, formatBytes, globals, openRepo, say, verboseItem, warn } from './context.js';
+import { resolve } from 'node:path';
+import { collect, fileInTheWay, formatBytes, globals, openRepo, say, verboseItem, warn } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
@@ -31,6 +32,11 @@ export function register(program: Command): void {
       .choices(OVERWRITE_CHOICES).default('always'))
     .action(async (snap: string, flags: RestoreFlags, cmd: Command) => {
       const g = globals(cmd);
+      // Refused before anything is said or made: mkdir would fail later with a raw EEXIST or ENOTDIR.
+      const inTheWay = await fileInTheWay(resolve(flags.target!));
+      if (inTheWay !== undefined) {
+        throw new ExitError(`cannot restore to ${flags.target}: ${inTheWay === resolve(flags.target!) ? 'it' : inTheWay} exists and is not a folder; nothing was restored`, EXIT.failed);
+      }
       const repo = await openRepo(g);
       const { id, snapshot } = await findSnapshot(repo, snap, flags);
       // Image snapshots: files are read out of the image's filesystems (src/jobs/image-files).

@@ -44,27 +44,36 @@ export function repoLocation(g: GlobalOptions): string {
 }
 
 /**
+ * The path that keeps `path` from being a folder: `path` itself or the
+ * nearest folder above it that exists as something else (a file); undefined
+ * when `path` is a folder or can be made one.
+ */
+export async function fileInTheWay(path: string): Promise<string | undefined> {
+  for (let p = path; ; p = dirname(p)) {
+    let st;
+    try {
+      st = await stat(p);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') return undefined; // the operation itself reports anything else
+    }
+    if (st?.isDirectory()) return undefined;
+    if (st) return p;
+    if (dirname(p) === p) return undefined;
+  }
+}
+
+/**
  * Refuses a local location that is a file or lies below one: it can hold no
  * repository (exit 10; 1 for `init`, which cannot create one there). Opening
  * it gave a raw ENOTDIR or EEXIST that named neither the location nor the cause.
  */
 async function refuseFileLocation(backend: Backend, creating: boolean): Promise<void> {
   if (!(backend instanceof LocalBackend)) return;
-  for (let p = backend.root; ; p = dirname(p)) {
-    let st;
-    try {
-      st = await stat(p);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT' && code !== 'ENOTDIR') return; // the operation itself reports anything else
-    }
-    if (st?.isDirectory()) return;
-    if (st) {
-      throw new ExitError(`${creating ? 'cannot create a repository' : 'no holdfast repository'} at ${backend.location}: `
-        + `${p === backend.root ? 'it' : p} is a file, not a folder`, creating ? EXIT.failed : EXIT.noRepository);
-    }
-    if (dirname(p) === p) return;
-  }
+  const p = await fileInTheWay(backend.root);
+  if (p === undefined) return;
+  throw new ExitError(`${creating ? 'cannot create a repository' : 'no holdfast repository'} at ${backend.location}: `
+    + `${p === backend.root ? 'it' : p} is a file, not a folder`, creating ? EXIT.failed : EXIT.noRepository);
 }
 
 /**

@@ -165,4 +165,17 @@ describe('restore --exclude and --iexclude', () => {
     await s.ok(['restore', 'latest', '--target', target, '--iexclude', '*.log', '--include', join(src, 'sub')]);
     assert.deepEqual(await filesIn(target), ['sub/d.txt']);
   });
+
+  // On main: "restoring snapshot …", then a raw "EEXIST: file already exists, mkdir …" (ENOTDIR below it).
+  it('--target that is a file, or lies below one, is refused before anything is said or written', async () => {
+    const file = s.path('a-file');
+    await fs.writeFile(file, 'mine\n');
+    for (const [target, what] of [[file, 'it'], [join(file, 'below'), file]] as const) {
+      const r = await s.run(['restore', 'latest', '--target', target]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(r.stdout, '');
+      assert.deepEqual(errorLines(r), [`holdfast: cannot restore to ${target}: ${what} exists and is not a folder; nothing was restored`]);
+    }
+    assert.equal(await fs.readFile(file, 'utf8'), 'mine\n');
+  });
 });

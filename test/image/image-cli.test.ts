@@ -74,8 +74,10 @@ describe('image backups through the CLI', { skip: mkfsUnavailable() }, () => {
     await writeFile(out, 'not a backup\n');
     const r = await run(['restore-image', first.snapshot_id, '--to', out]);
     failsWith(r, 1, /precious\.img exists and holds 13 bytes; pass --force to overwrite it; nothing was written/);
+    // Refused before the restore is announced (main said "restoring image snapshot …" first).
+    assert.equal(r.stdout, '');
     assert.equal(await readFile(out, 'utf8'), 'not a backup\n');
-    await ok(['restore-image', first.snapshot_id, '--to', out, '--force']);
+    assert.match((await ok(['restore-image', first.snapshot_id, '--to', out, '--force'])).stdout, /^restoring image snapshot /);
     await same(bare, out);
     // An empty file is no one's data.
     await writeFile(s.path('empty-target.img'), '');

@@ -46,6 +46,17 @@ describe('image backups of streams', { skip: mkfsUnavailable() }, () => {
     assert.deepEqual(await ids(), before);
   });
 
+  // On main "using parent snapshot …" came first, then the refusal.
+  it('an empty stream with a parent snapshot is refused before the parent is named', async () => {
+    await ok(['backup', '--image', '-', '--stdin-filename', 'parent.img'], { input: bareBytes });
+    const before = await ids();
+    const r = await run(['backup', '--image', '-', '--stdin-filename', 'parent.img'], { input: Buffer.alloc(0) });
+    failsWith(r, 1, /stdin ended before its first byte/);
+    assert.equal(r.stdout, '');
+    assert.deepEqual(await ids(), before);
+    assert.match((await ok(['backup', '--image', '-', '--stdin-filename', 'parent.img'], { input: bareBytes })).stdout, /^using parent snapshot /);
+  });
+
   it('a stream cut inside its file system is saved, marked incomplete, exit 3', async () => {
     const r = await run(['backup', '--json', '--image', '-'], { input: bareBytes.subarray(0, 6 * MiB) });
     assert.equal(r.code, 3, r.stderr);

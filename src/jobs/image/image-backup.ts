@@ -84,6 +84,8 @@ export interface ImageBackupOptions extends SnapshotOrigin {
   /** Worker threads (default: one per core). */
   readonly workers?: number;
   readonly signal?: AbortSignal;
+  /** Called once the backup is under way: a stream has given its first bytes, a file or device is about to be read. */
+  readonly onStart?: () => void;
   readonly onWarning?: (message: string) => void;
   readonly onProgress?: (p: ImageBackupProgress) => void;
 }
@@ -224,6 +226,7 @@ export class ImageBackup {
       }
       if (input.random && input.readAt && input.size !== undefined) {
         size = input.size;
+        this.opts.onStart?.();
         analysis = await analyzeImage(input.random, { blockSize: this.blockSize, allBlocks: this.opts.allBlocks === true });
         for (const w of analysis.warnings) this.warn(w);
         await this.readRandom(size, analysis.freeBytes);
@@ -430,6 +433,7 @@ export class ImageBackup {
     };
     for await (const raw of stream) {
       const chunk = raw as Buffer;
+      if (pos === 0 && chunk.length > 0) this.opts.onStart?.();
       capture.feed(chunk, pos);
       let o = 0;
       while (o < chunk.length) {

@@ -64,6 +64,8 @@ export interface ImageRestoreOptions {
   /** Worker threads (default: one per core). */
   readonly workers?: number;
   readonly signal?: AbortSignal;
+  /** Called once the target is checked and open, before anything is written to it. */
+  readonly onStart?: () => void;
   readonly onProgress?: (p: ImageRestoreProgress) => void;
   readonly onWarning?: (message: string) => void;
 }
@@ -229,6 +231,7 @@ export class ImageRestore {
     const { size, blockSize, blocks } = r;
     if (this.opts.verify && this.opts.target === '-') throw new RestoreTargetError('--verify cannot read back stdout; restore to a file or a device to verify');
     const sink = await openTarget(this.opts.target, size, blockSize, this.opts.stdout ?? process.stdout, this.opts.overwrite === true, () => r.storedBytes());
+    this.opts.onStart?.();
     const pool = new WorkerPool<BlockTask>(BLOCK_WORKER, blockInit(this.repo), this.opts.workers);
     let bytesWritten = 0;
     let holes = 0;
