@@ -123,7 +123,12 @@ function print(g: GlobalOptions, r: PruneReport, graceMs: number): void {
   } else {
     say(g, `marked now: ${would}mark ${m.unusedPacks} unused packs (${formatBytes(m.unusedBytes)}) and ${m.repackedPacks} mostly unused packs (${formatBytes(m.repackedBytes)}) for deletion`);
     if (m.blobsCopied > 0) say(g, `  ${would}copy their ${m.blobsCopied} live blobs (${formatBytes(m.bytesCopied)}) into ${r.dryRun ? 'new packs' : `${m.packsWritten} new packs`}`);
-    say(g, `  this frees ${formatBytes(m.bytesToFree)} when a prune runs after ${m.deletableAt ?? `the grace period of ${formatDurationMs(graceMs)}`}`);
+    const after = m.deletableAt ?? `the grace period of ${formatDurationMs(graceMs)}`;
+    const usual = parseGrace(undefined);
+    // The prune that deletes counts its own grace from the marker's time: a plain one waits the default.
+    say(g, graceMs === usual
+      ? `  this frees ${formatBytes(m.bytesToFree)} when a prune runs after ${after}`
+      : `  this frees ${formatBytes(m.bytesToFree)} when a prune with --grace ${formatDurationMs(graceMs)} runs after ${after}; a prune without --grace waits ${formatDurationMs(usual)} from now`);
   }
   if (m.orphansAdopted > 0) say(g, `indexed ${m.orphansAdopted} packs left by interrupted backups`);
 }

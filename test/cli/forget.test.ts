@@ -101,6 +101,23 @@ describe('holdfast forget', () => {
     assert.equal(prune.graceSeconds, 7200);
   });
 
+  // On main: "this frees … when a prune runs after T", though a plain prune then waited its own 1h.
+  it('--prune --grace says that the prune that deletes needs the same --grace', async () => {
+    const p = s.path('grace-data');
+    await mkdir(p);
+    for (const content of ['first version\n', 'second version\n']) {
+      await writeFile(`${p}/f`, content);
+      await s.ok(['backup', '-q', '--host', 'p', p]);
+    }
+    const r = await s.ok(['forget', '--host', 'p', '--keep-last', '1', '--prune', '--grace', '10m'], { env: NOPW });
+    const at = /this frees \S+ \S+ when a prune with --grace 10m runs after (\S+); a prune without --grace waits 1h from now\n/.exec(r.stdout);
+    assert.ok(at, r.stdout);
+    const plain = await s.ok(['prune'], { env: NOPW });
+    const due = /waiting: marker \w+ becomes deletable at (\S+) \(grace period not over\)/.exec(plain.stdout);
+    assert.ok(due, plain.stdout);
+    assert.equal(Date.parse(due[1]!) - Date.parse(at[1]!), 50 * 60_000, 'a plain prune counts 1h from the marker');
+  });
+
   it('with no policy removes nothing; unlimited counts work', async () => {
     await fresh();
     const r = await s.ok(['forget'], { env: NOPW });
