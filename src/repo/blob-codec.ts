@@ -79,12 +79,20 @@ export function prepareBlob(keys: BlobKeys, compressor: BlobCompressor, type: Bl
 }
 
 /**
- * Authenticates and decompresses a sealed blob; errors name `what`. A
- * compressed blob is decompressed into `into(rawLength)` when given (see
- * `decompress`), which is asked for a buffer only once the length is known to
- * be within the format's bound.
+ * Authenticates and decompresses a sealed blob and checks that its plaintext
+ * hashes to its id; errors name `what`. A compressed blob is decompressed
+ * into `into(rawLength)` when given (see `decompress`), which is asked for a
+ * buffer only once the length is known to be within the format's bound.
  */
 export function openBlob(keys: BlobKeys, loc: PackedBlob, sealed: Uint8Array, what: string, into?: (length: number) => Buffer): Buffer {
+  const plain = openSealed(keys, loc, sealed, what, into);
+  // Authentication proves only that someone with the key sealed it: a client
+  // that holds the key can seal anything under any id (docs/format.md §15.10).
+  if (blobIdHex(keys, plain, loc.type) !== loc.id) throw new CorruptObjectError(what, 'content does not match its id');
+  return plain;
+}
+
+function openSealed(keys: BlobKeys, loc: PackedBlob, sealed: Uint8Array, what: string, into?: (length: number) => Buffer): Buffer {
   // Anyone with the key can seal a bomb (a few KB that inflate to 4 GiB): refuse it before allocating.
   if (loc.rawLength > MAX_RAW_LENGTH[loc.type]) throw new CorruptObjectError(what, `declares ${loc.rawLength} bytes, more than ${TYPE_NAMES[loc.type]} blobs may hold (${MAX_RAW_LENGTH[loc.type]})`);
   let plain: Buffer;

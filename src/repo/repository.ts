@@ -424,18 +424,13 @@ export class Repository {
 
   /**
    * The copy of a blob to read: the first known copy this session has not
-   * found bad. `checkId`: another copy exists, so this one may be planted by
-   * a client that holds the key (docs/format.md §15.10) and its plaintext
-   * must hash to its id; a blob with one copy skips that work.
+   * found bad. Every read checks that its plaintext hashes to its id
+   * (`openBlob`): any copy may have been planted by a client that holds the
+   * key (docs/format.md §15.10).
    */
-  readCopy(id: string): { loc: BlobLocation; checkId: boolean } | undefined {
-    const several = this.index.hasSeveralCopies(id);
-    if (!several || this.badCopies.size === 0) {
-      const loc = this.index.lookup(id);
-      return loc && { loc, checkId: several };
-    }
-    const loc = this.index.copies(id).find((l) => !this.badCopies.has(copyKey(l)));
-    return loc && { loc, checkId: true };
+  readCopy(id: string): BlobLocation | undefined {
+    if (this.badCopies.size === 0 || !this.index.hasSeveralCopies(id)) return this.index.lookup(id);
+    return this.index.copies(id).find((l) => !this.badCopies.has(copyKey(l)));
   }
 
   /**
@@ -444,7 +439,7 @@ export class Repository {
    * per copy, naming the pack. Returns the copy to try next, or undefined
    * when no copy is left: then the blob is damaged.
    */
-  copyFailed(loc: BlobLocation, reason: string): { loc: BlobLocation; checkId: true } | undefined {
+  copyFailed(loc: BlobLocation, reason: string): BlobLocation | undefined {
     const key = copyKey(loc);
     const others = this.index.copies(loc.id).filter((l) => copyKey(l) !== key && !this.badCopies.has(copyKey(l)));
     if (!this.badCopies.has(key) && this.index.hasSeveralCopies(loc.id)) {
@@ -455,7 +450,7 @@ export class Repository {
     }
     if (!this.badCopies.has(key)) this.badCopies.set(key, { pack: loc.pack, id: loc.id, reason });
     this.badPacks.add(loc.pack);
-    return others[0] && { loc: others[0], checkId: true };
+    return others[0];
   }
 
   /**
@@ -485,10 +480,10 @@ export class Repository {
     if (!copy) throw new BlobNotFoundError(id, what);
     for (;;) {
       try {
-        return await this.loadCopy(type, copy.loc, copy.checkId, what);
+        return await this.loadCopy(type, copy, what);
       } catch (e) {
         if (!(e instanceof CorruptObjectError)) throw e;
-        const next = this.copyFailed(copy.loc, e.message);
+        const next = this.copyFailed(copy, e.message);
         if (!next) throw e;
         copy = next;
       }
@@ -496,7 +491,7 @@ export class Repository {
   }
 
   /** Reads one copy of a blob; `CorruptObjectError` when it cannot be read or is not the blob. */
-  private async loadCopy(type: BlobType, loc: BlobLocation, checkId: boolean, what: string): Promise<Buffer> {
+  private async loadCopy(type: BlobType, loc: BlobLocation, what: string): Promise<Buffer> {
     const packWhat = `pack ${loc.pack}`;
     if (loc.type !== type) throw new CorruptObjectError(`${what} ${loc.id}`, `indexed as type ${loc.type}`);
     let sealed: Buffer;
@@ -512,13 +507,10 @@ export class Repository {
       if (e instanceof ShortReadError) throw new CorruptObjectError(packWhat, `truncated (needed for ${what} ${loc.id})`);
       throw e;
     }
-    const where = `${packWhat}, ${what} ${loc.id}`;
-    const plain = this.openBlob(loc, sealed, where);
-    if (checkId && this.blobId(plain, type) !== loc.id) throw new CorruptObjectError(where, 'content does not match its id');
-    return plain;
+    return this.openBlob(loc, sealed, `${packWhat}, ${what} ${loc.id}`);
   }
 
-  /** Authenticates and decompresses a sealed blob read from a pack. */
+  /** Authenticates and decompresses a sealed blob read from a pack, and checks that it hashes to its id. */
   openBlob(loc: PackedBlob, sealed: Buffer, what: string): Buffer {
     return openBlob(this.blobKeys, loc, sealed, what);
   }

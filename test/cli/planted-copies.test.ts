@@ -16,10 +16,11 @@ import { promises as fs } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { sha256 } from '../../src/core/crypto.js';
 import { BlobCompressor } from '../../src/core/compress.js';
+import { chunkStream } from '../../src/core/chunker.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { AppendOnlyBackend } from '../../src/storage/append-only-backend.js';
 import { Repository } from '../../src/repo/repository.js';
-import { PackWriter } from '../../src/repo/pack.js';
+import { BlobType, PackWriter } from '../../src/repo/pack.js';
 import { prepareBlob } from '../../src/repo/blob-codec.js';
 import { encodeIndex, type BlobLocation } from '../../src/repo/index-file.js';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
@@ -191,5 +192,77 @@ describe('planted entries, met first, that claim another raw length for every bl
     const r = await s.ok(['restore-image', snap!.id, '--to', s.path('disk.restored')]);
     assert.match(r.stderr, new RegExp(`warning: pack ${planted}: block \\d+ \\(\\w+\\) is damaged: holds \\d+ bytes, expected \\d+; reading another copy`));
     assert.ok((await fs.readFile(s.path('disk.restored'))).equals(disk), 'the image comes back byte for byte');
+  });
+});
+
+/**
+ * Plants, before any backup, one pack holding garbage sealed with the key
+ * under the id of each of `chunks` (an id the client computes from content
+ * it expects another host to back up), with an index file naming it.
+ */
+async function plantAhead(s: Sandbox, chunks: readonly Buffer[]): Promise<void> {
+  const client = await reader(s);
+  const w = new PackWriter();
+  for (const c of chunks) {
+    const p = prepareBlob(client.workerSecrets(), new BlobCompressor('off'), BlobType.Data, randomBytes(c.length), client.blobId(c));
+    w.add(p.type, p.id, p.flags, p.rawLength, p.sealed);
+  }
+  client.close();
+  const { bytes: packBytes, blobs } = w.finish();
+  const backend = new AppendOnlyBackend(new LocalBackend(s.repo));
+  const pack = sha256(Buffer.from(packBytes)).toString('hex');
+  await backend.save({ type: 'data', name: pack }, Buffer.from(packBytes));
+  const index = encodeIndex({ packs: [{ pack, blobs }], supersedes: [] });
+  await backend.save({ type: 'index', name: sha256(index).toString('hex') }, index);
+}
+
+describe('garbage sealed with the key, planted under the ids of a file before another host backs it up', () => {
+  let s: Sandbox;
+  let src: string;
+  // Above the small-file bound, so it is cut into chunks of its own (no batch with other files).
+  const victim = bytes('victim', 5_000_000);
+
+  before(async () => {
+    s = await Sandbox.create();
+    src = s.path('src');
+    await fs.mkdir(src);
+    await fs.writeFile(`${src}/victim.bin`, victim);
+    await fs.writeFile(`${src}/other.txt`, 'untouched\n');
+    await s.ok(['init']);
+    const client = await reader(s);
+    const chunks: Buffer[] = [];
+    for await (const c of chunkStream((async function* () { yield victim; })(), client.chunker())) chunks.push(Buffer.from(c));
+    client.close();
+    await plantAhead(s, chunks);
+    // The backup finds every chunk of victim.bin stored already and stores none of them.
+    await s.ok(['backup', src]);
+  });
+  after(async () => s.remove());
+
+  it('restore reports the file damaged, exit 1, and does not pass the garbage off as it', async () => {
+    const target = s.path('restored');
+    const r = await s.ok(['restore', 'latest', '--target', target], {}, 1);
+    assert.match(r.stderr, /victim\.bin/);
+    assert.match(r.stderr, /content does not match its id/);
+    assert.equal(await fs.readFile(`${target}${src}/other.txt`, 'utf8'), 'untouched\n');
+    const back = await fs.readFile(`${target}${src}/victim.bin`).catch(() => undefined);
+    assert.ok(!back?.equals(victim), 'no file with the right bytes can come back: the backup stored none');
+  });
+
+  it('restore-image of an image whose blocks were planted ahead fails, exit 1, naming why', async () => {
+    // Image blocks are data blobs with content ids (docs/format.md §14.2): 128 KiB blocks for a small image.
+    const disk = Buffer.concat([bytes('disk', 1 << 18), Buffer.alloc(1 << 17), bytes('disk2', 1 << 17)]);
+    await fs.writeFile(s.path('disk.img'), disk);
+    await plantAhead(s, [disk.subarray(0, 1 << 17)]);
+    await s.ok(['backup', '--image', s.path('disk.img')]);
+    const image = (await snapshotsOf(s)).find((x) => x.paths.some((p) => p.endsWith('disk.img')))!;
+    const r = await s.ok(['restore-image', image.id, '--to', s.path('disk.restored')], {}, 1);
+    assert.match(r.stderr, /content does not match its id/);
+  });
+
+  it('dump of the file fails, exit 1, naming why', async () => {
+    const d = await s.ok(['dump', 'latest', `${src}/victim.bin`], {}, 1);
+    assert.match(d.stderr, /content does not match its id/);
+    assert.ok(!d.stdoutBytes.equals(victim));
   });
 });

@@ -87,8 +87,6 @@ export interface UnpackBlob {
   readonly length: number;
   /** Byte positions in the image where the plaintext goes. */
   readonly positions: readonly number[];
-  /** The plaintext must hash to `id` (another copy exists, so this one may be planted). */
-  readonly checkId?: boolean;
 }
 
 export interface UnpackTask {

@@ -9,7 +9,6 @@ import { BlobCompressor } from '../../core/compress.js';
 import { isZero } from '../../core/zeros.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
-import { CorruptObjectError } from '../../repo/errors.js';
 import { fingerprint, fingerprintKey, FP_BYTES } from '../../core/crypto.js';
 import { BlockKind, type BlockInit, type BlockTask, type ScanResult, type ScanTask, type SealResult, type SealTask, type SealedBlock, type UnpackResult, type UnpackTask } from './block-protocol.js';
 
@@ -72,11 +71,9 @@ function seal(t: SealTask, transfer: ArrayBuffer[]): SealResult {
   return { blobs, sealed: out };
 }
 
-/** Opens one block of an unpack task; `CorruptObjectError` when it fails authentication, or its id when asked. */
+/** Opens one block of an unpack task; `CorruptObjectError` when it fails authentication or its id. */
 function openChecked(b: UnpackTask['blobs'][number], sealed: Uint8Array, what: string, into: boolean): Buffer {
-  const p = into ? openInto(b, sealed, what) : openBlob(keys, { type: BlobType.Data, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, sealed, what);
-  if (b.checkId && blobIdHex(keys, p) !== b.id) throw new CorruptObjectError(what, 'content does not match its id');
-  return p;
+  return into ? openInto(b, sealed, what) : openBlob(keys, { type: BlobType.Data, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, sealed, what);
 }
 
 function unpack(t: UnpackTask, transfer: ArrayBuffer[]): UnpackResult {

@@ -92,7 +92,6 @@ export interface ImageRestoreResult {
 interface Planned {
   readonly id: string;
   readonly loc: BlobLocation;
-  readonly checkId: boolean;
   readonly blocks: number[];
 }
 
@@ -298,23 +297,22 @@ export class ImageRestore {
     }
     const byPack = new Map<string, Planned[]>();
     for (const [id, list] of byId) {
-      let copy = this.repo.readCopy(id);
-      if (!copy) throw new BlobNotFoundError(id, `block ${list[0]} of the image:`);
+      let loc = this.repo.readCopy(id);
+      if (!loc) throw new BlobNotFoundError(id, `block ${list[0]} of the image:`);
       const unfit = (loc: BlobLocation): CorruptObjectError | undefined => {
         if (loc.type !== BlobType.Data) return new CorruptObjectError(`block ${id}`, `indexed as type ${loc.type}`);
         if (loc.rawLength !== r.blockLength(list[0]!)) return new CorruptObjectError(`block ${list[0]} (${id})`, `holds ${loc.rawLength} bytes, expected ${r.blockLength(list[0]!)}`);
         return undefined;
       };
       // A copy indexed as another type or length is not this block (a planted record may say anything): the next copy is tried.
-      for (let e = unfit(copy.loc); e; e = unfit(copy.loc)) {
-        const next = this.repo.copyFailed(copy.loc, `pack ${copy.loc.pack}: ${e.message}`);
+      for (let e = unfit(loc); e; e = unfit(loc)) {
+        const next = this.repo.copyFailed(loc, `pack ${loc.pack}: ${e.message}`);
         if (!next) throw e;
-        copy = next;
+        loc = next;
       }
-      const { loc, checkId } = copy;
       let p = byPack.get(loc.pack);
       if (!p) byPack.set(loc.pack, (p = []));
-      p.push({ id, loc, checkId, blocks: list });
+      p.push({ id, loc, blocks: list });
     }
     const jobs: Promise<void>[] = [];
     for (const [pack, items] of byPack) {
@@ -351,7 +349,6 @@ export class ImageRestore {
       const bs = this.reader.blockSize;
       const blobs: UnpackBlob[] = items.map((x) => ({
         id: x.id, flags: x.loc.flags, rawLength: x.loc.rawLength, offset: x.loc.offset - start, length: x.loc.length, positions: x.blocks.map((b) => b * bs),
-        ...(x.checkId ? { checkId: true } : {}),
       }));
       res = await pool.run<UnpackResult>({ kind: 'unpack', pack, data: own, blobs, fd: sink.fd ?? -1 }, [own.buffer as ArrayBuffer]);
     } catch (e) {

@@ -13,7 +13,6 @@ import { fingerprint, fingerprintKey } from '../../core/crypto.js';
 import { BlobCompressor } from '../../core/compress.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
-import { CorruptObjectError } from '../../repo/errors.js';
 import { pushEntry, slicePlain, type ContentEntry } from '../../repo/tree.js';
 import { errorOf } from '../../sources/file-tree.js';
 import type { ChunkFileResult, ChunkFileTask, FileJob, FileMeta, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyJob, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
@@ -267,7 +266,6 @@ function unpack(t: UnpackTask): UnpackResult {
     try {
       // Each blob is written out before the next is opened: one reused buffer holds them all.
       plain = openBlob(keys, { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, data.subarray(b.offset, b.offset + b.length), what, reusedBuffer);
-      if (b.checkId && blobIdHex(keys, plain, b.type) !== b.id) throw new CorruptObjectError(what, 'content does not match its id');
     } catch (e) {
       bad.push({ index, message: (e as Error).message });
       continue;

@@ -134,8 +134,6 @@ export interface UnpackBlob {
   /** Offset and length within `data`. */
   readonly offset: number;
   readonly length: number;
-  /** The plaintext must hash to `id` (another copy exists, so this one may be planted). */
-  readonly checkId?: boolean;
   readonly targets: readonly UnpackTarget[];
 }
 

@@ -230,7 +230,8 @@ async function salvage(repo: PlainRepository, keyed: KeyedReader, check: CheckRe
   let salvaged = 0;
   const intact = (pack: string, b: PackedBlob, sealed: Buffer): boolean => {
     try {
-      return keyed.blobId(keyed.openBlob(b, sealed, `pack ${pack}, blob ${b.id}`), b.type) === b.id;
+      keyed.openBlob(b, sealed, `pack ${pack}, blob ${b.id}`);
+      return true;
     } catch {
       return false;
     }

@@ -130,8 +130,6 @@ interface OpenFile {
 /** A blob needed by the restore and where it goes. */
 interface PlannedBlob {
   readonly loc: BlobLocation;
-  /** Another copy exists: this one's plaintext must hash to its id. */
-  readonly checkId: boolean;
   readonly targets: UnpackTarget[];
   /** For each target: the snapshot path, and the multi-piece file it belongs to (if any). */
   readonly owners: { path: Buffer; file?: OpenFile }[];
@@ -363,7 +361,7 @@ export class Restorer {
         pos += c;
       } else if (typeof c === 'string') {
         if (this.need(c, path, { path: dest, offset: pos }, file)) file.remaining++;
-        pos += this.repo.readCopy(c)?.loc.rawLength ?? 0;
+        pos += this.repo.readCopy(c)?.rawLength ?? 0;
       } else {
         if (this.need(c.blob, path, { path: dest, offset: pos, ...sliceOf(c) }, file)) file.remaining++;
         pos += c.length;
@@ -379,9 +377,9 @@ export class Restorer {
       if (typeof c === 'number') n += c;
       else if (typeof c !== 'string') n += c.length;
       else {
-        const copy = this.repo.readCopy(c);
-        if (!copy) return undefined;
-        n += copy.loc.rawLength;
+        const loc = this.repo.readCopy(c);
+        if (!loc) return undefined;
+        n += loc.rawLength;
       }
     }
     return n;
@@ -400,14 +398,13 @@ export class Restorer {
   }
 
   /** Adds targets of a blob to the segment of the copy `copy` that will be read. */
-  private planCopy(copy: { loc: BlobLocation; checkId: boolean }, targets: readonly UnpackTarget[], owners: PlannedBlob['owners']): void {
-    const { loc } = copy;
+  private planCopy(loc: BlobLocation, targets: readonly UnpackTarget[], owners: PlannedBlob['owners']): void {
     const key = `${loc.pack}/${Math.floor(loc.offset / SEGMENT)}`;
     let segment = this.plan.get(key);
     if (!segment) this.plan.set(key, (segment = { pack: loc.pack, blobs: new Map() }));
     const blobs = segment.blobs;
     let planned = blobs.get(loc.id);
-    if (!planned) blobs.set(loc.id, (planned = { loc, checkId: copy.checkId, targets: [], owners: [] }));
+    if (!planned) blobs.set(loc.id, (planned = { loc, targets: [], owners: [] }));
     planned.targets.push(...targets);
     planned.owners.push(...owners);
   }
@@ -465,7 +462,7 @@ export class Restorer {
       this.opts.signal?.throwIfAborted();
       const task: UnpackBlob[] = list.map((b) => ({
         id: b.loc.id, type: b.loc.type, flags: b.loc.flags, rawLength: b.loc.rawLength,
-        offset: b.loc.offset - start, length: b.loc.length, targets: b.targets, ...(b.checkId ? { checkId: true } : {}),
+        offset: b.loc.offset - start, length: b.loc.length, targets: b.targets,
       }));
       result = await pool.run<UnpackResult>({ kind: 'unpack', pack, data, blobs: task }, [data.buffer as ArrayBuffer]);
     } catch (e) {
@@ -614,7 +611,7 @@ export class Restorer {
       const batch = files.slice(i, i + VERIFY_BATCH);
       const jobs: VerifyJob[] = batch.map((f) => {
         const content = f.node.content ?? [];
-        const lengths = content.map((c) => (typeof c === 'number' ? c : typeof c === 'string' ? this.repo.readCopy(c)?.loc.rawLength ?? -1 : c.length));
+        const lengths = content.map((c) => (typeof c === 'number' ? c : typeof c === 'string' ? this.repo.readCopy(c)?.rawLength ?? -1 : c.length));
         return { path: f.dest, size: f.node.size, content, lengths, mtime: floorMicros(f.node.mtime), ...(f.node.fingerprint ? { fingerprint: f.node.fingerprint } : {}) };
       });
       await this.until(pool.whenBelow(pool.size * 2));
