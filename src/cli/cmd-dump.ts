@@ -1,6 +1,7 @@
 /** `holdfast dump SNAP PATH`: a file to stdout, a folder as a tar stream. */
 import type { Command } from 'commander';
 import { BlobType } from '../repo/pack.js';
+import { CorruptObjectError } from '../repo/errors.js';
 import type { Repository } from '../repo/repository.js';
 import { contentBytes, type TreeNode } from '../repo/tree.js';
 import { findNode, walkTree } from '../jobs/tree-walk.js';
@@ -74,6 +75,12 @@ export function register(program: Command): void {
       if (node === undefined) return dumpTar(repo, snapshot.tree, '/');
       if (node.type === 'dir') return dumpTar(repo, node.subtree!, clean);
       if (node.type !== 'file') throw new ExitError(`${clean} is a ${node.type}, not a file or folder`, EXIT.failed);
-      for await (const chunk of fileBytes(lastBlobLoader(repo), node)) await writeOut(process.stdout, chunk);
+      try {
+        for await (const chunk of fileBytes(lastBlobLoader(repo), node)) await writeOut(process.stdout, chunk);
+      } catch (e) {
+        // Part of the file may be out already: say which file stopped short, not only which blob.
+        if (e instanceof CorruptObjectError) throw new ExitError(`${clean}: not dumped whole: ${e.message}`, EXIT.failed);
+        throw e;
+      }
     });
 }
