@@ -39,6 +39,10 @@ export function register(program: Command): void {
       // A relative pattern with a "/" matches at any depth, as restic's filter does.
       const globs = patterns.map((p) => ({ onPath: p.includes('/'), m: new Minimatch(p.includes('/') && !p.startsWith('/') ? `**/${p}` : p, { dot: true, nocase: f.ignoreCase === true }) }));
       const hit = (path: string, name: string): boolean => globs.some((x) => x.m.match(x.onPath ? path : name));
+      // With patterns on the name only, whether anything below a folder matches depends on its tree alone: a tree
+      // found without matches is not walked again. Folders may list one tree many times (identical folders share
+      // it), and 40 levels of two such folders are 2^40 paths to walk.
+      const byName = globs.every((x) => !x.onPath);
       const snaps: FoundSnapshot[] = f.snapshot
         ? await Promise.all(f.snapshot.map((id) => findSnapshot(repo, id, f)))
         : (await repo.listSnapshots()).filter((s) => matches(s.snapshot, f));
@@ -47,9 +51,26 @@ export function register(program: Command): void {
       let first = true;
       for (const { id, snapshot } of snaps) {
         const found: { path: string; node: TreeNode }[] = [];
-        for await (const { path, node } of walkTree(repo, snapshot.tree, { onUnsafe: (p, why) => warn(`${p}: unsafe name in snapshot ${id.slice(0, 8)} (${why})`) })) {
+        const consider = (path: Buffer, node: TreeNode): void => {
           const p = path.toString();
           if (hit(p, node.name.toString())) found.push({ path: p, node });
+        };
+        const noMatch = new Set<string>();
+        /** For each folder being walked, how many matches there were when it was entered. */
+        const entered: number[] = [];
+        for await (const { path, node } of walkTree(repo, snapshot.tree, {
+          onUnsafe: (p, why) => warn(`${p}: unsafe name in snapshot ${id.slice(0, 8)} (${why})`),
+          filter: (path, node) => {
+            if (!(byName && node.subtree !== undefined && noMatch.has(node.subtree))) return true;
+            consider(path, node); // the folder's own name still counts
+            return false;
+          },
+          onDirDone: ({ node }) => {
+            if (entered.pop() === found.length && node.subtree !== undefined) noMatch.add(node.subtree);
+          },
+        })) {
+          consider(path, node);
+          if (node.type === 'dir' && node.subtree !== undefined) entered.push(found.length);
         }
         if (found.length === 0) continue;
         if (g.json) {

@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { Sandbox, snapshotsOf, type RunResult } from '../helpers/cli.js';
 import { failsWith } from '../helpers/cli-errors.js';
 import { missingTools } from '../image-files/ext-images.js';
+import { Forge } from '../helpers/forge.js';
 
 describe('restic\'s commands and flags', () => {
   let s: Sandbox;
@@ -201,5 +202,33 @@ describe('restic\'s commands and flags', () => {
     assert.deepEqual(j.filter((m) => m.message_type === 'verbose_status'), [], 'unchanged files need -v -v');
     const jj = (await s.ok(['--json', '-vv', 'backup', src])).stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { message_type: string; action?: string; item?: string });
     assert.deepEqual(jj.filter((m) => m.message_type === 'verbose_status').map((m) => [m.action, m.item]).sort(), [['unchanged', join(src, 'd', 'two')], ['unchanged', join(src, 'one')]]);
+  });
+});
+
+describe('find in a snapshot whose folders list one tree many times (40 levels of a and b: 2^40 paths)', () => {
+  let s: Sandbox;
+  let deep: string;
+  let small: string;
+  before(async () => {
+    s = await Sandbox.create('holdfast-find-dag-');
+    await s.ok(['init']);
+    const f = await Forge.open(s);
+    const chain = async (levels: number): Promise<string> => {
+      let tree = await f.tree([{ ...f.file('leaf', 0, []), type: 'fifo', content: undefined }]);
+      for (let i = 0; i < levels; i++) tree = await f.tree([f.dir('a', tree), f.dir('b', tree)]);
+      return tree;
+    };
+    deep = await f.snapshot(await chain(40));
+    small = await f.snapshot(await chain(3));
+  });
+  after(() => s.remove());
+
+  // The timeout only stops a walk of 2^40 paths (it never ended); the walk it tests reads each tree once.
+  it('walks each tree once when nothing below it matches a pattern on the name', { timeout: 120_000 }, async () => {
+    assert.equal((await s.ok(['find', '--snapshot', deep, 'nothing'])).stdout, '');
+    const paths = (r: RunResult): string[] => r.stdout.split('\n').filter((l) => l.startsWith('/')).sort();
+    assert.deepEqual(paths(await s.ok(['find', '--snapshot', small, 'b'])), ['/a/a/b', '/a/b', '/b', '/b/a/b', '/b/b', '/a/b/b', '/b/b/b'].sort());
+    assert.equal(paths(await s.ok(['find', '--snapshot', small, 'leaf'])).length, 8);
+    assert.deepEqual(paths(await s.ok(['find', '--snapshot', small, 'a/b/leaf'])), ['/a/a/b/leaf', '/b/a/b/leaf']);
   });
 });
