@@ -54,7 +54,6 @@ function checkLines(lines: Status[], summary: Record<string, number>): void {
     if (l.bytes_done < summary['totalBytes']!) assert.ok(l.percent_done < 1, `not done, yet 100 % at ${where}`);
     if (l.total_bytes > 0) assert.ok(Math.abs(l.percent_done - Math.min(l.bytes_done / l.total_bytes, l.percent_done)) < 1e-9, where);
   }
-  assert.ok(lines.filter((l) => l.total_bytes === summary['totalBytes']).length >= lines.length / 2, 'the count beside the backup ends early');
   const last = lines.at(-1)!;
   assert.deepEqual([last.bytes_done, last.total_bytes, last.files_done, last.total_files, last.percent_done], [summary['totalBytes'], summary['totalBytes'], files, files, 1]);
 }
