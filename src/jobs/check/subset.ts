@@ -7,6 +7,7 @@
  *   x%      a random x percent of the packs (rounded up), different each run
  *   SIZE    random packs until SIZE bytes (K, M, G, T: powers of 1024) would be exceeded
  */
+import { SIZE_UNITS } from '../../core/size.js';
 
 /** A choice of packs to read. */
 export type DataSelection =
@@ -15,7 +16,6 @@ export type DataSelection =
   | { readonly kind: 'fraction'; readonly fraction: number }
   | { readonly kind: 'bytes'; readonly bytes: number };
 
-const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
 
 /** Parses "n/t", "x%" or "SIZE"; throws with a usage message otherwise. */
 export function parseSubset(s: string): DataSelection {
@@ -35,7 +35,7 @@ export function parseSubset(s: string): DataSelection {
   }
   m = /^(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?$/i.exec(t);
   if (m) {
-    const bytes = Math.floor(Number(m[1]) * UNITS[m[2]!.toLowerCase()]!);
+    const bytes = Math.floor(Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!);
     if (bytes <= 0) throw new Error(`bad subset "${s}": the size must be positive`);
     return { kind: 'bytes', bytes };
   }
