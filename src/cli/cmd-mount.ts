@@ -8,8 +8,7 @@
 import type { Command } from 'commander';
 import { SnapshotFs } from '../jobs/mount/snapshot-fs.js';
 import { FuseUnavailableError, MountPointError, mountFuse, type MountedFs } from '../jobs/mount/fuse-mount.js';
-import { acquireLock, LockedError, type RepositoryLock } from '../repo/lock.js';
-import { globals, openRepo, say, warn } from './context.js';
+import { globals, longReadLock, openRepo, say, warn } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { untilInterrupted } from './interrupt.js';
 import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
@@ -23,13 +22,7 @@ export function register(program: Command): void {
       const repo = await openRepo(g);
       const snapshots = (await repo.listSnapshots()).filter((s) => matches(s.snapshot, flags));
       const fs = new SnapshotFs(repo, snapshots, { owner: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }, onWarning: warn });
-      let lock: RepositoryLock | undefined;
-      try {
-        lock = await acquireLock(repo.backend, { exclusive: false, operation: 'mount', onLost: (e) => warn(`${e.message}; files may disappear if a prune runs`) });
-      } catch (e) {
-        if (e instanceof LockedError) throw e;
-        warn(`could not take a repository lock (${(e as Error).message}); mounting anyway`);
-      }
+      const lock = await longReadLock(repo, 'mount', 'files', 'mounting anyway');
       // Signals are caught before the mount is announced, so that whoever waits for that line can stop us at once.
       const { interrupted: stopped, off: stop } = untilInterrupted();
       let mounted: MountedFs | undefined;

@@ -9,8 +9,7 @@
 import type { Command } from 'commander';
 import { openImageSnapshot } from '../jobs/image/image-reader.js';
 import { NbdServer } from '../server-nbd/nbd-server.js';
-import { acquireLock, LockedError, type RepositoryLock } from '../repo/lock.js';
-import { formatBytes, globals, openRepo, say, warn } from './context.js';
+import { formatBytes, globals, longReadLock, openRepo, say, warn } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { untilInterrupted } from './interrupt.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
@@ -45,13 +44,7 @@ export function register(program: Command): void {
       const { id, snapshot } = await findSnapshot(repo, snap, flags);
       if (!snapshot.image) throw new ExitError(`snapshot ${id.slice(0, 8)} is not an image snapshot (it was made by "backup PATH", not "backup --image"); only disk images can be served over NBD`, EXIT.failed);
       const reader = openImageSnapshot(repo, snapshot, { what: `snapshot ${id.slice(0, 8)}` });
-      let lock: RepositoryLock | undefined;
-      try {
-        lock = await acquireLock(repo.backend, { exclusive: false, operation: 'serve-nbd', onLost: (e) => warn(`${e.message}; blocks may disappear if a prune runs`) });
-      } catch (e) {
-        if (e instanceof LockedError) throw e;
-        warn(`could not take a repository lock (${(e as Error).message}); serving anyway`);
-      }
+      const lock = await longReadLock(repo, 'serve-nbd', 'blocks', 'serving anyway');
       const server = new NbdServer({
         name: id.slice(0, 8),
         aliases: [id],

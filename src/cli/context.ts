@@ -13,6 +13,7 @@ import { isAppendOnly } from '../storage/append-only-backend.js';
 import type { Backend } from '../storage/backend.js';
 import { DryRunBackend } from '../storage/dry-run-backend.js';
 import { RateLimitedBackend } from '../storage/rate-limited-backend.js';
+import { acquireLock, LockedError, type RepositoryLock } from '../repo/lock.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword, withPassword } from './password.js';
 import { readKeyHint, saveKeyHint } from './key-hint.js';
@@ -225,4 +226,21 @@ export function formatDuration(seconds: number): string {
 /** Collects a repeatable option. */
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
+}
+
+/**
+ * The shared lock of a command that reads for as long as it runs (mount,
+ * serve-nbd): a prune then keeps what it reads. A conflicting lock stops the
+ * command; storage that takes no lock (read-only) only gets a warning, and the
+ * command goes on without one. `what` names what a prune could take away,
+ * `anyway` how the command says it goes on.
+ */
+export async function longReadLock(repo: Repository, operation: string, what: string, anyway: string): Promise<RepositoryLock | undefined> {
+  try {
+    return await acquireLock(repo.backend, { exclusive: false, operation, onLost: (e) => warn(`${e.message}; ${what} may disappear if a prune runs`) });
+  } catch (e) {
+    if (e instanceof LockedError) throw e;
+    warn(`could not take a repository lock (${(e as Error).message}); ${anyway}`);
+    return undefined;
+  }
 }
