@@ -78,5 +78,9 @@ export function print(g: GlobalOptions, r: CheckReport): void {
     if (!r.keyed) say(g, '  (give the password to see which files)');
     say(g, 'files not listed restore normally; "holdfast repair snapshots --mark-damaged" or "--forget-damaged" deals with the rest');
   }
+  if (r.incomplete.length > 0) {
+    const ids = r.incomplete.slice(0, SHOW).map((id) => id.slice(0, 8)).join(' ');
+    say(g, `${r.incomplete.length} snapshot(s) are incomplete (files unreadable at backup time, or marked damaged by repair; their restores report those files): ${ids}${r.incomplete.length > SHOW ? ' …' : ''}`);
+  }
   say(g, r.errors.length === 0 ? 'no errors were found' : `${r.errors.length} error(s) found`);
 }

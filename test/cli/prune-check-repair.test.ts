@@ -172,8 +172,10 @@ describe('damaged packs through the CLI', () => {
     assertSameTree(join(src, 'docs'), join(t2, src, 'docs'));
     const dump = await s.run(['dump', repaired!.id, `${src}/victim.bin`], { env: GC_ENV });
     assert.equal(dump.code, 1);
-    // The repository is consistent again; the damaged pack goes with a prune after the grace period.
-    await s.ok(['check', '--read-data'], { env: GC_ENV });
+    // The repository is consistent again, and check says which snapshot lacks files; the damaged pack goes with a prune after the grace period.
+    const after = await s.ok(['check', '--read-data'], { env: GC_ENV });
+    assert.match(after.stdout, new RegExp(`1 snapshot\\(s\\) are incomplete .*: ${repaired!.id.slice(0, 8)}\n`));
+    assert.match(after.stdout, /no errors were found/);
     await sleep(GRACE_MS + 100);
     await s.ok(['prune', '--grace', GRACE], { env: GC_ENV });
     await assert.rejects(fs.stat(pack.path), 'the damaged pack was removed');

@@ -105,6 +105,13 @@ export interface CheckReport {
   readonly damagedPacks: string[];
   /** Copies found bad by reading (`pack/blob`), with why. */
   readonly badCopies: { readonly pack: string; readonly id: string; readonly reason: string }[];
+  /**
+   * Snapshots marked incomplete, oldest first: some files could not be read
+   * at backup time, or `repair snapshots --mark-damaged` marked lost ones.
+   * Not an error (the repository is consistent), but their restores report
+   * those files.
+   */
+  readonly incomplete: string[];
 }
 
 const CONCURRENCY = 4;
@@ -194,6 +201,7 @@ export class Checker {
       damaged,
       damagedPacks: [...this.damagedPacks].sort(),
       badCopies: [...this.badCopies].map(([k, reason]) => ({ pack: k.slice(0, k.indexOf('/')), id: k.slice(k.indexOf('/') + 1), reason })),
+      incomplete: [...snaps.ok].filter(([, x]) => x.incomplete === true).sort(([, a], [, b]) => Date.parse(a.time) - Date.parse(b.time)).map(([id]) => id),
     };
   }
 
