@@ -6,8 +6,10 @@
 //   manyfiles  BENCH_MANY_FILES (default 1,000,000) small files, created once and
 //              cached (bench/manyfiles.ts): initial backup, target holdfast peak
 //              RSS < 1 GB; unchanged re-backup, target holdfast faster than restic
+//   deploy     small, frequent backups of a generated tree of tens of MB whose
+//              mtimes all change (bench/deploy.ts); target: holdfast ≤ 0.5x restic
 //
-// BENCH_SCENARIOS=tree,stream,manyfiles,image picks the scenarios (default: all).
+// BENCH_SCENARIOS=tree,stream,manyfiles,deploy,image picks the scenarios (default: all).
 // BENCH_IMAGE=0 still switches the image scenario off; BENCH_SCENARIOS without
 // "image" is passed on to run.ts as BENCH_IMAGE=0.
 
@@ -19,8 +21,9 @@ import { TOOLS, type ToolName } from './tools.js';
 import type { ScenarioContext } from './scale-common.js';
 import { runStream, streamGib, streamRows, type StreamResult } from './stream.js';
 import { manyFilesCount, manyFilesRows, runManyFiles, type ManyFilesResult } from './manyfiles.js';
+import { deployFiles, deployRounds, deployRows, runDeploy, type DeployResult } from './deploy.js';
 
-export const ALL_SCENARIOS = ['tree', 'stream', 'manyfiles', 'image'] as const;
+export const ALL_SCENARIOS = ['tree', 'stream', 'manyfiles', 'deploy', 'image'] as const;
 export type Scenario = (typeof ALL_SCENARIOS)[number];
 
 /** BENCH_SCENARIOS (default: all), minus image when BENCH_IMAGE=0. */
@@ -32,6 +35,10 @@ export function selectedScenarios(): Set<Scenario> {
   const set = new Set(names as Scenario[]);
   if (set.has('stream')) streamGib(); // bad sizes fail now, not after the other scenarios ran
   if (set.has('manyfiles')) manyFilesCount();
+  if (set.has('deploy')) {
+    deployFiles();
+    deployRounds();
+  }
   if (process.env.BENCH_IMAGE === '0') set.delete('image');
   // run.ts runs the image scenario unless BENCH_IMAGE=0.
   if (!set.has('image') && process.env.BENCH_IMAGE !== 'only') process.env.BENCH_IMAGE = '0';
@@ -45,14 +52,15 @@ export interface ScaleResults {
     tools: { name: ToolName; version: string }[];
     stream: StreamResult | null;
     manyfiles: ManyFilesResult | null;
+    deploy: DeployResult | null;
     rows: ScaleRow[];
     problems: string[];
   } | null;
 }
 
-/** Runs the stream and many-files scenarios that are selected; prints their table. */
+/** Runs the stream, many-files and deploy scenarios that are selected; prints their table. */
 export async function runScaleScenarios(o: { benchDir: string; tools: ToolName[]; timeoutSec: number; scenarios: Set<Scenario> }): Promise<ScaleResults> {
-  const wanted = (['stream', 'manyfiles'] as const).filter((s) => o.scenarios.has(s));
+  const wanted = (['stream', 'manyfiles', 'deploy'] as const).filter((s) => o.scenarios.has(s));
   if (wanted.length === 0) return { problems: 0, json: null };
   const ctx: ScenarioContext = { benchDir: o.benchDir, tools: [], timeoutSec: o.timeoutSec, keep: process.env.BENCH_KEEP === '1', problems: [] };
   const versions: { name: ToolName; version: string }[] = [];
@@ -62,30 +70,32 @@ export async function runScaleScenarios(o: { benchDir: string; tools: ToolName[]
     if (probe.available) ctx.tools.push(name);
     else ctx.problems.push(`[${name}] not available: ${probe.problem}`);
   }
-  if (!ctx.tools.includes('restic')) ctx.problems.push('restic is not run: the stream and many-files targets are ratios to restic');
+  if (!ctx.tools.includes('restic')) ctx.problems.push('restic is not run: the stream, many-files and deploy targets are ratios to restic');
   if (!(await haveGnuTime())) ctx.problems.push('GNU time not usable at /usr/bin/time: peak RSS is n/a (apt-get install -y time)');
 
   const stream = o.scenarios.has('stream') ? await runStream(ctx) : null;
   const manyfiles = o.scenarios.has('manyfiles') ? await runManyFiles(ctx) : null;
+  const deploy = o.scenarios.has('deploy') ? await runDeploy(ctx) : null;
 
-  const rows = [...(stream ? streamRows(stream) : []), ...(manyfiles ? manyFilesRows(manyfiles) : [])];
+  const rows = [...(stream ? streamRows(stream) : []), ...(manyfiles ? manyFilesRows(manyfiles) : []), ...(deploy ? deployRows(deploy) : [])];
   const shown = ctx.tools.length > 0 ? ctx.tools : o.tools;
-  console.log(`\nStream and many-files results (${wanted.join(', ')}; one run each; ratio < 1.00x = smaller/faster than restic):\n`);
+  console.log(`\nStream, many-files and deploy results (${wanted.join(', ')}; one run each, deploy several; ratio < 1.00x = smaller/faster than restic):\n`);
   console.log(scaleTable(shown, rows));
   console.log('\nNotes:');
   if (stream) for (const n of stream.notes) console.log(`  - ${n}`);
   if (manyfiles) for (const n of manyfiles.notes) console.log(`  - ${n}`);
+  if (deploy) for (const n of deploy.notes) console.log(`  - ${n}`);
   console.log("  - peak RSS: /usr/bin/time -f '%e %M' of the tool process alone; MB = 10^6 bytes; `sync` before every measured step.");
-  if (ctx.problems.length > 0) console.log(`\nStream / many-files problems:\n${ctx.problems.map((p) => `  ${p}`).join('\n')}`);
+  if (ctx.problems.length > 0) console.log(`\nStream / many-files / deploy problems:\n${ctx.problems.map((p) => `  ${p}`).join('\n')}`);
   return {
     problems: ctx.problems.length,
-    json: { scenarios: wanted, tools: versions, stream, manyfiles, rows, problems: ctx.problems },
+    json: { scenarios: wanted, tools: versions, stream, manyfiles, deploy, rows, problems: ctx.problems },
   };
 }
 
 /**
  * BENCH_SCENARIOS without "tree": the image scenario (if selected, through
- * `image`) and the stream / many-files scenarios, then the results JSON.
+ * `image`) and the stream / many-files / deploy scenarios, then the results JSON.
  * Returns the exit status.
  */
 export async function runWithoutTree(o: {

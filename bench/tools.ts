@@ -43,6 +43,8 @@ export interface Tool {
   backup(p: ToolPaths, src: string, n: number): Cmd;
   /** Restore the latest snapshot (backup number `last`) into the empty, existing directory `target`. */
   restore(p: ToolPaths, target: string, last: number): Cmd;
+  /** List the snapshots: little work beyond the tool's fixed cost per run (start, key, index). */
+  snapshots(p: ToolPaths): Cmd;
 }
 
 function firstLine(s: string): string {
@@ -76,6 +78,9 @@ const restic: Tool = {
   },
   restore(p, target) {
     return { file: 'restic', args: ['restore', 'latest', '--target', target], env: resticEnv(p) };
+  },
+  snapshots(p) {
+    return { file: 'restic', args: ['snapshots'], env: resticEnv(p) };
   },
 };
 
@@ -112,6 +117,9 @@ const borg: Tool = {
     // borg extract has no "latest": extract the archive of the last backup, run inside the target dir.
     return { file: 'borg', args: ['extract', `${p.repo}::bench-${last}`], cwd: target, env: borgEnv(p) };
   },
+  snapshots(p) {
+    return { file: 'borg', args: ['list', p.repo], env: borgEnv(p) };
+  },
 };
 
 function borgEnv(p: ToolPaths): Record<string, string> {
@@ -145,6 +153,9 @@ const holdfast: Tool = {
   },
   restore(p, target) {
     return { file: process.execPath, args: [HOLDFAST_MAIN, 'restore', 'latest', '--target', target], env: holdfastEnv(p) };
+  },
+  snapshots(p) {
+    return { file: process.execPath, args: [HOLDFAST_MAIN, 'snapshots'], env: holdfastEnv(p) };
   },
 };
 
