@@ -6,10 +6,8 @@ import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { parseCompressionMode, type CompressionMode } from '../core/compress.js';
 import { openBackend } from '../storage/open-backend.js';
-import { LocalBackend } from '../storage/local-backend.js';
 import { Repository } from '../repo/repository.js';
 import { KeylessRepository, withRepositoryMode, type ModeOptions } from '../repo/keyless-repository.js';
-import { isAppendOnly } from '../storage/append-only-backend.js';
 import type { Backend } from '../storage/backend.js';
 import { DryRunBackend } from '../storage/dry-run-backend.js';
 import { RateLimitedBackend } from '../storage/rate-limited-backend.js';
@@ -70,11 +68,12 @@ export async function fileInTheWay(path: string): Promise<string | undefined> {
  * it gave a raw ENOTDIR or EEXIST that named neither the location nor the cause.
  */
 async function refuseFileLocation(backend: Backend, creating: boolean): Promise<void> {
-  if (!(backend instanceof LocalBackend)) return;
-  const p = await fileInTheWay(backend.root);
+  const root = backend.capabilities.localPath;
+  if (root === undefined) return;
+  const p = await fileInTheWay(root);
   if (p === undefined) return;
   throw new ExitError(`${creating ? 'cannot create a repository' : 'no holdfast repository'} at ${backend.location}: `
-    + `${p === backend.root ? 'it' : p} is a file, not a folder`, creating ? EXIT.failed : EXIT.noRepository);
+    + `${p === root ? 'it' : p} is a file, not a folder`, creating ? EXIT.failed : EXIT.noRepository);
 }
 
 /**
@@ -163,7 +162,7 @@ export async function openKeyless(g: GlobalOptions): Promise<KeylessRepository> 
 
 /** Refuses, with exit code 13, a command that would remove data through an append-only client. */
 export function refuseIfAppendOnly(backend: Backend, what: string): void {
-  if (isAppendOnly(backend)) {
+  if (backend.capabilities.appendOnly) {
     throw new ExitError(`the repository is append-only: ${what} would remove data, and append-only clients cannot remove anything. `
       + 'Retention is applied by the storage owner (HOLDFAST_STORAGE_OWNER=1, with storage credentials that may delete); see docs/format.md, "Append-only repositories"', EXIT.appendOnly);
   }

@@ -9,7 +9,7 @@
  * remove anything but its own locks.
  */
 import { sha256 } from '../core/crypto.js';
-import { AppendOnlyBackend, isAppendOnly } from '../storage/append-only-backend.js';
+import { AppendOnlyBackend } from '../storage/append-only-backend.js';
 import { NotFoundError, type Backend } from '../storage/backend.js';
 import { decodeConfig, type RepoConfig } from './config.js';
 import { CorruptObjectError, NotARepositoryError, UnsupportedVersionError } from './errors.js';
@@ -44,7 +44,7 @@ export interface ModeOptions {
  */
 export async function withRepositoryMode(backend: Backend, opts: ModeOptions = {}): Promise<{ backend: Backend; config: RepoConfig }> {
   const config = await readRepoConfig(backend);
-  const wrap = ((config.appendOnly === true && opts.storageOwner !== true) || opts.appendOnly === true) && !isAppendOnly(backend);
+  const wrap = ((config.appendOnly === true && opts.storageOwner !== true) || opts.appendOnly === true) && !backend.capabilities.appendOnly;
   return { backend: wrap ? new AppendOnlyBackend(backend) : backend, config };
 }
 
@@ -62,7 +62,7 @@ export class KeylessRepository {
 
   /** True when removals are refused. */
   get appendOnly(): boolean {
-    return isAppendOnly(this.backend);
+    return this.backend.capabilities.appendOnly;
   }
 
   /** Loads one snapshot and checks its bytes against its name. */

@@ -18,7 +18,6 @@ import { handleOf, listObjects, loadChecked, loadEvery, saveAddressed } from './
 import { PACK_TRAILER_BYTES, parsePackHeader, parsePackTrailer, type PackedBlob } from './pack.js';
 import type { RepoConfig } from './config.js';
 import { withRepositoryMode, type ModeOptions } from './keyless-repository.js';
-import { isAppendOnly } from '../storage/append-only-backend.js';
 import { decodeSnapshot, type Snapshot } from './snapshot.js';
 
 /** Objects of one type, read: the good ones and why the others could not be read. */
@@ -44,7 +43,7 @@ export class PlainRepository {
 
   /** True when this client cannot remove anything (append-only). */
   get appendOnly(): boolean {
-    return isAppendOnly(this.backend);
+    return this.backend.capabilities.appendOnly;
   }
 
   /** Name → size of every object of a type. */
@@ -85,8 +84,8 @@ export class PlainRepository {
     const what = `pack ${pack}`;
     const h = handleOf('data', pack);
     if (size < PACK_TRAILER_BYTES) throw new CorruptObjectError(what, `truncated (${size} bytes)`);
-    const headerLength = parsePackTrailer(await this.backend.load(h, size - PACK_TRAILER_BYTES, PACK_TRAILER_BYTES), size, what);
-    const header = await this.backend.load(h, size - PACK_TRAILER_BYTES - headerLength, headerLength);
+    const headerLength = parsePackTrailer(await this.backend.load(h, { offset: size - PACK_TRAILER_BYTES, length: PACK_TRAILER_BYTES }), size, what);
+    const header = await this.backend.load(h, { offset: size - PACK_TRAILER_BYTES - headerLength, length: headerLength });
     return parsePackHeader(header, size - PACK_TRAILER_BYTES - headerLength, what);
   }
 

@@ -309,9 +309,9 @@ export class Repository {
     const packSize = size ?? (await this.backend.stat(h))?.size;
     if (packSize === undefined) throw new CorruptObjectError(what, 'missing');
     if (packSize < PACK_TRAILER_BYTES) throw new CorruptObjectError(what, 'truncated');
-    const trailer = await this.backend.load(h, packSize - PACK_TRAILER_BYTES, PACK_TRAILER_BYTES);
+    const trailer = await this.backend.load(h, { offset: packSize - PACK_TRAILER_BYTES, length: PACK_TRAILER_BYTES });
     const headerLength = parsePackTrailer(trailer, packSize, what);
-    const header = await this.backend.load(h, packSize - PACK_TRAILER_BYTES - headerLength, headerLength);
+    const header = await this.backend.load(h, { offset: packSize - PACK_TRAILER_BYTES - headerLength, length: headerLength });
     return parsePackHeader(header, packSize - PACK_TRAILER_BYTES - headerLength, what);
   }
 
@@ -496,7 +496,7 @@ export class Repository {
     if (loc.type !== type) throw new CorruptObjectError(`${what} ${loc.id}`, `indexed as type ${loc.type}`);
     let sealed: Buffer;
     try {
-      if (type === BlobType.Data) sealed = await this.backend.load(handle('data', loc.pack), loc.offset, loc.length);
+      if (type === BlobType.Data) sealed = await this.backend.load(handle('data', loc.pack), { offset: loc.offset, length: loc.length });
       else {
         const pack = await this.cachedPack(loc.pack);
         if (loc.offset + loc.length > pack.length) throw new ShortReadError(handle('data', loc.pack), loc.offset + loc.length, pack.length);

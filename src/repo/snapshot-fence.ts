@@ -135,7 +135,7 @@ async function freshLocations(backend: Backend, wanted: ReadonlySet<string>): Pr
 async function copyBlobs(t: FenceTarget, blobs: readonly BlobLocation[], present: ReadonlyMap<string, number>): Promise<void> {
   if (blobs.length === 0) return;
   const copier = new PackCopier(t.backend, t.packSize, (name) => present.has(name));
-  for (const b of blobs) await copier.add(b, await t.backend.load(handleOf('data', b.pack), b.offset, b.length));
+  for (const b of blobs) await copier.add(b, await t.backend.load(handleOf('data', b.pack), { offset: b.offset, length: b.length }));
   const written = await copier.finish();
   await saveAddressed(t.backend, 'index', encodeIndex({ packs: written, supersedes: [] }));
   for (const p of written) t.index.addPack(p);

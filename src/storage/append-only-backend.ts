@@ -16,7 +16,7 @@
  * server, an S3 bucket policy or object lock). docs/format.md, "Append-only
  * repositories", has the threat model.
  */
-import type { Backend, Handle } from './backend.js';
+import type { BackendCapabilities, Handle, OperationOptions } from './backend.js';
 import { WrapperBackend } from './wrapper-backend.js';
 
 /** Thrown when an append-only repository is asked to remove an object. */
@@ -33,26 +33,21 @@ export class AppendOnlyError extends Error {
 export class AppendOnlyBackend extends WrapperBackend {
   private readonly ownLocks = new Set<string>();
 
+  /** The inner backend's, with `appendOnly` set. */
+  override get capabilities(): BackendCapabilities {
+    return { ...this.inner.capabilities, appendOnly: true };
+  }
+
   /** See `Backend.save`. Remembers the names of lock objects so they may be removed later. */
-  override async save(h: Handle, data: Uint8Array): Promise<void> {
-    await this.inner.save(h, data);
+  override async save(h: Handle, data: Uint8Array, opts?: OperationOptions): Promise<void> {
+    await this.inner.save(h, data, opts);
     if (h.type === 'lock') this.ownLocks.add(h.name);
   }
 
   /** Refused with `AppendOnlyError`, except for a lock object this instance saved. */
-  override async remove(h: Handle): Promise<void> {
+  override async remove(h: Handle, opts?: OperationOptions): Promise<void> {
     if (h.type !== 'lock' || !this.ownLocks.has(h.name)) throw new AppendOnlyError(h);
-    await this.inner.remove(h);
+    await this.inner.remove(h, opts);
     this.ownLocks.delete(h.name);
   }
-}
-
-/** True when `backend` refuses removals (is, or is known to wrap, an `AppendOnlyBackend`). */
-export function isAppendOnly(backend: Backend): boolean {
-  let b: unknown = backend;
-  for (let depth = 0; depth < 8 && b; depth++) {
-    if (b instanceof AppendOnlyBackend) return true;
-    b = (b as { inner?: unknown }).inner;
-  }
-  return false;
 }

@@ -9,16 +9,23 @@
  * its figures are those of a real run, while the repository stays as it was.
  * A job must not read back what it saved through this wrapper.
  */
+import type { Handle, OperationOptions } from './backend.js';
 import { WrapperBackend } from './wrapper-backend.js';
 
 /** Wraps `inner` so that nothing is written to it. */
 export class DryRunBackend extends WrapperBackend {
-  /** Accepts the object and drops it. */
-  override async save(): Promise<void> {}
+  /** Accepts the object and drops it (rejects with the reason once `signal` is aborted, as a save would). */
+  override async save(_h: Handle, _data: Uint8Array, opts?: OperationOptions): Promise<void> {
+    opts?.signal?.throwIfAborted();
+  }
 
   /** Removes nothing. */
-  override async remove(): Promise<void> {}
+  override async remove(_h: Handle, opts?: OperationOptions): Promise<void> {
+    opts?.signal?.throwIfAborted();
+  }
 
   /** Creates nothing. */
-  override async create(): Promise<void> {}
+  override async create(opts?: OperationOptions): Promise<void> {
+    opts?.signal?.throwIfAborted();
+  }
 }

@@ -10,7 +10,18 @@
  * matching calls through untouched and then applies its fault to the next
  * `times` matching calls (all of them when `times` is not given).
  */
-import type { Backend, Handle, ObjectInfo, ObjectType } from './backend.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import type {
+  Backend,
+  BackendCapabilities,
+  Handle,
+  ListOptions,
+  LoadOptions,
+  ObjectInfo,
+  ObjectType,
+  OperationOptions,
+} from './backend.js';
 
 /** The operations a rule can target. */
 export type FaultOp = 'save' | 'load' | 'list' | 'remove' | 'stat';
@@ -58,6 +69,11 @@ export class FaultBackend implements Backend {
     return this.inner.location;
   }
 
+  /** The inner backend's capabilities. */
+  get capabilities(): BackendCapabilities {
+    return this.inner.capabilities;
+  }
+
   /** Adds a rule, checked after those added before it. */
   inject(rule: FaultRule): void {
     if ((rule.corrupt || rule.truncate !== undefined) && rule.op !== 'load') {
@@ -77,15 +93,15 @@ export class FaultBackend implements Backend {
   }
 
   /** See `Backend.save`. */
-  async save(h: Handle, data: Uint8Array): Promise<void> {
-    await this.before('save', h.type);
-    return this.inner.save(h, data);
+  async save(h: Handle, data: Uint8Array, opts?: OperationOptions): Promise<void> {
+    await this.before('save', h.type, opts?.signal);
+    return this.inner.save(h, data, opts);
   }
 
   /** See `Backend.load`. Applies `corrupt` and `truncate` rules to the result. */
-  async load(h: Handle, offset?: number, length?: number): Promise<Buffer> {
-    const active = await this.before('load', h.type);
-    let data = await this.inner.load(h, offset, length);
+  async load(h: Handle, opts?: LoadOptions): Promise<Buffer> {
+    const active = await this.before('load', h.type, opts?.signal);
+    let data = await this.inner.load(h, opts);
     for (const r of active) {
       if (r.truncate !== undefined) data = data.subarray(0, r.truncate);
       if (r.corrupt && data.length > 0) {
@@ -98,26 +114,26 @@ export class FaultBackend implements Backend {
   }
 
   /** See `Backend.stat`. */
-  async stat(h: Handle): Promise<ObjectInfo | undefined> {
-    await this.before('stat', h.type);
-    return this.inner.stat(h);
+  async stat(h: Handle, opts?: OperationOptions): Promise<ObjectInfo | undefined> {
+    await this.before('stat', h.type, opts?.signal);
+    return this.inner.stat(h, opts);
   }
 
   /** See `Backend.list`. A fault strikes when iteration starts, before the first entry. */
-  async *list(type: ObjectType): AsyncIterable<ObjectInfo> {
-    await this.before('list', type);
-    yield* this.inner.list(type);
+  async *list(type: ObjectType, opts?: ListOptions): AsyncIterable<ObjectInfo> {
+    await this.before('list', type, opts?.signal);
+    yield* this.inner.list(type, opts);
   }
 
   /** See `Backend.remove`. */
-  async remove(h: Handle): Promise<void> {
-    await this.before('remove', h.type);
-    return this.inner.remove(h);
+  async remove(h: Handle, opts?: OperationOptions): Promise<void> {
+    await this.before('remove', h.type, opts?.signal);
+    return this.inner.remove(h, opts);
   }
 
   /** Passed through, never faulted. */
-  async create(): Promise<void> {
-    return this.inner.create();
+  async create(opts?: OperationOptions): Promise<void> {
+    return this.inner.create(opts);
   }
 
   /** Passed through, never faulted. */
@@ -129,7 +145,7 @@ export class FaultBackend implements Backend {
    * Counts the call against every matching rule, waits and throws as the
    * firing rules say, and returns them so `load` can damage its result.
    */
-  private async before(op: FaultOp, type: ObjectType): Promise<FaultRule[]> {
+  private async before(op: FaultOp, type: ObjectType, signal: AbortSignal | undefined): Promise<FaultRule[]> {
     const firing: FaultRule[] = [];
     for (const s of this.rules) {
       if (s.rule.op !== op || (s.rule.type !== undefined && s.rule.type !== type)) continue;
@@ -139,7 +155,12 @@ export class FaultBackend implements Backend {
       firing.push(s.rule);
     }
     for (const r of firing) {
-      if (r.delayMs !== undefined) await new Promise((resolve) => setTimeout(resolve, r.delayMs));
+      if (r.delayMs === undefined) continue;
+      try {
+        await sleep(r.delayMs, undefined, { signal });
+      } catch (e) {
+        throw signal?.aborted ? signal.reason : e; // a slow call ends with the caller's reason, as a real one would
+      }
     }
     const failing = firing.find((r) => r.error !== undefined);
     if (failing?.error) throw failing.error;

@@ -14,6 +14,12 @@
  *   link(tmp, final)      fails with EEXIST atomically if the name exists
  *   unlink(tmp), fsync the folder
  *
+ * list reads one folder at a time, lazily (opendir, `listPageSize` entries a
+ * read), and only the data subfolders a prefix can reach: it never holds a
+ * whole listing. A signal is checked between steps; once a save has linked
+ * its object into place it finishes, so an aborted save leaves no object or
+ * the whole one.
+ *
  * Object names (see object-names.ts) cannot start with a dot, so temporary
  * files left behind by a crashed writer never collide with objects and are
  * never listed.
@@ -21,7 +27,7 @@
  * account that writes it.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { promises as fs, type Dir } from 'node:fs';
 import path from 'node:path';
 
 import {
@@ -29,11 +35,15 @@ import {
   NotFoundError,
   ShortReadError,
   type Backend,
+  type BackendCapabilities,
   type Handle,
+  type ListOptions,
+  type LoadOptions,
   type ObjectInfo,
   type ObjectType,
+  type OperationOptions,
 } from './backend.js';
-import { byteRange, checkHandle, checkRangeArgs, checkType, nameProblem } from './object-names.js';
+import { byteRange, checkHandle, checkPrefix, checkRangeArgs, checkType, nameProblem } from './object-names.js';
 
 const FOLDERS: Readonly<Record<Exclude<ObjectType, 'config'>, string>> = {
   key: 'keys',
@@ -45,6 +55,12 @@ const FOLDERS: Readonly<Record<Exclude<ObjectType, 'config'>, string>> = {
 };
 
 const DATA_PREFIXES: readonly string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+/** How a `LocalBackend` lists. */
+export interface LocalBackendOptions {
+  /** Folder entries a listing reads at a time. Default 1000. */
+  readonly listPageSize?: number;
+}
 
 const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
@@ -60,14 +76,26 @@ export class LocalBackend implements Backend {
   /** `local:` followed by the absolute path of the repository folder. */
   readonly location: string;
 
+  /**
+   * See `Backend.capabilities`: a few parallel calls keep a disk busy;
+   * removing a missing file is an error; `localPath` is `root`.
+   */
+  readonly capabilities: BackendCapabilities;
+
+  private readonly pageSize: number;
+
   /** `root` may be relative; it is resolved against the current directory once, here. */
-  constructor(root: string) {
+  constructor(root: string, opts: LocalBackendOptions = {}) {
     this.root = path.resolve(root);
     this.location = `local:${this.root}`;
+    this.capabilities = { connections: 4, appendOnly: false, removeMissingIsError: true, localPath: this.root };
+    this.pageSize = opts.listPageSize ?? 1000;
+    if (!(Number.isSafeInteger(this.pageSize) && this.pageSize > 0)) throw new RangeError(`listPageSize must be a positive integer, got ${this.pageSize}`);
   }
 
   /** See `Backend.create`. Also fsyncs the parents of new folders so they survive a crash. */
-  async create(): Promise<void> {
+  async create(opts: OperationOptions = {}): Promise<void> {
+    opts.signal?.throwIfAborted();
     await fs.mkdir(this.root, { recursive: true, mode: DIR_MODE });
     const data = path.join(this.root, FOLDERS.data);
     await Promise.all(Object.values(FOLDERS).map((f) => fs.mkdir(path.join(this.root, f), { recursive: true, mode: DIR_MODE })));
@@ -78,8 +106,10 @@ export class LocalBackend implements Backend {
   }
 
   /** See `Backend.save`. */
-  async save(h: Handle, data: Uint8Array): Promise<void> {
+  async save(h: Handle, data: Uint8Array, opts: OperationOptions = {}): Promise<void> {
     checkHandle(h);
+    const { signal } = opts;
+    signal?.throwIfAborted();
     const dir = this.folderOf(h);
     const final = path.join(dir, h.name);
     const tmp = path.join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
@@ -95,13 +125,14 @@ export class LocalBackend implements Backend {
     let tmpExists = true;
     try {
       try {
-        await fh.writeFile(data);
+        await fh.writeFile(data, { signal });
         await fh.sync();
       } catch (err) {
         await fh.close().catch(() => undefined);
-        throw err;
+        throw signal?.aborted ? signal.reason : err;
       }
       await fh.close();
+      signal?.throwIfAborted(); // the last moment the save can still leave nothing behind
       try {
         await fs.link(tmp, final);
       } catch (err) {
@@ -120,9 +151,11 @@ export class LocalBackend implements Backend {
   }
 
   /** See `Backend.load`. Range reads read only the bytes asked for. */
-  async load(h: Handle, offset?: number, length?: number): Promise<Buffer> {
+  async load(h: Handle, opts: LoadOptions = {}): Promise<Buffer> {
     checkHandle(h);
+    const { offset, length, signal } = opts;
     checkRangeArgs(offset, length);
+    signal?.throwIfAborted();
     let fh: fs.FileHandle;
     try {
       fh = await fs.open(this.pathOf(h), 'r');
@@ -130,12 +163,19 @@ export class LocalBackend implements Backend {
       throw errorCode(err) === 'ENOENT' ? new NotFoundError(h) : err;
     }
     try {
-      if (offset === undefined && length === undefined) return await fh.readFile();
+      if (offset === undefined && length === undefined) {
+        try {
+          return await fh.readFile({ signal });
+        } catch (err) {
+          throw signal?.aborted ? signal.reason : err;
+        }
+      }
       const { size } = await fh.stat();
       const [start, end] = byteRange(h, size, offset, length);
       const buf = Buffer.allocUnsafe(end - start);
       let done = 0;
       while (done < buf.length) {
+        signal?.throwIfAborted();
         const { bytesRead } = await fh.read(buf, done, buf.length - done, start + done);
         if (bytesRead === 0) throw new ShortReadError(h, end, start + done);
         done += bytesRead;
@@ -147,8 +187,9 @@ export class LocalBackend implements Backend {
   }
 
   /** See `Backend.stat`. */
-  async stat(h: Handle): Promise<ObjectInfo | undefined> {
+  async stat(h: Handle, opts: OperationOptions = {}): Promise<ObjectInfo | undefined> {
     checkHandle(h);
+    opts.signal?.throwIfAborted();
     try {
       const s = await fs.stat(this.pathOf(h));
       return { name: h.name, size: s.size };
@@ -158,25 +199,37 @@ export class LocalBackend implements Backend {
     }
   }
 
-  /** See `Backend.list`. For `data`, walks the 256 subfolders one after the other. */
-  async *list(type: ObjectType): AsyncIterable<ObjectInfo> {
+  /**
+   * See `Backend.list`. Reads one folder at a time, `listPageSize` entries a
+   * read; for `data`, only the subfolders whose two hex digits the prefix
+   * allows, one after the other.
+   */
+  async *list(type: ObjectType, opts: ListOptions = {}): AsyncIterable<ObjectInfo> {
     checkType(type);
+    const prefix = checkPrefix(opts.prefix);
+    const { signal } = opts;
+    signal?.throwIfAborted();
     if (type === 'config') {
-      const info = await this.stat({ type, name: 'config' });
+      const info = 'config'.startsWith(prefix) ? await this.stat({ type, name: 'config' }, { signal }) : undefined;
       if (info) yield info;
       return;
     }
     const folder = path.join(this.root, FOLDERS[type]);
-    const dirs = type === 'data' ? DATA_PREFIXES.map((p) => path.join(folder, p)) : [folder];
+    const dirs = type === 'data'
+      ? DATA_PREFIXES.filter((p) => p.startsWith(prefix.slice(0, 2))).map((p) => path.join(folder, p))
+      : [folder];
     for (const dir of dirs) {
-      let names: string[];
+      let entries: Dir;
       try {
-        names = await fs.readdir(dir);
+        entries = await fs.opendir(dir, { bufferSize: this.pageSize });
       } catch (err) {
         if (errorCode(err) === 'ENOENT') continue;
         throw err;
       }
-      for (const name of names) {
+      for await (const entry of entries) { // closes the folder on break and throw
+        signal?.throwIfAborted();
+        const name = entry.name;
+        if (!name.startsWith(prefix)) continue;
         // Skips temporary files and anything else that `load` could not address.
         if (nameProblem(type, name) !== undefined) continue;
         if (type === 'data' && !name.startsWith(path.basename(dir))) continue;
@@ -193,8 +246,9 @@ export class LocalBackend implements Backend {
   }
 
   /** See `Backend.remove`. Fsyncs the folder so the removal survives a crash. */
-  async remove(h: Handle): Promise<void> {
+  async remove(h: Handle, opts: OperationOptions = {}): Promise<void> {
     checkHandle(h);
+    opts.signal?.throwIfAborted();
     try {
       await fs.unlink(this.pathOf(h));
     } catch (err) {

@@ -30,6 +30,21 @@ export function checkType(type: ObjectType): void {
   if (!OBJECT_TYPES.includes(type)) throw new Error(`invalid object type ${JSON.stringify(type)}`);
 }
 
+/** What a listing prefix must match: the characters of names, possibly none. */
+const PREFIX_RE = /^[0-9a-z._-]*$/;
+
+/**
+ * The prefix of `Backend.list`'s options, checked: '' when absent; throws
+ * when it holds a character no name can (a slash, an upper-case letter).
+ */
+export function checkPrefix(prefix: string | undefined): string {
+  if (prefix === undefined) return '';
+  if (typeof prefix !== 'string' || !PREFIX_RE.test(prefix) || prefix.length > MAX_NAME_LENGTH) {
+    throw new Error(`invalid listing prefix ${JSON.stringify(prefix)}: prefixes must match ${String(PREFIX_RE)}`);
+  }
+  return prefix;
+}
+
 /** Throws when `h` has an invalid type, or a name `nameProblem` rejects for that type. */
 export function checkHandle(h: Handle): void {
   checkType(h.type);

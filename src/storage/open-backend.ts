@@ -33,7 +33,7 @@ export function openBackend(location: string): Backend {
       if (rest === '') return new MemoryBackend();
       let backend = namedMemory.get(rest);
       if (backend === undefined) {
-        backend = new MemoryBackend(rest);
+        backend = new MemoryBackend({ name: rest });
         namedMemory.set(rest, backend);
       }
       return backend;

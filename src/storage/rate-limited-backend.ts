@@ -15,12 +15,13 @@
  * in turn, and over any stretch the average stays at the rate.
  *
  * A wait can last minutes at a low rate, so it ends early when the command's
- * AbortSignal fires (Ctrl-C): the call rejects with the signal's reason and
- * the object is not written or handed over.
+ * AbortSignal (given to the constructor) or the call's own signal fires: the
+ * call rejects with the signal's reason and the object is not written or
+ * handed over.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
-import type { Backend, Handle } from './backend.js';
+import type { Backend, Handle, LoadOptions, OperationOptions } from './backend.js';
 import { WrapperBackend } from './wrapper-backend.js';
 
 /** Time, for the buckets: tests inject one that runs no faster than they say. */
@@ -100,18 +101,27 @@ export class RateLimitedBackend extends WrapperBackend {
   }
 
   /** See `Backend.save`; waits for upload tokens first. */
-  override async save(h: Handle, data: Uint8Array): Promise<void> {
-    await this.upload?.take(data.byteLength, this.signal);
-    await this.inner.save(h, data);
+  override async save(h: Handle, data: Uint8Array, opts: OperationOptions = {}): Promise<void> {
+    const signal = this.either(opts.signal);
+    await this.upload?.take(data.byteLength, signal);
+    await this.inner.save(h, data, { ...opts, signal });
   }
 
   /** See `Backend.load`; waits for download tokens. */
-  override async load(h: Handle, offset?: number, length?: number): Promise<Buffer> {
-    if (!this.download) return this.inner.load(h, offset, length);
+  override async load(h: Handle, opts: LoadOptions = {}): Promise<Buffer> {
+    const signal = this.either(opts.signal);
+    if (!this.download) return this.inner.load(h, { ...opts, signal });
+    const { offset, length } = opts;
     const ranged = offset !== undefined && offset >= 0 && length !== undefined;
-    if (ranged) await this.download.take(length, this.signal);
-    const data = await this.inner.load(h, offset, length);
-    if (!ranged) await this.download.take(data.byteLength, this.signal);
+    if (ranged) await this.download.take(length, signal);
+    const data = await this.inner.load(h, { ...opts, signal });
+    if (!ranged) await this.download.take(data.byteLength, signal);
     return data;
+  }
+
+  /** The signal that aborts when the command's or the call's does. */
+  private either(call: AbortSignal | undefined): AbortSignal | undefined {
+    if (call === undefined || this.signal === undefined) return call ?? this.signal;
+    return AbortSignal.any([this.signal, call]);
   }
 }

@@ -1,10 +1,19 @@
 /**
- * The base of the `Backend` wrappers (append-only, dry run, rate limit): every
- * call is passed to the wrapped backend unchanged, and a wrapper overrides only
- * the calls it changes. `inner` stays public so that `isAppendOnly` can look
- * through a chain of wrappers.
+ * The base of the `Backend` wrappers (append-only, dry run, rate limit,
+ * retry): every call is passed to the wrapped backend unchanged, options and
+ * signal included, and a wrapper overrides only the calls it changes. Its
+ * capabilities are the inner backend's unless it overrides `capabilities`.
  */
-import type { Backend, Handle, ObjectInfo, ObjectType } from './backend.js';
+import type {
+  Backend,
+  BackendCapabilities,
+  Handle,
+  ListOptions,
+  LoadOptions,
+  ObjectInfo,
+  ObjectType,
+  OperationOptions,
+} from './backend.js';
 
 /** Passes every call to `inner`. */
 export class WrapperBackend implements Backend {
@@ -15,34 +24,39 @@ export class WrapperBackend implements Backend {
     return this.inner.location;
   }
 
+  /** The inner backend's capabilities. */
+  get capabilities(): BackendCapabilities {
+    return this.inner.capabilities;
+  }
+
   /** See `Backend.save`. */
-  save(h: Handle, data: Uint8Array): Promise<void> {
-    return this.inner.save(h, data);
+  save(h: Handle, data: Uint8Array, opts?: OperationOptions): Promise<void> {
+    return this.inner.save(h, data, opts);
   }
 
   /** See `Backend.load`. */
-  load(h: Handle, offset?: number, length?: number): Promise<Buffer> {
-    return this.inner.load(h, offset, length);
+  load(h: Handle, opts?: LoadOptions): Promise<Buffer> {
+    return this.inner.load(h, opts);
   }
 
   /** See `Backend.stat`. */
-  stat(h: Handle): Promise<ObjectInfo | undefined> {
-    return this.inner.stat(h);
+  stat(h: Handle, opts?: OperationOptions): Promise<ObjectInfo | undefined> {
+    return this.inner.stat(h, opts);
   }
 
   /** See `Backend.list`. */
-  list(type: ObjectType): AsyncIterable<ObjectInfo> {
-    return this.inner.list(type);
+  list(type: ObjectType, opts?: ListOptions): AsyncIterable<ObjectInfo> {
+    return this.inner.list(type, opts);
   }
 
   /** See `Backend.remove`. */
-  remove(h: Handle): Promise<void> {
-    return this.inner.remove(h);
+  remove(h: Handle, opts?: OperationOptions): Promise<void> {
+    return this.inner.remove(h, opts);
   }
 
   /** See `Backend.create`. */
-  create(): Promise<void> {
-    return this.inner.create();
+  create(opts?: OperationOptions): Promise<void> {
+    return this.inner.create(opts);
   }
 
   /** See `Backend.close`. */

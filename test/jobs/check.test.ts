@@ -267,7 +267,7 @@ describe('copies of packs', () => {
     const present = new Set([pack!]);
     const copy = async (): Promise<string> => {
       const c = new PackCopier(f.backend, f.repo.config.packSize, (n) => present.has(n));
-      for (const b of blobs) await c.add(b, await f.backend.load({ type: 'data', name: pack! }, b.offset, b.length));
+      for (const b of blobs) await c.add(b, await f.backend.load({ type: 'data', name: pack! }, { offset: b.offset, length: b.length }));
       const [p] = await c.finish();
       present.add(p!.pack);
       return p!.pack;

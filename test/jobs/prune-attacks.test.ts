@@ -235,7 +235,7 @@ describe('the owner with the password', () => {
     const entry = blobs0.find((x) => x.id === extraBlobs[0])!;
     const w = new PackWriter();
     for (const b of live) w.add(b.type, b.id, b.flags, b.rawLength, randomBytes(b.length));
-    w.add(entry.type, entry.id, entry.flags, entry.rawLength, await f.backend.load({ type: 'data', name: pack0 }, entry.offset, entry.length));
+    w.add(entry.type, entry.id, entry.flags, entry.rawLength, await f.backend.load({ type: 'data', name: pack0 }, { offset: entry.offset, length: entry.length }));
     const { bytes: packBytes, blobs } = w.finish();
     const planted = sha256(Buffer.from(packBytes)).toString('hex');
     await new AppendOnlyBackend(f.backend).save({ type: 'data', name: planted }, Buffer.from(packBytes));

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Archiver } from '../../src/jobs/backup/archiver.js';
 import { Restorer } from '../../src/jobs/restore/restorer.js';
-import type { Handle } from '../../src/storage/backend.js';
+import type { Handle, LoadOptions } from '../../src/storage/backend.js';
 import { memoryRepo } from '../helpers/memory-repo.js';
 
 const MiB = 1 << 20;
@@ -46,9 +46,9 @@ describe('restore by pack segments', () => {
     const r = await new Archiver(repo, { paths: [src], parent: null }).run();
     const reads: { name: string; offset: number; length: number }[] = [];
     const load = backend.load.bind(backend);
-    backend.load = async (h: Handle, offset?: number, length?: number): Promise<Buffer> => {
-      const b = await load(h, offset, length);
-      if (h.type === 'data') reads.push({ name: h.name, offset: offset ?? 0, length: b.length });
+    backend.load = async (h: Handle, opts?: LoadOptions): Promise<Buffer> => {
+      const b = await load(h, opts);
+      if (h.type === 'data') reads.push({ name: h.name, offset: opts?.offset ?? 0, length: b.length });
       return b;
     };
     const target = join(dir, 'restore');

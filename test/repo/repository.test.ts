@@ -72,7 +72,7 @@ describe('Repository: init and open', () => {
   });
 
   it('open of an empty backend fails with NotARepositoryError naming the location', async () => {
-    const backend = new MemoryBackend('nothing-here');
+    const backend = new MemoryBackend({ name: 'nothing-here' });
     await assert.rejects(Repository.open(backend, TEST_PASSWORD), (e: unknown) => {
       assert.ok(e instanceof NotARepositoryError, String(e));
       assert.match(e.message, /memory:nothing-here/);

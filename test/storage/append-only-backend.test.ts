@@ -5,9 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { AppendOnlyBackend, AppendOnlyError, isAppendOnly } from '../../src/storage/append-only-backend.js';
+import { AppendOnlyBackend, AppendOnlyError } from '../../src/storage/append-only-backend.js';
 import { AlreadyExistsError, OBJECT_TYPES, type Backend } from '../../src/storage/backend.js';
+import { DryRunBackend } from '../../src/storage/dry-run-backend.js';
 import { FaultBackend } from '../../src/storage/fault-backend.js';
+import { LocalBackend } from '../../src/storage/local-backend.js';
+import { RateLimitedBackend } from '../../src/storage/rate-limited-backend.js';
 import { MemoryBackend } from '../../src/storage/memory-backend.js';
 import { Repository } from '../../src/repo/repository.js';
 import { decodeConfig, encodeConfig } from '../../src/repo/config.js';
@@ -44,11 +47,13 @@ describe('AppendOnlyBackend', () => {
     await assert.rejects(other.remove(own), AppendOnlyError, 'another client instance may not');
   });
 
-  it('is recognised through other wrappers', () => {
-    const plain = new MemoryBackend();
-    assert.equal(isAppendOnly(plain), false);
-    assert.equal(isAppendOnly(new FaultBackend(new AppendOnlyBackend(plain))), true);
-    assert.equal(isAppendOnly(new FaultBackend(plain)), false);
+  it('declares itself append-only, and other wrappers pass that on with the rest of the inner capabilities', () => {
+    const plain = new LocalBackend('/nonexistent/holdfast-caps');
+    assert.equal(plain.capabilities.appendOnly, false);
+    const wrapped = new DryRunBackend(new RateLimitedBackend(new FaultBackend(new AppendOnlyBackend(plain)), { uploadBytesPerSecond: 1 }));
+    assert.deepEqual(wrapped.capabilities, { ...plain.capabilities, appendOnly: true });
+    assert.equal(wrapped.capabilities.localPath, '/nonexistent/holdfast-caps');
+    assert.equal(new FaultBackend(plain).capabilities.appendOnly, false);
   });
 });
 
@@ -70,7 +75,7 @@ describe('append-only repositories', () => {
   });
 
   async function modeOf(b: Backend, opts: Parameters<typeof withRepositoryMode>[1] = {}): Promise<boolean> {
-    return isAppendOnly((await withRepositoryMode(b, opts)).backend);
+    return (await withRepositoryMode(b, opts)).backend.capabilities.appendOnly;
   }
 
   it('withRepositoryMode wraps per the config, a self-restricting client, or not for the storage owner', async () => {

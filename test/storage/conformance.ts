@@ -2,10 +2,12 @@
  * The conformance suite every `Backend` must pass. A backend's test file is a
  * few lines:
  *
- *   backendConformance('LocalBackend', async () => new LocalBackend(freshDir()));
+ *   backendConformance('LocalBackend', async (o) => new LocalBackend(freshDir(), o));
  *
- * `make` must return a new, empty backend on each call; the suite calls
- * `create()` itself (it is idempotent) and `close()` at the end of each test.
+ * `make` must return a new, empty backend on each call, listing
+ * `o.listPageSize` names a page (the suite sets it small, to list across
+ * pages); the suite calls `create()` itself (it is idempotent) and `close()`
+ * at the end of each test.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -47,9 +49,38 @@ export async function listAll(b: Backend, type: ObjectType): Promise<ObjectInfo[
 }
 
 /** Registers the shared `Backend` tests under `describe(name)`. */
-export function backendConformance(name: string, make: () => Promise<Backend>): void {
+/** What the suite asks of the backends it makes. */
+export interface ConformanceOptions {
+  /** How many names a listing fetches at a time. */
+  readonly listPageSize: number;
+}
+
+/** The page size the suite asks for: small, so that a few objects span several pages. */
+export const CONFORMANCE_PAGE_SIZE = 3;
+
+/** Every entry of `b.list(type, { prefix })`, as names, sorted. */
+async function namesWith(b: Backend, type: ObjectType, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const info of b.list(type, { prefix })) out.push(info.name);
+  return out.sort();
+}
+
+/** Drains an iterable (to see how it ends). */
+async function drain(it: AsyncIterable<ObjectInfo>): Promise<number> {
+  let n = 0;
+  for await (const _ of it) n++;
+  return n;
+}
+
+/** A reason to abort with that no backend would throw of its own accord. */
+function abortReason(what: string): Error {
+  return Object.assign(new Error(`test abort: ${what}`), { code: 'TEST_ABORT' });
+}
+
+/** Registers the shared `Backend` tests under `describe(name)`. */
+export function backendConformance(name: string, make: (opts: ConformanceOptions) => Promise<Backend>): void {
   async function withBackend(fn: (b: Backend) => Promise<void>): Promise<void> {
-    const b = await make();
+    const b = await make({ listPageSize: CONFORMANCE_PAGE_SIZE });
     await b.create();
     try {
       await fn(b);
@@ -90,25 +121,25 @@ export function backendConformance(name: string, make: () => Promise<Backend>): 
         const h = handleOf('data', 'range');
         const data = bytes(100);
         await b.save(h, data);
-        assert.deepEqual(await b.load(h, 10, 20), data.subarray(10, 30));
-        assert.deepEqual(await b.load(h, 0, 100), data);
-        assert.deepEqual(await b.load(h, 90), data.subarray(90), 'offset without length reads to the end');
-        assert.deepEqual(await b.load(h, 100), Buffer.alloc(0), 'offset at the end reads nothing');
-        assert.deepEqual(await b.load(h, 50, 0), Buffer.alloc(0));
-        assert.deepEqual(await b.load(h, -10), data.subarray(90), 'negative offset counts from the end');
-        assert.deepEqual(await b.load(h, -10, 3), data.subarray(90), 'length is ignored with a negative offset');
-        assert.deepEqual(await b.load(h, -100), data);
+        assert.deepEqual(await b.load(h, { offset: 10, length: 20 }), data.subarray(10, 30));
+        assert.deepEqual(await b.load(h, { offset: 0, length: 100 }), data);
+        assert.deepEqual(await b.load(h, { offset: 90 }), data.subarray(90), 'offset without length reads to the end');
+        assert.deepEqual(await b.load(h, { offset: 100 }), Buffer.alloc(0), 'offset at the end reads nothing');
+        assert.deepEqual(await b.load(h, { offset: 50, length: 0 }), Buffer.alloc(0));
+        assert.deepEqual(await b.load(h, { offset: -10 }), data.subarray(90), 'negative offset counts from the end');
+        assert.deepEqual(await b.load(h, { offset: -10, length: 3 }), data.subarray(90), 'length is ignored with a negative offset');
+        assert.deepEqual(await b.load(h, { offset: -100 }), data);
       }));
 
     it('rejects ranges past the end with ShortReadError', () =>
       withBackend(async (b) => {
         const h = handleOf('data', 'short');
         await b.save(h, bytes(100));
-        await assert.rejects(b.load(h, 90, 20), ShortReadError);
-        await assert.rejects(b.load(h, 0, 101), ShortReadError);
-        await assert.rejects(b.load(h, 101), ShortReadError);
-        await assert.rejects(b.load(h, 200, 1), ShortReadError);
-        await assert.rejects(b.load(h, -101), ShortReadError);
+        await assert.rejects(b.load(h, { offset: 90, length: 20 }), ShortReadError);
+        await assert.rejects(b.load(h, { offset: 0, length: 101 }), ShortReadError);
+        await assert.rejects(b.load(h, { offset: 101 }), ShortReadError);
+        await assert.rejects(b.load(h, { offset: 200, length: 1 }), ShortReadError);
+        await assert.rejects(b.load(h, { offset: -101 }), ShortReadError);
         assert.deepEqual(await b.load(h), bytes(100), 'a failed range read leaves the object alone');
       }));
 
@@ -117,9 +148,10 @@ export function backendConformance(name: string, make: () => Promise<Backend>): 
         for (const type of OBJECT_TYPES) {
           const h = handleOf(type, 'missing');
           await assert.rejects(b.load(h), NotFoundError);
-          await assert.rejects(b.load(h, 0, 1), NotFoundError);
-          await assert.rejects(b.load(h, -1), NotFoundError);
-          await assert.rejects(b.remove(h), NotFoundError);
+          await assert.rejects(b.load(h, { offset: 0, length: 1 }), NotFoundError);
+          await assert.rejects(b.load(h, { offset: -1 }), NotFoundError);
+          if (b.capabilities.removeMissingIsError) await assert.rejects(b.remove(h), NotFoundError);
+          else await b.remove(h);
           assert.equal(await b.stat(h), undefined);
           assert.deepEqual(await listAll(b, type), []);
         }
@@ -143,12 +175,13 @@ export function backendConformance(name: string, make: () => Promise<Backend>): 
         }
       }));
 
-    it('removes once, then reports NotFoundError; the name can be saved again', () =>
+    it('removes once; a second remove reports NotFoundError or resolves, as the capabilities say; the name can be saved again', () =>
       withBackend(async (b) => {
         const h = handleOf('lock', 'rm');
         await b.save(h, bytes(10));
         await b.remove(h);
-        await assert.rejects(b.remove(h), NotFoundError);
+        if (b.capabilities.removeMissingIsError) await assert.rejects(b.remove(h), NotFoundError);
+        else await b.remove(h);
         await assert.rejects(b.load(h), NotFoundError);
         assert.equal(await b.stat(h), undefined);
         assert.deepEqual(await listAll(b, 'lock'), []);
@@ -187,6 +220,127 @@ export function backendConformance(name: string, make: () => Promise<Backend>): 
         for (const type of OBJECT_TYPES) assert.deepEqual(await listAll(b, type), expected.get(type), `list(${type})`);
       }));
 
+    it('declares its capabilities', () =>
+      withBackend(async (b) => {
+        const c = b.capabilities;
+        assert.ok(Number.isSafeInteger(c.connections) && c.connections >= 1, `connections ${c.connections}`);
+        assert.equal(typeof c.appendOnly, 'boolean');
+        assert.equal(typeof c.removeMissingIsError, 'boolean');
+        assert.ok(c.localPath === undefined || (typeof c.localPath === 'string' && c.localPath.startsWith('/')), `localPath ${c.localPath}`);
+        assert.equal(b.capabilities.connections, c.connections, 'constant');
+      }));
+
+    it('lists by prefix, within one data subfolder and across several', () =>
+      withBackend(async (b) => {
+        // Names under data subfolders 0a, 0b and 1a, and the same names as index objects.
+        const names = ['0a00', '0a01', '0a1f', '0b00', '0b9', '1a00', '1a0000'].map((n) => n + hexName(n).slice(0, 8));
+        for (const n of names) await b.save({ type: 'data', name: n }, bytes(2));
+        for (const n of names) await b.save({ type: 'index', name: n }, bytes(2));
+        const expect = (prefix: string) => names.filter((n) => n.startsWith(prefix)).sort();
+        for (const type of ['data', 'index'] as const) {
+          for (const prefix of ['', '0', '0a', '0a0', '0a00', '0b', '1', '1a00', names[6] ?? '']) {
+            assert.deepEqual(await namesWith(b, type, prefix), expect(prefix), `${type} prefix "${prefix}"`);
+          }
+          for (const prefix of ['2', '0c', '0a2', `${names[0]}0`, 'f', 'z', '-']) {
+            assert.deepEqual(await namesWith(b, type, prefix), [], `${type} prefix "${prefix}" matches nothing`);
+          }
+        }
+        assert.deepEqual(await namesWith(b, 'snapshot', '0'), [], 'other types hold none of them');
+        await b.save({ type: 'config', name: 'config' }, bytes(1));
+        assert.deepEqual(await namesWith(b, 'config', 'con'), ['config']);
+        assert.deepEqual(await namesWith(b, 'config', 'x'), []);
+        const infos: ObjectInfo[] = [];
+        for await (const info of b.list('data', { prefix: '0a' })) infos.push(info);
+        assert.ok(infos.every((i) => i.size === 2), 'a prefix listing gives sizes too');
+      }));
+
+    it(`lists more objects than one page of ${CONFORMANCE_PAGE_SIZE} holds, each exactly once`, () =>
+      withBackend(async (b) => {
+        for (const count of [CONFORMANCE_PAGE_SIZE - 1, CONFORMANCE_PAGE_SIZE, CONFORMANCE_PAGE_SIZE + 1, 4 * CONFORMANCE_PAGE_SIZE + 2]) {
+          const type: ObjectType = count % 2 === 0 ? 'snapshot' : 'key';
+          const names = Array.from({ length: count }, (_, i) => hexName(`page-${count}-${i}`));
+          for (const n of names) await b.save({ type, name: n }, bytes(4));
+          const listed: string[] = [];
+          for await (const info of b.list(type)) listed.push(info.name);
+          assert.deepEqual(listed.sort(), [...names].sort(), `${count} objects`);
+          for (const n of names) await b.remove({ type, name: n });
+        }
+        // Data across subfolders, with one subfolder holding more than a page.
+        const data = [...Array.from({ length: 2 * CONFORMANCE_PAGE_SIZE + 1 }, (_, i) => `ab${i}`), 'ac1', 'ff0', '000'];
+        for (const n of data) await b.save({ type: 'data', name: n }, bytes(1));
+        assert.deepEqual((await listAll(b, 'data')).map((i) => i.name), [...data].sort());
+        assert.deepEqual(await namesWith(b, 'data', 'ab'), data.filter((n) => n.startsWith('ab')).sort());
+      }));
+
+    it('does nothing and rejects with the reason when the signal is aborted before the call', () =>
+      withBackend(async (b) => {
+        const ac = new AbortController();
+        const reason = abortReason('before');
+        ac.abort(reason);
+        const signal = ac.signal;
+        const there = handleOf('data', 'there');
+        await b.save(there, bytes(8));
+        const absent = handleOf('data', 'absent');
+        const isReason = (e: unknown) => e === reason;
+        await assert.rejects(b.save(absent, bytes(8), { signal }), isReason, 'save');
+        await assert.rejects(b.load(there, { signal }), isReason, 'load');
+        await assert.rejects(b.load(there, { offset: 1, length: 2, signal }), isReason, 'range load');
+        await assert.rejects(b.stat(there, { signal }), isReason, 'stat');
+        await assert.rejects(b.remove(there, { signal }), isReason, 'remove');
+        await assert.rejects(b.create({ signal }), isReason, 'create');
+        await assert.rejects(drain(b.list('data', { signal })), isReason, 'list');
+        await assert.rejects(drain(b.list('data', { prefix: 'ab', signal })), isReason, 'prefix list');
+        assert.equal(await b.stat(absent), undefined, 'the aborted save stored nothing');
+        assert.deepEqual(await b.load(there), bytes(8), 'the aborted remove removed nothing');
+      }));
+
+    it('ends a listing with the reason when the signal is aborted during it', () =>
+      withBackend(async (b) => {
+        const names = Array.from({ length: 4 * CONFORMANCE_PAGE_SIZE }, (_, i) => hexName(`abort-list-${i}`));
+        for (const n of names) await b.save({ type: 'snapshot', name: n }, bytes(1));
+        const ac = new AbortController();
+        const reason = abortReason('during list');
+        const seen: string[] = [];
+        await assert.rejects(
+          (async () => {
+            for await (const info of b.list('snapshot', { signal: ac.signal })) {
+              seen.push(info.name);
+              if (seen.length === CONFORMANCE_PAGE_SIZE + 1) ac.abort(reason);
+            }
+          })(),
+          (e: unknown) => e === reason,
+        );
+        assert.equal(seen.length, CONFORMANCE_PAGE_SIZE + 1, 'no entry after the abort');
+      }));
+
+    it('leaves no object or the whole object when a save is aborted midway; a load aborted midway gives the reason or the bytes', () =>
+      withBackend(async (b) => {
+        const data = bytes(1 << 20, 5);
+        for (let i = 0; i < 4; i++) {
+          const h = handleOf('data', `abort-save-${i}`);
+          const ac = new AbortController();
+          const reason = abortReason('during save');
+          const saving = b.save(h, data, { signal: ac.signal });
+          // Aborted after 0, 1, 2, 3 turns of the event loop: somewhere inside the save.
+          for (let t = 0; t < i; t++) await new Promise((r) => setImmediate(r));
+          ac.abort(reason);
+          const outcome = await saving.then(() => 'saved', (e: unknown) => e);
+          if (outcome === 'saved') {
+            assert.deepEqual(await b.load(h), data, 'a save that resolved stored the whole object');
+          } else {
+            assert.equal(outcome, reason, 'a save that rejected gives the reason');
+            const st = await b.stat(h);
+            if (st !== undefined) assert.deepEqual(await b.load(h), data, 'never a part of the object');
+          }
+          const lc = new AbortController();
+          const loading = b.load(h, { signal: lc.signal });
+          lc.abort(reason);
+          const got = await loading.then((x) => x, (e: unknown) => e);
+          if (Buffer.isBuffer(got)) assert.deepEqual(got, data);
+          else assert.ok(got === reason || got instanceof NotFoundError, String(got));
+        }
+      }));
+
     it('lists names that share a prefix', () =>
       withBackend(async (b) => {
         const base = hexName('prefix');
@@ -221,10 +375,10 @@ export function backendConformance(name: string, make: () => Promise<Backend>): 
         const h = handleOf('data', 'empty');
         await b.save(h, new Uint8Array(0));
         assert.deepEqual(await b.load(h), Buffer.alloc(0));
-        assert.deepEqual(await b.load(h, 0, 0), Buffer.alloc(0));
-        assert.deepEqual(await b.load(h, 0), Buffer.alloc(0));
-        await assert.rejects(b.load(h, 0, 1), ShortReadError);
-        await assert.rejects(b.load(h, -1), ShortReadError);
+        assert.deepEqual(await b.load(h, { offset: 0, length: 0 }), Buffer.alloc(0));
+        assert.deepEqual(await b.load(h, { offset: 0 }), Buffer.alloc(0));
+        await assert.rejects(b.load(h, { offset: 0, length: 1 }), ShortReadError);
+        await assert.rejects(b.load(h, { offset: -1 }), ShortReadError);
         assert.deepEqual(await b.stat(h), { name: h.name, size: 0 });
         assert.deepEqual(await listAll(b, 'data'), [{ name: h.name, size: 0 }]);
         await assert.rejects(b.save(h, new Uint8Array(0)), AlreadyExistsError);
@@ -261,7 +415,7 @@ export function backendConformance(name: string, make: () => Promise<Backend>): 
         const loaded = await b.load(h);
         assert.deepEqual(loaded, bytes(64));
         loaded.fill(0xee);
-        (await b.load(h, 0, 8)).fill(0xee);
+        (await b.load(h, { offset: 0, length: 8 })).fill(0xee);
         assert.deepEqual(await b.load(h), bytes(64));
       }));
 
@@ -303,6 +457,9 @@ export function backendConformance(name: string, make: () => Promise<Backend>): 
           await assert.rejects(b.remove(h), notTyped, `remove ${label}`);
         }
         await assert.rejects(listAll(b, 'bogus' as ObjectType), Error);
+        for (const prefix of ['../', 'a/b', 'AB', '\0', '.'.repeat(300)]) {
+          await assert.rejects(namesWith(b, 'data', prefix), /invalid listing prefix/, `prefix ${JSON.stringify(prefix)}`);
+        }
         for (const type of OBJECT_TYPES) assert.deepEqual(await listAll(b, type), [], `nothing was stored under ${type}`);
       }));
 
@@ -310,9 +467,9 @@ export function backendConformance(name: string, make: () => Promise<Backend>): 
       withBackend(async (b) => {
         const h = handleOf('data', 'nonsense');
         await b.save(h, bytes(10));
-        await assert.rejects(b.load(h, 1.5), RangeError);
-        await assert.rejects(b.load(h, 0, -1), RangeError);
-        await assert.rejects(b.load(h, Number.NaN), RangeError);
+        await assert.rejects(b.load(h, { offset: 1.5 }), RangeError);
+        await assert.rejects(b.load(h, { offset: 0, length: -1 }), RangeError);
+        await assert.rejects(b.load(h, { offset: Number.NaN }), RangeError);
       }));
   });
 }

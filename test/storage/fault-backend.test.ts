@@ -10,7 +10,7 @@ import { FaultBackend } from '../../src/storage/fault-backend.js';
 import { MemoryBackend } from '../../src/storage/memory-backend.js';
 import { backendConformance, bytes, handleOf, listAll } from './conformance.js';
 
-backendConformance('FaultBackend without rules', async () => new FaultBackend(new MemoryBackend()));
+backendConformance('FaultBackend without rules', async (o) => new FaultBackend(new MemoryBackend(o)));
 
 function enospc(): Error {
   return Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });

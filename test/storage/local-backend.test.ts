@@ -30,7 +30,7 @@ function freshRoot(): string {
   return path.join(tmp, `repo-${++counter}`);
 }
 
-backendConformance('LocalBackend', async () => new LocalBackend(freshRoot()));
+backendConformance('LocalBackend', async (o) => new LocalBackend(freshRoot(), o));
 
 /** Every `.tmp-` file anywhere under `dir`. */
 async function tempFiles(dir: string): Promise<string[]> {
@@ -150,4 +150,34 @@ describe('LocalBackend on disk', () => {
       }
     },
   );
+
+  it('lists data one subfolder at a time: an object saved in a later subfolder mid-listing is listed', async () => {
+    const b = new LocalBackend(freshRoot(), { listPageSize: 1 });
+    await b.create();
+    await b.save({ type: 'data', name: '00aa' }, bytes(1));
+    await b.save({ type: 'data', name: '00ab' }, bytes(1));
+    const seen: string[] = [];
+    for await (const info of b.list('data')) {
+      if (seen.length === 0) await b.save({ type: 'data', name: 'ffaa' }, bytes(1));
+      seen.push(info.name);
+    }
+    assert.deepEqual(seen.sort(), ['00aa', '00ab', 'ffaa']);
+    assert.deepEqual(await listAll(b, 'data'), [{ name: '00aa', size: 1 }, { name: '00ab', size: 1 }, { name: 'ffaa', size: 1 }]);
+  });
+
+  it('leaves no temporary file behind when a save is aborted midway', async () => {
+    const root = freshRoot();
+    const b = new LocalBackend(root);
+    await b.create();
+    for (let turns = 0; turns < 6; turns++) {
+      const ac = new AbortController();
+      const h = handleOf('data', `aborted-${turns}`);
+      const saving = b.save(h, bytes(1 << 20), { signal: ac.signal });
+      for (let t = 0; t < turns; t++) await new Promise((r) => setImmediate(r));
+      ac.abort(new Error('stop'));
+      const saved = await saving.then(() => true, (e: unknown) => (e as Error).message === 'stop' ? false : Promise.reject(e));
+      assert.equal((await b.stat(h))?.size, saved ? 1 << 20 : undefined);
+      assert.deepEqual(await tempFiles(root), [], `after ${turns} turns`);
+    }
+  });
 });

@@ -89,10 +89,10 @@ describe('RateLimitedBackend', () => {
       },
     });
     const b = new RateLimitedBackend(counting, { downloadBytesPerSecond: 1000, uploadBytesPerSecond: 1 }, { clock });
-    const first = tracked([b.load(handleOf('data', 'obj'), 0, 1000)]);
+    const first = tracked([b.load(handleOf('data', 'obj'), { offset: 0, length: 1000 })]);
     await clock.advance(0);
     assert.deepEqual([first.settled(), loads], [1, 1]);
-    const range = tracked([b.load(handleOf('data', 'obj'), 1000, 2000)]);
+    const range = tracked([b.load(handleOf('data', 'obj'), { offset: 1000, length: 2000 })]);
     await clock.advance(1999);
     assert.deepEqual([range.settled(), loads], [0, 1], 'a range is not read before its tokens are there');
     await clock.advance(1);
@@ -125,4 +125,4 @@ describe('RateLimitedBackend', () => {
   });
 });
 
-backendConformance('RateLimitedBackend', async () => new RateLimitedBackend(new MemoryBackend(), { uploadBytesPerSecond: 1e12, downloadBytesPerSecond: 1e12 }));
+backendConformance('RateLimitedBackend', async (o) => new RateLimitedBackend(new MemoryBackend(o), { uploadBytesPerSecond: 1e12, downloadBytesPerSecond: 1e12 }));
