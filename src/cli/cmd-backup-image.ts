@@ -20,6 +20,7 @@ import { mountsOf } from '../sources/image/block-devices.js';
 import { formatBytes, formatDuration, globals, say, warn, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
+import { summaryJson } from './summary-json.js';
 import { backupSession, parseTime, splitTags } from './backup-session.js';
 
 /** The flags of `backup` this command reads. */
@@ -164,7 +165,7 @@ function report(g: GlobalOptions, r: ImageBackupResult): void {
   if (g.json) {
     if (!g.quiet) {
       process.stdout.write(`${JSON.stringify({
-        message_type: 'summary', snapshot_id: r.id, incomplete: r.snapshot.incomplete === true, duration_seconds: seconds, ...s,
+        message_type: 'summary', snapshot_id: r.id, incomplete: r.snapshot.incomplete === true, total_duration: seconds, ...summaryJson(s),
         image_size: img.size, block_size: img.blockSize, blocks: c.blocks, blocks_unused: c.unused, blocks_zero: c.zero,
         blocks_unchanged: c.unchanged, blocks_changed: c.changed, blocks_stored: c.stored, bytes_read: c.bytesRead,
         partition_table: img.layout.table, filesystems: img.filesystems, crash_consistent_only: img.live === true,

@@ -15,6 +15,7 @@ import { backupSession, parseTime, splitTags } from './backup-session.js';
 import { backupTargets } from './backup-targets.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress, type Totals } from './progress.js';
+import { summaryJson } from './summary-json.js';
 import { backupImageCommand, withImageOptions, type ImageBackupFlags } from './cmd-backup-image.js';
 
 interface BackupFlags extends ImageBackupFlags {
@@ -194,7 +195,7 @@ function report(g: GlobalOptions, r: BackupResult): void {
   const seconds = (Date.parse(s.end) - Date.parse(s.start)) / 1000;
   if (g.json) {
     const outcome = r.id === undefined ? { dry_run: true } : { snapshot_id: r.id };
-    if (!g.quiet) process.stdout.write(`${JSON.stringify({ message_type: 'summary', ...outcome, incomplete: r.snapshot.incomplete === true, duration_seconds: seconds, ...s })}\n`);
+    if (!g.quiet) process.stdout.write(`${JSON.stringify({ message_type: 'summary', ...outcome, incomplete: r.snapshot.incomplete === true, total_duration: seconds, ...summaryJson(s) })}\n`);
     return;
   }
   say(g, `Files:       ${s.filesNew} new, ${s.filesChanged} changed, ${s.filesUnchanged} unchanged`);

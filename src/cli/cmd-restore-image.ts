@@ -73,7 +73,10 @@ async function latestImage(repo: Repository, f: SnapshotFilter): Promise<FoundSn
 
 function report(g: GlobalOptions, tell: (l: string) => void, r: Awaited<ReturnType<ImageRestore['run']>>, table: string, seconds: number, to: string): void {
   if (g.json && to !== '-') {
-    process.stdout.write(`${JSON.stringify({ message_type: 'summary', ...r, seconds })}\n`);
+    process.stdout.write(`${JSON.stringify({
+      message_type: 'summary', kind: r.kind, size: r.size, bytes_written: r.bytesWritten, holes: r.holes,
+      ...(r.targetSize === undefined ? {} : { target_size: r.targetSize }), ...(r.verifyFailed ? { verify_failed: r.verifyFailed } : {}), seconds_elapsed: seconds,
+    })}\n`);
   } else {
     tell(`restored ${formatBytes(r.size)} (${formatBytes(r.bytesWritten)} of data, ${r.holes} empty blocks) in ${formatDuration(seconds)}`);
   }

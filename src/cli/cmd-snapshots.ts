@@ -5,6 +5,7 @@ import type { Snapshot } from '../repo/snapshot.js';
 import { globals, openRepo, say } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+import { summaryJson } from './summary-json.js';
 
 export function register(program: Command): void {
   withFilterOptions(program.command('snapshots').description('list snapshots'))
@@ -26,7 +27,7 @@ export function register(program: Command): void {
           ...(s.parent ? { parent: s.parent } : {}),
           tree: s.tree,
           incomplete: s.incomplete === true,
-          summary: s.summary,
+          summary: summaryJson(s.summary),
         })), null, 2)}\n`);
         return;
       }

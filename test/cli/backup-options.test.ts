@@ -151,10 +151,10 @@ describe('backup: what is backed up', () => {
     assert.deepEqual(await everything(s), before);
     // What the dry run said would be added is what a real backup adds.
     const real = JSON.parse((await s.ok(['backup', '--json', root])).stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
-    assert.equal(dry['filesNew'], 1);
-    assert.equal(dry['filesUnchanged'], 1);
-    for (const k of ['filesNew', 'filesChanged', 'filesUnchanged', 'dataAdded', 'blobsAdded', 'totalBytes']) assert.equal(dry[k], real[k], k);
-    assert.ok((real['dataAdded'] as number) >= 300_000);
+    assert.equal(dry['files_new'], 1);
+    assert.equal(dry['files_unmodified'], 1);
+    for (const k of ['files_new', 'files_changed', 'files_unmodified', 'data_added', 'blobs_added', 'total_bytes_processed']) assert.equal(dry[k], real[k], k);
+    assert.ok((real['data_added'] as number) >= 300_000);
     failsWith(await s.run(['backup', '--dry-run', '--image', join(root, 'old')]), 2, /--dry-run does not work with --image/);
   });
 

@@ -37,7 +37,7 @@ async function backup(s: Sandbox, src: string): Promise<{ lines: Status[]; summa
 /** Checks what every backup's lines must show, against its summary. */
 function checkLines(lines: Status[], summary: Record<string, number>): void {
   assert.ok(lines.length >= 5, `${lines.length} status lines`);
-  const files = summary['filesNew']! + summary['filesChanged']! + summary['filesUnchanged']!;
+  const files = summary['files_new']! + summary['files_changed']! + summary['files_unmodified']!;
   for (let i = 0; i < lines.length; i++) {
     const l = lines[i]!;
     const where = `line ${i}: ${JSON.stringify(l)}`;
@@ -45,17 +45,17 @@ function checkLines(lines: Status[], summary: Record<string, number>): void {
       const prev = lines[i - 1]!;
       for (const k of ['seconds_elapsed', 'files_done', 'bytes_done'] as const) assert.ok(l[k] >= prev[k], `${k} went back at ${where}`);
       // The fraction may drop while the count still finds files; once the total is final it only grows.
-      if (prev.total_bytes === summary['totalBytes']) assert.ok(l.percent_done >= prev.percent_done && l.total_bytes === prev.total_bytes, `percent_done went back at ${where}`);
+      if (prev.total_bytes === summary['total_bytes_processed']) assert.ok(l.percent_done >= prev.percent_done && l.total_bytes === prev.total_bytes, `percent_done went back at ${where}`);
     }
     // Before the count has found anything, there is no total (0), and the fraction is 0.
     if (l.total_bytes === 0) assert.equal(l.percent_done, 0, where);
     else assert.ok(l.bytes_done <= l.total_bytes && l.files_done <= l.total_files, where);
-    assert.ok(l.bytes_done <= summary['totalBytes']! && l.files_done <= files, where);
-    if (l.bytes_done < summary['totalBytes']!) assert.ok(l.percent_done < 1, `not done, yet 100 % at ${where}`);
+    assert.ok(l.bytes_done <= summary['total_bytes_processed']! && l.files_done <= files, where);
+    if (l.bytes_done < summary['total_bytes_processed']!) assert.ok(l.percent_done < 1, `not done, yet 100 % at ${where}`);
     if (l.total_bytes > 0) assert.ok(Math.abs(l.percent_done - Math.min(l.bytes_done / l.total_bytes, l.percent_done)) < 1e-9, where);
   }
   const last = lines.at(-1)!;
-  assert.deepEqual([last.bytes_done, last.total_bytes, last.files_done, last.total_files, last.percent_done], [summary['totalBytes'], summary['totalBytes'], files, files, 1]);
+  assert.deepEqual([last.bytes_done, last.total_bytes, last.files_done, last.total_files, last.percent_done], [summary['total_bytes_processed'], summary['total_bytes_processed'], files, files, 1]);
 }
 
 describe('backup progress', () => {
@@ -79,7 +79,7 @@ describe('backup progress', () => {
     const { lines, summary } = await backup(s, src);
     checkLines(lines, summary);
     assert.ok(lines[0]!.percent_done < 0.5, `the first line says ${lines[0]!.percent_done}`);
-    assert.equal(summary['totalBytes'], (33 << 20) + 3 * (5 << 20) + 10 * 50_000);
+    assert.equal(summary['total_bytes_processed'], (33 << 20) + 3 * (5 << 20) + 10 * 50_000);
     // The large file's bytes come chunk by chunk, not all at once.
     const steps = new Set(lines.map((l) => l.bytes_done));
     assert.ok(steps.size >= 8, `bytes_done took ${steps.size} values`);

@@ -64,7 +64,7 @@ async function backupUntilFirstPack(s: Sandbox, dir: string): Promise<Started> {
 }
 
 /** The `summary` line of `backup --json`. */
-function summaryOf(r: RunResult): { snapshot_id: string; dataAdded: number; incomplete: boolean } {
+function summaryOf(r: RunResult): { snapshot_id: string; data_added: number; incomplete: boolean } {
   const line = r.stdout.split('\n').filter((l) => l.includes('"message_type":"summary"')).pop();
   assert.ok(line, `no summary line in:\n${r.stdout}`);
   return JSON.parse(line) as never;
@@ -99,10 +99,10 @@ describe('a backup killed with SIGKILL', () => {
     assert.match(r.stderr, /indexed \d+ pack\(s\) left by an interrupted backup/);
     const sum = summaryOf(r);
     assert.equal(sum.incomplete, false);
-    assert.ok(sum.dataAdded < size, `dataAdded ${sum.dataAdded} is not less than ${size}: nothing was reused`);
+    assert.ok(sum.data_added < size, `dataAdded ${sum.data_added} is not less than ${size}: nothing was reused`);
     // A pack is closed at 16 MiB of stored bytes: its blobs' plaintext is that less each blob's nonce,
     // tag and header record (at most 33 blobs of 512 KiB or more), so well over 16 MiB - 64 KiB.
-    assert.ok(sum.dataAdded <= size - (16 * 1024 * 1024 - 64 * 1024), `only ${size - sum.dataAdded} bytes reused, less than one pack`);
+    assert.ok(sum.data_added <= size - (16 * 1024 * 1024 - 64 * 1024), `only ${size - sum.data_added} bytes reused, less than one pack`);
     await assertRestores(s, sum.snapshot_id, big);
     await assertRestores(s, base.snap, base.src);
   });

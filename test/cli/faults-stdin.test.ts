@@ -54,14 +54,14 @@ describe('backup of a stream', () => {
   it('a stream snapshot records the bytes it holds, for --stdin and --stdin-from-command', async () => {
     const data = Buffer.concat([randomBytes(700_000), Buffer.alloc(300_000)]);
     const piped = await s.ok(['backup', '--stdin', '--stdin-filename', 'piped.bin', '--json'], { input: data });
-    assert.equal(JSON.parse(piped.stdout.trim().split('\n').pop()!).totalBytes, data.length);
+    assert.equal(JSON.parse(piped.stdout.trim().split('\n').pop()!).total_bytes_processed, data.length);
     const file = s.path('produced.bin');
     await fs.writeFile(file, data);
     await s.ok(['backup', '-q', '--stdin-from-command', '--stdin-filename', 'produced.bin', '--', 'cat', file]);
     for (const name of ['piped.bin', 'produced.bin']) {
       const snap = (await snapshotsOf(s)).find((x) => x.paths[0] === `/${name}`)!;
-      assert.equal(snap.summary['totalBytes'], data.length);
-      assert.equal(snap.summary['bytesRead'], data.length);
+      assert.equal(snap.summary['total_bytes_processed'], data.length);
+      assert.equal(snap.summary['bytes_read'], data.length);
       const stats = JSON.parse((await s.ok(['stats', snap.id, '--json'])).stdout) as { logicalBytes: number };
       assert.equal(stats.logicalBytes, data.length);
     }

@@ -77,13 +77,13 @@ describe('backup and restore round trip', () => {
     const r = await s.ok(['backup', '--json', src]);
     const summary = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number>;
     assert.equal(summary['message_type'], 'summary');
-    assert.equal(summary['filesNew'], 0);
-    assert.equal(summary['filesChanged'], 0);
-    assert.ok(summary['filesUnchanged']! > 5);
-    assert.equal(summary['bytesRead'], 0);
+    assert.equal(summary['files_new'], 0);
+    assert.equal(summary['files_changed'], 0);
+    assert.ok(summary['files_unmodified']! > 5);
+    assert.equal(summary['bytes_read'], 0);
     // The restore above created a folder next to src, so the trees of the
     // folders above src (/, /tmp, the sandbox) changed; nothing else may.
-    assert.ok(summary['blobsAdded']! <= src.split('/').length - 1, `added ${summary['blobsAdded']} blobs`);
+    assert.ok(summary['blobs_added']! <= src.split('/').length - 1, `added ${summary['blobs_added']} blobs`);
     const snaps = await snapshotsOf(s);
     assert.equal(snaps.length, 2);
     assert.equal((snaps[1] as unknown as { parent: string }).parent, snaps[0]!.id);
@@ -96,11 +96,13 @@ describe('backup and restore round trip', () => {
     await writeFile(join(src, 'added.bin'), Buffer.alloc(100_000, 7));
     const r = await s.ok(['backup', '--json', src]);
     const summary = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number>;
-    assert.ok(summary['filesNew']! + summary['filesChanged']! >= 1);
-    assert.ok(summary['bytesRead']! < 1_000_000, `read ${summary['bytesRead']} bytes for a small change`);
+    assert.ok(summary['files_new']! + summary['files_changed']! >= 1);
+    assert.ok(summary['bytes_read']! < 1_000_000, `read ${summary['bytes_read']} bytes for a small change`);
     const target = s.path('restore-2');
-    await s.ok(['restore', 'latest', '--target', target]);
+    const restored = await s.ok(['--json', 'restore', 'latest', '--target', target]);
     await compareTrees(src, join(target, src));
+    const rs = JSON.parse(restored.stdout.trim().split('\n').pop()!) as Record<string, number>;
+    assert.equal(rs['dirs_restored'], summary['total_dirs_processed'], 'a backup and its restore count the same folders');
     const diff = await s.ok(['diff', (await snapshotsOf(s))[1]!.id.slice(0, 8), 'latest']);
     assert.match(diff.stdout, /\+\s+.*added\.bin/);
   });

@@ -16,7 +16,7 @@ import { makeTree, mkExt4, mkfsUnavailable, noise, partitionedImage, sh } from '
 
 type Summary = Record<string, unknown> & {
   blocks: number; blocks_unused: number; blocks_zero: number; blocks_unchanged: number; blocks_changed: number; blocks_stored: number;
-  bytes_read: number; image_size: number; block_size: number; dataAdded: number; snapshot_id: string;
+  bytes_read: number; image_size: number; block_size: number; data_added: number; snapshot_id: string;
   filesystems: { type: string; understood: boolean; partition?: number; note?: string }[]; partition_table: string;
 };
 
@@ -89,10 +89,10 @@ describe('image backups through the CLI', { skip: mkfsUnavailable() }, () => {
     const r = await ok(['restore-image', first.snapshot_id, '--to', s.path('json.img'), '--verify', '--json']);
     const lines = r.stdout.trim().split('\n');
     for (const line of lines) assert.doesNotThrow(() => JSON.parse(line), `not JSON: ${line}`);
-    const summary = JSON.parse(lines.pop()!) as { message_type: string; size: number; verifyFailed: number[] };
+    const summary = JSON.parse(lines.pop()!) as { message_type: string; size: number; verify_failed: number[] };
     assert.equal(summary.message_type, 'summary');
     assert.equal(summary.size, 64 << 20);
-    assert.deepEqual(summary.verifyFailed, []);
+    assert.deepEqual(summary.verify_failed, []);
     assert.match(r.stderr, /restoring image snapshot/);
   });
 
@@ -101,7 +101,7 @@ describe('image backups through the CLI', { skip: mkfsUnavailable() }, () => {
     assert.equal(r.blocks_changed, 0);
     assert.equal(r.blocks_stored, 0);
     assert.equal(r.blocks_unchanged, first.blocks_changed);
-    assert.equal(r.dataAdded, 0);
+    assert.equal(r.data_added, 0);
     const snaps = JSON.parse((await ok(['snapshots', '--json'])).stdout) as { id: string; parent?: string }[];
     assert.equal(snaps[snaps.length - 1]!.parent, first.snapshot_id);
   });

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { Sandbox, type RunOptions, type RunResult } from '../helpers/cli.js';
 import { loopUnavailable, losetup, losetupDetach, makeTree, mkExt4, noise, partitionedImage, sh, withLoopMount } from './images.js';
 
-type Summary = Record<string, unknown> & { blocks_changed: number; blocks_stored: number; blocks_unchanged: number; dataAdded: number; snapshot_id: string; block_size: number; crash_consistent_only: boolean };
+type Summary = Record<string, unknown> & { blocks_changed: number; blocks_stored: number; blocks_unchanged: number; data_added: number; snapshot_id: string; block_size: number; crash_consistent_only: boolean };
 const summaryOf = (r: RunResult): Summary => JSON.parse(r.stdout.trim().split('\n').pop()!) as Summary;
 
 describe('image backups of changed file systems and block devices', { skip: loopUnavailable() }, () => {

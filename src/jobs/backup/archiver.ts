@@ -356,7 +356,8 @@ export class Archiver {
         const n = await c.done;
         if (n) nodes.push(n);
       }
-      this.progress.dirs++;
+      // The root stands for the restore's target, which a restore does not count either.
+      if (path.length > 1) this.progress.dirs++;
       this.report(path);
       if (prevSubtree && parents && parents.size === nodes.length && this.repo.hasBlob(prevSubtree)
         && nodes.every((n) => sameNode(n, parents.get(n.name.toString('latin1'))))) {

@@ -1,0 +1,26 @@
+/**
+ * A snapshot's summary as `--json` prints it: restic's field names where
+ * restic has the figure (`files_new`, `data_added`, `total_bytes_processed`,
+ * …), the same snake_case for the ones only holdfast has. The summary stored
+ * in the snapshot keeps its own names (docs/format.md §11).
+ */
+import type { SnapshotSummary } from '../repo/snapshot.js';
+
+export function summaryJson(s: SnapshotSummary): Record<string, number | string> {
+  return {
+    files_new: s.filesNew,
+    files_changed: s.filesChanged,
+    files_unmodified: s.filesUnchanged,
+    total_files_processed: s.filesNew + s.filesChanged + s.filesUnchanged,
+    total_dirs_processed: s.dirs,
+    other_nodes: s.otherNodes,
+    errors: s.errors,
+    total_bytes_processed: s.totalBytes,
+    bytes_read: s.bytesRead,
+    blobs_added: s.blobsAdded,
+    data_added: s.dataAdded,
+    data_added_packed: s.dataAddedStored,
+    backup_start: s.start,
+    backup_end: s.end,
+  };
+}
