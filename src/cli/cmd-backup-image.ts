@@ -11,7 +11,8 @@ import type { Command } from 'commander';
 import type { Repository } from '../repo/repository.js';
 import type { Snapshot } from '../repo/snapshot.js';
 import { ImageBackup, defaultBlockSize, type ImageBackupResult } from '../jobs/image/image-backup.js';
-import { cachePath, cacheRoot } from '../jobs/image/cbt-cache.js';
+import { cachePath } from '../jobs/image/cbt-cache.js';
+import { cacheRoot, workerCount } from './environment.js';
 import { SIZE_UNITS } from '../core/size.js';
 import { MAX_IMAGE_BLOCK, MIN_IMAGE_BLOCK } from '../repo/image-info.js';
 import { openImageInput, streamInput, type ImageInput } from '../sources/image/image-input.js';
@@ -105,7 +106,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
   const chosen = flags.blockSize ? parseBlockSize(flags.blockSize) : undefined;
   if (src === '-' && process.stdin.isTTY) throw new ExitError('--image - given but stdin is a terminal', EXIT.usage);
   // The command starts when the backup reads its first byte, inside the session.
-  const input = fromCommand ? streamInput(src, commandOutput(args)) : await openImageInput(src).catch((e: unknown) => {
+  const input = fromCommand ? streamInput(src, commandOutput(args)) : src === '-' ? streamInput(src, process.stdin) : await openImageInput(src).catch((e: unknown) => {
     throw new ExitError(`cannot open ${src}: ${(e as Error).message}`, EXIT.failed);
   });
   try {
@@ -133,6 +134,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
         ...(cacheFile ? { cacheFile } : {}),
         readCache: !flags.force,
         signal,
+        workers: workerCount(),
         // Said once there is something to back up: an empty stream is refused first.
         onStart: () => {
           if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}`);

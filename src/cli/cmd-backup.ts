@@ -11,6 +11,7 @@ import { commandOutput } from '../sources/command-output.js';
 import type { Repository } from '../repo/repository.js';
 import type { Snapshot } from '../repo/snapshot.js';
 import { collect, compressionMode, formatBytes, formatDuration, globals, say, verboseItem, warn, type GlobalOptions } from './context.js';
+import { workerCount } from './environment.js';
 import { backupSession, parseTime, splitTags } from './backup-session.js';
 import { backupTargets } from './backup-targets.js';
 import { ExitError, EXIT } from './exit-codes.js';
@@ -122,6 +123,7 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
       parent,
       dryRun: flags.dryRun === true,
       signal,
+      workers: workerCount(),
       onWarning: (path, message) => {
         progress.stop();
         warn(`${path}: ${message}`);
@@ -183,6 +185,7 @@ async function backupStream(repo: Repository, g: GlobalOptions, flags: BackupFla
       ...(flags.host ? { hostname: flags.host } : {}),
       ...(flags.time ? { time: parseTime(flags.time) } : {}),
       signal,
+      workers: workerCount(),
       onProgress: (p) => progress.update(p),
     }).runStream(name, source);
   } finally {

@@ -5,6 +5,7 @@ import type { CompressionMode } from '../core/compress.js';
 import { backendFor, closeWithCommand, compressionMode, globals, say } from './context.js';
 import { getNewPassword, getPassword, withPassword } from './password.js';
 import { saveKeyHint } from './key-hint.js';
+import { scryptParams } from './environment.js';
 
 export function register(program: Command): void {
   program
@@ -17,7 +18,7 @@ export function register(program: Command): void {
       const backend = await backendFor(g, true);
       const hasSource = g.passwordFile || g.passwordCommand || process.env['HOLDFAST_PASSWORD'] !== undefined
         || process.env['HOLDFAST_PASSWORD_FILE'] || process.env['HOLDFAST_PASSWORD_COMMAND'];
-      const repo = await withPassword(hasSource ? getPassword(g) : getNewPassword(undefined), (password) => Repository.init(backend, password, { compression: opts.compression, appendOnly: opts.appendOnly === true }));
+      const repo = await withPassword(hasSource ? getPassword(g) : getNewPassword(undefined), (password) => Repository.init(backend, password, { compression: opts.compression, appendOnly: opts.appendOnly === true, scrypt: scryptParams() }));
       closeWithCommand(repo);
       saveKeyHint(repo.config.id, repo.keyId);
       say(g, `created holdfast repository ${repo.config.id.slice(0, 10)} at ${backend.location}`);

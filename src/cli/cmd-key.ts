@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { globals, openRepo, refuseIfAppendOnly, say } from './context.js';
 import { getNewPassword, withPassword } from './password.js';
+import { scryptParams } from './environment.js';
 import { ExitError, EXIT } from './exit-codes.js';
 
 export function register(program: Command): void {
@@ -27,7 +28,7 @@ export function register(program: Command): void {
     .action(async (o: { newPasswordFile?: string }, cmd: Command) => {
       const g = globals(cmd);
       const repo = await openRepo(g, { index: false });
-      const id = await withPassword(getNewPassword(o.newPasswordFile), (pw) => repo.addKey(pw));
+      const id = await withPassword(getNewPassword(o.newPasswordFile), (pw) => repo.addKey(pw, scryptParams()));
       say(g, `added key ${id.slice(0, 8)}`);
     });
   key.command('remove').description('remove a key').argument('<id>', 'key id or unique prefix')
@@ -45,7 +46,7 @@ export function register(program: Command): void {
       const g = globals(cmd);
       const repo = await openRepo(g, { index: false });
       refuseIfAppendOnly(repo.backend, 'key passwd (it removes the old key)');
-      const id = await withPassword(getNewPassword(o.newPasswordFile), (pw) => repo.addKey(pw));
+      const id = await withPassword(getNewPassword(o.newPasswordFile), (pw) => repo.addKey(pw, scryptParams()));
       await repo.removeKey(repo.keyId, true);
       say(g, `password changed (key ${id.slice(0, 8)} replaces ${repo.keyId.slice(0, 8)})`);
     });

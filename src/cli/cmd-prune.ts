@@ -5,7 +5,8 @@
  * it first checks every snapshot's MAC, and refuses while one fails it.
  */
 import type { Command } from 'commander';
-import { DEFAULT_GRACE_MS, formatDurationMs, minGraceMs, parseDuration } from '../repo/deletion-marker.js';
+import { DEFAULT_GRACE_MS, formatDurationMs, parseDuration } from '../repo/deletion-marker.js';
+import { minGraceMs } from './environment.js';
 import { Pruner, PruneRefusedError, type PruneReport } from '../jobs/prune/pruner.js';
 import { ForgedObjectError } from '../repo/errors.js';
 import { formatBytes, globals, openRepo, refuseIfAppendOnly, say, warn, type GlobalOptions } from './context.js';
@@ -73,6 +74,7 @@ export async function runPrune(g: GlobalOptions, f: PruneFlags): Promise<PruneRe
       dryRun: f.dryRun === true,
       maxUnused,
       graceMs,
+      minGraceMs: minGraceMs(),
       otherLocks: () => held.otherLocks(),
       beforeDelete: () => held.lock.refresh(),
       onWarning: (m) => warn(m),

@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import { ImageRestore, RestoreTargetError } from '../jobs/image/image-restore.js';
 import { NotAnImageSnapshotError } from '../jobs/image/image-reader.js';
 import { formatBytes, formatDuration, globals, openRepo, type GlobalOptions } from './context.js';
+import { workerCount } from './environment.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
 import { findSnapshot, matches, withFilterOptions, type FoundSnapshot, type SnapshotFilter } from './snapshot-filter.js';
@@ -45,9 +46,11 @@ export function register(program: Command): void {
       try {
         result = await new ImageRestore(repo, snapshot, {
           target: flags.to,
+          stdout: process.stdout,
           verify: flags.verify === true,
           overwrite: flags.force === true,
           signal: abort.signal,
+          workers: workerCount(),
           // Said once the target is checked: a refused one gets only the refusal.
           onStart: () => tell(`restoring image snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${snapshot.time} (${formatBytes(img.size)}) to ${flags.to === '-' ? 'stdout' : flags.to}`),
           onProgress: (p) => progress.update({ files: 0, bytes: p.bytes }),

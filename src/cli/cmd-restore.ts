@@ -2,6 +2,7 @@
 import { Option, type Command } from 'commander';
 import { resolve } from 'node:path';
 import { collect, fileInTheWay, formatBytes, globals, openRepo, say, verboseItem, warn } from './context.js';
+import { workerCount } from './environment.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
@@ -60,6 +61,7 @@ export function register(program: Command): void {
           verify: flags.verify === true,
           overwrite: flags.overwrite,
           signal: abort.signal,
+          workers: workerCount(),
           onWarning: (path, message) => {
             progress.stop();
             warn(`${path}: ${message}`);

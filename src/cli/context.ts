@@ -15,6 +15,7 @@ import { acquireLock, LockedError, type RepositoryLock } from '../repo/lock.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword, withPassword } from './password.js';
 import { readKeyHint, saveKeyHint } from './key-hint.js';
+import { minGraceMs } from './environment.js';
 
 export interface GlobalOptions {
   repo?: string;
@@ -123,7 +124,7 @@ const opened = new Set<Repository>();
 export async function openRepo(g: GlobalOptions, opts: { index?: boolean; dryRun?: boolean; signal?: AbortSignal } = {}): Promise<Repository> {
   const location = await backendFor(g, false, opts.signal);
   const { backend } = await withRepositoryMode(opts.dryRun ? new DryRunBackend(location) : location, modeOptions());
-  const repo = await withPassword(getPassword(g), (password) => Repository.open(backend, password, { preferKey: readKeyHint, onWarning: warn }));
+  const repo = await withPassword(getPassword(g), (password) => Repository.open(backend, password, { preferKey: readKeyHint, onWarning: warn, minGraceMs: minGraceMs() }));
   opened.add(repo);
   saveKeyHint(repo.config.id, repo.keyId);
   if (opts.index !== false) await repo.loadIndex();

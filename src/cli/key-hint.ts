@@ -7,7 +7,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cacheRoot } from '../jobs/image/cbt-cache.js';
+import { cacheRoot } from './environment.js';
 
 const hintPath = (repositoryId: string): string => join(cacheRoot(), repositoryId, 'key');
 

@@ -244,17 +244,11 @@ export function describeScrypt(p: ScryptParams): string {
 }
 
 /**
- * Default cost: N=2^16, r=8, p=1 (64 MiB; see docs/decisions.md). Tests and
- * benchmarks may change N with HOLDFAST_SCRYPT_N, within the bound readers
- * accept; the value used is recorded in the key file so every reader derives alike.
+ * Cost of new key files: N=2^16, r=8, p=1 (64 MiB; see docs/decisions.md).
+ * A caller may choose another N within the bound readers accept (tests use
+ * 2^10); the value used is recorded in the key file so every reader derives alike.
  */
-export function defaultScryptParams(): ScryptParams {
-  const env = process.env['HOLDFAST_SCRYPT_N'];
-  const N = env ? Number(env) : DEFAULT_SCRYPT_N;
-  const params = { N, r: 8, p: 1 };
-  if (!validScryptParams(params)) throw new Error(`HOLDFAST_SCRYPT_N=${env} is not a power of two between 2 and 2^18`);
-  return params;
-}
+export const DEFAULT_SCRYPT_PARAMS: ScryptParams = { N: DEFAULT_SCRYPT_N, r: 8, p: 1 };
 
 /** Checks scrypt parameters read from a file before spending memory or time on them. */
 export function validScryptParams(p: ScryptParams): boolean {

@@ -89,26 +89,20 @@ export function condemnedPacks(markers: Iterable<DeletionMarker>): Map<string, I
 
 /** Default grace period between marking and deleting: one hour. */
 export const DEFAULT_GRACE_MS = 60 * 60_000;
-const DEFAULT_MIN_GRACE_MS = 10 * 60_000;
-
 /**
- * The shortest grace period a prune accepts: 10 minutes, or
- * `HOLDFAST_MIN_GRACE` (a duration, for tests). Backups rely on it: see
- * `commitWindowMs`.
+ * The shortest grace period a prune accepts: 10 minutes. Backups rely on it
+ * (see `commitWindowMs`); a process may lower it for tests, for the prunes
+ * and the writers alike (`OpenOptions.minGraceMs`, `PruneOptions.minGraceMs`).
  */
-export function minGraceMs(): number {
-  const env = process.env['HOLDFAST_MIN_GRACE'];
-  if (env === undefined || env === '') return DEFAULT_MIN_GRACE_MS;
-  return parseDuration(env);
-}
+export const DEFAULT_MIN_GRACE_MS = 10 * 60_000;
 
 /**
  * The longest a snapshot commit may take from its last look at the markers
  * to the snapshot being durable: half the minimum grace period. A commit
  * that takes longer removes its snapshot and starts over (docs/format.md §15.4).
  */
-export function commitWindowMs(): number {
-  return minGraceMs() / 2;
+export function commitWindowMs(minGraceMs = DEFAULT_MIN_GRACE_MS): number {
+  return minGraceMs / 2;
 }
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };

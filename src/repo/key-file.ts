@@ -37,8 +37,9 @@ interface MasterKeyJson {
  */
 export type Password = string | Uint8Array;
 
-/** Wraps `key` (of repository `repoId`) with `password`. */
+/** Wraps `key` (of repository `repoId`) with `password`, at the KDF cost `params` (refused outside what readers accept). */
 export async function wrapMasterKey(key: MasterKey, repoId: string, password: Password, params: ScryptParams): Promise<Buffer> {
+  if (!validScryptParams(params)) throw new Error(`scrypt ${describeScrypt(params)} is outside what readers accept (N a power of two from 2 to 2^18, r=8, p=1 at most that cost)`);
   const salt = randomBytes(32);
   const wrapping = await deriveKey(password, salt, params);
   // The base64 strings stay in the heap until collected; the bytes made of them are zeroed.

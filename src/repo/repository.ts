@@ -15,7 +15,7 @@
  * (`indexOrphanPacks`), so their blobs are reused, not uploaded again.
  */
 import { AlreadyExistsError, NotFoundError, ShortReadError, type Backend, type Handle } from '../storage/backend.js';
-import { AuthenticationError, macKey, newMasterKey, sha256, defaultScryptParams, describeScrypt, wipeMasterKey, type MasterKey } from '../core/crypto.js';
+import { AuthenticationError, macKey, newMasterKey, sha256, describeScrypt, DEFAULT_SCRYPT_PARAMS, wipeMasterKey, type MasterKey, type ScryptParams } from '../core/crypto.js';
 import { BlobCompressor, type CompressionMode } from '../core/compress.js';
 import { DEFAULT_CHUNKER_PARAMS, FastCDC, gearTable, validateChunkerParams, type ChunkerParams } from '../core/chunker.js';
 import { authenticateConfig, decodeConfig, encodeConfig, newConfig, type RepoConfig } from './config.js';
@@ -24,7 +24,7 @@ import { BlobType, PACK_TRAILER_BYTES, PackWriter, parsePackHeader, parsePackTra
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from './blob-codec.js';
 import { MasterIndex, decodeIndex, encodeIndex, type BlobLocation, type IndexedPack } from './index-file.js';
 import { authenticateSnapshot, decodeSnapshot, encodeSnapshot, type Snapshot } from './snapshot.js';
-import { condemnedPacks, loadMarkers } from './deletion-marker.js';
+import { commitWindowMs, condemnedPacks, loadMarkers, DEFAULT_MIN_GRACE_MS } from './deletion-marker.js';
 import { commitSnapshot } from './snapshot-fence.js';
 import { loadEvery } from './objects.js';
 import { decodeTree, encodeTree, type ContentEntry, type TreeNode } from './tree.js';
@@ -42,6 +42,10 @@ export interface InitOptions {
   readonly packSize?: number;
   /** Create an append-only repository (docs/format.md, "Append-only repositories"). */
   readonly appendOnly?: boolean;
+  /** KDF cost of the first key file. Default `DEFAULT_SCRYPT_PARAMS`. */
+  readonly scrypt?: ScryptParams;
+  /** As `OpenOptions.minGraceMs`, for the repository `init` returns open. */
+  readonly minGraceMs?: number;
 }
 
 /** Statistics of what this session wrote. */
@@ -64,6 +68,12 @@ export interface OpenOptions {
    * when another copy is (`Repository.copyFailed`).
    */
   readonly onWarning?: (message: string) => void;
+  /**
+   * The shortest grace period any prune of this repository accepts
+   * (`DEFAULT_MIN_GRACE_MS`; tests lower it). A snapshot must be durable
+   * within half of it (`commitWindowMs`, docs/format.md §15.4).
+   */
+  readonly minGraceMs?: number;
 }
 
 /** One key file, as `key list` shows it. */
@@ -146,6 +156,8 @@ export class Repository {
     readonly keyId: string,
     /** Told of a bad copy of a blob (`copyFailed`). */
     private readonly onWarning?: (message: string) => void,
+    /** `OpenOptions.minGraceMs`. */
+    private readonly minGraceMs = DEFAULT_MIN_GRACE_MS,
   ) {
     this.compressor = new BlobCompressor(config.compression);
     this.blobKeys = { encryption: key.encryption, id: key.id, idHash: config.blobIds };
@@ -161,13 +173,13 @@ export class Repository {
     const config = newConfig(validateChunkerParams(opts.chunker ?? DEFAULT_CHUNKER_PARAMS), packSize, opts.compression ?? 'default', opts.appendOnly === true);
     await backend.create();
     const key = newMasterKey();
-    const keyBytes = await wrapMasterKey(key, config.id, password, defaultScryptParams());
+    const keyBytes = await wrapMasterKey(key, config.id, password, opts.scrypt ?? DEFAULT_SCRYPT_PARAMS);
     const keyId = await saveAddressed(backend, 'key', keyBytes);
     const configKey = macKey(key, 'config');
     const configBytes = encodeConfig(config, configKey);
     configKey.fill(0);
     await backend.save(handle('config', 'config'), configBytes);
-    return new Repository(backend, config, key, keyId);
+    return new Repository(backend, config, key, keyId, undefined, opts.minGraceMs);
   }
 
   /**
@@ -205,7 +217,7 @@ export class Repository {
       } finally {
         configKey.fill(0);
       }
-      return new Repository(backend, config, key, name, opts.onWarning);
+      return new Repository(backend, config, key, name, opts.onWarning, opts.minGraceMs);
     };
     const attempt = async (name: string, file: KeyFile): Promise<MasterKey | undefined> => {
       const times = costTimes(file.kdf);
@@ -544,7 +556,7 @@ export class Repository {
 
   /** Writes a snapshot, with its MAC, behind the fence that keeps a concurrent prune from deleting what it references (snapshot-fence.ts). */
   async saveSnapshot(s: Snapshot): Promise<string> {
-    return commitSnapshot({ backend: this.backend, index: this.index, packSize: this.config.packSize }, s.blobs, encodeSnapshot(s, this.snapshotMacKey));
+    return commitSnapshot({ backend: this.backend, index: this.index, packSize: this.config.packSize, commitWindowMs: commitWindowMs(this.minGraceMs) }, s.blobs, encodeSnapshot(s, this.snapshotMacKey));
   }
 
   /** Loads a snapshot and checks its MAC: `ForgedObjectError` when it was changed or planted in storage. */
@@ -592,8 +604,8 @@ export class Repository {
   }
 
   /** Adds a key file wrapping the master key with another password; returns its id. */
-  async addKey(password: Password): Promise<string> {
-    return saveAddressed(this.backend, 'key', await wrapMasterKey(this.key, this.config.id, password, defaultScryptParams()));
+  async addKey(password: Password, scrypt: ScryptParams = DEFAULT_SCRYPT_PARAMS): Promise<string> {
+    return saveAddressed(this.backend, 'key', await wrapMasterKey(this.key, this.config.id, password, scrypt));
   }
 
   /** Removes a key file. Refuses the last one, and the one in use unless `allowCurrent`. */

@@ -15,7 +15,7 @@
  *       else → lost: refuse (BlobsLostError); the backup must run again
  *     store the copies (packs, then one index file)
  *     write the snapshot
- *     durable within commitWindowMs() of t0 → done
+ *     durable within the commit window of t0 → done
  *     else (the process stalled: a prune may have swept meanwhile) → remove it, repeat
  *
  * Copies need no key: a sealed blob's AAD binds its type, flags, length and
@@ -24,7 +24,7 @@
 import { performance } from 'node:perf_hooks';
 import { NotFoundError, ShortReadError, type Backend } from '../storage/backend.js';
 import { AppendOnlyError } from '../storage/append-only-backend.js';
-import { commitWindowMs, condemnedPacks, formatDurationMs, loadMarkers } from './deletion-marker.js';
+import { condemnedPacks, formatDurationMs, loadMarkers } from './deletion-marker.js';
 import { decodeIndex, encodeIndex, type BlobLocation, type IndexedPack, type MasterIndex } from './index-file.js';
 import { handleOf, listObjects, loadChecked, loadEvery, saveAddressed } from './objects.js';
 import { PackCopier } from './pack-copier.js';
@@ -36,6 +36,8 @@ export interface FenceTarget {
   readonly index: MasterIndex;
   /** Target pack size for copies. */
   readonly packSize: number;
+  /** How long a commit may take (`commitWindowMs` of the minimum grace period). */
+  readonly commitWindowMs: number;
 }
 
 /** Some blobs a snapshot lists exist nowhere any more (a prune removed them): the snapshot was not written. */
@@ -67,7 +69,7 @@ export async function commitSnapshot(t: FenceTarget, blobs: readonly string[], b
     }
     const id = await saveAddressed(t.backend, 'snapshot', bytes);
     const took = since(start);
-    if (took <= commitWindowMs()) return id;
+    if (took <= t.commitWindowMs) return id;
     try {
       await t.backend.remove(handleOf('snapshot', id));
     } catch (e) {
@@ -75,7 +77,7 @@ export async function commitSnapshot(t: FenceTarget, blobs: readonly string[], b
       throw e;
     }
     if (attempt >= ATTEMPTS) {
-      throw new Error(`writing the snapshot took ${formatDurationMs(took)}, longer than the commit window of ${formatDurationMs(commitWindowMs())} `
+      throw new Error(`writing the snapshot took ${formatDurationMs(took)}, longer than the commit window of ${formatDurationMs(t.commitWindowMs)} `
         + `(${ATTEMPTS} times); it was removed again so that it cannot reference data a concurrent prune deleted; run the backup again`);
     }
   }

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { Repository } from '../../src/repo/repository.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { bytes } from '../jobs/gc-fixture.js';
+import { TEST_SCRYPT } from '../helpers/memory-repo.js';
 import type { Sandbox, RunResult } from '../helpers/cli.js';
 import { assertRestores as assertRestoresWith } from '../helpers/restore-check.js';
 
@@ -28,8 +29,8 @@ export function rounds(name: string, dflt: number): number {
 
 /** Creates the sandbox's repository with 4–32 KiB chunks and 64 KiB packs. */
 export async function initSmall(s: Sandbox): Promise<void> {
-  process.env['HOLDFAST_SCRYPT_N'] ??= '1024';
   await Repository.init(new LocalBackend(s.repo), 'correct horse', {
+    scrypt: TEST_SCRYPT,
     packSize: 1 << 16,
     compression: 'off',
     chunker: { algorithm: 'fastcdc-2020', minSize: 4096, avgSize: 8192, maxSize: 32768 },

@@ -15,13 +15,13 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { MemoryBackend } from '../../src/storage/memory-backend.js';
 import type { Backend } from '../../src/storage/backend.js';
-import { Repository } from '../../src/repo/repository.js';
+import { Repository, type OpenOptions } from '../../src/repo/repository.js';
 import { PlainRepository, RepoState } from '../../src/repo/plain-repository.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { contentBytes, type TreeNode, type ContentEntry } from '../../src/repo/tree.js';
 import type { Snapshot } from '../../src/repo/snapshot.js';
 import { Checker, type CheckReport } from '../../src/jobs/check/checker.js';
-import { TEST_PASSWORD } from '../helpers/memory-repo.js';
+import { TEST_PASSWORD, TEST_SCRYPT } from '../helpers/memory-repo.js';
 
 /** Deterministic pseudo-random bytes. */
 export function bytes(seed: number | string, n: number): Buffer {
@@ -48,9 +48,8 @@ export class GcFixture {
 
   /** A fresh in-memory repository with small packs (64 KiB) and cheap scrypt. */
   static async create(opts: { chunk?: number; backend?: Backend } = {}): Promise<GcFixture> {
-    process.env['HOLDFAST_SCRYPT_N'] ??= '1024';
     const backend = opts.backend ?? new MemoryBackend();
-    const repo = await Repository.init(backend, TEST_PASSWORD, { packSize: 1 << 16, compression: 'off' });
+    const repo = await Repository.init(backend, TEST_PASSWORD, { packSize: 1 << 16, compression: 'off', scrypt: TEST_SCRYPT });
     return new GcFixture(backend, repo, opts.chunk ?? 8192);
   }
 
@@ -63,8 +62,8 @@ export class GcFixture {
   }
 
   /** A repository opened afresh (index loaded), as a new process would. */
-  async open(backend: Backend = this.backend): Promise<Repository> {
-    const r = await Repository.open(backend, TEST_PASSWORD);
+  async open(backend: Backend = this.backend, opts: OpenOptions = {}): Promise<Repository> {
+    const r = await Repository.open(backend, TEST_PASSWORD, opts);
     await r.loadIndex();
     return r;
   }

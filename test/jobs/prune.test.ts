@@ -238,23 +238,16 @@ describe('prune alongside a backup (restic issue 3126)', () => {
   });
 
   it('a snapshot commit that overruns the commit window is removed again and retried', async () => {
-    const saved = process.env['HOLDFAST_MIN_GRACE'];
-    process.env['HOLDFAST_MIN_GRACE'] = '1s'; // commit window 500 ms: wide enough for a loaded machine
-    try {
-      const f = await GcFixture.create();
-      const slow = new FaultBackend(f.backend, [{ op: 'save', type: 'snapshot', delayMs: 700 }]);
-      const backup = await f.open(slow);
-      const { tree, blobs } = await f.store(backup, { 'a.txt': 'a' });
-      await backup.flush();
-      await assert.rejects(backup.saveSnapshot(f.snapshotOf(tree, blobs, new Date(f.now))), /longer than the commit window/);
-      assert.deepEqual(await names(f.backend, 'snapshot'), [], 'no snapshot is left behind');
-      slow.clear();
-      slow.inject({ op: 'save', type: 'snapshot', times: 1, delayMs: 700 });
-      const id = await backup.saveSnapshot(f.snapshotOf(tree, blobs, new Date(f.now)));
-      assert.deepEqual(await names(f.backend, 'snapshot'), [id], 'the retry within the window succeeds');
-    } finally {
-      if (saved === undefined) delete process.env['HOLDFAST_MIN_GRACE'];
-      else process.env['HOLDFAST_MIN_GRACE'] = saved;
-    }
+    const f = await GcFixture.create();
+    const slow = new FaultBackend(f.backend, [{ op: 'save', type: 'snapshot', delayMs: 700 }]);
+    const backup = await f.open(slow, { minGraceMs: 1000 }); // commit window 500 ms: wide enough for a loaded machine
+    const { tree, blobs } = await f.store(backup, { 'a.txt': 'a' });
+    await backup.flush();
+    await assert.rejects(backup.saveSnapshot(f.snapshotOf(tree, blobs, new Date(f.now))), /longer than the commit window/);
+    assert.deepEqual(await names(f.backend, 'snapshot'), [], 'no snapshot is left behind');
+    slow.clear();
+    slow.inject({ op: 'save', type: 'snapshot', times: 1, delayMs: 700 });
+    const id = await backup.saveSnapshot(f.snapshotOf(tree, blobs, new Date(f.now)));
+    assert.deepEqual(await names(f.backend, 'snapshot'), [id], 'the retry within the window succeeds');
   });
 });

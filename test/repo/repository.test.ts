@@ -13,7 +13,7 @@ import { BlobType, FLAG_COMPRESSED, PACK_TRAILER_BYTES } from '../../src/repo/pa
 import { encodeIndex } from '../../src/repo/index-file.js';
 import { BlobNotFoundError, CorruptObjectError, NotARepositoryError, WrongPasswordError } from '../../src/repo/errors.js';
 import { encodeTree } from '../../src/repo/tree.js';
-import { TEST_PASSWORD, memoryRepo } from '../helpers/memory-repo.js';
+import { TEST_PASSWORD, TEST_SCRYPT, memoryRepo } from '../helpers/memory-repo.js';
 
 const SMALL_PACK = 1 << 16;
 
@@ -93,10 +93,9 @@ describe('Repository: init and open', () => {
   it(
     'init refuses options its own config decoder would refuse, before writing anything',
     async () => {
-      process.env['HOLDFAST_SCRYPT_N'] ??= '1024';
       for (const opts of [{ packSize: 4096 }, { packSize: 2 ** 31 }, { chunker: { algorithm: 'fastcdc-2020' as const, minSize: 10, avgSize: 100, maxSize: 50 } }]) {
         const backend = new MemoryBackend();
-        await assert.rejects(Repository.init(backend, TEST_PASSWORD, opts), JSON.stringify(opts));
+        await assert.rejects(Repository.init(backend, TEST_PASSWORD, { ...opts, scrypt: TEST_SCRYPT }), JSON.stringify(opts));
         assert.equal(await backend.stat({ type: 'config', name: 'config' }), undefined);
       }
     },
@@ -398,7 +397,7 @@ describe('Repository: orphan packs', () => {
 describe('Repository: keys', () => {
   it('addKey, listKeys, removeKey and what each password opens afterwards', async () => {
     const { backend, repo } = await memoryRepo();
-    const newId = await repo.addKey('second password');
+    const newId = await repo.addKey('second password', TEST_SCRYPT);
     const second = await Repository.open(backend, 'second password');
     assert.equal(second.keyId, newId);
     assert.equal(second.config.id, repo.config.id);
@@ -422,9 +421,24 @@ describe('Repository: keys', () => {
     assert.equal((await second.listKeys()).length, 1);
   });
 
+  it('the KDF cost of a key file is chosen by the caller, whatever the environment says', async () => {
+    const saved = process.env['HOLDFAST_SCRYPT_N'];
+    process.env['HOLDFAST_SCRYPT_N'] = '4096'; // the CLI's variable: the library never reads it
+    try {
+      const { repo } = await memoryRepo({ scrypt: { N: 2048, r: 8, p: 1 } });
+      await repo.addKey('second', { N: 512, r: 8, p: 1 });
+      const costs = (await repo.listKeys()).map((k) => [k.current, k.file?.kdf.N]).sort();
+      assert.deepEqual(costs, [[false, 512], [true, 2048]]);
+      await assert.rejects(repo.addKey('third', { N: 1000, r: 8, p: 1 }), /outside what readers accept/);
+    } finally {
+      if (saved === undefined) delete process.env['HOLDFAST_SCRYPT_N'];
+      else process.env['HOLDFAST_SCRYPT_N'] = saved;
+    }
+  });
+
   it('removeKey refuses the last key even when it is not the current one', async () => {
     const { backend, repo } = await memoryRepo();
-    const otherId = await repo.addKey('other');
+    const otherId = await repo.addKey('other', TEST_SCRYPT);
     const other = await Repository.open(backend, 'other');
     await other.removeKey(repo.keyId);
     // `repo` still holds the removed key; the only key left is not its current one.

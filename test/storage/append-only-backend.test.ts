@@ -17,6 +17,7 @@ import { decodeConfig, encodeConfig } from '../../src/repo/config.js';
 import { CorruptObjectError } from '../../src/repo/errors.js';
 import { KeylessRepository, withRepositoryMode } from '../../src/repo/keyless-repository.js';
 import { bytes, handleOf, listAll } from './conformance.js';
+import { TEST_SCRYPT } from '../helpers/memory-repo.js';
 
 describe('AppendOnlyBackend', () => {
   it('stores and reads every type, refuses to remove any of them, and never overwrites', async () => {
@@ -58,16 +59,14 @@ describe('AppendOnlyBackend', () => {
 });
 
 describe('append-only repositories', () => {
-  process.env['HOLDFAST_SCRYPT_N'] ??= '1024';
-
   it('the config records the mode; older configs without it are not append-only; a bad value is refused', async () => {
     const b = new MemoryBackend();
-    const repo = await Repository.init(b, 'pw', { appendOnly: true });
+    const repo = await Repository.init(b, 'pw', { appendOnly: true, scrypt: TEST_SCRYPT });
     assert.equal(repo.config.appendOnly, true);
     const raw = await b.load({ type: 'config', name: 'config' });
     assert.match(raw.toString('latin1'), /"appendOnly":true/);
     assert.equal(decodeConfig(raw).appendOnly, true);
-    const normal = await Repository.init(new MemoryBackend(), 'pw');
+    const normal = await Repository.init(new MemoryBackend(), 'pw', { scrypt: TEST_SCRYPT });
     assert.equal(normal.config.appendOnly, undefined);
     assert.doesNotMatch(encodeConfig(normal.config, Buffer.alloc(32)).toString('latin1'), /appendOnly/);
     const bad = encodeConfig({ ...normal.config, appendOnly: 'yes' } as never, Buffer.alloc(32));
@@ -80,9 +79,9 @@ describe('append-only repositories', () => {
 
   it('withRepositoryMode wraps per the config, a self-restricting client, or not for the storage owner', async () => {
     const ao = new MemoryBackend();
-    await Repository.init(ao, 'pw', { appendOnly: true });
+    await Repository.init(ao, 'pw', { appendOnly: true, scrypt: TEST_SCRYPT });
     const normal = new MemoryBackend();
-    await Repository.init(normal, 'pw');
+    await Repository.init(normal, 'pw', { scrypt: TEST_SCRYPT });
     assert.equal(await modeOf(ao), true);
     assert.equal(await modeOf(ao, { storageOwner: true }), false);
     assert.equal(await modeOf(normal), false);
@@ -92,7 +91,7 @@ describe('append-only repositories', () => {
 
   it('a keyless client of an append-only repository lists snapshots but cannot remove them; a Repository opened on it cannot remove keys', async () => {
     const inner = new MemoryBackend();
-    const repo = await Repository.init(inner, 'pw', { appendOnly: true });
+    const repo = await Repository.init(inner, 'pw', { appendOnly: true, scrypt: TEST_SCRYPT });
     const id = await repo.saveSnapshot({
       time: new Date().toISOString(), hostname: 'h', username: 'u', paths: ['/'], tags: [], tree: '0'.repeat(64), summary: {} as never, blobs: [],
     });
@@ -102,7 +101,7 @@ describe('append-only repositories', () => {
     await assert.rejects(keyless.removeSnapshot(id), AppendOnlyError);
     const { backend } = await withRepositoryMode(inner);
     const opened = await Repository.open(backend, 'pw');
-    await opened.addKey('second');
+    await opened.addKey('second', TEST_SCRYPT);
     const other = (await opened.listKeys()).find((k) => !k.current)!;
     await assert.rejects(opened.removeKey(other.id), AppendOnlyError);
     assert.equal((await opened.listKeys()).length, 2);

@@ -21,7 +21,6 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { FP_BYTES } from '../../core/crypto.js';
@@ -50,14 +49,7 @@ export interface CbtHeader {
   readonly fingerprint: 'poly1305';
 }
 
-/** The cache folder: $HOLDFAST_CACHE_DIR, else $XDG_CACHE_HOME/holdfast, else ~/.cache/holdfast. */
-export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
-  if (env['HOLDFAST_CACHE_DIR']) return env['HOLDFAST_CACHE_DIR'];
-  const xdg = env['XDG_CACHE_HOME'];
-  return join(xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.cache'), 'holdfast');
-}
-
-/** Path of the cache file for one source of one repository. */
+/** Path of the cache file for one source of one repository, below the cache folder `root` (the caller's choice). */
 export function cachePath(root: string, repositoryId: string, source: string): string {
   const h = createHash('sha256').update(source).digest('hex').slice(0, 32);
   return join(root, repositoryId, `image-${h}.cbt`);

@@ -54,12 +54,12 @@ export class RestoreTargetError extends Error {
 }
 
 export interface ImageRestoreOptions {
-  /** A path, or `-` for `stdout`. */
+  /** A path, or `-` for the stream `stdout`. */
   readonly target: string;
   readonly verify?: boolean;
   /** Replace an image file that exists and is not empty (`--force`); devices are checked by size and mounts instead. */
   readonly overwrite?: boolean;
-  /** Where `-` writes (default process.stdout). */
+  /** Where `-` writes, in order (the CLI's stdout). The caller owns it: the job never ends it. */
   readonly stdout?: Writable;
   /** Worker threads (default: one per core). */
   readonly workers?: number;
@@ -150,8 +150,6 @@ function streamSink(out: Writable, blockSize: number): Sink {
     },
     finish: async () => {
       if (failed) throw failed;
-      if (out === process.stdout) return;
-      await new Promise<void>((res) => out.end(res));
     },
     close: async () => undefined,
   };
@@ -162,8 +160,8 @@ function refuseMounted(target: string, mounts: readonly LiveUse[]): void {
   if (mounts.length > 0) throw new RestoreTargetError(`${target} is in use (${mounts.map((m) => `${m.device} mounted on ${m.mountPoint}`).join(', ')}); unmount it first; nothing was written`);
 }
 
-async function openTarget(target: string, size: number, blockSize: number, out: Writable, overwrite: boolean, dataBytes: () => Promise<number>): Promise<Sink> {
-  if (target === '-') return streamSink(out, blockSize);
+async function openTarget(target: string, size: number, blockSize: number, out: Writable | undefined, overwrite: boolean, dataBytes: () => Promise<number>): Promise<Sink> {
+  if (target === '-' && out) return streamSink(out, blockSize);
   let st;
   try {
     st = await fsp.stat(target);
@@ -229,7 +227,8 @@ export class ImageRestore {
     const r = this.reader;
     const { size, blockSize, blocks } = r;
     if (this.opts.verify && this.opts.target === '-') throw new RestoreTargetError('--verify cannot read back stdout; restore to a file or a device to verify');
-    const sink = await openTarget(this.opts.target, size, blockSize, this.opts.stdout ?? process.stdout, this.opts.overwrite === true, () => r.storedBytes());
+    if (this.opts.target === '-' && !this.opts.stdout) throw new RestoreTargetError('target - needs a stream to write to (the stdout option)');
+    const sink = await openTarget(this.opts.target, size, blockSize, this.opts.stdout, this.opts.overwrite === true, () => r.storedBytes());
     this.opts.onStart?.();
     const pool = new WorkerPool<BlockTask>(BLOCK_WORKER, blockInit(this.repo), this.opts.workers);
     let bytesWritten = 0;

@@ -24,10 +24,9 @@ interface Slot {
 
 const WORKER_URL = new URL('./blob-worker.js', import.meta.url);
 
-/** Worker count: HOLDFAST_WORKERS, else one per core. */
+/** Worker count unless the caller chooses: one per core. */
 export function defaultPoolSize(): number {
-  const env = Number(process.env['HOLDFAST_WORKERS']);
-  return Number.isInteger(env) && env > 0 ? env : availableParallelism();
+  return availableParallelism();
 }
 
 export class WorkerPool<TTask = Task> {

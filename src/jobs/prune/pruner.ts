@@ -64,6 +64,8 @@ export interface PruneOptions {
   readonly maxUnused?: number;
   /** How long a marked pack stays before a sweep may delete it. Default one hour. */
   readonly graceMs?: number;
+  /** The shortest grace period of this repository's prunes (`DEFAULT_MIN_GRACE_MS`): writers commit within half of it. */
+  readonly minGraceMs?: number;
   /** The clock (ms since the epoch); tests move it. */
   readonly now?: () => number;
   /** Live locks of other clients (stale ones left out); a marker younger than one of them is not swept. */
@@ -205,7 +207,7 @@ export class Pruner {
         report.markersWaiting.push({ marker: name, dueAt: new Date(dueAt).toISOString(), reason: 'grace period not over' });
       } else {
         // A client that took its lock before the marker (allowing for clock skew) may hold blobs it condemns in memory.
-        const older = locks.find((l) => l.created < t + commitWindowMs());
+        const older = locks.find((l) => l.created < t + commitWindowMs(this.opts.minGraceMs));
         if (older) report.markersWaiting.push({ marker: name, dueAt: new Date(dueAt).toISOString(), reason: `still running since before it was marked: ${older.description}` });
         else due.set(name, m);
       }

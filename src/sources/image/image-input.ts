@@ -67,9 +67,8 @@ export function streamInput(path: string, stream: AsyncIterable<Uint8Array>): Im
   return { path, kind: 'stream', size: undefined, stream, close: async () => undefined };
 }
 
-/** Opens SRC: a block device, a regular file, or `-` for stdin. */
-export async function openImageInput(path: string, stdin: AsyncIterable<Uint8Array> = process.stdin): Promise<ImageInput> {
-  if (path === '-') return streamInput(path, stdin);
+/** Opens SRC: a block device or a regular file (a stream, such as the CLI's `-` for stdin, is `streamInput`). */
+export async function openImageInput(path: string): Promise<ImageInput> {
   let fh: fsp.FileHandle;
   try {
     fh = await fsp.open(path, constants.O_RDONLY | constants.O_NOATIME);

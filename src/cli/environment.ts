@@ -1,0 +1,46 @@
+/**
+ * The environment variables that tune the engine, read here and nowhere
+ * below src/cli: the engine takes each as an option, so that a long-running
+ * process (agent, server) chooses them per job and tests need no globals.
+ */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
+import { describeScrypt, validScryptParams, DEFAULT_SCRYPT_PARAMS, type ScryptParams } from '../core/crypto.js';
+import { DEFAULT_MIN_GRACE_MS, parseDuration } from '../repo/deletion-marker.js';
+import { ExitError, EXIT } from './exit-codes.js';
+
+type Env = NodeJS.ProcessEnv;
+
+/** KDF cost of new key files: N from HOLDFAST_SCRYPT_N (tests and benchmarks), else the default. */
+export function scryptParams(env: Env = process.env): ScryptParams {
+  const text = env['HOLDFAST_SCRYPT_N'];
+  if (!text) return DEFAULT_SCRYPT_PARAMS;
+  const params = { ...DEFAULT_SCRYPT_PARAMS, N: Number(text) };
+  if (!validScryptParams(params)) throw new ExitError(`HOLDFAST_SCRYPT_N=${text} is not a power of two between 2 and 2^18 (${describeScrypt(DEFAULT_SCRYPT_PARAMS)} is the default)`, EXIT.usage);
+  return params;
+}
+
+/** The shortest grace period of prunes, and so the writers' commit window: HOLDFAST_MIN_GRACE (a duration, for tests), else 10 minutes. */
+export function minGraceMs(env: Env = process.env): number {
+  const text = env['HOLDFAST_MIN_GRACE'];
+  if (!text) return DEFAULT_MIN_GRACE_MS;
+  try {
+    return parseDuration(text);
+  } catch (e) {
+    throw new ExitError(`HOLDFAST_MIN_GRACE: ${(e as Error).message}`, EXIT.usage);
+  }
+}
+
+/** Worker threads of this process: HOLDFAST_WORKERS, else one per core. */
+export function workerCount(env: Env = process.env): number {
+  const n = Number(env['HOLDFAST_WORKERS']);
+  return Number.isInteger(n) && n > 0 ? n : availableParallelism();
+}
+
+/** The cache folder: $HOLDFAST_CACHE_DIR, else $XDG_CACHE_HOME/holdfast, else ~/.cache/holdfast. */
+export function cacheRoot(env: Env = process.env): string {
+  if (env['HOLDFAST_CACHE_DIR']) return env['HOLDFAST_CACHE_DIR'];
+  const xdg = env['XDG_CACHE_HOME'];
+  return join(xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.cache'), 'holdfast');
+}
