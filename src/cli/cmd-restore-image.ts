@@ -9,6 +9,7 @@ import { NotAnImageSnapshotError } from '../jobs/image/image-reader.js';
 import { formatBytes, formatDuration, globals, openRepo, type GlobalOptions } from './context.js';
 import { workerCount } from './environment.js';
 import { ExitError, EXIT } from './exit-codes.js';
+import { onInterrupt } from './interrupt.js';
 import { Progress } from './progress.js';
 import { findSnapshot, matches, withFilterOptions, type FoundSnapshot, type SnapshotFilter } from './snapshot-filter.js';
 import type { Repository } from '../repo/repository.js';
@@ -37,8 +38,8 @@ export function register(program: Command): void {
       if (!snapshot.image) throw new ExitError(new NotAnImageSnapshotError(`snapshot ${id.slice(0, 8)}`).message, EXIT.failed);
       const img = snapshot.image;
       const abort = new AbortController();
-      const onSigint = (): void => abort.abort(new ExitError('interrupted: the restore is NOT complete', EXIT.interrupted));
-      process.once('SIGINT', onSigint);
+      const onInterrupted = (): void => abort.abort(new ExitError('interrupted: the restore is NOT complete', EXIT.interrupted));
+      const offInterrupt = onInterrupt(onInterrupted);
       const started = Date.now();
       // With --to -, stdout is the image: no JSON status lines there (the bar is on stderr).
       const progress = new Progress(flags.to === '-' ? { ...g, json: false } : g, { files: 0, bytes: img.size, done: true });
@@ -60,7 +61,7 @@ export function register(program: Command): void {
         throw e;
       } finally {
         progress.stop();
-        process.off('SIGINT', onSigint);
+        offInterrupt();
       }
       report(g, tell, result, img.layout.table, (Date.now() - started) / 1000, flags.to);
     });

@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { collect, fileInTheWay, formatBytes, globals, openRepo, say, verboseItem, warn } from './context.js';
 import { workerCount } from './environment.js';
 import { ExitError, EXIT } from './exit-codes.js';
+import { onInterrupt } from './interrupt.js';
 import { Progress } from './progress.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 import { isImageSnapshot, openImageFiles, restorerFor } from '../jobs/image-files/open-image-files.js';
@@ -44,8 +45,8 @@ export function register(program: Command): void {
       const image = isImageSnapshot(snapshot) ? await openImageFiles(repo, snapshot, id, warn) : undefined;
       if (!g.json) say(g, `restoring snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${snapshot.time} to ${flags.target}`);
       const abort = new AbortController();
-      const onSigint = (): void => abort.abort(new ExitError('interrupted: the restore is NOT complete', EXIT.interrupted));
-      process.once('SIGINT', onSigint);
+      const onInterrupted = (): void => abort.abort(new ExitError('interrupted: the restore is NOT complete', EXIT.interrupted));
+      const offInterrupt = onInterrupt(onInterrupted);
       const started = Date.now();
       // Until the walk has seen everything, a whole restore is estimated by the snapshot's own counts.
       const s = snapshot.summary;
@@ -79,7 +80,7 @@ export function register(program: Command): void {
         }).run(snapshot.tree);
       } finally {
         progress.stop();
-        process.off('SIGINT', onSigint);
+        offInterrupt();
       }
       const p = result.progress;
       if (g.json) {

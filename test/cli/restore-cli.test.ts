@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { constants, existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { Sandbox, type RunResult } from '../helpers/cli.js';
 import { errorLines } from '../helpers/cli-errors.js';
 import { writeRandom } from '../helpers/random-file.js';
@@ -66,12 +66,12 @@ describe('restore --json', () => {
   });
 });
 
-describe('restore interrupted with Ctrl-C (SIGINT)', () => {
+describe('restore interrupted with Ctrl-C (SIGINT) or SIGTERM', () => {
   let s: Sandbox;
-  before(async () => {
+  beforeEach(async () => {
     s = await Sandbox.create('holdfast-restore-');
   });
-  after(() => s.remove());
+  afterEach(() => s.remove());
 
   /** The largest pack of the repository: the one holding the file data. */
   async function dataPack(): Promise<string> {
@@ -86,7 +86,7 @@ describe('restore interrupted with Ctrl-C (SIGINT)', () => {
     return best.path;
   }
 
-  it('while a pack read hangs: exit 130, one plain message, and a later restore is complete', { timeout: 60_000 }, async () => {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) it(`${signal} while a pack read hangs: exit 130, one plain message, and a later restore is complete`, { timeout: 60_000 }, async () => {
     const { src } = await backedUp(s, 5);
     // The pack becomes a FIFO: the restore's read of it waits until the test opens the other end.
     const pack = await dataPack();
@@ -98,7 +98,7 @@ describe('restore interrupted with Ctrl-C (SIGINT)', () => {
     run.child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
     // The walk has ended once it has made the last file; the restore then waits for the pack.
     while (!existsSync(join(target, src, 'zz-last'))) await new Promise((r) => setTimeout(r, 20));
-    run.child.kill('SIGINT');
+    run.child.kill(signal);
     let exited = false;
     void run.done.then(() => (exited = true));
     while (!exited) {
