@@ -23,6 +23,8 @@ import { Repository } from '../../src/repo/repository.js';
 import { BlobType, PackWriter } from '../../src/repo/pack.js';
 import { prepareBlob } from '../../src/repo/blob-codec.js';
 import { encodeIndex, type BlobLocation } from '../../src/repo/index-file.js';
+import type { TreeNode } from '../../src/repo/tree.js';
+import { FileContentReader } from '../../src/jobs/mount/file-content-reader.js';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 import { assertRestores } from '../helpers/restore-check.js';
 import { bytes } from '../jobs/gc-fixture.js';
@@ -179,6 +181,25 @@ describe('planted entries, met first, that claim another raw length for every bl
     await assertRestores(s, snap!.id, src);
     const d = await s.ok(['dump', snap!.id, `${src}/a.bin`]);
     assert.ok(d.stdoutBytes.equals(bytes('chunks', 3_000_000)), 'dump gives the file byte for byte');
+  });
+
+  it('a mounted file (FileContentReader) places its chunks by the copies of their true length', async () => {
+    const [snap] = await snapshotsOf(s);
+    const repo = await reader(s);
+    try {
+      let nodes = await repo.loadTree((await repo.loadSnapshot(snap!.id)).tree);
+      let node: TreeNode | undefined;
+      for (const name of [...s.path('src').split('/').filter((x) => x !== ''), 'a.bin']) {
+        node = nodes.find((n) => n.name.toString() === name);
+        assert.ok(node, `no ${name} in the snapshot`);
+        if (node.type === 'dir') nodes = await repo.loadTree(node.subtree!);
+      }
+      const file = await FileContentReader.open(repo, node!, 'a.bin');
+      assert.equal(file.size, 3_000_000);
+      assert.ok((await file.read(0, file.size)).equals(bytes('chunks', 3_000_000)), 'every byte where it belongs');
+    } finally {
+      repo.close();
+    }
   });
 
   it('restore-image skips them for the copies of the block\'s length', async () => {

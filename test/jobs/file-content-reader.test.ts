@@ -30,7 +30,7 @@ describe('FileContentReader', () => {
     const whole: Buffer[] = [];
     for await (const piece of contentBytes(content, (id) => repo.loadBlob(BlobType.Data, id), 'f')) whole.push(Buffer.from(piece));
     const expected = Buffer.concat(whole);
-    const reader = FileContentReader.open(repo, node(content, expected.length), 'f');
+    const reader = await FileContentReader.open(repo, node(content, expected.length), 'f');
     assert.equal(reader.size, expected.length);
     // Every boundary, one byte either side, and ranges across several entries.
     const edges = [0, 70_000, 74_096, 75_330, 75_331, 76_331, expected.length];
@@ -48,9 +48,9 @@ describe('FileContentReader', () => {
     const { repo } = await memoryRepo();
     const { id } = await repo.saveBlob(BlobType.Data, Buffer.from('fourteen bytes'));
     await repo.flush();
-    assert.throws(() => FileContentReader.open(repo, node([id], 1 << 30), 'big'), (e: unknown) => e instanceof CorruptObjectError && /holds 14 bytes, its size says 1073741824/.test(e.message));
-    assert.throws(() => FileContentReader.open(repo, node([id], 5), 'short'), /holds 14 bytes, its size says 5/);
-    assert.throws(() => FileContentReader.open(repo, node(['ab'.repeat(32)], 14), 'lost'), /is not in the repository/);
-    assert.throws(() => FileContentReader.open(repo, node([id], 14, { damaged: true }), 'marked'), /marked damaged/);
+    await assert.rejects(FileContentReader.open(repo, node([id], 1 << 30), 'big'), (e: unknown) => e instanceof CorruptObjectError && /holds 14 bytes, its size says 1073741824/.test(e.message));
+    await assert.rejects(FileContentReader.open(repo, node([id], 5), 'short'), /holds 14 bytes, its size says 5/);
+    await assert.rejects(FileContentReader.open(repo, node(['ab'.repeat(32)], 14), 'lost'), /is not in the repository/);
+    await assert.rejects(FileContentReader.open(repo, node([id], 14, { damaged: true }), 'marked'), /marked damaged/);
   });
 });

@@ -3,7 +3,9 @@
  * it from the start: what a mounted snapshot's `read(offset, length)` needs.
  *
  *   open:  the content list (format §5) becomes a table of start offsets:
- *          a whole blob is as long as the index says its plaintext is, a
+ *          a whole blob is as long as the copy a reader reads says its
+ *          plaintext is (when copies disagree, the repository settles it by
+ *          reading the blob: a planted entry may claim any length), a
  *          slice as long as it says, a hole as its number; the total must
  *          be the size the node declares, or the file is damaged
  *   read:  binary search for the first entry the range touches, then for
@@ -21,8 +23,10 @@ import { inRange, type RandomAccessSource } from '../../sources/image/random-acc
 export interface ContentLoader {
   /** Loads, authenticates and decompresses one blob of the given type. */
   loadBlob(type: BlobType, id: string): Promise<Buffer>;
-  /** Where a blob is stored: its plaintext length is what a content entry naming the whole blob spans. */
-  readonly index: { lookup(id: string): { readonly rawLength: number } | undefined };
+  /** The copy of a blob a read takes: its plaintext length is what a content entry naming the whole blob spans. */
+  readCopy(id: string): { readonly rawLength: number } | undefined;
+  /** Reads the blobs of a content list whose copies disagree on their length, so that `readCopy` gives one of the true length. */
+  settleLengths(content: readonly ContentEntry[]): Promise<void>;
 }
 
 /** Plaintext blobs kept per reader: a read that spans two chunks, and the next read of a sequential reader, hit them. */
@@ -40,7 +44,7 @@ export class FileContentReader implements RandomAccessSource {
    * whose blob is not in the index, and content that does not add up to the
    * node's size: such a file cannot be read as what it claims to be.
    */
-  constructor(private readonly repo: ContentLoader, private readonly content: readonly ContentEntry[], node: TreeNode, private readonly what: string) {
+  private constructor(private readonly repo: ContentLoader, private readonly content: readonly ContentEntry[], node: TreeNode, private readonly what: string) {
     if (node.damaged) throw new CorruptObjectError(what, 'its content was lost in the repository (marked damaged by "repair snapshots")');
     this.starts = new Array<number>(content.length + 1);
     let at = 0;
@@ -48,7 +52,7 @@ export class FileContentReader implements RandomAccessSource {
       this.starts[i] = at;
       if (typeof c === 'number') at += c;
       else if (typeof c === 'string') {
-        const loc = repo.index.lookup(c);
+        const loc = repo.readCopy(c);
         if (!loc) throw new CorruptObjectError(what, `blob ${c} is not in the repository`);
         at += loc.rawLength;
       } else at += c.length;
@@ -58,8 +62,12 @@ export class FileContentReader implements RandomAccessSource {
     this.size = at;
   }
 
-  /** Opens `node` (a regular file) for reading. */
-  static open(repo: ContentLoader, node: TreeNode, what: string): FileContentReader {
+  /**
+   * Opens `node` (a regular file) for reading; rejects as the constructor
+   * throws (see there).
+   */
+  static async open(repo: ContentLoader, node: TreeNode, what: string): Promise<FileContentReader> {
+    if (!node.damaged) await repo.settleLengths(node.content ?? []);
     return new FileContentReader(repo, node.content ?? [], node, what);
   }
 

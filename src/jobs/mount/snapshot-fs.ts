@@ -204,7 +204,7 @@ export class SnapshotFs {
     }
     if (r.kind === 'node' && r.node.type === 'file') {
       try {
-        return FileContentReader.open(this.repo, r.node, path);
+        return await FileContentReader.open(this.repo, r.node, path);
       } catch (e) {
         this.warn(`${path}: cannot be read: ${(e as Error).message}`);
         throw new FsError('EIO', `${path}: ${(e as Error).message}`);
