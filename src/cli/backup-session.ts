@@ -8,7 +8,7 @@
 import { parseCompressionMode } from '../core/compress.js';
 import { acquireLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
-import { openRepo, warn, type GlobalOptions } from './context.js';
+import { lockedByMe, openRepo, warn, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
 
@@ -19,7 +19,7 @@ export async function backupSession(g: GlobalOptions, compression: string | unde
   // The signal reaches the rate limiter too: a wait for --limit-upload can last minutes.
   const repo = await openRepo(g, { dryRun, signal: abort.signal });
   if (compression) repo.setCompression(parseCompressionMode(compression));
-  const lock = dryRun ? undefined : await acquireLock(repo.backend, { exclusive: false, operation: 'backup', onLost: (e) => abort.abort(new ExitError(`${e.message}; no snapshot was written`, EXIT.locked)) });
+  const lock = dryRun ? undefined : await acquireLock(repo.backend, { ...lockedByMe(), exclusive: false, operation: 'backup', onLost: (e) => abort.abort(new ExitError(`${e.message}; no snapshot was written`, EXIT.locked)) });
   const onSigint = (): void => abort.abort(new ExitError('interrupted; the repository is intact and the next backup reuses what was uploaded', EXIT.interrupted));
   const offInterrupt = onInterrupt(onSigint);
   try {

@@ -14,7 +14,7 @@ import { describePolicy, parseDuration, UNLIMITED, type Duration, type Retention
 import { describeGroup, parseGroupBy, type GroupBy } from '../jobs/forget/group-by.js';
 import { forgetByPolicy, type ForgetGroupPlan, type ForgetItem, type ForgetStore } from '../jobs/forget/forget.js';
 import { acquireLock } from '../repo/lock.js';
-import { collect, globals, openKeyless, openRepo, refuseIfAppendOnly, say, warn, type GlobalOptions } from './context.js';
+import { collect, globals, lockedByMe, openKeyless, openRepo, refuseIfAppendOnly, say, warn, type GlobalOptions } from './context.js';
 import { passwordGiven } from './maintenance.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
@@ -126,7 +126,7 @@ export function register(program: Command): void {
       return;
     }
     if (!g.json) say(g, `applying policy: ${describePolicy(policy)}`);
-    const lock = f.dryRun ? undefined : await acquireLock(repo.backend, { exclusive: false, operation: 'forget' });
+    const lock = f.dryRun ? undefined : await acquireLock(repo.backend, { ...lockedByMe(), exclusive: false, operation: 'forget' });
     let result;
     try {
       result = await forgetByPolicy(await policyStore(g, repo), { policy, groupBy, filter: (s) => matches(s, f), dryRun: f.dryRun === true });
@@ -177,7 +177,7 @@ async function forgetIds(repo: Awaited<ReturnType<typeof openKeyless>>, g: Globa
     if (found.length !== 1) throw new ExitError(found.length === 0 ? `no snapshot with id ${p}` : `snapshot id prefix ${p} is ambiguous (${found.length} snapshots)`, EXIT.failed);
     chosen.add(found[0]!);
   }
-  const lock = f.dryRun ? undefined : await acquireLock(repo.backend, { exclusive: false, operation: 'forget' });
+  const lock = f.dryRun ? undefined : await acquireLock(repo.backend, { ...lockedByMe(), exclusive: false, operation: 'forget' });
   try {
     if (!f.dryRun) for (const id of chosen) await repo.removeSnapshot(id);
   } finally {

@@ -10,7 +10,7 @@
 import type { Command } from 'commander';
 import { acquireLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
-import { collect, globals, openRepo, refuseIfAppendOnly, say } from './context.js';
+import { collect, globals, lockedByMe, openRepo, refuseIfAppendOnly, say } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { findSnapshot, matches, withFilterOptions, type FoundSnapshot, type SnapshotFilter } from './snapshot-filter.js';
 
@@ -53,7 +53,7 @@ export function register(program: Command): void {
       if (f.set && (f.add || f.remove)) throw new ExitError('--set replaces the tags: give it alone, not with --add or --remove', EXIT.usage);
       const repo = await openRepo(g);
       refuseIfAppendOnly(repo.backend, 'tag (it replaces snapshot objects)');
-      const lock = await acquireLock(repo.backend, { exclusive: false, operation: 'tag' });
+      const lock = await acquireLock(repo.backend, { ...lockedByMe(), exclusive: false, operation: 'tag' });
       let modified = 0;
       try {
         for (const { id, snapshot } of await chosen(repo, ids, f)) {

@@ -7,7 +7,7 @@
  */
 import type { Command } from 'commander';
 import { describeLock, listLocks, removeLocks, staleReason, suspectReason, unlockRemoves, type LockEntry } from '../repo/lock.js';
-import { globals, openKeyless, say } from './context.js';
+import { globals, openKeyless, say, thisProcess } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 
 export function register(program: Command): void {
@@ -20,13 +20,13 @@ export function register(program: Command): void {
       const repo = await openKeyless(g);
       if (repo.appendOnly) {
         const now = Date.now();
-        const wouldRemove = (await listLocks(repo.backend)).filter((e) => opts.removeAll || unlockRemoves(e, now));
+        const wouldRemove = (await listLocks(repo.backend)).filter((e) => opts.removeAll || unlockRemoves(e, thisProcess(), now));
         if (wouldRemove.length > 0) {
           throw new ExitError(`the repository is append-only: this client cannot remove the ${wouldRemove.length} lock(s) of others. `
             + 'Stale locks do not block anyone; the storage owner (HOLDFAST_STORAGE_OWNER=1) can remove them', EXIT.appendOnly);
         }
       }
-      const { removed, kept } = await removeLocks(repo.backend, { all: opts.removeAll === true });
+      const { removed, kept } = await removeLocks(repo.backend, { all: opts.removeAll === true, machine: thisProcess() });
       if (g.json) {
         process.stdout.write(`${JSON.stringify({ removed: removed.map(entryJson), kept: kept.map(entryJson) })}\n`);
         return;
@@ -39,11 +39,11 @@ export function register(program: Command): void {
 
 function describe(e: LockEntry): string {
   if (!e.lock) return `unreadable (${e.error ?? '?'})`;
-  const stale = staleReason(e.lock);
+  const stale = staleReason(e.lock, thisProcess());
   const suspect = suspectReason(e.lock);
   return `${describeLock(e.lock)}${stale ? `; stale: ${stale}` : ''}${suspect ? `; suspect: ${suspect}` : ''}`;
 }
 
 function entryJson(e: LockEntry): Record<string, unknown> {
-  return { name: e.name, ...(e.lock ? { lock: e.lock, stale: staleReason(e.lock) ?? null, suspect: suspectReason(e.lock) ?? null } : { error: e.error }) };
+  return { name: e.name, ...(e.lock ? { lock: e.lock, stale: staleReason(e.lock, thisProcess()) ?? null, suspect: suspectReason(e.lock) ?? null } : { error: e.error }) };
 }

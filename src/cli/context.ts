@@ -11,7 +11,7 @@ import { KeylessRepository, withRepositoryMode, type ModeOptions } from '../repo
 import type { Backend } from '../storage/backend.js';
 import { DryRunBackend } from '../storage/dry-run-backend.js';
 import { RateLimitedBackend } from '../storage/rate-limited-backend.js';
-import { acquireLock, LockedError, type RepositoryLock } from '../repo/lock.js';
+import { acquireLock, processIdentity, LockedError, type ProcessIdentity, type RepositoryLock } from '../repo/lock.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword, withPassword } from './password.js';
 import { readKeyHint, saveKeyHint } from './key-hint.js';
@@ -110,6 +110,19 @@ export function compressionMode(text: string): CompressionMode {
   } catch (e) {
     throw new ExitError((e as Error).message, EXIT.usage);
   }
+}
+
+let me: ProcessIdentity | undefined;
+
+/** This process, as its locks name it and as the machine that judges whether a lock's process still runs here. */
+export function thisProcess(): ProcessIdentity {
+  me ??= processIdentity();
+  return me;
+}
+
+/** The identity options of a lock this command takes: held by this process, judged on this machine. */
+export function lockedByMe(): { holder: ProcessIdentity; machine: ProcessIdentity } {
+  return { holder: thisProcess(), machine: thisProcess() };
 }
 
 /** Repositories opened with a key by this command, closed (their keys zeroed) when it ends. */
@@ -237,7 +250,7 @@ export function collect(value: string, previous: string[] = []): string[] {
  */
 export async function longReadLock(repo: Repository, operation: string, what: string, anyway: string): Promise<RepositoryLock | undefined> {
   try {
-    return await acquireLock(repo.backend, { exclusive: false, operation, onLost: (e) => warn(`${e.message}; ${what} may disappear if a prune runs`) });
+    return await acquireLock(repo.backend, { ...lockedByMe(), exclusive: false, operation, onLost: (e) => warn(`${e.message}; ${what} may disappear if a prune runs`) });
   } catch (e) {
     if (e instanceof LockedError) throw e;
     warn(`could not take a repository lock (${(e as Error).message}); ${anyway}`);

@@ -12,7 +12,7 @@ import { acquireLock, describeLock, listLocks, staleReason, type RepositoryLock 
 import { PlainRepository, RepoState } from '../repo/plain-repository.js';
 import type { Repository } from '../repo/repository.js';
 import type { OtherLock } from '../jobs/prune/pruner.js';
-import { backendFor, modeOptions, openRepo, type GlobalOptions } from './context.js';
+import { backendFor, lockedByMe, modeOptions, openRepo, thisProcess, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
 
@@ -50,6 +50,7 @@ export interface Held {
 export async function holdLock(plain: PlainRepository, operation: string, opts: { exclusive?: boolean; alone?: boolean } = {}): Promise<Held> {
   const abort = new AbortController();
   const lock = await acquireLock(plain.backend, {
+    ...lockedByMe(),
     exclusive: opts.exclusive === true,
     operation,
     onLost: (e) => abort.abort(new ExitError(`${e.message}; stopped (what was done so far is consistent)`, EXIT.locked)),
@@ -64,7 +65,7 @@ export async function holdLock(plain: PlainRepository, operation: string, opts: 
     const now = Date.now();
     const out: OtherLock[] = [];
     for (const e of await listLocks(plain.backend)) {
-      if (!e.lock || e.lock.id === lock.id || staleReason(e.lock, now) !== undefined) continue;
+      if (!e.lock || e.lock.id === lock.id || staleReason(e.lock, thisProcess(), now) !== undefined) continue;
       out.push({ created: Date.parse(e.lock.created), description: describeLock(e.lock, now), operation: e.lock.operation });
     }
     return out;

@@ -6,7 +6,9 @@
  *
  * For jobs (prune, check, repair, backup):
  *
- *   const lock = await acquireLock(backend, { exclusive: false, operation: 'prune', onLost });
+ *   const me = processIdentity();            // once, by the process (the CLI); a server
+ *                                            // locking for an agent gives the agent's
+ *   const lock = await acquireLock(backend, { exclusive: false, operation: 'prune', holder: me, machine: me, onLost });
  *   try {
  *     … phase 1 …
  *     await lock.refresh();   // before a step that must not run without the lock:
@@ -39,10 +41,12 @@
  *     name: objects are immutable) and then remove the previous one
  *   release: stop the heartbeat, remove our lock object
  *
- * "This machine" means the same hostname, boot id and pid namespace, so that
- * containers sharing a hostname never judge each other's pids; a pid is alive
- * only if /proc/<pid>/stat exists with the start time the lock recorded, so a
- * reused pid does not keep a dead lock alive.
+ * "This machine" means the same hostname, boot id and pid namespace as the
+ * `machine` identity the caller gives (without one, no lock is judged by its
+ * pid), so that containers sharing a hostname never judge each other's pids;
+ * a pid is alive only if /proc/<pid>/stat exists with the start time the lock
+ * recorded, so a reused pid does not keep a dead lock alive. Nothing here
+ * looks at the running process on its own: the identities come in as options.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
@@ -125,6 +129,18 @@ export class LockLostError extends Error {
 
 export interface LockOptions {
   readonly exclusive: boolean;
+  /**
+   * Who holds the lock, as the lock object records it for others to see:
+   * the caller's own process (`processIdentity()`), or the agent a server
+   * takes the lock for.
+   */
+  readonly holder: ProcessIdentity;
+  /**
+   * The machine this code runs on (`processIdentity()`): a lock written there
+   * whose process has ended is stale at once. Without it, locks go stale by
+   * their heartbeat only.
+   */
+  readonly machine?: ProcessIdentity;
   /** Shown to others who find the lock ("backup", "prune"). */
   readonly operation?: string;
   /** Called once when the lock is lost; the holder must stop. */
@@ -168,16 +184,16 @@ function procStat(pid: number | 'self'): { start: string; zombie: boolean } | un
   return { start: fields[19] ?? '', zombie: fields[0] === 'Z' || fields[0] === 'X' };
 }
 
-let self: ProcessIdentity | undefined;
-
-/** This process's identity (cached). */
+/**
+ * The identity of the running process (hostname, user, pid, its start time,
+ * boot id, pid namespace), for the caller to pass as `holder` and `machine`.
+ */
 export function processIdentity(): ProcessIdentity {
-  if (self) return self;
   const uid = process.getuid?.();
   const processStart = procStat('self')?.start;
   const bootId = tryRead(() => readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim());
   const pidNamespace = tryRead(() => readlinkSync('/proc/self/ns/pid'));
-  self = {
+  return {
     hostname: hostname(),
     username: tryRead(() => userInfo().username) ?? 'unknown',
     ...(uid === undefined ? {} : { uid }),
@@ -186,12 +202,11 @@ export function processIdentity(): ProcessIdentity {
     ...(bootId ? { bootId } : {}),
     ...(pidNamespace ? { pidNamespace } : {}),
   };
-  return self;
 }
 
-/** True when `lock` was written on this machine, in this pid namespace, in this boot. */
-export function onThisMachine(lock: LockInfo, me: ProcessIdentity = processIdentity()): boolean {
-  return lock.hostname === me.hostname && lock.bootId === me.bootId && lock.pidNamespace === me.pidNamespace;
+/** True when `lock` was written on `machine`, in its pid namespace, in its boot. */
+export function onThisMachine(lock: LockInfo, machine: ProcessIdentity | undefined): boolean {
+  return machine !== undefined && lock.hostname === machine.hostname && lock.bootId === machine.bootId && lock.pidNamespace === machine.pidNamespace;
 }
 
 /** True when the process that wrote `lock` (on this machine) still runs. */
@@ -209,11 +224,11 @@ export function processAlive(pid: number, processStart: string | undefined): boo
   }
 }
 
-/** Why `lock` is stale, or undefined when it is live. */
-export function staleReason(lock: LockInfo, now = Date.now(), staleAfterMs = STALE_AFTER_MS, me: ProcessIdentity = processIdentity()): string | undefined {
+/** Why `lock` is stale, or undefined when it is live; `machine` is where this runs (see `LockOptions.machine`). */
+export function staleReason(lock: LockInfo, machine: ProcessIdentity | undefined, now = Date.now(), staleAfterMs = STALE_AFTER_MS): string | undefined {
   const age = now - Date.parse(lock.heartbeat);
   if (age > staleAfterMs) return `no heartbeat for ${formatAge(age)}`;
-  if (onThisMachine(lock, me) && !processAlive(lock.pid, lock.processStart)) return `process ${lock.pid} on this machine has ended`;
+  if (onThisMachine(lock, machine) && !processAlive(lock.pid, lock.processStart)) return `process ${lock.pid} on this machine has ended`;
   return undefined;
 }
 
@@ -330,7 +345,7 @@ async function removeQuietly(backend: Backend, name: string): Promise<boolean> {
  * The locks that stop a lock of the wanted kind, among `entries` (ours left
  * out by name). Stale ones never block; they are removed when `clear` is set.
  */
-async function conflicts(backend: Backend, entries: readonly LockEntry[], exclusive: boolean, ours: ReadonlySet<string>, staleAfterMs: number, clear: boolean): Promise<LockEntry[]> {
+async function conflicts(backend: Backend, entries: readonly LockEntry[], opts: LockOptions, ours: ReadonlySet<string>, staleAfterMs: number, clear: boolean): Promise<LockEntry[]> {
   const now = Date.now();
   const blocking: LockEntry[] = [];
   for (const e of entries) {
@@ -339,11 +354,11 @@ async function conflicts(backend: Backend, entries: readonly LockEntry[], exclus
       blocking.push(e); // cannot tell whose it is: only "unlock" removes it
       continue;
     }
-    if (staleReason(e.lock, now, staleAfterMs) !== undefined) {
+    if (staleReason(e.lock, opts.machine, now, staleAfterMs) !== undefined) {
       if (clear) await removeQuietly(backend, e.name);
       continue;
     }
-    if (exclusive || e.lock.exclusive) blocking.push(e);
+    if (opts.exclusive || e.lock.exclusive) blocking.push(e);
   }
   return blocking;
 }
@@ -354,14 +369,14 @@ export async function acquireLock(backend: Backend, opts: LockOptions): Promise<
   const staleAfterMs = opts.staleAfterMs ?? STALE_AFTER_MS;
   const deadline = Date.now() + (opts.waitMs ?? 0);
   for (let pause = 100; ; pause = Math.min(pause * 2, 5000)) {
-    const blocking = await conflicts(backend, await listLocks(backend), opts.exclusive, new Set(), staleAfterMs, true);
+    const blocking = await conflicts(backend, await listLocks(backend), opts, new Set(), staleAfterMs, true);
     if (blocking.length === 0) break;
     if (Date.now() >= deadline) throw new LockedError(blocking, opts.exclusive);
     await new Promise((r) => setTimeout(r, Math.min(pause, Math.max(10, deadline - Date.now()))));
   }
   const lock = new HeldLock(backend, opts, heartbeatMs, staleAfterMs);
   await lock.write();
-  const raced = await conflicts(backend, await listLocks(backend), opts.exclusive, new Set([lock.name]), staleAfterMs, false);
+  const raced = await conflicts(backend, await listLocks(backend), opts, new Set([lock.name]), staleAfterMs, false);
   if (raced.length > 0) {
     await lock.release();
     throw new LockedError(raced, opts.exclusive);
@@ -393,13 +408,12 @@ class HeldLock implements RepositoryLock {
   /** Writes a lock object with a fresh heartbeat; returns the name of the one it replaces. */
   async write(): Promise<string> {
     const now = Date.now();
-    const me = processIdentity();
     const info: LockInfo = {
       version: LOCK_VERSION,
       id: this.id,
       operation: this.opts.operation ?? (this.exclusive ? 'exclusive' : 'shared'),
       exclusive: this.exclusive,
-      ...me,
+      ...this.opts.holder,
       created: this.created,
       heartbeat: new Date(now).toISOString(),
     };
@@ -473,21 +487,21 @@ class HeldLock implements RepositoryLock {
   }
 }
 
-/** True when plain `holdfast unlock` removes the lock: unreadable, stale or suspect. */
-export function unlockRemoves(e: LockEntry, now = Date.now(), staleAfterMs = STALE_AFTER_MS): boolean {
-  return !e.lock || staleReason(e.lock, now, staleAfterMs) !== undefined || suspectReason(e.lock, now) !== undefined;
+/** True when plain `holdfast unlock` removes the lock: unreadable, stale or suspect; `machine` as for `staleReason`. */
+export function unlockRemoves(e: LockEntry, machine: ProcessIdentity | undefined, now = Date.now(), staleAfterMs = STALE_AFTER_MS): boolean {
+  return !e.lock || staleReason(e.lock, machine, now, staleAfterMs) !== undefined || suspectReason(e.lock, now) !== undefined;
 }
 
 /**
  * `holdfast unlock`: removes stale, suspect and unreadable locks, or every
  * lock with `all`. Returns what it removed and what it left.
  */
-export async function removeLocks(backend: Backend, opts: { all?: boolean; staleAfterMs?: number } = {}): Promise<{ removed: LockEntry[]; kept: LockEntry[] }> {
+export async function removeLocks(backend: Backend, opts: { all?: boolean; machine?: ProcessIdentity; staleAfterMs?: number } = {}): Promise<{ removed: LockEntry[]; kept: LockEntry[] }> {
   const now = Date.now();
   const removed: LockEntry[] = [];
   const kept: LockEntry[] = [];
   for (const e of await listLocks(backend)) {
-    const remove = opts.all || unlockRemoves(e, now, opts.staleAfterMs);
+    const remove = opts.all || unlockRemoves(e, opts.machine, now, opts.staleAfterMs);
     if (!remove) {
       kept.push(e);
       continue;

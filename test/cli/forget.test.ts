@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
-import { acquireLock } from '../../src/repo/lock.js';
+import { acquireLock, processIdentity } from '../../src/repo/lock.js';
 import { AppendOnlyBackend } from '../../src/storage/append-only-backend.js';
 
 const TZ = 'UTC';
@@ -140,7 +140,7 @@ describe('holdfast forget', () => {
   });
 
   it('waits for no one in a dry run, but does not remove beside an exclusive lock (exit 11)', async () => {
-    const lock = await acquireLock(new LocalBackend(s.repo), { exclusive: true, operation: 'prune' });
+    const lock = await acquireLock(new LocalBackend(s.repo), { holder: processIdentity(), exclusive: true, operation: 'prune' });
     try {
       await s.ok(['forget', '--dry-run', '--keep-last', '1'], { env: NOPW });
       const r = await s.run(['forget', '--keep-last', '1'], { env: NOPW });

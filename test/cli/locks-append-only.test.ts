@@ -6,6 +6,7 @@
  * heartbeat from the future), `--remove-all` all of them. An append-only repository takes backups but refuses forget, key
  * remove, key passwd and unlock of others' locks (exit 13), except for the
  * storage owner; HOLDFAST_APPEND_ONLY=1 restricts a client of any repository.
+ * A lock records the holder its taker names (a server taking it for an agent).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -15,7 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 import { sha256 } from '../../src/core/crypto.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
-import { LOCK_VERSION, STALE_AFTER_MS, encodeLock, processIdentity, type LockInfo } from '../../src/repo/lock.js';
+import { LOCK_VERSION, STALE_AFTER_MS, acquireLock, encodeLock, processIdentity, type LockInfo } from '../../src/repo/lock.js';
 
 const NOPW = { HOLDFAST_PASSWORD: undefined };
 
@@ -87,6 +88,20 @@ describe('locks through the CLI', () => {
     assert.match(u.stdout, /1 live lock left/);
     const all = await s.ok(['unlock', '--remove-all'], { env: NOPW });
     assert.match(all.stdout, /1 lock removed/);
+    assert.deepEqual(await locks(), []);
+  });
+
+  it('a lock a library caller takes for someone else (a server for an agent) names that holder in unlock --json and in the refusal', async () => {
+    const lock = await acquireLock(new LocalBackend(s.repo), { holder: { hostname: 'agent-7', username: 'alice', pid: 31337 }, exclusive: true, operation: 'restore-test' });
+    try {
+      const listed = JSON.parse((await s.ok(['--json', 'unlock'], { env: NOPW })).stdout) as { kept: { lock: LockInfo; stale: string | null }[] };
+      assert.deepEqual(listed.kept.map((k) => [k.lock.hostname, k.lock.username, k.lock.pid, k.lock.operation, k.stale]), [['agent-7', 'alice', 31337, 'restore-test', null]]);
+      const r = await s.run(['backup', data]);
+      assert.equal(r.code, 11, r.stderr);
+      assert.match(r.stderr, /locked exclusively by restore-test \(pid 31337 on agent-7, user alice\)/);
+    } finally {
+      await lock.release();
+    }
     assert.deepEqual(await locks(), []);
   });
 

@@ -50,6 +50,10 @@ async function deadProcess(): Promise<{ pid: number; processStart: string }> {
   return { pid, processStart };
 }
 
+/** This process, as the CLI passes it: the holder of its locks and the machine that judges pids. */
+const me = processIdentity();
+const mine = { holder: me, machine: me };
+
 const linux = (() => {
   try {
     readFileSync('/proc/self/stat');
@@ -62,23 +66,23 @@ const linux = (() => {
 describe('locks', () => {
   it('shared locks coexist; exclusive excludes everything; release frees', async () => {
     const b = new MemoryBackend();
-    const s1 = await acquireLock(b, { exclusive: false, operation: 'backup' });
-    const s2 = await acquireLock(b, { exclusive: false, operation: 'backup' });
-    await assert.rejects(acquireLock(b, { exclusive: true, operation: 'prune' }), (e: unknown) => e instanceof LockedError && /locked by backup \(pid \d+ on /.test(e.message));
+    const s1 = await acquireLock(b, { ...mine, exclusive: false, operation: 'backup' });
+    const s2 = await acquireLock(b, { ...mine, exclusive: false, operation: 'backup' });
+    await assert.rejects(acquireLock(b, { ...mine, exclusive: true, operation: 'prune' }), (e: unknown) => e instanceof LockedError && /locked by backup \(pid \d+ on /.test(e.message));
     await s1.release();
     await s2.release();
     await s2.release(); // idempotent
     assert.deepEqual(await lockNames(b), []);
-    const x = await acquireLock(b, { exclusive: true, operation: 'prune' });
-    await assert.rejects(acquireLock(b, { exclusive: false }), (e: unknown) => e instanceof LockedError && /locked exclusively by prune/.test(e.message));
-    await assert.rejects(acquireLock(b, { exclusive: true }), LockedError);
+    const x = await acquireLock(b, { ...mine, exclusive: true, operation: 'prune' });
+    await assert.rejects(acquireLock(b, { ...mine, exclusive: false }), (e: unknown) => e instanceof LockedError && /locked exclusively by prune/.test(e.message));
+    await assert.rejects(acquireLock(b, { ...mine, exclusive: true }), LockedError);
     await x.release();
-    await (await acquireLock(b, { exclusive: false })).release();
+    await (await acquireLock(b, { ...mine, exclusive: false })).release();
   });
 
   it('records who holds it, with the process start time, in an object named by its SHA-256', async () => {
     const b = new MemoryBackend();
-    const l = await acquireLock(b, { exclusive: true, operation: 'prune' });
+    const l = await acquireLock(b, { ...mine, exclusive: true, operation: 'prune' });
     const [entry] = await listLocks(b);
     const info = entry!.lock!;
     assert.equal(info.id, l.id);
@@ -96,9 +100,25 @@ describe('locks', () => {
     await l.release();
   });
 
+  it('records the holder it is given (a server locking for an agent), and judges pids only on the machine it is told it runs on', { skip: linux ? false : 'needs /proc' }, async () => {
+    const b = new MemoryBackend();
+    const agent = { hostname: 'agent-7', username: 'alice', pid: 4242, bootId: 'b'.repeat(36) };
+    const l = await acquireLock(b, { holder: agent, exclusive: false, operation: 'backup' });
+    const info = (await listLocks(b))[0]!.lock!;
+    assert.deepEqual([info.hostname, info.username, info.pid, info.bootId, info.uid, info.processStart], ['agent-7', 'alice', 4242, 'b'.repeat(36), undefined, undefined]);
+    await assert.rejects(acquireLock(b, { ...mine, exclusive: true }), /locked by backup \(pid 4242 on agent-7, user alice\)/);
+    await l.release();
+    // A lock of this machine whose process ended: stale when this machine is given, live (heartbeat only) when it is not.
+    const dead = await plant(b, { ...me, ...(await deadProcess()), exclusive: true });
+    await assert.rejects(acquireLock(b, { holder: agent, exclusive: false }), LockedError);
+    const ours = await acquireLock(b, { ...mine, exclusive: false });
+    assert.ok(!(await lockNames(b)).includes(dead), 'cleared by the caller that knows it runs here');
+    await ours.release();
+  });
+
   it('heartbeats by writing a new lock object and removing the old one', async () => {
     const b = new MemoryBackend();
-    const l = await acquireLock(b, { exclusive: false, heartbeatMs: 20 });
+    const l = await acquireLock(b, { ...mine, exclusive: false, heartbeatMs: 20 });
     const first = await lockNames(b);
     const firstBeat = (await listLocks(b))[0]!.lock!.heartbeat;
     await sleep(120);
@@ -115,7 +135,7 @@ describe('locks', () => {
   it('notices when its lock was removed, calls onLost once, and refresh() fails from then on', async () => {
     const b = new MemoryBackend();
     const lost: LockLostError[] = [];
-    const l = await acquireLock(b, { exclusive: false, heartbeatMs: 20, onLost: (e) => lost.push(e) });
+    const l = await acquireLock(b, { ...mine, exclusive: false, heartbeatMs: 20, onLost: (e) => lost.push(e) });
     await removeLocks(b, { all: true });
     await sleep(150);
     assert.equal(lost.length, 1);
@@ -128,7 +148,7 @@ describe('locks', () => {
   it('declares itself lost when it could not heartbeat for almost the stale timeout', async () => {
     const b = new MemoryBackend();
     const lost: LockLostError[] = [];
-    const l = await acquireLock(b, { exclusive: false, heartbeatMs: 10_000, staleAfterMs: 10_050, onLost: (e) => lost.push(e) });
+    const l = await acquireLock(b, { ...mine, exclusive: false, heartbeatMs: 10_000, staleAfterMs: 10_050, onLost: (e) => lost.push(e) });
     await sleep(100); // as if the process had been suspended
     await assert.rejects(l.refresh(), /no heartbeat could be written/);
     assert.equal(lost.length, 1);
@@ -139,8 +159,8 @@ describe('locks', () => {
     const b = new MemoryBackend();
     const old = new Date(Date.now() - STALE_AFTER_MS - 60_000).toISOString();
     const name = await plant(b, { exclusive: true, operation: 'prune', heartbeat: old, created: old });
-    assert.match(staleReason((await listLocks(b))[0]!.lock!) ?? '', /no heartbeat for 11 min/);
-    const l = await acquireLock(b, { exclusive: true });
+    assert.match(staleReason((await listLocks(b))[0]!.lock!, me) ?? '', /no heartbeat for 11 min/);
+    const l = await acquireLock(b, { ...mine, exclusive: true });
     assert.ok(!(await lockNames(b)).includes(name), 'the stale lock was cleared');
     await l.release();
   });
@@ -148,11 +168,11 @@ describe('locks', () => {
   it('a live-looking lock of another machine blocks, whatever its pid', async () => {
     const b = new MemoryBackend();
     await plant(b, { exclusive: true, operation: 'prune', hostname: 'other-host', pid: 999_999 });
-    await assert.rejects(acquireLock(b, { exclusive: false }), /locked exclusively by prune \(pid 999999 on other-host/);
+    await assert.rejects(acquireLock(b, { ...mine, exclusive: false }), /locked exclusively by prune \(pid 999999 on other-host/);
     // Same hostname but another pid namespace (a container): its pids are not ours to judge either.
     const c = new MemoryBackend();
     await plant(c, { ...processIdentity(), pidNamespace: 'pid:[1]', pid: 999_999, exclusive: true });
-    await assert.rejects(acquireLock(c, { exclusive: false }), LockedError);
+    await assert.rejects(acquireLock(c, { ...mine, exclusive: false }), LockedError);
   });
 
   it('on this machine, the lock of a process that ended, or whose pid was reused, is cleared at once', { skip: linux ? false : 'needs /proc' }, async () => {
@@ -162,23 +182,23 @@ describe('locks', () => {
     const deadLock = await plant(b, { ...processIdentity(), ...dead, exclusive: true, operation: 'prune' });
     // Our own pid, but with another start time: the pid was reused by us, the holder is gone.
     const reused = await plant(b, { ...processIdentity(), processStart: '1', exclusive: true, id: 'e'.repeat(32) });
-    const l = await acquireLock(b, { exclusive: true });
+    const l = await acquireLock(b, { ...mine, exclusive: true });
     const left = await lockNames(b);
     assert.ok(!left.includes(deadLock) && !left.includes(reused));
     await l.release();
     // A lock of this very process with its real start time is alive and blocks.
     await plant(b, { ...processIdentity(), exclusive: true, id: 'd'.repeat(32) });
-    await assert.rejects(acquireLock(b, { exclusive: false }), LockedError);
+    await assert.rejects(acquireLock(b, { ...mine, exclusive: false }), LockedError);
   });
 
   it('an unreadable lock blocks until "unlock" removes it; unlock keeps live locks unless told to remove all', async () => {
     const b = new MemoryBackend();
     const junk = Buffer.from('not a lock');
     await b.save({ type: 'lock', name: sha256(junk).toString('hex') }, junk);
-    await assert.rejects(acquireLock(b, { exclusive: false }), /unreadable lock/);
+    await assert.rejects(acquireLock(b, { ...mine, exclusive: false }), /unreadable lock/);
     const live = await plant(b, { hostname: 'other-host' });
     const stale = await plant(b, { hostname: 'other-host', id: 'a'.repeat(32), heartbeat: new Date(0).toISOString() });
-    const r = await removeLocks(b);
+    const r = await removeLocks(b, { machine: me });
     assert.deepEqual(r.removed.map((e) => e.name).sort(), [sha256(junk).toString('hex'), stale].sort());
     assert.deepEqual(r.kept.map((e) => e.name), [live]);
     assert.deepEqual((await removeLocks(b, { all: true })).removed.map((e) => e.name), [live]);
@@ -188,7 +208,7 @@ describe('locks', () => {
   it('of two exclusive acquirers racing, at most one wins, and losers leave nothing behind', async () => {
     for (let round = 0; round < 20; round++) {
       const b = new MemoryBackend();
-      const results = await Promise.allSettled([acquireLock(b, { exclusive: true }), acquireLock(b, { exclusive: true }), acquireLock(b, { exclusive: false })]);
+      const results = await Promise.allSettled([acquireLock(b, { ...mine, exclusive: true }), acquireLock(b, { ...mine, exclusive: true }), acquireLock(b, { ...mine, exclusive: false })]);
       const won = results.filter((r) => r.status === 'fulfilled');
       const exclusiveWon = results.slice(0, 2).filter((r) => r.status === 'fulfilled').length;
       assert.ok(exclusiveWon <= 1, `round ${round}: two exclusive locks`);
@@ -201,9 +221,9 @@ describe('locks', () => {
 
   it('waits for a conflicting lock to go when asked to', async () => {
     const b = new MemoryBackend();
-    const s = await acquireLock(b, { exclusive: false });
+    const s = await acquireLock(b, { ...mine, exclusive: false });
     setTimeout(() => void s.release(), 100);
-    const x = await acquireLock(b, { exclusive: true, waitMs: 5000 });
+    const x = await acquireLock(b, { ...mine, exclusive: true, waitMs: 5000 });
     await x.release();
   });
 
@@ -211,7 +231,7 @@ describe('locks', () => {
     const inner = new MemoryBackend();
     const stale = await plant(inner, { exclusive: true, heartbeat: new Date(0).toISOString() });
     const b = new AppendOnlyBackend(inner);
-    const l = await acquireLock(b, { exclusive: false, heartbeatMs: 20 });
+    const l = await acquireLock(b, { ...mine, exclusive: false, heartbeatMs: 20 });
     await sleep(80);
     await l.release();
     assert.deepEqual(await lockNames(inner), [stale]);
