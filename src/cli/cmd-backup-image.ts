@@ -18,7 +18,7 @@ import { MAX_IMAGE_BLOCK, MIN_IMAGE_BLOCK } from '../repo/image-info.js';
 import { openImageInput, streamInput, type ImageInput } from '../sources/image/image-input.js';
 import { commandOutput } from '../sources/command-output.js';
 import { mountsOf } from '../sources/image/block-devices.js';
-import { formatBytes, formatDuration, globals, say, warn, type GlobalOptions } from './context.js';
+import { formatBytes, formatDuration, globals, say, warn, type GlobalOptions, snapshotsOf } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
 import { summaryJson } from './summary-json.js';
@@ -82,7 +82,7 @@ async function checkLive(input: ImageInput, allowLive: boolean): Promise<boolean
 }
 
 async function findParent(repo: Repository, flags: ImageBackupFlags, paths: string[]): Promise<{ id: string; snapshot: Snapshot } | null> {
-  const all = await repo.listSnapshots();
+  const all = await snapshotsOf(repo);
   const want = flags.parent;
   if (want) {
     const c = all.filter((s) => s.id.startsWith(want));

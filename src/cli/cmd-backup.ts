@@ -10,7 +10,7 @@ import { scanTotals } from '../jobs/backup/scan-totals.js';
 import { commandOutput } from '../sources/command-output.js';
 import type { Repository } from '../repo/repository.js';
 import type { Snapshot } from '../repo/snapshot.js';
-import { collect, compressionMode, formatBytes, formatDuration, globals, say, verboseItem, warn, type GlobalOptions } from './context.js';
+import { collect, compressionMode, formatBytes, formatDuration, globals, say, snapshotsOf, verboseItem, warn, type GlobalOptions } from './context.js';
 import { workerCount } from './environment.js';
 import { backupSession, parseTime, splitTags } from './backup-session.js';
 import { backupTargets } from './backup-targets.js';
@@ -94,7 +94,7 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
   const hostname = flags.host;
   let parent: { id: string; snapshot: Snapshot } | null = null;
   if (!flags.force) {
-    const all = await repo.listSnapshots();
+    const all = await snapshotsOf(repo);
     const want = flags.parent;
     const host = hostname ?? (await import('node:os')).hostname();
     const candidates = want

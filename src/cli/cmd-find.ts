@@ -15,7 +15,7 @@ import { writeOut } from '../jobs/tar-stream-writer.js';
 import { walkTree } from '../jobs/tree-walk.js';
 import type { TreeNode } from '../repo/tree.js';
 import { longLine } from './cmd-ls.js';
-import { collect, globals, openRepo, warn } from './context.js';
+import { collect, globals, openRepo, warn, snapshotsOf } from './context.js';
 import { findSnapshot, matches, withFilterOptions, type FoundSnapshot, type SnapshotFilter } from './snapshot-filter.js';
 
 interface FindFlags extends SnapshotFilter {
@@ -45,7 +45,7 @@ export function register(program: Command): void {
       const byName = globs.every((x) => !x.onPath);
       const snaps: FoundSnapshot[] = f.snapshot
         ? await Promise.all(f.snapshot.map((id) => findSnapshot(repo, id, f)))
-        : (await repo.listSnapshots()).filter((s) => matches(s.snapshot, f));
+        : (await snapshotsOf(repo)).filter((s) => matches(s.snapshot, f));
       const out = new LineBatch((t) => writeOut(process.stdout, t));
       if (g.json) await out.push('[');
       let first = true;

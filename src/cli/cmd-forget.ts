@@ -157,8 +157,8 @@ async function policyStore(g: GlobalOptions, repo: Awaited<ReturnType<typeof ope
   if (!passwordGiven(g)) return repo;
   const keyed = await openRepo(g, { index: false });
   return {
-    listSnapshots: (onSkipped) => keyed.listSnapshots(onSkipped),
-    removeSnapshot: (id) => repo.removeSnapshot(id),
+    listSnapshots: () => keyed.listSnapshots(),
+    remove: (type, id) => repo.remove(type, id),
   };
 }
 
@@ -167,8 +167,7 @@ async function policyStore(g: GlobalOptions, repo: Awaited<ReturnType<typeof ope
  * can be named too: a policy never removes it, so this is how it goes.
  */
 async function forgetIds(repo: Awaited<ReturnType<typeof openKeyless>>, g: GlobalOptions, prefixes: string[], f: ForgetFlags): Promise<void> {
-  const unreadable = new Map<string, Error>();
-  const all = await repo.listSnapshots((id, e) => unreadable.set(id, e));
+  const { ok: all, damaged: unreadable } = await repo.listSnapshots();
   const ids = [...all.map((s) => s.id), ...unreadable.keys()];
   const chosen = new Set<string>();
   for (const p of prefixes) {
@@ -179,7 +178,7 @@ async function forgetIds(repo: Awaited<ReturnType<typeof openKeyless>>, g: Globa
   }
   const lock = f.dryRun ? undefined : await acquireLock(repo.backend, { ...lockedByMe(), exclusive: false, operation: 'forget' });
   try {
-    if (!f.dryRun) for (const id of chosen) await repo.removeSnapshot(id);
+    if (!f.dryRun) for (const id of chosen) await repo.remove('snapshot', id);
   } finally {
     await lock?.release();
   }

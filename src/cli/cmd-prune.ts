@@ -96,10 +96,8 @@ export async function runPrune(g: GlobalOptions, f: PruneFlags): Promise<PruneRe
  * pruning by its list would delete data a real snapshot needs (docs/format.md §11).
  */
 async function refuseForgedSnapshots(g: GlobalOptions): Promise<void> {
-  const forged: string[] = [];
-  await (await openRepo(g, { index: false })).listSnapshots((id, e) => {
-    if (e instanceof ForgedObjectError) forged.push(id);
-  });
+  const { damaged } = await (await openRepo(g, { index: false })).listSnapshots();
+  const forged = [...damaged].filter(([, e]) => e instanceof ForgedObjectError).map(([id]) => id);
   if (forged.length > 0) {
     throw new ExitError(`refusing to prune: ${forged.length} snapshot(s) fail their MAC (first: ${forged[0]}): changed or planted in storage, `
       + 'their blob lists cannot say what to keep. "holdfast check" with the password names them; remove them with "holdfast forget ID" (docs/format.md §11)', EXIT.failed);

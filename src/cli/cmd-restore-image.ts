@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { ImageRestore, RestoreTargetError } from '../jobs/image/image-restore.js';
 import { NotAnImageSnapshotError } from '../jobs/image/image-reader.js';
-import { formatBytes, formatDuration, globals, openRepo, type GlobalOptions } from './context.js';
+import { formatBytes, formatDuration, globals, openRepo, snapshotsOf, type GlobalOptions } from './context.js';
 import { workerCount } from './environment.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
@@ -69,7 +69,7 @@ export function register(program: Command): void {
 
 /** `latest` among image snapshots only. */
 async function latestImage(repo: Repository, f: SnapshotFilter): Promise<FoundSnapshot> {
-  const all = (await repo.listSnapshots()).filter((s) => s.snapshot.image && matches(s.snapshot, f));
+  const all = (await snapshotsOf(repo)).filter((s) => s.snapshot.image && matches(s.snapshot, f));
   const last = all[all.length - 1];
   if (!last) throw new ExitError('no image snapshot matches', EXIT.failed);
   return last;

@@ -4,7 +4,7 @@
  * the index (no file metadata is decrypted).
  */
 import type { Command } from 'commander';
-import { formatBytes, globals, openRepo, say } from './context.js';
+import { formatBytes, globals, openRepo, say, snapshotsOf } from './context.js';
 import { findSnapshot, matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 
 export function register(program: Command): void {
@@ -14,7 +14,7 @@ export function register(program: Command): void {
     .action(async (snap: string | undefined, f: SnapshotFilter, cmd: Command) => {
       const g = globals(cmd);
       const repo = await openRepo(g);
-      const snaps = snap ? [await findSnapshot(repo, snap, f)] : (await repo.listSnapshots()).filter((s) => matches(s.snapshot, f));
+      const snaps = snap ? [await findSnapshot(repo, snap, f)] : (await snapshotsOf(repo)).filter((s) => matches(s.snapshot, f));
       const unique = new Set<string>();
       let logical = 0;
       let files = 0;

@@ -10,7 +10,7 @@
 import type { Command } from 'commander';
 import { acquireLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
-import { collect, globals, lockedByMe, openRepo, refuseIfAppendOnly, say } from './context.js';
+import { collect, globals, lockedByMe, openRepo, refuseIfAppendOnly, say, snapshotsOf } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { findSnapshot, matches, withFilterOptions, type FoundSnapshot, type SnapshotFilter } from './snapshot-filter.js';
 
@@ -31,7 +31,7 @@ function changed(tags: readonly string[], f: TagFlags): string[] {
 }
 
 async function chosen(repo: Repository, ids: readonly string[], f: TagFlags): Promise<FoundSnapshot[]> {
-  if (ids.length === 0) return (await repo.listSnapshots()).filter((s) => matches(s.snapshot, f));
+  if (ids.length === 0) return (await snapshotsOf(repo)).filter((s) => matches(s.snapshot, f));
   const out = new Map<string, FoundSnapshot>();
   for (const id of ids) {
     const found = await findSnapshot(repo, id, f);

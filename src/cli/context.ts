@@ -7,7 +7,7 @@ import { dirname } from 'node:path';
 import { parseCompressionMode, type CompressionMode } from '../core/compress.js';
 import { openBackend } from '../storage/open-backend.js';
 import { Repository } from '../repo/repository.js';
-import { KeylessRepository, withRepositoryMode, type ModeOptions } from '../repo/keyless-repository.js';
+import { Store, type ModeOptions, type SnapshotEntry } from '../repo/store.js';
 import type { Backend } from '../storage/backend.js';
 import { DryRunBackend } from '../storage/dry-run-backend.js';
 import { RateLimitedBackend } from '../storage/rate-limited-backend.js';
@@ -136,8 +136,8 @@ const opened = new Set<Repository>();
  */
 export async function openRepo(g: GlobalOptions, opts: { index?: boolean; dryRun?: boolean; signal?: AbortSignal } = {}): Promise<Repository> {
   const location = await backendFor(g, false, opts.signal);
-  const { backend } = await withRepositoryMode(opts.dryRun ? new DryRunBackend(location) : location, modeOptions());
-  const repo = await withPassword(getPassword(g), (password) => Repository.open(backend, password, { preferKey: readKeyHint, onWarning: warn, minGraceMs: minGraceMs() }));
+  const store = await Store.open(opts.dryRun ? new DryRunBackend(location) : location, modeOptions());
+  const repo = await withPassword(getPassword(g), (password) => Repository.open(store, password, { preferKey: readKeyHint, onWarning: warn, minGraceMs: minGraceMs() }));
   opened.add(repo);
   saveKeyHint(repo.config.id, repo.keyId);
   if (opts.index !== false) await repo.loadIndex();
@@ -169,9 +169,16 @@ export function modeOptions(): ModeOptions {
   return { appendOnly: envFlag('HOLDFAST_APPEND_ONLY'), storageOwner: envFlag('HOLDFAST_STORAGE_OWNER') };
 }
 
-/** Opens the repository without a password: config, snapshots and locks only (forget, unlock). */
-export async function openKeyless(g: GlobalOptions): Promise<KeylessRepository> {
-  return KeylessRepository.open(await backendFor(g), modeOptions());
+/** Opens the repository without a password (forget, unlock, prune, check, repair). */
+export async function openKeyless(g: GlobalOptions): Promise<Store> {
+  return Store.open(await backendFor(g), modeOptions());
+}
+
+/** Every snapshot that can be read and passes its MAC, oldest first; each of the others is named in a warning and left out. */
+export async function snapshotsOf(repo: Repository): Promise<SnapshotEntry[]> {
+  const { ok, damaged } = await repo.listSnapshots();
+  for (const [id, e] of damaged) warn(`skipping snapshot ${id}: ${e.message}`);
+  return ok;
 }
 
 /** Refuses, with exit code 13, a command that would remove data through an append-only client. */

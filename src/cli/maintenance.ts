@@ -9,10 +9,11 @@
  * prune and repair index never use the key at all.
  */
 import { acquireLock, describeLock, listLocks, staleReason, type RepositoryLock } from '../repo/lock.js';
-import { PlainRepository, RepoState } from '../repo/plain-repository.js';
+import { RepoState } from '../repo/repo-state.js';
+import type { Store } from '../repo/store.js';
 import type { Repository } from '../repo/repository.js';
 import type { OtherLock } from '../jobs/prune/pruner.js';
-import { backendFor, lockedByMe, modeOptions, openRepo, thisProcess, type GlobalOptions } from './context.js';
+import { lockedByMe, openKeyless, openRepo, thisProcess, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
 
@@ -23,14 +24,13 @@ export function passwordGiven(g: GlobalOptions): boolean {
 }
 
 /** The repository, plain always, and with the key when `useKey` and a password is given. */
-export async function openMaintenance(g: GlobalOptions, useKey: boolean): Promise<{ plain: PlainRepository; keyed?: Repository }> {
+export async function openMaintenance(g: GlobalOptions, useKey: boolean): Promise<{ plain: Store; keyed?: Repository }> {
   if (useKey && passwordGiven(g)) {
     const keyed = await openRepo(g, { index: false });
-    const plain = new PlainRepository(keyed.backend, keyed.config);
-    (await RepoState.load(plain)).fill(keyed.index); // tolerates damaged index files, which check must report, not trip over
-    return { plain, keyed };
+    (await RepoState.load(keyed.store)).fill(keyed.index); // tolerates damaged index files, which check must report, not trip over
+    return { plain: keyed.store, keyed };
   }
-  return { plain: await PlainRepository.open(await backendFor(g), modeOptions()) };
+  return { plain: await openKeyless(g) };
 }
 
 /** A held lock, and the abort signal that fires when it is lost or on Ctrl-C. */
@@ -47,7 +47,7 @@ export interface Held {
  * second live lock of the same operation makes it back off (two prunes at
  * once would only duplicate work).
  */
-export async function holdLock(plain: PlainRepository, operation: string, opts: { exclusive?: boolean; alone?: boolean } = {}): Promise<Held> {
+export async function holdLock(plain: Store, operation: string, opts: { exclusive?: boolean; alone?: boolean } = {}): Promise<Held> {
   const abort = new AbortController();
   const lock = await acquireLock(plain.backend, {
     ...lockedByMe(),

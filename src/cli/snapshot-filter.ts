@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import type { Repository } from '../repo/repository.js';
 import type { Snapshot } from '../repo/snapshot.js';
-import { collect } from './context.js';
+import { collect, snapshotsOf } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 
 export interface SnapshotFilter {
@@ -38,7 +38,7 @@ export interface FoundSnapshot {
 /** Resolves SNAP: `latest` (narrowed by the filter) or a unique id prefix. */
 export async function findSnapshot(repo: Repository, arg: string, f: SnapshotFilter): Promise<FoundSnapshot> {
   if (arg === 'latest') {
-    const all = (await repo.listSnapshots()).filter((s) => matches(s.snapshot, f));
+    const all = (await snapshotsOf(repo)).filter((s) => matches(s.snapshot, f));
     const last = all[all.length - 1];
     if (!last) throw new ExitError('no snapshot matches', EXIT.failed);
     return last;

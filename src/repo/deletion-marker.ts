@@ -16,11 +16,9 @@
  * snapshot (`snapshot-fence.ts`).
  */
 import { hostname } from 'node:os';
-import type { Backend } from '../storage/backend.js';
 import { ByteReader, asRecord, parseJson } from './binary.js';
 import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
 import { decodeIndex, encodeIndex, type IndexedPack } from './index-file.js';
-import { handleOf, loadChecked, loadEvery } from './objects.js';
 
 export const MARKER_VERSION = 1;
 const MAGIC = 'HFDL';
@@ -62,20 +60,6 @@ export function decodeMarker(bytes: Buffer, what: string): DeletionMarker {
   const host = typeof o['hostname'] === 'string' ? o['hostname'] : '';
   const f = decodeIndex(r.bytes(r.remaining, 'index'), what);
   return { time, hostname: host, packs: f.packs, indexes: f.supersedes };
-}
-
-/** Every marker, read and checked; unreadable ones go to `onDamaged` and are left out. */
-export async function loadMarkers(backend: Backend, onDamaged?: (name: string, e: Error) => void): Promise<Map<string, DeletionMarker>> {
-  return loadEvery(backend, 'deletion', async (name) => {
-    const what = `deletion marker ${name}`;
-    try {
-      return decodeMarker(await loadChecked(backend, handleOf('deletion', name), what), what);
-    } catch (e) {
-      if (!(e instanceof CorruptObjectError || e instanceof UnsupportedVersionError)) throw e;
-      onDamaged?.(name, e);
-      return undefined;
-    }
-  });
 }
 
 /** Condemned pack → its blobs, over all markers. */

@@ -1,12 +1,13 @@
 /**
- * Content-addressed objects without the key: load one and check that its name
- * is the SHA-256 of its bytes, save one under that name. The keyless jobs
- * (prune, check, repair) and the snapshot fence use these; `Repository` has
- * its own private copies of the same two rules (docs/format.md §2.1).
+ * Objects without the key: load a content-addressed one and check that its
+ * name is the SHA-256 of its bytes, save one under that name (docs/format.md
+ * §2.1), read the config. The one place these rules are written: the store,
+ * the keyed repository, its writers and the snapshot fence all use them.
  */
 import { sha256 } from '../core/crypto.js';
 import { AlreadyExistsError, NotFoundError, type Backend, type Handle, type ObjectType } from '../storage/backend.js';
-import { CorruptObjectError } from './errors.js';
+import { decodeConfig, type RepoConfig } from './config.js';
+import { CorruptObjectError, NotARepositoryError } from './errors.js';
 
 /** A handle. */
 export const handleOf = (type: ObjectType, name: string): Handle => ({ type, name });
@@ -30,6 +31,20 @@ export async function saveAddressed(backend: Backend, type: ObjectType, bytes: B
     if (!(e instanceof AlreadyExistsError)) throw e;
   }
   return name;
+}
+
+/**
+ * The config's bytes and what they say, not yet authenticated (a keyed
+ * client checks its MAC); `NotARepositoryError` when there is none.
+ */
+export async function readConfig(backend: Backend): Promise<{ bytes: Buffer; config: RepoConfig }> {
+  try {
+    const bytes = await backend.load(handleOf('config', 'config'));
+    return { bytes, config: decodeConfig(bytes) };
+  } catch (e) {
+    if (e instanceof NotFoundError) throw new NotARepositoryError(backend.location);
+    throw e;
+  }
 }
 
 /** Every object name of a type with its size. */

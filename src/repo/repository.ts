@@ -14,21 +14,22 @@
  * crash but never indexed are found and indexed by the next writer
  * (`indexOrphanPacks`), so their blobs are reused, not uploaded again.
  */
-import { AlreadyExistsError, NotFoundError, ShortReadError, type Backend, type Handle } from '../storage/backend.js';
-import { AuthenticationError, macKey, newMasterKey, sha256, describeScrypt, DEFAULT_SCRYPT_PARAMS, wipeMasterKey, type MasterKey, type ScryptParams } from '../core/crypto.js';
+import { NotFoundError, ShortReadError, type Backend } from '../storage/backend.js';
+import { AuthenticationError, macKey, newMasterKey, describeScrypt, DEFAULT_SCRYPT_PARAMS, wipeMasterKey, type MasterKey, type ScryptParams } from '../core/crypto.js';
 import { BlobCompressor, type CompressionMode } from '../core/compress.js';
 import { DEFAULT_CHUNKER_PARAMS, FastCDC, gearTable, validateChunkerParams, type ChunkerParams } from '../core/chunker.js';
-import { authenticateConfig, decodeConfig, encodeConfig, newConfig, type RepoConfig } from './config.js';
+import { authenticateConfig, encodeConfig, newConfig, type RepoConfig } from './config.js';
 import { costTimes, decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile, type Password } from './key-file.js';
-import { BlobType, PACK_TRAILER_BYTES, PackWriter, parsePackHeader, parsePackTrailer, type PackedBlob } from './pack.js';
+import { BlobType, PackWriter, type PackedBlob } from './pack.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from './blob-codec.js';
-import { MasterIndex, decodeIndex, encodeIndex, type BlobLocation, type IndexedPack } from './index-file.js';
+import { MasterIndex, encodeIndex, type BlobLocation, type IndexedPack } from './index-file.js';
 import { authenticateSnapshot, decodeSnapshot, encodeSnapshot, type Snapshot } from './snapshot.js';
-import { commitWindowMs, condemnedPacks, loadMarkers, DEFAULT_MIN_GRACE_MS } from './deletion-marker.js';
+import { commitWindowMs, condemnedPacks, DEFAULT_MIN_GRACE_MS } from './deletion-marker.js';
 import { commitSnapshot } from './snapshot-fence.js';
-import { loadEvery } from './objects.js';
+import { handleOf, loadChecked, loadEvery, saveAddressed } from './objects.js';
+import { isDamage, oldestFirst, Store, type SnapshotList } from './store.js';
 import { decodeTree, encodeTree, type ContentEntry, type TreeNode } from './tree.js';
-import { BlobNotFoundError, CorruptObjectError, NotARepositoryError, UnsupportedVersionError, WrongPasswordError } from './errors.js';
+import { BlobNotFoundError, CorruptObjectError, UnsupportedVersionError, WrongPasswordError } from './errors.js';
 
 /** Default pack size: 16 MiB (see docs/decisions.md). */
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
@@ -85,37 +86,6 @@ export interface KeyInfo {
   readonly current: boolean;
 }
 
-const handle = (type: Handle['type'], name: string): Handle => ({ type, name });
-
-/** Loads an object and checks its name is the SHA-256 of its bytes. */
-async function loadChecked(backend: Backend, h: Handle, what: string): Promise<Buffer> {
-  const bytes = await backend.load(h);
-  if (sha256(bytes).toString('hex') !== h.name) throw new CorruptObjectError(what, 'checksum of stored bytes does not match its name');
-  return bytes;
-}
-
-/** Saves a content-addressed object under the SHA-256 of its bytes. */
-async function saveAddressed(backend: Backend, type: Handle['type'], bytes: Buffer): Promise<string> {
-  const name = sha256(bytes).toString('hex');
-  try {
-    await backend.save(handle(type, name), bytes);
-  } catch (e) {
-    if (!(e instanceof AlreadyExistsError)) throw e;
-  }
-  return name;
-}
-
-/** The config's bytes, and what they say (not yet authenticated). */
-async function readConfig(backend: Backend): Promise<{ bytes: Buffer; config: RepoConfig }> {
-  try {
-    const bytes = await backend.load(handle('config', 'config'));
-    return { bytes, config: decodeConfig(bytes) };
-  } catch (e) {
-    if (e instanceof NotFoundError) throw new NotARepositoryError(backend.location);
-    throw e;
-  }
-}
-
 /** What tells one copy of a blob from another. */
 function copyKey(l: BlobLocation): string {
   return `${l.pack}:${l.offset}:${l.length}`;
@@ -149,8 +119,8 @@ export class Repository {
   private readonly badPacks = new Set<string>();
 
   private constructor(
-    readonly backend: Backend,
-    readonly config: RepoConfig,
+    /** The keyless store this repository is opened on. */
+    readonly store: Store,
     private readonly key: MasterKey,
     /** Name of the key file that opened the repository. */
     readonly keyId: string,
@@ -159,14 +129,24 @@ export class Repository {
     /** `OpenOptions.minGraceMs`. */
     private readonly minGraceMs = DEFAULT_MIN_GRACE_MS,
   ) {
-    this.compressor = new BlobCompressor(config.compression);
-    this.blobKeys = { encryption: key.encryption, id: key.id, idHash: config.blobIds };
+    this.compressor = new BlobCompressor(store.config.compression);
+    this.blobKeys = { encryption: key.encryption, id: key.id, idHash: store.config.blobIds };
     this.snapshotMacKey = macKey(key, 'snapshot');
+  }
+
+  /** The store's backend (wrapped when the client is append-only). */
+  get backend(): Backend {
+    return this.store.backend;
+  }
+
+  /** The config, authenticated with the key when the repository was opened. */
+  get config(): RepoConfig {
+    return this.store.config;
   }
 
   /** Creates a new repository with one key for `password`. */
   static async init(backend: Backend, password: Password, opts: InitOptions = {}): Promise<Repository> {
-    const existing = await backend.stat(handle('config', 'config')).catch(() => undefined);
+    const existing = await backend.stat(handleOf('config', 'config')).catch(() => undefined);
     if (existing) throw new Error(`a repository exists already at ${backend.location}`);
     const packSize = opts.packSize ?? DEFAULT_PACK_SIZE;
     if (!Number.isInteger(packSize) || packSize < 1 << 16 || packSize > 1 << 30) throw new Error(`pack size ${packSize} is outside 64 KiB .. 1 GiB`);
@@ -178,20 +158,21 @@ export class Repository {
     const configKey = macKey(key, 'config');
     const configBytes = encodeConfig(config, configKey);
     configKey.fill(0);
-    await backend.save(handle('config', 'config'), configBytes);
-    return new Repository(backend, config, key, keyId, undefined, opts.minGraceMs);
+    await backend.save(handleOf('config', 'config'), configBytes);
+    return new Repository(Store.created(backend, config, configBytes), key, keyId, undefined, opts.minGraceMs);
   }
 
   /**
-   * Opens a repository with a password. Throws `NotARepositoryError`,
-   * `UnsupportedVersionError`, `CorruptObjectError`, `WrongPasswordError`,
-   * or `ForgedObjectError` when the config fails its MAC.
+   * Opens the repository of a store with a password. Throws
+   * `WrongPasswordError`, or `ForgedObjectError` when the config fails its
+   * MAC (`Store.open` throws `NotARepositoryError`, `UnsupportedVersionError`
+   * and `CorruptObjectError` for the config itself).
    * Key files are tried in this order (docs/format.md §4.2): the preferred
    * one, then the others cheapest first, so that planted key files of a high
    * cost are reached only when the password fits no other.
    */
-  static async open(backend: Backend, password: Password, opts: OpenOptions = {}): Promise<Repository> {
-    const { bytes, config } = await readConfig(backend);
+  static async open(store: Store, password: Password, opts: OpenOptions = {}): Promise<Repository> {
+    const { backend, config, configBytes: bytes } = store;
     const names: string[] = [];
     for await (const info of backend.list('key')) names.push(info.name);
     const preferred = opts.preferKey?.(config.id);
@@ -199,7 +180,7 @@ export class Repository {
     const load = async (name: string): Promise<KeyFile | undefined> => {
       const what = `key ${name}`;
       try {
-        return decodeKeyFile(await loadChecked(backend, handle('key', name), what), what);
+        return decodeKeyFile(await loadChecked(backend, handleOf('key', name), what), what);
       } catch (e) {
         if (!(e instanceof CorruptObjectError || e instanceof NotFoundError || e instanceof UnsupportedVersionError)) throw e;
         damaged = e;
@@ -217,7 +198,7 @@ export class Repository {
       } finally {
         configKey.fill(0);
       }
-      return new Repository(backend, config, key, name, opts.onWarning, opts.minGraceMs);
+      return new Repository(store, key, name, opts.onWarning, opts.minGraceMs);
     };
     const attempt = async (name: string, file: KeyFile): Promise<MasterKey | undefined> => {
       const times = costTimes(file.kdf);
@@ -262,11 +243,6 @@ export class Repository {
     this.snapshotMacKey.fill(0);
   }
 
-  /** Reads the config alone, without a password (for keyless operations): not authenticated. */
-  static async readConfig(backend: Backend): Promise<RepoConfig> {
-    return (await readConfig(backend)).config;
-  }
-
   /** Chooses the compression for blobs this session writes. */
   setCompression(mode: CompressionMode): void {
     this.compressor = new BlobCompressor(mode);
@@ -297,34 +273,24 @@ export class Repository {
 
   // ---- index ----
 
-  /** Loads and merges every index file. */
+  /**
+   * Loads and merges every index file. A damaged one stops it (its
+   * `CorruptObjectError`): a reader that went on would take blobs for
+   * missing that are not; check and repair, which must go on, fill the
+   * index through `RepoState.fill` instead.
+   */
   async loadIndex(): Promise<void> {
     // Markers first: a pack marked after this is handled by the snapshot fence (docs/format.md §15).
-    const pending = condemnedPacks((await loadMarkers(this.backend)).values());
-    // An index file a prune removes while we list is replaced by one written before: loadEvery lists again.
-    await loadEvery(this.backend, 'index', async (name) => {
-      const what = `index ${name}`;
-      const f = decodeIndex(await loadChecked(this.backend, handle('index', name), what), what);
+    const pending = condemnedPacks((await this.store.loadMarkers()).ok.values());
+    const files = await this.store.loadIndexFiles();
+    for (const e of files.damaged.values()) throw e;
+    for (const f of files.ok.values()) {
       for (const p of f.packs) {
         if (pending.has(p.pack)) this.index.addPendingPack(p);
         else this.index.addPack(p);
       }
-      return undefined;
-    });
+    }
     for (const p of pending.values()) this.index.addPendingPack(p);
-  }
-
-  /** Reads the header of one pack, without the key. */
-  async readPackHeader(pack: string, size?: number): Promise<PackedBlob[]> {
-    const what = `pack ${pack}`;
-    const h = handle('data', pack);
-    const packSize = size ?? (await this.backend.stat(h))?.size;
-    if (packSize === undefined) throw new CorruptObjectError(what, 'missing');
-    if (packSize < PACK_TRAILER_BYTES) throw new CorruptObjectError(what, 'truncated');
-    const trailer = await this.backend.load(h, { offset: packSize - PACK_TRAILER_BYTES, length: PACK_TRAILER_BYTES });
-    const headerLength = parsePackTrailer(trailer, packSize, what);
-    const header = await this.backend.load(h, { offset: packSize - PACK_TRAILER_BYTES - headerLength, length: headerLength });
-    return parsePackHeader(header, packSize - PACK_TRAILER_BYTES - headerLength, what);
   }
 
   /**
@@ -337,7 +303,7 @@ export class Repository {
     for await (const info of this.backend.list('data')) {
       if (this.index.packs.has(info.name)) continue;
       try {
-        const blobs = await this.readPackHeader(info.name, info.size);
+        const blobs = await this.store.readPackHeader(info.name, info.size);
         const p = { pack: info.name, blobs };
         this.index.addPack(p);
         this.unindexed.push(p);
@@ -508,10 +474,10 @@ export class Repository {
     if (loc.type !== type) throw new CorruptObjectError(`${what} ${loc.id}`, `indexed as type ${loc.type}`);
     let sealed: Buffer;
     try {
-      if (type === BlobType.Data) sealed = await this.backend.load(handle('data', loc.pack), { offset: loc.offset, length: loc.length });
+      if (type === BlobType.Data) sealed = await this.backend.load(handleOf('data', loc.pack), { offset: loc.offset, length: loc.length });
       else {
         const pack = await this.cachedPack(loc.pack);
-        if (loc.offset + loc.length > pack.length) throw new ShortReadError(handle('data', loc.pack), loc.offset + loc.length, pack.length);
+        if (loc.offset + loc.length > pack.length) throw new ShortReadError(handleOf('data', loc.pack), loc.offset + loc.length, pack.length);
         sealed = pack.subarray(loc.offset, loc.offset + loc.length);
       }
     } catch (e) {
@@ -535,7 +501,7 @@ export class Repository {
       this.packCache.set(pack, p);
       return p;
     }
-    p = this.backend.load(handle('data', pack));
+    p = this.backend.load(handleOf('data', pack));
     p.catch(() => this.packCache.delete(pack));
     this.packCache.set(pack, p);
     while (this.packCache.size > PACK_CACHE_ENTRIES) this.packCache.delete(this.packCache.keys().next().value!);
@@ -556,34 +522,35 @@ export class Repository {
 
   /** Writes a snapshot, with its MAC, behind the fence that keeps a concurrent prune from deleting what it references (snapshot-fence.ts). */
   async saveSnapshot(s: Snapshot): Promise<string> {
-    return commitSnapshot({ backend: this.backend, index: this.index, packSize: this.config.packSize, commitWindowMs: commitWindowMs(this.minGraceMs) }, s.blobs, encodeSnapshot(s, this.snapshotMacKey));
+    return commitSnapshot({ store: this.store, index: this.index, commitWindowMs: commitWindowMs(this.minGraceMs) }, s.blobs, encodeSnapshot(s, this.snapshotMacKey));
   }
 
   /** Loads a snapshot and checks its MAC: `ForgedObjectError` when it was changed or planted in storage. */
   async loadSnapshot(id: string): Promise<Snapshot> {
     const what = `snapshot ${id}`;
-    const bytes = await loadChecked(this.backend, handle('snapshot', id), what);
+    const bytes = await loadChecked(this.backend, handleOf('snapshot', id), what);
     const s = decodeSnapshot(bytes, what);
     authenticateSnapshot(bytes, this.snapshotMacKey, id);
     return s;
   }
 
   /**
-   * Every snapshot, oldest first. A damaged snapshot object, or one that
-   * fails its MAC, is reported to `onDamaged` (default: a warning on stderr)
-   * and left out, so it cannot hide or displace the others.
+   * Every snapshot that can be read and passes its MAC, oldest first; the
+   * others (damaged, or changed or planted in storage) are in `damaged`
+   * with why, so that they cannot hide or displace the others.
    */
-  async listSnapshots(onDamaged: (id: string, e: Error) => void = (id, e) => process.stderr.write(`warning: skipping snapshot ${id}: ${e.message}\n`)): Promise<{ id: string; snapshot: Snapshot }[]> {
-    const out: { id: string; snapshot: Snapshot }[] = [];
-    for await (const info of this.backend.list('snapshot')) {
+  async listSnapshots(): Promise<SnapshotList> {
+    const damaged = new Map<string, Error>();
+    const ok = await loadEvery(this.backend, 'snapshot', async (name) => {
       try {
-        out.push({ id: info.name, snapshot: await this.loadSnapshot(info.name) });
+        return await this.loadSnapshot(name);
       } catch (e) {
-        if (!(e instanceof CorruptObjectError || e instanceof UnsupportedVersionError)) throw e;
-        onDamaged(info.name, e);
+        if (!isDamage(e)) throw e;
+        damaged.set(name, e);
+        return undefined;
       }
-    }
-    return out.sort((a, b) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time) || a.id.localeCompare(b.id));
+    });
+    return oldestFirst({ ok, damaged });
   }
 
   // ---- keys ----
@@ -593,10 +560,10 @@ export class Repository {
     for await (const info of this.backend.list('key')) {
       const what = `key ${info.name}`;
       try {
-        out.push({ id: info.name, file: decodeKeyFile(await loadChecked(this.backend, handle('key', info.name), what), what), current: info.name === this.keyId });
+        out.push({ id: info.name, file: decodeKeyFile(await loadChecked(this.backend, handleOf('key', info.name), what), what), current: info.name === this.keyId });
       } catch (e) {
         // Listed, so that a damaged or planted key file can be seen and removed.
-        if (!(e instanceof CorruptObjectError || e instanceof UnsupportedVersionError)) throw e;
+        if (!isDamage(e)) throw e;
         out.push({ id: info.name, problem: e.message, current: false });
       }
     }
@@ -614,6 +581,6 @@ export class Repository {
     if (!keys.some((k) => k.id === id)) throw new Error(`no key ${id}`);
     if (keys.length === 1) throw new Error('refusing to remove the only key: the repository could never be opened again');
     if (id === this.keyId && !allowCurrent) throw new Error('refusing to remove the key in use; use "key passwd" to change its password');
-    await this.backend.remove(handle('key', id));
+    await this.backend.remove(handleOf('key', id));
   }
 }

@@ -22,20 +22,19 @@
  * id, not the pack it is in.
  */
 import { performance } from 'node:perf_hooks';
-import { NotFoundError, ShortReadError, type Backend } from '../storage/backend.js';
+import { NotFoundError, ShortReadError } from '../storage/backend.js';
 import { AppendOnlyError } from '../storage/append-only-backend.js';
-import { condemnedPacks, formatDurationMs, loadMarkers } from './deletion-marker.js';
-import { decodeIndex, encodeIndex, type BlobLocation, type IndexedPack, type MasterIndex } from './index-file.js';
-import { handleOf, listObjects, loadChecked, loadEvery, saveAddressed } from './objects.js';
+import { condemnedPacks, formatDurationMs } from './deletion-marker.js';
+import type { BlobLocation, MasterIndex } from './index-file.js';
+import { handleOf } from './objects.js';
 import { PackCopier } from './pack-copier.js';
+import type { Store } from './store.js';
 
 /** What the fence needs from a repository. */
 export interface FenceTarget {
-  readonly backend: Backend;
-  /** The writer's index; copies made by the fence are added to it. */
+  readonly store: Store;
+  /** The repository's index; copies made by the fence are added to it. */
   readonly index: MasterIndex;
-  /** Target pack size for copies. */
-  readonly packSize: number;
   /** How long a commit may take (`commitWindowMs` of the minimum grace period). */
   readonly commitWindowMs: number;
 }
@@ -67,11 +66,11 @@ export async function commitSnapshot(t: FenceTarget, blobs: readonly string[], b
       if (attempt < ATTEMPTS && (e instanceof NotFoundError || e instanceof ShortReadError)) continue;
       throw e;
     }
-    const id = await saveAddressed(t.backend, 'snapshot', bytes);
+    const id = await t.store.save('snapshot', bytes);
     const took = since(start);
     if (took <= t.commitWindowMs) return id;
     try {
-      await t.backend.remove(handleOf('snapshot', id));
+      await t.store.backend.remove(handleOf('snapshot', id));
     } catch (e) {
       if (e instanceof AppendOnlyError) return id; // nothing is ever deleted from this repository
       throw e;
@@ -89,8 +88,8 @@ export async function commitSnapshot(t: FenceTarget, blobs: readonly string[], b
  * are nowhere.
  */
 export async function protectBlobs(t: FenceTarget, ids: readonly string[]): Promise<void> {
-  const condemned = condemnedPacks((await loadMarkers(t.backend)).values());
-  const present = await listObjects(t.backend, 'data');
+  const condemned = condemnedPacks((await t.store.loadMarkers()).ok.values());
+  const present = await t.store.list('data');
   const usable = (pack: string): boolean => present.has(pack) && !condemned.has(pack);
   const unsafe: string[] = [];
   for (const id of ids) {
@@ -100,7 +99,7 @@ export async function protectBlobs(t: FenceTarget, ids: readonly string[]): Prom
   if (unsafe.length === 0) return;
 
   // Look wider: index files written since ours was loaded, and the markers' own lists.
-  const others = await freshLocations(t.backend, new Set(unsafe));
+  const others = await freshLocations(t.store, new Set(unsafe));
   for (const p of condemned.values()) for (const b of p.blobs) if (others.has(b.id)) others.get(b.id)!.push({ ...b, pack: p.pack });
   const copies: BlobLocation[] = [];
   const lost: string[] = [];
@@ -116,29 +115,21 @@ export async function protectBlobs(t: FenceTarget, ids: readonly string[]): Prom
   await copyBlobs(t, copies, present);
 }
 
-/** Every location the current index files give for `wanted` blobs. Damaged index files are skipped. */
-async function freshLocations(backend: Backend, wanted: ReadonlySet<string>): Promise<Map<string, BlobLocation[]>> {
+/** Every location the current index files give for `wanted` blobs. Damaged index files are passed over (check reports them). */
+async function freshLocations(store: Store, wanted: ReadonlySet<string>): Promise<Map<string, BlobLocation[]>> {
   const out = new Map<string, BlobLocation[]>([...wanted].map((id) => [id, []]));
-  await loadEvery(backend, 'index', async (name) => {
-    let packs: readonly IndexedPack[];
-    try {
-      packs = decodeIndex(await loadChecked(backend, handleOf('index', name), `index ${name}`), `index ${name}`).packs;
-    } catch (e) {
-      if (e instanceof NotFoundError) throw e; // removed meanwhile: loadEvery lists again
-      return undefined; // damaged: check reports it
-    }
-    for (const p of packs) for (const b of p.blobs) out.get(b.id)?.push({ ...b, pack: p.pack });
-    return undefined;
-  });
+  for (const f of (await store.loadIndexFiles()).ok.values()) {
+    for (const p of f.packs) for (const b of p.blobs) out.get(b.id)?.push({ ...b, pack: p.pack });
+  }
   return out;
 }
 
 /** Copies sealed blobs into new packs, then writes one index file for them and adds them to the writer's index. */
 async function copyBlobs(t: FenceTarget, blobs: readonly BlobLocation[], present: ReadonlyMap<string, number>): Promise<void> {
   if (blobs.length === 0) return;
-  const copier = new PackCopier(t.backend, t.packSize, (name) => present.has(name));
-  for (const b of blobs) await copier.add(b, await t.backend.load(handleOf('data', b.pack), { offset: b.offset, length: b.length }));
+  const copier = new PackCopier(t.store.backend, t.store.config.packSize, (name) => present.has(name));
+  for (const b of blobs) await copier.add(b, await t.store.backend.load(handleOf('data', b.pack), { offset: b.offset, length: b.length }));
   const written = await copier.finish();
-  await saveAddressed(t.backend, 'index', encodeIndex({ packs: written, supersedes: [] }));
+  await t.store.saveIndex({ packs: written, supersedes: [] });
   for (const p of written) t.index.addPack(p);
 }

@@ -15,6 +15,7 @@ import { seal } from '../../src/core/crypto.js';
 import { MAX_RAW_LENGTH } from '../../src/repo/blob-codec.js';
 import { BlobType, FLAG_COMPRESSED, blobAad } from '../../src/repo/pack.js';
 import { Repository } from '../../src/repo/repository.js';
+import { Store } from '../../src/repo/store.js';
 import { encodeTree, type TreeNode } from '../../src/repo/tree.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 
@@ -29,7 +30,7 @@ describe('decompression bombs', () => {
   before(async () => {
     s = await Sandbox.create('holdfast-bomb-');
     await s.ok(['init']);
-    const repo = await Repository.open(new LocalBackend(s.repo), s.env()['HOLDFAST_PASSWORD']!);
+    const repo = await Repository.open(await Store.open(new LocalBackend(s.repo)), s.env()['HOLDFAST_PASSWORD']!);
     const key = repo.workerSecrets().encryption;
     const blobs: string[] = [];
     /** Seals `frame` as a compressed blob of `type` that claims `rawLength` bytes, under a made-up id. */

@@ -15,6 +15,7 @@ import { STACK, failsWith } from '../helpers/cli-errors.js';
 import { writeRandom } from '../helpers/random-file.js';
 import { assertRestores, assertSameTree } from '../helpers/restore-check.js';
 import { Repository } from '../../src/repo/repository.js';
+import { Store } from '../../src/repo/store.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { encodeTree, type TreeNode } from '../../src/repo/tree.js';
@@ -325,7 +326,7 @@ describe('a snapshot crafted to escape the restore target', () => {
 
   it('refuses "..", "../../etc", "a/b" and a listing where a directory shadows a symlink; writes nothing outside', async () => {
     const marker = `holdfast-pwned-${randomBytes(6).toString('hex')}`;
-    const repo = await Repository.open(new LocalBackend(s.repo), 'correct horse');
+    const repo = await Repository.open(await Store.open(new LocalBackend(s.repo)), 'correct horse');
     await repo.loadIndex();
     const blobs: string[] = [];
     const save = async (type: BlobType, bytes: Buffer): Promise<string> => {

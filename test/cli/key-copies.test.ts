@@ -17,6 +17,7 @@ import { Sandbox } from '../helpers/cli.js';
 import { memoryRepo } from '../helpers/memory-repo.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { Repository } from '../../src/repo/repository.js';
+import { Store } from '../../src/repo/store.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { WorkerPool } from '../../src/jobs/pool/worker-pool.js';
 import type { SealResult } from '../../src/jobs/pool/protocol.js';
@@ -85,7 +86,7 @@ describe('secrets in a running backup, read from its memory', { skip: procMem ? 
   });
 
   it('holds the chunker seed once, the encryption key once per sealing thread at most, and the password not at all', async (t) => {
-    const repo = await Repository.open(new LocalBackend(s.repo), password);
+    const repo = await Repository.open(await Store.open(new LocalBackend(s.repo)), password);
     const { encryption, chunker } = repo.workerSecrets();
     const fed = s.path('fed');
     // Feeds a few megabytes (so the workers have sealed), says so, and ends once the test has read the memory.

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox, type Started } from '../helpers/cli.js';
 import { Repository } from '../../src/repo/repository.js';
+import { Store } from '../../src/repo/store.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { encodeTree, type TreeNode } from '../../src/repo/tree.js';
 import { Forge } from '../helpers/forge.js';
@@ -18,7 +19,7 @@ const META = { mode: 0o755, uid: 0, gid: 0, mtime: 1_700_000_000_000_000_000n, c
 
 /** Saves a snapshot whose tree is a chain of folders `depth` deep, each named `name`. */
 async function saveChain(s: Sandbox, depth: number, name: string): Promise<void> {
-  const repo = await Repository.open(new LocalBackend(s.repo), 'correct horse');
+  const repo = await Repository.open(await Store.open(new LocalBackend(s.repo)), 'correct horse');
   await repo.loadIndex();
   let tree = await repo.saveTree([]);
   const blobs = [tree];

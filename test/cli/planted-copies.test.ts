@@ -20,6 +20,7 @@ import { chunkStream } from '../../src/core/chunker.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { AppendOnlyBackend } from '../../src/storage/append-only-backend.js';
 import { Repository } from '../../src/repo/repository.js';
+import { Store } from '../../src/repo/store.js';
 import { BlobType, PackWriter } from '../../src/repo/pack.js';
 import { prepareBlob } from '../../src/repo/blob-codec.js';
 import { encodeIndex, type BlobLocation } from '../../src/repo/index-file.js';
@@ -31,7 +32,7 @@ import { bytes } from '../jobs/gc-fixture.js';
 
 /** A fresh reader's index of the sandbox's repository. */
 async function reader(s: Sandbox): Promise<Repository> {
-  const repo = await Repository.open(new LocalBackend(s.repo), 'correct horse');
+  const repo = await Repository.open(await Store.open(new LocalBackend(s.repo)), 'correct horse');
   await repo.loadIndex();
   return repo;
 }

@@ -6,6 +6,7 @@
  */
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { Repository } from '../../src/repo/repository.js';
+import { Store } from '../../src/repo/store.js';
 import { BlobType } from '../../src/repo/pack.js';
 import type { ContentEntry, TreeNode } from '../../src/repo/tree.js';
 import type { Sandbox } from './cli.js';
@@ -21,7 +22,7 @@ export class Forge {
 
   /** Opens the sandbox's repository (made with `init`) with its password. */
   static async open(s: Sandbox): Promise<Forge> {
-    const repo = await Repository.open(new LocalBackend(s.repo), 'correct horse');
+    const repo = await Repository.open(await Store.open(new LocalBackend(s.repo)), 'correct horse');
     await repo.loadIndex();
     return new Forge(repo);
   }

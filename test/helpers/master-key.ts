@@ -6,14 +6,14 @@
  */
 import { macKey, type MasterKey } from '../../src/core/crypto.js';
 import { decodeKeyFile, unwrapMasterKey } from '../../src/repo/key-file.js';
-import { Repository } from '../../src/repo/repository.js';
+import { readConfig } from '../../src/repo/objects.js';
 import { encodeSnapshot, type Snapshot } from '../../src/repo/snapshot.js';
 import type { Backend } from '../../src/storage/backend.js';
 import { TEST_PASSWORD } from './memory-repo.js';
 
 /** The master key that the first key file opening with `password` wraps. */
 export async function masterKeyOf(backend: Backend, password = TEST_PASSWORD): Promise<MasterKey> {
-  const config = await Repository.readConfig(backend);
+  const config = (await readConfig(backend)).config;
   for await (const info of backend.list('key')) {
     const what = `key ${info.name}`;
     const file = decodeKeyFile(await backend.load({ type: 'key', name: info.name }), what);

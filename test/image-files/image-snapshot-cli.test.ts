@@ -15,6 +15,7 @@ import { Sandbox } from '../helpers/cli.js';
 import { makeDisk, makeExtImage, missingTools } from './ext-images.js';
 import { openBackend } from '../../src/storage/open-backend.js';
 import { Repository } from '../../src/repo/repository.js';
+import { Store } from '../../src/repo/store.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { openImageFiles } from '../../src/jobs/image-files/open-image-files.js';
 import { dumpImage } from '../../src/jobs/image-files/image-dump.js';
@@ -166,7 +167,7 @@ describe('files out of image snapshots (CLI)', { skip, timeout: 180_000 }, () =>
   });
 
   it('reading one file fetches only the blocks it needs from the repository', async () => {
-    const repo = await Repository.open(openBackend(s.repo), 'correct horse');
+    const repo = await Repository.open(await Store.open(openBackend(s.repo)), 'correct horse');
     await repo.loadIndex();
     const snapshot = await repo.loadSnapshot(imageSnap);
     let dataBlobs = 0;

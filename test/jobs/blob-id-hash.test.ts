@@ -15,7 +15,6 @@ import { join } from 'node:path';
 import { Archiver } from '../../src/jobs/backup/archiver.js';
 import { Checker } from '../../src/jobs/check/checker.js';
 import { Restorer } from '../../src/jobs/restore/restorer.js';
-import { PlainRepository } from '../../src/repo/plain-repository.js';
 import { BlobType } from '../../src/repo/pack.js';
 import type { Repository } from '../../src/repo/repository.js';
 import { memoryRepo } from '../helpers/memory-repo.js';
@@ -37,9 +36,9 @@ describe('blob ids follow the config', () => {
   after(async () => rm(dir, { recursive: true, force: true }));
 
   /** Backs up `src`, checks every blob by reading it, restores with verify; returns the ids of data blobs written. */
-  async function roundTrip(repo: Repository, backend: ConstructorParameters<typeof PlainRepository>[0], target: string): Promise<string[]> {
+  async function roundTrip(repo: Repository, target: string): Promise<string[]> {
     const r = await new Archiver(repo, { paths: [src], parent: null }).run();
-    const report = await new Checker(new PlainRepository(backend, repo.config), { keyed: repo, readData: { kind: 'all' } }).run();
+    const report = await new Checker(repo.store, { keyed: repo, readData: { kind: 'all' } }).run();
     assert.deepEqual(report.errors, []);
     assert.deepEqual(report.badCopies, []);
     const restored = await new Restorer(repo, target, { verify: true }).run(r.snapshot.tree);
@@ -55,7 +54,7 @@ describe('blob ids follow the config', () => {
     const old = await memoryRepo();
     const hmacRepo = await withoutBlobIdsField(old.backend);
     assert.equal(hmacRepo.config.blobIds, 'hmac-sha256');
-    const hmacIds = await roundTrip(hmacRepo, old.backend, join(dir, 'restore-hmac'));
+    const hmacIds = await roundTrip(hmacRepo, join(dir, 'restore-hmac'));
     const idKey = hmacRepo.workerSecrets().id;
     // Every data blob's id is the HMAC of its plaintext, whichever thread made it.
     assert.ok(hmacIds.length > 3);
@@ -65,7 +64,7 @@ describe('blob ids follow the config', () => {
 
     const fresh = await memoryRepo();
     assert.equal(fresh.repo.config.blobIds, 'blake3');
-    const blakeIds = await roundTrip(fresh.repo, fresh.backend, join(dir, 'restore-blake3'));
+    const blakeIds = await roundTrip(fresh.repo, join(dir, 'restore-blake3'));
     for (const id of blakeIds) assert.equal(fresh.repo.blobId(await fresh.repo.loadBlob(BlobType.Data, id)), id);
     const freshKey = fresh.repo.workerSecrets().id;
     const someBlob = await fresh.repo.loadBlob(BlobType.Data, blakeIds[0]!);

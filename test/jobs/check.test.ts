@@ -14,7 +14,6 @@ import { repairSnapshots } from '../../src/jobs/repair/snapshot-repairer.js';
 import { Pruner } from '../../src/jobs/prune/pruner.js';
 import { Restorer } from '../../src/jobs/restore/restorer.js';
 import { PackCopier } from '../../src/repo/pack-copier.js';
-import { PlainRepository } from '../../src/repo/plain-repository.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { sha256 } from '../../src/core/crypto.js';
 import { tempDir, removeTree } from '../fixtures/tree.js';
@@ -262,7 +261,7 @@ describe('copies of packs', () => {
     await r.saveTree([]);
     await r.flush();
     const [pack] = await names(f.backend, 'data');
-    const plain = new PlainRepository(f.backend, f.repo.config);
+    const plain = f.plain();
     const blobs = await plain.readPackHeader(pack!, (await f.backend.stat({ type: 'data', name: pack! }))!.size);
     const present = new Set([pack!]);
     const copy = async (): Promise<string> => {

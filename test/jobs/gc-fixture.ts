@@ -16,7 +16,8 @@ import { createHash } from 'node:crypto';
 import { MemoryBackend } from '../../src/storage/memory-backend.js';
 import type { Backend } from '../../src/storage/backend.js';
 import { Repository, type OpenOptions } from '../../src/repo/repository.js';
-import { PlainRepository, RepoState } from '../../src/repo/plain-repository.js';
+import { Store } from '../../src/repo/store.js';
+import { RepoState } from '../../src/repo/repo-state.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { contentBytes, type TreeNode, type ContentEntry } from '../../src/repo/tree.js';
 import type { Snapshot } from '../../src/repo/snapshot.js';
@@ -57,13 +58,13 @@ export class GcFixture {
     this.now += ms;
   }
 
-  plain(backend: Backend = this.backend): PlainRepository {
-    return new PlainRepository(backend, this.repo.config);
+  plain(backend: Backend = this.backend): Store {
+    return this.repo.store.withBackend(backend);
   }
 
   /** A repository opened afresh (index loaded), as a new process would. */
   async open(backend: Backend = this.backend, opts: OpenOptions = {}): Promise<Repository> {
-    const r = await Repository.open(backend, TEST_PASSWORD, opts);
+    const r = await Repository.open(await Store.open(backend), TEST_PASSWORD, opts);
     await r.loadIndex();
     return r;
   }
@@ -158,7 +159,7 @@ export class GcFixture {
 
   /** Opened with the key, the index filled the way check and repair fill it (damaged index files tolerated). */
   async openTolerant(backend: Backend = this.backend): Promise<Repository> {
-    const r = await Repository.open(backend, TEST_PASSWORD);
+    const r = await Repository.open(await Store.open(backend), TEST_PASSWORD);
     (await RepoState.load(this.plain(backend))).fill(r.index);
     return r;
   }

@@ -21,7 +21,7 @@ import { WrapperBackend } from '../../src/storage/wrapper-backend.js';
 import { encodeIndex, type IndexFile, type IndexedPack } from '../../src/repo/index-file.js';
 import { encodeMarker, newMarker } from '../../src/repo/deletion-marker.js';
 import { PackWriter } from '../../src/repo/pack.js';
-import { RepoState } from '../../src/repo/plain-repository.js';
+import { RepoState } from '../../src/repo/repo-state.js';
 import { GcFixture, bytes, names, type Files } from './gc-fixture.js';
 
 const GRACE = 60_000;

@@ -20,7 +20,6 @@ import { contentBlobs, contentBytes, entryBlob, type TreeNode } from '../../src/
 import { Restorer } from '../../src/jobs/restore/restorer.js';
 import { Checker } from '../../src/jobs/check/checker.js';
 import { repairSnapshots } from '../../src/jobs/repair/snapshot-repairer.js';
-import { PlainRepository } from '../../src/repo/plain-repository.js';
 import { memoryRepo } from '../helpers/memory-repo.js';
 
 /** Every file node below a tree, by path relative to `base`. */
@@ -225,7 +224,7 @@ describe('small files share chunks', () => {
     packBytes[loc.offset + 20]! ^= 0x40;
     await backend.remove(h);
     await backend.save(h, packBytes);
-    const plain = new PlainRepository(backend, repo.config);
+    const plain = repo.store;
     const report = await new Checker(plain, { keyed: repo, readData: { kind: 'all' } }).run();
     assert.deepEqual(report.lostBlobs, [batch]);
     const expected = [...nodes.keys()].filter((p) => p.startsWith('small/')).map((p) => `${src}/${p}`).sort();

@@ -9,6 +9,8 @@ import { MemoryBackend } from '../../src/storage/memory-backend.js';
 import type { Backend, ObjectInfo, ObjectType } from '../../src/storage/backend.js';
 import { sha256, SEAL_OVERHEAD } from '../../src/core/crypto.js';
 import { Repository } from '../../src/repo/repository.js';
+import { Store } from '../../src/repo/store.js';
+import { readConfig } from '../../src/repo/objects.js';
 import { BlobType, FLAG_COMPRESSED, PACK_TRAILER_BYTES } from '../../src/repo/pack.js';
 import { encodeIndex } from '../../src/repo/index-file.js';
 import { BlobNotFoundError, CorruptObjectError, NotARepositoryError, WrongPasswordError } from '../../src/repo/errors.js';
@@ -48,17 +50,17 @@ async function rejectsCorrupt(p: Promise<unknown>, ...names: string[]): Promise<
 describe('Repository: init and open', () => {
   it('init, then open with the right password, gives the same config and master key', async () => {
     const { backend, repo } = await memoryRepo();
-    const again = await Repository.open(backend, TEST_PASSWORD);
+    const again = await Repository.open(await Store.open(backend), TEST_PASSWORD);
     assert.deepEqual(again.config, repo.config);
     assert.equal(again.keyId, repo.keyId);
     const data = Buffer.from('same bytes');
     assert.equal(again.blobId(data), repo.blobId(data), 'same id key');
-    assert.deepEqual(await Repository.readConfig(backend), repo.config);
+    assert.deepEqual((await readConfig(backend)).config, repo.config);
   });
 
   it('init records the options in the config', async () => {
     const { backend } = await memoryRepo({ compression: 'max', packSize: SMALL_PACK });
-    const config = await Repository.readConfig(backend);
+    const config = (await readConfig(backend)).config;
     assert.equal(config.compression, 'max');
     assert.equal(config.packSize, SMALL_PACK);
     assert.equal(config.version, 2);
@@ -67,27 +69,27 @@ describe('Repository: init and open', () => {
 
   it('open with a wrong password fails with WrongPasswordError', async () => {
     const { backend } = await memoryRepo();
-    await assert.rejects(Repository.open(backend, 'not the password'), WrongPasswordError);
-    await assert.rejects(Repository.open(backend, ''), WrongPasswordError);
+    await assert.rejects(Repository.open(await Store.open(backend), 'not the password'), WrongPasswordError);
+    await assert.rejects(Repository.open(await Store.open(backend), ''), WrongPasswordError);
   });
 
   it('open of an empty backend fails with NotARepositoryError naming the location', async () => {
     const backend = new MemoryBackend({ name: 'nothing-here' });
-    await assert.rejects(Repository.open(backend, TEST_PASSWORD), (e: unknown) => {
+    await assert.rejects(Store.open(backend), (e: unknown) => {
       assert.ok(e instanceof NotARepositoryError, String(e));
       assert.match(e.message, /memory:nothing-here/);
       return true;
     });
-    await assert.rejects(Repository.readConfig(backend), NotARepositoryError);
+    await assert.rejects(readConfig(backend), NotARepositoryError);
   });
 
   it('a second init on the same backend is refused and changes nothing', async () => {
     const { backend, repo } = await memoryRepo();
     await assert.rejects(Repository.init(backend, 'another password'), /exists already/);
     assert.equal((await listAll(backend, 'key')).length, 1);
-    assert.deepEqual(await Repository.readConfig(backend), repo.config);
-    await assert.rejects(Repository.open(backend, 'another password'), WrongPasswordError);
-    await Repository.open(backend, TEST_PASSWORD);
+    assert.deepEqual((await readConfig(backend)).config, repo.config);
+    await assert.rejects(Repository.open(await Store.open(backend), 'another password'), WrongPasswordError);
+    await Repository.open(await Store.open(backend), TEST_PASSWORD);
   });
 
   it(
@@ -106,7 +108,7 @@ describe('Repository: init and open', () => {
     const bytes = await backend.load({ type: 'config', name: 'config' });
     bytes[10] = bytes[10]! ^ 1;
     await replaceObject(backend, 'config', 'config', bytes);
-    await rejectsCorrupt(Repository.open(backend, TEST_PASSWORD), 'config');
+    await rejectsCorrupt(Store.open(backend), 'config');
   });
 });
 
@@ -183,7 +185,7 @@ describe('Repository: saving and loading blobs', () => {
     await repo.flush();
     for (const [id, { type, data }] of blobs) assert.deepEqual(await repo.loadBlob(type, id), data);
 
-    const fresh = await Repository.open(backend, TEST_PASSWORD);
+    const fresh = await Repository.open(await Store.open(backend), TEST_PASSWORD);
     assert.equal(fresh.index.size, 0);
     await assert.rejects(fresh.loadBlob(BlobType.Data, [...blobs.keys()][1]!), BlobNotFoundError);
     await fresh.loadIndex();
@@ -209,7 +211,7 @@ describe('Repository: saving and loading blobs', () => {
       await repo.flush();
       assert.deepEqual(await repo.loadTree(tree.id), []);
       assert.deepEqual(await repo.loadBlob(BlobType.Data, data.id), bytes);
-      const fresh = await Repository.open(backend, TEST_PASSWORD);
+      const fresh = await Repository.open(await Store.open(backend), TEST_PASSWORD);
       await fresh.loadIndex();
       assert.deepEqual(await fresh.loadTree(tree.id), []);
     },
@@ -237,7 +239,7 @@ describe('Repository: saving and loading blobs', () => {
     let blobsSeen = 0;
     let fullPacks = 0;
     for (const p of packs) {
-      const blobs = await repo.readPackHeader(p.name);
+      const blobs = await repo.store.readPackHeader(p.name);
       blobsSeen += blobs.length;
       const blobBytes = blobs.reduce((s, b) => s + b.length, 0);
       const headerBytes = 5 + 44 * blobs.length;
@@ -258,7 +260,7 @@ describe('Repository: saving and loading blobs', () => {
     await repo.flush();
     assert.equal((await listAll(backend, 'data')).length, 70);
     assert.equal((await listAll(backend, 'index')).length, 5);
-    const fresh = await Repository.open(backend, TEST_PASSWORD);
+    const fresh = await Repository.open(await Store.open(backend), TEST_PASSWORD);
     await fresh.loadIndex();
     assert.equal(fresh.index.packs.size, 70);
     for (const id of ids) assert.ok(fresh.index.has(id));
@@ -284,7 +286,7 @@ describe('Repository: damage in storage', () => {
         bytes[i] = bytes[i]! ^ 0x40;
         await replaceObject(backend, 'data', pack, bytes);
         await rejectsCorrupt(repo.loadBlob(BlobType.Data, id), `pack ${pack}`, id);
-        const fresh = await Repository.open(backend, TEST_PASSWORD);
+        const fresh = await Repository.open(await Store.open(backend), TEST_PASSWORD);
         await fresh.loadIndex();
         await rejectsCorrupt(fresh.loadBlob(BlobType.Data, id), `pack ${pack}`);
       }
@@ -297,11 +299,11 @@ describe('Repository: damage in storage', () => {
     await replaceObject(backend, 'data', pack, bytes.subarray(0, offset + length - 1));
     const e = await rejectsCorrupt(repo.loadBlob(BlobType.Data, id), `pack ${pack}`);
     assert.match(e.message, /truncated/);
-    await rejectsCorrupt(repo.readPackHeader(pack), `pack ${pack}`);
+    await rejectsCorrupt(repo.store.readPackHeader(pack), `pack ${pack}`);
     await replaceObject(backend, 'data', pack, bytes.subarray(0, 3));
-    await rejectsCorrupt(repo.readPackHeader(pack), `pack ${pack}`);
+    await rejectsCorrupt(repo.store.readPackHeader(pack), `pack ${pack}`);
     await replaceObject(backend, 'data', pack, Buffer.alloc(0));
-    await rejectsCorrupt(repo.readPackHeader(pack), `pack ${pack}`);
+    await rejectsCorrupt(repo.store.readPackHeader(pack), `pack ${pack}`);
   });
 
   it('a missing pack → CorruptObjectError naming the pack', async () => {
@@ -309,7 +311,7 @@ describe('Repository: damage in storage', () => {
     await backend.remove({ type: 'data', name: pack });
     const e = await rejectsCorrupt(repo.loadBlob(BlobType.Data, id), `pack ${pack}`);
     assert.match(e.message, /missing/);
-    await rejectsCorrupt(repo.readPackHeader(pack), `pack ${pack}`);
+    await rejectsCorrupt(repo.store.readPackHeader(pack), `pack ${pack}`);
   });
 
   it('a flipped byte in an index object → loadIndex throws naming the index', async () => {
@@ -318,7 +320,7 @@ describe('Repository: damage in storage', () => {
     const bytes = await backend.load({ type: 'index', name: index!.name });
     bytes[bytes.length - 10] = bytes[bytes.length - 10]! ^ 1;
     await replaceObject(backend, 'index', index!.name, bytes);
-    const fresh = await Repository.open(backend, TEST_PASSWORD);
+    const fresh = await Repository.open(await Store.open(backend), TEST_PASSWORD);
     await rejectsCorrupt(fresh.loadIndex(), `index ${index!.name}`);
   });
 
@@ -327,7 +329,7 @@ describe('Repository: damage in storage', () => {
     for (const bytes of [Buffer.from('HFIX\x01garbage'), encodeIndex({ packs: [], supersedes: [] }).subarray(0, 10), Buffer.alloc(0)]) {
       const name = sha256(bytes).toString('hex');
       await backend.save({ type: 'index', name }, bytes);
-      const fresh = await Repository.open(backend, TEST_PASSWORD);
+      const fresh = await Repository.open(await Store.open(backend), TEST_PASSWORD);
       await rejectsCorrupt(fresh.loadIndex(), `index ${name}`);
       await backend.remove({ type: 'index', name });
     }
@@ -337,7 +339,7 @@ describe('Repository: damage in storage', () => {
     const { backend, repo } = await memoryRepo();
     const bytes = await backend.load({ type: 'key', name: repo.keyId });
     await replaceObject(backend, 'key', repo.keyId, Buffer.concat([bytes, Buffer.from(' ')]));
-    await assert.rejects(Repository.open(backend, TEST_PASSWORD), (e: unknown) => {
+    await assert.rejects(Repository.open(await Store.open(backend), TEST_PASSWORD), (e: unknown) => {
       assert.ok(e instanceof Error);
       assert.ok(e.message.includes(`key ${repo.keyId}`), e.message);
       return true;
@@ -358,7 +360,7 @@ describe('Repository: orphan packs', () => {
     // a backup killed after its packs, before its index
     for (const i of await listAll(backend, 'index')) await backend.remove({ type: 'index', name: i.name });
 
-    const next = await Repository.open(backend, TEST_PASSWORD);
+    const next = await Repository.open(await Store.open(backend), TEST_PASSWORD);
     await next.loadIndex();
     assert.equal(next.index.size, 0);
     const warnings: string[] = [];
@@ -372,7 +374,7 @@ describe('Repository: orphan packs', () => {
     assert.equal((await listAll(backend, 'index')).length, 1, 'the orphans are indexed at flush');
     assert.equal(await next.indexOrphanPacks(() => undefined), 0, 'a second scan finds nothing new');
 
-    const third = await Repository.open(backend, TEST_PASSWORD);
+    const third = await Repository.open(await Store.open(backend), TEST_PASSWORD);
     await third.loadIndex();
     assert.equal(await third.indexOrphanPacks(() => undefined), 0);
     for (let i = 0; i < blobs.length; i++) assert.deepEqual(await third.loadBlob(BlobType.Data, ids[i]!), blobs[i]);
@@ -386,7 +388,7 @@ describe('Repository: orphan packs', () => {
     const [pack] = await listAll(backend, 'data');
     const bytes = await backend.load({ type: 'data', name: pack!.name });
     await replaceObject(backend, 'data', pack!.name, bytes.subarray(0, bytes.length - 1));
-    const next = await Repository.open(backend, TEST_PASSWORD);
+    const next = await Repository.open(await Store.open(backend), TEST_PASSWORD);
     const warnings: string[] = [];
     assert.equal(await next.indexOrphanPacks((m) => warnings.push(m)), 0);
     assert.equal(warnings.length, 1);
@@ -398,7 +400,7 @@ describe('Repository: keys', () => {
   it('addKey, listKeys, removeKey and what each password opens afterwards', async () => {
     const { backend, repo } = await memoryRepo();
     const newId = await repo.addKey('second password', TEST_SCRYPT);
-    const second = await Repository.open(backend, 'second password');
+    const second = await Repository.open(await Store.open(backend), 'second password');
     assert.equal(second.keyId, newId);
     assert.equal(second.config.id, repo.config.id);
     const data = Buffer.from('x');
@@ -413,8 +415,8 @@ describe('Repository: keys', () => {
     await assert.rejects(second.removeKey(newId), /refusing to remove the key in use/);
     await assert.rejects(second.removeKey('ee'.repeat(32)), /no key/);
     await second.removeKey(repo.keyId);
-    await assert.rejects(Repository.open(backend, TEST_PASSWORD), WrongPasswordError);
-    await Repository.open(backend, 'second password');
+    await assert.rejects(Repository.open(await Store.open(backend), TEST_PASSWORD), WrongPasswordError);
+    await Repository.open(await Store.open(backend), 'second password');
 
     await assert.rejects(second.removeKey(newId, true), /refusing to remove the only key/);
     await assert.rejects(second.removeKey(newId), /refusing/);
@@ -439,7 +441,7 @@ describe('Repository: keys', () => {
   it('removeKey refuses the last key even when it is not the current one', async () => {
     const { backend, repo } = await memoryRepo();
     const otherId = await repo.addKey('other', TEST_SCRYPT);
-    const other = await Repository.open(backend, 'other');
+    const other = await Repository.open(await Store.open(backend), 'other');
     await other.removeKey(repo.keyId);
     // `repo` still holds the removed key; the only key left is not its current one.
     await assert.rejects(repo.removeKey(otherId), /refusing to remove the only key/);

@@ -24,7 +24,8 @@
 import { sha256 } from '../../core/crypto.js';
 import { sameEntry, type BlobLocation } from '../../repo/index-file.js';
 import { BlobType, copyDigest, type PackedBlob } from '../../repo/pack.js';
-import { PlainRepository, RepoState } from '../../repo/plain-repository.js';
+import { RepoState } from '../../repo/repo-state.js';
+import { Store } from '../../repo/store.js';
 import { handleOf } from '../../repo/objects.js';
 import type { Snapshot } from '../../repo/snapshot.js';
 import { contentBlobs, entryBlob, type TreeNode } from '../../repo/tree.js';
@@ -138,7 +139,7 @@ export class Checker {
   private packsRead = 0;
   private bytesRead = 0;
 
-  constructor(private readonly repo: PlainRepository, private readonly opts: CheckOptions = {}) {}
+  constructor(private readonly repo: Store, private readonly opts: CheckOptions = {}) {}
 
   private error(object: string, message: string): void {
     this.errors.push({ object, message });
@@ -156,10 +157,10 @@ export class Checker {
 
   async run(): Promise<CheckReport> {
     const state = await RepoState.load(this.repo);
-    for (const [name, why] of state.damagedMarkers) this.error(`deletion marker ${name}`, why);
-    for (const [name, why] of state.damagedIndexFiles) this.error(`index ${name}`, `${why} (run "holdfast repair index")`);
+    for (const [name, why] of state.damagedMarkers) this.error(`deletion marker ${name}`, why.message);
+    for (const [name, why] of state.damagedIndexFiles) this.error(`index ${name}`, `${why.message} (run "holdfast repair index")`);
     const snaps = await this.repo.loadSnapshots();
-    for (const [name, why] of snaps.damaged) this.error(`snapshot ${name}`, `${why}; what it references is unknown`);
+    for (const [name, why] of snaps.damaged) this.error(`snapshot ${name}`, `${why.message}; what it references is unknown`);
 
     const readSet = new Set(this.opts.readData ? selectPacks(state.packs, this.opts.readData, this.opts.random) : []);
     if (!this.opts.keyed) {
@@ -275,7 +276,7 @@ export class Checker {
     const checksumOk = sha256(bytes).toString('hex') === pack;
     let header: PackedBlob[] | undefined;
     try {
-      header = PlainRepository.parsePack(pack, bytes);
+      header = Store.parsePack(pack, bytes);
       this.compareHeader(state, pack, header);
     } catch (e) {
       this.damagedPacks.add(pack);

@@ -14,22 +14,20 @@
 import { applyPolicy, isEmptyPolicy, type RetentionDecision, type RetentionPolicy } from './retention.js';
 import { groupSnapshots, type GroupBy, type GroupKey } from './group-by.js';
 import type { Snapshot } from '../../repo/snapshot.js';
+import type { SnapshotEntry, SnapshotList } from '../../repo/store.js';
 
 /** A snapshot with its id. */
-export interface ForgetItem {
-  readonly id: string;
-  readonly snapshot: Snapshot;
-}
+export type ForgetItem = SnapshotEntry;
 
-/** What forget needs from a repository (a `KeylessRepository` or a `Repository` with removal). */
+/** What forget needs from a repository (a `Store`, or a keyed `Repository`'s listing with a store's removal). */
 export interface ForgetStore {
   /**
-   * Every snapshot a policy may count. One that cannot be read (or, with the
-   * key, fails its MAC) goes to `onSkipped` instead, with why, and is left out.
+   * Every snapshot a policy may count, oldest first; one that cannot be read
+   * (or, with the key, fails its MAC) is in `damaged` instead, with why.
    */
-  listSnapshots(onSkipped: (id: string, e: Error) => void): Promise<ForgetItem[]>;
-  /** Removes a snapshot object; false when it was gone already. */
-  removeSnapshot(id: string): Promise<boolean>;
+  listSnapshots(): Promise<SnapshotList>;
+  /** Removes an object (here a snapshot); false when it was gone already. */
+  remove(type: 'snapshot', name: string): Promise<boolean>;
 }
 
 export interface ForgetGroupPlan {
@@ -74,11 +72,11 @@ export interface ForgetResult extends ForgetPlan {
 /** Plans by policy and, unless `dryRun`, removes. An empty policy removes nothing. */
 export async function forgetByPolicy(store: ForgetStore, opts: ForgetOptions): Promise<ForgetResult> {
   if (isEmptyPolicy(opts.policy)) return { groups: [], remove: [], removed: [], skipped: [] };
-  const skipped: { id: string; error: Error }[] = [];
-  const all = await store.listSnapshots((id, error) => skipped.push({ id, error }));
+  const { ok: all, damaged } = await store.listSnapshots();
+  const skipped = [...damaged].map(([id, error]) => ({ id, error }));
   const list = opts.filter ? all.filter((s) => opts.filter!(s.snapshot)) : all;
   const plan = planForget(list, opts.policy, opts.groupBy, opts.now ?? new Date());
   const removed: string[] = [];
-  if (!opts.dryRun) for (const id of plan.remove) if (await store.removeSnapshot(id)) removed.push(id);
+  if (!opts.dryRun) for (const id of plan.remove) if (await store.remove('snapshot', id)) removed.push(id);
   return { ...plan, removed, skipped };
 }

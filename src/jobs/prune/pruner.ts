@@ -42,7 +42,8 @@ import { newMarker, encodeMarker, DEFAULT_GRACE_MS, commitWindowMs, type Deletio
 import { recordKey, type IndexedPack } from '../../repo/index-file.js';
 import { copyDigest, type PackedBlob } from '../../repo/pack.js';
 import { PackCopier } from '../../repo/pack-copier.js';
-import { PlainRepository, RepoState } from '../../repo/plain-repository.js';
+import { RepoState } from '../../repo/repo-state.js';
+import { Store } from '../../repo/store.js';
 import { handleOf } from '../../repo/objects.js';
 import { CorruptObjectError, UnsupportedVersionError } from '../../repo/errors.js';
 import { NotFoundError } from '../../storage/backend.js';
@@ -135,7 +136,7 @@ export class Pruner {
   private readonly grace: number;
   private readonly maxUnused: number;
 
-  constructor(private readonly repo: PlainRepository, private readonly opts: PruneOptions = {}) {
+  constructor(private readonly repo: Store, private readonly opts: PruneOptions = {}) {
     this.now = opts.now ?? Date.now;
     this.grace = opts.graceMs ?? DEFAULT_GRACE_MS;
     this.maxUnused = opts.maxUnused ?? 0.5;
@@ -168,7 +169,7 @@ export class Pruner {
       const shown = ids.slice(0, 10);
       const more = ids.length > shown.length ? ` and ${ids.length - shown.length} more ("holdfast check" lists them)` : '';
       throw new PruneRefusedError(`${ids.length} snapshot(s) cannot be read, so what they reference is unknown: `
-        + `${shown.map((id) => snaps.damaged.get(id)).join('; ')}${more}. `
+        + `${shown.map((id) => snaps.damaged.get(id)!.message).join('; ')}${more}. `
         + 'Look at each first ("holdfast check"; with the password also "holdfast cat snapshot ID"); one that is no snapshot you need '
         + `(junk a client stored, or damaged beyond use) is removed by "holdfast forget ${shown.join(' ')}"; then run prune again`);
     }
@@ -180,7 +181,7 @@ export class Pruner {
   private refuseDamagedIndex(state: RepoState): void {
     if (state.damagedIndexFiles.size > 0) {
       const [name, why] = [...state.damagedIndexFiles][0]!;
-      throw new PruneRefusedError(`${state.damagedIndexFiles.size} index file(s) cannot be read (${name}: ${why}); run "holdfast repair index" first`);
+      throw new PruneRefusedError(`${state.damagedIndexFiles.size} index file(s) cannot be read (${name}: ${why.message}); run "holdfast repair index" first`);
     }
   }
 
@@ -193,7 +194,7 @@ export class Pruner {
     this.refuseDamagedIndex(state);
     const report = emptySweep();
     const damagedMarkers = [...state.damagedMarkers.keys()];
-    for (const [name, why] of state.damagedMarkers) this.warn(`deletion marker ${name} cannot be read (${why}); it condemns nothing and is removed`);
+    for (const [name, why] of state.damagedMarkers) this.warn(`deletion marker ${name} cannot be read (${why.message}); it condemns nothing and is removed`);
     if (state.markers.size === 0 && damagedMarkers.length === 0) return report;
 
     const locks = this.opts.otherLocks ? await this.opts.otherLocks() : [];
@@ -474,7 +475,7 @@ export class Pruner {
 /** The header of a whole pack in memory, or undefined when it does not parse. */
 function parseOrUndefined(pack: string, bytes: Buffer): PackedBlob[] | undefined {
   try {
-    return PlainRepository.parsePack(pack, bytes);
+    return Store.parsePack(pack, bytes);
   } catch (e) {
     if (e instanceof CorruptObjectError || e instanceof UnsupportedVersionError) return undefined;
     throw e;
@@ -493,7 +494,7 @@ class Survivors {
   private readonly packs = new Map<string, Map<string, Set<string>> | undefined>();
 
   constructor(
-    private readonly repo: PlainRepository,
+    private readonly repo: Store,
     private readonly state: RepoState,
     private readonly doomed: ReadonlySet<string>,
     private readonly warn: (m: string) => void,
@@ -518,7 +519,7 @@ class Survivors {
         this.warn(`pack ${pack} does not match its checksum: its copies do not count, and live blobs are copied again out of the packs about to be deleted (run "holdfast check --read-data")`);
       } else {
         copies = new Map();
-        for (const b of PlainRepository.parsePack(pack, bytes)) {
+        for (const b of Store.parsePack(pack, bytes)) {
           let d = copies.get(b.id);
           if (!d) copies.set(b.id, (d = new Set()));
           d.add(copyDigest(b, bytes.subarray(b.offset, b.offset + b.length)));

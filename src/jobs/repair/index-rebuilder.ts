@@ -17,7 +17,7 @@
  */
 import { sameEntry, type IndexedPack } from '../../repo/index-file.js';
 import type { PackedBlob } from '../../repo/pack.js';
-import { PlainRepository } from '../../repo/plain-repository.js';
+import type { Store } from '../../repo/store.js';
 import { CorruptObjectError, UnsupportedVersionError } from '../../repo/errors.js';
 
 export interface RebuildIndexOptions {
@@ -41,7 +41,7 @@ export interface RebuildIndexReport {
 }
 
 /** Rebuilds the index; see the module comment. */
-export async function rebuildIndex(repo: PlainRepository, opts: RebuildIndexOptions = {}): Promise<RebuildIndexReport> {
+export async function rebuildIndex(repo: Store, opts: RebuildIndexOptions = {}): Promise<RebuildIndexReport> {
   const old = await repo.loadIndexFiles();
   const oldNames = [...old.ok.keys(), ...old.damaged.keys()];
   const packs = await repo.list('data');

@@ -26,7 +26,8 @@
  */
 import { contentBlobs, entryBlob, type TreeNode } from '../../repo/tree.js';
 import type { Snapshot } from '../../repo/snapshot.js';
-import { PlainRepository, RepoState } from '../../repo/plain-repository.js';
+import { RepoState } from '../../repo/repo-state.js';
+import { Store } from '../../repo/store.js';
 import { encodeMarker, newMarker } from '../../repo/deletion-marker.js';
 import { PackCopier } from '../../repo/pack-copier.js';
 import { handleOf } from '../../repo/objects.js';
@@ -79,7 +80,7 @@ export interface RepairSnapshotsReport {
 }
 
 /** Runs the repair; see the module comment. */
-export async function repairSnapshots(repo: PlainRepository, opts: RepairSnapshotsOptions): Promise<RepairSnapshotsReport> {
+export async function repairSnapshots(repo: Store, opts: RepairSnapshotsOptions): Promise<RepairSnapshotsReport> {
   if (opts.mode === 'mark' && !opts.keyed) throw new Error('--mark-damaged needs the password: the file names are encrypted');
   const check = await new Checker(repo, { ...(opts.readData ? { readData: opts.readData } : {}), ...(opts.keyed ? { keyed: opts.keyed } : {}), ...(opts.signal ? { signal: opts.signal } : {}) }).run();
   const lost = new Set(check.lostBlobs);
@@ -91,10 +92,10 @@ export async function repairSnapshots(repo: PlainRepository, opts: RepairSnapsho
   const snaps = await repo.loadSnapshots();
   for (const [id, why] of snaps.damaged) {
     if (opts.mode === 'forget') {
-      removed.push({ id, reason: `cannot be read: ${why}` });
+      removed.push({ id, reason: `cannot be read: ${why.message}` });
       toRemove.push(id);
     } else {
-      skipped.push({ id, reason: `cannot be read (${why}); use --forget-damaged to remove it` });
+      skipped.push({ id, reason: `cannot be read (${why.message}); use --forget-damaged to remove it` });
     }
   }
   for (const d of check.damaged) {
@@ -218,7 +219,7 @@ async function markDamaged(keyed: SnapshotWriter, id: string, s: Snapshot, lost:
  * may have deduplicated against any of them), and the index files naming it
  * are rewritten without it.
  */
-async function salvage(repo: PlainRepository, keyed: KeyedReader, check: CheckReport, opts: RepairSnapshotsOptions): Promise<{ salvagedBlobs: number; marker?: string; removedPacks: string[] }> {
+async function salvage(repo: Store, keyed: KeyedReader, check: CheckReport, opts: RepairSnapshotsOptions): Promise<{ salvagedBlobs: number; marker?: string; removedPacks: string[] }> {
   const state = await RepoState.load(repo);
   const snaps = await repo.loadSnapshots();
   const needed = new Set<string>();
@@ -242,7 +243,7 @@ async function salvage(repo: PlainRepository, keyed: KeyedReader, check: CheckRe
     const bytes = await repo.backend.load(handleOf('data', pack));
     let blobs: readonly PackedBlob[];
     try {
-      blobs = PlainRepository.parsePack(pack, bytes);
+      blobs = Store.parsePack(pack, bytes);
     } catch {
       blobs = state.claims(pack);
     }

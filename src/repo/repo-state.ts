@@ -1,123 +1,13 @@
 /**
- * A repository opened without the key: everything the plain objects say
- * (config, index files, pack headers, snapshots' reference lists, deletion
- * markers) and the stored-bytes checksums. This is what the server, which
- * never sees a customer's key, runs prune, check and repair index on.
- *
- *   PlainRepository   load / save / list the plain objects, checksums checked
- *   RepoState         one consistent look at markers → index files → packs,
- *                     merged: which packs exist, which are marked, where each
- *                     blob is (every copy, not just the first)
+ * One consistent look at a repository's plain state, on top of the keyless
+ * store: markers → index files → packs, merged: which packs exist, which are
+ * marked, where each blob is (every copy, not just the first). What prune,
+ * check and repair decide on.
  */
-import type { Backend, ObjectType } from '../storage/backend.js';
-import { NotFoundError } from '../storage/backend.js';
-import { condemnedPacks, decodeMarker, type DeletionMarker } from './deletion-marker.js';
-import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
-import { decodeIndex, encodeIndex, sameBlobs, sameEntry, type BlobLocation, type IndexFile, type IndexedPack, type MasterIndex } from './index-file.js';
-import { handleOf, listObjects, loadChecked, loadEvery, saveAddressed } from './objects.js';
-import { PACK_TRAILER_BYTES, parsePackHeader, parsePackTrailer, type PackedBlob } from './pack.js';
-import type { RepoConfig } from './config.js';
-import { withRepositoryMode, type ModeOptions } from './keyless-repository.js';
-import { decodeSnapshot, type Snapshot } from './snapshot.js';
-
-/** Objects of one type, read: the good ones and why the others could not be read. */
-export interface Loaded<T> {
-  readonly ok: Map<string, T>;
-  readonly damaged: Map<string, string>;
-}
-
-function isDamage(e: unknown): e is Error {
-  return e instanceof CorruptObjectError || e instanceof UnsupportedVersionError;
-}
-
-/** Plain access to a repository; see the module comment. */
-export class PlainRepository {
-  /** `backend` as `withRepositoryMode` returns it (wrapped when append-only), `config` as read. */
-  constructor(readonly backend: Backend, readonly config: RepoConfig) {}
-
-  /** Reads the config (no password involved); append-only as `withRepositoryMode` decides. */
-  static async open(backend: Backend, mode: ModeOptions = {}): Promise<PlainRepository> {
-    const m = await withRepositoryMode(backend, mode);
-    return new PlainRepository(m.backend, m.config);
-  }
-
-  /** True when this client cannot remove anything (append-only). */
-  get appendOnly(): boolean {
-    return this.backend.capabilities.appendOnly;
-  }
-
-  /** Name → size of every object of a type. */
-  list(type: ObjectType): Promise<Map<string, number>> {
-    return listObjects(this.backend, type);
-  }
-
-  /** Loads every object of a type that `decode` accepts; objects removed while listing are left out. */
-  private async loadAll<T>(type: ObjectType, label: string, decode: (b: Buffer, what: string) => T): Promise<Loaded<T>> {
-    const damaged = new Map<string, string>();
-    const ok = await loadEvery(this.backend, type, async (name) => {
-      const what = `${label} ${name}`;
-      try {
-        return decode(await loadChecked(this.backend, handleOf(type, name), what), what);
-      } catch (e) {
-        if (!isDamage(e)) throw e;
-        damaged.set(name, e.message);
-        return undefined;
-      }
-    });
-    return { ok, damaged };
-  }
-
-  loadIndexFiles(): Promise<Loaded<IndexFile>> {
-    return this.loadAll('index', 'index', decodeIndex);
-  }
-
-  loadMarkers(): Promise<Loaded<DeletionMarker>> {
-    return this.loadAll('deletion', 'deletion marker', decodeMarker);
-  }
-
-  loadSnapshots(): Promise<Loaded<Snapshot>> {
-    return this.loadAll('snapshot', 'snapshot', decodeSnapshot);
-  }
-
-  /** Reads one pack's header with two range reads. Throws `CorruptObjectError` when it does not parse. */
-  async readPackHeader(pack: string, size: number): Promise<PackedBlob[]> {
-    const what = `pack ${pack}`;
-    const h = handleOf('data', pack);
-    if (size < PACK_TRAILER_BYTES) throw new CorruptObjectError(what, `truncated (${size} bytes)`);
-    const headerLength = parsePackTrailer(await this.backend.load(h, { offset: size - PACK_TRAILER_BYTES, length: PACK_TRAILER_BYTES }), size, what);
-    const header = await this.backend.load(h, { offset: size - PACK_TRAILER_BYTES - headerLength, length: headerLength });
-    return parsePackHeader(header, size - PACK_TRAILER_BYTES - headerLength, what);
-  }
-
-  /** Parses the header of a whole pack held in memory. */
-  static parsePack(pack: string, bytes: Buffer): PackedBlob[] {
-    const what = `pack ${pack}`;
-    const headerLength = parsePackTrailer(bytes.subarray(bytes.length - PACK_TRAILER_BYTES), bytes.length, what);
-    const start = bytes.length - PACK_TRAILER_BYTES - headerLength;
-    return parsePackHeader(bytes.subarray(start, bytes.length - PACK_TRAILER_BYTES), start, what);
-  }
-
-  /** Saves a content-addressed object; returns its name. */
-  save(type: ObjectType, bytes: Buffer): Promise<string> {
-    return saveAddressed(this.backend, type, bytes);
-  }
-
-  /** Writes an index file; returns its name. */
-  saveIndex(f: IndexFile): Promise<string> {
-    return this.save('index', encodeIndex(f));
-  }
-
-  /** Removes an object; false when it was gone already (another prune, or a retry). */
-  async remove(type: ObjectType, name: string): Promise<boolean> {
-    try {
-      await this.backend.remove(handleOf(type, name));
-      return true;
-    } catch (e) {
-      if (e instanceof NotFoundError) return false;
-      throw e;
-    }
-  }
-}
+import { condemnedPacks, type DeletionMarker } from './deletion-marker.js';
+import { sameBlobs, sameEntry, type BlobLocation, type IndexFile, type IndexedPack, type MasterIndex } from './index-file.js';
+import type { PackedBlob } from './pack.js';
+import type { Loaded, Store } from './store.js';
 
 /**
  * One look at the repository's plain state, read in the order the GC
@@ -135,9 +25,9 @@ export class RepoState {
   /** Present packs → size. */
   readonly packs: Map<string, number>;
   readonly indexFiles: Map<string, IndexFile>;
-  readonly damagedIndexFiles: Map<string, string>;
+  readonly damagedIndexFiles: Map<string, Error>;
   readonly markers: Map<string, DeletionMarker>;
-  readonly damagedMarkers: Map<string, string>;
+  readonly damagedMarkers: Map<string, Error>;
   /** Marked pack → its blobs (from the marker). */
   readonly condemned: Map<string, IndexedPack>;
   /** Pack → its blobs: the header once `confirm`ed, else the first record met (index files, then markers). */
@@ -170,7 +60,7 @@ export class RepoState {
     for (const m of markers.ok.values()) for (const p of m.packs) this.describe(p);
   }
 
-  static async load(repo: PlainRepository): Promise<RepoState> {
+  static async load(repo: Store): Promise<RepoState> {
     const markers = await repo.loadMarkers();
     const index = await repo.loadIndexFiles();
     const packs = await repo.list('data');
@@ -225,7 +115,7 @@ export class RepoState {
   }
 
   /** Reads a pack's header and `confirm`s it; throws `CorruptObjectError` when it does not parse. */
-  async readHeader(repo: PlainRepository, pack: string): Promise<PackedBlob[]> {
+  async readHeader(repo: Store, pack: string): Promise<PackedBlob[]> {
     const blobs = await repo.readPackHeader(pack, this.packs.get(pack)!);
     this.confirm({ pack, blobs });
     return blobs;

@@ -1,0 +1,83 @@
+// The keyless store and the keyed repository on top of it share one damage
+// policy: a listing returns what it could read and, apart, why the rest could
+// not be read; it never throws on one damaged object and never prints.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { encodeSnapshot, type Snapshot } from '../../src/repo/snapshot.js';
+import { ForgedObjectError, CorruptObjectError } from '../../src/repo/errors.js';
+import { saveAddressed } from '../../src/repo/objects.js';
+import { Repository } from '../../src/repo/repository.js';
+import { Store } from '../../src/repo/store.js';
+import { TEST_PASSWORD, memoryRepo } from '../helpers/memory-repo.js';
+
+const snapshot = (time: string): Snapshot => ({
+  time, hostname: 'h', username: 'u', paths: ['/'], tags: [], tree: '0'.repeat(64), summary: {} as never, blobs: [],
+});
+
+/** Runs `f` with stdout and stderr captured; returns what was written. */
+async function captured(f: () => Promise<void>): Promise<string> {
+  let out = '';
+  const [o, e] = [process.stdout.write, process.stderr.write];
+  const grab = ((chunk: string | Uint8Array): boolean => {
+    out += chunk.toString();
+    return true;
+  }) as typeof process.stdout.write;
+  process.stdout.write = grab;
+  process.stderr.write = grab;
+  try {
+    await f();
+  } finally {
+    process.stdout.write = o;
+    process.stderr.write = e;
+  }
+  return out;
+}
+
+describe('store: damage as data', () => {
+  it('snapshot listings keep readable snapshots in order and return damaged, junk and forged ones apart, printing nothing', async () => {
+    const { backend, repo } = await memoryRepo();
+    const later = await repo.saveSnapshot(snapshot('2030-01-02T00:00:00Z'));
+    const earlier = await repo.saveSnapshot(snapshot('2030-01-01T00:00:00Z'));
+    // Any client that can add objects can store junk under its SHA-256 name, or a snapshot without the MAC.
+    const junk = await saveAddressed(backend, 'snapshot', Buffer.from('not a snapshot'));
+    const forged = await saveAddressed(backend, 'snapshot', encodeSnapshot(snapshot('2030-01-03T00:00:00Z'), Buffer.alloc(32)));
+    // And one whose bytes no longer match their name.
+    const bytes = await backend.load({ type: 'snapshot', name: later });
+    bytes[bytes.length - 1]! ^= 1;
+    const flipped = 'f'.repeat(64);
+    await backend.save({ type: 'snapshot', name: flipped }, bytes);
+
+    const store = await Store.open(backend);
+    const keyed = await Repository.open(store, TEST_PASSWORD);
+    let plain!: Awaited<ReturnType<Store['listSnapshots']>>;
+    let withKey!: Awaited<ReturnType<Repository['listSnapshots']>>;
+    const printed = await captured(async () => {
+      plain = await store.listSnapshots();
+      withKey = await keyed.listSnapshots();
+    });
+    assert.equal(printed, '', 'a listing prints nothing');
+
+    assert.deepEqual(plain.ok.map((s) => s.id), [earlier, later, forged], 'without the key a forged snapshot reads as any other');
+    assert.deepEqual([...plain.damaged.keys()].sort(), [flipped, junk].sort());
+    for (const e of plain.damaged.values()) assert.ok(e instanceof CorruptObjectError, String(e));
+
+    assert.deepEqual(withKey.ok.map((s) => s.id), [earlier, later]);
+    assert.deepEqual([...withKey.damaged.keys()].sort(), [flipped, forged, junk].sort());
+    assert.ok(withKey.damaged.get(forged) instanceof ForgedObjectError, 'the caller can tell a forged snapshot from a damaged one');
+    keyed.close();
+  });
+
+  it('index files and markers: a damaged one is listed apart, the others are read', async () => {
+    const { backend, repo } = await memoryRepo();
+    await repo.saveBlob(1, Buffer.from('one blob'));
+    await repo.flush();
+    const bad = await saveAddressed(backend, 'index', Buffer.from('junk index'));
+    const store = await Store.open(backend);
+    const files = await store.loadIndexFiles();
+    assert.equal(files.ok.size, 1);
+    assert.deepEqual([...files.damaged.keys()], [bad]);
+    // The keyed reader refuses to load an index it cannot read whole: that one error, not a listing's.
+    await assert.rejects(repo.loadIndex(), (e: unknown) => e instanceof CorruptObjectError && e.message.includes(`index ${bad}`));
+  });
+});
