@@ -7,30 +7,67 @@ import { Command, CommanderError } from 'commander';
 import { ExitError, EXIT } from './exit-codes.js';
 import { closeRepositories, kibPerSecond, warningsLeftOut } from './context.js';
 import { CorruptObjectError, NotARepositoryError, UnsupportedVersionError, WrongPasswordError } from '../repo/errors.js';
-import * as backup from './cmd-backup.js';
-import * as diff from './cmd-diff.js';
-import * as dump from './cmd-dump.js';
-import * as init from './cmd-init.js';
-import * as key from './cmd-key.js';
-import * as ls from './cmd-ls.js';
-import * as mount from './cmd-mount.js';
-import * as restore from './cmd-restore.js';
-import * as snapshots from './cmd-snapshots.js';
-import * as stats from './cmd-stats.js';
-import * as forget from './cmd-forget.js';
-import * as unlock from './cmd-unlock.js';
-import * as restoreImage from './cmd-restore-image.js';
-import * as serveNbd from './cmd-serve-nbd.js';
-import * as prune from './cmd-prune.js';
-import * as check from './cmd-check.js';
-import * as repair from './cmd-repair.js';
-import * as tag from './cmd-tag.js';
-import * as cat from './cmd-cat.js';
-import * as find from './cmd-find.js';
-import * as completion from './cmd-completion.js';
-import * as version from './cmd-version.js';
+import { VERSION } from './cmd-version.js';
 import { LockedError, LockLostError } from '../repo/lock.js';
 import { AppendOnlyError } from '../storage/append-only-backend.js';
+
+/** A command module: registers its command (options, help, action) on the program. */
+interface CommandModule {
+  register(program: Command): void;
+}
+
+/**
+ * Every command, in the order help lists them, each loaded only when needed:
+ * loading all of them cost 75 ms of CPU at every start, most of it for
+ * modules the command does not run (docs/decisions.md, "Fixed costs per run").
+ */
+const COMMANDS: readonly (readonly [string, () => Promise<CommandModule>])[] = [
+  ['init', () => import('./cmd-init.js')],
+  ['backup', () => import('./cmd-backup.js')],
+  ['snapshots', () => import('./cmd-snapshots.js')],
+  ['ls', () => import('./cmd-ls.js')],
+  ['diff', () => import('./cmd-diff.js')],
+  ['stats', () => import('./cmd-stats.js')],
+  ['restore', () => import('./cmd-restore.js')],
+  ['dump', () => import('./cmd-dump.js')],
+  ['mount', () => import('./cmd-mount.js')],
+  ['key', () => import('./cmd-key.js')],
+  ['forget', () => import('./cmd-forget.js')],
+  ['unlock', () => import('./cmd-unlock.js')],
+  ['serve-nbd', () => import('./cmd-serve-nbd.js')],
+  ['restore-image', () => import('./cmd-restore-image.js')],
+  ['prune', () => import('./cmd-prune.js')],
+  ['check', () => import('./cmd-check.js')],
+  ['repair', () => import('./cmd-repair.js')],
+  ['tag', () => import('./cmd-tag.js')],
+  ['cat', () => import('./cmd-cat.js')],
+  ['find', () => import('./cmd-find.js')],
+  ['version', () => import('./cmd-version.js')],
+  ['completion', () => import('./cmd-completion.js')],
+];
+
+/** Global options that take a value: the word after one is not the command. */
+const GLOBAL_VALUE_OPTIONS = new Set(['-r', '--repo', '--password-file', '--password-command', '--limit-upload', '--limit-download']);
+
+/**
+ * The command modules `argv` needs: the one it names; all of them when it
+ * names none or an unknown one (help, the suggestion) or asks for a
+ * completion script (made from every command's definition).
+ */
+async function commandsFor(argv: readonly string[]): Promise<CommandModule[]> {
+  let name: string | undefined;
+  for (let i = 2; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') break;
+    if (!a.startsWith('-')) {
+      name = a;
+      break;
+    }
+    if (GLOBAL_VALUE_OPTIONS.has(a)) i++;
+  }
+  const named = COMMANDS.find(([n]) => n === name && n !== 'completion');
+  return Promise.all((named ? [named] : COMMANDS).map(([, load]) => load()));
+}
 
 function exitCodeOf(e: unknown): number {
   if (e instanceof ExitError) return e.code;
@@ -43,7 +80,7 @@ function exitCodeOf(e: unknown): number {
 
 async function main(argv: string[]): Promise<number> {
   const program = new Command('holdfast')
-    .version(version.VERSION)
+    .version(VERSION)
     .description('deduplicated, compressed, encrypted backups')
     .option('-r, --repo <location>', 'repository location (or HOLDFAST_REPOSITORY)')
     .option('--password-file <file>', 'read the password from a file (or HOLDFAST_PASSWORD_FILE)')
@@ -55,8 +92,8 @@ async function main(argv: string[]): Promise<number> {
     .option('--limit-download <KiB/s>', 'limit downloads from the repository to this many KiB a second (default 0: unlimited)', kibPerSecond('--limit-download'))
     .exitOverride()
     .showSuggestionAfterError();
-  for (const m of [init, backup, snapshots, ls, diff, stats, restore, dump, mount, key, forget, unlock, serveNbd, restoreImage, prune, check, repair, tag, cat, find, version, completion]) m.register(program);
   try {
+    for (const m of await commandsFor(argv)) m.register(program);
     await program.parseAsync(argv);
     warningsLeftOut();
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
