@@ -9,7 +9,6 @@
  */
 import { lstat, readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { minimatch } from 'minimatch';
 import { ExitError, EXIT } from './exit-codes.js';
 
 /** The paths to back up (absolute, sorted, without duplicates) and how many given ones were skipped. */
@@ -92,6 +91,7 @@ async function glob(pattern: string): Promise<string[]> {
       found = found.map((d) => join(d, part));
       continue;
     }
+    const { minimatch } = await import('minimatch'); // loaded only for a pattern: most backups have none
     const next: string[] = [];
     for (const dir of found) {
       const names = await readdir(dir).catch(() => [] as string[]);

@@ -2,12 +2,15 @@
  * The CLI loads only the module of the command it runs (src/cli/main.ts):
  * the command is found past the global options, also when an option's value
  * is a command's name; help, a misspelt command and completion scripts still
- * see every command.
+ * see every command. Libraries few runs need are loaded when used: the
+ * progress bar on a terminal, minimatch for patterns.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { Sandbox } from '../helpers/cli.js';
+import { CLI, Sandbox } from '../helpers/cli.js';
+import { missingTools } from '../image-files/ext-images.js';
 
 const ALL = ['init', 'backup', 'snapshots', 'ls', 'diff', 'stats', 'restore', 'dump', 'mount', 'key', 'forget', 'unlock', 'serve-nbd', 'restore-image', 'prune', 'check', 'repair', 'tag', 'cat', 'find', 'version', 'completion'];
 
@@ -46,5 +49,33 @@ describe('the command is found past global options, and only it is loaded', () =
   it('a completion script names every command', async () => {
     const script = (await s.ok(['completion', 'bash'])).stdout;
     for (const name of ALL) assert.ok(script.includes(name), name);
+  });
+});
+
+describe('libraries loaded when used', () => {
+  let s: Sandbox;
+  before(async () => {
+    s = await Sandbox.create('holdfast-loading-');
+    mkdirSync(s.path('src', 'logs'), { recursive: true });
+    writeFileSync(s.path('src', 'a.txt'), 'a');
+    writeFileSync(s.path('src', 'logs', 'b.log'), 'b');
+    await s.ok(['init']);
+  });
+  after(() => s.remove());
+
+  it('a backup on a terminal draws the progress bar', { skip: missingTools('script') }, () => {
+    const env = { ...process.env, ...s.env(), HOLDFAST_PROGRESS_FPS: '1000000000' };
+    const r = spawnSync('script', ['-qec', `"${process.execPath}" "${CLI}" backup "${s.path('src')}"`, '/dev/null'], { env, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stdout);
+    assert.match(r.stdout, /100% =+ 2\/2 files/);
+    assert.match(r.stdout, /snapshot [0-9a-f]{8} saved/);
+  });
+
+  it('--exclude and a glob of --files-from still match', async () => {
+    writeFileSync(s.path('list'), `${s.path('src', '*')}\n`);
+    await s.ok(['backup', '--exclude', '*.log', '--files-from', s.path('list')]);
+    const src = s.path('src');
+    const names = (await s.ok(['ls', 'latest'])).stdout.split('\n').filter((l) => l.startsWith(`${src}/`)).map((l) => l.slice(src.length));
+    assert.deepEqual(names, ['/a.txt', '/logs']);
   });
 });
