@@ -13,7 +13,7 @@ import type { Snapshot } from '../repo/snapshot.js';
 import { ImageBackup, defaultBlockSize, type ImageBackupResult } from '../jobs/image/image-backup.js';
 import { cachePath } from '../jobs/image/cbt-cache.js';
 import { cacheRoot, workerCount } from './environment.js';
-import { SIZE_UNITS } from '../core/size.js';
+import { parseSize } from '../core/size.js';
 import { MAX_IMAGE_BLOCK, MIN_IMAGE_BLOCK } from '../repo/image-info.js';
 import { openImageInput, streamInput, type ImageInput } from '../sources/image/image-input.js';
 import { commandOutput } from '../sources/command-output.js';
@@ -54,9 +54,8 @@ export function withImageOptions(cmd: Command): Command {
 
 /** Parses "64K", "1M", "1MiB", "4096". */
 export function parseBlockSize(s: string): number {
-  const m = /^(\d+)\s*([kmg]?)(?:i?b)?$/i.exec(s.trim());
-  if (!m) throw new ExitError(`bad --block-size "${s}": use e.g. 64K, 1M`, EXIT.usage);
-  const n = Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!;
+  const n = parseSize(s);
+  if (n === undefined) throw new ExitError(`bad --block-size "${s}": use e.g. 64K, 1M`, EXIT.usage);
   if (n < MIN_IMAGE_BLOCK || n > MAX_IMAGE_BLOCK || (n & (n - 1)) !== 0) throw new ExitError(`bad --block-size "${s}": a power of two from 4K to 64M`, EXIT.usage);
   return n;
 }

@@ -7,7 +7,7 @@
  *   x%      a random x percent of the packs (rounded up), different each run
  *   SIZE    random packs until SIZE bytes (K, M, G, T: powers of 1024) would be exceeded
  */
-import { SIZE_UNITS } from '../../core/size.js';
+import { parseSize } from '../../core/size.js';
 
 /** A choice of packs to read. */
 export type DataSelection =
@@ -33,9 +33,8 @@ export function parseSubset(s: string): DataSelection {
     if (!(p > 0 && p <= 100)) throw new Error(`bad subset "${s}": a percentage must be above 0 and at most 100`);
     return { kind: 'fraction', fraction: p / 100 };
   }
-  m = /^(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?$/i.exec(t);
-  if (m) {
-    const bytes = Math.floor(Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!);
+  const bytes = parseSize(t);
+  if (bytes !== undefined) {
     if (bytes <= 0) throw new Error(`bad subset "${s}": the size must be positive`);
     return { kind: 'bytes', bytes };
   }
