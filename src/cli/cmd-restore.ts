@@ -63,6 +63,7 @@ export function register(program: Command): void {
           overwrite: flags.overwrite,
           signal: abort.signal,
           workers: workerCount(),
+          privileged: process.getuid?.() === 0,
           onWarning: (path, message) => {
             progress.stop();
             warn(`${path}: ${message}`);

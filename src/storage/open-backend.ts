@@ -2,7 +2,8 @@
  * Turns a repository location, as a user types it, into a `Backend`:
  *
  *   memory:            a fresh, empty in-memory repository
- *   memory:NAME        the process-wide in-memory repository called NAME
+ *   memory:NAME        the in-memory repository called NAME in the caller's
+ *                      `MemoryRegistry` (refused without one)
  *   local:/abs/path    a local folder (relative paths are resolved)
  *   /abs/path, ./rel   the same as local:
  *
@@ -15,10 +16,32 @@ import type { Backend } from './backend.js';
 import { LocalBackend } from './local-backend.js';
 import { MemoryBackend } from './memory-backend.js';
 
-const namedMemory = new Map<string, MemoryBackend>();
+/**
+ * Named in-memory repositories (`memory:NAME`), owned by whoever keeps them
+ * alive (a test, a long-running process), so that two owners never share one
+ * by accident.
+ */
+export class MemoryRegistry {
+  private readonly byName = new Map<string, MemoryBackend>();
+
+  /** The repository called `name`, made empty on first use. */
+  get(name: string): MemoryBackend {
+    let backend = this.byName.get(name);
+    if (backend === undefined) {
+      backend = new MemoryBackend({ name });
+      this.byName.set(name, backend);
+    }
+    return backend;
+  }
+}
+
+export interface OpenBackendOptions {
+  /** Where `memory:NAME` locations live; without it they are refused. */
+  readonly memory?: MemoryRegistry;
+}
 
 /** Opens the backend for `location`; see the module comment for the forms accepted. */
-export function openBackend(location: string): Backend {
+export function openBackend(location: string, opts: OpenBackendOptions = {}): Backend {
   if (location === '') throw new Error('unsupported repository location "": the location is empty');
   // Two letters or more, so that a Windows drive ("C:\backups") stays a path.
   const scheme = /^([a-z][a-z0-9+.-]+):/i.exec(location)?.[1]?.toLowerCase();
@@ -31,12 +54,8 @@ export function openBackend(location: string): Backend {
       return new LocalBackend(path.resolve(rest));
     case 'memory': {
       if (rest === '') return new MemoryBackend();
-      let backend = namedMemory.get(rest);
-      if (backend === undefined) {
-        backend = new MemoryBackend({ name: rest });
-        namedMemory.set(rest, backend);
-      }
-      return backend;
+      if (!opts.memory) throw new Error(`unsupported repository location "${location}": a named in-memory repository lives only inside a process that keeps a registry of them`);
+      return opts.memory.get(rest);
     }
     default:
       throw new Error(

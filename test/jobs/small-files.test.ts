@@ -206,6 +206,28 @@ describe('small files share chunks', () => {
     await assert.rejects(bytesOf(repo, nodes[1]!), /lies outside its 10 bytes/);
   });
 
+  it('owners and device nodes are restored only when the caller says the process may (privileged), whoever runs it', async () => {
+    const { repo } = await memoryRepo();
+    const { id } = await repo.saveBlob(BlobType.Data, Buffer.from('owned'));
+    const base = { mode: 0o644, uid: 12345, gid: 23456, mtime: 0n, ctime: 0n, inode: 1n, device: 1n, links: 1 };
+    const tree = await repo.saveTree([
+      { ...base, type: 'chardev', name: Buffer.from('null'), size: 0, rdev: 259n },
+      { ...base, type: 'file', name: Buffer.from('f'), size: 5, content: [id] },
+    ]);
+    await repo.flush();
+    const plain = join(dir, 'unprivileged');
+    const r = await new Restorer(repo, plain).run(tree);
+    assert.deepEqual(r.failed.map((f) => [f.path, f.error]), [['/null', 'device nodes can only be restored as root']]);
+    assert.deepEqual([(await stat(join(plain, 'f'))).uid, (await stat(join(plain, 'f'))).gid], [process.getuid!(), process.getgid!()]);
+    if (process.getuid!() !== 0) return;
+    const owned = join(dir, 'privileged');
+    const p = await new Restorer(repo, owned, { privileged: true }).run(tree);
+    assert.deepEqual(p.failed, []);
+    const st = await stat(join(owned, 'f'));
+    assert.deepEqual([st.uid, st.gid], [12345, 23456]);
+    assert.ok((await stat(join(owned, 'null'))).isCharacterDevice());
+  });
+
   it('a damaged batch blob: check names every file of the batch, mark-damaged marks exactly those, the rest restores', async () => {
     const { backend, repo } = await memoryRepo();
     const src = join(dir, 'e');

@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { MemoryBackend } from '../../src/storage/memory-backend.js';
-import { openBackend } from '../../src/storage/open-backend.js';
+import { MemoryRegistry, openBackend } from '../../src/storage/open-backend.js';
 import { bytes, handleOf } from './conformance.js';
 
 /** Asserts that opening `location` throws an "unsupported repository location" error naming it. */
@@ -28,6 +28,8 @@ function assertRefused(location: string, detail: RegExp): void {
 
 describe('openBackend', () => {
   describe('memory:', () => {
+    const memory = new MemoryRegistry();
+
     it('opens a fresh, empty in-memory backend each time', async () => {
       const a = openBackend('memory:');
       const b = openBackend('memory:');
@@ -42,8 +44,8 @@ describe('openBackend', () => {
     });
 
     it('memory:NAME returns the same instance on every call', async () => {
-      const a = openBackend('memory:shared-test');
-      const b = openBackend('memory:shared-test');
+      const a = openBackend('memory:shared-test', { memory });
+      const b = openBackend('memory:shared-test', { memory });
       assert.ok(a instanceof MemoryBackend);
       assert.equal(a, b);
       assert.equal(a.location, 'memory:shared-test');
@@ -51,20 +53,31 @@ describe('openBackend', () => {
       const h = handleOf('snapshot', 'shared');
       await a.save(h, bytes(7));
       await a.close();
-      assert.deepEqual(await openBackend('memory:shared-test').load(h), bytes(7));
+      assert.deepEqual(await openBackend('memory:shared-test', { memory }).load(h), bytes(7));
     });
 
     it('keeps different names apart', async () => {
-      const a = openBackend('memory:apart-one');
-      const b = openBackend('memory:apart-two');
+      const a = openBackend('memory:apart-one', { memory });
+      const b = openBackend('memory:apart-two', { memory });
       assert.notEqual(a, b);
       const h = handleOf('index', 'apart');
       await a.save(h, bytes(3));
       assert.equal(await b.stat(h), undefined);
     });
 
+    it('two registries are independent, and memory:NAME without one is refused', async () => {
+      const other = new MemoryRegistry();
+      const a = openBackend('memory:shared-test', { memory });
+      const b = openBackend('memory:shared-test', { memory: other });
+      assert.notEqual(a, b);
+      const h = handleOf('key', 'registry');
+      await a.save(h, bytes(5));
+      assert.equal(await b.stat(h), undefined);
+      assert.throws(() => openBackend('memory:shared-test'), /named in-memory repository lives only inside a process that keeps a registry/);
+    });
+
     it('does not share a named instance with memory:', () => {
-      assert.notEqual(openBackend('memory:'), openBackend('memory:shared-test'));
+      assert.notEqual(openBackend('memory:'), openBackend('memory:shared-test', { memory }));
     });
   });
 

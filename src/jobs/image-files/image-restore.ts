@@ -24,8 +24,6 @@ import { prepareExisting } from '../restore/overwrite.js';
 import { filePieces } from './image-file-reader.js';
 import { walkImage, type ImageWalkEntry } from './image-walk.js';
 
-const isRoot = process.getuid?.() === 0;
-
 function normalizeInclude(p: string): string {
   const parts = p.split('/').filter((x) => x !== '' && x !== '.');
   return `/${parts.join('/')}`;
@@ -151,7 +149,7 @@ export class ImageRestorer {
         break;
       case 'chardev':
       case 'blockdev':
-        if (!isRoot) throw new Error('device nodes can only be restored as root');
+        if (this.opts.privileged !== true) throw new Error('device nodes can only be restored as root');
         await makeDevice(dest, node.type === 'chardev' ? 'char' : 'block', node.rdev ?? 0n, node.mode);
         break;
       case 'socket':
@@ -223,7 +221,7 @@ export class ImageRestorer {
   private async finishNode({ path, node }: ImageWalkEntry): Promise<void> {
     const dest = await this.dest(path);
     try {
-      if (isRoot) await fsp.lchown(dest, node.uid, node.gid);
+      if (this.opts.privileged === true) await fsp.lchown(dest, node.uid, node.gid);
       if (node.type !== 'symlink') await fsp.chmod(dest, node.mode);
       const mtime = utimesSeconds(node.mtime);
       await fsp.lutimes(dest, mtime, mtime);

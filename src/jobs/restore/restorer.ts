@@ -55,6 +55,12 @@ export interface RestoreOptions {
   readonly signal?: AbortSignal;
   /** Worker threads (default: one per core). */
   readonly workers?: number;
+  /**
+   * The process may chown and mknod (it runs as root): owners are restored
+   * and device nodes made. Default false: files belong to the process and a
+   * device node is refused (the CLI passes whether it runs as root).
+   */
+  readonly privileged?: boolean;
 }
 
 export interface RestoreProgress {
@@ -82,7 +88,6 @@ export interface RestoreResult {
   readonly verifyFailed: { path: string; error: string }[];
 }
 
-const isRoot = process.getuid?.() === 0;
 /**
  * Paths not restored that are kept to be listed; the rest are only counted
  * (and reported to onWarning). A planted listing can hold millions of
@@ -166,8 +171,11 @@ export class Restorer {
   private readonly fresh: boolean[] = [false];
   /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
   private readonly long = new PathShortener();
+  /** `RestoreOptions.privileged`. */
+  private readonly privileged: boolean;
 
   constructor(private readonly repo: Repository, private readonly target: string, private readonly opts: RestoreOptions = {}) {
+    this.privileged = opts.privileged === true;
     this.includes = (opts.includes ?? []).map(normalizeInclude);
     this.targetBytes = Buffer.from(target.replace(/\/+$/, ''));
   }
@@ -252,7 +260,7 @@ export class Restorer {
           }
         }
         if (node.type === 'fifo' || node.type === 'chardev' || node.type === 'blockdev') {
-          await special(dest, node);
+          await special(dest, node, this.privileged);
           this.finishNode(path, dest, node);
         } else {
           if (node.type === 'file') await this.repo.settleLengths(node.content ?? []);
@@ -341,7 +349,7 @@ export class Restorer {
     if (this.opts.verify) this.toVerify.push({ path, dest, node });
     const settled = this.creation && settledBy(this.creation, node.mode, node);
     const meta: FileMeta = {
-      mode: node.mode, uid: node.uid, gid: node.gid, mtime: utimesSeconds(node.mtime), size: node.size, chown: isRoot,
+      mode: node.mode, uid: node.uid, gid: node.gid, mtime: utimesSeconds(node.mtime), size: node.size, chown: this.privileged,
       ...(settled?.mode ? { createMode: node.mode } : {}),
       ...(settled ? { ownedOnCreate: settled.owner } : {}),
     };
@@ -524,7 +532,7 @@ export class Restorer {
       const fd = openSync(f.dest, constants.O_WRONLY | constants.O_NOFOLLOW);
       try {
         ftruncateSync(fd, f.node.size);
-        if (isRoot) fchownSync(fd, f.node.uid, f.node.gid);
+        if (this.privileged) fchownSync(fd, f.node.uid, f.node.gid);
         fchmodSync(fd, f.node.mode);
         const t = utimesSeconds(f.node.mtime);
         futimesSync(fd, t, t);
@@ -584,7 +592,7 @@ export class Restorer {
    */
   private finishNode(path: Buffer, dest: Buffer, node: TreeNode, settled?: Settled, kept = false): void {
     try {
-      if (isRoot && !settled?.owner) lchownSync(dest, node.uid, node.gid);
+      if (this.privileged && !settled?.owner) lchownSync(dest, node.uid, node.gid);
       if (node.type !== 'symlink' && !settled?.mode) chmodSync(dest, node.mode);
       const t = utimesSeconds(node.mtime);
       lutimesSync(dest, t, t);
@@ -693,9 +701,9 @@ function sliceOf(c: string | BlobSlice): { slice?: { offset: number; length: num
 }
 
 /** Restores a FIFO or device node (mkfifo/mknod run as child processes; such files are few). */
-async function special(dest: PosixPath, node: TreeNode): Promise<void> {
+async function special(dest: PosixPath, node: TreeNode, privileged: boolean): Promise<void> {
   if (node.type === 'fifo') return makeFifo(dest, node.mode);
-  if (!isRoot) throw new Error('device nodes can only be restored as root');
+  if (!privileged) throw new Error('device nodes can only be restored as root');
   return makeDevice(dest, node.type === 'chardev' ? 'char' : 'block', node.rdev ?? 0n, node.mode);
 }
 
