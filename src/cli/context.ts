@@ -11,6 +11,7 @@ import { Store, type ModeOptions, type SnapshotEntry } from '../repo/store.js';
 import type { Backend } from '../storage/backend.js';
 import { DryRunBackend } from '../storage/dry-run-backend.js';
 import { RateLimitedBackend } from '../storage/rate-limited-backend.js';
+import { RetryingBackend } from '../storage/retrying-backend.js';
 import { acquireLock, processIdentity, LockedError, type ProcessIdentity, type RepositoryLock } from '../repo/lock.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword, withPassword } from './password.js';
@@ -79,19 +80,24 @@ async function refuseFileLocation(backend: Backend, creating: boolean): Promise<
 
 /**
  * The backend of the repository location, limited to the rates of
- * --limit-upload and --limit-download; `creating` for `init`. `signal`, the
- * command's Ctrl-C, ends the limiter's waits.
+ * --limit-upload and --limit-download, with calls that fail transiently
+ * tried again (each retry a warning); `creating` for `init`. `signal`, the
+ * command's Ctrl-C, ends the limiter's and the retries' waits.
  */
 export async function backendFor(g: GlobalOptions, creating = false, signal?: AbortSignal): Promise<Backend> {
   const backend = openBackend(repoLocation(g));
   await refuseFileLocation(backend, creating);
   const up = g.limitUpload ?? 0;
   const down = g.limitDownload ?? 0;
-  if (up === 0 && down === 0) return backend;
-  return new RateLimitedBackend(backend, {
+  const limited = up === 0 && down === 0 ? backend : new RateLimitedBackend(backend, {
     ...(up > 0 ? { uploadBytesPerSecond: up * 1024 } : {}),
     ...(down > 0 ? { downloadBytesPerSecond: down * 1024 } : {}),
   }, { signal });
+  // Outside the limiter, so that every attempt pays for its bytes.
+  return new RetryingBackend(limited, {
+    signal,
+    onRetry: (e) => warn(`${e.operation}: ${e.error.message}; retrying in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt + 1})`),
+  });
 }
 
 /** A commander parser for a rate in KiB/s: a whole number, 0 for no limit (as restic takes it). */

@@ -19,30 +19,9 @@
  * call rejects with the signal's reason and the object is not written or
  * handed over.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
-import { performance } from 'node:perf_hooks';
 import type { Backend, Handle, LoadOptions, OperationOptions } from './backend.js';
-import { WrapperBackend } from './wrapper-backend.js';
-
-/** Time, for the buckets: tests inject one that runs no faster than they say. */
-export interface Clock {
-  /** Milliseconds from any fixed point. */
-  now(): number;
-  /** Resolves after `ms` milliseconds; rejects with `signal`'s reason once it is aborted. */
-  sleep(ms: number, signal?: AbortSignal): Promise<void>;
-}
-
-const REAL_CLOCK: Clock = {
-  now: () => performance.now(),
-  sleep: async (ms, signal) => {
-    try {
-      await sleep(ms, undefined, { signal });
-    } catch (e) {
-      // timers/promises rejects with its own AbortError; the caller wants the reason (an exit code).
-      throw signal?.aborted ? signal.reason : e;
-    }
-  },
-};
+import { REAL_CLOCK, type Clock } from './clock.js';
+import { eitherSignal, WrapperBackend } from './wrapper-backend.js';
 
 /** A token bucket of bytes. */
 export class TokenBucket {
@@ -102,14 +81,14 @@ export class RateLimitedBackend extends WrapperBackend {
 
   /** See `Backend.save`; waits for upload tokens first. */
   override async save(h: Handle, data: Uint8Array, opts: OperationOptions = {}): Promise<void> {
-    const signal = this.either(opts.signal);
+    const signal = eitherSignal(this.signal, opts.signal);
     await this.upload?.take(data.byteLength, signal);
     await this.inner.save(h, data, { ...opts, signal });
   }
 
   /** See `Backend.load`; waits for download tokens. */
   override async load(h: Handle, opts: LoadOptions = {}): Promise<Buffer> {
-    const signal = this.either(opts.signal);
+    const signal = eitherSignal(this.signal, opts.signal);
     if (!this.download) return this.inner.load(h, { ...opts, signal });
     const { offset, length } = opts;
     const ranged = offset !== undefined && offset >= 0 && length !== undefined;
@@ -117,11 +96,5 @@ export class RateLimitedBackend extends WrapperBackend {
     const data = await this.inner.load(h, { ...opts, signal });
     if (!ranged) await this.download.take(data.byteLength, signal);
     return data;
-  }
-
-  /** The signal that aborts when the command's or the call's does. */
-  private either(call: AbortSignal | undefined): AbortSignal | undefined {
-    if (call === undefined || this.signal === undefined) return call ?? this.signal;
-    return AbortSignal.any([this.signal, call]);
   }
 }

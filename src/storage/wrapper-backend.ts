@@ -64,3 +64,12 @@ export class WrapperBackend implements Backend {
     return this.inner.close();
   }
 }
+
+/**
+ * The signal that aborts when either does: a wrapper's own (the command's
+ * Ctrl-C, given when it was made) and the call's.
+ */
+export function eitherSignal(a: AbortSignal | undefined, b: AbortSignal | undefined): AbortSignal | undefined {
+  if (a === undefined || b === undefined) return a ?? b;
+  return AbortSignal.any([a, b]);
+}

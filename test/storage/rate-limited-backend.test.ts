@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { MemoryBackend } from '../../src/storage/memory-backend.js';
-import { RateLimitedBackend, type Clock } from '../../src/storage/rate-limited-backend.js';
+import type { Clock } from '../../src/storage/clock.js';
+import { RateLimitedBackend } from '../../src/storage/rate-limited-backend.js';
 import { backendConformance, bytes, handleOf } from './conformance.js';
 
 /** A clock that moves only when the test says. */
