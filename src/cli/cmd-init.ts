@@ -1,11 +1,20 @@
-/** `holdfast init`: creates a repository. */
+/** `holdfast init`: creates a repository, with a key of its own or (--copy-from) sharing another's. */
 import type { Command } from 'commander';
 import { Repository } from '../repo/repository.js';
+import { Store } from '../repo/store.js';
 import type { CompressionMode } from '../core/compress.js';
-import { backendFor, closeWithCommand, compressionMode, globals, say } from './context.js';
+import { backendAt, backendFor, closeWithCommand, compressionMode, globals, say, warn, type GlobalOptions } from './context.js';
 import { getNewPassword, getPassword, withPassword } from './password.js';
-import { saveKeyHint } from './key-hint.js';
+import { readKeyHint, saveKeyHint } from './key-hint.js';
 import { scryptParams } from './environment.js';
+
+interface InitFlags {
+  compression: CompressionMode;
+  appendOnly?: boolean;
+  copyFrom?: string;
+  fromPasswordFile?: string;
+  fromPasswordCommand?: string;
+}
 
 export function register(program: Command): void {
   program
@@ -13,16 +22,32 @@ export function register(program: Command): void {
     .description('create a new repository')
     .option('--compression <mode>', 'default compression: off, default (zstd 1), better (zstd 3), max (zstd 19)', compressionMode, 'default')
     .option('--append-only', 'snapshots can be added, nothing can be removed by clients (docs/format.md, "Append-only repositories")')
-    .action(async (opts: { compression: CompressionMode; appendOnly?: boolean }, cmd: Command) => {
+    .option('--copy-from <location>', 'share the master key and chunker parameters of this repository, so that "copy" moves snapshots between the two without a password (needs its password once)')
+    .option('--from-password-file <file>', 'with --copy-from: read its password from a file (or HOLDFAST_FROM_PASSWORD_FILE)')
+    .option('--from-password-command <command>', 'with --copy-from: run a command that prints its password (or HOLDFAST_FROM_PASSWORD_COMMAND)')
+    .action(async (opts: InitFlags, cmd: Command) => {
       const g = globals(cmd);
       const backend = await backendFor(g, true);
+      const source = opts.copyFrom === undefined ? undefined : await openSource(g, opts.copyFrom, opts);
       const hasSource = g.passwordFile || g.passwordCommand || process.env['HOLDFAST_PASSWORD'] !== undefined
         || process.env['HOLDFAST_PASSWORD_FILE'] || process.env['HOLDFAST_PASSWORD_COMMAND'];
-      const repo = await withPassword(hasSource ? getPassword(g) : getNewPassword(undefined), (password) => Repository.init(backend, password, { compression: opts.compression, appendOnly: opts.appendOnly === true, scrypt: scryptParams() }));
+      const create = { compression: opts.compression, appendOnly: opts.appendOnly === true, scrypt: scryptParams() };
+      const repo = await withPassword(hasSource ? getPassword(g) : getNewPassword(undefined),
+        (password) => source ? source.initSharingKey(backend, password, create) : Repository.init(backend, password, create));
       closeWithCommand(repo);
       saveKeyHint(repo.config.id, repo.keyId);
       say(g, `created holdfast repository ${repo.config.id.slice(0, 10)} at ${backend.location}`);
+      if (source) say(g, `it shares the master key and chunker parameters of ${source.config.id.slice(0, 10)} at ${source.backend.location}: "holdfast copy" moves snapshots between the two without a password`);
       say(g, 'keep the password safe: losing it means losing the data in the repository');
       if (opts.appendOnly) say(g, 'append-only: clients cannot remove anything; make the storage enforce it too (docs/format.md, "Append-only repositories")');
     });
+}
+
+/** Opens the repository of --copy-from with its own password (closed with the command). */
+async function openSource(g: GlobalOptions, location: string, opts: InitFlags): Promise<Repository> {
+  const store = await Store.open(await backendAt(location, g));
+  const password = getPassword({ passwordFile: opts.fromPasswordFile, passwordCommand: opts.fromPasswordCommand }, 'enter password for the repository copied from: ', true);
+  const source = await withPassword(password, (pw) => Repository.open(store, pw, { preferKey: readKeyHint, onWarning: warn }));
+  closeWithCommand(source);
+  return source;
 }

@@ -85,7 +85,12 @@ async function refuseFileLocation(backend: Backend, creating: boolean): Promise<
  * command's Ctrl-C, ends the limiter's and the retries' waits.
  */
 export async function backendFor(g: GlobalOptions, creating = false, signal?: AbortSignal): Promise<Backend> {
-  const backend = openBackend(repoLocation(g));
+  return backendAt(repoLocation(g), g, creating, signal);
+}
+
+/** Like `backendFor`, for a repository at `location` (the other repository of `copy` and `init --copy-from`). */
+export async function backendAt(location: string, g: GlobalOptions, creating = false, signal?: AbortSignal): Promise<Backend> {
+  const backend = openBackend(location);
   await refuseFileLocation(backend, creating);
   const up = g.limitUpload ?? 0;
   const down = g.limitDownload ?? 0;

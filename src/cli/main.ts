@@ -39,6 +39,7 @@ const COMMANDS: readonly (readonly [string, () => Promise<CommandModule>])[] = [
   ['prune', () => import('./cmd-prune.js')],
   ['check', () => import('./cmd-check.js')],
   ['repair', () => import('./cmd-repair.js')],
+  ['copy', () => import('./cmd-copy.js')],
   ['tag', () => import('./cmd-tag.js')],
   ['cat', () => import('./cmd-cat.js')],
   ['find', () => import('./cmd-find.js')],

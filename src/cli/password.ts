@@ -65,17 +65,25 @@ async function readPasswordFile(file: string, option: string): Promise<Buffer> {
   }
 }
 
-/** Reads the password, or fails with a clear message when none is given. The caller zeroes it. */
-export async function getPassword(o: PasswordOptions, question = 'enter password for repository: '): Promise<Buffer> {
+/**
+ * Reads the password, or fails with a clear message when none is given. The
+ * caller zeroes it. `from`: the password of the repository copied from
+ * (`init --copy-from`), in restic's names: --from-password-file,
+ * --from-password-command (given in `o`), HOLDFAST_FROM_PASSWORD_FILE,
+ * HOLDFAST_FROM_PASSWORD_COMMAND, HOLDFAST_FROM_PASSWORD.
+ */
+export async function getPassword(o: PasswordOptions, question = 'enter password for repository: ', from = false): Promise<Buffer> {
   let pw: Buffer | undefined;
   const env = process.env;
-  if (o.passwordFile) pw = await readPasswordFile(o.passwordFile, '--password-file');
+  const flag = from ? '--from-password' : '--password';
+  const prefix = from ? 'HOLDFAST_FROM_PASSWORD' : 'HOLDFAST_PASSWORD';
+  if (o.passwordFile) pw = await readPasswordFile(o.passwordFile, `${flag}-file`);
   else if (o.passwordCommand) pw = runCommand(o.passwordCommand);
-  else if (env['HOLDFAST_PASSWORD_FILE']) pw = await readPasswordFile(env['HOLDFAST_PASSWORD_FILE'], 'HOLDFAST_PASSWORD_FILE');
-  else if (env['HOLDFAST_PASSWORD_COMMAND']) pw = runCommand(env['HOLDFAST_PASSWORD_COMMAND']);
-  else if (env['HOLDFAST_PASSWORD'] !== undefined) pw = Buffer.from(env['HOLDFAST_PASSWORD'], 'utf8');
+  else if (env[`${prefix}_FILE`]) pw = await readPasswordFile(env[`${prefix}_FILE`]!, `${prefix}_FILE`);
+  else if (env[`${prefix}_COMMAND`]) pw = runCommand(env[`${prefix}_COMMAND`]!);
+  else if (env[prefix] !== undefined) pw = Buffer.from(env[prefix], 'utf8');
   else if (process.stdin.isTTY) pw = Buffer.from(await prompt(question), 'utf8');
-  if (pw === undefined) throw new ExitError('no password given: use HOLDFAST_PASSWORD, --password-file or --password-command', EXIT.failed);
+  if (pw === undefined) throw new ExitError(`no password given${from ? ' for the source repository' : ''}: use ${prefix}, ${flag}-file or ${flag}-command`, EXIT.failed);
   if (pw.length === 0) throw new ExitError('empty password refused', EXIT.failed);
   return pw;
 }

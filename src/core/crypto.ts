@@ -17,6 +17,8 @@
  *   Nothing is sealed or opened under a wiped (all-zero) key.
  * - The plain objects a keyed reader must trust (the config, snapshots)
  *   carry an HMAC-SHA256 under a key derived from the master key.
+ * - The master key has a public name, a one-way derivation of all three
+ *   secrets, so that two repositories can be told to share it without it.
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, randomFillSync, scrypt, timingSafeEqual } from 'node:crypto';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
@@ -200,6 +202,21 @@ export const MAC_BYTES = 32;
  */
 export function macKey(master: MasterKey, use: MacUse): Buffer {
   return Buffer.from(hkdfSync('sha256', master.encryption, Buffer.alloc(0), `holdfast/mac/${use}`, KEY_BYTES));
+}
+
+/**
+ * The master key's public name (64 hex): HKDF-SHA256 (RFC 5869) with the
+ * three secrets concatenated as input key material, no salt, and the info
+ * "holdfast/master-key-id" (docs/format.md §3.7). Equal for two repositories
+ * exactly when they share the master key; tells nothing about the key.
+ */
+export function masterKeyId(master: MasterKey): string {
+  const ikm = Buffer.concat([master.encryption, master.id, master.chunker]);
+  try {
+    return Buffer.from(hkdfSync('sha256', ikm, Buffer.alloc(0), 'holdfast/master-key-id', KEY_BYTES)).toString('hex');
+  } finally {
+    ikm.fill(0);
+  }
 }
 
 /** HMAC-SHA256 of `data` under a MAC key. */

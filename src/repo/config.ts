@@ -41,13 +41,19 @@ export interface RepoConfig {
   readonly blobIds: BlobIdHash;
   /** How tree blobs are written; configs written before it existed mean JSON. */
   readonly trees: TreeEncoding;
+  /**
+   * The master key's public name (`masterKeyId`, 64 hex): two repositories
+   * with the same one share the key, so blobs and snapshots copy between
+   * them without it (docs/format.md §3.7). Absent in configs written before it.
+   */
+  readonly masterKey?: string;
   /** Append-only repository: clients refuse to remove anything but their own locks (docs/format.md, "Append-only repositories"). */
   readonly appendOnly?: true;
 }
 
-/** A fresh config with the given choices. */
-export function newConfig(chunker: ChunkerParams, packSize: number, compression: CompressionMode, appendOnly = false): RepoConfig {
-  return { version: FORMAT_VERSION, id: randomBytes(32).toString('hex'), created: new Date().toISOString(), chunker, packSize, compression, blobIds: 'blake3', trees: 'binary', ...(appendOnly ? { appendOnly: true as const } : {}) };
+/** A fresh config with the given choices, for the master key named `masterKey` (`masterKeyId`). */
+export function newConfig(chunker: ChunkerParams, packSize: number, compression: CompressionMode, masterKey: string, appendOnly = false): RepoConfig {
+  return { version: FORMAT_VERSION, id: randomBytes(32).toString('hex'), created: new Date().toISOString(), chunker, packSize, compression, blobIds: 'blake3', trees: 'binary', masterKey, ...(appendOnly ? { appendOnly: true as const } : {}) };
 }
 
 /** Encodes `c` with its MAC under `key` (`macKey(master, 'config')`). */
@@ -106,7 +112,9 @@ export function decodeConfig(bytes: Buffer): RepoConfig {
   const trees = o['trees'] === undefined ? 'json' : o['trees'];
   if (typeof trees !== 'string') throw new CorruptObjectError(what, 'bad trees');
   if (!(TREE_ENCODINGS as readonly string[]).includes(trees)) throw new UnsupportedVersionError(`the repository's trees are encoded as ${JSON.stringify(trees)}`);
+  const masterKey = o['masterKey'];
+  if (masterKey !== undefined && !isIdHex(masterKey)) throw new CorruptObjectError(what, 'bad masterKey');
   const appendOnly = o['appendOnly'];
   if (appendOnly !== undefined && typeof appendOnly !== 'boolean') throw new CorruptObjectError(what, 'bad appendOnly');
-  return { version: FORMAT_VERSION, id: o['id'], created: o['created'], chunker, packSize, compression: compression as CompressionMode, blobIds: blobIds as BlobIdHash, trees: trees as TreeEncoding, ...(appendOnly === true ? { appendOnly } : {}) };
+  return { version: FORMAT_VERSION, id: o['id'], created: o['created'], chunker, packSize, compression: compression as CompressionMode, blobIds: blobIds as BlobIdHash, trees: trees as TreeEncoding, ...(masterKey !== undefined ? { masterKey } : {}), ...(appendOnly === true ? { appendOnly } : {}) };
 }

@@ -1,6 +1,7 @@
 /**
  * Copies sealed blobs into new packs, without the key: prune's repack and
- * rescue, the snapshot fence, repair's salvage. A sealed blob's AAD binds
+ * rescue, the snapshot fence, repair's salvage, and `copy` between
+ * repositories that share a master key. A sealed blob's AAD binds
  * its type, flags, length and id, not the pack, so the bytes move as they are.
  *
  * A copy must never have the bytes, and so the name, of a pack that exists.
@@ -24,6 +25,8 @@ const FIRST_RESERVED = 7;
 export class PackCopier {
   private writer = new PackWriter();
   private readonly written: IndexedPack[] = [];
+  /** How many of `written` `takeStored` has handed out. */
+  private taken = 0;
 
   /** `avoid(name)` is true for names a copy must not get: every pack that exists. */
   constructor(private readonly backend: Backend, private readonly packSize: number, private readonly avoid: (name: string) => boolean) {}
@@ -46,6 +49,13 @@ export class PackCopier {
       if (!this.avoid(sha256(bytes).toString('hex'))) break;
     }
     this.written.push({ pack: await saveAddressed(this.backend, 'data', bytes), blobs });
+  }
+
+  /** Packs stored since the last call (for a caller that indexes as it goes). */
+  takeStored(): IndexedPack[] {
+    const out = this.written.slice(this.taken);
+    this.taken = this.written.length;
+    return out;
   }
 
   /** Stores the last pack; returns every pack written. */

@@ -15,7 +15,7 @@
  * (`indexOrphanPacks`), so their blobs are reused, not uploaded again.
  */
 import { NotFoundError, ShortReadError, type Backend } from '../storage/backend.js';
-import { AuthenticationError, macKey, newMasterKey, describeScrypt, DEFAULT_SCRYPT_PARAMS, wipeMasterKey, type MasterKey, type ScryptParams } from '../core/crypto.js';
+import { AuthenticationError, macKey, masterKeyFrom, masterKeyId, newMasterKey, describeScrypt, DEFAULT_SCRYPT_PARAMS, wipeMasterKey, type MasterKey, type ScryptParams } from '../core/crypto.js';
 import { BlobCompressor, type CompressionMode } from '../core/compress.js';
 import { DEFAULT_CHUNKER_PARAMS, FastCDC, gearTable, validateChunkerParams, type ChunkerParams } from '../core/chunker.js';
 import { authenticateConfig, encodeConfig, newConfig, type RepoConfig } from './config.js';
@@ -146,13 +146,46 @@ export class Repository {
 
   /** Creates a new repository with one key for `password`. */
   static async init(backend: Backend, password: Password, opts: InitOptions = {}): Promise<Repository> {
+    const key = newMasterKey();
+    const packSize = opts.packSize ?? DEFAULT_PACK_SIZE;
+    try {
+      if (!Number.isInteger(packSize) || packSize < 1 << 16 || packSize > 1 << 30) throw new Error(`pack size ${packSize} is outside 64 KiB .. 1 GiB`);
+      const config = newConfig(validateChunkerParams(opts.chunker ?? DEFAULT_CHUNKER_PARAMS), packSize, opts.compression ?? 'default', masterKeyId(key), opts.appendOnly === true);
+      return await Repository.create(backend, password, config, key, opts);
+    } catch (e) {
+      wipeMasterKey(key);
+      throw e;
+    }
+  }
+
+  /**
+   * Creates a new repository at `backend` with one key for `password` that
+   * shares this repository's master key, chunker parameters, pack size, blob
+   * ids and tree encoding, so that `copy` moves blobs and snapshots between
+   * the two without the key (docs/format.md §3.7). Its own id, compression
+   * and append-only flag are its own.
+   */
+  async initSharingKey(backend: Backend, password: Password, opts: Pick<InitOptions, 'compression' | 'appendOnly' | 'scrypt' | 'minGraceMs'> = {}): Promise<Repository> {
+    const key = masterKeyFrom(Buffer.from(this.key.encryption), Buffer.from(this.key.id), Buffer.from(this.key.chunker));
+    const c = this.config;
+    try {
+      const config: RepoConfig = {
+        ...newConfig(c.chunker, c.packSize, opts.compression ?? c.compression, masterKeyId(key), opts.appendOnly === true),
+        blobIds: c.blobIds,
+        trees: c.trees,
+      };
+      return await Repository.create(backend, password, config, key, opts);
+    } catch (e) {
+      wipeMasterKey(key);
+      throw e;
+    }
+  }
+
+  /** Stores `config` and one key file wrapping `key` for `password` in a new repository at `backend`. */
+  private static async create(backend: Backend, password: Password, config: RepoConfig, key: MasterKey, opts: Pick<InitOptions, 'scrypt' | 'minGraceMs'>): Promise<Repository> {
     const existing = await backend.stat(handleOf('config', 'config')).catch(() => undefined);
     if (existing) throw new Error(`a repository exists already at ${backend.location}`);
-    const packSize = opts.packSize ?? DEFAULT_PACK_SIZE;
-    if (!Number.isInteger(packSize) || packSize < 1 << 16 || packSize > 1 << 30) throw new Error(`pack size ${packSize} is outside 64 KiB .. 1 GiB`);
-    const config = newConfig(validateChunkerParams(opts.chunker ?? DEFAULT_CHUNKER_PARAMS), packSize, opts.compression ?? 'default', opts.appendOnly === true);
     await backend.create();
-    const key = newMasterKey();
     const keyBytes = await wrapMasterKey(key, config.id, password, opts.scrypt ?? DEFAULT_SCRYPT_PARAMS);
     const keyId = await saveAddressed(backend, 'key', keyBytes);
     const configKey = macKey(key, 'config');

@@ -300,7 +300,7 @@ formatSuite<RepoConfig>({
 });
 
 describe('config: specific cases', () => {
-  const valid = newConfig(DEFAULT_CHUNKER_PARAMS, 16 * MiB, 'default');
+  const valid = newConfig(DEFAULT_CHUNKER_PARAMS, 16 * MiB, 'default', 'ab'.repeat(32));
 
   it('a config written by a newer holdfast (version 3) is refused with a message to upgrade', () => {
     assert.throws(

@@ -1,0 +1,113 @@
+/**
+ * `holdfast copy --from-repo SRC [--host H] [--path P] [--tag T] [SNAP...]`:
+ * copies snapshots from another repository that shares this one's master key
+ * (made with `init --copy-from`) into the repository of -r/--repo, without a
+ * password (src/jobs/copy/snapshot-copier.ts; docs/format.md §19).
+ */
+import type { Command } from 'commander';
+import { CopyRefusedError, SnapshotCopier, type CopyReport } from '../jobs/copy/snapshot-copier.js';
+import { acquireLock, LockedError, type RepositoryLock } from '../repo/lock.js';
+import { Store } from '../repo/store.js';
+import type { Snapshot } from '../repo/snapshot.js';
+import { backendAt, formatBytes, globals, lockedByMe, openKeyless, say, warn, type GlobalOptions } from './context.js';
+import { ExitError, EXIT } from './exit-codes.js';
+import { holdLock } from './maintenance.js';
+import { minGraceMs } from './environment.js';
+import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+
+interface CopyFlags extends SnapshotFilter {
+  fromRepo?: string;
+}
+
+export function register(program: Command): void {
+  withFilterOptions(program
+    .command('copy')
+    .description('copy snapshots from another repository that shares this one\'s key (made with "init --copy-from"), only the data this one lacks; needs no password')
+    .argument('[snapshot...]', 'snapshot ids (or unique prefixes) or "latest"; default: every snapshot the filters match')
+    .option('--from-repo <location>', 'the repository to copy from (or HOLDFAST_FROM_REPOSITORY)'))
+    .action(async (snaps: string[], f: CopyFlags, cmd: Command) => {
+      await runCopy(globals(cmd), f, snaps);
+    });
+}
+
+/** The source's snapshots that `args` and the filter choose (full ids), and every readable one. */
+async function chooseSnapshots(src: Store, args: readonly string[], f: SnapshotFilter): Promise<{ ids: string[]; all: Map<string, Snapshot> }> {
+  const { ok, damaged } = await src.loadSnapshots();
+  const byTime = [...ok].filter(([, s]) => matches(s, f)).sort(([, a], [, b]) => Date.parse(a.time) - Date.parse(b.time));
+  if (args.length === 0) {
+    for (const [id, e] of damaged) warn(`skipping snapshot ${id} of the source: ${e.message}`);
+    return { ids: byTime.map(([id]) => id), all: ok };
+  }
+  const out: string[] = [];
+  for (const arg of args) {
+    if (arg === 'latest') {
+      const last = byTime[byTime.length - 1];
+      if (!last) throw new ExitError('no snapshot of the source matches', EXIT.failed);
+      out.push(last[0]);
+      continue;
+    }
+    if (!/^[0-9a-f]{1,64}$/.test(arg)) throw new ExitError(`"${arg}" is neither "latest" nor a snapshot id`, EXIT.usage);
+    const ids = [...ok.keys(), ...damaged.keys()].filter((id) => id.startsWith(arg));
+    if (ids.length === 0) throw new ExitError(`no snapshot with id ${arg} in the source`, EXIT.failed);
+    if (ids.length > 1) throw new ExitError(`snapshot id prefix ${arg} is ambiguous in the source (${ids.length} snapshots)`, EXIT.failed);
+    out.push(ids[0]!);
+  }
+  return { ids: out, all: ok };
+}
+
+/**
+ * A shared lock on the source, so that a prune there keeps the packs being
+ * read; storage that takes none (a read-only medium) only gets a warning.
+ */
+async function lockSource(src: Store): Promise<RepositoryLock | undefined> {
+  try {
+    return await acquireLock(src.backend, { ...lockedByMe(), exclusive: false, operation: 'copy', onLost: (e) => warn(`${e.message} (the source); a prune there may remove packs being read`) });
+  } catch (e) {
+    if (e instanceof LockedError) throw e;
+    warn(`could not take a lock on the source (${(e as Error).message}); copying without one`);
+    return undefined;
+  }
+}
+
+/** Runs a copy for the command line and prints what it did. */
+async function runCopy(g: GlobalOptions, f: CopyFlags, args: readonly string[]): Promise<void> {
+  const from = f.fromRepo ?? process.env['HOLDFAST_FROM_REPOSITORY'];
+  if (!from) throw new ExitError('no repository to copy from: use --from-repo or HOLDFAST_FROM_REPOSITORY', EXIT.usage);
+  const dst = await openKeyless(g);
+  const src = await Store.open(await backendAt(from, g));
+  const { ids, all } = await chooseSnapshots(src, args, f);
+  const held = await holdLock(dst, 'copy');
+  const sourceLock = await lockSource(src).catch(async (e: unknown) => {
+    await held.release();
+    throw e;
+  });
+  let report: CopyReport;
+  try {
+    report = await new SnapshotCopier(src, dst, { signal: held.signal, onWarning: warn, minGraceMs: minGraceMs() }).run(ids);
+  } catch (e) {
+    if (e instanceof CopyRefusedError) throw new ExitError(`refusing to copy: ${e.message}`, EXIT.failed);
+    throw held.signal.aborted ? held.signal.reason : e;
+  } finally {
+    await sourceLock?.release();
+    await held.release();
+  }
+  print(g, report, all);
+  if (report.failed.length > 0) {
+    throw new ExitError(`${report.failed.length} snapshot(s) were not copied; the destination is consistent, and what was copied stays`, EXIT.failed);
+  }
+}
+
+function print(g: GlobalOptions, r: CopyReport, snapshots: ReadonlyMap<string, Snapshot>): void {
+  for (const { id, reason } of r.failed) warn(`snapshot ${id} not copied: ${reason}`);
+  if (g.json) {
+    process.stdout.write(`${JSON.stringify(r)}\n`);
+    return;
+  }
+  for (const id of r.copied) {
+    const s = snapshots.get(id);
+    say(g, `copied snapshot ${id.slice(0, 8)}${s ? ` of ${s.hostname} at ${s.time} (${s.paths.join(', ')})` : ''}`);
+  }
+  if (r.orphansIndexed > 0) say(g, `indexed ${r.orphansIndexed} packs an interrupted run had left in the destination`);
+  say(g, `copied ${r.copied.length} snapshots: ${r.blobsCopied} blobs (${formatBytes(r.bytesCopied)}) from ${r.packsRead} packs into ${r.packsWritten} new packs`
+    + (r.present.length > 0 ? `; ${r.present.length} were in the destination already` : ''));
+}

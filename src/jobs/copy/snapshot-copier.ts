@@ -1,0 +1,374 @@
+/**
+ * The copy job: copies snapshots from one repository into another that
+ * shares its master key and chunker parameters, without the key
+ * (docs/format.md §19). Sealed blobs move byte for byte: their AAD binds
+ * type, flags, raw length and id, not the pack or the repository, and a
+ * snapshot's MAC key derives from the master key alone.
+ *
+ *   refuse unless both configs name the same master key, chunker, blob ids and tree encoding
+ *   wanted = the chosen source snapshots the destination lacks (same id: same bytes)
+ *   dst    = the destination's index; packs no index file lists (left by a copy
+ *            or backup killed before its index file) are read for their headers and indexed
+ *   needed = blobs the wanted snapshots list that no present, unmarked destination pack holds
+ *   for each source pack claimed to hold needed blobs (what it holds is its header's word):
+ *     most of it needed → read it whole, check its bytes against its name, header from those bytes
+ *     else             → read its header, then the needed blobs by range
+ *     check each blob's stored length against its header entry → into a new destination pack
+ *     a blob that fails is looked for in the next pack claimed to hold it
+ *     every INDEX_EVERY_PACKS destination packs → one index file
+ *   the last pack, its index file
+ *   each wanted snapshot, oldest first, whose every blob is now indexed:
+ *     its bytes as they are, behind the snapshot fence (src/repo/snapshot-fence.ts)
+ *
+ * Killed at any point, the destination stays valid (a snapshot is written
+ * only once its blobs are indexed) and the next copy does only what is left.
+ */
+import { SEAL_OVERHEAD, sha256 } from '../../core/crypto.js';
+import { NotFoundError, ShortReadError } from '../../storage/backend.js';
+import type { RepoConfig } from '../../repo/config.js';
+import { commitWindowMs } from '../../repo/deletion-marker.js';
+import { CorruptObjectError } from '../../repo/errors.js';
+import { MasterIndex, type IndexedPack } from '../../repo/index-file.js';
+import { handleOf, loadChecked } from '../../repo/objects.js';
+import { PackCopier } from '../../repo/pack-copier.js';
+import { BlobType, FLAG_COMPRESSED, type PackedBlob } from '../../repo/pack.js';
+import { RepoState } from '../../repo/repo-state.js';
+import { isDamage, Store } from '../../repo/store.js';
+import { BlobsLostError, commitSnapshot } from '../../repo/snapshot-fence.js';
+import { decodeSnapshot, type Snapshot } from '../../repo/snapshot.js';
+
+/** Destination packs between two index files. */
+const INDEX_EVERY_PACKS = 16;
+/** Source packs read ahead of the one being copied. */
+const READ_AHEAD = 3;
+/** Two needed blobs of a pack at most this far apart are read with one range read. */
+const RANGE_GAP = 64 * 1024;
+
+/** The two repositories cannot share blobs: nothing was copied. */
+export class CopyRefusedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CopyRefusedError';
+  }
+}
+
+/**
+ * Refuses (`CopyRefusedError`) unless blobs sealed for `src` open, and are
+ * deduplicated, in `dst`: the same master key (by its public name), chunker
+ * parameters, blob-id hash and tree encoding. Needs no key.
+ */
+export function refuseUnlessCompatible(src: RepoConfig, dst: RepoConfig): void {
+  if (src.id === dst.id) throw new CopyRefusedError(`the source and the destination are the same repository (${src.id.slice(0, 10)})`);
+  const init = 'a repository that shares the source\'s key is made with "holdfast init --copy-from SOURCE"';
+  for (const [which, c] of [['source', src], ['destination', dst]] as const) {
+    if (c.masterKey === undefined) {
+      throw new CopyRefusedError(`the ${which} repository's config names no master key (made before holdfast wrote one), so copy cannot tell without the key `
+        + `that the two share it (docs/format.md §3.7); ${init}`);
+    }
+  }
+  if (src.masterKey !== dst.masterKey) {
+    throw new CopyRefusedError(`the repositories do not share a master key (source ${src.masterKey!.slice(0, 10)}, destination ${dst.masterKey!.slice(0, 10)}): `
+      + `blobs sealed with the source's key would not open in the destination; ${init}`);
+  }
+  const chunker = (c: RepoConfig): string => JSON.stringify(c.chunker);
+  const differ = [
+    chunker(src) !== chunker(dst) ? `chunker parameters (${chunker(src)} against ${chunker(dst)})` : '',
+    src.blobIds !== dst.blobIds ? `blob ids (${src.blobIds} against ${dst.blobIds})` : '',
+    src.trees !== dst.trees ? `tree encodings (${src.trees} against ${dst.trees})` : '',
+  ].filter((s) => s !== '');
+  if (differ.length > 0) throw new CopyRefusedError(`the repositories share a master key but not their ${differ.join(', ')}; ${init}`);
+}
+
+/** What a copy did. */
+export interface CopyReport {
+  /** Snapshots written into the destination, oldest first. */
+  readonly copied: string[];
+  /** Chosen snapshots the destination had already. */
+  readonly present: string[];
+  /** Chosen snapshots not copied, and why. */
+  readonly failed: { id: string; reason: string }[];
+  /** Blobs copied, and their stored bytes. */
+  blobsCopied: number;
+  bytesCopied: number;
+  /** Source packs read from. */
+  packsRead: number;
+  /** Destination packs written. */
+  packsWritten: number;
+  /** Destination packs an interrupted run had left without an index file, indexed now. */
+  orphansIndexed: number;
+}
+
+/** How far a copy is, after each source pack. */
+export interface CopyProgress {
+  readonly packsDone: number;
+  readonly packsTotal: number;
+  readonly bytesCopied: number;
+}
+
+export interface CopyOptions {
+  /** Ends the copy between packs and between snapshots (with its reason). */
+  readonly signal?: AbortSignal;
+  /** Damage met in the source or the destination, not fatal to the copy. */
+  readonly onWarning?: (message: string) => void;
+  readonly onProgress?: (p: CopyProgress) => void;
+  /** The destination's minimum grace period, which bounds how long a snapshot's commit may take (`commitWindowMs`). */
+  readonly minGraceMs?: number;
+}
+
+/** A source snapshot to copy. */
+interface Wanted {
+  readonly id: string;
+  readonly bytes: Buffer;
+  readonly snapshot: Snapshot;
+}
+
+/** What reading one source pack gave. */
+interface PackRead {
+  /** Needed blobs that passed the checks, with their sealed bytes. */
+  readonly good: { entry: PackedBlob; sealed: Buffer }[];
+  /** Needed blobs it did not give, and why. */
+  readonly bad: Map<string, string>;
+}
+
+/**
+ * Problems of a header entry that tell, without the key, that its bytes
+ * cannot be a sealed blob (docs/format.md §3.2, §3.4), else undefined.
+ */
+function entryProblem(b: PackedBlob): string | undefined {
+  if (b.length < SEAL_OVERHEAD) return `${b.length} stored bytes, fewer than any sealed blob's ${SEAL_OVERHEAD}`;
+  if ((b.flags & FLAG_COMPRESSED) === 0 && b.length !== b.rawLength + SEAL_OVERHEAD) return `uncompressed, yet ${b.length} stored bytes for ${b.rawLength} raw`;
+  if ((b.flags & FLAG_COMPRESSED) !== 0 && b.length >= b.rawLength + SEAL_OVERHEAD) return `compressed, yet ${b.length} stored bytes for ${b.rawLength} raw`;
+  return undefined;
+}
+
+/** One copy from `src` into `dst`; see the module comment. */
+export class SnapshotCopier {
+  private readonly report: CopyReport = { copied: [], present: [], failed: [], blobsCopied: 0, bytesCopied: 0, packsRead: 0, packsWritten: 0, orphansIndexed: 0 };
+  /** The destination's index, for the snapshot fence. */
+  private readonly index = new MasterIndex();
+  /** Destination packs written and not yet in an index file. */
+  private unindexed: IndexedPack[] = [];
+  /** Blobs copied by this run. */
+  private readonly copiedBlobs = new Set<string>();
+  /** Needed blobs that could not be copied, and why. */
+  private readonly missing = new Map<string, string>();
+
+  constructor(private readonly src: Store, private readonly dst: Store, private readonly opts: CopyOptions = {}) {}
+
+  /** Copies the source snapshots `ids` (full ids) that the destination lacks. */
+  async run(ids: readonly string[]): Promise<CopyReport> {
+    refuseUnlessCompatible(this.src.config, this.dst.config);
+    const there = await this.dst.list('snapshot');
+    const wanted: Wanted[] = [];
+    for (const id of new Set(ids)) {
+      if (there.has(id)) {
+        this.report.present.push(id);
+        continue;
+      }
+      const what = `snapshot ${id}`;
+      try {
+        const bytes = await loadChecked(this.src.backend, handleOf('snapshot', id), what);
+        wanted.push({ id, bytes, snapshot: decodeSnapshot(bytes, what) });
+      } catch (e) {
+        if (!isDamage(e) && !(e instanceof NotFoundError)) throw e;
+        this.report.failed.push({ id, reason: e.message });
+      }
+    }
+    if (wanted.length === 0) return this.report;
+    wanted.sort((a, b) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time) || (a.id < b.id ? -1 : 1));
+
+    const dstState = await this.openDestination();
+    const needed = new Set<string>();
+    for (const w of wanted) for (const id of w.snapshot.blobs) if (dstState.liveLocation(id) === undefined) needed.add(id);
+    if (needed.size > 0) await this.copyBlobs(needed, dstState);
+
+    for (const w of wanted) {
+      this.opts.signal?.throwIfAborted();
+      const lacking = w.snapshot.blobs.find((id) => this.missing.has(id));
+      if (lacking !== undefined) {
+        const n = w.snapshot.blobs.filter((id) => this.missing.has(id)).length;
+        this.report.failed.push({ id: w.id, reason: `${n} of its blobs could not be copied (first: ${lacking}: ${this.missing.get(lacking)})` });
+        continue;
+      }
+      try {
+        const fence = { store: this.dst, index: this.index, commitWindowMs: commitWindowMs(this.opts.minGraceMs) };
+        const id = await commitSnapshot(fence, w.snapshot.blobs, w.bytes);
+        if (id !== w.id) throw new Error(`snapshot ${w.id} was stored as ${id}`);
+        this.report.copied.push(id);
+      } catch (e) {
+        if (!(e instanceof BlobsLostError)) throw e;
+        this.report.failed.push({ id: w.id, reason: e.message });
+      }
+    }
+    return this.report;
+  }
+
+  /**
+   * Reads the destination's state, indexes packs no index file lists (their
+   * headers say what they hold), and fills the index the fence works from.
+   */
+  private async openDestination(): Promise<RepoState> {
+    const state = await RepoState.load(this.dst);
+    const adopted: IndexedPack[] = [];
+    for (const pack of state.orphans()) {
+      try {
+        adopted.push({ pack, blobs: await state.readHeader(this.dst, pack) });
+      } catch (e) {
+        if (e instanceof NotFoundError) continue; // removed since the listing
+        if (!isDamage(e)) throw e;
+        this.opts.onWarning?.(`ignoring unindexed pack ${pack} of the destination: ${e.message}`);
+      }
+    }
+    state.fill(this.index);
+    for (const p of adopted) this.index.addPack(p);
+    if (adopted.length > 0) {
+      await this.dst.saveIndex({ packs: adopted, supersedes: [] });
+      this.report.orphansIndexed = adopted.length;
+    }
+    return state;
+  }
+
+  /** Copies `needed` blobs from the source's packs into new destination packs, indexed. */
+  private async copyBlobs(needed: ReadonlySet<string>, dstState: RepoState): Promise<void> {
+    const srcState = await RepoState.load(this.src);
+    const present = new Set(dstState.packs.keys());
+    // Trees and image maps go into packs of their own, as a backup stores them: walking a snapshot's trees then reads few packs.
+    const copiers = new Map<'data' | 'meta', PackCopier>();
+    const copierFor = (b: PackedBlob): PackCopier => {
+      const kind = b.type === BlobType.Data ? 'data' : 'meta';
+      let c = copiers.get(kind);
+      if (!c) copiers.set(kind, (c = new PackCopier(this.dst.backend, this.dst.config.packSize, (name) => present.has(name))));
+      return c;
+    };
+    const tried = new Map<string, Set<string>>();
+    /** Source packs claimed to hold a blob, in the order to try them: unmarked first. */
+    const candidates = (id: string): string[] => {
+      const packs = [...new Set(srcState.locations(id).map((l) => l.pack))].filter((p) => srcState.packs.has(p));
+      return [...packs.filter((p) => srcState.isLive(p)), ...packs.filter((p) => !srcState.isLive(p))];
+    };
+    const totalPacks = new Set([...needed].flatMap((id) => candidates(id).slice(0, 1))).size;
+    let pending = [...needed];
+    let packsDone = 0;
+    while (pending.length > 0) {
+      const byPack = new Map<string, string[]>();
+      for (const id of pending) {
+        const done = tried.get(id) ?? new Set<string>();
+        const next = candidates(id).find((p) => !done.has(p));
+        if (next === undefined) {
+          if (!this.missing.has(id)) this.missing.set(id, 'the source holds no copy of it');
+          continue;
+        }
+        tried.set(id, done.add(next));
+        const l = byPack.get(next);
+        if (l) l.push(id);
+        else byPack.set(next, [id]);
+      }
+      pending = [];
+      const order = [...byPack.keys()].sort();
+      const reads = new Map<number, Promise<PackRead>>();
+      const startRead = (i: number): void => {
+        if (i >= order.length || reads.has(i)) return;
+        const p = this.readPack(srcState, order[i]!, byPack.get(order[i]!)!);
+        p.catch(() => undefined); // awaited in turn below; a failure ahead of its turn is not unhandled
+        reads.set(i, p);
+      };
+      for (let i = 0; i < order.length; i++) {
+        this.opts.signal?.throwIfAborted();
+        for (let j = i; j <= i + READ_AHEAD; j++) startRead(j);
+        const r = await reads.get(i)!;
+        reads.delete(i);
+        this.report.packsRead++;
+        for (const [id, why] of r.bad) {
+          this.missing.set(id, why);
+          pending.push(id);
+        }
+        for (const { entry, sealed } of r.good) {
+          if (this.copiedBlobs.has(entry.id)) continue;
+          const copier = copierFor(entry);
+          await copier.add(entry, sealed);
+          this.copiedBlobs.add(entry.id);
+          this.missing.delete(entry.id);
+          this.report.blobsCopied++;
+          this.report.bytesCopied += sealed.length;
+          await this.stored(copier.takeStored(), present, false);
+        }
+        this.opts.onProgress?.({ packsDone: Math.min(++packsDone, totalPacks), packsTotal: totalPacks, bytesCopied: this.report.bytesCopied });
+      }
+    }
+    for (const c of copiers.values()) {
+      await c.finish();
+      await this.stored(c.takeStored(), present, false);
+    }
+    await this.stored([], present, true);
+  }
+
+  /** Takes note of destination packs just stored; writes an index file every INDEX_EVERY_PACKS of them, and at the end. */
+  private async stored(packs: readonly IndexedPack[], present: Set<string>, last: boolean): Promise<void> {
+    for (const p of packs) present.add(p.pack);
+    this.report.packsWritten += packs.length;
+    this.unindexed.push(...packs);
+    if (this.unindexed.length === 0 || (!last && this.unindexed.length < INDEX_EVERY_PACKS)) return;
+    await this.dst.saveIndex({ packs: this.unindexed, supersedes: [] });
+    for (const p of this.unindexed) this.index.addPack(p);
+    this.unindexed = [];
+  }
+
+  /**
+   * Reads the needed blobs `ids` out of source pack `pack`, checked against
+   * its header as far as storage can be checked without the key (the module
+   * comment). A damaged pack gives none, with one warning.
+   */
+  private async readPack(state: RepoState, pack: string, ids: readonly string[]): Promise<PackRead> {
+    const size = state.packs.get(pack)!;
+    const what = `pack ${pack} of the source`;
+    const claimed = ids.reduce((n, id) => n + (state.locations(id).find((l) => l.pack === pack)?.length ?? 0), 0);
+    let header: PackedBlob[];
+    let whole: Buffer | undefined;
+    try {
+      if (2 * claimed >= size) {
+        whole = await this.src.backend.load(handleOf('data', pack), { signal: this.opts.signal });
+        if (sha256(whole).toString('hex') !== pack) throw new CorruptObjectError(what, 'checksum of stored bytes does not match its name');
+        header = Store.parsePack(pack, whole);
+        state.confirm({ pack, blobs: header });
+      } else {
+        header = await state.readHeader(this.src, pack);
+      }
+    } catch (e) {
+      if (!isDamage(e) && !(e instanceof NotFoundError)) throw e;
+      const why = e instanceof NotFoundError ? `${what} is gone (removed by a prune since the listing)` : e.message;
+      this.opts.onWarning?.(`${why}; none of its blobs is copied from it`);
+      return { good: [], bad: new Map(ids.map((id) => [id, why])) };
+    }
+    const bad = new Map<string, string>();
+    const entries: PackedBlob[] = [];
+    for (const id of ids) {
+      const inHeader = header.filter((b) => b.id === id);
+      const entry = inHeader.find((b) => entryProblem(b) === undefined);
+      if (entry) entries.push(entry);
+      else bad.set(id, inHeader.length === 0 ? `${what} does not hold it (its header does not list it)` : `${what}: its header entry cannot be a sealed blob (${entryProblem(inHeader[0]!)})`);
+    }
+    const good: PackRead['good'] = [];
+    if (whole) {
+      for (const entry of entries) good.push({ entry, sealed: whole.subarray(entry.offset, entry.offset + entry.length) });
+      return { good, bad };
+    }
+    entries.sort((a, b) => a.offset - b.offset);
+    for (let i = 0; i < entries.length;) {
+      let j = i + 1;
+      while (j < entries.length && entries[j]!.offset - (entries[j - 1]!.offset + entries[j - 1]!.length) <= RANGE_GAP) j++;
+      const from = entries[i]!.offset;
+      const run = entries.slice(i, j);
+      i = j;
+      let bytes: Buffer;
+      try {
+        bytes = await this.src.backend.load(handleOf('data', pack), { offset: from, length: run[run.length - 1]!.offset + run[run.length - 1]!.length - from, signal: this.opts.signal });
+      } catch (e) {
+        if (!(e instanceof ShortReadError) && !(e instanceof NotFoundError)) throw e;
+        for (const entry of run) bad.set(entry.id, `${what}: ${e.message}`);
+        continue;
+      }
+      for (const entry of run) good.push({ entry, sealed: bytes.subarray(entry.offset - from, entry.offset - from + entry.length) });
+    }
+    return { good, bad };
+  }
+}

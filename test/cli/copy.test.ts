@@ -1,0 +1,274 @@
+/**
+ * `holdfast copy --from-repo` and `holdfast init --copy-from`: snapshots
+ * copied between two repositories that share a master key, without the
+ * password; only the blobs the destination lacks; resumed after SIGKILL;
+ * refused between repositories that do not share a key; a damaged or forged
+ * source pack is not copied as good.
+ */
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { EVERYTHING, buildTree, compareTrees, removeTree } from '../fixtures/tree.js';
+import { Sandbox, type RunResult } from '../helpers/cli.js';
+import { bytes } from '../jobs/gc-fixture.js';
+import { initSmall } from './gc-cli.js';
+import { LocalBackend } from '../../src/storage/local-backend.js';
+import { Store } from '../../src/repo/store.js';
+import { encodeIndex } from '../../src/repo/index-file.js';
+import { sha256 } from '../../src/core/crypto.js';
+import type { CopyReport } from '../../src/jobs/copy/snapshot-copier.js';
+
+const SRC_PASSWORD = 'correct horse';
+const DST_PASSWORD = 'battery staple';
+/** The destination's own password, and the source's for `init --copy-from`. */
+const DST_ENV = { HOLDFAST_PASSWORD: DST_PASSWORD, HOLDFAST_FROM_PASSWORD: SRC_PASSWORD };
+/** No password at all: copy must not need one. */
+const KEYLESS_ENV = { HOLDFAST_PASSWORD: undefined };
+
+/** Two repositories in one sandbox: the source (its default repository) and destinations beside it. */
+class Pair {
+  constructor(readonly s: Sandbox) {}
+
+  get src(): string {
+    return this.s.repo;
+  }
+
+  /** Runs holdfast on the repository at `repo` with `env`; fails unless the exit code is `want`. */
+  async on(repo: string, args: readonly string[], env: Record<string, string | undefined> = {}, want: number | null = 0): Promise<RunResult> {
+    const r = await this.s.run(['-r', repo, ...args], { env });
+    if (want !== null && r.code !== want) throw new Error(`holdfast -r ${repo} ${args.join(' ')} exited ${r.code} (wanted ${want})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+    return r;
+  }
+
+  /** A new repository at `name` sharing the source's key, with a password of its own. */
+  async initCopy(name: string, extra: readonly string[] = []): Promise<string> {
+    const dst = this.s.path(name);
+    await this.on(dst, ['init', '--copy-from', this.src, ...extra], DST_ENV);
+    return dst;
+  }
+
+  /** `copy --json` from the source into `dst` without any password; the report. */
+  async copy(dst: string, args: readonly string[] = [], want = 0): Promise<{ report: CopyReport; run: RunResult }> {
+    const run = await this.on(dst, ['--json', 'copy', '--from-repo', this.src, ...args], KEYLESS_ENV, want);
+    return { report: JSON.parse(run.stdout.trim().split('\n').at(-1)!) as CopyReport, run };
+  }
+
+  /** Snapshot ids of a repository, listed with its password (so each has passed its MAC). */
+  async snapshotIds(repo: string, password: string): Promise<string[]> {
+    const r = await this.on(repo, ['snapshots', '--json'], { HOLDFAST_PASSWORD: password });
+    assert.equal(r.stderr, '', `listing the snapshots warned:\n${r.stderr}`);
+    return (JSON.parse(r.stdout) as { id: string }[]).map((x) => x.id);
+  }
+}
+
+/** The blob ids a snapshot of a local repository lists (keyless). */
+async function blobsOf(repo: string, id: string): Promise<readonly string[]> {
+  const plain = await Store.open(new LocalBackend(repo));
+  const s = (await plain.loadSnapshots()).ok.get(id);
+  assert.ok(s, `no snapshot ${id} in ${repo}`);
+  return s.blobs;
+}
+
+/** Every pack file of a local repository. */
+async function packFiles(repo: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const d of await fs.readdir(join(repo, 'data'))) for (const f of await fs.readdir(join(repo, 'data', d))) if (!f.startsWith('.')) out.push(join(repo, 'data', d, f));
+  return out;
+}
+
+describe('copy between repositories that share a key', () => {
+  let s: Sandbox;
+  let p: Pair;
+  let tree: string;
+  let first: string;
+  before(async () => {
+    s = await Sandbox.create('holdfast-copy-');
+    p = new Pair(s);
+    tree = s.path('tree');
+    await buildTree(tree, EVERYTHING);
+    await s.ok(['init']);
+    await s.ok(['backup', '-q', tree]);
+    first = (await p.snapshotIds(p.src, SRC_PASSWORD))[0]!;
+  });
+  after(() => removeTree(s.dir));
+
+  it('copies without a password; the copy verifies with the destination\'s own password and restores byte for byte, metadata and all', async () => {
+    const dst = await p.initCopy('dst');
+    const { report, run } = await p.copy(dst);
+    assert.deepEqual(report.copied, [first], run.stderr);
+    assert.equal(report.failed.length, 0);
+    assert.equal(report.blobsCopied, (await blobsOf(p.src, first)).length, 'every blob of the snapshot, once');
+    // The snapshot's MAC verifies under the shared key, opened with the destination's password.
+    assert.deepEqual(await p.snapshotIds(dst, DST_PASSWORD), [first]);
+    const check = await p.on(dst, ['check', '--read-data'], { HOLDFAST_PASSWORD: DST_PASSWORD });
+    assert.match(check.stdout, /no errors were found/);
+    const target = s.path('restored');
+    await p.on(dst, ['restore', first, '--target', target, '-q'], { HOLDFAST_PASSWORD: DST_PASSWORD });
+    await compareTrees(tree, join(target, tree));
+    // The source's password does not open the destination: only the key is shared.
+    const wrong = await p.on(dst, ['snapshots'], { HOLDFAST_PASSWORD: SRC_PASSWORD }, null);
+    assert.equal(wrong.code, 12);
+  });
+
+  it('copies only what the destination lacks: a second copy adds nothing, an incremental snapshot only its new blobs', async () => {
+    const dst = await p.initCopy('dst-incremental');
+    await p.copy(dst);
+    const again = await p.copy(dst);
+    assert.deepEqual(again.report.copied, []);
+    assert.deepEqual(again.report.present, [first]);
+    assert.equal(again.report.blobsCopied, 0);
+    assert.equal(again.report.packsWritten, 0);
+
+    const more = s.path('more');
+    await fs.mkdir(more);
+    await fs.writeFile(join(more, 'new.bin'), bytes('new content', 700_000));
+    await fs.writeFile(join(more, 'old.bin'), bytes('the same old content', 700_000));
+    await s.ok(['backup', '-q', more]);
+    const [, second] = await p.snapshotIds(p.src, SRC_PASSWORD);
+    await fs.writeFile(join(more, 'newer.bin'), bytes('newer content', 300_000));
+    await s.ok(['backup', '-q', more]);
+    const [, , third] = await p.snapshotIds(p.src, SRC_PASSWORD);
+    const inc = await p.copy(dst, [second!.slice(0, 10)]);
+    assert.deepEqual(inc.report.copied, [second]);
+    const firstBlobs = new Set(await blobsOf(p.src, first));
+    const secondBlobs = await blobsOf(p.src, second!);
+    assert.equal(inc.report.blobsCopied, secondBlobs.filter((b) => !firstBlobs.has(b)).length, 'the second snapshot\'s blobs, none of the first\'s');
+    const thirdBlobs = await blobsOf(p.src, third!);
+    const fresh = thirdBlobs.filter((b) => !secondBlobs.includes(b));
+    const last = await p.copy(dst, ['latest']);
+    assert.deepEqual(last.report.copied, [third]);
+    assert.equal(last.report.blobsCopied, fresh.length, 'only the blobs the third snapshot added');
+    assert.ok(last.report.bytesCopied < 300_000 + 64 * 1024, `${last.report.bytesCopied} bytes copied for a 300 kB change`);
+    assert.deepEqual(await p.snapshotIds(dst, DST_PASSWORD), [first, second, third]);
+    const target = s.path('restored-inc');
+    await p.on(dst, ['restore', third!, '--target', target, '-q'], { HOLDFAST_PASSWORD: DST_PASSWORD });
+    await compareTrees(more, join(target, more));
+  });
+
+  it('refuses a repository with another key, and names init --copy-from; the destination is left as it was', async () => {
+    const other = s.path('other');
+    await p.on(other, ['init'], { HOLDFAST_PASSWORD: DST_PASSWORD });
+    const before = await packFiles(other);
+    const run = await p.on(other, ['copy', '--from-repo', p.src], KEYLESS_ENV, 1);
+    assert.match(run.stderr, /refusing to copy: the repositories do not share a master key/);
+    assert.match(run.stderr, /init --copy-from/);
+    assert.deepEqual(await packFiles(other), before);
+    assert.deepEqual(await p.snapshotIds(other, DST_PASSWORD), []);
+  });
+
+  it('copies into an append-only destination (copy only adds)', async () => {
+    const dst = await p.initCopy('dst-append-only', ['--append-only']);
+    const { report } = await p.copy(dst, [first]);
+    assert.deepEqual(report.copied, [first]);
+  });
+});
+
+describe('copy killed with SIGKILL', () => {
+  let s: Sandbox;
+  let p: Pair;
+  before(async () => {
+    s = await Sandbox.create('holdfast-copy-kill-');
+    p = new Pair(s);
+    await initSmall(s); // 64 KiB packs and small chunks: a few MB make many packs
+  });
+  after(() => removeTree(s.dir));
+
+  it('leaves the destination clean for check --read-data, and the next copy completes without copying again what was copied', { timeout: 120_000 }, async () => {
+    const tree = s.path('tree');
+    await fs.mkdir(tree);
+    await fs.writeFile(join(tree, 'a.bin'), bytes('kill a', 1_000_000));
+    await fs.writeFile(join(tree, 'b.bin'), bytes('kill b', 500_000));
+    await s.ok(['backup', '-q', tree]);
+    const [id] = await p.snapshotIds(p.src, SRC_PASSWORD);
+    const total = (await blobsOf(p.src, id!)).length;
+    const dst = await p.initCopy('dst');
+    // 256 KiB/s: about 4 packs a second, so the copy is caught past its first index file (16 packs) and before its end.
+    const { child, done } = s.start(['-r', dst, '--limit-upload', '256', 'copy', '--from-repo', p.src], { env: KEYLESS_ENV });
+    while ((await packFiles(dst)).length < 18 && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+    child.kill('SIGKILL');
+    const killed = await done;
+    assert.equal(killed.signal, 'SIGKILL', `the copy ended before it was killed:\n${killed.stderr}`);
+    assert.deepEqual(await p.snapshotIds(dst, DST_PASSWORD), [], 'no snapshot before all its blobs are indexed');
+    const check = await p.on(dst, ['check', '--read-data'], { HOLDFAST_PASSWORD: DST_PASSWORD });
+    assert.match(check.stdout, /no errors were found/);
+
+    const { report } = await p.copy(dst);
+    assert.deepEqual(report.copied, [id]);
+    assert.ok(report.orphansIndexed > 0, 'the packs written after the last index file are indexed, not copied again');
+    assert.ok(report.blobsCopied < total - 16, `${report.blobsCopied} of ${total} blobs copied again`);
+    await p.on(dst, ['check', '--read-data'], { HOLDFAST_PASSWORD: DST_PASSWORD });
+    const target = s.path('restored');
+    await p.on(dst, ['restore', id!, '--target', target, '-q'], { HOLDFAST_PASSWORD: DST_PASSWORD });
+    await compareTrees(tree, join(target, tree));
+  });
+});
+
+describe('copy from a hostile source', () => {
+  let s: Sandbox;
+  let p: Pair;
+  let tree: string;
+  before(async () => {
+    s = await Sandbox.create('holdfast-copy-hostile-');
+    p = new Pair(s);
+    tree = s.path('tree');
+    await fs.mkdir(tree);
+    await fs.writeFile(join(tree, 'file.bin'), bytes('hostile', 200_000));
+    await s.ok(['init']);
+    await s.ok(['backup', '-q', tree]);
+  });
+  after(() => removeTree(s.dir));
+
+  /** The source's pack that holds the file (the largest), its bytes, and its blobs as its header says. */
+  async function dataPack(): Promise<{ path: string; bytes: Buffer }> {
+    let best = { path: '', bytes: Buffer.alloc(0) };
+    for (const f of await packFiles(p.src)) {
+      const b = await fs.readFile(f);
+      if (b.length > best.bytes.length) best = { path: f, bytes: b };
+    }
+    return best;
+  }
+
+  /** Copies into a fresh destination; checks nothing was copied as good: exit 1, no snapshot, and a clean check --read-data. */
+  async function refusedCopy(name: string, message: RegExp): Promise<void> {
+    const dst = await p.initCopy(name);
+    const run = await p.on(dst, ['copy', '--from-repo', p.src], KEYLESS_ENV, 1);
+    assert.match(run.stderr, message);
+    assert.match(run.stderr, /snapshot [0-9a-f]{64} not copied/);
+    assert.deepEqual(await p.snapshotIds(dst, DST_PASSWORD), []);
+    const check = await p.on(dst, ['check', '--read-data'], { HOLDFAST_PASSWORD: DST_PASSWORD });
+    assert.match(check.stdout, /no errors were found/);
+  }
+
+  it('a pack whose bytes do not match its name is not copied', async () => {
+    const { path, bytes: b } = await dataPack();
+    const saved = Buffer.from(b);
+    b.writeUInt8(b.readUInt8(1000) ^ 0xff, 1000); // inside the sealed blob: only the name (and, with the key, the tag) can tell
+    await fs.chmod(path, 0o600);
+    await fs.writeFile(path, b);
+    try {
+      await refusedCopy('dst-flipped', /pack [0-9a-f]{64} of the source is damaged: checksum of stored bytes does not match its name; none of its blobs is copied from it/);
+    } finally {
+      await fs.writeFile(path, saved);
+    }
+  });
+
+  it('a pack whose header claims a raw length its sealed bytes cannot have is not copied (a forged pack with a valid name)', async () => {
+    const { path, bytes: b } = await dataPack();
+    const blobs = Store.parsePack('x', b);
+    assert.equal(blobs[0]!.flags, 0, 'the random content is stored uncompressed');
+    const headerAt = b.length - 8 - b.readUInt32LE(b.length - 8);
+    const forged = Buffer.from(b);
+    forged.writeUInt32LE(blobs[0]!.rawLength + 1, headerAt + 5 + 8); // first entry's raw length
+    const name = sha256(forged).toString('hex');
+    await fs.writeFile(join(p.src, 'data', name.slice(0, 2), name), forged);
+    await fs.rm(path);
+    const plain = await Store.open(new LocalBackend(p.src));
+    const index = await plain.loadIndexFiles();
+    for (const f of index.ok.keys()) await fs.rm(join(p.src, 'index', f));
+    const packs = [...index.ok.values()].flatMap((f) => f.packs).map((x) => (path.endsWith(x.pack) ? { pack: name, blobs: Store.parsePack(name, forged) } : x));
+    const bytesOf = encodeIndex({ packs, supersedes: [] });
+    await fs.writeFile(join(p.src, 'index', sha256(bytesOf).toString('hex')), bytesOf);
+    await refusedCopy('dst-forged', /pack [0-9a-f]{64} of the source: its header entry cannot be a sealed blob \(uncompressed, yet \d+ stored bytes for \d+ raw\)/);
+  });
+});
