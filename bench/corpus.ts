@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { appendFile, mkdir, readdir, rename, rm, unlink, writeFile } from 'node:fs/promises';
-import { basename, join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { capture, walkTree } from './measure.js';
 
 export const DEBIAN_PACKAGE = 'linux-source-6.1';
@@ -79,10 +79,13 @@ export async function makeWorkingCopy(corpus: string, dest: string): Promise<voi
  * Read every file once so all tools start with a warm page cache. Note that
  * `tar -cf /dev/null` would not do it: GNU tar skips reading file data when
  * the archive is /dev/null. So tar writes to a pipe that we drain.
+ * `exclude`: top-level names of `dir` left unread. A file is read alone.
  */
-export function warmUp(dir: string): Promise<void> {
+export function warmUp(dir: string, exclude: readonly string[] = []): Promise<void> {
+  const file = !statSync(dir).isDirectory();
   return new Promise((resolve, reject) => {
-    const child = spawn('tar', ['-cf', '-', '.'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const what = file ? basename(dir) : '.';
+    const child = spawn('tar', ['-cf', '-', ...exclude.map((e) => `--exclude=./${e}`), what], { cwd: file ? dirname(dir) : dir, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stdout.resume();
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
@@ -121,6 +124,33 @@ export async function dropCaches(): Promise<boolean> {
  */
 export async function warmUpEach(dirs: readonly string[]): Promise<void> {
   for (const dir of dirs) if (existsSync(dir)) await warmUp(dir);
+}
+
+/** What a tree-scenario step reads: a backup's source tree, a restore's repository. */
+export interface StepInput {
+  /** Folders read whole. */
+  whole: readonly string[];
+  /** A repository read without its pack folder `data/` (a backup reads its index, not its packs). */
+  metadataOf?: string;
+}
+
+/**
+ * Right before a timed step of the tree scenario: writes back and drops the
+ * page cache (root only), reads the tool's own code again (`code`, files and
+ * folders read whole, then `reload`, its version command), then reads the
+ * step's input once, and nothing else, so that neither tool pays for
+ * another's dirty pages and each reads its input from the cache. Returns
+ * whether the cache was dropped.
+ */
+export async function prepareStep(input: StepInput, code: readonly string[], reload: () => Promise<unknown>): Promise<boolean> {
+  const dropped = await dropCaches();
+  if (dropped) {
+    await warmUpEach(code);
+    await reload();
+  }
+  await warmUpEach(input.whole);
+  if (input.metadataOf !== undefined && existsSync(input.metadataOf)) await warmUp(input.metadataOf, ['data']);
+  return dropped;
 }
 
 export interface ChangeReport {

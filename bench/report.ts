@@ -74,6 +74,7 @@ function stepCell(t: ToolResult, step: StepName): Cell {
   const s = t.steps[step];
   if (!s || !s.ok) return { value: null, text: 'FAILED' };
   let text = s.seconds.toFixed(2);
+  if (s.samples && s.samples.length > 1) text += ` (${Math.min(...s.samples).toFixed(2)}–${Math.max(...s.samples).toFixed(2)})`;
   if (step === 'restore' && t.verify && !t.verify.ok) text += ' (!)';
   return { value: s.seconds, text };
 }

@@ -25,7 +25,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { cpus, release, totalmem } from 'node:os';
 import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UserError, applySmallChange, dropCaches, makeWorkingCopy, resolveCorpus, warmUp, warmUpEach, type ChangeReport } from './corpus.js';
+import { UserError, applySmallChange, makeWorkingCopy, prepareStep, resolveCorpus, warmUp, type ChangeReport } from './corpus.js';
 import {
   blankRun,
   duBytes,
@@ -195,14 +195,15 @@ async function main(): Promise<number> {
   };
   const inits = new Map<ToolName, Cmd>();
   /**
-   * Right before a measured step: frees the page cache (root only), runs the tool's version
-   * command (its own code read again), and reads the source tree (for backups), the tool's
-   * repository and its local cache.
+   * Right before a measured step (bench/corpus.ts prepareStep): the page cache
+   * dropped (root only), the tool's code read again, and that step's input
+   * read once: for a backup the tree, the tool's cache and its repository but
+   * for the packs; for a restore the repository and the cache.
    */
   const warm = async (r: ToolResult, step: StepName): Promise<void> => {
     const p = pathsOf(r);
-    if (await dropCaches()) await TOOLS[r.name].probe();
-    await warmUpEach(step === 'restore' ? [p.repo, p.home] : [src, p.repo, p.home]);
+    const input = step === 'restore' ? { whole: [p.repo, p.home] } : { whole: [src, p.home], metadataOf: p.repo };
+    await prepareStep(input, TOOLS[r.name].code(), () => TOOLS[r.name].probe());
   };
 
   // Step-major order: every tool does step N before any tool does step N+1,
@@ -322,12 +323,12 @@ async function main(): Promise<number> {
   console.log(stepTable(results));
 
   console.log('\nNotes:');
-  console.log('  - times: wall clock (process.hrtime) around each child process; page cache warm for every step of every tool (the tree, the tool\'s repository and cache read right before it); `sync` before every step, untimed, so no tool pays for the writeback of what ran before it.');
-  console.log(`  - tree scenario: ${process.getuid?.() === 0 ? 'before every step the page cache was dropped (sync; drop_caches) and the tool\'s version command run, so no step writes into memory the VM has never used (restores keep their trees)' : 'not root, so the page cache was not dropped between steps: later restores write into memory the VM has never used, which costs more on some VMs'}.`);
+  console.log('  - times: wall clock (process.hrtime) around each child process; before every step only its input is read, once (a backup: the tree, the tool\'s cache, its repository but for the packs; a restore: the repository and cache); `sync` before every step, untimed, so no tool pays for the writeback of what ran before it.');
+  console.log(`  - tree scenario: ${process.getuid?.() === 0 ? 'before every step the page cache was dropped (sync; drop_caches) and the tool\'s program files and version command read again, so no step writes into memory the VM has never used (restores keep their trees) and no tool reads from cache what another step left there' : 'NOT ROOT, so the page cache was not dropped between steps (no drop_caches): a step may find in the cache what earlier steps left there, and later restores write into memory the VM has never used; run as root for comparable numbers'}.`);
   console.log("  - peak RSS: /usr/bin/time -f '%e %M' per step; MB = 10^6 bytes; repository size = du -sb of the repository dir.");
   console.log(`  - each tool gets a fresh repository and fresh local cache/config dir under ${workDir}/<tool>/; steps run tool after tool.`);
   if (repeat > 1) {
-    console.log(`  - the initial backup (each into a new repository), the unchanged re-backup and the restore ran ${repeat} times, the tools' order rotating; the tables show the median, the per-step table every run in order.`);
+    console.log(`  - the initial backup (each into a new repository), the unchanged re-backup and the restore ran ${repeat} times, the tools' order rotating; the main table shows the median and, in parentheses, the spread (fastest–slowest), the per-step table every run in order.`);
   }
   for (const r of results) if (r.settings) console.log(`  - ${r.name} settings: ${r.settings}`);
   for (const r of results) {

@@ -1,6 +1,6 @@
 // The three backup tools under test and how to drive them.
 
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +13,8 @@ export const PASSWORD = 'holdfast-bench-password';
 
 /** dist/bench/tools.js -> dist/src/cli/main.js */
 export const HOLDFAST_MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+/** dist/bench/tools.js -> the project root */
+const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 export interface ToolPaths {
   /** .bench/work/<tool> */
@@ -43,6 +45,12 @@ export interface Tool {
   backup(p: ToolPaths, src: string, n: number): Cmd;
   /** Restore the latest snapshot (backup number `last`) into the empty, existing directory `target`. */
   restore(p: ToolPaths, target: string, last: number): Cmd;
+  /**
+   * The tool's program files, read whole after the page cache is dropped: its
+   * version command reads only part of them (holdfast loads a command's modules
+   * when it runs).
+   */
+  code(): string[];
   /** List the snapshots: little work beyond the tool's fixed cost per run (start, key, index). */
   snapshots(p: ToolPaths): Cmd;
 }
@@ -78,6 +86,10 @@ const restic: Tool = {
   },
   restore(p, target) {
     return { file: 'restic', args: ['restore', 'latest', '--target', target], env: resticEnv(p) };
+  },
+  code() {
+    const bin = findInPath('restic');
+    return bin ? [realpathSync(bin)] : [];
   },
   snapshots(p) {
     return { file: 'restic', args: ['snapshots'], env: resticEnv(p) };
@@ -117,6 +129,9 @@ const borg: Tool = {
     // borg extract has no "latest": extract the archive of the last backup, run inside the target dir.
     return { file: 'borg', args: ['extract', `${p.repo}::bench-${last}`], cwd: target, env: borgEnv(p) };
   },
+  code() {
+    return []; // a Python program: its version command is what is read again
+  },
   snapshots(p) {
     return { file: 'borg', args: ['list', p.repo], env: borgEnv(p) };
   },
@@ -154,10 +169,29 @@ const holdfast: Tool = {
   restore(p, target) {
     return { file: process.execPath, args: [HOLDFAST_MAIN, 'restore', 'latest', '--target', target], env: holdfastEnv(p) };
   },
+  code() {
+    return [realpathSync(process.execPath), join(PROJECT_ROOT, 'dist', 'src'), ...runtimePackages(PROJECT_ROOT)];
+  },
   snapshots(p) {
     return { file: process.execPath, args: [HOLDFAST_MAIN, 'snapshots'], env: holdfastEnv(p) };
   },
 };
+
+/** The installed folders of a package's dependencies, optional ones and theirs included. */
+function runtimePackages(root: string): string[] {
+  const found = new Set<string>();
+  const visit = (pkgDir: string): void => {
+    const pkg = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as { dependencies?: Record<string, string>; optionalDependencies?: Record<string, string> };
+    for (const name of Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies })) {
+      const dir = join(root, 'node_modules', name);
+      if (found.has(dir) || !existsSync(dir)) continue;
+      found.add(dir);
+      visit(dir);
+    }
+  };
+  visit(root);
+  return [...found];
+}
 
 function holdfastEnv(p: ToolPaths): Record<string, string> {
   return { HOLDFAST_REPOSITORY: p.repo, HOLDFAST_PASSWORD: PASSWORD, XDG_CACHE_HOME: join(p.home, 'cache') };
