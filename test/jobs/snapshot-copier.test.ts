@@ -1,0 +1,115 @@
+/**
+ * The copy job on in-memory repositories (src/jobs/copy/snapshot-copier.ts):
+ * a pack of which little is needed is read by ranges, a blob is taken from
+ * another pack when the first one claimed is damaged, and a snapshot whose
+ * blobs the source lacks is not written.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { MemoryBackend } from '../../src/storage/memory-backend.js';
+import { WrapperBackend } from '../../src/storage/wrapper-backend.js';
+import type { Handle, LoadOptions } from '../../src/storage/backend.js';
+import { Store } from '../../src/repo/store.js';
+import { BlobType } from '../../src/repo/pack.js';
+import { SnapshotCopier, type CopyReport } from '../../src/jobs/copy/snapshot-copier.js';
+import { GcFixture, bytes, names } from './gc-fixture.js';
+import { TEST_PASSWORD, TEST_SCRYPT } from '../helpers/memory-repo.js';
+
+/** Records the loads of data objects: pack → [offset, length] of each (offset undefined: the whole pack). */
+class LoadLog extends WrapperBackend {
+  readonly loads: { pack: string; offset?: number; length?: number }[] = [];
+
+  override load(h: Handle, opts?: LoadOptions): Promise<Buffer> {
+    if (h.type === 'data') this.loads.push({ pack: h.name, offset: opts?.offset, length: opts?.length });
+    return super.load(h, opts);
+  }
+}
+
+/** A destination sharing the fixture's key, and a copier from `src` (default: the fixture's backend) into it. */
+async function twin(f: GcFixture): Promise<MemoryBackend> {
+  const backend = new MemoryBackend();
+  (await f.repo.initSharingKey(backend, TEST_PASSWORD, { scrypt: TEST_SCRYPT })).close();
+  return backend;
+}
+
+async function copy(from: Store, to: MemoryBackend, ids: string[], warnings: string[] = []): Promise<CopyReport> {
+  return new SnapshotCopier(from, await Store.open(to), { onWarning: (m) => warnings.push(m) }).run(ids);
+}
+
+describe('copy job', () => {
+  it('reads a pack of which little is needed by ranges, and what it copies reads back', async () => {
+    const f = await GcFixture.create();
+    const big = bytes('big', 40_000);
+    // Both files' chunks land in one pack; the second snapshot needs only the big one's.
+    const both = await f.snapshot({ 'big.bin': big, 'small.txt': 'a small file\n' });
+    const bigOnly = await f.snapshot({ 'big.bin': big });
+    const dst = await twin(f);
+    const log = new LoadLog(f.backend);
+    const src = await Store.open(log);
+    const first = await copy(src, dst, [bigOnly]);
+    assert.deepEqual(first.copied, [bigOnly]);
+    const dataPacks: string[] = [];
+    for (const p of await names(f.backend, 'data')) if ((await src.readPackHeader(p)).some((x) => x.type === BlobType.Data)) dataPacks.push(p);
+    assert.equal(dataPacks.length, 1);
+    const dataPack = dataPacks[0]!;
+    assert.ok(log.loads.some((l) => l.pack === dataPack && l.offset === undefined), 'the pack of both files was read whole (most of it was needed)');
+    log.loads.length = 0;
+    const second = await copy(src, dst, [both]);
+    assert.deepEqual(second.copied, [both]);
+    const fromDataPack = log.loads.filter((l) => l.pack === dataPack);
+    assert.ok(fromDataPack.length > 0 && fromDataPack.every((l) => l.offset !== undefined && l.length! < 8192), `ranged reads only: ${JSON.stringify(fromDataPack)}`);
+    assert.equal(second.blobsCopied, 2, 'the small file\'s blob and the new root tree');
+    await f.assertRestores(both, { 'big.bin': big, 'small.txt': 'a small file\n' }, dst);
+    await f.assertCheckPasses(dst);
+  });
+
+  it('takes a blob from another pack that holds it when the first is damaged, whichever that is', async () => {
+    const f = await GcFixture.create();
+    const content = bytes('twice', 20_000);
+    // Two sessions open at once store the same chunks, each in a pack of its own.
+    const [a, b] = [await f.open(), await f.open()];
+    const sa = await f.store(a, { 'x.bin': content });
+    await f.store(b, { 'x.bin': content });
+    await a.flush();
+    await b.flush();
+    const id = await a.saveSnapshot(f.snapshotOf(sa.tree, sa.blobs, new Date(f.now)));
+    const store = await Store.open(f.backend);
+    const packs: string[] = [];
+    for (const p of await names(f.backend, 'data')) if ((await store.readPackHeader(p)).every((x) => x.type === BlobType.Data)) packs.push(p);
+    assert.equal(packs.length, 2, 'a data pack of each session (the trees differ: their inodes do)');
+    for (const damaged of packs) {
+      const saved = await f.backend.load({ type: 'data', name: damaged });
+      await f.tamper('data', damaged, (x) => {
+        x.writeUInt8(x.readUInt8(100) ^ 1, 100);
+        return x;
+      });
+      const dst = await twin(f);
+      const warnings: string[] = [];
+      const r = await copy(await Store.open(f.backend), dst, [id], warnings);
+      assert.deepEqual(r.copied, [id], `with ${damaged} damaged: ${JSON.stringify(r.failed)}`);
+      assert.ok(warnings.every((w) => w.includes(damaged)), warnings.join('\n'));
+      await f.assertRestores(id, { 'x.bin': content }, dst);
+      await f.backend.remove({ type: 'data', name: damaged });
+      await f.backend.save({ type: 'data', name: damaged }, saved);
+    }
+  });
+
+  it('does not write a snapshot whose blobs the source lacks, and copies the others', async () => {
+    const f = await GcFixture.create();
+    const lost = await f.snapshot({ 'lost.bin': bytes('lost', 10_000) });
+    const kept = await f.snapshot({ 'kept.bin': bytes('kept', 10_000) }, undefined, new Date(f.now + 1000));
+    const lostBlobs = new Set((await (await Store.open(f.backend)).loadSnapshot(lost)).blobs);
+    const store = await Store.open(f.backend);
+    for (const p of await names(f.backend, 'data')) {
+      if ((await store.readPackHeader(p)).some((x) => lostBlobs.has(x.id))) await f.backend.remove({ type: 'data', name: p });
+    }
+    const dst = await twin(f);
+    const r = await copy(store, dst, [lost, kept]);
+    assert.deepEqual(r.copied, [kept]);
+    assert.equal(r.failed.length, 1);
+    assert.equal(r.failed[0]!.id, lost);
+    assert.match(r.failed[0]!.reason, /could not be copied .*the source holds no copy of it/);
+    assert.deepEqual(await names(dst, 'snapshot'), [kept]);
+    await f.assertCheckPasses(dst);
+  });
+});
