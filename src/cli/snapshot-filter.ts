@@ -45,7 +45,7 @@ export async function findSnapshot(repo: Repository, arg: string, f: SnapshotFil
   }
   if (!/^[0-9a-f]{1,64}$/.test(arg)) throw new ExitError(`"${arg}" is neither "latest" nor a snapshot id`, EXIT.usage);
   const ids: string[] = [];
-  for await (const info of repo.backend.list('snapshot')) if (info.name.startsWith(arg)) ids.push(info.name);
+  for await (const info of repo.backend.list('snapshot', { prefix: arg })) ids.push(info.name);
   if (ids.length === 0) throw new ExitError(`no snapshot with id ${arg}`, EXIT.failed);
   if (ids.length > 1) throw new ExitError(`snapshot id prefix ${arg} is ambiguous (${ids.length} snapshots)`, EXIT.failed);
   return { id: ids[0]!, snapshot: await repo.loadSnapshot(ids[0]!) };

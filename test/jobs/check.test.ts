@@ -14,6 +14,7 @@ import { repairSnapshots } from '../../src/jobs/repair/snapshot-repairer.js';
 import { Pruner } from '../../src/jobs/prune/pruner.js';
 import { Restorer } from '../../src/jobs/restore/restorer.js';
 import { PackCopier } from '../../src/repo/pack-copier.js';
+import { FaultBackend } from '../../src/storage/fault-backend.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { sha256 } from '../../src/core/crypto.js';
 import { tempDir, removeTree } from '../fixtures/tree.js';
@@ -171,6 +172,18 @@ describe('check --read-data-subset', () => {
     const sized = selectPacks(packs, { kind: 'bytes', bytes: 10_000 });
     const total = sized.reduce((n, p) => n + packs.get(p)!, 0);
     assert.ok(total <= 10_000 && total > 8_000, `read ${total} bytes for a 10000-byte budget`);
+  });
+
+  it('Ctrl-C ends a pack read that storage is slow to answer, with the reason', { timeout: 60_000 }, async () => {
+    const { f } = await damaged();
+    // Every pack read hangs for an hour unless its signal ends it.
+    const slow = new FaultBackend(f.backend, [{ op: 'load', type: 'data', delayMs: 3_600_000 }]);
+    const ac = new AbortController();
+    const reason = new Error('interrupted');
+    const checking = new Checker(f.plain(slow), { keyed: await f.openTolerant(), readData: { kind: 'bucket', n: 1, of: 1 }, signal: ac.signal }).run();
+    while (slow.faults === 0) await new Promise((r) => setImmediate(r));
+    ac.abort(reason);
+    await assert.rejects(checking, (e: unknown) => e === reason);
   });
 
   it('a subset finds damage in the packs it reads', async () => {

@@ -115,8 +115,6 @@ export interface CheckReport {
   readonly incomplete: string[];
 }
 
-const CONCURRENCY = 4;
-
 async function forEachLimit<T>(items: readonly T[], limit: number, fn: (t: T) => Promise<void>): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -219,7 +217,7 @@ export class Checker {
     }
     const packs = [...state.packs.keys()];
     let done = 0;
-    await forEachLimit(packs, CONCURRENCY, async (pack) => {
+    await forEachLimit(packs, this.repo.backend.capabilities.connections, async (pack) => {
       this.opts.signal?.throwIfAborted();
       if (readSet.has(pack)) await this.readPack(state, pack);
       else await this.checkHeader(state, pack);
@@ -266,7 +264,7 @@ export class Checker {
   private async readPack(state: RepoState, pack: string): Promise<void> {
     let bytes: Buffer;
     try {
-      bytes = await this.repo.backend.load(handleOf('data', pack));
+      bytes = await this.repo.backend.load(handleOf('data', pack), { signal: this.opts.signal });
     } catch (e) {
       if (e instanceof NotFoundError) return this.vanished(state, pack);
       throw e;

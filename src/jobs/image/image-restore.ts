@@ -343,7 +343,7 @@ export class ImageRestore {
     const end = Math.max(...items.map((x) => x.loc.offset + x.loc.length));
     let res: UnpackResult;
     try {
-      const data = await this.repo.backend.load({ type: 'data', name: pack }, { offset: start, length: end - start });
+      const data = await this.repo.backend.load({ type: 'data', name: pack }, { offset: start, length: end - start, signal: this.opts.signal });
       const own = data.byteOffset === 0 && data.buffer.byteLength === data.length ? data : Buffer.from(data);
       const bs = this.reader.blockSize;
       const blobs: UnpackBlob[] = items.map((x) => ({

@@ -238,12 +238,12 @@ export class Pruner {
     // Rescue: every copy of a live blob in a doomed pack survives, as the same copy (everything its authentication covers) in a pack that stays, or copied now.
     const copier = this.opts.dryRun ? undefined : this.copier(state);
     const secured = new Map<string, Set<string>>();
-    const survivors = new Survivors(this.repo, state, doomed, (m) => this.warn(m));
+    const survivors = new Survivors(this.repo, state, doomed, (m) => this.warn(m), this.opts.signal);
     for (const pack of doomed) {
       const held = (headerless.has(pack) ? state.claims(pack) : state.packBlobs.get(pack) ?? []).filter((b) => live.has(b.id));
       if (held.length === 0) continue;
       this.check();
-      const bytes = await this.repo.backend.load(handleOf('data', pack));
+      const bytes = await this.repo.backend.load(handleOf('data', pack), { signal: this.opts.signal });
       const intact = sha256(bytes).toString('hex') === pack;
       if (!intact) this.warn(`pack ${pack} is marked for deletion and does not match its checksum; its live blobs are kept only where no intact pack holds them`);
       for (const b of held) {
@@ -395,7 +395,7 @@ export class Pruner {
     let keptBytes = 0;
     for (const pack of repack) {
       this.check();
-      const bytes = await this.repo.backend.load(handleOf('data', pack));
+      const bytes = await this.repo.backend.load(handleOf('data', pack), { signal: this.opts.signal });
       const header = sha256(bytes).toString('hex') === pack ? parseOrUndefined(pack, bytes) : undefined;
       if (!header) {
         damagedPacks.push(pack);
@@ -498,6 +498,7 @@ class Survivors {
     private readonly state: RepoState,
     private readonly doomed: ReadonlySet<string>,
     private readonly warn: (m: string) => void,
+    private readonly signal: AbortSignal | undefined,
   ) {}
 
   /** `copyDigest`s of every copy of `id` that stays. */
@@ -514,7 +515,7 @@ class Survivors {
     if (this.packs.has(pack)) return this.packs.get(pack);
     let copies: Map<string, Set<string>> | undefined;
     try {
-      const bytes = await this.repo.backend.load(handleOf('data', pack));
+      const bytes = await this.repo.backend.load(handleOf('data', pack), { signal: this.signal });
       if (sha256(bytes).toString('hex') !== pack) {
         this.warn(`pack ${pack} does not match its checksum: its copies do not count, and live blobs are copied again out of the packs about to be deleted (run "holdfast check --read-data")`);
       } else {

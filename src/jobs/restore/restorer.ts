@@ -510,7 +510,7 @@ export class Restorer {
   /** One read of a pack range, as a transferable buffer; storage errors name the pack. */
   private async loadRange(pack: string, offset: number, length: number): Promise<Buffer> {
     try {
-      const b = await this.repo.backend.load({ type: 'data', name: pack }, { offset, length });
+      const b = await this.repo.backend.load({ type: 'data', name: pack }, { offset, length, signal: this.opts.signal });
       if (b.byteOffset === 0 && b.buffer.byteLength === b.length) return b;
       const copy = Buffer.allocUnsafeSlow(b.length);
       b.copy(copy);
