@@ -5,13 +5,14 @@
  * password (src/jobs/copy/snapshot-copier.ts; docs/format.md §19).
  */
 import type { Command } from 'commander';
-import { CopyRefusedError, SnapshotCopier, type CopyReport } from '../jobs/copy/snapshot-copier.js';
+import { CopyRefusedError, SnapshotCopier, type CopyProgress, type CopyReport } from '../jobs/copy/snapshot-copier.js';
 import { acquireLock, LockedError, type RepositoryLock } from '../repo/lock.js';
 import { Store } from '../repo/store.js';
 import type { Snapshot } from '../repo/snapshot.js';
 import { backendAt, formatBytes, globals, lockedByMe, openKeyless, say, warn, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { holdLock } from './maintenance.js';
+import { Progress, type Totals } from './progress.js';
 import { minGraceMs } from './environment.js';
 import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 
@@ -82,12 +83,21 @@ async function runCopy(g: GlobalOptions, f: CopyFlags, args: readonly string[]):
     throw e;
   });
   let report: CopyReport;
+  // A bar on a terminal; with --json, stdout holds only the report.
+  const totals: Totals = { files: 0, bytes: 0, done: true };
+  const progress = new Progress({ ...g, json: false }, totals, 'packs');
+  const onProgress = (p: CopyProgress): void => {
+    totals.files = p.packsTotal;
+    totals.bytes = p.bytesTotal;
+    progress.update({ files: p.packsDone, bytes: p.bytesCopied });
+  };
   try {
-    report = await new SnapshotCopier(src, dst, { signal: held.signal, onWarning: warn, minGraceMs: minGraceMs() }).run(ids);
+    report = await new SnapshotCopier(src, dst, { signal: held.signal, onWarning: warn, onProgress, minGraceMs: minGraceMs() }).run(ids);
   } catch (e) {
     if (e instanceof CopyRefusedError) throw new ExitError(`refusing to copy: ${e.message}`, EXIT.failed);
     throw held.signal.aborted ? held.signal.reason : e;
   } finally {
+    progress.stop();
     await sourceLock?.release();
     await held.release();
   }

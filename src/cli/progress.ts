@@ -76,12 +76,13 @@ export class Progress {
   private readonly interval = updateInterval();
   private readonly start = performance.now();
 
-  constructor(private readonly g: GlobalOptions, private readonly totals?: Totals) {
+  /** `unit`: what `files` counts, on the bar (`copy` counts packs). */
+  constructor(private readonly g: GlobalOptions, private readonly totals?: Totals, unit = 'files') {
     if (!g.quiet && !g.json && process.stderr.isTTY) {
       // Loaded only for a terminal: it cost every backup and restore 20 ms of CPU (docs/decisions.md, "Fixed costs per run").
       const { SingleBar } = createRequire(import.meta.url)('cli-progress') as typeof cliProgress;
       this.bar = new SingleBar({
-        format: '{percentage}% {bar} {files} files {bytes} {rate}/s ETA {etaText} {current}',
+        format: `{percentage}% {bar} {files} ${unit} {bytes} {rate}/s ETA {etaText} {current}`,
         stream: process.stderr,
         hideCursor: true,
         clearOnComplete: true,

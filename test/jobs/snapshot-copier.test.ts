@@ -11,7 +11,7 @@ import { WrapperBackend } from '../../src/storage/wrapper-backend.js';
 import type { Handle, LoadOptions } from '../../src/storage/backend.js';
 import { Store } from '../../src/repo/store.js';
 import { BlobType } from '../../src/repo/pack.js';
-import { SnapshotCopier, type CopyReport } from '../../src/jobs/copy/snapshot-copier.js';
+import { SnapshotCopier, type CopyProgress, type CopyReport } from '../../src/jobs/copy/snapshot-copier.js';
 import { GcFixture, bytes, names } from './gc-fixture.js';
 import { TEST_PASSWORD, TEST_SCRYPT } from '../helpers/memory-repo.js';
 
@@ -32,8 +32,8 @@ async function twin(f: GcFixture): Promise<MemoryBackend> {
   return backend;
 }
 
-async function copy(from: Store, to: MemoryBackend, ids: string[], warnings: string[] = []): Promise<CopyReport> {
-  return new SnapshotCopier(from, await Store.open(to), { onWarning: (m) => warnings.push(m) }).run(ids);
+async function copy(from: Store, to: MemoryBackend, ids: string[], warnings: string[] = [], progress: CopyProgress[] = []): Promise<CopyReport> {
+  return new SnapshotCopier(from, await Store.open(to), { onWarning: (m) => warnings.push(m), onProgress: (p) => progress.push(p) }).run(ids);
 }
 
 describe('copy job', () => {
@@ -46,8 +46,12 @@ describe('copy job', () => {
     const dst = await twin(f);
     const log = new LoadLog(f.backend);
     const src = await Store.open(log);
-    const first = await copy(src, dst, [bigOnly]);
+    const progress: CopyProgress[] = [];
+    const first = await copy(src, dst, [bigOnly], [], progress);
     assert.deepEqual(first.copied, [bigOnly]);
+    // Progress counts source packs and stored bytes up to what was planned, and ends there.
+    assert.deepEqual(progress.at(-1), { packsDone: 2, packsTotal: 2, bytesCopied: first.bytesCopied, bytesTotal: first.bytesCopied });
+    assert.ok(progress.every((p, i) => i === 0 || p.bytesCopied >= progress[i - 1]!.bytesCopied));
     const dataPacks: string[] = [];
     for (const p of await names(f.backend, 'data')) if ((await src.readPackHeader(p)).some((x) => x.type === BlobType.Data)) dataPacks.push(p);
     assert.equal(dataPacks.length, 1);

@@ -100,9 +100,12 @@ export interface CopyReport {
 
 /** How far a copy is, after each source pack. */
 export interface CopyProgress {
+  /** Source packs read, of those the needed blobs are claimed to be in. */
   readonly packsDone: number;
   readonly packsTotal: number;
+  /** Stored bytes copied, of those needed (as the source's index files claim them). */
   readonly bytesCopied: number;
+  readonly bytesTotal: number;
 }
 
 export interface CopyOptions {
@@ -246,7 +249,9 @@ export class SnapshotCopier {
       const packs = [...new Set(srcState.locations(id).map((l) => l.pack))].filter((p) => srcState.packs.has(p));
       return [...packs.filter((p) => srcState.isLive(p)), ...packs.filter((p) => !srcState.isLive(p))];
     };
-    const totalPacks = new Set([...needed].flatMap((id) => candidates(id).slice(0, 1))).size;
+    const firstCopies = [...needed].flatMap((id) => srcState.locations(id).filter((l) => l.pack === candidates(id)[0]).slice(0, 1));
+    const totalPacks = new Set(firstCopies.map((l) => l.pack)).size;
+    const totalBytes = firstCopies.reduce((n, l) => n + l.length, 0);
     let pending = [...needed];
     let packsDone = 0;
     while (pending.length > 0) {
@@ -292,7 +297,7 @@ export class SnapshotCopier {
           this.report.bytesCopied += sealed.length;
           await this.stored(copier.takeStored(), present, false);
         }
-        this.opts.onProgress?.({ packsDone: Math.min(++packsDone, totalPacks), packsTotal: totalPacks, bytesCopied: this.report.bytesCopied });
+        this.opts.onProgress?.({ packsDone: Math.min(++packsDone, totalPacks), packsTotal: totalPacks, bytesCopied: this.report.bytesCopied, bytesTotal: totalBytes });
       }
     }
     for (const c of copiers.values()) {
