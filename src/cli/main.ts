@@ -18,8 +18,8 @@ interface CommandModule {
 
 /**
  * Every command, in the order help lists them, each loaded only when needed:
- * loading all of them cost 75 ms of CPU at every start, most of it for
- * modules the command does not run (docs/decisions.md, "Fixed costs per run").
+ * loading all of them cost every start 55–95 ms of CPU (by the command) for
+ * modules it does not run (docs/decisions.md, "Fixed costs per run").
  */
 const COMMANDS: readonly (readonly [string, () => Promise<CommandModule>])[] = [
   ['init', () => import('./cmd-init.js')],
