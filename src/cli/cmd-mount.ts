@@ -7,9 +7,8 @@
  */
 import type { Command } from 'commander';
 import { SnapshotFs } from '../jobs/mount/snapshot-fs.js';
-import { FuseUnavailableError, MountPointError, mountFuse, type MountedFs } from '../jobs/mount/fuse-mount.js';
+import { mountFuse, type MountedFs } from '../jobs/mount/fuse-mount.js';
 import { globals, longReadLock, openRepo, say, warn, snapshotsOf } from './context.js';
-import { ExitError, EXIT } from './exit-codes.js';
 import { untilInterrupted } from './interrupt.js';
 import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 
@@ -27,9 +26,7 @@ export function register(program: Command): void {
       const { interrupted: stopped, off: stop } = untilInterrupted();
       let mounted: MountedFs | undefined;
       try {
-        mounted = await mountFuse(fs, mountpoint, { onWarning: warn }).catch((e: unknown) => {
-          throw e instanceof FuseUnavailableError || e instanceof MountPointError ? new ExitError(e.message, EXIT.failed) : e;
-        });
+        mounted = await mountFuse(fs, mountpoint, { onWarning: warn });
         say(g, `mounted ${snapshots.length} snapshot${snapshots.length === 1 ? '' : 's'} at ${mounted.mountpoint}`);
         say(g, 'press Ctrl-C to unmount');
         const outside = await Promise.race([stopped.then(() => false), mounted.gone.then(() => true)]);

@@ -7,7 +7,7 @@
 import type { Command } from 'commander';
 import { DEFAULT_GRACE_MS, formatDurationMs, parseDuration } from '../repo/deletion-marker.js';
 import { minGraceMs } from './environment.js';
-import { Pruner, PruneRefusedError, type PruneReport } from '../jobs/prune/pruner.js';
+import { Pruner, type PruneReport } from '../jobs/prune/pruner.js';
 import { ForgedObjectError } from '../repo/errors.js';
 import { formatBytes, globals, openRepo, refuseIfAppendOnly, say, warn, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
@@ -81,7 +81,6 @@ export async function runPrune(g: GlobalOptions, f: PruneFlags): Promise<PruneRe
       signal: held.signal,
     }).run();
   } catch (e) {
-    if (e instanceof PruneRefusedError) throw new ExitError(e.message, EXIT.failed);
     throw held.signal.aborted ? held.signal.reason : e;
   } finally {
     await held.release();

@@ -4,7 +4,7 @@
  * recovery: `holdfast restore-image latest --to /dev/sda` from any live Linux.
  */
 import type { Command } from 'commander';
-import { ImageRestore, RestoreTargetError } from '../jobs/image/image-restore.js';
+import { ImageRestore } from '../jobs/image/image-restore.js';
 import { NotAnImageSnapshotError } from '../jobs/image/image-reader.js';
 import { formatBytes, formatDuration, globals, openRepo, snapshotsOf, type GlobalOptions } from './context.js';
 import { workerCount } from './environment.js';
@@ -56,9 +56,6 @@ export function register(program: Command): void {
           onStart: () => tell(`restoring image snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${snapshot.time} (${formatBytes(img.size)}) to ${flags.to === '-' ? 'stdout' : flags.to}`),
           onProgress: (p) => progress.update({ files: 0, bytes: p.bytes }),
         }).run();
-      } catch (e) {
-        if (e instanceof RestoreTargetError) throw new ExitError(e.message, EXIT.failed);
-        throw e;
       } finally {
         progress.stop();
         offInterrupt();

@@ -1,7 +1,10 @@
 /**
  * Exit codes, documented in the README. They follow restic where restic has
- * one (0, 1, 3, 10, 12, 130).
+ * one (0, 1, 3, 10, 12, 130). Errors of the engine reach them through their
+ * stable code (src/core/errors.ts), in one table: `EXIT_BY_ERROR_CODE`.
  */
+import { errorCode, type ErrorCode } from '../core/errors.js';
+
 export const EXIT = {
   ok: 0,
   failed: 1,
@@ -20,10 +23,54 @@ export const EXIT = {
   interrupted: 130,
 } as const;
 
+/**
+ * The exit code of every error code: the one table (the README's "Exit
+ * codes" says the same). A new error code does not compile until it has a row.
+ */
+export const EXIT_BY_ERROR_CODE: { readonly [C in ErrorCode]: number } = {
+  AUTHENTICATION: EXIT.failed,
+  DECOMPRESSION: EXIT.failed,
+  ALREADY_EXISTS: EXIT.failed,
+  NOT_FOUND: EXIT.failed,
+  SHORT_READ: EXIT.failed,
+  TRANSIENT: EXIT.failed,
+  APPEND_ONLY: EXIT.appendOnly,
+  NOT_A_REPOSITORY: EXIT.noRepository,
+  WRONG_PASSWORD: EXIT.wrongPassword,
+  UNSUPPORTED_VERSION: EXIT.failed,
+  RETIRED_VERSION: EXIT.failed,
+  CORRUPT: EXIT.failed,
+  FORGED: EXIT.failed,
+  BLOB_NOT_FOUND: EXIT.failed,
+  LOCKED: EXIT.locked,
+  LOCK_LOST: EXIT.locked,
+  BLOBS_LOST: EXIT.failed,
+  PRUNE_REFUSED: EXIT.failed,
+  BAD_TARGET: EXIT.failed,
+  NOT_AN_IMAGE_SNAPSHOT: EXIT.failed,
+  SOURCE_SHRANK: EXIT.failed,
+  EMPTY_SOURCE: EXIT.failed,
+  PRODUCER_FAILED: EXIT.failed,
+  FILESYSTEM_NOT_SUPPORTED: EXIT.failed,
+  FUSE_UNAVAILABLE: EXIT.failed,
+  BAD_MOUNT_POINT: EXIT.failed,
+};
+
 /** An error that ends the command with a given exit code and a plain message. */
 export class ExitError extends Error {
-  constructor(message: string, readonly code: number) {
+  constructor(message: string, readonly exitCode: number) {
     super(message);
     this.name = 'ExitError';
   }
+}
+
+/**
+ * How a failure ends the command: its exit code, and whether it is expected
+ * (`known`: its message says it all) or a fault whose stack trace may help
+ * (printed with HOLDFAST_DEBUG).
+ */
+export function exitOf(e: unknown): { code: number; known: boolean } {
+  if (e instanceof ExitError) return { code: e.exitCode, known: true };
+  const code = errorCode(e);
+  return code === undefined ? { code: EXIT.failed, known: false } : { code: EXIT_BY_ERROR_CODE[code], known: true };
 }

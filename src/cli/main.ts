@@ -4,12 +4,9 @@
  * and the mapping of errors to exit codes and plain messages.
  */
 import { Command, CommanderError } from 'commander';
-import { ExitError, EXIT } from './exit-codes.js';
+import { EXIT, exitOf } from './exit-codes.js';
 import { closeRepositories, kibPerSecond, warningsLeftOut } from './context.js';
-import { CorruptObjectError, NotARepositoryError, UnsupportedVersionError, WrongPasswordError } from '../repo/errors.js';
 import { VERSION } from './cmd-version.js';
-import { LockedError, LockLostError } from '../repo/lock.js';
-import { AppendOnlyError } from '../storage/append-only-backend.js';
 
 /** A command module: registers its command (options, help, action) on the program. */
 interface CommandModule {
@@ -70,15 +67,6 @@ async function commandsFor(argv: readonly string[]): Promise<CommandModule[]> {
   return Promise.all((named ? [named] : COMMANDS).map(([, load]) => load()));
 }
 
-function exitCodeOf(e: unknown): number {
-  if (e instanceof ExitError) return e.code;
-  if (e instanceof WrongPasswordError) return EXIT.wrongPassword;
-  if (e instanceof NotARepositoryError) return EXIT.noRepository;
-  if (e instanceof LockedError || e instanceof LockLostError) return EXIT.locked;
-  if (e instanceof AppendOnlyError) return EXIT.appendOnly;
-  return EXIT.failed;
-}
-
 async function main(argv: string[]): Promise<number> {
   const program = new Command('holdfast')
     .version(VERSION)
@@ -101,13 +89,11 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     warningsLeftOut();
     if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
-    const known = e instanceof ExitError || e instanceof WrongPasswordError || e instanceof NotARepositoryError
-      || e instanceof CorruptObjectError || e instanceof UnsupportedVersionError
-      || e instanceof LockedError || e instanceof LockLostError || e instanceof AppendOnlyError;
+    const { code, known } = exitOf(e);
     const msg = e instanceof Error ? e.message : String(e);
     process.stderr.write(`holdfast: ${msg}\n`);
     if (!known && process.env['HOLDFAST_DEBUG'] && e instanceof Error) process.stderr.write(`${e.stack}\n`);
-    return exitCodeOf(e);
+    return code;
   } finally {
     closeRepositories();
   }

@@ -3,6 +3,7 @@
  * it smaller; the pack header records which.
  */
 import { createRequire } from 'node:module';
+import type { ErrorCode } from './errors.js';
 
 // The native binding (CommonJS, no named exports for ESM): its contexts work in a caller's buffers.
 type Binding = typeof import('zstd-napi/binding.js');
@@ -47,6 +48,8 @@ export class BlobCompressor {
 
 /** Thrown when compressed bytes do not decompress to the recorded size. */
 export class DecompressionError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'DECOMPRESSION';
   constructor(what: string, detail: string) {
     super(`${what}: cannot decompress (${detail})`);
     this.name = 'DecompressionError';

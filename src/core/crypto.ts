@@ -22,6 +22,7 @@
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, randomFillSync, scrypt, timingSafeEqual } from 'node:crypto';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
+import type { ErrorCode } from './errors.js';
 
 export const KEY_BYTES = 32;
 export const NONCE_BYTES = 12;
@@ -31,6 +32,8 @@ export const SEAL_OVERHEAD = NONCE_BYTES + TAG_BYTES;
 
 /** Thrown when a sealed message fails authentication: wrong key or damaged bytes. */
 export class AuthenticationError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'AUTHENTICATION';
   constructor(what: string) {
     super(`${what}: authentication failed (wrong key, or the stored bytes are damaged)`);
     this.name = 'AuthenticationError';

@@ -2,9 +2,12 @@
  * Errors a caller of the repository layer must tell apart. Each names the
  * object it is about, so a message can say which file in storage is at fault.
  */
+import type { ErrorCode } from '../core/errors.js';
 
 /** A stored object is malformed, truncated or fails its checksum. */
 export class CorruptObjectError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'CORRUPT';
   constructor(readonly object: string, detail: string) {
     super(`${object} is damaged: ${detail}`);
     this.name = 'CorruptObjectError';
@@ -17,6 +20,8 @@ export class CorruptObjectError extends Error {
  * access to the storage changed or planted it (docs/format.md §11).
  */
 export class ForgedObjectError extends CorruptObjectError {
+  /** Stable code for callers (src/core/errors.ts). */
+  override readonly code: ErrorCode = 'FORGED';
   /** `consequence` says what the reader does about it. */
   constructor(object: string, consequence: string) {
     super(object, 'fails its MAC');
@@ -27,6 +32,8 @@ export class ForgedObjectError extends CorruptObjectError {
 
 /** No key of the repository opens with the password given. */
 export class WrongPasswordError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'WRONG_PASSWORD';
   constructor() {
     super('wrong password: no key in the repository opens with it');
     this.name = 'WrongPasswordError';
@@ -35,6 +42,8 @@ export class WrongPasswordError extends Error {
 
 /** The location holds no holdfast repository. */
 export class NotARepositoryError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'NOT_A_REPOSITORY';
   constructor(location: string) {
     super(`no holdfast repository at ${location} (no config object); create one with "holdfast init"`);
     this.name = 'NotARepositoryError';
@@ -43,6 +52,8 @@ export class NotARepositoryError extends Error {
 
 /** The repository (or an object in it) uses a format version this build does not know. */
 export class UnsupportedVersionError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'UNSUPPORTED_VERSION';
   constructor(object: string, version: unknown, supported: number);
   /** A feature of the format this build does not know (`what` names it). */
   constructor(what: string);
@@ -57,6 +68,8 @@ export class UnsupportedVersionError extends Error {
 
 /** The repository has a format version older than the one this build reads, which this build no longer reads. */
 export class RetiredVersionError extends UnsupportedVersionError {
+  /** Stable code for callers (src/core/errors.ts). */
+  override readonly code: ErrorCode = 'RETIRED_VERSION';
   constructor(version: number, supported: number, why: string) {
     super('the repository', version, supported);
     this.message = `repository format version ${version} is not supported by this holdfast; ${why}`;
@@ -66,6 +79,8 @@ export class RetiredVersionError extends UnsupportedVersionError {
 
 /** A blob the caller asked for is not in any index. */
 export class BlobNotFoundError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'BLOB_NOT_FOUND';
   constructor(readonly id: string, what: string) {
     super(`${what} ${id} is not in the repository index`);
     this.name = 'BlobNotFoundError';

@@ -53,6 +53,7 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { sha256 } from '../core/crypto.js';
 import { AlreadyExistsError, NotFoundError, type Backend, type Handle } from '../storage/backend.js';
+import type { ErrorCode } from '../core/errors.js';
 
 /** How often a held lock is rewritten (docs/decisions.md, "Locks"). */
 export const HEARTBEAT_MS = 60_000;
@@ -104,6 +105,8 @@ export interface LockEntry {
 
 /** Thrown when a conflicting lock is held. */
 export class LockedError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'LOCKED';
   constructor(readonly holders: readonly LockEntry[], wantExclusive: boolean, now = Date.now()) {
     const first = holders[0];
     const who = first?.lock ? describeLock(first.lock, now) : `an unreadable lock ${first?.name.slice(0, 8) ?? '?'} (${first?.error ?? ''})`;
@@ -121,6 +124,8 @@ export class LockedError extends Error {
 
 /** The lock was removed by someone else, or could not be refreshed in time. */
 export class LockLostError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'LOCK_LOST';
   constructor(detail: string) {
     super(`lost the repository lock: ${detail}`);
     this.name = 'LockLostError';

@@ -29,6 +29,7 @@ import type { BlobLocation, MasterIndex } from './index-file.js';
 import { handleOf } from './objects.js';
 import { PackCopier } from './pack-copier.js';
 import type { Store } from './store.js';
+import type { ErrorCode } from '../core/errors.js';
 
 /** What the fence needs from a repository. */
 export interface FenceTarget {
@@ -41,6 +42,8 @@ export interface FenceTarget {
 
 /** Some blobs a snapshot lists exist nowhere any more (a prune removed them): the snapshot was not written. */
 export class BlobsLostError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'BLOBS_LOST';
   constructor(readonly ids: readonly string[]) {
     super(`${ids.length} blob(s) this snapshot references are no longer in the repository (removed by a prune while this backup ran, `
       + `or missing from the start; first: ${ids[0] ?? '?'}); no snapshot was written: run the backup again`);

@@ -5,9 +5,12 @@
  * died half way from one that finished; running the producer ourselves can.
  */
 import { spawn } from 'node:child_process';
+import type { ErrorCode } from '../core/errors.js';
 
 /** The producer could not be started, or it did not exit 0: its output is not a complete stream. */
 export class ProducerFailedError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'PRODUCER_FAILED';
   constructor(message: string) {
     super(message);
     this.name = 'ProducerFailedError';

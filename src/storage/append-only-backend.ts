@@ -18,9 +18,12 @@
  */
 import type { BackendCapabilities, Handle, OperationOptions } from './backend.js';
 import { WrapperBackend } from './wrapper-backend.js';
+import type { ErrorCode } from '../core/errors.js';
 
 /** Thrown when an append-only repository is asked to remove an object. */
 export class AppendOnlyError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'APPEND_ONLY';
   constructor(readonly handle: Handle | undefined, what?: string) {
     super(handle
       ? `the repository is append-only: ${handle.type}/${handle.name} cannot be removed`

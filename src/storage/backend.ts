@@ -14,6 +14,7 @@
  * `ShortReadError`, and `TransientError` for a failure worth trying again
  * (which `RetryingBackend` does).
  */
+import type { ErrorCode } from '../core/errors.js';
 
 /**
  * The kinds of object a repository stores, and the folder each lives in.
@@ -39,6 +40,8 @@ export interface ObjectInfo {
 
 /** Thrown by `save` when the name exists already. */
 export class AlreadyExistsError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'ALREADY_EXISTS';
   constructor(readonly handle: Handle) {
     super(`${handle.type}/${handle.name} already exists`);
     this.name = 'AlreadyExistsError';
@@ -47,6 +50,8 @@ export class AlreadyExistsError extends Error {
 
 /** Thrown by `load` (and by `remove` when `removeMissingIsError`) when the name does not exist. */
 export class NotFoundError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'NOT_FOUND';
   constructor(readonly handle: Handle) {
     super(`${handle.type}/${handle.name} does not exist`);
     this.name = 'NotFoundError';
@@ -55,6 +60,8 @@ export class NotFoundError extends Error {
 
 /** Thrown when a range read asks for bytes past the end of an object. */
 export class ShortReadError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'SHORT_READ';
   constructor(readonly handle: Handle, readonly wanted: number, readonly got: number) {
     super(`${handle.type}/${handle.name}: wanted ${wanted} bytes, object holds only ${got}`);
     this.name = 'ShortReadError';
@@ -69,6 +76,8 @@ export class ShortReadError extends Error {
  * permanent: trying again would fail the same way.
  */
 export class TransientError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'TRANSIENT';
   /** `message` says what failed; `cause` is the error the transport gave. */
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);

@@ -15,7 +15,7 @@ describe('CLI environment', () => {
     assert.deepEqual(scryptParams({ HOLDFAST_SCRYPT_N: '2048' }), { N: 2048, r: 8, p: 1 });
     assert.deepEqual(scryptParams({}), DEFAULT_SCRYPT_PARAMS);
     for (const bad of ['abc', '1000', '0', String(2 ** 23), '-1024']) {
-      assert.throws(() => scryptParams({ HOLDFAST_SCRYPT_N: bad }), (e: unknown) => e instanceof ExitError && e.code === 2 && /HOLDFAST_SCRYPT_N/.test(e.message), bad);
+      assert.throws(() => scryptParams({ HOLDFAST_SCRYPT_N: bad }), (e: unknown) => e instanceof ExitError && e.exitCode === 2 && /HOLDFAST_SCRYPT_N/.test(e.message), bad);
     }
   });
 

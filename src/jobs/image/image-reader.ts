@@ -20,6 +20,7 @@ import { CorruptObjectError } from '../../repo/errors.js';
 import { MAP_ENTRY_BYTES, imageBlockCount, type ImageInfo } from '../../repo/image-info.js';
 import type { Snapshot } from '../../repo/snapshot.js';
 import { inRange, type RandomAccessSource } from '../../sources/image/random-access.js';
+import type { ErrorCode } from '../../core/errors.js';
 
 export { sliceSource, type RandomAccessSource } from '../../sources/image/random-access.js';
 
@@ -38,6 +39,8 @@ export interface ImageExtent {
 
 /** Thrown by `openImageSnapshot` for a snapshot that is not an image snapshot. */
 export class NotAnImageSnapshotError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'NOT_AN_IMAGE_SNAPSHOT';
   constructor(what: string) {
     super(`${what} is not an image snapshot (it was made by "backup PATH", not "backup --image"); use "restore"`);
     this.name = 'NotAnImageSnapshotError';

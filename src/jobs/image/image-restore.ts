@@ -35,6 +35,7 @@ import { BlobType } from '../../repo/pack.js';
 import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
 import type { BlobLocation } from '../../repo/index-file.js';
 import { NotFoundError, ShortReadError } from '../../storage/backend.js';
+import type { ErrorCode } from '../../core/errors.js';
 
 /** Raw bytes of blocks restored per batch. */
 const BATCH_BYTES = 16 << 20;
@@ -47,6 +48,8 @@ const RANGE_MAX = 16 << 20;
 
 /** The target cannot take the image (too small, mounted, not writable as such). */
 export class RestoreTargetError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'BAD_TARGET';
   constructor(message: string) {
     super(message);
     this.name = 'RestoreTargetError';

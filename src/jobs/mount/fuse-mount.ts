@@ -18,9 +18,12 @@ import { execFile } from 'node:child_process';
 import { access, readFile, readdir, realpath, stat } from 'node:fs/promises';
 import type { RandomAccessSource } from '../../sources/image/random-access.js';
 import { FsError, type FsAttr, type FsErrorCode, type SnapshotFs } from './snapshot-fs.js';
+import type { ErrorCode } from '../../core/errors.js';
 
 /** FUSE cannot be used here: no /dev/fuse, no libfuse, no fusermount, or the binding does not load. */
 export class FuseUnavailableError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'FUSE_UNAVAILABLE';
   constructor(message: string) {
     super(message);
     this.name = 'FuseUnavailableError';
@@ -29,6 +32,8 @@ export class FuseUnavailableError extends Error {
 
 /** The mount point is missing, not a folder, not empty, or already a mount. */
 export class MountPointError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'BAD_MOUNT_POINT';
   constructor(message: string) {
     super(message);
     this.name = 'MountPointError';

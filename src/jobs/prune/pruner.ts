@@ -47,6 +47,7 @@ import { Store } from '../../repo/store.js';
 import { handleOf } from '../../repo/objects.js';
 import { CorruptObjectError, UnsupportedVersionError } from '../../repo/errors.js';
 import { NotFoundError } from '../../storage/backend.js';
+import type { ErrorCode } from '../../core/errors.js';
 
 /** A lock held by someone else, as the sweep needs to see it. */
 export interface OtherLock {
@@ -122,6 +123,8 @@ export interface PruneReport {
 
 /** Prune refuses to run on a repository it cannot read completely. */
 export class PruneRefusedError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'PRUNE_REFUSED';
   constructor(detail: string) {
     super(`prune refused: ${detail}`);
     this.name = 'PruneRefusedError';

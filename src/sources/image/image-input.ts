@@ -8,12 +8,15 @@ import { constants, promises as fsp, type Stats } from 'node:fs';
 import { splitRdev } from '../posix.js';
 import { blockDeviceSize, devNo, type DevNo } from './block-devices.js';
 import { inRange, type RandomAccessSource } from './random-access.js';
+import type { ErrorCode } from '../../core/errors.js';
 
 /** Where the image comes from. */
 export type ImageInputKind = 'file' | 'blockdev' | 'stream';
 
 /** The source shrank (or a read came back short) while it was being read. */
 export class SourceShrankError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'SOURCE_SHRANK';
   constructor(readonly path: string, readonly expected: number, readonly got: number) {
     super(`${path} shrank while it was read: expected ${expected} bytes, the source ended at ${got}; no snapshot was written`);
     this.name = 'SourceShrankError';
@@ -22,6 +25,8 @@ export class SourceShrankError extends Error {
 
 /** The source holds no bytes: an empty image is no disk (typically a producer that wrote nothing). */
 export class EmptySourceError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'EMPTY_SOURCE';
   constructor(readonly path: string, kind: ImageInputKind) {
     const what = kind !== 'stream' ? `${path} holds 0 bytes`
       : path === '-' ? 'stdin ended before its first byte (did the program writing to the pipe fail?)' : `${path} wrote nothing`;

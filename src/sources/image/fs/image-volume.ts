@@ -18,6 +18,7 @@ import { Ext4, type ExtFileType, type ExtInode, type ExtSegment } from './ext4.j
 import { READABLE, probeFilesystem, type FsKind } from './fs-probe.js';
 import type { ImagePartition } from '../../../repo/image-info.js';
 import { readPartitionTable } from '../partition-table.js';
+import type { ErrorCode } from '../../../core/errors.js';
 
 /** MBR types of extended partitions: containers of logical partitions, not filesystems. */
 const EXTENDED_TYPES = new Set(['0x05', '0x0f', '0x85']);
@@ -30,6 +31,8 @@ export interface PartitionTable {
 
 /** Entering a directory that is a partition holdfast cannot read. */
 export class FilesystemNotSupportedError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'FILESYSTEM_NOT_SUPPORTED';
   constructor(message: string) {
     super(message);
     this.name = 'FilesystemNotSupportedError';

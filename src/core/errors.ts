@@ -1,0 +1,77 @@
+/**
+ * The stable codes of the errors a caller of the engine must tell apart.
+ * Each named error class carries one as `code`; front ends map codes, not
+ * classes or messages, to what they report: the CLI to exit codes
+ * (src/cli/exit-codes.ts, one table), the server to HTTP statuses. A code
+ * never changes meaning once released; a new kind of error gets a new code.
+ */
+
+export const ERROR_CODES = [
+  // core
+  /** Sealed bytes fail authentication (wrong key, or changed). */
+  'AUTHENTICATION',
+  /** Compressed bytes do not decompress to what they declare. */
+  'DECOMPRESSION',
+  // storage
+  /** `save` of a name that exists: objects are never overwritten. */
+  'ALREADY_EXISTS',
+  /** An object that does not exist. */
+  'NOT_FOUND',
+  /** A range read past the end of an object. */
+  'SHORT_READ',
+  /** A failure that may not happen again (retried by `RetryingBackend`). */
+  'TRANSIENT',
+  /** The storage (or this client) is append-only and the operation would remove or replace something. */
+  'APPEND_ONLY',
+  // repository
+  /** No holdfast repository at the location. */
+  'NOT_A_REPOSITORY',
+  /** No key of the repository opens with the password. */
+  'WRONG_PASSWORD',
+  /** A format version (or feature) newer than this build reads. */
+  'UNSUPPORTED_VERSION',
+  /** A format version older than this build reads any more. */
+  'RETIRED_VERSION',
+  /** A stored object is malformed, truncated or fails its checksum. */
+  'CORRUPT',
+  /** A plain object fails its MAC: changed or planted by someone without the key. */
+  'FORGED',
+  /** A blob asked for is in no index. */
+  'BLOB_NOT_FOUND',
+  /** A conflicting repository lock is held. */
+  'LOCKED',
+  /** Our repository lock was removed by someone else, or could not be refreshed in time. */
+  'LOCK_LOST',
+  /** Blobs a snapshot lists were removed by a prune meanwhile: no snapshot was written. */
+  'BLOBS_LOST',
+  // jobs and sources
+  /** Prune refuses to run on a repository it cannot read completely. */
+  'PRUNE_REFUSED',
+  /** A restore target that cannot take what is restored (too small, mounted, in the way). */
+  'BAD_TARGET',
+  /** A snapshot of files given where an image snapshot is needed. */
+  'NOT_AN_IMAGE_SNAPSHOT',
+  /** An image source that shrank while it was read. */
+  'SOURCE_SHRANK',
+  /** A stream source that gave no bytes. */
+  'EMPTY_SOURCE',
+  /** The command producing a stream source failed. */
+  'PRODUCER_FAILED',
+  /** A disk image holds no file system this build reads. */
+  'FILESYSTEM_NOT_SUPPORTED',
+  /** FUSE is not available on this machine. */
+  'FUSE_UNAVAILABLE',
+  /** A mount point that cannot be mounted on. */
+  'BAD_MOUNT_POINT',
+] as const;
+
+/** One of `ERROR_CODES`. */
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+const known: ReadonlySet<string> = new Set(ERROR_CODES);
+
+/** The engine's code of `e`, or undefined for an error without one (a system error's errno code is not one). */
+export function errorCode(e: unknown): ErrorCode | undefined {
+  const code = e instanceof Error ? (e as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && known.has(code) ? code as ErrorCode : undefined;
+}
