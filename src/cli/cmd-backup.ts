@@ -9,7 +9,6 @@ import { parseSize } from '../core/size.js';
 import { scanTotals } from '../jobs/backup/scan-totals.js';
 import { commandOutput } from '../sources/command-output.js';
 import type { Repository } from '../repo/repository.js';
-import type { Snapshot } from '../repo/snapshot.js';
 import { collect, compressionMode, formatBytes, formatDuration, globals, say, snapshotsOf, verboseItem, warn, type GlobalOptions } from './context.js';
 import { workerCount } from './environment.js';
 import { backupSession, parseTime, splitTags } from './backup-session.js';
@@ -63,7 +62,7 @@ export function register(program: Command): void {
     .option('--host <hostname>', 'host name to record (default: this host)')
     .option('--time <time>', 'snapshot time "YYYY-MM-DD HH:MM:SS" (local time)')
     .option('--parent <snapshot>', 'parent snapshot for change detection (default: latest of same host and paths)')
-    .option('-f, --force', 'read every file, ignoring the parent snapshot')
+    .option('-f, --force', 'read every file again, trusting no metadata of the parent snapshot')
     .option('-n, --dry-run', 'read and chunk everything but write nothing: no data, no snapshot, no lock; report what would be added')
     .option('--stdin', 'back up what is read from stdin')
     .option('--stdin-filename <name>', 'file name for --stdin and --stdin-from-command, and for image streams (there the default is "stdin.img")', 'stdin')
@@ -92,18 +91,16 @@ export function register(program: Command): void {
 async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlags, paths: string[], signal: AbortSignal): Promise<BackupResult> {
   const excludes = await excludeRules(flags);
   const hostname = flags.host;
-  let parent: { id: string; snapshot: Snapshot } | null = null;
-  if (!flags.force) {
-    const all = await snapshotsOf(repo);
-    const want = flags.parent;
-    const host = hostname ?? (await import('node:os')).hostname();
-    const candidates = want
-      ? all.filter((s) => s.id.startsWith(want))
-      : all.filter((s) => s.snapshot.hostname === host && s.snapshot.paths.join('\0') === paths.join('\0'));
-    if (want && candidates.length !== 1) throw new ExitError(`--parent ${want} matches ${candidates.length} snapshots`, EXIT.usage);
-    parent = candidates[candidates.length - 1] ?? null;
-  }
-  if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}`);
+  // With --force the parent is still the parent: it is recorded, and tells unchanged files from changed ones by content.
+  const all = await snapshotsOf(repo);
+  const want = flags.parent;
+  const host = hostname ?? (await import('node:os')).hostname();
+  const candidates = want
+    ? all.filter((s) => s.id.startsWith(want))
+    : all.filter((s) => s.snapshot.hostname === host && s.snapshot.paths.join('\0') === paths.join('\0'));
+  if (want && candidates.length !== 1) throw new ExitError(`--parent ${want} matches ${candidates.length} snapshots`, EXIT.usage);
+  const parent = candidates[candidates.length - 1] ?? null;
+  if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}${flags.force ? ' (--force: every file is read again)' : ''}`);
   // Until the count beside the backup is done, the parent snapshot's size stands for the whole.
   const ps = parent?.snapshot.summary;
   const totals: Totals = { files: 0, bytes: 0, done: false, ...(ps ? { estimate: { files: ps.filesNew + ps.filesChanged + ps.filesUnchanged, bytes: ps.totalBytes } } : {}) };
@@ -121,6 +118,7 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
       ...(hostname ? { hostname } : {}),
       ...(flags.time ? { time: parseTime(flags.time) } : {}),
       parent,
+      force: flags.force === true,
       dryRun: flags.dryRun === true,
       signal,
       workers: workerCount(),

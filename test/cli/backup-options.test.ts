@@ -158,6 +158,26 @@ describe('backup: what is backed up', () => {
     failsWith(await s.run(['backup', '--dry-run', '--image', join(root, 'old')]), 2, /--dry-run does not work with --image/);
   });
 
+  it('--force reads every file again, yet keeps the parent: recorded, and unchanged files counted as unchanged', async () => {
+    const root = s.path('forced');
+    await mkdir(join(root, 'd'), { recursive: true });
+    await writeFile(join(root, 'small'), 'small\n');
+    await writeFile(join(root, 'd', 'mid'), randomBytes(700_000));
+    await writeFile(join(root, 'd', 'other'), randomBytes(20_000));
+    const summary = (r: { stdout: string }): Record<string, unknown> => JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
+    const first = summary(await s.ok(['backup', '--json', root]));
+    const again = summary(await s.ok(['backup', '--json', '--force', root]));
+    assert.deepEqual([again['files_new'], again['files_changed'], again['files_unmodified']], [0, 0, 3]);
+    assert.equal(again['bytes_read'], 720_006, 'every file was read again');
+    await writeFile(join(root, 'd', 'other'), randomBytes(20_000));
+    const third = summary(await s.ok(['backup', '--json', '--force', root]));
+    assert.deepEqual([third['files_new'], third['files_changed'], third['files_unmodified']], [0, 1, 2]);
+    const snaps = await snapshotsOf(s);
+    const parentOf = (id: unknown): string | undefined => (snaps.find((x) => x.id === id) as { parent?: string } | undefined)?.parent;
+    assert.equal(parentOf(again['snapshot_id']), first['snapshot_id']);
+    assert.equal(parentOf(third['snapshot_id']), again['snapshot_id']);
+  });
+
   // A lower bound on the time only: a slow machine makes it longer, never shorter.
   it('--limit-upload and --limit-download hold a backup and a restore to the rate (KiB/s)', async () => {
     const root = s.path('limited');

@@ -10,6 +10,8 @@
  *               restore puts everything back at its absolute path
  *     file      unchanged against the parent snapshot (same inode, device,
  *               size, mtime, ctime; every blob still indexed)? reuse its content
+ *               (not with `force`: every file is read, and one whose content
+ *               comes out as the parent's counts as unchanged)
  *     small     queue in a batch; a batch (ended at an anchor, see BatchRules)
  *               goes to a worker, which reads its files and stores them as
  *               one blob, each file a slice of it (docs/format.md §5); a
@@ -59,6 +61,12 @@ export interface BackupOptions extends SnapshotOrigin {
   readonly signal?: AbortSignal;
   /** Worker threads (default: one per core). */
   readonly workers?: number;
+  /**
+   * Read every file, trusting no metadata of the parent snapshot (`backup
+   * --force`); the parent still decides what is new, changed or unchanged,
+   * by content, and is recorded as the snapshot's parent.
+   */
+  readonly force?: boolean;
   /**
    * Read, chunk and seal everything but write no snapshot (`backup
    * --dry-run`; the repository is opened on a `DryRunBackend`, which drops
@@ -535,7 +543,7 @@ export class Archiver {
   }
 
   private unchanged(st: EntryStat, prev: TreeNode | undefined): prev is TreeNode & { content: ContentEntry[] } {
-    return prev !== undefined && prev.type === 'file' && prev.content !== undefined && !prev.damaged
+    return this.opts.force !== true && prev !== undefined && prev.type === 'file' && prev.content !== undefined && !prev.damaged
       && prev.inode === st.inode && prev.device === st.device && prev.size === st.size
       && prev.mtime === st.mtime && prev.ctime === st.ctime
       && prev.content.every((c) => this.hasEntry(c));
@@ -585,13 +593,16 @@ export class Archiver {
     // `streamed`: a large file, whose bytes were counted chunk by chunk.
     const complete = (content: readonly ContentEntry[], size: number, changed: boolean, fingerprint?: string, streamed = false): TreeNode => {
       if (changed) this.warn(path, 'changed while it was being read; the stored copy may be inconsistent');
-      if (wasFile) this.filesChanged++;
+      // Only a forced backup reads a file whose content may come out as the parent's.
+      const same = wasFile && this.opts.force === true && prev.content !== undefined && sameContent(content, prev.content);
+      if (same) this.filesUnchanged++;
+      else if (wasFile) this.filesChanged++;
       else this.filesNew++;
       this.bytesRead += size;
       this.progress.files++;
       if (!streamed) this.progress.bytes += size;
       this.report(path);
-      this.opts.onFile?.(path.toString(), wasFile ? 'modified' : 'new');
+      this.opts.onFile?.(path.toString(), same ? 'unchanged' : wasFile ? 'modified' : 'new');
       return this.node(name, st, fingerprint === undefined ? { content, size } : { content, size, fingerprint });
     };
     if (st.size > this.rules.smallFile && st.size <= MID_FILE) {
@@ -820,4 +831,13 @@ function nameOf(path: Buffer): Buffer {
   const i = path.lastIndexOf(0x2f);
   const name = path.subarray(i + 1);
   return name.length === 0 ? Buffer.from('/') : name;
+}
+
+/** True when two content lists name the same blobs, slices and holes in the same order. */
+function sameContent(a: readonly ContentEntry[], b: readonly ContentEntry[]): boolean {
+  return a.length === b.length && a.every((x, i) => {
+    const y = b[i]!;
+    if (typeof x !== 'object' || typeof y !== 'object') return x === y;
+    return x.blob === y.blob && x.offset === y.offset && x.length === y.length;
+  });
 }
