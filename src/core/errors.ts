@@ -21,6 +21,8 @@ export const ERROR_CODES = [
   'SHORT_READ',
   /** A failure that may not happen again (retried by `RetryingBackend`). */
   'TRANSIENT',
+  /** A transient failure that lasted through every retry the policy allows. */
+  'RETRIES_EXHAUSTED',
   /** The storage (or this client) is append-only and the operation would remove or replace something. */
   'APPEND_ONLY',
   // repository
@@ -45,6 +47,8 @@ export const ERROR_CODES = [
   /** Blobs a snapshot lists were removed by a prune meanwhile: no snapshot was written. */
   'BLOBS_LOST',
   // jobs and sources
+  /** Two repositories that copy cannot copy between (keys or chunker parameters differ). */
+  'COPY_REFUSED',
   /** Prune refuses to run on a repository it cannot read completely. */
   'PRUNE_REFUSED',
   /** A restore target that cannot take what is restored (too small, mounted, in the way). */

@@ -39,6 +39,7 @@ import {
 } from './backend.js';
 import { REAL_CLOCK, type Clock } from './clock.js';
 import { eitherSignal, WrapperBackend } from './wrapper-backend.js';
+import type { ErrorCode } from '../core/errors.js';
 
 /** How long to keep trying. */
 export interface RetryPolicy {
@@ -83,6 +84,8 @@ export interface RetryEvent {
 
 /** Thrown when a call still failed with a `TransientError` after every attempt the policy allows. */
 export class RetriesExhaustedError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'RETRIES_EXHAUSTED';
   constructor(
     /** The operation and object: "save data/0a1b…". */
     readonly operation: string,

@@ -18,6 +18,8 @@ import { AuthenticationError } from '../../src/core/crypto.js';
 import { PruneRefusedError } from '../../src/jobs/prune/pruner.js';
 import { NotAnImageSnapshotError } from '../../src/jobs/image/image-reader.js';
 import { BlobsLostError } from '../../src/repo/snapshot-fence.js';
+import { CopyRefusedError } from '../../src/jobs/copy/snapshot-copier.js';
+import { RetriesExhaustedError } from '../../src/storage/retrying-backend.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { acquireLock, processIdentity } from '../../src/repo/lock.js';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
@@ -44,6 +46,8 @@ describe('exit codes', () => {
       [new PruneRefusedError('damaged'), 'PRUNE_REFUSED', 1],
       [new NotAnImageSnapshotError('snapshot ab'), 'NOT_AN_IMAGE_SNAPSHOT', 1],
       [new BlobsLostError(['ab']), 'BLOBS_LOST', 1],
+      [new CopyRefusedError('other keys'), 'COPY_REFUSED', 1],
+      [new RetriesExhaustedError('save data/ab', 5, 1000, new TransientError('503')), 'RETRIES_EXHAUSTED', 1],
     ];
     for (const [e, code, exit] of cases) {
       assert.equal(errorCode(e), code, e.name);

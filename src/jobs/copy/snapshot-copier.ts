@@ -36,6 +36,7 @@ import { RepoState } from '../../repo/repo-state.js';
 import { isDamage, Store } from '../../repo/store.js';
 import { BlobsLostError, commitSnapshot } from '../../repo/snapshot-fence.js';
 import { decodeSnapshot, type Snapshot } from '../../repo/snapshot.js';
+import type { ErrorCode } from '../../core/errors.js';
 
 /** Destination packs between two index files. */
 const INDEX_EVERY_PACKS = 16;
@@ -46,6 +47,8 @@ const RANGE_GAP = 64 * 1024;
 
 /** The two repositories cannot share blobs: nothing was copied. */
 export class CopyRefusedError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'COPY_REFUSED';
   constructor(message: string) {
     super(message);
     this.name = 'CopyRefusedError';
