@@ -1,18 +1,19 @@
 /**
  * `holdfast cat config|index ID|snapshot ID|key ID|blob ID|pack ID`: one
  * object of the repository, for debugging (restic's `cat`). Objects with a
- * structure are printed as JSON, decrypted and decoded (a tree blob in the
- * JSON tree encoding of format §6.1, whatever its stored encoding); a data
+ * structure are printed as JSON, decrypted and decoded (a tree blob with
+ * the node fields of format §6.1 by name); a data
  * blob as its plaintext bytes, a pack as its stored bytes. IDs may be
  * unique prefixes; a snapshot may be "latest".
  */
+import { isUtf8 } from 'node:buffer';
 import type { Command } from 'commander';
 import { decodeIndex } from '../repo/index-file.js';
 import { decodeKeyFile } from '../repo/key-file.js';
 import { handleOf, loadChecked } from '../repo/objects.js';
 import { BlobType } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
-import { decodeTree, encodeTree } from '../repo/tree.js';
+import { decodeTree, type TreeNode } from '../repo/tree.js';
 import type { ObjectType } from '../storage/backend.js';
 import { writeOut } from '../jobs/tar-stream-writer.js';
 import { globals, openRepo } from './context.js';
@@ -24,6 +25,18 @@ type Kind = (typeof KINDS)[number];
 
 /** JSON with 2-space indents; bigints as decimal strings. */
 const json = (v: unknown): string => `${JSON.stringify(v, (_, x: unknown) => (typeof x === 'bigint' ? x.toString() : x), 2)}\n`;
+
+/** Bytes as `field` when they are UTF-8, else in base64 as `fieldB64`. */
+const bytesView = (field: string, b: Buffer): Record<string, string> => (isUtf8(b) ? { [field]: b.toString('utf8') } : { [`${field}B64`]: b.toString('base64') });
+
+/**
+ * A tree as `cat` shows it: each node's fields of format §6.1 by name, a
+ * name or symlink target that is not UTF-8 in base64. A view for people;
+ * the stored encoding is binary (§6.5).
+ */
+function treeView(nodes: readonly TreeNode[]): { nodes: Record<string, unknown>[] } {
+  return { nodes: nodes.map(({ name, target, ...rest }) => ({ ...bytesView('name', name), ...rest, ...(target ? bytesView('target', target) : {}) })) };
+}
 
 const TYPE_NAMES: Record<BlobType, string> = { [BlobType.Data]: 'data', [BlobType.Tree]: 'tree', [BlobType.ImageMap]: 'imagemap' };
 
@@ -67,7 +80,7 @@ async function cat(repo: Repository, kind: Kind, id: string): Promise<Buffer | s
       })(), id, 'blob');
       const loc = repo.index.lookup(full)!;
       const plain = await repo.loadBlob(loc.type, full);
-      return loc.type === BlobType.Tree ? json(JSON.parse(encodeTree(decodeTree(plain, `tree ${full}`), 'json').toString('utf8'))) : plain;
+      return loc.type === BlobType.Tree ? json(treeView(decodeTree(plain, `tree ${full}`))) : plain;
     }
     case 'pack': {
       const name = await objectName(repo, 'data', id, 'pack');

@@ -142,17 +142,11 @@ export function open(key: Buffer, sealed: Uint8Array, aad: Uint8Array, what: str
   }
 }
 
-/** The keyed hash a repository's blob ids are made with (its config says which). */
-export type BlobIdHash = 'blake3' | 'hmac-sha256';
-
-export const BLOB_ID_HASHES: readonly BlobIdHash[] = ['blake3', 'hmac-sha256'];
-
 /** One keyed BLAKE3 hasher per key, reset after each use: a new one costs 15 µs (docs/decisions.md). */
 const blake3Hashers = new WeakMap<Buffer, Blake3Hasher>();
 
-/** Keyed chunk id: BLAKE3 in keyed mode, or HMAC-SHA256, of `data` under `idKey` (32 bytes). */
-export function blobId(hash: BlobIdHash, idKey: Buffer, data: Uint8Array): Buffer {
-  if (hash === 'hmac-sha256') return createHmac('sha256', idKey).update(data).digest();
+/** Keyed chunk id: BLAKE3 in keyed mode of `data` under `idKey` (32 bytes). */
+export function blobId(idKey: Buffer, data: Uint8Array): Buffer {
   let h = blake3Hashers.get(idKey);
   if (!h) blake3Hashers.set(idKey, (h = Blake3Hasher.newKeyed(idKey)));
   try {

@@ -4,7 +4,7 @@
  * they run the same on the main thread and in worker threads.
  */
 import { createHmac } from 'node:crypto';
-import { AuthenticationError, blobId, open, seal, type BlobIdHash } from '../core/crypto.js';
+import { AuthenticationError, blobId, open, seal } from '../core/crypto.js';
 import { decompress, type BlobCompressor } from '../core/compress.js';
 import { MAX_CHUNK_SIZE } from '../core/chunker.js';
 import { idHex } from '../core/ids.js';
@@ -16,8 +16,6 @@ import { BlobType, FLAG_COMPRESSED, blobAad, type PackedBlob } from './pack.js';
 export interface BlobKeys {
   readonly encryption: Buffer;
   readonly id: Buffer;
-  /** The keyed hash of ids (the repository's config says which). */
-  readonly idHash: BlobIdHash;
 }
 
 /** A blob ready to be appended to a pack. */
@@ -66,7 +64,7 @@ function idKeyFor(keys: BlobKeys, type: BlobType): Buffer {
 
 /** Keyed id of a blob's plaintext, as hex. */
 export function blobIdHex(keys: BlobKeys, data: Uint8Array, type: BlobType = BlobType.Data): string {
-  return idHex(blobId(keys.idHash, idKeyFor(keys, type), data));
+  return idHex(blobId(idKeyFor(keys, type), data));
 }
 
 /** Compresses (when that shrinks it) and seals one blob. */

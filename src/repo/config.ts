@@ -7,16 +7,30 @@
  * (docs/format.md §4.1). A keyless reader can only parse it.
  */
 import { randomBytes } from 'node:crypto';
-import { BLOB_ID_HASHES, MAC_BYTES, mac, macMatches, sha256, type BlobIdHash } from '../core/crypto.js';
+import { MAC_BYTES, mac, macMatches, sha256 } from '../core/crypto.js';
 import { validateChunkerParams, type ChunkerParams } from '../core/chunker.js';
 import { COMPRESSION_MODES, type CompressionMode } from '../core/compress.js';
 import { isIdHex } from '../core/ids.js';
-import { TREE_ENCODINGS, type TreeEncoding } from './tree.js';
 import { asRecord, parseJson } from './binary.js';
 import { CorruptObjectError, ForgedObjectError, RetiredVersionError, UnsupportedVersionError } from './errors.js';
 
-/** The format version this build writes and reads. */
-export const FORMAT_VERSION = 2;
+/**
+ * The format version this build writes and reads. Each concept has one
+ * encoding in it (keyed BLAKE3 blob ids, binary trees); older versions are
+ * refused (docs/format.md §10).
+ */
+export const FORMAT_VERSION = 3;
+
+/**
+ * Why this build no longer reads each older version, and so what its
+ * refusal says. The format was never released: no command converts a
+ * repository; its owner restores with the holdfast that wrote it and backs
+ * up again with this one.
+ */
+const RETIRED_VERSIONS: ReadonlyMap<unknown, string> = new Map([
+  [1, 'its config and snapshots carry no MAC, so a change made to them in storage could not be told'],
+  [2, 'its blob ids may be HMAC-SHA256 and its trees JSON, encodings this holdfast no longer reads'],
+]);
 
 const MAGIC = 'HFCF';
 /** The JSON ends with the MAC member, written exactly so: `,"mac":"<64 hex>"}`. */
@@ -37,23 +51,19 @@ export interface RepoConfig {
   readonly packSize: number;
   /** Default compression for clients that do not choose. */
   readonly compression: CompressionMode;
-  /** The keyed hash of blob ids; configs written before it existed mean HMAC-SHA256. */
-  readonly blobIds: BlobIdHash;
-  /** How tree blobs are written; configs written before it existed mean JSON. */
-  readonly trees: TreeEncoding;
   /**
    * The master key's public name (`masterKeyId`, 64 hex): two repositories
    * with the same one share the key, so blobs and snapshots copy between
-   * them without it (docs/format.md §3.7). Absent in configs written before it.
+   * them without it (docs/format.md §3.7).
    */
-  readonly masterKey?: string;
+  readonly masterKey: string;
   /** Append-only repository: clients refuse to remove anything but their own locks (docs/format.md, "Append-only repositories"). */
   readonly appendOnly?: true;
 }
 
 /** A fresh config with the given choices, for the master key named `masterKey` (`masterKeyId`). */
 export function newConfig(chunker: ChunkerParams, packSize: number, compression: CompressionMode, masterKey: string, appendOnly = false): RepoConfig {
-  return { version: FORMAT_VERSION, id: randomBytes(32).toString('hex'), created: new Date().toISOString(), chunker, packSize, compression, blobIds: 'blake3', trees: 'binary', masterKey, ...(appendOnly ? { appendOnly: true as const } : {}) };
+  return { version: FORMAT_VERSION, id: randomBytes(32).toString('hex'), created: new Date().toISOString(), chunker, packSize, compression, masterKey, ...(appendOnly ? { appendOnly: true as const } : {}) };
 }
 
 /** Encodes `c` with its MAC under `key` (`macKey(master, 'config')`). */
@@ -88,10 +98,8 @@ export function decodeConfig(bytes: Buffer): RepoConfig {
   const body = bytes.subarray(0, bytes.length - 32);
   if (!sha256(body).equals(bytes.subarray(bytes.length - 32))) throw new CorruptObjectError(what, 'checksum mismatch');
   const o = asRecord(parseJson(body.subarray(4), what), what);
-  if (o['version'] === 1) {
-    throw new RetiredVersionError(1, FORMAT_VERSION, 'its config and snapshots carry no MAC, so a change made to them in storage could not be told (docs/format.md §10). '
-      + 'Read it with the holdfast that wrote it, and back up into a new repository made with "holdfast init"');
-  }
+  const retired = RETIRED_VERSIONS.get(o['version']);
+  if (retired !== undefined) throw new RetiredVersionError(o['version'] as number, FORMAT_VERSION, retired);
   if (o['version'] !== FORMAT_VERSION) throw new UnsupportedVersionError('the repository', o['version'], FORMAT_VERSION);
   if (!isIdHex(o['mac'])) throw new CorruptObjectError(what, 'bad mac');
   if (!isIdHex(o['id'])) throw new CorruptObjectError(what, 'bad id');
@@ -106,15 +114,9 @@ export function decodeConfig(bytes: Buffer): RepoConfig {
   } catch (e) {
     throw new CorruptObjectError(what, (e as Error).message);
   }
-  const blobIds = o['blobIds'] === undefined ? 'hmac-sha256' : o['blobIds'];
-  if (typeof blobIds !== 'string') throw new CorruptObjectError(what, 'bad blobIds');
-  if (!(BLOB_ID_HASHES as readonly string[]).includes(blobIds)) throw new UnsupportedVersionError(`the repository's blob ids are made with ${JSON.stringify(blobIds)}`);
-  const trees = o['trees'] === undefined ? 'json' : o['trees'];
-  if (typeof trees !== 'string') throw new CorruptObjectError(what, 'bad trees');
-  if (!(TREE_ENCODINGS as readonly string[]).includes(trees)) throw new UnsupportedVersionError(`the repository's trees are encoded as ${JSON.stringify(trees)}`);
   const masterKey = o['masterKey'];
-  if (masterKey !== undefined && !isIdHex(masterKey)) throw new CorruptObjectError(what, 'bad masterKey');
+  if (!isIdHex(masterKey)) throw new CorruptObjectError(what, 'bad masterKey');
   const appendOnly = o['appendOnly'];
   if (appendOnly !== undefined && typeof appendOnly !== 'boolean') throw new CorruptObjectError(what, 'bad appendOnly');
-  return { version: FORMAT_VERSION, id: o['id'], created: o['created'], chunker, packSize, compression: compression as CompressionMode, blobIds: blobIds as BlobIdHash, trees: trees as TreeEncoding, ...(masterKey !== undefined ? { masterKey } : {}), ...(appendOnly === true ? { appendOnly } : {}) };
+  return { version: FORMAT_VERSION, id: o['id'], created: o['created'], chunker, packSize, compression: compression as CompressionMode, masterKey, ...(appendOnly === true ? { appendOnly } : {}) };
 }

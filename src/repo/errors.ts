@@ -72,7 +72,8 @@ export class RetiredVersionError extends UnsupportedVersionError {
   override readonly code: ErrorCode = 'RETIRED_VERSION';
   constructor(version: number, supported: number, why: string) {
     super('the repository', version, supported);
-    this.message = `repository format version ${version} is not supported by this holdfast; ${why}`;
+    this.message = `repository format version ${version} is not supported by this holdfast, which reads version ${supported}: ${why} (docs/format.md §10). `
+      + `Restore what you need with the holdfast that wrote it, then back up again into a new repository made with this one ("holdfast init")`;
     this.name = 'RetiredVersionError';
   }
 }

@@ -130,7 +130,7 @@ export class Repository {
     private readonly minGraceMs = DEFAULT_MIN_GRACE_MS,
   ) {
     this.compressor = new BlobCompressor(store.config.compression);
-    this.blobKeys = { encryption: key.encryption, id: key.id, idHash: store.config.blobIds };
+    this.blobKeys = { encryption: key.encryption, id: key.id };
     this.snapshotMacKey = macKey(key, 'snapshot');
   }
 
@@ -160,8 +160,8 @@ export class Repository {
 
   /**
    * Creates a new repository at `backend` with one key for `password` that
-   * shares this repository's master key, chunker parameters, pack size, blob
-   * ids and tree encoding, so that `copy` moves blobs and snapshots between
+   * shares this repository's master key, chunker parameters and pack size,
+   * so that `copy` moves blobs and snapshots between
    * the two without the key (docs/format.md §3.7). Its own id, compression
    * and append-only flag are its own.
    */
@@ -169,11 +169,7 @@ export class Repository {
     const key = masterKeyFrom(Buffer.from(this.key.encryption), Buffer.from(this.key.id), Buffer.from(this.key.chunker));
     const c = this.config;
     try {
-      const config: RepoConfig = {
-        ...newConfig(c.chunker, c.packSize, opts.compression ?? c.compression, masterKeyId(key), opts.appendOnly === true),
-        blobIds: c.blobIds,
-        trees: c.trees,
-      };
+      const config = newConfig(c.chunker, c.packSize, opts.compression ?? c.compression, masterKeyId(key), opts.appendOnly === true);
       return await Repository.create(backend, password, config, key, opts);
     } catch (e) {
       wipeMasterKey(key);
@@ -543,7 +539,7 @@ export class Repository {
 
   /** Stores a folder's nodes as a tree blob in the repository's encoding; returns its id. */
   async saveTree(nodes: TreeNode[]): Promise<string> {
-    return (await this.saveBlob(BlobType.Tree, encodeTree(nodes, this.config.trees))).id;
+    return (await this.saveBlob(BlobType.Tree, encodeTree(nodes))).id;
   }
 
   /** Loads and decodes a tree blob. */

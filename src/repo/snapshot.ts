@@ -115,7 +115,7 @@ export function decodeSnapshot(bytes: Buffer, what: string): Snapshot {
   r.magic(MAGIC);
   const version = r.u8('version');
   // Version 1 had no MAC, and a repository of this format never holds one: someone without the key put it there.
-  if (version === 1) r.fail('a version 1 snapshot (without a MAC) cannot be in a version 2 repository: it was planted in storage');
+  if (version === 1) r.fail('a version 1 snapshot (without a MAC) cannot be in a repository this holdfast reads: it was planted in storage');
   if (version !== SNAPSHOT_VERSION) throw new UnsupportedVersionError(what, version, SNAPSHOT_VERSION);
   const jsonLength = r.u32('json length');
   const o = asRecord(parseJson(r.bytes(jsonLength, 'json'), what), what);

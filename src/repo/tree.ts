@@ -1,20 +1,11 @@
 /**
  * Tree blobs: one per directory, the list of its entries with their
- * metadata, sorted by the bytes of the name (docs/format.md §6). Two
- * encodings, told apart by their first byte:
+ * metadata, sorted by the bytes of the name (docs/format.md §6), in one
+ * encoding:
  *
- *   binary  "HFTR" || u8 version || u32 count || nodes (§6.5), written to
- *           repositories whose config says `"trees": "binary"` (every
- *           `init` makes them)
- *   json    { "nodes": [ Node, … ] } (§6.1), written to repositories made
- *           before binary trees; names and symlink targets that are not
- *           valid UTF-8 are stored in base64 (`nameB64`, `targetB64`),
- *           integers that may exceed 2^53 (times in ns, inode, device) as
- *           decimal strings
+ *   "HFTR" || u8 version || u32 count || nodes (§6.5)
  */
-import { isUtf8 } from 'node:buffer';
-import { isIdHex } from '../core/ids.js';
-import { ByteReader, asRecord, parseJson } from './binary.js';
+import { ByteReader } from './binary.js';
 import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
 
 export type NodeType = 'file' | 'dir' | 'symlink' | 'fifo' | 'chardev' | 'blockdev' | 'socket';
@@ -119,11 +110,6 @@ export interface TreeNode {
   readonly damaged?: true;
 }
 
-/** How a repository's tree blobs are written (its config's `trees`). */
-export type TreeEncoding = 'binary' | 'json';
-
-export const TREE_ENCODINGS: readonly TreeEncoding[] = ['binary', 'json'];
-
 /**
  * The most nodes one tree may hold (docs/format.md §6, docs/decisions.md):
  * a 256 MiB tree of realistic nodes holds about 2 million, while one of
@@ -133,35 +119,14 @@ export const TREE_ENCODINGS: readonly TreeEncoding[] = ['binary', 'json'];
 export const MAX_TREE_NODES = 2 ** 21;
 
 /** Encodes a directory's nodes; sorts them by name bytes. Refuses what a reader would refuse: too many nodes, or two with one name. */
-export function encodeTree(nodes: TreeNode[], encoding: TreeEncoding): Buffer {
+export function encodeTree(nodes: TreeNode[]): Buffer {
   if (nodes.length > MAX_TREE_NODES) throw new RangeError(`a folder of ${nodes.length} entries is more than one tree may hold (${MAX_TREE_NODES}, docs/format.md §6)`);
   const sorted = [...nodes].sort((a, b) => Buffer.compare(a.name, b.name));
   for (let i = 1; i < sorted.length; i++) {
     if (sorted[i - 1]!.name.equals(sorted[i]!.name)) throw new RangeError(`two entries of one folder are named "${sorted[i]!.name.toString()}"`);
   }
-  return encoding === 'binary' ? encodeBinary(sorted) : Buffer.from(JSON.stringify({ nodes: sorted.map(nodeToJson) }), 'utf8');
+  return encodeSorted(sorted);
 }
-
-/**
- * Decodes a tree blob of either encoding; rejects anything malformed with
- * `CorruptObjectError`, including more than MAX_TREE_NODES nodes and names
- * not strictly increasing (a duplicate or out of order): the tree is refused
- * once as damage, not each node on every path that reaches it.
- */
-export function decodeTree(bytes: Buffer, what: string): TreeNode[] {
-  return bytes[0] === 0x7b ? decodeJson(bytes, what) : decodeBinary(bytes, what);
-}
-
-/** Refuses node `i`'s name unless it sorts strictly after the previous node's (`prev`). */
-function inOrder(prev: Buffer | undefined, name: Buffer, i: number, what: string): void {
-  if (prev && Buffer.compare(prev, name) >= 0) throw new CorruptObjectError(what, `the name of node ${i} is a duplicate or out of order`);
-}
-
-function tooMany(count: number, what: string): void {
-  if (count > MAX_TREE_NODES) throw new CorruptObjectError(what, `${count} nodes are more than a tree may hold (${MAX_TREE_NODES})`);
-}
-
-// ---- binary (docs/format.md §6.5) ----
 
 const TREE_MAGIC = 'HFTR';
 const TREE_VERSION = 1;
@@ -236,7 +201,8 @@ function contentLength(content: readonly ContentEntry[]): number {
   return n;
 }
 
-function encodeBinary(sorted: TreeNode[]): Buffer {
+/** The bytes of nodes already sorted and checked (format §6.5). */
+function encodeSorted(sorted: TreeNode[]): Buffer {
   const users = sorted.map((n) => (n.user === undefined ? undefined : Buffer.from(n.user, 'utf8')));
   const groups = sorted.map((n) => (n.group === undefined ? undefined : Buffer.from(n.group, 'utf8')));
   let size = TREE_MAGIC.length + 1 + 4;
@@ -309,20 +275,27 @@ function encodeBinary(sorted: TreeNode[]): Buffer {
   return w.end();
 }
 
-function decodeBinary(bytes: Buffer, what: string): TreeNode[] {
+/**
+ * Decodes a tree blob; rejects anything malformed with `CorruptObjectError`,
+ * including more than MAX_TREE_NODES nodes and names not strictly increasing
+ * (a duplicate or out of order): the tree is refused once as damage, not
+ * each node on every path that reaches it.
+ */
+export function decodeTree(bytes: Buffer, what: string): TreeNode[] {
   // Annotated, so that r.fail (never returns) narrows.
   const r: ByteReader = new ByteReader(bytes, what);
   r.magic(TREE_MAGIC);
   const version = r.u8('version');
   if (version !== TREE_VERSION) throw new UnsupportedVersionError(what, version, TREE_VERSION);
   const count = r.u32('node count');
-  tooMany(count, what);
+  if (count > MAX_TREE_NODES) throw new CorruptObjectError(what, `${count} nodes are more than a tree may hold (${MAX_TREE_NODES})`);
   if (count * NODE_FIXED > r.remaining) r.fail(`${count} nodes cannot fit in ${r.remaining} bytes`);
   const nodes: TreeNode[] = [];
   for (let i = 0; i < count; i++) {
     const name = r.bytes(r.u16('name length'), 'name');
     if (name.length === 0) r.fail('node without a name');
-    inOrder(nodes[i - 1]?.name, name, i, what);
+    const prev = nodes[i - 1]?.name;
+    if (prev && Buffer.compare(prev, name) >= 0) r.fail(`the name of node ${i} is a duplicate or out of order`);
     const type = NODE_TYPES[r.u8('type')];
     if (type === undefined) r.fail('bad node type');
     const flags = r.u8('flags');
@@ -381,122 +354,4 @@ function decodeBinary(bytes: Buffer, what: string): TreeNode[] {
   }
   r.end();
   return nodes;
-}
-
-// ---- JSON (docs/format.md §6.1) ----
-
-function isContentEntry(c: unknown): c is ContentEntry {
-  if (typeof c === 'number') return Number.isSafeInteger(c) && c > 0;
-  if (typeof c === 'string') return isIdHex(c);
-  if (typeof c !== 'object' || c === null || Array.isArray(c)) return false;
-  const o = c as Record<string, unknown>;
-  return Object.keys(o).length === 3 && isIdHex(o['blob'])
-    && typeof o['offset'] === 'number' && Number.isSafeInteger(o['offset']) && o['offset'] >= 0
-    && typeof o['length'] === 'number' && Number.isSafeInteger(o['length']) && o['length'] > 0;
-}
-
-function nodeToJson(n: TreeNode): Record<string, unknown> {
-  const o: Record<string, unknown> = {};
-  if (isUtf8(n.name)) o['name'] = n.name.toString('utf8');
-  else o['nameB64'] = n.name.toString('base64');
-  o['type'] = n.type;
-  o['mode'] = n.mode;
-  o['uid'] = n.uid;
-  o['gid'] = n.gid;
-  if (n.user !== undefined) o['user'] = n.user;
-  if (n.group !== undefined) o['group'] = n.group;
-  o['mtime'] = n.mtime.toString();
-  o['ctime'] = n.ctime.toString();
-  o['inode'] = n.inode.toString();
-  o['device'] = n.device.toString();
-  o['links'] = n.links;
-  o['size'] = n.size;
-  if (n.content) o['content'] = n.content;
-  if (n.fingerprint !== undefined) o['fingerprint'] = n.fingerprint;
-  if (n.subtree) o['subtree'] = n.subtree;
-  if (n.target) {
-    if (isUtf8(n.target)) o['target'] = n.target.toString('utf8');
-    else o['targetB64'] = n.target.toString('base64');
-  }
-  if (n.rdev !== undefined) o['rdev'] = n.rdev.toString();
-  if (n.damaged) o['damaged'] = true;
-  return o;
-}
-
-
-function bytesField(o: Record<string, unknown>, f: string, what: string): Buffer | undefined {
-  const plain = o[f];
-  const b64 = o[`${f}B64`];
-  if (typeof plain === 'string') return Buffer.from(plain, 'utf8');
-  if (typeof b64 === 'string') return Buffer.from(b64, 'base64');
-  if (plain !== undefined || b64 !== undefined) throw new CorruptObjectError(what, `bad ${f}`);
-  return undefined;
-}
-
-function int(o: Record<string, unknown>, f: string, what: string): number {
-  const v = o[f];
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new CorruptObjectError(what, `bad ${f}`);
-  return v;
-}
-
-function big(o: Record<string, unknown>, f: string, what: string): bigint {
-  const v = o[f];
-  if (typeof v !== 'string' || !/^-?[0-9]{1,30}$/.test(v)) throw new CorruptObjectError(what, `bad ${f}`);
-  return BigInt(v);
-}
-
-function decodeJson(bytes: Buffer, what: string): TreeNode[] {
-  const root = asRecord(parseJson(bytes, what), what);
-  const list = root['nodes'];
-  if (!Array.isArray(list)) throw new CorruptObjectError(what, 'no node list');
-  tooMany(list.length, what);
-  let prev: Buffer | undefined;
-  return list.map((raw, i) => {
-    const o = asRecord(raw, what);
-    const name = bytesField(o, 'name', what);
-    if (!name || name.length === 0) throw new CorruptObjectError(what, 'node without a name');
-    inOrder(prev, name, i, what);
-    prev = name;
-    const type = o['type'];
-    if (typeof type !== 'string' || !(NODE_TYPES as readonly string[]).includes(type)) throw new CorruptObjectError(what, 'bad node type');
-    const node: {
-      -readonly [K in keyof TreeNode]: TreeNode[K];
-    } = {
-      name,
-      type: type as NodeType,
-      mode: int(o, 'mode', what) & 0o7777,
-      uid: int(o, 'uid', what),
-      gid: int(o, 'gid', what),
-      mtime: big(o, 'mtime', what),
-      ctime: big(o, 'ctime', what),
-      inode: big(o, 'inode', what),
-      device: big(o, 'device', what),
-      links: int(o, 'links', what),
-      size: int(o, 'size', what),
-    };
-    if (typeof o['user'] === 'string') node.user = o['user'];
-    if (typeof o['group'] === 'string') node.group = o['group'];
-    if (type === 'file') {
-      const content = o['content'];
-      if (!Array.isArray(content) || !content.every(isContentEntry)) throw new CorruptObjectError(what, 'bad file content list');
-      node.content = content;
-      const fp = o['fingerprint'];
-      if (fp !== undefined) {
-        if (typeof fp !== 'string' || !/^[0-9a-f]{32}$/.test(fp)) throw new CorruptObjectError(what, 'bad fingerprint');
-        node.fingerprint = fp;
-      }
-    }
-    if (type === 'dir') {
-      if (!isIdHex(o['subtree'])) throw new CorruptObjectError(what, 'directory without a subtree id');
-      node.subtree = o['subtree'];
-    }
-    if (type === 'symlink') {
-      const target = bytesField(o, 'target', what);
-      if (!target) throw new CorruptObjectError(what, 'symlink without a target');
-      node.target = target;
-    }
-    if (type === 'chardev' || type === 'blockdev') node.rdev = big(o, 'rdev', what);
-    if (o['damaged'] === true) node.damaged = true;
-    return node;
-  });
 }

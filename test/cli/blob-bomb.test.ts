@@ -49,7 +49,7 @@ describe('decompression bombs', () => {
     const meta = { mode: 0o644, uid: process.getuid!(), gid: process.getgid!(), mtime: 1_700_000_000_000_000_000n, ctime: 1_700_000_000_000_000_000n, device: 1n, links: 1 };
     const okFile: TreeNode = { ...meta, name: Buffer.from('ok.txt'), type: 'file', inode: 3n, size: good.length, content: [goodId] };
     const snapshotOf = async (nodes: TreeNode[]): Promise<string> => {
-      const root = (await repo.saveBlob(BlobType.Tree, encodeTree(nodes, 'binary'))).id;
+      const root = (await repo.saveBlob(BlobType.Tree, encodeTree(nodes))).id;
       await repo.flush();
       const now = new Date().toISOString();
       return repo.saveSnapshot({

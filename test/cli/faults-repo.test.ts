@@ -19,6 +19,7 @@ import { Store } from '../../src/repo/store.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { encodeTree, type TreeNode } from '../../src/repo/tree.js';
+import { FORMAT_VERSION } from '../../src/repo/config.js';
 
 /** A repository holding one snapshot of a small folder; returns the snapshot id. */
 async function withBaseline(s: Sandbox): Promise<{ snap: string; src: string }> {
@@ -123,18 +124,18 @@ describe('not a repository, or a newer one', () => {
     assert.equal(existsSync(s.path('missing')), false);
   });
 
-  it('a config with format version 3 asks for an upgrade (exit 1) and is left untouched', async () => {
+  it('a config of a newer format version asks for an upgrade (exit 1) and is left untouched', async () => {
     const base = await withBaseline(s);
     const configPath = join(s.repo, 'config');
     const original = await fs.readFile(configPath);
     assert.equal(original.subarray(0, 4).toString('latin1'), 'HFCF');
     const json = JSON.parse(original.subarray(4, original.length - 32).toString('utf8')) as Record<string, unknown>;
-    json['version'] = 3;
+    json['version'] = FORMAT_VERSION + 1;
     const body = Buffer.concat([Buffer.from('HFCF', 'latin1'), Buffer.from(JSON.stringify(json), 'utf8')]);
     const newer = Buffer.concat([body, createHash('sha256').update(body).digest()]);
     await fs.writeFile(configPath, newer);
 
-    failsWith(await s.run(['snapshots']), 1, /version 3.*upgrade/i);
+    failsWith(await s.run(['snapshots']), 1, new RegExp(`version ${FORMAT_VERSION + 1}.*upgrade`, 'i'));
     failsWith(await s.run(['backup', base.src]), 1, /upgrade/i);
     failsWith(await s.run(['restore', 'latest', '--target', s.path('t')]), 1, /upgrade/i);
     assert.deepEqual(await fs.readFile(configPath), newer, 'an older holdfast rewrote a newer config');
@@ -343,13 +344,13 @@ describe('a snapshot crafted to escape the restore target', () => {
     const file = (name: string, data: Buffer, id: string): TreeNode =>
       ({ ...meta, name: Buffer.from(name), type: 'file', inode: inode++, size: data.length, content: [id] });
     const dir = (name: string, subtree: string): TreeNode => ({ ...meta, name: Buffer.from(name), type: 'dir', mode: 0o755, inode: inode++, size: 0, subtree });
-    const tree = (nodes: TreeNode[]): Promise<string> => save(BlobType.Tree, encodeTree(nodes, 'binary'));
+    const tree = (nodes: TreeNode[]): Promise<string> => save(BlobType.Tree, encodeTree(nodes));
 
     const payload = await tree([file(marker, evil, evilId)]);
     // A symlink x, then a directory x that would be written through it: the
     // encoder refuses two nodes of one name, so the listing is put together by hand.
-    const link = encodeTree([{ ...meta, name: Buffer.from('x'), type: 'symlink', inode: inode++, size: 0, target: Buffer.from('/tmp') }], 'binary');
-    const shadow = Buffer.concat([link, encodeTree([dir('x', payload)], 'binary').subarray(9)]);
+    const link = encodeTree([{ ...meta, name: Buffer.from('x'), type: 'symlink', inode: inode++, size: 0, target: Buffer.from('/tmp') }]);
+    const shadow = Buffer.concat([link, encodeTree([dir('x', payload)]).subarray(9)]);
     shadow.writeUInt32LE(2, 5);
     const deep = await tree([dir('..', await tree([dir('..', payload)]))]);
     const root = await tree([

@@ -16,6 +16,10 @@ import { Sandbox, snapshotsOf, type RunResult } from '../helpers/cli.js';
 import { failsWith } from '../helpers/cli-errors.js';
 import { assertRestores } from '../helpers/restore-check.js';
 import { bytes } from '../jobs/gc-fixture.js';
+import { masterKeyOf } from '../helpers/master-key.js';
+import { macKey } from '../../src/core/crypto.js';
+import { decodeConfig, encodeConfig, type RepoConfig } from '../../src/repo/config.js';
+import { LocalBackend } from '../../src/storage/local-backend.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const KEYLESS = { HOLDFAST_PASSWORD: undefined };
@@ -213,16 +217,32 @@ describe('forged plain metadata', () => {
     await s.ok(['check', '--read-data']);
   });
 
-  it('init writes format version 2, and a version 1 repository is refused clearly', async () => {
+  it('init writes format version 3; a repository of version 2 (as the previous holdfast wrote it) or 1 is refused with what to do, and left as it was', async () => {
     const configPath = join(s.repo, 'config');
     const original = await fs.readFile(configPath);
-    assert.equal((JSON.parse(original.subarray(4, original.length - 32).toString('utf8')) as { version: number }).version, 2);
-    await editConfig(s.repo, (c) => {
-      c['version'] = 1;
-      delete c['mac'];
-    });
-    for (const args of [['snapshots'], ['backup', src], ['check']]) {
-      failsWith(await s.run(args), 1, /^holdfast: repository format version 1 is not supported by this holdfast; /);
+    const current = decodeConfig(original);
+    assert.equal(current.version, 3);
+    assert.deepEqual(Object.keys(JSON.parse(original.subarray(4, original.length - 32).toString('utf8')) as object), ['version', 'id', 'created', 'chunker', 'packSize', 'compression', 'masterKey', 'mac']);
+    // Version 2 named its encodings, which were then one choice in two; its MAC was made with the key, as here.
+    const key = macKey(await masterKeyOf(new LocalBackend(s.repo), 'correct horse'), 'config');
+    const { masterKey, ...named } = current;
+    const version2 = encodeConfig({ ...named, version: 2, blobIds: 'blake3', trees: 'binary', masterKey } as RepoConfig, key);
+    const listing = async (): Promise<string[]> => (await fs.readdir(s.repo, { recursive: true })).sort();
+    for (const [version, bytes, why] of [[2, version2, 'its blob ids may be HMAC-SHA256 and its trees JSON'], [1, null, 'its config and snapshots carry no MAC']] as const) {
+      if (bytes) await fs.writeFile(configPath, bytes);
+      else {
+        await editConfig(s.repo, (c) => {
+          c['version'] = 1;
+          delete c['mac'];
+        });
+      }
+      const before = await listing();
+      for (const [args, env] of [[['snapshots'], {}], [['backup', src], {}], [['restore', 'latest', '--target', s.path(`t-v${version}`)], {}], [['check'], KEYLESS]] as const) {
+        const r = await s.run([...args], { env });
+        failsWith(r, 1, new RegExp(`^holdfast: repository format version ${version} is not supported by this holdfast, which reads version 3: ${why}`));
+        assert.match(r.stderr, /Restore what you need with the holdfast that wrote it, then back up again into a new repository made with this one \("holdfast init"\)/);
+      }
+      assert.deepEqual(await listing(), before, `version ${version}: nothing was written`);
     }
     await fs.writeFile(configPath, original);
   });

@@ -165,7 +165,7 @@ describe('ls of a snapshot with one damaged listing (a node whose size is over 2
     s = await Sandbox.create('holdfast-ls-damaged-');
     await s.ok(['init']);
     const f = await Forge.open(s);
-    const bad = encodeTree([f.file('big', 1, [])], 'binary');
+    const bad = encodeTree([f.file('big', 1, [])]);
     // The high half of the size (header 9 bytes, then 2 + 3 + 1 + 1 + 2 + 4 + 4 + 5 × 8 before the size): 2^62.
     bad.writeUInt32LE(0x4000_0000, 9 + 57 + 4);
     const ok = Buffer.from('ok\n');

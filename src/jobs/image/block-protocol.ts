@@ -12,20 +12,18 @@
  *         by the threads of a process), or handed back (fd < 0: a stream)
  */
 import type { CompressionMode } from '../../core/compress.js';
-import type { BlobIdHash } from '../../core/crypto.js';
 import type { Repository } from '../../repo/repository.js';
 
 export interface BlockInit {
   readonly encryption: Uint8Array;
   readonly id: Uint8Array;
-  readonly idHash: BlobIdHash;
   readonly compression: CompressionMode;
 }
 
 /** What a block worker needs from a repository: its blob keys and the session's compression. */
 export function blockInit(repo: Repository): BlockInit {
   const s = repo.workerSecrets();
-  return { encryption: s.encryption, id: s.id, idHash: s.idHash, compression: repo.compression };
+  return { encryption: s.encryption, id: s.id, compression: repo.compression };
 }
 
 /** What became of each block of a scan. */

@@ -109,7 +109,7 @@ function unpack(t: UnpackTask, transfer: ArrayBuffer[]): UnpackResult {
 
 parentPort!.on('message', (msg: { init?: BlockInit; id?: number; task?: BlockTask }) => {
   if (msg.init) {
-    keys = { encryption: buf(msg.init.encryption), id: buf(msg.init.id), idHash: msg.init.idHash };
+    keys = { encryption: buf(msg.init.encryption), id: buf(msg.init.id) };
     fpKey = fingerprintKey(keys.id, 'image-fingerprint');
     compressor = new BlobCompressor(msg.init.compression);
     return;

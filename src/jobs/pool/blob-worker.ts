@@ -352,7 +352,7 @@ function contentMatches(fd: number, f: VerifyJob): boolean {
 parentPort!.on('message', (msg: { init?: InitMessage; id?: number; task?: Task }) => {
   if (msg.init) {
     const i = msg.init;
-    keys = { encryption: buf(i.encryption), id: buf(i.id), idHash: i.idHash };
+    keys = { encryption: buf(i.encryption), id: buf(i.id) };
     fpKey = fingerprintKey(keys.id, 'file-fingerprint');
     cdc = new FastCDC(i.chunker, gearTable(i.chunkerSeed));
     compressor = new BlobCompressor(i.compression);

@@ -16,7 +16,6 @@
  */
 import type { ChunkerParams } from '../../core/chunker.js';
 import type { CompressionMode } from '../../core/compress.js';
-import type { BlobIdHash } from '../../core/crypto.js';
 import type { BlobType } from '../../repo/pack.js';
 import type { ContentEntry } from '../../repo/tree.js';
 import type { ReadError } from '../../sources/file-tree.js';
@@ -24,7 +23,6 @@ import type { ReadError } from '../../sources/file-tree.js';
 export interface InitMessage {
   readonly encryption: Uint8Array;
   readonly id: Uint8Array;
-  readonly idHash: BlobIdHash;
   readonly chunkerSeed: Uint8Array;
   readonly chunker: ChunkerParams;
   readonly compression: CompressionMode;

@@ -69,7 +69,6 @@ export class WorkerPool<TTask = Task> {
     const init: InitMessage = {
       encryption: s.encryption,
       id: s.id,
-      idHash: s.idHash,
       chunkerSeed: s.chunker,
       chunker: repo.config.chunker,
       compression: repo.compression,
