@@ -54,14 +54,9 @@ export class NotARepositoryError extends Error {
 export class UnsupportedVersionError extends Error {
   /** Stable code for callers (src/core/errors.ts). */
   readonly code: ErrorCode = 'UNSUPPORTED_VERSION';
-  constructor(object: string, version: unknown, supported: number);
-  /** A feature of the format this build does not know (`what` names it). */
-  constructor(what: string);
-  constructor(object: string, version?: unknown, supported?: number) {
+  constructor(object: string, version: unknown, supported: number) {
     // A parsed JSON object may have no usable toString: anything but a number is shown as JSON.
-    super(supported === undefined
-      ? `${object}, which this holdfast does not know; upgrade holdfast to read it`
-      : `${object} has format version ${typeof version === 'number' ? version : JSON.stringify(version)}, this holdfast reads version ${supported}; upgrade holdfast to read it`);
+    super(`${object} has format version ${typeof version === 'number' ? version : JSON.stringify(version)}, this holdfast reads version ${supported}; upgrade holdfast to read it`);
     this.name = 'UnsupportedVersionError';
   }
 }

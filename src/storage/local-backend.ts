@@ -5,7 +5,7 @@
  *
  *   config                                  the single config object
  *   keys/<name>  index/<name>  snapshots/<name>  locks/<name>
- *   deletions/<name>                        prune's pending-deletion markers (absent in older repositories)
+ *   deletions/<name>                        prune's pending-deletion markers
  *   data/<first two chars of name>/<name>   256 subfolders, 00 .. ff
  *
  * save, crash-safe and never overwriting:
