@@ -22,9 +22,9 @@ export async function loadChecked(backend: Backend, h: Handle, what: string): Pr
 /**
  * Saves `bytes` under the SHA-256 of its bytes and returns the name. A name
  * that exists already holds the same bytes, so that counts as success.
+ * `name`: that SHA-256 in hex, when the caller has computed it already.
  */
-export async function saveAddressed(backend: Backend, type: ObjectType, bytes: Buffer): Promise<string> {
-  const name = sha256(bytes).toString('hex');
+export async function saveAddressed(backend: Backend, type: ObjectType, bytes: Buffer, name = sha256(bytes).toString('hex')): Promise<string> {
   try {
     await backend.save(handleOf(type, name), bytes);
   } catch (e) {

@@ -20,35 +20,59 @@ import { PACK_TRAILER_BYTES, PackWriter, type PackedBlob } from './pack.js';
 
 /** Offset of the first entry's reserved field within the header: version (1) + count (4) + type (1) + flags (1). */
 const FIRST_RESERVED = 7;
+/** Packs being stored at once: the next one fills while the last ones are written (and fsynced, or uploaded). */
+const MAX_IN_FLIGHT = 2;
 
 /** Packs of copied blobs; see the module comment. */
 export class PackCopier {
-  private writer = new PackWriter();
+  private writer: PackWriter;
   private readonly written: IndexedPack[] = [];
   /** How many of `written` `takeStored` has handed out. */
   private taken = 0;
+  private readonly inFlight = new Set<Promise<void>>();
+  /** The first save that failed: every later call throws it. */
+  private failure: { error: unknown } | undefined;
 
   /** `avoid(name)` is true for names a copy must not get: every pack that exists. */
-  constructor(private readonly backend: Backend, private readonly packSize: number, private readonly avoid: (name: string) => boolean) {}
+  constructor(private readonly backend: Backend, private readonly packSize: number, private readonly avoid: (name: string) => boolean) {
+    this.writer = this.newWriter();
+  }
 
-  /** Adds one sealed blob; stores a pack when it is full. */
+  /** A writer with room for a full pack, so that it never grows by copying. */
+  private newWriter(): PackWriter {
+    return new PackWriter(this.packSize + (this.packSize >> 2));
+  }
+
+  /** Adds one sealed blob (its bytes are copied in); stores a pack when it is full. */
   async add(b: PackedBlob, sealed: Buffer): Promise<void> {
-    this.writer.add(b.type, b.id, b.flags, b.rawLength, Buffer.from(sealed));
+    this.writer.add(b.type, b.id, b.flags, b.rawLength, sealed);
     if (this.writer.length >= this.packSize) await this.flushPack();
   }
 
   private async flushPack(): Promise<void> {
+    this.rethrow();
     if (this.writer.count === 0) return;
     const { bytes, blobs } = this.writer.finish();
-    this.writer = new PackWriter();
+    this.writer = this.newWriter();
     const headerLength = bytes.readUInt32LE(bytes.length - PACK_TRAILER_BYTES);
     const at = bytes.length - PACK_TRAILER_BYTES - headerLength + FIRST_RESERVED;
+    let name: string;
     for (let salt = 1; ; salt++) {
       if (salt > 0xffff) throw new Error('cannot give a copied pack a new name');
       bytes.writeUInt16LE(salt, at);
-      if (!this.avoid(sha256(bytes).toString('hex'))) break;
+      name = sha256(bytes).toString('hex');
+      if (!this.avoid(name)) break;
     }
-    this.written.push({ pack: await saveAddressed(this.backend, 'data', bytes), blobs });
+    const saving: Promise<void> = saveAddressed(this.backend, 'data', bytes, name)
+      .then((pack) => void this.written.push({ pack, blobs }), (error: unknown) => void (this.failure ??= { error }))
+      .finally(() => this.inFlight.delete(saving));
+    this.inFlight.add(saving);
+    while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
+    this.rethrow();
+  }
+
+  private rethrow(): void {
+    if (this.failure) throw this.failure.error;
   }
 
   /** Packs stored since the last call (for a caller that indexes as it goes). */
@@ -58,9 +82,11 @@ export class PackCopier {
     return out;
   }
 
-  /** Stores the last pack; returns every pack written. */
+  /** Stores the last pack and waits for every save; returns every pack written. */
   async finish(): Promise<IndexedPack[]> {
     await this.flushPack();
+    await Promise.all(this.inFlight);
+    this.rethrow();
     return this.written;
   }
 }
