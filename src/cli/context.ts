@@ -16,7 +16,7 @@ import { acquireLock, processIdentity, LockedError, type ProcessIdentity, type R
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword, withPassword } from './password.js';
 import { readKeyHint, saveKeyHint } from './key-hint.js';
-import { minGraceMs } from './environment.js';
+import { minGraceMs, s3Settings } from './environment.js';
 
 export interface GlobalOptions {
   repo?: string;
@@ -30,6 +30,8 @@ export interface GlobalOptions {
   limitUpload?: number;
   /** --limit-download, in KiB/s. */
   limitDownload?: number;
+  /** --cacert: a PEM file of a CA to trust for S3 endpoints. */
+  cacert?: string;
 }
 
 /** The global options of the command being run. */
@@ -90,7 +92,7 @@ export async function backendFor(g: GlobalOptions, creating = false, signal?: Ab
 
 /** Like `backendFor`, for a repository at `location` (the other repository of `copy` and `init --copy-from`). */
 export async function backendAt(location: string, g: GlobalOptions, creating = false, signal?: AbortSignal): Promise<Backend> {
-  const backend = openBackend(location);
+  const backend = openBackend(location, { s3: await s3Settings(g.cacert) });
   await refuseFileLocation(backend, creating);
   const up = g.limitUpload ?? 0;
   const down = g.limitDownload ?? 0;

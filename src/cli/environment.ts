@@ -3,11 +3,13 @@
  * below src/cli: the engine takes each as an option, so that a long-running
  * process (agent, server) chooses them per job and tests need no globals.
  */
+import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { describeScrypt, validScryptParams, DEFAULT_SCRYPT_PARAMS, type ScryptParams } from '../core/crypto.js';
 import { DEFAULT_MIN_GRACE_MS, parseDuration } from '../repo/deletion-marker.js';
+import type { S3Settings } from '../storage/s3-backend-config.js';
 import { ExitError, EXIT } from './exit-codes.js';
 
 type Env = NodeJS.ProcessEnv;
@@ -43,4 +45,37 @@ export function cacheRoot(env: Env = process.env): string {
   if (env['HOLDFAST_CACHE_DIR']) return env['HOLDFAST_CACHE_DIR'];
   const xdg = env['XDG_CACHE_HOME'];
   return join(xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.cache'), 'holdfast');
+}
+
+/**
+ * How to reach an S3 repository (src/storage/s3-backend-config.ts): the
+ * access key from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and
+ * AWS_SESSION_TOKEN), else none, and the AWS SDK's own chain looks (profile
+ * files with AWS_PROFILE, SSO, instance roles); the region from
+ * AWS_DEFAULT_REGION or AWS_REGION; a CA certificate to trust besides the
+ * system's from --cacert or HOLDFAST_CACERT (a PEM file).
+ */
+export async function s3Settings(cacert: string | undefined, env: Env = process.env): Promise<S3Settings> {
+  const id = env['AWS_ACCESS_KEY_ID'];
+  const secret = env['AWS_SECRET_ACCESS_KEY'];
+  if (!id !== !secret) {
+    throw new ExitError(`${id ? 'AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not' : 'AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not'}: set both, or neither to use a profile`, EXIT.usage);
+  }
+  const token = env['AWS_SESSION_TOKEN'];
+  const region = env['AWS_DEFAULT_REGION'] || env['AWS_REGION'];
+  const caFile = cacert ?? (env['HOLDFAST_CACERT'] || undefined);
+  let ca: string | undefined;
+  if (caFile !== undefined) {
+    try {
+      ca = await readFile(caFile, 'utf8');
+    } catch (e) {
+      throw new ExitError(`cannot read the CA certificate ${caFile}: ${(e as Error).message}`, EXIT.usage);
+    }
+    if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw new ExitError(`${caFile} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`, EXIT.usage);
+  }
+  return {
+    ...(id && secret ? { credentials: { accessKeyId: id, secretAccessKey: secret, ...(token ? { sessionToken: token } : {}) } } : {}),
+    ...(region ? { region } : {}),
+    ...(ca === undefined ? {} : { ca }),
+  };
 }

@@ -45,7 +45,7 @@ const COMMANDS: readonly (readonly [string, () => Promise<CommandModule>])[] = [
 ];
 
 /** Global options that take a value: the word after one is not the command. */
-const GLOBAL_VALUE_OPTIONS = new Set(['-r', '--repo', '--password-file', '--password-command', '--limit-upload', '--limit-download']);
+const GLOBAL_VALUE_OPTIONS = new Set(['-r', '--repo', '--password-file', '--password-command', '--limit-upload', '--limit-download', '--cacert']);
 
 /**
  * The command modules `argv` needs: the one it names; all of them when it
@@ -67,6 +67,11 @@ async function commandsFor(argv: readonly string[]): Promise<CommandModule[]> {
   return Promise.all((named ? [named] : COMMANDS).map(([, load]) => load()));
 }
 
+// The AWS SDK (the S3 backend) warns on stderr, once per process, that its
+// releases from 2027 will need Node 22; that is for whoever upgrades the SDK,
+// not for the user of a backup, and it is the SDK's one warning this turns off.
+process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
+
 async function main(argv: string[]): Promise<number> {
   const program = new Command('holdfast')
     .version(VERSION)
@@ -79,6 +84,7 @@ async function main(argv: string[]): Promise<number> {
     .option('-v, --verbose', 'list each file a backup stores or a restore writes (-v -v: unchanged files too)', (_: string, n: number) => n + 1, 0)
     .option('--limit-upload <KiB/s>', 'limit uploads to the repository to this many KiB a second (default 0: unlimited)', kibPerSecond('--limit-upload'))
     .option('--limit-download <KiB/s>', 'limit downloads from the repository to this many KiB a second (default 0: unlimited)', kibPerSecond('--limit-download'))
+    .option('--cacert <file>', 'trust the CA certificate in this PEM file for an S3 endpoint, besides the system\'s (or HOLDFAST_CACERT)')
     .exitOverride()
     .showSuggestionAfterError();
   try {

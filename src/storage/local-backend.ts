@@ -43,16 +43,7 @@ import {
   type ObjectType,
   type OperationOptions,
 } from './backend.js';
-import { byteRange, checkHandle, checkPrefix, checkRangeArgs, checkType, nameProblem } from './object-names.js';
-
-const FOLDERS: Readonly<Record<Exclude<ObjectType, 'config'>, string>> = {
-  key: 'keys',
-  data: 'data',
-  index: 'index',
-  snapshot: 'snapshots',
-  lock: 'locks',
-  deletion: 'deletions',
-};
+import { byteRange, checkHandle, checkPrefix, checkRangeArgs, checkType, nameProblem, OBJECT_FOLDERS as FOLDERS } from './object-names.js';
 
 const DATA_PREFIXES: readonly string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 

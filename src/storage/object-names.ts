@@ -10,6 +10,20 @@
  */
 import { OBJECT_TYPES, ShortReadError, type Handle, type ObjectType } from './backend.js';
 
+/**
+ * The folder (local) or key prefix (object storage) each type but `config`
+ * lives under, below the repository's root; `data` has one more level, the
+ * first two characters of the name (docs/format.md §2).
+ */
+export const OBJECT_FOLDERS: Readonly<Record<Exclude<ObjectType, 'config'>, string>> = {
+  key: 'keys',
+  data: 'data',
+  index: 'index',
+  snapshot: 'snapshots',
+  lock: 'locks',
+  deletion: 'deletions',
+};
+
 /** What every object name must match: lowercase letters, digits, `.`, `_` and `-`, not starting with `.`, `_` or `-`. */
 export const NAME_RE = /^[0-9a-z][0-9a-z._-]*$/;
 

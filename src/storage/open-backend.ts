@@ -6,15 +6,19 @@
  *                      `MemoryRegistry` (refused without one)
  *   local:/abs/path    a local folder (relative paths are resolved)
  *   /abs/path, ./rel   the same as local:
+ *   s3:https://host:port/bucket/prefix, s3:s3.amazonaws.com/bucket/prefix, …
+ *                      an S3 bucket (s3-backend-config.ts has the forms)
  *
- * Anything else that looks like `scheme:` (s3:, sftp://, ...) is refused with
- * an "unsupported repository location" error rather than taken for a path.
+ * Anything else that looks like `scheme:` (sftp://, ...) is refused with an
+ * "unsupported repository location" error rather than taken for a path.
  */
 import path from 'node:path';
 
 import type { Backend } from './backend.js';
 import { LocalBackend } from './local-backend.js';
 import { MemoryBackend } from './memory-backend.js';
+import { S3Backend } from './s3-backend.js';
+import { parseS3Location, type S3Settings } from './s3-backend-config.js';
 
 /**
  * Named in-memory repositories (`memory:NAME`), owned by whoever keeps them
@@ -35,9 +39,12 @@ export class MemoryRegistry {
   }
 }
 
+/** What a location alone does not say. */
 export interface OpenBackendOptions {
   /** Where `memory:NAME` locations live; without it they are refused. */
   readonly memory?: MemoryRegistry;
+  /** For `s3:` locations: credentials, region, a CA to trust (the CLI reads them from the environment and --cacert). */
+  readonly s3?: S3Settings;
 }
 
 /** Opens the backend for `location`; see the module comment for the forms accepted. */
@@ -57,9 +64,11 @@ export function openBackend(location: string, opts: OpenBackendOptions = {}): Ba
       if (!opts.memory) throw new Error(`unsupported repository location "${location}": a named in-memory repository lives only inside a process that keeps a registry of them`);
       return opts.memory.get(rest);
     }
+    case 's3':
+      return new S3Backend(parseS3Location(rest), opts.s3);
     default:
       throw new Error(
-        `unsupported repository location "${location}": unknown scheme "${scheme}:" (use local:/path or a plain path)`,
+        `unsupported repository location "${location}": unknown scheme "${scheme}:" (use local:/path, a plain path or s3:https://host/bucket)`,
       );
   }
 }

@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { MemoryBackend } from '../../src/storage/memory-backend.js';
 import { MemoryRegistry, openBackend } from '../../src/storage/open-backend.js';
+import { S3Backend } from '../../src/storage/s3-backend.js';
 import { bytes, handleOf } from './conformance.js';
 
 /** Asserts that opening `location` throws an "unsupported repository location" error naming it. */
@@ -120,17 +121,35 @@ describe('openBackend', () => {
     });
   });
 
-  describe('refused locations', () => {
-    it('refuses s3:', () => {
-      assertRefused('s3:bucket/prefix', /unknown scheme "s3:"/);
+  describe('s3:', () => {
+    it('opens an S3 backend for each of restic\'s forms', async () => {
+      for (const [location, canonical] of [
+        ['s3:https://127.0.0.1:9000/bucket/some/prefix', 's3:https://127.0.0.1:9000/bucket/some/prefix'],
+        ['s3:http://localhost:9000/bucket/', 's3:http://localhost:9000/bucket'],
+        ['s3:minio.example:9000/bucket/p', 's3:https://minio.example:9000/bucket/p'],
+        ['s3:s3.amazonaws.com/bucket/p', 's3:https://s3.amazonaws.com/bucket/p'],
+        ['S3:s3.eu-west-1.amazonaws.com/bucket', 's3:https://s3.eu-west-1.amazonaws.com/bucket'],
+      ]) {
+        const b = openBackend(location!);
+        assert.ok(b instanceof S3Backend, `${location}`);
+        assert.equal(b.location, canonical);
+        assert.equal(b.capabilities.removeMissingIsError, false);
+        await b.close();
+      }
     });
 
+    it('refuses an S3 location without a bucket, naming the form', () => {
+      assert.throws(() => openBackend('s3:bucket'), (e: Error) => e.message === 'bad S3 location "s3:bucket": it names no bucket (the form is s3:https://host[:port]/bucket[/prefix])');
+    });
+  });
+
+  describe('refused locations', () => {
     it('refuses an unknown scheme with //', () => {
       assertRefused('foo://host/path', /unknown scheme "foo:"/);
     });
 
     it('names the scheme in lower case and says what is accepted', () => {
-      assertRefused('SFTP://host/path', /unknown scheme "sftp:".*local:\/path.*plain path/);
+      assertRefused('SFTP://host/path', /unknown scheme "sftp:".*local:\/path.*plain path.*s3:https:\/\/host\/bucket/);
     });
 
     it('refuses an empty location', () => {

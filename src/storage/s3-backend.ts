@@ -1,0 +1,543 @@
+/**
+ * A repository in an S3 bucket (AWS, or any S3-compatible endpoint), through
+ * the AWS SDK. The AWS SDK's types stay in this file: callers see `Backend`,
+ * `S3Location` and `S3Settings` only.
+ *
+ * Layout: the local folder layout (docs/format.md §2.2) under the location's
+ * prefix, with `/` between the parts: `prefix/config`, `prefix/keys/<name>`,
+ * `prefix/data/<name[0..2]>/<name>`, …
+ *
+ *   save    in-process: one save of a name at a time (a second waits, then finds it)
+ *           HEAD → exists: AlreadyExistsError
+ *           size ≤ multipartThreshold: PUT, If-None-Match: *
+ *           larger: CreateMultipartUpload, parts of partSize (4 at once),
+ *                   CompleteMultipartUpload with If-None-Match: *; any failure
+ *                   aborts the upload, which never shows as an object
+ *           412 Precondition Failed → AlreadyExistsError
+ *   load    GET, with a Range for a part; the Content-Range the endpoint answers
+ *           is checked against what was asked (ShortReadError past the end)
+ *   list    ListObjectsV2 a page at a time, as the caller iterates
+ *   remove  DELETE, which succeeds on a missing key too (removeMissingIsError: false)
+ *
+ * Endpoints that ignore If-None-Match (s3rver, older gateways) still refuse
+ * a name they already hold, by the HEAD; two processes racing to write one
+ * name on such an endpoint may both succeed, which a content-addressed name
+ * makes harmless (docs/format.md §2.3 says why, and what protects the config
+ * and locks).
+ *
+ * Errors: a missing object is `NotFoundError`; a dropped connection, a
+ * timeout, 500, 502, 503, 504, 429 and SlowDown are `TransientError` (the SDK
+ * itself does not retry: `RetryingBackend` does, so that there is one retry
+ * policy); an untrusted certificate or refused credentials are plain errors
+ * with a message that says what to do.
+ */
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { rootCertificates } from 'node:tls';
+
+import type * as S3Module from '@aws-sdk/client-s3';
+
+import {
+  AlreadyExistsError,
+  NotFoundError,
+  ShortReadError,
+  TransientError,
+  type Backend,
+  type BackendCapabilities,
+  type Handle,
+  type ListOptions,
+  type LoadOptions,
+  type ObjectInfo,
+  type ObjectType,
+  type OperationOptions,
+} from './backend.js';
+import { byteRange, checkHandle, checkPrefix, checkRangeArgs, checkType, nameProblem, OBJECT_FOLDERS } from './object-names.js';
+import {
+  DEFAULT_MULTIPART_THRESHOLD,
+  DEFAULT_PART_SIZE,
+  DEFAULT_S3_CONNECTIONS,
+  formatS3Location,
+  type S3Location,
+  type S3Settings,
+} from './s3-backend-config.js';
+
+/** Parts of one multipart upload sent at once. */
+const PART_CONCURRENCY = 4;
+const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/** The SDK's module, loaded on first use, and the client made with it. */
+interface Sdk {
+  readonly S3: typeof S3Module;
+  readonly client: S3Module.S3Client;
+}
+
+/** The subset of an SDK error this file reads. */
+interface SdkError {
+  readonly name?: string;
+  readonly code?: string;
+  readonly message?: string;
+  readonly $metadata?: { readonly httpStatusCode?: number };
+}
+
+/** The subset of a response body this file uses (a Node stream with the SDK's helpers). */
+interface Body {
+  transformToByteArray(): Promise<Uint8Array>;
+  destroy?(): void;
+}
+
+const TRANSIENT_STATUS = new Set([429, 500, 502, 503, 504]);
+const TRANSIENT_NAMES = new Set([
+  'SlowDown', 'InternalError', 'ServiceUnavailable', 'RequestTimeout', 'Throttling', 'ThrottlingException',
+  'RequestThrottled', 'TimeoutError', 'ConditionalRequestConflict',
+]);
+const NETWORK_CODES = new Set([
+  'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH',
+  'ENETDOWN', 'EHOSTDOWN', 'ERR_STREAM_PREMATURE_CLOSE',
+]);
+const CERT_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_UNTRUSTED', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+const AUTH_NAMES = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'ExpiredToken', 'InvalidToken']);
+
+/** An S3 implementation of `Backend`; see the module comment. */
+export class S3Backend implements Backend {
+  /** `s3:https://host:port/bucket/prefix`. */
+  readonly location: string;
+  /** `connections` from the settings; S3's DELETE cannot tell a missing key. */
+  readonly capabilities: BackendCapabilities;
+  private readonly config: S3Module.S3ClientConfig;
+  private loaded: Promise<Sdk> | undefined;
+  private readonly bucket: string;
+  /** The key prefix with its trailing slash, or '' for the bucket's root. */
+  private readonly base: string;
+  private readonly multipartThreshold: number;
+  private readonly partSize: number;
+  private readonly pageSize: number;
+  /** Cleared when the endpoint refuses If-None-Match as not implemented; the HEAD before each PUT remains. */
+  private conditional = true;
+  /** The saves in flight in this process, by key: a second save of a key waits for the first. */
+  private readonly saving = new Map<string, Promise<void>>();
+  private readonly region: string;
+  private closed = false;
+
+  constructor(private readonly loc: S3Location, settings: S3Settings = {}) {
+    this.location = formatS3Location(loc);
+    this.bucket = loc.bucket;
+    this.base = loc.prefix === '' ? '' : `${loc.prefix}/`;
+    this.multipartThreshold = positive(settings.multipartThreshold ?? DEFAULT_MULTIPART_THRESHOLD, 'multipartThreshold');
+    this.partSize = positive(settings.partSize ?? DEFAULT_PART_SIZE, 'partSize');
+    this.pageSize = Math.min(1000, positive(settings.listPageSize ?? 1000, 'listPageSize'));
+    const connections = positive(settings.connections ?? DEFAULT_S3_CONNECTIONS, 'connections');
+    this.capabilities = { connections, appendOnly: false, removeMissingIsError: false };
+    this.region = settings.region ?? loc.region ?? 'us-east-1';
+    const agentOptions = { keepAlive: true, maxSockets: connections };
+    this.config = {
+      region: this.region,
+      ...(loc.endpoint === undefined ? {} : { endpoint: loc.endpoint }),
+      forcePathStyle: loc.pathStyle,
+      ...(settings.credentials ? { credentials: { ...settings.credentials } } : {}),
+      // One retry policy, RetryingBackend's, rather than the SDK's under it.
+      maxAttempts: 1,
+      // Checksums only where S3 requires them: S3-compatible endpoints differ on
+      // the newer ones, and every object is checked against its own hash or MAC.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: {
+        httpAgent: new HttpAgent(agentOptions),
+        // `ca` replaces the roots Node trusts, so they are given again beside the extra one.
+        httpsAgent: new HttpsAgent({ ...agentOptions, ...(settings.ca ? { ca: [...rootCertificates, settings.ca] } : {}) }),
+        connectionTimeout: CONNECT_TIMEOUT_MS,
+        socketTimeout: positive(settings.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, 'idleTimeoutMs'),
+        // The SDK's handler warns on the console when requests queue for a socket;
+        // queueing is expected here (callers may ask for more than `connections`).
+        logger: SILENT,
+      },
+    };
+  }
+
+  /**
+   * The SDK and the client, made on first use: loading the SDK costs about
+   * half a second of CPU, which only commands on an S3 location pay.
+   */
+  private sdk(): Promise<Sdk> {
+    this.loaded ??= import('@aws-sdk/client-s3').then((S3) => ({ S3, client: new S3.S3Client(this.config) }));
+    return this.loaded;
+  }
+
+  /** See `Backend.create`: makes the bucket when it does not exist (as restic's init does). */
+  async create({ signal }: OperationOptions = {}): Promise<void> {
+    signal?.throwIfAborted();
+    const { S3, client } = await this.sdk();
+    try {
+      await client.send(new S3.HeadBucketCommand({ Bucket: this.bucket }), opts(signal));
+      return;
+    } catch (e) {
+      if (status(e) !== 404) throw this.failure(e, 'HEAD bucket', undefined, signal);
+    }
+    try {
+      const outside = this.loc.endpoint === undefined && this.region !== 'us-east-1';
+      await client.send(new S3.CreateBucketCommand({
+        Bucket: this.bucket,
+        ...(outside ? { CreateBucketConfiguration: { LocationConstraint: this.region as S3Module.BucketLocationConstraint } } : {}),
+      }), opts(signal));
+    } catch (e) {
+      if ((e as SdkError).name !== 'BucketAlreadyOwnedByYou') throw this.failure(e, 'create bucket', undefined, signal);
+    }
+  }
+
+  /** See `Backend.save` and the module comment. */
+  async save(h: Handle, data: Uint8Array, { signal }: OperationOptions = {}): Promise<void> {
+    checkHandle(h);
+    signal?.throwIfAborted();
+    const key = this.keyOf(h);
+    for (let before = this.saving.get(key); before !== undefined; before = this.saving.get(key)) {
+      await before.catch(() => undefined);
+    }
+    const saving = this.saveNew(h, key, data, signal);
+    this.saving.set(key, saving);
+    try {
+      await saving;
+    } finally {
+      this.saving.delete(key);
+    }
+  }
+
+  private async saveNew(h: Handle, key: string, data: Uint8Array, signal: AbortSignal | undefined): Promise<void> {
+    if (await this.head(h, key, signal) !== undefined) throw new AlreadyExistsError(h);
+    try {
+      if (data.length <= this.multipartThreshold) await this.putWhole(key, data, signal);
+      else await this.putInParts(h, key, data, signal);
+    } catch (e) {
+      if (status(e) === 412) throw new AlreadyExistsError(h);
+      throw this.failure(e, 'PUT', h, signal);
+    }
+  }
+
+  private async putWhole(key: string, data: Uint8Array, signal: AbortSignal | undefined): Promise<void> {
+    const { S3, client } = await this.sdk();
+    const put = (conditional: boolean) => client.send(new S3.PutObjectCommand({
+      Bucket: this.bucket, Key: key, Body: data, ContentLength: data.length, ...(conditional ? { IfNoneMatch: '*' } : {}),
+    }), opts(signal));
+    try {
+      await put(this.conditional);
+    } catch (e) {
+      if (!this.conditional || !notImplemented(e)) throw e;
+      this.conditional = false;
+      await put(false);
+    }
+  }
+
+  /**
+   * A multipart upload: parts of `partSize`, PART_CONCURRENCY at once. The
+   * object appears only when CompleteMultipartUpload succeeds; any failure,
+   * or `signal`, stops the parts still running and aborts the upload (best
+   * effort: an endpoint that cannot abort drops it on its own lifecycle rules,
+   * and an unfinished upload is never listed or read as an object).
+   */
+  private async putInParts(h: Handle, key: string, data: Uint8Array, signal: AbortSignal | undefined): Promise<void> {
+    const { S3, client } = await this.sdk();
+    const { UploadId } = await client.send(new S3.CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key }), opts(signal));
+    if (UploadId === undefined) throw new Error(`S3 ${this.location}: CreateMultipartUpload of ${key} returned no upload id`);
+    const stop = new AbortController();
+    const stopParts = (): void => stop.abort(signal?.reason);
+    signal?.addEventListener('abort', stopParts, { once: true });
+    try {
+      const count = Math.ceil(data.length / this.partSize);
+      const etags: string[] = [];
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        for (let i = next++; i < count && !stop.signal.aborted; i = next++) {
+          const body = data.subarray(i * this.partSize, Math.min(data.length, (i + 1) * this.partSize));
+          const { ETag } = await client.send(new S3.UploadPartCommand({
+            Bucket: this.bucket, Key: key, UploadId, PartNumber: i + 1, Body: body, ContentLength: body.length,
+          }), opts(stop.signal));
+          if (ETag === undefined) throw new Error(`S3 ${this.location}: part ${i + 1} of ${key} was stored without an ETag`);
+          etags[i] = ETag;
+        }
+      };
+      const settled = await Promise.allSettled(Array.from({ length: Math.min(PART_CONCURRENCY, count) }, () => worker().catch((e: unknown) => {
+        stop.abort(e);
+        throw e;
+      })));
+      const failed = settled.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      signal?.throwIfAborted();
+      const complete = (conditional: boolean) => client.send(new S3.CompleteMultipartUploadCommand({
+        Bucket: this.bucket, Key: key, UploadId,
+        MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
+        ...(conditional ? { IfNoneMatch: '*' } : {}),
+      }), opts(signal));
+      try {
+        await complete(this.conditional);
+      } catch (e) {
+        if (!this.conditional || !notImplemented(e)) throw e;
+        this.conditional = false;
+        await complete(false);
+      }
+    } catch (e) {
+      // Without the caller's signal: the upload must be aborted even when the caller gave up.
+      await client.send(new S3.AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId })).catch(() => undefined);
+      throw e;
+    } finally {
+      signal?.removeEventListener('abort', stopParts);
+    }
+  }
+
+  /** See `Backend.load` and the module comment. */
+  async load(h: Handle, { offset, length, signal }: LoadOptions = {}): Promise<Buffer> {
+    checkHandle(h);
+    checkRangeArgs(offset, length);
+    signal?.throwIfAborted();
+    const key = this.keyOf(h);
+    if ((offset ?? 0) === 0 && length === undefined) return this.getWhole(h, key, signal);
+    if (length === 0 && offset !== undefined && offset >= 0) {
+      const size = await this.head(h, key, signal);
+      if (size === undefined) throw new NotFoundError(h);
+      byteRange(h, size, offset, 0);
+      return Buffer.alloc(0);
+    }
+    const from = offset ?? 0;
+    const asked = from < 0 ? `bytes=${from}` : length === undefined ? `bytes=${from}-` : `bytes=${from}-${from + length - 1}`;
+    const got = await this.getRange(h, key, asked, signal);
+    if (got === 'past-end') {
+      // 416: nothing of the range exists; only an empty read at the very end is fine.
+      const size = await this.head(h, key, signal);
+      if (size === undefined) throw new NotFoundError(h);
+      byteRange(h, size, offset, length);
+      return Buffer.alloc(0);
+    }
+    const [start, end] = rangeOrDiscard(got, () => byteRange(h, got.total, offset, length));
+    if (got.start <= start && end <= got.end) return this.sliceOf(h, got, start, end);
+    // The endpoint answered another range than asked (s3rver reads "bytes=-n"
+    // as "bytes=0-n"): ask again for the absolute range, now that the size is known.
+    got.body.destroy?.();
+    const again = await this.getRange(h, key, `bytes=${start}-${end - 1}`, signal);
+    if (again === 'past-end' || again.start > start || again.end < end) {
+      if (again !== 'past-end') again.body.destroy?.();
+      throw new Error(`S3 ${this.location}: GET ${key} with Range bytes=${start}-${end - 1} returned another range`);
+    }
+    return this.sliceOf(h, again, start, end);
+  }
+
+  private async getWhole(h: Handle, key: string, signal: AbortSignal | undefined): Promise<Buffer> {
+    const { S3, client } = await this.sdk();
+    try {
+      const res = await client.send(new S3.GetObjectCommand({ Bucket: this.bucket, Key: key }), opts(signal));
+      const bytes = await readBody(res.Body as Body | undefined);
+      if (res.ContentLength !== undefined && bytes.length !== res.ContentLength) {
+        throw new TransientError(`S3 ${this.location}: GET ${key} ended after ${bytes.length} of ${res.ContentLength} bytes`);
+      }
+      return bytes;
+    } catch (e) {
+      throw this.failure(e, 'GET', h, signal);
+    }
+  }
+
+  /** A ranged GET: the part the endpoint sent ([start, end) of an object of `total` bytes), or 'past-end' for a 416. */
+  private async getRange(h: Handle, key: string, range: string, signal: AbortSignal | undefined): Promise<Part | 'past-end'> {
+    const { S3, client } = await this.sdk();
+    try {
+      const res = await client.send(new S3.GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range }), opts(signal));
+      const body = res.Body as Body | undefined;
+      if (body === undefined) throw new Error(`S3 ${this.location}: GET ${key} returned no body`);
+      const cr = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.ContentRange ?? '');
+      if (cr) return { start: Number(cr[1]), end: Number(cr[2]) + 1, total: Number(cr[3]), body };
+      // No Content-Range: the endpoint ignored the Range and sent the whole object.
+      const total = res.ContentLength;
+      if (total === undefined) {
+        body.destroy?.();
+        throw new Error(`S3 ${this.location}: GET ${key} with a Range returned neither Content-Range nor Content-Length`);
+      }
+      return { start: 0, end: total, total, body };
+    } catch (e) {
+      if (status(e) === 416) return 'past-end';
+      throw this.failure(e, 'GET', h, signal);
+    }
+  }
+
+  private async sliceOf(h: Handle, part: Part, start: number, end: number): Promise<Buffer> {
+    let bytes: Buffer;
+    try {
+      bytes = await readBody(part.body);
+    } catch (e) {
+      throw this.failure(e, 'GET', h);
+    }
+    if (bytes.length !== part.end - part.start) {
+      throw new TransientError(`S3 ${this.location}: GET ${this.keyOf(h)} ended after ${bytes.length} of ${part.end - part.start} bytes`);
+    }
+    return bytes.subarray(start - part.start, end - part.start);
+  }
+
+  /** See `Backend.stat`. */
+  async stat(h: Handle, { signal }: OperationOptions = {}): Promise<ObjectInfo | undefined> {
+    checkHandle(h);
+    signal?.throwIfAborted();
+    const size = await this.head(h, this.keyOf(h), signal);
+    return size === undefined ? undefined : { name: h.name, size };
+  }
+
+  /** The object's size, or undefined when there is no object of that key. */
+  private async head(h: Handle, key: string, signal: AbortSignal | undefined): Promise<number | undefined> {
+    const { S3, client } = await this.sdk();
+    try {
+      const res = await client.send(new S3.HeadObjectCommand({ Bucket: this.bucket, Key: key }), opts(signal));
+      return res.ContentLength ?? 0;
+    } catch (e) {
+      if (status(e) === 404) return undefined;
+      throw this.failure(e, 'HEAD', h, signal);
+    }
+  }
+
+  /**
+   * See `Backend.list`: one ListObjectsV2 page (of `listPageSize` keys) at a
+   * time, as the caller iterates. A prefix of data names of two characters or
+   * more reaches into one `data/xx/` folder only.
+   */
+  async *list(type: ObjectType, { prefix: namePrefix, signal }: ListOptions = {}): AsyncIterable<ObjectInfo> {
+    checkType(type);
+    const prefix = checkPrefix(namePrefix);
+    signal?.throwIfAborted();
+    if (type === 'config') {
+      const info = 'config'.startsWith(prefix) ? await this.stat({ type, name: 'config' }, { signal }) : undefined;
+      if (info) yield info;
+      return;
+    }
+    const folder = `${this.base}${OBJECT_FOLDERS[type]}/`;
+    const keyPrefix = folder + (type === 'data' && prefix.length >= 2 ? `${prefix.slice(0, 2)}/${prefix}` : prefix);
+    const { S3, client } = await this.sdk();
+    // Each page starts after the last key of the one before. Continuation
+    // tokens would do the same, but s3rver's are DES-encrypted, which Node's
+    // OpenSSL 3 refuses (HTTP 500); StartAfter means the same on every endpoint.
+    let after: string | undefined;
+    for (;;) {
+      let page;
+      try {
+        page = await client.send(new S3.ListObjectsV2Command({
+          Bucket: this.bucket, Prefix: keyPrefix, MaxKeys: this.pageSize, ...(after === undefined ? {} : { StartAfter: after }),
+        }), opts(signal));
+      } catch (e) {
+        throw this.failure(e, 'LIST', undefined, signal);
+      }
+      const contents = page.Contents ?? [];
+      for (const o of contents) {
+        const rest = o.Key?.slice(folder.length) ?? '';
+        const [dir, name] = type === 'data' ? rest.split('/', 3) : [undefined, rest];
+        // Skips whatever `load` could not address (someone else's keys beside ours).
+        if (name === undefined || nameProblem(type, name) !== undefined) continue;
+        if (type === 'data' ? rest !== `${dir}/${name}` || !name.startsWith(dir ?? '') || dir?.length !== 2 : rest.includes('/')) continue;
+        if (!name.startsWith(prefix)) continue;
+        signal?.throwIfAborted();
+        yield { name, size: o.Size ?? 0 };
+      }
+      after = contents.at(-1)?.Key;
+      if (!page.IsTruncated || after === undefined) return;
+    }
+  }
+
+  /** See `Backend.remove`: S3's DELETE succeeds on a missing key too. */
+  async remove(h: Handle, { signal }: OperationOptions = {}): Promise<void> {
+    checkHandle(h);
+    signal?.throwIfAborted();
+    const { S3, client } = await this.sdk();
+    const key = this.keyOf(h);
+    try {
+      await client.send(new S3.DeleteObjectCommand({ Bucket: this.bucket, Key: key }), opts(signal));
+    } catch (e) {
+      throw this.failure(e, 'DELETE', h, signal);
+    }
+  }
+
+  /** See `Backend.close`: closes the connections. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.loaded) (await this.loaded).client.destroy();
+  }
+
+  private keyOf(h: Handle): string {
+    if (h.type === 'config') return `${this.base}config`;
+    return `${this.base}${OBJECT_FOLDERS[h.type]}/${h.type === 'data' ? `${h.name.slice(0, 2)}/` : ''}${h.name}`;
+  }
+
+  /**
+   * The error to throw for `e`, a failed request: the signal's reason when
+   * the caller aborted, `NotFoundError` for a missing key, `TransientError`
+   * for what may pass, and otherwise an error that names the endpoint and
+   * says what the endpoint said.
+   */
+  private failure(e: unknown, what: string, h: Handle | undefined, signal?: AbortSignal): unknown {
+    if (signal?.aborted) return signal.reason;
+    if (e instanceof NotFoundError || e instanceof ShortReadError || e instanceof AlreadyExistsError || e instanceof TransientError) return e;
+    const err = (e ?? {}) as SdkError;
+    const code = err.code ?? (err as { cause?: SdkError }).cause?.code;
+    const name = err.name ?? 'Error';
+    const where = h === undefined ? `${what} ${this.location}` : `${what} ${h.type}/${h.name} in ${this.location}`;
+    const said = `${name === 'Error' ? '' : `${name}: `}${err.message ?? String(e)}`;
+    if (h !== undefined && (name === 'NoSuchKey' || status(e) === 404)) return new NotFoundError(h);
+    if (name === 'NoSuchBucket') return new Error(`${where}: the bucket ${this.bucket} does not exist (init creates it)`, { cause: e });
+    if (code !== undefined && CERT_CODES.has(code)) {
+      return new Error(`${where}: the endpoint's TLS certificate is not trusted (${err.message ?? code}); `
+        + 'if a private CA signed it, give that CA\'s certificate with --cacert FILE', { cause: e });
+    }
+    if (AUTH_NAMES.has(name) || status(e) === 403) {
+      return new Error(`${where}: the endpoint refused the credentials (${said}); check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's permissions`, { cause: e });
+    }
+    if (name === 'CredentialsProviderError') {
+      return new Error(`${where}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials`, { cause: e });
+    }
+    const httpStatus = status(e);
+    if ((httpStatus !== undefined && TRANSIENT_STATUS.has(httpStatus)) || TRANSIENT_NAMES.has(name) || (code !== undefined && NETWORK_CODES.has(code))) {
+      return new TransientError(`${where}: ${httpStatus === undefined ? '' : `HTTP ${httpStatus} `}${said}`, { cause: e });
+    }
+    return new Error(`${where}: ${httpStatus === undefined ? '' : `HTTP ${httpStatus} `}${said}`, { cause: e });
+  }
+}
+
+/** A ranged response: bytes [start, end) of an object of `total` bytes, still to be read from `body`. */
+interface Part {
+  readonly start: number;
+  readonly end: number;
+  readonly total: number;
+  readonly body: Body;
+}
+
+/** `compute()`, or, when it throws (a range past the end), that error once the unread body is let go. */
+function rangeOrDiscard(part: Part, compute: () => [number, number]): [number, number] {
+  try {
+    return compute();
+  } catch (e) {
+    part.body.destroy?.();
+    throw e;
+  }
+}
+
+async function readBody(body: Body | undefined): Promise<Buffer> {
+  if (body === undefined) return Buffer.alloc(0);
+  const bytes = await body.transformToByteArray();
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function status(e: unknown): number | undefined {
+  return (e as SdkError | undefined)?.$metadata?.httpStatusCode;
+}
+
+/** The endpoint does not implement a header it was sent (here: If-None-Match on a write). */
+function notImplemented(e: unknown): boolean {
+  return (e as SdkError | undefined)?.name === 'NotImplemented' || status(e) === 501;
+}
+
+function positive(n: number, what: string): number {
+  if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`S3 ${what} must be a positive integer, got ${n}`);
+  return n;
+}
+
+/** The SDK's per-request options: the caller's signal, when there is one. */
+function opts(signal: AbortSignal | undefined): { abortSignal?: AbortSignal } {
+  return signal ? { abortSignal: signal } : {};
+}
+
+const ignore = (): void => undefined;
+const SILENT = { trace: ignore, debug: ignore, info: ignore, warn: ignore, error: ignore };
