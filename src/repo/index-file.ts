@@ -13,7 +13,8 @@ import { sha256 } from '../core/crypto.js';
 import { ID_BYTES, idHex } from '../core/ids.js';
 import { ByteReader } from './binary.js';
 import { UnsupportedVersionError } from './errors.js';
-import { FLAG_COMPRESSED, isBlobType, type PackedBlob } from './pack.js';
+import { IdTable } from './id-table.js';
+import { FLAG_COMPRESSED, isBlobType, type BlobType, type PackedBlob } from './pack.js';
 
 export const INDEX_VERSION = 1;
 const MAGIC = 'HFIX';
@@ -118,9 +119,42 @@ function sameCopy(a: BlobLocation, b: BlobLocation): boolean {
   return a.pack === b.pack && sameEntry(a, b);
 }
 
-function locationIn(pack: string, b: PackedBlob): BlobLocation {
-  return (b as Partial<BlobLocation>).pack === pack ? (b as BlobLocation)
-    : { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength, pack };
+/** The packs an index knows. */
+export interface KnownPacks {
+  has(pack: string): boolean;
+  readonly size: number;
+}
+
+// A blob's record in the table: its id, then these words.
+const PACK_AND_BITS = 8;
+const OFFSET = 9;
+const LENGTH = 10;
+const RAW_LENGTH = 11;
+const RECORD_WORDS = 4;
+// The low bits of PACK_AND_BITS; the pack's number is above them.
+const TYPE_BITS = 3;
+const COMPRESSED = 4;
+/** The record is the first copy met in a pack pending deletion (else the first live one). */
+const PRIMARY_PENDING = 8;
+/** The blob has other copies, in `extras`. */
+const SEVERAL = 16;
+const PACK_SHIFT = 5;
+const LOW_BITS = 2 ** PACK_SHIFT;
+const MAX_PACKS = 2 ** (32 - PACK_SHIFT);
+
+/** What a copy kept beside the table is: the first live one, the first pending one, or another. */
+type Role = 'live' | 'pending' | 'more';
+
+/** A copy beside the one in the table (only blobs with several copies have any). */
+interface Copy {
+  readonly role: Role;
+  /** The pack's number. */
+  readonly pack: number;
+  readonly type: BlobType;
+  readonly flags: number;
+  readonly offset: number;
+  readonly length: number;
+  readonly rawLength: number;
 }
 
 /**
@@ -128,29 +162,117 @@ function locationIn(pack: string, b: PackedBlob): BlobLocation {
  * record names. Index records are claims an add-only client can make too
  * (docs/format.md §15.10): the first copy met may be planted, so a reader
  * that finds it bad goes on to the others (`copies`).
+ *
+ * Compact (about 60 bytes a blob, docs/decisions.md "The in-memory index"):
+ * one record per blob id in an `IdTable` holding the first copy met (live or
+ * pending) with its pack as a number; packs in a second table; the other
+ * copies, which only a repository with duplicates has, in a `Map` beside.
+ * `has` allocates nothing; `lookup` and `copies` return fresh locations.
  */
 export class MasterIndex {
-  private readonly blobs = new Map<string, BlobLocation>();
-  private readonly packSet = new Set<string>();
-  /** Copies beyond the first live one and the first pending one; empty in a repository without duplicates. */
-  private readonly more = new Map<string, BlobLocation[]>();
+  private readonly blobs = new IdTable(RECORD_WORDS);
+  private readonly packTable = new IdTable(0);
+  /** Names of packs a location was asked for, by number (the table holds them as 32 bytes). */
+  private readonly packNames: (string | undefined)[] = [];
+  /** Copies beyond the record in the table, by blob ordinal, in the order met. */
+  private readonly extras = new Map<number, Copy[]>();
+  private live = 0;
 
   /** Adds every blob of a pack. A blob already known keeps its first location; the new one is kept as another copy. */
   addPack(p: IndexedPack): void {
-    this.packSet.add(p.pack);
+    this.add(p, 'live');
+  }
+
+  /**
+   * Adds a pack that a prune marked for deletion: its blobs stay readable
+   * (`lookup`) but are not offered for deduplication (`has` is false for
+   * them unless a live pack holds them too), so writers store them again
+   * instead of referencing a pack about to go. The pack counts as known
+   * (`packs`), so it is never adopted as an orphan.
+   */
+  addPendingPack(p: IndexedPack): void {
+    this.add(p, 'pending');
+  }
+
+  private add(p: IndexedPack, role: 'live' | 'pending'): void {
+    const packs = this.packTable.size;
+    const pack = this.packTable.add(p.pack);
+    if (this.packTable.size > packs) {
+      if (pack >= MAX_PACKS) throw new RangeError(`an index holds at most ${MAX_PACKS} packs`);
+      this.packNames.push(undefined);
+    }
     for (const b of p.blobs) {
-      const known = this.blobs.get(b.id);
-      if (known) this.addCopy(known, p.pack, b);
-      else this.blobs.set(b.id, locationIn(p.pack, b));
+      if (b.type > TYPE_BITS || (b.flags & ~FLAG_COMPRESSED) !== 0) throw new RangeError(`blob ${b.id}: type ${b.type}, flags ${b.flags} cannot be indexed`);
+      const known = this.blobs.size;
+      const o = this.blobs.add(b.id);
+      if (this.blobs.size > known) {
+        const page = this.blobs.page(o);
+        const at = this.blobs.base(o);
+        page[at + PACK_AND_BITS] = pack * LOW_BITS + (b.type | (b.flags === FLAG_COMPRESSED ? COMPRESSED : 0) | (role === 'pending' ? PRIMARY_PENDING : 0));
+        page[at + OFFSET] = b.offset;
+        page[at + LENGTH] = b.length;
+        page[at + RAW_LENGTH] = b.rawLength;
+        if (role === 'live') this.live++;
+        continue;
+      }
+      const copy: Copy = { role, pack, type: b.type, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength };
+      const others = this.extras.get(o);
+      const first = this.primaryRole(o) === role ? this.primary(o) : others?.find((c) => c.role === role);
+      if (!first) {
+        if (role === 'live') this.live++;
+        this.addExtra(o, copy);
+      } else if (!sameSlot(first, copy) && !others?.some((c) => sameSlot(c, copy))) {
+        this.addExtra(o, { ...copy, role: 'more' });
+      }
     }
   }
 
-  private addCopy(first: BlobLocation, pack: string, b: PackedBlob): void {
-    const loc = locationIn(pack, b);
-    if (sameCopy(first, loc)) return;
-    let l = this.more.get(b.id);
-    if (!l) this.more.set(b.id, (l = []));
-    if (!l.some((x) => sameCopy(x, loc))) l.push(loc);
+  private addExtra(o: number, c: Copy): void {
+    const l = this.extras.get(o);
+    if (l) l.push(c);
+    else {
+      this.extras.set(o, [c]);
+      const page = this.blobs.page(o);
+      page[this.blobs.base(o) + PACK_AND_BITS]! |= SEVERAL;
+    }
+  }
+
+  private bitsOf(o: number): number {
+    return this.blobs.page(o)[this.blobs.base(o) + PACK_AND_BITS]!;
+  }
+
+  private primaryRole(o: number): 'live' | 'pending' {
+    return (this.bitsOf(o) & PRIMARY_PENDING) !== 0 ? 'pending' : 'live';
+  }
+
+  /** The copy the table holds for ordinal `o`. */
+  private primary(o: number): Copy {
+    const page = this.blobs.page(o);
+    const at = this.blobs.base(o);
+    const w = page[at + PACK_AND_BITS]!;
+    return {
+      role: this.primaryRole(o),
+      pack: w >>> PACK_SHIFT,
+      type: (w & TYPE_BITS) as BlobType,
+      flags: (w & COMPRESSED) !== 0 ? FLAG_COMPRESSED : 0,
+      offset: page[at + OFFSET]!,
+      length: page[at + LENGTH]!,
+      rawLength: page[at + RAW_LENGTH]!,
+    };
+  }
+
+  /** The first copy of ordinal `o` in a pack of that role. */
+  private firstOf(o: number, role: 'live' | 'pending'): Copy | undefined {
+    if (this.primaryRole(o) === role) return this.primary(o);
+    return (this.bitsOf(o) & SEVERAL) !== 0 ? this.extras.get(o)!.find((c) => c.role === role) : undefined;
+  }
+
+  private location(id: string, c: Copy): BlobLocation {
+    return { type: c.type, id, flags: c.flags, offset: c.offset, length: c.length, rawLength: c.rawLength, pack: this.packName(c.pack) };
+  }
+
+  private packName(n: number): string {
+    return (this.packNames[n] ??= this.packTable.hexAt(n));
   }
 
   /**
@@ -159,9 +281,14 @@ export class MasterIndex {
    * others in the order they were met.
    */
   copies(id: string): BlobLocation[] {
+    const o = this.blobs.find(id);
+    if (o < 0) return [];
+    const all = [this.firstOf(o, 'live'), this.firstOf(o, 'pending'), ...(this.extras.get(o) ?? []).filter((c) => c.role === 'more')];
     const out: BlobLocation[] = [];
-    for (const loc of [this.blobs.get(id), this.pendingBlobs.get(id), ...(this.more.get(id) ?? [])]) {
-      if (loc && !out.some((x) => sameCopy(x, loc))) out.push(loc);
+    for (const c of all) {
+      if (!c) continue;
+      const loc = this.location(id, c);
+      if (!out.some((x) => sameCopy(x, loc))) out.push(loc);
     }
     return out;
   }
@@ -175,47 +302,53 @@ export class MasterIndex {
 
   /** Whether more than one copy of a blob is known (so a reader may meet a planted one first). */
   hasSeveralCopies(id: string): boolean {
-    return this.more.has(id) || (this.blobs.has(id) && this.pendingBlobs.has(id));
+    const o = this.blobs.find(id);
+    return o >= 0 && (this.bitsOf(o) & SEVERAL) !== 0;
   }
 
+  /** Whether a live pack holds the blob (what a writer may deduplicate against). Allocates nothing. */
   has(id: string): boolean {
-    return this.blobs.has(id);
+    const o = this.blobs.find(id);
+    if (o < 0) return false;
+    const bits = this.bitsOf(o);
+    if ((bits & PRIMARY_PENDING) === 0) return true;
+    return (bits & SEVERAL) !== 0 && this.extras.get(o)!.some((c) => c.role === 'live');
   }
 
   /** Where a blob is: a live location, else one in a pack pending deletion (`addPendingPack`). */
   lookup(id: string): BlobLocation | undefined {
-    return this.blobs.get(id) ?? this.pendingBlobs.get(id);
+    const o = this.blobs.find(id);
+    if (o < 0) return undefined;
+    const page = this.blobs.page(o);
+    const at = this.blobs.base(o);
+    const w = page[at + PACK_AND_BITS]!;
+    // The common case, built from the record without a `Copy` between.
+    if ((w & (PRIMARY_PENDING | SEVERAL)) === 0) {
+      return { type: (w & TYPE_BITS) as BlobType, id, flags: (w & COMPRESSED) !== 0 ? FLAG_COMPRESSED : 0, offset: page[at + OFFSET]!, length: page[at + LENGTH]!, rawLength: page[at + RAW_LENGTH]!, pack: this.packName(w >>> PACK_SHIFT) };
+    }
+    return this.location(id, this.firstOf(o, 'live') ?? this.primary(o));
   }
 
   /** Packs the index knows. */
-  get packs(): ReadonlySet<string> {
-    return this.packSet;
+  get packs(): KnownPacks {
+    return this.packTable;
   }
 
+  /** How many blobs a live pack holds. */
   get size(): number {
-    return this.blobs.size;
+    return this.live;
   }
 
-  entries(): IterableIterator<BlobLocation> {
-    return this.blobs.values();
-  }
-
-  /** Blobs of packs a prune marked for deletion (docs/format.md §15). */
-  private readonly pendingBlobs = new Map<string, BlobLocation>();
-
-  /**
-   * Adds a pack that a prune marked for deletion: its blobs stay readable
-   * (`lookup`) but are not offered for deduplication (`has` is false for
-   * them unless a live pack holds them too), so writers store them again
-   * instead of referencing a pack about to go. The pack counts as known
-   * (`packs`), so it is never adopted as an orphan.
-   */
-  addPendingPack(p: IndexedPack): void {
-    this.packSet.add(p.pack);
-    for (const b of p.blobs) {
-      const known = this.pendingBlobs.get(b.id);
-      if (known) this.addCopy(known, p.pack, b);
-      else this.pendingBlobs.set(b.id, { ...b, pack: p.pack });
+  /** The first live location of every blob a live pack holds, in the order the blobs were first met. */
+  *entries(): IterableIterator<BlobLocation> {
+    for (let o = 0; o < this.blobs.size; o++) {
+      const c = this.firstOf(o, 'live');
+      if (c) yield this.location(this.blobs.hexAt(o), c);
     }
   }
+}
+
+/** Two copies are the same: same pack, same entry (the id is the blob's). */
+function sameSlot(a: Copy, b: Copy): boolean {
+  return a.pack === b.pack && a.type === b.type && a.flags === b.flags && a.offset === b.offset && a.length === b.length && a.rawLength === b.rawLength;
 }

@@ -1,0 +1,195 @@
+// The compact in-memory index (MasterIndex over IdTable) against a model: the
+// Map of hex ids to location objects it replaced, which says what every
+// question means (docs/format.md §15.10: every copy counts, a pending pack's
+// blobs are readable but not offered for deduplication). Random packs are
+// added live and pending, with duplicates, the same pack twice, several
+// copies of a blob and lookups of ids no pack holds; every answer must match.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { IdTable } from '../../src/repo/id-table.js';
+import { MasterIndex, sameEntry, type BlobLocation, type IndexedPack } from '../../src/repo/index-file.js';
+import { BlobType, FLAG_COMPRESSED, type PackedBlob } from '../../src/repo/pack.js';
+
+/** The index as it was: a Map per kind of copy, and a list of the others. */
+class ModelIndex {
+  private readonly live = new Map<string, BlobLocation>();
+  private readonly pending = new Map<string, BlobLocation>();
+  private readonly more = new Map<string, BlobLocation[]>();
+  readonly packs = new Set<string>();
+
+  addPack(p: IndexedPack): void {
+    this.add(p, this.live);
+  }
+
+  addPendingPack(p: IndexedPack): void {
+    this.add(p, this.pending);
+  }
+
+  private add(p: IndexedPack, firsts: Map<string, BlobLocation>): void {
+    this.packs.add(p.pack);
+    for (const b of p.blobs) {
+      const loc = { ...b, pack: p.pack };
+      const first = firsts.get(b.id);
+      if (!first) {
+        firsts.set(b.id, loc);
+        continue;
+      }
+      if (same(first, loc)) continue;
+      const l = this.more.get(b.id) ?? [];
+      this.more.set(b.id, l);
+      if (!l.some((x) => same(x, loc))) l.push(loc);
+    }
+  }
+
+  copies(id: string): BlobLocation[] {
+    const out: BlobLocation[] = [];
+    for (const loc of [this.live.get(id), this.pending.get(id), ...(this.more.get(id) ?? [])]) {
+      if (loc && !out.some((x) => same(x, loc))) out.push(loc);
+    }
+    return out;
+  }
+
+  hasSeveralCopies(id: string): boolean {
+    return this.more.has(id) || (this.live.has(id) && this.pending.has(id));
+  }
+
+  lengthsDisagree(id: string): boolean {
+    const c = this.copies(id);
+    return this.hasSeveralCopies(id) && c.some((l) => l.rawLength !== c[0]!.rawLength);
+  }
+
+  has(id: string): boolean {
+    return this.live.has(id);
+  }
+
+  lookup(id: string): BlobLocation | undefined {
+    return this.live.get(id) ?? this.pending.get(id);
+  }
+
+  get size(): number {
+    return this.live.size;
+  }
+
+  entries(): BlobLocation[] {
+    return [...this.live.values()];
+  }
+}
+
+function same(a: BlobLocation, b: BlobLocation): boolean {
+  return a.pack === b.pack && sameEntry(a, b);
+}
+
+/** A location as a plain object with its fields in one order, for deepEqual. */
+function plain(l: BlobLocation | undefined): BlobLocation | undefined {
+  return l && { pack: l.pack, id: l.id, type: l.type, flags: l.flags, offset: l.offset, length: l.length, rawLength: l.rawLength };
+}
+
+const hexId = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((b) => Buffer.from(b).toString('hex'));
+
+/** Few ids, packs and places, so that duplicates, same copies and disagreeing copies are common. */
+const world = fc.record({
+  ids: fc.uniqueArray(hexId, { minLength: 1, maxLength: 12 }),
+  packs: fc.uniqueArray(hexId, { minLength: 1, maxLength: 5 }),
+  absent: fc.uniqueArray(hexId, { maxLength: 4 }),
+}).chain(({ ids, packs, absent }) => {
+  const blob = fc.record({
+    id: fc.constantFrom(...ids),
+    type: fc.constantFrom(BlobType.Data, BlobType.Tree, BlobType.ImageMap),
+    flags: fc.constantFrom(0, FLAG_COMPRESSED),
+    offset: fc.constantFrom(0, 100, 2 ** 32 - 1),
+    length: fc.constantFrom(1, 100),
+    rawLength: fc.constantFrom(0, 100, 2 ** 31),
+  });
+  const op = fc.record({
+    pending: fc.boolean(),
+    pack: fc.constantFrom(...packs),
+    blobs: fc.array(blob, { maxLength: 6 }),
+  });
+  return fc.record({
+    ids: fc.constant(ids),
+    packs: fc.constant(packs),
+    absent: fc.constant(absent.filter((a) => !ids.includes(a))),
+    ops: fc.array(op, { maxLength: 20 }),
+  });
+});
+
+describe('MasterIndex', () => {
+  it('answers every question as the Map it replaced does', () => {
+    fc.assert(
+      fc.property(world, ({ ids, packs, absent, ops }) => {
+        const index = new MasterIndex();
+        const model = new ModelIndex();
+        for (const { pending, pack, blobs } of ops) {
+          const p: IndexedPack = { pack, blobs: blobs as PackedBlob[] };
+          if (pending) {
+            index.addPendingPack(p);
+            model.addPendingPack(p);
+          } else {
+            index.addPack(p);
+            model.addPack(p);
+          }
+        }
+        // Ids not in any pack, and strings that are not ids (a Map holds no such key either).
+        const notIds = ['', 'x', ids[0]!.toUpperCase(), `${ids[0]!.slice(0, 63)}g`, `${ids[0]!}0`, `${ids[0]!.slice(0, 63)}\u0130`];
+        for (const id of [...ids, ...absent, ...notIds]) {
+          assert.equal(index.has(id), model.has(id), `has ${id}`);
+          assert.deepEqual(plain(index.lookup(id)), plain(model.lookup(id)), `lookup ${id}`);
+          assert.deepEqual(index.copies(id).map(plain), model.copies(id).map(plain), `copies ${id}`);
+          assert.equal(index.hasSeveralCopies(id), model.hasSeveralCopies(id), `hasSeveralCopies ${id}`);
+          assert.equal(index.lengthsDisagree(id), model.lengthsDisagree(id), `lengthsDisagree ${id}`);
+        }
+        assert.equal(index.size, model.size);
+        const byId = (a: BlobLocation | undefined, b: BlobLocation | undefined): number => (a!.id < b!.id ? -1 : 1);
+        assert.deepEqual([...index.entries()].map(plain).sort(byId), model.entries().map(plain).sort(byId));
+        assert.equal(index.packs.size, model.packs.size);
+        for (const p of [...packs, ...absent]) assert.equal(index.packs.has(p), model.packs.has(p), `packs.has ${p}`);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('refuses an entry the index cannot hold, and a blob id that is not one', () => {
+    const pack = randomBytes(32).toString('hex');
+    const entry = { id: randomBytes(32).toString('hex'), type: BlobType.Data, flags: 0, offset: 0, length: 1, rawLength: 1 };
+    assert.throws(() => new MasterIndex().addPack({ pack, blobs: [{ ...entry, flags: 2 }] }), RangeError);
+    assert.throws(() => new MasterIndex().addPack({ pack, blobs: [{ ...entry, id: entry.id.toUpperCase() }] }), /not an id/);
+    assert.throws(() => new MasterIndex().addPack({ pack: 'p', blobs: [] }), /not an id/);
+  });
+});
+
+describe('IdTable', () => {
+  it('finds every id it holds across pages and growth, with its words, and none it does not', () => {
+    const t = new IdTable(2);
+    const ids = Array.from({ length: 20_000 }, () => randomBytes(32).toString('hex'));
+    ids.forEach((id, i) => {
+      assert.equal(t.add(id), i);
+      t.page(i)[t.base(i) + 8] = i;
+      t.page(i)[t.base(i) + 9] = 2 ** 32 - 1 - i;
+    });
+    assert.equal(t.size, ids.length);
+    ids.forEach((id, i) => {
+      assert.equal(t.find(id), i);
+      assert.equal(t.add(id), i, 'adding it again gives the same ordinal');
+      assert.equal(t.hexAt(i), id);
+      assert.equal(t.page(i)[t.base(i) + 8], i);
+      assert.equal(t.page(i)[t.base(i) + 9], 2 ** 32 - 1 - i);
+    });
+    assert.equal(t.size, ids.length);
+    for (let i = 0; i < 1000; i++) assert.equal(t.find(randomBytes(32).toString('hex')), -1);
+    // Ids that differ from a held one in a single word, and in its last bit.
+    const near = ids[0]!.slice(0, 56) + (parseInt(ids[0]!.slice(56), 16) ^ 1).toString(16).padStart(8, '0');
+    assert.equal(t.find(near), -1);
+    assert.equal(t.has(ids[0]!), true);
+  });
+
+  it('holds ids that share their first and last words', () => {
+    const t = new IdTable(0);
+    const ids = Array.from({ length: 5000 }, (_, i) => `${'0'.repeat(24)}${i.toString(16).padStart(16, '0')}${'f'.repeat(24)}`);
+    for (const id of ids) t.add(id);
+    ids.forEach((id, i) => assert.equal(t.find(id), i));
+    assert.equal(t.size, 5000);
+  });
+});
