@@ -8,8 +8,11 @@
 //              RSS < 1 GB; unchanged re-backup, target holdfast faster than restic
 //   deploy     small, frequent backups of a generated tree of tens of MB whose
 //              mtimes all change (bench/deploy.ts); target: holdfast ≤ 0.5x restic
+//   index      the in-memory index alone, no tools: bytes per blob and lookups per
+//              second with BENCH_INDEX_BLOBS (default 2,000,000) blobs, beside the Map
+//              it replaced (bench/index-memory.ts); target ≤ 64 bytes per blob
 //
-// BENCH_SCENARIOS=tree,stream,manyfiles,deploy,image picks the scenarios (default: all).
+// BENCH_SCENARIOS=tree,stream,manyfiles,deploy,index,image picks the scenarios (default: all).
 // BENCH_IMAGE=0 still switches the image scenario off; BENCH_SCENARIOS without
 // "image" is passed on to run.ts as BENCH_IMAGE=0.
 
@@ -22,8 +25,9 @@ import type { ScenarioContext } from './scale-common.js';
 import { runStream, streamGib, streamRows, type StreamResult } from './stream.js';
 import { manyFilesCount, manyFilesRows, runManyFiles, type ManyFilesResult } from './manyfiles.js';
 import { deployFiles, deployRounds, deployRows, runDeploy, type DeployResult } from './deploy.js';
+import { indexBlobs, runIndexScenario, type IndexMeasurement } from './index-memory.js';
 
-export const ALL_SCENARIOS = ['tree', 'stream', 'manyfiles', 'deploy', 'image'] as const;
+export const ALL_SCENARIOS = ['tree', 'stream', 'manyfiles', 'deploy', 'index', 'image'] as const;
 export type Scenario = (typeof ALL_SCENARIOS)[number];
 
 /** BENCH_SCENARIOS (default: all), minus image when BENCH_IMAGE=0. */
@@ -35,6 +39,7 @@ export function selectedScenarios(): Set<Scenario> {
   const set = new Set(names as Scenario[]);
   if (set.has('stream')) streamGib(); // bad sizes fail now, not after the other scenarios ran
   if (set.has('manyfiles')) manyFilesCount();
+  if (set.has('index')) indexBlobs();
   if (set.has('deploy')) {
     deployFiles();
     deployRounds();
@@ -53,15 +58,19 @@ export interface ScaleResults {
     stream: StreamResult | null;
     manyfiles: ManyFilesResult | null;
     deploy: DeployResult | null;
+    index: IndexMeasurement[] | null;
     rows: ScaleRow[];
     problems: string[];
   } | null;
 }
 
-/** Runs the stream, many-files and deploy scenarios that are selected; prints their table. */
+/** Runs the index, stream, many-files and deploy scenarios that are selected; prints their tables. */
 export async function runScaleScenarios(o: { benchDir: string; tools: ToolName[]; timeoutSec: number; scenarios: Set<Scenario> }): Promise<ScaleResults> {
+  const index = o.scenarios.has('index') ? await runIndexScenario() : null;
   const wanted = (['stream', 'manyfiles', 'deploy'] as const).filter((s) => o.scenarios.has(s));
-  if (wanted.length === 0) return { problems: 0, json: null };
+  if (wanted.length === 0) {
+    return { problems: 0, json: index && { scenarios: ['index'], tools: [], stream: null, manyfiles: null, deploy: null, index, rows: [], problems: [] } };
+  }
   const ctx: ScenarioContext = { benchDir: o.benchDir, tools: [], timeoutSec: o.timeoutSec, keep: process.env.BENCH_KEEP === '1', problems: [] };
   const versions: { name: ToolName; version: string }[] = [];
   for (const name of o.tools) {
@@ -89,7 +98,7 @@ export async function runScaleScenarios(o: { benchDir: string; tools: ToolName[]
   if (ctx.problems.length > 0) console.log(`\nStream / many-files / deploy problems:\n${ctx.problems.map((p) => `  ${p}`).join('\n')}`);
   return {
     problems: ctx.problems.length,
-    json: { scenarios: wanted, tools: versions, stream, manyfiles, deploy, rows, problems: ctx.problems },
+    json: { scenarios: [...(index ? ['index' as const] : []), ...wanted], tools: versions, stream, manyfiles, deploy, index, rows, problems: ctx.problems },
   };
 }
 
