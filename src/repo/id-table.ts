@@ -116,7 +116,10 @@ export class IdTable {
       this.probe(h);
     }
     if ((o & PAGE_MASK) === 0) this.pages.push(new Uint32Array(PAGE_RECORDS * this.stride));
-    this.pages[o >>> PAGE_BITS]!.set(this.key, (o & PAGE_MASK) * this.stride);
+    const p = this.pages[o >>> PAGE_BITS]!;
+    const b = (o & PAGE_MASK) * this.stride;
+    const k = this.key;
+    for (let w = 0; w < ID_WORDS; w++) p[b + w] = k[w]!;
     this.slots[this.emptySlot] = this.slotValue(h, o);
     this.count++;
     return o;

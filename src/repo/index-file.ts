@@ -132,7 +132,7 @@ const LENGTH = 10;
 const RAW_LENGTH = 11;
 const RECORD_WORDS = 4;
 // The low bits of PACK_AND_BITS; the pack's number is above them.
-const TYPE_BITS = 3;
+const TYPE_MASK = 3;
 const COMPRESSED = 4;
 /** The record is the first copy met in a pack pending deletion (else the first live one). */
 const PRIMARY_PENDING = 8;
@@ -202,7 +202,7 @@ export class MasterIndex {
       this.packNames.push(undefined);
     }
     for (const b of p.blobs) {
-      if (b.type > TYPE_BITS || (b.flags & ~FLAG_COMPRESSED) !== 0) throw new RangeError(`blob ${b.id}: type ${b.type}, flags ${b.flags} cannot be indexed`);
+      if (b.type > TYPE_MASK || (b.flags & ~FLAG_COMPRESSED) !== 0) throw new RangeError(`blob ${b.id}: type ${b.type}, flags ${b.flags} cannot be indexed`);
       const known = this.blobs.size;
       const o = this.blobs.add(b.id);
       if (this.blobs.size > known) {
@@ -253,7 +253,7 @@ export class MasterIndex {
     return {
       role: this.primaryRole(o),
       pack: w >>> PACK_SHIFT,
-      type: (w & TYPE_BITS) as BlobType,
+      type: (w & TYPE_MASK) as BlobType,
       flags: (w & COMPRESSED) !== 0 ? FLAG_COMPRESSED : 0,
       offset: page[at + OFFSET]!,
       length: page[at + LENGTH]!,
@@ -324,7 +324,7 @@ export class MasterIndex {
     const w = page[at + PACK_AND_BITS]!;
     // The common case, built from the record without a `Copy` between.
     if ((w & (PRIMARY_PENDING | SEVERAL)) === 0) {
-      return { type: (w & TYPE_BITS) as BlobType, id, flags: (w & COMPRESSED) !== 0 ? FLAG_COMPRESSED : 0, offset: page[at + OFFSET]!, length: page[at + LENGTH]!, rawLength: page[at + RAW_LENGTH]!, pack: this.packName(w >>> PACK_SHIFT) };
+      return { type: (w & TYPE_MASK) as BlobType, id, flags: (w & COMPRESSED) !== 0 ? FLAG_COMPRESSED : 0, offset: page[at + OFFSET]!, length: page[at + LENGTH]!, rawLength: page[at + RAW_LENGTH]!, pack: this.packName(w >>> PACK_SHIFT) };
     }
     return this.location(id, this.firstOf(o, 'live') ?? this.primary(o));
   }
