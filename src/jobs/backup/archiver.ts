@@ -44,7 +44,7 @@ import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
 import { childPath, errorOf, listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat, type ListedEntry, type ReadError } from '../../sources/file-tree.js';
 import { Gate, WorkerPool, transferable } from '../pool/worker-pool.js';
 import type { ChunkFileResult, FileJob, FileResult, FilesResult, SealResult, WireBlob } from '../pool/protocol.js';
-import { DirScanner, SCAN_PATH_LIMIT } from './dir-scanner.js';
+import { DirScanner, InlineLister, SCAN_PATH_LIMIT, type FolderLister } from './dir-scanner.js';
 import { ExcludeRules } from './excludes.js';
 import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
 
@@ -203,6 +203,9 @@ function isAnchor(name: Buffer, size: number, anchorBytes: number): boolean {
   return (h >>> 0) < (size / anchorBytes) * 2 ** 32;
 }
 
+/** A backup whose parent held at most this many files and folders lists its folders on the main thread (InlineLister). */
+export const INLINE_LISTING_ENTRIES = 10_000;
+
 export class Archiver {
   private readonly names = new IdNames();
   private readonly blobs = new Set<string>();
@@ -216,8 +219,8 @@ export class Archiver {
   /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
   private readonly long = new PathShortener();
   private pool!: WorkerPool;
-  /** Lists folders ahead of the walk (file backups only). */
-  private scanner!: DirScanner;
+  /** Lists the walk's folders (file backups only): ahead of it in a worker, or on this thread for a small tree. */
+  private scanner!: FolderLister;
   /** Work handed to the pool whose results are not yet in the repository. */
   private gate!: Gate;
   private batch: Batch = { jobs: [], bytes: 0, finish: [] };
@@ -282,7 +285,9 @@ export class Archiver {
     const start = new Date();
     const parent = this.opts.parent ?? undefined;
     const root = await this.withPool(async () => {
-      this.scanner = new DirScanner(this.opts.excludes?.options);
+      // A small tree, by its parent's count, is listed here: the scan worker costs more to start than it saves.
+      const entries = parent ? parent.snapshot.summary.filesNew + parent.snapshot.summary.filesChanged + parent.snapshot.summary.filesUnchanged + parent.snapshot.summary.dirs : Infinity;
+      this.scanner = entries <= INLINE_LISTING_ENTRIES ? new InlineLister() : new DirScanner(this.opts.excludes?.options);
       try {
         const pending = await this.scheduleSelection(SLASH, selectionOf(this.opts.paths), parent?.snapshot.tree);
         await this.sendBatch();

@@ -20,7 +20,7 @@
  * one (Atomics.wait).
  */
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { listedEntries, type DirListing, type ListedEntry, type ReadError } from '../../sources/file-tree.js';
+import { listDirStats, listedEntries, type DirListing, type ListedEntry, type ReadError } from '../../sources/file-tree.js';
 import type { ExcludeOptions } from './excludes.js';
 
 /** What the scan worker is started with. */
@@ -60,7 +60,30 @@ const WORKER_URL = new URL('./scan-worker.js', import.meta.url);
 /** How long the walk blocks before it lets events in (a worker that died says so through one). */
 const WAIT_MS = 50;
 
-export class DirScanner {
+/** What lists the walk's folders: the scan worker (`DirScanner`), or the main thread for a small tree (`InlineLister`). */
+export interface FolderLister {
+  /** The entries of a folder sorted by name bytes, or why it could not be listed; `devices` as `DirScanner.list`. */
+  list(dir: Buffer, devices: ReadonlySet<bigint> | undefined): Promise<ListedEntry[] | { error: ReadError }>;
+  close(): Promise<void>;
+}
+
+/**
+ * Folders listed on the main thread, when they are asked for: a tree of a
+ * few thousand entries is listed in a few milliseconds, less than the scan
+ * worker takes to start (docs/decisions.md, "Fixed costs per run").
+ */
+export class InlineLister implements FolderLister {
+  list(dir: Buffer): Promise<ListedEntry[] | { error: ReadError }> {
+    const listing = listDirStats(dir);
+    return Promise.resolve('error' in listing ? listing : listedEntries(listing));
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+export class DirScanner implements FolderLister {
   private readonly worker: Worker;
   private readonly port: MessagePort;
   private readonly counters = new Int32Array(new SharedArrayBuffer(3 * 4));
