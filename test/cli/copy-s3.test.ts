@@ -2,7 +2,8 @@
  * `copy` and `init --copy-from` between a local repository and one on S3 (a
  * real endpoint: s3rver over HTTPS on loopback), in both directions:
  * local → S3 → local, without the password, each copy restoring byte for
- * byte, and an incremental copy to S3 moving only the new blobs.
+ * byte, and an incremental copy to S3 moving only the new blobs; a copy to
+ * S3 killed with SIGKILL half way, then resumed.
  */
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
@@ -12,6 +13,9 @@ import { EVERYTHING, buildTree, compareTrees, removeTree } from '../fixtures/tre
 import { Sandbox, type RunResult } from '../helpers/cli.js';
 import { startS3rver, type TestS3 } from '../helpers/s3rver.js';
 import { bytes } from '../jobs/gc-fixture.js';
+import { initSmall } from './gc-cli.js';
+import { S3Backend } from '../../src/storage/s3-backend.js';
+import { parseS3Location } from '../../src/storage/s3-backend-config.js';
 import type { CopyReport } from '../../src/jobs/copy/snapshot-copier.js';
 
 const SRC_PASSWORD = 'correct horse';
@@ -81,5 +85,36 @@ describe('copy between a local repository and S3', () => {
     assert.deepEqual(next.present, [id]);
     assert.ok(next.bytesCopied < 300_000 + 64 * 1024, `${next.bytesCopied} bytes copied for a 300 kB backup`);
     await restoresFrom(remote, S3_PASSWORD, next.copied[0]!, more);
+  });
+
+  it('a copy to S3 killed with SIGKILL leaves the bucket clean for check --read-data, and the next copy completes without copying again what was copied', { timeout: 180_000 }, async () => {
+    const small = await Sandbox.create('holdfast-copy-s3-kill-');
+    try {
+      await initSmall(small); // 64 KiB packs and small chunks: a few MB make many packs
+      const data = small.path('data');
+      await fs.mkdir(data);
+      await fs.writeFile(join(data, 'a.bin'), bytes('s3 kill', 1_200_000));
+      await small.ok(['backup', '-q', data]);
+      const remote = s3.location('killed');
+      await on(remote, ['init', '--copy-from', small.repo], { HOLDFAST_PASSWORD: S3_PASSWORD, HOLDFAST_FROM_PASSWORD: SRC_PASSWORD });
+      const bucket = new S3Backend(parseS3Location(s3.locationRest('killed')), s3.settings);
+      const packs = async (): Promise<number> => {
+        let n = 0;
+        for await (const _ of bucket.list('data')) n++;
+        return n;
+      };
+      const { child, done } = s.start(['-r', remote, '--limit-upload', '256', 'copy', '--from-repo', small.repo], { env: { ...env, HOLDFAST_PASSWORD: undefined } });
+      while ((await packs()) < 18 && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+      child.kill('SIGKILL');
+      assert.equal((await done).signal, 'SIGKILL', 'the copy ended before it was killed');
+      assert.match((await on(remote, ['check', '--read-data'], { HOLDFAST_PASSWORD: S3_PASSWORD })).stdout, /no errors were found/);
+      const again = await copy(small.repo, remote);
+      assert.equal(again.copied.length, 1);
+      assert.ok(again.orphansIndexed > 0 && again.packsWritten < 10, `after the kill: ${JSON.stringify(again)}`);
+      await restoresFrom(remote, S3_PASSWORD, again.copied[0]!, data);
+      await bucket.close();
+    } finally {
+      await small.remove();
+    }
   });
 });
