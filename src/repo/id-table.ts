@@ -167,15 +167,17 @@ export class IdTable {
   }
 
   private slotValue(h: number, o: number): number {
-    // o + 1 < 2^bits, so the two parts do not overlap.
-    return (((h & this.fpMask) << this.bits) | (o + 1)) >>> 0;
+    // o + 1 < 2^bits, so the two parts do not overlap. Signed, as the hash:
+    // a number past 2^31 - 1 returned from a call not inlined is a heap
+    // allocation, and the slots store the same 32 bits either way.
+    return ((h & this.fpMask) << this.bits) | (o + 1);
   }
 
   private hashKey(): number {
     return this.hashWords(this.key, 0);
   }
 
-  /** A seeded hash of the 8 id words at `w[at]` (multiply-xor rounds, then murmur3's finalizer). */
+  /** A seeded hash of the 8 id words at `w[at]` (multiply-xor rounds, then murmur3's finalizer), as a signed 32-bit integer. */
   private hashWords(w: Uint32Array, at: number): number {
     let h = this.seed;
     for (let i = at; i < at + ID_WORDS; i++) {
@@ -184,7 +186,7 @@ export class IdTable {
     }
     h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
     h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-    return (h ^ (h >>> 16)) >>> 0;
+    return h ^ (h >>> 16);
   }
 
   /** Doubles the slots and places every id again. */
