@@ -12,13 +12,13 @@ import type { Repository } from '../repo/repository.js';
 import type { Snapshot } from '../repo/snapshot.js';
 import { ImageBackup, defaultBlockSize, type ImageBackupResult } from '../jobs/image/image-backup.js';
 import { cachePath } from '../jobs/image/cbt-cache.js';
-import { cacheRoot, workerCount } from './environment.js';
+import { cacheRoot } from './environment.js';
 import { parseSize } from '../core/size.js';
 import { MAX_IMAGE_BLOCK, MIN_IMAGE_BLOCK } from '../repo/image-info.js';
 import { openImageInput, streamInput, type ImageInput } from '../sources/image/image-input.js';
 import { commandOutput } from '../sources/command-output.js';
 import { mountsOf } from '../sources/image/block-devices.js';
-import { formatBytes, formatDuration, globals, say, warn, type GlobalOptions, snapshotsOf } from './context.js';
+import { formatBytes, formatDuration, globals, processPool, say, snapshotsOf, warn, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
 import { summaryJson } from './summary-json.js';
@@ -133,7 +133,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
         ...(cacheFile ? { cacheFile } : {}),
         readCache: !flags.force,
         signal,
-        workers: workerCount(),
+        pool: processPool(),
         // Said once there is something to back up: an empty stream is refused first.
         onStart: () => {
           if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}`);

@@ -9,8 +9,7 @@ import { parseSize } from '../core/size.js';
 import { scanTotals } from '../jobs/backup/scan-totals.js';
 import { commandOutput } from '../sources/command-output.js';
 import type { Repository } from '../repo/repository.js';
-import { collect, compressionMode, formatBytes, formatDuration, globals, say, snapshotsOf, verboseItem, warn, type GlobalOptions } from './context.js';
-import { workerCount } from './environment.js';
+import { collect, compressionMode, formatBytes, formatDuration, globals, processPool, say, snapshotsOf, verboseItem, warn, type GlobalOptions } from './context.js';
 import { backupSession, parseTime, splitTags } from './backup-session.js';
 import { backupTargets } from './backup-targets.js';
 import { ExitError, EXIT } from './exit-codes.js';
@@ -121,7 +120,7 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
       force: flags.force === true,
       dryRun: flags.dryRun === true,
       signal,
-      workers: workerCount(),
+      pool: processPool(),
       onWarning: (path, message) => {
         progress.stop();
         warn(`${path}: ${message}`);
@@ -183,7 +182,7 @@ async function backupStream(repo: Repository, g: GlobalOptions, flags: BackupFla
       ...(flags.host ? { hostname: flags.host } : {}),
       ...(flags.time ? { time: parseTime(flags.time) } : {}),
       signal,
-      workers: workerCount(),
+      pool: processPool(),
       onProgress: (p) => progress.update(p),
     }).runStream(name, source);
   } finally {

@@ -1,8 +1,7 @@
 /** `holdfast restore SNAP --target DIR`: restores files. */
 import { Option, type Command } from 'commander';
 import { resolve } from 'node:path';
-import { collect, fileInTheWay, formatBytes, globals, openRepo, say, verboseItem, warn } from './context.js';
-import { workerCount } from './environment.js';
+import { collect, fileInTheWay, formatBytes, globals, openRepo, processPool, say, verboseItem, warn } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
 import { Progress } from './progress.js';
@@ -62,7 +61,7 @@ export function register(program: Command): void {
           verify: flags.verify === true,
           overwrite: flags.overwrite,
           signal: abort.signal,
-          workers: workerCount(),
+          pool: processPool(),
           privileged: process.getuid?.() === 0,
           onWarning: (path, message) => {
             progress.stop();

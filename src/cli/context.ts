@@ -16,7 +16,8 @@ import { acquireLock, processIdentity, LockedError, type ProcessIdentity, type R
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword, withPassword } from './password.js';
 import { readKeyHint, saveKeyHint } from './key-hint.js';
-import { minGraceMs, s3Settings } from './environment.js';
+import { minGraceMs, s3Settings, workerCount } from './environment.js';
+import { WorkerPool } from '../jobs/pool/worker-pool.js';
 
 export interface GlobalOptions {
   repo?: string;
@@ -162,8 +163,21 @@ export function closeWithCommand(repo: Repository): void {
   opened.add(repo);
 }
 
-/** Zeroes the keys of every repository this command opened. */
-export function closeRepositories(): void {
+let pool: WorkerPool | undefined;
+
+/**
+ * The worker threads of this process (HOLDFAST_WORKERS, else one per core),
+ * started when a job first needs them; every job of the command runs on them.
+ */
+export function processPool(): WorkerPool {
+  pool ??= new WorkerPool(workerCount());
+  return pool;
+}
+
+/** Ends the command: stops the worker threads, then zeroes the keys of every repository it opened. */
+export async function closeCommand(): Promise<void> {
+  await pool?.close();
+  pool = undefined;
   for (const repo of opened) repo.close();
   opened.clear();
 }

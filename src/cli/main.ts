@@ -5,7 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { EXIT, exitOf } from './exit-codes.js';
-import { closeRepositories, kibPerSecond, warningsLeftOut } from './context.js';
+import { closeCommand, kibPerSecond, warningsLeftOut } from './context.js';
 import { VERSION } from './cmd-version.js';
 
 /** A command module: registers its command (options, help, action) on the program. */
@@ -101,7 +101,7 @@ async function main(argv: string[]): Promise<number> {
     if (!known && process.env['HOLDFAST_DEBUG'] && e instanceof Error) process.stderr.write(`${e.stack}\n`);
     return code;
   } finally {
-    closeRepositories();
+    await closeCommand();
   }
 }
 

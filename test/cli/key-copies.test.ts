@@ -19,7 +19,7 @@ import { BlobType } from '../../src/repo/pack.js';
 import { Repository } from '../../src/repo/repository.js';
 import { Store } from '../../src/repo/store.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
-import { WorkerPool } from '../../src/jobs/pool/worker-pool.js';
+import { PoolSession } from '../../src/jobs/pool/worker-pool.js';
 import type { SealResult } from '../../src/jobs/pool/protocol.js';
 
 /** How often each needle occurs in the readable, writable memory of process `pid`. */
@@ -54,7 +54,7 @@ async function countInMemory(pid: number, needles: readonly Buffer[]): Promise<n
 describe('the master key in memory', () => {
   it('workers share the one copy: after close they cannot seal, and neither can the repository', async () => {
     const { repo } = await memoryRepo();
-    const pool = WorkerPool.start(repo, 2);
+    const pool = PoolSession.blobs(repo, { workers: 2 });
     try {
       const seal = (): Promise<SealResult> => pool.run<SealResult>({ kind: 'seal', type: BlobType.Data, data: randomBytes(1000) });
       // Both workers seal while the key is there (tasks go to the least busy worker).

@@ -42,13 +42,13 @@ import type { Repository } from '../../repo/repository.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
 import { childPath, errorOf, listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat, type ListedEntry, type ReadError } from '../../sources/file-tree.js';
-import { Gate, WorkerPool, transferable } from '../pool/worker-pool.js';
-import type { ChunkFileResult, FileJob, FileResult, FilesResult, SealResult, WireBlob } from '../pool/protocol.js';
+import { Gate, PoolSession, transferable, type JobPoolOptions } from '../pool/worker-pool.js';
+import type { ChunkFileResult, FileJob, FileResult, FilesResult, SealResult, Task, WireBlob } from '../pool/protocol.js';
 import { DirScanner, InlineLister, SCAN_PATH_LIMIT, type FolderLister } from './dir-scanner.js';
 import { ExcludeRules } from './excludes.js';
 import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
 
-export interface BackupOptions extends SnapshotOrigin {
+export interface BackupOptions extends SnapshotOrigin, JobPoolOptions {
   readonly paths: readonly string[];
   /** What is left out: patterns, sizes, tagged folders. */
   readonly excludes?: ExcludeRules;
@@ -59,8 +59,6 @@ export interface BackupOptions extends SnapshotOrigin {
   /** Called as each file is done: stored because it is new or modified, or found unchanged (`-v`). */
   readonly onFile?: (path: string, action: 'new' | 'modified' | 'unchanged') => void;
   readonly signal?: AbortSignal;
-  /** Worker threads (default: one per core). */
-  readonly workers?: number;
   /**
    * Read every file, trusting no metadata of the parent snapshot (`backup
    * --force`); the parent still decides what is new, changed or unchanged,
@@ -218,7 +216,7 @@ export class Archiver {
   private readonly rootDevices = new Set<bigint>();
   /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
   private readonly long = new PathShortener();
-  private pool!: WorkerPool;
+  private pool!: PoolSession<Task>;
   /** Lists the walk's folders (file backups only): ahead of it in a worker, or on this thread for a small tree. */
   private scanner!: FolderLister;
   /** Work handed to the pool whose results are not yet in the repository. */
@@ -270,7 +268,7 @@ export class Archiver {
   }
 
   private async withPool<T>(f: () => Promise<T>): Promise<T> {
-    this.pool = WorkerPool.start(this.repo, this.opts.workers);
+    this.pool = PoolSession.blobs(this.repo, this.opts);
     this.gate = new Gate(this.pool.size * 16);
     try {
       return await f();

@@ -107,5 +107,5 @@ export interface UnpackResult {
 
 export type BlockTask = ScanTask | SealTask | UnpackTask;
 
-/** The block worker script, for `new WorkerPool<BlockTask>(BLOCK_WORKER, init)`. */
+/** The block worker script, for `PoolSession.open<BlockTask>(opts, BLOCK_WORKER, blockInit(repo))`. */
 export const BLOCK_WORKER = new URL('./block-worker.js', import.meta.url);

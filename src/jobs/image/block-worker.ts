@@ -1,20 +1,25 @@
 /**
  * A block worker thread of image backups: zero checks, fingerprints, keyed
  * ids, compression and encryption of fixed-size blocks (see
- * `block-protocol.ts`). Keeps nothing between tasks but its keys and codec.
+ * `block-protocol.ts`), run by a pool thread (pool-worker.ts) for each
+ * session that opens it. A session keeps nothing between tasks but its keys
+ * and codec.
  */
-import { parentPort } from 'node:worker_threads';
 import { writeSync } from 'node:fs';
 import { BlobCompressor } from '../../core/compress.js';
 import { isZero } from '../../core/zeros.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
 import { fingerprint, fingerprintKey, FP_BYTES } from '../../core/crypto.js';
+import type { TaskHandler } from '../pool/pool-worker.js';
 import { BlockKind, type BlockInit, type BlockTask, type ScanResult, type ScanTask, type SealResult, type SealTask, type SealedBlock, type UnpackResult, type UnpackTask } from './block-protocol.js';
 
+// The session whose task runs. A thread runs one task at a time, synchronously
+// from start to end, so these are that session's for the whole task.
 let keys: BlobKeys;
 let fpKey: Buffer;
 let compressor: BlobCompressor;
+/** Reused by every session of the thread: only ever holds one block's bytes for the task that runs. */
 let scratch = Buffer.alloc(0);
 
 /** Opens a data blob into the scratch buffer (no fresh pages per block); valid until the next call. */
@@ -107,19 +112,12 @@ function unpack(t: UnpackTask, transfer: ArrayBuffer[]): UnpackResult {
   return t.fd < 0 ? { bytes, plain, bad } : { bytes, bad };
 }
 
-parentPort!.on('message', (msg: { init?: BlockInit; id?: number; task?: BlockTask }) => {
-  if (msg.init) {
-    keys = { encryption: buf(msg.init.encryption), id: buf(msg.init.id) };
-    fpKey = fingerprintKey(keys.id, 'image-fingerprint');
-    compressor = new BlobCompressor(msg.init.compression);
-    return;
-  }
-  const task = msg.task!;
-  const transfer: ArrayBuffer[] = [];
-  try {
-    const result = task.kind === 'scan' ? scan(task) : task.kind === 'seal' ? seal(task, transfer) : unpack(task, transfer);
-    parentPort!.postMessage({ id: msg.id, result }, transfer);
-  } catch (e) {
-    parentPort!.postMessage({ id: msg.id, error: (e as Error).message ?? String(e) });
-  }
-});
+/** The task handler of one session (pool-worker.ts). */
+export function createHandler(init: BlockInit): TaskHandler<BlockTask> {
+  const k: BlobKeys = { encryption: buf(init.encryption), id: buf(init.id) };
+  const session = { keys: k, fpKey: fingerprintKey(k.id, 'image-fingerprint'), compressor: new BlobCompressor(init.compression) };
+  return (task, transfer) => {
+    ({ keys, fpKey, compressor } = session);
+    return task.kind === 'scan' ? scan(task) : task.kind === 'seal' ? seal(task, transfer) : unpack(task, transfer);
+  };
+}

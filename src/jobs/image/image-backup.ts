@@ -36,7 +36,7 @@ import { readPartitionTable } from '../../sources/image/partition-table.js';
 import type { RandomAccessSource } from '../../sources/image/random-access.js';
 import { CbtCache, type CacheKeyring, type CbtHeader } from './cbt-cache.js';
 import { FP_BYTES } from '../../core/crypto.js';
-import { WorkerPool } from '../pool/worker-pool.js';
+import { PoolSession, type JobPoolOptions } from '../pool/worker-pool.js';
 import { BlockKind, BLOCK_WORKER, blockInit, type BlockTask, type ScanResult, type SealResult } from './block-protocol.js';
 import { openImageSnapshot, type ImageSnapshotReader } from './image-reader.js';
 
@@ -68,7 +68,7 @@ const HEAD_BYTES = 1 << 20;
 const WINDOW_BYTES = 68 << 10;
 
 /** Options of an image backup; its `parent` is the previous image snapshot of this source (for the record and the changed count). */
-export interface ImageBackupOptions extends SnapshotOrigin {
+export interface ImageBackupOptions extends SnapshotOrigin, JobPoolOptions {
   readonly input: ImageInput;
   /** The snapshot's `paths` (the absolute source path, or /NAME for a stream). */
   readonly paths: readonly string[];
@@ -81,8 +81,6 @@ export interface ImageBackupOptions extends SnapshotOrigin {
   readonly cacheFile?: string;
   /** False: do not trust the cache (`--force`), but write a fresh one. */
   readonly readCache?: boolean;
-  /** Worker threads (default: one per core). */
-  readonly workers?: number;
   readonly signal?: AbortSignal;
   /** Called once the backup is under way: a stream has given its first bytes, a file or device is about to be read. */
   readonly onStart?: () => void;
@@ -170,7 +168,7 @@ interface Slot {
 export class ImageBackup {
   private readonly blockSize: number;
   private readonly warnings: string[] = [];
-  private pool: WorkerPool<BlockTask> | undefined;
+  private pool: PoolSession<BlockTask> | undefined;
   private readonly map = new Paged(MAP_ENTRY_BYTES, MAP_BLOCKS);
   private readonly newCache = new Paged(FP_BYTES + 32, MAP_BLOCKS);
   private cache: CbtCache | undefined;
@@ -204,7 +202,7 @@ export class ImageBackup {
     const start = new Date();
     const { input } = this.opts;
     // Workers boot while the cache and the file systems are read.
-    this.pool = new WorkerPool<BlockTask>(BLOCK_WORKER, blockInit(this.repo), this.opts.workers);
+    this.pool = PoolSession.open<BlockTask>(this.opts, BLOCK_WORKER, blockInit(this.repo));
     const slotBytes = Math.max(this.blockSize, Math.floor(SLOT_TARGET / this.blockSize) * this.blockSize);
     let size: number;
     let analysis: LayoutAnalysis;

@@ -29,7 +29,7 @@ import type { Snapshot } from '../../repo/snapshot.js';
 import { splitRdev } from '../../sources/posix.js';
 import { blockDeviceSize, devNo, mountsOf, type LiveUse } from '../../sources/image/block-devices.js';
 import { openImageSnapshot, type ImageSnapshotReader } from './image-reader.js';
-import { WorkerPool } from '../pool/worker-pool.js';
+import { PoolSession, type JobPoolOptions } from '../pool/worker-pool.js';
 import { BLOCK_WORKER, blockInit, type BlockTask, type UnpackBlob, type UnpackResult } from './block-protocol.js';
 import { BlobType } from '../../repo/pack.js';
 import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
@@ -56,7 +56,7 @@ export class RestoreTargetError extends Error {
   }
 }
 
-export interface ImageRestoreOptions {
+export interface ImageRestoreOptions extends JobPoolOptions {
   /** A path, or `-` for the stream `stdout`. */
   readonly target: string;
   readonly verify?: boolean;
@@ -64,8 +64,6 @@ export interface ImageRestoreOptions {
   readonly overwrite?: boolean;
   /** Where `-` writes, in order (the CLI's stdout). The caller owns it: the job never ends it. */
   readonly stdout?: Writable;
-  /** Worker threads (default: one per core). */
-  readonly workers?: number;
   readonly signal?: AbortSignal;
   /** Called once the target is checked and open, before anything is written to it. */
   readonly onStart?: () => void;
@@ -233,7 +231,7 @@ export class ImageRestore {
     if (this.opts.target === '-' && !this.opts.stdout) throw new RestoreTargetError('target - needs a stream to write to (the stdout option)');
     const sink = await openTarget(this.opts.target, size, blockSize, this.opts.stdout, this.opts.overwrite === true, () => r.storedBytes());
     this.opts.onStart?.();
-    const pool = new WorkerPool<BlockTask>(BLOCK_WORKER, blockInit(this.repo), this.opts.workers);
+    const pool = PoolSession.open<BlockTask>(this.opts, BLOCK_WORKER, blockInit(this.repo));
     let bytesWritten = 0;
     let holes = 0;
     try {
@@ -286,7 +284,7 @@ export class ImageRestore {
    * stored blocks: with their plaintext for a stream, else with an empty
    * their length (already written by a worker).
    */
-  private async batch(pool: WorkerPool<BlockTask>, sink: Sink, b0: number, n: number): Promise<Map<number, Buffer | number>> {
+  private async batch(pool: PoolSession<BlockTask>, sink: Sink, b0: number, n: number): Promise<Map<number, Buffer | number>> {
     const r = this.reader;
     const out = new Map<number, Buffer | number>();
     const byId = new Map<string, number[]>();
@@ -341,7 +339,7 @@ export class ImageRestore {
    * (the pack is missing, or it fails authentication or its id) is read from
    * another copy (`Repository.loadBlob`) and written like a stream's.
    */
-  private async unpackRange(pool: WorkerPool<BlockTask>, sink: Sink, pack: string, items: Planned[], out: Map<number, Buffer | number>): Promise<void> {
+  private async unpackRange(pool: PoolSession<BlockTask>, sink: Sink, pack: string, items: Planned[], out: Map<number, Buffer | number>): Promise<void> {
     const start = items[0]!.loc.offset;
     const end = Math.max(...items.map((x) => x.loc.offset + x.loc.length));
     let res: UnpackResult;

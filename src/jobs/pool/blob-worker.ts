@@ -1,11 +1,11 @@
 /**
  * A blob worker thread: the per-byte work of backups and restores (reading
  * small files, chunking, keyed ids, compression, encryption; opening blobs
- * and writing restored files). Tasks are described in `protocol.ts`; the
- * worker keeps no state between tasks but its keys, its codecs and the small
- * files it has stored (a worker lives for one job).
+ * and writing restored files), run by a pool thread (pool-worker.ts) for
+ * each session that opens it. Tasks are described in `protocol.ts`; a
+ * session keeps no state between tasks but its keys, its codecs and the
+ * small files it has stored (a session lives for one job).
  */
-import { parentPort } from 'node:worker_threads';
 import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, readSync, writeSync, type BigIntStats } from 'node:fs';
 import { isZero } from '../../core/zeros.js';
 import { FastCDC, gearTable } from '../../core/chunker.js';
@@ -16,11 +16,24 @@ import { BlobType } from '../../repo/pack.js';
 import { pushEntry, slicePlain, type ContentEntry } from '../../repo/tree.js';
 import { errorOf } from '../../sources/file-tree.js';
 import type { ChunkFileResult, ChunkFileTask, FileJob, FileMeta, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyJob, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
+import type { TaskHandler } from './pool-worker.js';
 
+/** What one session (one job) keeps: its keys, its codecs, the small files it stored. */
+interface Session {
+  readonly keys: BlobKeys;
+  readonly cdc: FastCDC;
+  readonly fpKey: Buffer;
+  readonly compressor: BlobCompressor;
+  readonly storedFiles: Map<string, ContentEntry>;
+}
+
+// The session whose task runs. A thread runs one task at a time, synchronously
+// from start to end, so these are that session's for the whole task.
 let keys: BlobKeys;
 let cdc: FastCDC;
 let fpKey: Buffer;
 let compressor: BlobCompressor;
+let storedFiles: Map<string, ContentEntry>;
 
 const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
@@ -116,7 +129,6 @@ function readInto(path: Buffer, into: Buffer, at: number, max: number, job: File
  * /usr/share/doc are in files of 16 KiB or more. At most REMEMBERED files
  * (~150 bytes each); then it starts over.
  */
-const storedFiles = new Map<string, ContentEntry>();
 const REMEMBER_FROM = 16 << 10;
 const REMEMBERED = 131_072;
 
@@ -349,28 +361,24 @@ function contentMatches(fd: number, f: VerifyJob): boolean {
   return fstatSync(fd).size === f.size && pos === f.size;
 }
 
-parentPort!.on('message', (msg: { init?: InitMessage; id?: number; task?: Task }) => {
-  if (msg.init) {
-    const i = msg.init;
-    keys = { encryption: buf(i.encryption), id: buf(i.id) };
-    fpKey = fingerprintKey(keys.id, 'file-fingerprint');
-    cdc = new FastCDC(i.chunker, gearTable(i.chunkerSeed));
-    compressor = new BlobCompressor(i.compression);
-    return;
-  }
-  const task = msg.task!;
-  const transfer: ArrayBuffer[] = [];
-  try {
-    let result: unknown;
+/** The task handler of one session (pool-worker.ts). */
+export function createHandler(i: InitMessage): TaskHandler<Task> {
+  const k: BlobKeys = { encryption: buf(i.encryption), id: buf(i.id) };
+  const session: Session = {
+    keys: k,
+    fpKey: fingerprintKey(k.id, 'file-fingerprint'),
+    cdc: new FastCDC(i.chunker, gearTable(i.chunkerSeed)),
+    compressor: new BlobCompressor(i.compression),
+    storedFiles: new Map(),
+  };
+  return (task, transfer) => {
+    ({ keys, cdc, fpKey, compressor, storedFiles } = session);
     switch (task.kind) {
-      case 'seal': result = seal(task, transfer); break;
-      case 'files': result = files(task, transfer); break;
-      case 'file': result = chunkFile(task, transfer); break;
-      case 'unpack': result = unpack(task); break;
-      case 'verify': result = verify(task); break;
+      case 'seal': return seal(task, transfer);
+      case 'files': return files(task, transfer);
+      case 'file': return chunkFile(task, transfer);
+      case 'unpack': return unpack(task);
+      case 'verify': return verify(task);
     }
-    parentPort!.postMessage({ id: msg.id, result }, transfer);
-  } catch (e) {
-    parentPort!.postMessage({ id: msg.id, error: (e as Error).message ?? String(e) });
-  }
-});
+  };
+}

@@ -1,20 +1,29 @@
 /**
- * A pool of worker threads, one per core by default: the blob workers of
- * file backups and restores (`WorkerPool.start`), or any other worker script
- * that speaks the same `{ init }` / `{ id, task }` → `{ id, result | error }`
- * messages (the image jobs' block workers). `run` sends a task to the least
- * busy worker and resolves with its result; `whenBelow` lets a producer wait
- * until few enough tasks are in flight (back-pressure). A worker that dies
- * fails every task it held and the pool refuses further work.
+ * The worker threads of a process, one per core by default, and the sessions
+ * jobs run on them. A pool is the process's budget: its threads are started
+ * once, and every job that is given the pool (`JobPoolOptions.pool`) opens a
+ * session on it instead of starting threads of its own, so that a backup and
+ * a restore test running at once in an agent share the cores. A job given no
+ * pool starts a private one for its own run.
+ *
+ * A session names a task script (the blob workers of file backups and
+ * restores, `BLOB_WORKER`; the image jobs' block workers) and its init (keys,
+ * codecs); each thread keeps one handler per open session (pool-worker.ts).
+ * `run` sends a task to the least busy thread (counting every session's
+ * tasks) and resolves with its result; `whenBelow` lets a producer wait until
+ * few enough of its session's tasks are in flight (back-pressure). A thread
+ * that dies fails every task it held and the pool refuses further work.
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import type { Repository } from '../../repo/repository.js';
 import type { InitMessage, Task } from './protocol.js';
+import type { PoolMessage } from './pool-worker.js';
 
 interface Pending {
   resolve(v: unknown): void;
   reject(e: unknown): void;
+  session: PoolSession<unknown>;
 }
 
 interface Slot {
@@ -22,29 +31,42 @@ interface Slot {
   readonly pending: Map<number, Pending>;
 }
 
-const WORKER_URL = new URL('./blob-worker.js', import.meta.url);
+const THREAD_URL = new URL('./pool-worker.js', import.meta.url);
+
+/** The blob worker script (file backups and restores), for `WorkerPool.session`. */
+export const BLOB_WORKER = new URL('./blob-worker.js', import.meta.url);
 
 /** Worker count unless the caller chooses: one per core. */
 export function defaultPoolSize(): number {
   return availableParallelism();
 }
 
-export class WorkerPool<TTask = Task> {
+/** What a job takes to run its per-byte work on worker threads. */
+export interface JobPoolOptions {
+  /** The process's pool, shared with other jobs; its budget, not the job's. */
+  readonly pool?: WorkerPool;
+  /** Without `pool`: the threads of the job's own pool (default: one per core). */
+  readonly workers?: number;
+}
+
+export class WorkerPool {
   private readonly slots: Slot[] = [];
   private nextId = 1;
+  private nextSession = 1;
   private failure: Error | undefined;
   private waiters: (() => void)[] = [];
   private closed = false;
 
-  /** Starts `size` workers running the script at `url`, each sent `{ init }` first. */
-  constructor(url: URL, init: unknown, size = defaultPoolSize()) {
+  /** Starts `size` threads. */
+  constructor(size = defaultPoolSize()) {
     for (let i = 0; i < size; i++) {
-      const worker = new Worker(url);
+      const worker = new Worker(THREAD_URL);
       const slot: Slot = { worker, pending: new Map() };
       worker.on('message', (msg: { id: number; result?: unknown; error?: string }) => {
         const p = slot.pending.get(msg.id);
         if (!p) return;
         slot.pending.delete(msg.id);
+        p.session.inFlight--;
         if (msg.error !== undefined) p.reject(new Error(msg.error));
         else p.resolve(msg.result);
         this.wake();
@@ -52,40 +74,58 @@ export class WorkerPool<TTask = Task> {
       const die = (e: Error): void => {
         if (this.closed) return;
         this.failure ??= new Error(`a worker thread failed: ${e.message}`);
-        for (const p of slot.pending.values()) p.reject(this.failure);
+        for (const p of slot.pending.values()) {
+          p.session.inFlight--;
+          p.reject(this.failure);
+        }
         slot.pending.clear();
         this.wake();
       };
       worker.on('error', die);
       worker.on('exit', (code) => die(new Error(`exited with code ${code}`)));
-      worker.postMessage({ init });
       this.slots.push(slot);
     }
   }
 
-  /** Starts workers holding the repository's secrets and settings. */
-  static start(repo: Repository, size = defaultPoolSize()): WorkerPool {
-    const s = repo.workerSecrets();
-    const init: InitMessage = {
-      encryption: s.encryption,
-      id: s.id,
-      chunkerSeed: s.chunker,
-      chunker: repo.config.chunker,
-      compression: repo.compression,
-    };
-    return new WorkerPool(WORKER_URL, init, size);
-  }
-
-  /** Number of workers. */
+  /** Number of threads: the budget every session shares. */
   get size(): number {
     return this.slots.length;
   }
 
-  /** Tasks sent and not yet answered. */
-  get inFlight(): number {
-    let n = 0;
-    for (const s of this.slots) n += s.pending.size;
-    return n;
+  /**
+   * Opens a session of the task script at `script` on every thread, each
+   * handler made from `init`; `owned`: the pool was started for this session
+   * and closes with it.
+   */
+  session<TTask>(script: URL, init: unknown, owned = false): PoolSession<TTask> {
+    if (this.closed) throw new Error('worker pool is closed');
+    const id = this.nextSession++;
+    this.post({ open: { session: id, script: script.href, init } });
+    return new PoolSession<TTask>(this, id, owned);
+  }
+
+  /** Sends `msg` to every thread. */
+  private post(msg: PoolMessage): void {
+    for (const s of this.slots) s.worker.postMessage(msg);
+  }
+
+  /** `PoolSession.close`: drops its handlers (and keys) in every thread. */
+  drop(session: number): void {
+    if (!this.closed) this.post({ close: session });
+  }
+
+  /** `PoolSession.run`. */
+  run<T>(session: PoolSession<unknown>, task: unknown, transfer: ArrayBuffer[]): Promise<T> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closed) return Promise.reject(new Error('worker pool is closed'));
+    let slot = this.slots[0]!;
+    for (const s of this.slots) if (s.pending.size < slot.pending.size) slot = s;
+    const id = this.nextId++;
+    session.inFlight++;
+    return new Promise<T>((resolve, reject) => {
+      slot.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, session });
+      slot.worker.postMessage({ session: session.id, id, task }, transfer);
+    });
   }
 
   private wake(): void {
@@ -94,33 +134,80 @@ export class WorkerPool<TTask = Task> {
     for (const f of w) f();
   }
 
-  /** Resolves once fewer than `limit` tasks are in flight. */
-  async whenBelow(limit: number): Promise<void> {
-    while (this.inFlight >= limit) {
+  /** `PoolSession.whenBelow`. */
+  async whenBelow(session: PoolSession<unknown>, limit: number): Promise<void> {
+    while (session.inFlight >= limit) {
       if (this.failure) throw this.failure;
       await new Promise<void>((r) => this.waiters.push(r));
     }
     if (this.failure) throw this.failure;
   }
 
-  /** Runs a task on the least busy worker; `transfer` buffers are moved, not copied. */
-  run<T>(task: TTask, transfer: ArrayBuffer[] = []): Promise<T> {
-    if (this.failure) return Promise.reject(this.failure);
-    if (this.closed) return Promise.reject(new Error('worker pool is closed'));
-    let slot = this.slots[0]!;
-    for (const s of this.slots) if (s.pending.size < slot.pending.size) slot = s;
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      slot.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      slot.worker.postMessage({ id, task }, transfer);
-    });
-  }
-
-  /** Stops the workers. Idempotent. */
+  /** Stops the threads. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}
+
+/** One job's use of a pool: its tasks, handled by its script with its keys. */
+export class PoolSession<TTask> {
+  /** This session's tasks sent and not yet answered (kept by the pool). */
+  inFlight = 0;
+  private closed = false;
+
+  constructor(
+    private readonly pool: WorkerPool,
+    /** The session's number in the pool's threads. */
+    readonly id: number,
+    /** A pool started for this session alone, closed with it. */
+    private readonly owned: boolean,
+  ) {}
+
+  /**
+   * A session of `script` on the caller's pool when `opts.pool` is given,
+   * else on a pool of `opts.workers` threads started for it alone.
+   */
+  static open<TTask>(opts: JobPoolOptions, script: URL, init: unknown): PoolSession<TTask> {
+    return opts.pool ? opts.pool.session<TTask>(script, init) : new WorkerPool(opts.workers).session<TTask>(script, init, true);
+  }
+
+  /** A session of the blob workers holding the repository's secrets and settings. */
+  static blobs(repo: Repository, opts: JobPoolOptions): PoolSession<Task> {
+    const s = repo.workerSecrets();
+    const init: InitMessage = {
+      encryption: s.encryption,
+      id: s.id,
+      chunkerSeed: s.chunker,
+      chunker: repo.config.chunker,
+      compression: repo.compression,
+    };
+    return PoolSession.open<Task>(opts, BLOB_WORKER, init);
+  }
+
+  /** Threads of the pool (shared with other sessions). */
+  get size(): number {
+    return this.pool.size;
+  }
+
+  /** Runs a task on the least busy thread; `transfer` buffers are moved, not copied. */
+  run<T>(task: TTask, transfer: ArrayBuffer[] = []): Promise<T> {
+    if (this.closed) return Promise.reject(new Error('worker pool session is closed'));
+    return this.pool.run<T>(this as PoolSession<unknown>, task, transfer);
+  }
+
+  /** Resolves once fewer than `limit` of this session's tasks are in flight. */
+  whenBelow(limit: number): Promise<void> {
+    return this.pool.whenBelow(this as PoolSession<unknown>, limit);
+  }
+
+  /** Ends the session (and its own pool, if it has one). Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.owned) await this.pool.close();
+    else this.pool.drop(this.id);
   }
 }
 

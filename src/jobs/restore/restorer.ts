@@ -34,10 +34,10 @@ import { PathShortener, floorMicros, makeDevice, makeFifo, utimesSeconds, type P
 import { PathBuffer, walkTree } from '../tree-walk.js';
 import { prepareExisting, type Overwrite } from './overwrite.js';
 import type { Excludes } from '../backup/excludes.js';
-import { WorkerPool } from '../pool/worker-pool.js';
-import type { FileMeta, UnpackBlob, UnpackResult, UnpackTarget, VerifyJob, VerifyResult } from '../pool/protocol.js';
+import { PoolSession, type JobPoolOptions } from '../pool/worker-pool.js';
+import type { FileMeta, Task, UnpackBlob, UnpackResult, UnpackTarget, VerifyJob, VerifyResult } from '../pool/protocol.js';
 
-export interface RestoreOptions {
+export interface RestoreOptions extends JobPoolOptions {
   /** Snapshot paths to restore (with everything below them); all when empty. */
   readonly includes?: readonly string[];
   /** Paths left out (and, for a folder, everything below it): the backup's patterns (--exclude, --iexclude). */
@@ -53,8 +53,6 @@ export interface RestoreOptions {
   /** Called for each node already in the target and left there (`--overwrite if-changed` or `never`; `-v -v`). */
   readonly onUnchanged?: (path: string) => void;
   readonly signal?: AbortSignal;
-  /** Worker threads (default: one per core). */
-  readonly workers?: number;
   /**
    * The process may chown and mknod (it runs as root): owners are restored
    * and device nodes made. Default false: files belong to the process and a
@@ -161,7 +159,7 @@ export class Restorer {
   /** Pack segments still being planned, in the order the walk first needed them. */
   private readonly plan = new Map<string, { pack: string; blobs: Map<string, PlannedBlob> }>();
   private readonly running = new Set<Promise<void>>();
-  private pool!: WorkerPool;
+  private pool!: PoolSession<Task>;
   private readonly toVerify: { path: Buffer; dest: Buffer; node: TreeNode }[] = [];
   private readonly includes: string[];
   private readonly targetBytes: Buffer;
@@ -201,7 +199,7 @@ export class Restorer {
   async run(tree: string): Promise<RestoreResult> {
     await fsp.mkdir(this.target, { recursive: true });
     this.creation = await probeCreation(this.target);
-    const pool = WorkerPool.start(this.repo, this.opts.workers);
+    const pool = PoolSession.blobs(this.repo, this.opts);
     this.pool = pool;
     try {
       await this.walk(tree);
@@ -460,7 +458,7 @@ export class Restorer {
     });
   }
 
-  private async unpackPack(pool: WorkerPool, pack: string, blobs: Map<string, PlannedBlob>): Promise<void> {
+  private async unpackPack(pool: PoolSession<Task>, pack: string, blobs: Map<string, PlannedBlob>): Promise<void> {
     const list = [...blobs.values()].sort((a, b) => a.loc.offset - b.loc.offset);
     const start = list[0]!.loc.offset;
     const end = Math.max(...list.map((b) => b.loc.offset + b.loc.length));
@@ -613,7 +611,7 @@ export class Restorer {
 
   // ---- 4. verify ----
 
-  private async verifyAll(pool: WorkerPool): Promise<void> {
+  private async verifyAll(pool: PoolSession<Task>): Promise<void> {
     const files = this.toVerify.filter((f) => !this.failedPaths.has(f.path.toString('latin1')));
     for (let i = 0; i < files.length; i += VERIFY_BATCH) {
       const batch = files.slice(i, i + VERIFY_BATCH);
