@@ -16,7 +16,7 @@ import { acquireLock, processIdentity, LockedError, type ProcessIdentity, type R
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword, withPassword } from './password.js';
 import { readKeyHint, saveKeyHint } from './key-hint.js';
-import { minGraceMs, s3Settings, workerCount } from './environment.js';
+import { minGraceMs, retryForMs, s3Settings, workerCount } from './environment.js';
 import { WorkerPool } from '../jobs/pool/worker-pool.js';
 
 export interface GlobalOptions {
@@ -102,8 +102,10 @@ export async function backendAt(location: string, g: GlobalOptions, creating = f
     ...(down > 0 ? { downloadBytesPerSecond: down * 1024 } : {}),
   }, { signal });
   // Outside the limiter, so that every attempt pays for its bytes.
+  const retryFor = retryForMs();
   return new RetryingBackend(limited, {
     signal,
+    ...(retryFor === undefined ? {} : { policy: { maxElapsedMs: retryFor } }),
     onRetry: (e) => warn(`${e.operation}: ${e.error.message}; retrying in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt + 1})`),
   });
 }

@@ -79,3 +79,18 @@ export async function s3Settings(cacert: string | undefined, env: Env = process.
     ...(ca === undefined ? {} : { ca }),
   };
 }
+
+/**
+ * How long a storage call that keeps failing transiently is tried again:
+ * HOLDFAST_RETRY_FOR (a duration such as 30s or 10m), else the retrying
+ * wrapper's own 2 minutes (src/storage/retrying-backend.ts).
+ */
+export function retryForMs(env: Env = process.env): number | undefined {
+  const text = env['HOLDFAST_RETRY_FOR'];
+  if (!text) return undefined;
+  try {
+    return parseDuration(text);
+  } catch (e) {
+    throw new ExitError(`HOLDFAST_RETRY_FOR: ${(e as Error).message}`, EXIT.usage);
+  }
+}

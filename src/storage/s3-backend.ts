@@ -31,7 +31,7 @@
  * policy); an untrusted certificate or refused credentials are plain errors
  * with a message that says what to do.
  */
-import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpAgent, STATUS_CODES } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { rootCertificates } from 'node:tls';
 
@@ -258,12 +258,13 @@ export class S3Backend implements Backend {
           etags[i] = ETag;
         }
       };
-      const settled = await Promise.allSettled(Array.from({ length: Math.min(PART_CONCURRENCY, count) }, () => worker().catch((e: unknown) => {
+      // The first failure is the one to report: the parts it stops fail after it, as aborted.
+      let failure: { error: unknown } | undefined;
+      await Promise.all(Array.from({ length: Math.min(PART_CONCURRENCY, count) }, () => worker().catch((e: unknown) => {
+        failure ??= { error: e };
         stop.abort(e);
-        throw e;
       })));
-      const failed = settled.find((r) => r.status === 'rejected');
-      if (failed) throw failed.reason;
+      if (failure) throw failure.error;
       signal?.throwIfAborted();
       const complete = (conditional: boolean) => client.send(new S3.CompleteMultipartUploadCommand({
         Bucket: this.bucket, Key: key, UploadId,
@@ -475,7 +476,10 @@ export class S3Backend implements Backend {
     const code = err.code ?? (err as { cause?: SdkError }).cause?.code;
     const name = err.name ?? 'Error';
     const where = h === undefined ? `${what} ${this.location}` : `${what} ${h.type}/${h.name} in ${this.location}`;
-    const said = `${name === 'Error' ? '' : `${name}: `}${err.message ?? String(e)}`;
+    const httpStatus = status(e);
+    // A HEAD answer has no body, so the SDK knows no error name: the status says it.
+    const said = name === 'Unknown' && httpStatus !== undefined ? STATUS_CODES[httpStatus] ?? 'no error body'
+      : `${name === 'Error' ? '' : `${name}: `}${err.message ?? String(e)}`;
     if (h !== undefined && (name === 'NoSuchKey' || status(e) === 404)) return new NotFoundError(h);
     if (name === 'NoSuchBucket') return new Error(`${where}: the bucket ${this.bucket} does not exist (init creates it)`, { cause: e });
     if (code !== undefined && CERT_CODES.has(code)) {
@@ -488,7 +492,6 @@ export class S3Backend implements Backend {
     if (name === 'CredentialsProviderError') {
       return new Error(`${where}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials`, { cause: e });
     }
-    const httpStatus = status(e);
     if ((httpStatus !== undefined && TRANSIENT_STATUS.has(httpStatus)) || TRANSIENT_NAMES.has(name) || (code !== undefined && NETWORK_CODES.has(code))) {
       return new TransientError(`${where}: ${httpStatus === undefined ? '' : `HTTP ${httpStatus} `}${said}`, { cause: e });
     }

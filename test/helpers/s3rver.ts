@@ -136,6 +136,8 @@ export interface FaultProxy {
   readonly faults: number;
   /** Replaces the rule that picks each request's fate. */
   setRule(rule: (req: http.IncomingMessage) => FaultAction): void;
+  /** Cuts off the requests it holds (their clients see the connection reset). */
+  releaseHeld(): void;
   close(): Promise<void>;
 }
 
@@ -184,6 +186,9 @@ export async function startFaultProxy(upstream: string, rule: (req: http.Incomin
     },
     setRule(r) {
       current = r;
+    },
+    releaseHeld() {
+      for (const res of held) res.destroy();
     },
     close: async () => {
       for (const res of held) res.destroy();

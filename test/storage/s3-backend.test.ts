@@ -2,8 +2,11 @@
  * The S3 backend against a real endpoint: s3rver on 127.0.0.1 over HTTPS with
  * a self-signed certificate (test/helpers/s3rver.ts). The shared conformance
  * suite runs first, each test under a fresh prefix of one bucket; then what
- * only S3 shows: TLS verification, the key layout, multipart uploads and
- * their abort, listing in pages, and keys that are not ours.
+ * only S3 shows: TLS verification, the key layout and keys that are not
+ * ours, multipart uploads; then, over plain HTTP behind a proxy that injects
+ * faults, multipart uploads that fail or are aborted midway (no object),
+ * 500s, 503s and answers that never come (transient, retried), and the
+ * error when they do not pass.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -11,10 +14,13 @@ import { after, before, describe, it } from 'node:test';
 import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Agent } from 'node:https';
 
-import { NotFoundError } from '../../src/storage/backend.js';
+import type { IncomingMessage } from 'node:http';
+
+import { NotFoundError, TransientError } from '../../src/storage/backend.js';
+import { RetriesExhaustedError, RetryingBackend } from '../../src/storage/retrying-backend.js';
 import { S3Backend } from '../../src/storage/s3-backend.js';
 import { parseS3Location, type S3Settings } from '../../src/storage/s3-backend-config.js';
-import { startS3rver, TEST_BUCKET, type TestS3 } from '../helpers/s3rver.js';
+import { startFaultProxy, startS3rver, TEST_BUCKET, type FaultAction, type FaultProxy, type TestS3 } from '../helpers/s3rver.js';
 import { backendConformance, bytes, handleOf, hexName, listAll } from './conformance.js';
 
 let s3: TestS3;
@@ -113,18 +119,120 @@ describe('S3Backend', () => {
     await b.close();
   });
 
-  it('an aborted multipart upload leaves no object', async () => {
-    const b = fresh({ multipartThreshold: 1000, partSize: 100 });
+});
+
+describe('S3Backend when the endpoint fails (s3rver over HTTP, behind a fault proxy)', () => {
+  let plain: TestS3;
+  let proxy: FaultProxy;
+  before(async () => {
+    plain = await startS3rver({ tls: false });
+    proxy = await startFaultProxy(plain.endpoint);
+  });
+  after(async () => {
+    await proxy.close();
+    await plain.close();
+  });
+
+  /** A backend on a fresh prefix, through the proxy. */
+  function behindProxy(extra: S3Settings = {}): S3Backend {
+    return new S3Backend(parseS3Location(`${proxy.endpoint}/${TEST_BUCKET}/faults-${++counter}`), { ...plain.settings, ...extra });
+  }
+
+  /** Retries quickly: the tests see the outcome, not the waiting. */
+  const retrying = (b: S3Backend, attempts = 4): RetryingBackend =>
+    new RetryingBackend(b, { policy: { attempts, baseDelayMs: 1, maxDelayMs: 5, maxElapsedMs: 60_000 } });
+
+  const part = (n: number) => (req: IncomingMessage): boolean => req.method === 'PUT' && new URL(req.url ?? '', 'http://x').searchParams.get('partNumber') === String(n);
+
+  it('a multipart upload whose part fails is aborted and leaves no object', async () => {
+    const b = behindProxy({ multipartThreshold: 1000, partSize: 300 });
     await b.create();
-    const h = handleOf('data', 'aborted');
+    const h = handleOf('data', 'part-fails');
+    proxy.setRule((req) => (part(3)(req) ? 500 : 'pass'));
+    try {
+      await assert.rejects(b.save(h, bytes(2000)), (e: Error) => e instanceof TransientError && /HTTP 500 InternalError/.test(e.message));
+    } finally {
+      proxy.setRule(() => 'pass');
+    }
+    assert.equal(await b.stat(h), undefined);
+    assert.deepEqual(await listAll(b, 'data'), []);
+    await b.save(h, bytes(2000, 3));
+    assert.deepEqual(await b.load(h), bytes(2000, 3), 'the name is free for the next upload');
+    await b.close();
+  });
+
+  it('a multipart upload aborted while a part is in flight leaves no object', async () => {
+    const b = behindProxy({ multipartThreshold: 1000, partSize: 300 });
+    await b.create();
+    const h = handleOf('data', 'part-held');
     const ac = new AbortController();
     const reason = new Error('stopped by the test');
-    const saving = b.save(h, bytes(5000), { signal: ac.signal });
-    setImmediate(() => ac.abort(reason));
-    await assert.rejects(saving, (e) => e === reason);
+    proxy.setRule((req) => {
+      if (!part(2)(req)) return 'pass';
+      setImmediate(() => ac.abort(reason));
+      return 'hold';
+    });
+    try {
+      await assert.rejects(b.save(h, bytes(2000), { signal: ac.signal }), (e) => e === reason);
+    } finally {
+      proxy.setRule(() => 'pass');
+      proxy.releaseHeld();
+    }
     assert.equal(await b.stat(h), undefined);
     assert.deepEqual(await listAll(b, 'data'), []);
     await assert.rejects(b.load(h), NotFoundError);
+    await b.close();
+  });
+
+  it('500s, 503s and slow answers are transient: retried, then the call succeeds', async () => {
+    const inner = behindProxy({ idleTimeoutMs: 300 });
+    const b = retrying(inner, 6);
+    await b.create();
+    const h = handleOf('snapshot', 'flaky');
+    const faults: FaultAction[] = [];
+    proxy.setRule(() => faults.shift() ?? 'pass');
+    try {
+      faults.push(503, 500, 'hold');
+      await b.save(h, bytes(100));
+      assert.equal(faults.length, 0, 'each fault was met');
+      faults.push('hold', 503);
+      assert.deepEqual(await b.load(h), bytes(100));
+      faults.push(500);
+      assert.deepEqual(await listAll(b, 'snapshot'), [{ name: h.name, size: 100 }]);
+      assert.equal(faults.length, 0, 'each fault was met');
+    } finally {
+      proxy.setRule(() => 'pass');
+      proxy.releaseHeld();
+    }
+    await b.close();
+  });
+
+  it('a fault that does not pass ends in a clear error naming the call, and nothing is stored', async () => {
+    const b = retrying(behindProxy({ idleTimeoutMs: 300 }), 3);
+    await b.create();
+    const h = handleOf('data', 'down');
+    for (const fault of [503, 'hold'] as const) {
+      // (the rule is put back to 'pass' after the loop, and by the next test's own rule)
+      proxy.setRule(() => fault);
+      await assert.rejects(b.save(h, bytes(10)), (e: Error) => {
+        assert.ok(e instanceof RetriesExhaustedError, String(e));
+        assert.match(e.message, new RegExp(`^save data/${h.name.slice(0, 8)}.* failed after 3 attempts over \\d+\\.\\d s: .*${fault === 503 ? `HEAD data/${h.name} in .*: HTTP 503 Service Unavailable$` : 'timed out'}`));
+        return true;
+      });
+      proxy.releaseHeld();
+    }
+    proxy.setRule(() => 'pass');
+    assert.equal(await b.stat(h), undefined);
+    await b.close();
+  });
+
+  it('an endpoint that is not there is transient too, and a missing key is NotFoundError', async () => {
+    const b = behindProxy();
+    await b.create();
+    await assert.rejects(b.load(handleOf('index', 'nothing')), NotFoundError);
+    const gone = new S3Backend(parseS3Location(`http://127.0.0.1:1/${TEST_BUCKET}/x`), plain.settings);
+    await assert.rejects(gone.stat(handleOf('index', 'x')), (e: Error) => e instanceof TransientError && /ECONNREFUSED/.test(e.message));
+    await gone.close();
     await b.close();
   });
 });

@@ -1,0 +1,173 @@
+/**
+ * The real CLI on a repository in S3: s3rver on 127.0.0.1 (test/helpers/s3rver.ts).
+ *
+ *  - over HTTPS with a self-signed certificate: refused untrusted, then a
+ *    whole life through --cacert: init, backup, restore with bytes and
+ *    metadata compared, forget, prune, check --read-data;
+ *  - over plain HTTP behind a proxy that injects faults: 500s and 503s are
+ *    retried and the backup completes; a fault that does not pass, and the
+ *    endpoint stopped in the middle of a backup, end the backup with a clear
+ *    message and exit 1, and once the endpoint is back the repository checks
+ *    clean and takes the next backup.
+ */
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { EVERYTHING, buildTree, compareTrees, removeTree } from '../fixtures/tree.js';
+import { Sandbox } from '../helpers/cli.js';
+import { writeRandom } from '../helpers/random-file.js';
+import { startFaultProxy, startS3rver, TEST_BUCKET, type FaultProxy, type TestS3 } from '../helpers/s3rver.js';
+
+/** Retries give up after this long, so that a fault that does not pass ends the command soon. */
+const RETRY_FOR = '3s';
+
+describe('the CLI on S3 over HTTPS', () => {
+  let s3: TestS3;
+  let s: Sandbox;
+  let src: string;
+  let env: Record<string, string>;
+
+  before(async () => {
+    s3 = await startS3rver();
+    s = await Sandbox.create();
+    src = s.path('src');
+    await buildTree(src, EVERYTHING);
+    env = { ...s3.env, HOLDFAST_REPOSITORY: s3.location('cli/repo'), HOLDFAST_MIN_GRACE: '6s' };
+  });
+  after(async () => {
+    await s3.close();
+    await removeTree(s.dir);
+  });
+
+  it('refuses the endpoint until its certificate is trusted, and never shows the SDK\'s Node warning', async () => {
+    const r = await s.run(['init'], { env });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^holdfast: .*s3:https:\/\/127\.0\.0\.1:\d+\/holdfast-test\/cli\/repo: the endpoint's TLS certificate is not trusted \(self-signed certificate\); if a private CA signed it, give that CA's certificate with --cacert FILE\n$/);
+    const bad = await s.run(['--cacert', join(src, 'sizes', 'text.txt'), 'init'], { env });
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /holds no PEM certificate/);
+  });
+
+  it('init, backup, restore, forget, prune and check --read-data', { timeout: 180_000 }, async () => {
+    const withCa = { env: { ...env, HOLDFAST_CACERT: s3.caFile } };
+    const init = await s.ok(['init'], withCa);
+    assert.match(init.stdout, new RegExp(`created holdfast repository [0-9a-f]+ at ${s3.location('cli/repo').replace(/[.]/g, '\\.')}\\n`));
+    await s.ok(['--cacert', s3.caFile, 'backup', src], { env });
+    await writeFile(join(src, 'sizes', 'text.txt'), 'changed after the first backup\n');
+    await s.ok(['backup', src], withCa);
+    const snapshots = (): Promise<unknown[]> => s.ok(['snapshots', '--json'], withCa).then((r) => JSON.parse(r.stdout) as unknown[]);
+    assert.equal((await snapshots()).length, 2);
+
+    const target = s.path('restored');
+    await s.ok(['restore', 'latest', '--target', target], withCa);
+    await compareTrees(src, join(target, src));
+
+    const forget = await s.ok(['forget', '--keep-last', '1'], withCa);
+    assert.match(forget.stdout, /^removed 1 snapshot$/m);
+    assert.equal((await snapshots()).length, 1);
+    await s.ok(['prune', '--grace', '6s'], withCa);
+    await sleep(6500);
+    const pruned = await s.ok(['prune', '--grace', '6s'], withCa);
+    assert.doesNotMatch(pruned.stderr, /warning/);
+    const check = await s.ok(['check', '--read-data'], withCa);
+    assert.match(check.stdout, /no errors were found/);
+
+    const again = s.path('restored-after-prune');
+    await s.ok(['restore', 'latest', '--target', again], withCa);
+    await compareTrees(src, join(again, src));
+    for (const r of [init, forget, pruned, check]) assert.doesNotMatch(r.stderr, /NodeVersionSupportWarning|AWS SDK/);
+  });
+});
+
+describe('the CLI on S3 when the endpoint fails', () => {
+  let s3: TestS3;
+  let proxy: FaultProxy;
+  let s: Sandbox;
+  let src: string;
+  let env: Record<string, string>;
+  let n = 0;
+
+  /** A fresh repository behind the proxy, with one backup of `src`. */
+  async function freshRepo(): Promise<void> {
+    env = { ...s3.env, HOLDFAST_REPOSITORY: `s3:${proxy.endpoint}/${TEST_BUCKET}/faults-${++n}`, HOLDFAST_RETRY_FOR: RETRY_FOR };
+    await s.ok(['init'], { env });
+  }
+
+  /** Is `req` the upload of a pack (the bulk of a backup)? */
+  const packPut = (method: string | undefined, url: string | undefined): boolean =>
+    method === 'PUT' && /\/data\/[0-9a-f]{2}\/[0-9a-f]{64}(\?|$)/.test(url ?? '');
+
+  before(async () => {
+    s3 = await startS3rver({ tls: false });
+    proxy = await startFaultProxy(s3.endpoint);
+    s = await Sandbox.create();
+    src = s.path('src');
+    await buildTree(src, EVERYTHING);
+    await writeRandom(join(src, 'random.bin'), 3 << 20);
+  });
+  after(async () => {
+    await proxy.close();
+    await s3.close();
+    await removeTree(s.dir);
+  });
+
+  it('retries 500s and 503s and completes the backup', { timeout: 120_000 }, async () => {
+    await freshRepo();
+    let left = 4;
+    proxy.setRule((req) => (packPut(req.method, req.url) && left-- > 0 ? (left % 2 === 0 ? 500 : 503) : 'pass'));
+    const r = await s.ok(['backup', src], { env });
+    assert.equal(left < 0 ? 0 : left, 0, 'every injected fault was met');
+    assert.match(r.stderr, /warning: save data\/[0-9a-f]+.*HTTP 503 SlowDown.*retrying in/);
+    assert.match(r.stderr, /warning: save data\/[0-9a-f]+.*HTTP 500 InternalError.*retrying in/);
+    proxy.setRule(() => 'pass');
+    assert.match((await s.ok(['check', '--read-data'], { env })).stdout, /no errors were found/);
+    const target = s.path(`restored-${n}`);
+    await s.ok(['restore', 'latest', '--target', target], { env });
+    await compareTrees(src, join(target, src));
+  });
+
+  it('a fault that does not pass ends the backup with a clear error; the repository stays valid', { timeout: 120_000 }, async () => {
+    await freshRepo();
+    proxy.setRule((req) => (packPut(req.method, req.url) ? 503 : 'pass'));
+    const r = await s.run(['backup', src], { env });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^holdfast: .*save data\/[0-9a-f]+ failed after \d+ attempts over \d+\.\d s: .*HTTP 503 SlowDown: Please reduce your request rate\.$/m);
+    proxy.setRule(() => 'pass');
+    assert.match((await s.ok(['check', '--read-data'], { env })).stdout, /no errors were found/);
+    assert.equal((await s.ok(['snapshots', '--json'], { env })).stdout.trim(), '[]');
+    await s.ok(['backup', src], { env });
+    const target = s.path(`restored-${n}`);
+    await s.ok(['restore', 'latest', '--target', target], { env });
+    await compareTrees(src, join(target, src));
+  });
+
+  it('the endpoint stopped in the middle of a backup: a clear error; started again, the repository checks clean and backs up', { timeout: 120_000 }, async () => {
+    await freshRepo();
+    let reached!: () => void;
+    const packUploadStarted = new Promise<void>((resolve) => (reached = resolve));
+    proxy.setRule((req) => {
+      if (!packPut(req.method, req.url)) return 'pass';
+      reached();
+      return 'hold';
+    });
+    const backup = s.start(['backup', src], { env });
+    await packUploadStarted;
+    await s3.stop({ abrupt: true });
+    proxy.setRule(() => 'pass');
+    proxy.releaseHeld();
+    const r = await backup.done;
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^holdfast: .* failed after \d+ attempts? over \d+\.\d s: .*(ECONNREFUSED|ECONNRESET|socket hang up)/m);
+
+    await s3.start();
+    const check = await s.ok(['check', '--read-data'], { env });
+    assert.match(check.stdout, /no errors were found/);
+    await s.ok(['backup', src], { env });
+    const target = s.path(`restored-${n}`);
+    await s.ok(['restore', 'latest', '--target', target], { env });
+    await compareTrees(src, join(target, src));
+  });
+});
