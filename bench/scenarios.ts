@@ -11,8 +11,11 @@
 //   index      the in-memory index alone, no tools: bytes per blob and lookups per
 //              second with BENCH_INDEX_BLOBS (default 2,000,000) blobs, beside the Map
 //              it replaced (bench/index-memory.ts); target ≤ 64 bytes per blob
+//   s3         the corpus backed up to and restored from s3rver over HTTPS beside
+//              restic's S3 backend, and copy local <-> S3 beside a plain SDK upload
+//              (bench/s3.ts); targets: ≤ 0.5x restic, copy ≤ 1.2x the upload
 //
-// BENCH_SCENARIOS=tree,stream,manyfiles,deploy,index,image picks the scenarios (default: all).
+// BENCH_SCENARIOS=tree,stream,manyfiles,deploy,index,s3,image picks the scenarios (default: all).
 // BENCH_IMAGE=0 still switches the image scenario off; BENCH_SCENARIOS without
 // "image" is passed on to run.ts as BENCH_IMAGE=0.
 
@@ -25,9 +28,11 @@ import type { ScenarioContext } from './scale-common.js';
 import { runStream, streamGib, streamRows, type StreamResult } from './stream.js';
 import { manyFilesCount, manyFilesRows, runManyFiles, type ManyFilesResult } from './manyfiles.js';
 import { deployFiles, deployRounds, deployRows, runDeploy, type DeployResult } from './deploy.js';
+import { runS3, s3Rows, type S3Result } from './s3.js';
+import { resolveCorpus } from './corpus.js';
 import { indexBlobs, runIndexScenario, type IndexMeasurement } from './index-memory.js';
 
-export const ALL_SCENARIOS = ['tree', 'stream', 'manyfiles', 'deploy', 'index', 'image'] as const;
+export const ALL_SCENARIOS = ['tree', 'stream', 'manyfiles', 'deploy', 'index', 's3', 'image'] as const;
 export type Scenario = (typeof ALL_SCENARIOS)[number];
 
 /** BENCH_SCENARIOS (default: all), minus image when BENCH_IMAGE=0. */
@@ -58,6 +63,7 @@ export interface ScaleResults {
     stream: StreamResult | null;
     manyfiles: ManyFilesResult | null;
     deploy: DeployResult | null;
+    s3: S3Result | null;
     index: IndexMeasurement[] | null;
     rows: ScaleRow[];
     problems: string[];
@@ -67,9 +73,9 @@ export interface ScaleResults {
 /** Runs the index, stream, many-files and deploy scenarios that are selected; prints their tables. */
 export async function runScaleScenarios(o: { benchDir: string; tools: ToolName[]; timeoutSec: number; scenarios: Set<Scenario> }): Promise<ScaleResults> {
   const index = o.scenarios.has('index') ? await runIndexScenario() : null;
-  const wanted = (['stream', 'manyfiles', 'deploy'] as const).filter((s) => o.scenarios.has(s));
+  const wanted = (['stream', 'manyfiles', 'deploy', 's3'] as const).filter((s) => o.scenarios.has(s));
   if (wanted.length === 0) {
-    return { problems: 0, json: index && { scenarios: ['index'], tools: [], stream: null, manyfiles: null, deploy: null, index, rows: [], problems: [] } };
+    return { problems: 0, json: index && { scenarios: ['index'], tools: [], stream: null, manyfiles: null, deploy: null, s3: null, index, rows: [], problems: [] } };
   }
   const ctx: ScenarioContext = { benchDir: o.benchDir, tools: [], timeoutSec: o.timeoutSec, keep: process.env.BENCH_KEEP === '1', problems: [] };
   const versions: { name: ToolName; version: string }[] = [];
@@ -79,26 +85,28 @@ export async function runScaleScenarios(o: { benchDir: string; tools: ToolName[]
     if (probe.available) ctx.tools.push(name);
     else ctx.problems.push(`[${name}] not available: ${probe.problem}`);
   }
-  if (!ctx.tools.includes('restic')) ctx.problems.push('restic is not run: the stream, many-files and deploy targets are ratios to restic');
+  if (!ctx.tools.includes('restic')) ctx.problems.push('restic is not run: the stream, many-files, deploy and S3 targets are ratios to restic');
   if (!(await haveGnuTime())) ctx.problems.push('GNU time not usable at /usr/bin/time: peak RSS is n/a (apt-get install -y time)');
 
   const stream = o.scenarios.has('stream') ? await runStream(ctx) : null;
   const manyfiles = o.scenarios.has('manyfiles') ? await runManyFiles(ctx) : null;
   const deploy = o.scenarios.has('deploy') ? await runDeploy(ctx) : null;
+  const s3 = o.scenarios.has('s3') ? await runS3(ctx, (await resolveCorpus(o.benchDir, process.env.BENCH_CORPUS)).path) : null;
 
-  const rows = [...(stream ? streamRows(stream) : []), ...(manyfiles ? manyFilesRows(manyfiles) : []), ...(deploy ? deployRows(deploy) : [])];
+  const rows = [...(stream ? streamRows(stream) : []), ...(manyfiles ? manyFilesRows(manyfiles) : []), ...(deploy ? deployRows(deploy) : []), ...(s3 ? s3Rows(s3) : [])];
   const shown = ctx.tools.length > 0 ? ctx.tools : o.tools;
-  console.log(`\nStream, many-files and deploy results (${wanted.join(', ')}; one run each, deploy several; ratio < 1.00x = smaller/faster than restic):\n`);
+  console.log(`\nScale results (${wanted.join(', ')}; one run each, deploy several; ratio < 1.00x = smaller/faster than restic):\n`);
   console.log(scaleTable(shown, rows));
   console.log('\nNotes:');
   if (stream) for (const n of stream.notes) console.log(`  - ${n}`);
   if (manyfiles) for (const n of manyfiles.notes) console.log(`  - ${n}`);
   if (deploy) for (const n of deploy.notes) console.log(`  - ${n}`);
+  if (s3) for (const n of [...s3.notes, 'copy rows: the restic column holds the plain SDK upload of the same files, and the ratio is the copy\'s time over it']) console.log(`  - ${n}`);
   console.log("  - peak RSS: /usr/bin/time -f '%e %M' of the tool process alone; MB = 10^6 bytes; `sync` before every measured step.");
-  if (ctx.problems.length > 0) console.log(`\nStream / many-files / deploy problems:\n${ctx.problems.map((p) => `  ${p}`).join('\n')}`);
+  if (ctx.problems.length > 0) console.log(`\nStream / many-files / deploy / S3 problems:\n${ctx.problems.map((p) => `  ${p}`).join('\n')}`);
   return {
     problems: ctx.problems.length,
-    json: { scenarios: [...(index ? ['index' as const] : []), ...wanted], tools: versions, stream, manyfiles, deploy, index, rows, problems: ctx.problems },
+    json: { scenarios: [...(index ? ['index' as const] : []), ...wanted], tools: versions, stream, manyfiles, deploy, s3, index, rows, problems: ctx.problems },
   };
 }
 
