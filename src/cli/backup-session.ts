@@ -1,34 +1,40 @@
 /**
- * What `backup` of files, streams and images shares: the repository opened
- * with the chosen compression, a shared lock whose loss aborts the backup,
- * Ctrl-C turned into an abort, packs left by an interrupted backup indexed
- * first; and the parsing of --time and --tag. A dry run takes no lock and
+ * What `backup` of files, streams and images shares on the command line: the
+ * repository opened for the backup session (src/jobs/sessions), Ctrl-C
+ * turned into an abort, the session's outcomes turned into messages and exit
+ * codes; and the parsing of --time and --tag. A dry run takes no lock and
  * writes nothing (its writes are dropped: `DryRunBackend`).
  */
-import { parseCompressionMode } from '../core/compress.js';
-import { acquireLock } from '../repo/lock.js';
+import { LockLostError } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
+import { backupSession as runSession } from '../jobs/sessions/backup-session.js';
 import { lockedByMe, openRepo, warn, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
 
 /** Runs `work` in a backup session; everything is released however it ends. */
-export async function backupSession(g: GlobalOptions, compression: string | undefined, work: (repo: Repository, signal: AbortSignal) => Promise<void>, opts: { dryRun?: boolean } = {}): Promise<void> {
+export async function backupSession(g: GlobalOptions, work: (repo: Repository, signal: AbortSignal) => Promise<void>, opts: { dryRun?: boolean } = {}): Promise<void> {
   const dryRun = opts.dryRun === true;
   const abort = new AbortController();
   // The signal reaches the rate limiter too: a wait for --limit-upload can last minutes.
   const repo = await openRepo(g, { dryRun, signal: abort.signal });
-  if (compression) repo.setCompression(parseCompressionMode(compression));
-  const lock = dryRun ? undefined : await acquireLock(repo.backend, { ...lockedByMe(), exclusive: false, operation: 'backup', onLost: (e) => abort.abort(new ExitError(`${e.message}; no snapshot was written`, EXIT.locked)) });
   const onSigint = (): void => abort.abort(new ExitError('interrupted; the repository is intact and the next backup reuses what was uploaded', EXIT.interrupted));
   const offInterrupt = onInterrupt(onSigint);
   try {
-    const found = dryRun ? 0 : await repo.indexOrphanPacks(warn);
-    if (found > 0 && !g.quiet) warn(`indexed ${found} pack(s) left by an interrupted backup`);
-    await work(repo, abort.signal);
+    await runSession(repo, {
+      ...lockedByMe(),
+      dryRun,
+      signal: abort.signal,
+      onWarning: warn,
+      onOrphansIndexed: (n) => {
+        if (!g.quiet) warn(`indexed ${n} pack(s) left by an interrupted backup`);
+      },
+    }, (signal) => work(repo, signal));
+  } catch (e) {
+    if (e instanceof LockLostError) throw new ExitError(`${e.message}; no snapshot was written`, EXIT.locked);
+    throw e;
   } finally {
     offInterrupt();
-    await lock?.release();
   }
 }
 

@@ -8,6 +8,7 @@
 import { resolve } from 'node:path';
 import { hostname as osHostname } from 'node:os';
 import type { Command } from 'commander';
+import type { CompressionMode } from '../core/compress.js';
 import type { Repository } from '../repo/repository.js';
 import type { Snapshot } from '../repo/snapshot.js';
 import { ImageBackup, defaultBlockSize, type ImageBackupResult } from '../jobs/image/image-backup.js';
@@ -38,7 +39,7 @@ export interface ImageBackupFlags {
   parent?: string;
   force?: boolean;
   stdinFilename?: string;
-  compression?: string;
+  compression?: CompressionMode;
 }
 
 /** Adds the image options to `backup`. */
@@ -114,7 +115,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
     const name = cmd.getOptionValueSource('stdinFilename') === 'default' || !flags.stdinFilename ? 'stdin.img' : flags.stdinFilename;
     if (stream && (name.includes('/') || name === '.' || name === '..')) throw new ExitError(`bad --stdin-filename "${name}"`, EXIT.usage);
     const paths = [stream ? `/${name}` : resolve(src)];
-    await backupSession(g, flags.compression, async (repo, signal) => {
+    await backupSession(g, async (repo, signal) => {
       const parent = flags.force ? null : await findParent(repo, flags, paths);
       // The parent's block size by default, so that a disk that grew keeps its changed-block detection.
       const blockSize = chosen ?? parent?.snapshot.image?.blockSize ?? defaultBlockSize(input.size);
@@ -132,6 +133,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
         parent,
         ...(cacheFile ? { cacheFile } : {}),
         readCache: !flags.force,
+        ...(flags.compression ? { compression: flags.compression } : {}),
         signal,
         pool: processPool(),
         // Said once there is something to back up: an empty stream is refused first.

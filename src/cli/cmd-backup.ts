@@ -3,6 +3,7 @@
  * `holdfast backup --stdin-from-command -- CMD ARGS...`.
  */
 import type { Command } from 'commander';
+import type { CompressionMode } from '../core/compress.js';
 import { Archiver, type BackupResult } from '../jobs/backup/archiver.js';
 import { CACHEDIR_TAG, ExcludeRules, readPatterns } from '../jobs/backup/excludes.js';
 import { parseSize } from '../core/size.js';
@@ -38,7 +39,7 @@ interface BackupFlags extends ImageBackupFlags {
   stdin?: boolean;
   stdinFilename: string;
   stdinFromCommand?: boolean;
-  compression?: string;
+  compression?: CompressionMode;
 }
 
 export function register(program: Command): void {
@@ -77,7 +78,7 @@ export function register(program: Command): void {
       if (stream && (flags.filesFrom ?? flags.filesFromVerbatim ?? flags.filesFromRaw)) throw new ExitError('--stdin and --stdin-from-command take no --files-from lists', EXIT.usage);
       // Before the session: when no path exists, not even a lock is written.
       const targets = stream ? undefined : await backupTargets(paths, flags, warn);
-      await backupSession(g, flags.compression, async (repo, signal) => {
+      await backupSession(g, async (repo, signal) => {
         const result = targets
           ? await backupFiles(repo, g, flags, targets.paths, signal)
           : await backupStream(repo, g, flags, paths, signal);
@@ -119,6 +120,7 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
       parent,
       force: flags.force === true,
       dryRun: flags.dryRun === true,
+      ...(flags.compression ? { compression: flags.compression } : {}),
       signal,
       pool: processPool(),
       onWarning: (path, message) => {
@@ -181,6 +183,7 @@ async function backupStream(repo: Repository, g: GlobalOptions, flags: BackupFla
       tags: splitTags(flags.tag),
       ...(flags.host ? { hostname: flags.host } : {}),
       ...(flags.time ? { time: parseTime(flags.time) } : {}),
+      ...(flags.compression ? { compression: flags.compression } : {}),
       signal,
       pool: processPool(),
       onProgress: (p) => progress.update(p),

@@ -55,11 +55,12 @@ export function register(program: Command): void {
       refuseIfAppendOnly(repo.backend, 'tag (it replaces snapshot objects)');
       const lock = await acquireLock(repo.backend, { ...lockedByMe(), exclusive: false, operation: 'tag' });
       let modified = 0;
+      const writer = repo.newWriter();
       try {
         for (const { id, snapshot } of await chosen(repo, ids, f)) {
           const tags = changed(snapshot.tags, f);
           if (tags.length === snapshot.tags.length && tags.every((t, i) => t === snapshot.tags[i])) continue;
-          const newId = await repo.saveSnapshot({ ...snapshot, tags });
+          const newId = await writer.saveSnapshot({ ...snapshot, tags });
           await repo.backend.remove({ type: 'snapshot', name: id });
           say(g, `snapshot ${id.slice(0, 8)} is now ${newId.slice(0, 8)}, tags: ${tags.join(',') || '(none)'}`);
           modified++;

@@ -5,7 +5,7 @@
  * the keyed repository, its writers and the snapshot fence all use them.
  */
 import { sha256 } from '../core/crypto.js';
-import { AlreadyExistsError, NotFoundError, type Backend, type Handle, type ObjectType } from '../storage/backend.js';
+import { AlreadyExistsError, NotFoundError, type Backend, type Handle, type ObjectType, type OperationOptions } from '../storage/backend.js';
 import { decodeConfig, type RepoConfig } from './config.js';
 import { CorruptObjectError, NotARepositoryError } from './errors.js';
 
@@ -22,11 +22,13 @@ export async function loadChecked(backend: Backend, h: Handle, what: string): Pr
 /**
  * Saves `bytes` under the SHA-256 of its bytes and returns the name. A name
  * that exists already holds the same bytes, so that counts as success.
- * `name`: that SHA-256 in hex, when the caller has computed it already.
+ * `opts.name`: that SHA-256 in hex, when the caller has computed it already;
+ * `opts.signal` is passed to the backend.
  */
-export async function saveAddressed(backend: Backend, type: ObjectType, bytes: Buffer, name = sha256(bytes).toString('hex')): Promise<string> {
+export async function saveAddressed(backend: Backend, type: ObjectType, bytes: Buffer, opts: OperationOptions & { name?: string } = {}): Promise<string> {
+  const name = opts.name ?? sha256(bytes).toString('hex');
   try {
-    await backend.save(handleOf(type, name), bytes);
+    await backend.save(handleOf(type, name), bytes, opts.signal ? { signal: opts.signal } : {});
   } catch (e) {
     if (!(e instanceof AlreadyExistsError)) throw e;
   }

@@ -63,7 +63,7 @@ export class PackCopier {
       name = sha256(bytes).toString('hex');
       if (!this.avoid(name)) break;
     }
-    const saving: Promise<void> = saveAddressed(this.backend, 'data', bytes, name)
+    const saving: Promise<void> = saveAddressed(this.backend, 'data', bytes, { name })
       .then((pack) => void this.written.push({ pack, blobs }), (error: unknown) => void (this.failure ??= { error }))
       .finally(() => this.inFlight.delete(saving));
     this.inFlight.add(saving);

@@ -1,40 +1,35 @@
 /**
- * A repository ("disk safe") opened on a Backend: the config, the master key,
- * the merged index, and the writers that turn blobs into packs.
+ * A repository ("disk safe") opened with its key on a keyless `Store`: the
+ * authenticated config, the master key, the merged index. By itself it only
+ * reads (blobs, trees, snapshots) and manages key files; writes go through
+ * write sessions it opens (`newWriter`, repository-writer.ts), several at
+ * once if need be, which share its index.
  *
- *   saveBlob(type, bytes)
- *     id = HMAC(idKey, bytes); known? → done (deduplicated)
- *     compress (if it shrinks) → seal(AES-256-GCM, aad = type|flags|rawLength|id)
- *     append to the open pack; pack ≥ packSize → upload it (≤ 2 in flight)
- *   flush()
- *     upload the open pack, wait for uploads, write one index file for them
- *
- * Objects are written in the order packs → index → snapshot, each atomically,
- * so a crash at any point leaves a valid repository; packs written before a
- * crash but never indexed are found and indexed by the next writer
- * (`indexOrphanPacks`), so their blobs are reused, not uploaded again.
+ *   store = await Store.open(backend)
+ *   repo  = await Repository.open(store, password); await repo.loadIndex()
+ *   w     = repo.newWriter({ compression, signal })
+ *   w.saveBlob / w.addPrepared / w.saveTree … w.flush(); w.saveSnapshot(s)
+ *   repo.close()                      zeroes the keys; idempotent
  */
 import { NotFoundError, ShortReadError, type Backend } from '../storage/backend.js';
 import { AuthenticationError, macKey, masterKeyFrom, masterKeyId, newMasterKey, describeScrypt, DEFAULT_SCRYPT_PARAMS, wipeMasterKey, type MasterKey, type ScryptParams } from '../core/crypto.js';
-import { BlobCompressor, type CompressionMode } from '../core/compress.js';
+import type { CompressionMode } from '../core/compress.js';
 import { DEFAULT_CHUNKER_PARAMS, FastCDC, gearTable, validateChunkerParams, type ChunkerParams } from '../core/chunker.js';
 import { authenticateConfig, encodeConfig, newConfig, type RepoConfig } from './config.js';
 import { costTimes, decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile, type Password } from './key-file.js';
-import { BlobType, PackWriter, type PackedBlob } from './pack.js';
-import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from './blob-codec.js';
-import { MasterIndex, encodeIndex, type BlobLocation, type IndexedPack } from './index-file.js';
+import { BlobType, type PackedBlob } from './pack.js';
+import { blobIdHex, openBlob, type BlobKeys } from './blob-codec.js';
+import { MasterIndex, type BlobLocation } from './index-file.js';
 import { authenticateSnapshot, decodeSnapshot, encodeSnapshot, type Snapshot } from './snapshot.js';
 import { commitWindowMs, condemnedPacks, DEFAULT_MIN_GRACE_MS } from './deletion-marker.js';
-import { commitSnapshot } from './snapshot-fence.js';
+import { RepositoryWriter, type WriterOptions } from './repository-writer.js';
 import { handleOf, loadChecked, loadEvery, saveAddressed } from './objects.js';
 import { isDamage, oldestFirst, Store, type SnapshotList } from './store.js';
-import { decodeTree, encodeTree, type ContentEntry, type TreeNode } from './tree.js';
+import { decodeTree, type ContentEntry, type TreeNode } from './tree.js';
 import { BlobNotFoundError, CorruptObjectError, UnsupportedVersionError, WrongPasswordError } from './errors.js';
 
 /** Default pack size: 16 MiB (see docs/decisions.md). */
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
-const MAX_UPLOADS = 2;
-const INDEX_EVERY_PACKS = 16;
 const PACK_CACHE_ENTRIES = 8;
 
 export interface InitOptions {
@@ -47,13 +42,6 @@ export interface InitOptions {
   readonly scrypt?: ScryptParams;
   /** As `OpenOptions.minGraceMs`, for the repository `init` returns open. */
   readonly minGraceMs?: number;
-}
-
-/** Statistics of what this session wrote. */
-export interface WriteStats {
-  blobsAdded: number;
-  dataAdded: number;
-  dataAddedStored: number;
 }
 
 export interface OpenOptions {
@@ -91,25 +79,12 @@ function copyKey(l: BlobLocation): string {
   return `${l.pack}:${l.offset}:${l.length}`;
 }
 
+/** An open repository; see the module comment. */
 export class Repository {
+  /** Every blob's location, as loaded (`loadIndex`) and as this repository's writers store packs. */
   readonly index = new MasterIndex();
-  readonly stats: WriteStats = { blobsAdded: 0, dataAdded: 0, dataAddedStored: 0 };
-  private compressor: BlobCompressor;
-  /** Open packs: tree (and image-map) blobs are kept apart from data blobs so that reading all trees of a snapshot reads few packs. */
-  private readonly packs = new Map<'data' | 'meta', PackWriter>();
   /** Recently read metadata packs (whole), so walking trees costs one read per pack, not per tree. */
   private readonly packCache = new Map<string, Promise<Buffer>>();
-  private readonly pending = new Set<string>();
-  private readonly uploads = new Set<Promise<void>>();
-  /**
-   * Buffers of data packs that were saved, for the next packs: a fresh 20 MiB
-   * buffer per pack costs the kernel a page fault and a zeroed page per 4 KiB
-   * (not measured apart from the rest of its round: docs/decisions.md, fifth
-   * session).
-   */
-  private readonly spareBuffers: Buffer[] = [];
-  private unindexed: IndexedPack[] = [];
-  private uploadError: unknown;
   private readonly blobKeys: BlobKeys;
   /** Key of the snapshots' MACs. */
   private readonly snapshotMacKey: Buffer;
@@ -129,7 +104,6 @@ export class Repository {
     /** `OpenOptions.minGraceMs`. */
     private readonly minGraceMs = DEFAULT_MIN_GRACE_MS,
   ) {
-    this.compressor = new BlobCompressor(store.config.compression);
     this.blobKeys = { encryption: key.encryption, id: key.id };
     this.snapshotMacKey = macKey(key, 'snapshot');
   }
@@ -264,22 +238,27 @@ export class Repository {
   /**
    * Zeroes the master key, in this thread and in every worker thread that
    * holds a view of it, and the snapshot MAC key; blobs can no longer be
-   * sealed or opened, nor snapshots authenticated. Idempotent.
-   * Call it once the session's writes are flushed.
+   * sealed or opened, nor snapshots authenticated. Idempotent. Call it once
+   * the writers are flushed, however the work ended.
    */
   close(): void {
     wipeMasterKey(this.key);
     this.snapshotMacKey.fill(0);
   }
 
-  /** Chooses the compression for blobs this session writes. */
-  setCompression(mode: CompressionMode): void {
-    this.compressor = new BlobCompressor(mode);
-  }
-
-  /** The compression blobs of this session are written with. */
-  get compression(): CompressionMode {
-    return this.compressor.mode;
+  /**
+   * Opens a write session (repository-writer.ts): its own packs, uploads,
+   * statistics and errors; the index is this repository's, shared with any
+   * other writer open at the same time.
+   */
+  newWriter(opts: WriterOptions = {}): RepositoryWriter {
+    return new RepositoryWriter({
+      store: this.store,
+      index: this.index,
+      blobKeys: this.blobKeys,
+      sealSnapshot: (s) => encodeSnapshot(s, this.snapshotMacKey),
+      commitWindowMs: commitWindowMs(this.minGraceMs),
+    }, opts);
   }
 
   /**
@@ -320,111 +299,6 @@ export class Repository {
       }
     }
     for (const p of pending.values()) this.index.addPendingPack(p);
-  }
-
-  /**
-   * Indexes packs that exist in storage but in no index (left by a backup
-   * that was killed before it wrote its index), so their blobs are reused.
-   * Returns how many packs it found; damaged ones are reported to `warn`.
-   */
-  async indexOrphanPacks(warn: (msg: string) => void): Promise<number> {
-    let found = 0;
-    for await (const info of this.backend.list('data')) {
-      if (this.index.packs.has(info.name)) continue;
-      try {
-        const blobs = await this.store.readPackHeader(info.name, info.size);
-        const p = { pack: info.name, blobs };
-        this.index.addPack(p);
-        this.unindexed.push(p);
-        found++;
-      } catch (e) {
-        warn(`ignoring unindexed pack ${info.name}: ${(e as Error).message}`);
-      }
-    }
-    // Indexed at once, not at the end of a long backup: see docs/format.md §15.5.
-    if (found > 0) await this.writeIndex();
-    return found;
-  }
-
-  // ---- writing ----
-
-  /** True when the repository has, or is about to store, the blob. */
-  hasBlob(id: string): boolean {
-    return this.index.has(id) || this.pending.has(id);
-  }
-
-  /**
-   * Stores a blob unless it is known already. Returns its id and whether it
-   * was new. Waits when too many packs are being uploaded (back-pressure).
-   * The sealing runs on the calling thread; bulk data goes through worker
-   * threads and `addPrepared` instead.
-   */
-  async saveBlob(type: BlobType, data: Buffer, knownId?: string): Promise<{ id: string; added: boolean }> {
-    const id = knownId ?? this.blobId(data, type);
-    if (this.hasBlob(id)) return { id, added: false };
-    return { id, added: await this.addPrepared(prepareBlob(this.blobKeys, this.compressor, type, data, id)) };
-  }
-
-  /**
-   * Appends a blob sealed elsewhere (a worker thread) unless the repository
-   * has it already; returns whether it was added. Waits when too many packs
-   * are being uploaded (back-pressure).
-   */
-  async addPrepared(b: PreparedBlob): Promise<boolean> {
-    if (this.uploadError) throw this.uploadError;
-    if (this.hasBlob(b.id)) return false;
-    this.pending.add(b.id);
-    const kind = b.type === BlobType.Data ? 'data' : 'meta';
-    let pack = this.packs.get(kind);
-    if (!pack) {
-      pack = kind === 'data' ? new PackWriter(this.config.packSize + (this.config.packSize >> 2), this.spareBuffers.pop()) : new PackWriter();
-      this.packs.set(kind, pack);
-    }
-    pack.add(b.type, b.id, b.flags, b.rawLength, b.sealed);
-    this.stats.blobsAdded++;
-    this.stats.dataAdded += b.rawLength;
-    this.stats.dataAddedStored += b.sealed.length;
-    if (pack.length >= this.config.packSize) await this.finishPack(kind);
-    return true;
-  }
-
-  private async finishPack(kind: 'data' | 'meta'): Promise<void> {
-    const pack = this.packs.get(kind);
-    if (!pack || pack.count === 0) return;
-    this.packs.delete(kind);
-    const { bytes, blobs, buffer } = pack.finish();
-    while (this.uploads.size >= MAX_UPLOADS) await Promise.race(this.uploads);
-    const upload = (async () => {
-      const name = await saveAddressed(this.backend, 'data', bytes);
-      // A backend keeps no reference to what it saved (see `Backend.save`).
-      if (kind === 'data' && this.spareBuffers.length < MAX_UPLOADS) this.spareBuffers.push(buffer);
-      // Locations built once serve both the index and the next index file.
-      const p = { pack: name, blobs: blobs.map((b): BlobLocation => ({ ...b, pack: name })) };
-      this.index.addPack(p);
-      for (const b of blobs) this.pending.delete(b.id);
-      this.unindexed.push(p);
-      if (this.unindexed.length >= INDEX_EVERY_PACKS) await this.writeIndex();
-    })().catch((e: unknown) => {
-      this.uploadError ??= e;
-    });
-    const tracked = upload.finally(() => this.uploads.delete(tracked));
-    this.uploads.add(tracked);
-  }
-
-  private async writeIndex(): Promise<void> {
-    if (this.unindexed.length === 0) return;
-    const packs = this.unindexed;
-    this.unindexed = [];
-    await saveAddressed(this.backend, 'index', encodeIndex({ packs, supersedes: [] }));
-  }
-
-  /** Uploads the open pack, waits for all uploads and writes the index. */
-  async flush(): Promise<void> {
-    await this.finishPack('data');
-    await this.finishPack('meta');
-    while (this.uploads.size > 0) await Promise.race(this.uploads);
-    if (this.uploadError) throw this.uploadError;
-    await this.writeIndex();
   }
 
   // ---- reading ----
@@ -537,22 +411,12 @@ export class Repository {
     return p;
   }
 
-  /** Stores a folder's nodes as a tree blob in the repository's encoding; returns its id. */
-  async saveTree(nodes: TreeNode[]): Promise<string> {
-    return (await this.saveBlob(BlobType.Tree, encodeTree(nodes))).id;
-  }
-
   /** Loads and decodes a tree blob. */
   async loadTree(id: string): Promise<TreeNode[]> {
     return decodeTree(await this.loadBlob(BlobType.Tree, id), `tree ${id}`);
   }
 
   // ---- snapshots ----
-
-  /** Writes a snapshot, with its MAC, behind the fence that keeps a concurrent prune from deleting what it references (snapshot-fence.ts). */
-  async saveSnapshot(s: Snapshot): Promise<string> {
-    return commitSnapshot({ store: this.store, index: this.index, commitWindowMs: commitWindowMs(this.minGraceMs) }, s.blobs, encodeSnapshot(s, this.snapshotMacKey));
-  }
 
   /** Loads a snapshot and checks its MAC: `ForgedObjectError` when it was changed or planted in storage. */
   async loadSnapshot(id: string): Promise<Snapshot> {

@@ -31,12 +31,13 @@ describe('decompression bombs', () => {
     s = await Sandbox.create('holdfast-bomb-');
     await s.ok(['init']);
     const repo = await Repository.open(await Store.open(new LocalBackend(s.repo)), s.env()['HOLDFAST_PASSWORD']!);
+    const w = repo.newWriter();
     const key = repo.workerSecrets().encryption;
     const blobs: string[] = [];
     /** Seals `frame` as a compressed blob of `type` that claims `rawLength` bytes, under a made-up id. */
     const bomb = async (type: BlobType, rawLength: number, frame: Buffer, label: string): Promise<string> => {
       const id = repo.blobId(Buffer.from(label), type);
-      await repo.addPrepared({ type, id, flags: FLAG_COMPRESSED, rawLength, sealed: seal(key, frame, blobAad(type, FLAG_COMPRESSED, rawLength, id)) });
+      await w.addPrepared({ type, id, flags: FLAG_COMPRESSED, rawLength, sealed: seal(key, frame, blobAad(type, FLAG_COMPRESSED, rawLength, id)) });
       blobs.push(id);
       return id;
     };
@@ -44,15 +45,15 @@ describe('decompression bombs', () => {
     const over = (type: BlobType): number => MAX_RAW_LENGTH[type] + 128 * 1024;
     dataBomb = await bomb(BlobType.Data, over(BlobType.Data), zstdBomb(over(BlobType.Data), { declare: false }), 'data bomb');
     treeBomb = await bomb(BlobType.Tree, over(BlobType.Tree), zstdBomb(over(BlobType.Tree), { declare: false }), 'tree bomb');
-    const goodId = (await repo.saveBlob(BlobType.Data, good)).id;
+    const goodId = (await w.saveBlob(BlobType.Data, good)).id;
     blobs.push(goodId);
     const meta = { mode: 0o644, uid: process.getuid!(), gid: process.getgid!(), mtime: 1_700_000_000_000_000_000n, ctime: 1_700_000_000_000_000_000n, device: 1n, links: 1 };
     const okFile: TreeNode = { ...meta, name: Buffer.from('ok.txt'), type: 'file', inode: 3n, size: good.length, content: [goodId] };
     const snapshotOf = async (nodes: TreeNode[]): Promise<string> => {
-      const root = (await repo.saveBlob(BlobType.Tree, encodeTree(nodes))).id;
-      await repo.flush();
+      const root = (await w.saveBlob(BlobType.Tree, encodeTree(nodes))).id;
+      await w.flush();
       const now = new Date().toISOString();
-      return repo.saveSnapshot({
+      return w.saveSnapshot({
         time: now, hostname: 'mallory', username: 'mallory', paths: ['/'], tags: [], tree: root, blobs: [...blobs, root],
         summary: { filesNew: 0, filesChanged: 0, filesUnchanged: 0, dirs: 0, otherNodes: 0, errors: 0, totalBytes: 0, bytesRead: 0, blobsAdded: 0, dataAdded: 0, dataAddedStored: 0, start: now, end: now },
       });

@@ -329,9 +329,10 @@ describe('a snapshot crafted to escape the restore target', () => {
     const marker = `holdfast-pwned-${randomBytes(6).toString('hex')}`;
     const repo = await Repository.open(await Store.open(new LocalBackend(s.repo)), 'correct horse');
     await repo.loadIndex();
+    const w = repo.newWriter();
     const blobs: string[] = [];
     const save = async (type: BlobType, bytes: Buffer): Promise<string> => {
-      const { id } = await repo.saveBlob(type, bytes);
+      const { id } = await w.saveBlob(type, bytes);
       blobs.push(id);
       return id;
     };
@@ -361,9 +362,9 @@ describe('a snapshot crafted to escape the restore target', () => {
       file('ok.txt', good, goodId),
       dir('shadow', await save(BlobType.Tree, shadow)),
     ]);
-    await repo.flush();
+    await w.flush();
     const now = new Date().toISOString();
-    const id = await repo.saveSnapshot({
+    const id = await w.saveSnapshot({
       time: now, hostname: 'mallory', username: 'mallory', paths: ['/'], tags: [], tree: root, blobs,
       summary: { filesNew: 0, filesChanged: 0, filesUnchanged: 0, dirs: 0, otherNodes: 0, errors: 0, totalBytes: 0, bytesRead: 0, blobsAdded: 0, dataAdded: 0, dataAddedStored: 0, start: now, end: now },
     });

@@ -63,7 +63,7 @@ describe('the master key in memory', () => {
       repo.close();
       for (const k of [secrets.encryption, secrets.id, secrets.chunker]) assert.ok(k.every((b) => b === 0), 'close left key bytes');
       await assert.rejects(Promise.all([seal(), seal()]), /the key was wiped/);
-      await assert.rejects(repo.saveBlob(BlobType.Data, randomBytes(1000)), /the key was wiped/);
+      await assert.rejects(repo.newWriter().saveBlob(BlobType.Data, randomBytes(1000)), /the key was wiped/);
       repo.close(); // idempotent
     } finally {
       await pool.close();

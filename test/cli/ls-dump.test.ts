@@ -21,15 +21,16 @@ const META = { mode: 0o755, uid: 0, gid: 0, mtime: 1_700_000_000_000_000_000n, c
 async function saveChain(s: Sandbox, depth: number, name: string): Promise<void> {
   const repo = await Repository.open(await Store.open(new LocalBackend(s.repo)), 'correct horse');
   await repo.loadIndex();
-  let tree = await repo.saveTree([]);
+  const w = repo.newWriter();
+  let tree = await w.saveTree([]);
   const blobs = [tree];
   for (let i = 0; i < depth; i++) {
-    tree = await repo.saveTree([{ ...META, name: Buffer.from(name), type: 'dir', subtree: tree } satisfies TreeNode]);
+    tree = await w.saveTree([{ ...META, name: Buffer.from(name), type: 'dir', subtree: tree } satisfies TreeNode]);
     blobs.push(tree);
   }
-  await repo.flush();
+  await w.flush();
   const t = new Date().toISOString();
-  await repo.saveSnapshot({
+  await w.saveSnapshot({
     time: t, hostname: 'deep', username: 'u', paths: ['/deep'], tags: [], tree, blobs,
     summary: { filesNew: 0, filesChanged: 0, filesUnchanged: 0, dirs: depth, otherNodes: 0, errors: 0, totalBytes: 0, bytesRead: 0, blobsAdded: 0, dataAdded: 0, dataAddedStored: 0, start: t, end: t },
   });

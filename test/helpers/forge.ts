@@ -6,6 +6,7 @@
  */
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { Repository } from '../../src/repo/repository.js';
+import type { RepositoryWriter } from '../../src/repo/repository-writer.js';
 import { Store } from '../../src/repo/store.js';
 import { BlobType } from '../../src/repo/pack.js';
 import type { ContentEntry, TreeNode } from '../../src/repo/tree.js';
@@ -18,7 +19,12 @@ export class Forge {
   private readonly blobs: string[] = [];
   private inode = 100n;
 
-  private constructor(readonly repo: Repository) {}
+  /** The write session everything forged goes through. */
+  readonly writer: RepositoryWriter;
+
+  private constructor(readonly repo: Repository) {
+    this.writer = repo.newWriter();
+  }
 
   /** Opens the sandbox's repository (made with `init`) with its password. */
   static async open(s: Sandbox): Promise<Forge> {
@@ -29,7 +35,7 @@ export class Forge {
 
   /** Stores a data blob; returns its id. */
   async data(bytes: Buffer): Promise<string> {
-    const { id } = await this.repo.saveBlob(BlobType.Data, bytes);
+    const { id } = await this.writer.saveBlob(BlobType.Data, bytes);
     this.blobs.push(id);
     return id;
   }
@@ -37,14 +43,14 @@ export class Forge {
   /** Stores a listing (sorted by name here); returns its id. */
   async tree(nodes: TreeNode[]): Promise<string> {
     const sorted = [...nodes].sort((a, b) => Buffer.compare(a.name, b.name));
-    const id = await this.repo.saveTree(sorted);
+    const id = await this.writer.saveTree(sorted);
     this.blobs.push(id);
     return id;
   }
 
   /** Stores `bytes` as a tree blob, whatever they hold; returns its id. */
   async rawTree(bytes: Buffer): Promise<string> {
-    const { id } = await this.repo.saveBlob(BlobType.Tree, bytes);
+    const { id } = await this.writer.saveBlob(BlobType.Tree, bytes);
     this.blobs.push(id);
     return id;
   }
@@ -61,9 +67,9 @@ export class Forge {
 
   /** Flushes the packs and index and saves a snapshot of `root` (a listing of "/"); returns its id. */
   async snapshot(root: string, paths: string[] = ['/']): Promise<string> {
-    await this.repo.flush();
+    await this.writer.flush();
     const now = new Date().toISOString();
-    return this.repo.saveSnapshot({
+    return this.writer.saveSnapshot({
       time: now, hostname: 'forge', username: 'forge', paths, tags: [], tree: root, blobs: this.blobs,
       summary: { filesNew: 0, filesChanged: 0, filesUnchanged: 0, dirs: 0, otherNodes: 0, errors: 0, totalBytes: 0, bytesRead: 0, blobsAdded: 0, dataAdded: 0, dataAddedStored: 0, start: now, end: now },
     });

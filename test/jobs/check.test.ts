@@ -126,7 +126,7 @@ describe('check', () => {
     assert.ok((await f.check()).errors.some((e) => e.object === `index ${index}`));
 
     const g = await GcFixture.create();
-    const r = await g.open();
+    const r = (await g.open()).newWriter();
     const { id: blob } = await r.saveBlob(BlobType.Data, bytes('x', 1000));
     const meta = { mode: 0o644, uid: 0, gid: 0, mtime: 0n, ctime: 0n, inode: 1n, device: 1n, links: 1 };
     const tree = await r.saveTree([{ ...meta, name: Buffer.from('x'), type: 'file', size: 1000, content: [blob] }]);
@@ -270,7 +270,7 @@ describe('repair', () => {
 describe('copies of packs', () => {
   it('never get the name of an existing pack, even when they hold exactly its blobs', async () => {
     const f = await GcFixture.create();
-    const r = await f.open();
+    const r = (await f.open()).newWriter();
     await r.saveTree([]);
     await r.flush();
     const [pack] = await names(f.backend, 'data');

@@ -24,8 +24,9 @@ describe('FileContentReader', () => {
     const b = pseudoRandomBytes('b', 5_000);
     const c = pseudoRandomBytes('c', 1);
     const ids = [];
-    for (const x of [a, b, c]) ids.push((await repo.saveBlob(BlobType.Data, x)).id);
-    await repo.flush();
+    const w = repo.newWriter();
+    for (const x of [a, b, c]) ids.push((await w.saveBlob(BlobType.Data, x)).id);
+    await w.flush();
     const content: ContentEntry[] = [ids[0]!, 4096, { blob: ids[1]!, offset: 10, length: 1234 }, ids[2]!, { blob: ids[0]!, offset: 69_000, length: 1000 }, 7];
     const whole: Buffer[] = [];
     for await (const piece of contentBytes(content, (id) => repo.loadBlob(BlobType.Data, id), 'f')) whole.push(Buffer.from(piece));
@@ -46,8 +47,9 @@ describe('FileContentReader', () => {
 
   it('refuses content that does not add up to the size, a blob not in the index, and a node marked damaged', async () => {
     const { repo } = await memoryRepo();
-    const { id } = await repo.saveBlob(BlobType.Data, Buffer.from('fourteen bytes'));
-    await repo.flush();
+    const w = repo.newWriter();
+    const { id } = await w.saveBlob(BlobType.Data, Buffer.from('fourteen bytes'));
+    await w.flush();
     await assert.rejects(FileContentReader.open(repo, node([id], 1 << 30), 'big'), (e: unknown) => e instanceof CorruptObjectError && /holds 14 bytes, its size says 1073741824/.test(e.message));
     await assert.rejects(FileContentReader.open(repo, node([id], 5), 'short'), /holds 14 bytes, its size says 5/);
     await assert.rejects(FileContentReader.open(repo, node(['ab'.repeat(32)], 14), 'lost'), /is not in the repository/);

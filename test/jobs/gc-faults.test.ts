@@ -33,7 +33,7 @@ async function scenario(): Promise<{ f: GcFixture; fb: FaultBackend; live: Map<s
   const keep1: Files = { 'k1.bin': bytes('k1', 50_000), 's.bin': shared, 'd/t.txt': 'text' };
   live.set(await f.snapshot(keep1), keep1);
   // A backup that deduplicated against gone1's data and whose fence ran just before the marker below.
-  const late = await f.open();
+  const late = (await f.open()).newWriter();
   const lateFiles: Files = { 'old.bin': bytes('old', 70_000) };
   const lateTree = await f.store(late, lateFiles);
   await late.flush();
@@ -162,7 +162,7 @@ describe('backup under storage faults', () => {
     await f.forget(old);
     const fb = new FaultBackend(f.backend, [{ op: 'save', delayMs: 3 }, { op: 'load', delayMs: 1 }]);
     const files: Files = { 'g.bin': bytes('g', 80_000), 'n.bin': bytes('n', 30_000) };
-    const session = await f.open(fb);
+    const session = (await f.open(fb)).newWriter();
     const stored = f.store(session, files);
     await new Pruner(f.plain(), { graceMs: GRACE, now: f.clock }).run(); // marks while the backup is writing
     const { tree, blobs } = await stored;

@@ -17,6 +17,7 @@ import { MemoryBackend } from '../../src/storage/memory-backend.js';
 import type { Backend } from '../../src/storage/backend.js';
 import { Repository, type OpenOptions } from '../../src/repo/repository.js';
 import { Store } from '../../src/repo/store.js';
+import type { RepositoryWriter } from '../../src/repo/repository-writer.js';
 import { RepoState } from '../../src/repo/repo-state.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { contentBytes, type TreeNode, type ContentEntry } from '../../src/repo/tree.js';
@@ -69,16 +70,16 @@ export class GcFixture {
     return r;
   }
 
-  /** Stores the files' blobs and tree through `repo` (default: a fresh session) and writes a snapshot. */
+  /** Stores the files' blobs and tree through a writer of `repo` (default: a fresh one) and writes a snapshot. */
   async snapshot(files: Files, repo?: Repository, time = new Date(this.now)): Promise<string> {
-    const r = repo ?? (await this.open());
-    const { tree, blobs } = await this.store(r, files);
-    await r.flush();
-    return r.saveSnapshot(this.snapshotOf(tree, blobs, time));
+    const w = (repo ?? (await this.open())).newWriter();
+    const { tree, blobs } = await this.store(w, files);
+    await w.flush();
+    return w.saveSnapshot(this.snapshotOf(tree, blobs, time));
   }
 
   /** Stores blobs and trees (not flushed); returns the root tree and every id. */
-  async store(r: Repository, files: Files): Promise<{ tree: string; blobs: Set<string> }> {
+  async store(r: RepositoryWriter, files: Files): Promise<{ tree: string; blobs: Set<string> }> {
     const blobs = new Set<string>();
     const dirs = new Map<string, TreeNode[]>();
     const root: TreeNode[] = [];

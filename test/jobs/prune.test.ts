@@ -168,11 +168,12 @@ describe('prune alongside a backup (restic issue 3126)', () => {
   it('a backup that loaded the index before the marker copies the blobs it reuses before writing its snapshot', async () => {
     const { f, live, liveFiles } = await setup();
     const backup = await f.open(); // loads the index: `garbage` is there to deduplicate against
-    const { tree, blobs } = await f.store(backup, { 'g.bin': garbage, 'new.bin': bytes('new', 20_000) });
+    const w = backup.newWriter();
+    const { tree, blobs } = await f.store(w, { 'g.bin': garbage, 'new.bin': bytes('new', 20_000) });
     assert.ok([...blobs].some((id) => backup.index.has(id)), 'the backup deduplicated against the forgotten data');
     await pruner(f).run(); // phase 1 marks the forgotten packs while the backup runs
-    await backup.flush();
-    const sid = await backup.saveSnapshot(f.snapshotOf(tree, blobs, new Date(f.now))); // the fence copies
+    await w.flush();
+    const sid = await w.saveSnapshot(f.snapshotOf(tree, blobs, new Date(f.now))); // the fence copies
     f.advance(GRACE);
     await pruner(f).run(); // phase 2
     await f.assertRestores(sid, { 'g.bin': garbage, 'new.bin': bytes('new', 20_000) });
@@ -183,8 +184,9 @@ describe('prune alongside a backup (restic issue 3126)', () => {
   it('a snapshot written after the marker without copying is seen by phase 2, which copies first', async () => {
     const { f } = await setup();
     const backup = await f.open();
-    const { tree, blobs } = await f.store(backup, { 'g.bin': garbage });
-    await backup.flush();
+    const w = backup.newWriter();
+    const { tree, blobs } = await f.store(w, { 'g.bin': garbage });
+    await w.flush();
     await pruner(f).run();
     // Written as a backup whose fence ran just before the marker appeared would write it.
     const snap = await signedSnapshot(f.backend, f.snapshotOf(tree, blobs, new Date(f.now)));
@@ -201,7 +203,8 @@ describe('prune alongside a backup (restic issue 3126)', () => {
     const { f } = await setup();
     await pruner(f).run();
     const backup = await f.open();
-    const { id, added } = await backup.saveBlob(BlobType.Data, garbage.subarray(0, f.chunk));
+    const w = backup.newWriter();
+    const { id, added } = await w.saveBlob(BlobType.Data, garbage.subarray(0, f.chunk));
     assert.equal(added, true, 'a blob only in a marked pack is stored again');
     assert.ok(backup.index.lookup(id), 'but it can still be read');
   });
@@ -222,12 +225,13 @@ describe('prune alongside a backup (restic issue 3126)', () => {
   it('a backup that outlived the grace period with a stale lock refuses to write a snapshot instead of writing a broken one', async () => {
     const { f } = await setup();
     const backup = await f.open();
-    const { tree, blobs } = await f.store(backup, { 'g.bin': garbage });
-    await backup.flush();
+    const w = backup.newWriter();
+    const { tree, blobs } = await f.store(w, { 'g.bin': garbage });
+    await w.flush();
     await pruner(f).run();
     f.advance(GRACE);
     await pruner(f).run(); // its lock went stale (not passed as otherLocks): the packs are deleted
-    await assert.rejects(backup.saveSnapshot(f.snapshotOf(tree, blobs, new Date(f.now))), BlobsLostError);
+    await assert.rejects(w.saveSnapshot(f.snapshotOf(tree, blobs, new Date(f.now))), BlobsLostError);
     assert.equal((await names(f.backend, 'snapshot')).length, 1, 'only the live snapshot exists: none was written');
     await f.assertCheckPasses();
     // Without the fence, this is restic 3126: the snapshot would reference deleted data.
@@ -241,13 +245,14 @@ describe('prune alongside a backup (restic issue 3126)', () => {
     const f = await GcFixture.create();
     const slow = new FaultBackend(f.backend, [{ op: 'save', type: 'snapshot', delayMs: 700 }]);
     const backup = await f.open(slow, { minGraceMs: 1000 }); // commit window 500 ms: wide enough for a loaded machine
-    const { tree, blobs } = await f.store(backup, { 'a.txt': 'a' });
-    await backup.flush();
-    await assert.rejects(backup.saveSnapshot(f.snapshotOf(tree, blobs, new Date(f.now))), /longer than the commit window/);
+    const w = backup.newWriter();
+    const { tree, blobs } = await f.store(w, { 'a.txt': 'a' });
+    await w.flush();
+    await assert.rejects(w.saveSnapshot(f.snapshotOf(tree, blobs, new Date(f.now))), /longer than the commit window/);
     assert.deepEqual(await names(f.backend, 'snapshot'), [], 'no snapshot is left behind');
     slow.clear();
     slow.inject({ op: 'save', type: 'snapshot', times: 1, delayMs: 700 });
-    const id = await backup.saveSnapshot(f.snapshotOf(tree, blobs, new Date(f.now)));
+    const id = await w.saveSnapshot(f.snapshotOf(tree, blobs, new Date(f.now)));
     assert.deepEqual(await names(f.backend, 'snapshot'), [id], 'the retry within the window succeeds');
   });
 });

@@ -47,9 +47,8 @@ async function filesUnder(repo: Repository, r: Pick<BackupResult, 'snapshot'>, d
 
 /** A backup, and the data bytes it added to the repository. */
 async function backup(repo: Repository, paths: string[], parent?: BackupResult): Promise<BackupResult & { added: number }> {
-  const before = repo.stats.dataAdded;
   const r = await new Archiver(repo, { paths, parent: parent ? { id: parent.id!, snapshot: parent.snapshot } : null }).run();
-  return { ...r, added: repo.stats.dataAdded - before };
+  return { ...r, added: r.snapshot.summary.dataAdded };
 }
 
 describe('small files share chunks', () => {
@@ -189,14 +188,15 @@ describe('small files share chunks', () => {
 
   it('a slice outside its blob is damage: restore names the file and leaves nothing of it; dump refuses it', async () => {
     const { repo } = await memoryRepo();
-    const { id } = await repo.saveBlob(BlobType.Data, Buffer.from('0123456789'));
+    const w = repo.newWriter();
+    const { id } = await w.saveBlob(BlobType.Data, Buffer.from('0123456789'));
     const base = { type: 'file' as const, mode: 0o644, uid: process.getuid!(), gid: process.getgid!(), mtime: 0n, ctime: 0n, inode: 1n, device: 1n, links: 1 };
     const nodes: TreeNode[] = [
       { ...base, name: Buffer.from('good'), size: 4, content: [{ blob: id, offset: 2, length: 4 }] },
       { ...base, name: Buffer.from('bad'), size: 8, content: [{ blob: id, offset: 6, length: 8 }] },
     ];
-    const tree = await repo.saveTree(nodes);
-    await repo.flush();
+    const tree = await w.saveTree(nodes);
+    await w.flush();
     const target = join(dir, 'out');
     const r = await new Restorer(repo, target).run(tree);
     assert.deepEqual(r.failed.map((f) => f.path), ['/bad']);
@@ -208,13 +208,14 @@ describe('small files share chunks', () => {
 
   it('owners and device nodes are restored only when the caller says the process may (privileged), whoever runs it', async () => {
     const { repo } = await memoryRepo();
-    const { id } = await repo.saveBlob(BlobType.Data, Buffer.from('owned'));
+    const w = repo.newWriter();
+    const { id } = await w.saveBlob(BlobType.Data, Buffer.from('owned'));
     const base = { mode: 0o644, uid: 12345, gid: 23456, mtime: 0n, ctime: 0n, inode: 1n, device: 1n, links: 1 };
-    const tree = await repo.saveTree([
+    const tree = await w.saveTree([
       { ...base, type: 'chardev', name: Buffer.from('null'), size: 0, rdev: 259n },
       { ...base, type: 'file', name: Buffer.from('f'), size: 5, content: [id] },
     ]);
-    await repo.flush();
+    await w.flush();
     const plain = join(dir, 'unprivileged');
     const r = await new Restorer(repo, plain).run(tree);
     assert.deepEqual(r.failed.map((f) => [f.path, f.error]), [['/null', 'device nodes can only be restored as root']]);

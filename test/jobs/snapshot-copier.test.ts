@@ -71,7 +71,7 @@ describe('copy job', () => {
     const f = await GcFixture.create();
     const content = bytes('twice', 20_000);
     // Two sessions open at once store the same chunks, each in a pack of its own.
-    const [a, b] = [await f.open(), await f.open()];
+    const [a, b] = [(await f.open()).newWriter(), (await f.open()).newWriter()];
     const sa = await f.store(a, { 'x.bin': content });
     await f.store(b, { 'x.bin': content });
     await a.flush();

@@ -115,28 +115,30 @@ describe('Repository: init and open', () => {
 describe('Repository: saving and loading blobs', () => {
   it('saveBlob deduplicates: the second save of the same bytes adds nothing', async () => {
     const { backend, repo } = await memoryRepo();
+    const w = repo.newWriter();
     const data = randomBytes(5000);
-    const first = await repo.saveBlob(BlobType.Data, data);
-    const second = await repo.saveBlob(BlobType.Data, Buffer.from(data));
+    const first = await w.saveBlob(BlobType.Data, data);
+    const second = await w.saveBlob(BlobType.Data, Buffer.from(data));
     assert.equal(first.added, true);
     assert.equal(second.added, false);
     assert.equal(second.id, first.id);
     assert.equal(first.id, repo.blobId(data));
-    await repo.flush();
-    const third = await repo.saveBlob(BlobType.Data, data);
+    await w.flush();
+    const third = await w.saveBlob(BlobType.Data, data);
     assert.equal(third.added, false, 'known from the index after flush');
-    await repo.flush();
+    await w.flush();
     assert.equal((await listAll(backend, 'data')).length, 1);
-    assert.equal(repo.stats.blobsAdded, 1);
-    assert.equal(repo.stats.dataAdded, 5000);
-    assert.equal(repo.stats.dataAddedStored, 5000 + SEAL_OVERHEAD);
+    assert.equal(w.stats.blobsAdded, 1);
+    assert.equal(w.stats.dataAdded, 5000);
+    assert.equal(w.stats.dataAddedStored, 5000 + SEAL_OVERHEAD);
   });
 
   it('random (incompressible) data is stored uncompressed', async () => {
     const { repo } = await memoryRepo();
+    const w = repo.newWriter();
     const data = randomBytes(20_000);
-    const { id } = await repo.saveBlob(BlobType.Data, data);
-    await repo.flush();
+    const { id } = await w.saveBlob(BlobType.Data, data);
+    await w.flush();
     const loc = repo.index.lookup(id)!;
     assert.equal(loc.flags & FLAG_COMPRESSED, 0);
     assert.equal(loc.rawLength, data.length);
@@ -146,25 +148,27 @@ describe('Repository: saving and loading blobs', () => {
 
   it('repetitive data is stored compressed, and smaller', async () => {
     const { repo } = await memoryRepo();
+    const w = repo.newWriter();
     const data = repetitive(100_000);
-    const { id } = await repo.saveBlob(BlobType.Data, data);
-    await repo.flush();
+    const { id } = await w.saveBlob(BlobType.Data, data);
+    await w.flush();
     const loc = repo.index.lookup(id)!;
     assert.equal(loc.flags & FLAG_COMPRESSED, FLAG_COMPRESSED);
     assert.equal(loc.rawLength, data.length);
     assert.ok(loc.length < data.length / 10, `stored ${loc.length} bytes for ${data.length}`);
-    assert.ok(repo.stats.dataAddedStored < repo.stats.dataAdded);
+    assert.ok(w.stats.dataAddedStored < w.stats.dataAdded);
     assert.deepEqual(await repo.loadBlob(BlobType.Data, id), data);
   });
 
   it("compression 'off' never compresses (in the config and per session)", async () => {
     const { repo } = await memoryRepo({ compression: 'off' });
-    const a = await repo.saveBlob(BlobType.Data, repetitive(50_000));
+    const w = repo.newWriter();
+    const a = await w.saveBlob(BlobType.Data, repetitive(50_000));
     const { repo: other } = await memoryRepo();
-    other.setCompression('off');
-    const b = await other.saveBlob(BlobType.Tree, repetitive(50_000, '{"nodes":[]}'));
-    await repo.flush();
-    await other.flush();
+    const ow = other.newWriter({ compression: 'off' });
+    const b = await ow.saveBlob(BlobType.Tree, repetitive(50_000, '{"nodes":[]}'));
+    await w.flush();
+    await ow.flush();
     for (const [r, id, type] of [[repo, a.id, BlobType.Data], [other, b.id, BlobType.Tree]] as const) {
       const loc = r.index.lookup(id)!;
       assert.equal(loc.flags, 0);
@@ -175,14 +179,15 @@ describe('Repository: saving and loading blobs', () => {
 
   it('loadBlob returns the same bytes after flush and from a freshly opened repository', async () => {
     const { backend, repo } = await memoryRepo({ packSize: SMALL_PACK });
+    const w = repo.newWriter();
     const blobs = new Map<string, { type: BlobType; data: Buffer }>();
     for (let i = 0; i < 40; i++) {
       const type = i % 5 === 0 ? BlobType.Tree : BlobType.Data;
       const data = i % 2 === 0 ? randomBytes(i * 300) : repetitive(i * 700, `blob ${i} `);
-      const { id } = await repo.saveBlob(type, data);
+      const { id } = await w.saveBlob(type, data);
       blobs.set(id, { type, data });
     }
-    await repo.flush();
+    await w.flush();
     for (const [id, { type, data }] of blobs) assert.deepEqual(await repo.loadBlob(type, id), data);
 
     const fresh = await Repository.open(await Store.open(backend), TEST_PASSWORD);
@@ -195,8 +200,9 @@ describe('Repository: saving and loading blobs', () => {
 
   it('loading a blob under the wrong type is refused', async () => {
     const { repo } = await memoryRepo();
-    const { id } = await repo.saveBlob(BlobType.Data, Buffer.from('file content'));
-    await repo.flush();
+    const w = repo.newWriter();
+    const { id } = await w.saveBlob(BlobType.Data, Buffer.from('file content'));
+    await w.flush();
     await rejectsCorrupt(repo.loadBlob(BlobType.Tree, id), id);
     await assert.rejects(repo.loadBlob(BlobType.Data, 'ab'.repeat(32)), BlobNotFoundError);
   });
@@ -205,10 +211,11 @@ describe('Repository: saving and loading blobs', () => {
     'a data blob and a tree blob with the same bytes are both stored and both load',
     async () => {
       const { backend, repo } = await memoryRepo();
+      const w = repo.newWriter();
       const bytes = encodeTree([]); // an empty directory's tree blob
-      const data = await repo.saveBlob(BlobType.Data, bytes); // a file with exactly that content, saved first
-      const tree = await repo.saveBlob(BlobType.Tree, bytes);
-      await repo.flush();
+      const data = await w.saveBlob(BlobType.Data, bytes); // a file with exactly that content, saved first
+      const tree = await w.saveBlob(BlobType.Tree, bytes);
+      await w.flush();
       assert.deepEqual(await repo.loadTree(tree.id), []);
       assert.deepEqual(await repo.loadBlob(BlobType.Data, data.id), bytes);
       const fresh = await Repository.open(await Store.open(backend), TEST_PASSWORD);
@@ -219,21 +226,24 @@ describe('Repository: saving and loading blobs', () => {
 
   it('blob ids are keyed: two repositories give different ids for the same bytes', async () => {
     const { repo: a } = await memoryRepo();
+    const aw = a.newWriter();
     const { repo: b } = await memoryRepo();
+    const bw = b.newWriter();
     const data = Buffer.from('the same content in two repositories');
     assert.notEqual(a.blobId(data), b.blobId(data));
     assert.notEqual(a.blobId(data), sha256(data).toString('hex'));
-    const sa = await a.saveBlob(BlobType.Data, data);
-    const sb = await b.saveBlob(BlobType.Data, data);
+    const sa = await aw.saveBlob(BlobType.Data, data);
+    const sb = await bw.saveBlob(BlobType.Data, data);
     assert.notEqual(sa.id, sb.id);
   });
 
   it('many blobs with a small packSize make several packs, each at most packSize + one blob', async () => {
     const { backend, repo } = await memoryRepo({ packSize: SMALL_PACK });
+    const w = repo.newWriter();
     const blobSize = 5000;
     const sealedSize = blobSize + SEAL_OVERHEAD;
-    for (let i = 0; i < 60; i++) await repo.saveBlob(BlobType.Data, randomBytes(blobSize));
-    await repo.flush();
+    for (let i = 0; i < 60; i++) await w.saveBlob(BlobType.Data, randomBytes(blobSize));
+    await w.flush();
     const packs = await listAll(backend, 'data');
     assert.ok(packs.length >= 4, `${packs.length} packs`);
     let blobsSeen = 0;
@@ -254,10 +264,11 @@ describe('Repository: saving and loading blobs', () => {
 
   it('writes an index every 16 packs as well as at flush, and all of them load', async () => {
     const { backend, repo } = await memoryRepo({ packSize: SMALL_PACK });
+    const w = repo.newWriter();
     const ids: string[] = [];
     // one blob of packSize bytes fills a pack: 70 packs
-    for (let i = 0; i < 70; i++) ids.push((await repo.saveBlob(BlobType.Data, randomBytes(SMALL_PACK))).id);
-    await repo.flush();
+    for (let i = 0; i < 70; i++) ids.push((await w.saveBlob(BlobType.Data, randomBytes(SMALL_PACK))).id);
+    await w.flush();
     assert.equal((await listAll(backend, 'data')).length, 70);
     assert.equal((await listAll(backend, 'index')).length, 5);
     const fresh = await Repository.open(await Store.open(backend), TEST_PASSWORD);
@@ -270,9 +281,10 @@ describe('Repository: saving and loading blobs', () => {
 describe('Repository: damage in storage', () => {
   async function oneBlob(data: Buffer): Promise<{ backend: MemoryBackend; repo: Repository; id: string; pack: string; offset: number; length: number }> {
     const { backend, repo } = await memoryRepo();
-    await repo.saveBlob(BlobType.Data, randomBytes(3000)); // a blob before it, so it does not start at 0
-    const { id } = await repo.saveBlob(BlobType.Data, data);
-    await repo.flush();
+    const w = repo.newWriter();
+    await w.saveBlob(BlobType.Data, randomBytes(3000)); // a blob before it, so it does not start at 0
+    const { id } = await w.saveBlob(BlobType.Data, data);
+    await w.flush();
     const loc = repo.index.lookup(id)!;
     return { backend, repo, id, pack: loc.pack, offset: loc.offset, length: loc.length };
   }
@@ -350,47 +362,54 @@ describe('Repository: damage in storage', () => {
 describe('Repository: orphan packs', () => {
   it('packs left without an index are found, indexed, and their blobs not uploaded again', async () => {
     const { backend, repo } = await memoryRepo({ packSize: SMALL_PACK });
+    const w = repo.newWriter();
     const blobs: Buffer[] = [];
     for (let i = 0; i < 30; i++) blobs.push(randomBytes(8000));
     const ids: string[] = [];
-    for (const b of blobs) ids.push((await repo.saveBlob(BlobType.Data, b)).id);
-    await repo.flush();
+    for (const b of blobs) ids.push((await w.saveBlob(BlobType.Data, b)).id);
+    await w.flush();
     const packs = await listAll(backend, 'data');
     assert.ok(packs.length >= 3);
     // a backup killed after its packs, before its index
     for (const i of await listAll(backend, 'index')) await backend.remove({ type: 'index', name: i.name });
 
     const next = await Repository.open(await Store.open(backend), TEST_PASSWORD);
+
+    const nw = next.newWriter();
     await next.loadIndex();
     assert.equal(next.index.size, 0);
     const warnings: string[] = [];
-    assert.equal(await next.indexOrphanPacks((m) => warnings.push(m)), packs.length);
+    assert.equal(await nw.indexOrphanPacks((m) => warnings.push(m)), packs.length);
     assert.deepEqual(warnings, []);
     assert.equal(next.index.size, blobs.length);
-    for (const b of blobs) assert.equal((await next.saveBlob(BlobType.Data, b)).added, false);
-    assert.equal(next.stats.blobsAdded, 0);
-    await next.flush();
+    for (const b of blobs) assert.equal((await nw.saveBlob(BlobType.Data, b)).added, false);
+    assert.equal(nw.stats.blobsAdded, 0);
+    await nw.flush();
     assert.equal((await listAll(backend, 'data')).length, packs.length, 'no pack uploaded again');
     assert.equal((await listAll(backend, 'index')).length, 1, 'the orphans are indexed at flush');
-    assert.equal(await next.indexOrphanPacks(() => undefined), 0, 'a second scan finds nothing new');
+    assert.equal(await nw.indexOrphanPacks(() => undefined), 0, 'a second scan finds nothing new');
 
     const third = await Repository.open(await Store.open(backend), TEST_PASSWORD);
+
+    const tw = third.newWriter();
     await third.loadIndex();
-    assert.equal(await third.indexOrphanPacks(() => undefined), 0);
+    assert.equal(await tw.indexOrphanPacks(() => undefined), 0);
     for (let i = 0; i < blobs.length; i++) assert.deepEqual(await third.loadBlob(BlobType.Data, ids[i]!), blobs[i]);
   });
 
   it('a damaged orphan pack is reported and skipped', async () => {
     const { backend, repo } = await memoryRepo();
-    await repo.saveBlob(BlobType.Data, randomBytes(100));
-    await repo.flush();
+    const w = repo.newWriter();
+    await w.saveBlob(BlobType.Data, randomBytes(100));
+    await w.flush();
     for (const i of await listAll(backend, 'index')) await backend.remove({ type: 'index', name: i.name });
     const [pack] = await listAll(backend, 'data');
     const bytes = await backend.load({ type: 'data', name: pack!.name });
     await replaceObject(backend, 'data', pack!.name, bytes.subarray(0, bytes.length - 1));
     const next = await Repository.open(await Store.open(backend), TEST_PASSWORD);
+    const nw = next.newWriter();
     const warnings: string[] = [];
-    assert.equal(await next.indexOrphanPacks((m) => warnings.push(m)), 0);
+    assert.equal(await nw.indexOrphanPacks((m) => warnings.push(m)), 0);
     assert.equal(warnings.length, 1);
     assert.ok(warnings[0]!.includes(pack!.name), warnings[0]!);
   });

@@ -8,6 +8,7 @@ import { encodeSnapshot, type Snapshot } from '../../src/repo/snapshot.js';
 import { ForgedObjectError, CorruptObjectError } from '../../src/repo/errors.js';
 import { saveAddressed } from '../../src/repo/objects.js';
 import { Repository } from '../../src/repo/repository.js';
+import { BlobType } from '../../src/repo/pack.js';
 import { Store } from '../../src/repo/store.js';
 import { TEST_PASSWORD, memoryRepo } from '../helpers/memory-repo.js';
 
@@ -37,8 +38,9 @@ async function captured(f: () => Promise<void>): Promise<string> {
 describe('store: damage as data', () => {
   it('snapshot listings keep readable snapshots in order and return damaged, junk and forged ones apart, printing nothing', async () => {
     const { backend, repo } = await memoryRepo();
-    const later = await repo.saveSnapshot(snapshot('2030-01-02T00:00:00Z'));
-    const earlier = await repo.saveSnapshot(snapshot('2030-01-01T00:00:00Z'));
+    const w = repo.newWriter();
+    const later = await w.saveSnapshot(snapshot('2030-01-02T00:00:00Z'));
+    const earlier = await w.saveSnapshot(snapshot('2030-01-01T00:00:00Z'));
     // Any client that can add objects can store junk under its SHA-256 name, or a snapshot without the MAC.
     const junk = await saveAddressed(backend, 'snapshot', Buffer.from('not a snapshot'));
     const forged = await saveAddressed(backend, 'snapshot', encodeSnapshot(snapshot('2030-01-03T00:00:00Z'), Buffer.alloc(32)));
@@ -70,8 +72,9 @@ describe('store: damage as data', () => {
 
   it('index files and markers: a damaged one is listed apart, the others are read', async () => {
     const { backend, repo } = await memoryRepo();
-    await repo.saveBlob(1, Buffer.from('one blob'));
-    await repo.flush();
+    const w = repo.newWriter();
+    await w.saveBlob(BlobType.Data, Buffer.from('one blob'));
+    await w.flush();
     const bad = await saveAddressed(backend, 'index', Buffer.from('junk index'));
     const store = await Store.open(backend);
     const files = await store.loadIndexFiles();

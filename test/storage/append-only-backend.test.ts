@@ -92,7 +92,7 @@ describe('append-only repositories', () => {
   it('a keyless client of an append-only repository lists snapshots but cannot remove them; a Repository opened on it cannot remove keys', async () => {
     const inner = new MemoryBackend();
     const repo = await Repository.init(inner, 'pw', { appendOnly: true, scrypt: TEST_SCRYPT });
-    const id = await repo.saveSnapshot({
+    const id = await repo.newWriter().saveSnapshot({
       time: new Date().toISOString(), hostname: 'h', username: 'u', paths: ['/'], tags: [], tree: '0'.repeat(64), summary: {} as never, blobs: [],
     });
     const keyless = await Store.open(inner);

@@ -21,7 +21,7 @@
  *               a worker
  *     hard link a second name of a file read in this backup shares its content
  *     folder    recurse; its tree blob is sealed once all children are done
- *   workers return sealed blobs → repository.addPrepared (dedup, packs,
+ *   workers return sealed blobs → the backup's writer, addPrepared (dedup, packs,
  *   uploads), in the order handed out. Back-pressure: the walk waits while
  *   the pool holds enough work (megabytes in flight: a task's input until a
  *   worker answers, then its sealed output until stored).
@@ -39,6 +39,8 @@ import { chunkStream, type ChunkerParams } from '../../core/chunker.js';
 import { BlobType } from '../../repo/pack.js';
 import { contentBlobs, entryBlob, pushEntry, type ContentEntry, type TreeNode } from '../../repo/tree.js';
 import type { Repository } from '../../repo/repository.js';
+import type { RepositoryWriter } from '../../repo/repository-writer.js';
+import type { CompressionMode } from '../../core/compress.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
 import { childPath, errorOf, listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat, type ListedEntry, type ReadError } from '../../sources/file-tree.js';
@@ -54,6 +56,8 @@ export interface BackupOptions extends SnapshotOrigin, JobPoolOptions {
   readonly excludes?: ExcludeRules;
   /** Do not cross into other file systems below each path. */
   readonly oneFileSystem?: boolean;
+  /** Compression of the blobs this backup stores; default the repository's. */
+  readonly compression?: CompressionMode;
   readonly onWarning?: (path: string, message: string) => void;
   readonly onProgress?: (p: BackupProgress) => void;
   /** Called as each file is done: stored because it is new or modified, or found unchanged (`-v`). */
@@ -231,9 +235,12 @@ export class Archiver {
   private fatal: unknown;
 
   private readonly rules: BatchRules;
+  /** This backup's write session: its statistics are the snapshot's. */
+  private readonly writer: RepositoryWriter;
 
   constructor(private readonly repo: Repository, private readonly opts: BackupOptions) {
     this.rules = batchRules(repo.config.chunker);
+    this.writer = repo.newWriter({ ...(opts.compression ? { compression: opts.compression } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
   }
 
   private warn(path: Buffer | string, message: string): void {
@@ -268,7 +275,7 @@ export class Archiver {
   }
 
   private async withPool<T>(f: () => Promise<T>): Promise<T> {
-    this.pool = PoolSession.blobs(this.repo, this.opts);
+    this.pool = PoolSession.blobs(this.repo, this.opts, this.writer.compression);
     this.gate = new Gate(this.pool.size * 16);
     try {
       return await f();
@@ -297,7 +304,7 @@ export class Archiver {
       }
     });
     this.opts.signal?.throwIfAborted();
-    await this.repo.flush();
+    await this.writer.flush();
     return this.writeSnapshot(root.subtree!, start, parent?.id, [...this.opts.paths].sort());
   }
 
@@ -316,12 +323,12 @@ export class Archiver {
       };
       return this.saveTree([file]);
     });
-    await this.repo.flush();
+    await this.writer.flush();
     return this.writeSnapshot(tree, start, undefined, [`/${name}`]);
   }
 
   private async writeSnapshot(tree: string, start: Date, parent: string | undefined, paths: string[]): Promise<BackupResult> {
-    const stats = this.repo.stats;
+    const stats = this.writer.stats;
     const summary: SnapshotSummary = {
       filesNew: this.filesNew,
       filesChanged: this.filesChanged,
@@ -346,11 +353,11 @@ export class Archiver {
     };
     // Ctrl-C during the last uploads ends the backup without a snapshot, as it does earlier.
     this.opts.signal?.throwIfAborted();
-    return { id: this.opts.dryRun ? undefined : await this.repo.saveSnapshot(snapshot), snapshot };
+    return { id: this.opts.dryRun ? undefined : await this.writer.saveSnapshot(snapshot), snapshot };
   }
 
   private async saveTree(nodes: TreeNode[]): Promise<string> {
-    const id = await this.repo.saveTree(nodes);
+    const id = await this.writer.saveTree(nodes);
     this.blobs.add(id);
     return id;
   }
@@ -370,7 +377,7 @@ export class Archiver {
       // The root stands for the restore's target, which a restore does not count either.
       if (path.length > 1) this.progress.dirs++;
       this.report(path);
-      if (prevSubtree && parents && parents.size === nodes.length && this.repo.hasBlob(prevSubtree)
+      if (prevSubtree && parents && parents.size === nodes.length && this.writer.hasBlob(prevSubtree)
         && nodes.every((n) => sameNode(n, parents.get(n.name.toString('latin1'))))) {
         this.blobs.add(prevSubtree);
         return this.node(name, st, { subtree: prevSubtree });
@@ -609,7 +616,7 @@ export class Archiver {
       return this.node(name, st, fingerprint === undefined ? { content, size } : { content, size, fingerprint });
     };
     if (st.size > this.rules.smallFile && st.size <= MID_FILE) {
-      const known = wasFile ? contentBlobs(prev.content ?? []).filter((id) => this.repo.hasBlob(id)) : [];
+      const known = wasFile ? contentBlobs(prev.content ?? []).filter((id) => this.writer.hasBlob(id)) : [];
       const n = units(st.size);
       await this.gate.acquire(n);
       return this.track(this.midFile(path, sys, st, n, known, complete));
@@ -632,7 +639,7 @@ export class Archiver {
 
   private hasEntry(c: ContentEntry): boolean {
     const id = entryBlob(c);
-    return id === undefined || this.repo.hasBlob(id);
+    return id === undefined || this.writer.hasBlob(id);
   }
 
   private addEntry(c: ContentEntry): void {
@@ -676,7 +683,7 @@ export class Archiver {
     await this.gate.acquire(n);
     const results = this.pool.run<FilesResult>({ kind: 'files', files: b.jobs });
     void this.inWalkOrder(results, n, (r) => r.blobs, async (r) => {
-      for (const blob of r.blobs) await this.repo.addPrepared(wireToPrepared(blob));
+      for (const blob of r.blobs) await this.writer.addPrepared(wireToPrepared(blob));
       r.files.forEach((f, i) => b.finish[i]!(f));
     }).catch((e: unknown) => {
       this.fatal ??= e;
@@ -716,7 +723,7 @@ export class Archiver {
     });
     return this.inWalkOrder(result, n, (r) => r.blobs ?? [], async (r) => {
       if (r.error) return this.cannotRead(path, r.error);
-      for (const b of r.blobs!) await this.repo.addPrepared(wireToPrepared(b));
+      for (const b of r.blobs!) await this.writer.addPrepared(wireToPrepared(b));
       for (const c of r.content!) this.addEntry(c);
       return complete(r.content!, r.size!, r.changed === true);
     });
@@ -771,7 +778,7 @@ export class Archiver {
       const sealed = this.pool.run<SealResult>({ kind: 'seal', type: BlobType.Data, data }, [data.buffer as ArrayBuffer]);
       const part = this.inWalkOrder(sealed, n, (r) => (r.blob ? [r.blob] : []), async (r): Promise<ContentEntry> => {
         if (r.blob) {
-          await this.repo.addPrepared(wireToPrepared(r.blob));
+          await this.writer.addPrepared(wireToPrepared(r.blob));
           this.blobs.add(r.blob.id);
         }
         this.progress.bytes += length;

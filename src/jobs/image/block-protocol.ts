@@ -20,10 +20,10 @@ export interface BlockInit {
   readonly compression: CompressionMode;
 }
 
-/** What a block worker needs from a repository: its blob keys and the session's compression. */
-export function blockInit(repo: Repository): BlockInit {
+/** What a block worker needs from a repository: its blob keys, and the compression to seal with (default the repository's). */
+export function blockInit(repo: Repository, compression: CompressionMode = repo.config.compression): BlockInit {
   const s = repo.workerSecrets();
-  return { encryption: s.encryption, id: s.id, compression: repo.compression };
+  return { encryption: s.encryption, id: s.id, compression };
 }
 
 /** What became of each block of a scan. */

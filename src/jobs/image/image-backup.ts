@@ -27,6 +27,8 @@
  */
 import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
 import type { Repository } from '../../repo/repository.js';
+import type { RepositoryWriter } from '../../repo/repository-writer.js';
+import type { CompressionMode } from '../../core/compress.js';
 import { BlobType } from '../../repo/pack.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IMAGE_VERSION, MAP_ENTRY_BYTES, type ImageCounts, type ImageInfo } from '../../repo/image-info.js';
@@ -81,6 +83,8 @@ export interface ImageBackupOptions extends SnapshotOrigin, JobPoolOptions {
   readonly cacheFile?: string;
   /** False: do not trust the cache (`--force`), but write a fresh one. */
   readonly readCache?: boolean;
+  /** Compression of the blocks this backup stores; default the repository's. */
+  readonly compression?: CompressionMode;
   readonly signal?: AbortSignal;
   /** Called once the backup is under way: a stream has given its first bytes, a file or device is about to be read. */
   readonly onStart?: () => void;
@@ -179,9 +183,12 @@ export class ImageBackup {
   private slotWaiters: (() => void)[] = [];
   private failure: unknown;
   private readonly inFlight = new Set<Promise<void>>();
+  /** This backup's write session: its statistics are the snapshot's. */
+  private readonly writer: RepositoryWriter;
 
   constructor(private readonly repo: Repository, private readonly opts: ImageBackupOptions) {
     this.blockSize = opts.blockSize ?? defaultBlockSize(opts.input.size);
+    this.writer = repo.newWriter({ ...(opts.compression ? { compression: opts.compression } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
   }
 
   private warn(message: string): void {
@@ -202,7 +209,7 @@ export class ImageBackup {
     const start = new Date();
     const { input } = this.opts;
     // Workers boot while the cache and the file systems are read.
-    this.pool = PoolSession.open<BlockTask>(this.opts, BLOCK_WORKER, blockInit(this.repo));
+    this.pool = PoolSession.open<BlockTask>(this.opts, BLOCK_WORKER, blockInit(this.repo, this.writer.compression));
     const slotBytes = Math.max(this.blockSize, Math.floor(SLOT_TARGET / this.blockSize) * this.blockSize);
     let size: number;
     let analysis: LayoutAnalysis;
@@ -302,7 +309,7 @@ export class ImageBackup {
       for (let i = 0; i < n; i++) {
         const fp = this.cache.fingerprintOf(firstBlock + i);
         const id = this.cache.idOf(firstBlock + i);
-        if (fp && id && this.repo.hasBlob(id)) {
+        if (fp && id && this.writer.hasBlob(id)) {
           expect.set(fp, i * FP_BYTES);
           cachedIds[i] = id;
         }
@@ -328,7 +335,7 @@ export class ImageBackup {
         id = Buffer.from(raw).toString('hex');
         if ((await this.parentId(b)) === id) this.counts.unchanged++;
         else this.counts.changed++;
-        if (!this.repo.hasBlob(id)) toSeal.push({ index: i, id });
+        if (!this.writer.hasBlob(id)) toSeal.push({ index: i, id });
       }
       this.map.set(b, Buffer.from(id, 'hex'));
       const entry = Buffer.alloc(FP_BYTES + 32);
@@ -340,7 +347,7 @@ export class ImageBackup {
       const sealed = await pool.run<SealResult>({ kind: 'seal', data: slot.sab, length, blockSize: this.blockSize, blocks: toSeal });
       const bytes = Buffer.from(sealed.sealed.buffer, sealed.sealed.byteOffset, sealed.sealed.byteLength);
       for (const s of sealed.blobs) {
-        const added = await this.repo.addPrepared({ type: BlobType.Data, id: s.id, flags: s.flags, rawLength: s.rawLength, sealed: bytes.subarray(s.offset, s.offset + s.length) });
+        const added = await this.writer.addPrepared({ type: BlobType.Data, id: s.id, flags: s.flags, rawLength: s.rawLength, sealed: bytes.subarray(s.offset, s.offset + s.length) });
         if (added) this.counts.stored++;
       }
     }
@@ -476,13 +483,13 @@ export class ImageBackup {
         const e = page.subarray(o, o + MAP_ENTRY_BYTES);
         if (!e.equals(zero)) blobs.add(e.toString('hex'));
       }
-      const { id } = await this.repo.saveBlob(BlobType.ImageMap, Buffer.from(page));
+      const { id } = await this.writer.saveBlob(BlobType.ImageMap, Buffer.from(page));
       maps.push(id);
       blobs.add(id);
     }
-    const tree = await this.repo.saveTree([]);
+    const tree = await this.writer.saveTree([]);
     blobs.add(tree);
-    await this.repo.flush();
+    await this.writer.flush();
     const counts: ImageCounts = { blocks, ...this.counts };
     const understood = analysis.filesystems.some((f) => f.understood);
     const image: ImageInfo = {
@@ -498,7 +505,7 @@ export class ImageBackup {
       filesystems: analysis.filesystems,
       counts,
     };
-    const stats = this.repo.stats;
+    const stats = this.writer.stats;
     const summary: SnapshotSummary = {
       filesNew: 0,
       filesChanged: 0,
@@ -524,7 +531,7 @@ export class ImageBackup {
     };
     // Ctrl-C during the last uploads ends the backup without a snapshot, as it does earlier.
     this.opts.signal?.throwIfAborted();
-    const id = await this.repo.saveSnapshot(snapshot);
+    const id = await this.writer.saveSnapshot(snapshot);
     if (this.opts.cacheFile) {
       const entries = Buffer.concat(this.newCache.pagesFor(blocks));
       const cache = CbtCache.fromEntries(this.cacheHeader(size, id), entries);

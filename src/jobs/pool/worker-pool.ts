@@ -16,6 +16,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
+import type { CompressionMode } from '../../core/compress.js';
 import type { Repository } from '../../repo/repository.js';
 import type { InitMessage, Task } from './protocol.js';
 import type { PoolMessage } from './pool-worker.js';
@@ -173,15 +174,15 @@ export class PoolSession<TTask> {
     return opts.pool ? opts.pool.session<TTask>(script, init) : new WorkerPool(opts.workers).session<TTask>(script, init, true);
   }
 
-  /** A session of the blob workers holding the repository's secrets and settings. */
-  static blobs(repo: Repository, opts: JobPoolOptions): PoolSession<Task> {
+  /** A session of the blob workers holding the repository's secrets and settings, sealing with `compression` (default the repository's). */
+  static blobs(repo: Repository, opts: JobPoolOptions, compression: CompressionMode = repo.config.compression): PoolSession<Task> {
     const s = repo.workerSecrets();
     const init: InitMessage = {
       encryption: s.encryption,
       id: s.id,
       chunkerSeed: s.chunker,
       chunker: repo.config.chunker,
-      compression: repo.compression,
+      compression,
     };
     return PoolSession.open<Task>(opts, BLOB_WORKER, init);
   }

@@ -36,11 +36,16 @@ import type { PackedBlob } from '../../repo/pack.js';
 import { Checker, type CheckReport, type KeyedReader } from '../check/checker.js';
 import type { DataSelection } from '../check/subset.js';
 
-/** What --mark-damaged needs beyond reading: writing trees and snapshots (`Repository` has it). */
-export interface SnapshotWriter extends KeyedReader {
+/** What --mark-damaged writes with: trees and snapshots (a `RepositoryWriter`). */
+export interface SnapshotWriter {
   saveTree(nodes: TreeNode[]): Promise<string>;
   flush(): Promise<void>;
   saveSnapshot(s: Snapshot): Promise<string>;
+}
+
+/** What --mark-damaged needs: reading with the key, and a write session (`Repository` has both). */
+export interface KeyedRepository extends KeyedReader {
+  newWriter(opts: { signal?: AbortSignal }): SnapshotWriter;
 }
 
 export interface RepairSnapshotsOptions {
@@ -48,7 +53,7 @@ export interface RepairSnapshotsOptions {
   /** Also read pack contents to find damaged blobs (all, or a subset). */
   readonly readData?: DataSelection;
   /** The repository opened with the key; required for 'mark'. */
-  readonly keyed?: SnapshotWriter;
+  readonly keyed?: KeyedRepository;
   /** Report what would be done; change nothing. */
   readonly dryRun?: boolean;
   /** Called before anything is removed (e.g. to refresh a lock). */
@@ -88,6 +93,7 @@ export async function repairSnapshots(repo: Store, opts: RepairSnapshotsOptions)
   const rewritten: RepairedSnapshot[] = [];
   const skipped: { id: string; reason: string }[] = [];
   const toRemove: string[] = [];
+  let writer: SnapshotWriter | undefined;
 
   const snaps = await repo.loadSnapshots();
   for (const [id, why] of snaps.damaged) {
@@ -131,7 +137,8 @@ export async function repairSnapshots(repo: Store, opts: RepairSnapshotsOptions)
       rewritten.push({ from: d.id, to: '', files: d.files ?? [], dirs: d.dirs ?? [] });
       continue;
     }
-    const r = await markDamaged(opts.keyed!, d.id, s, lost);
+    writer ??= opts.keyed!.newWriter(opts.signal ? { signal: opts.signal } : {});
+    const r = await markDamaged(opts.keyed!, writer, d.id, s, lost);
     rewritten.push(r);
     toRemove.push(d.id);
   }
@@ -152,13 +159,13 @@ export async function repairSnapshots(repo: Store, opts: RepairSnapshotsOptions)
 }
 
 /** Writes the marked copy of one snapshot (its blobs flushed first); returns what it marked. */
-async function markDamaged(keyed: SnapshotWriter, id: string, s: Snapshot, lost: ReadonlySet<string>): Promise<RepairedSnapshot> {
+async function markDamaged(keyed: KeyedReader, writer: SnapshotWriter, id: string, s: Snapshot, lost: ReadonlySet<string>): Promise<RepairedSnapshot> {
   const files: string[] = [];
   const dirs: string[] = [];
   const blobs = new Set<string>();
   let empty: string | undefined;
   const emptyTree = async (): Promise<string> => {
-    empty ??= await keyed.saveTree([]);
+    empty ??= await writer.saveTree([]);
     blobs.add(empty);
     return empty;
   };
@@ -194,15 +201,15 @@ async function markDamaged(keyed: SnapshotWriter, id: string, s: Snapshot, lost:
         out.push(n);
       }
     }
-    const newId = await keyed.saveTree(out);
+    const newId = await writer.saveTree(out);
     blobs.add(newId);
     return newId;
   };
   const root = await rewrite(s.tree, '');
   if (root === undefined) throw new Error(`snapshot ${id}: root listing lost`);
-  await keyed.flush();
+  await writer.flush();
   const repaired = { ...s, tree: root, incomplete: true as const, original: id, blobs: [...blobs] };
-  const to = await keyed.saveSnapshot(repaired);
+  const to = await writer.saveSnapshot(repaired);
   return { from: id, to, files, dirs };
 }
 
