@@ -177,13 +177,13 @@ describe('copy killed with SIGKILL', () => {
   it('leaves the destination clean for check --read-data, and the next copy completes without copying again what was copied', { timeout: 120_000 }, async () => {
     const tree = s.path('tree');
     await fs.mkdir(tree);
-    await fs.writeFile(join(tree, 'a.bin'), bytes('kill a', 1_000_000));
-    await fs.writeFile(join(tree, 'b.bin'), bytes('kill b', 500_000));
+    await fs.writeFile(join(tree, 'a.bin'), bytes('kill a', 1_500_000));
+    await fs.writeFile(join(tree, 'b.bin'), bytes('kill b', 1_000_000));
     await s.ok(['backup', '-q', tree]);
     const [id] = await p.snapshotIds(p.src, SRC_PASSWORD);
     const total = (await blobsOf(p.src, id!)).length;
     const dst = await p.initCopy('dst');
-    // 256 KiB/s: about 4 packs a second, so the copy is caught past its first index file (16 packs) and before its end.
+    // About 39 packs at 256 KiB/s, 4 a second: the copy is caught past its first index file (16 packs) and well before its second.
     const { child, done } = s.start(['-r', dst, '--limit-upload', '256', 'copy', '--from-repo', p.src], { env: KEYLESS_ENV });
     while ((await packFiles(dst)).length < 18 && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
     child.kill('SIGKILL');
