@@ -10,7 +10,6 @@ import { hostname as osHostname } from 'node:os';
 import type { Command } from 'commander';
 import type { CompressionMode } from '../core/compress.js';
 import type { Repository } from '../repo/repository.js';
-import type { Snapshot } from '../repo/snapshot.js';
 import { ImageBackup, defaultBlockSize, type ImageBackupResult } from '../jobs/image/image-backup.js';
 import { cachePath } from '../jobs/image/cbt-cache.js';
 import { cacheRoot } from './environment.js';
@@ -20,6 +19,8 @@ import { openImageInput, streamInput, type ImageInput } from '../sources/image/i
 import { commandOutput } from '../sources/command-output.js';
 import { mountsOf } from '../sources/image/block-devices.js';
 import { formatBytes, formatDuration, globals, processPool, say, snapshotsOf, warn, type GlobalOptions } from './context.js';
+import { findParent } from '../jobs/snapshots/select.js';
+import type { SnapshotEntry } from '../repo/store.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
 import { summaryJson } from './summary-json.js';
@@ -81,18 +82,9 @@ async function checkLive(input: ImageInput, allowLive: boolean): Promise<boolean
   return true;
 }
 
-async function findParent(repo: Repository, flags: ImageBackupFlags, paths: string[]): Promise<{ id: string; snapshot: Snapshot } | null> {
-  const all = await snapshotsOf(repo);
-  const want = flags.parent;
-  if (want) {
-    const c = all.filter((s) => s.id.startsWith(want));
-    if (c.length !== 1) throw new ExitError(`--parent ${want} matches ${c.length} snapshots`, EXIT.usage);
-    if (!c[0]!.snapshot.image) throw new ExitError(`--parent ${want} is not an image snapshot`, EXIT.usage);
-    return c[0]!;
-  }
-  const host = flags.host ?? osHostname();
-  const candidates = all.filter((s) => s.snapshot.image && s.snapshot.hostname === host && s.snapshot.paths.join('\0') === paths.join('\0'));
-  return candidates[candidates.length - 1] ?? null;
+/** The parent of an image backup of `paths`: --parent, else the latest image snapshot of this host and paths. */
+async function imageParent(repo: Repository, flags: ImageBackupFlags, paths: string[]): Promise<SnapshotEntry | null> {
+  return findParent(await snapshotsOf(repo), { hostname: flags.host ?? osHostname(), paths, image: true, ...(flags.parent === undefined ? {} : { parent: flags.parent }) });
 }
 
 /** Runs `backup --image`. */
@@ -116,7 +108,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
     if (stream && (name.includes('/') || name === '.' || name === '..')) throw new ExitError(`bad --stdin-filename "${name}"`, EXIT.usage);
     const paths = [stream ? `/${name}` : resolve(src)];
     await backupSession(g, async (repo, signal) => {
-      const parent = flags.force ? null : await findParent(repo, flags, paths);
+      const parent = flags.force ? null : await imageParent(repo, flags, paths);
       // The parent's block size by default, so that a disk that grew keeps its changed-block detection.
       const blockSize = chosen ?? parent?.snapshot.image?.blockSize ?? defaultBlockSize(input.size);
       const cacheFile = flags.cache === false ? undefined : cachePath(cacheRoot(), repo.config.id, paths[0]!);

@@ -11,6 +11,7 @@ import { scanTotals } from '../jobs/backup/scan-totals.js';
 import { commandOutput } from '../sources/command-output.js';
 import type { Repository } from '../repo/repository.js';
 import { collect, compressionMode, formatBytes, formatDuration, globals, processPool, say, snapshotsOf, verboseItem, warn, type GlobalOptions } from './context.js';
+import { findParent } from '../jobs/snapshots/select.js';
 import { backupSession, parseTime, splitTags } from './backup-session.js';
 import { backupTargets } from './backup-targets.js';
 import { ExitError, EXIT } from './exit-codes.js';
@@ -92,14 +93,8 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
   const excludes = await excludeRules(flags);
   const hostname = flags.host;
   // With --force the parent is still the parent: it is recorded, and tells unchanged files from changed ones by content.
-  const all = await snapshotsOf(repo);
-  const want = flags.parent;
   const host = hostname ?? (await import('node:os')).hostname();
-  const candidates = want
-    ? all.filter((s) => s.id.startsWith(want))
-    : all.filter((s) => s.snapshot.hostname === host && s.snapshot.paths.join('\0') === paths.join('\0'));
-  if (want && candidates.length !== 1) throw new ExitError(`--parent ${want} matches ${candidates.length} snapshots`, EXIT.usage);
-  const parent = candidates[candidates.length - 1] ?? null;
+  const parent = findParent(await snapshotsOf(repo), { hostname: host, paths, image: false, ...(flags.parent === undefined ? {} : { parent: flags.parent }) });
   if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}${flags.force ? ' (--force: every file is read again)' : ''}`);
   // Until the count beside the backup is done, the parent snapshot's size stands for the whole.
   const ps = parent?.snapshot.summary;

@@ -14,7 +14,7 @@ import { ExitError, EXIT } from './exit-codes.js';
 import { holdLock } from './maintenance.js';
 import { Progress, type Totals } from './progress.js';
 import { minGraceMs } from './environment.js';
-import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+import { matchesFilter, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 
 interface CopyFlags extends SnapshotFilter {
   fromRepo?: string;
@@ -34,7 +34,7 @@ export function register(program: Command): void {
 /** The source's snapshots that `args` and the filter choose (full ids), and every readable one. */
 async function chooseSnapshots(src: Store, args: readonly string[], f: SnapshotFilter): Promise<{ ids: string[]; all: Map<string, Snapshot> }> {
   const { ok, damaged } = await src.loadSnapshots();
-  const byTime = [...ok].filter(([, s]) => matches(s, f)).sort(([, a], [, b]) => Date.parse(a.time) - Date.parse(b.time));
+  const byTime = [...ok].filter(([, s]) => matchesFilter(s, f)).sort(([, a], [, b]) => Date.parse(a.time) - Date.parse(b.time));
   if (args.length === 0) {
     for (const [id, e] of damaged) warn(`skipping snapshot ${id} of the source: ${e.message}`);
     return { ids: byTime.map(([id]) => id), all: ok };

@@ -16,7 +16,7 @@ import { walkTree } from '../jobs/tree-walk.js';
 import type { TreeNode } from '../repo/tree.js';
 import { longLine } from './cmd-ls.js';
 import { collect, globals, openRepo, warn, snapshotsOf } from './context.js';
-import { findSnapshot, matches, withFilterOptions, type FoundSnapshot, type SnapshotFilter } from './snapshot-filter.js';
+import { findSnapshot, matchesFilter, withFilterOptions, type FoundSnapshot, type SnapshotFilter } from './snapshot-filter.js';
 
 interface FindFlags extends SnapshotFilter {
   snapshot?: string[];
@@ -45,7 +45,7 @@ export function register(program: Command): void {
       const byName = globs.every((x) => !x.onPath);
       const snaps: FoundSnapshot[] = f.snapshot
         ? await Promise.all(f.snapshot.map((id) => findSnapshot(repo, id, f)))
-        : (await snapshotsOf(repo)).filter((s) => matches(s.snapshot, f));
+        : (await snapshotsOf(repo)).filter((s) => matchesFilter(s.snapshot, f));
       const out = new LineBatch((t) => writeOut(process.stdout, t));
       if (g.json) await out.push('[');
       let first = true;

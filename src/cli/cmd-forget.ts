@@ -17,7 +17,7 @@ import { acquireLock } from '../repo/lock.js';
 import { collect, globals, lockedByMe, openKeyless, openRepo, refuseIfAppendOnly, say, warn, type GlobalOptions } from './context.js';
 import { passwordGiven } from './maintenance.js';
 import { ExitError, EXIT } from './exit-codes.js';
-import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+import { matchesFilter, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 import { parseGrace, runPrune } from './cmd-prune.js';
 import { DEFAULT_GRACE_MS, formatDurationMs } from '../repo/deletion-marker.js';
 
@@ -129,7 +129,7 @@ export function register(program: Command): void {
     const lock = f.dryRun ? undefined : await acquireLock(repo.backend, { ...lockedByMe(), exclusive: false, operation: 'forget' });
     let result;
     try {
-      result = await forgetByPolicy(await policyStore(g, repo), { policy, groupBy, filter: (s) => matches(s, f), dryRun: f.dryRun === true });
+      result = await forgetByPolicy(await policyStore(g, repo), { policy, groupBy, filter: (s) => matchesFilter(s, f), dryRun: f.dryRun === true });
     } finally {
       await lock?.release();
     }

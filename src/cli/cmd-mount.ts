@@ -10,7 +10,7 @@ import { SnapshotFs } from '../jobs/mount/snapshot-fs.js';
 import { mountFuse, type MountedFs } from '../jobs/mount/fuse-mount.js';
 import { globals, longReadLock, openRepo, say, warn, snapshotsOf } from './context.js';
 import { untilInterrupted } from './interrupt.js';
-import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+import { matchesFilter, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 
 export function register(program: Command): void {
   withFilterOptions(program.command('mount'))
@@ -19,7 +19,7 @@ export function register(program: Command): void {
     .action(async (mountpoint: string, flags: SnapshotFilter, cmd: Command) => {
       const g = globals(cmd);
       const repo = await openRepo(g);
-      const snapshots = (await snapshotsOf(repo)).filter((s) => matches(s.snapshot, flags));
+      const snapshots = (await snapshotsOf(repo)).filter((s) => matchesFilter(s.snapshot, flags));
       const fs = new SnapshotFs(repo, snapshots, { owner: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }, onWarning: warn });
       const lock = await longReadLock(repo, 'mount', 'files', 'mounting anyway');
       // Signals are caught before the mount is announced, so that whoever waits for that line can stop us at once.

@@ -6,12 +6,11 @@
 import type { Command } from 'commander';
 import { ImageRestore } from '../jobs/image/image-restore.js';
 import { NotAnImageSnapshotError } from '../jobs/image/image-reader.js';
-import { formatBytes, formatDuration, globals, openRepo, processPool, snapshotsOf, type GlobalOptions } from './context.js';
+import { formatBytes, formatDuration, globals, openRepo, processPool, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
 import { Progress } from './progress.js';
-import { findSnapshot, matches, withFilterOptions, type FoundSnapshot, type SnapshotFilter } from './snapshot-filter.js';
-import type { Repository } from '../repo/repository.js';
+import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 
 interface RestoreImageFlags extends SnapshotFilter {
   to: string;
@@ -33,8 +32,8 @@ export function register(program: Command): void {
         if (!g.quiet) (flags.to === '-' || g.json ? process.stderr : process.stdout).write(`${line}\n`);
       };
       const repo = await openRepo(g);
-      const { id, snapshot } = snap === 'latest' ? await latestImage(repo, flags) : await findSnapshot(repo, snap, flags);
-      if (!snapshot.image) throw new ExitError(new NotAnImageSnapshotError(`snapshot ${id.slice(0, 8)}`).message, EXIT.failed);
+      const { id, snapshot } = await findSnapshot(repo, snap, snap === 'latest' ? { ...flags, image: true } : flags);
+      if (!snapshot.image) throw new NotAnImageSnapshotError(`snapshot ${id.slice(0, 8)}`);
       const img = snapshot.image;
       const abort = new AbortController();
       const onInterrupted = (): void => abort.abort(new ExitError('interrupted: the restore is NOT complete', EXIT.interrupted));
@@ -63,13 +62,6 @@ export function register(program: Command): void {
     });
 }
 
-/** `latest` among image snapshots only. */
-async function latestImage(repo: Repository, f: SnapshotFilter): Promise<FoundSnapshot> {
-  const all = (await snapshotsOf(repo)).filter((s) => s.snapshot.image && matches(s.snapshot, f));
-  const last = all[all.length - 1];
-  if (!last) throw new ExitError('no image snapshot matches', EXIT.failed);
-  return last;
-}
 
 function report(g: GlobalOptions, tell: (l: string) => void, r: Awaited<ReturnType<ImageRestore['run']>>, table: string, seconds: number, to: string): void {
   if (g.json && to !== '-') {

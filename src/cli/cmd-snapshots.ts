@@ -4,7 +4,7 @@ import { localTime } from '../core/local-time.js';
 import type { Snapshot } from '../repo/snapshot.js';
 import { globals, openRepo, say, snapshotsOf } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
-import { matches, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+import { matchesFilter, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 import { summaryJson } from './summary-json.js';
 
 export function register(program: Command): void {
@@ -13,7 +13,7 @@ export function register(program: Command): void {
     .action(async (f: SnapshotFilter & { latest?: number }, cmd: Command) => {
       const g = globals(cmd);
       const repo = await openRepo(g, { index: false });
-      const matching = (await snapshotsOf(repo)).filter((s) => matches(s.snapshot, f));
+      const matching = (await snapshotsOf(repo)).filter((s) => matchesFilter(s.snapshot, f));
       const list = f.latest === undefined ? matching : newestOfEach(matching, f.latest);
       if (g.json) {
         process.stdout.write(`${JSON.stringify(list.map(({ id, snapshot: s }) => ({

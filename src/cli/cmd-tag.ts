@@ -12,7 +12,7 @@ import { acquireLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
 import { collect, globals, lockedByMe, openRepo, refuseIfAppendOnly, say, snapshotsOf } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
-import { findSnapshot, matches, withFilterOptions, type FoundSnapshot, type SnapshotFilter } from './snapshot-filter.js';
+import { findSnapshot, matchesFilter, withFilterOptions, type FoundSnapshot, type SnapshotFilter } from './snapshot-filter.js';
 
 interface TagFlags extends SnapshotFilter {
   add?: string[];
@@ -31,11 +31,11 @@ function changed(tags: readonly string[], f: TagFlags): string[] {
 }
 
 async function chosen(repo: Repository, ids: readonly string[], f: TagFlags): Promise<FoundSnapshot[]> {
-  if (ids.length === 0) return (await snapshotsOf(repo)).filter((s) => matches(s.snapshot, f));
+  if (ids.length === 0) return (await snapshotsOf(repo)).filter((s) => matchesFilter(s.snapshot, f));
   const out = new Map<string, FoundSnapshot>();
   for (const id of ids) {
     const found = await findSnapshot(repo, id, f);
-    if (matches(found.snapshot, f)) out.set(found.id, found);
+    if (matchesFilter(found.snapshot, f)) out.set(found.id, found);
   }
   return [...out.values()];
 }

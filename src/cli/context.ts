@@ -18,6 +18,7 @@ import { getPassword, withPassword } from './password.js';
 import { readKeyHint, saveKeyHint } from './key-hint.js';
 import { minGraceMs, retryForMs, s3Settings, workerCount } from './environment.js';
 import { WorkerPool } from '../jobs/pool/worker-pool.js';
+import { readableSnapshots } from '../jobs/snapshots/select.js';
 
 export interface GlobalOptions {
   repo?: string;
@@ -204,10 +205,8 @@ export async function openKeyless(g: GlobalOptions): Promise<Store> {
 }
 
 /** Every snapshot that can be read and passes its MAC, oldest first; each of the others is named in a warning and left out. */
-export async function snapshotsOf(repo: Repository): Promise<SnapshotEntry[]> {
-  const { ok, damaged } = await repo.listSnapshots();
-  for (const [id, e] of damaged) warn(`skipping snapshot ${id}: ${e.message}`);
-  return ok;
+export function snapshotsOf(repo: Repository): Promise<SnapshotEntry[]> {
+  return readableSnapshots(repo, (id, e) => warn(`skipping snapshot ${id}: ${e.message}`));
 }
 
 /** Refuses, with exit code 13, a command that would remove data through an append-only client. */

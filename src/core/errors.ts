@@ -47,6 +47,10 @@ export const ERROR_CODES = [
   /** Blobs a snapshot lists were removed by a prune meanwhile: no snapshot was written. */
   'BLOBS_LOST',
   // jobs and sources
+  /** No snapshot is the one asked for (or an id prefix names several). */
+  'SNAPSHOT_NOT_FOUND',
+  /** A snapshot named in a way that cannot name one (not an id; a --parent that is not one snapshot of the right kind). */
+  'BAD_SNAPSHOT_NAME',
   /** Two repositories that copy cannot copy between (keys or chunker parameters differ). */
   'COPY_REFUSED',
   /** Prune refuses to run on a repository it cannot read completely. */

@@ -19,6 +19,7 @@ import { PruneRefusedError } from '../../src/jobs/prune/pruner.js';
 import { NotAnImageSnapshotError } from '../../src/jobs/image/image-reader.js';
 import { BlobsLostError } from '../../src/repo/snapshot-fence.js';
 import { CopyRefusedError } from '../../src/jobs/copy/snapshot-copier.js';
+import { BadSnapshotNameError, SnapshotNotFoundError } from '../../src/jobs/snapshots/select.js';
 import { RetriesExhaustedError } from '../../src/storage/retrying-backend.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { acquireLock, processIdentity } from '../../src/repo/lock.js';
@@ -47,6 +48,8 @@ describe('exit codes', () => {
       [new NotAnImageSnapshotError('snapshot ab'), 'NOT_AN_IMAGE_SNAPSHOT', 1],
       [new BlobsLostError(['ab']), 'BLOBS_LOST', 1],
       [new CopyRefusedError('other keys'), 'COPY_REFUSED', 1],
+      [new SnapshotNotFoundError('no snapshot matches'), 'SNAPSHOT_NOT_FOUND', 1],
+      [new BadSnapshotNameError('"x" is neither "latest" nor a snapshot id'), 'BAD_SNAPSHOT_NAME', 2],
       [new RetriesExhaustedError('save data/ab', 5, 1000, new TransientError('503')), 'RETRIES_EXHAUSTED', 1],
     ];
     for (const [e, code, exit] of cases) {
@@ -54,7 +57,7 @@ describe('exit codes', () => {
       assert.deepEqual(exitOf(e), { code: exit, known: true }, e.name);
     }
     assert.equal(new Set(ERROR_CODES).size, ERROR_CODES.length, 'codes are distinct');
-    for (const c of ERROR_CODES) assert.ok([1, 10, 11, 12, 13].includes(EXIT_BY_ERROR_CODE[c]), c);
+    for (const c of ERROR_CODES) assert.ok([1, 2, 10, 11, 12, 13].includes(EXIT_BY_ERROR_CODE[c]), c);
     // A system error's errno code, or a plain error, is not one of ours: exit 1, a fault.
     const enoent = Object.assign(new Error('no such file'), { code: 'ENOENT' });
     assert.equal(errorCode(enoent), undefined);
