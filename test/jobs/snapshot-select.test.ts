@@ -48,11 +48,12 @@ describe('choosing snapshots', () => {
 
   it('findSnapshot resolves latest with a filter and id prefixes, with coded errors; stats count what the snapshots reference', async () => {
     const { repo } = await memoryRepo();
-    const a = await repo.saveBlob(BlobType.Data, Buffer.alloc(1000, 1));
-    const b = await repo.saveBlob(BlobType.Data, Buffer.alloc(3000, 2));
-    await repo.flush();
-    const first = await repo.saveSnapshot(snap({ tags: ['x'], blobs: [a.id] }));
-    const second = await repo.saveSnapshot(snap({ time: '2026-12-05T11:00:00.000Z', blobs: [a.id, b.id] }));
+    const w = repo.newWriter();
+    const a = await w.saveBlob(BlobType.Data, Buffer.alloc(1000, 1));
+    const b = await w.saveBlob(BlobType.Data, Buffer.alloc(3000, 2));
+    await w.flush();
+    const first = await w.saveSnapshot(snap({ tags: ['x'], blobs: [a.id] }));
+    const second = await w.saveSnapshot(snap({ time: '2026-12-05T11:00:00.000Z', blobs: [a.id, b.id] }));
     assert.equal((await findSnapshot(repo, 'latest', {})).id, second);
     assert.equal((await findSnapshot(repo, 'latest', { tag: ['x'] })).id, first);
     assert.equal((await findSnapshot(repo, first.slice(0, 10), {})).id, first);
