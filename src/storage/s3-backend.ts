@@ -480,8 +480,9 @@ export class S3Backend implements Backend {
     // A HEAD answer has no body, so the SDK knows no error name: the status says it.
     const said = name === 'Unknown' && httpStatus !== undefined ? STATUS_CODES[httpStatus] ?? 'no error body'
       : `${name === 'Error' ? '' : `${name}: `}${err.message ?? String(e)}`;
-    if (h !== undefined && (name === 'NoSuchKey' || status(e) === 404)) return new NotFoundError(h);
+    // Before the 404s of missing keys: a missing bucket answers 404 too.
     if (name === 'NoSuchBucket') return new Error(`${where}: the bucket ${this.bucket} does not exist (init creates it)`, { cause: e });
+    if (h !== undefined && (name === 'NoSuchKey' || status(e) === 404)) return new NotFoundError(h);
     if (code !== undefined && CERT_CODES.has(code)) {
       return new Error(`${where}: the endpoint's TLS certificate is not trusted (${err.message ?? code}); `
         + 'if a private CA signed it, give that CA\'s certificate with --cacert FILE', { cause: e });

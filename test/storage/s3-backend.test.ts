@@ -106,6 +106,16 @@ describe('S3Backend', () => {
     await b.close();
   });
 
+  it('create() makes a bucket that does not exist, once', async () => {
+    const b = new S3Backend(parseS3Location(`${s3.endpoint}/made-by-create/repo`), s3.settings);
+    await assert.rejects(b.save(handleOf('key', 'early'), bytes(1)), /bucket made-by-create does not exist/);
+    await b.create();
+    await b.create();
+    await b.save(handleOf('key', 'after'), bytes(5));
+    assert.deepEqual(await b.load(handleOf('key', 'after')), bytes(5));
+    await b.close();
+  });
+
   it('uploads a large object in parts and reads it back whole and in ranges', async () => {
     const b = fresh({ multipartThreshold: 1000, partSize: 300 });
     await b.create();
