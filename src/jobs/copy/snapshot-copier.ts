@@ -5,7 +5,7 @@
  * type, flags, raw length and id, not the pack or the repository, and a
  * snapshot's MAC key derives from the master key alone.
  *
- *   refuse unless both configs name the same master key, chunker, blob ids and tree encoding
+ *   refuse unless both configs name the same master key and chunker parameters
  *   wanted = the chosen source snapshots the destination lacks (same id: same bytes)
  *   dst    = the destination's index; packs no index file lists (left by a copy
  *            or backup killed before its index file) are read for their headers and indexed
