@@ -106,6 +106,19 @@ describe('S3Backend', () => {
     await b.close();
   });
 
+  it('says that the endpoint refused the credentials, and does not take it for a passing fault', async () => {
+    // (s3rver checks the key id of a V4 signature, not the signature itself)
+    for (const [credentials, name] of [[{ accessKeyId: 'NOBODY', secretAccessKey: 'S3RVER' }, 'InvalidAccessKeyId']] as const) {
+      const b = new S3Backend(parseS3Location(s3.locationRest('denied')), { ...s3.settings, credentials });
+      await assert.rejects(b.load(handleOf('config')), (e: Error) => {
+        assert.ok(!(e instanceof TransientError), String(e));
+        assert.match(e.message, new RegExp(`^GET config/config in s3:https://.*: the endpoint refused the credentials \\(${name}: .*\\); check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's permissions$`));
+        return true;
+      });
+      await b.close();
+    }
+  });
+
   it('create() makes a bucket that does not exist, once', async () => {
     const b = new S3Backend(parseS3Location(`${s3.endpoint}/made-by-create/repo`), s3.settings);
     await assert.rejects(b.save(handleOf('key', 'early'), bytes(1)), /bucket made-by-create does not exist/);
