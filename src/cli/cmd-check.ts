@@ -7,7 +7,8 @@
 import type { Command } from 'commander';
 import { Checker, type CheckReport } from '../jobs/check/checker.js';
 import { parseSubset, type DataSelection } from '../jobs/check/subset.js';
-import { formatBytes, globals, say, warn, type GlobalOptions } from './context.js';
+import { plural, formatBytes, globals, say, warn, type GlobalOptions } from './context.js';
+import { localIso } from '../core/local-time.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { holdLock, openMaintenance } from './maintenance.js';
 
@@ -61,7 +62,7 @@ export function print(g: GlobalOptions, r: CheckReport): void {
     process.stdout.write(`${JSON.stringify(r)}\n`);
     return;
   }
-  say(g, `checked ${r.snapshots} snapshots, ${r.indexFiles} index files, ${r.packs} packs${r.packsRead > 0 ? `; read ${r.packsRead} packs (${formatBytes(r.bytesRead)})` : ''}${r.keyed ? '' : ' (without the key)'}`);
+  say(g, `checked ${plural(r.snapshots, 'snapshot')}, ${plural(r.indexFiles, 'index file')}, ${plural(r.packs, 'pack')}${r.packsRead > 0 ? `; read ${plural(r.packsRead, 'pack')} (${formatBytes(r.bytesRead)})` : ''}${r.keyed ? '' : ' (without the key)'}`);
   for (const w of r.warnings.slice(0, SHOW)) warn(`${w.object}: ${w.message}`);
   if (r.warnings.length > SHOW) warn(`… and ${r.warnings.length - SHOW} more warnings`);
   for (const e of r.errors.slice(0, SHOW)) process.stderr.write(`error: ${e.object}: ${e.message}\n`);
@@ -69,7 +70,7 @@ export function print(g: GlobalOptions, r: CheckReport): void {
   if (r.damaged.length > 0) {
     say(g, `damage affects ${r.damaged.length} snapshot(s):`);
     for (const d of r.damaged) {
-      say(g, `  snapshot ${d.id.slice(0, 8)} of ${d.paths.join(' ')} at ${d.time} (${d.hostname}): ${d.blobs} ${d.certain ? 'lost' : 'possibly damaged'} blob(s)`);
+      say(g, `  snapshot ${d.id.slice(0, 8)} of ${d.paths.join(' ')} at ${localIso(d.time)} (${d.hostname}): ${d.blobs} ${d.certain ? 'lost' : 'possibly damaged'} blob(s)`);
       if (d.rootLost) say(g, '    the whole snapshot: its root listing is lost');
       for (const p of d.dirs ?? []) say(g, `    folder ${p}: listing lost, nothing below it can be restored`);
       for (const p of d.files ?? []) say(g, `    file ${p}`);

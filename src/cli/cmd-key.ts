@@ -1,6 +1,7 @@
 /** `holdfast key add | list | remove | passwd`: the passwords of a repository. */
 import type { Command } from 'commander';
 import { globals, openRepo, refuseIfAppendOnly, say } from './context.js';
+import { localIso } from '../core/local-time.js';
 import { getNewPassword, withPassword } from './password.js';
 import { scryptParams } from './environment.js';
 import { ExitError, EXIT } from './exit-codes.js';
@@ -20,7 +21,7 @@ export function register(program: Command): void {
     say(g, ` ${'ID'.padEnd(10)}${'User'.padEnd(12)}${'Host'.padEnd(16)}Created`);
     for (const k of keys) {
       say(g, k.file
-        ? `${k.current ? '*' : ' '}${k.id.slice(0, 8).padEnd(10)}${k.file.username.padEnd(12)}${k.file.hostname.padEnd(16)}${k.file.created}`
+        ? `${k.current ? '*' : ' '}${k.id.slice(0, 8).padEnd(10)}${k.file.username.padEnd(12)}${k.file.hostname.padEnd(16)}${localIso(k.file.created)}`
         : ` ${k.id.slice(0, 8).padEnd(10)}unusable: ${k.problem ?? ''}`);
     }
   });

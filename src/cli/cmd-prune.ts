@@ -9,7 +9,8 @@ import { DEFAULT_GRACE_MS, formatDurationMs, parseDuration } from '../repo/delet
 import { minGraceMs } from './environment.js';
 import { Pruner, type PruneReport } from '../jobs/prune/pruner.js';
 import { ForgedObjectError } from '../repo/errors.js';
-import { formatBytes, globals, openRepo, refuseIfAppendOnly, say, warn, type GlobalOptions } from './context.js';
+import { plural, formatBytes, globals, openRepo, refuseIfAppendOnly, say, warn, type GlobalOptions } from './context.js';
+import { localIso } from '../core/local-time.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { holdLock, openMaintenance, passwordGiven } from './maintenance.js';
 
@@ -109,20 +110,20 @@ function print(g: GlobalOptions, r: PruneReport, graceMs: number): void {
     return;
   }
   const would = r.dryRun ? 'would ' : '';
-  say(g, `repository: ${r.snapshots} snapshots, ${r.packs} packs, ${formatBytes(r.packBytes)}${r.dryRun ? ' (dry run: nothing is changed)' : ''}`);
+  say(g, `repository: ${plural(r.snapshots, 'snapshot')}, ${plural(r.packs, 'pack')}, ${formatBytes(r.packBytes)}${r.dryRun ? ' (dry run: nothing is changed)' : ''}`);
   const s = r.sweep;
   if (s.markersSwept > 0) {
     say(g, `deleted now: ${would}delete ${s.packsDeleted} packs (${formatBytes(s.bytesFreed)}) and ${s.indexFilesDeleted} index files marked at least ${formatDurationMs(graceMs)} ago`);
     if (s.blobsRescued > 0) say(g, `  ${would}first copy ${s.blobsRescued} blobs (${formatBytes(s.bytesRescued)}) that snapshots written since still reference`);
   }
-  for (const w of s.markersWaiting) say(g, `waiting: marker ${w.marker.slice(0, 8)} becomes deletable at ${w.dueAt} (${w.reason})`);
+  for (const w of s.markersWaiting) say(g, `waiting: marker ${w.marker.slice(0, 8)} becomes deletable at ${localIso(w.dueAt)} (${w.reason})`);
   const m = r.mark;
   if (m.unusedPacks + m.repackedPacks === 0) {
     say(g, 'marked now: nothing (no unused packs' + (m.damagedPacks.length ? '; damaged packs left alone' : '') + ')');
   } else {
-    say(g, `marked now: ${would}mark ${m.unusedPacks} unused packs (${formatBytes(m.unusedBytes)}) and ${m.repackedPacks} mostly unused packs (${formatBytes(m.repackedBytes)}) for deletion`);
-    if (m.blobsCopied > 0) say(g, `  ${would}copy their ${m.blobsCopied} live blobs (${formatBytes(m.bytesCopied)}) into ${r.dryRun ? 'new packs' : `${m.packsWritten} new packs`}`);
-    const after = m.deletableAt ?? `the grace period of ${formatDurationMs(graceMs)}`;
+    say(g, `marked now: ${r.dryRun ? 'would mark ' : ''}${plural(m.unusedPacks, 'unused pack')} (${formatBytes(m.unusedBytes)}) and ${plural(m.repackedPacks, 'mostly unused pack')} (${formatBytes(m.repackedBytes)}) for deletion`);
+    if (m.blobsCopied > 0) say(g, `  ${would}copy their ${plural(m.blobsCopied, 'live blob')} (${formatBytes(m.bytesCopied)}) into ${r.dryRun ? 'new packs' : plural(m.packsWritten, 'new pack')}`);
+    const after = m.deletableAt ? localIso(m.deletableAt) : `the grace period of ${formatDurationMs(graceMs)}`;
     const usual = parseGrace(undefined);
     // The prune that deletes counts its own grace from the marker's time: a plain one waits the default.
     say(g, graceMs === usual

@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import { ImageRestore } from '../jobs/image/image-restore.js';
 import { NotAnImageSnapshotError } from '../jobs/image/image-reader.js';
 import { formatBytes, formatDuration, globals, openRepo, processPool, type GlobalOptions } from './context.js';
+import { localIso } from '../core/local-time.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
 import { Progress } from './progress.js';
@@ -51,7 +52,7 @@ export function register(program: Command): void {
           signal: abort.signal,
           pool: processPool(),
           // Said once the target is checked: a refused one gets only the refusal.
-          onStart: () => tell(`restoring image snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${snapshot.time} (${formatBytes(img.size)}) to ${flags.to === '-' ? 'stdout' : flags.to}`),
+          onStart: () => tell(`restoring image snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${localIso(snapshot.time)} (${formatBytes(img.size)}) to ${flags.to === '-' ? 'stdout' : flags.to}`),
           onProgress: (p) => progress.update({ files: 0, bytes: p.bytes }),
         }).run();
       } finally {

@@ -1,7 +1,8 @@
 /** `holdfast restore SNAP --target DIR`: restores files. */
 import { Option, type Command } from 'commander';
 import { resolve } from 'node:path';
-import { collect, fileInTheWay, formatBytes, globals, openRepo, processPool, say, verboseItem, warn } from './context.js';
+import { collect, fileInTheWay, formatBytes, globals, openRepo, plural, processPool, say, verboseItem, warn } from './context.js';
+import { localIso } from '../core/local-time.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
 import { Progress } from './progress.js';
@@ -42,7 +43,7 @@ export function register(program: Command): void {
       const { id, snapshot } = await findSnapshot(repo, snap, flags);
       // Image snapshots: files are read out of the image's filesystems (src/jobs/image-files).
       const image = isImageSnapshot(snapshot) ? await openImageFiles(repo, snapshot, id, warn) : undefined;
-      if (!g.json) say(g, `restoring snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${snapshot.time} to ${flags.target}`);
+      if (!g.json) say(g, `restoring snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${localIso(snapshot.time)} to ${flags.target}`);
       const abort = new AbortController();
       const onInterrupted = (): void => abort.abort(new ExitError('interrupted: the restore is NOT complete', EXIT.interrupted));
       const offInterrupt = onInterrupt(onInterrupted);
@@ -93,7 +94,7 @@ export function register(program: Command): void {
           })}\n`);
         }
       } else {
-        say(g, `restored ${p.files} files, ${p.dirs} folders, ${formatBytes(p.bytes)}${p.filesSkipped > 0 ? `; ${p.filesSkipped} files (${formatBytes(p.bytesSkipped)}) already there were left as they are` : ''}`);
+        say(g, `restored ${plural(p.files, 'file')}, ${plural(p.dirs, 'folder')}, ${formatBytes(p.bytes)}${p.filesSkipped > 0 ? `; ${plural(p.filesSkipped, 'file')} (${formatBytes(p.bytesSkipped)}) already there were left as they are` : ''}`);
       }
       if (flags.verify && !g.json) {
         if (result.verifyFailed.length > 0) say(g, `VERIFY FAILED for ${result.verifyFailed.length} file(s)`);

@@ -251,6 +251,11 @@ export function warningsLeftOut(): void {
 }
 
 /** Bytes for humans: 1.5 GiB. */
+/** "1 file", "2 files": a count and its noun, plural unless the count is one. */
+export function plural(n: number, noun: string, plural = `${noun}s`): string {
+  return `${n} ${n === 1 ? noun : plural}`;
+}
+
 export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
   let v = n;

@@ -11,3 +11,8 @@ export function localTime(ms: number): string {
   const t = new Date(ms);
   return `${t.getFullYear()}-${p2(t.getMonth() + 1)}-${p2(t.getDate())} ${p2(t.getHours())}:${p2(t.getMinutes())}:${p2(t.getSeconds())}`;
 }
+
+/** An ISO 8601 time (a snapshot's, a marker's) as `localTime` prints it. */
+export function localIso(iso: string): string {
+  return localTime(Date.parse(iso));
+}

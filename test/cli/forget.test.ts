@@ -110,11 +110,11 @@ describe('holdfast forget', () => {
       await s.ok(['backup', '-q', '--host', 'p', p]);
     }
     const r = await s.ok(['forget', '--host', 'p', '--keep-last', '1', '--prune', '--grace', '10m'], { env: NOPW });
-    const at = /this frees \S+ \S+ when a prune with --grace 10m runs after (\S+); a prune without --grace waits 1h from now\n/.exec(r.stdout);
+    const at = /this frees \S+ \S+ when a prune with --grace 10m runs after (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d); a prune without --grace waits 1h from now\n/.exec(r.stdout);
     assert.ok(at, r.stdout);
     const plain = await s.ok(['prune'], { env: NOPW });
     // Markers of the tests before wait too: this one's is the one due 50 minutes after the time printed.
-    const dues = [...plain.stdout.matchAll(/waiting: marker \w+ becomes deletable at (\S+) \(grace period not over\)/g)].map((m) => Date.parse(m[1]!) - Date.parse(at[1]!));
+    const dues = [...plain.stdout.matchAll(/waiting: marker \w+ becomes deletable at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \(grace period not over\)/g)].map((m) => Date.parse(m[1]!) - Date.parse(at[1]!));
     assert.ok(dues.includes(50 * 60_000), `a plain prune does not count 1h from the marker:\n${plain.stdout}`);
     assert.ok(!dues.includes(0), plain.stdout);
   });

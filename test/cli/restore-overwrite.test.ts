@@ -92,7 +92,7 @@ describe('restore into a target that holds a restore', () => {
     await fs.rm(join(at, 'sizes', '100k.bin'));
     await fs.rm(join(at, 'links', 'to-dir'));
     const r = await s.ok(['restore', 'latest', '--target', s.path('never'), '--overwrite', 'never']);
-    assert.match(r.stdout, /restored 1 files, .* already there were left as they are/);
+    assert.match(r.stdout, /restored 1 file, .* already there were left as they are/);
     assert.equal(await fs.readFile(join(at, 'sizes', 'text.txt'), 'utf8'), 'changed, and longer than before\n');
     assert.deepEqual(await fs.readFile(join(at, 'sizes', '100k.bin')), await fs.readFile(join(src, 'sizes', '100k.bin')));
     assert.equal(await fs.readlink(join(at, 'links', 'to-dir')), '../nested/a');
