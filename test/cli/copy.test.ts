@@ -272,3 +272,41 @@ describe('copy from a hostile source', () => {
     await refusedCopy('dst-forged', /pack [0-9a-f]{64} of the source: its header entry cannot be a sealed blob \(uncompressed, yet \d+ stored bytes for \d+ raw\)/);
   });
 });
+
+describe('copy into a hostile destination', () => {
+  let s: Sandbox;
+  let p: Pair;
+  let tree: string;
+  before(async () => {
+    s = await Sandbox.create('holdfast-copy-lying-dst-');
+    p = new Pair(s);
+    tree = s.path('tree');
+    await fs.mkdir(tree);
+    await fs.writeFile(join(tree, 'file.bin'), bytes('lying destination', 300_000));
+    await s.ok(['init']);
+    await s.ok(['backup', '-q', tree]);
+  });
+  after(() => removeTree(s.dir));
+
+  it('an index file claiming the source\'s blobs are in a destination pack whose header does not list them: the blobs are copied, the copy restores', async () => {
+    const [id] = await p.snapshotIds(p.src, SRC_PASSWORD);
+    const blobs = await blobsOf(p.src, id!);
+    const dst = await p.initCopy('dst');
+    const other = s.path('other');
+    await fs.mkdir(other);
+    await fs.writeFile(join(other, 'x'), 'the destination\'s own data');
+    await p.on(dst, ['backup', '-q', other], { HOLDFAST_PASSWORD: DST_PASSWORD });
+    // Anyone who can add objects to the destination: one index file, no key.
+    const pack = (await packFiles(dst))[0]!.split('/').at(-1)!;
+    const lie = encodeIndex({ packs: [{ pack, blobs: blobs.map((b) => ({ type: 0, flags: 0, offset: 0, length: 100, rawLength: 72, id: b })) }], supersedes: [] });
+    await fs.writeFile(join(dst, 'index', sha256(lie).toString('hex')), lie);
+
+    const { report, run } = await p.copy(dst);
+    assert.deepEqual(report.copied, [id]);
+    assert.equal(report.blobsCopied, new Set(blobs).size, run.stderr);
+    assert.match(run.stderr, new RegExp(`the destination's index claims pack ${pack} holds ${new Set(blobs).size} blob\\(s\\) its header does not list`));
+    const target = s.path('restored');
+    await p.on(dst, ['restore', id!, '--target', target, '-q'], { HOLDFAST_PASSWORD: DST_PASSWORD });
+    await compareTrees(tree, join(target, tree));
+  });
+});

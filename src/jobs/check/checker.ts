@@ -22,6 +22,7 @@
  * blobs are bad: all of them are reported as possibly damaged.
  */
 import { sha256 } from '../../core/crypto.js';
+import { forEachLimit } from '../../core/for-each-limit.js';
 import { sameEntry, type BlobLocation } from '../../repo/index-file.js';
 import { BlobType, copyDigest, type PackedBlob } from '../../repo/pack.js';
 import { RepoState } from '../../repo/repo-state.js';
@@ -113,14 +114,6 @@ export interface CheckReport {
    * those files.
    */
   readonly incomplete: string[];
-}
-
-async function forEachLimit<T>(items: readonly T[], limit: number, fn: (t: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 /** Runs a check; see the module comment. */

@@ -9,7 +9,11 @@
  *   wanted = the chosen source snapshots the destination lacks (same id: same bytes)
  *   dst    = the destination's index; packs no index file lists (left by a copy
  *            or backup killed before its index file) are read for their headers and indexed
- *   needed = blobs the wanted snapshots list that no present, unmarked destination pack holds
+ *   claims = blobs the wanted snapshots list that the destination's index files put in
+ *            present, unmarked packs: only claims (anyone who can add objects can write
+ *            an index file), so each such pack's header is read and decides
+ *   needed = blobs the wanted snapshots list that no present, unmarked destination pack's
+ *            header holds
  *   for each source pack claimed to hold needed blobs (what it holds is its header's word):
  *     most of it needed → read it whole, check its bytes against its name, header from those bytes
  *     else             → read its header, then the needed blobs by range
@@ -17,13 +21,15 @@
  *     a blob that fails is looked for in the next pack claimed to hold it
  *     every INDEX_EVERY_PACKS destination packs → one index file
  *   the last pack, its index file
- *   each wanted snapshot, oldest first, whose every blob is now indexed:
+ *   each wanted snapshot, oldest first, whose every blob is now in a destination
+ *   pack whose header lists it (read above, or written by this run):
  *     its bytes as they are, behind the snapshot fence (src/repo/snapshot-fence.ts)
  *
  * Killed at any point, the destination stays valid (a snapshot is written
  * only once its blobs are indexed) and the next copy does only what is left.
  */
 import { SEAL_OVERHEAD, sha256 } from '../../core/crypto.js';
+import { forEachLimit } from '../../core/for-each-limit.js';
 import { NotFoundError, ShortReadError } from '../../storage/backend.js';
 import type { RepoConfig } from '../../repo/config.js';
 import { commitWindowMs } from '../../repo/deletion-marker.js';
@@ -139,7 +145,7 @@ function entryProblem(b: PackedBlob): string | undefined {
 /** One copy from `src` into `dst`; see the module comment. */
 export class SnapshotCopier {
   private readonly report: CopyReport = { copied: [], present: [], failed: [], blobsCopied: 0, bytesCopied: 0, packsRead: 0, packsWritten: 0, orphansIndexed: 0 };
-  /** The destination's index, for the snapshot fence. */
+  /** Where the destination holds blobs, by pack headers only (read, or written by this run): the snapshot fence's index. */
   private readonly index = new MasterIndex();
   /** Destination packs written and not yet in an index file. */
   private unindexed: IndexedPack[] = [];
@@ -173,6 +179,7 @@ export class SnapshotCopier {
     wanted.sort((a, b) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time) || (a.id < b.id ? -1 : 1));
 
     const dstState = await this.openDestination();
+    await this.confirmDestination(dstState, wanted);
     const needed = new Set<string>();
     for (const w of wanted) for (const id of w.snapshot.blobs) if (dstState.liveLocation(id) === undefined) needed.add(id);
     if (needed.size > 0) await this.copyBlobs(needed, dstState);
@@ -214,13 +221,42 @@ export class SnapshotCopier {
         this.opts.onWarning?.(`ignoring unindexed pack ${pack} of the destination: ${e.message}`);
       }
     }
-    state.fill(this.index);
-    for (const p of adopted) this.index.addPack(p);
     if (adopted.length > 0) {
       await this.dst.saveIndex({ packs: adopted, supersedes: [] });
       this.report.orphansIndexed = adopted.length;
     }
     return state;
+  }
+
+  /**
+   * Reads the header of every present, unmarked destination pack that a
+   * record claims holds a blob of a wanted snapshot, so that the header, not
+   * the claim, decides what is there (docs/format.md §15.10, rule 1). A pack
+   * whose header cannot be read counts as holding nothing. The fence's index
+   * gets the confirmed packs.
+   */
+  private async confirmDestination(state: RepoState, wanted: readonly Wanted[]): Promise<void> {
+    const ids = new Set(wanted.flatMap((w) => w.snapshot.blobs));
+    const packs = new Set<string>();
+    for (const id of ids) for (const l of state.locations(id)) if (state.isLive(l.pack) && !state.confirmed.has(l.pack)) packs.add(l.pack);
+    await forEachLimit([...packs], this.dst.backend.capabilities.connections, async (pack) => {
+      this.opts.signal?.throwIfAborted();
+      const claimed = state.claims(pack).filter((b) => ids.has(b.id));
+      let held: ReadonlySet<string>;
+      try {
+        held = new Set((await state.readHeader(this.dst, pack)).map((b) => b.id));
+      } catch (e) {
+        if (!isDamage(e) && !(e instanceof NotFoundError)) throw e;
+        state.confirm({ pack, blobs: [] });
+        if (!(e instanceof NotFoundError)) this.opts.onWarning?.(`pack ${pack} of the destination: ${e.message}; the blobs it is claimed to hold are copied again`);
+        return;
+      }
+      const absent = new Set(claimed.filter((b) => !held.has(b.id)).map((b) => b.id));
+      if (absent.size > 0) {
+        this.opts.onWarning?.(`the destination's index claims pack ${pack} holds ${absent.size} blob(s) its header does not list (first: ${[...absent][0]}); they are copied`);
+      }
+    });
+    for (const pack of state.confirmed) if (state.isLive(pack)) this.index.addPack({ pack, blobs: state.packBlobs.get(pack)! });
   }
 
   /** Copies `needed` blobs from the source's packs into new destination packs, indexed. */
