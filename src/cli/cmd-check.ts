@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { Checker, type CheckReport } from '../jobs/check/checker.js';
 import { parseSubset, type DataSelection } from '../jobs/check/subset.js';
 import { plural, formatBytes, globals, say, warn, type GlobalOptions } from './context.js';
+import { printJson } from './json-output.js';
 import { localIso } from '../core/local-time.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { holdLock, openMaintenance } from './maintenance.js';
@@ -59,7 +60,7 @@ export function register(program: Command): void {
 /** Prints a check report (text or JSON); shared with `repair snapshots`. */
 export function print(g: GlobalOptions, r: CheckReport): void {
   if (g.json) {
-    process.stdout.write(`${JSON.stringify(r)}\n`);
+    printJson(r);
     return;
   }
   say(g, `checked ${plural(r.snapshots, 'snapshot')}, ${plural(r.indexFiles, 'index file')}, ${plural(r.packs, 'pack')}${r.packsRead > 0 ? `; read ${plural(r.packsRead, 'pack')} (${formatBytes(r.bytesRead)})` : ''}${r.keyed ? '' : ' (without the key)'}`);

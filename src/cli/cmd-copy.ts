@@ -9,7 +9,8 @@ import { CopyRefusedError, SnapshotCopier, type CopyProgress, type CopyReport } 
 import { acquireLock, LockedError, type RepositoryLock } from '../repo/lock.js';
 import { Store } from '../repo/store.js';
 import type { Snapshot } from '../repo/snapshot.js';
-import { backendAt, formatBytes, globals, lockedByMe, openKeyless, say, warn, type GlobalOptions } from './context.js';
+import { formatBytes, globals, lockedByMe, openKeyless, openSourceStore, say, warn, type GlobalOptions } from './context.js';
+import { printJson } from './json-output.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { holdLock } from './maintenance.js';
 import { Progress, type Totals } from './progress.js';
@@ -75,7 +76,7 @@ async function runCopy(g: GlobalOptions, f: CopyFlags, args: readonly string[]):
   const from = f.fromRepo ?? process.env['HOLDFAST_FROM_REPOSITORY'];
   if (!from) throw new ExitError('no repository to copy from: use --from-repo or HOLDFAST_FROM_REPOSITORY', EXIT.usage);
   const dst = await openKeyless(g);
-  const src = await Store.open(await backendAt(from, g));
+  const src = await openSourceStore(from, g);
   const { ids, all } = await chooseSnapshots(src, args, f);
   const held = await holdLock(dst, 'copy');
   const sourceLock = await lockSource(src).catch(async (e: unknown) => {
@@ -110,7 +111,7 @@ async function runCopy(g: GlobalOptions, f: CopyFlags, args: readonly string[]):
 function print(g: GlobalOptions, r: CopyReport, snapshots: ReadonlyMap<string, Snapshot>): void {
   for (const { id, reason } of r.failed) warn(`snapshot ${id} not copied: ${reason}`);
   if (g.json) {
-    process.stdout.write(`${JSON.stringify(r)}\n`);
+    printJson(r);
     return;
   }
   for (const id of r.copied) {

@@ -1,9 +1,10 @@
 /** `holdfast init`: creates a repository, with a key of its own or (--copy-from) sharing another's. */
 import type { Command } from 'commander';
+import { readdir } from 'node:fs/promises';
+import type { Backend } from '../storage/backend.js';
 import { Repository } from '../repo/repository.js';
-import { Store } from '../repo/store.js';
 import type { CompressionMode } from '../core/compress.js';
-import { backendAt, backendFor, closeWithCommand, compressionMode, globals, say, warn, type GlobalOptions } from './context.js';
+import { backendFor, closeWithCommand, compressionMode, globals, openSourceStore, say, warn, type GlobalOptions } from './context.js';
 import { getNewPassword, getPassword, withPassword } from './password.js';
 import { readKeyHint, saveKeyHint } from './key-hint.js';
 import { scryptParams } from './environment.js';
@@ -28,6 +29,7 @@ export function register(program: Command): void {
     .action(async (opts: InitFlags, cmd: Command) => {
       const g = globals(cmd);
       const backend = await backendFor(g, true);
+      const foreign = await entriesIn(backend);
       const source = opts.copyFrom === undefined ? undefined : await openSource(g, opts.copyFrom, opts);
       const hasSource = g.passwordFile || g.passwordCommand || process.env['HOLDFAST_PASSWORD'] !== undefined
         || process.env['HOLDFAST_PASSWORD_FILE'] || process.env['HOLDFAST_PASSWORD_COMMAND'];
@@ -38,14 +40,31 @@ export function register(program: Command): void {
       saveKeyHint(repo.config.id, repo.keyId);
       say(g, `created holdfast repository ${repo.config.id.slice(0, 10)} at ${backend.location}`);
       if (source) say(g, `it shares the master key and chunker parameters of ${source.config.id.slice(0, 10)} at ${source.backend.location}: "holdfast copy" moves snapshots between the two without a password`);
+      if (foreign > 0) warn(`${backend.location} was not empty (${foreign} ${foreign === 1 ? 'entry' : 'entries'}); the repository is created beside them, and holdfast leaves them alone`);
       say(g, 'keep the password safe: losing it means losing the data in the repository');
       if (opts.appendOnly) say(g, 'append-only: clients cannot remove anything; make the storage enforce it too (docs/format.md, "Append-only repositories")');
     });
 }
 
+/**
+ * Entries already in a local repository folder (0 when it does not exist
+ * yet). Like restic, init goes ahead beside them, but says so: a mistyped
+ * path into a folder of other files should not pass unnoticed.
+ */
+async function entriesIn(backend: Backend): Promise<number> {
+  const dir = backend.capabilities.localPath;
+  if (dir === undefined) return 0;
+  try {
+    return (await readdir(dir)).length;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw e;
+  }
+}
+
 /** Opens the repository of --copy-from with its own password (closed with the command). */
 async function openSource(g: GlobalOptions, location: string, opts: InitFlags): Promise<Repository> {
-  const store = await Store.open(await backendAt(location, g));
+  const store = await openSourceStore(location, g);
   const password = getPassword({ passwordFile: opts.fromPasswordFile, passwordCommand: opts.fromPasswordCommand }, 'enter password for the repository copied from: ', true);
   const source = await withPassword(password, (pw) => Repository.open(store, pw, { preferKey: readKeyHint, onWarning: warn }));
   closeWithCommand(source);

@@ -14,7 +14,7 @@ export function register(program: Command): void {
     const keys = await repo.listKeys();
     if (g.json) {
       process.stdout.write(`${JSON.stringify(keys.map((k) => (k.file
-        ? { id: k.id, current: k.current, created: k.file.created, hostname: k.file.hostname, username: k.file.username, kdf: { ...k.file.kdf, salt: undefined } }
+        ? { id: k.id, current: k.current, created: k.file.created, hostname: k.file.hostname, username: k.file.username, kdf: { algorithm: k.file.kdf.algorithm, n: k.file.kdf.N, r: k.file.kdf.r, p: k.file.kdf.p } }
         : { id: k.id, current: false, problem: k.problem })), null, 2)}\n`);
       return;
     }

@@ -10,6 +10,7 @@ import { minGraceMs } from './environment.js';
 import { Pruner, type PruneReport } from '../jobs/prune/pruner.js';
 import { ForgedObjectError } from '../repo/errors.js';
 import { plural, formatBytes, globals, openRepo, refuseIfAppendOnly, say, warn, type GlobalOptions } from './context.js';
+import { printJson } from './json-output.js';
 import { localIso } from '../core/local-time.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { holdLock, openMaintenance, passwordGiven } from './maintenance.js';
@@ -106,7 +107,7 @@ async function refuseForgedSnapshots(g: GlobalOptions): Promise<void> {
 
 function print(g: GlobalOptions, r: PruneReport, graceMs: number): void {
   if (g.json) {
-    process.stdout.write(`${JSON.stringify({ ...r, graceSeconds: graceMs / 1000 })}\n`);
+    printJson({ ...r, graceSeconds: graceMs / 1000 });
     return;
   }
   const would = r.dryRun ? 'would ' : '';

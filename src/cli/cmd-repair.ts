@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import { rebuildIndex } from '../jobs/repair/index-rebuilder.js';
 import { repairSnapshots } from '../jobs/repair/snapshot-repairer.js';
 import { globals, refuseIfAppendOnly, say, warn } from './context.js';
+import { printJson } from './json-output.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { holdLock, openMaintenance, passwordGiven } from './maintenance.js';
 import { dataSelection, print as printCheck } from './cmd-check.js';
@@ -32,7 +33,7 @@ export function register(program: Command): void {
       try {
         const r = await rebuildIndex(plain, { onWarning: (m) => warn(m), beforeDelete: () => held.lock.refresh(), signal: held.signal });
         if (g.json) {
-          process.stdout.write(`${JSON.stringify(r)}\n`);
+          printJson(r);
           return;
         }
         say(g, `indexed ${r.blobs} blobs in ${r.packs} packs${r.index ? ` (index ${r.index.slice(0, 8)})` : ''}; removed ${r.indexFilesRemoved} old index files`);
@@ -76,7 +77,7 @@ export function register(program: Command): void {
           signal: held.signal,
         });
         if (g.json) {
-          process.stdout.write(`${JSON.stringify({ removed: r.removed, rewritten: r.rewritten, skipped: r.skipped, salvagedBlobs: r.salvagedBlobs, marker: r.marker, removedPacks: r.removedPacks, check: r.check })}\n`);
+          printJson({ removed: r.removed, rewritten: r.rewritten, skipped: r.skipped, salvagedBlobs: r.salvagedBlobs, marker: r.marker, removedPacks: r.removedPacks, check: r.check });
           return;
         }
         printCheck({ ...g, quiet: true }, r.check);

@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { formatBytes, globals, openRepo, say, snapshotsOf } from './context.js';
+import { printJson } from './json-output.js';
 import { repositoryStats } from '../jobs/snapshots/stats.js';
 import { findSnapshot, matchesFilter, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 
@@ -17,7 +18,19 @@ export function register(program: Command): void {
       const snaps = snap ? [await findSnapshot(repo, snap, f)] : (await snapshotsOf(repo)).filter((s) => matchesFilter(s.snapshot, f));
       const out = await repositoryStats(repo, snaps);
       if (g.json) {
-        process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+        printJson({
+          snapshots_count: out.snapshots,
+          total_file_count: out.files,
+          total_size: out.logicalBytes,
+          total_blob_count: out.uniqueBlobs,
+          total_uncompressed_size: out.rawBytes,
+          total_stored_size: out.storedBytes,
+          repository_size: out.repositoryBytes,
+          dedup_ratio: out.dedupRatio,
+          compression_ratio: out.compressionRatio,
+          total_ratio: out.totalRatio,
+          missing_blobs: out.missingBlobs,
+        });
         return;
       }
       say(g, `Snapshots:          ${out.snapshots}`);

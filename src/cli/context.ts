@@ -13,6 +13,7 @@ import { DryRunBackend } from '../storage/dry-run-backend.js';
 import { RateLimitedBackend } from '../storage/rate-limited-backend.js';
 import { RetryingBackend } from '../storage/retrying-backend.js';
 import { acquireLock, processIdentity, LockedError, type ProcessIdentity, type RepositoryLock } from '../repo/lock.js';
+import { NotARepositoryError } from '../repo/errors.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword, withPassword } from './password.js';
 import { readKeyHint, saveKeyHint } from './key-hint.js';
@@ -204,6 +205,20 @@ export async function openKeyless(g: GlobalOptions): Promise<Store> {
   return Store.open(await backendFor(g), modeOptions());
 }
 
+/**
+ * Opens the keyless store of a repository that snapshots or a key are taken
+ * from (`copy --from-repo`, `init --copy-from`): a location that holds none
+ * is not told to create one, it is named as the source that is not there.
+ */
+export async function openSourceStore(location: string, g: GlobalOptions): Promise<Store> {
+  try {
+    return await Store.open(await backendAt(location, g));
+  } catch (e) {
+    if (e instanceof NotARepositoryError) throw new NotARepositoryError(location, 'the source to copy from must be an existing repository');
+    throw e;
+  }
+}
+
 /** Every snapshot that can be read and passes its MAC, oldest first; each of the others is named in a warning and left out. */
 export function snapshotsOf(repo: Repository): Promise<SnapshotEntry[]> {
   return readableSnapshots(repo, (id, e) => warn(`skipping snapshot ${id}: ${e.message}`));
@@ -264,7 +279,7 @@ export function formatBytes(n: number): string {
     v /= 1024;
     u++;
   }
-  return u === 0 ? `${n} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
+  return u === 0 ? `${Math.round(n)} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
 }
 
 /** Seconds for humans: 1:02:03 or 2:03. */

@@ -39,11 +39,18 @@ export interface Figures {
   readonly totalBytes: number | undefined;
   /** True when the totals are counted or estimated, not merely what was seen so far. */
   readonly known: boolean;
-  /** Seconds left at the rate so far; undefined while there is nothing to go by. */
+  /** Seconds left at the rate so far; undefined while there is nothing to go by, or too little (`ETA_AFTER_SECONDS`, `ETA_AFTER_FRACTION`). */
   readonly eta: number | undefined;
   /** Bytes a second so far. */
   readonly rate: number;
 }
+
+/**
+ * No ETA before a second has passed or 1 % is done: the first update of a
+ * 0.3 s backup, 4e-7 done, said 69 hours.
+ */
+const ETA_AFTER_SECONDS = 1;
+const ETA_AFTER_FRACTION = 0.01;
 
 /** Below 1 while the count of what there is to do is still going on. */
 const UNCOUNTED_MAX = 0.99;
@@ -60,7 +67,8 @@ export function progressFigures(p: ProgressState, totals: Totals | undefined, el
   const part = totalBytes > 0 ? p.bytes / totalBytes : totalFiles > 0 ? p.files / totalFiles : 0;
   const fraction = Math.min(part, done ? 1 : UNCOUNTED_MAX);
   const known = done || estimate !== undefined;
-  const eta = known && rate > 0 ? Math.max(0, (totalBytes - p.bytes) / rate) : undefined;
+  const measured = elapsed >= ETA_AFTER_SECONDS || fraction >= ETA_AFTER_FRACTION;
+  const eta = known && measured && rate > 0 ? Math.max(0, (totalBytes - p.bytes) / rate) : undefined;
   return { fraction, totalFiles, totalBytes, known, eta, rate };
 }
 

@@ -44,8 +44,9 @@ export class WrongPasswordError extends Error {
 export class NotARepositoryError extends Error {
   /** Stable code for callers (src/core/errors.ts). */
   readonly code: ErrorCode = 'NOT_A_REPOSITORY';
-  constructor(location: string) {
-    super(`no holdfast repository at ${location} (no config object); create one with "holdfast init"`);
+  /** `advice` ends the message: what to do about it where the repository was expected. */
+  constructor(location: string, advice = 'create one with "holdfast init"') {
+    super(`no holdfast repository at ${location} (no config object); ${advice}`);
     this.name = 'NotARepositoryError';
   }
 }

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { removeTree } from '../fixtures/tree.js';
 import { Sandbox } from '../helpers/cli.js';
 import { progressFigures } from '../../src/cli/progress.js';
+import { formatBytes } from '../../src/cli/context.js';
 
 interface Status {
   percent_done: number;
@@ -102,6 +103,20 @@ describe('progress figures', () => {
     assert.deepEqual([f.totalFiles, f.totalBytes, f.fraction, f.eta], [12, 1500, 0.99, 0]);
     f = progressFigures({ files: 12, bytes: 1500 }, { files: 12, bytes: 1500, done: true, estimate }, 3);
     assert.deepEqual([f.totalBytes, f.fraction, f.eta], [1500, 1, 0]);
+  });
+
+  it('give no ETA before a second has passed or 1 % is done (a first update at 4e-7 done said 69 hours)', () => {
+    const totals = { files: 10, bytes: 10_000_000, done: true };
+    assert.equal(progressFigures({ files: 0, bytes: 4 }, totals, 0.2).eta, undefined);
+    assert.equal(progressFigures({ files: 0, bytes: 4 }, totals, 0.999).eta, undefined);
+    assert.equal(progressFigures({ files: 1, bytes: 100_000 }, totals, 0.2).eta, 19.8, '1 % done');
+    assert.equal(progressFigures({ files: 0, bytes: 4 }, totals, 1).eta, 9_999_996 / 4, 'a second in');
+  });
+
+  it('print rates rounded like sizes (a rate below 1 KiB/s printed 1.8419143792694852 B)', () => {
+    assert.equal(formatBytes(1.8419143792694852), '2 B');
+    assert.equal(formatBytes(1023.4), '1023 B');
+    assert.equal(formatBytes(1536.7), '1.50 KiB');
   });
 
   it('give no ETA while there is neither a complete count nor an estimate, and go by files when there are no bytes', () => {

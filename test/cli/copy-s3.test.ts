@@ -19,6 +19,7 @@ import { parseS3Location } from '../../src/storage/s3-backend-config.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { Store } from '../../src/repo/store.js';
 import type { CopyReport } from '../../src/jobs/copy/snapshot-copier.js';
+import type { SnakeKeys } from '../../src/cli/json-output.js';
 
 const SRC_PASSWORD = 'correct horse';
 const S3_PASSWORD = 'battery staple';
@@ -49,9 +50,9 @@ describe('copy between a local repository and S3', () => {
     return r;
   }
 
-  async function copy(from: string, to: string): Promise<CopyReport> {
+  async function copy(from: string, to: string): Promise<SnakeKeys<CopyReport>> {
     const r = await on(to, ['--json', 'copy', '--from-repo', from], { HOLDFAST_PASSWORD: undefined });
-    return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as CopyReport;
+    return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as SnakeKeys<CopyReport>;
   }
 
   async function restoresFrom(repo: string, password: string, id: string, src: string): Promise<void> {
@@ -75,7 +76,7 @@ describe('copy between a local repository and S3', () => {
     await on(back, ['init', '--copy-from', remote], { HOLDFAST_PASSWORD: BACK_PASSWORD, HOLDFAST_FROM_PASSWORD: S3_PASSWORD });
     const down = await copy(remote, back);
     assert.deepEqual(down.copied, [id]);
-    assert.equal(down.blobsCopied, up.blobsCopied);
+    assert.equal(down.blobs_copied, up.blobs_copied);
     await restoresFrom(back, BACK_PASSWORD, id!, tree);
 
     const more = s.path('more');
@@ -85,7 +86,7 @@ describe('copy between a local repository and S3', () => {
     const next = await copy(s.repo, remote);
     assert.equal(next.copied.length, 1);
     assert.deepEqual(next.present, [id]);
-    assert.ok(next.bytesCopied < 300_000 + 64 * 1024, `${next.bytesCopied} bytes copied for a 300 kB backup`);
+    assert.ok(next.bytes_copied < 300_000 + 64 * 1024, `${next.bytes_copied} bytes copied for a 300 kB backup`);
     await restoresFrom(remote, S3_PASSWORD, next.copied[0]!, more);
   });
 
@@ -115,7 +116,7 @@ describe('copy between a local repository and S3', () => {
       assert.match((await on(remote, ['check', '--read-data'], { HOLDFAST_PASSWORD: S3_PASSWORD })).stdout, /no errors were found/);
       const again = await copy(small.repo, remote);
       assert.equal(again.copied.length, 1);
-      assert.ok(again.blobsCopied <= total - 16, `after the kill, ${again.blobsCopied} of ${total} blobs copied again: ${JSON.stringify(again)}`);
+      assert.ok(again.blobs_copied <= total - 16, `after the kill, ${again.blobs_copied} of ${total} blobs copied again: ${JSON.stringify(again)}`);
       await restoresFrom(remote, S3_PASSWORD, again.copied[0]!, data);
       await bucket.close();
     } finally {

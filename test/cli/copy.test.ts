@@ -18,6 +18,7 @@ import { Store } from '../../src/repo/store.js';
 import { encodeIndex } from '../../src/repo/index-file.js';
 import { sha256 } from '../../src/core/crypto.js';
 import type { CopyReport } from '../../src/jobs/copy/snapshot-copier.js';
+import type { SnakeKeys } from '../../src/cli/json-output.js';
 
 const SRC_PASSWORD = 'correct horse';
 const DST_PASSWORD = 'battery staple';
@@ -49,9 +50,9 @@ class Pair {
   }
 
   /** `copy --json` from the source into `dst` without any password; the report. */
-  async copy(dst: string, args: readonly string[] = [], want = 0): Promise<{ report: CopyReport; run: RunResult }> {
+  async copy(dst: string, args: readonly string[] = [], want = 0): Promise<{ report: SnakeKeys<CopyReport>; run: RunResult }> {
     const run = await this.on(dst, ['--json', 'copy', '--from-repo', this.src, ...args], KEYLESS_ENV, want);
-    return { report: JSON.parse(run.stdout.trim().split('\n').at(-1)!) as CopyReport, run };
+    return { report: JSON.parse(run.stdout.trim().split('\n').at(-1)!) as SnakeKeys<CopyReport>, run };
   }
 
   /** Snapshot ids of a repository, listed with its password (so each has passed its MAC). */
@@ -98,7 +99,7 @@ describe('copy between repositories that share a key', () => {
     const { report, run } = await p.copy(dst);
     assert.deepEqual(report.copied, [first], run.stderr);
     assert.equal(report.failed.length, 0);
-    assert.equal(report.blobsCopied, (await blobsOf(p.src, first)).length, 'every blob of the snapshot, once');
+    assert.equal(report.blobs_copied, (await blobsOf(p.src, first)).length, 'every blob of the snapshot, once');
     // The snapshot's MAC verifies under the shared key, opened with the destination's password.
     assert.deepEqual(await p.snapshotIds(dst, DST_PASSWORD), [first]);
     const check = await p.on(dst, ['check', '--read-data'], { HOLDFAST_PASSWORD: DST_PASSWORD });
@@ -117,8 +118,8 @@ describe('copy between repositories that share a key', () => {
     const again = await p.copy(dst);
     assert.deepEqual(again.report.copied, []);
     assert.deepEqual(again.report.present, [first]);
-    assert.equal(again.report.blobsCopied, 0);
-    assert.equal(again.report.packsWritten, 0);
+    assert.equal(again.report.blobs_copied, 0);
+    assert.equal(again.report.packs_written, 0);
 
     const more = s.path('more');
     await fs.mkdir(more);
@@ -133,13 +134,13 @@ describe('copy between repositories that share a key', () => {
     assert.deepEqual(inc.report.copied, [second]);
     const firstBlobs = new Set(await blobsOf(p.src, first));
     const secondBlobs = await blobsOf(p.src, second!);
-    assert.equal(inc.report.blobsCopied, secondBlobs.filter((b) => !firstBlobs.has(b)).length, 'the second snapshot\'s blobs, none of the first\'s');
+    assert.equal(inc.report.blobs_copied, secondBlobs.filter((b) => !firstBlobs.has(b)).length, 'the second snapshot\'s blobs, none of the first\'s');
     const thirdBlobs = await blobsOf(p.src, third!);
     const fresh = thirdBlobs.filter((b) => !secondBlobs.includes(b));
     const last = await p.copy(dst, ['latest']);
     assert.deepEqual(last.report.copied, [third]);
-    assert.equal(last.report.blobsCopied, fresh.length, 'only the blobs the third snapshot added');
-    assert.ok(last.report.bytesCopied < 300_000 + 64 * 1024, `${last.report.bytesCopied} bytes copied for a 300 kB change`);
+    assert.equal(last.report.blobs_copied, fresh.length, 'only the blobs the third snapshot added');
+    assert.ok(last.report.bytes_copied < 300_000 + 64 * 1024, `${last.report.bytes_copied} bytes copied for a 300 kB change`);
     assert.deepEqual(await p.snapshotIds(dst, DST_PASSWORD), [first, second, third]);
     const target = s.path('restored-inc');
     await p.on(dst, ['restore', third!, '--target', target, '-q'], { HOLDFAST_PASSWORD: DST_PASSWORD });
@@ -148,13 +149,24 @@ describe('copy between repositories that share a key', () => {
 
   it('refuses a repository with another key, and names init --copy-from; the destination is left as it was', async () => {
     const other = s.path('other');
-    await p.on(other, ['init'], { HOLDFAST_PASSWORD: DST_PASSWORD });
+    const otherId = /created holdfast repository ([0-9a-f]{10}) /.exec((await p.on(other, ['init'], { HOLDFAST_PASSWORD: DST_PASSWORD })).stdout)![1]!;
+    const srcId = (JSON.parse((await s.ok(['cat', 'config'])).stdout) as { id: string }).id.slice(0, 10);
     const before = await packFiles(other);
     const run = await p.on(other, ['copy', '--from-repo', p.src], KEYLESS_ENV, 1);
-    assert.match(run.stderr, /refusing to copy: the repositories do not share a master key/);
+    // The repositories are named by the ids init printed, not by key names the user never saw.
+    assert.match(run.stderr, new RegExp(`refusing to copy: repository ${srcId} \\(the source\\) and repository ${otherId} \\(the destination\\) have different master keys`));
     assert.match(run.stderr, /init --copy-from/);
     assert.deepEqual(await packFiles(other), before);
     assert.deepEqual(await p.snapshotIds(other, DST_PASSWORD), []);
+  });
+
+  it('a source that is not a repository is named as the source, not told to be created', async () => {
+    const missing = s.path('missing');
+    for (const [repo, args] of [[p.src, ['copy', '--from-repo', missing]], [s.path('never-made'), ['init', '--copy-from', missing]]] as const) {
+      const run = await p.on(repo, [...args], DST_ENV, 10);
+      assert.match(run.stderr, new RegExp(`no holdfast repository at \\S*${missing} \\(no config object\\); the source to copy from must be an existing repository`));
+      assert.doesNotMatch(run.stderr, /holdfast init/);
+    }
   });
 
   it('copies into an append-only destination (copy only adds)', async () => {
@@ -195,8 +207,8 @@ describe('copy killed with SIGKILL', () => {
 
     const { report } = await p.copy(dst);
     assert.deepEqual(report.copied, [id]);
-    assert.ok(report.orphansIndexed > 0, 'the packs written after the last index file are indexed, not copied again');
-    assert.ok(report.blobsCopied < total - 16, `${report.blobsCopied} of ${total} blobs copied again`);
+    assert.ok(report.orphans_indexed > 0, 'the packs written after the last index file are indexed, not copied again');
+    assert.ok(report.blobs_copied < total - 16, `${report.blobs_copied} of ${total} blobs copied again`);
     await p.on(dst, ['check', '--read-data'], { HOLDFAST_PASSWORD: DST_PASSWORD });
     const target = s.path('restored');
     await p.on(dst, ['restore', id!, '--target', target, '-q'], { HOLDFAST_PASSWORD: DST_PASSWORD });
@@ -303,7 +315,7 @@ describe('copy into a hostile destination', () => {
 
     const { report, run } = await p.copy(dst);
     assert.deepEqual(report.copied, [id]);
-    assert.equal(report.blobsCopied, new Set(blobs).size, run.stderr);
+    assert.equal(report.blobs_copied, new Set(blobs).size, run.stderr);
     assert.match(run.stderr, new RegExp(`the destination's index claims pack ${pack} holds ${new Set(blobs).size} blob\\(s\\) its header does not list`));
     const target = s.path('restored');
     await p.on(dst, ['restore', id!, '--target', target, '-q'], { HOLDFAST_PASSWORD: DST_PASSWORD });

@@ -124,6 +124,20 @@ describe('not a repository, or a newer one', () => {
     assert.equal(existsSync(s.path('missing')), false);
   });
 
+  it('init into a folder of other files warns that it was not empty, creates the repository beside them and leaves them alone', async () => {
+    const full = s.path('full');
+    await fs.mkdir(full);
+    await fs.writeFile(join(full, 'notes.txt'), 'mine\n');
+    await fs.mkdir(join(full, 'photos'));
+    const r = await s.ok(['init'], { env: { HOLDFAST_REPOSITORY: full } });
+    assert.match(r.stderr, /warning: local:\S*full was not empty \(2 entries\); the repository is created beside them/);
+    assert.equal(await fs.readFile(join(full, 'notes.txt'), 'utf8'), 'mine\n');
+    await s.ok(['snapshots'], { env: { HOLDFAST_REPOSITORY: full } });
+    // A folder that is empty, or not there yet, gets no warning.
+    await fs.mkdir(s.path('bare'));
+    for (const dir of [s.path('bare'), s.path('new')]) assert.equal((await s.ok(['init'], { env: { HOLDFAST_REPOSITORY: dir } })).stderr, '');
+  });
+
   it('a config of a newer format version asks for an upgrade (exit 1) and is left untouched', async () => {
     const base = await withBaseline(s);
     const configPath = join(s.repo, 'config');

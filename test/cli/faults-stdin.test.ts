@@ -62,8 +62,8 @@ describe('backup of a stream', () => {
       const snap = (await snapshotsOf(s)).find((x) => x.paths[0] === `/${name}`)!;
       assert.equal(snap.summary['total_bytes_processed'], data.length);
       assert.equal(snap.summary['bytes_read'], data.length);
-      const stats = JSON.parse((await s.ok(['stats', snap.id, '--json'])).stdout) as { logicalBytes: number };
-      assert.equal(stats.logicalBytes, data.length);
+      const stats = JSON.parse((await s.ok(['stats', snap.id, '--json'])).stdout) as { total_size: number };
+      assert.equal(stats.total_size, data.length);
     }
   });
 

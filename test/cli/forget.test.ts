@@ -97,8 +97,8 @@ describe('holdfast forget', () => {
     assert.equal((await timesOf()).length, before, 'nothing was forgotten');
     assert.equal((await s.run(['forget', '--keep-last', '1', '--grace', '2h'], { env: NOPW })).code, 2, '--grace without --prune');
     const r = await s.ok(['forget', '--json', '--group-by', 'host', '--keep-last', '1', '--prune', '--grace', '2h'], { env: NOPW });
-    const prune = JSON.parse(r.stdout.trim().split('\n').pop()!) as { graceSeconds: number };
-    assert.equal(prune.graceSeconds, 7200);
+    const prune = JSON.parse(r.stdout.trim().split('\n').pop()!) as { grace_seconds: number };
+    assert.equal(prune.grace_seconds, 7200);
   });
 
   // On main: "this frees … when a prune runs after T", though a plain prune then waited its own 1h.

@@ -16,6 +16,7 @@ import { bytes } from '../jobs/gc-fixture.js';
 import { GC_ENV, GRACE, GRACE_MS, assertRestores, assertSameTree, initSmall, json, sleep, snapshotId } from './gc-cli.js';
 import type { CheckReport } from '../../src/jobs/check/checker.js';
 import type { PruneReport } from '../../src/jobs/prune/pruner.js';
+import type { SnakeKeys } from '../../src/cli/json-output.js';
 
 const KEYLESS = { ...GC_ENV, HOLDFAST_PASSWORD: undefined };
 
@@ -54,13 +55,13 @@ describe('prune and check without the password', () => {
     // The server's view: no password, and the key files are not even there.
     await fs.rename(join(s.repo, 'keys'), s.path('keys-away'));
     try {
-      const first = json<PruneReport>(await s.ok(['--json', 'prune', '--grace', GRACE], { env: KEYLESS }));
-      assert.ok(first.mark.unusedPacks > 0);
-      const dry = json<PruneReport>(await s.ok(['--json', 'prune', '--grace', GRACE, '--dry-run'], { env: KEYLESS }));
-      assert.equal(dry.dryRun, true);
+      const first = json<SnakeKeys<PruneReport>>(await s.ok(['--json', 'prune', '--grace', GRACE], { env: KEYLESS }));
+      assert.ok(first.mark.unused_packs > 0);
+      const dry = json<SnakeKeys<PruneReport>>(await s.ok(['--json', 'prune', '--grace', GRACE, '--dry-run'], { env: KEYLESS }));
+      assert.equal(dry.dry_run, true);
       await sleep(GRACE_MS + 100);
-      const second = json<PruneReport>(await s.ok(['--json', 'prune', '--grace', GRACE], { env: KEYLESS }));
-      assert.ok(second.sweep.packsDeleted >= first.mark.unusedPacks);
+      const second = json<SnakeKeys<PruneReport>>(await s.ok(['--json', 'prune', '--grace', GRACE], { env: KEYLESS }));
+      assert.ok(second.sweep.packs_deleted >= first.mark.unused_packs);
       const check = await s.ok(['check', '--read-data'], { env: KEYLESS });
       assert.match(check.stdout, /no password given/);
       assert.match(check.stdout, /no errors were found/);
@@ -125,7 +126,7 @@ describe('damaged packs through the CLI', () => {
       await fs.rename(p.path, `${p.path}.away`);
       const r = await s.run(['--json', 'check'], { env: GC_ENV });
       await fs.rename(`${p.path}.away`, p.path);
-      const rep = json<CheckReport>(r);
+      const rep = json<SnakeKeys<CheckReport>>(r);
       if (rep.damaged.length === 1 && rep.damaged[0]!.id === snap && JSON.stringify(rep.damaged[0]!.files) === JSON.stringify([`${src}/victim.bin`]) && !rep.damaged[0]!.dirs?.length) return p;
     }
     throw new Error(`no pack holds victim.bin alone among ${before.size}`);
@@ -139,14 +140,14 @@ describe('damaged packs through the CLI', () => {
 
     const r = await s.run(['--json', 'check', '--read-data'], { env: GC_ENV });
     assert.equal(r.code, 1);
-    const rep = json<CheckReport>(r);
+    const rep = json<SnakeKeys<CheckReport>>(r);
     assert.equal(rep.damaged.length, 1);
     assert.equal(rep.damaged[0]!.id, snap);
     assert.deepEqual(rep.damaged[0]!.files, [`${src}/victim.bin`]);
     const text = await s.run(['check', '--read-data'], { env: GC_ENV });
     assert.match(text.stdout, new RegExp(`snapshot ${snap.slice(0, 8)} of ${src}`));
     assert.match(text.stdout, new RegExp(`file ${src}/victim.bin`));
-    const keyless = json<CheckReport>(await s.run(['--json', 'check', '--read-data'], { env: KEYLESS }));
+    const keyless = json<SnakeKeys<CheckReport>>(await s.run(['--json', 'check', '--read-data'], { env: KEYLESS }));
     assert.equal(keyless.damaged[0]!.id, snap, 'without the key the snapshot is still named');
     assert.equal(keyless.damaged[0]!.certain, false);
 
@@ -197,7 +198,7 @@ describe('damaged packs through the CLI', () => {
     for (const p of fresh) {
       const orig = await fs.readFile(p.path);
       await fs.truncate(p.path, Math.floor(p.size / 2));
-      const rep = json<CheckReport>(await s.run(['--json', 'check', '--read-data'], { env: GC_ENV }));
+      const rep = json<SnakeKeys<CheckReport>>(await s.run(['--json', 'check', '--read-data'], { env: GC_ENV }));
       const d = rep.damaged.find((x) => x.id === snap2);
       if (rep.damaged.length === 1 && d && JSON.stringify(d.files) === JSON.stringify([`${victim}/big.bin`])) {
         hit = p;

@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 import { GC_ENV, GRACE, GRACE_MS, assertRestores, initSmall, json, rounds, sleep, snapshotId, start, writeRound } from './gc-cli.js';
 import type { PruneReport } from '../../src/jobs/prune/pruner.js';
+import type { SnakeKeys } from '../../src/cli/json-output.js';
 
 const ROUNDS = rounds('HOLDFAST_GC_ROUNDS', 6);
 
@@ -32,10 +33,10 @@ describe(`backup and prune concurrently (${ROUNDS} rounds)`, () => {
     const prune = async (extra: string[] = []): Promise<void> => {
       const r = await start(s, ['--json', 'prune', '--grace', GRACE, '--max-unused', '30', ...extra]).done;
       assert.equal(r.code, 0, `prune failed:\n${r.stderr}`);
-      const rep = json<PruneReport>(r);
-      deleted += rep.sweep.packsDeleted;
-      marked += rep.mark.unusedPacks + rep.mark.repackedPacks;
-      copied += rep.sweep.blobsRescued + rep.mark.blobsCopied;
+      const rep = json<SnakeKeys<PruneReport>>(r);
+      deleted += rep.sweep.packs_deleted;
+      marked += rep.mark.unused_packs + rep.mark.repacked_packs;
+      copied += rep.sweep.blobs_rescued + rep.mark.blobs_copied;
     };
     for (let r = 0; r < ROUNDS; r++) {
       const src = s.path(`src-${r}`);

@@ -133,10 +133,10 @@ describe('backup and restore round trip', () => {
   it('stats reports sizes and ratios', async () => {
     const r = await s.ok(['stats', '--json']);
     const st = JSON.parse(r.stdout) as Record<string, number>;
-    assert.equal(st['snapshots'], 3);
-    assert.ok(st['dedupRatio']! > 2, `dedup ratio ${st['dedupRatio']}`);
-    assert.ok(st['storedBytes']! > 0 && st['storedBytes']! <= st['repositoryBytes']!);
-    assert.equal(st['missingBlobs'], 0);
+    assert.equal(st['snapshots_count'], 3);
+    assert.ok(st['dedup_ratio']! > 2, `dedup ratio ${st['dedup_ratio']}`);
+    assert.ok(st['total_stored_size']! > 0 && st['total_stored_size']! <= st['repository_size']!);
+    assert.equal(st['missing_blobs'], 0);
   });
 });
 

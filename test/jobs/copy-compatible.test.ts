@@ -31,7 +31,7 @@ describe('copy: which repositories share blobs', () => {
   });
 
   it('refuses another key, another chunker, and the repository itself', () => {
-    refused(sibling({ masterKey: masterKeyId(newMasterKey()) }), /do not share a master key/);
+    refused(sibling({ masterKey: masterKeyId(newMasterKey()) }), /have different master keys/);
     refused(sibling({ chunker: { ...DEFAULT_CHUNKER_PARAMS, avgSize: DEFAULT_CHUNKER_PARAMS.avgSize * 2 } }), /not their chunker parameters/);
     refused(source, /the same repository/);
   });

@@ -70,7 +70,7 @@ export function refuseUnlessCompatible(src: RepoConfig, dst: RepoConfig): void {
   if (src.id === dst.id) throw new CopyRefusedError(`the source and the destination are the same repository (${src.id.slice(0, 10)})`);
   const init = 'a repository that shares the source\'s key is made with "holdfast init --copy-from SOURCE"';
   if (src.masterKey !== dst.masterKey) {
-    throw new CopyRefusedError(`the repositories do not share a master key (source ${src.masterKey.slice(0, 10)}, destination ${dst.masterKey.slice(0, 10)}): `
+    throw new CopyRefusedError(`repository ${src.id.slice(0, 10)} (the source) and repository ${dst.id.slice(0, 10)} (the destination) have different master keys: `
       + `blobs sealed with the source's key would not open in the destination; ${init}`);
   }
   const chunker = (c: RepoConfig): string => JSON.stringify(c.chunker);
