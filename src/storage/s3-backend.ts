@@ -15,8 +15,12 @@
  *                   aborts the upload, which never shows as an object
  *           412 Precondition Failed → AlreadyExistsError
  *   load    GET, with a Range for a part; the Content-Range the endpoint answers
- *           is checked against what was asked (ShortReadError past the end)
- *   list    ListObjectsV2 a page at a time, as the caller iterates
+ *           is checked against what was asked (ShortReadError past the end);
+ *           a body is read up to the size the answer declared and no further
+ *           (an answer without a size is asked again by range, after a HEAD),
+ *           and one that arrives slower than MIN_RATE is given up on
+ *   list    ListObjectsV2 a page at a time, as the caller iterates; a page
+ *           that does not get past the one before is an error, not a loop
  *   remove  DELETE, which succeeds on a missing key too (removeMissingIsError: false)
  *
  * Endpoints that ignore If-None-Match (s3rver, older gateways) still refuse
@@ -28,8 +32,10 @@
  * Errors: a missing object is `NotFoundError`; a dropped connection, a
  * timeout, 500, 502, 503, 504, 429 and SlowDown are `TransientError` (the SDK
  * itself does not retry: `RetryingBackend` does, so that there is one retry
- * policy); an untrusted certificate or refused credentials are plain errors
- * with a message that says what to do.
+ * policy), except a refused connection before the endpoint has ever
+ * answered, which is a wrong endpoint rather than a restart (docs/decisions.md,
+ * "Retries"); an untrusted certificate, refused credentials and HTTPS to a
+ * plain-HTTP endpoint are plain errors with a message that says what to do.
  */
 import { Agent as HttpAgent, STATUS_CODES } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
@@ -65,6 +71,12 @@ import {
 const PART_CONCURRENCY = 4;
 const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 const CONNECT_TIMEOUT_MS = 10_000;
+/**
+ * The slowest body worth waiting for, in bytes per second, measured over
+ * each idle timeout: an endpoint that sends a byte now and then keeps the
+ * socket's idle timeout from ever firing.
+ */
+const MIN_RATE = 1024;
 
 /** The SDK's module, loaded on first use, and the client made with it. */
 interface Sdk {
@@ -81,9 +93,8 @@ interface SdkError {
 }
 
 /** The subset of a response body this file uses (a Node stream with the SDK's helpers). */
-interface Body {
-  transformToByteArray(): Promise<Uint8Array>;
-  destroy?(): void;
+interface Body extends AsyncIterable<Uint8Array> {
+  destroy(error?: Error): void;
 }
 
 const TRANSIENT_STATUS = new Set([429, 500, 502, 503, 504]);
@@ -121,6 +132,9 @@ export class S3Backend implements Backend {
   /** The saves in flight in this process, by key: a second save of a key waits for the first. */
   private readonly saving = new Map<string, Promise<void>>();
   private readonly region: string;
+  private readonly idleTimeoutMs: number;
+  /** Set once the endpoint has answered any request: a refused connection is a wrong endpoint until then. */
+  private answered = false;
   private closed = false;
 
   constructor(private readonly loc: S3Location, settings: S3Settings = {}) {
@@ -133,6 +147,7 @@ export class S3Backend implements Backend {
     const connections = positive(settings.connections ?? DEFAULT_S3_CONNECTIONS, 'connections');
     this.capabilities = { connections, appendOnly: false, removeMissingIsError: false };
     this.region = settings.region ?? loc.region ?? 'us-east-1';
+    this.idleTimeoutMs = positive(settings.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, 'idleTimeoutMs');
     const agentOptions = { keepAlive: true, maxSockets: connections };
     this.config = {
       region: this.region,
@@ -150,7 +165,7 @@ export class S3Backend implements Backend {
         // `ca` replaces the roots Node trusts, so they are given again beside the extra one.
         httpsAgent: new HttpsAgent({ ...agentOptions, ...(settings.ca ? { ca: [...rootCertificates, settings.ca] } : {}) }),
         connectionTimeout: CONNECT_TIMEOUT_MS,
-        socketTimeout: positive(settings.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, 'idleTimeoutMs'),
+        socketTimeout: this.idleTimeoutMs,
         // The SDK's handler warns on the console when requests queue for a socket;
         // queueing is expected here (callers may ask for more than `connections`).
         logger: SILENT,
@@ -163,7 +178,21 @@ export class S3Backend implements Backend {
    * half a second of CPU, which only commands on an S3 location pay.
    */
   private sdk(): Promise<Sdk> {
-    this.loaded ??= import('@aws-sdk/client-s3').then((S3) => ({ S3, client: new S3.S3Client(this.config) }));
+    this.loaded ??= import('@aws-sdk/client-s3').then((S3) => {
+      const client = new S3.S3Client(this.config);
+      // Any HTTP answer, an error status included, shows the endpoint is there.
+      client.middlewareStack.add((next) => async (args) => {
+        try {
+          const out = await next(args);
+          this.answered = true;
+          return out;
+        } catch (e) {
+          if (status(e) !== undefined) this.answered = true;
+          throw e;
+        }
+      }, { step: 'deserialize', name: 'holdfastAnswered' });
+      return { S3, client };
+    });
     return this.loaded;
   }
 
@@ -314,10 +343,10 @@ export class S3Backend implements Backend {
     if (got.start <= start && end <= got.end) return this.sliceOf(h, got, start, end);
     // The endpoint answered another range than asked (s3rver reads "bytes=-n"
     // as "bytes=0-n"): ask again for the absolute range, now that the size is known.
-    got.body.destroy?.();
+    got.body.destroy();
     const again = await this.getRange(h, key, `bytes=${start}-${end - 1}`, signal);
     if (again === 'past-end' || again.start > start || again.end < end) {
-      if (again !== 'past-end') again.body.destroy?.();
+      if (again !== 'past-end') again.body.destroy();
       throw new Error(`S3 ${this.location}: GET ${key} with Range bytes=${start}-${end - 1} returned another range`);
     }
     return this.sliceOf(h, again, start, end);
@@ -327,14 +356,35 @@ export class S3Backend implements Backend {
     const { S3, client } = await this.sdk();
     try {
       const res = await client.send(new S3.GetObjectCommand({ Bucket: this.bucket, Key: key }), opts(signal));
-      const bytes = await readBody(res.Body as Body | undefined);
-      if (res.ContentLength !== undefined && bytes.length !== res.ContentLength) {
-        throw new TransientError(`S3 ${this.location}: GET ${key} ended after ${bytes.length} of ${res.ContentLength} bytes`);
+      const body = res.Body as Body | undefined;
+      if (body === undefined) return Buffer.alloc(0);
+      const size = res.ContentLength;
+      if (size === undefined) {
+        // A body of no declared size could be endless: the object's size is asked, and then that range.
+        body.destroy();
+        return await this.getSized(h, key, signal);
+      }
+      const bytes = await this.readBody(body, size, size, this.where('GET', h));
+      if (bytes.length !== size) {
+        throw new TransientError(`S3 ${this.location}: GET ${key} ended after ${bytes.length} of ${size} bytes`);
       }
       return bytes;
     } catch (e) {
       throw this.failure(e, 'GET', h, signal);
     }
+  }
+
+  /** The whole object, by a HEAD for its size and a GET of that range. */
+  private async getSized(h: Handle, key: string, signal: AbortSignal | undefined): Promise<Buffer> {
+    const size = await this.head(h, key, signal);
+    if (size === undefined) throw new NotFoundError(h);
+    if (size === 0) return Buffer.alloc(0);
+    const got = await this.getRange(h, key, `bytes=0-${size - 1}`, signal);
+    if (got === 'past-end' || got.start > 0 || got.end < size) {
+      if (got !== 'past-end') got.body.destroy();
+      throw new Error(`S3 ${this.location}: GET ${key} with Range bytes=0-${size - 1} returned another range`);
+    }
+    return this.sliceOf(h, got, 0, size);
   }
 
   /** A ranged GET: the part the endpoint sent ([start, end) of an object of `total` bytes), or 'past-end' for a 416. */
@@ -349,7 +399,7 @@ export class S3Backend implements Backend {
       // No Content-Range: the endpoint ignored the Range and sent the whole object.
       const total = res.ContentLength;
       if (total === undefined) {
-        body.destroy?.();
+        body.destroy();
         throw new Error(`S3 ${this.location}: GET ${key} with a Range returned neither Content-Range nor Content-Length`);
       }
       return { start: 0, end: total, total, body };
@@ -359,17 +409,53 @@ export class S3Backend implements Backend {
     }
   }
 
+  /** Bytes [start, end) of the object, read from `part` and no further than `end`. */
   private async sliceOf(h: Handle, part: Part, start: number, end: number): Promise<Buffer> {
     let bytes: Buffer;
+    const need = end - part.start;
     try {
-      bytes = await readBody(part.body);
+      bytes = await this.readBody(part.body, part.end - part.start, need, this.where('GET', h));
     } catch (e) {
       throw this.failure(e, 'GET', h);
     }
-    if (bytes.length !== part.end - part.start) {
+    if (bytes.length < need) {
       throw new TransientError(`S3 ${this.location}: GET ${this.keyOf(h)} ended after ${bytes.length} of ${part.end - part.start} bytes`);
     }
-    return bytes.subarray(start - part.start, end - part.start);
+    return bytes.subarray(start - part.start, need);
+  }
+
+  /**
+   * The body, read until it ends or `enough` bytes have come (the rest is
+   * let go). More than `size`, the size the answer declared, is an error
+   * rather than a read without end: the endpoint broke its own answer, and
+   * asking again would only read as much again. A body slower than MIN_RATE
+   * over an idle timeout is a `TransientError`, which the retry budget ends.
+   */
+  private async readBody(body: Body, size: number, enough: number, where: string): Promise<Buffer> {
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    let mark = 0;
+    const minimum = Math.ceil(MIN_RATE * this.idleTimeoutMs / 1000);
+    const watch = setInterval(() => {
+      if (total - mark < minimum) {
+        body.destroy(new TransientError(`${where}: the endpoint sent ${total - mark} bytes in ${(this.idleTimeoutMs / 1000).toFixed(1)} s, `
+          + `slower than the ${MIN_RATE} bytes/s waited for`));
+      }
+      mark = total;
+    }, this.idleTimeoutMs);
+    try {
+      for await (const chunk of body) {
+        chunks.push(chunk);
+        total += chunk.length;
+        if (total > size) throw new Error(`the endpoint sent more than the ${size} bytes its answer declared`);
+        // Only a part of what was sent is wanted (an endpoint that answered a larger range).
+        if (total >= enough && enough < size) break;
+      }
+    } finally {
+      clearInterval(watch);
+      body.destroy();
+    }
+    return Buffer.concat(chunks, total);
   }
 
   /** See `Backend.stat`. */
@@ -413,7 +499,7 @@ export class S3Backend implements Backend {
     // tokens would do the same, but s3rver's are DES-encrypted, which Node's
     // OpenSSL 3 refuses (HTTP 500); StartAfter means the same on every endpoint.
     let after: string | undefined;
-    for (;;) {
+    for (let pageNo = 1; ; pageNo++) {
       let page;
       try {
         page = await client.send(new S3.ListObjectsV2Command({
@@ -423,8 +509,18 @@ export class S3Backend implements Backend {
         throw this.failure(e, 'LIST', undefined, signal);
       }
       const contents = page.Contents ?? [];
+      // A page must begin after the one before (StartAfter): an endpoint that
+      // says "more" but answers the same page again would be listed forever.
+      const stuck = after === undefined ? undefined : contents.find((o) => o.Key !== undefined && o.Key <= after!);
+      const last = contents.at(-1)?.Key;
+      if (stuck !== undefined || (page.IsTruncated && last === undefined)) {
+        throw new Error(`LIST ${this.location}: the endpoint's listing does not advance (page ${pageNo} `
+          + `${stuck === undefined ? 'is marked truncated but is empty' : `holds ${stuck.Key}, not after ${after}`}); the endpoint is not listing correctly`);
+      }
       for (const o of contents) {
-        const rest = o.Key?.slice(folder.length) ?? '';
+        // A key outside the prefix asked for is the endpoint's mistake, never cut into a name.
+        if (o.Key === undefined || !o.Key.startsWith(keyPrefix)) continue;
+        const rest = o.Key.slice(folder.length);
         const [dir, name] = type === 'data' ? rest.split('/', 3) : [undefined, rest];
         // Skips whatever `load` could not address (someone else's keys beside ours).
         if (name === undefined || nameProblem(type, name) !== undefined) continue;
@@ -433,8 +529,8 @@ export class S3Backend implements Backend {
         signal?.throwIfAborted();
         yield { name, size: o.Size ?? 0 };
       }
-      after = contents.at(-1)?.Key;
-      if (!page.IsTruncated || after === undefined) return;
+      if (!page.IsTruncated || last === undefined) return;
+      after = last;
     }
   }
 
@@ -458,6 +554,11 @@ export class S3Backend implements Backend {
     if (this.loaded) (await this.loaded).client.destroy();
   }
 
+  /** How messages name a request: "GET data/… in s3:…". */
+  private where(what: string, h: Handle | undefined): string {
+    return h === undefined ? `${what} ${this.location}` : `${what} ${h.type}/${h.name} in ${this.location}`;
+  }
+
   private keyOf(h: Handle): string {
     if (h.type === 'config') return `${this.base}config`;
     return `${this.base}${OBJECT_FOLDERS[h.type]}/${h.type === 'data' ? `${h.name.slice(0, 2)}/` : ''}${h.name}`;
@@ -475,7 +576,7 @@ export class S3Backend implements Backend {
     const err = (e ?? {}) as SdkError;
     const code = err.code ?? (err as { cause?: SdkError }).cause?.code;
     const name = err.name ?? 'Error';
-    const where = h === undefined ? `${what} ${this.location}` : `${what} ${h.type}/${h.name} in ${this.location}`;
+    const where = this.where(what, h);
     const httpStatus = status(e);
     // A HEAD answer has no body, so the SDK knows no error name: the status says it.
     const said = name === 'Unknown' && httpStatus !== undefined ? STATUS_CODES[httpStatus] ?? 'no error body'
@@ -486,6 +587,12 @@ export class S3Backend implements Backend {
     if (code !== undefined && CERT_CODES.has(code)) {
       return new Error(`${where}: the endpoint's TLS certificate is not trusted (${err.message ?? code}); `
         + 'if a private CA signed it, give that CA\'s certificate with --cacert FILE', { cause: e });
+    }
+    if (code === 'EPROTO' && /wrong version number/.test(err.message ?? '')) {
+      return new Error(`${where}: the endpoint does not speak TLS; for plain HTTP use ${this.location.replace(/^s3:https:/, 's3:http:')}`, { cause: e });
+    }
+    if (code === 'ECONNREFUSED' && !this.answered) {
+      return new Error(`${where}: the connection was refused; check the endpoint's address and port (nothing answers there)`, { cause: e });
     }
     if (AUTH_NAMES.has(name) || status(e) === 403) {
       return new Error(`${where}: the endpoint refused the credentials (${said}); check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's permissions`, { cause: e });
@@ -513,15 +620,9 @@ function rangeOrDiscard(part: Part, compute: () => [number, number]): [number, n
   try {
     return compute();
   } catch (e) {
-    part.body.destroy?.();
+    part.body.destroy();
     throw e;
   }
-}
-
-async function readBody(body: Body | undefined): Promise<Buffer> {
-  if (body === undefined) return Buffer.alloc(0);
-  const bytes = await body.transformToByteArray();
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function status(e: unknown): number | undefined {

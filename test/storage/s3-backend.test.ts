@@ -14,7 +14,8 @@ import { after, before, describe, it } from 'node:test';
 import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Agent } from 'node:https';
 
-import type { IncomingMessage } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 import { NotFoundError, TransientError } from '../../src/storage/backend.js';
 import { RetriesExhaustedError, RetryingBackend } from '../../src/storage/retrying-backend.js';
@@ -249,13 +250,157 @@ describe('S3Backend when the endpoint fails (s3rver over HTTP, behind a fault pr
     await b.close();
   });
 
-  it('an endpoint that is not there is transient too, and a missing key is NotFoundError', async () => {
+  it('a refused connection is a wrong endpoint before it ever answered, a transient fault after; a missing key is NotFoundError', async () => {
     const b = behindProxy();
     await b.create();
     await assert.rejects(b.load(handleOf('index', 'nothing')), NotFoundError);
-    const gone = new S3Backend(parseS3Location(`http://127.0.0.1:1/${TEST_BUCKET}/x`), plain.settings);
-    await assert.rejects(gone.stat(handleOf('index', 'x')), (e: Error) => e instanceof TransientError && /ECONNREFUSED/.test(e.message));
-    await gone.close();
+    const wrongPort = new S3Backend(parseS3Location(`http://127.0.0.1:1/${TEST_BUCKET}/x`), plain.settings);
+    await assert.rejects(retrying(wrongPort).stat(handleOf('index', 'x')), (e: Error) => {
+      assert.ok(!(e instanceof TransientError) && !(e instanceof RetriesExhaustedError), String(e));
+      assert.match(e.message, /^HEAD index\/[0-9a-f]{64} in s3:http:\/\/127\.0\.0\.1:1\/holdfast-test\/x: the connection was refused; check the endpoint's address and port/);
+      return true;
+    });
+    await wrongPort.close();
+    // Straight to s3rver, which is then restarted: the endpoint had answered, so the refusal may pass.
+    const direct = new S3Backend(parseS3Location(`${plain.endpoint}/${TEST_BUCKET}/restart-${++counter}`), plain.settings);
+    await direct.create();
+    await plain.stop();
+    try {
+      await assert.rejects(direct.stat(handleOf('index', 'x')), (e: Error) => e instanceof TransientError && /ECONNREFUSED/.test(e.message));
+    } finally {
+      await plain.start();
+    }
+    await direct.close();
     await b.close();
+  });
+
+  it('https:// to an endpoint of plain HTTP says so and names the http:// location', async () => {
+    const rest = `${plain.endpoint.replace(/^http:/, 'https:')}/${TEST_BUCKET}/tls`;
+    for (const b of [new S3Backend(parseS3Location(rest), plain.settings), new S3Backend(parseS3Location(rest.replace(/^https:\/\//, '')), plain.settings)]) {
+      await assert.rejects(b.create(), (e: Error) => {
+        assert.ok(!(e instanceof TransientError), String(e));
+        assert.equal(e.message, `HEAD bucket s3:${rest}: the endpoint does not speak TLS; for plain HTTP use s3:${plain.endpoint}/${TEST_BUCKET}/tls`);
+        return true;
+      });
+      await b.close();
+    }
+  });
+});
+
+/**
+ * A hostile endpoint on 127.0.0.1: `answer` gets each request (and its URL)
+ * and answers it as it likes; the SDK checks nothing that would stop it.
+ */
+async function startHostile(answer: (req: IncomingMessage, url: URL, res: ServerResponse) => void): Promise<{ rest: string; close(): Promise<void> }> {
+  const server = createServer((req, res) => answer(req, new URL(req.url ?? '', 'http://x'), res));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    rest: `http://127.0.0.1:${port}/bkt/repo`,
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await closed;
+    },
+  };
+}
+
+/** A ListObjectsV2 answer of `keys`, `truncated` or not. */
+function listing(res: ServerResponse, keys: string[], truncated: boolean): void {
+  const body = `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>bkt</Name><IsTruncated>${truncated}</IsTruncated>`
+    + `${keys.map((k) => `<Contents><Key>${k}</Key><Size>5</Size></Contents>`).join('')}</ListBucketResult>`;
+  res.writeHead(200, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/** Writes 64 KiB chunks for as long as the client reads them. */
+function endless(res: ServerResponse): void {
+  const chunk = Buffer.alloc(1 << 16, 7);
+  const pump = (): void => {
+    while (!res.destroyed && res.write(chunk));
+  };
+  res.on('drain', pump);
+  res.on('close', () => res.off('drain', pump));
+  pump();
+}
+
+describe('S3Backend against a hostile endpoint (a loopback server of the test\'s own)', { timeout: 20_000 }, () => {
+  const creds = { credentials: { accessKeyId: 'x', secretAccessKey: 'y' } };
+  const h = handleOf('data', 'hostile');
+  const name = h.name;
+  const other = hexName('other');
+
+  it('a listing whose pages do not advance is an error, not a loop; keys outside the prefix are skipped', async () => {
+    let mode: 'same' | 'empty' = 'same';
+    let lists = 0;
+    const evil = await startHostile((_req, url, res) => {
+      lists++;
+      assert.equal(url.searchParams.get('prefix'), mode === 'same' ? 'repo/data/' : 'repo/index/');
+      // The same page each time: a key of ours, and one outside the prefix that cutting the prefix's length off would make a valid name.
+      listing(res, mode === 'same' ? [`repo/data/${name.slice(0, 2)}/${name}`, `repo/datx/${other.slice(0, 2)}/${other}`] : [], true);
+    });
+    const b = new S3Backend(parseS3Location(evil.rest), creds);
+    try {
+      const seen: string[] = [];
+      await assert.rejects((async () => {
+        for await (const o of b.list('data')) seen.push(o.name);
+      })(), (e: Error) => {
+        assert.ok(!(e instanceof TransientError), String(e));
+        assert.match(e.message, /^LIST s3:http:\/\/127\.0\.0\.1:\d+\/bkt\/repo: the endpoint's listing does not advance \(page 2 holds repo\/data\/[0-9a-f]{2}\/[0-9a-f]{64}, not after repo\/datx\/[0-9a-f]{2}\/[0-9a-f]{64}\); the endpoint is not listing correctly$/);
+        return true;
+      });
+      assert.deepEqual(seen, [name], 'the key outside the prefix is not listed');
+      assert.equal(lists, 2);
+      mode = 'empty';
+      await assert.rejects(listAll(b, 'index'), /does not advance \(page 1 is marked truncated but is empty\)/);
+    } finally {
+      await b.close();
+      await evil.close();
+    }
+  });
+
+  it('a body longer than its answer declared is not read past that size', async () => {
+    let sent = 0;
+    const evil = await startHostile((req, url, res) => {
+      if (req.method === 'HEAD') {
+        res.writeHead(200, { 'content-length': 100 });
+        res.end();
+        return;
+      }
+      const range = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+      // Chunked, so no Content-Length stops Node's parser: the body runs on, as the attacker's did.
+      res.writeHead(range ? 206 : 200, range ? { 'content-range': `bytes ${range[1]}-${range[2]}/100` } : {});
+      res.on('close', () => (sent = res.writableLength + (res.socket?.bytesWritten ?? 0)));
+      endless(res);
+      void url;
+    });
+    const b = new S3Backend(parseS3Location(evil.rest), creds);
+    try {
+      await assert.rejects(b.load(h), /^Error: GET data\/[0-9a-f]{64} in s3:.*: the endpoint sent more than the 100 bytes its answer declared$/);
+      await assert.rejects(b.load(h, { offset: 10, length: 20 }), /the endpoint sent more than the 20 bytes its answer declared$/);
+      assert.ok(sent < 16 << 20, `read ${sent} bytes`);
+    } finally {
+      await b.close();
+      await evil.close();
+    }
+  });
+
+  it('a body that drips in is given up on as transient, naming the call', async () => {
+    const evil = await startHostile((_req, _url, res) => {
+      res.writeHead(200, { 'content-length': 1000 });
+      // One byte every 20 ms: the socket is never idle for the 300 ms idle timeout, and 1000 bytes take 20 s.
+      const t = setInterval(() => (res.destroyed ? clearInterval(t) : res.write('x')), 20);
+    });
+    const b = new S3Backend(parseS3Location(evil.rest), { ...creds, idleTimeoutMs: 300 });
+    try {
+      await assert.rejects(b.load(h), (e: Error) => {
+        assert.ok(e instanceof TransientError, String(e));
+        assert.match(e.message, /^GET data\/[0-9a-f]{64} in s3:http:\/\/127\.0\.0\.1:\d+\/bkt\/repo: the endpoint sent \d+ bytes in 0\.3 s, slower than the 1024 bytes\/s waited for$/);
+        return true;
+      });
+    } finally {
+      await b.close();
+      await evil.close();
+    }
   });
 });
