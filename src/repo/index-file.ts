@@ -99,11 +99,6 @@ export function sameEntry(a: PackedBlob, b: PackedBlob): boolean {
   return a.id === b.id && a.type === b.type && a.flags === b.flags && a.offset === b.offset && a.length === b.length && a.rawLength === b.rawLength;
 }
 
-/** Two lists of a pack's blobs are the same, entry for entry. */
-export function sameBlobs(a: readonly PackedBlob[], b: readonly PackedBlob[]): boolean {
-  return a.length === b.length && a.every((e, i) => sameEntry(e, b[i]!));
-}
-
 /** A short key that is equal for two records exactly when they describe the same pack the same way. */
 export function recordKey(p: IndexedPack): string {
   return `${p.pack}:${sha256(encodeIndex({ packs: [p], supersedes: [] })).toString('base64')}`;
@@ -112,11 +107,6 @@ export function recordKey(p: IndexedPack): string {
 /** Where a blob lives. */
 export interface BlobLocation extends PackedBlob {
   readonly pack: string;
-}
-
-/** Two locations are the same copy: same pack, same entry. */
-function sameCopy(a: BlobLocation, b: BlobLocation): boolean {
-  return a.pack === b.pack && sameEntry(a, b);
 }
 
 /** The packs an index knows. */
@@ -142,12 +132,8 @@ const PACK_SHIFT = 5;
 const LOW_BITS = 2 ** PACK_SHIFT;
 const MAX_PACKS = 2 ** (32 - PACK_SHIFT);
 
-/** What a copy kept beside the table is: the first live one, the first pending one, or another. */
-type Role = 'live' | 'pending' | 'more';
-
-/** A copy beside the one in the table (only blobs with several copies have any). */
+/** A copy of a blob beside the one in the table (only blobs with several copies have any). */
 interface Copy {
-  readonly role: Role;
   /** The pack's number. */
   readonly pack: number;
   readonly type: BlobType;
@@ -155,6 +141,21 @@ interface Copy {
   readonly offset: number;
   readonly length: number;
   readonly rawLength: number;
+}
+
+/**
+ * The copies of a blob beyond its record in the table. Each copy is kept
+ * once however often records name it, and found by key, not by a scan: an
+ * add-only client can claim one blob at any number of places (docs/format.md
+ * §15.10), and every claim counts, so adding N claims must cost O(N).
+ */
+interface Extras {
+  /** The first copy met in a pack of the other kind than the record's (live or pending). */
+  other?: Copy;
+  /** Every other copy, in the order met: none is the record's, `other`'s at the time it came, or another's. */
+  readonly more: Copy[];
+  /** `slotKey`s of `more`. */
+  readonly keys: Set<string>;
 }
 
 /**
@@ -175,7 +176,7 @@ export class MasterIndex {
   /** Names of packs a location was asked for, by number (the table holds them as 32 bytes). */
   private readonly packNames: (string | undefined)[] = [];
   /** Copies beyond the record in the table, by blob ordinal, in the order met. */
-  private readonly extras = new Map<number, Copy[]>();
+  private readonly extras = new Map<number, Extras>();
   private live = 0;
 
   /** Adds every blob of a pack. A blob already known keeps its first location; the new one is kept as another copy. */
@@ -215,26 +216,29 @@ export class MasterIndex {
         if (role === 'live') this.live++;
         continue;
       }
-      const copy: Copy = { role, pack, type: b.type, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength };
-      const others = this.extras.get(o);
-      const first = this.primaryRole(o) === role ? this.primary(o) : others?.find((c) => c.role === role);
-      if (!first) {
+      const copy: Copy = { pack, type: b.type, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength };
+      const extras = this.extras.get(o);
+      if (this.primaryRole(o) !== role && !extras?.other) {
         if (role === 'live') this.live++;
-        this.addExtra(o, copy);
-      } else if (!sameSlot(first, copy) && !others?.some((c) => sameSlot(c, copy))) {
-        this.addExtra(o, { ...copy, role: 'more' });
+        (extras ?? this.addExtras(o)).other = copy;
+        continue;
       }
+      if (sameSlot(this.primary(o), copy) || (extras?.other && sameSlot(extras.other, copy))) continue;
+      const key = slotKey(copy);
+      if (extras?.keys.has(key)) continue;
+      const e = extras ?? this.addExtras(o);
+      e.keys.add(key);
+      e.more.push(copy);
     }
   }
 
-  private addExtra(o: number, c: Copy): void {
-    const l = this.extras.get(o);
-    if (l) l.push(c);
-    else {
-      this.extras.set(o, [c]);
-      const page = this.blobs.page(o);
-      page[this.blobs.base(o) + PACK_AND_BITS]! |= SEVERAL;
-    }
+  /** The (empty) extras of ordinal `o`, once it has a copy beside its record. */
+  private addExtras(o: number): Extras {
+    const e: Extras = { more: [], keys: new Set() };
+    this.extras.set(o, e);
+    const page = this.blobs.page(o);
+    page[this.blobs.base(o) + PACK_AND_BITS]! |= SEVERAL;
+    return e;
   }
 
   private bitsOf(o: number): number {
@@ -251,7 +255,6 @@ export class MasterIndex {
     const at = this.blobs.base(o);
     const w = page[at + PACK_AND_BITS]!;
     return {
-      role: this.primaryRole(o),
       pack: w >>> PACK_SHIFT,
       type: (w & TYPE_MASK) as BlobType,
       flags: (w & COMPRESSED) !== 0 ? FLAG_COMPRESSED : 0,
@@ -264,7 +267,7 @@ export class MasterIndex {
   /** The first copy of ordinal `o` in a pack of that role. */
   private firstOf(o: number, role: 'live' | 'pending'): Copy | undefined {
     if (this.primaryRole(o) === role) return this.primary(o);
-    return (this.bitsOf(o) & SEVERAL) !== 0 ? this.extras.get(o)!.find((c) => c.role === role) : undefined;
+    return (this.bitsOf(o) & SEVERAL) !== 0 ? this.extras.get(o)!.other : undefined;
   }
 
   private location(id: string, c: Copy): BlobLocation {
@@ -283,12 +286,14 @@ export class MasterIndex {
   copies(id: string): BlobLocation[] {
     const o = this.blobs.find(id);
     if (o < 0) return [];
-    const all = [this.firstOf(o, 'live'), this.firstOf(o, 'pending'), ...(this.extras.get(o) ?? []).filter((c) => c.role === 'more')];
+    const live = this.firstOf(o, 'live');
+    const pending = this.firstOf(o, 'pending');
     const out: BlobLocation[] = [];
-    for (const c of all) {
-      if (!c) continue;
-      const loc = this.location(id, c);
-      if (!out.some((x) => sameCopy(x, loc))) out.push(loc);
+    if (live) out.push(this.location(id, live));
+    if (pending && !(live && sameSlot(live, pending))) out.push(this.location(id, pending));
+    // `more` holds each copy once and never the record; it may hold `other`, met first as an extra copy.
+    for (const c of this.extras.get(o)?.more ?? []) {
+      if (!(live && sameSlot(live, c)) && !(pending && sameSlot(pending, c))) out.push(this.location(id, c));
     }
     return out;
   }
@@ -312,7 +317,7 @@ export class MasterIndex {
     if (o < 0) return false;
     const bits = this.bitsOf(o);
     if ((bits & PRIMARY_PENDING) === 0) return true;
-    return (bits & SEVERAL) !== 0 && this.extras.get(o)!.some((c) => c.role === 'live');
+    return (bits & SEVERAL) !== 0 && this.extras.get(o)!.other !== undefined;
   }
 
   /** Where a blob is: a live location, else one in a pack pending deletion (`addPendingPack`). */
@@ -351,4 +356,9 @@ export class MasterIndex {
 /** Two copies are the same: same pack, same entry (the id is the blob's). */
 function sameSlot(a: Copy, b: Copy): boolean {
   return a.pack === b.pack && a.type === b.type && a.flags === b.flags && a.offset === b.offset && a.length === b.length && a.rawLength === b.rawLength;
+}
+
+/** A key equal for two copies exactly when `sameSlot` holds. */
+function slotKey(c: Copy): string {
+  return `${c.pack} ${c.type} ${c.flags} ${c.offset} ${c.length} ${c.rawLength}`;
 }

@@ -5,9 +5,17 @@
  * check and repair decide on.
  */
 import { condemnedPacks, type DeletionMarker } from './deletion-marker.js';
-import { sameBlobs, sameEntry, type BlobLocation, type IndexFile, type IndexedPack, type MasterIndex } from './index-file.js';
+import { recordKey, sameEntry, type BlobLocation, type IndexFile, type IndexedPack, type MasterIndex } from './index-file.js';
 import type { PackedBlob } from './pack.js';
 import type { Loaded, Store } from './store.js';
+
+/** Copies of a blob checked one by one before `RepoState` keys them. */
+const SCAN_COPIES = 8;
+
+/** A key equal for two entries of one pack exactly when `sameEntry` holds. */
+function entryKey(pack: string, b: PackedBlob): string {
+  return `${pack} ${b.id} ${b.type} ${b.flags} ${b.offset} ${b.length} ${b.rawLength}`;
+}
 
 /**
  * One look at the repository's plain state, read in the order the GC
@@ -41,6 +49,13 @@ export class RepoState {
   /** Pack → every distinct description of it (one, the header, once confirmed). */
   private readonly descriptions = new Map<string, (readonly PackedBlob[])[]>();
   private readonly where = new Map<string, BlobLocation[]>();
+  /**
+   * Blob id → `entryKey`s of its locations, once it has SCAN_COPIES: a record can name one blob at any number of places, and
+   * checking each against all the others would make loading quadratic.
+   */
+  private readonly whereKeys = new Map<string, Set<string>>();
+  /** Pack → `recordKey`s of its descriptions, for the same reason. */
+  private readonly descriptionKeys = new Map<string, Set<string>>();
 
   private constructor(markers: Loaded<DeletionMarker>, index: Loaded<IndexFile>, packs: Map<string, number>) {
     this.markers = markers.ok;
@@ -74,7 +89,14 @@ export class RepoState {
       this.descriptions.set(p.pack, (d = []));
       this.packBlobs.set(p.pack, p.blobs);
     }
-    if (d.some((x) => sameBlobs(x, p.blobs))) return;
+    if (d.length > 0) {
+      // Only a pack described more than once pays for keys (a hash of each description).
+      let keys = this.descriptionKeys.get(p.pack);
+      if (!keys) this.descriptionKeys.set(p.pack, (keys = new Set(d.map((blobs) => recordKey({ pack: p.pack, blobs })))));
+      const key = recordKey(p);
+      if (keys.has(key)) return;
+      keys.add(key);
+    }
     d.push(p.blobs);
     if (d.length > 1) this.disputed.add(p.pack);
     for (const b of p.blobs) this.locate(p.pack, b);
@@ -83,7 +105,16 @@ export class RepoState {
   private locate(pack: string, b: PackedBlob): void {
     let l = this.where.get(b.id);
     if (!l) this.where.set(b.id, (l = []));
-    if (!l.some((x) => x.pack === pack && sameEntry(x, b))) l.push({ type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength, pack });
+    if (l.length < SCAN_COPIES) {
+      if (l.some((x) => x.pack === pack && sameEntry(x, b))) return;
+    } else {
+      let keys = this.whereKeys.get(b.id);
+      if (!keys) this.whereKeys.set(b.id, (keys = new Set(l.map((x) => entryKey(x.pack, x)))));
+      const key = entryKey(pack, b);
+      if (keys.has(key)) return;
+      keys.add(key);
+    }
+    l.push({ type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength, pack });
   }
 
   /** Every distinct description of a pack (index records, marker records; the header alone once confirmed). */
@@ -94,20 +125,29 @@ export class RepoState {
   /** Every entry any description of a pack has (the header's, once confirmed). */
   claims(pack: string): PackedBlob[] {
     const out: PackedBlob[] = [];
-    for (const d of this.descriptionsOf(pack)) for (const b of d) if (!out.some((x) => sameEntry(x, b))) out.push(b);
+    const seen = new Set<string>();
+    for (const d of this.descriptionsOf(pack)) {
+      for (const b of d) {
+        const key = entryKey(pack, b);
+        if (!seen.has(key)) out.push(b);
+        seen.add(key);
+      }
+    }
     return out;
   }
 
   /** Replaces every claim about a pack with what its header says. */
   confirm(p: IndexedPack): void {
-    for (const d of this.descriptionsOf(p.pack)) {
-      for (const b of d) {
-        const l = this.where.get(b.id)?.filter((x) => x.pack !== p.pack);
-        if (l && l.length > 0) this.where.set(b.id, l);
-        else this.where.delete(b.id);
-      }
+    const ids = new Set<string>();
+    for (const d of this.descriptionsOf(p.pack)) for (const b of d) ids.add(b.id);
+    for (const id of ids) {
+      const l = this.where.get(id)!.filter((x) => x.pack !== p.pack);
+      this.whereKeys.delete(id);
+      if (l.length > 0) this.where.set(id, l);
+      else this.where.delete(id);
     }
     this.descriptions.set(p.pack, [p.blobs]);
+    this.descriptionKeys.delete(p.pack);
     this.packBlobs.set(p.pack, p.blobs);
     this.disputed.delete(p.pack);
     this.confirmed.add(p.pack);

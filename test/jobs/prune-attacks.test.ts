@@ -199,6 +199,28 @@ describe('an add-only client against the keyless prune', () => {
     await f.assertRestores(s, files, await genuine(f.backend, client.added, f));
   });
 
+  it('index files that claim one live blob at 20,000 places in a genuine pack: each claim counts once, the header settles the pack, and prunes keep it', async () => {
+    const { f, s, files, packs, client } = await setup();
+    const [pack, blobs] = [...(await RepoState.load(f.plain())).packBlobs][0]!;
+    const b = blobs[0]!;
+    const claimed = Array.from({ length: 20_000 }, (_, i) => ({ ...b, offset: b.offset + 1 + i }));
+    // The same description twice (two index files), and once in another order.
+    for (const l of [claimed, claimed, claimed.slice().reverse()]) await client.index({ packs: [{ pack, blobs: l }], supersedes: [] }, f.backend);
+
+    const state = await RepoState.load(f.plain());
+    assert.equal(state.locations(b.id).length, 20_001);
+    assert.equal(state.descriptionsOf(pack).length, 3);
+    assert.ok(state.disputed.has(pack));
+    assert.equal(state.claims(pack).length, blobs.length + 20_000);
+    await state.readHeader(f.plain(), pack);
+    assert.deepEqual(state.locations(b.id), [{ ...b, pack }]);
+    assert.deepEqual(state.claims(pack), blobs);
+
+    await prunes(f, 2);
+    await assertPacksKept(f, packs);
+    await f.assertRestores(s, files, await genuine(f.backend, client.added, f));
+  });
+
   it('an index record that puts a live blob past the end of a genuine pack does not make repair snapshots --forget-damaged remove the snapshot', async () => {
     const { f, s, client } = await setup();
     const state = await RepoState.load(f.plain());

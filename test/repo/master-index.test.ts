@@ -151,6 +151,36 @@ describe('MasterIndex', () => {
     );
   });
 
+  it('keeps every one of 50,000 places a blob is claimed at, each once, in the order met', () => {
+    // An add-only client can write an index file naming one blob at any number of places
+    // (docs/format.md §15.10); every claim counts, and adding them must not cost N² comparisons.
+    const id = randomBytes(32).toString('hex');
+    const [live, pending, other] = Array.from({ length: 3 }, () => randomBytes(32).toString('hex'));
+    const entry = (offset: number, rawLength = 100): PackedBlob => ({ id, type: BlobType.Data, flags: 0, offset, length: 100, rawLength });
+    const claimed = Array.from({ length: 50_000 }, (_, i) => entry(i * 7));
+    const index = new MasterIndex();
+    index.addPendingPack({ pack: pending!, blobs: [entry(5), entry(6)] });
+    index.addPack({ pack: live!, blobs: claimed });
+    index.addPack({ pack: live!, blobs: claimed.slice().reverse() });
+    index.addPendingPack({ pack: pending!, blobs: [entry(6), entry(5)] });
+    index.addPack({ pack: other!, blobs: [entry(0, 99)] });
+
+    const want = [
+      { ...entry(0), pack: live! },
+      { ...entry(5), pack: pending! },
+      { ...entry(6), pack: pending! },
+      ...claimed.slice(1).map((b) => ({ ...b, pack: live! })),
+      { ...entry(0, 99), pack: other! },
+    ];
+    assert.deepEqual(index.copies(id).map(plain), want.map(plain));
+    assert.deepEqual(plain(index.lookup(id)), plain(want[0]));
+    assert.equal(index.has(id), true);
+    assert.equal(index.hasSeveralCopies(id), true);
+    assert.equal(index.lengthsDisagree(id), true, 'the last copy claims another raw length');
+    assert.equal(index.size, 1);
+    assert.deepEqual([...index.entries()].map(plain), [plain(want[0])]);
+  });
+
   it('refuses an entry the index cannot hold, and a blob id that is not one', () => {
     const pack = randomBytes(32).toString('hex');
     const entry = { id: randomBytes(32).toString('hex'), type: BlobType.Data, flags: 0, offset: 0, length: 1, rawLength: 1 };
