@@ -21,6 +21,15 @@ export const PACK_TRAILER_BYTES = 8;
 const ENTRY_BYTES = 44;
 
 /**
+ * No pack holdfast writes is larger: the config's pack size is at most
+ * 1 GiB, and a writer closes a pack once it reaches it, so the last blob (at
+ * most a 256 MiB tree, §8) and the header come on top. 1.5 GiB leaves room
+ * for both and stays below what Node can hold in one Buffer (2 GiB). A
+ * larger pack is damaged, whatever its header says, and is not read.
+ */
+export const MAX_PACK_BYTES = 1.5 * 1024 * 1024 * 1024;
+
+/**
  * Blob types. Data blobs hold file content (and image blocks); tree blobs hold
  * directory listings; image-map blobs hold the block ids of an image snapshot.
  */

@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { EVERYTHING, buildTree, compareTrees, removeTree } from '../fixtures/tree.js';
@@ -320,5 +321,108 @@ describe('copy into a hostile destination', () => {
     const target = s.path('restored');
     await p.on(dst, ['restore', id!, '--target', target, '-q'], { HOLDFAST_PASSWORD: DST_PASSWORD });
     await compareTrees(tree, join(target, tree));
+  });
+});
+
+/**
+ * Plants in the local repository `repo`, without the key: a pack of `size` bytes (sparse, so it takes
+ * no disk space) whose header lists one data blob filling it; an index file claiming that blob takes
+ * `claimed` bytes; and a copy of the genuine snapshot that also lists the blob (its MAC no longer
+ * verifies, which copy cannot tell). Returns the planted snapshot's id and a function that removes
+ * all three.
+ */
+async function plantHugePack(repo: string, size: number, claimed: number): Promise<{ snapshot: string; remove: () => Promise<void> }> {
+  const pack = randomBytes(32).toString('hex');
+  const blob = randomBytes(32).toString('hex');
+  const length = size - (5 + 44) - 8;
+  const tail = Buffer.alloc(5 + 44 + 8);
+  tail.writeUInt8(1, 0); // pack format version
+  tail.writeUInt32LE(1, 1); // one entry: data, uncompressed
+  tail.writeUInt32LE(length, 5 + 4);
+  tail.writeUInt32LE(length - 28, 5 + 8);
+  tail.write(blob, 5 + 12, 'hex');
+  tail.writeUInt32LE(5 + 44, 5 + 44);
+  tail.write('HFPK', 5 + 44 + 4, 'latin1');
+  await fs.mkdir(join(repo, 'data', pack.slice(0, 2)), { recursive: true });
+  const packPath = join(repo, 'data', pack.slice(0, 2), pack);
+  const fh = await fs.open(packPath, 'w');
+  await fh.write(tail, 0, tail.length, size - tail.length);
+  await fh.close();
+  const index = encodeIndex({ packs: [{ pack, blobs: [{ type: 0, flags: 0, offset: 0, length: claimed, rawLength: claimed - 28, id: blob }] }], supersedes: [] });
+  const indexPath = join(repo, 'index', sha256(index).toString('hex'));
+  await fs.writeFile(indexPath, index);
+  // The genuine snapshot's bytes (magic, version, JSON, blob count, ids, MAC) with the blob added and an earlier time.
+  const snapshots = await fs.readdir(join(repo, 'snapshots'));
+  const b = await fs.readFile(join(repo, 'snapshots', snapshots[0]!));
+  const jsonLength = b.readUInt32LE(5);
+  const json = { ...(JSON.parse(b.subarray(9, 9 + jsonLength).toString()) as object), hostname: 'planted', time: new Date(Date.now() - 60_000).toISOString() };
+  const count = b.readUInt32LE(9 + jsonLength);
+  const ids = b.subarray(13 + jsonLength, 13 + jsonLength + 32 * count);
+  const j = Buffer.from(JSON.stringify(json));
+  const head = Buffer.alloc(9);
+  b.copy(head, 0, 0, 5);
+  head.writeUInt32LE(j.length, 5);
+  const n = Buffer.alloc(4);
+  n.writeUInt32LE(count + 1);
+  const planted = Buffer.concat([head, j, n, ids, Buffer.from(blob, 'hex'), b.subarray(13 + jsonLength + 32 * count)]);
+  const snapshot = sha256(planted).toString('hex');
+  await fs.writeFile(join(repo, 'snapshots', snapshot), planted);
+  return { snapshot, remove: async () => Promise.all([packPath, indexPath, join(repo, 'snapshots', snapshot)].map((f) => fs.rm(f))).then(() => undefined) };
+}
+
+describe('copy and check of a source with packs no writer makes', () => {
+  let s: Sandbox;
+  let p: Pair;
+  let tree: string;
+  let genuine: string;
+  before(async () => {
+    s = await Sandbox.create('holdfast-copy-huge-');
+    p = new Pair(s);
+    tree = s.path('tree');
+    await fs.mkdir(tree);
+    await fs.writeFile(join(tree, 'file.bin'), bytes('huge', 100_000));
+    await s.ok(['init']);
+    await s.ok(['backup', '-q', tree]);
+    genuine = (await p.snapshotIds(p.src, SRC_PASSWORD))[0]!;
+  });
+  after(() => removeTree(s.dir));
+
+  /** Copies into a fresh destination: the genuine snapshot is copied, the planted one is not, and the destination holds nothing large. */
+  async function copyPast(name: string, planted: string, message: RegExp): Promise<void> {
+    const dst = await p.initCopy(name);
+    const { report, run } = await p.copy(dst, [], 1);
+    assert.match(run.stderr, message);
+    assert.deepEqual(report.copied, [genuine]);
+    assert.deepEqual(report.failed.map((f) => f.id), [planted]);
+    let stored = 0;
+    for (const f of await packFiles(dst)) stored += (await fs.stat(f)).size;
+    assert.ok(stored < 1_000_000, `${stored} bytes of packs in the destination`);
+    await p.on(dst, ['check', '--read-data'], { HOLDFAST_PASSWORD: DST_PASSWORD });
+    const target = s.path(`${name}-restored`);
+    await p.on(dst, ['restore', genuine, '--target', target, '-q'], { HOLDFAST_PASSWORD: DST_PASSWORD });
+    await compareTrees(tree, join(target, tree));
+  }
+
+  it('a header entry larger than any blob of its type: the pack is damaged, nothing is read from it, the rest is copied', async () => {
+    // 100 MB of one "data blob" (at most 64 MiB), claimed small by the index: read by ranges, it was copied whole.
+    const { snapshot, remove } = await plantHugePack(p.src, 100_000_000, 100);
+    try {
+      await copyPast('dst-big-blob', snapshot, /pack [0-9a-f]{64} of the source is damaged: its header lists a blob [0-9a-f]{64} of 99999943 stored bytes \(99999915 raw\): larger than any blob of its type \(67108864 raw\); none of its blobs is copied from it/);
+    } finally {
+      await remove();
+    }
+  });
+
+  it('a pack over 2 GiB: copy and keyless check --read-data report it damaged without reading it, and go on with the rest', async () => {
+    const { snapshot, remove } = await plantHugePack(p.src, 2_500_000_000, 2_000_000_000);
+    try {
+      await copyPast('dst-huge-pack', snapshot, /pack [0-9a-f]{64} of the source is damaged: 2500000000 bytes, larger than any pack \(1610612736\); none of its blobs is copied from it/);
+      const check = await p.on(p.src, ['check', '--read-data'], KEYLESS_ENV, 1);
+      assert.match(check.stdout + check.stderr, /is 2500000000 bytes, larger than any pack \(1610612736\): not read/);
+      assert.match(check.stdout + check.stderr, new RegExp(`snapshot ${snapshot.slice(0, 8)}`));
+      assert.doesNotMatch(check.stdout + check.stderr, new RegExp(`snapshot ${genuine.slice(0, 8)}`), 'the genuine snapshot is whole');
+    } finally {
+      await remove();
+    }
   });
 });

@@ -24,7 +24,7 @@
 import { sha256 } from '../../core/crypto.js';
 import { forEachLimit } from '../../core/for-each-limit.js';
 import { sameEntry, type BlobLocation } from '../../repo/index-file.js';
-import { BlobType, copyDigest, type PackedBlob } from '../../repo/pack.js';
+import { BlobType, MAX_PACK_BYTES, copyDigest, type PackedBlob } from '../../repo/pack.js';
 import { RepoState } from '../../repo/repo-state.js';
 import { Store } from '../../repo/store.js';
 import { handleOf } from '../../repo/objects.js';
@@ -212,10 +212,19 @@ export class Checker {
     let done = 0;
     await forEachLimit(packs, this.repo.backend.capabilities.connections, async (pack) => {
       this.opts.signal?.throwIfAborted();
-      if (readSet.has(pack)) await this.readPack(state, pack);
+      if (state.packs.get(pack)! > MAX_PACK_BYTES) this.oversized(state, pack);
+      else if (readSet.has(pack)) await this.readPack(state, pack);
       else await this.checkHeader(state, pack);
       this.opts.onProgress?.({ phase: readSet.size > 0 ? 'read-data' : 'structure', done: ++done, total: packs.length });
     });
+  }
+
+  /** A pack larger than any pack holdfast writes: damaged, and not read (its blobs count as damaged copies). */
+  private oversized(state: RepoState, pack: string): void {
+    const size = state.packs.get(pack)!;
+    this.damagedPacks.add(pack);
+    this.packProblem(state, pack, `is ${size} bytes, larger than any pack (${MAX_PACK_BYTES}): not read`);
+    for (const b of state.claims(pack)) this.badCopies.set(`${pack}/${b.id}`, 'in a pack larger than any pack');
   }
 
   /** Compares every description the index files and markers give of a pack with its header, which then settles what the pack holds. */

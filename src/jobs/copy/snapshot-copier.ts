@@ -15,6 +15,8 @@
  *   needed = blobs the wanted snapshots list that no present, unmarked destination pack's
  *            header holds
  *   for each source pack claimed to hold needed blobs (what it holds is its header's word):
+ *     larger than any pack (MAX_PACK_BYTES), or a header entry larger than any blob of
+ *     its type (MAX_RAW_LENGTH + seal) → damaged, nothing read from it
  *     most of it needed → read it whole, check its bytes against its name, header from those bytes
  *     else             → read its header, then the needed blobs by range
  *     check each blob's stored length against its header entry → into a new destination pack
@@ -37,7 +39,8 @@ import { CorruptObjectError } from '../../repo/errors.js';
 import { MasterIndex, type IndexedPack } from '../../repo/index-file.js';
 import { handleOf, loadChecked } from '../../repo/objects.js';
 import { PackCopier } from '../../repo/pack-copier.js';
-import { BlobType, FLAG_COMPRESSED, type PackedBlob } from '../../repo/pack.js';
+import { MAX_RAW_LENGTH } from '../../repo/blob-codec.js';
+import { BlobType, FLAG_COMPRESSED, MAX_PACK_BYTES, type PackedBlob } from '../../repo/pack.js';
 import { RepoState } from '../../repo/repo-state.js';
 import { isDamage, Store } from '../../repo/store.js';
 import { BlobsLostError, commitSnapshot } from '../../repo/snapshot-fence.js';
@@ -139,6 +142,13 @@ function entryProblem(b: PackedBlob): string | undefined {
   if (b.length < SEAL_OVERHEAD) return `${b.length} stored bytes, fewer than any sealed blob's ${SEAL_OVERHEAD}`;
   if ((b.flags & FLAG_COMPRESSED) === 0 && b.length !== b.rawLength + SEAL_OVERHEAD) return `uncompressed, yet ${b.length} stored bytes for ${b.rawLength} raw`;
   if ((b.flags & FLAG_COMPRESSED) !== 0 && b.length >= b.rawLength + SEAL_OVERHEAD) return `compressed, yet ${b.length} stored bytes for ${b.rawLength} raw`;
+  return undefined;
+}
+
+/** A header entry larger than any blob of its type can be (docs/format.md §8), else undefined. */
+function sizeProblem(b: PackedBlob): string | undefined {
+  const max = MAX_RAW_LENGTH[b.type];
+  if (b.rawLength > max || b.length > max + SEAL_OVERHEAD) return `blob ${b.id} of ${b.length} stored bytes (${b.rawLength} raw): larger than any blob of its type (${max} raw)`;
   return undefined;
 }
 
@@ -358,6 +368,7 @@ export class SnapshotCopier {
     let header: PackedBlob[];
     let whole: Buffer | undefined;
     try {
+      if (size > MAX_PACK_BYTES) throw new CorruptObjectError(what, `${size} bytes, larger than any pack (${MAX_PACK_BYTES})`);
       if (2 * claimed >= size) {
         whole = await this.src.backend.load(handleOf('data', pack), { signal: this.opts.signal });
         if (sha256(whole).toString('hex') !== pack) throw new CorruptObjectError(what, 'checksum of stored bytes does not match its name');
@@ -366,6 +377,9 @@ export class SnapshotCopier {
       } else {
         header = await state.readHeader(this.src, pack);
       }
+      // Refused before any blob is read: a hostile header must not make copy read (and hold) gigabytes as one blob.
+      const oversized = header.map(sizeProblem).find((x) => x !== undefined);
+      if (oversized !== undefined) throw new CorruptObjectError(what, `its header lists a ${oversized}`);
     } catch (e) {
       if (!isDamage(e) && !(e instanceof NotFoundError)) throw e;
       const why = e instanceof NotFoundError ? `${what} is gone (removed by a prune since the listing)` : e.message;
