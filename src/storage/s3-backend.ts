@@ -354,16 +354,21 @@ export class S3Backend implements Backend {
 
   private async getWhole(h: Handle, key: string, signal: AbortSignal | undefined): Promise<Buffer> {
     const { S3, client } = await this.sdk();
+    let res: S3Module.GetObjectCommandOutput;
     try {
-      const res = await client.send(new S3.GetObjectCommand({ Bucket: this.bucket, Key: key }), opts(signal));
-      const body = res.Body as Body | undefined;
-      if (body === undefined) return Buffer.alloc(0);
-      const size = res.ContentLength;
-      if (size === undefined) {
-        // A body of no declared size could be endless: the object's size is asked, and then that range.
-        body.destroy();
-        return await this.getSized(h, key, signal);
-      }
+      res = await client.send(new S3.GetObjectCommand({ Bucket: this.bucket, Key: key }), opts(signal));
+    } catch (e) {
+      throw this.failure(e, 'GET', h, signal);
+    }
+    const body = res.Body as Body | undefined;
+    if (body === undefined) return Buffer.alloc(0);
+    const size = res.ContentLength;
+    if (size === undefined) {
+      // A body of no declared size could be endless: the object's size is asked, and then that range.
+      body.destroy();
+      return this.getSized(h, key, signal);
+    }
+    try {
       const bytes = await this.readBody(body, size, size, this.where('GET', h));
       if (bytes.length !== size) {
         throw new TransientError(`S3 ${this.location}: GET ${key} ended after ${bytes.length} of ${size} bytes`);
@@ -390,23 +395,24 @@ export class S3Backend implements Backend {
   /** A ranged GET: the part the endpoint sent ([start, end) of an object of `total` bytes), or 'past-end' for a 416. */
   private async getRange(h: Handle, key: string, range: string, signal: AbortSignal | undefined): Promise<Part | 'past-end'> {
     const { S3, client } = await this.sdk();
+    let res: S3Module.GetObjectCommandOutput;
     try {
-      const res = await client.send(new S3.GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range }), opts(signal));
-      const body = res.Body as Body | undefined;
-      if (body === undefined) throw new Error(`S3 ${this.location}: GET ${key} returned no body`);
-      const cr = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.ContentRange ?? '');
-      if (cr) return { start: Number(cr[1]), end: Number(cr[2]) + 1, total: Number(cr[3]), body };
-      // No Content-Range: the endpoint ignored the Range and sent the whole object.
-      const total = res.ContentLength;
-      if (total === undefined) {
-        body.destroy();
-        throw new Error(`S3 ${this.location}: GET ${key} with a Range returned neither Content-Range nor Content-Length`);
-      }
-      return { start: 0, end: total, total, body };
+      res = await client.send(new S3.GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range }), opts(signal));
     } catch (e) {
       if (status(e) === 416) return 'past-end';
       throw this.failure(e, 'GET', h, signal);
     }
+    const body = res.Body as Body | undefined;
+    if (body === undefined) throw new Error(`S3 ${this.location}: GET ${key} returned no body`);
+    const cr = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.ContentRange ?? '');
+    if (cr) return { start: Number(cr[1]), end: Number(cr[2]) + 1, total: Number(cr[3]), body };
+    // No Content-Range: the endpoint ignored the Range and sent the whole object.
+    const total = res.ContentLength;
+    if (total === undefined) {
+      body.destroy();
+      throw new Error(`S3 ${this.location}: GET ${key} with a Range returned neither Content-Range nor Content-Length`);
+    }
+    return { start: 0, end: total, total, body };
   }
 
   /** Bytes [start, end) of the object, read from `part` and no further than `end`. */
