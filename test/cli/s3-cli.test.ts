@@ -8,7 +8,8 @@
  *    retried and the backup completes; a fault that does not pass, and the
  *    endpoint stopped in the middle of a backup, end the backup with a clear
  *    message and exit 1, and once the endpoint is back the repository checks
- *    clean and takes the next backup.
+ *    clean and takes the next backup; a wrong port, and https:// to plain
+ *    HTTP, fail at once with a message that says what to check.
  */
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
@@ -112,6 +113,20 @@ describe('the CLI on S3 when the endpoint fails', () => {
     await proxy.close();
     await s3.close();
     await removeTree(s.dir);
+  });
+
+  it('a wrong port fails at once asking to check the endpoint; https or no scheme to plain HTTP names the http:// location', async () => {
+    const port = new URL(s3.endpoint).port;
+    const refused = await s.run(['-r', `s3:http://127.0.0.1:1/${TEST_BUCKET}/wrong`, 'init'], { env: s3.env });
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.doesNotMatch(refused.stderr, /warning|retrying/);
+    assert.match(refused.stderr, /^holdfast: .*the connection was refused; check the endpoint's address and port/m);
+    for (const location of [`s3:https://127.0.0.1:${port}/${TEST_BUCKET}/tls`, `s3:127.0.0.1:${port}/${TEST_BUCKET}/tls`]) {
+      const r = await s.run(['-r', location, 'init'], { env: s3.env });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`the endpoint does not speak TLS; for plain HTTP use s3:http://127\\.0\\.0\\.1:${port}/${TEST_BUCKET}/tls\\n$`));
+      assert.doesNotMatch(r.stderr, /wrong version number/);
+    }
   });
 
   it('retries 500s and 503s and completes the backup', { timeout: 120_000 }, async () => {
