@@ -16,9 +16,13 @@
  *            `bits` bits) and the fingerprint (the other 32 - bits bits),
  *            so a probe compares the id only when the fingerprint matches.
  *
- * The hash is seeded per table: ids in index files are claims anyone with
- * write access can make (docs/format.md §15.10), and ids chosen to collide
- * would turn every lookup into a scan.
+ * The hash is keyed per table (HalfSipHash-1-3 under a random 64-bit key):
+ * ids in index files are claims anyone with write access can make
+ * (docs/format.md §15.10), and ids chosen to collide would turn every lookup
+ * into a scan. Choosing them needs the key: a seed that only started an
+ * unkeyed multiply-xor chain did not stop it (flipping an input word's top
+ * bit passes through the rounds as a fixed difference, so families of ids
+ * shared a hash whatever the seed).
  *
  * Lookups take the id as hex and parse it into a scratch array: they
  * allocate nothing.
@@ -33,6 +37,8 @@ const ID_WORDS = 8;
 const MIN_BITS = 10;
 /** 2^31 slots (8 GiB) at most; the ordinal and a fingerprint of at least one bit share each slot. */
 const MAX_BITS = 31;
+/** HalfSipHash's last message block for a 32-byte input: the length in the top byte. */
+const LENGTH_BLOCK = (ID_WORDS * 4) << 24;
 
 /**
  * The byte two lower-case hex digits c0 c1 (both below 128) spell, at
@@ -73,7 +79,9 @@ export class IdTable {
   /** The bits of a hash left for the fingerprint: 2^(32 - bits) - 1. */
   private fpMask = 2 ** (32 - MIN_BITS) - 1;
   private slots = new Uint32Array(1 << MIN_BITS);
-  private readonly seed = randomInt(2 ** 32);
+  /** The hash's 64-bit key, as two words; random per table. */
+  private readonly k0 = randomInt(2 ** 32) | 0;
+  private readonly k1 = randomInt(2 ** 32) | 0;
   /** The id being looked up, parsed. */
   private readonly key = new Uint32Array(ID_WORDS);
   /** Where the last `probe` that missed found an empty slot. */
@@ -177,16 +185,36 @@ export class IdTable {
     return this.hashWords(this.key, 0);
   }
 
-  /** A seeded hash of the 8 id words at `w[at]` (multiply-xor rounds, then murmur3's finalizer), as a signed 32-bit integer. */
+  /**
+   * A keyed hash of the 8 id words at `w[at]`, as a signed 32-bit integer:
+   * HalfSipHash-1-3 (SipHash's 32-bit sibling, as the Linux kernel uses for
+   * its hash tables) over the words as they are. Every round depends on the
+   * key, so ids that collide under one key do not under another.
+   */
   private hashWords(w: Uint32Array, at: number): number {
-    let h = this.seed;
+    let v0 = this.k0, v1 = this.k1, v2 = this.k0 ^ 0x6c796765, v3 = this.k1 ^ 0x74656462;
     for (let i = at; i < at + ID_WORDS; i++) {
-      h = Math.imul(h ^ w[i]!, 0x9e3779b1);
-      h ^= h >>> 15;
+      const m = w[i]! | 0;
+      v3 ^= m;
+      v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
+      v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
+      v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
+      v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
+      v0 ^= m;
     }
-    h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-    h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-    return h ^ (h >>> 16);
+    // The length block (32 bytes, in the top byte), then the 3 finishing rounds.
+    v3 ^= LENGTH_BLOCK;
+    for (let r = 0; r < 4; r++) {
+      v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
+      v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
+      v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
+      v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
+      if (r === 0) {
+        v0 ^= LENGTH_BLOCK;
+        v2 ^= 0xff;
+      }
+    }
+    return v1 ^ v3;
   }
 
   /** Doubles the slots and places every id again. */

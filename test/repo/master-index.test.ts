@@ -215,6 +215,27 @@ describe('IdTable', () => {
     assert.equal(t.has(ids[0]!), true);
   });
 
+  it('hashes under a key of its own: ids built to share a hash whatever the seed do not', () => {
+    // The reviewer's family: each id flips the top bit of some of the first 7 words and
+    // cancels the difference it leaves in the next word; an unkeyed multiply-xor chain
+    // started from a seed gave all 128 the same hash.
+    const base = new Uint32Array(randomBytes(32).buffer.slice(0));
+    const family = Array.from({ length: 128 }, (_, m) => {
+      const w = Uint32Array.from(base);
+      let carried = 0;
+      for (let i = 0; i < 8; i++) {
+        const flip = i < 7 && ((m >> i) & 1) === 1;
+        w[i] = base[i]! ^ carried ^ (flip ? 0x80000000 : 0);
+        carried = flip ? 0x80010000 : 0;
+      }
+      return w;
+    });
+    const hashes = (t: IdTable): Set<number> => new Set(family.map((w) => t['hashWords'](w, 0)));
+    assert.ok(hashes(new IdTable(0)).size > 120);
+    const id = family[0]!;
+    assert.notEqual(new IdTable(0)['hashWords'](id, 0), new IdTable(0)['hashWords'](id, 0), 'two tables hash an id differently');
+  });
+
   it('holds ids that share their first and last words', () => {
     const t = new IdTable(0);
     const ids = Array.from({ length: 5000 }, (_, i) => `${'0'.repeat(24)}${i.toString(16).padStart(16, '0')}${'f'.repeat(24)}`);
