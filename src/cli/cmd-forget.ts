@@ -14,7 +14,7 @@ import { describePolicy, parseDuration, UNLIMITED, type Duration, type Retention
 import { describeGroup, parseGroupBy, type GroupBy } from '../jobs/forget/group-by.js';
 import { forgetByPolicy, type ForgetGroupPlan, type ForgetItem, type ForgetStore } from '../jobs/forget/forget.js';
 import { acquireLock } from '../repo/lock.js';
-import { collect, globals, lockedByMe, openKeyless, openRepo, refuseIfAppendOnly, say, warn, type GlobalOptions } from './context.js';
+import { collect, globals, lockedByMe, openKeyless, openRepo, plural, refuseIfAppendOnly, say, warn, type GlobalOptions } from './context.js';
 import { passwordGiven } from './maintenance.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { matchesFilter, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
@@ -141,8 +141,8 @@ export function register(program: Command): void {
       for (const grp of result.groups) printGroup(g, grp);
       const n = result.remove.length;
       say(g, f.dryRun
-        ? `would remove ${n} snapshot${n === 1 ? '' : 's'} (dry run: nothing was removed)`
-        : `removed ${result.removed.length} snapshot${result.removed.length === 1 ? '' : 's'}`);
+        ? `would remove ${plural(n, 'snapshot')} (dry run: nothing was removed)`
+        : `removed ${plural(result.removed.length, 'snapshot')}`);
     }
     await afterForget(g, f, result.remove.length);
   });

@@ -8,7 +8,7 @@
 import type { Command } from 'commander';
 import { SnapshotFs } from '../jobs/mount/snapshot-fs.js';
 import { mountFuse, type MountedFs } from '../jobs/mount/fuse-mount.js';
-import { globals, longReadLock, openRepo, say, warn, snapshotsOf } from './context.js';
+import { globals, longReadLock, openRepo, plural, say, snapshotsOf, warn } from './context.js';
 import { untilInterrupted } from './interrupt.js';
 import { matchesFilter, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 
@@ -27,7 +27,7 @@ export function register(program: Command): void {
       let mounted: MountedFs | undefined;
       try {
         mounted = await mountFuse(fs, mountpoint, { onWarning: warn });
-        say(g, `mounted ${snapshots.length} snapshot${snapshots.length === 1 ? '' : 's'} at ${mounted.mountpoint}`);
+        say(g, `mounted ${plural(snapshots.length, 'snapshot')} at ${mounted.mountpoint}`);
         say(g, 'press Ctrl-C to unmount');
         const outside = await Promise.race([stopped.then(() => false), mounted.gone.then(() => true)]);
         say(g, outside ? 'unmounted from outside' : 'unmounting');

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { localTime } from '../core/local-time.js';
 import type { Snapshot } from '../repo/snapshot.js';
-import { globals, openRepo, say, snapshotsOf } from './context.js';
+import { globals, openRepo, plural, say, snapshotsOf } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { matchesFilter, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 import { summaryJson } from './summary-json.js';
@@ -37,7 +37,7 @@ export function register(program: Command): void {
         const mark = s.incomplete ? ' (incomplete)' : '';
         say(g, `${id.slice(0, 8).padEnd(10)}${local.padEnd(21)}${s.hostname.padEnd(16)}${s.tags.join(',').padEnd(16)}${s.paths.join(' ')}${mark}`);
       }
-      say(g, `${list.length} snapshot${list.length === 1 ? '' : 's'}`);
+      say(g, plural(list.length, 'snapshot'));
     });
 }
 

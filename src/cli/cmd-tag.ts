@@ -10,7 +10,7 @@
 import type { Command } from 'commander';
 import { acquireLock } from '../repo/lock.js';
 import type { Repository } from '../repo/repository.js';
-import { collect, globals, lockedByMe, openRepo, refuseIfAppendOnly, say, snapshotsOf } from './context.js';
+import { collect, globals, lockedByMe, openRepo, plural, refuseIfAppendOnly, say, snapshotsOf } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { findSnapshot, matchesFilter, withFilterOptions, type FoundSnapshot, type SnapshotFilter } from './snapshot-filter.js';
 
@@ -68,6 +68,6 @@ export function register(program: Command): void {
       } finally {
         await lock.release();
       }
-      say(g, modified === 0 ? 'no snapshots were modified' : `modified ${modified} snapshot${modified === 1 ? '' : 's'}`);
+      say(g, modified === 0 ? 'no snapshots were modified' : `modified ${plural(modified, 'snapshot')}`);
     });
 }

@@ -7,7 +7,7 @@
  */
 import type { Command } from 'commander';
 import { describeLock, listLocks, removeLocks, staleReason, suspectReason, unlockRemoves, type LockEntry } from '../repo/lock.js';
-import { globals, openKeyless, say, thisProcess } from './context.js';
+import { globals, openKeyless, plural, say, thisProcess } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 
 export function register(program: Command): void {
@@ -32,8 +32,8 @@ export function register(program: Command): void {
         return;
       }
       for (const e of removed) say(g, `removed lock ${e.name.slice(0, 8)}: ${describe(e)}`);
-      say(g, `${removed.length} lock${removed.length === 1 ? '' : 's'} removed`);
-      if (kept.length > 0) say(g, `${kept.length} live lock${kept.length === 1 ? '' : 's'} left (use --remove-all only if their holders are gone): ${kept.map(describe).join('; ')}`);
+      say(g, `${plural(removed.length, 'lock')} removed`);
+      if (kept.length > 0) say(g, `${plural(kept.length, 'live lock')} left (use --remove-all only if their holders are gone): ${kept.map(describe).join('; ')}`);
     });
 }
 
