@@ -9,7 +9,7 @@
  */
 import type { Command } from 'commander';
 import { Minimatch } from 'minimatch';
-import { localTime } from '../core/local-time.js';
+import { isoFromNanos, localTime } from '../core/local-time.js';
 import { LineBatch } from '../jobs/line-batch.js';
 import { writeOut } from '../jobs/tar-stream-writer.js';
 import { walkTree } from '../jobs/tree-walk.js';
@@ -23,8 +23,6 @@ interface FindFlags extends SnapshotFilter {
   ignoreCase?: boolean;
   long?: boolean;
 }
-
-const isoTime = (ns: bigint): string => new Date(Number(ns / 1_000_000n)).toISOString();
 
 export function register(program: Command): void {
   withFilterOptions(program.command('find'))
@@ -76,7 +74,7 @@ export function register(program: Command): void {
         if (g.json) {
           await out.push(`${first ? '' : ','}${JSON.stringify({
             matches: found.map(({ path, node: n }) => ({
-              path, type: n.type, mode: n.mode, uid: n.uid, gid: n.gid, user: n.user, group: n.group, size: n.size, mtime: isoTime(n.mtime),
+              path, type: n.type, mode: n.mode, uid: n.uid, gid: n.gid, user: n.user, group: n.group, size: n.size, mtime: isoFromNanos(n.mtime),
               ...(n.target ? { target: n.target.toString() } : {}),
             })),
             hits: found.length,

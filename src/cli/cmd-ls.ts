@@ -4,7 +4,7 @@ import { walkTree } from '../jobs/tree-walk.js';
 import { writeOut } from '../jobs/tar-stream-writer.js';
 import { LineBatch } from '../jobs/line-batch.js';
 import { modeString } from '../core/mode-string.js';
-import { localTime } from '../core/local-time.js';
+import { isoFromNanos, localTime } from '../core/local-time.js';
 import type { TreeNode } from '../repo/tree.js';
 import { globals, openRepo, warn } from './context.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
@@ -50,7 +50,7 @@ export function register(program: Command): void {
         if (g.json) {
           await out.push(`${JSON.stringify({
             path: ps, type: node.type, mode: node.mode, uid: node.uid, gid: node.gid, user: node.user, group: node.group,
-            size: node.size, mtime: new Date(Number(node.mtime / 1_000_000n)).toISOString(),
+            size: node.size, mtime: isoFromNanos(node.mtime),
             ...(node.target ? { target: node.target.toString() } : {}),
           })}\n`);
         } else if (flags.long) {

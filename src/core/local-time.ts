@@ -16,3 +16,8 @@ export function localTime(ms: number): string {
 export function localIso(iso: string): string {
   return localTime(Date.parse(iso));
 }
+
+/** A time in nanoseconds since the epoch (a node's mtime) as ISO 8601 in UTC, to the millisecond, for `--json`. */
+export function isoFromNanos(ns: bigint): string {
+  return new Date(Number(ns / 1_000_000n)).toISOString();
+}
