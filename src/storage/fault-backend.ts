@@ -40,6 +40,8 @@ export interface FaultRule {
   readonly error?: Error;
   /** Wait this long before carrying on (or before throwing `error`). */
   readonly delayMs?: number;
+  /** Run this (another client's step at an exact moment of this one) before carrying on, after any delay. */
+  readonly interleave?: () => Promise<void>;
   /** `load` only: flip every bit of the middle byte of the loaded data. */
   readonly corrupt?: boolean;
   /** `load` only: return only the first `truncate` bytes of the loaded data. */
@@ -162,6 +164,7 @@ export class FaultBackend implements Backend {
         throw signal?.aborted ? signal.reason : e; // a slow call ends with the caller's reason, as a real one would
       }
     }
+    for (const r of firing) if (r.interleave) await r.interleave();
     const failing = firing.find((r) => r.error !== undefined);
     if (failing?.error) throw failing.error;
     return firing;

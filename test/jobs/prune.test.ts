@@ -199,6 +199,29 @@ describe('prune alongside a backup (restic issue 3126)', () => {
     await f.assertCheckPasses();
   });
 
+  // A backup that commits between the prune's reading of the index and its listing of the snapshots: the snapshot is seen, its packs and index file are not.
+  for (const phase of ['mark', 'sweep'] as const) {
+    it(`a snapshot written after ${phase} read the index, of packs written after it too, is kept and does not stop the prune`, async () => {
+      const { f, live, liveFiles } = await setup();
+      if (phase === 'sweep') {
+        await pruner(f).run();
+        f.advance(GRACE);
+      }
+      const fresh = { 'fresh.bin': bytes('fresh', 30_000) };
+      let sid = '';
+      const racing = new FaultBackend(f.backend, [{ op: 'list', type: 'snapshot', times: 1, interleave: async () => { sid = await f.snapshot(fresh); } }]);
+      const r = await new Pruner(f.plain(racing), { graceMs: GRACE, now: f.clock }).run();
+      assert.notEqual(sid, '', 'the backup ran inside the prune');
+      if (phase === 'sweep') assert.ok(r.sweep.packsDeleted > 0, 'the sweep deleted the forgotten packs');
+      else assert.ok(r.mark.unusedPacks > 0, 'the mark condemned the forgotten packs');
+      f.advance(GRACE);
+      await pruner(f).run();
+      await f.assertRestores(sid, fresh);
+      await f.assertRestores(live, liveFiles);
+      await f.assertCheckPasses();
+    });
+  }
+
   it('a backup started after the marker does not deduplicate against marked blobs', async () => {
     const { f } = await setup();
     await pruner(f).run();

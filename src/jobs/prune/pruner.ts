@@ -236,7 +236,7 @@ export class Pruner {
       this.check();
       if (!(await this.confirm(state, pack, 'is marked for deletion and its header cannot be read; the blobs the index and markers name for it count'))) headerless.add(pack);
     }
-    this.refuseMissing(state, live);
+    await this.refuseMissing(state, live);
 
     // Rescue: every copy of a live blob in a doomed pack survives, as the same copy (everything its authentication covers) in a pack that stays, or copied now.
     const copier = this.opts.dryRun ? undefined : this.copier(state);
@@ -315,8 +315,19 @@ export class Pruner {
   }
 
   /** Stops, before anything is written or deleted, when a live blob is in no present pack: a partial view could delete it. */
-  private refuseMissing(state: RepoState, live: ReadonlySet<string>): void {
-    const missing = [...live].filter((id) => !state.locations(id).some((l) => state.packs.has(l.pack)));
+  /**
+   * Stops when a live blob is in no present pack. A backup that committed
+   * between the reading of `state` and the listing of the snapshots is seen
+   * by its snapshot but not by its packs and index file: a blob missing from
+   * `state` is looked up in a fresh view, and counts there only in a pack
+   * that `state` did not list, which this run never condemns or deletes.
+   */
+  private async refuseMissing(state: RepoState, live: ReadonlySet<string>): Promise<void> {
+    const inState = (id: string): boolean => state.locations(id).some((l) => state.packs.has(l.pack));
+    let missing = [...live].filter((id) => !inState(id));
+    if (missing.length === 0) return;
+    const fresh = await RepoState.load(this.repo);
+    missing = missing.filter((id) => !fresh.locations(id).some((l) => fresh.packs.has(l.pack) && !state.packs.has(l.pack)));
     if (missing.length === 0) return;
     throw new PruneRefusedError(`${missing.length} blob(s) referenced by snapshots are in no pack (first: ${missing[0]}), so the repository is incomplete and nothing is deleted; `
       + 'run "holdfast check" to see which snapshots and files, "holdfast repair index" if pack headers list them, else "holdfast repair snapshots"');
@@ -366,7 +377,7 @@ export class Pruner {
       if (verdict === 'unused') unused.push(pack);
       else if (verdict === 'repack') repack.push(pack);
     }
-    this.refuseMissing(state, live);
+    await this.refuseMissing(state, live);
     const condemned = new Set([...unused, ...repack]);
 
     const damagedPacks: string[] = [];
