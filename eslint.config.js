@@ -14,7 +14,10 @@ export const LAYERS = [
   'repo', // the repository format: packs, indexes, trees, snapshots, keys, locks
   'sources', // file trees, block devices and images
   'jobs', // backup, restore, check, prune, … shared by every front end
+  'api', // request and response schemas shared by the server, the agent and the web interface
   'server-nbd', // the NBD server
+  'server', // the backup server: http/ (one file per resource), services/, db/
+  'agent', // the daemon on each protected machine: connection, job runner, local config
   'cli', // one file per command
 ];
 

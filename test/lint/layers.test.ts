@@ -36,8 +36,8 @@ describe('layering (eslint.config.js)', () => {
     assert.match(errors[0]!, /src\/repo may import only from node modules, src\/core, src\/storage: imports go down/);
   });
 
-  it('the layers are core, storage, repo, sources, jobs, server-nbd, cli, bottom-up', () => {
-    assert.deepEqual(layers, ['core', 'storage', 'repo', 'sources', 'jobs', 'server-nbd', 'cli']);
+  it('the layers are core, storage, repo, sources, jobs, api, server-nbd, server, agent, cli, bottom-up', () => {
+    assert.deepEqual(layers, ['core', 'storage', 'repo', 'sources', 'jobs', 'api', 'server-nbd', 'server', 'agent', 'cli']);
   });
 
   it('every layer, from its folder or one below it, fails on each layer above and passes on each below', async () => {
