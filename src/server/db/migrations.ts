@@ -1,0 +1,113 @@
+/**
+ * The control plane's migrations, in code: each is a function of the
+ * database, named by a sortable key, run in order by kysely's Migrator and
+ * recorded in its own table (docs/decisions.md, "Control-plane database").
+ * A migration, once released, never changes; a change of schema is a new
+ * entry at the end. src/server/db/schema.ts must describe the result.
+ */
+import { Migrator, type Kysely, type Migration } from 'kysely';
+import type { DatabaseKind } from './open-database.js';
+
+/** Raised when the database cannot be brought to the schema this version needs. */
+export class MigrationError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'MigrationError';
+  }
+}
+
+function migrations(kind: DatabaseKind): Record<string, Migration> {
+  return {
+    '0001-initial': {
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.createTable('customers')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull().unique())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createTable('users')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull().unique())
+          .addColumn('role', 'text', (c) => c.notNull())
+          .addColumn('customer_id', 'text', (c) => c.references('customers.id'))
+          .addColumn('password_hash', 'text', (c) => c.notNull())
+          .addColumn('must_change_password', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createTable('sessions')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('secret_hash', 'text', (c) => c.notNull())
+          .addColumn('user_id', 'text', (c) => c.notNull().references('users.id'))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('expires_at', 'text', (c) => c.notNull())
+          .addColumn('address', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createTable('machines')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('customer_id', 'text', (c) => c.notNull().references('customers.id'))
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addUniqueConstraint('machines_customer_name', ['customer_id', 'name'])
+          .execute();
+        await db.schema.createTable('api_tokens')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('secret_hash', 'text', (c) => c.notNull())
+          .addColumn('customer_id', 'text', (c) => c.notNull().references('customers.id'))
+          .addColumn('machine_id', 'text', (c) => c.references('machines.id'))
+          .addColumn('rights', 'text', (c) => c.notNull())
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('expires_at', 'text')
+          .addColumn('revoked_at', 'text')
+          .execute();
+        await db.schema.createTable('disk_safes')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('customer_id', 'text', (c) => c.notNull().references('customers.id'))
+          .addColumn('machine_id', 'text', (c) => c.references('machines.id'))
+          .addColumn('name', 'text', (c) => c.notNull().unique())
+          .addColumn('location', 'text', (c) => c.notNull())
+          .addColumn('quota_hard', 'bigint')
+          .addColumn('quota_soft', 'bigint')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        // An ever-growing sequence orders the log (times may tie); each engine spells it its own way.
+        await db.schema.createTable('audit_log')
+          .addColumn('seq', kind === 'postgres' ? 'bigserial' : 'integer', (c) => (kind === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+          .addColumn('at', 'text', (c) => c.notNull())
+          .addColumn('actor', 'text', (c) => c.notNull())
+          .addColumn('customer_id', 'text')
+          .addColumn('action', 'text', (c) => c.notNull())
+          .addColumn('target', 'text', (c) => c.notNull())
+          .addColumn('address', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('audit_log_customer').on('audit_log').columns(['customer_id', 'seq']).execute();
+        await db.schema.createIndex('sessions_user').on('sessions').column('user_id').execute();
+      },
+    },
+  };
+}
+
+/** The migrations' names, in order (what the newest schema consists of). */
+export const MIGRATION_NAMES: readonly string[] = Object.keys(migrations('sqlite')).sort();
+
+/**
+ * Brings the database to the newest schema. Refuses a database that a newer
+ * holdfast has migrated further (kysely's Migrator stops at an unknown
+ * migration), so an old server never runs on a schema it does not know.
+ */
+export async function migrateToLatest(db: Kysely<unknown>, kind: DatabaseKind): Promise<void> {
+  const all = migrations(kind);
+  const migrator = new Migrator({
+    db,
+    provider: { getMigrations: () => Promise.resolve(all) },
+    migrationTableName: 'holdfast_migrations',
+    migrationLockTableName: 'holdfast_migrations_lock',
+  });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error !== undefined) {
+    const failed = results?.find((r) => r.status === 'Error')?.migrationName;
+    const why = error instanceof Error ? error.message : String(error);
+    throw new MigrationError(`the control-plane database could not be migrated${failed ? ` (migration ${failed})` : ''}: ${why}`, { cause: error });
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * The control-plane database's tables, as kysely sees them. One schema for
+ * SQLite and PostgreSQL: ids are text (random UUIDs, or the public half of a
+ * token), times are ISO-8601 UTC text (sortable, the same in both engines),
+ * flags are integers 0/1 and byte counts are 64-bit integers read back as
+ * numbers (src/server/db/open-database.ts). The tables are made by
+ * src/server/db/migrations.ts; this file must say what they say.
+ */
+import type { Generated, Insertable, Selectable } from 'kysely';
+
+/** Roles of a person. Provider roles see every customer; customer roles one. */
+export const ROLES = ['provider-admin', 'provider-operator', 'customer-admin', 'customer-viewer'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** True for the roles that belong to one customer (users.customer_id is set exactly for these). */
+export const isCustomerRole = (r: Role): boolean => r === 'customer-admin' || r === 'customer-viewer';
+
+/**
+ * What an API token may do: `read` the customer's records through the API,
+ * `manage` them (create, revoke), `backup` add to and read its disk safes
+ * over the repository protocol (never delete or overwrite).
+ */
+export const TOKEN_RIGHTS = ['read', 'manage', 'backup'] as const;
+export type TokenRight = (typeof TOKEN_RIGHTS)[number];
+
+export interface CustomersTable {
+  id: string;
+  name: string;
+  created_at: string;
+}
+
+export interface UsersTable {
+  id: string;
+  /** Login name, unique on the server. */
+  name: string;
+  role: Role;
+  /** Set for customer roles, null for provider roles. */
+  customer_id: string | null;
+  /** `scrypt$N$r$p$salt$hash` (src/server/services/passwords.ts). */
+  password_hash: string;
+  /** 1 while the password is the one-time one the server made: only /me, password change and logout are allowed. */
+  must_change_password: number;
+  created_at: string;
+}
+
+export interface SessionsTable {
+  /** Public half of the session token. */
+  id: string;
+  /** SHA-256 (hex) of the secret half. */
+  secret_hash: string;
+  user_id: string;
+  created_at: string;
+  expires_at: string;
+  address: string;
+}
+
+export interface ApiTokensTable {
+  /** Public half of the token, shown in listings. */
+  id: string;
+  name: string;
+  /** SHA-256 (hex) of the secret half; the secret itself is shown once, at creation. */
+  secret_hash: string;
+  customer_id: string;
+  /** Set when the token is scoped to one machine (an agent's). */
+  machine_id: string | null;
+  /** Comma-separated TokenRight values. */
+  rights: string;
+  created_by: string;
+  created_at: string;
+  expires_at: string | null;
+  revoked_at: string | null;
+}
+
+export interface MachinesTable {
+  id: string;
+  customer_id: string;
+  /** Unique within its customer. */
+  name: string;
+  created_at: string;
+}
+
+export interface DiskSafesTable {
+  id: string;
+  customer_id: string;
+  machine_id: string | null;
+  /** Unique on the server: the NAME of https://host:port/safes/NAME. */
+  name: string;
+  /** Where the repository is stored: a folder relative to the data directory, or a backend location. */
+  location: string;
+  /** Bytes; an upload that would pass it is refused. Null: none. */
+  quota_hard: number | null;
+  /** Bytes; passing it warns. Null: none. */
+  quota_soft: number | null;
+  created_at: string;
+}
+
+export interface AuditLogTable {
+  seq: Generated<number>;
+  at: string;
+  /** `user:NAME` or `token:ID`, or `server` for what the server did itself. */
+  actor: string;
+  /** The customer the change concerns (who may read the entry besides the provider); null for provider-wide changes. */
+  customer_id: string | null;
+  /** e.g. `customer.create`, `token.revoke`, `login.failure`. */
+  action: string;
+  /** The id (or name) of what was changed. */
+  target: string;
+  /** The client's address. */
+  address: string;
+}
+
+/** The database as kysely's query builder types it. */
+export interface ControlPlane {
+  customers: CustomersTable;
+  users: UsersTable;
+  sessions: SessionsTable;
+  api_tokens: ApiTokensTable;
+  machines: MachinesTable;
+  disk_safes: DiskSafesTable;
+  audit_log: AuditLogTable;
+}
+
+export type Customer = Selectable<CustomersTable>;
+export type User = Selectable<UsersTable>;
+export type ApiToken = Selectable<ApiTokensTable>;
+export type Machine = Selectable<MachinesTable>;
+export type DiskSafe = Selectable<DiskSafesTable>;
+export type AuditEntry = Selectable<AuditLogTable>;
+export type NewAuditEntry = Insertable<AuditLogTable>;

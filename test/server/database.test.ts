@@ -1,0 +1,65 @@
+/**
+ * The control-plane database on SQLite and PostgreSQL: the migrations make
+ * every table, opening again changes nothing, byte counts beyond 32 bits come
+ * back as numbers, and a database a newer holdfast migrated is refused.
+ */
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import { sql } from 'kysely';
+import { MigrationError, MIGRATION_NAMES } from '../../src/server/db/migrations.js';
+import { DatabaseUrlError, openDatabase, redactUrl } from '../../src/server/db/open-database.js';
+import { databaseSuites } from '../helpers/databases.js';
+
+databaseSuites('control-plane database', (fx) => {
+  it('migrates an empty database, and opening it again keeps its rows', async () => {
+    const url = await fx.newUrl();
+    const first = await openDatabase(url, '');
+    assert.equal(first.kind, fx.kind);
+    const now = new Date().toISOString();
+    await first.db.insertInto('customers').values({ id: 'c1', name: 'Acme', created_at: now }).execute();
+    await first.db.insertInto('disk_safes').values({ id: 's1', customer_id: 'c1', machine_id: null, name: 'acme-web', location: 'safes/s1', quota_hard: 5 * 2 ** 40, quota_soft: null, created_at: now }).execute();
+    await first.db.insertInto('audit_log').values({ at: now, actor: 'server', customer_id: null, action: 'a', target: 't', address: '' }).execute();
+    await first.db.insertInto('audit_log').values({ at: now, actor: 'server', customer_id: null, action: 'b', target: 't', address: '' }).execute();
+    await first.close();
+    await first.close();
+
+    const again = await openDatabase(url, '');
+    try {
+      const safe = await again.db.selectFrom('disk_safes').selectAll().executeTakeFirstOrThrow();
+      assert.equal(safe.quota_hard, 5 * 2 ** 40);
+      assert.equal(typeof safe.quota_hard, 'number');
+      const log = await again.db.selectFrom('audit_log').select(['seq', 'action']).orderBy('seq').execute();
+      assert.deepEqual(log.map((r) => r.action), ['a', 'b']);
+      assert.equal(typeof log[0]!.seq, 'number');
+      const ran = await sql<{ name: string }>`select name from holdfast_migrations order by name`.execute(again.db);
+      assert.deepEqual(ran.rows.map((r) => r.name), [...MIGRATION_NAMES]);
+    } finally {
+      await again.close();
+    }
+  });
+
+  it('refuses a database migrated by a newer holdfast, naming the migration', async () => {
+    const url = await fx.newUrl();
+    const d = await openDatabase(url, '');
+    await sql`insert into holdfast_migrations (name, timestamp) values ('9999-from-the-future', '2030-01-01T00:00:00.000Z')`.execute(d.db);
+    await d.close();
+    await assert.rejects(openDatabase(url, ''), (e: unknown) => e instanceof MigrationError && /9999-from-the-future/.test(e.message));
+  });
+
+  it('keeps names unique: a second customer or disk safe of the same name is refused', async () => {
+    const d = await openDatabase(await fx.newUrl(), '');
+    try {
+      const now = new Date().toISOString();
+      await d.db.insertInto('customers').values({ id: 'c1', name: 'Acme', created_at: now }).execute();
+      await assert.rejects(d.db.insertInto('customers').values({ id: 'c2', name: 'Acme', created_at: now }).execute());
+      assert.equal((await d.db.selectFrom('customers').selectAll().execute()).length, 1);
+    } finally {
+      await d.close();
+    }
+  });
+});
+
+it('refuses a --db URL it cannot open, without showing its password', async () => {
+  await assert.rejects(openDatabase('mysql://root:hunter2@db/x', ''), (e: unknown) => e instanceof DatabaseUrlError && /postgres:\/\//.test(e.message) && !/hunter2/.test(e.message));
+  assert.equal(redactUrl('postgres://u:hunter2@h:5432/d'), 'postgres://u:***@h:5432/d');
+});
