@@ -79,6 +79,7 @@ export function register(program: Command): void {
       if (stream && (flags.filesFrom ?? flags.filesFromVerbatim ?? flags.filesFromRaw)) throw new ExitError('--stdin and --stdin-from-command take no --files-from lists', EXIT.usage);
       // Before the session: when no path exists, not even a lock is written.
       const targets = stream ? undefined : await backupTargets(paths, flags, warn);
+      if (targets) processPool(); // its threads start while the key is derived
       await backupSession(g, async (repo, signal) => {
         const result = targets
           ? await backupFiles(repo, g, flags, targets.paths, signal)

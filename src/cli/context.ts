@@ -155,10 +155,11 @@ const opened = new Set<Repository>();
 export async function openRepo(g: GlobalOptions, opts: { index?: boolean; dryRun?: boolean; signal?: AbortSignal } = {}): Promise<Repository> {
   const location = await backendFor(g, false, opts.signal);
   const store = await Store.open(opts.dryRun ? new DryRunBackend(location) : location, modeOptions());
-  const repo = await withPassword(getPassword(g), (password) => Repository.open(store, password, { preferKey: readKeyHint, onWarning: warn, minGraceMs: minGraceMs() }));
+  const repo = await withPassword(getPassword(g), (password) => Repository.open(store, password, {
+    preferKey: readKeyHint, onWarning: warn, minGraceMs: minGraceMs(), loadIndex: opts.index !== false,
+  }));
   opened.add(repo);
   saveKeyHint(repo.config.id, repo.keyId);
-  if (opts.index !== false) await repo.loadIndex();
   return repo;
 }
 

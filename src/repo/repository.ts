@@ -19,12 +19,12 @@ import { authenticateConfig, encodeConfig, newConfig, type RepoConfig } from './
 import { costTimes, decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile, type Password } from './key-file.js';
 import { BlobType, type PackedBlob } from './pack.js';
 import { blobIdHex, openBlob, type BlobKeys } from './blob-codec.js';
-import { MasterIndex, type BlobLocation } from './index-file.js';
+import { MasterIndex, type BlobLocation, type IndexFile } from './index-file.js';
 import { authenticateSnapshot, decodeSnapshot, encodeSnapshot, type Snapshot } from './snapshot.js';
-import { commitWindowMs, condemnedPacks, DEFAULT_MIN_GRACE_MS } from './deletion-marker.js';
+import { commitWindowMs, condemnedPacks, DEFAULT_MIN_GRACE_MS, type DeletionMarker } from './deletion-marker.js';
 import { RepositoryWriter, type WriterOptions } from './repository-writer.js';
 import { handleOf, loadChecked, loadEvery, saveAddressed } from './objects.js';
-import { isDamage, oldestFirst, Store, type SnapshotList } from './store.js';
+import { isDamage, oldestFirst, Store, type Loaded, type SnapshotList } from './store.js';
 import { decodeTree, type ContentEntry, type TreeNode } from './tree.js';
 import { BlobNotFoundError, CorruptObjectError, UnsupportedVersionError, WrongPasswordError } from './errors.js';
 
@@ -63,6 +63,22 @@ export interface OpenOptions {
    * within half of it (`commitWindowMs`, docs/format.md §15.4).
    */
   readonly minGraceMs?: number;
+  /**
+   * Load the index as well (`loadIndex`), while the key is derived: index
+   * files need no key, and scrypt leaves this thread idle.
+   */
+  readonly loadIndex?: boolean;
+}
+
+/** What the index is built from: the markers (read first, docs/format.md §15) and the index files. */
+interface IndexSources {
+  readonly markers: Loaded<DeletionMarker>;
+  readonly files: Loaded<IndexFile>;
+}
+
+async function loadIndexSources(store: Store): Promise<IndexSources> {
+  const markers = await store.loadMarkers();
+  return { markers, files: await store.loadIndexFiles() };
 }
 
 /** One key file, as `key list` shows it. */
@@ -175,6 +191,22 @@ export class Repository {
    * cost are reached only when the password fits no other.
    */
   static async open(store: Store, password: Password, opts: OpenOptions = {}): Promise<Repository> {
+    const sources = opts.loadIndex === true ? loadIndexSources(store) : undefined;
+    sources?.catch(() => undefined); // awaited once the key is known: a wrong password is said first
+    const repo = await Repository.unlock(store, password, opts);
+    if (sources) {
+      try {
+        repo.fillIndex(await sources);
+      } catch (e) {
+        repo.close();
+        throw e;
+      }
+    }
+    return repo;
+  }
+
+  /** `open` without the index: finds the key file the password opens. */
+  private static async unlock(store: Store, password: Password, opts: OpenOptions): Promise<Repository> {
     const { backend, config, configBytes: bytes } = store;
     const names: string[] = [];
     for await (const info of backend.list('key')) names.push(info.name);
@@ -288,9 +320,12 @@ export class Repository {
    * index through `RepoState.fill` instead.
    */
   async loadIndex(): Promise<void> {
+    this.fillIndex(await loadIndexSources(this.store));
+  }
+
+  private fillIndex({ markers, files }: IndexSources): void {
     // Markers first: a pack marked after this is handled by the snapshot fence (docs/format.md §15).
-    const pending = condemnedPacks((await this.store.loadMarkers()).ok.values());
-    const files = await this.store.loadIndexFiles();
+    const pending = condemnedPacks(markers.ok.values());
     for (const e of files.damaged.values()) throw e;
     for (const f of files.ok.values()) {
       for (const p of f.packs) {

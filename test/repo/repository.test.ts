@@ -336,6 +336,18 @@ describe('Repository: damage in storage', () => {
     await rejectsCorrupt(fresh.loadIndex(), `index ${index!.name}`);
   });
 
+  it('open with loadIndex loads the index beside the key: a damaged index after the right password, the wrong password before a damaged index', async () => {
+    const { backend } = await oneBlob(randomBytes(100));
+    const whole = await Repository.open(await Store.open(backend), TEST_PASSWORD, { loadIndex: true });
+    assert.equal(whole.index.size, 2, 'both blobs are indexed');
+    const [index] = await listAll(backend, 'index');
+    const bytes = await backend.load({ type: 'index', name: index!.name });
+    bytes[bytes.length - 10] = bytes[bytes.length - 10]! ^ 1;
+    await replaceObject(backend, 'index', index!.name, bytes);
+    await assert.rejects(Repository.open(await Store.open(backend), 'not the password', { loadIndex: true }), WrongPasswordError);
+    await rejectsCorrupt(Repository.open(await Store.open(backend), TEST_PASSWORD, { loadIndex: true }), `index ${index!.name}`);
+  });
+
   it('a malformed index stored under its own checksum → loadIndex throws naming the index', async () => {
     const { backend } = await memoryRepo();
     for (const bytes of [Buffer.from('HFIX\x01garbage'), encodeIndex({ packs: [], supersedes: [] }).subarray(0, 10), Buffer.alloc(0)]) {
