@@ -99,6 +99,11 @@ export function sameEntry(a: PackedBlob, b: PackedBlob): boolean {
   return a.id === b.id && a.type === b.type && a.flags === b.flags && a.offset === b.offset && a.length === b.length && a.rawLength === b.rawLength;
 }
 
+/** A key equal for two entries of one pack exactly when `sameEntry` holds: entries deduplicated through a Set, in linear time. */
+export function entryKey(pack: string, b: PackedBlob): string {
+  return `${pack} ${b.id} ${b.type} ${b.flags} ${b.offset} ${b.length} ${b.rawLength}`;
+}
+
 /** A short key that is equal for two records exactly when they describe the same pack the same way. */
 export function recordKey(p: IndexedPack): string {
   return `${p.pack}:${sha256(encodeIndex({ packs: [p], supersedes: [] })).toString('base64')}`;

@@ -5,17 +5,12 @@
  * check and repair decide on.
  */
 import { condemnedPacks, type DeletionMarker } from './deletion-marker.js';
-import { recordKey, sameEntry, type BlobLocation, type IndexFile, type IndexedPack, type MasterIndex } from './index-file.js';
+import { entryKey, recordKey, sameEntry, type BlobLocation, type IndexFile, type IndexedPack, type MasterIndex } from './index-file.js';
 import type { PackedBlob } from './pack.js';
 import type { Loaded, Store } from './store.js';
 
 /** Copies of a blob checked one by one before `RepoState` keys them. */
 const SCAN_COPIES = 8;
-
-/** A key equal for two entries of one pack exactly when `sameEntry` holds. */
-function entryKey(pack: string, b: PackedBlob): string {
-  return `${pack} ${b.id} ${b.type} ${b.flags} ${b.offset} ${b.length} ${b.rawLength}`;
-}
 
 /**
  * One look at the repository's plain state, read in the order the GC

@@ -15,7 +15,7 @@
  * after the pack listing is named by an index file written after the index
  * listing, which is kept.
  */
-import { sameEntry, type IndexedPack } from '../../repo/index-file.js';
+import { entryKey, type IndexedPack } from '../../repo/index-file.js';
 import type { PackedBlob } from '../../repo/pack.js';
 import type { Store } from '../../repo/store.js';
 import { CorruptObjectError, UnsupportedVersionError } from '../../repo/errors.js';
@@ -46,12 +46,18 @@ export async function rebuildIndex(repo: Store, opts: RebuildIndexOptions = {}):
   const oldNames = [...old.ok.keys(), ...old.damaged.keys()];
   const packs = await repo.list('data');
   // Every entry any old index file had for a pack (a client can add index files, so no one of them is the truth).
+  // A record may list one blob any number of times: entries are told apart by key, in linear time.
   const previously = new Map<string, PackedBlob[]>();
+  const seen = new Set<string>();
   for (const f of old.ok.values()) {
     for (const p of f.packs) {
       let l = previously.get(p.pack);
       if (!l) previously.set(p.pack, (l = []));
-      for (const b of p.blobs) if (!l.some((x) => sameEntry(x, b))) l.push(b);
+      for (const b of p.blobs) {
+        const key = entryKey(p.pack, b);
+        if (!seen.has(key)) l.push(b);
+        seen.add(key);
+      }
     }
   }
 
