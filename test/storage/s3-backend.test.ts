@@ -14,7 +14,11 @@ import { after, before, describe, it } from 'node:test';
 import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Agent } from 'node:https';
 
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 
 import { NotFoundError, TransientError } from '../../src/storage/backend.js';
@@ -69,7 +73,52 @@ async function putRaw(key: string): Promise<void> {
 
 backendConformance('S3Backend (s3rver, HTTPS)', async (o) => fresh({ listPageSize: o.listPageSize }));
 
+/** The x-amz-content-sha256 of each PUT that passes through the proxy, by key. */
+type PayloadHashes = Map<string, string | undefined>;
+
+/**
+ * An HTTPS pass-through to the test endpoint on loopback, with its key and
+ * certificate, that records the payload hash each PUT was signed with.
+ */
+async function recordingProxy(): Promise<{ endpoint: string; puts: PayloadHashes; close(): Promise<void> }> {
+  const puts: PayloadHashes = new Map();
+  const up = new URL(s3.endpoint);
+  const server = createHttpsServer({ key: await readFile(join(s3.dir, 'key.pem')), cert: s3.ca }, (req, res) => {
+    if (req.method === 'PUT') puts.set(new URL(req.url ?? '', 'https://x').pathname, req.headers['x-amz-content-sha256'] as string | undefined);
+    const fwd = httpsRequest({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers, ca: s3.ca }, (upRes) => {
+      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+      upRes.pipe(res);
+    });
+    fwd.on('error', () => res.destroy());
+    req.pipe(fwd);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    endpoint: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    puts,
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await closed;
+    },
+  };
+}
+
 describe('S3Backend', () => {
+  it('over HTTPS sends a body without hashing it into the signature (TLS protects it), and the endpoint stores it', async () => {
+    const proxy = await recordingProxy();
+    const b = new S3Backend(parseS3Location(`${proxy.endpoint}/${TEST_BUCKET}/unsigned`), s3.settings);
+    try {
+      const h = handleOf('data', 'unsigned');
+      await b.save(h, bytes(5000, 7));
+      assert.deepEqual(await b.load(h), bytes(5000, 7));
+      assert.deepEqual([...proxy.puts], [[`/${TEST_BUCKET}/unsigned/data/${h.name.slice(0, 2)}/${h.name}`, 'UNSIGNED-PAYLOAD']]);
+    } finally {
+      await b.close();
+      await proxy.close();
+    }
+  });
+
   it('refuses an endpoint whose certificate it does not trust, saying how to trust it', async () => {
     const b = new S3Backend(parseS3Location(s3.locationRest('untrusted')), { credentials: s3.settings.credentials! });
     try {
@@ -167,6 +216,24 @@ describe('S3Backend when the endpoint fails (s3rver over HTTP, behind a fault pr
     new RetryingBackend(b, { policy: { attempts, baseDelayMs: 1, maxDelayMs: 5, maxElapsedMs: 60_000 } });
 
   const part = (n: number) => (req: IncomingMessage): boolean => req.method === 'PUT' && new URL(req.url ?? '', 'http://x').searchParams.get('partNumber') === String(n);
+
+  it('over plain HTTP signs each body\'s SHA-256 (nothing else keeps it from being changed on the way)', async () => {
+    const b = behindProxy();
+    const puts: PayloadHashes = new Map();
+    proxy.setRule((req) => {
+      if (req.method === 'PUT') puts.set(new URL(req.url ?? '', 'http://x').pathname, req.headers['x-amz-content-sha256'] as string | undefined);
+      return 'pass';
+    });
+    try {
+      const h = handleOf('snapshot', 'signed');
+      await b.save(h, bytes(3000, 2));
+      assert.deepEqual(await b.load(h), bytes(3000, 2));
+      assert.deepEqual([...puts.values()], [createHash('sha256').update(bytes(3000, 2)).digest('hex')]);
+    } finally {
+      proxy.setRule(() => 'pass');
+      await b.close();
+    }
+  });
 
   it('a multipart upload whose part fails is aborted and leaves no object', async () => {
     const b = behindProxy({ multipartThreshold: 1000, partSize: 300 });
