@@ -13,6 +13,7 @@
  */
 import type { CompressionMode } from '../../core/compress.js';
 import type { Repository } from '../../repo/repository.js';
+import type { WireError } from '../pool/wire-error.js';
 
 export interface BlockInit {
   readonly encryption: Uint8Array;
@@ -102,7 +103,7 @@ export interface UnpackResult {
   /** With fd < 0: the plaintext of each blob, in task order (transferred); empty for a bad one. */
   readonly plain?: Uint8Array[];
   /** Blobs that failed to open or to match their id (by index in the task), and why; nothing was written for them. */
-  readonly bad: { index: number; message: string }[];
+  readonly bad: { index: number; error: WireError }[];
 }
 
 export type BlockTask = ScanTask | SealTask | UnpackTask;

@@ -12,6 +12,7 @@ import { blobIdHex, openBlob, prepareBlob, type BlobKeys } from '../../repo/blob
 import { BlobType } from '../../repo/pack.js';
 import { fingerprint, fingerprintKey, FP_BYTES } from '../../core/crypto.js';
 import type { TaskHandler } from '../pool/pool-worker.js';
+import { wireError } from '../pool/wire-error.js';
 import { BlockKind, type BlockInit, type BlockTask, type ScanResult, type ScanTask, type SealResult, type SealTask, type SealedBlock, type UnpackResult, type UnpackTask } from './block-protocol.js';
 
 // The session whose task runs. A thread runs one task at a time, synchronously
@@ -93,7 +94,7 @@ function unpack(t: UnpackTask, transfer: ArrayBuffer[]): UnpackResult {
     try {
       p = openChecked(b, sealed, what, t.fd >= 0);
     } catch (e) {
-      bad.push({ index, message: (e as Error).message });
+      bad.push({ index, error: wireError(e) });
       plain.push(new Uint8Array(0));
       continue;
     }

@@ -31,6 +31,7 @@ import { blockDeviceSize, devNo, mountsOf, type LiveUse } from '../../sources/im
 import { openImageSnapshot, type ImageSnapshotReader } from './image-reader.js';
 import { PoolSession, type JobPoolOptions } from '../pool/worker-pool.js';
 import { BLOCK_WORKER, blockInit, type BlockTask, type UnpackBlob, type UnpackResult } from './block-protocol.js';
+import { rebuildError, wireError } from '../pool/wire-error.js';
 import { BlobType } from '../../repo/pack.js';
 import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
 import type { BlobLocation } from '../../repo/index-file.js';
@@ -353,16 +354,16 @@ export class ImageRestore {
       res = await pool.run<UnpackResult>({ kind: 'unpack', pack, data: own, blobs, fd: sink.fd ?? -1 }, [own.buffer as ArrayBuffer]);
     } catch (e) {
       if (!(e instanceof NotFoundError || e instanceof ShortReadError)) throw e;
-      const message = new CorruptObjectError(`pack ${pack}`, `${e instanceof NotFoundError ? 'missing' : 'truncated'} (needed for the image)`).message;
-      res = { bytes: 0, bad: items.map((_, index) => ({ index, message })) };
+      const error = wireError(new CorruptObjectError(`pack ${pack}`, `${e instanceof NotFoundError ? 'missing' : 'truncated'} (needed for the image)`));
+      res = { bytes: 0, bad: items.map((_, index) => ({ index, error })) };
     }
-    const bad = new Map(res.bad.map((x) => [x.index, x.message]));
+    const bad = new Map(res.bad.map((x) => [x.index, x.error]));
     await Promise.all(items.map(async (x, k) => {
       let v: Buffer | number;
-      const message = bad.get(k);
-      if (message !== undefined) {
-        const next = this.repo.copyFailed(x.loc, message);
-        if (!next) throw new CorruptObjectError(`block ${x.blocks[0]} (${x.id})`, message);
+      const error = bad.get(k);
+      if (error !== undefined) {
+        const next = this.repo.copyFailed(x.loc, error.message);
+        if (!next) throw rebuildError(error); // as the main thread would have thrown it: its class and code
         v = await this.repo.loadBlob(BlobType.Data, x.id);
       } else {
         const plain = res.plain?.[k];

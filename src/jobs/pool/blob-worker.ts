@@ -17,6 +17,7 @@ import { pushEntry, slicePlain, type ContentEntry } from '../../repo/tree.js';
 import { errorOf } from '../../sources/file-tree.js';
 import type { ChunkFileResult, ChunkFileTask, FileJob, FileMeta, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyJob, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
 import type { TaskHandler } from './pool-worker.js';
+import { wireError } from './wire-error.js';
 
 /** What one session (one job) keeps: its keys, its codecs, the small files it stored. */
 interface Session {
@@ -279,7 +280,7 @@ function unpack(t: UnpackTask): UnpackResult {
       // Each blob is written out before the next is opened: one reused buffer holds them all.
       plain = openBlob(keys, { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, data.subarray(b.offset, b.offset + b.length), what, reusedBuffer);
     } catch (e) {
-      bad.push({ index, message: (e as Error).message });
+      bad.push({ index, error: wireError(e) });
       continue;
     }
     for (const target of b.targets) {

@@ -6,10 +6,11 @@
  * in one process share the process's threads.
  *
  *   { open: { session, script, init } }   → handler = (await import(script)).createHandler(init)
- *   { session, id, task }                 → { id, result } | { id, error }
+ *   { session, id, task }                 → { id, result } | { id, error }   (error: a `WireError`)
  *   { close: session }                    → the handler (and its keys) dropped
  */
 import { parentPort } from 'node:worker_threads';
+import { wireError } from './wire-error.js';
 
 /** Runs one task of a session; buffers to move back to the main thread go into `transfer`. */
 export type TaskHandler<TTask = unknown> = (task: TTask, transfer: ArrayBuffer[]) => unknown;
@@ -42,7 +43,7 @@ parentPort!.on('message', (msg: PoolMessage) => {
   const { session, id, task } = msg;
   const handler = sessions.get(session);
   if (!handler) {
-    parentPort!.postMessage({ id, error: `session ${session} is not open in this worker` });
+    parentPort!.postMessage({ id, error: wireError(new Error(`session ${session} is not open in this worker`)) });
     return;
   }
   void handler.then((run) => {
@@ -50,6 +51,6 @@ parentPort!.on('message', (msg: PoolMessage) => {
     const result = run(task, transfer);
     parentPort!.postMessage({ id, result }, transfer);
   }).catch((e: unknown) => {
-    parentPort!.postMessage({ id, error: (e as Error).message ?? String(e) });
+    parentPort!.postMessage({ id, error: wireError(e) });
   });
 });

@@ -19,6 +19,7 @@ import type { CompressionMode } from '../../core/compress.js';
 import type { BlobType } from '../../repo/pack.js';
 import type { ContentEntry } from '../../repo/tree.js';
 import type { ReadError } from '../../sources/file-tree.js';
+import type { WireError } from './wire-error.js';
 
 export interface InitMessage {
   readonly encryption: Uint8Array;
@@ -147,7 +148,7 @@ export interface UnpackResult {
   /** Targets that could not be written, by path. */
   readonly failed: { path: Uint8Array; message: string }[];
   /** Blobs that failed to open or to match their id (by index in the task), and why; nothing was written for them. */
-  readonly bad: { index: number; message: string }[];
+  readonly bad: { index: number; error: WireError }[];
 }
 
 export interface VerifyJob {

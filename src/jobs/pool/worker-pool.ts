@@ -20,6 +20,7 @@ import type { CompressionMode } from '../../core/compress.js';
 import type { Repository } from '../../repo/repository.js';
 import type { InitMessage, Task } from './protocol.js';
 import type { PoolMessage } from './pool-worker.js';
+import { rebuildError, type WireError } from './wire-error.js';
 
 interface Pending {
   resolve(v: unknown): void;
@@ -63,12 +64,12 @@ export class WorkerPool {
     for (let i = 0; i < size; i++) {
       const worker = new Worker(THREAD_URL);
       const slot: Slot = { worker, pending: new Map() };
-      worker.on('message', (msg: { id: number; result?: unknown; error?: string }) => {
+      worker.on('message', (msg: { id: number; result?: unknown; error?: WireError }) => {
         const p = slot.pending.get(msg.id);
         if (!p) return;
         slot.pending.delete(msg.id);
         p.session.inFlight--;
-        if (msg.error !== undefined) p.reject(new Error(msg.error));
+        if (msg.error !== undefined) p.reject(rebuildError(msg.error)); // as it was thrown: its class, code and stack
         else p.resolve(msg.result);
         this.wake();
       });

@@ -35,6 +35,8 @@ import { PathBuffer, walkTree } from '../tree-walk.js';
 import { prepareExisting, type Overwrite } from './overwrite.js';
 import type { Excludes } from '../backup/excludes.js';
 import { PoolSession, type JobPoolOptions } from '../pool/worker-pool.js';
+import { rebuildError, wireError } from '../pool/wire-error.js';
+import { errorCode, type ErrorCode } from '../../core/errors.js';
 import type { FileMeta, Task, UnpackBlob, UnpackResult, UnpackTarget, VerifyJob, VerifyResult } from '../pool/protocol.js';
 
 export interface RestoreOptions extends JobPoolOptions {
@@ -76,10 +78,21 @@ export interface RestoreProgress {
   current: string;
 }
 
+/** A path not restored. */
+export interface FailedPath {
+  readonly path: string;
+  readonly error: string;
+  readonly code?: ErrorCode;
+}
+
 export interface RestoreResult {
   readonly progress: RestoreProgress;
-  /** Paths (in the snapshot) that were not restored, with the reason: the first MAX_FAILED_LISTED of them. */
-  readonly failed: { path: string; error: string }[];
+  /**
+   * Paths (in the snapshot) that were not restored, with the reason and, when
+   * the engine raised it, its error's code (src/core/errors.ts; the same
+   * whether a worker thread or this one met it): the first MAX_FAILED_LISTED of them.
+   */
+  readonly failed: FailedPath[];
   /** How many paths were not restored, listed or not. */
   readonly failedCount: number;
   /** Paths whose restored bytes or mtime did not match, when verifying, with what differs. */
@@ -142,7 +155,7 @@ const asBuffer = (p: PosixPath): Buffer => (typeof p === 'string' ? Buffer.from(
 
 export class Restorer {
   private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, filesSkipped: 0, bytesSkipped: 0, totalFiles: 0, totalBytes: 0, walked: false, current: '' };
-  private readonly failed: { path: string; error: string }[] = [];
+  private readonly failed: FailedPath[] = [];
   private failedCount = 0;
   /** The first error that ends the restore, raised by work running alongside the walk. */
   private fatal: { error: unknown } | undefined;
@@ -188,12 +201,13 @@ export class Restorer {
     if (this.failedPaths.has(key)) return;
     this.failedPaths.add(key);
     const error = (e as Error).message ?? String(e);
-    this.listFailed(path.toString(), error);
+    const code = errorCode(e);
+    this.listFailed({ path: path.toString(), error, ...(code ? { code } : {}) });
     this.opts.onWarning?.(path.toString(), `not restored: ${error}`);
   }
 
-  private listFailed(path: string, error: string): void {
-    if (++this.failedCount <= MAX_FAILED_LISTED) this.failed.push({ path, error });
+  private listFailed(f: FailedPath): void {
+    if (++this.failedCount <= MAX_FAILED_LISTED) this.failed.push(f);
   }
 
   async run(tree: string): Promise<RestoreResult> {
@@ -227,7 +241,7 @@ export class Restorer {
     const skipped = new Set<string>();
     const walker = walkTree(this.repo, tree, {
       onUnsafe: (path, reason) => {
-        this.listFailed(path, `refused: ${reason}`);
+        this.listFailed({ path, error: `refused: ${reason}` });
         this.opts.onWarning?.(path, `refused to restore: ${reason}`);
       },
       filter: (path) => (this.includes.length === 0 || included(this.includes, path.toString())) && !this.opts.excludes?.matches(path) && !skippedBelow(skipped, path),
@@ -473,27 +487,29 @@ export class Restorer {
       result = await pool.run<UnpackResult>({ kind: 'unpack', pack, data, blobs: task }, [data.buffer as ArrayBuffer]);
     } catch (e) {
       if (!(e instanceof CorruptObjectError)) throw e;
-      result = { bytes: 0, failed: [], bad: list.map((_, index) => ({ index, message: e.message })) };
+      const error = wireError(e);
+      result = { bytes: 0, failed: [], bad: list.map((_, index) => ({ index, error })) };
     }
     this.progress.bytes += result.bytes;
     const failedDest = new Map(result.failed.map((f) => [Buffer.from(f.path).toString('latin1'), f.message]));
     // A bad copy: its targets wait for another copy, or fail with it when there is none.
-    const lost = new Map<PlannedBlob, string>();
-    for (const { index, message } of result.bad) {
+    const lost = new Map<PlannedBlob, Error>();
+    for (const { index, error } of result.bad) {
       const b = list[index]!;
-      const next = this.repo.copyFailed(b.loc, message);
+      const next = this.repo.copyFailed(b.loc, error.message);
       if (next) this.planCopy(next, b.targets, b.owners);
-      else lost.set(b, message);
+      else lost.set(b, rebuildError(error)); // the worker's error as the main thread would have thrown it (its code)
     }
     const retried = new Set(result.bad.map(({ index }) => list[index]!));
     for (const b of list) {
       if (retried.has(b) && !lost.has(b)) continue;
       b.targets.forEach((t, i) => {
         const owner = b.owners[i]!;
-        const message = lost.get(b) ?? failedDest.get(Buffer.from(t.path).toString('latin1'));
-        if (message !== undefined) {
+        const failedWrite = failedDest.get(Buffer.from(t.path).toString('latin1'));
+        const error = lost.get(b) ?? (failedWrite === undefined ? undefined : new Error(failedWrite));
+        if (error !== undefined) {
           if (owner.file) owner.file.failed = true;
-          this.fail(owner.path, new Error(message));
+          this.fail(owner.path, error);
           removeQuietly(Buffer.from(t.path));
         } else if (!owner.file) {
           this.progress.files++;
