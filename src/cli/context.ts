@@ -17,7 +17,7 @@ import { NotARepositoryError } from '../repo/errors.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword, withPassword } from './password.js';
 import { readKeyHint, saveKeyHint } from './key-hint.js';
-import { minGraceMs, retryForMs, s3Settings, workerCount } from './environment.js';
+import { httpSettings, minGraceMs, retryForMs, s3Settings, workerCount } from './environment.js';
 import { WorkerPool } from '../jobs/pool/worker-pool.js';
 import { readableSnapshots } from '../jobs/snapshots/select.js';
 
@@ -33,8 +33,10 @@ export interface GlobalOptions {
   limitUpload?: number;
   /** --limit-download, in KiB/s. */
   limitDownload?: number;
-  /** --cacert: a PEM file of a CA to trust for S3 endpoints. */
+  /** --cacert: a PEM file of a CA to trust for S3 endpoints and holdfast servers. */
   cacert?: string;
+  /** --fingerprint: the SHA-256 fingerprint of a holdfast server's certificate, to pin. */
+  fingerprint?: string;
 }
 
 /** The global options of the command being run. */
@@ -95,7 +97,8 @@ export async function backendFor(g: GlobalOptions, creating = false, signal?: Ab
 
 /** Like `backendFor`, for a repository at `location` (the other repository of `copy` and `init --copy-from`). */
 export async function backendAt(location: string, g: GlobalOptions, creating = false, signal?: AbortSignal): Promise<Backend> {
-  const backend = openBackend(location, { s3: await s3Settings(g.cacert) });
+  const https = /^https:/i.test(location);
+  const backend = openBackend(location, https ? { http: await httpSettings(g.fingerprint, g.cacert) } : { s3: await s3Settings(g.cacert) });
   await refuseFileLocation(backend, creating);
   const up = g.limitUpload ?? 0;
   const down = g.limitDownload ?? 0;

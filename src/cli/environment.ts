@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os';
 import { describeScrypt, validScryptParams, DEFAULT_SCRYPT_PARAMS, type ScryptParams } from '../core/crypto.js';
 import { DEFAULT_MIN_GRACE_MS, parseDuration } from '../repo/deletion-marker.js';
 import type { S3Settings } from '../storage/s3-backend-config.js';
+import { parseFingerprint, type HttpSettings } from '../storage/http-backend.js';
 import { ExitError, EXIT } from './exit-codes.js';
 
 type Env = NodeJS.ProcessEnv;
@@ -63,21 +64,46 @@ export async function s3Settings(cacert: string | undefined, env: Env = process.
   }
   const token = env['AWS_SESSION_TOKEN'];
   const region = env['AWS_DEFAULT_REGION'] || env['AWS_REGION'];
-  const caFile = cacert ?? (env['HOLDFAST_CACERT'] || undefined);
-  let ca: string | undefined;
-  if (caFile !== undefined) {
-    try {
-      ca = await readFile(caFile, 'utf8');
-    } catch (e) {
-      throw new ExitError(`cannot read the CA certificate ${caFile}: ${(e as Error).message}`, EXIT.usage);
-    }
-    if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw new ExitError(`${caFile} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`, EXIT.usage);
-  }
+  const ca = await caCertificate(cacert, env);
   return {
     ...(id && secret ? { credentials: { accessKeyId: id, secretAccessKey: secret, ...(token ? { sessionToken: token } : {}) } } : {}),
     ...(region ? { region } : {}),
     ...(ca === undefined ? {} : { ca }),
   };
+}
+
+/** The PEM of --cacert or HOLDFAST_CACERT, read and checked; undefined when neither is given. */
+async function caCertificate(cacert: string | undefined, env: Env): Promise<string | undefined> {
+  const caFile = cacert ?? (env['HOLDFAST_CACERT'] || undefined);
+  if (caFile === undefined) return undefined;
+  let ca: string;
+  try {
+    ca = await readFile(caFile, 'utf8');
+  } catch (e) {
+    throw new ExitError(`cannot read the CA certificate ${caFile}: ${(e as Error).message}`, EXIT.usage);
+  }
+  if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw new ExitError(`${caFile} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`, EXIT.usage);
+  return ca;
+}
+
+/**
+ * How to reach a disk safe on a holdfast server (src/storage/http-backend.ts):
+ * the token from HOLDFAST_TOKEN; the server certificate's fingerprint to pin
+ * from --fingerprint or HOLDFAST_FINGERPRINT (then no CA is asked), else a CA
+ * to trust besides the system's from --cacert or HOLDFAST_CACERT.
+ */
+export async function httpSettings(fingerprint: string | undefined, cacert: string | undefined, env: Env = process.env): Promise<HttpSettings> {
+  const token = env['HOLDFAST_TOKEN'] || undefined;
+  const pin = fingerprint ?? (env['HOLDFAST_FINGERPRINT'] || undefined);
+  if (pin !== undefined) {
+    try {
+      parseFingerprint(pin);
+    } catch (e) {
+      throw new ExitError((e as Error).message, EXIT.usage);
+    }
+  }
+  const ca = pin === undefined ? await caCertificate(cacert, env) : undefined;
+  return { ...(token === undefined ? {} : { token }), ...(pin === undefined ? {} : { fingerprint: pin }), ...(ca === undefined ? {} : { ca }) };
 }
 
 /**

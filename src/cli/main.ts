@@ -45,7 +45,7 @@ const COMMANDS: readonly (readonly [string, () => Promise<CommandModule>])[] = [
 ];
 
 /** Global options that take a value: the word after one is not the command. */
-const GLOBAL_VALUE_OPTIONS = new Set(['-r', '--repo', '--password-file', '--password-command', '--limit-upload', '--limit-download', '--cacert']);
+const GLOBAL_VALUE_OPTIONS = new Set(['-r', '--repo', '--password-file', '--password-command', '--limit-upload', '--limit-download', '--cacert', '--fingerprint']);
 
 /**
  * The command modules `argv` needs: the one it names; all of them when it
@@ -84,7 +84,8 @@ async function main(argv: string[]): Promise<number> {
     .option('-v, --verbose', 'list each file a backup stores or a restore writes (-v -v: unchanged files too)', (_: string, n: number) => n + 1, 0)
     .option('--limit-upload <KiB/s>', 'limit uploads to the repository to this many KiB a second (default 0: unlimited)', kibPerSecond('--limit-upload'))
     .option('--limit-download <KiB/s>', 'limit downloads from the repository to this many KiB a second (default 0: unlimited)', kibPerSecond('--limit-download'))
-    .option('--cacert <file>', 'trust the CA certificate in this PEM file for an S3 endpoint, besides the system\'s (or HOLDFAST_CACERT)')
+    .option('--cacert <file>', 'trust the CA certificate in this PEM file for an S3 endpoint or a holdfast server, besides the system\'s (or HOLDFAST_CACERT)')
+    .option('--fingerprint <SHA256:…>', 'for a holdfast server (https://HOST:PORT/safes/NAME): accept only the certificate with this SHA-256 fingerprint, whoever signed it (or HOLDFAST_FINGERPRINT)')
     .exitOverride()
     .showSuggestionAfterError();
   try {

@@ -8,6 +8,8 @@
  *   /abs/path, ./rel   the same as local:
  *   s3:https://host:port/bucket/prefix, s3:s3.amazonaws.com/bucket/prefix, …
  *                      an S3 bucket (s3-backend-config.ts has the forms)
+ *   https://host:port/safes/NAME
+ *                      a disk safe on a holdfast server (http-backend.ts)
  *
  * Anything else that looks like `scheme:` (sftp://, ...) is refused with an
  * "unsupported repository location" error rather than taken for a path.
@@ -17,6 +19,7 @@ import path from 'node:path';
 import type { Backend } from './backend.js';
 import { LocalBackend } from './local-backend.js';
 import { MemoryBackend } from './memory-backend.js';
+import { HttpBackend, parseHttpLocation, type HttpSettings } from './http-backend.js';
 import { S3Backend } from './s3-backend.js';
 import { parseS3Location, type S3Settings } from './s3-backend-config.js';
 
@@ -45,6 +48,8 @@ export interface OpenBackendOptions {
   readonly memory?: MemoryRegistry;
   /** For `s3:` locations: credentials, region, a CA to trust (the CLI reads them from the environment and --cacert). */
   readonly s3?: S3Settings;
+  /** For `https:` locations: the token, a pinned fingerprint or a CA to trust (the CLI reads them from the environment, --fingerprint and --cacert). */
+  readonly http?: HttpSettings;
 }
 
 /** Opens the backend for `location`; see the module comment for the forms accepted. */
@@ -66,9 +71,13 @@ export function openBackend(location: string, opts: OpenBackendOptions = {}): Ba
     }
     case 's3':
       return new S3Backend(parseS3Location(rest), opts.s3);
+    case 'https':
+      return new HttpBackend(parseHttpLocation(location), opts.http);
+    case 'http':
+      throw new Error(`unsupported repository location "${location}": a holdfast server speaks HTTPS only (https://HOST:PORT/safes/NAME)`);
     default:
       throw new Error(
-        `unsupported repository location "${location}": unknown scheme "${scheme}:" (use local:/path, a plain path or s3:https://host/bucket)`,
+        `unsupported repository location "${location}": unknown scheme "${scheme}:" (use local:/path, a plain path, s3:https://host/bucket or https://host:port/safes/NAME)`,
       );
   }
 }

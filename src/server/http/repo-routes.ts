@@ -1,0 +1,398 @@
+/**
+ * The repository over HTTPS, server side: a fastify plugin that serves each
+ * disk safe's objects to `HttpBackend` (src/storage/http-backend.ts) and to
+ * any client written from docs/format.md, "Wire protocol". It knows nothing
+ * of users or databases: the caller gives it a `SafeResolver` that turns a
+ * bearer token and a safe's name into the safe's `Backend` and the token's
+ * rights, or into nothing (404, the same for a safe that does not exist and
+ * for one the token may not see).
+ *
+ *   GET    /safes/S                    {"protocol":1,"rights":…}
+ *   POST   /safes/S                    create the layout (idempotent)
+ *   GET    /safes/S/config             HEAD, PUT, DELETE alike
+ *   GET    /safes/S/FOLDER?prefix=&after=&limit=     a page of the listing
+ *   HEAD   /safes/S/FOLDER/NAME        size
+ *   GET    /safes/S/FOLDER/NAME        bytes, or a Range of them
+ *   PUT    /safes/S/FOLDER/NAME        add (Content-Length required)
+ *   DELETE /safes/S/FOLDER/NAME        remove (rights permitting)
+ *
+ * A PUT is read whole into one buffer of its declared length, hashed as it
+ * arrives, checked against its name (the SHA-256 of a content-addressed
+ * object, the config's own checksum), put through the safe's hooks and only
+ * then handed to the backend, whose save is atomic: a body cut off, a wrong
+ * length or a wrong hash stores nothing. Rights: `read` reads and lists;
+ * `append` also adds, and removes only the lock objects it added itself
+ * (as `AppendOnlyBackend` lets a client do), never a deletion marker
+ * (docs/format.md §18); `full` does everything.
+ */
+import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+
+import {
+  AlreadyExistsError,
+  NotFoundError,
+  ShortReadError,
+  type Backend,
+  type Handle,
+  type ObjectInfo,
+  type ObjectType,
+} from '../../storage/backend.js';
+import { AppendOnlyError } from '../../storage/append-only-backend.js';
+import { byteRange, checkPrefix, nameProblem, OBJECT_FOLDERS } from '../../storage/object-names.js';
+import { MAX_PACK_BYTES } from '../../repo/pack.js';
+import { UploadRefusedError } from '../services/upload-refused-error.js';
+
+/** The protocol version `GET /safes/S` reports; a client refuses a server whose version it does not know. */
+export const REPO_PROTOCOL_VERSION = 1;
+
+/** What a token may do to a safe. */
+export type SafeRights = 'read' | 'append' | 'full';
+
+/** A safe as the resolver grants it to one request. */
+export interface SafeAccess {
+  /** The safe's storage. The plugin does not close it. */
+  readonly backend: Backend;
+  readonly rights: SafeRights;
+  /**
+   * Who is asking (a token's id): an `append` caller may remove the lock
+   * objects that the same principal added, and no others.
+   */
+  readonly principal: string;
+  /**
+   * Called before an upload's body is read, with its declared size: throw
+   * `UploadRefusedError` to refuse it (a quota) before anything is received.
+   */
+  beforeSave?(h: Handle, size: number, signal: AbortSignal): Promise<void>;
+  /**
+   * Called with the whole body once it was checked against its name, before
+   * it is stored: throw `UploadRefusedError` to refuse it (the backdated
+   * snapshot rule of src/server/services/snapshot-time-policy.ts).
+   */
+  beforeCommit?(h: Handle, bytes: Buffer, signal: AbortSignal): Promise<void>;
+}
+
+/** Turns a request's credentials into a safe, or undefined: 404 whether the safe is missing or not the token's. */
+export interface SafeResolver {
+  /**
+   * `token` is the bearer token of the request; `safe` the name from the
+   * path (as sent, unchecked); `signal` aborts when the request goes away.
+   */
+  resolveSafe(token: string, safe: string, signal: AbortSignal): Promise<SafeAccess | undefined>;
+}
+
+/** The options of the plugin. */
+export interface RepoRoutesOptions {
+  readonly resolver: SafeResolver;
+  /**
+   * Whether an upload must match its name (the SHA-256 of its bytes; the
+   * config's own checksum). True unless set false, which only a test of the
+   * storage contract does: its objects are not named after their bytes.
+   */
+  readonly verifyUploads?: boolean;
+  /** The largest body a PUT may declare; MAX_PACK_BYTES (src/repo/pack.ts) by default. */
+  readonly maxObjectBytes?: number;
+  /** The most entries a listing page may ask for (`limit`); 10000 by default. */
+  readonly maxPageSize?: number;
+}
+
+/** The listing page size when a request gives no `limit`. */
+export const DEFAULT_PAGE_SIZE = 1000;
+
+/** The response header that tells a client its rights, on every answer about a safe. */
+export const RIGHTS_HEADER = 'holdfast-rights';
+
+/** The response header that repeats an error's wire code (answers to HEAD have no body). */
+export const ERROR_HEADER = 'holdfast-error';
+
+/** URL folder → object type (the folders of docs/format.md §2.2; `data` is flat on the wire). */
+const TYPE_OF_FOLDER = new Map<string, Exclude<ObjectType, 'config'>>(
+  Object.entries(OBJECT_FOLDERS).map(([type, folder]) => [folder, type as Exclude<ObjectType, 'config'>]),
+);
+
+/** A request answered with an error: its status, its stable wire code, and a message for people. */
+class WireError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** The routes of the module comment; register with `app.register(repoRoutes, { resolver })`. */
+export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: FastifyInstance, opts: RepoRoutesOptions) => {
+  const verify = opts.verifyUploads !== false;
+  const maxBytes = opts.maxObjectBytes ?? MAX_PACK_BYTES;
+  const maxPage = opts.maxPageSize ?? 10_000;
+  /** Lock names each principal added to each safe: the ones an `append` caller may remove again. */
+  const ownLocks = new Map<string, Set<string>>();
+  const lockKey = (safe: string, principal: string): string => JSON.stringify([safe, principal]);
+
+  // Bodies are read by the PUT handler itself, as a stream of the declared length.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req: FastifyRequest, payload: Readable, done: (e: Error | null, body?: unknown) => void) => done(null, payload));
+
+  app.setErrorHandler((e: unknown, _req, reply) => {
+    const w = wireError(e);
+    if (w.status >= 500) reply.log.error(e);
+    void reply.code(w.status).header(ERROR_HEADER, w.code).send({ code: w.code, message: w.message });
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void reply.code(404).header(ERROR_HEADER, 'NO_SUCH_ROUTE').send({ code: 'NO_SUCH_ROUTE', message: `no such route: ${req.method} ${req.url.split('?')[0]}` });
+  });
+
+  /** The safe of the request, or a WireError (401 without a token, 404 when the resolver gives nothing). */
+  async function safeOf(req: FastifyRequest, reply: FastifyReply): Promise<{ access: SafeAccess; name: string; signal: AbortSignal }> {
+    const { safe } = req.params as { safe: string };
+    const auth = req.headers.authorization;
+    const token = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : undefined;
+    if (!token) throw new WireError(401, 'UNAUTHENTICATED', 'no token: send Authorization: Bearer TOKEN (the CLI reads HOLDFAST_TOKEN)');
+    const ac = new AbortController();
+    // The response closes unfinished only when the connection went away.
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) ac.abort(new Error('the client went away'));
+    });
+    const access = await opts.resolver.resolveSafe(token, safe, ac.signal);
+    if (access === undefined) throw new WireError(404, 'NO_SUCH_SAFE', `no disk safe ${JSON.stringify(safe)}, or the token does not give access to it`);
+    void reply.header(RIGHTS_HEADER, access.rights);
+    return { access, name: safe, signal: ac.signal };
+  }
+
+  /** The handle named by the request's path, or a 400. */
+  function handleOf(req: FastifyRequest): Handle {
+    const { folder, name } = req.params as { folder?: string; name?: string };
+    const type: ObjectType | undefined = folder === undefined ? 'config' : TYPE_OF_FOLDER.get(folder);
+    if (type === undefined) throw new WireError(404, 'NO_SUCH_ROUTE', `no object folder ${JSON.stringify(folder)} (folders: ${[...TYPE_OF_FOLDER.keys()].join(', ')})`);
+    const h = { type, name: name ?? 'config' };
+    const problem = nameProblem(type, h.name);
+    if (problem !== undefined) throw new WireError(400, 'BAD_NAME', `invalid ${type} name ${JSON.stringify(h.name)}: ${problem}`);
+    return h;
+  }
+
+  app.get('/safes/:safe', async (req, reply) => {
+    const s = await safeOf(req, reply);
+    return { protocol: REPO_PROTOCOL_VERSION, rights: s.access.rights };
+  });
+
+  app.post('/safes/:safe', async (req, reply) => {
+    const s = await safeOf(req, reply);
+    if (s.access.rights === 'read') throw readOnly('create the safe\'s layout');
+    await s.access.backend.create({ signal: s.signal });
+    return reply.code(204).send();
+  });
+
+  // Listings: a page of names after `after`, in name order.
+  app.get('/safes/:safe/:folder', async (req, reply) => {
+    const s = await safeOf(req, reply);
+    const { folder } = req.params as { folder: string };
+    const type = TYPE_OF_FOLDER.get(folder);
+    if (type === undefined) throw new WireError(404, 'NO_SUCH_ROUTE', `no object folder ${JSON.stringify(folder)} (folders: ${[...TYPE_OF_FOLDER.keys()].join(', ')})`);
+    const q = req.query as Record<string, unknown>;
+    let prefix: string;
+    try {
+      prefix = checkPrefix(typeof q['prefix'] === 'string' ? q['prefix'] : undefined);
+    } catch (e) {
+      throw new WireError(400, 'BAD_REQUEST', (e as Error).message);
+    }
+    const after = q['after'];
+    if (after !== undefined && (typeof after !== 'string' || nameProblem(type, after) !== undefined)) {
+      throw new WireError(400, 'BAD_REQUEST', `after=${JSON.stringify(after)} is not a ${type} name`);
+    }
+    const limitText = q['limit'];
+    const limit = limitText === undefined ? DEFAULT_PAGE_SIZE : Number(limitText);
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > maxPage) {
+      throw new WireError(400, 'BAD_REQUEST', `limit=${String(limitText)}: a page holds 1 to ${maxPage} names`);
+    }
+    return listPage(s.access.backend, type, prefix, after as string | undefined, limit, s.signal);
+  });
+
+  for (const path of ['/safes/:safe/config', '/safes/:safe/:folder/:name']) {
+    app.head(path, async (req, reply) => {
+      const s = await safeOf(req, reply);
+      const info = await s.access.backend.stat(handleOf(req), { signal: s.signal });
+      if (info === undefined) throw new NotFoundError(handleOf(req));
+      return reply.header('content-length', info.size).header('content-type', 'application/octet-stream').send();
+    });
+
+    app.get(path, { exposeHeadRoute: false }, async (req, reply) => {
+      const s = await safeOf(req, reply);
+      const h = handleOf(req);
+      void reply.header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
+      const range = req.headers.range;
+      if (range === undefined) return reply.send(await s.access.backend.load(h, { signal: s.signal }));
+      const asked = parseRange(range);
+      const info = await s.access.backend.stat(h, { signal: s.signal });
+      if (info === undefined) throw new NotFoundError(h);
+      let start: number;
+      let end: number;
+      try {
+        [start, end] = asked.suffix !== undefined
+          ? byteRange(h, info.size, -asked.suffix)
+          : byteRange(h, info.size, asked.start, asked.end === undefined ? undefined : asked.end - asked.start);
+        if (start === end) throw new ShortReadError(h, end + 1, info.size);
+      } catch (e) {
+        if (!(e instanceof ShortReadError)) throw e;
+        void reply.header('content-range', `bytes */${info.size}`);
+        throw new WireError(416, 'SHORT_READ', `${h.type}/${h.name}: the range ${range} is not inside the object's ${info.size} bytes`);
+      }
+      const bytes = await s.access.backend.load(h, { offset: start, length: end - start, signal: s.signal });
+      return reply.code(206).header('content-range', `bytes ${start}-${end - 1}/${info.size}`).send(bytes);
+    });
+
+    app.put(path, async (req, reply) => {
+      const s = await safeOf(req, reply);
+      const h = handleOf(req);
+      if (s.access.rights === 'read') throw readOnly(`add ${h.type}/${h.name}`);
+      if (s.access.rights === 'append' && h.type === 'deletion') {
+        throw new WireError(403, 'APPEND_ONLY', 'the token may only add: deletion markers are prune\'s, which runs on the server (docs/format.md §18)');
+      }
+      const size = declaredLength(req);
+      if (size > maxBytes) throw new WireError(413, 'TOO_LARGE', `${h.type}/${h.name}: ${size} bytes is more than the ${maxBytes} an object may hold`);
+      await s.access.beforeSave?.(h, size, s.signal);
+      const { bytes, sha256 } = await readBody(req.body as Readable, size);
+      if (verify) checkAgainstName(h, bytes, sha256);
+      await s.access.beforeCommit?.(h, bytes, s.signal);
+      try {
+        await s.access.backend.save(h, bytes, { signal: s.signal });
+      } catch (e) {
+        if (!(e instanceof AlreadyExistsError)) throw e;
+        // A retry of an upload whose answer was lost: the same bytes are a success, others a conflict.
+        const stored = await s.access.backend.load(h, { signal: s.signal });
+        if (!stored.equals(bytes)) throw e;
+        return reply.code(200).send({ created: false });
+      }
+      if (h.type === 'lock') {
+        const key = lockKey(s.name, s.access.principal);
+        ownLocks.set(key, (ownLocks.get(key) ?? new Set()).add(h.name));
+      }
+      return reply.code(201).send({ created: true });
+    });
+
+    app.delete(path, async (req, reply) => {
+      const s = await safeOf(req, reply);
+      const h = handleOf(req);
+      if (s.access.rights === 'read') throw readOnly(`remove ${h.type}/${h.name}`);
+      const key = lockKey(s.name, s.access.principal);
+      if (s.access.rights === 'append' && !(h.type === 'lock' && ownLocks.get(key)?.has(h.name))) throw new AppendOnlyError(h);
+      // The wire always tells a missing object, whatever the backend under it can.
+      if (!s.access.backend.capabilities.removeMissingIsError && await s.access.backend.stat(h, { signal: s.signal }) === undefined) throw new NotFoundError(h);
+      await s.access.backend.remove(h, { signal: s.signal });
+      ownLocks.get(key)?.delete(h.name);
+      return reply.code(204).send();
+    });
+  }
+};
+
+/** Refusal of a write to a `read` token. */
+function readOnly(what: string): WireError {
+  return new WireError(403, 'READ_ONLY', `the token may only read: it cannot ${what}`);
+}
+
+/** The error of a failed request, as the wire reports it. */
+function wireError(e: unknown): WireError {
+  if (e instanceof WireError) return e;
+  if (e instanceof UploadRefusedError) return new WireError(e.status, e.code, e.message);
+  if (e instanceof NotFoundError) return new WireError(404, 'NOT_FOUND', e.message);
+  if (e instanceof AlreadyExistsError) return new WireError(409, 'ALREADY_EXISTS', `${e.message} with other bytes: objects are never overwritten`);
+  if (e instanceof AppendOnlyError) return new WireError(403, 'APPEND_ONLY', `${e.message}: the token may only add`);
+  const fastifyStatus = (e as { statusCode?: number }).statusCode;
+  if (fastifyStatus !== undefined && fastifyStatus >= 400 && fastifyStatus < 500) {
+    return new WireError(fastifyStatus, 'BAD_REQUEST', (e as Error).message);
+  }
+  return new WireError(500, 'INTERNAL', 'the server failed to serve the request (its log says why)');
+}
+
+/** The Content-Length of a PUT, which must be given (no chunked uploads). */
+function declaredLength(req: FastifyRequest): number {
+  const text = req.headers['content-length'];
+  if (text === undefined) throw new WireError(411, 'LENGTH_REQUIRED', 'an upload must declare its Content-Length (chunked uploads are refused)');
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) throw new WireError(400, 'BAD_REQUEST', `Content-Length ${JSON.stringify(text)} is not a byte count`);
+  return n;
+}
+
+/**
+ * The body, read into one buffer of `size` bytes and hashed on the way. A
+ * body that ends early (the client went away) or holds more than declared
+ * rejects, and nothing is stored.
+ */
+async function readBody(body: Readable | undefined, size: number): Promise<{ bytes: Buffer; sha256: string }> {
+  const bytes = Buffer.allocUnsafe(size);
+  const hash = createHash('sha256');
+  let got = 0;
+  if (body !== undefined && size > 0) {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (got + chunk.length > size) throw new WireError(400, 'LENGTH_MISMATCH', `the body holds more than the ${size} bytes its Content-Length declares`);
+      chunk.copy(bytes, got);
+      hash.update(chunk);
+      got += chunk.length;
+    }
+  }
+  if (got !== size) throw new WireError(400, 'LENGTH_MISMATCH', `the body ended after ${got} of the ${size} bytes its Content-Length declares`);
+  return { bytes, sha256: hash.digest('hex') };
+}
+
+/**
+ * Refuses bytes that do not fit their name: every type but the config is
+ * named by the SHA-256 of its bytes (docs/format.md §2.1); the config's last
+ * 32 bytes are the SHA-256 of the bytes before them (§4.1).
+ */
+function checkAgainstName(h: Handle, bytes: Buffer, sha256: string): void {
+  if (h.type === 'config') {
+    const body = bytes.subarray(0, Math.max(0, bytes.length - 32));
+    if (bytes.length < 32 || !createHash('sha256').update(body).digest().equals(bytes.subarray(bytes.length - 32))) {
+      throw new WireError(400, 'CHECKSUM_MISMATCH', 'the config does not end with the SHA-256 of its bytes (docs/format.md §4.1)');
+    }
+    return;
+  }
+  if (!HEX64.test(h.name)) throw new WireError(400, 'BAD_NAME', `${h.type} names are the SHA-256 of the object's bytes, 64 hex digits; ${JSON.stringify(h.name)} is not`);
+  if (sha256 !== h.name) {
+    throw new WireError(400, 'CHECKSUM_MISMATCH', `the body's SHA-256 is ${sha256}, not its name ${h.name}: nothing was stored`);
+  }
+}
+
+/** A Range header of one range: `bytes=A-B`, `bytes=A-` or `bytes=-N`. */
+function parseRange(text: string): { start: number; end?: number; suffix?: undefined } | { start?: undefined; suffix: number } {
+  const m = /^bytes=(\d*)-(\d*)$/.exec(text.trim());
+  const a = m?.[1];
+  const b = m?.[2];
+  if (!m || (a === '' && b === '') || (a !== undefined && a.length > 15) || (b !== undefined && b.length > 15)) {
+    throw new WireError(400, 'BAD_REQUEST', `Range ${JSON.stringify(text)}: one range is asked as bytes=A-B, bytes=A- or bytes=-N`);
+  }
+  if (a === '') return { suffix: Number(b) };
+  const start = Number(a);
+  if (b === '') return { start };
+  const last = Number(b);
+  if (last < start) throw new WireError(400, 'BAD_REQUEST', `Range ${JSON.stringify(text)} ends before it starts`);
+  return { start, end: last + 1 };
+}
+
+/**
+ * One page of a listing: the names of `type` starting with `prefix` and
+ * after `after`, in name order, at most `limit`; `next` is the `after` of the
+ * following page, absent on the last. Data names are listed one two-digit
+ * folder at a time, so that a page costs the folders it reaches, not the
+ * whole listing.
+ */
+async function listPage(
+  backend: Backend, type: Exclude<ObjectType, 'config'>, prefix: string, after: string | undefined, limit: number, signal: AbortSignal,
+): Promise<{ objects: ObjectInfo[]; next?: string }> {
+  const groups = type === 'data' && prefix.length < 2
+    ? HEX_PAIRS.filter((p) => p.startsWith(prefix) && (after === undefined || p >= after.slice(0, 2)))
+    : [prefix];
+  const found: ObjectInfo[] = [];
+  for (const group of groups) {
+    const here: ObjectInfo[] = [];
+    for await (const info of backend.list(type, { prefix: group, signal })) {
+      if (after === undefined || info.name > after) here.push({ name: info.name, size: info.size });
+    }
+    here.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+    found.push(...here);
+    if (found.length >= limit) break;
+  }
+  const objects = found.slice(0, limit);
+  return objects.length === limit ? { objects, next: objects[limit - 1]!.name } : { objects };
+}
+
+const HEX_PAIRS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
