@@ -19,13 +19,21 @@
  * crash but never indexed are found and indexed by the next writer
  * (`indexOrphanPacks`), so their blobs are reused, not uploaded again.
  *
- * Writers share the repository's index: a pack is added to it once it is
- * stored, so every writer deduplicates against what the others stored. A
- * blob another writer has sealed but not yet stored is not seen (each writer
- * knows only its own pending blobs): two writers storing the same new blob
- * at once each store a copy. Two copies are harmless (readers take either,
- * prune keeps one), and a writer never counts on a blob whose upload
- * another writer may still lose.
+ * Writers share the repository's index, which holds only what some durable
+ * index file lists: a writer adds its packs to it once its index file for
+ * them is stored (docs/format.md §15.4). Until then the blobs are the
+ * writer's own (`pending`): it deduplicates against them, other writers do
+ * not. So a writer that is aborted, or whose index file cannot be saved,
+ * leaves nothing in the shared index that a fresh open of the repository
+ * would not find: a snapshot another writer commits never references a blob
+ * only this process knows of. Its stored packs are orphans, which the next
+ * writer's `indexOrphanPacks` (a listing of storage) adopts. An index file
+ * that cannot be saved keeps its records for the next flush.
+ *
+ * A blob another writer has stored but not yet indexed is not seen: two
+ * writers storing the same new blob at once each store a copy. Two copies
+ * are harmless (readers take either, prune keeps one), and a writer never
+ * counts on a blob whose upload or index another writer may still lose.
  */
 import type { OperationOptions } from '../storage/backend.js';
 import { BlobCompressor, type CompressionMode } from '../core/compress.js';
@@ -81,7 +89,7 @@ export class RepositoryWriter {
   private readonly compressor: BlobCompressor;
   /** Open packs: tree (and image-map) blobs are kept apart from data blobs so that reading all trees of a snapshot reads few packs. */
   private readonly packs = new Map<'data' | 'meta', PackWriter>();
-  /** Blobs in this writer's open or uploading packs. */
+  /** Blobs in this writer's open, uploading or stored packs that no index file lists yet: its own, not the shared index's. */
   private readonly pending = new Set<string>();
   private readonly uploads = new Set<Promise<void>>();
   /**
@@ -171,8 +179,6 @@ export class RepositoryWriter {
       if (kind === 'data' && this.spareBuffers.length < MAX_UPLOADS) this.spareBuffers.push(buffer);
       // Locations built once serve both the index and the next index file.
       const p = { pack: name, blobs: blobs.map((b): BlobLocation => ({ ...b, pack: name })) };
-      this.target.index.addPack(p);
-      for (const b of blobs) this.pending.delete(b.id);
       this.unindexed.push(p);
       if (this.unindexed.length >= INDEX_EVERY_PACKS) await this.writeIndex();
     })().catch((e: unknown) => {
@@ -182,18 +188,34 @@ export class RepositoryWriter {
     this.uploads.add(tracked);
   }
 
+  /**
+   * Writes one index file for the stored packs no index file lists yet, then
+   * adds them to the shared index (the module comment says why in that
+   * order). When the save fails they stay listed for the next attempt.
+   */
   private async writeIndex(): Promise<void> {
     if (this.unindexed.length === 0) return;
     const packs = this.unindexed;
     this.unindexed = [];
-    await saveAddressed(this.target.store.backend, 'index', encodeIndex({ packs, supersedes: [] }), this.io);
+    try {
+      await saveAddressed(this.target.store.backend, 'index', encodeIndex({ packs, supersedes: [] }), this.io);
+    } catch (e) {
+      this.unindexed = packs.concat(this.unindexed);
+      throw e;
+    }
+    for (const p of packs) {
+      this.target.index.addPack(p);
+      for (const b of p.blobs) this.pending.delete(b.id);
+    }
   }
 
   /**
    * Uploads the open packs, waits for all uploads and writes the index of
    * what was stored. After a failed upload, the packs that were stored are
-   * still indexed (other writers may already deduplicate against them) and
-   * then the upload's error is thrown.
+   * still indexed (their blobs are then reused) and then the upload's error
+   * is thrown. After a failed index file, calling it again writes the index
+   * file again. Aborted, it writes no index file: the stored packs are left
+   * to the next writer's `indexOrphanPacks`.
    */
   async flush(): Promise<void> {
     this.signal?.throwIfAborted();
@@ -213,14 +235,13 @@ export class RepositoryWriter {
    * Returns how many packs it found; damaged ones are reported to `warn`.
    */
   async indexOrphanPacks(warn: (msg: string) => void): Promise<number> {
+    const own = new Set(this.unindexed.map((p) => p.pack));
     let found = 0;
     for await (const info of this.target.store.backend.list('data', this.io)) {
-      if (this.target.index.packs.has(info.name)) continue;
+      if (this.target.index.packs.has(info.name) || own.has(info.name)) continue;
       try {
         const blobs = await this.target.store.readPackHeader(info.name, info.size);
-        const p = { pack: info.name, blobs };
-        this.target.index.addPack(p);
-        this.unindexed.push(p);
+        this.unindexed.push({ pack: info.name, blobs });
         found++;
       } catch (e) {
         warn(`ignoring unindexed pack ${info.name}: ${(e as Error).message}`);
