@@ -17,8 +17,7 @@
  *   load    GET, with a Range for a part; the Content-Range the endpoint answers
  *           is checked against what was asked (ShortReadError past the end);
  *           a body is read up to the size the answer declared and no further
- *           (an answer without a size is asked again by range, after a HEAD),
- *           and one that arrives slower than MIN_RATE is given up on
+ *           (an answer without a size is asked again by range, after a HEAD)
  *   list    ListObjectsV2 a page at a time, as the caller iterates; a page
  *           that does not get past the one before is an error, not a loop
  *   remove  DELETE, which succeeds on a missing key too (removeMissingIsError: false)
@@ -29,8 +28,12 @@
  * makes harmless (docs/format.md §2.3 says why, and what protects the config
  * and locks).
  *
+ * Every request is bounded (src/storage/http-transfer-bound.ts): its answer
+ * must begin within the idle timeout (plus its body's bytes at MIN_RATE) and
+ * come at MIN_RATE or faster, so that no endpoint can hold a call forever.
+ *
  * Errors: a missing object is `NotFoundError`; a dropped connection, a
- * timeout, 500, 502, 503, 504, 429 and SlowDown are `TransientError` (the SDK
+ * timeout, a request past its bound, 500, 502, 503, 504, 429 and SlowDown are `TransientError` (the SDK
  * itself does not retry: `RetryingBackend` does, so that there is one retry
  * policy), except a refused connection before the endpoint has ever
  * answered, which is a wrong endpoint rather than a restart (docs/decisions.md,
@@ -57,6 +60,7 @@ import {
   type ObjectType,
   type OperationOptions,
 } from './backend.js';
+import { boundTransfers, TooSlowError } from './http-transfer-bound.js';
 import { byteRange, checkHandle, checkPrefix, checkRangeArgs, checkType, nameProblem, OBJECT_FOLDERS } from './object-names.js';
 import {
   DEFAULT_MULTIPART_THRESHOLD,
@@ -72,9 +76,9 @@ const PART_CONCURRENCY = 4;
 const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 const CONNECT_TIMEOUT_MS = 10_000;
 /**
- * The slowest body worth waiting for, in bytes per second, measured over
- * each idle timeout: an endpoint that sends a byte now and then keeps the
- * socket's idle timeout from ever firing.
+ * The slowest transfer worth waiting for, in bytes per second: an endpoint
+ * that sends a byte now and then keeps the socket's idle timeout from ever
+ * firing (src/storage/http-transfer-bound.ts).
  */
 const MIN_RATE = 1024;
 
@@ -149,6 +153,13 @@ export class S3Backend implements Backend {
     this.region = settings.region ?? loc.region ?? 'us-east-1';
     this.idleTimeoutMs = positive(settings.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, 'idleTimeoutMs');
     const agentOptions = { keepAlive: true, maxSockets: connections };
+    const httpAgent = new HttpAgent(agentOptions);
+    // `ca` replaces the roots Node trusts, so they are given again beside the extra one.
+    // One context for every socket: given as `ca`, the 144 roots were parsed
+    // again for each new connection (60-90 ms of CPU each) and joined into
+    // the agent's pool key (217 kB) on every request.
+    const httpsAgent = new HttpsAgent({ ...agentOptions, ...(settings.ca ? { secureContext: createSecureContext({ ca: [...rootCertificates, settings.ca] }) } : {}) });
+    for (const agent of [httpAgent, httpsAgent]) boundTransfers(agent, { idleTimeoutMs: this.idleTimeoutMs, minBytesPerSecond: MIN_RATE });
     this.config = {
       region: this.region,
       ...(loc.endpoint === undefined ? {} : { endpoint: loc.endpoint }),
@@ -161,12 +172,8 @@ export class S3Backend implements Backend {
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       requestHandler: {
-        httpAgent: new HttpAgent(agentOptions),
-        // `ca` replaces the roots Node trusts, so they are given again beside the extra one.
-        // One context for every socket: given as `ca`, the 144 roots were parsed
-        // again for each new connection (60-90 ms of CPU each) and joined into
-        // the agent's pool key (217 kB) on every request.
-        httpsAgent: new HttpsAgent({ ...agentOptions, ...(settings.ca ? { secureContext: createSecureContext({ ca: [...rootCertificates, settings.ca] }) } : {}) }),
+        httpAgent,
+        httpsAgent,
         connectionTimeout: CONNECT_TIMEOUT_MS,
         socketTimeout: this.idleTimeoutMs,
         // The SDK's handler warns on the console when requests queue for a socket;
@@ -382,7 +389,7 @@ export class S3Backend implements Backend {
       return this.getSized(h, key, signal);
     }
     try {
-      const bytes = await this.readBody(body, size, size, this.where('GET', h));
+      const bytes = await this.readBody(body, size, size);
       if (bytes.length !== size) {
         throw new TransientError(`S3 ${this.location}: GET ${key} ended after ${bytes.length} of ${size} bytes`);
       }
@@ -433,7 +440,7 @@ export class S3Backend implements Backend {
     let bytes: Buffer;
     const need = end - part.start;
     try {
-      bytes = await this.readBody(part.body, part.end - part.start, need, this.where('GET', h));
+      bytes = await this.readBody(part.body, part.end - part.start, need);
     } catch (e) {
       throw this.failure(e, 'GET', h);
     }
@@ -447,21 +454,12 @@ export class S3Backend implements Backend {
    * The body, read until it ends or `enough` bytes have come (the rest is
    * let go). More than `size`, the size the answer declared, is an error
    * rather than a read without end: the endpoint broke its own answer, and
-   * asking again would only read as much again. A body slower than MIN_RATE
-   * over an idle timeout is a `TransientError`, which the retry budget ends.
+   * asking again would only read as much again. (A body slower than
+   * MIN_RATE is ended by the transfer bound, as every answer is.)
    */
-  private async readBody(body: Body, size: number, enough: number, where: string): Promise<Buffer> {
+  private async readBody(body: Body, size: number, enough: number): Promise<Buffer> {
     const chunks: Uint8Array[] = [];
     let total = 0;
-    let mark = 0;
-    const minimum = Math.ceil(MIN_RATE * this.idleTimeoutMs / 1000);
-    const watch = setInterval(() => {
-      if (total - mark < minimum) {
-        body.destroy(new TransientError(`${where}: the endpoint sent ${total - mark} bytes in ${(this.idleTimeoutMs / 1000).toFixed(1)} s, `
-          + `slower than the ${MIN_RATE} bytes/s waited for`));
-      }
-      mark = total;
-    }, this.idleTimeoutMs);
     try {
       for await (const chunk of body) {
         chunks.push(chunk);
@@ -471,7 +469,6 @@ export class S3Backend implements Backend {
         if (total >= enough && enough < size) break;
       }
     } finally {
-      clearInterval(watch);
       body.destroy();
     }
     return Buffer.concat(chunks, total);
@@ -596,6 +593,7 @@ export class S3Backend implements Backend {
     const code = err.code ?? (err as { cause?: SdkError }).cause?.code;
     const name = err.name ?? 'Error';
     const where = this.where(what, h);
+    if (e instanceof TooSlowError) return new TransientError(`${where}: ${e.message}`, { cause: e });
     const httpStatus = status(e);
     // A HEAD answer has no body, so the SDK knows no error name: the status says it.
     const said = name === 'Unknown' && httpStatus !== undefined ? STATUS_CODES[httpStatus] ?? 'no error body'

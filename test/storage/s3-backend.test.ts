@@ -19,7 +19,7 @@ import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
-import type { AddressInfo } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 
 import { NotFoundError, TransientError } from '../../src/storage/backend.js';
 import { RetriesExhaustedError, RetryingBackend } from '../../src/storage/retrying-backend.js';
@@ -307,7 +307,7 @@ describe('S3Backend when the endpoint fails (s3rver over HTTP, behind a fault pr
       proxy.setRule(() => fault);
       await assert.rejects(b.save(h, bytes(10)), (e: Error) => {
         assert.ok(e instanceof RetriesExhaustedError, String(e));
-        assert.match(e.message, new RegExp(`^save data/${h.name.slice(0, 8)}.* failed after 3 attempts over \\d+\\.\\d s: .*${fault === 503 ? `HEAD data/${h.name} in .*: HTTP 503 Service Unavailable$` : 'timed out'}`));
+        assert.match(e.message, new RegExp(`^save data/${h.name.slice(0, 8)}.* failed after 3 attempts over \\d+\\.\\d s: .*${fault === 503 ? `HEAD data/${h.name} in .*: HTTP 503 Service Unavailable$` : '(timed out|no answer within 0\\.3 s)'}`));
         return true;
       });
       proxy.releaseHeld();
@@ -368,6 +368,46 @@ async function startHostile(answer: (req: IncomingMessage, url: URL, res: Server
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
       await closed;
+    },
+  };
+}
+
+/**
+ * An endpoint on 127.0.0.1 that reads each request and then drips the
+ * headers of an answer that never ends: a line every 20 ms, so that no
+ * socket is ever idle for long. With `headMissing`, a HEAD is answered at
+ * once with 404 (so that a save goes on to its PUT).
+ */
+async function startHeaderDrip(): Promise<{ rest: string; requests: () => number; headMissing: (on: boolean) => void; close(): Promise<void> }> {
+  let requests = 0;
+  let headMissing = false;
+  const sockets = new Set<Socket>();
+  const server = createTcpServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    let dripping = false;
+    socket.on('data', (chunk: Buffer) => {
+      if (dripping) return; // the rest of a request body
+      requests++;
+      if (headMissing && chunk.toString('latin1').startsWith('HEAD ')) {
+        socket.write('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n');
+        return;
+      }
+      dripping = true;
+      socket.write('HTTP/1.1 200 OK\r\n');
+      const t = setInterval(() => (socket.destroyed ? clearInterval(t) : socket.write('x-drip: 1\r\n')), 20);
+      socket.once('close', () => clearInterval(t));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    rest: `http://127.0.0.1:${port}/bkt/repo`,
+    requests: () => requests,
+    headMissing: (on) => (headMissing = on),
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
 }
@@ -446,6 +486,57 @@ describe('S3Backend against a hostile endpoint (a loopback server of the test\'s
       await assert.rejects(b.load(h), /^Error: GET data\/[0-9a-f]{64} in s3:.*: the endpoint sent more than the 100 bytes its answer declared$/);
       await assert.rejects(b.load(h, { offset: 10, length: 20 }), /the endpoint sent more than the 20 bytes its answer declared$/);
       assert.ok(sent < 16 << 20, `read ${sent} bytes`);
+    } finally {
+      await b.close();
+      await evil.close();
+    }
+  });
+
+  it('an answer whose headers drip in is given up on, for HEAD, PUT and LIST alike; retried, then a clear error', async () => {
+    const evil = await startHeaderDrip();
+    const inner = new S3Backend(parseS3Location(evil.rest), { ...creds, idleTimeoutMs: 300 });
+    const b = new RetryingBackend(inner, { policy: { attempts: 2, baseDelayMs: 1, maxDelayMs: 5, maxElapsedMs: 60_000 } });
+    const noAnswer = (call: string, within: string): RegExp =>
+      new RegExp(`^${call} s3:http://127\\.0\\.0\\.1:\\d+/bkt/repo: no answer within ${within} s of sending the request`);
+    try {
+      await assert.rejects(inner.stat(h), (e: Error) => {
+        assert.ok(e instanceof TransientError, String(e));
+        assert.match(e.message, noAnswer(`HEAD data/${name} in`, '0\\.3'));
+        return true;
+      });
+      await assert.rejects(b.stat(h), (e: Error) => {
+        assert.ok(e instanceof RetriesExhaustedError, String(e));
+        assert.match(e.message, /^stat data\/[0-9a-f]{8}.* failed after 2 attempts over \d+\.\d s: HEAD .*: no answer within 0\.3 s of sending the request$/);
+        return true;
+      });
+      await assert.rejects(listAll(inner, 'index'), (e: Error) => e instanceof TransientError && noAnswer('LIST', '0\\.3').test(e.message));
+      evil.headMissing(true);
+      // The body's bytes at 1024 bytes/s are added to the bound: 2000 bytes give 2 s more.
+      await assert.rejects(inner.save(h, bytes(2000)), (e: Error) => {
+        assert.ok(e instanceof TransientError, String(e));
+        assert.match(e.message, noAnswer(`PUT data/${name} in`, '2\\.3'));
+        assert.match(e.message, /\(2000 bytes, given 1024 bytes\/s\)$/);
+        return true;
+      });
+      assert.equal(evil.requests(), 6, 'HEAD, HEAD twice, LIST, HEAD and PUT');
+    } finally {
+      await b.close();
+      await evil.close();
+    }
+  });
+
+  it('a listing whose body drips in is given up on as transient', async () => {
+    const evil = await startHostile((_req, _url, res) => {
+      res.writeHead(200, { 'content-type': 'application/xml', 'content-length': 100_000 });
+      const t = setInterval(() => (res.destroyed ? clearInterval(t) : res.write(' ')), 20);
+    });
+    const b = new S3Backend(parseS3Location(evil.rest), { ...creds, idleTimeoutMs: 300 });
+    try {
+      await assert.rejects(listAll(b, 'index'), (e: Error) => {
+        assert.ok(e instanceof TransientError, String(e));
+        assert.match(e.message, /^LIST s3:.*: the endpoint sent \d+ bytes in 0\.3 s, slower than the 1024 bytes\/s waited for$/);
+        return true;
+      });
     } finally {
       await b.close();
       await evil.close();
