@@ -19,7 +19,9 @@
  *           a body is read up to the size the answer declared and no further
  *           (an answer without a size is asked again by range, after a HEAD)
  *   list    ListObjectsV2 a page at a time, as the caller iterates; a page
- *           that does not get past the one before is an error, not a loop
+ *           that does not get past the one before is an error, not a loop;
+ *           one that is not this bucket's ListBucketResult (an HTML page, no
+ *           body, no KeyCount) is transient, never an empty listing
  *   remove  DELETE, which succeeds on a missing key too (removeMissingIsError: false)
  *
  * Endpoints that ignore If-None-Match (s3rver, older gateways) still refuse
@@ -518,13 +520,17 @@ export class S3Backend implements Backend {
     for (let pageNo = 1; ; pageNo++) {
       let page;
       try {
-        page = await client.send(new S3.ListObjectsV2Command({
+        const command = new S3.ListObjectsV2Command({
           Bucket: this.bucket, Prefix: keyPrefix, MaxKeys: this.pageSize, ...(after === undefined ? {} : { StartAfter: after }),
-        }), opts(signal));
+        });
+        command.middlewareStack.add(listingBodyCheck(this.where('LIST', undefined), this.pageSize),
+          { step: 'deserialize', priority: 'low', name: 'holdfastListingBody' });
+        page = await client.send(command, opts(signal));
       } catch (e) {
         throw this.failure(e, 'LIST', undefined, signal);
       }
       const contents = page.Contents ?? [];
+      this.checkListing(page, contents.length, pageNo);
       // A page must begin after the one before (StartAfter): an endpoint that
       // says "more" but answers the same page again would be listed forever.
       const stuck = after === undefined ? undefined : contents.find((o) => o.Key !== undefined && o.Key <= after!);
@@ -547,6 +553,26 @@ export class S3Backend implements Backend {
       }
       if (!page.IsTruncated || last === undefined) return;
       after = last;
+    }
+  }
+
+  /**
+   * Refuses a parsed page that is not this bucket's listing. The SDK reads a
+   * 200 answer of any body (a proxy's HTML page, nothing, another document)
+   * as a page with every field absent, which would be an empty listing: an
+   * empty snapshots/ listing makes prune delete every pack. A page must name
+   * the bucket and say how many keys it holds and whether more follow; one
+   * that does not is transient (a gateway's maintenance page passes).
+   */
+  private checkListing(page: S3Module.ListObjectsV2CommandOutput, listed: number, pageNo: number): void {
+    const problem = page.Name !== this.bucket ? `names the bucket ${page.Name === undefined ? '(none)' : JSON.stringify(page.Name)}`
+      : page.IsTruncated === undefined ? 'does not say whether it is complete (no IsTruncated)'
+        : page.KeyCount === undefined ? 'does not say how many keys it holds (no KeyCount)'
+          : page.KeyCount !== listed ? `says it holds ${page.KeyCount} keys but lists ${listed}`
+            : undefined;
+    if (problem !== undefined) {
+      throw new TransientError(`${this.where('LIST', undefined)}: page ${pageNo} of the endpoint's listing ${problem}, `
+        + `not a listing of the bucket ${this.bucket}`);
     }
   }
 
@@ -640,6 +666,52 @@ function rangeOrDiscard(part: Part, compute: () => [number, number]): [number, n
     part.body.destroy();
     throw e;
   }
+}
+
+/** The raw answer the SDK's deserializer middleware is given (the subset read here). */
+interface RawAnswer {
+  readonly response: { statusCode?: number; headers?: Record<string, string | undefined>; body?: unknown };
+}
+
+/** Bytes a listing page of one key may take: a key of up to 1024 bytes, escaped, and its fields. */
+const LISTING_BYTES_PER_KEY = 8192;
+
+/**
+ * A middleware that runs under the SDK's deserializer on a ListObjectsV2
+ * answer: a 2xx answer must be XML whose root is ListBucketResult, of at most
+ * what `pageSize` keys take, else a `TransientError` (see
+ * `S3Backend.checkListing`, which checks the parsed fields). The body it
+ * reads is handed on to the deserializer as bytes.
+ */
+function listingBodyCheck(where: string, pageSize: number) {
+  const limit = 65_536 + pageSize * LISTING_BYTES_PER_KEY;
+  return <Args, Output>(next: (args: Args) => Promise<Output>) => async (args: Args): Promise<Output> => {
+    const out = await next(args);
+    const { response } = out as RawAnswer;
+    const code = response.statusCode ?? 0;
+    if (code < 200 || code > 299) return out;
+    const type = response.headers?.['content-type'] ?? '';
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of (response.body ?? []) as AsyncIterable<Uint8Array>) {
+      total += chunk.length;
+      if (total > limit) {
+        (response.body as Body).destroy();
+        throw new TransientError(`${where}: the endpoint's listing page is larger than ${limit} bytes, more than ${pageSize} keys take`);
+      }
+      chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
+    }
+    const body = Buffer.concat(chunks, total);
+    const start = body.subarray(0, 512).toString('latin1');
+    const root = /^(?:\uFEFF)?\s*(?:<\?xml[^>]*\?>\s*)?<([A-Za-z_][\w.:-]*)/.exec(start)?.[1];
+    if (!/\bxml\b/i.test(type) || root !== 'ListBucketResult') {
+      const what = total === 0 ? 'an empty body' : root === undefined ? `${total} bytes that are not XML` : `a document of <${root}>`;
+      throw new TransientError(`${where}: the endpoint answered the listing with ${what} (Content-Type: ${type || 'none'}), `
+        + 'not a ListBucketResult');
+    }
+    response.body = body;
+    return out;
+  };
 }
 
 function status(e: unknown): number | undefined {

@@ -9,14 +9,19 @@
  *    endpoint stopped in the middle of a backup, end the backup with a clear
  *    message and exit 1, and once the endpoint is back the repository checks
  *    clean and takes the next backup; a wrong port, and https:// to plain
- *    HTTP, fail at once with a message that says what to check.
+ *    HTTP, fail at once with a message that says what to check; a listing
+ *    answered with an HTML page stops prune, which deletes nothing.
  */
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
+import type http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { OBJECT_TYPES } from '../../src/storage/backend.js';
+import { S3Backend } from '../../src/storage/s3-backend.js';
+import { parseS3Location } from '../../src/storage/s3-backend-config.js';
 import { EVERYTHING, buildTree, compareTrees, removeTree } from '../fixtures/tree.js';
 import { Sandbox } from '../helpers/cli.js';
 import { writeRandom } from '../helpers/random-file.js';
@@ -97,6 +102,18 @@ describe('the CLI on S3 when the endpoint fails', () => {
     await s.ok(['init'], { env });
   }
 
+  /** Every object of the current repository, as `type/name`, read past the proxy. */
+  async function s3Keys(): Promise<string[]> {
+    const backend = new S3Backend(parseS3Location(s3.locationRest(`faults-${n}`)), s3.settings);
+    try {
+      const keys: string[] = [];
+      for (const type of OBJECT_TYPES) for await (const o of backend.list(type)) keys.push(`${type}/${o.name}`);
+      return keys.sort();
+    } finally {
+      await backend.close();
+    }
+  }
+
   /** Is `req` the upload of a pack (the bulk of a backup)? */
   const packPut = (method: string | undefined, url: string | undefined): boolean =>
     method === 'PUT' && /\/data\/[0-9a-f]{2}\/[0-9a-f]{64}(\?|$)/.test(url ?? '');
@@ -154,6 +171,26 @@ describe('the CLI on S3 when the endpoint fails', () => {
     assert.match((await s.ok(['check', '--read-data'], { env })).stdout, /no errors were found/);
     assert.equal((await s.ok(['snapshots', '--json'], { env })).stdout.trim(), '[]');
     await s.ok(['backup', src], { env });
+    const target = s.path(`restored-${n}`);
+    await s.ok(['restore', 'latest', '--target', target], { env });
+    await compareTrees(src, join(target, src));
+  });
+
+  it('a listing answered with an HTML page is not an empty listing: prune stops and deletes nothing', { timeout: 120_000 }, async () => {
+    await freshRepo();
+    await s.ok(['backup', src], { env });
+    const before = await s3Keys();
+    const snapshotList = (req: http.IncomingMessage): boolean => req.method === 'GET' && /[?&]list-type=2/.test(req.url ?? '')
+      && /[?&]prefix=[^&]*%2Fsnapshots%2F/.test(req.url ?? '');
+    proxy.setRule((req) => (snapshotList(req) ? 'html' : 'pass'));
+    for (let i = 0; i < 2; i++) {
+      const r = await s.run(['prune', '--grace', '2s'], { env: { ...env, HOLDFAST_MIN_GRACE: '2s' } });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^holdfast: list snapshot failed after \d+ attempts over \d+\.\d s: LIST s3:http:\/\/127\.0\.0\.1:\d+\/holdfast-test\/faults-\d+: the endpoint answered the listing with a document of <html> \(Content-Type: text\/html\), not a ListBucketResult$/m);
+    }
+    assert.ok(proxy.faults > 0);
+    proxy.setRule(() => 'pass');
+    assert.deepEqual(await s3Keys(), before, 'nothing was deleted or marked');
     const target = s.path(`restored-${n}`);
     await s.ok(['restore', 'latest', '--target', target], { env });
     await compareTrees(src, join(target, src));

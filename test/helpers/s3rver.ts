@@ -126,7 +126,7 @@ export async function startS3rver(opts: { tls?: boolean } = {}): Promise<TestS3>
 }
 
 /** What the proxy does with one request. */
-export type FaultAction = 'pass' | 500 | 503 | 'hold';
+export type FaultAction = 'pass' | 500 | 503 | 'hold' | 'html';
 
 /** A loopback proxy in front of an endpoint; see `startFaultProxy`. */
 export interface FaultProxy {
@@ -144,7 +144,8 @@ export interface FaultProxy {
 /**
  * A plain-HTTP proxy on 127.0.0.1 in front of `upstream` (an http:// origin).
  * `rule` decides per request: pass it on, answer it with that status and an
- * S3 error body, or hold it (no answer until the client gives up or the proxy
+ * S3 error body, answer it 200 with an HTML maintenance page (as a broken
+ * gateway does), or hold it (no answer until the client gives up or the proxy
  * closes). Headers go through unchanged, so the signature still matches.
  */
 export async function startFaultProxy(upstream: string, rule: (req: http.IncomingMessage) => FaultAction = () => 'pass'): Promise<FaultProxy> {
@@ -168,6 +169,14 @@ export async function startFaultProxy(upstream: string, rule: (req: http.Incomin
       held.add(res);
       res.on('close', () => held.delete(res));
       req.resume();
+      return;
+    }
+    if (action === 'html') {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/html' });
+        res.end('<html><body><h1>Down for maintenance</h1></body></html>');
+      });
       return;
     }
     const [code, text] = action === 503 ? ['SlowDown', 'Please reduce your request rate.'] : ['InternalError', 'We encountered an internal error. Please try again.'];

@@ -414,7 +414,7 @@ async function startHeaderDrip(): Promise<{ rest: string; requests: () => number
 
 /** A ListObjectsV2 answer of `keys`, `truncated` or not. */
 function listing(res: ServerResponse, keys: string[], truncated: boolean): void {
-  const body = `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>bkt</Name><IsTruncated>${truncated}</IsTruncated>`
+  const body = `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>bkt</Name><KeyCount>${keys.length}</KeyCount><IsTruncated>${truncated}</IsTruncated>`
     + `${keys.map((k) => `<Contents><Key>${k}</Key><Size>5</Size></Contents>`).join('')}</ListBucketResult>`;
   res.writeHead(200, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
   res.end(body);
@@ -460,6 +460,48 @@ describe('S3Backend against a hostile endpoint (a loopback server of the test\'s
       assert.equal(lists, 2);
       mode = 'empty';
       await assert.rejects(listAll(b, 'index'), /does not advance \(page 1 is marked truncated but is empty\)/);
+    } finally {
+      await b.close();
+      await evil.close();
+    }
+  });
+
+  it('a 200 answer to a listing that is not this bucket\'s ListBucketResult is transient, never an empty listing', async () => {
+    const page = (inner: string): string => `<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">${inner}</ListBucketResult>`;
+    const answers: [string, string, string | RegExp][] = [
+      ['text/html', '<html><body><h1>Maintenance</h1></body></html>', 'the endpoint answered the listing with a document of <html> (Content-Type: text/html), not a ListBucketResult'],
+      ['application/xml', '', 'the endpoint answered the listing with an empty body (Content-Type: application/xml), not a ListBucketResult'],
+      ['application/xml', '<?xml version="1.0"?><ListAllMyBucketsResult><Buckets/></ListAllMyBucketsResult>',
+        'the endpoint answered the listing with a document of <ListAllMyBucketsResult> (Content-Type: application/xml), not a ListBucketResult'],
+      ['text/plain', page('<Name>bkt</Name><KeyCount>0</KeyCount><IsTruncated>false</IsTruncated>'), /with a document of <ListBucketResult> \(Content-Type: text\/plain\)/],
+      ['application/xml', page('<Name>other</Name><KeyCount>0</KeyCount><IsTruncated>false</IsTruncated>'), 'page 1 of the endpoint\'s listing names the bucket "other", not a listing of the bucket bkt'],
+      ['application/xml', page('<KeyCount>0</KeyCount><IsTruncated>false</IsTruncated>'), 'page 1 of the endpoint\'s listing names the bucket (none), not a listing of the bucket bkt'],
+      ['application/xml', page('<Name>bkt</Name><KeyCount>0</KeyCount>'), 'page 1 of the endpoint\'s listing does not say whether it is complete (no IsTruncated), not a listing of the bucket bkt'],
+      ['application/xml', page('<Name>bkt</Name><IsTruncated>false</IsTruncated>'), 'page 1 of the endpoint\'s listing does not say how many keys it holds (no KeyCount), not a listing of the bucket bkt'],
+      ['application/xml', page(`<Name>bkt</Name><KeyCount>2</KeyCount><IsTruncated>false</IsTruncated><Contents><Key>repo/snapshots/${name}</Key><Size>5</Size></Contents>`),
+        'page 1 of the endpoint\'s listing says it holds 2 keys but lists 1, not a listing of the bucket bkt'],
+      ['application/xml', page(`<Name>bkt</Name><KeyCount>0</KeyCount><IsTruncated>false</IsTruncated>${'<Contents><Key>x</Key></Contents>'.repeat(2500)}`),
+        /the endpoint's listing page is larger than 73728 bytes, more than 1 keys take$/],
+    ];
+    let current = answers[0]!;
+    const evil = await startHostile((_req, _url, res) => {
+      res.writeHead(200, { 'content-type': current[0], 'content-length': Buffer.byteLength(current[1]) });
+      res.end(current[1]);
+    });
+    const b = new S3Backend(parseS3Location(evil.rest), { ...creds, listPageSize: 1 });
+    try {
+      for (const answer of answers) {
+        current = answer;
+        await assert.rejects(listAll(b, 'snapshot'), (e: Error) => {
+          assert.ok(e instanceof TransientError, String(e));
+          const said = e.message.replace(/^LIST s3:http:\/\/127\.0\.0\.1:\d+\/bkt\/repo: /, '');
+          if (typeof answer[2] === 'string') assert.equal(said, answer[2]);
+          else assert.match(said, answer[2]);
+          return true;
+        });
+      }
+      current = ['application/xml', page(`<Name>bkt</Name><KeyCount>1</KeyCount><IsTruncated>false</IsTruncated><Contents><Key>repo/snapshots/${name}</Key><Size>5</Size></Contents>`), ''];
+      assert.deepEqual((await listAll(b, 'snapshot')).map((o) => o.name), [name], 'a true page is read as before');
     } finally {
       await b.close();
       await evil.close();
