@@ -104,6 +104,22 @@ describe('prune', () => {
     assert.equal(none.first.mark.repackedPacks, 0);
   });
 
+  it('never repacks a pack whose blobs are all live, however much of it is header', async () => {
+    const f = await GcFixture.create();
+    const files = { 'tiny.txt': 'abc' };
+    const snap = await f.snapshot(files);
+    const objects = await f.objects();
+    for (let i = 0; i < 3; i++) {
+      const r = await pruner(f).run();
+      assert.equal(r.mark.repackedPacks, 0, `prune ${i + 1} repacked a pack of one live 3-byte blob`);
+      assert.equal(r.mark.unusedPacks, 0);
+      assert.equal(r.mark.marker, undefined, 'no marker is written');
+      f.advance(GRACE);
+    }
+    assert.deepEqual(await f.objects(), objects, 'three prunes changed nothing');
+    await f.assertRestores(snap, files);
+  });
+
   it('runs without the key: it never reads a key file', async () => {
     const f = await GcFixture.create();
     const a = await f.snapshot({ 'a.bin': bytes(3, 100_000) });

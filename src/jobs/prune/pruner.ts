@@ -18,7 +18,7 @@
  *     list snapshots → live blobs
  *     read the header of every pack the index files describe in two ways
  *     a pack with no live blob is unused; one with more than maxUnused of
- *       its bytes unused is repacked; either is decided again on its header
+ *       its blobs' bytes unused (the header left out) is repacked; either is decided again on its header
  *       before it is condemned; every live blob counts, in every pack
  *     a live blob in no present pack → stop, write and delete nothing
  *     copy every live blob of a repacked pack (sealed bytes, after checking
@@ -62,7 +62,7 @@ export interface OtherLock {
 export interface PruneOptions {
   /** Compute and report, write and delete nothing. */
   readonly dryRun?: boolean;
-  /** Repack a pack when more than this fraction (0..1) of its bytes is unused. Default 0.5. */
+  /** Repack a pack when more than this fraction (0..1) of its blobs' bytes is unused (the header is not counted). Default 0.5. */
   readonly maxUnused?: number;
   /** How long a marked pack stays before a sweep may delete it. Default one hour. */
   readonly graceMs?: number;
@@ -372,8 +372,8 @@ export class Pruner {
     const unused: string[] = [];
     const repack: string[] = [];
     for (const pack of [...state.packBlobs.keys()].filter((p) => state.isLive(p))) {
-      let verdict = this.verdict(state, pack, state.packBlobs.get(pack)!, live);
-      if (verdict !== 'keep') verdict = this.verdict(state, pack, await confirm(pack), live);
+      let verdict = this.verdict(state.packBlobs.get(pack)!, live);
+      if (verdict !== 'keep') verdict = this.verdict(await confirm(pack), live);
       if (verdict === 'unused') unused.push(pack);
       else if (verdict === 'repack') repack.push(pack);
     }
@@ -442,13 +442,22 @@ export class Pruner {
     return { report, snapshots: count, state };
   }
 
-  /** What to do with a live pack holding `blobs`: every live blob in it counts, whatever other packs hold. */
-  private verdict(state: RepoState, pack: string, blobs: readonly PackedBlob[], live: ReadonlySet<string>): 'keep' | 'unused' | 'repack' {
-    const size = state.packs.get(pack)!;
+  /**
+   * What to do with a live pack holding `blobs`: every live blob in it
+   * counts, whatever other packs hold. The unused fraction is of the blobs'
+   * bytes only: a pack's header is no waste that repacking saves (a pack of
+   * one small live blob is mostly header, and a new pack of it would be too,
+   * so counting the header repacked it at every prune).
+   */
+  private verdict(blobs: readonly PackedBlob[], live: ReadonlySet<string>): 'keep' | 'unused' | 'repack' {
     let used = 0;
-    for (const b of blobs) if (live.has(b.id)) used += b.length;
+    let dead = 0;
+    for (const b of blobs) {
+      if (live.has(b.id)) used += b.length;
+      else dead += b.length;
+    }
     if (used === 0) return 'unused';
-    return (size - used) / size > this.maxUnused ? 'repack' : 'keep';
+    return dead / (used + dead) > this.maxUnused ? 'repack' : 'keep';
   }
 
   /**
