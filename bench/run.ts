@@ -18,6 +18,7 @@
 //   BENCH_DEPLOY_FILES  file count of the deploy scenario's tree (default 4000; bench/deploy.ts)
 //   BENCH_DEPLOY_ROUNDS deploys backed up after the initial backup (default 5; bench/deploy.ts)
 //   BENCH_INDEX_BLOBS   blobs in the in-memory index scenario (default 2000000; bench/index-memory.ts)
+//   BENCH_S3_ROUNDS     rounds of the S3 scenario's backup, restore and copies (default 3; bench/s3.ts)
 //   BENCH_REPEAT        runs of the tree's initial backup, unchanged re-backup and restore, the
 //                       tools' order rotating; the median is reported (default 3)
 

@@ -1,36 +1,60 @@
 // S3 scenario: the corpus backed up to and restored from an S3 endpoint on
 // loopback, holdfast beside restic's S3 backend, and holdfast's keyless copy
-// between a local repository and S3 in both directions beside a plain upload
-// of the same files with the SDK.
+// between a local repository and S3 in both directions beside a plain move of
+// the same files with the SDK (bench/s3-sync.ts, `aws s3 sync`-style).
 //
 // The endpoint is s3rver over HTTPS with a self-signed certificate (the tests'
 // helper, test/helpers/s3rver.ts): restic 0.14 cannot read back what it wrote
 // to s3rver over plain HTTP (aws-chunked framing), so both tools get --cacert.
-// Each tool's repository is a prefix of one bucket. One run each.
+// Each tool's repository is a prefix of one bucket, a fresh one every round.
+//
+//   prepare  a local repository of the corpus (holdfast init + backup, not timed)
+//   round k  (BENCH_S3_ROUNDS, default 3; the tools take turns to go first)
+//            [tool] backup of the corpus to a fresh prefix, then restore of it
+//            copy local -> S3 (into init --copy-from), plain upload of the repository's files
+//            copy S3 -> local (into init --copy-from), plain download of those files
+//
+// Every timed step also records the endpoint's CPU time (s3rver is a Node
+// process on the same cores), to tell a slow client from a saturated endpoint.
 // Targets from issue 15: holdfast ≤ 0.5 of restic's time for the backup and the
-// restore; copy within 1.2× of moving the bytes (the SDK upload's time).
+// restore; copy within 1.2× of moving the bytes.
 
-import { readdir, readFile, rm, mkdir } from 'node:fs/promises';
-import { join, relative } from 'node:path';
-import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { Agent } from 'node:https';
-import { startS3rver, TEST_BUCKET, type TestS3 } from '../test/helpers/s3rver.js';
-import { duBytes, runMeasured, type Cmd } from './measure.js';
-import type { ScaleRow, StepRecord } from './report.js';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startS3rver, type TestS3 } from '../test/helpers/s3rver.js';
+import { duBytes, runMeasured, walkTree, type Cmd, type TreeStats } from './measure.js';
+import { withSample, type ScaleRow, type StepRecord } from './report.js';
 import { describeRun, verdict, type ScenarioContext } from './scale-common.js';
 import { HOLDFAST_MAIN, PASSWORD, type ToolName } from './tools.js';
 
 export const S3_RATIO_TARGET = 0.5;
 export const COPY_RATIO_TARGET = 1.2;
-/** PUTs in flight in the plain SDK upload. */
-const UPLOADS = 8;
+const SYNC_MAIN = fileURLToPath(new URL('./s3-sync.js', import.meta.url));
+
+/** The measured steps, by name: `[tool] backup`, `copy up`, `plain up`, … */
+type Steps = Record<string, StepRecord>;
 
 export interface S3Result {
   corpus: string;
   endpoint: string;
-  steps: Partial<Record<ToolName, { backup?: StepRecord; restore?: StepRecord }>>;
-  copy: { repoBytes: number | null; toS3?: StepRecord; fromS3?: StepRecord; sdkUploadSeconds: number | null; sdkError: string | null };
+  rounds: number;
+  steps: Steps;
+  /** The endpoint's CPU seconds during each step, one per round. */
+  endpointCpu: Record<string, number[]>;
+  /** Per tool: null when every restored tree held the corpus's files and bytes, else what differed. */
+  verify: Partial<Record<ToolName, string | null>>;
+  /** Bytes of the local repository that the copies move (du -sb). */
+  repoBytes: number | null;
   notes: string[];
+}
+
+/** BENCH_S3_ROUNDS: how many times each step of the S3 scenario runs. */
+function parseRounds(spec: string | undefined): number {
+  if (spec === undefined || spec.trim() === '') return 3;
+  const n = Number(spec);
+  if (!Number.isInteger(n) || n < 1 || n > 9) throw new Error('BENCH_S3_ROUNDS must be a whole number from 1 to 9');
+  return n;
 }
 
 function holdfast(args: string[], env: Record<string, string>): Cmd {
@@ -41,118 +65,139 @@ function restic(args: string[], env: Record<string, string>): Cmd {
   return { file: 'restic', args, env: { RESTIC_PASSWORD: PASSWORD, ...env } };
 }
 
-/** Every file below `dir`, as paths relative to it. */
-async function filesOf(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string): Promise<void> => {
-    for (const e of await readdir(d, { withFileTypes: true })) {
-      if (e.isDirectory()) await walk(join(d, e.name));
-      else if (e.isFile()) out.push(relative(dir, join(d, e.name)));
-    }
-  };
-  await walk(dir);
-  return out;
+/** The endpoint process's CPU seconds so far (user + system, /proc); 0 where it cannot be read. */
+async function endpointCpu(s3: TestS3): Promise<number> {
+  const pid = s3.pid();
+  if (pid === undefined) return 0;
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100 || 0;
 }
 
-/** Uploads every file of `dir` under `prefix` with PutObject, UPLOADS at a time; seconds taken. */
-async function sdkUpload(s3: TestS3, dir: string, prefix: string): Promise<number> {
-  const client = new S3Client({
-    endpoint: s3.endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: s3.env['AWS_ACCESS_KEY_ID']!, secretAccessKey: s3.env['AWS_SECRET_ACCESS_KEY']! },
-    requestHandler: { httpsAgent: new Agent({ ca: s3.ca, keepAlive: true, maxSockets: UPLOADS }) },
-  });
-  const files = await filesOf(dir);
-  const t0 = process.hrtime.bigint();
-  let next = 0;
-  await Promise.all(Array.from({ length: UPLOADS }, async () => {
-    while (next < files.length) {
-      const f = files[next++]!;
-      await client.send(new PutObjectCommand({ Bucket: TEST_BUCKET, Key: `${prefix}/${f}`, Body: await readFile(join(dir, f)) }));
-    }
-  }));
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  client.destroy();
-  return seconds;
+/** What differs between the corpus and a restored tree (files, symlinks, bytes), or null. */
+function difference(expected: TreeStats, actual: TreeStats): string | null {
+  const diffs = (['files', 'symlinks', 'bytes'] as const).filter((k) => expected[k] !== actual[k]).map((k) => `${k}: source ${expected[k]}, restored ${actual[k]}`);
+  return diffs.length === 0 ? null : diffs.join('; ');
 }
 
 export async function runS3(ctx: ScenarioContext, corpus: string): Promise<S3Result> {
-  console.log(`\nS3: backup and restore of ${corpus} through s3rver over HTTPS on loopback; copy local <-> S3`);
+  const rounds = parseRounds(process.env.BENCH_S3_ROUNDS);
+  console.log(`\nS3: backup and restore of ${corpus} through s3rver over HTTPS on loopback; copy local <-> S3; ${rounds} rounds`);
   const work = join(ctx.benchDir, 'work-scale', 's3');
   await rm(work, { recursive: true, force: true });
   await mkdir(join(work, 'logs'), { recursive: true });
+  const source = (await walkTree(corpus)).stats;
   const s3 = await startS3rver();
   const env = { ...s3.env, AWS_DEFAULT_REGION: 'us-east-1' };
-  const result: S3Result = { corpus, endpoint: s3.endpoint, steps: {}, copy: { repoBytes: null, sdkUploadSeconds: null, sdkError: null }, notes: [] };
-  const step = async (label: string, cmd: Cmd): Promise<StepRecord> => {
-    const rec: StepRecord = { ...(await runMeasured(cmd, join(work, 'logs', label), ctx.timeoutSec)), skipped: false };
-    console.log(`  ${label}: ${describeRun(rec)}`);
+  const result: S3Result = { corpus, endpoint: s3.endpoint, rounds, steps: {}, endpointCpu: {}, verify: {}, repoBytes: null, notes: [] };
+  /** An untimed step: a failure is a problem and skips what needs it. */
+  const setup = async (label: string, cmd: Cmd): Promise<boolean> => {
+    const rec = await runMeasured(cmd, join(work, 'logs', label.replace(/\W+/g, '-')), ctx.timeoutSec);
     if (!rec.ok) ctx.problems.push(`S3 ${label} failed: ${rec.stderrTail}`);
+    return rec.ok;
+  };
+  /** Round `k` of a timed step, merged into its median; the endpoint's CPU beside it. */
+  const step = async (name: string, k: number, cmd: Cmd): Promise<StepRecord> => {
+    const cpu0 = await endpointCpu(s3);
+    const rec: StepRecord = { ...(await runMeasured(cmd, join(work, 'logs', `${name.replace(/\W+/g, '-')}-${k + 1}`), ctx.timeoutSec)), skipped: false };
+    const cpu = (await endpointCpu(s3)) - cpu0;
+    result.steps[name] = withSample(result.steps[name], rec);
+    (result.endpointCpu[name] ??= []).push(cpu);
+    console.log(`  ${name} (${k + 1}/${rounds}): ${describeRun(rec)}, endpoint CPU ${cpu.toFixed(2)} s`);
+    if (!rec.ok) ctx.problems.push(`S3 ${name} failed: ${rec.stderrTail}`);
     return rec;
   };
+  const tlsArgs = ['--cacert', s3.caFile];
+  const tools = ctx.tools.filter((t): t is 'holdfast' | 'restic' => t === 'holdfast' || t === 'restic');
   try {
-    const tools = ctx.tools.filter((t): t is 'holdfast' | 'restic' => t === 'holdfast' || t === 'restic');
-    for (const tool of tools) {
-      const loc = s3.location(tool);
-      const cmd = (args: string[]): Cmd => (tool === 'holdfast' ? holdfast(['-r', loc, '--cacert', s3.caFile, ...args], env) : restic(['-r', loc, '--cacert', s3.caFile, ...args], { ...env, RESTIC_CACHE_DIR: join(work, 'restic-cache') }));
-      const init = await step(`[${tool}] init`, cmd(tool === 'holdfast' ? ['init'] : ['init', '--repository-version', '2']));
-      if (!init.ok) continue;
-      const backup = await step(`[${tool}] backup`, cmd(['backup', '--host', 'bench', corpus]));
-      const target = join(work, `restore-${tool}`);
-      await mkdir(target, { recursive: true });
-      const restore = backup.ok ? await step(`[${tool}] restore`, cmd(['restore', 'latest', '--target', target])) : undefined;
-      result.steps[tool] = { backup, ...(restore ? { restore } : {}) };
-      if (!ctx.keep) await rm(target, { recursive: true, force: true });
-    }
-    if (tools.includes('holdfast')) {
-      const local = join(work, 'local');
+    const local = join(work, 'local');
+    const prepared = tools.includes('holdfast')
+      && await setup('copy: local repository init', holdfast(['-r', local, 'init'], env))
+      && await setup('copy: local repository backup', holdfast(['-r', local, 'backup', '-q', '--host', 'bench', corpus], env));
+    if (prepared) result.repoBytes = await duBytes(local);
+    for (let k = 0; k < rounds; k++) {
+      for (const tool of [...tools.slice(k % tools.length), ...tools.slice(0, k % tools.length)]) {
+        const loc = s3.location(`${tool}-${k + 1}`);
+        const cmd = (args: string[]): Cmd => (tool === 'holdfast' ? holdfast(['-r', loc, ...tlsArgs, ...args], env)
+          : restic(['-r', loc, ...tlsArgs, ...args], { ...env, RESTIC_CACHE_DIR: join(work, `restic-cache-${k + 1}`) }));
+        if (!await setup(`[${tool}] init`, cmd(tool === 'holdfast' ? ['init'] : ['init', '--repository-version', '2']))) continue;
+        const backup = await step(`[${tool}] backup`, k, cmd(['backup', '-q', '--host', 'bench', corpus]));
+        if (!backup.ok) continue;
+        const target = join(work, `restore-${tool}`);
+        await rm(target, { recursive: true, force: true });
+        await mkdir(target, { recursive: true });
+        const restore = await step(`[${tool}] restore`, k, cmd(['restore', 'latest', '--target', target]));
+        if (restore.ok) {
+          const diff = difference(source, (await walkTree(target)).stats);
+          if (diff !== null) ctx.problems.push(`S3 [${tool}] restore ${k + 1}: the restored tree differs from the corpus (${diff})`);
+          result.verify[tool] = result.verify[tool] ?? diff;
+        }
+        if (!ctx.keep) await rm(target, { recursive: true, force: true });
+      }
+      if (!prepared) continue;
+      const up = s3.location(`copy-${k + 1}`);
       const back = join(work, 'local-back');
-      const prepared = (await step('[holdfast] copy: local repository init', holdfast(['-r', local, 'init'], env))).ok
-        && (await step('[holdfast] copy: local repository backup', holdfast(['-r', local, 'backup', '-q', '--host', 'bench', corpus], env))).ok
-        && (await step('[holdfast] copy: S3 repository init --copy-from', holdfast(['-r', s3.location('copy'), '--cacert', s3.caFile, 'init', '--copy-from', local], env))).ok;
-      if (prepared) {
-        result.copy.repoBytes = await duBytes(local);
-        result.copy.toS3 = await step('[holdfast] copy local -> S3', holdfast(['-r', s3.location('copy'), '--cacert', s3.caFile, 'copy', '--from-repo', local], env));
-        const ready = (await step('[holdfast] copy: local repository init --copy-from S3', holdfast(['-r', back, '--cacert', s3.caFile, 'init', '--copy-from', s3.location('copy')], env))).ok;
-        if (ready) result.copy.fromS3 = await step('[holdfast] copy S3 -> local', holdfast(['-r', back, '--cacert', s3.caFile, 'copy', '--from-repo', s3.location('copy')], env));
-        try {
-          result.copy.sdkUploadSeconds = await sdkUpload(s3, local, 'plain-upload');
-          console.log(`  plain SDK upload of the local repository's files: ${result.copy.sdkUploadSeconds.toFixed(2)} s`);
-        } catch (e) {
-          result.copy.sdkError = String(e);
-          ctx.problems.push(`S3 plain SDK upload failed: ${String(e)}`);
+      const sync = (direction: 'up' | 'down', dir: string, where: string): Cmd =>
+        ({ file: process.execPath, args: [SYNC_MAIN, direction, dir, where], env: { ...env, S3_SYNC_CA: s3.caFile } });
+      if (await setup('copy: S3 repository init --copy-from', holdfast(['-r', up, ...tlsArgs, 'init', '--copy-from', local], env))) {
+        const copied = await step('copy up', k, holdfast(['-r', up, ...tlsArgs, 'copy', '--from-repo', local], env));
+        await rm(back, { recursive: true, force: true });
+        if (copied.ok && await setup('copy: local repository init --copy-from S3', holdfast(['-r', back, ...tlsArgs, 'init', '--copy-from', up], env))) {
+          await step('copy down', k, holdfast(['-r', back, ...tlsArgs, 'copy', '--from-repo', up], env));
         }
       }
+      await step('plain up', k, sync('up', local, s3.location(`plain-${k + 1}`)));
+      const down = join(work, 'plain-down');
+      await rm(down, { recursive: true, force: true });
+      await step('plain down', k, sync('down', down, s3.location(`plain-${k + 1}`)));
+      await rm(down, { recursive: true, force: true });
+      await rm(back, { recursive: true, force: true });
     }
   } finally {
     await s3.close();
   }
-  result.notes.push(`S3: s3rver on ${s3.endpoint} (HTTPS, self-signed, --cacert for both tools); corpus ${corpus}; one run each; copy MB/s = the local repository's size (du -sb) over the copy's time; plain upload: PutObject of the same files, ${UPLOADS} at a time, from the bench's own process`);
+  result.notes.push(
+    `S3: s3rver on ${s3.endpoint} (HTTPS, self-signed, --cacert for both tools); corpus ${corpus} (${source.files} files, ${(source.bytes / 1e6).toFixed(0)} MB); `
+      + `median (min–max) of ${rounds} rounds, each into a fresh prefix, the tools taking turns to go first; restored trees compared with the corpus (files, bytes)`,
+    `copy rows: MB/s = the local repository's size (${result.repoBytes === null ? '?' : (result.repoBytes / 1e6).toFixed(0)} MB, du -sb) over the time; `
+      + 'the restic column holds the plain move of the same files with the SDK (bench/s3-sync.ts, a process of its own, as many requests at once as holdfast), '
+      + 'up for copy local -> S3, down for copy S3 -> local',
+    `endpoint CPU (s3rver, median per step): ${Object.entries(result.endpointCpu).map(([name, xs]) => `${name} ${median(xs).toFixed(2)} s`).join(', ')}`,
+  );
   return result;
 }
 
-const cell = (rec: StepRecord | undefined): { value: number | null; text: string } => (rec === undefined ? { value: null, text: '-' } : rec.ok ? { value: rec.seconds, text: rec.seconds.toFixed(2) } : { value: null, text: 'FAILED' });
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** A cell of the median and, when there are several rounds, their range; with MB/s when `mb` is given. */
+function cell(rec: StepRecord | undefined, mb: number | null = null): { value: number | null; text: string } {
+  if (rec === undefined) return { value: null, text: '-' };
+  if (!rec.ok) return { value: null, text: 'FAILED' };
+  const xs = rec.samples ?? [rec.seconds];
+  const spread = xs.length > 1 ? ` (${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})` : '';
+  return { value: rec.seconds, text: `${rec.seconds.toFixed(2)}${spread}${mb === null ? '' : `, ${(mb / rec.seconds).toFixed(0)} MB/s`}` };
+}
 
 function ratioVerdict(a: StepRecord | undefined, b: StepRecord | undefined, target: number): string {
   return verdict(a?.ok && b?.ok ? a.seconds / b.seconds <= target : null);
 }
 
 export function s3Rows(r: S3Result): ScaleRow[] {
-  const hf = r.steps.holdfast;
-  const rs = r.steps.restic;
-  const mb = r.copy.repoBytes === null ? null : r.copy.repoBytes / 1e6;
-  const rate = (rec: StepRecord | undefined): { value: number | null; text: string } => {
-    if (!rec?.ok || mb === null) return cell(rec);
-    return { value: rec.seconds, text: `${rec.seconds.toFixed(2)} (${(mb / rec.seconds).toFixed(0)} MB/s)` };
+  const s = r.steps;
+  const mb = r.repoBytes === null ? null : r.repoBytes / 1e6;
+  const restored = (tool: ToolName, rec: StepRecord | undefined): { value: number | null; text: string } => {
+    const c = cell(rec);
+    return r.verify[tool] ? { value: null, text: `${c.text} (differs)` } : c;
   };
-  const sdk = r.copy.sdkUploadSeconds;
-  const sdkCell = sdk === null || mb === null ? { value: null, text: r.copy.sdkError ? 'FAILED' : '-' } : { value: sdk, text: `plain upload ${sdk.toFixed(2)} (${(mb / sdk).toFixed(0)} MB/s)` };
-  const copyVerdict = (rec: StepRecord | undefined): string => verdict(rec?.ok && sdk !== null ? rec.seconds / sdk <= COPY_RATIO_TARGET : null);
   return [
-    { label: 'S3: backup (s)', cells: { holdfast: cell(hf?.backup), restic: cell(rs?.backup) }, target: `≤ ${S3_RATIO_TARGET}x restic`, verdict: ratioVerdict(hf?.backup, rs?.backup, S3_RATIO_TARGET) },
-    { label: 'S3: restore (s)', cells: { holdfast: cell(hf?.restore), restic: cell(rs?.restore) }, target: `≤ ${S3_RATIO_TARGET}x restic`, verdict: ratioVerdict(hf?.restore, rs?.restore, S3_RATIO_TARGET) },
-    { label: 'copy local -> S3 (s)', cells: { holdfast: rate(r.copy.toS3), restic: sdkCell }, target: `≤ ${COPY_RATIO_TARGET}x plain upload`, verdict: copyVerdict(r.copy.toS3) },
-    { label: 'copy S3 -> local (s)', cells: { holdfast: rate(r.copy.fromS3), restic: sdkCell }, target: `≤ ${COPY_RATIO_TARGET}x plain upload`, verdict: copyVerdict(r.copy.fromS3) },
+    { label: 'S3: backup (s)', cells: { holdfast: cell(s['[holdfast] backup']), restic: cell(s['[restic] backup']) }, target: `≤ ${S3_RATIO_TARGET}x restic`, verdict: ratioVerdict(s['[holdfast] backup'], s['[restic] backup'], S3_RATIO_TARGET) },
+    { label: 'S3: restore (s)', cells: { holdfast: restored('holdfast', s['[holdfast] restore']), restic: restored('restic', s['[restic] restore']) }, target: `≤ ${S3_RATIO_TARGET}x restic`, verdict: r.verify.holdfast ? 'FAIL' : ratioVerdict(s['[holdfast] restore'], s['[restic] restore'], S3_RATIO_TARGET) },
+    { label: 'copy local -> S3 (s)', cells: { holdfast: cell(s['copy up'], mb), restic: cell(s['plain up'], mb) }, target: `≤ ${COPY_RATIO_TARGET}x plain upload`, verdict: ratioVerdict(s['copy up'], s['plain up'], COPY_RATIO_TARGET) },
+    { label: 'copy S3 -> local (s)', cells: { holdfast: cell(s['copy down'], mb), restic: cell(s['plain down'], mb) }, target: `≤ ${COPY_RATIO_TARGET}x plain download`, verdict: ratioVerdict(s['copy down'], s['plain down'], COPY_RATIO_TARGET) },
   ];
 }

@@ -13,7 +13,8 @@
 //              it replaced (bench/index-memory.ts); target ≤ 64 bytes per blob
 //   s3         the corpus backed up to and restored from s3rver over HTTPS beside
 //              restic's S3 backend, and copy local <-> S3 beside a plain SDK upload
-//              (bench/s3.ts); targets: ≤ 0.5x restic, copy ≤ 1.2x the upload
+//              and download of the same files (bench/s3.ts, bench/s3-sync.ts),
+//              BENCH_S3_ROUNDS rounds (default 3); targets: ≤ 0.5x restic, copy ≤ 1.2x the plain move
 //
 // BENCH_SCENARIOS=tree,stream,manyfiles,deploy,index,s3,image picks the scenarios (default: all).
 // BENCH_IMAGE=0 still switches the image scenario off; BENCH_SCENARIOS without
@@ -95,13 +96,13 @@ export async function runScaleScenarios(o: { benchDir: string; tools: ToolName[]
 
   const rows = [...(stream ? streamRows(stream) : []), ...(manyfiles ? manyFilesRows(manyfiles) : []), ...(deploy ? deployRows(deploy) : []), ...(s3 ? s3Rows(s3) : [])];
   const shown = ctx.tools.length > 0 ? ctx.tools : o.tools;
-  console.log(`\nScale results (${wanted.join(', ')}; one run each, deploy several; ratio < 1.00x = smaller/faster than restic):\n`);
+  console.log(`\nScale results (${wanted.join(', ')}; one run each, deploy and S3 several; ratio < 1.00x = smaller/faster than restic):\n`);
   console.log(scaleTable(shown, rows));
   console.log('\nNotes:');
   if (stream) for (const n of stream.notes) console.log(`  - ${n}`);
   if (manyfiles) for (const n of manyfiles.notes) console.log(`  - ${n}`);
   if (deploy) for (const n of deploy.notes) console.log(`  - ${n}`);
-  if (s3) for (const n of [...s3.notes, 'copy rows: the restic column holds the plain SDK upload of the same files, and the ratio is the copy\'s time over it']) console.log(`  - ${n}`);
+  if (s3) for (const n of s3.notes) console.log(`  - ${n}`);
   console.log("  - peak RSS: /usr/bin/time -f '%e %M' of the tool process alone; MB = 10^6 bytes; `sync` before every measured step.");
   if (ctx.problems.length > 0) console.log(`\nStream / many-files / deploy / S3 problems:\n${ctx.problems.map((p) => `  ${p}`).join('\n')}`);
   return {

@@ -64,6 +64,8 @@ export interface TestS3 {
   start(): Promise<void>;
   /** Stops it and removes its folder. */
   close(): Promise<void>;
+  /** The process id of the running endpoint (the bench reads its CPU time); undefined while stopped. */
+  pid(): number | undefined;
 }
 
 /** Starts s3rver on 127.0.0.1; over HTTPS with a fresh self-signed certificate unless `tls: false`. */
@@ -122,6 +124,7 @@ export async function startS3rver(opts: { tls?: boolean } = {}): Promise<TestS3>
       await stop({ abrupt: true });
       await rm(dir, { recursive: true, force: true });
     },
+    pid: () => child?.pid,
   };
 }
 
