@@ -158,14 +158,13 @@ function report(g: GlobalOptions, r: ImageBackupResult): void {
   const c = img.counts;
   const seconds = (Date.parse(s.end) - Date.parse(s.start)) / 1000;
   if (g.json) {
-    if (!g.quiet) {
-      process.stdout.write(`${JSON.stringify({
-        message_type: 'summary', snapshot_id: r.id, incomplete: r.snapshot.incomplete === true, total_duration: seconds, ...summaryJson(s),
-        image_size: img.size, block_size: img.blockSize, blocks: c.blocks, blocks_unused: c.unused, blocks_zero: c.zero,
-        blocks_unchanged: c.unchanged, blocks_changed: c.changed, blocks_stored: c.stored, bytes_read: c.bytesRead,
-        partition_table: img.layout.table, filesystems: img.filesystems, crash_consistent_only: img.live === true,
-      })}\n`);
-    }
+    // With --quiet too: restic drops the status lines, not the summary.
+    process.stdout.write(`${JSON.stringify({
+      message_type: 'summary', snapshot_id: r.id, incomplete: r.snapshot.incomplete === true, total_duration: seconds, ...summaryJson(s),
+      image_size: img.size, block_size: img.blockSize, blocks: c.blocks, blocks_unused: c.unused, blocks_zero: c.zero,
+      blocks_unchanged: c.unchanged, blocks_changed: c.changed, blocks_stored: c.stored, bytes_read: c.bytesRead,
+      partition_table: img.layout.table, filesystems: img.filesystems, crash_consistent_only: img.live === true,
+    })}\n`);
     return;
   }
   const parts = img.layout.table === 'none' ? 'no partition table' : `${img.layout.table}, ${img.layout.partitions.length} partition(s)`;

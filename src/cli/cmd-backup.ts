@@ -194,7 +194,8 @@ function report(g: GlobalOptions, r: BackupResult): void {
   const seconds = (Date.parse(s.end) - Date.parse(s.start)) / 1000;
   if (g.json) {
     const outcome = r.id === undefined ? { dry_run: true } : { snapshot_id: r.id };
-    if (!g.quiet) process.stdout.write(`${JSON.stringify({ message_type: 'summary', ...outcome, incomplete: r.snapshot.incomplete === true, total_duration: seconds, ...summaryJson(s) })}\n`);
+    // With --quiet too: restic drops the status lines, not the summary.
+    process.stdout.write(`${JSON.stringify({ message_type: 'summary', ...outcome, incomplete: r.snapshot.incomplete === true, total_duration: seconds, ...summaryJson(s) })}\n`);
     return;
   }
   say(g, `Files:       ${s.filesNew} new, ${s.filesChanged} changed, ${s.filesUnchanged} unchanged`);

@@ -86,7 +86,7 @@ async function runCopy(g: GlobalOptions, f: CopyFlags, args: readonly string[]):
   let report: CopyReport;
   // A bar on a terminal; with --json, stdout holds only the report.
   const totals: Totals = { files: 0, bytes: 0, done: true };
-  const progress = new Progress({ ...g, json: false }, totals, 'packs');
+  const progress = new Progress({ ...g, json: false }, totals, { unit: 'packs' });
   const onProgress = (p: CopyProgress): void => {
     totals.files = p.packsTotal;
     totals.bytes = p.bytesTotal;

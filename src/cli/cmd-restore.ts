@@ -5,12 +5,12 @@ import { collect, fileInTheWay, formatBytes, globals, openRepo, plural, processP
 import { localIso } from '../core/local-time.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
-import { Progress } from './progress.js';
+import { Progress, type Figures, type ProgressState } from './progress.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 import { isImageSnapshot, openImageFiles, restorerFor } from '../jobs/image-files/open-image-files.js';
 import { OVERWRITE_CHOICES, type Overwrite } from '../jobs/restore/overwrite.js';
 import { Excludes } from '../jobs/backup/excludes.js';
-import { MAX_FAILED_LISTED } from '../jobs/restore/restorer.js';
+import { MAX_FAILED_LISTED, type RestoreProgress } from '../jobs/restore/restorer.js';
 
 interface RestoreFlags extends SnapshotFilter {
   target?: string;
@@ -20,6 +20,23 @@ interface RestoreFlags extends SnapshotFilter {
   exclude?: string[];
   iexclude?: string[];
 }
+
+/** A restore's progress as the bar and its fraction count it: files and bytes restored or left as they are. */
+interface RestoreStatus extends ProgressState {
+  readonly restore: RestoreProgress;
+}
+
+const status = (p: RestoreProgress): RestoreStatus => ({ files: p.files + p.filesSkipped, bytes: p.bytes + p.bytesSkipped, errors: p.errors, current: p.current, restore: p });
+
+/** The figures a restore's status lines and its summary share, restic's restore names. */
+function restoreFigures(p: RestoreProgress, totalFiles: number | undefined, totalBytes: number | undefined): Record<string, unknown> {
+  return {
+    total_files: totalFiles, files_restored: p.files, files_skipped: p.filesSkipped,
+    total_bytes: totalBytes, bytes_restored: p.bytes, bytes_skipped: p.bytesSkipped, error_count: p.errors,
+  };
+}
+
+const restoreStatus = (s: RestoreStatus, f: Figures): Record<string, unknown> => ({ percent_done: f.fraction, ...restoreFigures(s.restore, f.totalFiles, f.totalBytes) });
 
 export function register(program: Command): void {
   withFilterOptions(program.command('restore'))
@@ -53,7 +70,7 @@ export function register(program: Command): void {
       const excludes = new Excludes(flags.exclude ?? [], flags.iexclude ?? []);
       const whole = !image && (flags.include ?? []).length === 0 && excludes.patterns.length + excludes.insensitive.length === 0;
       const totals = { files: whole ? s.filesNew + s.filesChanged + s.filesUnchanged : 0, bytes: whole ? s.totalBytes : 0, done: whole };
-      const progress = new Progress(g, totals);
+      const progress = new Progress<RestoreStatus>(g, totals, { fields: restoreStatus });
       let result;
       try {
         result = await restorerFor(image, repo, flags.target!, {
@@ -74,34 +91,35 @@ export function register(program: Command): void {
               totals.bytes = p.totalBytes;
               totals.done = p.walked;
             }
-            progress.update({ files: p.files + p.filesSkipped, bytes: p.bytes + p.bytesSkipped, current: p.current });
+            progress.update(status(p));
           },
           onRestored: (path) => verboseItem(g, 'restored', path),
           onUnchanged: (path) => verboseItem(g, 'unchanged', path),
         }).run(snapshot.tree);
+        // The last status line says what the summary says.
+        Object.assign(totals, { files: result.progress.totalFiles, bytes: result.progress.totalBytes, done: true });
+        progress.update(status(result.progress), true);
       } finally {
         progress.stop();
         offInterrupt();
       }
       const p = result.progress;
       if (g.json) {
-        if (!g.quiet) {
-          process.stdout.write(`${JSON.stringify({
-            message_type: 'summary', seconds_elapsed: Math.round((Date.now() - started) / 1000),
-            total_files: p.totalFiles, files_restored: p.files, files_skipped: p.filesSkipped, dirs_restored: p.dirs,
-            total_bytes: p.totalBytes, bytes_restored: p.bytes, bytes_skipped: p.bytesSkipped,
-            errors: result.failedCount, ...(flags.verify ? { verify_failed: result.verifyFailed.length } : {}),
-          })}\n`);
-        }
+        // With --quiet too: restic drops the status lines, not the summary.
+        process.stdout.write(`${JSON.stringify({
+          message_type: 'summary', seconds_elapsed: Math.round((Date.now() - started) / 1000),
+          ...restoreFigures(p, p.totalFiles, p.totalBytes), dirs_restored: p.dirs,
+          ...(flags.verify ? { files_verified: result.verified, verify_failed: result.verifyFailed.length } : {}),
+        })}\n`);
       } else {
         say(g, `restored ${plural(p.files, 'file')}, ${plural(p.dirs, 'folder')}, ${formatBytes(p.bytes)}${p.filesSkipped > 0 ? `; ${plural(p.filesSkipped, 'file')} (${formatBytes(p.bytesSkipped)}) already there were left as they are` : ''}`);
       }
       if (flags.verify && !g.json) {
         if (result.verifyFailed.length > 0) say(g, `VERIFY FAILED for ${result.verifyFailed.length} file(s)`);
-        else if (result.failedCount > 0) say(g, `verified ${p.files + p.filesSkipped} restored files; ${result.failedCount} path(s) were not restored`);
-        else say(g, `verified ${p.files + p.filesSkipped} files: all match the snapshot`);
+        else if (p.errors > 0) say(g, `verified ${plural(result.verified, 'file')}; ${plural(p.errors, 'path')} not restored`);
+        else say(g, `verified ${plural(result.verified, 'file')}: all match the snapshot`);
       }
-      const count = result.failedCount + result.verifyFailed.length;
+      const count = p.errors + result.verifyFailed.length;
       if (count > 0) {
         const listed = [...result.failed, ...result.verifyFailed].slice(0, MAX_FAILED_LISTED);
         const lines = listed.map((f) => `  ${f.path}: ${f.error}`);

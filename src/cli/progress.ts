@@ -22,6 +22,23 @@ export interface ProgressState {
   current?: string;
 }
 
+/**
+ * The fields of a `--json` status line besides `message_type` and the times:
+ * a command's own vocabulary (a restore's is restic's restore names).
+ */
+export type StatusFields<P extends ProgressState> = (p: P, f: Figures) => Record<string, unknown>;
+
+/** A backup's status fields, restic's names. */
+export const backupStatus: StatusFields<ProgressState> = (p, f) => ({
+  percent_done: f.fraction,
+  total_files: f.totalFiles,
+  files_done: p.files,
+  total_bytes: f.totalBytes,
+  bytes_done: p.bytes,
+  error_count: p.errors ?? 0,
+  current_files: p.current ? [p.current] : [],
+});
+
 export interface Totals {
   files: number;
   bytes: number;
@@ -78,14 +95,23 @@ function updateInterval(): number {
   return fps > 0 ? 1000 / fps : 200;
 }
 
-export class Progress {
+export class Progress<P extends ProgressState = ProgressState> {
   private bar: cliProgress.SingleBar | undefined;
   private last = -Infinity;
   private readonly interval = updateInterval();
   private readonly start = performance.now();
+  private readonly fields: StatusFields<P>;
 
-  /** `unit`: what `files` counts, on the bar (`copy` counts packs). */
-  constructor(private readonly g: GlobalOptions, private readonly totals?: Totals, unit = 'files') {
+  /**
+   * `unit`: what `files` counts, on the bar (`copy` counts packs); `fields`:
+   * what a `--json` status line says (a backup's by default).
+   */
+  constructor(
+    private readonly g: GlobalOptions,
+    private readonly totals?: Totals,
+    { unit = 'files', fields = backupStatus as StatusFields<P> }: { unit?: string; fields?: StatusFields<P> } = {},
+  ) {
+    this.fields = fields;
     if (!g.quiet && !g.json && process.stderr.isTTY) {
       // Loaded only for a terminal: it cost every backup and restore 20 ms of CPU (docs/decisions.md, "Fixed costs per run").
       const { SingleBar } = createRequire(import.meta.url)('cli-progress') as typeof cliProgress;
@@ -101,10 +127,13 @@ export class Progress {
     }
   }
 
-  /** Reports the current state; throttled to the update interval. */
-  update(p: ProgressState): void {
+  /**
+   * Reports the current state; throttled to the update interval, but for
+   * `final`: the last status, which says what the summary says.
+   */
+  update(p: P, final = false): void {
     const now = performance.now();
-    if (now - this.last < this.interval) return;
+    if (!final && now - this.last < this.interval) return;
     this.last = now;
     const elapsed = (now - this.start) / 1000;
     const f = progressFigures(p, this.totals, elapsed);
@@ -113,13 +142,7 @@ export class Progress {
         message_type: 'status',
         seconds_elapsed: Math.round(elapsed),
         ...(f.eta === undefined ? {} : { seconds_remaining: Math.round(f.eta) }),
-        percent_done: f.fraction,
-        total_files: f.totalFiles,
-        files_done: p.files,
-        total_bytes: f.totalBytes,
-        bytes_done: p.bytes,
-        error_count: p.errors ?? 0,
-        current_files: p.current ? [p.current] : [],
+        ...this.fields(p, f),
       })}\n`);
     }
     this.bar?.update(f.fraction, {

@@ -54,15 +54,80 @@ describe('restore --json', () => {
     for (const m of status) {
       assert.equal(m['total_files'], count, `status line ${JSON.stringify(m)}`);
       assert.equal(m['total_bytes'], bytes, `status line ${JSON.stringify(m)}`);
-      assert.ok((m['files_done'] as number) <= count && (m['percent_done'] as number) <= 1);
+      assert.ok((m['files_restored'] as number) <= count && (m['percent_done'] as number) <= 1);
     }
     const summary = messages.pop()!;
     assert.equal(summary['message_type'], 'summary', r.stdout);
     assert.equal(summary['files_restored'], count);
     assert.equal(summary['total_files'], count);
     assert.equal(summary['bytes_restored'], bytes);
-    assert.equal(summary['errors'], 0);
+    assert.equal(summary['error_count'], 0);
     assertSameTree(src, join(target, src));
+  });
+});
+
+/** The JSON lines a command printed. */
+const jsonLines = (r: RunResult): Record<string, unknown>[] => r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+
+/** Status and summary share these names (restic's restore names). */
+const FIGURES = ['total_files', 'files_restored', 'files_skipped', 'total_bytes', 'bytes_restored', 'bytes_skipped', 'error_count'] as const;
+const figures = (m: Record<string, unknown>): unknown[] => FIGURES.map((k) => m[k]);
+
+describe('restore --json: one vocabulary, the backup\'s bytes', () => {
+  let s: Sandbox;
+  let src: string;
+  before(async () => {
+    s = await Sandbox.create('holdfast-restore-');
+    await s.ok(['init']);
+    // f and g are one file of 10 bytes under two names, h is 3 bytes: a backup processes 23 bytes.
+    src = s.path('src');
+    await fs.mkdir(src);
+    await fs.writeFile(join(src, 'f'), '0123456789');
+    await fs.link(join(src, 'f'), join(src, 'g'));
+    await fs.writeFile(join(src, 'h'), 'abc');
+    const backup = jsonLines(await s.ok(['--json', 'backup', src])).pop()!;
+    assert.equal(backup['total_bytes_processed'], 23);
+  });
+  after(() => s.remove());
+
+  it('every status counts each name of a hard link, the last one is the summary, and the text says the same bytes', async () => {
+    const target = s.path('t1');
+    const lines = jsonLines(await s.ok(['--json', 'restore', 'latest', '--target', target]));
+    const summary = lines.pop()!;
+    assert.equal(summary['message_type'], 'summary');
+    assert.deepEqual(figures(summary), [3, 3, 0, 23, 23, 0, 0]);
+    const status = lines.filter((m) => m['message_type'] === 'status');
+    assert.ok(status.length >= 1);
+    for (const m of status) {
+      assert.equal(m['total_bytes'], 23, JSON.stringify(m));
+      assert.equal(m['files_done'], undefined, 'a backup\'s name in a restore status');
+    }
+    const last = status.pop()!;
+    assert.deepEqual(figures(last), figures(summary));
+    assert.equal(last['percent_done'], 1);
+    assertSameTree(src, join(target, src));
+    const text = await s.ok(['restore', 'latest', '--target', s.path('t2')]);
+    assert.match(text.stdout, /restored 3 files, \d+ folders, 23 B\n/);
+  });
+
+  it('--overwrite if-changed --verify: skipped bytes are the same 23, and the summary counts the files verified', async () => {
+    const target = s.path('t3');
+    await s.ok(['restore', 'latest', '--target', target]);
+    const summary = jsonLines(await s.ok(['--json', 'restore', 'latest', '--target', target, '--overwrite', 'if-changed', '--verify'])).pop()!;
+    assert.deepEqual(figures(summary), [3, 0, 3, 23, 0, 23, 0]);
+    assert.equal(summary['files_verified'], 3);
+    assert.equal(summary['verify_failed'], 0);
+    const text = await s.ok(['restore', 'latest', '--target', target, '--verify']);
+    assert.match(text.stdout, /verified 3 files: all match the snapshot/);
+  });
+
+  it('--json --quiet prints the summary and no status line, for restore and backup', async () => {
+    const restore = jsonLines(await s.ok(['--json', '--quiet', 'restore', 'latest', '--target', s.path('t4')]));
+    assert.deepEqual(restore.map((m) => m['message_type']), ['summary']);
+    assert.equal(restore[0]!['bytes_restored'], 23);
+    const backup = jsonLines(await s.ok(['--json', '--quiet', 'backup', src], { env: { HOLDFAST_PROGRESS_FPS: '1000' } }));
+    assert.deepEqual(backup.map((m) => m['message_type']), ['summary']);
+    assert.equal(backup[0]!['total_bytes_processed'], 23);
   });
 });
 

@@ -97,6 +97,12 @@ describe('restore into a target that holds a restore', () => {
     assert.deepEqual(await fs.readFile(join(at, 'sizes', '100k.bin')), await fs.readFile(join(src, 'sizes', '100k.bin')));
     assert.equal(await fs.readlink(join(at, 'links', 'to-dir')), '../nested/a');
     assert.ok(existsSync(join(at, 'special', 'fifo')));
+    // --verify says that the file it left alone differs, not that it restored it wrong.
+    const verified = await s.run(['restore', 'latest', '--target', s.path('never'), '--overwrite', 'never', '--verify']);
+    assert.equal(verified.code, 1, verified.stderr);
+    const line = join(src, 'sizes', 'text.txt') + ': verification failed: left as it was (--overwrite never); its bytes differ from the snapshot';
+    assert.ok(verified.stderr.includes(line), verified.stderr);
+    assert.doesNotMatch(verified.stderr, /restored bytes/);
   });
 
   it('a bad --overwrite choice is a usage error', async () => {

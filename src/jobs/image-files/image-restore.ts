@@ -43,9 +43,10 @@ function hashZeros(h: Hash, n: number): Hash {
 }
 
 export class ImageRestorer {
-  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, filesSkipped: 0, bytesSkipped: 0, totalFiles: 0, totalBytes: 0, walked: false, current: '' };
+  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, filesSkipped: 0, bytesSkipped: 0, totalFiles: 0, totalBytes: 0, errors: 0, walked: false, current: '' };
   private readonly failed: { path: string; error: string }[] = [];
   private readonly verifyFailed: { path: string; error: string }[] = [];
+  private verified = 0;
   private readonly inodes = new Map<string, PosixPath>();
   private readonly includes: string[];
   private readonly long = new PathShortener();
@@ -60,8 +61,13 @@ export class ImageRestorer {
   }
 
   private fail(path: string, error: string): void {
-    this.failed.push({ path, error });
+    this.listFailed({ path, error });
     this.opts.onWarning?.(path, `not restored: ${error}`);
+  }
+
+  private listFailed(f: { path: string; error: string }): void {
+    this.failed.push(f);
+    this.progress.errors++;
   }
 
   async run(): Promise<RestoreResult> {
@@ -73,7 +79,7 @@ export class ImageRestorer {
     try {
       for await (const entry of walkImage(this.volume, root, Buffer.from('/'), {
         onUnsafe: (path, reason) => {
-          this.failed.push({ path, error: `refused: ${reason}` });
+          this.listFailed({ path, error: `refused: ${reason}` });
           this.opts.onWarning?.(path, `refused to restore: ${reason}`);
         },
         onError: (path, err) => {
@@ -106,7 +112,7 @@ export class ImageRestorer {
     for (const i of this.includes) {
       if (i !== '/' && !matchedIncludes.has(i) && !this.failed.some((f) => f.path === i || i.startsWith(`${f.path}/`))) this.fail(i, 'not in the snapshot');
     }
-    return { progress: this.progress, failed: this.failed, failedCount: this.failed.length, verifyFailed: this.verifyFailed };
+    return { progress: this.progress, failed: this.failed, verified: this.verified, verifyFailed: this.verifyFailed };
   }
 
   private async restoreNode({ path, node }: ImageWalkEntry): Promise<void> {
@@ -162,15 +168,16 @@ export class ImageRestorer {
   private async restoreFile(path: Buffer, dest: PosixPath, node: ImageNode): Promise<void> {
     const key = `${node.volume}:${node.ino}`;
     this.progress.totalFiles++;
+    this.progress.totalBytes += node.size;
     if (node.links > 1) {
       const first = this.inodes.get(key);
       if (first) {
         await fsp.link(first, dest);
         this.progress.files++;
+        this.progress.bytes += node.size;
         return;
       }
     }
-    this.progress.totalBytes += node.size;
     const hash = createHash('sha256');
     const fh = await fsp.open(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
     try {
@@ -195,7 +202,10 @@ export class ImageRestorer {
     }
     this.progress.files++;
     if (node.links > 1) this.inodes.set(key, dest);
-    if (this.opts.verify && !(await this.verifyFile(dest, node.size, hash.digest()))) this.verifyFailure(path, 'restored bytes differ from the image');
+    if (this.opts.verify) {
+      this.verified++;
+      if (!(await this.verifyFile(dest, node.size, hash.digest()))) this.verifyFailure(path, 'restored bytes differ from the image');
+    }
   }
 
   /** Reads a restored file back and compares its SHA-256 with that of the bytes read from the image. */

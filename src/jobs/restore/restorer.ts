@@ -63,6 +63,10 @@ export interface RestoreOptions extends JobPoolOptions {
   readonly privileged?: boolean;
 }
 
+/**
+ * Bytes count every name of a hard-linked file, as a backup's `totalBytes`
+ * does: a snapshot restored whole has the totals its summary gives.
+ */
 export interface RestoreProgress {
   /** Regular files restored (hard links included), and bytes of their content (holes included). */
   files: number;
@@ -71,9 +75,11 @@ export interface RestoreProgress {
   /** Regular files already in the target and left as they are (`--overwrite`), and their bytes. */
   filesSkipped: number;
   bytesSkipped: number;
-  /** Regular files and bytes the walk has found to restore so far; all of them once `walked`. */
+  /** Regular files and bytes the walk has found so far, restored or skipped; all of them once `walked`. */
   totalFiles: number;
   totalBytes: number;
+  /** Paths not restored so far. */
+  errors: number;
   walked: boolean;
   current: string;
 }
@@ -93,8 +99,8 @@ export interface RestoreResult {
    * whether a worker thread or this one met it): the first MAX_FAILED_LISTED of them.
    */
   readonly failed: FailedPath[];
-  /** How many paths were not restored, listed or not. */
-  readonly failedCount: number;
+  /** Regular files read back and checked against the snapshot, when verifying (`verifyFailed` lists those that did not match). */
+  readonly verified: number;
   /** Paths whose restored bytes or mtime did not match, when verifying, with what differs. */
   readonly verifyFailed: { path: string; error: string }[];
 }
@@ -154,15 +160,15 @@ interface PlannedBlob {
 const asBuffer = (p: PosixPath): Buffer => (typeof p === 'string' ? Buffer.from(p) : p);
 
 export class Restorer {
-  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, filesSkipped: 0, bytesSkipped: 0, totalFiles: 0, totalBytes: 0, walked: false, current: '' };
+  private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, filesSkipped: 0, bytesSkipped: 0, totalFiles: 0, totalBytes: 0, errors: 0, walked: false, current: '' };
   private readonly failed: FailedPath[] = [];
-  private failedCount = 0;
+  private verified = 0;
   /** The first error that ends the restore, raised by work running alongside the walk. */
   private fatal: { error: unknown } | undefined;
   private readonly failedPaths = new Set<string>();
   private readonly verifyFailed: { path: string; error: string }[] = [];
   private readonly inodes = new Map<string, { dest: Buffer; content: string }>();
-  private readonly links: { path: Buffer; from: Buffer; dest: Buffer }[] = [];
+  private readonly links: { path: Buffer; from: Buffer; dest: Buffer; size: number }[] = [];
   /** Folders made or merged into, in walk order; their owner, mode and mtime are set at the end. */
   private readonly dirs: PendingDir[] = [];
   /** By depth, the index in `dirs` of the folder of that depth now being walked (0: the target). */
@@ -173,7 +179,8 @@ export class Restorer {
   private readonly plan = new Map<string, { pack: string; blobs: Map<string, PlannedBlob> }>();
   private readonly running = new Set<Promise<void>>();
   private pool!: PoolSession<Task>;
-  private readonly toVerify: { path: Buffer; dest: Buffer; node: TreeNode }[] = [];
+  /** Files to read back; `skipped`: left as it was (`--overwrite never`), so not restored by this run. */
+  private readonly toVerify: { path: Buffer; dest: Buffer; node: TreeNode; skipped?: boolean }[] = [];
   private readonly includes: string[];
   private readonly targetBytes: Buffer;
   /** When the walk last reported progress (ms). */
@@ -207,7 +214,7 @@ export class Restorer {
   }
 
   private listFailed(f: FailedPath): void {
-    if (++this.failedCount <= MAX_FAILED_LISTED) this.failed.push(f);
+    if (++this.progress.errors <= MAX_FAILED_LISTED) this.failed.push(f);
   }
 
   async run(tree: string): Promise<RestoreResult> {
@@ -232,7 +239,7 @@ export class Restorer {
       await pool.close();
       await this.long.close();
     }
-    return { progress: this.progress, failed: this.failed, failedCount: this.failedCount, verifyFailed: this.verifyFailed };
+    return { progress: this.progress, failed: this.failed, verified: this.verified, verifyFailed: this.verifyFailed };
   }
 
   // ---- 1. walk and plan ----
@@ -292,7 +299,7 @@ export class Restorer {
       this.progress.totalBytes += node.size;
       this.progress.filesSkipped++;
       this.progress.bytesSkipped += node.size;
-      if (this.opts.verify) this.toVerify.push({ path, dest, node });
+      if (this.opts.verify) this.toVerify.push({ path, dest, node, ...(how === 'skip' ? { skipped: true } : {}) });
       // Later names of the same inode are linked to this one.
       if (node.links > 1 && !this.inodes.has(inodeKey(node))) this.inodes.set(inodeKey(node), { dest, content: contentKey(node) });
     }
@@ -346,18 +353,20 @@ export class Restorer {
     const holds = this.contentLength(content);
     if (holds !== undefined && holds !== node.size) throw new Error(`damaged in the repository: the file declares ${node.size} bytes but its content holds ${holds}`);
     this.progress.totalFiles++;
+    this.progress.totalBytes += node.size;
     if (node.links > 1) {
       const key = inodeKey(node);
       const first = this.inodes.get(key);
       // A hard link is only recreated when the content recorded under this name
       // is the same (the file may have changed between reading its names).
       if (first && first.content === contentKey(node)) {
-        this.links.push({ path, from: first.dest, dest });
+        this.links.push({ path, from: first.dest, dest, size: node.size });
+        // Read back under this name too: a verify counts the files a restore counts.
+        if (this.opts.verify) this.toVerify.push({ path, dest, node });
         return;
       }
       if (!first) this.inodes.set(key, { dest, content: contentKey(node) });
     }
-    this.progress.totalBytes += node.size;
     if (this.opts.verify) this.toVerify.push({ path, dest, node });
     const settled = this.creation && settledBy(this.creation, node.mode, node);
     const meta: FileMeta = {
@@ -569,6 +578,7 @@ export class Restorer {
       try {
         linkSync(l.from, l.dest);
         this.progress.files++;
+        this.progress.bytes += l.size;
         this.opts.onRestored?.(l.path.toString());
       } catch (e) {
         this.fail(l.path, e);
@@ -629,6 +639,7 @@ export class Restorer {
 
   private async verifyAll(pool: PoolSession<Task>): Promise<void> {
     const files = this.toVerify.filter((f) => !this.failedPaths.has(f.path.toString('latin1')));
+    this.verified = files.length;
     for (let i = 0; i < files.length; i += VERIFY_BATCH) {
       const batch = files.slice(i, i + VERIFY_BATCH);
       const jobs: VerifyJob[] = batch.map((f) => {
@@ -639,7 +650,10 @@ export class Restorer {
       await this.until(pool.whenBelow(pool.size * 2));
       this.throwIfStopped();
       this.track(pool.run<VerifyResult>({ kind: 'verify', files: jobs }).then((r) => {
-        for (const { index, reason } of r.bad) this.verifyFailure(batch[index]!.path, reason);
+        for (const { index, reason } of r.bad) {
+          const f = batch[index]!;
+          this.verifyFailure(f.path, f.skipped ? `left as it was (--overwrite never); ${reason.replace(/^restored /, 'its ')}` : reason);
+        }
       }));
     }
     await this.until(Promise.all(this.running));
