@@ -27,7 +27,8 @@
  *
  * Errors: a missing object is `NotFoundError`, a name taken by other bytes
  * `AlreadyExistsError`, a removal the token may not make `AppendOnlyError`;
- * a dropped connection, a timeout, 429, 500, 502, 503 and 504 are
+ * a dropped connection, a timeout, an answer slower than 1 KiB/s
+ * (http-transfer-bound.ts), 429, 500, 502, 503 and 504 are
  * `TransientError`, except a refused connection before the server ever
  * answered (a wrong address, as for S3).
  */
@@ -51,12 +52,15 @@ import {
   type OperationOptions,
 } from './backend.js';
 import { AppendOnlyError } from './append-only-backend.js';
+import { boundTransfers, TooSlowError } from './http-transfer-bound.js';
 import { byteRange, checkHandle, checkPrefix, checkRangeArgs, checkType, OBJECT_FOLDERS } from './object-names.js';
 
 /** How many requests are in flight at once by default (docs/decisions.md, "The repository over HTTPS"). */
 export const DEFAULT_HTTP_CONNECTIONS = 8;
 const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 const CONNECT_TIMEOUT_MS = 10_000;
+/** The slowest answer worth waiting for, in bytes a second (as S3Backend's): a server that drips is given up on. */
+const MIN_RATE = 1024;
 const TRANSIENT_STATUS = new Set([429, 500, 502, 503, 504]);
 const NETWORK_CODES = new Set([
   'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH',
@@ -157,6 +161,7 @@ export class HttpBackend implements Backend {
       // parsed again for each connection: S3Backend measured 60-90 ms each).
       this.agent = new Agent({ ...options, ...(settings.ca ? { secureContext: createSecureContext({ ca: [...rootCertificates, settings.ca] }) } : {}) });
     }
+    boundTransfers(this.agent, { idleTimeoutMs: this.idleTimeoutMs, minBytesPerSecond: MIN_RATE });
   }
 
   /** Any number of requests at once, up to `connections`; the server tells every missing object; removals as the token allows. */
@@ -343,6 +348,7 @@ export class HttpBackend implements Backend {
   private failure(e: unknown, where: string, signal: AbortSignal | undefined): unknown {
     if (signal?.aborted) return signal.reason;
     if (e instanceof TransientError || e instanceof PinMismatchError) return e;
+    if (e instanceof TooSlowError) return new TransientError(`${where}: ${e.message}`, { cause: e });
     const err = e as NodeJS.ErrnoException;
     const code = err.code;
     if (code !== undefined && CERT_CODES.has(code)) {

@@ -4,13 +4,14 @@
  * (src/server/http/repo-routes.ts), then the server's rules from the
  * attacker's side, with raw requests: uploads checked against their names,
  * declared lengths, bodies cut off, sizes bounded, names validated, rights
- * (read, append, full), tokens that are unknown or another safe's; then
- * pinning: the right fingerprint, a wrong one, none.
+ * (read, append, full), tokens that are unknown or another safe's; a
+ * server that drips its answer; then pinning: the right fingerprint, a
+ * wrong one, none.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { request } from 'node:https';
+import { createServer, request } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +20,7 @@ import { connect } from 'node:tls';
 
 import type { FastifyInstance } from 'fastify';
 
-import { AlreadyExistsError, NotFoundError } from '../../src/storage/backend.js';
+import { AlreadyExistsError, NotFoundError, TransientError } from '../../src/storage/backend.js';
 import { AppendOnlyError } from '../../src/storage/append-only-backend.js';
 import { HttpBackend, parseHttpLocation, PinMismatchError, type HttpSettings } from '../../src/storage/http-backend.js';
 import { buildRepoServer, type TestToken } from '../helpers/repo-server-app.js';
@@ -260,6 +261,27 @@ describe('the repository protocol, from the attacker\'s side', () => {
     await owner.remove(oh);
     await assert.rejects(owner.remove(h), NotFoundError);
     await Promise.all([reader, appender, owner].map((b) => b.close()));
+  });
+});
+
+describe('a server that answers too slowly', () => {
+  it('gives up on a body that drips in, as a transient fault', async () => {
+    const drip = createServer({ key: cert.key, cert: cert.cert }, (_req, res) => {
+      res.writeHead(200, { 'content-length': '100000' });
+      const t = setInterval(() => res.write('x'), 50);
+      res.on('close', () => clearInterval(t));
+    });
+    await new Promise<void>((r) => drip.listen(0, '127.0.0.1', () => r()));
+    const b = new HttpBackend(parseHttpLocation(`https://127.0.0.1:${(drip.address() as AddressInfo).port}/safes/a`), {
+      token: 't', fingerprint: cert.fingerprint, idleTimeoutMs: 300,
+    });
+    try {
+      await assert.rejects(b.load({ type: 'config', name: 'config' }), (e: Error) => e instanceof TransientError && /slower than the 1024 bytes\/s/.test(e.message));
+    } finally {
+      await b.close();
+      drip.closeAllConnections();
+      drip.close();
+    }
   });
 });
 
