@@ -46,6 +46,7 @@ export const EXIT_BY_ERROR_CODE: { readonly [C in ErrorCode]: number } = {
   LOCKED: EXIT.locked,
   LOCK_LOST: EXIT.locked,
   BLOBS_LOST: EXIT.failed,
+  NAME_TAKEN: EXIT.failed,
   SNAPSHOT_NOT_FOUND: EXIT.failed,
   BAD_SNAPSHOT_NAME: EXIT.usage,
   COPY_REFUSED: EXIT.failed,

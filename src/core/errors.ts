@@ -46,6 +46,8 @@ export const ERROR_CODES = [
   'LOCK_LOST',
   /** Blobs a snapshot lists were removed by a prune meanwhile: no snapshot was written. */
   'BLOBS_LOST',
+  /** A content-addressed object could not be saved: its name holds other bytes (planted, or damaged in storage). */
+  'NAME_TAKEN',
   // jobs and sources
   /** No snapshot is the one asked for (or an id prefix names several). */
   'SNAPSHOT_NOT_FOUND',

@@ -74,6 +74,21 @@ export class RetiredVersionError extends UnsupportedVersionError {
   }
 }
 
+/**
+ * A content-addressed object (its name is the SHA-256 of its bytes) could
+ * not be saved: the name exists and holds other bytes. Nothing writes that
+ * but a client planting objects under names it predicted, or damage in
+ * storage; the object meant for the name was not written (docs/format.md §9).
+ */
+export class NameTakenError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'NAME_TAKEN';
+  constructor(readonly object: string) {
+    super(`cannot save ${object}: the name exists already and holds other bytes than the name says (planted by a client that can add objects, or damaged in storage); nothing was written under it`);
+    this.name = 'NameTakenError';
+  }
+}
+
 /** A blob the caller asked for is not in any index. */
 export class BlobNotFoundError extends Error {
   /** Stable code for callers (src/core/errors.ts). */

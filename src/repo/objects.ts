@@ -7,7 +7,7 @@
 import { sha256 } from '../core/crypto.js';
 import { AlreadyExistsError, NotFoundError, type Backend, type Handle, type ObjectType, type OperationOptions } from '../storage/backend.js';
 import { decodeConfig, type RepoConfig } from './config.js';
-import { CorruptObjectError, NotARepositoryError } from './errors.js';
+import { CorruptObjectError, NameTakenError, NotARepositoryError } from './errors.js';
 
 /** A handle. */
 export const handleOf = (type: ObjectType, name: string): Handle => ({ type, name });
@@ -19,20 +19,43 @@ export async function loadChecked(backend: Backend, h: Handle, what: string): Pr
   return bytes;
 }
 
+/** Attempts at saving one object whose name a removal frees between the save and its read-back. */
+const SAVE_ATTEMPTS = 3;
+
 /**
- * Saves `bytes` under the SHA-256 of its bytes and returns the name. A name
- * that exists already holds the same bytes, so that counts as success.
+ * Saves `bytes` under the SHA-256 of its bytes and returns the name.
  * `opts.name`: that SHA-256 in hex, when the caller has computed it already;
  * `opts.signal` is passed to the backend.
+ *
+ * A name that exists already is read back: holding the same bytes (a retry
+ * whose answer was lost, an identical object saved before) is success;
+ * holding others, it was planted by a client that can add objects (names are
+ * predictable where the bytes are, as a copy's packs are) or damaged, and
+ * counting it as saved would make the caller reference what is not there:
+ * `NameTakenError`.
  */
 export async function saveAddressed(backend: Backend, type: ObjectType, bytes: Buffer, opts: OperationOptions & { name?: string } = {}): Promise<string> {
   const name = opts.name ?? sha256(bytes).toString('hex');
-  try {
-    await backend.save(handleOf(type, name), bytes, opts.signal ? { signal: opts.signal } : {});
-  } catch (e) {
-    if (!(e instanceof AlreadyExistsError)) throw e;
+  const h = handleOf(type, name);
+  const io = opts.signal ? { signal: opts.signal } : {};
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await backend.save(h, bytes, io);
+      return name;
+    } catch (e) {
+      if (!(e instanceof AlreadyExistsError)) throw e;
+    }
+    try {
+      // Another size cannot be these bytes, and is not read: a planted object may be of any size.
+      const held = await backend.stat(h, io);
+      if (held === undefined) throw new NotFoundError(h);
+      if (held.size === bytes.length && (await backend.load(h, io)).equals(bytes)) return name;
+    } catch (e) {
+      if (e instanceof NotFoundError && attempt < SAVE_ATTEMPTS) continue; // removed meanwhile: save it again
+      throw e;
+    }
+    throw new NameTakenError(`${type} ${name}`);
   }
-  return name;
 }
 
 /**

@@ -10,11 +10,12 @@
  * marked original would delete the copy with it. So the copier sets the
  * reserved u16 of the first header entry (docs/format.md §4.3: readers do
  * not check it; backups write 0) to the smallest value from 1 up that gives
- * a name `avoid` does not reject.
+ * a name `avoid` does not reject and that no object took meanwhile.
  */
 import { sha256 } from '../core/crypto.js';
 import type { Backend } from '../storage/backend.js';
 import type { IndexedPack } from './index-file.js';
+import { NameTakenError } from './errors.js';
 import { saveAddressed } from './objects.js';
 import { PACK_TRAILER_BYTES, PackWriter, type PackedBlob } from './pack.js';
 
@@ -56,19 +57,33 @@ export class PackCopier {
     this.writer = this.newWriter();
     const headerLength = bytes.readUInt32LE(bytes.length - PACK_TRAILER_BYTES);
     const at = bytes.length - PACK_TRAILER_BYTES - headerLength + FIRST_RESERVED;
-    let name: string;
-    for (let salt = 1; ; salt++) {
-      if (salt > 0xffff) throw new Error('cannot give a copied pack a new name');
-      bytes.writeUInt16LE(salt, at);
-      name = sha256(bytes).toString('hex');
-      if (!this.avoid(name)) break;
-    }
-    const saving: Promise<void> = saveAddressed(this.backend, 'data', bytes, { name })
+    const saving: Promise<void> = this.store(bytes, at)
       .then((pack) => void this.written.push({ pack, blobs }), (error: unknown) => void (this.failure ??= { error }))
       .finally(() => this.inFlight.delete(saving));
     this.inFlight.add(saving);
     while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
     this.rethrow();
+  }
+
+  /**
+   * Saves a finished pack under the first salt (the reserved u16 at `at`)
+   * from 1 up whose name `avoid` does not reject and that is not found taken
+   * by other bytes when saved: a name planted after `avoid`'s listing, by a
+   * client that predicted it (a copy's packs follow from the source), is
+   * passed over like an existing pack's. Returns the name.
+   */
+  private async store(bytes: Buffer, at: number): Promise<string> {
+    for (let salt = 1; salt <= 0xffff; salt++) {
+      bytes.writeUInt16LE(salt, at);
+      const name = sha256(bytes).toString('hex');
+      if (this.avoid(name)) continue;
+      try {
+        return await saveAddressed(this.backend, 'data', bytes, { name });
+      } catch (e) {
+        if (!(e instanceof NameTakenError)) throw e;
+      }
+    }
+    throw new Error('cannot give a copied pack a new name');
   }
 
   private rethrow(): void {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MemoryBackend } from '../../src/storage/memory-backend.js';
 import { WrapperBackend } from '../../src/storage/wrapper-backend.js';
-import type { Handle, LoadOptions } from '../../src/storage/backend.js';
+import type { Handle, LoadOptions, OperationOptions } from '../../src/storage/backend.js';
 import { Store } from '../../src/repo/store.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { SnapshotCopier, type CopyProgress, type CopyReport } from '../../src/jobs/copy/snapshot-copier.js';
@@ -22,6 +22,27 @@ class LoadLog extends WrapperBackend {
   override load(h: Handle, opts?: LoadOptions): Promise<Buffer> {
     if (h.type === 'data') this.loads.push({ pack: h.name, offset: opts?.offset, length: opts?.length });
     return super.load(h, opts);
+  }
+}
+
+/**
+ * An add-only client of the destination racing copy: it predicted copy's pack
+ * names (from a copy into an empty twin: they follow from the source) and
+ * plants garbage under each just before copy saves it, of the pack's own
+ * size and of another.
+ */
+class PlantingPacks extends WrapperBackend {
+  readonly planted: string[] = [];
+  constructor(inner: MemoryBackend, private readonly predicted: ReadonlySet<string>) {
+    super(inner);
+  }
+
+  override async save(h: Handle, data: Uint8Array, opts?: OperationOptions): Promise<void> {
+    if (h.type === 'data' && this.predicted.has(h.name) && !this.planted.includes(h.name)) {
+      await this.inner.save(h, Buffer.alloc(this.planted.length % 2 === 0 ? data.length : 5000, 0x5a));
+      this.planted.push(h.name);
+    }
+    return super.save(h, data, opts);
   }
 }
 
@@ -115,5 +136,25 @@ describe('copy job', () => {
     assert.match(r.failed[0]!.reason, /could not be copied .*the source holds no copy of it/);
     assert.deepEqual(await names(dst, 'snapshot'), [kept]);
     await f.assertCheckPasses(dst);
+  });
+
+  it('stores a pack under another name when a destination client planted garbage under the name it was about to take, and the copy restores', async () => {
+    const f = await GcFixture.create();
+    const files = { 'big.bin': bytes('planted', 40_000), 'small.txt': 'a small file\n' };
+    const snap = await f.snapshot(files);
+    const src = await Store.open(f.backend);
+    const rehearsal = await twin(f);
+    await copy(src, rehearsal, [snap]);
+    const predicted = new Set(await names(rehearsal, 'data'));
+    assert.ok(predicted.size >= 2, 'a data pack and a tree pack');
+
+    const dst = await twin(f);
+    const racing = new PlantingPacks(dst, predicted);
+    const r = await new SnapshotCopier(src, await Store.open(racing)).run([snap]);
+    assert.deepEqual(r.copied, [snap]);
+    assert.deepEqual(racing.planted.sort(), [...predicted].sort(), 'garbage sat under every name the copy first chose');
+    const written = (await names(dst, 'data')).filter((p) => !predicted.has(p));
+    assert.equal(written.length, predicted.size, 'each pack was written under a name of its own');
+    await f.assertRestores(snap, files, dst);
   });
 });

@@ -5,11 +5,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { encodeSnapshot, type Snapshot } from '../../src/repo/snapshot.js';
-import { ForgedObjectError, CorruptObjectError } from '../../src/repo/errors.js';
+import { ForgedObjectError, CorruptObjectError, NameTakenError } from '../../src/repo/errors.js';
 import { saveAddressed } from '../../src/repo/objects.js';
 import { Repository } from '../../src/repo/repository.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { Store } from '../../src/repo/store.js';
+import { sha256 } from '../../src/core/crypto.js';
+import { MemoryBackend } from '../../src/storage/memory-backend.js';
+import { WrapperBackend } from '../../src/storage/wrapper-backend.js';
+import type { Handle, LoadOptions, OperationOptions } from '../../src/storage/backend.js';
 import { TEST_PASSWORD, memoryRepo } from '../helpers/memory-repo.js';
 
 const snapshot = (time: string): Snapshot => ({
@@ -82,5 +86,45 @@ describe('store: damage as data', () => {
     assert.deepEqual([...files.damaged.keys()], [bad]);
     // The keyed reader refuses to load an index it cannot read whole: that one error, not a listing's.
     await assert.rejects(repo.loadIndex(), (e: unknown) => e instanceof CorruptObjectError && e.message.includes(`index ${bad}`));
+  });
+});
+
+/** Plants `plant(h, data)` under the name of the next save, just before it (a client that predicted the name), and counts loads. */
+class Planting extends WrapperBackend {
+  loads = 0;
+  constructor(inner: MemoryBackend, private readonly plant: (data: Uint8Array) => Uint8Array) {
+    super(inner);
+  }
+
+  override async save(h: Handle, data: Uint8Array, opts?: OperationOptions): Promise<void> {
+    await this.inner.save(h, this.plant(data));
+    return super.save(h, data, opts);
+  }
+
+  override load(h: Handle, opts?: LoadOptions): Promise<Buffer> {
+    this.loads++;
+    return super.load(h, opts);
+  }
+}
+
+describe('saveAddressed: a name that exists already', () => {
+  const bytes = Buffer.from('an index file, say');
+  const name = sha256(bytes).toString('hex');
+
+  it('holding the same bytes (a retry whose answer was lost, an identical object) is saved', async () => {
+    const b = new Planting(new MemoryBackend(), (data) => data);
+    assert.equal(await saveAddressed(b, 'index', bytes), name);
+    assert.ok((await b.inner.load({ type: 'index', name })).equals(bytes));
+  });
+
+  it('holding other bytes of the same size is refused with NameTakenError, naming the object', async () => {
+    const b = new Planting(new MemoryBackend(), (data) => Buffer.alloc(data.length, 7));
+    await assert.rejects(saveAddressed(b, 'index', bytes), (e: unknown) => e instanceof NameTakenError && e.code === 'NAME_TAKEN' && e.message.includes(`index ${name}`) && e.message.includes('other bytes'));
+  });
+
+  it('holding another size is refused without reading it (a planted object may be of any size)', async () => {
+    const b = new Planting(new MemoryBackend(), () => Buffer.alloc(1 << 20));
+    await assert.rejects(saveAddressed(b, 'snapshot', bytes), NameTakenError);
+    assert.equal(b.loads, 0);
   });
 });
