@@ -32,6 +32,7 @@ const COMMANDS: readonly (readonly [string, () => Promise<CommandModule>])[] = [
   ['forget', () => import('./cmd-forget.js')],
   ['unlock', () => import('./cmd-unlock.js')],
   ['serve-nbd', () => import('./cmd-serve-nbd.js')],
+  ['server', () => import('./cmd-server.js')],
   ['restore-image', () => import('./cmd-restore-image.js')],
   ['prune', () => import('./cmd-prune.js')],
   ['check', () => import('./cmd-check.js')],

@@ -1,0 +1,155 @@
+/**
+ * The REST API's request and response shapes (/api/v1), shared by the
+ * server, the agent and the web interface: JSON Schemas as data (the server
+ * validates requests and serializes responses with them, and @fastify/swagger
+ * publishes them at /api/v1/openapi.json) and the TypeScript types they
+ * describe, declared beside each. Names are snake_case, times ISO-8601 UTC.
+ */
+
+const str = { type: 'string' } as const;
+const nullableStr = { type: ['string', 'null'] } as const;
+const time = { type: 'string', format: 'date-time' } as const;
+const nullableTime = { type: ['string', 'null'], format: 'date-time' } as const;
+const id = { type: 'string', minLength: 1, maxLength: 64 } as const;
+const bytes = { type: ['integer', 'null'], minimum: 0 } as const;
+
+/** Every error: a stable code and a message for people. */
+export const ErrorSchema = { $id: 'Error', type: 'object', required: ['code', 'message'], properties: { code: str, message: str } } as const;
+export interface ApiErrorBody { code: string; message: string }
+
+export const ROLE_NAMES = ['provider-admin', 'provider-operator', 'customer-admin', 'customer-viewer'] as const;
+export const RIGHT_NAMES = ['read', 'manage', 'backup'] as const;
+
+export const CustomerSchema = {
+  $id: 'Customer', type: 'object', required: ['id', 'name', 'created_at'],
+  properties: { id: str, name: str, created_at: time },
+} as const;
+export interface CustomerBody { id: string; name: string; created_at: string }
+
+export const CreateCustomerSchema = {
+  type: 'object', additionalProperties: false, required: ['name'],
+  properties: { name: { type: 'string', minLength: 1, maxLength: 200 } },
+} as const;
+export interface CreateCustomerRequest { name: string }
+
+export const UserSchema = {
+  $id: 'User', type: 'object', required: ['id', 'name', 'role', 'customer_id', 'must_change_password', 'created_at'],
+  properties: { id: str, name: str, role: { type: 'string', enum: ROLE_NAMES }, customer_id: nullableStr, must_change_password: { type: 'boolean' }, created_at: time },
+} as const;
+export interface UserBody { id: string; name: string; role: (typeof ROLE_NAMES)[number]; customer_id: string | null; must_change_password: boolean; created_at: string }
+
+export const CreateUserSchema = {
+  type: 'object', additionalProperties: false, required: ['name', 'role'],
+  properties: { name: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$' }, role: { type: 'string', enum: ROLE_NAMES }, customer_id: id },
+} as const;
+export interface CreateUserRequest { name: string; role: (typeof ROLE_NAMES)[number]; customer_id?: string }
+
+/** A new user and the one-time password the server made for it (shown once; changed at first login). */
+export const CreatedUserSchema = {
+  type: 'object', required: ['user', 'password'], properties: { user: { $ref: 'User#' }, password: str },
+} as const;
+export interface CreatedUserBody { user: UserBody; password: string }
+
+export const TokenSchema = {
+  $id: 'Token', type: 'object', required: ['id', 'name', 'customer_id', 'machine_id', 'rights', 'created_by', 'created_at', 'expires_at', 'revoked_at'],
+  properties: {
+    id: str, name: str, customer_id: str, machine_id: nullableStr,
+    rights: { type: 'array', items: { type: 'string', enum: RIGHT_NAMES } },
+    created_by: str, created_at: time, expires_at: nullableTime, revoked_at: nullableTime,
+  },
+} as const;
+export interface TokenBody {
+  id: string; name: string; customer_id: string; machine_id: string | null; rights: (typeof RIGHT_NAMES)[number][];
+  created_by: string; created_at: string; expires_at: string | null; revoked_at: string | null;
+}
+
+export const CreateTokenSchema = {
+  type: 'object', additionalProperties: false, required: ['name', 'customer_id', 'rights'],
+  properties: {
+    name: { type: 'string', minLength: 1, maxLength: 200 },
+    customer_id: id,
+    machine_id: id,
+    rights: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', enum: RIGHT_NAMES } },
+    expires_at: time,
+  },
+} as const;
+export interface CreateTokenRequest { name: string; customer_id: string; machine_id?: string; rights: (typeof RIGHT_NAMES)[number][]; expires_at?: string }
+
+/** A new token and its secret: the only time the secret is shown. */
+export const CreatedTokenSchema = {
+  type: 'object', required: ['token', 'secret'], properties: { token: { $ref: 'Token#' }, secret: str },
+} as const;
+export interface CreatedTokenBody { token: TokenBody; secret: string }
+
+export const MachineSchema = {
+  $id: 'Machine', type: 'object', required: ['id', 'customer_id', 'name', 'created_at'],
+  properties: { id: str, customer_id: str, name: str, created_at: time },
+} as const;
+export interface MachineBody { id: string; customer_id: string; name: string; created_at: string }
+
+export const CreateMachineSchema = {
+  type: 'object', additionalProperties: false, required: ['customer_id', 'name'],
+  properties: { customer_id: id, name: { type: 'string', minLength: 1, maxLength: 253 } },
+} as const;
+export interface CreateMachineRequest { customer_id: string; name: string }
+
+/** A safe's name is the NAME of https://host:port/safes/NAME. */
+export const SAFE_NAME_PATTERN = '^[a-z0-9][a-z0-9._-]{0,62}$';
+
+export const SafeSchema = {
+  $id: 'Safe', type: 'object', required: ['id', 'customer_id', 'machine_id', 'name', 'quota_hard', 'quota_soft', 'created_at'],
+  properties: { id: str, customer_id: str, machine_id: nullableStr, name: str, quota_hard: bytes, quota_soft: bytes, created_at: time },
+} as const;
+export interface SafeBody { id: string; customer_id: string; machine_id: string | null; name: string; quota_hard: number | null; quota_soft: number | null; created_at: string }
+
+export const CreateSafeSchema = {
+  type: 'object', additionalProperties: false, required: ['customer_id', 'name'],
+  properties: {
+    customer_id: id, machine_id: id, name: { type: 'string', pattern: SAFE_NAME_PATTERN },
+    quota_hard: { type: 'integer', minimum: 1 }, quota_soft: { type: 'integer', minimum: 1 },
+  },
+} as const;
+export interface CreateSafeRequest { customer_id: string; machine_id?: string; name: string; quota_hard?: number; quota_soft?: number }
+
+export const AuditEntrySchema = {
+  $id: 'AuditEntry', type: 'object', required: ['seq', 'at', 'actor', 'customer_id', 'action', 'target', 'address'],
+  properties: { seq: { type: 'integer' }, at: time, actor: str, customer_id: nullableStr, action: str, target: str, address: str },
+} as const;
+export interface AuditEntryBody { seq: number; at: string; actor: string; customer_id: string | null; action: string; target: string; address: string }
+
+export const AuditQuerySchema = {
+  type: 'object', additionalProperties: false,
+  properties: { after: { type: 'integer', minimum: 0 }, limit: { type: 'integer', minimum: 1, maximum: 1000 } },
+} as const;
+export interface AuditQuery { after?: number; limit?: number }
+
+export const LoginSchema = {
+  type: 'object', additionalProperties: false, required: ['name', 'password'],
+  properties: { name: { type: 'string', minLength: 1, maxLength: 200 }, password: { type: 'string', minLength: 1, maxLength: 1024 } },
+} as const;
+export interface LoginRequest { name: string; password: string }
+
+export const SessionSchema = {
+  type: 'object', required: ['token', 'expires_at', 'user'],
+  properties: { token: str, expires_at: time, user: { $ref: 'User#' } },
+} as const;
+export interface SessionBody { token: string; expires_at: string; user: UserBody }
+
+export const ChangePasswordSchema = {
+  type: 'object', additionalProperties: false, required: ['current_password', 'new_password'],
+  properties: { current_password: { type: 'string', maxLength: 1024 }, new_password: { type: 'string', minLength: 12, maxLength: 1024 } },
+} as const;
+export interface ChangePasswordRequest { current_password: string; new_password: string }
+
+/** Who the caller is: a person (session) or an API token. */
+export const MeSchema = {
+  type: 'object', required: ['kind'],
+  properties: { kind: { type: 'string', enum: ['session', 'token'] }, user: { $ref: 'User#' }, token: { $ref: 'Token#' } },
+} as const;
+export interface MeBody { kind: 'session' | 'token'; user?: UserBody; token?: TokenBody }
+
+/** The path parameter of every route about one record. */
+export const IdParamsSchema = { type: 'object', required: ['id'], properties: { id } } as const;
+
+/** The schemas referred to by `$ref` ('User#', …), added to the server once. */
+export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, SafeSchema, AuditEntrySchema] as const;

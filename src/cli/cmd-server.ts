@@ -1,0 +1,79 @@
+/**
+ * `holdfast server --data DIR [--listen HOST:PORT] [--db URL]`: runs the
+ * backup server (src/server/backup-server.ts) until SIGINT/SIGTERM, with its
+ * log (JSON lines) on stderr; `holdfast server info --data DIR` shows what a
+ * data directory's server uses without starting it. This file is flags and
+ * printing only.
+ */
+import type { Command } from 'commander';
+import { MigrationError } from '../server/db/migrations.js';
+import { DatabaseUrlError } from '../server/db/open-database.js';
+import { serverInfo, ServerSetupError, startServer } from '../server/backup-server.js';
+import { globals, say } from './context.js';
+import { VERSION } from './cmd-version.js';
+import { ExitError, EXIT } from './exit-codes.js';
+import { untilInterrupted } from './interrupt.js';
+
+interface ServerFlags {
+  data?: string;
+  listen?: string;
+  db?: string;
+}
+
+/** The server's own refusals become the command's message and exit code 1. */
+function explained(e: unknown): never {
+  if (e instanceof ServerSetupError || e instanceof MigrationError || e instanceof DatabaseUrlError) throw new ExitError(e.message, EXIT.failed);
+  throw e;
+}
+
+export function register(program: Command): void {
+  const server = program.command('server')
+    .description('run the backup server (HTTPS API and disk safes) until Ctrl-C or SIGTERM')
+    .option('--data <dir>', 'data directory (made on first start, mode 0700); required')
+    .option('--listen <host:port>', 'address to listen on (default 0.0.0.0:8443, or the one recorded at the last start)')
+    .option('--db <url>', 'control-plane database: postgres://USER:PASSWORD@HOST:PORT/DB (default: DIR/holdfast.db, SQLite)')
+    .action(async (flags: ServerFlags, cmd: Command) => {
+      const g = globals(cmd);
+      if (flags.data === undefined) throw new ExitError('holdfast server needs --data DIR: the folder of its database, certificate and disk safes', EXIT.usage);
+      const dataDir = flags.data;
+      // Signals are caught before the address is printed, so that whoever waits for that line can stop us at once.
+      const { interrupted, off } = untilInterrupted();
+      try {
+        const s = await startServer({ dataDir, listen: flags.listen, db: flags.db, logStream: process.stderr, version: VERSION }).catch(explained);
+        try {
+          const host = s.host.includes(':') ? `[${s.host}]` : s.host;
+          say(g, `holdfast server listening on https://${host}:${s.port}`);
+          say(g, `certificate fingerprint: ${s.fingerprint}${s.certificateCreated ? ' (new self-signed certificate)' : ''}`);
+          say(g, `database: ${s.database}`);
+          say(g, `disk safes: ${s.safesDir}`);
+          if (s.firstAdmin) {
+            // Printed even with --quiet: it is shown this once and never again.
+            process.stdout.write(`first admin account: ${s.firstAdmin.name}\none-time password: ${s.firstAdmin.password}\n`
+              + '(shown only now; it must be changed at the first login: POST /api/v1/me/password)\n');
+          }
+          await interrupted;
+          say(g, 'stopping');
+        } finally {
+          await s.close();
+        }
+      } finally {
+        off();
+      }
+    });
+
+  server.command('info')
+    .description('show a server\'s certificate fingerprint, listen address, database and disk safe folder')
+    .option('--data <dir>', 'the server\'s data directory; required')
+    .action(async (flags: { data?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      // `server info --data DIR`: the parent command, which has --data too, may have taken it.
+      const dataDir = flags.data ?? (cmd.parent?.opts() as ServerFlags | undefined)?.data;
+      if (dataDir === undefined) throw new ExitError('holdfast server info needs --data DIR: the server\'s data directory', EXIT.usage);
+      const info = await serverInfo(dataDir).catch(explained);
+      if (g.json) {
+        process.stdout.write(`${JSON.stringify({ fingerprint: info.fingerprint, listen: info.listen, database: info.database, safes: info.safesDir })}\n`);
+        return;
+      }
+      process.stdout.write(`certificate fingerprint: ${info.fingerprint}\nlisten: ${info.listen}\ndatabase: ${info.database}\ndisk safes: ${info.safesDir}\n`);
+    });
+}

@@ -1,0 +1,171 @@
+/**
+ * `holdfast server` as a library: opens (on first start, makes) the data
+ * directory, the control-plane database, the TLS certificate and the first
+ * admin account, and serves HTTPS until closed. It takes options and a log
+ * stream and never touches `process` (the CLI command does: flags, printing,
+ * signals), like src/server-nbd.
+ *
+ *   DATA/            0700
+ *     holdfast.db    the SQLite control plane (unless --db postgres://…)
+ *     server.json    listen address and database URL (server-settings.ts)
+ *     tls/           cert.pem, key.pem (0600)
+ *     safes/ID/      one repository per disk safe
+ */
+import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Writable } from 'node:stream';
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { SHARED_SCHEMAS } from '../api/v1.js';
+import { openDatabase, redactUrl, type ControlPlaneDatabase } from './db/open-database.js';
+import { apiV1 } from './http/api-v1.js';
+import { ensureFirstAdmin } from './services/auth.js';
+import type { ServiceContext } from './services/context.js';
+import { LoginLimiter, type LoginLimits } from './services/login-limiter.js';
+import { DEFAULT_LISTEN, loadSettings, SAFES_DIR, saveSettings, SQLITE_FILE, type ServerSettings } from './server-settings.js';
+import { ensureCertificate, fingerprintOf } from './tls-certificate.js';
+
+export interface BackupServerOptions {
+  /** The data directory; made (0700) if missing. */
+  readonly dataDir: string;
+  /** HOST:PORT to listen on; the recorded one, else 0.0.0.0:8443, when absent. */
+  readonly listen?: string;
+  /** Database URL (postgres://…, sqlite:FILE); the recorded one, else DATA/holdfast.db, when absent. */
+  readonly db?: string;
+  /** Where the JSON log lines go (pino); none when absent. */
+  readonly logStream?: Writable;
+  /** pino level, default `info`. */
+  readonly logLevel?: string;
+  /** The version the OpenAPI document names. */
+  readonly version?: string;
+  /** Login failure limits (tests lower or raise them). */
+  readonly loginLimits?: LoginLimits;
+}
+
+export interface RunningServer {
+  /** The address bound (the port is the real one when 0 was asked for). */
+  readonly host: string;
+  readonly port: number;
+  /** The certificate fingerprint clients pin (tls-certificate.ts). */
+  readonly fingerprint: string;
+  readonly certificateCreated: boolean;
+  /** The first admin's name and one-time password, when this start made the account. */
+  readonly firstAdmin?: { readonly name: string; readonly password: string };
+  /** The database, for people (its password hidden). */
+  readonly database: string;
+  readonly safesDir: string;
+  /** Stops accepting, ends the connections, closes the database; idempotent. */
+  close(): Promise<void>;
+}
+
+/** The data directory or an option cannot be used. */
+export class ServerSetupError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'ServerSetupError';
+  }
+}
+
+/** Splits HOST:PORT ([ADDR]:PORT for IPv6). */
+export function parseHostPort(s: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ServerSetupError(`the listen address must be HOST:PORT (e.g. 0.0.0.0:8443 or [::]:8443), got "${s}"`);
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+async function prepareDataDir(dir: string): Promise<void> {
+  const existed = await stat(dir).then((s) => {
+    if (!s.isDirectory()) throw new ServerSetupError(`the data directory ${dir} is not a directory`);
+    return true;
+  }, (e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return false;
+    throw e;
+  });
+  if (!existed) {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await chmod(dir, 0o700);
+  }
+  await mkdir(join(dir, SAFES_DIR), { recursive: true, mode: 0o700 });
+}
+
+/** The fastify application on an open database (exported for tests that need no TLS listener). */
+export async function buildApp(ctx: ServiceContext, opts: { https?: { key: string; cert: string }; logStream?: Writable; logLevel?: string; version?: string }): Promise<FastifyInstance> {
+  const app = Fastify({
+    ...(opts.https ? { https: opts.https } : {}),
+    logger: opts.logStream ? { level: opts.logLevel ?? 'info', stream: opts.logStream } : false,
+    // Unknown fields are refused (400), not silently dropped.
+    ajv: { customOptions: { removeAdditional: false } },
+    forceCloseConnections: true,
+  });
+  for (const s of SHARED_SCHEMAS) app.addSchema(s);
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'holdfast server', version: opts.version ?? '0' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+    refResolver: { buildLocalReference: (json, _base, _fragment, i) => (typeof json['$id'] === 'string' ? json['$id'] : `def-${i}`) },
+    // The API's routes only: the repository protocol is documented in docs/format.md.
+    transform: ({ schema, url }) => ({ schema: (url.startsWith('/api/v1/') ? schema : { ...schema, hide: true }) as typeof schema, url }),
+  });
+  await app.register(apiV1, { prefix: '/api/v1', ctx });
+  return app;
+}
+
+/** Starts a server; see the module comment. */
+export async function startServer(opts: BackupServerOptions): Promise<RunningServer> {
+  await prepareDataDir(opts.dataDir);
+  const saved = await loadSettings(opts.dataDir);
+  const settings: ServerSettings = {
+    listen: opts.listen ?? saved?.listen ?? DEFAULT_LISTEN,
+    ...((opts.db ?? saved?.db) !== undefined ? { db: (opts.db ?? saved?.db)! } : {}),
+  };
+  const { host, port } = parseHostPort(settings.listen);
+  const cert = await ensureCertificate(join(opts.dataDir, 'tls'));
+  const database: ControlPlaneDatabase = await openDatabase(settings.db, join(opts.dataDir, SQLITE_FILE));
+  let app: FastifyInstance | undefined;
+  try {
+    const ctx: ServiceContext = { db: database.db, limiter: new LoginLimiter(opts.loginLimits), now: () => new Date() };
+    const firstAdmin = await ensureFirstAdmin(ctx);
+    await saveSettings(opts.dataDir, settings);
+    app = await buildApp(ctx, { https: { key: cert.key, cert: cert.cert }, ...opts });
+    await app.listen({ host, port }).catch((e: NodeJS.ErrnoException) => {
+      const why = e.code === 'EADDRINUSE' ? 'the address is in use (another server?); choose another with --listen HOST:PORT' : e.message;
+      throw new ServerSetupError(`cannot listen on ${settings.listen}: ${why}`, { cause: e });
+    });
+    const bound = app.server.address();
+    const listening = app;
+    let closed: Promise<void> | undefined;
+    return {
+      host, port: typeof bound === 'object' && bound ? bound.port : port,
+      fingerprint: cert.fingerprint, certificateCreated: cert.created,
+      ...(firstAdmin ? { firstAdmin } : {}),
+      database: database.shown, safesDir: join(opts.dataDir, SAFES_DIR),
+      close: () => (closed ??= listening.close().finally(() => database.close())),
+    };
+  } catch (e) {
+    await app?.close();
+    await database.close();
+    throw e;
+  }
+}
+
+/** What `holdfast server info` shows, read from the data directory without starting anything. */
+export interface ServerInfo {
+  readonly fingerprint: string;
+  readonly listen: string;
+  readonly database: string;
+  readonly safesDir: string;
+}
+
+export async function serverInfo(dataDir: string): Promise<ServerInfo> {
+  const settings = await loadSettings(dataDir);
+  if (!settings) throw new ServerSetupError(`${dataDir} is not a server's data directory (no ${join(dataDir, 'server.json')}): start one with holdfast server --data ${dataDir}`);
+  return {
+    fingerprint: fingerprintOf(await readFile(join(dataDir, 'tls', 'cert.pem'), 'utf8')),
+    listen: settings.listen,
+    database: settings.db ? redactUrl(settings.db) : join(dataDir, SQLITE_FILE),
+    safesDir: join(dataDir, SAFES_DIR),
+  };
+}

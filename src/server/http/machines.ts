@@ -1,0 +1,15 @@
+/** /machines: list (the caller's scope), create, get. */
+import type { FastifyPluginAsync } from 'fastify';
+import { CreateMachineSchema, IdParamsSchema, type CreateMachineRequest } from '../../api/v1.js';
+import type { ServiceContext } from '../services/context.js';
+import { createMachine, getMachine, listMachines } from '../services/machines.js';
+import { responses, who } from './route-kit.js';
+
+export const machineRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { ctx }) => {
+  const tags = ['machines'];
+  app.get('/machines', { schema: { tags, response: responses(200, { type: 'array', items: { $ref: 'Machine#' } }) } }, (req) => listMachines(ctx, who(req)));
+  app.post<{ Body: CreateMachineRequest }>('/machines', { schema: { tags, body: CreateMachineSchema, response: responses(201, { $ref: 'Machine#' }) } },
+    async (req, reply) => reply.code(201).send(await createMachine(ctx, who(req), req.body)));
+  app.get<{ Params: { id: string } }>('/machines/:id', { schema: { tags, params: IdParamsSchema, response: responses(200, { $ref: 'Machine#' }) } },
+    (req) => getMachine(ctx, who(req), req.params.id));
+};

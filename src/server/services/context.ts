@@ -1,0 +1,21 @@
+/**
+ * What every service works with: the database, the clock, the login limiter.
+ * One per server; the HTTP layer hands it to the service functions with the
+ * caller's `Principal`.
+ */
+import type { Kysely } from 'kysely';
+import type { ControlPlane } from '../db/schema.js';
+import type { LoginLimiter } from './login-limiter.js';
+
+export interface ServiceContext {
+  readonly db: Kysely<ControlPlane>;
+  readonly limiter: LoginLimiter;
+  /** The server's clock (tests may set it). */
+  now(): Date;
+}
+
+/** A database error that says a unique name is taken (SQLite and PostgreSQL word it differently). */
+export function isUniqueViolation(e: unknown): boolean {
+  const err = e as { code?: string; message?: string };
+  return err.code === '23505' || err.code === 'SQLITE_CONSTRAINT_UNIQUE' || err.code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
+}

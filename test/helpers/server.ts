@@ -1,0 +1,96 @@
+/**
+ * A backup server for tests, in this process, on 127.0.0.1 with its own
+ * self-signed certificate, and a client that speaks to it over real HTTPS,
+ * trusting that certificate only and checking its fingerprint. `setUp`
+ * also changes the first admin's one-time password, as a newcomer would.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { request, type RequestOptions } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startServer, type RunningServer } from '../../src/server/backup-server.js';
+import type { LoginLimits } from '../../src/server/services/login-limiter.js';
+import { fingerprintOf } from '../../src/server/tls-certificate.js';
+
+export interface Answer {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  /** The parsed JSON body (undefined when empty). */
+  readonly body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  readonly text: string;
+}
+
+/** One HTTPS request to `port` on 127.0.0.1 that trusts only `certPem` and checks that the server shows it. */
+export function httpsJson(port: number, certPem: string, method: string, path: string, opts: { token?: string; body?: unknown; rawBody?: string } = {}): Promise<Answer> {
+  const payload = opts.rawBody ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body));
+  const want = fingerprintOf(certPem);
+  const o: RequestOptions = {
+    host: '127.0.0.1', port, method, path, ca: certPem, servername: 'localhost', agent: false,
+    headers: {
+      ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+      ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
+    },
+    checkServerIdentity: (_host, cert) => (`SHA256:${cert.fingerprint256.toLowerCase()}` === want ? undefined : new Error(`fingerprint ${cert.fingerprint256} is not the pinned ${want}`)),
+  };
+  return new Promise((resolve, reject) => {
+    const req = request(o, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let body: unknown;
+        try {
+          body = text ? JSON.parse(text) : undefined;
+        } catch {
+          body = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+/** A running test server and a client for it. */
+export interface TestServer {
+  readonly server: RunningServer;
+  readonly dataDir: string;
+  readonly cert: string;
+  /** The first admin's session (its password already changed). */
+  readonly adminToken: string;
+  call(method: string, path: string, opts?: { token?: string; body?: unknown; rawBody?: string }): Promise<Answer>;
+  /** Logs in and returns the session token; changes a one-time password first when `newPassword` is given. */
+  login(name: string, password: string, newPassword?: string): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export const ADMIN_PASSWORD = 'a long admin password';
+
+export async function setUp(dbUrl: string, limits?: LoginLimits): Promise<TestServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'holdfast-server-'));
+  const server = await startServer({ dataDir: join(dataDir, 'data'), listen: '127.0.0.1:0', db: dbUrl, ...(limits ? { loginLimits: limits } : {}) });
+  const cert = await readFile(join(dataDir, 'data', 'tls', 'cert.pem'), 'utf8');
+  const call = (method: string, path: string, opts = {}): Promise<Answer> => httpsJson(server.port, cert, method, path, opts);
+  const login = async (name: string, password: string, newPassword?: string): Promise<string> => {
+    const r = await call('POST', '/api/v1/login', { body: { name, password } });
+    assert.equal(r.status, 200, r.text);
+    const token = r.body.token as string;
+    if (newPassword !== undefined) {
+      const c = await call('POST', '/api/v1/me/password', { token, body: { current_password: password, new_password: newPassword } });
+      assert.equal(c.status, 204, c.text);
+    }
+    return token;
+  };
+  assert.ok(server.firstAdmin);
+  const adminToken = await login(server.firstAdmin.name, server.firstAdmin.password, ADMIN_PASSWORD);
+  return {
+    server, dataDir, cert, adminToken, call, login,
+    async stop() {
+      await server.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,135 @@
+/**
+ * Tenancy, from the attacker's side: every route of the OpenAPI document is
+ * called by customer B's session, B's manage token and a machine-scoped token
+ * of B, aimed at customer A's records. A route about one of A's records, or
+ * naming one of them in its body, answers 404, exactly as for a record that
+ * does not exist; a route that lists answers with none of A's records; a
+ * provider-only route answers 403. No answer contains anything of A, and A's
+ * records are unchanged afterwards. A route added later is probed too: one
+ * whose path this file does not know fails the test until it is added to
+ * RECORD_OF, so that no route escapes the check.
+ */
+import assert from 'node:assert/strict';
+import { after, before, it } from 'node:test';
+import { databaseSuites } from '../helpers/databases.js';
+import { setUp, type TestServer } from '../helpers/server.js';
+
+/** For each path with an {id}, which of A's records to aim at. */
+const RECORD_OF: Record<string, keyof Records> = {
+  '/api/v1/customers/{id}': 'customer',
+  '/api/v1/users/{id}': 'user',
+  '/api/v1/tokens/{id}': 'token',
+  '/api/v1/machines/{id}': 'machine',
+  '/api/v1/safes/{id}': 'safe',
+};
+/** Routes about the caller only (the answer is checked for A's records, whatever its status). */
+const CALLER_ROUTES = new Set(['POST /api/v1/login', 'POST /api/v1/logout', 'GET /api/v1/me', 'POST /api/v1/me/password']);
+
+interface Records { customer: string; user: string; token: string; machine: string; safe: string }
+
+type Schema = { type?: string | string[]; properties?: Record<string, Schema>; required?: string[]; enum?: unknown[]; items?: Schema; pattern?: string };
+
+let probe = 0;
+/** A valid body for `schema` that names A's records wherever a property is an id. */
+function bodyFor(schema: Schema, a: Records): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, s] of Object.entries(schema.properties ?? {})) {
+    const required = schema.required?.includes(k) ?? false;
+    if (k === 'customer_id') out[k] = a.customer;
+    else if (k === 'machine_id') out[k] = a.machine;
+    else if (!required) continue;
+    else if (s.enum) out[k] = k === 'role' ? 'customer-viewer' : s.enum[0];
+    else if (s.type === 'array') out[k] = [s.items?.enum?.[0] ?? 'x'];
+    else if (s.type === 'integer') out[k] = 1;
+    else if (k.includes('password')) out[k] = 'a password of some length';
+    else out[k] = `probe-${++probe}`;
+  }
+  return out;
+}
+
+databaseSuites('scope of every API route', (fx) => {
+  let t: TestServer;
+  const a = {} as Records;
+  let aAdmin = '';
+  const secretsOfA: string[] = [];
+  const callers: Record<string, string> = {};
+
+  before(async () => {
+    t = await setUp(await fx.newUrl());
+    const admin = t.adminToken;
+    const mk = async (path: string, body: unknown, token = admin) => {
+      const r = await t.call('POST', path, { token, body });
+      assert.equal(r.status, 201, `${path}: ${r.text}`);
+      return r.body;
+    };
+    a.customer = (await mk('/api/v1/customers', { name: 'Acme Alpha' })).id;
+    const b = (await mk('/api/v1/customers', { name: 'Bravo Beta' })).id;
+    const aUser = await mk('/api/v1/users', { name: 'alice', role: 'customer-admin', customer_id: a.customer });
+    a.user = aUser.user.id;
+    aAdmin = await t.login('alice', aUser.password, 'alice has a long password');
+    a.machine = (await mk('/api/v1/machines', { customer_id: a.customer, name: 'alpha-web-1' }, aAdmin)).id;
+    a.safe = (await mk('/api/v1/safes', { customer_id: a.customer, machine_id: a.machine, name: 'alpha-web-1-files', quota_hard: 2 ** 40 })).id;
+    const aToken = await mk('/api/v1/tokens', { customer_id: a.customer, machine_id: a.machine, name: 'alpha agent', rights: ['backup'] }, aAdmin);
+    a.token = aToken.token.id;
+    secretsOfA.push(aToken.secret, aUser.password);
+
+    const bUser = await mk('/api/v1/users', { name: 'bob', role: 'customer-admin', customer_id: b });
+    callers['B session'] = await t.login('bob', bUser.password, 'bob has a long password too');
+    const bMachine = (await mk('/api/v1/machines', { customer_id: b, name: 'bravo-db' }, callers['B session'])).id;
+    callers['B manage token'] = (await mk('/api/v1/tokens', { customer_id: b, name: 'bravo ops', rights: ['read', 'manage'] }, callers['B session'])).secret;
+    callers['B machine token'] = (await mk('/api/v1/tokens', { customer_id: b, machine_id: bMachine, name: 'bravo agent', rights: ['read', 'backup'] }, callers['B session'])).secret;
+  });
+  after(() => t.stop());
+
+  it('answers customer B with nothing of customer A on every route of the OpenAPI document', async () => {
+    const doc = (await t.call('GET', '/api/v1/openapi.json')).body as { paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: Schema }> } }>> };
+    const marks = [...Object.values(a), 'Acme Alpha', 'alice', 'alpha-web-1', ...secretsOfA];
+    const routes = Object.entries(doc.paths).flatMap(([path, ops]) => Object.entries(ops).map(([method, op]) => ({ path, method: method.toUpperCase(), op })));
+    assert.ok(routes.length >= 17, `the document lists ${routes.length} routes`);
+    let checked = 0;
+    for (const [who, token] of Object.entries(callers)) {
+      for (const { path, method, op } of routes) {
+        const key = `${method} ${path}`;
+        const hasId = path.includes('{id}');
+        if (hasId) assert.ok(RECORD_OF[path], `${key} is not in RECORD_OF: add which record of customer A it is probed with`);
+        const url = hasId ? path.replace('{id}', a[RECORD_OF[path]!]) : path;
+        const schema = op.requestBody?.content['application/json']?.schema;
+        const body = schema ? bodyFor(schema, a) : undefined;
+        const namesA = body !== undefined && ('customer_id' in body || 'machine_id' in body);
+        if (key === 'POST /api/v1/logout') continue; // would end the caller's session; it is about the caller only
+        const r = await t.call(method, url, { token, ...(body !== undefined ? { body } : {}) });
+        const what = `${who}: ${key} → ${r.status} ${r.text}`;
+        // What the request itself named may be echoed ("machine ID does not exist"); nothing else of A may show.
+        const sent = url + JSON.stringify(body ?? {});
+        for (const m of marks) assert.ok(sent.includes(m) || !r.text.includes(m), `${what}: the answer shows "${m}" of customer A`);
+        if (CALLER_ROUTES.has(key)) continue;
+        if (hasId || namesA) assert.equal(r.status, 404, what);
+        else assert.ok(r.status === 200 || r.status === 403, what);
+        checked++;
+      }
+    }
+    assert.ok(checked >= 3 * 15, `${checked} probes`);
+  });
+
+  it('leaves customer A\'s records as they were, and A\'s own admin still sees each of them', async () => {
+    for (const [path, record] of Object.entries(RECORD_OF)) {
+      const r = await t.call('GET', path.replace('{id}', a[record]), { token: aAdmin });
+      assert.equal(r.status, 200, `${path}: ${r.text}`);
+    }
+    const token = (await t.call('GET', `/api/v1/tokens/${a.token}`, { token: aAdmin })).body;
+    assert.equal(token.revoked_at, null);
+    const machines = (await t.call('GET', '/api/v1/machines', { token: aAdmin })).body as { name: string }[];
+    assert.deepEqual(machines.map((m) => m.name), ['alpha-web-1']);
+    const safes = (await t.call('GET', '/api/v1/safes', { token: aAdmin })).body as { name: string }[];
+    assert.deepEqual(safes.map((s) => s.name), ['alpha-web-1-files']);
+  });
+
+  it('answers a record that does not exist exactly as one of another customer', async () => {
+    const foreign = await t.call('GET', `/api/v1/machines/${a.machine}`, { token: callers['B session']! });
+    const missing = await t.call('GET', '/api/v1/machines/00000000-0000-4000-8000-000000000000', { token: callers['B session']! });
+    assert.equal(foreign.status, 404);
+    assert.equal(missing.status, 404);
+    assert.deepEqual(Object.keys(foreign.body), Object.keys(missing.body));
+    assert.equal(foreign.body.code, missing.body.code);
+  });
+});
