@@ -37,13 +37,14 @@ export function databaseSuites(name: string, body: (fx: DatabaseFixture) => void
         dir = await mkdtemp(join(tmpdir(), 'holdfast-db-'));
         if (kind === 'postgres') pgCluster = await startPostgres();
       });
-      after(async () => {
-        await pgCluster?.stop();
-        await rm(dir, { recursive: true, force: true });
-      });
       body({
         kind,
         newUrl: async () => (kind === 'postgres' ? pgCluster!.newDatabase() : `sqlite:${join(dir, `db${++n}.sqlite`)}`),
+      });
+      // After the body's own after() hooks (which close their servers), as hooks run in the order they were added.
+      after(async () => {
+        await pgCluster?.stop();
+        await rm(dir, { recursive: true, force: true });
       });
     });
   }

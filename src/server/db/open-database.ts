@@ -71,6 +71,8 @@ export async function openDatabase(url: string | undefined, defaultFile: string)
       // Per pool, not pg's global table: int8 comes back as a number.
       types: { getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === INT8_OID ? int8 : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser },
     });
+    // A pooled idle connection that the server drops (a restart) is discarded by the pool and the next query connects anew; without a listener its error would end the process.
+    pool.on('error', () => undefined);
     kind = 'postgres';
     shown = redactUrl(url);
     db = new Kysely<ControlPlane>({ dialect: new PostgresDialect({ pool }) });
