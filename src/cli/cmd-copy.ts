@@ -75,10 +75,14 @@ async function lockSource(src: Store): Promise<RepositoryLock | undefined> {
 async function runCopy(g: GlobalOptions, f: CopyFlags, args: readonly string[]): Promise<void> {
   const from = f.fromRepo ?? process.env['HOLDFAST_FROM_REPOSITORY'];
   if (!from) throw new ExitError('no repository to copy from: use --from-repo or HOLDFAST_FROM_REPOSITORY', EXIT.usage);
-  const dst = await openKeyless(g);
-  const src = await openSourceStore(from, g);
+  // Ctrl-C and a lost lock (the held lock's signal) end the backends' waits too: a
+  // --limit-upload wait for one pack lasts minutes, and the job's own checks come between packs.
+  const stop = new AbortController();
+  const dst = await openKeyless(g, stop.signal);
+  const src = await openSourceStore(from, g, stop.signal);
   const { ids, all } = await chooseSnapshots(src, args, f);
   const held = await holdLock(dst, 'copy');
+  held.signal.addEventListener('abort', () => stop.abort(held.signal.reason), { once: true });
   const sourceLock = await lockSource(src).catch(async (e: unknown) => {
     await held.release();
     throw e;

@@ -204,19 +204,23 @@ export function modeOptions(): ModeOptions {
   return { appendOnly: envFlag('HOLDFAST_APPEND_ONLY'), storageOwner: envFlag('HOLDFAST_STORAGE_OWNER') };
 }
 
-/** Opens the repository without a password (forget, unlock, prune, check, repair). */
-export async function openKeyless(g: GlobalOptions): Promise<Store> {
-  return Store.open(await backendFor(g), modeOptions());
+/**
+ * Opens the repository without a password (forget, unlock, prune, check,
+ * repair, copy); `signal` ends the rate limiter's and the retries' waits.
+ */
+export async function openKeyless(g: GlobalOptions, signal?: AbortSignal): Promise<Store> {
+  return Store.open(await backendFor(g, false, signal), modeOptions());
 }
 
 /**
  * Opens the keyless store of a repository that snapshots or a key are taken
  * from (`copy --from-repo`, `init --copy-from`): a location that holds none
- * is not told to create one, it is named as the source that is not there.
+ * is not told to create one, it is named as the source that is not there;
+ * `signal` as for `openKeyless`.
  */
-export async function openSourceStore(location: string, g: GlobalOptions): Promise<Store> {
+export async function openSourceStore(location: string, g: GlobalOptions, signal?: AbortSignal): Promise<Store> {
   try {
-    return await Store.open(await backendAt(location, g));
+    return await Store.open(await backendAt(location, g, false, signal));
   } catch (e) {
     if (e instanceof NotARepositoryError) throw new NotARepositoryError(location, 'the source to copy from must be an existing repository');
     throw e;

@@ -217,6 +217,40 @@ describe('copy killed with SIGKILL', () => {
   });
 });
 
+describe('copy under --limit-upload interrupted with Ctrl-C', () => {
+  let s: Sandbox;
+  let p: Pair;
+  before(async () => {
+    s = await Sandbox.create('holdfast-copy-int-');
+    p = new Pair(s);
+    await s.ok(['init']);
+  });
+  after(() => removeTree(s.dir));
+
+  // The limiter's wait for the first pack (some 200 KiB at 1 KiB/s: over 3 minutes) ran to its end before.
+  it('ends the wait for upload tokens at once: exit 130, no snapshot, and the next copy completes', { timeout: 60_000 }, async () => {
+    const tree = s.path('tree');
+    await fs.mkdir(tree);
+    await fs.writeFile(join(tree, 'a.bin'), bytes('interrupted copy', 200_000));
+    await s.ok(['backup', '-q', tree]);
+    const dst = await p.initCopy('dst');
+    const run = s.start(['-r', dst, '--limit-upload', '1', 'copy', '--from-repo', p.src], { env: KEYLESS_ENV });
+    // Ctrl-C is the command's once its lock is held; a moment later the copy waits for tokens.
+    while ((await fs.readdir(join(dst, 'locks'))).length === 0 && run.child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 1000));
+    const killedAt = Date.now();
+    run.child.kill('SIGINT');
+    const r = await run.done;
+    assert.equal(r.code, 130, `exit ${r.code} / ${r.signal}\n${r.stdout}\n${r.stderr}`);
+    assert.match(r.stderr, /interrupted; the repository is consistent, run copy again/);
+    assert.ok(Date.now() - killedAt < 10_000, `the copy took ${Date.now() - killedAt} ms to stop`);
+    assert.deepEqual(await p.snapshotIds(dst, DST_PASSWORD), []);
+    assert.deepEqual(await fs.readdir(join(dst, 'locks')), [], 'the lock is released');
+    const { report } = await p.copy(dst);
+    assert.equal(report.copied.length, 1);
+  });
+});
+
 describe('copy from a hostile source', () => {
   let s: Sandbox;
   let p: Pair;
