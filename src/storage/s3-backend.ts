@@ -39,8 +39,8 @@
  * itself does not retry: `RetryingBackend` does, so that there is one retry
  * policy), except a refused connection before the endpoint has ever
  * answered, which is a wrong endpoint rather than a restart (docs/decisions.md,
- * "Retries"); an untrusted certificate, refused credentials and HTTPS to a
- * plain-HTTP endpoint are plain errors with a message that says what to do.
+ * "Retries"); an untrusted certificate, refused credentials, HTTPS to a
+ * plain-HTTP endpoint and plain HTTP to a TLS one are plain errors with a message that says what to do.
  */
 import { Agent as HttpAgent, STATUS_CODES } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
@@ -64,6 +64,7 @@ import {
   type OperationOptions,
 } from './backend.js';
 import { boundTransfers, TooSlowError } from './http-transfer-bound.js';
+import { speaksTls } from './tls-probe.js';
 import { byteRange, checkHandle, checkPrefix, checkRangeArgs, checkType, nameProblem, OBJECT_FOLDERS } from './object-names.js';
 import {
   DEFAULT_MULTIPART_THRESHOLD,
@@ -205,6 +206,7 @@ export class S3Backend implements Backend {
           return out;
         } catch (e) {
           if (status(e) !== undefined) this.answered = true;
+          else if (!this.answered && await this.tlsSpokenTo(args.request, e)) throw new EndpointSpeaksTlsError(e);
           throw e;
         }
       }, { step: 'deserialize', name: 'holdfastAnswered' });
@@ -601,6 +603,17 @@ export class S3Backend implements Backend {
     if (this.loaded) (await this.loaded).client.destroy();
   }
 
+  /**
+   * Whether `e`, a plain-HTTP request's failure without an answer (a reset,
+   * or bytes that are no HTTP), came from an endpoint that speaks TLS.
+   */
+  private async tlsSpokenTo(request: unknown, e: unknown): Promise<boolean> {
+    const req = request as { protocol?: string; hostname?: string; port?: number };
+    const code = (e as SdkError).code ?? '';
+    if (req.protocol !== 'http:' || req.hostname === undefined || !(code === 'ECONNRESET' || code.startsWith('HPE_'))) return false;
+    return speaksTls(req.hostname, req.port ?? 80);
+  }
+
   /** How messages name a request: "GET data/… in s3:…". */
   private where(what: string, h: Handle | undefined): string {
     return h === undefined ? `${what} ${this.location}` : `${what} ${h.type}/${h.name} in ${this.location}`;
@@ -639,6 +652,9 @@ export class S3Backend implements Backend {
     if (code === 'EPROTO' && /wrong version number/.test(err.message ?? '')) {
       return new Error(`${where}: the endpoint does not speak TLS; for plain HTTP use ${this.location.replace(/^s3:https:/, 's3:http:')}`, { cause: e });
     }
+    if (e instanceof EndpointSpeaksTlsError) {
+      return new Error(`${where}: the endpoint speaks TLS; use ${this.location.replace(/^s3:http:/, 's3:https:')}`, { cause: e.cause });
+    }
     if (code === 'ECONNREFUSED' && !this.answered) {
       return new Error(`${where}: the connection was refused; check the endpoint's address and port (nothing answers there)`, { cause: e });
     }
@@ -652,6 +668,13 @@ export class S3Backend implements Backend {
       return new TransientError(`${where}: ${httpStatus === undefined ? '' : `HTTP ${httpStatus} `}${said}`, { cause: e });
     }
     return new Error(`${where}: ${httpStatus === undefined ? '' : `HTTP ${httpStatus} `}${said}`, { cause: e });
+  }
+}
+
+/** A plain-HTTP request failed without an answer, and the endpoint's port speaks TLS. */
+class EndpointSpeaksTlsError extends Error {
+  constructor(cause: unknown) {
+    super('the endpoint speaks TLS', { cause });
   }
 }
 

@@ -57,6 +57,15 @@ describe('the CLI on S3 over HTTPS', () => {
     assert.match(bad.stderr, /holds no PEM certificate/);
   });
 
+  // It was retried for about 19 s, ending in "socket hang up".
+  it('s3:http:// to this HTTPS endpoint fails at once naming the https:// location', async () => {
+    const https = s3.location('cli/http');
+    const r = await s.run(['-r', https.replace('s3:https:', 's3:http:'), 'init'], { env });
+    assert.equal(r.code, 1, r.stderr);
+    assert.doesNotMatch(r.stderr, /warning|retrying|hang up/);
+    assert.match(r.stderr, new RegExp(`^holdfast: .*: the endpoint speaks TLS; use ${https.replace(/[.]/g, '\\.')}\n$`));
+  });
+
   it('init, backup, restore, forget, prune and check --read-data', { timeout: 180_000 }, async () => {
     const withCa = { env: { ...env, HOLDFAST_CACERT: s3.caFile } };
     const init = await s.ok(['init'], withCa);
