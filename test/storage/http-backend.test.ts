@@ -18,11 +18,12 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { connect } from 'node:tls';
 
-import type { FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
 
 import { AlreadyExistsError, NotFoundError, TransientError } from '../../src/storage/backend.js';
 import { AppendOnlyError } from '../../src/storage/append-only-backend.js';
 import { HttpBackend, parseHttpLocation, PinMismatchError, type HttpSettings } from '../../src/storage/http-backend.js';
+import { repoRoutes } from '../../src/server/http/repo-routes.js';
 import { buildRepoServer, type TestToken } from '../helpers/repo-server-app.js';
 import { makeTestCert, type TestCert } from '../helpers/repo-server.js';
 import { backendConformance, bytes } from './conformance.js';
@@ -261,6 +262,27 @@ describe('the repository protocol, from the attacker\'s side', () => {
     await owner.remove(oh);
     await assert.rejects(owner.remove(h), NotFoundError);
     await Promise.all([reader, appender, owner].map((b) => b.close()));
+  });
+});
+
+describe('the plugin inside a server of its own', () => {
+  it('leaves the rest of the server alone: its JSON routes, its not-found handler, its error handler', async () => {
+    const app = Fastify();
+    app.setNotFoundHandler((_req, reply) => void reply.code(404).send({ mine: true }));
+    app.setErrorHandler((_e, _req, reply) => void reply.code(500).send({ mineToo: true }));
+    app.post('/api/v1/echo', async (req) => req.body);
+    app.get('/api/v1/fail', async () => {
+      throw new Error('boom');
+    });
+    await app.register(repoRoutes, { resolver: { resolveSafe: async () => undefined } });
+    const echo = await app.inject({ method: 'POST', url: '/api/v1/echo', payload: { a: 1 } });
+    assert.deepEqual(echo.json(), { a: 1 });
+    assert.deepEqual((await app.inject({ url: '/nowhere' })).json(), { mine: true });
+    assert.deepEqual((await app.inject({ url: '/api/v1/fail' })).json(), { mineToo: true });
+    const safe = await app.inject({ url: '/safes/x/config', headers: { authorization: 'Bearer t' } });
+    assert.equal(safe.statusCode, 404);
+    assert.equal(safe.json().code, 'NO_SUCH_SAFE');
+    await app.close();
   });
 });
 

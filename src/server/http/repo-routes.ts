@@ -138,9 +138,6 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
     if (w.status >= 500) reply.log.error(e);
     void reply.code(w.status).header(ERROR_HEADER, w.code).send({ code: w.code, message: w.message });
   });
-  app.setNotFoundHandler((req, reply) => {
-    void reply.code(404).header(ERROR_HEADER, 'NO_SUCH_ROUTE').send({ code: 'NO_SUCH_ROUTE', message: `no such route: ${req.method} ${req.url.split('?')[0]}` });
-  });
 
   /** The safe of the request, or a WireError (401 without a token, 404 when the resolver gives nothing). */
   async function safeOf(req: FastifyRequest, reply: FastifyReply): Promise<{ access: SafeAccess; name: string; signal: AbortSignal }> {
