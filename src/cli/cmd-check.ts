@@ -12,6 +12,7 @@ import { printJson } from './json-output.js';
 import { localIso } from '../core/local-time.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { holdLock, openMaintenance } from './maintenance.js';
+import { printable } from './printable.js';
 
 interface CheckFlags {
   readData?: boolean;
@@ -66,7 +67,7 @@ export function print(g: GlobalOptions, r: CheckReport): void {
   say(g, `checked ${plural(r.snapshots, 'snapshot')}, ${plural(r.indexFiles, 'index file')}, ${plural(r.packs, 'pack')}${r.packsRead > 0 ? `; read ${plural(r.packsRead, 'pack')} (${formatBytes(r.bytesRead)})` : ''}${r.keyed ? '' : ' (without the key)'}`);
   for (const w of r.warnings.slice(0, SHOW)) warn(`${w.object}: ${w.message}`);
   if (r.warnings.length > SHOW) warn(`… and ${r.warnings.length - SHOW} more warnings`);
-  for (const e of r.errors.slice(0, SHOW)) process.stderr.write(`error: ${e.object}: ${e.message}\n`);
+  for (const e of r.errors.slice(0, SHOW)) process.stderr.write(`error: ${printable(`${e.object}: ${e.message}`)}\n`);
   if (r.errors.length > SHOW) process.stderr.write(`error: … and ${r.errors.length - SHOW} more errors\n`);
   if (r.damaged.length > 0) {
     say(g, `damage affects ${r.damaged.length} snapshot(s):`);

@@ -80,6 +80,7 @@ export function register(program: Command): void {
         if (g.json) process.stdout.write(`${JSON.stringify({ change: mark, path: path.toString() + (isDir ? '/' : '') })}\n`);
         else say(g, `${mark}    ${path.toString()}${isDir ? '/' : ''}`);
       }, st);
-      if (!g.json) say(g, `\n${st.added} added (${formatBytes(st.addedBytes)}), ${st.removed} removed (${formatBytes(st.removedBytes)}), ${st.modified} modified`);
+      if (!g.json) say(g, '');
+      if (!g.json) say(g, `${st.added} added (${formatBytes(st.addedBytes)}), ${st.removed} removed (${formatBytes(st.removedBytes)}), ${st.modified} modified`);
     });
 }

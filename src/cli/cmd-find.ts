@@ -17,6 +17,7 @@ import type { TreeNode } from '../repo/tree.js';
 import { longLine } from './cmd-ls.js';
 import { collect, globals, openRepo, warn, snapshotsOf } from './context.js';
 import { findSnapshot, matchesFilter, withFilterOptions, type FoundSnapshot, type SnapshotFilter } from './snapshot-filter.js';
+import { printable } from './printable.js';
 
 interface FindFlags extends SnapshotFilter {
   snapshot?: string[];
@@ -84,7 +85,7 @@ export function register(program: Command): void {
           continue;
         }
         await out.push(`Found matching entries in snapshot ${id.slice(0, 8)} from ${localTime(Date.parse(snapshot.time))}\n`);
-        for (const { path, node } of found) await out.push(f.long ? longLine(path, node) : `${path}\n`);
+        for (const { path, node } of found) await out.push(f.long ? longLine(path, node) : `${printable(path)}\n`);
         await out.push('\n');
       }
       if (g.json) await out.push(']\n');

@@ -11,6 +11,7 @@ import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot
 import { WalkReport } from './walk-report.js';
 import { isImageSnapshot, openImageFiles } from '../jobs/image-files/open-image-files.js';
 import { listImage } from '../jobs/image-files/image-ls.js';
+import { printable, printableLines } from './printable.js';
 
 function within(path: string, prefix: string): boolean {
   return prefix === '/' || path === prefix || path.startsWith(`${prefix}/`) || prefix.startsWith(`${path}/`);
@@ -19,7 +20,7 @@ function within(path: string, prefix: string): boolean {
 /** A node as `ls -l` prints it (also `find -l`): mode, owner, group, size, local time, path, link target. */
 export function longLine(path: string, node: TreeNode): string {
   const link = node.target ? ` -> ${node.target.toString()}` : '';
-  return `${modeString(node)} ${(node.user ?? String(node.uid)).padEnd(8)} ${(node.group ?? String(node.gid)).padEnd(8)} ${String(node.size).padStart(12)} ${localTime(Number(node.mtime / 1_000_000n))} ${path}${link}\n`;
+  return `${printable(`${modeString(node)} ${(node.user ?? String(node.uid)).padEnd(8)} ${(node.group ?? String(node.gid)).padEnd(8)} ${String(node.size).padStart(12)} ${localTime(Number(node.mtime / 1_000_000n))} ${path}${link}`)}\n`;
 }
 
 export function register(program: Command): void {
@@ -35,7 +36,7 @@ export function register(program: Command): void {
       if (isImageSnapshot(snapshot)) {
         // Files inside a disk image: read from the image's filesystems (src/jobs/image-files).
         const volume = await openImageFiles(repo, snapshot, id, warn);
-        return listImage(volume, path, { format: g.json ? 'json' : flags.long ? 'long' : 'plain', write: (t) => writeOut(process.stdout, t), warn });
+        return listImage(volume, path, { format: g.json ? 'json' : flags.long ? 'long' : 'plain', write: (t) => writeOut(process.stdout, g.json ? t : printableLines(t)), warn });
       }
       const prefix = `/${path.split('/').filter((p) => p !== '').join('/')}`;
       const out = new LineBatch((t) => writeOut(process.stdout, t));
@@ -56,7 +57,7 @@ export function register(program: Command): void {
         } else if (flags.long) {
           await out.push(longLine(ps, node));
         } else {
-          await out.push(`${ps}\n`);
+          await out.push(`${printable(ps)}\n`);
         }
       }
       await out.flush();

@@ -12,6 +12,7 @@ import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
 import { Progress } from './progress.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+import { printable } from './printable.js';
 
 interface RestoreImageFlags extends SnapshotFilter {
   to: string;
@@ -30,7 +31,7 @@ export function register(program: Command): void {
       const g = globals(cmd);
       // With --to -, stdout carries the image, and with --json only JSON lines: every message goes to stderr.
       const tell = (line: string): void => {
-        if (!g.quiet) (flags.to === '-' || g.json ? process.stderr : process.stdout).write(`${line}\n`);
+        if (!g.quiet) (flags.to === '-' || g.json ? process.stderr : process.stdout).write(`${printable(line)}\n`);
       };
       const repo = await openRepo(g);
       const { id, snapshot } = await findSnapshot(repo, snap, snap === 'latest' ? { ...flags, image: true } : flags);

@@ -11,6 +11,7 @@ import { isImageSnapshot, openImageFiles, restorerFor } from '../jobs/image-file
 import { OVERWRITE_CHOICES, type Overwrite } from '../jobs/restore/overwrite.js';
 import { Excludes } from '../jobs/backup/excludes.js';
 import { MAX_FAILED_LISTED, type RestoreProgress } from '../jobs/restore/restorer.js';
+import { printable } from './printable.js';
 
 interface RestoreFlags extends SnapshotFilter {
   target?: string;
@@ -122,7 +123,7 @@ export function register(program: Command): void {
       const count = p.errors + result.verifyFailed.length;
       if (count > 0) {
         const listed = [...result.failed, ...result.verifyFailed].slice(0, MAX_FAILED_LISTED);
-        const lines = listed.map((f) => `  ${f.path}: ${f.error}`);
+        const lines = listed.map((f) => `  ${printable(`${f.path}: ${f.error}`)}`);
         if (count > listed.length) lines.push(`  … and ${count - listed.length} more`);
         throw new ExitError(`restore INCOMPLETE: ${count} path(s) not restored correctly:\n${lines.join('\n')}`, EXIT.failed);
       }

@@ -20,6 +20,7 @@ import { readKeyHint, saveKeyHint } from './key-hint.js';
 import { httpSettings, minGraceMs, retryForMs, s3Settings, workerCount } from './environment.js';
 import { WorkerPool } from '../jobs/pool/worker-pool.js';
 import { readableSnapshots } from '../jobs/snapshots/select.js';
+import { printable } from './printable.js';
 
 export interface GlobalOptions {
   repo?: string;
@@ -240,9 +241,9 @@ export function refuseIfAppendOnly(backend: Backend, what: string): void {
   }
 }
 
-/** Prints a line to stdout unless --quiet. */
+/** Prints a line to stdout unless --quiet, its control characters escaped (printable.ts). */
 export function say(g: GlobalOptions, line: string): void {
-  if (!g.quiet) process.stdout.write(`${line}\n`);
+  if (!g.quiet) process.stdout.write(`${printable(line)}\n`);
 }
 
 /**
@@ -251,7 +252,7 @@ export function say(g: GlobalOptions, line: string): void {
  */
 export function verboseItem(g: GlobalOptions, action: 'new' | 'modified' | 'unchanged' | 'restored', path: string): void {
   if (g.quiet || (g.verbose ?? 0) < (action === 'unchanged' ? 2 : 1)) return;
-  process.stdout.write(g.json ? `${JSON.stringify({ message_type: 'verbose_status', action, item: path })}\n` : `${action.padEnd(9)} ${path}\n`);
+  process.stdout.write(g.json ? `${JSON.stringify({ message_type: 'verbose_status', action, item: path })}\n` : `${action.padEnd(9)} ${printable(path)}\n`);
 }
 
 /**
@@ -264,7 +265,7 @@ let warnings = 0;
 
 /** Prints a warning to stderr (always, even with --quiet), the first MAX_WARNINGS of a command. */
 export function warn(line: string): void {
-  if (++warnings <= MAX_WARNINGS) process.stderr.write(`warning: ${line}\n`);
+  if (++warnings <= MAX_WARNINGS) process.stderr.write(`warning: ${printable(line)}\n`);
 }
 
 /** Says how many warnings were not printed, once. */

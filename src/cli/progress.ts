@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { createRequire } from 'node:module';
 import type cliProgress from 'cli-progress';
 import { formatBytes, formatDuration, type GlobalOptions } from './context.js';
+import { printable } from './printable.js';
 
 export interface ProgressState {
   files: number;
@@ -150,7 +151,7 @@ export class Progress<P extends ProgressState = ProgressState> {
       bytes: formatBytes(p.bytes),
       rate: formatBytes(f.rate),
       etaText: f.eta === undefined ? '?' : formatDuration(f.eta),
-      current: (p.current ?? '').slice(-40),
+      current: printable(p.current ?? '').slice(-40),
     });
   }
 
