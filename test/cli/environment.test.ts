@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { availableParallelism } from 'node:os';
-import { cacheRoot, minGraceMs, retryForMs, s3Settings, scryptParams, workerCount } from '../../src/cli/environment.js';
+import { cacheRoot, httpSettings, minGraceMs, retryForMs, s3Settings, scryptParams, workerCount } from '../../src/cli/environment.js';
 import { DEFAULT_SCRYPT_PARAMS } from '../../src/core/crypto.js';
 import { DEFAULT_MIN_GRACE_MS } from '../../src/repo/deletion-marker.js';
 import { ExitError } from '../../src/cli/exit-codes.js';
@@ -57,6 +57,23 @@ describe('CLI environment', () => {
       await assert.rejects(s3Settings(undefined, { AWS_SECRET_ACCESS_KEY: 's' }), usage(/AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not/));
       await assert.rejects(s3Settings(join(dir, 'missing.pem'), {}), usage(/cannot read the CA certificate .*missing\.pem/));
       await assert.rejects(s3Settings(join(dir, 'not.pem'), {}), usage(/not\.pem holds no PEM certificate/));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('server settings: the token from HOLDFAST_TOKEN, a pin from --fingerprint or HOLDFAST_FINGERPRINT, else the CA', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'holdfast-env-'));
+    try {
+      const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+      await writeFile(join(dir, 'ca.pem'), pem);
+      const pin = `SHA256:${'0a:'.repeat(31)}0a`;
+      assert.deepEqual(await httpSettings(undefined, undefined, {}), {});
+      assert.deepEqual(await httpSettings(undefined, undefined, { HOLDFAST_TOKEN: 'tok', HOLDFAST_FINGERPRINT: pin }), { token: 'tok', fingerprint: pin });
+      assert.equal((await httpSettings('SHA256:' + 'ff'.repeat(32), undefined, { HOLDFAST_FINGERPRINT: pin })).fingerprint, 'SHA256:' + 'ff'.repeat(32), '--fingerprint wins');
+      assert.deepEqual(await httpSettings(undefined, join(dir, 'ca.pem'), {}), { ca: pem });
+      assert.deepEqual(await httpSettings(pin, join(dir, 'ca.pem'), {}), { fingerprint: pin }, 'a pin asks no CA');
+      await assert.rejects(httpSettings('SHA256:abc', undefined, {}), (e: unknown) => e instanceof ExitError && e.exitCode === 2 && /bad fingerprint "SHA256:abc"/.test(e.message));
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { MemoryBackend } from '../../src/storage/memory-backend.js';
 import { MemoryRegistry, openBackend } from '../../src/storage/open-backend.js';
+import { HttpBackend } from '../../src/storage/http-backend.js';
 import { S3Backend } from '../../src/storage/s3-backend.js';
 import { bytes, handleOf } from './conformance.js';
 
@@ -140,6 +141,18 @@ describe('openBackend', () => {
 
     it('refuses an S3 location without a bucket, naming the form', () => {
       assert.throws(() => openBackend('s3:bucket'), (e: Error) => e.message === 'bad S3 location "s3:bucket": it names no bucket (the form is s3:https://host[:port]/bucket[/prefix])');
+    });
+  });
+
+  describe('https:', () => {
+    it('opens a disk safe on a holdfast server, and refuses plain http', async () => {
+      const b = openBackend('https://backup.example:8443/safes/web1', { http: { token: 't' } });
+      assert.ok(b instanceof HttpBackend);
+      assert.equal(b.location, 'https://backup.example:8443/safes/web1');
+      await b.close();
+      assert.throws(() => openBackend('https://backup.example:8443/safes/web1'), /no token: set HOLDFAST_TOKEN/);
+      assertRefused('https://backup.example:8443/web1', /a server's disk safe is https:\/\/HOST:PORT\/safes\/NAME/);
+      assertRefused('http://backup.example:8443/safes/web1', /speaks HTTPS only/);
     });
   });
 
