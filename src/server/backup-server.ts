@@ -10,6 +10,9 @@
  *     server.json    listen address and database URL (server-settings.ts)
  *     tls/           cert.pem, key.pem (0600)
  *     safes/ID/      one repository per disk safe
+ *
+ * It serves the REST API (/api/v1, http/api-v1.ts) and the disk safes'
+ * repositories (/safes/NAME, http/repo-routes.ts, reached with API tokens).
  */
 import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -19,8 +22,10 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { SHARED_SCHEMAS } from '../api/v1.js';
 import { openDatabase, redactUrl, type ControlPlaneDatabase } from './db/open-database.js';
 import { apiV1 } from './http/api-v1.js';
+import { repoRoutes } from './http/repo-routes.js';
 import { ensureFirstAdmin } from './services/auth.js';
 import type { ServiceContext } from './services/context.js';
+import { safeResolver } from './services/safe-access.js';
 import { LoginLimiter, type LoginLimits } from './services/login-limiter.js';
 import { DEFAULT_LISTEN, loadSettings, SAFES_DIR, saveSettings, SQLITE_FILE, type ServerSettings } from './server-settings.js';
 import { ensureCertificate, fingerprintOf } from './tls-certificate.js';
@@ -90,7 +95,7 @@ async function prepareDataDir(dir: string): Promise<void> {
 }
 
 /** The fastify application on an open database (exported for tests that need no TLS listener). */
-export async function buildApp(ctx: ServiceContext, opts: { https?: { key: string; cert: string }; logStream?: Writable; logLevel?: string; version?: string }): Promise<FastifyInstance> {
+export async function buildApp(ctx: ServiceContext, opts: { dataDir: string; https?: { key: string; cert: string }; logStream?: Writable; logLevel?: string; version?: string }): Promise<FastifyInstance> {
   const app = Fastify({
     ...(opts.https ? { https: opts.https } : {}),
     logger: opts.logStream ? { level: opts.logLevel ?? 'info', stream: opts.logStream } : false,
@@ -110,6 +115,7 @@ export async function buildApp(ctx: ServiceContext, opts: { https?: { key: strin
     transform: ({ schema, url }) => ({ schema: (url.startsWith('/api/v1/') ? schema : { ...schema, hide: true }) as typeof schema, url }),
   });
   await app.register(apiV1, { prefix: '/api/v1', ctx });
+  await app.register(repoRoutes, { resolver: safeResolver(ctx, opts.dataDir) });
   return app;
 }
 

@@ -1,0 +1,48 @@
+/**
+ * Which disk safe a repository request reaches, and with which rights: the
+ * `SafeResolver` of the repository protocol (src/server/http/repo-routes.ts)
+ * on the control plane. Only live API tokens reach safes, and only the safes
+ * of their customer (a machine-scoped token: of its machine); anything else
+ * is undefined, which the protocol answers 404 whether the safe exists or
+ * not. A token with the `backup` right adds and reads (`append`: never
+ * deletes nor overwrites); `read` or `manage` alone read. No token deletes:
+ * retention and pruning are the server's (issue 16). Every snapshot upload
+ * passes the backdating rule (snapshot-time-policy.ts).
+ */
+import { join } from 'node:path';
+import { LocalBackend } from '../../storage/local-backend.js';
+import type { SafeAccess, SafeResolver } from '../http/repo-routes.js';
+import { authenticate } from './auth.js';
+import type { ServiceContext } from './context.js';
+import { ApiError } from './errors.js';
+import { sees } from './principal.js';
+import { refuseBackdatedSnapshot } from './snapshot-time-policy.js';
+
+/** The resolver for a server whose safes live below `dataDir` (each at its `location`). */
+export function safeResolver(ctx: ServiceContext, dataDir: string): SafeResolver {
+  return {
+    async resolveSafe(token: string, name: string, signal: AbortSignal): Promise<SafeAccess | undefined> {
+      let p;
+      try {
+        p = await authenticate(ctx, token, '');
+      } catch (e) {
+        if (e instanceof ApiError) return undefined;
+        throw e;
+      }
+      if (p.kind !== 'token') return undefined;
+      signal.throwIfAborted();
+      const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('name', '=', name).executeTakeFirst();
+      if (!safe || !sees(p, safe)) return undefined;
+      const rights = p.rights.includes('backup') ? 'append' : 'read';
+      const backend = new LocalBackend(join(dataDir, safe.location));
+      return {
+        backend,
+        rights,
+        principal: `token:${p.id}`,
+        beforeCommit: async (h, bytes, sig) => {
+          if (h.type === 'snapshot') await refuseBackdatedSnapshot(backend, bytes, { signal: sig, now: ctx.now().getTime() });
+        },
+      };
+    },
+  };
+}

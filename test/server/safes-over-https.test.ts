@@ -1,0 +1,73 @@
+/**
+ * Disk safes of `holdfast server` through the real CLI: a safe made through
+ * the API, an agent's backup token (machine-scoped, `backup` right) that
+ * initialises it, backs up and restores byte for byte over HTTPS with the
+ * server's fingerprint pinned, and cannot forget; another customer's token,
+ * a `read` token's backup and a revoked token reach nothing.
+ */
+import assert from 'node:assert/strict';
+import { after, before, it } from 'node:test';
+import { EVERYTHING, buildTree, compareTrees, removeTree } from '../fixtures/tree.js';
+import { Sandbox } from '../helpers/cli.js';
+import { databaseSuites } from '../helpers/databases.js';
+import { setUp, type TestServer } from '../helpers/server.js';
+import { join } from 'node:path';
+
+databaseSuites('disk safes over HTTPS through holdfast server', (fx) => {
+  let t: TestServer;
+  let s: Sandbox;
+  const tokens: Record<string, string> = {};
+  let revokeId = '';
+  const as = (token: string, extra: Record<string, string | undefined> = {}) => ({
+    env: { HOLDFAST_REPOSITORY: `https://127.0.0.1:${t.server.port}/safes/acme-web`, HOLDFAST_TOKEN: token, HOLDFAST_FINGERPRINT: t.server.fingerprint, HOLDFAST_RETRY_FOR: '1s', ...extra },
+  });
+
+  before(async () => {
+    t = await setUp(await fx.newUrl());
+    s = await Sandbox.create('holdfast-safes-');
+    await buildTree(s.path('src'), EVERYTHING);
+    const mk = async (path: string, body: unknown) => {
+      const r = await t.call('POST', path, { token: t.adminToken, body });
+      assert.equal(r.status, 201, `${path}: ${r.text}`);
+      return r.body;
+    };
+    const acme = (await mk('/api/v1/customers', { name: 'Acme' })).id;
+    const other = (await mk('/api/v1/customers', { name: 'Other' })).id;
+    const web = (await mk('/api/v1/machines', { customer_id: acme, name: 'web' })).id;
+    await mk('/api/v1/safes', { customer_id: acme, machine_id: web, name: 'acme-web' });
+    tokens['agent'] = (await mk('/api/v1/tokens', { customer_id: acme, machine_id: web, name: 'web agent', rights: ['backup'] })).secret;
+    tokens['reader'] = (await mk('/api/v1/tokens', { customer_id: acme, name: 'reader', rights: ['read'] })).secret;
+    tokens['stranger'] = (await mk('/api/v1/tokens', { customer_id: other, name: 'other agent', rights: ['backup', 'read', 'manage'] })).secret;
+    const revoked = await mk('/api/v1/tokens', { customer_id: acme, machine_id: web, name: 'old agent', rights: ['backup'] });
+    tokens['revoked'] = revoked.secret;
+    revokeId = revoked.token.id;
+  });
+  after(async () => {
+    await t.stop();
+    await removeTree(s.dir);
+  });
+
+  it('an agent token initialises, backs up and restores byte for byte, and cannot forget', { timeout: 120_000 }, async () => {
+    await s.ok(['init'], as(tokens['agent']!));
+    await s.ok(['backup', '-q', s.path('src')], as(tokens['agent']!));
+    await s.ok(['restore', 'latest', '--target', s.path('out')], as(tokens['agent']!));
+    await compareTrees(s.path('src'), join(s.path('out'), s.path('src')));
+    const forget = await s.run(['forget', '--keep-last', '1'], as(tokens['agent']!, { HOLDFAST_PASSWORD: undefined }));
+    assert.equal(forget.code, 13, forget.stderr);
+    // The reader sees the snapshot and cannot add one.
+    const snaps = JSON.parse((await s.ok(['snapshots', '--json'], as(tokens['reader']!))).stdout) as unknown[];
+    assert.equal(snaps.length, 1);
+    const backup = await s.run(['backup', '-q', s.path('src')], as(tokens['reader']!));
+    assert.notEqual(backup.code, 0);
+    assert.equal((JSON.parse((await s.ok(['snapshots', '--json'], as(tokens['agent']!))).stdout) as unknown[]).length, 1);
+  });
+
+  it('another customer\'s token and a revoked one reach no safe', { timeout: 60_000 }, async () => {
+    assert.equal((await t.call('DELETE', `/api/v1/tokens/${revokeId}`, { token: t.adminToken })).status, 200);
+    for (const who of ['stranger', 'revoked']) {
+      const r = await s.run(['snapshots'], as(tokens[who]!));
+      assert.notEqual(r.code, 0, who);
+      assert.match(r.stderr, /no such disk safe, or the token \(HOLDFAST_TOKEN\) does not give access to it/, `${who}: ${r.stderr}`);
+    }
+  });
+});
