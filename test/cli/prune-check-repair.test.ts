@@ -123,9 +123,11 @@ describe('damaged packs through the CLI', () => {
     const before = new Set((await packFiles(s.repo)).map((p) => p.name));
     // Find it by elimination: the pack whose removal makes only victim.bin unreadable.
     for (const p of await packFiles(s.repo)) {
-      await fs.rename(p.path, `${p.path}.away`);
+      // Moved out of the repository: a pack left in data/ under another name is one no index lists, which check reads.
+      const away = s.path(`away-${p.name}`);
+      await fs.rename(p.path, away);
       const r = await s.run(['--json', 'check'], { env: GC_ENV });
-      await fs.rename(`${p.path}.away`, p.path);
+      await fs.rename(away, p.path);
       const rep = json<SnakeKeys<CheckReport>>(r);
       if (rep.damaged.length === 1 && rep.damaged[0]!.id === snap && JSON.stringify(rep.damaged[0]!.files) === JSON.stringify([`${src}/victim.bin`]) && !rep.damaged[0]!.dirs?.length) return p;
     }

@@ -233,6 +233,37 @@ describe('repair', () => {
     assert.deepEqual(check.damaged, []);
   });
 
+  for (const mode of ['forget', 'mark'] as const) {
+    it(`a pack no index file lists is not lost: check says to run repair index, repair snapshots (${mode}) leaves the snapshot, and after repair index it restores`, async () => {
+      const { f, s1, s2, files1, files2, pack } = await damaged();
+      // The pack's record is dropped from the index (a writer whose index file failed to save leaves the same).
+      const store = f.plain();
+      for (const [name, file] of (await store.loadIndexFiles()).ok) {
+        if (!file.packs.some((p) => p.pack === pack)) continue;
+        await store.saveIndex({ packs: file.packs.filter((p) => p.pack !== pack), supersedes: [] });
+        await f.backend.remove({ type: 'index', name });
+      }
+      const held = (await store.readPackHeader(pack)).map((b) => b.id);
+      for (const keyless of [true, false]) {
+        const check = await f.check({ keyless, readData: !keyless });
+        assert.deepEqual(check.lostBlobs, []);
+        assert.deepEqual(check.damaged, []);
+        assert.deepEqual(check.unindexedBlobs, [...new Set(held)].sort());
+        assert.ok(check.errors.length > 0 && check.errors.every((e) => e.message.includes(`only in pack ${pack}, which no index file lists`) && e.message.includes('holdfast repair index')), JSON.stringify(check.errors));
+      }
+      const r = await repairSnapshots(f.plain(), { mode, ...(mode === 'mark' ? { keyed: await f.openTolerant() } : {}) });
+      assert.deepEqual(r.removed, []);
+      assert.deepEqual(r.rewritten, []);
+      assert.deepEqual(r.skipped.map((x) => x.id), [s1]);
+      assert.match(r.skipped[0]!.reason, /not lost.*holdfast repair index/);
+      assert.deepEqual(await names(f.backend, 'snapshot'), [s1, s2].sort());
+      await rebuildIndex(f.plain());
+      await f.assertRestores(s1, files1);
+      await f.assertRestores(s2, files2);
+      await f.assertCheckPasses();
+    });
+  }
+
   it('repair snapshots --mark-damaged keeps the rest, marks the damaged file, and never restores it as whole', async () => {
     const { f, s1, files1, pack } = await damaged();
     await f.tamper('data', pack, flip(100));

@@ -5,7 +5,8 @@
  *     markers, index files, snapshots load and match their checksums
  *     every pack an index file names exists (unless a prune is deleting it),
  *       and its header agrees with the index; unindexed packs are noted
- *     every blob a snapshot references is in a present pack
+ *     every blob a snapshot references is in a present pack (one that only
+ *       a pack no index file lists holds is not lost: "repair index" is named)
  *   with the key
  *     every snapshot's MAC verifies (else it was changed or planted in storage)
  *     every tree of every snapshot decrypts and parses, and everything it
@@ -102,6 +103,13 @@ export interface CheckReport {
   readonly lostBlobs: string[];
   /** Keyless read-data: blobs in packs that fail their checksum. */
   readonly suspectBlobs: string[];
+  /**
+   * Referenced blobs that no index file places in a present pack but whose
+   * copy a pack no index file lists holds (by its header): not lost, but
+   * readers cannot find them until `repair index` (or the next backup)
+   * indexes that pack.
+   */
+  readonly unindexedBlobs: string[];
   readonly damaged: DamagedSnapshot[];
   /** Present packs whose stored bytes do not match their name, or whose header cannot be read. */
   readonly damagedPacks: string[];
@@ -125,6 +133,10 @@ export class Checker {
   private readonly suspect = new Set<string>();
   private readonly damagedPacks = new Set<string>();
   private readonly gone = new Set<string>();
+  /** Blob id → the packs no index file lists whose header holds it (read with every pack). */
+  private readonly orphanCopies = new Map<string, string[]>();
+  /** Referenced blobs found only in such packs → the first of them. */
+  private readonly unindexed = new Map<string, string>();
   /** Keyless read-data: blob id → a copy's `copyDigest` (sealed bytes with type, flags and raw length) → packs, for ids claimed in more than one pack. */
   private readonly copies = new Map<string, Map<string, Set<string>>>();
   private packsRead = 0;
@@ -190,6 +202,7 @@ export class Checker {
       bytesRead: this.bytesRead,
       lostBlobs: [...lost].sort(),
       suspectBlobs: [...this.suspect].filter((id) => !lost.has(id)).sort(),
+      unindexedBlobs: [...this.unindexed.keys()].sort(),
       damaged,
       damagedPacks: [...this.damagedPacks].sort(),
       badCopies: [...this.badCopies].map(([k, reason]) => ({ pack: k.slice(0, k.indexOf('/')), id: k.slice(k.indexOf('/') + 1), reason })),
@@ -240,8 +253,10 @@ export class Checker {
         break;
       }
     }
-    // An indexed pack holds what its header says; an unindexed one is only reported (readers do not see it yet).
+    // An indexed pack holds what its header says; an unindexed one is only reported (readers do not see it yet),
+    // but what it holds is not lost: a referenced blob found nowhere else is looked for there (confirmLost).
     if (state.descriptionsOf(pack).length > 0) state.confirm({ pack, blobs: header });
+    else for (const b of header) this.orphanCopies.set(b.id, [...(this.orphanCopies.get(b.id) ?? []), pack]);
   }
 
   private async checkHeader(state: RepoState, pack: string): Promise<void> {
@@ -468,16 +483,26 @@ export class Checker {
     return lost;
   }
 
-  /** Looks again at blobs found missing (not damaged): a prune may have moved them meanwhile. */
+  /**
+   * Looks again at blobs found missing (not damaged): a prune may have moved
+   * them meanwhile. A blob a pack no index file lists holds intact is not
+   * lost either: it is reported with the way to index that pack.
+   */
   private async confirmLost(lost: Set<string>): Promise<Set<string>> {
     const damagedByReading = new Set([...this.badCopies.keys()].map((k) => k.slice(k.indexOf('/') + 1)));
     const missing = [...lost].filter((id) => !damagedByReading.has(id));
     const fresh = missing.length === 0 ? undefined : await RepoState.load(this.repo);
     const out = new Set<string>();
     for (const id of lost) {
-      if (damagedByReading.has(id) || !fresh!.locations(id).some((l) => this.intact(fresh!, l))) out.add(id);
+      if (!damagedByReading.has(id) && fresh!.locations(id).some((l) => this.intact(fresh!, l))) continue;
+      const orphan = this.orphanCopies.get(id)?.find((pack) => !this.damagedPacks.has(pack) && !this.gone.has(pack) && !this.badCopies.has(`${pack}/${id}`));
+      if (orphan !== undefined) this.unindexed.set(id, orphan);
+      else out.add(id);
     }
     for (const id of out) this.error(`blob ${id}`, damagedByReading.has(id) ? 'damaged in every pack that holds it' : 'is referenced but in no pack');
+    for (const [id, pack] of this.unindexed) {
+      this.error(`blob ${id}`, `is referenced but only in pack ${pack}, which no index file lists, so readers cannot find it: run "holdfast repair index"`);
+    }
     return out;
   }
 

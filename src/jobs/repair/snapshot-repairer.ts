@@ -3,6 +3,9 @@
  * explicit choice, never by filling the gaps with zeros.
  *
  *   check (structure; with readData also the pack contents) → lost blobs
+ *   a snapshot that references blobs only packs no index file lists hold
+ *     (not lost: check reads those packs' headers) is left as it is, and
+ *     "repair index" named
  *   --forget-damaged   remove every snapshot that references a lost blob,
  *                      and every snapshot object that cannot be read
  *   --mark-damaged     (needs the key) write a new snapshot in place of each:
@@ -96,6 +99,17 @@ export async function repairSnapshots(repo: Store, opts: RepairSnapshotsOptions)
   let writer: SnapshotWriter | undefined;
 
   const snaps = await repo.loadSnapshots();
+  // Blobs in packs no index file lists are not lost: such a snapshot is left alone until the packs are indexed.
+  const unindexed = new Set(check.unindexedBlobs);
+  const waiting = new Set<string>();
+  if (unindexed.size > 0) {
+    for (const [id, s] of snaps.ok) {
+      const n = s.blobs.filter((b) => unindexed.has(b)).length;
+      if (n === 0) continue;
+      waiting.add(id);
+      skipped.push({ id, reason: `references ${n} blob(s) that are not lost but in packs no index file lists; run "holdfast repair index" first` });
+    }
+  }
   for (const [id, why] of snaps.damaged) {
     if (opts.mode === 'forget') {
       removed.push({ id, reason: `cannot be read: ${why.message}` });
@@ -106,6 +120,7 @@ export async function repairSnapshots(repo: Store, opts: RepairSnapshotsOptions)
   }
   for (const d of check.damaged) {
     opts.signal?.throwIfAborted();
+    if (waiting.has(d.id)) continue;
     if (!d.certain) {
       skipped.push({ id: d.id, reason: 'in a pack that fails its checksum; which blobs are bad can only be told with the password' });
       continue;
