@@ -642,7 +642,9 @@ export class S3Backend implements Backend {
     // A HEAD answer has no body, so the SDK knows no error name: the status says it.
     const said = name === 'Unknown' && httpStatus !== undefined ? STATUS_CODES[httpStatus] ?? 'no error body'
       : `${name === 'Error' ? '' : `${name}: `}${err.message ?? String(e)}`;
-    // Before the 404s of missing keys: a missing bucket answers 404 too.
+    // Before the 404s of missing keys: a missing bucket answers 404 too. An
+    // object read from it is missing all the same (a config: no repository there).
+    if (name === 'NoSuchBucket' && h !== undefined && (what === 'GET' || what === 'HEAD')) return new NotFoundError(h);
     if (name === 'NoSuchBucket') return new Error(`${where}: the bucket ${this.bucket} does not exist (init creates it)`, { cause: e });
     if (h !== undefined && (name === 'NoSuchKey' || status(e) === 404)) return new NotFoundError(h);
     if (code !== undefined && CERT_CODES.has(code)) {

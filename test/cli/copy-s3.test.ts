@@ -55,6 +55,14 @@ describe('copy between a local repository and S3', () => {
     return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as SnakeKeys<CopyReport>;
   }
 
+  // A missing bucket exited 1 with "(init creates it)".
+  it('a source in a bucket or prefix that does not exist exits 10 as a missing local source does, without an init hint', async () => {
+    for (const from of [s3.location('nothing-here'), s3.location('nothing-here').replace('holdfast-test', 'nobucket'), s.path('no-such-folder')]) {
+      const r = await on(s.repo, ['copy', '--from-repo', from], { HOLDFAST_PASSWORD: undefined }, 10);
+      assert.equal(r.stderr, `holdfast: no holdfast repository at ${from} (no config object); the source to copy from must be an existing repository\n`);
+    }
+  });
+
   async function restoresFrom(repo: string, password: string, id: string, src: string): Promise<void> {
     const target = s.path(`restored-${Math.random().toString(16).slice(2)}`);
     await on(repo, ['restore', id, '--target', target, '-q'], { HOLDFAST_PASSWORD: password });
