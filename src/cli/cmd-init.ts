@@ -5,7 +5,8 @@ import type { Backend } from '../storage/backend.js';
 import { Repository } from '../repo/repository.js';
 import type { CompressionMode } from '../core/compress.js';
 import { backendFor, closeWithCommand, compressionMode, globals, openSourceStore, say, warn, type GlobalOptions } from './context.js';
-import { getNewPassword, getPassword, withPassword } from './password.js';
+import { getNewPassword, getPassword, passwordOrigin, withPassword } from './password.js';
+import { WrongPasswordError } from '../repo/errors.js';
 import { readKeyHint, saveKeyHint } from './key-hint.js';
 import { scryptParams } from './environment.js';
 
@@ -65,8 +66,12 @@ async function entriesIn(backend: Backend): Promise<number> {
 /** Opens the repository of --copy-from with its own password (closed with the command). */
 async function openSource(g: GlobalOptions, location: string, opts: InitFlags): Promise<Repository> {
   const store = await openSourceStore(location, g);
-  const password = getPassword({ passwordFile: opts.fromPasswordFile, passwordCommand: opts.fromPasswordCommand }, 'enter password for the repository copied from: ', true);
-  const source = await withPassword(password, (pw) => Repository.open(store, pw, { preferKey: readKeyHint, onWarning: warn }));
+  const given = { passwordFile: opts.fromPasswordFile, passwordCommand: opts.fromPasswordCommand };
+  const password = getPassword(given, 'enter password for the repository copied from: ', true);
+  const source = await withPassword(password, (pw) => Repository.open(store, pw, { preferKey: readKeyHint, onWarning: warn })).catch((e: unknown) => {
+    if (!(e instanceof WrongPasswordError)) throw e;
+    throw new WrongPasswordError(`wrong password for the source repository ${store.backend.location} (${passwordOrigin(given, true)}): no key there opens with it`);
+  });
   closeWithCommand(source);
   return source;
 }

@@ -30,11 +30,13 @@ function firstLine(b: Buffer): Buffer {
   return line;
 }
 
-function runCommand(cmd: string): Buffer {
+function runCommand(cmd: string, option: string): Buffer {
   try {
     return firstLine(execFileSync('/bin/sh', ['-c', cmd], { stdio: ['ignore', 'pipe', 'inherit'] }));
   } catch (e) {
-    throw new ExitError(`password command failed: ${(e as Error).message}`, EXIT.failed);
+    const { status, signal } = e as { status?: number | null; signal?: string | null };
+    const how = signal ? `was killed by ${signal}` : typeof status === 'number' ? `exited with status ${status}` : `could not run: ${(e as Error).message}`;
+    throw new ExitError(`the password command ${JSON.stringify(cmd)} (${option}) ${how}`, EXIT.failed);
   }
 }
 
@@ -73,19 +75,39 @@ async function readPasswordFile(file: string, option: string): Promise<Buffer> {
  * HOLDFAST_FROM_PASSWORD_COMMAND, HOLDFAST_FROM_PASSWORD.
  */
 export async function getPassword(o: PasswordOptions, question = 'enter password for repository: ', from = false): Promise<Buffer> {
-  let pw: Buffer | undefined;
+  const origin = passwordOrigin(o, from);
   const env = process.env;
-  const flag = from ? '--from-password' : '--password';
-  const prefix = from ? 'HOLDFAST_FROM_PASSWORD' : 'HOLDFAST_PASSWORD';
-  if (o.passwordFile) pw = await readPasswordFile(o.passwordFile, `${flag}-file`);
-  else if (o.passwordCommand) pw = runCommand(o.passwordCommand);
-  else if (env[`${prefix}_FILE`]) pw = await readPasswordFile(env[`${prefix}_FILE`]!, `${prefix}_FILE`);
-  else if (env[`${prefix}_COMMAND`]) pw = runCommand(env[`${prefix}_COMMAND`]!);
-  else if (env[prefix] !== undefined) pw = Buffer.from(env[prefix], 'utf8');
-  else if (process.stdin.isTTY) pw = Buffer.from(await prompt(question), 'utf8');
-  if (pw === undefined) throw new ExitError(`no password given${from ? ' for the source repository' : ''}: use ${prefix}, ${flag}-file or ${flag}-command`, EXIT.failed);
+  let pw: Buffer | undefined;
+  switch (origin) {
+    case undefined: throw new ExitError(`no password given${from ? ' for the source repository' : ''}: use ${prefixOf(from)}, ${flagOf(from)}-file or ${flagOf(from)}-command`, EXIT.failed);
+    case 'the prompt': pw = Buffer.from(await prompt(question), 'utf8'); break;
+    case `${flagOf(from)}-file`: pw = await readPasswordFile(o.passwordFile!, origin); break;
+    case `${flagOf(from)}-command`: pw = runCommand(o.passwordCommand!, origin); break;
+    case `${prefixOf(from)}_FILE`: pw = await readPasswordFile(env[origin]!, origin); break;
+    case `${prefixOf(from)}_COMMAND`: pw = runCommand(env[origin]!, origin); break;
+    default: pw = Buffer.from(env[origin]!, 'utf8');
+  }
   if (pw.length === 0) throw new ExitError('empty password refused', EXIT.failed);
   return pw;
+}
+
+const flagOf = (from: boolean): string => (from ? '--from-password' : '--password');
+const prefixOf = (from: boolean): string => (from ? 'HOLDFAST_FROM_PASSWORD' : 'HOLDFAST_PASSWORD');
+
+/**
+ * What `getPassword` reads the password from, named as the user gave it
+ * (`--from-password-file`, `HOLDFAST_PASSWORD`, …, or "the prompt"), for
+ * messages about it; undefined when nothing gives one.
+ */
+export function passwordOrigin(o: PasswordOptions, from = false): string | undefined {
+  const env = process.env;
+  const prefix = prefixOf(from);
+  if (o.passwordFile) return `${flagOf(from)}-file`;
+  if (o.passwordCommand) return `${flagOf(from)}-command`;
+  if (env[`${prefix}_FILE`]) return `${prefix}_FILE`;
+  if (env[`${prefix}_COMMAND`]) return `${prefix}_COMMAND`;
+  if (env[prefix] !== undefined) return prefix;
+  return process.stdin.isTTY ? 'the prompt' : undefined;
 }
 
 /** Asks for a new password twice on a terminal, or reads it from a file. The caller zeroes it. */

@@ -34,8 +34,9 @@ export class ForgedObjectError extends CorruptObjectError {
 export class WrongPasswordError extends Error {
   /** Stable code for callers (src/core/errors.ts). */
   readonly code: ErrorCode = 'WRONG_PASSWORD';
-  constructor() {
-    super('wrong password: no key in the repository opens with it');
+  /** `message`: says which repository and which password, where the default would not. */
+  constructor(message = 'wrong password: no key in the repository opens with it') {
+    super(message);
     this.name = 'WrongPasswordError';
   }
 }

@@ -6,12 +6,13 @@
  * source pack is not copied as good.
  */
 import assert from 'node:assert/strict';
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { EVERYTHING, buildTree, compareTrees, removeTree } from '../fixtures/tree.js';
 import { Sandbox, type RunResult } from '../helpers/cli.js';
+import { failsWith } from '../helpers/cli-errors.js';
 import { bytes } from '../jobs/gc-fixture.js';
 import { initSmall } from './gc-cli.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
@@ -168,6 +169,18 @@ describe('copy between repositories that share a key', () => {
       assert.match(run.stderr, new RegExp(`no holdfast repository at \\S*${missing} \\(no config object\\); the source to copy from must be an existing repository`));
       assert.doesNotMatch(run.stderr, /holdfast init/);
     }
+  });
+
+  // It said "wrong password: no key in the repository opens with it", which reads as the new repository's.
+  it('init --copy-from with a wrong source password names the source and where the password came from', async () => {
+    const file = s.path('wrong-source.pw');
+    await fs.writeFile(file, 'not the source password\n');
+    const repo = s.path('never-made-2');
+    const viaFile = await p.on(repo, ['init', '--copy-from', p.src, '--from-password-file', file], DST_ENV, 12);
+    assert.equal(failsWith(viaFile, 12, /./), `holdfast: wrong password for the source repository local:${p.src} (--from-password-file): no key there opens with it`);
+    const viaEnv = await p.on(repo, ['init', '--copy-from', p.src], { ...DST_ENV, HOLDFAST_FROM_PASSWORD: 'wrong' }, 12);
+    assert.match(failsWith(viaEnv, 12, /./), /source repository .* \(HOLDFAST_FROM_PASSWORD\)/);
+    assert.equal(existsSync(repo) ? (await fs.readdir(repo)).length : 0, 0, 'nothing was written');
   });
 
   it('copies into an append-only destination (copy only adds)', async () => {

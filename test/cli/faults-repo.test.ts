@@ -100,7 +100,8 @@ describe('passwords', () => {
     const r = await s.run(['--password-command', "printf 'correct horse\\n'", 'snapshots', '--json'], { env });
     assert.equal(r.code, 0, r.stderr);
     assert.equal((JSON.parse(r.stdout) as unknown[]).length, 1);
-    failsWith(await s.run(['--password-command', 'exit 7', 'snapshots'], { env }), 1, /password command failed/);
+    // It said "password command failed: Command failed: /bin/sh -c exit 7".
+    assert.equal(failsWith(await s.run(['--password-command', 'exit 7', 'snapshots'], { env }), 1, /./), 'holdfast: the password command "exit 7" (--password-command) exited with status 7');
     failsWith(await s.run(['--password-command', 'echo nope', 'snapshots'], { env }), 12, /wrong password/i);
   });
 });
