@@ -147,8 +147,13 @@ export class PackWriter {
   }
 }
 
-/** Reads the header length from a pack's last 8 bytes. */
+/**
+ * Reads the header length from a pack's last 8 bytes (`trailer`, empty when
+ * the pack is shorter than that). Every reader of a pack, whole or by
+ * ranges, calls this, so a damaged pack is described the same way by each.
+ */
 export function parsePackTrailer(trailer: Buffer, packSize: number, what: string): number {
+  if (packSize < PACK_TRAILER_BYTES) throw new CorruptObjectError(what, `not a pack (${packSize} bytes, shorter than its trailer)`);
   if (trailer.length !== PACK_TRAILER_BYTES || trailer.subarray(4).toString('latin1') !== MAGIC) {
     throw new CorruptObjectError(what, 'not a pack (bad trailer)');
   }

@@ -110,6 +110,27 @@ const strArray = (o: Record<string, unknown>, f: string, what: string): string[]
   return v as string[];
 };
 
+/** The summary's counts: each a whole number of at least 0 (stats adds them up). */
+const SUMMARY_COUNTS = [
+  'filesNew', 'filesChanged', 'filesUnchanged', 'dirs', 'otherNodes', 'errors', 'totalBytes', 'bytesRead', 'blobsAdded', 'dataAdded',
+  'dataAddedStored',
+] as const satisfies readonly (keyof SnapshotSummary)[];
+
+/** A snapshot's summary, every field checked: a bad one is damage, as any other bad field is. */
+function decodeSummary(v: unknown, what: string): SnapshotSummary {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new CorruptObjectError(what, 'bad summary');
+  const o = v as Record<string, unknown>;
+  for (const f of SUMMARY_COUNTS) {
+    const n = o[f];
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) throw new CorruptObjectError(what, `bad summary.${f}`);
+  }
+  for (const f of ['start', 'end'] as const) {
+    const t = o[f];
+    if (typeof t !== 'string' || Number.isNaN(Date.parse(t))) throw new CorruptObjectError(what, `bad summary.${f}`);
+  }
+  return o as unknown as SnapshotSummary;
+}
+
 export function decodeSnapshot(bytes: Buffer, what: string): Snapshot {
   const r = new ByteReader(bytes, what);
   r.magic(MAGIC);
@@ -129,7 +150,7 @@ export function decodeSnapshot(bytes: Buffer, what: string): Snapshot {
   if (!isIdHex(tree)) throw new CorruptObjectError(what, 'bad tree id');
   const parent = o['parent'];
   if (parent !== undefined && !isIdHex(parent)) throw new CorruptObjectError(what, 'bad parent id');
-  const summary = asRecord(o['summary'], what) as unknown as SnapshotSummary;
+  const summary = decodeSummary(o['summary'], what);
   const image = o['image'] === undefined ? undefined : decodeImageInfo(o['image'], what);
   return {
     time,

@@ -164,8 +164,8 @@ export class Store {
     const h = handleOf('data', pack);
     const packSize = size ?? (await this.backend.stat(h))?.size;
     if (packSize === undefined) throw new CorruptObjectError(what, 'missing');
-    if (packSize < PACK_TRAILER_BYTES) throw new CorruptObjectError(what, `truncated (${packSize} bytes)`);
-    const headerLength = parsePackTrailer(await this.backend.load(h, { offset: packSize - PACK_TRAILER_BYTES, length: PACK_TRAILER_BYTES }), packSize, what);
+    const trailer = packSize < PACK_TRAILER_BYTES ? Buffer.alloc(0) : await this.backend.load(h, { offset: packSize - PACK_TRAILER_BYTES, length: PACK_TRAILER_BYTES });
+    const headerLength = parsePackTrailer(trailer, packSize, what);
     const header = await this.backend.load(h, { offset: packSize - PACK_TRAILER_BYTES - headerLength, length: headerLength });
     return parsePackHeader(header, packSize - PACK_TRAILER_BYTES - headerLength, what);
   }

@@ -252,4 +252,24 @@ describe('damaged packs through the CLI', () => {
     }
     await s.ok(['check', '--read-data'], { env: GC_ENV });
   });
+
+  it('an empty pack is described the same way by check and check --read-data', { timeout: 120_000 }, async () => {
+    const empty = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+    const path = join(s.repo, 'data', empty.slice(0, 2), empty);
+    await fs.mkdir(join(s.repo, 'data', empty.slice(0, 2)), { recursive: true });
+    await fs.writeFile(path, '');
+    try {
+      const said: string[] = [];
+      for (const args of [['check'], ['check', '--read-data']]) {
+        const r = await s.run(args, { env: GC_ENV });
+        const line = r.stderr.split('\n').find((l) => l.startsWith(`error: pack ${empty}`));
+        assert.ok(line, `${args.join(' ')} names the empty pack: ${r.stderr}`);
+        said.push(line);
+      }
+      assert.equal(said[0], `error: pack ${empty}: header cannot be read: pack ${empty} is damaged: not a pack (0 bytes, shorter than its trailer)`);
+      assert.equal(said[1], said[0]);
+    } finally {
+      await fs.rm(path);
+    }
+  });
 });

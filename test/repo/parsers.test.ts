@@ -805,7 +805,7 @@ describe('snapshot: specific cases', () => {
     assert.throws(() => decodeSnapshot(rawSnapshot(Buffer.from('{}'), [], 0xffffffff), SNAPSHOT_WHAT), /claims 4294967295 blob ids/);
   });
 
-  it('a bad time, tree or parent is refused by name', () => {
+  it('a bad time, tree, parent or summary is refused by name', () => {
     const s = fc.sample(snapshotArb, { seed: 2, numRuns: 1 })[0]!;
     const meta = snapshotMeta(s) as Record<string, unknown>;
     const cases: [string, unknown, RegExp][] = [
@@ -813,7 +813,16 @@ describe('snapshot: specific cases', () => {
       ['tree', 'AB'.repeat(32), /bad tree id/],
       ['parent', null, /bad parent id/],
       ['paths', ['/a', 1], /bad paths/],
-      ['summary', [], /expected a JSON object/],
+      ['summary', [], /bad summary$/],
+      ['summary', null, /bad summary$/],
+      ['summary', { ...(meta['summary'] as object), filesNew: '1e400' }, /bad summary\.filesNew$/],
+      ['summary', { ...(meta['summary'] as object), totalBytes: { a: 1 } }, /bad summary\.totalBytes$/],
+      ['summary', { ...(meta['summary'] as object), dataAdded: -5 }, /bad summary\.dataAdded$/],
+      ['summary', { ...(meta['summary'] as object), dirs: 1.5 }, /bad summary\.dirs$/],
+      ['summary', { ...(meta['summary'] as object), errors: 2 ** 53 }, /bad summary\.errors$/],
+      ['summary', { ...(meta['summary'] as object), bytesRead: undefined }, /bad summary\.bytesRead$/],
+      ['summary', { ...(meta['summary'] as object), end: null }, /bad summary\.end$/],
+      ['summary', { ...(meta['summary'] as object), start: 'soon' }, /bad summary\.start$/],
     ];
     for (const [field, value, message] of cases) {
       assert.throws(() => decodeSnapshot(rawSnapshot(jsonBytes({ ...meta, [field]: value }), []), SNAPSHOT_WHAT), message);

@@ -1,8 +1,10 @@
 /**
- * Strings a repository holds (host names, tags, paths, file names) reach the
- * terminal with their control characters escaped (src/cli/printable.ts): a
- * client that planted ESC sequences cannot recolour, retitle or clear the
- * terminal of whoever lists the repository. --json output keeps them exact.
+ * Snapshot fields a client holding the key chose to make hostile. Strings
+ * (host names, tags, paths, file names) reach the terminal with their control
+ * characters escaped (src/cli/printable.ts): planted ESC sequences cannot
+ * recolour, retitle or clear the terminal of whoever lists the repository;
+ * --json output keeps them exact. A summary of garbage numbers is damage:
+ * `stats` skips the snapshot instead of printing NaN.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -10,6 +12,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { printable, printableLines } from '../../src/cli/printable.js';
+import { Repository } from '../../src/repo/repository.js';
+import { Store } from '../../src/repo/store.js';
+import { LocalBackend } from '../../src/storage/local-backend.js';
 import { Sandbox } from '../helpers/cli.js';
 
 const HOST = '\u001b[31mRED\u001b[0m';
@@ -76,5 +81,34 @@ describe('the CLI prints repository strings with their control characters escape
     const r = await s.run(['dump', 'latest', `${src}/evil\u001b[2J\u009bx`]);
     assert.equal(r.code, 1, r.stderr);
     assert.equal(r.stderr, `holdfast: path ${src}/evil\\x1b[2J\\u009bx is not in the snapshot\n`);
+  });
+});
+
+describe('a snapshot whose summary holds garbage', () => {
+  let s: Sandbox;
+  after(() => s.remove());
+
+  it('is damage: stats skips it with a warning and prints no NaN; check names it', async () => {
+    s = await Sandbox.create('holdfast-summary-');
+    const src = s.path('src');
+    mkdirSync(src);
+    writeFileSync(join(src, 'a.txt'), 'abc');
+    await s.ok(['init']);
+    await s.ok(['backup', src]);
+    const repo = await Repository.open(await Store.open(new LocalBackend(s.repo)), 'correct horse');
+    await repo.loadIndex();
+    const genuine = (await repo.listSnapshots()).ok[0]!.snapshot;
+    const planted = await repo.newWriter().saveSnapshot({
+      ...genuine, summary: { ...genuine.summary, filesNew: '1e400', totalBytes: { a: 1 } } as unknown as typeof genuine.summary,
+    });
+    await repo.close();
+    const stats = await s.ok(['stats']);
+    assert.match(stats.stdout, /^Snapshots: +1$/m);
+    assert.match(stats.stdout, /^Files: +1$/m);
+    assert.doesNotMatch(stats.stdout, /NaN/);
+    assert.match(stats.stderr, new RegExp(`^warning: skipping snapshot ${planted}: snapshot ${planted} is damaged: bad summary\\.filesNew$`, 'm'));
+    const check = await s.run(['check']);
+    assert.equal(check.code, 1);
+    assert.match(check.stderr, new RegExp(`^error: snapshot ${planted}: .*bad summary\\.filesNew`, 'm'));
   });
 });
