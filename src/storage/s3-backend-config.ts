@@ -52,7 +52,11 @@ export interface S3Settings {
    * AWS_PROFILE, SSO, web identity, container and instance metadata).
    */
   readonly credentials?: S3Credentials;
-  /** The region to sign for; the location's AWS host names one, else `us-east-1`. */
+  /**
+   * The region to sign for; else the one the location's AWS host names, else
+   * the profile's in the AWS SDK's shared config files (AWS_PROFILE or
+   * `default`, ~/.aws/config or AWS_CONFIG_FILE), else `us-east-1`.
+   */
   readonly region?: string;
   /**
    * PEM certificates trusted besides the system's roots, for an endpoint whose

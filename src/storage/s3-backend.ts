@@ -139,7 +139,9 @@ export class S3Backend implements Backend {
   private conditional = true;
   /** The saves in flight in this process, by key: a second save of a key waits for the first. */
   private readonly saving = new Map<string, Promise<void>>();
-  private readonly region: string;
+  /** The region the settings or the location name; else the profile's (`region()`). */
+  private readonly regionGiven: string | undefined;
+  private regionFound: Promise<string> | undefined;
   private readonly idleTimeoutMs: number;
   /** Set once the endpoint has answered any request: a refused connection is a wrong endpoint until then. */
   private answered = false;
@@ -154,7 +156,7 @@ export class S3Backend implements Backend {
     this.pageSize = Math.min(1000, positive(settings.listPageSize ?? 1000, 'listPageSize'));
     const connections = positive(settings.connections ?? DEFAULT_S3_CONNECTIONS, 'connections');
     this.capabilities = { connections, appendOnly: false, removeMissingIsError: false };
-    this.region = settings.region ?? loc.region ?? 'us-east-1';
+    this.regionGiven = settings.region ?? loc.region;
     this.idleTimeoutMs = positive(settings.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, 'idleTimeoutMs');
     const agentOptions = { keepAlive: true, maxSockets: connections };
     const httpAgent = new HttpAgent(agentOptions);
@@ -165,7 +167,7 @@ export class S3Backend implements Backend {
     const httpsAgent = new HttpsAgent({ ...agentOptions, ...(settings.ca ? { secureContext: createSecureContext({ ca: [...rootCertificates, settings.ca] }) } : {}) });
     for (const agent of [httpAgent, httpsAgent]) boundTransfers(agent, { idleTimeoutMs: this.idleTimeoutMs, minBytesPerSecond: MIN_RATE });
     this.config = {
-      region: this.region,
+      region: () => this.region(),
       ...(loc.endpoint === undefined ? {} : { endpoint: loc.endpoint }),
       forcePathStyle: loc.pathStyle,
       ...(settings.credentials ? { credentials: { ...settings.credentials } } : {}),
@@ -225,6 +227,26 @@ export class S3Backend implements Backend {
     return this.loaded;
   }
 
+  /**
+   * The region to sign for: the settings', else the one the location's AWS
+   * host names, else the `region` of the profile in the shared config files
+   * (AWS_PROFILE or `default`, in ~/.aws/config or AWS_CONFIG_FILE, and
+   * ~/.aws/credentials), read by the SDK's own loader as its clients read
+   * it, else us-east-1. Not the SDK's own fallback: it asks the EC2 instance
+   * metadata service, a network call that hangs off EC2.
+   */
+  private region(): Promise<string> {
+    this.regionFound ??= this.regionGiven !== undefined ? Promise.resolve(this.regionGiven) : import('@smithy/core/config').then(async (config) => {
+      const fromProfile = config.loadConfig<string | undefined>({
+        environmentVariableSelector: () => undefined,
+        configFileSelector: (profile) => profile[config.REGION_INI_NAME],
+        default: () => undefined,
+      }, config.NODE_REGION_CONFIG_FILE_OPTIONS);
+      return (await fromProfile()) ?? 'us-east-1';
+    });
+    return this.regionFound;
+  }
+
   /** See `Backend.create`: makes the bucket when it does not exist (as restic's init does). */
   async create({ signal }: OperationOptions = {}): Promise<void> {
     signal?.throwIfAborted();
@@ -236,10 +258,11 @@ export class S3Backend implements Backend {
       if (status(e) !== 404) throw this.failure(e, 'HEAD bucket', undefined, signal);
     }
     try {
-      const outside = this.loc.endpoint === undefined && this.region !== 'us-east-1';
+      const region = await this.region();
+      const outside = this.loc.endpoint === undefined && region !== 'us-east-1';
       await client.send(new S3.CreateBucketCommand({
         Bucket: this.bucket,
-        ...(outside ? { CreateBucketConfiguration: { LocationConstraint: this.region as S3Module.BucketLocationConstraint } } : {}),
+        ...(outside ? { CreateBucketConfiguration: { LocationConstraint: region as S3Module.BucketLocationConstraint } } : {}),
       }), opts(signal));
     } catch (e) {
       if ((e as SdkError).name !== 'BucketAlreadyOwnedByYou') throw this.failure(e, 'create bucket', undefined, signal);

@@ -13,7 +13,7 @@
  *    answered with an HTML page stops prune, which deletes nothing.
  */
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import type http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -152,6 +152,39 @@ describe('the CLI on S3 when the endpoint fails', () => {
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, new RegExp(`the endpoint does not speak TLS; for plain HTTP use s3:http://127\\.0\\.0\\.1:${port}/${TEST_BUCKET}/tls\\n$`));
       assert.doesNotMatch(r.stderr, /wrong version number/);
+    }
+  });
+
+  it('takes the access key and the region from the AWS profile files: the default profile in ~/.aws, or AWS_PROFILE in AWS_CONFIG_FILE', async () => {
+    const home = s.path('home');
+    await mkdir(join(home, '.aws'), { recursive: true });
+    await writeFile(join(home, '.aws', 'credentials'), '[default]\naws_access_key_id = S3RVER\naws_secret_access_key = S3RVER\n');
+    await writeFile(join(home, '.aws', 'config'), '[default]\nregion = eu-west-3\n');
+    const files = s.path('aws-files');
+    await mkdir(files);
+    await writeFile(join(files, 'keys'), '[backup]\naws_access_key_id = S3RVER\naws_secret_access_key = S3RVER\n');
+    await writeFile(join(files, 'conf'), '[default]\nregion = us-west-1\n\n[profile backup]\nregion = ap-south-1\n');
+    // Nothing from the environment but where the files are.
+    const bare = { AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined, AWS_SESSION_TOKEN: undefined, AWS_REGION: undefined, AWS_DEFAULT_REGION: undefined, AWS_PROFILE: undefined };
+    const cases = [
+      { env: { ...bare, HOME: home }, region: 'eu-west-3' },
+      { env: { ...bare, HOME: home, AWS_PROFILE: 'backup', AWS_CONFIG_FILE: join(files, 'conf'), AWS_SHARED_CREDENTIALS_FILE: join(files, 'keys') }, region: 'ap-south-1' },
+    ];
+    for (const { env: profileEnv, region } of cases) {
+      const scopes = new Set<string>();
+      proxy.setRule((req) => {
+        // SigV4: Credential=KEY/DATE/REGION/s3/aws4_request
+        const scope = /Credential=([^/]+)\/\d+\/([^/]+)\//.exec(req.headers.authorization ?? '');
+        scopes.add(scope ? `${scope[1]} ${scope[2]}` : 'unsigned');
+        return 'pass';
+      });
+      try {
+        const r = await s.run(['-r', `s3:${proxy.endpoint}/${TEST_BUCKET}/profile-${region}`, 'init'], { env: { ...profileEnv, HOLDFAST_PASSWORD: 'pw' } });
+        assert.equal(r.code, 0, r.stderr);
+      } finally {
+        proxy.setRule(() => 'pass');
+      }
+      assert.deepEqual([...scopes], [`S3RVER ${region}`], 'every request signed with the profile\'s key for its region');
     }
   });
 
