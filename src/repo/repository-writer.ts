@@ -121,7 +121,7 @@ export class RepositoryWriter {
     return this.target.store.config.packSize;
   }
 
-  /** True when the repository has the blob, or this writer is about to store it. */
+  /** True when an index file lists the blob (the shared index has it), or this writer has stored or is storing it. */
   hasBlob(id: string): boolean {
     return this.target.index.has(id) || this.pending.has(id);
   }

@@ -178,7 +178,7 @@ export class Store {
     return parsePackHeader(bytes.subarray(start, bytes.length - PACK_TRAILER_BYTES), start, what);
   }
 
-  /** Saves a content-addressed object; returns its name. */
+  /** Saves a content-addressed object; returns its name (`saveAddressed`: `NameTakenError` when the name holds other bytes). */
   save(type: ObjectType, bytes: Buffer): Promise<string> {
     return saveAddressed(this.backend, type, bytes);
   }
