@@ -24,6 +24,8 @@ import { AlreadyExistsError, NotFoundError, TransientError } from '../../src/sto
 import { AppendOnlyError } from '../../src/storage/append-only-backend.js';
 import { HttpBackend, parseHttpLocation, PinMismatchError, type HttpSettings } from '../../src/storage/http-backend.js';
 import { repoRoutes } from '../../src/server/http/repo-routes.js';
+import { UploadRefusedError } from '../../src/server/services/upload-refused-error.js';
+import { LocalBackend } from '../../src/storage/local-backend.js';
 import { buildRepoServer, type TestToken } from '../helpers/repo-server-app.js';
 import { makeTestCert, type TestCert } from '../helpers/repo-server.js';
 import { backendConformance, bytes } from './conformance.js';
@@ -283,6 +285,39 @@ describe('the plugin inside a server of its own', () => {
     assert.equal(safe.statusCode, 404);
     assert.equal(safe.json().code, 'NO_SUCH_SAFE');
     await app.close();
+  });
+});
+
+describe('upload hooks', () => {
+  it('a refusal before the body is read (a quota) reaches the client with its code, and nothing is stored', async () => {
+    const app = Fastify({ https: { key: cert.key, cert: cert.cert } });
+    const backend = new LocalBackend(join(dir, 'hooked'));
+    const seen: number[] = [];
+    await app.register(repoRoutes, {
+      resolver: {
+        resolveSafe: async () => ({
+          backend, rights: 'append', principal: 'p',
+          beforeSave: async (_h, size) => {
+            seen.push(size);
+            if (size > 1000) throw new UploadRefusedError(413, 'QUOTA_EXCEEDED', `the upload of ${size} bytes would exceed the safe's quota of 5000 bytes (4500 used)`);
+          },
+        }),
+      },
+    });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const b = new HttpBackend(parseHttpLocation(`https://127.0.0.1:${(app.server.address() as AddressInfo).port}/safes/h`), { token: 't', fingerprint: cert.fingerprint });
+    try {
+      await b.create();
+      const big = bytes(4 << 20, 1);
+      await assert.rejects(b.save({ type: 'data', name: sha(big) }, big), /would exceed the safe's quota of 5000 bytes \(4500 used\) \(QUOTA_EXCEEDED\)/);
+      assert.equal(await b.stat({ type: 'data', name: sha(big) }), undefined);
+      const small = bytes(500, 2);
+      await b.save({ type: 'data', name: sha(small) }, small);
+      assert.deepEqual(seen, [4 << 20, 500]);
+    } finally {
+      await b.close();
+      await app.close();
+    }
   });
 });
 
