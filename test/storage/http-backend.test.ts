@@ -321,6 +321,47 @@ describe('upload hooks', () => {
   });
 });
 
+describe('memory held by uploads', () => {
+  it('answers 503 BUSY (retried) to an upload that would hold more than the bound, unless it is alone', async () => {
+    const app = Fastify({ https: { key: cert.key, cert: cert.cert } });
+    await app.register(repoRoutes, {
+      maxBytesInFlight: 1 << 20,
+      resolver: { resolveSafe: async () => ({ backend: new LocalBackend(join(dir, 'bounded')), rights: 'full', principal: 'p' }) },
+    });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const port = (app.server.address() as AddressInfo).port;
+    const b = new HttpBackend(parseHttpLocation(`https://127.0.0.1:${port}/safes/m`), { token: 't', fingerprint: cert.fingerprint });
+    try {
+      await b.create();
+      const alone = bytes(3 << 20, 4);
+      await b.save({ type: 'data', name: sha(alone) }, alone);
+      // A slow client holds 800 kB of a declared 800 kB upload's budget while sending half of it.
+      const slow = bytes(800_000, 5);
+      const socket = connect({ host: '127.0.0.1', port, rejectUnauthorized: false });
+      await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+      socket.write(`PUT /safes/m/data/${sha(slow)} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\nContent-Length: ${slow.length}\r\n\r\n`);
+      socket.write(slow.subarray(0, 400_000));
+      const answer = new Promise<string>((resolve) => {
+        let text = '';
+        socket.on('data', (c: Buffer) => {
+          text += c.toString();
+          if (text.includes('created')) resolve(text);
+        });
+      });
+      const other = bytes(500_000, 6);
+      await assert.rejects(b.save({ type: 'data', name: sha(other) }, other), (e: Error) => e instanceof TransientError && /HTTP 503 .*try again/.test(e.message));
+      socket.write(slow.subarray(400_000));
+      assert.match(await answer, /^HTTP\/1\.1 201/);
+      socket.destroy();
+      await b.save({ type: 'data', name: sha(other) }, other);
+      assert.deepEqual(await b.load({ type: 'data', name: sha(slow) }), slow);
+    } finally {
+      await b.close();
+      await app.close();
+    }
+  });
+});
+
 describe('a server that answers too slowly', () => {
   it('gives up on a body that drips in, as a transient fault', async () => {
     const drip = createServer({ key: cert.key, cert: cert.cert }, (_req, res) => {

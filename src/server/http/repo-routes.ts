@@ -95,7 +95,16 @@ export interface RepoRoutesOptions {
   readonly maxObjectBytes?: number;
   /** The most entries a listing page may ask for (`limit`); 10000 by default. */
   readonly maxPageSize?: number;
+  /**
+   * The most bytes of uploads held at once, all safes together: a PUT that
+   * would go past it is answered 503 (`BUSY`, a transient fault the client
+   * retries), unless nothing else is held. DEFAULT_MAX_BYTES_IN_FLIGHT by default.
+   */
+  readonly maxBytesInFlight?: number;
 }
+
+/** 512 MiB: 32 uploads of 16 MiB packs at once. */
+export const DEFAULT_MAX_BYTES_IN_FLIGHT = 512 * 1024 * 1024;
 
 /** The listing page size when a request gives no `limit`. */
 export const DEFAULT_PAGE_SIZE = 1000;
@@ -125,6 +134,9 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
   const verify = opts.verifyUploads !== false;
   const maxBytes = opts.maxObjectBytes ?? MAX_PACK_BYTES;
   const maxPage = opts.maxPageSize ?? 10_000;
+  const maxInFlight = opts.maxBytesInFlight ?? DEFAULT_MAX_BYTES_IN_FLIGHT;
+  /** The declared sizes of the uploads being received or stored now. */
+  let bytesInFlight = 0;
   /** Lock names each principal added to each safe: the ones an `append` caller may remove again. */
   const ownLocks = new Map<string, Set<string>>();
   const lockKey = (safe: string, principal: string): string => JSON.stringify([safe, principal]);
@@ -247,17 +259,27 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
       const size = declaredLength(req);
       if (size > maxBytes) throw new WireError(413, 'TOO_LARGE', `${h.type}/${h.name}: ${size} bytes is more than the ${maxBytes} an object may hold`);
       await s.access.beforeSave?.(h, size, s.signal);
-      const { bytes, sha256 } = await readBody(req.body as Readable, size);
-      if (verify) checkAgainstName(h, bytes, sha256);
-      await s.access.beforeCommit?.(h, bytes, s.signal);
+      // Bodies are held whole until stored: their sum is bounded, and one alone always passes.
+      if (bytesInFlight > 0 && bytesInFlight + size > maxInFlight) {
+        void reply.header('retry-after', '1');
+        throw new WireError(503, 'BUSY', `the server holds ${bytesInFlight} bytes of uploads already (at most ${maxInFlight}); try again`);
+      }
+      bytesInFlight += size;
       try {
-        await s.access.backend.save(h, bytes, { signal: s.signal });
-      } catch (e) {
-        if (!(e instanceof AlreadyExistsError)) throw e;
-        // A retry of an upload whose answer was lost: the same bytes are a success, others a conflict.
-        const stored = await s.access.backend.load(h, { signal: s.signal });
-        if (!stored.equals(bytes)) throw e;
-        return reply.code(200).send({ created: false });
+        const { bytes, sha256 } = await readBody(req.body as Readable, size);
+        if (verify) checkAgainstName(h, bytes, sha256);
+        await s.access.beforeCommit?.(h, bytes, s.signal);
+        try {
+          await s.access.backend.save(h, bytes, { signal: s.signal });
+        } catch (e) {
+          if (!(e instanceof AlreadyExistsError)) throw e;
+          // A retry of an upload whose answer was lost: the same bytes are a success, others a conflict.
+          const stored = await s.access.backend.load(h, { signal: s.signal });
+          if (!stored.equals(bytes)) throw e;
+          return await reply.code(200).send({ created: false });
+        }
+      } finally {
+        bytesInFlight -= size;
       }
       if (h.type === 'lock') {
         const key = lockKey(s.name, s.access.principal);
