@@ -114,11 +114,12 @@ const NETWORK_CODES = new Set([
   'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH',
   'ENETDOWN', 'EHOSTDOWN', 'ERR_STREAM_PREMATURE_CLOSE',
 ]);
-const CERT_CODES = new Set([
+/** A certificate no trusted CA signs: a private CA's certificate (--cacert) is the remedy. */
+const UNSIGNED_CODES = new Set([
   'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_UNTRUSTED', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'CERT_SIGNATURE_FAILURE',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_UNTRUSTED', 'CERT_SIGNATURE_FAILURE',
 ]);
+const CERT_CODES = new Set([...UNSIGNED_CODES, 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
 const AUTH_NAMES = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'ExpiredToken', 'InvalidToken']);
 
 /** An S3 implementation of `Backend`; see the module comment. */
@@ -145,10 +146,13 @@ export class S3Backend implements Backend {
   private readonly idleTimeoutMs: number;
   /** Set once the endpoint has answered any request: a refused connection is a wrong endpoint until then. */
   private answered = false;
+  /** A CA certificate was given (--cacert): an unsigned certificate is then one it does not sign. */
+  private readonly caGiven: boolean;
   private closed = false;
 
   constructor(private readonly loc: S3Location, settings: S3Settings = {}) {
     this.location = formatS3Location(loc);
+    this.caGiven = settings.ca !== undefined;
     this.bucket = loc.bucket;
     this.base = loc.prefix === '' ? '' : `${loc.prefix}/`;
     this.multipartThreshold = positive(settings.multipartThreshold ?? DEFAULT_MULTIPART_THRESHOLD, 'multipartThreshold');
@@ -670,10 +674,17 @@ export class S3Backend implements Backend {
     if (name === 'NoSuchBucket' && h !== undefined && (what === 'GET' || what === 'HEAD')) return new NotFoundError(h);
     if (name === 'NoSuchBucket') return new Error(`${where}: the bucket ${this.bucket} does not exist (init creates it)`, { cause: e });
     if (h !== undefined && (name === 'NoSuchKey' || status(e) === 404)) return new NotFoundError(h);
-    if (code !== undefined && CERT_CODES.has(code)) {
-      return new Error(`${where}: the endpoint's TLS certificate is not trusted (${err.message ?? code}); `
-        + 'if a private CA signed it, give that CA\'s certificate with --cacert FILE', { cause: e });
+    if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+      const tls = ((err as { cause?: unknown }).cause ?? err) as { host?: string; cert?: { subjectaltname?: string; subject?: { CN?: string } } };
+      return new Error(`${where}: the endpoint's TLS certificate is for ${certificateNames(tls.cert)}, but the location names ${tls.host ?? 'another'}; `
+        + 'use a name the certificate holds', { cause: e });
     }
+    if (code !== undefined && UNSIGNED_CODES.has(code)) {
+      return new Error(this.caGiven
+        ? `${where}: the CA certificate given (--cacert or HOLDFAST_CACERT) does not sign the endpoint's TLS certificate (${err.message ?? code})`
+        : `${where}: the endpoint's TLS certificate is not trusted (${err.message ?? code}); if a private CA signed it, give that CA's certificate with --cacert FILE`, { cause: e });
+    }
+    if (code !== undefined && CERT_CODES.has(code)) return new Error(`${where}: the endpoint's TLS certificate is not valid (${err.message ?? code})`, { cause: e });
     if (code === 'EPROTO' && /wrong version number/.test(err.message ?? '')) {
       return new Error(`${where}: the endpoint does not speak TLS; for plain HTTP use ${this.location.replace(/^s3:https:/, 's3:http:')}`, { cause: e });
     }
@@ -694,6 +705,12 @@ export class S3Backend implements Backend {
     }
     return new Error(`${where}: ${httpStatus === undefined ? '' : `HTTP ${httpStatus} `}${said}`, { cause: e });
   }
+}
+
+/** The names a certificate is for: its subject alternative names ("DNS:a, IP Address:b"), else its common name. */
+function certificateNames(cert: { subjectaltname?: string; subject?: { CN?: string } } | undefined): string {
+  const alt = cert?.subjectaltname?.split(', ').map((n) => n.replace(/^[^:]*:/, ''));
+  return alt?.join(', ') ?? cert?.subject?.CN ?? 'another name';
 }
 
 /** A plain-HTTP request failed without an answer, and the endpoint's port speaks TLS. */

@@ -13,6 +13,7 @@
  *    answered with an HTML page stops prune, which deletes nothing.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import type http from 'node:http';
 import { join } from 'node:path';
@@ -55,6 +56,19 @@ describe('the CLI on S3 over HTTPS', () => {
     const bad = await s.run(['--cacert', join(src, 'sizes', 'text.txt'), 'init'], { env });
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /holds no PEM certificate/);
+  });
+
+  // Both said "if a private CA signed it, give that CA's certificate with --cacert FILE".
+  it('a name the certificate does not hold, and a --cacert that does not sign it, are each said as such', async () => {
+    const byName = await s.run(['--cacert', s3.caFile, '-r', s3.location('cli/name').replace('127.0.0.1', 'localhost'), 'init'], { env });
+    assert.equal(byName.code, 1, byName.stderr);
+    assert.match(byName.stderr, /^holdfast: .*s3:https:\/\/localhost:\d+\/holdfast-test\/cli\/name: the endpoint's TLS certificate is for 127\.0\.0\.1, but the location names localhost; use a name the certificate holds\n$/);
+    const other = s.path('other-ca.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-keyout', s.path('other-ca.key'), '-out', other, '-subj', '/CN=another CA'], { stdio: 'ignore' });
+    const wrongCa = await s.run(['--cacert', other, 'init'], { env });
+    assert.equal(wrongCa.code, 1, wrongCa.stderr);
+    assert.match(wrongCa.stderr, /^holdfast: .*: the CA certificate given \(--cacert or HOLDFAST_CACERT\) does not sign the endpoint's TLS certificate \(self-signed certificate\)\n$/);
+    assert.doesNotMatch(byName.stderr + wrongCa.stderr, /private CA/);
   });
 
   // It was retried for about 19 s, ending in "socket hang up".
