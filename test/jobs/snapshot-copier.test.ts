@@ -13,6 +13,7 @@ import { Store } from '../../src/repo/store.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { SnapshotCopier, type CopyProgress, type CopyReport } from '../../src/jobs/copy/snapshot-copier.js';
 import { GcFixture, bytes, names } from './gc-fixture.js';
+import { NameTakenError } from '../../src/repo/errors.js';
 import { TEST_PASSWORD, TEST_SCRYPT } from '../helpers/memory-repo.js';
 
 /** Records the loads of data objects: pack → [offset, length] of each (offset undefined: the whole pack). */
@@ -28,7 +29,7 @@ class LoadLog extends WrapperBackend {
 /**
  * An add-only client of the destination racing copy: it predicted copy's pack
  * names (from a copy into an empty twin: they follow from the source) and
- * plants garbage under each just before copy saves it, of the pack's own
+ * plants garbage under each just before copy saves it, of the object's own
  * size and of another.
  */
 class PlantingPacks extends WrapperBackend {
@@ -38,7 +39,7 @@ class PlantingPacks extends WrapperBackend {
   }
 
   override async save(h: Handle, data: Uint8Array, opts?: OperationOptions): Promise<void> {
-    if (h.type === 'data' && this.predicted.has(h.name) && !this.planted.includes(h.name)) {
+    if (this.predicted.has(h.name) && !this.planted.includes(h.name)) {
       await this.inner.save(h, Buffer.alloc(this.planted.length % 2 === 0 ? data.length : 5000, 0x5a));
       this.planted.push(h.name);
     }
@@ -155,6 +156,22 @@ describe('copy job', () => {
     assert.deepEqual(racing.planted.sort(), [...predicted].sort(), 'garbage sat under every name the copy first chose');
     const written = (await names(dst, 'data')).filter((p) => !predicted.has(p));
     assert.equal(written.length, predicted.size, 'each pack was written under a name of its own');
+    await f.assertRestores(snap, files, dst);
+  });
+
+  it('fails with NameTakenError, writing nothing under the name, when garbage was planted under the snapshot\'s name just before its save', async () => {
+    const f = await GcFixture.create();
+    const files = { 'a.txt': 'a file\n' };
+    const snap = await f.snapshot(files);
+    const dst = await twin(f);
+    const racing = new PlantingPacks(dst, new Set([snap]));
+    await assert.rejects(new SnapshotCopier(await Store.open(f.backend), await Store.open(racing)).run([snap]), (e: unknown) => e instanceof NameTakenError && e.message.includes(`snapshot ${snap}`));
+    assert.deepEqual(racing.planted, [snap]);
+    // What copy stored before is valid: the next copy, once the planted object is gone, needs only the snapshot.
+    await dst.remove({ type: 'snapshot', name: snap });
+    const again = await copy(await Store.open(f.backend), dst, [snap]);
+    assert.deepEqual(again.copied, [snap]);
+    assert.equal(again.blobsCopied, 0);
     await f.assertRestores(snap, files, dst);
   });
 });
