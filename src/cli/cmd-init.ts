@@ -1,7 +1,5 @@
 /** `holdfast init`: creates a repository, with a key of its own or (--copy-from) sharing another's. */
 import type { Command } from 'commander';
-import { readdir } from 'node:fs/promises';
-import type { Backend } from '../storage/backend.js';
 import { Repository } from '../repo/repository.js';
 import type { CompressionMode } from '../core/compress.js';
 import { backendFor, closeWithCommand, compressionMode, globals, openSourceStore, say, warn, type GlobalOptions } from './context.js';
@@ -30,7 +28,9 @@ export function register(program: Command): void {
     .action(async (opts: InitFlags, cmd: Command) => {
       const g = globals(cmd);
       const backend = await backendFor(g, true);
-      const foreign = await entriesIn(backend);
+      // Like restic, init goes ahead beside other entries, but says so: a mistyped
+      // location into a folder or bucket of other things should not pass unnoticed.
+      const foreign = await backend.entries?.() ?? 0;
       const source = opts.copyFrom === undefined ? undefined : await openSource(g, opts.copyFrom, opts);
       const hasSource = g.passwordFile || g.passwordCommand || process.env['HOLDFAST_PASSWORD'] !== undefined
         || process.env['HOLDFAST_PASSWORD_FILE'] || process.env['HOLDFAST_PASSWORD_COMMAND'];
@@ -45,22 +45,6 @@ export function register(program: Command): void {
       say(g, 'keep the password safe: losing it means losing the data in the repository');
       if (opts.appendOnly) say(g, 'append-only: clients cannot remove anything; make the storage enforce it too (docs/format.md, "Append-only repositories")');
     });
-}
-
-/**
- * Entries already in a local repository folder (0 when it does not exist
- * yet). Like restic, init goes ahead beside them, but says so: a mistyped
- * path into a folder of other files should not pass unnoticed.
- */
-async function entriesIn(backend: Backend): Promise<number> {
-  const dir = backend.capabilities.localPath;
-  if (dir === undefined) return 0;
-  try {
-    return (await readdir(dir)).length;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
-    throw e;
-  }
 }
 
 /** Opens the repository of --copy-from with its own password (closed with the command). */

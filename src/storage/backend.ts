@@ -199,6 +199,15 @@ export interface Backend {
   /** Creates the folders of a new repository. Idempotent. */
   create(opts?: OperationOptions): Promise<void>;
 
+  /**
+   * How many entries lie at the location's top level, holdfast's or anyone
+   * else's (local: the folder's entries; S3: the keys and "folders" one
+   * level under the prefix, the first 1000 counted); 0 when nothing is there
+   * yet, or undefined when the backend cannot tell. For `init`, which warns
+   * when it creates a repository beside other things. Optional.
+   */
+  entries?(opts?: OperationOptions): Promise<number | undefined>;
+
   /** Releases resources. Idempotent; the backend is not used afterwards. */
   close(): Promise<void>;
 }

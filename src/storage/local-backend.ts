@@ -96,6 +96,17 @@ export class LocalBackend implements Backend {
     await syncDir(data);
   }
 
+  /** See `Backend.entries`: the root folder's entries, 0 when it does not exist. */
+  async entries(opts: OperationOptions = {}): Promise<number> {
+    opts.signal?.throwIfAborted();
+    try {
+      return (await fs.readdir(this.root)).length;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw e;
+    }
+  }
+
   /** See `Backend.save`. */
   async save(h: Handle, data: Uint8Array, opts: OperationOptions = {}): Promise<void> {
     checkHandle(h);

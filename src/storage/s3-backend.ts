@@ -273,6 +273,23 @@ export class S3Backend implements Backend {
     }
   }
 
+  /**
+   * See `Backend.entries`: the keys and common prefixes ("folders") right
+   * under the prefix, in one listing page of at most 1000; 0 when the bucket
+   * does not exist yet.
+   */
+  async entries({ signal }: OperationOptions = {}): Promise<number> {
+    signal?.throwIfAborted();
+    const { S3, client } = await this.sdk();
+    try {
+      const page = await client.send(new S3.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.base, Delimiter: '/', MaxKeys: 1000 }), opts(signal));
+      return (page.Contents?.length ?? 0) + (page.CommonPrefixes?.length ?? 0);
+    } catch (e) {
+      if ((e as SdkError).name === 'NoSuchBucket') return 0;
+      throw this.failure(e, 'LIST', undefined, signal);
+    }
+  }
+
   /** See `Backend.save` and the module comment. */
   async save(h: Handle, data: Uint8Array, { signal }: OperationOptions = {}): Promise<void> {
     checkHandle(h);

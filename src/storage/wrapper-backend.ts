@@ -59,6 +59,11 @@ export class WrapperBackend implements Backend {
     return this.inner.create(opts);
   }
 
+  /** See `Backend.entries`: the inner backend's answer, undefined when it has none. */
+  entries(opts?: OperationOptions): Promise<number | undefined> {
+    return this.inner.entries ? this.inner.entries(opts) : Promise.resolve(undefined);
+  }
+
   /** See `Backend.close`. */
   close(): Promise<void> {
     return this.inner.close();

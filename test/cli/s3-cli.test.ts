@@ -20,6 +20,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+
 import { OBJECT_TYPES } from '../../src/storage/backend.js';
 import { S3Backend } from '../../src/storage/s3-backend.js';
 import { parseS3Location } from '../../src/storage/s3-backend-config.js';
@@ -199,6 +201,30 @@ describe('the CLI on S3 when the endpoint fails', () => {
         proxy.setRule(() => 'pass');
       }
       assert.deepEqual([...scopes], [`S3RVER ${region}`], 'every request signed with the profile\'s key for its region');
+    }
+  });
+
+  it('init beside other keys warns as for a local folder; init where a repository is refuses, as for a local folder', async () => {
+    const client = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: s3.settings.credentials! });
+    try {
+      await client.send(new PutObjectCommand({ Bucket: TEST_BUCKET, Key: 'shared/notes.txt', Body: 'not a repository' }));
+      await client.send(new PutObjectCommand({ Bucket: TEST_BUCKET, Key: 'shared/photos/a.jpg', Body: 'a photo' }));
+    } finally {
+      client.destroy();
+    }
+    const location = s3.location('shared');
+    const env = { ...s3.env, HOLDFAST_PASSWORD: 'pw' };
+    const first = await s.run(['-r', location, 'init'], { env });
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(first.stderr, `warning: ${location} was not empty (2 entries); the repository is created beside them, and holdfast leaves them alone\n`);
+    const empty = await s.run(['-r', s3.location('shared/photos/new'), 'init'], { env });
+    assert.equal(empty.code, 0, empty.stderr);
+    assert.equal(empty.stderr, '', 'a prefix with nothing under it is empty');
+    for (const repo of [location, s.path('local-twice')]) {
+      if (!repo.startsWith('s3:')) await s.ok(['-r', repo, 'init'], { env });
+      const again = await s.run(['-r', repo, 'init'], { env });
+      assert.equal(again.code, 1, again.stderr);
+      assert.match(again.stderr, new RegExp(`^holdfast: a repository exists already at (local:)?${repo.replace(/[.]/g, '\\.')}\n$`));
     }
   });
 
