@@ -174,4 +174,20 @@ describe('copy job', () => {
     assert.equal(again.blobsCopied, 0);
     await f.assertRestores(snap, files, dst);
   });
+
+  it('does not take other bytes planted under a snapshot\'s name before the copy for that snapshot, and copies it once they are removed', async () => {
+    const f = await GcFixture.create();
+    const files = { 'a.txt': 'a file\n' };
+    const snap = await f.snapshot(files);
+    const dst = await twin(f);
+    await dst.save({ type: 'snapshot', name: snap }, Buffer.from('planted by a client that can add objects'));
+    const r = await copy(await Store.open(f.backend), dst, [snap]);
+    assert.deepEqual(r.present, [], 'the planted object is not taken for the snapshot');
+    assert.equal(r.failed.length, 1);
+    assert.match(r.failed[0]!.reason, new RegExp(`other bytes under this snapshot's name .*holdfast forget ${snap}`));
+    await dst.remove({ type: 'snapshot', name: snap });
+    const again = await copy(await Store.open(f.backend), dst, [snap]);
+    assert.deepEqual(again.copied, [snap]);
+    await f.assertRestores(snap, files, dst);
+  });
 });

@@ -166,17 +166,36 @@ export class SnapshotCopier {
 
   constructor(private readonly src: Store, private readonly dst: Store, private readonly opts: CopyOptions = {}) {}
 
+  /**
+   * What the destination holds under a snapshot's name: that snapshot (its
+   * bytes hash to its name), nothing (removed since the listing), or other
+   * bytes, said as the reason the copy of that snapshot failed.
+   */
+  private async inDestination(id: string, what: string): Promise<'intact' | 'gone' | string> {
+    try {
+      await loadChecked(this.dst.backend, handleOf('snapshot', id), what);
+      return 'intact';
+    } catch (e) {
+      if (e instanceof NotFoundError) return 'gone';
+      if (!isDamage(e)) throw e;
+      return `the destination holds other bytes under this snapshot's name (${e.message}); remove them there ("holdfast forget ${id}") and copy again`;
+    }
+  }
+
   /** Copies the source snapshots `ids` (full ids) that the destination lacks. */
   async run(ids: readonly string[]): Promise<CopyReport> {
     refuseUnlessCompatible(this.src.config, this.dst.config);
     const there = await this.dst.list('snapshot');
     const wanted: Wanted[] = [];
     for (const id of new Set(ids)) {
-      if (there.has(id)) {
-        this.report.present.push(id);
+      const what = `snapshot ${id}`;
+      // A name is a claim: anyone who can add objects may have stored other bytes under it.
+      const held = there.has(id) ? await this.inDestination(id, what) : 'gone';
+      if (held !== 'gone') {
+        if (held === 'intact') this.report.present.push(id);
+        else this.report.failed.push({ id, reason: held });
         continue;
       }
-      const what = `snapshot ${id}`;
       try {
         const bytes = await loadChecked(this.src.backend, handleOf('snapshot', id), what);
         wanted.push({ id, bytes, snapshot: decodeSnapshot(bytes, what) });
