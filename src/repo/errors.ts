@@ -8,7 +8,8 @@ import type { ErrorCode } from '../core/errors.js';
 export class CorruptObjectError extends Error {
   /** Stable code for callers (src/core/errors.ts). */
   readonly code: ErrorCode = 'CORRUPT';
-  constructor(readonly object: string, detail: string) {
+  /** `object` names what is damaged ("pack 3fa0…"), `detail` how. */
+  constructor(readonly object: string, readonly detail: string) {
     super(`${object} is damaged: ${detail}`);
     this.name = 'CorruptObjectError';
   }

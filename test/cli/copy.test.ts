@@ -375,16 +375,16 @@ describe('copy into a hostile destination', () => {
  * Plants in the local repository `repo`, without the key: a pack of `size` bytes (sparse, so it takes
  * no disk space) whose header lists one data blob filling it; an index file claiming that blob takes
  * `claimed` bytes; and a copy of the genuine snapshot that also lists the blob (its MAC no longer
- * verifies, which copy cannot tell). Returns the planted snapshot's id and a function that removes
+ * verifies, which copy cannot tell). The header's count says `declared` entries. Returns the planted snapshot's id and a function that removes
  * all three.
  */
-async function plantHugePack(repo: string, size: number, claimed: number): Promise<{ snapshot: string; remove: () => Promise<void> }> {
+async function plantHugePack(repo: string, size: number, claimed: number, declared = 1): Promise<{ snapshot: string; remove: () => Promise<void> }> {
   const pack = randomBytes(32).toString('hex');
   const blob = randomBytes(32).toString('hex');
   const length = size - (5 + 44) - 8;
   const tail = Buffer.alloc(5 + 44 + 8);
   tail.writeUInt8(1, 0); // pack format version
-  tail.writeUInt32LE(1, 1); // one entry: data, uncompressed
+  tail.writeUInt32LE(declared, 1); // one entry (data, uncompressed), which the count may belie
   tail.writeUInt32LE(length, 5 + 4);
   tail.writeUInt32LE(length - 28, 5 + 8);
   tail.write(blob, 5 + 12, 'hex');
@@ -457,6 +457,17 @@ describe('copy and check of a source with packs no writer makes', () => {
       await copyPast('dst-big-blob', snapshot, /pack [0-9a-f]{64} of the source is damaged: its header lists a blob [0-9a-f]{64} of 99999943 stored bytes \(99999915 raw\): larger than any blob of its type \(67108864 raw\); none of its blobs is copied from it/);
     } finally {
       await remove();
+    }
+  });
+
+  it('a header whose length does not match its count of entries: the pack is damaged, nothing is copied from it, the rest is', async () => {
+    for (const declared of [2, 0]) {
+      const { snapshot, remove } = await plantHugePack(p.src, 100_000, 100, declared);
+      try {
+        await copyPast(`dst-count-${declared}`, snapshot, new RegExp(`pack [0-9a-f]{64} of the source is damaged: header holds 44 bytes for ${declared} entries; none of its blobs is copied from it`));
+      } finally {
+        await remove();
+      }
     }
   });
 

@@ -35,7 +35,7 @@ import { forEachLimit } from '../../core/for-each-limit.js';
 import { NotFoundError, ShortReadError } from '../../storage/backend.js';
 import type { RepoConfig } from '../../repo/config.js';
 import { commitWindowMs } from '../../repo/deletion-marker.js';
-import { CorruptObjectError } from '../../repo/errors.js';
+import { CorruptObjectError, ForgedObjectError } from '../../repo/errors.js';
 import { MasterIndex, type IndexedPack } from '../../repo/index-file.js';
 import { handleOf, loadChecked } from '../../repo/objects.js';
 import { PackCopier } from '../../repo/pack-copier.js';
@@ -394,7 +394,10 @@ export class SnapshotCopier {
         header = Store.parsePack(pack, whole);
         state.confirm({ pack, blobs: header });
       } else {
-        header = await state.readHeader(this.src, pack);
+        // Named as the source's pack, as every other problem of a source pack is.
+        header = await state.readHeader(this.src, pack).catch((e: unknown) => {
+          throw e instanceof CorruptObjectError && !(e instanceof ForgedObjectError) ? new CorruptObjectError(what, e.detail) : e;
+        });
       }
       // Refused before any blob is read: a hostile header must not make copy read (and hold) gigabytes as one blob.
       const oversized = header.map(sizeProblem).find((x) => x !== undefined);
