@@ -9,8 +9,9 @@ import { CopyRefusedError, SnapshotCopier, type CopyProgress, type CopyReport } 
 import { acquireLock, LockedError, type RepositoryLock } from '../repo/lock.js';
 import { Store } from '../repo/store.js';
 import type { Snapshot } from '../repo/snapshot.js';
-import { formatBytes, globals, lockedByMe, openKeyless, openSourceStore, say, warn, type GlobalOptions } from './context.js';
+import { formatBytes, globals, lockedByMe, openKeyless, openSourceStore, plural, say, warn, type GlobalOptions } from './context.js';
 import { printJson } from './json-output.js';
+import { localIso } from '../core/local-time.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { holdLock } from './maintenance.js';
 import { Progress, type Totals } from './progress.js';
@@ -120,9 +121,10 @@ function print(g: GlobalOptions, r: CopyReport, snapshots: ReadonlyMap<string, S
   }
   for (const id of r.copied) {
     const s = snapshots.get(id);
-    say(g, `copied snapshot ${id.slice(0, 8)}${s ? ` of ${s.hostname} at ${s.time} (${s.paths.join(', ')})` : ''}`);
+    say(g, `copied snapshot ${id.slice(0, 8)}${s ? ` of ${s.hostname} at ${localIso(s.time)} (${s.paths.join(', ')})` : ''}`);
   }
   if (r.orphansIndexed > 0) say(g, `indexed ${r.orphansIndexed} packs an interrupted run had left in the destination`);
-  say(g, `copied ${r.copied.length} snapshots: ${r.blobsCopied} blobs (${formatBytes(r.bytesCopied)}) from ${r.packsRead} packs into ${r.packsWritten} new packs`
-    + (r.present.length > 0 ? `; ${r.present.length} were in the destination already` : ''));
+  const present = r.present.length === 1 ? '1 snapshot was' : `${r.present.length} snapshots were`;
+  say(g, `copied ${plural(r.copied.length, 'snapshot')}: ${plural(r.blobsCopied, 'blob')} (${formatBytes(r.bytesCopied)}) from ${plural(r.packsRead, 'pack')} into ${plural(r.packsWritten, 'new pack')}`
+    + (r.present.length > 0 ? `; ${present} in the destination already` : ''));
 }

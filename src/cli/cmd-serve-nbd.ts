@@ -12,6 +12,7 @@ import { NbdServer } from '../server-nbd/nbd-server.js';
 import { formatBytes, globals, longReadLock, openRepo, say, warn } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { untilInterrupted } from './interrupt.js';
+import { localIso } from '../core/local-time.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 
 export const DEFAULT_LISTEN = '127.0.0.1:10809';
@@ -48,7 +49,7 @@ export function register(program: Command): void {
       const server = new NbdServer({
         name: id.slice(0, 8),
         aliases: [id],
-        description: `holdfast snapshot ${id.slice(0, 8)} of ${snapshot.hostname}:${snapshot.image.source} at ${snapshot.time}`,
+        description: `holdfast snapshot ${id.slice(0, 8)} of ${snapshot.hostname}:${snapshot.image.source} at ${localIso(snapshot.time)}`,
         size: reader.size,
         read: (offset, length) => reader.read(offset, length),
         extents: (offset, length) => reader.extents(offset, length),

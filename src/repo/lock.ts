@@ -52,6 +52,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { sha256 } from '../core/crypto.js';
+import { localIso } from '../core/local-time.js';
 import { AlreadyExistsError, NotFoundError, type Backend, type Handle } from '../storage/backend.js';
 import type { ErrorCode } from '../core/errors.js';
 
@@ -264,7 +265,9 @@ function formatAge(ms: number): string {
 export function describeLock(l: LockInfo, now = Date.now()): string {
   const age = now - Date.parse(l.heartbeat);
   const beat = age >= 0 ? `${formatAge(age)} ago` : `${formatAge(-age)} in the future`;
-  return `${clip(l.operation)} (pid ${l.pid} on ${clip(l.hostname)}, user ${clip(l.username)}), taken ${clip(l.created)}, heartbeat ${beat}, lock ${clip(l.id.slice(0, 8))}`;
+  // Local time for people; a time that does not parse (whoever writes to the storage chooses it) as it is.
+  const taken = Number.isNaN(Date.parse(l.created)) ? clip(l.created) : localIso(l.created);
+  return `${clip(l.operation)} (pid ${l.pid} on ${clip(l.hostname)}, user ${clip(l.username)}), taken ${taken}, heartbeat ${beat}, lock ${clip(l.id.slice(0, 8))}`;
 }
 
 /** The longest field of a lock printed whole; whoever can write to the storage chooses them. */

@@ -171,6 +171,17 @@ describe('copy between repositories that share a key', () => {
     }
   });
 
+  it('says what it copied in local time and in plural only for more than one (it said "copied 1 snapshots", "at 2026-…Z")', async () => {
+    const dst = await p.initCopy('dst-text');
+    const time = (JSON.parse((await p.on(p.src, ['snapshots', '--json'], { HOLDFAST_PASSWORD: SRC_PASSWORD })).stdout) as { id: string; time: string }[]).find((x) => x.id === first)!.time;
+    const tokyo = new Date(Date.parse(time) + 9 * 3600_000).toISOString().replace('T', ' ').slice(0, 19);
+    const once = await p.on(dst, ['copy', '--from-repo', p.src, first], { ...KEYLESS_ENV, TZ: 'Asia/Tokyo' });
+    assert.match(once.stdout, new RegExp(`^copied snapshot ${first.slice(0, 8)} of \\S+ at ${tokyo} \\(`, 'm'));
+    assert.match(once.stdout, /^copied 1 snapshot: \d+ blobs \(.*\) from \d+ packs? into \d+ new packs?$/m);
+    const again = await p.on(dst, ['copy', '--from-repo', p.src, first], KEYLESS_ENV);
+    assert.match(again.stdout, /^copied 0 snapshots: 0 blobs \(0 B\) from 0 packs into 0 new packs; 1 snapshot was in the destination already$/m);
+  });
+
   // It said "wrong password: no key in the repository opens with it", which reads as the new repository's.
   it('init --copy-from with a wrong source password names the source and where the password came from', async () => {
     const file = s.path('wrong-source.pw');

@@ -84,7 +84,10 @@ describe('exit codes', () => {
       failsWith(await s.run(['snapshots'], { env: { ...debug, HOLDFAST_PASSWORD: 'wrong' } }), 12, /wrong password/);
       const lock = await acquireLock(new LocalBackend(s.repo), { holder: processIdentity(), exclusive: true, operation: 'repair' });
       try {
-        failsWith(await s.run(['backup', s.path('data')], { env: debug }), 11, /the repository is locked exclusively by repair/);
+        // In local time, as every time printed for people (it printed the lock's ISO time in UTC).
+        const locked = failsWith(await s.run(['backup', s.path('data')], { env: { ...debug, TZ: 'Asia/Tokyo' } }), 11, /the repository is locked exclusively by repair/);
+        const taken = new Date(Date.now() + 9 * 3600_000).toISOString().slice(0, 10);
+        assert.match(locked, new RegExp(`taken ${taken} \\d\\d:\\d\\d:\\d\\d, heartbeat`));
       } finally {
         await lock.release();
       }
