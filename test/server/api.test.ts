@@ -140,8 +140,21 @@ databaseSuites('the REST API', (fx) => {
     assert.ok(!log.some((e) => e.actor === 'server'), 'the provider-wide entry of the first admin is shown to a customer');
   });
 
-  it('logs out: the session token no longer works', async () => {
+  it('logs out: the session token no longer works; a login clears expired sessions', async () => {
+    const d = await openDatabase(dbUrl, '');
+    try {
+      const admin = await d.db.selectFrom('users').select('id').where('name', '=', 'admin').executeTakeFirstOrThrow();
+      await d.db.insertInto('sessions').values({ id: '0123456789abcdef', secret_hash: '0'.repeat(64), user_id: admin.id, created_at: '2001-01-01T00:00:00.000Z', expires_at: '2001-01-01T12:00:00.000Z', address: '' }).execute();
+    } finally {
+      await d.close();
+    }
     const token = await t.login('admin', ADMIN_PASSWORD);
+    const d2 = await openDatabase(dbUrl, '');
+    try {
+      assert.equal(await d2.db.selectFrom('sessions').select('id').where('id', '=', '0123456789abcdef').executeTakeFirst(), undefined);
+    } finally {
+      await d2.close();
+    }
     assert.equal((await t.call('POST', '/api/v1/logout', { token })).status, 204);
     assert.equal((await t.call('GET', '/api/v1/me', { token })).status, 401);
     assert.equal((await t.call('GET', '/api/v1/me', { token: t.adminToken })).status, 200);

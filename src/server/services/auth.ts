@@ -45,6 +45,8 @@ export async function login(ctx: ServiceContext, req: LoginRequest, address: str
   const minted = mintSecret('session');
   const expires = new Date(now.getTime() + SESSION_HOURS * 3600_000).toISOString();
   await ctx.db.insertInto('sessions').values({ id: minted.id, secret_hash: minted.secretHash, user_id: u.id, created_at: now.toISOString(), expires_at: expires, address }).execute();
+  // Expired sessions are refused anyway; each login clears them, so that the table holds the live ones only.
+  await ctx.db.deleteFrom('sessions').where('expires_at', '<=', now.toISOString()).execute();
   await audit(ctx, userPrincipal(u, minted.id, address), 'login', u.id, u.customer_id);
   return { token: minted.token, expires_at: expires, user: userBody(u) };
 }
