@@ -162,7 +162,12 @@ export class S3Backend implements Backend {
     this.capabilities = { connections, appendOnly: false, removeMissingIsError: false };
     this.regionGiven = settings.region ?? loc.region;
     this.idleTimeoutMs = positive(settings.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, 'idleTimeoutMs');
-    const agentOptions = { keepAlive: true, maxSockets: connections };
+    // `timeout` makes the agent honour an endpoint's `Keep-Alive: timeout=N`
+    // (Node's agent lets an idle connection go a second before N only when it
+    // has a timeout of its own): without it an idle connection was kept until
+    // the endpoint closed it, and a request sent on it just then failed with
+    // "socket hang up" and a retry warning (s3rver closes after 5 s).
+    const agentOptions = { keepAlive: true, maxSockets: connections, timeout: this.idleTimeoutMs };
     const httpAgent = new HttpAgent(agentOptions);
     // `ca` replaces the roots Node trusts, so they are given again beside the extra one.
     // One context for every socket: given as `ca`, the 144 roots were parsed

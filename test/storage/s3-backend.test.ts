@@ -437,6 +437,33 @@ describe('S3Backend against a hostile endpoint (a loopback server of the test\'s
   const name = h.name;
   const other = hexName('other');
 
+  it('lets an idle connection go before the keep-alive timeout the endpoint announced, instead of sending on one it may be closing', async () => {
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'keep-alive': 'timeout=2', 'content-length': 3 });
+        res.end('abc');
+      });
+    });
+    // The endpoint itself never closes an idle connection: only the client can.
+    server.keepAliveTimeout = 0;
+    const closed: Promise<void>[] = [];
+    server.on('connection', (socket: Socket) => void closed.push(new Promise((resolve) => socket.once('close', () => resolve()))));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const b = new S3Backend(parseS3Location(`http://127.0.0.1:${(server.address() as AddressInfo).port}/bkt/repo`), creds);
+    try {
+      assert.deepEqual(await b.load(h), Buffer.from('abc'));
+      // Kept until the backend closes, the connection would hold this test until its timeout.
+      await closed[0];
+      assert.deepEqual(await b.load(h), Buffer.from('abc'));
+      assert.equal(closed.length, 2, 'the second request opened a connection of its own');
+    } finally {
+      await b.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
   it('a listing whose pages do not advance is an error, not a loop; keys outside the prefix are skipped', async () => {
     let mode: 'same' | 'empty' = 'same';
     let lists = 0;
