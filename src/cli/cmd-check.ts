@@ -42,9 +42,9 @@ export function register(program: Command): void {
     .action(async (f: CheckFlags, cmd: Command) => {
       const g = globals(cmd);
       const readData = dataSelection(f);
-      const { plain, keyed } = await openMaintenance(g, true);
+      const { plain, keyed, stop } = await openMaintenance(g, true);
       if (!keyed && !g.json) say(g, 'no password given: checking stored bytes and references only (trees, file names and blob contents need the password)');
-      const held = await holdLock(plain, 'check');
+      const held = await holdLock(plain, 'check', { stop });
       let report: CheckReport;
       try {
         report = await new Checker(plain, { ...(readData ? { readData } : {}), ...(keyed ? { keyed } : {}), signal: held.signal }).run();

@@ -82,8 +82,7 @@ async function runCopy(g: GlobalOptions, f: CopyFlags, args: readonly string[]):
   const dst = await openKeyless(g, stop.signal);
   const src = await openSourceStore(from, g, stop.signal);
   const { ids, all } = await chooseSnapshots(src, args, f);
-  const held = await holdLock(dst, 'copy');
-  held.signal.addEventListener('abort', () => stop.abort(held.signal.reason), { once: true });
+  const held = await holdLock(dst, 'copy', { stop });
   const sourceLock = await lockSource(src).catch(async (e: unknown) => {
     await held.release();
     throw e;

@@ -66,10 +66,10 @@ export function register(program: Command): void {
 export async function runPrune(g: GlobalOptions, f: PruneFlags): Promise<PruneReport> {
   const graceMs = parseGrace(f.grace);
   const maxUnused = parsePercent(f.maxUnused ?? '50');
-  const { plain } = await openMaintenance(g, false);
+  const { plain, stop } = await openMaintenance(g, false);
   if (!f.dryRun) refuseIfAppendOnly(plain.backend, 'prune');
   if (passwordGiven(g)) await refuseForgedSnapshots(g);
-  const held = await holdLock(plain, 'prune', { alone: true });
+  const held = await holdLock(plain, 'prune', { alone: true, stop });
   let report: PruneReport;
   try {
     report = await new Pruner(plain, {

@@ -28,8 +28,8 @@ export function register(program: Command): void {
     .description('rebuild the index from the pack headers (needs no password)')
     .action(async (_f: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const { plain } = await openMaintenance(g, false);
-      const held = await holdLock(plain, 'repair', { exclusive: true });
+      const { plain, stop } = await openMaintenance(g, false);
+      const held = await holdLock(plain, 'repair', { exclusive: true, stop });
       try {
         const r = await rebuildIndex(plain, { onWarning: (m) => warn(m), beforeDelete: () => held.lock.refresh(), signal: held.signal });
         if (g.json) {
@@ -63,9 +63,9 @@ export function register(program: Command): void {
       const mode = f.markDamaged ? 'mark' : 'forget';
       if (mode === 'mark' && !passwordGiven(g)) throw new ExitError('--mark-damaged needs the password (file names are encrypted): give it with HOLDFAST_PASSWORD, --password-file or --password-command', EXIT.usage);
       const readData = dataSelection(f);
-      const { plain, keyed } = await openMaintenance(g, true);
+      const { plain, keyed, stop } = await openMaintenance(g, true);
       if (!f.dryRun) refuseIfAppendOnly(plain.backend, 'repair snapshots');
-      const held = await holdLock(plain, 'repair', { exclusive: true });
+      const held = await holdLock(plain, 'repair', { exclusive: true, stop });
       try {
         const r = await repairSnapshots(plain, {
           mode,

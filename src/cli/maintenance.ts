@@ -23,14 +23,19 @@ export function passwordGiven(g: GlobalOptions): boolean {
   return Boolean(g.passwordFile || g.passwordCommand || env['HOLDFAST_PASSWORD_FILE'] || env['HOLDFAST_PASSWORD_COMMAND'] || env['HOLDFAST_PASSWORD'] !== undefined);
 }
 
-/** The repository, plain always, and with the key when `useKey` and a password is given. */
-export async function openMaintenance(g: GlobalOptions, useKey: boolean): Promise<{ plain: Store; keyed?: Repository }> {
+/**
+ * The repository, plain always, and with the key when `useKey` and a
+ * password is given. `stop` aborts the storage's own waits (--limit-upload,
+ * retries): give it to `holdLock`, so that Ctrl-C and a lost lock end them.
+ */
+export async function openMaintenance(g: GlobalOptions, useKey: boolean): Promise<{ plain: Store; keyed?: Repository; stop: AbortController }> {
+  const stop = new AbortController();
   if (useKey && passwordGiven(g)) {
-    const keyed = await openRepo(g, { index: false });
+    const keyed = await openRepo(g, { index: false, signal: stop.signal });
     (await RepoState.load(keyed.store)).fill(keyed.index); // tolerates damaged index files, which check must report, not trip over
-    return { plain: keyed.store, keyed };
+    return { plain: keyed.store, keyed, stop };
   }
-  return { plain: await openKeyless(g) };
+  return { plain: await openKeyless(g, stop.signal), stop };
 }
 
 /** A held lock, and the abort signal that fires when it is lost or on Ctrl-C. */
@@ -45,10 +50,12 @@ export interface Held {
 /**
  * Takes a lock for `operation` (shared unless `exclusive`). With `alone`, a
  * second live lock of the same operation makes it back off (two prunes at
- * once would only duplicate work).
+ * once would only duplicate work). Ctrl-C and a lost lock abort `stop`
+ * (`openMaintenance`'s, which the storage's waits listen to) or a signal of
+ * its own.
  */
-export async function holdLock(plain: Store, operation: string, opts: { exclusive?: boolean; alone?: boolean } = {}): Promise<Held> {
-  const abort = new AbortController();
+export async function holdLock(plain: Store, operation: string, opts: { exclusive?: boolean; alone?: boolean; stop?: AbortController } = {}): Promise<Held> {
+  const abort = opts.stop ?? new AbortController();
   const lock = await acquireLock(plain.backend, {
     ...lockedByMe(),
     exclusive: opts.exclusive === true,

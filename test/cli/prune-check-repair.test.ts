@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 import { bytes } from '../jobs/gc-fixture.js';
-import { GC_ENV, GRACE, GRACE_MS, assertRestores, assertSameTree, initSmall, json, sleep, snapshotId } from './gc-cli.js';
+import { GC_ENV, GRACE, GRACE_MS, assertRestores, assertSameTree, initSmall, json, sleep, snapshotId, start } from './gc-cli.js';
 import type { CheckReport } from '../../src/jobs/check/checker.js';
 import type { PruneReport } from '../../src/jobs/prune/pruner.js';
 import type { SnakeKeys } from '../../src/cli/json-output.js';
@@ -271,5 +271,41 @@ describe('damaged packs through the CLI', () => {
     } finally {
       await fs.rm(path);
     }
+  });
+});
+
+describe('prune under --limit-upload interrupted with Ctrl-C', () => {
+  let s: Sandbox;
+  before(async () => {
+    s = await Sandbox.create('holdfast-prune-int-');
+    await initSmall(s);
+  });
+  after(async () => s.remove());
+
+  // Repacking uploads the live part of a mostly unused pack; at 1 KiB/s the limiter's wait ran to its end before.
+  it('ends the wait for upload tokens at once: exit 130, no pack deleted, and the next prune completes', { timeout: 120_000 }, async () => {
+    const tree = s.path('tree');
+    await fs.mkdir(tree);
+    // Twelve files in a row of packs; keeping every third leaves each pack mostly unused, so prune repacks.
+    for (let i = 0; i < 12; i++) await fs.writeFile(join(tree, `f${String(i).padStart(2, '0')}.bin`), bytes(`prune under a limit ${i}`, 20_000));
+    const first = snapshotId(await start(s, ['--json', 'backup', tree]).done);
+    for (let i = 0; i < 12; i++) if (i % 3 !== 0) await fs.rm(join(tree, `f${String(i).padStart(2, '0')}.bin`));
+    const second = snapshotId(await start(s, ['--json', 'backup', tree]).done);
+    assert.equal((await start(s, ['forget', first]).done).code, 0);
+    const before = (await packFiles(s.repo)).map((p) => p.name).sort();
+    const { child, done } = s.start(['--limit-upload', '1', 'prune', '--grace', GRACE], { env: GC_ENV });
+    while ((await fs.readdir(join(s.repo, 'locks'))).length === 0 && child.exitCode === null) await sleep(20);
+    await sleep(1000);
+    const killedAt = Date.now();
+    child.kill('SIGINT');
+    const r = await done;
+    assert.equal(r.code, 130, `exit ${r.code} / ${r.signal}\n${r.stdout}\n${r.stderr}`);
+    assert.match(r.stderr, /interrupted; the repository is consistent, run prune again/);
+    assert.ok(Date.now() - killedAt < 10_000, `the prune took ${Date.now() - killedAt} ms to stop`);
+    const after = new Set((await packFiles(s.repo)).map((p) => p.name));
+    assert.ok(before.every((p) => after.has(p)), 'no pack was deleted');
+    assert.deepEqual(await fs.readdir(join(s.repo, 'locks')), [], 'the lock is released');
+    assert.equal((await start(s, ['prune', '--grace', GRACE]).done).code, 0);
+    await assertRestores(s, second, tree);
   });
 });
