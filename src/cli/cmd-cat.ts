@@ -10,7 +10,7 @@ import { isUtf8 } from 'node:buffer';
 import type { Command } from 'commander';
 import { decodeIndex } from '../repo/index-file.js';
 import { decodeKeyFile } from '../repo/key-file.js';
-import { handleOf, loadChecked } from '../repo/objects.js';
+import { handleOf, loadBounded, loadChecked } from '../repo/objects.js';
 import { BlobType } from '../repo/pack.js';
 import type { Repository } from '../repo/repository.js';
 import { decodeTree, type TreeNode } from '../repo/tree.js';
@@ -84,7 +84,7 @@ async function cat(repo: Repository, kind: Kind, id: string): Promise<Buffer | s
     }
     case 'pack': {
       const name = await objectName(repo, 'data', id, 'pack');
-      return repo.backend.load(handleOf('data', name));
+      return loadBounded(repo.backend, handleOf('data', name), `pack ${name}`);
     }
   }
 }

@@ -33,6 +33,7 @@ export const EXIT_BY_ERROR_CODE: { readonly [C in ErrorCode]: number } = {
   ALREADY_EXISTS: EXIT.failed,
   NOT_FOUND: EXIT.failed,
   SHORT_READ: EXIT.failed,
+  TOO_LARGE: EXIT.failed,
   TRANSIENT: EXIT.failed,
   RETRIES_EXHAUSTED: EXIT.failed,
   APPEND_ONLY: EXIT.appendOnly,

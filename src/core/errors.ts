@@ -21,6 +21,8 @@ export const ERROR_CODES = [
   'SHORT_READ',
   /** A failure that may not happen again (retried by `RetryingBackend`). */
   'TRANSIENT',
+  /** An object larger than the caller accepts (`LoadOptions.maxBytes`): not read. */
+  'TOO_LARGE',
   /** A transient failure that lasted through every retry the policy allows. */
   'RETRIES_EXHAUSTED',
   /** The storage (or this client) is append-only and the operation would remove or replace something. */

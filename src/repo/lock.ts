@@ -53,7 +53,7 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { sha256 } from '../core/crypto.js';
 import { localIso } from '../core/local-time.js';
-import { AlreadyExistsError, NotFoundError, type Backend, type Handle } from '../storage/backend.js';
+import { AlreadyExistsError, NotFoundError, ObjectTooLargeError, type Backend, type Handle } from '../storage/backend.js';
 import type { ErrorCode } from '../core/errors.js';
 
 /** How often a held lock is rewritten (docs/decisions.md, "Locks"). */
@@ -326,9 +326,13 @@ export async function listLocks(backend: Backend): Promise<LockEntry[]> {
     }
     let bytes: Buffer;
     try {
-      bytes = await backend.load(lockHandle(info.name));
+      bytes = await backend.load(lockHandle(info.name), { maxBytes: MAX_LOCK_BYTES });
     } catch (e) {
       if (e instanceof NotFoundError) continue; // released or refreshed meanwhile
+      if (e instanceof ObjectTooLargeError) { // larger than its listing said
+        out.push({ name: info.name, error: tooBig(e.size) });
+        continue;
+      }
       throw e;
     }
     try {

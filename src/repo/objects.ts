@@ -5,16 +5,53 @@
  * the keyed repository, its writers and the snapshot fence all use them.
  */
 import { sha256 } from '../core/crypto.js';
-import { AlreadyExistsError, NotFoundError, type Backend, type Handle, type ObjectType, type OperationOptions } from '../storage/backend.js';
+import {
+  AlreadyExistsError, NotFoundError, ObjectTooLargeError, type Backend, type Handle, type ObjectType, type OperationOptions,
+} from '../storage/backend.js';
 import { decodeConfig, type RepoConfig } from './config.js';
 import { CorruptObjectError, NameTakenError, NotARepositoryError } from './errors.js';
+import { MAX_LOCK_BYTES } from './lock.js';
+import { MAX_PACK_BYTES } from './pack.js';
 
 /** A handle. */
 export const handleOf = (type: ObjectType, name: string): Handle => ({ type, name });
 
+/**
+ * The most bytes an object of each type is read whole with
+ * (`LoadOptions.maxBytes`): a larger one is damage, refused before any of it
+ * is read, so a planted or broken object cannot make a reader hold more. The
+ * config and key files are a few hundred bytes; a lock at most
+ * MAX_LOCK_BYTES; packs at most MAX_PACK_BYTES (the largest a writer makes).
+ * Index files, snapshots (their blob lists) and deletion markers grow with
+ * the repository and have no bound of their own in the format: they share
+ * the packs' bound, which Node can also hold in one buffer.
+ */
+export const MAX_OBJECT_BYTES: Readonly<Record<ObjectType, number>> = {
+  config: 64 * 1024,
+  key: 64 * 1024,
+  lock: MAX_LOCK_BYTES,
+  data: MAX_PACK_BYTES,
+  index: MAX_PACK_BYTES,
+  snapshot: MAX_PACK_BYTES,
+  deletion: MAX_PACK_BYTES,
+};
+
+/**
+ * Loads a whole object of at most `MAX_OBJECT_BYTES` of its type; a larger
+ * one is `CorruptObjectError` (`what` names it), not read.
+ */
+export async function loadBounded(backend: Backend, h: Handle, what: string, opts: OperationOptions = {}): Promise<Buffer> {
+  try {
+    return await backend.load(h, { ...opts, maxBytes: MAX_OBJECT_BYTES[h.type] });
+  } catch (e) {
+    if (e instanceof ObjectTooLargeError) throw new CorruptObjectError(what, `${e.size} bytes, more than any ${h.type} object holds (${e.maxBytes})`);
+    throw e;
+  }
+}
+
 /** Loads an object and checks its name is the SHA-256 of its bytes; `CorruptObjectError` otherwise. */
 export async function loadChecked(backend: Backend, h: Handle, what: string): Promise<Buffer> {
-  const bytes = await backend.load(h);
+  const bytes = await loadBounded(backend, h, what);
   if (sha256(bytes).toString('hex') !== h.name) throw new CorruptObjectError(what, 'checksum of stored bytes does not match its name');
   return bytes;
 }
@@ -64,7 +101,7 @@ export async function saveAddressed(backend: Backend, type: ObjectType, bytes: B
  */
 export async function readConfig(backend: Backend): Promise<{ bytes: Buffer; config: RepoConfig }> {
   try {
-    const bytes = await backend.load(handleOf('config', 'config'));
+    const bytes = await loadBounded(backend, handleOf('config', 'config'), 'config');
     return { bytes, config: decodeConfig(bytes) };
   } catch (e) {
     if (e instanceof NotFoundError) throw new NotARepositoryError(backend.location);

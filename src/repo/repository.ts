@@ -23,7 +23,7 @@ import { MasterIndex, type BlobLocation, type IndexFile } from './index-file.js'
 import { authenticateSnapshot, decodeSnapshot, encodeSnapshot, type Snapshot } from './snapshot.js';
 import { commitWindowMs, condemnedPacks, DEFAULT_MIN_GRACE_MS, type DeletionMarker } from './deletion-marker.js';
 import { RepositoryWriter, type WriterOptions } from './repository-writer.js';
-import { handleOf, loadChecked, loadEvery, saveAddressed } from './objects.js';
+import { handleOf, loadBounded, loadChecked, loadEvery, saveAddressed } from './objects.js';
 import { isDamage, oldestFirst, Store, type Loaded, type SnapshotList } from './store.js';
 import { decodeTree, type ContentEntry, type TreeNode } from './tree.js';
 import { BlobNotFoundError, CorruptObjectError, UnsupportedVersionError, WrongPasswordError } from './errors.js';
@@ -439,7 +439,7 @@ export class Repository {
       this.packCache.set(pack, p);
       return p;
     }
-    p = this.backend.load(handleOf('data', pack));
+    p = loadBounded(this.backend, handleOf('data', pack), `pack ${pack}`);
     p.catch(() => this.packCache.delete(pack));
     this.packCache.set(pack, p);
     while (this.packCache.size > PACK_CACHE_ENTRIES) this.packCache.delete(this.packCache.keys().next().value!);

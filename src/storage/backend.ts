@@ -11,7 +11,7 @@
  * what it is (`capabilities`) as data that wrappers pass on or amend, so no
  * caller needs to know which class it holds. Errors a caller must tell apart
  * are the classes below: `NotFoundError`, `AlreadyExistsError`,
- * `ShortReadError`, and `TransientError` for a failure worth trying again
+ * `ShortReadError`, `ObjectTooLargeError`, and `TransientError` for a failure worth trying again
  * (which `RetryingBackend` does).
  */
 import type { ErrorCode } from '../core/errors.js';
@@ -69,6 +69,20 @@ export class ShortReadError extends Error {
 }
 
 /**
+ * Thrown by `load` when what it would return is larger than `maxBytes`
+ * (`LoadOptions`), before any of it is read.
+ */
+export class ObjectTooLargeError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'TOO_LARGE';
+  /** `size`: the bytes the load would return (the object's, or its range's, as the storage declares it). */
+  constructor(readonly handle: Handle, readonly size: number, readonly maxBytes: number) {
+    super(`${handle.type}/${handle.name} holds ${size} bytes, more than the ${maxBytes} asked for at most`);
+    this.name = 'ObjectTooLargeError';
+  }
+}
+
+/**
  * A failure that may well not happen again: a dropped connection, a timeout,
  * an HTTP 500 or 503, throttling. Backends throw it (with the original error
  * as `cause`) only where repeating the same call is safe and may succeed;
@@ -108,6 +122,14 @@ export interface LoadOptions extends OperationOptions {
   readonly offset?: number;
   /** How many bytes to read from `offset`; to the end of the object when absent. */
   readonly length?: number;
+  /**
+   * The most bytes the caller accepts (a non-negative integer). When what
+   * the load would return is larger, by the size the storage declares (a
+   * local file's size, an S3 answer's Content-Length), `load` rejects with
+   * `ObjectTooLargeError` before reading any of it, so a planted or damaged
+   * object cannot make a reader hold gigabytes. No limit when absent.
+   */
+  readonly maxBytes?: number;
 }
 
 /** The options of `Backend.list`. */
@@ -169,7 +191,8 @@ export interface Backend {
   /**
    * Reads the whole object, or the range `opts.offset`/`opts.length` gives
    * (see `LoadOptions`). Rejects with `NotFoundError` when the object does not
-   * exist, `ShortReadError` when the range goes past the end, and
+   * exist, `ShortReadError` when the range goes past the end,
+   * `ObjectTooLargeError` when it would return more than `opts.maxBytes`, and
    * `RangeError` when the range is not made of integers. Safe to call
    * concurrently and any number of times. The returned buffer is the
    * caller's: changing it changes nothing stored.

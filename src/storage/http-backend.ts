@@ -53,7 +53,7 @@ import {
 } from './backend.js';
 import { AppendOnlyError } from './append-only-backend.js';
 import { boundTransfers, TooSlowError } from './http-transfer-bound.js';
-import { byteRange, checkHandle, checkPrefix, checkRangeArgs, checkType, OBJECT_FOLDERS } from './object-names.js';
+import { byteRange, checkHandle, checkMaxBytes, checkPrefix, checkRangeArgs, checkType, OBJECT_FOLDERS } from './object-names.js';
 
 /** How many requests are in flight at once by default (docs/decisions.md, "The repository over HTTPS"). */
 export const DEFAULT_HTTP_CONNECTIONS = 8;
@@ -193,13 +193,15 @@ export class HttpBackend implements Backend {
   }
 
   /** See `Backend.load`: a GET, with a Range for part of the object. */
-  async load(h: Handle, { offset, length, signal }: LoadOptions = {}): Promise<Buffer> {
+  async load(h: Handle, { offset, length, signal, maxBytes }: LoadOptions = {}): Promise<Buffer> {
     checkHandle(h);
-    checkRangeArgs(offset, length);
+    checkRangeArgs(offset, length, maxBytes);
     signal?.throwIfAborted();
     const from = offset ?? 0;
+    if (length !== undefined && from >= 0) checkMaxBytes(h, length, maxBytes);
     if (from === 0 && length === undefined) {
       const res = await this.send('GET', this.pathOf(h), {}, undefined, signal, h);
+      if (res.statusCode === 200) declaredAtMost(res, h, maxBytes);
       return this.expect(res, [200], 'GET', h, signal);
     }
     if (length === 0 && from >= 0) {
@@ -218,6 +220,7 @@ export class HttpBackend implements Backend {
       byteRange(h, size, offset, length);
       return Buffer.alloc(0);
     }
+    if (res.statusCode === 206) declaredAtMost(res, h, maxBytes);
     const bytes = await this.expect(res, [206], 'GET', h, signal);
     const cr = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(String(res.headers['content-range']));
     const [start, end] = cr ? byteRange(h, Number(cr[3]), offset, length) : [NaN, NaN];
@@ -449,4 +452,16 @@ function parsePage(body: Buffer, location: string): { objects: ObjectInfo[]; nex
 function positive(n: number, what: string): number {
   if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`HTTP ${what} must be a positive integer, got ${n}`);
   return n;
+}
+
+/** Checks the answer's declared size against `maxBytes` before its body is read; the body is let go when over. */
+function declaredAtMost(res: IncomingMessage, h: Handle, maxBytes: number | undefined): void {
+  const declared = Number(res.headers['content-length']);
+  if (maxBytes === undefined || !Number.isSafeInteger(declared)) return;
+  try {
+    checkMaxBytes(h, declared, maxBytes);
+  } catch (e) {
+    res.destroy();
+    throw e;
+  }
 }

@@ -43,7 +43,7 @@ import {
   type ObjectType,
   type OperationOptions,
 } from './backend.js';
-import { byteRange, checkHandle, checkPrefix, checkRangeArgs, checkType, nameProblem, OBJECT_FOLDERS as FOLDERS } from './object-names.js';
+import { byteRange, checkHandle, checkMaxBytes, checkPrefix, checkRangeArgs, checkType, nameProblem, OBJECT_FOLDERS as FOLDERS } from './object-names.js';
 
 const DATA_PREFIXES: readonly string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
@@ -155,8 +155,8 @@ export class LocalBackend implements Backend {
   /** See `Backend.load`. Range reads read only the bytes asked for. */
   async load(h: Handle, opts: LoadOptions = {}): Promise<Buffer> {
     checkHandle(h);
-    const { offset, length, signal } = opts;
-    checkRangeArgs(offset, length);
+    const { offset, length, signal, maxBytes } = opts;
+    checkRangeArgs(offset, length, maxBytes);
     signal?.throwIfAborted();
     let fh: fs.FileHandle;
     try {
@@ -165,15 +165,17 @@ export class LocalBackend implements Backend {
       throw errorCode(err) === 'ENOENT' ? new NotFoundError(h) : err;
     }
     try {
-      if (offset === undefined && length === undefined) {
+      if (offset === undefined && length === undefined && maxBytes === undefined) {
         try {
           return await fh.readFile({ signal });
         } catch (err) {
           throw signal?.aborted ? signal.reason : err;
         }
       }
+      // With a limit, the file's size decides before anything is read, and the read fills one buffer of that size.
       const { size } = await fh.stat();
       const [start, end] = byteRange(h, size, offset, length);
+      checkMaxBytes(h, end - start, maxBytes);
       const buf = Buffer.allocUnsafe(end - start);
       let done = 0;
       while (done < buf.length) {

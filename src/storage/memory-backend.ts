@@ -26,7 +26,7 @@ import {
   type ObjectType,
   type OperationOptions,
 } from './backend.js';
-import { byteRange, checkHandle, checkPrefix, checkRangeArgs, checkType } from './object-names.js';
+import { byteRange, checkHandle, checkMaxBytes, checkPrefix, checkRangeArgs, checkType } from './object-names.js';
 
 /** How a `MemoryBackend` lists. */
 export interface MemoryBackendOptions {
@@ -77,10 +77,11 @@ export class MemoryBackend implements Backend {
   /** See `Backend.load`. Returns a copy the caller may modify. */
   async load(h: Handle, opts: LoadOptions = {}): Promise<Buffer> {
     const stored = this.table(h).objects.get(h.name);
-    checkRangeArgs(opts.offset, opts.length);
+    checkRangeArgs(opts.offset, opts.length, opts.maxBytes);
     opts.signal?.throwIfAborted();
     if (stored === undefined) throw new NotFoundError(h);
     const [start, end] = byteRange(h, stored.length, opts.offset, opts.length);
+    checkMaxBytes(h, end - start, opts.maxBytes);
     return Buffer.from(stored.subarray(start, end));
   }
 

@@ -8,7 +8,7 @@
  * repository root: a valid name has no slash, no backslash and cannot be `.`
  * or `..` or start with a dot (so it never collides with a temporary file).
  */
-import { OBJECT_TYPES, ShortReadError, type Handle, type ObjectType } from './backend.js';
+import { OBJECT_TYPES, ObjectTooLargeError, ShortReadError, type Handle, type ObjectType } from './backend.js';
 
 /**
  * The folder (local) or key prefix (object storage) each type but `config`
@@ -69,13 +69,25 @@ export function checkHandle(h: Handle): void {
 /**
  * Throws a `RangeError` when the `offset` or `length` given to `Backend.load`
  * is malformed: `offset` must be a safe integer (negative counts from the
- * end) and `length` a non-negative safe integer. Either may be absent.
+ * end), `length` and `maxBytes` non-negative safe integers. Any may be absent.
  */
-export function checkRangeArgs(offset: number | undefined, length: number | undefined): void {
+export function checkRangeArgs(offset: number | undefined, length: number | undefined, maxBytes?: number): void {
+  if (maxBytes !== undefined && !(Number.isSafeInteger(maxBytes) && maxBytes >= 0)) {
+    throw new RangeError(`maxBytes must be a non-negative integer, got ${maxBytes}`);
+  }
   if (offset !== undefined && !Number.isSafeInteger(offset)) throw new RangeError(`offset must be an integer, got ${offset}`);
   if (length !== undefined && !(Number.isSafeInteger(length) && length >= 0)) {
     throw new RangeError(`length must be a non-negative integer, got ${length}`);
   }
+}
+
+/**
+ * Throws `ObjectTooLargeError` when `size`, the bytes a load of `h` would
+ * return, is more than `maxBytes` (`LoadOptions.maxBytes`; no limit when
+ * undefined). Backends call it once the size is declared, before reading.
+ */
+export function checkMaxBytes(h: Handle, size: number, maxBytes: number | undefined): void {
+  if (maxBytes !== undefined && size > maxBytes) throw new ObjectTooLargeError(h, size, maxBytes);
 }
 
 /**

@@ -65,7 +65,7 @@ import {
 } from './backend.js';
 import { boundTransfers, TooSlowError } from './http-transfer-bound.js';
 import { speaksTls } from './tls-probe.js';
-import { byteRange, checkHandle, checkPrefix, checkRangeArgs, checkType, nameProblem, OBJECT_FOLDERS } from './object-names.js';
+import { byteRange, checkHandle, checkMaxBytes, checkPrefix, checkRangeArgs, checkType, nameProblem, OBJECT_FOLDERS } from './object-names.js';
 import {
   DEFAULT_MULTIPART_THRESHOLD,
   DEFAULT_PART_SIZE,
@@ -395,12 +395,13 @@ export class S3Backend implements Backend {
   }
 
   /** See `Backend.load` and the module comment. */
-  async load(h: Handle, { offset, length, signal }: LoadOptions = {}): Promise<Buffer> {
+  async load(h: Handle, { offset, length, signal, maxBytes }: LoadOptions = {}): Promise<Buffer> {
     checkHandle(h);
-    checkRangeArgs(offset, length);
+    checkRangeArgs(offset, length, maxBytes);
     signal?.throwIfAborted();
     const key = this.keyOf(h);
-    if ((offset ?? 0) === 0 && length === undefined) return this.getWhole(h, key, signal);
+    if (length !== undefined && (offset ?? 0) >= 0) checkMaxBytes(h, length, maxBytes);
+    if ((offset ?? 0) === 0 && length === undefined) return this.getWhole(h, key, signal, maxBytes);
     if (length === 0 && offset !== undefined && offset >= 0) {
       const size = await this.head(h, key, signal);
       if (size === undefined) throw new NotFoundError(h);
@@ -417,7 +418,11 @@ export class S3Backend implements Backend {
       byteRange(h, size, offset, length);
       return Buffer.alloc(0);
     }
-    const [start, end] = rangeOrDiscard(got, () => byteRange(h, got.total, offset, length));
+    const [start, end] = rangeOrDiscard(got, () => {
+      const range = byteRange(h, got.total, offset, length);
+      checkMaxBytes(h, range[1] - range[0], maxBytes);
+      return range;
+    });
     if (got.start <= start && end <= got.end) return this.sliceOf(h, got, start, end);
     // The endpoint answered another range than asked (s3rver reads "bytes=-n"
     // as "bytes=0-n"): ask again for the absolute range, now that the size is known.
@@ -430,7 +435,7 @@ export class S3Backend implements Backend {
     return this.sliceOf(h, again, start, end);
   }
 
-  private async getWhole(h: Handle, key: string, signal: AbortSignal | undefined): Promise<Buffer> {
+  private async getWhole(h: Handle, key: string, signal: AbortSignal | undefined, maxBytes: number | undefined): Promise<Buffer> {
     const { S3, client } = await this.sdk();
     let res: S3Module.GetObjectCommandOutput;
     try {
@@ -444,7 +449,11 @@ export class S3Backend implements Backend {
     if (size === undefined) {
       // A body of no declared size could be endless: the object's size is asked, and then that range.
       body.destroy();
-      return this.getSized(h, key, signal);
+      return this.getSized(h, key, signal, maxBytes);
+    }
+    if (maxBytes !== undefined && size > maxBytes) {
+      body.destroy();
+      checkMaxBytes(h, size, maxBytes);
     }
     try {
       const bytes = await this.readBody(body, size, size);
@@ -458,9 +467,10 @@ export class S3Backend implements Backend {
   }
 
   /** The whole object, by a HEAD for its size and a GET of that range. */
-  private async getSized(h: Handle, key: string, signal: AbortSignal | undefined): Promise<Buffer> {
+  private async getSized(h: Handle, key: string, signal: AbortSignal | undefined, maxBytes: number | undefined): Promise<Buffer> {
     const size = await this.head(h, key, signal);
     if (size === undefined) throw new NotFoundError(h);
+    checkMaxBytes(h, size, maxBytes);
     if (size === 0) return Buffer.alloc(0);
     const got = await this.getRange(h, key, `bytes=0-${size - 1}`, signal);
     if (got === 'past-end' || got.start > 0 || got.end < size) {
@@ -516,20 +526,21 @@ export class S3Backend implements Backend {
    * MIN_RATE is ended by the transfer bound, as every answer is.)
    */
   private async readBody(body: Body, size: number, enough: number): Promise<Buffer> {
-    const chunks: Uint8Array[] = [];
+    // One buffer of the bytes wanted, filled as they come: no list of chunks copied again at the end.
+    const out = Buffer.allocUnsafe(Math.min(size, enough));
     let total = 0;
     try {
       for await (const chunk of body) {
-        chunks.push(chunk);
+        if (total + chunk.length > size) throw new Error(`the endpoint sent more than the ${size} bytes its answer declared`);
+        if (total < out.length) out.set(chunk.subarray(0, out.length - total), total);
         total += chunk.length;
-        if (total > size) throw new Error(`the endpoint sent more than the ${size} bytes its answer declared`);
         // Only a part of what was sent is wanted (an endpoint that answered a larger range).
         if (total >= enough && enough < size) break;
       }
     } finally {
       body.destroy();
     }
-    return Buffer.concat(chunks, total);
+    return total >= out.length ? out : out.subarray(0, total);
   }
 
   /** See `Backend.stat`. */

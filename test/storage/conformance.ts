@@ -17,9 +17,11 @@ import {
   AlreadyExistsError,
   NotFoundError,
   OBJECT_TYPES,
+  ObjectTooLargeError,
   ShortReadError,
   type Backend,
   type Handle,
+  type LoadOptions,
   type ObjectInfo,
   type ObjectType,
 } from '../../src/storage/backend.js';
@@ -141,6 +143,26 @@ export function backendConformance(name: string, make: (opts: ConformanceOptions
         await assert.rejects(b.load(h, { offset: 200, length: 1 }), ShortReadError);
         await assert.rejects(b.load(h, { offset: -101 }), ShortReadError);
         assert.deepEqual(await b.load(h), bytes(100), 'a failed range read leaves the object alone');
+      }));
+
+    it('refuses a load of more than maxBytes before reading it, and reads up to it', () =>
+      withBackend(async (b) => {
+        const h = handleOf('snapshot', 'max');
+        const data = bytes(100);
+        await b.save(h, data);
+        const loads: [LoadOptions, number, number][] = [[{}, 0, 100], [{ offset: 10 }, 10, 100], [{ offset: -60 }, 40, 100], [{ offset: 0, length: 80 }, 0, 80]];
+        for (const [opts, start, end] of loads) {
+          await assert.rejects(b.load(h, { ...opts, maxBytes: end - start - 1 }), (e: unknown) => {
+            assert.ok(e instanceof ObjectTooLargeError, String(e));
+            assert.deepEqual([e.code, e.handle, e.size, e.maxBytes], ['TOO_LARGE', h, end - start, end - start - 1]);
+            return true;
+          });
+          assert.deepEqual(await b.load(h, { ...opts, maxBytes: end - start }), data.subarray(start, end));
+        }
+        assert.deepEqual(await b.load(h, { offset: 10, length: 5, maxBytes: 5 }), data.subarray(10, 15));
+        await assert.rejects(b.load(h, { maxBytes: -1 }), RangeError);
+        await assert.rejects(b.load(h, { maxBytes: 1.5 }), RangeError);
+        await assert.rejects(b.load(handleOf('snapshot', 'absent'), { maxBytes: 1 }), NotFoundError);
       }));
 
     it('reports missing objects', () =>

@@ -21,7 +21,9 @@ import { createServer as createHttpsServer, request as httpsRequest } from 'node
 import { join } from 'node:path';
 import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 
-import { NotFoundError, TransientError } from '../../src/storage/backend.js';
+import { NotFoundError, ObjectTooLargeError, TransientError } from '../../src/storage/backend.js';
+import { CorruptObjectError } from '../../src/repo/errors.js';
+import { readConfig } from '../../src/repo/objects.js';
 import { RetriesExhaustedError, RetryingBackend } from '../../src/storage/retrying-backend.js';
 import { S3Backend } from '../../src/storage/s3-backend.js';
 import { parseS3Location, type S3Settings } from '../../src/storage/s3-backend-config.js';
@@ -606,6 +608,30 @@ describe('S3Backend against a hostile endpoint (a loopback server of the test\'s
         assert.match(e.message, /^LIST s3:.*: the endpoint sent \d+ bytes in 0\.3 s, slower than the 1024 bytes\/s waited for$/);
         return true;
       });
+    } finally {
+      await b.close();
+      await evil.close();
+    }
+  });
+
+  it('an object declared larger than maxBytes is refused before its body is read; a config of 400 MiB is damage', async () => {
+    const declared = 400 << 20;
+    let sent = 0;
+    const evil = await startHostile((req, _url, res) => {
+      res.writeHead(200, { 'content-length': declared });
+      if (req.method === 'HEAD') return void res.end();
+      res.on('close', () => (sent += res.socket?.bytesWritten ?? 0));
+      endless(res);
+    });
+    const b = new S3Backend(parseS3Location(evil.rest), creds);
+    try {
+      await assert.rejects(b.load(h, { maxBytes: 1 << 20 }), (e: unknown) => e instanceof ObjectTooLargeError && e.size === declared);
+      await assert.rejects(readConfig(b), (e: unknown) => {
+        assert.ok(e instanceof CorruptObjectError, String(e));
+        assert.match(e.message, new RegExp(`config is damaged: ${declared} bytes, more than any config object holds \\(65536\\)`));
+        return true;
+      });
+      assert.ok(sent < 16 << 20, `sent ${sent} bytes`);
     } finally {
       await b.close();
       await evil.close();

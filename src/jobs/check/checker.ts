@@ -28,7 +28,7 @@ import { sameEntry, type BlobLocation } from '../../repo/index-file.js';
 import { BlobType, MAX_PACK_BYTES, copyDigest, type PackedBlob } from '../../repo/pack.js';
 import { RepoState } from '../../repo/repo-state.js';
 import { Store } from '../../repo/store.js';
-import { handleOf } from '../../repo/objects.js';
+import { handleOf, loadBounded } from '../../repo/objects.js';
 import type { Snapshot } from '../../repo/snapshot.js';
 import { contentBlobs, entryBlob, type TreeNode } from '../../repo/tree.js';
 import { MAP_ENTRY_BYTES, imageBlockCount } from '../../repo/image-info.js';
@@ -281,7 +281,7 @@ export class Checker {
   private async readPack(state: RepoState, pack: string): Promise<void> {
     let bytes: Buffer;
     try {
-      bytes = await this.repo.backend.load(handleOf('data', pack), { signal: this.opts.signal });
+      bytes = await loadBounded(this.repo.backend, handleOf('data', pack), `pack ${pack}`, { signal: this.opts.signal });
     } catch (e) {
       if (e instanceof NotFoundError) return this.vanished(state, pack);
       throw e;

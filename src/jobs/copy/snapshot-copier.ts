@@ -37,7 +37,7 @@ import type { RepoConfig } from '../../repo/config.js';
 import { commitWindowMs } from '../../repo/deletion-marker.js';
 import { CorruptObjectError, ForgedObjectError } from '../../repo/errors.js';
 import { MasterIndex, type IndexedPack } from '../../repo/index-file.js';
-import { handleOf, loadChecked } from '../../repo/objects.js';
+import { handleOf, loadBounded, loadChecked } from '../../repo/objects.js';
 import { PackCopier } from '../../repo/pack-copier.js';
 import { MAX_RAW_LENGTH } from '../../repo/blob-codec.js';
 import { BlobType, FLAG_COMPRESSED, MAX_PACK_BYTES, type PackedBlob } from '../../repo/pack.js';
@@ -389,7 +389,7 @@ export class SnapshotCopier {
     try {
       if (size > MAX_PACK_BYTES) throw new CorruptObjectError(what, `${size} bytes, larger than any pack (${MAX_PACK_BYTES})`);
       if (2 * claimed >= size) {
-        whole = await this.src.backend.load(handleOf('data', pack), { signal: this.opts.signal });
+        whole = await loadBounded(this.src.backend, handleOf('data', pack), what, { signal: this.opts.signal });
         if (sha256(whole).toString('hex') !== pack) throw new CorruptObjectError(what, 'checksum of stored bytes does not match its name');
         header = Store.parsePack(pack, whole);
         state.confirm({ pack, blobs: header });

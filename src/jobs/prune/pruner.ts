@@ -44,7 +44,7 @@ import { copyDigest, type PackedBlob } from '../../repo/pack.js';
 import { PackCopier } from '../../repo/pack-copier.js';
 import { RepoState } from '../../repo/repo-state.js';
 import { Store } from '../../repo/store.js';
-import { handleOf } from '../../repo/objects.js';
+import { handleOf, loadBounded } from '../../repo/objects.js';
 import { CorruptObjectError, UnsupportedVersionError } from '../../repo/errors.js';
 import { NotFoundError } from '../../storage/backend.js';
 import type { ErrorCode } from '../../core/errors.js';
@@ -246,7 +246,7 @@ export class Pruner {
       const held = (headerless.has(pack) ? state.claims(pack) : state.packBlobs.get(pack) ?? []).filter((b) => live.has(b.id));
       if (held.length === 0) continue;
       this.check();
-      const bytes = await this.repo.backend.load(handleOf('data', pack), { signal: this.opts.signal });
+      const bytes = await loadBounded(this.repo.backend, handleOf('data', pack), `pack ${pack}`, { signal: this.opts.signal });
       const intact = sha256(bytes).toString('hex') === pack;
       if (!intact) this.warn(`pack ${pack} is marked for deletion and does not match its checksum; its live blobs are kept only where no intact pack holds them`);
       for (const b of held) {
@@ -409,7 +409,7 @@ export class Pruner {
     let keptBytes = 0;
     for (const pack of repack) {
       this.check();
-      const bytes = await this.repo.backend.load(handleOf('data', pack), { signal: this.opts.signal });
+      const bytes = await loadBounded(this.repo.backend, handleOf('data', pack), `pack ${pack}`, { signal: this.opts.signal });
       const header = sha256(bytes).toString('hex') === pack ? parseOrUndefined(pack, bytes) : undefined;
       if (!header) {
         damagedPacks.push(pack);
@@ -538,7 +538,7 @@ class Survivors {
     if (this.packs.has(pack)) return this.packs.get(pack);
     let copies: Map<string, Set<string>> | undefined;
     try {
-      const bytes = await this.repo.backend.load(handleOf('data', pack), { signal: this.signal });
+      const bytes = await loadBounded(this.repo.backend, handleOf('data', pack), `pack ${pack}`, { signal: this.signal });
       if (sha256(bytes).toString('hex') !== pack) {
         this.warn(`pack ${pack} does not match its checksum: its copies do not count, and live blobs are copied again out of the packs about to be deleted (run "holdfast check --read-data")`);
       } else {

@@ -33,7 +33,7 @@ import { RepoState } from '../../repo/repo-state.js';
 import { Store } from '../../repo/store.js';
 import { encodeMarker, newMarker } from '../../repo/deletion-marker.js';
 import { PackCopier } from '../../repo/pack-copier.js';
-import { handleOf } from '../../repo/objects.js';
+import { handleOf, loadBounded } from '../../repo/objects.js';
 import { recordKey, type IndexedPack } from '../../repo/index-file.js';
 import type { PackedBlob } from '../../repo/pack.js';
 import { Checker, type CheckReport, type KeyedReader } from '../check/checker.js';
@@ -262,7 +262,7 @@ async function salvage(repo: Store, keyed: KeyedReader, check: CheckReport, opts
   const condemned: IndexedPack[] = [];
   for (const pack of [...damaged, ...planted]) {
     opts.signal?.throwIfAborted();
-    const bytes = await repo.backend.load(handleOf('data', pack));
+    const bytes = await loadBounded(repo.backend, handleOf('data', pack), `pack ${pack}`);
     let blobs: readonly PackedBlob[];
     try {
       blobs = Store.parsePack(pack, bytes);
