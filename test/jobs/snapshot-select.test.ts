@@ -14,7 +14,10 @@ import type { Snapshot } from '../../src/repo/snapshot.js';
 import type { SnapshotEntry } from '../../src/repo/store.js';
 import { memoryRepo } from '../helpers/memory-repo.js';
 
-const summary = { filesNew: 1, filesChanged: 0, filesUnchanged: 0, dirs: 1, totalBytes: 10 } as Snapshot['summary'];
+const summary: Snapshot['summary'] = {
+  filesNew: 1, filesChanged: 0, filesUnchanged: 0, dirs: 1, otherNodes: 0, errors: 0, totalBytes: 10, bytesRead: 10, blobsAdded: 1, dataAdded: 10,
+  dataAddedStored: 38, start: '2026-12-05T10:00:00.000Z', end: '2026-12-05T10:00:01.000Z',
+};
 const snap = (fields: Partial<Snapshot>): Snapshot => ({
   time: '2026-12-05T10:00:00.000Z', hostname: 'web', username: 'root', paths: ['/srv'], tags: [], tree: 'a'.repeat(64), blobs: [], summary, ...fields,
 }) as Snapshot;

@@ -17,7 +17,7 @@ import type { Handle, LoadOptions, OperationOptions } from '../../src/storage/ba
 import { TEST_PASSWORD, memoryRepo } from '../helpers/memory-repo.js';
 
 const snapshot = (time: string): Snapshot => ({
-  time, hostname: 'h', username: 'u', paths: ['/'], tags: [], tree: '0'.repeat(64), summary: {} as never, blobs: [],
+  time, hostname: 'h', username: 'u', paths: ['/'], tags: [], tree: '0'.repeat(64), summary: { filesNew: 0, filesChanged: 0, filesUnchanged: 0, dirs: 0, otherNodes: 0, errors: 0, totalBytes: 0, bytesRead: 0, blobsAdded: 0, dataAdded: 0, dataAddedStored: 0, start: '2026-01-01T00:00:00.000Z', end: '2026-01-01T00:00:00.000Z' }, blobs: [],
 });
 
 /** Runs `f` with stdout and stderr captured; returns what was written. */

@@ -93,7 +93,7 @@ describe('append-only repositories', () => {
     const inner = new MemoryBackend();
     const repo = await Repository.init(inner, 'pw', { appendOnly: true, scrypt: TEST_SCRYPT });
     const id = await repo.newWriter().saveSnapshot({
-      time: new Date().toISOString(), hostname: 'h', username: 'u', paths: ['/'], tags: [], tree: '0'.repeat(64), summary: {} as never, blobs: [],
+      time: new Date().toISOString(), hostname: 'h', username: 'u', paths: ['/'], tags: [], tree: '0'.repeat(64), summary: { filesNew: 0, filesChanged: 0, filesUnchanged: 0, dirs: 0, otherNodes: 0, errors: 0, totalBytes: 0, bytesRead: 0, blobsAdded: 0, dataAdded: 0, dataAddedStored: 0, start: '2026-01-01T00:00:00.000Z', end: '2026-01-01T00:00:00.000Z' }, blobs: [],
     });
     const keyless = await Store.open(inner);
     assert.equal(keyless.appendOnly, true);
