@@ -53,18 +53,21 @@ export function register(program: Command): void {
       } finally {
         await held.release();
       }
-      print(g, report);
+      print(g, report, readData);
       if (report.errors.length > 0) process.exitCode = EXIT.failed;
     });
 }
 
-/** Prints a check report (text or JSON); shared with `repair snapshots`. */
-export function print(g: GlobalOptions, r: CheckReport): void {
+/** Prints a check report (text or JSON); shared with `repair snapshots`. `readData`: the packs asked to be read. */
+export function print(g: GlobalOptions, r: CheckReport, readData?: DataSelection): void {
   if (g.json) {
     printJson(r);
     return;
   }
-  say(g, `checked ${plural(r.snapshots, 'snapshot')}, ${plural(r.indexFiles, 'index file')}, ${plural(r.packs, 'pack')}${r.packsRead > 0 ? `; read ${plural(r.packsRead, 'pack')} (${formatBytes(r.bytesRead)})` : ''}${r.keyed ? '' : ' (without the key)'}`);
+  // A subset that selected nothing is said, or the line reads as a check that read nothing by design.
+  const read = r.packsRead > 0 ? `; read ${plural(r.packsRead, 'pack')} (${formatBytes(r.bytesRead)})`
+    : readData === undefined ? '' : `; read 0 packs (${readData.kind === 'bucket' ? `group ${readData.n} of ${readData.of} is empty` : 'none was selected'})`;
+  say(g, `checked ${plural(r.snapshots, 'snapshot')}, ${plural(r.indexFiles, 'index file')}, ${plural(r.packs, 'pack')}${read}${r.keyed ? '' : ' (without the key)'}`);
   for (const w of r.warnings.slice(0, SHOW)) warn(`${w.object}: ${w.message}`);
   if (r.warnings.length > SHOW) warn(`… and ${r.warnings.length - SHOW} more warnings`);
   for (const e of r.errors.slice(0, SHOW)) process.stderr.write(`error: ${printable(`${e.object}: ${e.message}`)}\n`);

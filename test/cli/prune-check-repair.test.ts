@@ -15,6 +15,7 @@ import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 import { bytes } from '../jobs/gc-fixture.js';
 import { GC_ENV, GRACE, GRACE_MS, assertRestores, assertSameTree, initSmall, json, sleep, snapshotId, start } from './gc-cli.js';
 import type { CheckReport } from '../../src/jobs/check/checker.js';
+import { bucketOf } from '../../src/jobs/check/subset.js';
 import type { PruneReport } from '../../src/jobs/prune/pruner.js';
 import type { SnakeKeys } from '../../src/cli/json-output.js';
 
@@ -73,6 +74,21 @@ describe('prune and check without the password', () => {
     }
     await assertRestores(s, sb, b);
     await s.ok(['check', '--read-data'], { env: GC_ENV });
+  });
+
+  // It printed only "checked 1 snapshot, …", which reads as a check that did not read by design.
+  it('check --read-data-subset n/t of a group with no pack says so', async () => {
+    await fs.mkdir(s.path('subset'), { recursive: true });
+    await fs.writeFile(s.path('subset', 'f'), bytes(1000, 3));
+    await s.ok(['backup', '-q', s.path('subset')], { env: GC_ENV });
+    const packs = await packFiles(s.repo);
+    const of = packs.length + 1;
+    const used = new Set(packs.map((p) => bucketOf(p.name, of)));
+    const empty = Array.from({ length: of }, (_, i) => i + 1).find((n) => !used.has(n))!;
+    const r = await s.ok(['check', '--read-data-subset', `${empty}/${of}`], { env: KEYLESS });
+    assert.match(r.stdout, new RegExp(`^checked .*; read 0 packs \\(group ${empty} of ${of} is empty\\) \\(without the key\\)$`, 'm'));
+    const full = await s.ok(['check', '--read-data-subset', `${[...used][0]!}/${of}`], { env: KEYLESS });
+    assert.match(full.stdout, /; read [1-9]\d* packs? \(/);
   });
 
   it('refuses a grace period below the minimum', async () => {
