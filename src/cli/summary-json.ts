@@ -14,7 +14,8 @@ export function summaryJson(s: SnapshotSummary): Record<string, number | string>
     total_files_processed: s.filesNew + s.filesChanged + s.filesUnchanged,
     total_dirs_processed: s.dirs,
     other_nodes: s.otherNodes,
-    errors: s.errors,
+    // restic's name in its status lines; one name for the count everywhere.
+    error_count: s.errors,
     total_bytes_processed: s.totalBytes,
     bytes_read: s.bytesRead,
     blobs_added: s.blobsAdded,

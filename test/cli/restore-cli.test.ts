@@ -128,6 +128,9 @@ describe('restore --json: one vocabulary, the backup\'s bytes', () => {
     const backup = jsonLines(await s.ok(['--json', '--quiet', 'backup', src], { env: { HOLDFAST_PROGRESS_FPS: '1000' } }));
     assert.deepEqual(backup.map((m) => m['message_type']), ['summary']);
     assert.equal(backup[0]!['total_bytes_processed'], 23);
+    // One name for the error count in status lines and summaries (the backup's summary said `errors`).
+    assert.equal(backup[0]!['error_count'], 0);
+    assert.equal(backup[0]!['errors'], undefined);
   });
 });
 
