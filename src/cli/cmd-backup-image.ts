@@ -104,7 +104,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
   try {
     const live = await checkLive(input, flags.allowLive === true);
     const stream = input.kind === 'stream';
-    const name = cmd.getOptionValueSource('stdinFilename') === 'default' || !flags.stdinFilename ? 'stdin.img' : flags.stdinFilename;
+    const name = flags.stdinFilename || 'stdin.img';
     if (stream && (name.includes('/') || name === '.' || name === '..')) throw new ExitError(`bad --stdin-filename "${name}"`, EXIT.usage);
     const paths = [stream ? `/${name}` : resolve(src)];
     await backupSession(g, async (repo, signal) => {

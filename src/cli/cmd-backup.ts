@@ -38,7 +38,7 @@ interface BackupFlags extends ImageBackupFlags {
   force?: boolean;
   dryRun?: boolean;
   stdin?: boolean;
-  stdinFilename: string;
+  stdinFilename?: string;
   stdinFromCommand?: boolean;
   compression?: CompressionMode;
 }
@@ -66,7 +66,7 @@ export function register(program: Command): void {
     .option('-f, --force', 'read every file again, trusting no metadata of the parent snapshot')
     .option('-n, --dry-run', 'read and chunk everything but write nothing: no data, no snapshot, no lock; report what would be added')
     .option('--stdin', 'back up what is read from stdin')
-    .option('--stdin-filename <name>', 'file name for --stdin and --stdin-from-command, and for image streams (there the default is "stdin.img")', 'stdin')
+    .option('--stdin-filename <name>', 'file name for --stdin and --stdin-from-command (default: "stdin"), and for image streams (default: "stdin.img")')
     .option('--stdin-from-command', 'run the command given as arguments and back up its output; fails if it fails')
     .option('--compression <mode>', 'off, default (zstd 1), better (zstd 3), max (zstd 19) (default: the repository default)', compressionMode)
     .action(async (paths: string[], flags: BackupFlags, cmd: Command) => {
@@ -160,7 +160,7 @@ function sizeOption(option: string): (text: string) => number {
 }
 
 async function backupStream(repo: Repository, g: GlobalOptions, flags: BackupFlags, args: string[], signal: AbortSignal): Promise<BackupResult> {
-  const name = flags.stdinFilename;
+  const name = flags.stdinFilename ?? 'stdin';
   if (name === '' || name.includes('/') || name === '.' || name === '..') throw new ExitError(`bad --stdin-filename "${name}"`, EXIT.usage);
   let source: AsyncIterable<Uint8Array>;
   if (flags.stdinFromCommand) {

@@ -48,7 +48,7 @@ export function register(program: Command): void {
     .option('-e, --exclude <pattern>', 'leave out paths matching a pattern, as backup --exclude (repeatable)', collect)
     .option('--iexclude <pattern>', 'like --exclude, ignoring case (repeatable)', collect)
     .option('--verify', 'read the restored files back and check them against the snapshot')
-    .addOption(new Option('--overwrite <when>', 'files already in the target: always replace them, keep them if-changed shows the same size and mtime, or never touch them')
+    .addOption(new Option('--overwrite <when>', 'files already in the target: replace them (always), keep those with the snapshot\'s size and mtime (if-changed), or leave them alone (never)')
       .choices(OVERWRITE_CHOICES).default('always'))
     .action(async (snap: string, flags: RestoreFlags, cmd: Command) => {
       const g = globals(cmd);

@@ -79,7 +79,7 @@ async function main(argv: string[]): Promise<number> {
     .version(VERSION)
     .description('deduplicated, compressed, encrypted backups')
     .option('-r, --repo <location>', 'repository location (or HOLDFAST_REPOSITORY)')
-    .option('--password-file <file>', 'read the password from a file (or HOLDFAST_PASSWORD_FILE)')
+    .option('--password-file <file>', 'read the password from a file (or HOLDFAST_PASSWORD_FILE; HOLDFAST_PASSWORD holds the password itself)')
     .option('--password-command <command>', 'run a command that prints the password (or HOLDFAST_PASSWORD_COMMAND)')
     .option('-q, --quiet', 'print nothing but warnings and errors')
     .option('--json', 'machine-readable output')

@@ -51,6 +51,19 @@ describe('the command is found past global options, and only it is loaded', () =
     assert.match((await s.ok(['restore', '--help'])).stdout, /--target <dir>/);
   });
 
+  // A newcomer read two defaults for --stdin-filename, an --overwrite text that did not parse, and no HOLDFAST_PASSWORD.
+  it('help texts: one default each, --overwrite in words, and every password variable', async () => {
+    const flat = async (args: string[]): Promise<string> => (await s.ok(args)).stdout.replace(/\s+/g, ' ');
+    const backup = await flat(['backup', '--help']);
+    const start = backup.indexOf('--stdin-filename <name>');
+    const stdinName = backup.slice(start, backup.indexOf(' --stdin-from-command run', start));
+    assert.equal(stdinName.match(/default/g)?.length, 2, stdinName);
+    assert.doesNotMatch(stdinName, /\(default: "stdin"\) *$/);
+    assert.match(await flat(['restore', '--help']), /replace them \(always\), keep those with the snapshot's size and mtime \(if-changed\), or leave them alone \(never\)/);
+    const top = await flat(['--help']);
+    for (const v of ['HOLDFAST_PASSWORD_FILE', 'HOLDFAST_PASSWORD_COMMAND', 'HOLDFAST_PASSWORD ']) assert.ok(top.includes(v), v);
+  });
+
   it('a completion script names every command', async () => {
     const script = (await s.ok(['completion', 'bash'])).stdout;
     for (const name of ALL) assert.ok(script.includes(name), name);
