@@ -81,11 +81,12 @@ export const CreatedTokenSchema = {
 } as const;
 export interface CreatedTokenBody { token: TokenBody; secret: string }
 
+/** A machine; `last_seen_at` is its agent's last poll or report (null before the first). */
 export const MachineSchema = {
-  $id: 'Machine', type: 'object', required: ['id', 'customer_id', 'name', 'created_at'],
-  properties: { id: str, customer_id: str, name: str, created_at: time },
+  $id: 'Machine', type: 'object', required: ['id', 'customer_id', 'name', 'created_at', 'last_seen_at'],
+  properties: { id: str, customer_id: str, name: str, created_at: time, last_seen_at: nullableTime },
 } as const;
-export interface MachineBody { id: string; customer_id: string; name: string; created_at: string }
+export interface MachineBody { id: string; customer_id: string; name: string; created_at: string; last_seen_at: string | null }
 
 export const CreateMachineSchema = {
   type: 'object', additionalProperties: false, required: ['customer_id', 'name'],
@@ -148,8 +149,116 @@ export const MeSchema = {
 } as const;
 export interface MeBody { kind: 'session' | 'token'; user?: UserBody; token?: TokenBody }
 
+export const JOB_KIND_NAMES = ['backup', 'restore', 'check'] as const;
+export const JOB_STATE_NAMES = ['queued', 'running', 'succeeded', 'failed', 'interrupted'] as const;
+export type JobKindName = (typeof JOB_KIND_NAMES)[number];
+
+/** An absolute path on the protected machine. */
+const machinePath = { type: 'string', minLength: 1, maxLength: 4096, pattern: '^/' } as const;
+const pathList = { type: 'array', minItems: 1, maxItems: 1000, items: machinePath } as const;
+
+/** A file backup of `paths`, leaving out what `excludes` match (the CLI's --exclude patterns). */
+export const BackupSpecSchema = {
+  type: 'object', additionalProperties: false, required: ['paths'],
+  properties: { paths: pathList, excludes: { type: 'array', maxItems: 1000, items: { type: 'string', minLength: 1, maxLength: 4096 } } },
+} as const;
+export interface BackupSpec { paths: string[]; excludes?: string[] }
+
+/** A restore of `snapshot` (an id, its prefix, or `latest`), only `paths` of it when given, into `target` on the machine. */
+export const RestoreSpecSchema = {
+  type: 'object', additionalProperties: false, required: ['snapshot', 'target'],
+  properties: { snapshot: { type: 'string', pattern: '^(latest|[0-9a-f]{4,64})$' }, paths: pathList, target: machinePath },
+} as const;
+export interface RestoreSpec { snapshot: string; paths?: string[]; target: string }
+
+/** A check of the disk safe; `read_data_subset` as the CLI's --read-data-subset (`N%` or `n/m`). */
+export const CheckSpecSchema = {
+  type: 'object', additionalProperties: false,
+  properties: { read_data_subset: { type: 'string', pattern: '^([0-9]+(\\.[0-9]+)?%|[0-9]+/[0-9]+)$' } },
+} as const;
+export interface CheckSpec { read_data_subset?: string }
+
+/** Each job kind's spec; the server validates a new job by it and the agent validates what it is given. */
+export const JOB_SPEC_SCHEMAS = { backup: BackupSpecSchema, restore: RestoreSpecSchema, check: CheckSpecSchema } as const;
+export type JobSpec = BackupSpec | RestoreSpec | CheckSpec;
+
+/** "Run now": a job of one kind of the fixed vocabulary, for the machine's agent. */
+export const CreateJobSchema = {
+  type: 'object', additionalProperties: false, required: ['kind', 'spec'],
+  properties: { kind: { type: 'string', enum: JOB_KIND_NAMES }, spec: { type: 'object' } },
+  allOf: JOB_KIND_NAMES.map((k) => ({ if: { properties: { kind: { const: k } } }, then: { properties: { spec: JOB_SPEC_SCHEMAS[k] } } })),
+} as const;
+export type CreateJobRequest =
+  | { kind: 'backup'; spec: BackupSpec }
+  | { kind: 'restore'; spec: RestoreSpec }
+  | { kind: 'check'; spec: CheckSpec };
+
+const json = { type: ['object', 'null'], additionalProperties: true } as const;
+
+export const JobSchema = {
+  $id: 'Job', type: 'object',
+  required: ['id', 'customer_id', 'machine_id', 'safe_id', 'safe_name', 'kind', 'spec', 'state', 'created_by', 'created_at', 'started_at', 'finished_at', 'result', 'error'],
+  properties: {
+    id: str, customer_id: str, machine_id: str, safe_id: str, safe_name: str,
+    kind: { type: 'string', enum: JOB_KIND_NAMES }, spec: { type: 'object', additionalProperties: true },
+    state: { type: 'string', enum: JOB_STATE_NAMES }, created_by: str, created_at: time, started_at: nullableTime, finished_at: nullableTime,
+    result: json, error: nullableStr,
+  },
+} as const;
+export interface JobBody {
+  id: string; customer_id: string; machine_id: string; safe_id: string; safe_name: string;
+  kind: JobKindName; spec: JobSpec; state: (typeof JOB_STATE_NAMES)[number];
+  created_by: string; created_at: string; started_at: string | null; finished_at: string | null;
+  result: Record<string, unknown> | null; error: string | null;
+}
+
+export const JOB_EVENT_KINDS = ['progress', 'log'] as const;
+
+export const JobEventSchema = {
+  $id: 'JobEvent', type: 'object', required: ['seq', 'at', 'kind', 'message', 'data'],
+  properties: { seq: { type: 'integer' }, at: time, kind: { type: 'string', enum: JOB_EVENT_KINDS }, message: str, data: json },
+} as const;
+export interface JobEventBody { seq: number; at: string; kind: (typeof JOB_EVENT_KINDS)[number]; message: string; data: Record<string, unknown> | null }
+
+export const JobEventsQuerySchema = {
+  type: 'object', additionalProperties: false,
+  properties: { after: { type: 'integer', minimum: 0 }, limit: { type: 'integer', minimum: 1, maximum: 1000 } },
+} as const;
+export interface JobEventsQuery { after?: number; limit?: number }
+
+/** The longest an agent's poll for a job is held open (seconds). */
+export const MAX_POLL_WAIT = 30;
+
+export const PollQuerySchema = {
+  type: 'object', additionalProperties: false,
+  properties: { wait: { type: 'integer', minimum: 0, maximum: MAX_POLL_WAIT } },
+} as const;
+export interface PollQuery { wait?: number }
+
+/** What an agent reports as a job runs: progress and log lines, in the order they happened (at most 1000 a request). */
+export const ReportEventsSchema = {
+  type: 'object', additionalProperties: false, required: ['events'],
+  properties: {
+    events: {
+      type: 'array', minItems: 1, maxItems: 1000,
+      items: {
+        type: 'object', additionalProperties: false, required: ['at', 'kind', 'message'],
+        properties: { at: time, kind: { type: 'string', enum: JOB_EVENT_KINDS }, message: { type: 'string', maxLength: 8192 }, data: { type: 'object' } },
+      },
+    },
+  },
+} as const;
+export interface ReportEventsRequest { events: { at: string; kind: (typeof JOB_EVENT_KINDS)[number]; message: string; data?: Record<string, unknown> }[] }
+
+/** How a job ended, as its agent says. */
+export const ReportResultSchema = {
+  type: 'object', additionalProperties: false, required: ['state'],
+  properties: { state: { type: 'string', enum: ['succeeded', 'failed'] }, result: { type: 'object' }, error: { type: 'string', minLength: 1, maxLength: 8192 } },
+} as const;
+export interface ReportResultRequest { state: 'succeeded' | 'failed'; result?: Record<string, unknown>; error?: string }
+
 /** The path parameter of every route about one record. */
 export const IdParamsSchema = { type: 'object', required: ['id'], properties: { id } } as const;
 
 /** The schemas referred to by `$ref` ('User#', …), added to the server once. */
-export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, SafeSchema, AuditEntrySchema] as const;
+export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, SafeSchema, AuditEntrySchema, JobSchema, JobEventSchema] as const;

@@ -25,6 +25,7 @@ import { apiV1 } from './http/api-v1.js';
 import { repoRoutes } from './http/repo-routes.js';
 import { ensureFirstAdmin } from './services/auth.js';
 import type { ServiceContext } from './services/context.js';
+import { JobSignals } from './services/job-signals.js';
 import { safeResolver } from './services/safe-access.js';
 import { LoginLimiter, type LoginLimits } from './services/login-limiter.js';
 import { DEFAULT_LISTEN, loadSettings, SAFES_DIR, saveSettings, SQLITE_FILE, type ServerSettings } from './server-settings.js';
@@ -45,7 +46,12 @@ export interface BackupServerOptions {
   readonly version?: string;
   /** Login failure limits (tests lower or raise them). */
   readonly loginLimits?: LoginLimits;
+  /** A running job whose agent says nothing for this long is interrupted (milliseconds; default 120 s). */
+  readonly jobSilenceLimitMs?: number;
 }
+
+/** How long a running job's agent may say nothing before the job counts as interrupted (it reports every few seconds). */
+export const DEFAULT_JOB_SILENCE_LIMIT_MS = 120_000;
 
 export interface RunningServer {
   /** The address bound (the port is the real one when 0 was asked for). */
@@ -131,8 +137,12 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
   const cert = await ensureCertificate(join(opts.dataDir, 'tls'));
   const database: ControlPlaneDatabase = await openDatabase(settings.db, join(opts.dataDir, SQLITE_FILE));
   let app: FastifyInstance | undefined;
+  const jobSignals = new JobSignals();
   try {
-    const ctx: ServiceContext = { db: database.db, limiter: new LoginLimiter(opts.loginLimits), now: () => new Date() };
+    const ctx: ServiceContext = {
+      db: database.db, limiter: new LoginLimiter(opts.loginLimits), now: () => new Date(),
+      jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS,
+    };
     const firstAdmin = await ensureFirstAdmin(ctx);
     await saveSettings(opts.dataDir, settings);
     app = await buildApp(ctx, { https: { key: cert.key, cert: cert.cert }, ...opts });
@@ -148,9 +158,11 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
       fingerprint: cert.fingerprint, certificateCreated: cert.created,
       ...(firstAdmin ? { firstAdmin } : {}),
       database: database.shown, safesDir: join(opts.dataDir, SAFES_DIR),
-      close: () => (closed ??= listening.close().finally(() => database.close())),
+      // Waiting polls answer first, so that closing does not wait out their time.
+      close: () => (closed ??= (jobSignals.close(), listening.close().finally(() => database.close()))),
     };
   } catch (e) {
+    jobSignals.close();
     await app?.close();
     await database.close();
     throw e;

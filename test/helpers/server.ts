@@ -9,7 +9,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request, type RequestOptions } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, type RunningServer } from '../../src/server/backup-server.js';
+import { startServer, type BackupServerOptions, type RunningServer } from '../../src/server/backup-server.js';
 import type { LoginLimits } from '../../src/server/services/login-limiter.js';
 import { fingerprintOf } from '../../src/server/tls-certificate.js';
 
@@ -69,9 +69,9 @@ export interface TestServer {
 
 export const ADMIN_PASSWORD = 'a long admin password';
 
-export async function setUp(dbUrl: string, limits?: LoginLimits): Promise<TestServer> {
+export async function setUp(dbUrl: string, limits?: LoginLimits, options: Pick<BackupServerOptions, 'jobSilenceLimitMs'> = {}): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), 'holdfast-server-'));
-  const server = await startServer({ dataDir: join(dataDir, 'data'), listen: '127.0.0.1:0', db: dbUrl, ...(limits ? { loginLimits: limits } : {}) });
+  const server = await startServer({ dataDir: join(dataDir, 'data'), listen: '127.0.0.1:0', db: dbUrl, ...(limits ? { loginLimits: limits } : {}), ...options });
   const cert = await readFile(join(dataDir, 'data', 'tls', 'cert.pem'), 'utf8');
   const call = (method: string, path: string, opts = {}): Promise<Answer> => httpsJson(server.port, cert, method, path, opts);
   const login = async (name: string, password: string, newPassword?: string): Promise<string> => {

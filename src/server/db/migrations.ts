@@ -85,6 +85,37 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.createIndex('sessions_user').on('sessions').column('user_id').execute();
       },
     },
+    '0002-jobs': {
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.alterTable('machines').addColumn('last_seen_at', 'text').execute();
+        await db.schema.createTable('jobs')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('customer_id', 'text', (c) => c.notNull().references('customers.id'))
+          .addColumn('machine_id', 'text', (c) => c.notNull().references('machines.id'))
+          .addColumn('safe_id', 'text', (c) => c.notNull().references('disk_safes.id'))
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('spec', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('started_at', 'text')
+          .addColumn('last_report_at', 'text')
+          .addColumn('finished_at', 'text')
+          .addColumn('result', 'text')
+          .addColumn('error', 'text')
+          .execute();
+        await db.schema.createIndex('jobs_machine_state').on('jobs').columns(['machine_id', 'state', 'created_at']).execute();
+        await db.schema.createTable('job_events')
+          .addColumn('seq', kind === 'postgres' ? 'bigserial' : 'integer', (c) => (kind === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+          .addColumn('job_id', 'text', (c) => c.notNull().references('jobs.id'))
+          .addColumn('at', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('message', 'text', (c) => c.notNull())
+          .addColumn('data', 'text')
+          .execute();
+        await db.schema.createIndex('job_events_job').on('job_events').columns(['job_id', 'seq']).execute();
+      },
+    },
   };
 }
 

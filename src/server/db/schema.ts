@@ -77,6 +77,8 @@ export interface MachinesTable {
   /** Unique within its customer. */
   name: string;
   created_at: string;
+  /** When its agent last polled for a job or reported on one (the agent's heartbeat); null before the first. */
+  last_seen_at: string | null;
 }
 
 export interface DiskSafesTable {
@@ -109,6 +111,53 @@ export interface AuditLogTable {
   address: string;
 }
 
+/** What an agent can be asked to do (src/api/v1.ts has each kind's spec). */
+export const JOB_KINDS = ['backup', 'restore', 'check'] as const;
+export type JobKind = (typeof JOB_KINDS)[number];
+
+/**
+ * A job's life: queued until its machine's agent takes it, running until the
+ * agent reports its end, or interrupted when the agent went silent or came
+ * back without finishing it.
+ */
+export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'interrupted'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+
+export interface JobsTable {
+  id: string;
+  customer_id: string;
+  machine_id: string;
+  /** The machine's disk safe the job works on. */
+  safe_id: string;
+  kind: JobKind;
+  /** The kind's spec, JSON. */
+  spec: string;
+  state: JobState;
+  /** Who asked for it (`user:NAME`, `token:ID`). */
+  created_by: string;
+  created_at: string;
+  started_at: string | null;
+  /** The agent's last word about it; a running job silent for longer than the limit is interrupted. */
+  last_report_at: string | null;
+  finished_at: string | null;
+  /** What the agent reported at the end, JSON (a snapshot id, counts). */
+  result: string | null;
+  /** Why it failed or was interrupted. */
+  error: string | null;
+}
+
+export interface JobEventsTable {
+  seq: Generated<number>;
+  job_id: string;
+  /** When the agent saw it happen. */
+  at: string;
+  /** `progress` or `log`. */
+  kind: string;
+  message: string;
+  /** Progress counters, JSON; null for a log line. */
+  data: string | null;
+}
+
 /** The database as kysely's query builder types it. */
 export interface ControlPlane {
   customers: CustomersTable;
@@ -118,6 +167,8 @@ export interface ControlPlane {
   machines: MachinesTable;
   disk_safes: DiskSafesTable;
   audit_log: AuditLogTable;
+  jobs: JobsTable;
+  job_events: JobEventsTable;
 }
 
 export type Customer = Selectable<CustomersTable>;
@@ -126,4 +177,6 @@ export type ApiToken = Selectable<ApiTokensTable>;
 export type Machine = Selectable<MachinesTable>;
 export type DiskSafe = Selectable<DiskSafesTable>;
 export type AuditEntry = Selectable<AuditLogTable>;
+export type Job = Selectable<JobsTable>;
+export type JobEvent = Selectable<JobEventsTable>;
 export type NewAuditEntry = Insertable<AuditLogTable>;

@@ -10,9 +10,11 @@ import type { FastifyError, FastifyPluginAsync } from 'fastify';
 import { authenticate, requirePasswordChanged } from '../services/auth.js';
 import type { ServiceContext } from '../services/context.js';
 import { ApiError, RateLimited } from '../services/errors.js';
+import { agentJobRoutes } from './agent-jobs.js';
 import { auditRoutes } from './audit.js';
 import { authRoutes } from './auth-routes.js';
 import { customerRoutes } from './customers.js';
+import { jobRoutes } from './jobs.js';
 import { machineRoutes } from './machines.js';
 import { safeRoutes } from './safes.js';
 import { tokenRoutes } from './tokens.js';
@@ -46,7 +48,7 @@ export const apiV1: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { 
 
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, () => app.swagger());
 
-  for (const routes of [authRoutes, customerRoutes, userRoutes, tokenRoutes, machineRoutes, safeRoutes, auditRoutes]) {
+  for (const routes of [authRoutes, customerRoutes, userRoutes, tokenRoutes, machineRoutes, safeRoutes, auditRoutes, jobRoutes, agentJobRoutes]) {
     await app.register(routes, { ctx });
   }
 };

@@ -1,15 +1,21 @@
 /**
- * What every service works with: the database, the clock, the login limiter.
+ * What every service works with: the database, the clock, the login limiter,
+ * the agents' waiting polls.
  * One per server; the HTTP layer hands it to the service functions with the
  * caller's `Principal`.
  */
 import type { Kysely } from 'kysely';
 import type { ControlPlane } from '../db/schema.js';
+import type { JobSignals } from './job-signals.js';
 import type { LoginLimiter } from './login-limiter.js';
 
 export interface ServiceContext {
   readonly db: Kysely<ControlPlane>;
   readonly limiter: LoginLimiter;
+  /** The agents' polls waiting for a job. */
+  readonly jobSignals: JobSignals;
+  /** A running job whose agent has said nothing for this long is interrupted (milliseconds). */
+  readonly jobSilenceLimitMs: number;
   /** The server's clock (tests may set it). */
   now(): Date;
 }

@@ -25,7 +25,7 @@ export async function findMachine(ctx: ServiceContext, p: Principal, id: string)
 export async function createMachine(ctx: ServiceContext, p: Principal, req: CreateMachineRequest): Promise<MachineBody> {
   await requireCustomer(ctx, p, req.customer_id);
   requireManage(p);
-  const row: Machine = { id: randomUUID(), customer_id: req.customer_id, name: req.name, created_at: ctx.now().toISOString() };
+  const row: Machine = { id: randomUUID(), customer_id: req.customer_id, name: req.name, created_at: ctx.now().toISOString(), last_seen_at: null };
   try {
     await ctx.db.insertInto('machines').values(row).execute();
   } catch (e) {

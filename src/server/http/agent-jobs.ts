@@ -1,0 +1,27 @@
+/**
+ * The agent's job channel (docs/format.md §2.6): agents connect out, the
+ * server never connects to them. An agent long-polls for its machine's next
+ * job, then reports events as they happen and the result at the end, all
+ * with its machine-scoped token.
+ */
+import type { FastifyPluginAsync } from 'fastify';
+import { IdParamsSchema, PollQuerySchema, ReportEventsSchema, ReportResultSchema, type PollQuery, type ReportEventsRequest, type ReportResultRequest } from '../../api/v1.js';
+import type { ServiceContext } from '../services/context.js';
+import { nextJob, reportEvents, reportResult } from '../services/jobs.js';
+import { NO_CONTENT, responses, who } from './route-kit.js';
+
+export const agentJobRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { ctx }) => {
+  const tags = ['agent'];
+  app.get<{ Querystring: PollQuery }>('/agent/jobs/next', { schema: { tags, querystring: PollQuerySchema, response: { ...responses(200, { $ref: 'Job#' }), 204: NO_CONTENT } } },
+    async (req, reply) => {
+      const job = await nextJob(ctx, who(req), req.query.wait ?? 0);
+      return job ? job : reply.code(204).send();
+    });
+  app.post<{ Params: { id: string }; Body: ReportEventsRequest }>('/agent/jobs/:id/events', { schema: { tags, params: IdParamsSchema, body: ReportEventsSchema, response: responses(204, NO_CONTENT) } },
+    async (req, reply) => {
+      await reportEvents(ctx, who(req), req.params.id, req.body);
+      return reply.code(204).send();
+    });
+  app.post<{ Params: { id: string }; Body: ReportResultRequest }>('/agent/jobs/:id/result', { schema: { tags, params: IdParamsSchema, body: ReportResultSchema, response: responses(200, { $ref: 'Job#' }) } },
+    (req) => reportResult(ctx, who(req), req.params.id, req.body));
+};

@@ -1,0 +1,54 @@
+/**
+ * The agents' long polls waiting in this server process: a poll for a job
+ * waits here until a job is queued for its machine, its time is up, or the
+ * server closes. One per server; the queue itself is the database.
+ */
+
+export class JobSignals {
+  private readonly waiting = new Map<string, Set<() => void>>();
+  private readonly versions = new Map<string, number>();
+  private closed = false;
+
+  /** How many times `machineId` was notified; read it before looking at the queue, give it to `wait`. */
+  version(machineId: string): number {
+    return this.versions.get(machineId) ?? 0;
+  }
+
+  /**
+   * Resolves when `machineId` is notified after `since` (its `version` when
+   * the caller last looked at the queue: a job queued between that look and
+   * this call is not missed), when the server closes, or after `ms`.
+   */
+  wait(machineId: string, since: number, ms: number): Promise<void> {
+    if (this.closed || ms <= 0 || this.version(machineId) !== since) return Promise.resolve();
+    return new Promise((resolve) => {
+      const set = this.waiting.get(machineId) ?? new Set();
+      this.waiting.set(machineId, set);
+      const done = (): void => {
+        clearTimeout(timer);
+        set.delete(done);
+        if (set.size === 0 && this.waiting.get(machineId) === set) this.waiting.delete(machineId);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      set.add(done);
+    });
+  }
+
+  /** Wakes the polls of `machineId`'s agent (a job was queued for it). */
+  notify(machineId: string): void {
+    this.versions.set(machineId, this.version(machineId) + 1);
+    for (const done of [...(this.waiting.get(machineId) ?? [])]) done();
+  }
+
+  /** True once the server is closing (a woken poll answers at once). */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Wakes every poll, now and later: the server is closing. */
+  close(): void {
+    this.closed = true;
+    for (const set of [...this.waiting.values()]) for (const done of [...set]) done();
+  }
+}
