@@ -18,7 +18,7 @@ export const ErrorSchema = { $id: 'Error', type: 'object', required: ['code', 'm
 export interface ApiErrorBody { code: string; message: string }
 
 export const ROLE_NAMES = ['provider-admin', 'provider-operator', 'customer-admin', 'customer-viewer'] as const;
-export const RIGHT_NAMES = ['read', 'manage', 'backup'] as const;
+export const RIGHT_NAMES = ['read', 'manage', 'backup', 'enroll'] as const;
 
 export const CustomerSchema = {
   $id: 'Customer', type: 'object', required: ['id', 'name', 'created_at'],
@@ -256,6 +256,20 @@ export const ReportResultSchema = {
   properties: { state: { type: 'string', enum: ['succeeded', 'failed'] }, result: { type: 'object' }, error: { type: 'string', minLength: 1, maxLength: 8192 } },
 } as const;
 export interface ReportResultRequest { state: 'succeeded' | 'failed'; result?: Record<string, unknown>; error?: string }
+
+/** An agent registers its machine: `name` (its hostname), and the disk safe's name when not the default `NAME-` and 8 random hex digits. */
+export const EnrollSchema = {
+  type: 'object', additionalProperties: false, required: ['name'],
+  properties: { name: { type: 'string', minLength: 1, maxLength: 253 }, safe_name: { type: 'string', pattern: SAFE_NAME_PATTERN } },
+} as const;
+export interface EnrollRequest { name: string; safe_name?: string }
+
+/** The new machine, its disk safe, and the machine's agent token (its secret shown this once). */
+export const EnrolledSchema = {
+  type: 'object', required: ['machine', 'safe', 'token', 'secret'],
+  properties: { machine: { $ref: 'Machine#' }, safe: { $ref: 'Safe#' }, token: { $ref: 'Token#' }, secret: str },
+} as const;
+export interface EnrolledBody { machine: MachineBody; safe: SafeBody; token: TokenBody; secret: string }
 
 /** The path parameter of every route about one record. */
 export const IdParamsSchema = { type: 'object', required: ['id'], properties: { id } } as const;

@@ -146,6 +146,41 @@ databaseSuites('jobs and the agent\'s job channel', (fx) => {
   });
 });
 
+databaseSuites('enrolment', (fx) => {
+  let t: TestServer;
+  after(() => t.stop());
+
+  it('makes the machine, its disk safe and its agent token together, with a customer\'s enroll token only', async () => {
+    t = await setUp(await fx.newUrl());
+    const mk = async (path: string, body: unknown) => (await t.call('POST', path, { token: t.adminToken, body })).body;
+    const acme = (await mk('/api/v1/customers', { name: 'Acme' })).id;
+    const enrolToken = (await mk('/api/v1/tokens', { customer_id: acme, name: 'installer', rights: ['enroll'] })).secret;
+    const manageToken = (await mk('/api/v1/tokens', { customer_id: acme, name: 'ops', rights: ['read', 'manage'] })).secret;
+    for (const token of [t.adminToken, manageToken]) {
+      const r = await t.call('POST', '/api/v1/agent/enroll', { token, body: { name: 'db1' } });
+      assert.equal(r.status, 403, r.text);
+    }
+    const r = await t.call('POST', '/api/v1/agent/enroll', { token: enrolToken, body: { name: 'DB1.example.com' } });
+    assert.equal(r.status, 201, r.text);
+    assert.equal(r.body.machine.name, 'DB1.example.com');
+    assert.equal(r.body.machine.customer_id, acme);
+    assert.match(r.body.safe.name, /^db1\.example\.com-[0-9a-f]{8}$/);
+    assert.equal(r.body.safe.machine_id, r.body.machine.id);
+    assert.deepEqual(r.body.token.rights, ['backup']);
+    assert.equal(r.body.token.machine_id, r.body.machine.id);
+    assert.equal((await t.call('GET', '/api/v1/agent/jobs/next', { token: r.body.secret })).status, 204, 'the new token is the machine\'s agent');
+    assert.equal((await t.call('GET', '/api/v1/machines', { token: enrolToken })).status, 403, 'the enroll token reads nothing');
+    const again = await t.call('POST', '/api/v1/agent/enroll', { token: enrolToken, body: { name: 'DB1.example.com' } });
+    assert.equal(again.status, 409, again.text);
+    const taken = await t.call('POST', '/api/v1/agent/enroll', { token: enrolToken, body: { name: 'db2', safe_name: r.body.safe.name } });
+    assert.equal(taken.status, 409, taken.text);
+    const safes = (await t.call('GET', '/api/v1/safes', { token: t.adminToken })).body as unknown[];
+    const machines = (await t.call('GET', '/api/v1/machines', { token: t.adminToken })).body as { name: string }[];
+    assert.equal(safes.length, 1, 'a refused enrolment leaves nothing half-made');
+    assert.deepEqual(machines.map((m) => m.name), ['DB1.example.com'], 'the machine of an enrolment whose safe name was taken is not kept');
+  });
+});
+
 databaseSuites('a silent agent\'s job', (fx) => {
   let t: TestServer;
   after(() => t.stop());

@@ -18,9 +18,11 @@ export const isCustomerRole = (r: Role): boolean => r === 'customer-admin' || r 
 /**
  * What an API token may do: `read` the customer's records through the API,
  * `manage` them (create, revoke), `backup` add to and read its disk safes
- * over the repository protocol (never delete or overwrite).
+ * over the repository protocol (never delete or overwrite), `enroll` register
+ * a new machine of its customer with a disk safe and get the machine's agent
+ * token (POST /api/v1/agent/enroll; nothing else).
  */
-export const TOKEN_RIGHTS = ['read', 'manage', 'backup'] as const;
+export const TOKEN_RIGHTS = ['read', 'manage', 'backup', 'enroll'] as const;
 export type TokenRight = (typeof TOKEN_RIGHTS)[number];
 
 export interface CustomersTable {

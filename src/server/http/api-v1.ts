@@ -10,7 +10,7 @@ import type { FastifyError, FastifyPluginAsync } from 'fastify';
 import { authenticate, requirePasswordChanged } from '../services/auth.js';
 import type { ServiceContext } from '../services/context.js';
 import { ApiError, RateLimited } from '../services/errors.js';
-import { agentJobRoutes } from './agent-jobs.js';
+import { agentRoutes } from './agent-routes.js';
 import { auditRoutes } from './audit.js';
 import { authRoutes } from './auth-routes.js';
 import { customerRoutes } from './customers.js';
@@ -48,7 +48,7 @@ export const apiV1: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { 
 
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, () => app.swagger());
 
-  for (const routes of [authRoutes, customerRoutes, userRoutes, tokenRoutes, machineRoutes, safeRoutes, auditRoutes, jobRoutes, agentJobRoutes]) {
+  for (const routes of [authRoutes, customerRoutes, userRoutes, tokenRoutes, machineRoutes, safeRoutes, auditRoutes, jobRoutes, agentRoutes]) {
     await app.register(routes, { ctx });
   }
 };

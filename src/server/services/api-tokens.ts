@@ -35,8 +35,13 @@ export async function createToken(ctx: ServiceContext, p: Principal, req: Create
   }
   if (p.kind === 'token') throw new Forbidden('tokens are created by people: log in to create a token');
   requireManage(p);
+  if (req.expires_at !== undefined && !(Date.parse(req.expires_at) > ctx.now().getTime())) throw new BadRequest(`expires_at ${req.expires_at} is not in the future`);
+  return insertToken(ctx, p, req);
+}
+
+/** Mints token `req` (its secret returned this once), audited as `who`'s; the caller checked the rights. */
+export async function insertToken(ctx: ServiceContext, p: Principal, req: CreateTokenRequest): Promise<CreatedTokenBody> {
   const now = ctx.now();
-  if (req.expires_at !== undefined && !(Date.parse(req.expires_at) > now.getTime())) throw new BadRequest(`expires_at ${req.expires_at} is not in the future`);
   const minted = mintSecret('token');
   const row: ApiToken = {
     id: minted.id, name: req.name, secret_hash: minted.secretHash, customer_id: req.customer_id, machine_id: req.machine_id ?? null,

@@ -28,6 +28,11 @@ export async function createSafe(ctx: ServiceContext, p: Principal, req: CreateS
   if (req.quota_hard !== undefined && req.quota_soft !== undefined && req.quota_soft > req.quota_hard) {
     throw new BadRequest(`the soft quota (${req.quota_soft} bytes) is above the hard quota (${req.quota_hard} bytes)`);
   }
+  return insertSafe(ctx, p, req);
+}
+
+/** Adds disk safe `req.name` (Conflict when the name is taken), audited as `who`'s; the caller checked the rights and the machine. */
+export async function insertSafe(ctx: ServiceContext, who: Principal, req: CreateSafeRequest): Promise<SafeBody> {
   const id = randomUUID();
   const row: DiskSafe = {
     id, customer_id: req.customer_id, machine_id: req.machine_id ?? null, name: req.name, location: `safes/${id}`,
@@ -40,7 +45,7 @@ export async function createSafe(ctx: ServiceContext, p: Principal, req: CreateS
     if (isUniqueViolation(e)) throw new Conflict(`the disk safe name "${req.name}" is taken; choose another`);
     throw e;
   }
-  await audit(ctx, p, 'safe.create', row.id, row.customer_id);
+  await audit(ctx, who, 'safe.create', row.id, row.customer_id);
   return safeBody(row);
 }
 

@@ -25,14 +25,19 @@ export async function findMachine(ctx: ServiceContext, p: Principal, id: string)
 export async function createMachine(ctx: ServiceContext, p: Principal, req: CreateMachineRequest): Promise<MachineBody> {
   await requireCustomer(ctx, p, req.customer_id);
   requireManage(p);
-  const row: Machine = { id: randomUUID(), customer_id: req.customer_id, name: req.name, created_at: ctx.now().toISOString(), last_seen_at: null };
+  return insertMachine(ctx, p, req.customer_id, req.name);
+}
+
+/** Adds machine `name` of `customerId` (Conflict when the customer has one so named), audited as `who`'s; the caller checked the rights. */
+export async function insertMachine(ctx: ServiceContext, who: Principal, customerId: string, name: string): Promise<Machine> {
+  const row: Machine = { id: randomUUID(), customer_id: customerId, name, created_at: ctx.now().toISOString(), last_seen_at: null };
   try {
     await ctx.db.insertInto('machines').values(row).execute();
   } catch (e) {
-    if (isUniqueViolation(e)) throw new Conflict(`the customer has a machine named "${req.name}" already`);
+    if (isUniqueViolation(e)) throw new Conflict(`the customer has a machine named "${name}" already`);
     throw e;
   }
-  await audit(ctx, p, 'machine.create', row.id, row.customer_id);
+  await audit(ctx, who, 'machine.create', row.id, row.customer_id);
   return row;
 }
 

@@ -1,17 +1,21 @@
 /**
- * The agent's job channel (docs/format.md §2.6): agents connect out, the
- * server never connects to them. An agent long-polls for its machine's next
+ * The agent's routes (docs/format.md §2.6): enrolment with a customer's
+ * enroll token, then the job channel. Agents connect out, the server never
+ * connects to them. An agent long-polls for its machine's next
  * job, then reports events as they happen and the result at the end, all
  * with its machine-scoped token.
  */
 import type { FastifyPluginAsync } from 'fastify';
-import { IdParamsSchema, PollQuerySchema, ReportEventsSchema, ReportResultSchema, type PollQuery, type ReportEventsRequest, type ReportResultRequest } from '../../api/v1.js';
+import { EnrolledSchema, EnrollSchema, type EnrollRequest, IdParamsSchema, PollQuerySchema, ReportEventsSchema, ReportResultSchema, type PollQuery, type ReportEventsRequest, type ReportResultRequest } from '../../api/v1.js';
 import type { ServiceContext } from '../services/context.js';
+import { enroll } from '../services/enrolment.js';
 import { nextJob, reportEvents, reportResult } from '../services/jobs.js';
 import { NO_CONTENT, responses, who } from './route-kit.js';
 
-export const agentJobRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { ctx }) => {
+export const agentRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { ctx }) => {
   const tags = ['agent'];
+  app.post<{ Body: EnrollRequest }>('/agent/enroll', { schema: { tags, body: EnrollSchema, response: responses(201, EnrolledSchema) } },
+    async (req, reply) => reply.code(201).send(await enroll(ctx, who(req), req.body)));
   app.get<{ Querystring: PollQuery }>('/agent/jobs/next', { schema: { tags, querystring: PollQuerySchema, response: { ...responses(200, { $ref: 'Job#' }), 204: NO_CONTENT } } },
     async (req, reply) => {
       const job = await nextJob(ctx, who(req), req.query.wait ?? 0);
