@@ -117,7 +117,9 @@ function print(g: GlobalOptions, r: PruneReport, graceMs: number): void {
     say(g, `deleted now: ${would}delete ${s.packsDeleted} packs (${formatBytes(s.bytesFreed)}) and ${s.indexFilesDeleted} index files marked at least ${formatDurationMs(graceMs)} ago`);
     if (s.blobsRescued > 0) say(g, `  ${would}first copy ${s.blobsRescued} blobs (${formatBytes(s.bytesRescued)}) that snapshots written since still reference`);
   }
-  for (const w of s.markersWaiting) say(g, `waiting: marker ${w.marker.slice(0, 8)} becomes deletable at ${localIso(w.dueAt)} (${w.reason})`);
+  // In the order they become deletable, not the listing's (by name).
+  const waiting = [...s.markersWaiting].sort((a, b) => Date.parse(a.dueAt) - Date.parse(b.dueAt));
+  for (const w of waiting) say(g, `waiting: marker ${w.marker.slice(0, 8)} becomes deletable at ${localIso(w.dueAt)} (${w.reason})`);
   const m = r.mark;
   if (m.unusedPacks + m.repackedPacks === 0) {
     say(g, 'marked now: nothing (no unused packs' + (m.damagedPacks.length ? '; damaged packs left alone' : '') + ')');

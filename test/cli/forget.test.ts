@@ -117,6 +117,8 @@ describe('holdfast forget', () => {
     const dues = [...plain.stdout.matchAll(/waiting: marker \w+ becomes deletable at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \(grace period not over\)/g)].map((m) => Date.parse(m[1]!) - Date.parse(at[1]!));
     assert.ok(dues.includes(50 * 60_000), `a plain prune does not count 1h from the marker:\n${plain.stdout}`);
     assert.ok(!dues.includes(0), plain.stdout);
+    // In time order (they were in the order of the markers' names).
+    assert.deepEqual(dues, [...dues].sort((a, b) => a - b), plain.stdout);
   });
 
   it('with no policy removes nothing; unlimited counts work', async () => {
