@@ -10,7 +10,7 @@ import { parseSize } from '../core/size.js';
 import { scanTotals } from '../jobs/backup/scan-totals.js';
 import { commandOutput } from '../sources/command-output.js';
 import type { Repository } from '../repo/repository.js';
-import { collect, compressionMode, formatBytes, formatDuration, globals, processPool, say, snapshotsOf, verboseItem, warn, type GlobalOptions } from './context.js';
+import { collect, compressionMode, formatBytes, formatDuration, globals, plural, processPool, say, snapshotsOf, verboseItem, warn, type GlobalOptions } from './context.js';
 import { findParent } from '../jobs/snapshots/select.js';
 import { backupSession, parseTime, splitTags } from './backup-session.js';
 import { backupTargets } from './backup-targets.js';
@@ -201,7 +201,7 @@ function report(g: GlobalOptions, r: BackupResult): void {
   say(g, `Files:       ${s.filesNew} new, ${s.filesChanged} changed, ${s.filesUnchanged} unchanged`);
   say(g, `Dirs:        ${s.dirs}`);
   say(g, `${r.id === undefined ? 'Would add:' : 'Added:    '}   ${formatBytes(s.dataAdded)} (${formatBytes(s.dataAddedStored)} stored)`);
-  say(g, `Processed:   ${s.filesNew + s.filesChanged + s.filesUnchanged} files, ${formatBytes(s.totalBytes)} in ${formatDuration(seconds)}`);
+  say(g, `Processed:   ${plural(s.filesNew + s.filesChanged + s.filesUnchanged, 'file')}, ${formatBytes(s.totalBytes)} in ${formatDuration(seconds)}`);
   const incomplete = r.snapshot.incomplete ? `, INCOMPLETE: ${s.errors} file(s) could not be read (see warnings)` : '';
   if (r.id === undefined) say(g, `dry run: nothing was written${incomplete}`);
   else say(g, `snapshot ${r.id.slice(0, 8)} saved${incomplete}`);

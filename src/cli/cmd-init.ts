@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { Repository } from '../repo/repository.js';
 import type { CompressionMode } from '../core/compress.js';
-import { backendFor, closeWithCommand, compressionMode, globals, openSourceStore, say, warn, type GlobalOptions } from './context.js';
+import { backendFor, closeWithCommand, compressionMode, globals, openSourceStore, plural, say, warn, type GlobalOptions } from './context.js';
 import { getNewPassword, getPassword, passwordOrigin, withPassword } from './password.js';
 import { WrongPasswordError } from '../repo/errors.js';
 import { readKeyHint, saveKeyHint } from './key-hint.js';
@@ -41,7 +41,8 @@ export function register(program: Command): void {
       saveKeyHint(repo.config.id, repo.keyId);
       say(g, `created holdfast repository ${repo.config.id.slice(0, 10)} at ${backend.location}`);
       if (source) say(g, `it shares the master key and chunker parameters of ${source.config.id.slice(0, 10)} at ${source.backend.location}: "holdfast copy" moves snapshots between the two without a password`);
-      if (foreign > 0) warn(`${backend.location} was not empty (${foreign} ${foreign === 1 ? 'entry' : 'entries'}); the repository is created beside them, and holdfast leaves them alone`);
+      const them = foreign === 1 ? 'it' : 'them';
+      if (foreign > 0) warn(`${backend.location} was not empty (${plural(foreign, 'entry', 'entries')}); the repository is created beside ${them}, and holdfast leaves ${them} alone`);
       say(g, 'keep the password safe: losing it means losing the data in the repository');
       if (opts.appendOnly) say(g, 'append-only: clients cannot remove anything; make the storage enforce it too (docs/format.md, "Append-only repositories")');
     });

@@ -134,6 +134,14 @@ describe('not a repository, or a newer one', () => {
     assert.match(r.stderr, /warning: local:\S*full was not empty \(2 entries\); the repository is created beside them/);
     assert.equal(await fs.readFile(join(full, 'notes.txt'), 'utf8'), 'mine\n');
     await s.ok(['snapshots'], { env: { HOLDFAST_REPOSITORY: full } });
+    // One entry is one, and "it" (it said "(1 entry); the repository is created beside them").
+    const one = s.path('one');
+    await fs.mkdir(one);
+    await fs.writeFile(join(one, 'notes.txt'), 'mine\n');
+    const single = await s.ok(['init'], { env: { HOLDFAST_REPOSITORY: one } });
+    assert.match(single.stderr, /was not empty \(1 entry\); the repository is created beside it, and holdfast leaves it alone\n$/);
+    // "Processed:   1 files" was the backup's summary of one file.
+    assert.match((await s.ok(['backup', join(one, 'notes.txt')], { env: { HOLDFAST_REPOSITORY: one } })).stdout, /^Processed: +1 file, 5 B in /m);
     // A folder that is empty, or not there yet, gets no warning.
     await fs.mkdir(s.path('bare'));
     for (const dir of [s.path('bare'), s.path('new')]) assert.equal((await s.ok(['init'], { env: { HOLDFAST_REPOSITORY: dir } })).stderr, '');
