@@ -6,10 +6,14 @@
  * names never get here: the tree decoder refuses such a tree as damaged.
  */
 import type { TreeNode } from '../repo/tree.js';
+import type { OperationOptions } from '../storage/backend.js';
+import { io } from '../repo/objects.js';
 
 /** What the walker needs from a repository. */
+/** What a walk reads trees through (a `Repository`). */
 export interface TreeLoader {
-  loadTree(id: string): Promise<TreeNode[]>;
+  /** Loads and decodes one tree; `opts.signal` ends the read with its reason. */
+  loadTree(id: string, opts?: OperationOptions): Promise<TreeNode[]>;
 }
 
 export interface WalkEntry {
@@ -33,6 +37,8 @@ export interface WalkOptions {
    * ends the walk.
    */
   readonly onTreeError?: (entry: WalkEntry, error: unknown) => void;
+  /** Passed to every tree read: an abort ends the walk with its reason. */
+  readonly signal?: AbortSignal;
 }
 
 const DOT = Buffer.from('.');
@@ -112,7 +118,7 @@ export class PathBuffer {
  */
 export async function* walkTree(repo: TreeLoader, root: string, opts: WalkOptions = {}, dir: Buffer = SLASH): AsyncGenerator<WalkEntry> {
   const paths = new PathBuffer(dir);
-  const stack: Frame[] = [{ nodes: await repo.loadTree(root), next: 0, dirLen: dir.length, depth: 1 }];
+  const stack: Frame[] = [{ nodes: await repo.loadTree(root, io(opts)), next: 0, dirLen: dir.length, depth: 1 }];
   while (stack.length > 0) {
     const f = stack[stack.length - 1]!;
     if (f.next === f.nodes.length) {
@@ -138,9 +144,9 @@ export async function* walkTree(repo: TreeLoader, root: string, opts: WalkOption
 /** A directory's listing, or none when it cannot be loaded and `onTreeError` takes the error. */
 async function listing(repo: TreeLoader, id: string, entry: WalkEntry, opts: WalkOptions): Promise<TreeNode[]> {
   try {
-    return await repo.loadTree(id);
+    return await repo.loadTree(id, io(opts));
   } catch (e) {
-    if (!opts.onTreeError) throw e;
+    if (!opts.onTreeError || opts.signal?.aborted) throw e;
     opts.onTreeError(entry, e);
     return [];
   }

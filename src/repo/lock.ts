@@ -52,8 +52,9 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { sha256 } from '../core/crypto.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { localIso } from '../core/local-time.js';
-import { AlreadyExistsError, NotFoundError, ObjectTooLargeError, type Backend, type Handle } from '../storage/backend.js';
+import { AlreadyExistsError, NotFoundError, ObjectTooLargeError, type Backend, type Handle, type OperationOptions } from '../storage/backend.js';
 import type { ErrorCode } from '../core/errors.js';
 
 /** How often a held lock is rewritten (docs/decisions.md, "Locks"). */
@@ -157,6 +158,12 @@ export interface LockOptions {
   readonly heartbeatMs?: number;
   /** Tests only: staleness timeout. */
   readonly staleAfterMs?: number;
+  /**
+   * Ends the taking of the lock (its reads, its write, the wait for others'
+   * locks) with the signal's reason. The lock once held is not tied to it:
+   * its heartbeats and its release go on until `release`.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** A held lock. */
@@ -314,19 +321,24 @@ export function decodeLock(bytes: Buffer, name: string): LockInfo {
   return r as unknown as LockInfo;
 }
 
+/** The options of a storage call that passes on the caller's signal (objects.ts has the same `io`; it imports this module). */
+function io(opts: OperationOptions): OperationOptions {
+  return opts.signal ? { signal: opts.signal } : {};
+}
+
 const tooBig = (size: number): string => `${size} bytes, more than a lock may hold (${MAX_LOCK_BYTES}): not read`;
 
 /** Every lock object, read and checked. Locks removed while listing are left out. */
-export async function listLocks(backend: Backend): Promise<LockEntry[]> {
+export async function listLocks(backend: Backend, opts: OperationOptions = {}): Promise<LockEntry[]> {
   const out: LockEntry[] = [];
-  for await (const info of backend.list('lock')) {
+  for await (const info of backend.list('lock', io(opts))) {
     if (info.size > MAX_LOCK_BYTES) {
       out.push({ name: info.name, error: tooBig(info.size) });
       continue;
     }
     let bytes: Buffer;
     try {
-      bytes = await backend.load(lockHandle(info.name), { maxBytes: MAX_LOCK_BYTES });
+      bytes = await backend.load(lockHandle(info.name), { ...io(opts), maxBytes: MAX_LOCK_BYTES });
     } catch (e) {
       if (e instanceof NotFoundError) continue; // released or refreshed meanwhile
       if (e instanceof ObjectTooLargeError) { // larger than its listing said
@@ -344,11 +356,12 @@ export async function listLocks(backend: Backend): Promise<LockEntry[]> {
   return out;
 }
 
-async function removeQuietly(backend: Backend, name: string): Promise<boolean> {
+async function removeQuietly(backend: Backend, name: string, opts: OperationOptions = {}): Promise<boolean> {
   try {
-    await backend.remove(lockHandle(name));
+    await backend.remove(lockHandle(name), io(opts));
     return true;
   } catch {
+    opts.signal?.throwIfAborted();
     return false; // gone already, or the storage refuses (append-only): a stale lock does not block anyway
   }
 }
@@ -367,7 +380,7 @@ async function conflicts(backend: Backend, entries: readonly LockEntry[], opts: 
       continue;
     }
     if (staleReason(e.lock, opts.machine, now, staleAfterMs) !== undefined) {
-      if (clear) await removeQuietly(backend, e.name);
+      if (clear) await removeQuietly(backend, e.name, io(opts));
       continue;
     }
     if (opts.exclusive || e.lock.exclusive) blocking.push(e);
@@ -381,14 +394,22 @@ export async function acquireLock(backend: Backend, opts: LockOptions): Promise<
   const staleAfterMs = opts.staleAfterMs ?? STALE_AFTER_MS;
   const deadline = Date.now() + (opts.waitMs ?? 0);
   for (let pause = 100; ; pause = Math.min(pause * 2, 5000)) {
-    const blocking = await conflicts(backend, await listLocks(backend), opts, new Set(), staleAfterMs, true);
+    const blocking = await conflicts(backend, await listLocks(backend, io(opts)), opts, new Set(), staleAfterMs, true);
     if (blocking.length === 0) break;
     if (Date.now() >= deadline) throw new LockedError(blocking, opts.exclusive);
-    await new Promise((r) => setTimeout(r, Math.min(pause, Math.max(10, deadline - Date.now()))));
+    await sleep(Math.min(pause, Math.max(10, deadline - Date.now())), undefined, io(opts)).catch((e: unknown) => {
+      throw opts.signal?.aborted ? opts.signal.reason : e;
+    });
   }
   const lock = new HeldLock(backend, opts, heartbeatMs, staleAfterMs);
-  await lock.write();
-  const raced = await conflicts(backend, await listLocks(backend), opts, new Set([lock.name]), staleAfterMs, false);
+  let raced: LockEntry[];
+  try {
+    await lock.write(io(opts));
+    raced = await conflicts(backend, await listLocks(backend, io(opts)), opts, new Set([lock.name]), staleAfterMs, false);
+  } catch (e) {
+    await lock.release(); // a failed or aborted write may still have reached the storage
+    throw e;
+  }
   if (raced.length > 0) {
     await lock.release();
     throw new LockedError(raced, opts.exclusive);
@@ -418,7 +439,7 @@ class HeldLock implements RepositoryLock {
   }
 
   /** Writes a lock object with a fresh heartbeat; returns the name of the one it replaces. */
-  async write(): Promise<string> {
+  async write(opts: OperationOptions = {}): Promise<string> {
     const now = Date.now();
     const info: LockInfo = {
       version: LOCK_VERSION,
@@ -434,9 +455,12 @@ class HeldLock implements RepositoryLock {
     const previous = this.name;
     if (name !== previous) {
       try {
-        await this.backend.save(lockHandle(name), bytes);
+        await this.backend.save(lockHandle(name), bytes, io(opts));
       } catch (e) {
-        if (!(e instanceof AlreadyExistsError)) throw e;
+        if (!(e instanceof AlreadyExistsError)) {
+          if (!previous) this.name = name; // the first write: a release after it failed or was aborted removes what may have reached the storage
+          throw e;
+        }
       }
     }
     this.name = name;
@@ -508,18 +532,18 @@ export function unlockRemoves(e: LockEntry, machine: ProcessIdentity | undefined
  * `holdfast unlock`: removes stale, suspect and unreadable locks, or every
  * lock with `all`. Returns what it removed and what it left.
  */
-export async function removeLocks(backend: Backend, opts: { all?: boolean; machine?: ProcessIdentity; staleAfterMs?: number } = {}): Promise<{ removed: LockEntry[]; kept: LockEntry[] }> {
+export async function removeLocks(backend: Backend, opts: OperationOptions & { all?: boolean; machine?: ProcessIdentity; staleAfterMs?: number } = {}): Promise<{ removed: LockEntry[]; kept: LockEntry[] }> {
   const now = Date.now();
   const removed: LockEntry[] = [];
   const kept: LockEntry[] = [];
-  for (const e of await listLocks(backend)) {
+  for (const e of await listLocks(backend, io(opts))) {
     const remove = opts.all || unlockRemoves(e, opts.machine, now, opts.staleAfterMs);
     if (!remove) {
       kept.push(e);
       continue;
     }
     try {
-      await backend.remove(lockHandle(e.name));
+      await backend.remove(lockHandle(e.name), io(opts));
       removed.push(e);
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw err;

@@ -3,6 +3,7 @@
  * name is the SHA-256 of its bytes, save one under that name (docs/format.md
  * §2.1), read the config. The one place these rules are written: the store,
  * the keyed repository, its writers and the snapshot fence all use them.
+ * Each passes the caller's `signal` to every backend call it makes.
  */
 import { sha256 } from '../core/crypto.js';
 import {
@@ -15,6 +16,11 @@ import { MAX_PACK_BYTES } from './pack.js';
 
 /** A handle. */
 export const handleOf = (type: ObjectType, name: string): Handle => ({ type, name });
+
+/** The options of a backend call that passes on the caller's signal (absent when there is none). */
+export function io(opts: OperationOptions): OperationOptions {
+  return opts.signal ? { signal: opts.signal } : {};
+}
 
 /**
  * The most bytes an object of each type is read whole with
@@ -50,8 +56,8 @@ export async function loadBounded(backend: Backend, h: Handle, what: string, opt
 }
 
 /** Loads an object and checks its name is the SHA-256 of its bytes; `CorruptObjectError` otherwise. */
-export async function loadChecked(backend: Backend, h: Handle, what: string): Promise<Buffer> {
-  const bytes = await loadBounded(backend, h, what);
+export async function loadChecked(backend: Backend, h: Handle, what: string, opts: OperationOptions = {}): Promise<Buffer> {
+  const bytes = await loadBounded(backend, h, what, io(opts));
   if (sha256(bytes).toString('hex') !== h.name) throw new CorruptObjectError(what, 'checksum of stored bytes does not match its name');
   return bytes;
 }
@@ -74,19 +80,19 @@ const SAVE_ATTEMPTS = 3;
 export async function saveAddressed(backend: Backend, type: ObjectType, bytes: Buffer, opts: OperationOptions & { name?: string } = {}): Promise<string> {
   const name = opts.name ?? sha256(bytes).toString('hex');
   const h = handleOf(type, name);
-  const io = opts.signal ? { signal: opts.signal } : {};
+  const o = io(opts);
   for (let attempt = 1; ; attempt++) {
     try {
-      await backend.save(h, bytes, io);
+      await backend.save(h, bytes, o);
       return name;
     } catch (e) {
       if (!(e instanceof AlreadyExistsError)) throw e;
     }
     try {
       // Another size cannot be these bytes, and is not read: a planted object may be of any size.
-      const held = await backend.stat(h, io);
+      const held = await backend.stat(h, o);
       if (held === undefined) throw new NotFoundError(h);
-      if (held.size === bytes.length && (await backend.load(h, io)).equals(bytes)) return name;
+      if (held.size === bytes.length && (await backend.load(h, o)).equals(bytes)) return name;
     } catch (e) {
       if (e instanceof NotFoundError && attempt < SAVE_ATTEMPTS) continue; // removed meanwhile: save it again
       throw e;
@@ -99,9 +105,9 @@ export async function saveAddressed(backend: Backend, type: ObjectType, bytes: B
  * The config's bytes and what they say, not yet authenticated (a keyed
  * client checks its MAC); `NotARepositoryError` when there is none.
  */
-export async function readConfig(backend: Backend): Promise<{ bytes: Buffer; config: RepoConfig }> {
+export async function readConfig(backend: Backend, opts: OperationOptions = {}): Promise<{ bytes: Buffer; config: RepoConfig }> {
   try {
-    const bytes = await loadBounded(backend, handleOf('config', 'config'), 'config');
+    const bytes = await loadBounded(backend, handleOf('config', 'config'), 'config', io(opts));
     return { bytes, config: decodeConfig(bytes) };
   } catch (e) {
     if (e instanceof NotFoundError) throw new NotARepositoryError(backend.location);
@@ -110,9 +116,9 @@ export async function readConfig(backend: Backend): Promise<{ bytes: Buffer; con
 }
 
 /** Every object name of a type with its size. */
-export async function listObjects(backend: Backend, type: ObjectType): Promise<Map<string, number>> {
+export async function listObjects(backend: Backend, type: ObjectType, opts: OperationOptions = {}): Promise<Map<string, number>> {
   const out = new Map<string, number>();
-  for await (const info of backend.list(type)) out.set(info.name, info.size);
+  for await (const info of backend.list(type, io(opts))) out.set(info.name, info.size);
   return out;
 }
 
@@ -123,12 +129,12 @@ export async function listObjects(backend: Backend, type: ObjectType): Promise<M
  * the replacement first), so the type is listed again, up to a few times,
  * until no listed object has vanished: the caller then has the replacement.
  */
-export async function loadEvery<T>(backend: Backend, type: ObjectType, load: (name: string) => Promise<T | undefined>): Promise<Map<string, T>> {
+export async function loadEvery<T>(backend: Backend, type: ObjectType, load: (name: string) => Promise<T | undefined>, opts: OperationOptions = {}): Promise<Map<string, T>> {
   const out = new Map<string, T>();
   const seen = new Set<string>();
   for (let round = 0; round < 8; round++) {
     let vanished = false;
-    for await (const info of backend.list(type)) {
+    for await (const info of backend.list(type, io(opts))) {
       if (seen.has(info.name)) continue;
       seen.add(info.name);
       try {

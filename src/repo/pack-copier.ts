@@ -13,10 +13,10 @@
  * a name `avoid` does not reject and that no object took meanwhile.
  */
 import { sha256 } from '../core/crypto.js';
-import type { Backend } from '../storage/backend.js';
+import type { Backend, OperationOptions } from '../storage/backend.js';
 import type { IndexedPack } from './index-file.js';
 import { NameTakenError } from './errors.js';
-import { saveAddressed } from './objects.js';
+import { io, saveAddressed } from './objects.js';
 import { PACK_TRAILER_BYTES, PackWriter, type PackedBlob } from './pack.js';
 
 /** Offset of the first entry's reserved field within the header: version (1) + count (4) + type (1) + flags (1). */
@@ -34,8 +34,8 @@ export class PackCopier {
   /** The first save that failed: every later call throws it. */
   private failure: { error: unknown } | undefined;
 
-  /** `avoid(name)` is true for names a copy must not get: every pack that exists. */
-  constructor(private readonly backend: Backend, private readonly packSize: number, private readonly avoid: (name: string) => boolean) {
+  /** `avoid(name)` is true for names a copy must not get: every pack that exists; `opts.signal` is passed to every save. */
+  constructor(private readonly backend: Backend, private readonly packSize: number, private readonly avoid: (name: string) => boolean, private readonly opts: OperationOptions = {}) {
     this.writer = this.newWriter();
   }
 
@@ -78,7 +78,7 @@ export class PackCopier {
       const name = sha256(bytes).toString('hex');
       if (this.avoid(name)) continue;
       try {
-        return await saveAddressed(this.backend, 'data', bytes, { name });
+        return await saveAddressed(this.backend, 'data', bytes, { ...io(this.opts), name });
       } catch (e) {
         if (!(e instanceof NameTakenError)) throw e;
       }

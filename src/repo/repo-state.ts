@@ -8,6 +8,7 @@ import { condemnedPacks, type DeletionMarker } from './deletion-marker.js';
 import { entryKey, recordKey, sameEntry, type BlobLocation, type IndexFile, type IndexedPack, type MasterIndex } from './index-file.js';
 import type { PackedBlob } from './pack.js';
 import type { Loaded, Store } from './store.js';
+import type { OperationOptions } from '../storage/backend.js';
 
 /** Copies of a blob checked one by one before `RepoState` keys them. */
 const SCAN_COPIES = 8;
@@ -70,10 +71,10 @@ export class RepoState {
     for (const m of markers.ok.values()) for (const p of m.packs) this.describe(p);
   }
 
-  static async load(repo: Store): Promise<RepoState> {
-    const markers = await repo.loadMarkers();
-    const index = await repo.loadIndexFiles();
-    const packs = await repo.list('data');
+  static async load(repo: Store, opts: OperationOptions = {}): Promise<RepoState> {
+    const markers = await repo.loadMarkers(opts);
+    const index = await repo.loadIndexFiles(opts);
+    const packs = await repo.list('data', opts);
     return new RepoState(markers, index, packs);
   }
 
@@ -150,8 +151,8 @@ export class RepoState {
   }
 
   /** Reads a pack's header and `confirm`s it; throws `CorruptObjectError` when it does not parse. */
-  async readHeader(repo: Store, pack: string): Promise<PackedBlob[]> {
-    const blobs = await repo.readPackHeader(pack, this.packs.get(pack)!);
+  async readHeader(repo: Store, pack: string, opts: OperationOptions = {}): Promise<PackedBlob[]> {
+    const blobs = await repo.readPackHeader(pack, this.packs.get(pack)!, opts);
     this.confirm({ pack, blobs });
     return blobs;
   }

@@ -240,7 +240,7 @@ export class RepositoryWriter {
     for await (const info of this.target.store.backend.list('data', this.io)) {
       if (this.target.index.packs.has(info.name) || own.has(info.name)) continue;
       try {
-        const blobs = await this.target.store.readPackHeader(info.name, info.size);
+        const blobs = await this.target.store.readPackHeader(info.name, info.size, this.io);
         this.unindexed.push({ pack: info.name, blobs });
         found++;
       } catch (e) {
@@ -261,6 +261,6 @@ export class RepositoryWriter {
   async saveSnapshot(s: Snapshot): Promise<string> {
     this.signal?.throwIfAborted();
     const t = this.target;
-    return commitSnapshot({ store: t.store, index: t.index, commitWindowMs: t.commitWindowMs }, s.blobs, t.sealSnapshot(s));
+    return commitSnapshot({ store: t.store, index: t.index, commitWindowMs: t.commitWindowMs }, s.blobs, t.sealSnapshot(s), this.io);
   }
 }

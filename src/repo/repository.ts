@@ -10,8 +10,13 @@
  *   w     = repo.newWriter({ compression, signal })
  *   w.saveBlob / w.addPrepared / w.saveTree … w.flush(); w.saveSnapshot(s)
  *   repo.close()                      zeroes the keys; idempotent
+ *
+ * Every method that reads or writes storage takes `{ signal }` (the
+ * options' `signal` for `init` and `open`) and passes it to each backend
+ * call: an abort ends it with the signal's reason.
  */
-import { NotFoundError, ShortReadError, type Backend } from '../storage/backend.js';
+import { NotFoundError, ShortReadError, type Backend, type OperationOptions } from '../storage/backend.js';
+import { abortable } from '../core/abortable.js';
 import { AuthenticationError, macKey, masterKeyFrom, masterKeyId, newMasterKey, describeScrypt, DEFAULT_SCRYPT_PARAMS, wipeMasterKey, type MasterKey, type ScryptParams } from '../core/crypto.js';
 import type { CompressionMode } from '../core/compress.js';
 import { DEFAULT_CHUNKER_PARAMS, FastCDC, gearTable, validateChunkerParams, type ChunkerParams } from '../core/chunker.js';
@@ -23,7 +28,7 @@ import { MasterIndex, type BlobLocation, type IndexFile } from './index-file.js'
 import { authenticateSnapshot, decodeSnapshot, encodeSnapshot, type Snapshot } from './snapshot.js';
 import { commitWindowMs, condemnedPacks, DEFAULT_MIN_GRACE_MS, type DeletionMarker } from './deletion-marker.js';
 import { RepositoryWriter, type WriterOptions } from './repository-writer.js';
-import { handleOf, loadBounded, loadChecked, loadEvery, saveAddressed } from './objects.js';
+import { handleOf, io, loadBounded, loadChecked, loadEvery, saveAddressed } from './objects.js';
 import { isDamage, oldestFirst, Store, type Loaded, type SnapshotList } from './store.js';
 import { decodeTree, type ContentEntry, type TreeNode } from './tree.js';
 import { BlobNotFoundError, CorruptObjectError, UnsupportedVersionError, WrongPasswordError } from './errors.js';
@@ -32,7 +37,7 @@ import { BlobNotFoundError, CorruptObjectError, UnsupportedVersionError, WrongPa
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
 const PACK_CACHE_ENTRIES = 8;
 
-export interface InitOptions {
+export interface InitOptions extends OperationOptions {
   readonly compression?: CompressionMode;
   readonly chunker?: ChunkerParams;
   readonly packSize?: number;
@@ -44,7 +49,7 @@ export interface InitOptions {
   readonly minGraceMs?: number;
 }
 
-export interface OpenOptions {
+export interface OpenOptions extends OperationOptions {
   /**
    * The key file to try first, given the repository's id: the one that
    * opened it last time on this machine (a local hint, never stored in the
@@ -76,9 +81,9 @@ interface IndexSources {
   readonly files: Loaded<IndexFile>;
 }
 
-async function loadIndexSources(store: Store): Promise<IndexSources> {
-  const markers = await store.loadMarkers();
-  return { markers, files: await store.loadIndexFiles() };
+async function loadIndexSources(store: Store, opts: OperationOptions): Promise<IndexSources> {
+  const markers = await store.loadMarkers(opts);
+  return { markers, files: await store.loadIndexFiles(opts) };
 }
 
 /** One key file, as `key list` shows it. */
@@ -88,6 +93,13 @@ export interface KeyInfo {
   readonly file?: KeyFile;
   readonly problem?: string;
   readonly current: boolean;
+}
+
+/** A read of a whole metadata pack, shared by the callers who need it while it is cached. */
+interface CachedRead {
+  readonly bytes: Promise<Buffer>;
+  /** The signal of the caller who started it. */
+  readonly signal: AbortSignal | undefined;
 }
 
 /** What tells one copy of a blob from another. */
@@ -100,7 +112,7 @@ export class Repository {
   /** Every blob's location, as loaded (`loadIndex`) and as this repository's writers store packs. */
   readonly index = new MasterIndex();
   /** Recently read metadata packs (whole), so walking trees costs one read per pack, not per tree. */
-  private readonly packCache = new Map<string, Promise<Buffer>>();
+  private readonly packCache = new Map<string, CachedRead>();
   private readonly blobKeys: BlobKeys;
   /** Key of the snapshots' MACs. */
   private readonly snapshotMacKey: Buffer;
@@ -155,7 +167,7 @@ export class Repository {
    * the two without the key (docs/format.md §3.7). Its own id, compression
    * and append-only flag are its own.
    */
-  async initSharingKey(backend: Backend, password: Password, opts: Pick<InitOptions, 'compression' | 'appendOnly' | 'scrypt' | 'minGraceMs'> = {}): Promise<Repository> {
+  async initSharingKey(backend: Backend, password: Password, opts: Pick<InitOptions, 'compression' | 'appendOnly' | 'scrypt' | 'minGraceMs' | 'signal'> = {}): Promise<Repository> {
     const key = masterKeyFrom(Buffer.from(this.key.encryption), Buffer.from(this.key.id), Buffer.from(this.key.chunker));
     const c = this.config;
     try {
@@ -168,16 +180,18 @@ export class Repository {
   }
 
   /** Stores `config` and one key file wrapping `key` for `password` in a new repository at `backend`. */
-  private static async create(backend: Backend, password: Password, config: RepoConfig, key: MasterKey, opts: Pick<InitOptions, 'scrypt' | 'minGraceMs'>): Promise<Repository> {
-    const existing = await backend.stat(handleOf('config', 'config')).catch(() => undefined);
+  private static async create(backend: Backend, password: Password, config: RepoConfig, key: MasterKey, opts: Pick<InitOptions, 'scrypt' | 'minGraceMs' | 'signal'>): Promise<Repository> {
+    const existing = await backend.stat(handleOf('config', 'config'), io(opts)).catch(() => undefined);
+    opts.signal?.throwIfAborted(); // the stat's failure is passed over, an abort is not
     if (existing) throw new Error(`a repository exists already at ${backend.location}`);
-    await backend.create();
+    await backend.create(io(opts));
     const keyBytes = await wrapMasterKey(key, config.id, password, opts.scrypt ?? DEFAULT_SCRYPT_PARAMS);
-    const keyId = await saveAddressed(backend, 'key', keyBytes);
+    opts.signal?.throwIfAborted();
+    const keyId = await saveAddressed(backend, 'key', keyBytes, io(opts));
     const configKey = macKey(key, 'config');
     const configBytes = encodeConfig(config, configKey);
     configKey.fill(0);
-    await backend.save(handleOf('config', 'config'), configBytes);
+    await backend.save(handleOf('config', 'config'), configBytes, io(opts));
     return new Repository(Store.created(backend, config, configBytes), key, keyId, undefined, opts.minGraceMs);
   }
 
@@ -191,7 +205,7 @@ export class Repository {
    * cost are reached only when the password fits no other.
    */
   static async open(store: Store, password: Password, opts: OpenOptions = {}): Promise<Repository> {
-    const sources = opts.loadIndex === true ? loadIndexSources(store) : undefined;
+    const sources = opts.loadIndex === true ? loadIndexSources(store, io(opts)) : undefined;
     sources?.catch(() => undefined); // awaited once the key is known: a wrong password is said first
     const repo = await Repository.unlock(store, password, opts);
     if (sources) {
@@ -209,13 +223,13 @@ export class Repository {
   private static async unlock(store: Store, password: Password, opts: OpenOptions): Promise<Repository> {
     const { backend, config, configBytes: bytes } = store;
     const names: string[] = [];
-    for await (const info of backend.list('key')) names.push(info.name);
+    for await (const info of backend.list('key', io(opts))) names.push(info.name);
     const preferred = opts.preferKey?.(config.id);
     let damaged: Error | undefined;
     const load = async (name: string): Promise<KeyFile | undefined> => {
       const what = `key ${name}`;
       try {
-        return decodeKeyFile(await loadChecked(backend, handleOf('key', name), what), what);
+        return decodeKeyFile(await loadChecked(backend, handleOf('key', name), what, opts), what);
       } catch (e) {
         if (!(e instanceof CorruptObjectError || e instanceof NotFoundError || e instanceof UnsupportedVersionError)) throw e;
         damaged = e;
@@ -236,6 +250,7 @@ export class Repository {
       return new Repository(store, key, name, opts.onWarning, opts.minGraceMs);
     };
     const attempt = async (name: string, file: KeyFile): Promise<MasterKey | undefined> => {
+      opts.signal?.throwIfAborted(); // before a key derivation, which cannot be stopped once started
       const times = costTimes(file.kdf);
       if (times > 1) opts.onWarning?.(`key ${name}: scrypt ${describeScrypt(file.kdf)} costs ${times} times the default; trying it takes longer`);
       try {
@@ -319,8 +334,8 @@ export class Repository {
    * missing that are not; check and repair, which must go on, fill the
    * index through `RepoState.fill` instead.
    */
-  async loadIndex(): Promise<void> {
-    this.fillIndex(await loadIndexSources(this.store));
+  async loadIndex(opts: OperationOptions = {}): Promise<void> {
+    this.fillIndex(await loadIndexSources(this.store, opts));
   }
 
   private fillIndex({ markers, files }: IndexSources): void {
@@ -376,8 +391,8 @@ export class Repository {
    * chunks by their lengths before it reads them, and a planted entry met
    * first may claim any length. Reads nothing when the copies agree.
    */
-  async settleLengths(content: readonly ContentEntry[]): Promise<void> {
-    for (const c of content) if (typeof c === 'string' && this.index.lengthsDisagree(c)) await this.loadBlob(BlobType.Data, c);
+  async settleLengths(content: readonly ContentEntry[], opts: OperationOptions = {}): Promise<void> {
+    for (const c of content) if (typeof c === 'string' && this.index.lengthsDisagree(c)) await this.loadBlob(BlobType.Data, c, opts);
   }
 
   /** Every copy `copyFailed` was told of: its pack, blob id and why it could not be read. */
@@ -390,13 +405,13 @@ export class Repository {
    * read, the others are tried (`readCopy`, `copyFailed`); the error of the
    * last copy is thrown when none can.
    */
-  async loadBlob(type: BlobType, id: string): Promise<Buffer> {
+  async loadBlob(type: BlobType, id: string, opts: OperationOptions = {}): Promise<Buffer> {
     const what = type === BlobType.Tree ? 'tree' : 'blob';
     let copy = this.readCopy(id);
     if (!copy) throw new BlobNotFoundError(id, what);
     for (;;) {
       try {
-        return await this.loadCopy(type, copy, what);
+        return await this.loadCopy(type, copy, what, opts);
       } catch (e) {
         if (!(e instanceof CorruptObjectError)) throw e;
         const next = this.copyFailed(copy, e.message);
@@ -407,14 +422,14 @@ export class Repository {
   }
 
   /** Reads one copy of a blob; `CorruptObjectError` when it cannot be read or is not the blob. */
-  private async loadCopy(type: BlobType, loc: BlobLocation, what: string): Promise<Buffer> {
+  private async loadCopy(type: BlobType, loc: BlobLocation, what: string, opts: OperationOptions): Promise<Buffer> {
     const packWhat = `pack ${loc.pack}`;
     if (loc.type !== type) throw new CorruptObjectError(`${what} ${loc.id}`, `indexed as type ${loc.type}`);
     let sealed: Buffer;
     try {
-      if (type === BlobType.Data) sealed = await this.backend.load(handleOf('data', loc.pack), { offset: loc.offset, length: loc.length });
+      if (type === BlobType.Data) sealed = await this.backend.load(handleOf('data', loc.pack), { ...io(opts), offset: loc.offset, length: loc.length });
       else {
-        const pack = await this.cachedPack(loc.pack);
+        const pack = await this.cachedPack(loc.pack, opts.signal);
         if (loc.offset + loc.length > pack.length) throw new ShortReadError(handleOf('data', loc.pack), loc.offset + loc.length, pack.length);
         sealed = pack.subarray(loc.offset, loc.offset + loc.length);
       }
@@ -432,31 +447,50 @@ export class Repository {
   }
 
   /** A whole metadata pack, read once and kept while a few others are. */
-  private cachedPack(pack: string): Promise<Buffer> {
-    let p = this.packCache.get(pack);
-    if (p) {
+  private cachedRead(pack: string, signal: AbortSignal | undefined): CachedRead {
+    const r = this.packCache.get(pack);
+    if (r) {
       this.packCache.delete(pack);
-      this.packCache.set(pack, p);
-      return p;
+      this.packCache.set(pack, r);
+      return r;
     }
-    p = loadBounded(this.backend, handleOf('data', pack), `pack ${pack}`);
-    p.catch(() => this.packCache.delete(pack));
-    this.packCache.set(pack, p);
+    const read: CachedRead = { bytes: loadBounded(this.backend, handleOf('data', pack), `pack ${pack}`, signal ? { signal } : {}), signal };
+    read.bytes.catch(() => {
+      if (this.packCache.get(pack) === read) this.packCache.delete(pack);
+    });
+    this.packCache.set(pack, read);
     while (this.packCache.size > PACK_CACHE_ENTRIES) this.packCache.delete(this.packCache.keys().next().value!);
-    return p;
+    return read;
+  }
+
+  /**
+   * A whole metadata pack through the cache. The read carries the signal of
+   * the caller who started it; a caller who joined it waits no longer than
+   * its own signal allows, and reads again when the first caller's abort
+   * ended the read (the failed read has left the cache by then).
+   */
+  private async cachedPack(pack: string, signal: AbortSignal | undefined): Promise<Buffer> {
+    for (;;) {
+      const read = this.cachedRead(pack, signal);
+      try {
+        return await abortable(read.bytes, signal);
+      } catch (e) {
+        if (signal?.aborted || read.signal === signal || read.signal?.aborted !== true) throw e;
+      }
+    }
   }
 
   /** Loads and decodes a tree blob. */
-  async loadTree(id: string): Promise<TreeNode[]> {
-    return decodeTree(await this.loadBlob(BlobType.Tree, id), `tree ${id}`);
+  async loadTree(id: string, opts: OperationOptions = {}): Promise<TreeNode[]> {
+    return decodeTree(await this.loadBlob(BlobType.Tree, id, opts), `tree ${id}`);
   }
 
   // ---- snapshots ----
 
   /** Loads a snapshot and checks its MAC: `ForgedObjectError` when it was changed or planted in storage. */
-  async loadSnapshot(id: string): Promise<Snapshot> {
+  async loadSnapshot(id: string, opts: OperationOptions = {}): Promise<Snapshot> {
     const what = `snapshot ${id}`;
-    const bytes = await loadChecked(this.backend, handleOf('snapshot', id), what);
+    const bytes = await loadChecked(this.backend, handleOf('snapshot', id), what, opts);
     const s = decodeSnapshot(bytes, what);
     authenticateSnapshot(bytes, this.snapshotMacKey, id);
     return s;
@@ -467,28 +501,29 @@ export class Repository {
    * others (damaged, or changed or planted in storage) are in `damaged`
    * with why, so that they cannot hide or displace the others.
    */
-  async listSnapshots(): Promise<SnapshotList> {
+  async listSnapshots(opts: OperationOptions = {}): Promise<SnapshotList> {
     const damaged = new Map<string, Error>();
     const ok = await loadEvery(this.backend, 'snapshot', async (name) => {
       try {
-        return await this.loadSnapshot(name);
+        return await this.loadSnapshot(name, opts);
       } catch (e) {
         if (!isDamage(e)) throw e;
         damaged.set(name, e);
         return undefined;
       }
-    });
+    }, opts);
     return oldestFirst({ ok, damaged });
   }
 
   // ---- keys ----
 
-  async listKeys(): Promise<KeyInfo[]> {
+  /** Every key file, oldest first; damaged or planted ones with their `problem`. */
+  async listKeys(opts: OperationOptions = {}): Promise<KeyInfo[]> {
     const out: KeyInfo[] = [];
-    for await (const info of this.backend.list('key')) {
+    for await (const info of this.backend.list('key', io(opts))) {
       const what = `key ${info.name}`;
       try {
-        out.push({ id: info.name, file: decodeKeyFile(await loadChecked(this.backend, handleOf('key', info.name), what), what), current: info.name === this.keyId });
+        out.push({ id: info.name, file: decodeKeyFile(await loadChecked(this.backend, handleOf('key', info.name), what, opts), what), current: info.name === this.keyId });
       } catch (e) {
         // Listed, so that a damaged or planted key file can be seen and removed.
         if (!isDamage(e)) throw e;
@@ -499,16 +534,17 @@ export class Repository {
   }
 
   /** Adds a key file wrapping the master key with another password; returns its id. */
-  async addKey(password: Password, scrypt: ScryptParams = DEFAULT_SCRYPT_PARAMS): Promise<string> {
-    return saveAddressed(this.backend, 'key', await wrapMasterKey(this.key, this.config.id, password, scrypt));
+  async addKey(password: Password, scrypt: ScryptParams = DEFAULT_SCRYPT_PARAMS, opts: OperationOptions = {}): Promise<string> {
+    const bytes = await wrapMasterKey(this.key, this.config.id, password, scrypt);
+    return saveAddressed(this.backend, 'key', bytes, io(opts));
   }
 
   /** Removes a key file. Refuses the last one, and the one in use unless `allowCurrent`. */
-  async removeKey(id: string, allowCurrent = false): Promise<void> {
-    const keys = await this.listKeys();
+  async removeKey(id: string, allowCurrent = false, opts: OperationOptions = {}): Promise<void> {
+    const keys = await this.listKeys(opts);
     if (!keys.some((k) => k.id === id)) throw new Error(`no key ${id}`);
     if (keys.length === 1) throw new Error('refusing to remove the only key: the repository could never be opened again');
     if (id === this.keyId && !allowCurrent) throw new Error('refusing to remove the key in use; use "key passwd" to change its password');
-    await this.backend.remove(handleOf('key', id));
+    await this.backend.remove(handleOf('key', id), io(opts));
   }
 }

@@ -22,11 +22,11 @@
  * id, not the pack it is in.
  */
 import { performance } from 'node:perf_hooks';
-import { NotFoundError, ShortReadError } from '../storage/backend.js';
+import { NotFoundError, ShortReadError, type OperationOptions } from '../storage/backend.js';
 import { AppendOnlyError } from '../storage/append-only-backend.js';
 import { condemnedPacks, formatDurationMs } from './deletion-marker.js';
 import type { BlobLocation, MasterIndex } from './index-file.js';
-import { handleOf } from './objects.js';
+import { handleOf, io } from './objects.js';
 import { PackCopier } from './pack-copier.js';
 import type { Store } from './store.js';
 import type { ErrorCode } from '../core/errors.js';
@@ -59,21 +59,21 @@ function since(start: { mono: number; wall: number }): number {
 }
 
 /** Writes a snapshot (`bytes`, encoded, listing `blobs`) behind the fence described in the module comment; returns its id. */
-export async function commitSnapshot(t: FenceTarget, blobs: readonly string[], bytes: Buffer): Promise<string> {
+export async function commitSnapshot(t: FenceTarget, blobs: readonly string[], bytes: Buffer, opts: OperationOptions = {}): Promise<string> {
   for (let attempt = 1; ; attempt++) {
     const start = { mono: performance.now(), wall: Date.now() };
     try {
-      await protectBlobs(t, blobs);
+      await protectBlobs(t, blobs, opts);
     } catch (e) {
       // A marked pack vanished while we copied from it: look again (a prune may have rescued the blob).
       if (attempt < ATTEMPTS && (e instanceof NotFoundError || e instanceof ShortReadError)) continue;
       throw e;
     }
-    const id = await t.store.save('snapshot', bytes);
+    const id = await t.store.save('snapshot', bytes, opts);
     const took = since(start);
     if (took <= t.commitWindowMs) return id;
     try {
-      await t.store.backend.remove(handleOf('snapshot', id));
+      await t.store.backend.remove(handleOf('snapshot', id), io(opts));
     } catch (e) {
       if (e instanceof AppendOnlyError) return id; // nothing is ever deleted from this repository
       throw e;
@@ -90,9 +90,9 @@ export async function commitSnapshot(t: FenceTarget, blobs: readonly string[], b
  * ones that are only in marked packs. Throws `BlobsLostError` for blobs that
  * are nowhere.
  */
-export async function protectBlobs(t: FenceTarget, ids: readonly string[]): Promise<void> {
-  const condemned = condemnedPacks((await t.store.loadMarkers()).ok.values());
-  const present = await t.store.list('data');
+export async function protectBlobs(t: FenceTarget, ids: readonly string[], opts: OperationOptions = {}): Promise<void> {
+  const condemned = condemnedPacks((await t.store.loadMarkers(opts)).ok.values());
+  const present = await t.store.list('data', opts);
   const usable = (pack: string): boolean => present.has(pack) && !condemned.has(pack);
   const unsafe: string[] = [];
   for (const id of ids) {
@@ -102,7 +102,7 @@ export async function protectBlobs(t: FenceTarget, ids: readonly string[]): Prom
   if (unsafe.length === 0) return;
 
   // Look wider: index files written since ours was loaded, and the markers' own lists.
-  const others = await freshLocations(t.store, new Set(unsafe));
+  const others = await freshLocations(t.store, new Set(unsafe), opts);
   for (const p of condemned.values()) for (const b of p.blobs) if (others.has(b.id)) others.get(b.id)!.push({ ...b, pack: p.pack });
   const copies: BlobLocation[] = [];
   const lost: string[] = [];
@@ -115,24 +115,24 @@ export async function protectBlobs(t: FenceTarget, ids: readonly string[]): Prom
     else lost.push(id);
   }
   if (lost.length > 0) throw new BlobsLostError(lost);
-  await copyBlobs(t, copies, present);
+  await copyBlobs(t, copies, present, opts);
 }
 
 /** Every location the current index files give for `wanted` blobs. Damaged index files are passed over (check reports them). */
-async function freshLocations(store: Store, wanted: ReadonlySet<string>): Promise<Map<string, BlobLocation[]>> {
+async function freshLocations(store: Store, wanted: ReadonlySet<string>, opts: OperationOptions): Promise<Map<string, BlobLocation[]>> {
   const out = new Map<string, BlobLocation[]>([...wanted].map((id) => [id, []]));
-  for (const f of (await store.loadIndexFiles()).ok.values()) {
+  for (const f of (await store.loadIndexFiles(opts)).ok.values()) {
     for (const p of f.packs) for (const b of p.blobs) out.get(b.id)?.push({ ...b, pack: p.pack });
   }
   return out;
 }
 
 /** Copies sealed blobs into new packs, then writes one index file for them and adds them to the writer's index. */
-async function copyBlobs(t: FenceTarget, blobs: readonly BlobLocation[], present: ReadonlyMap<string, number>): Promise<void> {
+async function copyBlobs(t: FenceTarget, blobs: readonly BlobLocation[], present: ReadonlyMap<string, number>, opts: OperationOptions): Promise<void> {
   if (blobs.length === 0) return;
-  const copier = new PackCopier(t.store.backend, t.store.config.packSize, (name) => present.has(name));
-  for (const b of blobs) await copier.add(b, await t.store.backend.load(handleOf('data', b.pack), { offset: b.offset, length: b.length }));
+  const copier = new PackCopier(t.store.backend, t.store.config.packSize, (name) => present.has(name), opts);
+  for (const b of blobs) await copier.add(b, await t.store.backend.load(handleOf('data', b.pack), { ...io(opts), offset: b.offset, length: b.length }));
   const written = await copier.finish();
-  await t.store.saveIndex({ packs: written, supersedes: [] });
+  await t.store.saveIndex({ packs: written, supersedes: [] }, opts);
   for (const p of written) t.index.addPack(p);
 }

@@ -11,17 +11,20 @@
  * be read (`Loaded`, `SnapshotList`); the caller decides what damage means.
  * An object removed while it is listed is left out (`loadEvery`).
  *
+ * Every method that reads or writes takes `{ signal }` and passes it to
+ * each backend call: an abort ends it with the signal's reason.
+ *
  * When the config says the repository is append-only, `open` wraps the
  * backend in an `AppendOnlyBackend`, so nothing opened through it can remove
  * anything but its own locks (docs/format.md, "Append-only repositories").
  */
 import { AppendOnlyBackend } from '../storage/append-only-backend.js';
-import { NotFoundError, type Backend, type ObjectType } from '../storage/backend.js';
+import { NotFoundError, type Backend, type ObjectType, type OperationOptions } from '../storage/backend.js';
 import type { RepoConfig } from './config.js';
 import { decodeMarker, type DeletionMarker } from './deletion-marker.js';
 import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
 import { decodeIndex, encodeIndex, type IndexFile } from './index-file.js';
-import { handleOf, listObjects, loadChecked, loadEvery, readConfig, saveAddressed } from './objects.js';
+import { handleOf, io, listObjects, loadChecked, loadEvery, readConfig, saveAddressed } from './objects.js';
 import { PACK_TRAILER_BYTES, parsePackHeader, parsePackTrailer, type PackedBlob } from './pack.js';
 import { decodeSnapshot, type Snapshot } from './snapshot.js';
 
@@ -86,8 +89,8 @@ export class Store {
    * `AppendOnlyBackend` when the repository is append-only (unless
    * `storageOwner`), or when `appendOnly` is asked for.
    */
-  static async open(backend: Backend, mode: ModeOptions = {}): Promise<Store> {
-    const { bytes, config } = await readConfig(backend);
+  static async open(backend: Backend, mode: ModeOptions & OperationOptions = {}): Promise<Store> {
+    const { bytes, config } = await readConfig(backend, mode);
     const wrap = ((config.appendOnly === true && mode.storageOwner !== true) || mode.appendOnly === true) && !backend.capabilities.appendOnly;
     return new Store(wrap ? new AppendOnlyBackend(backend) : backend, config, bytes);
   }
@@ -108,50 +111,50 @@ export class Store {
   }
 
   /** Name → size of every object of a type. */
-  list(type: ObjectType): Promise<Map<string, number>> {
-    return listObjects(this.backend, type);
+  list(type: ObjectType, opts: OperationOptions = {}): Promise<Map<string, number>> {
+    return listObjects(this.backend, type, opts);
   }
 
   /** Loads every object of a type that `decode` accepts; see the module comment on damage. */
-  private async loadAll<T>(type: ObjectType, label: string, decode: (b: Buffer, what: string) => T): Promise<Loaded<T>> {
+  private async loadAll<T>(type: ObjectType, label: string, decode: (b: Buffer, what: string) => T, opts: OperationOptions): Promise<Loaded<T>> {
     const damaged = new Map<string, Error>();
     const ok = await loadEvery(this.backend, type, async (name) => {
       const what = `${label} ${name}`;
       try {
-        return decode(await loadChecked(this.backend, handleOf(type, name), what), what);
+        return decode(await loadChecked(this.backend, handleOf(type, name), what, opts), what);
       } catch (e) {
         if (!isDamage(e)) throw e;
         damaged.set(name, e);
         return undefined;
       }
-    });
+    }, opts);
     return { ok, damaged };
   }
 
   /** Every index file. */
-  loadIndexFiles(): Promise<Loaded<IndexFile>> {
-    return this.loadAll('index', 'index', decodeIndex);
+  loadIndexFiles(opts: OperationOptions = {}): Promise<Loaded<IndexFile>> {
+    return this.loadAll('index', 'index', decodeIndex, opts);
   }
 
   /** Every deletion marker. */
-  loadMarkers(): Promise<Loaded<DeletionMarker>> {
-    return this.loadAll('deletion', 'deletion marker', decodeMarker);
+  loadMarkers(opts: OperationOptions = {}): Promise<Loaded<DeletionMarker>> {
+    return this.loadAll('deletion', 'deletion marker', decodeMarker, opts);
   }
 
   /** Every snapshot's plain parts (not authenticated: any client that can add objects can write one). */
-  loadSnapshots(): Promise<Loaded<Snapshot>> {
-    return this.loadAll('snapshot', 'snapshot', decodeSnapshot);
+  loadSnapshots(opts: OperationOptions = {}): Promise<Loaded<Snapshot>> {
+    return this.loadAll('snapshot', 'snapshot', decodeSnapshot, opts);
   }
 
   /** Every snapshot, oldest first, as `loadSnapshots` reads them. */
-  async listSnapshots(): Promise<SnapshotList> {
-    return oldestFirst(await this.loadSnapshots());
+  async listSnapshots(opts: OperationOptions = {}): Promise<SnapshotList> {
+    return oldestFirst(await this.loadSnapshots(opts));
   }
 
   /** Loads one snapshot's plain parts and checks its bytes against its name. */
-  async loadSnapshot(id: string): Promise<Snapshot> {
+  async loadSnapshot(id: string, opts: OperationOptions = {}): Promise<Snapshot> {
     const what = `snapshot ${id}`;
-    return decodeSnapshot(await loadChecked(this.backend, handleOf('snapshot', id), what), what);
+    return decodeSnapshot(await loadChecked(this.backend, handleOf('snapshot', id), what, opts), what);
   }
 
   /**
@@ -159,14 +162,14 @@ export class Store {
    * when not given). Throws `CorruptObjectError` when it is missing or does
    * not parse.
    */
-  async readPackHeader(pack: string, size?: number): Promise<PackedBlob[]> {
+  async readPackHeader(pack: string, size?: number, opts: OperationOptions = {}): Promise<PackedBlob[]> {
     const what = `pack ${pack}`;
     const h = handleOf('data', pack);
-    const packSize = size ?? (await this.backend.stat(h))?.size;
+    const packSize = size ?? (await this.backend.stat(h, io(opts)))?.size;
     if (packSize === undefined) throw new CorruptObjectError(what, 'missing');
-    const trailer = packSize < PACK_TRAILER_BYTES ? Buffer.alloc(0) : await this.backend.load(h, { offset: packSize - PACK_TRAILER_BYTES, length: PACK_TRAILER_BYTES });
+    const trailer = packSize < PACK_TRAILER_BYTES ? Buffer.alloc(0) : await this.backend.load(h, { ...io(opts), offset: packSize - PACK_TRAILER_BYTES, length: PACK_TRAILER_BYTES });
     const headerLength = parsePackTrailer(trailer, packSize, what);
-    const header = await this.backend.load(h, { offset: packSize - PACK_TRAILER_BYTES - headerLength, length: headerLength });
+    const header = await this.backend.load(h, { ...io(opts), offset: packSize - PACK_TRAILER_BYTES - headerLength, length: headerLength });
     return parsePackHeader(header, packSize - PACK_TRAILER_BYTES - headerLength, what);
   }
 
@@ -179,19 +182,19 @@ export class Store {
   }
 
   /** Saves a content-addressed object; returns its name (`saveAddressed`: `NameTakenError` when the name holds other bytes). */
-  save(type: ObjectType, bytes: Buffer): Promise<string> {
-    return saveAddressed(this.backend, type, bytes);
+  save(type: ObjectType, bytes: Buffer, opts: OperationOptions = {}): Promise<string> {
+    return saveAddressed(this.backend, type, bytes, io(opts));
   }
 
   /** Writes an index file; returns its name. */
-  saveIndex(f: IndexFile): Promise<string> {
-    return this.save('index', encodeIndex(f));
+  saveIndex(f: IndexFile, opts: OperationOptions = {}): Promise<string> {
+    return this.save('index', encodeIndex(f), opts);
   }
 
   /** Removes an object; false when it was gone already (another prune or forget, or a retry). */
-  async remove(type: ObjectType, name: string): Promise<boolean> {
+  async remove(type: ObjectType, name: string, opts: OperationOptions = {}): Promise<boolean> {
     try {
-      await this.backend.remove(handleOf(type, name));
+      await this.backend.remove(handleOf(type, name), io(opts));
       return true;
     } catch (e) {
       if (e instanceof NotFoundError) return false;

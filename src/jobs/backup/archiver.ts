@@ -49,6 +49,7 @@ import type { ChunkFileResult, FileJob, FileResult, FilesResult, SealResult, Tas
 import { DirScanner, InlineLister, SCAN_PATH_LIMIT, type FolderLister } from './dir-scanner.js';
 import { ExcludeRules } from './excludes.js';
 import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
+import { io } from '../../repo/objects.js';
 
 export interface BackupOptions extends SnapshotOrigin, JobPoolOptions {
   readonly paths: readonly string[];
@@ -390,7 +391,7 @@ export class Archiver {
     const m = new Map<string, TreeNode>();
     if (!subtree) return m;
     try {
-      for (const n of await this.repo.loadTree(subtree)) m.set(n.name.toString('latin1'), n);
+      for (const n of await this.repo.loadTree(subtree, io(this.opts))) m.set(n.name.toString('latin1'), n);
     } catch (e) {
       this.opts.onWarning?.('(parent snapshot)', `cannot read parent tree ${subtree}, reading files again: ${(e as Error).message}`);
     }

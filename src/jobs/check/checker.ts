@@ -28,19 +28,21 @@ import { sameEntry, type BlobLocation } from '../../repo/index-file.js';
 import { BlobType, MAX_PACK_BYTES, copyDigest, type PackedBlob } from '../../repo/pack.js';
 import { RepoState } from '../../repo/repo-state.js';
 import { Store } from '../../repo/store.js';
-import { handleOf, loadBounded } from '../../repo/objects.js';
+import { handleOf, io, loadBounded } from '../../repo/objects.js';
 import type { Snapshot } from '../../repo/snapshot.js';
 import { contentBlobs, entryBlob, type TreeNode } from '../../repo/tree.js';
 import { MAP_ENTRY_BYTES, imageBlockCount } from '../../repo/image-info.js';
-import { NotFoundError } from '../../storage/backend.js';
+import { NotFoundError, type OperationOptions } from '../../storage/backend.js';
 import { selectPacks, type DataSelection } from './subset.js';
 
 /** What check needs from a repository opened with the key (`Repository` has it). */
 export interface KeyedReader {
   /** Loads a snapshot and checks its MAC (`ForgedObjectError` when it fails). */
-  loadSnapshot(id: string): Promise<Snapshot>;
-  loadTree(id: string): Promise<TreeNode[]>;
-  loadBlob(type: BlobType, id: string): Promise<Buffer>;
+  loadSnapshot(id: string, opts?: OperationOptions): Promise<Snapshot>;
+  /** Loads and decodes a tree. */
+  loadTree(id: string, opts?: OperationOptions): Promise<TreeNode[]>;
+  /** Loads a blob, reading past bad copies to a good one. */
+  loadBlob(type: BlobType, id: string, opts?: OperationOptions): Promise<Buffer>;
   /** Authenticates and decompresses a sealed blob, and checks that it hashes to its id. */
   openBlob(loc: PackedBlob, sealed: Buffer, what: string): Buffer;
   /** Copies of blobs the reads so far found bad and read past (`Repository.copyFailed`). */
@@ -159,10 +161,10 @@ export class Checker {
   }
 
   async run(): Promise<CheckReport> {
-    const state = await RepoState.load(this.repo);
+    const state = await RepoState.load(this.repo, io(this.opts));
     for (const [name, why] of state.damagedMarkers) this.error(`deletion marker ${name}`, why.message);
     for (const [name, why] of state.damagedIndexFiles) this.error(`index ${name}`, `${why.message} (run "holdfast repair index")`);
-    const snaps = await this.repo.loadSnapshots();
+    const snaps = await this.repo.loadSnapshots(io(this.opts));
     for (const [name, why] of snaps.damaged) this.error(`snapshot ${name}`, `${why.message}; what it references is unknown`);
 
     const readSet = new Set(this.opts.readData ? selectPacks(state.packs, this.opts.readData, this.opts.random) : []);
@@ -187,7 +189,7 @@ export class Checker {
     if (lost.size > 0) {
       lost = await this.confirmLost(lost);
       // Snapshots removed meanwhile (forget) no longer count.
-      const still = await this.repo.list('snapshot');
+      const still = await this.repo.list('snapshot', io(this.opts));
       for (const id of [...snaps.ok.keys()]) if (!still.has(id)) snaps.ok.delete(id);
     }
     const damaged = await this.damageReport(snaps.ok, lost);
@@ -261,7 +263,7 @@ export class Checker {
 
   private async checkHeader(state: RepoState, pack: string): Promise<void> {
     try {
-      this.compareHeader(state, pack, await this.repo.readPackHeader(pack, state.packs.get(pack)!));
+      this.compareHeader(state, pack, await this.repo.readPackHeader(pack, state.packs.get(pack)!, io(this.opts)));
     } catch (e) {
       if (e instanceof NotFoundError) return this.vanished(state, pack);
       this.damagedPacks.add(pack);
@@ -391,7 +393,7 @@ export class Checker {
       let r = refs.get(tree);
       if (r) return r;
       try {
-        const nodes = await keyed.loadTree(tree);
+        const nodes = await keyed.loadTree(tree, io(this.opts));
         r = [];
         for (const n of nodes) {
           if (n.subtree) r.push(`t${n.subtree}`);
@@ -407,7 +409,7 @@ export class Checker {
     for (const [id, s] of snapshots) {
       this.opts.signal?.throwIfAborted();
       try {
-        await keyed.loadSnapshot(id);
+        await keyed.loadSnapshot(id, io(this.opts));
       } catch (e) {
         if (e instanceof NotFoundError) continue; // forgotten meanwhile
         // Its trees and references are whatever the forger chose: walking them would prove nothing.
@@ -438,7 +440,7 @@ export class Checker {
         for (const m of s.image.maps) {
           if (!listed.has(m)) notListed.add(m);
           try {
-            const map = await keyed.loadBlob(BlobType.ImageMap, m);
+            const map = await keyed.loadBlob(BlobType.ImageMap, m, io(this.opts));
             for (let o = 0; o + MAP_ENTRY_BYTES <= map.length; o += MAP_ENTRY_BYTES) {
               const e = map.subarray(o, o + MAP_ENTRY_BYTES);
               if (e.some((x) => x !== 0) && !listed.has(e.toString('hex'))) notListed.add(e.toString('hex'));
@@ -491,7 +493,7 @@ export class Checker {
   private async confirmLost(lost: Set<string>): Promise<Set<string>> {
     const damagedByReading = new Set([...this.badCopies.keys()].map((k) => k.slice(k.indexOf('/') + 1)));
     const missing = [...lost].filter((id) => !damagedByReading.has(id));
-    const fresh = missing.length === 0 ? undefined : await RepoState.load(this.repo);
+    const fresh = missing.length === 0 ? undefined : await RepoState.load(this.repo, io(this.opts));
     const out = new Set<string>();
     for (const id of lost) {
       if (!damagedByReading.has(id) && fresh!.locations(id).some((l) => this.intact(fresh!, l))) continue;
@@ -517,14 +519,14 @@ export class Checker {
         out.push(base);
         continue;
       }
-      out.push({ ...base, ...(await damagedPaths(this.opts.keyed, s, lost)) });
+      out.push({ ...base, ...(await damagedPaths(this.opts.keyed, s, lost, io(this.opts))) });
     }
     return out.sort((a, b) => a.time.localeCompare(b.time));
   }
 }
 
 /** With the key: which files and folders of a snapshot the lost blobs take away. */
-export async function damagedPaths(keyed: KeyedReader, s: Snapshot, lost: ReadonlySet<string>): Promise<{ files: string[]; dirs: string[]; rootLost: boolean; imageBlocks?: number }> {
+export async function damagedPaths(keyed: KeyedReader, s: Snapshot, lost: ReadonlySet<string>, opts: OperationOptions = {}): Promise<{ files: string[]; dirs: string[]; rootLost: boolean; imageBlocks?: number }> {
   const files: string[] = [];
   const dirs: string[] = [];
   let rootLost = false;
@@ -532,8 +534,9 @@ export async function damagedPaths(keyed: KeyedReader, s: Snapshot, lost: Readon
     let nodes: TreeNode[];
     try {
       if (lost.has(tree)) throw new Error('lost');
-      nodes = await keyed.loadTree(tree);
+      nodes = await keyed.loadTree(tree, opts);
     } catch {
+      opts.signal?.throwIfAborted();
       if (path === '') rootLost = true;
       else dirs.push(path);
       return;
@@ -552,9 +555,10 @@ export async function damagedPaths(keyed: KeyedReader, s: Snapshot, lost: Readon
     const entries = Math.min(s.image.mapBlocks, blocks - m * s.image.mapBlocks);
     try {
       if (lost.has(s.image.maps[m]!)) throw new Error('lost');
-      const map = await keyed.loadBlob(BlobType.ImageMap, s.image.maps[m]!);
+      const map = await keyed.loadBlob(BlobType.ImageMap, s.image.maps[m]!, opts);
       for (let o = 0; o + MAP_ENTRY_BYTES <= map.length; o += MAP_ENTRY_BYTES) if (lost.has(map.subarray(o, o + MAP_ENTRY_BYTES).toString('hex'))) imageBlocks++;
     } catch {
+      opts.signal?.throwIfAborted();
       imageBlocks += entries;
     }
   }

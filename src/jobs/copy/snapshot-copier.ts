@@ -37,7 +37,7 @@ import type { RepoConfig } from '../../repo/config.js';
 import { commitWindowMs } from '../../repo/deletion-marker.js';
 import { CorruptObjectError, ForgedObjectError } from '../../repo/errors.js';
 import { MasterIndex, type IndexedPack } from '../../repo/index-file.js';
-import { handleOf, loadBounded, loadChecked } from '../../repo/objects.js';
+import { handleOf, io, loadBounded, loadChecked } from '../../repo/objects.js';
 import { PackCopier } from '../../repo/pack-copier.js';
 import { MAX_RAW_LENGTH } from '../../repo/blob-codec.js';
 import { BlobType, FLAG_COMPRESSED, MAX_PACK_BYTES, type PackedBlob } from '../../repo/pack.js';
@@ -173,7 +173,7 @@ export class SnapshotCopier {
    */
   private async inDestination(id: string, what: string): Promise<'intact' | 'gone' | string> {
     try {
-      await loadChecked(this.dst.backend, handleOf('snapshot', id), what);
+      await loadChecked(this.dst.backend, handleOf('snapshot', id), what, io(this.opts));
       return 'intact';
     } catch (e) {
       if (e instanceof NotFoundError) return 'gone';
@@ -185,7 +185,7 @@ export class SnapshotCopier {
   /** Copies the source snapshots `ids` (full ids) that the destination lacks. */
   async run(ids: readonly string[]): Promise<CopyReport> {
     refuseUnlessCompatible(this.src.config, this.dst.config);
-    const there = await this.dst.list('snapshot');
+    const there = await this.dst.list('snapshot', io(this.opts));
     const wanted: Wanted[] = [];
     for (const id of new Set(ids)) {
       const what = `snapshot ${id}`;
@@ -197,7 +197,7 @@ export class SnapshotCopier {
         continue;
       }
       try {
-        const bytes = await loadChecked(this.src.backend, handleOf('snapshot', id), what);
+        const bytes = await loadChecked(this.src.backend, handleOf('snapshot', id), what, io(this.opts));
         wanted.push({ id, bytes, snapshot: decodeSnapshot(bytes, what) });
       } catch (e) {
         if (!isDamage(e) && !(e instanceof NotFoundError)) throw e;
@@ -223,7 +223,7 @@ export class SnapshotCopier {
       }
       try {
         const fence = { store: this.dst, index: this.index, commitWindowMs: commitWindowMs(this.opts.minGraceMs) };
-        const id = await commitSnapshot(fence, w.snapshot.blobs, w.bytes);
+        const id = await commitSnapshot(fence, w.snapshot.blobs, w.bytes, io(this.opts));
         if (id !== w.id) throw new Error(`snapshot ${w.id} was stored as ${id}`);
         this.report.copied.push(id);
       } catch (e) {
@@ -239,11 +239,11 @@ export class SnapshotCopier {
    * headers say what they hold), and fills the index the fence works from.
    */
   private async openDestination(): Promise<RepoState> {
-    const state = await RepoState.load(this.dst);
+    const state = await RepoState.load(this.dst, io(this.opts));
     const adopted: IndexedPack[] = [];
     for (const pack of state.orphans()) {
       try {
-        adopted.push({ pack, blobs: await state.readHeader(this.dst, pack) });
+        adopted.push({ pack, blobs: await state.readHeader(this.dst, pack, io(this.opts)) });
       } catch (e) {
         if (e instanceof NotFoundError) continue; // removed since the listing
         if (!isDamage(e)) throw e;
@@ -251,7 +251,7 @@ export class SnapshotCopier {
       }
     }
     if (adopted.length > 0) {
-      await this.dst.saveIndex({ packs: adopted, supersedes: [] });
+      await this.dst.saveIndex({ packs: adopted, supersedes: [] }, io(this.opts));
       this.report.orphansIndexed = adopted.length;
     }
     return state;
@@ -273,7 +273,7 @@ export class SnapshotCopier {
       const claimed = state.claims(pack).filter((b) => ids.has(b.id));
       let held: ReadonlySet<string>;
       try {
-        held = new Set((await state.readHeader(this.dst, pack)).map((b) => b.id));
+        held = new Set((await state.readHeader(this.dst, pack, io(this.opts))).map((b) => b.id));
       } catch (e) {
         if (!isDamage(e) && !(e instanceof NotFoundError)) throw e;
         state.confirm({ pack, blobs: [] });
@@ -290,14 +290,14 @@ export class SnapshotCopier {
 
   /** Copies `needed` blobs from the source's packs into new destination packs, indexed. */
   private async copyBlobs(needed: ReadonlySet<string>, dstState: RepoState): Promise<void> {
-    const srcState = await RepoState.load(this.src);
+    const srcState = await RepoState.load(this.src, io(this.opts));
     const present = new Set(dstState.packs.keys());
     // Trees and image maps go into packs of their own, as a backup stores them: walking a snapshot's trees then reads few packs.
     const copiers = new Map<'data' | 'meta', PackCopier>();
     const copierFor = (b: PackedBlob): PackCopier => {
       const kind = b.type === BlobType.Data ? 'data' : 'meta';
       let c = copiers.get(kind);
-      if (!c) copiers.set(kind, (c = new PackCopier(this.dst.backend, this.dst.config.packSize, (name) => present.has(name))));
+      if (!c) copiers.set(kind, (c = new PackCopier(this.dst.backend, this.dst.config.packSize, (name) => present.has(name), io(this.opts))));
       return c;
     };
     const tried = new Map<string, Set<string>>();
@@ -370,7 +370,7 @@ export class SnapshotCopier {
     this.report.packsWritten += packs.length;
     this.unindexed.push(...packs);
     if (this.unindexed.length === 0 || (!last && this.unindexed.length < INDEX_EVERY_PACKS)) return;
-    await this.dst.saveIndex({ packs: this.unindexed, supersedes: [] });
+    await this.dst.saveIndex({ packs: this.unindexed, supersedes: [] }, io(this.opts));
     for (const p of this.unindexed) this.index.addPack(p);
     this.unindexed = [];
   }
@@ -395,7 +395,7 @@ export class SnapshotCopier {
         state.confirm({ pack, blobs: header });
       } else {
         // Named as the source's pack, as every other problem of a source pack is.
-        header = await state.readHeader(this.src, pack).catch((e: unknown) => {
+        header = await state.readHeader(this.src, pack, io(this.opts)).catch((e: unknown) => {
           throw e instanceof CorruptObjectError && !(e instanceof ForgedObjectError) ? new CorruptObjectError(what, e.detail) : e;
         });
       }

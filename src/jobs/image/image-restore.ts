@@ -32,6 +32,7 @@ import { openImageSnapshot, type ImageSnapshotReader } from './image-reader.js';
 import { PoolSession, type JobPoolOptions } from '../pool/worker-pool.js';
 import { BLOCK_WORKER, blockInit, type BlockTask, type UnpackBlob, type UnpackResult } from './block-protocol.js';
 import { rebuildError, wireError } from '../pool/wire-error.js';
+import { io } from '../../repo/objects.js';
 import { BlobType } from '../../repo/pack.js';
 import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
 import type { BlobLocation } from '../../repo/index-file.js';
@@ -364,7 +365,7 @@ export class ImageRestore {
       if (error !== undefined) {
         const next = this.repo.copyFailed(x.loc, error.message);
         if (!next) throw rebuildError(error); // as the main thread would have thrown it: its class and code
-        v = await this.repo.loadBlob(BlobType.Data, x.id);
+        v = await this.repo.loadBlob(BlobType.Data, x.id, io(this.opts));
       } else {
         const plain = res.plain?.[k];
         v = plain ? Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength) : x.loc.rawLength;

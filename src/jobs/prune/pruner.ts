@@ -44,9 +44,9 @@ import { copyDigest, type PackedBlob } from '../../repo/pack.js';
 import { PackCopier } from '../../repo/pack-copier.js';
 import { RepoState } from '../../repo/repo-state.js';
 import { Store } from '../../repo/store.js';
-import { handleOf, loadBounded } from '../../repo/objects.js';
+import { handleOf, io, loadBounded } from '../../repo/objects.js';
 import { CorruptObjectError, UnsupportedVersionError } from '../../repo/errors.js';
-import { NotFoundError } from '../../storage/backend.js';
+import { NotFoundError, type OperationOptions } from '../../storage/backend.js';
 import type { ErrorCode } from '../../core/errors.js';
 
 /** A lock held by someone else, as the sweep needs to see it. */
@@ -139,7 +139,11 @@ export class Pruner {
   private readonly grace: number;
   private readonly maxUnused: number;
 
+  /** The options of each storage call: the caller's signal. */
+  private readonly io: OperationOptions;
+
   constructor(private readonly repo: Store, private readonly opts: PruneOptions = {}) {
+    this.io = io(opts);
     this.now = opts.now ?? Date.now;
     this.grace = opts.graceMs ?? DEFAULT_GRACE_MS;
     this.maxUnused = opts.maxUnused ?? 0.5;
@@ -165,7 +169,7 @@ export class Pruner {
 
   /** Every snapshot's blob list, merged; refuses when a snapshot cannot be read (its references would be unknown). */
   private async liveBlobs(): Promise<{ live: Set<string>; count: number }> {
-    const snaps = await this.repo.loadSnapshots();
+    const snaps = await this.repo.loadSnapshots(this.io);
     if (snaps.damaged.size > 0) {
       // Removing one is the operator's decision (it may be a real snapshot damaged in storage): say which and how, exactly.
       const ids = [...snaps.damaged.keys()];
@@ -193,7 +197,7 @@ export class Pruner {
   /** Deletes what markers past their grace period condemned; see the module comment. */
   async sweep(): Promise<SweepReport> {
     const now = this.now();
-    const state = await RepoState.load(this.repo);
+    const state = await RepoState.load(this.repo, this.io);
     this.refuseDamagedIndex(state);
     const report = emptySweep();
     const damagedMarkers = [...state.damagedMarkers.keys()];
@@ -219,7 +223,7 @@ export class Pruner {
     if (due.size === 0) {
       if (damagedMarkers.length > 0 && !this.opts.dryRun) {
         await this.opts.beforeDelete?.();
-        for (const name of damagedMarkers) await this.repo.remove('deletion', name);
+        for (const name of damagedMarkers) await this.repo.remove('deletion', name, this.io);
       }
       return report;
     }
@@ -293,19 +297,19 @@ export class Pruner {
 
     // Additions first (copies, then the index files that replace), deletions last: a crash anywhere leaves every live blob reachable.
     const keep: IndexedPack[] = [...(await copier!.finish()), ...rewrite.values()];
-    if (keep.length > 0) await this.repo.saveIndex({ packs: keep, supersedes: [...candidates] });
+    if (keep.length > 0) await this.repo.saveIndex({ packs: keep, supersedes: [...candidates] }, this.io);
     this.check();
     await this.opts.beforeDelete?.();
-    for (const pack of doomed) await this.repo.remove('data', pack);
-    for (const f of candidates) await this.repo.remove('index', f);
-    for (const name of [...due.keys(), ...damagedMarkers]) await this.repo.remove('deletion', name);
+    for (const pack of doomed) await this.repo.remove('data', pack, this.io);
+    for (const f of candidates) await this.repo.remove('index', f, this.io);
+    for (const name of [...due.keys(), ...damagedMarkers]) await this.repo.remove('deletion', name, this.io);
     return report;
   }
 
   /** Reads a pack's header into `state`; false (with a warning) when it cannot be read. */
   private async confirm(state: RepoState, pack: string, unreadable: string): Promise<boolean> {
     try {
-      await state.readHeader(this.repo, pack);
+      await state.readHeader(this.repo, pack, this.io);
       return true;
     } catch (e) {
       if (!(e instanceof CorruptObjectError || e instanceof UnsupportedVersionError)) throw e;
@@ -326,7 +330,7 @@ export class Pruner {
     const inState = (id: string): boolean => state.locations(id).some((l) => state.packs.has(l.pack));
     let missing = [...live].filter((id) => !inState(id));
     if (missing.length === 0) return;
-    const fresh = await RepoState.load(this.repo);
+    const fresh = await RepoState.load(this.repo, this.io);
     missing = missing.filter((id) => !fresh.locations(id).some((l) => fresh.packs.has(l.pack) && !state.packs.has(l.pack)));
     if (missing.length === 0) return;
     throw new PruneRefusedError(`${missing.length} blob(s) referenced by snapshots are in no pack (first: ${missing[0]}), so the repository is incomplete and nothing is deleted; `
@@ -335,14 +339,14 @@ export class Pruner {
 
   /** Packs for copied sealed blobs, never with the name of a present pack. */
   private copier(state: RepoState): PackCopier {
-    return new PackCopier(this.repo.backend, this.repo.config.packSize, (name) => state.packs.has(name));
+    return new PackCopier(this.repo.backend, this.repo.config.packSize, (name) => state.packs.has(name), this.io);
   }
 
   // ---- phase 1 ----
 
   /** Marks unused and mostly unused packs; see the module comment. */
   async mark(): Promise<{ report: MarkReport; snapshots: number; state: RepoState }> {
-    const state = await RepoState.load(this.repo);
+    const state = await RepoState.load(this.repo, this.io);
     this.refuseDamagedIndex(state);
     const { live, count } = await this.liveBlobs();
     this.check();
@@ -429,7 +433,7 @@ export class Pruner {
     const compacted = await this.compact(state, condemned, [...adopted, ...written], true);
     let marker: string | undefined;
     const stamp = new Date(this.now());
-    if (marked.length > 0) marker = await this.repo.save('deletion', encodeMarker(newMarker(marked, compacted, stamp)));
+    if (marked.length > 0) marker = await this.repo.save('deletion', encodeMarker(newMarker(marked, compacted, stamp)), this.io);
     const freed = marked.reduce((n, p) => n + (state.packs.get(p.pack) ?? 0), 0) - keptBytes;
     const report: MarkReport = {
       ...base,
@@ -485,11 +489,11 @@ export class Pruner {
       }
     }
     const supersedes = full ? [...state.indexFiles.keys()] : [];
-    if (records.length > 0 || supersedes.length > 0) await this.repo.saveIndex({ packs: records, supersedes });
+    if (records.length > 0 || supersedes.length > 0) await this.repo.saveIndex({ packs: records, supersedes }, this.io);
     // Without a marker, nothing else removes what this index replaces: do it now (only after the new one is durable).
     if (full && condemned.size === 0 && supersedes.length > 0) {
       await this.opts.beforeDelete?.();
-      for (const f of supersedes) await this.repo.remove('index', f);
+      for (const f of supersedes) await this.repo.remove('index', f, this.io);
     }
     return supersedes;
   }

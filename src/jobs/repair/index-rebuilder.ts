@@ -42,9 +42,10 @@ export interface RebuildIndexReport {
 
 /** Rebuilds the index; see the module comment. */
 export async function rebuildIndex(repo: Store, opts: RebuildIndexOptions = {}): Promise<RebuildIndexReport> {
-  const old = await repo.loadIndexFiles();
+  const io = opts.signal ? { signal: opts.signal } : {};
+  const old = await repo.loadIndexFiles(io);
   const oldNames = [...old.ok.keys(), ...old.damaged.keys()];
-  const packs = await repo.list('data');
+  const packs = await repo.list('data', io);
   // Every entry any old index file had for a pack (a client can add index files, so no one of them is the truth).
   // A record may list one blob any number of times: entries are told apart by key, in linear time.
   const previously = new Map<string, PackedBlob[]>();
@@ -69,7 +70,7 @@ export async function rebuildIndex(repo: Store, opts: RebuildIndexOptions = {}):
     opts.signal?.throwIfAborted();
     opts.onProgress?.(++done, packs.size);
     try {
-      const p = { pack, blobs: await repo.readPackHeader(pack, size) };
+      const p = { pack, blobs: await repo.readPackHeader(pack, size, io) };
       out.push(p);
       blobs += p.blobs.length;
     } catch (e) {
@@ -85,7 +86,7 @@ export async function rebuildIndex(repo: Store, opts: RebuildIndexOptions = {}):
       opts.onWarning?.(`pack ${pack}: header cannot be read (${reason}); ${kept.length > 0 ? `kept ${kept.length} blob(s) the old index listed` : 'nothing known about its blobs'}`);
     }
   }
-  const index = out.length > 0 || oldNames.length > 0 ? await repo.saveIndex({ packs: out, supersedes: oldNames }) : undefined;
+  const index = out.length > 0 || oldNames.length > 0 ? await repo.saveIndex({ packs: out, supersedes: oldNames }, io) : undefined;
   let removed = 0;
   let kept = 0;
   const stale = oldNames.filter((n) => n !== index);
@@ -93,7 +94,7 @@ export async function rebuildIndex(repo: Store, opts: RebuildIndexOptions = {}):
     kept = stale.length;
   } else if (stale.length > 0) {
     await opts.beforeDelete?.();
-    for (const name of stale) if (await repo.remove('index', name)) removed++;
+    for (const name of stale) if (await repo.remove('index', name, io)) removed++;
   }
   return { ...(index ? { index } : {}), packs: out.length, blobs, unreadable, indexFilesRemoved: removed, indexFilesKept: kept };
 }

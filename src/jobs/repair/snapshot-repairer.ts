@@ -33,11 +33,12 @@ import { RepoState } from '../../repo/repo-state.js';
 import { Store } from '../../repo/store.js';
 import { encodeMarker, newMarker } from '../../repo/deletion-marker.js';
 import { PackCopier } from '../../repo/pack-copier.js';
-import { handleOf, loadBounded } from '../../repo/objects.js';
+import { handleOf, io, loadBounded } from '../../repo/objects.js';
 import { recordKey, type IndexedPack } from '../../repo/index-file.js';
 import type { PackedBlob } from '../../repo/pack.js';
 import { Checker, type CheckReport, type KeyedReader } from '../check/checker.js';
 import type { DataSelection } from '../check/subset.js';
+import type { OperationOptions } from '../../storage/backend.js';
 
 /** What --mark-damaged writes with: trees and snapshots (a `RepositoryWriter`). */
 export interface SnapshotWriter {
@@ -98,7 +99,7 @@ export async function repairSnapshots(repo: Store, opts: RepairSnapshotsOptions)
   const toRemove: string[] = [];
   let writer: SnapshotWriter | undefined;
 
-  const snaps = await repo.loadSnapshots();
+  const snaps = await repo.loadSnapshots(io(opts));
   // Blobs in packs no index file lists are not lost: such a snapshot is left alone until the packs are indexed.
   const unindexed = new Set(check.unindexedBlobs);
   const waiting = new Set<string>();
@@ -135,7 +136,7 @@ export async function repairSnapshots(repo: Store, opts: RepairSnapshotsOptions)
     let s: Snapshot;
     try {
       // Authenticated: the rewritten copy gets a MAC, which must never vouch for a forged original.
-      s = await opts.keyed!.loadSnapshot(d.id);
+      s = await opts.keyed!.loadSnapshot(d.id, io(opts));
     } catch (e) {
       skipped.push({ id: d.id, reason: (e as Error).message });
       continue;
@@ -153,7 +154,7 @@ export async function repairSnapshots(repo: Store, opts: RepairSnapshotsOptions)
       continue;
     }
     writer ??= opts.keyed!.newWriter(opts.signal ? { signal: opts.signal } : {});
-    const r = await markDamaged(opts.keyed!, writer, d.id, s, lost);
+    const r = await markDamaged(opts.keyed!, writer, d.id, s, lost, io(opts));
     rewritten.push(r);
     toRemove.push(d.id);
   }
@@ -164,7 +165,7 @@ export async function repairSnapshots(repo: Store, opts: RepairSnapshotsOptions)
   if (!opts.dryRun) {
     if (toRemove.length > 0) {
       await opts.beforeDelete?.();
-      for (const id of toRemove) await repo.remove('snapshot', id);
+      for (const id of toRemove) await repo.remove('snapshot', id, io(opts));
     }
     if (opts.keyed && (check.damagedPacks.length > 0 || check.badCopies.length > 0)) {
       ({ salvagedBlobs, marker, removedPacks } = await salvage(repo, opts.keyed, check, opts));
@@ -174,7 +175,7 @@ export async function repairSnapshots(repo: Store, opts: RepairSnapshotsOptions)
 }
 
 /** Writes the marked copy of one snapshot (its blobs flushed first); returns what it marked. */
-async function markDamaged(keyed: KeyedReader, writer: SnapshotWriter, id: string, s: Snapshot, lost: ReadonlySet<string>): Promise<RepairedSnapshot> {
+async function markDamaged(keyed: KeyedReader, writer: SnapshotWriter, id: string, s: Snapshot, lost: ReadonlySet<string>, opts: OperationOptions): Promise<RepairedSnapshot> {
   const files: string[] = [];
   const dirs: string[] = [];
   const blobs = new Set<string>();
@@ -188,8 +189,9 @@ async function markDamaged(keyed: KeyedReader, writer: SnapshotWriter, id: strin
     let nodes: TreeNode[];
     try {
       if (lost.has(tree)) return undefined;
-      nodes = await keyed.loadTree(tree);
+      nodes = await keyed.loadTree(tree, opts);
     } catch {
+      opts.signal?.throwIfAborted();
       return undefined;
     }
     const out: TreeNode[] = [];
@@ -242,14 +244,14 @@ async function markDamaged(keyed: KeyedReader, writer: SnapshotWriter, id: strin
  * are rewritten without it.
  */
 async function salvage(repo: Store, keyed: KeyedReader, check: CheckReport, opts: RepairSnapshotsOptions): Promise<{ salvagedBlobs: number; marker?: string; removedPacks: string[] }> {
-  const state = await RepoState.load(repo);
-  const snaps = await repo.loadSnapshots();
+  const state = await RepoState.load(repo, io(opts));
+  const snaps = await repo.loadSnapshots(io(opts));
   const needed = new Set<string>();
   for (const s of snaps.ok.values()) for (const b of s.blobs) needed.add(b);
   const damaged = new Set(check.damagedPacks.filter((p) => state.packs.has(p) && !state.condemned.has(p)));
   const planted = new Set(check.badCopies.map((c) => c.pack).filter((p) => state.packs.has(p) && !state.condemned.has(p) && !damaged.has(p)));
   const bad = new Set(check.badCopies.map((c) => `${c.pack}/${c.id}`));
-  const copier = new PackCopier(repo.backend, repo.config.packSize, (name) => state.packs.has(name));
+  const copier = new PackCopier(repo.backend, repo.config.packSize, (name) => state.packs.has(name), io(opts));
   let salvaged = 0;
   const intact = (pack: string, b: PackedBlob, sealed: Buffer): boolean => {
     try {
@@ -262,7 +264,7 @@ async function salvage(repo: Store, keyed: KeyedReader, check: CheckReport, opts
   const condemned: IndexedPack[] = [];
   for (const pack of [...damaged, ...planted]) {
     opts.signal?.throwIfAborted();
-    const bytes = await loadBounded(repo.backend, handleOf('data', pack), `pack ${pack}`);
+    const bytes = await loadBounded(repo.backend, handleOf('data', pack), `pack ${pack}`, io(opts));
     let blobs: readonly PackedBlob[];
     try {
       blobs = Store.parsePack(pack, bytes);
@@ -289,14 +291,14 @@ async function salvage(repo: Store, keyed: KeyedReader, check: CheckReport, opts
   for (const pack of planted) for (const f of state.packIndexFiles.get(pack) ?? []) replaced.add(f);
   const kept = new Map<string, IndexedPack>();
   for (const f of replaced) for (const p of state.indexFiles.get(f)?.packs ?? []) if (!planted.has(p.pack)) kept.set(recordKey(p), p);
-  if (written.length > 0 || replaced.size > 0) await repo.saveIndex({ packs: [...written, ...kept.values()], supersedes: [...replaced] });
+  if (written.length > 0 || replaced.size > 0) await repo.saveIndex({ packs: [...written, ...kept.values()], supersedes: [...replaced] }, io(opts));
   if (planted.size > 0) {
     await opts.beforeDelete?.();
-    for (const pack of planted) await repo.remove('data', pack);
-    for (const f of replaced) await repo.remove('index', f);
+    for (const pack of planted) await repo.remove('data', pack, io(opts));
+    for (const f of replaced) await repo.remove('index', f, io(opts));
   }
   const removedPacks = [...planted];
   if (condemned.length === 0) return { salvagedBlobs: salvaged, removedPacks };
-  const marker = await repo.save('deletion', encodeMarker(newMarker(condemned, [])));
+  const marker = await repo.save('deletion', encodeMarker(newMarker(condemned, [])), io(opts));
   return { salvagedBlobs: salvaged, marker, removedPacks };
 }

@@ -37,6 +37,8 @@ import type { Excludes } from '../backup/excludes.js';
 import { PoolSession, type JobPoolOptions } from '../pool/worker-pool.js';
 import { rebuildError, wireError } from '../pool/wire-error.js';
 import { errorCode, type ErrorCode } from '../../core/errors.js';
+import { abortable } from '../../core/abortable.js';
+import { io } from '../../repo/objects.js';
 import type { FileMeta, Task, UnpackBlob, UnpackResult, UnpackTarget, VerifyJob, VerifyResult } from '../pool/protocol.js';
 
 export interface RestoreOptions extends JobPoolOptions {
@@ -257,6 +259,7 @@ export class Restorer {
         if (!(e instanceof CorruptObjectError || e instanceof BlobNotFoundError)) throw e;
         this.fail(entry.path, new Error(`its listing cannot be read (${e.message}); restored empty`));
       },
+      ...io(this.opts),
     });
     for await (const { path, node, depth } of walker) {
       this.throwIfStopped();
@@ -282,7 +285,7 @@ export class Restorer {
           await special(dest, node, this.privileged);
           this.finishNode(path, dest, node);
         } else {
-          if (node.type === 'file') await this.repo.settleLengths(node.content ?? []);
+          if (node.type === 'file') await this.repo.settleLengths(node.content ?? [], io(this.opts));
           this.createNode(path, dest, node, depth);
         }
       } catch (e) {
@@ -471,14 +474,7 @@ export class Restorer {
 
   /** Waits for `p`, but no longer than until the restore is interrupted (work in a stuck read is abandoned). */
   private until<T>(p: Promise<T>): Promise<T> {
-    const signal = this.opts.signal;
-    if (!signal) return p;
-    signal.throwIfAborted();
-    return new Promise<T>((resolve, reject) => {
-      const onAbort = (): void => reject(signal.reason);
-      signal.addEventListener('abort', onAbort, { once: true });
-      p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-    });
+    return abortable(p, this.opts.signal);
   }
 
   private async unpackPack(pool: PoolSession<Task>, pack: string, blobs: Map<string, PlannedBlob>): Promise<void> {

@@ -50,6 +50,7 @@ export async function backupSession<T>(repo: Repository, opts: BackupSessionOpti
       exclusive: false,
       operation: 'backup',
       onLost: (e: LockLostError) => abort.abort(e),
+      signal: abort.signal,
     });
     try {
       if (opts.dryRun !== true) {
