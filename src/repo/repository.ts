@@ -355,13 +355,21 @@ export class Repository {
 
   /**
    * The copy of a blob to read: the first known copy this session has not
-   * found bad. Every read checks that its plaintext hashes to its id
-   * (`openBlob`): any copy may have been planted by a client that holds the
-   * key (docs/format.md §15.10).
+   * found bad, one in a pack where no copy was found bad before any other
+   * (a planted pack fails every read of it: many planted copies cost one
+   * failed read per pack, not per blob). Every read checks that its
+   * plaintext hashes to its id (`openBlob`): any copy may have been planted
+   * by a client that holds the key (docs/format.md §15.10), so a copy in a
+   * suspect pack is still tried when no other is left.
    */
   readCopy(id: string): BlobLocation | undefined {
     if (this.badCopies.size === 0 || !this.index.hasSeveralCopies(id)) return this.index.lookup(id);
-    return this.index.copies(id).find((l) => !this.badCopies.has(copyKey(l)));
+    return this.preferred(this.index.copies(id).filter((l) => !this.badCopies.has(copyKey(l))));
+  }
+
+  /** The first of `copies` outside the packs found bad, else the first. */
+  private preferred(copies: readonly BlobLocation[]): BlobLocation | undefined {
+    return copies.find((l) => !this.badPacks.has(l.pack)) ?? copies[0];
   }
 
   /**
@@ -381,7 +389,7 @@ export class Repository {
     }
     if (!this.badCopies.has(key)) this.badCopies.set(key, { pack: loc.pack, id: loc.id, reason });
     this.badPacks.add(loc.pack);
-    return others[0];
+    return this.preferred(others);
   }
 
   /**
