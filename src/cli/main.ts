@@ -89,6 +89,8 @@ async function main(argv: string[]): Promise<number> {
     .option('--cacert <file>', 'trust the CA certificate in this PEM file for an S3 endpoint or a holdfast server, besides the system\'s (or HOLDFAST_CACERT)')
     .option('--fingerprint <SHA256:…>', 'for a holdfast server (https://HOST:PORT/safes/NAME): accept only the certificate with this SHA-256 fingerprint, whoever signed it (or HOLDFAST_FINGERPRINT)')
     .exitOverride()
+    // Argument errors begin as every other error does ("holdfast: …"), not with commander's "error: ".
+    .configureOutput({ outputError: (text, write) => write(text.replace(/^error: /, 'holdfast: ')) })
     .showSuggestionAfterError();
   try {
     for (const m of await commandsFor(argv)) m.register(program);

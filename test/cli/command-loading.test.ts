@@ -46,7 +46,9 @@ describe('the command is found past global options, and only it is loaded', () =
     const listed = [...help.slice(help.indexOf('Commands:')).matchAll(/^ {2}([a-z-]+)/gm)].map((m) => m[1]);
     assert.deepEqual(listed.sort(), [...ALL, 'help'].sort());
     const typo = await s.ok(['bakup'], {}, 2);
-    assert.match(typo.stderr, /unknown command 'bakup'\n\(Did you mean backup\?\)/);
+    assert.match(typo.stderr, /^holdfast: unknown command 'bakup'\n\(Did you mean backup\?\)/);
+    // Argument errors of a command too (they began with commander's "error: ").
+    assert.match((await s.ok(['restore', 'latest'], {}, 2)).stderr, /^holdfast: required option '-t, --target <dir>' not specified\n$/);
     assert.match((await s.ok(['help', 'restore'])).stdout, /--target <dir>/);
     assert.match((await s.ok(['restore', '--help'])).stdout, /--target <dir>/);
   });
