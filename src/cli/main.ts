@@ -34,6 +34,7 @@ const COMMANDS: readonly (readonly [string, () => Promise<CommandModule>])[] = [
   ['unlock', () => import('./cmd-unlock.js')],
   ['serve-nbd', () => import('./cmd-serve-nbd.js')],
   ['server', () => import('./cmd-server.js')],
+  ['agent', () => import('./cmd-agent.js')],
   ['restore-image', () => import('./cmd-restore-image.js')],
   ['prune', () => import('./cmd-prune.js')],
   ['check', () => import('./cmd-check.js')],

@@ -1,0 +1,46 @@
+/**
+ * `holdfast agent enroll --server https://HOST:PORT --token ENROLL-TOKEN
+ * [--fingerprint SHA256:…] [--name NAME] [--config PATH]`: registers this
+ * machine with a holdfast server, makes its disk safe's password here and
+ * initialises the safe (src/agent/enroll.ts). Flags and printing only.
+ */
+import type { Command } from 'commander';
+import { hostname } from 'node:os';
+import { DEFAULT_AGENT_CONFIG } from '../agent/agent-config.js';
+import { enrollMachine } from '../agent/enroll.js';
+import { ServerApiError } from '../agent/server-api.js';
+import { globals, say } from './context.js';
+import { httpSettings, scryptParams } from './environment.js';
+import { ExitError, EXIT } from './exit-codes.js';
+
+interface EnrollFlags {
+  server?: string;
+  token?: string;
+  name?: string;
+  config: string;
+}
+
+export function register(program: Command): void {
+  const agent = program.command('agent').description('the agent of a machine backed up to a holdfast server');
+  agent.command('enroll')
+    .description('register this machine with a holdfast server: it makes the machine\'s disk safe, whose password is made here and never sent')
+    .option('--server <url>', 'the server, https://HOST:PORT; required')
+    .option('--token <token>', 'a token of the customer with the enroll right (or HOLDFAST_ENROLL_TOKEN); required')
+    .option('--name <name>', 'the machine\'s name on the server (default: the host name)')
+    .option('--config <path>', 'where to write the agent\'s configuration and credential (mode 0600)', DEFAULT_AGENT_CONFIG)
+    .action(async (flags: EnrollFlags, cmd: Command) => {
+      const g = globals(cmd);
+      const token = flags.token ?? (process.env['HOLDFAST_ENROLL_TOKEN'] || undefined);
+      if (flags.server === undefined || token === undefined) throw new ExitError('holdfast agent enroll needs --server https://HOST:PORT and --token ENROLL-TOKEN', EXIT.usage);
+      const http = await httpSettings(g.fingerprint, g.cacert, { ...process.env, HOLDFAST_TOKEN: undefined });
+      const config = await enrollMachine({
+        server: flags.server, enrollToken: token, name: flags.name ?? hostname(), configPath: flags.config, scrypt: scryptParams(),
+        ...(http.fingerprint ? { fingerprint: http.fingerprint } : {}), ...(http.ca ? { ca: http.ca } : {}),
+      }).catch((e: unknown) => {
+        if (e instanceof ServerApiError || (e instanceof Error && /^bad server address|exists: this machine/.test(e.message))) throw new ExitError(e.message, EXIT.failed);
+        throw e;
+      });
+      say(g, `enrolled ${config.machine_name} with ${config.server}: disk safe ${config.safe}, initialised with a password made on this machine`);
+      say(g, `configuration and credential written to ${flags.config} (mode 0600); keep a copy of the password somewhere safe: the server cannot recover it`);
+    });
+}

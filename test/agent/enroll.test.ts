@@ -1,0 +1,85 @@
+/**
+ * `holdfast agent enroll` through the real CLI against a server on loopback
+ * over real TLS, its fingerprint pinned: the machine and its disk safe
+ * appear on the server, the configuration is written 0600 in a 0700 folder,
+ * the safe opens with the password in it, and that password is nowhere on
+ * the server (its database files and its storage). Enrolling again over an
+ * existing configuration is refused and changes nothing.
+ */
+import assert from 'node:assert/strict';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, it } from 'node:test';
+import { Sandbox } from '../helpers/cli.js';
+import { setUp, type TestServer } from '../helpers/server.js';
+
+/** Every file under `dir`, recursively. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...await filesUnder(p));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
+}
+
+let t: TestServer;
+let s: Sandbox;
+let enrolToken = '';
+
+before(async () => {
+  s = await Sandbox.create('holdfast-enroll-');
+  t = await setUp(`sqlite:${s.path('control.sqlite')}`);
+  const mk = async (path: string, body: unknown) => {
+    const r = await t.call('POST', path, { token: t.adminToken, body });
+    assert.equal(r.status, 201, `${path}: ${r.text}`);
+    return r.body;
+  };
+  const acme = (await mk('/api/v1/customers', { name: 'Acme' })).id;
+  enrolToken = (await mk('/api/v1/tokens', { customer_id: acme, name: 'installer', rights: ['enroll'] })).secret;
+});
+after(async () => {
+  await t.stop();
+  await rm(s.dir, { recursive: true, force: true });
+});
+
+it('enrols the machine, writes its configuration 0600 and keeps the safe\'s password off the server', { timeout: 60_000 }, async () => {
+  const config = s.path('etc', 'holdfast', 'agent.json');
+  const server = `https://127.0.0.1:${t.server.port}`;
+  const args = ['agent', 'enroll', '--server', server, '--token', enrolToken, '--fingerprint', t.server.fingerprint, '--name', 'web1', '--config', config];
+  const r = await s.ok(args, { env: { HOLDFAST_PASSWORD: undefined } });
+  assert.match(r.stdout, /enrolled web1/);
+  assert.equal((await stat(config)).mode & 0o777, 0o600);
+  assert.equal((await stat(s.path('etc', 'holdfast'))).mode & 0o777, 0o700);
+  const c = JSON.parse(await readFile(config, 'utf8')) as Record<string, unknown>;
+  assert.match(c['password'] as string, /^[0-9a-f]{64}$/);
+  assert.equal(c['server'], server);
+  assert.equal(c['allow_restore_overwrite'], false);
+
+  const machines = (await t.call('GET', '/api/v1/machines', { token: t.adminToken })).body as { id: string; name: string }[];
+  assert.deepEqual(machines.map((m) => m.name), ['web1']);
+  assert.equal(c['machine_id'], machines[0]!.id);
+
+  // The safe is initialised and opens with the password made on the machine.
+  const repo = { HOLDFAST_REPOSITORY: `${server}/safes/${c['safe'] as string}`, HOLDFAST_TOKEN: c['token'] as string, HOLDFAST_FINGERPRINT: t.server.fingerprint, HOLDFAST_PASSWORD: c['password'] as string };
+  const snaps = await s.ok(['snapshots', '--json'], { env: repo });
+  assert.deepEqual(JSON.parse(snaps.stdout), []);
+  const wrong = await s.run(['snapshots'], { env: { ...repo, HOLDFAST_PASSWORD: 'not the password' } });
+  assert.equal(wrong.code, 12, wrong.stderr);
+
+  // Nowhere on the server: not in its database (and journal files), not in the safe's storage.
+  const password = c['password'] as string;
+  const serverFiles = [...(await readdir(s.dir)).filter((n) => n.startsWith('control.sqlite')).map((n) => s.path(n)), ...await filesUnder(t.dataDir)];
+  assert.ok(serverFiles.some((f) => f.endsWith('control.sqlite')) && serverFiles.some((f) => f.includes('/safes/')), serverFiles.join(', '));
+  for (const f of serverFiles) {
+    const bytes = await readFile(f);
+    assert.ok(!bytes.includes(password) && !bytes.includes(Buffer.from(password, 'hex')), `${f} holds the safe's password`);
+  }
+
+  const again = await s.run(args, { env: { HOLDFAST_PASSWORD: undefined } });
+  assert.equal(again.code, 1, again.stderr);
+  assert.match(again.stderr, /exists: this machine is enrolled already/);
+  assert.deepEqual(JSON.parse(await readFile(config, 'utf8')), c, 'the configuration is unchanged');
+  assert.equal(((await t.call('GET', '/api/v1/machines', { token: t.adminToken })).body as unknown[]).length, 1);
+});
