@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import type { CompressionMode } from '../core/compress.js';
-import { Archiver, type BackupResult } from '../jobs/backup/archiver.js';
+import { Archiver, type BackupProgress, type BackupResult } from '../jobs/backup/archiver.js';
 import { CACHEDIR_TAG, ExcludeRules, readPatterns } from '../jobs/backup/excludes.js';
 import { parseSize } from '../core/size.js';
 import { scanTotals } from '../jobs/backup/scan-totals.js';
@@ -105,8 +105,9 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
   const scan = new AbortController();
   const shown = !g.quiet && (g.json === true || process.stderr.isTTY === true);
   if (shown) void scanTotals(paths, excludes, flags.oneFileSystem === true, totals, AbortSignal.any([signal, scan.signal]));
+  let last: BackupProgress | undefined;
   try {
-    return await new Archiver(repo, {
+    const result = await new Archiver(repo, {
       paths,
       excludes,
       oneFileSystem: flags.oneFileSystem === true,
@@ -123,9 +124,18 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
         progress.stop();
         warn(`${path}: ${message}`);
       },
-      onProgress: (p) => progress.update(p),
+      onProgress: (p) => {
+        last = p;
+        progress.update(p);
+      },
       onFile: (path, action) => verboseItem(g, action, path),
     }).run();
+    if (last) {
+      // Done: what there was to do is what was done, whether or not the count beside it finished first.
+      Object.assign(totals, { files: last.files, bytes: last.bytes, done: true });
+      progress.update(last, true);
+    }
+    return result;
   } finally {
     scan.abort();
     progress.stop();
