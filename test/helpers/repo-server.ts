@@ -9,7 +9,7 @@
  *   … holdfast -r srv.location('a') with srv.env('t1') …
  *   await srv.close();
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -20,6 +20,7 @@ import { promisify } from 'node:util';
 import { formatFingerprint } from '../../src/storage/http-backend.js';
 import type { TestToken } from './repo-server-app.js';
 import type { RepoServerMainOptions } from './repo-server-main.js';
+import { startListening, type ListeningChild } from './listening-child.js';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), 'repo-server-main.js');
 
@@ -69,31 +70,18 @@ export async function startRepoServer(opts: { tokens: Record<string, TestToken> 
   const dir = await mkdtemp(join(tmpdir(), 'holdfast-repo-server-'));
   const cert = await makeTestCert(dir);
   let port = 0;
-  let child: ChildProcess | undefined;
+  let server: ListeningChild | undefined;
   const start = async (): Promise<void> => {
     const options: RepoServerMainOptions = { port, dir, keyFile: cert.keyFile, certFile: cert.certFile, tokens: opts.tokens };
-    const c = spawn(process.execPath, [MAIN, JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'inherit'] });
-    port = await new Promise<number>((resolve, reject) => {
-      let out = '';
-      c.stdout!.on('data', (b: Buffer) => {
-        out += b.toString();
-        const line = /^(\{.*\})\n/.exec(out)?.[1];
-        if (line) resolve((JSON.parse(line) as { port: number }).port);
-      });
-      c.on('error', reject);
-      c.on('exit', (code) => reject(new Error(`the repository server exited (${code}) before listening`)));
-    });
-    child = c;
+    server = await startListening([MAIN, JSON.stringify(options)], 'the repository server');
+    port = server.port;
   };
   await start();
   const origin = `https://127.0.0.1:${port}`;
   const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
-    const c = child;
-    if (c === undefined) return;
-    child = undefined;
-    const exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
-    c.kill(signal);
-    await exited;
+    const s = server;
+    server = undefined;
+    await s?.stop(signal);
   };
   return {
     origin,

@@ -16,7 +16,7 @@
  *
  * s3rver runs in a process of its own (s3rver-main.ts says why).
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -27,6 +27,7 @@ import { promisify } from 'node:util';
 
 import type { S3Settings } from '../../src/storage/s3-backend-config.js';
 import type { S3rverMainOptions } from './s3rver-main.js';
+import { startListening, type ListeningChild } from './listening-child.js';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), 's3rver-main.js');
 
@@ -82,32 +83,19 @@ export async function startS3rver(opts: { tls?: boolean } = {}): Promise<TestS3>
     ]);
   }
   let port = 0;
-  let child: ChildProcess | undefined;
+  let server: ListeningChild | undefined;
   const run = async (): Promise<void> => {
     const options: S3rverMainOptions = { port, directory: store, bucket: TEST_BUCKET, ...(tls ? { keyFile, certFile: caFile } : {}) };
-    const c = spawn(process.execPath, ['--openssl-legacy-provider', MAIN, JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'inherit'] });
-    port = await new Promise<number>((resolve, reject) => {
-      let out = '';
-      c.stdout!.on('data', (b: Buffer) => {
-        out += b.toString();
-        const line = /^(\{.*\})\n/.exec(out)?.[1];
-        if (line) resolve((JSON.parse(line) as { port: number }).port);
-      });
-      c.on('error', reject);
-      c.on('exit', (code) => reject(new Error(`s3rver exited (${code}) before listening`)));
-    });
-    child = c;
+    server = await startListening(['--openssl-legacy-provider', MAIN, JSON.stringify(options)], 's3rver');
+    port = server.port;
   };
   await run();
   const endpoint = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   const ca = tls ? await readFile(caFile, 'utf8') : '';
   const stop = async (o: { abrupt?: boolean } = {}): Promise<void> => {
-    const c = child;
-    if (c === undefined) return;
-    child = undefined;
-    const exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
-    c.kill(o.abrupt ? 'SIGKILL' : 'SIGTERM');
-    await exited;
+    const s = server;
+    server = undefined;
+    await s?.stop(o.abrupt ? 'SIGKILL' : 'SIGTERM');
   };
   return {
     endpoint,
@@ -124,7 +112,7 @@ export async function startS3rver(opts: { tls?: boolean } = {}): Promise<TestS3>
       await stop({ abrupt: true });
       await rm(dir, { recursive: true, force: true });
     },
-    pid: () => child?.pid,
+    pid: () => server?.pid,
   };
 }
 
