@@ -31,11 +31,7 @@ let enrolToken = '';
 before(async () => {
   s = await Sandbox.create('holdfast-enroll-');
   t = await setUp(`sqlite:${s.path('control.sqlite')}`);
-  const mk = async (path: string, body: unknown) => {
-    const r = await t.call('POST', path, { token: t.adminToken, body });
-    assert.equal(r.status, 201, `${path}: ${r.text}`);
-    return r.body;
-  };
+  const mk = (path: string, body: unknown) => t.create(path, body);
   const acme = (await mk('/api/v1/customers', { name: 'Acme' })).id;
   enrolToken = (await mk('/api/v1/tokens', { customer_id: acme, name: 'installer', rights: ['enroll'] })).secret;
 });

@@ -62,6 +62,8 @@ export interface TestServer {
   /** The first admin's session (its password already changed). */
   readonly adminToken: string;
   call(method: string, path: string, opts?: { token?: string; body?: unknown; rawBody?: string }): Promise<Answer>;
+  /** POSTs `body` to `path` as `token` (default: the admin), asserts 201 Created and returns the answer's body. */
+  create(path: string, body: unknown, token?: string): Promise<Answer['body']>;
   /** Logs in and returns the session token; changes a one-time password first when `newPassword` is given. */
   login(name: string, password: string, newPassword?: string): Promise<string>;
   stop(): Promise<void>;
@@ -86,8 +88,13 @@ export async function setUp(dbUrl: string, limits?: LoginLimits, options: Pick<B
   };
   assert.ok(server.firstAdmin);
   const adminToken = await login(server.firstAdmin.name, server.firstAdmin.password, ADMIN_PASSWORD);
+  const create = async (path: string, body: unknown, token = adminToken): Promise<Answer['body']> => {
+    const r = await call('POST', path, { token, body });
+    assert.equal(r.status, 201, `${path}: ${r.text}`);
+    return r.body;
+  };
   return {
-    server, dataDir, cert, adminToken, call, login,
+    server, dataDir, cert, adminToken, call, create, login,
     async stop() {
       await server.close();
       await rm(dataDir, { recursive: true, force: true });

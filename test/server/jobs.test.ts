@@ -24,11 +24,7 @@ databaseSuites('jobs and the agent\'s job channel', (fx) => {
 
   before(async () => {
     t = await setUp(await fx.newUrl());
-    const mk = async (path: string, body: unknown) => {
-      const r = await t.call('POST', path, { token: t.adminToken, body });
-      assert.equal(r.status, 201, `${path}: ${r.text}`);
-      return r.body;
-    };
+    const mk = (path: string, body: unknown) => t.create(path, body);
     const acme = (await mk('/api/v1/customers', { name: 'Acme' })).id;
     const other = (await mk('/api/v1/customers', { name: 'Other' })).id;
     machine = (await mk('/api/v1/machines', { customer_id: acme, name: 'web' })).id;

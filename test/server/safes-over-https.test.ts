@@ -26,11 +26,7 @@ databaseSuites('disk safes over HTTPS through holdfast server', (fx) => {
     t = await setUp(await fx.newUrl());
     s = await Sandbox.create('holdfast-safes-');
     await buildTree(s.path('src'), EVERYTHING);
-    const mk = async (path: string, body: unknown) => {
-      const r = await t.call('POST', path, { token: t.adminToken, body });
-      assert.equal(r.status, 201, `${path}: ${r.text}`);
-      return r.body;
-    };
+    const mk = (path: string, body: unknown) => t.create(path, body);
     const acme = (await mk('/api/v1/customers', { name: 'Acme' })).id;
     const other = (await mk('/api/v1/customers', { name: 'Other' })).id;
     const web = (await mk('/api/v1/machines', { customer_id: acme, name: 'web' })).id;

@@ -69,11 +69,7 @@ databaseSuites('scope of every API route', (fx) => {
   before(async () => {
     t = await setUp(await fx.newUrl());
     const admin = t.adminToken;
-    const mk = async (path: string, body: unknown, token = admin) => {
-      const r = await t.call('POST', path, { token, body });
-      assert.equal(r.status, 201, `${path}: ${r.text}`);
-      return r.body;
-    };
+    const mk = (path: string, body: unknown, token = admin) => t.create(path, body, token);
     a.customer = (await mk('/api/v1/customers', { name: 'Acme Alpha' })).id;
     const b = (await mk('/api/v1/customers', { name: 'Bravo Beta' })).id;
     const aUser = await mk('/api/v1/users', { name: 'alice', role: 'customer-admin', customer_id: a.customer });
