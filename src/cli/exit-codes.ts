@@ -58,6 +58,8 @@ export const EXIT_BY_ERROR_CODE: { readonly [C in ErrorCode]: number } = {
   EMPTY_SOURCE: EXIT.failed,
   PRODUCER_FAILED: EXIT.failed,
   FILESYSTEM_NOT_SUPPORTED: EXIT.failed,
+  FILESYSTEM_DAMAGED: EXIT.failed,
+  FILESYSTEM_FEATURE_UNSUPPORTED: EXIT.failed,
   FUSE_UNAVAILABLE: EXIT.failed,
   BAD_MOUNT_POINT: EXIT.failed,
 };

@@ -7,7 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { EXIT, exitOf } from './exit-codes.js';
 import { closeCommand, kibPerSecond, warningsLeftOut } from './context.js';
 import { VERSION } from './cmd-version.js';
-import { printableLines } from './printable.js';
+import { printableMessage } from './printable.js';
 
 /** A command module: registers its command (options, help, action) on the program. */
 interface CommandModule {
@@ -103,7 +103,7 @@ async function main(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
     const { code, known } = exitOf(e);
     const msg = e instanceof Error ? e.message : String(e);
-    process.stderr.write(`holdfast: ${printableLines(msg)}\n`);
+    process.stderr.write(`holdfast: ${printableMessage(msg)}\n`);
     if (!known && process.env['HOLDFAST_DEBUG'] && e instanceof Error) process.stderr.write(`${e.stack}\n`);
     return code;
   } finally {

@@ -14,9 +14,17 @@
  * line) escape whatever they are given, and a caller may escape a field first.
  */
 
-/** C0 controls, DEL and C1 controls (0x9b is a one-byte CSI on some terminals). */
+/**
+ * C0 controls, DEL and C1 controls (0x9b is a one-byte CSI on some
+ * terminals); the Unicode line and paragraph separators, which some
+ * terminals and log viewers break lines at; and the bidirectional marks,
+ * embeddings, overrides and isolates, which reorder what follows them on the
+ * line (a name can make the text after it read backwards: "Trojan Source").
+ */
 function isControl(code: number): boolean {
-  return code < 0x20 || (code >= 0x7f && code <= 0x9f);
+  return code < 0x20 || (code >= 0x7f && code <= 0x9f)
+    || code === 0x061c || code === 0x200e || code === 0x200f
+    || (code >= 0x2028 && code <= 0x202e) || (code >= 0x2066 && code <= 0x2069);
 }
 
 const NAMED: Record<number, string> = { 0x0a: '\\n', 0x0d: '\\r', 0x09: '\\t' };
@@ -28,7 +36,7 @@ export function printable(text: string): string {
   for (let i = 0; i < text.length; i++) {
     const code = text.charCodeAt(i);
     if (!isControl(code)) continue;
-    out += text.slice(from, i) + (NAMED[code] ?? `\\${code < 0x80 ? 'x' : 'u00'}${code.toString(16).padStart(2, '0')}`);
+    out += text.slice(from, i) + (NAMED[code] ?? (code < 0x80 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`));
     from = i + 1;
   }
   return from === 0 ? text : out + text.slice(from);
@@ -37,4 +45,15 @@ export function printable(text: string): string {
 /** `text` of several lines, each made `printable`; the line breaks stay. */
 export function printableLines(text: string): string {
   return text.split('\n').map(printable).join('\n');
+}
+
+/**
+ * An error message for the CLI's last line, made `printable` line by line:
+ * a message may list things on lines of their own (a restore's failed
+ * paths), but no line after the first begins at the margin, so text quoted
+ * in a message cannot pass for a line of its own ("holdfast: …",
+ * "warning: …").
+ */
+export function printableMessage(text: string): string {
+  return printableLines(text).split('\n').map((line, i) => (i === 0 || line === '' || line.startsWith(' ') ? line : `  ${line}`)).join('\n');
 }

@@ -71,6 +71,10 @@ export const ERROR_CODES = [
   'PRODUCER_FAILED',
   /** A disk image holds no file system this build reads. */
   'FILESYSTEM_NOT_SUPPORTED',
+  /** A file system in a disk image is damaged or truncated (its metadata, its journal, a read past its end). */
+  'FILESYSTEM_DAMAGED',
+  /** A file system in a disk image (or one file in it) uses a feature this build does not read. */
+  'FILESYSTEM_FEATURE_UNSUPPORTED',
   /** FUSE is not available on this machine. */
   'FUSE_UNAVAILABLE',
   /** A mount point that cannot be mounted on. */

@@ -11,7 +11,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { printable, printableLines } from '../../src/cli/printable.js';
+import { printable, printableLines, printableMessage } from '../../src/cli/printable.js';
 import { Repository } from '../../src/repo/repository.js';
 import { Store } from '../../src/repo/store.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
@@ -35,6 +35,20 @@ describe('printable', () => {
     assert.equal(printable(printable(FILE)), printable(FILE));
     assert.equal(printable('plain ünïcode ✓'), 'plain ünïcode ✓');
     assert.equal(printableLines(`a\u001b\nb\n`), 'a\\x1b\nb\n');
+  });
+
+  it('escapes the bidirectional overrides and isolates and the Unicode line separators', () => {
+    // "Trojan Source": U+202E makes the rest of the line read backwards; U+2028 breaks it in some viewers.
+    assert.equal(printable('invoice\u202efdp.exe'), 'invoice\\u202efdp.exe');
+    assert.equal(printable('a\u2066b\u2069c\u200fd\u061ce'), 'a\\u2066b\\u2069c\\u200fd\\u061ce');
+    assert.equal(printable('one\u2028two\u2029'), 'one\\u2028two\\u2029');
+    assert.equal(printable('arabic عربي and hebrew עברית stay'), 'arabic عربي and hebrew עברית stay');
+  });
+
+  it('an error message cannot print a line of its own: every line after the first is indented', () => {
+    assert.equal(printableMessage('cannot open "x\nholdfast: all good"'), 'cannot open "x\n  holdfast: all good"');
+    assert.equal(printableMessage('restore INCOMPLETE:\n  a: gone\n  b: gone'), 'restore INCOMPLETE:\n  a: gone\n  b: gone');
+    assert.equal(printableMessage('one line'), 'one line');
   });
 });
 

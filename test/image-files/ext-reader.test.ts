@@ -19,6 +19,7 @@ import { findImageNode, walkImage } from '../../src/jobs/image-files/image-walk.
 import { listImage } from '../../src/jobs/image-files/image-ls.js';
 import { fileBytes } from '../../src/jobs/image-files/image-file-reader.js';
 import { debugfs, debugfsSession, firstBlockOf, makeDisk, makeExtImage, missingTools, renameEntryRaw } from './ext-images.js';
+import { errorCode } from '../../src/core/errors.js';
 
 const skip = missingTools('mkfs.ext4', 'debugfs', 'e2fsck', 'sfdisk', 'mkswap');
 /** mke2fs -d stores whole seconds. */
@@ -325,6 +326,8 @@ describe('files out of ext2/3/4 images', { skip, timeout: 180_000 }, () => {
         await source.close();
       }
       for (const p of problems) assert.match(p.name, allowed, `round ${round}: ${p.name}: ${p.message}\n${p.stack}`);
+      // Each carries a stable code, so the CLI reports it as a known failure (exit 1, no stack trace).
+      for (const p of problems) assert.ok(errorCode(p) !== undefined, `round ${round}: ${p.name} has no code`);
     }
   });
 });

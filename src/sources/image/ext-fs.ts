@@ -18,10 +18,12 @@
  * system whose journal needs recovery (mounted, or not cleanly unmounted) is
  * not trusted: its on-disk bitmaps may miss allocations still in the journal.
  */
+import type { ErrorCode } from '../../core/errors.js';
 import type { RandomAccessSource } from './random-access.js';
 
 /** A file system's metadata is damaged or not what this parser understands. */
 export class FsCorruptError extends Error {
+  readonly code: ErrorCode = 'FILESYSTEM_DAMAGED';
   constructor(detail: string) {
     super(detail);
     this.name = 'FsCorruptError';

@@ -9,6 +9,7 @@
  *                  reads that touch the same block do not fetch it again
  *   FileSource     an image file on disk (tests, and reading local images)
  */
+import type { ErrorCode } from '../../../core/errors.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { RandomAccessSource } from '../random-access.js';
 
@@ -20,6 +21,7 @@ export type ByteSource = RandomAccessSource;
 
 /** A read outside a source's bounds: the structure that asked for it is damaged (or the image truncated). */
 export class OutOfBoundsError extends Error {
+  readonly code: ErrorCode = 'FILESYSTEM_DAMAGED';
   constructor(readonly what: string, readonly offset: number, readonly length: number, readonly size: number) {
     super(`${what}: read of ${length} bytes at ${offset} is beyond the end (${size} bytes); the image is truncated or damaged`);
     this.name = 'OutOfBoundsError';

@@ -15,12 +15,14 @@
  * (jbd2.ts). Not done: encrypted files and directories (refused by name),
  * extended attributes.
  */
+import type { ErrorCode } from '../../../core/errors.js';
 import { CachedSource, OutOfBoundsError, checkRange, type ByteSource } from './byte-source.js';
 import { JournalError, OverlaySource, replayJournal } from './jbd2.js';
 import { extKind, type FsKind } from './fs-probe.js';
 
 /** The filesystem is damaged (or not what it claims to be). */
 export class ExtCorruptError extends Error {
+  readonly code: ErrorCode = 'FILESYSTEM_DAMAGED';
   constructor(readonly what: string, reason: string) {
     super(`${what}: ${reason}`);
     this.name = 'ExtCorruptError';
@@ -29,6 +31,7 @@ export class ExtCorruptError extends Error {
 
 /** The filesystem (or one file in it) uses something this reader does not implement. */
 export class ExtUnsupportedError extends Error {
+  readonly code: ErrorCode = 'FILESYSTEM_FEATURE_UNSUPPORTED';
   constructor(message: string) {
     super(message);
     this.name = 'ExtUnsupportedError';

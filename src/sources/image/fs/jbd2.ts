@@ -20,6 +20,7 @@
  * count is bounded by the journal's length, so a damaged journal ends the
  * replay early, never loops.
  */
+import type { ErrorCode } from '../../../core/errors.js';
 import { checkRange, type ByteSource } from './byte-source.js';
 
 const MAGIC = 0xc03b3998;
@@ -51,6 +52,7 @@ export interface ReplayResult {
 
 /** The journal is damaged in a way that stops replay before it starts. */
 export class JournalError extends Error {
+  readonly code: ErrorCode = 'FILESYSTEM_DAMAGED';
   constructor(message: string) {
     super(message);
     this.name = 'JournalError';
