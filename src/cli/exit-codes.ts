@@ -37,6 +37,7 @@ export const EXIT_BY_ERROR_CODE: { readonly [C in ErrorCode]: number } = {
   TRANSIENT: EXIT.failed,
   RETRIES_EXHAUSTED: EXIT.failed,
   APPEND_ONLY: EXIT.appendOnly,
+  BAD_LOCATION: EXIT.usage,
   NOT_A_REPOSITORY: EXIT.noRepository,
   WRONG_PASSWORD: EXIT.wrongPassword,
   UNSUPPORTED_VERSION: EXIT.failed,

@@ -27,6 +27,8 @@ export const ERROR_CODES = [
   'RETRIES_EXHAUSTED',
   /** The storage (or this client) is append-only and the operation would remove or replace something. */
   'APPEND_ONLY',
+  /** A repository location that names no storage this build reaches (unknown scheme, malformed URL, invalid bucket). */
+  'BAD_LOCATION',
   // repository
   /** No holdfast repository at the location. */
   'NOT_A_REPOSITORY',

@@ -38,6 +38,16 @@ export interface ObjectInfo {
   readonly size: number;
 }
 
+/** A repository location that cannot be opened as written: the message says which rule it breaks and shows the form. */
+export class BadLocationError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'BAD_LOCATION';
+  constructor(message: string) {
+    super(message);
+    this.name = 'BadLocationError';
+  }
+}
+
 /** Thrown by `save` when the name exists already. */
 export class AlreadyExistsError extends Error {
   /** Stable code for callers (src/core/errors.ts). */

@@ -40,6 +40,7 @@ import type { Duplex } from 'node:stream';
 
 import {
   AlreadyExistsError,
+  BadLocationError,
   NotFoundError,
   TransientError,
   type Backend,
@@ -106,11 +107,11 @@ export function parseHttpLocation(location: string): HttpLocation {
   try {
     url = new URL(location);
   } catch {
-    throw new Error(`unsupported repository location "${location}": a server's disk safe is https://HOST:PORT/safes/NAME`);
+    throw new BadLocationError(`unsupported repository location "${location}": a server's disk safe is https://HOST:PORT/safes/NAME`);
   }
   const m = /^\/safes\/([^/]+)\/?$/.exec(url.pathname);
   if (url.protocol !== 'https:' || !m || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
-    throw new Error(`unsupported repository location "${location}": a server's disk safe is https://HOST:PORT/safes/NAME`);
+    throw new BadLocationError(`unsupported repository location "${location}": a server's disk safe is https://HOST:PORT/safes/NAME`);
   }
   return { origin: url.origin, safe: decodeURIComponent(m[1]!) };
 }

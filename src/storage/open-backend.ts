@@ -16,7 +16,7 @@
  */
 import path from 'node:path';
 
-import type { Backend } from './backend.js';
+import { BadLocationError, type Backend } from './backend.js';
 import { LocalBackend } from './local-backend.js';
 import { MemoryBackend } from './memory-backend.js';
 import { HttpBackend, parseHttpLocation, type HttpSettings } from './http-backend.js';
@@ -54,7 +54,7 @@ export interface OpenBackendOptions {
 
 /** Opens the backend for `location`; see the module comment for the forms accepted. */
 export function openBackend(location: string, opts: OpenBackendOptions = {}): Backend {
-  if (location === '') throw new Error('unsupported repository location "": the location is empty');
+  if (location === '') throw new BadLocationError('unsupported repository location "": the location is empty');
   // Two letters or more, so that a Windows drive ("C:\backups") stays a path.
   const scheme = /^([a-z][a-z0-9+.-]+):/i.exec(location)?.[1]?.toLowerCase();
   const rest = scheme === undefined ? location : location.slice(scheme.length + 1);
@@ -62,11 +62,11 @@ export function openBackend(location: string, opts: OpenBackendOptions = {}): Ba
     case undefined:
       return new LocalBackend(path.resolve(location));
     case 'local':
-      if (rest === '') throw new Error(`unsupported repository location "${location}": local: needs a path`);
+      if (rest === '') throw new BadLocationError(`unsupported repository location "${location}": local: needs a path`);
       return new LocalBackend(path.resolve(rest));
     case 'memory': {
       if (rest === '') return new MemoryBackend();
-      if (!opts.memory) throw new Error(`unsupported repository location "${location}": a named in-memory repository lives only inside a process that keeps a registry of them`);
+      if (!opts.memory) throw new BadLocationError(`unsupported repository location "${location}": a named in-memory repository lives only inside a process that keeps a registry of them`);
       return opts.memory.get(rest);
     }
     case 's3':
@@ -74,9 +74,9 @@ export function openBackend(location: string, opts: OpenBackendOptions = {}): Ba
     case 'https':
       return new HttpBackend(parseHttpLocation(location), opts.http);
     case 'http':
-      throw new Error(`unsupported repository location "${location}": a holdfast server speaks HTTPS only (https://HOST:PORT/safes/NAME)`);
+      throw new BadLocationError(`unsupported repository location "${location}": a holdfast server speaks HTTPS only (https://HOST:PORT/safes/NAME)`);
     default:
-      throw new Error(
+      throw new BadLocationError(
         `unsupported repository location "${location}": unknown scheme "${scheme}:" (use local:/path, a plain path, s3:https://host/bucket or https://host:port/safes/NAME)`,
       );
   }

@@ -15,6 +15,7 @@
  * CLI fills from the environment, or from the AWS SDK's own default chain
  * (profile files and the rest) when none are given.
  */
+import { BadLocationError } from './backend.js';
 
 /** Where an S3 repository lives: an endpoint, a bucket, and a key prefix in it. */
 export interface S3Location {
@@ -96,7 +97,7 @@ const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
  */
 export function parseS3Location(rest: string): S3Location {
   const bad = (problem: string): Error =>
-    new Error(`bad S3 location "s3:${rest}": ${problem} (the form is s3:https://host[:port]/bucket[/prefix])`);
+    new BadLocationError(`bad S3 location "s3:${rest}": ${problem} (the form is s3:https://host[:port]/bucket[/prefix])`);
   if (rest === '') throw bad('it is empty');
   const explicit = /^https?:\/\//i.test(rest);
   if (!explicit && /^[a-z][a-z0-9+.-]*:\/\//i.test(rest)) throw bad('only http:// and https:// endpoints are known');

@@ -95,5 +95,12 @@ describe('exit codes', () => {
       const [file] = await snapshotsOf(s);
       failsWith(await s.run(['restore-image', file!.id, '--to', s.path('out.img')], { env: debug }), 1, /is not an image snapshot/);
     });
+
+    it('a repository location that cannot be: 2, a usage error, naming the rule (no stack trace)', async () => {
+      const debug = { HOLDFAST_DEBUG: '1' };
+      failsWith(await s.run(['-r', 's3:https://127.0.0.1:1/Bad_Bucket', 'snapshots'], { env: debug }), 2, /"Bad_Bucket" is not a valid bucket name/);
+      failsWith(await s.run(['-r', 'sftp://host/path', 'snapshots'], { env: debug }), 2, /unknown scheme "sftp:"/);
+      failsWith(await s.run(['-r', 'https://127.0.0.1:1/nosafes', 'snapshots'], { env: debug }), 2, /a server's disk safe is https:\/\/HOST:PORT\/safes\/NAME/);
+    });
   });
 });

@@ -13,6 +13,7 @@ import { MemoryRegistry, openBackend } from '../../src/storage/open-backend.js';
 import { HttpBackend } from '../../src/storage/http-backend.js';
 import { S3Backend } from '../../src/storage/s3-backend.js';
 import { bytes, handleOf } from './conformance.js';
+import { errorCode } from '../../src/core/errors.js';
 
 /** Asserts that opening `location` throws an "unsupported repository location" error naming it. */
 function assertRefused(location: string, detail: RegExp): void {
@@ -20,6 +21,7 @@ function assertRefused(location: string, detail: RegExp): void {
     () => openBackend(location),
     (err: unknown) => {
       assert.ok(err instanceof Error);
+      assert.equal(errorCode(err), 'BAD_LOCATION', err.message);
       assert.ok(err.message.startsWith('unsupported repository location'), err.message);
       assert.ok(err.message.includes(JSON.stringify(location)), err.message);
       assert.match(err.message, detail);
@@ -140,7 +142,7 @@ describe('openBackend', () => {
     });
 
     it('refuses an S3 location without a bucket, naming the form', () => {
-      assert.throws(() => openBackend('s3:bucket'), (e: Error) => e.message === 'bad S3 location "s3:bucket": it names no bucket (the form is s3:https://host[:port]/bucket[/prefix])');
+      assert.throws(() => openBackend('s3:bucket'), (e: Error) => errorCode(e) === 'BAD_LOCATION' && e.message === 'bad S3 location "s3:bucket": it names no bucket (the form is s3:https://host[:port]/bucket[/prefix])');
     });
   });
 
