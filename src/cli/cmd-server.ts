@@ -45,7 +45,7 @@ export function register(program: Command): void {
           say(g, `holdfast server listening on https://${host}:${s.port}`);
           say(g, `certificate fingerprint: ${s.fingerprint}${s.certificateCreated ? ' (new self-signed certificate)' : ''}`);
           say(g, `database: ${s.database}`);
-          say(g, `disk safes: ${s.safesDir}`);
+          say(g, `disk safes: ${s.storage}`);
           if (s.firstAdmin) {
             // Printed even with --quiet: it is shown this once and never again.
             process.stdout.write(`first admin account: ${s.firstAdmin.name}\none-time password: ${s.firstAdmin.password}\n`
@@ -71,9 +71,9 @@ export function register(program: Command): void {
       if (dataDir === undefined) throw new ExitError('holdfast server info needs --data DIR: the server\'s data directory', EXIT.usage);
       const info = await serverInfo(dataDir).catch(explained);
       if (g.json) {
-        process.stdout.write(`${JSON.stringify({ fingerprint: info.fingerprint, listen: info.listen, database: info.database, safes: info.safesDir })}\n`);
+        process.stdout.write(`${JSON.stringify({ fingerprint: info.fingerprint, listen: info.listen, database: info.database, safes: info.storage })}\n`);
         return;
       }
-      process.stdout.write(`certificate fingerprint: ${info.fingerprint}\nlisten: ${info.listen}\ndatabase: ${info.database}\ndisk safes: ${info.safesDir}\n`);
+      process.stdout.write(`certificate fingerprint: ${info.fingerprint}\nlisten: ${info.listen}\ndatabase: ${info.database}\ndisk safes: ${info.storage}\n`);
     });
 }

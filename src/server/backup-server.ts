@@ -7,9 +7,10 @@
  *
  *   DATA/            0700
  *     holdfast.db    the SQLite control plane (unless --db postgres://…)
- *     server.json    listen address and database URL (server-settings.ts)
+ *     server.json    listen address, database URL, storage (server-settings.ts)
  *     tls/           cert.pem, key.pem (0600)
- *     safes/ID/      one repository per disk safe
+ *     safes/ID/      one repository per disk safe (with --storage s3:…,
+ *                    PREFIX/safes/ID in the bucket instead)
  *
  * It serves the REST API (/api/v1, http/api-v1.ts) and the disk safes'
  * repositories (/safes/NAME, http/repo-routes.ts, reached with API tokens).
@@ -20,6 +21,7 @@ import type { Writable } from 'node:stream';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { SHARED_SCHEMAS } from '../api/v1.js';
+import { formatS3Location, type S3Settings } from '../storage/s3-backend-config.js';
 import { openDatabase, redactUrl, type ControlPlaneDatabase } from './db/open-database.js';
 import { apiV1 } from './http/api-v1.js';
 import { repoRoutes } from './http/repo-routes.js';
@@ -27,6 +29,7 @@ import { ensureFirstAdmin } from './services/auth.js';
 import type { ServiceContext } from './services/context.js';
 import { JobSignals } from './services/job-signals.js';
 import { safeResolver } from './services/safe-access.js';
+import { openSafeStorage, parseStorageSetting, StorageSettingError } from './services/safe-storage.js';
 import { LoginLimiter, type LoginLimits } from './services/login-limiter.js';
 import { DEFAULT_LISTEN, loadSettings, SAFES_DIR, saveSettings, SQLITE_FILE, type ServerSettings } from './server-settings.js';
 import { ensureCertificate, fingerprintOf } from './tls-certificate.js';
@@ -38,6 +41,13 @@ export interface BackupServerOptions {
   readonly listen?: string;
   /** Database URL (postgres://…, sqlite:FILE); the recorded one, else DATA/holdfast.db, when absent. */
   readonly db?: string;
+  /**
+   * Where the disk safes are: `s3:https://host:port/bucket/prefix`; the
+   * recorded one, else the data directory's `safes/` folder, when absent.
+   */
+  readonly storage?: string;
+  /** Credentials, region and CA for an `s3:` storage (the CLI reads them from the AWS environment and --cacert). */
+  readonly s3?: S3Settings;
   /** Where the JSON log lines go (pino); none when absent. */
   readonly logStream?: Writable;
   /** pino level, default `info`. */
@@ -64,7 +74,8 @@ export interface RunningServer {
   readonly firstAdmin?: { readonly name: string; readonly password: string };
   /** The database, for people (its password hidden). */
   readonly database: string;
-  readonly safesDir: string;
+  /** Where the disk safes are, for people: a folder or an `s3:` location. */
+  readonly storage: string;
   /** Stops accepting, ends the connections, closes the database; idempotent. */
   close(): Promise<void>;
 }
@@ -101,7 +112,7 @@ async function prepareDataDir(dir: string): Promise<void> {
 }
 
 /** The fastify application on an open database (exported for tests that need no TLS listener). */
-export async function buildApp(ctx: ServiceContext, opts: { dataDir: string; https?: { key: string; cert: string }; logStream?: Writable; logLevel?: string; version?: string }): Promise<FastifyInstance> {
+export async function buildApp(ctx: ServiceContext, opts: { https?: { key: string; cert: string }; logStream?: Writable; logLevel?: string; version?: string }): Promise<FastifyInstance> {
   const app = Fastify({
     ...(opts.https ? { https: opts.https } : {}),
     logger: opts.logStream ? { level: opts.logLevel ?? 'info', stream: opts.logStream } : false,
@@ -121,7 +132,7 @@ export async function buildApp(ctx: ServiceContext, opts: { dataDir: string; htt
     transform: ({ schema, url }) => ({ schema: (url.startsWith('/api/v1/') ? schema : { ...schema, hide: true }) as typeof schema, url }),
   });
   await app.register(apiV1, { prefix: '/api/v1', ctx });
-  await app.register(repoRoutes, { resolver: safeResolver(ctx, opts.dataDir) });
+  await app.register(repoRoutes, { resolver: safeResolver(ctx) });
   return app;
 }
 
@@ -129,18 +140,29 @@ export async function buildApp(ctx: ServiceContext, opts: { dataDir: string; htt
 export async function startServer(opts: BackupServerOptions): Promise<RunningServer> {
   await prepareDataDir(opts.dataDir);
   const saved = await loadSettings(opts.dataDir);
+  let storage = opts.storage ?? saved?.storage;
+  try {
+    // Recorded in one spelling, so that another spelling of the same bucket is not a move.
+    if (storage !== undefined) storage = formatS3Location(parseStorageSetting(storage));
+  } catch (e) {
+    if (e instanceof StorageSettingError) throw new ServerSetupError(e.message);
+    throw e;
+  }
   const settings: ServerSettings = {
     listen: opts.listen ?? saved?.listen ?? DEFAULT_LISTEN,
     ...((opts.db ?? saved?.db) !== undefined ? { db: (opts.db ?? saved?.db)! } : {}),
+    ...(storage !== undefined ? { storage } : {}),
   };
   const { host, port } = parseHostPort(settings.listen);
   const cert = await ensureCertificate(join(opts.dataDir, 'tls'));
   const database: ControlPlaneDatabase = await openDatabase(settings.db, join(opts.dataDir, SQLITE_FILE));
   let app: FastifyInstance | undefined;
   const jobSignals = new JobSignals();
+  const safeStorage = openSafeStorage(settings.storage, opts.dataDir, opts.s3);
   try {
+    await refuseStorageMove(database, saved?.storage, settings.storage);
     const ctx: ServiceContext = {
-      db: database.db, limiter: new LoginLimiter(opts.loginLimits), now: () => new Date(),
+      db: database.db, safeStorage, limiter: new LoginLimiter(opts.loginLimits), now: () => new Date(),
       jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS,
     };
     const firstAdmin = await ensureFirstAdmin(ctx);
@@ -157,16 +179,32 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
       host, port: typeof bound === 'object' && bound ? bound.port : port,
       fingerprint: cert.fingerprint, certificateCreated: cert.created,
       ...(firstAdmin ? { firstAdmin } : {}),
-      database: database.shown, safesDir: join(opts.dataDir, SAFES_DIR),
+      database: database.shown, storage: safeStorage.shown,
       // Waiting polls answer first, so that closing does not wait out their time.
-      close: () => (closed ??= (jobSignals.close(), listening.close().finally(() => database.close()))),
+      close: () => (closed ??= (jobSignals.close(), listening.close().finally(() => Promise.all([safeStorage.close(), database.close()])).then(() => undefined))),
     };
   } catch (e) {
     jobSignals.close();
     await app?.close();
+    await safeStorage.close();
     await database.close();
     throw e;
   }
+}
+
+/**
+ * Refuses a start whose storage is not the one the server's disk safes are
+ * in (their repositories would seem empty, and agents would write new ones
+ * beside the old); a server with no safe yet may move.
+ */
+async function refuseStorageMove(database: ControlPlaneDatabase, recorded: string | undefined, wanted: string | undefined): Promise<void> {
+  if (recorded === wanted) return;
+  const safes = await database.db.selectFrom('disk_safes').select((eb) => eb.fn.countAll<number | string>().as('n')).executeTakeFirstOrThrow();
+  const n = Number(safes.n);
+  if (n === 0) return;
+  const where = (s: string | undefined): string => s ?? 'the data directory';
+  throw new ServerSetupError(`the server's ${n} disk safe${n === 1 ? ' is' : 's are'} in ${where(recorded)}, not in ${where(wanted)}: `
+    + `start it with ${recorded === undefined ? 'no --storage' : `--storage ${recorded}`} (moving safes to another storage is not supported yet)`);
 }
 
 /** What `holdfast server info` shows, read from the data directory without starting anything. */
@@ -174,7 +212,8 @@ export interface ServerInfo {
   readonly fingerprint: string;
   readonly listen: string;
   readonly database: string;
-  readonly safesDir: string;
+  /** Where the disk safes are: a folder or an `s3:` location. */
+  readonly storage: string;
 }
 
 export async function serverInfo(dataDir: string): Promise<ServerInfo> {
@@ -184,6 +223,6 @@ export async function serverInfo(dataDir: string): Promise<ServerInfo> {
     fingerprint: fingerprintOf(await readFile(join(dataDir, 'tls', 'cert.pem'), 'utf8')),
     listen: settings.listen,
     database: settings.db ? redactUrl(settings.db) : join(dataDir, SQLITE_FILE),
-    safesDir: join(dataDir, SAFES_DIR),
+    storage: settings.storage ?? join(dataDir, SAFES_DIR),
   };
 }

@@ -1,8 +1,9 @@
 /**
  * The settings a server keeps in its data directory (DATA/server.json,
  * owner-only, as it may hold a database password): where it listens and
- * which database it uses. A start with `--listen` or `--db` records them, a
- * start without uses the recorded ones, and `holdfast server info` shows them.
+ * which database it uses, and where the disk safes are stored. A start with
+ * `--listen`, `--db` or `--storage` records them, a start without uses the
+ * recorded ones, and `holdfast server info` shows them.
  */
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,6 +13,8 @@ export interface ServerSettings {
   readonly listen: string;
   /** The database URL; absent for the SQLite file in the data directory. */
   readonly db?: string;
+  /** Where the disk safes are: an `s3:` location; absent for the data directory's `safes/` folder. */
+  readonly storage?: string;
 }
 
 export const DEFAULT_LISTEN = '0.0.0.0:8443';
@@ -31,7 +34,11 @@ export async function loadSettings(dataDir: string): Promise<ServerSettings | un
     throw e;
   }
   const s = JSON.parse(text) as Partial<ServerSettings>;
-  return { listen: typeof s.listen === 'string' ? s.listen : DEFAULT_LISTEN, ...(typeof s.db === 'string' ? { db: s.db } : {}) };
+  return {
+    listen: typeof s.listen === 'string' ? s.listen : DEFAULT_LISTEN,
+    ...(typeof s.db === 'string' ? { db: s.db } : {}),
+    ...(typeof s.storage === 'string' ? { storage: s.storage } : {}),
+  };
 }
 
 export async function saveSettings(dataDir: string, s: ServerSettings): Promise<void> {

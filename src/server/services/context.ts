@@ -1,6 +1,6 @@
 /**
- * What every service works with: the database, the clock, the login limiter,
- * the agents' waiting polls.
+ * What every service works with: the database, the disk safes' storage, the
+ * clock, the login limiter, the agents' waiting polls.
  * One per server; the HTTP layer hands it to the service functions with the
  * caller's `Principal`.
  */
@@ -8,10 +8,13 @@ import type { Kysely } from 'kysely';
 import type { ControlPlane } from '../db/schema.js';
 import type { JobSignals } from './job-signals.js';
 import type { LoginLimiter } from './login-limiter.js';
+import type { SafeStorage } from './safe-storage.js';
 
 export interface ServiceContext {
   readonly db: Kysely<ControlPlane>;
   readonly limiter: LoginLimiter;
+  /** Where the disk safes' repositories are: every safe's `Backend` comes from here. */
+  readonly safeStorage: SafeStorage;
   /** The agents' polls waiting for a job. */
   readonly jobSignals: JobSignals;
   /** A running job whose agent has said nothing for this long is interrupted (milliseconds). */

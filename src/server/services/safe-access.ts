@@ -9,8 +9,6 @@
  * retention and pruning are the server's (issue 16). Every snapshot upload
  * passes the backdating rule (snapshot-time-policy.ts).
  */
-import { join } from 'node:path';
-import { LocalBackend } from '../../storage/local-backend.js';
 import type { SafeAccess, SafeResolver } from '../http/repo-routes.js';
 import { authenticate } from './auth.js';
 import type { ServiceContext } from './context.js';
@@ -18,8 +16,8 @@ import { ApiError } from './errors.js';
 import { sees } from './principal.js';
 import { refuseBackdatedSnapshot } from './snapshot-time-policy.js';
 
-/** The resolver for a server whose safes live below `dataDir` (each at its `location`). */
-export function safeResolver(ctx: ServiceContext, dataDir: string): SafeResolver {
+/** The resolver of a server's safes, each in its storage (`ctx.safeStorage`). */
+export function safeResolver(ctx: ServiceContext): SafeResolver {
   return {
     async resolveSafe(token: string, name: string, signal: AbortSignal): Promise<SafeAccess | undefined> {
       let p;
@@ -34,7 +32,7 @@ export function safeResolver(ctx: ServiceContext, dataDir: string): SafeResolver
       const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('name', '=', name).executeTakeFirst();
       if (!safe || !sees(p, safe)) return undefined;
       const rights = p.rights.includes('backup') ? 'append' : 'read';
-      const backend = new LocalBackend(join(dataDir, safe.location));
+      const backend = ctx.safeStorage.backendOf(safe);
       return {
         backend,
         rights,
