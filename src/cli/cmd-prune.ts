@@ -110,12 +110,11 @@ function print(g: GlobalOptions, r: PruneReport, graceMs: number): void {
     printJson({ ...r, graceSeconds: graceMs / 1000 });
     return;
   }
-  const would = r.dryRun ? 'would ' : '';
   say(g, `repository: ${plural(r.snapshots, 'snapshot')}, ${plural(r.packs, 'pack')}, ${formatBytes(r.packBytes)}${r.dryRun ? ' (dry run: nothing is changed)' : ''}`);
   const s = r.sweep;
   if (s.markersSwept > 0) {
-    say(g, `deleted now: ${would}delete ${s.packsDeleted} packs (${formatBytes(s.bytesFreed)}) and ${s.indexFilesDeleted} index files marked at least ${formatDurationMs(graceMs)} ago`);
-    if (s.blobsRescued > 0) say(g, `  ${would}first copy ${s.blobsRescued} blobs (${formatBytes(s.bytesRescued)}) that snapshots written since still reference`);
+    say(g, `${r.dryRun ? 'would delete now' : 'deleted now'}: ${plural(s.packsDeleted, 'pack')} (${formatBytes(s.bytesFreed)}) and ${plural(s.indexFilesDeleted, 'index file')} marked at least ${formatDurationMs(graceMs)} ago`);
+    if (s.blobsRescued > 0) say(g, `  ${r.dryRun ? 'would first copy' : 'first copied'} ${plural(s.blobsRescued, 'blob')} (${formatBytes(s.bytesRescued)}) that snapshots written since still reference`);
   }
   // In the order they become deletable, not the listing's (by name).
   const waiting = [...s.markersWaiting].sort((a, b) => Date.parse(a.dueAt) - Date.parse(b.dueAt));
@@ -124,8 +123,8 @@ function print(g: GlobalOptions, r: PruneReport, graceMs: number): void {
   if (m.unusedPacks + m.repackedPacks === 0) {
     say(g, 'marked now: nothing (no unused packs' + (m.damagedPacks.length ? '; damaged packs left alone' : '') + ')');
   } else {
-    say(g, `marked now: ${r.dryRun ? 'would mark ' : ''}${plural(m.unusedPacks, 'unused pack')} (${formatBytes(m.unusedBytes)}) and ${plural(m.repackedPacks, 'mostly unused pack')} (${formatBytes(m.repackedBytes)}) for deletion`);
-    if (m.blobsCopied > 0) say(g, `  ${would}copy their ${plural(m.blobsCopied, 'live blob')} (${formatBytes(m.bytesCopied)}) into ${r.dryRun ? 'new packs' : plural(m.packsWritten, 'new pack')}`);
+    say(g, `${r.dryRun ? 'would mark now' : 'marked now'}: ${plural(m.unusedPacks, 'unused pack')} (${formatBytes(m.unusedBytes)}) and ${plural(m.repackedPacks, 'mostly unused pack')} (${formatBytes(m.repackedBytes)}) for deletion`);
+    if (m.blobsCopied > 0) say(g, `  ${r.dryRun ? 'would copy' : 'copied'} their ${plural(m.blobsCopied, 'live blob')} (${formatBytes(m.bytesCopied)}) into ${r.dryRun ? 'new packs' : plural(m.packsWritten, 'new pack')}`);
     const after = m.deletableAt ? localIso(m.deletableAt) : `the grace period of ${formatDurationMs(graceMs)}`;
     const usual = parseGrace(undefined);
     // The prune that deletes counts its own grace from the marker's time: a plain one waits the default.

@@ -61,6 +61,9 @@ describe('prune and check without the password', () => {
       const dry = json<SnakeKeys<PruneReport>>(await s.ok(['--json', 'prune', '--grace', GRACE, '--dry-run'], { env: KEYLESS }));
       assert.equal(dry.dry_run, true);
       await sleep(GRACE_MS + 100);
+      const dryText = (await s.ok(['prune', '--grace', GRACE, '--dry-run'], { env: KEYLESS })).stdout;
+      assert.match(dryText, /^would delete now: [1-9]\d* packs? \(.+\) and \d+ index files? marked at least /m);
+      assert.doesNotMatch(dryText, /deleted now|delete \d/);
       const second = json<SnakeKeys<PruneReport>>(await s.ok(['--json', 'prune', '--grace', GRACE], { env: KEYLESS }));
       assert.ok(second.sweep.packs_deleted >= first.mark.unused_packs);
       const check = await s.ok(['check', '--read-data'], { env: KEYLESS });
