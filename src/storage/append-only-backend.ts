@@ -16,7 +16,7 @@
  * server, an S3 bucket policy or object lock). docs/format.md, "Append-only
  * repositories", has the threat model.
  */
-import type { BackendCapabilities, Handle, OperationOptions } from './backend.js';
+import { objectLabel, type BackendCapabilities, type Handle, type OperationOptions } from './backend.js';
 import { WrapperBackend } from './wrapper-backend.js';
 import type { ErrorCode } from '../core/errors.js';
 
@@ -26,7 +26,7 @@ export class AppendOnlyError extends Error {
   readonly code: ErrorCode = 'APPEND_ONLY';
   constructor(readonly handle: Handle | undefined, what?: string) {
     super(handle
-      ? `the repository is append-only: ${handle.type}/${handle.name} cannot be removed`
+      ? `the repository is append-only: ${objectLabel(handle)} cannot be removed`
       : `the repository is append-only: ${what ?? 'this operation'} would remove data, which append-only mode forbids`);
     this.name = 'AppendOnlyError';
   }

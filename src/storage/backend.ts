@@ -38,6 +38,11 @@ export interface ObjectInfo {
   readonly size: number;
 }
 
+/** How messages name an object: "data/0a1b…", "snapshot/5f3e…", and the config object "config". */
+export function objectLabel(h: Handle): string {
+  return h.type === 'config' ? 'config' : `${h.type}/${h.name}`;
+}
+
 /** A repository location that cannot be opened as written: the message says which rule it breaks and shows the form. */
 export class BadLocationError extends Error {
   /** Stable code for callers (src/core/errors.ts). */
@@ -53,7 +58,7 @@ export class AlreadyExistsError extends Error {
   /** Stable code for callers (src/core/errors.ts). */
   readonly code: ErrorCode = 'ALREADY_EXISTS';
   constructor(readonly handle: Handle) {
-    super(`${handle.type}/${handle.name} already exists`);
+    super(`${objectLabel(handle)} already exists`);
     this.name = 'AlreadyExistsError';
   }
 }
@@ -63,7 +68,7 @@ export class NotFoundError extends Error {
   /** Stable code for callers (src/core/errors.ts). */
   readonly code: ErrorCode = 'NOT_FOUND';
   constructor(readonly handle: Handle) {
-    super(`${handle.type}/${handle.name} does not exist`);
+    super(`${objectLabel(handle)} does not exist`);
     this.name = 'NotFoundError';
   }
 }
@@ -73,7 +78,7 @@ export class ShortReadError extends Error {
   /** Stable code for callers (src/core/errors.ts). */
   readonly code: ErrorCode = 'SHORT_READ';
   constructor(readonly handle: Handle, readonly wanted: number, readonly got: number) {
-    super(`${handle.type}/${handle.name}: wanted ${wanted} bytes, object holds only ${got}`);
+    super(`${objectLabel(handle)}: wanted ${wanted} bytes, object holds only ${got}`);
     this.name = 'ShortReadError';
   }
 }
@@ -87,7 +92,7 @@ export class ObjectTooLargeError extends Error {
   readonly code: ErrorCode = 'TOO_LARGE';
   /** `size`: the bytes the load would return (the object's, or its range's, as the storage declares it). */
   constructor(readonly handle: Handle, readonly size: number, readonly maxBytes: number) {
-    super(`${handle.type}/${handle.name} holds ${size} bytes, more than the ${maxBytes} asked for at most`);
+    super(`${objectLabel(handle)} holds ${size} bytes, more than the ${maxBytes} asked for at most`);
     this.name = 'ObjectTooLargeError';
   }
 }

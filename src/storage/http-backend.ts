@@ -39,6 +39,7 @@ import { connect as tlsConnect, createSecureContext, rootCertificates, type TLSS
 import type { Duplex } from 'node:stream';
 
 import {
+  objectLabel,
   AlreadyExistsError,
   BadLocationError,
   NotFoundError,
@@ -222,7 +223,7 @@ export class HttpBackend implements Backend {
       // Nothing of the range is in the object: only an empty read at its very end is fine.
       res.resume();
       const size = Number(/^bytes \*\/(\d+)$/.exec(String(res.headers['content-range']))?.[1]);
-      if (!Number.isSafeInteger(size)) throw new Error(`GET ${h.type}/${h.name} in ${this.location}: a 416 answer without the object's size`);
+      if (!Number.isSafeInteger(size)) throw new Error(`GET ${objectLabel(h)} in ${this.location}: a 416 answer without the object's size`);
       byteRange(h, size, offset, length);
       return Buffer.alloc(0);
     }
@@ -231,7 +232,7 @@ export class HttpBackend implements Backend {
     const cr = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(String(res.headers['content-range']));
     const [start, end] = cr ? byteRange(h, Number(cr[3]), offset, length) : [NaN, NaN];
     if (!cr || Number(cr[1]) !== start || Number(cr[2]) + 1 !== end || bytes.length !== end - start) {
-      throw new Error(`GET ${h.type}/${h.name} in ${this.location}: the server answered another range (${String(res.headers['content-range'])}) than ${range}`);
+      throw new Error(`GET ${objectLabel(h)} in ${this.location}: the server answered another range (${String(res.headers['content-range'])}) than ${range}`);
     }
     return bytes;
   }
@@ -248,7 +249,7 @@ export class HttpBackend implements Backend {
       throw e;
     }
     const size = Number(res.headers['content-length']);
-    if (!Number.isSafeInteger(size) || size < 0) throw new Error(`HEAD ${h.type}/${h.name} in ${this.location}: no size in the answer`);
+    if (!Number.isSafeInteger(size) || size < 0) throw new Error(`HEAD ${objectLabel(h)} in ${this.location}: no size in the answer`);
     return { name: h.name, size };
   }
 
@@ -301,7 +302,7 @@ export class HttpBackend implements Backend {
   private send(
     method: string, path: string, headers: Record<string, string>, body: Uint8Array | undefined, signal: AbortSignal | undefined, h?: Handle,
   ): Promise<IncomingMessage> {
-    const what = h === undefined ? `${method} ${this.location}` : `${method} ${h.type}/${h.name} in ${this.location}`;
+    const what = h === undefined ? `${method} ${this.location}` : `${method} ${objectLabel(h)} in ${this.location}`;
     return new Promise<IncomingMessage>((resolve, reject) => {
       const req = httpsRequest(`${this.loc.origin}${path}`, {
         method, agent: this.agent, headers: { ...headers, authorization: `Bearer ${this.token}` }, timeout: this.idleTimeoutMs,
@@ -323,7 +324,7 @@ export class HttpBackend implements Backend {
    * the status and the server's JSON error (`{code, message}`) make.
    */
   private async expect(res: IncomingMessage, ok: readonly number[], what: string, h: Handle | undefined, signal?: AbortSignal): Promise<Buffer> {
-    const where = h === undefined ? `${what} ${this.location}` : `${what} ${h.type}/${h.name} in ${this.location}`;
+    const where = h === undefined ? `${what} ${this.location}` : `${what} ${objectLabel(h)} in ${this.location}`;
     let body: Buffer;
     try {
       // An answer to HEAD declares the object's size but has no body.

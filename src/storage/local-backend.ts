@@ -31,6 +31,7 @@ import { promises as fs, type Dir } from 'node:fs';
 import path from 'node:path';
 
 import {
+  objectLabel,
   AlreadyExistsError,
   NotFoundError,
   ShortReadError,
@@ -120,7 +121,7 @@ export class LocalBackend implements Backend {
       fh = await fs.open(tmp, 'wx', FILE_MODE);
     } catch (err) {
       if (errorCode(err) === 'ENOENT') {
-        throw new Error(`cannot save ${h.type}/${h.name}: folder ${dir} is missing (was the repository created?)`, { cause: err });
+        throw new Error(`cannot save ${objectLabel(h)}: folder ${dir} is missing (was the repository created?)`, { cause: err });
       }
       throw err;
     }

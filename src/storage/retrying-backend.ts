@@ -27,6 +27,7 @@
  * to resume from that the contract does not give (the error then says so).
  */
 import {
+  objectLabel,
   AlreadyExistsError,
   TransientError,
   type Backend,
@@ -127,7 +128,7 @@ export class RetryingBackend extends WrapperBackend {
 
   /** See `Backend.save`; a retry that finds exactly `data` stored takes it as its own earlier attempt's. */
   override save(h: Handle, data: Uint8Array, opts: OperationOptions = {}): Promise<void> {
-    return this.retry(`save ${describe(h)}`, opts.signal, async (attempt) => {
+    return this.retry(`save ${objectLabel(h)}`, opts.signal, async (attempt) => {
       try {
         await this.inner.save(h, data, opts);
       } catch (e) {
@@ -140,17 +141,17 @@ export class RetryingBackend extends WrapperBackend {
 
   /** See `Backend.load`. */
   override load(h: Handle, opts: LoadOptions = {}): Promise<Buffer> {
-    return this.retry(`load ${describe(h)}`, opts.signal, () => this.inner.load(h, opts));
+    return this.retry(`load ${objectLabel(h)}`, opts.signal, () => this.inner.load(h, opts));
   }
 
   /** See `Backend.stat`. */
   override stat(h: Handle, opts: OperationOptions = {}): Promise<ObjectInfo | undefined> {
-    return this.retry(`stat ${describe(h)}`, opts.signal, () => this.inner.stat(h, opts));
+    return this.retry(`stat ${objectLabel(h)}`, opts.signal, () => this.inner.stat(h, opts));
   }
 
   /** See `Backend.remove`. */
   override remove(h: Handle, opts: OperationOptions = {}): Promise<void> {
-    return this.retry(`remove ${describe(h)}`, opts.signal, () => this.inner.remove(h, opts));
+    return this.retry(`remove ${objectLabel(h)}`, opts.signal, () => this.inner.remove(h, opts));
   }
 
   /** See `Backend.create`. */
@@ -207,7 +208,3 @@ export class RetryingBackend extends WrapperBackend {
   }
 }
 
-/** "data/0a1b…", as the backend's own errors name objects. */
-function describe(h: Handle): string {
-  return `${h.type}/${h.name}`;
-}

@@ -50,6 +50,7 @@ import { createSecureContext, rootCertificates } from 'node:tls';
 import type * as S3Module from '@aws-sdk/client-s3';
 
 import {
+  objectLabel,
   AlreadyExistsError,
   NotFoundError,
   ShortReadError,
@@ -676,7 +677,7 @@ export class S3Backend implements Backend {
 
   /** How messages name a request: "GET data/… in s3:…". */
   private where(what: string, h: Handle | undefined): string {
-    return h === undefined ? `${what} ${this.location}` : `${what} ${h.type}/${h.name} in ${this.location}`;
+    return h === undefined ? `${what} ${this.location}` : `${what} ${objectLabel(h)} in ${this.location}`;
   }
 
   private keyOf(h: Handle): string {

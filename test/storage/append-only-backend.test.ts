@@ -26,7 +26,7 @@ describe('AppendOnlyBackend', () => {
     for (const type of OBJECT_TYPES) {
       const h = handleOf(type, type);
       await inner.save(h, bytes(10)); // someone else's object
-      await assert.rejects(b.remove(h), (e: unknown) => e instanceof AppendOnlyError && e.message.includes(`${type}/`));
+      await assert.rejects(b.remove(h), (e: unknown) => e instanceof AppendOnlyError && e.message.includes(`the repository is append-only: ${type === 'config' ? 'config' : `${type}/${h.name}`} cannot be removed`));
       await assert.rejects(b.save(h, bytes(10, 2)), AlreadyExistsError);
       assert.deepEqual(await b.load(h), bytes(10));
       assert.equal((await listAll(b, type)).length, 1);

@@ -164,7 +164,7 @@ describe('S3Backend', () => {
       const b = new S3Backend(parseS3Location(s3.locationRest('denied')), { ...s3.settings, credentials });
       await assert.rejects(b.load(handleOf('config')), (e: Error) => {
         assert.ok(!(e instanceof TransientError), String(e));
-        assert.match(e.message, new RegExp(`^GET config/config in s3:https://.*: the endpoint refused the credentials \\(${name}: .*\\); check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's permissions$`));
+        assert.match(e.message, new RegExp(`^GET config in s3:https://.*: the endpoint refused the credentials \\(${name}: .*\\); check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's permissions$`));
         return true;
       });
       await b.close();
