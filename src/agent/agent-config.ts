@@ -6,7 +6,7 @@
  * can read the machine's backups.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, rename, rm } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 export const DEFAULT_AGENT_CONFIG = '/etc/holdfast/agent.json';
@@ -26,6 +26,43 @@ export interface AgentConfig {
   readonly password: string;
   /** Whether a restore job may write over files that exist (false unless set here by hand). */
   readonly allow_restore_overwrite: boolean;
+  /** The most bytes a second the agent uploads to the server (absent or 0: no limit); set here by hand. */
+  readonly bandwidth_limit?: number;
+}
+
+/** The configuration file cannot be used: missing, unreadable, not JSON, or a field is missing or wrong. */
+export class AgentConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AgentConfigError';
+  }
+}
+
+/** Reads and checks the configuration at `path`. */
+export async function readAgentConfig(path: string): Promise<AgentConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    const missing = (e as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new AgentConfigError(`cannot read the agent's configuration ${path}: ${missing ? 'there is none (enrol this machine first: holdfast agent enroll)' : (e as Error).message}`);
+  }
+  let c: Record<string, unknown>;
+  try {
+    c = JSON.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    throw new AgentConfigError(`${path} is not JSON: ${(e as Error).message}`);
+  }
+  const bad = (field: string, want: string): never => {
+    throw new AgentConfigError(`${path}: "${field}" must be ${want}`);
+  };
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) bad('(the file)', 'a JSON object');
+  for (const f of ['server', 'machine_id', 'machine_name', 'safe', 'token', 'password']) if (typeof c[f] !== 'string' || c[f] === '') bad(f, 'a string');
+  if (c['fingerprint'] !== undefined && typeof c['fingerprint'] !== 'string') bad('fingerprint', 'a string');
+  if (typeof c['allow_restore_overwrite'] !== 'boolean') bad('allow_restore_overwrite', 'true or false');
+  const limit = c['bandwidth_limit'];
+  if (limit !== undefined && (!Number.isSafeInteger(limit) || (limit as number) < 0)) bad('bandwidth_limit', 'a whole number of bytes a second (0: no limit)');
+  return c as unknown as AgentConfig;
 }
 
 /** Writes `config` to `path` (0600, its folder made 0700 when missing), atomically: a reader sees the old file or the whole new one. */

@@ -35,12 +35,20 @@ export class ServerApi {
     this.agent = serverAgent(settings, { keepAlive: true, maxSockets: 4 });
   }
 
-  /** One request; resolves with the status and the parsed body (undefined when empty); rejects with ServerApiError on 4xx/5xx. */
-  call<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  /**
+   * One request; resolves with the status and the parsed body (undefined
+   * when empty); rejects with ServerApiError on 4xx/5xx, and with the
+   * signal's reason when `signal` aborts it.
+   */
+  call<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<{ status: number; body: T }> {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
       const req = request({
-        host: this.origin.hostname.replace(/^\[|\]$/g, ''), port: this.origin.port || 443, method, path, agent: this.agent,
+        host: this.origin.hostname.replace(/^\[|\]$/g, ''), port: this.origin.port || 443, method, path, agent: this.agent, ...(signal ? { signal } : {}),
         headers: {
           authorization: `Bearer ${this.settings.token}`, accept: 'application/json',
           ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
@@ -66,7 +74,7 @@ export class ServerApi {
           resolve({ status, body: parsed as T });
         });
       });
-      req.on('error', reject);
+      req.on('error', (e) => reject(signal?.aborted ? signal.reason : e));
       req.end(payload);
     });
   }

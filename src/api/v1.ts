@@ -149,7 +149,7 @@ export const MeSchema = {
 } as const;
 export interface MeBody { kind: 'session' | 'token'; user?: UserBody; token?: TokenBody }
 
-export const JOB_KIND_NAMES = ['backup', 'restore', 'check'] as const;
+export const JOB_KIND_NAMES = ['backup', 'image-backup', 'command-backup', 'restore', 'check'] as const;
 export const JOB_STATE_NAMES = ['queued', 'running', 'succeeded', 'failed', 'interrupted'] as const;
 export type JobKindName = (typeof JOB_KIND_NAMES)[number];
 
@@ -163,6 +163,27 @@ export const BackupSpecSchema = {
   properties: { paths: pathList, excludes: { type: 'array', maxItems: 1000, items: { type: 'string', minLength: 1, maxLength: 4096 } } },
 } as const;
 export interface BackupSpec { paths: string[]; excludes?: string[] }
+
+/** A block-level backup of each of `sources` (block devices or raw image files on the machine), one image snapshot each. */
+export const ImageBackupSpecSchema = {
+  type: 'object', additionalProperties: false, required: ['sources'],
+  properties: { sources: { type: 'array', minItems: 1, maxItems: 64, items: machinePath } },
+} as const;
+export interface ImageBackupSpec { sources: string[] }
+
+/**
+ * A backup of what `command` (file and arguments, run without a shell)
+ * writes to its stdout, as the single file `/NAME` (the CLI's
+ * --stdin-from-command); no snapshot unless it exits 0.
+ */
+export const CommandBackupSpecSchema = {
+  type: 'object', additionalProperties: false, required: ['command', 'name'],
+  properties: {
+    command: { type: 'array', minItems: 1, maxItems: 256, items: { type: 'string', minLength: 1, maxLength: 4096 } },
+    name: { type: 'string', pattern: '^(?!\\.\\.?$)[^/\\u0000]{1,255}$' },
+  },
+} as const;
+export interface CommandBackupSpec { command: string[]; name: string }
 
 /** A restore of `snapshot` (an id, its prefix, or `latest`), only `paths` of it when given, into `target` on the machine. */
 export const RestoreSpecSchema = {
@@ -179,8 +200,10 @@ export const CheckSpecSchema = {
 export interface CheckSpec { read_data_subset?: string }
 
 /** Each job kind's spec; the server validates a new job by it and the agent validates what it is given. */
-export const JOB_SPEC_SCHEMAS = { backup: BackupSpecSchema, restore: RestoreSpecSchema, check: CheckSpecSchema } as const;
-export type JobSpec = BackupSpec | RestoreSpec | CheckSpec;
+export const JOB_SPEC_SCHEMAS = {
+  'backup': BackupSpecSchema, 'image-backup': ImageBackupSpecSchema, 'command-backup': CommandBackupSpecSchema, 'restore': RestoreSpecSchema, 'check': CheckSpecSchema,
+} as const;
+export type JobSpec = BackupSpec | ImageBackupSpec | CommandBackupSpec | RestoreSpec | CheckSpec;
 
 /** "Run now": a job of one kind of the fixed vocabulary, for the machine's agent. */
 export const CreateJobSchema = {
@@ -190,6 +213,8 @@ export const CreateJobSchema = {
 } as const;
 export type CreateJobRequest =
   | { kind: 'backup'; spec: BackupSpec }
+  | { kind: 'image-backup'; spec: ImageBackupSpec }
+  | { kind: 'command-backup'; spec: CommandBackupSpec }
   | { kind: 'restore'; spec: RestoreSpec }
   | { kind: 'check'; spec: CheckSpec };
 

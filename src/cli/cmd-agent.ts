@@ -2,16 +2,21 @@
  * `holdfast agent enroll --server https://HOST:PORT --token ENROLL-TOKEN
  * [--fingerprint SHA256:…] [--name NAME] [--config PATH]`: registers this
  * machine with a holdfast server, makes its disk safe's password here and
- * initialises the safe (src/agent/enroll.ts). Flags and printing only.
+ * initialises the safe (src/agent/enroll.ts). `holdfast agent run
+ * [--config PATH]`: the daemon that takes the machine's jobs from the server
+ * and runs them until SIGTERM (src/agent/agent-run.ts). Flags and printing only.
  */
 import type { Command } from 'commander';
 import { hostname } from 'node:os';
-import { DEFAULT_AGENT_CONFIG } from '../agent/agent-config.js';
+import { AgentConfigError, DEFAULT_AGENT_CONFIG, readAgentConfig } from '../agent/agent-config.js';
+import { AgentStoppedError, lowerPriority, runAgent } from '../agent/agent-run.js';
 import { enrollMachine } from '../agent/enroll.js';
 import { ServerApiError } from '../agent/server-api.js';
 import { globals, say } from './context.js';
-import { httpSettings, scryptParams } from './environment.js';
+import { httpSettings, scryptParams, workerCount } from './environment.js';
 import { ExitError, EXIT } from './exit-codes.js';
+import { onInterrupt } from './interrupt.js';
+import { printable } from './printable.js';
 
 interface EnrollFlags {
   server?: string;
@@ -42,5 +47,32 @@ export function register(program: Command): void {
       });
       say(g, `enrolled ${config.machine_name} with ${config.server}: disk safe ${config.safe}, initialised with a password made on this machine`);
       say(g, `configuration and credential written to ${flags.config} (mode 0600); keep a copy of the password somewhere safe: the server cannot recover it`);
+    });
+
+  agent.command('run')
+    .description('take this machine\'s jobs from its server and run them, one at a time, at low CPU and I/O priority, until SIGTERM')
+    .option('--config <path>', 'the agent\'s configuration, written by "holdfast agent enroll"', DEFAULT_AGENT_CONFIG)
+    .action(async (flags: { config: string }) => {
+      // First: threads started later (the workers, the thread pool's) inherit it.
+      const priority = lowerPriority();
+      const config = await readAgentConfig(flags.config).catch((e: unknown) => {
+        if (e instanceof AgentConfigError) throw new ExitError(e.message, EXIT.failed);
+        throw e;
+      });
+      const log = (line: string): void => {
+        process.stderr.write(`${new Date().toISOString()} ${printable(line)}\n`);
+      };
+      log(`holdfast agent starting (${priority})`);
+      const stop = new AbortController();
+      const off = onInterrupt(() => {
+        log('stopping: the running job, if any, is aborted and reported');
+        stop.abort(new AgentStoppedError());
+      });
+      try {
+        await runAgent({ config, signal: stop.signal, onLog: log, workers: workerCount() });
+      } finally {
+        off();
+      }
+      log('holdfast agent stopped');
     });
 }

@@ -23,7 +23,7 @@ import { findParent } from '../jobs/snapshots/select.js';
 import type { SnapshotEntry } from '../repo/store.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
-import { summaryJson } from './summary-json.js';
+import { summaryJson } from '../jobs/snapshots/summary-json.js';
 import { backupSession, parseTime, splitTags } from './backup-session.js';
 
 /** The flags of `backup` this command reads. */

@@ -16,7 +16,7 @@ import { backupSession, parseTime, splitTags } from './backup-session.js';
 import { backupTargets } from './backup-targets.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress, type Totals } from './progress.js';
-import { summaryJson } from './summary-json.js';
+import { summaryJson } from '../jobs/snapshots/summary-json.js';
 import { backupImageCommand, withImageOptions, type ImageBackupFlags } from './cmd-backup-image.js';
 
 interface BackupFlags extends ImageBackupFlags {

@@ -5,7 +5,7 @@ import type { Snapshot } from '../repo/snapshot.js';
 import { globals, openRepo, plural, say, snapshotsOf } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { matchesFilter, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
-import { summaryJson } from './summary-json.js';
+import { summaryJson } from '../jobs/snapshots/summary-json.js';
 
 export function register(program: Command): void {
   withFilterOptions(program.command('snapshots').description('list snapshots'))

@@ -80,6 +80,8 @@ export interface WriterTarget {
   sealSnapshot(s: Snapshot): Buffer;
   /** How long a snapshot commit may take (docs/format.md §15.4). */
   readonly commitWindowMs: number;
+  /** Told the name of each index file the writer (or its snapshot fence) stored, which the index then holds. */
+  indexSaved?(name: string): void;
 }
 
 /** A write session; see the module comment. */
@@ -198,7 +200,7 @@ export class RepositoryWriter {
     const packs = this.unindexed;
     this.unindexed = [];
     try {
-      await saveAddressed(this.target.store.backend, 'index', encodeIndex({ packs, supersedes: [] }), this.io);
+      this.target.indexSaved?.(await saveAddressed(this.target.store.backend, 'index', encodeIndex({ packs, supersedes: [] }), this.io));
     } catch (e) {
       this.unindexed = packs.concat(this.unindexed);
       throw e;
@@ -261,6 +263,6 @@ export class RepositoryWriter {
   async saveSnapshot(s: Snapshot): Promise<string> {
     this.signal?.throwIfAborted();
     const t = this.target;
-    return commitSnapshot({ store: t.store, index: t.index, commitWindowMs: t.commitWindowMs }, s.blobs, t.sealSnapshot(s), this.io);
+    return commitSnapshot({ store: t.store, index: t.index, commitWindowMs: t.commitWindowMs, ...(t.indexSaved ? { indexSaved: (n: string) => t.indexSaved!(n) } : {}) }, s.blobs, t.sealSnapshot(s), this.io);
   }
 }

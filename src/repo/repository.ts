@@ -109,8 +109,12 @@ function copyKey(l: BlobLocation): string {
 
 /** An open repository; see the module comment. */
 export class Repository {
-  /** Every blob's location, as loaded (`loadIndex`) and as this repository's writers store packs. */
-  readonly index = new MasterIndex();
+  /** Every blob's location, as loaded (`loadIndex`, `refreshIndex`) and as this repository's writers store packs. */
+  private current = new MasterIndex();
+  /** Index files the index holds: loaded, or written by this repository's writers (`refreshIndex` skips them). */
+  private indexFiles = new Set<string>();
+  /** Deletion markers the index was built with. */
+  private markerNames = new Set<string>();
   /** Recently read metadata packs (whole), so walking trees costs one read per pack, not per tree. */
   private readonly packCache = new Map<string, CachedRead>();
   private readonly blobKeys: BlobKeys;
@@ -134,6 +138,11 @@ export class Repository {
   ) {
     this.blobKeys = { encryption: key.encryption, id: key.id };
     this.snapshotMacKey = macKey(key, 'snapshot');
+  }
+
+  /** Every blob's location, as loaded (`loadIndex`, `refreshIndex`) and as this repository's writers store packs. */
+  get index(): MasterIndex {
+    return this.current;
   }
 
   /** The store's backend (wrapped when the client is append-only). */
@@ -305,6 +314,7 @@ export class Repository {
       blobKeys: this.blobKeys,
       sealSnapshot: (s) => encodeSnapshot(s, this.snapshotMacKey),
       commitWindowMs: commitWindowMs(this.minGraceMs),
+      indexSaved: (name) => this.indexFiles.add(name),
     }, opts);
   }
 
@@ -338,17 +348,52 @@ export class Repository {
     this.fillIndex(await loadIndexSources(this.store, opts));
   }
 
+  /**
+   * Brings the index up to date for a repository kept open between jobs (the
+   * agent's), cheaply: when every index file it holds is still there and the
+   * deletion markers are the same, only the index files added since are
+   * read; when a prune removed an index file or marked packs, the index is
+   * built again from everything (as `loadIndex` on a fresh open), so that no
+   * writer deduplicates against a pack that is going or gone. Call it while
+   * no writer is open. Returns how many index files it read and whether it
+   * built the index again.
+   */
+  async refreshIndex(opts: OperationOptions = {}): Promise<{ read: number; rebuilt: boolean }> {
+    const markers = await this.store.list('deletion', opts);
+    const names = await this.store.list('index', opts);
+    const sameMarkers = markers.size === this.markerNames.size && [...markers.keys()].every((n) => this.markerNames.has(n));
+    if (!sameMarkers || [...this.indexFiles].some((n) => !names.has(n))) {
+      const sources = await loadIndexSources(this.store, opts);
+      this.current = new MasterIndex();
+      this.indexFiles = new Set();
+      this.fillIndex(sources);
+      return { read: sources.files.ok.size, rebuilt: true };
+    }
+    let read = 0;
+    for (const name of names.keys()) {
+      if (this.indexFiles.has(name)) continue;
+      const f = await this.store.loadIndexFile(name, opts);
+      if (f === undefined) continue; // removed since the listing: a prune's, seen at the next refresh
+      for (const p of f.packs) this.current.addPack(p);
+      this.indexFiles.add(name);
+      read++;
+    }
+    return { read, rebuilt: false };
+  }
+
   private fillIndex({ markers, files }: IndexSources): void {
     // Markers first: a pack marked after this is handled by the snapshot fence (docs/format.md §15).
     const pending = condemnedPacks(markers.ok.values());
     for (const e of files.damaged.values()) throw e;
-    for (const f of files.ok.values()) {
+    for (const [name, f] of files.ok) {
       for (const p of f.packs) {
         if (pending.has(p.pack)) this.index.addPendingPack(p);
         else this.index.addPack(p);
       }
+      this.indexFiles.add(name);
     }
     for (const p of pending.values()) this.index.addPendingPack(p);
+    this.markerNames = new Set([...markers.ok.keys(), ...markers.damaged.keys()]);
   }
 
   // ---- reading ----

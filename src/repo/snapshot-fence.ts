@@ -38,6 +38,8 @@ export interface FenceTarget {
   readonly index: MasterIndex;
   /** How long a commit may take (`commitWindowMs` of the minimum grace period). */
   readonly commitWindowMs: number;
+  /** Told the name of the index file of the copies, which the index then holds. */
+  indexSaved?(name: string): void;
 }
 
 /** Some blobs a snapshot lists exist nowhere any more (a prune removed them): the snapshot was not written. */
@@ -133,6 +135,6 @@ async function copyBlobs(t: FenceTarget, blobs: readonly BlobLocation[], present
   const copier = new PackCopier(t.store.backend, t.store.config.packSize, (name) => present.has(name), opts);
   for (const b of blobs) await copier.add(b, await t.store.backend.load(handleOf('data', b.pack), { ...io(opts), offset: b.offset, length: b.length }));
   const written = await copier.finish();
-  await t.store.saveIndex({ packs: written, supersedes: [] }, opts);
+  t.indexSaved?.(await t.store.saveIndex({ packs: written, supersedes: [] }, opts));
   for (const p of written) t.index.addPack(p);
 }

@@ -136,6 +136,17 @@ export class Store {
     return this.loadAll('index', 'index', decodeIndex, opts);
   }
 
+  /** One index file; undefined when it is gone. Throws `CorruptObjectError` when it is damaged. */
+  async loadIndexFile(name: string, opts: OperationOptions = {}): Promise<IndexFile | undefined> {
+    const what = `index ${name}`;
+    try {
+      return decodeIndex(await loadChecked(this.backend, handleOf('index', name), what, opts), what);
+    } catch (e) {
+      if (e instanceof NotFoundError) return undefined;
+      throw e;
+    }
+  }
+
   /** Every deletion marker. */
   loadMarkers(opts: OperationOptions = {}): Promise<Loaded<DeletionMarker>> {
     return this.loadAll('deletion', 'deletion marker', decodeMarker, opts);

@@ -7,6 +7,7 @@
  * src/server/db/migrations.ts; this file must say what they say.
  */
 import type { Generated, Insertable, Selectable } from 'kysely';
+import type { JobKindName } from '../../api/v1.js';
 
 /** Roles of a person. Provider roles see every customer; customer roles one. */
 export const ROLES = ['provider-admin', 'provider-operator', 'customer-admin', 'customer-viewer'] as const;
@@ -113,9 +114,8 @@ export interface AuditLogTable {
   address: string;
 }
 
-/** What an agent can be asked to do (src/api/v1.ts has each kind's spec). */
-export const JOB_KINDS = ['backup', 'restore', 'check'] as const;
-export type JobKind = (typeof JOB_KINDS)[number];
+/** What an agent can be asked to do: the API's vocabulary (src/api/v1.ts has each kind's spec). */
+export type JobKind = JobKindName;
 
 /**
  * A job's life: queued until its machine's agent takes it, running until the

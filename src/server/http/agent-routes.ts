@@ -18,7 +18,13 @@ export const agentRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async (a
     async (req, reply) => reply.code(201).send(await enroll(ctx, who(req), req.body)));
   app.get<{ Querystring: PollQuery }>('/agent/jobs/next', { schema: { tags, querystring: PollQuerySchema, response: { ...responses(200, { $ref: 'Job#' }), 204: NO_CONTENT } } },
     async (req, reply) => {
-      const job = await nextJob(ctx, who(req), req.query.wait ?? 0);
+      // The agent may go away while the poll waits (it was stopped or restarted): then no job is taken for it.
+      const gone = new AbortController();
+      const onClose = (): void => {
+        if (!reply.raw.writableFinished) gone.abort();
+      };
+      reply.raw.once('close', onClose);
+      const job = await nextJob(ctx, who(req), req.query.wait ?? 0, gone.signal).finally(() => reply.raw.off('close', onClose));
       return job ? job : reply.code(204).send();
     });
   app.post<{ Params: { id: string }; Body: ReportEventsRequest }>('/agent/jobs/:id/events', { schema: { tags, params: IdParamsSchema, body: ReportEventsSchema, response: responses(204, NO_CONTENT) } },

@@ -17,20 +17,23 @@ export class JobSignals {
   /**
    * Resolves when `machineId` is notified after `since` (its `version` when
    * the caller last looked at the queue: a job queued between that look and
-   * this call is not missed), when the server closes, or after `ms`.
+   * this call is not missed), when the server closes, after `ms`, or when
+   * `signal` aborts (the poll's client went away).
    */
-  wait(machineId: string, since: number, ms: number): Promise<void> {
-    if (this.closed || ms <= 0 || this.version(machineId) !== since) return Promise.resolve();
+  wait(machineId: string, since: number, ms: number, signal?: AbortSignal): Promise<void> {
+    if (this.closed || ms <= 0 || this.version(machineId) !== since || signal?.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const set = this.waiting.get(machineId) ?? new Set();
       this.waiting.set(machineId, set);
       const done = (): void => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
         set.delete(done);
         if (set.size === 0 && this.waiting.get(machineId) === set) this.waiting.delete(machineId);
         resolve();
       };
       const timer = setTimeout(done, ms);
+      signal?.addEventListener('abort', done, { once: true });
       set.add(done);
     });
   }

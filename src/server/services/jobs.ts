@@ -127,9 +127,10 @@ async function claimNext(ctx: ServiceContext, machineId: string): Promise<Job | 
  * The agent's poll: its machine's next job (now running), waiting up to
  * `waitSeconds` for one to be queued; undefined when none came. An agent
  * polls only between jobs, so a job of its still running is one it lost
- * (it restarted): that job is interrupted.
+ * (it restarted): that job is interrupted. `gone` aborts when the agent's
+ * connection closes before the answer: the poll then ends without a job.
  */
-export async function nextJob(ctx: ServiceContext, p: Principal, waitSeconds: number): Promise<JobBody | undefined> {
+export async function nextJob(ctx: ServiceContext, p: Principal, waitSeconds: number, gone?: AbortSignal): Promise<JobBody | undefined> {
   const machineId = requireAgent(p);
   await seen(ctx, machineId);
   await ctx.db.updateTable('jobs')
@@ -143,8 +144,9 @@ export async function nextJob(ctx: ServiceContext, p: Principal, waitSeconds: nu
     if (job) return (await withSafeNames(ctx, [job]))[0]!;
     const left = deadline - Date.now();
     if (left <= 0) return undefined;
-    await ctx.jobSignals.wait(machineId, version, left);
-    if (ctx.jobSignals.isClosed) return undefined;
+    await ctx.jobSignals.wait(machineId, version, left, gone);
+    // A poll whose agent went away takes no job: nobody would receive it, and the agent's next poll would find it lost.
+    if (ctx.jobSignals.isClosed || gone?.aborted) return undefined;
   }
 }
 

@@ -1,10 +1,11 @@
 /**
- * A snapshot's summary as `--json` prints it: restic's field names where
+ * A snapshot's summary as `--json` prints it and the agent reports it (a
+ * backup job's result): restic's field names where
  * restic has the figure (`files_new`, `data_added`, `total_bytes_processed`,
  * …), the same snake_case for the ones only holdfast has. The summary stored
  * in the snapshot keeps its own names (docs/format.md §11).
  */
-import type { SnapshotSummary } from '../repo/snapshot.js';
+import type { SnapshotSummary } from '../../repo/snapshot.js';
 
 export function summaryJson(s: SnapshotSummary): Record<string, number | string> {
   return {

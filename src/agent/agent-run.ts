@@ -1,0 +1,128 @@
+/**
+ * `holdfast agent run`: the daemon of an enrolled machine. It lowers its
+ * own CPU and I/O priority, opens the machine's disk safe once, and then
+ * takes jobs from the server one at a time over its own outbound connection
+ * (job-channel.ts), runs them (job-runner.ts) and reports how they ended,
+ * until it is told to stop.
+ *
+ *   lower priority (nice 19, ionice idle) before any worker thread starts
+ *   open the disk safe (again with backoff while the server cannot be reached)
+ *   loop: next job → check its spec → run it, events every second → its end
+ *   stop (SIGTERM): the running job is aborted (the disk safe stays valid:
+ *     what was uploaded is reused by the next backup), reported failed, and
+ *     the agent returns
+ */
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { setPriority } from 'node:os';
+import { checkJobSpec } from '../api/spec-check.js';
+import type { JobBody } from '../api/v1.js';
+import type { AgentConfig } from './agent-config.js';
+import { Backoff, pause } from './backoff.js';
+import { JobChannel, JobGoneError } from './job-channel.js';
+import { AgentSession } from './job-runner.js';
+import { ServerApi } from './server-api.js';
+
+/** The agent was told to stop (SIGTERM): the reason its running job is aborted with. */
+export class AgentStoppedError extends Error {
+  constructor(message = 'the agent was stopped (SIGTERM) during the job; the disk safe is intact, and the next backup reuses what was uploaded') {
+    super(message);
+    this.name = 'AgentStoppedError';
+  }
+}
+
+export interface AgentRunOptions {
+  readonly config: AgentConfig;
+  /** Aborts with the reason the running job ends with (an `AgentStoppedError`); the agent then returns. */
+  readonly signal: AbortSignal;
+  /** The agent's log lines (the CLI writes them to stderr). */
+  readonly onLog: (line: string) => void;
+  /** Worker threads (default: one per core). */
+  readonly workers?: number;
+}
+
+/**
+ * Sets every thread of this process to nice 19 and, when `ionice` is
+ * installed, the idle I/O class (threads started later inherit both: call it
+ * before the worker threads start). Returns what was done, for the log.
+ */
+export function lowerPriority(): string {
+  const threads = readdirSync('/proc/self/task').map(Number).filter((n) => Number.isInteger(n));
+  const done: string[] = [];
+  try {
+    for (const t of threads) setPriority(t, 19);
+    done.push('CPU priority nice 19');
+  } catch (e) {
+    done.push(`CPU priority unchanged (${(e as Error).message})`);
+  }
+  const io = spawnSync('ionice', ['-c3', '-p', ...threads.map(String)], { stdio: 'ignore' });
+  if (io.error === undefined && io.status === 0) done.push('I/O class idle');
+  return done.join(', ');
+}
+
+/** Runs the agent until `signal` aborts; see the module comment. */
+export async function runAgent(o: AgentRunOptions): Promise<void> {
+  const { config, signal, onLog } = o;
+  o.signal.throwIfAborted();
+  const api = new ServerApi({ server: config.server, token: config.token, ...(config.fingerprint ? { fingerprint: config.fingerprint } : {}) });
+  const channel = new JobChannel(api, onLog);
+  let session: AgentSession | undefined;
+  try {
+    session = await openSession(o);
+    if (!session) return;
+    onLog(`agent of ${config.machine_name} waiting for jobs from ${config.server}`);
+    for (;;) {
+      const job = await channel.next(signal);
+      if (!job) return;
+      await runJob(job, session, channel, o);
+      if (signal.aborted) return;
+    }
+  } finally {
+    await session?.close();
+    api.close();
+  }
+}
+
+/** Opens the disk safe, trying again with backoff while it fails; undefined when the agent is stopped first. */
+async function openSession(o: AgentRunOptions): Promise<AgentSession | undefined> {
+  const backoff = new Backoff();
+  for (;;) {
+    try {
+      return await AgentSession.open(o.config, { onLog: o.onLog, signal: o.signal, ...(o.workers ? { workers: o.workers } : {}) });
+    } catch (e) {
+      if (o.signal.aborted) return undefined;
+      const wait = backoff.next();
+      o.onLog(`cannot open disk safe ${o.config.safe}: ${(e as Error).message}; trying again in ${(wait / 1000).toFixed(1)} s`);
+      await pause(wait, o.signal);
+      if (o.signal.aborted) return undefined;
+    }
+  }
+}
+
+/** How long the end of a job the agent was stopped during may take to report before the agent exits anyway. */
+const REPORT_ON_STOP_MS = 20_000;
+
+/** Runs one job and reports its end. */
+async function runJob(job: JobBody, session: AgentSession, channel: JobChannel, o: AgentRunOptions): Promise<void> {
+  const abort = new AbortController();
+  const stop = (): void => abort.abort(o.signal.reason);
+  o.signal.addEventListener('abort', stop, { once: true });
+  const reporter = channel.reporter(job.id, (gone) => abort.abort(gone));
+  o.onLog(`job ${job.id}: ${job.kind} ${JSON.stringify(job.spec)}`);
+  let end: { state: 'succeeded'; result: Record<string, unknown> } | { state: 'failed'; error: string };
+  try {
+    const kind = checkJobSpec(job.kind, job.spec);
+    end = { state: 'succeeded', result: await session.run(job, kind, reporter, abort.signal) };
+  } catch (e) {
+    const reason = abort.signal.aborted ? abort.signal.reason as unknown : e;
+    end = { state: 'failed', error: (reason instanceof Error ? reason.message : String(reason)).slice(0, 8192) || 'failed' };
+  } finally {
+    o.signal.removeEventListener('abort', stop);
+  }
+  if (end.state === 'failed') reporter.log(end.error);
+  await reporter.close();
+  o.onLog(`job ${job.id}: ${end.state}${end.state === 'failed' ? `: ${end.error}` : ''}`);
+  if (abort.signal.reason instanceof JobGoneError) return; // the server ended it already
+  // Once stopped, the end gets a short while; otherwise it waits for the server as long as it takes (or until a stop).
+  await channel.finish(job.id, end, o.signal.aborted ? AbortSignal.timeout(REPORT_ON_STOP_MS) : o.signal);
+}

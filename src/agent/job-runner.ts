@@ -1,0 +1,301 @@
+/**
+ * The agent's jobs on its machine's disk safe, one at a time, on a
+ * repository opened once for the life of the process: the key is derived
+ * and the index loaded when the agent starts, and each job after the first
+ * only refreshes the index (`Repository.refreshIndex`: the index files added
+ * since, or everything again after a prune). Every job runs on the
+ * process's one WorkerPool, and reuses the engine's jobs as the CLI does
+ * (src/jobs): the backup session, the archiver, the image backup, the
+ * restorer, the checker. Prints nothing: what happens goes to the job's
+ * reporter, how it ended is the result (or the error thrown).
+ *
+ *   open (once)   backend https://server/safes/NAME, retried, rate-limited
+ *                 → Repository.open(password, loadIndex) → WorkerPool
+ *   each job      refresh the index → run the kind → figures
+ */
+import { lstat, readdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import type { BackupSpec, CheckSpec, CommandBackupSpec, ImageBackupSpec, JobBody, JobKindName, RestoreSpec } from '../api/v1.js';
+import { Archiver, type BackupProgress, type BackupResult } from '../jobs/backup/archiver.js';
+import { ExcludeRules } from '../jobs/backup/excludes.js';
+import { Checker } from '../jobs/check/checker.js';
+import { parseSubset } from '../jobs/check/subset.js';
+import { ImageBackup } from '../jobs/image/image-backup.js';
+import { isImageSnapshot, openImageFiles, restorerFor } from '../jobs/image-files/open-image-files.js';
+import { WorkerPool } from '../jobs/pool/worker-pool.js';
+import { MAX_FAILED_LISTED } from '../jobs/restore/restorer.js';
+import { backupSession } from '../jobs/sessions/backup-session.js';
+import { findParent, findSnapshot, readableSnapshots } from '../jobs/snapshots/select.js';
+import { summaryJson } from '../jobs/snapshots/summary-json.js';
+import { acquireLock, processIdentity, type ProcessIdentity } from '../repo/lock.js';
+import { Repository } from '../repo/repository.js';
+import { Store } from '../repo/store.js';
+import { commandOutput } from '../sources/command-output.js';
+import { mountsOf } from '../sources/image/block-devices.js';
+import { openImageInput } from '../sources/image/image-input.js';
+import type { Backend } from '../storage/backend.js';
+import { openBackend } from '../storage/open-backend.js';
+import { RateLimitedBackend } from '../storage/rate-limited-backend.js';
+import { RetryingBackend } from '../storage/retrying-backend.js';
+import type { AgentConfig } from './agent-config.js';
+
+/** A job failed in a way its words say (no stack needed): the job's error. */
+export class JobFailedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'JobFailedError';
+  }
+}
+
+/** Where a job's events go (src/agent/job-channel.ts's JobReporter). */
+export interface JobEvents {
+  log(message: string, data?: Record<string, unknown>): void;
+  progress(message: string, data: Record<string, unknown>): void;
+}
+
+export interface SessionOptions {
+  /** Worker threads (default: one per core). */
+  readonly workers?: number;
+  /** Told of what the session does outside a job (opening, retries of the storage). */
+  readonly onLog: (line: string) => void;
+  /** The agent's stop: ends the storage's retry waits. */
+  readonly signal: AbortSignal;
+}
+
+/** Where the session's lines go: the agent's log, or the running job's while one runs. */
+interface LogSink {
+  line: (text: string) => void;
+}
+
+/** The backend of the machine's disk safe: retried (each retry logged), uploads limited to `bandwidth_limit`. */
+function safeBackend(config: AgentConfig, opts: SessionOptions, log: LogSink): Backend {
+  const backend = openBackend(`${config.server}/safes/${encodeURIComponent(config.safe)}`, {
+    http: { token: config.token, ...(config.fingerprint ? { fingerprint: config.fingerprint } : {}) },
+  });
+  const limit = config.bandwidth_limit ?? 0;
+  const limited = limit > 0 ? new RateLimitedBackend(backend, { uploadBytesPerSecond: limit }, { signal: opts.signal }) : backend;
+  return new RetryingBackend(limited, {
+    signal: opts.signal,
+    onRetry: (e) => log.line(`${e.operation}: ${e.error.message}; retrying in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt + 1})`),
+  });
+}
+
+/** The figures a session adds to each job's result: the proof that the repository stays open. */
+interface SessionFigures {
+  /** Times this process opened a repository with its key (a key derivation and an index load each). */
+  repository_opens: number;
+  /** Jobs run by this process, this one included. */
+  jobs: number;
+  /** Index files read by the refresh before this job, and whether it built the index again. */
+  index_files_read: number;
+  index_rebuilt: boolean;
+}
+
+/** Repositories this process opened with a key (each a key derivation and an index load). */
+let repositoryOpens = 0;
+
+/** The open disk safe of a running agent; see the module comment. */
+export class AgentSession {
+  private jobs = 0;
+  private readonly me: ProcessIdentity = processIdentity();
+
+  private constructor(
+    private readonly config: AgentConfig,
+    private readonly repo: Repository,
+    private readonly pool: WorkerPool,
+    private readonly opts: SessionOptions,
+    private readonly log: LogSink,
+  ) {}
+
+  /** Opens the machine's disk safe with its password and loads the index, once. */
+  static async open(config: AgentConfig, opts: SessionOptions): Promise<AgentSession> {
+    const log: LogSink = { line: opts.onLog };
+    const backend = safeBackend(config, opts, log);
+    const store = await Store.open(backend, { signal: opts.signal });
+    const repo = await Repository.open(store, config.password, { loadIndex: true, onWarning: (m) => log.line(m), signal: opts.signal });
+    repositoryOpens++;
+    const pool = new WorkerPool(opts.workers);
+    opts.onLog(`opened disk safe ${config.safe} on ${config.server}: key derived, index loaded (${repo.index.size} blobs); it stays open between jobs`);
+    return new AgentSession(config, repo, pool, opts, log);
+  }
+
+  /** Runs `job` (its spec checked already); resolves with its result, or throws its error. */
+  async run(job: JobBody, kind: JobKindName, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
+    this.jobs++;
+    this.log.line = (line) => events.log(line);
+    try {
+      const refreshed = this.jobs === 1 ? { read: 0, rebuilt: false } : await this.repo.refreshIndex({ signal });
+      if (refreshed.rebuilt) events.log(`the disk safe was pruned since the last job: index loaded again (${refreshed.read} index files)`);
+      const session: SessionFigures = { repository_opens: repositoryOpens, jobs: this.jobs, index_files_read: refreshed.read, index_rebuilt: refreshed.rebuilt };
+      const spec = job.spec;
+      let result: Record<string, unknown>;
+      switch (kind) {
+        case 'backup': result = await this.backup(spec as BackupSpec, events, signal); break;
+        case 'command-backup': result = await this.commandBackup(spec as CommandBackupSpec, events, signal); break;
+        case 'image-backup': result = await this.imageBackup(spec as ImageBackupSpec, events, signal); break;
+        case 'restore': result = await this.restore(spec as RestoreSpec, events, signal); break;
+        case 'check': result = await this.check(spec as CheckSpec, events, signal); break;
+      }
+      return { ...result, agent: session };
+    } finally {
+      this.log.line = this.opts.onLog;
+    }
+  }
+
+  /** Runs `work` in a backup session (a shared lock; packs left by an interrupted backup indexed first). */
+  private inSession<T>(events: JobEvents, signal: AbortSignal, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    return backupSession(this.repo, {
+      holder: this.me, machine: this.me, signal,
+      onWarning: (m) => events.log(m),
+      onOrphansIndexed: (n) => events.log(`indexed ${n} pack(s) left by an interrupted backup: their data is not uploaded again`),
+    }, work);
+  }
+
+  private backupProgress(events: JobEvents): (p: BackupProgress) => void {
+    return (p) => events.progress(`${p.files} files, ${p.bytes} bytes`, { files: p.files, dirs: p.dirs, bytes: p.bytes, errors: p.errors });
+  }
+
+  private backupResult(r: BackupResult, events: JobEvents): Record<string, unknown> {
+    const s = r.snapshot;
+    events.log(`snapshot ${r.id!.slice(0, 8)} saved${s.incomplete ? `, INCOMPLETE: ${s.summary.errors} file(s) could not be read` : ''}`);
+    return { snapshot_id: r.id, incomplete: s.incomplete === true, ...summaryJson(s.summary) };
+  }
+
+  private async backup(spec: BackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
+    const paths: string[] = [];
+    for (const p of [...new Set(spec.paths.map((x) => resolve(x)))].sort()) {
+      try {
+        await lstat(p);
+        paths.push(p);
+      } catch (e) {
+        events.log(`${p} ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be accessed (${(e as Error).message})`}, skipping`);
+      }
+    }
+    if (paths.length === 0) throw new JobFailedError('nothing to back up: none of the paths exists on the machine; no snapshot was written');
+    const r = await this.inSession(events, signal, async (s) => {
+      const parent = findParent(await readableSnapshots(this.repo, (id, e) => events.log(`skipping snapshot ${id}: ${e.message}`)), { hostname: hostname(), paths, image: false });
+      if (parent) events.log(`using parent snapshot ${parent.id.slice(0, 8)}`);
+      return new Archiver(this.repo, {
+        paths, parent, signal: s, pool: this.pool,
+        excludes: new ExcludeRules({ patterns: spec.excludes ?? [] }),
+        onWarning: (path, message) => events.log(`${path}: ${message}`),
+        onProgress: this.backupProgress(events),
+      }).run();
+    });
+    return this.backupResult(r, events);
+  }
+
+  private async commandBackup(spec: CommandBackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
+    const r = await this.inSession(events, signal, (s) => new Archiver(this.repo, {
+      paths: [], signal: s, pool: this.pool, onProgress: this.backupProgress(events),
+    }).runStream(spec.name, commandOutput(spec.command)));
+    return this.backupResult(r, events);
+  }
+
+  private async imageBackup(spec: ImageBackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
+    const snapshots: Record<string, unknown>[] = [];
+    for (const src of spec.sources) {
+      const input = await openImageInput(src).catch((e: unknown) => {
+        throw new JobFailedError(`cannot open ${src}: ${(e as Error).message}`);
+      });
+      try {
+        const rw = (await mountsOf({ ...(input.devNo ? { blockDevice: input.devNo } : {}), ...(input.kind === 'file' ? { file: input.path } : {}) })).filter((m) => m.readWrite);
+        if (rw.length > 0) {
+          throw new JobFailedError(`${src} is mounted read-write (${rw.map((m) => `${m.device} on ${m.mountPoint}`).join(', ')}): a block-level copy of a file system in use is only crash-consistent; `
+            + 'back up a snapshot of it (LVM, ZFS, a VM snapshot) or unmount it; nothing was written');
+        }
+        const paths = [resolve(src)];
+        const r = await this.inSession(events, signal, async (s) => {
+          const parent = findParent(await readableSnapshots(this.repo), { hostname: hostname(), paths, image: true });
+          if (parent) events.log(`${src}: using parent snapshot ${parent.id.slice(0, 8)}`);
+          return new ImageBackup(this.repo, {
+            input, paths, parent, signal: s, pool: this.pool,
+            ...(parent?.snapshot.image ? { blockSize: parent.snapshot.image.blockSize } : {}),
+            onWarning: (m) => events.log(m),
+            onProgress: (p) => events.progress(`${src}: ${p.bytes} of ${p.total ?? '?'} bytes`, { source: src, bytes: p.bytes, total: p.total ?? null, blocks_changed: p.blocksChanged }),
+          }).run();
+        });
+        const c = r.snapshot.image!.counts;
+        events.log(`${src}: snapshot ${r.id.slice(0, 8)} saved (${c.changed} blocks changed, ${c.stored} stored)`);
+        snapshots.push({ source: src, snapshot_id: r.id, ...summaryJson(r.snapshot.summary), blocks: c.blocks, blocks_changed: c.changed, blocks_stored: c.stored });
+      } finally {
+        await input.close();
+      }
+    }
+    return { snapshots };
+  }
+
+  /** Refuses a restore target that holds anything, unless the machine's configuration allows writing over files. */
+  private async checkTarget(target: string): Promise<void> {
+    let st;
+    try {
+      st = await lstat(target);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw new JobFailedError(`cannot restore to ${target}: ${(e as Error).message}; nothing was restored`);
+    }
+    if (!st.isDirectory()) throw new JobFailedError(`cannot restore to ${target}: it exists and is not a folder; nothing was restored`);
+    if (this.config.allow_restore_overwrite) return;
+    const entries = await readdir(target);
+    if (entries.length > 0) {
+      throw new JobFailedError(`refused to restore into ${target}: it holds files (${entries.length} entries), and this machine's agent configuration does not allow a restore `
+        + 'over existing files (set "allow_restore_overwrite": true in it to allow one); nothing was restored');
+    }
+  }
+
+  private async restore(spec: RestoreSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
+    const target = resolve(spec.target);
+    await this.checkTarget(target);
+    const warnDamaged = (id: string, e: Error): void => events.log(`skipping snapshot ${id}: ${e.message}`);
+    const { id, snapshot } = await findSnapshot(this.repo, spec.snapshot, {}, warnDamaged).catch((e: unknown) => {
+      throw new JobFailedError(`${(e as Error).message}; nothing was restored`);
+    });
+    const image = isImageSnapshot(snapshot) ? await openImageFiles(this.repo, snapshot, id, (m) => events.log(m)) : undefined;
+    events.log(`restoring snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} to ${target}`);
+    const result = await restorerFor(image, this.repo, target, {
+      includes: spec.paths ?? [],
+      // Belt and braces: a file that appears in the target meanwhile is still left alone.
+      overwrite: this.config.allow_restore_overwrite ? 'always' : 'never',
+      signal, pool: this.pool, privileged: process.getuid?.() === 0,
+      onWarning: (path, message) => events.log(`${path}: ${message}`),
+      onProgress: (p) => events.progress(`${p.files} files, ${p.bytes} bytes restored`, { files: p.files, bytes: p.bytes, total_files: p.totalFiles, total_bytes: p.totalBytes, errors: p.errors }),
+    }).run(snapshot.tree);
+    const p = result.progress;
+    if (p.errors > 0) {
+      const listed = result.failed.slice(0, MAX_FAILED_LISTED).map((f) => `${f.path}: ${f.error}`);
+      throw new JobFailedError(`restore INCOMPLETE: ${p.errors} path(s) not restored: ${listed.join('; ')}${p.errors > listed.length ? '; …' : ''}`);
+    }
+    events.log(`restored ${p.files} file(s), ${p.dirs} folder(s), ${p.bytes} bytes`);
+    return { snapshot_id: id, target, files_restored: p.files, dirs_restored: p.dirs, bytes_restored: p.bytes, files_skipped: p.filesSkipped };
+  }
+
+  private async check(spec: CheckSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
+    const readData = spec.read_data_subset === undefined ? undefined : parseSubset(spec.read_data_subset);
+    const abort = new AbortController();
+    const stop = (): void => abort.abort(signal.reason);
+    signal.addEventListener('abort', stop, { once: true });
+    const lock = await acquireLock(this.repo.backend, { holder: this.me, machine: this.me, exclusive: false, operation: 'check', onLost: (e) => abort.abort(e), signal });
+    try {
+      const r = await new Checker(this.repo.store, {
+        ...(readData ? { readData } : {}), keyed: this.repo, signal: abort.signal,
+        onProgress: (p) => events.progress(`${p.phase}: ${p.done} of ${p.total}`, { phase: p.phase, done: p.done, total: p.total }),
+      }).run();
+      for (const w of r.warnings.slice(0, 100)) events.log(`warning: ${w.object}: ${w.message}`);
+      for (const e of r.errors.slice(0, 100)) events.log(`error: ${e.object}: ${e.message}`);
+      const figures = { snapshots: r.snapshots, index_files: r.indexFiles, packs: r.packs, packs_read: r.packsRead, bytes_read: r.bytesRead, errors: r.errors.length, warnings: r.warnings.length, damaged_snapshots: r.damaged.map((d) => d.id) };
+      if (r.errors.length > 0) throw new JobFailedError(`check found ${r.errors.length} error(s) in the disk safe; first: ${r.errors[0]!.object}: ${r.errors[0]!.message}`);
+      events.log(`checked ${r.snapshots} snapshot(s), ${r.packs} pack(s): no errors were found`);
+      return figures;
+    } finally {
+      signal.removeEventListener('abort', stop);
+      await lock.release();
+    }
+  }
+
+  /** Stops the worker threads and zeroes the key; idempotent. */
+  async close(): Promise<void> {
+    await this.pool.close();
+    this.repo.close();
+  }
+}

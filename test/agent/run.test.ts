@@ -1,0 +1,172 @@
+/**
+ * `holdfast agent run` as a child process against a server over real TLS
+ * on loopback: a "run now" backup succeeds with its events; a restore job
+ * brings the files back byte for byte with their metadata into a fresh
+ * folder; a restore into a folder that holds files is refused unless the
+ * machine's own configuration allows it; a command-stream backup stores
+ * the producer's output, and a failing producer fails the job naming its
+ * exit code; a spec outside the vocabulary is refused by the agent itself;
+ * every job after the first runs on the repository opened once; the agent
+ * runs at nice 19.
+ */
+import assert from 'node:assert/strict';
+import { chmod, lstat, mkdir, readdir, readFile, readlink, symlink, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Sandbox, type Started } from '../helpers/cli.js';
+import { databaseSuites } from '../helpers/databases.js';
+import { assertSameTree } from '../helpers/restore-check.js';
+import { setUp, type TestServer } from '../helpers/server.js';
+import { configure, enrolMachine, eventsOf, runNow, startAgent, waitJob, type EnrolledMachine, type ServerHandle } from '../helpers/agent.js';
+
+/** Type, mode, size, mtime and link target of every entry below `root`, by relative path. */
+async function metadataOf(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const walk = async (rel: string): Promise<void> => {
+    const p = join(root, rel);
+    const st = await lstat(p);
+    const kind = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? `link→${await readlink(p)}` : 'file';
+    // A folder's mtime changes as the restore fills it, then is set last; files and links keep theirs.
+    out[rel || '.'] = `${kind} ${(st.mode & 0o7777).toString(8)} ${st.isFile() ? st.size : ''} ${st.isSymbolicLink() ? '' : Math.floor(st.mtimeMs)}`;
+    if (st.isDirectory()) for (const n of (await readdir(p)).sort()) await walk(rel ? join(rel, n) : n);
+  };
+  await walk('');
+  return out;
+}
+
+databaseSuites('holdfast agent run', (fx) => {
+  let t: TestServer;
+  let h: ServerHandle;
+  let s: Sandbox;
+  let m: EnrolledMachine;
+  let agent: Started;
+  let firstSnap = '';
+  const src = (): string => s.path('src');
+
+  before(async () => {
+    s = await Sandbox.create('holdfast-agent-run-');
+    t = await setUp(await fx.newUrl());
+    h = { port: t.server.port, fingerprint: t.server.fingerprint, adminToken: t.adminToken, call: t.call, create: t.create };
+    m = await enrolMachine(h, s, 'web1');
+    await mkdir(join(src(), 'sub', 'deeper'), { recursive: true });
+    await writeFile(join(src(), 'a.txt'), 'the first file\n');
+    await writeFile(join(src(), 'sub', 'b.bin'), Buffer.alloc(70_000, 7));
+    await writeFile(join(src(), 'sub', 'deeper', 'c.conf'), 'key = value\n');
+    await writeFile(join(src(), 'skip.tmp'), 'left out by the exclude\n');
+    await chmod(join(src(), 'sub', 'deeper', 'c.conf'), 0o640);
+    await symlink('a.txt', join(src(), 'link'));
+    await utimes(join(src(), 'a.txt'), new Date('2020-01-02T03:04:05Z'), new Date('2020-01-02T03:04:05Z'));
+    await utimes(join(src(), 'sub'), new Date('2021-06-07T08:09:10Z'), new Date('2021-06-07T08:09:10Z'));
+    agent = startAgent(s, m);
+  });
+  after(async () => {
+    agent?.child.kill('SIGTERM');
+    await agent?.done;
+    await t.stop();
+    await s.remove();
+  });
+
+  it('runs a backup, then restores it byte for byte with its metadata, on the repository opened once', { timeout: 120_000 }, async () => {
+    const backupId = await runNow(h, m, 'backup', { paths: [src()], excludes: ['*.tmp'] });
+    const backup = await waitJob(h, backupId);
+    assert.equal(backup.state, 'succeeded', backup.error ?? '');
+    const snap = backup.result!['snapshot_id'] as string;
+    firstSnap = snap;
+    assert.match(snap, /^[0-9a-f]{64}$/);
+    assert.equal(backup.result!['files_new'], 3, JSON.stringify(backup.result));
+    const events = await eventsOf(h, backupId);
+    assert.ok(events.some((e) => e.kind === 'log' && e.message === `snapshot ${snap.slice(0, 8)} saved`), JSON.stringify(events));
+    assert.ok(events.some((e) => e.kind === 'progress'), JSON.stringify(events));
+
+    const target = s.path('restored');
+    const restoreId = await runNow(h, m, 'restore', { snapshot: snap.slice(0, 12), target });
+    const restore = await waitJob(h, restoreId);
+    assert.equal(restore.state, 'succeeded', restore.error ?? '');
+    assertSameTree(src(), join(target, src()), ['skip.tmp']);
+    const want = await metadataOf(src());
+    delete want['skip.tmp'];
+    assert.deepEqual(await metadataOf(join(target, src())), want);
+    // The same process, the repository opened once; the index files the first job wrote are known without reading them back.
+    assert.equal(backup.result!['agent'].repository_opens, 1);
+    assert.equal(restore.result!['agent'].repository_opens, 1);
+    assert.equal(restore.result!['agent'].jobs, backup.result!['agent'].jobs + 1);
+    assert.equal(restore.result!['agent'].index_files_read, 0, 'what the agent wrote itself is not read back');
+  });
+
+  it('reads only the index files others added since its last job', { timeout: 120_000 }, async () => {
+    await writeFile(s.path('other.txt'), 'written by another client\n');
+    await s.ok(['backup', s.path('other.txt')], { env: m.repoEnv });
+    const id = await runNow(h, m, 'check', {});
+    const j = await waitJob(h, id);
+    assert.equal(j.state, 'succeeded', j.error ?? '');
+    assert.equal(j.result!['agent'].index_files_read, 1);
+    assert.equal(j.result!['agent'].index_rebuilt, false);
+    assert.equal(j.result!['errors'], 0);
+  });
+
+  it('backs up right after a prune on the server: the index is loaded again, nothing points into a removed pack', { timeout: 120_000 }, async () => {
+    // The storage owner's forget and prune, on the server's storage (as the server's own retention does it).
+    const folders = await readdir(t.server.storage);
+    assert.equal(folders.length, 1, 'the one machine\'s safe');
+    const owner = { HOLDFAST_REPOSITORY: join(t.server.storage, folders[0]!), HOLDFAST_PASSWORD: undefined, HOLDFAST_STORAGE_OWNER: '1', HOLDFAST_MIN_GRACE: '1s' };
+    const snaps = JSON.parse((await s.ok(['snapshots', '--json'], { env: m.repoEnv })).stdout) as { id: string; paths: string[] }[];
+    const other = snaps.find((x) => x.paths[0] === s.path('other.txt'))!;
+    await s.ok(['forget', other.id], { env: owner });
+    await s.ok(['prune', '--grace', '1s'], { env: owner });
+    await sleep(1500);
+    const swept = await s.ok(['prune', '--grace', '1s'], { env: owner });
+    assert.match(swept.stdout, /deleted|removed/, swept.stdout);
+    const again = await waitJob(h, await runNow(h, m, 'backup', { paths: [s.path('other.txt')] }));
+    assert.equal(again.state, 'succeeded', again.error ?? '');
+    assert.equal(again.result!['agent'].index_rebuilt, true);
+    assert.ok(again.result!['data_added'] > 0, 'the pruned data is stored again, not referenced where it was');
+    const check = await waitJob(h, await runNow(h, m, 'check', { read_data_subset: '100%' }));
+    assert.equal(check.state, 'succeeded', check.error ?? '');
+    await s.ok(['restore', again.result!['snapshot_id'] as string, '--target', s.path('after-prune')], { env: m.repoEnv });
+    assert.equal(await readFile(s.path('after-prune', s.path('other.txt')), 'utf8'), 'written by another client\n');
+  });
+
+  it('refuses a restore into a folder that holds files unless the machine allows it, and then overwrites', { timeout: 120_000 }, async () => {
+    const target = s.path('occupied');
+    const victim = join(target, src(), 'a.txt');
+    await mkdir(join(target, src()), { recursive: true });
+    await writeFile(victim, 'precious local change\n');
+    const refused = await waitJob(h, await runNow(h, m, 'restore', { snapshot: firstSnap, target }));
+    assert.equal(refused.state, 'failed');
+    assert.match(refused.error!, /refused to restore into .*occupied: it holds files .*allow_restore_overwrite/);
+    assert.equal(await readFile(victim, 'utf8'), 'precious local change\n', 'nothing was written');
+
+    agent.child.kill('SIGTERM');
+    assert.equal((await agent.done).code, 0);
+    await configure(m, { allow_restore_overwrite: true });
+    agent = startAgent(s, m);
+    const allowed = await waitJob(h, await runNow(h, m, 'restore', { snapshot: firstSnap, target, paths: [join(src(), 'a.txt')] }));
+    assert.equal(allowed.state, 'succeeded', allowed.error ?? '');
+    assert.equal(await readFile(victim, 'utf8'), 'the first file\n', JSON.stringify([allowed, await eventsOf(h, allowed.id)]));
+  });
+
+  it('backs up a command\'s output, and fails the job naming the exit code of a failing producer', { timeout: 120_000 }, async () => {
+    const ok = await waitJob(h, await runNow(h, m, 'command-backup', { command: ['sh', '-c', 'printf "CREATE TABLE t;\\n"'], name: 'db.sql' }));
+    assert.equal(ok.state, 'succeeded', ok.error ?? '');
+    const dumped = await s.ok(['dump', ok.result!['snapshot_id'] as string, '/db.sql'], { env: m.repoEnv });
+    assert.equal(dumped.stdout, 'CREATE TABLE t;\n');
+
+    const failed = await waitJob(h, await runNow(h, m, 'command-backup', { command: ['sh', '-c', 'printf partial; exit 3'], name: 'db.sql' }));
+    assert.equal(failed.state, 'failed');
+    assert.match(failed.error!, /sh failed \(exit code 3\); no snapshot was written/);
+    const snaps = JSON.parse((await s.ok(['snapshots', '--json'], { env: m.repoEnv })).stdout) as { paths: string[] }[];
+    assert.equal(snaps.filter((x) => x.paths[0] === '/db.sql').length, 1, 'the failed producer left no snapshot');
+  });
+
+  it('runs at the lowest CPU priority, every thread', async () => {
+    const pid = agent.child.pid!;
+    const tasks = await readdir(`/proc/${pid}/task`);
+    assert.ok(tasks.length > 1);
+    for (const task of tasks) {
+      const stat = await readFile(`/proc/${pid}/task/${task}/stat`, 'utf8');
+      const nice = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+      assert.equal(nice, 19, `thread ${task}`);
+    }
+  });
+});
