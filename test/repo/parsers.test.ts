@@ -780,6 +780,23 @@ describe('snapshot: specific cases', () => {
     assert.deepEqual(back.blobs, ['00'.repeat(32), '80'.repeat(32), 'ff'.repeat(32)]);
   });
 
+  it('the blob list is made into hex when first read, once, and from the bytes decoded (not from a buffer reused since)', () => {
+    const ids = ['01'.repeat(32), 'ab'.repeat(32), 'fe'.repeat(32)];
+    const s = fc.sample(snapshotArb, { seed: 2, numRuns: 1 })[0]!;
+    const bytes = encodeSnapshot({ ...s, blobs: ids }, MAC_KEY);
+    const back = decodeSnapshot(bytes, SNAPSHOT_WHAT);
+    // A listing reads every snapshot for its time, host and paths: the list (most of its bytes) waits.
+    assert.equal(typeof Object.getOwnPropertyDescriptor(back, 'blobs')?.get, 'function');
+    assert.ok(Object.keys(back).includes('blobs'), 'the list is still an enumerable field');
+    const first = back.blobs;
+    assert.deepEqual(first, ids);
+    assert.equal(back.blobs, first, 'made once');
+    // The bytes were authenticated as they were when decoded; a buffer the caller reuses later changes nothing.
+    const again = decodeSnapshot(bytes, SNAPSHOT_WHAT);
+    bytes.fill(0);
+    assert.deepEqual(again.blobs, ids);
+  });
+
   it('a version 1 snapshot is refused as planted, not as something to upgrade for', () => {
     const v1 = Buffer.from(encodeSnapshot(fc.sample(snapshotArb, { seed: 3, numRuns: 1 })[0]!, MAC_KEY));
     v1[4] = 1;
