@@ -51,8 +51,8 @@ export function cacheRoot(env: Env = process.env): string {
 /**
  * How to reach an S3 repository (src/storage/s3-backend-config.ts): the
  * access key from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and
- * AWS_SESSION_TOKEN), else none, and the AWS SDK's own chain looks (profile
- * files with AWS_PROFILE, SSO, instance roles); the region from
+ * AWS_SESSION_TOKEN), else none, and the AWS SDK's own chain looks (the
+ * profile AWS_PROFILE names in the shared files, SSO, instance roles); the region from
  * AWS_DEFAULT_REGION or AWS_REGION; a CA certificate to trust besides the
  * system's from --cacert or HOLDFAST_CACERT (a PEM file).
  */
@@ -64,10 +64,12 @@ export async function s3Settings(cacert: string | undefined, env: Env = process.
   }
   const token = env['AWS_SESSION_TOKEN'];
   const region = env['AWS_DEFAULT_REGION'] || env['AWS_REGION'];
+  const profile = env['AWS_PROFILE'];
   const ca = await caCertificate(cacert, env);
   return {
     ...(id && secret ? { credentials: { accessKeyId: id, secretAccessKey: secret, ...(token ? { sessionToken: token } : {}) } } : {}),
     ...(region ? { region } : {}),
+    ...(profile ? { profile } : {}),
     ...(ca === undefined ? {} : { ca }),
   };
 }

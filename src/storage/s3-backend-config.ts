@@ -54,6 +54,12 @@ export interface S3Settings {
    */
   readonly credentials?: S3Credentials;
   /**
+   * The profile of the shared config files to take the credentials (when
+   * `credentials` is absent) and the region from, as AWS_PROFILE names it;
+   * else `default`. Named in the error when it yields no credentials.
+   */
+  readonly profile?: string;
+  /**
    * The region to sign for; else the one the location's AWS host names, else
    * the profile's in the AWS SDK's shared config files (AWS_PROFILE or
    * `default`, ~/.aws/config or AWS_CONFIG_FILE), else `us-east-1`.

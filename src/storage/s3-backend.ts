@@ -143,6 +143,8 @@ export class S3Backend implements Backend {
   private readonly saving = new Map<string, Promise<void>>();
   /** The region the settings or the location name; else the profile's (`region()`). */
   private readonly regionGiven: string | undefined;
+  /** The shared-config profile (`S3Settings.profile`), named when it yields no credentials. */
+  private readonly profile: string | undefined;
   private regionFound: Promise<string> | undefined;
   private readonly idleTimeoutMs: number;
   /** Set once the endpoint has answered any request: a refused connection is a wrong endpoint until then. */
@@ -162,6 +164,7 @@ export class S3Backend implements Backend {
     const connections = positive(settings.connections ?? DEFAULT_S3_CONNECTIONS, 'connections');
     this.capabilities = { connections, appendOnly: false, removeMissingIsError: false };
     this.regionGiven = settings.region ?? loc.region;
+    this.profile = settings.profile;
     this.idleTimeoutMs = positive(settings.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, 'idleTimeoutMs');
     // `timeout` makes the agent honour an endpoint's `Keep-Alive: timeout=N`
     // (Node's agent lets an idle connection go a second before N only when it
@@ -181,6 +184,7 @@ export class S3Backend implements Backend {
       ...(loc.endpoint === undefined ? {} : { endpoint: loc.endpoint }),
       forcePathStyle: loc.pathStyle,
       ...(settings.credentials ? { credentials: { ...settings.credentials } } : {}),
+      ...(settings.profile ? { profile: settings.profile } : {}),
       // One retry policy, RetryingBackend's, rather than the SDK's under it.
       maxAttempts: 1,
       // Checksums only where S3 requires them: S3-compatible endpoints differ on
@@ -251,7 +255,7 @@ export class S3Backend implements Backend {
         environmentVariableSelector: () => undefined,
         configFileSelector: (profile) => profile[config.REGION_INI_NAME],
         default: () => undefined,
-      }, config.NODE_REGION_CONFIG_FILE_OPTIONS);
+      }, { ...config.NODE_REGION_CONFIG_FILE_OPTIONS, ...(this.profile === undefined ? {} : { profile: this.profile }) });
       return (await fromProfile()) ?? 'us-east-1';
     });
     return this.regionFound;
@@ -732,7 +736,8 @@ export class S3Backend implements Backend {
       return new Error(`${where}: the endpoint refused the credentials (${said}); check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's permissions`, { cause: e });
     }
     if (name === 'CredentialsProviderError') {
-      return new Error(`${where}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials`, { cause: e });
+      const from = this.profile === undefined ? '' : ` in the profile "${this.profile}" (AWS_PROFILE)`;
+      return new Error(`${where}: no S3 credentials${from} (${said}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE to a profile of ~/.aws/credentials or ~/.aws/config that has them`, { cause: e });
     }
     if ((httpStatus !== undefined && TRANSIENT_STATUS.has(httpStatus)) || TRANSIENT_NAMES.has(name) || (code !== undefined && NETWORK_CODES.has(code))) {
       return new TransientError(`${where}: ${httpStatus === undefined ? '' : `HTTP ${httpStatus} `}${said}`, { cause: e });

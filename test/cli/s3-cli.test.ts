@@ -202,6 +202,11 @@ describe('the CLI on S3 when the endpoint fails', () => {
       }
       assert.deepEqual([...scopes], [`S3RVER ${region}`], 'every request signed with the profile\'s key for its region');
     }
+    // A profile the files do not have: the message names it (the SDK says only "from any providers").
+    const none = await s.run(['-r', `s3:${proxy.endpoint}/${TEST_BUCKET}/profile-none`, 'snapshots'],
+      { env: { ...bare, HOME: home, AWS_PROFILE: 'nope', AWS_CONFIG_FILE: join(files, 'conf'), AWS_SHARED_CREDENTIALS_FILE: join(files, 'keys'), HOLDFAST_PASSWORD: 'pw' } });
+    assert.equal(none.code, 1, none.stderr);
+    assert.match(none.stderr, /no S3 credentials in the profile "nope" \(AWS_PROFILE\)/);
   });
 
   it('init beside other keys warns as for a local folder; init where a repository is refuses, as for a local folder', async () => {
