@@ -217,6 +217,19 @@ export function capture(
   });
 }
 
+/**
+ * CPU seconds (user + system) of process `pid` so far, from /proc; with
+ * `children`, those of its children that ended and were waited for too (an
+ * sshd's finished sessions). 0 where it cannot be read.
+ */
+export async function processCpuSeconds(pid: number | undefined, children = false): Promise<number> {
+  if (pid === undefined) return 0;
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // Fields after the command name (which may hold spaces): utime, stime, cutime, cstime are the 14th to 17th of the line.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').slice(11, children ? 15 : 13).map(Number);
+  return f.reduce((a, b) => a + b, 0) / 100 || 0;
+}
+
 /** Apparent size in bytes of a directory tree (`du -sb`), null if it fails. */
 export async function duBytes(path: string): Promise<number | null> {
   if (!existsSync(path)) return null;
@@ -238,6 +251,12 @@ export interface FileEntry {
   path: string;
   size: number;
   nlink: number;
+}
+
+/** What differs between a source tree and a restored one (files, symlinks, bytes), or null. */
+export function treeDifference(expected: TreeStats, actual: TreeStats): string | null {
+  const diffs = (['files', 'symlinks', 'bytes'] as const).filter((k) => expected[k] !== actual[k]).map((k) => `${k}: source ${expected[k]}, restored ${actual[k]}`);
+  return diffs.length === 0 ? null : diffs.join('; ');
 }
 
 /**

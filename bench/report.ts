@@ -26,7 +26,8 @@ export interface StepRecord extends RunResult {
   samples?: number[];
 }
 
-function median(xs: readonly number[]): number {
+/** The median of `xs` (the mean of the middle two for an even count). */
+export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
@@ -115,7 +116,8 @@ function ratio(a: Cell | undefined, b: Cell | undefined): string {
   return `${(a.value / b.value).toFixed(2)}x`;
 }
 
-function renderTable(header: string[], rows: string[][]): string {
+/** Rows of cells in columns: the first column left-aligned, the others right-aligned, a rule under the header. */
+export function renderTable(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string =>
     cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');

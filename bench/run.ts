@@ -12,15 +12,15 @@
 //   BENCH_STEP_TIMEOUT  seconds before a single step is killed (default 3600, 0 = none)
 //   BENCH_KEEP=1        keep the restored trees (default: deleted after the last restore)
 //   BENCH_IMAGE         0: skip the image scenario (bench/image.ts); only: run it alone
-//   BENCH_SCENARIOS     comma-separated subset of tree,stream,manyfiles,deploy,index,s3,image (default: all; bench/scenarios.ts)
+//   BENCH_SCENARIOS     comma-separated subset of tree,stream,manyfiles,deploy,index,s3,server,image (default: all; bench/scenarios.ts)
 //   BENCH_STREAM_GIB    size of the stdin stream scenario in GiB (default 8; bench/stream.ts)
 //   BENCH_MANY_FILES    file count of the many-small-files scenario (default 1000000; bench/manyfiles.ts)
 //   BENCH_DEPLOY_FILES  file count of the deploy scenario's tree (default 4000; bench/deploy.ts)
 //   BENCH_DEPLOY_ROUNDS deploys backed up after the initial backup (default 5; bench/deploy.ts)
 //   BENCH_INDEX_BLOBS   blobs in the in-memory index scenario (default 2000000; bench/index-memory.ts)
 //   BENCH_S3_ROUNDS     rounds of the S3 scenario's backup, restore and copies (default 3; bench/s3.ts)
-//   BENCH_REPEAT        runs of the tree's initial backup, unchanged re-backup and restore, the
-//                       tools' order rotating; the median is reported (default 3)
+//   BENCH_REPEAT        runs of the tree's and the server scenario's initial backup, unchanged
+//                       re-backup and restore, the tools' order rotating; the median is reported (default 3)
 
 import { existsSync, realpathSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
@@ -55,6 +55,7 @@ import {
 import { ALL_TOOLS, TOOLS, wipeRepo, type ToolName, type ToolPaths } from './tools.js';
 import { runImageBench } from './image.js';
 import { runScaleScenarios, runWithoutTree, selectedScenarios } from './scenarios.js';
+import { benchRepeat } from './scale-common.js';
 
 const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -77,14 +78,6 @@ function parseTools(spec: string | undefined): ToolName[] {
   if (bad.length > 0) throw new UserError(`BENCH_TOOLS: unknown tool(s) ${bad.join(', ')}; choose from ${ALL_TOOLS.join(',')}`);
   // Keep the canonical column order, drop duplicates.
   return ALL_TOOLS.filter((t) => names.includes(t));
-}
-
-/** BENCH_REPEAT: how many times the repeatable steps of the tree scenario run. */
-function parseRepeat(spec: string | undefined): number {
-  if (spec === undefined || spec.trim() === '') return 3;
-  const n = Number(spec);
-  if (!Number.isInteger(n) || n < 1 || n > 9) throw new UserError('BENCH_REPEAT must be a whole number from 1 to 9');
-  return n;
 }
 
 function notRun(reason: string): StepRecord {
@@ -122,7 +115,7 @@ async function main(): Promise<number> {
   const timeoutSec = Number(process.env.BENCH_STEP_TIMEOUT ?? 3600);
   if (!Number.isFinite(timeoutSec) || timeoutSec < 0) throw new UserError('BENCH_STEP_TIMEOUT must be a number of seconds >= 0');
   const keep = process.env.BENCH_KEEP === '1';
-  const repeat = parseRepeat(process.env.BENCH_REPEAT);
+  const repeat = benchRepeat();
 
   console.log('holdfast benchmark');
   console.log(`  host: ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Linux ${release()}`);

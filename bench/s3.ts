@@ -19,13 +19,13 @@
 // Targets from issue 15: holdfast ≤ 0.5 of restic's time for the backup and the
 // restore; copy within 1.2× of moving the bytes.
 
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startS3rver, type TestS3 } from '../test/helpers/s3rver.js';
-import { duBytes, runMeasured, walkTree, type Cmd, type TreeStats } from './measure.js';
-import { withSample, type ScaleRow, type StepRecord } from './report.js';
-import { describeRun, verdict, type ScenarioContext } from './scale-common.js';
+import { startS3rver } from '../test/helpers/s3rver.js';
+import { duBytes, processCpuSeconds, runMeasured, treeDifference, walkTree, type Cmd } from './measure.js';
+import { median, withSample, type ScaleRow, type StepRecord } from './report.js';
+import { describeRun, medianCell as cell, ratioVerdict, type ScenarioContext } from './scale-common.js';
 import { HOLDFAST_MAIN, PASSWORD, type ToolName } from './tools.js';
 
 export const S3_RATIO_TARGET = 0.5;
@@ -65,22 +65,6 @@ function restic(args: string[], env: Record<string, string>): Cmd {
   return { file: 'restic', args, env: { RESTIC_PASSWORD: PASSWORD, ...env } };
 }
 
-/** The endpoint process's CPU seconds so far (user + system, /proc); 0 where it cannot be read. */
-async function endpointCpu(s3: TestS3): Promise<number> {
-  const pid = s3.pid();
-  if (pid === undefined) return 0;
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100 || 0;
-}
-
-/** What differs between the corpus and a restored tree (files, symlinks, bytes), or null. */
-function difference(expected: TreeStats, actual: TreeStats): string | null {
-  const diffs = (['files', 'symlinks', 'bytes'] as const).filter((k) => expected[k] !== actual[k]).map((k) => `${k}: source ${expected[k]}, restored ${actual[k]}`);
-  return diffs.length === 0 ? null : diffs.join('; ');
-}
-
 export async function runS3(ctx: ScenarioContext, corpus: string): Promise<S3Result> {
   const rounds = parseRounds(process.env.BENCH_S3_ROUNDS);
   console.log(`\nS3: backup and restore of ${corpus} through s3rver over HTTPS on loopback; copy local <-> S3; ${rounds} rounds`);
@@ -99,9 +83,9 @@ export async function runS3(ctx: ScenarioContext, corpus: string): Promise<S3Res
   };
   /** Round `k` of a timed step, merged into its median; the endpoint's CPU beside it. */
   const step = async (name: string, k: number, cmd: Cmd): Promise<StepRecord> => {
-    const cpu0 = await endpointCpu(s3);
+    const cpu0 = await processCpuSeconds(s3.pid());
     const rec: StepRecord = { ...(await runMeasured(cmd, join(work, 'logs', `${name.replace(/\W+/g, '-')}-${k + 1}`), ctx.timeoutSec)), skipped: false };
-    const cpu = (await endpointCpu(s3)) - cpu0;
+    const cpu = (await processCpuSeconds(s3.pid())) - cpu0;
     result.steps[name] = withSample(result.steps[name], rec);
     (result.endpointCpu[name] ??= []).push(cpu);
     console.log(`  ${name} (${k + 1}/${rounds}): ${describeRun(rec)}, endpoint CPU ${cpu.toFixed(2)} s`);
@@ -129,7 +113,7 @@ export async function runS3(ctx: ScenarioContext, corpus: string): Promise<S3Res
         await mkdir(target, { recursive: true });
         const restore = await step(`[${tool}] restore`, k, cmd(['restore', 'latest', '--target', target]));
         if (restore.ok) {
-          const diff = difference(source, (await walkTree(target)).stats);
+          const diff = treeDifference(source, (await walkTree(target)).stats);
           if (diff !== null) ctx.problems.push(`S3 [${tool}] restore ${k + 1}: the restored tree differs from the corpus (${diff})`);
           result.verify[tool] = result.verify[tool] ?? diff;
         }
@@ -166,25 +150,6 @@ export async function runS3(ctx: ScenarioContext, corpus: string): Promise<S3Res
     `endpoint CPU (s3rver, median per step): ${Object.entries(result.endpointCpu).map(([name, xs]) => `${name} ${median(xs).toFixed(2)} s`).join(', ')}`,
   );
   return result;
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-/** A cell of the median and, when there are several rounds, their range; with MB/s when `mb` is given. */
-function cell(rec: StepRecord | undefined, mb: number | null = null): { value: number | null; text: string } {
-  if (rec === undefined) return { value: null, text: '-' };
-  if (!rec.ok) return { value: null, text: 'FAILED' };
-  const xs = rec.samples ?? [rec.seconds];
-  const spread = xs.length > 1 ? ` (${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})` : '';
-  return { value: rec.seconds, text: `${rec.seconds.toFixed(2)}${spread}${mb === null ? '' : `, ${(mb / rec.seconds).toFixed(0)} MB/s`}` };
-}
-
-function ratioVerdict(a: StepRecord | undefined, b: StepRecord | undefined, target: number): string {
-  return verdict(a?.ok && b?.ok ? a.seconds / b.seconds <= target : null);
 }
 
 export function s3Rows(r: S3Result): ScaleRow[] {

@@ -1,8 +1,10 @@
-// Helpers shared by the stream and many-files scenarios (bench/stream.ts,
-// bench/manyfiles.ts): a tool's directories and init, measured steps, table cells.
+// Helpers shared by the scenarios beside the tree (bench/stream.ts, manyfiles.ts,
+// deploy.ts, s3.ts, server.ts): a tool's directories and init, measured steps,
+// table cells, and BENCH_REPEAT, which the tree scenario reads too.
 
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { UserError } from './corpus.js';
 import { runMeasured, type Cmd, type RunResult } from './measure.js';
 import type { StepRecord } from './report.js';
 import { TOOLS, wipeRepo, type ToolName, type ToolPaths } from './tools.js';
@@ -23,6 +25,15 @@ export interface ScenarioContext {
   timeoutSec: number;
   keep: boolean;
   problems: string[];
+}
+
+/** BENCH_REPEAT: how many times the repeatable steps of the tree and server scenarios run (default 3). */
+export function benchRepeat(): number {
+  const spec = process.env.BENCH_REPEAT;
+  if (spec === undefined || spec.trim() === '') return 3;
+  const n = Number(spec);
+  if (!Number.isInteger(n) || n < 1 || n > 9) throw new UserError('BENCH_REPEAT must be a whole number from 1 to 9');
+  return n;
 }
 
 export function describeRun(r: RunResult): string {
@@ -84,8 +95,22 @@ export function repoCell(run: ToolRun | undefined, steps: string[]): { value: nu
   return { value: run.repoBytes / 1e6, text: (run.repoBytes / 1e6).toFixed(1) };
 }
 
+/** A cell of a step's median and, when it ran several times, their range; with MB/s when `mb` is given. */
+export function medianCell(rec: StepRecord | undefined, mb: number | null = null): { value: number | null; text: string } {
+  if (rec === undefined) return { value: null, text: '-' };
+  if (!rec.ok) return { value: null, text: 'FAILED' };
+  const xs = rec.samples ?? [rec.seconds];
+  const spread = xs.length > 1 ? ` (${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})` : '';
+  return { value: rec.seconds, text: `${rec.seconds.toFixed(2)}${spread}${mb === null ? '' : `, ${(mb / rec.seconds).toFixed(0)} MB/s`}` };
+}
+
 export function verdict(pass: boolean | null): string {
   return pass === null ? '-' : pass ? 'PASS' : 'FAIL';
+}
+
+/** PASS when both steps ran and `a` took at most `target` times `b`'s time, '-' when one failed. */
+export function ratioVerdict(a: StepRecord | undefined, b: StepRecord | undefined, target: number): string {
+  return verdict(a?.ok && b?.ok ? a.seconds / b.seconds <= target : null);
 }
 
 /** The first "Files: ..." summary line a backup printed (holdfast, restic), for the notes. */

@@ -15,8 +15,12 @@
 //              restic's S3 backend, and copy local <-> S3 beside a plain SDK upload
 //              and download of the same files (bench/s3.ts, bench/s3-sync.ts),
 //              BENCH_S3_ROUNDS rounds (default 3); targets: ≤ 0.5x restic, copy ≤ 1.2x the plain move
+//   server     the corpus backed up (initial, unchanged) and restored through `holdfast
+//              server` on loopback beside a local repository, restic over SFTP and Borg
+//              over SSH to an sshd on loopback (bench/server.ts, bench/sshd.ts),
+//              BENCH_REPEAT rounds; targets: ≤ 1.2x local, ≤ 0.5x restic over SFTP
 //
-// BENCH_SCENARIOS=tree,stream,manyfiles,deploy,index,s3,image picks the scenarios (default: all).
+// BENCH_SCENARIOS=tree,stream,manyfiles,deploy,index,s3,server,image picks the scenarios (default: all).
 // BENCH_IMAGE=0 still switches the image scenario off; BENCH_SCENARIOS without
 // "image" is passed on to run.ts as BENCH_IMAGE=0.
 
@@ -25,15 +29,16 @@ import { UserError } from './corpus.js';
 import { haveGnuTime } from './measure.js';
 import { scaleTable, writeResults, type ScaleRow } from './report.js';
 import { TOOLS, type ToolName } from './tools.js';
-import type { ScenarioContext } from './scale-common.js';
+import { benchRepeat, type ScenarioContext } from './scale-common.js';
 import { runStream, streamGib, streamRows, type StreamResult } from './stream.js';
 import { manyFilesCount, manyFilesRows, runManyFiles, type ManyFilesResult } from './manyfiles.js';
 import { deployFiles, deployRounds, deployRows, runDeploy, type DeployResult } from './deploy.js';
 import { runS3, s3Rows, type S3Result } from './s3.js';
+import { runServer, serverTable, type ServerResult } from './server.js';
 import { resolveCorpus } from './corpus.js';
 import { indexBlobs, runIndexScenario, type IndexMeasurement } from './index-memory.js';
 
-export const ALL_SCENARIOS = ['tree', 'stream', 'manyfiles', 'deploy', 'index', 's3', 'image'] as const;
+export const ALL_SCENARIOS = ['tree', 'stream', 'manyfiles', 'deploy', 'index', 's3', 'server', 'image'] as const;
 export type Scenario = (typeof ALL_SCENARIOS)[number];
 
 /** BENCH_SCENARIOS (default: all), minus image when BENCH_IMAGE=0. */
@@ -46,6 +51,7 @@ export function selectedScenarios(): Set<Scenario> {
   if (set.has('stream')) streamGib(); // bad sizes fail now, not after the other scenarios ran
   if (set.has('manyfiles')) manyFilesCount();
   if (set.has('index')) indexBlobs();
+  if (set.has('server')) benchRepeat();
   if (set.has('deploy')) {
     deployFiles();
     deployRounds();
@@ -65,18 +71,19 @@ export interface ScaleResults {
     manyfiles: ManyFilesResult | null;
     deploy: DeployResult | null;
     s3: S3Result | null;
+    server: ServerResult | null;
     index: IndexMeasurement[] | null;
     rows: ScaleRow[];
     problems: string[];
   } | null;
 }
 
-/** Runs the index, stream, many-files and deploy scenarios that are selected; prints their tables. */
+/** Runs the index, stream, many-files, deploy, S3 and server scenarios that are selected; prints their tables. */
 export async function runScaleScenarios(o: { benchDir: string; tools: ToolName[]; timeoutSec: number; scenarios: Set<Scenario> }): Promise<ScaleResults> {
   const index = o.scenarios.has('index') ? await runIndexScenario() : null;
   const wanted = (['stream', 'manyfiles', 'deploy', 's3'] as const).filter((s) => o.scenarios.has(s));
-  if (wanted.length === 0) {
-    return { problems: 0, json: index && { scenarios: ['index'], tools: [], stream: null, manyfiles: null, deploy: null, s3: null, index, rows: [], problems: [] } };
+  if (wanted.length === 0 && !o.scenarios.has('server')) {
+    return { problems: 0, json: index && { scenarios: ['index'], tools: [], stream: null, manyfiles: null, deploy: null, s3: null, server: null, index, rows: [], problems: [] } };
   }
   const ctx: ScenarioContext = { benchDir: o.benchDir, tools: [], timeoutSec: o.timeoutSec, keep: process.env.BENCH_KEEP === '1', problems: [] };
   const versions: { name: ToolName; version: string }[] = [];
@@ -86,28 +93,36 @@ export async function runScaleScenarios(o: { benchDir: string; tools: ToolName[]
     if (probe.available) ctx.tools.push(name);
     else ctx.problems.push(`[${name}] not available: ${probe.problem}`);
   }
-  if (!ctx.tools.includes('restic')) ctx.problems.push('restic is not run: the stream, many-files, deploy and S3 targets are ratios to restic');
+  if (!ctx.tools.includes('restic')) ctx.problems.push('restic is not run: the stream, many-files, deploy, S3 and server targets are ratios to restic');
   if (!(await haveGnuTime())) ctx.problems.push('GNU time not usable at /usr/bin/time: peak RSS is n/a (apt-get install -y time)');
 
   const stream = o.scenarios.has('stream') ? await runStream(ctx) : null;
   const manyfiles = o.scenarios.has('manyfiles') ? await runManyFiles(ctx) : null;
   const deploy = o.scenarios.has('deploy') ? await runDeploy(ctx) : null;
   const s3 = o.scenarios.has('s3') ? await runS3(ctx, (await resolveCorpus(o.benchDir, process.env.BENCH_CORPUS)).path) : null;
+  const server = o.scenarios.has('server') ? await runServer(ctx, (await resolveCorpus(o.benchDir, process.env.BENCH_CORPUS)).path) : null;
 
   const rows = [...(stream ? streamRows(stream) : []), ...(manyfiles ? manyFilesRows(manyfiles) : []), ...(deploy ? deployRows(deploy) : []), ...(s3 ? s3Rows(s3) : [])];
-  const shown = ctx.tools.length > 0 ? ctx.tools : o.tools;
-  console.log(`\nScale results (${wanted.join(', ')}; one run each, deploy and S3 several; ratio < 1.00x = smaller/faster than restic):\n`);
-  console.log(scaleTable(shown, rows));
+  if (wanted.length > 0) {
+    const shown = ctx.tools.length > 0 ? ctx.tools : o.tools;
+    console.log(`\nScale results (${wanted.join(', ')}; one run each, deploy and S3 several; ratio < 1.00x = smaller/faster than restic):\n`);
+    console.log(scaleTable(shown, rows));
+  }
+  if (server) {
+    console.log(`\nServer results (median of ${server.repeat}, min–max; ratio < 1.00x = the server is faster):\n`);
+    console.log(serverTable(server));
+  }
   console.log('\nNotes:');
   if (stream) for (const n of stream.notes) console.log(`  - ${n}`);
   if (manyfiles) for (const n of manyfiles.notes) console.log(`  - ${n}`);
   if (deploy) for (const n of deploy.notes) console.log(`  - ${n}`);
   if (s3) for (const n of s3.notes) console.log(`  - ${n}`);
+  if (server) for (const n of server.notes) console.log(`  - ${n}`);
   console.log("  - peak RSS: /usr/bin/time -f '%e %M' of the tool process alone; MB = 10^6 bytes; `sync` before every measured step.");
-  if (ctx.problems.length > 0) console.log(`\nStream / many-files / deploy / S3 problems:\n${ctx.problems.map((p) => `  ${p}`).join('\n')}`);
+  if (ctx.problems.length > 0) console.log(`\nStream / many-files / deploy / S3 / server problems:\n${ctx.problems.map((p) => `  ${p}`).join('\n')}`);
   return {
     problems: ctx.problems.length,
-    json: { scenarios: [...(index ? ['index' as const] : []), ...wanted], tools: versions, stream, manyfiles, deploy, s3, index, rows, problems: ctx.problems },
+    json: { scenarios: [...(index ? ['index' as const] : []), ...wanted, ...(o.scenarios.has('server') ? ['server' as const] : [])], tools: versions, stream, manyfiles, deploy, s3, server, index, rows, problems: ctx.problems },
   };
 }
 

@@ -1,8 +1,9 @@
 /**
- * A test server in a process of its own (the *-main.ts scripts beside this
- * file): started with its options, it prints one JSON line with the port it
- * listens on. Tests stop it, gently or with SIGKILL, to see what a client
- * and the storage make of a server that goes away.
+ * A server in a process of its own (the *-main.ts scripts beside this file,
+ * or the real `holdfast server`): started with its arguments, it says on
+ * stdout where it listens (the scripts: one JSON line with the port). Tests
+ * stop it, gently or with SIGKILL, to see what a client and the storage make
+ * of a server that goes away; the bench reads its CPU time.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 
@@ -15,26 +16,51 @@ export interface ListeningChild {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/** Reads what a child printed so far: what it was waiting for once all of it is there, else undefined. */
+export type ReadyParser<T extends { port: number }> = (stdout: string) => T | undefined;
+
+/** The *-main.ts scripts' port line: one JSON object. */
+const jsonPortLine: ReadyParser<{ port: number }> = (out) => {
+  const line = /^(\{.*\})\n/.exec(out)?.[1];
+  return line ? { port: (JSON.parse(line) as { port: number }).port } : undefined;
+};
+
 /** Runs `node ARGS…` and waits for its port line; `what` names it when it exits first. */
 export async function startListening(args: readonly string[], what: string): Promise<ListeningChild> {
-  const c: ChildProcess = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'] });
-  const port = await new Promise<number>((resolve, reject) => {
+  return startChild(args, what, jsonPortLine);
+}
+
+/**
+ * Runs `node ARGS…` until `ready` finds what it waits for in its stdout,
+ * which it returns as `ready`; its stderr goes to ours, or to the file
+ * descriptor `stderr` (a log file). `what` names it when it exits first.
+ */
+export async function startChild<T extends { port: number }>(args: readonly string[], what: string, ready: ReadyParser<T>, stderr: 'inherit' | number = 'inherit'): Promise<ListeningChild & { readonly ready: T }> {
+  const c: ChildProcess = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', stderr] });
+  const found = await new Promise<T>((resolve, reject) => {
     let out = '';
-    c.stdout!.on('data', (b: Buffer) => {
+    const onData = (b: Buffer): void => {
       out += b.toString();
-      const line = /^(\{.*\})\n/.exec(out)?.[1];
-      if (line) resolve((JSON.parse(line) as { port: number }).port);
-    });
+      const r = ready(out);
+      if (r === undefined) return;
+      // What it prints later is not kept (nor left to fill the pipe).
+      c.stdout!.off('data', onData);
+      c.stdout!.resume();
+      resolve(r);
+    };
+    c.stdout!.on('data', onData);
     c.on('error', reject);
     c.on('exit', (code) => reject(new Error(`${what} exited (${code}) before listening`)));
   });
   let running = true;
   return {
-    port,
+    port: found.port,
     pid: c.pid,
+    ready: found,
     stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
       if (!running) return;
       running = false;
+      if (c.exitCode !== null || c.signalCode !== null) return; // it ended on its own
       const exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
       c.kill(signal);
       await exited;

@@ -3,12 +3,18 @@
  * self-signed certificate, and a client that speaks to it over real HTTPS,
  * trusting that certificate only and checking its fingerprint. `setUp`
  * also changes the first admin's one-time password, as a newcomer would.
+ * `startServerProcess` runs the real `holdfast server` command instead, in a
+ * process of its own (the bench's server scenario), and `adminClient` logs
+ * in to either.
  */
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request, type RequestOptions } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CLI } from './cli.js';
+import { startChild, type ListeningChild } from './listening-child.js';
 import { startServer, type BackupServerOptions, type RunningServer } from '../../src/server/backup-server.js';
 import type { LoginLimits } from '../../src/server/services/login-limiter.js';
 import { fingerprintOf } from '../../src/server/tls-certificate.js';
@@ -54,10 +60,10 @@ export function httpsJson(port: number, certPem: string, method: string, path: s
   });
 }
 
-/** A running test server and a client for it. */
-export interface TestServer {
-  readonly server: RunningServer;
-  readonly dataDir: string;
+/** A client of a server's API, logged in as its first admin. */
+export interface ApiClient {
+  readonly port: number;
+  /** The server's certificate (PEM), the only one the client trusts. */
   readonly cert: string;
   /** The first admin's session (its password already changed). */
   readonly adminToken: string;
@@ -66,16 +72,20 @@ export interface TestServer {
   create(path: string, body: unknown, token?: string): Promise<Answer['body']>;
   /** Logs in and returns the session token; changes a one-time password first when `newPassword` is given. */
   login(name: string, password: string, newPassword?: string): Promise<string>;
+}
+
+/** A running test server and a client for it. */
+export interface TestServer extends ApiClient {
+  readonly server: RunningServer;
+  readonly dataDir: string;
   stop(): Promise<void>;
 }
 
 export const ADMIN_PASSWORD = 'a long admin password';
 
-export async function setUp(dbUrl: string, limits?: LoginLimits, options: Pick<BackupServerOptions, 'jobSilenceLimitMs'> = {}): Promise<TestServer> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'holdfast-server-'));
-  const server = await startServer({ dataDir: join(dataDir, 'data'), listen: '127.0.0.1:0', db: dbUrl, ...(limits ? { loginLimits: limits } : {}), ...options });
-  const cert = await readFile(join(dataDir, 'data', 'tls', 'cert.pem'), 'utf8');
-  const call = (method: string, path: string, opts = {}): Promise<Answer> => httpsJson(server.port, cert, method, path, opts);
+/** Logs in to the server on `port` as its first admin, changing the one-time password to ADMIN_PASSWORD. */
+export async function adminClient(port: number, cert: string, firstAdmin: { readonly name: string; readonly password: string }): Promise<ApiClient> {
+  const call = (method: string, path: string, opts = {}): Promise<Answer> => httpsJson(port, cert, method, path, opts);
   const login = async (name: string, password: string, newPassword?: string): Promise<string> => {
     const r = await call('POST', '/api/v1/login', { body: { name, password } });
     assert.equal(r.status, 200, r.text);
@@ -86,18 +96,54 @@ export async function setUp(dbUrl: string, limits?: LoginLimits, options: Pick<B
     }
     return token;
   };
-  assert.ok(server.firstAdmin);
-  const adminToken = await login(server.firstAdmin.name, server.firstAdmin.password, ADMIN_PASSWORD);
+  const adminToken = await login(firstAdmin.name, firstAdmin.password, ADMIN_PASSWORD);
   const create = async (path: string, body: unknown, token = adminToken): Promise<Answer['body']> => {
     const r = await call('POST', path, { token, body });
     assert.equal(r.status, 201, `${path}: ${r.text}`);
     return r.body;
   };
+  return { port, cert, adminToken, call, create, login };
+}
+
+export async function setUp(dbUrl: string, limits?: LoginLimits, options: Pick<BackupServerOptions, 'jobSilenceLimitMs'> = {}): Promise<TestServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'holdfast-server-'));
+  const server = await startServer({ dataDir: join(dataDir, 'data'), listen: '127.0.0.1:0', db: dbUrl, ...(limits ? { loginLimits: limits } : {}), ...options });
+  const cert = await readFile(join(dataDir, 'data', 'tls', 'cert.pem'), 'utf8');
+  assert.ok(server.firstAdmin);
   return {
-    server, dataDir, cert, adminToken, call, create, login,
+    ...(await adminClient(server.port, cert, server.firstAdmin)), server, dataDir,
     async stop() {
       await server.close();
       await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** `holdfast server` running in a process of its own. */
+export interface ServerProcess extends ListeningChild {
+  readonly dataDir: string;
+  /** The certificate's PEM. */
+  readonly cert: string;
+  /** `SHA256:…`, as the command printed it. */
+  readonly fingerprint: string;
+  /** The first admin's name and one-time password, printed by a first start. */
+  readonly firstAdmin: { readonly name: string; readonly password: string } | undefined;
+}
+
+/**
+ * Runs the real CLI's `holdfast server --data DATADIR --listen 127.0.0.1:0`
+ * and waits until it printed its address, fingerprint and (on a first start)
+ * its first admin; its log (JSON lines) goes to `log`, a file descriptor, or
+ * to our stderr.
+ */
+export async function startServerProcess(dataDir: string, log: 'inherit' | number = 'inherit'): Promise<ServerProcess> {
+  const first = !existsSync(join(dataDir, 'server.json'));
+  const child = await startChild([CLI, 'server', '--data', dataDir, '--listen', '127.0.0.1:0'], 'holdfast server', (out) => {
+    const port = /^holdfast server listening on https:\/\/127\.0\.0\.1:(\d+)$/m.exec(out)?.[1];
+    const fingerprint = /^certificate fingerprint: (\S+)/m.exec(out)?.[1];
+    const admin = /^first admin account: (\S+)\none-time password: (\S+)\n/m.exec(out);
+    if (port === undefined || fingerprint === undefined || !/^disk safes: /m.test(out) || (first && admin === null)) return undefined;
+    return { port: Number(port), fingerprint, firstAdmin: admin ? { name: admin[1]!, password: admin[2]! } : undefined };
+  }, log);
+  return { ...child, dataDir, cert: await readFile(join(dataDir, 'tls', 'cert.pem'), 'utf8'), fingerprint: child.ready.fingerprint, firstAdmin: child.ready.firstAdmin };
 }
