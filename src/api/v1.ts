@@ -20,17 +20,32 @@ export interface ApiErrorBody { code: string; message: string }
 export const ROLE_NAMES = ['provider-admin', 'provider-operator', 'customer-admin', 'customer-viewer'] as const;
 export const RIGHT_NAMES = ['read', 'manage', 'backup', 'enroll'] as const;
 
+const quota = { type: 'integer', minimum: 1 } as const;
+const nullableQuota = { type: ['integer', 'null'], minimum: 1 } as const;
+const storedBytes = { type: 'integer', minimum: 0 } as const;
+
+/**
+ * A customer; `quota_hard` and `quota_soft` bound the stored bytes of all its
+ * disk safes together (null: none), and `stored_bytes` is their sum now.
+ */
 export const CustomerSchema = {
-  $id: 'Customer', type: 'object', required: ['id', 'name', 'created_at'],
-  properties: { id: str, name: str, created_at: time },
+  $id: 'Customer', type: 'object', required: ['id', 'name', 'quota_hard', 'quota_soft', 'stored_bytes', 'created_at'],
+  properties: { id: str, name: str, quota_hard: bytes, quota_soft: bytes, stored_bytes: storedBytes, created_at: time },
 } as const;
-export interface CustomerBody { id: string; name: string; created_at: string }
+export interface CustomerBody { id: string; name: string; quota_hard: number | null; quota_soft: number | null; stored_bytes: number; created_at: string }
 
 export const CreateCustomerSchema = {
   type: 'object', additionalProperties: false, required: ['name'],
-  properties: { name: { type: 'string', minLength: 1, maxLength: 200 } },
+  properties: { name: { type: 'string', minLength: 1, maxLength: 200 }, quota_hard: quota, quota_soft: quota },
 } as const;
-export interface CreateCustomerRequest { name: string }
+export interface CreateCustomerRequest { name: string; quota_hard?: number; quota_soft?: number }
+
+/** New quotas of a customer or a disk safe (provider roles only): a field left out stays, null removes the quota. */
+export const UpdateQuotasSchema = {
+  type: 'object', additionalProperties: false,
+  properties: { quota_hard: nullableQuota, quota_soft: nullableQuota },
+} as const;
+export interface UpdateQuotasRequest { quota_hard?: number | null; quota_soft?: number | null }
 
 export const UserSchema = {
   $id: 'User', type: 'object', required: ['id', 'name', 'role', 'customer_id', 'must_change_password', 'created_at'],
@@ -97,17 +112,20 @@ export interface CreateMachineRequest { customer_id: string; name: string }
 /** A safe's name is the NAME of https://host:port/safes/NAME. */
 export const SAFE_NAME_PATTERN = '^[a-z0-9][a-z0-9._-]{0,62}$';
 
+/** A disk safe; `stored_bytes` is every byte its objects take in storage now, counted without the key. */
 export const SafeSchema = {
-  $id: 'Safe', type: 'object', required: ['id', 'customer_id', 'machine_id', 'name', 'quota_hard', 'quota_soft', 'created_at'],
-  properties: { id: str, customer_id: str, machine_id: nullableStr, name: str, quota_hard: bytes, quota_soft: bytes, created_at: time },
+  $id: 'Safe', type: 'object', required: ['id', 'customer_id', 'machine_id', 'name', 'quota_hard', 'quota_soft', 'stored_bytes', 'created_at'],
+  properties: { id: str, customer_id: str, machine_id: nullableStr, name: str, quota_hard: bytes, quota_soft: bytes, stored_bytes: storedBytes, created_at: time },
 } as const;
-export interface SafeBody { id: string; customer_id: string; machine_id: string | null; name: string; quota_hard: number | null; quota_soft: number | null; created_at: string }
+export interface SafeBody {
+  id: string; customer_id: string; machine_id: string | null; name: string; quota_hard: number | null; quota_soft: number | null; stored_bytes: number; created_at: string;
+}
 
 export const CreateSafeSchema = {
   type: 'object', additionalProperties: false, required: ['customer_id', 'name'],
   properties: {
     customer_id: id, machine_id: id, name: { type: 'string', pattern: SAFE_NAME_PATTERN },
-    quota_hard: { type: 'integer', minimum: 1 }, quota_soft: { type: 'integer', minimum: 1 },
+    quota_hard: quota, quota_soft: quota,
   },
 } as const;
 export interface CreateSafeRequest { customer_id: string; machine_id?: string; name: string; quota_hard?: number; quota_soft?: number }

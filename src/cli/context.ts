@@ -99,7 +99,7 @@ export async function backendFor(g: GlobalOptions, creating = false, signal?: Ab
 /** Like `backendFor`, for a repository at `location` (the other repository of `copy` and `init --copy-from`). */
 export async function backendAt(location: string, g: GlobalOptions, creating = false, signal?: AbortSignal): Promise<Backend> {
   const https = /^https:/i.test(location);
-  const backend = openBackend(location, https ? { http: await httpSettings(g.fingerprint, g.cacert) } : { s3: await s3Settings(g.cacert) });
+  const backend = openBackend(location, https ? { http: { ...await httpSettings(g.fingerprint, g.cacert), onWarning: warn } } : { s3: await s3Settings(g.cacert) });
   await refuseFileLocation(backend, creating);
   const up = g.limitUpload ?? 0;
   const down = g.limitDownload ?? 0;
@@ -274,22 +274,13 @@ export function warningsLeftOut(): void {
   warnings = 0;
 }
 
-/** Bytes for humans: 1.5 GiB. */
 /** "1 file", "2 files": a count and its noun, plural unless the count is one. */
 export function plural(n: number, noun: string, plural = `${noun}s`): string {
   return `${n} ${n === 1 ? noun : plural}`;
 }
 
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${Math.round(n)} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
-}
+/** Bytes for humans: 1.5 GiB (src/core/size.ts; the server's messages use it too). */
+export { formatBytes } from '../core/size.js';
 
 /** Seconds for humans: 1:02:03 or 2:03. */
 export function formatDuration(seconds: number): string {

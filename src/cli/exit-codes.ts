@@ -19,6 +19,8 @@ export const EXIT = {
   wrongPassword: 12,
   /** The repository is append-only and the command would remove something. */
   appendOnly: 13,
+  /** A holdfast server refused an upload: a hard quota of the disk safe or of its customer is reached. */
+  quota: 14,
   /** Interrupted (Ctrl-C). */
   interrupted: 130,
 } as const;
@@ -38,6 +40,7 @@ export const EXIT_BY_ERROR_CODE: { readonly [C in ErrorCode]: number } = {
   RETRIES_EXHAUSTED: EXIT.failed,
   APPEND_ONLY: EXIT.appendOnly,
   BAD_LOCATION: EXIT.usage,
+  QUOTA_EXCEEDED: EXIT.quota,
   NOT_A_REPOSITORY: EXIT.noRepository,
   WRONG_PASSWORD: EXIT.wrongPassword,
   UNSUPPORTED_VERSION: EXIT.failed,

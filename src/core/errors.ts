@@ -29,6 +29,8 @@ export const ERROR_CODES = [
   'APPEND_ONLY',
   /** A repository location that names no storage this build reaches (unknown scheme, malformed URL, invalid bucket). */
   'BAD_LOCATION',
+  /** A holdfast server refused an upload: it would pass a hard quota of the disk safe or of its customer. */
+  'QUOTA_EXCEEDED',
   // repository
   /** No holdfast repository at the location. */
   'NOT_A_REPOSITORY',

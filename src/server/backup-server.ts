@@ -30,6 +30,7 @@ import type { ServiceContext } from './services/context.js';
 import { JobSignals } from './services/job-signals.js';
 import { safeResolver } from './services/safe-access.js';
 import { openSafeStorage, parseStorageSetting, StorageSettingError } from './services/safe-storage.js';
+import { UsageLedger } from './services/usage.js';
 import { LoginLimiter, type LoginLimits } from './services/login-limiter.js';
 import { DEFAULT_LISTEN, loadSettings, SAFES_DIR, saveSettings, SQLITE_FILE, type ServerSettings } from './server-settings.js';
 import { ensureCertificate, fingerprintOf } from './tls-certificate.js';
@@ -158,11 +159,13 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
   const database: ControlPlaneDatabase = await openDatabase(settings.db, join(opts.dataDir, SQLITE_FILE));
   let app: FastifyInstance | undefined;
   const jobSignals = new JobSignals();
-  const safeStorage = openSafeStorage(settings.storage, opts.dataDir, opts.s3);
+  // Every safe's backend counts what is saved and removed in it (services/usage.ts).
+  const usage = new UsageLedger(openSafeStorage(settings.storage, opts.dataDir, opts.s3));
+  const safeStorage = usage.storage;
   try {
     await refuseStorageMove(database, saved?.storage, settings.storage);
     const ctx: ServiceContext = {
-      db: database.db, safeStorage, limiter: new LoginLimiter(opts.loginLimits), now: () => new Date(),
+      db: database.db, safeStorage, usage, limiter: new LoginLimiter(opts.loginLimits), now: () => new Date(),
       jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS,
     };
     const firstAdmin = await ensureFirstAdmin(ctx);
@@ -181,10 +184,11 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
       ...(firstAdmin ? { firstAdmin } : {}),
       database: database.shown, storage: safeStorage.shown,
       // Waiting polls answer first, so that closing does not wait out their time.
-      close: () => (closed ??= (jobSignals.close(), listening.close().finally(() => Promise.all([safeStorage.close(), database.close()])).then(() => undefined))),
+      close: () => (closed ??= (jobSignals.close(), usage.close(), listening.close().finally(() => Promise.all([safeStorage.close(), database.close()])).then(() => undefined))),
     };
   } catch (e) {
     jobSignals.close();
+    usage.close();
     await app?.close();
     await safeStorage.close();
     await database.close();

@@ -26,13 +26,16 @@
  * starting (the server refuses anyway).
  *
  * Errors: a missing object is `NotFoundError`, a name taken by other bytes
- * `AlreadyExistsError`, a removal the token may not make `AppendOnlyError`;
+ * `AlreadyExistsError`, a removal the token may not make `AppendOnlyError`,
+ * an upload past a hard quota `QuotaExceededError` (the server's message
+ * names the quota and the usage; a soft quota's warning goes to `onWarning`);
  * a dropped connection, a timeout, an answer slower than 1 KiB/s
  * (http-transfer-bound.ts), 429, 500, 502, 503 and 504 are
  * `TransientError`, except a refused connection before the server ever
  * answered (a wrong address, as for S3).
  */
 import { X509Certificate } from 'node:crypto';
+import type { ErrorCode } from '../core/errors.js';
 import { request as httpsRequest, Agent, type AgentOptions } from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import { connect as tlsConnect, createSecureContext, rootCertificates, type TLSSocket } from 'node:tls';
@@ -100,6 +103,19 @@ export interface HttpSettings {
   readonly listPageSize?: number;
   /** How long an answer may be silent before the request is given up (transient); 60 s when absent. */
   readonly idleTimeoutMs?: number;
+  /** Told the first warning the server sends with an upload (a soft quota passed); the later ones are not repeated. */
+  readonly onWarning?: (message: string) => void;
+}
+
+/** The server refused an upload because it would pass a hard quota of the disk safe or of its customer. */
+export class QuotaExceededError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'QUOTA_EXCEEDED';
+  /** `message`: the server's, which names the quota and the usage. */
+  constructor(message: string) {
+    super(message);
+    this.name = 'QuotaExceededError';
+  }
 }
 
 /** Parses what follows nothing: `https://host:port/safes/NAME`; throws a message that shows the form. */
@@ -158,6 +174,9 @@ export class HttpBackend implements Backend {
   private rights: string | undefined;
   /** Set once the server answered any request: a refused connection is a wrong address until then. */
   private answered = false;
+  private readonly onWarning: ((message: string) => void) | undefined;
+  /** Set once a warning of the server was passed on: one a run is enough. */
+  private warned = false;
 
   constructor(private readonly loc: HttpLocation, settings: HttpSettings = {}) {
     this.location = `${loc.origin}/safes/${encodeURIComponent(loc.safe)}`;
@@ -167,6 +186,7 @@ export class HttpBackend implements Backend {
     this.connections = positive(settings.connections ?? DEFAULT_HTTP_CONNECTIONS, 'connections');
     this.pageSize = positive(settings.listPageSize ?? 1000, 'listPageSize');
     this.idleTimeoutMs = positive(settings.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, 'idleTimeoutMs');
+    this.onWarning = settings.onWarning;
     this.agent = serverAgent(settings, { keepAlive: true, maxSockets: this.connections, timeout: this.idleTimeoutMs });
     boundTransfers(this.agent, { idleTimeoutMs: this.idleTimeoutMs, minBytesPerSecond: MIN_RATE });
   }
@@ -195,6 +215,11 @@ export class HttpBackend implements Backend {
       'content-type': 'application/octet-stream', 'content-length': String(data.length),
     }, data, signal, h);
     await this.expect(res, [200, 201], 'PUT', h, signal);
+    const warning = res.headers['holdfast-warning'];
+    if (typeof warning === 'string' && !this.warned && this.onWarning) {
+      this.warned = true;
+      this.onWarning(`${this.location}: ${decodeWarning(warning)}`);
+    }
     // 200: the same bytes were there already (a retry whose answer was lost, or a second writer).
     if (res.statusCode === 200) throw new AlreadyExistsError(h);
   }
@@ -347,6 +372,7 @@ export class HttpBackend implements Backend {
     if (h !== undefined && code === 'NOT_FOUND') throw new NotFoundError(h);
     if (h !== undefined && code === 'ALREADY_EXISTS') throw new AlreadyExistsError(h);
     if (code === 'APPEND_ONLY') throw new AppendOnlyError(h, message);
+    if (code === 'QUOTA_EXCEEDED') throw new QuotaExceededError(`${this.location}: ${message}`);
     if (code === 'NO_SUCH_SAFE') {
       throw new Error(`${where}: the server has no such disk safe, or the token (HOLDFAST_TOKEN) does not give access to it`);
     }
@@ -454,6 +480,15 @@ function parsePage(body: Buffer, location: string): { objects: ObjectInfo[]; nex
     return { name: e.name, size: e.size as number };
   });
   return typeof page.next === 'string' ? { objects, next: page.next } : { objects };
+}
+
+/** A Holdfast-Warning header's text: percent-encoded where not printable ASCII (docs/format.md §2.5). */
+function decodeWarning(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
 }
 
 function positive(n: number, what: string): number {

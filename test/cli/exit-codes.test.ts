@@ -21,6 +21,7 @@ import { BlobsLostError } from '../../src/repo/snapshot-fence.js';
 import { CopyRefusedError } from '../../src/jobs/copy/snapshot-copier.js';
 import { BadSnapshotNameError, SnapshotNotFoundError } from '../../src/jobs/snapshots/select.js';
 import { RetriesExhaustedError } from '../../src/storage/retrying-backend.js';
+import { QuotaExceededError } from '../../src/storage/http-backend.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { acquireLock, processIdentity } from '../../src/repo/lock.js';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
@@ -35,6 +36,7 @@ describe('exit codes', () => {
       [new LockedError([], true), 'LOCKED', 11],
       [new LockLostError('gone'), 'LOCK_LOST', 11],
       [new AppendOnlyError(h), 'APPEND_ONLY', 13],
+      [new QuotaExceededError('disk safe s is over its hard quota'), 'QUOTA_EXCEEDED', 14],
       [new CorruptObjectError('pack ab', 'short'), 'CORRUPT', 1],
       [new ForgedObjectError('snapshot ab', 'skipped'), 'FORGED', 1],
       [new UnsupportedVersionError('config', 9, 2), 'UNSUPPORTED_VERSION', 1],
@@ -57,7 +59,7 @@ describe('exit codes', () => {
       assert.deepEqual(exitOf(e), { code: exit, known: true }, e.name);
     }
     assert.equal(new Set(ERROR_CODES).size, ERROR_CODES.length, 'codes are distinct');
-    for (const c of ERROR_CODES) assert.ok([1, 2, 10, 11, 12, 13].includes(EXIT_BY_ERROR_CODE[c]), c);
+    for (const c of ERROR_CODES) assert.ok([1, 2, 10, 11, 12, 13, 14].includes(EXIT_BY_ERROR_CODE[c]), c);
     // A system error's errno code, or a plain error, is not one of ours: exit 1, a fault.
     const enoent = Object.assign(new Error('no such file'), { code: 'ENOENT' });
     assert.equal(errorCode(enoent), undefined);

@@ -116,6 +116,13 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.createIndex('job_events_job').on('job_events').columns(['job_id', 'seq']).execute();
       },
     },
+    // A customer's quotas bound the stored bytes of all its disk safes together; usage itself is counted from storage (services/usage.ts).
+    '0003-quotas': {
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.alterTable('customers').addColumn('quota_hard', 'bigint').execute();
+        await db.schema.alterTable('customers').addColumn('quota_soft', 'bigint').execute();
+      },
+    },
   };
 }
 

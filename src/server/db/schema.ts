@@ -30,6 +30,10 @@ export interface CustomersTable {
   id: string;
   name: string;
   created_at: string;
+  /** Bytes, all the customer's disk safes together; an upload that would pass it is refused. Null: none. */
+  quota_hard: number | null;
+  /** Bytes, all the customer's disk safes together; passing it warns. Null: none. */
+  quota_soft: number | null;
 }
 
 export interface UsersTable {

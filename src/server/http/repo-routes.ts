@@ -63,14 +63,27 @@ export interface SafeAccess {
   /**
    * Called before an upload's body is read, with its declared size: throw
    * `UploadRefusedError` to refuse it (a quota) before anything is received.
+   * An upload let through may come with a ticket, ended once the upload is.
    */
-  beforeSave?(h: Handle, size: number, signal: AbortSignal): Promise<void>;
+  beforeSave?(h: Handle, size: number, signal: AbortSignal): Promise<UploadTicket | undefined>;
   /**
    * Called with the whole body once it was checked against its name, before
    * it is stored: throw `UploadRefusedError` to refuse it (the backdated
    * snapshot rule of src/server/services/snapshot-time-policy.ts).
    */
   beforeCommit?(h: Handle, bytes: Buffer, signal: AbortSignal): Promise<void>;
+}
+
+/** What `SafeAccess.beforeSave` gives an upload it lets through. */
+export interface UploadTicket {
+  /** Sent with the success as `Holdfast-Warning` (a soft quota passed), for the client to show. */
+  readonly warning?: string;
+  /**
+   * Called once when the upload ended, however it ended: `stored` is true
+   * when this request stored the object (not when it failed, was refused
+   * later, or found the same bytes there already).
+   */
+  end(stored: boolean): Promise<void>;
 }
 
 /** Turns a request's credentials into a safe, or undefined: 404 whether the safe is missing or not the token's. */
@@ -114,6 +127,13 @@ export const RIGHTS_HEADER = 'holdfast-rights';
 
 /** The response header that repeats an error's wire code (answers to HEAD have no body). */
 export const ERROR_HEADER = 'holdfast-error';
+
+/**
+ * The response header of a successful upload that carries a warning for
+ * people (a soft quota passed): UTF-8, with `%` and every byte outside
+ * printable ASCII percent-encoded, so that decodeURIComponent reads it back.
+ */
+export const WARNING_HEADER = 'holdfast-warning';
 
 /** URL folder → object type (the folders of docs/format.md §2.2; `data` is flat on the wire). */
 const TYPE_OF_FOLDER = new Map<string, Exclude<ObjectType, 'config'>>(
@@ -258,12 +278,13 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
       }
       const size = declaredLength(req);
       if (size > maxBytes) throw new WireError(413, 'TOO_LARGE', `${h.type}/${h.name}: ${size} bytes is more than the ${maxBytes} an object may hold`);
-      await s.access.beforeSave?.(h, size, s.signal);
       // Bodies are held whole until stored: their sum is bounded, and one alone always passes.
       if (bytesInFlight > 0 && bytesInFlight + size > maxInFlight) {
         void reply.header('retry-after', '1');
         throw new WireError(503, 'BUSY', `the server holds ${bytesInFlight} bytes of uploads already (at most ${maxInFlight}); try again`);
       }
+      const ticket = await s.access.beforeSave?.(h, size, s.signal);
+      let stored = false;
       bytesInFlight += size;
       try {
         const { bytes, sha256 } = await readBody(req.body as Readable, size);
@@ -271,20 +292,23 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
         await s.access.beforeCommit?.(h, bytes, s.signal);
         try {
           await s.access.backend.save(h, bytes, { signal: s.signal });
+          stored = true;
         } catch (e) {
           if (!(e instanceof AlreadyExistsError)) throw e;
           // A retry of an upload whose answer was lost: the same bytes are a success, others a conflict.
-          const stored = await s.access.backend.load(h, { signal: s.signal });
-          if (!stored.equals(bytes)) throw e;
+          const there = await s.access.backend.load(h, { signal: s.signal });
+          if (!there.equals(bytes)) throw e;
           return await reply.code(200).send({ created: false });
         }
       } finally {
         bytesInFlight -= size;
+        await ticket?.end(stored);
       }
       if (h.type === 'lock') {
         const key = lockKey(s.name, s.access.principal);
         ownLocks.set(key, (ownLocks.get(key) ?? new Set()).add(h.name));
       }
+      if (ticket?.warning !== undefined) void reply.header(WARNING_HEADER, headerText(ticket.warning));
       return reply.code(201).send({ created: true });
     });
 
@@ -302,6 +326,11 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
     });
   }
 };
+
+/** `text` as WARNING_HEADER carries it: `%` and what is not printable ASCII percent-encoded. */
+function headerText(text: string): string {
+  return text.replace(/[^\x20-\x24\x26-\x7e]+/gu, (run) => encodeURIComponent(run));
+}
 
 /** Refusal of a write to a `read` token. */
 function readOnly(what: string): WireError {

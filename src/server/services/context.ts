@@ -1,6 +1,6 @@
 /**
- * What every service works with: the database, the disk safes' storage, the
- * clock, the login limiter, the agents' waiting polls.
+ * What every service works with: the database, the disk safes' storage and
+ * their usage, the clock, the login limiter, the agents' waiting polls.
  * One per server; the HTTP layer hands it to the service functions with the
  * caller's `Principal`.
  */
@@ -9,6 +9,7 @@ import type { ControlPlane } from '../db/schema.js';
 import type { JobSignals } from './job-signals.js';
 import type { LoginLimiter } from './login-limiter.js';
 import type { SafeStorage } from './safe-storage.js';
+import type { UsageLedger } from './usage.js';
 
 export interface ServiceContext {
   readonly db: Kysely<ControlPlane>;
@@ -19,6 +20,8 @@ export interface ServiceContext {
   readonly jobSignals: JobSignals;
   /** A running job whose agent has said nothing for this long is interrupted (milliseconds). */
   readonly jobSilenceLimitMs: number;
+  /** The disk safes' storage and their stored bytes (usage.ts). */
+  readonly usage: UsageLedger;
   /** The server's clock (tests may set it). */
   now(): Date;
 }

@@ -1,11 +1,12 @@
 /**
  * Disk safes: one repository each, named uniquely on the server, belonging to
  * a customer and optionally to one of its machines, with hard and soft
- * quotas in stored bytes that only the provider sets. A safe's repository
- * lives in the data directory's `safes/ID` folder.
+ * quotas in stored bytes that only the provider sets (enforced by quota.ts)
+ * and the bytes they hold now (usage.ts). A safe's repository lives in the
+ * data directory's `safes/ID` folder.
  */
 import { randomUUID } from 'node:crypto';
-import type { CreateSafeRequest, SafeBody } from '../../api/v1.js';
+import type { CreateSafeRequest, SafeBody, UpdateQuotasRequest } from '../../api/v1.js';
 import type { DiskSafe } from '../db/schema.js';
 import { audit } from './audit.js';
 import { isUniqueViolation, type ServiceContext } from './context.js';
@@ -13,8 +14,19 @@ import { BadRequest, Conflict, NotFound } from './errors.js';
 import { findMachine, requireCustomer } from './machines.js';
 import { isProvider, requireManage, requireProvider, requireRead, sees, type Principal } from './principal.js';
 
-export function safeBody(s: DiskSafe): SafeBody {
-  return { id: s.id, customer_id: s.customer_id, machine_id: s.machine_id, name: s.name, quota_hard: s.quota_hard, quota_soft: s.quota_soft, created_at: s.created_at };
+/** The safe as the API shows it, with the bytes it holds (`stored`). */
+export function safeBody(s: DiskSafe, stored: number): SafeBody {
+  return {
+    id: s.id, customer_id: s.customer_id, machine_id: s.machine_id, name: s.name,
+    quota_hard: s.quota_hard, quota_soft: s.quota_soft, stored_bytes: stored, created_at: s.created_at,
+  };
+}
+
+/** Refuses quotas whose soft one is above the hard one (either may be absent). */
+export function checkQuotas(hard: number | null, soft: number | null): void {
+  if (hard !== null && soft !== null && soft > hard) {
+    throw new BadRequest(`the soft quota (${soft} bytes) is above the hard quota (${hard} bytes)`);
+  }
 }
 
 export async function createSafe(ctx: ServiceContext, p: Principal, req: CreateSafeRequest): Promise<SafeBody> {
@@ -25,9 +37,7 @@ export async function createSafe(ctx: ServiceContext, p: Principal, req: CreateS
   }
   requireManage(p);
   if (req.quota_hard !== undefined || req.quota_soft !== undefined) requireProvider(p);
-  if (req.quota_hard !== undefined && req.quota_soft !== undefined && req.quota_soft > req.quota_hard) {
-    throw new BadRequest(`the soft quota (${req.quota_soft} bytes) is above the hard quota (${req.quota_hard} bytes)`);
-  }
+  checkQuotas(req.quota_hard ?? null, req.quota_soft ?? null);
   return insertSafe(ctx, p, req);
 }
 
@@ -46,7 +56,7 @@ export async function insertSafe(ctx: ServiceContext, who: Principal, req: Creat
     throw e;
   }
   await audit(ctx, who, 'safe.create', row.id, row.customer_id);
-  return safeBody(row);
+  return safeBody(row, 0);
 }
 
 export async function listSafes(ctx: ServiceContext, p: Principal): Promise<SafeBody[]> {
@@ -54,12 +64,31 @@ export async function listSafes(ctx: ServiceContext, p: Principal): Promise<Safe
   let q = ctx.db.selectFrom('disk_safes').selectAll().orderBy('name');
   if (!isProvider(p)) q = q.where('customer_id', '=', p.customerId ?? '');
   if (p.machineId !== null) q = q.where('machine_id', '=', p.machineId);
-  return (await q.execute()).map(safeBody);
+  const safes = await q.execute();
+  const stored = await ctx.usage.storedBytesOf(safes);
+  return safes.map((s) => safeBody(s, stored.get(s.location)!));
+}
+
+async function findSafe(ctx: ServiceContext, p: Principal, id: string): Promise<DiskSafe> {
+  const s = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', id).executeTakeFirst();
+  if (!s || !sees(p, s)) throw new NotFound(`disk safe ${id}`);
+  return s;
 }
 
 export async function getSafe(ctx: ServiceContext, p: Principal, id: string): Promise<SafeBody> {
-  const s = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!s || !sees(p, s)) throw new NotFound(`disk safe ${id}`);
+  const s = await findSafe(ctx, p, id);
   requireRead(p);
-  return safeBody(s);
+  return safeBody(s, await ctx.usage.storedBytes(s));
+}
+
+/** Sets or removes the safe's quotas (provider roles only: 403 for the customer's own callers). */
+export async function updateSafeQuotas(ctx: ServiceContext, p: Principal, id: string, req: UpdateQuotasRequest): Promise<SafeBody> {
+  const s = await findSafe(ctx, p, id);
+  requireProvider(p);
+  const next = { quota_hard: req.quota_hard === undefined ? s.quota_hard : req.quota_hard, quota_soft: req.quota_soft === undefined ? s.quota_soft : req.quota_soft };
+  checkQuotas(next.quota_hard, next.quota_soft);
+  await ctx.db.updateTable('disk_safes').set(next).where('id', '=', id).execute();
+  await audit(ctx, p, 'safe.quota', id, s.customer_id);
+  const updated = { ...s, ...next };
+  return safeBody(updated, await ctx.usage.storedBytes(updated));
 }

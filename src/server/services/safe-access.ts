@@ -6,14 +6,18 @@
  * is undefined, which the protocol answers 404 whether the safe exists or
  * not. A token with the `backup` right adds and reads (`append`: never
  * deletes nor overwrites); `read` or `manage` alone read. No token deletes:
- * retention and pruning are the server's (issue 16). Every snapshot upload
- * passes the backdating rule (snapshot-time-policy.ts).
+ * retention and pruning are the server's (issue 16). Every upload passes the
+ * quotas before its body is read (quota.ts), every snapshot upload the
+ * backdating rule (snapshot-time-policy.ts), and the safe's storage counts
+ * what is stored (usage.ts).
  */
 import type { SafeAccess, SafeResolver } from '../http/repo-routes.js';
+import { audit } from './audit.js';
 import { authenticate } from './auth.js';
 import type { ServiceContext } from './context.js';
 import { ApiError } from './errors.js';
 import { sees } from './principal.js';
+import { admitUpload } from './quota.js';
 import { refuseBackdatedSnapshot } from './snapshot-time-policy.js';
 
 /** The resolver of a server's safes, each in its storage (`ctx.safeStorage`). */
@@ -37,6 +41,18 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
         backend,
         rights,
         principal: `token:${p.id}`,
+        beforeSave: async (_h, size) => {
+          const admitted = await admitUpload(ctx, safe, size);
+          return {
+            ...(admitted.warning === undefined ? {} : { warning: admitted.warning }),
+            end: async (stored) => {
+              admitted.reservation.release();
+              if (!stored) return;
+              // The soft quota was passed by this upload: recorded once, not at every upload after it.
+              for (const c of admitted.crosses) await audit(ctx, p, `${c.what}.soft_quota_exceeded`, c.id, safe.customer_id);
+            },
+          };
+        },
         beforeCommit: async (h, bytes, sig) => {
           if (h.type === 'snapshot') await refuseBackdatedSnapshot(backend, bytes, { signal: sig, now: ctx.now().getTime() });
         },

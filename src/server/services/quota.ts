@@ -1,0 +1,91 @@
+/**
+ * Quotas in stored bytes, per disk safe and per customer (all its safes
+ * together), checked before an upload's body is read: the safe's and the
+ * customer's usage (src/server/services/usage.ts: what is stored, plus the
+ * uploads being received) and the upload's declared size.
+ *
+ *   used + in flight + upload > hard    refused: 413 QUOTA_EXCEEDED, nothing stored
+ *   used + in flight + upload > soft    let through, with a warning for the client
+ *                                       (and an audit entry when this upload crosses it)
+ *
+ * The safe is checked before its customer; the first hard quota passed is
+ * the one the refusal names.
+ */
+import { formatBytes } from '../../core/size.js';
+import type { DiskSafe } from '../db/schema.js';
+import type { ServiceContext } from './context.js';
+import { UploadRefusedError } from './upload-refused-error.js';
+import type { Reservation } from './usage.js';
+
+/** What the quotas say of an upload that may go ahead. */
+export interface QuotaAdmission {
+  /** The upload's bytes, held against the quotas until it ends. */
+  readonly reservation: Reservation;
+  /** For the client, when a soft quota is (or will be) passed. */
+  readonly warning?: string;
+  /** The soft quotas this upload takes usage over (the audit log records each once the upload is stored). */
+  readonly crosses: readonly { readonly what: 'safe' | 'customer'; readonly id: string }[];
+}
+
+/** Whose bytes are measured against which quotas. */
+interface Scope {
+  readonly what: 'safe' | 'customer';
+  readonly id: string;
+  /** "disk safe acme-web1", "customer Acme (all its disk safes)". */
+  readonly name: string;
+  readonly hard: number | null;
+  readonly soft: number | null;
+  readonly stored: number;
+  readonly inFlight: number;
+}
+
+/**
+ * Checks an upload of `size` bytes to `safe` against the safe's and its
+ * customer's quotas, and reserves the bytes; throws when a hard quota would be passed (`UploadRefusedError`, 413 `QUOTA_EXCEEDED`). With no quota on either, nothing is
+ * counted (no listing of the safe's storage).
+ */
+export async function admitUpload(ctx: ServiceContext, safe: DiskSafe, size: number): Promise<QuotaAdmission> {
+  const customer = await ctx.db.selectFrom('customers').select(['name', 'quota_hard', 'quota_soft']).where('id', '=', safe.customer_id).executeTakeFirstOrThrow();
+  const safeLimited = safe.quota_hard !== null || safe.quota_soft !== null;
+  const customerLimited = customer.quota_hard !== null || customer.quota_soft !== null;
+  if (!safeLimited && !customerLimited) return { reservation: ctx.usage.reserve(safe, size), crosses: [] };
+  const siblings = customerLimited ? await ctx.db.selectFrom('disk_safes').selectAll().where('customer_id', '=', safe.customer_id).execute() : [safe];
+  const stored = await ctx.usage.storedBytesOf(siblings);
+  // From here to the reservation nothing awaits: the numbers checked are the numbers reserved against.
+  const scopes: Scope[] = [];
+  if (safeLimited) {
+    scopes.push({
+      what: 'safe', id: safe.id, name: `disk safe ${safe.name}`, hard: safe.quota_hard, soft: safe.quota_soft,
+      stored: stored.get(safe.location) ?? 0, inFlight: ctx.usage.reservedBytes(safe),
+    });
+  }
+  if (customerLimited) {
+    scopes.push({
+      what: 'customer', id: safe.customer_id, name: `customer ${customer.name} (all its disk safes)`, hard: customer.quota_hard, soft: customer.quota_soft,
+      stored: sum(siblings.map((s) => stored.get(s.location) ?? 0)), inFlight: sum(siblings.map((s) => ctx.usage.reservedBytes(s))),
+    });
+  }
+  for (const s of scopes) {
+    if (s.hard !== null && s.stored + s.inFlight + size > s.hard) throw new UploadRefusedError(413, 'QUOTA_EXCEEDED', refusal(s, size));
+  }
+  const warnings: string[] = [];
+  const crosses: { what: 'safe' | 'customer'; id: string }[] = [];
+  for (const s of scopes) {
+    const before = s.stored + s.inFlight;
+    if (s.soft === null || before + size <= s.soft) continue;
+    warnings.push(`${s.name} is over its soft quota: ${formatBytes(before + size)} of ${formatBytes(s.soft)} used${s.hard === null ? '' : ` (hard quota ${formatBytes(s.hard)})`}`);
+    if (before <= s.soft) crosses.push({ what: s.what, id: s.id });
+  }
+  return { reservation: ctx.usage.reserve(safe, size), ...(warnings.length > 0 ? { warning: warnings.join('; ') } : {}), crosses };
+}
+
+/** "disk safe acme-web1 is over its hard quota: 9.8 GiB used + 120 MiB upload > 10 GiB". */
+function refusal(s: Scope, size: number): string {
+  const inFlight = s.inFlight > 0 ? ` + ${formatBytes(s.inFlight)} being uploaded` : '';
+  return `${s.name} is over its hard quota: ${formatBytes(s.stored)} used${inFlight} + ${formatBytes(size)} upload > ${formatBytes(s.hard ?? 0)}; `
+    + 'the upload was refused and nothing of it stored (free space with the server\'s forget and prune, or ask the provider for a larger quota)';
+}
+
+function sum(xs: readonly number[]): number {
+  return xs.reduce((a, b) => a + b, 0);
+}
