@@ -39,6 +39,8 @@ export interface AgentRunOptions {
   readonly onLog: (line: string) => void;
   /** Worker threads (default: one per core). */
   readonly workers?: number;
+  /** How long a storage call that keeps failing is tried again before the job fails (default 2 minutes). */
+  readonly retryForMs?: number;
 }
 
 /**
@@ -88,7 +90,7 @@ async function openSession(o: AgentRunOptions): Promise<AgentSession | undefined
   const backoff = new Backoff();
   for (;;) {
     try {
-      return await AgentSession.open(o.config, { onLog: o.onLog, signal: o.signal, ...(o.workers ? { workers: o.workers } : {}) });
+      return await AgentSession.open(o.config, { onLog: o.onLog, signal: o.signal, ...(o.workers ? { workers: o.workers } : {}), ...(o.retryForMs === undefined ? {} : { retryForMs: o.retryForMs }) });
     } catch (e) {
       if (o.signal.aborted) return undefined;
       const wait = backoff.next();

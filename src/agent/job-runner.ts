@@ -57,6 +57,8 @@ export interface JobEvents {
 export interface SessionOptions {
   /** Worker threads (default: one per core). */
   readonly workers?: number;
+  /** How long a storage call that keeps failing is tried again before the job fails (default: the retrying backend's 2 minutes). */
+  readonly retryForMs?: number;
   /** Told of what the session does outside a job (opening, retries of the storage). */
   readonly onLog: (line: string) => void;
   /** The agent's stop: ends the storage's retry waits. */
@@ -77,6 +79,7 @@ function safeBackend(config: AgentConfig, opts: SessionOptions, log: LogSink): B
   const limited = limit > 0 ? new RateLimitedBackend(backend, { uploadBytesPerSecond: limit }, { signal: opts.signal }) : backend;
   return new RetryingBackend(limited, {
     signal: opts.signal,
+    ...(opts.retryForMs === undefined ? {} : { policy: { maxElapsedMs: opts.retryForMs } }),
     onRetry: (e) => log.line(`${e.operation}: ${e.error.message}; retrying in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt + 1})`),
   });
 }

@@ -13,7 +13,7 @@ import { AgentStoppedError, lowerPriority, runAgent } from '../agent/agent-run.j
 import { enrollMachine } from '../agent/enroll.js';
 import { ServerApiError } from '../agent/server-api.js';
 import { globals, say } from './context.js';
-import { httpSettings, scryptParams, workerCount } from './environment.js';
+import { httpSettings, retryForMs, scryptParams, workerCount } from './environment.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
 import { printable } from './printable.js';
@@ -69,7 +69,8 @@ export function register(program: Command): void {
         stop.abort(new AgentStoppedError());
       });
       try {
-        await runAgent({ config, signal: stop.signal, onLog: log, workers: workerCount() });
+        const retryFor = retryForMs();
+        await runAgent({ config, signal: stop.signal, onLog: log, workers: workerCount(), ...(retryFor === undefined ? {} : { retryForMs: retryFor }) });
       } finally {
         off();
       }
