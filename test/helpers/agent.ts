@@ -39,9 +39,9 @@ export interface EnrolledMachine {
   readonly repoEnv: Record<string, string>;
 }
 
-/** Makes customer `name`, enrols machine `name` through `holdfast agent enroll` into `s`. */
-export async function enrolMachine(t: ServerHandle, s: Sandbox, name: string): Promise<EnrolledMachine> {
-  const customer = (await t.create('/api/v1/customers', { name })).id as string;
+/** Enrols machine `name` through `holdfast agent enroll` into `s`, for `customerId` (default: a new customer `name`). */
+export async function enrolMachine(t: ServerHandle, s: Sandbox, name: string, customerId?: string): Promise<EnrolledMachine> {
+  const customer = customerId ?? (await t.create('/api/v1/customers', { name })).id as string;
   const token = (await t.create('/api/v1/tokens', { customer_id: customer, name: 'installer', rights: ['enroll'] })).secret as string;
   const configPath = s.path(`${name}-etc`, 'agent.json');
   await s.ok(['agent', 'enroll', '--server', `https://127.0.0.1:${t.port}`, '--token', token, '--fingerprint', t.fingerprint, '--name', name, '--config', configPath]);

@@ -1,0 +1,262 @@
+/**
+ * The whole product, end to end, as a provider runs it: `holdfast server`
+ * as a process of its own (real TLS on loopback), two customers, three
+ * machines enrolled with `holdfast agent enroll` and served by three
+ * `holdfast agent run` processes. Backups through "run now" restore byte
+ * for byte (a file comes back through its agent); a customer reaches
+ * nothing of the other's (API and disk safes); an agent's token deletes
+ * and overwrites nothing and cannot backdate; kill -9 of the server in the
+ * middle of an upload and of an agent in the middle of a backup both end
+ * with valid disk safes and a next backup that works. On SQLite and on
+ * PostgreSQL.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { request } from 'node:https';
+import { join } from 'node:path';
+import { after, before, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Sandbox, type Started } from '../helpers/cli.js';
+import { databaseSuites } from '../helpers/databases.js';
+import { assertSameTree } from '../helpers/restore-check.js';
+import { httpsJson, type Answer } from '../helpers/server.js';
+import { enrolMachine, eventsOf, runNow, startAgent, waitJob, type EnrolledMachine, type ServerHandle } from '../helpers/agent.js';
+
+/** A port free on 127.0.0.1 now, so that the server can be started again on the same one. */
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}
+
+/** `holdfast server` as a process, and what it printed. */
+interface ServerProcess {
+  readonly p: Started;
+  /** Its log (stderr), one JSON object a line. */
+  log(): string;
+  /** Its standard output so far. */
+  out(): string;
+}
+
+/** Starts the server on `port` and waits for its last start-up line (`until`). */
+async function startServerProcess(s: Sandbox, data: string, port: number, db: string[], until = /disk safes: .*\n/): Promise<ServerProcess> {
+  const p = s.start(['server', '--data', data, '--listen', `127.0.0.1:${port}`, ...db]);
+  let out = '';
+  let log = '';
+  p.child.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
+  await new Promise<void>((resolve, reject) => {
+    p.child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (until.test(out)) resolve();
+    });
+    void p.done.then((r) => reject(new Error(`the server ended early (${r.code}): ${r.stderr}`)));
+  });
+  return { p, log: () => log, out: () => out };
+}
+
+databaseSuites('a server and three agents for two customers', (fx) => {
+  let s: Sandbox;
+  let data = '';
+  let port = 0;
+  let db: string[] = [];
+  let server: ServerProcess;
+  let h: ServerHandle;
+  const agents = new Map<string, Started>();
+  const machines: Record<string, EnrolledMachine> = {};
+  const tokens: Record<string, string> = {};
+
+  const src = (name: string): string => s.path(`src-${name}`);
+
+  before(async () => {
+    s = await Sandbox.create('holdfast-e2e-');
+    data = s.path('server-data');
+    port = await freePort();
+    db = fx.kind === 'postgres' ? ['--db', await fx.newUrl()] : [];
+    server = await startServerProcess(s, data, port, db, /must be changed at the first login.*\n/);
+    const fingerprint = /certificate fingerprint: (SHA256:[0-9a-f:]+)/.exec(server.out())![1]!;
+    const oneTime = /one-time password: (\S+)\n/.exec(server.out())![1]!;
+    const cert = await readFile(join(data, 'tls', 'cert.pem'), 'utf8');
+    const call = (method: string, path: string, opts = {}): Promise<Answer> => httpsJson(port, cert, method, path, opts);
+    const login = await call('POST', '/api/v1/login', { body: { name: 'admin', password: oneTime } });
+    assert.equal(login.status, 200, login.text);
+    const adminToken = login.body.token as string;
+    assert.equal((await call('POST', '/api/v1/me/password', { token: adminToken, body: { current_password: oneTime, new_password: 'the provider admin password' } })).status, 204);
+    h = {
+      port, fingerprint, adminToken, call,
+      create: async (path: string, body: unknown, token = adminToken) => {
+        const r = await call('POST', path, { token, body });
+        assert.equal(r.status, 201, `${path}: ${r.text}`);
+        return r.body;
+      },
+    };
+    // Acme has two machines, Globex one; each customer has a token of its own for the API.
+    const acme = (await h.create('/api/v1/customers', { name: 'acme' })).id as string;
+    const globex = (await h.create('/api/v1/customers', { name: 'globex' })).id as string;
+    for (const [name, customer] of [['web1', acme], ['web2', acme], ['db1', globex]] as const) {
+      machines[name] = await enrolMachine(h, s, name, customer);
+      await mkdir(join(src(name), 'etc'), { recursive: true });
+      await writeFile(join(src(name), 'etc', 'hostname'), `${name}\n`);
+      await writeFile(join(src(name), 'data.bin'), randomBytes(300_000));
+    }
+    for (const [who, customer] of [['acme', acme], ['globex', globex]] as const) {
+      tokens[who] = (await h.create('/api/v1/tokens', { customer_id: customer, name: `${who} automation`, rights: ['read', 'manage'] })).secret as string;
+    }
+    for (const name of Object.keys(machines)) agents.set(name, startAgent(s, machines[name]!));
+  });
+
+  after(async () => {
+    for (const a of agents.values()) a.child.kill('SIGTERM');
+    await Promise.all([...agents.values()].map((a) => a.done));
+    server.p.child.kill('SIGTERM');
+    await server.p.done;
+    await s.remove();
+  });
+
+  /** Runs a backup of the machine's source through its agent and returns the job as it ended. */
+  async function backupOf(name: string): Promise<{ snapshot: string; result: Record<string, unknown> }> {
+    const job = await waitJob(h, await runNow(h, machines[name]!, 'backup', { paths: [src(name)] }));
+    assert.equal(job.state, 'succeeded', `${name}: ${job.error ?? ''}`);
+    return { snapshot: job.result!['snapshot_id'] as string, result: job.result! };
+  }
+
+  /** `check --read-data` of the machine's safe with its own credentials passes. */
+  async function assertSafeValid(name: string): Promise<void> {
+    const r = await s.ok(['check', '--read-data'], { env: machines[name]!.repoEnv });
+    assert.match(r.stdout, /no errors were found/, r.stdout);
+  }
+
+  it('backs every machine up through "run now", and a file comes back through its agent', { timeout: 180_000 }, async () => {
+    const jobs = await Promise.all(Object.keys(machines).map(async (name) => [name, await backupOf(name)] as const));
+    for (const [name, { snapshot }] of jobs) {
+      const target = s.path(`restored-${name}`);
+      await s.ok(['restore', snapshot, '--target', target], { env: machines[name]!.repoEnv });
+      assertSameTree(src(name), join(target, src(name)));
+    }
+    // One file, through web1's agent, into a folder of web1.
+    const web1Snap = jobs.find(([n]) => n === 'web1')![1].snapshot;
+    const target = s.path('through-agent');
+    const restore = await waitJob(h, await runNow(h, machines['web1']!, 'restore', { snapshot: web1Snap, target, paths: [join(src('web1'), 'data.bin')] }));
+    assert.equal(restore.state, 'succeeded', restore.error ?? '');
+    assert.deepEqual(await readFile(join(target, src('web1'), 'data.bin')), await readFile(join(src('web1'), 'data.bin')));
+    assert.deepEqual(await readdir(join(target, src('web1'))), ['data.bin'], 'only the path asked for');
+  });
+
+  it('keeps each customer out of the other\'s machines, jobs, events and disk safes (404)', { timeout: 120_000 }, async () => {
+    const web1 = machines['web1']!;
+    const job = await runNow(h, web1, 'check', {});
+    await waitJob(h, job);
+    for (const [path, method, body] of [
+      [`/api/v1/machines/${web1.id}`, 'GET', undefined],
+      [`/api/v1/machines/${web1.id}/jobs`, 'GET', undefined],
+      [`/api/v1/machines/${web1.id}/jobs`, 'POST', { kind: 'backup', spec: { paths: ['/etc'] } }],
+      [`/api/v1/jobs/${job}`, 'GET', undefined],
+      [`/api/v1/jobs/${job}/events`, 'GET', undefined],
+    ] as const) {
+      const r = await h.call(method, path, { token: tokens['globex'], ...(body ? { body } : {}) });
+      assert.equal(r.status, 404, `${method} ${path}: ${r.status} ${r.text}`);
+      assert.equal((await h.call(method === 'POST' ? 'GET' : method, path, { token: tokens['acme'] })).status, 200, `acme's own ${path}`);
+    }
+    const listed = (await h.call('GET', '/api/v1/machines', { token: tokens['globex'] })).body as { name: string }[];
+    assert.deepEqual(listed.map((m) => m.name), ['db1']);
+    // db1's agent token against web1's disk safe: no such safe, whether it exists or not.
+    const foreign = await s.run(['snapshots'], { env: { ...web1.repoEnv, HOLDFAST_TOKEN: machines['db1']!.config['token'] as string } });
+    assert.equal(foreign.code, 1, foreign.stderr);
+    assert.match(foreign.stderr, /the server has no such disk safe, or the token \(HOLDFAST_TOKEN\) does not give access to it/);
+  });
+
+  it('gives an agent\'s token no way to delete, overwrite or backdate, and its safe stays whole', { timeout: 120_000 }, async () => {
+    const web1 = machines['web1']!;
+    const env = web1.repoEnv;
+    const before = (JSON.parse((await s.ok(['snapshots', '--json'], { env })).stdout) as { id: string }[]).map((x) => x.id);
+    const forget = await s.run(['forget', '--keep-last', '0', before[0]!], { env });
+    assert.equal(forget.code, 13, forget.stderr);
+    const prune = await s.run(['prune'], { env });
+    assert.equal(prune.code, 13, prune.stderr);
+    // Straight at the protocol: a DELETE, and a PUT over an existing pack with other bytes.
+    const safe = web1.config['safe'] as string;
+    const record = ((await h.call('GET', '/api/v1/safes', { token: h.adminToken })).body as { id: string; name: string }[]).find((x) => x.name === safe)!;
+    const dataDir = join(data, 'safes', record.id, 'data');
+    const pack = (await readdir(dataDir, { recursive: true })).map((p) => p.split('/').pop()!).find((n) => /^[0-9a-f]{64}$/.test(n))!;
+    assert.ok(pack, 'web1 has packs');
+    const packBytes = await readFile(join(dataDir, pack.slice(0, 2), pack));
+    const del = await rawRequest(h, 'DELETE', `/safes/${safe}/data/${pack}`, web1.config['token'] as string);
+    assert.ok(del.status === 403 || del.status === 405, `DELETE answered ${del.status}`);
+    const put = await rawRequest(h, 'PUT', `/safes/${safe}/data/${pack}`, web1.config['token'] as string, Buffer.from('garbage'));
+    assert.ok(put.status >= 400 && put.status < 500, `PUT over a pack answered ${put.status}`);
+    // A snapshot dated before the newest of its group is refused by the server.
+    const backdated = await s.run(['backup', '--time', '2001-01-01 00:00:00', src('web1')], { env });
+    assert.notEqual(backdated.code, 0);
+    assert.match(backdated.stderr, /SNAPSHOT_BACKDATED/);
+    assert.deepEqual(await readFile(join(dataDir, pack.slice(0, 2), pack)), packBytes, 'the pack is as it was');
+    const after = (JSON.parse((await s.ok(['snapshots', '--json'], { env })).stdout) as { id: string }[]).map((x) => x.id);
+    assert.deepEqual(after, before, 'no snapshot went, none was added');
+    await assertSafeValid('web1');
+  });
+
+  it('survives kill -9 of the server in the middle of an upload: the job completes after the restart, the safe is valid', { timeout: 240_000 }, async () => {
+    const web2 = machines['web2']!;
+    const safe = web2.config['safe'] as string;
+    await writeFile(join(src('web2'), 'more.bin'), randomBytes(3_000_000));
+    const mark = server.log().length;
+    const job = await runNow(h, web2, 'backup', { paths: [src('web2')] });
+    // The moment the agent begins to send a pack, the server dies.
+    const started = Date.now();
+    while (!server.log().slice(mark).split('\n').some((l) => l.includes('"method":"PUT"') && l.includes(`/safes/${safe}/data/`))) {
+      assert.ok(Date.now() - started < 120_000, 'no pack upload was seen');
+      await sleep(5);
+    }
+    server.p.child.kill('SIGKILL');
+    await server.p.done;
+    server = await startServerProcess(s, data, port, db);
+    const end = await waitJob(h, job);
+    assert.equal(end.state, 'succeeded', `${end.error ?? ''}\n${JSON.stringify(await eventsOf(h, job))}`);
+    await assertSafeValid('web2');
+    const target = s.path('after-server-kill');
+    await s.ok(['restore', end.result!['snapshot_id'] as string, '--target', target], { env: web2.repoEnv });
+    assertSameTree(src('web2'), join(target, src('web2')));
+  });
+
+  it('survives kill -9 of an agent in the middle of a backup: the job is interrupted, the next one works', { timeout: 240_000 }, async () => {
+    const db1 = machines['db1']!;
+    const safe = db1.config['safe'] as string;
+    await writeFile(join(src('db1'), 'dump.bin'), randomBytes(3_000_000));
+    const mark = server.log().length;
+    const job = await runNow(h, db1, 'backup', { paths: [src('db1')] });
+    const started = Date.now();
+    while (!server.log().slice(mark).split('\n').some((l) => l.includes('"method":"PUT"') && l.includes(`/safes/${safe}/`))) {
+      assert.ok(Date.now() - started < 120_000, 'no upload was seen');
+      await sleep(5);
+    }
+    const agent = agents.get('db1')!;
+    agent.child.kill('SIGKILL');
+    await agent.done;
+    agents.set('db1', startAgent(s, db1));
+    const end = await waitJob(h, job);
+    assert.equal(end.state, 'interrupted', JSON.stringify(end));
+    const next = await backupOf('db1');
+    await assertSafeValid('db1');
+    const target = s.path('after-agent-kill');
+    await s.ok(['restore', next.snapshot, '--target', target], { env: db1.repoEnv });
+    assertSameTree(src('db1'), join(target, src('db1')));
+  });
+});
+
+/** One request to the repository protocol with a raw body, as a hostile client would send it. */
+function rawRequest(h: ServerHandle, method: string, path: string, token: string, body?: Buffer): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({
+      host: '127.0.0.1', port: h.port, method, path, rejectUnauthorized: false, agent: false,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/octet-stream', 'content-length': body.length } : {}) },
+    }, (res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => { text += d.toString(); });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
