@@ -18,7 +18,9 @@
 //   server     the corpus backed up (initial, unchanged) and restored through `holdfast
 //              server` on loopback beside a local repository, restic over SFTP and Borg
 //              over SSH to an sshd on loopback (bench/server.ts, bench/sshd.ts),
-//              BENCH_REPEAT rounds; targets: ≤ 1.2x local, ≤ 0.5x restic over SFTP
+//              BENCH_REPEAT rounds, and an incremental through a running agent beside a
+//              fresh process (bench/server-agent.ts); targets: ≤ 1.2x local, ≤ 0.5x restic
+//              over SFTP, agent ≤ 0.3x the fresh process
 //
 // BENCH_SCENARIOS=tree,stream,manyfiles,deploy,index,s3,server,image picks the scenarios (default: all).
 // BENCH_IMAGE=0 still switches the image scenario off; BENCH_SCENARIOS without
@@ -35,6 +37,7 @@ import { manyFilesCount, manyFilesRows, runManyFiles, type ManyFilesResult } fro
 import { deployFiles, deployRounds, deployRows, runDeploy, type DeployResult } from './deploy.js';
 import { runS3, s3Rows, type S3Result } from './s3.js';
 import { runServer, serverTable, type ServerResult } from './server.js';
+import { agentTable } from './server-agent.js';
 import { resolveCorpus } from './corpus.js';
 import { indexBlobs, runIndexScenario, type IndexMeasurement } from './index-memory.js';
 
@@ -111,6 +114,7 @@ export async function runScaleScenarios(o: { benchDir: string; tools: ToolName[]
   if (server) {
     console.log(`\nServer results (median of ${server.repeat}, min–max; ratio < 1.00x = the server is faster):\n`);
     console.log(serverTable(server));
+    if (server.agent) console.log(`\n${agentTable(server.agent)}`);
   }
   console.log('\nNotes:');
   if (stream) for (const n of stream.notes) console.log(`  - ${n}`);

@@ -12,13 +12,16 @@
 //             new disk safe), its init untimed
 //   round k   [variant] unchanged re-backup
 //   round k   [variant] full restore into a fresh folder, compared with the tree
+//   agent     an incremental through a running `holdfast agent run` beside a fresh
+//             `holdfast backup` process (bench/server-agent.ts)
 //
 // Before every timed step the page cache is dropped (as root) and the step's
 // input read once, as in the tree scenario (bench/corpus.ts prepareStep). Every
 // step also records the endpoint's CPU time (the server process; sshd with its
 // finished sessions), to tell a slow client from a busy endpoint.
 // Targets from issue 16: through the server ≤ 1.2x the local repository and
-// ≤ 0.5x restic over SFTP; Borg over SSH is a second peer, without a target.
+// ≤ 0.5x restic over SFTP (Borg over SSH is a second peer, without a target);
+// the agent's incremental ≤ 0.3x the fresh process's.
 
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
@@ -31,6 +34,7 @@ import { median, renderTable, withSample, type StepRecord } from './report.js';
 import { benchRepeat, describeRun, medianCell, ratioVerdict, type ScenarioContext } from './scale-common.js';
 import { findSshd, startSshd, type Sshd } from './sshd.js';
 import { TOOLS, type InitAttempt, type ToolName, type ToolPaths } from './tools.js';
+import { runAgentRows, type AgentResult } from './server-agent.js';
 
 /** Through the server at most this many times the local repository's time. */
 export const SERVER_LOCAL_TARGET = 1.2;
@@ -79,12 +83,14 @@ export interface ServerResult {
   tree: TreeStats;
   repeat: number;
   variants: ServerVariantResult[];
+  /** The agent rows (bench/server-agent.ts); null when not run. */
+  agent: AgentResult | null;
   loadAverage: { start: number[]; end: number[] };
   notes: string[];
 }
 
 /** The server, its admin's client and the machine the bench's safes belong to. */
-interface BenchServer {
+export interface BenchServer {
   process: ServerProcess;
   api: ApiClient;
   customerId: string;
@@ -179,7 +185,7 @@ export async function runServer(ctx: ScenarioContext, corpus: string): Promise<S
   const src = join(work, 'src');
   await makeWorkingCopy(corpus, src);
   const tree = (await walkTree(src)).stats;
-  const result: ServerResult = { corpus, tree, repeat, variants: [], loadAverage: { start, end: [] }, notes: [] };
+  const result: ServerResult = { corpus, tree, repeat, variants: [], agent: null, loadAverage: { start, end: [] }, notes: [] };
 
   let server: BenchServer | null = null;
   let sshd: Sshd | null = null;
@@ -278,6 +284,7 @@ export async function runServer(ctx: ScenarioContext, corpus: string): Promise<S
     if (!ctx.keep) for (const t of targets) await rm(t, { recursive: true, force: true });
     for (const v of all) if (ready.has(v.key)) res(v).repoBytes = await duBytes(v.repoDir);
     result.variants = all.map(res);
+    if (server) result.agent = await runAgentRows(ctx, { work, server, src, repeat });
   } finally {
     await sshd?.stop();
     await server?.process.stop();
@@ -290,6 +297,7 @@ export async function runServer(ctx: ScenarioContext, corpus: string): Promise<S
       + `the CLI reaches it with the machine's backup token and the pinned fingerprint; restic over SFTP (sftp.command) and Borg over SSH (BORG_RSH, borg serve) to sshd ${sshd ? `on 127.0.0.1:${sshd.port}` : '(not run)'}`,
     `server: endpoint CPU (median per step; the server process, or sshd and its sessions): ${result.variants.filter((v) => Object.keys(v.endpointCpu).length > 0)
       .map((v) => `${v.label} ${STEPS.filter((s) => v.endpointCpu[s]).map((s) => `${STEP_LABELS[s]} ${median(v.endpointCpu[s]!).toFixed(2)} s`).join(', ')}`).join('; ')}`,
+    ...(result.agent?.notes ?? []),
     `server: load average ${start.map((l) => l.toFixed(1)).join(' ')} at start, ${result.loadAverage.end.map((l) => l.toFixed(1)).join(' ')} at end`,
   );
   return result;
