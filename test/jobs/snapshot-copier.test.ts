@@ -59,6 +59,44 @@ async function copy(from: Store, to: MemoryBackend, ids: string[], warnings: str
 }
 
 describe('copy job', () => {
+  it('stores a source pack whose every blob is wanted as it is: read once, whole, and the same bytes under the same name; the copy restores and checks', async () => {
+    const f = await GcFixture.create();
+    const files = { 'a.bin': bytes('whole', 100_000), 'b.txt': 'a small file\n' };
+    const snap = await f.snapshot(files);
+    const srcPacks = await names(f.backend, 'data');
+    assert.ok(srcPacks.length >= 3, `data packs and a tree pack: ${srcPacks.length}`);
+    const log = new LoadLog(f.backend);
+    const dst = await twin(f);
+    const r = await copy(await Store.open(log), dst, [snap]);
+    assert.deepEqual(r.copied, [snap]);
+    assert.deepEqual(await names(dst, 'data'), srcPacks);
+    for (const p of srcPacks) assert.ok((await dst.load({ type: 'data', name: p })).equals(await f.backend.load({ type: 'data', name: p })), `pack ${p} as it is`);
+    assert.deepEqual(log.loads.map((l) => l.pack).sort(), srcPacks, 'each pack read once');
+    assert.ok(log.loads.every((l) => l.offset === undefined), 'and whole (its name checked)');
+    assert.equal(r.packsWritten, srcPacks.length);
+    assert.equal(r.blobsCopied, (await (await Store.open(f.backend)).loadSnapshot(snap)).blobs.length);
+    await f.assertRestores(snap, files, dst);
+    await f.assertCheckPasses(dst);
+  });
+
+  it('a source pack whose every blob is wanted, but whose name the destination holds (other bytes, left unindexed), is stored under a name of its own; the object there is left as it was', async () => {
+    const f = await GcFixture.create();
+    const files = { 'a.bin': bytes('held', 30_000) };
+    const snap = await f.snapshot(files);
+    const srcPacks = await names(f.backend, 'data');
+    const dst = await twin(f);
+    const garbage = Buffer.alloc(3000, 0x5a);
+    for (const p of srcPacks) await dst.save({ type: 'data', name: p }, garbage);
+    const warnings: string[] = [];
+    const r = await copy(await Store.open(f.backend), dst, [snap], warnings);
+    assert.deepEqual(r.copied, [snap]);
+    assert.equal(warnings.filter((w) => w.startsWith('ignoring unindexed pack')).length, srcPacks.length, warnings.join('\n'));
+    for (const p of srcPacks) assert.ok((await dst.load({ type: 'data', name: p })).equals(garbage), `${p} left as it was`);
+    const written = (await names(dst, 'data')).filter((p) => !srcPacks.includes(p));
+    assert.equal(written.length, srcPacks.length, 'each pack under a name of its own');
+    await f.assertRestores(snap, files, dst);
+  });
+
   it('reads a pack of which little is needed by ranges, and what it copies reads back', async () => {
     const f = await GcFixture.create();
     const big = bytes('big', 40_000);

@@ -19,7 +19,13 @@
  *     its type (MAX_RAW_LENGTH + seal) → damaged, nothing read from it
  *     most of it needed → read it whole, check its bytes against its name, header from those bytes
  *     else             → read its header, then the needed blobs by range
- *     check each blob's stored length against its header entry → into a new destination pack
+ *     check each blob's stored length against its header entry
+ *     read whole, and its header lists needed blobs only, each once, each good
+ *                      → the pack as it is, under its own name unless the destination
+ *                        holds that name (then salted as any copy: docs/format.md §19)
+ *     else             → each good blob into a new destination pack
+ *     source packs read ahead and destination packs stored at once: as many as each
+ *     backend has connections, IN_FLIGHT_BYTES at most
  *     a blob that fails is looked for in the next pack claimed to hold it
  *     every INDEX_EVERY_PACKS destination packs → one index file
  *   the last pack, its index file
@@ -49,8 +55,12 @@ import type { ErrorCode } from '../../core/errors.js';
 
 /** Destination packs between two index files. */
 const INDEX_EVERY_PACKS = 16;
-/** Source packs read ahead of the one being copied. */
-const READ_AHEAD = 3;
+/**
+ * Bytes of source packs read ahead of the one being copied, and of
+ * destination packs being stored, each about at most: as many packs as the
+ * backend has connections, fewer when they are large.
+ */
+const IN_FLIGHT_BYTES = 128 * 1024 * 1024;
 /** Two needed blobs of a pack at most this far apart are read with one range read. */
 const RANGE_GAP = 64 * 1024;
 
@@ -132,6 +142,8 @@ interface PackRead {
   readonly good: { entry: PackedBlob; sealed: Buffer }[];
   /** Needed blobs it did not give, and why. */
   readonly bad: Map<string, string>;
+  /** The pack read whole, its name checked, when every blob its header lists is in `good`: it can be stored as it is. */
+  readonly whole?: { readonly pack: string; readonly bytes: Buffer; readonly blobs: readonly PackedBlob[] };
 }
 
 /**
@@ -292,12 +304,16 @@ export class SnapshotCopier {
   private async copyBlobs(needed: ReadonlySet<string>, dstState: RepoState): Promise<void> {
     const srcState = await RepoState.load(this.src, io(this.opts));
     const present = new Set(dstState.packs.keys());
+    // A pack stored as it is has the source's size.
+    const largest = Math.max(this.src.config.packSize, this.dst.config.packSize);
+    const readAhead = Math.max(1, Math.min(this.src.backend.capabilities.connections, Math.floor(IN_FLIGHT_BYTES / this.src.config.packSize)));
+    const storing = Math.max(2, Math.min(this.dst.backend.capabilities.connections, Math.floor(IN_FLIGHT_BYTES / largest)));
     // Trees and image maps go into packs of their own, as a backup stores them: walking a snapshot's trees then reads few packs.
     const copiers = new Map<'data' | 'meta', PackCopier>();
     const copierFor = (b: PackedBlob): PackCopier => {
       const kind = b.type === BlobType.Data ? 'data' : 'meta';
       let c = copiers.get(kind);
-      if (!c) copiers.set(kind, (c = new PackCopier(this.dst.backend, this.dst.config.packSize, (name) => present.has(name), io(this.opts))));
+      if (!c) copiers.set(kind, (c = new PackCopier(this.dst.backend, this.dst.config.packSize, (name) => present.has(name), { ...io(this.opts), maxInFlight: storing })));
       return c;
     };
     const tried = new Map<string, Set<string>>();
@@ -336,7 +352,7 @@ export class SnapshotCopier {
       };
       for (let i = 0; i < order.length; i++) {
         this.opts.signal?.throwIfAborted();
-        for (let j = i; j <= i + READ_AHEAD; j++) startRead(j);
+        for (let j = i; j <= i + readAhead; j++) startRead(j);
         const r = await reads.get(i)!;
         reads.delete(i);
         this.report.packsRead++;
@@ -344,16 +360,18 @@ export class SnapshotCopier {
           this.missing.set(id, why);
           pending.push(id);
         }
+        const whole = r.whole !== undefined && r.good.every((g) => !this.copiedBlobs.has(g.entry.id)) ? r.whole : undefined;
+        // Every blob of it wanted: the pack is stored as it is, not taken apart.
+        if (whole) await copierFor(whole.blobs[0]!).addPack(whole.pack, whole.bytes, whole.blobs);
         for (const { entry, sealed } of r.good) {
           if (this.copiedBlobs.has(entry.id)) continue;
-          const copier = copierFor(entry);
-          await copier.add(entry, sealed);
+          if (!whole) await copierFor(entry).add(entry, sealed);
           this.copiedBlobs.add(entry.id);
           this.missing.delete(entry.id);
           this.report.blobsCopied++;
           this.report.bytesCopied += sealed.length;
-          await this.stored(copier.takeStored(), present, false);
         }
+        for (const c of copiers.values()) await this.stored(c.takeStored(), present, false);
         this.opts.onProgress?.({ packsDone: Math.min(++packsDone, totalPacks), packsTotal: totalPacks, bytesCopied: this.report.bytesCopied, bytesTotal: totalBytes });
       }
     }
@@ -389,7 +407,7 @@ export class SnapshotCopier {
     try {
       if (size > MAX_PACK_BYTES) throw new CorruptObjectError(what, `${size} bytes, larger than any pack (${MAX_PACK_BYTES})`);
       if (2 * claimed >= size) {
-        whole = await loadBounded(this.src.backend, handleOf('data', pack), what, { signal: this.opts.signal });
+        whole = await loadBounded(this.src.backend, handleOf('data', pack), what, io(this.opts));
         if (sha256(whole).toString('hex') !== pack) throw new CorruptObjectError(what, 'checksum of stored bytes does not match its name');
         header = Store.parsePack(pack, whole);
         state.confirm({ pack, blobs: header });
@@ -419,7 +437,9 @@ export class SnapshotCopier {
     const good: PackRead['good'] = [];
     if (whole) {
       for (const entry of entries) good.push({ entry, sealed: whole.subarray(entry.offset, entry.offset + entry.length) });
-      return { good, bad };
+      // `ids` holds no id twice, so this is every entry of the header, each a blob of its own.
+      const all = header.length > 0 && entries.length === header.length && new Set(header.map((b) => b.id)).size === header.length;
+      return { good, bad, ...(all ? { whole: { pack, bytes: whole, blobs: header } } : {}) };
     }
     entries.sort((a, b) => a.offset - b.offset);
     for (let i = 0; i < entries.length;) {
