@@ -26,6 +26,23 @@ class LoadLog extends WrapperBackend {
   }
 }
 
+/** Counts the data saves in progress at once, each held for a turn of the event loop (a slow upload). */
+class SaveCount extends WrapperBackend {
+  private now = 0;
+  most = 0;
+
+  override async save(h: Handle, data: Uint8Array, opts?: OperationOptions): Promise<void> {
+    if (h.type !== 'data') return super.save(h, data, opts);
+    this.most = Math.max(this.most, ++this.now);
+    try {
+      await new Promise((r) => setImmediate(r));
+      return await super.save(h, data, opts);
+    } finally {
+      this.now--;
+    }
+  }
+}
+
 /**
  * An add-only client of the destination racing copy: it predicted copy's pack
  * names (from a copy into an empty twin: they follow from the source) and
@@ -94,6 +111,19 @@ describe('copy job', () => {
     for (const p of srcPacks) assert.ok((await dst.load({ type: 'data', name: p })).equals(garbage), `${p} left as it was`);
     const written = (await names(dst, 'data')).filter((p) => !srcPacks.includes(p));
     assert.equal(written.length, srcPacks.length, 'each pack under a name of its own');
+    await f.assertRestores(snap, files, dst);
+  });
+
+  it('stores as many packs at once as the destination has connections, and no more', async () => {
+    const f = await GcFixture.create();
+    const files = { 'a.bin': bytes('many', 600_000) };
+    const snap = await f.snapshot(files);
+    const dst = await twin(f);
+    const counting = new SaveCount(dst);
+    const r = await new SnapshotCopier(await Store.open(f.backend), await Store.open(counting)).run([snap]);
+    assert.deepEqual(r.copied, [snap]);
+    assert.ok(r.packsWritten > 2 * dst.capabilities.connections, `${r.packsWritten} packs`);
+    assert.equal(counting.most, dst.capabilities.connections);
     await f.assertRestores(snap, files, dst);
   });
 

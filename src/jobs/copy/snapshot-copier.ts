@@ -310,7 +310,7 @@ export class SnapshotCopier {
     const storing = Math.max(2, Math.min(this.dst.backend.capabilities.connections, Math.floor(IN_FLIGHT_BYTES / largest)));
     // Trees and image maps go into packs of their own, as a backup stores them: walking a snapshot's trees then reads few packs.
     const copiers = new Map<'data' | 'meta', PackCopier>();
-    const copierFor = (b: PackedBlob): PackCopier => {
+    const copierFor = (b: Pick<PackedBlob, 'type'>): PackCopier => {
       const kind = b.type === BlobType.Data ? 'data' : 'meta';
       let c = copiers.get(kind);
       if (!c) copiers.set(kind, (c = new PackCopier(this.dst.backend, this.dst.config.packSize, (name) => present.has(name), { ...io(this.opts), maxInFlight: storing })));
@@ -361,8 +361,8 @@ export class SnapshotCopier {
           pending.push(id);
         }
         const whole = r.whole !== undefined && r.good.every((g) => !this.copiedBlobs.has(g.entry.id)) ? r.whole : undefined;
-        // Every blob of it wanted: the pack is stored as it is, not taken apart.
-        if (whole) await copierFor(whole.blobs[0]!).addPack(whole.pack, whole.bytes, whole.blobs);
+        // Every blob of it wanted: the pack is stored as it is, not taken apart (through one copier, which bounds how many are stored at once).
+        if (whole) await copierFor({ type: BlobType.Data }).addPack(whole.pack, whole.bytes, whole.blobs);
         for (const { entry, sealed } of r.good) {
           if (this.copiedBlobs.has(entry.id)) continue;
           if (!whole) await copierFor(entry).add(entry, sealed);
