@@ -168,8 +168,11 @@ export const MeSchema = {
 export interface MeBody { kind: 'session' | 'token'; user?: UserBody; token?: TokenBody }
 
 export const JOB_KIND_NAMES = ['backup', 'image-backup', 'command-backup', 'restore', 'check'] as const;
+/** What the server runs itself on a disk safe (POST /safes/ID/prune); never given to an agent. */
+export const SERVER_JOB_KIND_NAMES = ['prune'] as const;
 export const JOB_STATE_NAMES = ['queued', 'running', 'succeeded', 'failed', 'interrupted'] as const;
 export type JobKindName = (typeof JOB_KIND_NAMES)[number];
+export type ServerJobKindName = (typeof SERVER_JOB_KIND_NAMES)[number];
 
 /** An absolute path on the protected machine. */
 const machinePath = { type: 'string', minLength: 1, maxLength: 4096, pattern: '^/' } as const;
@@ -240,17 +243,24 @@ const json = { type: ['object', 'null'], additionalProperties: true } as const;
 
 export const JobSchema = {
   $id: 'Job', type: 'object',
-  required: ['id', 'customer_id', 'machine_id', 'safe_id', 'safe_name', 'kind', 'spec', 'state', 'created_by', 'created_at', 'started_at', 'finished_at', 'result', 'error'],
+  required: ['id', 'customer_id', 'machine_id', 'safe_id', 'safe_name', 'runner', 'kind', 'spec', 'state', 'created_by', 'created_at', 'started_at', 'finished_at', 'result', 'error'],
   properties: {
-    id: str, customer_id: str, machine_id: str, safe_id: str, safe_name: str,
-    kind: { type: 'string', enum: JOB_KIND_NAMES }, spec: { type: 'object', additionalProperties: true },
+    id: str, customer_id: str, machine_id: nullableStr, safe_id: str, safe_name: str,
+    runner: { type: 'string', enum: ['agent', 'server'] },
+    kind: { type: 'string', enum: [...JOB_KIND_NAMES, ...SERVER_JOB_KIND_NAMES] }, spec: { type: 'object', additionalProperties: true },
     state: { type: 'string', enum: JOB_STATE_NAMES }, created_by: str, created_at: time, started_at: nullableTime, finished_at: nullableTime,
     result: json, error: nullableStr,
   },
 } as const;
+/**
+ * A job. `runner` says who runs it: `agent` (the machine's agent takes it by
+ * its poll) or `server` (the server runs it itself, keyless: a prune;
+ * `machine_id` is then the safe's machine, or null).
+ */
 export interface JobBody {
-  id: string; customer_id: string; machine_id: string; safe_id: string; safe_name: string;
-  kind: JobKindName; spec: JobSpec; state: (typeof JOB_STATE_NAMES)[number];
+  id: string; customer_id: string; machine_id: string | null; safe_id: string; safe_name: string;
+  runner: 'agent' | 'server';
+  kind: JobKindName | ServerJobKindName; spec: JobSpec | PruneSafeRequest; state: (typeof JOB_STATE_NAMES)[number];
   created_by: string; created_at: string; started_at: string | null; finished_at: string | null;
   result: Record<string, unknown> | null; error: string | null;
 }
@@ -314,8 +324,95 @@ export const EnrolledSchema = {
 } as const;
 export interface EnrolledBody { machine: MachineBody; safe: SafeBody; token: TokenBody; secret: string }
 
+/** A --keep-* count: a number of buckets, or `unlimited` (every bucket). */
+const keepCount = { anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', const: 'unlimited' }] } as const;
+/** A --keep-within* duration, restic's `1y5m7d2h` (m is months). */
+const keepWithin = { type: 'string', pattern: '^([0-9]+[ymdh])+$', maxLength: 64 } as const;
+export const GROUP_BY_NAMES = ['host', 'paths', 'tags'] as const;
+
+/**
+ * Forget by a retention policy, as `holdfast forget` applies it (restic's
+ * rules; docs/format.md §16), on the server, keyless. `keep_tags` holds
+ * lists of tags: a snapshot with every tag of one list is kept. `group_by`
+ * defaults to host and paths; [] is one group. `dry_run` only says what
+ * would go (the retention preview).
+ */
+export const ForgetSafeSchema = {
+  type: 'object', additionalProperties: false,
+  properties: {
+    keep_last: keepCount, keep_minutely: keepCount, keep_hourly: keepCount, keep_daily: keepCount,
+    keep_weekly: keepCount, keep_monthly: keepCount, keep_yearly: keepCount,
+    keep_within: keepWithin, keep_within_hourly: keepWithin, keep_within_daily: keepWithin,
+    keep_within_weekly: keepWithin, keep_within_monthly: keepWithin, keep_within_yearly: keepWithin,
+    keep_tags: { type: 'array', maxItems: 100, items: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'string', minLength: 1, maxLength: 200 } } },
+    group_by: { type: 'array', uniqueItems: true, items: { type: 'string', enum: GROUP_BY_NAMES } },
+    dry_run: { type: 'boolean' },
+  },
+} as const;
+type KeepCount = number | 'unlimited';
+export interface ForgetSafeRequest {
+  keep_last?: KeepCount; keep_minutely?: KeepCount; keep_hourly?: KeepCount; keep_daily?: KeepCount;
+  keep_weekly?: KeepCount; keep_monthly?: KeepCount; keep_yearly?: KeepCount;
+  keep_within?: string; keep_within_hourly?: string; keep_within_daily?: string;
+  keep_within_weekly?: string; keep_within_monthly?: string; keep_within_yearly?: string;
+  keep_tags?: string[][];
+  group_by?: (typeof GROUP_BY_NAMES)[number][];
+  dry_run?: boolean;
+}
+
+const stringList = { type: 'array', items: str } as const;
+const nullableStringList = { type: ['array', 'null'], items: str } as const;
+
+/** One snapshot's verdict: kept or removed, and why (restic's wording). */
+export const ForgetDecisionSchema = {
+  $id: 'ForgetDecision', type: 'object', required: ['id', 'short_id', 'time', 'hostname', 'paths', 'tags', 'action', 'reasons'],
+  properties: { id: str, short_id: str, time: time, hostname: str, paths: stringList, tags: stringList, action: { type: 'string', enum: ['keep', 'remove'] }, reasons: stringList },
+} as const;
+export interface ForgetDecisionBody { id: string; short_id: string; time: string; hostname: string; paths: string[]; tags: string[]; action: 'keep' | 'remove'; reasons: string[] }
+
+/**
+ * What forget decided, group by group (newest first within a group), what
+ * it removed (nothing on a dry run), and the snapshots it left out because
+ * they cannot be read (neither kept nor removed nor counted).
+ */
+export const ForgetResultSchema = {
+  type: 'object', required: ['dry_run', 'policy', 'groups', 'removed', 'skipped'],
+  properties: {
+    dry_run: { type: 'boolean' },
+    policy: str,
+    groups: {
+      type: 'array',
+      items: {
+        type: 'object', required: ['host', 'paths', 'tags', 'keep', 'remove', 'decisions'],
+        properties: { host: nullableStr, paths: nullableStringList, tags: nullableStringList, keep: { type: 'integer' }, remove: { type: 'integer' }, decisions: { type: 'array', items: { $ref: 'ForgetDecision#' } } },
+      },
+    },
+    removed: stringList,
+    skipped: { type: 'array', items: { type: 'object', required: ['id', 'error'], properties: { id: str, error: str } } },
+  },
+} as const;
+export interface ForgetResultBody {
+  dry_run: boolean;
+  /** The policy in words ("keep 7 daily, 4 weekly snapshots"). */
+  policy: string;
+  groups: { host: string | null; paths: string[] | null; tags: string[] | null; keep: number; remove: number; decisions: ForgetDecisionBody[] }[];
+  removed: string[];
+  skipped: { id: string; error: string }[];
+}
+
+/**
+ * Prune a disk safe, run by the server as a job (docs/format.md §15):
+ * `grace_seconds` as the CLI's --grace (default one hour, never below the
+ * server's minimum), `max_unused` as its --max-unused (a percentage).
+ */
+export const PruneSafeSchema = {
+  type: 'object', additionalProperties: false,
+  properties: { dry_run: { type: 'boolean' }, grace_seconds: { type: 'integer', minimum: 0 }, max_unused: { type: 'number', minimum: 0, maximum: 100 } },
+} as const;
+export interface PruneSafeRequest { dry_run?: boolean; grace_seconds?: number; max_unused?: number }
+
 /** The path parameter of every route about one record. */
 export const IdParamsSchema = { type: 'object', required: ['id'], properties: { id } } as const;
 
 /** The schemas referred to by `$ref` ('User#', …), added to the server once. */
-export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, SafeSchema, AuditEntrySchema, JobSchema, JobEventSchema] as const;
+export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, SafeSchema, AuditEntrySchema, JobSchema, JobEventSchema, ForgetDecisionSchema] as const;

@@ -8,12 +8,11 @@
  * objects alone, as the server does for customers whose keys it never sees.
  * prune and repair index never use the key at all.
  */
-import { acquireLock, describeLock, listLocks, staleReason, type RepositoryLock } from '../repo/lock.js';
 import { RepoState } from '../repo/repo-state.js';
 import type { Store } from '../repo/store.js';
 import type { Repository } from '../repo/repository.js';
-import type { OtherLock } from '../jobs/prune/pruner.js';
-import { lockedByMe, openKeyless, openRepo, thisProcess, type GlobalOptions } from './context.js';
+import { holdMaintenanceLock, OperationRunningError, type HeldLock } from '../jobs/sessions/maintenance-lock.js';
+import { openKeyless, openRepo, thisProcess, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
 
@@ -39,50 +38,38 @@ export async function openMaintenance(g: GlobalOptions, useKey: boolean): Promis
 }
 
 /** A held lock, and the abort signal that fires when it is lost or on Ctrl-C. */
-export interface Held {
-  readonly lock: RepositoryLock;
-  readonly signal: AbortSignal;
-  /** Live locks of others (for prune's sweep). */
-  otherLocks(): Promise<OtherLock[]>;
-  release(): Promise<void>;
-}
+export type Held = HeldLock;
 
 /**
- * Takes a lock for `operation` (shared unless `exclusive`). With `alone`, a
- * second live lock of the same operation makes it back off (two prunes at
- * once would only duplicate work). Ctrl-C and a lost lock abort `stop`
- * (`openMaintenance`'s, which the storage's waits listen to) or a signal of
- * its own.
+ * Takes a lock for `operation` (shared unless `exclusive`) as this process
+ * (src/jobs/sessions/maintenance-lock.ts). With `alone`, a second live lock
+ * of the same operation makes it back off (two prunes at once would only
+ * duplicate work). Ctrl-C and a lost lock abort `stop` (`openMaintenance`'s,
+ * which the storage's waits listen to) or a signal of its own.
  */
 export async function holdLock(plain: Store, operation: string, opts: { exclusive?: boolean; alone?: boolean; stop?: AbortController } = {}): Promise<Held> {
   const abort = opts.stop ?? new AbortController();
-  const lock = await acquireLock(plain.backend, {
-    ...lockedByMe(),
-    exclusive: opts.exclusive === true,
-    operation,
-    onLost: (e) => abort.abort(new ExitError(`${e.message}; stopped (what was done so far is consistent)`, EXIT.locked)),
-  });
+  let held: HeldLock;
+  try {
+    held = await holdMaintenanceLock(plain.backend, {
+      identity: thisProcess(),
+      operation,
+      exclusive: opts.exclusive === true,
+      alone: opts.alone === true,
+      stop: abort,
+      lostReason: (e) => new ExitError(`${e.message}; stopped (what was done so far is consistent)`, EXIT.locked),
+    });
+  } catch (e) {
+    if (e instanceof OperationRunningError) throw new ExitError(e.message, EXIT.locked);
+    throw e;
+  }
   const onSigint = (): void => abort.abort(new ExitError(`interrupted; the repository is consistent, run ${operation} again`, EXIT.interrupted));
   const offInterrupt = onInterrupt(onSigint);
-  const release = async (): Promise<void> => {
-    offInterrupt();
-    await lock.release();
+  return {
+    ...held,
+    release: async () => {
+      offInterrupt();
+      await held.release();
+    },
   };
-  const others = async (): Promise<OtherLock[]> => {
-    const now = Date.now();
-    const out: OtherLock[] = [];
-    for (const e of await listLocks(plain.backend)) {
-      if (!e.lock || e.lock.id === lock.id || staleReason(e.lock, thisProcess(), now) !== undefined) continue;
-      out.push({ created: Date.parse(e.lock.created), description: describeLock(e.lock, now), operation: e.lock.operation });
-    }
-    return out;
-  };
-  if (opts.alone) {
-    const twin = (await others()).find((l) => l.operation === operation);
-    if (twin) {
-      await release();
-      throw new ExitError(`another ${operation} is running: ${twin.description}`, EXIT.locked);
-    }
-  }
-  return { lock, signal: abort.signal, otherLocks: others, release };
 }

@@ -21,6 +21,8 @@ import type { Writable } from 'node:stream';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { SHARED_SCHEMAS } from '../api/v1.js';
+import { DEFAULT_MIN_GRACE_MS } from '../repo/deletion-marker.js';
+import { processIdentity } from '../repo/lock.js';
 import { formatS3Location, type S3Settings } from '../storage/s3-backend-config.js';
 import { openDatabase, redactUrl, type ControlPlaneDatabase } from './db/open-database.js';
 import { apiV1 } from './http/api-v1.js';
@@ -28,6 +30,7 @@ import { repoRoutes } from './http/repo-routes.js';
 import { ensureFirstAdmin } from './services/auth.js';
 import type { ServiceContext } from './services/context.js';
 import { JobSignals } from './services/job-signals.js';
+import { ServerJobs } from './services/server-jobs.js';
 import { safeResolver } from './services/safe-access.js';
 import { openSafeStorage, parseStorageSetting, StorageSettingError } from './services/safe-storage.js';
 import { UsageLedger } from './services/usage.js';
@@ -59,6 +62,14 @@ export interface BackupServerOptions {
   readonly loginLimits?: LoginLimits;
   /** A running job whose agent says nothing for this long is interrupted (milliseconds; default 120 s). */
   readonly jobSilenceLimitMs?: number;
+  /**
+   * The shortest grace period of the safes' prunes (milliseconds; default 10
+   * minutes). The backups' commit window is half of it, so it must be what
+   * the clients assume (HOLDFAST_MIN_GRACE in tests; docs/format.md §15.5).
+   */
+  readonly minGraceMs?: number;
+  /** The server's clock (tests set it; default the system's). */
+  readonly clock?: () => Date;
 }
 
 /** How long a running job's agent may say nothing before the job counts as interrupted (it reports every few seconds). */
@@ -162,10 +173,12 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
   // Every safe's backend counts what is saved and removed in it (services/usage.ts).
   const usage = new UsageLedger(openSafeStorage(settings.storage, opts.dataDir, opts.s3));
   const safeStorage = usage.storage;
+  const serverJobs = new ServerJobs();
   try {
     await refuseStorageMove(database, saved?.storage, settings.storage);
     const ctx: ServiceContext = {
-      db: database.db, safeStorage, usage, limiter: new LoginLimiter(opts.loginLimits), now: () => new Date(),
+      db: database.db, safeStorage, usage, limiter: new LoginLimiter(opts.loginLimits), now: opts.clock ?? (() => new Date()),
+      identity: processIdentity(), minGraceMs: opts.minGraceMs ?? DEFAULT_MIN_GRACE_MS, serverJobs,
       jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS,
     };
     const firstAdmin = await ensureFirstAdmin(ctx);
@@ -183,13 +196,14 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
       fingerprint: cert.fingerprint, certificateCreated: cert.created,
       ...(firstAdmin ? { firstAdmin } : {}),
       database: database.shown, storage: safeStorage.shown,
-      // Waiting polls answer first, so that closing does not wait out their time.
-      close: () => (closed ??= (jobSignals.close(), usage.close(), listening.close().finally(() => Promise.all([safeStorage.close(), database.close()])).then(() => undefined))),
+      // Waiting polls answer first, so that closing does not wait out their time; the server's own jobs record their end before the storage and database close.
+      close: () => (closed ??= (jobSignals.close(), usage.close(), listening.close().finally(() => serverJobs.close()).finally(() => Promise.all([safeStorage.close(), database.close()])).then(() => undefined))),
     };
   } catch (e) {
     jobSignals.close();
     usage.close();
     await app?.close();
+    await serverJobs.close();
     await safeStorage.close();
     await database.close();
     throw e;

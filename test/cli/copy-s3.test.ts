@@ -19,7 +19,7 @@ import { parseS3Location } from '../../src/storage/s3-backend-config.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { Store } from '../../src/repo/store.js';
 import type { CopyReport } from '../../src/jobs/copy/snapshot-copier.js';
-import type { SnakeKeys } from '../../src/cli/json-output.js';
+import type { SnakeKeys } from '../../src/core/snake-keys.js';
 
 const SRC_PASSWORD = 'correct horse';
 const S3_PASSWORD = 'battery staple';

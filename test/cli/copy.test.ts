@@ -20,7 +20,7 @@ import { Store } from '../../src/repo/store.js';
 import { encodeIndex } from '../../src/repo/index-file.js';
 import { sha256 } from '../../src/core/crypto.js';
 import type { CopyReport } from '../../src/jobs/copy/snapshot-copier.js';
-import type { SnakeKeys } from '../../src/cli/json-output.js';
+import type { SnakeKeys } from '../../src/core/snake-keys.js';
 
 const SRC_PASSWORD = 'correct horse';
 const DST_PASSWORD = 'battery staple';

@@ -17,7 +17,7 @@ import { GC_ENV, GRACE, GRACE_MS, assertRestores, assertSameTree, initSmall, jso
 import type { CheckReport } from '../../src/jobs/check/checker.js';
 import { bucketOf } from '../../src/jobs/check/subset.js';
 import type { PruneReport } from '../../src/jobs/prune/pruner.js';
-import type { SnakeKeys } from '../../src/cli/json-output.js';
+import type { SnakeKeys } from '../../src/core/snake-keys.js';
 
 const KEYLESS = { ...GC_ENV, HOLDFAST_PASSWORD: undefined };
 

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 import { GC_ENV, GRACE, GRACE_MS, assertRestores, initSmall, json, rounds, sleep, snapshotId, start, writeRound } from './gc-cli.js';
 import type { PruneReport } from '../../src/jobs/prune/pruner.js';
-import type { SnakeKeys } from '../../src/cli/json-output.js';
+import type { SnakeKeys } from '../../src/core/snake-keys.js';
 
 const ROUNDS = rounds('HOLDFAST_GC_ROUNDS', 6);
 

@@ -38,6 +38,38 @@ databaseSuites('control-plane database', (fx) => {
     }
   });
 
+  it('0005-server-jobs keeps the jobs and events of an older database, and lets a server job have no machine', async () => {
+    const url = await fx.newUrl();
+    const old = await openDatabase(url, '', '0002-jobs');
+    const now = new Date().toISOString();
+    try {
+      await old.db.insertInto('customers').values({ id: 'c1', name: 'Acme', created_at: now }).execute();
+      await old.db.insertInto('machines').values({ id: 'm1', customer_id: 'c1', name: 'web', created_at: now, last_seen_at: null }).execute();
+      await old.db.insertInto('disk_safes').values({ id: 's1', customer_id: 'c1', machine_id: 'm1', name: 'acme-web', location: 'safes/s1', quota_hard: null, quota_soft: null, created_at: now }).execute();
+      await sql`insert into jobs (id, customer_id, machine_id, safe_id, kind, spec, state, created_by, created_at) values ('j1', 'c1', 'm1', 's1', 'check', '{}', 'queued', 'user:a', ${now})`.execute(old.db);
+      await old.db.insertInto('job_events').values({ job_id: 'j1', at: now, kind: 'log', message: 'hello', data: null }).execute();
+    } finally {
+      await old.close();
+    }
+    const d = await openDatabase(url, '');
+    try {
+      const j = await d.db.selectFrom('jobs').selectAll().executeTakeFirstOrThrow();
+      assert.deepEqual([j.id, j.machine_id, j.runner, j.kind, j.state], ['j1', 'm1', 'agent', 'check', 'queued']);
+      assert.deepEqual((await d.db.selectFrom('job_events').select(['job_id', 'message']).execute()), [{ job_id: 'j1', message: 'hello' }]);
+      await d.db.insertInto('jobs').values({ ...j, id: 'j2', machine_id: null, runner: 'server', kind: 'prune' }).execute();
+      assert.equal((await d.db.selectFrom('jobs').select('id').where('machine_id', 'is', null).execute()).length, 1);
+      // The foreign keys still hold: an event of no job, a job of no machine are refused.
+      await assert.rejects(d.db.insertInto('job_events').values({ job_id: 'nope', at: now, kind: 'log', message: 'x', data: null }).execute());
+      await assert.rejects(d.db.insertInto('jobs').values({ ...j, id: 'j3', machine_id: 'nope' }).execute());
+      const plan = fx.kind === 'sqlite'
+        ? (await sql<{ name: string }>`select name from sqlite_master where type = 'index' and tbl_name = 'jobs' and sql is not null`.execute(d.db)).rows.map((r) => r.name)
+        : (await sql<{ name: string }>`select indexname as name from pg_indexes where tablename = 'jobs' and indexname <> 'jobs_pkey'`.execute(d.db)).rows.map((r) => r.name);
+      assert.deepEqual(plan, ['jobs_machine_state']);
+    } finally {
+      await d.close();
+    }
+  });
+
   it('refuses a database migrated by a newer holdfast, naming the migration', async () => {
     const url = await fx.newUrl();
     const d = await openDatabase(url, '');

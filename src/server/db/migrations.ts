@@ -5,7 +5,7 @@
  * A migration, once released, never changes; a change of schema is a new
  * entry at the end. src/server/db/schema.ts must describe the result.
  */
-import { Migrator, type Kysely, type Migration } from 'kysely';
+import { Migrator, sql, type Kysely, type Migration } from 'kysely';
 import type { DatabaseKind } from './open-database.js';
 
 /** Raised when the database cannot be brought to the schema this version needs. */
@@ -123,18 +123,62 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.alterTable('customers').addColumn('quota_soft', 'bigint').execute();
       },
     },
+    '0005-server-jobs': {
+      // Jobs the server runs itself (prune of a disk safe): who runs a job, and a machine only for an agent's (a safe may belong to none).
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.alterTable('jobs').addColumn('runner', 'text', (c) => c.notNull().defaultTo('agent')).execute();
+        if (kind === 'postgres') await db.schema.alterTable('jobs').alterColumn('machine_id', (c) => c.dropNotNull()).execute();
+        else await sqliteDropNotNull(db, 'jobs', 'machine_id');
+      },
+    },
   };
+}
+
+/**
+ * Drops NOT NULL from `table`.`column` in SQLite, which cannot alter a
+ * column: the table is made anew from its own definition without the
+ * constraint, its rows copied, the old one dropped and the new one renamed,
+ * its indexes made again (SQLite's "generalized ALTER TABLE procedure",
+ * foreign keys off meanwhile, checked before the commit).
+ */
+async function sqliteDropNotNull(db: Kysely<unknown>, table: string, column: string): Promise<void> {
+  const def = (await sql<{ sql: string }>`select sql from sqlite_master where type = 'table' and name = ${table}`.execute(db)).rows[0]?.sql;
+  const indexes = (await sql<{ sql: string }>`select sql from sqlite_master where type = 'index' and tbl_name = ${table} and sql is not null`.execute(db)).rows;
+  const notNull = new RegExp(`("${column}" [a-z]+) not null`, 'i');
+  const head = new RegExp(`^create table "${table}"`, 'i');
+  if (def === undefined || !notNull.test(def) || !head.test(def)) throw new MigrationError(`cannot read the definition of ${table}.${column} to drop its NOT NULL: ${def ?? 'no such table'}`);
+  const rebuilt = `${table}_rebuilt`;
+  await sql`pragma foreign_keys = off`.execute(db);
+  try {
+    await sql`begin`.execute(db);
+    try {
+      await sql.raw(def.replace(notNull, '$1').replace(head, `create table "${rebuilt}"`)).execute(db);
+      await sql.raw(`insert into "${rebuilt}" select * from "${table}"`).execute(db);
+      await sql.raw(`drop table "${table}"`).execute(db);
+      await sql.raw(`alter table "${rebuilt}" rename to "${table}"`).execute(db);
+      for (const i of indexes) await sql.raw(i.sql).execute(db);
+      const broken = (await sql`pragma foreign_key_check`.execute(db)).rows;
+      if (broken.length > 0) throw new MigrationError(`rebuilding ${table} broke ${broken.length} foreign key(s)`);
+      await sql`commit`.execute(db);
+    } catch (e) {
+      await sql`rollback`.execute(db);
+      throw e;
+    }
+  } finally {
+    await sql`pragma foreign_keys = on`.execute(db);
+  }
 }
 
 /** The migrations' names, in order (what the newest schema consists of). */
 export const MIGRATION_NAMES: readonly string[] = Object.keys(migrations('sqlite')).sort();
 
 /**
- * Brings the database to the newest schema. Refuses a database that a newer
- * holdfast has migrated further (kysely's Migrator stops at an unknown
- * migration), so an old server never runs on a schema it does not know.
+ * Brings the database to the newest schema (tests of an upgrade: only up to
+ * migration `upTo`). Refuses a database that a newer holdfast has migrated
+ * further (kysely's Migrator stops at an unknown migration), so an old
+ * server never runs on a schema it does not know.
  */
-export async function migrateToLatest(db: Kysely<unknown>, kind: DatabaseKind): Promise<void> {
+export async function migrateToLatest(db: Kysely<unknown>, kind: DatabaseKind, upTo?: string): Promise<void> {
   const all = migrations(kind);
   const migrator = new Migrator({
     db,
@@ -142,7 +186,7 @@ export async function migrateToLatest(db: Kysely<unknown>, kind: DatabaseKind): 
     migrationTableName: 'holdfast_migrations',
     migrationLockTableName: 'holdfast_migrations_lock',
   });
-  const { error, results } = await migrator.migrateToLatest();
+  const { error, results } = await (upTo === undefined ? migrator.migrateToLatest() : migrator.migrateTo(upTo));
   if (error !== undefined) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName;
     const why = error instanceof Error ? error.message : String(error);

@@ -47,9 +47,10 @@ export function redactUrl(url: string): string {
 
 /**
  * Opens (creating if needed) and migrates the database at `url`, or the
- * SQLite file `defaultFile` when `url` is undefined or empty.
+ * SQLite file `defaultFile` when `url` is undefined or empty; `upTo`: only
+ * up to that migration (tests of an upgrade).
  */
-export async function openDatabase(url: string | undefined, defaultFile: string): Promise<ControlPlaneDatabase> {
+export async function openDatabase(url: string | undefined, defaultFile: string, upTo?: string): Promise<ControlPlaneDatabase> {
   let kind: DatabaseKind;
   let db: Kysely<ControlPlane>;
   let shown: string;
@@ -86,7 +87,7 @@ export async function openDatabase(url: string | undefined, defaultFile: string)
     await db.destroy();
   };
   try {
-    await migrateToLatest(db as Kysely<unknown>, kind);
+    await migrateToLatest(db as Kysely<unknown>, kind, upTo);
   } catch (e) {
     await close();
     throw e;

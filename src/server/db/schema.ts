@@ -7,7 +7,7 @@
  * src/server/db/migrations.ts; this file must say what they say.
  */
 import type { Generated, Insertable, Selectable } from 'kysely';
-import type { JobKindName } from '../../api/v1.js';
+import type { JobKindName, ServerJobKindName } from '../../api/v1.js';
 
 /** Roles of a person. Provider roles see every customer; customer roles one. */
 export const ROLES = ['provider-admin', 'provider-operator', 'customer-admin', 'customer-viewer'] as const;
@@ -118,8 +118,11 @@ export interface AuditLogTable {
   address: string;
 }
 
-/** What an agent can be asked to do: the API's vocabulary (src/api/v1.ts has each kind's spec). */
-export type JobKind = JobKindName;
+/** What an agent can be asked to do (the API's vocabulary: src/api/v1.ts has each kind's spec), or the server does itself on a disk safe (services/retention.ts). */
+export type JobKind = JobKindName | ServerJobKindName;
+
+/** Who runs a job: the machine's agent, or the server itself. */
+export type JobRunner = 'agent' | 'server';
 
 /**
  * A job's life: queued until its machine's agent takes it, running until the
@@ -132,9 +135,12 @@ export type JobState = (typeof JOB_STATES)[number];
 export interface JobsTable {
   id: string;
   customer_id: string;
-  machine_id: string;
-  /** The machine's disk safe the job works on. */
+  /** The machine whose agent runs it; for a server job, the safe's machine (null when the safe has none). */
+  machine_id: string | null;
+  /** The disk safe the job works on. */
   safe_id: string;
+  /** `agent` (taken by the machine's agent's poll) or `server` (run by the server, never polled). */
+  runner: JobRunner;
   kind: JobKind;
   /** The kind's spec, JSON. */
   spec: string;
@@ -143,10 +149,10 @@ export interface JobsTable {
   created_by: string;
   created_at: string;
   started_at: string | null;
-  /** The agent's last word about it; a running job silent for longer than the limit is interrupted. */
+  /** The runner's last word about it (the server's heartbeat for its own); a running job silent for longer than the limit is interrupted. */
   last_report_at: string | null;
   finished_at: string | null;
-  /** What the agent reported at the end, JSON (a snapshot id, counts). */
+  /** What the runner reported at the end, JSON (a snapshot id, counts, a prune report). */
   result: string | null;
   /** Why it failed or was interrupted. */
   error: string | null;

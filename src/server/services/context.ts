@@ -1,14 +1,17 @@
 /**
  * What every service works with: the database, the disk safes' storage and
- * their usage, the clock, the login limiter, the agents' waiting polls.
+ * their usage, the clock, the login limiter, the agents' waiting polls, the
+ * server's own jobs.
  * One per server; the HTTP layer hands it to the service functions with the
  * caller's `Principal`.
  */
 import type { Kysely } from 'kysely';
+import type { ProcessIdentity } from '../../repo/lock.js';
 import type { ControlPlane } from '../db/schema.js';
 import type { JobSignals } from './job-signals.js';
 import type { LoginLimiter } from './login-limiter.js';
 import type { SafeStorage } from './safe-storage.js';
+import type { ServerJobs } from './server-jobs.js';
 import type { UsageLedger } from './usage.js';
 
 export interface ServiceContext {
@@ -24,6 +27,12 @@ export interface ServiceContext {
   readonly usage: UsageLedger;
   /** The server's clock (tests may set it). */
   now(): Date;
+  /** Who holds the repository locks the server takes itself (forget, prune): this process. */
+  readonly identity: ProcessIdentity;
+  /** The shortest grace period of the safes' prunes, which the backups' commit window is half of (docs/format.md §15.5). */
+  readonly minGraceMs: number;
+  /** The jobs this server runs itself (prune). */
+  readonly serverJobs: ServerJobs;
 }
 
 /** A database error that says a unique name is taken (SQLite and PostgreSQL word it differently). */

@@ -15,7 +15,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { CreateJobRequest, JobBody, JobEventBody, JobEventsQuery, ReportEventsRequest, ReportResultRequest } from '../../api/v1.js';
-import type { Job, JobEvent } from '../db/schema.js';
+import type { Job, JobEvent, JobRunner } from '../db/schema.js';
 import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { BadRequest, Conflict, Forbidden, NotFound } from './errors.js';
@@ -25,7 +25,7 @@ import { requireManage, requireRead, sees, type Principal } from './principal.js
 /** A job as the API shows it; `safeName` is its disk safe's NAME (what the agent opens). */
 export function jobBody(j: Job, safeName: string): JobBody {
   return {
-    id: j.id, customer_id: j.customer_id, machine_id: j.machine_id, safe_id: j.safe_id, safe_name: safeName,
+    id: j.id, customer_id: j.customer_id, machine_id: j.machine_id, safe_id: j.safe_id, safe_name: safeName, runner: j.runner,
     kind: j.kind, spec: JSON.parse(j.spec) as JobBody['spec'], state: j.state, created_by: j.created_by, created_at: j.created_at,
     started_at: j.started_at, finished_at: j.finished_at, result: j.result === null ? null : JSON.parse(j.result) as Record<string, unknown>, error: j.error,
   };
@@ -35,21 +35,36 @@ function eventBody(e: JobEvent): JobEventBody {
   return { seq: e.seq, at: e.at, kind: e.kind as JobEventBody['kind'], message: e.message, data: e.data === null ? null : JSON.parse(e.data) as Record<string, unknown> };
 }
 
-async function withSafeNames(ctx: ServiceContext, jobs: Job[]): Promise<JobBody[]> {
+/** Jobs with their disk safes' names, as the API shows them. */
+export async function withSafeNames(ctx: ServiceContext, jobs: Job[]): Promise<JobBody[]> {
   if (jobs.length === 0) return [];
   const safes = await ctx.db.selectFrom('disk_safes').select(['id', 'name']).where('id', 'in', [...new Set(jobs.map((j) => j.safe_id))]).execute();
   const names = new Map(safes.map((s) => [s.id, s.name]));
   return jobs.map((j) => jobBody(j, names.get(j.safe_id) ?? ''));
 }
 
-/** Marks the running jobs of `machineId` whose agent has been silent past the limit as interrupted. */
-async function interruptSilent(ctx: ServiceContext, machineId: string): Promise<void> {
+/** Why a silent job was interrupted, by who ran it. */
+function silenceError(ctx: ServiceContext, runner: JobRunner): string {
+  const s = Math.round(ctx.jobSilenceLimitMs / 1000);
+  return runner === 'agent'
+    ? `the agent said nothing about the job for ${s} s (it stopped, or lost its connection to the server)`
+    : `the server that ran the job gave no sign of it for ${s} s (it stopped or was restarted while the job ran)`;
+}
+
+/**
+ * Marks the running jobs of machine `where.machineId` (its agent's), or job
+ * `where.jobId`, whose runner has been silent past the limit as interrupted.
+ */
+async function interruptSilent(ctx: ServiceContext, where: { machineId: string } | { jobId: string }): Promise<void> {
   const now = ctx.now();
   const cutoff = new Date(now.getTime() - ctx.jobSilenceLimitMs).toISOString();
-  await ctx.db.updateTable('jobs')
-    .set({ state: 'interrupted', finished_at: now.toISOString(), error: `the agent said nothing about the job for ${Math.round(ctx.jobSilenceLimitMs / 1000)} s (it stopped, or lost its connection to the server)` })
-    .where('machine_id', '=', machineId).where('state', '=', 'running').where('last_report_at', '<', cutoff)
-    .execute();
+  for (const runner of ['agent', 'server'] as const) {
+    let q = ctx.db.updateTable('jobs')
+      .set({ state: 'interrupted', finished_at: now.toISOString(), error: silenceError(ctx, runner) })
+      .where('runner', '=', runner).where('state', '=', 'running').where('last_report_at', '<', cutoff);
+    q = 'jobId' in where ? q.where('id', '=', where.jobId) : q.where('machine_id', '=', where.machineId);
+    await q.execute();
+  }
 }
 
 async function findJob(ctx: ServiceContext, p: Principal, id: string): Promise<Job> {
@@ -65,7 +80,7 @@ export async function createJob(ctx: ServiceContext, p: Principal, machineId: st
   const safe = await ctx.db.selectFrom('disk_safes').select(['id', 'name']).where('machine_id', '=', m.id).orderBy('created_at').orderBy('name').executeTakeFirst();
   if (!safe) throw new Conflict(`machine ${m.name} has no disk safe to work on: enrol its agent, or create one with POST /api/v1/safes`);
   const row: Job = {
-    id: randomUUID(), customer_id: m.customer_id, machine_id: m.id, safe_id: safe.id, kind: req.kind, spec: JSON.stringify(req.spec),
+    id: randomUUID(), customer_id: m.customer_id, machine_id: m.id, safe_id: safe.id, runner: 'agent', kind: req.kind, spec: JSON.stringify(req.spec),
     state: 'queued', created_by: p.actor, created_at: ctx.now().toISOString(),
     started_at: null, last_report_at: null, finished_at: null, result: null, error: null,
   };
@@ -79,14 +94,14 @@ export async function createJob(ctx: ServiceContext, p: Principal, machineId: st
 export async function listMachineJobs(ctx: ServiceContext, p: Principal, machineId: string): Promise<JobBody[]> {
   const m = await findMachine(ctx, p, machineId);
   requireRead(p);
-  await interruptSilent(ctx, m.id);
+  await interruptSilent(ctx, { machineId: m.id });
   return withSafeNames(ctx, await ctx.db.selectFrom('jobs').selectAll().where('machine_id', '=', m.id).orderBy('created_at', 'desc').orderBy('id').limit(100).execute());
 }
 
 export async function getJob(ctx: ServiceContext, p: Principal, id: string): Promise<JobBody> {
-  const found = await findJob(ctx, p, id);
+  await findJob(ctx, p, id);
   requireRead(p);
-  await interruptSilent(ctx, found.machine_id);
+  await interruptSilent(ctx, { jobId: id });
   const j = await findJob(ctx, p, id);
   return (await withSafeNames(ctx, [j]))[0]!;
 }
@@ -114,7 +129,7 @@ async function seen(ctx: ServiceContext, machineId: string): Promise<void> {
 /** Takes the machine's oldest queued job (it becomes running), or undefined when none is queued. */
 async function claimNext(ctx: ServiceContext, machineId: string): Promise<Job | undefined> {
   for (;;) {
-    const next = await ctx.db.selectFrom('jobs').selectAll().where('machine_id', '=', machineId).where('state', '=', 'queued').orderBy('created_at').orderBy('id').limit(1).executeTakeFirst();
+    const next = await ctx.db.selectFrom('jobs').selectAll().where('machine_id', '=', machineId).where('runner', '=', 'agent').where('state', '=', 'queued').orderBy('created_at').orderBy('id').limit(1).executeTakeFirst();
     if (!next) return undefined;
     const now = ctx.now().toISOString();
     // Only one poll wins a job, even if two arrive together.
@@ -135,7 +150,7 @@ export async function nextJob(ctx: ServiceContext, p: Principal, waitSeconds: nu
   await seen(ctx, machineId);
   await ctx.db.updateTable('jobs')
     .set({ state: 'interrupted', finished_at: ctx.now().toISOString(), error: 'the agent asked for another job without reporting the end of this one (it was restarted or killed)' })
-    .where('machine_id', '=', machineId).where('state', '=', 'running')
+    .where('machine_id', '=', machineId).where('runner', '=', 'agent').where('state', '=', 'running')
     .execute();
   const deadline = Date.now() + waitSeconds * 1000;
   for (;;) {
@@ -155,8 +170,9 @@ async function runningJobOf(ctx: ServiceContext, p: Principal, id: string): Prom
   await findJob(ctx, p, id);
   const machineId = requireAgent(p);
   await seen(ctx, machineId);
-  await interruptSilent(ctx, machineId);
+  await interruptSilent(ctx, { machineId });
   const j = await findJob(ctx, p, id);
+  if (j.runner !== 'agent') throw new Forbidden(`job ${id} is run by the server itself: it takes no reports`);
   if (j.state !== 'running') throw new Conflict(`job ${id} is ${j.state}${j.error ? ` (${j.error})` : ''}: stop working on it`);
   return j;
 }

@@ -1,0 +1,78 @@
+/**
+ * The jobs the server runs itself (a prune of a disk safe), in this
+ * process, recorded in the jobs table beside the agents' jobs so that a
+ * caller follows them the same way (GET /api/v1/jobs/ID and its events).
+ *
+ *   start:  the row is inserted `running` (runner `server`), the work begins
+ *   while it works: its log lines become events; a heartbeat rewrites
+ *           last_report_at, so a job whose server died goes `interrupted`
+ *           when someone next looks (jobs.ts), as an agent's silent job does
+ *   end:    `succeeded` with the work's result, or `failed` with its message;
+ *           `interrupted` when the server closes meanwhile (its work is
+ *           aborted, and close waits for it)
+ */
+import type { Job } from '../db/schema.js';
+import type { ServiceContext } from './context.js';
+
+/** What a server job's work can say while it runs. */
+export interface JobLog {
+  /** Records a log line (an event of kind `log`). */
+  log(message: string, data?: Record<string, unknown>): Promise<void>;
+}
+
+/** The work of a server job: resolves with its result, rejects with why it failed; stops when `signal` aborts. */
+export type ServerWork = (log: JobLog, signal: AbortSignal) => Promise<Record<string, unknown>>;
+
+/** The error of a job that was running when the server closed. */
+const CLOSED = 'the server was stopped while the job ran; run it again';
+
+export class ServerJobs {
+  private readonly running = new Map<string, { abort: AbortController; done: Promise<void> }>();
+  private closed = false;
+
+  /**
+   * Inserts `row` (a `running` server job) and runs `work` for it in the
+   * background; `heartbeatMs`: how often the job shows it is alive.
+   */
+  async start(ctx: ServiceContext, row: Job, work: ServerWork, heartbeatMs: number): Promise<void> {
+    if (this.closed) throw new Error('the server is closing: no job starts');
+    await ctx.db.insertInto('jobs').values(row).execute();
+    const abort = new AbortController();
+    const beat = async (): Promise<void> => {
+      await ctx.db.updateTable('jobs').set({ last_report_at: ctx.now().toISOString() }).where('id', '=', row.id).where('state', '=', 'running').execute();
+    };
+    const log: JobLog = {
+      log: async (message, data) => {
+        await ctx.db.insertInto('job_events').values({ job_id: row.id, at: ctx.now().toISOString(), kind: 'log', message, data: data === undefined ? null : JSON.stringify(data) }).execute();
+        await beat();
+      },
+    };
+    const timer = setInterval(() => void beat().catch(() => undefined), heartbeatMs);
+    const end = async (fields: Pick<Job, 'state' | 'result' | 'error'>): Promise<void> => {
+      const now = ctx.now().toISOString();
+      await ctx.db.updateTable('jobs').set({ ...fields, finished_at: now, last_report_at: now }).where('id', '=', row.id).where('state', '=', 'running').execute();
+    };
+    const done = (async () => {
+      try {
+        const result = await work(log, abort.signal);
+        await end({ state: 'succeeded', result: JSON.stringify(result), error: null });
+      } catch (e) {
+        await end(abort.signal.aborted
+          ? { state: 'interrupted', result: null, error: CLOSED }
+          : { state: 'failed', result: null, error: e instanceof Error ? e.message : String(e) });
+      } finally {
+        clearInterval(timer);
+        this.running.delete(row.id);
+      }
+    })().catch(() => undefined); // the database went away first: the heartbeat stops, and the job goes interrupted when looked at
+    this.running.set(row.id, { abort, done });
+  }
+
+  /** Aborts every running job and waits until each has recorded how it ended; idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.running.values()];
+    for (const j of all) j.abort.abort(new Error(CLOSED));
+    await Promise.all(all.map((j) => j.done));
+  }
+}
