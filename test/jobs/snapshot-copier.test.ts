@@ -5,12 +5,13 @@
  * blobs the source lacks is not written.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { MemoryBackend } from '../../src/storage/memory-backend.js';
 import { WrapperBackend } from '../../src/storage/wrapper-backend.js';
 import type { Handle, LoadOptions, OperationOptions } from '../../src/storage/backend.js';
 import { Store } from '../../src/repo/store.js';
-import { BlobType } from '../../src/repo/pack.js';
+import { BlobType, PackWriter } from '../../src/repo/pack.js';
 import { SnapshotCopier, type CopyProgress, type CopyReport } from '../../src/jobs/copy/snapshot-copier.js';
 import { GcFixture, bytes, names } from './gc-fixture.js';
 import { NameTakenError } from '../../src/repo/errors.js';
@@ -111,6 +112,29 @@ describe('copy job', () => {
     for (const p of srcPacks) assert.ok((await dst.load({ type: 'data', name: p })).equals(garbage), `${p} left as it was`);
     const written = (await names(dst, 'data')).filter((p) => !srcPacks.includes(p));
     assert.equal(written.length, srcPacks.length, 'each pack under a name of its own');
+    await f.assertRestores(snap, files, dst);
+  });
+
+  it('a source pack (its name true to its bytes) whose header lists a blob twice is taken apart, not stored as it is; the copy restores', async () => {
+    const f = await GcFixture.create();
+    const files = { 'a.bin': bytes('twice-listed', 20_000) };
+    const snap = await f.snapshot(files);
+    const store = await Store.open(f.backend);
+    const [pack] = await names(f.backend, 'data');
+    const header = await store.readPackHeader(pack!);
+    const original = await f.backend.load({ type: 'data', name: pack! });
+    // The pack again, its first blob listed (and stored) a second time, under the SHA-256 of those bytes.
+    const writer = new PackWriter();
+    for (const b of [...header, header[0]!]) writer.add(b.type, b.id, b.flags, b.rawLength, original.subarray(b.offset, b.offset + b.length));
+    const { bytes: forged, blobs } = writer.finish();
+    const name = createHash('sha256').update(forged).digest('hex');
+    await f.backend.save({ type: 'data', name }, forged);
+    await store.saveIndex({ packs: [{ pack: name, blobs }], supersedes: [] });
+    await f.backend.remove({ type: 'data', name: pack! });
+    const dst = await twin(f);
+    const r = await copy(await Store.open(f.backend), dst, [snap]);
+    assert.deepEqual(r.copied, [snap]);
+    assert.ok(!(await names(dst, 'data')).includes(name), 'not stored as it is');
     await f.assertRestores(snap, files, dst);
   });
 

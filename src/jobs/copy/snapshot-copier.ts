@@ -437,8 +437,8 @@ export class SnapshotCopier {
     const good: PackRead['good'] = [];
     if (whole) {
       for (const entry of entries) good.push({ entry, sealed: whole.subarray(entry.offset, entry.offset + entry.length) });
-      // `ids` holds no id twice, so this is every entry of the header, each a blob of its own.
-      const all = header.length > 0 && entries.length === header.length && new Set(header.map((b) => b.id)).size === header.length;
+      // One entry for each id of `ids` (none twice): as many as the header's means every entry is wanted and none repeats an id.
+      const all = header.length > 0 && entries.length === header.length;
       return { good, bad, ...(all ? { whole: { pack, bytes: whole, blobs: header } } : {}) };
     }
     entries.sort((a, b) => a.offset - b.offset);
