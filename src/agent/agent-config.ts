@@ -28,6 +28,11 @@ export interface AgentConfig {
   readonly allow_restore_overwrite: boolean;
   /** The most bytes a second the agent uploads to the server (absent or 0: no limit); set here by hand. */
   readonly bandwidth_limit?: number;
+  /**
+   * The commands a command-backup job may run, each as its exact argv (set
+   * here by hand): the server names one, it cannot make one up. None by default.
+   */
+  readonly allowed_commands?: readonly (readonly string[])[];
 }
 
 /** The configuration file cannot be used: missing, unreadable, not JSON, or a field is missing or wrong. */
@@ -62,6 +67,10 @@ export async function readAgentConfig(path: string): Promise<AgentConfig> {
   if (typeof c['allow_restore_overwrite'] !== 'boolean') bad('allow_restore_overwrite', 'true or false');
   const limit = c['bandwidth_limit'];
   if (limit !== undefined && (!Number.isSafeInteger(limit) || (limit as number) < 0)) bad('bandwidth_limit', 'a whole number of bytes a second (0: no limit)');
+  const commands = c['allowed_commands'];
+  if (commands !== undefined && !(Array.isArray(commands) && commands.every((a) => Array.isArray(a) && a.length > 0 && a.every((x) => typeof x === 'string')))) {
+    bad('allowed_commands', 'a list of commands, each a list of strings (the program and its arguments)');
+  }
   return c as unknown as AgentConfig;
 }
 

@@ -190,6 +190,12 @@ export class AgentSession {
   }
 
   private async commandBackup(spec: CommandBackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
+    // The server may only pick a command the machine's administrator listed: a server that is taken over must not run programs here.
+    const listed = (this.config.allowed_commands ?? []).some((a) => a.length === spec.command.length && a.every((x, i) => x === spec.command[i]));
+    if (!listed) {
+      throw new JobFailedError(`refused to run ${JSON.stringify(spec.command)}: it is not in "allowed_commands" of this machine's agent configuration `
+        + '(add it there, exactly as the job gives it, to let the server run it); nothing was run');
+    }
     const r = await this.inSession(events, signal, (s) => new Archiver(this.repo, {
       paths: [], signal: s, pool: this.pool, onProgress: this.backupProgress(events),
     }).runStream(spec.name, commandOutput(spec.command)));

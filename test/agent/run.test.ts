@@ -5,7 +5,8 @@
  * folder; a restore into a folder that holds files is refused unless the
  * machine's own configuration allows it; a command-stream backup stores
  * the producer's output, and a failing producer fails the job naming its
- * exit code; a spec outside the vocabulary is refused by the agent itself;
+ * exit code, but a command the machine's configuration does not list is
+ * never run; a spec outside the vocabulary is refused by the agent itself;
  * every job after the first runs on the repository opened once; the agent
  * runs at nice 19.
  */
@@ -146,7 +147,17 @@ databaseSuites('holdfast agent run', (fx) => {
     assert.equal(await readFile(victim, 'utf8'), 'the first file\n', JSON.stringify([allowed, await eventsOf(h, allowed.id)]));
   });
 
-  it('backs up a command\'s output, and fails the job naming the exit code of a failing producer', { timeout: 120_000 }, async () => {
+  it('runs only the commands the machine lists; backs up a command\'s output, and fails the job naming the exit code of a failing producer', { timeout: 120_000 }, async () => {
+    const planted = s.path('planted');
+    const refused = await waitJob(h, await runNow(h, m, 'command-backup', { command: ['sh', '-c', `touch ${planted}`], name: 'x' }));
+    assert.equal(refused.state, 'failed');
+    assert.match(refused.error!, /refused to run \["sh","-c",.*\]: it is not in "allowed_commands" of this machine's agent configuration/);
+    await assert.rejects(lstat(planted), { code: 'ENOENT' });
+
+    agent.child.kill('SIGTERM');
+    assert.equal((await agent.done).code, 0);
+    await configure(m, { allowed_commands: [['sh', '-c', 'printf "CREATE TABLE t;\\n"'], ['sh', '-c', 'printf partial; exit 3']] });
+    agent = startAgent(s, m);
     const ok = await waitJob(h, await runNow(h, m, 'command-backup', { command: ['sh', '-c', 'printf "CREATE TABLE t;\\n"'], name: 'db.sql' }));
     assert.equal(ok.state, 'succeeded', ok.error ?? '');
     const dumped = await s.ok(['dump', ok.result!['snapshot_id'] as string, '/db.sql'], { env: m.repoEnv });
