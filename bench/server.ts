@@ -102,7 +102,7 @@ export interface BenchServer {
 async function startBenchServer(work: string): Promise<BenchServer> {
   const log = openSync(join(work, 'logs', 'server.log'), 'w');
   try {
-    const process = await startServerProcess(join(work, 'server-data'), log);
+    const process = await startServerProcess(join(work, 'server-data'), { log });
     try {
       const api = await adminClient(process.port, process.cert, process.firstAdmin!);
       const customerId = (await api.create('/api/v1/customers', { name: 'bench' })).id as string;

@@ -17,7 +17,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
+import { freePort } from '../test/helpers/listening-child.js';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from './corpus.js';
@@ -45,15 +45,6 @@ const SSHD_PATHS = ['/usr/sbin/sshd', '/usr/local/sbin/sshd'];
 /** Where sshd is, or null when openssh-server is not installed. */
 export function findSshd(): string | null {
   return SSHD_PATHS.find((p) => existsSync(p)) ?? findInPath('sshd');
-}
-
-/** A port no one listens on now (the system picks it; sshd cannot be asked for port 0 and say which it got). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve, reject) => s.listen(0, '127.0.0.1', resolve).on('error', reject));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
 }
 
 async function keygen(file: string, comment: string): Promise<string> {

@@ -15,7 +15,9 @@ import { after, before, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Sandbox, type Started } from '../helpers/cli.js';
 import { writeRandom } from '../helpers/random-file.js';
-import { configure, enrolMachine, eventsOf, freePort, handleOf, jobOf, runNow, startAgent, startServerProcess, stderrLine, waitJob, type EnrolledMachine, type ServerHandle, type ServerProcess } from '../helpers/agent.js';
+import { configure, enrolMachine, eventsOf, handleOf, jobOf, runNow, startAgent, stderrLine, waitJob, type EnrolledMachine, type ServerHandle } from '../helpers/agent.js';
+import { freePort } from '../helpers/listening-child.js';
+import { startServerProcess, type ServerProcess } from '../helpers/server.js';
 
 const MIB = 1024 * 1024;
 /** Three packs' worth of random data, uploaded at 4 MiB/s: long enough to be stopped half way. */
@@ -43,8 +45,8 @@ before(async () => {
   s = await Sandbox.create('holdfast-agent-signals-');
   dataDir = s.path('server');
   port = await freePort();
-  server = await startServerProcess(dataDir, port);
-  h = await handleOf(dataDir, port, server);
+  server = await startServerProcess(dataDir, { port });
+  h = await handleOf(server);
   m = await enrolMachine(h, s, 'db1');
   await configure(m, { bandwidth_limit: 4 * MIB });
   await mkdir(s.path('big'));
@@ -103,7 +105,7 @@ it('the server killed during an idle poll and started again: the agent finds it 
   const lostServer = stderrLine(agent.child, /cannot ask the server for a job/);
   await server.stop('SIGKILL');
   await lostServer;
-  server = await startServerProcess(dataDir, port);
+  server = await startServerProcess(dataDir, { port });
   h = { ...h, fingerprint: server.fingerprint };
   const j = await waitJob(h, await runNow(h, m, 'check', {}));
   assert.equal(j.state, 'succeeded', j.error ?? '');
@@ -124,7 +126,7 @@ it('the server gone past the retry budget during a backup: the job fails, and sa
   const failedHere = stderrLine(agent.child, /cannot report the end of job/);
   await server.stop('SIGKILL');
   await failedHere;
-  server = await startServerProcess(dataDir, port);
+  server = await startServerProcess(dataDir, { port });
   const j = await waitJob(h, id);
   assert.equal(j.state, 'failed');
   assert.match(j.error!, /failed after \d+ attempts? over .*ECONNREFUSED/);

@@ -13,56 +13,21 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import { request } from 'node:https';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Sandbox, type Started } from '../helpers/cli.js';
+import { freePort } from '../helpers/listening-child.js';
 import { databaseSuites } from '../helpers/databases.js';
 import { assertSameTree } from '../helpers/restore-check.js';
-import { httpsJson, type Answer } from '../helpers/server.js';
-import { enrolMachine, eventsOf, runNow, startAgent, waitJob, type EnrolledMachine, type ServerHandle } from '../helpers/agent.js';
-
-/** A port free on 127.0.0.1 now, so that the server can be started again on the same one. */
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
-
-/** `holdfast server` as a process, and what it printed. */
-interface ServerProcess {
-  readonly p: Started;
-  /** Its log (stderr), one JSON object a line. */
-  log(): string;
-  /** Its standard output so far. */
-  out(): string;
-}
-
-/** Starts the server on `port` and waits for its last start-up line (`until`). */
-async function startServerProcess(s: Sandbox, data: string, port: number, db: string[], until = /disk safes: .*\n/): Promise<ServerProcess> {
-  const p = s.start(['server', '--data', data, '--listen', `127.0.0.1:${port}`, ...db]);
-  let out = '';
-  let log = '';
-  p.child.stderr!.on('data', (d: Buffer) => { log += d.toString(); });
-  await new Promise<void>((resolve, reject) => {
-    p.child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (until.test(out)) resolve();
-    });
-    void p.done.then((r) => reject(new Error(`the server ended early (${r.code}): ${r.stderr}`)));
-  });
-  return { p, log: () => log, out: () => out };
-}
+import { startServerProcess, type ServerProcess } from '../helpers/server.js';
+import { enrolMachine, eventsOf, handleOf, runNow, startAgent, waitJob, type EnrolledMachine, type ServerHandle } from '../helpers/agent.js';
 
 databaseSuites('a server and three agents for two customers', (fx) => {
   let s: Sandbox;
   let data = '';
   let port = 0;
-  let db: string[] = [];
+  let db: string | undefined;
   let server: ServerProcess;
   let h: ServerHandle;
   const agents = new Map<string, Started>();
@@ -75,24 +40,9 @@ databaseSuites('a server and three agents for two customers', (fx) => {
     s = await Sandbox.create('holdfast-e2e-');
     data = s.path('server-data');
     port = await freePort();
-    db = fx.kind === 'postgres' ? ['--db', await fx.newUrl()] : [];
-    server = await startServerProcess(s, data, port, db, /must be changed at the first login.*\n/);
-    const fingerprint = /certificate fingerprint: (SHA256:[0-9a-f:]+)/.exec(server.out())![1]!;
-    const oneTime = /one-time password: (\S+)\n/.exec(server.out())![1]!;
-    const cert = await readFile(join(data, 'tls', 'cert.pem'), 'utf8');
-    const call = (method: string, path: string, opts = {}): Promise<Answer> => httpsJson(port, cert, method, path, opts);
-    const login = await call('POST', '/api/v1/login', { body: { name: 'admin', password: oneTime } });
-    assert.equal(login.status, 200, login.text);
-    const adminToken = login.body.token as string;
-    assert.equal((await call('POST', '/api/v1/me/password', { token: adminToken, body: { current_password: oneTime, new_password: 'the provider admin password' } })).status, 204);
-    h = {
-      port, fingerprint, adminToken, call,
-      create: async (path: string, body: unknown, token = adminToken) => {
-        const r = await call('POST', path, { token, body });
-        assert.equal(r.status, 201, `${path}: ${r.text}`);
-        return r.body;
-      },
-    };
+    db = fx.kind === 'postgres' ? await fx.newUrl() : undefined;
+    server = await startServerProcess(data, { port, ...(db ? { db } : {}), log: 'keep' });
+    h = await handleOf(server);
     // Acme has two machines, Globex one; each customer has a token of its own for the API.
     const acme = (await h.create('/api/v1/customers', { name: 'acme' })).id as string;
     const globex = (await h.create('/api/v1/customers', { name: 'globex' })).id as string;
@@ -111,8 +61,7 @@ databaseSuites('a server and three agents for two customers', (fx) => {
   after(async () => {
     for (const a of agents.values()) a.child.kill('SIGTERM');
     await Promise.all([...agents.values()].map((a) => a.done));
-    server.p.child.kill('SIGTERM');
-    await server.p.done;
+    await server.stop();
     await s.remove();
   });
 
@@ -183,9 +132,10 @@ databaseSuites('a server and three agents for two customers', (fx) => {
     const pack = (await readdir(dataDir, { recursive: true })).map((p) => p.split('/').pop()!).find((n) => /^[0-9a-f]{64}$/.test(n))!;
     assert.ok(pack, 'web1 has packs');
     const packBytes = await readFile(join(dataDir, pack.slice(0, 2), pack));
-    const del = await rawRequest(h, 'DELETE', `/safes/${safe}/data/${pack}`, web1.config['token'] as string);
+    const agentToken = web1.config['token'] as string;
+    const del = await h.call('DELETE', `/safes/${safe}/data/${pack}`, { token: agentToken });
     assert.ok(del.status === 403 || del.status === 405, `DELETE answered ${del.status}`);
-    const put = await rawRequest(h, 'PUT', `/safes/${safe}/data/${pack}`, web1.config['token'] as string, Buffer.from('garbage'));
+    const put = await h.call('PUT', `/safes/${safe}/data/${pack}`, { token: agentToken, rawBody: 'garbage' });
     assert.ok(put.status >= 400 && put.status < 500, `PUT over a pack answered ${put.status}`);
     // A snapshot dated before the newest of its group is refused by the server.
     const backdated = await s.run(['backup', '--time', '2001-01-01 00:00:00', src('web1')], { env });
@@ -201,17 +151,16 @@ databaseSuites('a server and three agents for two customers', (fx) => {
     const web2 = machines['web2']!;
     const safe = web2.config['safe'] as string;
     await writeFile(join(src('web2'), 'more.bin'), randomBytes(3_000_000));
-    const mark = server.log().length;
+    const mark = server.logText().length;
     const job = await runNow(h, web2, 'backup', { paths: [src('web2')] });
     // The moment the agent begins to send a pack, the server dies.
     const started = Date.now();
-    while (!server.log().slice(mark).split('\n').some((l) => l.includes('"method":"PUT"') && l.includes(`/safes/${safe}/data/`))) {
+    while (!server.logText().slice(mark).split('\n').some((l) => l.includes('"method":"PUT"') && l.includes(`/safes/${safe}/data/`))) {
       assert.ok(Date.now() - started < 120_000, 'no pack upload was seen');
       await sleep(5);
     }
-    server.p.child.kill('SIGKILL');
-    await server.p.done;
-    server = await startServerProcess(s, data, port, db);
+    await server.stop('SIGKILL');
+    server = await startServerProcess(data, { port, ...(db ? { db } : {}), log: 'keep' });
     const end = await waitJob(h, job);
     assert.equal(end.state, 'succeeded', `${end.error ?? ''}\n${JSON.stringify(await eventsOf(h, job))}`);
     await assertSafeValid('web2');
@@ -224,10 +173,10 @@ databaseSuites('a server and three agents for two customers', (fx) => {
     const db1 = machines['db1']!;
     const safe = db1.config['safe'] as string;
     await writeFile(join(src('db1'), 'dump.bin'), randomBytes(3_000_000));
-    const mark = server.log().length;
+    const mark = server.logText().length;
     const job = await runNow(h, db1, 'backup', { paths: [src('db1')] });
     const started = Date.now();
-    while (!server.log().slice(mark).split('\n').some((l) => l.includes('"method":"PUT"') && l.includes(`/safes/${safe}/`))) {
+    while (!server.logText().slice(mark).split('\n').some((l) => l.includes('"method":"PUT"') && l.includes(`/safes/${safe}/`))) {
       assert.ok(Date.now() - started < 120_000, 'no upload was seen');
       await sleep(5);
     }
@@ -244,19 +193,3 @@ databaseSuites('a server and three agents for two customers', (fx) => {
     assertSameTree(src('db1'), join(target, src('db1')));
   });
 });
-
-/** One request to the repository protocol with a raw body, as a hostile client would send it. */
-function rawRequest(h: ServerHandle, method: string, path: string, token: string, body?: Buffer): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({
-      host: '127.0.0.1', port: h.port, method, path, rejectUnauthorized: false, agent: false,
-      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/octet-stream', 'content-length': body.length } : {}) },
-    }, (res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => { text += d.toString(); });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}

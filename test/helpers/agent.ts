@@ -2,24 +2,22 @@
  * An enrolled machine for tests of `holdfast agent run`: a customer on a
  * test server, the machine enrolled through the real CLI (its configuration
  * in a sandbox), its agent started as a child process, and "run now" with a
- * wait for the job's end; and `holdfast server` itself as a child process,
- * for tests that kill it.
+ * wait for the job's end; `handleOf` gives the same client for `holdfast
+ * server` run as a process of its own (server.ts), for tests that kill it.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CLI, type Sandbox, type Started } from './cli.js';
-import { ADMIN_PASSWORD, httpsJson, type Answer } from './server.js';
+import type { Sandbox, Started } from './cli.js';
+import { adminClient, type Answer, type ServerProcess } from './server.js';
 
 /** What the tests need of a server: its address, fingerprint and an API client. */
 export interface ServerHandle {
   readonly port: number;
   readonly fingerprint: string;
   readonly adminToken: string;
-  call(method: string, path: string, opts?: { token?: string; body?: unknown }): Promise<Answer>;
+  call(method: string, path: string, opts?: { token?: string; body?: unknown; rawBody?: string }): Promise<Answer>;
   create(path: string, body: unknown, token?: string): Promise<Answer['body']>;
 }
 
@@ -94,47 +92,6 @@ export async function eventsOf(t: ServerHandle, id: string): Promise<{ kind: str
   return r.body as never;
 }
 
-/** `holdfast server` in a child process on 127.0.0.1:`port` (a fixed port, so that it can be restarted where its agents look for it). */
-export interface ServerProcess {
-  readonly fingerprint: string;
-  /** The first admin and its one-time password, on the first start only. */
-  readonly firstAdmin: { name: string; password: string } | undefined;
-  /** Stops it with `signal` (default SIGTERM) and waits for the exit. */
-  stop(signal?: NodeJS.Signals): Promise<void>;
-}
-
-/** Starts `holdfast server --data DIR --listen 127.0.0.1:PORT` and waits for its address line. */
-export async function startServerProcess(dataDir: string, port: number, db?: string): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [CLI, 'server', '--data', dataDir, '--listen', `127.0.0.1:${port}`, ...(db ? ['--db', db] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stderr!.resume();
-  let out = '';
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (b: Buffer) => {
-      out += b.toString();
-      if (/certificate fingerprint: .*\n/.test(out) && (!/first admin account/.test(out) || /one-time password: .*\n/.test(out))) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`holdfast server exited (${code}) before listening: ${out}`)));
-  });
-  return {
-    fingerprint: /certificate fingerprint: (\S+)/.exec(out)![1]!,
-    firstAdmin: /first admin account/.test(out) ? { name: /first admin account: (\S+)/.exec(out)![1]!, password: /one-time password: (\S+)/.exec(out)![1]! } : undefined,
-    stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      await exited;
-    },
-  };
-}
-
-/** A port on 127.0.0.1 that nothing listens on now. */
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
-
 /** Resolves when `child`'s stderr has printed a line matching `pattern`. */
 export function stderrLine(child: ChildProcess, pattern: RegExp): Promise<string> {
   return new Promise((resolve) => {
@@ -151,22 +108,7 @@ export function stderrLine(child: ChildProcess, pattern: RegExp): Promise<string
   });
 }
 
-/** A client of a server process: the first admin logs in and changes its one-time password. */
-export async function handleOf(dataDir: string, port: number, sp: ServerProcess): Promise<ServerHandle> {
-  const cert = await readFile(join(dataDir, 'tls', 'cert.pem'), 'utf8');
-  const call = (method: string, path: string, opts: { token?: string; body?: unknown } = {}): Promise<Answer> => httpsJson(port, cert, method, path, opts);
-  const admin = sp.firstAdmin!;
-  const login = await call('POST', '/api/v1/login', { body: { name: admin.name, password: admin.password } });
-  assert.equal(login.status, 200, login.text);
-  const adminToken = login.body.token as string;
-  const changed = await call('POST', '/api/v1/me/password', { token: adminToken, body: { current_password: admin.password, new_password: ADMIN_PASSWORD } });
-  assert.equal(changed.status, 204, changed.text);
-  return {
-    port, fingerprint: sp.fingerprint, adminToken, call,
-    create: async (path, body, token = adminToken) => {
-      const r = await call('POST', path, { token, body });
-      assert.equal(r.status, 201, `${path}: ${r.text}`);
-      return r.body;
-    },
-  };
+/** A client of a server process, its first admin logged in (the one-time password changed). */
+export async function handleOf(sp: ServerProcess): Promise<ServerHandle> {
+  return { ...(await adminClient(sp.port, sp.cert, sp.firstAdmin!)), fingerprint: sp.fingerprint };
 }

@@ -6,6 +6,7 @@
  * of a server that goes away; the bench reads its CPU time.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 
 export interface ListeningChild {
   /** The port it listens on. */
@@ -30,13 +31,18 @@ export async function startListening(args: readonly string[], what: string): Pro
   return startChild(args, what, jsonPortLine);
 }
 
+/** Where a child's stderr goes: ours, a file descriptor (a log file), or kept in memory for the test to read (`stderrText`). */
+export type StderrTo = 'inherit' | number | 'keep';
+
 /**
  * Runs `node ARGS…` until `ready` finds what it waits for in its stdout,
- * which it returns as `ready`; its stderr goes to ours, or to the file
- * descriptor `stderr` (a log file). `what` names it when it exits first.
+ * which it returns as `ready`; its stderr goes where `stderr` says. `what`
+ * names it when it exits first.
  */
-export async function startChild<T extends { port: number }>(args: readonly string[], what: string, ready: ReadyParser<T>, stderr: 'inherit' | number = 'inherit'): Promise<ListeningChild & { readonly ready: T }> {
-  const c: ChildProcess = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', stderr] });
+export async function startChild<T extends { port: number }>(args: readonly string[], what: string, ready: ReadyParser<T>, stderr: StderrTo = 'inherit'): Promise<ListeningChild & { readonly ready: T; stderrText(): string }> {
+  const c: ChildProcess = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', stderr === 'keep' ? 'pipe' : stderr] });
+  let kept = '';
+  c.stderr?.on('data', (b: Buffer) => { kept += b.toString(); });
   const found = await new Promise<T>((resolve, reject) => {
     let out = '';
     const onData = (b: Buffer): void => {
@@ -57,6 +63,7 @@ export async function startChild<T extends { port: number }>(args: readonly stri
     port: found.port,
     pid: c.pid,
     ready: found,
+    stderrText: () => kept,
     stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
       if (!running) return;
       running = false;
@@ -66,4 +73,13 @@ export async function startChild<T extends { port: number }>(args: readonly stri
       await exited;
     },
   };
+}
+
+/** A port on 127.0.0.1 that nothing listens on now (for a server that must come back on the same port, or one that cannot say which it got). */
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((resolve, reject) => srv.listen(0, '127.0.0.1', resolve).on('error', reject));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
 }

@@ -14,7 +14,7 @@ import { request, type RequestOptions } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI } from './cli.js';
-import { startChild, type ListeningChild } from './listening-child.js';
+import { startChild, type ListeningChild, type StderrTo } from './listening-child.js';
 import { startServer, type BackupServerOptions, type RunningServer } from '../../src/server/backup-server.js';
 import type { LoginLimits } from '../../src/server/services/login-limiter.js';
 import { fingerprintOf } from '../../src/server/tls-certificate.js';
@@ -128,22 +128,37 @@ export interface ServerProcess extends ListeningChild {
   readonly fingerprint: string;
   /** The first admin's name and one-time password, printed by a first start. */
   readonly firstAdmin: { readonly name: string; readonly password: string } | undefined;
+  /** Its log (JSON lines) so far, when started with `log: 'keep'`; else ''. */
+  logText(): string;
+}
+
+/** How to start `holdfast server`. */
+export interface ServerProcessOptions {
+  /** The port on 127.0.0.1 (default 0: any; a fixed one lets a restart come back where agents look for it). */
+  readonly port?: number;
+  /** `--db` (default: the data directory's SQLite). */
+  readonly db?: string;
+  /** Where its log goes (default: our stderr). */
+  readonly log?: StderrTo;
 }
 
 /**
- * Runs the real CLI's `holdfast server --data DATADIR --listen 127.0.0.1:0`
+ * Runs the real CLI's `holdfast server --data DATADIR --listen 127.0.0.1:PORT`
  * and waits until it printed its address, fingerprint and (on a first start)
- * its first admin; its log (JSON lines) goes to `log`, a file descriptor, or
- * to our stderr.
+ * its first admin.
  */
-export async function startServerProcess(dataDir: string, log: 'inherit' | number = 'inherit'): Promise<ServerProcess> {
+export async function startServerProcess(dataDir: string, opts: ServerProcessOptions = {}): Promise<ServerProcess> {
   const first = !existsSync(join(dataDir, 'server.json'));
-  const child = await startChild([CLI, 'server', '--data', dataDir, '--listen', '127.0.0.1:0'], 'holdfast server', (out) => {
+  const args = [CLI, 'server', '--data', dataDir, '--listen', `127.0.0.1:${opts.port ?? 0}`, ...(opts.db ? ['--db', opts.db] : [])];
+  const child = await startChild(args, 'holdfast server', (out) => {
     const port = /^holdfast server listening on https:\/\/127\.0\.0\.1:(\d+)$/m.exec(out)?.[1];
     const fingerprint = /^certificate fingerprint: (\S+)/m.exec(out)?.[1];
     const admin = /^first admin account: (\S+)\none-time password: (\S+)\n/m.exec(out);
     if (port === undefined || fingerprint === undefined || !/^disk safes: /m.test(out) || (first && admin === null)) return undefined;
     return { port: Number(port), fingerprint, firstAdmin: admin ? { name: admin[1]!, password: admin[2]! } : undefined };
-  }, log);
-  return { ...child, dataDir, cert: await readFile(join(dataDir, 'tls', 'cert.pem'), 'utf8'), fingerprint: child.ready.fingerprint, firstAdmin: child.ready.firstAdmin };
+  }, opts.log);
+  return {
+    ...child, dataDir, cert: await readFile(join(dataDir, 'tls', 'cert.pem'), 'utf8'), fingerprint: child.ready.fingerprint, firstAdmin: child.ready.firstAdmin,
+    logText: child.stderrText,
+  };
 }
