@@ -10,6 +10,7 @@ import { MigrationError } from '../server/db/migrations.js';
 import { DatabaseUrlError } from '../server/db/open-database.js';
 import { serverInfo, ServerSetupError, startServer } from '../server/backup-server.js';
 import { globals, say } from './context.js';
+import { minGraceMs } from './environment.js';
 import { VERSION } from './cmd-version.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { untilInterrupted } from './interrupt.js';
@@ -39,7 +40,7 @@ export function register(program: Command): void {
       // Signals are caught before the address is printed, so that whoever waits for that line can stop us at once.
       const { interrupted, off } = untilInterrupted();
       try {
-        const s = await startServer({ dataDir, listen: flags.listen, db: flags.db, logStream: process.stderr, version: VERSION }).catch(explained);
+        const s = await startServer({ dataDir, listen: flags.listen, db: flags.db, logStream: process.stderr, version: VERSION, minGraceMs: minGraceMs() }).catch(explained);
         try {
           const host = s.host.includes(':') ? `[${s.host}]` : s.host;
           say(g, `holdfast server listening on https://${host}:${s.port}`);
