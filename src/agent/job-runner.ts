@@ -68,12 +68,20 @@ export interface SessionOptions {
 /** Where the session's lines go: the agent's log, or the running job's while one runs. */
 interface LogSink {
   line: (text: string) => void;
+  /** Whether the server's warning (a soft quota passed; it comes with every upload) was logged already, this job. */
+  warned: boolean;
 }
 
 /** The backend of the machine's disk safe: retried (each retry logged), uploads limited to `bandwidth_limit`. */
 function safeBackend(config: AgentConfig, opts: SessionOptions, log: LogSink): Backend {
   const backend = openBackend(`${config.server}/safes/${encodeURIComponent(config.safe)}`, {
-    http: { token: config.token, ...(config.fingerprint ? { fingerprint: config.fingerprint } : {}) },
+    http: {
+      token: config.token, ...(config.fingerprint ? { fingerprint: config.fingerprint } : {}),
+      onWarning: (m) => {
+        if (!log.warned) log.line(`warning: ${m}`);
+        log.warned = true;
+      },
+    },
   });
   const limit = config.bandwidth_limit ?? 0;
   const limited = limit > 0 ? new RateLimitedBackend(backend, { uploadBytesPerSecond: limit }, { signal: opts.signal }) : backend;
@@ -113,7 +121,7 @@ export class AgentSession {
 
   /** Opens the machine's disk safe with its password and loads the index, once. */
   static async open(config: AgentConfig, opts: SessionOptions): Promise<AgentSession> {
-    const log: LogSink = { line: opts.onLog };
+    const log: LogSink = { line: opts.onLog, warned: false };
     const backend = safeBackend(config, opts, log);
     const store = await Store.open(backend, { signal: opts.signal });
     const repo = await Repository.open(store, config.password, { loadIndex: true, onWarning: (m) => log.line(m), signal: opts.signal });
@@ -127,6 +135,7 @@ export class AgentSession {
   async run(job: JobBody, kind: JobKindName, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
     this.jobs++;
     this.log.line = (line) => events.log(line);
+    this.log.warned = false;
     try {
       const refreshed = this.jobs === 1 ? { read: 0, rebuilt: false } : await this.repo.refreshIndex({ signal });
       if (refreshed.rebuilt) events.log(`the disk safe was pruned since the last job: index loaded again (${refreshed.read} index files)`);

@@ -99,7 +99,13 @@ export async function backendFor(g: GlobalOptions, creating = false, signal?: Ab
 /** Like `backendFor`, for a repository at `location` (the other repository of `copy` and `init --copy-from`). */
 export async function backendAt(location: string, g: GlobalOptions, creating = false, signal?: AbortSignal): Promise<Backend> {
   const https = /^https:/i.test(location);
-  const backend = openBackend(location, https ? { http: { ...await httpSettings(g.fingerprint, g.cacert), onWarning: warn } } : { s3: await s3Settings(g.cacert) });
+  // A server past a soft quota says so with every upload: once a command is enough.
+  let warned = false;
+  const onWarning = (m: string): void => {
+    if (!warned) warn(m);
+    warned = true;
+  };
+  const backend = openBackend(location, https ? { http: { ...await httpSettings(g.fingerprint, g.cacert), onWarning } } : { s3: await s3Settings(g.cacert) });
   await refuseFileLocation(backend, creating);
   const up = g.limitUpload ?? 0;
   const down = g.limitDownload ?? 0;

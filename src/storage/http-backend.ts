@@ -28,7 +28,7 @@
  * Errors: a missing object is `NotFoundError`, a name taken by other bytes
  * `AlreadyExistsError`, a removal the token may not make `AppendOnlyError`,
  * an upload past a hard quota `QuotaExceededError` (the server's message
- * names the quota and the usage; a soft quota's warning goes to `onWarning`);
+ * names the quota and the usage; a soft quota's warnings go to `onWarning`);
  * a dropped connection, a timeout, an answer slower than 1 KiB/s
  * (http-transfer-bound.ts), 429, 500, 502, 503 and 504 are
  * `TransientError`, except a refused connection before the server ever
@@ -103,7 +103,11 @@ export interface HttpSettings {
   readonly listPageSize?: number;
   /** How long an answer may be silent before the request is given up (transient); 60 s when absent. */
   readonly idleTimeoutMs?: number;
-  /** Told the first warning the server sends with an upload (a soft quota passed); the later ones are not repeated. */
+  /**
+   * Told each warning the server sends with an upload (a soft quota passed:
+   * then every upload carries one), prefixed with the location; a front end
+   * shows one a run (the CLI) or a job (the agent).
+   */
   readonly onWarning?: (message: string) => void;
 }
 
@@ -175,8 +179,6 @@ export class HttpBackend implements Backend {
   /** Set once the server answered any request: a refused connection is a wrong address until then. */
   private answered = false;
   private readonly onWarning: ((message: string) => void) | undefined;
-  /** Set once a warning of the server was passed on: one a run is enough. */
-  private warned = false;
 
   constructor(private readonly loc: HttpLocation, settings: HttpSettings = {}) {
     this.location = `${loc.origin}/safes/${encodeURIComponent(loc.safe)}`;
@@ -216,10 +218,7 @@ export class HttpBackend implements Backend {
     }, data, signal, h);
     await this.expect(res, [200, 201], 'PUT', h, signal);
     const warning = res.headers['holdfast-warning'];
-    if (typeof warning === 'string' && !this.warned && this.onWarning) {
-      this.warned = true;
-      this.onWarning(`${this.location}: ${decodeWarning(warning)}`);
-    }
+    if (typeof warning === 'string') this.onWarning?.(`${this.location}: ${decodeWarning(warning)}`);
     // 200: the same bytes were there already (a retry whose answer was lost, or a second writer).
     if (res.statusCode === 200) throw new AlreadyExistsError(h);
   }

@@ -7,8 +7,9 @@
  * before the refusal is whole, `check` passes and the earlier snapshot
  * restores byte for byte. A soft quota warns once and the
  * backup succeeds. Concurrent uploads cannot together pass a hard quota.
- * The usage the API shows is the sum of the safe's files on disk, also
- * after a restart, and a customer cannot change its own quotas.
+ * An agent's job logs the soft quota's warning once and fails with the hard
+ * quota's message. The usage the API shows is the sum of the safe's files
+ * on disk, also after a restart, and a customer cannot change its own quotas.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -16,7 +17,8 @@ import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { buildTree, compareTrees, pseudoRandomBytes, removeTree } from '../fixtures/tree.js';
-import { Sandbox } from '../helpers/cli.js';
+import { enrolMachine, eventsOf, runNow, startAgent, waitJob, type ServerHandle } from '../helpers/agent.js';
+import { Sandbox, type Started } from '../helpers/cli.js';
 import { databaseSuites } from '../helpers/databases.js';
 import { writeRandom } from '../helpers/random-file.js';
 import { httpsJson, setUp, type TestServer } from '../helpers/server.js';
@@ -43,6 +45,7 @@ databaseSuites('quotas of holdfast server', (fx) => {
   let s: Sandbox;
   let dbUrl = '';
   let customer = '';
+  let agent: Started | undefined;
   const safes: Record<string, { id: string; token: string }> = {};
   const as = (safe: string, extra: Record<string, string | undefined> = {}) => ({
     env: {
@@ -103,6 +106,8 @@ databaseSuites('quotas of holdfast server', (fx) => {
     await writeRandom(s.path('big', 'random.bin'), 1024 * 1024);
   });
   after(async () => {
+    agent?.child.kill('SIGTERM');
+    await agent?.done;
     await t.stop();
     await removeTree(s.dir);
   });
@@ -183,6 +188,25 @@ databaseSuites('quotas of holdfast server', (fx) => {
     const bad = await t.call('PATCH', `/api/v1/safes/${safes['qc-soft']!.id}`, { token: t.adminToken, body: { quota_hard: 100 } });
     assert.equal(bad.status, 400, 'a hard quota below the soft one');
     assert.match(bad.body.message, /soft quota \(1024 bytes\) is above the hard quota \(100 bytes\)/);
+  });
+
+  it('tells an agent\'s job: a soft quota warns once in its log, a hard quota fails it with the message', { timeout: 180_000 }, async () => {
+    const h: ServerHandle = { port: t.server.port, fingerprint: t.server.fingerprint, adminToken: t.adminToken, call: t.call, create: t.create };
+    const m = await enrolMachine(h, s, 'qa1');
+    const all = (await t.call('GET', '/api/v1/safes', { token: t.adminToken })).body as { id: string; name: string; stored_bytes: number }[];
+    const safe = all.find((x) => x.name === m.config['safe'])!;
+    await setQuotas(`/api/v1/safes/${safe.id}`, { quota_soft: 1024 });
+    agent = startAgent(s, m);
+    const ok = await waitJob(h, await runNow(h, m, 'backup', { paths: [s.path('small')] }));
+    assert.equal(ok.state, 'succeeded', ok.error ?? '');
+    const warnings = (await eventsOf(h, ok.id)).filter((e) => e.kind === 'log' && e.message.includes('soft quota'));
+    assert.equal(warnings.length, 1, JSON.stringify(warnings));
+    assert.match(warnings[0]!.message, new RegExp(`^warning: https://127\\.0\\.0\\.1:\\d+/safes/${safe.name}: disk safe ${safe.name} is over its soft quota: `));
+    const used = (await t.call('GET', `/api/v1/safes/${safe.id}`, { token: t.adminToken })).body.stored_bytes as number;
+    await setQuotas(`/api/v1/safes/${safe.id}`, { quota_hard: used + 4096 });
+    const failed = await waitJob(h, await runNow(h, m, 'backup', { paths: [s.path('big')] }));
+    assert.equal(failed.state, 'failed');
+    assert.match(failed.error ?? '', new RegExp(`disk safe ${safe.name} is over its hard quota: [\\d.]+ KiB used.* \\+ 1\\.\\d+ MiB upload > [\\d.]+ KiB`));
   });
 
   it('counts the usage from storage again after a restart', { timeout: 60_000 }, async () => {
