@@ -121,9 +121,9 @@ export const MAX_TREE_NODES = 2 ** 21;
 /** Encodes a directory's nodes; sorts them by name bytes. Refuses what a reader would refuse: too many nodes, or two with one name. */
 export function encodeTree(nodes: TreeNode[]): Buffer {
   if (nodes.length > MAX_TREE_NODES) throw new RangeError(`a folder of ${nodes.length} entries is more than one tree may hold (${MAX_TREE_NODES}, docs/format.md §6)`);
-  const sorted = [...nodes].sort((a, b) => Buffer.compare(a.name, b.name));
+  const sorted = [...nodes].sort((a, b) => compareNames(a.name, b.name));
   for (let i = 1; i < sorted.length; i++) {
-    if (sorted[i - 1]!.name.equals(sorted[i]!.name)) throw new RangeError(`two entries of one folder are named "${sorted[i]!.name.toString()}"`);
+    if (compareNames(sorted[i - 1]!.name, sorted[i]!.name) === 0) throw new RangeError(`two entries of one folder are named "${sorted[i]!.name.toString()}"`);
   }
   return encodeSorted(sorted);
 }
@@ -146,40 +146,75 @@ const CONTENT_SLICE = 2;
 
 const U32_MAX = 0xffff_ffff;
 
+const I64_MIN = -(2n ** 63n);
+const I64_END = 2n ** 63n;
+const U64_END = 2n ** 64n;
+
+/** A hex digit's value by character code (either case), -1 for any other character below 128. */
+const HEX_DIGIT = new Int8Array(128).fill(-1);
+for (let d = 0; d < 16; d++) {
+  HEX_DIGIT['0123456789abcdef'.charCodeAt(d)] = d;
+  HEX_DIGIT['0123456789ABCDEF'.charCodeAt(d)] = d;
+}
+
+/**
+ * Writes a tree's fields at increasing offsets. Numbers go through a
+ * DataView and hex is parsed here: Buffer's write methods cost several times
+ * as much per field (docs/decisions.md, "The tree codec").
+ */
 class TreeWriter {
   private pos = 0;
+  private readonly view: DataView;
 
-  constructor(readonly buf: Buffer) {}
+  constructor(readonly buf: Buffer) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.length);
+  }
 
   u8(v: number): void {
-    this.pos = this.buf.writeUInt8(v, this.pos);
+    this.buf[this.pos++] = v;
   }
 
   u16(v: number, field: string): void {
     if (!(v >= 0 && v <= 0xffff)) throw new RangeError(`tree node ${field} ${v} does not fit 16 bits`);
-    this.pos = this.buf.writeUInt16LE(v, this.pos);
+    this.view.setUint16(this.pos, v, true);
+    this.pos += 2;
   }
 
   u32(v: number, field: string): void {
     if (!(v >= 0 && v <= U32_MAX)) throw new RangeError(`tree node ${field} ${v} does not fit 32 bits`);
-    this.pos = this.buf.writeUInt32LE(v, this.pos);
+    this.view.setUint32(this.pos, v, true);
+    this.pos += 4;
   }
 
   safe64(v: number): void {
-    this.pos = this.buf.writeUInt32LE(v % 0x1_0000_0000, this.pos);
-    this.pos = this.buf.writeUInt32LE(Math.floor(v / 0x1_0000_0000), this.pos);
+    this.view.setUint32(this.pos, v % 0x1_0000_0000, true);
+    this.view.setUint32(this.pos + 4, Math.floor(v / 0x1_0000_0000), true);
+    this.pos += 8;
   }
 
   u64(v: bigint): void {
-    this.pos = this.buf.writeBigUInt64LE(v, this.pos);
+    if (!(v >= 0n && v < U64_END)) throw new RangeError(`tree node field ${v} does not fit an unsigned 64-bit integer`);
+    this.view.setBigUint64(this.pos, v, true);
+    this.pos += 8;
   }
 
   i64(v: bigint): void {
-    this.pos = this.buf.writeBigInt64LE(v, this.pos);
+    if (!(v >= I64_MIN && v < I64_END)) throw new RangeError(`tree node field ${v} does not fit a signed 64-bit integer`);
+    this.view.setBigInt64(this.pos, v, true);
+    this.pos += 8;
   }
 
+  /** Exactly `bytes` bytes spelled by `v` in hex. */
   hex(v: string, bytes: number): void {
-    if (this.buf.write(v, this.pos, bytes, 'hex') !== bytes) throw new RangeError(`"${v}" is not ${bytes} bytes of hex`);
+    if (v.length !== bytes * 2) throw new RangeError(`"${v}" is not ${bytes} bytes of hex`);
+    const b = this.buf;
+    let bad = 0;
+    for (let i = 0, o = this.pos; i < v.length; i += 2, o++) {
+      const hi = HEX_DIGIT[v.charCodeAt(i) & 0x7f]!, lo = HEX_DIGIT[v.charCodeAt(i + 1) & 0x7f]!;
+      bad |= hi | lo | (v.charCodeAt(i) | v.charCodeAt(i + 1)) & ~0x7f;
+      b[o] = (hi << 4) | lo;
+    }
+    if (bad < 0 || (bad & ~0xf) !== 0) throw new RangeError(`"${v}" is not ${bytes} bytes of hex`);
     this.pos += bytes;
   }
 
@@ -203,8 +238,16 @@ function contentLength(content: readonly ContentEntry[]): number {
 
 /** The bytes of nodes already sorted and checked (format §6.5). */
 function encodeSorted(sorted: TreeNode[]): Buffer {
-  const users = sorted.map((n) => (n.user === undefined ? undefined : Buffer.from(n.user, 'utf8')));
-  const groups = sorted.map((n) => (n.group === undefined ? undefined : Buffer.from(n.group, 'utf8')));
+  // A folder's entries mostly share a user and a group: each name is encoded once.
+  const names = new Map<string, Buffer>();
+  const utf8 = (name: string | undefined): Buffer | undefined => {
+    if (name === undefined) return undefined;
+    let b = names.get(name);
+    if (!b) names.set(name, (b = Buffer.from(name, 'utf8')));
+    return b;
+  };
+  const users = sorted.map((n) => utf8(n.user));
+  const groups = sorted.map((n) => utf8(n.group));
   let size = TREE_MAGIC.length + 1 + 4;
   sorted.forEach((n, i) => {
     size += NODE_FIXED + n.name.length;
@@ -275,6 +318,43 @@ function encodeSorted(sorted: TreeNode[]): Buffer {
   return w.end();
 }
 
+/** Orders names by their bytes, as Buffer.compare does, without a native call for a few bytes. */
+function compareNames(a: Buffer, b: Buffer): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const d = a[i]! - b[i]!;
+    if (d !== 0) return d;
+  }
+  return a.length - b.length;
+}
+
+function sameBytes(a: Buffer, b: Buffer): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * The user or group names of one tree as strings: a folder's entries mostly
+ * share one, so the bytes that spelled the last name give its string again
+ * instead of decoding another.
+ */
+class NameCache {
+  private bytes: Buffer | undefined;
+  private text = '';
+
+  constructor(private readonly field: 'user' | 'group', private readonly lengthField: string) {}
+
+  read(r: ByteReader): string {
+    const b = r.bytes(r.u16(this.lengthField), this.field);
+    const last = this.bytes;
+    if (last && sameBytes(b, last)) return this.text;
+    this.bytes = b;
+    this.text = b.toString('utf8');
+    return this.text;
+  }
+}
+
 /**
  * Decodes a tree blob; rejects anything malformed with `CorruptObjectError`,
  * including more than MAX_TREE_NODES nodes and names not strictly increasing
@@ -291,11 +371,15 @@ export function decodeTree(bytes: Buffer, what: string): TreeNode[] {
   if (count > MAX_TREE_NODES) throw new CorruptObjectError(what, `${count} nodes are more than a tree may hold (${MAX_TREE_NODES})`);
   if (count * NODE_FIXED > r.remaining) r.fail(`${count} nodes cannot fit in ${r.remaining} bytes`);
   const nodes: TreeNode[] = [];
+  const users = new NameCache('user', 'user length');
+  const groups = new NameCache('group', 'group length');
+  let prev: Buffer | undefined;
   for (let i = 0; i < count; i++) {
     const name = r.bytes(r.u16('name length'), 'name');
     if (name.length === 0) r.fail('node without a name');
-    const prev = nodes[i - 1]?.name;
-    if (prev && Buffer.compare(prev, name) >= 0) r.fail(`the name of node ${i} is a duplicate or out of order`);
+    if (prev && compareNames(prev, name) >= 0) r.fail(`the name of node ${i} is a duplicate or out of order`);
+    prev = name;
+    r.need(NODE_FIXED - 2, 'node');
     const type = NODE_TYPES[r.u8('type')];
     if (type === undefined) r.fail('bad node type');
     const flags = r.u8('flags');
@@ -316,8 +400,8 @@ export function decodeTree(bytes: Buffer, what: string): TreeNode[] {
       links: r.safe64('links'),
       size: r.safe64('size'),
     };
-    if (flags & HAS_USER) node.user = r.bytes(r.u16('user length'), 'user').toString('utf8');
-    if (flags & HAS_GROUP) node.group = r.bytes(r.u16('group length'), 'group').toString('utf8');
+    if (flags & HAS_USER) node.user = users.read(r);
+    if (flags & HAS_GROUP) node.group = groups.read(r);
     if (type === 'file') {
       if (flags & HAS_FINGERPRINT) node.fingerprint = r.hex(FINGERPRINT_BYTES, 'fingerprint');
       const n = r.u32('content length');

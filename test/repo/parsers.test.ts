@@ -977,6 +977,29 @@ const i64le = (v: bigint): Buffer => {
 describe('tree: specific cases', () => {
   const base = { mode: 0o644, uid: 0, gid: 0, mtime: 0n, ctime: 0n, inode: 1n, device: 1n, links: 1, size: 0 };
 
+  it('gives each node its own user and group where neighbours share, differ, or differ in bytes of the same length', () => {
+    const owners: [string | undefined, string | undefined][] = [['root', 'wheel'], ['root', 'wheel'], ['www', 'ü'], ['wwx', 'ü'], [undefined, 'wheel'], ['root', undefined], ['', 'ab'], ['ba', 'ab']];
+    const nodes: TreeNode[] = owners.map(([user, group], i) => ({
+      ...base, name: Buffer.from(`n${i}`), type: 'fifo', ...(user === undefined ? {} : { user }), ...(group === undefined ? {} : { group }),
+    }));
+    const back = decodeTree(encodeTree(nodes), TREE_WHAT);
+    assert.deepEqual(back.map((n) => [n.user, n.group]), owners);
+  });
+
+  it('refuses to encode an id that is not hex and integers outside their fields, as Buffer\'s writes did', () => {
+    const file = (c: string): TreeNode => ({ ...base, name: Buffer.from('f'), type: 'file', content: [c] });
+    for (const bad of ['g'.repeat(64), 'ab'.repeat(31), 'ab'.repeat(33), `${'ab'.repeat(31)}\u00e9a`, `${'ab'.repeat(31)}\u0130a`, `${'ab'.repeat(31)}a `]) {
+      assert.throws(() => encodeTree([file(bad)]), (e: unknown) => e instanceof RangeError && /is not 32 bytes of hex/.test(e.message), JSON.stringify(bad));
+    }
+    const upper = decodeTree(encodeTree([file('AB'.repeat(32))]), TREE_WHAT)[0]!;
+    assert.deepEqual(upper.content, ['ab'.repeat(32)]);
+    for (const n of [{ mtime: 2n ** 63n }, { ctime: -(2n ** 63n) - 1n }, { inode: -1n }, { device: 2n ** 64n }]) {
+      assert.throws(() => encodeTree([{ ...base, name: Buffer.from('x'), type: 'fifo', ...n }]), RangeError, JSON.stringify(Object.keys(n)));
+    }
+    const edges = { mtime: -(2n ** 63n), ctime: 2n ** 63n - 1n, inode: 2n ** 64n - 1n, device: 0n };
+    assert.deepEqual(decodeTree(encodeTree([{ ...base, name: Buffer.from('x'), type: 'fifo', ...edges }]), TREE_WHAT)[0], { ...base, name: Buffer.from('x'), type: 'fifo', ...edges });
+  });
+
   it('keeps names and targets that are not UTF-8 byte for byte', () => {
     const bad = Buffer.from([0x66, 0xff, 0x6f]);
     const nodes: TreeNode[] = [
