@@ -19,6 +19,7 @@ import { checkJobSpec } from '../api/spec-check.js';
 import type { JobBody } from '../api/v1.js';
 import type { AgentConfig } from './agent-config.js';
 import { Backoff, pause } from './backoff.js';
+import { escrowPassword } from './escrow.js';
 import { JobChannel, JobGoneError } from './job-channel.js';
 import { AgentSession } from './job-runner.js';
 import { ServerApi } from './server-api.js';
@@ -67,7 +68,10 @@ export async function runAgent(o: AgentRunOptions): Promise<void> {
   const { config, signal, onLog } = o;
   o.signal.throwIfAborted();
   const api = new ServerApi({ server: config.server, token: config.token, ...(config.fingerprint ? { fingerprint: config.fingerprint } : {}) });
-  const channel = new JobChannel(api, onLog);
+  const channel = new JobChannel(api, onLog, undefined, async () => {
+    const e = await escrowPassword(api, config);
+    if (e.state === 'escrowed' && e.wrapped) onLog(`the disk safe's password is escrowed for the customer's recovery key ${e.recoveryKey}`);
+  });
   let session: AgentSession | undefined;
   try {
     session = await openSession(o);

@@ -2,12 +2,13 @@
  * Enrolment of this machine (docs/format.md §2.6): the server makes the
  * machine, its disk safe and the agent's token; the agent makes the disk
  * safe's password here (32 random bytes), initialises the safe over HTTPS
- * with it, and writes its configuration. The password never leaves the
- * machine.
+ * with it, and writes its configuration. The password leaves the machine
+ * only sealed for the customer's recovery key, when there is one (escrow.ts).
  *
  *   POST /api/v1/agent/enroll (enroll token) → machine, safe, agent token
- *   password = 32 random bytes → init https://host:port/safes/NAME
- *   write the configuration (0600)
+ *   password = 32 random bytes; write the configuration (0600)
+ *   init https://host:port/safes/NAME
+ *   escrow the password (agent token), when the customer has a recovery key
  */
 import { randomBytes } from 'node:crypto';
 import { stat } from 'node:fs/promises';
@@ -16,6 +17,7 @@ import type { ScryptParams } from '../core/crypto.js';
 import { Repository } from '../repo/repository.js';
 import { openBackend } from '../storage/open-backend.js';
 import { writeAgentConfig, type AgentConfig } from './agent-config.js';
+import { escrowPassword, type EscrowOutcome } from './escrow.js';
 import { ServerApi } from './server-api.js';
 
 export interface EnrollOptions {
@@ -33,8 +35,14 @@ export interface EnrollOptions {
   readonly scrypt?: ScryptParams;
 }
 
+/** What enrolment made: the configuration written, and how the escrow of the password went (a failure is the caller's to report: the machine is enrolled). */
+export interface Enrolled {
+  readonly config: AgentConfig;
+  readonly escrow: EscrowOutcome | { readonly state: 'failed'; readonly error: Error };
+}
+
 /** Enrols this machine; resolves with what was written. */
-export async function enrollMachine(o: EnrollOptions): Promise<AgentConfig> {
+export async function enrollMachine(o: EnrollOptions): Promise<Enrolled> {
   if (await stat(o.configPath).then(() => true, () => false)) {
     throw new Error(`${o.configPath} exists: this machine is enrolled already (move the file away first to enrol it again; it holds the disk safe's password)`);
   }
@@ -57,5 +65,12 @@ export async function enrollMachine(o: EnrollOptions): Promise<AgentConfig> {
   });
   const repo = await Repository.init(backend, config.password, { ...(o.scrypt ? { scrypt: o.scrypt } : {}) });
   repo.close();
-  return config;
+  const agentApi = new ServerApi({ server: config.server, token: config.token, ...(o.fingerprint ? { fingerprint: o.fingerprint } : {}), ...(o.ca ? { ca: o.ca } : {}) });
+  try {
+    return { config, escrow: await escrowPassword(agentApi, config) };
+  } catch (e) {
+    return { config, escrow: { state: 'failed', error: e as Error } };
+  } finally {
+    agentApi.close();
+  }
 }

@@ -8,11 +8,12 @@
  * reported, with its reason, once it is back.
  *
  *   loop: GET /agent/jobs/next?wait=25 → 200 job | 204 nothing | failure → back off
+ *         (Holdfast-Escrow: wanted in the answer → escrow the password first)
  *   while a job runs: every second POST /agent/jobs/ID/events (logs in order, the last progress)
  *   end: POST /agent/jobs/ID/result, again after each failure until it is taken
  *   409 from either: the server no longer counts the job as running → stop it
  */
-import type { JobBody, ReportEventsRequest, ReportResultRequest } from '../api/v1.js';
+import { ESCROW_WANTED_HEADER, type JobBody, type ReportEventsRequest, type ReportResultRequest } from '../api/v1.js';
 import { Backoff, pause } from './backoff.js';
 import { ServerApiError, type ServerApi } from './server-api.js';
 
@@ -44,6 +45,8 @@ export class JobChannel {
     /** Told of each failure to reach the server, and of what the agent does about it. */
     private readonly onLog: (line: string) => void,
     private readonly backoff = new Backoff(),
+    /** Called when a poll's answer asks for the password's escrow (`Holdfast-Escrow: wanted`, docs/format.md §2.7); a failure is logged, and the next poll asks again. */
+    private readonly onEscrowWanted?: () => Promise<void>,
   ) {}
 
   /** The machine's next job (the server marks it running), waiting for one as long as it takes; undefined once `signal` aborts. */
@@ -55,6 +58,9 @@ export class JobChannel {
         if (this.backoffUsed) this.onLog('the server answers again');
         this.backoff.reset();
         this.backoffUsed = false;
+        if (r.headers[ESCROW_WANTED_HEADER] === 'wanted' && this.onEscrowWanted) {
+          await this.onEscrowWanted().catch((e: unknown) => this.onLog(`cannot escrow the disk safe's password: ${(e as Error).message}; the next poll tries again`));
+        }
         if (r.status === 200 && r.body) return r.body;
       } catch (e) {
         if (signal.aborted) break;

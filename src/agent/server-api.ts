@@ -4,6 +4,7 @@
  * safe's repository connection does (src/storage/http-backend.ts), and the
  * agent's bearer token on every request. JSON in, JSON out.
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import { request, type Agent } from 'node:https';
 import { serverAgent } from '../storage/http-backend.js';
 
@@ -36,11 +37,11 @@ export class ServerApi {
   }
 
   /**
-   * One request; resolves with the status and the parsed body (undefined
-   * when empty); rejects with ServerApiError on 4xx/5xx, and with the
+   * One request; resolves with the status, the parsed body (undefined
+   * when empty) and the answer's headers; rejects with ServerApiError on 4xx/5xx, and with the
    * signal's reason when `signal` aborts it.
    */
-  call<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<{ status: number; body: T }> {
+  call<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<{ status: number; body: T; headers: IncomingHttpHeaders }> {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     return new Promise((resolve, reject) => {
       if (signal?.aborted) {
@@ -71,7 +72,7 @@ export class ServerApi {
             reject(new ServerApiError(status, e?.code ?? 'HTTP_ERROR', `${this.origin.origin}: ${method} ${path}: ${e?.message ?? `HTTP ${status}`}`));
             return;
           }
-          resolve({ status, body: parsed as T });
+          resolve({ status, body: parsed as T, headers: res.headers });
         });
       });
       req.on('error', (e) => reject(signal?.aborted ? signal.reason : e));

@@ -18,7 +18,9 @@ export const ErrorSchema = { $id: 'Error', type: 'object', required: ['code', 'm
 export interface ApiErrorBody { code: string; message: string }
 
 export const ROLE_NAMES = ['provider-admin', 'provider-operator', 'customer-admin', 'customer-viewer'] as const;
-export const RIGHT_NAMES = ['read', 'manage', 'backup', 'enroll'] as const;
+export const RIGHT_NAMES = ['read', 'manage', 'backup', 'enroll', 'restore'] as const;
+/** The rights POST /tokens gives; a `restore` token is made for one disk safe by POST /safes/ID/restore-tokens. */
+export const CREATABLE_RIGHT_NAMES = ['read', 'manage', 'backup', 'enroll'] as const;
 
 const quota = { type: 'integer', minimum: 1 } as const;
 const nullableQuota = { type: ['integer', 'null'], minimum: 1 } as const;
@@ -65,16 +67,17 @@ export const CreatedUserSchema = {
 } as const;
 export interface CreatedUserBody { user: UserBody; password: string }
 
+/** A token; `safe_id` is the one disk safe a restore token reads (null for every other token). */
 export const TokenSchema = {
-  $id: 'Token', type: 'object', required: ['id', 'name', 'customer_id', 'machine_id', 'rights', 'created_by', 'created_at', 'expires_at', 'revoked_at'],
+  $id: 'Token', type: 'object', required: ['id', 'name', 'customer_id', 'machine_id', 'safe_id', 'rights', 'created_by', 'created_at', 'expires_at', 'revoked_at'],
   properties: {
-    id: str, name: str, customer_id: str, machine_id: nullableStr,
+    id: str, name: str, customer_id: str, machine_id: nullableStr, safe_id: nullableStr,
     rights: { type: 'array', items: { type: 'string', enum: RIGHT_NAMES } },
     created_by: str, created_at: time, expires_at: nullableTime, revoked_at: nullableTime,
   },
 } as const;
 export interface TokenBody {
-  id: string; name: string; customer_id: string; machine_id: string | null; rights: (typeof RIGHT_NAMES)[number][];
+  id: string; name: string; customer_id: string; machine_id: string | null; safe_id: string | null; rights: (typeof RIGHT_NAMES)[number][];
   created_by: string; created_at: string; expires_at: string | null; revoked_at: string | null;
 }
 
@@ -84,7 +87,7 @@ export const CreateTokenSchema = {
     name: { type: 'string', minLength: 1, maxLength: 200 },
     customer_id: id,
     machine_id: id,
-    rights: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', enum: RIGHT_NAMES } },
+    rights: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', enum: CREATABLE_RIGHT_NAMES } },
     expires_at: time,
   },
 } as const;
@@ -411,8 +414,66 @@ export const PruneSafeSchema = {
 } as const;
 export interface PruneSafeRequest { dry_run?: boolean; grace_seconds?: number; max_unused?: number }
 
+/** A recovery public key as `holdfast escrow keygen` prints it (src/core/escrow.ts). */
+const recoveryKey = { type: 'string', pattern: '^hfrk_[A-Za-z0-9_-]{43}$' } as const;
+const nullableRecoveryKey = { type: ['string', 'null'], pattern: '^hfrk_[A-Za-z0-9_-]{43}$' } as const;
+
+/** A customer's recovery public key, what its disk safes' passwords are escrowed for (docs/format.md §2.7). */
+export const RecoveryKeySchema = {
+  $id: 'RecoveryKey', type: 'object', required: ['customer_id', 'public_key', 'set_by', 'set_at'],
+  properties: { customer_id: str, public_key: str, set_by: str, set_at: time },
+} as const;
+export interface RecoveryKeyBody { customer_id: string; public_key: string; set_by: string; set_at: string }
+
+export const SetRecoveryKeySchema = {
+  type: 'object', additionalProperties: false, required: ['public_key'], properties: { public_key: recoveryKey },
+} as const;
+export interface SetRecoveryKeyRequest { public_key: string }
+
+/**
+ * A disk safe's escrowed password: the sealed box (base64) and the key it is
+ * sealed for; `current` is false once the customer's recovery key changed
+ * and the agent has not wrapped the password again yet.
+ */
+export const EscrowSchema = {
+  $id: 'Escrow', type: 'object', required: ['safe_id', 'safe_name', 'recovery_key', 'wrapped_password', 'stored_by', 'stored_at', 'current'],
+  properties: { safe_id: str, safe_name: str, recovery_key: str, wrapped_password: str, stored_by: str, stored_at: time, current: { type: 'boolean' } },
+} as const;
+export interface EscrowBody { safe_id: string; safe_name: string; recovery_key: string; wrapped_password: string; stored_by: string; stored_at: string; current: boolean }
+
+/** The agent's upload: the sealed box, base64 (at most 4 KiB). */
+export const PutEscrowSchema = {
+  type: 'object', additionalProperties: false, required: ['wrapped_password'],
+  properties: { wrapped_password: { type: 'string', minLength: 4, maxLength: 4096, pattern: '^[A-Za-z0-9+/]+={0,2}$' } },
+} as const;
+export interface PutEscrowRequest { wrapped_password: string }
+
+/** What an agent needs to escrow: its customer's recovery key (null: none) and, per disk safe of its machine, the key its escrow is sealed for (null: none stored). */
+export const AgentEscrowSchema = {
+  type: 'object', required: ['recovery_key', 'safes'],
+  properties: {
+    recovery_key: nullableRecoveryKey,
+    safes: { type: 'array', items: { type: 'object', required: ['id', 'name', 'escrowed_for'], properties: { id: str, name: str, escrowed_for: nullableStr } } },
+  },
+} as const;
+export interface AgentEscrowBody { recovery_key: string | null; safes: { id: string; name: string; escrowed_for: string | null }[] }
+
+/** The header of a job poll's answer that asks the agent to escrow its passwords (again): its value is `wanted`. */
+export const ESCROW_WANTED_HEADER = 'holdfast-escrow';
+
+/** The longest a restore token lives, and how long by default (seconds). */
+export const MAX_RESTORE_TOKEN_SECONDS = 7 * 24 * 3600;
+export const DEFAULT_RESTORE_TOKEN_SECONDS = 4 * 3600;
+
+/** A restore token for one disk safe: it reads that safe and nothing else, until `expires_in` seconds from now. */
+export const CreateRestoreTokenSchema = {
+  type: 'object', additionalProperties: false,
+  properties: { name: { type: 'string', minLength: 1, maxLength: 200 }, expires_in: { type: 'integer', minimum: 60, maximum: MAX_RESTORE_TOKEN_SECONDS } },
+} as const;
+export interface CreateRestoreTokenRequest { name?: string; expires_in?: number }
+
 /** The path parameter of every route about one record. */
 export const IdParamsSchema = { type: 'object', required: ['id'], properties: { id } } as const;
 
 /** The schemas referred to by `$ref` ('User#', …), added to the server once. */
-export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, SafeSchema, AuditEntrySchema, JobSchema, JobEventSchema, ForgetDecisionSchema] as const;
+export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, SafeSchema, AuditEntrySchema, JobSchema, JobEventSchema, ForgetDecisionSchema, RecoveryKeySchema, EscrowSchema] as const;

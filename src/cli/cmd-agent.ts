@@ -4,15 +4,19 @@
  * machine with a holdfast server, makes its disk safe's password here and
  * initialises the safe (src/agent/enroll.ts). `holdfast agent run
  * [--config PATH]`: the daemon that takes the machine's jobs from the server
- * and runs them until SIGTERM (src/agent/agent-run.ts). Flags and printing only.
+ * and runs them until SIGTERM (src/agent/agent-run.ts). `holdfast agent
+ * escrow [--config PATH]`: escrows the safe's password for the customer's
+ * recovery key, sealed, when it is not already (src/agent/escrow.ts). Flags
+ * and printing only.
  */
 import type { Command } from 'commander';
 import { hostname } from 'node:os';
 import { AgentConfigError, DEFAULT_AGENT_CONFIG, readAgentConfig } from '../agent/agent-config.js';
 import { AgentStoppedError, lowerPriority, runAgent } from '../agent/agent-run.js';
 import { enrollMachine } from '../agent/enroll.js';
-import { ServerApiError } from '../agent/server-api.js';
-import { globals, say } from './context.js';
+import { escrowPassword, type EscrowOutcome } from '../agent/escrow.js';
+import { ServerApi, ServerApiError } from '../agent/server-api.js';
+import { globals, say, warn } from './context.js';
 import { httpSettings, retryForMs, scryptParams, workerCount } from './environment.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
@@ -23,6 +27,12 @@ interface EnrollFlags {
   token?: string;
   name?: string;
   config: string;
+}
+
+/** What an escrow pass did, in words. */
+function escrowLine(e: EscrowOutcome): string {
+  if (e.state === 'no-recovery-key') return 'the customer has no recovery key, so the password is not escrowed: keep a copy of it somewhere safe, the server cannot recover it';
+  return `the password is escrowed for the customer's recovery key ${e.recoveryKey}${e.wrapped ? '' : ' (it was already)'}: the server keeps it sealed and cannot open it`;
 }
 
 export function register(program: Command): void {
@@ -38,7 +48,7 @@ export function register(program: Command): void {
       const token = flags.token ?? (process.env['HOLDFAST_ENROLL_TOKEN'] || undefined);
       if (flags.server === undefined || token === undefined) throw new ExitError('holdfast agent enroll needs --server https://HOST:PORT and --token ENROLL-TOKEN', EXIT.usage);
       const http = await httpSettings(g.fingerprint, g.cacert, { ...process.env, HOLDFAST_TOKEN: undefined });
-      const config = await enrollMachine({
+      const { config, escrow } = await enrollMachine({
         server: flags.server, enrollToken: token, name: flags.name ?? hostname(), configPath: flags.config, scrypt: scryptParams(),
         ...(http.fingerprint ? { fingerprint: http.fingerprint } : {}), ...(http.ca ? { ca: http.ca } : {}),
       }).catch((e: unknown) => {
@@ -46,7 +56,29 @@ export function register(program: Command): void {
         throw e;
       });
       say(g, `enrolled ${config.machine_name} with ${config.server}: disk safe ${config.safe}, initialised with a password made on this machine`);
-      say(g, `configuration and credential written to ${flags.config} (mode 0600); keep a copy of the password somewhere safe: the server cannot recover it`);
+      say(g, `configuration and credential written to ${flags.config} (mode 0600)`);
+      if (escrow.state === 'failed') warn(`the password could not be escrowed (${escrow.error.message}); try again with holdfast agent escrow`);
+      else say(g, escrowLine(escrow));
+    });
+
+  agent.command('escrow')
+    .description('escrow the disk safe\'s password on the server, sealed for the customer\'s recovery key (the server cannot open it), unless it is already')
+    .option('--config <path>', 'the agent\'s configuration, written by "holdfast agent enroll"', DEFAULT_AGENT_CONFIG)
+    .action(async (flags: { config: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const config = await readAgentConfig(flags.config).catch((e: unknown) => {
+        if (e instanceof AgentConfigError) throw new ExitError(e.message, EXIT.failed);
+        throw e;
+      });
+      const api = new ServerApi({ server: config.server, token: config.token, ...(config.fingerprint ? { fingerprint: config.fingerprint } : {}) });
+      try {
+        say(g, escrowLine(await escrowPassword(api, config).catch((e: unknown) => {
+          if (e instanceof ServerApiError) throw new ExitError(e.message, EXIT.failed);
+          throw e;
+        })));
+      } finally {
+        api.close();
+      }
     });
 
   agent.command('run')

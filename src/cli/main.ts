@@ -35,6 +35,7 @@ const COMMANDS: readonly (readonly [string, () => Promise<CommandModule>])[] = [
   ['serve-nbd', () => import('./cmd-serve-nbd.js')],
   ['server', () => import('./cmd-server.js')],
   ['agent', () => import('./cmd-agent.js')],
+  ['escrow', () => import('./cmd-escrow.js')],
   ['restore-image', () => import('./cmd-restore-image.js')],
   ['prune', () => import('./cmd-prune.js')],
   ['check', () => import('./cmd-check.js')],

@@ -40,7 +40,8 @@ function runCommand(cmd: string, option: string): Buffer {
   }
 }
 
-async function prompt(question: string): Promise<string> {
+/** Asks `question` on the terminal (stderr) and reads the answer without echoing it. */
+export async function prompt(question: string): Promise<string> {
   const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
   const out = rl as unknown as { _writeToOutput: (s: string) => void };
   let asked = false;
@@ -57,7 +58,7 @@ async function prompt(question: string): Promise<string> {
 }
 
 /** The first line of a password file; a file that cannot be read is a plain error naming it (was a raw ENOENT). */
-async function readPasswordFile(file: string, option: string): Promise<Buffer> {
+export async function readPasswordFile(file: string, option: string): Promise<Buffer> {
   try {
     return firstLine(await readFile(file));
   } catch (e) {
@@ -110,14 +111,17 @@ export function passwordOrigin(o: PasswordOptions, from = false): string | undef
   return process.stdin.isTTY ? 'the prompt' : undefined;
 }
 
-/** Asks for a new password twice on a terminal, or reads it from a file. The caller zeroes it. */
-export async function getNewPassword(file: string | undefined): Promise<Buffer> {
+/**
+ * Asks for a new password twice on a terminal, or reads it from a file
+ * (given as `option`). The caller zeroes it.
+ */
+export async function getNewPassword(file: string | undefined, option = '--new-password-file'): Promise<Buffer> {
   if (file) {
-    const pw = await readPasswordFile(file, '--new-password-file');
+    const pw = await readPasswordFile(file, option);
     if (pw.length === 0) throw new ExitError('empty password refused', EXIT.failed);
     return pw;
   }
-  if (!process.stdin.isTTY) throw new ExitError('no new password given: use --new-password-file', EXIT.failed);
+  if (!process.stdin.isTTY) throw new ExitError(`no new password given: use ${option}`, EXIT.failed);
   const a = await prompt('enter new password: ');
   const b = await prompt('enter the new password again: ');
   if (a !== b) throw new ExitError('the passwords do not match', EXIT.failed);

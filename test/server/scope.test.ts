@@ -11,6 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
+import { newRecoveryKeyPair, sealForRecovery } from '../../src/core/escrow.js';
 import { databaseSuites } from '../helpers/databases.js';
 import { setUp, type TestServer } from '../helpers/server.js';
 
@@ -28,11 +29,16 @@ const RECORD_OF: Record<string, keyof Records> = {
   '/api/v1/jobs/{id}/events': 'job',
   '/api/v1/agent/jobs/{id}/events': 'job',
   '/api/v1/agent/jobs/{id}/result': 'job',
+  '/api/v1/customers/{id}/recovery-key': 'customer',
+  '/api/v1/safes/{id}/escrow': 'safe',
+  '/api/v1/safes/{id}/restore-tokens': 'safe',
 };
 /** Bodies this file's generator cannot make valid (a schema chosen by another field, lists of objects). */
 const BODY_OF: Record<string, Record<string, unknown>> = {
   'POST /api/v1/machines/{id}/jobs': { kind: 'backup', spec: { paths: ['/srv'] } },
   'POST /api/v1/agent/jobs/{id}/events': { events: [{ at: '2026-01-01T00:00:00.000Z', kind: 'log', message: 'probe' }] },
+  'PUT /api/v1/customers/{id}/recovery-key': { public_key: `hfrk_${'A'.repeat(43)}` },
+  'PUT /api/v1/safes/{id}/escrow': { wrapped_password: Buffer.alloc(120).toString('base64') },
 };
 /** An agent's poll with no job for it answers 204 (B's machine token has none). */
 const POLL = 'GET /api/v1/agent/jobs/next';
@@ -82,7 +88,12 @@ databaseSuites('scope of every API route', (fx) => {
     const aToken = await mk('/api/v1/tokens', { customer_id: a.customer, machine_id: a.machine, name: 'alpha agent', rights: ['backup'] }, aAdmin);
     a.token = aToken.token.id;
     a.job = (await mk(`/api/v1/machines/${a.machine}/jobs`, { kind: 'backup', spec: { paths: ['/srv/alpha'] } }, aAdmin)).id;
-    secretsOfA.push(aToken.secret, aUser.password);
+    // A's recovery key and its agent's escrowed password.
+    const recovery = newRecoveryKeyPair().publicKey;
+    assert.equal((await t.call('PUT', `/api/v1/customers/${a.customer}/recovery-key`, { token: aAdmin, body: { public_key: recovery } })).status, 200);
+    const box = sealForRecovery(recovery, Buffer.from('the password of alpha-web-1-files'), 'alpha-web-1-files').toString('base64');
+    assert.equal((await t.call('PUT', `/api/v1/safes/${a.safe}/escrow`, { token: aToken.secret, body: { wrapped_password: box } })).status, 200);
+    secretsOfA.push(aToken.secret, aUser.password, recovery, box);
 
     const bUser = await mk('/api/v1/users', { name: 'bob', role: 'customer-admin', customer_id: b });
     callers['B session'] = await t.login('bob', bUser.password, 'bob has a long password too');
@@ -124,7 +135,7 @@ databaseSuites('scope of every API route', (fx) => {
 
   it('leaves customer A\'s records as they were, and A\'s own admin still sees each of them', async () => {
     for (const [path, record] of Object.entries(RECORD_OF)) {
-      if (path.startsWith('/api/v1/agent/') || /\/(forget|prune)$/.test(path)) continue; // the agent's reports, a safe's retention: POST only
+      if (path.startsWith('/api/v1/agent/') || /\/(forget|prune|restore-tokens)$/.test(path)) continue; // the agent's reports, a safe's retention, restore tokens: POST only
       const r = await t.call('GET', path.replace('{id}', a[record]), { token: aAdmin });
       assert.equal(r.status, 200, `${path}: ${r.text}`);
     }

@@ -123,6 +123,25 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.alterTable('customers').addColumn('quota_soft', 'bigint').execute();
       },
     },
+    '0004-escrow': {
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.createTable('recovery_keys')
+          .addColumn('customer_id', 'text', (c) => c.primaryKey().references('customers.id'))
+          .addColumn('public_key', 'text', (c) => c.notNull())
+          .addColumn('set_by', 'text', (c) => c.notNull())
+          .addColumn('set_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createTable('safe_escrows')
+          .addColumn('safe_id', 'text', (c) => c.primaryKey().references('disk_safes.id'))
+          .addColumn('recovery_key', 'text', (c) => c.notNull())
+          .addColumn('wrapped_password', 'text', (c) => c.notNull())
+          .addColumn('stored_by', 'text', (c) => c.notNull())
+          .addColumn('stored_at', 'text', (c) => c.notNull())
+          .execute();
+        // A restore token reads one disk safe only.
+        await db.schema.alterTable('api_tokens').addColumn('safe_id', 'text', (c) => c.references('disk_safes.id')).execute();
+      },
+    },
     '0005-server-jobs': {
       // Jobs the server runs itself (prune of a disk safe): who runs a job, and a machine only for an agent's (a safe may belong to none).
       async up(db: Kysely<unknown>): Promise<void> {

@@ -21,9 +21,11 @@ export const isCustomerRole = (r: Role): boolean => r === 'customer-admin' || r 
  * `manage` them (create, revoke), `backup` add to and read its disk safes
  * over the repository protocol (never delete or overwrite), `enroll` register
  * a new machine of its customer with a disk safe and get the machine's agent
- * token (POST /api/v1/agent/enroll; nothing else).
+ * token (POST /api/v1/agent/enroll; nothing else), `restore` read the one
+ * disk safe named by the token's `safe_id` over the repository protocol
+ * (nothing else; made by POST /api/v1/safes/ID/restore-tokens).
  */
-export const TOKEN_RIGHTS = ['read', 'manage', 'backup', 'enroll'] as const;
+export const TOKEN_RIGHTS = ['read', 'manage', 'backup', 'enroll', 'restore'] as const;
 export type TokenRight = (typeof TOKEN_RIGHTS)[number];
 
 export interface CustomersTable {
@@ -76,6 +78,8 @@ export interface ApiTokensTable {
   created_at: string;
   expires_at: string | null;
   revoked_at: string | null;
+  /** The one disk safe a restore token reads; null for every other token. */
+  safe_id: string | null;
 }
 
 export interface MachinesTable {
@@ -170,6 +174,27 @@ export interface JobEventsTable {
   data: string | null;
 }
 
+/** A customer's recovery public key: what disk safes' passwords are escrowed for (docs/format.md §2.7). */
+export interface RecoveryKeysTable {
+  customer_id: string;
+  /** `hfrk_…` (src/core/escrow.ts); the private half never reaches the server. */
+  public_key: string;
+  set_by: string;
+  set_at: string;
+}
+
+/** A disk safe's password, wrapped for a recovery key by the safe's agent; the server cannot open it. */
+export interface SafeEscrowsTable {
+  safe_id: string;
+  /** The public key the box was sealed for (`hfrk_…`), read from the box. */
+  recovery_key: string;
+  /** The sealed box, base64. */
+  wrapped_password: string;
+  /** Who uploaded it (`token:ID`, the agent's). */
+  stored_by: string;
+  stored_at: string;
+}
+
 /** The database as kysely's query builder types it. */
 export interface ControlPlane {
   customers: CustomersTable;
@@ -181,6 +206,8 @@ export interface ControlPlane {
   audit_log: AuditLogTable;
   jobs: JobsTable;
   job_events: JobEventsTable;
+  recovery_keys: RecoveryKeysTable;
+  safe_escrows: SafeEscrowsTable;
 }
 
 export type Customer = Selectable<CustomersTable>;
@@ -191,4 +218,6 @@ export type DiskSafe = Selectable<DiskSafesTable>;
 export type AuditEntry = Selectable<AuditLogTable>;
 export type Job = Selectable<JobsTable>;
 export type JobEvent = Selectable<JobEventsTable>;
+export type RecoveryKey = Selectable<RecoveryKeysTable>;
+export type SafeEscrow = Selectable<SafeEscrowsTable>;
 export type NewAuditEntry = Insertable<AuditLogTable>;

@@ -3,12 +3,15 @@
  * enroll token, then the job channel. Agents connect out, the server never
  * connects to them. An agent long-polls for its machine's next
  * job, then reports events as they happen and the result at the end, all
- * with its machine-scoped token.
+ * with its machine-scoped token. A poll's answer carries
+ * `Holdfast-Escrow: wanted` while a disk safe of the machine has no password
+ * escrowed for the customer's current recovery key.
  */
 import type { FastifyPluginAsync } from 'fastify';
-import { EnrolledSchema, EnrollSchema, type EnrollRequest, IdParamsSchema, PollQuerySchema, ReportEventsSchema, ReportResultSchema, type PollQuery, type ReportEventsRequest, type ReportResultRequest } from '../../api/v1.js';
+import { ESCROW_WANTED_HEADER, EnrolledSchema, EnrollSchema, type EnrollRequest, IdParamsSchema, PollQuerySchema, ReportEventsSchema, ReportResultSchema, type PollQuery, type ReportEventsRequest, type ReportResultRequest } from '../../api/v1.js';
 import type { ServiceContext } from '../services/context.js';
 import { enroll } from '../services/enrolment.js';
+import { escrowWanted } from '../services/escrow.js';
 import { nextJob, reportEvents, reportResult } from '../services/jobs.js';
 import { NO_CONTENT, responses, who } from './route-kit.js';
 
@@ -24,7 +27,10 @@ export const agentRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async (a
         if (!reply.raw.writableFinished) gone.abort();
       };
       reply.raw.once('close', onClose);
-      const job = await nextJob(ctx, who(req), req.query.wait ?? 0, gone.signal).finally(() => reply.raw.off('close', onClose));
+      const p = who(req);
+      const job = await nextJob(ctx, p, req.query.wait ?? 0, gone.signal).finally(() => reply.raw.off('close', onClose));
+      // A recovery key set or changed since the agent last escrowed: it wraps its passwords again (docs/format.md §2.7).
+      if (await escrowWanted(ctx, p.customerId!, p.machineId!)) void reply.header(ESCROW_WANTED_HEADER, 'wanted');
       return job ? job : reply.code(204).send();
     });
   app.post<{ Params: { id: string }; Body: ReportEventsRequest }>('/agent/jobs/:id/events', { schema: { tags, params: IdParamsSchema, body: ReportEventsSchema, response: responses(204, NO_CONTENT) } },

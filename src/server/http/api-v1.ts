@@ -14,8 +14,10 @@ import { agentRoutes } from './agent-routes.js';
 import { auditRoutes } from './audit.js';
 import { authRoutes } from './auth-routes.js';
 import { customerRoutes } from './customers.js';
+import { escrowRoutes } from './escrow.js';
 import { jobRoutes } from './jobs.js';
 import { machineRoutes } from './machines.js';
+import { restoreTokenRoutes } from './restore-tokens.js';
 import { safeRoutes } from './safes.js';
 import { tokenRoutes } from './tokens.js';
 import { userRoutes } from './users.js';
@@ -48,7 +50,7 @@ export const apiV1: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { 
 
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, () => app.swagger());
 
-  for (const routes of [authRoutes, customerRoutes, userRoutes, tokenRoutes, machineRoutes, safeRoutes, auditRoutes, jobRoutes, agentRoutes]) {
+  for (const routes of [authRoutes, customerRoutes, userRoutes, tokenRoutes, machineRoutes, safeRoutes, auditRoutes, jobRoutes, agentRoutes, escrowRoutes, restoreTokenRoutes]) {
     await app.register(routes, { ctx });
   }
 };

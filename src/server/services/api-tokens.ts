@@ -1,6 +1,7 @@
 /**
  * API tokens: scoped to a customer (or to one of its machines, as an agent's
- * is), with rights (read, manage, backup), an optional expiry, revocable.
+ * is, or to one disk safe, as a restore token is), with rights (read,
+ * manage, backup, enroll, restore), an optional expiry, revocable.
  * The secret is returned once, at creation; the database keeps its SHA-256.
  * A token never grants more than its creator holds: only people create
  * tokens, and a customer viewer creates none.
@@ -20,7 +21,7 @@ export function tokenRights(t: ApiToken): TokenRight[] {
 
 export function tokenBody(t: ApiToken): TokenBody {
   return {
-    id: t.id, name: t.name, customer_id: t.customer_id, machine_id: t.machine_id, rights: tokenRights(t),
+    id: t.id, name: t.name, customer_id: t.customer_id, machine_id: t.machine_id, safe_id: t.safe_id, rights: tokenRights(t),
     created_by: t.created_by, created_at: t.created_at, expires_at: t.expires_at, revoked_at: t.revoked_at,
   };
 }
@@ -39,14 +40,17 @@ export async function createToken(ctx: ServiceContext, p: Principal, req: Create
   return insertToken(ctx, p, req);
 }
 
-/** Mints token `req` (its secret returned this once), audited as `who`'s; the caller checked the rights. */
-export async function insertToken(ctx: ServiceContext, p: Principal, req: CreateTokenRequest): Promise<CreatedTokenBody> {
+/**
+ * Mints token `req` (its secret returned this once), audited as `who`'s; the
+ * caller checked the rights. `safeId`: the one disk safe a restore token reads.
+ */
+export async function insertToken(ctx: ServiceContext, p: Principal, req: CreateTokenRequest, safeId: string | null = null): Promise<CreatedTokenBody> {
   const now = ctx.now();
   const minted = mintSecret('token');
   const row: ApiToken = {
     id: minted.id, name: req.name, secret_hash: minted.secretHash, customer_id: req.customer_id, machine_id: req.machine_id ?? null,
     rights: req.rights.join(','), created_by: p.actor, created_at: now.toISOString(),
-    expires_at: req.expires_at === undefined ? null : new Date(req.expires_at).toISOString(), revoked_at: null,
+    expires_at: req.expires_at === undefined ? null : new Date(req.expires_at).toISOString(), revoked_at: null, safe_id: safeId,
   };
   await ctx.db.insertInto('api_tokens').values(row).execute();
   await audit(ctx, p, 'token.create', row.id, row.customer_id);

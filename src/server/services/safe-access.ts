@@ -5,7 +5,8 @@
  * of their customer (a machine-scoped token: of its machine); anything else
  * is undefined, which the protocol answers 404 whether the safe exists or
  * not. A token with the `backup` right adds and reads (`append`: never
- * deletes nor overwrites); `read` or `manage` alone read. No token deletes:
+ * deletes nor overwrites); `read` or `manage` alone read; a `restore` token
+ * reads the one safe it was made for; an `enroll` token none. No token deletes:
  * retention and pruning are the server's (issue 16). Every upload passes the
  * quotas before its body is read (quota.ts), every snapshot upload the
  * backdating rule (snapshot-time-policy.ts), and the safe's storage counts
@@ -33,8 +34,10 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
       }
       if (p.kind !== 'token') return undefined;
       signal.throwIfAborted();
+      // An enroll token reads nothing; a restore token reads its one safe.
+      if (!p.rights.some((r) => r !== 'enroll')) return undefined;
       const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('name', '=', name).executeTakeFirst();
-      if (!safe || !sees(p, safe)) return undefined;
+      if (!safe || !sees(p, safe) || (p.token!.safe_id !== null && p.token!.safe_id !== safe.id)) return undefined;
       const rights = p.rights.includes('backup') ? 'append' : 'read';
       const backend = ctx.safeStorage.backendOf(safe);
       return {
