@@ -1,5 +1,5 @@
 /**
- * The agent's side of password escrow (docs/format.md §2.7): asks the
+ * The agent's side of password escrow (docs/format.md §2.8): asks the
  * server for the customer's recovery public key and the key each disk safe's
  * escrow is sealed for, and, where they differ, seals the safe's password
  * for the recovery key here and uploads only the sealed box. The server

@@ -45,7 +45,7 @@ export class JobChannel {
     /** Told of each failure to reach the server, and of what the agent does about it. */
     private readonly onLog: (line: string) => void,
     private readonly backoff = new Backoff(),
-    /** Called when a poll's answer asks for the password's escrow (`Holdfast-Escrow: wanted`, docs/format.md §2.7); a failure is logged, and the next poll asks again. */
+    /** Called when a poll's answer asks for the password's escrow (`Holdfast-Escrow: wanted`, docs/format.md §2.8); a failure is logged, and the next poll asks again. */
     private readonly onEscrowWanted?: () => Promise<void>,
   ) {}
 

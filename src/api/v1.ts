@@ -418,7 +418,7 @@ export interface PruneSafeRequest { dry_run?: boolean; grace_seconds?: number; m
 const recoveryKey = { type: 'string', pattern: '^hfrk_[A-Za-z0-9_-]{43}$' } as const;
 const nullableRecoveryKey = { type: ['string', 'null'], pattern: '^hfrk_[A-Za-z0-9_-]{43}$' } as const;
 
-/** A customer's recovery public key, what its disk safes' passwords are escrowed for (docs/format.md §2.7). */
+/** A customer's recovery public key, what its disk safes' passwords are escrowed for (docs/format.md §2.8). */
 export const RecoveryKeySchema = {
   $id: 'RecoveryKey', type: 'object', required: ['customer_id', 'public_key', 'set_by', 'set_at'],
   properties: { customer_id: str, public_key: str, set_by: str, set_at: time },

@@ -1,6 +1,6 @@
 /**
  * `holdfast escrow keygen --out FILE` makes a customer's recovery key pair
- * (docs/format.md §2.7): the private key file stays with the customer, off
+ * (docs/format.md §2.8): the private key file stays with the customer, off
  * the server; the public key is registered on the server, and agents seal
  * their disk safes' passwords for it. `holdfast escrow recover --key FILE
  * --server https://HOST:PORT --safe NAME` fetches a safe's sealed password

@@ -1,5 +1,5 @@
 /**
- * Password escrow (docs/format.md §2.7): a customer's recovery key pair
+ * Password escrow (docs/format.md §2.8): a customer's recovery key pair
  * (X25519), its public key as text, its private key file (optionally sealed
  * with a passphrase), and the sealed box that wraps a disk safe's password
  * for the public key, so that a server can keep the box and never open it.
@@ -163,7 +163,7 @@ export function openRecoveryBox(privateKey: Buffer, box: Buffer, safe: string): 
   }
 }
 
-/** The private key file, as JSON (docs/format.md §2.7). */
+/** The private key file, as JSON (docs/format.md §2.8). */
 interface KeyFileJson {
   type: 'holdfast-recovery-key';
   version: 1;

@@ -1,7 +1,7 @@
 // Tests of src/core/escrow.ts: the recovery key's text against RFC 7748's
 // X25519 vector; a box opens with its private key for its safe only, and
 // fails closed on any changed byte; a second implementation written from
-// docs/format.md §2.7 alone (node:crypto's X25519, HKDF and AES-GCM) opens a
+// docs/format.md §2.8 alone (node:crypto's X25519, HKDF and AES-GCM) opens a
 // box; key files round-trip, sealed or not, and refuse a wrong passphrase.
 
 import assert from 'node:assert/strict';
@@ -57,7 +57,7 @@ describe('recovery keys and escrow boxes', () => {
     assert.throws(() => sealForRecovery(k.publicKey, Buffer.alloc(0), 's'), EscrowFormatError);
   });
 
-  it('opens with a second implementation written from docs/format.md §2.7', () => {
+  it('opens with a second implementation written from docs/format.md §2.8', () => {
     const k = newRecoveryKeyPair();
     const box = sealForRecovery(k.publicKey, Buffer.from('a password made on the machine'), 'acme-web1');
     // The construction as the spec states it, from node:crypto's primitives only.

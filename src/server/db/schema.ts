@@ -174,7 +174,7 @@ export interface JobEventsTable {
   data: string | null;
 }
 
-/** A customer's recovery public key: what disk safes' passwords are escrowed for (docs/format.md §2.7). */
+/** A customer's recovery public key: what disk safes' passwords are escrowed for (docs/format.md §2.8). */
 export interface RecoveryKeysTable {
   customer_id: string;
   /** `hfrk_…` (src/core/escrow.ts); the private half never reaches the server. */

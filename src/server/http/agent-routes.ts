@@ -29,7 +29,7 @@ export const agentRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async (a
       reply.raw.once('close', onClose);
       const p = who(req);
       const job = await nextJob(ctx, p, req.query.wait ?? 0, gone.signal).finally(() => reply.raw.off('close', onClose));
-      // A recovery key set or changed since the agent last escrowed: it wraps its passwords again (docs/format.md §2.7).
+      // A recovery key set or changed since the agent last escrowed: it wraps its passwords again (docs/format.md §2.8).
       if (await escrowWanted(ctx, p.customerId!, p.machineId!)) void reply.header(ESCROW_WANTED_HEADER, 'wanted');
       return job ? job : reply.code(204).send();
     });

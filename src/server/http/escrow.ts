@@ -1,5 +1,5 @@
 /**
- * Password escrow (docs/format.md §2.7): a customer's recovery public key
+ * Password escrow (docs/format.md §2.8): a customer's recovery public key
  * (PUT, GET /customers/ID/recovery-key), a disk safe's sealed password (PUT
  * by the safe's agent, GET by the customer: /safes/ID/escrow), and what the
  * calling agent should escrow (GET /agent/escrow).

@@ -1,5 +1,5 @@
 /**
- * Password escrow (docs/format.md §2.7). A customer admin registers the
+ * Password escrow (docs/format.md §2.8). A customer admin registers the
  * customer's recovery public key; each machine's agent wraps its disk safes'
  * passwords for that key and uploads only the sealed box; a customer admin
  * holding the private key fetches the box and opens it off the server. The
@@ -121,7 +121,7 @@ export async function agentEscrow(ctx: ServiceContext, p: Principal): Promise<Ag
 /**
  * Whether the calling agent's machine has a disk safe whose password is not
  * escrowed for the customer's current recovery key (none registered: no).
- * The job poll tells the agent so (docs/format.md §2.7), which then wraps again.
+ * The job poll tells the agent so (docs/format.md §2.8), which then wraps again.
  */
 export async function escrowWanted(ctx: ServiceContext, customerId: string, machineId: string): Promise<boolean> {
   const key = await currentKey(ctx, customerId);
