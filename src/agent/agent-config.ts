@@ -76,12 +76,21 @@ export async function readAgentConfig(path: string): Promise<AgentConfig> {
 
 /** Writes `config` to `path` (0600, its folder made 0700 when missing), atomically: a reader sees the old file or the whole new one. */
 export async function writeAgentConfig(path: string, config: AgentConfig): Promise<void> {
+  await writePrivateFile(path, `${JSON.stringify(config, null, 2)}\n`);
+}
+
+/**
+ * Writes `text` to `path` readable by its owner only (0600, whatever the
+ * umask; its folder made 0700 when missing), atomically: a reader sees the
+ * old file or the whole new one. For files that hold credentials.
+ */
+export async function writePrivateFile(path: string, text: string): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const tmp = join(dir, `.${randomBytes(6).toString('hex')}.tmp`);
   const f = await open(tmp, 'wx', 0o600);
   try {
-    await f.writeFile(`${JSON.stringify(config, null, 2)}\n`);
+    await f.writeFile(text);
     await f.sync();
   } finally {
     await f.close();

@@ -1,18 +1,20 @@
 /**
- * The agent's client of the server's REST API (/api/v1) over HTTPS, with
- * the server's certificate pinned (or a CA trusted) exactly as the disk
- * safe's repository connection does (src/storage/http-backend.ts), and the
- * agent's bearer token on every request. JSON in, JSON out.
+ * The client of the server's REST API (/api/v1) over HTTPS, the agent's and
+ * the admin commands' (`holdfast server …`), with the server's certificate
+ * pinned (or a CA trusted) exactly as the disk safe's repository connection
+ * does (src/storage/http-backend.ts), and a bearer token (an agent's, an API
+ * token or a session) on every request. JSON in, JSON out.
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { request, type Agent } from 'node:https';
-import { serverAgent } from '../storage/http-backend.js';
+import { connectionFailure, serverAgent } from '../storage/http-backend.js';
 
 /** How to reach the server. */
 export interface ServerApiSettings {
   /** `https://host:port`. */
   readonly server: string;
-  readonly token: string;
+  /** The bearer token; none for the routes that need none (login). */
+  readonly token?: string;
   /** `SHA256:…` of the server's certificate, pinned. */
   readonly fingerprint?: string;
   /** A CA certificate (PEM) to trust, when nothing is pinned. */
@@ -21,7 +23,11 @@ export interface ServerApiSettings {
 
 /** The server answered with an error: its status, code and message. */
 export class ServerApiError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) {
+  /**
+   * `status` and `code` as the server answered; `reason` the server's own
+   * message, which `message` gives after the request it answers.
+   */
+  constructor(readonly status: number, readonly code: string, message: string, readonly reason: string = message) {
     super(message);
     this.name = 'ServerApiError';
   }
@@ -30,6 +36,8 @@ export class ServerApiError extends Error {
 export class ServerApi {
   private readonly agent: Agent;
   private readonly origin: URL;
+  /** Set once the server has answered: a refused connection is then a restart, not a wrong address. */
+  private answered = false;
 
   constructor(private readonly settings: ServerApiSettings) {
     this.origin = parseServer(settings.server);
@@ -51,10 +59,11 @@ export class ServerApi {
       const req = request({
         host: this.origin.hostname.replace(/^\[|\]$/g, ''), port: this.origin.port || 443, method, path, agent: this.agent, ...(signal ? { signal } : {}),
         headers: {
-          authorization: `Bearer ${this.settings.token}`, accept: 'application/json',
+          ...(this.settings.token === undefined ? {} : { authorization: `Bearer ${this.settings.token}` }), accept: 'application/json',
           ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
         },
       }, (res) => {
+        this.answered = true;
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', reject);
@@ -69,13 +78,14 @@ export class ServerApi {
           const status = res.statusCode ?? 0;
           if (status >= 400) {
             const e = parsed as { code?: string; message?: string } | undefined;
-            reject(new ServerApiError(status, e?.code ?? 'HTTP_ERROR', `${this.origin.origin}: ${method} ${path}: ${e?.message ?? `HTTP ${status}`}`));
+            const reason = e?.message ?? `HTTP ${status}`;
+            reject(new ServerApiError(status, e?.code ?? 'HTTP_ERROR', `${this.origin.origin}: ${method} ${path}: ${reason}`, reason));
             return;
           }
           resolve({ status, body: parsed as T, headers: res.headers });
         });
       });
-      req.on('error', (e) => reject(signal?.aborted ? signal.reason : e));
+      req.on('error', (e) => reject(signal?.aborted ? signal.reason : connectionFailure(e, this.origin.origin, this.answered)));
       req.end(payload);
     });
   }

@@ -2,18 +2,25 @@
  * `holdfast server --data DIR [--listen HOST:PORT] [--db URL]`: runs the
  * backup server (src/server/backup-server.ts) until SIGINT/SIGTERM, with its
  * log (JSON lines) on stderr; `holdfast server info --data DIR` shows what a
- * data directory's server uses without starting it. This file is flags and
- * printing only.
+ * data directory's server uses without starting it. The admin commands
+ * over a server's API (`server login`, `server customer …`, …) are in the
+ * cmd-server-*.ts files; they never load the server's own modules (fastify,
+ * the databases), which these two commands import when they run. This file
+ * is flags and printing only.
  */
 import type { Command } from 'commander';
-import { MigrationError } from '../server/db/migrations.js';
-import { DatabaseUrlError } from '../server/db/open-database.js';
-import { serverInfo, ServerSetupError, startServer } from '../server/backup-server.js';
 import { globals, say } from './context.js';
 import { minGraceMs } from './environment.js';
 import { VERSION } from './cmd-version.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { untilInterrupted } from './interrupt.js';
+import * as customer from './cmd-server-customer.js';
+import * as job from './cmd-server-job.js';
+import * as login from './cmd-server-login.js';
+import * as machine from './cmd-server-machine.js';
+import * as safe from './cmd-server-safe.js';
+import * as token from './cmd-server-token.js';
+import * as user from './cmd-server-user.js';
 
 interface ServerFlags {
   data?: string;
@@ -21,10 +28,16 @@ interface ServerFlags {
   db?: string;
 }
 
-/** The server's own refusals become the command's message and exit code 1. */
-function explained(e: unknown): never {
-  if (e instanceof ServerSetupError || e instanceof MigrationError || e instanceof DatabaseUrlError) throw new ExitError(e.message, EXIT.failed);
-  throw e;
+/** The server's library, with its own refusals as the command's message and exit code 1. */
+async function serverLibrary() {
+  const [lib, { MigrationError }, { DatabaseUrlError }] = await Promise.all([
+    import('../server/backup-server.js'), import('../server/db/migrations.js'), import('../server/db/open-database.js'),
+  ]);
+  const explained = (e: unknown): never => {
+    if (e instanceof lib.ServerSetupError || e instanceof MigrationError || e instanceof DatabaseUrlError) throw new ExitError(e.message, EXIT.failed);
+    throw e;
+  };
+  return { ...lib, explained };
 }
 
 export function register(program: Command): void {
@@ -40,6 +53,7 @@ export function register(program: Command): void {
       // Signals are caught before the address is printed, so that whoever waits for that line can stop us at once.
       const { interrupted, off } = untilInterrupted();
       try {
+        const { startServer, explained } = await serverLibrary();
         const s = await startServer({ dataDir, listen: flags.listen, db: flags.db, logStream: process.stderr, version: VERSION, minGraceMs: minGraceMs() }).catch(explained);
         try {
           const host = s.host.includes(':') ? `[${s.host}]` : s.host;
@@ -70,6 +84,7 @@ export function register(program: Command): void {
       // `server info --data DIR`: the parent command, which has --data too, may have taken it.
       const dataDir = flags.data ?? (cmd.parent?.opts() as ServerFlags | undefined)?.data;
       if (dataDir === undefined) throw new ExitError('holdfast server info needs --data DIR: the server\'s data directory', EXIT.usage);
+      const { serverInfo, explained } = await serverLibrary();
       const info = await serverInfo(dataDir).catch(explained);
       if (g.json) {
         process.stdout.write(`${JSON.stringify({ fingerprint: info.fingerprint, listen: info.listen, database: info.database, safes: info.storage })}\n`);
@@ -77,4 +92,6 @@ export function register(program: Command): void {
       }
       process.stdout.write(`certificate fingerprint: ${info.fingerprint}\nlisten: ${info.listen}\ndatabase: ${info.database}\ndisk safes: ${info.storage}\n`);
     });
+
+  for (const admin of [login, customer, user, token, machine, safe, job]) admin.registerSubcommands(server);
 }

@@ -1,7 +1,9 @@
 /**
  * Exit codes, documented in the README. They follow restic where restic has
  * one (0, 1, 3, 10, 12, 130). Errors of the engine reach them through their
- * stable code (src/core/errors.ts), in one table: `EXIT_BY_ERROR_CODE`.
+ * stable code (src/core/errors.ts), in one table: `EXIT_BY_ERROR_CODE`;
+ * refusals of a holdfast server's API (the `holdfast server …` admin
+ * commands) through their HTTP status: `exitOfHttpStatus`.
  */
 import { errorCode, type ErrorCode } from '../core/errors.js';
 
@@ -15,12 +17,14 @@ export const EXIT = {
   noRepository: 10,
   /** The repository is locked by another process, or the lock was lost (restic's 11). */
   locked: 11,
-  /** No key opens with the password. */
+  /** No key opens with the password; or a server refused the login, session or token (HTTP 401). */
   wrongPassword: 12,
   /** The repository is append-only and the command would remove something. */
   appendOnly: 13,
   /** A holdfast server refused an upload: a hard quota of the disk safe or of its customer is reached. */
   quota: 14,
+  /** A server knows the caller, whose role or token does not allow what was asked (HTTP 403). */
+  forbidden: 15,
   /** Interrupted (Ctrl-C). */
   interrupted: 130,
 } as const;
@@ -67,6 +71,21 @@ export const EXIT_BY_ERROR_CODE: { readonly [C in ErrorCode]: number } = {
   FUSE_UNAVAILABLE: EXIT.failed,
   BAD_MOUNT_POINT: EXIT.failed,
 };
+
+/**
+ * The exit code of an API error's HTTP status: values the server refused
+ * (400) are a usage error, credentials it refused (401) a wrong password,
+ * a refusal of what the caller may do (403) its own code; anything else
+ * (404 no such record, 409 a name taken, 429 too many logins, 5xx) a failure.
+ */
+export function exitOfHttpStatus(status: number): number {
+  switch (status) {
+    case 400: return EXIT.usage;
+    case 401: return EXIT.wrongPassword;
+    case 403: return EXIT.forbidden;
+    default: return EXIT.failed;
+  }
+}
 
 /** An error that ends the command with a given exit code and a plain message. */
 export class ExitError extends Error {

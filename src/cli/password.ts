@@ -129,6 +129,31 @@ export async function getNewPassword(file: string | undefined, option = '--new-p
   return Buffer.from(a, 'utf8');
 }
 
+/**
+ * A secret that is not a repository's (a person's password on a holdfast
+ * server, an API token): the first line of `file` (named as `option` in
+ * messages), else the first line of stdin when it is not a terminal, else
+ * asked with `question` on the terminal. An empty one is refused.
+ */
+export async function readSecret(file: string | undefined, option: string, question: string): Promise<string> {
+  let secret: string;
+  if (file !== undefined) {
+    const b = await readPasswordFile(file, option);
+    secret = b.toString('utf8');
+    b.fill(0);
+  } else if (process.stdin.isTTY) {
+    secret = await prompt(question);
+  } else {
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    const b = firstLine(Buffer.concat(chunks));
+    secret = b.toString('utf8');
+    b.fill(0);
+  }
+  if (secret === '') throw new ExitError('empty password refused', EXIT.failed);
+  return secret;
+}
+
 /** Runs `use` with a password and zeroes the password afterwards, whatever happens. */
 export async function withPassword<T>(password: Buffer | Promise<Buffer>, use: (password: Buffer) => Promise<T>): Promise<T> {
   const pw = await password;

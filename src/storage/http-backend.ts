@@ -384,21 +384,34 @@ export class HttpBackend implements Backend {
     if (signal?.aborted) return signal.reason;
     if (e instanceof TransientError || e instanceof PinMismatchError) return e;
     if (e instanceof TooSlowError) return new TransientError(`${where}: ${e.message}`, { cause: e });
-    const err = e as NodeJS.ErrnoException;
-    const code = err.code;
-    if (code !== undefined && CERT_CODES.has(code)) {
-      return new Error(`${where}: the server's TLS certificate is not trusted (${err.message}); give its fingerprint with --fingerprint SHA256:… `
-        + '(holdfast server prints it) or, if a private CA signed it, that CA\'s certificate with --cacert FILE', { cause: e });
-    }
-    if (code === 'EPROTO' && /wrong version number/.test(err.message)) {
-      return new Error(`${where}: the server does not speak TLS there; check the port`, { cause: e });
-    }
-    if (code === 'ECONNREFUSED' && !this.answered) {
-      return new Error(`${where}: the connection was refused; check the server's address and port (nothing answers there)`, { cause: e });
-    }
-    if (code !== undefined && NETWORK_CODES.has(code)) return new TransientError(`${where}: ${err.message}`, { cause: e });
-    return new Error(`${where}: ${err.message ?? String(e)}`, { cause: e });
+    return connectionFailure(e, where, this.answered);
   }
+}
+
+/**
+ * The error to throw for a request to a holdfast server that got no answer
+ * (`e`, from the socket or the handshake), in words that say what to do: an
+ * untrusted certificate, a port that does not speak TLS, a refused
+ * connection before the server ever `answered` (a wrong address), or a
+ * `TransientError` for a dropped connection. The agent's and the admin
+ * commands' API client (src/agent/server-api.ts) say it the same way.
+ */
+export function connectionFailure(e: unknown, where: string, answered: boolean): Error {
+  if (e instanceof TransientError || e instanceof PinMismatchError) return e;
+  const err = e as NodeJS.ErrnoException;
+  const code = err.code;
+  if (code !== undefined && CERT_CODES.has(code)) {
+    return new Error(`${where}: the server's TLS certificate is not trusted (${err.message}); give its fingerprint with --fingerprint SHA256:… `
+      + '(holdfast server prints it) or, if a private CA signed it, that CA\'s certificate with --cacert FILE', { cause: e });
+  }
+  if (code === 'EPROTO' && /wrong version number/.test(err.message)) {
+    return new Error(`${where}: the server does not speak TLS there; check the port`, { cause: e });
+  }
+  if (code === 'ECONNREFUSED' && !answered) {
+    return new Error(`${where}: the connection was refused; check the server's address and port (nothing answers there)`, { cause: e });
+  }
+  if (code !== undefined && NETWORK_CODES.has(code)) return new TransientError(`${where}: ${err.message}`, { cause: e });
+  return new Error(`${where}: ${err.message ?? String(e)}`, { cause: e });
 }
 
 /** Thrown when the server's certificate is not the pinned one. */

@@ -1,0 +1,160 @@
+/**
+ * `holdfast server job list MACHINE | show JOB | run MACHINE --kind KIND …
+ * [--follow] | events JOB [--follow]`: jobs of machines' agents, through
+ * the API. `run` is "run now": a backup (--path, --exclude), an image backup
+ * (--source), a command's output (--name NAME -- CMD ARGS…), a restore
+ * (--snapshot, --target, --path) or a check (--read-data-subset).
+ * `--follow` prints the job's events as its agent reports them (polling
+ * every second) until it ends, and exits 0 when it succeeded, 1 otherwise.
+ * Flags and printing only.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Option, type Command } from 'commander';
+import { JOB_KIND_NAMES, type CreateJobRequest, type JobBody, type JobEventBody, type JobKindName } from '../api/v1.js';
+import { globals, say, type GlobalOptions } from './context.js';
+import { ExitError, EXIT } from './exit-codes.js';
+import { idOf, withServer, type AdminClient } from './server-client.js';
+import { printBody, printFields, printTable, when } from './server-output.js';
+
+interface RunFlags {
+  kind?: JobKindName;
+  path: string[];
+  exclude: string[];
+  source: string[];
+  name?: string;
+  snapshot?: string;
+  target?: string;
+  readDataSubset?: string;
+  follow?: boolean;
+}
+
+/** How long `--follow` waits between two looks at the job. */
+const FOLLOW_INTERVAL_MS = 1000;
+/** The states a job ends in. */
+const FINAL = new Set(['succeeded', 'failed', 'interrupted']);
+
+const collect = (v: string, all: string[]): string[] => [...all, v];
+
+/** The spec of the job `flags` (and `command`, after `--`) ask for; refuses a flag that belongs to another kind. */
+function jobRequest(flags: RunFlags, command: string[]): CreateJobRequest {
+  const given = (names: [string, boolean][]): string[] => names.filter(([, on]) => on).map(([n]) => n);
+  const others = (kind: JobKindName, allowed: string[]): void => {
+    const wrong = given([['--path', flags.path.length > 0], ['--exclude', flags.exclude.length > 0], ['--source', flags.source.length > 0],
+      ['--name', flags.name !== undefined], ['-- CMD', command.length > 0], ['--snapshot', flags.snapshot !== undefined],
+      ['--target', flags.target !== undefined], ['--read-data-subset', flags.readDataSubset !== undefined]]).filter((n) => !allowed.includes(n));
+    if (wrong.length > 0) throw new ExitError(`${wrong.join(', ')}: not an option of a ${kind} job (it takes ${allowed.join(', ') || 'none'})`, EXIT.usage);
+  };
+  switch (flags.kind) {
+    case 'backup':
+      others('backup', ['--path', '--exclude']);
+      if (flags.path.length === 0) throw new ExitError('a backup job needs --path PATH (once per path, absolute on the machine)', EXIT.usage);
+      return { kind: 'backup', spec: { paths: flags.path, ...(flags.exclude.length > 0 ? { excludes: flags.exclude } : {}) } };
+    case 'image-backup':
+      others('image-backup', ['--source']);
+      if (flags.source.length === 0) throw new ExitError('an image-backup job needs --source DEVICE (once per block device or image file on the machine)', EXIT.usage);
+      return { kind: 'image-backup', spec: { sources: flags.source } };
+    case 'command-backup':
+      others('command-backup', ['--name', '-- CMD']);
+      if (flags.name === undefined || command.length === 0) throw new ExitError('a command-backup job needs --name NAME -- COMMAND ARGS… (its output is stored as the file /NAME)', EXIT.usage);
+      return { kind: 'command-backup', spec: { command, name: flags.name } };
+    case 'restore':
+      others('restore', ['--snapshot', '--target', '--path']);
+      if (flags.target === undefined) throw new ExitError('a restore job needs --target DIR (absolute on the machine)', EXIT.usage);
+      return { kind: 'restore', spec: { snapshot: flags.snapshot ?? 'latest', target: flags.target, ...(flags.path.length > 0 ? { paths: flags.path } : {}) } };
+    case 'check':
+      others('check', ['--read-data-subset']);
+      return { kind: 'check', spec: flags.readDataSubset === undefined ? {} : { read_data_subset: flags.readDataSubset } };
+    default:
+      throw new ExitError(`holdfast server job run needs --kind (${JOB_KIND_NAMES.join(', ')})`, EXIT.usage);
+  }
+}
+
+function printEvent(g: GlobalOptions, e: JobEventBody): void {
+  if (g.json) printBody(e);
+  else say(g, `${when(e.at)}  ${e.kind.padEnd(8)}  ${e.message}`);
+}
+
+/**
+ * Prints the events of job `id` after `after`; with `follow`, keeps looking
+ * until the job ends, then throws unless it succeeded.
+ */
+async function events(c: AdminClient, g: GlobalOptions, id: string, follow: boolean): Promise<void> {
+  let after = 0;
+  const drain = async (): Promise<void> => {
+    for (;;) {
+      const page = await c.get<JobEventBody[]>(`/jobs/${encodeURIComponent(id)}/events?after=${after}&limit=1000`);
+      for (const e of page) printEvent(g, e);
+      if (page.length > 0) after = page.at(-1)!.seq;
+      if (page.length < 1000) return;
+    }
+  };
+  if (!follow) return drain();
+  for (;;) {
+    // The state first: events reported before it ended are all there when the drain after it runs.
+    const job = await c.get<JobBody>(`/jobs/${encodeURIComponent(id)}`);
+    await drain();
+    if (FINAL.has(job.state)) {
+      if (job.state !== 'succeeded') throw new ExitError(`job ${job.id} ${job.state}${job.error ? `: ${job.error}` : ''}`, EXIT.failed);
+      if (!g.json) say(g, `job ${job.id} succeeded`);
+      return;
+    }
+    await sleep(FOLLOW_INTERVAL_MS);
+  }
+}
+
+function jobFields(j: JobBody): [string, string][] {
+  return [['id', j.id], ['kind', j.kind], ['run by', j.runner], ['state', j.state], ['machine', j.machine_id ?? '-'], ['disk safe', j.safe_name], ['spec', JSON.stringify(j.spec)],
+    ['created', `${when(j.created_at)} by ${j.created_by}`], ['started', when(j.started_at)], ['finished', when(j.finished_at)],
+    ...(j.result ? [['result', JSON.stringify(j.result)] as [string, string]] : []), ...(j.error ? [['error', j.error] as [string, string]] : [])];
+}
+
+/** Adds this file's commands under `holdfast server`. */
+export function registerSubcommands(server: Command): void {
+  const job = server.command('job').description('jobs of the machines\' agents: list, show, run (run now), events');
+
+  job.command('list').description('a machine\'s jobs, newest first').argument('<machine>', 'its name or id')
+    .action(async (ref: string, _f: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const all = await withServer(g, async (c) => c.get<JobBody[]>(`/machines/${await idOf(c, 'machine', ref)}/jobs`));
+      if (g.json) return printBody(all);
+      printTable(g, 'no jobs', ['ID', 'KIND', 'STATE', 'SAFE', 'CREATED', 'FINISHED'],
+        all.map((j) => [j.id, j.kind, j.state, j.safe_name, when(j.created_at), when(j.finished_at)]));
+    });
+
+  job.command('show').description('one job: its spec, state and result').argument('<job>', 'its id')
+    .action(async (id: string, _f: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const j = await withServer(g, (c) => c.get<JobBody>(`/jobs/${encodeURIComponent(id)}`));
+      if (g.json) return printBody(j);
+      printFields(g, jobFields(j));
+    });
+
+  job.command('run').description('run now: queue a job for the machine\'s agent').argument('<machine>', 'its name or id')
+    .argument('[command...]', 'command-backup: after --, the command and its arguments (run without a shell)')
+    .addOption(new Option('--kind <kind>', 'what to run; required').choices(JOB_KIND_NAMES))
+    .option('--path <path>', 'backup: a path to back up; restore: a path of the snapshot to restore (repeat for more)', collect, [])
+    .option('--exclude <pattern>', 'backup: leave out what matches (repeat for more)', collect, [])
+    .option('--source <device>', 'image-backup: a block device or image file (repeat for more)', collect, [])
+    .option('--name <name>', 'command-backup: the file name its output is stored as')
+    .option('--snapshot <id>', 'restore: the snapshot, an id or its prefix (default latest)')
+    .option('--target <dir>', 'restore: the folder on the machine to restore into; required for a restore')
+    .option('--read-data-subset <n/t|x%>', 'check: read this part of the packs too')
+    .option('--follow', 'print its events until it ends; exit 0 when it succeeded, 1 otherwise')
+    .action(async (ref: string, command: string[], flags: RunFlags, cmd: Command) => {
+      const g = globals(cmd);
+      const body = jobRequest(flags, command);
+      await withServer(g, async (c) => {
+        const j = await c.post<JobBody>(`/machines/${await idOf(c, 'machine', ref)}/jobs`, body);
+        if (g.json) printBody(j);
+        else say(g, `queued ${j.kind} job ${j.id} for ${ref} (disk safe ${j.safe_name})`);
+        if (flags.follow) await events(c, g, j.id, true);
+      });
+    });
+
+  job.command('events').description('a job\'s progress and log lines, as its agent reported them').argument('<job>', 'its id')
+    .option('--follow', 'keep printing them until the job ends; exit 0 when it succeeded, 1 otherwise')
+    .action(async (id: string, flags: { follow?: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      await withServer(g, (c) => events(c, g, id, flags.follow === true));
+    });
+}

@@ -1,0 +1,44 @@
+/**
+ * `holdfast server machine list | create NAME --customer CUSTOMER | show
+ * MACHINE`: the protected machines, through the API (an agent's enrolment
+ * makes its machine; `create` is for a machine set up by hand). MACHINE is a
+ * name or an id. Flags and printing only.
+ */
+import type { Command } from 'commander';
+import type { MachineBody } from '../api/v1.js';
+import { globals, say } from './context.js';
+import { ExitError, EXIT } from './exit-codes.js';
+import { idOf, namesOf, withServer } from './server-client.js';
+import { printBody, printFields, printTable, when } from './server-output.js';
+
+/** Adds this file's commands under `holdfast server`. */
+export function registerSubcommands(server: Command): void {
+  const machine = server.command('machine').description('the protected machines: list, create, show (last seen: its agent\'s last poll or report)');
+
+  machine.command('list').description('the machines the caller can see')
+    .action(async (_f: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const [all, customers] = await withServer(g, async (c) => [await c.get<MachineBody[]>('/machines'), await namesOf(c, '/customers')] as const);
+      if (g.json) return printBody(all);
+      printTable(g, 'no machines', ['ID', 'NAME', 'CUSTOMER', 'LAST SEEN'],
+        all.map((m) => [m.id, m.name, customers.get(m.customer_id) ?? m.customer_id, when(m.last_seen_at)]));
+    });
+
+  machine.command('create').description('add a machine of a customer').argument('<name>')
+    .option('--customer <customer>', 'its customer (a name or an id); required')
+    .action(async (name: string, flags: { customer?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      if (flags.customer === undefined) throw new ExitError('holdfast server machine create needs --customer CUSTOMER', EXIT.usage);
+      const made = await withServer(g, async (c) => c.post<MachineBody>('/machines', { customer_id: await idOf(c, 'customer', flags.customer!), name }));
+      if (g.json) return printBody(made);
+      say(g, `created machine ${made.name}: ${made.id}`);
+    });
+
+  machine.command('show').description('one machine').argument('<machine>', 'its name or id')
+    .action(async (ref: string, _f: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const m = await withServer(g, async (c) => c.get<MachineBody>(`/machines/${await idOf(c, 'machine', ref)}`));
+      if (g.json) return printBody(m);
+      printFields(g, [['id', m.id], ['name', m.name], ['customer', m.customer_id], ['created', when(m.created_at)], ['last seen', when(m.last_seen_at)]]);
+    });
+}
