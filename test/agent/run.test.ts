@@ -6,12 +6,14 @@
  * machine's own configuration allows it; a command-stream backup stores
  * the producer's output, and a failing producer fails the job naming its
  * exit code, but a command the machine's configuration does not list is
- * never run; a spec outside the vocabulary is refused by the agent itself;
- * every job after the first runs on the repository opened once; the agent
- * runs at nice 19.
+ * never run; an image file is backed up block by block (the second time
+ * only the block that changed) and comes back byte for byte; every job
+ * after the first runs on the repository opened once, reading only the
+ * index files others added, or the whole index again after a prune; the
+ * agent runs at nice 19. (Specs outside the vocabulary: api/spec-check.)
  */
 import assert from 'node:assert/strict';
-import { chmod, lstat, mkdir, readdir, readFile, readlink, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, readdir, readFile, readlink, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -19,6 +21,7 @@ import { Sandbox, type Started } from '../helpers/cli.js';
 import { databaseSuites } from '../helpers/databases.js';
 import { assertSameTree } from '../helpers/restore-check.js';
 import { setUp, type TestServer } from '../helpers/server.js';
+import { writeRandom } from '../helpers/random-file.js';
 import { configure, enrolMachine, eventsOf, runNow, startAgent, waitJob, type EnrolledMachine, type ServerHandle } from '../helpers/agent.js';
 
 /** Type, mode, size, mtime and link target of every entry below `root`, by relative path. */
@@ -168,6 +171,26 @@ databaseSuites('holdfast agent run', (fx) => {
     assert.match(failed.error!, /sh failed \(exit code 3\); no snapshot was written/);
     const snaps = JSON.parse((await s.ok(['snapshots', '--json'], { env: m.repoEnv })).stdout) as { paths: string[] }[];
     assert.equal(snaps.filter((x) => x.paths[0] === '/db.sql').length, 1, 'the failed producer left no snapshot');
+  });
+
+  it('backs up an image file block by block, and a second time only what changed', { timeout: 120_000 }, async () => {
+    const img = s.path('disk.img');
+    await writeRandom(img, 3 * 1024 * 1024);
+    const first = await waitJob(h, await runNow(h, m, 'image-backup', { sources: [img] }));
+    assert.equal(first.state, 'succeeded', first.error ?? '');
+    const snap = first.result!['snapshots'][0];
+    assert.equal(snap.source, img);
+    const fh = await open(img, 'r+');
+    await fh.write(Buffer.alloc(4096, 9), 0, 4096, 1024 * 1024);
+    await fh.close();
+    const second = await waitJob(h, await runNow(h, m, 'image-backup', { sources: [img] }));
+    assert.equal(second.state, 'succeeded', second.error ?? '');
+    assert.equal(second.result!['snapshots'][0].blocks_changed, 1);
+    await s.ok(['restore-image', second.result!['snapshots'][0].snapshot_id as string, '--to', s.path('restored.img')], { env: m.repoEnv });
+    assert.ok((await readFile(s.path('restored.img'))).equals(await readFile(img)), 'the image comes back byte for byte');
+    const missing = await waitJob(h, await runNow(h, m, 'image-backup', { sources: [s.path('no-such.img')] }));
+    assert.equal(missing.state, 'failed');
+    assert.match(missing.error!, /cannot open .*no-such\.img/);
   });
 
   it('runs at the lowest CPU priority, every thread', async () => {

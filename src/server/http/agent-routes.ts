@@ -27,6 +27,8 @@ export const agentRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async (a
         if (!reply.raw.writableFinished) gone.abort();
       };
       reply.raw.once('close', onClose);
+      // It may have gone already, while the request was being authenticated: its close came before this listener.
+      if (req.raw.socket.destroyed) gone.abort();
       const p = who(req);
       const job = await nextJob(ctx, p, req.query.wait ?? 0, gone.signal).finally(() => reply.raw.off('close', onClose));
       // A recovery key set or changed since the agent last escrowed: it wraps its passwords again (docs/format.md §2.8).

@@ -154,6 +154,7 @@ export async function nextJob(ctx: ServiceContext, p: Principal, waitSeconds: nu
     .execute();
   const deadline = Date.now() + waitSeconds * 1000;
   for (;;) {
+    if (gone?.aborted) return undefined;
     const version = ctx.jobSignals.version(machineId);
     const job = await claimNext(ctx, machineId);
     if (job) return (await withSafeNames(ctx, [job]))[0]!;
