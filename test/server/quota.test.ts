@@ -9,7 +9,8 @@
  * backup succeeds. Concurrent uploads cannot together pass a hard quota.
  * An agent's job logs the soft quota's warning once and fails with the hard
  * quota's message. The usage the API shows is the sum of the safe's files
- * on disk, also after a restart, and a customer cannot change its own quotas.
+ * on disk, after the server's own forget removed some and after a restart,
+ * and a customer cannot change its own quotas.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -207,6 +208,19 @@ databaseSuites('quotas of holdfast server', (fx) => {
     const failed = await waitJob(h, await runNow(h, m, 'backup', { paths: [s.path('big')] }));
     assert.equal(failed.state, 'failed');
     assert.match(failed.error ?? '', new RegExp(`disk safe ${safe.name} is over its hard quota: [\\d.]+ KiB used.* \\+ 1\\.\\d+ MiB upload > [\\d.]+ KiB`));
+  });
+
+  it('counts what the server\'s own forget removes', { timeout: 120_000 }, async () => {
+    await s.ok(['backup', '-q', s.path('big')], as('qc-soft'));
+    const before = await filesOf(dirOf('qc-soft'));
+    assert.equal(await usage('qc-soft'), total(before));
+    const r = await t.call('POST', `/api/v1/safes/${safes['qc-soft']!.id}/forget`, { token: t.adminToken, body: { keep_last: 1 } });
+    assert.equal(r.status, 200, r.text);
+    const after = await filesOf(dirOf('qc-soft'));
+    const gone = [...before.keys()].filter((f) => !after.has(f));
+    assert.equal(gone.length, 1, JSON.stringify(gone));
+    assert.match(gone[0]!, /^snapshots\//);
+    assert.equal(await usage('qc-soft'), total(after));
   });
 
   it('counts the usage from storage again after a restart', { timeout: 60_000 }, async () => {
