@@ -1,5 +1,6 @@
 /**
- * `holdfast server --data DIR [--listen HOST:PORT] [--db URL]`: runs the
+ * `holdfast server --data DIR [--listen HOST:PORT] [--db URL] [--storage
+ * s3:…]`: runs the
  * backup server (src/server/backup-server.ts) until SIGINT/SIGTERM, with its
  * log (JSON lines) on stderr; `holdfast server info --data DIR` shows what a
  * data directory's server uses without starting it. The admin commands
@@ -9,8 +10,9 @@
  * is flags and printing only.
  */
 import type { Command } from 'commander';
+import { loadSettings } from '../server/server-settings.js';
 import { globals, say } from './context.js';
-import { minGraceMs } from './environment.js';
+import { minGraceMs, s3Settings } from './environment.js';
 import { VERSION } from './cmd-version.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { untilInterrupted } from './interrupt.js';
@@ -26,6 +28,7 @@ interface ServerFlags {
   data?: string;
   listen?: string;
   db?: string;
+  storage?: string;
 }
 
 /** The server's library, with its own refusals as the command's message and exit code 1. */
@@ -46,6 +49,7 @@ export function register(program: Command): void {
     .option('--data <dir>', 'data directory (made on first start, mode 0700); required')
     .option('--listen <host:port>', 'address to listen on (default 0.0.0.0:8443, or the one recorded at the last start)')
     .option('--db <url>', 'control-plane database: postgres://USER:PASSWORD@HOST:PORT/DB (default: DIR/holdfast.db, SQLite)')
+    .option('--storage <s3:…>', 'keep the disk safes in an S3 bucket, s3:https://HOST:PORT/BUCKET/PREFIX, with the AWS_* credentials (default: DIR/safes)')
     .action(async (flags: ServerFlags, cmd: Command) => {
       const g = globals(cmd);
       if (flags.data === undefined) throw new ExitError('holdfast server needs --data DIR: the folder of its database, certificate and disk safes', EXIT.usage);
@@ -54,7 +58,13 @@ export function register(program: Command): void {
       const { interrupted, off } = untilInterrupted();
       try {
         const { startServer, explained } = await serverLibrary();
-        const s = await startServer({ dataDir, listen: flags.listen, db: flags.db, logStream: process.stderr, version: VERSION, minGraceMs: minGraceMs() }).catch(explained);
+        // The AWS environment is read only for a server whose safes are in a bucket (this start's storage or the recorded one).
+        const storage = flags.storage ?? (await loadSettings(dataDir).catch(() => undefined))?.storage;
+        const s3 = storage === undefined ? undefined : await s3Settings(g.cacert);
+        const s = await startServer({
+          dataDir, listen: flags.listen, db: flags.db, ...(flags.storage === undefined ? {} : { storage: flags.storage }), ...(s3 ? { s3 } : {}),
+          logStream: process.stderr, version: VERSION, minGraceMs: minGraceMs(),
+        }).catch(explained);
         try {
           const host = s.host.includes(':') ? `[${s.host}]` : s.host;
           say(g, `holdfast server listening on https://${host}:${s.port}`);
