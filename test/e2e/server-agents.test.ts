@@ -5,13 +5,15 @@
  * `holdfast agent run` processes. Backups through "run now" restore byte
  * for byte (a file comes back through its agent); a customer reaches
  * nothing of the other's (API and disk safes); an agent's token deletes
- * and overwrites nothing and cannot backdate; kill -9 of the server in the
+ * and overwrites nothing and cannot backdate; retention and prune run on
+ * the server without the key; a hard quota refuses a backup with nothing
+ * half-written; kill -9 of the server in the
  * middle of an upload and of an agent in the middle of a backup both end
  * with valid disk safes and a next backup that works. On SQLite and on
  * PostgreSQL.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
@@ -20,8 +22,11 @@ import { Sandbox, type Started } from '../helpers/cli.js';
 import { freePort } from '../helpers/listening-child.js';
 import { databaseSuites } from '../helpers/databases.js';
 import { assertSameTree } from '../helpers/restore-check.js';
-import { startServerProcess, type ServerProcess } from '../helpers/server.js';
+import { startServerProcess, type Answer, type ServerProcess } from '../helpers/server.js';
 import { enrolMachine, eventsOf, handleOf, runNow, startAgent, waitJob, type EnrolledMachine, type ServerHandle } from '../helpers/agent.js';
+
+/** The server's prunes may delete what was marked 2 s earlier (the default minimum is 10 minutes). */
+const GRACE_ENV = { HOLDFAST_MIN_GRACE: '2s' };
 
 databaseSuites('a server and three agents for two customers', (fx) => {
   let s: Sandbox;
@@ -41,7 +46,7 @@ databaseSuites('a server and three agents for two customers', (fx) => {
     data = s.path('server-data');
     port = await freePort();
     db = fx.kind === 'postgres' ? await fx.newUrl() : undefined;
-    server = await startServerProcess(data, { port, ...(db ? { db } : {}), log: 'keep' });
+    server = await startServerProcess(data, { port, ...(db ? { db } : {}), log: 'keep', env: GRACE_ENV });
     h = await handleOf(server);
     // Acme has two machines, Globex one; each customer has a token of its own for the API.
     const acme = (await h.create('/api/v1/customers', { name: 'acme' })).id as string;
@@ -147,6 +152,72 @@ databaseSuites('a server and three agents for two customers', (fx) => {
     await assertSafeValid('web1');
   });
 
+  it('applies retention and prune on the server, keyless: what is kept restores, the rest is gone, usage follows', { timeout: 180_000 }, async () => {
+    const web1 = machines['web1']!;
+    await writeFile(join(src('web1'), 'data.bin'), randomBytes(300_000));
+    const newest = await backupOf('web1');
+    const safe = ((await h.call('GET', '/api/v1/safes', { token: tokens['acme'] })).body as { id: string; name: string; stored_bytes: number }[]).find((x) => x.name === web1.config['safe'])!;
+    const forget = (body: unknown): Promise<Answer> => h.call('POST', `/api/v1/safes/${safe.id}/forget`, { token: tokens['acme'], body });
+    const dry = await forget({ keep_last: 1, dry_run: true });
+    assert.equal(dry.status, 200, dry.text);
+    const listed = JSON.stringify(dry.body);
+    assert.ok(listed.includes(newest.snapshot), listed);
+    assert.equal((await forget({ keep_last: 1 })).status, 200);
+    const left = JSON.parse((await s.ok(['snapshots', '--json'], { env: web1.repoEnv })).stdout) as { id: string }[];
+    assert.deepEqual(left.map((x) => x.id), [newest.snapshot], 'only the newest snapshot is kept');
+    // Prune twice, as a server job each time: the first marks, the second (past the grace period) deletes.
+    const prune = async (): Promise<Record<string, any>> => { // eslint-disable-line @typescript-eslint/no-explicit-any
+      const r = await h.call('POST', `/api/v1/safes/${safe.id}/prune`, { token: tokens['acme'], body: { grace_seconds: 2 } });
+      assert.equal(r.status, 202, r.text);
+      const job = await waitJob(h, r.body.id as string);
+      assert.equal(job.state, 'succeeded', job.error ?? '');
+      return job.result!;
+    };
+    await prune();
+    await sleep(2500);
+    const swept = await prune();
+    assert.ok(JSON.stringify(swept).match(/"packs_deleted":[1-9]/), JSON.stringify(swept));
+    const after = ((await h.call('GET', `/api/v1/safes/${safe.id}`, { token: tokens['acme'] })).body as { stored_bytes: number }).stored_bytes;
+    assert.ok(after < safe.stored_bytes, `usage ${safe.stored_bytes} → ${after}`);
+    await assertSafeValid('web1');
+    const check = await waitJob(h, await runNow(h, web1, 'check', { read_data_subset: '100%' }));
+    assert.equal(check.state, 'succeeded', check.error ?? '');
+    const target = s.path('after-prune');
+    await s.ok(['restore', newest.snapshot, '--target', target], { env: web1.repoEnv });
+    assertSameTree(src('web1'), join(target, src('web1')));
+  });
+
+  it('refuses a backup past a hard quota with nothing half-written, naming the quota and the usage', { timeout: 120_000 }, async () => {
+    const web2 = machines['web2']!;
+    const safe = ((await h.call('GET', '/api/v1/safes', { token: h.adminToken })).body as { id: string; name: string; stored_bytes: number }[]).find((x) => x.name === web2.config['safe'])!;
+    const record = await readdir(join(data, 'safes', safe.id), { recursive: true });
+    const before = JSON.parse((await s.ok(['snapshots', '--json'], { env: web2.repoEnv })).stdout) as { id: string }[];
+    const setQuota = async (quota: number | null): Promise<void> => {
+      assert.equal((await h.call('PATCH', `/api/v1/safes/${safe.id}`, { token: h.adminToken, body: { quota_hard: quota } })).status, 200);
+    };
+    await setQuota(safe.stored_bytes + 8192);
+    try {
+      // A customer's own token cannot lift it.
+      assert.equal((await h.call('PATCH', `/api/v1/safes/${safe.id}`, { token: tokens['acme'], body: { quota_hard: null } })).status, 403);
+      await writeFile(join(src('web2'), 'growth.bin'), randomBytes(1_000_000));
+      const job = await waitJob(h, await runNow(h, web2, 'backup', { paths: [src('web2')] }));
+      assert.equal(job.state, 'failed');
+      assert.match(job.error!, /over its hard quota: .* used .* > .*; the upload was refused and nothing of it stored/);
+      const after = JSON.parse((await s.ok(['snapshots', '--json'], { env: web2.repoEnv })).stdout) as { id: string }[];
+      assert.deepEqual(after, before, 'no snapshot was added');
+      // What the backup stored before the refused upload is whole (packs and their index, each named by its bytes' hash, reused by the next backup).
+      const added = (await readdir(join(data, 'safes', safe.id), { recursive: true })).filter((n) => !record.includes(n) && !/^(locks|data\/[0-9a-f]{2}$)/.test(n));
+      for (const n of added) {
+        assert.match(n, /^(data\/[0-9a-f]{2}|index)\/[0-9a-f]{64}$/, `${n} was added`);
+        assert.equal(createHash('sha256').update(await readFile(join(data, 'safes', safe.id, n))).digest('hex'), n.slice(-64), `${n} is whole`);
+      }
+      await assertSafeValid('web2');
+    } finally {
+      await setQuota(null);
+    }
+    await backupOf('web2');
+  });
+
   it('survives kill -9 of the server in the middle of an upload: the job completes after the restart, the safe is valid', { timeout: 240_000 }, async () => {
     const web2 = machines['web2']!;
     const safe = web2.config['safe'] as string;
@@ -160,7 +231,7 @@ databaseSuites('a server and three agents for two customers', (fx) => {
       await sleep(5);
     }
     await server.stop('SIGKILL');
-    server = await startServerProcess(data, { port, ...(db ? { db } : {}), log: 'keep' });
+    server = await startServerProcess(data, { port, ...(db ? { db } : {}), log: 'keep', env: GRACE_ENV });
     const end = await waitJob(h, job);
     assert.equal(end.state, 'succeeded', `${end.error ?? ''}\n${JSON.stringify(await eventsOf(h, job))}`);
     await assertSafeValid('web2');

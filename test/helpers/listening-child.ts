@@ -35,12 +35,12 @@ export async function startListening(args: readonly string[], what: string): Pro
 export type StderrTo = 'inherit' | number | 'keep';
 
 /**
- * Runs `node ARGS…` until `ready` finds what it waits for in its stdout,
- * which it returns as `ready`; its stderr goes where `stderr` says. `what`
- * names it when it exits first.
+ * Runs `node ARGS…` (in `env`, default ours) until `ready` finds what it
+ * waits for in its stdout, which it returns as `ready`; its stderr goes where
+ * `stderr` says. `what` names it when it exits first.
  */
-export async function startChild<T extends { port: number }>(args: readonly string[], what: string, ready: ReadyParser<T>, stderr: StderrTo = 'inherit'): Promise<ListeningChild & { readonly ready: T; stderrText(): string }> {
-  const c: ChildProcess = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', stderr === 'keep' ? 'pipe' : stderr] });
+export async function startChild<T extends { port: number }>(args: readonly string[], what: string, ready: ReadyParser<T>, stderr: StderrTo = 'inherit', env: NodeJS.ProcessEnv = process.env): Promise<ListeningChild & { readonly ready: T; stderrText(): string }> {
+  const c: ChildProcess = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', stderr === 'keep' ? 'pipe' : stderr], env });
   let kept = '';
   c.stderr?.on('data', (b: Buffer) => { kept += b.toString(); });
   const found = await new Promise<T>((resolve, reject) => {

@@ -140,6 +140,8 @@ export interface ServerProcessOptions {
   readonly db?: string;
   /** Where its log goes (default: our stderr). */
   readonly log?: StderrTo;
+  /** Added to its environment (e.g. HOLDFAST_MIN_GRACE). */
+  readonly env?: Record<string, string>;
 }
 
 /**
@@ -156,7 +158,7 @@ export async function startServerProcess(dataDir: string, opts: ServerProcessOpt
     const admin = /^first admin account: (\S+)\none-time password: (\S+)\n/m.exec(out);
     if (port === undefined || fingerprint === undefined || !/^disk safes: /m.test(out) || (first && admin === null)) return undefined;
     return { port: Number(port), fingerprint, firstAdmin: admin ? { name: admin[1]!, password: admin[2]! } : undefined };
-  }, opts.log);
+  }, opts.log, { ...process.env, ...opts.env });
   return {
     ...child, dataDir, cert: await readFile(join(dataDir, 'tls', 'cert.pem'), 'utf8'), fingerprint: child.ready.fingerprint, firstAdmin: child.ready.firstAdmin,
     logText: child.stderrText,
