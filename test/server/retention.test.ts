@@ -19,6 +19,7 @@ import { after, before, it } from 'node:test';
 import { Sandbox, type RunResult, type Started } from '../helpers/cli.js';
 import { databaseSuites } from '../helpers/databases.js';
 import { setUp, type Answer, type TestServer } from '../helpers/server.js';
+import { openDatabase } from '../../src/server/db/open-database.js';
 
 // Calendar buckets are in the server's (this process's) time zone, and --time in the CLI's.
 process.env['TZ'] = 'UTC';
@@ -48,6 +49,7 @@ databaseSuites('retention and prune of a disk safe on the server', (fx) => {
   let clock = TIMES[0]!;
   let safeId = '';
   let machineId = '';
+  let dbUrl = '';
   let safeDir = '';
   const who: Record<string, string> = {};
   /** Snapshot id → the bytes of the file it holds. */
@@ -100,7 +102,8 @@ databaseSuites('retention and prune of a disk safe on the server', (fx) => {
   };
 
   before(async () => {
-    t = await setUp(await fx.newUrl(), undefined, { clock: () => new Date(clock), minGraceMs: 2000 });
+    dbUrl = await fx.newUrl();
+    t = await setUp(dbUrl, undefined, { clock: () => new Date(clock), minGraceMs: 2000 });
     s = await Sandbox.create('holdfast-retention-');
     await mkdir(s.path('src'));
     const mk = (path: string, body: unknown, token?: string) => t.create(path, body, token);
@@ -229,5 +232,30 @@ databaseSuites('retention and prune of a disk safe on the server', (fx) => {
     await restoresExactly(id);
     for (const kept of [ids[2]!, ids[4]!]) await restoresExactly(kept);
     await s.ok(['check', '--read-data'], cli());
+  });
+
+  it('a server job whose server died goes interrupted when looked at; the machine\'s agent polling does not end it', { timeout: 60_000 }, async () => {
+    // A prune left running by a server that was killed: its heartbeat stopped past the silence limit (120 s).
+    const db = await openDatabase(dbUrl, '');
+    const started = new Date(clock - 60_000).toISOString();
+    try {
+      await db.db.insertInto('jobs').values({
+        id: 'dead-prune', customer_id: (await db.db.selectFrom('disk_safes').select('customer_id').executeTakeFirstOrThrow()).customer_id, machine_id: machineId, safe_id: safeId,
+        runner: 'server', kind: 'prune', spec: '{}', state: 'running', created_by: 'user:alice', created_at: started, started_at: started, last_report_at: started,
+        finished_at: null, result: null, error: null,
+      }).execute();
+    } finally {
+      await db.close();
+    }
+    assert.equal((await t.call('GET', '/api/v1/agent/jobs/next', { token: who['agent']! })).status, 204);
+    assert.equal((await t.call('GET', '/api/v1/jobs/dead-prune', { token: who['admin']! })).body.state, 'running', 'the agent\'s poll left it alone');
+    // Nobody has looked at it since its server died: a new prune ends it and runs.
+    clock += 5 * 60_000;
+    const again = await prune({ grace_seconds: 2 });
+    assert.equal(again.status, 202, again.text);
+    const job = (await t.call('GET', '/api/v1/jobs/dead-prune', { token: who['admin']! })).body;
+    assert.equal(job.state, 'interrupted');
+    assert.match(job.error, /the server that ran the job gave no sign of it for 120 s/);
+    assert.equal((await finished(again.body.id)).job.state, 'succeeded');
   });
 });

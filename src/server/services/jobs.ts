@@ -55,7 +55,7 @@ function silenceError(ctx: ServiceContext, runner: JobRunner): string {
  * Marks the running jobs of machine `where.machineId` (its agent's), or job
  * `where.jobId`, whose runner has been silent past the limit as interrupted.
  */
-async function interruptSilent(ctx: ServiceContext, where: { machineId: string } | { jobId: string }): Promise<void> {
+export async function interruptSilent(ctx: ServiceContext, where: { machineId: string } | { jobId: string }): Promise<void> {
   const now = ctx.now();
   const cutoff = new Date(now.getTime() - ctx.jobSilenceLimitMs).toISOString();
   for (const runner of ['agent', 'server'] as const) {

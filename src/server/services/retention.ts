@@ -30,7 +30,7 @@ import type { DiskSafe, Job } from '../db/schema.js';
 import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { BadRequest, Conflict, NotFound } from './errors.js';
-import { withSafeNames } from './jobs.js';
+import { interruptSilent, withSafeNames } from './jobs.js';
 import { requireManage, sees, type Principal } from './principal.js';
 
 /** The safe `id` if the caller sees it (NotFound otherwise) and may change it (Forbidden otherwise). */
@@ -145,7 +145,11 @@ export async function pruneSafe(ctx: ServiceContext, p: Principal, safeId: strin
     throw new BadRequest(`grace_seconds ${req.grace_seconds}: shorter than the minimum of ${formatDurationMs(ctx.minGraceMs)}, which backups running alongside rely on (docs/format.md §15.5)`);
   }
   const store = await openSafe(ctx, safe);
-  const other = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', safe.id).where('kind', '=', 'prune').where('state', '=', 'running').executeTakeFirst();
+  const running = () => ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', safe.id).where('kind', '=', 'prune').where('state', '=', 'running').executeTakeFirst();
+  let other = await running();
+  // One whose server died (no heartbeat past the limit) is interrupted now, not left to block every later prune.
+  if (other) await interruptSilent(ctx, { jobId: other.id });
+  other = other && await running();
   if (other) throw new Conflict(`a prune of disk safe ${safe.name} is running already: job ${other.id}`);
   const now = ctx.now().toISOString();
   const row: Job = {
