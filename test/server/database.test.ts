@@ -4,6 +4,9 @@
  * back as numbers, and a database a newer holdfast migrated is refused.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { it } from 'node:test';
 import { sql } from 'kysely';
 import { MigrationError, MIGRATION_NAMES } from '../../src/server/db/migrations.js';
@@ -94,4 +97,33 @@ databaseSuites('control-plane database', (fx) => {
 it('refuses a --db URL it cannot open, without showing its password', async () => {
   await assert.rejects(openDatabase('mysql://root:hunter2@db/x', ''), (e: unknown) => e instanceof DatabaseUrlError && /postgres:\/\//.test(e.message) && !/hunter2/.test(e.message));
   assert.equal(redactUrl('postgres://u:hunter2@h:5432/d'), 'postgres://u:***@h:5432/d');
+});
+
+it('keeps an SQLite control plane and its -wal and -shm files readable by their owner only, narrowing an older 0644 file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'holdfast-db-mode-'));
+  const old = process.umask(0o022);
+  try {
+    const modes = async (file: string) => Promise.all([file, `${file}-wal`, `${file}-shm`].map(async (f) => ((await stat(f)).mode & 0o777).toString(8)));
+    const fresh = join(dir, 'holdfast.db');
+    const d = await openDatabase('', fresh);
+    try {
+      await d.db.insertInto('customers').values({ id: 'c1', name: 'Acme', created_at: new Date().toISOString() }).execute();
+      assert.deepEqual(await modes(fresh), ['600', '600', '600']);
+    } finally {
+      await d.close();
+    }
+    const older = join(dir, 'older.db');
+    await writeFile(older, '', { mode: 0o644 });
+    await writeFile(`${older}-wal`, '', { mode: 0o644 });
+    await writeFile(`${older}-shm`, '', { mode: 0o644 });
+    const o = await openDatabase(`sqlite:${older}`, '');
+    try {
+      assert.deepEqual(await modes(older), ['600', '600', '600']);
+    } finally {
+      await o.close();
+    }
+  } finally {
+    process.umask(old);
+    await rm(dir, { recursive: true, force: true });
+  }
 });

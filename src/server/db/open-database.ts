@@ -5,6 +5,7 @@
  * (journal in WAL mode, foreign keys on); `postgres://…` or `postgresql://…`
  * is a PostgreSQL server. The schema is migrated to the newest on opening.
  */
+import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
@@ -12,6 +13,19 @@ import { migrateToLatest } from './migrations.js';
 import type { ControlPlane } from './schema.js';
 
 export type DatabaseKind = 'sqlite' | 'postgres';
+
+/**
+ * Makes the SQLite file `file` and its -wal and -shm files readable by their
+ * owner only (0600), creating the database file so: SQLite would make it 0644
+ * under the usual umask, and gives the -wal and -shm files it creates the
+ * database file's mode. The folder is 0700 already; this is defence in depth,
+ * as the file holds password and token hashes. Files of an older server that
+ * are 0644 are narrowed too.
+ */
+function ownerOnly(file: string): void {
+  closeSync(openSync(file, 'a', 0o600));
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
+}
 
 /** An open control-plane database. */
 export interface ControlPlaneDatabase {
@@ -57,6 +71,7 @@ export async function openDatabase(url: string | undefined, defaultFile: string,
   if (!url || url.startsWith('sqlite:')) {
     const file = url ? url.slice('sqlite:'.length) : defaultFile;
     if (!file) throw new DatabaseUrlError('--db sqlite: needs a file name, e.g. sqlite:/var/lib/holdfast/holdfast.db');
+    ownerOnly(file);
     const sqlite = new Database(file);
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('foreign_keys = ON');

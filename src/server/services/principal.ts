@@ -60,7 +60,7 @@ export function mayRead(p: Principal): boolean {
 }
 
 export function requireRead(p: Principal): void {
-  if (!mayRead(p)) throw new Forbidden('this token may not read through the API (its rights are backup only)');
+  if (!mayRead(p)) throw new Forbidden(`this token may not read through the API: it needs the read or manage right, and its rights are ${p.rights.join(', ') || 'none'}`);
 }
 
 /** The caller may change records of a customer it sees: provider admins and operators, customer admins, `manage` tokens. */

@@ -12,6 +12,7 @@
  * backdating rule (snapshot-time-policy.ts), and the safe's storage counts
  * what is stored (usage.ts).
  */
+import type { TokenRight } from '../db/schema.js';
 import type { SafeAccess, SafeResolver } from '../http/repo-routes.js';
 import { audit } from './audit.js';
 import { authenticate } from './auth.js';
@@ -20,6 +21,19 @@ import { ApiError } from './errors.js';
 import { sees } from './principal.js';
 import { admitUpload } from './quota.js';
 import { refuseBackdatedSnapshot } from './snapshot-time-policy.js';
+
+/**
+ * What a token's rights allow on a safe it sees: `backup` appends, `read` or
+ * `manage` read, `restore` reads when the token is bound to one safe;
+ * anything else (an `enroll` token, what installers get) reaches no safe.
+ * Listed rights, not "anything but enroll", so that a right added later
+ * reaches no safe until it is given one here.
+ */
+export function safeRights(rights: readonly TokenRight[], boundToSafe: boolean): SafeAccess['rights'] | undefined {
+  if (rights.includes('backup')) return 'append';
+  if (rights.includes('read') || rights.includes('manage') || (boundToSafe && rights.includes('restore'))) return 'read';
+  return undefined;
+}
 
 /** The resolver of a server's safes, each in its storage (`ctx.safeStorage`). */
 export function safeResolver(ctx: ServiceContext): SafeResolver {
@@ -34,11 +48,10 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
       }
       if (p.kind !== 'token') return undefined;
       signal.throwIfAborted();
-      // An enroll token reads nothing; a restore token reads its one safe.
-      if (!p.rights.some((r) => r !== 'enroll')) return undefined;
+      const rights = safeRights(p.rights, p.token!.safe_id !== null);
+      if (rights === undefined) return undefined;
       const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('name', '=', name).executeTakeFirst();
       if (!safe || !sees(p, safe) || (p.token!.safe_id !== null && p.token!.safe_id !== safe.id)) return undefined;
-      const rights = p.rights.includes('backup') ? 'append' : 'read';
       const backend = ctx.safeStorage.backendOf(safe);
       return {
         backend,
