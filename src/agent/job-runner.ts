@@ -13,9 +13,9 @@
  *                 → Repository.open(password, loadIndex) → WorkerPool
  *   each job      refresh the index → run the kind → figures
  */
-import { lstat, readdir } from 'node:fs/promises';
+import { lstat, readdir, realpath } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import type { BackupSpec, CheckSpec, CommandBackupSpec, ImageBackupSpec, JobBody, JobKindName, RestoreSpec } from '../api/v1.js';
 import { Archiver, type BackupProgress, type BackupResult } from '../jobs/backup/archiver.js';
 import { ExcludeRules } from '../jobs/backup/excludes.js';
@@ -244,16 +244,21 @@ export class AgentSession {
     return { snapshots };
   }
 
-  /** Refuses a restore target that holds anything, unless the machine's configuration allows writing over files. */
+  /**
+   * Refuses a restore target that holds anything, unless the machine's
+   * configuration allows writing over files, and one reached through a
+   * symbolic link, whatever the configuration.
+   */
   private async checkTarget(target: string): Promise<void> {
     let st;
     try {
       st = await lstat(target);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return refuseLinkedAncestor(target, dirname(target));
       throw new JobFailedError(`cannot restore to ${target}: ${(e as Error).message}; nothing was restored`);
     }
     if (!st.isDirectory()) throw new JobFailedError(`cannot restore to ${target}: it exists and is not a folder; nothing was restored`);
+    await refuseLinkedAncestor(target, target);
     if (this.config.allow_restore_overwrite) return;
     const entries = await readdir(target);
     if (entries.length > 0) {
@@ -316,4 +321,25 @@ export class AgentSession {
     await this.pool.close();
     this.repo.close();
   }
+}
+
+/**
+ * Refuses restore target `target` when `from` (the target itself, or its
+ * parent when it does not exist yet) or its nearest existing ancestor is
+ * reached through a symbolic link: a job comes from the server, and a
+ * hijacked server must not steer the agent's writes through a link
+ * (`/srv/restore/lnk/sub` with `lnk → /etc` would write into `/etc/sub`).
+ * The target is compared with its real path; the person who means a linked
+ * folder gives its real path.
+ */
+async function refuseLinkedAncestor(target: string, from: string): Promise<void> {
+  let existing = from;
+  while (!(await lstat(existing).then(() => true, (e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return false;
+    throw new JobFailedError(`cannot restore to ${target}: ${e.message}; nothing was restored`);
+  }))) existing = dirname(existing);
+  // A dangling link has no real path: refused as well.
+  const real = await realpath(existing).catch(() => undefined);
+  if (real === existing) return;
+  throw new JobFailedError(`refused to restore to ${target}: ${existing} is reached through a symbolic link (${real === undefined ? 'one that leads nowhere' : `it is ${real}`}), and the agent does not restore through links; give the real path as the target; nothing was restored`);
 }

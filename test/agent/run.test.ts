@@ -3,7 +3,8 @@
  * on loopback: a "run now" backup succeeds with its events; a restore job
  * brings the files back byte for byte with their metadata into a fresh
  * folder; a restore into a folder that holds files is refused unless the
- * machine's own configuration allows it; a command-stream backup stores
+ * machine's own configuration allows it, and one reached through a symbolic
+ * link always; a command-stream backup stores
  * the producer's output, and a failing producer fails the job naming its
  * exit code, but a command the machine's configuration does not list is
  * never run; an image file is backed up block by block (the second time
@@ -148,6 +149,28 @@ databaseSuites('holdfast agent run', (fx) => {
     const allowed = await waitJob(h, await runNow(h, m, 'restore', { snapshot: firstSnap, target, paths: [join(src(), 'a.txt')] }));
     assert.equal(allowed.state, 'succeeded', allowed.error ?? '');
     assert.equal(await readFile(victim, 'utf8'), 'the first file\n', JSON.stringify([allowed, await eventsOf(h, allowed.id)]));
+  });
+
+  it('refuses a restore whose target is reached through a symbolic link, even where restoring over files is allowed', { timeout: 120_000 }, async () => {
+    const victim = s.path('victim');
+    await mkdir(victim);
+    await mkdir(s.path('links'));
+    await symlink(victim, s.path('links', 'lnk'));
+    await symlink(s.path('nowhere'), s.path('links', 'dangling'));
+    for (const [target, why] of [
+      [s.path('links', 'lnk', 'sub'), `${s.path('links', 'lnk')} is reached through a symbolic link \\(it is ${victim}\\)`],
+      [s.path('links', 'lnk', 'sub', 'deeper'), `${s.path('links', 'lnk')} is reached through a symbolic link`],
+      [s.path('links', 'dangling', 'sub'), `${s.path('links', 'dangling')} is reached through a symbolic link \\(one that leads nowhere\\)`],
+    ] as const) {
+      const refused = await waitJob(h, await runNow(h, m, 'restore', { snapshot: firstSnap, target }));
+      assert.equal(refused.state, 'failed', target);
+      assert.match(refused.error!, new RegExp(`^refused to restore to ${target}: ${why}.*give the real path as the target; nothing was restored$`));
+    }
+    // The link itself as the target: not a folder.
+    const link = await waitJob(h, await runNow(h, m, 'restore', { snapshot: firstSnap, target: s.path('links', 'lnk') }));
+    assert.match(link.error!, /it exists and is not a folder/);
+    assert.deepEqual(await readdir(victim), [], 'nothing was written through the link');
+    await assert.rejects(lstat(s.path('nowhere')));
   });
 
   it('runs only the commands the machine lists; backs up a command\'s output, and fails the job naming the exit code of a failing producer', { timeout: 120_000 }, async () => {
