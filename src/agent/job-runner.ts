@@ -18,6 +18,7 @@ import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type { BackupSpec, CheckSpec, CommandBackupSpec, ImageBackupSpec, JobBody, JobKindName, RestoreSpec } from '../api/v1.js';
 import { Archiver, type BackupProgress, type BackupResult } from '../jobs/backup/archiver.js';
+import { existingPaths } from '../jobs/backup/existing-paths.js';
 import { ExcludeRules } from '../jobs/backup/excludes.js';
 import { Checker } from '../jobs/check/checker.js';
 import { parseSubset } from '../jobs/check/subset.js';
@@ -175,16 +176,7 @@ export class AgentSession {
   }
 
   private async backup(spec: BackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
-    const paths: string[] = [];
-    for (const p of [...new Set(spec.paths.map((x) => resolve(x)))].sort()) {
-      try {
-        await lstat(p);
-        paths.push(p);
-      } catch (e) {
-        events.log(`${p} ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be accessed (${(e as Error).message})`}, skipping`);
-      }
-    }
-    if (paths.length === 0) throw new JobFailedError('nothing to back up: none of the paths exists on the machine; no snapshot was written');
+    const { paths } = await existingPaths(spec.paths, (line) => events.log(line));
     const r = await this.inSession(events, signal, async (s) => {
       const parent = findParent(await readableSnapshots(this.repo, (id, e) => events.log(`skipping snapshot ${id}: ${e.message}`)), { hostname: hostname(), paths, image: false });
       if (parent) events.log(`using parent snapshot ${parent.id.slice(0, 8)}`);

@@ -8,14 +8,10 @@
  * nothing is written and the command fails.
  */
 import { lstat, readdir, readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { existingPaths, type ExistingPaths } from '../jobs/backup/existing-paths.js';
 import { ExitError, EXIT } from './exit-codes.js';
 
-/** The paths to back up (absolute, sorted, without duplicates) and how many given ones were skipped. */
-export interface BackupTargets {
-  readonly paths: string[];
-  readonly skipped: number;
-}
 
 /** The files that list paths to back up. */
 export interface PathLists {
@@ -25,7 +21,7 @@ export interface PathLists {
 }
 
 /** The paths of the lists and the arguments that exist; warns about each other one, and fails when none is left. */
-export async function backupTargets(args: readonly string[], lists: PathLists, warn: (line: string) => void): Promise<BackupTargets> {
+export async function backupTargets(args: readonly string[], lists: PathLists, warn: (line: string) => void): Promise<ExistingPaths> {
   const given: string[] = [];
   for (const file of lists.filesFrom ?? []) {
     for (const raw of (await readList('--files-from', file)).split(/\r?\n/)) {
@@ -47,19 +43,7 @@ export async function backupTargets(args: readonly string[], lists: PathLists, w
   }
   given.push(...args);
   if (given.length === 0) throw new ExitError('nothing to back up: give one or more paths, --files-from, or --stdin', EXIT.usage);
-  const paths: string[] = [];
-  let skipped = 0;
-  for (const p of new Set(given.map((g) => resolve(g)))) {
-    try {
-      await lstat(p);
-      paths.push(p);
-    } catch (e) {
-      skipped++;
-      warn(`${p} ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be accessed (${(e as Error).message})`}, skipping`);
-    }
-  }
-  if (paths.length === 0) throw new ExitError(`nothing to back up: none of the paths given exists; no snapshot was written`, EXIT.failed);
-  return { paths: paths.sort(), skipped };
+  return existingPaths(given, warn);
 }
 
 /** The text of a list file, or of stdin for "-". */

@@ -64,6 +64,7 @@ export const EXIT_BY_ERROR_CODE: { readonly [C in ErrorCode]: number } = {
   NOT_AN_IMAGE_SNAPSHOT: EXIT.failed,
   SOURCE_SHRANK: EXIT.failed,
   EMPTY_SOURCE: EXIT.failed,
+  NOTHING_TO_BACK_UP: EXIT.failed,
   PRODUCER_FAILED: EXIT.failed,
   FILESYSTEM_NOT_SUPPORTED: EXIT.failed,
   FILESYSTEM_DAMAGED: EXIT.failed,

@@ -71,6 +71,8 @@ export const ERROR_CODES = [
   'SOURCE_SHRANK',
   /** A stream source that gave no bytes. */
   'EMPTY_SOURCE',
+  /** None of the paths a file backup was given exists: nothing was written. */
+  'NOTHING_TO_BACK_UP',
   /** The command producing a stream source failed. */
   'PRODUCER_FAILED',
   /** A disk image holds no file system this build reads. */
