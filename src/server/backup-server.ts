@@ -26,7 +26,7 @@ import { processIdentity } from '../repo/lock.js';
 import { formatS3Location, type S3Settings } from '../storage/s3-backend-config.js';
 import { openDatabase, redactUrl, type ControlPlaneDatabase } from './db/open-database.js';
 import { apiV1 } from './http/api-v1.js';
-import { repoRoutes } from './http/repo-routes.js';
+import { repoRoutes, type RepoRoutesOptions } from './http/repo-routes.js';
 import { ensureFirstAdmin } from './services/auth.js';
 import type { ServiceContext } from './services/context.js';
 import { JobSignals } from './services/job-signals.js';
@@ -70,7 +70,12 @@ export interface BackupServerOptions {
   readonly minGraceMs?: number;
   /** The server's clock (tests set it; default the system's). */
   readonly clock?: () => Date;
+  /** The repository protocol's upload limits (repo-routes.ts has their defaults; tests set them small). */
+  readonly uploadLimits?: UploadLimits;
 }
+
+/** The upload limits of the repository protocol that a server may set. */
+export type UploadLimits = Pick<RepoRoutesOptions, 'maxBytesInFlight' | 'maxBytesInFlightPerPrincipal' | 'uploadPace'>;
 
 /** How long a running job's agent may say nothing before the job counts as interrupted (it reports every few seconds). */
 export const DEFAULT_JOB_SILENCE_LIMIT_MS = 120_000;
@@ -124,7 +129,7 @@ async function prepareDataDir(dir: string): Promise<void> {
 }
 
 /** The fastify application on an open database (exported for tests that need no TLS listener). */
-export async function buildApp(ctx: ServiceContext, opts: { https?: { key: string; cert: string }; logStream?: Writable; logLevel?: string; version?: string }): Promise<FastifyInstance> {
+export async function buildApp(ctx: ServiceContext, opts: { https?: { key: string; cert: string }; logStream?: Writable; logLevel?: string; version?: string; uploadLimits?: UploadLimits }): Promise<FastifyInstance> {
   const app = Fastify({
     ...(opts.https ? { https: opts.https } : {}),
     logger: opts.logStream ? { level: opts.logLevel ?? 'info', stream: opts.logStream } : false,
@@ -144,7 +149,7 @@ export async function buildApp(ctx: ServiceContext, opts: { https?: { key: strin
     transform: ({ schema, url }) => ({ schema: (url.startsWith('/api/v1/') ? schema : { ...schema, hide: true }) as typeof schema, url }),
   });
   await app.register(apiV1, { prefix: '/api/v1', ctx });
-  await app.register(repoRoutes, { resolver: safeResolver(ctx) });
+  await app.register(repoRoutes, { ...opts.uploadLimits, resolver: safeResolver(ctx) });
   return app;
 }
 

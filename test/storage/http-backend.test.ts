@@ -26,6 +26,8 @@ import { HttpBackend, parseHttpLocation, PinMismatchError, type HttpSettings } f
 import { repoRoutes } from '../../src/server/http/repo-routes.js';
 import { UploadRefusedError } from '../../src/server/services/upload-refused-error.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
+import { encodeIndex } from '../../src/repo/index-file.js';
+import { encodeLock, processIdentity } from '../../src/repo/lock.js';
 import { buildRepoServer, type TestToken } from '../helpers/repo-server-app.js';
 import { makeTestCert, type TestCert } from '../helpers/repo-server.js';
 import { backendConformance, bytes } from './conformance.js';
@@ -234,7 +236,7 @@ describe('the repository protocol, from the attacker\'s side', () => {
   });
 
   it('read rights read and list only; append rights add but never remove or overwrite; full rights remove', async () => {
-    const body = Buffer.from('an index-ish object');
+    const body = encodeIndex({ packs: [], supersedes: [] });
     const h = { type: 'index' as const, name: sha(body) };
     const reader = client('read');
     await assert.rejects(reader.save(h, body), /the token may only read/);
@@ -247,9 +249,10 @@ describe('the repository protocol, from the attacker\'s side', () => {
     await assert.rejects(appender.save({ type: 'deletion', name: sha(marker) }, marker), AppendOnlyError);
     assert.deepEqual(await stored('deletions'), []);
     // Locks: an append token removes its own, not another's.
-    const lock = Buffer.from('lock of append');
+    const lockOf = (id: string): Buffer => encodeLock({ ...processIdentity(), version: 1, id, operation: 'backup', exclusive: false, created: new Date().toISOString(), heartbeat: new Date().toISOString() });
+    const lock = lockOf('append');
     const lh = { type: 'lock' as const, name: sha(lock) };
-    const otherLock = Buffer.from('lock of append2');
+    const otherLock = lockOf('append2');
     const oh = { type: 'lock' as const, name: sha(otherLock) };
     await appender.save(lh, lock);
     await client('append2').save(oh, otherLock);

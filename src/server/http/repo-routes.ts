@@ -41,6 +41,9 @@ import {
 } from '../../storage/backend.js';
 import { AppendOnlyError } from '../../storage/append-only-backend.js';
 import { byteRange, checkPrefix, nameProblem, OBJECT_FOLDERS } from '../../storage/object-names.js';
+import { decodeIndex } from '../../repo/index-file.js';
+import { decodeKeyFile } from '../../repo/key-file.js';
+import { decodeLock } from '../../repo/lock.js';
 import { MAX_PACK_BYTES } from '../../repo/pack.js';
 import { UploadRefusedError } from '../services/upload-refused-error.js';
 
@@ -114,7 +117,33 @@ export interface RepoRoutesOptions {
    * retries), unless nothing else is held. DEFAULT_MAX_BYTES_IN_FLIGHT by default.
    */
   readonly maxBytesInFlight?: number;
+  /**
+   * The most bytes of uploads one principal (one token) holds at once, so
+   * that one token cannot take the whole of `maxBytesInFlight`: past it a PUT
+   * is answered 503 `BUSY`, unless the principal holds nothing else.
+   * DEFAULT_MAX_BYTES_IN_FLIGHT_PER_PRINCIPAL by default.
+   */
+  readonly maxBytesInFlightPerPrincipal?: number;
+  /**
+   * An upload's body must bring at least `minBytes` in every `windowMs`
+   * (the last window: what is left): a body that stalls or trickles is
+   * answered 408 `UPLOAD_STALLED`, its connection closed and its bytes
+   * released. DEFAULT_UPLOAD_PACE by default.
+   */
+  readonly uploadPace?: UploadPace;
 }
+
+/** The slowest an upload's body may arrive (RepoRoutesOptions.uploadPace). */
+export interface UploadPace {
+  readonly windowMs: number;
+  readonly minBytes: number;
+}
+
+/** 64 KiB in every 30 s: a link 50 times slower than 1 Mbit/s still passes; a drip of a byte every few seconds does not. */
+export const DEFAULT_UPLOAD_PACE: UploadPace = { windowMs: 30_000, minBytes: 64 * 1024 };
+
+/** 128 MiB: a quarter of the server's budget, 8 uploads of 16 MiB packs. */
+export const DEFAULT_MAX_BYTES_IN_FLIGHT_PER_PRINCIPAL = 128 * 1024 * 1024;
 
 /** 512 MiB: 32 uploads of 16 MiB packs at once. */
 export const DEFAULT_MAX_BYTES_IN_FLIGHT = 512 * 1024 * 1024;
@@ -155,8 +184,12 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
   const maxBytes = opts.maxObjectBytes ?? MAX_PACK_BYTES;
   const maxPage = opts.maxPageSize ?? 10_000;
   const maxInFlight = opts.maxBytesInFlight ?? DEFAULT_MAX_BYTES_IN_FLIGHT;
+  const maxPerPrincipal = opts.maxBytesInFlightPerPrincipal ?? DEFAULT_MAX_BYTES_IN_FLIGHT_PER_PRINCIPAL;
+  const pace = opts.uploadPace ?? DEFAULT_UPLOAD_PACE;
   /** The declared sizes of the uploads being received or stored now. */
   let bytesInFlight = 0;
+  /** The same, by principal (absent: none). */
+  const heldBy = new Map<string, number>();
   /** Lock names each principal added to each safe: the ones an `append` caller may remove again. */
   const ownLocks = new Map<string, Set<string>>();
   const lockKey = (safe: string, principal: string): string => JSON.stringify([safe, principal]);
@@ -279,16 +312,29 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
       const size = declaredLength(req);
       if (size > maxBytes) throw new WireError(413, 'TOO_LARGE', `${h.type}/${h.name}: ${size} bytes is more than the ${maxBytes} an object may hold`);
       // Bodies are held whole until stored: their sum is bounded, and one alone always passes.
-      if (bytesInFlight > 0 && bytesInFlight + size > maxInFlight) {
+      // Reserved before anything is awaited, so that uploads arriving together cannot all pass.
+      const held = heldBy.get(s.access.principal) ?? 0;
+      if ((bytesInFlight > 0 && bytesInFlight + size > maxInFlight) || (held > 0 && held + size > maxPerPrincipal)) {
         void reply.header('retry-after', '1');
-        throw new WireError(503, 'BUSY', `the server holds ${bytesInFlight} bytes of uploads already (at most ${maxInFlight}); try again`);
+        throw new WireError(503, 'BUSY', held > 0 && held + size > maxPerPrincipal
+          ? `the token's uploads hold ${held} bytes already (at most ${maxPerPrincipal}); try again`
+          : `the server holds ${bytesInFlight} bytes of uploads already (at most ${maxInFlight}); try again`);
       }
-      const ticket = await s.access.beforeSave?.(h, size, s.signal);
-      let stored = false;
       bytesInFlight += size;
+      heldBy.set(s.access.principal, held + size);
+      let ticket: UploadTicket | undefined;
+      let stored = false;
       try {
-        const { bytes, sha256 } = await readBody(req.body as Readable, size);
-        if (verify) checkAgainstName(h, bytes, sha256);
+        ticket = await s.access.beforeSave?.(h, size, s.signal);
+        const { bytes, sha256 } = await readBody(req.body as Readable, size, pace).catch((e: unknown) => {
+          // The rest of a stalled body is not waited for: the connection closes after the answer.
+          if (e instanceof WireError && e.code === 'UPLOAD_STALLED') void reply.header('connection', 'close');
+          throw e;
+        });
+        if (verify) {
+          checkAgainstName(h, bytes, sha256);
+          checkStructure(h, bytes);
+        }
         await s.access.beforeCommit?.(h, bytes, s.signal);
         try {
           await s.access.backend.save(h, bytes, { signal: s.signal });
@@ -302,6 +348,9 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
         }
       } finally {
         bytesInFlight -= size;
+        const left = (heldBy.get(s.access.principal) ?? size) - size;
+        if (left > 0) heldBy.set(s.access.principal, left);
+        else heldBy.delete(s.access.principal);
         await ticket?.end(stored);
       }
       if (h.type === 'lock') {
@@ -363,18 +412,39 @@ function declaredLength(req: FastifyRequest): number {
 /**
  * The body, read into one buffer of `size` bytes and hashed on the way. A
  * body that ends early (the client went away) or holds more than declared
- * rejects, and nothing is stored.
+ * rejects, and nothing is stored; so does one that brings less than
+ * `pace.minBytes` (or what is left) in a window of `pace.windowMs`.
  */
-async function readBody(body: Readable | undefined, size: number): Promise<{ bytes: Buffer; sha256: string }> {
+async function readBody(body: Readable | undefined, size: number, pace: UploadPace): Promise<{ bytes: Buffer; sha256: string }> {
   const bytes = Buffer.allocUnsafe(size);
   const hash = createHash('sha256');
   let got = 0;
   if (body !== undefined && size > 0) {
-    for await (const chunk of body as AsyncIterable<Buffer>) {
-      if (got + chunk.length > size) throw new WireError(400, 'LENGTH_MISMATCH', `the body holds more than the ${size} bytes its Content-Length declares`);
-      chunk.copy(bytes, got);
-      hash.update(chunk);
-      got += chunk.length;
+    // A stall answers at once; the unread rest goes with the connection, which the answer closes.
+    let stall!: (e: WireError) => void;
+    const stalled = new Promise<never>((_resolve, reject) => { stall = reject; });
+    stalled.catch(() => undefined);
+    let windowStart = 0;
+    const timer = setInterval(() => {
+      if (got - windowStart < Math.min(pace.minBytes, size - windowStart)) {
+        stall(new WireError(408, 'UPLOAD_STALLED', `the body brought ${got - windowStart} bytes in ${pace.windowMs} ms, less than the ${pace.minBytes} an upload must: `
+          + `${got} of its ${size} bytes came, nothing was stored`));
+      }
+      windowStart = got;
+    }, pace.windowMs);
+    try {
+      const chunks = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+      for (;;) {
+        const next = await Promise.race([chunks.next(), stalled]);
+        if (next.done === true) break;
+        const chunk = next.value;
+        if (got + chunk.length > size) throw new WireError(400, 'LENGTH_MISMATCH', `the body holds more than the ${size} bytes its Content-Length declares`);
+        chunk.copy(bytes, got);
+        hash.update(chunk);
+        got += chunk.length;
+      }
+    } finally {
+      clearInterval(timer);
     }
   }
   if (got !== size) throw new WireError(400, 'LENGTH_MISMATCH', `the body ended after ${got} of the ${size} bytes its Content-Length declares`);
@@ -397,6 +467,28 @@ function checkAgainstName(h: Handle, bytes: Buffer, sha256: string): void {
   if (!HEX64.test(h.name)) throw new WireError(400, 'BAD_NAME', `${h.type} names are the SHA-256 of the object's bytes, 64 hex digits; ${JSON.stringify(h.name)} is not`);
   if (sha256 !== h.name) {
     throw new WireError(400, 'CHECKSUM_MISMATCH', `the body's SHA-256 is ${sha256}, not its name ${h.name}: nothing was stored`);
+  }
+}
+
+/** The wire code and parser of each type whose plain structure an upload must have (snapshots: safe-access.ts). */
+const STRUCTURE: Partial<Record<ObjectType, { code: string; what: string; parse(bytes: Buffer, name: string): unknown }>> = {
+  index: { code: 'BAD_INDEX', what: 'an index file (§4.4)', parse: (b, n) => decodeIndex(b, `index ${n}`) },
+  lock: { code: 'BAD_LOCK', what: 'a lock (§17)', parse: (b, n) => decodeLock(b, n) },
+  key: { code: 'BAD_KEY', what: 'a key file (§4.2)', parse: (b, n) => decodeKeyFile(b, `key ${n}`) },
+};
+
+/**
+ * Refuses an index, lock or key file that does not parse as one, keylessly
+ * (its sealed parts are not checked): every reader of the safe would stop
+ * at it, and a token that only adds could not remove it again.
+ */
+function checkStructure(h: Handle, bytes: Buffer): void {
+  const s = STRUCTURE[h.type];
+  if (s === undefined) return;
+  try {
+    s.parse(bytes, h.name);
+  } catch (e) {
+    throw new WireError(400, s.code, `${h.type}/${h.name} is not ${s.what} this server reads: ${(e as Error).message}; nothing was stored`);
   }
 }
 
