@@ -6,7 +6,8 @@
  * until it is told to stop.
  *
  *   lower priority (nice 19, ionice idle) before any worker thread starts
- *   open the disk safe (again with backoff while the server cannot be reached)
+ *   open the disk safe (again with backoff while the server cannot be reached;
+ *     a safe that holds no repository stops the agent: enrolment unfinished)
  *   loop: next job → check its spec → run it, events every second → its end
  *   stop (SIGTERM): the running job is aborted (the disk safe stays valid:
  *     what was uploaded is reused by the next backup), reported failed, and
@@ -17,6 +18,7 @@ import { readdirSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { checkJobSpec } from '../api/spec-check.js';
 import type { JobBody } from '../api/v1.js';
+import { NotARepositoryError } from '../repo/errors.js';
 import type { AgentConfig } from './agent-config.js';
 import { Backoff, pause } from './backoff.js';
 import { escrowPassword } from './escrow.js';
@@ -29,6 +31,19 @@ export class AgentStoppedError extends Error {
   constructor(message = 'the agent was stopped (SIGTERM) during the job; the disk safe is intact, and the next backup reuses what was uploaded') {
     super(message);
     this.name = 'AgentStoppedError';
+  }
+}
+
+/**
+ * The machine's disk safe holds no repository: its enrolment was interrupted
+ * after the server registered the machine. Trying again would not change
+ * that, so the agent stops and says how to finish it.
+ */
+export class EnrolmentUnfinishedError extends Error {
+  constructor(config: AgentConfig) {
+    super(`disk safe ${config.safe} on ${config.server} holds no repository yet: the enrolment of ${config.machine_name} did not finish (its disk safe was not initialised); `
+      + 'run "holdfast agent enroll" again with the same --server and --config to finish it (it uses the password in the configuration)');
+    this.name = 'EnrolmentUnfinishedError';
   }
 }
 
@@ -89,7 +104,11 @@ export async function runAgent(o: AgentRunOptions): Promise<void> {
   }
 }
 
-/** Opens the disk safe, trying again with backoff while it fails; undefined when the agent is stopped first. */
+/**
+ * Opens the disk safe, trying again with backoff while it fails, but not
+ * when it holds no repository (EnrolmentUnfinishedError); undefined when the
+ * agent is stopped first.
+ */
 async function openSession(o: AgentRunOptions): Promise<AgentSession | undefined> {
   const backoff = new Backoff();
   for (;;) {
@@ -97,6 +116,7 @@ async function openSession(o: AgentRunOptions): Promise<AgentSession | undefined
       return await AgentSession.open(o.config, { onLog: o.onLog, signal: o.signal, ...(o.workers ? { workers: o.workers } : {}), ...(o.retryForMs === undefined ? {} : { retryForMs: o.retryForMs }) });
     } catch (e) {
       if (o.signal.aborted) return undefined;
+      if (e instanceof NotARepositoryError) throw new EnrolmentUnfinishedError(o.config);
       const wait = backoff.next();
       o.onLog(`cannot open disk safe ${o.config.safe}: ${(e as Error).message}; trying again in ${(wait / 1000).toFixed(1)} s`);
       await pause(wait, o.signal);

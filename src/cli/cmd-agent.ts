@@ -12,8 +12,8 @@
 import type { Command } from 'commander';
 import { hostname } from 'node:os';
 import { AgentConfigError, DEFAULT_AGENT_CONFIG, readAgentConfig } from '../agent/agent-config.js';
-import { AgentStoppedError, lowerPriority, runAgent } from '../agent/agent-run.js';
-import { enrollMachine } from '../agent/enroll.js';
+import { AgentStoppedError, EnrolmentUnfinishedError, lowerPriority, runAgent } from '../agent/agent-run.js';
+import { AlreadyEnrolledError, enrollMachine } from '../agent/enroll.js';
 import { escrowPassword, type EscrowOutcome } from '../agent/escrow.js';
 import { ServerApi, ServerApiError } from '../agent/server-api.js';
 import { globals, say, warn } from './context.js';
@@ -48,15 +48,19 @@ export function register(program: Command): void {
       const token = flags.token ?? (process.env['HOLDFAST_ENROLL_TOKEN'] || undefined);
       if (flags.server === undefined || token === undefined) throw new ExitError('holdfast agent enroll needs --server https://HOST:PORT and --token ENROLL-TOKEN', EXIT.usage);
       const http = await httpSettings(g.fingerprint, g.cacert, { ...process.env, HOLDFAST_TOKEN: undefined });
-      const { config, escrow } = await enrollMachine({
+      const { config, escrow, finished } = await enrollMachine({
         server: flags.server, enrollToken: token, name: flags.name ?? hostname(), configPath: flags.config, scrypt: scryptParams(),
         ...(http.fingerprint ? { fingerprint: http.fingerprint } : {}), ...(http.ca ? { ca: http.ca } : {}),
       }).catch((e: unknown) => {
-        if (e instanceof ServerApiError || (e instanceof Error && /^bad server address|exists: this machine/.test(e.message))) throw new ExitError(e.message, EXIT.failed);
+        if (e instanceof ServerApiError || e instanceof AlreadyEnrolledError || e instanceof AgentConfigError || (e instanceof Error && /^bad server address/.test(e.message))) throw new ExitError(e.message, EXIT.failed);
         throw e;
       });
-      say(g, `enrolled ${config.machine_name} with ${config.server}: disk safe ${config.safe}, initialised with a password made on this machine`);
-      say(g, `configuration and credential written to ${flags.config} (mode 0600)`);
+      if (finished) {
+        say(g, `finished the enrolment of ${config.machine_name} with ${config.server}: disk safe ${config.safe}, initialised with the password in ${flags.config}`);
+      } else {
+        say(g, `enrolled ${config.machine_name} with ${config.server}: disk safe ${config.safe}, initialised with a password made on this machine`);
+        say(g, `configuration and credential written to ${flags.config} (mode 0600)`);
+      }
       if (escrow.state === 'failed') warn(`the password could not be escrowed (${escrow.error.message}); try again with holdfast agent escrow`);
       else say(g, escrowLine(escrow));
     });
@@ -102,7 +106,10 @@ export function register(program: Command): void {
       });
       try {
         const retryFor = retryForMs();
-        await runAgent({ config, signal: stop.signal, onLog: log, workers: workerCount(), ...(retryFor === undefined ? {} : { retryForMs: retryFor }) });
+        await runAgent({ config, signal: stop.signal, onLog: log, workers: workerCount(), ...(retryFor === undefined ? {} : { retryForMs: retryFor }) }).catch((e: unknown) => {
+          if (e instanceof EnrolmentUnfinishedError) throw new ExitError(e.message, EXIT.failed);
+          throw e;
+        });
       } finally {
         off();
       }

@@ -4,10 +4,14 @@
  * appear on the server, the configuration is written 0600 in a 0700 folder,
  * the safe opens with the password in it, and that password is nowhere on
  * the server (its database files and its storage). Enrolling again over an
- * existing configuration is refused and changes nothing.
+ * existing configuration is refused and changes nothing. An enrolment whose
+ * init failed (the server answered 502 for the safe) can be finished by
+ * enrolling again; until then `agent run` stops and says so.
  */
 import assert from 'node:assert/strict';
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { createServer, request } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { Sandbox } from '../helpers/cli.js';
@@ -78,4 +82,67 @@ it('enrols the machine, writes its configuration 0600 and keeps the safe\'s pass
   assert.match(again.stderr, /exists: this machine is enrolled already/);
   assert.deepEqual(JSON.parse(await readFile(config, 'utf8')), c, 'the configuration is unchanged');
   assert.equal(((await t.call('GET', '/api/v1/machines', { token: t.adminToken })).body as unknown[]).length, 1);
+});
+
+/**
+ * An HTTPS proxy in front of the test server, with its certificate (so the
+ * pinned fingerprint is the same): answers 502 to every request for a disk
+ * safe while `failSafes` is set, and passes everything else on.
+ */
+async function flakyProxy(): Promise<{ url: string; failSafes: boolean; close(): Promise<void> }> {
+  const tls = join(t.dataDir, 'data', 'tls');
+  const state = { url: '', failSafes: true, close: async () => undefined as void };
+  const proxy = createServer({ key: await readFile(join(tls, 'key.pem')), cert: t.cert }, (req, res) => {
+    if (state.failSafes && req.url!.startsWith('/safes/')) {
+      req.resume();
+      res.writeHead(502, { 'content-type': 'text/plain' }).end('bad gateway');
+      return;
+    }
+    const up = request({ host: '127.0.0.1', port: t.server.port, method: req.method, path: req.url, headers: req.headers, ca: t.cert, servername: 'localhost', agent: false }, (answer) => {
+      res.writeHead(answer.statusCode!, answer.headers);
+      answer.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  state.url = `https://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  state.close = () => new Promise<void>((resolve) => {
+    proxy.closeAllConnections();
+    proxy.close(() => resolve());
+  });
+  return state;
+}
+
+it('finishes an enrolment whose init failed by enrolling again; until then agent run stops and says how', { timeout: 60_000 }, async () => {
+  const proxy = await flakyProxy();
+  try {
+    const config = s.path('interrupted', 'agent.json');
+    const args = ['agent', 'enroll', '--server', proxy.url, '--token', enrolToken, '--fingerprint', t.server.fingerprint, '--name', 'web2', '--config', config];
+    const failed = await s.run(args, { env: { HOLDFAST_PASSWORD: undefined } });
+    assert.notEqual(failed.code, 0, failed.stdout);
+    assert.match(failed.stderr, /502|bad gateway/i);
+    const c = JSON.parse(await readFile(config, 'utf8')) as Record<string, string>;
+    const machines = (await t.call('GET', '/api/v1/machines', { token: t.adminToken })).body as { name: string }[];
+    assert.ok(machines.some((m) => m.name === 'web2'), 'the server registered the machine');
+    proxy.failSafes = false;
+
+    // The agent does not wait for a repository that will never come: it stops and says what to do.
+    const run = await s.run(['agent', 'run', '--config', config], { env: { HOLDFAST_PASSWORD: undefined } });
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(run.stderr, new RegExp(`disk safe ${c['safe']} .* holds no repository yet: the enrolment of web2 did not finish .*run "holdfast agent enroll" again with the same --server and --config to finish it`));
+
+    const finished = await s.ok(args, { env: { HOLDFAST_PASSWORD: undefined } });
+    assert.match(finished.stdout, new RegExp(`finished the enrolment of web2 with ${proxy.url}: disk safe ${c['safe']}, initialised with the password in ${config}`));
+    assert.deepEqual(JSON.parse(await readFile(config, 'utf8')), c, 'the configuration is the same: its token and password');
+    const repo = { HOLDFAST_REPOSITORY: `https://127.0.0.1:${t.server.port}/safes/${c['safe']}`, HOLDFAST_TOKEN: c['token'], HOLDFAST_FINGERPRINT: t.server.fingerprint, HOLDFAST_PASSWORD: c['password'] };
+    assert.deepEqual(JSON.parse((await s.ok(['snapshots', '--json'], { env: repo })).stdout), []);
+
+    // Finished, it is enrolled like any other: enrolling again is refused.
+    const again = await s.run(args, { env: { HOLDFAST_PASSWORD: undefined } });
+    assert.equal(again.code, 1, again.stderr);
+    assert.match(again.stderr, /exists: this machine is enrolled already/);
+  } finally {
+    await proxy.close();
+  }
 });
