@@ -105,8 +105,9 @@ export interface HttpSettings {
   readonly idleTimeoutMs?: number;
   /**
    * Told each warning the server sends with an upload (a soft quota passed:
-   * then every upload carries one), prefixed with the location; a front end
-   * shows one a run (the CLI) or a job (the agent).
+   * then every upload carries one), and of a lock object that could not be
+   * removed, prefixed with the location; a front end shows one a run (the
+   * CLI) or a job (the agent).
    */
   readonly onWarning?: (message: string) => void;
 }
@@ -310,7 +311,15 @@ export class HttpBackend implements Backend {
     checkHandle(h);
     signal?.throwIfAborted();
     const res = await this.send('DELETE', this.pathOf(h), {}, undefined, signal, h);
-    await this.expect(res, [204], 'DELETE', h, signal);
+    try {
+      await this.expect(res, [204], 'DELETE', h, signal);
+    } catch (e) {
+      // The lock code removes its locks quietly; one left behind blocks the safe's prune until it goes stale.
+      if (h.type === 'lock' && !(e instanceof NotFoundError)) {
+        this.onWarning?.(`${this.location}: the lock ${h.name} could not be removed (${(e as Error).message}); it blocks the safe's prune until it goes stale`);
+      }
+      throw e;
+    }
   }
 
   /** See `Backend.close`: closes the connections. Idempotent. */

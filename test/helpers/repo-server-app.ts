@@ -41,6 +41,8 @@ export interface RepoServerAppOptions {
 export async function buildRepoServer(o: RepoServerAppOptions): Promise<FastifyInstance> {
   const app = Fastify({ https: { key: o.key, cert: o.cert }, logger: false, keepAliveTimeout: 30_000 });
   const verify = o.verifyUploads !== false;
+  /** Safe → lock name → the token that added it (the server keeps this in its database). */
+  const lockOwners = new Map<string, Map<string, string>>();
   await app.register(repoRoutes, {
     verifyUploads: verify,
     resolver: {
@@ -52,6 +54,11 @@ export async function buildRepoServer(o: RepoServerAppOptions): Promise<FastifyI
           backend,
           rights: t.rights,
           principal: token,
+          lockOwners: {
+            add: async (name) => { lockOwners.set(safe, (lockOwners.get(safe) ?? new Map<string, string>()).set(name, token)); },
+            owns: async (name) => lockOwners.get(safe)?.get(name) === token,
+            forget: async (name) => { lockOwners.get(safe)?.delete(name); },
+          },
           ...(verify ? {
             beforeCommit: async (h, bytes, signal) => {
               if (h.type === 'snapshot') await refuseBackdatedSnapshot(backend, bytes, { signal });

@@ -150,6 +150,18 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         else await sqliteDropNotNull(db, 'jobs', 'machine_id');
       },
     },
+    '0006-lock-owners': {
+      // Which principal added which lock object of a safe: an append token removes its own after a restart too.
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.createTable('lock_owners')
+          .addColumn('safe_id', 'text', (c) => c.notNull().references('disk_safes.id'))
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('principal', 'text', (c) => c.notNull())
+          .addColumn('added_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('lock_owners_pk', ['safe_id', 'name'])
+          .execute();
+      },
+    },
   };
 }
 

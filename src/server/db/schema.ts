@@ -195,6 +195,16 @@ export interface SafeEscrowsTable {
   stored_at: string;
 }
 
+/** A lock object of a disk safe and the principal that added it over the repository protocol (its own to remove). */
+export interface LockOwnersTable {
+  safe_id: string;
+  /** The lock object's name (64 hex). */
+  name: string;
+  /** `token:ID`, as `SafeAccess.principal`. */
+  principal: string;
+  added_at: string;
+}
+
 /** The database as kysely's query builder types it. */
 export interface ControlPlane {
   customers: CustomersTable;
@@ -208,6 +218,7 @@ export interface ControlPlane {
   job_events: JobEventsTable;
   recovery_keys: RecoveryKeysTable;
   safe_escrows: SafeEscrowsTable;
+  lock_owners: LockOwnersTable;
 }
 
 export type Customer = Selectable<CustomersTable>;

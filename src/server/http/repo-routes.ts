@@ -22,7 +22,8 @@
  * then handed to the backend, whose save is atomic: a body cut off, a wrong
  * length or a wrong hash stores nothing. Rights: `read` reads and lists;
  * `append` also adds, and removes only the lock objects it added itself
- * (as `AppendOnlyBackend` lets a client do), never a deletion marker
+ * (as `AppendOnlyBackend` lets a client do; the resolver keeps who added
+ * which, `SafeAccess.lockOwners`), never a deletion marker
  * (docs/format.md §18); `full` does everything.
  */
 import { createHash } from 'node:crypto';
@@ -64,6 +65,12 @@ export interface SafeAccess {
    */
   readonly principal: string;
   /**
+   * Which lock objects of the safe this principal added, kept where it
+   * outlives the process (the server's database); absent, an `append`
+   * caller removes no lock.
+   */
+  readonly lockOwners?: LockOwners;
+  /**
    * Called before an upload's body is read, with its declared size: throw
    * `UploadRefusedError` to refuse it (a quota) before anything is received.
    * An upload let through may come with a ticket, ended once the upload is.
@@ -75,6 +82,16 @@ export interface SafeAccess {
    * snapshot rule of src/server/services/snapshot-time-policy.ts).
    */
   beforeCommit?(h: Handle, bytes: Buffer, signal: AbortSignal): Promise<void>;
+}
+
+/** The lock objects one principal added to one safe (`SafeAccess.lockOwners`). */
+export interface LockOwners {
+  /** Records that the principal added lock `name`. */
+  add(name: string): Promise<void>;
+  /** Whether the principal added lock `name`. */
+  owns(name: string): Promise<boolean>;
+  /** Forgets lock `name`, whoever added it: it was removed. */
+  forget(name: string): Promise<void>;
 }
 
 /** What `SafeAccess.beforeSave` gives an upload it lets through. */
@@ -190,9 +207,6 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
   let bytesInFlight = 0;
   /** The same, by principal (absent: none). */
   const heldBy = new Map<string, number>();
-  /** Lock names each principal added to each safe: the ones an `append` caller may remove again. */
-  const ownLocks = new Map<string, Set<string>>();
-  const lockKey = (safe: string, principal: string): string => JSON.stringify([safe, principal]);
 
   // Bodies are read by the PUT handler itself, as a stream of the declared length.
   app.removeAllContentTypeParsers();
@@ -353,10 +367,7 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
         else heldBy.delete(s.access.principal);
         await ticket?.end(stored);
       }
-      if (h.type === 'lock') {
-        const key = lockKey(s.name, s.access.principal);
-        ownLocks.set(key, (ownLocks.get(key) ?? new Set()).add(h.name));
-      }
+      if (h.type === 'lock') await s.access.lockOwners?.add(h.name);
       if (ticket?.warning !== undefined) void reply.header(WARNING_HEADER, headerText(ticket.warning));
       return reply.code(201).send({ created: true });
     });
@@ -365,12 +376,11 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
       const s = await safeOf(req, reply);
       const h = handleOf(req);
       if (s.access.rights === 'read') throw readOnly(`remove ${h.type}/${h.name}`);
-      const key = lockKey(s.name, s.access.principal);
-      if (s.access.rights === 'append' && !(h.type === 'lock' && ownLocks.get(key)?.has(h.name))) throw new AppendOnlyError(h);
+      if (s.access.rights === 'append' && !(h.type === 'lock' && await s.access.lockOwners?.owns(h.name) === true)) throw new AppendOnlyError(h);
       // The wire always tells a missing object, whatever the backend under it can.
       if (!s.access.backend.capabilities.removeMissingIsError && await s.access.backend.stat(h, { signal: s.signal }) === undefined) throw new NotFoundError(h);
       await s.access.backend.remove(h, { signal: s.signal });
-      ownLocks.get(key)?.delete(h.name);
+      if (h.type === 'lock') await s.access.lockOwners?.forget(h.name);
       return reply.code(204).send();
     });
   }

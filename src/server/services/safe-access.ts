@@ -10,10 +10,11 @@
  * retention and pruning are the server's (issue 16). Every upload passes the
  * quotas before its body is read (quota.ts), every snapshot upload the
  * backdating rule (snapshot-time-policy.ts), and the safe's storage counts
- * what is stored (usage.ts).
+ * what is stored (usage.ts). Which token added which lock object is kept in
+ * the database (`lock_owners`), for its token alone to remove.
  */
 import type { TokenRight } from '../db/schema.js';
-import type { SafeAccess, SafeResolver } from '../http/repo-routes.js';
+import type { LockOwners, SafeAccess, SafeResolver } from '../http/repo-routes.js';
 import { audit } from './audit.js';
 import { authenticate } from './auth.js';
 import type { ServiceContext } from './context.js';
@@ -57,6 +58,7 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
         backend,
         rights,
         principal: `token:${p.id}`,
+        lockOwners: lockOwnersOf(ctx, safe.id, `token:${p.id}`),
         beforeSave: async (_h, size) => {
           const admitted = await admitUpload(ctx, safe, size);
           return {
@@ -73,6 +75,23 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
           if (h.type === 'snapshot') await refuseBackdatedSnapshot(backend, bytes, { signal: sig, now: ctx.now().getTime() });
         },
       };
+    },
+  };
+}
+
+/** The lock objects `principal` added to the safe, in the database (so that they are its own to remove after a restart too). */
+function lockOwnersOf(ctx: ServiceContext, safeId: string, principal: string): LockOwners {
+  return {
+    async add(name) {
+      await ctx.db.insertInto('lock_owners').values({ safe_id: safeId, name, principal, added_at: ctx.now().toISOString() })
+        .onConflict((oc) => oc.columns(['safe_id', 'name']).doNothing()).execute();
+    },
+    async owns(name) {
+      const row = await ctx.db.selectFrom('lock_owners').select('principal').where('safe_id', '=', safeId).where('name', '=', name).executeTakeFirst();
+      return row?.principal === principal;
+    },
+    async forget(name) {
+      await ctx.db.deleteFrom('lock_owners').where('safe_id', '=', safeId).where('name', '=', name).execute();
     },
   };
 }
