@@ -376,7 +376,9 @@ async function conflicts(backend: Backend, entries: readonly LockEntry[], opts: 
   for (const e of entries) {
     if (ours.has(e.name)) continue;
     if (!e.lock) {
-      blocking.push(e); // cannot tell whose it is: only "unlock" removes it
+      // Whose and what it is cannot be told: it blocks an exclusive lock until "unlock" removes it, and
+      // blocks no shared one, as a stale lock does not (else one planted object would stop every backup).
+      if (opts.exclusive) blocking.push(e);
       continue;
     }
     if (staleReason(e.lock, opts.machine, now, staleAfterMs) !== undefined) {

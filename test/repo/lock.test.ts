@@ -191,11 +191,12 @@ describe('locks', () => {
     await assert.rejects(acquireLock(b, { ...mine, exclusive: false }), LockedError);
   });
 
-  it('an unreadable lock blocks until "unlock" removes it; unlock keeps live locks unless told to remove all', async () => {
+  it('an unreadable lock blocks exclusive locks until "unlock" removes it, and no shared one; unlock keeps live locks unless told to remove all', async () => {
     const b = new MemoryBackend();
     const junk = Buffer.from('not a lock');
     await b.save({ type: 'lock', name: sha256(junk).toString('hex') }, junk);
-    await assert.rejects(acquireLock(b, { ...mine, exclusive: false }), /unreadable lock/);
+    await assert.rejects(acquireLock(b, { ...mine, exclusive: true }), /unreadable lock/);
+    await (await acquireLock(b, { ...mine, exclusive: false })).release();
     const live = await plant(b, { hostname: 'other-host' });
     const stale = await plant(b, { hostname: 'other-host', id: 'a'.repeat(32), heartbeat: new Date(0).toISOString() });
     const r = await removeLocks(b, { machine: me });
