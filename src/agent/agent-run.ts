@@ -57,6 +57,8 @@ export interface AgentRunOptions {
   readonly workers?: number;
   /** How long a storage call that keeps failing is tried again before the job fails (default 2 minutes). */
   readonly retryForMs?: number;
+  /** Where the agent remembers its unfinished restores between runs (unfinished-restores.ts). */
+  readonly unfinishedRestores?: string;
 }
 
 /**
@@ -113,7 +115,10 @@ async function openSession(o: AgentRunOptions): Promise<AgentSession | undefined
   const backoff = new Backoff();
   for (;;) {
     try {
-      return await AgentSession.open(o.config, { onLog: o.onLog, signal: o.signal, ...(o.workers ? { workers: o.workers } : {}), ...(o.retryForMs === undefined ? {} : { retryForMs: o.retryForMs }) });
+      return await AgentSession.open(o.config, {
+        onLog: o.onLog, signal: o.signal, ...(o.workers ? { workers: o.workers } : {}), ...(o.retryForMs === undefined ? {} : { retryForMs: o.retryForMs }),
+        ...(o.unfinishedRestores === undefined ? {} : { unfinishedRestores: o.unfinishedRestores }),
+      });
     } catch (e) {
       if (o.signal.aborted) return undefined;
       if (e instanceof NotARepositoryError) throw new EnrolmentUnfinishedError(o.config);

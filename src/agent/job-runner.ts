@@ -40,6 +40,7 @@ import { openBackend } from '../storage/open-backend.js';
 import { RateLimitedBackend } from '../storage/rate-limited-backend.js';
 import { RetryingBackend } from '../storage/retrying-backend.js';
 import type { AgentConfig } from './agent-config.js';
+import { UnfinishedRestores } from './unfinished-restores.js';
 
 /** A job failed in a way its words say (no stack needed): the job's error. */
 export class JobFailedError extends Error {
@@ -64,6 +65,8 @@ export interface SessionOptions {
   readonly onLog: (line: string) => void;
   /** The agent's stop: ends the storage's retry waits. */
   readonly signal: AbortSignal;
+  /** Where the agent remembers its unfinished restores (unfinished-restores.ts); without it, it remembers none. */
+  readonly unfinishedRestores?: string;
 }
 
 /** Where the session's lines go: the agent's log, or the running job's while one runs. */
@@ -238,10 +241,11 @@ export class AgentSession {
 
   /**
    * Refuses a restore target that holds anything, unless the machine's
-   * configuration allows writing over files, and one reached through a
-   * symbolic link, whatever the configuration.
+   * configuration allows writing over files or the agent is `continuing` an
+   * unfinished restore there, and one reached through a symbolic link,
+   * whatever the configuration.
    */
-  private async checkTarget(target: string): Promise<void> {
+  private async checkTarget(target: string, continuing: boolean): Promise<void> {
     let st;
     try {
       st = await lstat(target);
@@ -251,7 +255,7 @@ export class AgentSession {
     }
     if (!st.isDirectory()) throw new JobFailedError(`cannot restore to ${target}: it exists and is not a folder; nothing was restored`);
     await refuseLinkedAncestor(target, target);
-    if (this.config.allow_restore_overwrite) return;
+    if (this.config.allow_restore_overwrite || continuing) return;
     const entries = await readdir(target);
     if (entries.length > 0) {
       throw new JobFailedError(`refused to restore into ${target}: it holds files (${entries.length} entries), and this machine's agent configuration does not allow a restore `
@@ -261,17 +265,23 @@ export class AgentSession {
 
   private async restore(spec: RestoreSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
     const target = resolve(spec.target);
-    await this.checkTarget(target);
     const warnDamaged = (id: string, e: Error): void => events.log(`skipping snapshot ${id}: ${e.message}`);
     const { id, snapshot } = await findSnapshot(this.repo, spec.snapshot, {}, warnDamaged).catch((e: unknown) => {
       throw new JobFailedError(`${(e as Error).message}; nothing was restored`);
     });
+    const unfinished = this.opts.unfinishedRestores === undefined ? undefined : new UnfinishedRestores(this.opts.unfinishedRestores);
+    const continuing = (await unfinished?.of(target)) === id;
+    await this.checkTarget(target, continuing);
+    // Recorded before anything is written: a restore killed from here on is continued by the next one of this snapshot into this target.
+    await unfinished?.begin(target, id);
+    if (continuing) events.log(`continuing the unfinished restore of snapshot ${id.slice(0, 8)} into ${target}: what it wrote is kept when it has the snapshot's size and mtime, anything else replaced`);
     const image = isImageSnapshot(snapshot) ? await openImageFiles(this.repo, snapshot, id, (m) => events.log(m)) : undefined;
     events.log(`restoring snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} to ${target}`);
     const result = await restorerFor(image, this.repo, target, {
       includes: spec.paths ?? [],
-      // Belt and braces: a file that appears in the target meanwhile is still left alone.
-      overwrite: this.config.allow_restore_overwrite ? 'always' : 'never',
+      // Belt and braces: a file that appears in the target meanwhile is still left alone. Continuing,
+      // a file the interrupted restore was writing has not got its mtime yet, so it is replaced.
+      overwrite: this.config.allow_restore_overwrite ? 'always' : continuing ? 'if-changed' : 'never',
       signal, pool: this.pool, privileged: process.getuid?.() === 0,
       onWarning: (path, message) => events.log(`${path}: ${message}`),
       onProgress: (p) => events.progress(`${p.files} files, ${p.bytes} bytes restored`, { files: p.files, bytes: p.bytes, total_files: p.totalFiles, total_bytes: p.totalBytes, errors: p.errors }),
@@ -281,6 +291,7 @@ export class AgentSession {
       const listed = result.failed.slice(0, MAX_FAILED_LISTED).map((f) => `${f.path}: ${f.error}`);
       throw new JobFailedError(`restore INCOMPLETE: ${p.errors} path(s) not restored: ${listed.join('; ')}${p.errors > listed.length ? '; …' : ''}`);
     }
+    await unfinished?.finish(target);
     events.log(`restored ${p.files} file(s), ${p.dirs} folder(s), ${p.bytes} bytes`);
     return { snapshot_id: id, target, files_restored: p.files, dirs_restored: p.dirs, bytes_restored: p.bytes, files_skipped: p.filesSkipped };
   }

@@ -106,7 +106,10 @@ export function register(program: Command): void {
       });
       try {
         const retryFor = retryForMs();
-        await runAgent({ config, signal: stop.signal, onLog: log, workers: workerCount(), ...(retryFor === undefined ? {} : { retryForMs: retryFor }) }).catch((e: unknown) => {
+        await runAgent({
+          config, signal: stop.signal, onLog: log, workers: workerCount(), ...(retryFor === undefined ? {} : { retryForMs: retryFor }),
+          unfinishedRestores: `${flags.config}.restores`,
+        }).catch((e: unknown) => {
           if (e instanceof EnrolmentUnfinishedError) throw new ExitError(e.message, EXIT.failed);
           throw e;
         });

@@ -132,6 +132,48 @@ databaseSuites('holdfast agent run', (fx) => {
     assert.equal(await readFile(s.path('after-prune', s.path('other.txt')), 'utf8'), 'written by another client\n');
   });
 
+  it('continues a restore that stopped half-way into its target, but only the same snapshot\'s', { timeout: 120_000 }, async () => {
+    const tree = s.path('halfway');
+    await mkdir(join(tree, 'deep'), { recursive: true });
+    await writeFile(join(tree, 'small.txt'), 'a small file\n');
+    await writeRandom(join(tree, 'deep', 'big.bin'), 400_000);
+    const backup = await waitJob(h, await runNow(h, m, 'backup', { paths: [tree] }));
+    assert.equal(backup.state, 'succeeded', backup.error ?? '');
+    const snap = backup.result!['snapshot_id'] as string;
+    // The data pack damaged in the middle: its files fail, what was written (the folders) stays under its final names.
+    const packs: { path: string; size: number }[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      for (const e of await readdir(dir, { withFileTypes: true })) {
+        if (e.isDirectory()) await walk(join(dir, e.name));
+        else packs.push({ path: join(dir, e.name), size: (await lstat(join(dir, e.name))).size });
+      }
+    };
+    await walk(join(t.server.storage, (await readdir(t.server.storage))[0]!, 'data'));
+    const pack = packs.sort((x, y) => y.size - x.size)[0]!.path;
+    const original = await readFile(pack);
+    await writeFile(pack, Buffer.concat([original.subarray(0, 200_000), Buffer.alloc(1000, 0xee), original.subarray(201_000)]));
+    const target = s.path('halfway-target');
+    const broken = await waitJob(h, await runNow(h, m, 'restore', { snapshot: snap, target }));
+    assert.equal(broken.state, 'failed');
+    assert.match(broken.error!, /restore INCOMPLETE/);
+    assert.ok((await lstat(join(target, tree, 'deep'))).isDirectory(), 'the target holds what the failed restore wrote (its folders)');
+    await writeFile(pack, original);
+
+    // Another snapshot into that target: refused, as into any folder that holds files.
+    const other = await waitJob(h, await runNow(h, m, 'restore', { snapshot: firstSnap, target }));
+    assert.equal(other.state, 'failed');
+    assert.match(other.error!, /refused to restore into .*halfway-target: it holds files/);
+    // The same snapshot: continued, and the tree comes back whole.
+    const again = await waitJob(h, await runNow(h, m, 'restore', { snapshot: snap, target }));
+    assert.equal(again.state, 'succeeded', again.error ?? '');
+    assertSameTree(tree, join(target, tree));
+    assert.ok((await eventsOf(h, again.id)).some((e) => e.message.startsWith(`continuing the unfinished restore of snapshot ${snap.slice(0, 8)}`)));
+    assert.deepEqual(JSON.parse(await readFile(`${m.configPath}.restores`, 'utf8')), {}, 'a finished restore is forgotten');
+    // Finished, the target is like any other again.
+    const third = await waitJob(h, await runNow(h, m, 'restore', { snapshot: snap, target }));
+    assert.match(third.error!, /refused to restore into .*halfway-target: it holds files/);
+  });
+
   it('refuses a restore into a folder that holds files unless the machine allows it, and then overwrites', { timeout: 120_000 }, async () => {
     const target = s.path('occupied');
     const victim = join(target, src(), 'a.txt');
