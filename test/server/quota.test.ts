@@ -161,7 +161,7 @@ databaseSuites('quotas of holdfast server', (fx) => {
     await setQuotas(`/api/v1/safes/${safes[safe]!.id}`, { quota_hard: used + 3.5 * size });
     const before = await filesOf(dirOf(safe));
     const bodies = Array.from({ length: 8 }, () => randomBytes(size / 2).toString('hex'));
-    const answers = await Promise.all(bodies.map((b) => httpsJson(t.server.port, t.cert, 'PUT', `/safes/${safe}/index/${createHash('sha256').update(b).digest('hex')}`, {
+    const answers = await Promise.all(bodies.map((b) => httpsJson(t.server.port, t.cert, 'PUT', `/safes/${safe}/data/${createHash('sha256').update(b).digest('hex')}`, {
       token: safes[safe]!.token, rawBody: b,
     })));
     assert.deepEqual(answers.map((a) => a.status).sort(), [201, 201, 201, 413, 413, 413, 413, 413]);
