@@ -76,9 +76,10 @@ function printEvent(g: GlobalOptions, e: JobEventBody): void {
 
 /**
  * Prints the events of job `id` after `after`; with `follow`, keeps looking
- * until the job ends, then throws unless it succeeded.
+ * until the job ends, then throws unless it succeeded (the agent's jobs, and
+ * the server's own: a safe's prune).
  */
-async function events(c: AdminClient, g: GlobalOptions, id: string, follow: boolean): Promise<void> {
+export async function events(c: AdminClient, g: GlobalOptions, id: string, follow: boolean): Promise<void> {
   let after = 0;
   const drain = async (): Promise<void> => {
     for (;;) {

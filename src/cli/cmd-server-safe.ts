@@ -1,12 +1,18 @@
 /**
  * `holdfast server safe list | create NAME --customer CUSTOMER [--machine
- * MACHINE] [--quota-hard SIZE] [--quota-soft SIZE] | show SAFE`: the disk
- * safes, through the API. SAFE is a name or an id. Flags and printing only.
+ * MACHINE] [--quota-hard SIZE] [--quota-soft SIZE] | show SAFE | forget
+ * SAFE --keep-… [--dry-run] | prune SAFE [--dry-run] [--grace DURATION]
+ * [--max-unused PERCENT]`: the disk safes, through the API; forget and prune
+ * run on the server, without the key (docs/format.md §2.7). SAFE is a name
+ * or an id. Flags and printing only.
  */
 import type { Command } from 'commander';
-import type { SafeBody } from '../api/v1.js';
+import type { ForgetResultBody, ForgetSafeRequest, JobBody, PruneSafeRequest, SafeBody } from '../api/v1.js';
 import { parseSize } from '../core/size.js';
-import { formatBytes, globals, say } from './context.js';
+import { parseDuration } from '../repo/deletion-marker.js';
+import { events } from './cmd-server-job.js';
+import { localIso } from '../core/local-time.js';
+import { collect, formatBytes, globals, say } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { idOf, namesOf, withServer } from './server-client.js';
 import { printBody, printFields, printTable, when } from './server-output.js';
@@ -29,9 +35,51 @@ function quota(option: string): (text: string) => number {
 
 const quotaText = (n: number | null): string => (n === null ? '-' : formatBytes(n));
 
+interface ForgetFlags {
+  keepLast?: string; keepHourly?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; keepYearly?: string;
+  keepWithin?: string; keepTag: string[]; groupBy?: string; dryRun?: boolean;
+}
+
+/** A --keep-N count as the API takes it: a whole number or "unlimited". */
+function keepCount(option: string, text: string | undefined): number | 'unlimited' | undefined {
+  if (text === undefined) return undefined;
+  if (text === 'unlimited') return text;
+  if (!/^\d+$/.test(text)) throw new ExitError(`${option} "${text}": give a whole number or "unlimited"`, EXIT.usage);
+  return Number(text);
+}
+
+/** The API's forget request for the flags (the server checks the rest and says what is wrong). */
+function forgetRequest(f: ForgetFlags): ForgetSafeRequest {
+  const counts: [keyof ForgetSafeRequest, string, string | undefined][] = [
+    ['keep_last', '--keep-last', f.keepLast], ['keep_hourly', '--keep-hourly', f.keepHourly], ['keep_daily', '--keep-daily', f.keepDaily],
+    ['keep_weekly', '--keep-weekly', f.keepWeekly], ['keep_monthly', '--keep-monthly', f.keepMonthly], ['keep_yearly', '--keep-yearly', f.keepYearly],
+  ];
+  const req: Record<string, unknown> = {};
+  for (const [key, option, text] of counts) {
+    const n = keepCount(option, text);
+    if (n !== undefined) req[key] = n;
+  }
+  if (f.keepWithin !== undefined) req['keep_within'] = f.keepWithin;
+  if (f.keepTag.length > 0) req['keep_tags'] = f.keepTag.map((t) => t.split(','));
+  if (f.groupBy !== undefined) req['group_by'] = f.groupBy === '' ? [] : f.groupBy.split(',');
+  if (Object.keys(req).length === 0) throw new ExitError('holdfast server safe forget needs a policy: --keep-last, --keep-daily, … or --keep-within', EXIT.usage);
+  return { ...req, ...(f.dryRun ? { dry_run: true } : {}) } as ForgetSafeRequest;
+}
+
+function printForget(g: Parameters<typeof say>[0], r: ForgetResultBody): void {
+  say(g, `policy: ${r.policy}${r.dry_run ? ' (dry run: nothing is removed)' : ''}`);
+  for (const group of r.groups) {
+    const named = [group.host === null ? undefined : `host ${group.host}`, group.paths === null ? undefined : `paths ${group.paths.join(', ')}`, group.tags === null ? undefined : `tags ${group.tags.join(', ')}`].filter(Boolean);
+    say(g, `${named.length > 0 ? named.join(', ') : 'all snapshots'}: keep ${group.keep}, remove ${group.remove}`);
+    for (const d of group.decisions) say(g, `  ${(r.dry_run && d.action === 'remove' ? 'would remove' : d.action).padEnd(12)} ${d.short_id}  ${localIso(d.time)}  ${d.reasons.join(', ')}`);
+  }
+  for (const s of r.skipped) say(g, `skipped ${s.id.slice(0, 8)}: ${s.error}`);
+  if (!r.dry_run) say(g, `removed ${r.removed.length} snapshot${r.removed.length === 1 ? '' : 's'}`);
+}
+
 /** Adds this file's commands under `holdfast server`. */
 export function registerSubcommands(server: Command): void {
-  const safe = server.command('safe').description('the disk safes: list, create, show');
+  const safe = server.command('safe').description('the disk safes: list, create, show, forget, prune');
 
   safe.command('list').description('the disk safes the caller can see')
     .action(async (_f: unknown, cmd: Command) => {
@@ -40,9 +88,9 @@ export function registerSubcommands(server: Command): void {
         await c.get<SafeBody[]>('/safes'), await namesOf(c, '/customers'), await namesOf(c, '/machines'),
       ] as const);
       if (g.json) return printBody(all);
-      printTable(g, 'no disk safes', ['NAME', 'ID', 'CUSTOMER', 'MACHINE', 'QUOTA (SOFT / HARD)'], all.map((s) => [
+      printTable(g, 'no disk safes', ['NAME', 'ID', 'CUSTOMER', 'MACHINE', 'STORED', 'QUOTA (SOFT / HARD)'], all.map((s) => [
         s.name, s.id, customers.get(s.customer_id) ?? s.customer_id, s.machine_id === null ? '-' : machines.get(s.machine_id) ?? s.machine_id,
-        `${quotaText(s.quota_soft)} / ${quotaText(s.quota_hard)}`,
+        formatBytes(s.stored_bytes), `${quotaText(s.quota_soft)} / ${quotaText(s.quota_hard)}`,
       ]));
     });
 
@@ -70,6 +118,55 @@ export function registerSubcommands(server: Command): void {
       const s = await withServer(g, async (c) => c.get<SafeBody>(`/safes/${await idOf(c, 'safe', ref)}`));
       if (g.json) return printBody(s);
       printFields(g, [['id', s.id], ['name', s.name], ['customer', s.customer_id], ['machine', s.machine_id ?? '-'],
-        ['soft quota', quotaText(s.quota_soft)], ['hard quota', quotaText(s.quota_hard)], ['created', when(s.created_at)]]);
+        ['stored', formatBytes(s.stored_bytes)], ['soft quota', quotaText(s.quota_soft)], ['hard quota', quotaText(s.quota_hard)], ['created', when(s.created_at)]]);
+    });
+
+  safe.command('forget').description('remove snapshots of a disk safe by a retention policy, on the server (no key needed); --dry-run shows each snapshot and why it is kept or removed')
+    .argument('<safe>', 'its name or id')
+    .option('--keep-last <n>', 'keep the last n snapshots')
+    .option('--keep-hourly <n>', 'keep the last n hourly snapshots')
+    .option('--keep-daily <n>', 'keep the last n daily snapshots')
+    .option('--keep-weekly <n>', 'keep the last n weekly snapshots')
+    .option('--keep-monthly <n>', 'keep the last n monthly snapshots')
+    .option('--keep-yearly <n>', 'keep the last n yearly snapshots')
+    .option('--keep-within <duration>', 'keep snapshots newer than duration (such as 1y5m7d2h) before the newest')
+    .option('--keep-tag <tag[,tag]>', 'keep snapshots with all these tags (repeatable)', collect, [])
+    .option('--group-by <fields>', 'group by host, paths and/or tags, comma-separated; "" for one group (default: host,paths)')
+    .option('-n, --dry-run', 'show what would be removed; remove nothing')
+    .action(async (ref: string, flags: ForgetFlags, cmd: Command) => {
+      const g = globals(cmd);
+      const body = forgetRequest(flags);
+      const r = await withServer(g, async (c) => c.post<ForgetResultBody>(`/safes/${await idOf(c, 'safe', ref)}/forget`, body));
+      if (g.json) return printBody(r);
+      printForget(g, r);
+    });
+
+  safe.command('prune').description('delete what no snapshot of a disk safe needs, on the server (no key needed): marks now, deletes what a prune marked at least the grace period ago; follows the job until it ends')
+    .argument('<safe>', 'its name or id')
+    .option('-n, --dry-run', 'report what would be marked and deleted; change nothing')
+    .option('--grace <duration>', 'delete what was marked at least this long ago (such as 1h, 30m; default 1h, at least the server\'s minimum)')
+    .option('--max-unused <percent>', 'repack packs with more unused space than this (default 50)')
+    .action(async (ref: string, flags: { dryRun?: boolean; grace?: string; maxUnused?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const body: PruneSafeRequest = { ...(flags.dryRun ? { dry_run: true } : {}) };
+      if (flags.grace !== undefined) {
+        let ms: number;
+        try {
+          ms = parseDuration(flags.grace);
+        } catch (e) {
+          throw new ExitError(`--grace ${flags.grace}: ${(e as Error).message}`, EXIT.usage);
+        }
+        body.grace_seconds = Math.round(ms / 1000);
+      }
+      if (flags.maxUnused !== undefined) {
+        const pct = Number(flags.maxUnused.replace(/%$/, ''));
+        if (!Number.isFinite(pct) || pct < 0 || pct > 100) throw new ExitError(`--max-unused ${flags.maxUnused}: give a percentage from 0 to 100`, EXIT.usage);
+        body.max_unused = pct;
+      }
+      await withServer(g, async (c) => {
+        const job = await c.post<JobBody>(`/safes/${await idOf(c, 'safe', ref)}/prune`, body);
+        if (!g.json) say(g, `prune job ${job.id} started on the server`);
+        await events(c, g, job.id, true);
+      });
     });
 }

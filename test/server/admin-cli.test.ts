@@ -10,7 +10,8 @@
  * end while the test plays the machine's agent.
  */
 import assert from 'node:assert/strict';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox, type RunResult } from '../helpers/cli.js';
@@ -78,7 +79,7 @@ describe('holdfast server admin commands', () => {
     await ok(['server', 'machine', 'create', 'web1', '--customer', 'Acme']);
     await ok(['server', 'safe', 'create', 'acme-web1', '--customer', 'Acme', '--machine', 'web1', '--quota-hard', '2G']);
     const safes = await ok(['server', 'safe', 'list']);
-    assert.match(safes.stdout, /^NAME +ID +CUSTOMER +MACHINE +QUOTA \(SOFT \/ HARD\)\nacme-web1 +[0-9a-f-]{36} +Acme +web1 +- \/ 2\.00 GiB\n$/);
+    assert.match(safes.stdout, /^NAME +ID +CUSTOMER +MACHINE +STORED +QUOTA \(SOFT \/ HARD\)\nacme-web1 +[0-9a-f-]{36} +Acme +web1 +0 B +- \/ 2\.00 GiB\n$/);
     const safe = await json<{ customer_id: string; quota_hard: number }>(['server', 'safe', 'show', 'acme-web1']);
     assert.equal(safe.customer_id, acme.id);
     assert.equal(safe.quota_hard, 2 * 1024 ** 3);
@@ -191,6 +192,42 @@ describe('holdfast server admin commands', () => {
     const wrongKind = await run(['server', 'job', 'run', 'web1', '--kind', 'check', '--path', '/etc']);
     assert.equal(wrongKind.code, 2, wrongKind.stderr);
     assert.match(wrongKind.stderr, /--path: not an option of a check job/);
+  });
+
+  it('forgets by a policy (dry run first) and prunes a disk safe on the server, following the prune job; shows what the safe stores', { timeout: 120_000 }, async () => {
+    const agent = (await json<{ secret: string }>(['server', 'token', 'create', '--customer', 'Acme', '--machine', 'web1', '--name', 'web1 backups', '--rights', 'backup'])).secret;
+    const repo = { HOLDFAST_REPOSITORY: `${server}/safes/acme-web1`, HOLDFAST_TOKEN: agent, HOLDFAST_FINGERPRINT: t.server.fingerprint, HOLDFAST_PASSWORD: 'the safe password' };
+    const data = s.path('web1-data');
+    await mkdir(data, { recursive: true });
+    await s.ok(['init'], { env: repo });
+    for (const content of ['first version\n', 'second version\n']) {
+      await writeFile(join(data, 'f'), content);
+      await s.ok(['backup', '-q', data], { env: repo });
+    }
+    const snaps = JSON.parse((await s.ok(['snapshots', '--json'], { env: repo })).stdout) as { id: string; short_id: string }[];
+    assert.equal(snaps.length, 2);
+    const dry = await ok(['server', 'safe', 'forget', 'acme-web1', '--keep-last', '1', '--dry-run']);
+    assert.match(dry.stdout, /^policy: keep 1 latest snapshots? \(dry run: nothing is removed\)$/m);
+    assert.match(dry.stdout, new RegExp(`^  keep +${snaps[1]!.short_id} .*last snapshot`, 'm'));
+    assert.match(dry.stdout, new RegExp(`^  would remove ${snaps[0]!.short_id} `, 'm'));
+    assert.equal(JSON.parse((await s.ok(['snapshots', '--json'], { env: repo })).stdout).length, 2, 'the dry run removed nothing');
+    const real = await ok(['server', 'safe', 'forget', 'acme-web1', '--keep-last', '1']);
+    assert.match(real.stdout, /^removed 1 snapshot$/m);
+    assert.deepEqual((JSON.parse((await s.ok(['snapshots', '--json'], { env: repo })).stdout) as { id: string }[]).map((x) => x.id), [snaps[1]!.id]);
+    const none = await run(['server', 'safe', 'forget', 'acme-web1']);
+    assert.equal(none.code, 2, none.stderr);
+    assert.match(none.stderr, /needs a policy/);
+
+    const pruned = await ok(['server', 'safe', 'prune', 'acme-web1']);
+    assert.match(pruned.stdout, /^prune job \S+ started on the server\n(.*\n)*job \S+ succeeded\n$/);
+    assert.match(pruned.stdout, /marked|mark/);
+    // An agent's token may not prune (403: exit 15).
+    const refused = await run(['server', 'safe', 'prune', 'acme-web1'], { HOLDFAST_SERVER: server, HOLDFAST_SERVER_TOKEN: agent, HOLDFAST_FINGERPRINT: t.server.fingerprint });
+    assert.equal(refused.code, 15, refused.stderr);
+    const shown = await ok(['server', 'safe', 'show', 'acme-web1']);
+    assert.match(shown.stdout, /^stored: +[\d.]+ (KiB|MiB)$/m);
+    await s.ok(['restore', 'latest', '--target', s.path('web1-restored')], { env: repo });
+    assert.equal(await readFile(s.path('web1-restored', data, 'f'), 'utf8'), 'second version\n');
   });
 
   it('refuses a server whose certificate is not the pinned one, and logs out', async () => {
