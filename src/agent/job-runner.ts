@@ -14,7 +14,6 @@
  *   each job      refresh the index → run the kind → figures
  */
 import { lstat, readdir, realpath } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type { BackupSpec, CheckSpec, CommandBackupSpec, ImageBackupSpec, JobBody, JobKindName, RestoreSpec } from '../api/v1.js';
 import { Archiver, type BackupProgress, type BackupResult } from '../jobs/backup/archiver.js';
@@ -181,10 +180,10 @@ export class AgentSession {
   private async backup(spec: BackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
     const { paths } = await existingPaths(spec.paths, (line) => events.log(line));
     const r = await this.inSession(events, signal, async (s) => {
-      const parent = findParent(await readableSnapshots(this.repo, (id, e) => events.log(`skipping snapshot ${id}: ${e.message}`)), { hostname: hostname(), paths, image: false });
+      const parent = findParent(await readableSnapshots(this.repo, (id, e) => events.log(`skipping snapshot ${id}: ${e.message}`)), { hostname: this.config.machine_name, paths, image: false });
       if (parent) events.log(`using parent snapshot ${parent.id.slice(0, 8)}`);
       return new Archiver(this.repo, {
-        paths, parent, signal: s, pool: this.pool,
+        paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name,
         excludes: new ExcludeRules({ patterns: spec.excludes ?? [] }),
         onWarning: (path, message) => events.log(`${path}: ${message}`),
         onProgress: this.backupProgress(events),
@@ -201,7 +200,7 @@ export class AgentSession {
         + '(add it there, exactly as the job gives it, to let the server run it); nothing was run');
     }
     const r = await this.inSession(events, signal, (s) => new Archiver(this.repo, {
-      paths: [], signal: s, pool: this.pool, onProgress: this.backupProgress(events),
+      paths: [], signal: s, pool: this.pool, hostname: this.config.machine_name, onProgress: this.backupProgress(events),
     }).runStream(spec.name, commandOutput(spec.command)));
     return this.backupResult(r, events);
   }
@@ -220,10 +219,10 @@ export class AgentSession {
         }
         const paths = [resolve(src)];
         const r = await this.inSession(events, signal, async (s) => {
-          const parent = findParent(await readableSnapshots(this.repo), { hostname: hostname(), paths, image: true });
+          const parent = findParent(await readableSnapshots(this.repo), { hostname: this.config.machine_name, paths, image: true });
           if (parent) events.log(`${src}: using parent snapshot ${parent.id.slice(0, 8)}`);
           return new ImageBackup(this.repo, {
-            input, paths, parent, signal: s, pool: this.pool,
+            input, paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name,
             ...(parent?.snapshot.image ? { blockSize: parent.snapshot.image.blockSize } : {}),
             onWarning: (m) => events.log(m),
             onProgress: (p) => events.progress(`${src}: ${p.bytes} of ${p.total ?? '?'} bytes`, { source: src, bytes: p.bytes, total: p.total ?? null, blocks_changed: p.blocksChanged }),

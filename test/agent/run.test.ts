@@ -80,6 +80,9 @@ databaseSuites('holdfast agent run', (fx) => {
     firstSnap = snap;
     assert.match(snap, /^[0-9a-f]{64}$/);
     assert.equal(backup.result!['files_new'], 3, JSON.stringify(backup.result));
+    // The snapshot is the machine's as the server knows it, whatever the OS calls itself.
+    const listed = JSON.parse((await s.ok(['snapshots', '--json'], { env: m.repoEnv })).stdout) as { id: string; hostname: string }[];
+    assert.equal(listed.find((x) => x.id === snap)!.hostname, 'web1');
     const events = await eventsOf(h, backupId);
     assert.ok(events.some((e) => e.kind === 'log' && e.message === `snapshot ${snap.slice(0, 8)} saved`), JSON.stringify(events));
     assert.ok(events.some((e) => e.kind === 'progress'), JSON.stringify(events));

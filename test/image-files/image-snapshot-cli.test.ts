@@ -164,6 +164,10 @@ describe('files out of image snapshots (CLI)', { skip, timeout: 180_000 }, () =>
     const n = await s.run(['ls', 'latest', '--tag', 'noise']);
     assert.equal(n.code, 1);
     assert.match(n.stderr, /no partition table and no filesystem/);
+    // "latest" may name an image where files were meant: the message says which snapshot it is and what would work.
+    const out = await s.run(['restore', 'latest', '--tag', 'noise', '--target', s.path('noise-out')]);
+    assert.equal(out.code, 1);
+    assert.match(out.stderr, new RegExp(`snapshot [0-9a-f]{8} is an image of ${noise.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}, and no files can be read out of it: .*"holdfast restore-image" puts the whole image back, or name a snapshot of files`));
   });
 
   it('reading one file fetches only the blocks it needs from the repository', async () => {
