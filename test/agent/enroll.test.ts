@@ -15,18 +15,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { Sandbox } from '../helpers/cli.js';
-import { setUp, type TestServer } from '../helpers/server.js';
-
-/** Every file under `dir`, recursively. */
-async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...await filesUnder(p));
-    else if (e.isFile()) out.push(p);
-  }
-  return out;
-}
+import { filesUnder, setUp, type TestServer } from '../helpers/server.js';
 
 let t: TestServer;
 let s: Sandbox;

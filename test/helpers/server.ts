@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { request, type RequestOptions } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -163,4 +163,15 @@ export async function startServerProcess(dataDir: string, opts: ServerProcessOpt
     ...child, dataDir, cert: await readFile(join(dataDir, 'tls', 'cert.pem'), 'utf8'), fingerprint: child.ready.fingerprint, firstAdmin: child.ready.firstAdmin,
     logText: child.stderrText,
   };
+}
+
+/** Every file under `dir`, recursively (what a server keeps on disk, searched for a secret). */
+export async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...await filesUnder(p));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
 }

@@ -14,27 +14,16 @@
  * again.
  */
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openDatabase } from '../../src/server/db/open-database.js';
 import { Sandbox } from '../helpers/cli.js';
 import { databaseSuites } from '../helpers/databases.js';
-import { setUp, type TestServer } from '../helpers/server.js';
+import { filesUnder, setUp, type TestServer } from '../helpers/server.js';
 import { mkExt4, mkfsUnavailable, makeTree } from '../image/images.js';
-
-/** Every file under `dir`, recursively. */
-async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...await filesUnder(p));
-    else if (e.isFile()) out.push(p);
-  }
-  return out;
-}
 
 databaseSuites('password escrow and recovery', (fx) => {
   let t: TestServer;

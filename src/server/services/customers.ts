@@ -9,7 +9,7 @@ import type { Customer } from '../db/schema.js';
 import { audit } from './audit.js';
 import { isUniqueViolation, type ServiceContext } from './context.js';
 import { Conflict } from './errors.js';
-import { checkQuotas } from './disk-safes.js';
+import { checkQuotas, updatedQuotas } from './disk-safes.js';
 import { isProvider, requireProvider, requireRead, visible, type Principal } from './principal.js';
 
 async function customerBody(ctx: ServiceContext, c: Customer): Promise<CustomerBody> {
@@ -55,8 +55,7 @@ export async function getCustomer(ctx: ServiceContext, p: Principal, id: string)
 export async function updateCustomerQuotas(ctx: ServiceContext, p: Principal, id: string, req: UpdateQuotasRequest): Promise<CustomerBody> {
   const c = await findCustomer(ctx, p, id);
   requireProvider(p);
-  const next = { quota_hard: req.quota_hard === undefined ? c.quota_hard : req.quota_hard, quota_soft: req.quota_soft === undefined ? c.quota_soft : req.quota_soft };
-  checkQuotas(next.quota_hard, next.quota_soft);
+  const next = updatedQuotas(c, req);
   await ctx.db.updateTable('customers').set(next).where('id', '=', id).execute();
   await audit(ctx, p, 'customer.quota', id, id);
   return customerBody(ctx, { ...c, ...next });

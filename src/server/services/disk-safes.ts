@@ -29,6 +29,13 @@ export function checkQuotas(hard: number | null, soft: number | null): void {
   }
 }
 
+/** The quotas of a record after an update (a field left out keeps its value, null removes it), checked. */
+export function updatedQuotas(current: { quota_hard: number | null; quota_soft: number | null }, req: UpdateQuotasRequest): { quota_hard: number | null; quota_soft: number | null } {
+  const next = { quota_hard: req.quota_hard === undefined ? current.quota_hard : req.quota_hard, quota_soft: req.quota_soft === undefined ? current.quota_soft : req.quota_soft };
+  checkQuotas(next.quota_hard, next.quota_soft);
+  return next;
+}
+
 export async function createSafe(ctx: ServiceContext, p: Principal, req: CreateSafeRequest): Promise<SafeBody> {
   await requireCustomer(ctx, p, req.customer_id);
   if (req.machine_id !== undefined) {
@@ -85,8 +92,7 @@ export async function getSafe(ctx: ServiceContext, p: Principal, id: string): Pr
 export async function updateSafeQuotas(ctx: ServiceContext, p: Principal, id: string, req: UpdateQuotasRequest): Promise<SafeBody> {
   const s = await findSafe(ctx, p, id);
   requireProvider(p);
-  const next = { quota_hard: req.quota_hard === undefined ? s.quota_hard : req.quota_hard, quota_soft: req.quota_soft === undefined ? s.quota_soft : req.quota_soft };
-  checkQuotas(next.quota_hard, next.quota_soft);
+  const next = updatedQuotas(s, req);
   await ctx.db.updateTable('disk_safes').set(next).where('id', '=', id).execute();
   await audit(ctx, p, 'safe.quota', id, s.customer_id);
   const updated = { ...s, ...next };
