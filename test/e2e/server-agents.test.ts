@@ -77,6 +77,15 @@ databaseSuites('a server and three agents for two customers', (fx) => {
     return { snapshot: job.result!['snapshot_id'] as string, result: job.result! };
   }
 
+  /** Waits until the server's log, after offset `mark`, shows an upload (PUT) to a URL that holds `url`. */
+  async function uploadBegun(mark: number, url: string): Promise<void> {
+    const started = Date.now();
+    while (!server.logText().slice(mark).split('\n').some((l) => l.includes('"method":"PUT"') && l.includes(url))) {
+      assert.ok(Date.now() - started < 120_000, `no upload to ${url} was seen`);
+      await sleep(5);
+    }
+  }
+
   /** `check --read-data` of the machine's safe with its own credentials passes. */
   async function assertSafeValid(name: string): Promise<void> {
     const r = await s.ok(['check', '--read-data'], { env: machines[name]!.repoEnv });
@@ -225,11 +234,7 @@ databaseSuites('a server and three agents for two customers', (fx) => {
     const mark = server.logText().length;
     const job = await runNow(h, web2, 'backup', { paths: [src('web2')] });
     // The moment the agent begins to send a pack, the server dies.
-    const started = Date.now();
-    while (!server.logText().slice(mark).split('\n').some((l) => l.includes('"method":"PUT"') && l.includes(`/safes/${safe}/data/`))) {
-      assert.ok(Date.now() - started < 120_000, 'no pack upload was seen');
-      await sleep(5);
-    }
+    await uploadBegun(mark, `/safes/${safe}/data/`);
     await server.stop('SIGKILL');
     server = await startServerProcess(data, { port, ...(db ? { db } : {}), log: 'keep', env: GRACE_ENV });
     const end = await waitJob(h, job);
@@ -246,11 +251,7 @@ databaseSuites('a server and three agents for two customers', (fx) => {
     await writeFile(join(src('db1'), 'dump.bin'), randomBytes(3_000_000));
     const mark = server.logText().length;
     const job = await runNow(h, db1, 'backup', { paths: [src('db1')] });
-    const started = Date.now();
-    while (!server.logText().slice(mark).split('\n').some((l) => l.includes('"method":"PUT"') && l.includes(`/safes/${safe}/`))) {
-      assert.ok(Date.now() - started < 120_000, 'no upload was seen');
-      await sleep(5);
-    }
+    await uploadBegun(mark, `/safes/${safe}/`);
     const agent = agents.get('db1')!;
     agent.child.kill('SIGKILL');
     await agent.done;
