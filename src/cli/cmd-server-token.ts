@@ -5,14 +5,14 @@
  * Flags and printing only.
  */
 import type { Command } from 'commander';
-import { RIGHT_NAMES, type CreatedTokenBody, type TokenBody } from '../api/v1.js';
+import { CREATABLE_RIGHT_NAMES, type CreatedTokenBody, type TokenBody } from '../api/v1.js';
 import { parseDuration } from '../repo/deletion-marker.js';
 import { globals, say } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { idOf, namesOf, withServer } from './server-client.js';
 import { printBody, printFields, printTable, when } from './server-output.js';
 
-type Right = (typeof RIGHT_NAMES)[number];
+type Right = (typeof CREATABLE_RIGHT_NAMES)[number];
 
 interface CreateFlags {
   customer?: string;
@@ -22,11 +22,12 @@ interface CreateFlags {
   expires?: string;
 }
 
-/** `read,backup` → the rights, each one of RIGHT_NAMES (commander parser). */
+/** `read,backup` → the rights, each one of CREATABLE_RIGHT_NAMES (commander parser). */
 function rights(text: string): Right[] {
   const list = text.split(',').map((r) => r.trim()).filter(Boolean);
-  const bad = list.filter((r) => !(RIGHT_NAMES as readonly string[]).includes(r));
-  if (list.length === 0 || bad.length > 0) throw new ExitError(`--rights "${text}": give one or more of ${RIGHT_NAMES.join(', ')}, separated by commas`, EXIT.usage);
+  const bad = list.filter((r) => !(CREATABLE_RIGHT_NAMES as readonly string[]).includes(r));
+  if (list.length === 0 || bad.length > 0) throw new ExitError(`--rights "${text}": give one or more of ${CREATABLE_RIGHT_NAMES.join(', ')}, separated by commas`
+    + `${bad.includes('restore') ? ' (a restore token reads one disk safe: POST /api/v1/safes/ID/restore-tokens makes one)' : ''}`, EXIT.usage);
   return [...new Set(list)] as Right[];
 }
 
@@ -70,7 +71,7 @@ export function registerSubcommands(server: Command): void {
   token.command('create').description('make a token of a customer (or of one of its machines); its secret is printed this once')
     .option('--customer <customer>', 'the customer (a name or an id); required')
     .option('--name <name>', 'what the token is for; required')
-    .option('--rights <rights>', `what it may do, separated by commas: ${RIGHT_NAMES.join(', ')}; required`, rights)
+    .option('--rights <rights>', `what it may do, separated by commas: ${CREATABLE_RIGHT_NAMES.join(', ')}; required`, rights)
     .option('--machine <machine>', 'only this machine of the customer (a name or an id)')
     .option('--expires <when>', 'when it stops working: a duration from now (90d) or a date (2027-01-31)', expiry)
     .action(async (flags: CreateFlags, cmd: Command) => {

@@ -214,6 +214,9 @@ describe('holdfast server admin commands', () => {
     const real = await ok(['server', 'safe', 'forget', 'acme-web1', '--keep-last', '1']);
     assert.match(real.stdout, /^removed 1 snapshot$/m);
     assert.deepEqual((JSON.parse((await s.ok(['snapshots', '--json'], { env: repo })).stdout) as { id: string }[]).map((x) => x.id), [snaps[1]!.id]);
+    const restoreRight = await run(['server', 'token', 'create', '--customer', 'Acme', '--name', 'r', '--rights', 'restore']);
+    assert.equal(restoreRight.code, 2, restoreRight.stderr);
+    assert.match(restoreRight.stderr, /give one or more of read, manage, backup, enroll, .*restore-tokens makes one/);
     const none = await run(['server', 'safe', 'forget', 'acme-web1']);
     assert.equal(none.code, 2, none.stderr);
     assert.match(none.stderr, /needs a policy/);
