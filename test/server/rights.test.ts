@@ -70,7 +70,7 @@ databaseSuites('token rights on every kind of route', (fx) => {
         if (!reaches) assert.ok(!r.text.includes(keyName), `${label}: GET ${path} shows the key's name`);
       }
       const body = `an object added by ${label} ${++n}`;
-      const put = await call('PUT', `/keys/${createHash('sha256').update(body).digest('hex')}`, token, body);
+      const put = await call('PUT', `/data/${createHash('sha256').update(body).digest('hex')}`, token, body);
       const wantPut = !reaches ? 404 : want.rights[0] === 'append' ? 201 : 403;
       assert.equal(put.status, wantPut, `${label}: PUT → ${put.status} ${put.text}`);
       const del = await call('DELETE', `/keys/${keyName}`, token);
