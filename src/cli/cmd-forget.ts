@@ -62,7 +62,7 @@ export function parseWithin(v: string): Duration {
 }
 
 /** Splits a --keep-tag value into its tags (restic: comma-separated, spaces trimmed). */
-const tagList = (v: string): string[] => v.split(',').map((t) => t.trim());
+export const tagList = (v: string): string[] => v.split(',').map((t) => t.trim());
 
 function policyOf(f: ForgetFlags): RetentionPolicy {
   const p: Record<string, unknown> = {

@@ -10,6 +10,8 @@ import type { Command } from 'commander';
 import type { ForgetResultBody, ForgetSafeRequest, JobBody, PruneSafeRequest, SafeBody } from '../api/v1.js';
 import { parseSize } from '../core/size.js';
 import { parseDuration } from '../repo/deletion-marker.js';
+import { UNLIMITED } from '../jobs/forget/retention.js';
+import { parseCount, tagList } from './cmd-forget.js';
 import { events } from './cmd-server-job.js';
 import { localIso } from '../core/local-time.js';
 import { collect, formatBytes, globals, say } from './context.js';
@@ -40,27 +42,26 @@ interface ForgetFlags {
   keepWithin?: string; keepTag: string[]; groupBy?: string; dryRun?: boolean;
 }
 
-/** A --keep-N count as the API takes it: a whole number or "unlimited". */
-function keepCount(option: string, text: string | undefined): number | 'unlimited' | undefined {
+/** A --keep-N count as the API takes it: `holdfast forget`'s rule (a whole number, or "unlimited"). */
+function keepCount(text: string | undefined): number | 'unlimited' | undefined {
   if (text === undefined) return undefined;
-  if (text === 'unlimited') return text;
-  if (!/^\d+$/.test(text)) throw new ExitError(`${option} "${text}": give a whole number or "unlimited"`, EXIT.usage);
-  return Number(text);
+  const n = parseCount(text);
+  return n === UNLIMITED ? 'unlimited' : n;
 }
 
 /** The API's forget request for the flags (the server checks the rest and says what is wrong). */
 function forgetRequest(f: ForgetFlags): ForgetSafeRequest {
-  const counts: [keyof ForgetSafeRequest, string, string | undefined][] = [
-    ['keep_last', '--keep-last', f.keepLast], ['keep_hourly', '--keep-hourly', f.keepHourly], ['keep_daily', '--keep-daily', f.keepDaily],
-    ['keep_weekly', '--keep-weekly', f.keepWeekly], ['keep_monthly', '--keep-monthly', f.keepMonthly], ['keep_yearly', '--keep-yearly', f.keepYearly],
+  const counts: [keyof ForgetSafeRequest, string | undefined][] = [
+    ['keep_last', f.keepLast], ['keep_hourly', f.keepHourly], ['keep_daily', f.keepDaily],
+    ['keep_weekly', f.keepWeekly], ['keep_monthly', f.keepMonthly], ['keep_yearly', f.keepYearly],
   ];
   const req: Record<string, unknown> = {};
-  for (const [key, option, text] of counts) {
-    const n = keepCount(option, text);
+  for (const [key, text] of counts) {
+    const n = keepCount(text);
     if (n !== undefined) req[key] = n;
   }
   if (f.keepWithin !== undefined) req['keep_within'] = f.keepWithin;
-  if (f.keepTag.length > 0) req['keep_tags'] = f.keepTag.map((t) => t.split(','));
+  if (f.keepTag.length > 0) req['keep_tags'] = f.keepTag.map(tagList);
   if (f.groupBy !== undefined) req['group_by'] = f.groupBy === '' ? [] : f.groupBy.split(',');
   if (Object.keys(req).length === 0) throw new ExitError('holdfast server safe forget needs a policy: --keep-last, --keep-daily, … or --keep-within', EXIT.usage);
   return { ...req, ...(f.dryRun ? { dry_run: true } : {}) } as ForgetSafeRequest;
