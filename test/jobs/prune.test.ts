@@ -215,9 +215,10 @@ describe('prune alongside a backup (restic issue 3126)', () => {
     await f.assertCheckPasses();
   });
 
-  // A backup that commits between the prune's reading of the index and its listing of the snapshots: the snapshot is seen, its packs and index file are not.
-  for (const phase of ['mark', 'sweep'] as const) {
-    it(`a snapshot written after ${phase} read the index, of packs written after it too, is kept and does not stop the prune`, async () => {
+  // A backup that commits between the prune's reading of the index and its listing of the snapshots: the snapshot is seen, its index file is not,
+  // and its packs are not either (it committed after data/ was listed) or are, as packs no index file named (it committed just before).
+  for (const phase of ['mark', 'sweep'] as const) for (const packs of ['after', 'before'] as const) {
+    it(`a snapshot written after ${phase} read the index, of packs written ${packs} it listed data/, is kept and does not stop the prune`, async () => {
       const { f, live, liveFiles } = await setup();
       if (phase === 'sweep') {
         await pruner(f).run();
@@ -225,7 +226,11 @@ describe('prune alongside a backup (restic issue 3126)', () => {
       }
       const fresh = { 'fresh.bin': bytes('fresh', 30_000) };
       let sid = '';
-      const racing = new FaultBackend(f.backend, [{ op: 'list', type: 'snapshot', times: 1, interleave: async () => { sid = await f.snapshot(fresh); } }]);
+      const interleave = async (): Promise<void> => { sid = await f.snapshot(fresh); };
+      // The sweep lists data/ first, then the mark: its own listing comes after the sweep's.
+      const racing = new FaultBackend(f.backend, [packs === 'after'
+        ? { op: 'list', type: 'snapshot', times: 1, interleave }
+        : { op: 'list', type: 'data', after: phase === 'sweep' ? 0 : 1, times: 1, interleave }]);
       const r = await new Pruner(f.plain(racing), { graceMs: GRACE, now: f.clock }).run();
       assert.notEqual(sid, '', 'the backup ran inside the prune');
       if (phase === 'sweep') assert.ok(r.sweep.packsDeleted > 0, 'the sweep deleted the forgotten packs');

@@ -318,13 +318,15 @@ export class Pruner {
     }
   }
 
-  /** Stops, before anything is written or deleted, when a live blob is in no present pack: a partial view could delete it. */
   /**
-   * Stops when a live blob is in no present pack. A backup that committed
+   * Stops, before anything is written or deleted, when a live blob is in no
+   * present pack: a partial view could delete it. A backup that committed
    * between the reading of `state` and the listing of the snapshots is seen
-   * by its snapshot but not by its packs and index file: a blob missing from
-   * `state` is looked up in a fresh view, and counts there only in a pack
-   * that `state` did not list, which this run never condemns or deletes.
+   * by its snapshot but not by its index file (and perhaps not by its
+   * packs): a blob missing from `state` is looked up in a fresh view, and
+   * counts there in a pack that `state` did not list (which this run never
+   * condemns or deletes), or in an orphan of `state` whose header, read now,
+   * lists it.
    */
   private async refuseMissing(state: RepoState, live: ReadonlySet<string>): Promise<void> {
     const inState = (id: string): boolean => state.locations(id).some((l) => state.packs.has(l.pack));
@@ -332,6 +334,15 @@ export class Pruner {
     if (missing.length === 0) return;
     const fresh = await RepoState.load(this.repo, this.io);
     missing = missing.filter((id) => !fresh.locations(id).some((l) => fresh.packs.has(l.pack) && !state.packs.has(l.pack)));
+    const orphans = new Set(state.orphans());
+    for (const id of missing) {
+      for (const l of fresh.locations(id)) {
+        if (!orphans.delete(l.pack)) continue;
+        this.check();
+        await this.confirm(state, l.pack, 'was written during this prune and has a header that cannot be read');
+      }
+    }
+    missing = missing.filter((id) => !inState(id));
     if (missing.length === 0) return;
     throw new PruneRefusedError(`${missing.length} blob(s) referenced by snapshots are in no pack (first: ${missing[0]}), so the repository is incomplete and nothing is deleted; `
       + 'run "holdfast check" to see which snapshots and files, "holdfast repair index" if pack headers list them, else "holdfast repair snapshots"');
