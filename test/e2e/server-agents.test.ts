@@ -211,7 +211,7 @@ databaseSuites('a server and three agents for two customers', (fx) => {
       await writeFile(join(src('web2'), 'growth.bin'), randomBytes(1_000_000));
       const job = await waitJob(h, await runNow(h, web2, 'backup', { paths: [src('web2')] }));
       assert.equal(job.state, 'failed');
-      assert.match(job.error!, /over its hard quota: .* used .* > .*; the upload was refused and nothing of it stored/);
+      assert.match(job.error!, /would bring the stored bytes of disk safe .* to .*, past its hard quota of .* \(stored now: .*\); the upload was refused and nothing of it stored/);
       const after = JSON.parse((await s.ok(['snapshots', '--json'], { env: web2.repoEnv })).stdout) as { id: string }[];
       assert.deepEqual(after, before, 'no snapshot was added');
       // What the backup stored before the refused upload is whole (packs and their index, each named by its bytes' hash, reused by the next backup).

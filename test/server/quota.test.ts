@@ -120,7 +120,7 @@ databaseSuites('quotas of holdfast server', (fx) => {
     assert.equal(await usage('qc-web'), used);
     // Room for the backup's lock, not for its 1 MiB of new data.
     await setQuotas(`/api/v1/safes/${safes['qc-web']!.id}`, { quota_hard: used + 4096 });
-    await refused('qc-web', s.path('big'), /disk safe qc-web is over its hard quota: [\d.]+ KiB used( \+ [\d.]+ \w+ being uploaded)? \+ 1\.\d+ MiB upload > [\d.]+ KiB; the upload was refused and nothing of it stored/, s.path('small'));
+    await refused('qc-web', s.path('big'), /this upload of 1\.\d+ MiB would bring the stored bytes of disk safe qc-web to 1\.\d+ MiB, past its hard quota of [\d.]+ KiB \(stored now: [\d.]+ KiB(, and [\d.]+ \w+ being uploaded)?\); the upload was refused and nothing of it stored/, s.path('small'));
   });
 
   it('refuses a backup past the customer\'s hard quota, spread over two safes', { timeout: 120_000 }, async () => {
@@ -135,7 +135,7 @@ databaseSuites('quotas of holdfast server', (fx) => {
     const c = await t.call('GET', `/api/v1/customers/${customer}`, { token: t.adminToken });
     assert.equal(c.body.stored_bytes, web + db + soft);
     assert.equal(c.body.quota_hard, web + db + soft + 4096);
-    await refused('qc-db', s.path('big'), /customer Quota Co \(all its disk safes\) is over its hard quota: [\d.]+ KiB used( \+ [\d.]+ \w+ being uploaded)? \+ 1\.\d+ MiB upload > [\d.]+ KiB/, s.path('small'));
+    await refused('qc-db', s.path('big'), /this upload of 1\.\d+ MiB would bring the stored bytes of customer Quota Co \(all its disk safes\) to 1\.\d+ MiB, past its hard quota of [\d.]+ KiB \(stored now: [\d.]+ KiB(, and [\d.]+ \w+ being uploaded)?\)/, s.path('small'));
     await setQuotas(`/api/v1/customers/${customer}`, { quota_hard: null });
   });
 
@@ -207,7 +207,7 @@ databaseSuites('quotas of holdfast server', (fx) => {
     await setQuotas(`/api/v1/safes/${safe.id}`, { quota_hard: used + 4096 });
     const failed = await waitJob(h, await runNow(h, m, 'backup', { paths: [s.path('big')] }));
     assert.equal(failed.state, 'failed');
-    assert.match(failed.error ?? '', new RegExp(`disk safe ${safe.name} is over its hard quota: [\\d.]+ KiB used.* \\+ 1\\.\\d+ MiB upload > [\\d.]+ KiB`));
+    assert.match(failed.error ?? '', new RegExp(`this upload of 1\\.\\d+ MiB would bring the stored bytes of disk safe ${safe.name} to 1\\.\\d+ MiB, past its hard quota of [\\d.]+ KiB \\(stored now: [\\d.]+ KiB`));
   });
 
   it('counts what the server\'s own forget removes', { timeout: 120_000 }, async () => {

@@ -79,10 +79,15 @@ export async function admitUpload(ctx: ServiceContext, safe: DiskSafe, size: num
   return { reservation: ctx.usage.reserve(safe, size), ...(warnings.length > 0 ? { warning: warnings.join('; ') } : {}), crosses };
 }
 
-/** "disk safe acme-web1 is over its hard quota: 9.8 GiB used + 120 MiB upload > 10 GiB". */
+/**
+ * "this upload of 160 MiB would bring the stored bytes of disk safe acme-web1
+ * to 10.1 GiB, past its hard quota of 10.0 GiB (stored now: 9.90 GiB)": what
+ * the upload would do, not what the usage is (the usage is under the quota).
+ */
 function refusal(s: Scope, size: number): string {
-  const inFlight = s.inFlight > 0 ? ` + ${formatBytes(s.inFlight)} being uploaded` : '';
-  return `${s.name} is over its hard quota: ${formatBytes(s.stored)} used${inFlight} + ${formatBytes(size)} upload > ${formatBytes(s.hard ?? 0)}; `
+  const inFlight = s.inFlight > 0 ? `, and ${formatBytes(s.inFlight)} being uploaded` : '';
+  return `this upload of ${formatBytes(size)} would bring the stored bytes of ${s.name} to ${formatBytes(s.stored + s.inFlight + size)}, `
+    + `past its hard quota of ${formatBytes(s.hard ?? 0)} (stored now: ${formatBytes(s.stored)}${inFlight}); `
     + 'the upload was refused and nothing of it stored (free space with the server\'s forget and prune, or ask the provider for a larger quota)';
 }
 
