@@ -209,7 +209,7 @@ function report(g: GlobalOptions, r: BackupResult): void {
     return;
   }
   say(g, `Files:       ${s.filesNew} new, ${s.filesChanged} changed, ${s.filesUnchanged} unchanged`);
-  say(g, `Dirs:        ${s.dirs}`);
+  say(g, `Dirs:        ${s.dirsNew ?? 0} new, ${s.dirsChanged ?? 0} changed, ${s.dirsUnchanged ?? 0} unchanged`);
   say(g, `${r.id === undefined ? 'Would add:' : 'Added:    '}   ${formatBytes(s.dataAdded)} (${formatBytes(s.dataAddedStored)} stored)`);
   say(g, `Processed:   ${plural(s.filesNew + s.filesChanged + s.filesUnchanged, 'file')}, ${formatBytes(s.totalBytes)} in ${formatDuration(seconds)}`);
   const incomplete = r.snapshot.incomplete ? `, INCOMPLETE: ${s.errors} file(s) could not be read (see warnings)` : '';

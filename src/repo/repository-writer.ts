@@ -64,6 +64,10 @@ export interface WriterOptions {
 export interface WriteStats {
   /** Blobs this writer added (not found in the index). */
   blobsAdded: number;
+  /** Of those, data blobs (file content). */
+  dataBlobs: number;
+  /** Of those, tree blobs (folder listings). */
+  treeBlobs: number;
   /** Their bytes before compression and sealing. */
   dataAdded: number;
   /** Their bytes as stored in packs. */
@@ -87,7 +91,7 @@ export interface WriterTarget {
 /** A write session; see the module comment. */
 export class RepositoryWriter {
   /** What this writer stored so far. */
-  readonly stats: WriteStats = { blobsAdded: 0, dataAdded: 0, dataAddedStored: 0 };
+  readonly stats: WriteStats = { blobsAdded: 0, dataBlobs: 0, treeBlobs: 0, dataAdded: 0, dataAddedStored: 0 };
   private readonly compressor: BlobCompressor;
   /** Open packs: tree (and image-map) blobs are kept apart from data blobs so that reading all trees of a snapshot reads few packs. */
   private readonly packs = new Map<'data' | 'meta', PackWriter>();
@@ -158,6 +162,8 @@ export class RepositoryWriter {
     }
     pack.add(b.type, b.id, b.flags, b.rawLength, b.sealed);
     this.stats.blobsAdded++;
+    if (b.type === BlobType.Data) this.stats.dataBlobs++;
+    else if (b.type === BlobType.Tree) this.stats.treeBlobs++;
     this.stats.dataAdded += b.rawLength;
     this.stats.dataAddedStored += b.sealed.length;
     if (pack.length >= this.packSize) await this.finishPack(kind);

@@ -28,6 +28,10 @@ export interface SnapshotSummary {
   readonly filesChanged: number;
   readonly filesUnchanged: number;
   readonly dirs: number;
+  /** Of `dirs`: folders the parent snapshot did not have, whose tree differs from the parent's, whose tree is the parent's. Absent in snapshots written before holdfast counted them. */
+  readonly dirsNew?: number;
+  readonly dirsChanged?: number;
+  readonly dirsUnchanged?: number;
   readonly otherNodes: number;
   /** Files and directories that could not be read; when > 0 the snapshot is incomplete. */
   readonly errors: number;
@@ -36,6 +40,9 @@ export interface SnapshotSummary {
   /** Bytes of file content read because the file was new or changed. */
   readonly bytesRead: number;
   readonly blobsAdded: number;
+  /** Of `blobsAdded`: data blobs and tree blobs (the rest are image-map blobs). Absent in snapshots written before holdfast counted them. */
+  readonly dataBlobs?: number;
+  readonly treeBlobs?: number;
   /** Plaintext bytes of the blobs added. */
   readonly dataAdded: number;
   /** Stored (compressed, sealed) bytes of the blobs added. */
@@ -116,6 +123,9 @@ const SUMMARY_COUNTS = [
   'dataAddedStored',
 ] as const satisfies readonly (keyof SnapshotSummary)[];
 
+/** Counts a summary may lack (snapshots written before holdfast counted them); checked alike when present. */
+const SUMMARY_OPTIONAL_COUNTS = ['dirsNew', 'dirsChanged', 'dirsUnchanged', 'dataBlobs', 'treeBlobs'] as const satisfies readonly (keyof SnapshotSummary)[];
+
 /** A snapshot's summary, every field checked: a bad one is damage, as any other bad field is. */
 function decodeSummary(v: unknown, what: string): SnapshotSummary {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new CorruptObjectError(what, 'bad summary');
@@ -123,6 +133,10 @@ function decodeSummary(v: unknown, what: string): SnapshotSummary {
   for (const f of SUMMARY_COUNTS) {
     const n = o[f];
     if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) throw new CorruptObjectError(what, `bad summary.${f}`);
+  }
+  for (const f of SUMMARY_OPTIONAL_COUNTS) {
+    const n = o[f];
+    if (n !== undefined && (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0)) throw new CorruptObjectError(what, `bad summary.${f}`);
   }
   for (const f of ['start', 'end'] as const) {
     const t = o[f];

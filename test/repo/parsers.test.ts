@@ -836,6 +836,8 @@ describe('snapshot: specific cases', () => {
       ['summary', { ...(meta['summary'] as object), totalBytes: { a: 1 } }, /bad summary\.totalBytes$/],
       ['summary', { ...(meta['summary'] as object), dataAdded: -5 }, /bad summary\.dataAdded$/],
       ['summary', { ...(meta['summary'] as object), dirs: 1.5 }, /bad summary\.dirs$/],
+      ['summary', { ...(meta['summary'] as object), dirsNew: -1 }, /bad summary\.dirsNew$/],
+      ['summary', { ...(meta['summary'] as object), treeBlobs: '2' }, /bad summary\.treeBlobs$/],
       ['summary', { ...(meta['summary'] as object), errors: 2 ** 53 }, /bad summary\.errors$/],
       ['summary', { ...(meta['summary'] as object), bytesRead: undefined }, /bad summary\.bytesRead$/],
       ['summary', { ...(meta['summary'] as object), end: null }, /bad summary\.end$/],

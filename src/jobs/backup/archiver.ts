@@ -217,6 +217,10 @@ export class Archiver {
   private filesChanged = 0;
   private filesUnchanged = 0;
   private otherNodes = 0;
+  /** Folders below the root the parent did not have, whose tree differs from the parent's, whose tree is the parent's. */
+  private dirsNew = 0;
+  private dirsChanged = 0;
+  private dirsUnchanged = 0;
   private bytesRead = 0;
   private readonly rootDevices = new Set<bigint>();
   /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
@@ -335,11 +339,16 @@ export class Archiver {
       filesChanged: this.filesChanged,
       filesUnchanged: this.filesUnchanged,
       dirs: this.progress.dirs,
+      dirsNew: this.dirsNew,
+      dirsChanged: this.dirsChanged,
+      dirsUnchanged: this.dirsUnchanged,
       otherNodes: this.otherNodes,
       errors: this.progress.errors,
       totalBytes: this.progress.bytes,
       bytesRead: this.bytesRead,
       blobsAdded: stats.blobsAdded,
+      dataBlobs: stats.dataBlobs,
+      treeBlobs: stats.treeBlobs,
       dataAdded: stats.dataAdded,
       dataAddedStored: stats.dataAddedStored,
       start: start.toISOString(),
@@ -365,10 +374,12 @@ export class Archiver {
 
   /**
    * A folder's tree blob, once all its children are done. When every child
-   * equals its node in the parent snapshot, the parent's tree is reused
-   * as it is (no encoding, no id computation).
+   * equals its node in the parent snapshot (`parents`, the listing of
+   * `prevSubtree`), the parent's tree is reused as it is (no encoding, no id
+   * computation). `prevSubtree` is the folder's tree in the parent snapshot,
+   * if it had one: it tells a new folder from a changed or unchanged one.
    */
-  private folder(name: Buffer, st: EntryStat, children: Pending[], path: Buffer, parents?: Map<string, TreeNode>, prevSubtree?: string): Pending {
+  private folder(name: Buffer, st: EntryStat, children: Pending[], path: Buffer, prevSubtree: string | undefined, parents?: Map<string, TreeNode>): Pending {
     return this.track((async () => {
       const nodes: TreeNode[] = [];
       for (const c of children) {
@@ -376,14 +387,18 @@ export class Archiver {
         if (n) nodes.push(n);
       }
       // The root stands for the restore's target, which a restore does not count either.
-      if (path.length > 1) this.progress.dirs++;
+      const counted = path.length > 1;
+      if (counted) this.progress.dirs++;
       this.report(path);
-      if (prevSubtree && parents && parents.size === nodes.length && this.writer.hasBlob(prevSubtree)
-        && nodes.every((n) => sameNode(n, parents.get(n.name.toString('latin1'))))) {
-        this.blobs.add(prevSubtree);
-        return this.node(name, st, { subtree: prevSubtree });
+      const subtree = prevSubtree && parents && parents.size === nodes.length && this.writer.hasBlob(prevSubtree)
+        && nodes.every((n) => sameNode(n, parents.get(n.name.toString('latin1')))) ? prevSubtree : await this.saveTree(nodes);
+      this.blobs.add(subtree);
+      if (counted) {
+        if (prevSubtree === undefined) this.dirsNew++;
+        else if (subtree === prevSubtree) this.dirsUnchanged++;
+        else this.dirsChanged++;
       }
-      return this.node(name, st, { subtree: await this.saveTree(nodes) });
+      return this.node(name, st, { subtree });
     })());
   }
 
@@ -425,7 +440,7 @@ export class Archiver {
         }
       }
     }
-    return this.folder(nameOf(path), st, children, path);
+    return this.folder(nameOf(path), st, children, path, parentSubtree);
   }
 
   /** A node from a stat and the fields of its type (one object per entry: this runs for every file). */
@@ -550,7 +565,7 @@ export class Archiver {
       if (this.fatal) throw this.fatal;
       children.push(entry.error ? this.cannotStat(p, entry.error) : await this.scheduleStatted(p, s, entry.name, entry.st, parents.get(entry.name.toString('latin1'))));
     }
-    return this.folder(name, st, children, path, parents, prev?.type === 'dir' ? prev.subtree : undefined);
+    return this.folder(name, st, children, path, prev?.type === 'dir' ? prev.subtree : undefined, parents);
   }
 
   private unchanged(st: EntryStat, prev: TreeNode | undefined): prev is TreeNode & { content: ContentEntry[] } {
