@@ -1,4 +1,7 @@
-/** `holdfast dump SNAP PATH`: a file to stdout, a folder as a tar stream. */
+/**
+ * `holdfast dump SNAP PATH`: a file to stdout, a folder as a tar stream; the
+ * snapshot SNAP resolved to is named on stderr.
+ */
 import type { Command } from 'commander';
 import { BlobType } from '../repo/pack.js';
 import { CorruptObjectError } from '../repo/errors.js';
@@ -6,7 +9,9 @@ import type { Repository } from '../repo/repository.js';
 import { contentBytes, type TreeNode } from '../repo/tree.js';
 import { findNode, walkTree } from '../jobs/tree-walk.js';
 import { writeOut, writeTar, type TarEntry } from '../jobs/tar-stream-writer.js';
+import { localIso } from '../core/local-time.js';
 import { globals, openRepo, warn } from './context.js';
+import { printable } from './printable.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 import { WalkReport } from './walk-report.js';
@@ -66,6 +71,8 @@ export function register(program: Command): void {
       const g = globals(cmd);
       const repo = await openRepo(g);
       const { id, snapshot } = await findSnapshot(repo, snap, f);
+      // stdout is the data: which snapshot `latest` or a prefix named goes to stderr, for the operator.
+      if (!g.quiet && !g.json) process.stderr.write(`${printable(`dumping snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${localIso(snapshot.time)} (${snapshot.hostname})`)}\n`);
       if (isImageSnapshot(snapshot)) {
         // Files inside a disk image: read from the image's filesystems (src/jobs/image-files).
         return dumpImage(await openImageFiles(repo, snapshot, id, warn), path, { out: process.stdout, warn });

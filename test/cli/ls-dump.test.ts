@@ -1,19 +1,21 @@
 /**
  * `ls` and `dump` on the command line: deep trees with bounded memory and
  * waiting for slow readers, quiet exits when the reader goes away, and tar
- * streams that keep every mode, time and name byte (read back with GNU tar).
+ * streams that keep every mode, time and name byte (read back with GNU tar),
+ * and dump naming on stderr the snapshot `latest` or a prefix resolved to.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Sandbox, type Started } from '../helpers/cli.js';
+import { Sandbox, snapshotsOf, type Started } from '../helpers/cli.js';
 import { Repository } from '../../src/repo/repository.js';
 import { Store } from '../../src/repo/store.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { encodeTree, type TreeNode } from '../../src/repo/tree.js';
 import { Forge } from '../helpers/forge.js';
+import { localIso } from '../../src/core/local-time.js';
 
 const META = { mode: 0o755, uid: 0, gid: 0, mtime: 1_700_000_000_000_000_000n, ctime: 0n, inode: 1n, device: 1n, links: 1, size: 0 };
 
@@ -71,7 +73,8 @@ describe('ls and dump of a tree 1,200 folders deep', () => {
       const started = s.start(args);
       started.child.stdout!.once('data', () => started.child.stdout!.destroy());
       const r = await started.done;
-      assert.equal(r.stderr, '');
+      // Nothing but the line naming the snapshot `latest` resolved to (dump's).
+      assert.equal(r.stderr.replace(/^dumping snapshot \w{8} of \/deep at .*\n/, ''), '');
       assert.equal(r.signal, 'SIGPIPE', `exit ${r.code}, signal ${r.signal}`);
     });
   }
@@ -210,5 +213,34 @@ describe('dump of a snapshot with names a restore refuses', () => {
     const listing = spawnSync('tar', ['-tf', '-'], { input: r.stdoutBytes });
     assert.equal(listing.status, 0, listing.stderr.toString());
     assert.deepEqual(listing.stdout.toString().split('\n').filter(Boolean), ['ok.txt']);
+  });
+});
+
+describe('dump says which snapshot it dumps', () => {
+  let s: Sandbox;
+  before(async () => {
+    s = await Sandbox.create('holdfast-dump-which-');
+    await s.ok(['init']);
+    mkdirSync(s.path('src'));
+    writeFileSync(s.path('src', 'f'), 'first');
+    await s.ok(['backup', '--host', 'one', s.path('src')]);
+    writeFileSync(s.path('src', 'f'), 'second');
+    await s.ok(['backup', '--host', 'two', s.path('src')]);
+  });
+  after(() => s.remove());
+
+  it('names on stderr the snapshot latest or an id prefix resolved to, with its time; stdout is the data alone; not with --quiet or --json', async () => {
+    const [first, second] = (await snapshotsOf(s)).sort((a, b) => a.time.localeCompare(b.time));
+    const line = (x: typeof first): string => `dumping snapshot ${x!.id.slice(0, 8)} of ${s.path('src')} at ${localIso(x!.time)} (${x!.hostname})\n`;
+    const latest = await s.ok(['dump', 'latest', s.path('src', 'f')]);
+    assert.equal(latest.stdout, 'second');
+    assert.equal(latest.stderr, line(second));
+    const byPrefix = await s.ok(['dump', first!.id.slice(0, 6), s.path('src', 'f')]);
+    assert.equal(byPrefix.stdout, 'first');
+    assert.equal(byPrefix.stderr, line(first));
+    for (const flag of ['--quiet', '--json']) {
+      const r = await s.ok([flag, 'dump', 'latest', s.path('src', 'f')]);
+      assert.deepEqual([r.stdout, r.stderr], ['second', ''], flag);
+    }
   });
 });
