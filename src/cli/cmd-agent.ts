@@ -16,7 +16,7 @@ import { AgentStoppedError, EnrolmentUnfinishedError, lowerPriority, runAgent } 
 import { AlreadyEnrolledError, enrollMachine } from '../agent/enroll.js';
 import { escrowPassword, type EscrowOutcome } from '../agent/escrow.js';
 import { ServerApi, ServerApiError } from '../agent/server-api.js';
-import { globals, say, warn } from './context.js';
+import { globals, honours, say, warn } from './context.js';
 import { httpSettings, retryForMs, scryptParams, workerCount } from './environment.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
@@ -37,7 +37,7 @@ function escrowLine(e: EscrowOutcome): string {
 
 export function register(program: Command): void {
   const agent = program.command('agent').description('the agent of a machine backed up to a holdfast server');
-  agent.command('enroll')
+  honours(agent.command('enroll'), 'fingerprint', 'cacert', 'quiet')
     .description('register this machine with a holdfast server: it makes the machine\'s disk safe, whose password is made here and never sent')
     .option('--server <url>', 'the server, https://HOST:PORT; required')
     .option('--token <token>', 'a token of the customer with the enroll right (or HOLDFAST_ENROLL_TOKEN); required')
@@ -65,7 +65,7 @@ export function register(program: Command): void {
       else say(g, escrowLine(escrow));
     });
 
-  agent.command('escrow')
+  honours(agent.command('escrow'), 'quiet')
     .description('escrow the disk safe\'s password on the server, sealed for the customer\'s recovery key (the server cannot open it), unless it is already')
     .option('--config <path>', 'the agent\'s configuration, written by "holdfast agent enroll"', DEFAULT_AGENT_CONFIG)
     .action(async (flags: { config: string }, cmd: Command) => {
@@ -85,7 +85,7 @@ export function register(program: Command): void {
       }
     });
 
-  agent.command('run')
+  honours(agent.command('run'))
     .description('take this machine\'s jobs from its server and run them, one at a time, at low CPU and I/O priority, until SIGTERM')
     .option('--config <path>', 'the agent\'s configuration, written by "holdfast agent enroll"', DEFAULT_AGENT_CONFIG)
     .action(async (flags: { config: string }) => {

@@ -11,6 +11,7 @@
  * words typed so far. fish gets `complete` lines.
  */
 import type { Command } from 'commander';
+import { honours } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 
 /** A command as completion sees it. */
@@ -135,8 +136,7 @@ function fish(root: Spec): string {
 const SHELLS = { bash, zsh, fish } as const;
 
 export function register(program: Command): void {
-  program
-    .command('completion')
+  honours(program.command('completion'))
     .description('print a shell completion script (bash, zsh or fish)')
     .argument('<shell>', Object.keys(SHELLS).join(', '))
     .action((shell: string) => {

@@ -13,7 +13,7 @@ import type { EscrowBody, SafeBody } from '../api/v1.js';
 import { ServerApi, ServerApiError } from '../agent/server-api.js';
 import { AuthenticationError } from '../core/crypto.js';
 import { decodeRecoveryKeyFile, encodeRecoveryKeyFile, EscrowFormatError, newRecoveryKeyPair, openRecoveryBox, WrongPassphraseError, WrongRecoveryKeyError } from '../core/escrow.js';
-import { globals, say } from './context.js';
+import { globals, honours, say } from './context.js';
 import { httpSettings, scryptParams } from './environment.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getNewPassword, prompt, readPasswordFile, withPassword } from './password.js';
@@ -57,7 +57,7 @@ function explained(e: unknown): never {
 export function register(program: Command): void {
   const escrow = program.command('escrow').description('a customer\'s recovery key, for which agents escrow their disk safes\' passwords on the server');
 
-  escrow.command('keygen')
+  honours(escrow.command('keygen'), 'quiet')
     .description('make a recovery key pair: the private key file stays with you, the public key is registered on the server')
     .option('--out <file>', 'where to write the private key file (mode 0600; never over an existing file); required')
     .option('--public-out <file>', 'also write the public key to this file')
@@ -81,7 +81,7 @@ export function register(program: Command): void {
       process.stdout.write(`${pair.publicKey}\n`);
     });
 
-  escrow.command('recover')
+  honours(escrow.command('recover'), 'fingerprint', 'cacert', 'quiet')
     .description('fetch a disk safe\'s escrowed password from the server and open it with the private key (HOLDFAST_TOKEN: a customer admin\'s session or token)')
     .option('--key <file>', 'the private key file made by holdfast escrow keygen; required')
     .option('--server <url>', 'the server, https://HOST:PORT; required')

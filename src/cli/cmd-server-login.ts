@@ -9,7 +9,7 @@
  */
 import type { Command } from 'commander';
 import type { MeBody, SessionBody } from '../api/v1.js';
-import { globals, say } from './context.js';
+import { globals, honours, say } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getNewPassword, readSecret } from './password.js';
 import { clientFor, forgetSession, readSession, saveSession, serverOrigin, type SavedSession } from './server-client.js';
@@ -27,7 +27,7 @@ interface LoginFlags {
 
 /** Adds this file's commands under `holdfast server`. */
 export function registerSubcommands(server: Command): void {
-  server.command('login')
+  honours(server.command('login'), 'fingerprint', 'cacert', 'passwordFile', 'json', 'quiet')
     .description('log in to a holdfast server\'s API for the other "holdfast server" commands: the password is read from --password-file, '
       + 'else from stdin when it is not a terminal, else asked; the session is kept, mode 0600, in ~/.config/holdfast/server-session.json')
     .option('--server <url>', 'the server, https://HOST:PORT (or HOLDFAST_SERVER); required')
@@ -73,7 +73,7 @@ export function registerSubcommands(server: Command): void {
       say(g, `logged in to ${server} ${who}${saved.expires_at ? ` until ${when(saved.expires_at)}` : ''}; kept in ${file}`);
     });
 
-  server.command('logout')
+  honours(server.command('logout'), 'fingerprint', 'cacert', 'quiet')
     .description('end the session kept by "holdfast server login" (an API token kept instead is forgotten here, not revoked)')
     .action(async (_flags: unknown, cmd: Command) => {
       const g = globals(cmd);

@@ -11,7 +11,7 @@
  */
 import type { Command } from 'commander';
 import { loadSettings } from '../server/server-settings.js';
-import { globals, say } from './context.js';
+import { globals, honours, say } from './context.js';
 import { minGraceMs, s3Settings } from './environment.js';
 import { VERSION } from './cmd-version.js';
 import { ExitError, EXIT } from './exit-codes.js';
@@ -44,7 +44,7 @@ async function serverLibrary() {
 }
 
 export function register(program: Command): void {
-  const server = program.command('server')
+  const server = honours(program.command('server'), 'cacert', 'quiet')
     .description('run the backup server (HTTPS API and disk safes) until Ctrl-C or SIGTERM')
     .option('--data <dir>', 'data directory (made on first start, mode 0700); required')
     .option('--listen <host:port>', 'address to listen on (default 0.0.0.0:8443, or the one recorded at the last start)')
@@ -86,7 +86,7 @@ export function register(program: Command): void {
       }
     });
 
-  server.command('info')
+  honours(server.command('info'), 'json')
     .description('show a server\'s certificate fingerprint, listen address, database and disk safe folder')
     .option('--data <dir>', 'the server\'s data directory; required')
     .action(async (flags: { data?: string }, cmd: Command) => {
@@ -103,5 +103,9 @@ export function register(program: Command): void {
       process.stdout.write(`certificate fingerprint: ${info.fingerprint}\nlisten: ${info.listen}\ndatabase: ${info.database}\ndisk safes: ${info.storage}\n`);
     });
 
-  for (const admin of [login, customer, user, token, machine, safe, job]) admin.registerSubcommands(server);
+  login.registerSubcommands(server);
+  const own = new Set(server.commands);
+  for (const admin of [customer, user, token, machine, safe, job]) admin.registerSubcommands(server);
+  // The admin commands speak to the server's API: its TLS options and the output's.
+  for (const c of server.commands) if (!own.has(c)) honours(c, 'fingerprint', 'cacert', 'json', 'quiet');
 }

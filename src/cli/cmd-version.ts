@@ -1,14 +1,13 @@
 /** `holdfast version`: this build's version and what it runs on (restic's `version`). */
 import type { Command } from 'commander';
 import { createRequire } from 'node:module';
-import { globals } from './context.js';
+import { globals, honours } from './context.js';
 
 /** The version in package.json. */
 export const VERSION = (createRequire(import.meta.url)('../../../package.json') as { version: string }).version;
 
 export function register(program: Command): void {
-  program
-    .command('version')
+  honours(program.command('version'), 'json')
     .description('print the version of holdfast and what it runs on')
     .action((_: unknown, cmd: Command) => {
       const g = globals(cmd);

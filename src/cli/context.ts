@@ -1,7 +1,7 @@
 /**
  * What every command shares: global options, opening the repository, output.
  */
-import type { Command } from 'commander';
+import type { Command, Option } from 'commander';
 import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { parseCompressionMode, type CompressionMode } from '../core/compress.js';
@@ -38,6 +38,37 @@ export interface GlobalOptions {
   cacert?: string;
   /** --fingerprint: the SHA-256 fingerprint of a holdfast server's certificate, to pin. */
   fingerprint?: string;
+}
+
+/** The global options a command (and the commands under it) honours, when not all of them (honours). */
+const HONOURED = new WeakMap<Command, ReadonlySet<keyof GlobalOptions>>();
+
+/**
+ * Declares the global options that `cmd` and the commands under it honour,
+ * so that their help shows those ("Global Options:"). A command with no
+ * declaration on it or above it honours them all (the repository commands).
+ */
+export function honours(cmd: Command, ...names: (keyof GlobalOptions)[]): Command {
+  HONOURED.set(cmd, new Set(names));
+  return cmd;
+}
+
+/**
+ * The global options `cmd`'s help shows: the program's options that the
+ * nearest declaration (honours) names, all of them without one. Options of
+ * the commands in between (`holdfast server --data`) are not global.
+ */
+export function honouredGlobals(cmd: Command): Option[] {
+  if (cmd.parent === null) return [];
+  let root = cmd;
+  let declared: ReadonlySet<keyof GlobalOptions> | undefined;
+  for (let c: Command | null = cmd; c !== null; c = c.parent) {
+    declared ??= HONOURED.get(c);
+    root = c;
+  }
+  // -V/--version is the program's own, not an option of its commands.
+  return root.options.filter((o) => !o.hidden && o.attributeName() !== 'version'
+    && (declared === undefined || declared.has(o.attributeName() as keyof GlobalOptions)));
 }
 
 /** The global options of the command being run. */

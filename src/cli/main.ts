@@ -5,7 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { EXIT, exitOf } from './exit-codes.js';
-import { closeCommand, kibPerSecond, warningsLeftOut } from './context.js';
+import { closeCommand, honouredGlobals, kibPerSecond, warningsLeftOut } from './context.js';
 import { VERSION } from './cmd-version.js';
 import { printableMessage } from './printable.js';
 
@@ -90,6 +90,8 @@ async function main(argv: string[]): Promise<number> {
     .option('--limit-download <KiB/s>', 'limit downloads from the repository to this many KiB a second (default 0: unlimited)', kibPerSecond('--limit-download'))
     .option('--cacert <file>', 'trust the CA certificate in this PEM file for an S3 endpoint or a holdfast server, besides the system\'s (or HOLDFAST_CACERT)')
     .option('--fingerprint <SHA256:…>', 'for a holdfast server (https://HOST:PORT/safes/NAME): accept only the certificate with this SHA-256 fingerprint, whoever signed it (or HOLDFAST_FINGERPRINT)')
+    // Each command's help lists the global options it honours, not only its own.
+    .configureHelp({ showGlobalOptions: true, visibleGlobalOptions: honouredGlobals })
     .exitOverride()
     // Argument errors begin as every other error does ("holdfast: …"), not with commander's "error: ".
     .configureOutput({ outputError: (text, write) => write(text.replace(/^error: /, 'holdfast: ')) })

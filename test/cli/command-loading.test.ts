@@ -66,6 +66,27 @@ describe('the command is found past global options, and only it is loaded', () =
     for (const v of ['HOLDFAST_PASSWORD_FILE', 'HOLDFAST_PASSWORD_COMMAND', 'HOLDFAST_PASSWORD ']) assert.ok(top.includes(v), v);
   });
 
+  // `agent enroll --help` did not show --fingerprint, which an enrolment with a self-signed certificate needs.
+  it('help of a command shows the global options it honours, and only those', async () => {
+    const globalsIn = async (args: string[]): Promise<string[]> => {
+      const out = (await s.ok([...args, '--help'])).stdout;
+      const at = out.indexOf('Global Options:');
+      if (at < 0) return [];
+      return [...out.slice(at).split(/\n\n/)[0]!.matchAll(/^ {2}(?:-\w, )?(--[a-z-]+)/gm)].map((m) => m[1]!);
+    };
+    const expected: [string[], string[]][] = [
+      [['agent', 'enroll'], ['--quiet', '--cacert', '--fingerprint']],
+      [['agent', 'run'], []],
+      [['escrow', 'recover'], ['--quiet', '--cacert', '--fingerprint']],
+      [['server', 'login'], ['--password-file', '--quiet', '--json', '--cacert', '--fingerprint']],
+      [['server', 'safe', 'list'], ['--quiet', '--json', '--cacert', '--fingerprint']],
+      [['server'], ['--quiet', '--cacert']],
+      [['version'], ['--json']],
+      [['check'], ['--repo', '--password-file', '--password-command', '--quiet', '--json', '--verbose', '--limit-upload', '--limit-download', '--cacert', '--fingerprint']],
+    ];
+    for (const [args, want] of expected) assert.deepEqual(await globalsIn(args), want, args.join(' '));
+  });
+
   it('a completion script names every command', async () => {
     const script = (await s.ok(['completion', 'bash'])).stdout;
     for (const name of ALL) assert.ok(script.includes(name), name);
