@@ -3,13 +3,20 @@
 // what a command pays (start, loading the SDK) like the copy it is set beside.
 //
 //   node dist/bench/s3-sync.js up|down DIR s3:https://host:port/bucket/prefix
+//   node dist/bench/s3-sync.js down --durable DIR s3:…
+//
+// --durable stores each file as a local repository stores an object, so that
+// a copy S3 -> local, which does, is set beside a download that is as safe
+// against a crash: a temporary file fsynced, linked to its name, its folder
+// fsynced.
 //
 // Credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the endpoint's
 // CA from S3_SYNC_CA (a PEM file). DEFAULT_S3_CONNECTIONS requests at once,
 // holdfast's default; over HTTPS the bodies are not hashed into the signature
 // (the AWS CLI does not either; neither does holdfast).
 
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, mkdir, open, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { Agent } from 'node:https';
 import { dirname, join, relative } from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
@@ -35,9 +42,32 @@ async function eachAtOnce<T>(items: readonly T[], fn: (t: T) => Promise<void>): 
   }));
 }
 
-const [direction, dir, location] = process.argv.slice(2);
-if ((direction !== 'up' && direction !== 'down') || dir === undefined || location === undefined || !location.startsWith('s3:')) {
-  console.error('usage: s3-sync up|down DIR s3:https://host:port/bucket/prefix');
+/** Writes `body` to `path` as LocalBackend.save does: a temporary file, fsynced, linked to its name, the folder fsynced. */
+async function writeDurably(path: string, body: Uint8Array): Promise<void> {
+  const tmp = join(dirname(path), `.tmp-${randomBytes(8).toString('hex')}`);
+  const fh = await open(tmp, 'wx', 0o600);
+  try {
+    await fh.writeFile(body);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await link(tmp, path);
+  await unlink(tmp);
+  const folder = await open(dirname(path), 'r');
+  try {
+    await folder.sync();
+  } finally {
+    await folder.close();
+  }
+}
+
+const args = process.argv.slice(2);
+const durable = args[1] === '--durable';
+if (durable) args.splice(1, 1);
+const [direction, dir, location] = args;
+if ((direction !== 'up' && direction !== 'down') || dir === undefined || location === undefined || !location.startsWith('s3:') || (durable && direction !== 'down')) {
+  console.error('usage: s3-sync up|down DIR s3:https://host:port/bucket/prefix, or down --durable DIR s3:…');
   process.exit(2);
 }
 const loc = parseS3Location(location.slice(3));
@@ -79,7 +109,7 @@ if (direction === 'up') {
     bytes += body.length;
     const path = join(dir, key.slice(base.length));
     await mkdir(dirname(path), { recursive: true });
-    await writeFile(path, body);
+    await (durable ? writeDurably(path, body) : writeFile(path, body));
   });
   console.log(`downloaded ${keys.length} files, ${bytes} bytes`);
 }

@@ -12,7 +12,9 @@
 //   round k  (BENCH_S3_ROUNDS, default 3; the tools take turns to go first)
 //            [tool] backup of the corpus to a fresh prefix, then restore of it
 //            copy local -> S3 (into init --copy-from), plain upload of the repository's files
-//            copy S3 -> local (into init --copy-from), plain download of those files
+//            copy S3 -> local (into init --copy-from), plain download of those files,
+//            and the same download made as durable as a local repository's saves
+//            (s3-sync --durable: each file fsynced, linked into place, its folder fsynced)
 //
 // Every timed step also records the endpoint's CPU time (s3rver is a Node
 // process on the same cores), to tell a slow client from a saturated endpoint.
@@ -122,8 +124,8 @@ export async function runS3(ctx: ScenarioContext, corpus: string): Promise<S3Res
       if (!prepared) continue;
       const up = s3.location(`copy-${k + 1}`);
       const back = join(work, 'local-back');
-      const sync = (direction: 'up' | 'down', dir: string, where: string): Cmd =>
-        ({ file: process.execPath, args: [SYNC_MAIN, direction, dir, where], env: { ...env, S3_SYNC_CA: s3.caFile } });
+      const sync = (direction: 'up' | 'down', dir: string, where: string, durable = false): Cmd =>
+        ({ file: process.execPath, args: [SYNC_MAIN, direction, ...(durable ? ['--durable'] : []), dir, where], env: { ...env, S3_SYNC_CA: s3.caFile } });
       if (await setup('copy: S3 repository init --copy-from', holdfast(['-r', up, ...tlsArgs, 'init', '--copy-from', local], env))) {
         const copied = await step('copy up', k, holdfast(['-r', up, ...tlsArgs, 'copy', '--from-repo', local], env));
         await rm(back, { recursive: true, force: true });
@@ -136,6 +138,8 @@ export async function runS3(ctx: ScenarioContext, corpus: string): Promise<S3Res
       await rm(down, { recursive: true, force: true });
       await step('plain down', k, sync('down', down, s3.location(`plain-${k + 1}`)));
       await rm(down, { recursive: true, force: true });
+      await step('durable down', k, sync('down', down, s3.location(`plain-${k + 1}`), true));
+      await rm(down, { recursive: true, force: true });
       await rm(back, { recursive: true, force: true });
     }
   } finally {
@@ -146,7 +150,7 @@ export async function runS3(ctx: ScenarioContext, corpus: string): Promise<S3Res
       + `median (min–max) of ${rounds} rounds, each into a fresh prefix, the tools taking turns to go first; restored trees compared with the corpus (files, bytes)`,
     `copy rows: MB/s = the local repository's size (${result.repoBytes === null ? '?' : (result.repoBytes / 1e6).toFixed(0)} MB, du -sb) over the time; `
       + 'the restic column holds the plain move of the same files with the SDK (bench/s3-sync.ts, a process of its own, as many requests at once as holdfast), '
-      + 'up for copy local -> S3, down for copy S3 -> local',
+      + 'up for copy local -> S3, down for copy S3 -> local; the durable download stores each file as a local repository does (fsynced, linked into place, its folder fsynced)',
     `endpoint CPU (s3rver, median per step): ${Object.entries(result.endpointCpu).map(([name, xs]) => `${name} ${median(xs).toFixed(2)} s`).join(', ')}`,
   );
   return result;
@@ -164,5 +168,6 @@ export function s3Rows(r: S3Result): ScaleRow[] {
     { label: 'S3: restore (s)', cells: { holdfast: restored('holdfast', s['[holdfast] restore']), restic: restored('restic', s['[restic] restore']) }, target: `≤ ${S3_RATIO_TARGET}x restic`, verdict: r.verify.holdfast ? 'FAIL' : ratioVerdict(s['[holdfast] restore'], s['[restic] restore'], S3_RATIO_TARGET) },
     { label: 'copy local -> S3 (s)', cells: { holdfast: cell(s['copy up'], mb), restic: cell(s['plain up'], mb) }, target: `≤ ${COPY_RATIO_TARGET}x plain upload`, verdict: ratioVerdict(s['copy up'], s['plain up'], COPY_RATIO_TARGET) },
     { label: 'copy S3 -> local (s)', cells: { holdfast: cell(s['copy down'], mb), restic: cell(s['plain down'], mb) }, target: `≤ ${COPY_RATIO_TARGET}x plain download`, verdict: ratioVerdict(s['copy down'], s['plain down'], COPY_RATIO_TARGET) },
+    { label: 'copy S3 -> local, durable download (s)', cells: { holdfast: cell(s['copy down'], mb), restic: cell(s['durable down'], mb) }, target: `≤ ${COPY_RATIO_TARGET}x durable download`, verdict: ratioVerdict(s['copy down'], s['durable down'], COPY_RATIO_TARGET) },
   ];
 }
