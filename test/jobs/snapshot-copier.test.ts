@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { MemoryBackend } from '../../src/storage/memory-backend.js';
 import { WrapperBackend } from '../../src/storage/wrapper-backend.js';
-import type { Handle, LoadOptions, OperationOptions } from '../../src/storage/backend.js';
+import type { Backend, Handle, LoadOptions, OperationOptions } from '../../src/storage/backend.js';
 import { Store } from '../../src/repo/store.js';
 import { BlobType, PackWriter } from '../../src/repo/pack.js';
 import { SnapshotCopier, type CopyProgress, type CopyReport } from '../../src/jobs/copy/snapshot-copier.js';
@@ -41,6 +41,38 @@ class SaveCount extends WrapperBackend {
     } finally {
       this.now--;
     }
+  }
+}
+
+/**
+ * A source whose first pack by name answers only once every other pack has
+ * been read, or once no read has started for many turns of the event loop
+ * (a copy that waits for that pack before reading on): a slow download.
+ */
+class FirstPackHeld extends WrapperBackend {
+  /** Other packs read while the first was held. */
+  readWhileHeld = 0;
+  private started = 0;
+  private holding = false;
+
+  constructor(inner: Backend, private readonly first: string, private readonly others: number) {
+    super(inner);
+  }
+
+  override async load(h: Handle, opts?: LoadOptions): Promise<Buffer> {
+    if (h.type !== 'data') return super.load(h, opts);
+    if (h.name !== this.first) {
+      this.started++;
+      const bytes = await super.load(h, opts);
+      if (this.holding) this.readWhileHeld++;
+      return bytes;
+    }
+    this.holding = true;
+    for (let idle = 0, seen = this.started; this.readWhileHeld < this.others && idle < 50; idle = this.started === seen ? idle + 1 : 0, seen = this.started) {
+      await new Promise((r) => setImmediate(r));
+    }
+    this.holding = false;
+    return super.load(h, opts);
   }
 }
 
@@ -148,6 +180,21 @@ describe('copy job', () => {
     assert.deepEqual(r.copied, [snap]);
     assert.ok(r.packsWritten > 2 * dst.capabilities.connections, `${r.packsWritten} packs`);
     assert.equal(counting.most, dst.capabilities.connections);
+    await f.assertRestores(snap, files, dst);
+  });
+
+  it('takes each source pack as it arrives: one slow pack holds up no other read, and the copy restores', async () => {
+    const f = await GcFixture.create();
+    const files = { 'a.bin': bytes('slow', 600_000) };
+    const snap = await f.snapshot(files);
+    const packs = await names(f.backend, 'data');
+    assert.ok(packs.length > 2 * f.backend.capabilities.connections, `${packs.length} packs`);
+    const slow = new FirstPackHeld(f.backend, packs.sort()[0]!, packs.length - 1);
+    const dst = await twin(f);
+    const r = await copy(await Store.open(slow), dst, [snap]);
+    assert.deepEqual(r.copied, [snap]);
+    assert.equal(slow.readWhileHeld, packs.length - 1, 'every other pack was read while the first was on its way');
+    assert.deepEqual(await names(dst, 'data'), packs);
     await f.assertRestores(snap, files, dst);
   });
 

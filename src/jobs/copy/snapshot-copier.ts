@@ -24,8 +24,9 @@
  *                      → the pack as it is, under its own name unless the destination
  *                        holds that name (then salted as any copy: docs/format.md §19)
  *     else             → each good blob into a new destination pack
- *     source packs read ahead and destination packs stored at once: as many as each
- *     backend has connections, IN_FLIGHT_BYTES at most
+ *     source packs read and destination packs stored at once: as many as each
+ *     backend has connections, IN_FLIGHT_BYTES at most; each source pack taken as
+ *     it arrives, not in turn
  *     a blob that fails is looked for in the next pack claimed to hold it
  *     every INDEX_EVERY_PACKS destination packs → one index file
  *   the last pack, its index file
@@ -56,9 +57,9 @@ import type { ErrorCode } from '../../core/errors.js';
 /** Destination packs between two index files. */
 const INDEX_EVERY_PACKS = 16;
 /**
- * Bytes of source packs read ahead of the one being copied, and of
- * destination packs being stored, each about at most: as many packs as the
- * backend has connections, fewer when they are large.
+ * Bytes of source packs being read, and of destination packs being stored,
+ * each about at most: as many packs as the backend has connections, fewer
+ * when they are large.
  */
 const IN_FLIGHT_BYTES = 128 * 1024 * 1024;
 /** Two needed blobs of a pack at most this far apart are read with one range read. */
@@ -306,7 +307,7 @@ export class SnapshotCopier {
     const present = new Set(dstState.packs.keys());
     // A pack stored as it is has the source's size.
     const largest = Math.max(this.src.config.packSize, this.dst.config.packSize);
-    const readAhead = Math.max(1, Math.min(this.src.backend.capabilities.connections, Math.floor(IN_FLIGHT_BYTES / this.src.config.packSize)));
+    const reading = Math.max(2, Math.min(this.src.backend.capabilities.connections, Math.floor(IN_FLIGHT_BYTES / this.src.config.packSize)));
     const storing = Math.max(2, Math.min(this.dst.backend.capabilities.connections, Math.floor(IN_FLIGHT_BYTES / largest)));
     // Trees and image maps go into packs of their own, as a backup stores them: walking a snapshot's trees then reads few packs.
     const copiers = new Map<'data' | 'meta', PackCopier>();
@@ -343,18 +344,23 @@ export class SnapshotCopier {
       }
       pending = [];
       const order = [...byPack.keys()].sort();
-      const reads = new Map<number, Promise<PackRead>>();
-      const startRead = (i: number): void => {
-        if (i >= order.length || reads.has(i)) return;
-        const p = this.readPack(srcState, order[i]!, byPack.get(order[i]!)!);
-        p.catch(() => undefined); // awaited in turn below; a failure ahead of its turn is not unhandled
-        reads.set(i, p);
+      // Reads in flight, each taken as it comes: one slow pack holds up neither the others nor the reads after them.
+      const reads = new Map<number, Promise<{ i: number; r: PackRead }>>();
+      let started = 0;
+      const startReads = (): void => {
+        for (; reads.size < reading && started < order.length; started++) {
+          const i = started;
+          const p = this.readPack(srcState, order[i]!, byPack.get(order[i]!)!).then((r) => ({ i, r }));
+          p.catch(() => undefined); // raced below; a failure while another is taken is not unhandled
+          reads.set(i, p);
+        }
       };
-      for (let i = 0; i < order.length; i++) {
+      startReads();
+      while (reads.size > 0) {
         this.opts.signal?.throwIfAborted();
-        for (let j = i; j <= i + readAhead; j++) startRead(j);
-        const r = await reads.get(i)!;
+        const { i, r } = await Promise.race(reads.values());
         reads.delete(i);
+        startReads(); // the next read goes out while this pack is stored
         this.report.packsRead++;
         for (const [id, why] of r.bad) {
           this.missing.set(id, why);
