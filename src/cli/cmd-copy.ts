@@ -7,8 +7,7 @@
 import type { Command } from 'commander';
 import { CopyRefusedError, SnapshotCopier, type CopyProgress, type CopyReport } from '../jobs/copy/snapshot-copier.js';
 import { acquireLock, LockedError, type RepositoryLock } from '../repo/lock.js';
-import { Store } from '../repo/store.js';
-import type { Snapshot } from '../repo/snapshot.js';
+import type { Loaded, Store, StoredSnapshot } from '../repo/store.js';
 import { formatBytes, globals, lockedByMe, openKeyless, openSourceStore, plural, say, warn, type GlobalOptions } from './context.js';
 import { printJson } from './json-output.js';
 import { localIso } from '../core/local-time.js';
@@ -33,13 +32,13 @@ export function register(program: Command): void {
     });
 }
 
-/** The source's snapshots that `args` and the filter choose (full ids), and every readable one. */
-async function chooseSnapshots(src: Store, args: readonly string[], f: SnapshotFilter): Promise<{ ids: string[]; all: Map<string, Snapshot> }> {
-  const { ok, damaged } = await src.loadSnapshots();
-  const byTime = [...ok].filter(([, s]) => matchesFilter(s, f)).sort(([, a], [, b]) => Date.parse(a.time) - Date.parse(b.time));
+/** The snapshots of the source (`loaded`, read once: the copy takes their bytes from it) that `args` and the filter choose (full ids). */
+function chooseSnapshots(loaded: Loaded<StoredSnapshot>, args: readonly string[], f: SnapshotFilter): string[] {
+  const { ok, damaged } = loaded;
+  const byTime = [...ok].filter(([, s]) => matchesFilter(s.snapshot, f)).sort(([, a], [, b]) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time));
   if (args.length === 0) {
     for (const [id, e] of damaged) warn(`skipping snapshot ${id} of the source: ${e.message}`);
-    return { ids: byTime.map(([id]) => id), all: ok };
+    return byTime.map(([id]) => id);
   }
   const out: string[] = [];
   for (const arg of args) {
@@ -55,7 +54,7 @@ async function chooseSnapshots(src: Store, args: readonly string[], f: SnapshotF
     if (ids.length > 1) throw new ExitError(`snapshot id prefix ${arg} is ambiguous in the source (${ids.length} snapshots)`, EXIT.failed);
     out.push(ids[0]!);
   }
-  return { ids: out, all: ok };
+  return out;
 }
 
 /**
@@ -81,7 +80,8 @@ async function runCopy(g: GlobalOptions, f: CopyFlags, args: readonly string[]):
   const stop = new AbortController();
   const dst = await openKeyless(g, stop.signal);
   const src = await openSourceStore(from, g, stop.signal);
-  const { ids, all } = await chooseSnapshots(src, args, f);
+  const source = await src.loadStoredSnapshots();
+  const ids = chooseSnapshots(source, args, f);
   const held = await holdLock(dst, 'copy', { stop });
   const sourceLock = await lockSource(src).catch(async (e: unknown) => {
     await held.release();
@@ -97,7 +97,7 @@ async function runCopy(g: GlobalOptions, f: CopyFlags, args: readonly string[]):
     progress.update({ files: p.packsDone, bytes: p.bytesCopied });
   };
   try {
-    report = await new SnapshotCopier(src, dst, { signal: held.signal, onWarning: warn, onProgress, minGraceMs: minGraceMs() }).run(ids);
+    report = await new SnapshotCopier(src, dst, { signal: held.signal, onWarning: warn, onProgress, minGraceMs: minGraceMs() }).run(ids, source);
   } catch (e) {
     if (e instanceof CopyRefusedError) throw new ExitError(`refusing to copy: ${e.message}`, EXIT.failed);
     throw held.signal.aborted ? held.signal.reason : e;
@@ -106,20 +106,20 @@ async function runCopy(g: GlobalOptions, f: CopyFlags, args: readonly string[]):
     await sourceLock?.release();
     await held.release();
   }
-  print(g, report, all);
+  print(g, report, source.ok);
   if (report.failed.length > 0) {
     throw new ExitError(`${report.failed.length} snapshot(s) were not copied; the destination is consistent, and what was copied stays`, EXIT.failed);
   }
 }
 
-function print(g: GlobalOptions, r: CopyReport, snapshots: ReadonlyMap<string, Snapshot>): void {
+function print(g: GlobalOptions, r: CopyReport, snapshots: ReadonlyMap<string, StoredSnapshot>): void {
   for (const { id, reason } of r.failed) warn(`snapshot ${id} not copied: ${reason}`);
   if (g.json) {
     printJson(r);
     return;
   }
   for (const id of r.copied) {
-    const s = snapshots.get(id);
+    const s = snapshots.get(id)?.snapshot;
     say(g, `copied snapshot ${id.slice(0, 8)}${s ? ` of ${s.hostname} at ${localIso(s.time)} (${s.paths.join(', ')})` : ''}`);
   }
   if (r.orphansIndexed > 0) say(g, `indexed ${r.orphansIndexed} packs an interrupted run had left in the destination`);

@@ -35,6 +35,12 @@ export interface Loaded<T> {
   readonly damaged: Map<string, Error>;
 }
 
+/** A snapshot object as stored: its bytes (what a keyless copy stores as they are) and their plain parts. */
+export interface StoredSnapshot {
+  readonly bytes: Buffer;
+  readonly snapshot: Snapshot;
+}
+
 /** A snapshot with its id. */
 export interface SnapshotEntry {
   readonly id: string;
@@ -155,6 +161,11 @@ export class Store {
   /** Every snapshot's plain parts (not authenticated: any client that can add objects can write one). */
   loadSnapshots(opts: OperationOptions = {}): Promise<Loaded<Snapshot>> {
     return this.loadAll('snapshot', 'snapshot', decodeSnapshot, opts);
+  }
+
+  /** Every snapshot's bytes and plain parts, each object read once (a keyless copy chooses from them, then stores the bytes). */
+  loadStoredSnapshots(opts: OperationOptions = {}): Promise<Loaded<StoredSnapshot>> {
+    return this.loadAll('snapshot', 'snapshot', (bytes, what) => ({ bytes, snapshot: decodeSnapshot(bytes, what) }), opts);
   }
 
   /** Every snapshot, oldest first, as `loadSnapshots` reads them. */

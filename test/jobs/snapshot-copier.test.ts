@@ -12,6 +12,7 @@ import { WrapperBackend } from '../../src/storage/wrapper-backend.js';
 import type { Backend, Handle, LoadOptions, OperationOptions } from '../../src/storage/backend.js';
 import { Store } from '../../src/repo/store.js';
 import { BlobType, PackWriter } from '../../src/repo/pack.js';
+import { FaultBackend } from '../../src/storage/fault-backend.js';
 import { SnapshotCopier, type CopyProgress, type CopyReport } from '../../src/jobs/copy/snapshot-copier.js';
 import { GcFixture, bytes, names } from './gc-fixture.js';
 import { NameTakenError } from '../../src/repo/errors.js';
@@ -127,6 +128,21 @@ describe('copy job', () => {
     assert.equal(r.blobsCopied, (await (await Store.open(f.backend)).loadSnapshot(snap)).blobs.length);
     await f.assertRestores(snap, files, dst);
     await f.assertCheckPasses(dst);
+  });
+
+  it('reads each source snapshot once: the copy takes the bytes of the snapshots its caller chose from (the CLI read every snapshot twice)', async () => {
+    const f = await GcFixture.create();
+    const first = await f.snapshot({ 'a.txt': 'one\n' });
+    const second = await f.snapshot({ 'b.txt': 'two\n' });
+    const counting = new FaultBackend(f.backend, [{ op: 'load', type: 'snapshot' }]);
+    const src = await Store.open(counting);
+    const loaded = await src.loadStoredSnapshots();
+    assert.equal(counting.faults, 2);
+    const dst = await twin(f);
+    const r = await new SnapshotCopier(src, await Store.open(dst)).run([first, second], loaded);
+    assert.deepEqual(r.copied.sort(), [first, second].sort());
+    assert.equal(counting.faults, 2, 'no snapshot of the source read again');
+    await f.assertRestores(second, { 'b.txt': 'two\n' }, dst);
   });
 
   it('a source pack whose every blob is wanted, but whose name the destination holds (other bytes, left unindexed), is stored under a name of its own; the object there is left as it was', async () => {

@@ -49,9 +49,8 @@ import { PackCopier } from '../../repo/pack-copier.js';
 import { MAX_RAW_LENGTH } from '../../repo/blob-codec.js';
 import { BlobType, FLAG_COMPRESSED, MAX_PACK_BYTES, type PackedBlob } from '../../repo/pack.js';
 import { RepoState } from '../../repo/repo-state.js';
-import { isDamage, Store } from '../../repo/store.js';
+import { isDamage, Store, type Loaded, type StoredSnapshot } from '../../repo/store.js';
 import { BlobsLostError, commitSnapshot } from '../../repo/snapshot-fence.js';
-import { decodeSnapshot, type Snapshot } from '../../repo/snapshot.js';
 import type { ErrorCode } from '../../core/errors.js';
 
 /** Destination packs between two index files. */
@@ -131,10 +130,8 @@ export interface CopyOptions {
 }
 
 /** A source snapshot to copy. */
-interface Wanted {
+interface Wanted extends StoredSnapshot {
   readonly id: string;
-  readonly bytes: Buffer;
-  readonly snapshot: Snapshot;
 }
 
 /** What reading one source pack gave. */
@@ -195,9 +192,14 @@ export class SnapshotCopier {
     }
   }
 
-  /** Copies the source snapshots `ids` (full ids) that the destination lacks. */
-  async run(ids: readonly string[]): Promise<CopyReport> {
+  /**
+   * Copies the source snapshots `ids` (full ids) that the destination lacks,
+   * taking their bytes from `source` (the source's snapshots as the caller
+   * chose from them; read here when not given).
+   */
+  async run(ids: readonly string[], source?: Loaded<StoredSnapshot>): Promise<CopyReport> {
     refuseUnlessCompatible(this.src.config, this.dst.config);
+    const from = source ?? await this.src.loadStoredSnapshots(io(this.opts));
     const there = await this.dst.list('snapshot', io(this.opts));
     const wanted: Wanted[] = [];
     for (const id of new Set(ids)) {
@@ -209,13 +211,9 @@ export class SnapshotCopier {
         else this.report.failed.push({ id, reason: held });
         continue;
       }
-      try {
-        const bytes = await loadChecked(this.src.backend, handleOf('snapshot', id), what, io(this.opts));
-        wanted.push({ id, bytes, snapshot: decodeSnapshot(bytes, what) });
-      } catch (e) {
-        if (!isDamage(e) && !(e instanceof NotFoundError)) throw e;
-        this.report.failed.push({ id, reason: e.message });
-      }
+      const found = from.ok.get(id);
+      if (found) wanted.push({ id, ...found });
+      else this.report.failed.push({ id, reason: from.damaged.get(id)?.message ?? `${what} is not in the source` });
     }
     if (wanted.length === 0) return this.report;
     wanted.sort((a, b) => Date.parse(a.snapshot.time) - Date.parse(b.snapshot.time) || (a.id < b.id ? -1 : 1));
