@@ -20,11 +20,12 @@
  * arrives, checked against its name (the SHA-256 of a content-addressed
  * object, the config's own checksum), put through the safe's hooks and only
  * then handed to the backend, whose save is atomic: a body cut off, a wrong
- * length or a wrong hash stores nothing. Rights: `read` reads and lists;
- * `append` also adds, and removes only the lock objects it added itself
- * (as `AppendOnlyBackend` lets a client do; the resolver keeps who added
- * which, `SafeAccess.lockOwners`), never a deletion marker
- * (docs/format.md §18); `full` does everything.
+ * length or a wrong hash stores nothing. Rights: `read` reads and lists,
+ * and adds and removes its own lock objects (a check holds a lock while it
+ * reads); `append` also adds every other type but deletion markers
+ * (docs/format.md §18); both remove only the lock objects they added
+ * themselves (as `AppendOnlyBackend` lets a client do; the resolver keeps
+ * who added which, `SafeAccess.lockOwners`); `full` does everything.
  */
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -60,14 +61,14 @@ export interface SafeAccess {
   readonly backend: Backend;
   readonly rights: SafeRights;
   /**
-   * Who is asking (a token's id): an `append` caller may remove the lock
-   * objects that the same principal added, and no others.
+   * Who is asking (a token's id): a `read` or `append` caller may remove
+   * the lock objects that the same principal added, and no others.
    */
   readonly principal: string;
   /**
    * Which lock objects of the safe this principal added, kept where it
-   * outlives the process (the server's database); absent, an `append`
-   * caller removes no lock.
+   * outlives the process (the server's database); absent, a `read` or
+   * `append` caller removes no lock.
    */
   readonly lockOwners?: LockOwners;
   /**
@@ -319,7 +320,8 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
     app.put(path, async (req, reply) => {
       const s = await safeOf(req, reply);
       const h = handleOf(req);
-      if (s.access.rights === 'read') throw readOnly(`add ${h.type}/${h.name}`);
+      // A reader takes locks too (check, mount): a lock, parsed as one below, is all it adds.
+      if (s.access.rights === 'read' && h.type !== 'lock') throw readOnly(`add ${h.type}/${h.name}`);
       if (s.access.rights === 'append' && h.type === 'deletion') {
         throw new WireError(403, 'APPEND_ONLY', 'the token may only add: deletion markers are prune\'s, which runs on the server (docs/format.md §18)');
       }
@@ -375,8 +377,10 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
     app.delete(path, async (req, reply) => {
       const s = await safeOf(req, reply);
       const h = handleOf(req);
-      if (s.access.rights === 'read') throw readOnly(`remove ${h.type}/${h.name}`);
-      if (s.access.rights === 'append' && !(h.type === 'lock' && await s.access.lockOwners?.owns(h.name) === true)) throw new AppendOnlyError(h);
+      if (s.access.rights !== 'full' && !(h.type === 'lock' && await s.access.lockOwners?.owns(h.name) === true)) {
+        if (s.access.rights === 'read') throw readOnly(`remove ${h.type}/${h.name}`);
+        throw new AppendOnlyError(h);
+      }
       // The wire always tells a missing object, whatever the backend under it can.
       if (!s.access.backend.capabilities.removeMissingIsError && await s.access.backend.stat(h, { signal: s.signal }) === undefined) throw new NotFoundError(h);
       await s.access.backend.remove(h, { signal: s.signal });
@@ -393,7 +397,7 @@ function headerText(text: string): string {
 
 /** Refusal of a write to a `read` token. */
 function readOnly(what: string): WireError {
-  return new WireError(403, 'READ_ONLY', `the token may only read: it cannot ${what}`);
+  return new WireError(403, 'READ_ONLY', `the token may only read (and add and remove its own locks): it cannot ${what}`);
 }
 
 /** The error of a failed request, as the wire reports it. */

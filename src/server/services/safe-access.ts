@@ -6,7 +6,8 @@
  * is undefined, which the protocol answers 404 whether the safe exists or
  * not. A token with the `backup` right adds and reads (`append`: never
  * deletes nor overwrites); `read` or `manage` alone read; a `restore` token
- * reads the one safe it was made for; an `enroll` token none. No token deletes:
+ * reads the one safe it was made for; an `enroll` token none. A reader adds
+ * lock objects too (a check holds one), and nothing else. No token deletes:
  * retention and pruning are the server's (issue 16). Every upload passes the
  * quotas before its body is read (quota.ts), every snapshot upload the
  * backdating rule (snapshot-time-policy.ts), and the safe's storage counts
