@@ -173,7 +173,9 @@ export interface MeBody { kind: 'session' | 'token'; user?: UserBody; token?: To
 export const JOB_KIND_NAMES = ['backup', 'image-backup', 'command-backup', 'restore', 'check'] as const;
 /** What the server runs itself on a disk safe (POST /safes/ID/prune); never given to an agent. */
 export const SERVER_JOB_KIND_NAMES = ['prune'] as const;
-export const JOB_STATE_NAMES = ['queued', 'running', 'succeeded', 'failed', 'interrupted'] as const;
+export const JOB_STATE_NAMES = ['queued', 'running', 'succeeded', 'failed', 'interrupted', 'cancelled', 'expired'] as const;
+/** The states a job ends in (it changes no more). */
+export const FINAL_JOB_STATES: readonly (typeof JOB_STATE_NAMES)[number][] = ['succeeded', 'failed', 'interrupted', 'cancelled', 'expired'];
 export type JobKindName = (typeof JOB_KIND_NAMES)[number];
 export type ServerJobKindName = (typeof SERVER_JOB_KIND_NAMES)[number];
 
@@ -229,36 +231,47 @@ export const JOB_SPEC_SCHEMAS = {
 } as const;
 export type JobSpec = BackupSpec | ImageBackupSpec | CommandBackupSpec | RestoreSpec | CheckSpec;
 
-/** "Run now": a job of one kind of the fixed vocabulary, for the machine's agent. */
+/** How long a queued job waits for its machine's agent to take it by default, and at most (seconds). */
+export const DEFAULT_JOB_EXPIRES_IN = 24 * 3600;
+export const MAX_JOB_EXPIRES_IN = 30 * 24 * 3600;
+
+/**
+ * "Run now": a job of one kind of the fixed vocabulary, for the machine's
+ * agent; `expires_in`: seconds it may wait for the agent to take it before
+ * it ends `expired` (default a day).
+ */
 export const CreateJobSchema = {
   type: 'object', additionalProperties: false, required: ['kind', 'spec'],
-  properties: { kind: { type: 'string', enum: JOB_KIND_NAMES }, spec: { type: 'object' } },
+  properties: { kind: { type: 'string', enum: JOB_KIND_NAMES }, spec: { type: 'object' }, expires_in: { type: 'integer', minimum: 1, maximum: MAX_JOB_EXPIRES_IN } },
   allOf: JOB_KIND_NAMES.map((k) => ({ if: { properties: { kind: { const: k } } }, then: { properties: { spec: JOB_SPEC_SCHEMAS[k] } } })),
 } as const;
-export type CreateJobRequest =
+export type CreateJobRequest = (
   | { kind: 'backup'; spec: BackupSpec }
   | { kind: 'image-backup'; spec: ImageBackupSpec }
   | { kind: 'command-backup'; spec: CommandBackupSpec }
   | { kind: 'restore'; spec: RestoreSpec }
-  | { kind: 'check'; spec: CheckSpec };
+  | { kind: 'check'; spec: CheckSpec }
+) & { expires_in?: number };
 
 const json = { type: ['object', 'null'], additionalProperties: true } as const;
 
 export const JobSchema = {
   $id: 'Job', type: 'object',
-  required: ['id', 'customer_id', 'machine_id', 'safe_id', 'safe_name', 'runner', 'kind', 'spec', 'state', 'created_by', 'created_at', 'started_at', 'finished_at', 'result', 'error'],
+  required: ['id', 'customer_id', 'machine_id', 'safe_id', 'safe_name', 'runner', 'kind', 'spec', 'state', 'created_by', 'created_at', 'started_at', 'finished_at', 'result', 'error', 'expires_at', 'cancelled_by'],
   properties: {
     id: str, customer_id: str, machine_id: nullableStr, safe_id: str, safe_name: str,
     runner: { type: 'string', enum: ['agent', 'server'] },
     kind: { type: 'string', enum: [...JOB_KIND_NAMES, ...SERVER_JOB_KIND_NAMES] }, spec: { type: 'object', additionalProperties: true },
     state: { type: 'string', enum: JOB_STATE_NAMES }, created_by: str, created_at: time, started_at: nullableTime, finished_at: nullableTime,
-    result: json, error: nullableStr,
+    result: json, error: nullableStr, expires_at: nullableTime, cancelled_by: nullableStr,
   },
 } as const;
 /**
  * A job. `runner` says who runs it: `agent` (the machine's agent takes it by
  * its poll) or `server` (the server runs it itself, keyless: a prune;
- * `machine_id` is then the safe's machine, or null).
+ * `machine_id` is then the safe's machine, or null). `expires_at`: a queued
+ * agent job not taken by then ends `expired`; `cancelled_by`: who cancelled
+ * it (set while it is still running when its runner has yet to stop it).
  */
 export interface JobBody {
   id: string; customer_id: string; machine_id: string | null; safe_id: string; safe_name: string;
@@ -266,6 +279,7 @@ export interface JobBody {
   kind: JobKindName | ServerJobKindName; spec: JobSpec | PruneSafeRequest; state: (typeof JOB_STATE_NAMES)[number];
   created_by: string; created_at: string; started_at: string | null; finished_at: string | null;
   result: Record<string, unknown> | null; error: string | null;
+  expires_at: string | null; cancelled_by: string | null;
 }
 
 export const JOB_EVENT_KINDS = ['progress', 'log'] as const;
@@ -291,12 +305,16 @@ export const PollQuerySchema = {
 } as const;
 export interface PollQuery { wait?: number }
 
-/** What an agent reports as a job runs: progress and log lines, in the order they happened (at most 1000 a request). */
+/**
+ * What an agent reports as a job runs: progress and log lines, in the order
+ * they happened (at most 1000 a request; none: the agent only shows it is
+ * at work, and learns whether the job was cancelled).
+ */
 export const ReportEventsSchema = {
   type: 'object', additionalProperties: false, required: ['events'],
   properties: {
     events: {
-      type: 'array', minItems: 1, maxItems: 1000,
+      type: 'array', minItems: 0, maxItems: 1000,
       items: {
         type: 'object', additionalProperties: false, required: ['at', 'kind', 'message'],
         properties: { at: time, kind: { type: 'string', enum: JOB_EVENT_KINDS }, message: { type: 'string', maxLength: 8192 }, data: { type: 'object' } },
@@ -306,12 +324,12 @@ export const ReportEventsSchema = {
 } as const;
 export interface ReportEventsRequest { events: { at: string; kind: (typeof JOB_EVENT_KINDS)[number]; message: string; data?: Record<string, unknown> }[] }
 
-/** How a job ended, as its agent says. */
+/** How a job ended, as its agent says (`cancelled`: it stopped the job because it was cancelled; `error` says what that left). */
 export const ReportResultSchema = {
   type: 'object', additionalProperties: false, required: ['state'],
-  properties: { state: { type: 'string', enum: ['succeeded', 'failed'] }, result: { type: 'object' }, error: { type: 'string', minLength: 1, maxLength: 8192 } },
+  properties: { state: { type: 'string', enum: ['succeeded', 'failed', 'cancelled'] }, result: { type: 'object' }, error: { type: 'string', minLength: 1, maxLength: 8192 } },
 } as const;
-export interface ReportResultRequest { state: 'succeeded' | 'failed'; result?: Record<string, unknown>; error?: string }
+export interface ReportResultRequest { state: 'succeeded' | 'failed' | 'cancelled'; result?: Record<string, unknown>; error?: string }
 
 /** An agent registers its machine: `name` (its hostname), and the disk safe's name when not the default `NAME-` and 8 random hex digits. */
 export const EnrollSchema = {
@@ -460,6 +478,9 @@ export interface AgentEscrowBody { recovery_key: string | null; safes: { id: str
 
 /** The header of a job poll's answer that asks the agent to escrow its passwords (again): its value is `wanted`. */
 export const ESCROW_WANTED_HEADER = 'holdfast-escrow';
+
+/** The header of the answer to a running job's events that asks its agent to stop the job (it was cancelled): its value is `requested`. */
+export const CANCEL_HEADER = 'holdfast-cancel';
 
 /** The longest a restore token lives, and how long by default (seconds). */
 export const MAX_RESTORE_TOKEN_SECONDS = 7 * 24 * 3600;

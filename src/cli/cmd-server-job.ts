@@ -1,16 +1,18 @@
 /**
  * `holdfast server job list MACHINE | show JOB | run MACHINE --kind KIND …
- * [--follow] | events JOB [--follow]`: jobs of machines' agents, through
- * the API. `run` is "run now": a backup (--path, --exclude), an image backup
- * (--source), a command's output (--name NAME -- CMD ARGS…), a restore
- * (--snapshot, --target, --path) or a check (--read-data-subset).
+ * [--expires-in DURATION] [--follow] | events JOB [--follow] | cancel JOB`:
+ * jobs of machines' agents, through the API. `run` is "run now": a backup
+ * (--path, --exclude), an image backup (--source), a command's output
+ * (--name NAME -- CMD ARGS…), a restore (--snapshot, --target, --path) or a
+ * check (--read-data-subset). `cancel` stops a queued or running job.
  * `--follow` prints the job's events as its agent reports them (polling
  * every second) until it ends, and exits 0 when it succeeded, 1 otherwise.
  * Flags and printing only.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Option, type Command } from 'commander';
-import { JOB_KIND_NAMES, type CreateJobRequest, type JobBody, type JobEventBody, type JobKindName } from '../api/v1.js';
+import { FINAL_JOB_STATES, JOB_KIND_NAMES, MAX_JOB_EXPIRES_IN, type CreateJobRequest, type JobBody, type JobEventBody, type JobKindName } from '../api/v1.js';
+import { parseDuration } from '../repo/deletion-marker.js';
 import { globals, say, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { idOf, withServer, type AdminClient } from './server-client.js';
@@ -25,15 +27,29 @@ interface RunFlags {
   snapshot?: string;
   target?: string;
   readDataSubset?: string;
+  expiresIn?: number;
   follow?: boolean;
 }
 
 /** How long `--follow` waits between two looks at the job. */
 const FOLLOW_INTERVAL_MS = 1000;
 /** The states a job ends in. */
-const FINAL = new Set(['succeeded', 'failed', 'interrupted']);
+const FINAL = new Set<string>(FINAL_JOB_STATES);
 
 const collect = (v: string, all: string[]): string[] => [...all, v];
+
+/** `--expires-in`: a duration (`30m`, `6h`, `2d`) as whole seconds, from 1 s to the API's bound (commander parser). */
+function expiresIn(text: string): number {
+  let ms: number;
+  try {
+    ms = parseDuration(text);
+  } catch (e) {
+    throw new ExitError(`--expires-in ${text}: ${(e as Error).message}`, EXIT.usage);
+  }
+  const s = Math.round(ms / 1000);
+  if (s < 1 || s > MAX_JOB_EXPIRES_IN) throw new ExitError(`--expires-in ${text}: give a duration from 1s to ${MAX_JOB_EXPIRES_IN / 86400}d`, EXIT.usage);
+  return s;
+}
 
 /** The spec of the job `flags` (and `command`, after `--`) ask for; refuses a flag that belongs to another kind. */
 function jobRequest(flags: RunFlags, command: string[]): CreateJobRequest {
@@ -105,13 +121,14 @@ export async function events(c: AdminClient, g: GlobalOptions, id: string, follo
 
 function jobFields(j: JobBody): [string, string][] {
   return [['id', j.id], ['kind', j.kind], ['run by', j.runner], ['state', j.state], ['machine', j.machine_id ?? '-'], ['disk safe', j.safe_name], ['spec', JSON.stringify(j.spec)],
-    ['created', `${when(j.created_at)} by ${j.created_by}`], ['started', when(j.started_at)], ['finished', when(j.finished_at)],
+    ['created', `${when(j.created_at)} by ${j.created_by}`], ...(j.state === 'queued' && j.expires_at ? [['expires', when(j.expires_at)] as [string, string]] : []),
+    ['started', when(j.started_at)], ['finished', when(j.finished_at)], ...(j.cancelled_by ? [['cancelled by', j.cancelled_by] as [string, string]] : []),
     ...(j.result ? [['result', JSON.stringify(j.result)] as [string, string]] : []), ...(j.error ? [['error', j.error] as [string, string]] : [])];
 }
 
 /** Adds this file's commands under `holdfast server`. */
 export function registerSubcommands(server: Command): void {
-  const job = server.command('job').description('jobs of the machines\' agents: list, show, run (run now), events');
+  const job = server.command('job').description('jobs of the machines\' agents: list, show, run (run now), events, cancel');
 
   job.command('list').description('a machine\'s jobs, newest first').argument('<machine>', 'its name or id')
     .action(async (ref: string, _f: unknown, cmd: Command) => {
@@ -140,16 +157,26 @@ export function registerSubcommands(server: Command): void {
     .option('--snapshot <id>', 'restore: the snapshot, an id or its prefix (default latest)')
     .option('--target <dir>', 'restore: the folder on the machine to restore into; required for a restore')
     .option('--read-data-subset <n/t|x%>', 'check: read this part of the packs too')
+    .option('--expires-in <duration>', 'end the job expired if the agent has not taken it within this long (e.g. 30m, 6h, 2d; default 24h)', expiresIn)
     .option('--follow', 'print its events until it ends; exit 0 when it succeeded, 1 otherwise')
     .action(async (ref: string, command: string[], flags: RunFlags, cmd: Command) => {
       const g = globals(cmd);
-      const body = jobRequest(flags, command);
+      const body = { ...jobRequest(flags, command), ...(flags.expiresIn === undefined ? {} : { expires_in: flags.expiresIn }) };
       await withServer(g, async (c) => {
         const j = await c.post<JobBody>(`/machines/${await idOf(c, 'machine', ref)}/jobs`, body);
         if (g.json) printBody(j);
         else say(g, `queued ${j.kind} job ${j.id} for ${ref} (disk safe ${j.safe_name})`);
         if (flags.follow) await events(c, g, j.id, true);
       });
+    });
+
+  job.command('cancel').description('cancel a job: a queued one at once; a running one is stopped by its agent (or the server) and ends cancelled')
+    .argument('<job>', 'its id')
+    .action(async (id: string, _f: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const j = await withServer(g, (c) => c.post<JobBody>(`/jobs/${encodeURIComponent(id)}/cancel`, {}));
+      if (g.json) return printBody(j);
+      say(g, j.state === 'cancelled' ? `job ${j.id} cancelled` : `job ${j.id} is being stopped by its ${j.runner === 'agent' ? 'agent' : 'server'}; it ends cancelled (holdfast server job show ${j.id})`);
     });
 
   job.command('events').description('a job\'s progress and log lines, as its agent reported them').argument('<job>', 'its id')

@@ -77,7 +77,7 @@ export async function jobOf(t: ServerHandle, id: string): Promise<JobView> {
 }
 
 /** Waits until job `id` is in one of `states` (default: any end); returns it. */
-export async function waitJob(t: ServerHandle, id: string, states: readonly string[] = ['succeeded', 'failed', 'interrupted']): Promise<JobView> {
+export async function waitJob(t: ServerHandle, id: string, states: readonly string[] = ['succeeded', 'failed', 'interrupted', 'cancelled', 'expired']): Promise<JobView> {
   for (;;) {
     const j = await jobOf(t, id);
     if (states.includes(j.state)) return j;

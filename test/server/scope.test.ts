@@ -27,6 +27,7 @@ const RECORD_OF: Record<string, keyof Records> = {
   '/api/v1/machines/{id}/jobs': 'machine',
   '/api/v1/jobs/{id}': 'job',
   '/api/v1/jobs/{id}/events': 'job',
+  '/api/v1/jobs/{id}/cancel': 'job',
   '/api/v1/agent/jobs/{id}/events': 'job',
   '/api/v1/agent/jobs/{id}/result': 'job',
   '/api/v1/customers/{id}/recovery-key': 'customer',
@@ -135,7 +136,7 @@ databaseSuites('scope of every API route', (fx) => {
 
   it('leaves customer A\'s records as they were, and A\'s own admin still sees each of them', async () => {
     for (const [path, record] of Object.entries(RECORD_OF)) {
-      if (path.startsWith('/api/v1/agent/') || /\/(forget|prune|restore-tokens)$/.test(path)) continue; // the agent's reports, a safe's retention, restore tokens: POST only
+      if (path.startsWith('/api/v1/agent/') || /\/(forget|prune|restore-tokens|cancel)$/.test(path)) continue; // the agent's reports, a safe's retention, restore tokens, a cancel: POST only
       const r = await t.call('GET', path.replace('{id}', a[record]), { token: aAdmin });
       assert.equal(r.status, 200, `${path}: ${r.text}`);
     }

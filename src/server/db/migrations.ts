@@ -162,6 +162,13 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
           .execute();
       },
     },
+    '0007-job-expiry': {
+      // A queued job ends `expired` when no agent took it in time; anyone who may start a job may cancel it (who is recorded).
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.alterTable('jobs').addColumn('expires_at', 'text').execute();
+        await db.schema.alterTable('jobs').addColumn('cancelled_by', 'text').execute();
+      },
+    },
   };
 }
 

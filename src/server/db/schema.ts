@@ -131,9 +131,11 @@ export type JobRunner = 'agent' | 'server';
 /**
  * A job's life: queued until its machine's agent takes it, running until the
  * agent reports its end, or interrupted when the agent went silent or came
- * back without finishing it.
+ * back without finishing it; cancelled by a person or tool (at once while
+ * queued, by its runner once it stopped while running); expired when no
+ * agent took it in time.
  */
-export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'interrupted'] as const;
+export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'interrupted', 'cancelled', 'expired'] as const;
 export type JobState = (typeof JOB_STATES)[number];
 
 export interface JobsTable {
@@ -158,8 +160,12 @@ export interface JobsTable {
   finished_at: string | null;
   /** What the runner reported at the end, JSON (a snapshot id, counts, a prune report). */
   result: string | null;
-  /** Why it failed or was interrupted. */
+  /** Why it failed, was interrupted, cancelled or expired. */
   error: string | null;
+  /** A queued agent job that no agent has taken by then ends `expired` (null: never, a server job's). */
+  expires_at: string | null;
+  /** Who cancelled it (`user:NAME`, `token:ID`); set on a running job when the cancel is asked for, before its runner stops it. */
+  cancelled_by: string | null;
 }
 
 export interface JobEventsTable {

@@ -3,12 +3,13 @@
  * enroll token, then the job channel. Agents connect out, the server never
  * connects to them. An agent long-polls for its machine's next
  * job, then reports events as they happen and the result at the end, all
- * with its machine-scoped token. A poll's answer carries
+ * with its machine-scoped token; the answer to a report carries
+ * `Holdfast-Cancel: requested` once the job was cancelled. A poll's answer carries
  * `Holdfast-Escrow: wanted` while a disk safe of the machine has no password
  * escrowed for the customer's current recovery key.
  */
 import type { FastifyPluginAsync } from 'fastify';
-import { ESCROW_WANTED_HEADER, EnrolledSchema, EnrollSchema, type EnrollRequest, IdParamsSchema, PollQuerySchema, ReportEventsSchema, ReportResultSchema, type PollQuery, type ReportEventsRequest, type ReportResultRequest } from '../../api/v1.js';
+import { CANCEL_HEADER, ESCROW_WANTED_HEADER, EnrolledSchema, EnrollSchema, type EnrollRequest, IdParamsSchema, PollQuerySchema, ReportEventsSchema, ReportResultSchema, type PollQuery, type ReportEventsRequest, type ReportResultRequest } from '../../api/v1.js';
 import type { ServiceContext } from '../services/context.js';
 import { enroll } from '../services/enrolment.js';
 import { escrowWanted } from '../services/escrow.js';
@@ -37,7 +38,9 @@ export const agentRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async (a
     });
   app.post<{ Params: { id: string }; Body: ReportEventsRequest }>('/agent/jobs/:id/events', { schema: { tags, params: IdParamsSchema, body: ReportEventsSchema, response: responses(204, NO_CONTENT) } },
     async (req, reply) => {
-      await reportEvents(ctx, who(req), req.params.id, req.body);
+      const { cancelled } = await reportEvents(ctx, who(req), req.params.id, req.body);
+      // The job was cancelled: its agent stops it and reports it cancelled (docs/format.md §2.6).
+      if (cancelled) void reply.header(CANCEL_HEADER, 'requested');
       return reply.code(204).send();
     });
   app.post<{ Params: { id: string }; Body: ReportResultRequest }>('/agent/jobs/:id/result', { schema: { tags, params: IdParamsSchema, body: ReportResultSchema, response: responses(200, { $ref: 'Job#' }) } },

@@ -1,20 +1,26 @@
 /**
  * Jobs: what a machine's agent is asked to do ("run now"), from a fixed
  * vocabulary (backup, restore, check; src/api/v1.ts has each kind's spec),
- * on the machine's disk safe. People and manage tokens queue them and read
- * them with their events; the machine's own agent (its machine-scoped token
- * with the `backup` right) takes them one at a time and reports on them:
+ * on the machine's disk safe. People and manage tokens queue them, read
+ * them with their events and cancel them; the machine's own agent (its
+ * machine-scoped token with the `backup` right) takes them one at a time
+ * and reports on them:
  *
  *   queued ──agent polls──▶ running ──agent reports──▶ succeeded | failed
- *                              │
- *                              └─ agent silent past the limit, or polls again
- *                                 without reporting (it restarted) ─▶ interrupted
+ *     │  │                     │ │
+ *     │  │                     │ └─ cancel: recorded; the agent learns it from the answer
+ *     │  │                     │    to its next report, stops the job ─▶ cancelled
+ *     │  │                     └─ agent silent past the limit, or polls again
+ *     │  │                        without reporting (it restarted) ─▶ interrupted
+ *     │  └─ cancel ─▶ cancelled
+ *     └─ not taken by expires_at ─▶ expired
  *
  * The poll is the agent's heartbeat (machines.last_seen_at). Nothing runs on
- * a timer: silent jobs are marked when someone looks (docs/format.md §2.6).
+ * a timer: silent and expired jobs are marked when someone looks (the job,
+ * the machine's jobs, the agent's poll; docs/format.md §2.6).
  */
 import { randomUUID } from 'node:crypto';
-import type { CreateJobRequest, JobBody, JobEventBody, JobEventsQuery, ReportEventsRequest, ReportResultRequest } from '../../api/v1.js';
+import { DEFAULT_JOB_EXPIRES_IN, type CreateJobRequest, type JobBody, type JobEventBody, type JobEventsQuery, type ReportEventsRequest, type ReportResultRequest } from '../../api/v1.js';
 import type { Job, JobEvent, JobRunner } from '../db/schema.js';
 import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
@@ -28,6 +34,7 @@ export function jobBody(j: Job, safeName: string): JobBody {
     id: j.id, customer_id: j.customer_id, machine_id: j.machine_id, safe_id: j.safe_id, safe_name: safeName, runner: j.runner,
     kind: j.kind, spec: JSON.parse(j.spec) as JobBody['spec'], state: j.state, created_by: j.created_by, created_at: j.created_at,
     started_at: j.started_at, finished_at: j.finished_at, result: j.result === null ? null : JSON.parse(j.result) as Record<string, unknown>, error: j.error,
+    expires_at: j.expires_at, cancelled_by: j.cancelled_by,
   };
 }
 
@@ -67,6 +74,36 @@ export async function interruptSilent(ctx: ServiceContext, where: { machineId: s
   }
 }
 
+/** Records a log line of job `jobId` said by the server itself (a cancel, an expiry). */
+async function serverSays(ctx: ServiceContext, jobId: string, message: string): Promise<void> {
+  await ctx.db.insertInto('job_events').values({ job_id: jobId, at: ctx.now().toISOString(), kind: 'log', message, data: null }).execute();
+}
+
+/**
+ * Ends the queued jobs of machine `where.machineId`, or job `where.jobId`,
+ * that no agent took before their `expires_at` as expired, saying when the
+ * machine last asked for work (its agent's poll), or that it never did.
+ */
+async function expireUntaken(ctx: ServiceContext, where: { machineId: string } | { jobId: string }): Promise<void> {
+  const now = ctx.now().toISOString();
+  let q = ctx.db.selectFrom('jobs').innerJoin('machines', 'machines.id', 'jobs.machine_id')
+    .select(['jobs.id', 'jobs.expires_at', 'machines.name', 'machines.last_seen_at'])
+    .where('jobs.state', '=', 'queued').where('jobs.expires_at', '<=', now);
+  q = 'jobId' in where ? q.where('jobs.id', '=', where.jobId) : q.where('jobs.machine_id', '=', where.machineId);
+  for (const j of await q.execute()) {
+    const error = `expired at ${j.expires_at!}: no agent took the job in time; machine ${j.name} `
+      + (j.last_seen_at === null ? 'never asked for work (its agent never polled the server)' : `did not ask for work since ${j.last_seen_at}`);
+    const done = await ctx.db.updateTable('jobs').set({ state: 'expired', finished_at: now, error }).where('id', '=', j.id).where('state', '=', 'queued').executeTakeFirst();
+    if (done.numUpdatedRows > 0n) await serverSays(ctx, j.id, error);
+  }
+}
+
+/** Brings the jobs `where` names up to date before they are shown or taken: silent ones interrupted, untaken ones expired. */
+async function settle(ctx: ServiceContext, where: { machineId: string } | { jobId: string }): Promise<void> {
+  await interruptSilent(ctx, where);
+  await expireUntaken(ctx, where);
+}
+
 async function findJob(ctx: ServiceContext, p: Principal, id: string): Promise<Job> {
   const j = await ctx.db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
   if (!j || !sees(p, j)) throw new NotFound(`job ${id}`);
@@ -79,10 +116,12 @@ export async function createJob(ctx: ServiceContext, p: Principal, machineId: st
   requireManage(p);
   const safe = await ctx.db.selectFrom('disk_safes').select(['id', 'name']).where('machine_id', '=', m.id).orderBy('created_at').orderBy('name').executeTakeFirst();
   if (!safe) throw new Conflict(`machine ${m.name} has no disk safe to work on: enrol its agent, or create one with POST /api/v1/safes`);
+  const now = ctx.now();
   const row: Job = {
     id: randomUUID(), customer_id: m.customer_id, machine_id: m.id, safe_id: safe.id, runner: 'agent', kind: req.kind, spec: JSON.stringify(req.spec),
-    state: 'queued', created_by: p.actor, created_at: ctx.now().toISOString(),
+    state: 'queued', created_by: p.actor, created_at: now.toISOString(),
     started_at: null, last_report_at: null, finished_at: null, result: null, error: null,
+    expires_at: new Date(now.getTime() + (req.expires_in ?? DEFAULT_JOB_EXPIRES_IN) * 1000).toISOString(), cancelled_by: null,
   };
   await ctx.db.insertInto('jobs').values(row).execute();
   await audit(ctx, p, `job.create.${req.kind}`, row.id, row.customer_id);
@@ -94,22 +133,56 @@ export async function createJob(ctx: ServiceContext, p: Principal, machineId: st
 export async function listMachineJobs(ctx: ServiceContext, p: Principal, machineId: string): Promise<JobBody[]> {
   const m = await findMachine(ctx, p, machineId);
   requireRead(p);
-  await interruptSilent(ctx, { machineId: m.id });
+  await settle(ctx, { machineId: m.id });
   return withSafeNames(ctx, await ctx.db.selectFrom('jobs').selectAll().where('machine_id', '=', m.id).orderBy('created_at', 'desc').orderBy('id').limit(100).execute());
 }
 
 export async function getJob(ctx: ServiceContext, p: Principal, id: string): Promise<JobBody> {
   await findJob(ctx, p, id);
   requireRead(p);
-  await interruptSilent(ctx, { jobId: id });
+  await settle(ctx, { jobId: id });
   const j = await findJob(ctx, p, id);
   return (await withSafeNames(ctx, [j]))[0]!;
+}
+
+/**
+ * Cancels job `id`, for whoever may start such a job on its machine (see
+ * createJob, retention.ts's prune: the customer's people and tokens with
+ * `manage`). A queued job is cancelled at once; a running one is marked,
+ * and its runner stops it and ends it `cancelled` (the agent when it next
+ * reports, the server's own job through its AbortSignal). A job that ended
+ * already is a Conflict that says how it ended.
+ */
+export async function cancelJob(ctx: ServiceContext, p: Principal, id: string): Promise<JobBody> {
+  await findJob(ctx, p, id);
+  requireManage(p);
+  await settle(ctx, { jobId: id });
+  let j = await findJob(ctx, p, id);
+  if (j.state === 'queued') {
+    const end = { state: 'cancelled' as const, finished_at: ctx.now().toISOString(), cancelled_by: p.actor, error: `cancelled by ${p.actor} before an agent took it` };
+    const done = await ctx.db.updateTable('jobs').set(end).where('id', '=', id).where('state', '=', 'queued').executeTakeFirst();
+    if (done.numUpdatedRows > 0n) {
+      await serverSays(ctx, id, end.error);
+      await audit(ctx, p, 'job.cancel', id, j.customer_id);
+      return (await withSafeNames(ctx, [{ ...j, ...end }]))[0]!;
+    }
+    j = await findJob(ctx, p, id); // its agent took it meanwhile: cancelled as a running job
+  }
+  if (j.state !== 'running') throw new Conflict(`job ${id} is ${j.state} already${j.error ? ` (${j.error})` : ''}: there is nothing to cancel`);
+  if (j.cancelled_by === null) {
+    await ctx.db.updateTable('jobs').set({ cancelled_by: p.actor }).where('id', '=', id).where('state', '=', 'running').where('cancelled_by', 'is', null).execute();
+    await serverSays(ctx, id, `cancelled by ${p.actor}: ${j.runner === 'agent' ? 'the agent stops the job when it next reports (within seconds)' : 'the server stops the job'}`);
+  }
+  if (j.runner === 'server') await ctx.serverJobs.cancel(ctx, id, p.actor);
+  await audit(ctx, p, 'job.cancel', id, j.customer_id);
+  return (await withSafeNames(ctx, [await findJob(ctx, p, id)]))[0]!;
 }
 
 /** The job's events after `after` (a seq), oldest first, at most `limit` (default 1000). */
 export async function listJobEvents(ctx: ServiceContext, p: Principal, id: string, q: JobEventsQuery): Promise<JobEventBody[]> {
   await findJob(ctx, p, id);
   requireRead(p);
+  await settle(ctx, { jobId: id });
   const rows = await ctx.db.selectFrom('job_events').selectAll().where('job_id', '=', id).where('seq', '>', q.after ?? 0).orderBy('seq').limit(q.limit ?? 1000).execute();
   return rows.map(eventBody);
 }
@@ -126,12 +199,13 @@ async function seen(ctx: ServiceContext, machineId: string): Promise<void> {
   await ctx.db.updateTable('machines').set({ last_seen_at: ctx.now().toISOString() }).where('id', '=', machineId).execute();
 }
 
-/** Takes the machine's oldest queued job (it becomes running), or undefined when none is queued. */
+/** Takes the machine's oldest queued job that has not expired (it becomes running), or undefined when none is queued. */
 async function claimNext(ctx: ServiceContext, machineId: string): Promise<Job | undefined> {
   for (;;) {
-    const next = await ctx.db.selectFrom('jobs').selectAll().where('machine_id', '=', machineId).where('runner', '=', 'agent').where('state', '=', 'queued').orderBy('created_at').orderBy('id').limit(1).executeTakeFirst();
-    if (!next) return undefined;
     const now = ctx.now().toISOString();
+    const next = await ctx.db.selectFrom('jobs').selectAll().where('machine_id', '=', machineId).where('runner', '=', 'agent').where('state', '=', 'queued')
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)])).orderBy('created_at').orderBy('id').limit(1).executeTakeFirst();
+    if (!next) return undefined;
     // Only one poll wins a job, even if two arrive together.
     const won = await ctx.db.updateTable('jobs').set({ state: 'running', started_at: now, last_report_at: now }).where('id', '=', next.id).where('state', '=', 'queued').executeTakeFirst();
     if (won.numUpdatedRows > 0n) return { ...next, state: 'running', started_at: now, last_report_at: now };
@@ -147,6 +221,8 @@ async function claimNext(ctx: ServiceContext, machineId: string): Promise<Job | 
  */
 export async function nextJob(ctx: ServiceContext, p: Principal, waitSeconds: number, gone?: AbortSignal): Promise<JobBody | undefined> {
   const machineId = requireAgent(p);
+  // Before this poll counts as the machine's last: an expired job says when the machine asked before.
+  await expireUntaken(ctx, { machineId });
   await seen(ctx, machineId);
   await ctx.db.updateTable('jobs')
     .set({ state: 'interrupted', finished_at: ctx.now().toISOString(), error: 'the agent asked for another job without reporting the end of this one (it was restarted or killed)' })
@@ -178,22 +254,35 @@ async function runningJobOf(ctx: ServiceContext, p: Principal, id: string): Prom
   return j;
 }
 
-/** Records what the agent saw happen on its running job `id`; each report keeps the job from counting as silent. */
-export async function reportEvents(ctx: ServiceContext, p: Principal, id: string, req: ReportEventsRequest): Promise<void> {
-  await runningJobOf(ctx, p, id);
-  await ctx.db.insertInto('job_events').values(req.events.map((e) => ({
-    job_id: id, at: new Date(e.at).toISOString(), kind: e.kind, message: e.message, data: e.data === undefined ? null : JSON.stringify(e.data),
-  }))).execute();
+/**
+ * Records what the agent saw happen on its running job `id` (none: it only
+ * shows it is at work); each report keeps the job from counting as silent.
+ * Answers whether the job was cancelled: then the agent stops it.
+ */
+export async function reportEvents(ctx: ServiceContext, p: Principal, id: string, req: ReportEventsRequest): Promise<{ cancelled: boolean }> {
+  const j = await runningJobOf(ctx, p, id);
+  if (req.events.length > 0) {
+    await ctx.db.insertInto('job_events').values(req.events.map((e) => ({
+      job_id: id, at: new Date(e.at).toISOString(), kind: e.kind, message: e.message, data: e.data === undefined ? null : JSON.stringify(e.data),
+    }))).execute();
+  }
   await ctx.db.updateTable('jobs').set({ last_report_at: ctx.now().toISOString() }).where('id', '=', id).where('state', '=', 'running').execute();
+  return { cancelled: j.cancelled_by !== null };
 }
 
-/** Ends the agent's running job `id` as it reports: succeeded with its result, or failed with the reason. */
+/**
+ * Ends the agent's running job `id` as it reports: succeeded with its
+ * result, failed with the reason, or cancelled (only a job someone
+ * cancelled) with what stopping it left.
+ */
 export async function reportResult(ctx: ServiceContext, p: Principal, id: string, req: ReportResultRequest): Promise<JobBody> {
   if (req.state === 'failed' && req.error === undefined) throw new BadRequest('a failed job needs its reason (error)');
   if (req.state === 'succeeded' && req.error !== undefined) throw new BadRequest('a succeeded job has no error');
   const j = await runningJobOf(ctx, p, id);
+  if (req.state === 'cancelled' && j.cancelled_by === null) throw new Conflict(`job ${id} was not cancelled: report how it ended (succeeded or failed)`);
   const now = ctx.now().toISOString();
-  const end = { state: req.state, finished_at: now, last_report_at: now, result: req.result === undefined ? null : JSON.stringify(req.result), error: req.error ?? null };
+  const error = req.state === 'cancelled' ? `cancelled by ${j.cancelled_by!} while it ran${req.error ? `: ${req.error}` : ''}` : req.error ?? null;
+  const end = { state: req.state, finished_at: now, last_report_at: now, result: req.result === undefined ? null : JSON.stringify(req.result), error };
   await ctx.db.updateTable('jobs').set(end).where('id', '=', id).where('state', '=', 'running').execute();
   return (await withSafeNames(ctx, [{ ...j, ...end }]))[0]!;
 }

@@ -155,6 +155,7 @@ export async function pruneSafe(ctx: ServiceContext, p: Principal, safeId: strin
   const row: Job = {
     id: randomUUID(), customer_id: safe.customer_id, machine_id: safe.machine_id, safe_id: safe.id, runner: 'server', kind: 'prune', spec: JSON.stringify(req),
     state: 'running', created_by: p.actor, created_at: now, started_at: now, last_report_at: now, finished_at: null, result: null, error: null,
+    expires_at: null, cancelled_by: null,
   };
   const dryRun = req.dry_run === true;
   await ctx.serverJobs.start(ctx, row, async (log, signal) => {

@@ -8,6 +8,8 @@
  *           last_report_at, so a job whose server died goes `interrupted`
  *           when someone next looks (jobs.ts), as an agent's silent job does
  *   end:    `succeeded` with the work's result, or `failed` with its message;
+ *           `cancelled` when someone cancels it (its work is aborted, and
+ *           stops at its next step: a prune before any deletion);
  *           `interrupted` when the server closes meanwhile (its work is
  *           aborted, and close waits for it)
  */
@@ -25,6 +27,14 @@ export type ServerWork = (log: JobLog, signal: AbortSignal) => Promise<Record<st
 
 /** The error of a job that was running when the server closed. */
 const CLOSED = 'the server was stopped while the job ran; run it again';
+
+/** The reason a cancelled server job's work is aborted with: its message is the job's error. */
+class JobCancelledError extends Error {
+  constructor(by: string) {
+    super(`cancelled by ${by} while it ran`);
+    this.name = 'JobCancelledError';
+  }
+}
 
 export class ServerJobs {
   private readonly running = new Map<string, { abort: AbortController; done: Promise<void> }>();
@@ -57,15 +67,33 @@ export class ServerJobs {
         const result = await work(log, abort.signal);
         await end({ state: 'succeeded', result: JSON.stringify(result), error: null });
       } catch (e) {
-        await end(abort.signal.aborted
-          ? { state: 'interrupted', result: null, error: CLOSED }
-          : { state: 'failed', result: null, error: e instanceof Error ? e.message : String(e) });
+        const reason: unknown = abort.signal.reason;
+        await end(!abort.signal.aborted
+          ? { state: 'failed', result: null, error: e instanceof Error ? e.message : String(e) }
+          : reason instanceof JobCancelledError ? { state: 'cancelled', result: null, error: reason.message } : { state: 'interrupted', result: null, error: CLOSED });
       } finally {
         clearInterval(timer);
         this.running.delete(row.id);
       }
     })().catch(() => undefined); // the database went away first: the heartbeat stops, and the job goes interrupted when looked at
     this.running.set(row.id, { abort, done });
+  }
+
+  /**
+   * Stops running job `id` because `by` cancelled it: its work is aborted,
+   * and the job ends `cancelled` once the work has stopped. A job this
+   * process does not run (the server that ran it stopped) ends cancelled at
+   * once: nothing works on it any more.
+   */
+  async cancel(ctx: ServiceContext, id: string, by: string): Promise<void> {
+    const here = this.running.get(id);
+    if (here) {
+      here.abort.abort(new JobCancelledError(by));
+      return;
+    }
+    const now = ctx.now().toISOString();
+    await ctx.db.updateTable('jobs').set({ state: 'cancelled', finished_at: now, last_report_at: now, error: `${new JobCancelledError(by).message}; no server process was running it any more` })
+      .where('id', '=', id).where('state', '=', 'running').execute();
   }
 
   /** Aborts every running job and waits until each has recorded how it ended; idempotent. */
