@@ -12,6 +12,8 @@
  *   stop (SIGTERM): the running job is aborted (the disk safe stays valid:
  *     what was uploaded is reused by the next backup), reported failed, and
  *     the agent returns
+ *   cancel (the server's answer to a report says so): the running job is
+ *     aborted the same way and reported cancelled; the agent takes the next
  */
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
@@ -22,7 +24,7 @@ import { NotARepositoryError } from '../repo/errors.js';
 import type { AgentConfig } from './agent-config.js';
 import { Backoff, pause } from './backoff.js';
 import { escrowPassword } from './escrow.js';
-import { JobChannel, JobGoneError } from './job-channel.js';
+import { JobCancelledError, JobChannel, JobGoneError } from './job-channel.js';
 import { AgentSession } from './job-runner.js';
 import { ServerApi } from './server-api.js';
 
@@ -59,6 +61,8 @@ export interface AgentRunOptions {
   readonly retryForMs?: number;
   /** Where the agent remembers its unfinished restores between runs (unfinished-restores.ts). */
   readonly unfinishedRestores?: string;
+  /** Downloads from the disk safe at most this many bytes a second (`holdfast --limit-download`; default: no limit). */
+  readonly downloadBytesPerSecond?: number;
 }
 
 /**
@@ -118,6 +122,7 @@ async function openSession(o: AgentRunOptions): Promise<AgentSession | undefined
       return await AgentSession.open(o.config, {
         onLog: o.onLog, signal: o.signal, ...(o.workers ? { workers: o.workers } : {}), ...(o.retryForMs === undefined ? {} : { retryForMs: o.retryForMs }),
         ...(o.unfinishedRestores === undefined ? {} : { unfinishedRestores: o.unfinishedRestores }),
+        ...(o.downloadBytesPerSecond === undefined ? {} : { downloadBytesPerSecond: o.downloadBytesPerSecond }),
       });
     } catch (e) {
       if (o.signal.aborted) return undefined;
@@ -138,21 +143,21 @@ async function runJob(job: JobBody, session: AgentSession, channel: JobChannel, 
   const abort = new AbortController();
   const stop = (): void => abort.abort(o.signal.reason);
   o.signal.addEventListener('abort', stop, { once: true });
-  const reporter = channel.reporter(job.id, (gone) => abort.abort(gone));
+  const reporter = channel.reporter(job.id, (why) => abort.abort(why));
   o.onLog(`job ${job.id}: ${job.kind} ${JSON.stringify(job.spec)}`);
-  let end: { state: 'succeeded'; result: Record<string, unknown> } | { state: 'failed'; error: string };
+  let end: { state: 'succeeded'; result: Record<string, unknown> } | { state: 'failed' | 'cancelled'; error: string };
   try {
     const kind = checkJobSpec(job.kind, job.spec);
     end = { state: 'succeeded', result: await session.run(job, kind, reporter, abort.signal) };
   } catch (e) {
     const reason = abort.signal.aborted ? abort.signal.reason as unknown : e;
-    end = { state: 'failed', error: (reason instanceof Error ? reason.message : String(reason)).slice(0, 8192) || 'failed' };
+    end = { state: reason instanceof JobCancelledError ? 'cancelled' : 'failed', error: (reason instanceof Error ? reason.message : String(reason)).slice(0, 8192) || 'failed' };
   } finally {
     o.signal.removeEventListener('abort', stop);
   }
-  if (end.state === 'failed') reporter.log(end.error);
+  if (end.state !== 'succeeded') reporter.log(end.error);
   await reporter.close();
-  o.onLog(`job ${job.id}: ${end.state}${end.state === 'failed' ? `: ${end.error}` : ''}`);
+  o.onLog(`job ${job.id}: ${end.state}${end.state !== 'succeeded' ? `: ${end.error}` : ''}`);
   if (abort.signal.reason instanceof JobGoneError) return; // the server ended it already
   // Once stopped, the end gets a short while; otherwise it waits for the server as long as it takes (or until a stop).
   await channel.finish(job.id, end, o.signal.aborted ? AbortSignal.timeout(REPORT_ON_STOP_MS) : o.signal);

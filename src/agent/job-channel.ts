@@ -9,11 +9,13 @@
  *
  *   loop: GET /agent/jobs/next?wait=25 → 200 job | 204 nothing | failure → back off
  *         (Holdfast-Escrow: wanted in the answer → escrow the password first)
- *   while a job runs: every second POST /agent/jobs/ID/events (logs in order, the last progress)
+ *   while a job runs: every second POST /agent/jobs/ID/events (logs in order, the last progress;
+ *         an empty batch after HEARTBEAT_MS without one)
+ *         (Holdfast-Cancel: requested in the answer → the job was cancelled: stop it, report it cancelled)
  *   end: POST /agent/jobs/ID/result, again after each failure until it is taken
  *   409 from either: the server no longer counts the job as running → stop it
  */
-import { ESCROW_WANTED_HEADER, type JobBody, type ReportEventsRequest, type ReportResultRequest } from '../api/v1.js';
+import { CANCEL_HEADER, ESCROW_WANTED_HEADER, type JobBody, type ReportEventsRequest, type ReportResultRequest } from '../api/v1.js';
 import { Backoff, pause } from './backoff.js';
 import { ServerApiError, type ServerApi } from './server-api.js';
 
@@ -21,6 +23,8 @@ import { ServerApiError, type ServerApi } from './server-api.js';
 export const POLL_WAIT_SECONDS = 25;
 /** How often a running job's events are sent. */
 export const EVENT_BATCH_MS = 1000;
+/** The longest a running job goes without a report, events or none: how soon the agent learns that it was cancelled. */
+export const HEARTBEAT_MS = 5000;
 /** Log lines kept while the server cannot be reached; older ones beyond are dropped, and the drop is said. */
 const MAX_BUFFERED_LOGS = 1000;
 /** Events a request carries (the API's bound). */
@@ -33,6 +37,14 @@ export class JobGoneError extends Error {
   constructor(readonly jobId: string, message: string) {
     super(message);
     this.name = 'JobGoneError';
+  }
+}
+
+/** The job was cancelled on the server: the reason the agent aborts it with, and reports it cancelled. */
+export class JobCancelledError extends Error {
+  constructor(readonly jobId: string) {
+    super('the agent stopped it: a backup stores no snapshot (the next one reuses what it uploaded), a restore leaves what it wrote, and the disk safe stays intact');
+    this.name = 'JobCancelledError';
   }
 }
 
@@ -75,9 +87,13 @@ export class JobChannel {
 
   private backoffUsed = false;
 
-  /** The reporter of running job `jobId`'s events; `onGone` is told when the server no longer counts it as running. */
-  reporter(jobId: string, onGone: (e: JobGoneError) => void): JobReporter {
-    return new JobReporter(this.api, jobId, onGone, this.onLog);
+  /**
+   * The reporter of running job `jobId`'s events; `onStop` is told, once,
+   * when the server no longer counts it as running (JobGoneError) or says
+   * that it was cancelled (JobCancelledError).
+   */
+  reporter(jobId: string, onStop: (e: JobGoneError | JobCancelledError) => void): JobReporter {
+    return new JobReporter(this.api, jobId, onStop, this.onLog);
   }
 
   /**
@@ -112,8 +128,10 @@ export class JobChannel {
 /**
  * A running job's events, sent about once a second: log lines in the order
  * they happened, and only the last progress of each second (progress is a
- * state, not a history). While the server is away they wait; the oldest log
- * lines beyond a bound are dropped, and the next batch says how many.
+ * state, not a history); an empty batch when there was nothing to send for
+ * HEARTBEAT_MS, so that a cancel is learnt in a quiet phase too. While the
+ * server is away they wait; the oldest log lines beyond a bound are
+ * dropped, and the next batch says how many.
  */
 export class JobReporter {
   private logs: Event[] = [];
@@ -122,11 +140,13 @@ export class JobReporter {
   private readonly timer: NodeJS.Timeout;
   private sending: Promise<void> | undefined;
   private gone = false;
+  private cancelled = false;
+  private lastSent = Date.now();
 
   constructor(
     private readonly api: ServerApi,
     private readonly jobId: string,
-    private readonly onGone: (e: JobGoneError) => void,
+    private readonly onStop: (e: JobGoneError | JobCancelledError) => void,
     private readonly onLog: (line: string) => void,
   ) {
     this.timer = setInterval(() => void this.flush(), EVENT_BATCH_MS);
@@ -159,18 +179,23 @@ export class JobReporter {
     const head: Event[] = this.dropped > 0 ? [{ at: new Date().toISOString(), kind: 'log', message: `${this.dropped} log line(s) were dropped while the server could not be reached` }] : [];
     const logs = this.logs.slice(0, MAX_EVENTS_PER_REQUEST - head.length - 1);
     const events = [...head, ...logs, ...(this.progressEvent ? [this.progressEvent] : [])];
-    if (events.length === 0) return;
+    if (events.length === 0 && Date.now() - this.lastSent < HEARTBEAT_MS) return;
     const progress = this.progressEvent;
     const dropped = this.dropped;
     try {
-      await this.api.call('POST', `/api/v1/agent/jobs/${encodeURIComponent(this.jobId)}/events`, { events }, AbortSignal.timeout(REQUEST_TIMEOUT_MS));
+      const r = await this.api.call('POST', `/api/v1/agent/jobs/${encodeURIComponent(this.jobId)}/events`, { events }, AbortSignal.timeout(REQUEST_TIMEOUT_MS));
+      this.lastSent = Date.now();
       this.logs = this.logs.slice(logs.length);
       if (this.progressEvent === progress) this.progressEvent = undefined;
       this.dropped -= dropped;
+      if (r.headers[CANCEL_HEADER] === 'requested' && !this.cancelled) {
+        this.cancelled = true;
+        this.onStop(new JobCancelledError(this.jobId));
+      }
     } catch (e) {
       if (e instanceof ServerApiError && e.status === 409) {
         this.gone = true;
-        this.onGone(new JobGoneError(this.jobId, e.message));
+        this.onStop(new JobGoneError(this.jobId, e.message));
         return;
       }
       this.onLog(`cannot send the events of job ${this.jobId}: ${(e as Error).message}; they wait for the next batch`);

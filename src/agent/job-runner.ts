@@ -66,6 +66,8 @@ export interface SessionOptions {
   readonly signal: AbortSignal;
   /** Where the agent remembers its unfinished restores (unfinished-restores.ts); without it, it remembers none. */
   readonly unfinishedRestores?: string;
+  /** Downloads from the disk safe at most this many bytes a second (restores, checks; default: no limit). */
+  readonly downloadBytesPerSecond?: number;
 }
 
 /** Where the session's lines go: the agent's log, or the running job's while one runs. */
@@ -75,7 +77,7 @@ interface LogSink {
   warned: boolean;
 }
 
-/** The backend of the machine's disk safe: retried (each retry logged), uploads limited to `bandwidth_limit`. */
+/** The backend of the machine's disk safe: retried (each retry logged), uploads limited to `bandwidth_limit`, downloads to the session's limit. */
 function safeBackend(config: AgentConfig, opts: SessionOptions, log: LogSink): Backend {
   const backend = openBackend(`${config.server}/safes/${encodeURIComponent(config.safe)}`, {
     http: {
@@ -86,8 +88,12 @@ function safeBackend(config: AgentConfig, opts: SessionOptions, log: LogSink): B
       },
     },
   });
-  const limit = config.bandwidth_limit ?? 0;
-  const limited = limit > 0 ? new RateLimitedBackend(backend, { uploadBytesPerSecond: limit }, { signal: opts.signal }) : backend;
+  const up = config.bandwidth_limit ?? 0;
+  const down = opts.downloadBytesPerSecond ?? 0;
+  const limited = up > 0 || down > 0 ? new RateLimitedBackend(backend, {
+    ...(up > 0 ? { uploadBytesPerSecond: up } : {}),
+    ...(down > 0 ? { downloadBytesPerSecond: down } : {}),
+  }, { signal: opts.signal }) : backend;
   return new RetryingBackend(limited, {
     signal: opts.signal,
     ...(opts.retryForMs === undefined ? {} : { policy: { maxElapsedMs: opts.retryForMs } }),

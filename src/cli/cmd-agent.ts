@@ -88,7 +88,8 @@ export function register(program: Command): void {
   honours(agent.command('run'))
     .description('take this machine\'s jobs from its server and run them, one at a time, at low CPU and I/O priority, until SIGTERM')
     .option('--config <path>', 'the agent\'s configuration, written by "holdfast agent enroll"', DEFAULT_AGENT_CONFIG)
-    .action(async (flags: { config: string }) => {
+    .action(async (flags: { config: string }, cmd: Command) => {
+      const down = globals(cmd).limitDownload ?? 0;
       // First: threads started later (the workers, the thread pool's) inherit it.
       const priority = lowerPriority();
       const config = await readAgentConfig(flags.config).catch((e: unknown) => {
@@ -108,7 +109,7 @@ export function register(program: Command): void {
         const retryFor = retryForMs();
         await runAgent({
           config, signal: stop.signal, onLog: log, workers: workerCount(), ...(retryFor === undefined ? {} : { retryForMs: retryFor }),
-          unfinishedRestores: `${flags.config}.restores`,
+          unfinishedRestores: `${flags.config}.restores`, ...(down > 0 ? { downloadBytesPerSecond: down * 1024 } : {}),
         }).catch((e: unknown) => {
           if (e instanceof EnrolmentUnfinishedError) throw new ExitError(e.message, EXIT.failed);
           throw e;
