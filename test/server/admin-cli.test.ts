@@ -194,6 +194,47 @@ describe('holdfast server admin commands', () => {
     assert.match(wrongKind.stderr, /--path: not an option of a check job/);
   });
 
+  it('cancels a queued job at once and a running one through its agent; a finished one is refused (exit 1); run --expires-in sets its expiry', async () => {
+    const agent = (await json<{ secret: string }>(['server', 'token', 'create', '--customer', 'Acme', '--machine', 'web1', '--name', 'web1 canceller', '--rights', 'backup'])).secret;
+    const call = (method: string, path: string, body?: unknown) => t.call(method, `/api/v1${path}`, { token: agent, ...(body === undefined ? {} : { body }) });
+    const before = Date.now();
+    const queued = await json<{ id: string; expires_at: string }>(['server', 'job', 'run', 'web1', '--kind', 'check', '--expires-in', '2h']);
+    const expires = Date.parse(queued.expires_at) - before;
+    assert.ok(expires >= 2 * 3600_000 && expires < 2 * 3600_000 + 60_000, queued.expires_at);
+    assert.match((await ok(['server', 'job', 'show', queued.id])).stdout, /^expires: +\S+/m);
+    for (const bad of ['0', 'soon', '31d']) {
+      const r = await run(['server', 'job', 'run', 'web1', '--kind', 'check', '--expires-in', bad]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /--expires-in/);
+    }
+    const cancelled = await ok(['server', 'job', 'cancel', queued.id]);
+    assert.equal(cancelled.stdout, `job ${queued.id} cancelled\n`);
+    assert.match((await ok(['server', 'job', 'list', 'web1'])).stdout, new RegExp(`${queued.id} +check +cancelled +acme-web1 `));
+    const shown = (await ok(['server', 'job', 'show', queued.id])).stdout;
+    assert.match(shown, /^state: +cancelled$/m);
+    assert.match(shown, /^cancelled by: +user:\S+$/m);
+    assert.match(shown, /^error: +cancelled by user:\S+ before an agent took it$/m);
+    const followed = await run(['server', 'job', 'events', queued.id, '--follow']);
+    assert.equal(followed.code, 1, 'a cancelled job did not succeed');
+    assert.match(followed.stderr, new RegExp(`^holdfast: job ${queued.id} cancelled: cancelled by user:\\S+ before an agent took it\n$`));
+    const again = await run(['server', 'job', 'cancel', queued.id]);
+    assert.equal(again.code, 1, again.stderr);
+    assert.match(again.stderr, new RegExp(`job ${queued.id} is cancelled already .*\\(HTTP 409 Conflict\\)`));
+    assert.equal((await run(['server', 'job', 'cancel', '00000000-0000-4000-8000-000000000000'])).code, 1, 'no such job');
+
+    const running = await json<{ id: string }>(['server', 'job', 'run', 'web1', '--kind', 'backup', '--path', '/etc']);
+    // The agent takes it (finishing the older jobs queued before it).
+    for (let next = await call('GET', '/agent/jobs/next'); next.body.id !== running.id; next = await call('GET', '/agent/jobs/next')) {
+      assert.equal(next.status, 200, next.text);
+      await call('POST', `/agent/jobs/${next.body.id as string}/result`, { state: 'succeeded' });
+    }
+    const asked = await ok(['server', 'job', 'cancel', running.id]);
+    assert.equal(asked.stdout, `job ${running.id} is being stopped by its agent; it ends cancelled (holdfast server job show ${running.id})\n`);
+    assert.equal((await call('POST', `/agent/jobs/${running.id}/events`, { events: [] })).headers['holdfast-cancel'], 'requested');
+    assert.equal((await call('POST', `/agent/jobs/${running.id}/result`, { state: 'cancelled', error: 'stopped' })).status, 200);
+    assert.match((await ok(['server', 'job', 'list', 'web1'])).stdout, new RegExp(`${running.id} +backup +cancelled +acme-web1 `));
+  });
+
   it('forgets by a policy (dry run first) and prunes a disk safe on the server, following the prune job; shows what the safe stores', { timeout: 120_000 }, async () => {
     const agent = (await json<{ secret: string }>(['server', 'token', 'create', '--customer', 'Acme', '--machine', 'web1', '--name', 'web1 backups', '--rights', 'backup'])).secret;
     const repo = { HOLDFAST_REPOSITORY: `${server}/safes/acme-web1`, HOLDFAST_TOKEN: agent, HOLDFAST_FINGERPRINT: t.server.fingerprint, HOLDFAST_PASSWORD: 'the safe password' };
