@@ -85,7 +85,7 @@ export function register(program: Command): void {
       }
     });
 
-  honours(agent.command('run'))
+  honours(agent.command('run'), 'limitDownload')
     .description('take this machine\'s jobs from its server and run them, one at a time, at low CPU and I/O priority, until SIGTERM')
     .option('--config <path>', 'the agent\'s configuration, written by "holdfast agent enroll"', DEFAULT_AGENT_CONFIG)
     .action(async (flags: { config: string }, cmd: Command) => {

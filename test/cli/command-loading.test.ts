@@ -76,7 +76,7 @@ describe('the command is found past global options, and only it is loaded', () =
     };
     const expected: [string[], string[]][] = [
       [['agent', 'enroll'], ['--quiet', '--cacert', '--fingerprint']],
-      [['agent', 'run'], []],
+      [['agent', 'run'], ['--limit-download']],
       [['escrow', 'recover'], ['--quiet', '--cacert', '--fingerprint']],
       [['server', 'login'], ['--password-file', '--quiet', '--json', '--cacert', '--fingerprint']],
       [['server', 'safe', 'list'], ['--quiet', '--json', '--cacert', '--fingerprint']],
