@@ -5,13 +5,10 @@
  * check and repair decide on.
  */
 import { condemnedPacks, type DeletionMarker } from './deletion-marker.js';
-import { entryKey, recordKey, sameEntry, type BlobLocation, type IndexFile, type IndexedPack, type MasterIndex } from './index-file.js';
+import { MasterIndex, entryKey, recordKey, sameEntry, type BlobLocation, type IndexFile, type IndexedPack } from './index-file.js';
 import type { PackedBlob } from './pack.js';
 import type { Loaded, Store } from './store.js';
 import type { OperationOptions } from '../storage/backend.js';
-
-/** Copies of a blob checked one by one before `RepoState` keys them. */
-const SCAN_COPIES = 8;
 
 /**
  * One look at the repository's plain state, read in the order the GC
@@ -44,12 +41,15 @@ export class RepoState {
   readonly disputed = new Set<string>();
   /** Pack → every distinct description of it (one, the header, once confirmed). */
   private readonly descriptions = new Map<string, (readonly PackedBlob[])[]>();
-  private readonly where = new Map<string, BlobLocation[]>();
   /**
-   * Blob id → `entryKey`s of its locations, once it has SCAN_COPIES: a record can name one blob at any number of places, and
-   * checking each against all the others would make loading quadratic.
+   * Every copy of each blob that any description names, each once: the
+   * reader's compact index (about 60 bytes a blob, where a `Map` of
+   * location objects took about 290: docs/decisions.md, "The in-memory
+   * index"), every pack in it as live (`isLive` decides).
    */
-  private readonly whereKeys = new Map<string, Set<string>>();
+  private readonly where = new MasterIndex();
+  /** `entryKey`s of copies that descriptions named and their pack's header, once read, does not: `where` keeps them, `locations` leaves them out. */
+  private readonly refuted = new Set<string>();
   /** Pack → `recordKey`s of its descriptions, for the same reason. */
   private readonly descriptionKeys = new Map<string, Set<string>>();
 
@@ -95,22 +95,7 @@ export class RepoState {
     }
     d.push(p.blobs);
     if (d.length > 1) this.disputed.add(p.pack);
-    for (const b of p.blobs) this.locate(p.pack, b);
-  }
-
-  private locate(pack: string, b: PackedBlob): void {
-    let l = this.where.get(b.id);
-    if (!l) this.where.set(b.id, (l = []));
-    if (l.length < SCAN_COPIES) {
-      if (l.some((x) => x.pack === pack && sameEntry(x, b))) return;
-    } else {
-      let keys = this.whereKeys.get(b.id);
-      if (!keys) this.whereKeys.set(b.id, (keys = new Set(l.map((x) => entryKey(x.pack, x)))));
-      const key = entryKey(pack, b);
-      if (keys.has(key)) return;
-      keys.add(key);
-    }
-    l.push({ type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength, pack });
+    this.where.addPack(p);
   }
 
   /** Every distinct description of a pack (index records, marker records; the header alone once confirmed). */
@@ -134,20 +119,23 @@ export class RepoState {
 
   /** Replaces every claim about a pack with what its header says. */
   confirm(p: IndexedPack): void {
-    const ids = new Set<string>();
-    for (const d of this.descriptionsOf(p.pack)) for (const b of d) ids.add(b.id);
-    for (const id of ids) {
-      const l = this.where.get(id)!.filter((x) => x.pack !== p.pack);
-      this.whereKeys.delete(id);
-      if (l.length > 0) this.where.set(id, l);
-      else this.where.delete(id);
+    const described = this.descriptionsOf(p.pack);
+    // Most packs are described once, entry for entry as the header lists them: nothing to refute.
+    if (described.length > 1 || (described.length === 1 && !sameEntries(described[0]!, p.blobs))) {
+      const header = new Set(p.blobs.map((b) => entryKey(p.pack, b)));
+      for (const d of described) {
+        for (const b of d) {
+          const key = entryKey(p.pack, b);
+          if (!header.has(key)) this.refuted.add(key);
+        }
+      }
     }
     this.descriptions.set(p.pack, [p.blobs]);
     this.descriptionKeys.delete(p.pack);
     this.packBlobs.set(p.pack, p.blobs);
     this.disputed.delete(p.pack);
     this.confirmed.add(p.pack);
-    for (const b of p.blobs) this.locate(p.pack, b);
+    this.where.addPack(p);
   }
 
   /** Reads a pack's header and `confirm`s it; throws `CorruptObjectError` when it does not parse. */
@@ -159,7 +147,8 @@ export class RepoState {
 
   /** Every claimed copy of a blob, in any pack (present or not, marked or not). */
   locations(id: string): readonly BlobLocation[] {
-    return this.where.get(id) ?? [];
+    const copies = this.where.copies(id);
+    return this.refuted.size === 0 ? copies : copies.filter((l) => !this.refuted.has(entryKey(l.pack, l)));
   }
 
   /** A present pack that no marker names. */
@@ -192,4 +181,9 @@ export class RepoState {
   orphans(): string[] {
     return [...this.packs.keys()].filter((p) => !this.packBlobs.has(p));
   }
+}
+
+/** Two lists of the same entries in the same order. */
+function sameEntries(a: readonly PackedBlob[], b: readonly PackedBlob[]): boolean {
+  return a.length === b.length && a.every((x, i) => sameEntry(x, b[i]!));
 }
