@@ -99,12 +99,16 @@ export const CreatedTokenSchema = {
 } as const;
 export interface CreatedTokenBody { token: TokenBody; secret: string }
 
-/** A machine; `last_seen_at` is its agent's last poll or report (null before the first). */
+/**
+ * A machine; `last_seen_at` is its agent's last poll or report (null before
+ * the first); `retired_at` is when it was retired (DELETE /machines/ID), null
+ * while it is live.
+ */
 export const MachineSchema = {
-  $id: 'Machine', type: 'object', required: ['id', 'customer_id', 'name', 'created_at', 'last_seen_at'],
-  properties: { id: str, customer_id: str, name: str, created_at: time, last_seen_at: nullableTime },
+  $id: 'Machine', type: 'object', required: ['id', 'customer_id', 'name', 'created_at', 'last_seen_at', 'retired_at'],
+  properties: { id: str, customer_id: str, name: str, created_at: time, last_seen_at: nullableTime, retired_at: nullableTime },
 } as const;
-export interface MachineBody { id: string; customer_id: string; name: string; created_at: string; last_seen_at: string | null }
+export interface MachineBody { id: string; customer_id: string; name: string; created_at: string; last_seen_at: string | null; retired_at: string | null }
 
 export const CreateMachineSchema = {
   type: 'object', additionalProperties: false, required: ['customer_id', 'name'],
@@ -332,11 +336,16 @@ export const ReportResultSchema = {
 export interface ReportResultRequest { state: 'succeeded' | 'failed' | 'cancelled'; result?: Record<string, unknown>; error?: string }
 
 /** An agent registers its machine: `name` (its hostname), and the disk safe's name when not the default `NAME-` and 8 random hex digits. */
+/**
+ * Enrolment of a machine named `name`: with a new disk safe (named
+ * `safe_name`, or after the machine), or taking over `take_over`, an existing
+ * disk safe of the customer that has no live machine (its machine retired).
+ */
 export const EnrollSchema = {
   type: 'object', additionalProperties: false, required: ['name'],
-  properties: { name: { type: 'string', minLength: 1, maxLength: 253 }, safe_name: { type: 'string', pattern: SAFE_NAME_PATTERN } },
+  properties: { name: { type: 'string', minLength: 1, maxLength: 253 }, safe_name: { type: 'string', pattern: SAFE_NAME_PATTERN }, take_over: { type: 'string', pattern: SAFE_NAME_PATTERN } },
 } as const;
-export interface EnrollRequest { name: string; safe_name?: string }
+export interface EnrollRequest { name: string; safe_name?: string; take_over?: string }
 
 /** The new machine, its disk safe, and the machine's agent token (its secret shown this once). */
 export const EnrolledSchema = {
@@ -495,6 +504,13 @@ export interface CreateRestoreTokenRequest { name?: string; expires_in?: number 
 
 /** The path parameter of every route about one record. */
 export const IdParamsSchema = { type: 'object', required: ['id'], properties: { id } } as const;
+
+/** DELETE /safes/ID destroys the safe's backups: its name, repeated, confirms it. */
+export const DeleteSafeSchema = {
+  type: 'object', additionalProperties: false,
+  properties: { confirm: str },
+} as const;
+export interface DeleteSafeRequest { confirm?: string }
 
 /** The schemas referred to by `$ref` ('User#', …), added to the server once. */
 export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, SafeSchema, AuditEntrySchema, JobSchema, JobEventSchema, ForgetDecisionSchema, RecoveryKeySchema, EscrowSchema] as const;

@@ -1,8 +1,9 @@
 /**
  * `holdfast server machine list | create NAME --customer CUSTOMER | show
- * MACHINE`: the protected machines, through the API (an agent's enrolment
- * makes its machine; `create` is for a machine set up by hand). MACHINE is a
- * name or an id. Flags and printing only.
+ * MACHINE | delete MACHINE`: the protected machines, through the API (an
+ * agent's enrolment makes its machine; `create` is for a machine set up by
+ * hand; `delete` retires one, keeping its disk safes). MACHINE is a name or
+ * an id. Flags and printing only.
  */
 import type { Command } from 'commander';
 import type { MachineBody } from '../api/v1.js';
@@ -13,7 +14,7 @@ import { printBody, printFields, printTable, when } from './server-output.js';
 
 /** Adds this file's commands under `holdfast server`. */
 export function registerSubcommands(server: Command): void {
-  const machine = server.command('machine').description('the protected machines: list, create, show (last seen: its agent\'s last poll or report)');
+  const machine = server.command('machine').description('the protected machines: list, create, show, delete (last seen: its agent\'s last poll or report)');
 
   machine.command('list').description('the machines the caller can see')
     .action(async (_f: unknown, cmd: Command) => {
@@ -39,6 +40,16 @@ export function registerSubcommands(server: Command): void {
       const g = globals(cmd);
       const m = await withServer(g, async (c) => c.get<MachineBody>(`/machines/${await idOf(c, 'machine', ref)}`));
       if (g.json) return printBody(m);
-      printFields(g, [['id', m.id], ['name', m.name], ['customer', m.customer_id], ['created', when(m.created_at)], ['last seen', when(m.last_seen_at)]]);
+      printFields(g, [['id', m.id], ['name', m.name], ['customer', m.customer_id], ['created', when(m.created_at)], ['last seen', when(m.last_seen_at)],
+        ...(m.retired_at === null ? [] : [['retired', when(m.retired_at)] as const])]);
+    });
+
+  machine.command('delete').description('retire a machine: its tokens revoked, its queued jobs failed; its disk safes are kept, for a replacement machine to take over')
+    .argument('<machine>', 'its name or id')
+    .action(async (ref: string, _f: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const m = await withServer(g, async (c) => c.delete<MachineBody>(`/machines/${await idOf(c, 'machine', ref)}`));
+      if (g.json) return printBody(m);
+      say(g, `retired machine ${m.name} (${m.id}): its tokens are revoked; its disk safes are kept, without a machine (holdfast agent enroll --safe NAME on a new machine takes one over)`);
     });
 }

@@ -2,7 +2,8 @@
  * `holdfast server safe list | create NAME --customer CUSTOMER [--machine
  * MACHINE] [--quota-hard SIZE] [--quota-soft SIZE] | show SAFE | forget
  * SAFE --keep-… [--dry-run] | prune SAFE [--dry-run] [--grace DURATION]
- * [--max-unused PERCENT]`: the disk safes, through the API; forget and prune
+ * [--max-unused PERCENT] | delete SAFE --confirm NAME`: the disk safes,
+ * through the API; forget and prune
  * run on the server, without the key (docs/format.md §2.7). SAFE is a name
  * or an id. Flags and printing only.
  */
@@ -80,7 +81,7 @@ function printForget(g: Parameters<typeof say>[0], r: ForgetResultBody): void {
 
 /** Adds this file's commands under `holdfast server`. */
 export function registerSubcommands(server: Command): void {
-  const safe = server.command('safe').description('the disk safes: list, create, show, forget, prune');
+  const safe = server.command('safe').description('the disk safes: list, create, show, forget, prune, delete');
 
   safe.command('list').description('the disk safes the caller can see')
     .action(async (_f: unknown, cmd: Command) => {
@@ -120,6 +121,21 @@ export function registerSubcommands(server: Command): void {
       if (g.json) return printBody(s);
       printFields(g, [['id', s.id], ['name', s.name], ['customer', s.customer_id], ['machine', s.machine_id ?? '-'],
         ['stored', formatBytes(s.stored_bytes)], ['soft quota', quotaText(s.quota_soft)], ['hard quota', quotaText(s.quota_hard)], ['created', when(s.created_at)]]);
+    });
+
+  safe.command('delete').description('delete a disk safe and every backup in it, on the server (provider and customer admins only; refused while a job or a client works on it)')
+    .argument('<safe>', 'its name or id')
+    .option('--confirm <name>', 'the safe\'s name, repeated: the backups in it are destroyed; required')
+    .action(async (ref: string, flags: { confirm?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      if (flags.confirm === undefined) throw new ExitError('holdfast server safe delete destroys every backup in the safe: repeat its name with --confirm NAME', EXIT.usage);
+      const s = await withServer(g, async (c) => {
+        const found = await c.get<SafeBody>(`/safes/${await idOf(c, 'safe', ref)}`);
+        await c.delete(`/safes/${found.id}`, { confirm: flags.confirm });
+        return found;
+      });
+      if (g.json) return printBody({ deleted: s.id, name: s.name });
+      say(g, `deleted disk safe ${s.name} (${s.id}) and every object in it (${formatBytes(s.stored_bytes)})`);
     });
 
   safe.command('forget').description('remove snapshots of a disk safe by a retention policy, on the server (no key needed); --dry-run shows each snapshot and why it is kept or removed')

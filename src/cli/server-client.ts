@@ -102,8 +102,8 @@ export class AdminClient {
     return this.call<T>('POST', path, body ?? {});
   }
 
-  delete<T>(path: string): Promise<T> {
-    return this.call<T>('DELETE', path);
+  delete<T>(path: string, body?: unknown): Promise<T> {
+    return this.call<T>('DELETE', path, body);
   }
 
   /** One request to /api/v1`path`; resolves with the answer's body. */

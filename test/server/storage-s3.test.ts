@@ -3,8 +3,9 @@
  * (the real CLI process, s3rver on loopback over TLS): a disk safe made with
  * the admin commands is backed up to over HTTPS and restored byte-exact,
  * its objects are in the bucket below PREFIX/safes/ID and none are in the
- * data directory; `server info` shows the storage, and a start with
- * another storage is refused while safes exist.
+ * data directory; a deleted safe leaves none of its objects in the bucket;
+ * `server info` shows the storage, and a start with another storage is
+ * refused while safes exist.
  */
 import assert from 'node:assert/strict';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
@@ -79,6 +80,18 @@ it('keeps every disk safe in the bucket: a backup through the server restores by
   const safeKeys = stored.filter((k) => k.startsWith(join('provider', 'safes', safe.id)));
   assert.ok(safeKeys.some((k) => k.includes('/config')) && safeKeys.some((k) => k.includes('/data/')) && safeKeys.some((k) => k.includes('/snapshots/')), stored.join('\n'));
   assert.deepEqual(await filesUnder(join(data, 'safes')), []);
+
+  // A deleted safe leaves no object in the bucket.
+  const old = JSON.parse((await s.ok(['server', 'safe', 'create', 'acme-old', '--customer', 'Acme', '--json'], { env })).stdout) as { id: string };
+  const reader = JSON.parse((await s.ok(['server', 'token', 'create', '--customer', 'Acme', '--name', 'old', '--rights', 'backup', '--json'], { env })).stdout) as { secret: string };
+  const oldRepo = { ...repo, HOLDFAST_REPOSITORY: `${origin}/safes/acme-old`, HOLDFAST_TOKEN: reader.secret };
+  await s.ok(['init'], { env: oldRepo });
+  await s.ok(['backup', join(src, 'etc')], { env: oldRepo });
+  const oldKeys = async () => (await filesUnder(join(s3.dir, 'store', TEST_BUCKET))).filter((k) => k.startsWith(join('provider', 'safes', old.id)));
+  assert.ok((await oldKeys()).some((k) => k.includes('/snapshots/')));
+  await s.ok(['server', 'safe', 'delete', 'acme-old', '--confirm', 'acme-old'], { env });
+  assert.deepEqual(await oldKeys(), []);
+  assert.ok((await filesUnder(join(s3.dir, 'store', TEST_BUCKET))).some((k) => k.startsWith(join('provider', 'safes', safe.id, 'snapshots'))), 'the other safe is kept');
 
   server.child.kill('SIGTERM');
   assert.equal((await server.done).code, 0);

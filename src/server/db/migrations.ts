@@ -169,28 +169,47 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.alterTable('jobs').addColumn('cancelled_by', 'text').execute();
       },
     },
+    '0008-machine-retire': {
+      // A retired machine keeps its record (its jobs and audit entries name it), and its name is free for a machine that replaces it.
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.alterTable('machines').addColumn('retired_at', 'text').execute();
+        if (kind === 'postgres') await db.schema.alterTable('machines').dropConstraint('machines_customer_name').execute();
+        else await sqliteRebuild(db, 'machines', (def) => def.replace(/,\s*constraint "machines_customer_name" unique \("customer_id", "name"\)/i, ''));
+        await db.schema.createIndex('machines_live_name').on('machines').columns(['customer_id', 'name']).unique().where(sql.ref('retired_at'), 'is', null).execute();
+      },
+    },
   };
 }
 
-/**
- * Drops NOT NULL from `table`.`column` in SQLite, which cannot alter a
- * column: the table is made anew from its own definition without the
- * constraint, its rows copied, the old one dropped and the new one renamed,
- * its indexes made again (SQLite's "generalized ALTER TABLE procedure",
- * foreign keys off meanwhile, checked before the commit).
- */
+/** Drops NOT NULL from `table`.`column` in SQLite, which cannot alter a column (see sqliteRebuild). */
 async function sqliteDropNotNull(db: Kysely<unknown>, table: string, column: string): Promise<void> {
+  const notNull = new RegExp(`("${column}" [a-z]+) not null`, 'i');
+  await sqliteRebuild(db, table, (def) => {
+    if (!notNull.test(def)) throw new MigrationError(`cannot find the NOT NULL of ${table}.${column} to drop in: ${def}`);
+    return def.replace(notNull, '$1');
+  });
+}
+
+/**
+ * Makes SQLite's `table` anew from its own definition as `edit` changes it
+ * (SQLite cannot alter a column or drop a constraint): the new table made,
+ * the rows copied, the old one dropped and the new one renamed, its indexes
+ * made again (SQLite's "generalized ALTER TABLE procedure", foreign keys off
+ * meanwhile, checked before the commit). `edit` must change the definition.
+ */
+async function sqliteRebuild(db: Kysely<unknown>, table: string, edit: (def: string) => string): Promise<void> {
   const def = (await sql<{ sql: string }>`select sql from sqlite_master where type = 'table' and name = ${table}`.execute(db)).rows[0]?.sql;
   const indexes = (await sql<{ sql: string }>`select sql from sqlite_master where type = 'index' and tbl_name = ${table} and sql is not null`.execute(db)).rows;
-  const notNull = new RegExp(`("${column}" [a-z]+) not null`, 'i');
   const head = new RegExp(`^create table "${table}"`, 'i');
-  if (def === undefined || !notNull.test(def) || !head.test(def)) throw new MigrationError(`cannot read the definition of ${table}.${column} to drop its NOT NULL: ${def ?? 'no such table'}`);
+  if (def === undefined || !head.test(def)) throw new MigrationError(`cannot read the definition of ${table}: ${def ?? 'no such table'}`);
+  const edited = edit(def);
+  if (edited === def) throw new MigrationError(`the definition of ${table} is not the one this migration changes: ${def}`);
   const rebuilt = `${table}_rebuilt`;
   await sql`pragma foreign_keys = off`.execute(db);
   try {
     await sql`begin`.execute(db);
     try {
-      await sql.raw(def.replace(notNull, '$1').replace(head, `create table "${rebuilt}"`)).execute(db);
+      await sql.raw(edited.replace(head, `create table "${rebuilt}"`)).execute(db);
       await sql.raw(`insert into "${rebuilt}" select * from "${table}"`).execute(db);
       await sql.raw(`drop table "${table}"`).execute(db);
       await sql.raw(`alter table "${rebuilt}" rename to "${table}"`).execute(db);

@@ -85,11 +85,13 @@ export interface ApiTokensTable {
 export interface MachinesTable {
   id: string;
   customer_id: string;
-  /** Unique within its customer. */
+  /** Unique among the live machines of its customer (a retired one's name may be taken again). */
   name: string;
   created_at: string;
   /** When its agent last polled for a job or reported on one (the agent's heartbeat); null before the first. */
   last_seen_at: string | null;
+  /** When it was retired (DELETE /machines/ID: its tokens revoked, its disk safes left without a machine); null while live. */
+  retired_at: string | null;
 }
 
 export interface DiskSafesTable {

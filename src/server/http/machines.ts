@@ -1,8 +1,8 @@
-/** /machines: list (the caller's scope), create, get. */
+/** /machines: list (the caller's scope, live machines), create, get, retire (DELETE). */
 import type { FastifyPluginAsync } from 'fastify';
 import { CreateMachineSchema, IdParamsSchema, type CreateMachineRequest } from '../../api/v1.js';
 import type { ServiceContext } from '../services/context.js';
-import { createMachine, getMachine, listMachines } from '../services/machines.js';
+import { createMachine, getMachine, listMachines, retireMachine } from '../services/machines.js';
 import { responses, who } from './route-kit.js';
 
 export const machineRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { ctx }) => {
@@ -12,4 +12,6 @@ export const machineRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async 
     async (req, reply) => reply.code(201).send(await createMachine(ctx, who(req), req.body)));
   app.get<{ Params: { id: string } }>('/machines/:id', { schema: { tags, params: IdParamsSchema, response: responses(200, { $ref: 'Machine#' }) } },
     (req) => getMachine(ctx, who(req), req.params.id));
+  app.delete<{ Params: { id: string } }>('/machines/:id', { schema: { tags, summary: 'retire the machine: its tokens revoked, its queued jobs failed, its disk safes kept without a machine', params: IdParamsSchema, response: responses(200, { $ref: 'Machine#' }) } },
+    (req) => retireMachine(ctx, who(req), req.params.id));
 };

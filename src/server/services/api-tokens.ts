@@ -11,7 +11,7 @@ import { TOKEN_RIGHTS, type ApiToken, type TokenRight } from '../db/schema.js';
 import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { BadRequest, Forbidden, NotFound } from './errors.js';
-import { findMachine, requireCustomer } from './machines.js';
+import { findLiveMachine, requireCustomer } from './machines.js';
 import { isProvider, requireManage, requireRead, sees, type Principal } from './principal.js';
 import { mintSecret } from './secrets.js';
 
@@ -31,7 +31,7 @@ const owned = (t: ApiToken) => ({ customer_id: t.customer_id, machine_id: t.mach
 export async function createToken(ctx: ServiceContext, p: Principal, req: CreateTokenRequest): Promise<CreatedTokenBody> {
   await requireCustomer(ctx, p, req.customer_id);
   if (req.machine_id !== undefined) {
-    const m = await findMachine(ctx, p, req.machine_id);
+    const m = await findLiveMachine(ctx, p, req.machine_id, 'tokens');
     if (m.customer_id !== req.customer_id) throw new NotFound(`machine ${req.machine_id}`);
   }
   if (p.kind === 'token') throw new Forbidden('tokens are created by people: log in to create a token');

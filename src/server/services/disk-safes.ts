@@ -3,15 +3,29 @@
  * a customer and optionally to one of its machines, with hard and soft
  * quotas in stored bytes that only the provider sets (enforced by quota.ts)
  * and the bytes they hold now (usage.ts). A safe's repository lives in the
- * data directory's `safes/ID` folder.
+ * server's storage at its `location`, `safes/ID` (safe-storage.ts).
+ *
+ * Deleting a safe destroys its backups: only people who administer it (a
+ * provider admin, the customer's admins) may, repeating its name, and only
+ * while nothing works on it:
+ *
+ *   refuse while a job of it runs
+ *   take the repository's exclusive lock (refused while a live client holds one)
+ *   remove every object through the safe's storage (usage follows), the lock last
+ *   remove its records: jobs and their events, restore tokens, escrow, lock owners
  */
 import { randomUUID } from 'node:crypto';
-import type { CreateSafeRequest, SafeBody, UpdateQuotasRequest } from '../../api/v1.js';
+import type { CreateSafeRequest, DeleteSafeRequest, SafeBody, UpdateQuotasRequest } from '../../api/v1.js';
+import { forEachLimit } from '../../core/for-each-limit.js';
+import { holdMaintenanceLock } from '../../jobs/sessions/maintenance-lock.js';
+import { LockedError } from '../../repo/lock.js';
+import { OBJECT_TYPES, type Backend, type ObjectType } from '../../storage/backend.js';
 import type { DiskSafe } from '../db/schema.js';
 import { audit } from './audit.js';
 import { isUniqueViolation, type ServiceContext } from './context.js';
-import { BadRequest, Conflict, NotFound } from './errors.js';
-import { findMachine, requireCustomer } from './machines.js';
+import { BadRequest, Conflict, Forbidden, NotFound } from './errors.js';
+import { interruptSilent } from './jobs.js';
+import { findLiveMachine, requireCustomer } from './machines.js';
 import { isProvider, requireManage, requireProvider, requireRead, sees, type Principal } from './principal.js';
 
 /** The safe as the API shows it, with the bytes it holds (`stored`). */
@@ -39,7 +53,7 @@ export function updatedQuotas(current: { quota_hard: number | null; quota_soft: 
 export async function createSafe(ctx: ServiceContext, p: Principal, req: CreateSafeRequest): Promise<SafeBody> {
   await requireCustomer(ctx, p, req.customer_id);
   if (req.machine_id !== undefined) {
-    const m = await findMachine(ctx, p, req.machine_id);
+    const m = await findLiveMachine(ctx, p, req.machine_id, 'disk safes');
     if (m.customer_id !== req.customer_id) throw new NotFound(`machine ${req.machine_id}`);
   }
   requireManage(p);
@@ -97,4 +111,54 @@ export async function updateSafeQuotas(ctx: ServiceContext, p: Principal, id: st
   await audit(ctx, p, 'safe.quota', id, s.customer_id);
   const updated = { ...s, ...next };
   return safeBody(updated, await ctx.usage.storedBytes(updated));
+}
+
+/** How many objects a safe's deletion removes at once. */
+const REMOVE_CONCURRENCY = 8;
+
+/** Removes every object of `type` from `backend`. */
+async function removeAll(backend: Backend, type: ObjectType): Promise<void> {
+  const names: string[] = [];
+  for await (const o of backend.list(type)) names.push(o.name);
+  await forEachLimit(names, REMOVE_CONCURRENCY, (name) => backend.remove({ type, name }));
+}
+
+/**
+ * Deletes disk safe `id` with every object of it in storage (see the module
+ * comment), audited. `req.confirm` must repeat the safe's name.
+ */
+export async function deleteSafe(ctx: ServiceContext, p: Principal, id: string, req: DeleteSafeRequest | undefined): Promise<void> {
+  const s = await findSafe(ctx, p, id);
+  if (p.kind === 'token' || (p.role !== 'provider-admin' && p.role !== 'customer-admin')) {
+    throw new Forbidden('deleting a disk safe destroys its backups: only a provider admin or one of the customer\'s admins may, logged in');
+  }
+  if (req?.confirm !== s.name) throw new BadRequest(`deleting disk safe ${s.name} destroys every backup in it: repeat its name to confirm ({"confirm": "${s.name}"})`);
+  // A job whose runner went silent does not hold the safe.
+  const jobs = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', s.id).where('state', '=', 'running').execute();
+  for (const j of jobs) await interruptSilent(ctx, { jobId: j.id });
+  const running = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', s.id).where('state', '=', 'running').executeTakeFirst();
+  if (running) throw new Conflict(`job ${running.id} of disk safe ${s.name} is running: wait for it to end before deleting the safe`);
+  const backend = ctx.safeStorage.backendOf(s);
+  const held = await holdMaintenanceLock(backend, { identity: ctx.identity, operation: 'delete', exclusive: true }).catch((e: unknown) => {
+    throw e instanceof LockedError ? new Conflict(`disk safe ${s.name} is in use: ${e.message}`) : e;
+  });
+  try {
+    // The config last of the repository's own objects: a deletion cut short leaves a repository that still says what it is.
+    for (const type of OBJECT_TYPES) if (type !== 'lock' && type !== 'config') await removeAll(backend, type);
+    await removeAll(backend, 'config');
+  } finally {
+    await held.release();
+  }
+  // Locks left are stale ones (a live one refused the exclusive lock).
+  await removeAll(backend, 'lock');
+  await ctx.db.transaction().execute(async (trx) => {
+    const jobIds = trx.selectFrom('jobs').select('id').where('safe_id', '=', s.id);
+    await trx.deleteFrom('job_events').where('job_id', 'in', jobIds).execute();
+    await trx.deleteFrom('jobs').where('safe_id', '=', s.id).execute();
+    await trx.deleteFrom('api_tokens').where('safe_id', '=', s.id).execute();
+    await trx.deleteFrom('safe_escrows').where('safe_id', '=', s.id).execute();
+    await trx.deleteFrom('lock_owners').where('safe_id', '=', s.id).execute();
+    await trx.deleteFrom('disk_safes').where('id', '=', s.id).execute();
+    await audit({ ...ctx, db: trx }, p, 'safe.delete', s.id, s.customer_id);
+  });
 }

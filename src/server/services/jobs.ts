@@ -25,7 +25,7 @@ import type { Job, JobEvent, JobRunner } from '../db/schema.js';
 import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { BadRequest, Conflict, Forbidden, NotFound } from './errors.js';
-import { findMachine } from './machines.js';
+import { findLiveMachine, findMachine } from './machines.js';
 import { requireManage, requireRead, sees, type Principal } from './principal.js';
 
 /** A job as the API shows it; `safeName` is its disk safe's NAME (what the agent opens). */
@@ -112,7 +112,7 @@ async function findJob(ctx: ServiceContext, p: Principal, id: string): Promise<J
 
 /** "Run now": queues a job for machine `machineId`'s agent, on the machine's disk safe. */
 export async function createJob(ctx: ServiceContext, p: Principal, machineId: string, req: CreateJobRequest): Promise<JobBody> {
-  const m = await findMachine(ctx, p, machineId);
+  const m = await findLiveMachine(ctx, p, machineId, 'jobs');
   requireManage(p);
   const safe = await ctx.db.selectFrom('disk_safes').select(['id', 'name']).where('machine_id', '=', m.id).orderBy('created_at').orderBy('name').executeTakeFirst();
   if (!safe) throw new Conflict(`machine ${m.name} has no disk safe to work on: enrol its agent, or create one with POST /api/v1/safes`);

@@ -1,10 +1,18 @@
-/** The protected machines of each customer; a machine-scoped token sees its own machine only. */
+/**
+ * The protected machines of each customer; a machine-scoped token sees its
+ * own machine only. A machine that is gone (died, replaced) is retired, not
+ * deleted: its record stays (its jobs and the audit log name it), while its
+ * tokens are revoked, its queued jobs fail, and its disk safes, which hold
+ * the customer's backups, are kept without a machine, for a replacement
+ * machine to take over (enrolment.ts). Lists show live machines only.
+ */
 import { randomUUID } from 'node:crypto';
 import type { CreateMachineRequest, MachineBody } from '../../api/v1.js';
 import type { Machine } from '../db/schema.js';
 import { audit } from './audit.js';
 import { isUniqueViolation, type ServiceContext } from './context.js';
-import { Conflict, NotFound } from './errors.js';
+import { Conflict, Forbidden, NotFound } from './errors.js';
+import { interruptSilent } from './jobs.js';
 import { isProvider, requireManage, requireRead, sees, type Principal } from './principal.js';
 
 const owned = (m: Machine) => ({ customer_id: m.customer_id, machine_id: m.id });
@@ -22,6 +30,13 @@ export async function findMachine(ctx: ServiceContext, p: Principal, id: string)
   return m;
 }
 
+/** The machine `id` as findMachine finds it, refused with Conflict once retired (`doing`: what it cannot be given). */
+export async function findLiveMachine(ctx: ServiceContext, p: Principal, id: string, doing: string): Promise<Machine> {
+  const m = await findMachine(ctx, p, id);
+  if (m.retired_at !== null) throw new Conflict(`machine ${m.name} was retired at ${m.retired_at}: it cannot be given ${doing}`);
+  return m;
+}
+
 export async function createMachine(ctx: ServiceContext, p: Principal, req: CreateMachineRequest): Promise<MachineBody> {
   await requireCustomer(ctx, p, req.customer_id);
   requireManage(p);
@@ -30,7 +45,7 @@ export async function createMachine(ctx: ServiceContext, p: Principal, req: Crea
 
 /** Adds machine `name` of `customerId` (Conflict when the customer has one so named), audited as `who`'s; the caller checked the rights. */
 export async function insertMachine(ctx: ServiceContext, who: Principal, customerId: string, name: string): Promise<Machine> {
-  const row: Machine = { id: randomUUID(), customer_id: customerId, name, created_at: ctx.now().toISOString(), last_seen_at: null };
+  const row: Machine = { id: randomUUID(), customer_id: customerId, name, created_at: ctx.now().toISOString(), last_seen_at: null, retired_at: null };
   try {
     await ctx.db.insertInto('machines').values(row).execute();
   } catch (e) {
@@ -43,7 +58,7 @@ export async function insertMachine(ctx: ServiceContext, who: Principal, custome
 
 export async function listMachines(ctx: ServiceContext, p: Principal): Promise<MachineBody[]> {
   requireRead(p);
-  let q = ctx.db.selectFrom('machines').selectAll().orderBy('name');
+  let q = ctx.db.selectFrom('machines').selectAll().where('retired_at', 'is', null).orderBy('name');
   if (!isProvider(p)) q = q.where('customer_id', '=', p.customerId ?? '');
   if (p.machineId !== null) q = q.where('id', '=', p.machineId);
   return q.execute();
@@ -53,4 +68,33 @@ export async function getMachine(ctx: ServiceContext, p: Principal, id: string):
   const m = await findMachine(ctx, p, id);
   requireRead(p);
   return m;
+}
+
+/** Why the queued jobs of a retired machine failed. */
+export const RETIRED_ERROR = 'the machine was retired before its agent took the job';
+
+/**
+ * Retires machine `id` (see the module comment), audited. Provider roles and
+ * the customer's admins only (not tokens: the machine's own agent token, or
+ * any other, cannot); Conflict while a job of it runs; retiring a retired
+ * machine changes nothing.
+ */
+export async function retireMachine(ctx: ServiceContext, p: Principal, id: string): Promise<MachineBody> {
+  const m = await findMachine(ctx, p, id);
+  if (p.kind === 'token') throw new Forbidden('machines are retired by people: log in as a provider or customer admin');
+  requireManage(p);
+  if (m.retired_at !== null) return m;
+  // A job whose agent went silent does not hold the machine: it is interrupted first.
+  await interruptSilent(ctx, { machineId: m.id });
+  return ctx.db.transaction().execute(async (trx) => {
+    const running = await trx.selectFrom('jobs').select('id').where('machine_id', '=', m.id).where('state', '=', 'running').executeTakeFirst();
+    if (running) throw new Conflict(`machine ${m.name} is running job ${running.id}: wait for it to end (or for its agent to be silent past the limit) before retiring the machine`);
+    const now = ctx.now().toISOString();
+    await trx.updateTable('api_tokens').set({ revoked_at: now }).where('machine_id', '=', m.id).where('revoked_at', 'is', null).execute();
+    await trx.updateTable('jobs').set({ state: 'failed', finished_at: now, error: RETIRED_ERROR }).where('machine_id', '=', m.id).where('state', '=', 'queued').execute();
+    await trx.updateTable('disk_safes').set({ machine_id: null }).where('machine_id', '=', m.id).execute();
+    await trx.updateTable('machines').set({ retired_at: now }).where('id', '=', m.id).execute();
+    await audit({ ...ctx, db: trx }, p, 'machine.retire', m.id, m.customer_id);
+    return { ...m, retired_at: now };
+  });
 }
