@@ -22,8 +22,14 @@ export interface AgentConfig {
   readonly safe: string;
   /** The machine's agent token (backup right). */
   readonly token: string;
-  /** The disk safe's password, made on this machine; the server never had it. */
+  /** The disk safe's password, made on this machine (or given when it took over a safe); the server never had it. */
   readonly password: string;
+  /**
+   * The host name of the snapshots of the machine this one replaced, when it
+   * took over that machine's disk safe: a backup that has no parent of this
+   * machine's own takes the newest of that host's as its parent.
+   */
+  readonly previous_host?: string;
   /** Whether a restore job may write over files that exist (false unless set here by hand). */
   readonly allow_restore_overwrite: boolean;
   /** The most bytes a second the agent uploads to the server (absent or 0: no limit); set here by hand. */
@@ -63,7 +69,7 @@ export async function readAgentConfig(path: string): Promise<AgentConfig> {
   };
   if (typeof c !== 'object' || c === null || Array.isArray(c)) bad('(the file)', 'a JSON object');
   for (const f of ['server', 'machine_id', 'machine_name', 'safe', 'token', 'password']) if (typeof c[f] !== 'string' || c[f] === '') bad(f, 'a string');
-  if (c['fingerprint'] !== undefined && typeof c['fingerprint'] !== 'string') bad('fingerprint', 'a string');
+  for (const f of ['fingerprint', 'previous_host']) if (c[f] !== undefined && typeof c[f] !== 'string') bad(f, 'a string');
   if (typeof c['allow_restore_overwrite'] !== 'boolean') bad('allow_restore_overwrite', 'true or false');
   const limit = c['bandwidth_limit'];
   if (limit !== undefined && (!Number.isSafeInteger(limit) || (limit as number) < 0)) bad('bandwidth_limit', 'a whole number of bytes a second (0: no limit)');

@@ -13,14 +13,25 @@
  * Enrolling again over the configuration of an enrolment whose init failed
  * (the server registered the machine; it would refuse to twice) finishes it:
  * init with the configuration's password, then the escrow.
+ *
+ * A machine that replaces a retired one takes over its disk safe instead,
+ * with the safe's password (recovered from escrow):
+ *
+ *   open https://host:port/safes/NAME (enroll token: reads a safe with no machine)
+ *     with the password: a wrong one is refused here, nothing registered
+ *   previous host = the host of the safe's newest snapshot
+ *   POST /api/v1/agent/enroll {take_over: NAME} → machine, safe attached, agent token
+ *   write the configuration (the given password, previous_host); escrow
  */
 import { randomBytes } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import type { EnrolledBody } from '../api/v1.js';
 import type { ScryptParams } from '../core/crypto.js';
-import { NotARepositoryError } from '../repo/errors.js';
+import { NotARepositoryError, WrongPasswordError } from '../repo/errors.js';
 import { readConfig } from '../repo/objects.js';
+import { readableSnapshots } from '../jobs/snapshots/select.js';
 import { Repository } from '../repo/repository.js';
+import { Store } from '../repo/store.js';
 import type { Backend } from '../storage/backend.js';
 import { openBackend } from '../storage/open-backend.js';
 import { readAgentConfig, writeAgentConfig, type AgentConfig } from './agent-config.js';
@@ -40,6 +51,8 @@ export interface EnrollOptions {
   readonly configPath: string;
   /** Key derivation cost of the safe's key (tests lower it). */
   readonly scrypt?: ScryptParams;
+  /** Take over this existing disk safe (NAME) of the customer, whose machine was retired, opened with `password`. */
+  readonly takeOver?: { readonly safe: string; readonly password: string };
 }
 
 /** What enrolment made: the configuration written, and how the escrow of the password went (a failure is the caller's to report: the machine is enrolled). */
@@ -56,6 +69,14 @@ export class AlreadyEnrolledError extends Error {
   }
 }
 
+/** The disk safe to take over could not be opened (no such safe for this token, a live machine has it, no repository in it). */
+export class TakeOverError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TakeOverError';
+  }
+}
+
 /**
  * Enrols this machine; resolves with what was written. Over an existing
  * configuration of the same server whose disk safe holds no repository yet
@@ -65,22 +86,53 @@ export class AlreadyEnrolledError extends Error {
  * machine twice; over any other, AlreadyEnrolledError.
  */
 export async function enrollMachine(o: EnrollOptions): Promise<Enrolled & { readonly finished: boolean }> {
-  if (await stat(o.configPath).then(() => true, () => false)) return { ...await finishEnrolment(o), finished: true };
+  if (await stat(o.configPath).then(() => true, () => false)) {
+    if (o.takeOver) throw new AlreadyEnrolledError(o.configPath);
+    return { ...await finishEnrolment(o), finished: true };
+  }
+  const previousHost = o.takeOver ? await checkTakeOver(o, o.takeOver) : undefined;
   const api = new ServerApi({ server: o.server, token: o.enrollToken, ...(o.fingerprint ? { fingerprint: o.fingerprint } : {}), ...(o.ca ? { ca: o.ca } : {}) });
   let enrolled: EnrolledBody;
   try {
-    enrolled = (await api.call<EnrolledBody>('POST', '/api/v1/agent/enroll', { name: o.name })).body;
+    enrolled = (await api.call<EnrolledBody>('POST', '/api/v1/agent/enroll', { name: o.name, ...(o.takeOver ? { take_over: o.takeOver.safe } : {}) })).body;
   } finally {
     api.close();
   }
   const config: AgentConfig = {
     server: new URL(o.server).origin, ...(o.fingerprint ? { fingerprint: o.fingerprint } : {}),
     machine_id: enrolled.machine.id, machine_name: enrolled.machine.name, safe: enrolled.safe.name,
-    token: enrolled.secret, password: randomBytes(32).toString('hex'), allow_restore_overwrite: false,
+    token: enrolled.secret, password: o.takeOver?.password ?? randomBytes(32).toString('hex'), allow_restore_overwrite: false,
+    ...(previousHost !== undefined && previousHost !== enrolled.machine.name ? { previous_host: previousHost } : {}),
   };
   // The configuration first: a failed init is finished with it by enrolling again (finishEnrolment), and the token is shown only once.
   await writeAgentConfig(o.configPath, config);
+  if (o.takeOver) return { config, escrow: await escrow(config, o), finished: false };
   return { ...await initialise(config, o), finished: false };
+}
+
+/**
+ * Opens the safe to be taken over with its password, through the enroll
+ * token (WrongPasswordError, NotARepositoryError, …: nothing is registered);
+ * returns the host of its newest snapshot, undefined when it has none.
+ */
+async function checkTakeOver(o: EnrollOptions, t: NonNullable<EnrollOptions['takeOver']>): Promise<string | undefined> {
+  const backend = openBackend(`${new URL(o.server).origin}/safes/${encodeURIComponent(t.safe)}`, {
+    http: { token: o.enrollToken, ...(o.fingerprint ? { fingerprint: o.fingerprint } : {}), ...(o.ca ? { ca: o.ca } : {}) },
+  });
+  try {
+    const repo = await Store.open(backend).then((store) => Repository.open(store, t.password)).catch((e: unknown) => {
+      if (e instanceof WrongPasswordError) throw e;
+      throw new TakeOverError(`cannot open disk safe ${t.safe} to take it over (it must be a disk safe of the enroll token's customer whose machine was retired, holding a repository): ${(e as Error).message}; nothing was registered`);
+    });
+    try {
+      const newest = (await readableSnapshots(repo)).at(-1);
+      return newest?.snapshot.hostname;
+    } finally {
+      repo.close();
+    }
+  } finally {
+    await backend.close();
+  }
 }
 
 /** The enrolment whose configuration is at `o.configPath`, finished when its safe holds no repository; see enrollMachine. */
@@ -108,12 +160,17 @@ function safeBackend(config: AgentConfig, o: EnrollOptions): Backend {
 async function initialise(config: AgentConfig, o: EnrollOptions): Promise<Enrolled> {
   const repo = await Repository.init(safeBackend(config, o), config.password, { ...(o.scrypt ? { scrypt: o.scrypt } : {}) });
   repo.close();
+  return { config, escrow: await escrow(config, o) };
+}
+
+/** Escrows the configuration's password with its agent token; a failure is returned, not thrown (the machine is enrolled). */
+async function escrow(config: AgentConfig, o: EnrollOptions): Promise<Enrolled['escrow']> {
   const fingerprint = o.fingerprint ?? config.fingerprint;
   const agentApi = new ServerApi({ server: config.server, token: config.token, ...(fingerprint ? { fingerprint } : {}), ...(o.ca ? { ca: o.ca } : {}) });
   try {
-    return { config, escrow: await escrowPassword(agentApi, config) };
+    return await escrowPassword(agentApi, config);
   } catch (e) {
-    return { config, escrow: { state: 'failed', error: e as Error } };
+    return { state: 'failed', error: e as Error };
   } finally {
     agentApi.close();
   }

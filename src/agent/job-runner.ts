@@ -30,7 +30,7 @@ import { findParent, findSnapshot, readableSnapshots } from '../jobs/snapshots/s
 import { summaryJson } from '../jobs/snapshots/summary-json.js';
 import { acquireLock, processIdentity, type ProcessIdentity } from '../repo/lock.js';
 import { Repository } from '../repo/repository.js';
-import { Store } from '../repo/store.js';
+import { Store, type SnapshotEntry } from '../repo/store.js';
 import { commandOutput } from '../sources/command-output.js';
 import { mountsOf } from '../sources/image/block-devices.js';
 import { openImageInput } from '../sources/image/image-input.js';
@@ -183,10 +183,21 @@ export class AgentSession {
     return { snapshot_id: r.id, incomplete: s.incomplete === true, ...summaryJson(s.summary) };
   }
 
+  /**
+   * The parent of a backup of `paths`: the newest snapshot of this machine
+   * of the same paths, or, before it has one, the newest of the machine it
+   * replaced (`previous_host`), so that its first backup is an incremental.
+   */
+  private parentOf(snapshots: readonly SnapshotEntry[], paths: readonly string[], image: boolean): SnapshotEntry | null {
+    const previous = this.config.previous_host;
+    return findParent(snapshots, { hostname: this.config.machine_name, paths, image })
+      ?? (previous === undefined ? null : findParent(snapshots, { hostname: previous, paths, image }));
+  }
+
   private async backup(spec: BackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
     const { paths } = await existingPaths(spec.paths, (line) => events.log(line));
     const r = await this.inSession(events, signal, async (s) => {
-      const parent = findParent(await readableSnapshots(this.repo, (id, e) => events.log(`skipping snapshot ${id}: ${e.message}`)), { hostname: this.config.machine_name, paths, image: false });
+      const parent = this.parentOf(await readableSnapshots(this.repo, (id, e) => events.log(`skipping snapshot ${id}: ${e.message}`)), paths, false);
       if (parent) events.log(`using parent snapshot ${parent.id.slice(0, 8)}`);
       return new Archiver(this.repo, {
         paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name,
@@ -225,7 +236,7 @@ export class AgentSession {
         }
         const paths = [resolve(src)];
         const r = await this.inSession(events, signal, async (s) => {
-          const parent = findParent(await readableSnapshots(this.repo), { hostname: this.config.machine_name, paths, image: true });
+          const parent = this.parentOf(await readableSnapshots(this.repo), paths, true);
           if (parent) events.log(`${src}: using parent snapshot ${parent.id.slice(0, 8)}`);
           return new ImageBackup(this.repo, {
             input, paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name,

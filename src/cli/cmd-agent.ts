@@ -2,7 +2,9 @@
  * `holdfast agent enroll --server https://HOST:PORT --token ENROLL-TOKEN
  * [--fingerprint SHA256:…] [--name NAME] [--config PATH]`: registers this
  * machine with a holdfast server, makes its disk safe's password here and
- * initialises the safe (src/agent/enroll.ts). `holdfast agent run
+ * initialises the safe (src/agent/enroll.ts); with `--safe NAME` (and the
+ * safe's password: --password-file, …) it takes over the existing disk safe
+ * of a retired machine instead. `holdfast agent run
  * [--config PATH]`: the daemon that takes the machine's jobs from the server
  * and runs them until SIGTERM (src/agent/agent-run.ts). `holdfast agent
  * escrow [--config PATH]`: escrows the safe's password for the customer's
@@ -13,19 +15,22 @@ import type { Command } from 'commander';
 import { hostname } from 'node:os';
 import { AgentConfigError, DEFAULT_AGENT_CONFIG, readAgentConfig } from '../agent/agent-config.js';
 import { AgentStoppedError, EnrolmentUnfinishedError, lowerPriority, runAgent } from '../agent/agent-run.js';
-import { AlreadyEnrolledError, enrollMachine } from '../agent/enroll.js';
+import { AlreadyEnrolledError, enrollMachine, TakeOverError } from '../agent/enroll.js';
+import { WrongPasswordError } from '../repo/errors.js';
 import { escrowPassword, type EscrowOutcome } from '../agent/escrow.js';
 import { ServerApi, ServerApiError } from '../agent/server-api.js';
 import { globals, honours, say, warn } from './context.js';
 import { httpSettings, retryForMs, scryptParams, workerCount } from './environment.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { onInterrupt } from './interrupt.js';
+import { getPassword } from './password.js';
 import { printable } from './printable.js';
 
 interface EnrollFlags {
   server?: string;
   token?: string;
   name?: string;
+  safe?: string;
   config: string;
 }
 
@@ -42,20 +47,27 @@ export function register(program: Command): void {
     .option('--server <url>', 'the server, https://HOST:PORT; required')
     .option('--token <token>', 'a token of the customer with the enroll right (or HOLDFAST_ENROLL_TOKEN); required')
     .option('--name <name>', 'the machine\'s name on the server (default: the host name)')
+    .option('--safe <name>', 'take over this disk safe of a retired machine (with its password: --password-file, …) instead of making a new one')
     .option('--config <path>', 'where to write the agent\'s configuration and credential (mode 0600)', DEFAULT_AGENT_CONFIG)
     .action(async (flags: EnrollFlags, cmd: Command) => {
       const g = globals(cmd);
       const token = flags.token ?? (process.env['HOLDFAST_ENROLL_TOKEN'] || undefined);
       if (flags.server === undefined || token === undefined) throw new ExitError('holdfast agent enroll needs --server https://HOST:PORT and --token ENROLL-TOKEN', EXIT.usage);
       const http = await httpSettings(g.fingerprint, g.cacert, { ...process.env, HOLDFAST_TOKEN: undefined });
+      // The safe's password is kept in the configuration as text, as a password made at enrolment is.
+      const takeOver = flags.safe === undefined ? undefined : { safe: flags.safe, password: (await getPassword(g, `enter the password of disk safe ${flags.safe}: `)).toString('utf8') };
       const { config, escrow, finished } = await enrollMachine({
         server: flags.server, enrollToken: token, name: flags.name ?? hostname(), configPath: flags.config, scrypt: scryptParams(),
-        ...(http.fingerprint ? { fingerprint: http.fingerprint } : {}), ...(http.ca ? { ca: http.ca } : {}),
+        ...(http.fingerprint ? { fingerprint: http.fingerprint } : {}), ...(http.ca ? { ca: http.ca } : {}), ...(takeOver ? { takeOver } : {}),
       }).catch((e: unknown) => {
-        if (e instanceof ServerApiError || e instanceof AlreadyEnrolledError || e instanceof AgentConfigError || (e instanceof Error && /^bad server address/.test(e.message))) throw new ExitError(e.message, EXIT.failed);
+        if (e instanceof WrongPasswordError) throw new ExitError(`disk safe ${flags.safe}: ${e.message}; nothing was registered`, EXIT.wrongPassword);
+        if (e instanceof ServerApiError || e instanceof AlreadyEnrolledError || e instanceof TakeOverError || e instanceof AgentConfigError || (e instanceof Error && /^bad server address/.test(e.message))) throw new ExitError(e.message, EXIT.failed);
         throw e;
       });
-      if (finished) {
+      if (takeOver) {
+        say(g, `enrolled ${config.machine_name} with ${config.server}: took over disk safe ${config.safe}${config.previous_host === undefined ? '' : `; its first backup continues from the snapshots of ${config.previous_host}`}`);
+        say(g, `configuration and credential written to ${flags.config} (mode 0600)`);
+      } else if (finished) {
         say(g, `finished the enrolment of ${config.machine_name} with ${config.server}: disk safe ${config.safe}, initialised with the password in ${flags.config}`);
       } else {
         say(g, `enrolled ${config.machine_name} with ${config.server}: disk safe ${config.safe}, initialised with a password made on this machine`);

@@ -43,6 +43,11 @@ export async function enrolMachine(t: ServerHandle, s: Sandbox, name: string, cu
   const token = (await t.create('/api/v1/tokens', { customer_id: customer, name: 'installer', rights: ['enroll'] })).secret as string;
   const configPath = s.path(`${name}-etc`, 'agent.json');
   await s.ok(['agent', 'enroll', '--server', `https://127.0.0.1:${t.port}`, '--token', token, '--fingerprint', t.fingerprint, '--name', name, '--config', configPath]);
+  return enrolledAt(t, configPath);
+}
+
+/** The machine whose agent configuration enrolment wrote at `configPath`. */
+export async function enrolledAt(t: ServerHandle, configPath: string): Promise<EnrolledMachine> {
   const config = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
   return {
     id: config['machine_id'] as string, configPath, config,

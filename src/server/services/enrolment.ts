@@ -5,14 +5,19 @@
  * machine's agent token (scoped to the machine, `backup` right). All three
  * are made together or not at all. The disk safe's password is made on the
  * machine and never reaches the server.
+ *
+ * A machine that replaces a retired one takes over its disk safe instead
+ * (`take_over`: a safe of the same customer with no machine): the agent has
+ * opened the safe with its password first (the enroll token reads such
+ * safes, safe-access.ts), and the server attaches the safe to the new machine.
  */
 import { randomBytes } from 'node:crypto';
-import type { EnrolledBody, EnrollRequest } from '../../api/v1.js';
+import type { EnrolledBody, EnrollRequest, SafeBody } from '../../api/v1.js';
 import { audit } from './audit.js';
 import { insertToken } from './api-tokens.js';
 import type { ServiceContext } from './context.js';
-import { insertSafe } from './disk-safes.js';
-import { Forbidden } from './errors.js';
+import { insertSafe, safeBody } from './disk-safes.js';
+import { Conflict, Forbidden, NotFound } from './errors.js';
 import { insertMachine } from './machines.js';
 import type { Principal } from './principal.js';
 
@@ -20,6 +25,20 @@ import type { Principal } from './principal.js';
 function defaultSafeName(host: string): string {
   const base = host.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 40) || 'machine';
   return `${base}-${randomBytes(4).toString('hex')}`;
+}
+
+/** Attaches disk safe `name` of the customer to machine `machineId`: NotFound for no such safe, Conflict when a live machine has it. */
+async function takeOver(ctx: ServiceContext, p: Principal, customerId: string, machineId: string, name: string): Promise<SafeBody> {
+  const s = await ctx.db.selectFrom('disk_safes').selectAll().where('name', '=', name).where('customer_id', '=', customerId).executeTakeFirst();
+  if (!s) throw new NotFound(`disk safe ${name}`);
+  // Only a safe without a machine: retire the machine that has it first.
+  const attached = await ctx.db.updateTable('disk_safes').set({ machine_id: machineId }).where('id', '=', s.id).where('machine_id', 'is', null).executeTakeFirst();
+  if (attached.numUpdatedRows === 0n) {
+    const owner = await ctx.db.selectFrom('machines').select('name').where('id', '=', s.machine_id ?? '').executeTakeFirst();
+    throw new Conflict(`disk safe ${name} belongs to machine ${owner?.name ?? s.machine_id ?? '?'}, which is live: retire it first (DELETE /api/v1/machines/ID, holdfast server machine delete ID)`);
+  }
+  await audit(ctx, p, 'safe.take_over', s.id, customerId);
+  return safeBody({ ...s, machine_id: machineId }, await ctx.usage.storedBytes(s));
 }
 
 export async function enroll(ctx: ServiceContext, p: Principal, req: EnrollRequest): Promise<EnrolledBody> {
@@ -30,7 +49,9 @@ export async function enroll(ctx: ServiceContext, p: Principal, req: EnrollReque
   return ctx.db.transaction().execute(async (trx) => {
     const tx: ServiceContext = { ...ctx, db: trx };
     const machine = await insertMachine(tx, p, customerId, req.name);
-    const safe = await insertSafe(tx, p, { customer_id: customerId, machine_id: machine.id, name: req.safe_name ?? defaultSafeName(req.name) });
+    const safe = req.take_over === undefined
+      ? await insertSafe(tx, p, { customer_id: customerId, machine_id: machine.id, name: req.safe_name ?? defaultSafeName(req.name) })
+      : await takeOver(tx, p, customerId, machine.id, req.take_over);
     const { token, secret } = await insertToken(tx, p, { customer_id: customerId, machine_id: machine.id, name: `agent of ${req.name}`, rights: ['backup'] });
     await audit(tx, p, 'agent.enroll', machine.id, customerId);
     return { machine, safe, token, secret };

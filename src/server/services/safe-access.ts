@@ -6,8 +6,11 @@
  * is undefined, which the protocol answers 404 whether the safe exists or
  * not. A token with the `backup` right adds and reads (`append`: never
  * deletes nor overwrites); `read` or `manage` alone read; a `restore` token
- * reads the one safe it was made for; an `enroll` token none. A reader adds
- * lock objects too (a check holds one), and nothing else. No token deletes:
+ * reads the one safe it was made for; an `enroll` token reads only the safes
+ * of its customer that have no machine (their machine retired), which it may
+ * take over: the agent that takes one over checks its password by opening it
+ * before it enrols (enrolment.ts). A reader adds lock objects too (a check
+ * holds one), and nothing else. No token deletes:
  * retention and pruning are the server's (issue 16). Every upload passes the
  * quotas before its body is read (quota.ts), every snapshot upload the
  * backdating rule (snapshot-time-policy.ts), and the safe's storage counts
@@ -27,7 +30,9 @@ import { refuseBackdatedSnapshot } from './snapshot-time-policy.js';
 /**
  * What a token's rights allow on a safe it sees: `backup` appends, `read` or
  * `manage` read, `restore` reads when the token is bound to one safe;
- * anything else (an `enroll` token, what installers get) reaches no safe.
+ * anything else (an `enroll` token, what installers get) reaches no safe
+ * by its rights (the resolver lets an `enroll` token read the safes that
+ * have no machine, to take one over).
  * Listed rights, not "anything but enroll", so that a right added later
  * reaches no safe until it is given one here.
  */
@@ -50,10 +55,15 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
       }
       if (p.kind !== 'token') return undefined;
       signal.throwIfAborted();
-      const rights = safeRights(p.rights, p.token!.safe_id !== null);
-      if (rights === undefined) return undefined;
+      let rights = safeRights(p.rights, p.token!.safe_id !== null);
+      const enrolling = rights === undefined && p.rights.includes('enroll') && p.machineId === null;
+      if (rights === undefined && !enrolling) return undefined;
       const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('name', '=', name).executeTakeFirst();
       if (!safe || !sees(p, safe) || (p.token!.safe_id !== null && p.token!.safe_id !== safe.id)) return undefined;
+      if (rights === undefined) {
+        if (safe.machine_id !== null) return undefined;
+        rights = 'read';
+      }
       const backend = ctx.safeStorage.backendOf(safe);
       return {
         backend,
