@@ -42,7 +42,7 @@ function escrowLine(e: EscrowOutcome): string {
 
 export function register(program: Command): void {
   const agent = program.command('agent').description('the agent of a machine backed up to a holdfast server');
-  honours(agent.command('enroll'), 'fingerprint', 'cacert', 'quiet')
+  honours(agent.command('enroll'), 'fingerprint', 'cacert', 'passwordFile', 'passwordCommand', 'quiet')
     .description('register this machine with a holdfast server: it makes the machine\'s disk safe, whose password is made here and never sent')
     .option('--server <url>', 'the server, https://HOST:PORT; required')
     .option('--token <token>', 'a token of the customer with the enroll right (or HOLDFAST_ENROLL_TOKEN); required')

@@ -75,7 +75,7 @@ describe('the command is found past global options, and only it is loaded', () =
       return [...out.slice(at).split(/\n\n/)[0]!.matchAll(/^ {2}(?:-\w, )?(--[a-z-]+)/gm)].map((m) => m[1]!);
     };
     const expected: [string[], string[]][] = [
-      [['agent', 'enroll'], ['--quiet', '--cacert', '--fingerprint']],
+      [['agent', 'enroll'], ['--password-file', '--password-command', '--quiet', '--cacert', '--fingerprint']],
       [['agent', 'run'], ['--limit-download']],
       [['escrow', 'recover'], ['--quiet', '--cacert', '--fingerprint']],
       [['server', 'login'], ['--password-file', '--quiet', '--json', '--cacert', '--fingerprint']],
