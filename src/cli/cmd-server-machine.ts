@@ -44,7 +44,7 @@ export function registerSubcommands(server: Command): void {
         ...(m.retired_at === null ? [] : [['retired', when(m.retired_at)] as const])]);
     });
 
-  machine.command('delete').description('retire a machine: its tokens revoked, its queued jobs failed; its disk safes are kept, for a replacement machine to take over')
+  machine.command('delete').description('retire a machine: its tokens revoked, its queued jobs cancelled; its disk safes are kept, for a replacement machine to take over')
     .argument('<machine>', 'its name or id')
     .action(async (ref: string, _f: unknown, cmd: Command) => {
       const g = globals(cmd);

@@ -12,6 +12,6 @@ export const machineRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async 
     async (req, reply) => reply.code(201).send(await createMachine(ctx, who(req), req.body)));
   app.get<{ Params: { id: string } }>('/machines/:id', { schema: { tags, params: IdParamsSchema, response: responses(200, { $ref: 'Machine#' }) } },
     (req) => getMachine(ctx, who(req), req.params.id));
-  app.delete<{ Params: { id: string } }>('/machines/:id', { schema: { tags, summary: 'retire the machine: its tokens revoked, its queued jobs failed, its disk safes kept without a machine', params: IdParamsSchema, response: responses(200, { $ref: 'Machine#' }) } },
+  app.delete<{ Params: { id: string } }>('/machines/:id', { schema: { tags, summary: 'retire the machine: its tokens revoked, its queued jobs cancelled, its disk safes kept without a machine', params: IdParamsSchema, response: responses(200, { $ref: 'Machine#' }) } },
     (req) => retireMachine(ctx, who(req), req.params.id));
 };

@@ -2,7 +2,7 @@
  * The protected machines of each customer; a machine-scoped token sees its
  * own machine only. A machine that is gone (died, replaced) is retired, not
  * deleted: its record stays (its jobs and the audit log name it), while its
- * tokens are revoked, its queued jobs fail, and its disk safes, which hold
+ * tokens are revoked, its queued jobs are cancelled, and its disk safes, which hold
  * the customer's backups, are kept without a machine, for a replacement
  * machine to take over (enrolment.ts). Lists show live machines only.
  */
@@ -70,8 +70,8 @@ export async function getMachine(ctx: ServiceContext, p: Principal, id: string):
   return m;
 }
 
-/** Why the queued jobs of a retired machine failed. */
-export const RETIRED_ERROR = 'the machine was retired before its agent took the job';
+/** Why the queued jobs of a retired machine were cancelled. */
+export const RETIRED_ERROR = 'cancelled: the machine was retired before its agent took the job';
 
 /**
  * Retires machine `id` (see the module comment), audited. Provider roles and
@@ -88,10 +88,10 @@ export async function retireMachine(ctx: ServiceContext, p: Principal, id: strin
   await interruptSilent(ctx, { machineId: m.id });
   return ctx.db.transaction().execute(async (trx) => {
     const running = await trx.selectFrom('jobs').select('id').where('machine_id', '=', m.id).where('state', '=', 'running').executeTakeFirst();
-    if (running) throw new Conflict(`machine ${m.name} is running job ${running.id}: wait for it to end (or for its agent to be silent past the limit) before retiring the machine`);
+    if (running) throw new Conflict(`machine ${m.name} is running job ${running.id}: cancel it (POST /api/v1/jobs/${running.id}/cancel) or wait for it to end before retiring the machine`);
     const now = ctx.now().toISOString();
     await trx.updateTable('api_tokens').set({ revoked_at: now }).where('machine_id', '=', m.id).where('revoked_at', 'is', null).execute();
-    await trx.updateTable('jobs').set({ state: 'failed', finished_at: now, error: RETIRED_ERROR }).where('machine_id', '=', m.id).where('state', '=', 'queued').execute();
+    await trx.updateTable('jobs').set({ state: 'cancelled', finished_at: now, cancelled_by: p.actor, error: RETIRED_ERROR }).where('machine_id', '=', m.id).where('state', '=', 'queued').execute();
     await trx.updateTable('disk_safes').set({ machine_id: null }).where('machine_id', '=', m.id).execute();
     await trx.updateTable('machines').set({ retired_at: now }).where('id', '=', m.id).execute();
     await audit({ ...ctx, db: trx }, p, 'machine.retire', m.id, m.customer_id);
