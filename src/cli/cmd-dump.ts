@@ -9,11 +9,9 @@ import type { Repository } from '../repo/repository.js';
 import { contentBytes, type TreeNode } from '../repo/tree.js';
 import { findNode, walkTree } from '../jobs/tree-walk.js';
 import { writeOut, writeTar, type TarEntry } from '../jobs/tar-stream-writer.js';
-import { localIso } from '../core/local-time.js';
 import { globals, openRepo, warn } from './context.js';
-import { printable } from './printable.js';
 import { ExitError, EXIT } from './exit-codes.js';
-import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+import { findSnapshot, tellResolved, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 import { WalkReport } from './walk-report.js';
 import { isImageSnapshot, openImageFiles } from '../jobs/image-files/open-image-files.js';
 import { dumpImage } from '../jobs/image-files/image-dump.js';
@@ -70,9 +68,9 @@ export function register(program: Command): void {
     .action(async (snap: string, path: string, f: SnapshotFilter, cmd: Command) => {
       const g = globals(cmd);
       const repo = await openRepo(g);
-      const { id, snapshot } = await findSnapshot(repo, snap, f);
-      // stdout is the data: which snapshot `latest` or a prefix named goes to stderr, for the operator.
-      if (!g.quiet && !g.json) process.stderr.write(`${printable(`dumping snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${localIso(snapshot.time)} (${snapshot.hostname})`)}\n`);
+      const found = await findSnapshot(repo, snap, f);
+      tellResolved(g, 'dumping', found);
+      const { id, snapshot } = found;
       if (isImageSnapshot(snapshot)) {
         // Files inside a disk image: read from the image's filesystems (src/jobs/image-files).
         return dumpImage(await openImageFiles(repo, snapshot, id, warn), path, { out: process.stdout, warn });

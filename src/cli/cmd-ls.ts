@@ -7,7 +7,7 @@ import { modeString } from '../core/mode-string.js';
 import { isoFromNanos, localTime } from '../core/local-time.js';
 import type { TreeNode } from '../repo/tree.js';
 import { globals, openRepo, warn } from './context.js';
-import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
+import { findSnapshot, tellResolved, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
 import { WalkReport } from './walk-report.js';
 import { isImageSnapshot, openImageFiles } from '../jobs/image-files/open-image-files.js';
 import { listImage } from '../jobs/image-files/image-ls.js';
@@ -32,7 +32,9 @@ export function register(program: Command): void {
     .action(async (snap: string, path: string, flags: SnapshotFilter & { long?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       const repo = await openRepo(g);
-      const { id, snapshot } = await findSnapshot(repo, snap, flags);
+      const found = await findSnapshot(repo, snap, flags);
+      tellResolved(g, 'listing', found);
+      const { id, snapshot } = found;
       if (isImageSnapshot(snapshot)) {
         // Files inside a disk image: read from the image's filesystems (src/jobs/image-files).
         const volume = await openImageFiles(repo, snapshot, id, warn);

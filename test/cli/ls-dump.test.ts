@@ -2,7 +2,7 @@
  * `ls` and `dump` on the command line: deep trees with bounded memory and
  * waiting for slow readers, quiet exits when the reader goes away, and tar
  * streams that keep every mode, time and name byte (read back with GNU tar),
- * and dump naming on stderr the snapshot `latest` or a prefix resolved to.
+ * and dump and ls naming on stderr the snapshot `latest` or a prefix resolved to.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -73,8 +73,8 @@ describe('ls and dump of a tree 1,200 folders deep', () => {
       const started = s.start(args);
       started.child.stdout!.once('data', () => started.child.stdout!.destroy());
       const r = await started.done;
-      // Nothing but the line naming the snapshot `latest` resolved to (dump's).
-      assert.equal(r.stderr.replace(/^dumping snapshot \w{8} of \/deep at .*\n/, ''), '');
+      // Nothing but the line naming the snapshot `latest` resolved to.
+      assert.equal(r.stderr.replace(/^(listing|dumping) snapshot \w{8} of \/deep at .*\n/, ''), '');
       assert.equal(r.signal, 'SIGPIPE', `exit ${r.code}, signal ${r.signal}`);
     });
   }
@@ -216,7 +216,7 @@ describe('dump of a snapshot with names a restore refuses', () => {
   });
 });
 
-describe('dump says which snapshot it dumps', () => {
+describe('dump and ls say which snapshot they read', () => {
   let s: Sandbox;
   before(async () => {
     s = await Sandbox.create('holdfast-dump-which-');
@@ -229,18 +229,22 @@ describe('dump says which snapshot it dumps', () => {
   });
   after(() => s.remove());
 
-  it('names on stderr the snapshot latest or an id prefix resolved to, with its time; stdout is the data alone; not with --quiet or --json', async () => {
+  it('name on stderr the snapshot latest or an id prefix resolved to, with its time; stdout is the data alone; not with --quiet or --json', async () => {
     const [first, second] = (await snapshotsOf(s)).sort((a, b) => a.time.localeCompare(b.time));
-    const line = (x: typeof first): string => `dumping snapshot ${x!.id.slice(0, 8)} of ${s.path('src')} at ${localIso(x!.time)} (${x!.hostname})\n`;
+    const line = (doing: string, x: typeof first): string => `${doing} snapshot ${x!.id.slice(0, 8)} of ${s.path('src')} at ${localIso(x!.time)} (${x!.hostname})\n`;
     const latest = await s.ok(['dump', 'latest', s.path('src', 'f')]);
     assert.equal(latest.stdout, 'second');
-    assert.equal(latest.stderr, line(second));
+    assert.equal(latest.stderr, line('dumping', second));
     const byPrefix = await s.ok(['dump', first!.id.slice(0, 6), s.path('src', 'f')]);
     assert.equal(byPrefix.stdout, 'first');
-    assert.equal(byPrefix.stderr, line(first));
+    assert.equal(byPrefix.stderr, line('dumping', first));
+    const ls = await s.ok(['ls', first!.id.slice(0, 6), s.path('src', 'f')]);
+    assert.equal(ls.stdout, `${s.path('src', 'f')}\n`);
+    assert.equal(ls.stderr, line('listing', first));
     for (const flag of ['--quiet', '--json']) {
       const r = await s.ok([flag, 'dump', 'latest', s.path('src', 'f')]);
       assert.deepEqual([r.stdout, r.stderr], ['second', ''], flag);
+      assert.equal((await s.ok([flag, 'ls', 'latest'])).stderr, '', flag);
     }
   });
 });
