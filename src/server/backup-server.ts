@@ -23,6 +23,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { SHARED_SCHEMAS } from '../api/v1.js';
 import { DEFAULT_MIN_GRACE_MS } from '../repo/deletion-marker.js';
 import { processIdentity } from '../repo/lock.js';
+import type { Backend } from '../storage/backend.js';
 import { formatS3Location, type S3Settings } from '../storage/s3-backend-config.js';
 import { openDatabase, redactUrl, type ControlPlaneDatabase } from './db/open-database.js';
 import { apiV1 } from './http/api-v1.js';
@@ -72,6 +73,8 @@ export interface BackupServerOptions {
   readonly clock?: () => Date;
   /** The repository protocol's upload limits (repo-routes.ts has their defaults; tests set them small). */
   readonly uploadLimits?: UploadLimits;
+  /** Wraps each disk safe's backend (tests inject faults with a FaultBackend; default: none). */
+  readonly wrapSafeBackend?: (backend: Backend) => Backend;
 }
 
 /** The upload limits of the repository protocol that a server may set. */
@@ -176,7 +179,7 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
   let app: FastifyInstance | undefined;
   const jobSignals = new JobSignals();
   // Every safe's backend counts what is saved and removed in it (services/usage.ts).
-  const usage = new UsageLedger(openSafeStorage(settings.storage, opts.dataDir, opts.s3));
+  const usage = new UsageLedger(openSafeStorage(settings.storage, opts.dataDir, opts.s3, opts.wrapSafeBackend));
   const safeStorage = usage.storage;
   const serverJobs = new ServerJobs();
   try {

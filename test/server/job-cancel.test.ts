@@ -7,11 +7,18 @@
  * it ended; only those who may start a job cancel one (a viewer and a
  * read-only token get 403, another customer 404). A queued job that no
  * agent takes within its `expires_in` ends `expired`, saying when its
- * machine last asked for work, or that it never did.
+ * machine last asked for work, or that it never did. A running prune (the
+ * server's own job, held at its first listing of the packs) is stopped
+ * through its AbortSignal and ends `cancelled`; the safe checks clean and
+ * the next prune runs.
  */
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
 import { after, before, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_JOB_EXPIRES_IN, MAX_JOB_EXPIRES_IN } from '../../src/api/v1.js';
+import { FaultBackend } from '../../src/storage/fault-backend.js';
+import { Sandbox } from '../helpers/cli.js';
 import { databaseSuites } from '../helpers/databases.js';
 import { setUp, type TestServer } from '../helpers/server.js';
 
@@ -166,5 +173,76 @@ databaseSuites('cancelling and expiring jobs', (fx) => {
     const n = await job(never);
     assert.equal(n.state, 'expired');
     assert.match(n.error, /machine cold never asked for work \(its agent never polled the server\)$/);
+  });
+});
+
+databaseSuites('cancelling a prune the server runs', (fx) => {
+  let t: TestServer;
+  let s: Sandbox;
+  let fault: FaultBackend | undefined;
+  let safeId = '';
+  let manage = '';
+  let manageId = '';
+  let env: Record<string, string> = {};
+
+  before(async () => {
+    t = await setUp(await fx.newUrl(), undefined, { wrapSafeBackend: (b) => (fault = new FaultBackend(b)) });
+    s = await Sandbox.create('holdfast-prune-cancel-');
+    const mk = (path: string, body: unknown) => t.create(path, body);
+    const acme = (await mk('/api/v1/customers', { name: 'Acme' })).id;
+    const web = (await mk('/api/v1/machines', { customer_id: acme, name: 'web' })).id;
+    safeId = (await mk('/api/v1/safes', { customer_id: acme, machine_id: web, name: 'acme-web' })).id;
+    const agent = (await mk('/api/v1/tokens', { customer_id: acme, machine_id: web, name: 'web agent', rights: ['backup'] })).secret;
+    const ops = await mk('/api/v1/tokens', { customer_id: acme, name: 'ops', rights: ['read', 'manage'] });
+    manage = ops.secret;
+    manageId = ops.token.id;
+    env = { HOLDFAST_REPOSITORY: `https://127.0.0.1:${t.server.port}/safes/acme-web`, HOLDFAST_TOKEN: agent, HOLDFAST_FINGERPRINT: t.server.fingerprint, HOLDFAST_PASSWORD: 'the safe\'s password' };
+    await s.ok(['init'], { env });
+    await writeFile(s.path('f.txt'), 'some data to back up\n');
+    await s.ok(['backup', s.path('f.txt')], { env });
+  });
+  after(async () => {
+    await t.stop();
+    await s.remove();
+  });
+
+  const ended = async (id: string): Promise<{ state: string; error: string | null; cancelled_by: string | null }> => {
+    for (;;) {
+      const j = (await t.call('GET', `/api/v1/jobs/${id}`, { token: manage })).body;
+      if (j.state !== 'running') return j;
+      await sleep(50);
+    }
+  };
+
+  it('stops the prune through its AbortSignal: it ends cancelled with who cancelled it, the safe checks clean, and the next prune runs', { timeout: 60_000 }, async () => {
+    let reached!: () => void;
+    const atList = new Promise<void>((r) => (reached = r));
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    fault!.inject({ op: 'list', type: 'data', times: 1, interleave: async () => {
+      reached();
+      await held;
+    } });
+    const started = await t.call('POST', `/api/v1/safes/${safeId}/prune`, { token: manage, body: {} });
+    assert.equal(started.status, 202, started.text);
+    const id = started.body.id as string;
+    await atList;
+    const r = await t.call('POST', `/api/v1/jobs/${id}/cancel`, { token: manage });
+    assert.equal(r.status, 202, r.text);
+    assert.equal(r.body.cancelled_by, `token:${manageId}`);
+    release();
+    const j = await ended(id);
+    assert.equal(j.state, 'cancelled', j.error ?? '');
+    assert.equal(j.error, `cancelled by token:${manageId} while it ran`);
+    const messages = ((await t.call('GET', `/api/v1/jobs/${id}/events`, { token: manage })).body as { message: string }[]).map((e) => e.message);
+    assert.ok(messages.includes(`cancelled by token:${manageId}: the server stops the job`), JSON.stringify(messages));
+    assert.equal((await t.call('POST', `/api/v1/jobs/${id}/cancel`, { token: manage })).status, 409);
+
+    const check = await s.run(['check', '--read-data'], { env });
+    assert.equal(check.code, 0, check.stdout + check.stderr);
+    const next = await t.call('POST', `/api/v1/safes/${safeId}/prune`, { token: manage, body: {} });
+    assert.equal(next.status, 202, next.text);
+    const done = await ended(next.body.id as string);
+    assert.equal(done.state, 'succeeded', done.error ?? '');
   });
 });

@@ -54,13 +54,14 @@ export function parseStorageSetting(setting: string): S3Location {
 
 /**
  * The storage of a server: `setting` (an `s3:` location, reached with `s3`'s
- * credentials and CA), or the data directory `dataDir` when it is undefined.
+ * credentials and CA), or the data directory `dataDir` when it is undefined;
+ * `wrap`, when given, wraps each safe's backend (tests inject faults there).
  */
-export function openSafeStorage(setting: string | undefined, dataDir: string, s3: S3Settings = {}): SafeStorage {
+export function openSafeStorage(setting: string | undefined, dataDir: string, s3: S3Settings = {}, wrap: (b: Backend) => Backend = (b) => b): SafeStorage {
   const bucket = setting === undefined ? undefined : parseStorageSetting(setting);
   const made = new Map<string, Backend>();
   // A location (`safes/ID`) is relative to the data directory, or follows the bucket's prefix.
-  const make = (location: string): Backend => (bucket === undefined
+  const make = (location: string): Backend => wrap(bucket === undefined
     ? new LocalBackend(join(dataDir, location))
     : new S3Backend({ ...bucket, prefix: bucket.prefix === '' ? location : `${bucket.prefix}/${location}` }, s3));
   let closed = false;
