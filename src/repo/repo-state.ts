@@ -163,9 +163,9 @@ export class RepoState {
 
   /**
    * Fills a reader's index from this state: what the readable index files
-   * say, marked packs as pending (readable, not for deduplication). Unlike
-   * `Repository.loadIndex`, a damaged index file does not stop it (check and
-   * repair must run on a damaged repository).
+   * say, marked packs as pending (readable, not for deduplication). A
+   * damaged index file is left out, as `Repository.loadIndex` leaves it
+   * (check reports it and repair rebuilds the index; neither stops at it).
    */
   fill(index: MasterIndex): void {
     for (const f of this.indexFiles.values()) {

@@ -86,6 +86,13 @@ export interface WriterTarget {
   readonly commitWindowMs: number;
   /** Told the name of each index file the writer (or its snapshot fence) stored, which the index then holds. */
   indexSaved?(name: string): void;
+  /**
+   * The index files the repository left out of its index, unusable
+   * (`Repository.loadIndex`): an index file of adopted packs names them as
+   * superseded, which also keeps it from taking the name of one of them
+   * (a damaged file's packs adopted are often its very bytes).
+   */
+  readonly unusableIndexFiles?: ReadonlySet<string>;
 }
 
 /** A write session; see the module comment. */
@@ -201,12 +208,12 @@ export class RepositoryWriter {
    * adds them to the shared index (the module comment says why in that
    * order). When the save fails they stay listed for the next attempt.
    */
-  private async writeIndex(): Promise<void> {
+  private async writeIndex(supersedes: string[] = []): Promise<void> {
     if (this.unindexed.length === 0) return;
     const packs = this.unindexed;
     this.unindexed = [];
     try {
-      this.target.indexSaved?.(await saveAddressed(this.target.store.backend, 'index', encodeIndex({ packs, supersedes: [] }), this.io));
+      this.target.indexSaved?.(await saveAddressed(this.target.store.backend, 'index', encodeIndex({ packs, supersedes }), this.io));
     } catch (e) {
       this.unindexed = packs.concat(this.unindexed);
       throw e;
@@ -256,7 +263,7 @@ export class RepositoryWriter {
       }
     }
     // Indexed at once, not at the end of a long backup: see docs/format.md §15.5.
-    if (found > 0) await this.writeIndex();
+    if (found > 0) await this.writeIndex([...this.target.unusableIndexFiles ?? []]);
     return found;
   }
 

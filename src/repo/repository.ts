@@ -115,6 +115,8 @@ export class Repository {
   private indexFiles = new Set<string>();
   /** Deletion markers the index was built with. */
   private markerNames = new Set<string>();
+  /** Index files left out of the index, unusable (`loadIndex`); an adoption supersedes them (`WriterTarget.unusableIndexFiles`). */
+  private readonly unusableIndexFiles = new Set<string>();
   /** Recently read metadata packs (whole), so walking trees costs one read per pack, not per tree. */
   private readonly packCache = new Map<string, CachedRead>();
   private readonly blobKeys: BlobKeys;
@@ -315,6 +317,7 @@ export class Repository {
       sealSnapshot: (s) => encodeSnapshot(s, this.snapshotMacKey),
       commitWindowMs: commitWindowMs(this.minGraceMs),
       indexSaved: (name) => this.indexFiles.add(name),
+      unusableIndexFiles: this.unusableIndexFiles,
     }, opts);
   }
 
@@ -339,10 +342,13 @@ export class Repository {
   // ---- index ----
 
   /**
-   * Loads and merges every index file. A damaged one stops it (its
-   * `CorruptObjectError`): a reader that went on would take blobs for
-   * missing that are not; check and repair, which must go on, fill the
-   * index through `RepoState.fill` instead.
+   * Loads and merges every index file. One this reader cannot use (damaged
+   * in storage, junk a client added, a version it does not read) is left
+   * out with a warning (`onWarning`), as a copy of a blob that cannot be
+   * read is (docs/format.md §4.4, "An index file a reader cannot use"): a
+   * backup then stores its blobs again, or adopts its packs, a restore
+   * reports the files it cannot find. Only readers go on: prune refuses
+   * such a repository and check reports the file.
    */
   async loadIndex(opts: OperationOptions = {}): Promise<void> {
     this.fillIndex(await loadIndexSources(this.store, opts));
@@ -366,13 +372,21 @@ export class Repository {
       const sources = await loadIndexSources(this.store, opts);
       this.current = new MasterIndex();
       this.indexFiles = new Set();
+      this.unusableIndexFiles.clear();
       this.fillIndex(sources);
       return { read: sources.files.ok.size, rebuilt: true };
     }
     let read = 0;
     for (const name of names.keys()) {
       if (this.indexFiles.has(name)) continue;
-      const f = await this.store.loadIndexFile(name, opts);
+      let f;
+      try {
+        f = await this.store.loadIndexFile(name, opts);
+      } catch (e) {
+        if (!isDamage(e)) throw e;
+        this.unusableIndexFile(name, e);
+        continue;
+      }
       if (f === undefined) continue; // removed since the listing: a prune's, seen at the next refresh
       for (const p of f.packs) this.current.addPack(p);
       this.indexFiles.add(name);
@@ -384,7 +398,7 @@ export class Repository {
   private fillIndex({ markers, files }: IndexSources): void {
     // Markers first: a pack marked after this is handled by the snapshot fence (docs/format.md §15).
     const pending = condemnedPacks(markers.ok.values());
-    for (const e of files.damaged.values()) throw e;
+    for (const [name, e] of files.damaged) this.unusableIndexFile(name, e);
     for (const [name, f] of files.ok) {
       for (const p of f.packs) {
         if (pending.has(p.pack)) this.index.addPendingPack(p);
@@ -394,6 +408,13 @@ export class Repository {
     }
     for (const p of pending.values()) this.index.addPendingPack(p);
     this.markerNames = new Set([...markers.ok.keys(), ...markers.damaged.keys()]);
+  }
+
+  /** Tells of an index file left out of the index (`loadIndex`): what it may cost, and what to run. */
+  private unusableIndexFile(name: string, e: Error): void {
+    this.unusableIndexFiles.add(name);
+    this.onWarning?.(`${e.message}; left out of the index (blobs only it lists are stored again by a backup, or not found by a restore): `
+      + '"holdfast check" reports it, "holdfast repair index" rebuilds the index from the packs');
   }
 
   // ---- reading ----

@@ -326,17 +326,31 @@ describe('Repository: damage in storage', () => {
     await rejectsCorrupt(repo.store.readPackHeader(pack), `pack ${pack}`);
   });
 
-  it('a flipped byte in an index object → loadIndex throws naming the index', async () => {
-    const { backend } = await oneBlob(randomBytes(100));
+  // One policy for an index file a reader cannot use, whatever is wrong with it: left out, with a warning naming it.
+  const LEFT_OUT = (name: string): RegExp => new RegExp(`^index ${name} is damaged: .*; left out of the index .*"holdfast repair index" rebuilds the index from the packs$`);
+
+  it('a flipped byte in an index object → loadIndex leaves it out, warning with its name; its blobs are not found, a writer stores them again', async () => {
+    const { backend, id } = await oneBlob(randomBytes(100));
     const [index] = await listAll(backend, 'index');
     const bytes = await backend.load({ type: 'index', name: index!.name });
     bytes[bytes.length - 10] = bytes[bytes.length - 10]! ^ 1;
     await replaceObject(backend, 'index', index!.name, bytes);
-    const fresh = await Repository.open(await Store.open(backend), TEST_PASSWORD);
-    await rejectsCorrupt(fresh.loadIndex(), `index ${index!.name}`);
+    const warnings: string[] = [];
+    const fresh = await Repository.open(await Store.open(backend), TEST_PASSWORD, { onWarning: (w) => warnings.push(w) });
+    await fresh.loadIndex();
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, LEFT_OUT(index!.name));
+    assert.equal(fresh.index.size, 0);
+    await assert.rejects(fresh.loadBlob(BlobType.Data, id), BlobNotFoundError);
+    // A backup adopts the pack from its header (the authority, §15.10): its blobs are found again, nothing uploaded twice.
+    const w = fresh.newWriter();
+    assert.equal(await w.indexOrphanPacks(() => undefined), 1);
+    assert.equal(fresh.index.size, 2);
+    await w.flush();
+    assert.equal((await listAll(backend, 'data')).length, 1);
   });
 
-  it('open with loadIndex loads the index beside the key: a damaged index after the right password, the wrong password before a damaged index', async () => {
+  it('open with loadIndex loads the index beside the key: a damaged index is left out after the right password, the wrong password is refused first', async () => {
     const { backend } = await oneBlob(randomBytes(100));
     const whole = await Repository.open(await Store.open(backend), TEST_PASSWORD, { loadIndex: true });
     assert.equal(whole.index.size, 2, 'both blobs are indexed');
@@ -345,18 +359,32 @@ describe('Repository: damage in storage', () => {
     bytes[bytes.length - 10] = bytes[bytes.length - 10]! ^ 1;
     await replaceObject(backend, 'index', index!.name, bytes);
     await assert.rejects(Repository.open(await Store.open(backend), 'not the password', { loadIndex: true }), WrongPasswordError);
-    await rejectsCorrupt(Repository.open(await Store.open(backend), TEST_PASSWORD, { loadIndex: true }), `index ${index!.name}`);
+    const warnings: string[] = [];
+    const opened = await Repository.open(await Store.open(backend), TEST_PASSWORD, { loadIndex: true, onWarning: (w) => warnings.push(w) });
+    assert.equal(opened.index.size, 0);
+    assert.match(warnings.join('\n'), LEFT_OUT(index!.name));
   });
 
-  it('a malformed index stored under its own checksum → loadIndex throws naming the index', async () => {
-    const { backend } = await memoryRepo();
+  it('an index file that does not parse, stored under its own checksum, is left out as one that fails its checksum is, and so is a refresh\'s', async () => {
+    const { backend, repo, id } = await oneBlob(randomBytes(100));
     for (const bytes of [Buffer.from('HFIX\x01garbage'), encodeIndex({ packs: [], supersedes: [] }).subarray(0, 10), Buffer.alloc(0)]) {
       const name = sha256(bytes).toString('hex');
       await backend.save({ type: 'index', name }, bytes);
-      const fresh = await Repository.open(await Store.open(backend), TEST_PASSWORD);
-      await rejectsCorrupt(fresh.loadIndex(), `index ${name}`);
+      const warnings: string[] = [];
+      const fresh = await Repository.open(await Store.open(backend), TEST_PASSWORD, { onWarning: (w) => warnings.push(w) });
+      await fresh.loadIndex();
+      assert.equal(warnings.length, 1, warnings.join('\n'));
+      assert.match(warnings[0]!, LEFT_OUT(name));
+      assert.deepEqual(await fresh.loadBlob(BlobType.Data, id), await repo.loadBlob(BlobType.Data, id), 'the good index file is used');
       await backend.remove({ type: 'index', name });
     }
+    const warnings: string[] = [];
+    const open = await Repository.open(await Store.open(backend), TEST_PASSWORD, { loadIndex: true, onWarning: (w) => warnings.push(w) });
+    const junk = Buffer.from('not an index file');
+    const name = sha256(junk).toString('hex');
+    await backend.save({ type: 'index', name }, junk);
+    assert.deepEqual(await open.refreshIndex(), { read: 0, rebuilt: false });
+    assert.match(warnings.join('\n'), LEFT_OUT(name));
   });
 
   it('a damaged key file is reported when no other key opens', async () => {
