@@ -17,7 +17,7 @@ import { Sandbox } from '../helpers/cli.js';
 import { databaseSuites } from '../helpers/databases.js';
 import { writeRandom } from '../helpers/random-file.js';
 import { assertRestores } from '../helpers/restore-check.js';
-import { setUp, type TestServer } from '../helpers/server.js';
+import { httpsJson, setUp, type TestServer } from '../helpers/server.js';
 
 databaseSuites('a replacement machine takes over a disk safe', (fx) => {
   let t: TestServer;
@@ -81,6 +81,11 @@ databaseSuites('a replacement machine takes over a disk safe', (fx) => {
     assert.match(api.body.message, /belongs to machine old-web, which is live: retire it first/);
 
     assert.equal((await t.call('DELETE', `/api/v1/machines/${a.id}`, { token: alice })).status, 200);
+    // The enroll token now reads the safe, and adds nothing to it, not even a lock.
+    assert.equal((await httpsJson(t.server.port, t.cert, 'GET', `/safes/${safeName}/snapshots`, { token: enrollToken })).status, 200);
+    const lock = await httpsJson(t.server.port, t.cert, 'PUT', `/safes/${safeName}/locks/${'1'.repeat(64)}`, { token: enrollToken, rawBody: '{}' });
+    assert.equal(lock.status, 403, lock.text);
+    assert.match(lock.text, /adds nothing to it, not even a lock/);
 
     // Another customer's enroll token does not reach the safe.
     const other = (await t.create('/api/v1/customers', { name: 'Other' })).id as string;

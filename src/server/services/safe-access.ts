@@ -9,8 +9,8 @@
  * reads the one safe it was made for; an `enroll` token reads only the safes
  * of its customer that have no machine (their machine retired), which it may
  * take over: the agent that takes one over checks its password by opening it
- * before it enrols (enrolment.ts). A reader adds lock objects too (a check
- * holds one), and nothing else. No token deletes:
+ * before it enrols (enrolment.ts), and adds nothing. A reader adds lock
+ * objects too (a check holds one), and nothing else. No token deletes:
  * retention and pruning are the server's (issue 16). Every upload passes the
  * quotas before its body is read (quota.ts), every snapshot upload the
  * backdating rule (snapshot-time-policy.ts), and the safe's storage counts
@@ -26,6 +26,7 @@ import { ApiError } from './errors.js';
 import { sees } from './principal.js';
 import { admitUpload } from './quota.js';
 import { refuseBackdatedSnapshot } from './snapshot-time-policy.js';
+import { UploadRefusedError } from './upload-refused-error.js';
 
 /**
  * What a token's rights allow on a safe it sees: `backup` appends, `read` or
@@ -71,6 +72,8 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
         principal: `token:${p.id}`,
         lockOwners: lockOwnersOf(ctx, safe.id, `token:${p.id}`),
         beforeSave: async (_h, size) => {
+          // Readers add their locks; one that only looks at a safe it may take over adds nothing (a lock of its could hold off the safe's deletion).
+          if (enrolling) throw new UploadRefusedError(403, 'READ_ONLY', 'an enroll token reads a disk safe it may take over and adds nothing to it, not even a lock');
           const admitted = await admitUpload(ctx, safe, size);
           return {
             ...(admitted.warning === undefined ? {} : { warning: admitted.warning }),
