@@ -7,7 +7,9 @@
  * process's one WorkerPool, and reuses the engine's jobs as the CLI does
  * (src/jobs): the backup session, the archiver, the image backup, the
  * restorer, the checker. Prints nothing: what happens goes to the job's
- * reporter, how it ended is the result (or the error thrown).
+ * reporter, how it ended is the result (or the error thrown). The trees of
+ * the last file backup stay in memory (TreeCache), so that the next one,
+ * whose parent that backup is, reads no parent tree from the disk safe.
  *
  *   open (once)   backend https://server/safes/NAME, retried, rate-limited
  *                 → Repository.open(password, loadIndex) → WorkerPool
@@ -19,6 +21,7 @@ import type { BackupSpec, CheckSpec, CommandBackupSpec, ImageBackupSpec, JobBody
 import { Archiver, type BackupProgress, type BackupResult } from '../jobs/backup/archiver.js';
 import { existingPaths } from '../jobs/backup/existing-paths.js';
 import { ExcludeRules } from '../jobs/backup/excludes.js';
+import { TreeCache } from '../jobs/backup/tree-cache.js';
 import { Checker } from '../jobs/check/checker.js';
 import { parseSubset } from '../jobs/check/subset.js';
 import { ImageBackup } from '../jobs/image/image-backup.js';
@@ -119,6 +122,8 @@ let repositoryOpens = 0;
 export class AgentSession {
   private jobs = 0;
   private readonly me: ProcessIdentity = processIdentity();
+  /** The trees of the last file backup: the parent of the next one. */
+  private readonly trees = new TreeCache();
 
   private constructor(
     private readonly config: AgentConfig,
@@ -201,12 +206,12 @@ export class AgentSession {
       if (parent) events.log(`using parent snapshot ${parent.id.slice(0, 8)}`);
       return new Archiver(this.repo, {
         paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name,
-        excludes: new ExcludeRules({ patterns: spec.excludes ?? [] }),
+        excludes: new ExcludeRules({ patterns: spec.excludes ?? [] }), trees: this.trees,
         onWarning: (path, message) => events.log(`${path}: ${message}`),
         onProgress: this.backupProgress(events),
       }).run();
     });
-    return this.backupResult(r, events);
+    return { ...this.backupResult(r, events), parent_trees: { in_memory: r.trees?.hits ?? 0, loaded: r.trees?.misses ?? 0 } };
   }
 
   private async commandBackup(spec: CommandBackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {

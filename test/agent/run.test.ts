@@ -102,6 +102,23 @@ databaseSuites('holdfast agent run', (fx) => {
     assert.equal(restore.result!['agent'].index_files_read, 0, 'what the agent wrote itself is not read back');
   });
 
+  it('backs up a change deep in the tree with the last backup\'s trees held in memory, and it restores byte for byte', { timeout: 120_000 }, async () => {
+    await writeFile(join(src(), 'sub', 'deeper', 'c.conf'), 'key = another value\n');
+    await chmod(join(src(), 'sub', 'b.bin'), 0o600);
+    const j = await waitJob(h, await runNow(h, m, 'backup', { paths: [src()], excludes: ['*.tmp'] }));
+    assert.equal(j.state, 'succeeded', j.error ?? '');
+    assert.equal(j.result!['files_changed'], 2, JSON.stringify(j.result));
+    // Every folder from / down to sub/deeper came from the first backup's trees, none from the disk safe.
+    assert.deepEqual(j.result!['parent_trees'].loaded, 0, JSON.stringify(j.result));
+    assert.ok(j.result!['parent_trees'].in_memory >= 4, JSON.stringify(j.result));
+    const target = s.path('restored-incremental');
+    await s.ok(['restore', j.result!['snapshot_id'] as string, '--target', target], { env: m.repoEnv });
+    assertSameTree(src(), join(target, src()), ['skip.tmp']);
+    const want = await metadataOf(src());
+    delete want['skip.tmp'];
+    assert.deepEqual(await metadataOf(join(target, src())), want);
+  });
+
   it('reads only the index files others added since its last job', { timeout: 120_000 }, async () => {
     await writeFile(s.path('other.txt'), 'written by another client\n');
     await s.ok(['backup', s.path('other.txt')], { env: m.repoEnv });

@@ -50,6 +50,7 @@ import { DirScanner, InlineLister, SCAN_PATH_LIMIT, type FolderLister } from './
 import { ExcludeRules } from './excludes.js';
 import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
 import { io } from '../../repo/objects.js';
+import type { NodesByName, TreeCache, TreeCacheStats } from './tree-cache.js';
 
 export interface BackupOptions extends SnapshotOrigin, JobPoolOptions {
   readonly paths: readonly string[];
@@ -76,6 +77,12 @@ export interface BackupOptions extends SnapshotOrigin, JobPoolOptions {
    * the packs and index, so the snapshot's blobs are nowhere to be found).
    */
   readonly dryRun?: boolean;
+  /**
+   * The trees of the last backup, kept in memory by a long-running process
+   * (the agent): parent trees found there are not loaded, and this backup's
+   * trees replace them once its snapshot is written.
+   */
+  readonly trees?: TreeCache;
 }
 
 /**
@@ -111,6 +118,8 @@ export interface BackupResult {
   /** Undefined in a dry run: no snapshot was written. */
   readonly id: string | undefined;
   readonly snapshot: Snapshot;
+  /** How the backup used `BackupOptions.trees`, when it was given one. */
+  readonly trees?: TreeCacheStats;
 }
 
 /** A scheduled entry; `done` resolves to its node, or undefined when skipped. */
@@ -154,6 +163,15 @@ const SLASH = Buffer.from('/');
 
 
 const settled = (v: TreeNode | undefined): Pending => ({ done: Promise.resolve(v) });
+
+const EMPTY: NodesByName = new Map();
+
+/** A folder's nodes by name, as the walk looks them up. */
+function byName(nodes: readonly TreeNode[]): Map<string, TreeNode> {
+  const m = new Map<string, TreeNode>();
+  for (const n of nodes) m.set(n.name.toString('latin1'), n);
+  return m;
+}
 
 /** The selection of one folder: `true` means everything below it. */
 type Selection = Map<string, Selection | true>;
@@ -290,8 +308,20 @@ export class Archiver {
     }
   }
 
-  /** Runs the backup and writes the snapshot. */
+  /** Runs the backup and writes the snapshot; the tree cache, if any, then holds this snapshot's trees. */
   async run(): Promise<BackupResult> {
+    const trees = this.opts.trees;
+    try {
+      const r = await this.runFiles();
+      if (!trees) return r;
+      return { ...r, trees: r.id === undefined ? trees.discard() : trees.commit() };
+    } catch (e) {
+      trees?.discard();
+      throw e;
+    }
+  }
+
+  private async runFiles(): Promise<BackupResult> {
     const start = new Date();
     const parent = this.opts.parent ?? undefined;
     const root = await this.withPool(async () => {
@@ -374,25 +404,31 @@ export class Archiver {
 
   /**
    * A folder's tree blob, once all its children are done. When every child
-   * equals its node in the parent snapshot (`parents`, the listing of
-   * `prevSubtree`), the parent's tree is reused as it is (no encoding, no id
-   * computation). `prevSubtree` is the folder's tree in the parent snapshot,
-   * if it had one: it tells a new folder from a changed or unchanged one.
+   * equals its node in the parent snapshot (`prev.nodes`, the listing of
+   * `prevSubtree`; `prev.of[i]`, the node of child i's name), the parent's
+   * tree is reused as it is (no encoding, no id computation). `prevSubtree`
+   * is the folder's tree in the parent snapshot, if it had one: it tells a
+   * new folder from a changed or unchanged one.
    */
-  private folder(name: Buffer, st: EntryStat, children: Pending[], path: Buffer, prevSubtree: string | undefined, parents?: Map<string, TreeNode>): Pending {
+  private folder(name: Buffer, st: EntryStat, children: Pending[], path: Buffer, prevSubtree: string | undefined, prev?: { nodes: NodesByName; of: (TreeNode | undefined)[] }): Pending {
     return this.track((async () => {
       const nodes: TreeNode[] = [];
-      for (const c of children) {
-        const n = await c.done;
-        if (n) nodes.push(n);
+      let same = prev !== undefined;
+      for (let i = 0; i < children.length; i++) {
+        const n = await children[i]!.done;
+        if (!n) continue;
+        nodes.push(n);
+        // sameNode compares the names too.
+        if (same) same = sameNode(n, prev!.of[i]);
       }
       // The root stands for the restore's target, which a restore does not count either.
       const counted = path.length > 1;
       if (counted) this.progress.dirs++;
       this.report(path);
-      const subtree = prevSubtree && parents && parents.size === nodes.length && this.writer.hasBlob(prevSubtree)
-        && nodes.every((n) => sameNode(n, parents.get(n.name.toString('latin1')))) ? prevSubtree : await this.saveTree(nodes);
+      const reused = same && prevSubtree !== undefined && prev!.nodes.size === nodes.length && this.writer.hasBlob(prevSubtree);
+      const subtree = reused ? prevSubtree : await this.saveTree(nodes);
       this.blobs.add(subtree);
+      this.opts.trees?.record(subtree, reused ? prev!.nodes : byName(nodes));
       if (counted) {
         if (prevSubtree === undefined) this.dirsNew++;
         else if (subtree === prevSubtree) this.dirsUnchanged++;
@@ -402,15 +438,21 @@ export class Archiver {
     })());
   }
 
-  private async parentNodes(subtree: string | undefined): Promise<Map<string, TreeNode>> {
-    const m = new Map<string, TreeNode>();
-    if (!subtree) return m;
+  /**
+   * The parent snapshot's tree `subtree` by name: from the tree cache, or
+   * loaded. Undefined when there is none or it cannot be read (then every
+   * file is read again, and the tree is never reused).
+   */
+  private async parentNodes(subtree: string | undefined): Promise<NodesByName | undefined> {
+    if (!subtree) return undefined;
+    const cached = this.opts.trees?.get(subtree);
+    if (cached) return cached;
     try {
-      for (const n of await this.repo.loadTree(subtree, io(this.opts))) m.set(n.name.toString('latin1'), n);
+      return byName(await this.repo.loadTree(subtree, io(this.opts)));
     } catch (e) {
       this.opts.onWarning?.('(parent snapshot)', `cannot read parent tree ${subtree}, reading files again: ${(e as Error).message}`);
+      return undefined;
     }
-    return m;
   }
 
   /** A folder above or at a selected path: only the selected names are kept. */
@@ -423,7 +465,7 @@ export class Archiver {
     } catch (e) {
       throw new SourceError((e as Error).message);
     }
-    const parents = await this.parentNodes(parentSubtree);
+    const parents = await this.parentNodes(parentSubtree) ?? EMPTY;
     const children: Pending[] = [];
     for (const [name, child] of sel) {
       const nameBuf = Buffer.from(name);
@@ -558,14 +600,18 @@ export class Archiver {
       entries = entries.filter(({ entry, path: p }) => (kept === undefined || kept(entry.name)) && !rules.excludesPath(p)
         && !(entry.st && rules.excludesSize(entry.st.type, entry.st.size)));
     }
-    const parents = await this.parentNodes(prev?.type === 'dir' ? prev.subtree : undefined);
+    const prevSubtree = prev?.type === 'dir' ? prev.subtree : undefined;
+    const parents = await this.parentNodes(prevSubtree);
     const children: Pending[] = [];
+    const of: (TreeNode | undefined)[] = [];
     for (const { entry, path: p, sys: s } of entries) {
       this.opts.signal?.throwIfAborted();
       if (this.fatal) throw this.fatal;
-      children.push(entry.error ? this.cannotStat(p, entry.error) : await this.scheduleStatted(p, s, entry.name, entry.st, parents.get(entry.name.toString('latin1'))));
+      const was = parents?.get(entry.name.toString('latin1'));
+      of.push(was);
+      children.push(entry.error ? this.cannotStat(p, entry.error) : await this.scheduleStatted(p, s, entry.name, entry.st, was));
     }
-    return this.folder(name, st, children, path, prev?.type === 'dir' ? prev.subtree : undefined, parents);
+    return this.folder(name, st, children, path, prevSubtree, parents === undefined ? undefined : { nodes: parents, of });
   }
 
   private unchanged(st: EntryStat, prev: TreeNode | undefined): prev is TreeNode & { content: ContentEntry[] } {
@@ -655,7 +701,8 @@ export class Archiver {
 
   private hasEntry(c: ContentEntry): boolean {
     const id = entryBlob(c);
-    return id === undefined || this.writer.hasBlob(id);
+    // Small files share their batch's blob: one it has counted already needs no lookup in the index.
+    return id === undefined || this.blobs.has(id) || this.writer.hasBlob(id);
   }
 
   private addEntry(c: ContentEntry): void {
@@ -815,7 +862,8 @@ function sameNode(a: TreeNode, b: TreeNode | undefined): boolean {
   if (!b) return false;
   if (a.type !== b.type || a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid || a.user !== b.user || a.group !== b.group
     || a.mtime !== b.mtime || a.ctime !== b.ctime || a.inode !== b.inode || a.device !== b.device || a.links !== b.links
-    || a.size !== b.size || a.subtree !== b.subtree || a.rdev !== b.rdev || a.fingerprint !== b.fingerprint || !a.name.equals(b.name)) return false;
+    || a.size !== b.size || a.subtree !== b.subtree || a.rdev !== b.rdev || a.fingerprint !== b.fingerprint || a.damaged !== b.damaged
+    || !a.name.equals(b.name)) return false;
   if ((a.target === undefined) !== (b.target === undefined) || (a.target && !a.target.equals(b.target!))) return false;
   const ca = a.content;
   const cb = b.content;
