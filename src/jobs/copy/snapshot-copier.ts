@@ -315,27 +315,35 @@ export class SnapshotCopier {
       if (!c) copiers.set(kind, (c = new PackCopier(this.dst.backend, this.dst.config.packSize, (name) => present.has(name), { ...io(this.opts), maxInFlight: storing })));
       return c;
     };
-    const tried = new Map<string, Set<string>>();
+    /** Source packs a blob was read from and not found good in: only blobs that failed somewhere have any (a `Set` for each needed blob cost 181 bytes a blob). */
+    const failedIn = new Map<string, Set<string>>();
     /** Source packs claimed to hold a blob, in the order to try them: unmarked first. */
     const candidates = (id: string): string[] => {
       const packs = [...new Set(srcState.locations(id).map((l) => l.pack))].filter((p) => srcState.packs.has(p));
       return [...packs.filter((p) => srcState.isLive(p)), ...packs.filter((p) => !srcState.isLive(p))];
     };
-    const firstCopies = [...needed].flatMap((id) => srcState.locations(id).filter((l) => l.pack === candidates(id)[0]).slice(0, 1));
-    const totalPacks = new Set(firstCopies.map((l) => l.pack)).size;
-    const totalBytes = firstCopies.reduce((n, l) => n + l.length, 0);
+    // What the first tries read: the progress's totals.
+    const firstPacks = new Set<string>();
+    let totalBytes = 0;
+    for (const id of needed) {
+      const first = candidates(id)[0];
+      const l = first === undefined ? undefined : srcState.locations(id).find((x) => x.pack === first);
+      if (!l) continue;
+      firstPacks.add(l.pack);
+      totalBytes += l.length;
+    }
+    const totalPacks = firstPacks.size;
     let pending = [...needed];
     let packsDone = 0;
     while (pending.length > 0) {
       const byPack = new Map<string, string[]>();
       for (const id of pending) {
-        const done = tried.get(id) ?? new Set<string>();
-        const next = candidates(id).find((p) => !done.has(p));
+        const failed = failedIn.get(id);
+        const next = candidates(id).find((p) => failed?.has(p) !== true);
         if (next === undefined) {
           if (!this.missing.has(id)) this.missing.set(id, 'the source holds no copy of it');
           continue;
         }
-        tried.set(id, done.add(next));
         const l = byPack.get(next);
         if (l) l.push(id);
         else byPack.set(next, [id]);
@@ -363,6 +371,9 @@ export class SnapshotCopier {
         for (const [id, why] of r.bad) {
           this.missing.set(id, why);
           pending.push(id);
+          const failed = failedIn.get(id);
+          if (failed) failed.add(order[i]!);
+          else failedIn.set(id, new Set([order[i]!]));
         }
         const whole = r.whole !== undefined && r.good.every((g) => !this.copiedBlobs.has(g.entry.id)) ? r.whole : undefined;
         // Every blob of it wanted: the pack is stored as it is, not taken apart (through one copier, which bounds how many are stored at once).
