@@ -62,29 +62,70 @@ function since(start: { mono: number; wall: number }): number {
 
 /** Writes a snapshot (`bytes`, encoded, listing `blobs`) behind the fence described in the module comment; returns its id. */
 export async function commitSnapshot(t: FenceTarget, blobs: readonly string[], bytes: Buffer, opts: OperationOptions = {}): Promise<string> {
-  for (let attempt = 1; ; attempt++) {
+  const [id] = await commitSnapshots(t, [{ blobs, bytes }], opts);
+  if (id instanceof BlobsLostError) throw id;
+  return id!;
+}
+
+/** A snapshot to write behind the fence: its encoded bytes and the blobs it lists. */
+export interface SnapshotToCommit {
+  readonly blobs: readonly string[];
+  readonly bytes: Buffer;
+}
+
+/**
+ * Writes snapshots, in their order, behind one fence for as many as fit its
+ * commit window: the markers and packs are listed once, not once per
+ * snapshot (a copy writes many), and each snapshot is written while the
+ * window of that one check lasts. One durable only after it is removed, and
+ * it and the rest are fenced again. A snapshot some of whose blobs are lost
+ * is not written, and the others are fenced again without it. Returns, per
+ * snapshot, its id or the BlobsLostError that kept it out.
+ */
+export async function commitSnapshots(t: FenceTarget, items: readonly SnapshotToCommit[], opts: OperationOptions = {}): Promise<(string | BlobsLostError)[]> {
+  const out: (string | BlobsLostError)[] = [];
+  let rest = items.map((_, i) => i);
+  for (let attempt = 1; rest.length > 0; attempt++) {
     const start = { mono: performance.now(), wall: Date.now() };
     try {
-      await protectBlobs(t, blobs, opts);
+      await protectBlobs(t, [...new Set(rest.flatMap((i) => items[i]!.blobs))], opts);
     } catch (e) {
+      if (e instanceof BlobsLostError) {
+        const lost = new Set(e.ids);
+        for (const i of rest) {
+          const its = items[i]!.blobs.filter((id) => lost.has(id));
+          if (its.length > 0) out[i] = new BlobsLostError(its);
+        }
+        rest = rest.filter((i) => out[i] === undefined);
+        attempt--; // not a failed attempt: the rest is fenced again
+        continue;
+      }
       // A marked pack vanished while we copied from it: look again (a prune may have rescued the blob).
       if (attempt < ATTEMPTS && (e instanceof NotFoundError || e instanceof ShortReadError)) continue;
       throw e;
     }
-    const id = await t.store.save('snapshot', bytes, opts);
-    const took = since(start);
-    if (took <= t.commitWindowMs) return id;
-    try {
-      await t.store.backend.remove(handleOf('snapshot', id), io(opts));
-    } catch (e) {
-      if (e instanceof AppendOnlyError) return id; // nothing is ever deleted from this repository
-      throw e;
+    let took = 0;
+    while (rest.length > 0) {
+      opts.signal?.throwIfAborted();
+      const id = await t.store.save('snapshot', items[rest[0]!]!.bytes, opts);
+      took = since(start);
+      if (took > t.commitWindowMs) {
+        try {
+          await t.store.backend.remove(handleOf('snapshot', id), io(opts));
+          break;
+        } catch (e) {
+          if (!(e instanceof AppendOnlyError)) throw e; // nothing is ever deleted from this repository: it stays
+        }
+      }
+      out[rest.shift()!] = id;
+      attempt = 0; // a snapshot written: the attempts count again for the rest
     }
-    if (attempt >= ATTEMPTS) {
+    if (rest.length > 0 && attempt >= ATTEMPTS) {
       throw new Error(`writing the snapshot took ${formatDurationMs(took)}, longer than the commit window of ${formatDurationMs(t.commitWindowMs)} `
         + `(${ATTEMPTS} times); it was removed again so that it cannot reference data a concurrent prune deleted; run the backup again`);
     }
   }
+  return out;
 }
 
 /**

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { MemoryBackend } from '../../src/storage/memory-backend.js';
 import { WrapperBackend } from '../../src/storage/wrapper-backend.js';
-import type { Backend, Handle, LoadOptions, OperationOptions } from '../../src/storage/backend.js';
+import type { Backend, Handle, ListOptions, LoadOptions, ObjectInfo, ObjectType, OperationOptions } from '../../src/storage/backend.js';
 import { Store } from '../../src/repo/store.js';
 import { BlobType, PackWriter } from '../../src/repo/pack.js';
 import { FaultBackend } from '../../src/storage/fault-backend.js';
@@ -42,6 +42,47 @@ class SaveCount extends WrapperBackend {
     } finally {
       this.now--;
     }
+  }
+}
+
+/** Counts the listings of each type of object. */
+class ListCount extends WrapperBackend {
+  readonly lists = new Map<ObjectType, number>();
+
+  override list(type: ObjectType, opts?: ListOptions): AsyncIterable<ObjectInfo> {
+    this.lists.set(type, (this.lists.get(type) ?? 0) + 1);
+    return super.list(type, opts);
+  }
+}
+
+/**
+ * A destination from which a prune removes pack `pack` just as the snapshot
+ * fence looks (its first listing of deletion markers after an index file
+ * was stored): the blobs only that pack held are lost.
+ */
+class PackRemovedAtFence extends WrapperBackend {
+  private armed = false;
+  removed = false;
+
+  constructor(private readonly mem: MemoryBackend, private readonly pack: string) {
+    super(mem);
+  }
+
+  override async save(h: Handle, data: Uint8Array, opts?: OperationOptions): Promise<void> {
+    await super.save(h, data, opts);
+    if (h.type === 'index') this.armed = true;
+  }
+
+  override list(type: ObjectType, opts?: ListOptions): AsyncIterable<ObjectInfo> {
+    if (type !== 'deletion' || !this.armed || this.removed) return super.list(type, opts);
+    this.removed = true;
+    const inner = super.list(type, opts);
+    const mem = this.mem;
+    const pack = this.pack;
+    return (async function* () {
+      await mem.remove({ type: 'data', name: pack });
+      yield* inner;
+    })();
   }
 }
 
@@ -212,6 +253,48 @@ describe('copy job', () => {
     assert.equal(slow.readWhileHeld, packs.length - 1, 'every other pack was read while the first was on its way');
     assert.deepEqual(await names(dst, 'data'), packs);
     await f.assertRestores(snap, files, dst);
+  });
+
+  it('writes many snapshots behind one fence: the destination\'s packs are listed as often for five snapshots as for one, and each restores', async () => {
+    const f = await GcFixture.create();
+    const files = (i: number): Record<string, Buffer> => ({ [`f${i}.bin`]: bytes(`fence-${i}`, 5_000) });
+    const snaps: string[] = [];
+    for (let i = 0; i < 5; i++) snaps.push(await f.snapshot(files(i), undefined, new Date(f.now + i * 1000)));
+    const one = new ListCount(await twin(f));
+    assert.deepEqual((await new SnapshotCopier(await Store.open(f.backend), await Store.open(one)).run(snaps.slice(0, 1))).copied, snaps.slice(0, 1));
+    const dst = await twin(f);
+    const five = new ListCount(dst);
+    const r = await new SnapshotCopier(await Store.open(f.backend), await Store.open(five)).run(snaps);
+    assert.deepEqual(r.copied, snaps);
+    assert.equal(five.lists.get('data'), one.lists.get('data'), `data listed ${five.lists.get('data')} times for five snapshots, ${one.lists.get('data')} for one`);
+    assert.equal(five.lists.get('deletion'), one.lists.get('deletion'));
+    for (let i = 0; i < 5; i++) await f.assertRestores(snaps[i]!, files(i), dst);
+  });
+
+  it('behind one fence, a snapshot whose blobs a prune removed as the fence looked is not written, and the others are', async () => {
+    const f = await GcFixture.create();
+    const lostFiles = { 'lost.bin': bytes('fence-lost', 20_000) };
+    const keptFiles = { 'kept.bin': bytes('fence-kept', 20_000) };
+    const lost = await f.snapshot(lostFiles);
+    const kept = await f.snapshot(keptFiles, undefined, new Date(f.now + 1000));
+    const src = await Store.open(f.backend);
+    const keptBlobs = new Set((await src.loadSnapshot(kept)).blobs);
+    const lostBlobs = new Set((await src.loadSnapshot(lost)).blobs);
+    let only: string | undefined;
+    for (const p of await names(f.backend, 'data')) {
+      const held = (await src.readPackHeader(p)).map((b) => b.id);
+      if (held.some((id) => lostBlobs.has(id)) && !held.some((id) => keptBlobs.has(id))) only = p;
+    }
+    assert.ok(only !== undefined, 'a pack of the lost snapshot\'s blobs only');
+    const dst = await twin(f);
+    const pruned = new PackRemovedAtFence(dst, only);
+    const r = await new SnapshotCopier(src, await Store.open(pruned)).run([lost, kept]);
+    assert.ok(pruned.removed);
+    assert.deepEqual(r.copied, [kept]);
+    assert.deepEqual(r.failed.map((x) => x.id), [lost]);
+    assert.match(r.failed[0]!.reason, /no longer in the repository/);
+    assert.deepEqual(await names(dst, 'snapshot'), [kept]);
+    await f.assertRestores(kept, keptFiles, dst);
   });
 
   it('reads a pack of which little is needed by ranges, and what it copies reads back', async () => {

@@ -32,7 +32,8 @@
  *   the last pack, its index file
  *   each wanted snapshot, oldest first, whose every blob is now in a destination
  *   pack whose header lists it (read above, or written by this run):
- *     its bytes as they are, behind the snapshot fence (src/repo/snapshot-fence.ts)
+ *     its bytes as they are, behind the snapshot fence (src/repo/snapshot-fence.ts),
+ *     one fence for as many as fit its commit window
  *
  * Killed at any point, the destination stays valid (a snapshot is written
  * only once its blobs are indexed) and the next copy does only what is left.
@@ -50,7 +51,7 @@ import { MAX_RAW_LENGTH } from '../../repo/blob-codec.js';
 import { BlobType, FLAG_COMPRESSED, MAX_PACK_BYTES, type PackedBlob } from '../../repo/pack.js';
 import { RepoState } from '../../repo/repo-state.js';
 import { isDamage, Store, type Loaded, type StoredSnapshot } from '../../repo/store.js';
-import { BlobsLostError, commitSnapshot } from '../../repo/snapshot-fence.js';
+import { BlobsLostError, commitSnapshots } from '../../repo/snapshot-fence.js';
 import type { ErrorCode } from '../../core/errors.js';
 
 /** Destination packs between two index files. */
@@ -224,24 +225,25 @@ export class SnapshotCopier {
     for (const w of wanted) for (const id of w.snapshot.blobs) if (dstState.liveLocation(id) === undefined) needed.add(id);
     if (needed.size > 0) await this.copyBlobs(needed, dstState);
 
+    const complete: Wanted[] = [];
     for (const w of wanted) {
-      this.opts.signal?.throwIfAborted();
       const lacking = w.snapshot.blobs.find((id) => this.missing.has(id));
-      if (lacking !== undefined) {
-        const n = w.snapshot.blobs.filter((id) => this.missing.has(id)).length;
-        this.report.failed.push({ id: w.id, reason: `${n} of its blobs could not be copied (first: ${lacking}: ${this.missing.get(lacking)})` });
+      if (lacking === undefined) {
+        complete.push(w);
         continue;
       }
-      try {
-        const fence = { store: this.dst, index: this.index, commitWindowMs: commitWindowMs(this.opts.minGraceMs) };
-        const id = await commitSnapshot(fence, w.snapshot.blobs, w.bytes, io(this.opts));
-        if (id !== w.id) throw new Error(`snapshot ${w.id} was stored as ${id}`);
-        this.report.copied.push(id);
-      } catch (e) {
-        if (!(e instanceof BlobsLostError)) throw e;
-        this.report.failed.push({ id: w.id, reason: e.message });
-      }
+      const n = w.snapshot.blobs.filter((id) => this.missing.has(id)).length;
+      this.report.failed.push({ id: w.id, reason: `${n} of its blobs could not be copied (first: ${lacking}: ${this.missing.get(lacking)})` });
     }
+    // Behind one fence for all: the destination's markers and packs are listed once, not once per snapshot.
+    const fence = { store: this.dst, index: this.index, commitWindowMs: commitWindowMs(this.opts.minGraceMs) };
+    const stored = await commitSnapshots(fence, complete.map((w) => ({ blobs: w.snapshot.blobs, bytes: w.bytes })), io(this.opts));
+    complete.forEach((w, i) => {
+      const id = stored[i]!;
+      if (id instanceof BlobsLostError) this.report.failed.push({ id: w.id, reason: id.message });
+      else if (id !== w.id) throw new Error(`snapshot ${w.id} was stored as ${id}`);
+      else this.report.copied.push(id);
+    });
     return this.report;
   }
 
