@@ -7,7 +7,7 @@
  * src/server/db/migrations.ts; this file must say what they say.
  */
 import type { Generated, Insertable, Selectable } from 'kysely';
-import type { JobKindName, ServerJobKindName } from '../../api/v1.js';
+import type { JOB_STATE_NAMES, JobKindName, ServerJobKindName } from '../../api/v1.js';
 
 /** Roles of a person. Provider roles see every customer; customer roles one. */
 export const ROLES = ['provider-admin', 'provider-operator', 'customer-admin', 'customer-viewer'] as const;
@@ -137,8 +137,7 @@ export type JobRunner = 'agent' | 'server';
  * queued, by its runner once it stopped while running); expired when no
  * agent took it in time.
  */
-export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'interrupted', 'cancelled', 'expired'] as const;
-export type JobState = (typeof JOB_STATES)[number];
+export type JobState = (typeof JOB_STATE_NAMES)[number];
 
 export interface JobsTable {
   id: string;
