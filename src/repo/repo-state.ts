@@ -50,7 +50,11 @@ export class RepoState {
   private readonly where = new MasterIndex();
   /** `entryKey`s of copies that descriptions named and their pack's header, once read, does not: `where` keeps them, `locations` leaves them out. */
   private readonly refuted = new Set<string>();
-  /** Pack → `recordKey`s of its descriptions, for the same reason. */
+  /**
+   * Pack → `recordKey`s of its descriptions, once it has more than one: a
+   * pack can be described any number of times, and comparing each
+   * description with all the others would make loading quadratic.
+   */
   private readonly descriptionKeys = new Map<string, Set<string>>();
 
   private constructor(markers: Loaded<DeletionMarker>, index: Loaded<IndexFile>, packs: Map<string, number>) {
