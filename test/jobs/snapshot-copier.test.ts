@@ -271,6 +271,24 @@ describe('copy job', () => {
     for (let i = 0; i < 5; i++) await f.assertRestores(snaps[i]!, files(i), dst);
   });
 
+  it('behind one fence, a snapshot written past the commit window is removed, and it and the rest are fenced again: all are written once', async () => {
+    const f = await GcFixture.create();
+    const files = (i: number): Record<string, Buffer> => ({ [`w${i}.bin`]: bytes(`window-${i}`, 5_000) });
+    const snaps: string[] = [];
+    for (let i = 0; i < 3; i++) snaps.push(await f.snapshot(files(i), undefined, new Date(f.now + i * 1000)));
+    const dst = await twin(f);
+    // The second snapshot's save stalls past the window of 500 ms (a minimum grace of 1 s), once.
+    const slow = new FaultBackend(dst, [{ op: 'save', type: 'snapshot', after: 1, times: 1, delayMs: 700 }]);
+    const counted = new ListCount(slow);
+    const r = await new SnapshotCopier(await Store.open(f.backend), await Store.open(counted), { minGraceMs: 1000 }).run(snaps);
+    assert.deepEqual(r.copied, snaps);
+    assert.deepEqual((await names(dst, 'snapshot')).sort(), [...snaps].sort());
+    const once = new ListCount(await twin(f));
+    await new SnapshotCopier(await Store.open(f.backend), await Store.open(once), { minGraceMs: 1000 }).run(snaps);
+    assert.equal(counted.lists.get('data'), once.lists.get('data')! + 1, 'one more fence pass, for the second and third snapshots');
+    for (let i = 0; i < 3; i++) await f.assertRestores(snaps[i]!, files(i), dst);
+  });
+
   it('behind one fence, a snapshot whose blobs a prune removed as the fence looked is not written, and the others are', async () => {
     const f = await GcFixture.create();
     const lostFiles = { 'lost.bin': bytes('fence-lost', 20_000) };
