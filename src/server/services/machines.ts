@@ -71,7 +71,7 @@ export async function getMachine(ctx: ServiceContext, p: Principal, id: string):
 }
 
 /** Why the queued jobs of a retired machine were cancelled. */
-export const RETIRED_ERROR = 'cancelled: the machine was retired before its agent took the job';
+const RETIRED_ERROR = 'cancelled: the machine was retired before its agent took the job';
 
 /**
  * Retires machine `id` (see the module comment), audited. Provider roles and
