@@ -85,7 +85,7 @@ export function register(program: Command): void {
     .description('fetch a disk safe\'s escrowed password from the server and open it with the private key (HOLDFAST_TOKEN: a customer admin\'s session or token)')
     .option('--key <file>', 'the private key file made by holdfast escrow keygen; required')
     .option('--server <url>', 'the server, https://HOST:PORT; required')
-    .option('--safe <name>', 'the disk safe\'s name; required')
+    .option('--safe <name>', 'the disk safe\'s name (or id); required')
     .option('--out <file>', 'write the password to this file (mode 0600) instead of printing it')
     .option('--passphrase-file <file>', 'the private key file\'s passphrase, in the first line of this file (else asked on the terminal)')
     .action(async (flags: RecoverFlags, cmd: Command) => {
@@ -117,8 +117,13 @@ export function register(program: Command): void {
       let password: Buffer;
       try {
         const safes = (await api.call<SafeBody[]>('GET', '/api/v1/safes').catch(explained)).body;
-        const safe = safes.find((s) => s.name === flags.safe);
+        // Names are unique within a customer: one who sees several customers' safes (provider staff) may meet the name twice.
+        const named = safes.filter((s) => s.id === flags.safe || s.name === flags.safe);
+        const safe = named[0];
         if (safe === undefined) throw new ExitError(`the server has no disk safe ${flags.safe} that this token may read`, EXIT.failed);
+        if (named.length > 1) {
+          throw new ExitError(`${named.length} disk safes are named ${flags.safe}: give --safe the id of one (${named.map((s) => `${s.id} of customer ${s.customer_id}`).join(', ')})`, EXIT.usage);
+        }
         const escrowed = (await api.call<EscrowBody>('GET', `/api/v1/safes/${encodeURIComponent(safe.id)}/escrow`).catch(explained)).body;
         password = (() => {
           try {

@@ -193,11 +193,13 @@ const NAMED = { customer: '/customers', user: '/users', machine: '/machines', sa
  */
 export async function idOf(c: AdminClient, kind: keyof typeof NAMED, text: string): Promise<string> {
   if (UUID.test(text)) return text;
-  const all = await c.get<{ id: string; name: string }[]>(NAMED[kind]);
+  const all = await c.get<{ id: string; name: string; customer_id?: string | null }[]>(NAMED[kind]);
   const found = all.filter((r) => r.name === text);
   if (found.length === 1) return found[0]!.id;
   if (found.length === 0) throw new ExitError(`no ${kind} named ${JSON.stringify(text)} (${kind}s: holdfast server ${kind} list)`, EXIT.failed);
-  throw new ExitError(`${found.length} ${kind}s are named ${JSON.stringify(text)}: give the id of one (${found.map((r) => r.id).join(', ')})`, EXIT.usage);
+  // Only provider staff list several customers' records: naming the customers tells them nothing new.
+  const ids = found.map((r) => (r.customer_id ? `${r.id} of customer ${r.customer_id}` : r.id));
+  throw new ExitError(`${found.length} ${kind}s are named ${JSON.stringify(text)}: give the id of one (${ids.join(', ')})`, EXIT.usage);
 }
 
 /**

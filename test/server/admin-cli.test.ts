@@ -85,9 +85,9 @@ describe('holdfast server admin commands', () => {
     assert.equal(safe.quota_hard, 2 * 1024 ** 3);
     assert.match((await ok(['server', 'machine', 'list'])).stdout, /\n[0-9a-f-]{36} +web1 +Acme +-\n$/);
 
-    const taken = await run(['server', 'safe', 'create', 'acme-web1', '--customer', 'Other']);
+    const taken = await run(['server', 'safe', 'create', 'acme-web1', '--customer', 'Acme']);
     assert.equal(taken.code, 1, taken.stderr);
-    assert.match(taken.stderr, /^holdfast: the disk safe name "acme-web1" is taken; choose another \(HTTP 409 Conflict\)\n$/);
+    assert.match(taken.stderr, /^holdfast: the customer has a disk safe named "acme-web1" already; choose another name \(HTTP 409 Conflict\)\n$/);
     const badName = await run(['server', 'safe', 'create', 'Not A Name', '--customer', 'Acme']);
     assert.equal(badName.code, 2, badName.stderr);
     assert.match(badName.stderr, /HTTP 400 Bad Request/);

@@ -73,6 +73,34 @@ databaseSuites('control-plane database', (fx) => {
     }
   });
 
+  it('0009-safe-names keeps the safes and what refers to them; a safe name is unique within its customer only', async () => {
+    const url = await fx.newUrl();
+    const old = await openDatabase(url, '', '0008-machine-retire');
+    const now = new Date().toISOString();
+    const safe = (id: string, customer: string, name: string) => ({ id, customer_id: customer, machine_id: null, name, location: `safes/${id}`, quota_hard: null, quota_soft: 7, created_at: now });
+    try {
+      for (const [id, name] of [['c1', 'Acme'], ['c2', 'Globex']] as const) await old.db.insertInto('customers').values({ id, name, created_at: now }).execute();
+      await old.db.insertInto('disk_safes').values(safe('s1', 'c1', 'web1')).execute();
+      await assert.rejects(old.db.insertInto('disk_safes').values(safe('s2', 'c2', 'web1')).execute(), 'server-wide before');
+      await old.db.insertInto('lock_owners').values({ safe_id: 's1', name: 'lock', principal: 'token:t', added_at: now }).execute();
+    } finally {
+      await old.close();
+    }
+    const d = await openDatabase(url, '');
+    try {
+      assert.deepEqual(await d.db.selectFrom('disk_safes').selectAll().execute(), [safe('s1', 'c1', 'web1')]);
+      await d.db.insertInto('disk_safes').values(safe('s2', 'c2', 'web1')).execute();
+      await assert.rejects(d.db.insertInto('disk_safes').values(safe('s3', 'c1', 'web1')).execute(), 'one customer, one name');
+      assert.deepEqual((await d.db.selectFrom('disk_safes').select('id').orderBy('id').execute()).map((r) => r.id), ['s1', 's2']);
+      // The foreign keys to and from the rebuilt table still hold.
+      assert.equal((await d.db.selectFrom('lock_owners').select('safe_id').executeTakeFirstOrThrow()).safe_id, 's1');
+      await assert.rejects(d.db.insertInto('lock_owners').values({ safe_id: 'nope', name: 'x', principal: 'p', added_at: now }).execute());
+      await assert.rejects(d.db.insertInto('disk_safes').values(safe('s4', 'nope', 'web2')).execute());
+    } finally {
+      await d.close();
+    }
+  });
+
   it('refuses a database migrated by a newer holdfast, naming the migration', async () => {
     const url = await fx.newUrl();
     const d = await openDatabase(url, '');

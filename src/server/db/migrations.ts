@@ -178,6 +178,21 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.createIndex('machines_live_name').on('machines').columns(['customer_id', 'name']).unique().where(sql.ref('retired_at'), 'is', null).execute();
       },
     },
+    '0009-safe-names': {
+      // A disk safe's name is unique within its customer, not server-wide: a taken name told another customer that it exists.
+      async up(db: Kysely<unknown>): Promise<void> {
+        if (kind === 'postgres') {
+          await db.schema.alterTable('disk_safes').dropConstraint('disk_safes_name_key').execute();
+          await db.schema.alterTable('disk_safes').addUniqueConstraint('disk_safes_customer_name', ['customer_id', 'name']).execute();
+        } else {
+          const unique = /("name" text not null) unique/i;
+          await sqliteRebuild(db, 'disk_safes', (def) => {
+            if (!unique.test(def)) throw new MigrationError(`cannot find the unique name of disk_safes in: ${def}`);
+            return def.replace(unique, '$1').replace(/\)\s*$/, ', constraint "disk_safes_customer_name" unique ("customer_id", "name"))');
+          });
+        }
+      },
+    },
   };
 }
 

@@ -72,8 +72,8 @@ export async function insertSafe(ctx: ServiceContext, who: Principal, req: Creat
   try {
     await ctx.db.insertInto('disk_safes').values(row).execute();
   } catch (e) {
-    // The name is unique across the server; saying it is taken tells another customer only that the name is in use.
-    if (isUniqueViolation(e)) throw new Conflict(`the disk safe name "${req.name}" is taken; choose another`);
+    // Names are unique within a customer (migration 0009): the conflict is with a safe of the same customer.
+    if (isUniqueViolation(e)) throw new Conflict(`the customer has a disk safe named "${req.name}" already; choose another name`);
     throw e;
   }
   await audit(ctx, who, 'safe.create', row.id, row.customer_id);

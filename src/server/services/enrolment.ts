@@ -21,7 +21,7 @@ import { Conflict, Forbidden, NotFound } from './errors.js';
 import { insertMachine } from './machines.js';
 import type { Principal } from './principal.js';
 
-/** A safe name from a host name: lower case, what the pattern refuses as `-`, and 8 random hex digits (names are unique server-wide). */
+/** A safe name from a host name: lower case, what the pattern refuses as `-`, and 8 random hex digits (names are unique within the customer: the suffix keeps a safe made by hand from refusing the enrolment). */
 function defaultSafeName(host: string): string {
   const base = host.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 40) || 'machine';
   return `${base}-${randomBytes(4).toString('hex')}`;

@@ -2,7 +2,8 @@
  * Which disk safe a repository request reaches, and with which rights: the
  * `SafeResolver` of the repository protocol (src/server/http/repo-routes.ts)
  * on the control plane. Only live API tokens reach safes, and only the safes
- * of their customer (a machine-scoped token: of its machine); anything else
+ * of their customer (a machine-scoped token: of its machine), by the safe's
+ * name within that customer (two customers may each have a "web1"); anything else
  * is undefined, which the protocol answers 404 whether the safe exists or
  * not. A token with the `backup` right adds and reads (`append`: never
  * deletes nor overwrites); `read` or `manage` alone read; a `restore` token
@@ -59,7 +60,8 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
       let rights = safeRights(p.rights, p.token!.safe_id !== null);
       const enrolling = rights === undefined && p.rights.includes('enroll') && p.machineId === null;
       if (rights === undefined && !enrolling) return undefined;
-      const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('name', '=', name).executeTakeFirst();
+      // Safe names are unique within a customer (migration 0009), and every token is its customer's: NAME is looked up there.
+      const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('customer_id', '=', p.customerId ?? '').where('name', '=', name).executeTakeFirst();
       if (!safe || !sees(p, safe) || (p.token!.safe_id !== null && p.token!.safe_id !== safe.id)) return undefined;
       if (rights === undefined) {
         if (safe.machine_id !== null) return undefined;
