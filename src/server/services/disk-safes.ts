@@ -20,6 +20,7 @@ import { forEachLimit } from '../../core/for-each-limit.js';
 import { holdMaintenanceLock } from '../../jobs/sessions/maintenance-lock.js';
 import { LockedError } from '../../repo/lock.js';
 import { OBJECT_TYPES, type Backend, type ObjectType } from '../../storage/backend.js';
+import { workingBackendOf } from './safe-storage.js';
 import type { DiskSafe } from '../db/schema.js';
 import { audit } from './audit.js';
 import { isUniqueViolation, type ServiceContext } from './context.js';
@@ -138,7 +139,7 @@ export async function deleteSafe(ctx: ServiceContext, p: Principal, id: string, 
   for (const j of jobs) await interruptSilent(ctx, { jobId: j.id });
   const running = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', s.id).where('state', '=', 'running').executeTakeFirst();
   if (running) throw new Conflict(`job ${running.id} of disk safe ${s.name} is running: wait for it to end before deleting the safe`);
-  const backend = ctx.safeStorage.backendOf(s);
+  const backend = workingBackendOf(ctx.safeStorage, s);
   const held = await holdMaintenanceLock(backend, { identity: ctx.identity, operation: 'delete', exclusive: true }).catch((e: unknown) => {
     throw e instanceof LockedError ? new Conflict(`disk safe ${s.name} is in use: ${e.message}`) : e;
   });

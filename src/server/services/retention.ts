@@ -32,6 +32,7 @@ import type { ServiceContext } from './context.js';
 import { BadRequest, Conflict, NotFound } from './errors.js';
 import { interruptSilent, withSafeNames } from './jobs.js';
 import { requireManage, sees, type Principal } from './principal.js';
+import { workingBackendOf } from './safe-storage.js';
 
 /** The safe `id` if the caller sees it (NotFound otherwise) and may change it (Forbidden otherwise). */
 async function manageableSafe(ctx: ServiceContext, p: Principal, id: string): Promise<DiskSafe> {
@@ -44,7 +45,7 @@ async function manageableSafe(ctx: ServiceContext, p: Principal, id: string): Pr
 /** The safe's repository, keyless, as its storage owner (an append-only safe's config binds its clients, not the server). */
 async function openSafe(ctx: ServiceContext, safe: DiskSafe): Promise<Store> {
   try {
-    return await Store.open(ctx.safeStorage.backendOf(safe), { storageOwner: true });
+    return await Store.open(workingBackendOf(ctx.safeStorage, safe), { storageOwner: true });
   } catch (e) {
     if (e instanceof NotARepositoryError) throw new Conflict(`disk safe ${safe.name} holds no repository yet: its agent initialises it (holdfast agent enroll, or holdfast init with a backup token)`);
     throw e;

@@ -10,6 +10,7 @@
 import { join } from 'node:path';
 import type { Backend } from '../../storage/backend.js';
 import { LocalBackend } from '../../storage/local-backend.js';
+import { RetryingBackend } from '../../storage/retrying-backend.js';
 import { S3Backend } from '../../storage/s3-backend.js';
 import { SAFES_DIR } from '../server-settings.js';
 import { formatS3Location, parseS3Location, type S3Location, type S3Settings } from '../../storage/s3-backend-config.js';
@@ -83,4 +84,15 @@ export function openSafeStorage(setting: string | undefined, dataDir: string, s3
       made.clear();
     },
   };
+}
+
+/**
+ * A safe's backend for the server's own work on it (forget, prune, the
+ * safe's deletion): transient storage errors (an S3 endpoint's 500 or 503,
+ * a dropped connection) are tried again, as the CLI's and the agent's are.
+ * The repository routes use `backendOf` itself: they answer such an error
+ * to their client, which retries.
+ */
+export function workingBackendOf(storage: SafeStorage, safe: { readonly location: string }): Backend {
+  return new RetryingBackend(storage.backendOf(safe));
 }
