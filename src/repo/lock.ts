@@ -299,6 +299,15 @@ export function encodeLock(l: LockInfo): Buffer {
  */
 export const MAX_LOCK_BYTES = 4096;
 
+/**
+ * The fields a lock object written here holds (`HeldLock.write`: the lock's
+ * own and the holder's `ProcessIdentity`), and nothing else: a server lets
+ * no token add a lock with other fields (src/server/services/lock-owners.ts).
+ */
+export const LOCK_FIELDS: readonly string[] = [
+  'version', 'id', 'operation', 'exclusive', 'hostname', 'username', 'uid', 'pid', 'processStart', 'bootId', 'pidNamespace', 'created', 'heartbeat',
+];
+
 /** Parses and checks a lock object; throws with a reason when it is not a valid lock. */
 export function decodeLock(bytes: Buffer, name: string): LockInfo {
   if (bytes.length > MAX_LOCK_BYTES) throw new Error(tooBig(bytes.length));

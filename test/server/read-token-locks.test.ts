@@ -17,9 +17,9 @@ import { httpsJson, setUp, type TestServer } from '../helpers/server.js';
 
 const sha = (b: string): string => createHash('sha256').update(b).digest('hex');
 
-/** A lock object's bytes (JSON text). */
-const lockOf = (id: string): string => encodeLock({
-  ...processIdentity(), version: 1, id, operation: 'check', exclusive: false, created: new Date().toISOString(), heartbeat: new Date().toISOString(),
+/** A lock object's bytes (JSON text), as holdfast writes it unless `change` says otherwise. */
+const lockOf = (id: string, change: Record<string, unknown> = {}): string => encodeLock({
+  ...processIdentity(), version: 1, id, operation: 'check', exclusive: false, created: new Date().toISOString(), heartbeat: new Date().toISOString(), ...change,
 }).toString('utf8');
 
 databaseSuites('check with a read or restore token', (fx) => {
@@ -29,16 +29,21 @@ databaseSuites('check with a read or restore token', (fx) => {
   const safeName = 'acme-web1';
   const tokens: Record<'backup' | 'read' | 'restore', string> = { backup: '', read: '', restore: '' };
   const names: Record<string, string[]> = {};
+  let acme = '';
+  let safeId = '';
+  let web1 = '';
 
   before(async () => {
     s = await Sandbox.create('holdfast-read-locks-');
     t = await setUp(await fx.newUrl());
-    const acme = (await t.create('/api/v1/customers', { name: 'Acme' })).id;
+    acme = (await t.create('/api/v1/customers', { name: 'Acme' })).id;
     const machine = (await t.create('/api/v1/machines', { customer_id: acme, name: 'web1' })).id;
+    web1 = machine;
     const safe = await t.create('/api/v1/safes', { customer_id: acme, machine_id: machine, name: safeName });
     tokens.backup = (await t.create('/api/v1/tokens', { customer_id: acme, machine_id: machine, name: 'agent', rights: ['backup'] })).secret;
     tokens.read = (await t.create('/api/v1/tokens', { customer_id: acme, name: 'auditor', rights: ['read'] })).secret;
     tokens.restore = (await t.create(`/api/v1/safes/${safe.id}/restore-tokens`, {})).secret;
+    safeId = safe.id;
     url = `https://127.0.0.1:${t.server.port}/safes/${safeName}`;
     await mkdir(s.path('src'));
     await writeFile(s.path('src', 'a.txt'), 'the first file\n');
@@ -55,8 +60,15 @@ databaseSuites('check with a read or restore token', (fx) => {
   const env = (who: keyof typeof tokens): Record<string, string> => ({
     HOLDFAST_TOKEN: tokens[who], HOLDFAST_FINGERPRINT: t.server.fingerprint, HOLDFAST_PASSWORD: 'the safe\'s password',
   });
-  const call = (method: string, path: string, who: keyof typeof tokens, rawBody?: string) =>
-    httpsJson(t.server.port, t.cert, method, `/safes/${safeName}${path}`, { token: tokens[who], ...(rawBody === undefined ? {} : { rawBody }) });
+  const call = (method: string, path: string, who: keyof typeof tokens, rawBody?: string) => callAs(method, path, tokens[who], rawBody);
+  const callAs = (method: string, path: string, token: string, rawBody?: string) =>
+    httpsJson(t.server.port, t.cert, method, `/safes/${safeName}${path}`, { token, ...(rawBody === undefined ? {} : { rawBody }) });
+  /** PUT of lock `body` with `token`: the answer's status and wire code. */
+  const putLock = async (token: string, body: string): Promise<{ status: number; code: unknown; text: string }> => {
+    const r = await callAs('PUT', `/locks/${sha(body)}`, token, body);
+    return { status: r.status, code: r.body?.code, text: r.text };
+  };
+  const storedBytes = async (): Promise<number> => (await t.call('GET', `/api/v1/safes/${safeId}`, { token: t.adminToken })).body.stored_bytes as number;
   async function list(folder: string): Promise<string[]> {
     const r = await call('GET', `/${folder}`, 'read');
     assert.equal(r.status, 200, r.text);
@@ -105,5 +117,91 @@ databaseSuites('check with a read or restore token', (fx) => {
     for (const folder of ['keys', 'snapshots', 'index', 'data']) assert.deepEqual(await list(folder), names[folder], folder);
     assert.deepEqual(await list('locks'), [sha(theirs)]);
     assert.equal((await call('DELETE', `/locks/${sha(theirs)}`, 'backup')).status, 204);
+  });
+
+  it('a reader\'s lock is shared, of its time and holdfast\'s fields, and a few at once', { timeout: 60_000 }, async () => {
+    const hour = 3600_000;
+    for (const who of ['read', 'restore'] as const) {
+      const refused = async (change: Record<string, unknown>, status: number, code: string, what: string): Promise<void> => {
+        const r = await putLock(tokens[who], lockOf(`${who} ${what}`, change));
+        assert.deepEqual([r.status, r.code], [status, code], `${who}: ${what}: ${r.text}`);
+      };
+      // An exclusive lock would stop every backup and the server's prune ("locked exclusively").
+      await refused({ exclusive: true }, 403, 'READ_ONLY', 'exclusive');
+      // A heartbeat in 2099 would never go stale: a shared one would hold off the safe's deletion forever.
+      await refused({ heartbeat: '2099-01-01T00:00:00.000Z', created: '2099-01-01T00:00:00.000Z' }, 403, 'LOCK_TIME', 'heartbeat in 2099');
+      await refused({ created: '2099-01-01T00:00:00.000Z' }, 403, 'LOCK_TIME', 'taken in 2099');
+      await refused({ heartbeat: new Date(Date.now() + hour).toISOString() }, 403, 'LOCK_TIME', 'heartbeat an hour ahead');
+      await refused({ heartbeat: new Date(Date.now() - hour).toISOString() }, 403, 'LOCK_TIME', 'heartbeat an hour ago');
+      // Padding: a field holdfast does not write, or a long one.
+      await refused({ pad: 'x'.repeat(3500) }, 400, 'BAD_LOCK', 'padded with a field of its own');
+      await refused({ hostname: 'h'.repeat(3500) }, 400, 'BAD_LOCK', 'padded hostname');
+    }
+    // The same time rule for an agent's token.
+    const late = await putLock(tokens.backup, lockOf('agent 2099', { heartbeat: '2099-01-01T00:00:00.000Z' }));
+    assert.deepEqual([late.status, late.code], [403, 'LOCK_TIME'], late.text);
+    assert.deepEqual(await list('locks'), []);
+
+    // Four live locks of a reader; the fifth is refused, and says why.
+    const bytesBefore = await storedBytes();
+    const four = [0, 1, 2, 3].map((i) => lockOf(`reader ${i}`));
+    for (const l of four) assert.equal((await putLock(tokens.read, l)).status, 201);
+    const fifth = await putLock(tokens.read, lockOf('reader 4'));
+    assert.deepEqual([fifth.status, fifth.code], [409, 'TOO_MANY_LOCKS'], fifth.text);
+    assert.match(fifth.text, /holds 4 lock objects in disk safe acme-web1 already, at most 4 at once/);
+    // Another token has its own count; the locks move no stored bytes.
+    const restoreLock = lockOf('restore 0');
+    assert.equal((await putLock(tokens.restore, restoreLock)).status, 201);
+    assert.equal(await storedBytes(), bytesBefore, 'locks are not stored bytes');
+    for (const l of [...four, restoreLock]) assert.equal((await callAs('DELETE', `/locks/${sha(l)}`, l === restoreLock ? tokens.restore : tokens.read)).status, 204);
+  });
+
+  it('a full hard quota keeps no client from its lock: check runs, a backup\'s lock is taken', { timeout: 60_000 }, async () => {
+    const used = await storedBytes();
+    const patch = await t.call('PATCH', `/api/v1/safes/${safeId}`, { token: t.adminToken, body: { quota_hard: used } });
+    assert.equal(patch.status, 200, patch.text);
+    try {
+      for (const who of ['read', 'restore'] as const) {
+        const r = await s.ok(['-r', url, 'check'], { env: env(who) });
+        assert.match(r.stdout, /checked 1 snapshot/);
+      }
+      const lock = lockOf('agent at its quota');
+      assert.equal((await putLock(tokens.backup, lock)).status, 201);
+      assert.equal((await call('DELETE', `/locks/${sha(lock)}`, 'backup')).status, 204);
+      // Data is refused still.
+      const body = JSON.stringify('a pack past the quota');
+      const r = await call('PUT', `/data/${sha(body)}`, 'backup', body);
+      assert.deepEqual([r.status, r.body.code], [413, 'QUOTA_EXCEEDED'], r.text);
+    } finally {
+      await t.call('PATCH', `/api/v1/safes/${safeId}`, { token: t.adminToken, body: { quota_hard: null } });
+    }
+  });
+
+  it('revoking a token, or retiring its machine, removes the locks it added: a backup then runs', { timeout: 60_000 }, async () => {
+    const auditor = await t.create('/api/v1/tokens', { customer_id: acme, name: 'auditor 2', rights: ['read'] });
+    const readerLocks = [lockOf('auditor 2 a'), lockOf('auditor 2 b')];
+    for (const l of readerLocks) assert.equal((await putLock(auditor.secret, l)).status, 201);
+    // Another token that appends may take an exclusive lock; one it leaves stops every backup of the safe.
+    const other = await t.create('/api/v1/tokens', { customer_id: acme, name: 'agent 2', rights: ['backup'] });
+    const exclusive = lockOf('agent 2', { exclusive: true, operation: 'repair' });
+    assert.equal((await putLock(other.secret, exclusive)).status, 201);
+    const blocked = await s.run(['-r', url, 'backup', '-q', s.path('src')], { env: env('backup') });
+    assert.notEqual(blocked.code, 0);
+    assert.match(blocked.stderr, /locked exclusively/);
+
+    assert.equal((await t.call('DELETE', `/api/v1/tokens/${auditor.token.id}`, { token: t.adminToken })).status, 200);
+    assert.deepEqual((await list('locks')).sort(), [sha(exclusive)], 'the revoked reader\'s locks are gone, the other token\'s stay');
+    assert.equal((await t.call('DELETE', `/api/v1/tokens/${other.token.id}`, { token: t.adminToken })).status, 200);
+    assert.deepEqual(await list('locks'), []);
+    await s.ok(['-r', url, 'backup', '-q', s.path('src')], { env: env('backup') });
+
+    // Retiring a machine revokes its tokens, and so removes their locks (the safe stays, without a machine).
+    const web1Token = await t.create('/api/v1/tokens', { customer_id: acme, machine_id: web1, name: 'web1 agent 2', rights: ['backup'] });
+    const web1Lock = lockOf('web1 agent 2', { exclusive: true, operation: 'repair' });
+    assert.equal((await putLock(web1Token.secret, web1Lock)).status, 201);
+    assert.deepEqual(await list('locks'), [sha(web1Lock)]);
+    const retired = await t.call('DELETE', `/api/v1/machines/${web1}`, { token: t.adminToken });
+    assert.equal(retired.status, 200, retired.text);
+    assert.deepEqual(await list('locks'), []);
   });
 });

@@ -11,6 +11,7 @@ import { TOKEN_RIGHTS, type ApiToken, type TokenRight } from '../db/schema.js';
 import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { BadRequest, Forbidden, NotFound } from './errors.js';
+import { removeLocksOfTokens } from './lock-owners.js';
 import { findLiveMachine, requireCustomer } from './machines.js';
 import { isProvider, requireManage, requireRead, sees, type Principal } from './principal.js';
 import { mintSecret } from './secrets.js';
@@ -77,7 +78,7 @@ export async function getToken(ctx: ServiceContext, p: Principal, id: string): P
   return tokenBody(t);
 }
 
-/** Revokes token `id` (at once: the next request with it is refused); revoking a revoked token changes nothing. */
+/** Revokes token `id` (at once: the next request with it is refused) and removes the lock objects it added; revoking a revoked token changes nothing. */
 export async function revokeToken(ctx: ServiceContext, p: Principal, id: string): Promise<TokenBody> {
   const t = await findToken(ctx, p, id);
   requireManage(p);
@@ -85,5 +86,7 @@ export async function revokeToken(ctx: ServiceContext, p: Principal, id: string)
   const revoked = { ...t, revoked_at: ctx.now().toISOString() };
   await ctx.db.updateTable('api_tokens').set({ revoked_at: revoked.revoked_at }).where('id', '=', id).execute();
   await audit(ctx, p, 'token.revoke', id, t.customer_id);
+  // No command of the token holds a lock any more: a lock it left would hold off prune, backups or the safe's deletion.
+  await removeLocksOfTokens(ctx, [id]);
   return tokenBody(revoked);
 }

@@ -13,6 +13,7 @@ import { audit } from './audit.js';
 import { isUniqueViolation, type ServiceContext } from './context.js';
 import { Conflict, Forbidden, NotFound } from './errors.js';
 import { interruptSilent } from './jobs.js';
+import { removeLocksOfTokens } from './lock-owners.js';
 import { isProvider, requireManage, requireRead, sees, type Principal } from './principal.js';
 
 const owned = (m: Machine) => ({ customer_id: m.customer_id, machine_id: m.id });
@@ -86,7 +87,8 @@ export async function retireMachine(ctx: ServiceContext, p: Principal, id: strin
   if (m.retired_at !== null) return m;
   // A job whose agent went silent does not hold the machine: it is interrupted first.
   await interruptSilent(ctx, { machineId: m.id });
-  return ctx.db.transaction().execute(async (trx) => {
+  const tokens = (await ctx.db.selectFrom('api_tokens').select('id').where('machine_id', '=', m.id).execute()).map((t) => t.id);
+  const retired = await ctx.db.transaction().execute(async (trx) => {
     const running = await trx.selectFrom('jobs').select('id').where('machine_id', '=', m.id).where('state', '=', 'running').executeTakeFirst();
     if (running) throw new Conflict(`machine ${m.name} is running job ${running.id}: cancel it (POST /api/v1/jobs/${running.id}/cancel) or wait for it to end before retiring the machine`);
     const now = ctx.now().toISOString();
@@ -97,4 +99,7 @@ export async function retireMachine(ctx: ServiceContext, p: Principal, id: strin
     await audit({ ...ctx, db: trx }, p, 'machine.retire', m.id, m.customer_id);
     return { ...m, retired_at: now };
   });
+  // Its tokens are revoked: the locks they left would hold off the safe's prune or deletion.
+  await removeLocksOfTokens(ctx, tokens);
+  return retired;
 }

@@ -11,19 +11,22 @@
  * of its customer that have no machine (their machine retired), which it may
  * take over: the agent that takes one over checks its password by opening it
  * before it enrols (enrolment.ts), and adds nothing. A reader adds lock
- * objects too (a check holds one), and nothing else. No token deletes:
- * retention and pruning are the server's (issue 16). Every upload passes the
- * quotas before its body is read (quota.ts), every snapshot upload the
+ * objects too (a check holds one, shared), and nothing else. No token deletes:
+ * retention and pruning are the server's (issue 16). Every upload but a
+ * lock passes the quotas before its body is read (quota.ts), every lock the
+ * bounds of lock-owners.ts, every snapshot upload the
  * backdating rule (snapshot-time-policy.ts), and the safe's storage counts
- * what is stored (usage.ts). Which token added which lock object is kept in
- * the database (`lock_owners`), for its token alone to remove.
+ * what is stored but locks (usage.ts). Which token added which lock object
+ * is kept in the database (`lock_owners`), for its token alone to remove,
+ * and for the server when the token is revoked.
  */
 import type { TokenRight } from '../db/schema.js';
-import type { LockOwners, SafeAccess, SafeResolver } from '../http/repo-routes.js';
+import type { SafeAccess, SafeResolver } from '../http/repo-routes.js';
 import { audit } from './audit.js';
 import { authenticate } from './auth.js';
 import type { ServiceContext } from './context.js';
 import { ApiError } from './errors.js';
+import { admitLock, lockOwnersOf, refuseLock } from './lock-owners.js';
 import { sees } from './principal.js';
 import { admitUpload } from './quota.js';
 import { refuseBackdatedSnapshot } from './snapshot-time-policy.js';
@@ -68,14 +71,21 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
         rights = 'read';
       }
       const backend = ctx.safeStorage.backendOf(safe);
+      const principal = `token:${p.id}`;
+      const granted = rights;
       return {
         backend,
-        rights,
-        principal: `token:${p.id}`,
-        lockOwners: lockOwnersOf(ctx, safe.id, `token:${p.id}`),
-        beforeSave: async (_h, size) => {
+        rights: granted,
+        principal,
+        lockOwners: lockOwnersOf(ctx, safe.id, principal),
+        beforeSave: async (h, size) => {
           // Readers add their locks; one that only looks at a safe it may take over adds nothing (a lock of its could hold off the safe's deletion).
           if (enrolling) throw new UploadRefusedError(403, 'READ_ONLY', 'an enroll token reads a disk safe it may take over and adds nothing to it, not even a lock');
+          // A lock is bookkeeping, bounded per token (lock-owners.ts), not stored data: a full quota must not keep prune or check from their lock.
+          if (h.type === 'lock') {
+            await admitLock(ctx, safe, principal, granted);
+            return undefined;
+          }
           const admitted = await admitUpload(ctx, safe, size);
           return {
             ...(admitted.warning === undefined ? {} : { warning: admitted.warning }),
@@ -89,25 +99,9 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
         },
         beforeCommit: async (h, bytes, sig) => {
           if (h.type === 'snapshot') await refuseBackdatedSnapshot(backend, bytes, { signal: sig, now: ctx.now().getTime() });
+          if (h.type === 'lock') refuseLock(bytes, h.name, granted, ctx.now().getTime());
         },
       };
-    },
-  };
-}
-
-/** The lock objects `principal` added to the safe, in the database (so that they are its own to remove after a restart too). */
-function lockOwnersOf(ctx: ServiceContext, safeId: string, principal: string): LockOwners {
-  return {
-    async add(name) {
-      await ctx.db.insertInto('lock_owners').values({ safe_id: safeId, name, principal, added_at: ctx.now().toISOString() })
-        .onConflict((oc) => oc.columns(['safe_id', 'name']).doNothing()).execute();
-    },
-    async owns(name) {
-      const row = await ctx.db.selectFrom('lock_owners').select('principal').where('safe_id', '=', safeId).where('name', '=', name).executeTakeFirst();
-      return row?.principal === principal;
-    },
-    async forget(name) {
-      await ctx.db.deleteFrom('lock_owners').where('safe_id', '=', safeId).where('name', '=', name).execute();
     },
   };
 }

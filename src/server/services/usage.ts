@@ -1,8 +1,10 @@
 /**
  * How many bytes each disk safe takes in storage, accounted without the key
- * from the safe's objects (packs, indexes, snapshots, keys, locks, markers,
- * the config: every stored byte), through the `Backend` interface, so that
- * it is the same on a local folder and on S3.
+ * from the safe's objects (packs, indexes, snapshots, keys, markers, the
+ * config: every stored byte but the lock objects, which are bookkeeping
+ * bounded per token, src/server/services/lock-owners.ts, and must not count
+ * against a quota that would then keep prune from its lock), through the
+ * `Backend` interface, so that it is the same on a local folder and on S3.
  *
  *   first use of a safe in this process    count: list every object type, sum the sizes
  *   a save through `storage`               + its bytes, once stored
@@ -164,6 +166,7 @@ export class UsageLedger {
       const backend = this.raw.backendOf(safe);
       let total = 0;
       for (const type of OBJECT_TYPES) {
+        if (type === 'lock') continue;
         for await (const o of backend.list(type, { signal: this.closing.signal })) total += o.size;
       }
       t.stored = total;
@@ -183,6 +186,7 @@ class CountedBackend extends WrapperBackend {
 
   /** See `Backend.save`: the bytes count once stored (not when the name existed). */
   override async save(h: Handle, data: Uint8Array, opts?: OperationOptions): Promise<void> {
+    if (h.type === 'lock') return this.inner.save(h, data, opts);
     await this.ledger.beginWrite(this.safe);
     let added = 0;
     try {
@@ -195,6 +199,7 @@ class CountedBackend extends WrapperBackend {
 
   /** See `Backend.remove`: the object's size (asked first) stops counting once it is removed. */
   override async remove(h: Handle, opts?: OperationOptions): Promise<void> {
+    if (h.type === 'lock') return this.inner.remove(h, opts);
     await this.ledger.beginWrite(this.safe);
     let removed = 0;
     try {
