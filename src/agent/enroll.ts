@@ -17,11 +17,13 @@
  * A machine that replaces a retired one takes over its disk safe instead,
  * with the safe's password (recovered from escrow):
  *
- *   open https://host:port/safes/NAME (enroll token: reads a safe with no machine)
- *     with the password: a wrong one is refused here, nothing registered
- *   previous host = the host of the safe's newest snapshot
+ *   open https://host:port/safes/NAME (takeover token, made by the customer
+ *     for this safe: reads its config and keys only) with the password:
+ *     a wrong one is refused here, nothing registered
  *   POST /api/v1/agent/enroll {take_over: NAME} → machine, safe attached, agent token
- *   write the configuration (the given password, previous_host); escrow
+ *   write the configuration (the given password); escrow
+ *   previous host = the host of the safe's newest snapshot (agent token);
+ *     written into the configuration (previous_host)
  */
 import { randomBytes } from 'node:crypto';
 import { stat } from 'node:fs/promises';
@@ -69,7 +71,7 @@ export class AlreadyEnrolledError extends Error {
   }
 }
 
-/** The disk safe to take over could not be opened (no such safe for this token, a live machine has it, no repository in it). */
+/** The disk safe to take over could not be opened (no such safe for this token, not a takeover token made for it, a live machine has it, no repository in it), or its snapshots not read after the takeover. */
 export class TakeOverError extends Error {
   constructor(message: string) {
     super(message);
@@ -90,7 +92,7 @@ export async function enrollMachine(o: EnrollOptions): Promise<Enrolled & { read
     if (o.takeOver) throw new AlreadyEnrolledError(o.configPath);
     return { ...await finishEnrolment(o), finished: true };
   }
-  const previousHost = o.takeOver ? await checkTakeOver(o, o.takeOver) : undefined;
+  if (o.takeOver) await checkTakeOver(o, o.takeOver);
   const api = new ServerApi({ server: o.server, token: o.enrollToken, ...(o.fingerprint ? { fingerprint: o.fingerprint } : {}), ...(o.ca ? { ca: o.ca } : {}) });
   let enrolled: EnrolledBody;
   try {
@@ -102,34 +104,50 @@ export async function enrollMachine(o: EnrollOptions): Promise<Enrolled & { read
     server: new URL(o.server).origin, ...(o.fingerprint ? { fingerprint: o.fingerprint } : {}),
     machine_id: enrolled.machine.id, machine_name: enrolled.machine.name, safe: enrolled.safe.name,
     token: enrolled.secret, password: o.takeOver?.password ?? randomBytes(32).toString('hex'), allow_restore_overwrite: false,
-    ...(previousHost !== undefined && previousHost !== enrolled.machine.name ? { previous_host: previousHost } : {}),
   };
   // The configuration first: a failed init is finished with it by enrolling again (finishEnrolment), and the token is shown only once.
   await writeAgentConfig(o.configPath, config);
-  if (o.takeOver) return { config, escrow: await escrow(config, o), finished: false };
-  return { ...await initialise(config, o), finished: false };
+  if (!o.takeOver) return { ...await initialise(config, o), finished: false };
+  const escrowed = await escrow(config, o);
+  // The snapshots are read with the agent token: the takeover token reads only what the password check needs.
+  const previousHost = await newestHost(config, o).catch((e: unknown) => {
+    throw new TakeOverError(`took over disk safe ${config.safe} (configuration written to ${o.configPath}), but could not read its snapshots: ${(e as Error).message}; its first backup reads every file`);
+  });
+  if (previousHost === undefined || previousHost === config.machine_name) return { config, escrow: escrowed, finished: false };
+  const withParent = { ...config, previous_host: previousHost };
+  await writeAgentConfig(o.configPath, withParent);
+  return { config: withParent, escrow: escrowed, finished: false };
+}
+
+/** The host of the newest snapshot in the enrolled machine's safe, undefined when it has none. */
+async function newestHost(config: AgentConfig, o: EnrollOptions): Promise<string | undefined> {
+  const backend = safeBackend(config, o);
+  try {
+    const repo = await Repository.open(await Store.open(backend), config.password);
+    try {
+      return (await readableSnapshots(repo)).at(-1)?.snapshot.hostname;
+    } finally {
+      repo.close();
+    }
+  } finally {
+    await backend.close();
+  }
 }
 
 /**
- * Opens the safe to be taken over with its password, through the enroll
- * token (WrongPasswordError, NotARepositoryError, …: nothing is registered);
- * returns the host of its newest snapshot, undefined when it has none.
+ * Opens the safe to be taken over with its password, through the takeover
+ * token (WrongPasswordError, NotARepositoryError, …: nothing is registered).
  */
-async function checkTakeOver(o: EnrollOptions, t: NonNullable<EnrollOptions['takeOver']>): Promise<string | undefined> {
+async function checkTakeOver(o: EnrollOptions, t: NonNullable<EnrollOptions['takeOver']>): Promise<void> {
   const backend = openBackend(`${new URL(o.server).origin}/safes/${encodeURIComponent(t.safe)}`, {
     http: { token: o.enrollToken, ...(o.fingerprint ? { fingerprint: o.fingerprint } : {}), ...(o.ca ? { ca: o.ca } : {}) },
   });
   try {
     const repo = await Store.open(backend).then((store) => Repository.open(store, t.password)).catch((e: unknown) => {
       if (e instanceof WrongPasswordError) throw e;
-      throw new TakeOverError(`cannot open disk safe ${t.safe} to take it over (it must be a disk safe of the enroll token's customer whose machine was retired, holding a repository): ${(e as Error).message}; nothing was registered`);
+      throw new TakeOverError(`cannot open disk safe ${t.safe} to take it over (it must be a disk safe without a machine, its machine retired, holding a repository, and the token an enroll token the customer made for that safe: holdfast server token create --rights enroll --take-over ${t.safe}): ${(e as Error).message}; nothing was registered`);
     });
-    try {
-      const newest = (await readableSnapshots(repo)).at(-1);
-      return newest?.snapshot.hostname;
-    } finally {
-      repo.close();
-    }
+    repo.close();
   } finally {
     await backend.close();
   }

@@ -67,7 +67,7 @@ export const CreatedUserSchema = {
 } as const;
 export interface CreatedUserBody { user: UserBody; password: string }
 
-/** A token; `safe_id` is the one disk safe a restore token reads (null for every other token). */
+/** A token; `safe_id` is the one disk safe a restore token reads, or the one a takeover token (`enroll`) may take over (null for every other token). */
 export const TokenSchema = {
   $id: 'Token', type: 'object', required: ['id', 'name', 'customer_id', 'machine_id', 'safe_id', 'rights', 'created_by', 'created_at', 'expires_at', 'revoked_at'],
   properties: {
@@ -89,9 +89,11 @@ export const CreateTokenSchema = {
     machine_id: id,
     rights: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', enum: CREATABLE_RIGHT_NAMES } },
     expires_at: time,
+    take_over: id,
   },
 } as const;
-export interface CreateTokenRequest { name: string; customer_id: string; machine_id?: string; rights: (typeof RIGHT_NAMES)[number][]; expires_at?: string }
+/** A new token; `take_over` (with the rights `["enroll"]` alone): a takeover token, which enrols one machine onto that disk safe of the customer once it has no machine. */
+export interface CreateTokenRequest { name: string; customer_id: string; machine_id?: string; rights: (typeof RIGHT_NAMES)[number][]; expires_at?: string; take_over?: string }
 
 /** A new token and its secret: the only time the secret is shown. */
 export const CreatedTokenSchema = {

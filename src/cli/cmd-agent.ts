@@ -47,7 +47,7 @@ export function register(program: Command): void {
     .option('--server <url>', 'the server, https://HOST:PORT; required')
     .option('--token <token>', 'a token of the customer with the enroll right (or HOLDFAST_ENROLL_TOKEN); required')
     .option('--name <name>', 'the machine\'s name on the server (default: the host name)')
-    .option('--safe <name>', 'take over this disk safe of a retired machine (with its password: --password-file, …) instead of making a new one')
+    .option('--safe <name>', 'take over this disk safe of a retired machine (with its password: --password-file, …; --token: an enroll token made for this safe, server token create --take-over) instead of making a new one')
     .option('--config <path>', 'where to write the agent\'s configuration and credential (mode 0600)', DEFAULT_AGENT_CONFIG)
     .action(async (flags: EnrollFlags, cmd: Command) => {
       const g = globals(cmd);

@@ -1,7 +1,8 @@
 /**
  * `holdfast server token list | create --customer CUSTOMER --name NAME
- * --rights R[,R] [--machine MACHINE] [--expires WHEN] | show ID | revoke ID`:
- * API tokens, through the API. A new token's secret is printed once.
+ * --rights R[,R] [--machine MACHINE] [--take-over SAFE] [--expires WHEN] |
+ * show ID | revoke ID`: API tokens, through the API. A new token's secret is
+ * printed once.
  * Flags and printing only.
  */
 import type { Command } from 'commander';
@@ -19,6 +20,7 @@ interface CreateFlags {
   name?: string;
   rights?: Right[];
   machine?: string;
+  takeOver?: string;
   expires?: string;
 }
 
@@ -73,6 +75,7 @@ export function registerSubcommands(server: Command): void {
     .option('--name <name>', 'what the token is for; required')
     .option('--rights <rights>', `what it may do, separated by commas: ${CREATABLE_RIGHT_NAMES.join(', ')}; required`, rights)
     .option('--machine <machine>', 'only this machine of the customer (a name or an id)')
+    .option('--take-over <safe>', 'with --rights enroll: the token enrols one machine onto this disk safe of the customer (a name or an id) once its machine is retired, and nothing else')
     .option('--expires <when>', 'when it stops working: a duration from now (90d) or a date (2027-01-31)', expiry)
     .action(async (flags: CreateFlags, cmd: Command) => {
       const g = globals(cmd);
@@ -82,11 +85,13 @@ export function registerSubcommands(server: Command): void {
       const made = await withServer(g, async (c) => c.post<CreatedTokenBody>('/tokens', {
         customer_id: await idOf(c, 'customer', flags.customer!), name: flags.name, rights: flags.rights,
         ...(flags.machine === undefined ? {} : { machine_id: await idOf(c, 'machine', flags.machine) }),
+        ...(flags.takeOver === undefined ? {} : { take_over: await idOf(c, 'safe', flags.takeOver) }),
         ...(flags.expires === undefined ? {} : { expires_at: flags.expires }),
       }));
       if (g.json) return printBody(made);
       // Printed even with --quiet: it is shown this once and never again.
-      process.stdout.write(`created token ${made.token.id} (${made.token.rights.join(',')}${made.token.expires_at ? `, until ${when(made.token.expires_at)}` : ''})\n`
+      process.stdout.write(`created token ${made.token.id} (${made.token.rights.join(',')}${made.token.safe_id === null ? '' : `, to take over disk safe ${flags.takeOver!}`}`
+        + `${made.token.expires_at ? `, until ${when(made.token.expires_at)}` : ''})\n`
         + `secret: ${made.secret}\n(shown only now: the server keeps only its hash)\n`);
     });
 

@@ -2,11 +2,17 @@
  * A replacement machine takes over the disk safe of a retired one, through
  * the real CLI and real agents against a server on loopback over TLS:
  * machine A backs up, is retired, its password is recovered from escrow;
- * machine B enrols onto A's safe with it (a wrong password is refused
- * before anything is registered; another customer's enroll token, and a
- * safe whose machine is live, are refused), and its first backup is an
- * incremental from A's last snapshot (a few bytes added); A's and B's
- * snapshots both restore byte for byte.
+ * the customer's admin makes a takeover token for A's safe, and machine B
+ * enrols onto it with the token and the password (a wrong password is
+ * refused before anything is registered; a safe whose machine is live is
+ * refused), and its first backup is an incremental from A's last snapshot
+ * (a few bytes added); A's and B's snapshots both restore byte for byte.
+ * From the attacker's side: a plain enroll token of the customer takes over
+ * no safe (not A's, not one made without a machine) and reads no object of
+ * it; a takeover token takes over no other safe, reads only the config and
+ * keys of its own (no data, index nor snapshots), adds no lock, enrols no
+ * new machine, and is used up by its takeover; another customer's tokens
+ * reach nothing.
  */
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -66,51 +72,100 @@ databaseSuites('a replacement machine takes over a disk safe', (fx) => {
     await backUp(a);
     const safeName = a.config['safe'] as string;
     const password = a.config['password'] as string;
-    const enrollToken = (await t.create('/api/v1/tokens', { customer_id: acme, name: 'installer', rights: ['enroll'] }, alice)).secret as string;
+    const safeId = ((await t.call('GET', '/api/v1/safes', { token: alice })).body as { id: string; name: string }[]).find((x) => x.name === safeName)!.id;
+    const plainToken = (await t.create('/api/v1/tokens', { customer_id: acme, name: 'installer', rights: ['enroll'] }, alice)).secret as string;
+    // The customer's admin authorises the takeover of this one safe (the admin CLI, logged in as alice).
+    const made = await s.ok(['server', 'token', 'create', '--customer', acme, '--name', 'replace old-web', '--rights', 'enroll', '--take-over', safeName], {
+      env: { HOLDFAST_SERVER: `https://127.0.0.1:${t.server.port}`, HOLDFAST_SERVER_TOKEN: alice, HOLDFAST_FINGERPRINT: t.server.fingerprint, XDG_CONFIG_HOME: s.path('nowhere') },
+    });
+    assert.match(made.stdout, new RegExp(`^created token \\S+ \\(enroll, to take over disk safe ${safeName}\\)$`, 'm'));
+    const takeToken = /^secret: (\S+)$/m.exec(made.stdout)![1]!;
     const passwordFile = s.path('recovered.password');
     await writeFile(passwordFile, `${password}\n`, { mode: 0o600 });
     const configB = s.path('new-web-etc', 'agent.json');
     const env = { HOLDFAST_PASSWORD: undefined, HOLDFAST_PASSWORD_FILE: passwordFile };
+    const get = (token: string, path: string) => httpsJson(t.server.port, t.cert, 'GET', `/safes/${safeName}${path}`, { token });
+    const takeOverWith = (token: string, safe: string) => t.call('POST', '/api/v1/agent/enroll', { token, body: { name: 'new-web', take_over: safe } });
 
-    // While the old machine is live, its safe cannot be taken over.
-    const live = await enrol(enrollToken, 'new-web', configB, env, safeName);
+    // While the old machine is live, its safe cannot be taken over, even with the token made for it.
+    const live = await enrol(takeToken, 'new-web', configB, env, safeName);
     assert.equal(live.code, 1, live.stderr);
     assert.match(live.stderr, /cannot open disk safe .* to take it over/);
-    const api = await t.call('POST', '/api/v1/agent/enroll', { token: enrollToken, body: { name: 'new-web', take_over: safeName } });
+    const api = await takeOverWith(takeToken, safeName);
     assert.equal(api.status, 409, api.text);
     assert.match(api.body.message, /belongs to machine old-web, which is live: retire it first/);
 
     assert.equal((await t.call('DELETE', `/api/v1/machines/${a.id}`, { token: alice })).status, 200);
-    // The enroll token now reads the safe, and adds nothing to it, not even a lock.
-    assert.equal((await httpsJson(t.server.port, t.cert, 'GET', `/safes/${safeName}/snapshots`, { token: enrollToken })).status, 200);
-    const lock = await httpsJson(t.server.port, t.cert, 'PUT', `/safes/${safeName}/locks/${'1'.repeat(64)}`, { token: enrollToken, rawBody: '{}' });
+
+    // A plain enroll token of the customer takes over nothing, even with the right password, and reads no object of the safe.
+    const plainApi = await takeOverWith(plainToken, safeName);
+    assert.equal(plainApi.status, 403, plainApi.text);
+    assert.match(plainApi.body.message, /needs an enroll token the customer made for it/);
+    for (const path of ['', '/config', '/keys', '/snapshots', '/index', '/data']) assert.equal((await get(plainToken, path)).status, 404, path);
+    const plain = await enrol(plainToken, 'new-web', configB, env, safeName);
+    assert.equal(plain.code, 1, plain.stderr);
+    assert.match(plain.stderr, /nothing was registered/);
+    // Nor a safe made without a machine (POST /safes, for the CLI): it is not free for the taking either.
+    const cliSafe = await t.create('/api/v1/safes', { customer_id: acme, name: 'cli-safe' });
+    assert.equal((await takeOverWith(plainToken, 'cli-safe')).status, 403);
+    // The takeover token of A's safe takes over no other safe.
+    const other = await takeOverWith(takeToken, 'cli-safe');
+    assert.equal(other.status, 403, other.text);
+    assert.match(other.body.message, /made for another disk safe than cli-safe/);
+    assert.equal((await httpsJson(t.server.port, t.cert, 'GET', '/safes/cli-safe/config', { token: takeToken })).status, 404);
+    assert.equal((await t.call('GET', '/api/v1/safes', { token: alice })).body.find((x: { id: string }) => x.id === cliSafe.id).machine_id, null);
+    // Nor does it enrol a new machine.
+    assert.equal((await t.call('POST', '/api/v1/agent/enroll', { token: takeToken, body: { name: 'extra' } })).status, 403);
+
+    // The takeover token reads what the password check needs, the config and the keys, and nothing of the safe's contents.
+    const reader = (await t.create('/api/v1/tokens', { customer_id: acme, name: 'reader', rights: ['read'] }, alice)).secret as string;
+    assert.equal((await get(takeToken, '/config')).status, 200);
+    const keys = (await get(takeToken, '/keys')).body as { objects: { name: string }[] };
+    assert.equal(keys.objects.length, 1);
+    assert.equal((await get(takeToken, `/keys/${keys.objects[0]!.name}`)).status, 200);
+    for (const folder of ['data', 'index', 'snapshots']) {
+      const listed = await get(takeToken, `/${folder}`);
+      assert.equal(listed.status, 403, `${folder}: ${listed.text}`);
+      assert.match(listed.text, /reads only config and key of the safe/);
+      const name = ((await get(reader, `/${folder}`)).body as { objects: { name: string }[] }).objects[0]!.name;
+      assert.equal((await get(takeToken, `/${folder}/${name}`)).status, 403, `${folder}/${name}`);
+      assert.equal((await httpsJson(t.server.port, t.cert, 'HEAD', `/safes/${safeName}/${folder}/${name}`, { token: takeToken })).status, 403);
+    }
+    // It adds nothing to the safe, not even a lock.
+    const lock = await httpsJson(t.server.port, t.cert, 'PUT', `/safes/${safeName}/locks/${'1'.repeat(64)}`, { token: takeToken, rawBody: '{}' });
     assert.equal(lock.status, 403, lock.text);
     assert.match(lock.text, /adds nothing to it, not even a lock/);
 
     // Another customer's enroll token does not reach the safe.
-    const other = (await t.create('/api/v1/customers', { name: 'Other' })).id as string;
-    const foreignToken = (await t.create('/api/v1/tokens', { customer_id: other, name: 'installer', rights: ['enroll'] })).secret as string;
+    const otherCustomer = (await t.create('/api/v1/customers', { name: 'Other' })).id as string;
+    const foreignToken = (await t.create('/api/v1/tokens', { customer_id: otherCustomer, name: 'installer', rights: ['enroll'] })).secret as string;
     const foreign = await enrol(foreignToken, 'new-web', configB, env, safeName);
     assert.equal(foreign.code, 1, foreign.stderr);
-    assert.equal((await t.call('POST', '/api/v1/agent/enroll', { token: foreignToken, body: { name: 'new-web', take_over: safeName } })).status, 404);
+    assert.equal((await takeOverWith(foreignToken, safeName)).status, 403);
+    // Nor can the other customer be given a takeover token for it.
+    assert.equal((await t.call('POST', '/api/v1/tokens', { token: t.adminToken, body: { customer_id: otherCustomer, name: 'x', rights: ['enroll'], take_over: safeId } })).status, 404);
 
     // A wrong password is refused before anything is registered.
     const wrongFile = s.path('wrong.password');
     await writeFile(wrongFile, 'not the password\n');
-    const wrong = await enrol(enrollToken, 'new-web', configB, { ...env, HOLDFAST_PASSWORD_FILE: wrongFile }, safeName);
+    const wrong = await enrol(takeToken, 'new-web', configB, { ...env, HOLDFAST_PASSWORD_FILE: wrongFile }, safeName);
     assert.equal(wrong.code, 12, wrong.stderr);
     assert.match(wrong.stderr, /nothing was registered/);
     const machines = () => t.call('GET', '/api/v1/machines', { token: alice }).then((r) => (r.body as { name: string }[]).map((m) => m.name));
     assert.deepEqual(await machines(), []);
 
-    const ok = await enrol(enrollToken, 'new-web', configB, env, safeName);
+    const ok = await enrol(takeToken, 'new-web', configB, env, safeName);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, new RegExp(`took over disk safe ${safeName}; its first backup continues from the snapshots of old-web`));
     assert.deepEqual(await machines(), ['new-web']);
     const b = await enrolledAt(h, configB);
     assert.notEqual(b.id, a.id);
-    const safe = (await t.call('GET', '/api/v1/safes', { token: alice })).body as { name: string; machine_id: string }[];
-    assert.deepEqual(safe.map((x) => [x.name, x.machine_id]), [[safeName, b.id]]);
+    const safe = (await t.call('GET', '/api/v1/safes', { token: alice })).body as { name: string; machine_id: string | null }[];
+    assert.deepEqual(safe.map((x) => [x.name, x.machine_id]).sort(), [['cli-safe', null], [safeName, b.id]]);
+    // The takeover used the token up.
+    const again = await takeOverWith(takeToken, safeName);
+    assert.equal(again.status, 401, again.text);
+    assert.match(again.text, /was revoked/);
     assert.ok(((await t.call('GET', '/api/v1/audit', { token: t.adminToken })).body as { action: string }[]).some((e) => e.action === 'safe.take_over'));
 
     // The first backup of the new machine is an incremental of the old one's last snapshot.

@@ -4,8 +4,8 @@
  * repository routes (/safes/NAME: what it says, a listing, an object read,
  * an upload, a deletion) and the API's reading routes. `backup` appends,
  * `read` and `manage` read, and an `enroll` token (what installers get)
- * reaches no safe that has a machine: 404, exactly as a safe that does not
- * exist (it reads one without a machine, to take it over: agent/take-over). A
+ * reaches no safe: 404, exactly as a safe that does not exist (a takeover
+ * token, made for one safe, reads its config and keys: agent/take-over). A
  * token refused by the API is told which rights it has and which it needs.
  */
 import assert from 'node:assert/strict';

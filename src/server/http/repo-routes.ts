@@ -25,7 +25,9 @@
  * reads); `append` also adds every other type but deletion markers
  * (docs/format.md §18); both remove only the lock objects they added
  * themselves (as `AppendOnlyBackend` lets a client do; the resolver keeps
- * who added which, `SafeAccess.lockOwners`); `full` does everything.
+ * who added which, `SafeAccess.lockOwners`); `full` does everything. A
+ * caller may be held to reading some object types only
+ * (`SafeAccess.readable`: 403 for the others).
  */
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -65,6 +67,12 @@ export interface SafeAccess {
    * the lock objects that the same principal added, and no others.
    */
   readonly principal: string;
+  /**
+   * The only object types this caller may list and read (absent: every
+   * type): a takeover token reads what opening the safe with its password
+   * needs, the config and the key files, and nothing of its contents.
+   */
+  readonly readable?: readonly ObjectType[];
   /**
    * Which lock objects of the safe this principal added, kept where it
    * outlives the process (the server's database); absent, a `read` or
@@ -236,6 +244,13 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
     return { access, name: safe, signal: ac.signal };
   }
 
+  /** Refuses (403) reading or listing objects of `type` when the caller may read only some types (`SafeAccess.readable`). */
+  function mayRead(access: SafeAccess, type: ObjectType): void {
+    if (access.readable !== undefined && !access.readable.includes(type)) {
+      throw new WireError(403, 'NOT_READABLE', `this token reads only ${access.readable.join(' and ')} of the safe, not ${type} objects`);
+    }
+  }
+
   /** The handle named by the request's path, or a 400. */
   function handleOf(req: FastifyRequest): Handle {
     const { folder, name } = req.params as { folder?: string; name?: string };
@@ -265,6 +280,7 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
     const { folder } = req.params as { folder: string };
     const type = TYPE_OF_FOLDER.get(folder);
     if (type === undefined) throw new WireError(404, 'NO_SUCH_ROUTE', `no object folder ${JSON.stringify(folder)} (folders: ${[...TYPE_OF_FOLDER.keys()].join(', ')})`);
+    mayRead(s.access, type);
     const q = req.query as Record<string, unknown>;
     let prefix: string;
     try {
@@ -287,14 +303,17 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
   for (const path of ['/safes/:safe/config', '/safes/:safe/:folder/:name']) {
     app.head(path, async (req, reply) => {
       const s = await safeOf(req, reply);
-      const info = await s.access.backend.stat(handleOf(req), { signal: s.signal });
-      if (info === undefined) throw new NotFoundError(handleOf(req));
+      const h = handleOf(req);
+      mayRead(s.access, h.type);
+      const info = await s.access.backend.stat(h, { signal: s.signal });
+      if (info === undefined) throw new NotFoundError(h);
       return reply.header('content-length', info.size).header('content-type', 'application/octet-stream').send();
     });
 
     app.get(path, { exposeHeadRoute: false }, async (req, reply) => {
       const s = await safeOf(req, reply);
       const h = handleOf(req);
+      mayRead(s.access, h.type);
       void reply.header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
       const range = req.headers.range;
       if (range === undefined) return reply.send(await s.access.backend.load(h, { signal: s.signal }));

@@ -1,7 +1,10 @@
 /**
  * API tokens: scoped to a customer (or to one of its machines, as an agent's
  * is, or to one disk safe, as a restore token is), with rights (read,
- * manage, backup, enroll, restore), an optional expiry, revocable.
+ * manage, backup, enroll, restore), an optional expiry, revocable. An
+ * `enroll` token made for one disk safe (`take_over`) is a takeover token:
+ * the customer's authorisation to enrol one machine onto that safe
+ * (enrolment.ts), used up by it.
  * The secret is returned once, at creation; the database keeps its SHA-256.
  * A token never grants more than its creator holds: only people create
  * tokens, and a customer viewer creates none.
@@ -38,12 +41,19 @@ export async function createToken(ctx: ServiceContext, p: Principal, req: Create
   if (p.kind === 'token') throw new Forbidden('tokens are created by people: log in to create a token');
   requireManage(p);
   if (req.expires_at !== undefined && !(Date.parse(req.expires_at) > ctx.now().getTime())) throw new BadRequest(`expires_at ${req.expires_at} is not in the future`);
-  return insertToken(ctx, p, req);
+  if (req.take_over === undefined) return insertToken(ctx, p, req);
+  if (req.rights.length !== 1 || req.rights[0] !== 'enroll' || req.machine_id !== undefined) {
+    throw new BadRequest('a takeover token (take_over) has the rights ["enroll"] alone and no machine_id');
+  }
+  const safe = await ctx.db.selectFrom('disk_safes').select(['id', 'customer_id']).where('id', '=', req.take_over).executeTakeFirst();
+  if (!safe || safe.customer_id !== req.customer_id) throw new NotFound(`disk safe ${req.take_over} of customer ${req.customer_id}`);
+  return insertToken(ctx, p, req, safe.id);
 }
 
 /**
  * Mints token `req` (its secret returned this once), audited as `who`'s; the
- * caller checked the rights. `safeId`: the one disk safe a restore token reads.
+ * caller checked the rights. `safeId`: the one disk safe a restore token
+ * reads, or a takeover token may take over.
  */
 export async function insertToken(ctx: ServiceContext, p: Principal, req: CreateTokenRequest, safeId: string | null = null): Promise<CreatedTokenBody> {
   const now = ctx.now();

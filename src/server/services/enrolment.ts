@@ -7,9 +7,14 @@
  * machine and never reaches the server.
  *
  * A machine that replaces a retired one takes over its disk safe instead
- * (`take_over`: a safe of the same customer with no machine): the agent has
- * opened the safe with its password first (the enroll token reads such
- * safes, safe-access.ts), and the server attaches the safe to the new machine.
+ * (`take_over`: a safe of the same customer with no machine, its machine
+ * retired or never had). That needs the customer's authorisation for that
+ * safe: a takeover token, an `enroll` token a person of the customer (or
+ * the provider) made for it (api-tokens.ts); a plain `enroll` token is
+ * refused, and a takeover token enrols nothing else and is revoked by the
+ * takeover. The agent has opened the safe with its password first (the
+ * takeover token reads its config and keys, safe-access.ts), and the server
+ * attaches the safe to the new machine.
  */
 import { randomBytes } from 'node:crypto';
 import type { EnrolledBody, EnrollRequest, SafeBody } from '../../api/v1.js';
@@ -27,10 +32,16 @@ function defaultSafeName(host: string): string {
   return `${base}-${randomBytes(4).toString('hex')}`;
 }
 
-/** Attaches disk safe `name` of the customer to machine `machineId`: NotFound for no such safe, Conflict when a live machine has it. */
+/**
+ * Attaches disk safe `name` of the customer to machine `machineId`, with
+ * takeover token `p` made for it: Forbidden for a safe the token was not
+ * made for, NotFound for no such safe, Conflict when a live machine has it.
+ */
 async function takeOver(ctx: ServiceContext, p: Principal, customerId: string, machineId: string, name: string): Promise<SafeBody> {
   const s = await ctx.db.selectFrom('disk_safes').selectAll().where('name', '=', name).where('customer_id', '=', customerId).executeTakeFirst();
+  if (p.token!.safe_id === null) throw new Forbidden(takeOverNeeds(name));
   if (!s) throw new NotFound(`disk safe ${name}`);
+  if (s.id !== p.token!.safe_id) throw new Forbidden(`this takeover token was made for another disk safe than ${name}: ${takeOverNeeds(name)}`);
   // Only a safe without a machine: retire the machine that has it first.
   const attached = await ctx.db.updateTable('disk_safes').set({ machine_id: machineId }).where('id', '=', s.id).where('machine_id', 'is', null).executeTakeFirst();
   if (attached.numUpdatedRows === 0n) {
@@ -41,10 +52,16 @@ async function takeOver(ctx: ServiceContext, p: Principal, customerId: string, m
   return safeBody({ ...s, machine_id: machineId }, await ctx.usage.storedBytes(s));
 }
 
+/** What taking over disk safe `name` needs, for the refusals. */
+function takeOverNeeds(name: string): string {
+  return `taking over disk safe ${name} needs an enroll token the customer made for it (POST /api/v1/tokens {"rights":["enroll"],"take_over":SAFE_ID}, holdfast server token create --rights enroll --take-over ${name})`;
+}
+
 export async function enroll(ctx: ServiceContext, p: Principal, req: EnrollRequest): Promise<EnrolledBody> {
   if (p.kind !== 'token' || !p.rights.includes('enroll') || p.machineId !== null || p.customerId === null) {
     throw new Forbidden('enrolment needs a customer\'s API token with the enroll right');
   }
+  if (req.take_over === undefined && p.token!.safe_id !== null) throw new Forbidden('a takeover token enrols a machine onto the disk safe it was made for (take_over), nothing else');
   const customerId = p.customerId;
   return ctx.db.transaction().execute(async (trx) => {
     const tx: ServiceContext = { ...ctx, db: trx };
@@ -53,6 +70,8 @@ export async function enroll(ctx: ServiceContext, p: Principal, req: EnrollReque
       ? await insertSafe(tx, p, { customer_id: customerId, machine_id: machine.id, name: req.safe_name ?? defaultSafeName(req.name) })
       : await takeOver(tx, p, customerId, machine.id, req.take_over);
     const { token, secret } = await insertToken(tx, p, { customer_id: customerId, machine_id: machine.id, name: `agent of ${req.name}`, rights: ['backup'] });
+    // A takeover token authorises one takeover: used up by it.
+    if (req.take_over !== undefined) await tx.db.updateTable('api_tokens').set({ revoked_at: ctx.now().toISOString() }).where('id', '=', p.id).execute();
     await audit(tx, p, 'agent.enroll', machine.id, customerId);
     return { machine, safe, token, secret };
   });

@@ -7,10 +7,11 @@
  * is undefined, which the protocol answers 404 whether the safe exists or
  * not. A token with the `backup` right adds and reads (`append`: never
  * deletes nor overwrites); `read` or `manage` alone read; a `restore` token
- * reads the one safe it was made for; an `enroll` token reads only the safes
- * of its customer that have no machine (their machine retired), which it may
- * take over: the agent that takes one over checks its password by opening it
- * before it enrols (enrolment.ts), and adds nothing. A reader adds lock
+ * reads the one safe it was made for; a plain `enroll` token reads no safe.
+ * A takeover token (an `enroll` token made for one disk safe, api-tokens.ts)
+ * reads that safe while it has no machine, and only its config and key
+ * files: the agent that takes it over checks the password by opening the
+ * safe before it enrols (enrolment.ts); it adds nothing. A reader adds lock
  * objects too (a check holds one, shared), and nothing else. No token deletes:
  * retention and pruning are the server's (issue 16). Every upload but a
  * lock passes the quotas before its body is read (quota.ts), every lock the
@@ -36,8 +37,8 @@ import { UploadRefusedError } from './upload-refused-error.js';
  * What a token's rights allow on a safe it sees: `backup` appends, `read` or
  * `manage` read, `restore` reads when the token is bound to one safe;
  * anything else (an `enroll` token, what installers get) reaches no safe
- * by its rights (the resolver lets an `enroll` token read the safes that
- * have no machine, to take one over).
+ * by its rights (the resolver lets a takeover token read the config and
+ * keys of its safe while it has no machine).
  * Listed rights, not "anything but enroll", so that a right added later
  * reaches no safe until it is given one here.
  */
@@ -61,7 +62,8 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
       if (p.kind !== 'token') return undefined;
       signal.throwIfAborted();
       let rights = safeRights(p.rights, p.token!.safe_id !== null);
-      const enrolling = rights === undefined && p.rights.includes('enroll') && p.machineId === null;
+      // A takeover token: enroll, made for one safe (the check below keeps it to that one).
+      const enrolling = rights === undefined && p.rights.includes('enroll') && p.machineId === null && p.token!.safe_id !== null;
       if (rights === undefined && !enrolling) return undefined;
       // Safe names are unique within a customer (migration 0009), and every token is its customer's: NAME is looked up there.
       const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('customer_id', '=', p.customerId ?? '').where('name', '=', name).executeTakeFirst();
@@ -77,10 +79,12 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
         backend,
         rights: granted,
         principal,
+        // What opening the safe with its password reads; its snapshots, index and data stay unread until the takeover.
+        ...(enrolling ? { readable: ['config', 'key'] as const } : {}),
         lockOwners: lockOwnersOf(ctx, safe.id, principal),
         beforeSave: async (h, size) => {
-          // Readers add their locks; one that only looks at a safe it may take over adds nothing (a lock of its could hold off the safe's deletion).
-          if (enrolling) throw new UploadRefusedError(403, 'READ_ONLY', 'an enroll token reads a disk safe it may take over and adds nothing to it, not even a lock');
+          // Readers add their locks; a takeover token, which only checks the password, adds nothing (a lock of its could hold off the safe's deletion).
+          if (enrolling) throw new UploadRefusedError(403, 'READ_ONLY', 'a takeover token reads the disk safe it may take over and adds nothing to it, not even a lock');
           // A lock is bookkeeping, bounded per token (lock-owners.ts), not stored data: a full quota must not keep prune or check from their lock.
           if (h.type === 'lock') {
             await admitLock(ctx, safe, principal, granted);
