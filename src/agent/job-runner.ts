@@ -200,7 +200,7 @@ export class AgentSession {
   }
 
   private async backup(spec: BackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
-    const { paths } = await existingPaths(spec.paths, (line) => events.log(line));
+    const { paths, skipped } = await existingPaths(spec.paths, (line) => events.log(`warning: ${line}`));
     const r = await this.inSession(events, signal, async (s) => {
       const parent = this.parentOf(await readableSnapshots(this.repo, (id, e) => events.log(`skipping snapshot ${id}: ${e.message}`)), paths, false);
       if (parent) events.log(`using parent snapshot ${parent.id.slice(0, 8)}`);
@@ -211,7 +211,10 @@ export class AgentSession {
         onProgress: this.backupProgress(events),
       }).run();
     });
-    return { ...this.backupResult(r, events), parent_trees: { in_memory: r.trees?.hits ?? 0, loaded: r.trees?.misses ?? 0 } };
+    const result = this.backupResult(r, events);
+    // A path of the job that is not there is a typo or a lost mount: the job says so as `holdfast backup` does (exit 3), not as a plain success.
+    if (skipped > 0) Object.assign(result, { incomplete: true, paths_skipped: skipped });
+    return { ...result, parent_trees: { in_memory: r.trees?.hits ?? 0, loaded: r.trees?.misses ?? 0 } };
   }
 
   private async commandBackup(spec: CommandBackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {

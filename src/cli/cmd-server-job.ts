@@ -6,7 +6,8 @@
  * (--name NAME -- CMD ARGS…), a restore (--snapshot, --target, --path) or a
  * check (--read-data-subset). `cancel` stops a queued or running job.
  * `--follow` prints the job's events as its agent reports them (polling
- * every second) until it ends, and exits 0 when it succeeded, 1 otherwise.
+ * every second) until it ends, and exits 0 when it succeeded, 3 when its
+ * result is incomplete (a path skipped, a file unreadable), 1 otherwise.
  * Flags and printing only.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -93,7 +94,7 @@ function printEvent(g: GlobalOptions, e: JobEventBody): void {
 /**
  * Prints the events of job `id` after `after`; with `follow`, keeps looking
  * until the job ends, then throws unless it succeeded (the agent's jobs, and
- * the server's own: a safe's prune).
+ * the server's own: a safe's prune), or when its result is incomplete (exit 3).
  */
 export async function events(c: AdminClient, g: GlobalOptions, id: string, follow: boolean): Promise<void> {
   let after = 0;
@@ -112,6 +113,9 @@ export async function events(c: AdminClient, g: GlobalOptions, id: string, follo
     await drain();
     if (FINAL.has(job.state)) {
       if (job.state !== 'succeeded') throw new ExitError(`job ${job.id} ${job.state}${job.error ? `: ${job.error}` : ''}`, EXIT.failed);
+      if (job.result?.['incomplete'] === true) {
+        throw new ExitError(`job ${job.id} succeeded, but INCOMPLETE: some paths or files could not be read (see its warnings)`, EXIT.incomplete);
+      }
       if (!g.json) say(g, `job ${job.id} succeeded`);
       return;
     }
@@ -158,7 +162,7 @@ export function registerSubcommands(server: Command): void {
     .option('--target <dir>', 'restore: the folder on the machine to restore into; required for a restore')
     .option('--read-data-subset <n/t|x%>', 'check: read this part of the packs too')
     .option('--expires-in <duration>', 'end the job expired if the agent has not taken it within this long (e.g. 30m, 6h, 2d; default 24h)', expiresIn)
-    .option('--follow', 'print its events until it ends; exit 0 when it succeeded, 1 otherwise')
+    .option('--follow', 'print its events until it ends; exit 0 when it succeeded, 3 when it succeeded incomplete, 1 otherwise')
     .action(async (ref: string, command: string[], flags: RunFlags, cmd: Command) => {
       const g = globals(cmd);
       const body = { ...jobRequest(flags, command), ...(flags.expiresIn === undefined ? {} : { expires_in: flags.expiresIn }) };
@@ -180,7 +184,7 @@ export function registerSubcommands(server: Command): void {
     });
 
   job.command('events').description('a job\'s progress and log lines, as its agent reported them').argument('<job>', 'its id')
-    .option('--follow', 'keep printing them until the job ends; exit 0 when it succeeded, 1 otherwise')
+    .option('--follow', 'keep printing them until the job ends; exit 0 when it succeeded, 3 when it succeeded incomplete, 1 otherwise')
     .action(async (id: string, flags: { follow?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       await withServer(g, (c) => events(c, g, id, flags.follow === true));

@@ -142,8 +142,10 @@ databaseSuites('holdfast agent run', (fx) => {
     await sleep(1500);
     const swept = await s.ok(['prune', '--grace', '1s'], { env: owner });
     assert.match(swept.stdout, /deleted|removed/, swept.stdout);
-    const again = await waitJob(h, await runNow(h, m, 'backup', { paths: [s.path('other.txt')] }));
+    // A path that is not there is skipped, and the job says so: incomplete, as holdfast backup exits 3.
+    const again = await waitJob(h, await runNow(h, m, 'backup', { paths: [s.path('other.txt'), s.path('no-such-path')] }));
     assert.equal(again.state, 'succeeded', again.error ?? '');
+    assert.deepEqual([again.result!['incomplete'], again.result!['paths_skipped']], [true, 1]);
     assert.equal(again.result!['agent'].index_rebuilt, true);
     assert.ok(again.result!['data_added'] > 0, 'the pruned data is stored again, not referenced where it was');
     const check = await waitJob(h, await runNow(h, m, 'check', { read_data_subset: '100%' }));

@@ -155,11 +155,11 @@ describe('holdfast server admin commands', () => {
     assert.match(badRights.stderr, /--rights "delete": give one or more of read, manage, backup, enroll/);
   });
 
-  it('runs a job now and follows its events to its end (exit 0), and a failed one exits 1 with its error', async () => {
+  it('runs a job now and follows its events to its end (exit 0), an incomplete one exits 3, and a failed one exits 1 with its error', async () => {
     const agent = (await json<{ secret: string }>(['server', 'token', 'create', '--customer', 'Acme', '--machine', 'web1', '--name', 'web1 agent', '--rights', 'backup'])).secret;
     const call = (method: string, path: string, body?: unknown) => t.call(method, `/api/v1${path}`, { token: agent, ...(body === undefined ? {} : { body }) });
     /** Plays the agent: takes the next job, reports two lines and the result. */
-    const playAgent = async (state: 'succeeded' | 'failed'): Promise<string> => {
+    const playAgent = async (state: 'succeeded' | 'failed', result: Record<string, unknown> = { snapshot: 'abcd1234' }): Promise<string> => {
       for (;;) {
         const next = await call('GET', '/agent/jobs/next?wait=5');
         if (next.status === 204) continue;
@@ -167,7 +167,7 @@ describe('holdfast server admin commands', () => {
         const id = next.body.id as string;
         const at = new Date().toISOString();
         assert.equal((await call('POST', `/agent/jobs/${id}/events`, { events: [{ at, kind: 'log', message: 'reading /etc' }, { at, kind: 'progress', message: '12 files' }] })).status, 204);
-        const end = await call('POST', `/agent/jobs/${id}/result`, state === 'succeeded' ? { state, result: { snapshot: 'abcd1234' } } : { state, error: 'the disk is full' });
+        const end = await call('POST', `/agent/jobs/${id}/result`, state === 'succeeded' ? { state, result } : { state, error: 'the disk is full' });
         assert.equal(end.status, 200, end.text);
         return id;
       }
@@ -180,6 +180,12 @@ describe('holdfast server admin commands', () => {
     assert.match((await ok(['server', 'job', 'list', 'web1'])).stdout, new RegExp(`${id} +backup +succeeded +acme-web1 `));
     const events = (await ok(['server', 'job', 'events', id, '--json'])).stdout.trim().split('\n').map((l) => JSON.parse(l) as { message: string });
     assert.deepEqual(events.map((e) => e.message), ['reading /etc', '12 files']);
+
+    // A backup that skipped a path (or read some files only in part) succeeded incomplete: exit 3, as holdfast backup's.
+    const [partial, partialId] = await Promise.all([run(['server', 'job', 'run', 'web1', '--kind', 'backup', '--path', '/etc', '--path', '/nowhere', '--follow']),
+      playAgent('succeeded', { snapshot: 'abcd1234', incomplete: true, paths_skipped: 1 })]);
+    assert.equal(partial.code, 3, partial.stderr);
+    assert.match(partial.stderr, new RegExp(`^holdfast: job ${partialId} succeeded, but INCOMPLETE: `));
 
     const queued = await json<{ id: string }>(['server', 'job', 'run', 'web1', '--kind', 'restore', '--snapshot', 'abcd1234', '--target', '/srv/restore']);
     const [failed] = await Promise.all([run(['server', 'job', 'events', queued.id, '--follow']), playAgent('failed')]);
