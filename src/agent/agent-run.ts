@@ -26,7 +26,7 @@ import { Backoff, pause } from './backoff.js';
 import { escrowPassword } from './escrow.js';
 import { JobCancelledError, JobChannel, JobGoneError } from './job-channel.js';
 import { AgentSession } from './job-runner.js';
-import { ServerApi } from './server-api.js';
+import { ServerApi, ServerApiError } from './server-api.js';
 
 /** The agent was told to stop (SIGTERM): the reason its running job is aborted with. */
 export class AgentStoppedError extends Error {
@@ -47,6 +47,24 @@ export class EnrolmentUnfinishedError extends Error {
       + 'run "holdfast agent enroll" again with the same --server and --config to finish it (it uses the password in the configuration)');
     this.name = 'EnrolmentUnfinishedError';
   }
+}
+
+/**
+ * The server refuses the machine's token (401): it was revoked (the machine
+ * retired, or the token revoked by hand) or it expired. No retry can change
+ * that, so the agent stops rather than asking again forever.
+ */
+export class MachineTokenRefusedError extends Error {
+  constructor(config: AgentConfig, why: string) {
+    super(`the server ${config.server} refuses the token of machine ${config.machine_name} (${why}): the machine was retired, or its token revoked or expired; `
+      + 'enrol the machine again (holdfast agent enroll) if it is to go on being backed up');
+    this.name = 'MachineTokenRefusedError';
+  }
+}
+
+/** A 401 of the agent's API: the machine's token is over. */
+function refusedToken(config: AgentConfig, e: unknown): MachineTokenRefusedError | undefined {
+  return e instanceof ServerApiError && e.status === 401 ? new MachineTokenRefusedError(config, e.reason) : undefined;
 }
 
 export interface AgentRunOptions {
@@ -95,11 +113,13 @@ export async function runAgent(o: AgentRunOptions): Promise<void> {
   });
   let session: AgentSession | undefined;
   try {
-    session = await openSession(o);
+    session = await openSession(o, api);
     if (!session) return;
     onLog(`agent of ${config.machine_name} waiting for jobs from ${config.server}`);
     for (;;) {
-      const job = await channel.next(signal);
+      const job = await channel.next(signal).catch((e: unknown) => {
+        throw refusedToken(config, e) ?? e;
+      });
       if (!job) return;
       await runJob(job, session, channel, o);
       if (signal.aborted) return;
@@ -115,7 +135,7 @@ export async function runAgent(o: AgentRunOptions): Promise<void> {
  * when it holds no repository (EnrolmentUnfinishedError); undefined when the
  * agent is stopped first.
  */
-async function openSession(o: AgentRunOptions): Promise<AgentSession | undefined> {
+async function openSession(o: AgentRunOptions, api: ServerApi): Promise<AgentSession | undefined> {
   const backoff = new Backoff();
   for (;;) {
     try {
@@ -127,6 +147,9 @@ async function openSession(o: AgentRunOptions): Promise<AgentSession | undefined
     } catch (e) {
       if (o.signal.aborted) return undefined;
       if (e instanceof NotARepositoryError) throw new EnrolmentUnfinishedError(o.config);
+      // The disk safe answers a token it does not take as if there were no safe (404): the API says whether the token itself is over.
+      const refused = await api.call('GET', '/api/v1/agent/escrow', undefined, o.signal).then(() => undefined, (f: unknown) => refusedToken(o.config, f));
+      if (refused) throw refused;
       const wait = backoff.next();
       o.onLog(`cannot open disk safe ${o.config.safe}: ${(e as Error).message}; trying again in ${(wait / 1000).toFixed(1)} s`);
       await pause(wait, o.signal);

@@ -95,7 +95,21 @@ databaseSuites('a replacement machine takes over a disk safe', (fx) => {
     assert.equal(api.status, 409, api.text);
     assert.match(api.body.message, /belongs to machine old-web, which is live: retire it first/);
 
+    // The old machine's agent, waiting for jobs when its machine is retired, stops (exit 12) instead of asking again forever; started again, it stops at once.
+    const oldAgent = startAgent(s, a);
+    await new Promise<void>((waiting) => {
+      let said = '';
+      oldAgent.child.stderr!.on('data', (d: Buffer) => {
+        said += d.toString();
+        if (said.includes('waiting for jobs')) waiting();
+      });
+    });
     assert.equal((await t.call('DELETE', `/api/v1/machines/${a.id}`, { token: alice })).status, 200);
+    for (const run of [oldAgent, startAgent(s, a)]) {
+      const end = await run.done;
+      assert.equal(end.code, 12, end.stderr);
+      assert.match(end.stderr, /refuses the token of machine old-web \(.*\): the machine was retired/);
+    }
 
     // A plain enroll token of the customer takes over nothing, even with the right password, and reads no object of the safe.
     const plainApi = await takeOverWith(plainToken, safeName);
