@@ -274,7 +274,8 @@ export function snapshotsOf(repo: Repository): Promise<SnapshotEntry[]> {
 export function refuseIfAppendOnly(backend: Backend, what: string): void {
   if (backend.capabilities.appendOnly) {
     throw new ExitError(`the repository is append-only: ${what} would remove data, and append-only clients cannot remove anything. `
-      + 'Retention is applied by the storage owner (HOLDFAST_STORAGE_OWNER=1, with storage credentials that may delete); see docs/format.md, "Append-only repositories"', EXIT.appendOnly);
+      + 'Retention is applied by the storage owner: for a disk safe on a holdfast server, the server ("holdfast server safe forget|prune SAFE" as one of the customer\'s admins, '
+      + 'or a token with the manage right); elsewhere, a client with HOLDFAST_STORAGE_OWNER=1 and storage credentials that may delete. See docs/format.md, "Append-only repositories"', EXIT.appendOnly);
   }
 }
 

@@ -50,6 +50,7 @@ databaseSuites('disk safes over HTTPS through holdfast server', (fx) => {
     await compareTrees(s.path('src'), join(s.path('out'), s.path('src')));
     const forget = await s.run(['forget', '--keep-last', '1'], as(tokens['agent']!, { HOLDFAST_PASSWORD: undefined }));
     assert.equal(forget.code, 13, forget.stderr);
+    assert.match(forget.stderr, /for a disk safe on a holdfast server, the server \("holdfast server safe forget\|prune SAFE"/);
     // The reader sees the snapshot and cannot add one.
     const snaps = JSON.parse((await s.ok(['snapshots', '--json'], as(tokens['reader']!))).stdout) as unknown[];
     assert.equal(snaps.length, 1);
