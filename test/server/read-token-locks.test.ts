@@ -179,8 +179,10 @@ databaseSuites('check with a read or restore token', (fx) => {
 
   it('revoking a token, or retiring its machine, removes the locks it added: a backup then runs', { timeout: 60_000 }, async () => {
     const auditor = await t.create('/api/v1/tokens', { customer_id: acme, name: 'auditor 2', rights: ['read'] });
-    const readerLocks = [lockOf('auditor 2 a'), lockOf('auditor 2 b')];
-    for (const l of readerLocks) assert.equal((await putLock(auditor.secret, l)).status, 201);
+    // Six sent at once: four pass, as one after the other.
+    const sent = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => putLock(auditor.secret, lockOf(`auditor 2 ${i}`))));
+    assert.deepEqual(sent.map((r) => r.status).sort(), [201, 201, 201, 201, 409, 409], JSON.stringify(sent));
+    assert.equal((await list('locks')).length, 4);
     // Another token that appends may take an exclusive lock; one it leaves stops every backup of the safe.
     const other = await t.create('/api/v1/tokens', { customer_id: acme, name: 'agent 2', rights: ['backup'] });
     const exclusive = lockOf('agent 2', { exclusive: true, operation: 'repair' });

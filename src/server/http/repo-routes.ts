@@ -374,6 +374,8 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
         try {
           await s.access.backend.save(h, bytes, { signal: s.signal });
           stored = true;
+          // Recorded before the upload's ticket ends: a count of the token's locks never misses it.
+          if (h.type === 'lock') await s.access.lockOwners?.add(h.name);
         } catch (e) {
           if (!(e instanceof AlreadyExistsError)) throw e;
           // A retry of an upload whose answer was lost: the same bytes are a success, others a conflict.
@@ -388,7 +390,6 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
         else heldBy.delete(s.access.principal);
         await ticket?.end(stored);
       }
-      if (h.type === 'lock') await s.access.lockOwners?.add(h.name);
       if (ticket?.warning !== undefined) void reply.header(WARNING_HEADER, headerText(ticket.warning));
       return reply.code(201).send({ created: true });
     });

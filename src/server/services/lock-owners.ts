@@ -24,7 +24,7 @@
 import { NotFoundError } from '../../storage/backend.js';
 import { decodeLock, LOCK_FIELDS, staleReason } from '../../repo/lock.js';
 import type { DiskSafe } from '../db/schema.js';
-import type { LockOwners, SafeAccess } from '../http/repo-routes.js';
+import type { LockOwners, SafeAccess, UploadTicket } from '../http/repo-routes.js';
 import type { ServiceContext } from './context.js';
 import { DEFAULT_MAX_SNAPSHOT_SKEW_MS } from './snapshot-time-policy.js';
 import { UploadRefusedError } from './upload-refused-error.js';
@@ -58,10 +58,38 @@ export function lockOwnersOf(ctx: ServiceContext, safeId: string, principal: str
  * lock upload of `principal` to `safe` when it holds its limit of lock
  * objects there already; before that, its lock objects that are gone or
  * stale (no heartbeat for STALE_AFTER_MS: they block no one) are removed and
- * forgotten.
+ * forgotten. The ticket holds the token's turn until the upload ends (the
+ * protocol records the lock's owner before that).
  */
-export async function admitLock(ctx: ServiceContext, safe: DiskSafe, principal: string, rights: SafeAccess['rights']): Promise<void> {
-  const limit = rights === 'read' ? MAX_LOCKS_PER_TOKEN : MAX_LOCKS_PER_APPEND_TOKEN;
+export async function admitLock(ctx: ServiceContext, safe: DiskSafe, principal: string, rights: SafeAccess['rights']): Promise<UploadTicket> {
+  // One lock upload of a token to a safe at a time, counted once the one before it is recorded (or refused):
+  // locks sent at once cannot all pass. A token's locks are few and small; they wait only for each other.
+  let queue = lockQueues.get(ctx);
+  if (queue === undefined) lockQueues.set(ctx, queue = new Map());
+  const key = `${safe.id} ${principal}`;
+  const before = queue.get(key) ?? Promise.resolve();
+  let done!: () => void;
+  const turn = before.then(() => new Promise<void>((resolve) => { done = resolve; }));
+  queue.set(key, turn);
+  const end = (): void => {
+    done();
+    if (queue.get(key) === turn) queue.delete(key);
+  };
+  await before;
+  try {
+    await refuseOverLimit(ctx, safe, principal, rights === 'read' ? MAX_LOCKS_PER_TOKEN : MAX_LOCKS_PER_APPEND_TOKEN);
+  } catch (e) {
+    end();
+    throw e;
+  }
+  return { end: async () => end() };
+}
+
+/** The lock uploads of each token to each safe (`SAFE_ID PRINCIPAL`): the last one's turn, per server. */
+const lockQueues = new WeakMap<ServiceContext, Map<string, Promise<void>>>();
+
+/** See `admitLock`. */
+async function refuseOverLimit(ctx: ServiceContext, safe: DiskSafe, principal: string, limit: number): Promise<void> {
   const names = async (): Promise<string[]> => (await ctx.db.selectFrom('lock_owners').select('name')
     .where('safe_id', '=', safe.id).where('principal', '=', principal).execute()).map((r) => r.name);
   const held = await names();

@@ -86,10 +86,7 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
           // Readers add their locks; a takeover token, which only checks the password, adds nothing (a lock of its could hold off the safe's deletion).
           if (enrolling) throw new UploadRefusedError(403, 'READ_ONLY', 'a takeover token reads the disk safe it may take over and adds nothing to it, not even a lock');
           // A lock is bookkeeping, bounded per token (lock-owners.ts), not stored data: a full quota must not keep prune or check from their lock.
-          if (h.type === 'lock') {
-            await admitLock(ctx, safe, principal, granted);
-            return undefined;
-          }
+          if (h.type === 'lock') return admitLock(ctx, safe, principal, granted);
           const admitted = await admitUpload(ctx, safe, size);
           return {
             ...(admitted.warning === undefined ? {} : { warning: admitted.warning }),
