@@ -504,7 +504,7 @@ function checkAgainstName(h: Handle, bytes: Buffer, sha256: string): void {
   }
 }
 
-/** The wire code and parser of each type whose plain structure an upload must have (snapshots: safe-access.ts). */
+/** The wire code and parser of each type whose plain structure an upload must have (snapshots: safe-access.ts; a lock's bounds: lock-owners.ts). */
 const STRUCTURE: Partial<Record<ObjectType, { code: string; what: string; parse(bytes: Buffer, name: string): unknown }>> = {
   index: { code: 'BAD_INDEX', what: 'an index file (§4.4)', parse: (b, n) => decodeIndex(b, `index ${n}`) },
   lock: { code: 'BAD_LOCK', what: 'a lock (§17)', parse: (b, n) => decodeLock(b, n) },
