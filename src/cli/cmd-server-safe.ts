@@ -104,12 +104,15 @@ export function registerSubcommands(server: Command): void {
     .action(async (name: string, flags: CreateFlags, cmd: Command) => {
       const g = globals(cmd);
       if (flags.customer === undefined) throw new ExitError('holdfast server safe create needs --customer CUSTOMER', EXIT.usage);
-      const made = await withServer(g, async (c) => c.post<SafeBody>('/safes', {
-        customer_id: await idOf(c, 'customer', flags.customer!), name,
-        ...(flags.machine === undefined ? {} : { machine_id: await idOf(c, 'machine', flags.machine) }),
-        ...(flags.quotaHard === undefined ? {} : { quota_hard: flags.quotaHard }),
-        ...(flags.quotaSoft === undefined ? {} : { quota_soft: flags.quotaSoft }),
-      }));
+      const made = await withServer(g, async (c) => {
+        const customer = await idOf(c, 'customer', flags.customer!);
+        return c.post<SafeBody>('/safes', {
+          customer_id: customer, name,
+          ...(flags.machine === undefined ? {} : { machine_id: await idOf(c, 'machine', flags.machine, customer) }),
+          ...(flags.quotaHard === undefined ? {} : { quota_hard: flags.quotaHard }),
+          ...(flags.quotaSoft === undefined ? {} : { quota_soft: flags.quotaSoft }),
+        });
+      });
       if (g.json) return printBody(made);
       say(g, `created disk safe ${made.name}: ${made.id}`);
     });

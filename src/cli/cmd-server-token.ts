@@ -82,12 +82,15 @@ export function registerSubcommands(server: Command): void {
       if (flags.customer === undefined || flags.name === undefined || flags.rights === undefined) {
         throw new ExitError('holdfast server token create needs --customer CUSTOMER, --name NAME and --rights RIGHTS', EXIT.usage);
       }
-      const made = await withServer(g, async (c) => c.post<CreatedTokenBody>('/tokens', {
-        customer_id: await idOf(c, 'customer', flags.customer!), name: flags.name, rights: flags.rights,
-        ...(flags.machine === undefined ? {} : { machine_id: await idOf(c, 'machine', flags.machine) }),
-        ...(flags.takeOver === undefined ? {} : { take_over: await idOf(c, 'safe', flags.takeOver) }),
-        ...(flags.expires === undefined ? {} : { expires_at: flags.expires }),
-      }));
+      const made = await withServer(g, async (c) => {
+        const customer = await idOf(c, 'customer', flags.customer!);
+        return c.post<CreatedTokenBody>('/tokens', {
+          customer_id: customer, name: flags.name, rights: flags.rights,
+          ...(flags.machine === undefined ? {} : { machine_id: await idOf(c, 'machine', flags.machine, customer) }),
+          ...(flags.takeOver === undefined ? {} : { take_over: await idOf(c, 'safe', flags.takeOver, customer) }),
+          ...(flags.expires === undefined ? {} : { expires_at: flags.expires }),
+        });
+      });
       if (g.json) return printBody(made);
       // Printed even with --quiet: it is shown this once and never again.
       process.stdout.write(`created token ${made.token.id} (${made.token.rights.join(',')}${made.token.safe_id === null ? '' : `, to take over disk safe ${flags.takeOver!}`}`

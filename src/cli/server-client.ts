@@ -189,12 +189,13 @@ const NAMED = { customer: '/customers', user: '/users', machine: '/machines', sa
 
 /**
  * The id of the record of kind `kind` that `text` names: `text` itself when
- * it is an id, else the one record of that name the caller can see.
+ * it is an id, else the one record of that name the caller can see (of
+ * customer `customerId` when given: machines and safes are named per customer).
  */
-export async function idOf(c: AdminClient, kind: keyof typeof NAMED, text: string): Promise<string> {
+export async function idOf(c: AdminClient, kind: keyof typeof NAMED, text: string, customerId?: string): Promise<string> {
   if (UUID.test(text)) return text;
   const all = await c.get<{ id: string; name: string; customer_id?: string | null }[]>(NAMED[kind]);
-  const found = all.filter((r) => r.name === text);
+  const found = all.filter((r) => r.name === text && (customerId === undefined || r.customer_id === customerId));
   if (found.length === 1) return found[0]!.id;
   if (found.length === 0) throw new ExitError(`no ${kind} named ${JSON.stringify(text)} (${kind}s: holdfast server ${kind} list)`, EXIT.failed);
   // Only provider staff list several customers' records: naming the customers tells them nothing new.

@@ -84,6 +84,12 @@ describe('holdfast server admin commands', () => {
     assert.equal(safe.customer_id, acme.id);
     assert.equal(safe.quota_hard, 2 * 1024 ** 3);
     assert.match((await ok(['server', 'machine', 'list'])).stdout, /\n[0-9a-f-]{36} +web1 +Acme +-\n$/);
+    // Machines are named per customer: Other's web1 is the one --machine names beside --customer Other, for a safe and a token alike.
+    const otherWeb1 = (await json<{ id: string }>(['server', 'machine', 'create', 'web1', '--customer', 'Other'])).id;
+    assert.equal((await json<{ machine_id: string }>(['server', 'safe', 'create', 'other-web1', '--customer', 'Other', '--machine', 'web1'])).machine_id, otherWeb1);
+    const otherToken = await json<{ token: { machine_id: string } }>(['server', 'token', 'create', '--customer', 'Other', '--machine', 'web1', '--name', 'other agent', '--rights', 'backup']);
+    assert.equal(otherToken.token.machine_id, otherWeb1);
+    await ok(['server', 'machine', 'delete', otherWeb1]);
 
     const taken = await run(['server', 'safe', 'create', 'acme-web1', '--customer', 'Acme']);
     assert.equal(taken.code, 1, taken.stderr);
