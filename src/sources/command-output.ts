@@ -17,27 +17,53 @@ export class ProducerFailedError extends Error {
   }
 }
 
+/** How `commandOutput` runs the producer. */
+export interface CommandOutputOptions {
+  /**
+   * Runs the producer in a process group of its own and ends the whole group
+   * when the consumer stops early (the agent: a producer's own children,
+   * `sh -c 'pg_dump | gzip'`, must not outlive a cancelled job). Off for the
+   * CLI, whose producer stays in the terminal's group (Ctrl-C reaches it, and
+   * it may ask for a password on the terminal).
+   */
+  readonly ownGroup?: boolean;
+}
+
 /**
  * Yields the stdout of `args` (file and arguments; stderr goes to ours).
  * After the last chunk it waits for the command and throws
  * `ProducerFailedError` unless it exited 0, so a consumer that writes its
  * result only after the stream's end writes nothing for a failed producer.
- * A consumer that stops reading early ends the command (SIGTERM).
+ * A consumer that stops reading early ends the command (SIGTERM, and its
+ * stdout closed, so a write blocked on the pipe fails at once).
  */
-export async function* commandOutput(args: readonly string[]): AsyncGenerator<Uint8Array> {
+export async function* commandOutput(args: readonly string[], opts: CommandOutputOptions = {}): AsyncGenerator<Uint8Array> {
   const [file, ...rest] = args as [string, ...string[]];
-  const child = spawn(file, rest, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(file, rest, { stdio: ['ignore', 'pipe', 'inherit'], detached: opts.ownGroup === true });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((res) => {
     child.once('error', (error) => res({ code: null, signal: null, error }));
     child.once('close', (code, sig) => res({ code, signal: sig }));
   });
+  let complete = false;
   try {
     for await (const chunk of child.stdout) yield chunk as Buffer;
     const { code, signal, error } = await exited;
+    complete = true;
     if (error) throw new ProducerFailedError(`cannot run ${file}: ${error.message}; no snapshot was written`);
     if (code !== 0) throw new ProducerFailedError(`${file} failed (${signal ? `killed by ${signal}` : `exit code ${code}`}); no snapshot was written`);
   } finally {
-    // A consumer that stops early (an error, Ctrl-C) leaves no producer running behind it.
-    if (child.exitCode === null && child.signalCode === null) child.kill();
+    // A consumer that stops early (an error, Ctrl-C, a cancelled job) leaves no producer running behind it.
+    if (!complete) {
+      child.stdout.destroy();
+      if (opts.ownGroup && child.pid !== undefined) {
+        try {
+          process.kill(-child.pid, 'SIGTERM');
+        } catch {
+          // The group is gone already.
+        }
+      } else if (child.exitCode === null && child.signalCode === null) {
+        child.kill();
+      }
+    }
   }
 }

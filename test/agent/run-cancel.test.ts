@@ -5,10 +5,12 @@
  * `cancelled` with who cancelled it, the disk safe checks clean reading all
  * its data, and the same agent's next backup completes; a restore cancelled
  * half way (its downloads held to 1 MiB/s with --limit-download) stops
- * before it wrote everything, and ends `cancelled`.
+ * before it wrote everything, and ends `cancelled`; a command backup
+ * cancelled while its producer writes for ever leaves no process of the
+ * producer's group behind, and the agent then exits on SIGTERM.
  */
 import assert from 'node:assert/strict';
-import { mkdir, readdir, stat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -101,4 +103,38 @@ it('a restore cancelled half way stops before it wrote everything, and ends canc
   assert.ok((await eventsOf(h, id)).some((e) => /^cancelled by user:\S+: the agent stops the job/.test(e.message)));
   const after = await waitJob(h, await runNow(h, m, 'check', {}));
   assert.equal(after.state, 'succeeded', after.error ?? '');
+});
+
+/** The live processes (not zombies) of process group `group`, from /proc. */
+async function liveInGroup(group: number): Promise<number[]> {
+  const live: number[] = [];
+  for (const pid of (await readdir('/proc')).filter((n) => /^\d+$/.test(n))) {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    // Fields after the command's closing parenthesis: state, ppid, pgrp.
+    const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(pgrp) === group && state !== 'Z') live.push(Number(pid));
+  }
+  return live;
+}
+
+it('a command backup cancelled while its producer writes for ever ends the producer and its children; the agent then exits on SIGTERM', { timeout: 120_000 }, async () => {
+  const producer = s.path('producer.sh');
+  await writeFile(producer, `#!/bin/sh\necho $$ > ${s.path('producer.pid')}\nwhile :; do head -c 1000000 /dev/urandom; done\n`, { mode: 0o755 });
+  await configure(m, { allowed_commands: [[producer]] });
+  agent?.child.kill('SIGTERM');
+  await agent?.done;
+  agent = startAgent(s, m);
+  const id = await runNow(h, m, 'command-backup', { command: [producer], name: 'db.sql' });
+  await progressed(id, 'bytes');
+  const group = Number(await readFile(s.path('producer.pid'), 'utf8'));
+  assert.ok((await liveInGroup(group)).includes(group), 'the producer runs');
+  await cancel(id);
+  const j = await waitJob(h, id);
+  assert.equal(j.state, 'cancelled', j.error ?? '');
+  // Its stdout closed and its group sent SIGTERM, the producer and its head end; before, both stayed blocked on the pipe.
+  while ((await liveInGroup(group)).length > 0) await sleep(100);
+  agent!.child.kill('SIGTERM');
+  const r = await agent!.done;
+  agent = undefined;
+  assert.equal(r.code, 0, r.stderr);
 });

@@ -889,15 +889,26 @@ class SourceError extends Error {
 /** Marks errors thrown by the source as `SourceError`. */
 async function* sourceErrors(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   const it = source[Symbol.asyncIterator]();
-  for (;;) {
-    let r: IteratorResult<Uint8Array>;
-    try {
-      r = await it.next();
-    } catch (e) {
-      throw new SourceError((e as Error).message);
+  let ended = false;
+  try {
+    for (;;) {
+      let r: IteratorResult<Uint8Array>;
+      try {
+        r = await it.next();
+      } catch (e) {
+        ended = true;
+        throw new SourceError((e as Error).message);
+      }
+      if (r.done) {
+        ended = true;
+        return;
+      }
+      yield r.value;
     }
-    if (r.done) return;
-    yield r.value;
+  } finally {
+    // A consumer that stops early (an error, a cancelled job) ends the source too: left suspended, a producer
+    // command (commandOutput) would block for ever writing into a pipe nobody reads, and keep its process alive.
+    if (!ended) await it.return?.();
   }
 }
 
