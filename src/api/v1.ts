@@ -121,13 +121,16 @@ export interface CreateMachineRequest { customer_id: string; name: string }
 /** A safe's name is the NAME of https://host:port/safes/NAME. */
 export const SAFE_NAME_PATTERN = '^[a-z0-9][a-z0-9._-]{0,62}$';
 
-/** A disk safe; `stored_bytes` is every byte its objects take in storage now, counted without the key. */
+/**
+ * A disk safe; `stored_bytes` is every byte its objects take in storage now, counted without the key;
+ * `deleting_at` is when its deletion began (its repository answers 404 meanwhile), null for a live safe.
+ */
 export const SafeSchema = {
-  $id: 'Safe', type: 'object', required: ['id', 'customer_id', 'machine_id', 'name', 'quota_hard', 'quota_soft', 'stored_bytes', 'created_at'],
-  properties: { id: str, customer_id: str, machine_id: nullableStr, name: str, quota_hard: bytes, quota_soft: bytes, stored_bytes: storedBytes, created_at: time },
+  $id: 'Safe', type: 'object', required: ['id', 'customer_id', 'machine_id', 'name', 'quota_hard', 'quota_soft', 'stored_bytes', 'created_at', 'deleting_at'],
+  properties: { id: str, customer_id: str, machine_id: nullableStr, name: str, quota_hard: bytes, quota_soft: bytes, stored_bytes: storedBytes, created_at: time, deleting_at: nullableTime },
 } as const;
 export interface SafeBody {
-  id: string; customer_id: string; machine_id: string | null; name: string; quota_hard: number | null; quota_soft: number | null; stored_bytes: number; created_at: string;
+  id: string; customer_id: string; machine_id: string | null; name: string; quota_hard: number | null; quota_soft: number | null; stored_bytes: number; created_at: string; deleting_at: string | null;
 }
 
 export const CreateSafeSchema = {

@@ -193,6 +193,12 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         }
       },
     },
+    '0010-safe-deleting': {
+      // A safe being deleted is marked first: its repository answers 404 while its objects go, and a deletion cut short is finished by a repeated DELETE.
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.alterTable('disk_safes').addColumn('deleting_at', 'text').execute();
+      },
+    },
   };
 }
 

@@ -107,6 +107,8 @@ export interface DiskSafesTable {
   /** Bytes; passing it warns. Null: none. */
   quota_soft: number | null;
   created_at: string;
+  /** When its deletion began (migration 0010): its repository is gone for clients, its objects are being removed. Null: a live safe. */
+  deleting_at: string | null;
 }
 
 export interface AuditLogTable {

@@ -11,8 +11,14 @@
  *
  *   refuse while a job of it runs
  *   take the repository's exclusive lock (refused while a live client holds one)
- *   remove every object through the safe's storage (usage follows), the lock last
+ *   mark it deleting (`deleting_at`): its repository answers 404 from then on,
+ *     and an upload under way is refused before its object is written
+ *   remove every object through the safe's storage (usage follows), the lock last,
+ *     then look once more for an object an upload under way at the mark wrote
  *   remove its records: jobs and their events, restore tokens, escrow, lock owners
+ *
+ * A deletion cut short (the server killed) leaves the safe marked: a repeated
+ * DELETE goes on from the removal, with no lock to take (no client reaches it).
  */
 import { randomUUID } from 'node:crypto';
 import type { CreateSafeRequest, DeleteSafeRequest, SafeBody, UpdateQuotasRequest } from '../../api/v1.js';
@@ -33,7 +39,7 @@ import { isProvider, requireManage, requireProvider, requireRead, sees, type Pri
 export function safeBody(s: DiskSafe, stored: number): SafeBody {
   return {
     id: s.id, customer_id: s.customer_id, machine_id: s.machine_id, name: s.name,
-    quota_hard: s.quota_hard, quota_soft: s.quota_soft, stored_bytes: stored, created_at: s.created_at,
+    quota_hard: s.quota_hard, quota_soft: s.quota_soft, stored_bytes: stored, created_at: s.created_at, deleting_at: s.deleting_at,
   };
 }
 
@@ -68,7 +74,7 @@ export async function insertSafe(ctx: ServiceContext, who: Principal, req: Creat
   const id = randomUUID();
   const row: DiskSafe = {
     id, customer_id: req.customer_id, machine_id: req.machine_id ?? null, name: req.name, location: `safes/${id}`,
-    quota_hard: req.quota_hard ?? null, quota_soft: req.quota_soft ?? null, created_at: ctx.now().toISOString(),
+    quota_hard: req.quota_hard ?? null, quota_soft: req.quota_soft ?? null, created_at: ctx.now().toISOString(), deleting_at: null,
   };
   try {
     await ctx.db.insertInto('disk_safes').values(row).execute();
@@ -117,6 +123,12 @@ export async function updateSafeQuotas(ctx: ServiceContext, p: Principal, id: st
 /** How many objects a safe's deletion removes at once. */
 const REMOVE_CONCURRENCY = 8;
 
+/** Removes the repository's own objects, the config last: a deletion cut short leaves a repository that still says what it is. */
+async function removeObjects(backend: Backend): Promise<void> {
+  for (const type of OBJECT_TYPES) if (type !== 'lock' && type !== 'config') await removeAll(backend, type);
+  await removeAll(backend, 'config');
+}
+
 /** Removes every object of `type` from `backend`. */
 async function removeAll(backend: Backend, type: ObjectType): Promise<void> {
   const names: string[] = [];
@@ -134,24 +146,27 @@ export async function deleteSafe(ctx: ServiceContext, p: Principal, id: string, 
     throw new Forbidden('deleting a disk safe destroys its backups: only a provider admin or one of the customer\'s admins may, logged in');
   }
   if (req?.confirm !== s.name) throw new BadRequest(`deleting disk safe ${s.name} destroys every backup in it: repeat its name to confirm ({"confirm": "${s.name}"})`);
-  // A job whose runner went silent does not hold the safe.
-  const jobs = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', s.id).where('state', '=', 'running').execute();
-  for (const j of jobs) await interruptSilent(ctx, { jobId: j.id });
-  const running = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', s.id).where('state', '=', 'running').executeTakeFirst();
-  if (running) throw new Conflict(`job ${running.id} of disk safe ${s.name} is running: wait for it to end before deleting the safe`);
   const backend = workingBackendOf(ctx.safeStorage, s);
-  const held = await holdMaintenanceLock(backend, { identity: ctx.identity, operation: 'delete', exclusive: true }).catch((e: unknown) => {
-    throw e instanceof LockedError ? new Conflict(`disk safe ${s.name} is in use: ${e.message}`) : e;
-  });
-  try {
-    // The config last of the repository's own objects: a deletion cut short leaves a repository that still says what it is.
-    for (const type of OBJECT_TYPES) if (type !== 'lock' && type !== 'config') await removeAll(backend, type);
-    await removeAll(backend, 'config');
-  } finally {
-    await held.release();
+  if (s.deleting_at === null) {
+    // A job whose runner went silent does not hold the safe.
+    const jobs = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', s.id).where('state', '=', 'running').execute();
+    for (const j of jobs) await interruptSilent(ctx, { jobId: j.id });
+    const running = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', s.id).where('state', '=', 'running').executeTakeFirst();
+    if (running) throw new Conflict(`job ${running.id} of disk safe ${s.name} is running: wait for it to end before deleting the safe`);
+    const held = await holdMaintenanceLock(backend, { identity: ctx.identity, operation: 'delete', exclusive: true }).catch((e: unknown) => {
+      throw e instanceof LockedError ? new Conflict(`disk safe ${s.name} is in use: ${e.message}`) : e;
+    });
+    try {
+      await ctx.db.updateTable('disk_safes').set({ deleting_at: ctx.now().toISOString() }).where('id', '=', s.id).execute();
+      await removeObjects(backend);
+    } finally {
+      await held.release();
+    }
+  } else {
+    await removeObjects(backend);
   }
-  // Locks left are stale ones (a live one refused the exclusive lock).
-  await removeAll(backend, 'lock');
+  // Locks left are stale ones (a live one refused the exclusive lock); then whatever an upload under way at the mark wrote.
+  for (const type of OBJECT_TYPES) await removeAll(backend, type);
   await ctx.db.transaction().execute(async (trx) => {
     const jobIds = trx.selectFrom('jobs').select('id').where('safe_id', '=', s.id);
     await trx.deleteFrom('job_events').where('job_id', 'in', jobIds).execute();

@@ -67,7 +67,8 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
       if (rights === undefined && !enrolling) return undefined;
       // Safe names are unique within a customer (migration 0009), and every token is its customer's: NAME is looked up there.
       const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('customer_id', '=', p.customerId ?? '').where('name', '=', name).executeTakeFirst();
-      if (!safe || !sees(p, safe) || (p.token!.safe_id !== null && p.token!.safe_id !== safe.id)) return undefined;
+      // A safe being deleted is gone for clients: an upload now would outlive the deletion.
+      if (!safe || safe.deleting_at !== null || !sees(p, safe) || (p.token!.safe_id !== null && p.token!.safe_id !== safe.id)) return undefined;
       if (rights === undefined) {
         if (safe.machine_id !== null) return undefined;
         rights = 'read';
@@ -75,6 +76,11 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
       const backend = ctx.safeStorage.backendOf(safe);
       const principal = `token:${p.id}`;
       const granted = rights;
+      // An upload that began before the deletion marked the safe is refused before its object is written.
+      const refuseIfDeleting = async (): Promise<void> => {
+        const now = await ctx.db.selectFrom('disk_safes').select('deleting_at').where('id', '=', safe.id).executeTakeFirst();
+        if (now === undefined || now.deleting_at !== null) throw new UploadRefusedError(404, 'NO_SUCH_SAFE', `disk safe ${JSON.stringify(name)} is being deleted`);
+      };
       return {
         backend,
         rights: granted,
@@ -99,6 +105,7 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
           };
         },
         beforeCommit: async (h, bytes, sig) => {
+          await refuseIfDeleting();
           if (h.type === 'snapshot') await refuseBackdatedSnapshot(backend, bytes, { signal: sig, now: ctx.now().getTime() });
           if (h.type === 'lock') refuseLock(bytes, h.name, granted, ctx.now().getTime());
         },
