@@ -73,6 +73,8 @@ export async function getMachine(ctx: ServiceContext, p: Principal, id: string):
 
 /** Why the queued jobs of a retired machine were cancelled. */
 const RETIRED_ERROR = 'cancelled: the machine was retired before its agent took the job';
+/** The error of a job that ran when its machine was retired: the agent cannot go on (its tokens are revoked), whether or not it heeds a cancel. */
+const RETIRED_RUNNING_ERROR = 'interrupted: the machine was retired while the job ran; its agent\'s tokens are revoked, so it can neither report nor upload';
 
 /**
  * Retires machine `id` (see the module comment), audited. Provider roles and
@@ -89,10 +91,10 @@ export async function retireMachine(ctx: ServiceContext, p: Principal, id: strin
   await interruptSilent(ctx, { machineId: m.id });
   const tokens = (await ctx.db.selectFrom('api_tokens').select('id').where('machine_id', '=', m.id).execute()).map((t) => t.id);
   const retired = await ctx.db.transaction().execute(async (trx) => {
-    const running = await trx.selectFrom('jobs').select('id').where('machine_id', '=', m.id).where('state', '=', 'running').executeTakeFirst();
-    if (running) throw new Conflict(`machine ${m.name} is running job ${running.id}: cancel it (POST /api/v1/jobs/${running.id}/cancel) or wait for it to end before retiring the machine`);
+    // Retiring does not depend on the agent (a compromised one may ignore a cancel): its tokens go first, its running jobs end with them.
     const now = ctx.now().toISOString();
     await trx.updateTable('api_tokens').set({ revoked_at: now }).where('machine_id', '=', m.id).where('revoked_at', 'is', null).execute();
+    await trx.updateTable('jobs').set({ state: 'interrupted', finished_at: now, error: RETIRED_RUNNING_ERROR }).where('machine_id', '=', m.id).where('state', '=', 'running').execute();
     await trx.updateTable('jobs').set({ state: 'cancelled', finished_at: now, cancelled_by: p.actor, error: RETIRED_ERROR }).where('machine_id', '=', m.id).where('state', '=', 'queued').execute();
     await trx.updateTable('disk_safes').set({ machine_id: null }).where('machine_id', '=', m.id).execute();
     await trx.updateTable('machines').set({ retired_at: now }).where('id', '=', m.id).execute();
