@@ -116,6 +116,16 @@ databaseSuites('cancelling and expiring jobs', (fx) => {
     assert.match(late.body.message, /is cancelled already \(cancelled by/);
   });
 
+  it('a cancel that came too late leaves no cancelled_by on the job that succeeded', async () => {
+    const id = (await runNow({ kind: 'check', spec: {} })).body.id as string;
+    assert.equal((await poll()).body.id, id);
+    assert.equal((await cancel(id)).status, 202);
+    assert.equal((await t.call('POST', `/api/v1/agent/jobs/${id}/result`, { token: agent, body: { state: 'succeeded', result: { errors: 0 } } })).status, 200);
+    const j = await job(id);
+    assert.equal(j.state, 'succeeded');
+    assert.equal(j.cancelled_by, null);
+  });
+
   it('takes a cancelled report only for a job someone cancelled, and a finished job is not cancelled (409 with its state)', async () => {
     const id = (await runNow({ kind: 'check', spec: {} })).body.id as string;
     assert.equal((await poll()).body.id, id);

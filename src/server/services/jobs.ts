@@ -282,7 +282,9 @@ export async function reportResult(ctx: ServiceContext, p: Principal, id: string
   if (req.state === 'cancelled' && j.cancelled_by === null) throw new Conflict(`job ${id} was not cancelled: report how it ended (succeeded or failed)`);
   const now = ctx.now().toISOString();
   const error = req.state === 'cancelled' ? `cancelled by ${j.cancelled_by!} while it ran${req.error ? `: ${req.error}` : ''}` : req.error ?? null;
-  const end = { state: req.state, finished_at: now, last_report_at: now, result: req.result === undefined ? null : JSON.stringify(req.result), error };
+  // A cancel that came too late (the job ended first) leaves no trace on a job that was not cancelled.
+  const cancelledBy = req.state === 'cancelled' ? j.cancelled_by : null;
+  const end = { state: req.state, finished_at: now, last_report_at: now, result: req.result === undefined ? null : JSON.stringify(req.result), error, cancelled_by: cancelledBy };
   await ctx.db.updateTable('jobs').set(end).where('id', '=', id).where('state', '=', 'running').execute();
   return (await withSafeNames(ctx, [{ ...j, ...end }]))[0]!;
 }
