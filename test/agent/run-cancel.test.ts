@@ -1,7 +1,7 @@
 /**
  * Cancelling a running job of `holdfast agent run`, the agent a child
  * process against a server over real TLS on loopback: a backup cancelled
- * half way (its uploads held to 2 MiB/s) stops, stores no snapshot and ends
+ * half way (its uploads held to 1 MiB/s) stops, stores no snapshot and ends
  * `cancelled` with who cancelled it, the disk safe checks clean reading all
  * its data, and the same agent's next backup completes; a restore cancelled
  * half way (its downloads held to 1 MiB/s with --limit-download) stops
@@ -20,7 +20,11 @@ import { writeRandom } from '../helpers/random-file.js';
 import { setUp, type TestServer } from '../helpers/server.js';
 
 const MIB = 1024 * 1024;
-/** Random data: three seconds' worth of uploads at 2 MiB/s at least, twelve of downloads at 1 MiB/s. */
+/**
+ * Random data: twelve seconds' worth of uploads at 1 MiB/s, and of downloads: the files are read
+ * before the first progress report, and an agent with nothing new to report learns of a cancel
+ * within 5 s, so the upload must outlast that with room to spare.
+ */
 const DATA = 12 * MIB;
 
 /** Bytes of the regular files below `dir`. */
@@ -41,7 +45,7 @@ before(async () => {
   t = await setUp(`sqlite:${s.path('control.sqlite')}`);
   h = { port: t.server.port, fingerprint: t.server.fingerprint, adminToken: t.adminToken, call: t.call, create: t.create };
   m = await enrolMachine(h, s, 'db1');
-  await configure(m, { bandwidth_limit: 2 * MIB });
+  await configure(m, { bandwidth_limit: MIB });
   await mkdir(s.path('big'));
   for (let i = 0; i < 3; i++) await writeRandom(s.path('big', `part${i}`), DATA / 3);
 });
