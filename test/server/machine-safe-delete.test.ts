@@ -179,6 +179,13 @@ databaseSuites('retiring a machine, deleting a disk safe', (fx) => {
     assert.ok((await auditActions()).includes('safe.delete'));
   });
 
+  it('deletes a disk safe that was never initialised (it has no place for a lock)', async () => {
+    const safe = await t.create('/api/v1/safes', { customer_id: acme, name: 'never-initialised' }, alice);
+    const r = await t.call('DELETE', `/api/v1/safes/${safe.id as string}`, { token: alice, body: { confirm: 'never-initialised' } });
+    assert.equal(r.status, 204, r.text);
+    assert.equal((await t.call('GET', `/api/v1/safes/${safe.id as string}`, { token: alice })).status, 404);
+  });
+
   it('the admin CLI retires a machine by its name', { timeout: 60_000 }, async () => {
     const m = await enrolMachine(h, s, 'web3', acme);
     const r = await admin(['machine', 'delete', 'web3'], alice);

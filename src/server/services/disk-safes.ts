@@ -26,6 +26,7 @@ import { forEachLimit } from '../../core/for-each-limit.js';
 import { holdMaintenanceLock } from '../../jobs/sessions/maintenance-lock.js';
 import { LockedError } from '../../repo/lock.js';
 import { OBJECT_TYPES, type Backend, type ObjectType } from '../../storage/backend.js';
+import { handleOf } from '../../repo/objects.js';
 import { workingBackendOf } from './safe-storage.js';
 import type { DiskSafe } from '../db/schema.js';
 import { audit } from './audit.js';
@@ -129,6 +130,11 @@ async function removeObjects(backend: Backend): Promise<void> {
   await removeAll(backend, 'config');
 }
 
+/** Whether `backend` holds a repository (its config). */
+async function holdsRepository(backend: Backend): Promise<boolean> {
+  return (await backend.stat(handleOf('config', 'config'))) !== undefined;
+}
+
 /** Removes every object of `type` from `backend`. */
 async function removeAll(backend: Backend, type: ObjectType): Promise<void> {
   const names: string[] = [];
@@ -153,14 +159,17 @@ export async function deleteSafe(ctx: ServiceContext, p: Principal, id: string, 
     for (const j of jobs) await interruptSilent(ctx, { jobId: j.id });
     const running = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', s.id).where('state', '=', 'running').executeTakeFirst();
     if (running) throw new Conflict(`job ${running.id} of disk safe ${s.name} is running: wait for it to end before deleting the safe`);
-    const held = await holdMaintenanceLock(backend, { identity: ctx.identity, operation: 'delete', exclusive: true }).catch((e: unknown) => {
-      throw e instanceof LockedError ? new Conflict(`disk safe ${s.name} is in use: ${e.message}`) : e;
+    const held = await holdMaintenanceLock(backend, { identity: ctx.identity, operation: 'delete', exclusive: true }).catch(async (e: unknown) => {
+      if (e instanceof LockedError) throw new Conflict(`disk safe ${s.name} is in use: ${e.message}`);
+      // A safe never initialised (its enrolment stopped, or it was made by hand) has no place for a lock, and no client's data to protect.
+      if (!(await holdsRepository(backend))) return undefined;
+      throw e;
     });
     try {
       await ctx.db.updateTable('disk_safes').set({ deleting_at: ctx.now().toISOString() }).where('id', '=', s.id).execute();
       await removeObjects(backend);
     } finally {
-      await held.release();
+      await held?.release();
     }
   } else {
     await removeObjects(backend);
