@@ -155,8 +155,7 @@ export async function deleteSafe(ctx: ServiceContext, p: Principal, id: string, 
   const backend = workingBackendOf(ctx.safeStorage, s);
   if (s.deleting_at === null) {
     // A job whose runner went silent does not hold the safe.
-    const jobs = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', s.id).where('state', '=', 'running').execute();
-    for (const j of jobs) await interruptSilent(ctx, { jobId: j.id });
+    await interruptSilent(ctx, { safeId: s.id });
     const running = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', s.id).where('state', '=', 'running').executeTakeFirst();
     if (running) throw new Conflict(`job ${running.id} of disk safe ${s.name} is running: wait for it to end before deleting the safe`);
     const held = await holdMaintenanceLock(backend, { identity: ctx.identity, operation: 'delete', exclusive: true }).catch(async (e: unknown) => {

@@ -59,17 +59,18 @@ function silenceError(ctx: ServiceContext, runner: JobRunner): string {
 }
 
 /**
- * Marks the running jobs of machine `where.machineId` (its agent's), or job
- * `where.jobId`, whose runner has been silent past the limit as interrupted.
+ * Marks the running jobs of machine `where.machineId` (its agent's), of disk
+ * safe `where.safeId`, or job `where.jobId`, whose runner has been silent
+ * past the limit as interrupted.
  */
-export async function interruptSilent(ctx: ServiceContext, where: { machineId: string } | { jobId: string }): Promise<void> {
+export async function interruptSilent(ctx: ServiceContext, where: { machineId: string } | { safeId: string } | { jobId: string }): Promise<void> {
   const now = ctx.now();
   const cutoff = new Date(now.getTime() - ctx.jobSilenceLimitMs).toISOString();
   for (const runner of ['agent', 'server'] as const) {
     let q = ctx.db.updateTable('jobs')
       .set({ state: 'interrupted', finished_at: now.toISOString(), error: silenceError(ctx, runner) })
       .where('runner', '=', runner).where('state', '=', 'running').where('last_report_at', '<', cutoff);
-    q = 'jobId' in where ? q.where('id', '=', where.jobId) : q.where('machine_id', '=', where.machineId);
+    q = 'jobId' in where ? q.where('id', '=', where.jobId) : 'safeId' in where ? q.where('safe_id', '=', where.safeId) : q.where('machine_id', '=', where.machineId);
     await q.execute();
   }
 }

@@ -16,6 +16,10 @@
  *   revoking a token,      removes the lock objects it added
  *   retiring a machine
  *
+ * A lock's times come from its client's wall clock, and the clients that
+ * judge it stale go by theirs: so does the server here (`Date.now`), not its
+ * service clock `ctx.now` (a test's may be months off).
+ *
  * A lock is bookkeeping: a full quota must not keep a client from the lock
  * it needs to run prune or check, so the bounds above (not the quotas) keep
  * a token from filling a safe with locks or slowing every lock listing.
@@ -96,7 +100,7 @@ async function refuseOverLimit(ctx: ServiceContext, safe: DiskSafe, principal: s
   if (held.length < limit) return;
   const backend = ctx.safeStorage.backendOf(safe);
   const owners = lockOwnersOf(ctx, safe.id, principal);
-  const now = ctx.now().getTime();
+  const now = Date.now();
   for (const name of held) {
     let bytes: Buffer;
     try {
@@ -130,7 +134,8 @@ async function refuseOverLimit(ctx: ServiceContext, safe: DiskSafe, principal: s
  * clock skew allowed or a creation after it (403 `LOCK_TIME`), an exclusive
  * lock from a reader (403 `READ_ONLY`).
  */
-export function refuseLock(bytes: Buffer, name: string, rights: SafeAccess['rights'], now: number): void {
+export function refuseLock(bytes: Buffer, name: string, rights: SafeAccess['rights']): void {
+  const now = Date.now();
   const lock = decodeLock(bytes, name);
   const fields = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
   const unknown = Object.keys(fields).filter((f) => !LOCK_FIELDS.includes(f));

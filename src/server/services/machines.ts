@@ -12,7 +12,6 @@ import type { Machine } from '../db/schema.js';
 import { audit } from './audit.js';
 import { isUniqueViolation, type ServiceContext } from './context.js';
 import { Conflict, Forbidden, NotFound } from './errors.js';
-import { interruptSilent } from './jobs.js';
 import { removeLocksOfTokens } from './lock-owners.js';
 import { isProvider, requireManage, requireRead, sees, type Principal } from './principal.js';
 
@@ -79,16 +78,14 @@ const RETIRED_RUNNING_ERROR = 'interrupted: the machine was retired while the jo
 /**
  * Retires machine `id` (see the module comment), audited. Provider roles and
  * the customer's admins only (not tokens: the machine's own agent token, or
- * any other, cannot); Conflict while a job of it runs; retiring a retired
- * machine changes nothing.
+ * any other, cannot); a job of it that runs ends interrupted; retiring a
+ * retired machine changes nothing.
  */
 export async function retireMachine(ctx: ServiceContext, p: Principal, id: string): Promise<MachineBody> {
   const m = await findMachine(ctx, p, id);
   if (p.kind === 'token') throw new Forbidden('machines are retired by people: log in as a provider or customer admin');
   requireManage(p);
   if (m.retired_at !== null) return m;
-  // A job whose agent went silent does not hold the machine: it is interrupted first.
-  await interruptSilent(ctx, { machineId: m.id });
   const tokens = (await ctx.db.selectFrom('api_tokens').select('id').where('machine_id', '=', m.id).execute()).map((t) => t.id);
   const retired = await ctx.db.transaction().execute(async (trx) => {
     // Retiring does not depend on the agent (a compromised one may ignore a cancel): its tokens go first, its running jobs end with them.

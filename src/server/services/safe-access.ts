@@ -107,8 +107,7 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
         beforeCommit: async (h, bytes, sig) => {
           await refuseIfDeleting();
           if (h.type === 'snapshot') await refuseBackdatedSnapshot(backend, bytes, { signal: sig, now: ctx.now().getTime() });
-          // A lock's times come from its client's wall clock, which the clients that judge it stale go by too: the server's wall clock, not its service clock (a test's may be months off).
-          if (h.type === 'lock') refuseLock(bytes, h.name, granted, Date.now());
+          if (h.type === 'lock') refuseLock(bytes, h.name, granted);
         },
       };
     },
