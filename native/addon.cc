@@ -1,0 +1,10 @@
+// The holdfast_native addon's entry point (binding.gyp).
+#include "addon.h"
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  InitWalk(env, exports);
+  InitXattr(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(holdfast_native, Init)

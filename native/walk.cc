@@ -1,0 +1,3 @@
+#include "addon.h"
+
+void InitWalk(Napi::Env, Napi::Object) {}

@@ -1,0 +1,3 @@
+#include "addon.h"
+
+void InitXattr(Napi::Env, Napi::Object) {}
