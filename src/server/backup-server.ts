@@ -7,7 +7,7 @@
  *
  *   DATA/            0700
  *     holdfast.db    the SQLite control plane (unless --db postgres://…)
- *     server.json    listen address, database URL, storage (server-settings.ts)
+ *     server.json    listen address, database URL, storage, node id (server-settings.ts)
  *     tls/           cert.pem, key.pem (0600)
  *     safes/ID/      one repository per disk safe (with --storage s3:…,
  *                    PREFIX/safes/ID in the bucket instead)
@@ -15,6 +15,7 @@
  * It serves the REST API (/api/v1, http/api-v1.ts) and the disk safes'
  * repositories (/safes/NAME, http/repo-routes.ts, reached with API tokens).
  */
+import { randomUUID } from 'node:crypto';
 import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
@@ -168,10 +169,12 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
     if (e instanceof StorageSettingError) throw new ServerSetupError(e.message);
     throw e;
   }
+  const node = saved?.node ?? randomUUID();
   const settings: ServerSettings = {
     listen: opts.listen ?? saved?.listen ?? DEFAULT_LISTEN,
     ...((opts.db ?? saved?.db) !== undefined ? { db: (opts.db ?? saved?.db)! } : {}),
     ...(storage !== undefined ? { storage } : {}),
+    node,
   };
   const { host, port } = parseHostPort(settings.listen);
   const cert = await ensureCertificate(join(opts.dataDir, 'tls'));
@@ -187,8 +190,9 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
     const ctx: ServiceContext = {
       db: database.db, safeStorage, usage, limiter: new LoginLimiter(opts.loginLimits), now: opts.clock ?? (() => new Date()),
       identity: processIdentity(), minGraceMs: opts.minGraceMs ?? DEFAULT_MIN_GRACE_MS, serverJobs,
-      jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS,
+      jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS, node,
     };
+    await serverJobs.endOrphans(ctx);
     const firstAdmin = await ensureFirstAdmin(ctx);
     await saveSettings(opts.dataDir, settings);
     app = await buildApp(ctx, { https: { key: cert.key, cert: cert.cert }, ...opts });

@@ -3,7 +3,8 @@
  * owner-only, as it may hold a database password): where it listens and
  * which database it uses, and where the disk safes are stored. A start with
  * `--listen`, `--db` or `--storage` records them, a start without uses the
- * recorded ones, and `holdfast server info` shows them.
+ * recorded ones, and `holdfast server info` shows them. It also keeps the
+ * node's id, made once.
  */
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,6 +16,12 @@ export interface ServerSettings {
   readonly db?: string;
   /** Where the disk safes are: an `s3:` location; absent for the data directory's `safes/` folder. */
   readonly storage?: string;
+  /**
+   * This server node's id, made at its first start: the server jobs it runs
+   * carry it (jobs.runner_node), so that a restart ends its own running jobs
+   * and no other node's (docs/decisions.md, "Server jobs across a restart").
+   */
+  readonly node?: string;
 }
 
 export const DEFAULT_LISTEN = '0.0.0.0:8443';
@@ -38,6 +45,7 @@ export async function loadSettings(dataDir: string): Promise<ServerSettings | un
     listen: typeof s.listen === 'string' ? s.listen : DEFAULT_LISTEN,
     ...(typeof s.db === 'string' ? { db: s.db } : {}),
     ...(typeof s.storage === 'string' ? { storage: s.storage } : {}),
+    ...(typeof s.node === 'string' ? { node: s.node } : {}),
   };
 }
 

@@ -199,6 +199,12 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.alterTable('disk_safes').addColumn('deleting_at', 'text').execute();
       },
     },
+    '0011-job-runner-node': {
+      // Which server node runs a server job: a node that starts again ends its own running jobs at once, and only its own (several nodes share one database).
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.alterTable('jobs').addColumn('runner_node', 'text').execute();
+      },
+    },
   };
 }
 

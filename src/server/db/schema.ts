@@ -150,6 +150,12 @@ export interface JobsTable {
   safe_id: string;
   /** `agent` (taken by the machine's agent's poll) or `server` (run by the server, never polled). */
   runner: JobRunner;
+  /**
+   * A server job's node (the `node` of its data directory's server.json): the
+   * server that started it, which ends it interrupted when it starts again.
+   * Null for an agent's job, and for a server job from before migration 0011.
+   */
+  runner_node: string | null;
   kind: JobKind;
   /** The kind's spec, JSON. */
   spec: string;

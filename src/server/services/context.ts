@@ -31,6 +31,8 @@ export interface ServiceContext {
   readonly identity: ProcessIdentity;
   /** The shortest grace period of the safes' prunes, which the backups' commit window is half of (docs/format.md §15.5). */
   readonly minGraceMs: number;
+  /** This server node's id (server.json's `node`): the `runner_node` of the jobs it runs. */
+  readonly node: string;
   /** The jobs this server runs itself (prune). */
   readonly serverJobs: ServerJobs;
 }

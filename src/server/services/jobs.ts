@@ -119,7 +119,7 @@ export async function createJob(ctx: ServiceContext, p: Principal, machineId: st
   if (!safe) throw new Conflict(`machine ${m.name} has no disk safe to work on: enrol its agent, or create one with POST /api/v1/safes`);
   const now = ctx.now();
   const row: Job = {
-    id: randomUUID(), customer_id: m.customer_id, machine_id: m.id, safe_id: safe.id, runner: 'agent', kind: req.kind, spec: JSON.stringify(req.spec),
+    id: randomUUID(), customer_id: m.customer_id, machine_id: m.id, safe_id: safe.id, runner: 'agent', runner_node: null, kind: req.kind, spec: JSON.stringify(req.spec),
     state: 'queued', created_by: p.actor, created_at: now.toISOString(),
     started_at: null, last_report_at: null, finished_at: null, result: null, error: null,
     expires_at: new Date(now.getTime() + (req.expires_in ?? DEFAULT_JOB_EXPIRES_IN) * 1000).toISOString(), cancelled_by: null,

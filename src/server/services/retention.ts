@@ -154,7 +154,7 @@ export async function pruneSafe(ctx: ServiceContext, p: Principal, safeId: strin
   if (other) throw new Conflict(`a prune of disk safe ${safe.name} is running already: job ${other.id}`);
   const now = ctx.now().toISOString();
   const row: Job = {
-    id: randomUUID(), customer_id: safe.customer_id, machine_id: safe.machine_id, safe_id: safe.id, runner: 'server', kind: 'prune', spec: JSON.stringify(req),
+    id: randomUUID(), customer_id: safe.customer_id, machine_id: safe.machine_id, safe_id: safe.id, runner: 'server', runner_node: ctx.node, kind: 'prune', spec: JSON.stringify(req),
     state: 'running', created_by: p.actor, created_at: now, started_at: now, last_report_at: now, finished_at: null, result: null, error: null,
     expires_at: null, cancelled_by: null,
   };
