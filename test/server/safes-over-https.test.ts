@@ -3,14 +3,17 @@
  * the API, an agent's backup token (machine-scoped, `backup` right) that
  * initialises it, backs up and restores byte for byte over HTTPS with the
  * server's fingerprint pinned, and cannot forget; another customer's token,
- * a `read` token's backup and a revoked token reach nothing.
+ * a `read` token's backup and a revoked token reach nothing. A safe never
+ * initialised takes no object but init's (409 NOT_INITIALISED, nothing stored).
  */
 import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
 import { EVERYTHING, buildTree, compareTrees, removeTree } from '../fixtures/tree.js';
 import { Sandbox } from '../helpers/cli.js';
 import { databaseSuites } from '../helpers/databases.js';
-import { setUp, type TestServer } from '../helpers/server.js';
+import { httpsJson, setUp, type TestServer } from '../helpers/server.js';
+import { createHash } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
 databaseSuites('disk safes over HTTPS through holdfast server', (fx) => {
@@ -18,6 +21,7 @@ databaseSuites('disk safes over HTTPS through holdfast server', (fx) => {
   let s: Sandbox;
   const tokens: Record<string, string> = {};
   let revokeId = '';
+  let newSafeId = '';
   const as = (token: string, extra: Record<string, string | undefined> = {}) => ({
     env: { HOLDFAST_REPOSITORY: `https://127.0.0.1:${t.server.port}/safes/acme-web`, HOLDFAST_TOKEN: token, HOLDFAST_FINGERPRINT: t.server.fingerprint, HOLDFAST_RETRY_FOR: '1s', ...extra },
   });
@@ -31,6 +35,7 @@ databaseSuites('disk safes over HTTPS through holdfast server', (fx) => {
     const other = (await mk('/api/v1/customers', { name: 'Other' })).id;
     const web = (await mk('/api/v1/machines', { customer_id: acme, name: 'web' })).id;
     await mk('/api/v1/safes', { customer_id: acme, machine_id: web, name: 'acme-web' });
+    newSafeId = (await mk('/api/v1/safes', { customer_id: acme, machine_id: web, name: 'acme-new' })).id;
     tokens['agent'] = (await mk('/api/v1/tokens', { customer_id: acme, machine_id: web, name: 'web agent', rights: ['backup'] })).secret;
     tokens['reader'] = (await mk('/api/v1/tokens', { customer_id: acme, name: 'reader', rights: ['read'] })).secret;
     tokens['stranger'] = (await mk('/api/v1/tokens', { customer_id: other, name: 'other agent', rights: ['backup', 'read', 'manage'] })).secret;
@@ -41,6 +46,21 @@ databaseSuites('disk safes over HTTPS through holdfast server', (fx) => {
   after(async () => {
     await t.stop();
     await removeTree(s.dir);
+  });
+
+  it('a safe never initialised takes no object but init\'s: 409 NOT_INITIALISED naming init, nothing stored', { timeout: 60_000 }, async () => {
+    const lock = Buffer.from(JSON.stringify({ version: 1, id: 'x' }));
+    for (const [folder, body] of [['data', Buffer.from('pack bytes')], ['index', Buffer.from('{}')], ['snapshots', Buffer.from('{}')], ['locks', lock]] as const) {
+      const name = createHash('sha256').update(body).digest('hex');
+      const r = await httpsJson(t.server.port, t.cert, 'PUT', `/safes/acme-new/${folder}/${name}`, { token: tokens['agent']!, rawBody: body.toString() });
+      assert.equal(r.status, 409, `${folder}: ${r.text}`);
+      assert.equal(r.body.code, 'NOT_INITIALISED');
+      assert.match(r.body.message, /disk safe acme-new holds no repository yet.*holdfast agent enroll.*holdfast init.*nothing was stored/);
+    }
+    const backup = await s.run(['backup', '-q', s.path('src')], as(tokens['agent']!, { HOLDFAST_REPOSITORY: `https://127.0.0.1:${t.server.port}/safes/acme-new` }));
+    assert.equal(backup.code, 10, backup.stderr);
+    assert.match(backup.stderr, /holdfast init/);
+    assert.deepEqual(await readdir(join(t.dataDir, 'data', 'safes', newSafeId)).catch(() => []), [], 'nothing was stored');
   });
 
   it('an agent token initialises, backs up and restores byte for byte, and cannot forget', { timeout: 120_000 }, async () => {

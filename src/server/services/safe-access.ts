@@ -13,7 +13,10 @@
  * files: the agent that takes it over checks the password by opening the
  * safe before it enrols (enrolment.ts); it adds nothing. A reader adds lock
  * objects too (a check holds one, shared), and nothing else. No token deletes:
- * retention and pruning are the server's (issue 16). Every upload but a
+ * retention and pruning are the server's (issue 16). A safe whose
+ * repository was never initialised (no config) takes only what `init`
+ * writes, its key file and config (409 `NOT_INITIALISED` for the rest,
+ * before the body is read). Every upload but a
  * lock passes the quotas before its body is read (quota.ts), every lock the
  * bounds of lock-owners.ts, every snapshot upload the
  * backdating rule (snapshot-time-policy.ts), and the safe's storage counts
@@ -21,7 +24,8 @@
  * is kept in the database (`lock_owners`), for its token alone to remove,
  * and for the server when the token is revoked.
  */
-import type { TokenRight } from '../db/schema.js';
+import type { Backend, Handle } from '../../storage/backend.js';
+import type { DiskSafe, TokenRight } from '../db/schema.js';
 import type { SafeAccess, SafeResolver } from '../http/repo-routes.js';
 import { audit } from './audit.js';
 import { authenticate } from './auth.js';
@@ -46,6 +50,31 @@ export function safeRights(rights: readonly TokenRight[], boundToSafe: boolean):
   if (rights.includes('backup')) return 'append';
   if (rights.includes('read') || rights.includes('manage') || (boundToSafe && rights.includes('restore'))) return 'read';
   return undefined;
+}
+
+/**
+ * The safes seen holding a config, per server: a config is never removed
+ * but with its safe, whose id never comes back, so each safe's is looked
+ * for once, not at every upload (a HEAD request each, on S3).
+ */
+const initialised = new WeakMap<ServiceContext, Set<string>>();
+
+/**
+ * Refuses (409 `NOT_INITIALISED`) an upload of `h` to `safe` while its
+ * repository holds no config: only `init`'s key file and config come
+ * before it (an object stored now would belong to no repository, and a
+ * local safe has not even its folders: it answered 500).
+ */
+async function refuseUninitialised(ctx: ServiceContext, safe: DiskSafe, backend: Backend, h: Handle): Promise<void> {
+  if (h.type === 'config' || h.type === 'key') return;
+  let seen = initialised.get(ctx);
+  if (seen === undefined) initialised.set(ctx, seen = new Set());
+  if (seen.has(safe.id)) return;
+  if ((await backend.stat({ type: 'config', name: 'config' })) === undefined) {
+    throw new UploadRefusedError(409, 'NOT_INITIALISED', `disk safe ${safe.name} holds no repository yet, so it takes no ${h.type} object: initialise it first `
+      + '(holdfast agent enroll initialises the safe it makes; holdfast init with a backup token of the safe\'s machine does it by hand); nothing was stored');
+  }
+  seen.add(safe.id);
 }
 
 /** The resolver of a server's safes, each in its storage (`ctx.safeStorage`). */
@@ -91,6 +120,7 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
         beforeSave: async (h, size) => {
           // Readers add their locks; a takeover token, which only checks the password, adds nothing (a lock of its could hold off the safe's deletion).
           if (enrolling) throw new UploadRefusedError(403, 'READ_ONLY', 'a takeover token reads the disk safe it may take over and adds nothing to it, not even a lock');
+          await refuseUninitialised(ctx, safe, backend, h);
           // A lock is bookkeeping, bounded per token (lock-owners.ts), not stored data: a full quota must not keep prune or check from their lock.
           if (h.type === 'lock') return admitLock(ctx, safe, principal, granted);
           const admitted = await admitUpload(ctx, safe, size);
