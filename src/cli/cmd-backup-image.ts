@@ -24,10 +24,10 @@ import type { SnapshotEntry } from '../repo/store.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
 import { summaryJson } from '../jobs/snapshots/summary-json.js';
-import { backupSession, parseTime, splitTags } from './backup-session.js';
+import { backupSession, hooksOf, parseTime, splitTags, type HookFlags } from './backup-session.js';
 
 /** The flags of `backup` this command reads. */
-export interface ImageBackupFlags {
+export interface ImageBackupFlags extends HookFlags {
   image?: string;
   imageFromCommand?: boolean;
   allBlocks?: boolean;
@@ -107,6 +107,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
     const name = flags.stdinFilename || 'stdin.img';
     if (stream && (name.includes('/') || name === '.' || name === '..')) throw new ExitError(`bad --stdin-filename "${name}"`, EXIT.usage);
     const paths = [stream ? `/${name}` : resolve(src)];
+    const hooks = hooksOf(flags);
     await backupSession(g, async (repo, signal) => {
       const parent = flags.force ? null : await imageParent(repo, flags, paths);
       // The parent's block size by default, so that a disk that grew keeps its changed-block detection.
@@ -146,7 +147,8 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
       }
       report(g, result);
       if (result.snapshot.incomplete) process.exitCode = EXIT.incomplete;
-    });
+      return { outcome: result.snapshot.incomplete ? 'incomplete' : 'success', snapshotId: result.id };
+    }, hooks ? { hooks: { hooks, paths, kind: 'image' } } : {});
   } finally {
     await input.close();
   }

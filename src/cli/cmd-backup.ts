@@ -12,7 +12,7 @@ import { commandOutput } from '../sources/command-output.js';
 import type { Repository } from '../repo/repository.js';
 import { collect, compressionMode, formatBytes, formatDuration, globals, plural, processPool, say, snapshotsOf, verboseItem, warn, type GlobalOptions } from './context.js';
 import { findParent } from '../jobs/snapshots/select.js';
-import { backupSession, parseTime, splitTags } from './backup-session.js';
+import { backupSession, hooksOf, parseTime, splitTags, withHookOptions } from './backup-session.js';
 import { backupTargets } from './backup-targets.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress, type Totals } from './progress.js';
@@ -44,8 +44,8 @@ interface BackupFlags extends ImageBackupFlags {
 }
 
 export function register(program: Command): void {
-  withImageOptions(program
-    .command('backup'))
+  withHookOptions(withImageOptions(program
+    .command('backup')))
     .description('back up files and folders, or a stream from stdin or a command')
     .argument('[paths...]', 'files and folders to back up, or the command after --stdin-from-command')
     .option('-e, --exclude <glob>', 'exclude a pattern (repeatable)', collect)
@@ -80,13 +80,19 @@ export function register(program: Command): void {
       // Before the session: when no path exists, not even a lock is written.
       const targets = stream ? undefined : await backupTargets(paths, flags, warn);
       if (targets) processPool(); // its threads start while the key is derived
+      const hooks = hooksOf(flags);
       await backupSession(g, async (repo, signal) => {
         const result = targets
           ? await backupFiles(repo, g, flags, targets.paths, signal)
           : await backupStream(repo, g, flags, paths, signal);
         report(g, result);
-        if (result.snapshot.incomplete || (targets?.skipped ?? 0) > 0) process.exitCode = EXIT.incomplete;
-      }, { dryRun: flags.dryRun === true });
+        const incomplete = result.snapshot.incomplete === true || (targets?.skipped ?? 0) > 0;
+        if (incomplete) process.exitCode = EXIT.incomplete;
+        return { outcome: incomplete ? 'incomplete' : 'success', ...(result.id === undefined ? {} : { snapshotId: result.id }) };
+      }, {
+        dryRun: flags.dryRun === true,
+        ...(hooks ? { hooks: { hooks, paths: targets ? targets.paths : [`/${flags.stdinFilename ?? 'stdin'}`], kind: targets ? 'files' : 'stream' } } : {}),
+      });
     });
 }
 

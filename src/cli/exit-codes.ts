@@ -25,6 +25,8 @@ export const EXIT = {
   quota: 14,
   /** A server knows the caller, whose role or token does not allow what was asked (HTTP 403). */
   forbidden: 15,
+  /** The backup was skipped: its before-backup hook failed or ran past its timeout (or, the backup done, the after-backup hook failed). */
+  hookFailed: 16,
   /** Interrupted (Ctrl-C). */
   interrupted: 130,
 } as const;
@@ -66,6 +68,7 @@ export const EXIT_BY_ERROR_CODE: { readonly [C in ErrorCode]: number } = {
   EMPTY_SOURCE: EXIT.failed,
   NOTHING_TO_BACK_UP: EXIT.failed,
   PRODUCER_FAILED: EXIT.failed,
+  HOOK_FAILED: EXIT.hookFailed,
   FILESYSTEM_NOT_SUPPORTED: EXIT.failed,
   FILESYSTEM_DAMAGED: EXIT.failed,
   FILESYSTEM_FEATURE_UNSUPPORTED: EXIT.failed,

@@ -75,6 +75,8 @@ export const ERROR_CODES = [
   'NOTHING_TO_BACK_UP',
   /** The command producing a stream source failed. */
   'PRODUCER_FAILED',
+  /** A hook run before a backup failed or ran past its timeout: the backup was skipped. */
+  'HOOK_FAILED',
   /** A disk image holds no file system this build reads. */
   'FILESYSTEM_NOT_SUPPORTED',
   /** A file system in a disk image is damaged or truncated (its metadata, its journal, a read past its end). */

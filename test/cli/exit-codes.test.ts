@@ -23,6 +23,7 @@ import { BadSnapshotNameError, SnapshotNotFoundError } from '../../src/jobs/snap
 import { RetriesExhaustedError } from '../../src/storage/retrying-backend.js';
 import { QuotaExceededError } from '../../src/storage/http-backend.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
+import { HookFailedError } from '../../src/jobs/sessions/backup-hooks.js';
 import { acquireLock, processIdentity } from '../../src/repo/lock.js';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 import { failsWith } from '../helpers/cli-errors.js';
@@ -53,13 +54,14 @@ describe('exit codes', () => {
       [new SnapshotNotFoundError('no snapshot matches'), 'SNAPSHOT_NOT_FOUND', 1],
       [new BadSnapshotNameError('"x" is neither "latest" nor a snapshot id'), 'BAD_SNAPSHOT_NAME', 2],
       [new RetriesExhaustedError('save data/ab', 5, 1000, new TransientError('503')), 'RETRIES_EXHAUSTED', 1],
+      [new HookFailedError('the before-backup hook failed', 'before-backup'), 'HOOK_FAILED', 16],
     ];
     for (const [e, code, exit] of cases) {
       assert.equal(errorCode(e), code, e.name);
       assert.deepEqual(exitOf(e), { code: exit, known: true }, e.name);
     }
     assert.equal(new Set(ERROR_CODES).size, ERROR_CODES.length, 'codes are distinct');
-    for (const c of ERROR_CODES) assert.ok([1, 2, 10, 11, 12, 13, 14].includes(EXIT_BY_ERROR_CODE[c]), c);
+    for (const c of ERROR_CODES) assert.ok([1, 2, 10, 11, 12, 13, 14, 16].includes(EXIT_BY_ERROR_CODE[c]), c);
     // A system error's errno code, or a plain error, is not one of ours: exit 1, a fault.
     const enoent = Object.assign(new Error('no such file'), { code: 'ENOENT' });
     assert.equal(errorCode(enoent), undefined);
