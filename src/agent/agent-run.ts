@@ -7,7 +7,8 @@
  *
  *   lower priority (nice 19, ionice idle) before any worker thread starts
  *   open the disk safe (again with backoff while the server cannot be reached;
- *     a safe that holds no repository stops the agent: enrolment unfinished)
+ *     a safe that holds no repository stops the agent: enrolment unfinished;
+ *     so does a machine whose safe was deleted, there or at a poll)
  *   loop: next job → check its spec → run it, events every second → its end
  *   stop (SIGTERM): the running job is aborted (the disk safe stays valid:
  *     what was uploaded is reused by the next backup), reported failed, and
@@ -21,6 +22,7 @@ import { setPriority } from 'node:os';
 import { checkJobSpec } from '../api/spec-check.js';
 import type { JobBody } from '../api/v1.js';
 import { NotARepositoryError } from '../repo/errors.js';
+import { NoDiskSafeError } from '../storage/http-backend.js';
 import type { AgentConfig } from './agent-config.js';
 import { Backoff, pause } from './backoff.js';
 import { escrowPassword } from './escrow.js';
@@ -59,6 +61,19 @@ export class MachineTokenRefusedError extends Error {
     super(`the server ${config.server} refuses the token of machine ${config.machine_name} (${why}): the machine was retired, or its token revoked or expired; `
       + 'enrol the machine again (holdfast agent enroll) if it is to go on being backed up');
     this.name = 'MachineTokenRefusedError';
+  }
+}
+
+/**
+ * The machine has no disk safe any more: someone deleted it while the
+ * machine was live (`holdfast server safe delete --live-machine`). The
+ * agent stops (its backups cannot go anywhere) and says what to do.
+ */
+export class MachineWithoutSafeError extends Error {
+  /** `reason`: the server's message, which names the machine and the way back. */
+  constructor(config: AgentConfig, reason: string) {
+    super(`disk safe ${config.safe} of machine ${config.machine_name} is gone from ${config.server}, so no backup of this machine can run: ${reason}`);
+    this.name = 'MachineWithoutSafeError';
   }
 }
 
@@ -118,6 +133,7 @@ export async function runAgent(o: AgentRunOptions): Promise<void> {
     onLog(`agent of ${config.machine_name} waiting for jobs from ${config.server}`);
     for (;;) {
       const job = await channel.next(signal).catch((e: unknown) => {
+        if (e instanceof ServerApiError && e.code === 'NO_DISK_SAFE') throw new MachineWithoutSafeError(config, e.reason);
         throw refusedToken(config, e) ?? e;
       });
       if (!job) return;
@@ -147,6 +163,7 @@ async function openSession(o: AgentRunOptions, api: ServerApi): Promise<AgentSes
     } catch (e) {
       if (o.signal.aborted) return undefined;
       if (e instanceof NotARepositoryError) throw new EnrolmentUnfinishedError(o.config);
+      if (e instanceof NoDiskSafeError) throw new MachineWithoutSafeError(o.config, e.message);
       // The disk safe answers a token it does not take as if there were no safe (404): the API says whether the token itself is over.
       const refused = await api.call('GET', '/api/v1/agent/escrow', undefined, o.signal).then(() => undefined, (f: unknown) => refusedToken(o.config, f));
       if (refused) throw refused;

@@ -61,7 +61,7 @@ export class JobChannel {
     private readonly onEscrowWanted?: () => Promise<void>,
   ) {}
 
-  /** The machine's next job (the server marks it running), waiting for one as long as it takes; undefined once `signal` aborts. Throws the server's 401 (the machine's token is over). */
+  /** The machine's next job (the server marks it running), waiting for one as long as it takes; undefined once `signal` aborts. Throws the server's 401 (the machine's token is over) and 409 NO_DISK_SAFE (its safe was deleted). */
   async next(signal: AbortSignal): Promise<JobBody | undefined> {
     while (!signal.aborted) {
       try {
@@ -76,7 +76,8 @@ export class JobChannel {
         if (r.status === 200 && r.body) return r.body;
       } catch (e) {
         if (signal.aborted) break;
-        if (e instanceof ServerApiError && e.status === 401) throw e; // the machine's token is over: no retry changes that
+        // The machine's token is over, or its disk safe deleted: no retry changes that.
+        if (e instanceof ServerApiError && (e.status === 401 || e.code === 'NO_DISK_SAFE')) throw e;
         const wait = this.backoff.next();
         this.backoffUsed = true;
         this.onLog(`cannot ask the server for a job: ${(e as Error).message}; trying again in ${(wait / 1000).toFixed(1)} s`);

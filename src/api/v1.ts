@@ -513,9 +513,14 @@ export const IdParamsSchema = { type: 'object', required: ['id'], properties: { 
 /** DELETE /safes/ID destroys the safe's backups: its name, repeated, confirms it. */
 export const DeleteSafeSchema = {
   type: 'object', additionalProperties: false,
-  properties: { confirm: str },
+  properties: { confirm: str, live_machine: { type: 'boolean' } },
 } as const;
-export interface DeleteSafeRequest { confirm?: string }
+/**
+ * `confirm` repeats the safe's name; `live_machine` confirms deleting the
+ * safe of a machine that is not retired (its agent's backups then fail: the
+ * machine has no safe).
+ */
+export interface DeleteSafeRequest { confirm?: string; live_machine?: boolean }
 
 /** The schemas referred to by `$ref` ('User#', …), added to the server once. */
 export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, SafeSchema, AuditEntrySchema, JobSchema, JobEventSchema, ForgetDecisionSchema, RecoveryKeySchema, EscrowSchema] as const;

@@ -14,7 +14,7 @@
 import type { Command } from 'commander';
 import { hostname } from 'node:os';
 import { AgentConfigError, DEFAULT_AGENT_CONFIG, readAgentConfig } from '../agent/agent-config.js';
-import { AgentStoppedError, EnrolmentUnfinishedError, MachineTokenRefusedError, lowerPriority, runAgent } from '../agent/agent-run.js';
+import { AgentStoppedError, EnrolmentUnfinishedError, MachineTokenRefusedError, MachineWithoutSafeError, lowerPriority, runAgent } from '../agent/agent-run.js';
 import { AlreadyEnrolledError, enrollMachine, TakeOverError } from '../agent/enroll.js';
 import { WrongPasswordError } from '../repo/errors.js';
 import { escrowPassword, type EscrowOutcome } from '../agent/escrow.js';
@@ -124,7 +124,7 @@ export function register(program: Command): void {
           unfinishedRestores: `${flags.config}.restores`, ...(down > 0 ? { downloadBytesPerSecond: down * 1024 } : {}),
         }).catch((e: unknown) => {
           if (e instanceof EnrolmentUnfinishedError) throw new ExitError(e.message, EXIT.failed);
-          if (e instanceof MachineTokenRefusedError) throw new ExitError(e.message, EXIT.wrongPassword);
+          if (e instanceof MachineTokenRefusedError || e instanceof MachineWithoutSafeError) throw new ExitError(e.message, EXIT.wrongPassword);
           throw e;
         });
       } finally {

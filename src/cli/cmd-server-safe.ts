@@ -2,7 +2,7 @@
  * `holdfast server safe list | create NAME --customer CUSTOMER [--machine
  * MACHINE] [--quota-hard SIZE] [--quota-soft SIZE] | show SAFE | forget
  * SAFE --keep-… [--dry-run] | prune SAFE [--dry-run] [--grace DURATION]
- * [--max-unused PERCENT] | delete SAFE --confirm NAME`: the disk safes,
+ * [--max-unused PERCENT] | delete SAFE --confirm NAME [--live-machine]`: the disk safes,
  * through the API; forget and prune
  * run on the server, without the key (docs/format.md §2.7). SAFE is a name
  * or an id. Flags and printing only.
@@ -126,15 +126,16 @@ export function registerSubcommands(server: Command): void {
         ['stored', formatBytes(s.stored_bytes)], ['soft quota', quotaText(s.quota_soft)], ['hard quota', quotaText(s.quota_hard)], ['created', when(s.created_at)]]);
     });
 
-  safe.command('delete').description('delete a disk safe and every backup in it, on the server (provider and customer admins only; refused while a job or a client works on it)')
+  safe.command('delete').description('delete a disk safe and every backup in it, on the server (provider and customer admins only; refused while a job or a client works on it, and for a machine that is not retired without --live-machine)')
     .argument('<safe>', 'its name or id')
     .option('--confirm <name>', 'the safe\'s name, repeated: the backups in it are destroyed; required')
-    .action(async (ref: string, flags: { confirm?: string }, cmd: Command) => {
+    .option('--live-machine', 'the safe of a machine that is not retired: confirms that the machine then has no safe, and its agent stops backing it up')
+    .action(async (ref: string, flags: { confirm?: string; liveMachine?: boolean }, cmd: Command) => {
       const g = globals(cmd);
       if (flags.confirm === undefined) throw new ExitError('holdfast server safe delete destroys every backup in the safe: repeat its name with --confirm NAME', EXIT.usage);
       const s = await withServer(g, async (c) => {
         const found = await c.get<SafeBody>(`/safes/${await idOf(c, 'safe', ref)}`);
-        await c.delete(`/safes/${found.id}`, { confirm: flags.confirm });
+        await c.delete(`/safes/${found.id}`, { confirm: flags.confirm, ...(flags.liveMachine ? { live_machine: true } : {}) });
         return found;
       });
       if (g.json) return printBody({ deleted: s.id, name: s.name });

@@ -123,6 +123,18 @@ export class QuotaExceededError extends Error {
   }
 }
 
+/**
+ * The server says the token's machine has no disk safe any more (its safe
+ * was deleted while the machine was live): no retry changes that.
+ */
+export class NoDiskSafeError extends Error {
+  /** `message`: the server's, which says what to do. */
+  constructor(message: string) {
+    super(message);
+    this.name = 'NoDiskSafeError';
+  }
+}
+
 /** Parses what follows nothing: `https://host:port/safes/NAME`; throws a message that shows the form. */
 export function parseHttpLocation(location: string): HttpLocation {
   let url: URL;
@@ -381,6 +393,7 @@ export class HttpBackend implements Backend {
     if (h !== undefined && code === 'ALREADY_EXISTS') throw new AlreadyExistsError(h);
     if (code === 'APPEND_ONLY') throw new AppendOnlyError(h, message);
     if (code === 'QUOTA_EXCEEDED') throw new QuotaExceededError(`${this.location}: ${message}`);
+    if (code === 'NO_DISK_SAFE') throw new NoDiskSafeError(`${where}: ${message}`);
     if (code === 'NO_SUCH_SAFE') {
       throw new Error(`${where}: the server has no such disk safe, or the token (HOLDFAST_TOKEN) does not give access to it`);
     }

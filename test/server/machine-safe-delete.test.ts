@@ -7,9 +7,11 @@
  * its disk safe stays with every snapshot, without a machine; its name is
  * free again. A safe's deletion needs its name repeated, a person who
  * administers it (not a viewer, not a token of any right, not another
- * customer: 404), no running job and no live client's lock; then no
- * object of it is left in storage and the usage figures drop to what is
- * left.
+ * customer: 404), no running job and no live client's lock, and for a
+ * machine that is not retired the caller's word that it is left without a
+ * safe; then no object of it is left in storage and the usage figures drop
+ * to what is left, and the machine's agent, repository and jobs say that it
+ * has no safe.
  */
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -136,7 +138,7 @@ databaseSuites('retiring a machine, deleting a disk safe', (fx) => {
     const customerBytes = async () => (await t.call('GET', `/api/v1/customers/${acme}`, { token: alice })).body.stored_bytes as number;
     const before = await customerBytes();
     assert.ok(safe.stored_bytes > 0);
-    const confirm = { confirm: safe.name };
+    const confirm = { confirm: safe.name, live_machine: true };
 
     for (const [who, token, status] of [['a viewer', viewer, 403], ['a manage token', manageToken, 403], ['a read token', readToken, 403], ['the backup token', agentToken, 403], ['another customer', bob, 404]] as const) {
       const r = await t.call('DELETE', path, { token, body: confirm });
@@ -166,7 +168,14 @@ databaseSuites('retiring a machine, deleting a disk safe', (fx) => {
     const bare = await admin(['safe', 'delete', safe.name], alice);
     assert.equal(bare.code, 2, bare.stderr);
     assert.match(bare.stderr, /repeat its name with --confirm NAME/);
-    const deleted = await admin(['safe', 'delete', safe.name, '--confirm', safe.name], alice);
+    // Its machine is live: refused unless the caller confirms that the machine is left without a safe.
+    const live = await admin(['safe', 'delete', safe.name, '--confirm', safe.name], alice);
+    assert.notEqual(live.code, 0, live.stderr);
+    assert.match(live.stderr, new RegExp(`disk safe ${safe.name} is the safe of machine web2, which is not retired.*holdfast server machine delete web2.*--live-machine`));
+    assert.equal((await t.call('GET', path, { token: alice })).body.stored_bytes, safe.stored_bytes, 'nothing was removed');
+    // Its agent waits for a job meanwhile: the deletion answers it.
+    const waiting = t.call('GET', '/api/v1/agent/jobs/next?wait=20', { token: agentToken });
+    const deleted = await admin(['safe', 'delete', safe.name, '--confirm', safe.name, '--live-machine'], alice);
     assert.equal(deleted.code, 0, deleted.stderr);
     assert.match(deleted.stdout, new RegExp(`deleted disk safe ${safe.name} \\(${safe.id}\\) and every object in it`));
 
@@ -176,6 +185,16 @@ databaseSuites('retiring a machine, deleting a disk safe', (fx) => {
     assert.equal(await customerBytes(), before - safe.stored_bytes);
     const gone = await s.run(['snapshots'], { env: m.repoEnv });
     assert.notEqual(gone.code, 0);
+    // The machine has no safe now: its agent, the repository and "run now" say so.
+    const noSafe = /machine web2 has no disk safe on the server any more \(its safe was deleted\).*holdfast server machine delete web2.*holdfast agent enroll/;
+    assert.match(gone.stderr, noSafe);
+    const polled = await waiting;
+    assert.equal(polled.status, 409, polled.text);
+    assert.equal(polled.body.code, 'NO_DISK_SAFE');
+    assert.match(polled.body.message, noSafe);
+    const run = await t.call('POST', `/api/v1/machines/${m.id}/jobs`, { token: alice, body: { kind: 'check', spec: {} } });
+    assert.equal(run.status, 409, run.text);
+    assert.match(run.body.message, noSafe);
     assert.ok((await auditActions()).includes('safe.delete'));
   });
 

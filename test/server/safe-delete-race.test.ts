@@ -56,7 +56,7 @@ it('uploads during a deletion get 404; a deletion cut short leaves the safe dele
     },
   });
   fault!.inject({ op: 'remove', type: 'config', times: 1, error: new Error('the storage went away') });
-  const cut = await t.call('DELETE', `/api/v1/safes/${safeId}`, { token: t.adminToken, body: { confirm: 'acme-web' } });
+  const cut = await t.call('DELETE', `/api/v1/safes/${safeId}`, { token: t.adminToken, body: { confirm: 'acme-web', live_machine: true } });
   assert.equal(cut.status, 500, cut.text);
   assert.deepEqual(during, [404, 404, 404, 404, 404, 404], 'no upload is taken, nothing is read, while the safe is being deleted');
 
@@ -67,7 +67,7 @@ it('uploads during a deletion get 404; a deletion cut short leaves the safe dele
   assert.equal((await t.call('GET', '/safes/acme-web/config', { token: agent })).status, 404);
 
   fault!.clear();
-  const again = await t.call('DELETE', `/api/v1/safes/${safeId}`, { token: t.adminToken, body: { confirm: 'acme-web' } });
+  const again = await t.call('DELETE', `/api/v1/safes/${safeId}`, { token: t.adminToken, body: { confirm: 'acme-web', live_machine: true } });
   assert.equal(again.status, 204, again.text);
   assert.deepEqual(await filesUnder(join(t.dataDir, 'data', 'safes', safeId)).catch(() => []), []);
   assert.equal((await t.call('GET', `/api/v1/safes/${safeId}`, { token: t.adminToken })).status, 404);

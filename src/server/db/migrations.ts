@@ -199,10 +199,12 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.alterTable('disk_safes').addColumn('deleting_at', 'text').execute();
       },
     },
-    '0011-job-runner-node': {
+    '0011-job-node-safe-deleted': {
       // Which server node runs a server job: a node that starts again ends its own running jobs at once, and only its own (several nodes share one database).
+      // When a live machine's disk safe was deleted: its agent is told that it has no safe any more (one never given a safe is not).
       async up(db: Kysely<unknown>): Promise<void> {
         await db.schema.alterTable('jobs').addColumn('runner_node', 'text').execute();
+        await db.schema.alterTable('machines').addColumn('safe_deleted_at', 'text').execute();
       },
     },
   };

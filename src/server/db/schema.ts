@@ -92,6 +92,8 @@ export interface MachinesTable {
   last_seen_at: string | null;
   /** When it was retired (DELETE /machines/ID: its tokens revoked, its disk safes left without a machine); null while live. */
   retired_at: string | null;
+  /** When a disk safe of it was deleted while it was live (`live_machine`): with no safe left, its agent is told so (`NO_DISK_SAFE`). */
+  safe_deleted_at: string | null;
 }
 
 export interface DiskSafesTable {

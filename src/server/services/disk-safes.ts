@@ -9,6 +9,9 @@
  * provider admin, the customer's admins) may, repeating its name, and only
  * while nothing works on it:
  *
+ *   refuse the safe of a live (not retired) machine unless `live_machine`
+ *     confirms it: its agent backs up into it, and then has no safe (its
+ *     poll and its repository answer NO_DISK_SAFE, jobs.ts, safe-access.ts)
  *   refuse while a job of it runs
  *   take the repository's exclusive lock (refused while a live client holds one)
  *   mark it deleting (`deleting_at`): its repository answers 404 from then on,
@@ -153,6 +156,12 @@ export async function deleteSafe(ctx: ServiceContext, p: Principal, id: string, 
   }
   if (req?.confirm !== s.name) throw new BadRequest(`deleting disk safe ${s.name} destroys every backup in it: repeat its name to confirm ({"confirm": "${s.name}"})`);
   const backend = workingBackendOf(ctx.safeStorage, s);
+  const m = s.machine_id === null ? undefined : await ctx.db.selectFrom('machines').select(['name', 'retired_at']).where('id', '=', s.machine_id).executeTakeFirst();
+  const live = m !== undefined && m.retired_at === null;
+  if (s.deleting_at === null && live && req?.live_machine !== true) {
+    throw new Conflict(`disk safe ${s.name} is the safe of machine ${m.name}, which is not retired: its agent backs up into it, and every backup of it would fail. `
+      + `Retire the machine first (holdfast server machine delete ${m.name}), or confirm that its backups stop (holdfast server safe delete ${s.name} --confirm ${s.name} --live-machine; {"live_machine": true})`);
+  }
   if (s.deleting_at === null) {
     // A job whose runner went silent does not hold the safe.
     await interruptSilent(ctx, { safeId: s.id });
@@ -183,6 +192,10 @@ export async function deleteSafe(ctx: ServiceContext, p: Principal, id: string, 
     await trx.deleteFrom('safe_escrows').where('safe_id', '=', s.id).execute();
     await trx.deleteFrom('lock_owners').where('safe_id', '=', s.id).execute();
     await trx.deleteFrom('disk_safes').where('id', '=', s.id).execute();
+    // Its agent is told, when the machine has no safe left (machines.ts requireSomeSafe).
+    if (live) await trx.updateTable('machines').set({ safe_deleted_at: ctx.now().toISOString() }).where('id', '=', s.machine_id!).execute();
     await audit({ ...ctx, db: trx }, p, 'safe.delete', s.id, s.customer_id);
   });
+  // A waiting poll of its machine's agent answers now: the machine may have no safe left (jobs.ts).
+  if (s.machine_id !== null) ctx.jobSignals.notify(s.machine_id);
 }

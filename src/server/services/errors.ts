@@ -41,6 +41,18 @@ export class Conflict extends ApiError {
   }
 }
 
+/**
+ * The machine has no disk safe (its safe was deleted while it was live):
+ * its agent's polls and job creation answer this (409 `NO_DISK_SAFE`), the
+ * repository protocol the same code with 404 (safe-access.ts).
+ */
+export class NoDiskSafe extends ApiError {
+  constructor(readonly machineName: string) {
+    super(409, 'NO_DISK_SAFE', `machine ${machineName} has no disk safe on the server any more (its safe was deleted): nothing of it can be backed up or restored. `
+      + `To back it up again, retire it (holdfast server machine delete ${machineName}) and enrol its agent again (holdfast agent enroll with a new enroll token)`);
+  }
+}
+
 /** The request is well-formed but its values cannot be used (400). */
 export class BadRequest extends ApiError {
   constructor(message: string) {

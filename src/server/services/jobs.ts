@@ -24,8 +24,8 @@ import { DEFAULT_JOB_EXPIRES_IN, type CreateJobRequest, type JobBody, type JobEv
 import type { Job, JobEvent, JobRunner } from '../db/schema.js';
 import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
-import { BadRequest, Conflict, Forbidden, NotFound } from './errors.js';
-import { findLiveMachine, findMachine } from './machines.js';
+import { BadRequest, Conflict, Forbidden, NoDiskSafe, NotFound } from './errors.js';
+import { findLiveMachine, findMachine, requireSomeSafe } from './machines.js';
 import { requireManage, requireRead, sees, type Principal } from './principal.js';
 
 /** A job as the API shows it; `safeName` is its disk safe's NAME (what the agent opens). */
@@ -116,7 +116,7 @@ export async function createJob(ctx: ServiceContext, p: Principal, machineId: st
   const m = await findLiveMachine(ctx, p, machineId, 'jobs');
   requireManage(p);
   const safe = await ctx.db.selectFrom('disk_safes').select(['id', 'name']).where('machine_id', '=', m.id).orderBy('created_at').orderBy('name').executeTakeFirst();
-  if (!safe) throw new Conflict(`machine ${m.name} has no disk safe to work on: enrol its agent, or create one with POST /api/v1/safes`);
+  if (!safe) throw new NoDiskSafe(m.name);
   const now = ctx.now();
   const row: Job = {
     id: randomUUID(), customer_id: m.customer_id, machine_id: m.id, safe_id: safe.id, runner: 'agent', runner_node: null, kind: req.kind, spec: JSON.stringify(req.spec),
@@ -215,7 +215,8 @@ async function claimNext(ctx: ServiceContext, machineId: string): Promise<Job | 
 
 /**
  * The agent's poll: its machine's next job (now running), waiting up to
- * `waitSeconds` for one to be queued; undefined when none came. An agent
+ * `waitSeconds` for one to be queued; undefined when none came; NoDiskSafe
+ * once the machine has no disk safe. An agent
  * polls only between jobs, so a job of its still running is one it lost
  * (it restarted): that job is interrupted. `gone` aborts when the agent's
  * connection closes before the answer: the poll then ends without a job.
@@ -233,6 +234,8 @@ export async function nextJob(ctx: ServiceContext, p: Principal, waitSeconds: nu
   for (;;) {
     if (gone?.aborted) return undefined;
     const version = ctx.jobSignals.version(machineId);
+    // Its safe was deleted while it was live (then or while this poll waited): the agent stops and says so, rather than wait for jobs that cannot be made.
+    await requireSomeSafe(ctx, machineId);
     const job = await claimNext(ctx, machineId);
     if (job) return (await withSafeNames(ctx, [job]))[0]!;
     const left = deadline - Date.now();

@@ -11,7 +11,7 @@ import type { CreateMachineRequest, MachineBody } from '../../api/v1.js';
 import type { Machine } from '../db/schema.js';
 import { audit } from './audit.js';
 import { isUniqueViolation, type ServiceContext } from './context.js';
-import { Conflict, Forbidden, NotFound } from './errors.js';
+import { Conflict, Forbidden, NoDiskSafe, NotFound } from './errors.js';
 import { removeLocksOfTokens } from './lock-owners.js';
 import { isProvider, requireManage, requireRead, sees, type Principal } from './principal.js';
 
@@ -37,6 +37,18 @@ export async function findLiveMachine(ctx: ServiceContext, p: Principal, id: str
   return m;
 }
 
+/**
+ * Throws `NoDiskSafe` when machine `machineId` has no disk safe left after
+ * one was deleted while it was live (`live_machine`); a machine never
+ * given a safe (made through the API, not enrolled) is not refused here.
+ */
+export async function requireSomeSafe(ctx: ServiceContext, machineId: string): Promise<void> {
+  const m = await ctx.db.selectFrom('machines').select(['name', 'safe_deleted_at']).where('id', '=', machineId).executeTakeFirst();
+  if (m === undefined || m.safe_deleted_at === null) return;
+  const safe = await ctx.db.selectFrom('disk_safes').select('id').where('machine_id', '=', machineId).limit(1).executeTakeFirst();
+  if (safe === undefined) throw new NoDiskSafe(m.name);
+}
+
 export async function createMachine(ctx: ServiceContext, p: Principal, req: CreateMachineRequest): Promise<MachineBody> {
   await requireCustomer(ctx, p, req.customer_id);
   requireManage(p);
@@ -45,7 +57,7 @@ export async function createMachine(ctx: ServiceContext, p: Principal, req: Crea
 
 /** Adds machine `name` of `customerId` (Conflict when the customer has one so named), audited as `who`'s; the caller checked the rights. */
 export async function insertMachine(ctx: ServiceContext, who: Principal, customerId: string, name: string): Promise<Machine> {
-  const row: Machine = { id: randomUUID(), customer_id: customerId, name, created_at: ctx.now().toISOString(), last_seen_at: null, retired_at: null };
+  const row: Machine = { id: randomUUID(), customer_id: customerId, name, created_at: ctx.now().toISOString(), last_seen_at: null, retired_at: null, safe_deleted_at: null };
   try {
     await ctx.db.insertInto('machines').values(row).execute();
   } catch (e) {

@@ -30,7 +30,8 @@ import type { SafeAccess, SafeResolver } from '../http/repo-routes.js';
 import { audit } from './audit.js';
 import { authenticate } from './auth.js';
 import type { ServiceContext } from './context.js';
-import { ApiError } from './errors.js';
+import { ApiError, NoDiskSafe } from './errors.js';
+import { requireSomeSafe } from './machines.js';
 import { admitLock, lockOwnersOf, refuseLock } from './lock-owners.js';
 import { sees } from './principal.js';
 import { admitUpload } from './quota.js';
@@ -97,7 +98,15 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
       // Safe names are unique within a customer (migration 0009), and every token is its customer's: NAME is looked up there.
       const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('customer_id', '=', p.customerId ?? '').where('name', '=', name).executeTakeFirst();
       // A safe being deleted is gone for clients: an upload now would outlive the deletion.
-      if (!safe || safe.deleting_at !== null || !sees(p, safe) || (p.token!.safe_id !== null && p.token!.safe_id !== safe.id)) return undefined;
+      if (!safe || safe.deleting_at !== null || !sees(p, safe) || (p.token!.safe_id !== null && p.token!.safe_id !== safe.id)) {
+        // An agent whose machine's safe was deleted learns that, not "no such safe" (its own machine is no secret to it).
+        if (p.machineId !== null) {
+          await requireSomeSafe(ctx, p.machineId).catch((e: unknown) => {
+            throw e instanceof NoDiskSafe ? new UploadRefusedError(404, e.code, e.message) : e;
+          });
+        }
+        return undefined;
+      }
       if (rights === undefined) {
         if (safe.machine_id !== null) return undefined;
         rights = 'read';
