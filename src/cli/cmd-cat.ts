@@ -31,11 +31,16 @@ const bytesView = (field: string, b: Buffer): Record<string, string> => (isUtf8(
 
 /**
  * A tree as `cat` shows it: each node's fields of format §6.1 by name, a
- * name or symlink target that is not UTF-8 in base64. A view for people;
+ * name, symlink target, attribute name or value that is not UTF-8 in base64. A view for people;
  * the stored encoding is binary (§6.5).
  */
 function treeView(nodes: readonly TreeNode[]): { nodes: Record<string, unknown>[] } {
-  return { nodes: nodes.map(({ name, target, ...rest }) => ({ ...bytesView('name', name), ...rest, ...(target ? bytesView('target', target) : {}) })) };
+  return {
+    nodes: nodes.map(({ name, target, xattrs, ...rest }) => ({
+      ...bytesView('name', name), ...rest, ...(target ? bytesView('target', target) : {}),
+      ...(xattrs ? { xattrs: xattrs.map((x) => ({ ...bytesView('name', x.name), ...bytesView('value', x.value) })) } : {}),
+    })),
+  };
 }
 
 const TYPE_NAMES: Record<BlobType, string> = { [BlobType.Data]: 'data', [BlobType.Tree]: 'tree', [BlobType.ImageMap]: 'imagemap' };

@@ -73,6 +73,12 @@ export function pushEntry(content: ContentEntry[], c: ContentEntry): void {
   else content.push(c);
 }
 
+/** One extended attribute of a node: its name (with its namespace, `user.`, `security.`, ...) and value, as bytes. */
+export interface Xattr {
+  readonly name: Buffer;
+  readonly value: Buffer;
+}
+
 export interface TreeNode {
   /** Name bytes (one path component). */
   readonly name: Buffer;
@@ -101,6 +107,12 @@ export interface TreeNode {
   readonly subtree?: string;
   readonly target?: Buffer;
   readonly rdev?: bigint;
+  /**
+   * Extended attributes, POSIX ACLs (`system.posix_acl_*`), file capabilities
+   * and SELinux labels among them, sorted by the bytes of their names; absent
+   * when the entry has none (never an empty list).
+   */
+  readonly xattrs?: readonly Xattr[];
   /**
    * Set by `repair snapshots --mark-damaged`: the repository lost part of
    * this file's content (the lost blob ids were removed from `content`) or,
@@ -139,6 +151,9 @@ const HAS_USER = 1;
 const HAS_GROUP = 2;
 const HAS_FINGERPRINT = 4;
 const DAMAGED = 8;
+const HAS_XATTRS = 16;
+/** The longest extended attribute name (Linux's XATTR_NAME_MAX; its length is a u8). */
+export const XATTR_NAME_MAX = 255;
 
 const CONTENT_BLOB = 0;
 const CONTENT_HOLE = 1;
@@ -236,6 +251,18 @@ function contentLength(content: readonly ContentEntry[]): number {
   return n;
 }
 
+/** The encoded size of a node's extended attributes; refuses a list a reader would refuse. */
+function xattrsLength(xattrs: readonly Xattr[]): number {
+  if (xattrs.length === 0) throw new RangeError('an empty list of extended attributes is written as none');
+  let n = 4;
+  xattrs.forEach((x, i) => {
+    if (x.name.length === 0 || x.name.length > XATTR_NAME_MAX || x.name.includes(0)) throw new RangeError(`extended attribute name "${x.name.toString()}" is empty, longer than ${XATTR_NAME_MAX} bytes or holds a NUL`);
+    if (i > 0 && compareNames(xattrs[i - 1]!.name, x.name) >= 0) throw new RangeError(`extended attribute "${x.name.toString()}" is a duplicate or out of order`);
+    n += 1 + x.name.length + 4 + x.value.length;
+  });
+  return n;
+}
+
 /** The bytes of nodes already sorted and checked (format §6.5). */
 function encodeSorted(sorted: TreeNode[]): Buffer {
   // A folder's entries mostly share a user and a group: each name is encoded once.
@@ -253,6 +280,7 @@ function encodeSorted(sorted: TreeNode[]): Buffer {
     size += NODE_FIXED + n.name.length;
     if (users[i]) size += 2 + users[i].length;
     if (groups[i]) size += 2 + groups[i].length;
+    if (n.xattrs) size += xattrsLength(n.xattrs);
     if (n.type === 'file') size += (n.fingerprint !== undefined ? FINGERPRINT_BYTES : 0) + contentLength(n.content ?? []);
     else if (n.type === 'dir') size += ID_BYTES;
     else if (n.type === 'symlink') size += 4 + (n.target?.length ?? 0);
@@ -269,7 +297,7 @@ function encodeSorted(sorted: TreeNode[]): Buffer {
     w.u16(n.name.length, 'name length');
     w.bytes(n.name);
     w.u8(NODE_TYPES.indexOf(n.type));
-    w.u8((user ? HAS_USER : 0) | (group ? HAS_GROUP : 0) | (fingerprint !== undefined ? HAS_FINGERPRINT : 0) | (n.damaged ? DAMAGED : 0));
+    w.u8((user ? HAS_USER : 0) | (group ? HAS_GROUP : 0) | (fingerprint !== undefined ? HAS_FINGERPRINT : 0) | (n.damaged ? DAMAGED : 0) | (n.xattrs ? HAS_XATTRS : 0));
     w.u16(n.mode & 0o7777, 'mode');
     w.u32(n.uid, 'uid');
     w.u32(n.gid, 'gid');
@@ -286,6 +314,15 @@ function encodeSorted(sorted: TreeNode[]): Buffer {
     if (group) {
       w.u16(group.length, 'group length');
       w.bytes(group);
+    }
+    if (n.xattrs) {
+      w.u32(n.xattrs.length, 'extended attribute count');
+      for (const x of n.xattrs) {
+        w.u8(x.name.length);
+        w.bytes(x.name);
+        w.u32(x.value.length, 'extended attribute length');
+        w.bytes(x.value);
+      }
     }
     if (n.type === 'file') {
       if (fingerprint !== undefined) w.hex(fingerprint, FINGERPRINT_BYTES);
@@ -355,6 +392,21 @@ class NameCache {
   }
 }
 
+/** A node's extended attributes (format §6.5): at least one, names not empty, without NUL, strictly increasing. */
+function readXattrs(r: ByteReader): Xattr[] {
+  const n = r.u32('extended attribute count');
+  if (n === 0) r.fail('an empty list of extended attributes');
+  if (n > r.remaining / 6) r.fail(`${n} extended attributes cannot fit in ${r.remaining} bytes`);
+  const xattrs: Xattr[] = [];
+  for (let i = 0; i < n; i++) {
+    const name = r.bytes(r.u8('extended attribute name length'), 'extended attribute name');
+    if (name.length === 0 || name.includes(0)) r.fail('an extended attribute name that is empty or holds a NUL');
+    if (i > 0 && compareNames(xattrs[i - 1]!.name, name) >= 0) r.fail('an extended attribute name that is a duplicate or out of order');
+    xattrs.push({ name, value: r.bytes(r.u32('extended attribute length'), 'extended attribute value') });
+  }
+  return xattrs;
+}
+
 /**
  * Decodes a tree blob; rejects anything malformed with `CorruptObjectError`,
  * including more than MAX_TREE_NODES nodes and names not strictly increasing
@@ -383,7 +435,7 @@ export function decodeTree(bytes: Buffer, what: string): TreeNode[] {
     const type = NODE_TYPES[r.u8('type')];
     if (type === undefined) r.fail('bad node type');
     const flags = r.u8('flags');
-    if (flags & ~(HAS_USER | HAS_GROUP | HAS_FINGERPRINT | DAMAGED)) r.fail('unknown node flags');
+    if (flags & ~(HAS_USER | HAS_GROUP | HAS_FINGERPRINT | DAMAGED | HAS_XATTRS)) r.fail('unknown node flags');
     if (flags & HAS_FINGERPRINT && type !== 'file') r.fail('a fingerprint on a node that is not a file');
     const mode = r.u16('mode');
     if (mode > 0o7777) r.fail('bad mode');
@@ -402,6 +454,7 @@ export function decodeTree(bytes: Buffer, what: string): TreeNode[] {
     };
     if (flags & HAS_USER) node.user = users.read(r);
     if (flags & HAS_GROUP) node.group = groups.read(r);
+    if (flags & HAS_XATTRS) node.xattrs = readXattrs(r);
     if (type === 'file') {
       if (flags & HAS_FINGERPRINT) node.fingerprint = r.hex(FINGERPRINT_BYTES, 'fingerprint');
       const n = r.u32('content length');

@@ -7,8 +7,21 @@
 
 import { createRequire } from 'node:module';
 
-/** The functions the addon exports (native/*.cc); each part adds its own. */
-export type NativeAddon = Record<string, never>;
+/**
+ * The functions the addon exports (native/*.cc); each part adds its own.
+ * Their errors are Errors with `code` (Node's errno name: ENODATA, ENOTSUP,
+ * EPERM, ...), `errno` and `syscall`, as node:fs throws.
+ */
+export interface NativeAddon {
+  /** The names of a path's extended attributes, not following a final symlink (native/xattr.cc). */
+  llistxattr(path: Buffer): Buffer[];
+  /** The value of one extended attribute (ENODATA when it has none of that name). */
+  lgetxattr(path: Buffer, name: Buffer): Buffer;
+  /** Creates or replaces one extended attribute. */
+  lsetxattr(path: Buffer, name: Buffer, value: Buffer): void;
+  /** Removes one extended attribute (ENODATA when it has none of that name). */
+  lremovexattr(path: Buffer, name: Buffer): void;
+}
 
 const require = createRequire(import.meta.url);
 

@@ -873,6 +873,12 @@ const nameBytes: fc.Arbitrary<Buffer> = fc.oneof(
 const u64 = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
 const i64 = fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n });
 
+/** Extended attributes: names of bytes without NUL (any bytes else), values of any bytes, sorted by name. */
+const xattrList = fc.uniqueArray(
+  fc.record({ name: fc.uint8Array({ minLength: 1, maxLength: 12 }).map((b) => Buffer.from(b.map((x) => x || 1))), value: randomBuffer(24) }, { noNullPrototype: true }),
+  { selector: (x) => x.name.toString('hex'), minLength: 1, maxLength: 4 },
+).map((xs) => xs.sort((a, b) => Buffer.compare(a.name, b.name)));
+
 const nodeBase = fc.record(
   {
     name: nameBytes,
@@ -887,6 +893,7 @@ const nodeBase = fc.record(
     device: u64,
     links: u32,
     size: fc.maxSafeNat(),
+    xattrs: xattrList,
   },
   { requiredKeys: ['name', 'mode', 'uid', 'gid', 'mtime', 'ctime', 'inode', 'device', 'links', 'size'], noNullPrototype: true },
 );
@@ -943,6 +950,10 @@ function checkTree(v: unknown): void {
     if (n.type === 'dir') assert.ok(isIdHex(n.subtree));
     if (n.type === 'symlink') assert.ok(Buffer.isBuffer(n.target));
     if (n.type === 'chardev' || n.type === 'blockdev') assert.equal(typeof n.rdev, 'bigint');
+    if (n.xattrs !== undefined) {
+      assert.ok(n.xattrs.length > 0);
+      for (const x of n.xattrs) assert.ok(Buffer.isBuffer(x.name) && x.name.length > 0 && !x.name.includes(0) && Buffer.isBuffer(x.value));
+    }
   }
 }
 
@@ -1077,12 +1088,47 @@ describe('tree: specific cases', () => {
     };
     const flags = 4 + 1 + 4 + 2 + 1 + 1;
     assert.throws(() => decodeTree(at(4, 2), TREE_WHAT), (e: unknown) => e instanceof UnsupportedVersionError && /format version 2/.test(e.message));
-    assert.throws(() => decodeTree(at(flags, 0x10), TREE_WHAT), /unknown node flags/);
+    assert.throws(() => decodeTree(at(flags, 0x20), TREE_WHAT), /unknown node flags/);
     assert.throws(() => decodeTree(at(flags, 4), TREE_WHAT), /a fingerprint on a node that is not a file/);
     assert.throws(() => decodeTree(at(flags + 2, 0x10), TREE_WHAT), /bad mode/);
     assert.throws(() => decodeTree(at(flags - 1, 7), TREE_WHAT), /bad node type/);
     assert.throws(() => decodeTree(Buffer.concat([good, Buffer.from([0])]), TREE_WHAT), /1 unexpected trailing bytes/);
     assert.throws(() => decodeTree(at(0, 0x68), TREE_WHAT), /bad magic/);
+  });
+
+  it('binary: lays out extended attributes after the group, as docs/format.md §6.5 says, names and values byte for byte', () => {
+    const xattrs = [{ name: Buffer.from([0x61, 0xff]), value: Buffer.from([0, 1]) }, { name: Buffer.from('user.x'), value: Buffer.alloc(0) }];
+    const node: TreeNode = { ...base, name: Buffer.from('f'), type: 'fifo', group: 'g', xattrs };
+    const bytes = encodeTree([node]);
+    const head = 4 + 1 + 4 + 2 + 1 + 1 + 1 + 2 + 4 + 4 + 6 * 8;
+    assert.equal(bytes[4 + 1 + 4 + 2 + 1 + 1], 0x10 | 2);
+    assert.deepEqual(bytes.subarray(head), Buffer.concat([
+      u16le(1), Buffer.from('g'),
+      u32le(2), Buffer.from([2, 0x61, 0xff]), u32le(2), Buffer.from([0, 1]), Buffer.from([6]), Buffer.from('user.x'), u32le(0),
+    ]));
+    assert.deepEqual(decodeTree(bytes, TREE_WHAT), [node]);
+  });
+
+  it('binary: refuses an empty list of extended attributes, an empty name, one with a NUL, a duplicate or one out of order, and will not write them', () => {
+    const fifo = (xattrs: { name: Buffer; value: Buffer }[]): TreeNode => ({ ...base, name: Buffer.from('x'), type: 'fifo', xattrs });
+    const good = encodeTree([fifo([{ name: Buffer.from('a'), value: Buffer.from('1') }, { name: Buffer.from('b'), value: Buffer.from('2') }])]);
+    const list = 4 + 1 + 4 + 2 + 1 + 1 + 1 + 2 + 4 + 4 + 6 * 8;
+    const at = (i: number, v: number): Buffer => {
+      const b = Buffer.from(good);
+      b[i] = v;
+      return b;
+    };
+    const empty = Buffer.concat([good.subarray(0, list), u32le(0)]);
+    assert.throws(() => decodeTree(empty, TREE_WHAT), /is damaged: an empty list of extended attributes/);
+    assert.throws(() => decodeTree(at(list + 5, 0), TREE_WHAT), /is damaged: an extended attribute name that is empty or holds a NUL/);
+    assert.throws(() => decodeTree(at(list + 5 + 1 + 4 + 1 + 1, 0x61), TREE_WHAT), /is damaged: an extended attribute name that is a duplicate or out of order/);
+    assert.throws(() => decodeTree(at(list + 5 + 1 + 4 + 1 + 1, 0x30), TREE_WHAT), /is damaged: an extended attribute name that is a duplicate or out of order/);
+    const cut = Buffer.concat([good.subarray(0, list), u32le(0xffff_ffff)]);
+    assert.throws(() => decodeTree(cut, TREE_WHAT), /is damaged: 4294967295 extended attributes cannot fit/);
+    for (const bad of [[], [{ name: Buffer.alloc(0), value: Buffer.alloc(0) }], [{ name: Buffer.from('a\0b'), value: Buffer.alloc(0) }], [{ name: Buffer.alloc(256, 0x61), value: Buffer.alloc(0) }],
+      [{ name: Buffer.from('b'), value: Buffer.alloc(0) }, { name: Buffer.from('a'), value: Buffer.alloc(0) }], [{ name: Buffer.from('a'), value: Buffer.alloc(0) }, { name: Buffer.from('a'), value: Buffer.alloc(0) }]]) {
+      assert.throws(() => encodeTree([fifo(bad)]), RangeError, JSON.stringify(bad.map((x) => x.name.toString())));
+    }
   });
 
   it('binary: refuses an empty name, an empty hole or slice, an unknown content entry, a number above 2^53 - 1', () => {

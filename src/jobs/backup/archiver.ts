@@ -37,12 +37,13 @@
 import { sep } from 'node:path';
 import { chunkStream, type ChunkerParams } from '../../core/chunker.js';
 import { BlobType } from '../../repo/pack.js';
-import { contentBlobs, entryBlob, pushEntry, type ContentEntry, type TreeNode } from '../../repo/tree.js';
+import { contentBlobs, entryBlob, pushEntry, type ContentEntry, type TreeNode, type Xattr } from '../../repo/tree.js';
 import type { Repository } from '../../repo/repository.js';
 import type { RepositoryWriter } from '../../repo/repository-writer.js';
 import type { CompressionMode } from '../../core/compress.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
+import { XattrReader } from '../../sources/xattrs.js';
 import { childPath, errorOf, listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat, type ListedEntry, type ReadError } from '../../sources/file-tree.js';
 import { Gate, PoolSession, transferable, type JobPoolOptions } from '../pool/worker-pool.js';
 import type { ChunkFileResult, FileJob, FileResult, FilesResult, SealResult, Task, WireBlob } from '../pool/protocol.js';
@@ -160,6 +161,7 @@ function batchRules(p: ChunkerParams): BatchRules {
 /** Paths longer than this go through PathShortener. */
 const LONG_PATH = 4000;
 const SLASH = Buffer.from('/');
+const DOT = Buffer.from('/.');
 
 
 const settled = (v: TreeNode | undefined): Pending => ({ done: Promise.resolve(v) });
@@ -229,6 +231,7 @@ export const INLINE_LISTING_ENTRIES = 10_000;
 
 export class Archiver {
   private readonly names = new IdNames();
+  private readonly xattrReader = new XattrReader();
   private readonly blobs = new Set<string>();
   private readonly progress = new RunningTotals();
   private filesNew = 0;
@@ -408,9 +411,10 @@ export class Archiver {
    * `prevSubtree`; `prev.of[i]`, the node of child i's name), the parent's
    * tree is reused as it is (no encoding, no id computation). `prevSubtree`
    * is the folder's tree in the parent snapshot, if it had one: it tells a
-   * new folder from a changed or unchanged one.
+   * new folder from a changed or unchanged one. `xattrs` were read when the
+   * folder was scheduled, while its path was fit for system calls.
    */
-  private folder(name: Buffer, st: EntryStat, children: Pending[], path: Buffer, prevSubtree: string | undefined, prev?: { nodes: NodesByName; of: (TreeNode | undefined)[] }): Pending {
+  private folder(name: Buffer, st: EntryStat, xattrs: readonly Xattr[] | undefined, children: Pending[], path: Buffer, prevSubtree: string | undefined, prev?: { nodes: NodesByName; of: (TreeNode | undefined)[] }): Pending {
     return this.track((async () => {
       const nodes: TreeNode[] = [];
       let same = prev !== undefined;
@@ -434,7 +438,7 @@ export class Archiver {
         else if (subtree === prevSubtree) this.dirsUnchanged++;
         else this.dirsChanged++;
       }
-      return this.node(name, st, { subtree });
+      return this.node(name, st, { subtree }, xattrs);
     })());
   }
 
@@ -465,6 +469,8 @@ export class Archiver {
     } catch (e) {
       throw new SourceError((e as Error).message);
     }
+    // "/." resolves a symlink among them too, as the stat did.
+    const xattrs = this.xattrsOf(path, await this.sys(Buffer.concat([path, DOT])), st, undefined);
     const parents = await this.parentNodes(parentSubtree) ?? EMPTY;
     const children: Pending[] = [];
     for (const [name, child] of sel) {
@@ -482,11 +488,27 @@ export class Archiver {
         }
       }
     }
-    return this.folder(nameOf(path), st, children, path, parentSubtree);
+    return this.folder(nameOf(path), st, xattrs, children, path, parentSubtree);
   }
 
-  /** A node from a stat and the fields of its type (one object per entry: this runs for every file). */
-  private node(name: Buffer, st: EntryStat, extra: Partial<TreeNode>): TreeNode {
+  /**
+   * An entry's extended attributes: the parent snapshot's when its node says
+   * nothing changed (setting or removing one changes the ctime), else read
+   * (not with `force`). One that cannot be read is a warning: the entry is
+   * kept without them.
+   */
+  private xattrsOf(path: Buffer, sys: PosixPath, st: EntryStat, prev: TreeNode | undefined): readonly Xattr[] | undefined {
+    if (this.opts.force !== true && prev !== undefined && prev.type === st.type && prev.ctime === st.ctime && prev.inode === st.inode && prev.device === st.device) return prev.xattrs;
+    try {
+      return this.xattrReader.read(sys, st.device);
+    } catch (e) {
+      this.warn(path, `cannot read extended attributes: ${(e as Error).message}`);
+      return undefined;
+    }
+  }
+
+  /** A node from a stat, its extended attributes and the fields of its type (one object per entry: this runs for every file). */
+  private node(name: Buffer, st: EntryStat, extra: Partial<TreeNode>, xattrs: readonly Xattr[] | undefined): TreeNode {
     const n: { -readonly [K in keyof TreeNode]: TreeNode[K] } = {
       name, type: st.type, mode: st.mode, uid: st.uid, gid: st.gid,
       mtime: st.mtime, ctime: st.ctime, inode: st.inode, device: st.device, links: st.links,
@@ -496,6 +518,7 @@ export class Archiver {
     const group = this.names.group(st.gid);
     if (user !== undefined) n.user = user;
     if (group !== undefined) n.group = group;
+    if (xattrs !== undefined) n.xattrs = xattrs;
     return Object.assign(n, extra);
   }
 
@@ -523,16 +546,17 @@ export class Archiver {
   }
 
   private scheduleStatted(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> | Pending {
+    const xattrs = this.xattrsOf(path, sys, st, prev);
     switch (st.type) {
       case 'file':
-        return this.scheduleFile(path, sys, name, st, prev);
+        return this.scheduleFile(path, sys, name, st, xattrs, prev);
       case 'dir':
-        return this.scheduleDir(path, sys, name, st, prev);
+        return this.scheduleDir(path, sys, name, st, xattrs, prev);
       case 'symlink':
         try {
           const target = readLinkSync(sys);
           this.otherNodes++;
-          return settled(this.node(name, st, { target }));
+          return settled(this.node(name, st, { target }, xattrs));
         } catch (e) {
           this.warn(path, (e as Error).message);
           return settled(undefined);
@@ -540,10 +564,10 @@ export class Archiver {
       case 'chardev':
       case 'blockdev':
         this.otherNodes++;
-        return settled(this.node(name, st, { rdev: st.rdev }));
+        return settled(this.node(name, st, { rdev: st.rdev }, xattrs));
       default:
         this.otherNodes++;
-        return settled(this.node(name, st, {}));
+        return settled(this.node(name, st, {}, xattrs));
     }
   }
 
@@ -584,7 +608,7 @@ export class Archiver {
     return out;
   }
 
-  private async scheduleDir(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> {
+  private async scheduleDir(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, xattrs: readonly Xattr[] | undefined, prev: TreeNode | undefined): Promise<Pending> {
     let entries: { entry: ListedEntry; path: Buffer; sys: PosixPath }[] = [];
     if (this.entered(st)) {
       const listed = await this.listDir(path, sys);
@@ -611,7 +635,7 @@ export class Archiver {
       of.push(was);
       children.push(entry.error ? this.cannotStat(p, entry.error) : await this.scheduleStatted(p, s, entry.name, entry.st, was));
     }
-    return this.folder(name, st, children, path, prevSubtree, parents === undefined ? undefined : { nodes: parents, of });
+    return this.folder(name, st, xattrs, children, path, prevSubtree, parents === undefined ? undefined : { nodes: parents, of });
   }
 
   private unchanged(st: EntryStat, prev: TreeNode | undefined): prev is TreeNode & { content: ContentEntry[] } {
@@ -621,7 +645,7 @@ export class Archiver {
       && prev.content.every((c) => this.hasEntry(c));
   }
 
-  private async scheduleFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> {
+  private async scheduleFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, xattrs: readonly Xattr[] | undefined, prev: TreeNode | undefined): Promise<Pending> {
     if (this.unchanged(st, prev)) {
       this.filesUnchanged++;
       this.progress.files++;
@@ -629,22 +653,22 @@ export class Archiver {
       for (const c of prev.content) this.addEntry(c);
       this.report(path);
       this.opts.onFile?.(path.toString(), 'unchanged');
-      return settled(this.node(name, st, { content: prev.content, ...(prev.fingerprint ? { fingerprint: prev.fingerprint } : {}) }));
+      return settled(this.node(name, st, { content: prev.content, ...(prev.fingerprint ? { fingerprint: prev.fingerprint } : {}) }, xattrs));
     }
     const wasFile = prev?.type === 'file';
     // Another name of a file read in this backup: its content, not a second copy of its bytes.
     const linkKey = st.links > 1 ? `${st.device}:${st.inode}` : undefined;
     const first = linkKey === undefined ? undefined : this.linked.get(linkKey);
     if (first && first.st.size === st.size && first.st.mtime === st.mtime && first.st.ctime === st.ctime) {
-      return this.track(this.sameContentAs(first.done, path, name, st, wasFile));
+      return this.track(this.sameContentAs(first.done, path, name, st, xattrs, wasFile));
     }
-    const pending = await this.readFile(path, sys, name, st, prev);
+    const pending = await this.readFile(path, sys, name, st, xattrs, prev);
     if (linkKey !== undefined) this.linked.set(linkKey, { st, done: pending.done });
     return pending;
   }
 
   /** A hard link to a file read earlier in this backup gets that file's content. */
-  private async sameContentAs(first: Promise<TreeNode | undefined>, path: Buffer, name: Buffer, st: EntryStat, wasFile: boolean): Promise<TreeNode | undefined> {
+  private async sameContentAs(first: Promise<TreeNode | undefined>, path: Buffer, name: Buffer, st: EntryStat, xattrs: readonly Xattr[] | undefined, wasFile: boolean): Promise<TreeNode | undefined> {
     const n = await first;
     if (n?.content === undefined) {
       this.warn(path, 'not read: another name of this file could not be read');
@@ -656,11 +680,11 @@ export class Archiver {
     this.progress.bytes += n.size;
     this.report(path);
     this.opts.onFile?.(path.toString(), wasFile ? 'modified' : 'new');
-    return this.node(name, st, n.fingerprint === undefined ? { content: n.content, size: n.size } : { content: n.content, size: n.size, fingerprint: n.fingerprint });
+    return this.node(name, st, n.fingerprint === undefined ? { content: n.content, size: n.size } : { content: n.content, size: n.size, fingerprint: n.fingerprint }, xattrs);
   }
 
   /** Reads a new or changed file: in a batch, whole in a worker, or streamed here by size. */
-  private async readFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> {
+  private async readFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, xattrs: readonly Xattr[] | undefined, prev: TreeNode | undefined): Promise<Pending> {
     const wasFile = prev?.type === 'file';
     // `streamed`: a large file, whose bytes were counted chunk by chunk.
     const complete = (content: readonly ContentEntry[], size: number, changed: boolean, fingerprint?: string, streamed = false): TreeNode => {
@@ -675,7 +699,7 @@ export class Archiver {
       if (!streamed) this.progress.bytes += size;
       this.report(path);
       this.opts.onFile?.(path.toString(), same ? 'unchanged' : wasFile ? 'modified' : 'new');
-      return this.node(name, st, fingerprint === undefined ? { content, size } : { content, size, fingerprint });
+      return this.node(name, st, fingerprint === undefined ? { content, size } : { content, size, fingerprint }, xattrs);
     };
     if (st.size > this.rules.smallFile && st.size <= MID_FILE) {
       const known = wasFile ? contentBlobs(prev.content ?? []).filter((id) => this.writer.hasBlob(id)) : [];
@@ -865,12 +889,19 @@ function sameNode(a: TreeNode, b: TreeNode | undefined): boolean {
     || a.size !== b.size || a.subtree !== b.subtree || a.rdev !== b.rdev || a.fingerprint !== b.fingerprint || a.damaged !== b.damaged
     || !a.name.equals(b.name)) return false;
   if ((a.target === undefined) !== (b.target === undefined) || (a.target && !a.target.equals(b.target!))) return false;
+  if (!sameXattrs(a.xattrs, b.xattrs)) return false;
   const ca = a.content;
   const cb = b.content;
   if (ca === cb) return true;
   if (!ca || !cb || ca.length !== cb.length) return false;
   for (let i = 0; i < ca.length; i++) if (!sameEntry(ca[i]!, cb[i]!)) return false;
   return true;
+}
+
+function sameXattrs(a: readonly Xattr[] | undefined, b: readonly Xattr[] | undefined): boolean {
+  if (a === b) return true;
+  if (!a || !b || a.length !== b.length) return false;
+  return a.every((x, i) => x.name.equals(b[i]!.name) && x.value.equals(b[i]!.value));
 }
 
 function sameEntry(a: ContentEntry, b: ContentEntry): boolean {

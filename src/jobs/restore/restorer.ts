@@ -16,7 +16,7 @@
  *      This overlaps the walk: backups write packs in walk order, so once the
  *      walk has moved on to blobs of several later segments, a segment is
  *      handed to a worker (a blob of it needed again later costs a second read).
- *   3. hard links, then folders' owner, mode and mtime, deepest first
+ *   3. hard links, then folders' owner, extended attributes, mode and mtime, deepest first
  *   4. with --verify: workers read every file back and check its chunk ids
  *
  * A file that fails (a damaged pack, a full disk) is removed, reported, and the
@@ -31,6 +31,7 @@ import type { Repository } from '../../repo/repository.js';
 import type { BlobLocation } from '../../repo/index-file.js';
 import { entryBlob, type BlobSlice, type ContentEntry, type TreeNode } from '../../repo/tree.js';
 import { PathShortener, floorMicros, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
+import { hasXattrsBeyondLabel, writeXattrs } from '../../sources/xattrs.js';
 import { PathBuffer, walkTree } from '../tree-walk.js';
 import { prepareExisting, type Overwrite } from './overwrite.js';
 import type { Excludes } from '../backup/excludes.js';
@@ -155,8 +156,8 @@ interface OpenFile {
 interface PlannedBlob {
   readonly loc: BlobLocation;
   readonly targets: UnpackTarget[];
-  /** For each target: the snapshot path, and the multi-piece file it belongs to (if any). */
-  readonly owners: { path: Buffer; file?: OpenFile }[];
+  /** For each target: the snapshot path, and the multi-piece file it belongs to, or the node of a file it makes whole. */
+  readonly owners: { path: Buffer; file?: OpenFile; node?: TreeNode }[];
 }
 
 const asBuffer = (p: PosixPath): Buffer => (typeof p === 'string' ? Buffer.from(p) : p);
@@ -379,7 +380,7 @@ export class Restorer {
     };
     const only = content[0];
     if (content.length === 1 && only !== undefined && typeof only !== 'number') {
-      this.need(entryBlob(only)!, path, { path: dest, offset: 0, whole: meta, ...sliceOf(only) });
+      this.need(entryBlob(only)!, path, { path: dest, offset: 0, whole: meta, ...sliceOf(only) }, { node });
       return;
     }
     // Empty, holes, or several blobs: create it now (truncating anything there).
@@ -392,10 +393,10 @@ export class Restorer {
         file.holes += c;
         pos += c;
       } else if (typeof c === 'string') {
-        if (this.need(c, path, { path: dest, offset: pos }, file)) file.remaining++;
+        if (this.need(c, path, { path: dest, offset: pos }, { file })) file.remaining++;
         pos += this.repo.readCopy(c)?.rawLength ?? 0;
       } else {
-        if (this.need(c.blob, path, { path: dest, offset: pos, ...sliceOf(c) }, file)) file.remaining++;
+        if (this.need(c.blob, path, { path: dest, offset: pos, ...sliceOf(c) }, { file })) file.remaining++;
         pos += c.length;
       }
     }
@@ -418,14 +419,14 @@ export class Restorer {
   }
 
   /** Plans writing blob `id` to `target`; false (and the file reported) when the blob is not in the index. */
-  private need(id: string, path: Buffer, target: UnpackTarget, file?: OpenFile): boolean {
+  private need(id: string, path: Buffer, target: UnpackTarget, owner: { file?: OpenFile; node?: TreeNode } = {}): boolean {
     const copy = this.repo.readCopy(id);
     if (!copy) {
-      if (file) file.failed = true;
+      if (owner.file) owner.file.failed = true;
       this.fail(path, new Error(`blob ${id} is not in the repository index`));
       return false;
     }
-    this.planCopy(copy, [target], [file ? { path, file } : { path }]);
+    this.planCopy(copy, [target], [{ path, ...owner }]);
     return true;
   }
 
@@ -517,6 +518,8 @@ export class Restorer {
           this.fail(owner.path, error);
           removeQuietly(Buffer.from(t.path));
         } else if (!owner.file) {
+          // The worker made the file whole (content, owner, mode, times); its attributes come last.
+          if (owner.node) this.restoreXattrs(owner.path, Buffer.from(t.path), owner.node);
           this.progress.files++;
           this.opts.onRestored?.(owner.path.toString());
         }
@@ -552,6 +555,7 @@ export class Restorer {
       try {
         ftruncateSync(fd, f.node.size);
         if (this.privileged) fchownSync(fd, f.node.uid, f.node.gid);
+        this.restoreXattrs(f.path, f.dest, f.node);
         fchmodSync(fd, f.node.mode);
         const t = utimesSeconds(f.node.mtime);
         futimesSync(fd, t, t);
@@ -606,13 +610,15 @@ export class Restorer {
   }
 
   /**
-   * Owner, mode and times, in the order that keeps setuid bits; `settled`:
-   * what creating it already set; `kept`: the node was there already, and is
+   * Owner, extended attributes, mode and times, in the order that keeps
+   * setuid bits and file capabilities (a chown clears both); `settled`: what
+   * creating it already set; `kept`: the node was there already, and is
    * reported as unchanged, not restored.
    */
   private finishNode(path: Buffer, dest: Buffer, node: TreeNode, settled?: Settled, kept = false): void {
     try {
       if (this.privileged && !settled?.owner) lchownSync(dest, node.uid, node.gid);
+      this.restoreXattrs(path, dest, node, kept);
       if (node.type !== 'symlink' && !settled?.mode) chmodSync(dest, node.mode);
       const t = utimesSeconds(node.mtime);
       lutimesSync(dest, t, t);
@@ -623,6 +629,33 @@ export class Restorer {
       (kept ? this.opts.onUnchanged : this.opts.onRestored)?.(path.toString());
     } catch (e) {
       this.opts.onWarning?.(path.toString(), `cannot restore metadata: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * Gives `dest` exactly the node's extended attributes (after any chown,
+   * which clears a file capability; setting them changes no time). Those
+   * it may already have are removed when it was there before (`kept`, or a
+   * folder merged into: the creation probe is then gone) or when creating
+   * gives attributes (an inherited ACL). An attribute the target refuses (a
+   * file system without them, trusted.* or a capability without root,
+   * user.* on a symlink) is a warning naming it; the rest is restored.
+   */
+  private restoreXattrs(path: Buffer, dest: Buffer, node: TreeNode, kept = false): void {
+    const clear = kept || this.creation === undefined || this.creation.xattrs;
+    if (!node.xattrs && !clear) return;
+    let refused = writeXattrs(dest, node.xattrs, clear);
+    // user.* needs write permission, which a read-only file of ours denies us (root needs none): lent for the time.
+    if (refused.some((r) => r.code === 'EACCES') && node.type !== 'symlink') {
+      chmodSync(dest, node.mode | 0o200);
+      try {
+        refused = writeXattrs(dest, node.xattrs, clear);
+      } finally {
+        chmodSync(dest, node.mode);
+      }
+    }
+    if (refused.length > 0) {
+      this.opts.onWarning?.(path.toString(), `extended attributes not restored: ${refused.map((r) => `${r.name.toString()} (${r.code})`).join(', ')}`);
     }
   }
 
@@ -667,6 +700,8 @@ interface Creation {
   readonly keeps: number;
   readonly uid: number;
   readonly gid: number;
+  /** Creating gives attributes beyond an SELinux label (an ACL inherited from a default ACL). */
+  readonly xattrs: boolean;
 }
 
 /**
@@ -699,7 +734,7 @@ async function probeCreation(target: string): Promise<Creation | undefined> {
     const fh = await fsp.open(probe, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o777);
     try {
       const st = await fh.stat();
-      return { keeps: st.mode & 0o777, uid: st.uid, gid: st.gid };
+      return { keeps: st.mode & 0o777, uid: st.uid, gid: st.gid, xattrs: hasXattrsBeyondLabel(probe) };
     } finally {
       await fh.close();
       await fsp.rm(probe, { force: true });

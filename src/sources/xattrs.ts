@@ -1,0 +1,107 @@
+/**
+ * A file system entry's extended attributes (POSIX ACLs, file capabilities
+ * and SELinux labels are extended attributes on Linux), read and written by
+ * Buffer path through the native addon (native/xattr.cc), never following a
+ * final symlink.
+ *
+ * Reading costs one llistxattr per entry when it has none (the common
+ * case), and nothing at all on a file system without support for them.
+ */
+import type { Xattr } from '../repo/tree.js';
+import { native } from './native.js';
+import type { PosixPath } from './posix.js';
+
+const asBuffer = (p: PosixPath): Buffer => (typeof p === 'string' ? Buffer.from(p) : p);
+
+/** The label a restore leaves to the target's policy when the snapshot has none. */
+const SELINUX = Buffer.from('security.selinux');
+
+/** Orders names by their bytes. */
+const byName = (a: Xattr, b: Xattr): number => Buffer.compare(a.name, b.name);
+
+/** Node's errno name of an error from the addon. */
+const codeOf = (e: unknown): string | undefined => (e as NodeJS.ErrnoException).code;
+
+/** Reads the extended attributes of the entries of one walk. */
+export class XattrReader {
+  /** Devices whose file system said it has no extended attributes (ENOTSUP): not asked again. */
+  private readonly unsupported = new Set<bigint>();
+
+  /**
+   * The entry's attributes sorted by name, or undefined when it has none or
+   * its file system supports none. An attribute removed between listing and
+   * reading is left out; any other error is thrown (the caller warns).
+   */
+  read(path: PosixPath, device: bigint): Xattr[] | undefined {
+    if (this.unsupported.has(device)) return undefined;
+    const p = asBuffer(path);
+    let names: Buffer[];
+    try {
+      names = native.llistxattr(p);
+    } catch (e) {
+      if (codeOf(e) !== 'ENOTSUP') throw e;
+      this.unsupported.add(device);
+      return undefined;
+    }
+    if (names.length === 0) return undefined;
+    const xattrs: Xattr[] = [];
+    for (const name of names) {
+      try {
+        xattrs.push({ name, value: native.lgetxattr(p, name) });
+      } catch (e) {
+        if (codeOf(e) !== 'ENODATA') throw e;
+      }
+    }
+    return xattrs.length === 0 ? undefined : xattrs.sort(byName);
+  }
+}
+
+/** An attribute the target refused, and why (Node's errno name: ENOTSUP, EPERM, ...). */
+export interface RefusedXattr {
+  readonly name: Buffer;
+  readonly code: string;
+}
+
+/**
+ * Gives `path` exactly the attributes `xattrs` (undefined: none). With
+ * `clear`, attributes it has that are not in the list are removed first (it
+ * existed before, or creating it gave it some, such as an ACL inherited
+ * from a default ACL), except an SELinux label the list does not replace:
+ * that one is the target policy's. Returns what the target refused; every
+ * other attribute is still written. Throws when the attributes it has
+ * cannot be listed.
+ */
+export function writeXattrs(path: PosixPath, xattrs: readonly Xattr[] | undefined, clear: boolean): RefusedXattr[] {
+  const p = asBuffer(path);
+  const refused: RefusedXattr[] = [];
+  const attempt = (name: Buffer, f: () => void): void => {
+    try {
+      f();
+    } catch (e) {
+      refused.push({ name, code: codeOf(e) ?? (e as Error).message });
+    }
+  };
+  if (clear) {
+    for (const name of listOrNone(p)) {
+      if (name.equals(SELINUX) || xattrs?.some((x) => x.name.equals(name))) continue;
+      attempt(name, () => native.lremovexattr(p, name));
+    }
+  }
+  for (const x of xattrs ?? []) attempt(x.name, () => native.lsetxattr(p, x.name, x.value));
+  return refused;
+}
+
+/** Whether `path` has attributes other than an SELinux label (what creating a file in a folder gave it, such as an inherited ACL). */
+export function hasXattrsBeyondLabel(path: PosixPath): boolean {
+  return listOrNone(asBuffer(path)).some((name) => !name.equals(SELINUX));
+}
+
+/** The names of a path's attributes; none where its file system has none. */
+function listOrNone(p: Buffer): Buffer[] {
+  try {
+    return native.llistxattr(p);
+  } catch (e) {
+    if (codeOf(e) === 'ENOTSUP') return [];
+    throw e;
+  }
+}

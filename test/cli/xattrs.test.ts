@@ -1,0 +1,225 @@
+/**
+ * Extended attributes, POSIX ACLs, file capabilities and SELinux labels:
+ * backed up and restored exactly, checked with the real tools (attr, acl,
+ * libcap2-bin: getfattr, getfacl and getcap of the original and of the
+ * restore must print the same).
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { removeTree } from '../fixtures/tree.js';
+import { Sandbox } from '../helpers/cli.js';
+
+const isRoot = process.getuid?.() === 0;
+const nobody = { uid: 65534, gid: 65534 };
+const missing = ['setfattr', 'getfattr', 'setfacl', 'getfacl', 'setcap', 'getcap'].filter((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0);
+const skipReason = !isRoot ? 'needs root (trusted.* attributes, setcap)' : missing.length > 0 ? `${missing.join(', ')} not installed (apt-get install attr acl libcap2-bin)` : undefined;
+
+/** Runs a shell script in `cwd` (non-UTF-8 names are spelled with printf) and returns its stdout. */
+function sh(cwd: string, script: string): Buffer {
+  return execFileSync('bash', ['-euo', 'pipefail', '-c', script], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/**
+ * The tree's extended attributes, ACLs and capabilities as the tools print
+ * them, with paths relative to `root`, in an order that does not depend on
+ * the order of the folders' entries.
+ */
+function attributesOf(root: string, keep: (line: string) => boolean = () => true): { xattrs: string; acls: string; caps: string } {
+  const blocks = (out: Buffer): string => out.toString('latin1').split('\n\n').map((b) => b.trim()).filter((b) => b !== '').flatMap((b) => {
+    const [head, ...lines] = b.split('\n');
+    const kept = lines.filter(keep);
+    return kept.length === 0 ? [] : [[head, ...kept.sort()].join('\n')];
+  }).sort().join('\n\n');
+  return {
+    xattrs: blocks(sh(root, 'getfattr -R -d -m - -h -e hex --absolute-names .')),
+    acls: blocks(sh(root, 'getfacl -R -p . 2>/dev/null')),
+    caps: sh(root, 'getcap -r .').toString('latin1').split('\n').sort().join('\n'),
+  };
+}
+
+/** The attributes of one path: name → value in hex. */
+function xattrsAt(path: string): Map<string, string> {
+  const out = execFileSync('getfattr', ['-d', '-m', '-', '-h', '-e', 'hex', '--absolute-names', path]).toString('latin1');
+  return new Map(out.split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+}
+
+/**
+ * The source tree: user.* attributes with binary values and names that are
+ * not UTF-8, in a folder whose name is not UTF-8; a read-only file with one;
+ * access and default ACLs; a capability on a copy of a binary; trusted.* on
+ * a folder and on a symlink (which refuses user.*).
+ */
+const MAKE_SOURCE = String.raw`
+  odd=$(printf 'dir-\xff\xfe')
+  mkdir -p "$odd" shared plain
+  printf 'hello' > "$odd/file"
+  setfattr -n user.binary -v 0x00ff0102fe "$odd/file"
+  setfattr -n "user.$(printf 'n\xe9\xff')" -v 0sAAEC "$odd/file"
+  setfattr -n user.empty "$odd/file"
+  setfattr -n user.on-folder -v 'a folder' "$odd"
+  head -c 200000 /dev/urandom > big.bin
+  setfattr -n user.big -v "$(head -c 2000 /dev/zero | tr '\0' x)" big.bin
+  chmod 0444 big.bin
+  printf 'text' > acl.txt
+  setfacl -m u:nobody:rw,g:nogroup:r acl.txt
+  setfacl -m u:nobody:rx shared
+  setfacl -d -m u:nobody:rwx,m::rwx shared
+  printf 'in a folder with a default ACL' > shared/inherited
+  cp /bin/true ping
+  setcap cap_net_raw+ep ping
+  setfattr -n trusted.note -v secret plain
+  ln -s "$odd/file" link
+  setfattr -h -n trusted.on-link -v 1 link
+  printf 'nothing' > plain/none
+`;
+
+describe('extended attributes, ACLs and capabilities', () => {
+  let s: Sandbox;
+  let src: string;
+  before(async () => {
+    s = await Sandbox.create('holdfast-xattrs-');
+    if (skipReason) return;
+    src = s.path('src');
+    mkdirSync(src);
+    sh(src, MAKE_SOURCE);
+    await s.ok(['init']);
+    await s.ok(['backup', '-q', src]);
+  });
+  after(() => removeTree(s.dir));
+
+  /** Restores `snap` into a new folder `name` (as `opts` says) and returns where the source landed in it. */
+  async function restore(name: string, snap = 'latest', args: string[] = []): Promise<string> {
+    const target = s.path(name);
+    await s.ok(['restore', snap, '--target', target, ...args]);
+    return join(target, src);
+  }
+
+  it('restores user.* (binary values, names and folders not UTF-8), ACLs, a capability and trusted.* exactly, on files, folders and symlinks', async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    const at = await restore('whole');
+    const want = attributesOf(src);
+    assert.deepEqual(attributesOf(at), want);
+    assert.match(want.xattrs, /user\.binary=0x00ff0102fe/);
+    assert.match(want.xattrs, /trusted\.on-link=0x31/);
+    assert.match(want.acls, /default:user:nobody:rwx/);
+    assert.match(want.caps, /ping cap_net_raw=ep/);
+    // The capability survived the restore's chown (which clears it) and chmod.
+    assert.equal(execFileSync('getcap', [join(at, 'ping')]).toString().trim(), `${join(at, 'ping')} cap_net_raw=ep`);
+    assert.equal((await fs.stat(join(at, 'big.bin'))).mode & 0o777, 0o444);
+  });
+
+  it('a changed, added or removed attribute alone is in the next backup (it changes the ctime, so the entry is read again)', async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    const s2 = await Sandbox.create('holdfast-xattrs-change-');
+    try {
+      const tree = s2.path('src');
+      mkdirSync(tree);
+      sh(tree, MAKE_SOURCE);
+      await s2.ok(['init']);
+      await s2.ok(['backup', '-q', tree]);
+      const before = attributesOf(tree);
+      sh(tree, String.raw`
+        setfattr -n user.binary -v 0x07 "$(printf 'dir-\xff\xfe')/file"
+        setfattr -n user.added -v new plain/none
+        setfattr -x user.big big.bin
+        setfacl -x u:nobody acl.txt
+        setfattr -n trusted.note -v changed plain
+      `);
+      const changed = attributesOf(tree);
+      assert.notDeepEqual(changed, before);
+      await s2.ok(['backup', '-q', tree]);
+      const target = s2.path('restored');
+      await s2.ok(['restore', 'latest', '--target', target]);
+      assert.deepEqual(attributesOf(join(target, tree)), changed);
+    } finally {
+      await removeTree(s2.dir);
+    }
+  });
+
+  it('a restore as another user restores what it may and warns, naming the file and the attribute, for trusted.* and the capability; exit 0', async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    const target = s.path('as-nobody');
+    await fs.mkdir(target);
+    await fs.chown(target, nobody.uid, nobody.gid);
+    await fs.chmod(s.dir, 0o755);
+    execFileSync('chmod', ['-R', 'a+rX', s.repo]);
+    const r = await s.run(['restore', 'latest', '--target', target], { asUser: nobody, env: { HOLDFAST_CACHE_DIR: s.path('nobody-cache') }, cwd: s.dir });
+    assert.equal(r.code, 0, r.stderr);
+    const warnings = r.stderr.split('\n').filter((l) => l.startsWith('warning: '));
+    assert.deepEqual(warnings.sort(), [
+      `warning: ${join(src, 'link')}: extended attributes not restored: trusted.on-link (EPERM)`,
+      `warning: ${join(src, 'ping')}: extended attributes not restored: security.capability (EPERM)`,
+      `warning: ${join(src, 'plain')}: extended attributes not restored: trusted.note (EPERM)`,
+    ]);
+    const at = join(target, src);
+    // Everything but trusted.* and the capability, which an unprivileged user can neither set nor see.
+    const visible = (l: string): boolean => !/^(trusted\.|security\.capability)/.test(l);
+    const got = attributesOf(at, visible);
+    assert.equal(got.xattrs, attributesOf(src, visible).xattrs);
+    assert.match(got.xattrs, /user\.big=0x7878/, 'the read-only file got its user.* attribute');
+    assert.equal((await fs.stat(join(at, 'big.bin'))).mode & 0o777, 0o444);
+    assert.equal(got.caps.trim(), '');
+  });
+
+  it('restore --overwrite of files and folders already there leaves exactly the snapshot\'s attributes, removing others', async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    for (const overwrite of ['if-changed', 'always']) {
+      const at = await restore(`again-${overwrite}`);
+      const odd = Buffer.from('dir-\xff\xfe', 'latin1');
+      sh(at, String.raw`
+        odd=$(printf 'dir-\xff\xfe')
+        setfattr -n user.stray -v x "$odd/file"
+        setfattr -x user.binary "$odd/file"
+        setfattr -n user.stray -v x plain
+        setfattr -n user.stray -v x plain/none
+        setfacl -m u:nobody:rwx plain/none
+        setcap -r ping
+      `);
+      await s.ok(['restore', 'latest', '--target', s.path(`again-${overwrite}`), '--overwrite', overwrite]);
+      assert.deepEqual(attributesOf(at), attributesOf(src), overwrite);
+      assert.ok(!xattrsAt(join(at, 'plain', 'none')).has('user.stray'));
+      assert.ok(existsSync(Buffer.concat([Buffer.from(at), Buffer.from('/'), odd])));
+    }
+  });
+
+  it('a restore into a folder with a default ACL gives restored files no ACL the snapshot lacks', async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    const target = s.path('into-acl');
+    await fs.mkdir(target);
+    execFileSync('setfacl', ['-d', '-m', 'u:nobody:rwx', target]);
+    const at = await restore('into-acl');
+    assert.deepEqual(attributesOf(at), attributesOf(src));
+    assert.equal(xattrsAt(join(at, 'plain', 'none')).size, 0);
+  });
+
+  it('a target file system without extended attributes (ramfs) restores the files and warns for each refused attribute; a backup from it records none, quietly', async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    const target = s.path('ramfs');
+    await fs.mkdir(target);
+    if (spawnSync('mount', ['-t', 'ramfs', 'none', target]).status !== 0) return t.skip('cannot mount a ramfs here');
+    try {
+      const r = await s.run(['restore', 'latest', '--target', target]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, new RegExp(`warning: ${join(src, 'acl.txt')}: extended attributes not restored: system.posix_acl_access \\(ENOTSUP\\)`));
+      assert.match(r.stderr, new RegExp(`warning: ${join(src, 'big.bin')}: extended attributes not restored: user.big \\(ENOTSUP\\)`));
+      assert.equal(await fs.readFile(join(target, src, 'plain', 'none'), 'utf8'), 'nothing');
+      const b = await s.run(['backup', join(target, src)]);
+      assert.equal(b.code, 0, b.stderr);
+      assert.doesNotMatch(b.stderr, /warning/);
+    } finally {
+      execFileSync('umount', [target]);
+    }
+  });
+
+  it('keeps SELinux labels where the system has SELinux', async (t) => {
+    if (!existsSync('/sys/fs/selinux')) return t.skip('this kernel has no SELinux (/sys/fs/selinux is absent): no labels to keep');
+    if (skipReason) return t.skip(skipReason);
+    const at = await restore('selinux');
+    const label = (p: string): string | undefined => xattrsAt(p).get('security.selinux');
+    assert.ok(label(join(src, 'plain', 'none')) !== undefined);
+    assert.equal(label(join(at, 'plain', 'none')), label(join(src, 'plain', 'none')));
+  });
+});
