@@ -17,6 +17,7 @@ import { backupTargets } from './backup-targets.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress, type Totals } from './progress.js';
 import { summaryJson } from '../jobs/snapshots/summary-json.js';
+import { withFsSnapshots, type PathView, type SnapshotKind } from '../sources/fs-snapshots/fs-snapshots.js';
 import { backupImageCommand, withImageOptions, type ImageBackupFlags } from './cmd-backup-image.js';
 
 interface BackupFlags extends ImageBackupFlags {
@@ -41,7 +42,13 @@ interface BackupFlags extends ImageBackupFlags {
   stdinFilename?: string;
   stdinFromCommand?: boolean;
   compression?: CompressionMode;
+  fsSnapshot?: SnapshotKind;
+  freeze?: boolean;
+  lvmSnapshotSize?: string;
 }
+
+/** Where LVM snapshots are mounted while a backup reads them. */
+const FS_SNAPSHOT_DIR = '/run/holdfast/fs-snapshots';
 
 export function register(program: Command): void {
   withHookOptions(withImageOptions(program
@@ -69,6 +76,12 @@ export function register(program: Command): void {
     .option('--stdin-filename <name>', 'file name for --stdin and --stdin-from-command (default: "stdin"), and for image streams (default: "stdin.img")')
     .option('--stdin-from-command', 'run the command given as arguments and back up its output; fails if it fails')
     .option('--compression <mode>', 'off, default (zstd 1), better (zstd 3), max (zstd 19) (default: the repository default)', compressionMode)
+    .option('--fs-snapshot <kind>', 'read the files from a snapshot of their file system, taken at the start and removed at the end: btrfs, lvm, or auto (whichever fits each path; others are read in place)', (text) => {
+      if (text !== 'btrfs' && text !== 'lvm' && text !== 'auto') throw new ExitError(`bad --fs-snapshot "${text}": use btrfs, lvm or auto`, EXIT.usage);
+      return text;
+    })
+    .option('--freeze', 'with --fs-snapshot: freeze each file system (fsfreeze, at most 10s) while its LVM snapshot is taken')
+    .option('--lvm-snapshot-size <size>', 'with --fs-snapshot: the space of an LVM snapshot, as lvcreate takes it: 2G, or 20%ORIGIN (default: 10%ORIGIN)')
     .action(async (paths: string[], flags: BackupFlags, cmd: Command) => {
       if (flags.image !== undefined || flags.imageFromCommand) {
         if (flags.dryRun) throw new ExitError('--dry-run does not work with --image yet; nothing was written', EXIT.usage);
@@ -77,6 +90,8 @@ export function register(program: Command): void {
       const g = globals(cmd);
       const stream = flags.stdin === true || flags.stdinFromCommand === true;
       if (stream && (flags.filesFrom ?? flags.filesFromVerbatim ?? flags.filesFromRaw)) throw new ExitError('--stdin and --stdin-from-command take no --files-from lists', EXIT.usage);
+      if (stream && flags.fsSnapshot !== undefined) throw new ExitError('--fs-snapshot is for files and folders, not --stdin or --stdin-from-command', EXIT.usage);
+      if (flags.fsSnapshot === undefined && (flags.freeze || flags.lvmSnapshotSize !== undefined)) throw new ExitError('--freeze and --lvm-snapshot-size go with --fs-snapshot', EXIT.usage);
       // Before the session: when no path exists, not even a lock is written.
       const targets = stream ? undefined : await backupTargets(paths, flags, warn);
       if (targets) processPool(); // its threads start while the key is derived
@@ -112,30 +127,45 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
   const shown = !g.quiet && (g.json === true || process.stderr.isTTY === true);
   if (shown) void scanTotals(paths, excludes, flags.oneFileSystem === true, totals, AbortSignal.any([signal, scan.signal]));
   let last: BackupProgress | undefined;
+  const backup = (views: readonly PathView[]): Promise<BackupResult> => new Archiver(repo, {
+    paths,
+    excludes,
+    oneFileSystem: flags.oneFileSystem === true,
+    tags: splitTags(flags.tag),
+    ...(hostname ? { hostname } : {}),
+    ...(flags.time ? { time: parseTime(flags.time) } : {}),
+    parent,
+    force: flags.force === true,
+    dryRun: flags.dryRun === true,
+    ...(flags.compression ? { compression: flags.compression } : {}),
+    signal,
+    pool: processPool(),
+    onWarning: (path, message) => {
+      progress.stop();
+      warn(`${path}: ${message}`);
+    },
+    onProgress: (p) => {
+      last = p;
+      progress.update(p);
+    },
+    onFile: (path, action) => verboseItem(g, action, path),
+    ...(views.length > 0 ? { views } : {}),
+  }).run();
   try {
-    const result = await new Archiver(repo, {
-      paths,
-      excludes,
-      oneFileSystem: flags.oneFileSystem === true,
-      tags: splitTags(flags.tag),
-      ...(hostname ? { hostname } : {}),
-      ...(flags.time ? { time: parseTime(flags.time) } : {}),
-      parent,
-      force: flags.force === true,
-      dryRun: flags.dryRun === true,
-      ...(flags.compression ? { compression: flags.compression } : {}),
-      signal,
-      pool: processPool(),
-      onWarning: (path, message) => {
+    const result = flags.fsSnapshot === undefined ? await backup([]) : await withFsSnapshots(paths, {
+      kind: flags.fsSnapshot,
+      host: (await import('node:os')).hostname(),
+      stateDir: FS_SNAPSHOT_DIR,
+      freeze: flags.freeze === true,
+      ...(flags.lvmSnapshotSize === undefined ? {} : { lvmSize: flags.lvmSnapshotSize }),
+      onWarning: (m) => {
         progress.stop();
-        warn(`${path}: ${message}`);
+        warn(m);
       },
-      onProgress: (p) => {
-        last = p;
-        progress.update(p);
+      onNote: (m) => {
+        if (!g.quiet) warn(m);
       },
-      onFile: (path, action) => verboseItem(g, action, path),
-    }).run();
+    }, backup);
     if (last) {
       // Done: what there was to do is what was done, whether or not the count beside it finished first.
       Object.assign(totals, { files: last.files, bytes: last.bytes, done: true });

@@ -69,6 +69,7 @@ export const EXIT_BY_ERROR_CODE: { readonly [C in ErrorCode]: number } = {
   NOTHING_TO_BACK_UP: EXIT.failed,
   PRODUCER_FAILED: EXIT.failed,
   HOOK_FAILED: EXIT.hookFailed,
+  SNAPSHOT_FAILED: EXIT.failed,
   FILESYSTEM_NOT_SUPPORTED: EXIT.failed,
   FILESYSTEM_DAMAGED: EXIT.failed,
   FILESYSTEM_FEATURE_UNSUPPORTED: EXIT.failed,

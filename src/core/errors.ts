@@ -77,6 +77,8 @@ export const ERROR_CODES = [
   'PRODUCER_FAILED',
   /** A hook run before a backup failed or ran past its timeout: the backup was skipped. */
   'HOOK_FAILED',
+  /** A file-system snapshot of a backed-up path could not be taken, or its file system has none of the kind asked for: nothing was backed up. */
+  'SNAPSHOT_FAILED',
   /** A disk image holds no file system this build reads. */
   'FILESYSTEM_NOT_SUPPORTED',
   /** A file system in a disk image is damaged or truncated (its metadata, its journal, a read past its end). */

@@ -24,6 +24,7 @@ import { RetriesExhaustedError } from '../../src/storage/retrying-backend.js';
 import { QuotaExceededError } from '../../src/storage/http-backend.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { HookFailedError } from '../../src/jobs/sessions/backup-hooks.js';
+import { SnapshotFailedError } from '../../src/sources/fs-snapshots/tools.js';
 import { acquireLock, processIdentity } from '../../src/repo/lock.js';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 import { failsWith } from '../helpers/cli-errors.js';
@@ -55,6 +56,7 @@ describe('exit codes', () => {
       [new BadSnapshotNameError('"x" is neither "latest" nor a snapshot id'), 'BAD_SNAPSHOT_NAME', 2],
       [new RetriesExhaustedError('save data/ab', 5, 1000, new TransientError('503')), 'RETRIES_EXHAUSTED', 1],
       [new HookFailedError('the before-backup hook failed', 'before-backup'), 'HOOK_FAILED', 16],
+      [new SnapshotFailedError('/srv is on ext4, not btrfs'), 'SNAPSHOT_FAILED', 1],
     ];
     for (const [e, code, exit] of cases) {
       assert.equal(errorCode(e), code, e.name);

@@ -52,6 +52,7 @@ import { ExcludeRules } from './excludes.js';
 import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
 import { io } from '../../repo/objects.js';
 import type { NodesByName, TreeCache, TreeCacheStats } from './tree-cache.js';
+import type { PathView } from '../../sources/fs-snapshots/fs-snapshots.js';
 
 export interface BackupOptions extends SnapshotOrigin, JobPoolOptions {
   readonly paths: readonly string[];
@@ -84,6 +85,12 @@ export interface BackupOptions extends SnapshotOrigin, JobPoolOptions {
    * trees replace them once its snapshot is written.
    */
   readonly trees?: TreeCache;
+  /**
+   * Point-in-time views of some of `paths` (`withFsSnapshots`): what is
+   * below such a path is read from its view, and recorded under the path
+   * and with the original's device number, as if read in place.
+   */
+  readonly views?: readonly PathView[];
 }
 
 /**
@@ -264,8 +271,14 @@ export class Archiver {
   /** This backup's write session: its statistics are the snapshot's. */
   private readonly writer: RepositoryWriter;
 
+  /** `opts.views` as bytes, and their devices: the view's number maps to the original's. */
+  private readonly views: readonly { path: Buffer; view: Buffer }[];
+  private readonly viewDevices: ReadonlyMap<bigint, bigint> | undefined;
+
   constructor(private readonly repo: Repository, private readonly opts: BackupOptions) {
     this.rules = batchRules(repo.config.chunker);
+    this.views = (opts.views ?? []).map((v) => ({ path: Buffer.from(v.path), view: Buffer.from(v.view) }));
+    this.viewDevices = opts.views?.length ? new Map(opts.views.map((v) => [v.device.view, v.device.original])) : undefined;
     this.writer = repo.newWriter({ ...(opts.compression ? { compression: opts.compression } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
   }
 
@@ -287,9 +300,26 @@ export class Archiver {
     this.opts.onProgress?.(this.progress);
   }
 
-  /** A path fit for system calls. */
+  /** A path fit for system calls: in its view, if it has one. */
   private sys(path: Buffer): PosixPath | Promise<PosixPath> {
-    return path.length < LONG_PATH ? path : this.long.short(path);
+    const p = this.views.length === 0 ? path : this.inView(path);
+    return p.length < LONG_PATH ? p : this.long.short(p);
+  }
+
+  /** Where `path` is read: in the view of the selected path it is at or below, else in place. */
+  private inView(path: Buffer): Buffer {
+    for (const v of this.views) {
+      const n = v.path.length;
+      if (path.length < n || path.compare(v.path, 0, n, 0, n) !== 0) continue;
+      if (path.length === n) return v.view;
+      if (path[n] === 0x2f) return Buffer.concat([v.view, path.subarray(n)]);
+    }
+    return path;
+  }
+
+  /** The device number recorded for one read: the original's for a view's. */
+  private device(dev: bigint): bigint {
+    return this.viewDevices?.get(dev) ?? dev;
   }
 
   /** Keeps a rejection from going unhandled before the promise is awaited; the error is kept for the end. */
@@ -511,7 +541,7 @@ export class Archiver {
   private node(name: Buffer, st: EntryStat, extra: Partial<TreeNode>, xattrs: readonly Xattr[] | undefined): TreeNode {
     const n: { -readonly [K in keyof TreeNode]: TreeNode[K] } = {
       name, type: st.type, mode: st.mode, uid: st.uid, gid: st.gid,
-      mtime: st.mtime, ctime: st.ctime, inode: st.inode, device: st.device, links: st.links,
+      mtime: st.mtime, ctime: st.ctime, inode: st.inode, device: this.device(st.device), links: st.links,
       size: st.type === 'file' ? st.size : 0,
     };
     const user = this.names.user(st.uid);
@@ -582,11 +612,12 @@ export class Archiver {
    * each entry reached through the path shortener.
    */
   private async listDir(path: Buffer, sys: PosixPath): Promise<{ entry: ListedEntry; path: Buffer; sys: PosixPath }[] | { error: ReadError }> {
-    if (path.length < SCAN_PATH_LIMIT) {
-      const listed = await this.scanner.list(path, this.opts.oneFileSystem === true ? this.rootDevices : undefined);
+    if (typeof sys !== 'string' && sys.length < SCAN_PATH_LIMIT) {
+      // `sys` is the folder in its view, or `path` itself.
+      const listed = await this.scanner.list(sys, this.opts.oneFileSystem === true ? this.rootDevices : undefined);
       return 'error' in listed ? listed : listed.map((entry) => {
         const p = childPath(path, entry.name);
-        return { entry, path: p, sys: p };
+        return { entry, path: p, sys: sys === path ? p : childPath(sys, entry.name) };
       });
     }
     let names: Buffer[];
@@ -640,7 +671,7 @@ export class Archiver {
 
   private unchanged(st: EntryStat, prev: TreeNode | undefined): prev is TreeNode & { content: ContentEntry[] } {
     return this.opts.force !== true && prev !== undefined && prev.type === 'file' && prev.content !== undefined && !prev.damaged
-      && prev.inode === st.inode && prev.device === st.device && prev.size === st.size
+      && prev.inode === st.inode && prev.device === this.device(st.device) && prev.size === st.size
       && prev.mtime === st.mtime && prev.ctime === st.ctime
       && prev.content.every((c) => this.hasEntry(c));
   }
