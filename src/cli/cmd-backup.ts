@@ -84,6 +84,7 @@ export function register(program: Command): void {
     .option('--lvm-snapshot-size <size>', 'with --fs-snapshot: the space of an LVM snapshot, as lvcreate takes it: 2G, or 20%ORIGIN (default: 10%ORIGIN)')
     .action(async (paths: string[], flags: BackupFlags, cmd: Command) => {
       if (flags.image !== undefined || flags.imageFromCommand) {
+        if (flags.fsSnapshot !== undefined) throw new ExitError('--fs-snapshot is for files and folders; for --image, snapshot the device first (an LVM snapshot, a VM snapshot) and back that up', EXIT.usage);
         if (flags.dryRun) throw new ExitError('--dry-run does not work with --image yet; nothing was written', EXIT.usage);
         return backupImageCommand(paths, flags, cmd);
       }

@@ -62,14 +62,14 @@ describe('backup --fs-snapshot on btrfs', { skip }, () => {
     await fs.mkdir(data);
     await fs.writeFile(join(data, 'a.txt'), 'as it was\n', { mode: 0o640 });
     await fs.symlink('a.txt', join(data, 'link'));
-    // Larger than the backup holds in flight (32 MiB), and read chunk by chunk: its end is read only once
-    // enough has been uploaded at --limit-upload, well after the snapshot was taken and the file rewritten.
+    // Larger than the backup holds in flight (16 MiB a worker: 32 MiB with 2), and read chunk by chunk: its end is
+    // read only once enough has been uploaded at --limit-upload, well after the snapshot was taken and the file rewritten.
     const big = randomBytes(40 * MiB);
     await fs.writeFile(join(data, 'growing.bin'), big);
     await fs.utimes(join(data, 'a.txt'), new Date('2020-01-02T03:04:05Z'), new Date('2020-01-02T03:04:05Z'));
     const before = await fs.stat(join(data, 'a.txt'));
 
-    const run = s.start(['--limit-upload', '4096', 'backup', '--fs-snapshot', 'btrfs', data]);
+    const run = s.start(['--limit-upload', '4096', 'backup', '--fs-snapshot', 'btrfs', data], { env: { HOLDFAST_WORKERS: '2' } });
     const name = await snapshotAppears(vol, run);
     // Written while the backup runs: the end of the big file, and the small one.
     const h = await fs.open(join(data, 'growing.bin'), 'r+');
@@ -135,6 +135,47 @@ describe('backup --fs-snapshot on btrfs', { skip }, () => {
     } finally {
       execFileSync('btrfs', ['subvolume', 'delete', join(vol, live)], { stdio: 'ignore' });
     }
+  });
+
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    it(`${sig} during the backup removes the snapshot (exit 130, no snapshot written)`, async () => {
+      const path = join(vol, `interrupted-${sig}`);
+      await fs.mkdir(path);
+      await fs.writeFile(join(path, 'big'), randomBytes(8 * MiB));
+      const count = (await snapshotsOf(s)).length;
+      const run = s.start(['--limit-upload', '256', 'backup', '--fs-snapshot', 'btrfs', path]);
+      await snapshotAppears(vol, run);
+      run.child.kill(sig);
+      const r = await run.done;
+      assert.equal(r.code, 130, r.stderr);
+      assert.deepEqual(await snapshotsIn(vol), []);
+      assert.equal((await snapshotsOf(s)).length, count);
+    });
+  }
+
+  it('a snapshot that fails removes those already taken: nothing is read, nothing is left', async () => {
+    const second = s.path('second-fs');
+    await fs.mkdir(second, { recursive: true });
+    // The btrfs path comes first (paths are sorted): its snapshot is taken, then the second path fails.
+    const r = await s.run(['backup', '--fs-snapshot', 'btrfs', join(vol, 'steady'), second]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /second-fs is on \S+, not btrfs/);
+    assert.deepEqual(await snapshotsIn(vol), []);
+  });
+
+  it('refuses --fs-snapshot with a stream or an image, and --freeze without it (usage, nothing written)', async () => {
+    const count = (await snapshotsOf(s)).length;
+    assert.match((await s.run(['backup', '--fs-snapshot', 'btrfs', '--stdin'], { input: 'x' })).stderr, /--fs-snapshot is for files and folders, not --stdin/);
+    const img = s.path('disk.img');
+    await fs.writeFile(img, Buffer.alloc(65536));
+    const image = await s.run(['backup', '--fs-snapshot', 'auto', '--image', img]);
+    assert.equal(image.code, 2);
+    assert.match(image.stderr, /--fs-snapshot is for files and folders; for --image/);
+    const freeze = await s.run(['backup', '--freeze', join(vol, 'steady')]);
+    assert.equal(freeze.code, 2);
+    assert.match(freeze.stderr, /--freeze and --lvm-snapshot-size go with --fs-snapshot/);
+    assert.match((await s.run(['backup', '--fs-snapshot', 'zfs', join(vol, 'steady')])).stderr, /bad --fs-snapshot "zfs": use btrfs, lvm or auto/);
+    assert.equal((await snapshotsOf(s)).length, count);
   });
 
   it('a path not on btrfs: an error with btrfs (nothing written), read in place with a warning under auto', async () => {
