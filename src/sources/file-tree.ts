@@ -5,11 +5,13 @@
  * The walk's metadata calls are synchronous: on a local file system a call
  * answered from the inode cache takes a few microseconds, less than a round
  * trip through libuv's thread pool. `listDirStats` reads a whole folder
- * (names and lstat of each) in one call, so that a worker thread can do it
- * ahead of the walk and hand it over packed in transferable arrays.
+ * (names and lstat of each) in one native call, so that a worker thread can
+ * do it ahead of the walk and hand it over packed in transferable arrays.
  */
 import { constants, lstatSync, promises as fsp, readdirSync, readlinkSync, statSync, type BigIntStats } from 'node:fs';
+import { getSystemErrorMap } from 'node:util';
 import type { NodeType } from '../repo/tree.js';
+import { native } from './native.js';
 import type { PosixPath } from './posix.js';
 
 /** The metadata of one directory entry, as lstat(2) reports it. */
@@ -104,58 +106,38 @@ export type ListedEntry = { readonly name: Buffer; readonly st: EntryStat; reado
 
 const STAT_FIELDS = 10;
 
+/** Node's code and description of each errno (keyed by its negative, as libuv's codes are). */
+const SYSTEM_ERRORS = getSystemErrorMap();
+
+/** The `ReadError` of a failed system call, worded as Node words it (`ENOENT: no such file or directory, lstat '/a/b'`). */
+function systemError(errno: number, syscall: string, path: Buffer): ReadError {
+  const known = SYSTEM_ERRORS.get(-errno);
+  if (!known) return { message: `unknown system error ${errno}, ${syscall} '${path.toString()}'` };
+  const [code, description] = known;
+  return { code, message: `${code}: ${description}, ${syscall} '${path.toString()}'` };
+}
+
 /**
- * Lists a folder and lstat(2)s each entry. A folder that cannot be listed
- * gives `{ error }`; an entry that cannot be stat'ed is in `failed`.
+ * Lists a folder and lstat(2)s each entry, in one call to the native addon
+ * (native/walk.cc): no JavaScript object per entry. A folder that cannot be
+ * listed gives `{ error }` (as Node's readdir: a symlink to a folder is
+ * followed); an entry that cannot be stat'ed is in `failed`. The arrays are
+ * buffers of their own, never views of a shared pool, so that they can be
+ * transferred.
  */
 export function listDirStats(dir: Buffer): DirListing | { error: ReadError } {
-  let names: Buffer[];
-  try {
-    names = listDirSync(dir);
-  } catch (e) {
-    return { error: errorOf(e) };
-  }
-  const ends = new Uint32Array(names.length);
-  const fields = new BigInt64Array(names.length * STAT_FIELDS);
-  const failed = new Map<number, ReadError>();
-  // Each entry's path is written over the last one's in one buffer: a new one per entry cost more than its lstat's own work.
-  const prefix = dir.length === 1 && dir[0] === 0x2f ? 1 : dir.length + 1;
-  let longest = 0;
-  for (const name of names) longest = Math.max(longest, name.length);
-  const path = Buffer.allocUnsafe(prefix + longest);
-  dir.copy(path, 0, 0, prefix - 1);
-  path[prefix - 1] = 0x2f;
-  let end = 0;
-  for (let i = 0; i < names.length; i++) {
-    const name = names[i]!;
-    end += name.length;
-    ends[i] = end;
-    name.copy(path, prefix);
-    let st: BigIntStats;
-    try {
-      st = lstatSync(path.subarray(0, prefix + name.length), { bigint: true });
-    } catch (e) {
-      failed.set(i, errorOf(e));
-      continue;
+  const listed = native.listDirStats(dir);
+  if (typeof listed === 'number') return { error: systemError(listed, 'scandir', dir) };
+  const [names, ends, fields, failures] = listed;
+  const listing = { names: new Uint8Array(names), ends: new Uint32Array(ends), fields: new BigInt64Array(fields), failed: new Map<number, ReadError>() };
+  if (failures) {
+    const all = Buffer.from(names);
+    for (let k = 0; k < failures.length; k += 2) {
+      const i = failures[k]!;
+      listing.failed.set(i, systemError(failures[k + 1]!, 'lstat', childPath(dir, all.subarray(i === 0 ? 0 : listing.ends[i - 1], listing.ends[i]))));
     }
-    // ino, dev and rdev are unsigned: stored modulo 2^64, read back with asUintN.
-    const o = i * STAT_FIELDS;
-    fields[o] = st.mode;
-    fields[o + 1] = st.uid;
-    fields[o + 2] = st.gid;
-    fields[o + 3] = st.size;
-    fields[o + 4] = st.mtimeNs;
-    fields[o + 5] = st.ctimeNs;
-    fields[o + 6] = st.ino;
-    fields[o + 7] = st.dev;
-    fields[o + 8] = st.rdev;
-    fields[o + 9] = st.nlink;
   }
-  // A buffer of its own (never a slice of Node's shared pool), so that it can be transferred.
-  const all = Buffer.allocUnsafeSlow(end);
-  let at = 0;
-  for (const name of names) at += name.copy(all, at);
-  return { names: all, ends, fields, failed };
+  return listing;
 }
 
 /** The entries of a listing, in order; names are views into `listing.names`. */

@@ -10,7 +10,9 @@ import { createRequire } from 'node:module';
 /**
  * The functions the addon exports (native/*.cc); each part adds its own.
  * Their errors are Errors with `code` (Node's errno name: ENODATA, ENOTSUP,
- * EPERM, ...), `errno` and `syscall`, as node:fs throws.
+ * EPERM, ...), `errno` and `syscall`, as node:fs throws; `listDirStats`
+ * returns its errors as errno values instead (a folder's entries may fail
+ * one by one, and the walk carries on).
  */
 export interface NativeAddon {
   /** The names of a path's extended attributes, not following a final symlink (native/xattr.cc). */
@@ -21,6 +23,14 @@ export interface NativeAddon {
   lsetxattr(path: Buffer, name: Buffer, value: Buffer): void;
   /** Removes one extended attribute (ENODATA when it has none of that name). */
   lremovexattr(path: Buffer, name: Buffer): void;
+  /**
+   * A folder's entries sorted bytewise and the lstat of each, or the errno of
+   * opening or reading the folder (native/walk.cc). Three buffers of their
+   * own: the names back to back, the end of each (uint32), ten int64 stat
+   * fields per entry (file-tree.ts `DirListing`); then the entries whose
+   * lstat failed as index, errno pairs, or undefined when none did.
+   */
+  listDirStats(dir: Buffer): number | [names: ArrayBuffer, ends: ArrayBuffer, fields: ArrayBuffer, failures: number[] | undefined];
 }
 
 const require = createRequire(import.meta.url);
