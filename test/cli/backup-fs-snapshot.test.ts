@@ -2,14 +2,14 @@
  * `backup --fs-snapshot btrfs|auto` on a real btrfs (mkfs.btrfs on a loop
  * device, as root): a file written during the backup is read as it was when
  * the snapshot was taken; the snapshot records the original paths, restores
- * the snapshot's bytes and metadata, and is the parent of a backup without
+ * the snapshot's bytes and metadata (an extended attribute too), and is the parent of a backup without
  * a snapshot that finds nothing changed; the snapshot is removed after the
  * backup, and one left by a backup killed with SIGKILL is removed by the
  * next run (one whose owner still runs is not). A path not on btrfs is an
  * error with `btrfs`, read in place with a warning under `auto`.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
 import { hostname } from 'node:os';
@@ -20,7 +20,7 @@ import { loopSkip, mountLoopFs, type LoopFs } from '../helpers/loop-fs.js';
 import { snapshotName } from '../../src/sources/fs-snapshots/tools.js';
 
 const MiB = 1 << 20;
-const skip = loopSkip('btrfs');
+const skip = loopSkip('btrfs') || (spawnSync('setfattr', ['--version']).error ? 'setfattr is not installed (attr)' : false);
 
 /** The holdfast snapshots in a subvolume's root folder. */
 async function snapshotsIn(root: string): Promise<string[]> {
@@ -68,6 +68,7 @@ describe('backup --fs-snapshot on btrfs', { skip }, () => {
     await fs.writeFile(join(data, 'growing.bin'), big);
     await fs.utimes(join(data, 'a.txt'), new Date('2020-01-02T03:04:05Z'), new Date('2020-01-02T03:04:05Z'));
     const before = await fs.stat(join(data, 'a.txt'));
+    execFileSync('setfattr', ['-n', 'user.state', '-v', 'as-it-was', join(data, 'growing.bin')]);
 
     const run = s.start(['--limit-upload', '4096', 'backup', '--fs-snapshot', 'btrfs', data], { env: { HOLDFAST_WORKERS: '2' } });
     const name = await snapshotAppears(vol, run);
@@ -76,6 +77,7 @@ describe('backup --fs-snapshot on btrfs', { skip }, () => {
     await h.write(Buffer.alloc(MiB, 0x55), 0, MiB, big.length - MiB);
     await h.close();
     await fs.appendFile(join(data, 'a.txt'), 'written during the backup\n');
+    execFileSync('setfattr', ['-n', 'user.state', '-v', 'changed-during', join(data, 'growing.bin')]);
     await fs.writeFile(join(data, 'new.txt'), 'not in the snapshot\n');
     const r = await run.done;
     assert.equal(r.code, 0, r.stderr);
@@ -92,6 +94,7 @@ describe('backup --fs-snapshot on btrfs', { skip }, () => {
     assert.equal(await fs.readFile(join(back, 'a.txt'), 'utf8'), 'as it was\n');
     assert.ok((await fs.readFile(join(back, 'growing.bin'))).equals(big), 'the big file as it was when the snapshot was taken');
     assert.equal(await fs.readlink(join(back, 'link')), 'a.txt');
+    assert.equal(execFileSync('getfattr', ['-n', 'user.state', '--only-values', join(back, 'growing.bin')], { encoding: 'utf8' }), 'as-it-was');
     const restored = await fs.stat(join(back, 'a.txt'));
     assert.equal(restored.mode, before.mode);
     assert.equal(restored.mtimeMs, before.mtimeMs);

@@ -528,7 +528,7 @@ export class Archiver {
    * kept without them.
    */
   private xattrsOf(path: Buffer, sys: PosixPath, st: EntryStat, prev: TreeNode | undefined): readonly Xattr[] | undefined {
-    if (this.opts.force !== true && prev !== undefined && prev.type === st.type && prev.ctime === st.ctime && prev.inode === st.inode && prev.device === st.device) return prev.xattrs;
+    if (this.opts.force !== true && prev !== undefined && prev.type === st.type && prev.ctime === st.ctime && prev.inode === st.inode && prev.device === this.device(st.device)) return prev.xattrs;
     try {
       return this.xattrReader.read(sys, st.device);
     } catch (e) {
