@@ -36,7 +36,7 @@ import { Repository } from '../repo/repository.js';
 import { Store, type SnapshotEntry } from '../repo/store.js';
 import { commandOutput } from '../sources/command-output.js';
 import { mountsOf } from '../sources/image/block-devices.js';
-import { openImageInput } from '../sources/image/image-input.js';
+import { imageSourcePath, openImageInput } from '../sources/image/image-input.js';
 import type { Backend } from '../storage/backend.js';
 import { openBackend } from '../storage/open-backend.js';
 import { RateLimitedBackend } from '../storage/rate-limited-backend.js';
@@ -242,7 +242,7 @@ export class AgentSession {
           throw new JobFailedError(`${src} is mounted read-write (${rw.map((m) => `${m.device} on ${m.mountPoint}`).join(', ')}): a block-level copy of a file system in use is only crash-consistent; `
             + 'back up a snapshot of it (LVM, ZFS, a VM snapshot) or unmount it; nothing was written');
         }
-        const paths = [resolve(src)];
+        const paths = [imageSourcePath(src)];
         const r = await this.inSession(events, signal, async (s) => {
           const parent = this.parentOf(await readableSnapshots(this.repo), paths, true);
           if (parent) events.log(`${src}: using parent snapshot ${parent.id.slice(0, 8)}`);

@@ -5,7 +5,6 @@
  * snapshot unless it exits 0). Registered through `cmd-backup.ts`, which
  * hands over when either option is given.
  */
-import { resolve } from 'node:path';
 import { hostname as osHostname } from 'node:os';
 import type { Command } from 'commander';
 import type { CompressionMode } from '../core/compress.js';
@@ -15,7 +14,10 @@ import { cachePath } from '../jobs/image/cbt-cache.js';
 import { cacheRoot } from './environment.js';
 import { parseSize } from '../core/size.js';
 import { MAX_IMAGE_BLOCK, MIN_IMAGE_BLOCK } from '../repo/image-info.js';
-import { openImageInput, streamInput, type ImageInput } from '../sources/image/image-input.js';
+import { imageSourcePath, openImageInput, streamInput, type ImageInput } from '../sources/image/image-input.js';
+import { isNbdUri } from '../sources/image/nbd-client.js';
+import { isQcow2 } from '../sources/image/qemu.js';
+import { startBitmapRotation, type BitmapRotation } from '../jobs/image/qcow2-bitmaps.js';
 import { commandOutput } from '../sources/command-output.js';
 import { mountsOf } from '../sources/image/block-devices.js';
 import { formatBytes, formatDuration, globals, processPool, say, snapshotsOf, warn, type GlobalOptions } from './context.js';
@@ -97,61 +99,94 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
   const src = fromCommand ? args.join(' ') : flags.image!;
   const chosen = flags.blockSize ? parseBlockSize(flags.blockSize) : undefined;
   if (src === '-' && process.stdin.isTTY) throw new ExitError('--image - given but stdin is a terminal', EXIT.usage);
-  // The command starts when the backup reads its first byte, inside the session.
-  const input = fromCommand ? streamInput(src, commandOutput(args)) : src === '-' ? streamInput(src, process.stdin) : await openImageInput(src).catch((e: unknown) => {
+  const open = (bitmap?: string): Promise<ImageInput> => openImageInput(src, bitmap !== undefined ? { bitmap } : {}).catch((e: unknown) => {
     throw new ExitError(`cannot open ${src}: ${(e as Error).message}`, EXIT.failed);
   });
+  // A qcow2 file is opened in the session: its dirty bitmaps depend on the repository and the parent.
+  const qcow2 = !fromCommand && src !== '-' && !isNbdUri(src) && await isQcow2(src);
+  // The command starts when the backup reads its first byte, inside the session.
+  let input: ImageInput | undefined = qcow2 ? undefined : fromCommand ? streamInput(src, commandOutput(args)) : src === '-' ? streamInput(src, process.stdin) : await open();
   try {
-    const live = await checkLive(input, flags.allowLive === true);
-    const stream = input.kind === 'stream';
+    const live = input ? await checkLive(input, flags.allowLive === true) : false;
+    const stream = input?.kind === 'stream';
     const name = flags.stdinFilename || 'stdin.img';
     if (stream && (name.includes('/') || name === '.' || name === '..')) throw new ExitError(`bad --stdin-filename "${name}"`, EXIT.usage);
-    const paths = [stream ? `/${name}` : resolve(src)];
+    const paths = [stream ? `/${name}` : imageSourcePath(src)];
     const hooks = hooksOf(flags);
     await backupSession(g, async (repo, signal) => {
       const parent = flags.force ? null : await imageParent(repo, flags, paths);
-      // The parent's block size by default, so that a disk that grew keeps its changed-block detection.
-      const blockSize = chosen ?? parent?.snapshot.image?.blockSize ?? defaultBlockSize(input.size);
-      const cacheFile = flags.cache === false ? undefined : cachePath(cacheRoot(), repo.config.id, paths[0]!);
-      const progress = new Progress(g, { files: 0, bytes: input.size ?? 0, done: input.size !== undefined });
-      const job = new ImageBackup(repo, {
-        input,
-        paths,
-        blockSize,
-        allBlocks: flags.allBlocks === true,
-        live,
-        tags: splitTags(flags.tag),
-        ...(flags.host ? { hostname: flags.host } : {}),
-        ...(flags.time ? { time: parseTime(flags.time) } : {}),
-        parent,
-        ...(cacheFile ? { cacheFile } : {}),
-        readCache: !flags.force,
-        ...(flags.compression ? { compression: flags.compression } : {}),
-        signal,
-        pool: processPool(),
-        // Said once there is something to back up: an empty stream is refused first.
-        onStart: () => {
-          if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}`);
-        },
-        onWarning: (m) => {
-          progress.stop();
-          warn(m);
-        },
-        onProgress: (p) => progress.update({ files: 0, bytes: p.bytes, current: `${p.blocksChanged} blocks changed` }),
-      });
+      let rotation: BitmapRotation | undefined;
+      if (qcow2) {
+        rotation = await startBitmapRotation(src, repo.config.id, parent?.snapshot.image, warn);
+        try {
+          input = await open(rotation.since);
+        } catch (e) {
+          await rotation.abort();
+          throw e;
+        }
+      }
       let result: ImageBackupResult;
       try {
-        result = await job.run();
-      } finally {
-        progress.stop();
+        result = await backupImage(g, repo, signal, input!, { flags, paths, parent, chosen, live, rotation });
+      } catch (e) {
+        await rotation?.abort();
+        throw e;
       }
-      report(g, result);
-      if (result.snapshot.incomplete) process.exitCode = EXIT.incomplete;
+      // qemu-nbd holds the file until it ends; the bitmaps change after.
+      await input!.close();
+      for (const m of await rotation?.commit() ?? []) warn(m);
       return { outcome: result.snapshot.incomplete ? 'incomplete' : 'success', snapshotId: result.id };
     }, hooks ? { hooks: { hooks, paths, kind: 'image' } } : {});
   } finally {
-    await input.close();
+    await input?.close();
   }
+}
+
+/** One image backup in an open session: runs the job and reports it. */
+async function backupImage(
+  g: GlobalOptions, repo: Repository, signal: AbortSignal, input: ImageInput,
+  o: { flags: ImageBackupFlags; paths: string[]; parent: SnapshotEntry | null; chosen: number | undefined; live: boolean; rotation: BitmapRotation | undefined },
+): Promise<ImageBackupResult> {
+  const { flags, paths, parent, chosen, live, rotation } = o;
+  // The parent's block size by default, so that a disk that grew keeps its changed-block detection.
+  const blockSize = chosen ?? parent?.snapshot.image?.blockSize ?? defaultBlockSize(input.size);
+  const cacheFile = flags.cache === false ? undefined : cachePath(cacheRoot(), repo.config.id, paths[0]!);
+  const progress = new Progress(g, { files: 0, bytes: input.size ?? 0, done: input.size !== undefined });
+  const job = new ImageBackup(repo, {
+    input,
+    paths,
+    blockSize,
+    allBlocks: flags.allBlocks === true,
+    live,
+    ...(rotation ? { qcow2: { ...(rotation.bitmap !== undefined ? { bitmap: rotation.bitmap } : {}), ...(rotation.since !== undefined ? { since: rotation.since } : {}) } } : {}),
+    tags: splitTags(flags.tag),
+    ...(flags.host ? { hostname: flags.host } : {}),
+    ...(flags.time ? { time: parseTime(flags.time) } : {}),
+    parent,
+    ...(cacheFile ? { cacheFile } : {}),
+    readCache: !flags.force,
+    ...(flags.compression ? { compression: flags.compression } : {}),
+    signal,
+    pool: processPool(),
+    // Said once there is something to back up: an empty stream is refused first.
+    onStart: () => {
+      if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}`);
+    },
+    onWarning: (m) => {
+      progress.stop();
+      warn(m);
+    },
+    onProgress: (p) => progress.update({ files: 0, bytes: p.bytes, current: `${p.blocksChanged} blocks changed` }),
+  });
+  let result: ImageBackupResult;
+  try {
+    result = await job.run();
+  } finally {
+    progress.stop();
+  }
+  report(g, result);
+  if (result.snapshot.incomplete) process.exitCode = EXIT.incomplete;
+  return result;
 }
 
 function report(g: GlobalOptions, r: ImageBackupResult): void {
@@ -166,6 +201,7 @@ function report(g: GlobalOptions, r: ImageBackupResult): void {
       image_size: img.size, block_size: img.blockSize, blocks: c.blocks, blocks_unused: c.unused, blocks_zero: c.zero,
       blocks_unchanged: c.unchanged, blocks_changed: c.changed, blocks_stored: c.stored, bytes_read: c.bytesRead,
       partition_table: img.layout.table, filesystems: img.filesystems, crash_consistent_only: img.live === true,
+      ...(img.format ? { format: img.format } : {}), ...(img.bitmap ? { dirty_bitmap: img.bitmap } : {}), ...(img.readSince ? { read_since: img.readSince } : {}),
     })}\n`);
     return;
   }
@@ -176,6 +212,8 @@ function report(g: GlobalOptions, r: ImageBackupResult): void {
     const how = f.understood ? `unused blocks skipped${f.usedBytes !== undefined ? `, ${formatBytes(f.usedBytes)} in use` : ''}` : `kept whole${f.note ? `: ${f.note}` : ''}`;
     say(g, `Filesystem:  ${f.type} on ${where} (${how})`);
   }
+  if (img.readSince) say(g, `Bitmap:      read only the clusters dirty bitmap ${img.readSince} marks; the next backup reads those ${img.bitmap} marks`);
+  else if (img.bitmap) say(g, `Bitmap:      added dirty bitmap ${img.bitmap}: the next backup reads only the clusters written from now on`);
   say(g, `Blocks:      ${c.changed} changed, ${c.unchanged} unchanged, ${c.zero} zero, ${c.unused} unused; ${c.stored} new stored`);
   say(g, `Added:       ${formatBytes(s.dataAdded)} (${formatBytes(s.dataAddedStored)} stored)`);
   say(g, `Read:        ${formatBytes(c.bytesRead)} in ${formatDuration(seconds)}`);

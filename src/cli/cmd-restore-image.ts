@@ -4,7 +4,8 @@
  * recovery: `holdfast restore-image latest --to /dev/sda` from any live Linux.
  */
 import type { Command } from 'commander';
-import { ImageRestore } from '../jobs/image/image-restore.js';
+import { ImageRestore, type ImageRestoreOptions } from '../jobs/image/image-restore.js';
+import { restoreQcow2 } from '../jobs/image/qcow2-restore.js';
 import { NotAnImageSnapshotError } from '../jobs/image/image-reader.js';
 import { formatBytes, formatDuration, globals, openRepo, processPool, type GlobalOptions } from './context.js';
 import { localIso } from '../core/local-time.js';
@@ -16,6 +17,7 @@ import { printable } from './printable.js';
 
 interface RestoreImageFlags extends SnapshotFilter {
   to: string;
+  format?: string;
   verify?: boolean;
   force?: boolean;
 }
@@ -25,6 +27,7 @@ export function register(program: Command): void {
     .description('restore an image snapshot to an image file, a block device, or stdout ("-")')
     .argument('<snapshot>', 'snapshot id, id prefix, or "latest"')
     .requiredOption('--to <dest>', 'image file (written sparse), block device, or "-" for stdout')
+    .option('--format <format>', 'raw (the default) or qcow2 (a qcow2 file, through qemu-img)', 'raw')
     .option('--verify', 'read the target back and check every block against the snapshot')
     .option('-f, --force', 'overwrite an image file that exists and is not empty')
     .action(async (snap: string, flags: RestoreImageFlags, cmd: Command) => {
@@ -36,6 +39,7 @@ export function register(program: Command): void {
       const repo = await openRepo(g);
       const { id, snapshot } = await findSnapshot(repo, snap, snap === 'latest' ? { ...flags, image: true } : flags);
       if (!snapshot.image) throw new NotAnImageSnapshotError(`snapshot ${id.slice(0, 8)}`);
+      if (flags.format !== 'raw' && flags.format !== 'qcow2') throw new ExitError(`bad --format "${flags.format}": raw or qcow2`, EXIT.usage);
       const img = snapshot.image;
       const abort = new AbortController();
       const onInterrupted = (): void => abort.abort(new ExitError('interrupted: the restore is NOT complete', EXIT.interrupted));
@@ -45,7 +49,7 @@ export function register(program: Command): void {
       const progress = new Progress(flags.to === '-' ? { ...g, json: false } : g, { files: 0, bytes: img.size, done: true });
       let result;
       try {
-        result = await new ImageRestore(repo, snapshot, {
+        const opts: ImageRestoreOptions = {
           target: flags.to,
           stdout: process.stdout,
           verify: flags.verify === true,
@@ -55,7 +59,8 @@ export function register(program: Command): void {
           // Said once the target is checked: a refused one gets only the refusal.
           onStart: () => tell(`restoring image snapshot ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} at ${localIso(snapshot.time)} (${formatBytes(img.size)}) to ${flags.to === '-' ? 'stdout' : flags.to}`),
           onProgress: (p) => progress.update({ files: 0, bytes: p.bytes }),
-        }).run();
+        };
+        result = flags.format === 'qcow2' ? await restoreQcow2(repo, snapshot, opts) : await new ImageRestore(repo, snapshot, opts).run();
       } finally {
         progress.stop();
         offInterrupt();

@@ -75,6 +75,10 @@ export const EXIT_BY_ERROR_CODE: { readonly [C in ErrorCode]: number } = {
   FILESYSTEM_FEATURE_UNSUPPORTED: EXIT.failed,
   FUSE_UNAVAILABLE: EXIT.failed,
   BAD_MOUNT_POINT: EXIT.failed,
+  NBD_REFUSED: EXIT.failed,
+  NBD_PROTOCOL: EXIT.failed,
+  NBD_IO: EXIT.failed,
+  QEMU_FAILED: EXIT.failed,
 };
 
 /**

@@ -89,6 +89,14 @@ export const ERROR_CODES = [
   'FUSE_UNAVAILABLE',
   /** A mount point that cannot be mounted on. */
   'BAD_MOUNT_POINT',
+  /** An NBD server refused the export (unknown, a policy, TLS required), or the NBD URI names none. */
+  'NBD_REFUSED',
+  /** An NBD server broke the protocol: a malformed or out-of-range reply, or a connection ended in the middle of one. */
+  'NBD_PROTOCOL',
+  /** An NBD server answered a read with an error. */
+  'NBD_IO',
+  /** A qemu tool (qemu-img, qemu-nbd) failed or is missing. */
+  'QEMU_FAILED',
 ] as const;
 
 /** One of `ERROR_CODES`. */

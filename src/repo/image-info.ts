@@ -112,6 +112,16 @@ export interface ImageInfo {
    * (`--allow-live`): the image is only crash-consistent.
    */
   readonly live?: boolean;
+  /** What was read: absent for raw bytes (a device, a raw file, a stream, an NBD export); `qcow2`: the virtual disk of a qcow2 file. */
+  readonly format?: 'qcow2';
+  /**
+   * qcow2: the persistent dirty bitmap added to the file before this
+   * snapshot read it: it marks every cluster written since, so the next
+   * backup, whose parent this is, reads only those.
+   */
+  readonly bitmap?: string;
+  /** qcow2: the parent's bitmap whose dirty clusters this backup read; every other block is the parent's. */
+  readonly readSince?: string;
   readonly layout: ImageLayout;
   readonly filesystems: readonly ImageFilesystem[];
   readonly counts: ImageCounts;
@@ -148,6 +158,8 @@ export function decodeImageInfo(v: unknown, what: string): ImageInfo {
   const blocks = Math.ceil((size as number) / (blockSize as number));
   if ((maps as string[]).length !== Math.ceil(blocks / (mapBlocks as number))) fail(`${(maps as string[]).length} maps for ${blocks} blocks`);
   if (typeof allBlocks !== 'boolean') fail('bad allBlocks');
+  if (o['format'] !== undefined && o['format'] !== 'qcow2') fail('bad format');
+  for (const k of ['bitmap', 'readSince']) if (o[k] !== undefined && (typeof o[k] !== 'string' || o[k].length === 0 || o[k].length > 1023)) fail(`bad ${k}`);
   const layout = asRecord(o['layout'], what);
   if (layout['table'] !== 'none' && layout['table'] !== 'mbr' && layout['table'] !== 'gpt') fail('bad layout table');
   if (!Array.isArray(layout['partitions'])) fail('bad partitions');

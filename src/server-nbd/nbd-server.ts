@@ -23,7 +23,7 @@ import {
   BASE_ALLOCATION, CMD, CMD_FLAG, ERR, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, INFO,
   NBDMAGIC, OPT, OPT_NAMES, REP, REPLY_FLAG_DONE, REPLY_TYPE, REQUEST_MAGIC, STATE_HOLE, STATE_ZERO, TFLAG,
   errorPayload, optionReply, simpleReply, structuredChunk,
-} from './nbd-protocol.js';
+} from '../sources/image/nbd-protocol.js';
 
 /** What is exported: a fixed-size, read-only run of bytes. */
 export interface NbdExport {

@@ -2,9 +2,12 @@
  * Image backups: a block device, a raw image file or a raw stream, cut into
  * fixed-size blocks and stored as an image snapshot (docs/format.md §14).
  *
- *   file or device:
+ *   file, device, qcow2 file or NBD export:
  *     analyse: partition table, file systems, their allocation bitmaps
  *       → which blocks no file system uses (skipped: holes)
+ *     NBD base:allocation → blocks that read as zeros (holes, not read)
+ *     a qcow2 dirty bitmap of the parent → blocks it leaves clean take the
+ *       parent's id, not read
  *     for each run of used blocks, in order, in slots of ~8 MiB
  *     (SharedArrayBuffers; several in flight, read ahead of the workers):
  *       read the slot → scan in a block worker: zero? fingerprint equals the
@@ -36,6 +39,7 @@ import { analyzeImage, type LayoutAnalysis } from '../../sources/image/image-lay
 import { EmptySourceError, SourceShrankError, type ImageInput } from '../../sources/image/image-input.js';
 import { readPartitionTable } from '../../sources/image/partition-table.js';
 import type { RandomAccessSource } from '../../sources/image/random-access.js';
+import type { ByteRange } from '../../sources/image/nbd-input.js';
 import { CbtCache, type CacheKeyring, type CbtHeader } from './cbt-cache.js';
 import { FP_BYTES } from '../../core/crypto.js';
 import { PoolSession, type JobPoolOptions } from '../pool/worker-pool.js';
@@ -69,6 +73,32 @@ const READS_IN_FLIGHT = 3;
 const HEAD_BYTES = 1 << 20;
 const WINDOW_BYTES = 68 << 10;
 
+/**
+ * One flag a block of a `size`-byte source: whether `ranges` cover all of it
+ * (`all`) or touch any of it (`any`). The ranges are in order and do not overlap.
+ */
+function blockCover(ranges: readonly ByteRange[], bs: number, size: number, mode: 'all' | 'any'): Uint8Array {
+  const blocks = Math.ceil(size / bs);
+  const out = new Uint8Array(blocks);
+  if (mode === 'any') {
+    for (const r of ranges) {
+      if (r.length > 0) out.fill(1, Math.floor(r.offset / bs), Math.min(blocks, Math.floor((r.offset + r.length - 1) / bs) + 1));
+    }
+    return out;
+  }
+  // Runs of touching ranges; a block is covered when one run holds all of it (the last block may be short).
+  const runs: [number, number][] = [];
+  for (const r of ranges) {
+    const last = runs[runs.length - 1];
+    if (last && last[1] === r.offset) last[1] += r.length;
+    else runs.push([r.offset, r.offset + r.length]);
+  }
+  for (const [start, end] of runs) {
+    for (let b = Math.ceil(start / bs); b < blocks && Math.min((b + 1) * bs, size) <= end; b++) out[b] = 1;
+  }
+  return out;
+}
+
 /** Options of an image backup; its `parent` is the previous image snapshot of this source (for the record and the changed count). */
 export interface ImageBackupOptions extends SnapshotOrigin, JobPoolOptions {
   readonly input: ImageInput;
@@ -79,6 +109,13 @@ export interface ImageBackupOptions extends SnapshotOrigin, JobPoolOptions {
   readonly allBlocks?: boolean;
   /** The source was mounted read-write (`--allow-live`): crash-consistent only. */
   readonly live?: boolean;
+  /**
+   * qcow2: the dirty bitmap added before this read (recorded in the
+   * snapshot), and the parent's bitmap that the input's `dirtyRanges` come
+   * from: then only the blocks it marks are read, every other one is the
+   * parent's. The caller vouches that the parent's bitmap covers the parent.
+   */
+  readonly qcow2?: { readonly bitmap?: string; readonly since?: string };
   /** The changed-block cache file; undefined: none. */
   readonly cacheFile?: string;
   /** False: do not trust the cache (`--force`), but write a fresh one. */
@@ -177,6 +214,9 @@ export class ImageBackup {
   private readonly newCache = new Paged(FP_BYTES + 32, MAP_BLOCKS);
   private cache: CbtCache | undefined;
   private parentReader: ImageSnapshotReader | undefined;
+  /** Ranges written since the parent was read (a qcow2 dirty bitmap); undefined: every used block is read. */
+  private dirty: ByteRange[] | undefined;
+  private readSince: string | undefined;
   private readonly counts = { unused: 0, zero: 0, unchanged: 0, changed: 0, stored: 0, bytesRead: 0 };
   private bytesDone = 0;
   private freeSlots: Slot[] = [];
@@ -223,6 +263,12 @@ export class ImageBackup {
       const parentImage = this.opts.parent?.snapshot.image;
       if (this.opts.parent && parentImage && parentImage.blockSize === this.blockSize) {
         this.parentReader = openImageSnapshot(this.repo, this.opts.parent.snapshot, { what: `parent snapshot ${this.opts.parent.id}`, cacheBytes: 0 });
+      }
+      if (this.opts.qcow2?.since !== undefined && input.dirtyRanges) {
+        if (this.parentReader && parentImage?.size === input.size) {
+          this.dirty = await input.dirtyRanges();
+          this.readSince = this.opts.qcow2.since;
+        } else this.warn(`the parent snapshot has another size or block size than ${input.path} now: reading every block, not only those dirty bitmap ${this.opts.qcow2.since} marks`);
       }
       const slots = this.pool.size * 2 + READS_IN_FLIGHT;
       for (let i = 0; i < slots; i++) {
@@ -295,6 +341,26 @@ export class ImageBackup {
     if (this.failure) throw this.failure;
   }
 
+  /**
+   * A block a dirty bitmap leaves clean: the parent's id, and the cache's
+   * fingerprint when it is for that id. False when the parent has a hole
+   * there (a block no file system used then, or zeros): it is read, since a
+   * hole does not say which.
+   */
+  private async takeFromParent(b: number): Promise<boolean> {
+    const id = await this.parentId(b);
+    if (id === null || !this.writer.hasBlob(id)) return false;
+    this.map.set(b, Buffer.from(id, 'hex'));
+    const fp = this.cache?.idOf(b) === id ? this.cache.fingerprintOf(b) : undefined;
+    if (fp) {
+      const entry = Buffer.alloc(FP_BYTES + 32);
+      entry.set(fp, 0);
+      entry.write(id, FP_BYTES, 32, 'hex');
+      this.newCache.set(b, entry);
+    }
+    return true;
+  }
+
   private async parentId(b: number): Promise<string | null> {
     if (!this.parentReader || b >= this.parentReader.blocks) return null;
     return this.parentReader.blockId(b);
@@ -365,17 +431,26 @@ export class ImageBackup {
     const blocks = Math.ceil(size / bs);
     const blockLength = (b: number): number => Math.min(bs, size - b * bs);
     const used = (b: number): boolean => !freeBytes || freeBytes[b]! < blockLength(b);
+    const zero = blockCover(await input.zeroRanges?.() ?? [], bs, size, 'all');
+    const dirty = this.dirty ? blockCover(this.dirty, bs, size, 'any') : undefined;
     const slotBlocks = this.freeSlots[0]!.sab.byteLength / bs;
-    // The reads: runs of used blocks, at most one slot each, in order.
+    // What each block needs: nothing (unused, zero, clean), or a read.
+    const toRead = new Uint8Array(blocks);
+    for (let b = 0; b < blocks; b++) {
+      if (!used(b)) this.counts.unused++;
+      else if (zero[b]) this.counts.zero++;
+      else if (dirty && !dirty[b] && await this.takeFromParent(b)) this.counts.unchanged++;
+      else toRead[b] = 1;
+    }
+    // The reads: runs of blocks to read, at most one slot each, in order.
     const plan: [number, number][] = [];
     for (let b = 0; b < blocks;) {
-      if (!used(b)) {
-        this.counts.unused++;
+      if (!toRead[b]) {
         b++;
         continue;
       }
       let n = 0;
-      while (n < slotBlocks && b + n < blocks && used(b + n)) n++;
+      while (n < slotBlocks && b + n < blocks && toRead[b + n]) n++;
       plan.push([b, n]);
       b += n;
     }
@@ -501,6 +576,9 @@ export class ImageBackup {
       maps,
       allBlocks: this.opts.allBlocks === true || !understood,
       ...(this.opts.live ? { live: true } : {}),
+      ...(this.opts.input.kind === 'qcow2' ? { format: 'qcow2' as const } : {}),
+      ...(this.opts.qcow2?.bitmap !== undefined ? { bitmap: this.opts.qcow2.bitmap } : {}),
+      ...(this.readSince !== undefined ? { readSince: this.readSince } : {}),
       layout: analysis.layout,
       filesystems: analysis.filesystems,
       counts,

@@ -1,17 +1,22 @@
 /**
- * The source of an image backup: a block device, a raw image file, or a raw
- * stream (stdin, `-`, or a producer command's output). Files and devices
- * have a size and random access (for reading partition tables and allocation
- * bitmaps before the data); a stream has neither and is read once, in order.
+ * The source of an image backup: a block device, a raw image file, a qcow2
+ * file's virtual disk, an NBD export, or a raw stream (stdin, `-`, or a
+ * producer command's output). All but streams have a size and random access
+ * (for reading partition tables and allocation bitmaps before the data); a
+ * stream has neither and is read once, in order.
  */
 import { constants, promises as fsp, type Stats } from 'node:fs';
+import { resolve } from 'node:path';
 import { splitRdev } from '../posix.js';
 import { blockDeviceSize, devNo, type DevNo } from './block-devices.js';
 import { inRange, type RandomAccessSource } from './random-access.js';
 import type { ErrorCode } from '../../core/errors.js';
+import { isNbdUri } from './nbd-client.js';
+import { openNbdUri, openQcow2, type ByteRange } from './nbd-input.js';
+import { isQcow2 } from './qemu.js';
 
 /** Where the image comes from. */
-export type ImageInputKind = 'file' | 'blockdev' | 'stream';
+export type ImageInputKind = 'file' | 'blockdev' | 'stream' | 'nbd' | 'qcow2';
 
 /** The source shrank (or a read came back short) while it was being read. */
 export class SourceShrankError extends Error {
@@ -55,6 +60,10 @@ export interface ImageInput {
   readonly stream?: AsyncIterable<Uint8Array>;
   /** Size now (files and devices), to notice a source that changed size. */
   currentSize?(): Promise<number>;
+  /** Ranges known to read as zeros without reading them (NBD base:allocation), in order. */
+  zeroRanges?(): Promise<ByteRange[]>;
+  /** Ranges a qcow2 dirty bitmap marks as written since it started (`openImageInput` with `bitmap`), in order. */
+  dirtyRanges?(): Promise<ByteRange[]>;
   close(): Promise<void>;
 }
 
@@ -72,8 +81,27 @@ export function streamInput(path: string, stream: AsyncIterable<Uint8Array>): Im
   return { path, kind: 'stream', size: undefined, stream, close: async () => undefined };
 }
 
-/** Opens SRC: a block device or a regular file (a stream, such as the CLI's `-` for stdin, is `streamInput`). */
-export async function openImageInput(path: string): Promise<ImageInput> {
+/** The snapshot path of an image source: an NBD URI as given, a file or device as an absolute path. */
+export function imageSourcePath(src: string): string {
+  return isNbdUri(src) ? src : resolve(src);
+}
+
+/** How to open an image source. */
+export interface OpenImageOptions {
+  /** qcow2: also export this persistent dirty bitmap (`dirtyRanges`). */
+  readonly bitmap?: string;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Opens SRC: an NBD URI, a qcow2 file (its virtual disk, through qemu-nbd),
+ * a block device or a raw file (a stream, such as the CLI's `-` for stdin, is
+ * `streamInput`).
+ */
+export async function openImageInput(path: string, opts: OpenImageOptions = {}): Promise<ImageInput> {
+  if (isNbdUri(path)) return openNbdUri(path, opts.signal);
+  if (await isQcow2(path)) return openQcow2(path, opts);
+  if (opts.bitmap !== undefined) throw new Error(`${path} is not a qcow2 file: it has no dirty bitmaps`);
   let fh: fsp.FileHandle;
   try {
     fh = await fsp.open(path, constants.O_RDONLY | constants.O_NOATIME);

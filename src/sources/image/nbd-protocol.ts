@@ -1,7 +1,8 @@
 /**
  * Constants and message layouts of the NBD protocol (the "fixed newstyle"
  * handshake and the transmission phase), from the protocol specification
- * (NetworkBlockDevice/nbd, doc/proto.md). Every integer on the wire is
+ * (NetworkBlockDevice/nbd, doc/proto.md), shared by the server
+ * (src/server-nbd) and the client (nbd-client.ts). Every integer on the wire is
  * big-endian.
  *
  *   S: "NBDMAGIC" "IHAVEOPT" u16 handshake flags      C: u32 client flags

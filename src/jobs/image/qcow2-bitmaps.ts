@@ -1,0 +1,102 @@
+/**
+ * Changed-block tracking for qcow2 disks with qemu's persistent dirty
+ * bitmaps: each backup adds a bitmap before it reads the disk, reads only
+ * what the parent's bitmap marks, and removes the parent's bitmap once its
+ * own snapshot is saved.
+ *
+ *   start(file, repository, parent):
+ *     since = the parent's bitmap, if it is still in the file, enabled
+ *             ("auto"), consistent (not "in-use": qemu did not crash or get
+ *             killed with the file open) and named for this repository, and
+ *             the disk kept its size; else none (a warning says why: the
+ *             backup reads every block, the changed-block cache saving the
+ *             hashing)
+ *     add   holdfast-<repository id>-<generation+1>, enabled — BEFORE the
+ *           read, so that writes during and after it are marked
+ *   backup (image-backup.ts): reads the clusters `since` marks, takes every
+ *     other block from the parent; the snapshot records the new bitmap
+ *   commit(): remove every other bitmap of this repository from the file
+ *   abort():  remove the new bitmap (the parent's stays, for the next try)
+ *
+ * A bitmap that cannot be added (a read-only file, a VM holding it open)
+ * gives a full backup with a warning, never a wrong one.
+ */
+import type { ImageInfo } from '../../repo/image-info.js';
+import { addBitmap, qcow2Info, removeBitmap } from '../../sources/image/qemu.js';
+
+/** The name prefix of one repository's bitmaps. */
+export function bitmapPrefix(repositoryId: string): string {
+  return `holdfast-${repositoryId.slice(0, 16)}-`;
+}
+
+/** The bitmaps of one backup of a qcow2 file. */
+export interface BitmapRotation {
+  /** The bitmap added before the read (to record in the snapshot); undefined when none could be added. */
+  readonly bitmap?: string;
+  /** The parent's bitmap to read the dirty clusters of; undefined: read every block. */
+  readonly since?: string;
+  /** The snapshot is saved: removes this repository's other bitmaps; returns what could not be removed. */
+  commit(): Promise<string[]>;
+  /** The backup failed: removes the bitmap added; idempotent. */
+  abort(): Promise<void>;
+}
+
+/** Why the parent's bitmap cannot say what changed, or undefined when it can. */
+function unusable(parent: ImageInfo, prefix: string, found: { flags: readonly string[] } | undefined, virtualSize: number): string | undefined {
+  const name = parent.bitmap!;
+  if (!name.startsWith(prefix)) return `the parent's dirty bitmap ${name} belongs to another repository`;
+  if (!found) return `the parent's dirty bitmap ${name} is no longer in the file`;
+  if (found.flags.includes('in-use')) return `the parent's dirty bitmap ${name} is marked in-use (qemu ended without closing the file): it may have missed writes`;
+  if (!found.flags.includes('auto')) return `the parent's dirty bitmap ${name} is disabled: it did not record writes`;
+  if (virtualSize !== parent.size) return `the disk was resized from ${parent.size} to ${virtualSize} bytes`;
+  return undefined;
+}
+
+/**
+ * Chooses the bitmap to read and adds the next one (see the module
+ * comment). `parent` is the parent snapshot's image field, if any;
+ * `onWarning` hears why a full read is needed.
+ */
+export async function startBitmapRotation(file: string, repositoryId: string, parent: ImageInfo | undefined, onWarning: (m: string) => void): Promise<BitmapRotation> {
+  const prefix = bitmapPrefix(repositoryId);
+  const info = await qcow2Info(file);
+  let since: string | undefined;
+  if (parent?.format === 'qcow2' && parent.bitmap !== undefined) {
+    const why = unusable(parent, prefix, info.bitmaps.find((b) => b.name === parent.bitmap), info.virtualSize);
+    if (why) onWarning(`${why}; reading every block of ${file}`);
+    else since = parent.bitmap;
+  } else if (parent) {
+    onWarning(`the parent snapshot of ${file} has no dirty bitmap; reading every block`);
+  }
+  const generation = since !== undefined ? Number(since.slice(prefix.length)) + 1 : 1;
+  const bitmap = `${prefix}${Number.isSafeInteger(generation) ? generation : 1}`;
+  const noBitmap = (why: string): BitmapRotation => {
+    onWarning(`cannot add the dirty bitmap ${bitmap} to ${file} (${why}); this backup and the next read every block`);
+    return { commit: async () => [], abort: async () => undefined };
+  };
+  try {
+    // A leftover of a backup that failed: ours, and not the parent's.
+    if (info.bitmaps.some((b) => b.name === bitmap)) await removeBitmap(file, bitmap);
+    await addBitmap(file, bitmap);
+  } catch (e) {
+    return noBitmap((e as Error).message);
+  }
+  let aborted = false;
+  return {
+    bitmap,
+    ...(since !== undefined ? { since } : {}),
+    commit: async () => {
+      const failed: string[] = [];
+      for (const b of (await qcow2Info(file)).bitmaps) {
+        if (!b.name.startsWith(prefix) || b.name === bitmap) continue;
+        await removeBitmap(file, b.name).catch((e: unknown) => failed.push(`cannot remove the old dirty bitmap ${b.name} from ${file}: ${(e as Error).message}`));
+      }
+      return failed;
+    },
+    abort: async () => {
+      if (aborted) return;
+      aborted = true;
+      await removeBitmap(file, bitmap).catch(() => undefined);
+    },
+  };
+}
