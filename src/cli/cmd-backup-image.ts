@@ -1,8 +1,9 @@
 /**
  * `holdfast backup --image SRC` and `holdfast backup --image-from-command --
  * CMD ARGS...`: a block-level backup of a block device, a raw image file, a
- * raw stream on stdin (`-`), or the raw output of a producer command (no
- * snapshot unless it exits 0). Registered through `cmd-backup.ts`, which
+ * qcow2 file (with its dirty bitmaps rotated: qcow2-bitmaps.ts), an NBD
+ * export, a raw stream on stdin (`-`), or the raw output of a producer
+ * command (no snapshot unless it exits 0). Registered through `cmd-backup.ts`, which
  * hands over when either option is given.
  */
 import { hostname as osHostname } from 'node:os';
@@ -48,7 +49,7 @@ export interface ImageBackupFlags extends HookFlags {
 /** Adds the image options to `backup`. */
 export function withImageOptions(cmd: Command): Command {
   return cmd
-    .option('--image <source>', 'back up a block device, a raw image file, or "-" (a raw stream on stdin) block by block')
+    .option('--image <source>', 'back up a block device, a raw image file, a qcow2 file, an NBD export (nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH), or "-" (a raw stream on stdin) block by block')
     .option('--image-from-command', 'run the command given as arguments and back up its output as a raw image; fails if it fails')
     .option('--all-blocks', 'with --image: keep every block, even those no file system uses')
     .option('--allow-live', 'with --image: accept a source mounted read-write (the image is only crash-consistent)')

@@ -68,8 +68,9 @@ export async function startBitmapRotation(file: string, repositoryId: string, pa
   } else if (parent) {
     onWarning(`the parent snapshot of ${file} has no dirty bitmap; reading every block`);
   }
-  const generation = since !== undefined ? Number(since.slice(prefix.length)) + 1 : 1;
-  const bitmap = `${prefix}${Number.isSafeInteger(generation) ? generation : 1}`;
+  // Generations count on from the parent's bitmap, usable or not.
+  const generation = parent?.bitmap?.startsWith(prefix) ? Number(parent.bitmap.slice(prefix.length)) + 1 : 1;
+  const bitmap = `${prefix}${Number.isSafeInteger(generation) && generation > 0 ? generation : 1}`;
   const noBitmap = (why: string): BitmapRotation => {
     onWarning(`cannot add the dirty bitmap ${bitmap} to ${file} (${why}); this backup and the next read every block`);
     return { commit: async () => [], abort: async () => undefined };

@@ -31,7 +31,7 @@ import {
 /** The IANA port of NBD. */
 export const NBD_PORT = 10809;
 /** Requests in flight by default (docs/decisions.md, "Reading over NBD"). */
-export const NBD_IN_FLIGHT = 8;
+export const NBD_IN_FLIGHT = 16;
 /** Bytes of one read request by default. */
 export const NBD_REQUEST_BYTES = 1 << 20;
 /** The largest request the protocol advises when the server names no maximum. */
@@ -457,13 +457,15 @@ export class NbdClient {
       if (magic === SIMPLE_REPLY_MAGIC) {
         const h = await r.read(12, 'a reply header');
         const error = h.readUInt32BE(0);
-        const p = this.take(h.readBigUInt64BE(4), true);
-        if (error !== 0) p.reject(new NbdCommandError(this.server, error, p.what, ''));
-        else if (p.type === CMD.READ) {
+        const cookie = h.readBigUInt64BE(4);
+        const p = this.pending.get(cookie) ?? this.bad(`sent a reply to request ${cookie}, which is not in flight`);
+        if (error === 0 && p.type === CMD.READ) {
           if (this.structured) this.bad(`sent a simple reply to ${p.what} after agreeing to structured replies`);
           await r.readInto(p.dest!, p.destAt!, p.length, p.what);
-          p.resolve();
-        } else p.resolve();
+        }
+        this.pending.delete(cookie);
+        if (error !== 0) p.reject(new NbdCommandError(this.server, error, p.what, ''));
+        else p.resolve();
         continue;
       }
       if (magic !== STRUCTURED_REPLY_MAGIC) this.bad(`sent a reply with the bad magic number 0x${magic.toString(16)}`);
@@ -480,12 +482,6 @@ export class NbdClient {
         this.done(p);
       }
     }
-  }
-
-  private take(cookie: bigint, remove: boolean): Pending {
-    const p = this.pending.get(cookie) ?? this.bad(`sent a reply to request ${cookie}, which is not in flight`);
-    if (remove) this.pending.delete(cookie);
-    return p;
   }
 
   /** One structured reply chunk of request `p` (its payload not yet read). */

@@ -39,13 +39,14 @@ async function qemu(tool: string, args: readonly string[]): Promise<string> {
   });
 }
 
-/** True when the file at `path` starts with the qcow2 magic. */
+/** True when `path` is a file that starts with the qcow2 magic. */
 export async function isQcow2(path: string): Promise<boolean> {
   const fh = await open(path, 'r').catch(() => undefined);
   if (!fh) return false;
   try {
     const b = Buffer.alloc(4);
-    const { bytesRead } = await fh.read(b, 0, 4, 0);
+    // A folder or a device that cannot be read is not qcow2: opening it as an image says why.
+    const { bytesRead } = await fh.read(b, 0, 4, 0).catch(() => ({ bytesRead: 0 }));
     return bytesRead === 4 && b.equals(QCOW2_MAGIC);
   } finally {
     await fh.close();
