@@ -27,6 +27,8 @@ export const EXIT = {
   forbidden: 15,
   /** The backup was skipped: its before-backup hook failed or ran past its timeout (or, the backup done, the after-backup hook failed). */
   hookFailed: 16,
+  /** `verify-restore`: the snapshot did not restore exactly (a sampled file, or a file system of an image, failed). */
+  notRestorable: 17,
   /** Interrupted (Ctrl-C). */
   interrupted: 130,
 } as const;

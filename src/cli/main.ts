@@ -39,6 +39,7 @@ const COMMANDS: readonly (readonly [string, () => Promise<CommandModule>])[] = [
   ['restore-image', () => import('./cmd-restore-image.js')],
   ['prune', () => import('./cmd-prune.js')],
   ['check', () => import('./cmd-check.js')],
+  ['verify-restore', () => import('./cmd-verify-restore.js')],
   ['repair', () => import('./cmd-repair.js')],
   ['copy', () => import('./cmd-copy.js')],
   ['tag', () => import('./cmd-tag.js')],

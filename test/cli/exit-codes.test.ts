@@ -26,6 +26,7 @@ import { LocalBackend } from '../../src/storage/local-backend.js';
 import { HookFailedError } from '../../src/jobs/sessions/backup-hooks.js';
 import { SnapshotFailedError } from '../../src/sources/fs-snapshots/tools.js';
 import { acquireLock, processIdentity } from '../../src/repo/lock.js';
+import { BadScratchError } from '../../src/jobs/verify-restore/scratch.js';
 import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 import { failsWith } from '../helpers/cli-errors.js';
 
@@ -57,6 +58,7 @@ describe('exit codes', () => {
       [new RetriesExhaustedError('save data/ab', 5, 1000, new TransientError('503')), 'RETRIES_EXHAUSTED', 1],
       [new HookFailedError('the before-backup hook failed', 'before-backup'), 'HOOK_FAILED', 16],
       [new SnapshotFailedError('/srv is on ext4, not btrfs'), 'SNAPSHOT_FAILED', 1],
+      [new BadScratchError('the scratch folder s is not empty'), 'BAD_TARGET', 1],
     ];
     for (const [e, code, exit] of cases) {
       assert.equal(errorCode(e), code, e.name);

@@ -47,6 +47,13 @@ export interface RestoreOptions extends JobPoolOptions {
   readonly includes?: readonly string[];
   /** Paths left out (and, for a folder, everything below it): the backup's patterns (--exclude, --iexclude). */
   readonly excludes?: Excludes;
+  /**
+   * Restores only the nodes this accepts (a folder refused: nothing below
+   * it), besides `includes` and `excludes`: a set of paths as bytes, which
+   * `includes` (strings, compared one by one) cannot be for a sample of
+   * thousands of files with names that need not be UTF-8 (verify-restore).
+   */
+  readonly select?: (path: Buffer) => boolean;
   /** Re-read every restored file and check it against the snapshot. */
   readonly verify?: boolean;
   /** What to do with files already in the target (default `always`: replace them). */
@@ -254,7 +261,8 @@ export class Restorer {
         this.listFailed({ path, error: `refused: ${reason}` });
         this.opts.onWarning?.(path, `refused to restore: ${reason}`);
       },
-      filter: (path) => (this.includes.length === 0 || included(this.includes, path.toString())) && !this.opts.excludes?.matches(path) && !skippedBelow(skipped, path),
+      filter: (path) => (this.includes.length === 0 || included(this.includes, path.toString())) && !this.opts.excludes?.matches(path)
+        && (this.opts.select?.(path) ?? true) && !skippedBelow(skipped, path),
       // A folder whose listing is lost is restored empty and reported; the rest goes on.
       onTreeError: (entry, e) => {
         if (!(e instanceof CorruptObjectError || e instanceof BlobNotFoundError)) throw e;

@@ -68,6 +68,17 @@ export interface ImageNode {
   readonly unreadable?: string;
 }
 
+/** Where a file system of the image lies, and what it is. */
+export interface VolumeFilesystem {
+  /** Its volume: 0 for a bare file system, else its partition number (its tree path is `/pN`). */
+  readonly volume: number;
+  /** Bytes into the image where it starts, and its size. */
+  readonly offset: number;
+  readonly size: number;
+  /** What was recognised there; undefined: nothing, or a partition that cannot be read. */
+  readonly kind: FsKind | undefined;
+}
+
 interface Mounted {
   readonly fs?: Ext4;
   readonly error?: string;
@@ -139,6 +150,24 @@ export class ImageVolume {
     const m = await this.mount(0);
     if (!m.fs) return { name: Buffer.alloc(0), type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, links: 2, mtime: 0n, ctime: 0n, ino: 0, volume: 0, unreadable: m.error! };
     return this.nodeOf(m.fs, 0, Buffer.alloc(0), await m.fs.inode(m.fs.rootIno));
+  }
+
+  /** Every file system of the image: the bare one, or what each partition holds. */
+  async filesystems(): Promise<VolumeFilesystem[]> {
+    if (!this.table) return [{ volume: 0, offset: 0, size: this.disk.size, kind: this.bareKind }];
+    return Promise.all(this.table.partitions.map(async (p): Promise<VolumeFilesystem> => {
+      const inside = p.start + p.size <= this.disk.size;
+      const kind = inside ? await probeFilesystem(new SliceSource(this.disk, p.start, p.size, `/p${p.number}`)).catch(() => undefined) : undefined;
+      return { volume: p.number, offset: p.start, size: p.size, kind };
+    }));
+  }
+
+  /** The root directory of one volume (see `filesystems`): the tree's root for a bare file system, else `/pN`. */
+  async volumeRoot(volume: number): Promise<ImageNode> {
+    if (!this.table) return this.root();
+    const p = this.table.partitions.find((x) => x.number === volume);
+    if (!p) throw new Error(`the image has no partition ${volume}`);
+    return this.partitionNode(p);
   }
 
   private mount(volume: number): Promise<Mounted> {
