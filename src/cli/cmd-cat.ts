@@ -6,7 +6,6 @@
  * blob as its plaintext bytes, a pack as its stored bytes. IDs may be
  * unique prefixes; a snapshot may be "latest".
  */
-import { isUtf8 } from 'node:buffer';
 import type { Command } from 'commander';
 import { decodeIndex } from '../repo/index-file.js';
 import { decodeKeyFile } from '../repo/key-file.js';
@@ -18,6 +17,7 @@ import type { ObjectType } from '../storage/backend.js';
 import { writeOut } from '../jobs/tar-stream-writer.js';
 import { globals, openRepo } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
+import { bytesField } from './json-output.js';
 import { findSnapshot } from './snapshot-filter.js';
 
 const KINDS = ['config', 'index', 'snapshot', 'key', 'blob', 'pack'] as const;
@@ -27,7 +27,7 @@ type Kind = (typeof KINDS)[number];
 const json = (v: unknown): string => `${JSON.stringify(v, (_, x: unknown) => (typeof x === 'bigint' ? x.toString() : x), 2)}\n`;
 
 /** Bytes as `field` when they are UTF-8, else in base64 as `fieldB64`. */
-const bytesView = (field: string, b: Buffer): Record<string, string> => (isUtf8(b) ? { [field]: b.toString('utf8') } : { [`${field}B64`]: b.toString('base64') });
+const bytesView = (field: string, b: Buffer): Record<string, string> => bytesField(field, b, 'B64');
 
 /**
  * A tree as `cat` shows it: each node's fields of format §6.1 by name, a

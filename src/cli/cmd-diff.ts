@@ -1,7 +1,7 @@
 /** `holdfast diff SNAP1 SNAP2`: what changed between two snapshots. */
 import type { Command } from 'commander';
 import type { Repository } from '../repo/repository.js';
-import type { TreeNode } from '../repo/tree.js';
+import { sameXattrs, type TreeNode } from '../repo/tree.js';
 import { childPath } from '../jobs/tree-walk.js';
 import { formatBytes, globals, openRepo, say } from './context.js';
 import { findSnapshot } from './snapshot-filter.js';
@@ -22,8 +22,9 @@ function sameContent(a: TreeNode, b: TreeNode): boolean {
   return same && Buffer.compare(a.target ?? Buffer.alloc(0), b.target ?? Buffer.alloc(0)) === 0;
 }
 
+/** Same owner, mode, mtime, device number and extended attributes (ACLs, capabilities, labels among them). */
 function sameMeta(a: TreeNode, b: TreeNode): boolean {
-  return a.mode === b.mode && a.uid === b.uid && a.gid === b.gid && a.mtime === b.mtime && a.rdev === b.rdev;
+  return a.mode === b.mode && a.uid === b.uid && a.gid === b.gid && a.mtime === b.mtime && a.rdev === b.rdev && sameXattrs(a.xattrs, b.xattrs);
 }
 
 async function diffTrees(repo: Repository, a: string | undefined, b: string | undefined, dir: Buffer, emit: (mark: string, path: Buffer, dirNode: boolean) => void, st: DiffStats): Promise<void> {

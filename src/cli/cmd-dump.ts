@@ -52,6 +52,7 @@ async function dumpTar(repo: Repository, subtree: string, base: string): Promise
         ...(node.target ? { target: node.target } : {}),
         ...(node.rdev === undefined ? {} : { rdev: node.rdev }),
         ...(node.links > 1 ? { linkKey: `${node.device}:${node.inode}` } : {}),
+        ...(node.xattrs ? { xattrs: node.xattrs } : {}),
         content: () => fileBytes(load, node),
       };
     }

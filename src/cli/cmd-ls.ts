@@ -12,15 +12,22 @@ import { WalkReport } from './walk-report.js';
 import { isImageSnapshot, openImageFiles } from '../jobs/image-files/open-image-files.js';
 import { listImage } from '../jobs/image-files/image-ls.js';
 import { printable, printableLines } from './printable.js';
+import { bytesField } from './json-output.js';
 
 function within(path: string, prefix: string): boolean {
   return prefix === '/' || path === prefix || path.startsWith(`${prefix}/`) || prefix.startsWith(`${path}/`);
 }
 
-/** A node as `ls -l` prints it (also `find -l`): mode, owner, group, size, local time, path, link target. */
+const ACL_ACCESS = Buffer.from('system.posix_acl_access');
+const ACL_DEFAULT = Buffer.from('system.posix_acl_default');
+
+/** `+` for a node with a POSIX ACL, as GNU ls marks one; else nothing. */
+const aclMark = (node: TreeNode): string => (node.xattrs?.some((x) => x.name.equals(ACL_ACCESS) || x.name.equals(ACL_DEFAULT)) ? '+' : '');
+
+/** A node as `ls -l` prints it (also `find -l`): mode (`+` when it has an ACL), owner, group, size, local time, path, link target. */
 export function longLine(path: string, node: TreeNode): string {
   const link = node.target ? ` -> ${node.target.toString()}` : '';
-  return `${printable(`${modeString(node)} ${(node.user ?? String(node.uid)).padEnd(8)} ${(node.group ?? String(node.gid)).padEnd(8)} ${String(node.size).padStart(12)} ${localTime(Number(node.mtime / 1_000_000n))} ${path}${link}`)}\n`;
+  return `${printable(`${modeString(node)}${aclMark(node)} ${(node.user ?? String(node.uid)).padEnd(8)} ${(node.group ?? String(node.gid)).padEnd(8)} ${String(node.size).padStart(12)} ${localTime(Number(node.mtime / 1_000_000n))} ${path}${link}`)}\n`;
 }
 
 export function register(program: Command): void {
@@ -55,6 +62,7 @@ export function register(program: Command): void {
             path: ps, type: node.type, mode: node.mode, uid: node.uid, gid: node.gid, user: node.user, group: node.group,
             size: node.size, mtime: isoFromNanos(node.mtime),
             ...(node.target ? { target: node.target.toString() } : {}),
+            ...(node.xattrs ? { xattrs: node.xattrs.map((x) => ({ ...bytesField('name', x.name, '_b64'), ...bytesField('value', x.value, '_b64') })) } : {}),
           })}\n`);
         } else if (flags.long) {
           await out.push(longLine(ps, node));

@@ -11,12 +11,15 @@
  *   mtime               whole seconds; pax `mtime` before 1970 and after 2242
  *   uid, gid, size      pax when over ustar's 7 and 11 octal digits
  *   user, group         pax `uname`/`gname` when over 32 bytes or not ASCII
+ *   extended attributes pax `SCHILY.xattr.NAME` records, name and value as
+ *                       bytes (what GNU tar writes and reads with --xattrs)
  *
  * Names are relative to the root (a folder's ends in "/"), hard links are
  * links to the first name written, device numbers are split the way glibc
  * does. Every write waits for the output to drain: a dump is larger than memory.
  */
 import type { FileKind } from '../core/mode-string.js';
+import type { Xattr } from '../repo/tree.js';
 
 /** The part of a writable stream that writing needs. */
 export interface Sink {
@@ -46,6 +49,7 @@ export interface TarEntry {
   readonly rdev?: bigint;
   /** For files with several names: equal keys are one inode. */
   readonly linkKey?: string;
+  readonly xattrs?: readonly Xattr[];
   /** A file's bytes: exactly `size` of them. */
   readonly content?: () => AsyncIterable<Buffer>;
 }
@@ -68,9 +72,11 @@ function octal(n: bigint, width: number): Buffer | undefined {
 /** True when bytes can go into a ustar text field as they are. */
 const fitsText = (b: Buffer, width: number): boolean => b.length <= width && b.every((c) => c > 0 && c < 0x80);
 
+const XATTR_KEY = Buffer.from('SCHILY.xattr.', 'latin1');
+
 /** One pax record, "<len> <key>=<value>\n", where len counts its own digits. */
-function paxRecord(key: string, value: Buffer): Buffer {
-  const rest = Buffer.concat([Buffer.from(` ${key}=`, 'latin1'), value, Buffer.from('\n')]);
+function paxRecord(key: string | Buffer, value: Buffer): Buffer {
+  const rest = Buffer.concat([Buffer.from(' '), typeof key === 'string' ? Buffer.from(key, 'latin1') : key, Buffer.from('='), value, Buffer.from('\n')]);
   let len = rest.length + String(rest.length).length;
   if (String(len).length > String(rest.length).length) len++;
   return Buffer.concat([Buffer.from(String(len), 'latin1'), rest]);
@@ -91,6 +97,7 @@ interface Header {
   readonly gname: Buffer;
   readonly devmajor?: number;
   readonly devminor?: number;
+  readonly xattrs?: readonly Xattr[];
 }
 
 /** The header block, preceded by a pax header and its records when needed. */
@@ -126,6 +133,7 @@ function encodeHeader(h: Header): Buffer {
   text('gname', h.gname, 297, 32);
   if (h.devmajor !== undefined) number(undefined, BigInt(h.devmajor), 329, 8);
   if (h.devminor !== undefined) number(undefined, BigInt(h.devminor), 337, 8);
+  for (const x of h.xattrs ?? []) pax.push(paxRecord(Buffer.concat([XATTR_KEY, x.name]), x.value));
   checksum(block);
   if (pax.length === 0) return block;
   const records = Buffer.concat(pax);
@@ -166,6 +174,7 @@ export async function writeTar(out: Sink, entries: AsyncIterable<TarEntry>): Pro
       name, mode: e.mode, uid: e.uid, gid: e.gid, size: 0, mtime: e.mtime, flag,
       uname: Buffer.from(e.user ?? ''), gname: Buffer.from(e.group ?? ''),
       ...(e.target ? { linkname: e.target } : {}),
+      ...(e.xattrs ? { xattrs: e.xattrs } : {}),
       ...(e.type === 'chardev' || e.type === 'blockdev'
         ? { devmajor: Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn)), devminor: Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn)) }
         : {}),

@@ -122,6 +122,13 @@ export interface TreeNode {
   readonly damaged?: true;
 }
 
+/** True when two nodes' extended attributes are the same (both lists sorted by name, as trees hold them). */
+export function sameXattrs(a: readonly Xattr[] | undefined, b: readonly Xattr[] | undefined): boolean {
+  if (a === b) return true;
+  if (!a || !b || a.length !== b.length) return false;
+  return a.every((x, i) => x.name.equals(b[i]!.name) && x.value.equals(b[i]!.value));
+}
+
 /**
  * The most nodes one tree may hold (docs/format.md §6, docs/decisions.md):
  * a 256 MiB tree of realistic nodes holds about 2 million, while one of

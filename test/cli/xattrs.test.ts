@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { removeTree } from '../fixtures/tree.js';
-import { Sandbox } from '../helpers/cli.js';
+import { Sandbox, snapshotsOf } from '../helpers/cli.js';
 
 const isRoot = process.getuid?.() === 0;
 const nobody = { uid: 65534, gid: 65534 };
@@ -79,6 +79,8 @@ const MAKE_SOURCE = String.raw`
 describe('extended attributes, ACLs and capabilities', () => {
   let s: Sandbox;
   let src: string;
+  /** The snapshot of `src`. */
+  let snap: string;
   before(async () => {
     s = await Sandbox.create('holdfast-xattrs-');
     if (skipReason) return;
@@ -87,13 +89,14 @@ describe('extended attributes, ACLs and capabilities', () => {
     sh(src, MAKE_SOURCE);
     await s.ok(['init']);
     await s.ok(['backup', '-q', src]);
+    snap = (await snapshotsOf(s))[0]!.id;
   });
   after(() => removeTree(s.dir));
 
-  /** Restores `snap` into a new folder `name` (as `opts` says) and returns where the source landed in it. */
-  async function restore(name: string, snap = 'latest', args: string[] = []): Promise<string> {
+  /** Restores the snapshot of `src` into a new folder `name` and returns where the source landed in it. */
+  async function restore(name: string): Promise<string> {
     const target = s.path(name);
-    await s.ok(['restore', snap, '--target', target, ...args]);
+    await s.ok(['restore', snap, '--target', target]);
     return join(target, src);
   }
 
@@ -134,6 +137,12 @@ describe('extended attributes, ACLs and capabilities', () => {
       const target = s2.path('restored');
       await s2.ok(['restore', 'latest', '--target', target]);
       assert.deepEqual(attributesOf(join(target, tree)), changed);
+      // diff says U (metadata) for each entry whose attributes alone changed.
+      const [first, second] = await snapshotsOf(s2);
+      const diff = (await s2.ok(['diff', first!.id, second!.id])).stdoutBytes.toString('latin1');
+      // (diff prints a name that is not UTF-8 with replacement characters.)
+      for (const p of [/\/dir-[^/]+\/file\n/, /\/plain\/none\n/, /\/big\.bin\n/, /\/acl\.txt\n/, /\/plain\/\n/]) assert.match(diff, new RegExp(`^U {4}${tree}${p.source}`, 'm'));
+      assert.ok(!diff.includes(`${tree}/ping`), diff);
     } finally {
       await removeTree(s2.dir);
     }
@@ -146,7 +155,7 @@ describe('extended attributes, ACLs and capabilities', () => {
     await fs.chown(target, nobody.uid, nobody.gid);
     await fs.chmod(s.dir, 0o755);
     execFileSync('chmod', ['-R', 'a+rX', s.repo]);
-    const r = await s.run(['restore', 'latest', '--target', target], { asUser: nobody, env: { HOLDFAST_CACHE_DIR: s.path('nobody-cache') }, cwd: s.dir });
+    const r = await s.run(['restore', snap, '--target', target], { asUser: nobody, env: { HOLDFAST_CACHE_DIR: s.path('nobody-cache') }, cwd: s.dir });
     assert.equal(r.code, 0, r.stderr);
     const warnings = r.stderr.split('\n').filter((l) => l.startsWith('warning: '));
     assert.deepEqual(warnings.sort(), [
@@ -178,7 +187,7 @@ describe('extended attributes, ACLs and capabilities', () => {
         setfacl -m u:nobody:rwx plain/none
         setcap -r ping
       `);
-      await s.ok(['restore', 'latest', '--target', s.path(`again-${overwrite}`), '--overwrite', overwrite]);
+      await s.ok(['restore', snap, '--target', s.path(`again-${overwrite}`), '--overwrite', overwrite]);
       assert.deepEqual(attributesOf(at), attributesOf(src), overwrite);
       assert.ok(!xattrsAt(join(at, 'plain', 'none')).has('user.stray'));
       assert.ok(existsSync(Buffer.concat([Buffer.from(at), Buffer.from('/'), odd])));
@@ -201,7 +210,7 @@ describe('extended attributes, ACLs and capabilities', () => {
     await fs.mkdir(target);
     if (spawnSync('mount', ['-t', 'ramfs', 'none', target]).status !== 0) return t.skip('cannot mount a ramfs here');
     try {
-      const r = await s.run(['restore', 'latest', '--target', target]);
+      const r = await s.run(['restore', snap, '--target', target]);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stderr, new RegExp(`warning: ${join(src, 'acl.txt')}: extended attributes not restored: system.posix_acl_access \\(ENOTSUP\\)`));
       assert.match(r.stderr, new RegExp(`warning: ${join(src, 'big.bin')}: extended attributes not restored: user.big \\(ENOTSUP\\)`));
@@ -211,6 +220,69 @@ describe('extended attributes, ACLs and capabilities', () => {
       assert.doesNotMatch(b.stderr, /warning/);
     } finally {
       execFileSync('umount', [target]);
+    }
+  });
+
+  it('ls -l marks an ACL with +, ls --json and cat blob give names and values, and dump writes SCHILY.xattr records that GNU tar restores', async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    const long = (await s.ok(['ls', '-l', snap, src])).stdout;
+    assert.match(long, /^-\S{9}\+ .* \S+\/acl\.txt$/m);
+    assert.match(long, /^d\S{9}\+ .* \S+\/shared$/m);
+    assert.match(long, /^-r--r--r-- .* \S+\/big\.bin$/m);
+    const entries = (await s.ok(['ls', '--json', snap, src])).stdoutBytes.toString('utf8').trim().split('\n').map((l) => JSON.parse(l) as { path: string; xattrs?: Record<string, string>[] });
+    const file = entries.find((e) => e.path.endsWith('/file'));
+    assert.deepEqual(file?.xattrs, [
+      { name: 'user.binary', value_b64: Buffer.from('00ff0102fe', 'hex').toString('base64') },
+      { name: 'user.empty', value: '' },
+      { name_b64: Buffer.from('user.n\xe9\xff', 'latin1').toString('base64'), value: '\u0000\u0001\u0002' },
+    ]);
+    assert.equal(entries.find((e) => e.path.endsWith('/plain/none'))?.xattrs, undefined);
+    assert.deepEqual(entries.find((e) => e.path.endsWith('/ping'))?.xattrs?.map((x) => x['name']), ['security.capability']);
+
+    // cat blob: the tree of src, reached from the snapshot's root tree one folder at a time.
+    let tree = (JSON.parse((await s.ok(['cat', 'snapshot', snap])).stdout) as { tree: string }).tree;
+    type Listed = { name?: string; subtree?: string; xattrs?: Record<string, string>[] };
+    let nodes: Listed[] = [];
+    for (const part of ['', ...src.split('/').filter((p) => p !== '')]) {
+      if (part !== '') tree = nodes.find((n) => n.name === part)!.subtree!;
+      nodes = (JSON.parse((await s.ok(['cat', 'blob', tree])).stdout) as { nodes: Listed[] }).nodes;
+    }
+    assert.deepEqual(nodes.find((n) => n.name === 'plain')?.xattrs, [{ name: 'trusted.note', value: 'secret' }]);
+    assert.deepEqual(nodes.find((n) => n.name === 'big.bin')?.xattrs?.map((x) => x['name']), ['user.big']);
+
+    const tar = s.path('dump.tar');
+    await fs.writeFile(tar, (await s.ok(['dump', '-q', snap, src])).stdoutBytes);
+    const out = s.path('untarred');
+    await fs.mkdir(out);
+    execFileSync('tar', ['--xattrs', '--xattrs-include=*', '-xpf', tar, '-C', out]);
+    assert.deepEqual(attributesOf(join(out, src)), attributesOf(src));
+  });
+
+  it('the FUSE mount shows the attributes (getfattr, getcap)', async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    if (!existsSync('/dev/fuse') || spawnSync('fusermount', ['-V']).error) return t.skip('no /dev/fuse or fusermount on this machine');
+    const mnt = s.path('mnt');
+    await fs.mkdir(mnt);
+    const m = s.start(['mount', mnt]);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let text = '';
+        m.child.stdout!.on('data', (b: Buffer) => {
+          text += b.toString();
+          if (/mounted/.test(text)) resolve();
+        });
+        void m.done.then((r) => reject(new Error(`mount ended: ${r.stderr}`)));
+      });
+      const at = join(mnt, 'ids', snap.slice(0, 8), src);
+      assert.equal(execFileSync('getcap', [join(at, 'ping')]).toString().trim(), `${join(at, 'ping')} cap_net_raw=ep`);
+      assert.deepEqual(xattrsAt(join(at, 'plain')), xattrsAt(join(src, 'plain')));
+      assert.deepEqual(xattrsAt(join(at, 'shared')), xattrsAt(join(src, 'shared')));
+      assert.equal(xattrsAt(join(at, 'big.bin')).get('user.big'), xattrsAt(join(src, 'big.bin')).get('user.big'));
+      const none = spawnSync('getfattr', ['-n', 'user.nothing', join(at, 'plain', 'none')]);
+      assert.match(none.stderr.toString(), /No such attribute/);
+    } finally {
+      m.child.kill('SIGTERM');
+      await m.done;
     }
   });
 

@@ -37,7 +37,7 @@
 import { sep } from 'node:path';
 import { chunkStream, type ChunkerParams } from '../../core/chunker.js';
 import { BlobType } from '../../repo/pack.js';
-import { contentBlobs, entryBlob, pushEntry, type ContentEntry, type TreeNode, type Xattr } from '../../repo/tree.js';
+import { contentBlobs, entryBlob, pushEntry, sameXattrs, type ContentEntry, type TreeNode, type Xattr } from '../../repo/tree.js';
 import type { Repository } from '../../repo/repository.js';
 import type { RepositoryWriter } from '../../repo/repository-writer.js';
 import type { CompressionMode } from '../../core/compress.js';
@@ -927,12 +927,6 @@ function sameNode(a: TreeNode, b: TreeNode | undefined): boolean {
   if (!ca || !cb || ca.length !== cb.length) return false;
   for (let i = 0; i < ca.length; i++) if (!sameEntry(ca[i]!, cb[i]!)) return false;
   return true;
-}
-
-function sameXattrs(a: readonly Xattr[] | undefined, b: readonly Xattr[] | undefined): boolean {
-  if (a === b) return true;
-  if (!a || !b || a.length !== b.length) return false;
-  return a.every((x, i) => x.name.equals(b[i]!.name) && x.value.equals(b[i]!.value));
 }
 
 function sameEntry(a: ContentEntry, b: ContentEntry): boolean {

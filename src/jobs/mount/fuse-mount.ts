@@ -55,6 +55,9 @@ interface FuseOps {
   open(path: string, flags: number, cb: (err: number, fd?: number) => void): void;
   read(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void): void;
   release(path: string, fd: number, cb: (err: number) => void): void;
+  /** A value whose size the kernel asked for with a buffer of 0 bytes gets only its length back; fuse-native copies it. */
+  getxattr(path: string, name: string, position: number, cb: (err: number, value?: Buffer) => void): void;
+  listxattr(path: string, cb: (err: number, names?: string[]) => void): void;
 }
 interface FuseOptions {
   force: boolean; mkdir: boolean; autoUnmount: boolean; defaultPermissions: boolean; kernelCache: boolean;
@@ -66,7 +69,7 @@ interface FuseInstance {
 }
 type FuseClass = new (mountpoint: string, ops: FuseOps, opts: FuseOptions) => FuseInstance;
 
-const ERRNO: Record<FsErrorCode | 'EROFS' | 'EBADF', number> = { ENOENT: -2, EIO: -5, EBADF: -9, ENOTDIR: -20, EISDIR: -21, EINVAL: -22, EROFS: -30 };
+const ERRNO: Record<FsErrorCode | 'EROFS' | 'EBADF', number> = { ENOENT: -2, EIO: -5, EBADF: -9, ENOTDIR: -20, EISDIR: -21, EINVAL: -22, EROFS: -30, ENODATA: -61 };
 
 const S_IFMT: Record<FsAttr['type'], number> = {
   file: 0o100000, dir: 0o040000, symlink: 0o120000, fifo: 0o010000, chardev: 0o020000, blockdev: 0o060000, socket: 0o140000,
@@ -177,6 +180,12 @@ export async function mountFuse(fs: SnapshotFs, mountpoint: string, opts: FuseMo
     release(_path, fd, cb) {
       open.delete(fd);
       cb(0);
+    },
+    getxattr(path, name, _position, cb) {
+      fs.getxattr(path, name).then((value) => cb(0, value), (e: unknown) => cb(errno(e)));
+    },
+    listxattr(path, cb) {
+      fs.listxattr(path).then((names) => cb(0, names), (e: unknown) => cb(errno(e)));
     },
   };
 

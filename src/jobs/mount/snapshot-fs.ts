@@ -9,14 +9,15 @@
  *   /tags/<tag>/<time>/…, /tags/<tag>/latest
  *
  * Below a snapshot's folder is its tree, as `restore` would write it: names,
- * types, modes, owners, sizes, mtimes (to the millisecond) and symlink
- * targets. An image snapshot's folder holds one file, `image.raw`, the disk
+ * types, modes, owners, sizes, mtimes (to the millisecond), symlink
+ * targets and extended attributes. An image snapshot's folder holds one file, `image.raw`, the disk
  * or partition it saved. Everything is loaded when first asked for: a path
  * is resolved one tree at a time (recent trees kept), a file is read by
  * ranges (`FileContentReader`, the image reader). Names that a restore would
  * refuse (`unsafeName`) or that are not valid UTF-8, and symlinks whose
  * target is not (fuse-native passes names and targets as strings), are not
- * shown, and are reported when their folder is loaded.
+ * shown, and are reported when their folder is loaded. Extended attributes
+ * whose name is not valid UTF-8 are left out of a listing, silently.
  */
 import { isUtf8 } from 'node:buffer';
 import type { Snapshot } from '../../repo/snapshot.js';
@@ -29,7 +30,7 @@ import { FileContentReader, type ContentLoader } from './file-content-reader.js'
 export type SnapshotFsRepository = TreeLoader & ContentLoader;
 
 /** Why a path cannot be served; the front end maps each to its errno. */
-export type FsErrorCode = 'ENOENT' | 'ENOTDIR' | 'EISDIR' | 'EINVAL' | 'EIO';
+export type FsErrorCode = 'ENOENT' | 'ENOTDIR' | 'EISDIR' | 'EINVAL' | 'EIO' | 'ENODATA';
 
 /** A path that does not exist, is of the wrong kind, or cannot be read. */
 export class FsError extends Error {
@@ -189,6 +190,22 @@ export class SnapshotFs {
     if (r.kind === 'virtual' && r.v.kind === 'link') return r.v.target;
     if (r.kind === 'node' && r.node.type === 'symlink') return (r.node.target ?? Buffer.alloc(0)).toString();
     throw new FsError('EINVAL', `${path} is not a symlink`);
+  }
+
+  /** The names of the extended attributes of `path` (UTF-8 ones: fuse-native passes names as strings); none outside a snapshot's tree. */
+  async listxattr(path: string): Promise<string[]> {
+    const r = await this.resolve(path);
+    if (r.kind !== 'node') return [];
+    return (r.node.xattrs ?? []).filter((x) => isUtf8(x.name)).map((x) => x.name.toString());
+  }
+
+  /** The value of the extended attribute `name` of `path`; ENODATA when it has none of that name. */
+  async getxattr(path: string, name: string): Promise<Buffer> {
+    const r = await this.resolve(path);
+    const want = Buffer.from(name);
+    const x = r.kind === 'node' ? r.node.xattrs?.find((a) => a.name.equals(want)) : undefined;
+    if (!x) throw new FsError('ENODATA', `${path} has no extended attribute ${name}`);
+    return x.value;
   }
 
   /** The bytes of the regular file at `path`. */

@@ -31,7 +31,7 @@ import type { Repository } from '../../repo/repository.js';
 import type { BlobLocation } from '../../repo/index-file.js';
 import { entryBlob, type BlobSlice, type ContentEntry, type TreeNode } from '../../repo/tree.js';
 import { PathShortener, floorMicros, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
-import { hasXattrsBeyondLabel, writeXattrs } from '../../sources/xattrs.js';
+import { hasXattrsBeyondLabel, writeXattrs, type RefusedXattr } from '../../sources/xattrs.js';
 import { PathBuffer, walkTree } from '../tree-walk.js';
 import { prepareExisting, type Overwrite } from './overwrite.js';
 import type { Excludes } from '../backup/excludes.js';
@@ -648,19 +648,26 @@ export class Restorer {
    * gives attributes (an inherited ACL). An attribute the target refuses (a
    * file system without them, trusted.* or a capability without root,
    * user.* on a symlink) is a warning naming it; the rest is restored.
+   * Never throws: what fails is a warning, as for the other metadata.
    */
   private restoreXattrs(path: Buffer, dest: Buffer, node: TreeNode, kept = false): void {
     const clear = kept || this.creation === undefined || this.creation.xattrs;
     if (!node.xattrs && !clear) return;
-    let refused = writeXattrs(dest, node.xattrs, clear);
-    // user.* needs write permission, which a read-only file of ours denies us (root needs none): lent for the time.
-    if (refused.some((r) => r.code === 'EACCES') && node.type !== 'symlink') {
-      chmodSync(dest, node.mode | 0o200);
-      try {
-        refused = writeXattrs(dest, node.xattrs, clear);
-      } finally {
-        chmodSync(dest, node.mode);
+    let refused: RefusedXattr[];
+    try {
+      refused = writeXattrs(dest, node.xattrs, clear);
+      // user.* needs write permission, which a read-only file of ours denies us (root needs none): lent for the time.
+      if (refused.some((r) => r.code === 'EACCES') && node.type !== 'symlink') {
+        chmodSync(dest, node.mode | 0o200);
+        try {
+          refused = writeXattrs(dest, node.xattrs, clear);
+        } finally {
+          chmodSync(dest, node.mode);
+        }
       }
+    } catch (e) {
+      this.opts.onWarning?.(path.toString(), `cannot restore extended attributes: ${(e as Error).message}`);
+      return;
     }
     if (refused.length > 0) {
       this.opts.onWarning?.(path.toString(), `extended attributes not restored: ${refused.map((r) => `${r.name.toString()} (${r.code})`).join(', ')}`);
