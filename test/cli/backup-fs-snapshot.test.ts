@@ -140,6 +140,26 @@ describe('backup --fs-snapshot on btrfs', { skip }, () => {
     }
   });
 
+  it('leaves out a subvolume below the snapshot\'s with a warning (exit 3), and another backup\'s snapshot silently', async () => {
+    const path = join(vol, 'holder');
+    await fs.mkdir(path);
+    await fs.writeFile(join(path, 'kept'), 'kept\n');
+    execFileSync('btrfs', ['subvolume', 'create', join(path, 'nested')], { stdio: 'ignore' });
+    await fs.writeFile(join(path, 'nested', 'inside'), 'not in the snapshot\n');
+    const other = join(path, '.holdfast-snapshot-elsewhere-1-1');
+    execFileSync('btrfs', ['subvolume', 'snapshot', '-r', join(path, 'nested'), other], { stdio: 'ignore' });
+    try {
+      const r = await s.run(['backup', '--fs-snapshot', 'btrfs', path]);
+      assert.equal(r.code, 3, r.stderr);
+      assert.match(r.stderr, new RegExp(`${join(path, 'nested')}: a subvolume below the file-system snapshot's, which that snapshot does not hold: left out`));
+      assert.doesNotMatch(r.stderr, /elsewhere/);
+      const listed = (await s.ok(['ls', 'latest', path])).stdout.split('\n').filter((l) => l !== '');
+      assert.deepEqual(listed, [path, join(path, 'kept')]);
+    } finally {
+      execFileSync('btrfs', ['subvolume', 'delete', other, join(path, 'nested')], { stdio: 'ignore' });
+    }
+  });
+
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     it(`${sig} during the backup removes the snapshot (exit 130, no snapshot written)`, async () => {
       const path = join(vol, `interrupted-${sig}`);

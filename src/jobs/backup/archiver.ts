@@ -53,6 +53,7 @@ import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
 import { io } from '../../repo/objects.js';
 import type { NodesByName, TreeCache, TreeCacheStats } from './tree-cache.js';
 import type { PathView } from '../../sources/fs-snapshots/fs-snapshots.js';
+import { SNAPSHOT_PREFIX } from '../../sources/fs-snapshots/tools.js';
 
 export interface BackupOptions extends SnapshotOrigin, JobPoolOptions {
   readonly paths: readonly string[];
@@ -168,6 +169,8 @@ function batchRules(p: ChunkerParams): BatchRules {
 /** Paths longer than this go through PathShortener. */
 const LONG_PATH = 4000;
 const SLASH = Buffer.from('/');
+/** How the snapshots of other backups running beside this one begin (src/sources/fs-snapshots/tools.ts). */
+const OWN_SNAPSHOT = `.${SNAPSHOT_PREFIX}`;
 const DOT = Buffer.from('/.');
 
 
@@ -315,6 +318,19 @@ export class Archiver {
       if (path[n] === 0x2f) return Buffer.concat([v.view, path.subarray(n)]);
     }
     return path;
+  }
+
+  /**
+   * A folder in a view on another device than the view's: a btrfs subvolume
+   * below the snapshot's, which the snapshot shows as an empty folder. It is
+   * left out: with a warning, unless it is another backup's snapshot or
+   * other file systems are not crossed (`oneFileSystem`).
+   */
+  private notInView(path: Buffer, name: Buffer): Pending {
+    if (this.opts.oneFileSystem !== true && !name.toString('latin1').startsWith(OWN_SNAPSHOT)) {
+      this.warn(path, 'a subvolume below the file-system snapshot\'s, which that snapshot does not hold: left out (back it up as a path of its own)');
+    }
+    return settled(undefined);
   }
 
   /** The device number recorded for one read: the original's for a view's. */
@@ -576,6 +592,7 @@ export class Archiver {
   }
 
   private scheduleStatted(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> | Pending {
+    if (st.type === 'dir' && this.viewDevices !== undefined && !this.viewDevices.has(st.device) && this.inView(path) !== path) return this.notInView(path, name);
     const xattrs = this.xattrsOf(path, sys, st, prev);
     switch (st.type) {
       case 'file':
