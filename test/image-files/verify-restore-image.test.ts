@@ -98,6 +98,44 @@ describe('verify-restore of image snapshots', { skip, timeout: 180_000 }, () => 
     assert.deepEqual(await holdfastMounts(), []);
   });
 
+  it('a damaged pack of an image snapshot: the file whose block it holds is named, exit 17', async () => {
+    const repo = s.path('repo-damaged');
+    await s.ok(['init'], { env: { HOLDFAST_REPOSITORY: repo } });
+    await s.ok(['backup', '-q', '--image', image], { env: { HOLDFAST_REPOSITORY: repo } });
+    // The largest pack holds the image's blocks, most of them big.bin's (incompressible, where metadata compresses to little).
+    const packs = (await run('find', [join(repo, 'data'), '-type', 'f', '-printf', '%s %p\\n'])).stdout.trim().split('\n').map((l) => l.split(' ') as [string, string]);
+    const [size, pack] = packs.sort((a, b) => Number(b[0]) - Number(a[0]))[0]!;
+    const bytes = await readFile(pack);
+    bytes[Math.floor(Number(size) / 2)]! ^= 0xff;
+    await writeFile(pack, bytes);
+    const r = await s.run(['--json', 'verify-restore', 'latest'], { env: { HOLDFAST_REPOSITORY: repo } });
+    assert.equal(r.code, 17, r.stderr);
+    const f = parse(r).filesystems[0]!;
+    assert.equal(f.restorable, false);
+    assert.deepEqual(f.failed.map((x) => x.path), ['/big.bin']);
+    assert.match(f.failed[0]!.error, /is damaged: authentication failed/);
+  });
+
+  it('Ctrl-C while e2fsck reads the image: exit 130, e2fsck ended, the FUSE view unmounted, the scratch removed', { skip: asRoot ? undefined : 'e2fsck runs through FUSE, which needs root here' }, async () => {
+    await s.ok(['backup', '-q', '--image', image]);
+    const scratch = s.path('scratch-int');
+    // At 64 KiB/s each 128 KiB block of the image takes 2 s to fetch: e2fsck is still reading when it is interrupted.
+    const started = s.start(['--limit-download', '64', 'verify-restore', 'latest', '--scratch', scratch]);
+    const e2fsckOf = async (): Promise<string> => (await run('pgrep', ['-f', `e2fsck -fn ${scratch}/`]).catch(() => ({ stdout: '' }))).stdout.trim();
+    while ((await e2fsckOf()) === '') {
+      assert.equal(started.child.exitCode, null, 'verify-restore ended before e2fsck ran');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal((await holdfastMounts()).filter((l) => l.includes(scratch)).length, 1);
+    started.child.kill('SIGINT');
+    const r = await started.done;
+    assert.equal(r.code, 130, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stderr, /^holdfast: interrupted: the restore test did not complete/m);
+    assert.equal(await e2fsckOf(), '');
+    assert.deepEqual((await holdfastMounts()).filter((l) => l.includes(scratch)), []);
+    assert.equal(existsSync(scratch), false);
+  });
+
   it('a partitioned disk: each ext partition checked at its offset; a swap partition listed, not checked', async () => {
     const swap = s.path('swap.img');
     await writeFile(swap, Buffer.alloc(4 << 20));

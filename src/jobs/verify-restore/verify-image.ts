@@ -17,6 +17,7 @@
 import { execFile } from 'node:child_process';
 import type { Repository } from '../../repo/repository.js';
 import type { Snapshot } from '../../repo/snapshot.js';
+import { abortable } from '../../core/abortable.js';
 import { errorCode } from '../../core/errors.js';
 import { READABLE } from '../../sources/image/fs/fs-probe.js';
 import type { ImageNode, ImageVolume, VolumeFilesystem } from '../../sources/image/fs/image-volume.js';
@@ -48,8 +49,9 @@ const rootPath = (f: VolumeFilesystem): string => (f.volume === 0 ? '/' : `/p${f
 /** Checks every file system of the image snapshot `id`. */
 export async function verifyImage(repo: Repository, id: string, snapshot: Snapshot, opts: VerifyImageOptions): Promise<FilesystemResult[]> {
   const warn = opts.onWarning ?? (() => undefined);
-  const volume = await openImageFiles(repo, snapshot, id, warn);
-  const filesystems = await volume.filesystems();
+  // Reads of the image are shared with its caches and cannot be cancelled: an interruption stops the waiting for them.
+  const volume = await abortable(openImageFiles(repo, snapshot, id, warn), opts.signal);
+  const filesystems = await abortable(volume.filesystems(), opts.signal);
   const results: FilesystemResult[] = [];
   const done = (r: FilesystemResult): void => {
     results.push(r);
@@ -74,7 +76,7 @@ export async function verifyImage(repo: Repository, id: string, snapshot: Snapsh
           ? { status: 'skipped', reason: `no FUSE view of the image: ${view.mountError}` }
           : await runE2fsck(f.offset === 0 ? view.file : `${view.file}?offset=${f.offset}`, opts.signal);
       }
-      const read = await readAll(volume, await volume.volumeRoot(f.volume), path, opts.signal);
+      const read = await abortable(volume.volumeRoot(f.volume).then((root) => readAll(volume, root, path, opts.signal)), opts.signal);
       done({ ...where, checked: true, e2fsck, ...read, restorable: (e2fsck.status === 'clean' || e2fsck.status === 'skipped') && read.failed.length === 0 });
     }
   } finally {
