@@ -182,6 +182,28 @@ describe('verify-restore of a snapshot of files', { timeout: 180_000 }, () => {
     assert.equal(existsSync(scratch), false);
   });
 
+  it('as another user than root: a restored folder without write permission is emptied and removed with the scratch', { skip: process.getuid?.() === 0 ? undefined : 'needs root to run the CLI as nobody' }, async () => {
+    await s.ok(['init']);
+    const src = s.path('src');
+    await fs.mkdir(join(src, 'ro', 'deeper'), { recursive: true });
+    for (const name of ['a', 'b', 'deeper/c']) await fs.writeFile(join(src, 'ro', name), `${name}\n`);
+    await fs.chmod(join(src, 'ro', 'deeper'), 0o555);
+    await fs.chmod(join(src, 'ro'), 0o555);
+    await s.ok(['backup', '-q', src]);
+    const nobody = { uid: 65534, gid: 65534 };
+    const tmp = s.path('tmp');
+    await fs.mkdir(tmp);
+    await fs.chown(tmp, nobody.uid, nobody.gid);
+    await fs.chmod(s.dir, 0o755);
+    execFileSync('chmod', ['-R', 'a+rX', s.repo]);
+    const r = await s.run(['--json', 'verify-restore', 'latest', '--share', '100%'], { asUser: nobody, env: { HOLDFAST_CACHE_DIR: s.path('nobody-cache'), TMPDIR: tmp }, cwd: s.dir });
+    assert.equal(r.code, 0, r.stderr);
+    const j = parse(r);
+    assert.equal(j.restorable, true, JSON.stringify(j.files.failed));
+    assert.equal(j.files.verified, 3);
+    assert.deepEqual(await fs.readdir(tmp), []);
+  });
+
   it('refuses a scratch folder that is not empty, and bad values, touching nothing', async () => {
     await backedUp(s);
     const scratch = s.path('scratch');

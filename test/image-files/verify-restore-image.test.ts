@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -96,6 +96,19 @@ describe('verify-restore of image snapshots', { skip, timeout: 180_000 }, () => 
     // The reader meets the same damage.
     assert.deepEqual(f.failed.map((x) => x.path), ['/docs/f7.txt']);
     assert.deepEqual(await holdfastMounts(), []);
+  });
+
+  it('as another user than root: e2fsck is skipped, saying why, and every file is still read', { skip: asRoot ? undefined : 'needs root to run the CLI as nobody' }, async () => {
+    await s.ok(['backup', '-q', '--image', image]);
+    await chmod(s.dir, 0o755);
+    await run('chmod', ['-R', 'a+rX', s.repo]);
+    const r = await s.run(['--json', 'verify-restore', 'latest'], { asUser: { uid: 65534, gid: 65534 }, env: { HOLDFAST_CACHE_DIR: s.path('nobody-cache') }, cwd: s.dir });
+    assert.equal(r.code, 0, r.stderr);
+    const f = parse(r).filesystems[0]!;
+    assert.equal(f.e2fsck?.status, 'skipped');
+    assert.match(f.e2fsck?.reason ?? '', /mounting FUSE needs root/);
+    assert.equal(f.files, FILES);
+    assert.equal(f.restorable, true);
   });
 
   it('a damaged pack of an image snapshot: the file whose block it holds is named, exit 17', async () => {
