@@ -160,6 +160,21 @@ describe('backup --fs-snapshot on btrfs', { skip }, () => {
     }
   });
 
+  it('a leftover that cannot be removed is a warning, and the backup goes on', async () => {
+    const path = join(vol, 'undeletable');
+    await fs.mkdir(path);
+    // Named as a dead backup's snapshot (no pid is that high), but a plain folder: `btrfs subvolume delete` refuses it.
+    const fake = join(vol, `.${snapshotName(hostname(), 2 ** 22 + 1, 1)}`);
+    await fs.mkdir(fake);
+    try {
+      const r = await s.ok(['backup', '--fs-snapshot', 'btrfs', path]);
+      assert.match(r.stderr, new RegExp(`could not remove ${fake.replace(/[.]/g, '\\.')}, a snapshot left by a backup that was killed: btrfs subvolume delete`));
+      assert.deepEqual(await snapshotsIn(vol), [fake.slice(vol.length + 1)]);
+    } finally {
+      await fs.rmdir(fake);
+    }
+  });
+
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     it(`${sig} during the backup removes the snapshot (exit 130, no snapshot written)`, async () => {
       const path = join(vol, `interrupted-${sig}`);

@@ -104,10 +104,7 @@ async function snapshotFor(real: { path: string; dir: string }, path: string, op
     const had = taken.get(key);
     if (had) return had;
     if (opts.freeze) opts.onWarning(`${path}: a btrfs snapshot is atomic and needs no freeze (one taken on a frozen btrfs waits for the thaw): not frozen`);
-    for (const left of await btrfsLeftovers(root, opts.host)) {
-      await deleteBtrfsSnapshot(left);
-      opts.onNote?.(`removed ${left}, a snapshot left by a backup that was killed`);
-    }
+    for (const left of await btrfsLeftovers(root, opts.host)) await removeLeftover(left, () => deleteBtrfsSnapshot(left), opts);
     const at = await createBtrfsSnapshot(root, name).catch((e: unknown) => {
       throw new SnapshotFailedError(`cannot snapshot the btrfs subvolume ${root} of ${path}: ${(e as Error).message}; nothing was backed up`);
     });
@@ -130,10 +127,7 @@ async function lvmSnapshot(vol: LogicalVolume, name: string, path: string, opts:
   const key = `lvm:${vol.vg}/${vol.lv}`;
   const had = taken.get(key);
   if (had) return had;
-  for (const left of await lvmLeftovers(vol.vg, opts.host)) {
-    await removeLvmSnapshot(vol, left, join(opts.stateDir, left));
-    opts.onNote?.(`removed ${vol.vg}/${left}, a snapshot left by a backup that was killed`);
-  }
+  for (const left of await lvmLeftovers(vol.vg, opts.host)) await removeLeftover(`${vol.vg}/${left}`, () => removeLvmSnapshot(vol, left, join(opts.stateDir, left)), opts);
   const take = (): Promise<void> => takeLvmSnapshot(vol, name, opts.lvmSize);
   try {
     await (opts.freeze ? whileFrozen(vol.mountPoint, opts.freezeBoundMs ?? DEFAULT_FREEZE_BOUND_MS, take, opts.onWarning) : take());
@@ -149,6 +143,16 @@ async function lvmSnapshot(vol: LogicalVolume, name: string, path: string, opts:
   };
   taken.set(key, t);
   return t;
+}
+
+/** Removes a snapshot a killed backup left; one that cannot be removed is a warning (it must not stop the backups that follow). */
+async function removeLeftover(what: string, remove: () => Promise<void>, opts: FsSnapshotOptions): Promise<void> {
+  try {
+    await remove();
+    opts.onNote?.(`removed ${what}, a snapshot left by a backup that was killed`);
+  } catch (e) {
+    opts.onWarning(`could not remove ${what}, a snapshot left by a backup that was killed: ${(e as Error).message}`);
+  }
 }
 
 async function devices(view: string, original: string): Promise<PathView['device']> {
