@@ -116,7 +116,7 @@ function print(g: GlobalOptions, r: VerifyRestoreResult): void {
       say(g, `restorable: ${plural(f.verified, 'sampled file')} (${formatBytes(f.bytes)}) restored exactly in ${r.seconds} s (seed ${f.seed})`);
       return;
     }
-    process.stdout.write(`${[`NOT RESTORABLE: ${f.failed.length} of the ${plural(f.paths.length, 'sampled file')} (seed ${f.seed}) did not restore exactly:`, ...problems(f.failed, '  ')].join('\n')}\n`);
+    process.stdout.write(`${[`NOT RESTORABLE: ${plural(f.failed.length, 'path')} of the sample (${plural(f.paths.length, 'file')}, seed ${f.seed}) did not restore exactly:`, ...problems(f.failed, '  ')].join('\n')}\n`);
     return;
   }
   // Each file system was printed as its check ended.

@@ -145,7 +145,7 @@ describe('verify-restore of a snapshot of files', { timeout: 180_000 }, () => {
     const scratch = s.path('scratch');
     const r = await s.run(['verify-restore', 'latest', '--min-files', '5', '--scratch', scratch]);
     assert.equal(r.code, 17, `${r.stdout}\n${r.stderr}`);
-    assert.match(r.stdout, /NOT RESTORABLE: \d+ of the \d+ sampled files \(seed \d+\) did not restore exactly:/, r.stdout);
+    assert.match(r.stdout, /^NOT RESTORABLE: \d+ paths? of the sample \(\d+ files, seed \d+\) did not restore exactly:$/m, r.stdout);
     assert.match(r.stdout, new RegExp(`^  ${join(src, 'big.bin')}: `, 'm'), r.stdout);
     assert.equal(existsSync(scratch), false);
     const j = parse(await s.run(['--json', 'verify-restore', 'latest', '--min-files', '5', '--scratch', scratch]));
@@ -154,6 +154,31 @@ describe('verify-restore of a snapshot of files', { timeout: 180_000 }, () => {
     // The small files share a blob with big.bin (a backup stores small files in a shared stream): they fail with it.
     assert.ok(failed.includes(join(src, 'big.bin')) && failed.every((p) => j.files.paths.includes(p)), failed.join('\n'));
     assert.equal(j.files.verified, j.files.paths.length - failed.length);
+  });
+
+  it('a damaged listing: the folder is named (nothing below it restores), exit 17', async () => {
+    await backedUp(s);
+    // The smallest pack holds the trees (the listings), from the root's to a/ and b/.
+    let pack = { path: '', size: Infinity };
+    for (const dir of await fs.readdir(join(s.repo, 'data'))) {
+      for (const name of await fs.readdir(join(s.repo, 'data', dir))) {
+        const path = join(s.repo, 'data', dir, name);
+        const { size } = await fs.stat(path);
+        if (size < pack.size) pack = { path, size };
+      }
+    }
+    const bytes = await fs.readFile(pack.path);
+    bytes[Math.floor(bytes.length / 3)]! ^= 0xff;
+    await fs.writeFile(pack.path, bytes);
+    const r = await s.run(['--json', 'verify-restore', 'latest']);
+    assert.equal(r.code, 17, r.stderr);
+    const j = parse(r);
+    assert.equal(j.restorable, false);
+    assert.ok(j.files.failed.length >= 1);
+    for (const f of j.files.failed) {
+      assert.match(f.error, /^its listing cannot be read \(pack \w+, tree \w+ is damaged: authentication failed\): nothing below it can be restored$/, f.error);
+      assert.equal(f.code, 'CORRUPT');
+    }
   });
 
   it('Ctrl-C while a pack read hangs: exit 130 and the scratch is removed', async () => {

@@ -14,6 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { TreeNode } from '../../repo/tree.js';
+import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
 import { walkTree, type TreeLoader, type WalkEntry } from '../tree-walk.js';
 
 export interface SampleOptions {
@@ -24,8 +25,11 @@ export interface SampleOptions {
   /** Decides the sample: the same seed takes the same files. */
   readonly seed: string;
   readonly signal?: AbortSignal;
-  /** A folder whose listing cannot be read: nothing below it can be sampled (or restored). */
-  readonly onLostListing?: (path: string, error: unknown) => void;
+  /**
+   * A folder whose listing is damaged or lost (the root's too): nothing
+   * below it can be sampled, or restored. Without it, the error ends the walk.
+   */
+  readonly onLostListing?: (path: string, error: CorruptObjectError | BlobNotFoundError) => void;
 }
 
 /** A node of the sample. */
@@ -98,12 +102,20 @@ export async function chooseSample(repo: TreeLoader, tree: string, opts: SampleO
   let largest: Keyed | undefined;
   let newest: Keyed | undefined;
   let order = 0;
+  const lost = (path: string, e: unknown): void => {
+    if (!opts.onLostListing || !(e instanceof CorruptObjectError || e instanceof BlobNotFoundError)) throw e;
+    opts.onLostListing(path, e);
+  };
+  // The root's listing first: the walk would throw its damage, where a folder's is reported.
+  try {
+    await repo.loadTree(tree, opts.signal ? { signal: opts.signal } : {});
+  } catch (e) {
+    lost('/', e);
+    return { nodes: [], candidates: 0 };
+  }
   const walker = walkTree(repo, tree, {
     ...(opts.signal ? { signal: opts.signal } : {}),
-    onTreeError: (entry: WalkEntry, e: unknown) => {
-      if (!opts.onLostListing) throw e;
-      opts.onLostListing(entry.path.toString(), e);
-    },
+    onTreeError: (entry: WalkEntry, e: unknown) => lost(entry.path.toString(), e),
   });
   for await (const { path, node } of walker) {
     if (!sampled(node.type)) continue;

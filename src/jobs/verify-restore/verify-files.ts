@@ -14,7 +14,6 @@
 import { lstat, readlink } from 'node:fs/promises';
 import type { Repository } from '../../repo/repository.js';
 import type { TreeNode } from '../../repo/tree.js';
-import { errorCode } from '../../core/errors.js';
 import { PathShortener } from '../../sources/posix.js';
 import type { JobPoolOptions } from '../pool/worker-pool.js';
 import { Restorer } from '../restore/restorer.js';
@@ -41,14 +40,10 @@ export interface VerifyFilesOptions extends JobPoolOptions {
 /** Restores a sample of the snapshot tree `tree` and compares it with the snapshot. */
 export async function verifyFiles(repo: Repository, tree: string, opts: VerifyFilesOptions): Promise<FileSampleResult> {
   const failed: PathProblem[] = [];
-  const problem = (path: string, e: unknown): void => {
-    const code = errorCode(e);
-    failed.push({ path, error: e instanceof Error ? e.message : String(e), ...(code ? { code } : {}) });
-  };
   const sample = await chooseSample(repo, tree, {
     share: opts.share, minFiles: opts.minFiles, seed: opts.seed,
     ...(opts.signal ? { signal: opts.signal } : {}),
-    onLostListing: (path, e) => problem(path, new Error(`its listing cannot be read (${(e as Error).message}): nothing below it can be restored`)),
+    onLostListing: (path, e) => failed.push({ path, error: `its listing cannot be read (${e.message}): nothing below it can be restored`, code: e.code }),
   });
   // The sampled paths and the folders on their way, as the restorer's filter sees them.
   const selected = new Set<string>();
