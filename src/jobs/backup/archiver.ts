@@ -629,12 +629,13 @@ export class Archiver {
    * each entry reached through the path shortener.
    */
   private async listDir(path: Buffer, sys: PosixPath): Promise<{ entry: ListedEntry; path: Buffer; sys: PosixPath }[] | { error: ReadError }> {
-    if (typeof sys !== 'string' && sys.length < SCAN_PATH_LIMIT) {
-      // `sys` is the folder in its view, or `path` itself.
-      const listed = await this.scanner.list(sys, this.opts.oneFileSystem === true ? this.rootDevices : undefined);
+    // The folder in its view, or `path` itself; a long one was turned into a /proc/self/fd path (`sys`), which stays here.
+    const dir = this.views.length === 0 ? path : this.inView(path);
+    if (dir.length < SCAN_PATH_LIMIT) {
+      const listed = await this.scanner.list(dir, this.opts.oneFileSystem === true ? this.rootDevices : undefined);
       return 'error' in listed ? listed : listed.map((entry) => {
         const p = childPath(path, entry.name);
-        return { entry, path: p, sys: sys === path ? p : childPath(sys, entry.name) };
+        return { entry, path: p, sys: dir === path ? p : childPath(dir, entry.name) };
       });
     }
     let names: Buffer[];
