@@ -9,6 +9,7 @@
 //   BENCH_IMAGE        0: skip this scenario; only: run nothing else
 //   BENCH_IMAGE_SIZE   image size (default 4G)
 //   BENCH_IMAGE_TOOLS  holdfast,restic (default both)
+//   BENCH_VMDISK, BENCH_VMDISK_SIZE: the VM-disk rows run after this scenario (bench/vmdisk.ts)
 //
 // Before each timed step the page cache is synced by runMeasured (not dropped:
 // every step runs warm, as in run.ts). The restored image is checked: holdfast's with e2fsck and, as root, by mounting it
@@ -20,6 +21,7 @@ import { mkdir, readFile, readdir, rm, stat, writeFile, open as openFile, unlink
 import { join, relative } from 'node:path';
 import { capture, duBytes, findInPath, runMeasured, type Cmd, type RunResult } from './measure.js';
 import { HOLDFAST_MAIN, PASSWORD } from './tools.js';
+import { runVmDiskBench } from './vmdisk.js';
 
 export interface ImageBenchOptions {
   benchDir: string;
@@ -34,7 +36,8 @@ const LABELS: Record<Step, string> = { backup1: 'first backup', backup2: 'increm
 /** The issue's targets, as ratios to restic. */
 const TARGETS: Record<Step | 'size', number> = { backup1: 0.5, backup2: 0.3, restore: 0.5, size: 1.0 };
 
-function parseSize(s: string): number {
+/** "4G", "512M": bytes. */
+export function parseSize(s: string): number {
   const m = /^(\d+)([KMG]?)$/i.exec(s.trim());
   if (!m) throw new Error(`bad BENCH_IMAGE_SIZE ${s}`);
   return Number(m[1]) * ({ '': 1, K: 1024, M: 1 << 20, G: 1 << 30 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G']);
@@ -47,7 +50,7 @@ async function must(file: string, args: string[], what: string, timeoutMs = 3_60
 }
 
 /** The ext4 image of the corpus, built once (mkfs.ext4 -d) and cached. */
-async function baseImage(dir: string, corpus: string, size: number): Promise<string> {
+export async function baseImage(dir: string, corpus: string, size: number): Promise<string> {
   const img = join(dir, `base-${size}.img`);
   const stamp = `${img}.done`;
   if (existsSync(img) && existsSync(stamp) && (await readFile(stamp, 'utf8')) === corpus) return img;
@@ -241,7 +244,7 @@ export async function runImageBench(o: ImageBenchOptions): Promise<number> {
   await writeFile(join(o.benchDir, `image-results-${new Date().toISOString().replace(/[:.]/g, '-')}.json`), `${JSON.stringify({
     size, change, tools, sizes: Object.fromEntries(sizes), steps: Object.fromEntries(steps), problems,
   }, null, 2)}\n`);
-  return problems.length;
+  return problems.length + await runVmDiskBench({ benchDir: o.benchDir, baseImage: (n) => baseImage(dir, o.corpus, n), timeoutSec: o.timeoutSec, parseSize });
 }
 
 /** The block counts from holdfast's summary (its stdout log). */
