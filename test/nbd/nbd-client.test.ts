@@ -8,9 +8,9 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { removeTree, tempDir, pseudoRandomBytes } from '../fixtures/tree.js';
 import { NbdServer } from '../../src/server-nbd/nbd-server.js';
@@ -20,6 +20,8 @@ import {
   errorPayload, optionReply, simpleReply, structuredChunk,
 } from '../../src/sources/image/nbd-protocol.js';
 import { missingTools } from '../image-files/ext-images.js';
+import { openImageInput } from '../../src/sources/image/image-input.js';
+import { QCOW2_MAGIC, QemuError } from '../../src/sources/image/qemu.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 4 * MiB;
@@ -158,7 +160,7 @@ describe('NBD client', { timeout: 60_000 }, () => {
     });
   });
 
-  describe('against qemu-nbd', { skip: missingTools('qemu-nbd') }, () => {
+  describe('against qemu-nbd', { skip: missingTools('qemu-nbd', 'qemu-img') }, () => {
     let dir: string;
     let child: ChildProcess;
     let sock: string;
@@ -175,6 +177,31 @@ describe('NBD client', { timeout: 60_000 }, () => {
     after(async () => {
       child.kill();
       await removeTree(dir);
+    });
+
+    it('a qcow2 qemu-nbd cannot serve fails with its message, and leaves no qemu-nbd nor socket behind', async () => {
+      const tmp = join(dir, 'tmp');
+      await mkdir(tmp);
+      const saved = process.env['TMPDIR'];
+      process.env['TMPDIR'] = tmp;
+      try {
+        const bad = join(dir, 'bad.qcow2');
+        await writeFile(bad, Buffer.concat([QCOW2_MAGIC, Buffer.alloc(4096, 0xff)]));
+        await assert.rejects(openImageInput(bad), (e: Error) => e instanceof QemuError && /qemu-nbd .*bad\.qcow2/.test(e.message));
+        const good = join(dir, 'good.qcow2');
+        execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', good, '1M']);
+        await assert.rejects(openImageInput(good, { bitmap: 'nosuch' }), (e: Error) => e instanceof QemuError && /nosuch/.test(e.message));
+        assert.deepEqual(await readdir(tmp), []);
+        const input = await openImageInput(good);
+        assert.equal(input.kind, 'qcow2');
+        assert.equal(input.size, 1 << 20);
+        assert.equal((await readdir(tmp)).length, 1, 'the socket folder exists while the source is open');
+        await input.close();
+        assert.deepEqual(await readdir(tmp), []);
+      } finally {
+        if (saved === undefined) delete process.env['TMPDIR'];
+        else process.env['TMPDIR'] = saved;
+      }
     });
 
     it('reads the export over a unix socket and sees its zero tail', async () => {

@@ -155,7 +155,8 @@ export async function serveQemuNbd(file: string, opts: { format: 'qcow2' | 'raw'
       exited = e.code === 'ENOENT' ? 'qemu-nbd is not installed (Debian: apt-get install qemu-utils)' : e.message;
       resolve();
     });
-    child.once('exit', (code, signal) => {
+    // 'close', not 'exit': its stderr is read to the end by then.
+    child.once('close', (code, signal) => {
       exited ??= `exited with ${signal ?? code}`;
       resolve();
     });
