@@ -67,13 +67,18 @@ function nbdImageInput(path: string, kind: 'nbd' | 'qcow2', client: NbdClient, b
   };
 }
 
-/** Connects, retrying a refused connect until `retryMs` passes (a qemu-nbd that is still starting). */
-async function connectRetrying(target: NbdTarget, contexts: string[], retryMs: number, signal?: AbortSignal): Promise<NbdClient> {
+/**
+ * Connects, retrying a refused connect until `retryMs` passes (a qemu-nbd
+ * that is still starting) unless `ended` says the server is gone.
+ */
+async function connectRetrying(target: NbdTarget, contexts: string[], retryMs: number, signal?: AbortSignal, ended?: () => Error | undefined): Promise<NbdClient> {
   const deadline = Date.now() + retryMs;
   for (;;) {
     try {
       return await NbdClient.connect(target, { metaContexts: contexts, ...(signal ? { signal } : {}) });
     } catch (e) {
+      const gone = ended?.();
+      if (gone) throw gone;
       if (!(e instanceof NbdRefusedError) || !/ECONNREFUSED|ENOENT/.test(e.message) || Date.now() > deadline) throw e;
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -95,7 +100,7 @@ export async function openQcow2(path: string, opts: { bitmap?: string; signal?: 
   const server = await serveQemuNbd(path, { format: 'qcow2', ...(opts.bitmap !== undefined ? { bitmap: opts.bitmap } : {}) });
   try {
     const contexts = [BASE_ALLOCATION, ...(opts.bitmap !== undefined ? [dirtyBitmapContext(opts.bitmap)] : [])];
-    const client = await connectRetrying(server.target, contexts, CONNECT_RETRY_MS, opts.signal);
+    const client = await connectRetrying(server.target, contexts, CONNECT_RETRY_MS, opts.signal, () => server.ended());
     if (opts.bitmap !== undefined && !client.contexts.has(dirtyBitmapContext(opts.bitmap))) {
       await client.close();
       throw new NbdRefusedError(`qemu-nbd did not export the dirty bitmap ${opts.bitmap} of ${path}`);

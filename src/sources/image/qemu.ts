@@ -123,6 +123,8 @@ export async function compareImages(a: string, aFormat: 'raw' | 'qcow2', b: stri
 /** A running `qemu-nbd` that exports one disk read-only on a private unix socket. */
 export interface QemuNbdServer {
   readonly target: NbdTarget;
+  /** Why qemu-nbd has ended (with its message), or undefined while it runs. */
+  ended(): QemuError | undefined;
   /** Ends qemu-nbd and removes its socket folder; idempotent. */
   stop(): Promise<void>;
 }
@@ -161,6 +163,7 @@ export async function serveQemuNbd(file: string, opts: { format: 'qcow2' | 'raw'
       resolve();
     });
   });
+  const ended = (): QemuError | undefined => (exited === undefined ? undefined : new QemuError(`qemu-nbd ${file} ${exited}: ${stderr.trim() || 'no message'}`));
   let stopped = false;
   const stop = async (): Promise<void> => {
     if (stopped) return;
@@ -172,9 +175,10 @@ export async function serveQemuNbd(file: string, opts: { format: 'qcow2' | 'raw'
   // Ready once its socket exists (a probe connection would use up the one client qemu-nbd serves); the client retries a refused connect.
   const deadline = Date.now() + SERVE_TIMEOUT_MS;
   for (;;) {
-    if (exited !== undefined) {
+    const gone = ended();
+    if (gone) {
       await stop();
-      throw new QemuError(`qemu-nbd ${file} ${exited}: ${stderr.trim() || 'no message'}`);
+      throw gone;
     }
     if ((await stat(socket).catch(() => undefined))?.isSocket()) break;
     if (Date.now() > deadline) {
@@ -183,5 +187,5 @@ export async function serveQemuNbd(file: string, opts: { format: 'qcow2' | 'raw'
     }
     await new Promise((r) => setTimeout(r, 20));
   }
-  return { target: { socket, exportName: '' }, stop };
+  return { target: { socket, exportName: '' }, ended, stop };
 }
