@@ -32,6 +32,7 @@ import { repoRoutes, type RepoRoutesOptions } from './http/repo-routes.js';
 import { ensureFirstAdmin } from './services/auth.js';
 import type { ServiceContext } from './services/context.js';
 import { JobSignals } from './services/job-signals.js';
+import { removeLocksOfExpiredTokens } from './services/lock-owners.js';
 import { ServerJobs } from './services/server-jobs.js';
 import { safeResolver } from './services/safe-access.js';
 import { openSafeStorage, parseStorageSetting, StorageSettingError } from './services/safe-storage.js';
@@ -193,6 +194,8 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
       jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS, node,
     };
     await serverJobs.endOrphans(ctx);
+    // The tokens that expired while the server was down leave no locks (a storage that fails now leaves them to go stale).
+    await removeLocksOfExpiredTokens(ctx).catch(() => undefined);
     const firstAdmin = await ensureFirstAdmin(ctx);
     await saveSettings(opts.dataDir, settings);
     app = await buildApp(ctx, { https: { key: cert.key, cert: cert.cert }, ...opts });

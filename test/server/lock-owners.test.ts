@@ -42,6 +42,9 @@ databaseSuites('lock owners over a server restart', (fx) => {
       tokens.push((await admin.create('/api/v1/tokens', { customer_id: customer, machine_id: machine, name, rights: ['backup'] })).secret as string);
     }
     await backend(tokens[0]!).create();
+    // The safe holds a repository (its config: the server takes no lock into a safe without one); a config's bytes end with their SHA-256.
+    const config = Buffer.from('a config');
+    await backend(tokens[0]!).save({ type: 'config', name: 'config' }, Buffer.concat([config, sha256(config)]));
   });
   after(async () => {
     await server?.close();

@@ -9,11 +9,13 @@
  * administers it (not a viewer, not a token of any right, not another
  * customer: 404), no running job and no live client's lock, and for a
  * machine that is not retired the caller's word that it is left without a
- * safe; then no object of it is left in storage and the usage figures drop
+ * safe; then nothing of it is left in storage (not even a local safe's
+ * empty folders) and the usage figures drop
  * to what is left, and the machine's agent, repository and jobs say that it
  * has no safe.
  */
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
@@ -180,7 +182,7 @@ databaseSuites('retiring a machine, deleting a disk safe', (fx) => {
     assert.match(deleted.stdout, new RegExp(`deleted disk safe ${safe.name} \\(${safe.id}\\) and every object in it`));
 
     // No object of it is left in storage, and the usage figures follow.
-    assert.deepEqual(await filesUnder(join(t.dataDir, 'data', 'safes', safe.id)).catch(() => []), []);
+    assert.equal(existsSync(join(t.dataDir, 'data', 'safes', safe.id)), false, 'nothing of it stays on disk, not even its empty folders');
     assert.equal((await t.call('GET', path, { token: alice })).status, 404);
     assert.equal(await customerBytes(), before - safe.stored_bytes);
     const gone = await s.run(['snapshots'], { env: m.repoEnv });
@@ -203,6 +205,7 @@ databaseSuites('retiring a machine, deleting a disk safe', (fx) => {
     const r = await t.call('DELETE', `/api/v1/safes/${safe.id as string}`, { token: alice, body: { confirm: 'never-initialised' } });
     assert.equal(r.status, 204, r.text);
     assert.equal((await t.call('GET', `/api/v1/safes/${safe.id as string}`, { token: alice })).status, 404);
+    assert.equal(existsSync(join(t.dataDir, 'data', 'safes', safe.id as string)), false);
   });
 
   it('the admin CLI retires a machine by its name', { timeout: 60_000 }, async () => {

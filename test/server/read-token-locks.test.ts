@@ -4,13 +4,17 @@
  * and a restore token add lock objects and remove their own, and run check
  * to the end. From the attacker's side that is all they gain: they cannot
  * add an object of any other type, cannot remove another token's lock, and
- * cannot remove anything else.
+ * cannot remove anything else. A lock taken "in the past" passes only as
+ * the heartbeat of a lock the token holds; an expired token's locks are
+ * removed when it comes back and before the server's own work on the safe.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { after, before, it } from 'node:test';
+import { join } from 'node:path';
 import { encodeLock, processIdentity } from '../../src/repo/lock.js';
+import { openDatabase } from '../../src/server/db/open-database.js';
 import { Sandbox } from '../helpers/cli.js';
 import { databaseSuites } from '../helpers/databases.js';
 import { httpsJson, setUp, type TestServer } from '../helpers/server.js';
@@ -32,10 +36,12 @@ databaseSuites('check with a read or restore token', (fx) => {
   let acme = '';
   let safeId = '';
   let web1 = '';
+  let dbUrl = '';
 
   before(async () => {
     s = await Sandbox.create('holdfast-read-locks-');
-    t = await setUp(await fx.newUrl());
+    dbUrl = await fx.newUrl();
+    t = await setUp(dbUrl);
     acme = (await t.create('/api/v1/customers', { name: 'Acme' })).id;
     const machine = (await t.create('/api/v1/machines', { customer_id: acme, name: 'web1' })).id;
     web1 = machine;
@@ -175,6 +181,54 @@ databaseSuites('check with a read or restore token', (fx) => {
     } finally {
       await t.call('PATCH', `/api/v1/safes/${safeId}`, { token: t.adminToken, body: { quota_hard: null } });
     }
+  });
+
+  it('a lock taken more than 5 minutes ago passes only as the heartbeat of a lock the token holds', { timeout: 60_000 }, async () => {
+    const hourAgo = new Date(Date.now() - 3600_000).toISOString();
+    const auditor = await t.create('/api/v1/tokens', { customer_id: acme, name: 'auditor old', rights: ['read'] });
+    // Taken an hour ago, heartbeat now: it would hold prune's sweep back to that hour for as long as it beats.
+    const fresh = await putLock(auditor.secret, lockOf('taken an hour ago', { created: hourAgo }));
+    assert.deepEqual([fresh.status, fresh.code], [403, 'LOCK_TIME'], fresh.text);
+    assert.match(fresh.text, /is no heartbeat of a lock the token holds in the safe/);
+    // A lock the server accepted an hour ago (planted as its record would be), and its heartbeat now.
+    const first = lockOf('held for an hour', { created: hourAgo, heartbeat: hourAgo });
+    await writeFile(join(t.dataDir, 'data', 'safes', safeId, 'locks', sha(first)), first);
+    const db = await openDatabase(dbUrl, '');
+    try {
+      await db.db.insertInto('lock_owners').values({ safe_id: safeId, name: sha(first), principal: `token:${auditor.token.id as string}`, added_at: hourAgo }).execute();
+    } finally {
+      await db.close();
+    }
+    const beat = lockOf('held for an hour', { created: hourAgo });
+    const again = await putLock(auditor.secret, beat);
+    assert.equal(again.status, 201, again.text);
+    // Not another token's heartbeat of it.
+    const other = await putLock(tokens.read, lockOf('held for an hour', { created: hourAgo, heartbeat: new Date(Date.now() + 1).toISOString() }));
+    assert.deepEqual([other.status, other.code], [403, 'LOCK_TIME'], other.text);
+    assert.equal((await t.call('DELETE', `/api/v1/tokens/${auditor.token.id as string}`, { token: t.adminToken })).status, 200);
+    assert.deepEqual(await list('locks'), []);
+  });
+
+  it('an expired token\'s locks are removed when it comes back, or before the server\'s own work on the safe', { timeout: 60_000 }, async () => {
+    const a = await t.create('/api/v1/tokens', { customer_id: acme, name: 'auditor a', rights: ['read'] });
+    const b = await t.create('/api/v1/tokens', { customer_id: acme, name: 'auditor b', rights: ['read'] });
+    const la = lockOf('auditor a');
+    const lb = lockOf('auditor b', { exclusive: false });
+    assert.equal((await putLock(a.secret, la)).status, 201);
+    assert.equal((await putLock(b.secret, lb)).status, 201);
+    const db = await openDatabase(dbUrl, '');
+    try {
+      await db.db.updateTable('api_tokens').set({ expires_at: new Date(Date.now() - 1000).toISOString() }).where('id', 'in', [a.token.id, b.token.id]).execute();
+    } finally {
+      await db.close();
+    }
+    // a comes back: refused, and its lock goes with it.
+    assert.equal((await callAs('GET', '/config', a.secret)).status, 404);
+    assert.deepEqual(await list('locks'), [sha(lb)]);
+    // b never does: the server's forget (a dry run, even) sweeps its lock first.
+    const f = await t.call('POST', `/api/v1/safes/${safeId}/forget`, { token: t.adminToken, body: { keep_last: 1, dry_run: true } });
+    assert.equal(f.status, 200, f.text);
+    assert.deepEqual(await list('locks'), []);
   });
 
   it('revoking a token, or retiring its machine, removes the locks it added: a backup then runs', { timeout: 60_000 }, async () => {

@@ -53,7 +53,11 @@ async function put(t: TestServer, token: string, safe: string, folder: string, b
   return p.answer;
 }
 
-/** A server with two customers, each with a safe and an agent token. */
+/**
+ * A server with two customers, each with a safe and an agent token; with
+ * `limits`, its upload limits, and each safe gets a config, so that it
+ * takes raw uploads (a safe without one takes only init's).
+ */
 async function serverWithTwoSafes(limits?: UploadLimits): Promise<{ t: TestServer; tokens: string[] }> {
   const dbDir = await mkdtemp(join(tmpdir(), 'holdfast-attack-db-'));
   const started = await setUp(`sqlite:${join(dbDir, 'db.sqlite')}`, undefined, limits === undefined ? {} : { uploadLimits: limits });
@@ -67,6 +71,14 @@ async function serverWithTwoSafes(limits?: UploadLimits): Promise<{ t: TestServe
     const layout = openPut(t, token, `/safes/${name}-web`, 0, 'POST');
     layout.end();
     assert.equal((await layout.answer).status, 204);
+    if (limits !== undefined) {
+      // A config's bytes end with their SHA-256.
+      const text = Buffer.from(`the config of ${name}-web`);
+      const config = Buffer.concat([text, createHash('sha256').update(text).digest()]);
+      const c = openPut(t, token, `/safes/${name}-web/config`, config.length);
+      c.end(config);
+      assert.equal((await c.answer).status, 201);
+    }
     tokens.push(token);
   }
   return { t, tokens };

@@ -16,6 +16,7 @@ import type { Role, User } from '../db/schema.js';
 import { tokenBody, tokenRights } from './api-tokens.js';
 import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
+import { removeLocksOfTokens } from './lock-owners.js';
 import { BadRequest, Forbidden, RateLimited, Unauthenticated } from './errors.js';
 import { DUMMY_HASH, hashPassword, MIN_PASSWORD_LENGTH, oneTimePassword, verifyPassword } from './passwords.js';
 import type { Principal } from './principal.js';
@@ -67,7 +68,11 @@ export async function authenticate(ctx: ServiceContext, bearer: string | undefin
   const t = await ctx.db.selectFrom('api_tokens').selectAll().where('id', '=', parsed.id).executeTakeFirst();
   if (!t || !secretMatches(parsed.secret, t.secret_hash)) throw new Unauthenticated('the API token is unknown');
   if (t.revoked_at !== null) throw new Unauthenticated(`API token ${t.id} was revoked`);
-  if (t.expires_at !== null && t.expires_at <= now) throw new Unauthenticated(`API token ${t.id} expired at ${t.expires_at}`);
+  if (t.expires_at !== null && t.expires_at <= now) {
+    // Its locks are removed as a revoked token's are (a storage that fails now leaves them to go stale; the caller hears of the expiry).
+    await removeLocksOfTokens(ctx, [t.id]).catch(() => undefined);
+    throw new Unauthenticated(`API token ${t.id} expired at ${t.expires_at}`);
+  }
   return {
     kind: 'token', id: t.id, actor: `token:${t.id}`, token: t, customerId: t.customer_id, machineId: t.machine_id, rights: tokenRights(t), address,
   };

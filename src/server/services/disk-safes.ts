@@ -17,7 +17,8 @@
  *   mark it deleting (`deleting_at`): its repository answers 404 from then on,
  *     and an upload under way is refused before its object is written
  *   remove every object through the safe's storage (usage follows), the lock last,
- *     then look once more for an object an upload under way at the mark wrote
+ *     then look once more for an object an upload under way at the mark wrote,
+ *     then its place (a local safe's folders)
  *   remove its records: jobs and their events, restore tokens, escrow, lock owners
  *
  * A deletion cut short (the server killed) leaves the safe marked: a repeated
@@ -36,6 +37,7 @@ import { audit } from './audit.js';
 import { isUniqueViolation, type ServiceContext } from './context.js';
 import { BadRequest, Conflict, Forbidden, NotFound } from './errors.js';
 import { interruptSilent } from './jobs.js';
+import { removeLocksOfExpiredTokens } from './lock-owners.js';
 import { findLiveMachine, requireCustomer } from './machines.js';
 import { isProvider, requireManage, requireProvider, requireRead, sees, type Principal } from './principal.js';
 
@@ -167,6 +169,7 @@ export async function deleteSafe(ctx: ServiceContext, p: Principal, id: string, 
     await interruptSilent(ctx, { safeId: s.id });
     const running = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', s.id).where('state', '=', 'running').executeTakeFirst();
     if (running) throw new Conflict(`job ${running.id} of disk safe ${s.name} is running: wait for it to end before deleting the safe`);
+    await removeLocksOfExpiredTokens(ctx, s.id);
     const held = await holdMaintenanceLock(backend, { identity: ctx.identity, operation: 'delete', exclusive: true }).catch(async (e: unknown) => {
       if (e instanceof LockedError) throw new Conflict(`disk safe ${s.name} is in use: ${e.message}`);
       // A safe never initialised (its enrolment stopped, or it was made by hand) has no place for a lock, and no client's data to protect.
@@ -184,6 +187,8 @@ export async function deleteSafe(ctx: ServiceContext, p: Principal, id: string, 
   }
   // Locks left are stale ones (a live one refused the exclusive lock); then whatever an upload under way at the mark wrote.
   for (const type of OBJECT_TYPES) await removeAll(backend, type);
+  // Nothing of it stays on disk: its folders go too (a repeated DELETE finds none, and lists nothing).
+  await ctx.safeStorage.removePlace(s);
   await ctx.db.transaction().execute(async (trx) => {
     const jobIds = trx.selectFrom('jobs').select('id').where('safe_id', '=', s.id);
     await trx.deleteFrom('job_events').where('job_id', 'in', jobIds).execute();

@@ -7,14 +7,22 @@
  *                          (LOCK_FIELDS), each string at most
  *                          MAX_LOCK_FIELD_CHARS; its heartbeat within the
  *                          snapshot-time policy's skew of the server's clock,
- *                          its creation no later than that; at most
+ *                          its creation no later than that, and no earlier
+ *                          unless it is the heartbeat of a lock the token
+ *                          holds there (same id and creation: so a lock's
+ *                          creation is within the skew of when the server
+ *                          first received it, and cannot hold prune's sweep
+ *                          back further); at most
  *                          MAX_LOCKS_PER_TOKEN (readers) or
  *                          MAX_LOCKS_PER_APPEND_TOKEN of the token's locks in
  *                          the safe at once (its stale ones are removed
  *                          first); not counted against the quotas
  *   a reader's lock        also shared: never exclusive
  *   revoking a token,      removes the lock objects it added
- *   retiring a machine
+ *   retiring a machine,
+ *   a token's expiry       (when the expired token is presented, and
+ *                          before the server's own work on a safe and at
+ *                          its start: nothing runs on a timer)
  *
  * A lock's times come from its client's wall clock, and the clients that
  * judge it stale go by theirs: so does the server here (`Date.now`), not its
@@ -158,9 +166,51 @@ export function refuseLock(bytes: Buffer, name: string, rights: SafeAccess['righ
 }
 
 /**
+ * Refuses (403 `LOCK_TIME`) lock object `bytes` of `principal` whose
+ * creation lies more than the skew before the server's clock, unless the
+ * principal holds in the safe a lock object the server accepted with the
+ * same lock id and creation (the one this heartbeat replaces): a lock taken
+ * "in the past" would make prune's sweep wait for markers older than it
+ * for as long as its heartbeat goes on.
+ */
+export async function refuseOldCreation(ctx: ServiceContext, safe: DiskSafe, principal: string, bytes: Buffer, name: string): Promise<void> {
+  const lock = decodeLock(bytes, name);
+  const now = Date.now();
+  if (Date.parse(lock.created) >= now - DEFAULT_MAX_SNAPSHOT_SKEW_MS) return;
+  const backend = ctx.safeStorage.backendOf(safe);
+  const held = await ctx.db.selectFrom('lock_owners').select('name').where('safe_id', '=', safe.id).where('principal', '=', principal).execute();
+  for (const { name: other } of held) {
+    try {
+      const before = decodeLock(await backend.load({ type: 'lock', name: other }), other);
+      if (before.id === lock.id && before.created === lock.created) return;
+    } catch {
+      // gone or unreadable: not the lock this one continues
+    }
+  }
+  throw new UploadRefusedError(403, 'LOCK_TIME', `lock/${name}: it was taken ${lock.created.slice(0, 40)}, more than ${Math.round(DEFAULT_MAX_SNAPSHOT_SKEW_MS / 1000)} s before the server's clock `
+    + `(${new Date(now).toISOString()}), and is no heartbeat of a lock the token holds in the safe: a new lock is taken now; check the client's clock`);
+}
+
+/**
+ * Removes the lock objects that tokens past their expiry added (those in
+ * safe `safeId`, or in every safe): an expired token runs no command any
+ * more, as a revoked one (removeLocksOfTokens). Called when an expired
+ * token is presented, before the server's own work on a safe, and at its
+ * start: there is no timer.
+ */
+export async function removeLocksOfExpiredTokens(ctx: ServiceContext, safeId?: string): Promise<void> {
+  let q = ctx.db.selectFrom('lock_owners').select('principal').distinct().where('principal', 'like', 'token:%');
+  if (safeId !== undefined) q = q.where('safe_id', '=', safeId);
+  const ids = (await q.execute()).map((r) => r.principal.slice('token:'.length));
+  if (ids.length === 0) return;
+  const expired = await ctx.db.selectFrom('api_tokens').select('id').where('id', 'in', ids).where('expires_at', '<=', ctx.now().toISOString()).execute();
+  await removeLocksOfTokens(ctx, expired.map((t) => t.id));
+}
+
+/**
  * Removes from storage the lock objects the tokens `tokenIds` added, in
  * every safe, and forgets them: the tokens were revoked (or their machine
- * retired), so no command of theirs holds a lock any more.
+ * retired) or expired, so no command of theirs holds a lock any more.
  */
 export async function removeLocksOfTokens(ctx: ServiceContext, tokenIds: readonly string[]): Promise<void> {
   if (tokenIds.length === 0) return;

@@ -31,6 +31,7 @@ import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { BadRequest, Conflict, NotFound } from './errors.js';
 import { interruptSilent, withSafeNames } from './jobs.js';
+import { removeLocksOfExpiredTokens } from './lock-owners.js';
 import { requireManage, sees, type Principal } from './principal.js';
 import { workingBackendOf } from './safe-storage.js';
 
@@ -44,6 +45,8 @@ async function manageableSafe(ctx: ServiceContext, p: Principal, id: string): Pr
 
 /** The safe's repository, keyless, as its storage owner (an append-only safe's config binds its clients, not the server). */
 async function openSafe(ctx: ServiceContext, safe: DiskSafe): Promise<Store> {
+  // An expired token's locks hold nothing: they go before the server judges the others.
+  await removeLocksOfExpiredTokens(ctx, safe.id);
   try {
     return await Store.open(workingBackendOf(ctx.safeStorage, safe), { storageOwner: true });
   } catch (e) {

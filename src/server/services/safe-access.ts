@@ -32,7 +32,7 @@ import { authenticate } from './auth.js';
 import type { ServiceContext } from './context.js';
 import { ApiError, NoDiskSafe } from './errors.js';
 import { requireSomeSafe } from './machines.js';
-import { admitLock, lockOwnersOf, refuseLock } from './lock-owners.js';
+import { admitLock, lockOwnersOf, refuseLock, refuseOldCreation } from './lock-owners.js';
 import { sees } from './principal.js';
 import { admitUpload } from './quota.js';
 import { refuseBackdatedSnapshot } from './snapshot-time-policy.js';
@@ -146,7 +146,10 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
         beforeCommit: async (h, bytes, sig) => {
           await refuseIfDeleting();
           if (h.type === 'snapshot') await refuseBackdatedSnapshot(backend, bytes, { signal: sig, now: ctx.now().getTime() });
-          if (h.type === 'lock') refuseLock(bytes, h.name, granted);
+          if (h.type === 'lock') {
+            refuseLock(bytes, h.name, granted);
+            await refuseOldCreation(ctx, safe, principal, bytes, h.name);
+          }
         },
       };
     },

@@ -7,6 +7,7 @@
  * `Backend`: the repository protocol, and every service that reads or
  * changes a safe on the server, get it here.
  */
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Backend } from '../../storage/backend.js';
 import { LocalBackend } from '../../storage/local-backend.js';
@@ -25,6 +26,14 @@ export interface SafeStorage {
    * do not close it.
    */
   backendOf(safe: { readonly location: string }): Backend;
+  /**
+   * Removes what is left of a deleted safe's place once its objects are
+   * gone, and forgets its backend: in the data directory its folder, with
+   * its empty object folders and whatever an interrupted save left there
+   * (`.tmp-` files); on S3, where folders do not exist, nothing. Missing
+   * already: fine.
+   */
+  removePlace(safe: { readonly location: string }): Promise<void>;
   /** Closes every backend it made; idempotent. */
   close(): Promise<void>;
 }
@@ -76,6 +85,12 @@ export function openSafeStorage(setting: string | undefined, dataDir: string, s3
         made.set(safe.location, b);
       }
       return b;
+    },
+    async removePlace(safe) {
+      const b = made.get(safe.location);
+      made.delete(safe.location);
+      await b?.close();
+      if (bucket === undefined) await rm(join(dataDir, safe.location), { recursive: true, force: true });
     },
     async close() {
       if (closed) return;

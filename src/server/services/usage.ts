@@ -79,6 +79,11 @@ export class UsageLedger {
         }
         return b;
       },
+      removePlace: async (safe) => {
+        counted.delete(safe.location);
+        this.tallies.delete(safe.location);
+        await raw.removePlace(safe);
+      },
       close: () => raw.close(),
     };
   }
