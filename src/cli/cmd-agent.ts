@@ -41,7 +41,9 @@ function escrowLine(e: EscrowOutcome): string {
 }
 
 export function register(program: Command): void {
-  const agent = program.command('agent').description('the agent of a machine backed up to a holdfast server');
+  // Its own help shows the global options one of its commands honours, not the repository commands' (-r, --limit-upload, …).
+  const agent = honours(program.command('agent'), 'fingerprint', 'cacert', 'passwordFile', 'passwordCommand', 'limitDownload', 'quiet')
+    .description('the agent of a machine backed up to a holdfast server');
   honours(agent.command('enroll'), 'fingerprint', 'cacert', 'passwordFile', 'passwordCommand', 'quiet')
     .description('register this machine with a holdfast server: it makes the machine\'s disk safe, whose password is made here and never sent')
     .option('--server <url>', 'the server, https://HOST:PORT; required')

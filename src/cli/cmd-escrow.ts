@@ -1,22 +1,24 @@
 /**
  * `holdfast escrow keygen --out FILE` makes a customer's recovery key pair
  * (docs/format.md §2.8): the private key file stays with the customer, off
- * the server; the public key is registered on the server, and agents seal
- * their disk safes' passwords for it. `holdfast escrow recover --key FILE
- * --server https://HOST:PORT --safe NAME` fetches a safe's sealed password
- * with a customer admin's token (HOLDFAST_TOKEN: a session or an API token
- * with the read right) and opens it here. Flags and printing only.
+ * the server; the public key is registered on the server (holdfast server
+ * customer recovery-key --set), and agents seal their disk safes' passwords
+ * for it. `holdfast escrow recover --key FILE --safe NAME` fetches a safe's
+ * sealed password as the admin commands reach the server (`holdfast server
+ * login`'s session, or HOLDFAST_SERVER and HOLDFAST_SERVER_TOKEN;
+ * --server names the server) and opens it here. Flags and printing only.
  */
 import type { Command } from 'commander';
 import { open as openFile, readFile } from 'node:fs/promises';
 import type { EscrowBody, SafeBody } from '../api/v1.js';
-import { ServerApi, ServerApiError } from '../agent/server-api.js';
+import { ServerApiError } from '../agent/server-api.js';
 import { AuthenticationError } from '../core/crypto.js';
 import { decodeRecoveryKeyFile, encodeRecoveryKeyFile, EscrowFormatError, newRecoveryKeyPair, openRecoveryBox, WrongPassphraseError, WrongRecoveryKeyError } from '../core/escrow.js';
 import { globals, honours, say } from './context.js';
-import { httpSettings, scryptParams } from './environment.js';
+import { scryptParams } from './environment.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getNewPassword, prompt, readPasswordFile, withPassword } from './password.js';
+import { withServer } from './server-client.js';
 
 /** Writes `text` to a new file `path`, mode 0600; a file already there is refused (it may be the only copy of a key). */
 async function writeNew(path: string, text: string | Buffer, what: string): Promise<void> {
@@ -77,24 +79,20 @@ export function register(program: Command): void {
         pair.privateKey.fill(0);
       }
       say(g, `private key written to ${flags.out} (mode 0600): keep it, and a copy, off the server; whoever holds it can read every escrowed password`);
-      say(g, 'public key (register it: PUT /api/v1/customers/CUSTOMER/recovery-key {"public_key": …}):');
+      say(g, 'public key (register it: holdfast server customer recovery-key CUSTOMER --set KEY):');
       process.stdout.write(`${pair.publicKey}\n`);
     });
 
   honours(escrow.command('recover'), 'fingerprint', 'cacert', 'quiet')
-    .description('fetch a disk safe\'s escrowed password from the server and open it with the private key (HOLDFAST_TOKEN: a customer admin\'s session or token)')
+    .description('fetch a disk safe\'s escrowed password from the server and open it with the private key (as a customer admin: holdfast server login, or HOLDFAST_SERVER_TOKEN)')
     .option('--key <file>', 'the private key file made by holdfast escrow keygen; required')
-    .option('--server <url>', 'the server, https://HOST:PORT; required')
+    .option('--server <url>', 'the server, https://HOST:PORT (default: the one holdfast server login or HOLDFAST_SERVER names)')
     .option('--safe <name>', 'the disk safe\'s name (or id); required')
     .option('--out <file>', 'write the password to this file (mode 0600) instead of printing it')
     .option('--passphrase-file <file>', 'the private key file\'s passphrase, in the first line of this file (else asked on the terminal)')
     .action(async (flags: RecoverFlags, cmd: Command) => {
       const g = globals(cmd);
-      if (flags.key === undefined || flags.server === undefined || flags.safe === undefined) {
-        throw new ExitError('holdfast escrow recover needs --key FILE, --server https://HOST:PORT and --safe NAME', EXIT.usage);
-      }
-      const http = await httpSettings(g.fingerprint, g.cacert);
-      if (http.token === undefined) throw new ExitError('holdfast escrow recover needs HOLDFAST_TOKEN: a customer admin\'s session token (POST /api/v1/login) or an API token with the read right', EXIT.usage);
+      if (flags.key === undefined || flags.safe === undefined) throw new ExitError('holdfast escrow recover needs --key FILE and --safe NAME', EXIT.usage);
       const keyText = await readFile(flags.key, 'utf8').catch((e: Error) => {
         throw new ExitError(`cannot read the private key file ${flags.key!}: ${e.message}`, EXIT.failed);
       });
@@ -113,27 +111,25 @@ export function register(program: Command): void {
         const pass = flags.passphraseFile !== undefined ? readPasswordFile(flags.passphraseFile, '--passphrase-file') : prompt(`passphrase of ${flags.key}: `).then((a) => Buffer.from(a, 'utf8'));
         privateKey = await withPassword(pass, (pw) => file.privateKey(pw)).catch(explained);
       }
-      const api = new ServerApi({ server: flags.server, token: http.token, ...(http.fingerprint ? { fingerprint: http.fingerprint } : {}), ...(http.ca ? { ca: http.ca } : {}) });
       let password: Buffer;
       try {
-        const safes = (await api.call<SafeBody[]>('GET', '/api/v1/safes').catch(explained)).body;
+        password = await withServer(g, async (c) => {
+          const safes = await c.get<SafeBody[]>('/safes');
         // Names are unique within a customer: one who sees several customers' safes (provider staff) may meet the name twice.
-        const named = safes.filter((s) => s.id === flags.safe || s.name === flags.safe);
-        const safe = named[0];
-        if (safe === undefined) throw new ExitError(`the server has no disk safe ${flags.safe} that this token may read`, EXIT.failed);
-        if (named.length > 1) {
-          throw new ExitError(`${named.length} disk safes are named ${flags.safe}: give --safe the id of one (${named.map((s) => `${s.id} of customer ${s.customer_id}`).join(', ')})`, EXIT.usage);
-        }
-        const escrowed = (await api.call<EscrowBody>('GET', `/api/v1/safes/${encodeURIComponent(safe.id)}/escrow`).catch(explained)).body;
-        password = (() => {
+          const named = safes.filter((s) => s.id === flags.safe || s.name === flags.safe);
+          const safe = named[0];
+          if (safe === undefined) throw new ExitError(`the server has no disk safe ${flags.safe} that you may read (disk safes: holdfast server safe list)`, EXIT.failed);
+          if (named.length > 1) {
+            throw new ExitError(`${named.length} disk safes are named ${flags.safe}: give --safe the id of one (${named.map((s) => `${s.id} of customer ${s.customer_id}`).join(', ')})`, EXIT.usage);
+          }
+          const escrowed = await c.get<EscrowBody>(`/safes/${encodeURIComponent(safe.id)}/escrow`);
           try {
             return openRecoveryBox(privateKey, Buffer.from(escrowed.wrapped_password, 'base64'), safe.name);
           } catch (e) {
             return explained(e);
           }
-        })();
+        }, flags.server);
       } finally {
-        api.close();
         privateKey.fill(0);
       }
       try {

@@ -16,7 +16,7 @@ import { FINAL_JOB_STATES, JOB_KIND_NAMES, MAX_JOB_EXPIRES_IN, type CreateJobReq
 import { parseDuration } from '../repo/deletion-marker.js';
 import { globals, say, type GlobalOptions } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
-import { idOf, withServer, type AdminClient } from './server-client.js';
+import { idOf, labelOf, withServer, type AdminClient } from './server-client.js';
 import { printBody, printFields, printTable, when } from './server-output.js';
 
 interface RunFlags {
@@ -123,8 +123,8 @@ export async function events(c: AdminClient, g: GlobalOptions, id: string, follo
   }
 }
 
-function jobFields(j: JobBody): [string, string][] {
-  return [['id', j.id], ['kind', j.kind], ['run by', j.runner], ['state', j.state], ['machine', j.machine_id ?? '-'], ['disk safe', j.safe_name], ['spec', JSON.stringify(j.spec)],
+function jobFields(j: JobBody, machine: string): [string, string][] {
+  return [['id', j.id], ['kind', j.kind], ['run by', j.runner], ['state', j.state], ['machine', machine], ['disk safe', j.safe_name], ['spec', JSON.stringify(j.spec)],
     ['created', `${when(j.created_at)} by ${j.created_by}`], ...(j.state === 'queued' && j.expires_at ? [['expires', when(j.expires_at)] as [string, string]] : []),
     ['started', when(j.started_at)], ['finished', when(j.finished_at)], ...(j.cancelled_by ? [['cancelled by', j.cancelled_by] as [string, string]] : []),
     ...(j.result ? [['result', JSON.stringify(j.result)] as [string, string]] : []), ...(j.error ? [['error', j.error] as [string, string]] : [])];
@@ -146,9 +146,12 @@ export function registerSubcommands(server: Command): void {
   job.command('show').description('one job: its spec, state and result').argument('<job>', 'its id')
     .action(async (id: string, _f: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const j = await withServer(g, (c) => c.get<JobBody>(`/jobs/${encodeURIComponent(id)}`));
+      const [j, machine] = await withServer(g, async (c) => {
+        const got = await c.get<JobBody>(`/jobs/${encodeURIComponent(id)}`);
+        return [got, await labelOf(c, '/machines', got.machine_id)] as const;
+      });
       if (g.json) return printBody(j);
-      printFields(g, jobFields(j));
+      printFields(g, jobFields(j, machine));
     });
 
   job.command('run').description('run now: queue a job for the machine\'s agent').argument('<machine>', 'its name or id')

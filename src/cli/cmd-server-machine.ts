@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 import type { MachineBody } from '../api/v1.js';
 import { globals, say } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
-import { idOf, namesOf, withServer } from './server-client.js';
+import { idOf, labelOf, namesOf, withServer } from './server-client.js';
 import { printBody, printFields, printTable, when } from './server-output.js';
 
 /** Adds this file's commands under `holdfast server`. */
@@ -38,9 +38,12 @@ export function registerSubcommands(server: Command): void {
   machine.command('show').description('one machine').argument('<machine>', 'its name or id')
     .action(async (ref: string, _f: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const m = await withServer(g, async (c) => c.get<MachineBody>(`/machines/${await idOf(c, 'machine', ref)}`));
+      const [m, customer] = await withServer(g, async (c) => {
+        const got = await c.get<MachineBody>(`/machines/${await idOf(c, 'machine', ref)}`);
+        return [got, await labelOf(c, '/customers', got.customer_id)] as const;
+      });
       if (g.json) return printBody(m);
-      printFields(g, [['id', m.id], ['name', m.name], ['customer', m.customer_id], ['created', when(m.created_at)], ['last seen', when(m.last_seen_at)],
+      printFields(g, [['id', m.id], ['name', m.name], ['customer', customer], ['created', when(m.created_at)], ['last seen', when(m.last_seen_at)],
         ...(m.retired_at === null ? [] : [['retired', when(m.retired_at)] as const])]);
     });
 

@@ -2,22 +2,24 @@
  * `holdfast server safe list | create NAME --customer CUSTOMER [--machine
  * MACHINE] [--quota-hard SIZE] [--quota-soft SIZE] | show SAFE | forget
  * SAFE --keep-… [--dry-run] | prune SAFE [--dry-run] [--grace DURATION]
- * [--max-unused PERCENT] | delete SAFE --confirm NAME [--live-machine]`: the disk safes,
+ * [--max-unused PERCENT] | quota SAFE [--hard SIZE|none] [--soft SIZE|none]
+ * | escrow SAFE | restore-token SAFE [--name NAME] [--expires-in DURATION]
+ * | delete SAFE --confirm NAME [--live-machine]`: the disk safes,
  * through the API; forget and prune
  * run on the server, without the key (docs/format.md §2.7). SAFE is a name
  * or an id. Flags and printing only.
  */
 import type { Command } from 'commander';
-import type { ForgetResultBody, ForgetSafeRequest, JobBody, PruneSafeRequest, SafeBody } from '../api/v1.js';
+import type { CreatedTokenBody, EscrowBody, ForgetResultBody, ForgetSafeRequest, JobBody, PruneSafeRequest, SafeBody, UpdateQuotasRequest } from '../api/v1.js';
 import { parseSize } from '../core/size.js';
-import { parseDuration } from '../repo/deletion-marker.js';
+import { DEFAULT_MIN_GRACE_MS, formatDurationMs, parseDuration } from '../repo/deletion-marker.js';
 import { UNLIMITED } from '../jobs/forget/retention.js';
 import { parseCount, tagList } from './cmd-forget.js';
 import { events } from './cmd-server-job.js';
 import { localIso } from '../core/local-time.js';
 import { collect, formatBytes, globals, say } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
-import { idOf, namesOf, withServer } from './server-client.js';
+import { idOf, labelOf, namesOf, withServer } from './server-client.js';
 import { printBody, printFields, printTable, when } from './server-output.js';
 
 interface CreateFlags {
@@ -36,7 +38,31 @@ function quota(option: string): (text: string) => number {
   };
 }
 
-const quotaText = (n: number | null): string => (n === null ? '-' : formatBytes(n));
+/** A quota as people read it: its size, or `-` for none. */
+export const quotaText = (n: number | null): string => (n === null ? '-' : formatBytes(n));
+
+/** A commander parser for `quota --hard|--soft`: a size of at least one byte, or `none` (the quota removed: null). */
+export function quotaOrNone(option: string): (text: string) => number | null {
+  const size = quota(option);
+  return (text) => (text === 'none' ? null : size(text));
+}
+
+/** The flags of `customer quota` and `safe quota`: absent, a quota stays; `none` removes it. */
+export interface QuotaFlags {
+  hard?: number | null;
+  soft?: number | null;
+}
+
+/** The PATCH body of `flags`, or undefined when they change nothing (the command then only shows the quotas). */
+export function quotaUpdate(flags: QuotaFlags): UpdateQuotasRequest | undefined {
+  if (flags.hard === undefined && flags.soft === undefined) return undefined;
+  return { ...(flags.hard === undefined ? {} : { quota_hard: flags.hard }), ...(flags.soft === undefined ? {} : { quota_soft: flags.soft }) };
+}
+
+/** "stored 1.20 GiB; soft quota 8.00 GiB, hard quota 10.0 GiB" */
+export function quotaLine(r: { stored_bytes: number; quota_soft: number | null; quota_hard: number | null }): string {
+  return `stored ${formatBytes(r.stored_bytes)}; soft quota ${r.quota_soft === null ? 'none' : formatBytes(r.quota_soft)}, hard quota ${r.quota_hard === null ? 'none' : formatBytes(r.quota_hard)}`;
+}
 
 interface ForgetFlags {
   keepLast?: string; keepHourly?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; keepYearly?: string;
@@ -81,7 +107,7 @@ function printForget(g: Parameters<typeof say>[0], r: ForgetResultBody): void {
 
 /** Adds this file's commands under `holdfast server`. */
 export function registerSubcommands(server: Command): void {
-  const safe = server.command('safe').description('the disk safes: list, create, show, forget, prune, delete');
+  const safe = server.command('safe').description('the disk safes: list, create, show, quota, escrow, restore-token, forget, prune, delete');
 
   safe.command('list').description('the disk safes the caller can see')
     .action(async (_f: unknown, cmd: Command) => {
@@ -120,10 +146,60 @@ export function registerSubcommands(server: Command): void {
   safe.command('show').description('one disk safe').argument('<safe>', 'its name or id')
     .action(async (ref: string, _f: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const s = await withServer(g, async (c) => c.get<SafeBody>(`/safes/${await idOf(c, 'safe', ref)}`));
+      const [s, customer, machine] = await withServer(g, async (c) => {
+        const got = await c.get<SafeBody>(`/safes/${await idOf(c, 'safe', ref)}`);
+        return [got, await labelOf(c, '/customers', got.customer_id), await labelOf(c, '/machines', got.machine_id)] as const;
+      });
       if (g.json) return printBody(s);
-      printFields(g, [['id', s.id], ['name', s.name], ['customer', s.customer_id], ['machine', s.machine_id ?? '-'],
+      printFields(g, [['id', s.id], ['name', s.name], ['customer', customer], ['machine', machine],
         ['stored', formatBytes(s.stored_bytes)], ['soft quota', quotaText(s.quota_soft)], ['hard quota', quotaText(s.quota_hard)], ['created', when(s.created_at)]]);
+    });
+
+  safe.command('quota').description('show a disk safe\'s quotas and stored bytes, or set them (provider roles only)').argument('<safe>', 'its name or id')
+    .option('--hard <size>', 'refuse uploads past this many stored bytes (such as 500G, 2T), or none', quotaOrNone('--hard'))
+    .option('--soft <size>', 'warn past this many stored bytes, or none', quotaOrNone('--soft'))
+    .action(async (ref: string, flags: QuotaFlags, cmd: Command) => {
+      const g = globals(cmd);
+      const change = quotaUpdate(flags);
+      const s = await withServer(g, async (c) => {
+        const id = await idOf(c, 'safe', ref);
+        return change === undefined ? c.get<SafeBody>(`/safes/${id}`) : c.patch<SafeBody>(`/safes/${id}`, change);
+      });
+      if (g.json) return printBody(s);
+      say(g, `disk safe ${s.name}: ${quotaLine(s)}`);
+    });
+
+  safe.command('escrow').description('whether a disk safe\'s password is escrowed for its customer\'s recovery key (holdfast escrow recover opens it)').argument('<safe>', 'its name or id')
+    .action(async (ref: string, _f: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const e = await withServer(g, async (c) => c.get<EscrowBody>(`/safes/${await idOf(c, 'safe', ref)}/escrow`));
+      if (g.json) return printBody(e);
+      printFields(g, [['safe', e.safe_name], ['recovery key', e.recovery_key], ['current', e.current ? 'yes' : 'no: sealed for an earlier recovery key; the agent seals it again at its next poll'],
+        ['stored', `${when(e.stored_at)} by ${e.stored_by}`]]);
+    });
+
+  safe.command('restore-token').description('make a restore token: it reads this one disk safe (restore, restore-image, check) until it expires; its secret is printed this once')
+    .argument('<safe>', 'its name or id')
+    .option('--name <name>', 'what it is for')
+    .option('--expires-in <duration>', 'how long it works (such as 4h, 2d; from 1m to 7d; default 4h)')
+    .action(async (ref: string, flags: { name?: string; expiresIn?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      let seconds: number | undefined;
+      if (flags.expiresIn !== undefined) {
+        try {
+          seconds = Math.round(parseDuration(flags.expiresIn) / 1000);
+        } catch (e) {
+          throw new ExitError(`--expires-in ${flags.expiresIn}: ${(e as Error).message}`, EXIT.usage);
+        }
+      }
+      const [safeName, made] = await withServer(g, async (c) => {
+        const s = await c.get<SafeBody>(`/safes/${await idOf(c, 'safe', ref)}`);
+        return [s.name, await c.post<CreatedTokenBody>(`/safes/${s.id}/restore-tokens`, { ...(flags.name === undefined ? {} : { name: flags.name }), ...(seconds === undefined ? {} : { expires_in: seconds }) })] as const;
+      });
+      if (g.json) return printBody(made);
+      // Printed even with --quiet: it is shown this once and never again.
+      process.stdout.write(`created restore token ${made.token.id} for disk safe ${safeName}, until ${when(made.token.expires_at)}\n`
+        + `secret: ${made.secret}\n(shown only now: the server keeps only its hash; use it as HOLDFAST_TOKEN)\n`);
     });
 
   safe.command('delete').description('delete a disk safe and every backup in it, on the server (provider and customer admins only; refused while a job or a client works on it, and for a machine that is not retired without --live-machine)')
@@ -165,7 +241,7 @@ export function registerSubcommands(server: Command): void {
   safe.command('prune').description('delete what no snapshot of a disk safe needs, on the server (no key needed): marks now, deletes what a prune marked at least the grace period ago; follows the job until it ends')
     .argument('<safe>', 'its name or id')
     .option('-n, --dry-run', 'report what would be marked and deleted; change nothing')
-    .option('--grace <duration>', 'delete what was marked at least this long ago (such as 1h, 30m; default 1h, at least the server\'s minimum)')
+    .option('--grace <duration>', `delete what was marked at least this long ago (such as 1h, 30m; default 1h); at least the server's minimum grace, ${formatDurationMs(DEFAULT_MIN_GRACE_MS)} unless the server was started with HOLDFAST_MIN_GRACE`)
     .option('--max-unused <percent>', 'repack packs with more unused space than this (default 50)')
     .action(async (ref: string, flags: { dryRun?: boolean; grace?: string; maxUnused?: string }, cmd: Command) => {
       const g = globals(cmd);

@@ -10,7 +10,7 @@ import { CREATABLE_RIGHT_NAMES, type CreatedTokenBody, type TokenBody } from '..
 import { parseDuration } from '../repo/deletion-marker.js';
 import { globals, say } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
-import { idOf, namesOf, withServer } from './server-client.js';
+import { idOf, labelOf, namesOf, withServer } from './server-client.js';
 import { printBody, printFields, printTable, when } from './server-output.js';
 
 type Right = (typeof CREATABLE_RIGHT_NAMES)[number];
@@ -29,7 +29,7 @@ function rights(text: string): Right[] {
   const list = text.split(',').map((r) => r.trim()).filter(Boolean);
   const bad = list.filter((r) => !(CREATABLE_RIGHT_NAMES as readonly string[]).includes(r));
   if (list.length === 0 || bad.length > 0) throw new ExitError(`--rights "${text}": give one or more of ${CREATABLE_RIGHT_NAMES.join(', ')}, separated by commas`
-    + `${bad.includes('restore') ? ' (a restore token reads one disk safe: POST /api/v1/safes/ID/restore-tokens makes one)' : ''}`, EXIT.usage);
+    + `${bad.includes('restore') ? ' (a restore token reads one disk safe: holdfast server safe restore-token SAFE makes one)' : ''}`, EXIT.usage);
   return [...new Set(list)] as Right[];
 }
 
@@ -60,13 +60,14 @@ export function registerSubcommands(server: Command): void {
   token.command('list').description('the tokens the caller can see (never their secrets)')
     .action(async (_f: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const [all, customers, machines] = await withServer(g, async (c) => [
-        await c.get<TokenBody[]>('/tokens'), await namesOf(c, '/customers'), await namesOf(c, '/machines'),
+      const [all, customers, machines, safes] = await withServer(g, async (c) => [
+        await c.get<TokenBody[]>('/tokens'), await namesOf(c, '/customers'), await namesOf(c, '/machines'), await namesOf(c, '/safes'),
       ] as const);
       if (g.json) return printBody(all);
-      printTable(g, 'no tokens', ['ID', 'NAME', 'CUSTOMER', 'MACHINE', 'RIGHTS', 'EXPIRES', 'STATE'], all.map((t) => [
+      // SAFE: the one disk safe a takeover or restore token is for.
+      printTable(g, 'no tokens', ['ID', 'NAME', 'CUSTOMER', 'MACHINE', 'SAFE', 'RIGHTS', 'EXPIRES', 'STATE'], all.map((t) => [
         t.id, t.name, customers.get(t.customer_id) ?? t.customer_id, t.machine_id === null ? '-' : machines.get(t.machine_id) ?? t.machine_id,
-        t.rights.join(','), when(t.expires_at), state(t),
+        t.safe_id === null ? '-' : safes.get(t.safe_id) ?? t.safe_id, t.rights.join(','), when(t.expires_at), state(t),
       ]));
     });
 
@@ -101,9 +102,13 @@ export function registerSubcommands(server: Command): void {
   token.command('show').description('one token (never its secret)').argument('<id>')
     .action(async (id: string, _f: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const t = await withServer(g, (c) => c.get<TokenBody>(`/tokens/${encodeURIComponent(id)}`));
+      const [t, customer, machine, safe] = await withServer(g, async (c) => {
+        const got = await c.get<TokenBody>(`/tokens/${encodeURIComponent(id)}`);
+        return [got, await labelOf(c, '/customers', got.customer_id), await labelOf(c, '/machines', got.machine_id), await labelOf(c, '/safes', got.safe_id)] as const;
+      });
       if (g.json) return printBody(t);
-      printFields(g, [['id', t.id], ['name', t.name], ['customer', t.customer_id], ['machine', t.machine_id ?? '-'], ['rights', t.rights.join(',')],
+      printFields(g, [['id', t.id], ['name', t.name], ['customer', customer], ['machine', machine],
+        ...(t.safe_id === null ? [] : [[t.rights.includes('enroll') ? 'takes over safe' : 'safe', safe] as const]), ['rights', t.rights.join(',')],
         ['created', `${when(t.created_at)} by ${t.created_by}`], ['expires', when(t.expires_at)], ['revoked', when(t.revoked_at)], ['state', state(t)]]);
     });
 

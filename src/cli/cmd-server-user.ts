@@ -7,7 +7,7 @@ import { Option, type Command } from 'commander';
 import { ROLE_NAMES, type CreatedUserBody, type UserBody } from '../api/v1.js';
 import { globals } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
-import { idOf, namesOf, withServer } from './server-client.js';
+import { idOf, labelOf, namesOf, withServer } from './server-client.js';
 import { printBody, printFields, printTable, when } from './server-output.js';
 
 /** Adds this file's commands under `holdfast server`. */
@@ -42,9 +42,12 @@ export function registerSubcommands(server: Command): void {
   user.command('show').description('one user').argument('<user>', 'its name or id')
     .action(async (ref: string, _f: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const u = await withServer(g, async (c) => c.get<UserBody>(`/users/${await idOf(c, 'user', ref)}`));
+      const [u, customer] = await withServer(g, async (c) => {
+        const got = await c.get<UserBody>(`/users/${await idOf(c, 'user', ref)}`);
+        return [got, await labelOf(c, '/customers', got.customer_id)] as const;
+      });
       if (g.json) return printBody(u);
-      printFields(g, [['id', u.id], ['name', u.name], ['role', u.role], ['customer', u.customer_id ?? '-'],
+      printFields(g, [['id', u.id], ['name', u.name], ['role', u.role], ['customer', customer],
         ['must change password', u.must_change_password ? 'yes' : 'no'], ['created', when(u.created_at)]]);
     });
 }

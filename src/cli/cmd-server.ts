@@ -74,7 +74,7 @@ export function register(program: Command): void {
           if (s.firstAdmin) {
             // Printed even with --quiet: it is shown this once and never again.
             process.stdout.write(`first admin account: ${s.firstAdmin.name}\none-time password: ${s.firstAdmin.password}\n`
-              + '(shown only now; it must be changed at the first login: POST /api/v1/me/password)\n');
+              + '(shown only now; it must be changed at the first login: holdfast server login asks for a new one)\n');
           }
           await interrupted;
           say(g, 'stopping');

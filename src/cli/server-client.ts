@@ -3,7 +3,8 @@
  * login`, then `server customer|user|token|machine|safe|job …`), through
  * the REST API only (src/agent/server-api.ts, the agent's client):
  *
- *   server       HOLDFAST_SERVER, else the session file's
+ *   server       a command's --server (escrow recover), else
+ *                HOLDFAST_SERVER, else the session file's
  *   credential   HOLDFAST_SERVER_TOKEN (an API token, or a session), else
  *                the session file's, for the server it was made for
  *   certificate  --fingerprint or HOLDFAST_FINGERPRINT, else the one pinned
@@ -106,6 +107,14 @@ export class AdminClient {
     return this.call<T>('DELETE', path, body);
   }
 
+  patch<T>(path: string, body: unknown): Promise<T> {
+    return this.call<T>('PATCH', path, body);
+  }
+
+  put<T>(path: string, body: unknown): Promise<T> {
+    return this.call<T>('PUT', path, body);
+  }
+
   /** One request to /api/v1`path`; resolves with the answer's body. */
   async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     try {
@@ -153,12 +162,17 @@ export async function clientFor(g: GlobalOptions, server: string, token: string 
   return new AdminClient(server, api, credentialFrom);
 }
 
-/** The client of an admin command: the server and credential of the environment, else of the kept session (see the module comment). */
-export async function connect(g: GlobalOptions): Promise<AdminClient> {
+/**
+ * The client of an admin command: the server and credential of the
+ * environment, else of the kept session (see the module comment);
+ * `serverFlag` (a command's --server) names the server before both.
+ */
+export async function connect(g: GlobalOptions, serverFlag?: string): Promise<AdminClient> {
   const env = process.env;
   const saved = await readSession(env);
   const envServer = env['HOLDFAST_SERVER'] || undefined;
-  const server = envServer !== undefined ? serverOrigin(envServer, 'HOLDFAST_SERVER') : saved?.server;
+  const server = serverFlag !== undefined ? serverOrigin(serverFlag, '--server')
+    : envServer !== undefined ? serverOrigin(envServer, 'HOLDFAST_SERVER') : saved?.server;
   if (server === undefined) {
     throw new ExitError('not logged in to a server: run holdfast server login --server https://HOST:PORT, or set HOLDFAST_SERVER and HOLDFAST_SERVER_TOKEN', EXIT.usage);
   }
@@ -172,9 +186,9 @@ export async function connect(g: GlobalOptions): Promise<AdminClient> {
   return clientFor(g, server, token, mine?.fingerprint, renew);
 }
 
-/** Runs `use` with the command's client, closed afterwards. */
-export async function withServer<T>(g: GlobalOptions, use: (c: AdminClient) => Promise<T>): Promise<T> {
-  const c = await connect(g);
+/** Runs `use` with the command's client (on `serverFlag`, a command's --server, when given), closed afterwards. */
+export async function withServer<T>(g: GlobalOptions, use: (c: AdminClient) => Promise<T>, serverFlag?: string): Promise<T> {
+  const c = await connect(g, serverFlag);
   try {
     return await use(c);
   } finally {
@@ -208,11 +222,26 @@ export async function idOf(c: AdminClient, kind: keyof typeof NAMED, text: strin
  * for tables that show names instead of ids; empty when the caller may not
  * list them.
  */
-export async function namesOf(c: AdminClient, route: '/customers' | '/machines'): Promise<Map<string, string>> {
+export async function namesOf(c: AdminClient, route: '/customers' | '/machines' | '/safes'): Promise<Map<string, string>> {
   try {
     return new Map((await c.get<{ id: string; name: string }[]>(route)).map((r) => [r.id, r.name]));
   } catch (e) {
     if (e instanceof ExitError && e.exitCode === EXIT.forbidden) return new Map();
+    throw e;
+  }
+}
+
+/**
+ * "NAME (ID)" of record `id` at `route`, as show commands print a record
+ * they refer to; the id alone when the caller may not read that record,
+ * `-` for none.
+ */
+export async function labelOf(c: AdminClient, route: '/customers' | '/machines' | '/safes', id: string | null): Promise<string> {
+  if (id === null) return '-';
+  try {
+    return `${(await c.get<{ name: string }>(`${route}/${encodeURIComponent(id)}`)).name} (${id})`;
+  } catch (e) {
+    if (e instanceof ExitError && (e.exitCode === EXIT.forbidden || e.exitCode === EXIT.failed)) return id;
     throw e;
   }
 }

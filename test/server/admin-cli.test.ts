@@ -102,6 +102,44 @@ describe('holdfast server admin commands', () => {
     assert.match(nobody.stderr, /no machine named "db9"/);
   });
 
+  it('shows and sets a customer\'s and a safe\'s quotas after creation, and makes a restore token for a safe', async () => {
+    const gib = 1024 ** 3;
+    const set = await ok(['server', 'customer', 'quota', 'Acme', '--hard', '10G', '--soft', '8G']);
+    assert.match(set.stdout, /^customer Acme: stored 0 B; soft quota 8\.00 GiB, hard quota 10\.0 GiB\n$/);
+    const acme = await json<{ quota_hard: number | null; quota_soft: number | null }>(['server', 'customer', 'show', 'Acme']);
+    assert.deepEqual([acme.quota_hard, acme.quota_soft], [10 * gib, 8 * gib]);
+    assert.match((await ok(['server', 'customer', 'show', 'Acme'])).stdout, /\nsoft quota: +8\.00 GiB\nhard quota: +10\.0 GiB\n/);
+    // `none` removes one; the other stays.
+    const unset = await json<{ quota_hard: number | null; quota_soft: number | null }>(['server', 'customer', 'quota', 'Acme', '--hard', 'none', '--soft', 'none']);
+    assert.deepEqual([unset.quota_hard, unset.quota_soft], [null, null]);
+    const safe = await json<{ quota_hard: number | null; quota_soft: number | null }>(['server', 'safe', 'quota', 'acme-web1', '--soft', '1G']);
+    assert.deepEqual([safe.quota_hard, safe.quota_soft], [2 * gib, gib]);
+    assert.match((await ok(['server', 'safe', 'quota', 'acme-web1'])).stdout, /^disk safe acme-web1: stored 0 B; soft quota 1\.00 GiB, hard quota 2\.00 GiB\n$/);
+    const above = await run(['server', 'safe', 'quota', 'acme-web1', '--soft', '3G']);
+    assert.equal(above.code, 2, above.stderr);
+    assert.match(above.stderr, /the soft quota \(3221225472 bytes\) is above the hard quota/);
+    const zero = await run(['server', 'customer', 'quota', 'Acme', '--hard', '0']);
+    assert.equal(zero.code, 2, zero.stderr);
+    assert.match(zero.stderr, /--hard "0": give a size such as 500G or 2T/);
+
+    const made = await ok(['server', 'safe', 'restore-token', 'acme-web1', '--name', 'rescue', '--expires-in', '2h']);
+    assert.match(made.stdout, /^created restore token [0-9a-f]{16} for disk safe acme-web1, until .*\nsecret: hft_\S+\n\(shown only now/);
+    const id = /restore token ([0-9a-f]{16})/.exec(made.stdout)![1]!;
+    const shown = await json<{ rights: string[]; safe_id: string; expires_at: string }>(['server', 'token', 'show', id]);
+    assert.deepEqual(shown.rights, ['restore']);
+    assert.equal(shown.safe_id, (await json<{ id: string }>(['server', 'safe', 'show', 'acme-web1'])).id);
+    const hours = (Date.parse(shown.expires_at) - Date.now()) / 3600_000;
+    assert.ok(hours > 1.9 && hours <= 2, `expires in ${hours} h`);
+    // Show commands name the records a token, a safe and a machine refer to; the list names a restore token's safe.
+    assert.match((await ok(['server', 'token', 'show', id])).stdout, /\ncustomer: +Acme \([0-9a-f-]{36}\)\nmachine: +web1 \([0-9a-f-]{36}\)\nsafe: +acme-web1 \([0-9a-f-]{36}\)\n/);
+    assert.match((await ok(['server', 'token', 'list'])).stdout, new RegExp(`${id} +rescue +Acme +web1 +acme-web1 +restore `));
+    assert.match((await ok(['server', 'safe', 'show', 'acme-web1'])).stdout, /\ncustomer: +Acme \([0-9a-f-]{36}\)\nmachine: +web1 \([0-9a-f-]{36}\)\n/);
+    assert.match((await ok(['server', 'machine', 'show', 'web1', '--json'])).stdout, /"customer_id"/);
+    assert.match((await ok(['server', 'machine', 'show', 'web1'])).stdout, /\ncustomer: +Acme \([0-9a-f-]{36}\)\n/);
+    const tooLong = await run(['server', 'safe', 'restore-token', 'acme-web1', '--expires-in', '30d']);
+    assert.equal(tooLong.code, 2, tooLong.stderr);
+  });
+
   it('makes a user whose one-time password is changed at the first login; a customer admin is refused provider commands (exit 15)', async () => {
     const made = await ok(['server', 'user', 'create', 'bob', '--role', 'customer-admin', '--customer', 'Acme']);
     const otp = /one-time password: (\S+)\n/.exec(made.stdout)?.[1];
@@ -138,7 +176,7 @@ describe('holdfast server admin commands', () => {
     const id = /^created token (\S+) /.exec(made.stdout)?.[1];
     assert.ok(secret && id, made.stdout);
     const listed = await ok(['server', 'token', 'list']);
-    assert.match(listed.stdout, new RegExp(`${id} +ci +Acme +- +read,manage +\\d{4}-.* +live\\n`));
+    assert.match(listed.stdout, new RegExp(`${id} +ci +Acme +- +- +read,manage +\\d{4}-.* +live\\n`));
     assert.ok(!listed.stdout.includes(secret), 'the secret is never listed');
 
     const byToken = { HOLDFAST_SERVER: server, HOLDFAST_SERVER_TOKEN: secret, HOLDFAST_FINGERPRINT: t.server.fingerprint, XDG_CONFIG_HOME: s.path('nowhere') };
@@ -269,7 +307,7 @@ describe('holdfast server admin commands', () => {
     assert.deepEqual((JSON.parse((await s.ok(['snapshots', '--json'], { env: repo })).stdout) as { id: string }[]).map((x) => x.id), [snaps[1]!.id]);
     const restoreRight = await run(['server', 'token', 'create', '--customer', 'Acme', '--name', 'r', '--rights', 'restore']);
     assert.equal(restoreRight.code, 2, restoreRight.stderr);
-    assert.match(restoreRight.stderr, /give one or more of read, manage, backup, enroll, .*restore-tokens makes one/);
+    assert.match(restoreRight.stderr, /give one or more of read, manage, backup, enroll, .*holdfast server safe restore-token SAFE makes one/);
     const none = await run(['server', 'safe', 'forget', 'acme-web1']);
     assert.equal(none.code, 2, none.stderr);
     assert.match(none.stderr, /needs a policy/);

@@ -59,7 +59,9 @@ databaseSuites('password escrow and recovery', (fx) => {
     await s.remove();
   });
 
-  const cli = (args: string[], env: Record<string, string | undefined> = {}) => s.run(args, { env: { HOLDFAST_PASSWORD: undefined, HOLDFAST_FINGERPRINT: t.server.fingerprint, ...env } });
+  const cli = (args: string[], env: Record<string, string | undefined> = {}) => s.run(args, {
+    env: { HOLDFAST_PASSWORD: undefined, HOLDFAST_FINGERPRINT: t.server.fingerprint, XDG_CONFIG_HOME: s.path('config'), HOLDFAST_SERVER: undefined, HOLDFAST_SERVER_TOKEN: undefined, ...env },
+  });
 
   it('keygen writes a sealed private key file 0600 and prints the public key, which a customer admin registers', async () => {
     await writeFile(s.path('passphrase'), 'a passphrase for the recovery key\n');
@@ -82,9 +84,12 @@ databaseSuites('password escrow and recovery', (fx) => {
     assert.equal(byBob.status, 404, byBob.text);
     const bad = await t.call('PUT', `/api/v1/customers/${acme}/recovery-key`, { token: alice, body: { public_key: 'hfrk_not-a-key' } });
     assert.equal(bad.status, 400, bad.text);
-    const set = await t.call('PUT', `/api/v1/customers/${acme}/recovery-key`, { token: alice, body: { public_key: publicKey } });
-    assert.equal(set.status, 200, set.text);
-    assert.equal(set.body.set_by, 'user:alice');
+    // The admin CLI registers it, as the customer's admin.
+    const none = await cli(['server', 'customer', 'recovery-key', 'Acme'], { HOLDFAST_SERVER: server, HOLDFAST_SERVER_TOKEN: alice });
+    assert.equal(none.code, 1, none.stderr);
+    const set = await cli(['server', 'customer', 'recovery-key', 'Acme', '--set-file', s.path('recovery.pub')], { HOLDFAST_SERVER: server, HOLDFAST_SERVER_TOKEN: alice });
+    assert.equal(set.code, 0, set.stderr);
+    assert.match(set.stdout, new RegExp(`^registered the recovery key of customer Acme.*\ncustomer: +Acme\npublic key: +${publicKey}\nset: +.* by user:alice\n$`));
     assert.equal((await t.call('GET', `/api/v1/customers/${acme}/recovery-key`, { token: alice })).body.public_key, publicKey);
     assert.equal((await t.call('GET', `/api/v1/customers/${acme}/recovery-key`, { token: bob })).status, 404);
   });
@@ -100,6 +105,9 @@ databaseSuites('password escrow and recovery', (fx) => {
 
     const escrowed = await t.call('GET', `/api/v1/safes/${safeId}/escrow`, { token: alice });
     assert.equal(escrowed.status, 200, escrowed.text);
+    const shown = await cli(['server', 'safe', 'escrow', agent['safe']!], { HOLDFAST_SERVER: server, HOLDFAST_SERVER_TOKEN: alice });
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, new RegExp(`^safe: +${agent['safe']!}\nrecovery key: +${publicKey}\ncurrent: +yes\nstored: +.* by token:`));
     assert.equal(escrowed.body.recovery_key, publicKey);
     assert.equal(escrowed.body.current, true);
     assert.equal(escrowed.body.stored_by.startsWith('token:'), true);
@@ -131,13 +139,22 @@ databaseSuites('password escrow and recovery', (fx) => {
 
   it('recover with the private key gives the exact password, which opens the safe', { timeout: 60_000 }, async () => {
     const base = ['escrow', 'recover', '--key', s.path('recovery.key'), '--passphrase-file', s.path('passphrase'), '--server', server, '--safe', agent['safe']!];
-    const r = await cli(base, { HOLDFAST_TOKEN: alice });
+    const r = await cli(base, { HOLDFAST_SERVER_TOKEN: alice });
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, `${agent['password']}\n`);
-    const toFile = await cli([...base, '--out', s.path('recovered')], { HOLDFAST_TOKEN: alice });
+    const toFile = await cli([...base, '--out', s.path('recovered')], { HOLDFAST_SERVER_TOKEN: alice });
     assert.equal(toFile.code, 0, toFile.stderr);
     assert.equal(await readFile(s.path('recovered'), 'utf8'), `${agent['password']}\n`);
     assert.equal((await stat(s.path('recovered'))).mode & 0o777, 0o600);
+    // With the session of holdfast server login, as every admin command: no --server, no token in the environment.
+    const login = await s.run(['server', 'login', '--server', server, '--user', 'alice'], {
+      env: { HOLDFAST_PASSWORD: undefined, HOLDFAST_FINGERPRINT: t.server.fingerprint, XDG_CONFIG_HOME: s.path('config'), HOLDFAST_SERVER: undefined, HOLDFAST_SERVER_TOKEN: undefined },
+      input: 'alice has a long password\n',
+    });
+    assert.equal(login.code, 0, login.stderr);
+    const bySession = await cli(['escrow', 'recover', '--key', s.path('recovery.key'), '--passphrase-file', s.path('passphrase'), '--safe', agent['safe']!], { HOLDFAST_FINGERPRINT: undefined });
+    assert.equal(bySession.stdout, `${agent['password']}\n`, bySession.stderr);
+    assert.equal((await cli(['server', 'logout'], { HOLDFAST_FINGERPRINT: undefined })).code, 0);
 
     const repo = { HOLDFAST_REPOSITORY: `${server}/safes/${agent['safe']}`, HOLDFAST_TOKEN: agent['token'] };
     const snaps = await cli(['snapshots', '--json', '--password-file', s.path('recovered')], repo);
@@ -148,19 +165,19 @@ databaseSuites('password escrow and recovery', (fx) => {
   it('a wrong private key, a wrong passphrase and another customer are refused clearly', { timeout: 60_000 }, async () => {
     const other = await cli(['escrow', 'keygen', '--out', s.path('other.key')]);
     assert.equal(other.code, 0, other.stderr);
-    const wrongKey = await cli(['escrow', 'recover', '--key', s.path('other.key'), '--server', server, '--safe', agent['safe']!], { HOLDFAST_TOKEN: alice });
+    const wrongKey = await cli(['escrow', 'recover', '--key', s.path('other.key'), '--server', server, '--safe', agent['safe']!], { HOLDFAST_SERVER_TOKEN: alice });
     assert.equal(wrongKey.code, 1);
     assert.equal(wrongKey.stdout, '');
     assert.match(wrongKey.stderr, new RegExp(`wrapped for recovery key ${publicKey}, not for this key`));
 
     await writeFile(s.path('wrong-passphrase'), 'not the passphrase\n');
-    const wrongPass = await cli(['escrow', 'recover', '--key', s.path('recovery.key'), '--passphrase-file', s.path('wrong-passphrase'), '--server', server, '--safe', agent['safe']!], { HOLDFAST_TOKEN: alice });
+    const wrongPass = await cli(['escrow', 'recover', '--key', s.path('recovery.key'), '--passphrase-file', s.path('wrong-passphrase'), '--server', server, '--safe', agent['safe']!], { HOLDFAST_SERVER_TOKEN: alice });
     assert.equal(wrongPass.code, 1);
     assert.match(wrongPass.stderr, /the passphrase does not open/);
 
-    const foreign = await cli(['escrow', 'recover', '--key', s.path('recovery.key'), '--passphrase-file', s.path('passphrase'), '--server', server, '--safe', agent['safe']!], { HOLDFAST_TOKEN: bob });
+    const foreign = await cli(['escrow', 'recover', '--key', s.path('recovery.key'), '--passphrase-file', s.path('passphrase'), '--server', server, '--safe', agent['safe']!], { HOLDFAST_SERVER_TOKEN: bob });
     assert.equal(foreign.code, 1);
-    assert.match(foreign.stderr, /no disk safe .* that this token may read/);
+    assert.match(foreign.stderr, /no disk safe .* that you may read/);
     assert.equal((await t.call('GET', `/api/v1/safes/${safeId}/escrow`, { token: bob })).status, 404);
     const box = (await t.call('GET', `/api/v1/safes/${safeId}/escrow`, { token: alice })).body.wrapped_password;
     assert.equal((await t.call('PUT', `/api/v1/safes/${safeId}/escrow`, { token: bob, body: { wrapped_password: box } })).status, 404);
@@ -194,9 +211,9 @@ databaseSuites('password escrow and recovery', (fx) => {
     const again = await cli(['agent', 'escrow', '--config', s.path('etc', 'agent.json')]);
     assert.match(again.stdout, /\(it was already\)/);
 
-    const recovered = await cli(['escrow', 'recover', '--key', s.path('second.key'), '--server', server, '--safe', agent['safe']!], { HOLDFAST_TOKEN: alice });
+    const recovered = await cli(['escrow', 'recover', '--key', s.path('second.key'), '--server', server, '--safe', agent['safe']!], { HOLDFAST_SERVER_TOKEN: alice });
     assert.equal(recovered.stdout, `${agent['password']}\n`, recovered.stderr);
-    const old = await cli(['escrow', 'recover', '--key', s.path('recovery.key'), '--passphrase-file', s.path('passphrase'), '--server', server, '--safe', agent['safe']!], { HOLDFAST_TOKEN: alice });
+    const old = await cli(['escrow', 'recover', '--key', s.path('recovery.key'), '--passphrase-file', s.path('passphrase'), '--server', server, '--safe', agent['safe']!], { HOLDFAST_SERVER_TOKEN: alice });
     assert.equal(old.code, 1);
     assert.match(old.stderr, /wrapped for recovery key .*, not for this key/);
   });
@@ -211,7 +228,7 @@ databaseSuites('password escrow and recovery', (fx) => {
 
     const restoreToken = (await t.create(`/api/v1/safes/${safeId}/restore-tokens`, { expires_in: 3600 }, alice)).secret;
     const recovered = s.path('recovered-2');
-    const got = await cli(['escrow', 'recover', '--key', s.path('second.key'), '--server', server, '--safe', agent['safe']!, '--out', recovered], { HOLDFAST_TOKEN: alice });
+    const got = await cli(['escrow', 'recover', '--key', s.path('second.key'), '--server', server, '--safe', agent['safe']!, '--out', recovered], { HOLDFAST_SERVER_TOKEN: alice });
     assert.equal(got.code, 0, got.stderr);
     const out = s.path('restored.img');
     // As the README has it, on the rescue system.
@@ -236,7 +253,7 @@ databaseSuites('password escrow and recovery', (fx) => {
     }
     const ended = await agentRun.done;
     assert.match(ended.stderr, new RegExp(`password is escrowed for the customer's recovery key ${key3}`));
-    const recovered = await cli(['escrow', 'recover', '--key', s.path('third.key'), '--server', server, '--safe', agent['safe']!], { HOLDFAST_TOKEN: alice });
+    const recovered = await cli(['escrow', 'recover', '--key', s.path('third.key'), '--server', server, '--safe', agent['safe']!], { HOLDFAST_SERVER_TOKEN: alice });
     assert.equal(recovered.stdout, `${agent['password']}\n`, recovered.stderr);
   });
 });

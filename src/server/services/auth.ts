@@ -80,11 +80,11 @@ export async function authenticate(ctx: ServiceContext, bearer: string | undefin
 
 /** Refuses a session whose password is still the server-made one, except on the routes that change it. */
 export function requirePasswordChanged(p: Principal): void {
-  if (p.user?.must_change_password === 1) throw new Forbidden('the one-time password must be changed first: POST /api/v1/me/password', 'PASSWORD_CHANGE_REQUIRED');
+  if (p.user?.must_change_password === 1) throw new Forbidden('the one-time password must be changed first: log in with holdfast server login, which asks for a new one', 'PASSWORD_CHANGE_REQUIRED');
 }
 
 export async function logout(ctx: ServiceContext, p: Principal): Promise<void> {
-  if (p.kind !== 'session') throw new BadRequest('logout ends a session; an API token is revoked instead (DELETE /api/v1/tokens/ID)');
+  if (p.kind !== 'session') throw new BadRequest('logout ends a session; an API token is revoked instead (holdfast server token revoke ID)');
   await ctx.db.deleteFrom('sessions').where('id', '=', p.id).execute();
   await audit(ctx, p, 'logout', p.user!.id, p.customerId);
 }

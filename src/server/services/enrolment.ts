@@ -46,7 +46,7 @@ async function takeOver(ctx: ServiceContext, p: Principal, customerId: string, m
   const attached = await ctx.db.updateTable('disk_safes').set({ machine_id: machineId }).where('id', '=', s.id).where('machine_id', 'is', null).executeTakeFirst();
   if (attached.numUpdatedRows === 0n) {
     const owner = await ctx.db.selectFrom('machines').select('name').where('id', '=', s.machine_id ?? '').executeTakeFirst();
-    throw new Conflict(`disk safe ${name} belongs to machine ${owner?.name ?? s.machine_id ?? '?'}, which is live: retire it first (DELETE /api/v1/machines/ID, holdfast server machine delete ID)`);
+    throw new Conflict(`disk safe ${name} belongs to machine ${owner?.name ?? s.machine_id ?? '?'}, which is live: retire it first (holdfast server machine delete ${owner?.name ?? s.machine_id ?? 'MACHINE'})`);
   }
   await audit(ctx, p, 'safe.take_over', s.id, customerId);
   return safeBody({ ...s, machine_id: machineId }, await ctx.usage.storedBytes(s));
@@ -54,7 +54,7 @@ async function takeOver(ctx: ServiceContext, p: Principal, customerId: string, m
 
 /** What taking over disk safe `name` needs, for the refusals. */
 function takeOverNeeds(name: string): string {
-  return `taking over disk safe ${name} needs an enroll token the customer made for it (POST /api/v1/tokens {"rights":["enroll"],"take_over":SAFE_ID}, holdfast server token create --rights enroll --take-over ${name})`;
+  return `taking over disk safe ${name} needs an enroll token the customer made for it (holdfast server token create --customer CUSTOMER --name NAME --rights enroll --take-over ${name})`;
 }
 
 export async function enroll(ctx: ServiceContext, p: Principal, req: EnrollRequest): Promise<EnrolledBody> {

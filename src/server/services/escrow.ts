@@ -87,7 +87,7 @@ export async function putEscrow(ctx: ServiceContext, p: Principal, safeId: strin
     throw e;
   }
   const current = await currentKey(ctx, safe.customer_id);
-  if (current === undefined) throw new Conflict('the customer has no recovery key: a customer admin registers one first (PUT /api/v1/customers/ID/recovery-key)');
+  if (current === undefined) throw new Conflict('the customer has no recovery key: a customer admin registers one first (holdfast server customer recovery-key CUSTOMER --set KEY)');
   if (sealedForKey !== current) throw new Conflict(`the password is wrapped for ${sealedForKey}, but the customer's recovery key is now ${current}: wrap it again`);
   const row: SafeEscrow = { safe_id: safe.id, recovery_key: sealedForKey, wrapped_password: req.wrapped_password, stored_by: p.actor, stored_at: ctx.now().toISOString() };
   await ctx.db.insertInto('safe_escrows').values(row)
