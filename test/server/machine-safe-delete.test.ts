@@ -24,7 +24,7 @@ import { openBackend } from '../../src/storage/open-backend.js';
 import { enrolMachine, type EnrolledMachine, type ServerHandle } from '../helpers/agent.js';
 import { Sandbox } from '../helpers/cli.js';
 import { databaseSuites } from '../helpers/databases.js';
-import { filesUnder, httpsJson, setUp, type TestServer } from '../helpers/server.js';
+import { httpsJson, setUp, type TestServer } from '../helpers/server.js';
 
 databaseSuites('retiring a machine, deleting a disk safe', (fx) => {
   let t: TestServer;
