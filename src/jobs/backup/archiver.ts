@@ -669,7 +669,7 @@ export class Archiver {
     }
     const rules = this.opts.excludes;
     if (rules) {
-      const kept = rules.keptIn(sys, entries, (e) => e.entry.name);
+      const kept = rules.keptIn(sys, entries.length, (i) => entries[i]!.entry.name);
       entries = entries.filter(({ entry, path: p }) => (kept === undefined || kept(entry.name)) && !rules.excludesPath(p)
         && !(entry.st && rules.excludesSize(entry.st.type, entry.st.size)));
     }

@@ -113,15 +113,19 @@ export class ExcludeRules {
   }
 
   /**
-   * When the folder `dir`, holding `entries`, is tagged (--exclude-if-present),
-   * which names it keeps: its tag file that matched, if just one did (restic
-   * keeps a tag file unless another tag excludes it). Undefined when the
-   * folder is not tagged. Reads a file only when a name matches a rule with
-   * a header.
+   * When the folder `dir`, holding `count` entries named `nameAt(0)` on, is
+   * tagged (--exclude-if-present), which names it keeps: its tag file that
+   * matched, if just one did (restic keeps a tag file unless another tag
+   * excludes it). Undefined when the folder is not tagged. Reads a file only
+   * when a name matches a rule with a header.
    */
-  keptIn<T>(dir: PosixPath, entries: readonly T[], nameOf: (entry: T) => Buffer): ((name: Buffer) => boolean) | undefined {
+  keptIn(dir: PosixPath, count: number, nameAt: (i: number) => Buffer): ((name: Buffer) => boolean) | undefined {
     if (this.tags.length === 0) return undefined;
-    const found = this.tags.filter((t) => entries.some((e) => nameOf(e).equals(t.name)) && hasHeader(dir, t));
+    const holds = (name: Buffer): boolean => {
+      for (let i = 0; i < count; i++) if (nameAt(i).equals(name)) return true;
+      return false;
+    };
+    const found = this.tags.filter((t) => holds(t.name) && hasHeader(dir, t));
     if (found.length === 0) return undefined;
     return (name) => found.every((t) => t.name.equals(name));
   }

@@ -39,7 +39,7 @@ export async function scanTotals(paths: readonly string[], rules: ExcludeRules |
       } catch {
         return;
       }
-      const kept = rules?.keptIn(path, names, (n) => n);
+      const kept = rules?.keptIn(path, names.length, (i) => names[i]!);
       for (const n of names) if (kept === undefined || kept(n)) await visit(childPath(path, n), false);
     }
   };

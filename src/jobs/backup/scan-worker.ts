@@ -4,7 +4,7 @@
  * folder's listing, waiting whenever it is `held` entries ahead of the walk.
  */
 import { workerData } from 'node:worker_threads';
-import { childPath, listDirStats, listedEntries } from '../../sources/file-tree.js';
+import { childPath, listDirStats, listedFolders } from '../../sources/file-tree.js';
 import { ExcludeRules } from './excludes.js';
 import { Counter, SCAN_PATH_LIMIT, type ScanMessage, type ScanRequest, type ScanWorkerData } from './dir-scanner.js';
 
@@ -40,12 +40,12 @@ function walk(dir: Buffer, devices: ReadonlySet<bigint> | undefined): boolean {
   }
   // Read before the arrays are transferred.
   const below: Buffer[] = [];
-  const entries = listedEntries(listing);
+  const { folders, name } = listedFolders(listing);
   // The walk's rules: a tagged folder keeps only its tag file, an excluded folder is not entered.
-  const kept = excludes.keptIn(dir, entries, (e) => e.name);
-  for (const e of entries) {
-    if (e.st?.type !== 'dir' || (devices && !devices.has(e.st.device)) || (kept && !kept(e.name))) continue;
-    const path = childPath(dir, e.name);
+  const kept = excludes.keptIn(dir, listing.ends.length, name);
+  for (const f of folders) {
+    if ((devices && !devices.has(f.device)) || (kept && !kept(f.name))) continue;
+    const path = childPath(dir, f.name);
     if (path.length < SCAN_PATH_LIMIT && !excludes.excludesPath(path)) below.push(path);
   }
   posted = (posted + listing.ends.length) | 0;
