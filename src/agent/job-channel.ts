@@ -17,6 +17,7 @@
  */
 import { CANCEL_HEADER, ESCROW_WANTED_HEADER, type JobBody, type ReportEventsRequest, type ReportResultRequest } from '../api/v1.js';
 import { Backoff, pause } from './backoff.js';
+import type { JobProgress } from './job-runner.js';
 import { ServerApiError, type ServerApi } from './server-api.js';
 
 /** How long a poll is held open by the server (seconds; the API allows 30). */
@@ -137,7 +138,10 @@ export class JobChannel {
  */
 export class JobReporter {
   private logs: Event[] = [];
-  private progressEvent: Event | undefined;
+  /** The latest progress not sent yet, described only when its batch is sent; when it came, and a count of reports to tell a newer one. */
+  private progressOf: (() => JobProgress) | undefined;
+  private progressAt = 0;
+  private progressCount = 0;
   private dropped = 0;
   private readonly timer: NodeJS.Timeout;
   private sending: Promise<void> | undefined;
@@ -163,9 +167,16 @@ export class JobReporter {
     }
   }
 
-  /** The job's progress now (replaces any not sent yet). */
-  progress(message: string, data: Record<string, unknown>): void {
-    this.progressEvent = { at: new Date().toISOString(), kind: 'progress', message, data };
+  /**
+   * The job's progress now (replaces any not sent yet). `describe` is called
+   * only when the batch is sent, so that a job may report progress for every
+   * entry at the cost of a function call: an event formatted per entry cost
+   * an incremental of the Linux tree 0.15 s of CPU, for one sent a second.
+   */
+  progress(describe: () => JobProgress): void {
+    this.progressOf = describe;
+    this.progressAt = Date.now();
+    this.progressCount++;
   }
 
   /** Sends what is waiting (one request at a time; a failure keeps it for the next). */
@@ -180,15 +191,16 @@ export class JobReporter {
     if (this.gone) return;
     const head: Event[] = this.dropped > 0 ? [{ at: new Date().toISOString(), kind: 'log', message: `${this.dropped} log line(s) were dropped while the server could not be reached` }] : [];
     const logs = this.logs.slice(0, MAX_EVENTS_PER_REQUEST - head.length - 1);
-    const events = [...head, ...logs, ...(this.progressEvent ? [this.progressEvent] : [])];
+    const progress: Event | undefined = this.progressOf && { at: new Date(this.progressAt).toISOString(), kind: 'progress', ...this.progressOf() };
+    const events = [...head, ...logs, ...(progress ? [progress] : [])];
     if (events.length === 0 && Date.now() - this.lastSent < HEARTBEAT_MS) return;
-    const progress = this.progressEvent;
+    const count = this.progressCount;
     const dropped = this.dropped;
     try {
       const r = await this.api.call('POST', `/api/v1/agent/jobs/${encodeURIComponent(this.jobId)}/events`, { events }, AbortSignal.timeout(REQUEST_TIMEOUT_MS));
       this.lastSent = Date.now();
       this.logs = this.logs.slice(logs.length);
-      if (this.progressEvent === progress) this.progressEvent = undefined;
+      if (this.progressCount === count) this.progressOf = undefined;
       this.dropped -= dropped;
       if (r.headers[CANCEL_HEADER] === 'requested' && !this.cancelled) {
         this.cancelled = true;

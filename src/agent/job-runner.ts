@@ -52,10 +52,17 @@ export class JobFailedError extends Error {
   }
 }
 
+/** A job's progress as its event says it. */
+export interface JobProgress {
+  readonly message: string;
+  readonly data: Record<string, unknown>;
+}
+
 /** Where a job's events go (src/agent/job-channel.ts's JobReporter). */
 export interface JobEvents {
   log(message: string, data?: Record<string, unknown>): void;
-  progress(message: string, data: Record<string, unknown>): void;
+  /** The job's progress now; `describe` is called when it is sent (about once a second), not for every report. */
+  progress(describe: () => JobProgress): void;
 }
 
 export interface SessionOptions {
@@ -179,7 +186,7 @@ export class AgentSession {
   }
 
   private backupProgress(events: JobEvents): (p: BackupProgress) => void {
-    return (p) => events.progress(`${p.files} files, ${p.bytes} bytes`, { files: p.files, dirs: p.dirs, bytes: p.bytes, errors: p.errors });
+    return (p) => events.progress(() => ({ message: `${p.files} files, ${p.bytes} bytes`, data: { files: p.files, dirs: p.dirs, bytes: p.bytes, errors: p.errors } }));
   }
 
   private backupResult(r: BackupResult, events: JobEvents): Record<string, unknown> {
@@ -250,7 +257,7 @@ export class AgentSession {
             input, paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name,
             ...(parent?.snapshot.image ? { blockSize: parent.snapshot.image.blockSize } : {}),
             onWarning: (m) => events.log(m),
-            onProgress: (p) => events.progress(`${src}: ${p.bytes} of ${p.total ?? '?'} bytes`, { source: src, bytes: p.bytes, total: p.total ?? null, blocks_changed: p.blocksChanged }),
+            onProgress: (p) => events.progress(() => ({ message: `${src}: ${p.bytes} of ${p.total ?? '?'} bytes`, data: { source: src, bytes: p.bytes, total: p.total ?? null, blocks_changed: p.blocksChanged } })),
           }).run();
         });
         const c = r.snapshot.image!.counts;
@@ -308,7 +315,7 @@ export class AgentSession {
       overwrite: this.config.allow_restore_overwrite ? 'always' : continuing ? 'if-changed' : 'never',
       signal, pool: this.pool, privileged: process.getuid?.() === 0,
       onWarning: (path, message) => events.log(`${path}: ${message}`),
-      onProgress: (p) => events.progress(`${p.files} files, ${p.bytes} bytes restored`, { files: p.files, bytes: p.bytes, total_files: p.totalFiles, total_bytes: p.totalBytes, errors: p.errors }),
+      onProgress: (p) => events.progress(() => ({ message: `${p.files} files, ${p.bytes} bytes restored`, data: { files: p.files, bytes: p.bytes, total_files: p.totalFiles, total_bytes: p.totalBytes, errors: p.errors } })),
     }).run(snapshot.tree);
     const p = result.progress;
     if (p.errors > 0) {
@@ -329,7 +336,7 @@ export class AgentSession {
     try {
       const r = await new Checker(this.repo.store, {
         ...(readData ? { readData } : {}), keyed: this.repo, signal: abort.signal,
-        onProgress: (p) => events.progress(`${p.phase}: ${p.done} of ${p.total}`, { phase: p.phase, done: p.done, total: p.total }),
+        onProgress: (p) => events.progress(() => ({ message: `${p.phase}: ${p.done} of ${p.total}`, data: { phase: p.phase, done: p.done, total: p.total } })),
       }).run();
       for (const w of r.warnings.slice(0, 100)) events.log(`warning: ${w.object}: ${w.message}`);
       for (const e of r.errors.slice(0, 100)) events.log(`error: ${e.object}: ${e.message}`);
