@@ -1,6 +1,7 @@
 /**
- * `holdfast backup PATH...`, `holdfast backup --stdin`, and
- * `holdfast backup --stdin-from-command -- CMD ARGS...`.
+ * `holdfast backup PATH...`, `holdfast backup --stdin`,
+ * `holdfast backup --stdin-from-command -- CMD ARGS...`, and
+ * `holdfast backup --postgres URL` / `--mysql URL` (database dumps).
  */
 import type { Command } from 'commander';
 import type { CompressionMode } from '../core/compress.js';
@@ -18,6 +19,7 @@ import { ExitError, EXIT } from './exit-codes.js';
 import { Progress, type Totals } from './progress.js';
 import { summaryJson } from '../jobs/snapshots/summary-json.js';
 import { withFsSnapshots, type PathView, type SnapshotKind } from '../sources/fs-snapshots/fs-snapshots.js';
+import { backupDatabase, databaseSnapshotPath, type DatabaseSource } from '../jobs/backup/database-backup.js';
 import { backupImageCommand, withImageOptions, type ImageBackupFlags } from './cmd-backup-image.js';
 
 interface BackupFlags extends ImageBackupFlags {
@@ -41,6 +43,8 @@ interface BackupFlags extends ImageBackupFlags {
   stdin?: boolean;
   stdinFilename?: string;
   stdinFromCommand?: boolean;
+  postgres?: string;
+  mysql?: string;
   compression?: CompressionMode;
   fsSnapshot?: SnapshotKind;
   freeze?: boolean;
@@ -75,6 +79,8 @@ export function register(program: Command): void {
     .option('--stdin', 'back up what is read from stdin')
     .option('--stdin-filename <name>', 'file name for --stdin and --stdin-from-command (default: "stdin"), and for image streams (default: "stdin.img")')
     .option('--stdin-from-command', 'run the command given as arguments and back up its output; fails if it fails')
+    .option('--postgres <url>', 'dump the databases of a PostgreSQL server (postgres://USER@HOST:PORT/, or a libpq key=value string; a database in the URL: only that one) with pg_dump, into one snapshot')
+    .option('--mysql <url>', 'dump the databases of a MariaDB or MySQL server (mysql://USER@HOST:PORT/ or mariadb://...; a database in the URL: only that one) with mysqldump, into one snapshot')
     .option('--compression <mode>', 'off, default (zstd 1), better (zstd 3), max (zstd 19) (default: the repository default)', compressionMode)
     .option('--fs-snapshot <kind>', 'read the files from a snapshot of their file system, taken at the start and removed at the end: btrfs, lvm, or auto (whichever fits each path; others are read in place)', (text) => {
       if (text !== 'btrfs' && text !== 'lvm' && text !== 'auto') throw new ExitError(`bad --fs-snapshot "${text}": use btrfs, lvm or auto`, EXIT.usage);
@@ -89,6 +95,7 @@ export function register(program: Command): void {
         return backupImageCommand(paths, flags, cmd);
       }
       const g = globals(cmd);
+      if (flags.postgres !== undefined || flags.mysql !== undefined) return backupDatabaseCommand(g, paths, flags);
       const stream = flags.stdin === true || flags.stdinFromCommand === true;
       if (stream && (flags.filesFrom ?? flags.filesFromVerbatim ?? flags.filesFromRaw)) throw new ExitError('--stdin and --stdin-from-command take no --files-from lists', EXIT.usage);
       if (stream && flags.fsSnapshot !== undefined) throw new ExitError('--fs-snapshot is for files and folders, not --stdin or --stdin-from-command', EXIT.usage);
@@ -230,10 +237,52 @@ async function backupStream(repo: Repository, g: GlobalOptions, flags: BackupFla
       signal,
       pool: processPool(),
       onProgress: (p) => progress.update(p),
-    }).runStream(name, source);
+    }).runStreams([], [{ name, open: () => source }]);
   } finally {
     progress.stop();
   }
+}
+
+/** `backup --postgres URL` and `backup --mysql URL`: the client tools run with our environment (PATH, PGPASSFILE, ~/.my.cnf's HOME). */
+async function backupDatabaseCommand(g: GlobalOptions, args: string[], flags: BackupFlags): Promise<void> {
+  if (flags.postgres !== undefined && flags.mysql !== undefined) throw new ExitError('--postgres and --mysql are two backups: give one of them', EXIT.usage);
+  const other = args.length > 0 ? 'paths' : flags.stdin ? '--stdin' : flags.stdinFromCommand ? '--stdin-from-command' : flags.stdinFilename !== undefined ? '--stdin-filename'
+    : flags.fsSnapshot !== undefined ? '--fs-snapshot' : undefined;
+  if (other) throw new ExitError(`--postgres and --mysql take no ${other}: the dumps are named after the databases`, EXIT.usage);
+  const source: DatabaseSource = flags.postgres !== undefined
+    ? { kind: 'postgres', url: flags.postgres, env: process.env }
+    : { kind: 'mysql', url: flags.mysql!, env: process.env };
+  // A URL that cannot be read is refused before the repository is opened.
+  const path = databaseSnapshotPath(source);
+  const hooks = hooksOf(flags);
+  await backupSession(g, async (repo, signal) => {
+    const progress = new Progress(g);
+    let result: BackupResult;
+    try {
+      result = await backupDatabase(repo, {
+        source,
+        dryRun: flags.dryRun === true,
+        tags: splitTags(flags.tag),
+        ...(flags.host ? { hostname: flags.host } : {}),
+        ...(flags.time ? { time: parseTime(flags.time) } : {}),
+        ...(flags.compression ? { compression: flags.compression } : {}),
+        signal,
+        pool: processPool(),
+        onProgress: (p) => progress.update(p),
+        onWarning: (what, message) => {
+          progress.stop();
+          warn(`${what}: ${message}`);
+        },
+      });
+    } finally {
+      progress.stop();
+    }
+    report(g, result);
+    return { outcome: 'success', ...(result.id === undefined ? {} : { snapshotId: result.id }) };
+  }, {
+    dryRun: flags.dryRun === true,
+    ...(hooks ? { hooks: { hooks, paths: [path], kind: 'stream' } } : {}),
+  });
 }
 
 function report(g: GlobalOptions, r: BackupResult): void {

@@ -72,6 +72,7 @@ export const EXIT_BY_ERROR_CODE: { readonly [C in ErrorCode]: number } = {
   PRODUCER_FAILED: EXIT.failed,
   HOOK_FAILED: EXIT.hookFailed,
   SNAPSHOT_FAILED: EXIT.failed,
+  BAD_DATABASE_URL: EXIT.usage,
   FILESYSTEM_NOT_SUPPORTED: EXIT.failed,
   FILESYSTEM_DAMAGED: EXIT.failed,
   FILESYSTEM_FEATURE_UNSUPPORTED: EXIT.failed,

@@ -79,6 +79,8 @@ export const ERROR_CODES = [
   'HOOK_FAILED',
   /** A file-system snapshot of a backed-up path could not be taken, or its file system has none of the kind asked for: nothing was backed up. */
   'SNAPSHOT_FAILED',
+  /** A database server's URL (or PostgreSQL conninfo) that cannot be read: nothing was run. */
+  'BAD_DATABASE_URL',
   /** A disk image holds no file system this build reads. */
   'FILESYSTEM_NOT_SUPPORTED',
   /** A file system in a disk image is damaged or truncated (its metadata, its journal, a read past its end). */

@@ -27,7 +27,21 @@ export interface CommandOutputOptions {
    * it may ask for a password on the terminal).
    */
   readonly ownGroup?: boolean;
+  /** The producer's environment (default: ours). Front ends pass theirs: the engine reads no environment. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /**
+   * Reads the producer's stderr instead of sharing ours: on failure its last
+   * lines end the error's message (pg_dump's "password authentication
+   * failed" is the reason the caller needs), its lines joined into one; on
+   * success, any text it wrote is handed here (warnings).
+   */
+  readonly onStderr?: (text: string) => void;
+  /** How messages name the producer (default: its file), e.g. "pg_dump of db1". */
+  readonly label?: string;
 }
+
+/** The most stderr kept for an error message: its end, where the reason is. */
+const STDERR_KEPT = 4096;
 
 /**
  * Yields the stdout of `args` (file and arguments; stderr goes to ours).
@@ -39,22 +53,34 @@ export interface CommandOutputOptions {
  */
 export async function* commandOutput(args: readonly string[], opts: CommandOutputOptions = {}): AsyncGenerator<Uint8Array> {
   const [file, ...rest] = args as [string, ...string[]];
-  const child = spawn(file, rest, { stdio: ['ignore', 'pipe', 'inherit'], detached: opts.ownGroup === true });
+  const label = opts.label ?? file;
+  const child = spawn(file, rest, {
+    stdio: ['ignore', 'pipe', opts.onStderr ? 'pipe' : 'inherit'],
+    detached: opts.ownGroup === true,
+    ...(opts.env ? { env: opts.env } : {}),
+  });
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (text: string) => {
+    stderr = (stderr + text).slice(-STDERR_KEPT);
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>((res) => {
     child.once('error', (error) => res({ code: null, signal: null, error }));
     child.once('close', (code, sig) => res({ code, signal: sig }));
   });
   let complete = false;
   try {
-    for await (const chunk of child.stdout) yield chunk as Buffer;
+    for await (const chunk of child.stdout!) yield chunk as Buffer;
     const { code, signal, error } = await exited;
     complete = true;
-    if (error) throw new ProducerFailedError(`cannot run ${file}: ${error.message}; no snapshot was written`);
-    if (code !== 0) throw new ProducerFailedError(`${file} failed (${signal ? `killed by ${signal}` : `exit code ${code}`}); no snapshot was written`);
+    if (error) throw new ProducerFailedError(`cannot run ${label}: ${error.message}; no snapshot was written`);
+    // One line, as every message of the CLI is.
+    const said = stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '').join('; ');
+    if (code !== 0) throw new ProducerFailedError(`${label} failed (${signal ? `killed by ${signal}` : `exit code ${code}`})${said ? `: ${said}` : ''}; no snapshot was written`);
+    if (said) opts.onStderr?.(said);
   } finally {
     // A consumer that stops early (an error, Ctrl-C, a cancelled job) leaves no producer running behind it.
     if (!complete) {
-      child.stdout.destroy();
+      child.stdout!.destroy();
       if (opts.ownGroup && child.pid !== undefined) {
         try {
           process.kill(-child.pid, 'SIGTERM');

@@ -6,12 +6,12 @@
  * /usr/lib/postgresql/NN/bin, which is searched when initdb is not on PATH.
  */
 import { execFile } from 'node:child_process';
-import { chown, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { chown, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { freePort } from './listening-child.js';
 
 const run = promisify(execFile);
 const NOBODY = 65534;
@@ -27,22 +27,25 @@ async function binDir(): Promise<string | undefined> {
   }
 }
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
-
 /** A running test cluster. */
 export interface TestPostgres {
+  /** Its loopback port (host 127.0.0.1). */
+  readonly port: number;
   /** A URL of a new, empty database on the cluster. */
   newDatabase(): Promise<string>;
   stop(): Promise<void>;
 }
 
-export async function startPostgres(): Promise<TestPostgres> {
+/** How the cluster is made. */
+export interface PostgresOptions {
+  /**
+   * The superuser's password, asked of every connection over TCP (scram);
+   * the URLs then carry it. Without: anyone on loopback is trusted.
+   */
+  readonly password?: string;
+}
+
+export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPostgres> {
   const bin = await binDir();
   const tool = (name: string): string => (bin ? join(bin, name) : name);
   const asRoot = process.getuid?.() === 0;
@@ -57,12 +60,21 @@ export async function startPostgres(): Promise<TestPostgres> {
     await chown(sock, NOBODY, NOBODY);
   }
   const data = join(dir, 'data');
-  await exec('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
+  let auth = ['--auth=trust'];
+  if (opts.password !== undefined) {
+    const pwfile = join(dir, 'pwfile');
+    await writeFile(pwfile, `${opts.password}\n`);
+    if (asRoot) await chown(pwfile, NOBODY, NOBODY);
+    auth = ['--auth-local=trust', '--auth-host=scram-sha-256', `--pwfile=${pwfile}`];
+  }
+  await exec('initdb', ['-D', data, '-U', 'postgres', ...auth, '-E', 'UTF8', '--no-sync']);
   const port = await freePort();
   await exec('pg_ctl', ['-D', data, '-l', join(dir, 'log'), '-w', '-o', `-p ${port} -k ${sock} -c listen_addresses=127.0.0.1 -c fsync=off`, 'start']);
-  const base = `postgres://postgres@127.0.0.1:${port}`;
+  const user = opts.password === undefined ? 'postgres' : `postgres:${encodeURIComponent(opts.password)}`;
+  const base = `postgres://${user}@127.0.0.1:${port}`;
   let n = 0;
   return {
+    port,
     async newDatabase() {
       const name = `t${++n}`;
       const c = new pg.Client({ connectionString: `${base}/postgres` });

@@ -131,6 +131,14 @@ export interface BackupResult {
   readonly trees?: TreeCacheStats;
 }
 
+/** One stream of `Archiver.runStreams`: a file of the snapshot. */
+export interface StreamFile {
+  /** The file's name: one path component (no "/", not "." or ".."). */
+  readonly name: string;
+  /** Starts the stream; called once, when the streams before it have ended. */
+  open(): AsyncIterable<Uint8Array>;
+}
+
 /** A scheduled entry; `done` resolves to its node, or undefined when skipped. */
 interface Pending {
   readonly done: Promise<TreeNode | undefined>;
@@ -392,23 +400,43 @@ export class Archiver {
     return this.writeSnapshot(root.subtree!, start, parent?.id, [...this.opts.paths].sort());
   }
 
-  /** Backs up one stream as the single file /NAME. */
-  async runStream(name: string, source: AsyncIterable<Uint8Array>): Promise<BackupResult> {
+  /**
+   * Backs up streams as files of one folder, `/FOLDER.../NAME` (at the root
+   * when `folder` is empty: `--stdin` is the file /NAME), read one after the
+   * other: each is opened when the one before it has ended. A stream that
+   * fails fails the backup, and no snapshot is written. The snapshot's path
+   * is the folder, or the file when there is one at the root.
+   */
+  async runStreams(folder: readonly string[], files: readonly StreamFile[]): Promise<BackupResult> {
     const start = new Date();
     const now = BigInt(Date.now()) * 1_000_000n;
+    const uid = process.getuid?.() ?? 0;
+    const gid = process.getgid?.() ?? 0;
     const tree = await this.withPool(async () => {
-      const { content, size } = await this.streamContent(source);
-      this.progress.files++;
-      this.bytesRead += size;
-      this.filesNew++;
-      const file: TreeNode = {
-        name: Buffer.from(name), type: 'file', mode: 0o600, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0,
-        mtime: now, ctime: now, inode: 0n, device: 0n, links: 1, size, content,
-      };
-      return this.saveTree([file]);
+      const nodes: TreeNode[] = [];
+      for (const f of files) {
+        const { content, size } = await this.streamContent(f.open());
+        this.progress.files++;
+        this.bytesRead += size;
+        this.filesNew++;
+        nodes.push({
+          name: Buffer.from(f.name), type: 'file', mode: 0o600, uid, gid,
+          mtime: now, ctime: now, inode: 0n, device: 0n, links: 1, size, content,
+        });
+      }
+      let id = await this.saveTree(nodes);
+      for (const name of [...folder].reverse()) {
+        this.progress.dirs++;
+        this.dirsNew++;
+        id = await this.saveTree([{
+          name: Buffer.from(name), type: 'dir', mode: 0o700, uid, gid,
+          mtime: now, ctime: now, inode: 0n, device: 0n, links: 1, size: 0, subtree: id,
+        }]);
+      }
+      return id;
     });
     await this.writer.flush();
-    return this.writeSnapshot(tree, start, undefined, [`/${name}`]);
+    return this.writeSnapshot(tree, start, undefined, folder.length > 0 ? [`/${folder.join('/')}`] : files.map((f) => `/${f.name}`));
   }
 
   private async writeSnapshot(tree: string, start: Date, parent: string | undefined, paths: string[]): Promise<BackupResult> {

@@ -1,0 +1,113 @@
+/**
+ * Database servers as backup sources: what the PostgreSQL and MariaDB/MySQL
+ * sources (postgres-dump.ts, mysql-dump.ts) share. A source lists the
+ * databases of a server with the server's own client, then gives one dump
+ * stream per database, each produced by the server's own dump tool through
+ * `commandOutput`, so that a dump tool that fails fails the backup.
+ *
+ * Credentials never go on a command line, where `ps` shows them to every
+ * user: a password taken from the URL is written to a file only we can read
+ * (a folder of mode 0700 made for the backup, the file 0600), named to the
+ * tools in their environment or their first option, and removed when the
+ * source is closed.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ErrorCode } from '../core/errors.js';
+import { commandOutput } from './command-output.js';
+
+/** A database URL (or conninfo) that cannot be read: nothing was run. */
+export class BadDatabaseUrlError extends Error {
+  /** Stable code for callers (src/core/errors.ts). */
+  readonly code: ErrorCode = 'BAD_DATABASE_URL';
+  constructor(message: string) {
+    super(message);
+    this.name = 'BadDatabaseUrlError';
+  }
+}
+
+/** One dump of a database source: a file of the snapshot. */
+export interface DumpStream {
+  /** The file's name in the source's folder: one path component. */
+  readonly name: string;
+  /** Starts the dump tool; its output is the file. Ends with `ProducerFailedError` when the tool fails. */
+  open(): AsyncIterable<Uint8Array>;
+}
+
+/** A server's databases, listed and ready to be dumped one after the other. */
+export interface DatabaseDump {
+  /** The folder the dumps are recorded in, as path components: ["postgres", "db.example.com"]. */
+  readonly folder: readonly string[];
+  readonly streams: readonly DumpStream[];
+  /** Removes the credentials file, if one was written. Idempotent; call it once the streams are read (or abandoned). */
+  close(): Promise<void>;
+}
+
+/** How a database source reaches its server and runs its tools. */
+export interface DatabaseSourceOptions {
+  /** The server: a URL (postgres://, mysql://, mariadb://) or, for PostgreSQL, a libpq key=value conninfo. */
+  readonly url: string;
+  /**
+   * The environment of the client tools: PATH finds them, and their own
+   * variables (PGPASSFILE, PGHOST, MYSQL_HOST, ...) apply as they do for
+   * the tools run by hand. Front ends pass theirs; the engine reads none.
+   */
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** Runs each tool in a process group of its own (the agent; see `CommandOutputOptions.ownGroup`). */
+  readonly ownGroup?: boolean;
+  /** What a tool that succeeded wrote on stderr, with what it was doing ("pg_dump of db1"). */
+  readonly onWarning?: (what: string, message: string) => void;
+}
+
+/**
+ * A name as one path component: "%" and "/" are written %25 and %2F (a
+ * PostgreSQL database may be called "a/b"), and "." and ".." %2E and %2E%2E.
+ */
+export function pathComponent(name: string): string {
+  const escaped = name.replace(/%/g, '%25').replace(/\//g, '%2F');
+  return escaped === '.' || escaped === '..' ? escaped.replace(/\./g, '%2E') : escaped;
+}
+
+/** A database's dump file name: its name as a path component, and the extension. */
+export function dumpFileName(database: string, extension: string): string {
+  return `${pathComponent(database)}.${extension}`;
+}
+
+/** A server's name as one folder name: "HOST" or "HOST:PORT", "localhost" for a local socket. */
+export function serverFolder(host: string | undefined, port: string | undefined): string {
+  const name = host === undefined || host === '' || host.startsWith('/') || host.startsWith('@') ? 'localhost' : host;
+  return pathComponent(port ? `${name}:${port}` : name);
+}
+
+/** Runs a listing command to its end and returns its output; fails as `commandOutput` does, with the tool's stderr. */
+export async function commandText(args: readonly string[], opts: DatabaseSourceOptions, label: string): Promise<string> {
+  const parts: Uint8Array[] = [];
+  for await (const chunk of commandOutput(args, { env: opts.env, label, onStderr: (text) => opts.onWarning?.(label, text), ...(opts.ownGroup ? { ownGroup: true } : {}) })) parts.push(chunk);
+  return Buffer.concat(parts).toString('utf8');
+}
+
+/** The lines of a listing whose rows are hex-encoded names (no name can break a line), decoded. */
+export function hexLines(text: string): string[] {
+  return text.split('\n').map((l) => l.trim()).filter((l) => l !== '').map((l) => Buffer.from(l, 'hex').toString('utf8'));
+}
+
+/** A file only this process's user can read, in a folder of its own, and how to remove both. */
+export interface PrivateFile {
+  readonly path: string;
+  remove(): Promise<void>;
+}
+
+/** Writes `text` to a new private file (folder 0700, file 0600, created with the file's mode: never readable by others). */
+export async function privateFile(name: string, text: string): Promise<PrivateFile> {
+  const dir = await mkdtemp(join(tmpdir(), 'holdfast-db-'));
+  const path = join(dir, name);
+  try {
+    await writeFile(path, text, { mode: 0o600, flag: 'wx' });
+  } catch (e) {
+    await rm(dir, { recursive: true, force: true });
+    throw e;
+  }
+  let removed: Promise<void> | undefined;
+  return { path, remove: () => (removed ??= rm(dir, { recursive: true, force: true })) };
+}
