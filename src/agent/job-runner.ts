@@ -233,7 +233,7 @@ export class AgentSession {
     }
     const r = await this.inSession(events, signal, (s) => new Archiver(this.repo, {
       paths: [], signal: s, pool: this.pool, hostname: this.config.machine_name, onProgress: this.backupProgress(events),
-    }).runStreams([], [{ name: spec.name, open: () => commandOutput(spec.command, { ownGroup: true }) }]));
+    }).runStreams([], [{ name: spec.name, open: () => commandOutput(spec.command, { ownGroup: true, signal: s }) }]));
     return this.backupResult(r, events);
   }
 

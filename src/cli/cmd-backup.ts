@@ -219,7 +219,7 @@ async function backupStream(repo: Repository, g: GlobalOptions, flags: BackupFla
   let source: AsyncIterable<Uint8Array>;
   if (flags.stdinFromCommand) {
     if (args.length === 0) throw new ExitError('--stdin-from-command needs a command: holdfast backup --stdin-from-command -- CMD ARGS...', EXIT.usage);
-    source = commandOutput(args);
+    source = commandOutput(args, { signal });
   } else {
     if (args.length > 0) throw new ExitError('--stdin takes no paths', EXIT.usage);
     if (process.stdin.isTTY) throw new ExitError('--stdin given but stdin is a terminal', EXIT.usage);

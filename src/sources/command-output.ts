@@ -36,6 +36,8 @@ export interface CommandOutputOptions {
    * success, any text it wrote is handed here (warnings).
    */
   readonly onStderr?: (text: string) => void;
+  /** Ends the producer when aborted, and the stream with the abort's reason. */
+  readonly signal?: AbortSignal;
   /** How messages name the producer (default: its file), e.g. "pg_dump of db1". */
   readonly label?: string;
 }
@@ -48,8 +50,9 @@ const STDERR_KEPT = 4096;
  * After the last chunk it waits for the command and throws
  * `ProducerFailedError` unless it exited 0, so a consumer that writes its
  * result only after the stream's end writes nothing for a failed producer.
- * A consumer that stops reading early ends the command (SIGTERM, and its
- * stdout closed, so a write blocked on the pipe fails at once).
+ * A consumer that stops reading early, or an abort of `opts.signal`, ends
+ * the command (SIGTERM, and its stdout closed, so a write blocked on the
+ * pipe fails at once).
  */
 export async function* commandOutput(args: readonly string[], opts: CommandOutputOptions = {}): AsyncGenerator<Uint8Array> {
   const [file, ...rest] = args as [string, ...string[]];
@@ -67,10 +70,31 @@ export async function* commandOutput(args: readonly string[], opts: CommandOutpu
     child.once('error', (error) => res({ code: null, signal: null, error }));
     child.once('close', (code, sig) => res({ code, signal: sig }));
   });
+  /** Ends the producer (and its group): its stdout closed, so a write blocked on the pipe fails at once. */
+  const end = (): void => {
+    child.stdout!.destroy();
+    if (opts.ownGroup && child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, 'SIGTERM');
+      } catch {
+        // The group is gone already.
+      }
+    } else if (child.exitCode === null && child.signalCode === null) {
+      child.kill();
+    }
+  };
+  // A producer that writes nothing for a while (pg_dump waiting for a lock) is ended on abort, not when its next chunk comes.
+  opts.signal?.addEventListener('abort', end, { once: true });
   let complete = false;
   try {
-    for await (const chunk of child.stdout!) yield chunk as Buffer;
+    try {
+      for await (const chunk of child.stdout!) yield chunk as Buffer;
+    } catch (e) {
+      opts.signal?.throwIfAborted();
+      throw e;
+    }
     const { code, signal, error } = await exited;
+    opts.signal?.throwIfAborted();
     complete = true;
     if (error) throw new ProducerFailedError(`cannot run ${label}: ${error.message}; no snapshot was written`);
     // One line, as every message of the CLI is.
@@ -78,18 +102,8 @@ export async function* commandOutput(args: readonly string[], opts: CommandOutpu
     if (code !== 0) throw new ProducerFailedError(`${label} failed (${signal ? `killed by ${signal}` : `exit code ${code}`})${said ? `: ${said}` : ''}; no snapshot was written`);
     if (said) opts.onStderr?.(said);
   } finally {
+    opts.signal?.removeEventListener('abort', end);
     // A consumer that stops early (an error, Ctrl-C, a cancelled job) leaves no producer running behind it.
-    if (!complete) {
-      child.stdout!.destroy();
-      if (opts.ownGroup && child.pid !== undefined) {
-        try {
-          process.kill(-child.pid, 'SIGTERM');
-        } catch {
-          // The group is gone already.
-        }
-      } else if (child.exitCode === null && child.signalCode === null) {
-        child.kill();
-      }
-    }
+    if (!complete) end();
   }
 }

@@ -15,7 +15,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ErrorCode } from '../core/errors.js';
-import { commandOutput } from './command-output.js';
+import { commandOutput, type CommandOutputOptions } from './command-output.js';
 
 /** A database URL (or conninfo) that cannot be read: nothing was run. */
 export class BadDatabaseUrlError extends Error {
@@ -54,6 +54,8 @@ export interface DatabaseSourceOptions {
    * the tools run by hand. Front ends pass theirs; the engine reads none.
    */
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** Ends a running tool, and the backup, when aborted (a dump waiting for a lock writes nothing to notice it by). */
+  readonly signal?: AbortSignal;
   /** Runs each tool in a process group of its own (the agent; see `CommandOutputOptions.ownGroup`). */
   readonly ownGroup?: boolean;
   /** What a tool that succeeded wrote on stderr, with what it was doing ("pg_dump of db1"). */
@@ -83,8 +85,16 @@ export function serverFolder(host: string | undefined, port: string | undefined)
 /** Runs a listing command to its end and returns its output; fails as `commandOutput` does, with the tool's stderr. */
 export async function commandText(args: readonly string[], opts: DatabaseSourceOptions, label: string): Promise<string> {
   const parts: Uint8Array[] = [];
-  for await (const chunk of commandOutput(args, { env: opts.env, label, onStderr: (text) => opts.onWarning?.(label, text), ...(opts.ownGroup ? { ownGroup: true } : {}) })) parts.push(chunk);
+  for await (const chunk of commandOutput(args, toolOptions(opts, label))) parts.push(chunk);
   return Buffer.concat(parts).toString('utf8');
+}
+
+/** How a database source runs one of its tools through `commandOutput`. */
+export function toolOptions(opts: DatabaseSourceOptions, label: string, env = opts.env): CommandOutputOptions {
+  return {
+    env, label, onStderr: (text) => opts.onWarning?.(label, text),
+    ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.ownGroup ? { ownGroup: true } : {}),
+  };
 }
 
 /** The lines of a listing whose rows are hex-encoded names (no name can break a line), decoded. */

@@ -18,7 +18,7 @@
  * the tools read anyway (~/.my.cnf).
  */
 import { commandOutput } from './command-output.js';
-import { BadDatabaseUrlError, commandText, dumpFileName, hexLines, privateFile, serverFolder, type DatabaseDump, type DatabaseSourceOptions, type DumpStream } from './database-dump.js';
+import { BadDatabaseUrlError, commandText, dumpFileName, hexLines, privateFile, serverFolder, toolOptions, type DatabaseDump, type DatabaseSourceOptions, type DumpStream } from './database-dump.js';
 
 /** Lists the databases to dump, hex-encoded (a name may hold a line break). */
 const LIST_DATABASES = "SELECT HEX(SCHEMA_NAME) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ('information_schema', 'performance_schema', 'sys') ORDER BY SCHEMA_NAME";
@@ -99,9 +99,7 @@ export async function openMysqlDump(opts: DatabaseSourceOptions): Promise<Databa
       const label = `${target.tools.dump} of ${db}`;
       return {
         name: dumpFileName(db, 'sql'),
-        open: () => commandOutput([target.tools.dump, defaults, '--single-transaction', '--routines', '--triggers', '--events', '--databases', '--', db], {
-          env: opts.env, label, onStderr: (text) => opts.onWarning?.(label, text), ...(opts.ownGroup ? { ownGroup: true } : {}),
-        }),
+        open: () => commandOutput([target.tools.dump, defaults, '--single-transaction', '--routines', '--triggers', '--events', '--databases', '--', db], toolOptions(opts, label)),
       };
     };
     const databases = target.database !== undefined

@@ -18,7 +18,7 @@
  * password fails instead of waiting for a prompt nobody answers.
  */
 import { commandOutput } from './command-output.js';
-import { BadDatabaseUrlError, commandText, dumpFileName, hexLines, privateFile, serverFolder, type DatabaseDump, type DatabaseSourceOptions, type DumpStream, type PrivateFile } from './database-dump.js';
+import { BadDatabaseUrlError, commandText, dumpFileName, hexLines, privateFile, serverFolder, toolOptions, type DatabaseDump, type DatabaseSourceOptions, type DumpStream, type PrivateFile } from './database-dump.js';
 
 /** Lists the databases to dump, hex-encoded (a name may hold a line break). */
 const LIST_DATABASES = "SELECT encode(convert_to(datname, 'UTF8'), 'hex') FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname";
@@ -131,9 +131,7 @@ export async function openPostgresDump(opts: DatabaseSourceOptions): Promise<Dat
     env = { ...opts.env, PGPASSFILE: secret.path, PGPASSWORD: undefined };
   }
   const run = { ...opts, env };
-  const producer = (label: string, args: string[]): DumpStream['open'] => () => commandOutput(args, {
-    env, label, onStderr: (text) => opts.onWarning?.(label, text), ...(opts.ownGroup ? { ownGroup: true } : {}),
-  });
+  const producer = (label: string, args: string[]): DumpStream['open'] => () => commandOutput(args, toolOptions(opts, label, env));
   const dumpOf = (db: string): DumpStream => ({
     name: dumpFileName(db, 'dump'),
     open: producer(`pg_dump of ${db}`, ['pg_dump', '-w', '--format=custom', '--compress=0', '-d', conninfo(new Map([...params, ['dbname', db]]))]),

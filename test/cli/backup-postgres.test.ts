@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { mkdir, stat } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { Sandbox, snapshotsOf } from '../helpers/cli.js';
+import { Sandbox, snapshotsOf, type Started } from '../helpers/cli.js';
 import { failsWith } from '../helpers/cli-errors.js';
 import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { wrapTools, type ToolLog } from '../helpers/tool-log.js';
@@ -136,25 +136,46 @@ describe('backup --postgres', () => {
     assert.equal((await tools.calls()).length, calls);
   });
 
-  it('a server stopped once some databases are dumped fails the backup, and no snapshot holds what was dumped', async () => {
-    const before = await snapshotsOf(s);
-    // pg_dump of shop, the last database, waits for this lock: the server is stopped while it waits.
-    const holder = new pg.Client({ connectionString: `postgres://postgres:${encodeURIComponent(PASSWORD)}@127.0.0.1:${cluster.port}/shop` });
-    holder.on('error', () => undefined);
-    await holder.connect();
+  /** Starts `backup --postgres` while a lock is held on shop.items: it returns once pg_dump of shop, the last database, waits for it. */
+  async function backupWaitingForLock(): Promise<{ backup: Started; holder: pg.Client }> {
+    const connect = async (db: string): Promise<pg.Client> => {
+      const c = new pg.Client({ connectionString: `postgres://postgres:${encodeURIComponent(PASSWORD)}@127.0.0.1:${cluster.port}/${db}` });
+      c.on('error', () => undefined); // the server stopped under it
+      await c.connect();
+      return c;
+    };
+    const holder = await connect('shop');
     await holder.query('BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE');
     const backup = s.start(['backup', '--postgres', url]);
-    const watcher = new pg.Client({ connectionString: `postgres://postgres:${encodeURIComponent(PASSWORD)}@127.0.0.1:${cluster.port}/postgres` });
-    await watcher.connect();
+    let ended = false;
+    void backup.done.then(() => (ended = true));
+    const watcher = await connect('postgres');
     for (;;) {
+      if (ended) assert.fail(`the backup ended before it waited for the lock: ${(await backup.done).stderr}`);
       const { rows } = await watcher.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pg_dump' AND datname = 'shop' AND wait_event_type = 'Lock'");
       if ((rows[0] as { n: number }).n > 0) break;
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     await watcher.end();
-    await cluster.stop();
+    return { backup, holder };
+  }
+
+  it('SIGTERM while pg_dump waits for a lock ends the backup at once (exit 130), with no snapshot', { timeout: 120_000 }, async () => {
+    const before = await snapshotsOf(s);
+    const { backup, holder } = await backupWaitingForLock();
+    backup.child.kill('SIGTERM');
+    // It ends while the lock is still held: it did not wait for pg_dump to get it.
     const r = await backup.done;
-    failsWith(r, 1, /pg_dump of shop failed \(exit code 1\): .*no snapshot was written/s);
+    await holder.end();
+    failsWith(r, 130, /interrupted/);
+    assert.deepEqual(await snapshotsOf(s), before);
+  });
+
+  it('a server stopped once some databases are dumped fails the backup, and no snapshot holds what was dumped', async () => {
+    const before = await snapshotsOf(s);
+    const { backup } = await backupWaitingForLock();
+    await cluster.stop();
+    failsWith(await backup.done, 1, /pg_dump of shop failed \(exit code 1\): .*server closed the connection unexpectedly.*no snapshot was written/);
     assert.deepEqual(await snapshotsOf(s), before);
   });
 });

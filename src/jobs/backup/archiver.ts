@@ -415,7 +415,10 @@ export class Archiver {
     const tree = await this.withPool(async () => {
       const nodes: TreeNode[] = [];
       for (const f of files) {
-        const { content, size } = await this.streamContent(f.open());
+        // Streams are the backup's only content: a stream that fails fails it, with the stream's own error.
+        const { content, size } = await this.streamContent(f.open()).catch((e: unknown) => {
+          throw e instanceof SourceError ? e.original : e;
+        });
         this.progress.files++;
         this.bytesRead += size;
         this.filesNew++;
@@ -541,7 +544,7 @@ export class Archiver {
     try {
       st = statFollowSync(await this.sys(path));
     } catch (e) {
-      throw new SourceError((e as Error).message);
+      throw new SourceError(e);
     }
     // "/." resolves a symlink among them too, as the stat did.
     const xattrs = this.xattrsOf(path, await this.sys(Buffer.concat([path, DOT])), st, undefined);
@@ -982,9 +985,12 @@ function sameEntry(a: ContentEntry, b: ContentEntry): boolean {
 
 /** An error reading the source (a warning), as opposed to one writing the repository (fatal). */
 class SourceError extends Error {
-  constructor(message: string) {
-    super(message);
+  /** What the source threw (a stream's producer that failed keeps its code, an abort its reason). */
+  readonly original: unknown;
+  constructor(original: unknown) {
+    super((original as Error).message);
     this.name = 'SourceError';
+    this.original = original;
   }
 }
 
@@ -999,7 +1005,7 @@ async function* sourceErrors(source: AsyncIterable<Uint8Array>): AsyncGenerator<
         r = await it.next();
       } catch (e) {
         ended = true;
-        throw new SourceError((e as Error).message);
+        throw new SourceError(e);
       }
       if (r.done) {
         ended = true;

@@ -45,7 +45,7 @@ export function databaseSnapshotPath(source: DatabaseSource): string {
 /** Dumps every database of the source (or the one its URL names) into one snapshot. */
 export async function backupDatabase(repo: Repository, opts: DatabaseBackupOptions): Promise<BackupResult> {
   const { source, ...rest } = opts;
-  const dump = await OPEN[source.kind]({ ...source, ...(opts.onWarning ? { onWarning: opts.onWarning } : {}) });
+  const dump = await OPEN[source.kind]({ ...source, ...(opts.onWarning ? { onWarning: opts.onWarning } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
   try {
     opts.signal?.throwIfAborted();
     const tags = opts.tags?.includes(source.kind) ? opts.tags : [...(opts.tags ?? []), source.kind];
