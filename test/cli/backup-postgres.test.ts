@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { Sandbox, snapshotsOf, type Started } from '../helpers/cli.js';
@@ -114,11 +114,13 @@ describe('backup --postgres', () => {
     }
   });
 
-  it('a URL naming a database backs up that database alone', async () => {
-    await s.ok(['backup', '-q', '--postgres', `postgres://postgres@127.0.0.1:${cluster.port}/shop`], { env: { PGPASSWORD: PASSWORD } });
+  it('a URL naming a database backs up that database alone; hooks run around it and are told its path', async () => {
+    const told = s.path('hook.out');
+    await s.ok(['backup', '-q', '--postgres', `postgres://postgres@127.0.0.1:${cluster.port}/shop`, '--after-backup', `printf '%s %s' "$HOLDFAST_PATHS" "$HOLDFAST_SNAPSHOT_ID" > ${told}`], { env: { PGPASSWORD: PASSWORD } });
     const [latest] = (await snapshotsOf(s)).slice(-1);
     const listed = (await s.ok(['ls', latest!.id])).stdout.split('\n').filter((l) => l.startsWith(`${folder}/`));
     assert.deepEqual(listed, [`${folder}/shop.dump`]);
+    assert.equal(await readFile(told, 'utf8'), `${folder} ${latest!.id}`);
   });
 
   it('a wrong password fails the backup with the server\'s reason and writes no snapshot', async () => {
