@@ -156,7 +156,7 @@ describe('verify-restore of a snapshot of files', { timeout: 180_000 }, () => {
     assert.equal(j.files.verified, j.files.paths.length - failed.length);
   });
 
-  it('a damaged listing: the folder is named (nothing below it restores), exit 17', async () => {
+  it('a damaged listing: the folder is named (nothing below it restores), exit 17, also once repair has marked it', async () => {
     await backedUp(s);
     // The smallest pack holds the trees (the listings), from the root's to a/ and b/.
     let pack = { path: '', size: Infinity };
@@ -179,6 +179,12 @@ describe('verify-restore of a snapshot of files', { timeout: 180_000 }, () => {
       assert.match(f.error, /^its listing cannot be read \(pack \w+, tree \w+ is damaged: authentication failed\): nothing below it can be restored$/, f.error);
       assert.equal(f.code, 'CORRUPT');
     }
+    // Once repair has marked the folder damaged, its loss is still reported (its listing is empty now).
+    await s.ok(['repair', 'snapshots', '--mark-damaged']);
+    const marked = parse(await s.run(['--json', 'verify-restore', 'latest'], {}));
+    assert.equal(marked.restorable, false);
+    assert.deepEqual(marked.files.failed.map((f) => f.path), j.files.failed.map((f) => f.path));
+    for (const f of marked.files.failed) assert.match(f.error, /marked damaged by "repair snapshots"/);
   });
 
   it('Ctrl-C while a pack read hangs: exit 130 and the scratch is removed', async () => {

@@ -30,6 +30,8 @@ export interface SampleOptions {
    * below it can be sampled, or restored. Without it, the error ends the walk.
    */
   readonly onLostListing?: (path: string, error: CorruptObjectError | BlobNotFoundError) => void;
+  /** A folder marked damaged by `repair snapshots --mark-damaged`: its listing was lost, and it holds nothing now. */
+  readonly onMarkedDamaged?: (path: string) => void;
 }
 
 /** A node of the sample. */
@@ -118,6 +120,8 @@ export async function chooseSample(repo: TreeLoader, tree: string, opts: SampleO
     onTreeError: (entry: WalkEntry, e: unknown) => lost(entry.path.toString(), e),
   });
   for await (const { path, node } of walker) {
+    // A folder whose listing `repair snapshots --mark-damaged` found lost: known loss, whatever the sample.
+    if (node.type === 'dir' && node.damaged) opts.onMarkedDamaged?.(path.toString());
     if (!sampled(node.type)) continue;
     const k: Keyed = { entry: { path, node }, key: sampleKey(opts.seed, path), order: order++ };
     if (k.key < opts.share) taken.push(k);

@@ -44,6 +44,7 @@ export async function verifyFiles(repo: Repository, tree: string, opts: VerifyFi
     share: opts.share, minFiles: opts.minFiles, seed: opts.seed,
     ...(opts.signal ? { signal: opts.signal } : {}),
     onLostListing: (path, e) => failed.push({ path, error: `its listing cannot be read (${e.message}): nothing below it can be restored`, code: e.code }),
+    onMarkedDamaged: (path) => failed.push({ path, error: 'its listing was lost in the repository (marked damaged by "repair snapshots"): nothing below it can be restored' }),
   });
   // The sampled paths and the folders on their way, as the restorer's filter sees them.
   const selected = new Set<string>();
