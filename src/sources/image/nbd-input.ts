@@ -107,7 +107,9 @@ export async function openQcow2(path: string, opts: { bitmap?: string; signal?: 
     }
     return nbdImageInput(path, 'qcow2', client, opts.bitmap, () => server.stop());
   } catch (e) {
+    // qemu-nbd that accepted and then failed (a damaged file) resets the connection: its own message says why.
+    const gone = await server.endedWithin(2000);
     await server.stop();
-    throw e;
+    throw gone ?? e;
   }
 }

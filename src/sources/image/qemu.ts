@@ -123,8 +123,10 @@ export async function compareImages(a: string, aFormat: 'raw' | 'qcow2', b: stri
 /** A running `qemu-nbd` that exports one disk read-only on a private unix socket. */
 export interface QemuNbdServer {
   readonly target: NbdTarget;
-  /** Why qemu-nbd has ended (with its message), or undefined while it runs. */
+  /** Why qemu-nbd failed (with its message), or undefined while it runs or after it ended normally. */
   ended(): QemuError | undefined;
+  /** Like `ended`, waiting up to `ms` for it to end (a client that failed: did the server fail first?). */
+  endedWithin(ms: number): Promise<QemuError | undefined>;
   /** Ends qemu-nbd and removes its socket folder; idempotent. */
   stop(): Promise<void>;
 }
@@ -142,7 +144,9 @@ export async function serveQemuNbd(file: string, opts: { format: 'qcow2' | 'raw'
   const args = ['--read-only', '-f', opts.format, '--socket', socket, '--shared', '1', ...(opts.bitmap ? ['-B', opts.bitmap] : []), file];
   let child: ChildProcess;
   let stderr = '';
-  let exited: string | undefined;
+  /** Why it failed (an exit other than 0, a signal we did not send, no binary). */
+  let failed: string | undefined;
+  let running = true;
   try {
     child = spawn('qemu-nbd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (e) {
@@ -154,28 +158,31 @@ export async function serveQemuNbd(file: string, opts: { format: 'qcow2' | 'raw'
   });
   const gone = new Promise<void>((resolve) => {
     child.once('error', (e: NodeJS.ErrnoException) => {
-      exited = e.code === 'ENOENT' ? 'qemu-nbd is not installed (Debian: apt-get install qemu-utils)' : e.message;
+      running = false;
+      failed = e.code === 'ENOENT' ? 'qemu-nbd is not installed (Debian: apt-get install qemu-utils)' : e.message;
       resolve();
     });
     // 'close', not 'exit': its stderr is read to the end by then.
     child.once('close', (code, signal) => {
-      exited ??= `exited with ${signal ?? code}`;
+      running = false;
+      if (code !== 0 && !stopped) failed ??= `exited with ${signal ?? code}`;
       resolve();
     });
   });
-  const ended = (): QemuError | undefined => (exited === undefined ? undefined : new QemuError(`qemu-nbd ${file} ${exited}: ${stderr.trim() || 'no message'}`));
+  // Ending with 0 is no failure: without --persistent it ends when its client disconnects.
+  const ended = (): QemuError | undefined => (failed === undefined ? undefined : new QemuError(`qemu-nbd ${file} ${failed}: ${stderr.trim() || 'no message'}`));
   let stopped = false;
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
-    if (exited === undefined) child.kill('SIGTERM');
+    if (running) child.kill('SIGTERM');
     await gone;
     await rm(dir, { recursive: true, force: true });
   };
   // Ready once its socket exists (a probe connection would use up the one client qemu-nbd serves); the client retries a refused connect.
   const deadline = Date.now() + SERVE_TIMEOUT_MS;
   for (;;) {
-    const gone = ended();
+    const gone = ended() ?? (running ? undefined : new QemuError(`qemu-nbd ${file} ended before it listened: ${stderr.trim() || 'no message'}`));
     if (gone) {
       await stop();
       throw gone;
@@ -187,5 +194,11 @@ export async function serveQemuNbd(file: string, opts: { format: 'qcow2' | 'raw'
     }
     await new Promise((r) => setTimeout(r, 20));
   }
-  return { target: { socket, exportName: '' }, ended, stop };
+  const endedWithin = async (ms: number): Promise<QemuError | undefined> => {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([gone, new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
+    return ended();
+  };
+  return { target: { socket, exportName: '' }, ended, endedWithin, stop };
 }
