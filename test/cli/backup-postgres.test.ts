@@ -123,6 +123,18 @@ describe('backup --postgres', () => {
     assert.equal(await readFile(told, 'utf8'), `${folder} ${latest!.id}`);
   });
 
+  it('a libpq key=value string works as the URL does, its quoted password kept off the command line too', async () => {
+    const quoted = PASSWORD.replace(/\\/g, '\\\\').replace(/'/g, "\\'");
+    const calls = (await tools.calls()).length;
+    await s.ok(['backup', '-q', '--postgres', `host=127.0.0.1 port=${cluster.port} user=postgres dbname='odd/name' password='${quoted}'`], { env: { PATH: tools.path } });
+    const [latest] = (await snapshotsOf(s)).slice(-1);
+    const listed = (await s.ok(['ls', latest!.id])).stdout.split('\n').filter((l) => l.startsWith(`${folder}/`));
+    assert.deepEqual(listed, [`${folder}/odd%2Fname.dump`]);
+    const mine = (await tools.calls()).slice(calls);
+    assert.deepEqual(mine.map((c) => c[0]), ['pg_dump']);
+    assert.ok(!mine[0]!.join(' ').includes('p:a'), `the password is on the command line: ${mine[0]!.join(' ')}`);
+  });
+
   it('a wrong password fails the backup with the server\'s reason and writes no snapshot', async () => {
     const before = await snapshotsOf(s);
     const r = await s.run(['backup', '--postgres', `postgres://postgres:wrong@127.0.0.1:${cluster.port}/`]);
