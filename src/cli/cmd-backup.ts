@@ -55,8 +55,8 @@ interface BackupFlags extends ImageBackupFlags {
 const FS_SNAPSHOT_DIR = '/run/holdfast/fs-snapshots';
 
 export function register(program: Command): void {
-  withHookOptions(withImageOptions(program
-    .command('backup')))
+  const backup = withImageOptions(program
+    .command('backup'))
     .description('back up files and folders, or a stream from stdin or a command')
     .argument('[paths...]', 'files and folders to back up, or the command after --stdin-from-command')
     .option('-e, --exclude <glob>', 'exclude a pattern (repeatable)', collect)
@@ -87,7 +87,8 @@ export function register(program: Command): void {
       return text;
     })
     .option('--freeze', 'with --fs-snapshot: freeze each file system (fsfreeze, at most 10s) while its LVM snapshot is taken')
-    .option('--lvm-snapshot-size <size>', 'with --fs-snapshot: the space of an LVM snapshot, as lvcreate takes it: 2G, or 20%ORIGIN (default: 10%ORIGIN)')
+    .option('--lvm-snapshot-size <size>', 'with --fs-snapshot: the space of an LVM snapshot, as lvcreate takes it: 2G, or 20%ORIGIN (default: 10%ORIGIN)');
+  withHookOptions(backup)
     .action(async (paths: string[], flags: BackupFlags, cmd: Command) => {
       if (flags.image !== undefined || flags.imageFromCommand) {
         if (flags.fsSnapshot !== undefined) throw new ExitError('--fs-snapshot is for files and folders; for --image, snapshot the device first (an LVM snapshot, a VM snapshot) and back that up', EXIT.usage);
