@@ -228,20 +228,24 @@ async function backupStream(repo: Repository, g: GlobalOptions, flags: BackupFla
   }
   const progress = new Progress(g);
   try {
-    return await new Archiver(repo, {
-      paths: [],
-      dryRun: flags.dryRun === true,
-      tags: splitTags(flags.tag),
-      ...(flags.host ? { hostname: flags.host } : {}),
-      ...(flags.time ? { time: parseTime(flags.time) } : {}),
-      ...(flags.compression ? { compression: flags.compression } : {}),
-      signal,
-      pool: processPool(),
-      onProgress: (p) => progress.update(p),
-    }).runStreams([], [{ name, open: () => source }]);
+    return await new Archiver(repo, { paths: [], ...streamSnapshotOptions(flags, signal, progress) }).runStreams([], [{ name, open: () => source }]);
   } finally {
     progress.stop();
   }
+}
+
+/** What a stream's or a database's backup takes from the flags: the snapshot's fields, the run's signal, pool and progress. */
+function streamSnapshotOptions(flags: BackupFlags, signal: AbortSignal, progress: Progress) {
+  return {
+    dryRun: flags.dryRun === true,
+    tags: splitTags(flags.tag),
+    ...(flags.host ? { hostname: flags.host } : {}),
+    ...(flags.time ? { time: parseTime(flags.time) } : {}),
+    ...(flags.compression ? { compression: flags.compression } : {}),
+    signal,
+    pool: processPool(),
+    onProgress: (p: BackupProgress) => progress.update(p),
+  };
 }
 
 /** `backup --postgres URL` and `backup --mysql URL`: the client tools run with our environment (PATH, PGPASSFILE, ~/.my.cnf's HOME). */
@@ -262,14 +266,7 @@ async function backupDatabaseCommand(g: GlobalOptions, args: string[], flags: Ba
     try {
       result = await backupDatabase(repo, {
         source,
-        dryRun: flags.dryRun === true,
-        tags: splitTags(flags.tag),
-        ...(flags.host ? { hostname: flags.host } : {}),
-        ...(flags.time ? { time: parseTime(flags.time) } : {}),
-        ...(flags.compression ? { compression: flags.compression } : {}),
-        signal,
-        pool: processPool(),
-        onProgress: (p) => progress.update(p),
+        ...streamSnapshotOptions(flags, signal, progress),
         onWarning: (what, message) => {
           progress.stop();
           warn(`${what}: ${message}`);

@@ -10,7 +10,6 @@
 import type { Repository } from '../../repo/repository.js';
 import type { Snapshot } from '../../repo/snapshot.js';
 import { FilesystemNotSupportedError } from '../../sources/image/fs/image-volume.js';
-import type { JobPoolOptions } from '../pool/worker-pool.js';
 import { verifyFiles, type VerifyFilesOptions } from './verify-files.js';
 import { verifyImage } from './verify-image.js';
 import type { FilesystemResult, VerifyRestoreResult } from './result.js';
@@ -18,25 +17,13 @@ import type { FilesystemResult, VerifyRestoreResult } from './result.js';
 export type { VerifyRestoreResult, FileSampleResult, FilesystemResult, E2fsckResult, PathProblem } from './result.js';
 export { BadScratchError } from './scratch.js';
 
-export interface VerifyRestoreOptions extends JobPoolOptions {
-  /**
-   * The folder the test works in (a file snapshot's sample is restored
-   * there; an image snapshot is mounted there): empty, or not existing yet
-   * (it is then made, mode 0700). Emptied, or removed when the test made
-   * it, however the test ends.
-   */
-  readonly scratch: string;
-  /** Files: the share of the files to restore, in (0, 1]. */
-  readonly share: number;
-  /** Files: at least this many (all, when the snapshot has fewer). */
-  readonly minFiles: number;
-  /** Files: chooses the sample; the same seed restores the same files. */
-  readonly seed: string;
-  /** The process runs as root: owners are restored and compared, and an image can be mounted for e2fsck. */
-  readonly privileged?: boolean;
-  readonly signal?: AbortSignal;
-  /** Files: told once the sample is chosen, before anything is restored. */
-  readonly onSample?: VerifyFilesOptions['onSample'];
+/**
+ * The file sample's options (verify-files.ts), and the image check's.
+ * `scratch` is where either works: a file snapshot's sample is restored
+ * there, an image snapshot is mounted there. `privileged` (root) also lets
+ * an image be mounted for e2fsck.
+ */
+export interface VerifyRestoreOptions extends VerifyFilesOptions {
   /** Images: told what each file system's check found, as each ends. */
   readonly onFilesystem?: (result: FilesystemResult) => void;
   /** Images: what a user should know (a damaged partition table, a journal not replayed). */
