@@ -91,7 +91,7 @@ export async function backupSession(g: GlobalOptions, work: (repo: Repository, s
       },
     }, session, (o) => o);
     // The backup is done; a failed after hook is still a failure for whoever runs this from a script.
-    if (afterFailed && (process.exitCode ?? 0) === 0) process.exitCode = EXIT.hookFailed;
+    if (afterFailed && (process.exitCode ?? 0) === 0) process.exitCode = EXIT.afterHookFailed;
   } catch (e) {
     if (e instanceof LockLostError) throw new ExitError(`${e.message}; no snapshot was written`, EXIT.locked);
     throw e;

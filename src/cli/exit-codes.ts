@@ -25,10 +25,12 @@ export const EXIT = {
   quota: 14,
   /** A server knows the caller, whose role or token does not allow what was asked (HTTP 403). */
   forbidden: 15,
-  /** The backup was skipped: its before-backup hook failed or ran past its timeout (or, the backup done, the after-backup hook failed). */
+  /** The backup was skipped: its before-backup hook failed or ran past its timeout. */
   hookFailed: 16,
   /** `verify-restore`: the snapshot did not restore exactly (a sampled file, or a file system of an image, failed). */
   notRestorable: 17,
+  /** The backup succeeded (its snapshot is saved) and its after-backup hook failed: not 16, so that a script tells a saved snapshot from a skipped backup. */
+  afterHookFailed: 18,
   /** Interrupted (Ctrl-C). */
   interrupted: 130,
 } as const;
