@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { constants, existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
-import { Sandbox, type RunResult } from '../helpers/cli.js';
+import { Sandbox, largestPack, type RunResult } from '../helpers/cli.js';
 import { errorLines } from '../helpers/cli-errors.js';
 import { writeRandom } from '../helpers/random-file.js';
 import { assertSameTree } from '../helpers/restore-check.js';
@@ -141,23 +141,10 @@ describe('restore interrupted with Ctrl-C (SIGINT) or SIGTERM', () => {
   });
   afterEach(() => s.remove());
 
-  /** The largest pack of the repository: the one holding the file data. */
-  async function dataPack(): Promise<string> {
-    let best = { path: '', size: -1 };
-    for (const dir of await fs.readdir(join(s.repo, 'data'))) {
-      for (const name of await fs.readdir(join(s.repo, 'data', dir))) {
-        const path = join(s.repo, 'data', dir, name);
-        const { size } = await fs.stat(path);
-        if (size > best.size) best = { path, size };
-      }
-    }
-    return best.path;
-  }
-
   for (const signal of ['SIGINT', 'SIGTERM'] as const) it(`${signal} while a pack read hangs: exit 130, one plain message, and a later restore is complete`, { timeout: 60_000 }, async () => {
     const { src } = await backedUp(s, 5);
     // The pack becomes a FIFO: the restore's read of it waits until the test opens the other end.
-    const pack = await dataPack();
+    const pack = await largestPack(s);
     await fs.rename(pack, `${pack}.real`);
     execFileSync('mkfifo', [pack]);
     const target = s.path('t');

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { constants, existsSync, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { Sandbox, type RunResult } from '../helpers/cli.js';
+import { Sandbox, largestPack, type RunResult } from '../helpers/cli.js';
 import { errorLines } from '../helpers/cli-errors.js';
 import { writeRandom } from '../helpers/random-file.js';
 import { EVERYTHING, buildTree, removeTree } from '../fixtures/tree.js';
@@ -48,19 +48,6 @@ async function backedUp(s: Sandbox): Promise<{ src: string }> {
   execFileSync('touch', ['-h', '-d', '2020-01-01', join(src, 'link')]);
   await s.ok(['backup', '-q', src]);
   return { src };
-}
-
-/** The largest pack of the repository: the one holding big.bin's data. */
-async function dataPack(s: Sandbox): Promise<string> {
-  let best = { path: '', size: -1 };
-  for (const dir of await fs.readdir(join(s.repo, 'data'))) {
-    for (const name of await fs.readdir(join(s.repo, 'data', dir))) {
-      const path = join(s.repo, 'data', dir, name);
-      const { size } = await fs.stat(path);
-      if (size > best.size) best = { path, size };
-    }
-  }
-  return best.path;
 }
 
 describe('verify-restore of a snapshot of files', { timeout: 180_000 }, () => {
@@ -131,7 +118,7 @@ describe('verify-restore of a snapshot of files', { timeout: 180_000 }, () => {
 
   for (const damage of ['a flipped byte', 'a missing pack'] as const) it(`${damage} in the pack of a sampled file: exit 17, the file named, the scratch removed`, async () => {
     const { src } = await backedUp(s);
-    const pack = await dataPack(s);
+    const pack = await largestPack(s);
     if (damage === 'a missing pack') await fs.rm(pack);
     else {
       const fh = await fs.open(pack, 'r+');
@@ -190,7 +177,7 @@ describe('verify-restore of a snapshot of files', { timeout: 180_000 }, () => {
   it('Ctrl-C while a pack read hangs: exit 130 and the scratch is removed', async () => {
     const { src } = await backedUp(s);
     // The pack becomes a FIFO: the restore's read of it waits until the test opens the other end.
-    const pack = await dataPack(s);
+    const pack = await largestPack(s);
     await fs.rename(pack, `${pack}.real`);
     execFileSync('mkfifo', [pack]);
     const scratch = s.path('scratch');

@@ -4,7 +4,7 @@
  * scrypt settings.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -114,4 +114,17 @@ export function startCli(args: readonly string[], opts: Omit<RunOptions, 'input'
 export async function snapshotsOf(s: Sandbox): Promise<{ id: string; time: string; hostname: string; paths: string[]; tags: string[]; incomplete: boolean; summary: Record<string, number> }[]> {
   const r = await s.ok(['snapshots', '--json']);
   return JSON.parse(r.stdout) as never;
+}
+
+/** The largest pack of a sandbox's repository: in a test tree with one big file, the one holding its data. */
+export async function largestPack(s: Sandbox): Promise<string> {
+  let best = { path: '', size: -1 };
+  for (const dir of await readdir(join(s.repo, 'data'))) {
+    for (const name of await readdir(join(s.repo, 'data', dir))) {
+      const path = join(s.repo, 'data', dir, name);
+      const { size } = await stat(path);
+      if (size > best.size) best = { path, size };
+    }
+  }
+  return best.path;
 }
