@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import type { SnapshotKind } from '../sources/fs-snapshots/fs-snapshots.js';
 
 export const DEFAULT_AGENT_CONFIG = '/etc/holdfast/agent.json';
 
@@ -39,7 +40,33 @@ export interface AgentConfig {
    * here by hand): the server names one, it cannot make one up. None by default.
    */
   readonly allowed_commands?: readonly (readonly string[])[];
+  /** What runs around every backup job of this machine (set here by hand: the server cannot name a command). */
+  readonly backup?: AgentBackupSettings;
+  /**
+   * The database servers a database-backup job may dump, by the name the job
+   * gives (set here by hand: the server names one, it never sees the URL).
+   */
+  readonly databases?: Readonly<Record<string, AgentDatabase>>;
 }
+
+/** The hooks and file-system snapshots of every backup job, as `holdfast backup`'s flags of the same names. */
+export interface AgentBackupSettings {
+  /** Shell command run before each backup job; a failure skips the backup (the job fails, nothing written). */
+  readonly before_backup?: string;
+  /** Shell command run after each backup job, however it ended (HOLDFAST_OUTCOME). */
+  readonly after_backup?: string;
+  /** Each hook's time limit in seconds (default 300; 0: none). */
+  readonly hook_timeout?: number;
+  /** File backups read a point-in-time snapshot of their paths (--fs-snapshot). */
+  readonly fs_snapshot?: SnapshotKind;
+  /** Freeze the file system while an LVM snapshot is taken (--freeze). */
+  readonly freeze?: boolean;
+  /** An LVM snapshot's size (--lvm-snapshot-size). */
+  readonly lvm_snapshot_size?: string;
+}
+
+/** One database server: its kind and the URL its dump tool connects with (as `backup --postgres`/`--mysql` take it). */
+export type AgentDatabase = { readonly postgres: string } | { readonly mysql: string };
 
 /** The configuration file cannot be used: missing, unreadable, not JSON, or a field is missing or wrong. */
 export class AgentConfigError extends Error {
@@ -77,7 +104,37 @@ export async function readAgentConfig(path: string): Promise<AgentConfig> {
   if (commands !== undefined && !(Array.isArray(commands) && commands.every((a) => Array.isArray(a) && a.length > 0 && a.every((x) => typeof x === 'string')))) {
     bad('allowed_commands', 'a list of commands, each a list of strings (the program and its arguments)');
   }
+  checkBackupSettings(c['backup'], bad);
+  checkDatabases(c['databases'], bad);
   return c as unknown as AgentConfig;
+}
+
+const SNAPSHOT_KINDS: readonly string[] = ['btrfs', 'lvm', 'auto'] satisfies SnapshotKind[];
+
+function checkBackupSettings(b: unknown, bad: (field: string, want: string) => never): void {
+  if (b === undefined) return;
+  if (typeof b !== 'object' || b === null || Array.isArray(b)) bad('backup', 'an object (before_backup, after_backup, hook_timeout, fs_snapshot, freeze, lvm_snapshot_size)');
+  const o = b as Record<string, unknown>;
+  const known = ['before_backup', 'after_backup', 'hook_timeout', 'fs_snapshot', 'freeze', 'lvm_snapshot_size'];
+  for (const k of Object.keys(o)) if (!known.includes(k)) bad(`backup.${k}`, `one of ${known.join(', ')} (a field of that name is not known)`);
+  for (const f of ['before_backup', 'after_backup', 'lvm_snapshot_size']) if (o[f] !== undefined && (typeof o[f] !== 'string' || o[f] === '')) bad(`backup.${f}`, 'a string');
+  const timeout = o['hook_timeout'];
+  if (timeout !== undefined && (!Number.isSafeInteger(timeout) || (timeout as number) < 0)) bad('backup.hook_timeout', 'a whole number of seconds (0: no limit)');
+  if (o['fs_snapshot'] !== undefined && !SNAPSHOT_KINDS.includes(o['fs_snapshot'] as string)) bad('backup.fs_snapshot', '"btrfs", "lvm" or "auto"');
+  if (o['freeze'] !== undefined && typeof o['freeze'] !== 'boolean') bad('backup.freeze', 'true or false');
+  if (o['fs_snapshot'] === undefined && (o['freeze'] !== undefined || o['lvm_snapshot_size'] !== undefined)) bad('backup.fs_snapshot', 'set when freeze or lvm_snapshot_size is');
+}
+
+function checkDatabases(d: unknown, bad: (field: string, want: string) => never): void {
+  if (d === undefined) return;
+  if (typeof d !== 'object' || d === null || Array.isArray(d)) bad('databases', 'an object of names, each {"postgres": URL} or {"mysql": URL}');
+  for (const [name, v] of Object.entries(d as Record<string, unknown>)) {
+    const keys = typeof v === 'object' && v !== null && !Array.isArray(v) ? Object.keys(v) : [];
+    const kind = keys[0];
+    if (keys.length !== 1 || (kind !== 'postgres' && kind !== 'mysql') || typeof (v as Record<string, unknown>)[kind] !== 'string') {
+      bad(`databases.${name}`, '{"postgres": URL} or {"mysql": URL}');
+    }
+  }
 }
 
 /** Writes `config` to `path` (0600, its folder made 0700 when missing), atomically: a reader sees the old file or the whole new one. */

@@ -16,9 +16,11 @@
  *   each job      refresh the index → run the kind → figures
  */
 import { lstat, readdir, realpath } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import type { BackupSpec, CheckSpec, CommandBackupSpec, ImageBackupSpec, JobBody, JobKindName, RestoreSpec } from '../api/v1.js';
+import type { BackupSpec, CheckSpec, CommandBackupSpec, DatabaseBackupSpec, ImageBackupSpec, JobBody, JobKindName, RestoreSpec } from '../api/v1.js';
 import { Archiver, type BackupProgress, type BackupResult } from '../jobs/backup/archiver.js';
+import { backupDatabase, databaseSnapshotPath, type DatabaseSource } from '../jobs/backup/database-backup.js';
 import { existingPaths } from '../jobs/backup/existing-paths.js';
 import { ExcludeRules } from '../jobs/backup/excludes.js';
 import { TreeCache } from '../jobs/backup/tree-cache.js';
@@ -28,6 +30,7 @@ import { ImageBackup } from '../jobs/image/image-backup.js';
 import { isImageSnapshot, openImageFiles, restorerFor } from '../jobs/image-files/open-image-files.js';
 import { WorkerPool } from '../jobs/pool/worker-pool.js';
 import { MAX_FAILED_LISTED } from '../jobs/restore/restorer.js';
+import { HookFailedError, withBackupHooks, type HookContext } from '../jobs/sessions/backup-hooks.js';
 import { backupSession } from '../jobs/sessions/backup-session.js';
 import { findParent, findSnapshot, readableSnapshots } from '../jobs/snapshots/select.js';
 import { summaryJson } from '../jobs/snapshots/summary-json.js';
@@ -35,13 +38,14 @@ import { acquireLock, processIdentity, type ProcessIdentity } from '../repo/lock
 import { Repository } from '../repo/repository.js';
 import { Store, type SnapshotEntry } from '../repo/store.js';
 import { commandOutput } from '../sources/command-output.js';
+import { FS_SNAPSHOT_DIR, withFsSnapshots, type PathView } from '../sources/fs-snapshots/fs-snapshots.js';
 import { mountsOf } from '../sources/image/block-devices.js';
 import { imageSourcePath, openImageInput } from '../sources/image/image-input.js';
 import type { Backend } from '../storage/backend.js';
 import { openBackend } from '../storage/open-backend.js';
 import { RateLimitedBackend } from '../storage/rate-limited-backend.js';
 import { RetryingBackend } from '../storage/retrying-backend.js';
-import type { AgentConfig } from './agent-config.js';
+import type { AgentConfig, AgentDatabase } from './agent-config.js';
 import { UnfinishedRestores } from './unfinished-restores.js';
 
 /** A job failed in a way its words say (no stack needed): the job's error. */
@@ -122,6 +126,9 @@ interface SessionFigures {
   index_rebuilt: boolean;
 }
 
+/** A hook's time limit when the configuration gives none (seconds), as `holdfast backup --hook-timeout`'s default. */
+const DEFAULT_HOOK_TIMEOUT_S = 300;
+
 /** Repositories this process opened with a key (each a key derivation and an index load). */
 let repositoryOpens = 0;
 
@@ -164,15 +171,69 @@ export class AgentSession {
       const spec = job.spec;
       let result: Record<string, unknown>;
       switch (kind) {
-        case 'backup': result = await this.backup(spec as BackupSpec, events, signal); break;
-        case 'command-backup': result = await this.commandBackup(spec as CommandBackupSpec, events, signal); break;
-        case 'image-backup': result = await this.imageBackup(spec as ImageBackupSpec, events, signal); break;
+        case 'backup': {
+          const b = spec as BackupSpec;
+          result = await this.withHooks('files', b.paths, events, signal, () => this.backup(b, events, signal));
+          break;
+        }
+        case 'command-backup': {
+          const c = spec as CommandBackupSpec;
+          result = await this.withHooks('stream', [`/${c.name}`], events, signal, () => this.commandBackup(c, events, signal));
+          break;
+        }
+        case 'database-backup': {
+          const source = this.databaseSource(spec as DatabaseBackupSpec);
+          result = await this.withHooks('stream', [databaseSnapshotPath(source)], events, signal, () => this.databaseBackup(source, events, signal));
+          break;
+        }
+        case 'image-backup': {
+          const i = spec as ImageBackupSpec;
+          result = await this.withHooks('image', i.sources, events, signal, () => this.imageBackup(i, events, signal));
+          break;
+        }
         case 'restore': result = await this.restore(spec as RestoreSpec, events, signal); break;
         case 'check': result = await this.check(spec as CheckSpec, events, signal); break;
       }
       return { ...result, agent: session };
     } finally {
       this.log.line = this.opts.onLog;
+    }
+  }
+
+  /**
+   * Runs a backup job's `work` between the hooks of the machine's
+   * configuration ("backup": before_backup, after_backup), as `holdfast
+   * backup --before-backup/--after-backup` does: a before hook that fails
+   * fails the job, nothing written; an after hook that fails leaves the
+   * job's outcome as it was, logged and named in its result
+   * (`after_hook_failed`). `kind` and `paths`: what the hooks are told is
+   * backed up.
+   */
+  private async withHooks(kind: HookContext['kind'], paths: readonly string[], events: JobEvents, signal: AbortSignal, work: () => Promise<Record<string, unknown>>): Promise<Record<string, unknown>> {
+    const b = this.config.backup;
+    if (b?.before_backup === undefined && b?.after_backup === undefined) return work();
+    const ctx: HookContext = { env: process.env, repository: `${this.config.server}/safes/${this.config.safe}`, paths, kind };
+    let afterFailed: string | undefined;
+    try {
+      const result = await withBackupHooks({
+        ...(b.before_backup === undefined ? {} : { before: b.before_backup }),
+        ...(b.after_backup === undefined ? {} : { after: b.after_backup }),
+        timeoutMs: (b.hook_timeout ?? DEFAULT_HOOK_TIMEOUT_S) * 1000,
+      }, ctx, {
+        signal,
+        onOutput: (hook, line) => events.log(`${hook}: ${line}`),
+        onWarning: (m) => {
+          afterFailed = m;
+          events.log(`warning: ${m}`);
+        },
+      }, work, (r) => {
+        const id = typeof r['snapshot_id'] === 'string' ? r['snapshot_id'] : undefined;
+        return { outcome: r['incomplete'] === true ? 'incomplete' : 'success', ...(id === undefined ? {} : { snapshotId: id }) };
+      });
+      return afterFailed === undefined ? result : { ...result, after_hook_failed: afterFailed };
+    } catch (e) {
+      if (e instanceof HookFailedError) throw new JobFailedError(e.message);
+      throw e;
     }
   }
 
@@ -211,12 +272,21 @@ export class AgentSession {
     const r = await this.inSession(events, signal, async (s) => {
       const parent = this.parentOf(await readableSnapshots(this.repo, (id, e) => events.log(`skipping snapshot ${id}: ${e.message}`)), paths, false);
       if (parent) events.log(`using parent snapshot ${parent.id.slice(0, 8)}`);
-      return new Archiver(this.repo, {
+      const archive = (views: readonly PathView[]): Promise<BackupResult> => new Archiver(this.repo, {
         paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name,
         excludes: new ExcludeRules({ patterns: spec.excludes ?? [] }), trees: this.trees,
         onWarning: (path, message) => events.log(`${path}: ${message}`),
         onProgress: this.backupProgress(events),
+        ...(views.length > 0 ? { views } : {}),
       }).run();
+      const b = this.config.backup;
+      // The paths are read from point-in-time snapshots of their file systems and recorded under their own names, as `holdfast backup --fs-snapshot` does.
+      return b?.fs_snapshot === undefined ? archive([]) : withFsSnapshots(paths, {
+        kind: b.fs_snapshot, host: hostname(), stateDir: FS_SNAPSHOT_DIR, freeze: b.freeze === true,
+        ...(b.lvm_snapshot_size === undefined ? {} : { lvmSize: b.lvm_snapshot_size }),
+        onWarning: (m) => events.log(`warning: ${m}`),
+        onNote: (m) => events.log(m),
+      }, archive);
     });
     const result = this.backupResult(r, events);
     // A path of the job that is not there is a typo or a lost mount: the job says so as `holdfast backup` does (exit 3), not as a plain success.
@@ -234,6 +304,27 @@ export class AgentSession {
     const r = await this.inSession(events, signal, (s) => new Archiver(this.repo, {
       paths: [], signal: s, pool: this.pool, hostname: this.config.machine_name, onProgress: this.backupProgress(events),
     }).runStreams([], [{ name: spec.name, open: () => commandOutput(spec.command, { ownGroup: true, signal: s }) }]));
+    return this.backupResult(r, events);
+  }
+
+  /** The database server a database-backup job names, from the machine's configuration; a name it does not list is refused, nothing run. */
+  private databaseSource(spec: DatabaseBackupSpec): DatabaseSource {
+    const listed = this.config.databases ?? {};
+    if (!Object.hasOwn(listed, spec.database)) {
+      const names = Object.keys(listed);
+      throw new JobFailedError(`refused to dump database server "${spec.database}": it is not in "databases" of this machine's agent configuration `
+        + `(${names.length === 0 ? 'it lists none' : `it lists ${names.join(', ')}`}); nothing was run`);
+    }
+    const d: AgentDatabase = listed[spec.database]!;
+    return 'postgres' in d ? { kind: 'postgres', url: d.postgres, env: process.env } : { kind: 'mysql', url: d.mysql, env: process.env };
+  }
+
+  private async databaseBackup(source: DatabaseSource, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
+    const r = await this.inSession(events, signal, (s) => backupDatabase(this.repo, {
+      source, signal: s, pool: this.pool, hostname: this.config.machine_name,
+      onProgress: this.backupProgress(events),
+      onWarning: (what, message) => events.log(`${what}: ${message}`),
+    }));
     return this.backupResult(r, events);
   }
 

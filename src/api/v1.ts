@@ -179,7 +179,7 @@ export const MeSchema = {
 } as const;
 export interface MeBody { kind: 'session' | 'token'; user?: UserBody; token?: TokenBody }
 
-export const JOB_KIND_NAMES = ['backup', 'image-backup', 'command-backup', 'restore', 'check'] as const;
+export const JOB_KIND_NAMES = ['backup', 'image-backup', 'command-backup', 'database-backup', 'restore', 'check'] as const;
 /** What the server runs itself on a disk safe (POST /safes/ID/prune); never given to an agent. */
 export const SERVER_JOB_KIND_NAMES = ['prune'] as const;
 export const JOB_STATE_NAMES = ['queued', 'running', 'succeeded', 'failed', 'interrupted', 'cancelled', 'expired'] as const;
@@ -220,6 +220,18 @@ export const CommandBackupSpecSchema = {
 } as const;
 export interface CommandBackupSpec { command: string[]; name: string }
 
+/**
+ * A dump of the database server the machine's agent configuration lists
+ * under `database` (its "databases"), every database of it into one
+ * snapshot, as `holdfast backup --postgres`/`--mysql`: the server names a
+ * server, the machine holds its URL and credentials.
+ */
+export const DatabaseBackupSpecSchema = {
+  type: 'object', additionalProperties: false, required: ['database'],
+  properties: { database: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' } },
+} as const;
+export interface DatabaseBackupSpec { database: string }
+
 /** A restore of `snapshot` (an id, its prefix, or `latest`), only `paths` of it when given, into `target` on the machine. */
 export const RestoreSpecSchema = {
   type: 'object', additionalProperties: false, required: ['snapshot', 'target'],
@@ -236,9 +248,9 @@ export interface CheckSpec { read_data_subset?: string }
 
 /** Each job kind's spec; the server validates a new job by it and the agent validates what it is given. */
 export const JOB_SPEC_SCHEMAS = {
-  'backup': BackupSpecSchema, 'image-backup': ImageBackupSpecSchema, 'command-backup': CommandBackupSpecSchema, 'restore': RestoreSpecSchema, 'check': CheckSpecSchema,
+  'backup': BackupSpecSchema, 'image-backup': ImageBackupSpecSchema, 'command-backup': CommandBackupSpecSchema, 'database-backup': DatabaseBackupSpecSchema, 'restore': RestoreSpecSchema, 'check': CheckSpecSchema,
 } as const;
-export type JobSpec = BackupSpec | ImageBackupSpec | CommandBackupSpec | RestoreSpec | CheckSpec;
+export type JobSpec = BackupSpec | ImageBackupSpec | CommandBackupSpec | DatabaseBackupSpec | RestoreSpec | CheckSpec;
 
 /** How long a queued job waits for its machine's agent to take it by default, and at most (seconds). */
 export const DEFAULT_JOB_EXPIRES_IN = 24 * 3600;
@@ -258,6 +270,7 @@ export type CreateJobRequest = (
   | { kind: 'backup'; spec: BackupSpec }
   | { kind: 'image-backup'; spec: ImageBackupSpec }
   | { kind: 'command-backup'; spec: CommandBackupSpec }
+  | { kind: 'database-backup'; spec: DatabaseBackupSpec }
   | { kind: 'restore'; spec: RestoreSpec }
   | { kind: 'check'; spec: CheckSpec }
 ) & { expires_in?: number };

@@ -18,7 +18,7 @@ import { backupTargets } from './backup-targets.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress, type Totals } from './progress.js';
 import { summaryJson } from '../jobs/snapshots/summary-json.js';
-import { withFsSnapshots, type PathView, type SnapshotKind } from '../sources/fs-snapshots/fs-snapshots.js';
+import { FS_SNAPSHOT_DIR, withFsSnapshots, type PathView, type SnapshotKind } from '../sources/fs-snapshots/fs-snapshots.js';
 import { backupDatabase, databaseSnapshotPath, type DatabaseSource } from '../jobs/backup/database-backup.js';
 import { backupImageCommand, withImageOptions, type ImageBackupFlags } from './cmd-backup-image.js';
 
@@ -50,9 +50,6 @@ interface BackupFlags extends ImageBackupFlags {
   freeze?: boolean;
   lvmSnapshotSize?: string;
 }
-
-/** Where LVM snapshots are mounted while a backup reads them. */
-const FS_SNAPSHOT_DIR = '/run/holdfast/fs-snapshots';
 
 export function register(program: Command): void {
   const backup = withImageOptions(program

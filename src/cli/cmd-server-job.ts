@@ -3,7 +3,8 @@
  * [--expires-in DURATION] [--follow] | events JOB [--follow] | cancel JOB`:
  * jobs of machines' agents, through the API. `run` is "run now": a backup
  * (--path, --exclude), an image backup (--source), a command's output
- * (--name NAME -- CMD ARGS…), a restore (--snapshot, --target, --path) or a
+ * (--name NAME -- CMD ARGS…), a database server's dump (--database NAME,
+ * a name from the agent configuration's "databases"), a restore (--snapshot, --target, --path) or a
  * check (--read-data-subset). `cancel` stops a queued or running job.
  * `--follow` prints the job's events as its agent reports them (polling
  * every second) until it ends, and exits 0 when it succeeded, 3 when its
@@ -25,6 +26,7 @@ interface RunFlags {
   exclude: string[];
   source: string[];
   name?: string;
+  database?: string;
   snapshot?: string;
   target?: string;
   readDataSubset?: string;
@@ -57,7 +59,7 @@ function jobRequest(flags: RunFlags, command: string[]): CreateJobRequest {
   const given = (names: [string, boolean][]): string[] => names.filter(([, on]) => on).map(([n]) => n);
   const others = (kind: JobKindName, allowed: string[]): void => {
     const wrong = given([['--path', flags.path.length > 0], ['--exclude', flags.exclude.length > 0], ['--source', flags.source.length > 0],
-      ['--name', flags.name !== undefined], ['-- CMD', command.length > 0], ['--snapshot', flags.snapshot !== undefined],
+      ['--name', flags.name !== undefined], ['-- CMD', command.length > 0], ['--database', flags.database !== undefined], ['--snapshot', flags.snapshot !== undefined],
       ['--target', flags.target !== undefined], ['--read-data-subset', flags.readDataSubset !== undefined]]).filter((n) => !allowed.includes(n));
     if (wrong.length > 0) throw new ExitError(`${wrong.join(', ')}: not an option of a ${kind} job (it takes ${allowed.join(', ') || 'none'})`, EXIT.usage);
   };
@@ -74,6 +76,10 @@ function jobRequest(flags: RunFlags, command: string[]): CreateJobRequest {
       others('command-backup', ['--name', '-- CMD']);
       if (flags.name === undefined || command.length === 0) throw new ExitError('a command-backup job needs --name NAME -- COMMAND ARGS… (its output is stored as the file /NAME)', EXIT.usage);
       return { kind: 'command-backup', spec: { command, name: flags.name } };
+    case 'database-backup':
+      others('database-backup', ['--database']);
+      if (flags.database === undefined) throw new ExitError('a database-backup job needs --database NAME (a name under "databases" in the machine\'s agent configuration)', EXIT.usage);
+      return { kind: 'database-backup', spec: { database: flags.database } };
     case 'restore':
       others('restore', ['--snapshot', '--target', '--path']);
       if (flags.target === undefined) throw new ExitError('a restore job needs --target DIR (absolute on the machine)', EXIT.usage);
@@ -161,6 +167,7 @@ export function registerSubcommands(server: Command): void {
     .option('--exclude <pattern>', 'backup: leave out what matches (repeat for more)', collect, [])
     .option('--source <device>', 'image-backup: a block device or image file (repeat for more)', collect, [])
     .option('--name <name>', 'command-backup: the file name its output is stored as')
+    .option('--database <name>', 'database-backup: the database server, by its name under "databases" in the machine\'s agent configuration')
     .option('--snapshot <id>', 'restore: the snapshot, an id or its prefix (default latest)')
     .option('--target <dir>', 'restore: the folder on the machine to restore into; required for a restore')
     .option('--read-data-subset <n/t|x%>', 'check: read this part of the packs too')

@@ -27,6 +27,9 @@ import { DEFAULT_FREEZE_BOUND_MS, whileFrozen } from './freeze.js';
 import { logicalVolumeOf, lvmLeftovers, mountLvmSnapshot, removeLvmSnapshot, takeLvmSnapshot, type LogicalVolume } from './lvm.js';
 import { snapshotName, SnapshotFailedError } from './tools.js';
 
+/** Where LVM snapshots are mounted while a backup reads them, by the CLI and the agent alike (each finds the other's leftovers). */
+export const FS_SNAPSHOT_DIR = '/run/holdfast/fs-snapshots';
+
 /** Which snapshots to take: btrfs subvolume snapshots, LVM snapshots, or whichever fits each path. */
 export type SnapshotKind = 'btrfs' | 'lvm' | 'auto';
 
