@@ -26,7 +26,8 @@ import { ExcludeRules } from '../jobs/backup/excludes.js';
 import { TreeCache } from '../jobs/backup/tree-cache.js';
 import { Checker } from '../jobs/check/checker.js';
 import { parseSubset } from '../jobs/check/subset.js';
-import { ImageBackup } from '../jobs/image/image-backup.js';
+import { ImageBackup, type ImageBackupResult } from '../jobs/image/image-backup.js';
+import { withBitmapRotation, type BackupBitmaps } from '../jobs/image/qcow2-bitmaps.js';
 import { isImageSnapshot, openImageFiles, restorerFor } from '../jobs/image-files/open-image-files.js';
 import { WorkerPool } from '../jobs/pool/worker-pool.js';
 import { MAX_FAILED_LISTED } from '../jobs/restore/restorer.js';
@@ -40,7 +41,9 @@ import { Store, type SnapshotEntry } from '../repo/store.js';
 import { commandOutput } from '../sources/command-output.js';
 import { FS_SNAPSHOT_DIR, withFsSnapshots, type PathView } from '../sources/fs-snapshots/fs-snapshots.js';
 import { mountsOf } from '../sources/image/block-devices.js';
-import { imageSourcePath, openImageInput } from '../sources/image/image-input.js';
+import { imageSourcePath, openImageInput, type ImageInput } from '../sources/image/image-input.js';
+import { isNbdUri } from '../sources/image/nbd-client.js';
+import { isQcow2 } from '../sources/image/qemu.js';
 import type { Backend } from '../storage/backend.js';
 import { openBackend } from '../storage/open-backend.js';
 import { RateLimitedBackend } from '../storage/rate-limited-backend.js';
@@ -124,6 +127,15 @@ interface SessionFigures {
   /** Index files read by the refresh before this job, and whether it built the index again. */
   index_files_read: number;
   index_rebuilt: boolean;
+}
+
+/** Refuses an image source mounted read-write: a block-level copy of a file system in use is only crash-consistent. */
+async function refuseMountedReadWrite(src: string, input: ImageInput): Promise<void> {
+  const rw = (await mountsOf({ ...(input.devNo ? { blockDevice: input.devNo } : {}), ...(input.kind === 'file' ? { file: input.path } : {}) })).filter((m) => m.readWrite);
+  if (rw.length > 0) {
+    throw new JobFailedError(`${src} is mounted read-write (${rw.map((m) => `${m.device} on ${m.mountPoint}`).join(', ')}): a block-level copy of a file system in use is only crash-consistent; `
+      + 'back up a snapshot of it (LVM, ZFS, a VM snapshot) or unmount it; nothing was written');
+  }
 }
 
 /** A hook's time limit when the configuration gives none (seconds), as `holdfast backup --hook-timeout`'s default. */
@@ -328,34 +340,47 @@ export class AgentSession {
     return this.backupResult(r, events);
   }
 
+  /**
+   * One image snapshot of each source: a block device, a raw image file, an
+   * NBD export, or a qcow2 file, whose persistent dirty bitmaps are rotated
+   * as `holdfast backup --image` rotates them (qcow2-bitmaps.ts), so that an
+   * incremental reads only the clusters written since its parent.
+   */
   private async imageBackup(spec: ImageBackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
     const snapshots: Record<string, unknown>[] = [];
     for (const src of spec.sources) {
-      const input = await openImageInput(src).catch((e: unknown) => {
+      const open = (bitmap?: string): Promise<ImageInput> => openImageInput(src, bitmap !== undefined ? { bitmap } : {}).catch((e: unknown) => {
         throw new JobFailedError(`cannot open ${src}: ${(e as Error).message}`);
       });
+      // A qcow2 file is opened in the session: its dirty bitmaps depend on the repository and the parent.
+      const qcow2 = !isNbdUri(src) && await isQcow2(src);
+      const input = qcow2 ? undefined : await open();
       try {
-        const rw = (await mountsOf({ ...(input.devNo ? { blockDevice: input.devNo } : {}), ...(input.kind === 'file' ? { file: input.path } : {}) })).filter((m) => m.readWrite);
-        if (rw.length > 0) {
-          throw new JobFailedError(`${src} is mounted read-write (${rw.map((m) => `${m.device} on ${m.mountPoint}`).join(', ')}): a block-level copy of a file system in use is only crash-consistent; `
-            + 'back up a snapshot of it (LVM, ZFS, a VM snapshot) or unmount it; nothing was written');
-        }
+        if (input) await refuseMountedReadWrite(src, input);
         const paths = [imageSourcePath(src)];
         const r = await this.inSession(events, signal, async (s) => {
           const parent = this.parentOf(await readableSnapshots(this.repo), paths, true);
           if (parent) events.log(`${src}: using parent snapshot ${parent.id.slice(0, 8)}`);
-          return new ImageBackup(this.repo, {
-            input, paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name,
+          const backup = (from: ImageInput, bitmaps?: BackupBitmaps): Promise<ImageBackupResult> => new ImageBackup(this.repo, {
+            input: from, paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name,
             ...(parent?.snapshot.image ? { blockSize: parent.snapshot.image.blockSize } : {}),
+            ...(bitmaps ? { qcow2: bitmaps } : {}),
             onWarning: (m) => events.log(m),
             onProgress: (p) => events.progress(() => ({ message: `${src}: ${p.bytes} of ${p.total ?? '?'} bytes`, data: { source: src, bytes: p.bytes, total: p.total ?? null, blocks_changed: p.blocksChanged } })),
           }).run();
+          return qcow2
+            ? withBitmapRotation(src, this.repo.config.id, parent?.snapshot.image, (m) => events.log(`warning: ${m}`), open, backup)
+            : backup(input!);
         });
-        const c = r.snapshot.image!.counts;
+        const img = r.snapshot.image!;
+        const c = img.counts;
         events.log(`${src}: snapshot ${r.id.slice(0, 8)} saved (${c.changed} blocks changed, ${c.stored} stored)`);
-        snapshots.push({ source: src, snapshot_id: r.id, ...summaryJson(r.snapshot.summary), blocks: c.blocks, blocks_changed: c.changed, blocks_stored: c.stored });
+        snapshots.push({
+          source: src, snapshot_id: r.id, ...summaryJson(r.snapshot.summary), blocks: c.blocks, blocks_changed: c.changed, blocks_stored: c.stored,
+          ...(img.format ? { format: img.format } : {}), ...(img.bitmap ? { dirty_bitmap: img.bitmap } : {}), ...(img.readSince ? { read_since: img.readSince } : {}),
+        });
       } finally {
-        await input.close();
+        await input?.close();
       }
     }
     return { snapshots };

@@ -199,10 +199,16 @@ export const BackupSpecSchema = {
 } as const;
 export interface BackupSpec { paths: string[]; excludes?: string[] }
 
-/** A block-level backup of each of `sources` (block devices or raw image files on the machine), one image snapshot each. */
+/** An image source: an absolute path on the machine, or an NBD export the machine reaches (`nbd://HOST:PORT/EXPORT`, `nbd+unix:///EXPORT?socket=PATH`). */
+const imageSource = { type: 'string', minLength: 1, maxLength: 4096, pattern: '^(/|nbd(\\+unix)?://)' } as const;
+
+/**
+ * A block-level backup of each of `sources` (block devices, raw image or
+ * qcow2 files on the machine, NBD exports), one image snapshot each.
+ */
 export const ImageBackupSpecSchema = {
   type: 'object', additionalProperties: false, required: ['sources'],
-  properties: { sources: { type: 'array', minItems: 1, maxItems: 64, items: machinePath } },
+  properties: { sources: { type: 'array', minItems: 1, maxItems: 64, items: imageSource } },
 } as const;
 export interface ImageBackupSpec { sources: string[] }
 

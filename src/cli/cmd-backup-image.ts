@@ -18,7 +18,7 @@ import { MAX_IMAGE_BLOCK, MIN_IMAGE_BLOCK } from '../repo/image-info.js';
 import { imageSourcePath, openImageInput, streamInput, type ImageInput } from '../sources/image/image-input.js';
 import { isNbdUri } from '../sources/image/nbd-client.js';
 import { isQcow2 } from '../sources/image/qemu.js';
-import { startBitmapRotation, type BitmapRotation } from '../jobs/image/qcow2-bitmaps.js';
+import { withBitmapRotation, type BackupBitmaps } from '../jobs/image/qcow2-bitmaps.js';
 import { commandOutput } from '../sources/command-output.js';
 import { mountsOf } from '../sources/image/block-devices.js';
 import { formatBytes, formatDuration, globals, processPool, say, snapshotsOf, warn, type GlobalOptions } from './context.js';
@@ -106,7 +106,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
   // A qcow2 file is opened in the session: its dirty bitmaps depend on the repository and the parent.
   const qcow2 = !fromCommand && src !== '-' && !isNbdUri(src) && await isQcow2(src);
   // The command starts when the backup reads its first byte, inside the session.
-  let input: ImageInput | undefined = qcow2 ? undefined : fromCommand ? streamInput(src, commandOutput(args)) : src === '-' ? streamInput(src, process.stdin) : await open();
+  const input: ImageInput | undefined = qcow2 ? undefined : fromCommand ? streamInput(src, commandOutput(args)) : src === '-' ? streamInput(src, process.stdin) : await open();
   try {
     const live = input ? await checkLive(input, flags.allowLive === true) : false;
     const stream = input?.kind === 'stream';
@@ -116,26 +116,10 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
     const hooks = hooksOf(flags);
     await backupSession(g, async (repo, signal) => {
       const parent = flags.force ? null : await imageParent(repo, flags, paths);
-      let rotation: BitmapRotation | undefined;
-      if (qcow2) {
-        rotation = await startBitmapRotation(src, repo.config.id, parent?.snapshot.image, warn);
-        try {
-          input = await open(rotation.since);
-        } catch (e) {
-          await rotation.abort();
-          throw e;
-        }
-      }
-      let result: ImageBackupResult;
-      try {
-        result = await backupImage(g, repo, signal, input!, { flags, paths, parent, chosen, live, rotation });
-      } catch (e) {
-        await rotation?.abort();
-        throw e;
-      }
-      // qemu-nbd holds the file until it ends; the bitmaps change after.
-      await input!.close();
-      for (const m of await rotation?.commit() ?? []) warn(m);
+      const o = { flags, paths, parent, chosen, live };
+      const result = qcow2
+        ? await withBitmapRotation(src, repo.config.id, parent?.snapshot.image, warn, open, (qin, bitmaps) => backupImage(g, repo, signal, qin, { ...o, bitmaps }))
+        : await backupImage(g, repo, signal, input!, { ...o, bitmaps: undefined });
       return { outcome: result.snapshot.incomplete ? 'incomplete' : 'success', snapshotId: result.id };
     }, hooks ? { hooks: { hooks, paths, kind: 'image' } } : {});
   } finally {
@@ -146,9 +130,9 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
 /** One image backup in an open session: runs the job and reports it. */
 async function backupImage(
   g: GlobalOptions, repo: Repository, signal: AbortSignal, input: ImageInput,
-  o: { flags: ImageBackupFlags; paths: string[]; parent: SnapshotEntry | null; chosen: number | undefined; live: boolean; rotation: BitmapRotation | undefined },
+  o: { flags: ImageBackupFlags; paths: string[]; parent: SnapshotEntry | null; chosen: number | undefined; live: boolean; bitmaps: BackupBitmaps | undefined },
 ): Promise<ImageBackupResult> {
-  const { flags, paths, parent, chosen, live, rotation } = o;
+  const { flags, paths, parent, chosen, live, bitmaps } = o;
   // The parent's block size by default, so that a disk that grew keeps its changed-block detection.
   const blockSize = chosen ?? parent?.snapshot.image?.blockSize ?? defaultBlockSize(input.size);
   const cacheFile = flags.cache === false ? undefined : cachePath(cacheRoot(), repo.config.id, paths[0]!);
@@ -159,7 +143,7 @@ async function backupImage(
     blockSize,
     allBlocks: flags.allBlocks === true,
     live,
-    ...(rotation ? { qcow2: { ...(rotation.bitmap !== undefined ? { bitmap: rotation.bitmap } : {}), ...(rotation.since !== undefined ? { since: rotation.since } : {}) } } : {}),
+    ...(bitmaps ? { qcow2: bitmaps } : {}),
     tags: splitTags(flags.tag),
     ...(flags.host ? { hostname: flags.host } : {}),
     ...(flags.time ? { time: parseTime(flags.time) } : {}),

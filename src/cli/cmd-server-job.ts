@@ -70,7 +70,7 @@ function jobRequest(flags: RunFlags, command: string[]): CreateJobRequest {
       return { kind: 'backup', spec: { paths: flags.path, ...(flags.exclude.length > 0 ? { excludes: flags.exclude } : {}) } };
     case 'image-backup':
       others('image-backup', ['--source']);
-      if (flags.source.length === 0) throw new ExitError('an image-backup job needs --source DEVICE (once per block device or image file on the machine)', EXIT.usage);
+      if (flags.source.length === 0) throw new ExitError('an image-backup job needs --source DEVICE (once per block device, image file or NBD export the machine reaches)', EXIT.usage);
       return { kind: 'image-backup', spec: { sources: flags.source } };
     case 'command-backup':
       others('command-backup', ['--name', '-- CMD']);
@@ -165,7 +165,7 @@ export function registerSubcommands(server: Command): void {
     .addOption(new Option('--kind <kind>', 'what to run; required').choices(JOB_KIND_NAMES))
     .option('--path <path>', 'backup: a path to back up; restore: a path of the snapshot to restore (repeat for more)', collect, [])
     .option('--exclude <pattern>', 'backup: leave out what matches (repeat for more)', collect, [])
-    .option('--source <device>', 'image-backup: a block device or image file (repeat for more)', collect, [])
+    .option('--source <device>', 'image-backup: a block device, a raw or qcow2 image file, or an NBD export (nbd://HOST:PORT/EXPORT) the machine reaches (repeat for more)', collect, [])
     .option('--name <name>', 'command-backup: the file name its output is stored as')
     .option('--database <name>', 'database-backup: the database server, by its name under "databases" in the machine\'s agent configuration')
     .option('--snapshot <id>', 'restore: the snapshot, an id or its prefix (default latest)')

@@ -18,10 +18,15 @@
  *   commit(): remove every other bitmap of this repository from the file
  *   abort():  remove the new bitmap (the parent's stays, for the next try)
  *
+ * `withBitmapRotation` runs one backup through those steps, for the CLI and
+ * the agent alike; the input (a private qemu-nbd holding the file) is closed
+ * before the bitmaps change.
+ *
  * A bitmap that cannot be added (a read-only file, a VM holding it open)
  * gives a full backup with a warning, never a wrong one.
  */
 import type { ImageInfo } from '../../repo/image-info.js';
+import type { ImageInput } from '../../sources/image/image-input.js';
 import { addBitmap, qcow2Info, removeBitmap } from '../../sources/image/qemu.js';
 
 /** The name prefix of one repository's bitmaps. */
@@ -30,7 +35,7 @@ export function bitmapPrefix(repositoryId: string): string {
 }
 
 /** The bitmaps of one backup of a qcow2 file. */
-export interface BitmapRotation {
+interface BitmapRotation {
   /** The bitmap added before the read (to record in the snapshot); undefined when none could be added. */
   readonly bitmap?: string;
   /** The parent's bitmap to read the dirty clusters of; undefined: read every block. */
@@ -57,7 +62,7 @@ function unusable(parent: ImageInfo, prefix: string, found: { flags: readonly st
  * comment). `parent` is the parent snapshot's image field, if any;
  * `onWarning` hears why a full read is needed.
  */
-export async function startBitmapRotation(file: string, repositoryId: string, parent: ImageInfo | undefined, onWarning: (m: string) => void): Promise<BitmapRotation> {
+async function startBitmapRotation(file: string, repositoryId: string, parent: ImageInfo | undefined, onWarning: (m: string) => void): Promise<BitmapRotation> {
   const prefix = bitmapPrefix(repositoryId);
   const info = await qcow2Info(file);
   let since: string | undefined;
@@ -100,4 +105,40 @@ export async function startBitmapRotation(file: string, repositoryId: string, pa
       await removeBitmap(file, bitmap).catch(() => undefined);
     },
   };
+}
+
+/** The bitmaps an image backup records and reads (ImageBackupOptions.qcow2). */
+export interface BackupBitmaps {
+  /** The bitmap added before the read. */
+  readonly bitmap?: string;
+  /** The parent's bitmap whose dirty clusters are read. */
+  readonly since?: string;
+}
+
+/**
+ * One backup of the qcow2 file `file` with its bitmaps rotated (see the
+ * module comment): chooses and adds the bitmaps, opens the file to read what
+ * the parent's bitmap marks (`open(since)`), runs `work` on it, closes it
+ * (qemu-nbd holds the file until then), then removes the older bitmaps when
+ * `work` succeeded, or the one added when it failed. `parent`: the parent
+ * snapshot's image field, if any.
+ */
+export async function withBitmapRotation<T>(
+  file: string, repositoryId: string, parent: ImageInfo | undefined, onWarning: (m: string) => void,
+  open: (since: string | undefined) => Promise<ImageInput>, work: (input: ImageInput, bitmaps: BackupBitmaps) => Promise<T>,
+): Promise<T> {
+  const rotation = await startBitmapRotation(file, repositoryId, parent, onWarning);
+  let input: ImageInput | undefined;
+  let result: T;
+  try {
+    input = await open(rotation.since);
+    result = await work(input, { ...(rotation.bitmap !== undefined ? { bitmap: rotation.bitmap } : {}), ...(rotation.since !== undefined ? { since: rotation.since } : {}) });
+  } catch (e) {
+    await input?.close();
+    await rotation.abort();
+    throw e;
+  }
+  await input.close();
+  for (const m of await rotation.commit()) onWarning(m);
+  return result;
 }
