@@ -38,6 +38,16 @@ const layering = LAYERS.slice(0, -1).map((layer, i) => ({
   },
 }));
 
+/** The web interface (web/) reaches the server through the API only: of src/ it imports src/api alone. */
+const webImports = {
+  files: ['web/**/*.ts', 'web/**/*.tsx'],
+  rules: {
+    'no-restricted-imports': ['error', {
+      patterns: [{ regex: '^(\\.\\./)+src/(?!api/)', message: 'web/ may import only src/api of the server\'s code: the app speaks to the server through the API.' }],
+    }],
+  },
+};
+
 export default tseslint.config(
   { ignores: ['dist/', 'node_modules/'] },
   js.configs.recommended,
@@ -48,4 +58,5 @@ export default tseslint.config(
     },
   },
   ...layering,
+  webImports,
 );

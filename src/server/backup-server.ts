@@ -12,8 +12,9 @@
  *     safes/ID/      one repository per disk safe (with --storage s3:…,
  *                    PREFIX/safes/ID in the bucket instead)
  *
- * It serves the REST API (/api/v1, http/api-v1.ts) and the disk safes'
- * repositories (/safes/NAME, http/repo-routes.ts, reached with API tokens).
+ * It serves the REST API (/api/v1, http/api-v1.ts), the disk safes'
+ * repositories (/safes/NAME, http/repo-routes.ts, reached with API tokens)
+ * and the web interface (/, http/web-app.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
@@ -29,6 +30,7 @@ import { formatS3Location, type S3Settings } from '../storage/s3-backend-config.
 import { openDatabase, redactUrl, type ControlPlaneDatabase } from './db/open-database.js';
 import { apiV1 } from './http/api-v1.js';
 import { repoRoutes, type RepoRoutesOptions } from './http/repo-routes.js';
+import { BUILT_WEB_ROOT, serveWebApp } from './http/web-app.js';
 import { ensureFirstAdmin } from './services/auth.js';
 import type { ServiceContext } from './services/context.js';
 import { JobSignals } from './services/job-signals.js';
@@ -77,6 +79,8 @@ export interface BackupServerOptions {
   readonly uploadLimits?: UploadLimits;
   /** Wraps each disk safe's backend (tests inject faults with a FaultBackend; default: none). */
   readonly wrapSafeBackend?: (backend: Backend) => Backend;
+  /** The built web interface's folder (default: the package's dist/web). */
+  readonly webRoot?: string;
 }
 
 /** The upload limits of the repository protocol that a server may set. */
@@ -134,7 +138,7 @@ async function prepareDataDir(dir: string): Promise<void> {
 }
 
 /** The fastify application on an open database (exported for tests that need no TLS listener). */
-export async function buildApp(ctx: ServiceContext, opts: { https?: { key: string; cert: string }; logStream?: Writable; logLevel?: string; version?: string; uploadLimits?: UploadLimits }): Promise<FastifyInstance> {
+export async function buildApp(ctx: ServiceContext, opts: { https?: { key: string; cert: string }; logStream?: Writable; logLevel?: string; version?: string; uploadLimits?: UploadLimits; webRoot?: string }): Promise<FastifyInstance> {
   const app = Fastify({
     ...(opts.https ? { https: opts.https } : {}),
     logger: opts.logStream ? { level: opts.logLevel ?? 'info', stream: opts.logStream } : false,
@@ -155,6 +159,7 @@ export async function buildApp(ctx: ServiceContext, opts: { https?: { key: strin
   });
   await app.register(apiV1, { prefix: '/api/v1', ctx });
   await app.register(repoRoutes, { ...opts.uploadLimits, resolver: safeResolver(ctx) });
+  await serveWebApp(app, opts.webRoot ?? BUILT_WEB_ROOT);
   return app;
 }
 
