@@ -9,9 +9,12 @@
  * user: a password taken from the URL is written to a file only we can read
  * (a folder of mode 0700 made for the backup, the file 0600), named to the
  * tools in their environment or their first option, and removed when the
- * source is closed.
+ * source is closed. A backup killed before it could remove its file (SIGKILL)
+ * leaves it behind; the folder's name holds the process id, and the next
+ * database backup of this user removes every such folder whose process has
+ * ended.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ErrorCode } from '../core/errors.js';
@@ -108,9 +111,47 @@ export interface PrivateFile {
   remove(): Promise<void>;
 }
 
-/** Writes `text` to a new private file (folder 0700, file 0600, created with the file's mode: never readable by others). */
+/** The start of the name of a credentials folder: the process id follows, then a dash and mkdtemp's letters. */
+const CREDENTIALS_PREFIX = 'holdfast-dbcred-';
+
+/** Whether process `pid` runs (one of another user's counts as running: it is not ours to judge). */
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
+/**
+ * Removes the credentials folders in `dir` that backups killed before they
+ * could remove them left behind: this user's, whose process has ended.
+ * Returns how many it removed.
+ */
+export async function removeLeftoverCredentials(dir = tmpdir()): Promise<number> {
+  const uid = process.getuid?.();
+  let removed = 0;
+  for (const name of await readdir(dir).catch(() => [])) {
+    const pid = new RegExp(`^${CREDENTIALS_PREFIX}(\\d+)-[A-Za-z0-9]{6}$`).exec(name)?.[1];
+    if (pid === undefined || Number(pid) === process.pid || running(Number(pid))) continue;
+    const path = join(dir, name);
+    const st = await lstat(path).catch(() => undefined);
+    if (!st?.isDirectory() || (uid !== undefined && st.uid !== uid)) continue;
+    await rm(path, { recursive: true, force: true });
+    removed++;
+  }
+  return removed;
+}
+
+/**
+ * Writes `text` to a new private file (folder 0700, file 0600, created with
+ * the file's mode: never readable by others), once the folders of killed
+ * backups are removed.
+ */
 export async function privateFile(name: string, text: string): Promise<PrivateFile> {
-  const dir = await mkdtemp(join(tmpdir(), 'holdfast-db-'));
+  await removeLeftoverCredentials();
+  const dir = await mkdtemp(join(tmpdir(), `${CREDENTIALS_PREFIX}${process.pid}-`));
   const path = join(dir, name);
   try {
     await writeFile(path, text, { mode: 0o600, flag: 'wx' });
