@@ -1,5 +1,5 @@
 /**
- * The web interface's build: web/ → dist/web (beside the compiled server,
+ * The web interface's build: web/ → dist/app (beside the compiled server,
  * which serves it at `/`, src/server/http/web-app.ts). No inline scripts or
  * styles (the server's Content-Security-Policy allows none).
  */
@@ -9,7 +9,8 @@ import { defineConfig } from 'vite';
 export default defineConfig({
   plugins: [react()],
   build: {
-    outDir: '../dist/web',
+    // Not dist/web: the root build compiles web/src/zk there for the Node tests of the format reader.
+    outDir: '../dist/app',
     emptyOutDir: true,
     assetsInlineLimit: 0,
     chunkSizeWarningLimit: 1024,

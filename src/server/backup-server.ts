@@ -79,7 +79,7 @@ export interface BackupServerOptions {
   readonly uploadLimits?: UploadLimits;
   /** Wraps each disk safe's backend (tests inject faults with a FaultBackend; default: none). */
   readonly wrapSafeBackend?: (backend: Backend) => Backend;
-  /** The built web interface's folder (default: the package's dist/web). */
+  /** The built web interface's folder (default: the package's dist/app). */
   readonly webRoot?: string;
 }
 

@@ -1,6 +1,6 @@
 /**
  * The web interface at `/`: the files `vite build` wrote (web/, built into
- * dist/web by the package's build), and index.html for every other GET that
+ * dist/app by the package's build), and index.html for every other GET that
  * asks for a page, so that the app's own routes (/machines/ID, /storage, …)
  * load on a reload or a shared link. /api, /agent and /safes (the API, the
  * agents' channel and the repository protocol) never fall back: a path there
@@ -17,8 +17,8 @@ import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 
-/** Where the package's build puts the app (dist/web, beside dist/src). */
-export const BUILT_WEB_ROOT = fileURLToPath(new URL('../../../web/', import.meta.url));
+/** Where the package's build puts the app (dist/app, beside dist/src). */
+export const BUILT_WEB_ROOT = fileURLToPath(new URL('../../../app/', import.meta.url));
 
 /** The prefixes that belong to the server, never to the app. */
 const SERVER_PREFIXES = ['/api/', '/agent/', '/safes/'];
