@@ -541,5 +541,139 @@ export const DeleteSafeSchema = {
  */
 export interface DeleteSafeRequest { confirm?: string; live_machine?: boolean }
 
+/**
+ * What the server tells people about (docs/format.md §2.10): a job that
+ * failed, a verification that found damage, a restore test that failed, a
+ * quota at 90 % (`quota.warn`) and passed (`quota.exceeded`: uploads
+ * refused), a machine whose last successful backup is older than its
+ * threshold (`machine.stale`) and its first success after that
+ * (`machine.recovered`).
+ */
+export const EVENT_KIND_NAMES = ['job.failed', 'verify.damage', 'restore-test.failed', 'quota.warn', 'quota.exceeded', 'machine.stale', 'machine.recovered'] as const;
+export type EventKindName = (typeof EVENT_KIND_NAMES)[number];
+export const CHANNEL_KIND_NAMES = ['webhook', 'email'] as const;
+/** How the server speaks to an SMTP server: STARTTLS required on a plain connection (587), TLS from the start (465), or neither (loopback relays only). */
+export const SMTP_SECURITY_NAMES = ['starttls', 'tls', 'none'] as const;
+
+const webhookUrl = { type: 'string', pattern: '^https?://[^\\s]+$', maxLength: 2048 } as const;
+const mailAddress = { type: 'string', pattern: '^[^\\s@<>]+@[^\\s@<>]+$', maxLength: 320 } as const;
+const eventList = { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', enum: EVENT_KIND_NAMES } } as const;
+const channelName = { type: 'string', minLength: 1, maxLength: 200 } as const;
+/** A webhook's signing secret: at least 16 characters (the server makes one of 43 when none is given). */
+const webhookSecret = { type: 'string', minLength: 16, maxLength: 200 } as const;
+
+const WebhookSettingsSchema = {
+  type: 'object', additionalProperties: false, required: ['url'], properties: { url: webhookUrl, secret: webhookSecret },
+} as const;
+const EmailSettingsSchema = {
+  type: 'object', additionalProperties: false, required: ['host', 'from', 'to'],
+  properties: {
+    host: { type: 'string', minLength: 1, maxLength: 253 }, port: { type: 'integer', minimum: 1, maximum: 65535 },
+    security: { type: 'string', enum: SMTP_SECURITY_NAMES }, username: { type: 'string', minLength: 1, maxLength: 320 }, password: { type: 'string', minLength: 1, maxLength: 1024 },
+    from: mailAddress, to: { type: 'array', minItems: 1, maxItems: 50, uniqueItems: true, items: mailAddress },
+  },
+} as const;
+/** A webhook: the URL its JSON is POSTed to, and the secret it is signed with (given, or made by the server and shown once). */
+export interface WebhookSettings { url: string; secret?: string }
+/** An SMTP server and the addresses: `port` defaults to 587 with `starttls`, 465 with `tls`, 25 with `none`; `security` to `starttls`. */
+export interface EmailSettings {
+  host: string; port?: number; security?: (typeof SMTP_SECURITY_NAMES)[number]; username?: string; password?: string; from: string; to: string[];
+}
+
+/**
+ * A notification channel: where a customer's (or, with `customer_id` null,
+ * every customer's: the provider's own) events of the kinds in `events` are
+ * sent. Secrets (the webhook's signing secret, the SMTP password) are never
+ * shown: `has_secret` says whether one is stored.
+ */
+export const ChannelSchema = {
+  $id: 'NotificationChannel', type: 'object',
+  required: ['id', 'customer_id', 'name', 'kind', 'events', 'enabled', 'webhook', 'email', 'has_secret', 'created_by', 'created_at'],
+  properties: {
+    id: str, customer_id: nullableStr, name: str, kind: { type: 'string', enum: CHANNEL_KIND_NAMES },
+    events: { type: 'array', items: { type: 'string', enum: EVENT_KIND_NAMES } }, enabled: { type: 'boolean' },
+    webhook: { type: ['object', 'null'], required: ['url'], properties: { url: str } },
+    email: {
+      type: ['object', 'null'], required: ['host', 'port', 'security', 'username', 'from', 'to'],
+      properties: { host: str, port: { type: 'integer' }, security: { type: 'string', enum: SMTP_SECURITY_NAMES }, username: nullableStr, from: str, to: stringList },
+    },
+    has_secret: { type: 'boolean' }, created_by: str, created_at: time,
+  },
+} as const;
+export interface ChannelBody {
+  id: string; customer_id: string | null; name: string; kind: (typeof CHANNEL_KIND_NAMES)[number]; events: EventKindName[]; enabled: boolean;
+  webhook: { url: string } | null;
+  email: { host: string; port: number; security: (typeof SMTP_SECURITY_NAMES)[number]; username: string | null; from: string; to: string[] } | null;
+  has_secret: boolean; created_by: string; created_at: string;
+}
+
+/** A new channel: `webhook` for kind webhook, `email` for kind email; without `customer_id` a provider-wide one (provider roles only). */
+export const CreateChannelSchema = {
+  type: 'object', additionalProperties: false, required: ['name', 'kind', 'events'],
+  properties: {
+    name: channelName, customer_id: id, kind: { type: 'string', enum: CHANNEL_KIND_NAMES }, events: eventList, enabled: { type: 'boolean' },
+    webhook: WebhookSettingsSchema, email: EmailSettingsSchema,
+  },
+} as const;
+export interface CreateChannelRequest {
+  name: string; customer_id?: string; kind: (typeof CHANNEL_KIND_NAMES)[number]; events: EventKindName[]; enabled?: boolean;
+  webhook?: WebhookSettings; email?: EmailSettings;
+}
+
+/** A change of a channel: a field left out stays; `webhook`/`email` replace the settings, keeping the stored secret unless a new one is given. */
+export const UpdateChannelSchema = {
+  type: 'object', additionalProperties: false,
+  properties: { name: channelName, events: eventList, enabled: { type: 'boolean' }, webhook: WebhookSettingsSchema, email: EmailSettingsSchema },
+} as const;
+export interface UpdateChannelRequest { name?: string; events?: EventKindName[]; enabled?: boolean; webhook?: WebhookSettings; email?: EmailSettings }
+
+/** A new channel, and the webhook secret the server made for it (shown this once; null when the secret was given). */
+export const CreatedChannelSchema = {
+  type: 'object', required: ['channel', 'secret'], properties: { channel: { $ref: 'NotificationChannel#' }, secret: nullableStr },
+} as const;
+export interface CreatedChannelBody { channel: ChannelBody; secret: string | null }
+
+/** What "send a test" did: delivered, or the error the receiver or the SMTP server gave. */
+export const ChannelTestSchema = {
+  type: 'object', required: ['delivered', 'error'], properties: { delivered: { type: 'boolean' }, error: nullableStr },
+} as const;
+export interface ChannelTestBody { delivered: boolean; error: string | null }
+
+export const DELIVERY_STATE_NAMES = ['pending', 'sent', 'failed'] as const;
+
+/**
+ * One event's delivery to one channel (the outbox): `pending` until sent,
+ * retried with backoff (`attempts` so far, `next_attempt_at`), `failed` once
+ * given up (`last_error` says why).
+ */
+export const DeliverySchema = {
+  $id: 'NotificationDelivery', type: 'object',
+  required: ['id', 'channel_id', 'event_id', 'event', 'summary', 'state', 'attempts', 'created_at', 'next_attempt_at', 'finished_at', 'last_error'],
+  properties: {
+    id: str, channel_id: str, event_id: str, event: { type: 'string', enum: EVENT_KIND_NAMES }, summary: str, state: { type: 'string', enum: DELIVERY_STATE_NAMES },
+    attempts: { type: 'integer' }, created_at: time, next_attempt_at: time, finished_at: nullableTime, last_error: nullableStr,
+  },
+} as const;
+export interface DeliveryBody {
+  id: string; channel_id: string; event_id: string; event: EventKindName; summary: string; state: (typeof DELIVERY_STATE_NAMES)[number];
+  attempts: number; created_at: string; next_attempt_at: string; finished_at: string | null; last_error: string | null;
+}
+
+/**
+ * The JSON a webhook receives (and what an e-mail says in words): the
+ * event's id (the same for every channel it goes to), its kind and time, the
+ * customer, the machine, disk safe and job it concerns (null when none), a
+ * summary for people, and the kind's details.
+ */
+export interface EventPayload {
+  id: string; event: EventKindName | 'test'; at: string;
+  customer: { id: string; name: string } | null;
+  machine: { id: string; name: string } | null;
+  safe: { id: string; name: string } | null;
+  job: { id: string; kind: string } | null;
+  summary: string;
+  details: Record<string, unknown>;
+}
+
 /** The schemas referred to by `$ref` ('User#', …), added to the server once. */
-export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, SafeSchema, AuditEntrySchema, JobSchema, JobEventSchema, ForgetDecisionSchema, RecoveryKeySchema, EscrowSchema] as const;
+export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, SafeSchema, AuditEntrySchema, JobSchema, JobEventSchema, ForgetDecisionSchema, RecoveryKeySchema, EscrowSchema, ChannelSchema, DeliverySchema] as const;

@@ -31,6 +31,7 @@ import { openDatabase, redactUrl, type ControlPlaneDatabase } from './db/open-da
 import { apiV1 } from './http/api-v1.js';
 import { repoRoutes, type RepoRoutesOptions } from './http/repo-routes.js';
 import { BUILT_WEB_ROOT, serveWebApp } from './http/web-app.js';
+import { AlertTicker, DEFAULT_STALE_AFTER_MS } from './services/alerts.js';
 import { ensureFirstAdmin } from './services/auth.js';
 import type { ServiceContext } from './services/context.js';
 import { JobSignals } from './services/job-signals.js';
@@ -40,6 +41,7 @@ import { safeResolver } from './services/safe-access.js';
 import { openSafeStorage, parseStorageSetting, StorageSettingError } from './services/safe-storage.js';
 import { UsageLedger } from './services/usage.js';
 import { LoginLimiter, type LoginLimits } from './services/login-limiter.js';
+import { DEFAULT_DELIVERY_POLICY, Notifier, type DeliveryPolicy } from './services/notification-delivery.js';
 import { DEFAULT_LISTEN, loadSettings, SAFES_DIR, saveSettings, SQLITE_FILE, type ServerSettings } from './server-settings.js';
 import { ensureCertificate, fingerprintOf } from './tls-certificate.js';
 
@@ -81,10 +83,19 @@ export interface BackupServerOptions {
   readonly wrapSafeBackend?: (backend: Backend) => Backend;
   /** The built web interface's folder (default: the package's dist/app). */
   readonly webRoot?: string;
+  /** How notifications are delivered and retried (services/notification-delivery.ts; tests shorten the waits). */
+  readonly delivery?: Partial<DeliveryPolicy>;
+  /** How often the stale-machine check runs (milliseconds; default a minute). */
+  readonly alertTickMs?: number;
+  /** The stale threshold of a machine whose schedule gives none (milliseconds; default 3 days). */
+  readonly staleAfterMs?: number;
 }
 
 /** The upload limits of the repository protocol that a server may set. */
 export type UploadLimits = Pick<RepoRoutesOptions, 'maxBytesInFlight' | 'maxBytesInFlightPerPrincipal' | 'uploadPace'>;
+
+/** How often the stale-machine check runs by default. */
+export const DEFAULT_ALERT_TICK_MS = 60_000;
 
 /** How long a running job's agent may say nothing before the job counts as interrupted (it reports every few seconds). */
 export const DEFAULT_JOB_SILENCE_LIMIT_MS = 120_000;
@@ -102,6 +113,12 @@ export interface RunningServer {
   readonly database: string;
   /** Where the disk safes are, for people: a folder or an `s3:` location. */
   readonly storage: string;
+  /**
+   * Runs the periodic alert work now and waits for it: the stale-machine
+   * check, then the delivery of what is due in the outbox (tests with an
+   * injected clock; the server does it on its own timers).
+   */
+  checkAlerts(): Promise<void>;
   /** Stops accepting, ends the connections, closes the database; idempotent. */
   close(): Promise<void>;
 }
@@ -191,12 +208,14 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
   const usage = new UsageLedger(openSafeStorage(settings.storage, opts.dataDir, opts.s3, opts.wrapSafeBackend));
   const safeStorage = usage.storage;
   const serverJobs = new ServerJobs();
+  const notifier = new Notifier({ ...DEFAULT_DELIVERY_POLICY, ...opts.delivery });
+  let ticker: AlertTicker | undefined;
   try {
     await refuseStorageMove(database, saved?.storage, settings.storage);
     const ctx: ServiceContext = {
       db: database.db, safeStorage, usage, limiter: new LoginLimiter(opts.loginLimits), now: opts.clock ?? (() => new Date()),
       identity: processIdentity(), minGraceMs: opts.minGraceMs ?? DEFAULT_MIN_GRACE_MS, serverJobs,
-      jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS, node,
+      jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS, node, notifier,
     };
     await serverJobs.endOrphans(ctx);
     // The tokens that expired while the server was down leave no locks (a storage that fails now leaves them to go stale).
@@ -208,6 +227,10 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
       const why = e.code === 'EADDRINUSE' ? 'the address is in use (another server?); choose another with --listen HOST:PORT' : e.message;
       throw new ServerSetupError(`cannot listen on ${settings.listen}: ${why}`, { cause: e });
     });
+    notifier.start(ctx);
+    const alerts = new AlertTicker(ctx, { tickMs: opts.alertTickMs ?? DEFAULT_ALERT_TICK_MS, staleAfterMs: opts.staleAfterMs ?? DEFAULT_STALE_AFTER_MS });
+    ticker = alerts;
+    alerts.start();
     const bound = app.server.address();
     const listening = app;
     let closed: Promise<void> | undefined;
@@ -216,14 +239,23 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
       fingerprint: cert.fingerprint, certificateCreated: cert.created,
       ...(firstAdmin ? { firstAdmin } : {}),
       database: database.shown, storage: safeStorage.shown,
-      // Waiting polls answer first, so that closing does not wait out their time; the server's own jobs record their end before the storage and database close.
-      close: () => (closed ??= (jobSignals.close(), usage.close(), listening.close().finally(() => serverJobs.close()).finally(() => Promise.all([safeStorage.close(), database.close()])).then(() => undefined))),
+      checkAlerts: async () => {
+        await alerts.tick();
+        // A pass an event started may hold a delivery: it ends first, then what is left is sent.
+        await notifier.idle();
+        await notifier.deliverDue(ctx);
+      },
+      // Waiting polls answer first, so that closing does not wait out their time; the server's own jobs and the alert work end before the storage and database close.
+      close: () => (closed ??= (jobSignals.close(), usage.close(), listening.close().finally(() => Promise.all([serverJobs.close(), alerts.close(), notifier.close()]))
+        .finally(() => Promise.all([safeStorage.close(), database.close()])).then(() => undefined))),
     };
   } catch (e) {
     jobSignals.close();
     usage.close();
     await app?.close();
     await serverJobs.close();
+    await ticker?.close();
+    await notifier.close();
     await safeStorage.close();
     await database.close();
     throw e;

@@ -207,6 +207,46 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.alterTable('machines').addColumn('safe_deleted_at', 'text').execute();
       },
     },
+    '0014-notifications': {
+      // Notification channels (a customer's, or the provider's with no customer) and the outbox their deliveries wait in; the alert state
+      // that makes each alert fire once: a machine's staleness and a quota's level (services/alerts.ts, quota.ts).
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.createTable('notification_channels')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('customer_id', 'text', (c) => c.references('customers.id'))
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('config', 'text', (c) => c.notNull())
+          .addColumn('secret', 'text')
+          .addColumn('events', 'text', (c) => c.notNull())
+          .addColumn('enabled', 'integer', (c) => c.notNull().defaultTo(1))
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('notification_channels_customer').on('notification_channels').columns(['customer_id', 'name']).execute();
+        await db.schema.createTable('notification_outbox')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('channel_id', 'text', (c) => c.notNull().references('notification_channels.id'))
+          .addColumn('event_id', 'text', (c) => c.notNull())
+          .addColumn('event', 'text', (c) => c.notNull())
+          .addColumn('customer_id', 'text')
+          .addColumn('payload', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('next_attempt_at', 'text', (c) => c.notNull())
+          .addColumn('leased_by', 'text')
+          .addColumn('lease_until', 'text')
+          .addColumn('finished_at', 'text')
+          .addColumn('last_error', 'text')
+          .execute();
+        await db.schema.createIndex('notification_outbox_due').on('notification_outbox').columns(['state', 'next_attempt_at']).execute();
+        await db.schema.createIndex('notification_outbox_channel').on('notification_outbox').columns(['channel_id', 'created_at']).execute();
+        await db.schema.alterTable('machines').addColumn('stale_since', 'text').execute();
+        await db.schema.alterTable('disk_safes').addColumn('quota_alert', 'text').execute();
+        await db.schema.alterTable('customers').addColumn('quota_alert', 'text').execute();
+      },
+    },
   };
 }
 

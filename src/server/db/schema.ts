@@ -7,7 +7,7 @@
  * src/server/db/migrations.ts; this file must say what they say.
  */
 import type { Generated, Insertable, Selectable } from 'kysely';
-import type { JOB_STATE_NAMES, JobKindName, ServerJobKindName } from '../../api/v1.js';
+import type { CHANNEL_KIND_NAMES, DELIVERY_STATE_NAMES, EventKindName, JOB_STATE_NAMES, JobKindName, ServerJobKindName } from '../../api/v1.js';
 
 /** Roles of a person. Provider roles see every customer; customer roles one. */
 export const ROLES = ['provider-admin', 'provider-operator', 'customer-admin', 'customer-viewer'] as const;
@@ -36,7 +36,12 @@ export interface CustomersTable {
   quota_hard: number | null;
   /** Bytes, all the customer's disk safes together; passing it warns. Null: none. */
   quota_soft: number | null;
+  /** The quota alert last raised for it (`warn`, `exceeded`; migration 0014), so that each is raised once; null below 90 % of its quota. */
+  quota_alert: QuotaAlert | null;
 }
+
+/** The alert a quota's usage has raised: at 90 % of it, or past it. */
+export type QuotaAlert = 'warn' | 'exceeded';
 
 export interface UsersTable {
   id: string;
@@ -94,6 +99,8 @@ export interface MachinesTable {
   retired_at: string | null;
   /** When a disk safe of it was deleted while it was live (`live_machine`): with no safe left, its agent is told so (`NO_DISK_SAFE`). */
   safe_deleted_at: string | null;
+  /** Since when its last successful backup is older than its threshold (migration 0014; services/alerts.ts); null while it is not. */
+  stale_since: string | null;
 }
 
 export interface DiskSafesTable {
@@ -111,6 +118,8 @@ export interface DiskSafesTable {
   created_at: string;
   /** When its deletion began (migration 0010): its repository is gone for clients, its objects are being removed. Null: a live safe. */
   deleting_at: string | null;
+  /** The quota alert last raised for it (`warn`, `exceeded`; migration 0014), so that each is raised once; null below 90 % of its quota. */
+  quota_alert: QuotaAlert | null;
 }
 
 export interface AuditLogTable {
@@ -222,6 +231,55 @@ export interface LockOwnersTable {
   added_at: string;
 }
 
+/**
+ * Where events are sent (services/notifications.ts): a customer's, or with
+ * `customer_id` null the provider's (every customer's events).
+ */
+export interface NotificationChannelsTable {
+  id: string;
+  customer_id: string | null;
+  /** Unique among the channels of its customer (and among the provider's). */
+  name: string;
+  kind: (typeof CHANNEL_KIND_NAMES)[number];
+  /** The settings without the secret, JSON: `{url}` of a webhook, `{host, port, security, username, from, to}` of e-mail. */
+  config: string;
+  /** The webhook's signing secret or the SMTP password (the server needs them in clear to use them); never shown. */
+  secret: string | null;
+  /** Comma-separated event kinds it receives (its rule). */
+  events: string;
+  enabled: number;
+  created_by: string;
+  created_at: string;
+}
+
+/**
+ * The outbox: one row per event and channel, written with the change that
+ * raised the event, delivered by whichever node claims it (a lease), retried
+ * with backoff (services/notification-delivery.ts).
+ */
+export interface NotificationOutboxTable {
+  id: string;
+  channel_id: string;
+  /** The event's id, the same in each of its rows (receivers may deduplicate by it). */
+  event_id: string;
+  event: EventKindName;
+  /** The event's customer (null for none: a provider channel's test). */
+  customer_id: string | null;
+  /** The event as sent (an `EventPayload`, JSON). */
+  payload: string;
+  state: (typeof DELIVERY_STATE_NAMES)[number];
+  attempts: number;
+  created_at: string;
+  /** A pending row is not tried before this. */
+  next_attempt_at: string;
+  /** The node delivering it now, until `lease_until` (then another may take it over). */
+  leased_by: string | null;
+  lease_until: string | null;
+  /** When it was sent or given up. */
+  finished_at: string | null;
+  last_error: string | null;
+}
+
 /** The database as kysely's query builder types it. */
 export interface ControlPlane {
   customers: CustomersTable;
@@ -236,6 +294,8 @@ export interface ControlPlane {
   recovery_keys: RecoveryKeysTable;
   safe_escrows: SafeEscrowsTable;
   lock_owners: LockOwnersTable;
+  notification_channels: NotificationChannelsTable;
+  notification_outbox: NotificationOutboxTable;
 }
 
 export type Customer = Selectable<CustomersTable>;
@@ -248,4 +308,6 @@ export type Job = Selectable<JobsTable>;
 export type JobEvent = Selectable<JobEventsTable>;
 export type RecoveryKey = Selectable<RecoveryKeysTable>;
 export type SafeEscrow = Selectable<SafeEscrowsTable>;
+export type NotificationChannel = Selectable<NotificationChannelsTable>;
+export type OutboxRow = Selectable<NotificationOutboxTable>;
 export type NewAuditEntry = Insertable<AuditLogTable>;

@@ -1,7 +1,7 @@
 /**
  * What every service works with: the database, the disk safes' storage and
  * their usage, the clock, the login limiter, the agents' waiting polls, the
- * server's own jobs.
+ * server's own jobs, the notifications' delivery.
  * One per server; the HTTP layer hands it to the service functions with the
  * caller's `Principal`.
  */
@@ -10,6 +10,7 @@ import type { ProcessIdentity } from '../../repo/lock.js';
 import type { ControlPlane } from '../db/schema.js';
 import type { JobSignals } from './job-signals.js';
 import type { LoginLimiter } from './login-limiter.js';
+import type { Notifier } from './notification-delivery.js';
 import type { SafeStorage } from './safe-storage.js';
 import type { ServerJobs } from './server-jobs.js';
 import type { UsageLedger } from './usage.js';
@@ -35,6 +36,8 @@ export interface ServiceContext {
   readonly node: string;
   /** The jobs this server runs itself (prune). */
   readonly serverJobs: ServerJobs;
+  /** Sends the notifications in the outbox (notification-delivery.ts); raiseEvent nudges it. */
+  readonly notifier: Notifier;
 }
 
 /** A database error that says a unique name is taken (SQLite and PostgreSQL word it differently). */

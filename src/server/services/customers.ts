@@ -22,7 +22,7 @@ async function customerBody(ctx: ServiceContext, c: Customer): Promise<CustomerB
 export async function createCustomer(ctx: ServiceContext, p: Principal, req: CreateCustomerRequest): Promise<CustomerBody> {
   requireProvider(p, true);
   checkQuotas(req.quota_hard ?? null, req.quota_soft ?? null);
-  const row: Customer = { id: randomUUID(), name: req.name, quota_hard: req.quota_hard ?? null, quota_soft: req.quota_soft ?? null, created_at: ctx.now().toISOString() };
+  const row: Customer = { id: randomUUID(), name: req.name, quota_hard: req.quota_hard ?? null, quota_soft: req.quota_soft ?? null, quota_alert: null, created_at: ctx.now().toISOString() };
   try {
     await ctx.db.insertInto('customers').values(row).execute();
   } catch (e) {

@@ -80,7 +80,7 @@ export async function insertSafe(ctx: ServiceContext, who: Principal, req: Creat
   const id = randomUUID();
   const row: DiskSafe = {
     id, customer_id: req.customer_id, machine_id: req.machine_id ?? null, name: req.name, location: `safes/${id}`,
-    quota_hard: req.quota_hard ?? null, quota_soft: req.quota_soft ?? null, created_at: ctx.now().toISOString(), deleting_at: null,
+    quota_hard: req.quota_hard ?? null, quota_soft: req.quota_soft ?? null, created_at: ctx.now().toISOString(), deleting_at: null, quota_alert: null,
   };
   try {
     await ctx.db.insertInto('disk_safes').values(row).execute();

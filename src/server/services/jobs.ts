@@ -26,6 +26,7 @@ import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { BadRequest, Conflict, Forbidden, NoDiskSafe, NotFound } from './errors.js';
 import { findLiveMachine, findMachine, requireSomeSafe } from './machines.js';
+import { jobFailed, raiseEvent } from './notifications.js';
 import { requireManage, requireRead, sees, type Principal } from './principal.js';
 
 /** A job as the API shows it; `safeName` is its disk safe's NAME (what the agent opens). */
@@ -289,6 +290,9 @@ export async function reportResult(ctx: ServiceContext, p: Principal, id: string
   // A cancel that came too late (the job ended first) leaves no trace on a job that was not cancelled.
   const cancelledBy = req.state === 'cancelled' ? j.cancelled_by : null;
   const end = { state: req.state, finished_at: now, last_report_at: now, result: req.result === undefined ? null : JSON.stringify(req.result), error, cancelled_by: cancelledBy };
-  await ctx.db.updateTable('jobs').set(end).where('id', '=', id).where('state', '=', 'running').execute();
+  await ctx.db.transaction().execute(async (trx) => {
+    const done = await trx.updateTable('jobs').set(end).where('id', '=', id).where('state', '=', 'running').executeTakeFirst();
+    if (done.numUpdatedRows > 0n && req.state === 'failed') await raiseEvent(ctx, jobFailed(j, error!), trx);
+  });
   return (await withSafeNames(ctx, [{ ...j, ...end }]))[0]!;
 }

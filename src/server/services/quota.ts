@@ -10,10 +10,17 @@
  *
  * The safe is checked before its customer; the first hard quota passed is
  * the one the refusal names.
+ *
+ * Alerts (notifications.ts), each once, kept in the safe's or customer's
+ * `quota_alert`: `quota.warn` when an upload takes usage past 90 % of the
+ * hard quota (or past the soft quota, when that is lower), `quota.exceeded`
+ * when the hard quota refuses an upload; usage back under the warning level
+ * clears it (a later crossing alerts again).
  */
 import { formatBytes } from '../../core/size.js';
-import type { DiskSafe } from '../db/schema.js';
+import type { DiskSafe, QuotaAlert } from '../db/schema.js';
 import type { ServiceContext } from './context.js';
+import { raiseEvent } from './notifications.js';
 import { UploadRefusedError } from './upload-refused-error.js';
 import type { Reservation } from './usage.js';
 
@@ -37,7 +44,12 @@ interface Scope {
   readonly soft: number | null;
   readonly stored: number;
   readonly inFlight: number;
+  /** The alert last raised for it. */
+  readonly alert: QuotaAlert | null;
 }
+
+/** The share of a hard quota at which `quota.warn` is raised. */
+export const QUOTA_WARN_SHARE = 0.9;
 
 /**
  * Checks an upload of `size` bytes to `safe` against the safe's and its
@@ -45,7 +57,7 @@ interface Scope {
  * counted (no listing of the safe's storage).
  */
 export async function admitUpload(ctx: ServiceContext, safe: DiskSafe, size: number): Promise<QuotaAdmission> {
-  const customer = await ctx.db.selectFrom('customers').select(['name', 'quota_hard', 'quota_soft']).where('id', '=', safe.customer_id).executeTakeFirstOrThrow();
+  const customer = await ctx.db.selectFrom('customers').select(['name', 'quota_hard', 'quota_soft', 'quota_alert']).where('id', '=', safe.customer_id).executeTakeFirstOrThrow();
   const safeLimited = safe.quota_hard !== null || safe.quota_soft !== null;
   const customerLimited = customer.quota_hard !== null || customer.quota_soft !== null;
   if (!safeLimited && !customerLimited) return { reservation: ctx.usage.reserve(safe, size), crosses: [] };
@@ -56,17 +68,21 @@ export async function admitUpload(ctx: ServiceContext, safe: DiskSafe, size: num
   if (safeLimited) {
     scopes.push({
       what: 'safe', id: safe.id, name: `disk safe ${safe.name}`, hard: safe.quota_hard, soft: safe.quota_soft,
-      stored: stored.get(safe.location) ?? 0, inFlight: ctx.usage.reservedBytes(safe),
+      stored: stored.get(safe.location) ?? 0, inFlight: ctx.usage.reservedBytes(safe), alert: safe.quota_alert,
     });
   }
   if (customerLimited) {
     scopes.push({
       what: 'customer', id: safe.customer_id, name: `customer ${customer.name} (all its disk safes)`, hard: customer.quota_hard, soft: customer.quota_soft,
-      stored: sum(siblings.map((s) => stored.get(s.location) ?? 0)), inFlight: sum(siblings.map((s) => ctx.usage.reservedBytes(s))),
+      stored: sum(siblings.map((s) => stored.get(s.location) ?? 0)), inFlight: sum(siblings.map((s) => ctx.usage.reservedBytes(s))), alert: customer.quota_alert,
     });
   }
   for (const s of scopes) {
-    if (s.hard !== null && s.stored + s.inFlight + size > s.hard) throw new UploadRefusedError(413, 'QUOTA_EXCEEDED', refusal(s, size));
+    if (s.hard !== null && s.stored + s.inFlight + size > s.hard) {
+      const message = refusal(s, size);
+      await quotaAlert(ctx, safe, s, 'exceeded', message);
+      throw new UploadRefusedError(413, 'QUOTA_EXCEEDED', message);
+    }
   }
   const warnings: string[] = [];
   const crosses: { what: 'safe' | 'customer'; id: string }[] = [];
@@ -76,7 +92,48 @@ export async function admitUpload(ctx: ServiceContext, safe: DiskSafe, size: num
     warnings.push(`${s.name} is over its soft quota: ${formatBytes(before + size)} of ${formatBytes(s.soft)} used${s.hard === null ? '' : ` (hard quota ${formatBytes(s.hard)})`}`);
     if (before <= s.soft) crosses.push({ what: s.what, id: s.id });
   }
-  return { reservation: ctx.usage.reserve(safe, size), ...(warnings.length > 0 ? { warning: warnings.join('; ') } : {}), crosses };
+  const reservation = ctx.usage.reserve(safe, size);
+  try {
+    for (const s of scopes) {
+      const after = s.stored + s.inFlight + size;
+      const warnAt = Math.min(s.soft ?? Infinity, s.hard === null ? Infinity : s.hard * QUOTA_WARN_SHARE);
+      await quotaAlert(ctx, safe, s, after > warnAt ? 'warn' : null,
+        `${formatBytes(after)} stored or being uploaded, past ${s.soft !== null && s.soft === warnAt ? 'its soft quota' : '90 % of its hard quota'} of ${formatBytes(s.soft !== null && s.soft === warnAt ? s.soft : s.hard!)}`);
+    }
+  } catch (e) {
+    reservation.release();
+    throw e;
+  }
+  return { reservation, ...(warnings.length > 0 ? { warning: warnings.join('; ') } : {}), crosses };
+}
+
+/**
+ * Brings scope `s`'s alert to `level`: raises `quota.warn` or
+ * `quota.exceeded` when its level rises to it (a conditional UPDATE, so
+ * that of uploads arriving together one raises it), and clears it quietly
+ * when usage is back under the warning level. `exceeded` goes back to
+ * `warn` quietly once an upload is let through again.
+ */
+async function quotaAlert(ctx: ServiceContext, safe: DiskSafe, s: Scope, level: QuotaAlert | null, message: string): Promise<void> {
+  if (s.alert === level) return;
+  const table = s.what === 'safe' ? 'disk_safes' : 'customers';
+  const rises = level === 'exceeded' || (level === 'warn' && s.alert === null);
+  if (!rises) {
+    await ctx.db.updateTable(table).set({ quota_alert: level }).where('id', '=', s.id).execute();
+    return;
+  }
+  await ctx.db.transaction().execute(async (trx) => {
+    const changed = await trx.updateTable(table).set({ quota_alert: level })
+      .where('id', '=', s.id).where((eb) => (level === 'exceeded' ? eb.or([eb('quota_alert', 'is', null), eb('quota_alert', '=', 'warn')]) : eb('quota_alert', 'is', null)))
+      .executeTakeFirst();
+    if (changed.numUpdatedRows === 0n) return;
+    const hard = s.hard === null ? {} : { quota_hard: s.hard };
+    await raiseEvent(ctx, {
+      kind: level === 'exceeded' ? 'quota.exceeded' : 'quota.warn', customerId: safe.customer_id, ...(s.what === 'safe' ? { safeId: s.id } : {}),
+      message: `${s.what === 'safe' ? s.name : 'its disk safes together'}: ${level === 'exceeded' ? `the hard quota refuses uploads (${message})` : message}`,
+      details: { scope: s.what, stored_bytes: s.stored, ...hard, ...(s.soft === null ? {} : { quota_soft: s.soft }) },
+    }, trx);
+  });
 }
 
 /**

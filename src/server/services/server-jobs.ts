@@ -19,6 +19,7 @@ import { listLocks, onThisMachine, processAlive } from '../../repo/lock.js';
 import { NotFoundError } from '../../storage/backend.js';
 import type { Job } from '../db/schema.js';
 import type { ServiceContext } from './context.js';
+import { jobFailed, raiseEvent } from './notifications.js';
 import { workingBackendOf } from './safe-storage.js';
 
 /** What a server job's work can say while it runs. */
@@ -68,7 +69,10 @@ export class ServerJobs {
     const timer = setInterval(() => void beat().catch(() => undefined), heartbeatMs);
     const end = async (fields: Pick<Job, 'state' | 'result' | 'error'>): Promise<void> => {
       const now = ctx.now().toISOString();
-      await ctx.db.updateTable('jobs').set({ ...fields, finished_at: now, last_report_at: now }).where('id', '=', row.id).where('state', '=', 'running').execute();
+      await ctx.db.transaction().execute(async (trx) => {
+        const done = await trx.updateTable('jobs').set({ ...fields, finished_at: now, last_report_at: now }).where('id', '=', row.id).where('state', '=', 'running').executeTakeFirst();
+        if (done.numUpdatedRows > 0n && fields.state === 'failed') await raiseEvent(ctx, jobFailed(row, fields.error ?? 'no reason given'), trx);
+      });
     };
     const done = (async () => {
       try {

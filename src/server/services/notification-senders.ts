@@ -1,0 +1,110 @@
+/**
+ * How one event reaches one channel: a webhook (an HTTP POST of the event's
+ * JSON, signed) or an e-mail (through the channel's SMTP server, with
+ * nodemailer). Each sender either resolves (delivered) or throws a
+ * `DeliveryError` that says whether trying again may help; the outbox
+ * (notification-delivery.ts) decides when.
+ *
+ * The webhook's signature (docs/format.md §2.10), as Stripe and GitHub sign
+ * theirs: `holdfast-signature: t=UNIX-SECONDS,v1=HEX`, HEX the HMAC-SHA256,
+ * keyed with the channel's secret, of `UNIX-SECONDS.` followed by the body's
+ * bytes. The time is inside what is signed, so a receiver that refuses a
+ * signature older than a few minutes cannot be fed a recorded delivery again.
+ */
+import { createHmac } from 'node:crypto';
+import nodemailer from 'nodemailer';
+import type { EmailSettings, EventPayload } from '../../api/v1.js';
+
+/** A delivery that did not happen; `retryable`: a later attempt may succeed (a 5xx, a timeout, a refused connection). */
+export class DeliveryError extends Error {
+  constructor(message: string, readonly retryable: boolean) {
+    super(message);
+    this.name = 'DeliveryError';
+  }
+}
+
+/** The header that carries a webhook's signature. */
+export const SIGNATURE_HEADER = 'holdfast-signature';
+
+/** The signature header's value for `body` sent at `at` with `secret`. */
+export function webhookSignature(secret: string, at: Date, body: string): string {
+  const t = Math.floor(at.getTime() / 1000);
+  return `t=${t},v1=${createHmac('sha256', secret).update(`${t}.`).update(body).digest('hex')}`;
+}
+
+/** What a sender needs besides the event. */
+export interface SendOptions {
+  /** The longest a receiver or SMTP server may take (milliseconds). */
+  readonly timeoutMs: number;
+  /** The server's clock: the signature's time. */
+  readonly now: Date;
+  /** The delivery's id (the outbox row's; a test's own), sent along so that a receiver can tell retries apart. */
+  readonly deliveryId: string;
+}
+
+/** POSTs `payload` as JSON to `url`, signed with `secret`; 2xx is delivered, 5xx/408/429 and network failures may be retried, any other answer not. */
+export async function sendWebhook(url: string, secret: string, payload: EventPayload, opts: SendOptions): Promise<void> {
+  const body = JSON.stringify(payload);
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: 'POST', body, redirect: 'manual', signal: AbortSignal.timeout(opts.timeoutMs),
+      headers: {
+        'content-type': 'application/json', 'user-agent': 'holdfast-server',
+        'holdfast-event': payload.event, 'holdfast-delivery': opts.deliveryId, [SIGNATURE_HEADER]: webhookSignature(secret, opts.now, body),
+      },
+    });
+  } catch (e) {
+    const err = e as Error & { cause?: { code?: string; message?: string } };
+    const why = err.name === 'TimeoutError' ? `no answer within ${opts.timeoutMs / 1000} s` : err.cause?.code ?? err.cause?.message ?? err.message;
+    throw new DeliveryError(`the webhook ${url} could not be reached: ${why}`, true);
+  }
+  // The answer's body is not needed; reading it frees the connection.
+  const text = (await res.text().catch(() => '')).slice(0, 200);
+  if (res.status >= 200 && res.status < 300) return;
+  const retryable = res.status >= 500 || res.status === 408 || res.status === 429;
+  throw new DeliveryError(`the webhook ${url} answered ${res.status}${text ? `: ${text}` : ''}`, retryable);
+}
+
+/** The default port of each way to speak to an SMTP server. */
+export const SMTP_PORTS = { starttls: 587, tls: 465, none: 25 } as const;
+
+/** The subject and text of the e-mail that tells of `payload`. */
+export function mailText(payload: EventPayload): { subject: string; text: string } {
+  const lines = [payload.summary, '', `Event: ${payload.event}`, `Time: ${payload.at}`];
+  if (payload.customer) lines.push(`Customer: ${payload.customer.name} (${payload.customer.id})`);
+  if (payload.machine) lines.push(`Machine: ${payload.machine.name} (${payload.machine.id})`);
+  if (payload.safe) lines.push(`Disk safe: ${payload.safe.name} (${payload.safe.id})`);
+  if (payload.job) lines.push(`Job: ${payload.job.id} (${payload.job.kind})`);
+  for (const [k, v] of Object.entries(payload.details)) lines.push(`${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`);
+  lines.push('', `Event id: ${payload.id}`);
+  const subject = `[holdfast] ${payload.summary}`;
+  return { subject: subject.length > 200 ? `${subject.slice(0, 199)}…` : subject, text: `${lines.join('\n')}\n` };
+}
+
+/** An e-mail channel's settings as stored, with its defaults applied. */
+export type StoredEmailSettings = Required<Omit<EmailSettings, 'password' | 'username'>> & { username: string | null };
+
+/**
+ * Sends the e-mail that tells of `payload` through the channel's SMTP
+ * server; a 5xx answer is final (an address refused), anything else may be
+ * tried again.
+ */
+export async function sendEmail(settings: StoredEmailSettings, password: string | null, payload: EventPayload, opts: SendOptions): Promise<void> {
+  const transport = nodemailer.createTransport({
+    host: settings.host, port: settings.port,
+    secure: settings.security === 'tls', requireTLS: settings.security === 'starttls', ignoreTLS: settings.security === 'none',
+    ...(settings.username !== null ? { auth: { user: settings.username, pass: password ?? '' } } : {}),
+    connectionTimeout: opts.timeoutMs, greetingTimeout: opts.timeoutMs, socketTimeout: opts.timeoutMs,
+  });
+  const { subject, text } = mailText(payload);
+  try {
+    await transport.sendMail({ from: settings.from, to: settings.to, subject, text, headers: { 'x-holdfast-event': payload.event, 'x-holdfast-delivery': opts.deliveryId } });
+  } catch (e) {
+    const err = e as Error & { responseCode?: number; code?: string };
+    const permanent = err.responseCode !== undefined && err.responseCode >= 500;
+    throw new DeliveryError(`the SMTP server ${settings.host}:${settings.port} did not take the e-mail: ${err.message}`, !permanent);
+  } finally {
+    transport.close();
+  }
+}

@@ -1,0 +1,277 @@
+/**
+ * Notifications over real HTTPS, to receivers on loopback: a webhook
+ * receiver that checks each delivery's signature and body, and a real SMTP
+ * server that receives the e-mails. With the server's clock injected (no
+ * test waits for real hours): a failed job is told to its customer's
+ * channels and the provider's, never to another customer's; a receiver
+ * that fails is tried again with backoff, and given up after the last
+ * attempt with a record; the stale-machine alert fires once when the
+ * machine's last backup is older than its threshold and once when it
+ * recovers; "send a test" reports what came of it; a customer's token
+ * cannot see or change another customer's channels (404), and never sees a
+ * secret.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { after, before, it } from 'node:test';
+import { Sandbox } from '../helpers/cli.js';
+import { databaseSuites } from '../helpers/databases.js';
+import { startSmtpServer, startWebhookReceiver, verifySignature, type TestSmtpServer, type WebhookReceiver } from '../helpers/notify-receivers.js';
+import { httpsJson, setUp, type TestServer } from '../helpers/server.js';
+
+const HOUR = 3600_000;
+
+databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) => {
+  let t: TestServer;
+  let now = Date.parse('2030-01-01T00:00:00.000Z');
+  let acme = '';
+  let other = '';
+  let machine = '';
+  let agent = '';
+  let manage = '';
+  let otherManage = '';
+  let otherMachine = '';
+  let otherSafe = '';
+  const receivers: Record<string, WebhookReceiver> = {};
+  let smtp: TestSmtpServer;
+  const secret = 'the acme webhook secret, 32 chars';
+  let acmeHook = '';
+  let otherHook = '';
+  let providerHook = '';
+  let providerSecret = '';
+
+  before(async () => {
+    t = await setUp(await fx.newUrl(), undefined, {
+      clock: () => new Date(now), staleAfterMs: 3 * HOUR, alertTickMs: 3600_000,
+      delivery: { attempts: 3, firstDelayMs: 1000, maxDelayMs: 60_000, pollMs: 3600_000 },
+    });
+    for (const name of ['acme', 'other', 'provider', 'flaky']) receivers[name] = await startWebhookReceiver(`/${name}`);
+    smtp = await startSmtpServer({ user: 'alerts', password: 'smtp password' });
+    acme = (await t.create('/api/v1/customers', { name: 'Acme' })).id;
+    other = (await t.create('/api/v1/customers', { name: 'Other' })).id;
+    machine = (await t.create('/api/v1/machines', { customer_id: acme, name: 'web1' })).id;
+    await t.create('/api/v1/safes', { customer_id: acme, machine_id: machine, name: 'acme-web1' });
+    agent = (await t.create('/api/v1/tokens', { customer_id: acme, machine_id: machine, name: 'web1 agent', rights: ['backup'] })).secret;
+    manage = (await t.create('/api/v1/tokens', { customer_id: acme, name: 'ops', rights: ['read', 'manage'] })).secret;
+    otherManage = (await t.create('/api/v1/tokens', { customer_id: other, name: 'ops', rights: ['read', 'manage'] })).secret;
+    otherMachine = (await t.create('/api/v1/machines', { customer_id: other, name: 'web1' })).id;
+    otherSafe = (await t.create('/api/v1/safes', { customer_id: other, machine_id: otherMachine, name: 'other-web1' })).id;
+
+    acmeHook = (await t.create('/api/v1/notifications', {
+      name: 'ops hook', customer_id: acme, kind: 'webhook', events: ['job.failed', 'machine.stale', 'machine.recovered'], webhook: { url: receivers['acme']!.url, secret },
+    }, manage)).channel.id;
+    otherHook = (await t.create('/api/v1/notifications', {
+      name: 'ops hook', customer_id: other, kind: 'webhook', events: ['job.failed', 'machine.stale', 'machine.recovered', 'quota.warn', 'quota.exceeded'], webhook: { url: receivers['other']!.url },
+    }, otherManage)).channel.id;
+    const provider = await t.create('/api/v1/notifications', { name: 'noc', kind: 'webhook', events: ['job.failed'], webhook: { url: receivers['provider']!.url } });
+    providerHook = provider.channel.id;
+    providerSecret = provider.secret;
+    await t.create('/api/v1/notifications', {
+      name: 'mail', customer_id: acme, kind: 'email', events: ['job.failed', 'machine.stale'],
+      email: { host: '127.0.0.1', port: smtp.port, security: 'none', username: 'alerts', password: 'smtp password', from: 'holdfast@example.net', to: ['ops@acme.example'] },
+    }, manage);
+  });
+  after(async () => {
+    await t.stop();
+    for (const r of Object.values(receivers)) await r.close();
+    await smtp.close();
+  });
+
+  /** Runs a job of the machine through its agent to the end `state` (`error` for a failure). */
+  const runJob = async (state: 'succeeded' | 'failed', error?: string): Promise<string> => {
+    const queued = await t.call('POST', `/api/v1/machines/${machine}/jobs`, { token: manage, body: { kind: 'backup', spec: { paths: ['/srv'] } } });
+    assert.equal(queued.status, 201, queued.text);
+    const taken = await t.call('GET', '/api/v1/agent/jobs/next?wait=0', { token: agent });
+    assert.equal(taken.body.id, queued.body.id);
+    const end = await t.call('POST', `/api/v1/agent/jobs/${queued.body.id}/result`, { token: agent, body: { state, ...(error ? { error } : {}) } });
+    assert.equal(end.status, 200, end.text);
+    return queued.body.id as string;
+  };
+  const events = (r: WebhookReceiver, kind: string) => r.hits.filter((h) => h.json?.event === kind);
+
+  it('tells a failed job to the customer\'s webhook (signed) and e-mail and to the provider\'s, never to another customer\'s', async () => {
+    const job = await runJob('failed', 'cannot read /srv: permission denied');
+    await t.server.checkAlerts();
+    const [hit, ...more] = receivers['acme']!.hits;
+    assert.ok(hit, 'the customer\'s webhook got the event');
+    assert.equal(more.length, 0);
+    assert.equal(verifySignature(hit.headers['holdfast-signature'], hit.body, secret), Math.floor(now / 1000), 'signed with the channel\'s secret at the server\'s time');
+    assert.throws(() => verifySignature(hit.headers['holdfast-signature'], hit.body.replace('permission', 'permisson'), secret), /does not match/);
+    assert.equal(hit.headers['holdfast-event'], 'job.failed');
+    const body = hit.json;
+    assert.equal(body.event, 'job.failed');
+    assert.deepEqual(body.customer, { id: acme, name: 'Acme' });
+    assert.deepEqual(body.machine, { id: machine, name: 'web1' });
+    assert.equal(body.safe.name, 'acme-web1');
+    assert.deepEqual(body.job, { id: job, kind: 'backup' });
+    assert.equal(body.summary, 'machine web1 of Acme: the backup job failed: cannot read /srv: permission denied');
+    assert.equal(body.at, new Date(now).toISOString());
+
+    const [toProvider] = receivers['provider']!.hits;
+    assert.ok(toProvider, 'the provider\'s channel gets every customer\'s events');
+    verifySignature(toProvider.headers['holdfast-signature'], toProvider.body, providerSecret);
+    assert.equal(toProvider.json.id, body.id, 'one event, one id, whichever channel');
+    assert.equal(receivers['other']!.hits.length, 0, 'another customer\'s channel is told nothing');
+
+    assert.equal(smtp.mails.length, 1);
+    const mail = smtp.mails[0]!;
+    assert.equal(mail.user, 'alerts', 'logged in with the stored password');
+    assert.deepEqual(mail.to, ['ops@acme.example']);
+    assert.equal(mail.from, 'holdfast@example.net');
+    assert.equal(mail.subject, '[holdfast] machine web1 of Acme: the backup job failed: cannot read /srv: permission denied');
+    assert.match(mail.raw, /Machine: web1 \(/);
+
+    const deliveries = (await t.call('GET', `/api/v1/notifications/${acmeHook}/deliveries`, { token: manage })).body;
+    assert.deepEqual(deliveries.map((d: { event: string; state: string; attempts: number }) => [d.event, d.state, d.attempts]), [['job.failed', 'sent', 1]]);
+  });
+
+  it('tries a failing receiver again with backoff, and gives up after the last attempt with a record', async () => {
+    const flaky = receivers['flaky']!;
+    const id = (await t.create('/api/v1/notifications', { name: 'flaky', customer_id: acme, kind: 'webhook', events: ['job.failed'], webhook: { url: flaky.url } }, manage)).channel.id;
+    const deliveries = async () => (await t.call('GET', `/api/v1/notifications/${id}/deliveries`, { token: manage })).body as { state: string; attempts: number; last_error: string | null; next_attempt_at: string }[];
+    flaky.answers = [503, 500];
+    await runJob('failed', 'first');
+    await t.server.checkAlerts();
+    assert.equal(flaky.hits.length, 1);
+    let [d] = await deliveries();
+    assert.equal(d!.state, 'pending');
+    assert.match(d!.last_error!, /answered 503: receiver down/);
+    assert.equal(d!.next_attempt_at, new Date(now + 1000).toISOString(), 'the first retry after firstDelayMs');
+    await t.server.checkAlerts();
+    assert.equal(flaky.hits.length, 1, 'not tried again before its time');
+    now += 1000;
+    await t.server.checkAlerts();
+    [d] = await deliveries();
+    assert.equal(d!.next_attempt_at, new Date(now + 2000).toISOString(), 'the wait doubles');
+    now += 2000;
+    await t.server.checkAlerts();
+    assert.deepEqual(flaky.hits.map((h) => h.status), [503, 500, 200]);
+    assert.equal(new Set(flaky.hits.map((h) => h.json.id)).size, 1, 'the same event each time');
+    [d] = await deliveries();
+    assert.deepEqual([d!.state, d!.attempts], ['sent', 3]);
+
+    flaky.answers = [500, 502, 503, 500];
+    await runJob('failed', 'second');
+    for (let i = 0; i < 4; i++) {
+      await t.server.checkAlerts();
+      now += 10_000;
+    }
+    assert.deepEqual(flaky.hits.slice(3).map((h) => h.status), [500, 502, 503], 'three attempts, then no more');
+    [d] = await deliveries();
+    assert.equal(d!.state, 'failed');
+    assert.match(d!.last_error!, /^gave up after 3 attempts: the webhook http:\/\/127\.0\.0\.1:\d+\/flaky answered 503/);
+    await t.call('DELETE', `/api/v1/notifications/${id}`, { token: manage });
+  });
+
+  it('alerts once when a machine goes stale and once when it recovers', async () => {
+    await runJob('succeeded');
+    const acmeHits = receivers['acme']!;
+    const mailsBefore = smtp.mails.length;
+    now += 2 * HOUR;
+    await t.server.checkAlerts();
+    assert.equal(events(acmeHits, 'machine.stale').length, 0, 'within its threshold');
+    now += 2 * HOUR;
+    await t.server.checkAlerts();
+    await t.server.checkAlerts();
+    now += HOUR;
+    await t.server.checkAlerts();
+    const stale = events(acmeHits, 'machine.stale');
+    assert.equal(stale.length, 1, 'once, however often it is checked');
+    assert.match(stale[0]!.json.summary, /^machine web1 of Acme: no successful backup for 4 h, since 2030-01-01T\d\d:\d\d:\d\d\.\d+Z \(its threshold is 3 h\)$/);
+    assert.equal(stale[0]!.json.details.threshold_seconds, 3 * 3600);
+    assert.equal(smtp.mails.length, mailsBefore + 1);
+    assert.match(smtp.mails.at(-1)!.subject, /^\[holdfast\] machine web1 of Acme: no successful backup for 4 h/);
+    assert.equal(events(receivers['other']!, 'machine.stale').length, 1, 'the other customer\'s machine (never backed up) is its own');
+    assert.equal(events(receivers['other']!, 'machine.stale')[0]!.json.customer.name, 'Other');
+
+    await runJob('failed', 'still broken');
+    await t.server.checkAlerts();
+    assert.equal(events(acmeHits, 'machine.recovered').length, 0, 'a failed backup does not recover it');
+    await runJob('succeeded');
+    await t.server.checkAlerts();
+    now += HOUR;
+    await t.server.checkAlerts();
+    const recovered = events(acmeHits, 'machine.recovered');
+    assert.equal(recovered.length, 1);
+    assert.match(recovered[0]!.json.summary, /^machine web1 of Acme: backed up again at /);
+    assert.equal(events(acmeHits, 'machine.stale').length, 1);
+  });
+
+  it('sends a test on request and says what came of it', async () => {
+    const before = receivers['acme']!.hits.length;
+    const ok = await t.call('POST', `/api/v1/notifications/${acmeHook}/test`, { token: manage });
+    assert.equal(ok.status, 200, ok.text);
+    assert.deepEqual(ok.body, { delivered: true, error: null });
+    const hit = receivers['acme']!.hits[before]!;
+    assert.equal(hit.json.event, 'test');
+    verifySignature(hit.headers['holdfast-signature'], hit.body, secret);
+    receivers['acme']!.answers = [404];
+    const bad = await t.call('POST', `/api/v1/notifications/${acmeHook}/test`, { token: manage });
+    assert.equal(bad.body.delivered, false);
+    assert.match(bad.body.error, /answered 404/);
+    const mail = (await t.create('/api/v1/notifications', {
+      name: 'wrong password', customer_id: acme, kind: 'email', events: ['job.failed'],
+      email: { host: '127.0.0.1', port: smtp.port, security: 'none', username: 'alerts', password: 'wrong', from: 'holdfast@example.net', to: ['ops@acme.example'] },
+    }, manage)).channel.id;
+    const refused = await t.call('POST', `/api/v1/notifications/${mail}/test`, { token: manage });
+    assert.equal(refused.body.delivered, false);
+    assert.match(refused.body.error, /SMTP server 127\.0\.0\.1:\d+ did not take the e-mail: .*invalid user or password/i);
+  });
+
+  it('alerts once when a disk safe passes 90 % of its quota and once when the quota refuses an upload', { timeout: 60_000 }, async () => {
+    const s = await Sandbox.create('holdfast-notify-');
+    try {
+      const token = (await t.create('/api/v1/tokens', { customer_id: other, machine_id: otherMachine, name: 'other agent', rights: ['backup'] })).secret as string;
+      await s.ok(['init'], { env: { HOLDFAST_REPOSITORY: `https://127.0.0.1:${t.port}/safes/other-web1`, HOLDFAST_TOKEN: token, HOLDFAST_FINGERPRINT: t.server.fingerprint } });
+      const used = (await t.call('GET', `/api/v1/safes/${otherSafe}`, { token: t.adminToken })).body.stored_bytes as number;
+      assert.equal((await t.call('PATCH', `/api/v1/safes/${otherSafe}`, { token: t.adminToken, body: { quota_hard: used + 10_000 } })).status, 200);
+      const put = async (bytes: number): Promise<number> => {
+        const body = randomBytes(bytes / 2).toString('hex');
+        return (await httpsJson(t.port, t.cert, 'PUT', `/safes/other-web1/data/${createHash('sha256').update(body).digest('hex')}`, { token, rawBody: body })).status;
+      };
+      const quota = () => receivers['other']!.hits.filter((h) => String(h.json?.event).startsWith('quota.')).map((h) => h.json);
+      assert.deepEqual([await put(5000)], [201]);
+      await t.server.checkAlerts();
+      assert.deepEqual(quota(), [], 'at half its quota');
+      assert.deepEqual([await put(4500), await put(200)], [201, 201]);
+      await t.server.checkAlerts();
+      assert.deepEqual(quota().map((e) => e.event), ['quota.warn'], 'once, at the upload that crossed 90 %');
+      assert.match(quota()[0].summary, /^machine web1 of Other: disk safe other-web1: [\d.]+ KiB stored or being uploaded, past 90 % of its hard quota of [\d.]+ KiB$/);
+      assert.equal(quota()[0].safe.name, 'other-web1');
+      assert.deepEqual([await put(1000), await put(1000)], [413, 413]);
+      await t.server.checkAlerts();
+      assert.deepEqual(quota().map((e) => e.event), ['quota.warn', 'quota.exceeded'], 'once, however many uploads it refuses');
+      assert.match(quota()[1].summary, /disk safe other-web1: the hard quota refuses uploads \(this upload of/);
+      assert.equal(receivers['acme']!.hits.filter((h) => String(h.json?.event).startsWith('quota.')).length, 0, 'nothing to another customer');
+    } finally {
+      await s.remove();
+    }
+  });
+
+  it('keeps a customer\'s channels from another customer (404) and never shows a secret', async () => {
+    const listed = await t.call('GET', '/api/v1/notifications', { token: manage });
+    assert.deepEqual(listed.body.map((c: { name: string }) => c.name).sort(), ['mail', 'ops hook', 'wrong password']);
+    assert.ok(!listed.text.includes(secret) && !listed.text.includes('smtp password'), 'no secret in a listing');
+    const one = (await t.call('GET', `/api/v1/notifications/${acmeHook}`, { token: manage })).body;
+    assert.equal(one.has_secret, true);
+    assert.equal(one.webhook.url, receivers['acme']!.url);
+    assert.ok(!('secret' in one.webhook));
+    for (const id of [otherHook, providerHook]) {
+      for (const [method, path, body] of [
+        ['GET', `/api/v1/notifications/${id}`, undefined], ['PATCH', `/api/v1/notifications/${id}`, { enabled: false }], ['DELETE', `/api/v1/notifications/${id}`, undefined],
+        ['POST', `/api/v1/notifications/${id}/test`, undefined], ['GET', `/api/v1/notifications/${id}/deliveries`, undefined],
+      ] as const) {
+        const r = await t.call(method, path, { token: manage, ...(body ? { body } : {}) });
+        assert.equal(r.status, 404, `${method} ${path}: ${r.text}`);
+        assert.equal(r.body.code, 'NOT_FOUND');
+      }
+    }
+    const foreign = await t.call('POST', '/api/v1/notifications', { token: manage, body: { name: 'x', customer_id: other, kind: 'webhook', events: ['job.failed'], webhook: { url: receivers['acme']!.url } } });
+    assert.equal(foreign.status, 404, foreign.text);
+    const providerWide = await t.call('POST', '/api/v1/notifications', { token: manage, body: { name: 'x', kind: 'webhook', events: ['job.failed'], webhook: { url: receivers['acme']!.url } } });
+    assert.equal(providerWide.status, 403, providerWide.text);
+    assert.equal((await t.call('GET', `/api/v1/notifications/${otherHook}`, { token: otherManage })).body.enabled, true, 'nothing changed');
+    const viewer = await t.call('GET', '/api/v1/notifications', { token: agent });
+    assert.equal(viewer.status, 403, 'an agent token reads nothing');
+  });
+});
