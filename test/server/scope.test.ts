@@ -33,6 +33,9 @@ const RECORD_OF: Record<string, keyof Records> = {
   '/api/v1/customers/{id}/recovery-key': 'customer',
   '/api/v1/safes/{id}/escrow': 'safe',
   '/api/v1/safes/{id}/restore-tokens': 'safe',
+  '/api/v1/notifications/{id}': 'channel',
+  '/api/v1/notifications/{id}/test': 'channel',
+  '/api/v1/notifications/{id}/deliveries': 'channel',
 };
 /** Bodies this file's generator cannot make valid (a schema chosen by another field, lists of objects). */
 const BODY_OF: Record<string, Record<string, unknown>> = {
@@ -46,7 +49,7 @@ const POLL = 'GET /api/v1/agent/jobs/next';
 /** Routes about the caller only (the answer is checked for A's records, whatever its status). */
 const CALLER_ROUTES = new Set(['POST /api/v1/login', 'POST /api/v1/logout', 'GET /api/v1/me', 'POST /api/v1/me/password']);
 
-interface Records { customer: string; user: string; token: string; machine: string; safe: string; job: string }
+interface Records { customer: string; user: string; token: string; machine: string; safe: string; job: string; channel: string }
 
 type Schema = { type?: string | string[]; properties?: Record<string, Schema>; required?: string[]; enum?: unknown[]; items?: Schema; pattern?: string };
 
@@ -94,7 +97,10 @@ databaseSuites('scope of every API route', (fx) => {
     assert.equal((await t.call('PUT', `/api/v1/customers/${a.customer}/recovery-key`, { token: aAdmin, body: { public_key: recovery } })).status, 200);
     const box = sealForRecovery(recovery, Buffer.from('the password of alpha-web-1-files'), 'alpha-web-1-files').toString('base64');
     assert.equal((await t.call('PUT', `/api/v1/safes/${a.safe}/escrow`, { token: aToken.secret, body: { wrapped_password: box } })).status, 200);
-    secretsOfA.push(aToken.secret, aUser.password, recovery, box);
+    // A's notification channel (to a port where nothing listens: B's probes must not even send A a test).
+    const hookSecret = 'the secret of alpha\'s webhook';
+    a.channel = (await mk('/api/v1/notifications', { name: 'alpha-hook', customer_id: a.customer, kind: 'webhook', events: ['job.failed'], webhook: { url: 'http://127.0.0.1:9/alpha', secret: hookSecret } }, aAdmin)).channel.id;
+    secretsOfA.push(aToken.secret, aUser.password, recovery, box, hookSecret);
 
     const bUser = await mk('/api/v1/users', { name: 'bob', role: 'customer-admin', customer_id: b });
     callers['B session'] = await t.login('bob', bUser.password, 'bob has a long password too');
@@ -136,7 +142,7 @@ databaseSuites('scope of every API route', (fx) => {
 
   it('leaves customer A\'s records as they were, and A\'s own admin still sees each of them', async () => {
     for (const [path, record] of Object.entries(RECORD_OF)) {
-      if (path.startsWith('/api/v1/agent/') || /\/(forget|prune|restore-tokens|cancel)$/.test(path)) continue; // the agent's reports, a safe's retention, restore tokens, a cancel: POST only
+      if (path.startsWith('/api/v1/agent/') || /\/(forget|prune|restore-tokens|cancel|test)$/.test(path)) continue; // the agent's reports, a safe's retention, restore tokens, a cancel, a channel's test: POST only
       const r = await t.call('GET', path.replace('{id}', a[record]), { token: aAdmin });
       assert.equal(r.status, 200, `${path}: ${r.text}`);
     }

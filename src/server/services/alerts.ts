@@ -18,7 +18,7 @@ import type { ServiceContext } from './context.js';
 import { raiseEvent } from './notifications.js';
 
 /** The job kinds whose success is a backup of the machine. */
-const BACKUP_KINDS = ['backup', 'image-backup', 'command-backup'] as const;
+const BACKUP_KINDS = ['backup', 'image-backup', 'command-backup', 'database-backup'] as const;
 
 /** 3 days: three times a daily backup's interval, the threshold of a machine whose schedule is not known. */
 export const DEFAULT_STALE_AFTER_MS = 3 * 24 * 3600 * 1000;
