@@ -96,6 +96,33 @@ export function hasXattrsBeyondLabel(path: PosixPath): boolean {
   return listOrNone(asBuffer(path)).some((name) => !name.equals(SELINUX));
 }
 
+/**
+ * How the attributes `path` has differ from `want` (undefined: none), in
+ * words, or undefined when they are the same: what `restore --verify`
+ * checks. Left aside: the names in `refused` (the target refused them, and
+ * the restore warned already) and an SELinux label `want` does not have
+ * (the target policy's).
+ */
+export function xattrDifference(path: PosixPath, want: readonly Xattr[] | undefined, refused: readonly Buffer[] = []): string | undefined {
+  const p = asBuffer(path);
+  const skip = (name: Buffer): boolean => refused.some((r) => r.equals(name));
+  const wanted = (want ?? []).filter((x) => !skip(x.name));
+  const names = listOrNone(p).filter((n) => !skip(n) && !(n.equals(SELINUX) && !wanted.some((x) => x.name.equals(SELINUX))));
+  const extra = names.filter((n) => !wanted.some((x) => x.name.equals(n))).sort(Buffer.compare);
+  if (extra.length > 0) return `restored extended attributes the snapshot does not have: ${extra.map((n) => n.toString()).join(', ')}`;
+  for (const x of wanted) {
+    if (!names.some((n) => n.equals(x.name))) return `extended attribute ${x.name.toString()} was not restored`;
+    let value: Buffer;
+    try {
+      value = native.lgetxattr(p, x.name);
+    } catch (e) {
+      return `extended attribute ${x.name.toString()} cannot be read back: ${(e as Error).message}`;
+    }
+    if (!value.equals(x.value)) return `restored extended attribute ${x.name.toString()} differs from the snapshot's`;
+  }
+  return undefined;
+}
+
 /** The names of a path's attributes; none where its file system has none. */
 function listOrNone(p: Buffer): Buffer[] {
   try {

@@ -96,7 +96,8 @@ describe('extended attributes, ACLs and capabilities', () => {
   /** Restores the snapshot of `src` into a new folder `name` and returns where the source landed in it. */
   async function restore(name: string): Promise<string> {
     const target = s.path(name);
-    await s.ok(['restore', snap, '--target', target]);
+    // --verify reads every attribute back: nothing differs from the snapshot's.
+    await s.ok(['restore', snap, '--target', target, '--verify']);
     return join(target, src);
   }
 

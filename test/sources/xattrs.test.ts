@@ -10,7 +10,7 @@ import { mkdtempSync, promises as fs, rmSync, symlinkSync, writeFileSync } from 
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { native } from '../../src/sources/native.js';
-import { XattrReader, writeXattrs } from '../../src/sources/xattrs.js';
+import { XattrReader, writeXattrs, xattrDifference } from '../../src/sources/xattrs.js';
 
 const hasTools = spawnSync('sh', ['-c', 'command -v getfattr && command -v setfattr']).status === 0;
 
@@ -92,5 +92,20 @@ describe('extended attributes through the addon', () => {
     assert.deepEqual(new XattrReader().read(path, 1n)?.map((x) => x.name.toString()), ['user.c']);
     assert.equal(writeXattrs(path, undefined, true).length, 0);
     assert.equal(new XattrReader().read(path, 1n), undefined);
+  });
+
+  it('xattrDifference names what differs from the snapshot\'s attributes: a value, one missing, one extra; refused names are left aside', async (t) => {
+    if (skip) return t.skip(skip);
+    const path = join(dir, 'compare');
+    await fs.writeFile(path, '');
+    const x = (name: string, value: string) => ({ name: Buffer.from(name), value: Buffer.from(value) });
+    execFileSync('setfattr', ['-n', 'user.a', '-v', '1', path]);
+    execFileSync('setfattr', ['-n', 'user.b', '-v', '2', path]);
+    assert.equal(xattrDifference(path, [x('user.a', '1'), x('user.b', '2')]), undefined);
+    assert.equal(xattrDifference(path, [x('user.a', '1'), x('user.b', 'two')]), 'restored extended attribute user.b differs from the snapshot\'s');
+    assert.equal(xattrDifference(path, [x('user.a', '1'), x('user.b', '2'), x('user.c', '3')]), 'extended attribute user.c was not restored');
+    assert.equal(xattrDifference(path, [x('user.a', '1')]), 'restored extended attributes the snapshot does not have: user.b');
+    assert.equal(xattrDifference(path, undefined), 'restored extended attributes the snapshot does not have: user.a, user.b');
+    assert.equal(xattrDifference(path, [x('user.a', '1'), x('user.c', '3')], [Buffer.from('user.b'), Buffer.from('user.c')]), undefined, 'what the target refused was warned of already');
   });
 });

@@ -31,7 +31,7 @@ import type { Repository } from '../../repo/repository.js';
 import type { BlobLocation } from '../../repo/index-file.js';
 import { entryBlob, type BlobSlice, type ContentEntry, type TreeNode } from '../../repo/tree.js';
 import { PathShortener, floorMicros, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
-import { hasXattrsBeyondLabel, writeXattrs, type RefusedXattr } from '../../sources/xattrs.js';
+import { hasXattrsBeyondLabel, writeXattrs, xattrDifference, type RefusedXattr } from '../../sources/xattrs.js';
 import { PathBuffer, walkTree } from '../tree-walk.js';
 import { prepareExisting, type Overwrite } from './overwrite.js';
 import type { Excludes } from '../backup/excludes.js';
@@ -626,13 +626,16 @@ export class Restorer {
   private finishNode(path: Buffer, dest: Buffer, node: TreeNode, settled?: Settled, kept = false): void {
     try {
       if (this.privileged && !settled?.owner) lchownSync(dest, node.uid, node.gid);
-      this.restoreXattrs(path, dest, node, kept);
+      const refused = this.restoreXattrs(path, dest, node, kept);
       if (node.type !== 'symlink' && !settled?.mode) chmodSync(dest, node.mode);
       const t = utimesSeconds(node.mtime);
       lutimesSync(dest, t, t);
       if (this.opts.verify) {
         const mtime = lstatSync(dest, { bigint: true }).mtimeNs;
         if (mtime !== floorMicros(node.mtime)) this.verifyFailure(path, `restored mtime ${mtime} ns differs from the snapshot's ${floorMicros(node.mtime)} ns`);
+        // What the target refused was warned of already; anything else must be there as the snapshot has it.
+        const differs = refused === undefined ? undefined : xattrDifference(dest, node.xattrs, refused);
+        if (differs !== undefined) this.verifyFailure(path, differs);
       }
       (kept ? this.opts.onUnchanged : this.opts.onRestored)?.(path.toString());
     } catch (e) {
@@ -649,10 +652,12 @@ export class Restorer {
    * file system without them, trusted.* or a capability without root,
    * user.* on a symlink) is a warning naming it; the rest is restored.
    * Never throws: what fails is a warning, as for the other metadata.
+   * Returns the names the target refused, or undefined when the attributes
+   * could not be listed.
    */
-  private restoreXattrs(path: Buffer, dest: Buffer, node: TreeNode, kept = false): void {
+  private restoreXattrs(path: Buffer, dest: Buffer, node: TreeNode, kept = false): readonly Buffer[] | undefined {
     const clear = kept || this.creation === undefined || this.creation.xattrs;
-    if (!node.xattrs && !clear) return;
+    if (!node.xattrs && !clear) return [];
     let refused: RefusedXattr[];
     try {
       refused = writeXattrs(dest, node.xattrs, clear);
@@ -667,11 +672,12 @@ export class Restorer {
       }
     } catch (e) {
       this.opts.onWarning?.(path.toString(), `cannot restore extended attributes: ${(e as Error).message}`);
-      return;
+      return undefined;
     }
     if (refused.length > 0) {
       this.opts.onWarning?.(path.toString(), `extended attributes not restored: ${refused.map((r) => `${r.name.toString()} (${r.code})`).join(', ')}`);
     }
+    return refused.map((r) => r.name);
   }
 
   private verifyFailure(path: Buffer, error: string): void {
