@@ -10,9 +10,13 @@
  *   /admin/...              customers, users, tokens, notifications, enrolment (admin/)
  */
 import { NavLink, Route, Routes } from 'react-router';
+import { AdminPage } from './admin/admin-page.js';
 import { ChangePasswordPage } from './pages/change-password.js';
 import { FleetPage } from './pages/fleet.js';
 import { LoginPage } from './pages/login.js';
+import { MachinePage } from './pages/machine.js';
+import { RestorePage } from './pages/restore.js';
+import { StoragePage } from './pages/storage.js';
 import { NotFound } from './pages/not-found.js';
 import { isProviderRole, mayManage, useSession, useUser } from './session.js';
 
@@ -24,6 +28,10 @@ export function App() {
     <Layout>
       <Routes>
         <Route path="/" element={<FleetPage />} />
+        <Route path="/machines/:id" element={<MachinePage />} />
+        <Route path="/machines/:id/restore" element={<RestorePage />} />
+        <Route path="/storage" element={<StoragePage />} />
+        <Route path="/admin/*" element={<AdminPage />} />
         <Route path="/safes/:id/browse/*" element={<NotFound what="The snapshot browser" />} />
         <Route path="/account/password" element={<ChangePasswordPage />} />
         <Route path="*" element={<NotFound />} />

@@ -89,6 +89,8 @@ export class ApiClient {
   safe(id: string): Promise<SafeBody> { return this.request('GET', `/safes/${enc(id)}`); }
   updateSafeQuotas(id: string, body: UpdateQuotasRequest): Promise<SafeBody> { return this.request('PATCH', `/safes/${enc(id)}`, body); }
   forget(safeId: string, body: ForgetSafeRequest): Promise<ForgetResultBody> { return this.request('POST', `/safes/${enc(safeId)}/forget`, body); }
+  /** What `rules` would keep and remove now, and why; removes nothing. */
+  retentionPreview(safeId: string, rules: Omit<ForgetSafeRequest, 'dry_run'>): Promise<ForgetResultBody> { return this.forget(safeId, { ...rules, dry_run: true }); }
   createRestoreToken(safeId: string, body: CreateRestoreTokenRequest): Promise<CreatedTokenBody> { return this.request('POST', `/safes/${enc(safeId)}/restore-tokens`, body); }
 
   machineJobs(machineId: string): Promise<JobBody[]> { return this.request('GET', `/machines/${enc(machineId)}/jobs`); }

@@ -1,37 +1,148 @@
-/** The fleet dashboard: every machine the person may see, with its disk safe's size and quota. */
-import { Link } from 'react-router';
+/**
+ * The fleet dashboard: every machine the person may see with its status
+ * (lib/fleet-status.ts), last success, next run, stored size and quota;
+ * counts at the top (each a filter), a search by machine or customer name,
+ * the failures of the last 24 hours. The list is virtualised: only the rows
+ * on screen are in the page, so a fleet of thousands scrolls smoothly.
+ */
+import { useVirtualizer } from '@tanstack/react-virtual';
+import { useMemo, useRef } from 'react';
+import { Link, useSearchParams } from 'react-router';
+import type { CustomerBody, JobBody, MachineBody, SafeBody } from '../../../src/api/v1.js';
 import { ErrorBox } from '../components/error-box.js';
-import { formatAge, formatBytes } from '../format.js';
+import { JobStateBadge, StatusBadge } from '../components/status-badge.js';
+import { formatAge, formatBytes, formatTime } from '../format.js';
+import { countByStatus, FLEET_STATUSES, machineState, mapLimited, type FleetStatus, type MachineState } from '../lib/fleet-status.js';
 import { useLoad } from '../load.js';
-import { useSession } from '../session.js';
+import { isProviderRole, useSession, useUser } from '../session.js';
+
+/** One row: the machine, its disk safe, its customer and its state. */
+export interface FleetRow {
+  machine: MachineBody;
+  safe: SafeBody | undefined;
+  customer: CustomerBody | undefined;
+  state: MachineState<JobBody>;
+  nextRun: string | null;
+}
+
+const ROW_HEIGHT = 44;
 
 export function FleetPage() {
   const { api } = useSession();
+  const user = useUser();
+  const provider = isProviderRole(user);
   const fleet = useLoad(async () => {
-    const [machines, safes] = await Promise.all([api.machines(), api.safes()]);
-    return { machines, safes };
-  }, [api]);
-  const safeOf = new Map(fleet.data?.safes.filter((s) => s.machine_id).map((s) => [s.machine_id!, s]));
+    const [machines, safes, customers] = await Promise.all([api.machines(), api.safes(), provider ? api.customers() : Promise.resolve([])]);
+    const now = Date.now();
+    const jobs = await mapLimited(machines, 8, (m) => api.machineJobs(m.id));
+    const safeOf = new Map(safes.filter((s) => s.machine_id).map((s) => [s.machine_id!, s]));
+    const customerOf = new Map(customers.map((c) => [c.id, c]));
+    return machines.map((machine, i): FleetRow => ({
+      machine, safe: safeOf.get(machine.id), customer: customerOf.get(machine.customer_id),
+      state: machineState(jobs[i]!, now), nextRun: null,
+    }));
+  }, [api, provider]);
+
+  const [params, setParams] = useSearchParams();
+  const query = params.get('q') ?? '';
+  const statusFilter = params.get('status') as FleetStatus | null;
+  const set = (k: string, v: string | null): void => {
+    const next = new URLSearchParams(params);
+    if (v) next.set(k, v); else next.delete(k);
+    setParams(next, { replace: true });
+  };
+
+  const rows = fleet.data ?? [];
+  const counts = useMemo(() => countByStatus(rows.map((r) => r.state)), [rows]);
+  const shown = useMemo(() => {
+    const q = query.trim().toLowerCase();
+    return rows.filter((r) => (!statusFilter || r.state.status === statusFilter)
+      && (!q || r.machine.name.toLowerCase().includes(q) || (r.customer?.name.toLowerCase().includes(q) ?? false)))
+      .sort((a, b) => a.machine.name.localeCompare(b.machine.name));
+  }, [rows, query, statusFilter]);
+  const failures = useMemo(() => rows.flatMap((r) => r.state.failures24h.map((job) => ({ job, row: r })))
+    .sort((a, b) => Date.parse(b.job.finished_at!) - Date.parse(a.job.finished_at!)), [rows]);
+
   return (
     <section className="page">
-      <h1>Fleet</h1>
+      <div className="page-head">
+        <h1>Fleet</h1>
+        <button type="button" className="secondary" onClick={fleet.reload} disabled={fleet.loading}>{fleet.loading ? 'Loading…' : 'Refresh'}</button>
+      </div>
       <ErrorBox error={fleet.error} retry={fleet.reload} />
-      <table className="list">
-        <thead><tr><th>Machine</th><th>Last seen</th><th>Stored</th><th>Quota</th></tr></thead>
-        <tbody>
-          {fleet.data?.machines.map((m) => {
-            const safe = safeOf.get(m.id);
+      <div className="counts" role="group" aria-label="machines by status">
+        <button type="button" className={`count ${!statusFilter ? 'selected' : ''}`} onClick={() => set('status', null)}>
+          <strong>{rows.length}</strong><span>All</span>
+        </button>
+        {FLEET_STATUSES.map((s) => (
+          <button key={s} type="button" className={`count ${s} ${statusFilter === s ? 'selected' : ''}`} aria-pressed={statusFilter === s} onClick={() => set('status', statusFilter === s ? null : s)}>
+            <strong data-testid={`count-${s}`}>{counts[s]}</strong><StatusBadge status={s} />
+          </button>
+        ))}
+      </div>
+      <div className="toolbar">
+        <input type="search" placeholder={provider ? 'Search machines or customers' : 'Search machines'} aria-label="search" value={query} onChange={(e) => set('q', e.target.value || null)} />
+        <span className="muted">{shown.length} of {rows.length} machines</span>
+      </div>
+      {fleet.data && rows.length === 0 ? <p className="notice">No machines yet. {provider || user.role === 'customer-admin' ? <Link to="/admin/enrol">Enrol a machine</Link> : null}</p> : null}
+      <MachineList rows={shown} provider={provider} />
+      {failures.length > 0 ? (
+        <>
+          <h2>Failures in the last 24 hours</h2>
+          <table className="list">
+            <thead><tr><th>Machine</th><th>Job</th><th>State</th><th className="wide">Ended</th><th>Why</th></tr></thead>
+            <tbody>
+              {failures.map(({ job, row }) => (
+                <tr key={job.id}>
+                  <td><Link to={`/machines/${row.machine.id}`}>{row.machine.name}</Link></td>
+                  <td><Link to={`/machines/${row.machine.id}?job=${job.id}`}>{job.kind}</Link></td>
+                  <td><JobStateBadge state={job.state} /></td>
+                  <td className="wide">{formatTime(job.finished_at)}</td>
+                  <td className="why">{job.error ?? '—'}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </>
+      ) : null}
+    </section>
+  );
+}
+
+function MachineList({ rows, provider }: { rows: FleetRow[]; provider: boolean }) {
+  const scroller = useRef<HTMLDivElement>(null);
+  const virtual = useVirtualizer({ count: rows.length, getScrollElement: () => scroller.current, estimateSize: () => ROW_HEIGHT, overscan: 10 });
+  return (
+    <div className={`fleet ${provider ? 'with-customer' : ''}`} role="table" aria-label="machines" aria-rowcount={rows.length}>
+      <div className="fleet-row head" role="row">
+        <span role="columnheader">Machine</span>
+        {provider ? <span role="columnheader" className="wide">Customer</span> : null}
+        <span role="columnheader">Status</span>
+        <span role="columnheader">Last success</span>
+        <span role="columnheader" className="wide">Next run</span>
+        <span role="columnheader" className="num wide">Stored</span>
+        <span role="columnheader" className="num wide">Quota</span>
+      </div>
+      <div className="fleet-body" ref={scroller}>
+        <div style={{ height: virtual.getTotalSize() }} className="fleet-space">
+          {virtual.getVirtualItems().map((v) => {
+            const r = rows[v.index]!;
+            const quota = r.safe?.quota_hard ?? r.customer?.quota_hard ?? null;
+            const full = quota && r.safe ? r.safe.stored_bytes / quota : 0;
             return (
-              <tr key={m.id}>
-                <td><Link to={`/machines/${m.id}`}>{m.name}</Link></td>
-                <td>{formatAge(m.last_seen_at)}</td>
-                <td>{formatBytes(safe?.stored_bytes)}</td>
-                <td>{formatBytes(safe?.quota_hard)}</td>
-              </tr>
+              <div key={r.machine.id} role="row" className="fleet-row" style={{ transform: `translateY(${v.start}px)` }}>
+                <span role="cell"><Link to={`/machines/${r.machine.id}`}>{r.machine.name}</Link></span>
+                {provider ? <span role="cell" className="wide">{r.customer?.name ?? r.machine.customer_id}</span> : null}
+                <span role="cell"><StatusBadge status={r.state.status} /></span>
+                <span role="cell" title={formatTime(r.state.lastSuccessAt)}>{formatAge(r.state.lastSuccessAt)}</span>
+                <span role="cell" className="wide">{r.nextRun ? formatAge(r.nextRun) : '—'}</span>
+                <span role="cell" className="num wide">{formatBytes(r.safe?.stored_bytes)}</span>
+                <span role="cell" className={`num wide ${full >= 0.9 ? 'warn' : ''}`}>{quota ? `${formatBytes(quota)} (${Math.round(full * 100)}%)` : '—'}</span>
+              </div>
             );
           })}
-        </tbody>
-      </table>
-    </section>
+        </div>
+      </div>
+    </div>
   );
 }

@@ -1,0 +1,128 @@
+/**
+ * One machine: what it is and where its backups go, its snapshots on a
+ * timeline, "back up now", its jobs with their logs (live while one runs),
+ * and its retention policy with the preview of what it keeps.
+ */
+import { useMemo, useState } from 'react';
+import { Link, useParams, useSearchParams } from 'react-router';
+import type { JobBody, SafeBody } from '../../../src/api/v1.js';
+import { ApiRequestError } from '../api/client.js';
+import { ErrorBox } from '../components/error-box.js';
+import { JobStateBadge, StatusBadge } from '../components/status-badge.js';
+import { formatAge, formatBytes, formatDuration, formatTime } from '../format.js';
+import { BACKUP_KINDS, machineState } from '../lib/fleet-status.js';
+import { snapshotsFromJobs } from '../lib/snapshots.js';
+import { useLoad } from '../load.js';
+import { BackupNow } from '../machine/backup-now.js';
+import { JobLog } from '../machine/job-log.js';
+import { RetentionForm, RetentionPreview, rulesToForm } from '../machine/retention-preview.js';
+import { SnapshotTimeline } from '../machine/snapshot-timeline.js';
+import { mayManage, useSession, useUser } from '../session.js';
+import { NotFound } from './not-found.js';
+
+export function MachinePage() {
+  const { id = '' } = useParams();
+  const { api } = useSession();
+  const user = useUser();
+  const [params, setParams] = useSearchParams();
+  const selectedJob = params.get('job');
+  const page = useLoad(async () => {
+    const machine = await api.machine(id);
+    const [safes, jobs] = await Promise.all([api.safes(), api.machineJobs(id)]);
+    return { machine, safe: safes.find((s) => s.machine_id === id) as SafeBody | undefined, jobs };
+  }, [api, id]);
+  const [form, setForm] = useState<Record<string, string>>(() => rulesToForm({ keep_daily: 7, keep_weekly: 4, keep_monthly: 12 }));
+
+  const jobs = page.data?.jobs ?? [];
+  const state = useMemo(() => machineState(jobs, Date.now()), [jobs]);
+  const snapshots = useMemo(() => snapshotsFromJobs(jobs), [jobs]);
+  const lastPaths = (jobs.find((j) => j.kind === 'backup')?.spec as { paths?: string[] } | undefined)?.paths ?? ['/'];
+
+  if (page.failure instanceof ApiRequestError && page.failure.status === 404) return <NotFound />;
+  if (!page.data) return <section className="page"><h1>Machine</h1><ErrorBox error={page.error} retry={page.reload} />{page.loading ? <p className="muted">Loading…</p> : null}</section>;
+  const { machine, safe } = page.data;
+  const select = (jobId: string | null): void => {
+    const next = new URLSearchParams(params);
+    if (jobId) next.set('job', jobId); else next.delete('job');
+    setParams(next, { replace: true });
+  };
+  const started = (job: JobBody): void => {
+    select(job.id);
+    page.reload();
+  };
+  // A job that ends changes the machine's state and snapshots: read them again.
+  const jobChanged = (job: JobBody): void => {
+    const known = jobs.find((j) => j.id === job.id);
+    if (!known || known.state !== job.state) page.reload();
+  };
+  return (
+    <section className="page">
+      <div className="page-head">
+        <h1>{machine.name} <StatusBadge status={state.status} /></h1>
+        <div className="actions">
+          {safe ? <Link className="button secondary" to={`/machines/${machine.id}/restore`}>Restore…</Link> : null}
+          {safe ? <Link className="button secondary" to={`/safes/${safe.id}/browse/`}>Browse snapshots</Link> : null}
+        </div>
+      </div>
+      <ErrorBox error={page.error} retry={page.reload} />
+      <dl className="facts card">
+        <dt>Last success</dt><dd title={formatTime(state.lastSuccessAt)}>{formatAge(state.lastSuccessAt)}</dd>
+        <dt>Agent last seen</dt><dd>{formatAge(machine.last_seen_at)}</dd>
+        <dt>Disk safe</dt><dd>{safe ? <code>{safe.name}</code> : 'none'}</dd>
+        <dt>Stored</dt><dd>{formatBytes(safe?.stored_bytes)}{safe?.quota_hard ? ` of ${formatBytes(safe.quota_hard)}` : ''}</dd>
+        <dt>Enrolled</dt><dd>{formatTime(machine.created_at)}</dd>
+        {machine.retired_at ? <><dt>Retired</dt><dd>{formatTime(machine.retired_at)}</dd></> : null}
+      </dl>
+
+      <h2>Snapshots</h2>
+      <SnapshotTimeline snapshots={snapshots} />
+      {snapshots.length > 0 ? (
+        <table className="list" aria-label="snapshots">
+          <thead><tr><th>Snapshot</th><th>Time</th><th className="num">Size</th><th className="num">Added</th><th className="num wide">Files</th></tr></thead>
+          <tbody>
+            {[...snapshots].reverse().map((s) => (
+              <tr key={s.id}>
+                <td>{safe ? <Link to={`/safes/${safe.id}/browse/${s.id}`}><code>{s.id.slice(0, 8)}</code></Link> : <code>{s.id.slice(0, 8)}</code>}</td>
+                <td>{formatTime(s.time)}</td>
+                <td className="num">{formatBytes(s.size)}</td>
+                <td className="num">{formatBytes(s.added)}</td>
+                <td className="num wide">{s.files ?? '—'}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : null}
+
+      {mayManage(user) && !machine.retired_at ? (<><h2>Back up now</h2><BackupNow machineId={machine.id} defaultPaths={lastPaths} onStarted={started} /></>) : null}
+
+      <h2>Jobs</h2>
+      {selectedJob ? <JobLog jobId={selectedJob} onChange={jobChanged} /> : null}
+      <table className="list" aria-label="jobs">
+        <thead><tr><th>Job</th><th>State</th><th>Queued</th><th className="wide">Took</th><th className="wide">By</th></tr></thead>
+        <tbody>
+          {jobs.map((j) => (
+            <tr key={j.id} className={j.id === selectedJob ? 'selected' : ''}>
+              <td><button type="button" className="link" onClick={() => select(j.id === selectedJob ? null : j.id)}>{j.kind}{BACKUP_KINDS.has(j.kind) && j.result?.['snapshot_id'] ? ` ${String(j.result['snapshot_id']).slice(0, 8)}` : ''}</button></td>
+              <td><JobStateBadge state={j.state} /></td>
+              <td>{formatTime(j.created_at)}</td>
+              <td className="wide">{j.started_at && j.finished_at ? formatDuration((Date.parse(j.finished_at) - Date.parse(j.started_at)) / 1000) : '—'}</td>
+              <td className="wide">{j.created_by}</td>
+            </tr>
+          ))}
+          {jobs.length === 0 ? <tr><td colSpan={5} className="muted">No job yet.</td></tr> : null}
+        </tbody>
+      </table>
+
+      {safe ? (
+        <>
+          <h2>Retention</h2>
+          <div className="card">
+            <p className="muted">Which snapshots these rules keep, and why. The preview removes nothing.</p>
+            <RetentionForm form={form} setForm={setForm} />
+            <RetentionPreview safeId={safe.id} form={form} />
+          </div>
+        </>
+      ) : null}
+    </section>
+  );
+}
