@@ -1,7 +1,9 @@
 /**
  * Which disk safe a repository request reaches, and with which rights: the
  * `SafeResolver` of the repository protocol (src/server/http/repo-routes.ts)
- * on the control plane. Only live API tokens reach safes, and only the safes
+ * on the control plane. A person's live session reads (the web interface's
+ * snapshot browser, `sessionAccess` below); otherwise only live API tokens
+ * reach safes, and only the safes
  * of their customer (a machine-scoped token: of its machine), by the safe's
  * name within that customer (two customers may each have a "web1"); anything else
  * is undefined, which the protocol answers 404 whether the safe exists or
@@ -33,7 +35,7 @@ import type { ServiceContext } from './context.js';
 import { ApiError, NoDiskSafe } from './errors.js';
 import { requireSomeSafe } from './machines.js';
 import { admitLock, lockOwnersOf, refuseLock, refuseOldCreation } from './lock-owners.js';
-import { sees } from './principal.js';
+import { isProvider, sees, type Principal } from './principal.js';
 import { admitUpload } from './quota.js';
 import { refuseBackdatedSnapshot } from './snapshot-time-policy.js';
 import { UploadRefusedError } from './upload-refused-error.js';
@@ -78,6 +80,50 @@ async function refuseUninitialised(ctx: ServiceContext, safe: DiskSafe, backend:
   seen.add(safe.id);
 }
 
+/** The sessions that have read each safe, per server: a session's reading is audited once per safe, not at every object. */
+const browsed = new WeakMap<ServiceContext, Set<string>>();
+
+/** What a person's session reads: what the browser needs to open a safe with its password, and nothing of the bookkeeping. */
+const SESSION_READABLE = ['config', 'key', 'index', 'snapshot', 'data'] as const;
+
+/**
+ * A person's session reading a safe (the web interface's snapshot browser,
+ * which opens it with its password in the browser): `read` of the safe
+ * NAME of the person's customer (by its name, or by its id as the API shows
+ * it), or of any customer's safe by its id for provider staff, who run the
+ * storage that holds its sealed bytes anyway. It adds nothing, not even a
+ * lock (403 `READ_ONLY`), removes nothing, and reads no lock or deletion
+ * marker (403 `NOT_READABLE`). A session whose one-time password is still
+ * to be changed reads nothing. The first read of each safe by a session is
+ * audited (`safe.browse`).
+ */
+async function sessionAccess(ctx: ServiceContext, p: Principal, name: string): Promise<SafeAccess | undefined> {
+  if (p.user?.must_change_password === 1) return undefined;
+  let q = ctx.db.selectFrom('disk_safes').selectAll().where('deleting_at', 'is', null);
+  q = isProvider(p)
+    ? q.where('id', '=', name)
+    : q.where('customer_id', '=', p.customerId ?? '').where((w) => w.or([w('id', '=', name), w('name', '=', name)]));
+  // A customer's safe named like another of its safes' id: the id wins (ids are the API's, names the customer's).
+  const rows = await q.execute();
+  const safe = rows.find((r) => r.id === name) ?? rows[0];
+  if (safe === undefined || !sees(p, safe)) return undefined;
+  let seen = browsed.get(ctx);
+  if (seen === undefined) browsed.set(ctx, seen = new Set());
+  if (!seen.has(`${p.id} ${safe.id}`)) {
+    seen.add(`${p.id} ${safe.id}`);
+    await audit(ctx, p, 'safe.browse', safe.id, safe.customer_id);
+  }
+  return {
+    backend: ctx.safeStorage.backendOf(safe),
+    rights: 'read',
+    principal: `session:${p.id}`,
+    readable: SESSION_READABLE,
+    beforeSave: () => {
+      throw new UploadRefusedError(403, 'READ_ONLY', 'a session reads a disk safe (the web interface\'s browser) and adds nothing to it, not even a lock');
+    },
+  };
+}
+
 /** The resolver of a server's safes, each in its storage (`ctx.safeStorage`). */
 export function safeResolver(ctx: ServiceContext): SafeResolver {
   return {
@@ -89,7 +135,7 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
         if (e instanceof ApiError) return undefined;
         throw e;
       }
-      if (p.kind !== 'token') return undefined;
+      if (p.kind === 'session') return sessionAccess(ctx, p, name);
       signal.throwIfAborted();
       let rights = safeRights(p.rights, p.token!.safe_id !== null);
       // A takeover token: enroll, made for one safe (the check below keeps it to that one).
