@@ -36,7 +36,8 @@ import { ensureFirstAdmin } from './services/auth.js';
 import type { ServiceContext } from './services/context.js';
 import { JobSignals } from './services/job-signals.js';
 import { removeLocksOfExpiredTokens } from './services/lock-owners.js';
-import { ServerJobs } from './services/server-jobs.js';
+import { pruneWork } from './services/retention.js';
+import { ServerJobs, type ServerJobsOptions } from './services/server-jobs.js';
 import { safeResolver } from './services/safe-access.js';
 import { openSafeStorage, parseStorageSetting, StorageSettingError } from './services/safe-storage.js';
 import { UsageLedger } from './services/usage.js';
@@ -79,6 +80,8 @@ export interface BackupServerOptions {
   readonly clock?: () => Date;
   /** The repository protocol's upload limits (repo-routes.ts has their defaults; tests set them small). */
   readonly uploadLimits?: UploadLimits;
+  /** How server nodes share the server jobs (server-jobs.ts: lease, how often a node looks for work, how many it runs at once); tests shorten them. */
+  readonly serverJobs?: ServerJobsOptions;
   /** Wraps each disk safe's backend (tests inject faults with a FaultBackend; default: none). */
   readonly wrapSafeBackend?: (backend: Backend) => Backend;
   /** The built web interface's folder (default: the package's dist/app). */
@@ -203,21 +206,23 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
   const cert = await ensureCertificate(join(opts.dataDir, 'tls'));
   const database: ControlPlaneDatabase = await openDatabase(settings.db, join(opts.dataDir, SQLITE_FILE));
   let app: FastifyInstance | undefined;
-  const jobSignals = new JobSignals();
+  const jobSignals = new JobSignals(database.bus);
   // Every safe's backend counts what is saved and removed in it (services/usage.ts).
   const usage = new UsageLedger(openSafeStorage(settings.storage, opts.dataDir, opts.s3, opts.wrapSafeBackend));
   const safeStorage = usage.storage;
-  const serverJobs = new ServerJobs();
+  // The work of each server job kind, so that any node runs any job.
+  const serverJobs = new ServerJobs({ prune: pruneWork }, opts.serverJobs);
   const notifier = new Notifier({ ...DEFAULT_DELIVERY_POLICY, ...opts.delivery });
   let ticker: AlertTicker | undefined;
   try {
     await refuseStorageMove(database, saved?.storage, settings.storage);
     const ctx: ServiceContext = {
-      db: database.db, safeStorage, usage, limiter: new LoginLimiter(opts.loginLimits), now: opts.clock ?? (() => new Date()),
+      db: database.db, dbKind: database.kind, safeStorage, usage, limiter: new LoginLimiter(opts.loginLimits), now: opts.clock ?? (() => new Date()),
       identity: processIdentity(), minGraceMs: opts.minGraceMs ?? DEFAULT_MIN_GRACE_MS, serverJobs,
       jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS, node, notifier,
     };
-    await serverJobs.endOrphans(ctx);
+    await serverJobs.releaseOwn(ctx);
+    await jobSignals.listen();
     // The tokens that expired while the server was down leave no locks (a storage that fails now leaves them to go stale).
     await removeLocksOfExpiredTokens(ctx).catch(() => undefined);
     const firstAdmin = await ensureFirstAdmin(ctx);
@@ -227,6 +232,7 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
       const why = e.code === 'EADDRINUSE' ? 'the address is in use (another server?); choose another with --listen HOST:PORT' : e.message;
       throw new ServerSetupError(`cannot listen on ${settings.listen}: ${why}`, { cause: e });
     });
+    serverJobs.start(ctx);
     notifier.start(ctx);
     const alerts = new AlertTicker(ctx, { tickMs: opts.alertTickMs ?? DEFAULT_ALERT_TICK_MS, staleAfterMs: opts.staleAfterMs ?? DEFAULT_STALE_AFTER_MS });
     ticker = alerts;
@@ -245,7 +251,7 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
         await notifier.idle();
         await notifier.deliverDue(ctx);
       },
-      // Waiting polls answer first, so that closing does not wait out their time; the server's own jobs and the alert work end before the storage and database close.
+      // Waiting polls answer first, so that closing does not wait out their time; the server's own jobs go back to the queue and the alert work ends before the storage and database close.
       close: () => (closed ??= (jobSignals.close(), usage.close(), listening.close().finally(() => Promise.all([serverJobs.close(), alerts.close(), notifier.close()]))
         .finally(() => Promise.all([safeStorage.close(), database.close()])).then(() => undefined))),
     };

@@ -247,6 +247,58 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.alterTable('customers').addColumn('quota_alert', 'text').execute();
       },
     },
+    '0018-job-leases-usage': {
+      // Several server nodes on one database (docs/decisions.md, "Several server nodes"):
+      // a server job is queued, claimed by one node with a lease it renews, and taken over by another node once the lease runs out;
+      // the safes' stored bytes, the uploads' reservations against the quotas and the hourly usage samples are shared by every node.
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.alterTable('jobs').addColumn('lease_until', 'text').execute();
+        await db.schema.alterTable('jobs').addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+        await db.schema.createIndex('jobs_runner_state').on('jobs').columns(['runner', 'state', 'created_at']).execute();
+        await db.schema.createTable('safe_usage')
+          .addColumn('location', 'text', (c) => c.primaryKey())
+          .addColumn('stored_bytes', 'bigint', (c) => c.notNull())
+          .addColumn('counted_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createTable('usage_reservations')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('location', 'text', (c) => c.notNull())
+          .addColumn('customer_id', 'text', (c) => c.notNull())
+          .addColumn('bytes', 'bigint', (c) => c.notNull())
+          .addColumn('node', 'text', (c) => c.notNull())
+          .addColumn('expires_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('usage_reservations_customer').on('usage_reservations').columns(['customer_id', 'location']).execute();
+        await db.schema.createTable('usage_samples')
+          .addColumn('location', 'text', (c) => c.notNull())
+          .addColumn('hour', 'text', (c) => c.notNull())
+          .addColumn('stored_bytes', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('usage_samples_pk', ['location', 'hour'])
+          .execute();
+      },
+    },
+    '0019-snapshot-index': {
+      // The plain metadata of every safe's snapshots, so that listings do not read the storage; a safe is indexed once (snapshots_indexed_at), then kept up to date.
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.alterTable('disk_safes').addColumn('snapshots_indexed_at', 'text').execute();
+        await db.schema.createTable('snapshot_index')
+          .addColumn('safe_id', 'text', (c) => c.notNull())
+          .addColumn('id', 'text', (c) => c.notNull())
+          .addColumn('time', 'text', (c) => c.notNull())
+          .addColumn('hostname', 'text', (c) => c.notNull())
+          .addColumn('username', 'text', (c) => c.notNull())
+          .addColumn('paths', 'text', (c) => c.notNull())
+          .addColumn('tags', 'text', (c) => c.notNull())
+          .addColumn('parent', 'text')
+          .addColumn('incomplete', 'integer', (c) => c.notNull())
+          .addColumn('image', 'integer', (c) => c.notNull())
+          .addColumn('summary', 'text', (c) => c.notNull())
+          .addColumn('stored_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('snapshot_index_pk', ['safe_id', 'id'])
+          .execute();
+        await db.schema.createIndex('snapshot_index_time').on('snapshot_index').columns(['safe_id', 'time']).execute();
+      },
+    },
   };
 }
 

@@ -9,6 +9,7 @@ import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
+import { postgresBus, SOLO_BUS, type ClusterBus } from './cluster-bus.js';
 import { migrateToLatest } from './migrations.js';
 import type { ControlPlane } from './schema.js';
 
@@ -33,6 +34,8 @@ export interface ControlPlaneDatabase {
   readonly kind: DatabaseKind;
   /** Where it is, for people: the SQLite file, or the PostgreSQL URL without its password. */
   readonly shown: string;
+  /** Word between the server nodes sharing this database (cluster-bus.ts). */
+  readonly bus: ClusterBus;
   /** Closes the connections; idempotent. */
   close(): Promise<void>;
 }
@@ -68,6 +71,7 @@ export async function openDatabase(url: string | undefined, defaultFile: string,
   let kind: DatabaseKind;
   let db: Kysely<ControlPlane>;
   let shown: string;
+  let bus = SOLO_BUS;
   if (!url || url.startsWith('sqlite:')) {
     const file = url ? url.slice('sqlite:'.length) : defaultFile;
     if (!file) throw new DatabaseUrlError('--db sqlite: needs a file name, e.g. sqlite:/var/lib/holdfast/holdfast.db');
@@ -91,6 +95,7 @@ export async function openDatabase(url: string | undefined, defaultFile: string,
     pool.on('error', () => undefined);
     kind = 'postgres';
     shown = redactUrl(url);
+    bus = postgresBus(url, pool);
     db = new Kysely<ControlPlane>({ dialect: new PostgresDialect({ pool }) });
   } else {
     throw new DatabaseUrlError(`--db wants postgres://USER:PASSWORD@HOST:PORT/DATABASE or sqlite:FILE, got "${redactUrl(url)}"`);
@@ -99,6 +104,7 @@ export async function openDatabase(url: string | undefined, defaultFile: string,
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
+    await bus.close();
     await db.destroy();
   };
   try {
@@ -107,5 +113,5 @@ export async function openDatabase(url: string | undefined, defaultFile: string,
     await close();
     throw e;
   }
-  return { db, kind, shown, close };
+  return { db, kind, shown, bus, close };
 }

@@ -120,6 +120,8 @@ export interface DiskSafesTable {
   deleting_at: string | null;
   /** The quota alert last raised for it (`warn`, `exceeded`; migration 0014), so that each is raised once; null below 90 % of its quota. */
   quota_alert: QuotaAlert | null;
+  /** When its snapshots were first read into `snapshot_index` (migration 0019); null until then (the index is built on first use). */
+  snapshots_indexed_at: Generated<string | null>;
 }
 
 export interface AuditLogTable {
@@ -186,6 +188,14 @@ export interface JobsTable {
   expires_at: string | null;
   /** Who cancelled it (`user:NAME`, `token:ID`); set on a running job when the cancel is asked for, before its runner stops it. */
   cancelled_by: string | null;
+  /**
+   * A running server job's lease (migration 0018): its node renews it while
+   * the job runs; once it has run out, another node takes the job over and
+   * runs it again (services/server-jobs.ts). Null for an agent's job and a queued one.
+   */
+  lease_until: string | null;
+  /** How many times a node began a server job (1 for a job run once; more after a takeover). */
+  attempts: Generated<number>;
 }
 
 export interface JobEventsTable {
@@ -280,6 +290,57 @@ export interface NotificationOutboxTable {
   last_error: string | null;
 }
 
+/** A safe's stored bytes as every server node counts them (services/usage.ts): counted from storage once, then kept by each save and removal. */
+export interface SafeUsageTable {
+  /** The safe's `location` (`safes/ID`). */
+  location: string;
+  stored_bytes: number;
+  /** When the safe was last counted from storage. */
+  counted_at: string;
+}
+
+/** The bytes of an upload being received by some node, held against the quotas until it ends (or, when its node died, until `expires_at`). */
+export interface UsageReservationsTable {
+  id: string;
+  location: string;
+  customer_id: string;
+  bytes: number;
+  /** The node receiving the upload (server.json's `node`): a node that starts again drops its own. */
+  node: string;
+  expires_at: string;
+}
+
+/** A safe's stored bytes at the end of an hour in which they changed (services/usage-history.ts). */
+export interface UsageSamplesTable {
+  location: string;
+  /** The hour, ISO `YYYY-MM-DDTHH:00:00.000Z`. */
+  hour: string;
+  stored_bytes: number;
+}
+
+/** A snapshot's plain metadata (docs/format.md §4.5), kept for listings that do not read the storage (services/snapshot-index.ts). */
+export interface SnapshotIndexTable {
+  safe_id: string;
+  /** The snapshot's id (its object's name). */
+  id: string;
+  time: string;
+  hostname: string;
+  username: string;
+  /** JSON array of strings. */
+  paths: string;
+  /** JSON array of strings. */
+  tags: string;
+  parent: string | null;
+  /** 1 when the snapshot says it is incomplete. */
+  incomplete: number;
+  /** 1 for an image (block-level) snapshot. */
+  image: number;
+  /** The snapshot's summary, JSON (file counts and byte figures). */
+  summary: string;
+  /** When the server stored (or first indexed) it. */
+  stored_at: string;
+}
+
 /** The database as kysely's query builder types it. */
 export interface ControlPlane {
   customers: CustomersTable;
@@ -296,6 +357,10 @@ export interface ControlPlane {
   lock_owners: LockOwnersTable;
   notification_channels: NotificationChannelsTable;
   notification_outbox: NotificationOutboxTable;
+  safe_usage: SafeUsageTable;
+  usage_reservations: UsageReservationsTable;
+  usage_samples: UsageSamplesTable;
+  snapshot_index: SnapshotIndexTable;
 }
 
 export type Customer = Selectable<CustomersTable>;
@@ -305,6 +370,7 @@ export type Machine = Selectable<MachinesTable>;
 export type DiskSafe = Selectable<DiskSafesTable>;
 export type AuditEntry = Selectable<AuditLogTable>;
 export type Job = Selectable<JobsTable>;
+export type NewJob = Insertable<JobsTable>;
 export type JobEvent = Selectable<JobEventsTable>;
 export type RecoveryKey = Selectable<RecoveryKeysTable>;
 export type SafeEscrow = Selectable<SafeEscrowsTable>;

@@ -7,6 +7,7 @@
  */
 import type { Kysely } from 'kysely';
 import type { ProcessIdentity } from '../../repo/lock.js';
+import type { DatabaseKind } from '../db/open-database.js';
 import type { ControlPlane } from '../db/schema.js';
 import type { JobSignals } from './job-signals.js';
 import type { LoginLimiter } from './login-limiter.js';
@@ -17,6 +18,8 @@ import type { UsageLedger } from './usage.js';
 
 export interface ServiceContext {
   readonly db: Kysely<ControlPlane>;
+  /** Which engine `db` is (a few queries are spelt per engine: FOR UPDATE SKIP LOCKED on PostgreSQL). */
+  readonly dbKind: DatabaseKind;
   readonly limiter: LoginLimiter;
   /** Where the disk safes' repositories are: every safe's `Backend` comes from here. */
   readonly safeStorage: SafeStorage;
@@ -34,7 +37,7 @@ export interface ServiceContext {
   readonly minGraceMs: number;
   /** This server node's id (server.json's `node`): the `runner_node` of the jobs it runs. */
   readonly node: string;
-  /** The jobs this server runs itself (prune). */
+  /** The jobs the server runs itself (prune), claimed by one node at a time (server-jobs.ts). */
   readonly serverJobs: ServerJobs;
   /** Sends the notifications in the outbox (notification-delivery.ts); raiseEvent nudges it. */
   readonly notifier: Notifier;

@@ -1,13 +1,30 @@
 /**
  * The agents' long polls waiting in this server process: a poll for a job
  * waits here until a job is queued for its machine, its time is up, or the
- * server closes. One per server; the queue itself is the database.
+ * server closes. One per server; the queue itself is the database. With
+ * several nodes on one database, a node that queues a job says so on the
+ * cluster bus (db/cluster-bus.ts) and every node wakes its polls of that
+ * machine; when the bus may have lost words, every waiting poll looks again.
  */
+import type { ClusterBus } from '../db/cluster-bus.js';
+
+/** The bus channel of queued agent jobs; the payload is the machine's id. */
+const CHANNEL = 'holdfast_agent_jobs';
 
 export class JobSignals {
   private readonly waiting = new Map<string, Set<() => void>>();
   private readonly versions = new Map<string, number>();
   private closed = false;
+
+  /** `bus`: where this node hears of jobs queued on other nodes, and tells them of its own (`listen` starts hearing). */
+  constructor(private readonly bus?: ClusterBus) {}
+
+  /** Starts hearing the other nodes' jobs. */
+  async listen(): Promise<void> {
+    await this.bus?.subscribe(CHANNEL, (machineId) => this.wake(machineId), () => {
+      for (const id of [...this.waiting.keys()]) this.wake(id);
+    });
+  }
 
   /** How many times `machineId` was notified; read it before looking at the queue, give it to `wait`. */
   version(machineId: string): number {
@@ -38,8 +55,15 @@ export class JobSignals {
     });
   }
 
-  /** Wakes the polls of `machineId`'s agent (a job was queued for it). */
+  /** Wakes the polls of `machineId`'s agent, on every node (a job was queued for it). */
   notify(machineId: string): void {
+    this.wake(machineId);
+    // A lost word costs the agent of another node at most its poll's wait.
+    void this.bus?.publish(CHANNEL, machineId).catch(() => undefined);
+  }
+
+  /** Wakes this node's polls of `machineId`'s agent. */
+  private wake(machineId: string): void {
     this.versions.set(machineId, this.version(machineId) + 1);
     for (const done of [...(this.waiting.get(machineId) ?? [])]) done();
   }

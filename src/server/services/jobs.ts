@@ -21,7 +21,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { DEFAULT_JOB_EXPIRES_IN, type CreateJobRequest, type JobBody, type JobEventBody, type JobEventsQuery, type ReportEventsRequest, type ReportResultRequest } from '../../api/v1.js';
-import type { Job, JobEvent, JobRunner } from '../db/schema.js';
+import type { Job, JobEvent } from '../db/schema.js';
 import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { BadRequest, Conflict, Forbidden, NoDiskSafe, NotFound } from './errors.js';
@@ -51,29 +51,21 @@ export async function withSafeNames(ctx: ServiceContext, jobs: Job[]): Promise<J
   return jobs.map((j) => jobBody(j, names.get(j.safe_id) ?? ''));
 }
 
-/** Why a silent job was interrupted, by who ran it. */
-function silenceError(ctx: ServiceContext, runner: JobRunner): string {
-  const s = Math.round(ctx.jobSilenceLimitMs / 1000);
-  return runner === 'agent'
-    ? `the agent said nothing about the job for ${s} s (it stopped, or lost its connection to the server)`
-    : `the server that ran the job gave no sign of it for ${s} s (it stopped or was restarted while the job ran)`;
-}
-
 /**
- * Marks the running jobs of machine `where.machineId` (its agent's), of disk
- * safe `where.safeId`, or job `where.jobId`, whose runner has been silent
- * past the limit as interrupted.
+ * Marks the running agent jobs of machine `where.machineId`, of disk safe
+ * `where.safeId`, or job `where.jobId`, whose agent has been silent past
+ * the limit as interrupted. (A server job has a lease instead: another node
+ * takes it over when its node goes silent; server-jobs.ts.)
  */
 export async function interruptSilent(ctx: ServiceContext, where: { machineId: string } | { safeId: string } | { jobId: string }): Promise<void> {
   const now = ctx.now();
   const cutoff = new Date(now.getTime() - ctx.jobSilenceLimitMs).toISOString();
-  for (const runner of ['agent', 'server'] as const) {
-    let q = ctx.db.updateTable('jobs')
-      .set({ state: 'interrupted', finished_at: now.toISOString(), error: silenceError(ctx, runner) })
-      .where('runner', '=', runner).where('state', '=', 'running').where('last_report_at', '<', cutoff);
-    q = 'jobId' in where ? q.where('id', '=', where.jobId) : 'safeId' in where ? q.where('safe_id', '=', where.safeId) : q.where('machine_id', '=', where.machineId);
-    await q.execute();
-  }
+  const error = `the agent said nothing about the job for ${Math.round(ctx.jobSilenceLimitMs / 1000)} s (it stopped, or lost its connection to the server)`;
+  let q = ctx.db.updateTable('jobs')
+    .set({ state: 'interrupted', finished_at: now.toISOString(), error })
+    .where('runner', '=', 'agent').where('state', '=', 'running').where('last_report_at', '<', cutoff);
+  q = 'jobId' in where ? q.where('id', '=', where.jobId) : 'safeId' in where ? q.where('safe_id', '=', where.safeId) : q.where('machine_id', '=', where.machineId);
+  await q.execute();
 }
 
 /** Records a log line of job `jobId` said by the server itself (a cancel, an expiry). */
@@ -123,7 +115,7 @@ export async function createJob(ctx: ServiceContext, p: Principal, machineId: st
     id: randomUUID(), customer_id: m.customer_id, machine_id: m.id, safe_id: safe.id, runner: 'agent', runner_node: null, kind: req.kind, spec: JSON.stringify(req.spec),
     state: 'queued', created_by: p.actor, created_at: now.toISOString(),
     started_at: null, last_report_at: null, finished_at: null, result: null, error: null,
-    expires_at: new Date(now.getTime() + (req.expires_in ?? DEFAULT_JOB_EXPIRES_IN) * 1000).toISOString(), cancelled_by: null,
+    expires_at: new Date(now.getTime() + (req.expires_in ?? DEFAULT_JOB_EXPIRES_IN) * 1000).toISOString(), cancelled_by: null, lease_until: null, attempts: 0,
   };
   await ctx.db.insertInto('jobs').values(row).execute();
   await audit(ctx, p, `job.create.${req.kind}`, row.id, row.customer_id);
@@ -161,19 +153,19 @@ export async function cancelJob(ctx: ServiceContext, p: Principal, id: string): 
   await settle(ctx, { jobId: id });
   let j = await findJob(ctx, p, id);
   if (j.state === 'queued') {
-    const end = { state: 'cancelled' as const, finished_at: ctx.now().toISOString(), cancelled_by: p.actor, error: `cancelled by ${p.actor} before an agent took it` };
+    const end = { state: 'cancelled' as const, finished_at: ctx.now().toISOString(), cancelled_by: p.actor, error: `cancelled by ${p.actor} before ${j.runner === 'agent' ? 'an agent' : 'a server node'} took it` };
     const done = await ctx.db.updateTable('jobs').set(end).where('id', '=', id).where('state', '=', 'queued').executeTakeFirst();
     if (done.numUpdatedRows > 0n) {
       await serverSays(ctx, id, end.error);
       await audit(ctx, p, 'job.cancel', id, j.customer_id);
       return (await withSafeNames(ctx, [{ ...j, ...end }]))[0]!;
     }
-    j = await findJob(ctx, p, id); // its agent took it meanwhile: cancelled as a running job
+    j = await findJob(ctx, p, id); // its runner took it meanwhile: cancelled as a running job
   }
   if (j.state !== 'running') throw new Conflict(`job ${id} is ${j.state} already${j.error ? ` (${j.error})` : ''}: there is nothing to cancel`);
   if (j.cancelled_by === null) {
     await ctx.db.updateTable('jobs').set({ cancelled_by: p.actor }).where('id', '=', id).where('state', '=', 'running').where('cancelled_by', 'is', null).execute();
-    await serverSays(ctx, id, `cancelled by ${p.actor}: ${j.runner === 'agent' ? 'the agent stops the job when it next reports (within seconds)' : 'the server stops the job'}`);
+    await serverSays(ctx, id, `cancelled by ${p.actor}: ${j.runner === 'agent' ? 'the agent stops the job when it next reports (within seconds)' : 'the server node running it stops the job'}`);
   }
   if (j.runner === 'server') await ctx.serverJobs.cancel(ctx, id, p.actor);
   await audit(ctx, p, 'job.cancel', id, j.customer_id);

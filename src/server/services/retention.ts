@@ -8,8 +8,9 @@
  *
  *   forget   answers at once: per group, per snapshot, keep or remove and
  *            why (a dry run removes nothing: the retention preview)
- *   prune    a server job (server-jobs.ts): the caller follows it at
- *            GET /api/v1/jobs/ID; its result is what `prune --json` prints
+ *   prune    a server job (server-jobs.ts), run by whichever server node
+ *            claims it: the caller follows it at GET /api/v1/jobs/ID; its
+ *            result is what `prune --json` prints
  *
  * Who may: provider admins and operators, the safe's customer admins and
  * tokens with `manage`; another customer's safe is NotFound.
@@ -26,14 +27,15 @@ import { DEFAULT_GRACE_MS, formatDurationMs } from '../../repo/deletion-marker.j
 import { NotARepositoryError } from '../../repo/errors.js';
 import { LockedError } from '../../repo/lock.js';
 import { Store } from '../../repo/store.js';
-import type { DiskSafe, Job } from '../db/schema.js';
+import type { DiskSafe } from '../db/schema.js';
 import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { BadRequest, Conflict, NotFound } from './errors.js';
-import { interruptSilent, withSafeNames } from './jobs.js';
+import { withSafeNames } from './jobs.js';
 import { removeLocksOfExpiredTokens } from './lock-owners.js';
 import { requireManage, sees, type Principal } from './principal.js';
 import { workingBackendOf } from './safe-storage.js';
+import type { ServerWorkOf } from './server-jobs.js';
 
 /** The safe `id` if the caller sees it (NotFound otherwise) and may change it (Forbidden otherwise). */
 async function manageableSafe(ctx: ServiceContext, p: Principal, id: string): Promise<DiskSafe> {
@@ -134,13 +136,11 @@ export async function forgetSafe(ctx: ServiceContext, p: Principal, safeId: stri
   };
 }
 
-/** How often a running server job shows it is alive: well within the silence limit. */
-const heartbeatOf = (ctx: ServiceContext): number => Math.max(1000, Math.floor(ctx.jobSilenceLimitMs / 4));
-
 /**
- * Starts a prune of disk safe `safeId` as a server job and answers with the
- * job (running). Refused (409) while a prune of the safe runs; a grace
- * period below the server's minimum is a bad request.
+ * Queues a prune of disk safe `safeId` as a server job and answers with the
+ * job (queued; a server node takes it within moments: server-jobs.ts).
+ * Refused (409) while a prune of the safe is queued or runs; a grace period
+ * below the server's minimum is a bad request.
  */
 export async function pruneSafe(ctx: ServiceContext, p: Principal, safeId: string, req: PruneSafeRequest): Promise<JobBody> {
   const safe = await manageableSafe(ctx, p, safeId);
@@ -148,47 +148,54 @@ export async function pruneSafe(ctx: ServiceContext, p: Principal, safeId: strin
   if (graceMs < ctx.minGraceMs) {
     throw new BadRequest(`grace_seconds ${req.grace_seconds}: shorter than the minimum of ${formatDurationMs(ctx.minGraceMs)}, which backups running alongside rely on (docs/format.md §15.5)`);
   }
-  const store = await openSafe(ctx, safe);
-  const running = () => ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', safe.id).where('kind', '=', 'prune').where('state', '=', 'running').executeTakeFirst();
-  let other = await running();
-  // One whose server died (no heartbeat past the limit) is interrupted now, not left to block every later prune.
-  if (other) await interruptSilent(ctx, { jobId: other.id });
-  other = other && await running();
-  if (other) throw new Conflict(`a prune of disk safe ${safe.name} is running already: job ${other.id}`);
-  const now = ctx.now().toISOString();
-  const row: Job = {
-    id: randomUUID(), customer_id: safe.customer_id, machine_id: safe.machine_id, safe_id: safe.id, runner: 'server', runner_node: ctx.node, kind: 'prune', spec: JSON.stringify(req),
-    state: 'running', created_by: p.actor, created_at: now, started_at: now, last_report_at: now, finished_at: null, result: null, error: null,
-    expires_at: null, cancelled_by: null,
-  };
-  const dryRun = req.dry_run === true;
-  await ctx.serverJobs.start(ctx, row, async (log, signal) => {
-    const stop = new AbortController();
-    signal.addEventListener('abort', () => stop.abort(signal.reason), { once: true });
-    const held = await holdMaintenanceLock(store.backend, { identity: ctx.identity, operation: 'prune', alone: true, stop, signal });
-    try {
-      await log.log(`${dryRun ? 'dry run: ' : ''}prune of ${safe.name} with a grace period of ${formatDurationMs(graceMs)}`);
-      const report = await new Pruner(store, {
-        dryRun,
-        maxUnused: (req.max_unused ?? 50) / 100,
-        graceMs,
-        minGraceMs: ctx.minGraceMs,
-        now: () => ctx.now().getTime(),
-        otherLocks: () => held.otherLocks(),
-        beforeDelete: () => held.lock.refresh(),
-        onWarning: (m) => void log.log(m).catch(() => undefined),
-        signal: held.signal,
-      }).run();
-      const { sweep, mark } = report;
-      await log.log(`${dryRun ? 'would delete' : 'deleted'} ${sweep.packsDeleted} packs (${sweep.bytesFreed} bytes) marked at least ${formatDurationMs(graceMs)} ago; `
-        + `${dryRun ? 'would mark' : 'marked'} ${mark.unusedPacks} unused and ${mark.repackedPacks} mostly unused packs (${mark.bytesToFree} bytes to free)`);
-      return snakeKeys({ ...report, graceSeconds: graceMs / 1000 }) as Record<string, unknown>;
-    } catch (e) {
-      throw held.signal.aborted ? held.signal.reason : e;
-    } finally {
-      await held.release();
-    }
-  }, heartbeatOf(ctx));
+  // A safe with no repository yet is refused now, not by a job that fails later.
+  await openSafe(ctx, safe);
+  const other = await ctx.db.selectFrom('jobs').select(['id', 'state']).where('safe_id', '=', safe.id).where('kind', '=', 'prune').where('state', 'in', ['queued', 'running']).executeTakeFirst();
+  if (other) throw new Conflict(`a prune of disk safe ${safe.name} is ${other.state} already: job ${other.id}`);
+  const row = await ctx.serverJobs.enqueue(ctx, {
+    id: randomUUID(), customer_id: safe.customer_id, machine_id: safe.machine_id, safe_id: safe.id, runner: 'server', runner_node: null, kind: 'prune', spec: JSON.stringify(req),
+    state: 'queued', created_by: p.actor, created_at: ctx.now().toISOString(), started_at: null, last_report_at: null, finished_at: null, result: null, error: null,
+    expires_at: null, cancelled_by: null, lease_until: null,
+  });
   await audit(ctx, p, 'safe.prune', safe.id, safe.customer_id);
   return (await withSafeNames(ctx, [row]))[0]!;
 }
+
+/**
+ * The work of a prune job (server-jobs.ts), on whichever node claims it:
+ * safe to run again after a kill part-way, as `holdfast prune` is (a
+ * killed prune's marks stay and its sweep goes on; docs/format.md §15).
+ */
+export const pruneWork: ServerWorkOf = (ctx, job) => async (log, signal) => {
+  const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', job.safe_id).executeTakeFirst();
+  if (!safe || safe.deleting_at !== null) throw new Error('its disk safe was deleted');
+  const req = JSON.parse(job.spec) as PruneSafeRequest;
+  const graceMs = req.grace_seconds === undefined ? Math.max(DEFAULT_GRACE_MS, ctx.minGraceMs) : req.grace_seconds * 1000;
+  const dryRun = req.dry_run === true;
+  const store = await openSafe(ctx, safe);
+  const stop = new AbortController();
+  signal.addEventListener('abort', () => stop.abort(signal.reason), { once: true });
+  const held = await holdMaintenanceLock(store.backend, { identity: ctx.identity, operation: 'prune', alone: true, stop, signal });
+  try {
+    await log.log(`${dryRun ? 'dry run: ' : ''}prune of ${safe.name} with a grace period of ${formatDurationMs(graceMs)}`);
+    const report = await new Pruner(store, {
+      dryRun,
+      maxUnused: (req.max_unused ?? 50) / 100,
+      graceMs,
+      minGraceMs: ctx.minGraceMs,
+      now: () => ctx.now().getTime(),
+      otherLocks: () => held.otherLocks(),
+      beforeDelete: () => held.lock.refresh(),
+      onWarning: (m) => void log.log(m).catch(() => undefined),
+      signal: held.signal,
+    }).run();
+    const { sweep, mark } = report;
+    await log.log(`${dryRun ? 'would delete' : 'deleted'} ${sweep.packsDeleted} packs (${sweep.bytesFreed} bytes) marked at least ${formatDurationMs(graceMs)} ago; `
+      + `${dryRun ? 'would mark' : 'marked'} ${mark.unusedPacks} unused and ${mark.repackedPacks} mostly unused packs (${mark.bytesToFree} bytes to free)`);
+    return snakeKeys({ ...report, graceSeconds: graceMs / 1000 }) as Record<string, unknown>;
+  } catch (e) {
+    throw held.signal.aborted ? held.signal.reason : e;
+  } finally {
+    await held.release();
+  }
+};
