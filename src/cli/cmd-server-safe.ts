@@ -262,7 +262,7 @@ export function registerSubcommands(server: Command): void {
       }
       await withServer(g, async (c) => {
         const job = await c.post<JobBody>(`/safes/${await idOf(c, 'safe', ref)}/prune`, body);
-        if (!g.json) say(g, `prune job ${job.id} started on the server`);
+        if (!g.json) say(g, `prune job ${job.id} queued on the server`);
         await events(c, g, job.id, true);
       });
     });

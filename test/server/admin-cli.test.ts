@@ -313,7 +313,7 @@ describe('holdfast server admin commands', () => {
     assert.match(none.stderr, /needs a policy/);
 
     const pruned = await ok(['server', 'safe', 'prune', 'acme-web1']);
-    assert.match(pruned.stdout, /^prune job \S+ started on the server\n(.*\n)*job \S+ succeeded\n$/);
+    assert.match(pruned.stdout, /^prune job \S+ queued on the server\n(.*\n)*job \S+ succeeded\n$/);
     assert.match(pruned.stdout, /marked|mark/);
     // An agent's token may not prune (403: exit 15).
     const refused = await run(['server', 'safe', 'prune', 'acme-web1'], { HOLDFAST_SERVER: server, HOLDFAST_SERVER_TOKEN: agent, HOLDFAST_FINGERPRINT: t.server.fingerprint });
