@@ -29,6 +29,7 @@ import type { Backend } from '../storage/backend.js';
 import { formatS3Location, type S3Settings } from '../storage/s3-backend-config.js';
 import { openDatabase, redactUrl, type ControlPlaneDatabase } from './db/open-database.js';
 import { apiV1 } from './http/api-v1.js';
+import { metricsRoute } from './http/metrics.js';
 import { repoRoutes, type RepoRoutesOptions } from './http/repo-routes.js';
 import { BUILT_WEB_ROOT, serveWebApp } from './http/web-app.js';
 import { AlertTicker, DEFAULT_STALE_AFTER_MS } from './services/alerts.js';
@@ -42,6 +43,7 @@ import { safeResolver } from './services/safe-access.js';
 import { openSafeStorage, parseStorageSetting, StorageSettingError } from './services/safe-storage.js';
 import { UsageLedger } from './services/usage.js';
 import { LoginLimiter, type LoginLimits } from './services/login-limiter.js';
+import { ServerMetrics } from './services/metrics.js';
 import { DEFAULT_DELIVERY_POLICY, Notifier, type DeliveryPolicy } from './services/notification-delivery.js';
 import { DEFAULT_LISTEN, loadSettings, SAFES_DIR, saveSettings, SQLITE_FILE, type ServerSettings } from './server-settings.js';
 import { ensureCertificate, fingerprintOf } from './tls-certificate.js';
@@ -178,6 +180,7 @@ export async function buildApp(ctx: ServiceContext, opts: { https?: { key: strin
     transform: ({ schema, url }) => ({ schema: (url.startsWith('/api/v1/') ? schema : { ...schema, hide: true }) as typeof schema, url }),
   });
   await app.register(apiV1, { prefix: '/api/v1', ctx });
+  await app.register(metricsRoute, { ctx });
   await app.register(repoRoutes, { ...opts.uploadLimits, resolver: safeResolver(ctx) });
   await serveWebApp(app, opts.webRoot ?? BUILT_WEB_ROOT);
   return app;
@@ -219,7 +222,7 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
     const ctx: ServiceContext = {
       db: database.db, dbKind: database.kind, safeStorage, usage, limiter: new LoginLimiter(opts.loginLimits), now: opts.clock ?? (() => new Date()),
       identity: processIdentity(), minGraceMs: opts.minGraceMs ?? DEFAULT_MIN_GRACE_MS, serverJobs,
-      jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS, node, notifier,
+      jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS, node, notifier, metrics: new ServerMetrics(),
     };
     await serverJobs.releaseOwn(ctx);
     await jobSignals.listen();

@@ -247,6 +247,17 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.alterTable('customers').addColumn('quota_alert', 'text').execute();
       },
     },
+    '0015-metrics-token': {
+      // The token Prometheus scrapes /metrics with: provider-wide, read-only, and no API token (those belong to one customer).
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.createTable('metrics_tokens')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('secret_hash', 'text', (c) => c.notNull())
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+      },
+    },
     '0018-job-leases-usage': {
       // Several server nodes on one database (docs/decisions.md, "Several server nodes"):
       // a server job is queued, claimed by one node with a lease it renews, and taken over by another node once the lease runs out;

@@ -290,6 +290,16 @@ export interface NotificationOutboxTable {
   last_error: string | null;
 }
 
+/** The token Prometheus reads /metrics with (services/metrics.ts; migration 0015): at most one, replaced when made again. */
+export interface MetricsTokensTable {
+  /** Public half of the token. */
+  id: string;
+  /** SHA-256 (hex) of the secret half. */
+  secret_hash: string;
+  created_by: string;
+  created_at: string;
+}
+
 /** A safe's stored bytes as every server node counts them (services/usage.ts): counted from storage once, then kept by each save and removal. */
 export interface SafeUsageTable {
   /** The safe's `location` (`safes/ID`). */
@@ -357,6 +367,7 @@ export interface ControlPlane {
   lock_owners: LockOwnersTable;
   notification_channels: NotificationChannelsTable;
   notification_outbox: NotificationOutboxTable;
+  metrics_tokens: MetricsTokensTable;
   safe_usage: SafeUsageTable;
   usage_reservations: UsageReservationsTable;
   usage_samples: UsageSamplesTable;

@@ -17,6 +17,7 @@ import { customerRoutes } from './customers.js';
 import { escrowRoutes } from './escrow.js';
 import { jobRoutes } from './jobs.js';
 import { machineRoutes } from './machines.js';
+import { metricsTokenRoutes } from './metrics.js';
 import { notificationRoutes } from './notifications.js';
 import { restoreTokenRoutes } from './restore-tokens.js';
 import { safeRoutes } from './safes.js';
@@ -51,7 +52,7 @@ export const apiV1: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { 
 
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, () => app.swagger());
 
-  for (const routes of [authRoutes, customerRoutes, userRoutes, tokenRoutes, machineRoutes, safeRoutes, auditRoutes, jobRoutes, agentRoutes, escrowRoutes, restoreTokenRoutes, notificationRoutes]) {
+  for (const routes of [authRoutes, customerRoutes, userRoutes, tokenRoutes, machineRoutes, safeRoutes, auditRoutes, jobRoutes, agentRoutes, escrowRoutes, restoreTokenRoutes, notificationRoutes, metricsTokenRoutes]) {
     await app.register(routes, { ctx });
   }
 };

@@ -9,6 +9,7 @@
  *   authenticate(bearer, address)
  *     hfs_… → a live session of an existing user; hft_… → a token neither
  *     revoked nor expired; the secret's hash is compared in constant time
+ *     (hfm_…, the metrics token, is services/metrics.ts's own)
  */
 import { randomUUID } from 'node:crypto';
 import type { ChangePasswordRequest, LoginRequest, MeBody, SessionBody } from '../../api/v1.js';
@@ -56,6 +57,7 @@ export async function login(ctx: ServiceContext, req: LoginRequest, address: str
 export async function authenticate(ctx: ServiceContext, bearer: string | undefined, address: string): Promise<Principal> {
   const parsed = bearer === undefined ? undefined : parseSecret(bearer);
   if (!parsed) throw new Unauthenticated();
+  if (parsed.kind === 'metrics') throw new Unauthenticated('the metrics token reads /metrics only');
   const now = ctx.now().toISOString();
   if (parsed.kind === 'session') {
     const row = await ctx.db.selectFrom('sessions').innerJoin('users', 'users.id', 'sessions.user_id')

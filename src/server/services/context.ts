@@ -1,7 +1,7 @@
 /**
  * What every service works with: the database, the disk safes' storage and
  * their usage, the clock, the login limiter, the agents' waiting polls, the
- * server's own jobs, the notifications' delivery.
+ * server's own jobs, the notifications' delivery, the metrics.
  * One per server; the HTTP layer hands it to the service functions with the
  * caller's `Principal`.
  */
@@ -11,6 +11,7 @@ import type { DatabaseKind } from '../db/open-database.js';
 import type { ControlPlane } from '../db/schema.js';
 import type { JobSignals } from './job-signals.js';
 import type { LoginLimiter } from './login-limiter.js';
+import type { ServerMetrics } from './metrics.js';
 import type { Notifier } from './notification-delivery.js';
 import type { SafeStorage } from './safe-storage.js';
 import type { ServerJobs } from './server-jobs.js';
@@ -41,6 +42,8 @@ export interface ServiceContext {
   readonly serverJobs: ServerJobs;
   /** Sends the notifications in the outbox (notification-delivery.ts); raiseEvent nudges it. */
   readonly notifier: Notifier;
+  /** This node's Prometheus metrics (metrics.ts): jobs' ends are counted in it. */
+  readonly metrics: ServerMetrics;
 }
 
 /** A database error that says a unique name is taken (SQLite and PostgreSQL word it differently). */

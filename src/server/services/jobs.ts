@@ -284,7 +284,9 @@ export async function reportResult(ctx: ServiceContext, p: Principal, id: string
   const end = { state: req.state, finished_at: now, last_report_at: now, result: req.result === undefined ? null : JSON.stringify(req.result), error, cancelled_by: cancelledBy };
   await ctx.db.transaction().execute(async (trx) => {
     const done = await trx.updateTable('jobs').set(end).where('id', '=', id).where('state', '=', 'running').executeTakeFirst();
-    if (done.numUpdatedRows > 0n && req.state === 'failed') await raiseEvent(ctx, jobFailed(j, error!), trx);
+    if (done.numUpdatedRows === 0n) return;
+    if (req.state === 'failed') await raiseEvent(ctx, jobFailed(j, error!), trx);
+    ctx.metrics.jobEnded(j, req.state, now, req.result ?? null);
   });
   return (await withSafeNames(ctx, [{ ...j, ...end }]))[0]!;
 }

@@ -1,15 +1,17 @@
 /**
- * Bearer secrets: session tokens (`hfs_…`) and API tokens (`hft_…`). A
+ * Bearer secrets: session tokens (`hfs_…`), API tokens (`hft_…`) and the
+ * metrics token (`hfm_…`, which reads /metrics and nothing else). A
  * token is a public id and a random secret; the database keeps the id and
  * the SHA-256 of the secret, so a stolen database opens nothing, and a
  * presented secret's hash is compared with the stored one in constant time.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 
-export type SecretKind = 'session' | 'token';
+export type SecretKind = 'session' | 'token' | 'metrics';
 
-const PREFIX: Record<SecretKind, string> = { session: 'hfs', token: 'hft' };
-const PARSE = /^(hfs|hft)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
+const PREFIX: Record<SecretKind, string> = { session: 'hfs', token: 'hft', metrics: 'hfm' };
+const KIND_OF: Record<string, SecretKind> = { hfs: 'session', hft: 'token', hfm: 'metrics' };
+const PARSE = /^(hfs|hft|hfm)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 
 /** A new secret: what the client gets once, and what is stored. */
 export interface MintedSecret {
@@ -31,7 +33,7 @@ export function mintSecret(kind: SecretKind): MintedSecret {
 export function parseSecret(token: string): { kind: SecretKind; id: string; secret: string } | undefined {
   const m = PARSE.exec(token);
   if (!m) return undefined;
-  return { kind: m[1] === 'hfs' ? 'session' : 'token', id: m[2]!, secret: m[3]! };
+  return { kind: KIND_OF[m[1]!]!, id: m[2]!, secret: m[3]! };
 }
 
 /** Whether `secret` hashes to `storedHash`, compared in constant time. */

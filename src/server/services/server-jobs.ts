@@ -212,7 +212,9 @@ export class ServerJobs {
       await ctx.db.transaction().execute(async (trx) => {
         const done = await trx.updateTable('jobs').where('id', '=', job.id).where('state', '=', 'running').where('runner_node', '=', ctx.node)
           .set({ finished_at: now, last_report_at: now, ...fields, lease_until: null }).executeTakeFirst();
-        if (done.numUpdatedRows > 0n && fields.state === 'failed') await raiseEvent(ctx, jobFailed(job, fields.error ?? 'no reason given'), trx);
+        if (done.numUpdatedRows === 0n || fields.state === undefined) return;
+        if (fields.state === 'failed') await raiseEvent(ctx, jobFailed(job, fields.error ?? 'no reason given'), trx);
+        ctx.metrics.jobEnded({ ...job, ...fields }, fields.state, fields.finished_at ?? now, typeof fields.result === 'string' ? JSON.parse(fields.result) as Record<string, unknown> : null);
       });
     };
     const done = (async () => {
