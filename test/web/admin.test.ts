@@ -6,13 +6,15 @@
  * enrolment page shows, its agent started, and a folder of its backup
  * restored through the restore wizard into another folder, byte for byte;
  * a disk image's restore token and the command for the rescue system; the
- * storage page. Screenshots of each screen at both sizes.
+ * storage page; a webhook channel and "send a test", that arrives, or is
+ * said in words not to. Screenshots of each screen at both sizes.
  */
 import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { enrolledAt, runNow, startAgent, waitJob, type EnrolledMachine, type ServerHandle } from '../helpers/agent.js';
+import { startWebhookReceiver } from '../helpers/notify-receivers.js';
 import { launchBrowser, logIn, screenshots, type TestBrowser, type TestPage } from '../helpers/browser.js';
 import { Sandbox, type Started } from '../helpers/cli.js';
 import { ADMIN_PASSWORD, setUp, type TestServer } from '../helpers/server.js';
@@ -153,4 +155,33 @@ it('shows the storage each customer and disk safe uses, against its quota', asyn
   await page.getByRole('table', { name: 'customers\' storage' }).getByRole('row').filter({ hasText: 'Initech' }).getByText(/% of 2\.0 GiB/).waitFor();
   await screenshots(page, 'storage');
   assert.deepEqual(tp.consoleErrors, []);
+});
+
+it('makes a webhook channel and sends a test that arrives, and says in words why a test to nowhere did not', async () => {
+  const receiver = await startWebhookReceiver();
+  try {
+    const { page } = tp;
+    await page.getByRole('link', { name: 'Administration' }).click();
+    await page.getByRole('navigation', { name: 'administration' }).getByRole('link', { name: 'Notifications' }).click();
+    await page.getByText('No channel yet').waitFor();
+    await page.getByLabel('Name').fill('ops hook');
+    await page.getByLabel('Customer', { exact: true }).selectOption({ label: 'Initech' });
+    await page.getByLabel('URL').fill(receiver.url);
+    await page.getByRole('button', { name: 'Create channel' }).click();
+    await page.getByRole('region', { name: 'secret' }).waitFor();
+    await page.getByRole('button', { name: 'I have copied it' }).click();
+    await page.getByRole('button', { name: 'send a test to ops hook' }).click();
+    await page.getByRole('status').getByText('The test arrived.').waitFor();
+    assert.equal(receiver.hits.length, 1);
+    assert.equal(receiver.hits[0]!.json.event, 'test');
+    await screenshots(page, 'admin-notifications');
+
+    await page.getByLabel('Name').fill('nowhere');
+    await page.getByLabel('URL').fill(`${receiver.url.replace(/:\d+\//, ':1/')}`);
+    await page.getByRole('button', { name: 'Create channel' }).click();
+    await page.getByRole('button', { name: 'send a test to nowhere' }).click();
+    await page.getByRole('row').filter({ hasText: 'nowhere' }).getByRole('alert').getByText(/^The test did not arrive: \S/).waitFor();
+  } finally {
+    await receiver.close();
+  }
 });

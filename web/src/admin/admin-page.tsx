@@ -4,6 +4,7 @@ import { NotFound } from '../pages/not-found.js';
 import { isProviderRole, useUser } from '../session.js';
 import { CustomersSection } from './customers.js';
 import { EnrolSection } from './enrol.js';
+import { NotificationsSection } from './notifications.js';
 import { TokensSection } from './tokens.js';
 import { UsersSection } from './users.js';
 
@@ -17,6 +18,7 @@ export function AdminPage() {
         {provider ? <NavLink to="/admin/customers">Customers</NavLink> : null}
         <NavLink to="/admin/users">Users</NavLink>
         <NavLink to="/admin/tokens">Tokens</NavLink>
+        <NavLink to="/admin/notifications">Notifications</NavLink>
         <NavLink to="/admin/enrol">Enrol a machine</NavLink>
       </nav>
       <Routes>
@@ -24,6 +26,7 @@ export function AdminPage() {
         {provider ? <Route path="customers" element={<CustomersSection />} /> : null}
         <Route path="users" element={<UsersSection />} />
         <Route path="tokens" element={<TokensSection />} />
+        <Route path="notifications" element={<NotificationsSection />} />
         <Route path="enrol" element={<EnrolSection />} />
         <Route path="*" element={<NotFound />} />
       </Routes>

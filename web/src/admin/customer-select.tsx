@@ -2,14 +2,16 @@
 import type { CustomerBody, UserBody } from '../../../src/api/v1.js';
 import { isProviderRole } from '../session.js';
 
-export function CustomerSelect({ user, customers, value, onChange, name = 'customer' }: {
+export function CustomerSelect({ user, customers, value, onChange, name = 'customer', optional }: {
   user: UserBody; customers: CustomerBody[] | undefined; value: string; onChange: (id: string) => void; name?: string;
+  /** The words of the choice of no customer, when there is one. */
+  optional?: string;
 }) {
   if (!isProviderRole(user)) return null;
   return (
     <label>Customer
-      <select name={name} aria-label="Customer" value={value} onChange={(e) => onChange(e.target.value)} required>
-        <option value="">choose…</option>
+      <select name={name} aria-label="Customer" value={value} onChange={(e) => onChange(e.target.value)} required={!optional}>
+        <option value="">{optional ?? 'choose…'}</option>
         {customers?.map((c) => <option key={c.id} value={c.id}>{c.name}</option>)}
       </select>
     </label>

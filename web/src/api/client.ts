@@ -6,7 +6,7 @@
  * (the app shows the login page).
  */
 import type {
-  ApiErrorBody, ChangePasswordRequest, CreateCustomerRequest, CreatedTokenBody, CreatedUserBody, CreateJobRequest, CreateRestoreTokenRequest,
+  ApiErrorBody, ChangePasswordRequest, ChannelBody, ChannelTestBody, CreateChannelRequest, CreatedChannelBody, DeliveryBody, UpdateChannelRequest, CreateCustomerRequest, CreatedTokenBody, CreatedUserBody, CreateJobRequest, CreateRestoreTokenRequest,
   CreateTokenRequest, CreateUserRequest, CustomerBody, ForgetResultBody, ForgetSafeRequest, JobBody, JobEventBody, MachineBody, MeBody,
   SafeBody, SessionBody, TokenBody, UpdateQuotasRequest, UserBody,
 } from '../../../src/api/v1.js';
@@ -92,6 +92,13 @@ export class ApiClient {
   /** What `rules` would keep and remove now, and why; removes nothing. */
   retentionPreview(safeId: string, rules: Omit<ForgetSafeRequest, 'dry_run'>): Promise<ForgetResultBody> { return this.forget(safeId, { ...rules, dry_run: true }); }
   createRestoreToken(safeId: string, body: CreateRestoreTokenRequest): Promise<CreatedTokenBody> { return this.request('POST', `/safes/${enc(safeId)}/restore-tokens`, body); }
+
+  channels(): Promise<ChannelBody[]> { return this.request('GET', '/notifications'); }
+  createChannel(body: CreateChannelRequest): Promise<CreatedChannelBody> { return this.request('POST', '/notifications', body); }
+  updateChannel(id: string, body: UpdateChannelRequest): Promise<ChannelBody> { return this.request('PATCH', `/notifications/${enc(id)}`, body); }
+  deleteChannel(id: string): Promise<void> { return this.request('DELETE', `/notifications/${enc(id)}`); }
+  testChannel(id: string): Promise<ChannelTestBody> { return this.request('POST', `/notifications/${enc(id)}/test`); }
+  deliveries(id: string): Promise<DeliveryBody[]> { return this.request('GET', `/notifications/${enc(id)}/deliveries`); }
 
   machineJobs(machineId: string): Promise<JobBody[]> { return this.request('GET', `/machines/${enc(machineId)}/jobs`); }
   createJob(machineId: string, body: CreateJobRequest): Promise<JobBody> { return this.request('POST', `/machines/${enc(machineId)}/jobs`, body); }
