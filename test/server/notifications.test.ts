@@ -14,7 +14,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { after, before, it } from 'node:test';
-import { Sandbox } from '../helpers/cli.js';
+import { runCli, Sandbox } from '../helpers/cli.js';
 import { databaseSuites } from '../helpers/databases.js';
 import { startSmtpServer, startWebhookReceiver, verifySignature, type TestSmtpServer, type WebhookReceiver } from '../helpers/notify-receivers.js';
 import { httpsJson, setUp, type TestServer } from '../helpers/server.js';
@@ -273,5 +273,33 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
     assert.equal((await t.call('GET', `/api/v1/notifications/${otherHook}`, { token: otherManage })).body.enabled, true, 'nothing changed');
     const viewer = await t.call('GET', '/api/v1/notifications', { token: agent });
     assert.equal(viewer.status, 403, 'an agent token reads nothing');
+  });
+
+  it('is managed by the admin commands (holdfast server notification …, metrics-token), with --json', { timeout: 60_000 }, async () => {
+    const env = { HOLDFAST_SERVER: `https://127.0.0.1:${t.port}`, HOLDFAST_SERVER_TOKEN: t.adminToken, HOLDFAST_FINGERPRINT: t.server.fingerprint, XDG_CONFIG_HOME: '/nonexistent' };
+    const cli = (args: string[]) => runCli(['server', 'notification', ...args], { env });
+    const made = await cli(['create', 'cli-hook', '--customer', 'Acme', '--webhook', receivers['acme']!.url, '--events', 'job.failed,machine.stale', '--json']);
+    assert.equal(made.code, 0, made.stderr);
+    const body = JSON.parse(made.stdout);
+    assert.deepEqual([body.channel.name, body.channel.customer_id, body.channel.events], ['cli-hook', acme, ['job.failed', 'machine.stale']]);
+    assert.match(body.secret, /^[A-Za-z0-9_-]{43}$/, 'the secret the server made, printed once');
+    const before = receivers['acme']!.hits.length;
+    const tested = await cli(['test', 'cli-hook']);
+    assert.equal(tested.code, 0, tested.stderr);
+    verifySignature(receivers['acme']!.hits[before]!.headers['holdfast-signature'], receivers['acme']!.hits[before]!.body, body.secret);
+    receivers['acme']!.answers = [500];
+    const failed = await cli(['test', 'cli-hook']);
+    assert.equal(failed.code, 1);
+    assert.match(failed.stderr, /the test did not reach cli-hook: the webhook http:\/\/127\.0\.0\.1:\d+\/acme answered 500/);
+    const listed = await cli(['list']);
+    assert.match(listed.stdout, /cli-hook +Acme +webhook +http:\/\/127\.0\.0\.1:\d+\/acme +job\.failed,machine\.stale +yes/);
+    assert.match(listed.stdout, /noc +\(provider\) +webhook/);
+    const disabled = await cli(['update', 'cli-hook', '--disable', '--json']);
+    assert.equal(JSON.parse(disabled.stdout).enabled, false);
+    assert.equal((await cli(['delete', 'cli-hook'])).code, 0);
+    assert.equal((await cli(['show', 'cli-hook'])).code, 1, 'gone');
+    const token = await runCli(['server', 'metrics-token'], { env });
+    assert.match(token.stdout, /^metrics token: hfm_/);
+    assert.equal((await t.call('GET', '/metrics', { token: /hfm_\S+/.exec(token.stdout)![0] })).status, 200);
   });
 });
