@@ -107,16 +107,45 @@ export interface CreatedTokenBody { token: TokenBody; secret: string }
  * while it is live.
  */
 export const MachineSchema = {
-  $id: 'Machine', type: 'object', required: ['id', 'customer_id', 'name', 'created_at', 'last_seen_at', 'retired_at'],
-  properties: { id: str, customer_id: str, name: str, created_at: time, last_seen_at: nullableTime, retired_at: nullableTime },
+  $id: 'Machine', type: 'object', required: ['id', 'customer_id', 'name', 'created_at', 'last_seen_at', 'retired_at', 'last_backup_at'],
+  properties: { id: str, customer_id: str, name: str, created_at: time, last_seen_at: nullableTime, retired_at: nullableTime, last_backup_at: nullableTime },
 } as const;
-export interface MachineBody { id: string; customer_id: string; name: string; created_at: string; last_seen_at: string | null; retired_at: string | null }
+/** `last_backup_at`: the time of the newest snapshot in the machine's disk safes (from the server's snapshot index; null when none). */
+export interface MachineBody { id: string; customer_id: string; name: string; created_at: string; last_seen_at: string | null; retired_at: string | null; last_backup_at: string | null }
 
 export const CreateMachineSchema = {
   type: 'object', additionalProperties: false, required: ['customer_id', 'name'],
   properties: { customer_id: id, name: { type: 'string', minLength: 1, maxLength: 253 } },
 } as const;
 export interface CreateMachineRequest { customer_id: string; name: string }
+
+/**
+ * A snapshot as the server's index knows it, from its plain part (docs/format.md
+ * §4.5), read without the key: which safe (and machine) holds it, its time,
+ * host, user, paths, tags, parent, whether it is incomplete or an image, and
+ * its summary's counts and byte figures (snake_case: `files_new`,
+ * `total_bytes`, `data_added_stored`, …).
+ */
+export const SnapshotSchema = {
+  $id: 'Snapshot', type: 'object',
+  required: ['id', 'short_id', 'safe_id', 'safe_name', 'machine_id', 'time', 'hostname', 'username', 'paths', 'tags', 'parent', 'incomplete', 'image', 'summary'],
+  properties: {
+    id: str, short_id: str, safe_id: str, safe_name: str, machine_id: nullableStr, time, hostname: str, username: str,
+    paths: { type: 'array', items: str }, tags: { type: 'array', items: str }, parent: nullableStr, incomplete: { type: 'boolean' }, image: { type: 'boolean' },
+    summary: { type: 'object', additionalProperties: { type: ['integer', 'string'] } },
+  },
+} as const;
+export interface SnapshotBody {
+  id: string; short_id: string; safe_id: string; safe_name: string; machine_id: string | null; time: string; hostname: string; username: string;
+  paths: string[]; tags: string[]; parent: string | null; incomplete: boolean; image: boolean; summary: Record<string, number | string>;
+}
+
+/** A page of snapshots, newest first: `limit` (default 100, at most 1000) after skipping `offset`. */
+export const SnapshotsQuerySchema = {
+  type: 'object', additionalProperties: false,
+  properties: { limit: { type: 'integer', minimum: 1, maximum: 1000 }, offset: { type: 'integer', minimum: 0 } },
+} as const;
+export interface SnapshotsQuery { limit?: number; offset?: number }
 
 /** A safe's name is the NAME of https://host:port/safes/NAME. */
 export const SAFE_NAME_PATTERN = '^[a-z0-9][a-z0-9._-]{0,62}$';
@@ -676,4 +705,4 @@ export interface EventPayload {
 }
 
 /** The schemas referred to by `$ref` ('User#', …), added to the server once. */
-export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, SafeSchema, AuditEntrySchema, JobSchema, JobEventSchema, ForgetDecisionSchema, RecoveryKeySchema, EscrowSchema, ChannelSchema, DeliverySchema] as const;
+export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, SafeSchema, SnapshotSchema, AuditEntrySchema, JobSchema, JobEventSchema, ForgetDecisionSchema, RecoveryKeySchema, EscrowSchema, ChannelSchema, DeliverySchema] as const;

@@ -38,6 +38,7 @@ import type { ServiceContext } from './services/context.js';
 import { JobSignals } from './services/job-signals.js';
 import { removeLocksOfExpiredTokens } from './services/lock-owners.js';
 import { pruneWork } from './services/retention.js';
+import { indexingStorage, indexUnindexedSafes } from './services/snapshot-index.js';
 import { ServerJobs, type ServerJobsOptions } from './services/server-jobs.js';
 import { safeResolver } from './services/safe-access.js';
 import { openSafeStorage, parseStorageSetting, StorageSettingError } from './services/safe-storage.js';
@@ -211,16 +212,19 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
   let app: FastifyInstance | undefined;
   const jobSignals = new JobSignals(database.bus);
   // Every safe's backend counts what is saved and removed in it (services/usage.ts).
-  const usage = new UsageLedger(openSafeStorage(settings.storage, opts.dataDir, opts.s3, opts.wrapSafeBackend));
+  // …and keeps the snapshot index (services/snapshot-index.ts).
+  const clock = opts.clock ?? (() => new Date());
+  const usage = new UsageLedger(indexingStorage(openSafeStorage(settings.storage, opts.dataDir, opts.s3, opts.wrapSafeBackend), database.db, clock));
   const safeStorage = usage.storage;
   // The work of each server job kind, so that any node runs any job.
   const serverJobs = new ServerJobs({ prune: pruneWork }, opts.serverJobs);
   const notifier = new Notifier({ ...DEFAULT_DELIVERY_POLICY, ...opts.delivery });
   let ticker: AlertTicker | undefined;
+  const indexing = new AbortController();
   try {
     await refuseStorageMove(database, saved?.storage, settings.storage);
     const ctx: ServiceContext = {
-      db: database.db, dbKind: database.kind, safeStorage, usage, limiter: new LoginLimiter(opts.loginLimits), now: opts.clock ?? (() => new Date()),
+      db: database.db, dbKind: database.kind, safeStorage, usage, limiter: new LoginLimiter(opts.loginLimits), now: clock,
       identity: processIdentity(), minGraceMs: opts.minGraceMs ?? DEFAULT_MIN_GRACE_MS, serverJobs,
       jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS, node, notifier, metrics: new ServerMetrics(),
     };
@@ -236,6 +240,8 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
       throw new ServerSetupError(`cannot listen on ${settings.listen}: ${why}`, { cause: e });
     });
     serverJobs.start(ctx);
+    // Safes never indexed (an older server's, a bucket another server wrote) are read in the background; a listing indexes one first if it comes sooner.
+    void indexUnindexedSafes(ctx, indexing.signal).catch(() => undefined);
     notifier.start(ctx);
     const alerts = new AlertTicker(ctx, { tickMs: opts.alertTickMs ?? DEFAULT_ALERT_TICK_MS, staleAfterMs: opts.staleAfterMs ?? DEFAULT_STALE_AFTER_MS });
     ticker = alerts;
@@ -255,7 +261,7 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
         await notifier.deliverDue(ctx);
       },
       // Waiting polls answer first, so that closing does not wait out their time; the server's own jobs go back to the queue and the alert work ends before the storage and database close.
-      close: () => (closed ??= (jobSignals.close(), usage.close(), listening.close().finally(() => Promise.all([serverJobs.close(), alerts.close(), notifier.close()]))
+      close: () => (closed ??= (jobSignals.close(), usage.close(), indexing.abort(), listening.close().finally(() => Promise.all([serverJobs.close(), alerts.close(), notifier.close()]))
         .finally(() => Promise.all([safeStorage.close(), database.close()])).then(() => undefined))),
     };
   } catch (e) {

@@ -21,6 +21,7 @@ import { metricsTokenRoutes } from './metrics.js';
 import { notificationRoutes } from './notifications.js';
 import { restoreTokenRoutes } from './restore-tokens.js';
 import { safeRoutes } from './safes.js';
+import { snapshotRoutes } from './snapshots.js';
 import { tokenRoutes } from './tokens.js';
 import { userRoutes } from './users.js';
 
@@ -52,7 +53,7 @@ export const apiV1: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { 
 
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, () => app.swagger());
 
-  for (const routes of [authRoutes, customerRoutes, userRoutes, tokenRoutes, machineRoutes, safeRoutes, auditRoutes, jobRoutes, agentRoutes, escrowRoutes, restoreTokenRoutes, notificationRoutes, metricsTokenRoutes]) {
+  for (const routes of [authRoutes, customerRoutes, userRoutes, tokenRoutes, machineRoutes, safeRoutes, auditRoutes, jobRoutes, agentRoutes, escrowRoutes, restoreTokenRoutes, notificationRoutes, metricsTokenRoutes, snapshotRoutes]) {
     await app.register(routes, { ctx });
   }
 };

@@ -198,6 +198,7 @@ export async function deleteSafe(ctx: ServiceContext, p: Principal, id: string, 
     await trx.deleteFrom('api_tokens').where('safe_id', '=', s.id).execute();
     await trx.deleteFrom('safe_escrows').where('safe_id', '=', s.id).execute();
     await trx.deleteFrom('lock_owners').where('safe_id', '=', s.id).execute();
+    await trx.deleteFrom('snapshot_index').where('safe_id', '=', s.id).execute();
     await trx.deleteFrom('disk_safes').where('id', '=', s.id).execute();
     // Its agent is told, when the machine has no safe left (machines.ts requireSomeSafe).
     if (live) await trx.updateTable('machines').set({ safe_deleted_at: ctx.now().toISOString() }).where('id', '=', s.machine_id!).execute();

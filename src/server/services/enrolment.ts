@@ -25,6 +25,7 @@ import { insertSafe, safeBody } from './disk-safes.js';
 import { Conflict, Forbidden, NotFound } from './errors.js';
 import { insertMachine } from './machines.js';
 import type { Principal } from './principal.js';
+import { lastBackups } from './snapshot-index.js';
 
 /** A safe name from a host name: lower case, what the pattern refuses as `-`, and 8 random hex digits (names are unique within the customer: the suffix keeps a safe made by hand from refusing the enrolment). */
 function defaultSafeName(host: string): string {
@@ -73,6 +74,7 @@ export async function enroll(ctx: ServiceContext, p: Principal, req: EnrollReque
     // A takeover token authorises one takeover: used up by it.
     if (req.take_over !== undefined) await tx.db.updateTable('api_tokens').set({ revoked_at: ctx.now().toISOString() }).where('id', '=', p.id).execute();
     await audit(tx, p, 'agent.enroll', machine.id, customerId);
-    return { machine, safe, token, secret };
+    // A machine that takes a safe over has its backups.
+    return { machine: { ...machine, last_backup_at: (await lastBackups(tx, [machine.id])).get(machine.id) ?? null }, safe, token, secret };
   });
 }

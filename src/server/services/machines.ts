@@ -13,6 +13,7 @@ import { audit } from './audit.js';
 import { isUniqueViolation, type ServiceContext } from './context.js';
 import { Conflict, Forbidden, NoDiskSafe, NotFound } from './errors.js';
 import { removeLocksOfTokens } from './lock-owners.js';
+import { lastBackups } from './snapshot-index.js';
 import { isProvider, requireManage, requireRead, sees, type Principal } from './principal.js';
 
 const owned = (m: Machine) => ({ customer_id: m.customer_id, machine_id: m.id });
@@ -52,7 +53,7 @@ export async function requireSomeSafe(ctx: ServiceContext, machineId: string): P
 export async function createMachine(ctx: ServiceContext, p: Principal, req: CreateMachineRequest): Promise<MachineBody> {
   await requireCustomer(ctx, p, req.customer_id);
   requireManage(p);
-  return insertMachine(ctx, p, req.customer_id, req.name);
+  return { ...(await insertMachine(ctx, p, req.customer_id, req.name)), last_backup_at: null };
 }
 
 /** Adds machine `name` of `customerId` (Conflict when the customer has one so named), audited as `who`'s; the caller checked the rights. */
@@ -68,18 +69,24 @@ export async function insertMachine(ctx: ServiceContext, who: Principal, custome
   return row;
 }
 
+/** Machines as the API shows them: with the time of their last backup (the snapshot index: no storage read). */
+async function withLastBackups(ctx: ServiceContext, machines: Machine[]): Promise<MachineBody[]> {
+  const last = await lastBackups(ctx, machines.map((m) => m.id));
+  return machines.map((m) => ({ ...m, last_backup_at: last.get(m.id) ?? null }));
+}
+
 export async function listMachines(ctx: ServiceContext, p: Principal): Promise<MachineBody[]> {
   requireRead(p);
   let q = ctx.db.selectFrom('machines').selectAll().where('retired_at', 'is', null).orderBy('name');
   if (!isProvider(p)) q = q.where('customer_id', '=', p.customerId ?? '');
   if (p.machineId !== null) q = q.where('id', '=', p.machineId);
-  return q.execute();
+  return withLastBackups(ctx, await q.execute());
 }
 
 export async function getMachine(ctx: ServiceContext, p: Principal, id: string): Promise<MachineBody> {
   const m = await findMachine(ctx, p, id);
   requireRead(p);
-  return m;
+  return (await withLastBackups(ctx, [m]))[0]!;
 }
 
 /** Why the queued jobs of a retired machine were cancelled. */
@@ -97,7 +104,7 @@ export async function retireMachine(ctx: ServiceContext, p: Principal, id: strin
   const m = await findMachine(ctx, p, id);
   if (p.kind === 'token') throw new Forbidden('machines are retired by people: log in as a provider or customer admin');
   requireManage(p);
-  if (m.retired_at !== null) return m;
+  if (m.retired_at !== null) return (await withLastBackups(ctx, [m]))[0]!;
   const tokens = (await ctx.db.selectFrom('api_tokens').select('id').where('machine_id', '=', m.id).execute()).map((t) => t.id);
   const retired = await ctx.db.transaction().execute(async (trx) => {
     // Retiring does not depend on the agent (a compromised one may ignore a cancel): its tokens go first, its running jobs end with them.
@@ -112,5 +119,5 @@ export async function retireMachine(ctx: ServiceContext, p: Principal, id: strin
   });
   // Its tokens are revoked: the locks they left would hold off the safe's prune or deletion.
   await removeLocksOfTokens(ctx, tokens);
-  return retired;
+  return (await withLastBackups(ctx, [retired]))[0]!;
 }
