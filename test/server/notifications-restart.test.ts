@@ -1,0 +1,56 @@
+/**
+ * Notifications across a restart of the server: a delivery that failed
+ * before the restart is sent by the server that starts again (the outbox is
+ * in the database), and a stale machine told before the restart is not told
+ * again (its state is in the database too).
+ */
+import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { it } from 'node:test';
+import { startServer } from '../../src/server/backup-server.js';
+import { databaseSuites } from '../helpers/databases.js';
+import { startWebhookReceiver } from '../helpers/notify-receivers.js';
+import { setUp } from '../helpers/server.js';
+
+databaseSuites('notifications across a restart', (fx) => {
+  it('sends after the restart what was left to send, and does not tell a stale machine twice', { timeout: 60_000 }, async () => {
+    let now = Date.parse('2030-03-01T00:00:00.000Z');
+    const url = await fx.newUrl();
+    const options = { clock: () => new Date(now), staleAfterMs: 3600_000, alertTickMs: 3600_000, delivery: { attempts: 5, firstDelayMs: 1000, pollMs: 3600_000 } };
+    const receiver = await startWebhookReceiver();
+    const t = await setUp(url, undefined, options);
+    let second: Awaited<ReturnType<typeof startServer>> | undefined;
+    try {
+      const acme = (await t.create('/api/v1/customers', { name: 'Acme' })).id;
+      const machine = (await t.create('/api/v1/machines', { customer_id: acme, name: 'db1' })).id;
+      await t.create('/api/v1/safes', { customer_id: acme, machine_id: machine, name: 'acme-db1' });
+      const agent = (await t.create('/api/v1/tokens', { customer_id: acme, machine_id: machine, name: 'agent', rights: ['backup'] })).secret;
+      await t.create('/api/v1/notifications', { name: 'hook', customer_id: acme, kind: 'webhook', events: ['job.failed', 'machine.stale'], webhook: { url: receiver.url } });
+
+      now += 2 * 3600_000;
+      await t.server.checkAlerts();
+      assert.deepEqual(receiver.hits.map((h) => [h.json.event, h.status]), [['machine.stale', 200]]);
+      receiver.answers = [503];
+      const job = (await t.create(`/api/v1/machines/${machine}/jobs`, { kind: 'check', spec: {} })).id;
+      assert.equal((await t.call('GET', '/api/v1/agent/jobs/next?wait=0', { token: agent })).body.id, job);
+      assert.equal((await t.call('POST', `/api/v1/agent/jobs/${job}/result`, { token: agent, body: { state: 'failed', error: 'the disk safe is damaged' } })).status, 200);
+      await t.server.checkAlerts();
+      assert.deepEqual(receiver.hits.map((h) => [h.json.event, h.status]), [['machine.stale', 200], ['job.failed', 503]]);
+      await t.server.close();
+
+      second = await startServer({ dataDir: join(t.dataDir, 'data'), listen: '127.0.0.1:0', db: url, ...options });
+      now += 60_000;
+      await second.checkAlerts();
+      await second.checkAlerts();
+      assert.deepEqual(receiver.hits.map((h) => [h.json.event, h.status]), [['machine.stale', 200], ['job.failed', 503], ['job.failed', 200]],
+        'the failed delivery sent by the new process; the stale machine not told again');
+      assert.equal(receiver.hits[2]!.json.id, receiver.hits[1]!.json.id, 'the same event');
+    } finally {
+      await second?.close();
+      await t.server.close();
+      await rm(t.dataDir, { recursive: true, force: true });
+      await receiver.close();
+    }
+  });
+});
