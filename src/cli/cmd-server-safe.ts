@@ -64,9 +64,24 @@ export function quotaLine(r: { stored_bytes: number; quota_soft: number | null; 
   return `stored ${formatBytes(r.stored_bytes)}; soft quota ${r.quota_soft === null ? 'none' : formatBytes(r.quota_soft)}, hard quota ${r.quota_hard === null ? 'none' : formatBytes(r.quota_hard)}`;
 }
 
-interface ForgetFlags {
+/** The --keep-* and --group-by flags (keepOptions), and forget's --dry-run. */
+export interface ForgetFlags {
   keepLast?: string; keepHourly?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; keepYearly?: string;
   keepWithin?: string; keepTag: string[]; groupBy?: string; dryRun?: boolean;
+}
+
+/** Adds the retention flags of `safe forget` to `cmd` (also `policy set` and `policy preview`). */
+export function keepOptions(cmd: Command): Command {
+  return cmd
+    .option('--keep-last <n>', 'keep the last n snapshots')
+    .option('--keep-hourly <n>', 'keep the last n hourly snapshots')
+    .option('--keep-daily <n>', 'keep the last n daily snapshots')
+    .option('--keep-weekly <n>', 'keep the last n weekly snapshots')
+    .option('--keep-monthly <n>', 'keep the last n monthly snapshots')
+    .option('--keep-yearly <n>', 'keep the last n yearly snapshots')
+    .option('--keep-within <duration>', 'keep snapshots newer than duration (such as 1y5m7d2h) before the newest')
+    .option('--keep-tag <tag[,tag]>', 'keep snapshots with all these tags (repeatable)', collect, [])
+    .option('--group-by <fields>', 'group by host, paths and/or tags, comma-separated; "" for one group (default: host,paths)');
 }
 
 /** A --keep-N count as the API takes it: `holdfast forget`'s rule (a whole number, or "unlimited"). */
@@ -76,8 +91,8 @@ function keepCount(text: string | undefined): number | 'unlimited' | undefined {
   return n === UNLIMITED ? 'unlimited' : n;
 }
 
-/** The API's forget request for the flags (the server checks the rest and says what is wrong). */
-function forgetRequest(f: ForgetFlags): ForgetSafeRequest {
+/** The API's forget request for the flags (the server checks the rest and says what is wrong); undefined when no rule is given. */
+export function retentionRules(f: ForgetFlags): ForgetSafeRequest | undefined {
   const counts: [keyof ForgetSafeRequest, string | undefined][] = [
     ['keep_last', f.keepLast], ['keep_hourly', f.keepHourly], ['keep_daily', f.keepDaily],
     ['keep_weekly', f.keepWeekly], ['keep_monthly', f.keepMonthly], ['keep_yearly', f.keepYearly],
@@ -90,11 +105,12 @@ function forgetRequest(f: ForgetFlags): ForgetSafeRequest {
   if (f.keepWithin !== undefined) req['keep_within'] = f.keepWithin;
   if (f.keepTag.length > 0) req['keep_tags'] = f.keepTag.map(tagList);
   if (f.groupBy !== undefined) req['group_by'] = f.groupBy === '' ? [] : f.groupBy.split(',');
-  if (Object.keys(req).length === 0) throw new ExitError('holdfast server safe forget needs a policy: --keep-last, --keep-daily, … or --keep-within', EXIT.usage);
+  if (Object.keys(req).length === 0) return undefined;
   return { ...req, ...(f.dryRun ? { dry_run: true } : {}) } as ForgetSafeRequest;
 }
 
-function printForget(g: Parameters<typeof say>[0], r: ForgetResultBody): void {
+/** Prints forget's (or a retention preview's) decisions, group by group. */
+export function printForget(g: Parameters<typeof say>[0], r: ForgetResultBody): void {
   say(g, `policy: ${r.policy}${r.dry_run ? ' (dry run: nothing is removed)' : ''}`);
   for (const group of r.groups) {
     const named = [group.host === null ? undefined : `host ${group.host}`, group.paths === null ? undefined : `paths ${group.paths.join(', ')}`, group.tags === null ? undefined : `tags ${group.tags.join(', ')}`].filter(Boolean);
@@ -218,21 +234,14 @@ export function registerSubcommands(server: Command): void {
       say(g, `deleted disk safe ${s.name} (${s.id}) and every object in it (${formatBytes(s.stored_bytes)})`);
     });
 
-  safe.command('forget').description('remove snapshots of a disk safe by a retention policy, on the server (no key needed); --dry-run shows each snapshot and why it is kept or removed')
-    .argument('<safe>', 'its name or id')
-    .option('--keep-last <n>', 'keep the last n snapshots')
-    .option('--keep-hourly <n>', 'keep the last n hourly snapshots')
-    .option('--keep-daily <n>', 'keep the last n daily snapshots')
-    .option('--keep-weekly <n>', 'keep the last n weekly snapshots')
-    .option('--keep-monthly <n>', 'keep the last n monthly snapshots')
-    .option('--keep-yearly <n>', 'keep the last n yearly snapshots')
-    .option('--keep-within <duration>', 'keep snapshots newer than duration (such as 1y5m7d2h) before the newest')
-    .option('--keep-tag <tag[,tag]>', 'keep snapshots with all these tags (repeatable)', collect, [])
-    .option('--group-by <fields>', 'group by host, paths and/or tags, comma-separated; "" for one group (default: host,paths)')
+  const forget = safe.command('forget').description('remove snapshots of a disk safe by a retention policy, on the server (no key needed); --dry-run shows each snapshot and why it is kept or removed')
+    .argument('<safe>', 'its name or id');
+  keepOptions(forget)
     .option('-n, --dry-run', 'show what would be removed; remove nothing')
     .action(async (ref: string, flags: ForgetFlags, cmd: Command) => {
       const g = globals(cmd);
-      const body = forgetRequest(flags);
+      const body = retentionRules(flags);
+      if (body === undefined) throw new ExitError('holdfast server safe forget needs a policy: --keep-last, --keep-daily, … or --keep-within', EXIT.usage);
       const r = await withServer(g, async (c) => c.post<ForgetResultBody>(`/safes/${await idOf(c, 'safe', ref)}/forget`, body));
       if (g.json) return printBody(r);
       printForget(g, r);

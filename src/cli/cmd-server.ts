@@ -21,6 +21,7 @@ import * as job from './cmd-server-job.js';
 import * as login from './cmd-server-login.js';
 import * as machine from './cmd-server-machine.js';
 import * as notification from './cmd-server-notification.js';
+import * as policy from './cmd-server-policy.js';
 import * as safe from './cmd-server-safe.js';
 import * as token from './cmd-server-token.js';
 import * as user from './cmd-server-user.js';
@@ -106,7 +107,7 @@ export function register(program: Command): void {
 
   login.registerSubcommands(server);
   const own = new Set(server.commands);
-  for (const admin of [customer, user, token, machine, safe, job, notification]) admin.registerSubcommands(server);
+  for (const admin of [customer, user, token, machine, safe, job, notification, policy]) admin.registerSubcommands(server);
   // The admin commands speak to the server's API: its TLS options and the output's.
   for (const c of server.commands) if (!own.has(c)) honours(c, 'fingerprint', 'cacert', 'json', 'quiet');
 }

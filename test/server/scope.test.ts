@@ -39,6 +39,10 @@ const RECORD_OF: Record<string, keyof Records> = {
   '/api/v1/notifications/{id}': 'channel',
   '/api/v1/notifications/{id}/test': 'channel',
   '/api/v1/notifications/{id}/deliveries': 'channel',
+  '/api/v1/policies/{id}': 'policy',
+  '/api/v1/machines/{id}/policy': 'machine',
+  '/api/v1/safes/{id}/policy': 'safe',
+  '/api/v1/safes/{id}/retention-preview': 'safe',
 };
 /** Bodies this file's generator cannot make valid (a schema chosen by another field, lists of objects). */
 const BODY_OF: Record<string, Record<string, unknown>> = {
@@ -52,7 +56,7 @@ const POLL = 'GET /api/v1/agent/jobs/next';
 /** Routes about the caller only (the answer is checked for A's records, whatever its status). */
 const CALLER_ROUTES = new Set(['POST /api/v1/login', 'POST /api/v1/logout', 'GET /api/v1/me', 'POST /api/v1/me/password']);
 
-interface Records { customer: string; user: string; token: string; machine: string; safe: string; job: string; channel: string }
+interface Records { customer: string; user: string; token: string; machine: string; safe: string; job: string; channel: string; policy: string }
 
 type Schema = { type?: string | string[]; properties?: Record<string, Schema>; required?: string[]; enum?: unknown[]; items?: Schema; pattern?: string };
 
@@ -95,6 +99,7 @@ databaseSuites('scope of every API route', (fx) => {
     const aToken = await mk('/api/v1/tokens', { customer_id: a.customer, machine_id: a.machine, name: 'alpha agent', rights: ['backup'] }, aAdmin);
     a.token = aToken.token.id;
     a.job = (await mk(`/api/v1/machines/${a.machine}/jobs`, { kind: 'backup', spec: { paths: ['/srv/alpha'] } }, aAdmin)).id;
+    a.policy = (await mk('/api/v1/policies', { customer_id: a.customer, machine_id: a.machine, schedule: 'every 15m', backup: { paths: ['/srv/alpha'] } }, aAdmin)).id;
     // A's recovery key and its agent's escrowed password.
     const recovery = newRecoveryKeyPair().publicKey;
     assert.equal((await t.call('PUT', `/api/v1/customers/${a.customer}/recovery-key`, { token: aAdmin, body: { public_key: recovery } })).status, 200);
@@ -145,7 +150,7 @@ databaseSuites('scope of every API route', (fx) => {
 
   it('leaves customer A\'s records as they were, and A\'s own admin still sees each of them', async () => {
     for (const [path, record] of Object.entries(RECORD_OF)) {
-      if (path.startsWith('/api/v1/agent/') || /\/(forget|prune|restore-tokens|cancel|test)$/.test(path)) continue; // the agent's reports, a safe's retention, restore tokens, a cancel, a channel's test: POST only
+      if (path.startsWith('/api/v1/agent/') || /\/(forget|prune|restore-tokens|cancel|test|retention-preview)$/.test(path)) continue; // the agent's reports, a safe's retention, restore tokens, a cancel, a channel's test: POST only
       const r = await t.call('GET', path.replace('{id}', a[record]), { token: aAdmin });
       assert.equal(r.status, 200, `${path}: ${r.text}`);
     }

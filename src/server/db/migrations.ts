@@ -207,6 +207,23 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.alterTable('machines').addColumn('safe_deleted_at', 'text').execute();
       },
     },
+    '0012-policies': {
+      // What the server does on schedule, attached to a customer, a machine or a disk safe (one policy each); settings as JSON (services/policies.ts).
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.createTable('policies')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('customer_id', 'text', (c) => c.notNull().references('customers.id'))
+          .addColumn('machine_id', 'text', (c) => c.references('machines.id'))
+          .addColumn('safe_id', 'text', (c) => c.references('disk_safes.id'))
+          .addColumn('target', 'text', (c) => c.notNull().unique())
+          .addColumn('settings', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .addColumn('updated_by', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('policies_customer').on('policies').column('customer_id').execute();
+      },
+    },
     '0014-notifications': {
       // Notification channels (a customer's, or the provider's with no customer) and the outbox their deliveries wait in; the alert state
       // that makes each alert fire once: a machine's staleness and a quota's level (services/alerts.ts, quota.ts).

@@ -351,6 +351,27 @@ export interface SnapshotIndexTable {
   stored_at: string;
 }
 
+/**
+ * A policy (migration 0012): what the server does on schedule for a
+ * customer, a machine or a disk safe (services/policies.ts).
+ */
+export interface PoliciesTable {
+  id: string;
+  customer_id: string;
+  /** The machine it is attached to; null for a customer's or a safe's. */
+  machine_id: string | null;
+  /** The disk safe it is attached to; null for a customer's or a machine's. */
+  safe_id: string | null;
+  /** `customer:ID`, `machine:ID` or `safe:ID`: unique, one policy each. */
+  target: string;
+  /** Its settings (PolicySettings of src/api/v1-policies.ts), JSON. */
+  settings: string;
+  created_at: string;
+  updated_at: string;
+  /** Who last set it (`user:NAME`, `token:ID`). */
+  updated_by: string;
+}
+
 /** The database as kysely's query builder types it. */
 export interface ControlPlane {
   customers: CustomersTable;
@@ -372,6 +393,7 @@ export interface ControlPlane {
   usage_reservations: UsageReservationsTable;
   usage_samples: UsageSamplesTable;
   snapshot_index: SnapshotIndexTable;
+  policies: PoliciesTable;
 }
 
 export type Customer = Selectable<CustomersTable>;
@@ -387,4 +409,5 @@ export type RecoveryKey = Selectable<RecoveryKeysTable>;
 export type SafeEscrow = Selectable<SafeEscrowsTable>;
 export type NotificationChannel = Selectable<NotificationChannelsTable>;
 export type OutboxRow = Selectable<NotificationOutboxTable>;
+export type Policy = Selectable<PoliciesTable>;
 export type NewAuditEntry = Insertable<AuditLogTable>;

@@ -19,6 +19,7 @@ import { jobRoutes } from './jobs.js';
 import { machineRoutes } from './machines.js';
 import { metricsTokenRoutes } from './metrics.js';
 import { notificationRoutes } from './notifications.js';
+import { policyRoutes } from './policies.js';
 import { restoreTokenRoutes } from './restore-tokens.js';
 import { safeRoutes } from './safes.js';
 import { snapshotRoutes } from './snapshots.js';
@@ -53,7 +54,7 @@ export const apiV1: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { 
 
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, () => app.swagger());
 
-  for (const routes of [authRoutes, customerRoutes, userRoutes, tokenRoutes, machineRoutes, safeRoutes, auditRoutes, jobRoutes, agentRoutes, escrowRoutes, restoreTokenRoutes, notificationRoutes, metricsTokenRoutes, snapshotRoutes]) {
+  for (const routes of [authRoutes, customerRoutes, userRoutes, tokenRoutes, machineRoutes, safeRoutes, auditRoutes, jobRoutes, agentRoutes, escrowRoutes, restoreTokenRoutes, notificationRoutes, metricsTokenRoutes, snapshotRoutes, policyRoutes]) {
     await app.register(routes, { ctx });
   }
 };

@@ -73,8 +73,8 @@ function within(field: string, v: string | undefined): Duration | undefined {
   }
 }
 
-/** The request's policy, as the CLI's --keep-* flags make it. */
-function policyOf(req: ForgetSafeRequest): RetentionPolicy {
+/** The request's policy, as the CLI's --keep-* flags make it; BadRequest when it has no rule or a duration does not parse. */
+export function retentionPolicyOf(req: Omit<ForgetSafeRequest, 'dry_run'>): RetentionPolicy {
   const p: Record<string, unknown> = {
     last: count(req.keep_last), minutely: count(req.keep_minutely), hourly: count(req.keep_hourly), daily: count(req.keep_daily),
     weekly: count(req.keep_weekly), monthly: count(req.keep_monthly), yearly: count(req.keep_yearly),
@@ -90,7 +90,7 @@ function policyOf(req: ForgetSafeRequest): RetentionPolicy {
   return policy;
 }
 
-function groupByOf(req: ForgetSafeRequest): GroupBy {
+function groupByOf(req: Omit<ForgetSafeRequest, 'dry_run'>): GroupBy {
   if (req.group_by === undefined) return DEFAULT_GROUP_BY;
   return { host: req.group_by.includes('host'), paths: req.group_by.includes('paths'), tags: req.group_by.includes('tags') };
 }
@@ -107,7 +107,7 @@ function decision(item: ForgetItem, keep: boolean, reasons: readonly string[]): 
  */
 export async function forgetSafe(ctx: ServiceContext, p: Principal, safeId: string, req: ForgetSafeRequest): Promise<ForgetResultBody> {
   const safe = await manageableSafe(ctx, p, safeId);
-  const policy = policyOf(req);
+  const policy = retentionPolicyOf(req);
   const store = await openSafe(ctx, safe);
   const dryRun = req.dry_run === true;
   const held = dryRun ? undefined : await holdMaintenanceLock(store.backend, { identity: ctx.identity, operation: 'forget' }).catch((e: unknown) => {
