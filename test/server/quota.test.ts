@@ -139,6 +139,17 @@ databaseSuites('quotas of holdfast server', (fx) => {
     await setQuotas(`/api/v1/customers/${customer}`, { quota_hard: null });
   });
 
+  it('takes a safe\'s quota from its policy when the safe has none of its own', { timeout: 120_000 }, async () => {
+    const machine = (await t.call('GET', `/api/v1/safes/${safes['qc-db']!.id}`, { token: t.adminToken })).body.machine_id as string;
+    const policy = await t.create('/api/v1/policies', { customer_id: customer, machine_id: machine, quota: { hard: (await usage('qc-db')) + 4096 } });
+    await refused('qc-db', s.path('big'), /this upload of 1\.\d+ MiB would bring the stored bytes of disk safe qc-db to 1\.\d+ MiB, past its hard quota of [\d.]+ KiB/, s.path('small'));
+    // The safe's own quota comes first.
+    await setQuotas(`/api/v1/safes/${safes['qc-db']!.id}`, { quota_hard: 2 ** 40 });
+    await s.ok(['backup', '-q', s.path('big')], as('qc-db'));
+    await setQuotas(`/api/v1/safes/${safes['qc-db']!.id}`, { quota_hard: null });
+    assert.equal((await t.call('DELETE', `/api/v1/policies/${policy.id}`, { token: t.adminToken })).status, 204);
+  });
+
   it('warns once of a soft quota, backs up, and records it in the audit log', { timeout: 120_000 }, async () => {
     await setQuotas(`/api/v1/safes/${safes['qc-soft']!.id}`, { quota_soft: 1024 });
     await s.ok(['init'], as('qc-soft'));

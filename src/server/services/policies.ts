@@ -308,3 +308,19 @@ export async function retentionPreview(ctx: ServiceContext, p: Principal, safeId
   }
   return forgetSafe(ctx, p, s.id, { ...rules, dry_run: true });
 }
+
+/**
+ * The quota `safe` takes from its policies when it has none of its own
+ * (the most specific policy's `quota`), or undefined. For every upload:
+ * one query, no schedule read.
+ */
+export async function policyQuota(ctx: ServiceContext, safe: Pick<DiskSafe, 'id' | 'customer_id' | 'machine_id'>): Promise<{ hard: number | null; soft: number | null } | undefined> {
+  const order = [`safe:${safe.id}`, ...(safe.machine_id ? [`machine:${safe.machine_id}`] : []), `customer:${safe.customer_id}`];
+  const rows = await ctx.db.selectFrom('policies').select(['target', 'settings']).where('target', 'in', order).execute();
+  for (const target of order) {
+    const row = rows.find((r) => r.target === target);
+    const q = row && (JSON.parse(row.settings) as PolicySettings).quota;
+    if (q) return { hard: q.hard ?? null, soft: q.soft ?? null };
+  }
+  return undefined;
+}

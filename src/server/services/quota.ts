@@ -9,7 +9,8 @@
  *                                       (and an audit entry when this upload crosses it)
  *
  * The safe is checked before its customer; the first hard quota passed is
- * the one the refusal names.
+ * the one the refusal names. A safe with no quota of its own has the one
+ * its policies give (`quota` of the most specific policy that has one).
  *
  * Alerts (notifications.ts), each once, kept in the safe's or customer's
  * `quota_alert`: `quota.warn` when an upload takes usage past 90 % of the
@@ -21,6 +22,7 @@ import { formatBytes } from '../../core/size.js';
 import type { DiskSafe, QuotaAlert } from '../db/schema.js';
 import type { ServiceContext } from './context.js';
 import { raiseEvent } from './notifications.js';
+import { policyQuota } from './policies.js';
 import { UploadRefusedError } from './upload-refused-error.js';
 import type { Reservation } from './usage.js';
 
@@ -57,6 +59,11 @@ export const QUOTA_WARN_SHARE = 0.9;
  * counted (no listing of the safe's storage).
  */
 export async function admitUpload(ctx: ServiceContext, safe: DiskSafe, size: number): Promise<QuotaAdmission> {
+  // A safe without quotas of its own has its policies' (policies.ts).
+  if (safe.quota_hard === null && safe.quota_soft === null) {
+    const q = await policyQuota(ctx, safe);
+    if (q) safe = { ...safe, quota_hard: q.hard, quota_soft: q.soft };
+  }
   const customer = await ctx.db.selectFrom('customers').select(['name', 'quota_hard', 'quota_soft', 'quota_alert']).where('id', '=', safe.customer_id).executeTakeFirstOrThrow();
   const safeLimited = safe.quota_hard !== null || safe.quota_soft !== null;
   const customerLimited = customer.quota_hard !== null || customer.quota_soft !== null;
