@@ -5,7 +5,8 @@
  * /proc/self/task every time either job touches storage, never grow past
  * what they were with the pool started, but for the backup's one folder
  * scanner thread). Jobs given no pool start their own, which is what this
- * count catches.
+ * count catches. A pool starts its threads with its first task: a session
+ * opened before holds in every thread once they start.
  */
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
@@ -110,6 +111,29 @@ describe('one worker pool shared by concurrent jobs', { skip: readdirSync('/proc
       const r = await new Restorer(check, again, { pool }).run((await check.loadSnapshot(snapB.id!)).tree);
       assert.deepEqual(r.failed, []);
       await compareTrees(b, join(again, b), { ignoreRootMetadata: true });
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('starts no thread until the first task, then its threads, each with the sessions opened before', async () => {
+    const { backend } = await memoryRepo();
+    const repo = await open(backend);
+    const before = threads();
+    const pool = new WorkerPool(2);
+    try {
+      const session = PoolSession.blobs(repo, { pool });
+      assert.equal(pool.size, 2);
+      assert.equal(threads(), before, 'a pool and a session, and no thread yet');
+      const sealed = await Promise.all(Array.from({ length: 8 }, (_, i) => session.run<SealResult>({ kind: 'seal', type: BlobType.Data, data: Buffer.alloc(100, i + 1) })));
+      assert.ok(threads() >= before + 2, `${threads()} threads after the first tasks, ${before} before`);
+      // Each sealed blob opens with the repository's key: both threads had the session's secrets.
+      for (const [i, r] of sealed.entries()) {
+        const b = r.blob!;
+        const plain = repo.openBlob({ type: b.type, id: b.id, flags: b.flags, offset: 0, length: b.sealed.length, rawLength: b.rawLength }, Buffer.from(b.sealed), `blob ${i}`);
+        assert.ok(plain.equals(Buffer.alloc(100, i + 1)));
+      }
+      await session.close();
     } finally {
       await pool.close();
     }

@@ -12,7 +12,8 @@
  * `run` sends a task to the least busy thread (counting every session's
  * tasks) and resolves with its result; `whenBelow` lets a producer wait until
  * few enough of its session's tasks are in flight (back-pressure). A thread
- * that dies fails every task it held and the pool refuses further work.
+ * that dies fails every task it held and the pool refuses further work. The
+ * threads start with the first task, not with the pool.
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
@@ -58,10 +59,19 @@ export class WorkerPool {
   private failure: Error | undefined;
   private waiters: (() => void)[] = [];
   private closed = false;
+  /** The open sessions' messages, sent again to threads started after them. */
+  private readonly opened = new Map<number, PoolMessage>();
 
-  /** Starts `size` threads. */
-  constructor(size = defaultPoolSize()) {
-    for (let i = 0; i < size; i++) {
+  /**
+   * A pool of `size` threads, started when the first task is run: a backup
+   * that finds nothing to read (an unchanged tree) starts none, and pays
+   * neither their start nor their loading of the codecs.
+   */
+  constructor(private readonly threads = defaultPoolSize()) {}
+
+  /** Starts the threads and opens in each the sessions opened so far. */
+  private start(): void {
+    for (let i = 0; i < this.threads; i++) {
       const worker = new Worker(THREAD_URL);
       const slot: Slot = { worker, pending: new Map() };
       worker.on('message', (msg: { id: number; result?: unknown; error?: WireError }) => {
@@ -85,13 +95,14 @@ export class WorkerPool {
       };
       worker.on('error', die);
       worker.on('exit', (code) => die(new Error(`exited with code ${code}`)));
+      for (const open of this.opened.values()) worker.postMessage(open);
       this.slots.push(slot);
     }
   }
 
   /** Number of threads: the budget every session shares. */
   get size(): number {
-    return this.slots.length;
+    return this.threads;
   }
 
   /**
@@ -102,7 +113,9 @@ export class WorkerPool {
   session<TTask>(script: URL, init: unknown, owned = false): PoolSession<TTask> {
     if (this.closed) throw new Error('worker pool is closed');
     const id = this.nextSession++;
-    this.post({ open: { session: id, script: script.href, init } });
+    const open: PoolMessage = { open: { session: id, script: script.href, init } };
+    this.opened.set(id, open);
+    this.post(open);
     return new PoolSession<TTask>(this, id, owned);
   }
 
@@ -113,6 +126,7 @@ export class WorkerPool {
 
   /** `PoolSession.close`: drops its handlers (and keys) in every thread. */
   drop(session: number): void {
+    this.opened.delete(session);
     if (!this.closed) this.post({ close: session });
   }
 
@@ -120,6 +134,7 @@ export class WorkerPool {
   run<T>(session: PoolSession<unknown>, task: unknown, transfer: ArrayBuffer[]): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new Error('worker pool is closed'));
+    if (this.slots.length === 0) this.start();
     let slot = this.slots[0]!;
     for (const s of this.slots) if (s.pending.size < slot.pending.size) slot = s;
     const id = this.nextId++;
