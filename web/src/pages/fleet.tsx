@@ -6,9 +6,10 @@
  * on screen are in the page, so a fleet of thousands scrolls smoothly.
  */
 import { useVirtualizer } from '@tanstack/react-virtual';
-import { useMemo, useRef } from 'react';
+import { useEffect, useMemo, useRef, useState } from 'react';
 import { Link, useSearchParams } from 'react-router';
 import type { CustomerBody, JobBody, MachineBody, SafeBody } from '../../../src/api/v1.js';
+import { describeError } from '../api/client.js';
 import { ErrorBox } from '../components/error-box.js';
 import { JobStateBadge, StatusBadge } from '../components/status-badge.js';
 import { formatAge, formatBytes, formatTime } from '../format.js';
@@ -21,7 +22,8 @@ export interface FleetRow {
   machine: MachineBody;
   safe: SafeBody | undefined;
   customer: CustomerBody | undefined;
-  state: MachineState<JobBody>;
+  /** Undefined until its jobs are read. */
+  state: MachineState<JobBody> | undefined;
   nextRun: string | null;
 }
 
@@ -31,17 +33,21 @@ export function FleetPage() {
   const { api } = useSession();
   const user = useUser();
   const provider = isProviderRole(user);
-  const fleet = useLoad(async () => {
+  const base = useLoad(async () => {
     const [machines, safes, customers] = await Promise.all([api.machines(), api.safes(), provider ? api.customers() : Promise.resolve([])]);
-    const now = Date.now();
-    const jobs = await mapLimited(machines, 8, (m) => api.machineJobs(m.id));
-    const safeOf = new Map(safes.filter((s) => s.machine_id).map((s) => [s.machine_id!, s]));
-    const customerOf = new Map(customers.map((c) => [c.id, c]));
-    return machines.map((machine, i): FleetRow => ({
-      machine, safe: safeOf.get(machine.id), customer: customerOf.get(machine.customer_id),
-      state: machineState(jobs[i]!, now), nextRun: null,
-    }));
+    return { machines, safes, customers };
   }, [api, provider]);
+  const states = useMachineStates(base.data?.machines);
+  const fleet = { ...base, error: base.error ?? states.error };
+
+  const rows = useMemo(() => {
+    if (!base.data) return [];
+    const safeOf = new Map(base.data.safes.filter((s) => s.machine_id).map((s) => [s.machine_id!, s]));
+    const customerOf = new Map(base.data.customers.map((c) => [c.id, c]));
+    return base.data.machines.map((machine): FleetRow => ({
+      machine, safe: safeOf.get(machine.id), customer: customerOf.get(machine.customer_id), state: states.byMachine.get(machine.id), nextRun: null,
+    }));
+  }, [base.data, states.byMachine]);
 
   const [params, setParams] = useSearchParams();
   const query = params.get('q') ?? '';
@@ -52,15 +58,14 @@ export function FleetPage() {
     setParams(next, { replace: true });
   };
 
-  const rows = fleet.data ?? [];
-  const counts = useMemo(() => countByStatus(rows.map((r) => r.state)), [rows]);
+  const counts = useMemo(() => countByStatus(rows.flatMap((r) => (r.state ? [r.state] : []))), [rows]);
   const shown = useMemo(() => {
     const q = query.trim().toLowerCase();
-    return rows.filter((r) => (!statusFilter || r.state.status === statusFilter)
+    return rows.filter((r) => (!statusFilter || r.state?.status === statusFilter)
       && (!q || r.machine.name.toLowerCase().includes(q) || (r.customer?.name.toLowerCase().includes(q) ?? false)))
       .sort((a, b) => a.machine.name.localeCompare(b.machine.name));
   }, [rows, query, statusFilter]);
-  const failures = useMemo(() => rows.flatMap((r) => r.state.failures24h.map((job) => ({ job, row: r })))
+  const failures = useMemo(() => rows.flatMap((r) => (r.state?.failures24h ?? []).map((job) => ({ job, row: r })))
     .sort((a, b) => Date.parse(b.job.finished_at!) - Date.parse(a.job.finished_at!)), [rows]);
 
   return (
@@ -83,6 +88,7 @@ export function FleetPage() {
       <div className="toolbar">
         <input type="search" placeholder={provider ? 'Search machines or customers' : 'Search machines'} aria-label="search" value={query} onChange={(e) => set('q', e.target.value || null)} />
         <span className="muted">{shown.length} of {rows.length} machines</span>
+        {states.read < rows.length ? <span className="muted" role="status">reading their jobs: {states.read} of {rows.length}</span> : null}
       </div>
       {fleet.data && rows.length === 0 ? <p className="notice">No machines yet. {provider || user.role === 'customer-admin' ? <Link to="/admin/enrol">Enrol a machine</Link> : null}</p> : null}
       <MachineList rows={shown} provider={provider} />
@@ -109,6 +115,41 @@ export function FleetPage() {
   );
 }
 
+/**
+ * Each machine's state, from its jobs: read a few machines at a time after
+ * the list is shown, the states published as they come (the API has no
+ * call that gives every machine's last backup at once).
+ */
+function useMachineStates(machines: MachineBody[] | undefined): { byMachine: Map<string, MachineState<JobBody>>; read: number; error: string | null } {
+  const { api } = useSession();
+  const [byMachine, setByMachine] = useState(() => new Map<string, MachineState<JobBody>>());
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => {
+    if (!machines) return;
+    let stopped = false;
+    const found = new Map<string, MachineState<JobBody>>();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // Publishing every answer would lay the list out a thousand times: at most every 100 ms.
+    const publish = (): void => {
+      timer = undefined;
+      if (!stopped) setByMachine(new Map(found));
+    };
+    const now = Date.now();
+    setByMachine(new Map());
+    setError(null);
+    void mapLimited(machines, 8, async (m) => {
+      if (stopped) return;
+      found.set(m.id, machineState(await api.machineJobs(m.id), now));
+      timer ??= setTimeout(publish, 100);
+    }).then(publish, (e: unknown) => { if (!stopped) setError(describeError(e)); });
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+    };
+  }, [api, machines]);
+  return { byMachine, read: byMachine.size, error };
+}
+
 function MachineList({ rows, provider }: { rows: FleetRow[]; provider: boolean }) {
   const scroller = useRef<HTMLDivElement>(null);
   const virtual = useVirtualizer({ count: rows.length, getScrollElement: () => scroller.current, estimateSize: () => ROW_HEIGHT, overscan: 10 });
@@ -133,8 +174,8 @@ function MachineList({ rows, provider }: { rows: FleetRow[]; provider: boolean }
               <div key={r.machine.id} role="row" className="fleet-row" style={{ transform: `translateY(${v.start}px)` }}>
                 <span role="cell"><Link to={`/machines/${r.machine.id}`}>{r.machine.name}</Link></span>
                 {provider ? <span role="cell" className="wide">{r.customer?.name ?? r.machine.customer_id}</span> : null}
-                <span role="cell"><StatusBadge status={r.state.status} /></span>
-                <span role="cell" title={formatTime(r.state.lastSuccessAt)}>{formatAge(r.state.lastSuccessAt)}</span>
+                <span role="cell">{r.state ? <StatusBadge status={r.state.status} /> : <span className="muted">…</span>}</span>
+                <span role="cell" title={formatTime(r.state?.lastSuccessAt)}>{r.state ? formatAge(r.state.lastSuccessAt) : ''}</span>
                 <span role="cell" className="wide">{r.nextRun ? formatAge(r.nextRun) : '—'}</span>
                 <span role="cell" className="num wide">{formatBytes(r.safe?.stored_bytes)}</span>
                 <span role="cell" className={`num wide ${full >= 0.9 ? 'warn' : ''}`}>{quota ? `${formatBytes(quota)} (${Math.round(full * 100)}%)` : '—'}</span>
