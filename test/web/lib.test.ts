@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { countByStatus, machineState, mapLimited, staleAfterSeconds } from '../../web/src/lib/fleet-status.js';
 import { parseSize } from '../../web/src/lib/sizes.js';
-import { snapshotsFromJobs } from '../../web/src/lib/snapshots.js';
+import { snapshotPoints } from '../../web/src/lib/snapshots.js';
 
 const NOW = Date.parse('2026-03-10T12:00:00Z');
 const H = 3600_000;
@@ -26,20 +26,23 @@ it('a machine is running, failed, never backed up, stale or OK, in that order of
   assert.equal(machineState([job('backup', 'succeeded', 73)], NOW).status, 'stale');
   assert.equal(machineState([job('backup', 'succeeded', 71)], NOW).status, 'ok');
   // Three intervals of a machine backed up every hour.
-  assert.equal(machineState([job('image-backup', 'succeeded', 4)], NOW, staleAfterSeconds(3600)).status, 'stale');
+  assert.equal(machineState([job('image-backup', 'succeeded', 4)], NOW, null, staleAfterSeconds(3600)).status, 'stale');
   assert.equal(machineState([job('backup', 'expired', 5)], NOW).status, 'failed');
   assert.equal(machineState([job('backup', 'failed', 30)], NOW).failures24h.length, 0);
   assert.deepEqual(countByStatus([{ status: 'ok' }, { status: 'ok' }, { status: 'stale' }]), { ok: 2, running: 0, failed: 0, stale: 1, never: 0 });
 });
 
-it('takes the snapshots from the backup jobs that succeeded, oldest first, with their sizes', () => {
-  const points = snapshotsFromJobs([
-    job('backup', 'succeeded', 1, { snapshot_id: 'b'.repeat(64), total_bytes_processed: 2000, data_added: 10, total_files_processed: 3 }),
-    job('backup', 'failed', 2, null),
-    job('restore', 'succeeded', 2, { snapshot_id: 'x' }),
-    job('backup', 'succeeded', 5, { snapshot_id: 'a'.repeat(64), total_bytes_processed: 1000 }),
+it('takes the snapshots\' sizes from the index\'s summaries, oldest first, and the last success from the newest snapshot', () => {
+  const snap = (id: string, hoursAgo: number, summary: Record<string, number | string>) => ({ id, time: new Date(NOW - hoursAgo * H).toISOString(), image: false, incomplete: false, paths: ['/srv'], summary });
+  const points = snapshotPoints([
+    snap('b', 1, { total_bytes: 2000, data_added: 10, files_new: 1, files_changed: 1, files_unchanged: 1 }),
+    snap('a', 5, { total_bytes: 1000, start: '2026-03-10T07:00:00Z' }),
   ]);
-  assert.deepEqual(points.map((p) => [p.id[0], p.size, p.added, p.files]), [['a', 1000, null, null], ['b', 2000, 10, 3]]);
+  assert.deepEqual(points.map((p) => [p.id, p.size, p.added, p.files]), [['a', 1000, null, null], ['b', 2000, 10, 3]]);
+  // A snapshot newer than any job's success (the CLI's backup over HTTPS) is the last success; one older than 3 days is stale.
+  assert.equal(machineState([job('backup', 'succeeded', 80)], NOW, new Date(NOW - H).toISOString()).status, 'ok');
+  assert.equal(machineState([], NOW, new Date(NOW - 80 * H).toISOString()).status, 'stale');
+  assert.equal(machineState([job('backup', 'succeeded', 2)], NOW, new Date(NOW - 80 * H).toISOString()).lastSuccessAt, new Date(NOW - 2 * H).toISOString());
 });
 
 it('reads sizes as people type them and refuses the rest in words', () => {

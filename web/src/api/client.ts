@@ -8,7 +8,7 @@
 import type {
   ApiErrorBody, ChangePasswordRequest, ChannelBody, ChannelTestBody, CreateChannelRequest, CreatedChannelBody, DeliveryBody, UpdateChannelRequest, CreateCustomerRequest, CreatedTokenBody, CreatedUserBody, CreateJobRequest, CreateRestoreTokenRequest,
   CreateTokenRequest, CreateUserRequest, CustomerBody, ForgetResultBody, ForgetSafeRequest, JobBody, JobEventBody, MachineBody, MeBody,
-  SafeBody, SessionBody, TokenBody, UpdateQuotasRequest, UserBody,
+  SafeBody, SessionBody, SnapshotBody, TokenBody, UpdateQuotasRequest, UserBody,
 } from '../../../src/api/v1.js';
 
 /** An API answer that is not a success: `status`, the server's `code`, and its message. */
@@ -84,6 +84,9 @@ export class ApiClient {
 
   machines(): Promise<MachineBody[]> { return this.request('GET', '/machines'); }
   machine(id: string, signal?: AbortSignal): Promise<MachineBody> { return this.request('GET', `/machines/${enc(id)}`, undefined, signal ? { signal } : {}); }
+
+  /** The machine's snapshots from the server's index, newest first (at most `limit`, 1000 at most). */
+  machineSnapshots(id: string, limit = 1000): Promise<SnapshotBody[]> { return this.request('GET', `/machines/${enc(id)}/snapshots?limit=${limit}`); }
 
   safes(): Promise<SafeBody[]> { return this.request('GET', '/safes'); }
   safe(id: string): Promise<SafeBody> { return this.request('GET', `/safes/${enc(id)}`); }

@@ -1,6 +1,8 @@
 /**
- * A machine's status on the fleet dashboard, from its jobs (newest first, as
- * GET /machines/ID/jobs lists them):
+ * A machine's status on the fleet dashboard, from the time of its newest
+ * snapshot (the machine's `last_backup_at`, from the server's snapshot
+ * index) and, once read, its jobs (newest first, as GET /machines/ID/jobs
+ * lists them):
  *
  *   running  a backup of it runs now
  *   failed   its latest finished backup did not succeed
@@ -48,13 +50,18 @@ export interface MachineState<J extends JobLike = JobLike> {
 
 const FAILED_STATES: ReadonlySet<string> = new Set(['failed', 'interrupted', 'expired']);
 
-/** The machine's state at `now` (ms since the epoch) from its jobs, newest first. */
-export function machineState<J extends JobLike>(jobs: readonly J[], now: number, staleAfter: number = DEFAULT_STALE_AFTER_SECONDS): MachineState<J> {
+/**
+ * The machine's state at `now` (ms since the epoch) from its jobs, newest
+ * first, and the time of its newest snapshot (a backup not made by a job
+ * counts too: the CLI's over HTTPS).
+ */
+export function machineState<J extends JobLike>(jobs: readonly J[], now: number, lastBackupAt: string | null = null, staleAfter: number = DEFAULT_STALE_AFTER_SECONDS): MachineState<J> {
   const backups = jobs.filter((j) => BACKUP_KINDS.has(j.kind));
   const running = backups.find((j) => j.state === 'running') ?? null;
   const lastEnded = backups.find((j) => j.finished_at !== null && j.state !== 'cancelled') ?? null;
   const lastSuccess = backups.find((j) => j.state === 'succeeded' && j.finished_at !== null) ?? null;
-  const lastSuccessAt = lastSuccess?.finished_at ?? null;
+  const byJob = lastSuccess?.finished_at ?? null;
+  const lastSuccessAt = byJob === null || (lastBackupAt !== null && Date.parse(lastBackupAt) > Date.parse(byJob)) ? lastBackupAt : byJob;
   const failures24h = jobs.filter((j) => FAILED_STATES.has(j.state) && j.finished_at !== null && now - Date.parse(j.finished_at) <= 24 * 3600 * 1000);
   let status: FleetStatus;
   if (running) status = 'running';

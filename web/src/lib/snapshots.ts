@@ -1,36 +1,43 @@
 /**
- * A machine's snapshots as the machine page shows them: taken from its
- * backup jobs that succeeded (each job's result names its snapshot and its
- * figures: files and bytes processed, bytes added). Plain TypeScript.
+ * A machine's snapshots as the machine page and the restore wizard show
+ * them, from the server's snapshot index (GET /machines/ID/snapshots): the
+ * time, the bytes the snapshot holds and the bytes its backup added.
+ * Plain TypeScript.
  */
-import { BACKUP_KINDS, type JobLike } from './fleet-status.js';
+
+/** The fields of the index's SnapshotBody the points need. */
+export interface IndexedSnapshot {
+  readonly id: string;
+  readonly time: string;
+  readonly image: boolean;
+  readonly incomplete: boolean;
+  readonly paths: readonly string[];
+  readonly summary: Record<string, number | string>;
+}
 
 export interface SnapshotPoint {
   readonly id: string;
-  /** When the backup ended. */
   readonly time: string;
-  /** Bytes the snapshot holds (its files' sizes), null when the result does not say. */
+  /** Bytes the snapshot holds (its files' or image's size), null when its summary does not say. */
   readonly size: number | null;
-  /** Bytes this backup added to the disk safe (what changed, before compression), null when not said. */
+  /** Bytes its backup added to the disk safe (what changed, before compression), null when not said. */
   readonly added: number | null;
   readonly files: number | null;
-  readonly kind: string;
-  readonly jobId: string;
+  readonly image: boolean;
+  readonly incomplete: boolean;
+  readonly paths: readonly string[];
 }
 
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
-/** The snapshots made by `jobs` (any order), oldest first. */
-export function snapshotsFromJobs(jobs: readonly (JobLike & { result: Record<string, unknown> | null })[]): SnapshotPoint[] {
-  const out: SnapshotPoint[] = [];
-  for (const j of jobs) {
-    if (!BACKUP_KINDS.has(j.kind) || j.state !== 'succeeded' || !j.result || j.finished_at === null) continue;
-    const id = j.result['snapshot_id'];
-    if (typeof id !== 'string') continue;
-    out.push({
-      id, time: j.finished_at, kind: j.kind, jobId: j.id,
-      size: num(j.result['total_bytes_processed']), added: num(j.result['data_added']), files: num(j.result['total_files_processed']),
-    });
-  }
-  return out.sort((a, b) => Date.parse(a.time) - Date.parse(b.time));
+/** The points of `snapshots` (any order), oldest first. */
+export function snapshotPoints(snapshots: readonly IndexedSnapshot[]): SnapshotPoint[] {
+  return snapshots.map((s): SnapshotPoint => {
+    const files = ['files_new', 'files_changed', 'files_unchanged'].map((k) => num(s.summary[k]));
+    return {
+      id: s.id, time: s.time, image: s.image, incomplete: s.incomplete, paths: s.paths,
+      size: num(s.summary['total_bytes']), added: num(s.summary['data_added']),
+      files: files.every((f) => f === null) ? null : files.reduce<number>((a, f) => a + (f ?? 0), 0),
+    };
+  }).sort((a, b) => Date.parse(a.time) - Date.parse(b.time));
 }

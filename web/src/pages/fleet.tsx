@@ -22,8 +22,8 @@ export interface FleetRow {
   machine: MachineBody;
   safe: SafeBody | undefined;
   customer: CustomerBody | undefined;
-  /** Undefined until its jobs are read. */
-  state: MachineState<JobBody> | undefined;
+  /** From its newest snapshot's time until its jobs are read (then running and failed can be told too). */
+  state: MachineState<JobBody>;
   nextRun: string | null;
 }
 
@@ -42,10 +42,11 @@ export function FleetPage() {
 
   const rows = useMemo(() => {
     if (!base.data) return [];
+    const now = Date.now();
     const safeOf = new Map(base.data.safes.filter((s) => s.machine_id).map((s) => [s.machine_id!, s]));
     const customerOf = new Map(base.data.customers.map((c) => [c.id, c]));
     return base.data.machines.map((machine): FleetRow => ({
-      machine, safe: safeOf.get(machine.id), customer: customerOf.get(machine.customer_id), state: states.byMachine.get(machine.id), nextRun: null,
+      machine, safe: safeOf.get(machine.id), customer: customerOf.get(machine.customer_id), state: states.byMachine.get(machine.id) ?? machineState([], now, machine.last_backup_at), nextRun: null,
     }));
   }, [base.data, states.byMachine]);
 
@@ -58,14 +59,14 @@ export function FleetPage() {
     setParams(next, { replace: true });
   };
 
-  const counts = useMemo(() => countByStatus(rows.flatMap((r) => (r.state ? [r.state] : []))), [rows]);
+  const counts = useMemo(() => countByStatus(rows.map((r) => r.state)), [rows]);
   const shown = useMemo(() => {
     const q = query.trim().toLowerCase();
-    return rows.filter((r) => (!statusFilter || r.state?.status === statusFilter)
+    return rows.filter((r) => (!statusFilter || r.state.status === statusFilter)
       && (!q || r.machine.name.toLowerCase().includes(q) || (r.customer?.name.toLowerCase().includes(q) ?? false)))
       .sort((a, b) => a.machine.name.localeCompare(b.machine.name));
   }, [rows, query, statusFilter]);
-  const failures = useMemo(() => rows.flatMap((r) => (r.state?.failures24h ?? []).map((job) => ({ job, row: r })))
+  const failures = useMemo(() => rows.flatMap((r) => r.state.failures24h.map((job) => ({ job, row: r })))
     .sort((a, b) => Date.parse(b.job.finished_at!) - Date.parse(a.job.finished_at!)), [rows]);
 
   return (
@@ -88,7 +89,7 @@ export function FleetPage() {
       <div className="toolbar">
         <input type="search" placeholder={provider ? 'Search machines or customers' : 'Search machines'} aria-label="search" value={query} onChange={(e) => set('q', e.target.value || null)} />
         <span className="muted">{shown.length} of {rows.length} machines</span>
-        {states.read < rows.length ? <span className="muted" role="status">reading their jobs: {states.read} of {rows.length}</span> : null}
+        {states.read < rows.length ? <span className="muted" role="status">reading their jobs (running, failed): {states.read} of {rows.length}</span> : null}
       </div>
       {fleet.data && rows.length === 0 ? <p className="notice">No machines yet. {provider || user.role === 'customer-admin' ? <Link to="/admin/enrol">Enrol a machine</Link> : null}</p> : null}
       <MachineList rows={shown} provider={provider} />
@@ -116,9 +117,10 @@ export function FleetPage() {
 }
 
 /**
- * Each machine's state, from its jobs: read a few machines at a time after
- * the list is shown, the states published as they come (the API has no
- * call that gives every machine's last backup at once).
+ * Each machine's state with its jobs: read a few machines at a time after
+ * the list is shown (with the states its newest snapshot gives), published
+ * as they come: whether a backup runs or the last one failed is only in a
+ * machine's jobs, and the API has no call that gives them for every machine.
  */
 function useMachineStates(machines: MachineBody[] | undefined): { byMachine: Map<string, MachineState<JobBody>>; read: number; error: string | null } {
   const { api } = useSession();
@@ -139,7 +141,7 @@ function useMachineStates(machines: MachineBody[] | undefined): { byMachine: Map
     setError(null);
     void mapLimited(machines, 8, async (m) => {
       if (stopped) return;
-      found.set(m.id, machineState(await api.machineJobs(m.id), now));
+      found.set(m.id, machineState(await api.machineJobs(m.id), now, m.last_backup_at));
       timer ??= setTimeout(publish, 100);
     }).then(publish, (e: unknown) => { if (!stopped) setError(describeError(e)); });
     return () => {
@@ -174,8 +176,8 @@ function MachineList({ rows, provider }: { rows: FleetRow[]; provider: boolean }
               <div key={r.machine.id} role="row" className="fleet-row" style={{ transform: `translateY(${v.start}px)` }}>
                 <span role="cell"><Link to={`/machines/${r.machine.id}`}>{r.machine.name}</Link></span>
                 {provider ? <span role="cell" className="wide">{r.customer?.name ?? r.machine.customer_id}</span> : null}
-                <span role="cell">{r.state ? <StatusBadge status={r.state.status} /> : <span className="muted">…</span>}</span>
-                <span role="cell" title={formatTime(r.state?.lastSuccessAt)}>{r.state ? formatAge(r.state.lastSuccessAt) : ''}</span>
+                <span role="cell"><StatusBadge status={r.state.status} /></span>
+                <span role="cell" title={formatTime(r.state.lastSuccessAt)}>{formatAge(r.state.lastSuccessAt)}</span>
                 <span role="cell" className="wide">{r.nextRun ? formatAge(r.nextRun) : '—'}</span>
                 <span role="cell" className="num wide">{formatBytes(r.safe?.stored_bytes)}</span>
                 <span role="cell" className={`num wide ${full >= 0.9 ? 'warn' : ''}`}>{quota ? `${formatBytes(quota)} (${Math.round(full * 100)}%)` : '—'}</span>

@@ -11,7 +11,7 @@ import { ErrorBox } from '../components/error-box.js';
 import { JobStateBadge, StatusBadge } from '../components/status-badge.js';
 import { formatAge, formatBytes, formatDuration, formatTime } from '../format.js';
 import { BACKUP_KINDS, machineState } from '../lib/fleet-status.js';
-import { snapshotsFromJobs } from '../lib/snapshots.js';
+import { snapshotPoints } from '../lib/snapshots.js';
 import { useLoad } from '../load.js';
 import { BackupNow } from '../machine/backup-now.js';
 import { JobLog } from '../machine/job-log.js';
@@ -28,14 +28,14 @@ export function MachinePage() {
   const selectedJob = params.get('job');
   const page = useLoad(async () => {
     const machine = await api.machine(id);
-    const [safes, jobs] = await Promise.all([api.safes(), api.machineJobs(id)]);
-    return { machine, safe: safes.find((s) => s.machine_id === id) as SafeBody | undefined, jobs };
+    const [safes, jobs, snapshots] = await Promise.all([api.safes(), api.machineJobs(id), api.machineSnapshots(id)]);
+    return { machine, safe: safes.find((s) => s.machine_id === id) as SafeBody | undefined, jobs, snapshots };
   }, [api, id]);
   const [form, setForm] = useState<Record<string, string>>(() => rulesToForm({ keep_daily: 7, keep_weekly: 4, keep_monthly: 12 }));
 
   const jobs = page.data?.jobs ?? [];
-  const state = useMemo(() => machineState(jobs, Date.now()), [jobs]);
-  const snapshots = useMemo(() => snapshotsFromJobs(jobs), [jobs]);
+  const state = useMemo(() => machineState(jobs, Date.now(), page.data?.machine.last_backup_at ?? null), [jobs, page.data]);
+  const snapshots = useMemo(() => snapshotPoints(page.data?.snapshots ?? []), [page.data]);
   const lastPaths = (jobs.find((j) => j.kind === 'backup')?.spec as { paths?: string[] } | undefined)?.paths ?? ['/'];
 
   if (page.failure instanceof ApiRequestError && page.failure.status === 404) return <NotFound />;
@@ -78,12 +78,13 @@ export function MachinePage() {
       <SnapshotTimeline snapshots={snapshots} />
       {snapshots.length > 0 ? (
         <table className="list" aria-label="snapshots">
-          <thead><tr><th>Snapshot</th><th>Time</th><th className="num">Size</th><th className="num">Added</th><th className="num wide">Files</th></tr></thead>
+          <thead><tr><th>Snapshot</th><th>Time</th><th className="wide">Of</th><th className="num">Size</th><th className="num">Added</th><th className="num wide">Files</th></tr></thead>
           <tbody>
             {[...snapshots].reverse().map((s) => (
               <tr key={s.id}>
                 <td>{safe ? <Link to={`/safes/${safe.id}/browse/${s.id}`}><code>{s.id.slice(0, 8)}</code></Link> : <code>{s.id.slice(0, 8)}</code>}</td>
-                <td>{formatTime(s.time)}</td>
+                <td>{formatTime(s.time)}{s.incomplete ? <span className="badge failed">incomplete</span> : null}</td>
+                <td className="wide">{s.image ? 'image ' : ''}{s.paths.join(', ')}</td>
                 <td className="num">{formatBytes(s.size)}</td>
                 <td className="num">{formatBytes(s.added)}</td>
                 <td className="num wide">{s.files ?? '—'}</td>

@@ -5,14 +5,14 @@
  * of a machine booted from rescue media: a restore token for the disk
  * safe, and the one command to run there.
  */
-import { useMemo, useState, type FormEvent } from 'react';
+import { useState, type FormEvent } from 'react';
 import { Link, useParams } from 'react-router';
-import type { CreatedTokenBody, JobBody, SafeBody } from '../../../src/api/v1.js';
+import type { CreatedTokenBody, SafeBody } from '../../../src/api/v1.js';
 import { ApiRequestError, describeError } from '../api/client.js';
 import { ErrorBox } from '../components/error-box.js';
 import { Command, FingerprintField, fingerprintArg, useFingerprint } from '../components/fingerprint.js';
 import { formatBytes, formatTime } from '../format.js';
-import { snapshotsFromJobs } from '../lib/snapshots.js';
+import { snapshotPoints, type SnapshotPoint } from '../lib/snapshots.js';
 import { useLoad } from '../load.js';
 import { parsePaths } from '../machine/backup-now.js';
 import { JobLog } from '../machine/job-log.js';
@@ -26,13 +26,13 @@ export function RestorePage() {
   const { api } = useSession();
   const page = useLoad(async () => {
     const machine = await api.machine(id);
-    const [safes, jobs] = await Promise.all([api.safes(), api.machineJobs(id)]);
-    return { machine, safe: safes.find((s) => s.machine_id === id), jobs };
+    const [safes, snapshots] = await Promise.all([api.safes(), api.machineSnapshots(id)]);
+    return { machine, safe: safes.find((s) => s.machine_id === id), snapshots: snapshotPoints(snapshots).reverse() };
   }, [api, id]);
   const [what, setWhat] = useState<What>('files');
   if (page.failure instanceof ApiRequestError && page.failure.status === 404) return <NotFound />;
   if (!page.data) return <section className="page"><h1>Restore</h1><ErrorBox error={page.error} retry={page.reload} /></section>;
-  const { machine, safe, jobs } = page.data;
+  const { machine, safe, snapshots } = page.data;
   return (
     <section className="page">
       <h1>Restore from <Link to={`/machines/${machine.id}`}>{machine.name}</Link></h1>
@@ -48,16 +48,15 @@ export function RestorePage() {
               <strong>A disk image</strong><span>onto a disk of a machine started from rescue media</span>
             </label>
           </div>
-          {what === 'files' ? <FilesRestore machineId={machine.id} jobs={jobs} /> : <ImageRestore safe={safe} jobs={jobs} />}
+          {what === 'files' ? <FilesRestore machineId={machine.id} snapshots={snapshots.filter((s) => !s.image)} /> : <ImageRestore safe={safe} images={snapshots.filter((s) => s.image)} />}
         </>
       )}
     </section>
   );
 }
 
-function FilesRestore({ machineId, jobs }: { machineId: string; jobs: JobBody[] }) {
+function FilesRestore({ machineId, snapshots }: { machineId: string; snapshots: SnapshotPoint[] }) {
   const { api } = useSession();
-  const snapshots = useMemo(() => snapshotsFromJobs(jobs).filter((s) => s.kind === 'backup').reverse(), [jobs]);
   const [snapshot, setSnapshot] = useState(snapshots[0]?.id ?? 'latest');
   const [paths, setPaths] = useState('');
   const [where, setWhere] = useState<'original' | 'other'>('other');
@@ -83,7 +82,7 @@ function FilesRestore({ machineId, jobs }: { machineId: string; jobs: JobBody[] 
         <label>Snapshot
           <select name="snapshot" value={snapshot} onChange={(e) => setSnapshot(e.target.value)}>
             <option value="latest">the latest</option>
-            {snapshots.map((s) => <option key={s.id} value={s.id}>{s.id.slice(0, 8)} · {formatTime(s.time)} · {formatBytes(s.size)}</option>)}
+            {snapshots.map((s) => <option key={s.id} value={s.id}>{s.id.slice(0, 8)} · {formatTime(s.time)} · {s.paths.join(', ')} · {formatBytes(s.size)}</option>)}
           </select>
         </label>
         <label>Files or folders to restore, one a line (none: everything)<textarea name="paths" rows={3} placeholder="/etc/nginx" value={paths} onChange={(e) => setPaths(e.target.value)} /></label>
@@ -101,9 +100,8 @@ function FilesRestore({ machineId, jobs }: { machineId: string; jobs: JobBody[] 
   );
 }
 
-function ImageRestore({ safe, jobs }: { safe: SafeBody; jobs: JobBody[] }) {
+function ImageRestore({ safe, images }: { safe: SafeBody; images: SnapshotPoint[] }) {
   const { api } = useSession();
-  const images = useMemo(() => snapshotsFromJobs(jobs).filter((s) => s.kind === 'image-backup').reverse(), [jobs]);
   const [snapshot, setSnapshot] = useState(images[0]?.id ?? 'latest');
   const [device, setDevice] = useState('/dev/sda');
   const [hours, setHours] = useState('4');
