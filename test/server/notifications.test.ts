@@ -125,6 +125,19 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
     assert.deepEqual(deliveries.map((d: { event: string; state: string; attempts: number }) => [d.event, d.state, d.attempts]), [['job.failed', 'sent', 1]]);
   });
 
+  it('tells of a job its agent left unfinished (it restarted) as interrupted', async () => {
+    const before = events(receivers['acme']!, 'job.failed').length;
+    const queued = await t.call('POST', `/api/v1/machines/${machine}/jobs`, { token: manage, body: { kind: 'backup', spec: { paths: ['/srv'] } } });
+    assert.equal((await t.call('GET', '/api/v1/agent/jobs/next?wait=0', { token: agent })).body.id, queued.body.id);
+    assert.equal((await t.call('GET', '/api/v1/agent/jobs/next?wait=0', { token: agent })).status, 204, 'polls again without reporting');
+    await t.server.checkAlerts();
+    const told = events(receivers['acme']!, 'job.failed').slice(before);
+    assert.equal(told.length, 1);
+    assert.equal(told[0]!.json.summary, 'machine web1 of Acme: the backup job was interrupted: the agent asked for another job without reporting the end of this one (it was restarted or killed)');
+    assert.deepEqual(told[0]!.json.job, { id: queued.body.id, kind: 'backup' });
+    assert.equal(told[0]!.json.details.state, 'interrupted');
+  });
+
   it('tries a failing receiver again with backoff, and gives up after the last attempt with a record', async () => {
     const flaky = receivers['flaky']!;
     const id = (await t.create('/api/v1/notifications', { name: 'flaky', customer_id: acme, kind: 'webhook', events: ['job.failed'], webhook: { url: flaky.url } }, manage)).channel.id;

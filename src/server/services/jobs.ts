@@ -21,7 +21,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { DEFAULT_JOB_EXPIRES_IN, type CreateJobRequest, type JobBody, type JobEventBody, type JobEventsQuery, type ReportEventsRequest, type ReportResultRequest } from '../../api/v1.js';
-import type { Job, JobEvent } from '../db/schema.js';
+import type { Kysely, UpdateQueryBuilder, UpdateResult } from 'kysely';
+import type { ControlPlane, Job, JobEvent } from '../db/schema.js';
 import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { BadRequest, Conflict, Forbidden, NoDiskSafe, NotFound } from './errors.js';
@@ -61,11 +62,27 @@ export async function interruptSilent(ctx: ServiceContext, where: { machineId: s
   const now = ctx.now();
   const cutoff = new Date(now.getTime() - ctx.jobSilenceLimitMs).toISOString();
   const error = `the agent said nothing about the job for ${Math.round(ctx.jobSilenceLimitMs / 1000)} s (it stopped, or lost its connection to the server)`;
-  let q = ctx.db.updateTable('jobs')
-    .set({ state: 'interrupted', finished_at: now.toISOString(), error })
-    .where('runner', '=', 'agent').where('state', '=', 'running').where('last_report_at', '<', cutoff);
-  q = 'jobId' in where ? q.where('id', '=', where.jobId) : 'safeId' in where ? q.where('safe_id', '=', where.safeId) : q.where('machine_id', '=', where.machineId);
-  await q.execute();
+  await interrupt(ctx, error, (trx) => {
+    const q = trx.updateTable('jobs').where('runner', '=', 'agent').where('state', '=', 'running').where('last_report_at', '<', cutoff);
+    return 'jobId' in where ? q.where('id', '=', where.jobId) : 'safeId' in where ? q.where('safe_id', '=', where.safeId) : q.where('machine_id', '=', where.machineId);
+  });
+}
+
+/**
+ * Ends the running jobs `which` selects as interrupted with `error`, and
+ * raises `job.failed` for each (its customer hears that it did not finish),
+ * in one transaction.
+ */
+async function interrupt(ctx: ServiceContext, error: string, which: (trx: Kysely<ControlPlane>) => UpdateQueryBuilder<ControlPlane, 'jobs', 'jobs', UpdateResult>): Promise<void> {
+  const now = ctx.now().toISOString();
+  await ctx.db.transaction().execute(async (trx) => {
+    const ended = await which(trx).set({ state: 'interrupted', finished_at: now, error })
+      .returning(['id', 'kind', 'customer_id', 'machine_id', 'safe_id', 'started_at']).execute();
+    for (const j of ended) {
+      await raiseEvent(ctx, jobFailed(j, error, 'interrupted'), trx);
+      ctx.metrics.jobEnded(j, 'interrupted', now, null);
+    }
+  });
 }
 
 /** Records a log line of job `jobId` said by the server itself (a cancel, an expiry). */
@@ -219,10 +236,8 @@ export async function nextJob(ctx: ServiceContext, p: Principal, waitSeconds: nu
   // Before this poll counts as the machine's last: an expired job says when the machine asked before.
   await expireUntaken(ctx, { machineId });
   await seen(ctx, machineId);
-  await ctx.db.updateTable('jobs')
-    .set({ state: 'interrupted', finished_at: ctx.now().toISOString(), error: 'the agent asked for another job without reporting the end of this one (it was restarted or killed)' })
-    .where('machine_id', '=', machineId).where('runner', '=', 'agent').where('state', '=', 'running')
-    .execute();
+  await interrupt(ctx, 'the agent asked for another job without reporting the end of this one (it was restarted or killed)',
+    (trx) => trx.updateTable('jobs').where('machine_id', '=', machineId).where('runner', '=', 'agent').where('state', '=', 'running'));
   const deadline = Date.now() + waitSeconds * 1000;
   for (;;) {
     if (gone?.aborted) return undefined;

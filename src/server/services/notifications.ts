@@ -65,9 +65,12 @@ export async function raiseEvent(ctx: ServiceContext, event: AlertEvent, db: Kys
   return channels.length;
 }
 
-/** The `job.failed` event of job `j`, which failed with `error`. */
-export function jobFailed(j: Pick<Job, 'id' | 'kind' | 'customer_id' | 'machine_id' | 'safe_id'>, error: string): AlertEvent {
-  return { kind: 'job.failed', customerId: j.customer_id, machineId: j.machine_id, safeId: j.safe_id, jobId: j.id, message: `the ${j.kind} job failed: ${error}`, details: { error } };
+/** The `job.failed` event of job `j`, which failed (or was interrupted: it will not finish) with `error`. */
+export function jobFailed(j: Pick<Job, 'id' | 'kind' | 'customer_id' | 'machine_id' | 'safe_id'>, error: string, state: 'failed' | 'interrupted' = 'failed'): AlertEvent {
+  return {
+    kind: 'job.failed', customerId: j.customer_id, machineId: j.machine_id, safeId: j.safe_id, jobId: j.id,
+    message: `the ${j.kind} job ${state === 'failed' ? 'failed' : 'was interrupted'}: ${error}`, details: { state, error },
+  };
 }
 
 /** The payload of `event`: its records' names looked up, and the summary that names the machine (or disk safe, or customer) and the reason. */
