@@ -214,7 +214,7 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
   // Every safe's backend counts what is saved and removed in it (services/usage.ts).
   // …and keeps the snapshot index (services/snapshot-index.ts).
   const clock = opts.clock ?? (() => new Date());
-  const usage = new UsageLedger(indexingStorage(openSafeStorage(settings.storage, opts.dataDir, opts.s3, opts.wrapSafeBackend), database.db, clock));
+  const usage = new UsageLedger(indexingStorage(openSafeStorage(settings.storage, opts.dataDir, opts.s3, opts.wrapSafeBackend), database.db, clock), database.db, clock);
   const safeStorage = usage.storage;
   // The work of each server job kind, so that any node runs any job.
   const serverJobs = new ServerJobs({ prune: pruneWork }, opts.serverJobs);
@@ -229,6 +229,8 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
       jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS, node, notifier, metrics: new ServerMetrics(),
     };
     await serverJobs.releaseOwn(ctx);
+    // The reservations of uploads this node was receiving when it died hold nothing any more.
+    await database.db.deleteFrom('usage_reservations').where('node', '=', node).execute();
     await jobSignals.listen();
     // The tokens that expired while the server was down leave no locks (a storage that fails now leaves them to go stale).
     await removeLocksOfExpiredTokens(ctx).catch(() => undefined);

@@ -7,9 +7,12 @@
  * other once its lease has run out, and run again from the beginning; every
  * disk safe then checks clean. Agent jobs queued on either node are taken by
  * an agent polling either node, each by one poll only, and a job queued on
- * one node wakes a poll waiting on the other.
+ * one node wakes a poll waiting on the other. Two nodes receiving uploads
+ * for one customer share its quota: an upload held on one counts on the other.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { request } from 'node:https';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { after, before, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -120,6 +123,47 @@ it('an agent job queued on one node wakes the poll waiting on the other at once,
     const done = await call(a, 'POST', `/api/v1/agent/jobs/${job.body.id}/result`, { token: safe.agent, body: { state: 'succeeded', result: {} } });
     assert.equal(done.status, 200, done.text);
   }
+});
+
+it('two nodes receiving uploads for one customer do not both pass its quota: the upload held on one node counts on the other', { timeout: 60_000 }, async () => {
+  const [a, b] = [nodes[0]!, nodes[1]!];
+  const acme = (await call(a, 'GET', '/api/v1/customers')).body[0];
+  const stored = (await call(b, 'GET', `/api/v1/customers/${acme.id}`)).body.stored_bytes as number;
+  assert.equal((await call(a, 'GET', `/api/v1/customers/${acme.id}`)).body.stored_bytes, stored, 'both nodes count the same bytes');
+  // Room for one upload of 1000 bytes, not two.
+  const set = await call(a, 'PATCH', `/api/v1/customers/${acme.id}`, { body: { quota_hard: stored + 1500 } });
+  assert.equal(set.status, 200, set.text);
+  const safe = safes[1]!;
+  const body = Buffer.alloc(1000, 1);
+  const name = createHash('sha256').update(body).digest('hex');
+  const put = (node: ServerNode) => request({
+    host: '127.0.0.1', port: node.port, method: 'PUT', path: `/safes/${safe.name}/index/${name}`, ca: node.cert, servername: 'localhost', agent: false,
+    headers: { authorization: `Bearer ${safe.agent}`, 'content-length': body.length },
+  });
+  const reservations = async (): Promise<number> => (await db.db.selectFrom('usage_reservations').select('id').execute()).length;
+  // Through A: admitted, its body held back (a slow client): its 1000 bytes are reserved.
+  const held = put(a);
+  held.on('error', () => undefined);
+  held.write(body.subarray(0, 10));
+  while (await reservations() === 0) await sleep(20);
+  // Through B, meanwhile: refused, naming the bytes being uploaded on the other node.
+  const refused = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const r = put(b);
+    r.on('response', (res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => { text += d.toString(); });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    r.on('error', reject);
+    r.end(body);
+  });
+  assert.equal(refused.status, 413, refused.text);
+  assert.match(refused.text, /QUOTA_EXCEEDED/);
+  assert.match(refused.text, /1000 B being uploaded/);
+  // The held upload goes away: its reservation with it.
+  held.destroy();
+  while (await reservations() > 0) await sleep(20);
+  assert.equal((await call(a, 'PATCH', `/api/v1/customers/${acme.id}`, { body: { quota_hard: null } })).status, 200);
 });
 
 it('runs 200 server jobs across two nodes, one killed in the middle: each ends succeeded once, taken over where its node died, and every safe checks clean', { timeout: 240_000 }, async () => {

@@ -18,13 +18,17 @@
  * when the hard quota refuses an upload; usage back under the warning level
  * clears it (a later crossing alerts again).
  */
+import { randomUUID } from 'node:crypto';
 import { formatBytes } from '../../core/size.js';
 import type { DiskSafe, QuotaAlert } from '../db/schema.js';
 import type { ServiceContext } from './context.js';
 import { raiseEvent } from './notifications.js';
 import { policyQuota } from './policies.js';
 import { UploadRefusedError } from './upload-refused-error.js';
-import type { Reservation } from './usage.js';
+import { NO_RESERVATION, type Reservation } from './usage.js';
+
+/** How long a reservation holds when its node dies before releasing it (an upload is received well within it). */
+const RESERVATION_MS = 60 * 60_000;
 
 /** What the quotas say of an upload that may go ahead. */
 export interface QuotaAdmission {
@@ -67,29 +71,55 @@ export async function admitUpload(ctx: ServiceContext, safe: DiskSafe, size: num
   const customer = await ctx.db.selectFrom('customers').select(['name', 'quota_hard', 'quota_soft', 'quota_alert']).where('id', '=', safe.customer_id).executeTakeFirstOrThrow();
   const safeLimited = safe.quota_hard !== null || safe.quota_soft !== null;
   const customerLimited = customer.quota_hard !== null || customer.quota_soft !== null;
-  if (!safeLimited && !customerLimited) return { reservation: ctx.usage.reserve(safe, size), crosses: [] };
+  if (!safeLimited && !customerLimited) return { reservation: NO_RESERVATION, crosses: [] };
   const siblings = customerLimited ? await ctx.db.selectFrom('disk_safes').selectAll().where('customer_id', '=', safe.customer_id).execute() : [safe];
-  const stored = await ctx.usage.storedBytesOf(siblings);
-  // From here to the reservation nothing awaits: the numbers checked are the numbers reserved against.
-  const scopes: Scope[] = [];
-  if (safeLimited) {
-    scopes.push({
-      what: 'safe', id: safe.id, name: `disk safe ${safe.name}`, hard: safe.quota_hard, soft: safe.quota_soft,
-      stored: stored.get(safe.location) ?? 0, inFlight: ctx.usage.reservedBytes(safe), alert: safe.quota_alert,
-    });
-  }
-  if (customerLimited) {
-    scopes.push({
-      what: 'customer', id: safe.customer_id, name: `customer ${customer.name} (all its disk safes)`, hard: customer.quota_hard, soft: customer.quota_soft,
-      stored: sum(siblings.map((s) => stored.get(s.location) ?? 0)), inFlight: sum(siblings.map((s) => ctx.usage.reservedBytes(s))), alert: customer.quota_alert,
-    });
-  }
-  for (const s of scopes) {
-    if (s.hard !== null && s.stored + s.inFlight + size > s.hard) {
-      const message = refusal(s, size);
-      await quotaAlert(ctx, safe, s, 'exceeded', message);
-      throw new UploadRefusedError(413, 'QUOTA_EXCEEDED', message);
+  // Every sibling counted once (by whichever node first needed it), so that the check below reads numbers only.
+  await ctx.usage.storedBytesOf(siblings);
+  const now = ctx.now();
+  const id = randomUUID();
+  // Checked and reserved in one transaction, the customer's row locked on PostgreSQL: two nodes admitting uploads of one customer take turns,
+  // and each sees the other's reservation (SQLite, one node, serialises its transactions).
+  const { scopes, refused } = await ctx.db.transaction().execute(async (trx) => {
+    if (ctx.dbKind === 'postgres') await trx.selectFrom('customers').select('id').where('id', '=', safe.customer_id).forUpdate().execute();
+    const locations = siblings.map((x) => x.location);
+    const stored = new Map((await trx.selectFrom('safe_usage').select(['location', 'stored_bytes']).where('location', 'in', locations).execute()).map((r) => [r.location, r.stored_bytes]));
+    const inFlight = new Map<string, number>();
+    for (const r of await trx.selectFrom('usage_reservations').select(['location', 'bytes']).where('location', 'in', locations).where('expires_at', '>', now.toISOString()).execute()) {
+      inFlight.set(r.location, (inFlight.get(r.location) ?? 0) + r.bytes);
     }
+    const scopes: Scope[] = [];
+    if (safeLimited) {
+      scopes.push({
+        what: 'safe', id: safe.id, name: `disk safe ${safe.name}`, hard: safe.quota_hard, soft: safe.quota_soft,
+        stored: stored.get(safe.location) ?? 0, inFlight: inFlight.get(safe.location) ?? 0, alert: safe.quota_alert,
+      });
+    }
+    if (customerLimited) {
+      scopes.push({
+        what: 'customer', id: safe.customer_id, name: `customer ${customer.name} (all its disk safes)`, hard: customer.quota_hard, soft: customer.quota_soft,
+        stored: sum(locations.map((l) => stored.get(l) ?? 0)), inFlight: sum(locations.map((l) => inFlight.get(l) ?? 0)), alert: customer.quota_alert,
+      });
+    }
+    const refused = scopes.find((x) => x.hard !== null && x.stored + x.inFlight + size > x.hard);
+    if (refused === undefined) {
+      await trx.insertInto('usage_reservations').values({
+        id, location: safe.location, customer_id: safe.customer_id, bytes: size, node: ctx.node, expires_at: new Date(now.getTime() + RESERVATION_MS).toISOString(),
+      }).execute();
+    }
+    return { scopes, refused };
+  });
+  let released = false;
+  const reservation: Reservation = {
+    release: async () => {
+      if (released) return;
+      released = true;
+      await ctx.db.deleteFrom('usage_reservations').where('id', '=', id).execute();
+    },
+  };
+  if (refused !== undefined) {
+    const message = refusal(refused, size);
+    await quotaAlert(ctx, safe, refused, 'exceeded', message);
+    throw new UploadRefusedError(413, 'QUOTA_EXCEEDED', message);
   }
   const warnings: string[] = [];
   const crosses: { what: 'safe' | 'customer'; id: string }[] = [];
@@ -99,7 +129,6 @@ export async function admitUpload(ctx: ServiceContext, safe: DiskSafe, size: num
     warnings.push(`${s.name} is over its soft quota: ${formatBytes(before + size)} of ${formatBytes(s.soft)} used${s.hard === null ? '' : ` (hard quota ${formatBytes(s.hard)})`}`);
     if (before <= s.soft) crosses.push({ what: s.what, id: s.id });
   }
-  const reservation = ctx.usage.reserve(safe, size);
   try {
     for (const s of scopes) {
       const after = s.stored + s.inFlight + size;
@@ -108,7 +137,7 @@ export async function admitUpload(ctx: ServiceContext, safe: DiskSafe, size: num
         `${formatBytes(after)} stored or being uploaded, past ${s.soft !== null && s.soft === warnAt ? 'its soft quota' : '90 % of its hard quota'} of ${formatBytes(s.soft !== null && s.soft === warnAt ? s.soft : s.hard!)}`);
     }
   } catch (e) {
-    reservation.release();
+    await reservation.release();
     throw e;
   }
   return { reservation, ...(warnings.length > 0 ? { warning: warnings.join('; ') } : {}), crosses };

@@ -182,7 +182,7 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
           return {
             ...(admitted.warning === undefined ? {} : { warning: admitted.warning }),
             end: async (stored) => {
-              admitted.reservation.release();
+              await admitted.reservation.release();
               if (!stored) return;
               // The soft quota was passed by this upload: recorded once, not at every upload after it.
               for (const c of admitted.crosses) await audit(ctx, p, `${c.what}.soft_quota_exceeded`, c.id, safe.customer_id);

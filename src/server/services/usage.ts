@@ -5,28 +5,34 @@
  * bounded per token, src/server/services/lock-owners.ts, and must not count
  * against a quota that would then keep prune from its lock), through the
  * `Backend` interface, so that it is the same on a local folder and on S3.
+ * The numbers are kept in the database (`safe_usage`, migration 0018), so
+ * that every server node sharing it counts the same bytes:
  *
  *   first use of a safe in this process    count: list every object type, sum the sizes
- *   a save through `storage`               + its bytes, once stored
+ *   a save through `storage`               + its bytes, once stored (an increment in the database)
  *   a removal through `storage`            − its bytes (stat before remove)
  *   recount(safe)                          count again
- *   reserve(safe, n)                       n bytes of an upload in flight, until it ends
+ *
+ * and each change is sampled per hour (`usage_samples`: the bytes at the
+ * end of each hour in which they changed; usage-history.ts reads them).
  *
  * `storage` is the server's `SafeStorage` (safe-storage.ts) as every service
  * uses it (`ctx.safeStorage`): the repository protocol's uploads and lock
  * removals, and the server's own prune, are counted without doing anything.
  *
- * The numbers live in this process: a server start counts each safe again
- * on its first use, so a crash between storing an object and counting it
- * leaves no error behind. A count waits for the safe's saves and removals in
- * flight to end and holds new ones back until it is done, so that none is
- * counted twice or missed. Reservations let quota checks
- * (src/server/services/quota.ts) see the uploads that are being received:
- * concurrent uploads cannot together pass a hard quota.
+ * A count waits for this node's saves and removals of the safe in flight
+ * to end and holds new ones back until it is done, so that none is counted
+ * twice or missed; another node's save during a first count may be counted
+ * twice (its increment and the listing), which `recount` corrects. The
+ * reservations of uploads being received (quota.ts) are rows of
+ * `usage_reservations`, so that two nodes receiving uploads for one
+ * customer see each other's.
  */
 import { forEachLimit } from '../../core/for-each-limit.js';
 import { OBJECT_TYPES, type Backend, type Handle, type OperationOptions } from '../../storage/backend.js';
 import { WrapperBackend } from '../../storage/wrapper-backend.js';
+import type { Kysely } from 'kysely';
+import type { ControlPlane } from '../db/schema.js';
 import type { SafeStorage } from './safe-storage.js';
 
 /** A disk safe as the ledger knows it: by where it is stored (`safes/ID`). */
@@ -37,17 +43,19 @@ export interface StoredSafe {
 /** The bytes of an upload being received, held against the quotas until `release`. */
 export interface Reservation {
   /** Gives the bytes back; idempotent. */
-  release(): void;
+  release(): Promise<void>;
 }
+
+/** A reservation that holds nothing (an upload to a safe and customer without quotas). */
+export const NO_RESERVATION: Reservation = { release: () => Promise.resolve() };
+
+/** The hour a time falls in, as `usage_samples` keys it. */
+export const hourOf = (d: Date): string => `${d.toISOString().slice(0, 13)}:00:00.000Z`;
 
 /** How many safes are counted at once when a customer's are all needed. */
 const COUNT_CONCURRENCY = 4;
 
 interface SafeTally {
-  /** The safe's bytes in storage; undefined until counted in this process. */
-  stored: number | undefined;
-  /** Bytes of uploads to the safe being received now. */
-  reserved: number;
   /** Saves and removals through `storage` under way. */
   writes: number;
   /** The count running now, if one is. */
@@ -64,10 +72,12 @@ export class UsageLedger {
    */
   readonly storage: SafeStorage;
   private readonly tallies = new Map<string, SafeTally>();
+  /** The safes this process has counted from storage. */
+  private readonly countedHere = new Set<string>();
   private readonly closing = new AbortController();
 
-  /** `raw`: the server's safe storage; the ledger lists through it and wraps its backends. */
-  constructor(private readonly raw: SafeStorage) {
+  /** `raw`: the server's safe storage; the ledger lists through it and wraps its backends. `db`, `now`: the server's. */
+  constructor(private readonly raw: SafeStorage, private readonly db: Kysely<ControlPlane>, private readonly now: () => Date) {
     const counted = new Map<string, Backend>();
     this.storage = {
       shown: raw.shown,
@@ -82,15 +92,25 @@ export class UsageLedger {
       removePlace: async (safe) => {
         counted.delete(safe.location);
         this.tallies.delete(safe.location);
+        this.countedHere.delete(safe.location);
         await raw.removePlace(safe);
+        await db.deleteFrom('safe_usage').where('location', '=', safe.location).execute();
+        await db.deleteFrom('usage_samples').where('location', '=', safe.location).execute();
       },
       close: () => raw.close(),
     };
   }
 
-  /** The safe's stored bytes, counted from storage first when this process has not yet. */
+  /**
+   * The safe's stored bytes, counted from storage first when this process
+   * has not yet (so that a crash between storing an object and counting it
+   * leaves no error behind a restart); then the database's, which every
+   * node's saves and removals change.
+   */
   async storedBytes(safe: StoredSafe): Promise<number> {
-    return this.tally(safe.location).stored ?? this.count(safe);
+    if (!this.countedHere.has(safe.location)) return this.count(safe);
+    const row = await this.db.selectFrom('safe_usage').select('stored_bytes').where('location', '=', safe.location).executeTakeFirst();
+    return row?.stored_bytes ?? this.count(safe);
   }
 
   /** The stored bytes of each of `safes`, by location (counted where needed, a few at once). */
@@ -111,29 +131,6 @@ export class UsageLedger {
     return this.count(safe);
   }
 
-  /** Bytes reserved by uploads under way to the safe. */
-  reservedBytes(safe: StoredSafe): number {
-    return this.tallies.get(safe.location)?.reserved ?? 0;
-  }
-
-  /**
-   * Holds `size` bytes of an upload to the safe until the reservation is
-   * released (the caller checked the quotas with the same numbers, with no
-   * await in between).
-   */
-  reserve(safe: StoredSafe, size: number): Reservation {
-    const t = this.tally(safe.location);
-    t.reserved += size;
-    let held = true;
-    return {
-      release: () => {
-        if (!held) return;
-        held = false;
-        t.reserved -= size;
-      },
-    };
-  }
-
   /** Stops the counts under way (the server is closing). */
   close(): void {
     this.closing.abort(new Error('the server is closing'));
@@ -147,16 +144,29 @@ export class UsageLedger {
   }
 
   /** Called by `CountedBackend` when a save or removal ended; `bytes` were added (negative: removed). */
-  endWrite(location: string, bytes: number): void {
+  async endWrite(location: string, bytes: number): Promise<void> {
     const t = this.tally(location);
-    if (t.stored !== undefined) t.stored += bytes;
-    if (--t.writes === 0) t.drained?.();
+    try {
+      if (bytes === 0) return;
+      // An increment, not a write of this node's number: other nodes add to the same row. A safe never counted gets its row at its first count.
+      const row = await this.db.updateTable('safe_usage').set((eb) => ({ stored_bytes: eb('stored_bytes', '+', bytes) })).where('location', '=', location)
+        .returning('stored_bytes').executeTakeFirst();
+      if (row !== undefined) await this.sample(location, row.stored_bytes);
+    } finally {
+      if (--t.writes === 0) t.drained?.();
+    }
+  }
+
+  /** Records `stored` as the safe's bytes at the end of this hour so far. */
+  private async sample(location: string, stored: number): Promise<void> {
+    await this.db.insertInto('usage_samples').values({ location, hour: hourOf(this.now()), stored_bytes: stored })
+      .onConflict((oc) => oc.columns(['location', 'hour']).doUpdateSet({ stored_bytes: stored })).execute();
   }
 
   private tally(location: string): SafeTally {
     let t = this.tallies.get(location);
     if (t === undefined) {
-      t = { stored: undefined, reserved: 0, writes: 0, counting: undefined, drained: undefined };
+      t = { writes: 0, counting: undefined, drained: undefined };
       this.tallies.set(location, t);
     }
     return t;
@@ -174,7 +184,11 @@ export class UsageLedger {
         if (type === 'lock') continue;
         for await (const o of backend.list(type, { signal: this.closing.signal })) total += o.size;
       }
-      t.stored = total;
+      const now = this.now().toISOString();
+      await this.db.insertInto('safe_usage').values({ location: safe.location, stored_bytes: total, counted_at: now })
+        .onConflict((oc) => oc.column('location').doUpdateSet({ stored_bytes: total, counted_at: now })).execute();
+      await this.sample(safe.location, total);
+      this.countedHere.add(safe.location);
       return total;
     })().finally(() => {
       t.counting = undefined;
@@ -198,7 +212,7 @@ class CountedBackend extends WrapperBackend {
       await this.inner.save(h, data, opts);
       added = data.length;
     } finally {
-      this.ledger.endWrite(this.safe, added);
+      await this.ledger.endWrite(this.safe, added);
     }
   }
 
@@ -212,7 +226,7 @@ class CountedBackend extends WrapperBackend {
       await this.inner.remove(h, opts);
       removed = info?.size ?? 0;
     } finally {
-      this.ledger.endWrite(this.safe, -removed);
+      await this.ledger.endWrite(this.safe, -removed);
     }
   }
 }
