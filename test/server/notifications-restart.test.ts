@@ -53,4 +53,27 @@ databaseSuites('notifications across a restart', (fx) => {
       await receiver.close();
     }
   });
+
+  it('takes a machine\'s stale threshold from its policy\'s schedule: 3 times its interval', { timeout: 60_000 }, async () => {
+    let now = Date.parse('2030-03-01T00:00:00.000Z');
+    const receiver = await startWebhookReceiver();
+    const t = await setUp(await fx.newUrl(), undefined, { clock: () => new Date(now), staleAfterMs: 30 * 24 * 3600_000, alertTickMs: 3600_000, delivery: { pollMs: 3600_000 } });
+    try {
+      const acme = (await t.create('/api/v1/customers', { name: 'Acme' })).id;
+      const machine = (await t.create('/api/v1/machines', { customer_id: acme, name: 'web2' })).id;
+      await t.create('/api/v1/safes', { customer_id: acme, machine_id: machine, name: 'acme-web2' });
+      await t.create('/api/v1/notifications', { name: 'hook', customer_id: acme, kind: 'webhook', events: ['machine.stale'], webhook: { url: receiver.url } });
+      await t.create('/api/v1/policies', { customer_id: acme, machine_id: machine, schedule: 'every 15m' });
+      now += 40 * 60_000;
+      await t.server.checkAlerts();
+      assert.equal(receiver.hits.length, 0, 'within 3 × 15 minutes');
+      now += 10 * 60_000;
+      await t.server.checkAlerts();
+      assert.equal(receiver.hits.length, 1);
+      assert.match(receiver.hits[0]!.json.summary, /^machine web2 of Acme: no successful backup since it was enrolled 50 min ago \(its threshold is 45 min\)$/);
+    } finally {
+      await t.stop();
+      await receiver.close();
+    }
+  });
 });

@@ -5,7 +5,8 @@
  *
  *   last success = the newest succeeded backup job's end (the machine's
  *                  enrolment when it never had one)
- *   stale        = now − last success > threshold
+ *   stale        = now − last success > threshold (3× the backup interval of
+ *                  the machine's policy; the server's default without a schedule)
  *   stale, and stale_since unset   → set it;   machine.stale      raised
  *   not stale, and stale_since set → clear it; machine.recovered  raised
  *
@@ -16,17 +17,27 @@
  */
 import type { ServiceContext } from './context.js';
 import { raiseEvent } from './notifications.js';
+import { effectivePolicy } from './policies.js';
 
 /** The job kinds whose success is a backup of the machine. */
 const BACKUP_KINDS = ['backup', 'image-backup', 'command-backup', 'database-backup'] as const;
 
-/** 3 days: three times a daily backup's interval, the threshold of a machine whose schedule is not known. */
+/** 3 days: three times a daily backup's interval, the threshold of a machine without a schedule. */
 export const DEFAULT_STALE_AFTER_MS = 3 * 24 * 3600 * 1000;
 
 /** What the stale check needs besides the context. */
 export interface StaleCheckOptions {
   /** The threshold of a machine whose schedule says none (milliseconds). */
   readonly staleAfterMs: number;
+}
+
+/** How many backup intervals without a success make a machine stale. */
+export const STALE_INTERVALS = 3;
+
+/** Machine `machineId`'s stale threshold: 3× the backup interval of its policy's schedule, or the server's default without one. */
+async function staleThresholdMs(ctx: ServiceContext, machineId: string, opts: StaleCheckOptions): Promise<number> {
+  const policy = await effectivePolicy(ctx, { machineId });
+  return policy.intervalSeconds === null ? opts.staleAfterMs : STALE_INTERVALS * policy.intervalSeconds * 1000;
 }
 
 /** "3 d 4 h", "2 h 5 min", "40 s": a span for people. */
@@ -56,7 +67,7 @@ export async function checkStaleMachines(ctx: ServiceContext, opts: StaleCheckOp
   const now = ctx.now();
   let raised = 0;
   for (const m of await machinesWithLastSuccess(ctx)) {
-    const threshold = opts.staleAfterMs;
+    const threshold = await staleThresholdMs(ctx, m.id, opts);
     const since = m.last_success ?? m.created_at;
     const age = now.getTime() - Date.parse(since);
     const stale = age > threshold;
