@@ -6,6 +6,7 @@
  * refused.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -15,6 +16,7 @@ import { FolderSafeSource } from '../helpers/folder-safe-source.js';
 import { DamagedError, WrongPasswordError } from '../../web/src/zk/errors.js';
 import type { TreeNode } from '../../web/src/zk/format.js';
 import { showPath, ZkSafe } from '../../web/src/zk/safe.js';
+import { tarOf } from '../../web/src/zk/tar.js';
 
 async function bytesOf(safe: ZkSafe, node: TreeNode, what: string): Promise<Buffer> {
   const parts: Uint8Array[] = [];
@@ -72,6 +74,25 @@ describe('the zero-knowledge reader on a safe the CLI wrote', () => {
       assert.deepEqual(mine, await fs.readFile(join(target, p)), p);
     }
     assert.deepEqual(await bytesOf(safe, files.get(`${src()}/big.log`)!, 'big.log'), big);
+  });
+
+  it('makes a tar of a folder that tar extracts to what restore writes', async () => {
+    const safe = await ZkSafe.open(new FolderSafeSource(s.repo), 'correct horse');
+    const snap = (await safe.snapshots())[0]!;
+    const tree = await safe.folderTree(snap, src().split('/').filter((p) => p !== ''));
+    const parts: Uint8Array[] = [];
+    for await (const b of tarOf(safe, tree, Buffer.from('src'))) parts.push(b);
+    const tarFile = s.path('src.tar');
+    await fs.writeFile(tarFile, Buffer.concat(parts));
+    const out = s.path('untarred');
+    await fs.mkdir(out);
+    const r = spawnSync('tar', ['-xf', tarFile, '-C', out]);
+    assert.equal(r.status, 0, r.stderr.toString());
+    const listed = spawnSync('tar', ['-tf', tarFile]).stdout.toString().trim().split('\n').sort();
+    assert.deepEqual(listed, ['src/', 'src/big.log', 'src/docs/', 'src/docs/a.txt', 'src/docs/deep/', 'src/docs/deep/b.txt', 'src/docs/empty', 'src/holey.bin', 'src/link']);
+    for (const f of ['big.log', 'holey.bin', 'docs/a.txt', 'docs/deep/b.txt', 'docs/empty']) assert.deepEqual(await fs.readFile(join(out, 'src', f)), await fs.readFile(src(f)), f);
+    assert.equal(await fs.readlink(join(out, 'src', 'link')), 'docs/a.txt');
+    assert.equal((await fs.stat(join(out, 'src', 'docs', 'a.txt'))).mode & 0o777, 0o640);
   });
 
   it('refuses a wrong password by name, and reads nothing', async () => {
