@@ -38,10 +38,17 @@ export interface TestPage {
   readonly answers: { method: string; path: string; status: number }[];
 }
 
-export async function launchBrowser(port: number): Promise<TestBrowser> {
+/**
+ * `trustServiceWorkers`: Chromium refuses to register a service worker from
+ * a server whose certificate it does not trust, whatever the page accepts;
+ * this also accepts the test server's certificate for them
+ * (`--ignore-certificate-errors`: the snapshot browser's streamed downloads).
+ */
+export async function launchBrowser(port: number, opts: { trustServiceWorkers?: boolean } = {}): Promise<TestBrowser> {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run',
+      ...(opts.trustServiceWorkers ? ['--ignore-certificate-errors'] : [])],
   });
   const base = `https://127.0.0.1:${port}`;
   return {

@@ -11,6 +11,7 @@
  */
 import { NavLink, Route, Routes } from 'react-router';
 import { AdminPage } from './admin/admin-page.js';
+import { BrowsePage } from './browse/browse-page.js';
 import { ChangePasswordPage } from './pages/change-password.js';
 import { FleetPage } from './pages/fleet.js';
 import { LoginPage } from './pages/login.js';
@@ -32,7 +33,7 @@ export function App() {
         <Route path="/machines/:id/restore" element={<RestorePage />} />
         <Route path="/storage" element={<StoragePage />} />
         <Route path="/admin/*" element={<AdminPage />} />
-        <Route path="/safes/:id/browse/*" element={<NotFound what="The snapshot browser" />} />
+        <Route path="/safes/:id/browse/*" element={<BrowsePage />} />
         <Route path="/account/password" element={<ChangePasswordPage />} />
         <Route path="*" element={<NotFound />} />
       </Routes>

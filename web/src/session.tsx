@@ -21,6 +21,11 @@ function load(): Stored | null {
   }
 }
 
+/** The session token of this tab, for requests the API client does not make (the snapshot browser's reads of /safes). */
+export function sessionToken(): string | null {
+  return load()?.token ?? null;
+}
+
 export interface Session {
   /** The person, or null when logged out. */
   readonly user: UserBody | null;

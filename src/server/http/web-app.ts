@@ -20,7 +20,10 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 /** Where the package's build puts the app (dist/app, beside dist/src). */
 export const BUILT_WEB_ROOT = fileURLToPath(new URL('../../../app/', import.meta.url));
 
-/** The prefixes that belong to the server, never to the app. */
+/** The snapshot browser's pages (/safes/ID/browse/…): the app's, under the repository protocol's prefix. */
+const BROWSER_PAGES = /^\/safes\/[^/]+\/browse(\/|$)/;
+
+/** The prefixes that belong to the server, never to the app (but BROWSER_PAGES). */
 const SERVER_PREFIXES = ['/api/', '/agent/', '/safes/'];
 
 /**
@@ -45,6 +48,7 @@ function securityHeaders(reply: FastifyReply): void {
 
 function belongsToServer(url: string): boolean {
   const path = url.split('?')[0]!;
+  if (BROWSER_PAGES.test(path)) return false;
   return SERVER_PREFIXES.some((p) => path === p.slice(0, -1) || path.startsWith(p));
 }
 
@@ -68,6 +72,9 @@ export async function serveWebApp(app: FastifyInstance, root: string): Promise<v
     ? reply.header('cache-control', 'no-cache').sendFile('index.html')
     : reply.code(503).type('text/plain; charset=utf-8').send('the web interface is not built: run `npm run build` in the holdfast package\n');
   app.get('/', (_req, reply) => page(reply));
+  // The snapshot browser's addresses are the app's, though under /safes: `browse` is no object folder of the repository protocol.
+  app.get('/safes/:safe/browse', (_req, reply) => page(reply));
+  app.get('/safes/:safe/browse/*', (_req, reply) => page(reply));
   app.setNotFoundHandler((req, reply) => {
     if ((req.method === 'GET' || req.method === 'HEAD') && !belongsToServer(req.url) && !/\.[a-z0-9]+$/i.test(req.url.split('?')[0]!)) return page(reply);
     return reply.code(404).send({ code: 'NO_SUCH_ROUTE', message: `no such route: ${req.method} ${req.url.split('?')[0]}` });

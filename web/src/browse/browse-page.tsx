@@ -1,0 +1,212 @@
+/**
+ * The snapshot browser of a disk safe (/safes/:id/browse/*): the safe's
+ * password is asked for here and the key derived here (web/src/zk); the
+ * server hands over sealed objects only (the session's read right,
+ * docs/format.md §2.5) and never sees the password or a byte of a file.
+ *
+ *   /safes/ID/browse/              its snapshots
+ *   /safes/ID/browse/SNAP/a/b      folder /a/b of snapshot SNAP
+ *
+ * The opened safe lives in this tab's memory only: a reload asks for the
+ * password again.
+ */
+import { useVirtualizer } from '@tanstack/react-virtual';
+import { useEffect, useMemo, useRef, useState, type FormEvent } from 'react';
+import { Link, useParams } from 'react-router';
+import { ErrorBox } from '../components/error-box.js';
+import { formatBytes } from '../format.js';
+import { sessionToken } from '../session.js';
+import { DamagedError, ServerError, WrongPasswordError } from '../zk/errors.js';
+import type { TreeNode } from '../zk/format.js';
+import { ZkSafe } from '../zk/safe.js';
+import { HttpSafeSource } from '../zk/source.js';
+import { tarOf } from '../zk/tar.js';
+import { saveStream } from './download.js';
+import './browse.css';
+
+/** The safes opened in this tab, by id (never stored anywhere). */
+const opened = new Map<string, ZkSafe>();
+
+/** An error of the reader or the server, in words. */
+export function describeError(e: unknown): string {
+  if (e instanceof WrongPasswordError) return 'Wrong password: it opens none of this disk safe\'s keys. Type it again.';
+  if (e instanceof DamagedError) return `Damaged data: ${e.message}. Nothing of it is shown.`;
+  if (e instanceof ServerError && e.status === 404) return 'This disk safe does not exist, or you may not read it.';
+  if (e instanceof ServerError) return `The server refused: ${e.message}`;
+  return e instanceof Error ? e.message : String(e);
+}
+
+export function BrowsePage() {
+  const { id = '', '*': rest = '' } = useParams();
+  const [safe, setSafe] = useState<ZkSafe | undefined>(() => opened.get(id));
+  const [snapshotId, ...path] = rest.split('/').filter((p) => p !== '').map(decodeURIComponent);
+  if (!safe) return <PasswordForm safeId={id} onOpen={(s) => { opened.set(id, s); setSafe(s); }} />;
+  return (
+    <section className="page browse">
+      <div className="page-head"><h1>Snapshot browser</h1><span className="muted">decrypted in this browser; the server sees neither the password nor the files</span></div>
+      {snapshotId === undefined ? <SnapshotList safe={safe} safeId={id} /> : <FolderView safe={safe} safeId={id} snapshotId={snapshotId} path={path} />}
+    </section>
+  );
+}
+
+function PasswordForm({ safeId, onOpen }: { safeId: string; onOpen: (s: ZkSafe) => void }) {
+  const [password, setPassword] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const submit = async (e: FormEvent): Promise<void> => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      onOpen(await ZkSafe.open(new HttpSafeSource(safeId, sessionToken), password));
+    } catch (err) {
+      setError(describeError(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <section className="page browse">
+      <h1>Open the disk safe</h1>
+      <p className="muted">The disk safe's password stays in this browser: the key is derived here, and the server only hands over encrypted data.</p>
+      <form className="card form" onSubmit={(e) => void submit(e)}>
+        <label>Disk safe password<input type="password" autoComplete="off" value={password} onChange={(e) => setPassword(e.target.value)} required /></label>
+        <button type="submit" disabled={busy || password === ''}>{busy ? 'Opening…' : 'Open'}</button>
+      </form>
+      <ErrorBox error={error} />
+    </section>
+  );
+}
+
+function useAsync<T>(fn: () => Promise<T>, deps: unknown[]): { data?: T; error: string | null } {
+  const [state, setState] = useState<{ data?: T; error: string | null }>({ error: null });
+  useEffect(() => {
+    let live = true;
+    setState({ error: null });
+    fn().then((data) => live && setState({ data, error: null }), (e: unknown) => live && setState({ error: describeError(e) }));
+    return () => { live = false; };
+  }, deps);
+  return state;
+}
+
+function SnapshotList({ safe, safeId }: { safe: ZkSafe; safeId: string }) {
+  const { data, error } = useAsync(() => safe.snapshots(), [safe]);
+  return (
+    <>
+      <ErrorBox error={error} />
+      {data === undefined && !error ? <p className="muted">Loading snapshots…</p> : null}
+      {data && data.length === 0 ? <p className="notice">This disk safe holds no snapshot yet.</p> : null}
+      {data && data.length > 0 ? (
+        <table className="list" aria-label="snapshots">
+          <thead><tr><th>Time</th><th>Id</th><th className="wide">Host</th><th>Paths</th><th className="num wide">Size</th></tr></thead>
+          <tbody>
+            {[...data].reverse().map((s) => (
+              <tr key={s.id}>
+                <td><Link to={`/safes/${safeId}/browse/${s.id}/`}>{new Date(s.time).toLocaleString()}</Link></td>
+                <td><code>{s.id.slice(0, 8)}</code></td>
+                <td className="wide">{s.hostname}</td>
+                <td>{s.paths.join(', ')}</td>
+                <td className="num wide">{typeof s.summary['totalBytes'] === 'number' ? formatBytes(s.summary['totalBytes']) : '—'}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : null}
+    </>
+  );
+}
+
+/** `rwxr-xr-x` of a node, with its type letter. */
+export function modeText(n: Pick<TreeNode, 'type' | 'mode'>): string {
+  const letter = { file: '-', dir: 'd', symlink: 'l', fifo: 'p', chardev: 'c', blockdev: 'b', socket: 's' }[n.type];
+  let s = '';
+  for (let i = 8; i >= 0; i--) s += n.mode & (1 << i) ? 'rwx'[(8 - i) % 3] : '-';
+  return letter + s;
+}
+
+const ROW = 36;
+
+function FolderView({ safe, safeId, snapshotId, path }: { safe: ZkSafe; safeId: string; snapshotId: string; path: string[] }) {
+  const key = `${snapshotId}/${path.join('/')}`;
+  const listing = useAsync(async () => {
+    const snapshot = await safe.snapshot(snapshotId);
+    const tree = await safe.folderTree(snapshot, path);
+    const { entries, refused } = await safe.list(tree, `/${path.map((p) => `${p}/`).join('')}`);
+    return { snapshot, tree, entries, refused };
+  }, [safe, key]);
+  const [status, setStatus] = useState<string | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const base = `/safes/${safeId}/browse/${snapshotId}`;
+  const here = (parts: string[]): string => `${base}/${parts.map(encodeURIComponent).join('/')}${parts.length > 0 ? '/' : ''}`;
+
+  const download = async (what: string, run: () => Promise<string>): Promise<void> => {
+    setError(null);
+    setStatus(`Downloading ${what}…`);
+    try {
+      setStatus(await run());
+    } catch (e) {
+      setStatus(null);
+      setError(`The download of ${what} failed: ${describeError(e)}`);
+    }
+  };
+  const downloadFile = (n: TreeNode): Promise<void> => download(n.name, async () => {
+    const mode = await saveStream(n.name, n.size, safe.fileBytes(n, `/${[...path, n.name].join('/')}`));
+    return `Downloaded ${n.name}${mode === 'in-memory' ? ' (held in memory: this browser cannot stream downloads)' : ''}.`;
+  });
+  const downloadTar = (): Promise<void> => download('the folder', async () => {
+    const top = path.length > 0 ? path[path.length - 1]! : 'snapshot';
+    const mode = await saveStream(`${top}.tar`, undefined, tarOf(safe, listing.data!.tree, new TextEncoder().encode(top)));
+    return `Downloaded ${top}.tar${mode === 'in-memory' ? ' (held in memory: this browser cannot stream downloads)' : ''}.`;
+  });
+
+  return (
+    <>
+      <nav className="crumbs" aria-label="folder">
+        <Link to={`/safes/${safeId}/browse/`}>Snapshots</Link>
+        <span> / </span><Link to={here([])}>{snapshotId.slice(0, 8)}</Link>
+        {path.map((p, i) => <span key={i}> / <Link to={here(path.slice(0, i + 1))}>{p}</Link></span>)}
+      </nav>
+      <div className="toolbar">
+        <button type="button" className="secondary" disabled={!listing.data} onClick={() => void downloadTar()}>Download folder (tar)</button>
+        {status ? <span role="status" className="muted">{status}</span> : null}
+      </div>
+      <ErrorBox error={listing.error ?? error} />
+      {listing.data?.refused.length ? <p className="error" role="alert">{listing.data.refused.length} entries of this folder are refused and not shown: {listing.data.refused.map((r) => r.why).join('; ')}</p> : null}
+      {listing.data ? <EntryList entries={listing.data.entries} open={(n) => here([...path, n.name])} onDownload={(n) => void downloadFile(n)} /> : listing.error ? null : <p className="muted">Opening the folder…</p>}
+    </>
+  );
+}
+
+function EntryList({ entries, open, onDownload }: { entries: TreeNode[]; open: (n: TreeNode) => string; onDownload: (n: TreeNode) => void }) {
+  const scroller = useRef<HTMLDivElement>(null);
+  const sorted = useMemo(() => [...entries].sort((a, b) => Number(b.type === 'dir') - Number(a.type === 'dir') || (a.name < b.name ? -1 : 1)), [entries]);
+  const virtual = useVirtualizer({ count: sorted.length, getScrollElement: () => scroller.current, estimateSize: () => ROW, overscan: 20 });
+  if (sorted.length === 0) return <p className="notice">This folder is empty.</p>;
+  return (
+    <div className="entries" role="table" aria-label="entries" aria-rowcount={sorted.length}>
+      <div className="entry-row head" role="row">
+        <span role="columnheader">Name</span><span role="columnheader" className="num">Size</span><span role="columnheader" className="wide">Mode</span>
+        <span role="columnheader" className="wide">Owner</span><span role="columnheader" className="wide">Modified</span><span role="columnheader" />
+      </div>
+      <div className="entries-body" ref={scroller}>
+        <div style={{ height: virtual.getTotalSize() }} className="entries-space">
+          {virtual.getVirtualItems().map((v) => {
+            const n = sorted[v.index]!;
+            return (
+              <div key={n.name} role="row" className="entry-row" style={{ transform: `translateY(${v.start}px)` }}>
+                <span role="cell" className="name">{n.type === 'dir' && !n.damaged ? <Link to={open(n)}>{n.name}/</Link> : n.type === 'symlink' ? `${n.name} → ${new TextDecoder().decode(n.target)}` : n.name}{n.damaged ? <em className="warn"> damaged</em> : null}</span>
+                <span role="cell" className="num">{n.type === 'file' ? formatBytes(n.size) : ''}</span>
+                <span role="cell" className="wide"><code>{modeText(n)}</code></span>
+                <span role="cell" className="wide">{n.user ?? n.uid}:{n.group ?? n.gid}</span>
+                <span role="cell" className="wide">{new Date(Number(n.mtime / 1_000_000n)).toLocaleString()}</span>
+                <span role="cell">{n.type === 'file' && !n.damaged ? <button type="button" className="link" aria-label={`Download ${n.name}`} onClick={() => onDownload(n)}>Download</button> : null}</span>
+              </div>
+            );
+          })}
+        </div>
+      </div>
+    </div>
+  );
+}
+
+
