@@ -27,7 +27,7 @@ import type { AgentConfig } from './agent-config.js';
 import { Backoff, pause } from './backoff.js';
 import { escrowPassword } from './escrow.js';
 import { JobCancelledError, JobChannel, JobGoneError } from './job-channel.js';
-import { AgentSession } from './job-runner.js';
+import { AgentSession, JobFailedError } from './job-runner.js';
 import { ServerApi, ServerApiError } from './server-api.js';
 
 /** The agent was told to stop (SIGTERM): the reason its running job is aborted with. */
@@ -185,13 +185,15 @@ async function runJob(job: JobBody, session: AgentSession, channel: JobChannel, 
   o.signal.addEventListener('abort', stop, { once: true });
   const reporter = channel.reporter(job.id, (why) => abort.abort(why));
   o.onLog(`job ${job.id}: ${job.kind} ${JSON.stringify(job.spec)}`);
-  let end: { state: 'succeeded'; result: Record<string, unknown> } | { state: 'failed' | 'cancelled'; error: string };
+  let end: { state: 'succeeded'; result: Record<string, unknown> } | { state: 'failed' | 'cancelled'; error: string; result?: Record<string, unknown> };
   try {
     const kind = checkJobSpec(job.kind, job.spec);
     end = { state: 'succeeded', result: await session.run(job, kind, reporter, abort.signal) };
   } catch (e) {
     const reason = abort.signal.aborted ? abort.signal.reason as unknown : e;
     end = { state: reason instanceof JobCancelledError ? 'cancelled' : 'failed', error: (reason instanceof Error ? reason.message : String(reason)).slice(0, 8192) || 'failed' };
+    // A job that ran to its end and failed on what it found (a restore test) reports what it found as well.
+    if (reason instanceof JobFailedError && reason.result !== undefined) end.result = reason.result;
   } finally {
     o.signal.removeEventListener('abort', stop);
   }

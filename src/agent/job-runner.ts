@@ -6,7 +6,7 @@
  * since, or everything again after a prune). Every job runs on the
  * process's one WorkerPool, and reuses the engine's jobs as the CLI does
  * (src/jobs): the backup session, the archiver, the image backup, the
- * restorer, the checker. Prints nothing: what happens goes to the job's
+ * restorer, the checker, the restore test. Prints nothing: what happens goes to the job's
  * reporter, how it ended is the result (or the error thrown). The trees of
  * the last file backup stay in memory (TreeCache), so that the next one,
  * whose parent that backup is, reads no parent tree from the disk safe.
@@ -16,9 +16,10 @@
  *   each job      refresh the index → run the kind → figures
  */
 import { lstat, readdir, realpath } from 'node:fs/promises';
-import { hostname } from 'node:os';
-import { dirname, resolve } from 'node:path';
-import type { BackupSpec, CheckSpec, CommandBackupSpec, DatabaseBackupSpec, ImageBackupSpec, JobBody, JobKindName, RestoreSpec } from '../api/v1.js';
+import { randomBytes } from 'node:crypto';
+import { hostname, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import type { BackupSpec, CheckSpec, CommandBackupSpec, DatabaseBackupSpec, ImageBackupSpec, JobBody, JobKindName, RestoreSpec, VerifyRestoreSpec } from '../api/v1.js';
 import { Archiver, type BackupProgress, type BackupResult } from '../jobs/backup/archiver.js';
 import { backupDatabase, databaseSnapshotPath, type DatabaseSource } from '../jobs/backup/database-backup.js';
 import { existingPaths } from '../jobs/backup/existing-paths.js';
@@ -35,6 +36,7 @@ import { HookFailedError, withBackupHooks, type HookContext } from '../jobs/sess
 import { backupSession } from '../jobs/sessions/backup-session.js';
 import { findParent, findSnapshot, readableSnapshots } from '../jobs/snapshots/select.js';
 import { summaryJson } from '../jobs/snapshots/summary-json.js';
+import { DEFAULT_SAMPLE, randomSeed, verifyRestore } from '../jobs/verify-restore/verify-restore.js';
 import { acquireLock, processIdentity, type ProcessIdentity } from '../repo/lock.js';
 import { Repository } from '../repo/repository.js';
 import { Store, type SnapshotEntry } from '../repo/store.js';
@@ -51,9 +53,9 @@ import { RetryingBackend } from '../storage/retrying-backend.js';
 import type { AgentConfig, AgentDatabase } from './agent-config.js';
 import { UnfinishedRestores } from './unfinished-restores.js';
 
-/** A job failed in a way its words say (no stack needed): the job's error. */
+/** A job failed in a way its words say (no stack needed): the job's error; `result`: what a job that ran to its end found (a restore test's outcome). */
 export class JobFailedError extends Error {
-  constructor(message: string) {
+  constructor(message: string, readonly result?: Record<string, unknown>) {
     super(message);
     this.name = 'JobFailedError';
   }
@@ -150,6 +152,8 @@ export class AgentSession {
   private readonly me: ProcessIdentity = processIdentity();
   /** The trees of the last file backup: the parent of the next one. */
   private readonly trees = new TreeCache();
+  /** Snapshots the server said are damaged (a job's `damaged_snapshots`): never a parent. */
+  private readonly damaged = new Set<string>();
 
   private constructor(
     private readonly config: AgentConfig,
@@ -180,6 +184,7 @@ export class AgentSession {
       const refreshed = this.jobs === 1 ? { read: 0, rebuilt: false } : await this.repo.refreshIndex({ signal });
       if (refreshed.rebuilt) events.log(`the disk safe was pruned since the last job: index loaded again (${refreshed.read} index files)`);
       const session: SessionFigures = { repository_opens: repositoryOpens, jobs: this.jobs, index_files_read: refreshed.read, index_rebuilt: refreshed.rebuilt };
+      this.learnDamage(job.damaged_snapshots ?? [], events);
       const spec = job.spec;
       let result: Record<string, unknown>;
       switch (kind) {
@@ -205,6 +210,7 @@ export class AgentSession {
         }
         case 'restore': result = await this.restore(spec as RestoreSpec, events, signal); break;
         case 'check': result = await this.check(spec as CheckSpec, events, signal); break;
+        case 'verify-restore': result = await this.verifyRestore(spec as VerifyRestoreSpec, events, signal); break;
       }
       return { ...result, agent: session };
     } finally {
@@ -269,11 +275,27 @@ export class AgentSession {
   }
 
   /**
+   * Takes note of the snapshots the server found damaged (a verification or
+   * a restore test): none is a parent again, and the trees held in memory
+   * are dropped when one is new, since they may be the damaged one's, so
+   * that the next backup stores again whatever was damaged.
+   */
+  private learnDamage(ids: readonly string[], events: JobEvents): void {
+    const fresh = ids.filter((id) => !this.damaged.has(id));
+    if (fresh.length === 0) return;
+    for (const id of fresh) this.damaged.add(id);
+    this.trees.clear();
+    events.log(`${fresh.length} snapshot(s) found damaged (first: ${fresh[0]!.slice(0, 8)}): none is taken as a parent, and what they held is stored again`);
+  }
+
+  /**
    * The parent of a backup of `paths`: the newest snapshot of this machine
    * of the same paths, or, before it has one, the newest of the machine it
-   * replaced (`previous_host`), so that its first backup is an incremental.
+   * replaced (`previous_host`), so that its first backup is an incremental;
+   * never a snapshot found damaged.
    */
-  private parentOf(snapshots: readonly SnapshotEntry[], paths: readonly string[], image: boolean): SnapshotEntry | null {
+  private parentOf(all: readonly SnapshotEntry[], paths: readonly string[], image: boolean): SnapshotEntry | null {
+    const snapshots = all.filter((s) => !this.damaged.has(s.id));
     const previous = this.config.previous_host;
     return findParent(snapshots, { hostname: this.config.machine_name, paths, image })
       ?? (previous === undefined ? null : findParent(snapshots, { hostname: previous, paths, image }));
@@ -464,6 +486,38 @@ export class AgentSession {
       signal.removeEventListener('abort', stop);
       await lock.release();
     }
+  }
+
+  /**
+   * A restore test of a snapshot (the newest by default): a sample of its
+   * files restored into a scratch folder of the machine's temporary folder
+   * and compared (removed afterwards), or an image's file systems checked.
+   * A snapshot that does not restore exactly fails the job, with the
+   * test's outcome as its result (the server marks the snapshot damaged).
+   */
+  private async verifyRestore(spec: VerifyRestoreSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
+    const { id, snapshot } = await findSnapshot(this.repo, spec.snapshot ?? 'latest', {}, (sid, e) => events.log(`skipping snapshot ${sid}: ${e.message}`)).catch((e: unknown) => {
+      throw new JobFailedError(`${(e as Error).message}; nothing was tested`);
+    });
+    const seed = randomSeed();
+    events.log(`restore test of ${snapshot.image ? 'image snapshot' : 'snapshot'} ${id.slice(0, 8)} of ${snapshot.paths.join(' ')} (seed ${seed})`);
+    const r = await verifyRestore(this.repo, id, snapshot, {
+      scratch: join(tmpdir(), `holdfast-verify-${randomBytes(6).toString('hex')}`),
+      share: spec.share === undefined ? DEFAULT_SAMPLE.share : spec.share / 100,
+      minFiles: spec.min_files ?? DEFAULT_SAMPLE.minFiles,
+      seed, signal, pool: this.pool, privileged: process.getuid?.() === 0,
+      onSample: (s) => events.log(`restoring ${s.sampled} of ${s.candidates} file(s) (${s.bytes} bytes) into ${s.scratch}`),
+      onFilesystem: (f) => events.log(`${f.path} (${f.kind ?? 'nothing recognised'}): ${f.restorable ? 'restorable' : f.checked ? 'NOT restorable' : `not checked (${f.reason ?? ''})`}`),
+      onWarning: (m) => events.log(`warning: ${m}`),
+    });
+    const result = { ...r } as unknown as Record<string, unknown>;
+    if (!r.restorable) {
+      const failed = r.files?.failed ?? (r.filesystems ?? []).flatMap((f) => f.failed.length > 0 ? f.failed : f.restorable ? [] : [{ path: f.path, error: `e2fsck: ${f.e2fsck?.status ?? 'not checked'}` }]);
+      const listed = failed.slice(0, 5).map((f) => `${f.path}: ${f.error}`);
+      throw new JobFailedError(`snapshot ${id.slice(0, 8)} did NOT restore exactly: ${failed.length} path(s) failed: ${listed.join('; ')}${failed.length > listed.length ? '; …' : ''}`, result);
+    }
+    events.log(`snapshot ${id.slice(0, 8)} is restorable: ${r.files ? `${r.files.verified} sampled file(s) restored exactly` : `${(r.filesystems ?? []).filter((f) => f.checked).length} file system(s) checked`}`);
+    return result;
   }
 
   /** Stops the worker threads and zeroes the key; idempotent. */

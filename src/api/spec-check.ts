@@ -4,7 +4,7 @@
  * over sends outside the vocabulary, whatever that server validated. It
  * understands the keywords the job schemas use (type, required,
  * additionalProperties: false, properties, items, minItems, maxItems,
- * minLength, maxLength, pattern, enum, minimum) and refuses a schema with
+ * minLength, maxLength, pattern, enum, minimum, maximum) and refuses a schema with
  * any other, so a schema that grows a keyword cannot pass unchecked here.
  */
 import { JOB_KIND_NAMES, JOB_SPEC_SCHEMAS, type JobKindName } from './v1.js';
@@ -19,7 +19,7 @@ export class JobSpecError extends Error {
 
 type Schema = Readonly<Record<string, unknown>>;
 
-const KNOWN = new Set(['type', 'required', 'additionalProperties', 'properties', 'items', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'enum', 'minimum']);
+const KNOWN = new Set(['type', 'required', 'additionalProperties', 'properties', 'items', 'minItems', 'maxItems', 'minLength', 'maxLength', 'pattern', 'enum', 'minimum', 'maximum']);
 
 function typeOf(v: unknown): string {
   if (Array.isArray(v)) return 'array';
@@ -41,6 +41,7 @@ function mismatch(schema: Schema, v: unknown, at: string): string | undefined {
     if (schema['pattern'] !== undefined && !new RegExp(schema['pattern'] as string, 'u').test(v)) return `${at} must match pattern "${schema['pattern'] as string}"`;
   }
   if (typeof v === 'number' && schema['minimum'] !== undefined && v < (schema['minimum'] as number)) return `${at} must be at least ${schema['minimum'] as number}`;
+  if (typeof v === 'number' && schema['maximum'] !== undefined && v > (schema['maximum'] as number)) return `${at} must be at most ${schema['maximum'] as number}`;
   if (Array.isArray(v)) {
     if (schema['minItems'] !== undefined && v.length < (schema['minItems'] as number)) return `${at} needs at least ${schema['minItems'] as number} item(s)`;
     if (schema['maxItems'] !== undefined && v.length > (schema['maxItems'] as number)) return `${at} takes at most ${schema['maxItems'] as number} items`;

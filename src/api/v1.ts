@@ -104,14 +104,22 @@ export interface CreatedTokenBody { token: TokenBody; secret: string }
 /**
  * A machine; `last_seen_at` is its agent's last poll or report (null before
  * the first); `retired_at` is when it was retired (DELETE /machines/ID), null
- * while it is live.
+ * while it is live. `proven_restorable_at` and `proven_restorable_snapshot`:
+ * when the machine's last restore test that passed ended, and the snapshot it
+ * restored ("last proven restorable"; null before the first).
  */
 export const MachineSchema = {
-  $id: 'Machine', type: 'object', required: ['id', 'customer_id', 'name', 'created_at', 'last_seen_at', 'retired_at', 'last_backup_at'],
-  properties: { id: str, customer_id: str, name: str, created_at: time, last_seen_at: nullableTime, retired_at: nullableTime, last_backup_at: nullableTime },
+  $id: 'Machine', type: 'object', required: ['id', 'customer_id', 'name', 'created_at', 'last_seen_at', 'retired_at', 'last_backup_at', 'proven_restorable_at', 'proven_restorable_snapshot'],
+  properties: {
+    id: str, customer_id: str, name: str, created_at: time, last_seen_at: nullableTime, retired_at: nullableTime, last_backup_at: nullableTime,
+    proven_restorable_at: nullableTime, proven_restorable_snapshot: nullableStr,
+  },
 } as const;
 /** `last_backup_at`: the time of the newest snapshot in the machine's disk safes (from the server's snapshot index; null when none). */
-export interface MachineBody { id: string; customer_id: string; name: string; created_at: string; last_seen_at: string | null; retired_at: string | null; last_backup_at: string | null }
+export interface MachineBody {
+  id: string; customer_id: string; name: string; created_at: string; last_seen_at: string | null; retired_at: string | null; last_backup_at: string | null;
+  proven_restorable_at: string | null; proven_restorable_snapshot: string | null;
+}
 
 export const CreateMachineSchema = {
   type: 'object', additionalProperties: false, required: ['customer_id', 'name'],
@@ -150,16 +158,36 @@ export interface SnapshotsQuery { limit?: number; offset?: number }
 /** A safe's name is the NAME of https://host:port/safes/NAME. */
 export const SAFE_NAME_PATTERN = '^[a-z0-9][a-z0-9._-]{0,62}$';
 
+/** Where damage to a snapshot was found: a verification of the stored bytes (POST /safes/ID/verify), or a restore test through the agent (job kind `verify-restore`). */
+export const DAMAGE_SOURCES = ['verify', 'restore-test'] as const;
+
+/**
+ * A snapshot found damaged: never the parent of a backup again, so that the
+ * next backup stores again whatever was damaged (docs/format.md §2.11). It
+ * stays marked after that backup: its own data is gone. `job_id`: the job
+ * that found it; `reason`: what it found.
+ */
+export const DamagedSnapshotSchema = {
+  $id: 'DamagedSnapshot', type: 'object', required: ['snapshot_id', 'found_at', 'source', 'job_id', 'reason'],
+  properties: { snapshot_id: str, found_at: time, source: { type: 'string', enum: DAMAGE_SOURCES }, job_id: str, reason: str },
+} as const;
+export interface DamagedSnapshotBody { snapshot_id: string; found_at: string; source: (typeof DAMAGE_SOURCES)[number]; job_id: string; reason: string }
+
 /**
  * A disk safe; `stored_bytes` is every byte its objects take in storage now, counted without the key;
- * `deleting_at` is when its deletion began (its repository answers 404 meanwhile), null for a live safe.
+ * `deleting_at` is when its deletion began (its repository answers 404 meanwhile), null for a live safe;
+ * `damaged_snapshots`: its snapshots that a verification or a restore test found damaged, oldest first.
  */
 export const SafeSchema = {
-  $id: 'Safe', type: 'object', required: ['id', 'customer_id', 'machine_id', 'name', 'quota_hard', 'quota_soft', 'stored_bytes', 'created_at', 'deleting_at'],
-  properties: { id: str, customer_id: str, machine_id: nullableStr, name: str, quota_hard: bytes, quota_soft: bytes, stored_bytes: storedBytes, created_at: time, deleting_at: nullableTime },
+  $id: 'Safe', type: 'object', required: ['id', 'customer_id', 'machine_id', 'name', 'quota_hard', 'quota_soft', 'stored_bytes', 'created_at', 'deleting_at', 'damaged_snapshots'],
+  properties: {
+    id: str, customer_id: str, machine_id: nullableStr, name: str, quota_hard: bytes, quota_soft: bytes, stored_bytes: storedBytes, created_at: time, deleting_at: nullableTime,
+    damaged_snapshots: { type: 'array', items: { $ref: 'DamagedSnapshot#' } },
+  },
 } as const;
 export interface SafeBody {
   id: string; customer_id: string; machine_id: string | null; name: string; quota_hard: number | null; quota_soft: number | null; stored_bytes: number; created_at: string; deleting_at: string | null;
+  damaged_snapshots: DamagedSnapshotBody[];
 }
 
 export const CreateSafeSchema = {
@@ -208,9 +236,9 @@ export const MeSchema = {
 } as const;
 export interface MeBody { kind: 'session' | 'token'; user?: UserBody; token?: TokenBody }
 
-export const JOB_KIND_NAMES = ['backup', 'image-backup', 'command-backup', 'database-backup', 'restore', 'check'] as const;
-/** What the server runs itself on a disk safe (POST /safes/ID/prune); never given to an agent. */
-export const SERVER_JOB_KIND_NAMES = ['prune'] as const;
+export const JOB_KIND_NAMES = ['backup', 'image-backup', 'command-backup', 'database-backup', 'restore', 'check', 'verify-restore'] as const;
+/** What the server runs itself on a disk safe (POST /safes/ID/prune, POST /safes/ID/verify); never given to an agent. */
+export const SERVER_JOB_KIND_NAMES = ['prune', 'verify'] as const;
 export const JOB_STATE_NAMES = ['queued', 'running', 'succeeded', 'failed', 'interrupted', 'cancelled', 'expired'] as const;
 /** The states a job ends in (it changes no more). */
 export const FINAL_JOB_STATES: readonly (typeof JOB_STATE_NAMES)[number][] = ['succeeded', 'failed', 'interrupted', 'cancelled', 'expired'];
@@ -281,11 +309,30 @@ export const CheckSpecSchema = {
 } as const;
 export interface CheckSpec { read_data_subset?: string }
 
+/**
+ * A restore test (`holdfast verify-restore`) of `snapshot` (an id, its
+ * prefix, or `latest`: the default), run by the agent, which holds the key:
+ * a sample of its files (`share`, a percentage, default 1%, and at least
+ * `min_files`, default 100) restored into a scratch folder and compared; an
+ * image snapshot's ext2/3/4 file systems checked. A snapshot that does not
+ * restore exactly fails the job and is marked damaged (never a parent again).
+ */
+export const VerifyRestoreSpecSchema = {
+  type: 'object', additionalProperties: false,
+  properties: {
+    snapshot: { type: 'string', pattern: '^(latest|[0-9a-f]{4,64})$' },
+    share: { type: 'number', minimum: 0.001, maximum: 100 },
+    min_files: { type: 'integer', minimum: 0, maximum: 1_000_000 },
+  },
+} as const;
+export interface VerifyRestoreSpec { snapshot?: string; share?: number; min_files?: number }
+
 /** Each job kind's spec; the server validates a new job by it and the agent validates what it is given. */
 export const JOB_SPEC_SCHEMAS = {
   'backup': BackupSpecSchema, 'image-backup': ImageBackupSpecSchema, 'command-backup': CommandBackupSpecSchema, 'database-backup': DatabaseBackupSpecSchema, 'restore': RestoreSpecSchema, 'check': CheckSpecSchema,
+  'verify-restore': VerifyRestoreSpecSchema,
 } as const;
-export type JobSpec = BackupSpec | ImageBackupSpec | CommandBackupSpec | DatabaseBackupSpec | RestoreSpec | CheckSpec;
+export type JobSpec = BackupSpec | ImageBackupSpec | CommandBackupSpec | DatabaseBackupSpec | RestoreSpec | CheckSpec | VerifyRestoreSpec;
 
 /** How long a queued job waits for its machine's agent to take it by default, and at most (seconds). */
 export const DEFAULT_JOB_EXPIRES_IN = 24 * 3600;
@@ -308,6 +355,7 @@ export type CreateJobRequest = (
   | { kind: 'database-backup'; spec: DatabaseBackupSpec }
   | { kind: 'restore'; spec: RestoreSpec }
   | { kind: 'check'; spec: CheckSpec }
+  | { kind: 'verify-restore'; spec: VerifyRestoreSpec }
 ) & { expires_in?: number };
 
 const json = { type: ['object', 'null'], additionalProperties: true } as const;
@@ -321,6 +369,7 @@ export const JobSchema = {
     kind: { type: 'string', enum: [...JOB_KIND_NAMES, ...SERVER_JOB_KIND_NAMES] }, spec: { type: 'object', additionalProperties: true },
     state: { type: 'string', enum: JOB_STATE_NAMES }, created_by: str, created_at: time, started_at: nullableTime, finished_at: nullableTime,
     result: json, error: nullableStr, expires_at: nullableTime, cancelled_by: nullableStr,
+    damaged_snapshots: { type: 'array', items: str },
   },
 } as const;
 /**
@@ -333,10 +382,17 @@ export const JobSchema = {
 export interface JobBody {
   id: string; customer_id: string; machine_id: string | null; safe_id: string; safe_name: string;
   runner: 'agent' | 'server';
-  kind: JobKindName | ServerJobKindName; spec: JobSpec | PruneSafeRequest; state: (typeof JOB_STATE_NAMES)[number];
+  kind: JobKindName | ServerJobKindName; spec: JobSpec | PruneSafeRequest | VerifySafeRequest; state: (typeof JOB_STATE_NAMES)[number];
   created_by: string; created_at: string; started_at: string | null; finished_at: string | null;
   result: Record<string, unknown> | null; error: string | null;
   expires_at: string | null; cancelled_by: string | null;
+  /**
+   * Only in the answer to an agent's poll, for a backup: the snapshots of
+   * the disk safe found damaged, which the backup must not take as its
+   * parent (and whose trees it must not reuse), so that it stores again
+   * whatever was damaged.
+   */
+  damaged_snapshots?: string[];
 }
 
 export const JOB_EVENT_KINDS = ['progress', 'log'] as const;
@@ -493,6 +549,20 @@ export const PruneSafeSchema = {
   properties: { dry_run: { type: 'boolean' }, grace_seconds: { type: 'integer', minimum: 0 }, max_unused: { type: 'number', minimum: 0, maximum: 100 } },
 } as const;
 export interface PruneSafeRequest { dry_run?: boolean; grace_seconds?: number; max_unused?: number }
+
+/**
+ * Verify a disk safe's stored bytes, run by the server as a job, keyless
+ * (docs/format.md §2.11): the structure of the whole safe, and the bytes of
+ * one slice of its packs, the next of `read_data_days` slices, so that
+ * running it once a day reads every pack every `read_data_days` days
+ * (default 1: every pack, every run); `every_pack`: the bytes of every
+ * pack, outside the rotation (which stays where it is).
+ */
+export const VerifySafeSchema = {
+  type: 'object', additionalProperties: false,
+  properties: { read_data_days: { type: 'integer', minimum: 1, maximum: 3660 }, every_pack: { type: 'boolean' } },
+} as const;
+export interface VerifySafeRequest { read_data_days?: number; every_pack?: boolean }
 
 /** A recovery public key as `holdfast escrow keygen` prints it (src/core/escrow.ts). */
 const recoveryKey = { type: 'string', pattern: '^hfrk_[A-Za-z0-9_-]{43}$' } as const;
@@ -705,4 +775,4 @@ export interface EventPayload {
 }
 
 /** The schemas referred to by `$ref` ('User#', …), added to the server once. */
-export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, SafeSchema, SnapshotSchema, AuditEntrySchema, JobSchema, JobEventSchema, ForgetDecisionSchema, RecoveryKeySchema, EscrowSchema, ChannelSchema, DeliverySchema] as const;
+export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, DamagedSnapshotSchema, SafeSchema, SnapshotSchema, AuditEntrySchema, JobSchema, JobEventSchema, ForgetDecisionSchema, RecoveryKeySchema, EscrowSchema, ChannelSchema, DeliverySchema] as const;

@@ -4,8 +4,9 @@
  * jobs of machines' agents, through the API. `run` is "run now": a backup
  * (--path, --exclude), an image backup (--source), a command's output
  * (--name NAME -- CMD ARGS…), a database server's dump (--database NAME,
- * a name from the agent configuration's "databases"), a restore (--snapshot, --target, --path) or a
- * check (--read-data-subset). `cancel` stops a queued or running job.
+ * a name from the agent configuration's "databases"), a restore (--snapshot, --target, --path), a
+ * check (--read-data-subset) or a restore test (verify-restore: --snapshot,
+ * --share, --min-files). `cancel` stops a queued or running job.
  * `--follow` prints the job's events as its agent reports them (polling
  * every second) until it ends, and exits 0 when it succeeded, 3 when its
  * result is incomplete (a path skipped, a file unreadable), 1 otherwise.
@@ -30,6 +31,8 @@ interface RunFlags {
   snapshot?: string;
   target?: string;
   readDataSubset?: string;
+  share?: string;
+  minFiles?: string;
   expiresIn?: number;
   follow?: boolean;
 }
@@ -60,7 +63,8 @@ function jobRequest(flags: RunFlags, command: string[]): CreateJobRequest {
   const others = (kind: JobKindName, allowed: string[]): void => {
     const wrong = given([['--path', flags.path.length > 0], ['--exclude', flags.exclude.length > 0], ['--source', flags.source.length > 0],
       ['--name', flags.name !== undefined], ['-- CMD', command.length > 0], ['--database', flags.database !== undefined], ['--snapshot', flags.snapshot !== undefined],
-      ['--target', flags.target !== undefined], ['--read-data-subset', flags.readDataSubset !== undefined]]).filter((n) => !allowed.includes(n));
+      ['--target', flags.target !== undefined], ['--read-data-subset', flags.readDataSubset !== undefined],
+      ['--share', flags.share !== undefined], ['--min-files', flags.minFiles !== undefined]]).filter((n) => !allowed.includes(n));
     if (wrong.length > 0) throw new ExitError(`${wrong.join(', ')}: not an option of a ${kind} job (it takes ${allowed.join(', ') || 'none'})`, EXIT.usage);
   };
   switch (flags.kind) {
@@ -87,6 +91,16 @@ function jobRequest(flags: RunFlags, command: string[]): CreateJobRequest {
     case 'check':
       others('check', ['--read-data-subset']);
       return { kind: 'check', spec: flags.readDataSubset === undefined ? {} : { read_data_subset: flags.readDataSubset } };
+    case 'verify-restore': {
+      others('verify-restore', ['--snapshot', '--share', '--min-files']);
+      const share = flags.share === undefined ? undefined : Number(/^(\d+(?:\.\d+)?)%$/.exec(flags.share.trim())?.[1] ?? NaN);
+      if (share !== undefined && !(share >= 0.001 && share <= 100)) throw new ExitError(`--share wants a percentage from 0.001% to 100%, such as 5% or 0.5%; got "${flags.share!}"`, EXIT.usage);
+      if (flags.minFiles !== undefined && !/^\d{1,6}$/.test(flags.minFiles.trim())) throw new ExitError(`--min-files wants a whole number up to 1000000, got "${flags.minFiles}"`, EXIT.usage);
+      return {
+        kind: 'verify-restore',
+        spec: { ...(flags.snapshot === undefined ? {} : { snapshot: flags.snapshot }), ...(share === undefined ? {} : { share }), ...(flags.minFiles === undefined ? {} : { min_files: Number(flags.minFiles) }) },
+      };
+    }
     default:
       throw new ExitError(`holdfast server job run needs --kind (${JOB_KIND_NAMES.join(', ')})`, EXIT.usage);
   }
@@ -168,9 +182,11 @@ export function registerSubcommands(server: Command): void {
     .option('--source <device>', 'image-backup: a block device, a raw or qcow2 image file, or an NBD export (nbd://HOST:PORT/EXPORT) the machine reaches (repeat for more)', collect, [])
     .option('--name <name>', 'command-backup: the file name its output is stored as')
     .option('--database <name>', 'database-backup: the database server, by its name under "databases" in the machine\'s agent configuration')
-    .option('--snapshot <id>', 'restore: the snapshot, an id or its prefix (default latest)')
+    .option('--snapshot <id>', 'restore, verify-restore: the snapshot, an id or its prefix (default latest)')
     .option('--target <dir>', 'restore: the folder on the machine to restore into; required for a restore')
     .option('--read-data-subset <n/t|x%>', 'check: read this part of the packs too')
+    .option('--share <P%>', 'verify-restore: the share of the files to restore (default 1%)')
+    .option('--min-files <N>', 'verify-restore: restore at least this many files (default 100)')
     .option('--expires-in <duration>', 'end the job expired if the agent has not taken it within this long (e.g. 30m, 6h, 2d; default 24h)', expiresIn)
     .option('--follow', 'print its events until it ends; exit 0 when it succeeded, 3 when it succeeded incomplete, 1 otherwise')
     .action(async (ref: string, command: string[], flags: RunFlags, cmd: Command) => {

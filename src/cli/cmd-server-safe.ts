@@ -2,15 +2,15 @@
  * `holdfast server safe list | create NAME --customer CUSTOMER [--machine
  * MACHINE] [--quota-hard SIZE] [--quota-soft SIZE] | show SAFE | forget
  * SAFE --keep-… [--dry-run] | prune SAFE [--dry-run] [--grace DURATION]
- * [--max-unused PERCENT] | quota SAFE [--hard SIZE|none] [--soft SIZE|none]
+ * [--max-unused PERCENT] | verify SAFE [--read-data-days N | --every-pack] | quota SAFE [--hard SIZE|none] [--soft SIZE|none]
  * | escrow SAFE | restore-token SAFE [--name NAME] [--expires-in DURATION]
  * | delete SAFE --confirm NAME [--live-machine]`: the disk safes,
- * through the API; forget and prune
- * run on the server, without the key (docs/format.md §2.7). SAFE is a name
+ * through the API; forget, prune and verify
+ * run on the server, without the key (docs/format.md §2.7, §2.11). SAFE is a name
  * or an id. Flags and printing only.
  */
 import type { Command } from 'commander';
-import type { CreatedTokenBody, EscrowBody, ForgetResultBody, ForgetSafeRequest, JobBody, PruneSafeRequest, SafeBody, UpdateQuotasRequest } from '../api/v1.js';
+import type { CreatedTokenBody, EscrowBody, ForgetResultBody, ForgetSafeRequest, JobBody, PruneSafeRequest, SafeBody, UpdateQuotasRequest, VerifySafeRequest } from '../api/v1.js';
 import { parseSize } from '../core/size.js';
 import { DEFAULT_MIN_GRACE_MS, formatDurationMs, parseDuration } from '../repo/deletion-marker.js';
 import { UNLIMITED } from '../jobs/forget/retention.js';
@@ -123,7 +123,7 @@ export function printForget(g: Parameters<typeof say>[0], r: ForgetResultBody): 
 
 /** Adds this file's commands under `holdfast server`. */
 export function registerSubcommands(server: Command): void {
-  const safe = server.command('safe').description('the disk safes: list, create, show, quota, escrow, restore-token, forget, prune, delete');
+  const safe = server.command('safe').description('the disk safes: list, create, show, quota, escrow, restore-token, forget, prune, verify, delete');
 
   safe.command('list').description('the disk safes the caller can see')
     .action(async (_f: unknown, cmd: Command) => {
@@ -168,7 +168,8 @@ export function registerSubcommands(server: Command): void {
       });
       if (g.json) return printBody(s);
       printFields(g, [['id', s.id], ['name', s.name], ['customer', customer], ['machine', machine],
-        ['stored', formatBytes(s.stored_bytes)], ['soft quota', quotaText(s.quota_soft)], ['hard quota', quotaText(s.quota_hard)], ['created', when(s.created_at)]]);
+        ['stored', formatBytes(s.stored_bytes)], ['soft quota', quotaText(s.quota_soft)], ['hard quota', quotaText(s.quota_hard)], ['created', when(s.created_at)],
+        ['damaged snapshots', s.damaged_snapshots.length === 0 ? 'none found' : s.damaged_snapshots.map((d) => `${d.snapshot_id.slice(0, 8)} (${d.source}, ${when(d.found_at)})`).join(', ')]]);
     });
 
   safe.command('quota').description('show a disk safe\'s quotas and stored bytes, or set them (provider roles only)').argument('<safe>', 'its name or id')
@@ -272,6 +273,27 @@ export function registerSubcommands(server: Command): void {
       await withServer(g, async (c) => {
         const job = await c.post<JobBody>(`/safes/${await idOf(c, 'safe', ref)}/prune`, body);
         if (!g.json) say(g, `prune job ${job.id} queued on the server`);
+        await events(c, g, job.id, true);
+      });
+    });
+
+  safe.command('verify').description('verify the stored bytes of a disk safe on the server (no key needed): the structure of everything, and the bytes of the next slice of its packs; damaged packs and snapshots are recorded, and the next backup stores again what was damaged; follows the job until it ends')
+    .argument('<safe>', 'its name or id')
+    .option('--read-data-days <N>', 'read the packs in N slices, one a run (a run a day reads every pack every N days; default 1: every pack, every run)')
+    .option('--every-pack', 'read every pack now, outside the rotation (which stays where it is)')
+    .action(async (ref: string, flags: { readDataDays?: string; everyPack?: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      if (flags.everyPack && flags.readDataDays !== undefined) throw new ExitError('--every-pack reads every pack outside the rotation: it takes no --read-data-days', EXIT.usage);
+      const body: VerifySafeRequest = flags.everyPack ? { every_pack: true } : {};
+      if (flags.readDataDays !== undefined) {
+        if (!/^\d{1,4}$/.test(flags.readDataDays.trim()) || Number(flags.readDataDays) < 1 || Number(flags.readDataDays) > 3660) {
+          throw new ExitError(`--read-data-days wants a whole number from 1 to 3660, got "${flags.readDataDays}"`, EXIT.usage);
+        }
+        body.read_data_days = Number(flags.readDataDays);
+      }
+      await withServer(g, async (c) => {
+        const job = await c.post<JobBody>(`/safes/${await idOf(c, 'safe', ref)}/verify`, body);
+        if (!g.json) say(g, `verification job ${job.id} started on the server`);
         await events(c, g, job.id, true);
       });
     });

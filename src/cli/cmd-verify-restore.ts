@@ -17,7 +17,7 @@ import { printJson } from './json-output.js';
 import { printable } from './printable.js';
 import { localIso } from '../core/local-time.js';
 import { findSnapshot, withFilterOptions, type SnapshotFilter } from './snapshot-filter.js';
-import { verifyRestore, type FilesystemResult, type PathProblem, type VerifyRestoreResult } from '../jobs/verify-restore/verify-restore.js';
+import { DEFAULT_SAMPLE, randomSeed, verifyRestore, type FilesystemResult, type PathProblem, type VerifyRestoreResult } from '../jobs/verify-restore/verify-restore.js';
 
 interface VerifyFlags extends SnapshotFilter {
   share: string;
@@ -26,8 +26,8 @@ interface VerifyFlags extends SnapshotFilter {
   scratch?: string;
 }
 
-export const DEFAULT_SHARE = '1%';
-export const DEFAULT_MIN_FILES = '100';
+const DEFAULT_SHARE = `${DEFAULT_SAMPLE.share * 100}%`;
+const DEFAULT_MIN_FILES = String(DEFAULT_SAMPLE.minFiles);
 /** Failures listed by the text output (--json lists all). */
 const SHOW = 50;
 
@@ -57,7 +57,7 @@ export function register(program: Command): void {
       const share = parseShare(flags.share);
       const minFiles = parseCount('--min-files', flags.minFiles);
       if (flags.seed !== undefined && !/^\d{1,15}$/.test(flags.seed)) throw new ExitError(`--seed wants a whole number of at most 15 digits (as a run prints it), got "${flags.seed}"`, EXIT.usage);
-      const seed = flags.seed ?? String(randomBytes(6).readUIntBE(0, 6) % 1e15);
+      const seed = flags.seed ?? randomSeed();
       const scratch = flags.scratch ?? join(tmpdir(), `holdfast-verify-${randomBytes(6).toString('hex')}`);
       const repo = await openRepo(g);
       const { id, snapshot } = await findSnapshot(repo, snap, flags);

@@ -14,6 +14,8 @@ it('passes every kind\'s valid spec', () => {
   assert.equal(checkJobSpec('restore', { snapshot: 'latest', target: '/restore', paths: ['/srv/a'] }), 'restore');
   assert.equal(checkJobSpec('check', {}), 'check');
   assert.equal(checkJobSpec('check', { read_data_subset: '1/5' }), 'check');
+  assert.equal(checkJobSpec('verify-restore', {}), 'verify-restore');
+  assert.equal(checkJobSpec('verify-restore', { snapshot: 'abcd1234', share: 0.5, min_files: 10 }), 'verify-restore');
 });
 
 it('refuses what is outside the vocabulary, naming the problem', () => {
@@ -29,6 +31,10 @@ it('refuses what is outside the vocabulary, naming the problem', () => {
     ['command-backup', { command: ['sh'], name: '..' }, /spec\.name must match pattern/],
     ['command-backup', { command: 'sh -c x', name: 'x' }, /spec\.command must be an array/],
     ['check', { read_data_subset: 'all' }, /spec\.read_data_subset must match pattern/],
+    ['verify-restore', { share: 150 }, /spec\.share must be at most 100/],
+    ['verify-restore', { share: 0 }, /spec\.share must be at least 0\.001/],
+    ['verify-restore', { min_files: 1.5 }, /spec\.min_files must be an integer/],
+    ['verify-restore', { snapshot: 'latest', target: '/' }, /spec must not have target/],
   ];
   for (const [kind, spec, why] of bad) {
     assert.throws(() => checkJobSpec(kind, spec), (e: unknown) => e instanceof JobSpecError && why.test(e.message), `${kind} ${JSON.stringify(spec)}`);

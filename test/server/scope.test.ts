@@ -27,6 +27,7 @@ const RECORD_OF: Record<string, keyof Records> = {
   '/api/v1/safes/{id}/snapshots': 'safe',
   '/api/v1/machines/{id}/snapshots': 'machine',
   '/api/v1/customers/{id}/snapshots': 'customer',
+  '/api/v1/safes/{id}/verify': 'safe',
   '/api/v1/machines/{id}/jobs': 'machine',
   '/api/v1/jobs/{id}': 'job',
   '/api/v1/jobs/{id}/events': 'job',
@@ -150,7 +151,7 @@ databaseSuites('scope of every API route', (fx) => {
 
   it('leaves customer A\'s records as they were, and A\'s own admin still sees each of them', async () => {
     for (const [path, record] of Object.entries(RECORD_OF)) {
-      if (path.startsWith('/api/v1/agent/') || /\/(forget|prune|restore-tokens|cancel|test|retention-preview)$/.test(path)) continue; // the agent's reports, a safe's retention, restore tokens, a cancel, a channel's test: POST only
+      if (path.startsWith('/api/v1/agent/') || /\/(forget|prune|verify|restore-tokens|cancel|test|retention-preview)$/.test(path)) continue; // the agent's reports, a safe's retention and verification, restore tokens, a cancel, a channel's test, a retention preview: POST only
       const r = await t.call('GET', path.replace('{id}', a[record]), { token: aAdmin });
       assert.equal(r.status, 200, `${path}: ${r.text}`);
     }

@@ -76,6 +76,11 @@ export class TreeCache {
     return this.reset();
   }
 
+  /** Drops the trees held (they may be those of a snapshot found damaged): the next backup loads its parent's. */
+  clear(): void {
+    this.held = new Map();
+  }
+
   /** Trees held for the next backup. */
   get size(): number {
     return this.held.size;

@@ -192,7 +192,7 @@ export class Checker {
       const still = await this.repo.list('snapshot', io(this.opts));
       for (const id of [...snaps.ok.keys()]) if (!still.has(id)) snaps.ok.delete(id);
     }
-    const damaged = await this.damageReport(snaps.ok, lost);
+    const damaged = await this.damageReport(state, snaps.ok, lost);
     return {
       keyed: this.opts.keyed !== undefined,
       errors: this.errors,
@@ -508,11 +508,18 @@ export class Checker {
     return out;
   }
 
-  private async damageReport(snapshots: ReadonlyMap<string, Snapshot>, lost: ReadonlySet<string>): Promise<DamagedSnapshot[]> {
+  private async damageReport(state: RepoState, snapshots: ReadonlyMap<string, Snapshot>, lost: ReadonlySet<string>): Promise<DamagedSnapshot[]> {
+    // A suspect blob with a copy in a present pack that is not damaged is read from there (readers read past a bad copy): it damages no snapshot.
+    const elsewhere = new Map<string, boolean>();
+    const readableElsewhere = (id: string): boolean => {
+      let r = elsewhere.get(id);
+      if (r === undefined) elsewhere.set(id, (r = state.locations(id).some((l) => this.intact(state, l) && !this.damagedPacks.has(l.pack))));
+      return r;
+    };
     const out: DamagedSnapshot[] = [];
     for (const [id, s] of snapshots) {
       const certain = s.blobs.filter((b) => lost.has(b)).length;
-      const possible = s.blobs.filter((b) => this.suspect.has(b) && !lost.has(b)).length;
+      const possible = s.blobs.filter((b) => this.suspect.has(b) && !lost.has(b) && !readableElsewhere(b)).length;
       if (certain === 0 && possible === 0) continue;
       const base = { id, time: s.time, hostname: s.hostname, paths: s.paths, blobs: certain + possible, certain: possible === 0 };
       if (!this.opts.keyed) {

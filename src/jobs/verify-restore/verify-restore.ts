@@ -7,6 +7,7 @@
  * (verify-image.ts). Parameters in, a result out: nothing is read from the
  * environment, nothing printed.
  */
+import { randomBytes } from 'node:crypto';
 import type { Repository } from '../../repo/repository.js';
 import type { Snapshot } from '../../repo/snapshot.js';
 import { FilesystemNotSupportedError } from '../../sources/image/fs/image-volume.js';
@@ -28,6 +29,14 @@ export interface VerifyRestoreOptions extends VerifyFilesOptions {
   readonly onFilesystem?: (result: FilesystemResult) => void;
   /** Images: what a user should know (a damaged partition table, a journal not replayed). */
   readonly onWarning?: (message: string) => void;
+}
+
+/** The sample a file snapshot's test restores unless told otherwise: 1 % of its files, and at least 100. */
+export const DEFAULT_SAMPLE = { share: 0.01, minFiles: 100 } as const;
+
+/** A new seed for a sample (at most 15 digits, as a run prints it). */
+export function randomSeed(): string {
+  return String(randomBytes(6).readUIntBE(0, 6) % 1e15);
 }
 
 /** Tests the restore of snapshot `id`. */

@@ -275,6 +275,41 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
           .execute();
       },
     },
+    '0016-verification': {
+      // Server-run verification (services/verification.ts): where each safe's rotation of read slices stands, and the damaged packs and snapshots found.
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.createTable('safe_verifications')
+          .addColumn('safe_id', 'text', (c) => c.primaryKey().references('disk_safes.id'))
+          .addColumn('slices', 'integer', (c) => c.notNull())
+          .addColumn('next_slice', 'integer', (c) => c.notNull())
+          .addColumn('verified_at', 'text')
+          .execute();
+        await db.schema.createTable('damaged_packs')
+          .addColumn('safe_id', 'text', (c) => c.notNull().references('disk_safes.id'))
+          .addColumn('pack', 'text', (c) => c.notNull())
+          .addColumn('found_at', 'text', (c) => c.notNull())
+          .addColumn('job_id', 'text', (c) => c.notNull())
+          .addColumn('reason', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('damaged_packs_pk', ['safe_id', 'pack'])
+          .execute();
+        await db.schema.createTable('damaged_snapshots')
+          .addColumn('safe_id', 'text', (c) => c.notNull().references('disk_safes.id'))
+          .addColumn('snapshot_id', 'text', (c) => c.notNull())
+          .addColumn('found_at', 'text', (c) => c.notNull())
+          .addColumn('source', 'text', (c) => c.notNull())
+          .addColumn('job_id', 'text', (c) => c.notNull())
+          .addColumn('reason', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('damaged_snapshots_pk', ['safe_id', 'snapshot_id'])
+          .execute();
+      },
+    },
+    '0017-restore-tests': {
+      // "Last proven restorable" of each machine: its last restore test that passed (services/restore-tests.ts).
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.alterTable('machines').addColumn('proven_restorable_at', 'text').execute();
+        await db.schema.alterTable('machines').addColumn('proven_restorable_snapshot', 'text').execute();
+      },
+    },
     '0018-job-leases-usage': {
       // Several server nodes on one database (docs/decisions.md, "Several server nodes"):
       // a server job is queued, claimed by one node with a lease it renews, and taken over by another node once the lease runs out;

@@ -7,7 +7,7 @@
  * src/server/db/migrations.ts; this file must say what they say.
  */
 import type { Generated, Insertable, Selectable } from 'kysely';
-import type { CHANNEL_KIND_NAMES, DELIVERY_STATE_NAMES, EventKindName, JOB_STATE_NAMES, JobKindName, ServerJobKindName } from '../../api/v1.js';
+import type { CHANNEL_KIND_NAMES, DAMAGE_SOURCES, DELIVERY_STATE_NAMES, EventKindName, JOB_STATE_NAMES, JobKindName, ServerJobKindName } from '../../api/v1.js';
 
 /** Roles of a person. Provider roles see every customer; customer roles one. */
 export const ROLES = ['provider-admin', 'provider-operator', 'customer-admin', 'customer-viewer'] as const;
@@ -101,6 +101,10 @@ export interface MachinesTable {
   safe_deleted_at: string | null;
   /** Since when its last successful backup is older than its threshold (migration 0014; services/alerts.ts); null while it is not. */
   stale_since: string | null;
+  /** When its last restore test that passed ended (migration 0017); null before the first. */
+  proven_restorable_at: string | null;
+  /** The snapshot that test restored. */
+  proven_restorable_snapshot: string | null;
 }
 
 export interface DiskSafesTable {
@@ -141,6 +145,9 @@ export interface AuditLogTable {
 
 /** What an agent can be asked to do (the API's vocabulary: src/api/v1.ts has each kind's spec), or the server does itself on a disk safe (services/retention.ts). */
 export type JobKind = JobKindName | ServerJobKindName;
+
+/** Where damage to a snapshot was found. */
+export type DamageSource = (typeof DAMAGE_SOURCES)[number];
 
 /** Who runs a job: the machine's agent, or the server itself. */
 export type JobRunner = 'agent' | 'server';
@@ -372,6 +379,42 @@ export interface PoliciesTable {
   updated_by: string;
 }
 
+/**
+ * Where a disk safe's verification stands (migration 0016): its packs are
+ * read in `slices` slices (a pack's slice: `bucketOf` in
+ * src/jobs/check/subset.ts), one a run, and `next_slice` (1-based) is the
+ * one the next run reads; it moves on only when a run has read its slice,
+ * so a run that failed or did not happen skips nothing.
+ */
+export interface SafeVerificationsTable {
+  safe_id: string;
+  slices: number;
+  next_slice: number;
+  /** When a verification last read its slice. */
+  verified_at: string | null;
+}
+
+/** A pack of a disk safe that a verification found damaged (its stored bytes do not match its name, or its header cannot be read). */
+export interface DamagedPacksTable {
+  safe_id: string;
+  pack: string;
+  found_at: string;
+  /** The verification job that found it. */
+  job_id: string;
+  reason: string;
+}
+
+/** A snapshot of a disk safe found damaged: by a verification (it references a damaged pack's blobs) or a failed restore test. */
+export interface DamagedSnapshotsTable {
+  safe_id: string;
+  snapshot_id: string;
+  found_at: string;
+  /** `verify` or `restore-test`. */
+  source: DamageSource;
+  job_id: string;
+  reason: string;
+}
+
 /** The database as kysely's query builder types it. */
 export interface ControlPlane {
   customers: CustomersTable;
@@ -394,6 +437,9 @@ export interface ControlPlane {
   usage_samples: UsageSamplesTable;
   snapshot_index: SnapshotIndexTable;
   policies: PoliciesTable;
+  safe_verifications: SafeVerificationsTable;
+  damaged_packs: DamagedPacksTable;
+  damaged_snapshots: DamagedSnapshotsTable;
 }
 
 export type Customer = Selectable<CustomersTable>;
@@ -410,4 +456,5 @@ export type SafeEscrow = Selectable<SafeEscrowsTable>;
 export type NotificationChannel = Selectable<NotificationChannelsTable>;
 export type OutboxRow = Selectable<NotificationOutboxTable>;
 export type Policy = Selectable<PoliciesTable>;
+export type DamagedSnapshot = Selectable<DamagedSnapshotsTable>;
 export type NewAuditEntry = Insertable<AuditLogTable>;

@@ -3,16 +3,17 @@
  * provider only), get, PATCH of the quotas (provider roles), DELETE (with
  * every backup in it: admins only, its name repeated); forget by a
  * retention policy (answered at once) and prune (a server job), keyless
- * (services/retention.ts).
+ * (services/retention.ts); verify, a server job too (services/verification.ts).
  */
 import type { FastifyPluginAsync } from 'fastify';
 import {
-  CreateSafeSchema, DeleteSafeSchema, ForgetResultSchema, ForgetSafeSchema, IdParamsSchema, PruneSafeSchema, UpdateQuotasSchema,
-  type CreateSafeRequest, type DeleteSafeRequest, type ForgetSafeRequest, type PruneSafeRequest, type UpdateQuotasRequest,
+  CreateSafeSchema, DeleteSafeSchema, ForgetResultSchema, ForgetSafeSchema, IdParamsSchema, PruneSafeSchema, UpdateQuotasSchema, VerifySafeSchema,
+  type CreateSafeRequest, type DeleteSafeRequest, type ForgetSafeRequest, type PruneSafeRequest, type UpdateQuotasRequest, type VerifySafeRequest,
 } from '../../api/v1.js';
 import type { ServiceContext } from '../services/context.js';
 import { createSafe, deleteSafe, getSafe, listSafes, updateSafeQuotas } from '../services/disk-safes.js';
 import { forgetSafe, pruneSafe } from '../services/retention.js';
+import { verifySafe } from '../services/verification.js';
 import { NO_CONTENT, responses, who } from './route-kit.js';
 
 export const safeRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { ctx }) => {
@@ -35,4 +36,7 @@ export const safeRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async (ap
     (req) => forgetSafe(ctx, who(req), req.params.id, req.body));
   app.post<{ Params: { id: string }; Body: PruneSafeRequest }>('/safes/:id/prune', { schema: { tags, summary: 'start a prune (a server job: follow it at /jobs/ID)', params: IdParamsSchema, body: PruneSafeSchema, response: responses(202, { $ref: 'Job#' }) } },
     async (req, reply) => reply.code(202).send(await pruneSafe(ctx, who(req), req.params.id, req.body)));
+  app.post<{ Params: { id: string }; Body: VerifySafeRequest | undefined }>('/safes/:id/verify',
+    { schema: { tags, summary: 'start a verification of the stored bytes, keyless (a server job: follow it at /jobs/ID)', params: IdParamsSchema, body: VerifySafeSchema, response: responses(202, { $ref: 'Job#' }) } },
+    async (req, reply) => reply.code(202).send(await verifySafe(ctx, who(req), req.params.id, req.body ?? {})));
 };

@@ -25,7 +25,7 @@
  * DELETE goes on from the removal, with no lock to take (no client reaches it).
  */
 import { randomUUID } from 'node:crypto';
-import type { CreateSafeRequest, DeleteSafeRequest, SafeBody, UpdateQuotasRequest } from '../../api/v1.js';
+import type { CreateSafeRequest, DamagedSnapshotBody, DeleteSafeRequest, SafeBody, UpdateQuotasRequest } from '../../api/v1.js';
 import { forEachLimit } from '../../core/for-each-limit.js';
 import { holdMaintenanceLock } from '../../jobs/sessions/maintenance-lock.js';
 import { LockedError } from '../../repo/lock.js';
@@ -37,15 +37,17 @@ import { audit } from './audit.js';
 import { isUniqueViolation, type ServiceContext } from './context.js';
 import { BadRequest, Conflict, Forbidden, NotFound } from './errors.js';
 import { interruptSilent } from './jobs.js';
+import { damagedSnapshotsOf } from './damage.js';
 import { removeLocksOfExpiredTokens } from './lock-owners.js';
 import { findLiveMachine, requireCustomer } from './machines.js';
 import { isProvider, requireManage, requireProvider, requireRead, sees, type Principal } from './principal.js';
 
-/** The safe as the API shows it, with the bytes it holds (`stored`). */
-export function safeBody(s: DiskSafe, stored: number): SafeBody {
+/** The safe as the API shows it, with the bytes it holds (`stored`) and its snapshots found damaged (damage.ts; none for a new safe). */
+export function safeBody(s: DiskSafe, stored: number, damaged: DamagedSnapshotBody[] = []): SafeBody {
   return {
     id: s.id, customer_id: s.customer_id, machine_id: s.machine_id, name: s.name,
     quota_hard: s.quota_hard, quota_soft: s.quota_soft, stored_bytes: stored, created_at: s.created_at, deleting_at: s.deleting_at,
+    damaged_snapshots: damaged,
   };
 }
 
@@ -102,7 +104,8 @@ export async function listSafes(ctx: ServiceContext, p: Principal): Promise<Safe
   if (p.machineId !== null) q = q.where('machine_id', '=', p.machineId);
   const safes = await q.execute();
   const stored = await ctx.usage.storedBytesOf(safes);
-  return safes.map((s) => safeBody(s, stored.get(s.location)!));
+  const damaged = await damagedSnapshotsOf(ctx, safes.map((s) => s.id));
+  return safes.map((s) => safeBody(s, stored.get(s.location)!, damaged.get(s.id)));
 }
 
 async function findSafe(ctx: ServiceContext, p: Principal, id: string): Promise<DiskSafe> {
@@ -114,7 +117,7 @@ async function findSafe(ctx: ServiceContext, p: Principal, id: string): Promise<
 export async function getSafe(ctx: ServiceContext, p: Principal, id: string): Promise<SafeBody> {
   const s = await findSafe(ctx, p, id);
   requireRead(p);
-  return safeBody(s, await ctx.usage.storedBytes(s));
+  return safeBody(s, await ctx.usage.storedBytes(s), (await damagedSnapshotsOf(ctx, [s.id])).get(s.id));
 }
 
 /** Sets or removes the safe's quotas (provider roles only: 403 for the customer's own callers). */
@@ -125,7 +128,7 @@ export async function updateSafeQuotas(ctx: ServiceContext, p: Principal, id: st
   await ctx.db.updateTable('disk_safes').set(next).where('id', '=', id).execute();
   await audit(ctx, p, 'safe.quota', id, s.customer_id);
   const updated = { ...s, ...next };
-  return safeBody(updated, await ctx.usage.storedBytes(updated));
+  return safeBody(updated, await ctx.usage.storedBytes(updated), (await damagedSnapshotsOf(ctx, [updated.id])).get(updated.id));
 }
 
 /** How many objects a safe's deletion removes at once. */
@@ -199,6 +202,9 @@ export async function deleteSafe(ctx: ServiceContext, p: Principal, id: string, 
     await trx.deleteFrom('safe_escrows').where('safe_id', '=', s.id).execute();
     await trx.deleteFrom('lock_owners').where('safe_id', '=', s.id).execute();
     await trx.deleteFrom('snapshot_index').where('safe_id', '=', s.id).execute();
+    await trx.deleteFrom('damaged_snapshots').where('safe_id', '=', s.id).execute();
+    await trx.deleteFrom('damaged_packs').where('safe_id', '=', s.id).execute();
+    await trx.deleteFrom('safe_verifications').where('safe_id', '=', s.id).execute();
     await trx.deleteFrom('disk_safes').where('id', '=', s.id).execute();
     // Its agent is told, when the machine has no safe left (machines.ts requireSomeSafe).
     if (live) await trx.updateTable('machines').set({ safe_deleted_at: ctx.now().toISOString() }).where('id', '=', s.machine_id!).execute();

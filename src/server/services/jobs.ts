@@ -1,6 +1,6 @@
 /**
  * Jobs: what a machine's agent is asked to do ("run now"), from a fixed
- * vocabulary (backup, restore, check; src/api/v1.ts has each kind's spec),
+ * vocabulary (backups, restore, check, restore test; src/api/v1.ts has each kind's spec),
  * on the machine's disk safe. People and manage tokens queue them, read
  * them with their events and cancel them; the machine's own agent (its
  * machine-scoped token with the `backup` right) takes them one at a time
@@ -25,10 +25,12 @@ import type { Kysely, UpdateQueryBuilder, UpdateResult } from 'kysely';
 import type { ControlPlane, Job, JobEvent } from '../db/schema.js';
 import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
+import { damagedSnapshotIds } from './damage.js';
 import { BadRequest, Conflict, Forbidden, NoDiskSafe, NotFound } from './errors.js';
 import { findLiveMachine, findMachine, requireSomeSafe } from './machines.js';
 import { jobFailed, raiseEvent } from './notifications.js';
 import { requireManage, requireRead, sees, type Principal } from './principal.js';
+import { restoreTestEnded } from './restore-tests.js';
 
 /** A job as the API shows it; `safeName` is its disk safe's NAME (what the agent opens). */
 export function jobBody(j: Job, safeName: string): JobBody {
@@ -245,7 +247,12 @@ export async function nextJob(ctx: ServiceContext, p: Principal, waitSeconds: nu
     // Its safe was deleted while it was live (then or while this poll waited): the agent stops and says so, rather than wait for jobs that cannot be made.
     await requireSomeSafe(ctx, machineId);
     const job = await claimNext(ctx, machineId);
-    if (job) return (await withSafeNames(ctx, [job]))[0]!;
+    if (job) {
+      const body = (await withSafeNames(ctx, [job]))[0]!;
+      // A backup never takes a damaged snapshot as its parent: the agent is told which they are with the job.
+      if (job.kind === 'backup' || job.kind === 'image-backup') body.damaged_snapshots = await damagedSnapshotIds(ctx, job.safe_id);
+      return body;
+    }
     const left = deadline - Date.now();
     if (left <= 0) return undefined;
     await ctx.jobSignals.wait(machineId, version, left, gone);
@@ -297,11 +304,14 @@ export async function reportResult(ctx: ServiceContext, p: Principal, id: string
   // A cancel that came too late (the job ended first) leaves no trace on a job that was not cancelled.
   const cancelledBy = req.state === 'cancelled' ? j.cancelled_by : null;
   const end = { state: req.state, finished_at: now, last_report_at: now, result: req.result === undefined ? null : JSON.stringify(req.result), error, cancelled_by: cancelledBy };
+  let ended = false;
   await ctx.db.transaction().execute(async (trx) => {
     const done = await trx.updateTable('jobs').set(end).where('id', '=', id).where('state', '=', 'running').executeTakeFirst();
     if (done.numUpdatedRows === 0n) return;
+    ended = true;
     if (req.state === 'failed') await raiseEvent(ctx, jobFailed(j, error!), trx);
     ctx.metrics.jobEnded(j, req.state, now, req.result ?? null);
   });
+  if (ended && j.kind === 'verify-restore') await restoreTestEnded(ctx, j, req);
   return (await withSafeNames(ctx, [{ ...j, ...end }]))[0]!;
 }

@@ -58,7 +58,10 @@ export async function createMachine(ctx: ServiceContext, p: Principal, req: Crea
 
 /** Adds machine `name` of `customerId` (Conflict when the customer has one so named), audited as `who`'s; the caller checked the rights. */
 export async function insertMachine(ctx: ServiceContext, who: Principal, customerId: string, name: string): Promise<Machine> {
-  const row: Machine = { id: randomUUID(), customer_id: customerId, name, created_at: ctx.now().toISOString(), last_seen_at: null, retired_at: null, safe_deleted_at: null, stale_since: null };
+  const row: Machine = {
+    id: randomUUID(), customer_id: customerId, name, created_at: ctx.now().toISOString(), last_seen_at: null, retired_at: null, safe_deleted_at: null, stale_since: null,
+    proven_restorable_at: null, proven_restorable_snapshot: null,
+  };
   try {
     await ctx.db.insertInto('machines').values(row).execute();
   } catch (e) {

@@ -38,7 +38,7 @@ import { workingBackendOf } from './safe-storage.js';
 import type { ServerWorkOf } from './server-jobs.js';
 
 /** The safe `id` if the caller sees it (NotFound otherwise) and may change it (Forbidden otherwise). */
-async function manageableSafe(ctx: ServiceContext, p: Principal, id: string): Promise<DiskSafe> {
+export async function manageableSafe(ctx: ServiceContext, p: Principal, id: string): Promise<DiskSafe> {
   const s = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', id).executeTakeFirst();
   if (!s || !sees(p, s)) throw new NotFound(`disk safe ${id}`);
   requireManage(p);
@@ -46,7 +46,7 @@ async function manageableSafe(ctx: ServiceContext, p: Principal, id: string): Pr
 }
 
 /** The safe's repository, keyless, as its storage owner (an append-only safe's config binds its clients, not the server). */
-async function openSafe(ctx: ServiceContext, safe: DiskSafe): Promise<Store> {
+export async function openSafe(ctx: ServiceContext, safe: DiskSafe): Promise<Store> {
   // An expired token's locks hold nothing: they go before the server judges the others.
   await removeLocksOfExpiredTokens(ctx, safe.id);
   try {
@@ -58,7 +58,7 @@ async function openSafe(ctx: ServiceContext, safe: DiskSafe): Promise<Store> {
 }
 
 /** A lock that cannot be taken now, as the API says it. */
-function lockConflict(e: unknown): unknown {
+export function lockConflict(e: unknown): unknown {
   return e instanceof LockedError || e instanceof OperationRunningError ? new Conflict(e.message) : e;
 }
 

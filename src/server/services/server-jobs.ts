@@ -51,6 +51,14 @@ export type ServerWork = (log: JobLog, signal: AbortSignal) => Promise<Record<st
 /** Makes the work of a server job of one kind from its row (its spec and safe), on whichever node claimed it. */
 export type ServerWorkOf = (ctx: ServiceContext, job: Job) => ServerWork;
 
+/** A server job's work ran to its end and found what fails it (a verification that found damage): the job fails with this message and keeps its result. */
+export class ServerJobFailedError extends Error {
+  constructor(message: string, readonly result: Record<string, unknown>) {
+    super(message);
+    this.name = 'ServerJobFailedError';
+  }
+}
+
 /** How a node runs server jobs. */
 export interface ServerJobsOptions {
   /** How long a claim holds without renewal (milliseconds; default 60 s): a dead node's jobs are taken over after this. */
@@ -227,7 +235,7 @@ export class ServerJobs {
         await end({ state: 'succeeded', result: JSON.stringify(result), error: null });
       } catch (e) {
         const reason: unknown = abort.signal.reason;
-        if (!abort.signal.aborted) await end({ state: 'failed', result: null, error: e instanceof Error ? e.message : String(e) });
+        if (!abort.signal.aborted) await end({ state: 'failed', result: e instanceof ServerJobFailedError ? JSON.stringify(e.result) : null, error: e instanceof Error ? e.message : String(e) });
         else if (reason instanceof JobCancelledError) await end({ state: 'cancelled', result: null, error: reason.message });
         else if (reason instanceof NodeClosingError) {
           await end({ state: 'queued', result: null, error: null, runner_node: null, started_at: null, last_report_at: null, finished_at: null });

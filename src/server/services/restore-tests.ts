@@ -1,0 +1,64 @@
+/**
+ * Restore tests (issue 19 §3): the agent, which holds the key, runs
+ * `verify-restore` on a snapshot of its disk safe (a job of kind
+ * `verify-restore`, src/agent/job-runner.ts) and reports its result as any
+ * job's; the server keeps it in the job and draws two things from it:
+ *
+ *   passed   the machine's "last proven restorable" (when, which snapshot),
+ *            shown with the machine (GET /machines/ID)
+ *   failed   the snapshot did not restore exactly: it is recorded damaged
+ *            (damage.ts), as a verification records one, so it is never the
+ *            parent of a backup again; and the server starts a verification
+ *            that reads every pack (verification.ts), which finds the
+ *            damaged packs and takes them out of use, so that the next
+ *            backup stores again whatever was damaged
+ *
+ * A test that could not run (no such snapshot, no scratch space) says nothing
+ * about the snapshot: its job fails, nothing is marked.
+ */
+import type { ReportResultRequest } from '../../api/v1.js';
+import type { Job } from '../db/schema.js';
+import type { ServiceContext } from './context.js';
+import { markSnapshotsDamaged } from './damage.js';
+import { Conflict } from './errors.js';
+import { startVerification } from './verification.js';
+
+/** What an agent's restore test says about its snapshot: the fields of `VerifyRestoreResult` (src/jobs/verify-restore/result.ts) the server reads. */
+interface RestoreTestOutcome {
+  readonly snapshot: string;
+  readonly restorable: boolean;
+}
+
+function outcomeOf(result: Record<string, unknown> | undefined): RestoreTestOutcome | undefined {
+  const snapshot = result?.['snapshot'];
+  const restorable = result?.['restorable'];
+  if (typeof snapshot !== 'string' || !/^[0-9a-f]{64}$/.test(snapshot) || typeof restorable !== 'boolean') return undefined;
+  return { snapshot, restorable };
+}
+
+/**
+ * Draws the consequences of restore test `job`'s end as its agent reports it
+ * (see the module comment). A success must say its snapshot restored; a
+ * failure marks the snapshot only when the result says it did not restore.
+ * Returns the snapshot newly marked damaged, if any.
+ */
+export async function restoreTestEnded(ctx: ServiceContext, job: Job, req: ReportResultRequest): Promise<string | undefined> {
+  const outcome = outcomeOf(req.result);
+  if (outcome === undefined || job.machine_id === null) return undefined;
+  if (req.state === 'succeeded' && outcome.restorable) {
+    await ctx.db.updateTable('machines').set({ proven_restorable_at: ctx.now().toISOString(), proven_restorable_snapshot: outcome.snapshot })
+      .where('id', '=', job.machine_id).execute();
+    return undefined;
+  }
+  if (req.state !== 'failed' || outcome.restorable) return undefined;
+  const marked = await markSnapshotsDamaged(ctx, job.safe_id, [{ id: outcome.snapshot, reason: `a restore test did not restore it exactly: ${req.error ?? 'see the job'}` }], 'restore-test', job.id);
+  const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', job.safe_id).executeTakeFirst();
+  // One queued or running already is left to do it (it may be reading a slice only: the next run of the rotation reads the rest).
+  if (safe) {
+    await startVerification(ctx, safe, { createdBy: 'server', everyPack: true })
+      .catch((e: unknown) => {
+        if (!(e instanceof Conflict)) throw e;
+      });
+  }
+  return marked[0];
+}
