@@ -11,9 +11,11 @@
  *   - the rotating read: with N slices, N runs read every pack once (pack
  *     ids read, as the storage saw them), and a run that failed before it
  *     read its slice leaves the slice for the next run
+ *   - the `verify.damage` alert reaches the customer's webhook once per
+ *     damage found
  *   - a restore test (job kind verify-restore) that passes sets the
  *     machine's "last proven restorable"; one that finds planted damage
- *     fails, marks its snapshot damaged, and the verification the server
+ *     fails, marks its snapshot damaged, raises `restore-test.failed`, and the verification the server
  *     then starts takes the damaged pack out of use: the next backup and
  *     its restore test pass
  *   - the admin commands: `holdfast server safe verify` (with --json), the
@@ -23,6 +25,7 @@ import assert from 'node:assert/strict';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Backend, Handle, LoadOptions } from '../../src/storage/backend.js';
 import { Sandbox, type Started } from '../helpers/cli.js';
 import { databaseSuites } from '../helpers/databases.js';
@@ -30,6 +33,7 @@ import { assertSameTree } from '../helpers/restore-check.js';
 import { setUp, type TestServer } from '../helpers/server.js';
 import { writeRandom } from '../helpers/random-file.js';
 import { enrolMachine, eventsOf, runNow, startAgent, waitJob, type EnrolledMachine, type JobView, type ServerHandle } from '../helpers/agent.js';
+import { startWebhookReceiver, type WebhookReceiver } from '../helpers/notify-receivers.js';
 
 /** Records the packs read whole through the server's storage, and fails the next listing of packs when asked to. */
 class Watch {
@@ -68,6 +72,8 @@ databaseSuites('verification on the server, restore tests through the agent', (f
   let m: EnrolledMachine;
   let agent: Started;
   let safeId = '';
+  let hook: WebhookReceiver;
+  let channel = '';
   const watch = new Watch();
   const src = (): string => s.path('src');
   /** The safe's folder on the server's storage. */
@@ -117,6 +123,22 @@ databaseSuites('verification on the server, restore tests through the agent', (f
     return r.body;
   }
 
+  /** The alerts of `kind` queued for the customer's webhook so far (raised with the change that caused them: counted when the job has ended). */
+  async function alerts(kind: string): Promise<{ summary: string }[]> {
+    const r = await t.call('GET', `/api/v1/notifications/${channel}/deliveries`, { token: t.adminToken });
+    assert.equal(r.status, 200, r.text);
+    return (r.body as { event: string; summary: string }[]).filter((d) => d.event === kind);
+  }
+
+  /** The webhook's deliveries of `kind`, once `count` have arrived. */
+  async function received(kind: string, count: number): Promise<Record<string, any>[]> { // eslint-disable-line @typescript-eslint/no-explicit-any
+    for (;;) {
+      const hits = hook.hits.filter((h) => h.json?.event === kind).map((h) => h.json as Record<string, unknown>);
+      if (hits.length >= count) return hits;
+      await sleep(100);
+    }
+  }
+
   async function machine(): Promise<{ proven_restorable_at: string | null; proven_restorable_snapshot: string | null }> {
     const r = await t.call('GET', `/api/v1/machines/${m.id}`, { token: t.adminToken });
     assert.equal(r.status, 200, r.text);
@@ -128,6 +150,9 @@ databaseSuites('verification on the server, restore tests through the agent', (f
     t = await setUp(await fx.newUrl(), undefined, { wrapSafeBackend: (b) => watch.wrap(b) });
     h = { port: t.server.port, fingerprint: t.server.fingerprint, adminToken: t.adminToken, call: t.call, create: t.create };
     m = await enrolMachine(h, s, 'db1');
+    hook = await startWebhookReceiver('/alerts');
+    const customer = (await t.call('GET', `/api/v1/machines/${m.id}`, { token: t.adminToken })).body.customer_id as string;
+    channel = (await t.create('/api/v1/notifications', { name: 'ops', customer_id: customer, kind: 'webhook', events: ['verify.damage', 'restore-test.failed'], webhook: { url: hook.url } })).channel.id;
     const listed = await t.call('GET', '/api/v1/safes', { token: t.adminToken });
     safeId = (listed.body as { id: string; name: string }[]).find((x) => x.name === m.config['safe'])!.id;
     await mkdir(join(src(), 'sub'), { recursive: true });
@@ -139,6 +164,7 @@ databaseSuites('verification on the server, restore tests through the agent', (f
   after(async () => {
     agent?.child.kill('SIGTERM');
     await agent?.done;
+    await hook?.close();
     await t.stop();
     await s.remove();
   });
@@ -161,10 +187,15 @@ databaseSuites('verification on the server, restore tests through the agent', (f
     assert.deepEqual(found.result!['packs_condemned'], [bad], 'the damaged pack is taken out of use');
     const damaged = (await safe()).damaged_snapshots;
     assert.deepEqual(damaged.map((d) => [d.snapshot_id, d.source, d.job_id]), [[first, 'verify', found.id]]);
+    const [alert] = await received('verify.damage', 1);
+    assert.match(alert!['summary'], /^machine db1 of db1: verification found 1 damaged pack\(s\) and 1 damaged snapshot\(s\)/);
+    assert.deepEqual(alert!['details'], { damaged_packs: [bad], damaged_snapshots: [first] });
+    assert.deepEqual(alert!['job'], { id: found.id, kind: 'verify' });
     // Found again, it is not new damage.
     const again = await verify();
     assert.deepEqual(again.result!['new_damaged_snapshots'], []);
     assert.deepEqual(again.result!['new_damaged_packs'], []);
+    assert.equal((await alerts('verify.damage')).length, 1, 'damage found again is not told again');
 
     // The next backup takes no damaged parent and stores again what was damaged.
     const healing = await backup();
@@ -243,6 +274,9 @@ databaseSuites('verification on the server, restore tests through the agent', (f
     assert.equal(marked?.source, 'restore-test');
     assert.equal(marked?.job_id, failed.id);
     assert.equal((await machine()).proven_restorable_snapshot, latest, 'a failed test proves nothing');
+    const [told] = await received('restore-test.failed', 1);
+    assert.match(told!['summary'], new RegExp(`^machine db1 of db1: snapshot ${snap.slice(0, 8)} failed its restore test: snapshot ${snap.slice(0, 8)} did NOT restore exactly`));
+    assert.equal(told!['details'].snapshot, snap);
 
     // The server read every pack to find the damage, and took the pack out of use.
     const jobs = (await t.call('GET', `/api/v1/machines/${m.id}/jobs`, { token: t.adminToken })).body as (JobView & { kind: string; created_by: string })[];

@@ -14,13 +14,15 @@
  *            backup stores again whatever was damaged
  *
  * A test that could not run (no such snapshot, no scratch space) says nothing
- * about the snapshot: its job fails, nothing is marked.
+ * about the snapshot: its job fails, nothing is marked. Either failure raises
+ * the `restore-test.failed` alert.
  */
 import type { ReportResultRequest } from '../../api/v1.js';
 import type { Job } from '../db/schema.js';
 import type { ServiceContext } from './context.js';
 import { markSnapshotsDamaged } from './damage.js';
 import { Conflict } from './errors.js';
+import { raiseEvent } from './notifications.js';
 import { startVerification } from './verification.js';
 
 /** What an agent's restore test says about its snapshot: the fields of `VerifyRestoreResult` (src/jobs/verify-restore/result.ts) the server reads. */
@@ -44,6 +46,13 @@ function outcomeOf(result: Record<string, unknown> | undefined): RestoreTestOutc
  */
 export async function restoreTestEnded(ctx: ServiceContext, job: Job, req: ReportResultRequest): Promise<string | undefined> {
   const outcome = outcomeOf(req.result);
+  if (req.state === 'failed') {
+    await raiseEvent(ctx, {
+      kind: 'restore-test.failed', customerId: job.customer_id, machineId: job.machine_id, safeId: job.safe_id, jobId: job.id,
+      message: outcome && !outcome.restorable ? `snapshot ${outcome.snapshot.slice(0, 8)} failed its restore test: ${req.error ?? 'it did not restore exactly'}` : `a restore test could not run: ${req.error ?? 'no reason given'}`,
+      details: { snapshot: outcome?.snapshot ?? null, restorable: outcome?.restorable ?? null, error: req.error ?? null },
+    });
+  }
   if (outcome === undefined || job.machine_id === null) return undefined;
   if (req.state === 'succeeded' && outcome.restorable) {
     await ctx.db.updateTable('machines').set({ proven_restorable_at: ctx.now().toISOString(), proven_restorable_snapshot: outcome.snapshot })

@@ -17,7 +17,8 @@
  *              header), the SHA-256 of every pack of the slice
  *   damage     each damaged pack recorded, and each snapshot that references
  *              a blob of one (the snapshots' plain blob lists) recorded as
- *              damaged: never again the parent of a backup (damage.ts)
+ *              damaged: never again the parent of a backup (damage.ts); new
+ *              damage raises the `verify.damage` alert
  *   healing    the damaged packs are marked for deletion (one marker, as a
  *              prune's phase 1 writes: src/jobs/repair/damaged-packs.ts), so
  *              no backup deduplicates against their blobs: the next backup
@@ -40,6 +41,7 @@ import type { ServiceContext } from './context.js';
 import { markPacksDamaged, markSnapshotsDamaged } from './damage.js';
 import { BadRequest, Conflict } from './errors.js';
 import { withSafeNames } from './jobs.js';
+import { raiseEvent } from './notifications.js';
 import type { Principal } from './principal.js';
 import { manageableSafe, openSafe } from './retention.js';
 import { ServerJobFailedError, type ServerWorkOf } from './server-jobs.js';
@@ -162,6 +164,15 @@ async function recordDamage(ctx: ServiceContext, safe: DiskSafe, store: Store, j
     reason: `${d.blobs} blob(s) it references are ${d.certain ? 'lost' : 'in packs whose stored bytes are damaged'} (verification)`,
   })), 'verify', jobId);
   const condemned = r.damagedPacks.length === 0 ? { condemned: [] } : await condemnDamagedPacks(store, r.damagedPacks, ctx.now(), { signal });
+  // Damage found before is not told again.
+  if (newPacks.length > 0 || newSnapshots.length > 0) {
+    await raiseEvent(ctx, {
+      kind: 'verify.damage', customerId: safe.customer_id, machineId: safe.machine_id, safeId: safe.id, jobId,
+      message: `verification found ${newPacks.length} damaged pack(s) and ${newSnapshots.length} damaged snapshot(s)${newSnapshots.length > 0 ? ` (first: ${newSnapshots[0]!.slice(0, 8)})` : ''}; `
+        + 'the damaged packs are taken out of use, and the next backup stores again what the machine still has of them',
+      details: { damaged_packs: newPacks.slice(0, LISTED), damaged_snapshots: newSnapshots.slice(0, LISTED) },
+    });
+  }
   return {
     snapshots: r.snapshots, packs: r.packs, index_files: r.indexFiles, packs_read: r.packsRead, bytes_read: r.bytesRead,
     errors: r.errors.length, warnings: r.warnings.length,
