@@ -18,7 +18,8 @@
  *     fails, marks its snapshot damaged, raises `restore-test.failed`, and the verification the server
  *     then starts takes the damaged pack out of use: the next backup and
  *     its restore test pass
- *   - the admin commands: `holdfast server safe verify` (with --json), the
+ *   - `every_pack` reads every pack and leaves the rotation where it is
+ *   - the admin commands: `holdfast server safe verify` (with --json, --every-pack), the
  *     damaged snapshots in `safe show`, "proven restorable" in `machine show`
  */
 import assert from 'node:assert/strict';
@@ -304,6 +305,15 @@ databaseSuites('verification on the server, restore tests through the agent', (f
     assert.match(shown.stdout, /damaged snapshots:\s+[0-9a-f]{8} \(verify, [^)]+\), [0-9a-f]{8} \(restore-test, [^)]+\)/);
     const machineShown = await s.ok(['server', 'machine', 'show', m.id], { env });
     assert.match(machineShown.stdout, /proven restorable:\s+.+: snapshot [0-9a-f]{8}\n/);
+    // Every pack, outside the rotation: the rotation stays where it was.
+    const next = (await verify({ read_data_days: 2 })).result!['slice'] as number;
+    const every = await verify({ every_pack: true });
+    assert.equal(every.result!['packs_read'], (await packs()).size);
+    assert.equal((await verify({ read_data_days: 2 })).result!['slice'], next === 2 ? 1 : 2);
+    const both = await t.call('POST', `/api/v1/safes/${safeId}/verify`, { token: t.adminToken, body: { every_pack: true, read_data_days: 2 } });
+    assert.equal(both.status, 400, both.text);
+    const cliEvery = await s.run(['server', 'safe', 'verify', safeId, '--every-pack'], { env });
+    assert.match(cliEvery.stdout, /the stored bytes of every pack \(outside the rotation\)/);
     const bad = await s.run(['server', 'safe', 'verify', safeId, '--read-data-days', '0'], { env });
     assert.equal(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /--read-data-days wants a whole number from 1 to 3660/);
