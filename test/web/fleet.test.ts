@@ -101,13 +101,14 @@ it('shows a machine whose last success is older than its threshold as stale', as
   await page.context().close();
 });
 
-it('previews a retention policy: which snapshots each rule keeps or removes, and why; nothing is removed', async () => {
+it('changes a machine\'s retention policy: the preview says which snapshots each rule keeps or removes, and why; saving removes nothing', async () => {
   const second = await waitJob(h, await runNow(h, web1, 'backup', { paths: [src()] }));
   assert.equal(second.state, 'succeeded', second.error ?? '');
   const { page } = await b.newPage();
   await logIn(page, t.server.firstAdmin!.name, ADMIN_PASSWORD);
   await page.goto(`/machines/${web1.id}`);
-  for (const f of ['keep_daily', 'keep_weekly', 'keep_monthly']) await page.locator(`input[name=${f}]`).fill('');
+  const policy = page.getByLabel('policy');
+  await policy.getByText('No retention policy: every snapshot is kept.').waitFor();
   await page.getByLabel('Keep last').fill('x');
   await page.getByRole('button', { name: 'Preview' }).click();
   await page.getByRole('alert').getByText('"x" is not a number of snapshots').waitFor();
@@ -115,16 +116,24 @@ it('previews a retention policy: which snapshots each rule keeps or removes, and
   await page.getByRole('button', { name: 'Preview' }).click();
   const preview = page.getByRole('table', { name: 'retention preview' });
   await preview.waitFor();
-  const rows = preview.locator('tbody tr');
-  assert.equal(await rows.count(), 2);
+  assert.equal(await preview.locator('tbody tr').count(), 2);
   await preview.locator('tr.keep').getByText(String(second.result!['snapshot_id']).slice(0, 8)).waitFor();
   assert.match(await preview.locator('tr.keep').textContent() ?? '', /last snapshot/);
   assert.equal(await preview.locator('tr.remove').count(), 1);
   await page.getByRole('status').getByText('1 kept, 1 removed').waitFor();
+  await page.getByRole('button', { name: 'Save as this machine\'s retention' }).click();
+  await policy.getByText(/^Saved/).waitFor();
+  const effective = await t.call('GET', `/api/v1/machines/${web1.id}/policy`, { token: t.adminToken });
+  assert.equal(effective.body.settings.retention.keep_last, 1, effective.text);
+  await page.reload();
+  await policy.getByText('Retention (this machine\'s)').waitFor();
+  assert.equal(await page.getByLabel('Keep last').inputValue(), '1');
+  await page.getByRole('button', { name: 'Preview' }).click();
+  await page.getByRole('status').getByText('1 kept, 1 removed').waitFor();
   await screenshots(page, 'retention');
-  // A preview: both snapshots are still there.
-  const forget = await t.call('POST', `/api/v1/safes/${(await safeOf(web1.id)).id}/forget`, { token: t.adminToken, body: { keep_last: 'unlimited', dry_run: true } });
-  assert.equal(forget.body.groups[0].decisions.length, 2);
+  // Saved and previewed, nothing forgotten: both snapshots are still in the index.
+  const snaps = await t.call('GET', `/api/v1/machines/${web1.id}/snapshots`, { token: t.adminToken });
+  assert.equal(snaps.body.length, 2);
   await page.context().close();
 });
 
@@ -148,8 +157,4 @@ it('a customer\'s user sees only its machines; another customer\'s machine by it
   await page.context().close();
 });
 
-async function safeOf(machineId: string): Promise<{ id: string; name: string }> {
-  const safes = (await t.call('GET', '/api/v1/safes', { token: t.adminToken })).body as { id: string; name: string; machine_id: string }[];
-  return safes.find((x) => x.machine_id === machineId)!;
-}
 

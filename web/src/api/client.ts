@@ -7,9 +7,10 @@
  */
 import type {
   ApiErrorBody, ChangePasswordRequest, ChannelBody, ChannelTestBody, CreateChannelRequest, CreatedChannelBody, DeliveryBody, UpdateChannelRequest, CreateCustomerRequest, CreatedTokenBody, CreatedUserBody, CreateJobRequest, CreateRestoreTokenRequest,
-  CreateTokenRequest, CreateUserRequest, CustomerBody, ForgetResultBody, ForgetSafeRequest, JobBody, JobEventBody, MachineBody, MeBody,
+  CreateTokenRequest, CreateUserRequest, CustomerBody, ForgetResultBody, JobBody, JobEventBody, MachineBody, MeBody,
   SafeBody, SessionBody, SnapshotBody, TokenBody, UpdateQuotasRequest, UserBody,
 } from '../../../src/api/v1.js';
+import type { CreatePolicyRequest, EffectivePolicyBody, PolicyBody, ReplacePolicyRequest, RetentionPreviewRequest } from '../../../src/api/v1-policies.js';
 
 /** An API answer that is not a success: `status`, the server's `code`, and its message. */
 export class ApiRequestError extends Error {
@@ -91,9 +92,14 @@ export class ApiClient {
   safes(): Promise<SafeBody[]> { return this.request('GET', '/safes'); }
   safe(id: string): Promise<SafeBody> { return this.request('GET', `/safes/${enc(id)}`); }
   updateSafeQuotas(id: string, body: UpdateQuotasRequest): Promise<SafeBody> { return this.request('PATCH', `/safes/${enc(id)}`, body); }
-  forget(safeId: string, body: ForgetSafeRequest): Promise<ForgetResultBody> { return this.request('POST', `/safes/${enc(safeId)}/forget`, body); }
   /** What `rules` would keep and remove now, and why; removes nothing. */
-  retentionPreview(safeId: string, rules: Omit<ForgetSafeRequest, 'dry_run'>): Promise<ForgetResultBody> { return this.forget(safeId, { ...rules, dry_run: true }); }
+  retentionPreview(safeId: string, rules: RetentionPreviewRequest): Promise<ForgetResultBody> { return this.request('POST', `/safes/${enc(safeId)}/retention-preview`, rules); }
+
+  policies(): Promise<PolicyBody[]> { return this.request('GET', '/policies'); }
+  createPolicy(body: CreatePolicyRequest): Promise<PolicyBody> { return this.request('POST', '/policies', body); }
+  replacePolicy(id: string, body: ReplacePolicyRequest): Promise<PolicyBody> { return this.request('PUT', `/policies/${enc(id)}`, body); }
+  /** The machine's effective policy (each setting from the most specific policy) and its next scheduled backup. */
+  machinePolicy(id: string): Promise<EffectivePolicyBody> { return this.request('GET', `/machines/${enc(id)}/policy`); }
   createRestoreToken(safeId: string, body: CreateRestoreTokenRequest): Promise<CreatedTokenBody> { return this.request('POST', `/safes/${enc(safeId)}/restore-tokens`, body); }
 
   channels(): Promise<ChannelBody[]> { return this.request('GET', '/notifications'); }

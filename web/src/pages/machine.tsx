@@ -3,7 +3,7 @@
  * timeline, "back up now", its jobs with their logs (live while one runs),
  * and its retention policy with the preview of what it keeps.
  */
-import { useMemo, useState } from 'react';
+import { useMemo } from 'react';
 import { Link, useParams, useSearchParams } from 'react-router';
 import type { JobBody, SafeBody } from '../../../src/api/v1.js';
 import { ApiRequestError } from '../api/client.js';
@@ -15,7 +15,7 @@ import { snapshotPoints } from '../lib/snapshots.js';
 import { useLoad } from '../load.js';
 import { BackupNow } from '../machine/backup-now.js';
 import { JobLog } from '../machine/job-log.js';
-import { RetentionForm, RetentionPreview, rulesToForm } from '../machine/retention-preview.js';
+import { PolicyCard } from '../machine/policy-card.js';
 import { SnapshotTimeline } from '../machine/snapshot-timeline.js';
 import { mayManage, useSession, useUser } from '../session.js';
 import { NotFound } from './not-found.js';
@@ -31,7 +31,6 @@ export function MachinePage() {
     const [safes, jobs, snapshots] = await Promise.all([api.safes(), api.machineJobs(id), api.machineSnapshots(id)]);
     return { machine, safe: safes.find((s) => s.machine_id === id) as SafeBody | undefined, jobs, snapshots };
   }, [api, id]);
-  const [form, setForm] = useState<Record<string, string>>(() => rulesToForm({ keep_daily: 7, keep_weekly: 4, keep_monthly: 12 }));
 
   const jobs = page.data?.jobs ?? [];
   const state = useMemo(() => machineState(jobs, Date.now(), page.data?.machine.last_backup_at ?? null), [jobs, page.data]);
@@ -114,16 +113,7 @@ export function MachinePage() {
         </tbody>
       </table>
 
-      {safe ? (
-        <>
-          <h2>Retention</h2>
-          <div className="card">
-            <p className="muted">Which snapshots these rules keep, and why. The preview removes nothing.</p>
-            <RetentionForm form={form} setForm={setForm} />
-            <RetentionPreview safeId={safe.id} form={form} />
-          </div>
-        </>
-      ) : null}
+      {safe ? (<><h2>Policy</h2><PolicyCard machineId={machine.id} customerId={machine.customer_id} safeId={safe.id} /></>) : null}
     </section>
   );
 }
