@@ -155,6 +155,26 @@ export const SnapshotsQuerySchema = {
 } as const;
 export interface SnapshotsQuery { limit?: number; offset?: number }
 
+/**
+ * Stored bytes over time (a safe's, or a customer's safes' together): per
+ * day (UTC), the bytes at its end, from the first day with a record;
+ * `growth_per_day` over the period (null with fewer than two days);
+ * `fills_at`, when the hard quota fills at that rate (null without a quota
+ * or growth).
+ */
+export const UsageHistorySchema = {
+  type: 'object', required: ['days', 'growth_per_day', 'quota_hard', 'fills_at'],
+  properties: {
+    days: { type: 'array', items: { type: 'object', required: ['day', 'stored_bytes'], properties: { day: str, stored_bytes: { type: 'integer' } } } },
+    growth_per_day: { type: ['integer', 'null'] }, quota_hard: bytes, fills_at: nullableTime,
+  },
+} as const;
+export interface UsageHistoryBody { days: { day: string; stored_bytes: number }[]; growth_per_day: number | null; quota_hard: number | null; fills_at: string | null }
+
+/** How many days back (default 30, at most 3660). */
+export const UsageHistoryQuerySchema = { type: 'object', additionalProperties: false, properties: { days: { type: 'integer', minimum: 1, maximum: 3660 } } } as const;
+export interface UsageHistoryQuery { days?: number }
+
 /** A safe's name is the NAME of https://host:port/safes/NAME. */
 export const SAFE_NAME_PATTERN = '^[a-z0-9][a-z0-9._-]{0,62}$';
 

@@ -28,6 +28,8 @@ const RECORD_OF: Record<string, keyof Records> = {
   '/api/v1/machines/{id}/snapshots': 'machine',
   '/api/v1/customers/{id}/snapshots': 'customer',
   '/api/v1/safes/{id}/verify': 'safe',
+  '/api/v1/safes/{id}/usage-history': 'safe',
+  '/api/v1/customers/{id}/usage-history': 'customer',
   '/api/v1/machines/{id}/jobs': 'machine',
   '/api/v1/jobs/{id}': 'job',
   '/api/v1/jobs/{id}/events': 'job',

@@ -5,7 +5,8 @@
  * storage unreachable (every read of it fails); the server's forget takes
  * its snapshots out of the index; a safe with no index (an older server's,
  * a bucket another server wrote) is read from storage once and listed the
- * same. Another customer's callers get 404 for each route.
+ * same. The stored bytes' history per day, of a safe and of its customer,
+ * is what the safe holds. Another customer's callers get 404 for each route.
  */
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
@@ -121,6 +122,20 @@ databaseSuites('the snapshot index', (fx) => {
       assert.equal(readsRefused, 0, 'nothing was read from storage');
     } finally {
       unreachable = false;
+    }
+  });
+
+  it('answers the stored bytes per day of a safe and of its customer, from the samples of each change', { timeout: 60_000 }, async () => {
+    const stored = (await t.call('GET', `/api/v1/safes/${safeId}`, { token: t.adminToken })).body.stored_bytes as number;
+    assert.ok(stored > 0);
+    const today = new Date().toISOString().slice(0, 10);
+    for (const path of [`/api/v1/safes/${safeId}/usage-history?days=7`, `/api/v1/customers/${acme}/usage-history`]) {
+      const r = await t.call('GET', path, { token: t.adminToken });
+      assert.equal(r.status, 200, r.text);
+      assert.deepEqual(r.body.days, [{ day: today, stored_bytes: stored }], path);
+      assert.equal(r.body.growth_per_day, null, 'one day: no rate yet');
+      assert.equal(r.body.fills_at, null);
+      assert.equal((await t.call('GET', path, { token: otherManage })).status, 404);
     }
   });
 
