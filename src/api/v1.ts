@@ -259,9 +259,9 @@ export interface MeBody { kind: 'session' | 'token'; user?: UserBody; token?: To
 export const JOB_KIND_NAMES = ['backup', 'image-backup', 'command-backup', 'database-backup', 'restore', 'check', 'verify-restore'] as const;
 /** What the server runs itself on a disk safe (POST /safes/ID/prune, POST /safes/ID/verify); never given to an agent. */
 export const SERVER_JOB_KIND_NAMES = ['prune', 'verify'] as const;
-export const JOB_STATE_NAMES = ['queued', 'running', 'succeeded', 'failed', 'interrupted', 'cancelled', 'expired'] as const;
+export const JOB_STATE_NAMES = ['queued', 'running', 'succeeded', 'failed', 'interrupted', 'cancelled', 'expired', 'skipped'] as const;
 /** The states a job ends in (it changes no more). */
-export const FINAL_JOB_STATES: readonly (typeof JOB_STATE_NAMES)[number][] = ['succeeded', 'failed', 'interrupted', 'cancelled', 'expired'];
+export const FINAL_JOB_STATES: readonly (typeof JOB_STATE_NAMES)[number][] = ['succeeded', 'failed', 'interrupted', 'cancelled', 'expired', 'skipped'];
 export type JobKindName = (typeof JOB_KIND_NAMES)[number];
 export type ServerJobKindName = (typeof SERVER_JOB_KIND_NAMES)[number];
 

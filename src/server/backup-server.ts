@@ -40,6 +40,7 @@ import { removeLocksOfExpiredTokens } from './services/lock-owners.js';
 import { pruneWork } from './services/retention.js';
 import { indexingStorage, indexUnindexedSafes } from './services/snapshot-index.js';
 import { verifyWork } from './services/verification.js';
+import { Scheduler, type SchedulerOptions, type TickReport } from './services/scheduler.js';
 import { ServerJobs, type ServerJobsOptions } from './services/server-jobs.js';
 import { safeResolver } from './services/safe-access.js';
 import { openSafeStorage, parseStorageSetting, StorageSettingError } from './services/safe-storage.js';
@@ -86,6 +87,8 @@ export interface BackupServerOptions {
   readonly uploadLimits?: UploadLimits;
   /** How server nodes share the server jobs (server-jobs.ts: lease, how often a node looks for work, how many it runs at once); tests shorten them. */
   readonly serverJobs?: ServerJobsOptions;
+  /** The scheduler's tick and cap on running jobs (services/scheduler.ts); tests tick it themselves (`tickMs` 0). */
+  readonly scheduler?: SchedulerOptions;
   /** Wraps each disk safe's backend (tests inject faults with a FaultBackend; default: none). */
   readonly wrapSafeBackend?: (backend: Backend) => Backend;
   /** The built web interface's folder (default: the package's dist/app). */
@@ -108,6 +111,8 @@ export const DEFAULT_ALERT_TICK_MS = 60_000;
 export const DEFAULT_JOB_SILENCE_LIMIT_MS = 120_000;
 
 export interface RunningServer {
+  /** Makes the due jobs, cancels the timed-out ones and admits waiting ones now, by the server's clock (the scheduler's tick; tests call it). */
+  tickScheduler(): Promise<TickReport>;
   /** The address bound (the port is the real one when 0 was asked for). */
   readonly host: string;
   readonly port: number;
@@ -249,6 +254,8 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
     const alerts = new AlertTicker(ctx, { tickMs: opts.alertTickMs ?? DEFAULT_ALERT_TICK_MS, staleAfterMs: opts.staleAfterMs ?? DEFAULT_STALE_AFTER_MS });
     ticker = alerts;
     alerts.start();
+    const scheduler = new Scheduler(ctx, opts.scheduler);
+    scheduler.start();
     const bound = app.server.address();
     const listening = app;
     let closed: Promise<void> | undefined;
@@ -257,6 +264,7 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
       fingerprint: cert.fingerprint, certificateCreated: cert.created,
       ...(firstAdmin ? { firstAdmin } : {}),
       database: database.shown, storage: safeStorage.shown,
+      tickScheduler: () => scheduler.tick(),
       checkAlerts: async () => {
         await alerts.tick();
         // A pass an event started may hold a delivery: it ends first, then what is left is sent.
@@ -264,7 +272,7 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
         await notifier.deliverDue(ctx);
       },
       // Waiting polls answer first, so that closing does not wait out their time; the server's own jobs go back to the queue and the alert work ends before the storage and database close.
-      close: () => (closed ??= (jobSignals.close(), usage.close(), indexing.abort(), listening.close().finally(() => Promise.all([serverJobs.close(), alerts.close(), notifier.close()]))
+      close: () => (closed ??= (jobSignals.close(), usage.close(), indexing.abort(), listening.close().finally(() => Promise.all([scheduler.close(), serverJobs.close(), alerts.close(), notifier.close()]))
         .finally(() => Promise.all([safeStorage.close(), database.close()])).then(() => undefined))),
     };
   } catch (e) {

@@ -105,7 +105,7 @@ export async function adminClient(port: number, cert: string, firstAdmin: { read
   return { port, cert, adminToken, call, create, login };
 }
 
-export async function setUp(dbUrl: string, limits?: LoginLimits, options: Pick<BackupServerOptions, 'jobSilenceLimitMs' | 'minGraceMs' | 'clock' | 'logStream' | 'uploadLimits' | 'wrapSafeBackend' | 'delivery' | 'alertTickMs' | 'staleAfterMs'> = {}): Promise<TestServer> {
+export async function setUp(dbUrl: string, limits?: LoginLimits, options: Pick<BackupServerOptions, 'jobSilenceLimitMs' | 'minGraceMs' | 'clock' | 'logStream' | 'uploadLimits' | 'wrapSafeBackend' | 'delivery' | 'alertTickMs' | 'staleAfterMs' | 'scheduler'> = {}): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), 'holdfast-server-'));
   const server = await startServer({ dataDir: join(dataDir, 'data'), listen: '127.0.0.1:0', db: dbUrl, ...(limits ? { loginLimits: limits } : {}), ...options });
   const cert = await readFile(join(dataDir, 'data', 'tls', 'cert.pem'), 'utf8');

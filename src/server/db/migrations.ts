@@ -362,6 +362,18 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.createIndex('snapshot_index_time').on('snapshot_index').columns(['safe_id', 'time']).execute();
       },
     },
+    '0013-scheduled-jobs': {
+      // A scheduled job names its slot: two ticks (of one node or several) make one job per safe, kind and slot (NULLs, the jobs people start, never collide).
+      // A queued job waits in the fair queue until admitted (people's jobs are admitted at once); a running one past its timeout is cancelled.
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.alterTable('jobs').addColumn('slot_at', 'text').execute();
+        await db.schema.alterTable('jobs').addColumn('admitted_at', 'text').execute();
+        await db.schema.alterTable('jobs').addColumn('timeout_seconds', 'integer').execute();
+        await db.updateTable('jobs' as never).set({ admitted_at: sql.ref('created_at') } as never).execute();
+        await db.schema.createIndex('jobs_slot').on('jobs').columns(['safe_id', 'kind', 'slot_at']).unique().execute();
+        await db.schema.createIndex('jobs_state_admitted').on('jobs').columns(['state', 'admitted_at']).execute();
+      },
+    },
   };
 }
 

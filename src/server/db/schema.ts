@@ -203,6 +203,12 @@ export interface JobsTable {
   lease_until: string | null;
   /** How many times a node began a server job (1 for a job run once; more after a takeover). */
   attempts: Generated<number>;
+  /** The schedule's slot a scheduled job is for (migration 0013): unique per safe and kind, so two ticks make one job. Null: started by someone. */
+  slot_at: string | null;
+  /** When the fair queue let the queued job start (its agent may take it from then); people's jobs at once. Null: waiting (services/scheduler.ts). */
+  admitted_at: string | null;
+  /** A running job past this many seconds since it started is cancelled by the scheduler; null: no limit. */
+  timeout_seconds: number | null;
 }
 
 export interface JobEventsTable {

@@ -135,6 +135,7 @@ export async function createJob(ctx: ServiceContext, p: Principal, machineId: st
     state: 'queued', created_by: p.actor, created_at: now.toISOString(),
     started_at: null, last_report_at: null, finished_at: null, result: null, error: null,
     expires_at: new Date(now.getTime() + (req.expires_in ?? DEFAULT_JOB_EXPIRES_IN) * 1000).toISOString(), cancelled_by: null, lease_until: null, attempts: 0,
+    slot_at: null, admitted_at: now.toISOString(), timeout_seconds: null,
   };
   await ctx.db.insertInto('jobs').values(row).execute();
   await audit(ctx, p, `job.create.${req.kind}`, row.id, row.customer_id);
@@ -182,13 +183,22 @@ export async function cancelJob(ctx: ServiceContext, p: Principal, id: string): 
     j = await findJob(ctx, p, id); // its runner took it meanwhile: cancelled as a running job
   }
   if (j.state !== 'running') throw new Conflict(`job ${id} is ${j.state} already${j.error ? ` (${j.error})` : ''}: there is nothing to cancel`);
-  if (j.cancelled_by === null) {
-    await ctx.db.updateTable('jobs').set({ cancelled_by: p.actor }).where('id', '=', id).where('state', '=', 'running').where('cancelled_by', 'is', null).execute();
-    await serverSays(ctx, id, `cancelled by ${p.actor}: ${j.runner === 'agent' ? 'the agent stops the job when it next reports (within seconds)' : 'the server node running it stops the job'}`);
-  }
-  if (j.runner === 'server') await ctx.serverJobs.cancel(ctx, id, p.actor);
+  await stopRunningJob(ctx, j, p.actor);
   await audit(ctx, p, 'job.cancel', id, j.customer_id);
   return (await withSafeNames(ctx, [await findJob(ctx, p, id)]))[0]!;
+}
+
+/**
+ * Cancels running job `j` as `by` (a person's cancel, or the scheduler's
+ * timeout, saying `why`): marked, and stopped by its runner (the agent when
+ * it next reports, the server node through its work's signal).
+ */
+export async function stopRunningJob(ctx: ServiceContext, j: Job, by: string, why?: string): Promise<void> {
+  if (j.cancelled_by === null) {
+    await ctx.db.updateTable('jobs').set({ cancelled_by: by }).where('id', '=', j.id).where('state', '=', 'running').where('cancelled_by', 'is', null).execute();
+    await serverSays(ctx, j.id, `cancelled by ${by}${why ? ` (${why})` : ''}: ${j.runner === 'agent' ? 'the agent stops the job when it next reports (within seconds)' : 'the server node running it stops the job'}`);
+  }
+  if (j.runner === 'server') await ctx.serverJobs.cancel(ctx, j.id, by);
 }
 
 /** The job's events after `after` (a seq), oldest first, at most `limit` (default 1000). */
@@ -216,7 +226,9 @@ async function seen(ctx: ServiceContext, machineId: string): Promise<void> {
 async function claimNext(ctx: ServiceContext, machineId: string): Promise<Job | undefined> {
   for (;;) {
     const now = ctx.now().toISOString();
+    // A scheduled job waits until the fair queue admits it (scheduler.ts); people's jobs are admitted when made.
     const next = await ctx.db.selectFrom('jobs').selectAll().where('machine_id', '=', machineId).where('runner', '=', 'agent').where('state', '=', 'queued')
+      .where('admitted_at', 'is not', null)
       .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)])).orderBy('created_at').orderBy('id').limit(1).executeTakeFirst();
     if (!next) return undefined;
     // Only one poll wins a job, even if two arrive together.

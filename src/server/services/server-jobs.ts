@@ -140,6 +140,16 @@ export class ServerJobs {
   }
 
   /** Looks for jobs to claim now (again once the look under way ends, if one is). */
+  /** Whether this node knows how to run server jobs of `kind`. */
+  knows(kind: string): boolean {
+    return kind in this.kinds;
+  }
+
+  /** Looks for jobs to claim now (the scheduler admitted some). */
+  poke(): void {
+    this.kick();
+  }
+
   private kick(): void {
     if (this.closed || this.ctx === undefined) return;
     if (this.claiming) {
@@ -180,6 +190,8 @@ export class ServerJobs {
           .whereRef('other.safe_id', '=', 'jobs.safe_id').whereRef('other.id', '!=', 'jobs.id')
           .where('other.runner', '=', 'server').where('other.state', '=', 'running')
           .where((eb) => eb.or([eb('other.lease_until', '>=', iso(now)), eb.and([eb('other.lease_until', 'is', null), eb('other.last_report_at', '>=', iso(now - this.leaseMs))])])))))
+        // A scheduled job starts once the fair queue admitted it (scheduler.ts).
+        .where('admitted_at', 'is not', null)
         .orderBy('created_at').orderBy('id').limit(1);
       if (ctx.dbKind === 'postgres') q = q.forUpdate().skipLocked();
       const j = await q.executeTakeFirst();
