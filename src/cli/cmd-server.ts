@@ -31,6 +31,7 @@ interface ServerFlags {
   listen?: string;
   db?: string;
   storage?: string;
+  notificationsAllow?: string;
 }
 
 /** The server's library, with its own refusals as the command's message and exit code 1. */
@@ -52,6 +53,7 @@ export function register(program: Command): void {
     .option('--listen <host:port>', 'address to listen on (default 0.0.0.0:8443, or the one recorded at the last start)')
     .option('--db <url>', 'control-plane database: postgres://USER:PASSWORD@HOST:PORT/DB (default: DIR/holdfast.db, SQLite)')
     .option('--storage <s3:…>', 'keep the disk safes in an S3 bucket, s3:https://HOST:PORT/BUCKET/PREFIX, with the AWS_* credentials (default: DIR/safes)')
+    .option('--notifications-allow <list>', 'internal hosts and networks notifications may be sent to, comma-separated: smtp.internal,10.0.0.0/8 (default: none)')
     .action(async (flags: ServerFlags, cmd: Command) => {
       const g = globals(cmd);
       if (flags.data === undefined) throw new ExitError('holdfast server needs --data DIR: the folder of its database, certificate and disk safes', EXIT.usage);
@@ -66,6 +68,7 @@ export function register(program: Command): void {
         const s = await startServer({
           dataDir, listen: flags.listen, db: flags.db, ...(flags.storage === undefined ? {} : { storage: flags.storage }), ...(s3 ? { s3 } : {}),
           logStream: process.stderr, version: VERSION, minGraceMs: minGraceMs(),
+          ...(flags.notificationsAllow === undefined ? {} : { delivery: { allowInternal: flags.notificationsAllow.split(',') } }),
         }).catch(explained);
         try {
           const host = s.host.includes(':') ? `[${s.host}]` : s.host;

@@ -107,7 +107,9 @@ export async function adminClient(port: number, cert: string, firstAdmin: { read
 
 export async function setUp(dbUrl: string, limits?: LoginLimits, options: Pick<BackupServerOptions, 'jobSilenceLimitMs' | 'minGraceMs' | 'clock' | 'logStream' | 'uploadLimits' | 'wrapSafeBackend' | 'delivery' | 'alertTickMs' | 'staleAfterMs' | 'scheduler'> = {}): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), 'holdfast-server-'));
-  const server = await startServer({ dataDir: join(dataDir, 'data'), listen: '127.0.0.1:0', db: dbUrl, ...(limits ? { loginLimits: limits } : {}), ...options });
+  // Tests send notifications to receivers on loopback only, which the server allows only when told so.
+  const delivery = { allowInternal: ['127.0.0.1'], ...options.delivery };
+  const server = await startServer({ dataDir: join(dataDir, 'data'), listen: '127.0.0.1:0', db: dbUrl, ...(limits ? { loginLimits: limits } : {}), ...options, delivery });
   const cert = await readFile(join(dataDir, 'data', 'tls', 'cert.pem'), 'utf8');
   assert.ok(server.firstAdmin);
   return {

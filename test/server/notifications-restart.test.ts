@@ -17,7 +17,7 @@ databaseSuites('notifications across a restart', (fx) => {
   it('sends after the restart what was left to send, and does not tell a stale machine twice', { timeout: 60_000 }, async () => {
     let now = Date.parse('2030-03-01T00:00:00.000Z');
     const url = await fx.newUrl();
-    const options = { clock: () => new Date(now), staleAfterMs: 3600_000, alertTickMs: 3600_000, delivery: { attempts: 5, firstDelayMs: 1000, pollMs: 3600_000 } };
+    const options = { clock: () => new Date(now), staleAfterMs: 3600_000, alertTickMs: 3600_000, delivery: { attempts: 5, firstDelayMs: 1000, pollMs: 3600_000, allowInternal: ['127.0.0.1'] } };
     const receiver = await startWebhookReceiver();
     const t = await setUp(url, undefined, options);
     let second: Awaited<ReturnType<typeof startServer>> | undefined;

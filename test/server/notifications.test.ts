@@ -148,7 +148,7 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
     assert.equal(flaky.hits.length, 1);
     let [d] = await deliveries();
     assert.equal(d!.state, 'pending');
-    assert.match(d!.last_error!, /answered 503: receiver down/);
+    assert.match(d!.last_error!, /^the webhook http:\/\/127\.0\.0\.1:\d+\/… answered 503$/, 'the status only: not the receiver\'s answer, not the URL\'s path');
     assert.equal(d!.next_attempt_at, new Date(now + 1000).toISOString(), 'the first retry after firstDelayMs');
     await t.server.checkAlerts();
     assert.equal(flaky.hits.length, 1, 'not tried again before its time');
@@ -172,7 +172,7 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
     assert.deepEqual(flaky.hits.slice(3).map((h) => h.status), [500, 502, 503], 'three attempts, then no more');
     [d] = await deliveries();
     assert.equal(d!.state, 'failed');
-    assert.match(d!.last_error!, /^gave up after 3 attempts: the webhook http:\/\/127\.0\.0\.1:\d+\/flaky answered 503/);
+    assert.match(d!.last_error!, /^gave up after 3 attempts: the webhook http:\/\/127\.0\.0\.1:\d+\/… answered 503$/);
     await t.call('DELETE', `/api/v1/notifications/${id}`, { token: manage });
   });
 
@@ -288,6 +288,29 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
     assert.equal(viewer.status, 403, 'an agent token reads nothing');
   });
 
+  it('refuses a webhook or SMTP host on an internal network the server does not allow, and shows a read token the URL\'s host only', async () => {
+    const hook = (url: string) => ({ name: 'internal', customer_id: acme, kind: 'webhook', events: ['job.failed'], webhook: { url } });
+    // The server allows 127.0.0.1 alone (as tests send to loopback only): every other internal address is refused, by name too.
+    for (const url of ['http://10.0.0.1/hook', 'http://169.254.169.254/latest/meta-data', 'http://[::1]:8080/', 'http://127.0.0.2/', 'http://[::ffff:192.168.1.1]/',
+      'http://[fd00::1]/', 'http://[fe80::1]/', 'http://0.0.0.0/', 'http://172.16.5.5/', 'http://127.1.2.3:9/']) {
+      const r = await t.call('POST', '/api/v1/notifications', { token: manage, body: hook(url) });
+      assert.equal(r.status, 400, `${url}: ${r.text}`);
+      assert.match(r.body.message, /is on an internal network .*--notifications-allow|does not resolve/, url);
+    }
+    const mail = await t.call('POST', '/api/v1/notifications', { token: manage, body: {
+      name: 'internal', customer_id: acme, kind: 'email', events: ['job.failed'], email: { host: '192.168.0.10', from: 'a@example.net', to: ['b@example.net'] },
+    } });
+    assert.equal(mail.status, 400, mail.text);
+    const provider = await t.call('POST', '/api/v1/notifications', { token: t.adminToken, body: { ...hook('http://10.1.2.3/'), customer_id: undefined } });
+    assert.equal(provider.status, 400, 'the provider\'s own channels too');
+    const changed = await t.call('PATCH', `/api/v1/notifications/${acmeHook}`, { token: manage, body: { webhook: { url: 'http://169.254.169.254/' } } });
+    assert.equal(changed.status, 400, changed.text);
+    const reader = (await t.create('/api/v1/tokens', { customer_id: acme, name: 'reader', rights: ['read'] })).secret;
+    const seen = await t.call('GET', `/api/v1/notifications/${acmeHook}`, { token: reader });
+    assert.equal(seen.body.webhook.url, `${new URL(receivers['acme']!.url).origin}/…`, 'unchanged, and redacted for a read token');
+    assert.ok(!(await t.call('GET', '/api/v1/notifications', { token: reader })).text.includes('/acme'), 'no path in a listing');
+  });
+
   it('is managed by the admin commands (holdfast server notification …, metrics-token), with --json', { timeout: 60_000 }, async () => {
     const env = { HOLDFAST_SERVER: `https://127.0.0.1:${t.port}`, HOLDFAST_SERVER_TOKEN: t.adminToken, HOLDFAST_FINGERPRINT: t.server.fingerprint, XDG_CONFIG_HOME: '/nonexistent' };
     const cli = (args: string[]) => runCli(['server', 'notification', ...args], { env });
@@ -303,7 +326,7 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
     receivers['acme']!.answers = [500];
     const failed = await cli(['test', 'cli-hook']);
     assert.equal(failed.code, 1);
-    assert.match(failed.stderr, /the test did not reach cli-hook: the webhook http:\/\/127\.0\.0\.1:\d+\/acme answered 500/);
+    assert.match(failed.stderr, /the test did not reach cli-hook: the webhook http:\/\/127\.0\.0\.1:\d+\/… answered 500\n$/);
     const listed = await cli(['list']);
     assert.match(listed.stdout, /cli-hook +Acme +webhook +http:\/\/127\.0\.0\.1:\d+\/acme +job\.failed,machine\.stale +yes/);
     assert.match(listed.stdout, /noc +\(provider\) +webhook/);

@@ -22,6 +22,7 @@ import type { EventPayload } from '../../api/v1.js';
 import type { ServiceContext } from './context.js';
 import { sendToChannel } from './notifications.js';
 import { DeliveryError } from './notification-senders.js';
+import { TargetPolicy } from './notification-targets.js';
 
 /** How deliveries are tried. */
 export interface DeliveryPolicy {
@@ -36,10 +37,12 @@ export interface DeliveryPolicy {
   readonly leaseMs: number;
   /** How often the outbox is looked at without a nudge (milliseconds). */
   readonly pollMs: number;
+  /** The internal hosts, addresses and networks (CIDR) notifications may reach (`--notifications-allow`; notification-targets.ts). */
+  readonly allowInternal: readonly string[];
 }
 
 /** 8 attempts over about 2 hours (30 s, 1, 2, 4, 8, 16, 32, 60 minutes). */
-export const DEFAULT_DELIVERY_POLICY: DeliveryPolicy = { attempts: 8, firstDelayMs: 30_000, maxDelayMs: 3_600_000, timeoutMs: 10_000, leaseMs: 120_000, pollMs: 5_000 };
+export const DEFAULT_DELIVERY_POLICY: DeliveryPolicy = { attempts: 8, firstDelayMs: 30_000, maxDelayMs: 3_600_000, timeoutMs: 10_000, leaseMs: 120_000, pollMs: 5_000, allowInternal: [] };
 
 /** How many due rows one pass looks at. */
 const BATCH = 20;
@@ -52,7 +55,12 @@ export class Notifier {
   private again = false;
   private closed = false;
 
-  constructor(readonly policy: DeliveryPolicy = DEFAULT_DELIVERY_POLICY) {}
+  /** Where notifications may go (the policy's `allowInternal`). */
+  readonly targets: TargetPolicy;
+
+  constructor(readonly policy: DeliveryPolicy = DEFAULT_DELIVERY_POLICY) {
+    this.targets = new TargetPolicy(policy.allowInternal);
+  }
 
   /** Starts the periodic pass over the outbox for `ctx`'s database. */
   start(ctx: ServiceContext): void {
@@ -120,7 +128,7 @@ export class Notifier {
     if (channel === undefined || channel.enabled !== 1) failure = new DeliveryError('the channel was disabled before the notification was sent', false);
     else {
       try {
-        await sendToChannel(channel, JSON.parse(row.payload) as EventPayload, { timeoutMs: this.policy.timeoutMs, now: ctx.now(), deliveryId: row.id });
+        await sendToChannel(channel, JSON.parse(row.payload) as EventPayload, { timeoutMs: this.policy.timeoutMs, now: ctx.now(), deliveryId: row.id, targets: this.targets });
       } catch (e) {
         failure = e instanceof DeliveryError ? e : new DeliveryError(e instanceof Error ? e.message : String(e), true);
       }

@@ -12,8 +12,12 @@
  * signature older than a few minutes cannot be fed a recorded delivery again.
  */
 import { createHmac } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { isIP } from 'node:net';
 import nodemailer from 'nodemailer';
 import type { EmailSettings, EventPayload } from '../../api/v1.js';
+import { redactedUrl, TargetRefused, type TargetPolicy } from './notification-targets.js';
 
 /** A delivery that did not happen; `retryable`: a later attempt may succeed (a 5xx, a timeout, a refused connection). */
 export class DeliveryError extends Error {
@@ -40,30 +44,53 @@ export interface SendOptions {
   readonly now: Date;
   /** The delivery's id (the outbox row's; a test's own), sent along so that a receiver can tell retries apart. */
   readonly deliveryId: string;
+  /** Which internal hosts the provider allows (every target is checked at each send). */
+  readonly targets: TargetPolicy;
 }
 
-/** POSTs `payload` as JSON to `url`, signed with `secret`; 2xx is delivered, 5xx/408/429 and network failures may be retried, any other answer not. */
+/**
+ * POSTs `payload` as JSON to `url`, signed with `secret`; 2xx is delivered,
+ * 5xx/408/429 and network failures may be retried, any other answer not.
+ * The host is resolved and checked (`opts.targets`) and the connection made
+ * to the address checked; the whole exchange has one deadline. Errors name
+ * the URL's scheme and host only, and never carry the receiver's answer.
+ */
 export async function sendWebhook(url: string, secret: string, payload: EventPayload, opts: SendOptions): Promise<void> {
   const body = JSON.stringify(payload);
-  let res: Response;
+  const shown = redactedUrl(url);
+  const u = new URL(url);
+  const deadline = AbortSignal.timeout(opts.timeoutMs);
+  let status: number;
   try {
-    res = await fetch(url, {
-      method: 'POST', body, redirect: 'manual', signal: AbortSignal.timeout(opts.timeoutMs),
-      headers: {
-        'content-type': 'application/json', 'user-agent': 'holdfast-server',
-        'holdfast-event': payload.event, 'holdfast-delivery': opts.deliveryId, [SIGNATURE_HEADER]: webhookSignature(secret, opts.now, body),
-      },
+    const target = await opts.targets.resolve(u.hostname);
+    const request = u.protocol === 'https:' ? httpsRequest : httpRequest;
+    status = await new Promise<number>((resolve, reject) => {
+      const req = request(u, {
+        method: 'POST', signal: deadline,
+        // The address checked, whatever the name resolves to now; TLS still checks the certificate against the name.
+        lookup: (_host, options, cb) => {
+          if ((options as { all?: boolean }).all) (cb as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, [target]);
+          else cb(null, target.address, target.family);
+        },
+        headers: {
+          'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'user-agent': 'holdfast-server',
+          'holdfast-event': payload.event, 'holdfast-delivery': opts.deliveryId, [SIGNATURE_HEADER]: webhookSignature(secret, opts.now, body),
+        },
+      }, (res) => {
+        // The answer's body is not kept (it is the receiver's, not the customer's to read); reading it to its end frees the connection.
+        res.on('error', reject).on('end', () => resolve(res.statusCode ?? 0)).resume();
+      });
+      req.on('error', reject).end(body);
     });
   } catch (e) {
-    const err = e as Error & { cause?: { code?: string; message?: string } };
-    const why = err.name === 'TimeoutError' ? `no answer within ${opts.timeoutMs / 1000} s` : err.cause?.code ?? err.cause?.message ?? err.message;
-    throw new DeliveryError(`the webhook ${url} could not be reached: ${why}`, true);
+    if (e instanceof TargetRefused) throw new DeliveryError(`the webhook ${shown} was not sent: ${e.message}`, false);
+    const err = e as Error & { code?: string };
+    const why = deadline.aborted ? `no answer within ${opts.timeoutMs / 1000} s` : err.code ?? 'the connection failed';
+    throw new DeliveryError(`the webhook ${shown} could not be reached: ${why}`, true);
   }
-  // The answer's body is not needed; reading it frees the connection.
-  const text = (await res.text().catch(() => '')).slice(0, 200);
-  if (res.status >= 200 && res.status < 300) return;
-  const retryable = res.status >= 500 || res.status === 408 || res.status === 429;
-  throw new DeliveryError(`the webhook ${url} answered ${res.status}${text ? `: ${text}` : ''}`, retryable);
+  if (status >= 200 && status < 300) return;
+  const retryable = status >= 500 || status === 408 || status === 429;
+  throw new DeliveryError(`the webhook ${shown} answered ${status}`, retryable);
 }
 
 /** The default port of each way to speak to an SMTP server. */
@@ -91,8 +118,16 @@ export type StoredEmailSettings = Required<Omit<EmailSettings, 'password' | 'use
  * tried again.
  */
 export async function sendEmail(settings: StoredEmailSettings, password: string | null, payload: EventPayload, opts: SendOptions): Promise<void> {
+  let target: { address: string };
+  try {
+    target = await opts.targets.resolve(settings.host);
+  } catch (e) {
+    if (e instanceof TargetRefused) throw new DeliveryError(`the e-mail was not sent: ${e.message}`, false);
+    throw e;
+  }
+  // The address checked, with the name for TLS (its certificate is checked against the name).
   const transport = nodemailer.createTransport({
-    host: settings.host, port: settings.port,
+    host: target.address, port: settings.port, ...(isIP(settings.host) === 0 ? { tls: { servername: settings.host } } : {}),
     secure: settings.security === 'tls', requireTLS: settings.security === 'starttls', ignoreTLS: settings.security === 'none',
     ...(settings.username !== null ? { auth: { user: settings.username, pass: password ?? '' } } : {}),
     connectionTimeout: opts.timeoutMs, greetingTimeout: opts.timeoutMs, socketTimeout: opts.timeoutMs,

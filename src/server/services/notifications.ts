@@ -25,8 +25,9 @@ import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
 import { BadRequest, Conflict, Forbidden, NotFound } from './errors.js';
 import { requireCustomer } from './machines.js';
-import { isProvider, requireManage, requireProvider, requireRead, type Principal } from './principal.js';
-import { DeliveryError, sendEmail, sendWebhook, SMTP_PORTS, type StoredEmailSettings } from './notification-senders.js';
+import { isProvider, mayManage, requireManage, requireProvider, requireRead, type Principal } from './principal.js';
+import { DeliveryError, sendEmail, sendWebhook, SMTP_PORTS, type SendOptions, type StoredEmailSettings } from './notification-senders.js';
+import { redactedUrl, TargetRefused } from './notification-targets.js';
 
 /** Something that happened which channels may be told of (raiseEvent). */
 export interface AlertEvent {
@@ -92,11 +93,13 @@ async function describe(db: Kysely<ControlPlane>, event: AlertEvent, at: Date): 
 /** A channel's settings as stored (`config`). */
 type StoredConfig = { url: string } | StoredEmailSettings;
 
-function channelBody(c: NotificationChannel): ChannelBody {
+/** Channel `c` as `p` sees it: a webhook's URL whole only to who may change the channel (a Slack or Teams URL is itself a secret), else its scheme and host. */
+function channelBody(c: NotificationChannel, p: Principal): ChannelBody {
   const config = JSON.parse(c.config) as StoredConfig;
+  const url = c.kind === 'webhook' ? (config as { url: string }).url : '';
   return {
     id: c.id, customer_id: c.customer_id, name: c.name, kind: c.kind, events: c.events.split(',') as EventKindName[], enabled: c.enabled === 1,
-    webhook: c.kind === 'webhook' ? { url: (config as { url: string }).url } : null,
+    webhook: c.kind === 'webhook' ? { url: mayManage(p) ? url : redactedUrl(url) } : null,
     email: c.kind === 'email' ? config as StoredEmailSettings : null,
     has_secret: c.secret !== null, created_by: c.created_by, created_at: c.created_at,
   };
@@ -133,6 +136,23 @@ function settingsOf(kind: ChannelBody['kind'], req: { webhook?: CreateChannelReq
   return { config: JSON.stringify(stored), secret: e.username === undefined ? null : e.password ?? kept, made: null };
 }
 
+/** Refuses (400) a webhook URL or SMTP host on an internal network the provider did not allow (notification-targets.ts). */
+async function refuseInternalTarget(ctx: ServiceContext, config: string): Promise<void> {
+  const stored = JSON.parse(config) as StoredConfig;
+  let host: string;
+  try {
+    host = 'url' in stored ? new URL(stored.url).hostname : stored.host;
+  } catch {
+    throw new BadRequest('the webhook URL is not a URL');
+  }
+  try {
+    await ctx.notifier.targets.resolve(host);
+  } catch (e) {
+    if (e instanceof TargetRefused) throw new BadRequest(e.message);
+    throw e;
+  }
+}
+
 async function refuseTakenName(ctx: ServiceContext, customerId: string | null, name: string, except?: string): Promise<void> {
   let q = ctx.db.selectFrom('notification_channels').select('id').where('name', '=', name);
   q = customerId === null ? q.where('customer_id', 'is', null) : q.where('customer_id', '=', customerId);
@@ -146,13 +166,13 @@ export async function listChannels(ctx: ServiceContext, p: Principal): Promise<C
   if (p.machineId !== null) return [];
   let q = ctx.db.selectFrom('notification_channels').selectAll().orderBy('customer_id').orderBy('name');
   if (!isProvider(p)) q = q.where('customer_id', '=', p.customerId ?? '');
-  return (await q.execute()).map(channelBody);
+  return (await q.execute()).map((c) => channelBody(c, p));
 }
 
 export async function getChannel(ctx: ServiceContext, p: Principal, id: string): Promise<ChannelBody> {
   const c = await findChannel(ctx, p, id);
   requireRead(p);
-  return channelBody(c);
+  return channelBody(c, p);
 }
 
 /** Makes a channel; a webhook's secret, when none was given, is made here and answered this once. */
@@ -164,6 +184,7 @@ export async function createChannel(ctx: ServiceContext, p: Principal, req: Crea
   }
   requireManageChannel(p, customerId);
   const { config, secret, made } = settingsOf(req.kind, req, null);
+  await refuseInternalTarget(ctx, config);
   await refuseTakenName(ctx, customerId, req.name);
   const row: NotificationChannel = {
     id: randomUUID(), customer_id: customerId, name: req.name, kind: req.kind, config, secret, events: req.events.join(','),
@@ -171,7 +192,7 @@ export async function createChannel(ctx: ServiceContext, p: Principal, req: Crea
   };
   await ctx.db.insertInto('notification_channels').values(row).execute();
   await audit(ctx, p, 'notification.create', row.id, customerId);
-  return { channel: channelBody(row), secret: made };
+  return { channel: channelBody(row, p), secret: made };
 }
 
 export async function updateChannel(ctx: ServiceContext, p: Principal, id: string, req: UpdateChannelRequest): Promise<ChannelBody> {
@@ -186,12 +207,13 @@ export async function updateChannel(ctx: ServiceContext, p: Principal, id: strin
   if (req.enabled !== undefined) next.enabled = req.enabled ? 1 : 0;
   if (req.webhook !== undefined || req.email !== undefined) {
     const { config, secret } = settingsOf(c.kind, req, c.secret);
+    await refuseInternalTarget(ctx, config);
     next.config = config;
     next.secret = secret;
   }
   if (Object.keys(next).length > 0) await ctx.db.updateTable('notification_channels').set(next).where('id', '=', id).execute();
   await audit(ctx, p, 'notification.update', id, c.customer_id);
-  return channelBody({ ...c, ...next });
+  return channelBody({ ...c, ...next }, p);
 }
 
 /** Removes the channel and its deliveries (sent, given up, or still waiting: they go nowhere now). */
@@ -217,7 +239,7 @@ export async function listDeliveries(ctx: ServiceContext, p: Principal, id: stri
 }
 
 /** Sends `payload` to channel `c` (throws DeliveryError when it did not arrive). */
-export async function sendToChannel(c: NotificationChannel, payload: EventPayload, opts: { timeoutMs: number; now: Date; deliveryId: string }): Promise<void> {
+export async function sendToChannel(c: NotificationChannel, payload: EventPayload, opts: SendOptions): Promise<void> {
   const config = JSON.parse(c.config) as StoredConfig;
   if (c.kind === 'webhook') await sendWebhook((config as { url: string }).url, c.secret ?? '', payload, opts);
   else await sendEmail(config as StoredEmailSettings, c.secret, payload, opts);
@@ -235,7 +257,7 @@ export async function testChannel(ctx: ServiceContext, p: Principal, id: string)
   };
   await audit(ctx, p, 'notification.test', id, c.customer_id);
   try {
-    await sendToChannel(c, payload, { timeoutMs: ctx.notifier.policy.timeoutMs, now, deliveryId: payload.id });
+    await sendToChannel(c, payload, { timeoutMs: ctx.notifier.policy.timeoutMs, now, deliveryId: payload.id, targets: ctx.notifier.targets });
     return { delivered: true, error: null };
   } catch (e) {
     if (e instanceof DeliveryError) return { delivered: false, error: e.message };

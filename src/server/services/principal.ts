@@ -63,10 +63,14 @@ export function requireRead(p: Principal): void {
   if (!mayRead(p)) throw new Forbidden(`this token may not read through the API: it needs the read or manage right, and its rights are ${p.rights.join(', ') || 'none'}`);
 }
 
-/** The caller may change records of a customer it sees: provider admins and operators, customer admins, `manage` tokens. */
+/** Whether the caller may change records of a customer it sees: provider admins and operators, customer admins, `manage` tokens. */
+export function mayManage(p: Principal): boolean {
+  return p.kind === 'token' ? p.rights.includes('manage') : p.role !== 'customer-viewer';
+}
+
+/** The caller may change records of a customer it sees (mayManage), else Forbidden. */
 export function requireManage(p: Principal): void {
-  const ok = p.kind === 'token' ? p.rights.includes('manage') : p.role !== 'customer-viewer';
-  if (!ok) throw new Forbidden(p.kind === 'token' ? 'this token may not make changes (it needs the manage right)' : `a ${p.role} may not make changes`);
+  if (!mayManage(p)) throw new Forbidden(p.kind === 'token' ? 'this token may not make changes (it needs the manage right)' : `a ${p.role} may not make changes`);
 }
 
 /** Only a provider role may do this (customers, quotas, …): 403, as the route is not about one customer's records. */
