@@ -17,7 +17,8 @@
  * attaches the safe to the new machine.
  */
 import { randomBytes } from 'node:crypto';
-import type { EnrolledBody, EnrollRequest, SafeBody } from '../../api/v1.js';
+import type { EnrolledBody, EnrollRequest } from '../../api/v1.js';
+import type { DiskSafe } from '../db/schema.js';
 import { audit } from './audit.js';
 import { insertToken } from './api-tokens.js';
 import type { ServiceContext } from './context.js';
@@ -38,7 +39,7 @@ function defaultSafeName(host: string): string {
  * takeover token `p` made for it: Forbidden for a safe the token was not
  * made for, NotFound for no such safe, Conflict when a live machine has it.
  */
-async function takeOver(ctx: ServiceContext, p: Principal, customerId: string, machineId: string, name: string): Promise<SafeBody> {
+async function takeOver(ctx: ServiceContext, p: Principal, customerId: string, machineId: string, name: string): Promise<DiskSafe> {
   const s = await ctx.db.selectFrom('disk_safes').selectAll().where('name', '=', name).where('customer_id', '=', customerId).executeTakeFirst();
   if (p.token!.safe_id === null) throw new Forbidden(takeOverNeeds(name));
   if (!s) throw new NotFound(`disk safe ${name}`);
@@ -50,7 +51,7 @@ async function takeOver(ctx: ServiceContext, p: Principal, customerId: string, m
     throw new Conflict(`disk safe ${name} belongs to machine ${owner?.name ?? s.machine_id ?? '?'}, which is live: retire it first (holdfast server machine delete ${owner?.name ?? s.machine_id ?? 'MACHINE'})`);
   }
   await audit(ctx, p, 'safe.take_over', s.id, customerId);
-  return safeBody({ ...s, machine_id: machineId }, await ctx.usage.storedBytes(s));
+  return { ...s, machine_id: machineId };
 }
 
 /** What taking over disk safe `name` needs, for the refusals. */
@@ -64,12 +65,13 @@ export async function enroll(ctx: ServiceContext, p: Principal, req: EnrollReque
   }
   if (req.take_over === undefined && p.token!.safe_id !== null) throw new Forbidden('a takeover token enrols a machine onto the disk safe it was made for (take_over), nothing else');
   const customerId = p.customerId;
-  return ctx.db.transaction().execute(async (trx) => {
+  let taken: DiskSafe | undefined;
+  const enrolled = await ctx.db.transaction().execute(async (trx) => {
     const tx: ServiceContext = { ...ctx, db: trx };
     const machine = await insertMachine(tx, p, customerId, req.name);
     const safe = req.take_over === undefined
       ? await insertSafe(tx, p, { customer_id: customerId, machine_id: machine.id, name: req.safe_name ?? defaultSafeName(req.name) })
-      : await takeOver(tx, p, customerId, machine.id, req.take_over);
+      : safeBody(taken = await takeOver(tx, p, customerId, machine.id, req.take_over), 0);
     const { token, secret } = await insertToken(tx, p, { customer_id: customerId, machine_id: machine.id, name: `agent of ${req.name}`, rights: ['backup'] });
     // A takeover token authorises one takeover: used up by it.
     if (req.take_over !== undefined) await tx.db.updateTable('api_tokens').set({ revoked_at: ctx.now().toISOString() }).where('id', '=', p.id).execute();
@@ -77,4 +79,6 @@ export async function enroll(ctx: ServiceContext, p: Principal, req: EnrollReque
     // A machine that takes a safe over has its backups.
     return { machine: { ...machine, last_backup_at: (await lastBackups(tx, [machine.id])).get(machine.id) ?? null }, safe, token, secret };
   });
+  // A safe taken over has stored bytes, read once the transaction is over: the ledger reads the database itself (on SQLite, from inside the transaction it would wait for it for ever).
+  return taken === undefined ? enrolled : { ...enrolled, safe: safeBody(taken, await ctx.usage.storedBytes(taken)) };
 }
