@@ -68,7 +68,10 @@ databaseSuites('Prometheus /metrics', (fx) => {
     assert.equal(made.status, 201, made.text);
     metricsToken = made.body.token;
     assert.match(metricsToken, /^hfm_/);
-    assert.equal((await scrape(metricsToken)).status, 200);
+    const scraped = await scrape(metricsToken);
+    assert.equal(scraped.status, 200);
+    assert.equal(scraped.headers['cache-control'], 'no-store', 'no cache keeps the metrics');
+    assert.equal((await scrape()).headers['cache-control'], 'no-store');
     assert.equal((await scrape(t.adminToken)).status, 200, 'a provider admin\'s session');
     for (const [who, token] of [['nobody', undefined], ['a customer\'s admin', customerSession], ['a customer\'s manage token', manage], ['an agent', agent]] as const) {
       const r = await scrape(token);

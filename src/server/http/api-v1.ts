@@ -31,6 +31,11 @@ const BEARER = /^Bearer (\S+)$/i;
 export const apiV1: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { ctx }) => {
   app.decorateRequest('principal', null);
 
+  // Every answer is a customer's records or secrets (tokens, a channel's URL): no browser or proxy may keep a copy.
+  app.addHook('onRequest', async (_req, reply) => {
+    void reply.header('cache-control', 'no-store');
+  });
+
   app.addHook('preHandler', async (req) => {
     const config = req.routeOptions.config;
     if (config.public) return;

@@ -14,6 +14,7 @@ const BEARER = /^Bearer (\S+)$/i;
 
 export const metricsRoute: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { ctx }) => {
   app.get('/metrics', async (req, reply) => {
+    void reply.header('cache-control', 'no-store');
     const bearer = BEARER.exec(req.headers.authorization ?? '')?.[1];
     try {
       await authorizeScrape(ctx, bearer, () => authenticate(ctx, bearer, req.ip));
