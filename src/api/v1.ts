@@ -115,6 +115,10 @@ export const MachineSchema = {
     proven_restorable_at: nullableTime, proven_restorable_snapshot: nullableStr,
   },
 } as const;
+
+/** A machine's name (its hostname): no control characters, which would forge lines in an alert's e-mail or a log. */
+const machineName = { type: 'string', minLength: 1, maxLength: 253, pattern: '^[^\\u0000-\\u001f\\u007f]+$' } as const;
+
 /** `last_backup_at`: the time of the newest snapshot in the machine's disk safes (from the server's snapshot index; null when none). */
 export interface MachineBody {
   id: string; customer_id: string; name: string; created_at: string; last_seen_at: string | null; retired_at: string | null; last_backup_at: string | null;
@@ -123,7 +127,7 @@ export interface MachineBody {
 
 export const CreateMachineSchema = {
   type: 'object', additionalProperties: false, required: ['customer_id', 'name'],
-  properties: { customer_id: id, name: { type: 'string', minLength: 1, maxLength: 253 } },
+  properties: { customer_id: id, name: machineName },
 } as const;
 export interface CreateMachineRequest { customer_id: string; name: string }
 
@@ -460,7 +464,7 @@ export interface ReportEventsRequest { events: { at: string; kind: (typeof JOB_E
 /** How a job ended, as its agent says (`cancelled`: it stopped the job because it was cancelled; `error` says what that left). */
 export const ReportResultSchema = {
   type: 'object', additionalProperties: false, required: ['state'],
-  properties: { state: { type: 'string', enum: ['succeeded', 'failed', 'cancelled'] }, result: { type: 'object' }, error: { type: 'string', minLength: 1, maxLength: 8192 } },
+  properties: { state: { type: 'string', enum: ['succeeded', 'failed', 'cancelled'] }, result: { type: 'object' }, error: { type: 'string', minLength: 1, maxLength: 8192, pattern: '^[^\\u0000]*$' } },
 } as const;
 export interface ReportResultRequest { state: 'succeeded' | 'failed' | 'cancelled'; result?: Record<string, unknown>; error?: string }
 
@@ -472,7 +476,7 @@ export interface ReportResultRequest { state: 'succeeded' | 'failed' | 'cancelle
  */
 export const EnrollSchema = {
   type: 'object', additionalProperties: false, required: ['name'],
-  properties: { name: { type: 'string', minLength: 1, maxLength: 253 }, safe_name: { type: 'string', pattern: SAFE_NAME_PATTERN }, take_over: { type: 'string', pattern: SAFE_NAME_PATTERN } },
+  properties: { name: machineName, safe_name: { type: 'string', pattern: SAFE_NAME_PATTERN }, take_over: { type: 'string', pattern: SAFE_NAME_PATTERN } },
 } as const;
 export interface EnrollRequest { name: string; safe_name?: string; take_over?: string }
 

@@ -138,6 +138,27 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
     assert.equal(told[0]!.json.details.state, 'interrupted');
   });
 
+  it('puts an agent\'s error into an alert without control characters and cut to 500 characters; refuses a machine name with control characters', async () => {
+    const queued = await t.call('POST', `/api/v1/machines/${machine}/jobs`, { token: manage, body: { kind: 'check', spec: {} } });
+    assert.equal((await t.call('GET', '/api/v1/agent/jobs/next?wait=0', { token: agent })).body.id, queued.body.id);
+    const nul = await t.call('POST', `/api/v1/agent/jobs/${queued.body.id}/result`, { token: agent, body: { state: 'failed', error: 'a\u0000b' } });
+    assert.equal(nul.status, 400, `a NUL (PostgreSQL stores none) is bad input, not a 500: ${nul.text}`);
+    await t.call('POST', `/api/v1/agent/jobs/${queued.body.id}/result`, { token: agent, body: { state: 'failed', error: 'ended' } });
+    await runJob('failed', `disk full\r\nBcc: victim@example.net\u0007\u001b[2J${'x'.repeat(5000)}`);
+    await t.server.checkAlerts();
+    const told = events(receivers['acme']!, 'job.failed').at(-1);
+    const error = told!.json.details.error as string;
+    assert.equal(error.length, 500);
+    assert.ok(error.startsWith('disk full  Bcc: victim@example.net  [2Jxxx'), error.slice(0, 60));
+    // eslint-disable-next-line no-control-regex -- control characters are what it looks for
+    assert.doesNotMatch(told!.json.summary, /[\u0000-\u001f\u007f]/);
+    assert.ok(told!.json.summary.length < 600);
+    for (const name of ['web\n2', 'web\r2', 'web\u00002', 'web\u007f']) {
+      const r = await t.call('POST', '/api/v1/machines', { token: manage, body: { customer_id: acme, name } });
+      assert.equal(r.status, 400, `${JSON.stringify(name)}: ${r.text}`);
+    }
+  });
+
   it('tries a failing receiver again with backoff, and gives up after the last attempt with a record', async () => {
     const flaky = receivers['flaky']!;
     const id = (await t.create('/api/v1/notifications', { name: 'flaky', customer_id: acme, kind: 'webhook', events: ['job.failed'], webhook: { url: flaky.url } }, manage)).channel.id;
@@ -307,6 +328,8 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
     assert.equal(changed.status, 400, changed.text);
     const reader = (await t.create('/api/v1/tokens', { customer_id: acme, name: 'reader', rights: ['read'] })).secret;
     const seen = await t.call('GET', `/api/v1/notifications/${acmeHook}`, { token: reader });
+    assert.equal(seen.headers['cache-control'], 'no-store', 'no cache keeps an API answer');
+    assert.equal((await t.call('GET', '/api/v1/no-such-route', { token: reader })).headers['cache-control'], 'no-store');
     assert.equal(seen.body.webhook.url, `${new URL(receivers['acme']!.url).origin}/…`, 'unchanged, and redacted for a read token');
     assert.ok(!(await t.call('GET', '/api/v1/notifications', { token: reader })).text.includes('/acme'), 'no path in a listing');
   });

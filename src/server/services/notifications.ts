@@ -66,8 +66,23 @@ export async function raiseEvent(ctx: ServiceContext, event: AlertEvent, db: Kys
   return channels.length;
 }
 
+/** The longest an agent's text (a job's error) goes into an alert. */
+const AGENT_TEXT_MAX = 500;
+
+/**
+ * `text` from an agent, fit for an alert's summary and an e-mail's subject:
+ * control characters (which would forge lines or headers) as spaces, and cut
+ * to AGENT_TEXT_MAX characters.
+ */
+export function agentText(text: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what it removes
+  const clean = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, ' ');
+  return clean.length > AGENT_TEXT_MAX ? `${clean.slice(0, AGENT_TEXT_MAX - 1)}…` : clean;
+}
+
 /** The `job.failed` event of job `j`, which failed (or was interrupted: it will not finish) with `error`. */
-export function jobFailed(j: Pick<Job, 'id' | 'kind' | 'customer_id' | 'machine_id' | 'safe_id'>, error: string, state: 'failed' | 'interrupted' = 'failed'): AlertEvent {
+export function jobFailed(j: Pick<Job, 'id' | 'kind' | 'customer_id' | 'machine_id' | 'safe_id'>, agentError: string, state: 'failed' | 'interrupted' = 'failed'): AlertEvent {
+  const error = agentText(agentError);
   return {
     kind: 'job.failed', customerId: j.customer_id, machineId: j.machine_id, safeId: j.safe_id, jobId: j.id,
     message: `the ${j.kind} job ${state === 'failed' ? 'failed' : 'was interrupted'}: ${error}`, details: { state, error },

@@ -22,7 +22,7 @@ import type { Job } from '../db/schema.js';
 import type { ServiceContext } from './context.js';
 import { markSnapshotsDamaged } from './damage.js';
 import { Conflict } from './errors.js';
-import { raiseEvent } from './notifications.js';
+import { agentText, raiseEvent } from './notifications.js';
 import { startVerification } from './verification.js';
 
 /** What an agent's restore test says about its snapshot: the fields of `VerifyRestoreResult` (src/jobs/verify-restore/result.ts) the server reads. */
@@ -47,10 +47,11 @@ function outcomeOf(result: Record<string, unknown> | undefined): RestoreTestOutc
 export async function restoreTestEnded(ctx: ServiceContext, job: Job, req: ReportResultRequest): Promise<string | undefined> {
   const outcome = outcomeOf(req.result);
   if (req.state === 'failed') {
+    const error = req.error === undefined ? undefined : agentText(req.error);
     await raiseEvent(ctx, {
       kind: 'restore-test.failed', customerId: job.customer_id, machineId: job.machine_id, safeId: job.safe_id, jobId: job.id,
-      message: outcome && !outcome.restorable ? `snapshot ${outcome.snapshot.slice(0, 8)} failed its restore test: ${req.error ?? 'it did not restore exactly'}` : `a restore test could not run: ${req.error ?? 'no reason given'}`,
-      details: { snapshot: outcome?.snapshot ?? null, restorable: outcome?.restorable ?? null, error: req.error ?? null },
+      message: outcome && !outcome.restorable ? `snapshot ${outcome.snapshot.slice(0, 8)} failed its restore test: ${error ?? 'it did not restore exactly'}` : `a restore test could not run: ${error ?? 'no reason given'}`,
+      details: { snapshot: outcome?.snapshot ?? null, restorable: outcome?.restorable ?? null, error: error ?? null },
     });
   }
   if (outcome === undefined || job.machine_id === null) return undefined;
