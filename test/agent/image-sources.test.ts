@@ -11,28 +11,16 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox, type Started } from '../helpers/cli.js';
+import { freePort } from '../helpers/listening-child.js';
 import { writeRandom } from '../helpers/random-file.js';
 import { setUp, type TestServer } from '../helpers/server.js';
 import { enrolMachine, runNow, startAgent, waitJob, type EnrolledMachine, type ServerHandle } from '../helpers/agent.js';
 import { missingTools } from '../image-files/ext-images.js';
-import { sh } from '../image/images.js';
+import { qcow2Bitmaps, sh } from '../image/images.js';
 
-/** The bitmaps of a qcow2 file: name → flags. */
-function bitmaps(file: string): Record<string, string[]> {
-  const j = JSON.parse(sh('qemu-img', ['info', '--output=json', '-U', file])) as { 'format-specific': { data: { bitmaps?: { name: string; flags: string[] }[] } } };
-  return Object.fromEntries((j['format-specific'].data.bitmaps ?? []).map((b) => [b.name, b.flags]));
-}
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 describe('image-backup jobs of qcow2 files and NBD exports', { skip: missingTools('qemu-img', 'qemu-nbd', 'qemu-io') }, () => {
   let t: TestServer;
@@ -69,7 +57,7 @@ describe('image-backup jobs of qcow2 files and NBD exports', { skip: missingTool
     assert.equal(a.format, 'qcow2');
     assert.match(a.dirty_bitmap, /^holdfast-[0-9a-f]{16}-1$/);
     assert.equal(a.read_since, undefined);
-    assert.deepEqual(bitmaps(disk), { [a.dirty_bitmap]: ['auto'] });
+    assert.deepEqual(qcow2Bitmaps(disk), { [a.dirty_bitmap]: ['auto'] });
 
     sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xab 1048576 4096', disk]);
     const second = await waitJob(h, await runNow(h, m, 'image-backup', { sources: [disk] }));
@@ -78,7 +66,7 @@ describe('image-backup jobs of qcow2 files and NBD exports', { skip: missingTool
     assert.equal(b.read_since, a.dirty_bitmap, 'read what the first backup\'s bitmap marks');
     assert.match(b.dirty_bitmap, /-2$/);
     assert.equal(b.blocks_changed, 1);
-    assert.deepEqual(bitmaps(disk), { [b.dirty_bitmap]: ['auto'] }, 'the old bitmap is removed once the snapshot is saved');
+    assert.deepEqual(qcow2Bitmaps(disk), { [b.dirty_bitmap]: ['auto'] }, 'the old bitmap is removed once the snapshot is saved');
     await s.ok(['restore-image', b.snapshot_id, '--format', 'qcow2', '--to', s.path('restored.qcow2')], { env: m.repoEnv });
     sh('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', disk, s.path('restored.qcow2')]);
   });

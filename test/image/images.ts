@@ -122,3 +122,9 @@ export function losetup(file: string): string {
 export function losetupDetach(dev: string): void {
   spawnSync('losetup', ['-d', dev]);
 }
+
+/** The persistent dirty bitmaps of a qcow2 file (qemu-img info): name → flags. */
+export function qcow2Bitmaps(file: string): Record<string, string[]> {
+  const j = JSON.parse(sh('qemu-img', ['info', '--output=json', '-U', file])) as { 'format-specific': { data: { bitmaps?: { name: string; flags: string[] }[] } } };
+  return Object.fromEntries((j['format-specific'].data.bitmaps ?? []).map((b) => [b.name, b.flags]));
+}

@@ -12,9 +12,9 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { Sandbox, type RunResult } from '../helpers/cli.js';
-import { makeTree, mkExt4, sh } from './images.js';
+import { freePort } from '../helpers/listening-child.js';
+import { makeTree, mkExt4, qcow2Bitmaps, sh } from './images.js';
 import { firstBlockOf, missingTools } from '../image-files/ext-images.js';
 
 type Summary = Record<string, unknown> & {
@@ -23,13 +23,6 @@ type Summary = Record<string, unknown> & {
 };
 const summaryOf = (r: RunResult): Summary => JSON.parse(r.stdout.trim().split('\n').pop()!) as Summary;
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** Starts qemu-nbd in the background (--fork: it returns once it listens); returns its pid. */
 function qemuNbd(pidFile: string, args: string[]): number {
@@ -37,11 +30,6 @@ function qemuNbd(pidFile: string, args: string[]): number {
   return Number(spawnSync('cat', [pidFile]).stdout.toString().trim());
 }
 
-/** The bitmaps of a qcow2 file: name → flags. */
-function bitmaps(file: string): Record<string, string[]> {
-  const j = JSON.parse(sh('qemu-img', ['info', '--output=json', '-U', file])) as { 'format-specific': { data: { bitmaps?: { name: string; flags: string[] }[] } } };
-  return Object.fromEntries((j['format-specific'].data.bitmaps ?? []).map((b) => [b.name, b.flags]));
-}
 
 describe('NBD and qcow2 image sources through the CLI', { skip: missingTools('mkfs.ext4', 'debugfs', 'qemu-img', 'qemu-nbd', 'qemu-io'), timeout: 240_000 }, () => {
   let s: Sandbox;
@@ -129,7 +117,7 @@ describe('NBD and qcow2 image sources through the CLI', { skip: missingTools('mk
       assert.equal(first.format, 'qcow2');
       assert.match(first.dirty_bitmap!, /^holdfast-[0-9a-f]{16}-1$/);
       assert.equal(first.read_since, undefined);
-      assert.deepEqual(bitmaps(disk), { [first.dirty_bitmap!]: ['auto'] });
+      assert.deepEqual(qcow2Bitmaps(disk), { [first.dirty_bitmap!]: ['auto'] });
       assert.ok(first.blocks_unused > 0 && first.blocks_zero > 0, 'unused blocks and unallocated clusters are not read');
       await noQemuLeft();
       await restoredEqual('first.qcow2');
@@ -147,7 +135,7 @@ describe('NBD and qcow2 image sources through the CLI', { skip: missingTools('mk
       assert.match(second.dirty_bitmap!, /-2$/);
       assert.equal(second.bytes_read, 65536, 'one 64 KiB block read: the one written');
       assert.equal(second.blocks_changed, 1);
-      assert.deepEqual(bitmaps(disk), { [second.dirty_bitmap!]: ['auto'] }, 'the old bitmap is removed once the snapshot is saved');
+      assert.deepEqual(qcow2Bitmaps(disk), { [second.dirty_bitmap!]: ['auto'] }, 'the old bitmap is removed once the snapshot is saved');
       await noQemuLeft();
       await restoredEqual('second.qcow2');
       const dumped = (await ok(['dump', 'latest', '/var/lib/db/data.bin'])).stdoutBytes;
@@ -155,14 +143,14 @@ describe('NBD and qcow2 image sources through the CLI', { skip: missingTools('mk
     });
 
     it('a removed bitmap gives a full read, still correct', async () => {
-      for (const b of Object.keys(bitmaps(disk))) sh('qemu-img', ['bitmap', '--remove', disk, b]);
+      for (const b of Object.keys(qcow2Bitmaps(disk))) sh('qemu-img', ['bitmap', '--remove', disk, b]);
       write(0xcd, logBlock * 4096, 4096);
       const r = await ok(['backup', '--json', '--image', disk]);
       assert.match(r.stderr, /dirty bitmap holdfast-[0-9a-f]{16}-2 is no longer in the file; reading every block/);
       const full = summaryOf(r);
       assert.equal(full.read_since, undefined);
       assert.equal(full.bytes_read, first.bytes_read, 'every used block with data is read again');
-      assert.deepEqual(Object.keys(bitmaps(disk)), [full.dirty_bitmap]);
+      assert.deepEqual(Object.keys(qcow2Bitmaps(disk)), [full.dirty_bitmap]);
       await restoredEqual('third.qcow2');
     });
 
@@ -173,8 +161,8 @@ describe('NBD and qcow2 image sources through the CLI', { skip: missingTools('mk
       sh('qemu-io', ['-f', 'raw', '-c', `write -P 0xee ${fileBlock * 4096 + 65536} 4096`, `nbd+unix:///?socket=${sock}`]);
       process.kill(pid, 'SIGKILL');
       await new Promise((r) => setTimeout(r, 200));
-      const [name] = Object.keys(bitmaps(disk));
-      assert.ok(bitmaps(disk)[name!]!.includes('in-use'), 'the crash left the bitmap in-use');
+      const [name] = Object.keys(qcow2Bitmaps(disk));
+      assert.ok(qcow2Bitmaps(disk)[name!]!.includes('in-use'), 'the crash left the bitmap in-use');
       const r = await ok(['backup', '--json', '--image', disk]);
       assert.match(r.stderr, /is marked in-use .*reading every block/);
       const full = summaryOf(r);
