@@ -242,7 +242,7 @@ databaseSuites('retention and prune of a disk safe on the server', (fx) => {
       await db.db.insertInto('jobs').values({
         id: 'dead-prune', customer_id: (await db.db.selectFrom('disk_safes').select('customer_id').executeTakeFirstOrThrow()).customer_id, machine_id: machineId, safe_id: safeId,
         runner: 'server', runner_node: 'a-dead-node', kind: 'prune', spec: JSON.stringify({ grace_seconds: 2 }), state: 'running', created_by: 'user:alice', created_at: started, started_at: started, last_report_at: started,
-        lease_until: new Date(clock + 1000).toISOString(), attempts: 1, finished_at: null, result: null, error: null,
+        lease_until: new Date(clock + 1000).toISOString(), attempts: 1, admitted_at: started, finished_at: null, result: null, error: null,
       }).execute();
     } finally {
       await db.close();
