@@ -170,7 +170,7 @@ databaseSuites('verification on the server, restore tests through the agent', (f
     await s.remove();
   });
 
-  it('finds bytes flipped in a pack, records the pack and the snapshot, and the next backup heals the safe', { timeout: 300_000 }, async () => {
+  it('finds bytes flipped in a pack, records the pack and the snapshot, and the next backup heals the safe', { timeout: 120_000 }, async () => {
     const first = (await backup()).result!['snapshot_id'] as string;
     const clean = await verify();
     assert.equal(clean.state, 'succeeded', clean.error ?? '');
@@ -216,7 +216,7 @@ databaseSuites('verification on the server, restore tests through the agent', (f
     assert.deepEqual((await safe()).damaged_snapshots.map((d) => d.snapshot_id), [first]);
   });
 
-  it('reads every pack once in N runs of N slices, and a run that failed leaves its slice to the next', { timeout: 300_000, todo: 'KNOWN FAILURE on main since the scheduler and the review fixes landed (a verify or backup job ends failed; it passed on its branch): the first thing to fix next' }, async () => {
+  it('reads every pack once in N runs of N slices, and a run that failed leaves its slice to the next', { timeout: 120_000 }, async () => {
     // More packs: a few more backups of changed files.
     for (let i = 0; i < 3; i++) {
       await writeRandom(join(src(), `more-${i}.bin`), 150_000);
@@ -248,7 +248,7 @@ databaseSuites('verification on the server, restore tests through the agent', (f
     assert.equal((await verify({ read_data_days: 3 })).result!['slice'], 1);
   });
 
-  it('keeps a restore test\'s result: a pass is "last proven restorable", a failure marks the snapshot and the server takes the damage out of use', { timeout: 300_000, todo: 'KNOWN FAILURE on main since the scheduler and the review fixes landed (a verify or backup job ends failed; it passed on its branch): the first thing to fix next' }, async () => {
+  it('keeps a restore test\'s result: a pass is "last proven restorable", a failure marks the snapshot and the server takes the damage out of use', { timeout: 120_000 }, async () => {
     assert.deepEqual(await machine(), { ...(await machine()), proven_restorable_at: null, proven_restorable_snapshot: null });
     const latest = (await backup()).result!['snapshot_id'] as string;
     const passed = await waitJob(h, await runNow(h, m, 'verify-restore', {}));
@@ -294,7 +294,7 @@ databaseSuites('verification on the server, restore tests through the agent', (f
     assert.equal((await machine()).proven_restorable_snapshot, next);
   });
 
-  it('holdfast server safe verify runs one and follows it; --json prints its events', { timeout: 300_000, todo: 'KNOWN FAILURE on main since the scheduler and the review fixes landed (a verify or backup job ends failed; it passed on its branch): the first thing to fix next' }, async () => {
+  it('holdfast server safe verify runs one and follows it; --json prints its events', { timeout: 120_000 }, async () => {
     const env = { HOLDFAST_SERVER: `https://127.0.0.1:${t.port}`, HOLDFAST_SERVER_TOKEN: t.adminToken, HOLDFAST_FINGERPRINT: t.server.fingerprint, XDG_CONFIG_HOME: s.path('nowhere') };
     const r = await s.run(['server', 'safe', 'verify', m.config['safe'] as string, '--read-data-days', '2'], { env });
     assert.match(r.stdout, /verification job \S+ started on the server/);

@@ -155,7 +155,7 @@ export async function pruneSafe(ctx: ServiceContext, p: Principal, safeId: strin
   const row = await ctx.serverJobs.enqueue(ctx, {
     id: randomUUID(), customer_id: safe.customer_id, machine_id: safe.machine_id, safe_id: safe.id, runner: 'server', runner_node: null, kind: 'prune', spec: JSON.stringify(req),
     state: 'queued', created_by: p.actor, created_at: ctx.now().toISOString(), started_at: null, last_report_at: null, finished_at: null, result: null, error: null,
-    expires_at: null, cancelled_by: null, lease_until: null, slot_at: null, admitted_at: ctx.now().toISOString(), timeout_seconds: null,
+    expires_at: null, cancelled_by: null, lease_until: null, slot_at: null, timeout_seconds: null,
   });
   await audit(ctx, p, 'safe.prune', safe.id, safe.customer_id);
   return (await withSafeNames(ctx, [row]))[0]!;

@@ -123,10 +123,18 @@ export class ServerJobs {
     this.concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
   }
 
-  /** Queues server job `row` (any state given is replaced by `queued`) for the first node that claims it, this one at once if it has room. */
+  /**
+   * Queues server job `row` (any state given is replaced by `queued`) for
+   * the first node that claims it, this one at once if it has room. Asked
+   * for now (by a user or by the server), it is admitted as it is queued:
+   * only the scheduler's jobs wait for the fair queue (scheduler.ts).
+   */
   async enqueue(ctx: ServiceContext, row: NewJob): Promise<Job> {
     if (this.closed) throw new Error('the server is closing: no job starts');
-    const queued = { ...row, runner: 'server' as const, state: 'queued' as const, runner_node: null, started_at: null, last_report_at: null, lease_until: null, finished_at: null };
+    const queued = {
+      ...row, runner: 'server' as const, state: 'queued' as const, runner_node: null, started_at: null, last_report_at: null, lease_until: null, finished_at: null,
+      admitted_at: row.admitted_at ?? ctx.now().toISOString(),
+    };
     await ctx.db.insertInto('jobs').values(queued).execute();
     this.kick();
     return { attempts: 0, ...queued } as Job;
