@@ -10,9 +10,8 @@ import { describeError } from '../api/client.js';
 import { ErrorBox } from '../components/error-box.js';
 import { SecretOnce } from '../components/secret-once.js';
 import { formatTime } from '../format.js';
-import { useLoad } from '../load.js';
 import { isProviderRole, mayManage, useSession, useUser } from '../session.js';
-import { CustomerSelect } from './customer-select.js';
+import { CustomerSelect, useListWithCustomers } from './customer-select.js';
 
 /** The events in words. */
 export const EVENT_WORDS: Record<EventKindName, string> = {
@@ -24,22 +23,16 @@ type Kind = (typeof CHANNEL_KIND_NAMES)[number];
 type Security = (typeof SMTP_SECURITY_NAMES)[number];
 
 export function NotificationsSection() {
-  const { api } = useSession();
   const user = useUser();
-  const provider = isProviderRole(user);
-  const data = useLoad(async () => {
-    const [channels, customers] = await Promise.all([api.channels(), provider ? api.customers() : Promise.resolve([])]);
-    return { channels, customers };
-  }, [api, provider]);
-  const customerName = new Map(data.data?.customers.map((c) => [c.id, c.name]));
+  const { data, customerName, provider } = useListWithCustomers((a) => a.channels());
   return (
     <>
       <ErrorBox error={data.error} retry={data.reload} />
       <table className="list" aria-label="notification channels">
         <thead><tr><th>Channel</th><th>Sends to</th>{provider ? <th className="wide">Customer</th> : null}<th className="wide">Events</th><th></th></tr></thead>
         <tbody>
-          {data.data?.channels.map((c) => <ChannelRow key={c.id} c={c} customer={c.customer_id ? customerName.get(c.customer_id) ?? c.customer_id : 'every customer'} provider={provider} onChanged={data.reload} />)}
-          {data.data?.channels.length === 0 ? <tr><td colSpan={5} className="muted">No channel yet: nobody is told when a backup fails.</td></tr> : null}
+          {data.data?.items.map((c) => <ChannelRow key={c.id} c={c} customer={c.customer_id ? customerName.get(c.customer_id) ?? c.customer_id : 'every customer'} provider={provider} onChanged={data.reload} />)}
+          {data.data?.items.length === 0 ? <tr><td colSpan={5} className="muted">No channel yet: nobody is told when a backup fails.</td></tr> : null}
         </tbody>
       </table>
       {mayManage(user) ? <NewChannel customers={data.data?.customers} onCreated={data.reload} /> : null}

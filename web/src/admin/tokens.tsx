@@ -5,20 +5,15 @@ import { describeError } from '../api/client.js';
 import { ErrorBox } from '../components/error-box.js';
 import { SecretOnce } from '../components/secret-once.js';
 import { formatTime } from '../format.js';
-import { useLoad } from '../load.js';
-import { isProviderRole, mayManage, useSession, useUser } from '../session.js';
-import { CustomerSelect, customerFor } from './customer-select.js';
+import { mayManage, useSession, useUser } from '../session.js';
+import { CustomerSelect, customerFor, useListWithCustomers } from './customer-select.js';
 
 type Right = (typeof CREATABLE_RIGHT_NAMES)[number];
 
 export function TokensSection() {
   const { api } = useSession();
   const user = useUser();
-  const provider = isProviderRole(user);
-  const data = useLoad(async () => {
-    const [tokens, customers] = await Promise.all([api.tokens(), provider ? api.customers() : Promise.resolve([])]);
-    return { tokens, customers };
-  }, [api, provider]);
+  const { data, customerName, provider } = useListWithCustomers((a) => a.tokens());
   const [name, setName] = useState('');
   const [customer, setCustomer] = useState('');
   const [rights, setRights] = useState<Right[]>(['read']);
@@ -49,14 +44,13 @@ export function TokensSection() {
       setError(describeError(err));
     }
   };
-  const customerName = new Map(data.data?.customers.map((c) => [c.id, c.name]));
   return (
     <>
       <ErrorBox error={data.error} retry={data.reload} />
       <table className="list" aria-label="tokens">
         <thead><tr><th>Token</th><th>Rights</th>{provider ? <th className="wide">Customer</th> : null}<th className="wide">Expires</th><th></th></tr></thead>
         <tbody>
-          {data.data?.tokens.map((t) => (
+          {data.data?.items.map((t) => (
             <tr key={t.id} className={t.revoked_at ? 'remove' : ''}>
               <td>{t.name}{t.machine_id ? <span className="muted"> (a machine's)</span> : null}</td>
               <td>{t.rights.join(', ')}</td>

@@ -5,20 +5,15 @@ import { describeError } from '../api/client.js';
 import { ErrorBox } from '../components/error-box.js';
 import { SecretOnce } from '../components/secret-once.js';
 import { formatTime } from '../format.js';
-import { useLoad } from '../load.js';
-import { isProviderRole, mayManage, useSession, useUser } from '../session.js';
-import { CustomerSelect, customerFor } from './customer-select.js';
+import { mayManage, useSession, useUser } from '../session.js';
+import { CustomerSelect, customerFor, useListWithCustomers } from './customer-select.js';
 
 type Role = (typeof ROLE_NAMES)[number];
 
 export function UsersSection() {
   const { api } = useSession();
   const user = useUser();
-  const provider = isProviderRole(user);
-  const data = useLoad(async () => {
-    const [users, customers] = await Promise.all([api.users(), provider ? api.customers() : Promise.resolve([])]);
-    return { users, customers };
-  }, [api, provider]);
+  const { data, customerName, provider } = useListWithCustomers((a) => a.users());
   const roles: readonly Role[] = user.role === 'provider-admin' ? ROLE_NAMES : ['customer-admin', 'customer-viewer'];
   const [name, setName] = useState('');
   const [role, setRole] = useState<Role>(roles[roles.length - 1]!);
@@ -39,14 +34,13 @@ export function UsersSection() {
       setError(describeError(err));
     }
   };
-  const customerName = new Map(data.data?.customers.map((c) => [c.id, c.name]));
   return (
     <>
       <ErrorBox error={data.error} retry={data.reload} />
       <table className="list" aria-label="users">
         <thead><tr><th>User</th><th>Role</th>{provider ? <th className="wide">Customer</th> : null}<th className="wide">Since</th></tr></thead>
         <tbody>
-          {data.data?.users.map((u) => (
+          {data.data?.items.map((u) => (
             <tr key={u.id}>
               <td>{u.name}{u.must_change_password ? <span className="muted"> (has not logged in yet)</span> : null}</td>
               <td>{u.role}</td>
