@@ -43,9 +43,7 @@ import { Store, type SnapshotEntry } from '../repo/store.js';
 import { commandOutput } from '../sources/command-output.js';
 import { FS_SNAPSHOT_DIR, withFsSnapshots, type PathView } from '../sources/fs-snapshots/fs-snapshots.js';
 import { mountsOf } from '../sources/image/block-devices.js';
-import { imageSourcePath, openImageInput, type ImageInput } from '../sources/image/image-input.js';
-import { isNbdUri } from '../sources/image/nbd-client.js';
-import { isQcow2 } from '../sources/image/qemu.js';
+import { bitmapDiskOf, imageSourcePath, openImageInput, type ImageInput } from '../sources/image/image-input.js';
 import type { Backend } from '../storage/backend.js';
 import { openBackend } from '../storage/open-backend.js';
 import { RateLimitedBackend } from '../storage/rate-limited-backend.js';
@@ -364,19 +362,20 @@ export class AgentSession {
 
   /**
    * One image snapshot of each source: a block device, a raw image file, an
-   * NBD export, or a qcow2 file, whose persistent dirty bitmaps are rotated
+   * NBD export, or a qcow2 file or a running VM's disk (`qmp:SOCKET#DISK`,
+   * read point-in-time), whose persistent dirty bitmaps are rotated
    * as `holdfast backup --image` rotates them (qcow2-bitmaps.ts), so that an
    * incremental reads only the clusters written since its parent.
    */
   private async imageBackup(spec: ImageBackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
     const snapshots: Record<string, unknown>[] = [];
     for (const src of spec.sources) {
-      const open = (bitmap?: string): Promise<ImageInput> => openImageInput(src, bitmap !== undefined ? { bitmap } : {}).catch((e: unknown) => {
-        throw new JobFailedError(`cannot open ${src}: ${(e as Error).message}`);
+      const openError = (e: unknown): JobFailedError => new JobFailedError(`cannot open ${src}: ${(e as Error).message}`);
+      // A qcow2 file or a VM's disk is opened in the session: its dirty bitmaps depend on the repository and the parent.
+      const disk = await bitmapDiskOf(src);
+      const input = disk ? undefined : await openImageInput(src).catch((e: unknown) => {
+        throw openError(e);
       });
-      // A qcow2 file is opened in the session: its dirty bitmaps depend on the repository and the parent.
-      const qcow2 = !isNbdUri(src) && await isQcow2(src);
-      const input = qcow2 ? undefined : await open();
       try {
         if (input) await refuseMountedReadWrite(src, input);
         const paths = [imageSourcePath(src)];
@@ -390,8 +389,8 @@ export class AgentSession {
             onWarning: (m) => events.log(m),
             onProgress: (p) => events.progress(() => ({ message: `${src}: ${p.bytes} of ${p.total ?? '?'} bytes`, data: { source: src, bytes: p.bytes, total: p.total ?? null, blocks_changed: p.blocksChanged } })),
           }).run();
-          return qcow2
-            ? withBitmapRotation(src, this.repo.config.id, parent?.snapshot.image, (m) => events.log(`warning: ${m}`), open, backup)
+          return disk
+            ? withBitmapRotation(disk, this.repo.config.id, parent?.snapshot.image, (m) => events.log(`warning: ${m}`), openError, backup)
             : backup(input!);
         });
         const img = r.snapshot.image!;

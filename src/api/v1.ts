@@ -280,12 +280,15 @@ export const BackupSpecSchema = {
 } as const;
 export interface BackupSpec { paths: string[]; excludes?: string[] }
 
-/** An image source: an absolute path on the machine, or an NBD export the machine reaches (`nbd://HOST:PORT/EXPORT`, `nbd+unix:///EXPORT?socket=PATH`). */
-const imageSource = { type: 'string', minLength: 1, maxLength: 4096, pattern: '^(/|nbd(\\+unix)?://)' } as const;
+/**
+ * An image source: an absolute path on the machine, an NBD export the machine reaches (`nbd://HOST:PORT/EXPORT`,
+ * `nbd+unix:///EXPORT?socket=PATH`), or the disk of a VM running on it, through its QMP socket (`qmp:/run/vm1.qmp#drive0`).
+ */
+const imageSource = { type: 'string', minLength: 1, maxLength: 4096, pattern: '^(/|nbd(\\+unix)?://|qmp:/)' } as const;
 
 /**
  * A block-level backup of each of `sources` (block devices, raw image or
- * qcow2 files on the machine, NBD exports), one image snapshot each.
+ * qcow2 files on the machine, running VMs' disks, NBD exports), one image snapshot each.
  */
 export const ImageBackupSpecSchema = {
   type: 'object', additionalProperties: false, required: ['sources'],

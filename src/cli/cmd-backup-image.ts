@@ -1,8 +1,8 @@
 /**
  * `holdfast backup --image SRC` and `holdfast backup --image-from-command --
  * CMD ARGS...`: a block-level backup of a block device, a raw image file, a
- * qcow2 file (with its dirty bitmaps rotated: qcow2-bitmaps.ts), an NBD
- * export, a raw stream on stdin (`-`), or the raw output of a producer
+ * qcow2 file or a running VM's disk (`qmp:SOCKET#DISK`, point-in-time; both
+ * with their dirty bitmaps rotated: qcow2-bitmaps.ts), an NBD export, a raw stream on stdin (`-`), or the raw output of a producer
  * command (no snapshot unless it exits 0). Registered through `cmd-backup.ts`, which
  * hands over when either option is given.
  */
@@ -15,9 +15,7 @@ import { cachePath } from '../jobs/image/cbt-cache.js';
 import { cacheRoot } from './environment.js';
 import { parseSize } from '../core/size.js';
 import { MAX_IMAGE_BLOCK, MIN_IMAGE_BLOCK } from '../repo/image-info.js';
-import { imageSourcePath, openImageInput, streamInput, type ImageInput } from '../sources/image/image-input.js';
-import { isNbdUri } from '../sources/image/nbd-client.js';
-import { isQcow2 } from '../sources/image/qemu.js';
+import { bitmapDiskOf, imageSourcePath, openImageInput, streamInput, type ImageInput } from '../sources/image/image-input.js';
 import { withBitmapRotation, type BackupBitmaps } from '../jobs/image/qcow2-bitmaps.js';
 import { commandOutput } from '../sources/command-output.js';
 import { mountsOf } from '../sources/image/block-devices.js';
@@ -49,7 +47,7 @@ export interface ImageBackupFlags extends HookFlags {
 /** Adds the image options to `backup`. */
 export function withImageOptions(cmd: Command): Command {
   return cmd
-    .option('--image <source>', 'back up a block device, a raw image file, a qcow2 file, an NBD export (nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH), or "-" (a raw stream on stdin) block by block')
+    .option('--image <source>', 'back up a block device, a raw image file, a qcow2 file, a running VM\'s disk through its QMP socket (qmp:/PATH/TO/QMP.SOCKET#DRIVE), an NBD export (nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=PATH), or "-" (a raw stream on stdin) block by block')
     .option('--image-from-command', 'run the command given as arguments and back up its output as a raw image; fails if it fails')
     .option('--all-blocks', 'with --image: keep every block, even those no file system uses')
     .option('--allow-live', 'with --image: accept a source mounted read-write (the image is only crash-consistent)')
@@ -100,13 +98,14 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
   const src = fromCommand ? args.join(' ') : flags.image!;
   const chosen = flags.blockSize ? parseBlockSize(flags.blockSize) : undefined;
   if (src === '-' && process.stdin.isTTY) throw new ExitError('--image - given but stdin is a terminal', EXIT.usage);
-  const open = (bitmap?: string): Promise<ImageInput> => openImageInput(src, bitmap !== undefined ? { bitmap } : {}).catch((e: unknown) => {
-    throw new ExitError(`cannot open ${src}: ${(e as Error).message}`, EXIT.failed);
-  });
-  // A qcow2 file is opened in the session: its dirty bitmaps depend on the repository and the parent.
-  const qcow2 = !fromCommand && src !== '-' && !isNbdUri(src) && await isQcow2(src);
+  const openError = (e: unknown): ExitError => new ExitError(`cannot open ${src}: ${(e as Error).message}`, EXIT.failed);
+  // A qcow2 file or a VM's disk is opened in the session: its dirty bitmaps depend on the repository and the parent.
+  const disk = fromCommand ? undefined : await bitmapDiskOf(src);
   // The command starts when the backup reads its first byte, inside the session.
-  const input: ImageInput | undefined = qcow2 ? undefined : fromCommand ? streamInput(src, commandOutput(args)) : src === '-' ? streamInput(src, process.stdin) : await open();
+  const input: ImageInput | undefined = disk ? undefined : fromCommand ? streamInput(src, commandOutput(args)) : src === '-' ? streamInput(src, process.stdin)
+    : await openImageInput(src).catch((e: unknown) => {
+      throw openError(e);
+    });
   try {
     const live = input ? await checkLive(input, flags.allowLive === true) : false;
     const stream = input?.kind === 'stream';
@@ -117,8 +116,8 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
     await backupSession(g, async (repo, signal) => {
       const parent = flags.force ? null : await imageParent(repo, flags, paths);
       const o = { flags, paths, parent, chosen, live };
-      const result = qcow2
-        ? await withBitmapRotation(src, repo.config.id, parent?.snapshot.image, warn, open, (qin, bitmaps) => backupImage(g, repo, signal, qin, { ...o, bitmaps }))
+      const result = disk
+        ? await withBitmapRotation(disk, repo.config.id, parent?.snapshot.image, warn, openError, (din, bitmaps) => backupImage(g, repo, signal, din, { ...o, bitmaps }))
         : await backupImage(g, repo, signal, input!, { ...o, bitmaps: undefined });
       return { outcome: result.snapshot.incomplete ? 'incomplete' : 'success', snapshotId: result.id };
     }, hooks ? { hooks: { hooks, paths, kind: 'image' } } : {});

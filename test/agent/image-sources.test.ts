@@ -3,14 +3,16 @@
  * file gets a persistent dirty bitmap on its first backup, the next job
  * reads only the clusters written since (qemu-io) and rotates the bitmap,
  * and the restore (`restore-image --format qcow2`) equals the disk by
- * `qemu-img compare`; an NBD export (qemu-nbd on loopback) is backed up by
+ * `qemu-img compare`; a running VM's disk named by its QMP socket
+ * (`qmp:SOCKET#drive0`, qemu-system-x86_64 with no guest) likewise, the
+ * restore equal to the disk as the guest wrote it; an NBD export (qemu-nbd on loopback) is backed up by
  * the agent as a backup proxy and restores byte for byte; an export that
  * is not there fails the job; a source that is neither a path nor an NBD
  * URI is refused by the server.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { Sandbox, type Started } from '../helpers/cli.js';
 import { freePort } from '../helpers/listening-child.js';
@@ -19,6 +21,7 @@ import { setUp, type TestServer } from '../helpers/server.js';
 import { enrolMachine, runNow, startAgent, waitJob, type EnrolledMachine, type ServerHandle } from '../helpers/agent.js';
 import { missingTools } from '../image-files/ext-images.js';
 import { qcow2Bitmaps, sh } from '../image/images.js';
+import { startVm } from '../helpers/qemu-vm.js';
 
 
 
@@ -69,6 +72,29 @@ describe('image-backup jobs of qcow2 files and NBD exports', { skip: missingTool
     assert.deepEqual(qcow2Bitmaps(disk), { [b.dirty_bitmap]: ['auto'] }, 'the old bitmap is removed once the snapshot is saved');
     await s.ok(['restore-image', b.snapshot_id, '--format', 'qcow2', '--to', s.path('restored.qcow2')], { env: m.repoEnv });
     sh('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', disk, s.path('restored.qcow2')]);
+  });
+
+  it('backs up a running VM\'s disk through its QMP socket, the incremental reading only what the guest wrote', { timeout: 120_000, skip: missingTools('qemu-system-x86_64') }, async () => {
+    const vm = await startVm(await mkdtemp(s.path('vm-')), 16 << 20);
+    try {
+      await vm.write(0x5a, 0, 1 << 20);
+      const first = await waitJob(h, await runNow(h, m, 'image-backup', { sources: [vm.source] }));
+      assert.equal(first.state, 'succeeded', first.error ?? '');
+      const a = first.result!['snapshots'][0];
+      assert.equal(a.format, 'qcow2');
+      assert.match(a.dirty_bitmap, /^holdfast-[0-9a-f]{16}-1$/);
+      await vm.write(0xab, 8 << 20, 4096);
+      const second = await waitJob(h, await runNow(h, m, 'image-backup', { sources: [vm.source] }));
+      assert.equal(second.state, 'succeeded', second.error ?? '');
+      const b = second.result!['snapshots'][0];
+      assert.equal(b.read_since, a.dirty_bitmap);
+      assert.equal(b.blocks_changed, 1);
+      assert.deepEqual(await vm.bitmaps(), { [b.dirty_bitmap]: true });
+      await s.ok(['restore-image', b.snapshot_id, '--to', s.path('vm-restored.raw')], { env: m.repoEnv });
+      assert.ok((await readFile(s.path('vm-restored.raw'))).equals(vm.model), 'the VM\'s disk comes back byte for byte');
+    } finally {
+      await vm.stop();
+    }
   });
 
   it('backs up an NBD export as a backup proxy, restored byte for byte; an export that is not there fails the job', { timeout: 120_000 }, async () => {

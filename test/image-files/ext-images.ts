@@ -14,7 +14,7 @@ const run = promisify(execFile);
 export function missingTools(...tools: string[]): string | undefined {
   const missing = tools.filter((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0);
   if (missing.length === 0) return undefined;
-  const pkg: Record<string, string> = { 'mkfs.ext4': 'e2fsprogs', debugfs: 'e2fsprogs', e2fsck: 'e2fsprogs', sfdisk: 'fdisk', mkswap: 'util-linux', nbdinfo: 'libnbd-bin', nbdcopy: 'libnbd-bin', 'qemu-img': 'qemu-utils', 'qemu-nbd': 'qemu-utils' };
+  const pkg: Record<string, string> = { 'mkfs.ext4': 'e2fsprogs', debugfs: 'e2fsprogs', e2fsck: 'e2fsprogs', sfdisk: 'fdisk', mkswap: 'util-linux', nbdinfo: 'libnbd-bin', nbdcopy: 'libnbd-bin', 'qemu-img': 'qemu-utils', 'qemu-nbd': 'qemu-utils', 'qemu-system-x86_64': 'qemu-system-x86' };
   return `needs ${missing.join(', ')} (Debian: apt-get install ${[...new Set(missing.map((t) => pkg[t] ?? t))].join(' ')})`;
 }
 

@@ -576,7 +576,7 @@ export class ImageBackup {
       maps,
       allBlocks: this.opts.allBlocks === true || !understood,
       ...(this.opts.live ? { live: true } : {}),
-      ...(this.opts.input.kind === 'qcow2' ? { format: 'qcow2' as const } : {}),
+      ...(this.opts.input.format ? { format: this.opts.input.format } : {}),
       ...(this.opts.qcow2?.bitmap !== undefined ? { bitmap: this.opts.qcow2.bitmap } : {}),
       ...(this.readSince !== undefined ? { readSince: this.readSince } : {}),
       layout: analysis.layout,

@@ -1,6 +1,6 @@
 /**
  * The source of an image backup: a block device, a raw image file, a qcow2
- * file's virtual disk, an NBD export, or a raw stream (stdin, `-`, or a
+ * file's virtual disk, a running VM's disk (QMP), an NBD export, or a raw stream (stdin, `-`, or a
  * producer command's output). All but streams have a size and random access
  * (for reading partition tables and allocation bitmaps before the data); a
  * stream has neither and is read once, in order.
@@ -12,11 +12,13 @@ import { blockDeviceSize, devNo, type DevNo } from './block-devices.js';
 import { inRange, type RandomAccessSource } from './random-access.js';
 import type { ErrorCode } from '../../core/errors.js';
 import { isNbdUri } from './nbd-client.js';
-import { openNbdUri, openQcow2, type ByteRange } from './nbd-input.js';
+import { openNbdUri, openQcow2, qcow2FileDisk, type ByteRange } from './nbd-input.js';
+import { isQmpSource, qmpDisk } from './qmp-disk.js';
+import type { DirtyBitmapDisk } from './dirty-bitmap-disk.js';
 import { isQcow2 } from './qemu.js';
 
 /** Where the image comes from. */
-export type ImageInputKind = 'file' | 'blockdev' | 'stream' | 'nbd' | 'qcow2';
+export type ImageInputKind = 'file' | 'blockdev' | 'stream' | 'nbd' | 'qcow2' | 'qmp';
 
 /** The source shrank (or a read came back short) while it was being read. */
 export class SourceShrankError extends Error {
@@ -45,6 +47,8 @@ export interface ImageInput {
   /** As given on the command line (`-` for stdin, the command line of a producer). */
   readonly path: string;
   readonly kind: ImageInputKind;
+  /** The disk's format when it is not raw bytes (a qcow2 file, a VM's qcow2 disk). */
+  readonly format?: 'qcow2';
   /** Bytes; undefined for a stream until it ends. */
   readonly size: number | undefined;
   /** "major:minor" of a block device. */
@@ -62,7 +66,7 @@ export interface ImageInput {
   currentSize?(): Promise<number>;
   /** Ranges known to read as zeros without reading them (NBD base:allocation), in order. */
   zeroRanges?(): Promise<ByteRange[]>;
-  /** Ranges a qcow2 dirty bitmap marks as written since it started (`openImageInput` with `bitmap`), in order. */
+  /** Ranges a qcow2 dirty bitmap marks as written since it started (`openImageInput` with `bitmap`, a DirtyBitmapDisk opened with `since`), in order. */
   dirtyRanges?(): Promise<ByteRange[]>;
   close(): Promise<void>;
 }
@@ -81,9 +85,20 @@ export function streamInput(path: string, stream: AsyncIterable<Uint8Array>): Im
   return { path, kind: 'stream', size: undefined, stream, close: async () => undefined };
 }
 
-/** The snapshot path of an image source: an NBD URI as given, a file or device as an absolute path. */
+/** The snapshot path of an image source: an NBD URI or a VM's disk as given, a file or device as an absolute path. */
 export function imageSourcePath(src: string): string {
-  return isNbdUri(src) ? src : resolve(src);
+  return isNbdUri(src) || isQmpSource(src) ? src : resolve(src);
+}
+
+/**
+ * The disk behind SRC whose persistent dirty bitmaps a backup rotates
+ * (jobs/image/dirty-bitmaps.ts): a running VM's disk (`qmp:SOCKET#DISK`) or
+ * a qcow2 file; undefined for every other source, which `openImageInput` opens.
+ */
+export async function bitmapDiskOf(src: string): Promise<DirtyBitmapDisk | undefined> {
+  if (isQmpSource(src)) return qmpDisk(src);
+  if (src === '-' || isNbdUri(src) || !(await isQcow2(src))) return undefined;
+  return qcow2FileDisk(src);
 }
 
 /** How to open an image source. */

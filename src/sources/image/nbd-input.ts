@@ -10,7 +10,8 @@
  */
 import { NbdClient, NbdRefusedError, parseNbdUri, type NbdExtent, type NbdTarget } from './nbd-client.js';
 import { BASE_ALLOCATION, STATE_ZERO } from './nbd-protocol.js';
-import { serveQemuNbd } from './qemu.js';
+import { addBitmap, qcow2Info, removeBitmap, serveQemuNbd } from './qemu.js';
+import { BitmapAddError, type DirtyBitmapDisk } from './dirty-bitmap-disk.js';
 import { inRange, type RandomAccessSource } from './random-access.js';
 import type { ImageInput } from './image-input.js';
 
@@ -32,7 +33,7 @@ function rangesWhere(extents: readonly NbdExtent[], test: (flags: number) => boo
 }
 
 /** An open NBD connection as an image source. */
-function nbdImageInput(path: string, kind: 'nbd' | 'qcow2', client: NbdClient, bitmap: string | undefined, cleanup: () => Promise<void>): ImageInput {
+function nbdImageInput(path: string, kind: 'nbd' | 'qcow2' | 'qmp', client: NbdClient, bitmap: string | undefined, cleanup: () => Promise<void>, format?: 'qcow2'): ImageInput {
   const size = client.size;
   const random: RandomAccessSource = {
     size,
@@ -45,6 +46,7 @@ function nbdImageInput(path: string, kind: 'nbd' | 'qcow2', client: NbdClient, b
   return {
     path,
     kind,
+    ...(format ? { format } : {}),
     size,
     random,
     readAt: async (buf, offset, length, position) => {
@@ -92,6 +94,23 @@ export async function openNbdUri(uri: string, signal?: AbortSignal): Promise<Ima
 }
 
 /**
+ * Opens the export at `target` that a VM serves for a backup (qmp-disk.ts)
+ * as the source `path`; with `bitmap`, its dirty clusters are
+ * `dirtyRanges`. `cleanup` runs when the source closes (not when this fails).
+ */
+export async function openNbdExport(
+  path: string, kind: 'qmp', target: NbdTarget, opts: { cleanup: () => Promise<void>; bitmap?: string; format?: 'qcow2'; signal?: AbortSignal },
+): Promise<ImageInput> {
+  const contexts = [BASE_ALLOCATION, ...(opts.bitmap !== undefined ? [dirtyBitmapContext(opts.bitmap)] : [])];
+  const client = await connectRetrying(target, contexts, 0, opts.signal);
+  if (opts.bitmap !== undefined && !client.contexts.has(dirtyBitmapContext(opts.bitmap))) {
+    await client.close();
+    throw new NbdRefusedError(`${path}: the VM did not export the dirty bitmap ${opts.bitmap}`);
+  }
+  return nbdImageInput(path, kind, client, opts.bitmap, opts.cleanup, opts.format);
+}
+
+/**
  * Opens the virtual disk of a qcow2 file through a private read-only
  * qemu-nbd; with `bitmap`, its dirty clusters are `dirtyRanges`. qemu-nbd
  * ends and its socket is removed when the source closes, or when opening fails.
@@ -105,11 +124,33 @@ export async function openQcow2(path: string, opts: { bitmap?: string; signal?: 
       await client.close();
       throw new NbdRefusedError(`qemu-nbd did not export the dirty bitmap ${opts.bitmap} of ${path}`);
     }
-    return nbdImageInput(path, 'qcow2', client, opts.bitmap, () => server.stop());
+    return nbdImageInput(path, 'qcow2', client, opts.bitmap, () => server.stop(), 'qcow2');
   } catch (e) {
     // qemu-nbd that accepted and then failed (a damaged file) resets the connection: its own message says why.
     const gone = await server.endedWithin(2000);
     await server.stop();
     throw gone ?? e;
   }
+}
+
+/**
+ * A qcow2 file no qemu holds, as a disk whose dirty bitmaps a backup
+ * rotates: `qemu-img bitmap` adds and removes them, a private qemu-nbd
+ * reads it (nothing writes to it meanwhile, so the instant is the read's).
+ */
+export function qcow2FileDisk(path: string): DirtyBitmapDisk {
+  return {
+    name: path,
+    inspect: async () => {
+      const info = await qcow2Info(path);
+      return { virtualSize: info.virtualSize, bitmaps: info.bitmaps.map((b) => ({ name: b.name, recording: b.flags.includes('auto'), inconsistent: b.flags.includes('in-use') })) };
+    },
+    removeBitmap: (name) => removeBitmap(path, name),
+    open: async (add, since, signal) => {
+      if (add !== undefined) await addBitmap(path, add).catch((e: unknown) => {
+        throw new BitmapAddError((e as Error).message);
+      });
+      return openQcow2(path, { ...(since !== undefined ? { bitmap: since } : {}), ...(signal ? { signal } : {}) });
+    },
+  };
 }

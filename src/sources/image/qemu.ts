@@ -99,6 +99,11 @@ export async function removeBitmap(path: string, name: string): Promise<void> {
   await qemu('qemu-img', ['bitmap', '--remove', '-f', 'qcow2', path, name]);
 }
 
+/** Creates an empty qcow2 file of `size` virtual bytes. */
+export async function createQcow2(path: string, size: number): Promise<void> {
+  await qemu('qemu-img', ['create', '-q', '-f', 'qcow2', path, String(size)]);
+}
+
 /** Converts a raw image to a qcow2 file (zero blocks are not allocated). */
 export async function convertRawToQcow2(raw: string, out: string): Promise<void> {
   await qemu('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, out]);
