@@ -9,11 +9,13 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Checker } from '../../src/jobs/check/checker.js';
 import { bucketOf, parseSubset, selectPacks } from '../../src/jobs/check/subset.js';
+import { condemnDamagedPacks } from '../../src/jobs/repair/damaged-packs.js';
 import { rebuildIndex } from '../../src/jobs/repair/index-rebuilder.js';
 import { repairSnapshots } from '../../src/jobs/repair/snapshot-repairer.js';
 import { Pruner } from '../../src/jobs/prune/pruner.js';
 import { Restorer } from '../../src/jobs/restore/restorer.js';
 import { PackCopier } from '../../src/repo/pack-copier.js';
+import { RepoState } from '../../src/repo/repo-state.js';
 import { FaultBackend } from '../../src/storage/fault-backend.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { sha256 } from '../../src/core/crypto.js';
@@ -105,6 +107,29 @@ describe('check', () => {
     const keyless = await f.check({ keyless: true });
     assert.equal(keyless.damaged[0]?.id, s1);
     assert.equal(keyless.damaged[0]?.certain, true);
+  });
+
+  it('a missing pack taken out of use: the next backup stores its blobs again, and a prune drops what the index still said of it', async () => {
+    const { f, s1, files1, pack } = await damaged();
+    await f.backend.remove({ type: 'data', name: pack });
+    const found = await f.check({ keyless: true });
+    assert.deepEqual(found.missingPacks, [pack]);
+    const condemned = await condemnDamagedPacks(f.plain(), found.missingPacks, new Date(f.now));
+    assert.deepEqual(condemned.condemned, [pack]);
+    const marked = await f.check({ keyless: true });
+    assert.deepEqual(marked.missingPacks, [], 'a marked pack is being taken out of use, not missing');
+    assert.equal(marked.damaged[0]?.id, s1, 'its blobs are still lost');
+    // The machine still has the files: the next backup stores victim.bin again rather than deduplicating against the gone pack.
+    await f.snapshot(files1);
+    await f.assertCheckPasses();
+    await f.assertRestores(s1, files1);
+    f.advance(120_000);
+    await new Pruner(f.plain(), { graceMs: 60_000, now: f.clock }).run();
+    assert.deepEqual(await names(f.backend, 'deletion'), [], 'the marker is swept');
+    const state = await RepoState.load(f.plain());
+    assert.equal(state.packBlobs.has(pack), false, 'no index file names the gone pack any more');
+    await f.assertCheckPasses();
+    await f.assertRestores(s1, files1);
   });
 
   it('a lost folder listing is reported as the folder', async () => {

@@ -23,7 +23,7 @@
  *     damaged snapshots in `safe show`, "proven restorable" in `machine show`
  */
 import assert from 'node:assert/strict';
-import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -317,5 +317,23 @@ databaseSuites('verification on the server, restore tests through the agent', (f
     const bad = await s.run(['server', 'safe', 'verify', safeId, '--read-data-days', '0'], { env });
     assert.equal(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /--read-data-days wants a whole number from 1 to 3660/);
+  });
+
+  it('a pack the index names that is gone is taken out of use too, and the next backup stores its data again', { timeout: 120_000 }, async () => {
+    const before = new Set((await packs()).keys());
+    await writeRandom(join(src(), 'gone.bin'), 300_000);
+    await backup();
+    const now = await packs();
+    const lost = await largest(now, [...now.keys()].filter((p) => !before.has(p)));
+    await rm(now.get(lost)!);
+    const found = await verify({ every_pack: true });
+    assert.equal(found.state, 'failed');
+    assert.deepEqual(found.result!['missing_packs'], [lost]);
+    assert.ok((found.result!['packs_condemned'] as string[]).includes(lost), JSON.stringify(found.result));
+    const healed = (await backup()).result!['snapshot_id'] as string;
+    const target = s.path('restored-gone');
+    await s.ok(['restore', healed, '--target', target], { env: m.repoEnv });
+    assertSameTree(src(), join(target, src()));
+    await s.ok(['check', '--read-data'], { env: m.repoEnv });
   });
 });

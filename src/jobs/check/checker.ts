@@ -115,6 +115,8 @@ export interface CheckReport {
   readonly damaged: DamagedSnapshot[];
   /** Present packs whose stored bytes do not match their name, or whose header cannot be read. */
   readonly damagedPacks: string[];
+  /** Packs index files name that do not exist, and that no deletion marker names (checked again at the end: a prune's deletion is not one). */
+  readonly missingPacks: string[];
   /** Copies found bad by reading (`pack/blob`), with why. */
   readonly badCopies: { readonly pack: string; readonly id: string; readonly reason: string }[];
   /**
@@ -135,6 +137,8 @@ export class Checker {
   private readonly suspect = new Set<string>();
   private readonly damagedPacks = new Set<string>();
   private readonly gone = new Set<string>();
+  /** Packs index files name that do not exist (and no marker names). */
+  private readonly missing = new Set<string>();
   /** Blob id → the packs no index file lists whose header holds it (read with every pack). */
   private readonly orphanCopies = new Map<string, string[]>();
   /** Referenced blobs found only in such packs → the first of them. */
@@ -193,6 +197,9 @@ export class Checker {
       for (const id of [...snaps.ok.keys()]) if (!still.has(id)) snaps.ok.delete(id);
     }
     const damaged = await this.damageReport(state, snaps.ok, lost);
+    // A pack a prune deleted while the check ran is named by that prune's marker by now: only those still missing count.
+    const fresh = this.missing.size === 0 ? undefined : await RepoState.load(this.repo, io(this.opts));
+    const missingPacks = [...this.missing].filter((p) => fresh!.packBlobs.has(p) && !fresh!.packs.has(p) && !fresh!.condemned.has(p)).sort();
     return {
       keyed: this.opts.keyed !== undefined,
       errors: this.errors,
@@ -207,6 +214,7 @@ export class Checker {
       unindexedBlobs: [...this.unindexed.keys()].sort(),
       damaged,
       damagedPacks: [...this.damagedPacks].sort(),
+      missingPacks,
       badCopies: [...this.badCopies].map(([k, reason]) => ({ pack: k.slice(0, k.indexOf('/')), id: k.slice(k.indexOf('/') + 1), reason })),
       incomplete: [...snaps.ok].filter(([, x]) => x.incomplete === true).sort(([, a], [, b]) => Date.parse(a.time) - Date.parse(b.time)).map(([id]) => id),
     };
@@ -218,6 +226,7 @@ export class Checker {
     for (const pack of state.packBlobs.keys()) {
       if (state.packs.has(pack)) continue;
       if (state.condemned.has(pack)) continue; // a prune is deleting it; its live blobs were copied first
+      this.missing.add(pack);
       this.error(`pack ${pack}`, `named by index ${[...(state.packIndexFiles.get(pack) ?? [])].join(', ')} but does not exist`);
     }
     for (const pack of state.orphans()) {

@@ -10,7 +10,9 @@
  * it found damaged (src/server/services/verification.ts).
  *
  *   packs → what they hold: what the index files say, else the header
- *   those already marked, or gone, are left out
+ *   (a pack that is gone: what the index files say, so that no writer
+ *   deduplicates against blobs nothing holds)
+ *   those already marked, or that nothing says anything of, are left out
  *   one marker for the rest (nothing written when none is left)
  */
 import { encodeMarker, newMarker } from '../../repo/deletion-marker.js';
@@ -32,16 +34,16 @@ export async function condemnDamagedPacks(store: Store, packs: Iterable<string>,
   const state = await RepoState.load(store, opts);
   const marked: IndexedPack[] = [];
   for (const pack of new Set(packs)) {
-    if (!state.packs.has(pack) || state.condemned.has(pack)) continue;
+    if (state.condemned.has(pack)) continue;
     let blobs = state.claims(pack);
-    if (blobs.length === 0) {
+    if (blobs.length === 0 && state.packs.has(pack)) {
       // No index file names it (an orphan): its header, if it can still be read, says what it holds.
       blobs = await state.readHeader(store, pack, opts).catch((e: unknown) => {
         if (e instanceof CorruptObjectError || e instanceof UnsupportedVersionError) return [];
         throw e;
       });
     }
-    marked.push({ pack, blobs });
+    if (blobs.length > 0) marked.push({ pack, blobs });
   }
   if (marked.length === 0) return { condemned: [] };
   const marker = await store.save('deletion', encodeMarker(newMarker(marked, [], now)), opts);

@@ -15,7 +15,8 @@
  *              nothing (a change of N starts again at slice 1)
  *   check      the structure of everything (index, snapshots, every pack
  *              header), the SHA-256 of every pack of the slice
- *   damage     each damaged pack recorded, and each snapshot that references
+ *   damage     each damaged pack (and each pack the index names that is
+ *              gone) recorded, and each snapshot that references
  *              a blob of one (the snapshots' plain blob lists) recorded as
  *              damaged: never again the parent of a backup (damage.ts); new
  *              damage raises the `verify.damage` alert
@@ -119,7 +120,7 @@ export const verifyWork: ServerWorkOf = (ctx, job) => async (log, signal) => {
     if (!everyPack) await sliceRead(ctx, safe.id, slices, slice);
     const result: Record<string, unknown> = { slice, slices, ...await recordDamage(ctx, safe, store, job.id, r, held.signal) };
     if (result['marker'] !== undefined) await log.log(`marked ${(result['packs_condemned'] as string[]).length} damaged pack(s) for deletion: no backup deduplicates against their blobs, so the next backup stores again what its machine still has`);
-    await log.log(`read ${r.packsRead} of ${r.packs} pack(s) (${r.bytesRead} bytes); ${r.errors.length} error(s), ${r.damagedPacks.length} damaged pack(s), ${r.damaged.length} damaged snapshot(s)`);
+    await log.log(`read ${r.packsRead} of ${r.packs} pack(s) (${r.bytesRead} bytes); ${r.errors.length} error(s), ${r.damagedPacks.length} damaged pack(s), ${r.missingPacks.length} missing pack(s), ${r.damaged.length} damaged snapshot(s)`);
     if (r.errors.length > 0) throw new ServerJobFailedError(`verification found ${r.errors.length} error(s) in disk safe ${safe.name}; first: ${r.errors[0]!.object}: ${r.errors[0]!.message}`, result);
     return result;
   } catch (e) {
@@ -158,12 +159,14 @@ function reasonOf(r: CheckReport, object: string): string {
  * result: the check's figures and what it found.
  */
 async function recordDamage(ctx: ServiceContext, safe: DiskSafe, store: Store, jobId: string, r: CheckReport, signal: AbortSignal): Promise<Record<string, unknown>> {
-  const newPacks = await markPacksDamaged(ctx, safe.id, r.damagedPacks.map((pack) => ({ pack, reason: reasonOf(r, `pack ${pack}`) })), jobId);
+  // A pack the index names that is gone is damage as much as a damaged one: no writer may deduplicate against what it held.
+  const bad = [...r.damagedPacks, ...r.missingPacks];
+  const newPacks = await markPacksDamaged(ctx, safe.id, bad.map((pack) => ({ pack, reason: reasonOf(r, `pack ${pack}`) })), jobId);
   const newSnapshots = await markSnapshotsDamaged(ctx, safe.id, r.damaged.map((d) => ({
     id: d.id,
     reason: `${d.blobs} blob(s) it references are ${d.certain ? 'lost' : 'in packs whose stored bytes are damaged'} (verification)`,
   })), 'verify', jobId);
-  const condemned = r.damagedPacks.length === 0 ? { condemned: [] } : await condemnDamagedPacks(store, r.damagedPacks, ctx.now(), { signal });
+  const condemned = bad.length === 0 ? { condemned: [] } : await condemnDamagedPacks(store, bad, ctx.now(), { signal });
   // Damage found before is not told again.
   if (newPacks.length > 0 || newSnapshots.length > 0) {
     await raiseEvent(ctx, {
@@ -177,6 +180,7 @@ async function recordDamage(ctx: ServiceContext, safe: DiskSafe, store: Store, j
     snapshots: r.snapshots, packs: r.packs, index_files: r.indexFiles, packs_read: r.packsRead, bytes_read: r.bytesRead,
     errors: r.errors.length, warnings: r.warnings.length,
     damaged_packs: r.damagedPacks.slice(0, LISTED), damaged_pack_count: r.damagedPacks.length,
+    missing_packs: r.missingPacks.slice(0, LISTED), missing_pack_count: r.missingPacks.length,
     damaged_snapshots: r.damaged.slice(0, LISTED).map((d) => d.id), damaged_snapshot_count: r.damaged.length,
     lost_blobs: r.lostBlobs.length,
     new_damaged_packs: newPacks.slice(0, LISTED), new_damaged_snapshots: newSnapshots.slice(0, LISTED),
