@@ -253,6 +253,17 @@ export const ChangePasswordSchema = {
 } as const;
 export interface ChangePasswordRequest { current_password: string; new_password: string }
 
+/**
+ * The server node that answered: its TLS certificate's fingerprint (what
+ * agents and the CLI pin: `--fingerprint`; null when the node serves plain
+ * HTTP behind a proxy that holds the certificate) and its version.
+ */
+export const ServerInfoSchema = {
+  type: 'object', required: ['fingerprint', 'version'],
+  properties: { fingerprint: { type: ['string', 'null'] }, version: { type: 'string' } },
+} as const;
+export interface ServerInfoBody { fingerprint: string | null; version: string }
+
 /** Who the caller is: a person (session) or an API token. */
 export const MeSchema = {
   type: 'object', required: ['kind'],

@@ -186,7 +186,7 @@ export async function buildApp(ctx: ServiceContext, opts: { https?: { key: strin
     // The API's routes only: the repository protocol is documented in docs/format.md.
     transform: ({ schema, url }) => ({ schema: (url.startsWith('/api/v1/') ? schema : { ...schema, hide: true }) as typeof schema, url }),
   });
-  await app.register(apiV1, { prefix: '/api/v1', ctx });
+  await app.register(apiV1, { prefix: '/api/v1', ctx, server: { fingerprint: opts.https ? fingerprintOf(opts.https.cert) : null, version: opts.version ?? '0' } });
   await app.register(metricsRoute, { ctx });
   await app.register(repoRoutes, { ...opts.uploadLimits, resolver: safeResolver(ctx) });
   await serveWebApp(app, opts.webRoot ?? BUILT_WEB_ROOT);

@@ -3,7 +3,8 @@
  * with Retry-After, even for the right password, and logged), API tokens
  * (the secret shown once, never listed; revoked and expired tokens
  * refused), bad input refused with a clear 400 and nothing stored, the
- * roles' limits, and an audit entry for every change.
+ * roles' limits, an audit entry for every change, and the node's
+ * certificate fingerprint for authenticated callers.
  */
 import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
@@ -138,6 +139,14 @@ databaseSuites('the REST API', (fx) => {
     const actions = log.map((e) => `${e.actor} ${e.action}`);
     for (const want of ['user:cid machine.create', 'user:otto safe.create', 'user:cid user.create', 'user:vera user.password']) assert.ok(actions.includes(want), `${want} in ${actions.join(', ')}`);
     assert.ok(!log.some((e) => e.actor === 'server'), 'the provider-wide entry of the first admin is shown to a customer');
+  });
+
+  it('says which certificate the node serves (what the web interface puts in the commands it shows), to callers only', async () => {
+    const r = await t.call('GET', '/api/v1/server', { token: t.adminToken });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.body.fingerprint, t.server.fingerprint);
+    assert.equal(typeof r.body.version, 'string');
+    assert.equal((await t.call('GET', '/api/v1/server', {})).status, 401);
   });
 
   it('logs out: the session token no longer works; a login clears expired sessions', async () => {

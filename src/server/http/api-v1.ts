@@ -7,6 +7,7 @@
  * the server. The OpenAPI document of every route is GET /api/v1/openapi.json.
  */
 import type { FastifyError, FastifyPluginAsync } from 'fastify';
+import { ServerInfoSchema, type ServerInfoBody } from '../../api/v1.js';
 import { authenticate, requirePasswordChanged } from '../services/auth.js';
 import type { ServiceContext } from '../services/context.js';
 import { ApiError, RateLimited } from '../services/errors.js';
@@ -21,6 +22,7 @@ import { metricsTokenRoutes } from './metrics.js';
 import { notificationRoutes } from './notifications.js';
 import { policyRoutes } from './policies.js';
 import { restoreTokenRoutes } from './restore-tokens.js';
+import { responses } from './route-kit.js';
 import { safeRoutes } from './safes.js';
 import { snapshotRoutes } from './snapshots.js';
 import { tokenRoutes } from './tokens.js';
@@ -28,7 +30,7 @@ import { userRoutes } from './users.js';
 
 const BEARER = /^Bearer (\S+)$/i;
 
-export const apiV1: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { ctx }) => {
+export const apiV1: FastifyPluginAsync<{ ctx: ServiceContext; server: ServerInfoBody }> = async (app, { ctx, server }) => {
   app.decorateRequest('principal', null);
 
   // Every answer is a customer's records or secrets (tokens, a channel's URL): no browser or proxy may keep a copy.
@@ -58,6 +60,12 @@ export const apiV1: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { 
   app.setNotFoundHandler((req, reply) => reply.code(404).send({ code: 'NO_SUCH_ROUTE', message: `no such route: ${req.method} ${req.url.split('?')[0]}` }));
 
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, () => app.swagger());
+
+  // For the commands the web interface shows (enrolment, a rescue restore): a browser cannot read the certificate it was shown.
+  app.get('/server', {
+    config: { beforePasswordChange: true },
+    schema: { tags: ['auth'], summary: 'the server node that answers: its certificate fingerprint (what agents pin) and version', response: responses(200, ServerInfoSchema) },
+  }, () => server);
 
   for (const routes of [authRoutes, customerRoutes, userRoutes, tokenRoutes, machineRoutes, safeRoutes, auditRoutes, jobRoutes, agentRoutes, escrowRoutes, restoreTokenRoutes, notificationRoutes, metricsTokenRoutes, snapshotRoutes, policyRoutes]) {
     await app.register(routes, { ctx });

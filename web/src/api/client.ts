@@ -8,7 +8,7 @@
 import type {
   ApiErrorBody, ChangePasswordRequest, ChannelBody, ChannelTestBody, CreateChannelRequest, CreatedChannelBody, DeliveryBody, UpdateChannelRequest, CreateCustomerRequest, CreatedTokenBody, CreatedUserBody, CreateJobRequest, CreateRestoreTokenRequest,
   CreateTokenRequest, CreateUserRequest, CustomerBody, ForgetResultBody, JobBody, JobEventBody, MachineBody, MeBody,
-  SafeBody, SessionBody, SnapshotBody, TokenBody, UpdateQuotasRequest, UserBody,
+  SafeBody, ServerInfoBody, SessionBody, SnapshotBody, TokenBody, UpdateQuotasRequest, UserBody,
 } from '../../../src/api/v1.js';
 import type { CreatePolicyRequest, EffectivePolicyBody, PolicyBody, ReplacePolicyRequest, RetentionPreviewRequest } from '../../../src/api/v1-policies.js';
 
@@ -70,6 +70,7 @@ export class ApiClient {
   login(name: string, password: string): Promise<SessionBody> { return this.request('POST', '/login', { name, password }); }
   logout(): Promise<void> { return this.request('POST', '/logout'); }
   me(): Promise<MeBody> { return this.request('GET', '/me'); }
+  serverInfo(): Promise<ServerInfoBody> { return this.request('GET', '/server'); }
   changePassword(body: ChangePasswordRequest): Promise<void> { return this.request('POST', '/me/password', body); }
 
   customers(): Promise<CustomerBody[]> { return this.request('GET', '/customers'); }

@@ -1,16 +1,25 @@
 /**
  * The server's certificate fingerprint, for the commands the pages show
  * (enrolment, a restore from rescue media). A browser cannot read the
- * certificate it was shown, and the API does not say it: the person pastes
- * it once (`holdfast server info` prints it) and this browser keeps it.
+ * certificate it was shown: the node says its own (GET /api/v1/server).
+ * A node behind a proxy that holds the certificate has none to say: the
+ * person pastes the proxy's (`holdfast server info` prints a node's) and
+ * this browser keeps it.
  */
-import { useState } from 'react';
+import { useEffect, useState } from 'react';
+import { useSession } from '../session.js';
 
 const KEY = 'holdfast.fingerprint';
 const PATTERN = /^SHA256:[0-9a-fA-F:]{64,95}$/;
 
 export function useFingerprint(): [string, (v: string) => void] {
+  const { api } = useSession();
   const [value, setValue] = useState(() => localStorage.getItem(KEY) ?? '');
+  useEffect(() => {
+    let live = true;
+    api.serverInfo().then((s) => { if (live && s.fingerprint !== null) setValue(s.fingerprint); }, () => undefined);
+    return () => { live = false; };
+  }, [api]);
   return [value, (v: string) => {
     setValue(v);
     if (PATTERN.test(v.trim())) localStorage.setItem(KEY, v.trim());
