@@ -98,11 +98,13 @@ export async function withBitmapRotation<T>(
   try {
     result = await work(input, { ...(added !== undefined ? { bitmap: added } : {}), ...(since !== undefined ? { since } : {}) });
   } catch (e) {
-    await input.close();
+    // The backup's own error is the one to tell; what is left is removed by the next run.
+    await input.close().catch(() => undefined);
     if (added !== undefined) await disk.removeBitmap(added).catch(() => undefined);
     throw e;
   }
-  await input.close();
+  // The snapshot is saved: a source that cannot be closed cleanly leaves its leftovers to the next run, not a failure.
+  await input.close().catch((e: unknown) => onWarning(`${disk.name}: ${(e as Error).message}; the next backup removes what this one left`));
   if (added === undefined) return result;
   for (const b of (await disk.inspect()).bitmaps) {
     if (!b.name.startsWith(prefix) || b.name === added) continue;

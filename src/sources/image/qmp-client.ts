@@ -77,7 +77,8 @@ export class QmpClient {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        const e = new QemuError(`QMP ${command} on ${this.path}: no answer within ${QMP_TIMEOUT_MS / 1000} s`);
+        const busy = command === 'greeting' ? ' (a QMP socket serves one client at a time: is another connected to it?)' : '';
+        const e = new QemuError(`QMP ${command} on ${this.path}: no answer within ${QMP_TIMEOUT_MS / 1000} s${busy}`);
         this.fail(e);
         reject(e);
       }, QMP_TIMEOUT_MS);
