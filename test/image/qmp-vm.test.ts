@@ -4,7 +4,8 @@
  * "guest's" writes made with the monitor's qemu-io). A first backup reads
  * the whole disk and adds a persistent dirty bitmap; an incremental reads
  * only the clusters written since, and writes made after its point in time
- * are not in it; a backup killed outright leaves the VM running, and the
+ * are not in it; a backup that fails removes what it added; a backup killed
+ * outright leaves the VM running, and the
  * next one removes what it left and succeeds; a VM without the bitmap gives
  * a full read. Every restore is compared byte for byte with the disk as it
  * was when its backup started, kept in the test.
@@ -114,6 +115,17 @@ describe('backups of a running VM\'s disk through QMP', { skip: missingTools('qe
     const after = await bitmaps();
     assert.equal(after[img.bitmap!], true, 'the new bitmap records from the point in time');
     assert.equal(after[full.snapshot.image!.bitmap!], undefined, 'the parent\'s bitmap is removed once the snapshot is saved');
+    await nothingLeft();
+  });
+
+  it('a backup that fails after its point in time removes what it added to the VM and its new bitmap, keeping the parent\'s', async () => {
+    const before = await bitmaps();
+    const { repo } = await memoryRepo();
+    await assert.rejects(withBitmapRotation(qmpDisk(source), repo.config.id, undefined, () => undefined, (e) => e as Error, async (input) => {
+      assert.equal((await input.random!.read(0, K64))[0], 0x5a, 'it was reading the disk');
+      throw new Error('the repository went away');
+    }), /the repository went away/);
+    assert.deepEqual(await bitmaps(), before);
     await nothingLeft();
   });
 
