@@ -149,6 +149,14 @@ databaseSuites('the REST API', (fx) => {
     assert.equal((await t.call('GET', '/api/v1/server', {})).status, 401);
   });
 
+  it('answers a name given where an id goes with a 404 that says the API takes ids', async () => {
+    const byName = await t.call('GET', '/api/v1/safes/web2-9d550281', { token: t.adminToken });
+    assert.equal(byName.status, 404);
+    assert.match(byName.body.message, /^disk safe web2-9d550281 does not exist \(the API names records by id, not by name/);
+    const byId = await t.call('GET', '/api/v1/safes/0b6f5a43-8a37-4b35-9d5c-8e4a3b6d2c1f', { token: t.adminToken });
+    assert.equal(byId.body.message, 'disk safe 0b6f5a43-8a37-4b35-9d5c-8e4a3b6d2c1f does not exist');
+  });
+
   it('logs out: the session token no longer works; a login clears expired sessions', async () => {
     const d = await openDatabase(dbUrl, '');
     try {

@@ -36,7 +36,7 @@ export async function createToken(ctx: ServiceContext, p: Principal, req: Create
   await requireCustomer(ctx, p, req.customer_id);
   if (req.machine_id !== undefined) {
     const m = await findLiveMachine(ctx, p, req.machine_id, 'tokens');
-    if (m.customer_id !== req.customer_id) throw new NotFound(`machine ${req.machine_id}`);
+    if (m.customer_id !== req.customer_id) throw new NotFound('machine', req.machine_id);
   }
   if (p.kind === 'token') throw new Forbidden('tokens are created by people: log in to create a token');
   requireManage(p);
@@ -78,7 +78,7 @@ export async function listTokens(ctx: ServiceContext, p: Principal): Promise<Tok
 
 async function findToken(ctx: ServiceContext, p: Principal, id: string): Promise<ApiToken> {
   const t = await ctx.db.selectFrom('api_tokens').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!t || !sees(p, owned(t))) throw new NotFound(`token ${id}`);
+  if (!t || !sees(p, owned(t))) throw new NotFound('token', id);
   return t;
 }
 

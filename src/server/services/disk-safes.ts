@@ -69,7 +69,7 @@ export async function createSafe(ctx: ServiceContext, p: Principal, req: CreateS
   await requireCustomer(ctx, p, req.customer_id);
   if (req.machine_id !== undefined) {
     const m = await findLiveMachine(ctx, p, req.machine_id, 'disk safes');
-    if (m.customer_id !== req.customer_id) throw new NotFound(`machine ${req.machine_id}`);
+    if (m.customer_id !== req.customer_id) throw new NotFound('machine', req.machine_id);
   }
   requireManage(p);
   if (req.quota_hard !== undefined || req.quota_soft !== undefined) requireProvider(p);
@@ -110,7 +110,7 @@ export async function listSafes(ctx: ServiceContext, p: Principal): Promise<Safe
 
 async function findSafe(ctx: ServiceContext, p: Principal, id: string): Promise<DiskSafe> {
   const s = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!s || !sees(p, s)) throw new NotFound(`disk safe ${id}`);
+  if (!s || !sees(p, s)) throw new NotFound('disk safe', id);
   return s;
 }
 

@@ -15,10 +15,14 @@ export class ApiError extends Error {
 
 /** No such record, or one the caller may not know of (404). */
 export class NotFound extends ApiError {
-  constructor(what: string) {
-    super(404, 'NOT_FOUND', `${what} does not exist`);
+  /** `what` does not exist; `id`, when given, is the id it was asked by (a name where an id goes is the likeliest mistake, and the answer says so). */
+  constructor(what: string, id?: string) {
+    const hint = id !== undefined && !UUID.test(id) ? ' (the API names records by id, not by name: the list of them gives each one\'s id)' : '';
+    super(404, 'NOT_FOUND', `${what}${id === undefined ? '' : ` ${id}`} does not exist${hint}`);
   }
 }
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The caller is known but may not do this (403). */
 export class Forbidden extends ApiError {

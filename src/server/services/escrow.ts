@@ -56,7 +56,7 @@ export async function getRecoveryKey(ctx: ServiceContext, p: Principal, customer
 
 async function findSafe(ctx: ServiceContext, p: Principal, id: string): Promise<DiskSafe> {
   const s = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!s || !sees(p, s)) throw new NotFound(`disk safe ${id}`);
+  if (!s || !sees(p, s)) throw new NotFound('disk safe', id);
   return s;
 }
 

@@ -119,7 +119,7 @@ async function settle(ctx: ServiceContext, where: { machineId: string } | { jobI
 
 async function findJob(ctx: ServiceContext, p: Principal, id: string): Promise<Job> {
   const j = await ctx.db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!j || !sees(p, j)) throw new NotFound(`job ${id}`);
+  if (!j || !sees(p, j)) throw new NotFound('job', id);
   return j;
 }
 

@@ -21,13 +21,13 @@ const owned = (m: Machine) => ({ customer_id: m.customer_id, machine_id: m.id })
 /** Throws NotFound unless customer `id` exists and the caller sees it. */
 export async function requireCustomer(ctx: ServiceContext, p: Principal, id: string): Promise<void> {
   const c = await ctx.db.selectFrom('customers').select('id').where('id', '=', id).executeTakeFirst();
-  if (!c || !sees(p, { customer_id: c.id, machine_id: p.machineId })) throw new NotFound(`customer ${id}`);
+  if (!c || !sees(p, { customer_id: c.id, machine_id: p.machineId })) throw new NotFound('customer', id);
 }
 
 /** The machine `id` if the caller sees it; NotFound otherwise. */
 export async function findMachine(ctx: ServiceContext, p: Principal, id: string): Promise<Machine> {
   const m = await ctx.db.selectFrom('machines').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!m || !sees(p, owned(m))) throw new NotFound(`machine ${id}`);
+  if (!m || !sees(p, owned(m))) throw new NotFound('machine', id);
   return m;
 }
 

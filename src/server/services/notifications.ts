@@ -124,7 +124,7 @@ function channelBody(c: NotificationChannel, p: Principal): ChannelBody {
 async function findChannel(ctx: ServiceContext, p: Principal, id: string): Promise<NotificationChannel> {
   const c = await ctx.db.selectFrom('notification_channels').selectAll().where('id', '=', id).executeTakeFirst();
   const seen = c !== undefined && (isProvider(p) || (c.customer_id !== null && c.customer_id === p.customerId && p.machineId === null));
-  if (!seen) throw new NotFound(`notification channel ${id}`);
+  if (!seen) throw new NotFound('notification channel', id);
   return c;
 }
 

@@ -116,11 +116,11 @@ export async function effectivePolicy(ctx: ServiceContext, of: { safeId: string 
   let safeId: string | null;
   if ('safeId' in of) {
     const s = await ctx.db.selectFrom('disk_safes').select(['id', 'customer_id', 'machine_id']).where('id', '=', of.safeId).executeTakeFirst();
-    if (!s) throw new NotFound(`disk safe ${of.safeId}`);
+    if (!s) throw new NotFound('disk safe', of.safeId);
     [customerId, machineId, safeId] = [s.customer_id, s.machine_id, s.id];
   } else {
     const m = await ctx.db.selectFrom('machines').select(['id', 'customer_id']).where('id', '=', of.machineId).executeTakeFirst();
-    if (!m) throw new NotFound(`machine ${of.machineId}`);
+    if (!m) throw new NotFound('machine', of.machineId);
     [customerId, machineId, safeId] = [m.customer_id, m.id, (await machineSafe(ctx, m.id))?.id ?? null];
   }
   const targets = [`customer:${customerId}`, ...(machineId ? [`machine:${machineId}`] : []), ...(safeId ? [`safe:${safeId}`] : [])];
@@ -191,7 +191,7 @@ function checkSettings(ctx: ServiceContext, s: PolicySettings): void {
 
 async function findPolicy(ctx: ServiceContext, p: Principal, id: string): Promise<Policy> {
   const row = await ctx.db.selectFrom('policies').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!row || !sees(p, row)) throw new NotFound(`policy ${id}`);
+  if (!row || !sees(p, row)) throw new NotFound('policy', id);
   return row;
 }
 
@@ -216,11 +216,11 @@ export async function createPolicy(ctx: ServiceContext, p: Principal, req: Creat
   if (req.machine_id !== undefined && req.safe_id !== undefined) throw new BadRequest('a policy is attached to a machine or to a disk safe, not both: give machine_id or safe_id');
   if (req.machine_id !== undefined) {
     const m = await findMachine(ctx, p, req.machine_id);
-    if (m.customer_id !== req.customer_id) throw new NotFound(`machine ${req.machine_id}`);
+    if (m.customer_id !== req.customer_id) throw new NotFound('machine', req.machine_id);
   }
   if (req.safe_id !== undefined) {
     const s = await ctx.db.selectFrom('disk_safes').select(['id', 'customer_id', 'machine_id']).where('id', '=', req.safe_id).executeTakeFirst();
-    if (!s || !sees(p, s) || s.customer_id !== req.customer_id) throw new NotFound(`disk safe ${req.safe_id}`);
+    if (!s || !sees(p, s) || s.customer_id !== req.customer_id) throw new NotFound('disk safe', req.safe_id);
   }
   requireManage(p);
   const settings = settingsFrom(req);
@@ -286,7 +286,7 @@ export async function machinePolicy(ctx: ServiceContext, p: Principal, machineId
 /** GET /safes/ID/policy: the disk safe's effective policy, for whoever may read the safe. */
 export async function safePolicy(ctx: ServiceContext, p: Principal, safeId: string): Promise<EffectivePolicyBody> {
   const s = await ctx.db.selectFrom('disk_safes').select(['id', 'customer_id', 'machine_id']).where('id', '=', safeId).executeTakeFirst();
-  if (!s || !sees(p, s)) throw new NotFound(`disk safe ${safeId}`);
+  if (!s || !sees(p, s)) throw new NotFound('disk safe', safeId);
   requireRead(p);
   return effectiveBody(await effectivePolicy(ctx, { safeId: s.id }), ctx.now().getTime());
 }
@@ -298,7 +298,7 @@ export async function safePolicy(ctx: ServiceContext, p: Principal, safeId: stri
  */
 export async function retentionPreview(ctx: ServiceContext, p: Principal, safeId: string, req: RetentionPreviewRequest): Promise<ForgetResultBody> {
   const s = await ctx.db.selectFrom('disk_safes').select(['id', 'customer_id', 'machine_id']).where('id', '=', safeId).executeTakeFirst();
-  if (!s || !sees(p, s)) throw new NotFound(`disk safe ${safeId}`);
+  if (!s || !sees(p, s)) throw new NotFound('disk safe', safeId);
   let rules: RetentionPreviewRequest = req;
   if (Object.keys(req).length === 0) {
     const retention = (await effectivePolicy(ctx, { safeId: s.id })).settings.retention;

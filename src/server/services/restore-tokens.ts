@@ -15,7 +15,7 @@ import { requireManage, sees, type Principal } from './principal.js';
 
 export async function createRestoreToken(ctx: ServiceContext, p: Principal, safeId: string, req: CreateRestoreTokenRequest): Promise<CreatedTokenBody> {
   const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', safeId).executeTakeFirst();
-  if (!safe || !sees(p, safe)) throw new NotFound(`disk safe ${safeId}`);
+  if (!safe || !sees(p, safe)) throw new NotFound('disk safe', safeId);
   if (p.kind === 'token') throw new Forbidden('tokens are created by people: log in to create a restore token');
   requireManage(p);
   const expires = new Date(ctx.now().getTime() + (req.expires_in ?? DEFAULT_RESTORE_TOKEN_SECONDS) * 1000).toISOString();

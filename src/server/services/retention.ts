@@ -40,7 +40,7 @@ import type { ServerWorkOf } from './server-jobs.js';
 /** The safe `id` if the caller sees it (NotFound otherwise) and may change it (Forbidden otherwise). */
 export async function manageableSafe(ctx: ServiceContext, p: Principal, id: string): Promise<DiskSafe> {
   const s = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!s || !sees(p, s)) throw new NotFound(`disk safe ${id}`);
+  if (!s || !sees(p, s)) throw new NotFound('disk safe', id);
   requireManage(p);
   return s;
 }

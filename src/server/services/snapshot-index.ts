@@ -180,7 +180,7 @@ export async function lastBackups(ctx: ServiceContext, machineIds: readonly stri
 /** Disk safe `id`'s snapshots, for a caller who sees it (NotFound otherwise). */
 export async function listSafeSnapshots(ctx: ServiceContext, p: Principal, id: string, q: SnapshotQuery): Promise<SnapshotBody[]> {
   const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!safe || !sees(p, safe)) throw new NotFound(`disk safe ${id}`);
+  if (!safe || !sees(p, safe)) throw new NotFound('disk safe', id);
   requireRead(p);
   return listIndexedSnapshots(ctx, [safe], q);
 }

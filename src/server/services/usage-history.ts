@@ -42,7 +42,7 @@ async function historyOf(ctx: ServiceContext, safes: readonly Pick<DiskSafe, 'lo
 /** Disk safe `id`'s history, for a caller who sees it. */
 export async function safeUsageHistory(ctx: ServiceContext, p: Principal, id: string, q: UsageHistoryQuery): Promise<UsageHistoryBody> {
   const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!safe || !sees(p, safe)) throw new NotFound(`disk safe ${id}`);
+  if (!safe || !sees(p, safe)) throw new NotFound('disk safe', id);
   requireRead(p);
   return historyOf(ctx, [safe], q.days ?? DEFAULT_HISTORY_DAYS, safe.quota_hard);
 }

@@ -26,7 +26,7 @@ export async function createUser(ctx: ServiceContext, p: Principal, req: CreateU
   if (!customerRole && req.customer_id !== undefined) throw new BadRequest(`a ${req.role} belongs to no customer: leave customer_id out`);
   if (req.customer_id !== undefined) {
     const c = await ctx.db.selectFrom('customers').select('id').where('id', '=', req.customer_id).executeTakeFirst();
-    if (!c || !sees(p, { customer_id: c.id })) throw new NotFound(`customer ${req.customer_id}`);
+    if (!c || !sees(p, { customer_id: c.id })) throw new NotFound('customer', req.customer_id);
   }
   if (p.kind === 'token') throw new Forbidden('people are created by people: log in to create a user');
   requireManage(p);
@@ -56,7 +56,7 @@ export async function listUsers(ctx: ServiceContext, p: Principal): Promise<User
 
 export async function getUser(ctx: ServiceContext, p: Principal, id: string): Promise<UserBody> {
   const u = await ctx.db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
-  if (!u || !seesUser(p, u) || p.machineId !== null) throw new NotFound(`user ${id}`);
+  if (!u || !seesUser(p, u) || p.machineId !== null) throw new NotFound('user', id);
   requireRead(p);
   return userBody(u);
 }
