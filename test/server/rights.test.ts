@@ -7,6 +7,7 @@
  * reaches no safe: 404, exactly as a safe that does not exist (a takeover
  * token, made for one safe, reads its config and keys: agent/take-over). A
  * token refused by the API is told which rights it has and which it needs.
+ * A machine's manage token makes nothing beyond its machine.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -92,5 +93,29 @@ databaseSuites('token rights on every kind of route', (fx) => {
         }
       }
     }
+  });
+
+  it('keeps a machine\'s manage token to its machine: it makes no machine, no customer-wide safe or policy, nothing for another machine', async () => {
+    const acme = (await t.call('GET', `/api/v1/safes/${safe.id}`, { token: t.adminToken })).body.customer_id as string;
+    const web1 = (await t.call('GET', `/api/v1/safes/${safe.id}`, { token: t.adminToken })).body.machine_id as string;
+    const web2 = (await t.create('/api/v1/machines', { customer_id: acme, name: 'web2' })).id;
+    const scoped = (await t.create('/api/v1/tokens', { customer_id: acme, machine_id: web1, name: 'web1 manager', rights: ['manage', 'read'] })).secret;
+    const refused: [string, Record<string, unknown>][] = [
+      ['/api/v1/policies', { customer_id: acme, retention: { keep_last: 1, every: '1h' } }],
+      ['/api/v1/policies', { customer_id: acme, machine_id: web2, retention: { keep_last: 1 } }],
+      ['/api/v1/safes', { customer_id: acme, name: 'acme-wide' }],
+      ['/api/v1/safes', { customer_id: acme, machine_id: web2, name: 'acme-web2' }],
+      ['/api/v1/machines', { customer_id: acme, name: 'web3' }],
+    ];
+    for (const [path, body] of refused) {
+      const r = await t.call('POST', path, { token: scoped, body });
+      assert.ok(r.status === 403 || r.status === 404, `POST ${path} ${JSON.stringify(body)} → ${r.status} ${r.text}`);
+    }
+    const policies = (await t.call('GET', '/api/v1/policies', { token: t.adminToken })).body as unknown[];
+    assert.equal(policies.length, 0, 'nothing was made');
+    const own = await t.call('POST', '/api/v1/policies', { token: scoped, body: { customer_id: acme, machine_id: web1, retention: { keep_last: 3 } } });
+    assert.equal(own.status, 201, own.text);
+    const ownSafe = await t.call('POST', '/api/v1/policies', { token: scoped, body: { customer_id: acme, safe_id: safe.id, retention: { keep_last: 4 } } });
+    assert.equal(ownSafe.status, 201, ownSafe.text);
   });
 });

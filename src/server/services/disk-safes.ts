@@ -66,7 +66,7 @@ export function updatedQuotas(current: { quota_hard: number | null; quota_soft: 
 }
 
 export async function createSafe(ctx: ServiceContext, p: Principal, req: CreateSafeRequest): Promise<SafeBody> {
-  await requireCustomer(ctx, p, req.customer_id);
+  await requireCustomer(ctx, p, req.customer_id, { machineId: req.machine_id ?? null });
   if (req.machine_id !== undefined) {
     const m = await findLiveMachine(ctx, p, req.machine_id, 'disk safes');
     if (m.customer_id !== req.customer_id) throw new NotFound('machine', req.machine_id);

@@ -19,9 +19,13 @@ import { isProvider, requireManage, requireRead, sees, type Principal } from './
 const owned = (m: Machine) => ({ customer_id: m.customer_id, machine_id: m.id });
 
 /** Throws NotFound unless customer `id` exists and the caller sees it. */
-export async function requireCustomer(ctx: ServiceContext, p: Principal, id: string): Promise<void> {
+export async function requireCustomer(ctx: ServiceContext, p: Principal, id: string, makes?: { machineId: string | null }): Promise<void> {
   const c = await ctx.db.selectFrom('customers').select('id').where('id', '=', id).executeTakeFirst();
   if (!c || !sees(p, { customer_id: c.id, machine_id: p.machineId })) throw new NotFound('customer', id);
+  // A machine's token makes nothing beyond its machine: not a machine, nor a customer-wide safe or policy.
+  if (makes !== undefined && p.machineId !== null && makes.machineId !== p.machineId) {
+    throw new Forbidden('a machine\'s token acts on its own machine only: what is made for the whole customer, or for another machine, is made by a customer admin or a customer-wide token');
+  }
 }
 
 /** The machine `id` if the caller sees it; NotFound otherwise. */
@@ -51,7 +55,7 @@ export async function requireSomeSafe(ctx: ServiceContext, machineId: string): P
 }
 
 export async function createMachine(ctx: ServiceContext, p: Principal, req: CreateMachineRequest): Promise<MachineBody> {
-  await requireCustomer(ctx, p, req.customer_id);
+  await requireCustomer(ctx, p, req.customer_id, { machineId: null });
   requireManage(p);
   return { ...(await insertMachine(ctx, p, req.customer_id, req.name)), last_backup_at: null };
 }

@@ -212,8 +212,8 @@ export async function getPolicy(ctx: ServiceContext, p: Principal, id: string): 
 
 /** Attaches a new policy to a customer, or to a machine or disk safe of it; Conflict when that one has a policy already. */
 export async function createPolicy(ctx: ServiceContext, p: Principal, req: CreatePolicyRequest): Promise<PolicyBody> {
-  await requireCustomer(ctx, p, req.customer_id);
   if (req.machine_id !== undefined && req.safe_id !== undefined) throw new BadRequest('a policy is attached to a machine or to a disk safe, not both: give machine_id or safe_id');
+  let machineId = req.machine_id ?? null;
   if (req.machine_id !== undefined) {
     const m = await findMachine(ctx, p, req.machine_id);
     if (m.customer_id !== req.customer_id) throw new NotFound('machine', req.machine_id);
@@ -221,7 +221,9 @@ export async function createPolicy(ctx: ServiceContext, p: Principal, req: Creat
   if (req.safe_id !== undefined) {
     const s = await ctx.db.selectFrom('disk_safes').select(['id', 'customer_id', 'machine_id']).where('id', '=', req.safe_id).executeTakeFirst();
     if (!s || !sees(p, s) || s.customer_id !== req.customer_id) throw new NotFound('disk safe', req.safe_id);
+    machineId = s.machine_id;
   }
+  await requireCustomer(ctx, p, req.customer_id, { machineId });
   requireManage(p);
   const settings = settingsFrom(req);
   // Quotas are the provider's to set, here as on customers and safes.
