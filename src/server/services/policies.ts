@@ -28,7 +28,7 @@ import { BadRequest, Conflict, NotFound } from './errors.js';
 import { findMachine, requireCustomer } from './machines.js';
 import { isProvider, requireManage, requireProvider, requireRead, sees, type Principal } from './principal.js';
 import { forgetSafe, retentionPolicyOf } from './retention.js';
-import { isCron, nextRunAfter, parseSchedule, parseWindow, ScheduleError, splayFor, type Timing } from './schedule.js';
+import { isCron, MAX_INTERVAL, nextRunAfter, parseSchedule, parseWindow, ScheduleError, splayFor, type Timing } from './schedule.js';
 
 /** The time zone of a policy that names none. */
 export const DEFAULT_TIME_ZONE = 'UTC';
@@ -154,6 +154,7 @@ function checkDuration(field: string, d: string | undefined, minMs: number, min:
     throw new BadRequest(`${field}: ${(e as Error).message}`);
   }
   if (ms < minMs) throw new BadRequest(`${field} "${d}": at least ${min}`);
+  if (!(ms <= MAX_INTERVAL)) throw new BadRequest(`${field} "${d}": at most 366d`);
 }
 
 /**

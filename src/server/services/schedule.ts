@@ -31,6 +31,8 @@ const DAY = 24 * HOUR;
 const MAX_CRON_SPLAY = HOUR;
 /** The shortest interval a schedule may have: a tick of the scheduler is seconds; a minute is what cron can say. */
 const MIN_INTERVAL = MINUTE;
+/** The longest interval a schedule or a policy's period may have: a year (a longer one is a mistake, and past Date's range a broken clock). */
+export const MAX_INTERVAL = 366 * DAY;
 
 /** A schedule's slots. */
 export interface Schedule {
@@ -77,6 +79,7 @@ export function parseSchedule(text: string, timeZone: string): Schedule {
     const ms = everyMs(t);
     if (ms === undefined) throw new ScheduleError(`schedule "${text}": write every N minutes (or hours, days), e.g. "every 15 minutes", "every 15m", "every 6h"`);
     if (ms < MIN_INTERVAL) throw new ScheduleError(`schedule "${text}": at most once a minute`);
+    if (!(ms <= MAX_INTERVAL)) throw new ScheduleError(`schedule "${text}": at least once a year (every 366d at the most)`);
     return {
       text: t,
       intervalMs: () => ms,
