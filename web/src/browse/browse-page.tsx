@@ -16,11 +16,13 @@ import { Link, useParams } from 'react-router';
 import { ErrorBox } from '../components/error-box.js';
 import { formatBytes } from '../format.js';
 import { sessionToken } from '../session.js';
-import { DamagedError, ServerError, WrongPasswordError } from '../zk/errors.js';
-import type { TreeNode } from '../zk/format.js';
+import { DamagedError, ServerError, WrongPasswordError, ZkError } from '../zk/errors.js';
+import type { Snapshot, TreeNode } from '../zk/format.js';
 import { ZkSafe } from '../zk/safe.js';
+import { compareTrees, previousSnapshot, type Change } from '../zk/compare.js';
 import { HttpSafeSource } from '../zk/source.js';
 import { tarOf } from '../zk/tar.js';
+import { zipOf } from '../zk/zip.js';
 import { saveStream } from './download.js';
 import './browse.css';
 
@@ -153,11 +155,13 @@ function FolderView({ safe, safeId, snapshotId, path }: { safe: ZkSafe; safeId: 
     const mode = await saveStream(n.name, n.size, safe.fileBytes(n, `/${[...path, n.name].join('/')}`));
     return `Downloaded ${n.name}${mode === 'in-memory' ? ' (held in memory: this browser cannot stream downloads)' : ''}.`;
   });
-  const downloadTar = (): Promise<void> => download('the folder', async () => {
+  const downloadFolder = (kind: 'tar' | 'zip'): Promise<void> => download('the folder', async () => {
     const top = path.length > 0 ? path[path.length - 1]! : 'snapshot';
-    const mode = await saveStream(`${top}.tar`, undefined, tarOf(safe, listing.data!.tree, new TextEncoder().encode(top)));
-    return `Downloaded ${top}.tar${mode === 'in-memory' ? ' (held in memory: this browser cannot stream downloads)' : ''}.`;
+    const name = new TextEncoder().encode(top);
+    const mode = await saveStream(`${top}.${kind}`, undefined, kind === 'tar' ? tarOf(safe, listing.data!.tree, name) : zipOf(safe, listing.data!.tree, name));
+    return `Downloaded ${top}.${kind}${mode === 'in-memory' ? ' (held in memory: this browser cannot stream downloads)' : ''}.`;
   });
+  const [comparing, setComparing] = useState<string | null>(null);
 
   return (
     <>
@@ -167,13 +171,90 @@ function FolderView({ safe, safeId, snapshotId, path }: { safe: ZkSafe; safeId: 
         {path.map((p, i) => <span key={i}> / <Link to={here(path.slice(0, i + 1))}>{p}</Link></span>)}
       </nav>
       <div className="toolbar">
-        <button type="button" className="secondary" disabled={!listing.data} onClick={() => void downloadTar()}>Download folder (tar)</button>
+        <button type="button" className="secondary" disabled={!listing.data} onClick={() => void downloadFolder('tar')}>Download folder (tar)</button>
+        <button type="button" className="secondary" disabled={!listing.data} onClick={() => void downloadFolder('zip')}>Download folder (zip)</button>
+        <button type="button" className="secondary" disabled={!listing.data || comparing === key} onClick={() => setComparing(key)}>Compare with previous snapshot</button>
         {status ? <span role="status" className="muted">{status}</span> : null}
       </div>
       <ErrorBox error={listing.error ?? error} />
+      {comparing === key && listing.data ? <CompareView safe={safe} safeId={safeId} snapshot={listing.data.snapshot} tree={listing.data.tree} path={path} /> : null}
       {listing.data?.refused.length ? <p className="error" role="alert">{listing.data.refused.length} entries of this folder are refused and not shown: {listing.data.refused.map((r) => r.why).join('; ')}</p> : null}
       {listing.data ? <EntryList entries={listing.data.entries} open={(n) => here([...path, n.name])} onDownload={(n) => void downloadFile(n)} /> : listing.error ? null : <p className="muted">Opening the folder…</p>}
     </>
+  );
+}
+
+/**
+ * The changes of the folder shown and below since the previous snapshot
+ * (zk/compare.ts), listed as they are found; leaving the folder stops the
+ * comparison.
+ */
+function CompareView({ safe, safeId, snapshot, tree, path }: { safe: ZkSafe; safeId: string; snapshot: Snapshot; tree: string; path: string[] }) {
+  const [state, setState] = useState<{ previous?: Snapshot | null; changes: Change[]; done: boolean; error: string | null }>({ changes: [], done: false, error: null });
+  useEffect(() => {
+    let live = true;
+    setState({ changes: [], done: false, error: null });
+    const run = async (): Promise<void> => {
+      const previous = previousSnapshot(await safe.snapshots(), snapshot);
+      if (!live) return;
+      if (previous === undefined) {
+        setState({ previous: null, changes: [], done: true, error: null });
+        return;
+      }
+      let before: string | undefined;
+      try {
+        before = await safe.folderTree(previous, path);
+      } catch (e) {
+        // The folder is new since the previous snapshot: everything in it was added.
+        if (!(e instanceof ZkError) || e instanceof DamagedError) throw e;
+      }
+      setState((s) => ({ ...s, previous }));
+      // Shown in batches: one render per change would make a large comparison quadratic.
+      let batch: Change[] = [];
+      const flush = (done: boolean): void => {
+        const add = batch;
+        batch = [];
+        setState((s) => ({ ...s, changes: [...s.changes, ...add], done }));
+      };
+      for await (const c of compareTrees(safe, before, tree, `/${path.map((p) => `${p}/`).join('')}`)) {
+        if (!live) return;
+        batch.push(c);
+        if (batch.length >= 200) flush(false);
+      }
+      if (live) flush(true);
+    };
+    run().catch((e: unknown) => live && setState((s) => ({ ...s, done: true, error: describeError(e) })));
+    return () => { live = false; };
+  }, [safe, snapshot, tree, path.join('/')]);
+  const { previous, changes, done, error } = state;
+  const counts = (k: Change['kind']): number => changes.filter((c) => c.kind === k).length;
+  return (
+    <section className="card compare" aria-label="changes since the previous snapshot">
+      <h2>Changes since the previous snapshot</h2>
+      <ErrorBox error={error} />
+      {previous === null ? <p className="notice">This is the first snapshot: there is none before it to compare with.</p> : null}
+      {previous ? (
+        <p className="muted">
+          Compared with <Link to={`/safes/${safeId}/browse/${previous.id}/${path.map((p) => `${encodeURIComponent(p)}/`).join('')}`}>{new Date(previous.time).toLocaleString()}</Link>
+          {' '}({previous.id.slice(0, 8)}): {counts('added')} added, {counts('removed')} removed, {counts('changed')} changed{done ? '' : ' so far…'}
+        </p>
+      ) : null}
+      {done && previous && changes.length === 0 ? <p className="notice">Nothing changed in this folder.</p> : null}
+      {changes.length > 0 ? (
+        <table className="list" aria-label="changes">
+          <thead><tr><th>Change</th><th>Path</th><th className="num">Size</th></tr></thead>
+          <tbody>
+            {changes.map((c) => (
+              <tr key={c.path.join('/')} className={`change-${c.kind}`}>
+                <td>{c.kind}</td>
+                <td><code>{c.path.join('/')}{c.node.type === 'dir' ? '/' : ''}</code></td>
+                <td className="num">{c.node.type === 'file' ? formatBytes(c.node.size) : ''}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : null}
+    </section>
   );
 }
 
