@@ -8,6 +8,8 @@ import { defineConfig } from 'vite';
 
 export default defineConfig({
   plugins: [react()],
+  // The snapshot search's worker is an ES module (it imports the reader, whose zstd finds its WebAssembly by import.meta.url).
+  worker: { format: 'es' },
   build: {
     // Not dist/web: the root build compiles web/src/zk there for the Node tests of the format reader.
     outDir: '../dist/app',

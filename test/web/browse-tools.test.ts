@@ -3,7 +3,9 @@
  * an encrypted disk safe two real backups wrote: the comparison with the
  * previous snapshot lists exactly the file added, the one removed and the
  * one rewritten; a folder downloaded as a zip (streamed through the service
- * worker) extracts with `unzip` to the original bytes; a folder of 10,000
+ * worker) extracts with `unzip` to the original bytes; a search by name
+ * (in a Web Worker) finds a file deep in the tree with its folder and
+ * nothing for a name that is not there; a folder of 10,000
  * files is listed with a small number of rows in the page and its last name
  * reached by scrolling.
  */
@@ -118,6 +120,32 @@ it('downloads a folder as a zip, streamed, that unzip extracts to the original b
   assert.equal(x.status, 0, x.stderr.toString());
   for (const f of ['data.bin', 'added.txt', 'deep/er/est/needle-7q.txt', 'many/f09999.txt']) assert.deepEqual(await fs.readFile(join(out2, 'src', f)), await fs.readFile(s.path('src', f)), f);
   assert.equal((await fs.readdir(join(out2, 'src', 'many'))).length, MANY);
+  assert.deepEqual(consoleErrors, []);
+});
+
+it('searches the snapshot by name in a worker: a name deep in the tree is found with its folder, a non-match finds nothing', async () => {
+  const { page, consoleErrors } = await b.newPage();
+  const workers: string[] = [];
+  page.on('worker', (w) => workers.push(w.url()));
+  await openSource(page);
+  const search = page.getByLabel('Search this snapshot by name');
+  await search.fill('NEEDLE-7');
+  const results = page.getByRole('table', { name: 'search results' });
+  await page.getByRole('status').getByText('1 found.').waitFor();
+  const rows = await results.locator('tbody tr').allInnerTexts();
+  assert.deepEqual(rows.map((r) => r.split('\t').slice(0, 2).join(' ')), [`needle-7q.txt ${s.path('src', 'deep', 'er', 'est')}`]);
+  assert.ok(workers.some((u) => u.includes('search-worker')), `the search ran in a worker (${workers.join(', ')})`);
+  await screenshots(page, 'browse-search', () => results.waitFor());
+  await results.getByRole('link').click();
+  await page.getByRole('table', { name: 'entries' }).getByText('needle-7q.txt').waitFor();
+
+  // A query changed while the one before runs: only the new one's answer is shown.
+  await search.fill('f0999');
+  await search.fill('no-such-name-x');
+  await page.getByRole('status').getByText('Nothing in this snapshot is named like “no-such-name-x”.').waitFor();
+  assert.equal(await results.count(), 0);
+  await search.fill('f0999');
+  await page.getByRole('status').getByText('10 found.').waitFor();
   assert.deepEqual(consoleErrors, []);
 });
 

@@ -1,10 +1,13 @@
 /**
- * The snapshot browser's comparison and zip writer (web/src/zk/compare.ts,
- * zip.ts) on a safe the CLI wrote, read through the zero-knowledge reader:
+ * The snapshot browser's comparison, zip writer and search (web/src/zk/
+ * compare.ts, zip.ts, search.ts) on a safe the CLI wrote, read through the
+ * zero-knowledge reader:
  * two backups with a file added, one removed, one rewritten and one only
  * touched give exactly the first three, and the folder nobody changed is
  * never read; a folder's zip extracts with `unzip` and Python's zipfile to
- * the original bytes, its CRCs checked, with and without ZIP64 fields.
+ * the original bytes, its CRCs checked, with and without ZIP64 fields; a
+ * name deep in the tree is found with its folder, a non-match finds nothing,
+ * an aborted search stops.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -16,6 +19,7 @@ import { FolderSafeSource } from '../helpers/folder-safe-source.js';
 import { compareTrees, nodeChanged, previousSnapshot, type Change } from '../../web/src/zk/compare.js';
 import type { TreeNode } from '../../web/src/zk/format.js';
 import { ZkSafe } from '../../web/src/zk/safe.js';
+import { nameMatcher, searchNames, type Found } from '../../web/src/zk/search.js';
 import { crc32, zipOf } from '../../web/src/zk/zip.js';
 
 const node = (name: string, over: Partial<TreeNode> = {}): TreeNode => ({
@@ -40,6 +44,15 @@ it('the previous snapshot is the newest older one of the same host and paths, el
   assert.equal(previousSnapshot(all, all[2]!)?.id, 'a');
   assert.equal(previousSnapshot(all, all[1]!)?.id, 'a');
   assert.equal(previousSnapshot(all, all[0]!), undefined);
+});
+
+it('a name matches when it holds every word of the query, case aside; an empty query matches nothing', () => {
+  const m = nameMatcher('  Report 2026 ');
+  assert.equal(m('report-2026.pdf'), true);
+  assert.equal(m('2026 REPORT'), true);
+  assert.equal(m('report-2025.pdf'), false);
+  assert.equal(nameMatcher('   ')('anything'), false);
+  assert.equal(nameMatcher('É')('caf\u0065\u0301'), true, 'Unicode forms aside (NFC)');
 });
 
 it('crc32 is zip\'s CRC-32, continued across parts', () => {
@@ -100,6 +113,23 @@ describe('comparing two snapshots and zipping a folder of a safe the CLI wrote',
     const all: Change[] = [];
     for await (const c of compareTrees(safe, undefined, after)) all.push(c);
     assert.deepEqual(all.map((c) => `${c.kind} ${c.path.join('/')}`), ['added added.txt', 'added big.bin', 'added docs', 'added link', 'added still'], 'a folder new on one side is one entry');
+  });
+
+  it('finds a name deep in the tree with its folder, nothing for a name that is not there, and stops when aborted', async () => {
+    const snap = (await safe.snapshots())[1]!;
+    const tree = await safe.folderTree(snap, src().split('/').filter((p) => p !== ''));
+    const found: Found[] = [];
+    for await (const f of searchNames(safe, tree, 'SAME')) found.push(f);
+    assert.deepEqual(found, [{ folder: ['still', 'deeper'], name: 'same.txt', type: 'file', size: 14 }]);
+    const txt: string[] = [];
+    for await (const f of searchNames(safe, tree, '.txt', { limit: 2 })) txt.push(f.name);
+    assert.equal(txt.length, 2, 'at most the limit');
+    for await (const f of searchNames(safe, tree, 'no-such-name')) assert.fail(`found ${f.name}`);
+    const stop = new AbortController();
+    stop.abort(new Error('a newer query'));
+    await assert.rejects(async () => {
+      for await (const f of searchNames(safe, tree, 'a', { signal: stop.signal })) assert.fail(`found ${f.name} after the abort`);
+    }, /a newer query/);
   });
 
   for (const zip64 of [false, true]) {

@@ -24,6 +24,7 @@ import { HttpSafeSource } from '../zk/source.js';
 import { tarOf } from '../zk/tar.js';
 import { zipOf } from '../zk/zip.js';
 import { saveStream } from './download.js';
+import { SnapshotSearch } from './snapshot-search.js';
 import './browse.css';
 
 /** The safes opened in this tab, by id (never stored anywhere). */
@@ -130,6 +131,8 @@ const ROW = 36;
 
 function FolderView({ safe, safeId, snapshotId, path }: { safe: ZkSafe; safeId: string; snapshotId: string; path: string[] }) {
   const key = `${snapshotId}/${path.join('/')}`;
+  // Apart from the folder's listing, so that the search stays while folders change.
+  const snapshot = useAsync(() => safe.snapshot(snapshotId), [safe, snapshotId]);
   const listing = useAsync(async () => {
     const snapshot = await safe.snapshot(snapshotId);
     const tree = await safe.folderTree(snapshot, path);
@@ -176,6 +179,7 @@ function FolderView({ safe, safeId, snapshotId, path }: { safe: ZkSafe; safeId: 
         <button type="button" className="secondary" disabled={!listing.data || comparing === key} onClick={() => setComparing(key)}>Compare with previous snapshot</button>
         {status ? <span role="status" className="muted">{status}</span> : null}
       </div>
+      {snapshot.data ? <SnapshotSearch safe={safe} safeId={safeId} snapshot={snapshot.data} /> : null}
       <ErrorBox error={listing.error ?? error} />
       {comparing === key && listing.data ? <CompareView safe={safe} safeId={safeId} snapshot={listing.data.snapshot} tree={listing.data.tree} path={path} /> : null}
       {listing.data?.refused.length ? <p className="error" role="alert">{listing.data.refused.length} entries of this folder are refused and not shown: {listing.data.refused.map((r) => r.why).join('; ')}</p> : null}

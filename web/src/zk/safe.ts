@@ -36,6 +36,16 @@ interface MasterKey {
   readonly id: Uint8Array;
 }
 
+/**
+ * An opened safe's config and key, structured-cloneable: what a worker of
+ * the same page opens the same safe with (ZkSafe.reopen), without the
+ * password. It holds the key: it is posted to the page's own workers only.
+ */
+export interface OpenedSafe {
+  readonly config: Config;
+  readonly key: MasterKey;
+}
+
 /** How a reader reports what it leaves out and goes on. */
 export interface ZkOptions {
   readonly signal?: AbortSignal;
@@ -102,6 +112,16 @@ export class ZkSafe {
       return new ZkSafe(source, config, master, opts);
     }
     throw new WrongPasswordError();
+  }
+
+  /** This safe's config and key, for ZkSafe.reopen in a worker of this page. */
+  get opened(): OpenedSafe {
+    return { config: this.config, key: this.key };
+  }
+
+  /** The safe `opened` describes, read from `source` (the key already checked by the `open` that made it). */
+  static reopen(source: SafeSource, opened: OpenedSafe, opts: ZkOptions = {}): ZkSafe {
+    return new ZkSafe(source, opened.config, opened.key, opts);
   }
 
   private warn(message: string): void {
