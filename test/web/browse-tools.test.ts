@@ -30,7 +30,7 @@ let userPassword = '';
 
 before(async () => {
   s = await Sandbox.create('holdfast-browse-tools-');
-  t = await setUp(`sqlite:${':memory:'}`);
+  t = await setUp(`sqlite:${s.path('control.db')}`);
   const c = (await t.create('/api/v1/customers', { name: 'Acme' })).id as string;
   const m = (await t.create('/api/v1/machines', { customer_id: c, name: 'web1' })).id as string;
   safeId = (await t.create('/api/v1/safes', { customer_id: c, machine_id: m, name: 'web1' })).id as string;
