@@ -8,7 +8,7 @@
 import type {
   ApiErrorBody, ChangePasswordRequest, ChannelBody, ChannelTestBody, CreateChannelRequest, CreatedChannelBody, DeliveryBody, UpdateChannelRequest, CreateCustomerRequest, CreatedTokenBody, CreatedUserBody, CreateJobRequest, CreateRestoreTokenRequest,
   CreateTokenRequest, CreateUserRequest, CustomerBody, ForgetResultBody, JobBody, JobEventBody, MachineBody, MeBody,
-  SafeBody, ServerInfoBody, SessionBody, SnapshotBody, TokenBody, UpdateQuotasRequest, UserBody,
+  SafeBody, ServerInfoBody, SessionBody, SnapshotBody, TokenBody, UpdateQuotasRequest, UsageHistoryBody, UserBody,
 } from '../../../src/api/v1.js';
 import type { CreatePolicyRequest, EffectivePolicyBody, PolicyBody, ReplacePolicyRequest, RetentionPreviewRequest } from '../../../src/api/v1-policies.js';
 
@@ -93,6 +93,8 @@ export class ApiClient {
   safes(): Promise<SafeBody[]> { return this.request('GET', '/safes'); }
   safe(id: string): Promise<SafeBody> { return this.request('GET', `/safes/${enc(id)}`); }
   updateSafeQuotas(id: string, body: UpdateQuotasRequest): Promise<SafeBody> { return this.request('PATCH', `/safes/${enc(id)}`, body); }
+  /** Stored bytes per day over the last `days` days of a disk safe or a customer (all its safes). */
+  usageHistory(of: 'safes' | 'customers', id: string, days = 30): Promise<UsageHistoryBody> { return this.request('GET', `/${of}/${enc(id)}/usage-history?days=${days}`); }
   /** What `rules` would keep and remove now, and why; removes nothing. */
   retentionPreview(safeId: string, rules: RetentionPreviewRequest): Promise<ForgetResultBody> { return this.request('POST', `/safes/${enc(safeId)}/retention-preview`, rules); }
 
