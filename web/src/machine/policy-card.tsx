@@ -1,8 +1,10 @@
 /**
  * A machine's policy as the server applies it (its effective policy: each
  * setting from the most specific policy that has it, safe, machine or
- * customer): schedule, window, next run, verification and restore tests;
- * its retention rules, their preview, and saving them as the machine's own.
+ * customer): schedule, window, next run, verification and restore tests,
+ * and editing them as the machine's own (schedule-form.tsx); its retention
+ * rules (the effective ones to start from), their preview, and saving them
+ * as the machine's own.
  */
 import { useState } from 'react';
 import type { EffectivePolicyBody, PolicyBody } from '../../../src/api/v1-policies.js';
@@ -11,7 +13,9 @@ import { ErrorBox } from '../components/error-box.js';
 import { formatAge, formatDuration, formatTime } from '../format.js';
 import { useLoad } from '../load.js';
 import { mayManage, useSession, useUser } from '../session.js';
+import { settingsOf } from './policy-settings.js';
 import { formToRules, RetentionForm, RetentionPreview, rulesToForm } from './retention-preview.js';
+import { ScheduleEditor } from './schedule-form.js';
 
 /** Where a setting comes from, in words. */
 function fromWords(policy: EffectivePolicyBody, key: keyof EffectivePolicyBody['settings'], own: PolicyBody | undefined): string {
@@ -42,8 +46,7 @@ export function PolicyCard({ machineId, customerId, safeId }: { machineId: strin
       const every = own?.retention?.every;
       const retention = { ...formToRules(rules), ...(every !== undefined ? { every } : {}) };
       if (own) {
-        const { id: _id, customer_id: _c, machine_id: _m, safe_id: _s, attached_to: _a, created_at: _ca, updated_at: _u, updated_by: _b, ...settings } = own;
-        await api.replacePolicy(own.id, { ...settings, retention });
+        await api.replacePolicy(own.id, { ...settingsOf(own), retention });
       } else {
         await api.createPolicy({ customer_id: customerId, machine_id: machineId, retention });
       }
@@ -64,6 +67,7 @@ export function PolicyCard({ machineId, customerId, safeId }: { machineId: strin
         <dt>Verification</dt><dd>{s.verify ? `every ${s.verify.every}, all data read in ${s.verify.read_data_subset_days} days` : 'none'}</dd>
         <dt>Restore test</dt><dd>{s.restore_test ? `every ${s.restore_test.every}${s.restore_test.share ? `, ${s.restore_test.share}% of the files` : ''}` : 'none'}</dd>
       </dl>
+      {mayManage(user) ? <ScheduleEditor policy={policy} own={own} customerId={customerId} machineId={machineId} onSaved={data.reload} /> : null}
       <h3>Retention {fromWords(policy, 'retention', own)}</h3>
       {!s.retention ? <p className="muted">No retention policy: every snapshot is kept.</p> : null}
       <RetentionForm form={rules} setForm={setForm} disabled={!mayManage(user)} />

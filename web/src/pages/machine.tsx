@@ -1,6 +1,6 @@
 /**
- * One machine: what it is and where its backups go, its snapshots on a
- * timeline, "back up now", its jobs with their logs (live while one runs),
+ * One machine: what it is and where its backups go, when a restore test
+ * last proved it restorable, its snapshots on a timeline, "back up now", its jobs with their logs (live while one runs),
  * and its retention policy with the preview of what it keeps.
  */
 import { useMemo } from 'react';
@@ -66,6 +66,12 @@ export function MachinePage() {
       <ErrorBox error={page.error} retry={page.reload} />
       <dl className="facts card">
         <dt>Last success</dt><dd title={formatTime(state.lastSuccessAt)}>{formatAge(state.lastSuccessAt)}</dd>
+        <dt>Last proven restorable</dt>
+        <dd title={formatTime(machine.proven_restorable_at)}>
+          {machine.proven_restorable_at ? <>{formatAge(machine.proven_restorable_at)}, snapshot {safe && machine.proven_restorable_snapshot
+            ? <Link to={`/safes/${safe.id}/browse/${machine.proven_restorable_snapshot}/`}><code>{machine.proven_restorable_snapshot.slice(0, 8)}</code></Link>
+            : <code>{machine.proven_restorable_snapshot?.slice(0, 8) ?? '—'}</code>}</> : 'never (no restore test has passed)'}
+        </dd>
         <dt>Agent last seen</dt><dd>{formatAge(machine.last_seen_at)}</dd>
         <dt>Disk safe</dt><dd>{safe ? <code>{safe.name}</code> : 'none'}</dd>
         <dt>Stored</dt><dd>{formatBytes(safe?.stored_bytes)}{safe?.quota_hard ? ` of ${formatBytes(safe.quota_hard)}` : ''}</dd>
