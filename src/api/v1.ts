@@ -272,8 +272,8 @@ export const MeSchema = {
 export interface MeBody { kind: 'session' | 'token'; user?: UserBody; token?: TokenBody }
 
 export const JOB_KIND_NAMES = ['backup', 'image-backup', 'command-backup', 'database-backup', 'restore', 'check', 'verify-restore'] as const;
-/** What the server runs itself on a disk safe (POST /safes/ID/prune, POST /safes/ID/verify); never given to an agent. */
-export const SERVER_JOB_KIND_NAMES = ['prune', 'verify'] as const;
+/** What the server runs itself on a disk safe (POST /safes/ID/prune, POST /safes/ID/verify; `forget`: the scheduler's retention); never given to an agent. */
+export const SERVER_JOB_KIND_NAMES = ['prune', 'verify', 'forget'] as const;
 export const JOB_STATE_NAMES = ['queued', 'running', 'succeeded', 'failed', 'interrupted', 'cancelled', 'expired', 'skipped'] as const;
 /** The states a job ends in (it changes no more). */
 export const FINAL_JOB_STATES: readonly (typeof JOB_STATE_NAMES)[number][] = ['succeeded', 'failed', 'interrupted', 'cancelled', 'expired', 'skipped'];
@@ -420,7 +420,7 @@ export const JobSchema = {
 export interface JobBody {
   id: string; customer_id: string; machine_id: string | null; safe_id: string; safe_name: string;
   runner: 'agent' | 'server';
-  kind: JobKindName | ServerJobKindName; spec: JobSpec | PruneSafeRequest | VerifySafeRequest; state: (typeof JOB_STATE_NAMES)[number];
+  kind: JobKindName | ServerJobKindName; spec: JobSpec | PruneSafeRequest | VerifySafeRequest | ForgetSafeRequest; state: (typeof JOB_STATE_NAMES)[number];
   created_by: string; created_at: string; started_at: string | null; finished_at: string | null;
   result: Record<string, unknown> | null; error: string | null;
   expires_at: string | null; cancelled_by: string | null;

@@ -37,7 +37,7 @@ import { ensureFirstAdmin } from './services/auth.js';
 import type { ServiceContext } from './services/context.js';
 import { JobSignals } from './services/job-signals.js';
 import { removeLocksOfExpiredTokens } from './services/lock-owners.js';
-import { pruneWork } from './services/retention.js';
+import { forgetWork, pruneWork } from './services/retention.js';
 import { indexingStorage, indexUnindexedSafes } from './services/snapshot-index.js';
 import { verifyWork } from './services/verification.js';
 import { Scheduler, type SchedulerOptions, type TickReport } from './services/scheduler.js';
@@ -223,7 +223,7 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
   const usage = new UsageLedger(indexingStorage(openSafeStorage(settings.storage, opts.dataDir, opts.s3, opts.wrapSafeBackend), database.db, clock), database.db, clock);
   const safeStorage = usage.storage;
   // The work of each server job kind, so that any node runs any job.
-  const serverJobs = new ServerJobs({ prune: pruneWork, verify: verifyWork }, opts.serverJobs);
+  const serverJobs = new ServerJobs({ prune: pruneWork, verify: verifyWork, forget: forgetWork }, opts.serverJobs);
   const notifier = new Notifier({ ...DEFAULT_DELIVERY_POLICY, ...opts.delivery });
   let ticker: AlertTicker | undefined;
   const indexing = new AbortController();

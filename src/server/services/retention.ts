@@ -7,7 +7,9 @@
  * through the server at the same time is safe (§15.5).
  *
  *   forget   answers at once: per group, per snapshot, keep or remove and
- *            why (a dry run removes nothing: the retention preview)
+ *            why (a dry run removes nothing: the retention preview); the
+ *            scheduler's retention runs the same forget as a server job
+ *            (`forgetWork`, kind `forget`: every `retention.every`)
  *   prune    a server job (server-jobs.ts), run by whichever server node
  *            claims it: the caller follows it at GET /api/v1/jobs/ID; its
  *            result is what `prune --json` prints
@@ -101,16 +103,28 @@ function decision(item: ForgetItem, keep: boolean, reasons: readonly string[]): 
 }
 
 /**
- * Applies a retention policy to disk safe `safeId` (see the module comment);
- * unless a dry run, under a shared lock, removing the snapshots it decides
- * to remove, and audited. Calendar buckets are in the server's time zone.
+ * Applies a retention policy to disk safe `safeId` for the caller (see the
+ * module comment): forgetInSafe, audited unless a dry run.
  */
 export async function forgetSafe(ctx: ServiceContext, p: Principal, safeId: string, req: ForgetSafeRequest): Promise<ForgetResultBody> {
   const safe = await manageableSafe(ctx, p, safeId);
+  const result = await forgetInSafe(ctx, safe, req);
+  if (!result.dry_run) await audit(ctx, p, 'safe.forget', safe.id, safe.customer_id);
+  return result;
+}
+
+/**
+ * Applies `req`'s retention rules to `safe`, for whoever checked the
+ * caller's rights (the API) or the scheduler (forgetWork): unless a dry
+ * run, under a shared lock, removing the snapshots it decides to remove.
+ * Calendar buckets are in the server's time zone. Conflict when the lock
+ * cannot be taken (a prune holds it alone).
+ */
+export async function forgetInSafe(ctx: ServiceContext, safe: DiskSafe, req: ForgetSafeRequest, signal?: AbortSignal): Promise<ForgetResultBody> {
   const policy = retentionPolicyOf(req);
   const store = await openSafe(ctx, safe);
   const dryRun = req.dry_run === true;
-  const held = dryRun ? undefined : await holdMaintenanceLock(store.backend, { identity: ctx.identity, operation: 'forget' }).catch((e: unknown) => {
+  const held = dryRun ? undefined : await holdMaintenanceLock(store.backend, { identity: ctx.identity, operation: 'forget', ...(signal ? { signal } : {}) }).catch((e: unknown) => {
     throw lockConflict(e);
   });
   let result;
@@ -119,7 +133,6 @@ export async function forgetSafe(ctx: ServiceContext, p: Principal, safeId: stri
   } finally {
     await held?.release();
   }
-  if (!dryRun) await audit(ctx, p, 'safe.forget', safe.id, safe.customer_id);
   return {
     dry_run: dryRun,
     policy: describePolicy(policy),
@@ -135,6 +148,23 @@ export async function forgetSafe(ctx: ServiceContext, p: Principal, safeId: stri
     skipped: result.skipped.map(({ id, error }) => ({ id, error: error.message })),
   };
 }
+
+/**
+ * The work of a scheduled retention job (kind `forget`, server-jobs.ts; its
+ * spec: the policy's retention rules when the scheduler made it), on
+ * whichever node claims it: forgetInSafe, as the API's forget, and its
+ * result what it kept and removed (counts, the removed snapshots' ids).
+ * Safe to run again after a kill part-way: a second run finds the
+ * snapshots already removed gone and decides again.
+ */
+export const forgetWork: ServerWorkOf = (ctx, job) => async (log, signal) => {
+  const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', job.safe_id).executeTakeFirst();
+  if (!safe || safe.deleting_at !== null) throw new Error('its disk safe was deleted');
+  const r = await forgetInSafe(ctx, safe, { ...JSON.parse(job.spec) as ForgetSafeRequest, dry_run: false }, signal);
+  const kept = r.groups.reduce((n, g) => n + g.keep, 0);
+  await log.log(`retention of ${safe.name} (${r.policy}): kept ${kept} snapshot(s), removed ${r.removed.length}${r.skipped.length > 0 ? `, left out ${r.skipped.length} that cannot be read` : ''}`);
+  return { policy: r.policy, kept, removed_count: r.removed.length, removed: r.removed, skipped: r.skipped };
+};
 
 /**
  * Queues a prune of disk safe `safeId` as a server job and answers with the
