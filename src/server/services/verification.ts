@@ -7,7 +7,8 @@
  * records what it found:
  *
  *   rotation   the safe's packs fall into N slices by their ids (N: the
- *              request's `read_data_days`, else 1);
+ *              request's `read_data_days`, else the safe's policy's
+ *              `verify.read_data_subset_days`, else 1);
  *              each run reads the bytes of the next slice, so one run a day
  *              reads every pack every N days; the slice to read is kept in
  *              the database and moves on only once a run has read it, so a
@@ -43,11 +44,12 @@ import { markPacksDamaged, markSnapshotsDamaged } from './damage.js';
 import { BadRequest, Conflict } from './errors.js';
 import { withSafeNames } from './jobs.js';
 import { raiseEvent } from './notifications.js';
+import { effectivePolicy } from './policies.js';
 import type { Principal } from './principal.js';
 import { manageableSafe, openSafe } from './retention.js';
 import { ServerJobFailedError, type ServerWorkOf } from './server-jobs.js';
 
-/** Slices a safe's packs are read in when the request does not say: every pack, every run. */
+/** Slices a safe's packs are read in when neither the request nor the safe's policy (`verify.read_data_subset_days`) says: every pack, every run. */
 export const DEFAULT_READ_DATA_DAYS = 1;
 
 /** Errors and damaged objects a job's result lists at most (the counts are whole). */
@@ -64,10 +66,10 @@ export async function verifySafe(ctx: ServiceContext, p: Principal, safeId: stri
   return job;
 }
 
-/** How a verification is started: by whom (`user:NAME`, `token:ID`, `server` for the scheduler), and in how many slices the packs are read. */
+/** How a verification is started: by whom (`user:NAME`, `token:ID`, `server`), and in how many slices the packs are read. */
 export interface VerificationOptions {
   readonly createdBy: string;
-  /** Default DEFAULT_READ_DATA_DAYS. */
+  /** Default: the safe's effective policy's `verify.read_data_subset_days`, else DEFAULT_READ_DATA_DAYS. */
   readonly readDataDays?: number;
   /**
    * Read every pack, outside the rotation (which it leaves where it is):
@@ -80,7 +82,8 @@ export interface VerificationOptions {
 /**
  * Queues a verification of `safe` as a server job (a node takes it within
  * moments: server-jobs.ts), for whoever checked the caller's rights (the
- * API), the scheduler or the server itself; Conflict while one of the safe
+ * API) or the server itself (the scheduler makes its own, one per slot:
+ * scheduler.ts); Conflict while one of the safe
  * is queued or runs, or when the safe holds no repository yet.
  */
 export async function startVerification(ctx: ServiceContext, safe: DiskSafe, opts: VerificationOptions): Promise<JobBody> {
@@ -88,7 +91,9 @@ export async function startVerification(ctx: ServiceContext, safe: DiskSafe, opt
   await openSafe(ctx, safe);
   const other = await ctx.db.selectFrom('jobs').select(['id', 'state']).where('safe_id', '=', safe.id).where('kind', '=', 'verify').where('state', 'in', ['queued', 'running']).executeTakeFirst();
   if (other) throw new Conflict(`a verification of disk safe ${safe.name} is ${other.state} already: job ${other.id}`);
-  const spec: VerifySafeRequest = opts.everyPack ? { every_pack: true } : { read_data_days: opts.readDataDays ?? DEFAULT_READ_DATA_DAYS };
+  const spec: VerifySafeRequest = opts.everyPack ? { every_pack: true } : {
+    read_data_days: opts.readDataDays ?? (await effectivePolicy(ctx, { safeId: safe.id })).settings.verify?.read_data_subset_days ?? DEFAULT_READ_DATA_DAYS,
+  };
   const row = await ctx.serverJobs.enqueue(ctx, {
     id: randomUUID(), customer_id: safe.customer_id, machine_id: safe.machine_id, safe_id: safe.id, runner: 'server', runner_node: null, kind: 'verify', spec: JSON.stringify(spec),
     state: 'queued', created_by: opts.createdBy, created_at: ctx.now().toISOString(), started_at: null, last_report_at: null, finished_at: null, result: null, error: null,
