@@ -9,6 +9,15 @@
  *             schedule.ts) has come; one job per safe, kind and slot (the
  *             unique `slot_at`: a second tick's insert does nothing), so a
  *             server down for hours runs each safe once, not once per slot
+ *   kinds     agent jobs for the machine's first safe while the machine is
+ *             live: `backup` on `schedule`, `verify-restore` every
+ *             `restore_test.every` (made once the safe has a snapshot and
+ *             while no backup of it is queued or running: postponed to a
+ *             later tick, not skipped); server jobs for every safe, each
+ *             every its `every` in the window, spread by the safe (none made
+ *             while one of its kind and safe is queued or running):
+ *             `forget` (retention, default daily), `prune`, `verify` (the
+ *             next of `read_data_subset_days` slices)
  *   skipped   a backup due while the safe's previous one is still queued or
  *             running is not made; the first such slot is recorded as a job
  *             `skipped`, naming the one it waits for (once per blocking job)
@@ -24,7 +33,7 @@ import { DEFAULT_JOB_EXPIRES_IN } from '../../api/v1.js';
 import type { Job, NewJob, Policy } from '../db/schema.js';
 import type { ServiceContext } from './context.js';
 import { stopRunningJob } from './jobs.js';
-import { DEFAULT_TIMEOUT, durationMs, resolve, type EffectivePolicy } from './policies.js';
+import { DEFAULT_RETENTION_EVERY, DEFAULT_TIMEOUT, durationMs, resolve, type EffectivePolicy } from './policies.js';
 import { dueSlot, parseSchedule, splayFor, type Timing } from './schedule.js';
 
 /** The kinds of an agent's backup: a safe never has two of them queued or running at once. */
@@ -100,6 +109,23 @@ function jobRow(eff: EffectivePolicy, kind: NewJob['kind'], runner: 'agent' | 's
   };
 }
 
+/**
+ * Whether a scheduled restore test of safe `safeId` may be made now: the
+ * safe has a snapshot (in its index; one never indexed is given the
+ * benefit of the doubt), and no restore test and no backup of it is queued
+ * or running (the test would race the backup for the machine and test the
+ * snapshot before the one being made). Not made now, it is made by the
+ * first tick after, for the same slot: postponed, not skipped.
+ */
+async function restoreTestCanStart(ctx: ServiceContext, safeId: string): Promise<boolean> {
+  const busy = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', safeId).where('kind', 'in', [...BACKUP_KINDS, 'verify-restore'])
+    .where('state', 'in', ['queued', 'running']).limit(1).executeTakeFirst();
+  if (busy) return false;
+  const safe = await ctx.db.selectFrom('disk_safes').select('snapshots_indexed_at').where('id', '=', safeId).executeTakeFirstOrThrow();
+  if (safe.snapshots_indexed_at === null) return true;
+  return (await ctx.db.selectFrom('snapshot_index').select('id').where('safe_id', '=', safeId).limit(1).executeTakeFirst()) !== undefined;
+}
+
 /** Makes the jobs due at `now` (see the module comment); returns how many it made and skipped. */
 export async function createDueJobs(ctx: ServiceContext, now: number): Promise<{ created: number; skipped: number }> {
   let created = 0;
@@ -132,9 +158,19 @@ export async function createDueJobs(ctx: ServiceContext, now: number): Promise<{
         }
       }
     }
+    // Restore tests, by the machine's agent as its backups, once the safe has a snapshot to test and no backup of it is queued or running.
+    if (s.restore_test && firstOfMachine) {
+      const slot = dueSlot(everyTiming(eff, s.restore_test.every, now), now);
+      if (slot !== null && !has(eff, 'verify-restore', slot) && await restoreTestCanStart(ctx, eff.safeId!)) {
+        const { every: _every, ...spec } = s.restore_test;
+        if (await insertOnce(ctx, jobRow(eff, 'verify-restore', 'agent', spec, slot, now))) created++;
+      }
+    }
     // The server's own jobs on the safe, each on its period.
     const server: [NewJob['kind'], string | undefined, unknown][] = [
+      ['forget', s.retention && (s.retention.every ?? DEFAULT_RETENTION_EVERY), s.retention && (({ every: _e, ...rules }) => rules)(s.retention)],
       ['prune', s.prune?.every, s.prune && (({ every: _e, ...rest }) => rest)(s.prune)],
+      ['verify', s.verify?.every, s.verify && { read_data_days: s.verify.read_data_subset_days }],
     ];
     for (const [kind, every, spec] of server) {
       if (every === undefined || !ctx.serverJobs.knows(kind)) continue;
