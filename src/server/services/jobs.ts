@@ -30,7 +30,7 @@ import { BadRequest, Conflict, Forbidden, NoDiskSafe, NotFound } from './errors.
 import { findLiveMachine, findMachine, requireSomeSafe } from './machines.js';
 import { jobFailed, raiseEvent } from './notifications.js';
 import { requireManage, requireRead, sees, type Principal } from './principal.js';
-import { restoreTestEnded } from './restore-tests.js';
+import { checkRestoreTestResult, restoreTestEnded } from './restore-tests.js';
 
 /** A job as the API shows it; `safeName` is its disk safe's NAME (what the agent opens). */
 export function jobBody(j: Job, safeName: string): JobBody {
@@ -311,6 +311,7 @@ export async function reportResult(ctx: ServiceContext, p: Principal, id: string
   if (req.state === 'succeeded' && req.error !== undefined) throw new BadRequest('a succeeded job has no error');
   const j = await runningJobOf(ctx, p, id);
   if (req.state === 'cancelled' && j.cancelled_by === null) throw new Conflict(`job ${id} was not cancelled: report how it ended (succeeded or failed)`);
+  if (j.kind === 'verify-restore') await checkRestoreTestResult(ctx, j, req);
   const now = ctx.now().toISOString();
   const error = req.state === 'cancelled' ? `cancelled by ${j.cancelled_by!} while it ran${req.error ? `: ${req.error}` : ''}` : req.error ?? null;
   // A cancel that came too late (the job ended first) leaves no trace on a job that was not cancelled.

@@ -16,13 +16,20 @@
  * A test that could not run (no such snapshot, no scratch space) says nothing
  * about the snapshot: its job fails, nothing is marked. Either failure raises
  * the `restore-test.failed` alert.
+ *
+ * The agent's word is checked before any of it is recorded
+ * (`checkRestoreTestResult`): a result naming a snapshot other than the
+ * one its job asked for, or one that is not a snapshot of the job's disk
+ * safe, is refused, so that a hostile machine can neither prove another
+ * snapshot (or a made-up one) restorable nor have one marked damaged.
  */
-import type { ReportResultRequest } from '../../api/v1.js';
+import type { ReportResultRequest, VerifyRestoreSpec } from '../../api/v1.js';
 import type { Job } from '../db/schema.js';
 import type { ServiceContext } from './context.js';
 import { markSnapshotsDamaged } from './damage.js';
-import { Conflict } from './errors.js';
+import { BadRequest, Conflict } from './errors.js';
 import { agentText, raiseEvent } from './notifications.js';
+import { ensureIndexed } from './snapshot-index.js';
 import { startVerification } from './verification.js';
 
 /** What an agent's restore test says about its snapshot: the fields of `VerifyRestoreResult` (src/jobs/verify-restore/result.ts) the server reads. */
@@ -36,6 +43,27 @@ function outcomeOf(result: Record<string, unknown> | undefined): RestoreTestOutc
   const restorable = result?.['restorable'];
   if (typeof snapshot !== 'string' || !/^[0-9a-f]{64}$/.test(snapshot) || typeof restorable !== 'boolean') return undefined;
   return { snapshot, restorable };
+}
+
+/**
+ * Refuses (BadRequest) the result `req` of restore test `job` when it names
+ * a snapshot (`result.snapshot`) that is not a full snapshot id, not the
+ * job's (when its spec named one: that id or prefix), or not a snapshot of
+ * the job's disk safe (its snapshot index, else its storage); see the
+ * module comment. A result naming none (the test could not run) passes.
+ */
+export async function checkRestoreTestResult(ctx: ServiceContext, job: Job, req: ReportResultRequest): Promise<void> {
+  const named = req.result?.['snapshot'];
+  if (named === undefined) return;
+  if (typeof named !== 'string' || !/^[0-9a-f]{64}$/.test(named)) throw new BadRequest('result.snapshot: not a snapshot id (64 hexadecimal digits)');
+  const asked = (JSON.parse(job.spec) as VerifyRestoreSpec).snapshot;
+  if (asked !== undefined && asked !== 'latest' && !named.startsWith(asked)) throw new BadRequest(`result.snapshot ${named.slice(0, 8)}: the job tests snapshot ${asked}`);
+  const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', job.safe_id).executeTakeFirstOrThrow();
+  await ensureIndexed(ctx, safe);
+  const indexed = await ctx.db.selectFrom('snapshot_index').select('id').where('safe_id', '=', safe.id).where('id', '=', named).executeTakeFirst();
+  if (indexed === undefined && await ctx.safeStorage.backendOf(safe).stat({ type: 'snapshot', name: named }) === undefined) {
+    throw new BadRequest(`result.snapshot ${named.slice(0, 8)}: not a snapshot of the job's disk safe`);
+  }
 }
 
 /**
