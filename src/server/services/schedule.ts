@@ -46,13 +46,18 @@ export interface Schedule {
   slotAfter(t: number): number | null;
 }
 
+/** The zones found known (a DateTimeFormat costs ~0.1 ms, and every tick checks every safe's). */
+const knownZones = new Set<string>();
+
 /** Throws ScheduleError unless `zone` is an IANA time zone this Node knows. */
 export function checkTimeZone(zone: string): void {
+  if (knownZones.has(zone)) return;
   try {
     new Intl.DateTimeFormat('en-US', { timeZone: zone });
   } catch {
     throw new ScheduleError(`time_zone "${zone}": not a time zone (use an IANA name such as UTC, Europe/Berlin, America/New_York)`);
   }
+  knownZones.add(zone);
 }
 
 const EVERY = /^every\s+(\d+)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?)$/i;
@@ -66,13 +71,29 @@ function everyMs(text: string): number | undefined {
   return short ? parseDuration(short[1]!.toLowerCase()) : undefined;
 }
 
+/** Schedules read, by zone and text: each tick resolves every safe's policy, and most share a few schedules (bounded: cleared when full). */
+const parsed = new Map<string, Schedule>();
+const PARSED_MAX = 1000;
+
 /**
  * Reads `text`: `every 15m` / `every 15 minutes` / `every 1h30m`, or a
  * cron expression of five fields (minute hour day-of-month month
  * day-of-week, read in `timeZone`; croner's syntax, with Vixie cron's
- * rule that a day matching either day field runs).
+ * rule that a day matching either day field runs). A schedule is pure:
+ * the same text and zone give one shared object.
  */
 export function parseSchedule(text: string, timeZone: string): Schedule {
+  const key = `${timeZone}\n${text}`;
+  let schedule = parsed.get(key);
+  if (schedule === undefined) {
+    schedule = readSchedule(text, timeZone);
+    if (parsed.size >= PARSED_MAX) parsed.clear();
+    parsed.set(key, schedule);
+  }
+  return schedule;
+}
+
+function readSchedule(text: string, timeZone: string): Schedule {
   const t = text.trim();
   checkTimeZone(timeZone);
   if (/^every\b/i.test(t)) {
@@ -94,11 +115,16 @@ export function parseSchedule(text: string, timeZone: string): Schedule {
     const why = (e as Error).message.replace(/^CronPattern: /, '');
     throw new ScheduleError(`schedule "${text}": not a cron expression of five fields (minute hour day-of-month month day-of-week, e.g. "0 2 * * *", "*/15 * * * *") nor "every 15 minutes": ${why}`);
   }
+  // The interval at the last `now` asked for: a tick asks it for every safe of the schedule at one time.
+  let last = { now: NaN, ms: 0 };
   const schedule: Schedule = {
     text: t,
     intervalMs: (now) => {
-      const [a, b] = cron.nextRuns(2, new Date(now));
-      return a && b ? b.getTime() - a.getTime() : DAY;
+      if (now !== last.now) {
+        const [a, b] = cron.nextRuns(2, new Date(now));
+        last = { now, ms: a && b ? b.getTime() - a.getTime() : DAY };
+      }
+      return last.ms;
     },
     slotAtOrBefore: (at) => cron.previousRuns(1, new Date(at + 1))[0]?.getTime() ?? null,
     slotAfter: (at) => cron.nextRun(new Date(at))?.getTime() ?? null,
