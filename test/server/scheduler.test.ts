@@ -80,7 +80,7 @@ databaseSuites('the scheduler', (fx) => {
     await t.stop();
   });
 
-  it('runs a day of 15-minute schedules: one job per machine and slot, spread, inside the window, under the cap, fair', { timeout: 300_000 }, async () => {
+  it('runs a day of 15-minute schedules: one job per machine and slot, spread, inside the window, under the cap, fair', { timeout: 120_000 }, async () => {
     // The first tick: every machine's slot is due at once (its first run); the cap admits 12, the small customer's 5 among the first 10.
     const first = await t.server.tickScheduler();
     assert.equal(first.created, 52, 'every machine, the night ones too (it is 02:00 in Berlin: their window is open)');
@@ -114,7 +114,7 @@ databaseSuites('the scheduler', (fx) => {
     }
   });
 
-  it('catches up once after 3 hours down, records a skip once, and cancels a backup past its timeout', { timeout: 300_000 }, async () => {
+  it('catches up once after 3 hours down, records a skip once, and cancels a backup past its timeout', { timeout: 120_000 }, async () => {
     const before = new Map<string, number>();
     for (const name of Object.keys(machines)) before.set(name, (await backupsOf(name)).length);
     clock += 3 * 60 * MINUTE; // 03:00 UTC: the night machines' window is open
