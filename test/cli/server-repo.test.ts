@@ -113,14 +113,16 @@ describe('the CLI on a disk safe over HTTPS', () => {
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, /more than 300 s from the server's clock.*\(SNAPSHOT_BACKDATED\)/);
     }
-    // Two minutes ago: near the clock, but before the agent's last backup of the same paths.
-    const r = await s.run(['backup', '-q', '--time', localTime(new Date(Date.now() - 120_000)), src], as('agent'));
+    // One four minutes ahead (within the skew), then one two minutes ago: near the clock, but more than the skew before the newest of the same paths.
+    const sizes = join(src, 'sizes');
+    await s.ok(['backup', '-q', '--time', localTime(new Date(Date.now() + 240_000)), sizes], as('agent'));
+    const r = await s.run(['backup', '-q', '--time', localTime(new Date(Date.now() - 120_000)), sizes], as('agent'));
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /is earlier than snapshot [0-9a-f]{8} of the same host and paths .*refuses backdated snapshots \(SNAPSHOT_BACKDATED\)/);
-    assert.equal(await count(), before);
-    // Other paths are another group.
-    await s.ok(['backup', '-q', '--time', localTime(new Date(Date.now() - 120_000)), join(src, 'sizes')], as('agent'));
     assert.equal(await count(), before + 1);
+    // A backup now is not refused by the one ahead of it (planted there, it would refuse every backup until its time came).
+    await s.ok(['backup', '-q', sizes], as('agent'));
+    assert.equal(await count(), before + 2);
   });
 
   it('reads with a read token and cannot back up; a foreign token sees no safe; a wrong pin is refused naming both fingerprints', { timeout: 60_000 }, async () => {
@@ -153,8 +155,9 @@ describe('the CLI on a disk safe over HTTPS', () => {
     assert.notEqual(r.code, 0, r.stderr);
     await srv.start();
     await s.ok(['check', '--read-data'], as('owner'));
-    await s.ok(['backup', '-q', src], as('agent'));
-    await s.ok(['restore', 'latest', '--target', s.path('out2')], as('owner'));
+    const done = (await s.ok(['--json', 'backup', src], as('agent'))).stdout.trim().split('\n').map((l) => JSON.parse(l) as { message_type: string; snapshot_id?: string });
+    const snapshot = done.find((l) => l.message_type === 'summary')!.snapshot_id!;
+    await s.ok(['restore', snapshot, '--target', s.path('out2')], as('owner'));
     await compareTrees(src, join(s.path('out2'), src));
     await s.ok(['check', '--read-data'], as('owner'));
   });

@@ -8,7 +8,9 @@
  *   docs/format.md §4.5) must be
  *     within `maxSkewMs` of the server's clock, and
  *     no earlier than the newest stored snapshot of its group
- *     (same host name and the same paths)
+ *     (same host name and the same paths), less the same skew (a
+ *     snapshot planted a few minutes ahead must not refuse the genuine
+ *     backups that follow it)
  *
  * The repository protocol calls it through `SafeAccess.beforeCommit`
  * (src/server/http/repo-routes.ts) for each snapshot upload, after the
@@ -62,7 +64,8 @@ export async function refuseBackdatedSnapshot(backend: Backend, bytes: Buffer, o
     const t = Date.parse(snapshot.time);
     if (newest === undefined || t > newest.time) newest = { id, time: t };
   }
-  if (newest !== undefined && time < newest.time) {
+  // Within the skew of the newest, a snapshot is not backdated: else one planted a few minutes ahead (allowed by the skew) would refuse every genuine backup until its time came, again and again.
+  if (newest !== undefined && time < newest.time - maxSkew) {
     throw new UploadRefusedError(403, 'SNAPSHOT_BACKDATED', `the snapshot's time ${new Date(time).toISOString()} is earlier than `
       + `snapshot ${newest.id.slice(0, 8)} of the same host and paths (${new Date(newest.time).toISOString()}); the server refuses backdated snapshots`);
   }
