@@ -69,14 +69,14 @@ it('draws a customer\'s stored bytes per day, its growth per day and when its ha
   const chart = card.getByRole('img');
   const days = history.days as { day: string }[];
   assert.equal(await chart.getAttribute('aria-label'), `Stored bytes of customer Acme: 1.2 GiB on ${days[0]!.day}, 2.1 GiB on ${days[9]!.day}`);
-  assert.equal(await chart.locator('circle').count(), 10);
+  assert.equal(await chart.locator('line.point').count(), 10);
   assert.equal(await chart.locator('line.quota').count(), 1, 'the 3 GiB quota is within the chart\'s reach');
   const facts = card.locator('dl');
   await facts.getByText('+100 MiB').waitFor();
   const left = Math.floor((Date.parse(history.fills_at) - Date.now()) / DAY);
   assert.ok(left >= 8 && left <= 9, `(3 GiB − 2.1 GiB) at 100 MiB a day: ${left}`);
   await facts.getByText(new RegExp(`\\(in ${left} days\\)$`)).waitFor();
-  await screenshots(page, 'storage', () => chart.waitFor());
+  await screenshots(page, 'storage-history', () => chart.waitFor());
 
   await page.getByRole('button', { name: 'History of archive' }).click();
   await card.getByRole('heading', { name: 'Storage of disk safe archive, last 30 days' }).waitFor();

@@ -51,15 +51,14 @@ export function StoragePage() {
         <>
           <h2>Customers</h2>
           <table className="list" aria-label="customers' storage">
-            <thead><tr><th>Customer</th><th className="num">Stored</th><th>Hard quota</th><th className="wide">Soft quota</th><th /></tr></thead>
+            <thead><tr><th>Customer</th><th className="num">Stored</th><th>Hard quota</th><th className="wide">Soft quota</th></tr></thead>
             <tbody>
               {[...data.data.customers].sort((a, b) => b.stored_bytes - a.stored_bytes).map((c) => (
                 <tr key={c.id}>
-                  <td>{c.name}</td>
+                  <td>{c.name} {historyButton({ of: 'customers', id: c.id, name: c.name })}</td>
                   <td className="num">{formatBytes(c.stored_bytes)}</td>
                   <td><Fill used={c.stored_bytes} quota={c.quota_hard} /></td>
                   <td className="wide">{formatBytes(c.quota_soft)}</td>
-                  <td>{historyButton({ of: 'customers', id: c.id, name: c.name })}</td>
                 </tr>
               ))}
             </tbody>
@@ -70,18 +69,17 @@ export function StoragePage() {
         <>
           <h2>Disk safes</h2>
           <table className="list" aria-label="disk safes' storage">
-            <thead><tr><th>Disk safe</th><th className="wide">Machine</th>{provider ? <th className="wide">Customer</th> : null}<th className="num">Stored</th><th>Hard quota</th><th /></tr></thead>
+            <thead><tr><th>Disk safe</th><th className="wide">Machine</th>{provider ? <th className="wide">Customer</th> : null}<th className="num">Stored</th><th>Hard quota</th></tr></thead>
             <tbody>
               {data.data.safes.map((s) => {
                 const m = s.machine_id ? data.data!.machines.get(s.machine_id) : undefined;
                 return (
                   <tr key={s.id}>
-                    <td><code>{s.name}</code></td>
+                    <td><code>{s.name}</code> {historyButton({ of: 'safes', id: s.id, name: s.name })}</td>
                     <td className="wide">{m ? <Link to={`/machines/${m.id}`}>{m.name}</Link> : <span className="muted">none</span>}</td>
                     {provider ? <td className="wide">{customerName.get(s.customer_id) ?? s.customer_id}</td> : null}
                     <td className="num">{formatBytes(s.stored_bytes)}</td>
                     <td><Fill used={s.stored_bytes} quota={s.quota_hard} /></td>
-                    <td>{historyButton({ of: 'safes', id: s.id, name: s.name })}</td>
                   </tr>
                 );
               })}

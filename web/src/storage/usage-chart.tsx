@@ -22,9 +22,10 @@ export function UsageChart({ points, quota, label }: { points: UsagePoint[]; quo
         <polyline points={line} className="line" />
         {quota !== null && quota <= top ? <line x1="0" x2={W} y1={y(quota)} y2={y(quota)} className="quota" /> : null}
         {points.map((p, i) => (
-          <circle key={p.day} cx={x(i)} cy={y(p.bytes)} r="4" className="point">
+          // A line of no length with round caps: a dot that stays round when the chart is stretched to the page's width.
+          <line key={p.day} x1={x(i)} x2={x(i)} y1={y(p.bytes)} y2={y(p.bytes)} className="point">
             <title>{`${p.day}: ${formatBytes(p.bytes)}${p.growth === null ? '' : `, ${p.growth >= 0 ? '+' : '−'}${formatBytes(Math.abs(p.growth))} that day`}`}</title>
-          </circle>
+          </line>
         ))}
       </svg>
       <figcaption className="muted">

@@ -34,7 +34,7 @@ export function UsageHistory({ subject }: { subject: UsageSubject }) {
             <dt>Full at this rate</dt>
             <dd>
               {h.fills_at !== null ? `${formatTime(h.fills_at)} (in ${left} days)`
-                : h.quota_hard === null ? 'never: no hard quota' : 'not at this rate (not growing)'}
+                : h.quota_hard === null ? 'never: no hard quota' : h.growth_per_day === null ? 'not known yet' : 'not at this rate (not growing)'}
             </dd>
           </dl>
         </>
