@@ -35,8 +35,8 @@ interface EnrollFlags {
 }
 
 /** What an escrow pass did, in words. */
-function escrowLine(e: EscrowOutcome): string {
-  if (e.state === 'no-recovery-key') return 'the customer has no recovery key, so the password is not escrowed: keep a copy of it somewhere safe, the server cannot recover it';
+function escrowLine(e: EscrowOutcome, configPath: string): string {
+  if (e.state === 'no-recovery-key') return `the customer has no recovery key, so the password is not escrowed: keep a copy of it (the "password" field of ${configPath}) somewhere safe, the server cannot recover it`;
   return `the password is escrowed for the customer's recovery key ${e.recoveryKey}${e.wrapped ? '' : ' (it was already)'}: the server keeps it sealed and cannot open it`;
 }
 
@@ -76,7 +76,7 @@ export function register(program: Command): void {
         say(g, `configuration and credential written to ${flags.config} (mode 0600)`);
       }
       if (escrow.state === 'failed') warn(`the password could not be escrowed (${escrow.error.message}); try again with holdfast agent escrow`);
-      else say(g, escrowLine(escrow));
+      else say(g, escrowLine(escrow, flags.config));
     });
 
   honours(agent.command('escrow'), 'quiet')
@@ -93,7 +93,7 @@ export function register(program: Command): void {
         say(g, escrowLine(await escrowPassword(api, config).catch((e: unknown) => {
           if (e instanceof ServerApiError) throw new ExitError(e.message, EXIT.failed);
           throw e;
-        })));
+        }), flags.config));
       } finally {
         api.close();
       }

@@ -31,6 +31,7 @@ databaseSuites('password escrow and recovery', (fx) => {
   let dbUrl = '';
   let log = '';
   let acme = '';
+  let bravo = '';
   let alice = '';
   let bob = '';
   let server = '';
@@ -48,7 +49,7 @@ databaseSuites('password escrow and recovery', (fx) => {
     t = await setUp(dbUrl, undefined, { logStream });
     server = `https://127.0.0.1:${t.server.port}`;
     acme = (await t.create('/api/v1/customers', { name: 'Acme' })).id;
-    const bravo = (await t.create('/api/v1/customers', { name: 'Bravo' })).id;
+    bravo = (await t.create('/api/v1/customers', { name: 'Bravo' })).id;
     const a = await t.create('/api/v1/users', { name: 'alice', role: 'customer-admin', customer_id: acme });
     alice = await t.login('alice', a.password, 'alice has a long password');
     const b = await t.create('/api/v1/users', { name: 'bob', role: 'customer-admin', customer_id: bravo });
@@ -92,6 +93,16 @@ databaseSuites('password escrow and recovery', (fx) => {
     assert.match(set.stdout, new RegExp(`^registered the recovery key of customer Acme.*\ncustomer: +Acme\npublic key: +${publicKey}\nset: +.* by user:alice\n$`));
     assert.equal((await t.call('GET', `/api/v1/customers/${acme}/recovery-key`, { token: alice })).body.public_key, publicKey);
     assert.equal((await t.call('GET', `/api/v1/customers/${acme}/recovery-key`, { token: bob })).status, 404);
+  });
+
+  it('an agent of a customer with no recovery key says where the password it cannot escrow is', { timeout: 60_000 }, async () => {
+    const enrol = (await t.create('/api/v1/tokens', { customer_id: bravo, name: 'installer', rights: ['enroll'] }, bob)).secret;
+    const config = s.path('bravo-etc', 'agent.json');
+    const r = await cli(['agent', 'enroll', '--server', server, '--token', enrol, '--name', 'bravo1', '--config', config]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.includes(`the customer has no recovery key, so the password is not escrowed: keep a copy of it (the "password" field of ${config}) somewhere safe`), r.stdout);
+    const stored = JSON.parse(await readFile(config, 'utf8')) as { password: string };
+    assert.ok(stored.password.length >= 20);
   });
 
   it('an enrolled agent escrows its password sealed: the server\'s database, files and log never hold it', { timeout: 60_000 }, async () => {
