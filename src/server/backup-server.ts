@@ -235,6 +235,8 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
       jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS, node, notifier, metrics: new ServerMetrics(),
     };
     await serverJobs.releaseOwn(ctx);
+    // The notifications this node was sending when it died are not being sent: they go out now, not after their lease.
+    await notifier.releaseOwn(ctx);
     // The reservations of uploads this node was receiving when it died hold nothing any more.
     await database.db.deleteFrom('usage_reservations').where('node', '=', node).execute();
     await jobSignals.listen();
@@ -267,9 +269,7 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
       tickScheduler: () => scheduler.tick(),
       checkAlerts: async () => {
         await alerts.tick();
-        // A pass an event started may hold a delivery: it ends first, then what is left is sent.
-        await notifier.idle();
-        await notifier.deliverDue(ctx);
+        await notifier.deliverDue();
       },
       // Waiting polls answer first, so that closing does not wait out their time; the server's own jobs go back to the queue and the alert work ends before the storage and database close.
       close: () => (closed ??= (jobSignals.close(), usage.close(), indexing.abort(), listening.close().finally(() => Promise.all([scheduler.close(), serverJobs.close(), alerts.close(), notifier.close()]))

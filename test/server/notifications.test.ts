@@ -9,14 +9,19 @@
  * machine's last backup is older than its threshold and once when it
  * recovers; "send a test" reports what came of it; a customer's token
  * cannot see or change another customer's channels (404), and never sees a
- * secret.
+ * secret. From the attacker's side: a customer whose webhooks and SMTP
+ * server answer a byte at a time holds up no other customer's alerts, and
+ * is cut off at the deadline; a name that resolves to the server's
+ * loopback when a delivery is sent is refused then, unless the provider
+ * allows it.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { after, before, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { runCli, Sandbox } from '../helpers/cli.js';
 import { databaseSuites } from '../helpers/databases.js';
-import { startSmtpServer, startWebhookReceiver, verifySignature, type TestSmtpServer, type WebhookReceiver } from '../helpers/notify-receivers.js';
+import { startDrippingSmtpServer, startSmtpServer, startWebhookReceiver, verifySignature, type TestSmtpServer, type WebhookReceiver } from '../helpers/notify-receivers.js';
 import { httpsJson, setUp, type TestServer } from '../helpers/server.js';
 
 const HOUR = 3600_000;
@@ -28,6 +33,7 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
   let other = '';
   let machine = '';
   let agent = '';
+  let otherAgent = '';
   let manage = '';
   let otherManage = '';
   let otherMachine = '';
@@ -43,7 +49,7 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
   before(async () => {
     t = await setUp(await fx.newUrl(), undefined, {
       clock: () => new Date(now), staleAfterMs: 3 * HOUR, alertTickMs: 3600_000,
-      delivery: { attempts: 3, firstDelayMs: 1000, maxDelayMs: 60_000, pollMs: 3600_000 },
+      delivery: { attempts: 3, firstDelayMs: 1000, maxDelayMs: 60_000, pollMs: 3600_000, timeoutMs: 5000, concurrency: 3, perCustomer: 2 },
     });
     for (const name of ['acme', 'other', 'provider', 'flaky']) receivers[name] = await startWebhookReceiver(`/${name}`);
     smtp = await startSmtpServer({ user: 'alerts', password: 'smtp password' });
@@ -56,6 +62,7 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
     otherManage = (await t.create('/api/v1/tokens', { customer_id: other, name: 'ops', rights: ['read', 'manage'] })).secret;
     otherMachine = (await t.create('/api/v1/machines', { customer_id: other, name: 'web1' })).id;
     otherSafe = (await t.create('/api/v1/safes', { customer_id: other, machine_id: otherMachine, name: 'other-web1' })).id;
+    otherAgent = (await t.create('/api/v1/tokens', { customer_id: other, machine_id: otherMachine, name: 'other web1 agent', rights: ['backup'] })).secret;
 
     acmeHook = (await t.create('/api/v1/notifications', {
       name: 'ops hook', customer_id: acme, kind: 'webhook', events: ['job.failed', 'machine.stale', 'machine.recovered'], webhook: { url: receivers['acme']!.url, secret },
@@ -77,13 +84,13 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
     await smtp.close();
   });
 
-  /** Runs a job of the machine through its agent to the end `state` (`error` for a failure). */
-  const runJob = async (state: 'succeeded' | 'failed', error?: string): Promise<string> => {
-    const queued = await t.call('POST', `/api/v1/machines/${machine}/jobs`, { token: manage, body: { kind: 'backup', spec: { paths: ['/srv'] } } });
+  /** Runs a job of the machine (Acme's web1 unless `on` says) through its agent to the end `state` (`error` for a failure). */
+  const runJob = async (state: 'succeeded' | 'failed', error?: string, on = { machine, agent }): Promise<string> => {
+    const queued = await t.call('POST', `/api/v1/machines/${on.machine}/jobs`, { token: t.adminToken, body: { kind: 'backup', spec: { paths: ['/srv'] } } });
     assert.equal(queued.status, 201, queued.text);
-    const taken = await t.call('GET', '/api/v1/agent/jobs/next?wait=0', { token: agent });
+    const taken = await t.call('GET', '/api/v1/agent/jobs/next?wait=0', { token: on.agent });
     assert.equal(taken.body.id, queued.body.id);
-    const end = await t.call('POST', `/api/v1/agent/jobs/${queued.body.id}/result`, { token: agent, body: { state, ...(error ? { error } : {}) } });
+    const end = await t.call('POST', `/api/v1/agent/jobs/${queued.body.id}/result`, { token: on.agent, body: { state, ...(error ? { error } : {}) } });
     assert.equal(end.status, 200, end.text);
     return queued.body.id as string;
   };
@@ -360,5 +367,110 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
     const token = await runCli(['server', 'metrics-token'], { env });
     assert.match(token.stdout, /^metrics token: hfm_/);
     assert.equal((await t.call('GET', '/metrics', { token: /hfm_\S+/.exec(token.stdout)![0] })).status, 200);
+  });
+  it('sends every other customer\'s alerts while one customer\'s receivers drip their answers, and cuts those off at the deadline', { timeout: 60_000 }, async () => {
+    // Slowpoke's webhook answers 200 and then its body a byte at a time; its SMTP server greets and then drips its answer: neither ever ends.
+    const slow = (await t.create('/api/v1/customers', { name: 'Slowpoke' })).id;
+    const slowMachine = (await t.create('/api/v1/machines', { customer_id: slow, name: 'db9' })).id;
+    await t.create('/api/v1/safes', { customer_id: slow, machine_id: slowMachine, name: 'slowpoke-db9' });
+    const slowAgent = (await t.create('/api/v1/tokens', { customer_id: slow, machine_id: slowMachine, name: 'db9 agent', rights: ['backup'] })).secret;
+    const dripHook = await startWebhookReceiver('/drip');
+    dripHook.stall = 'drip';
+    const hangHook = await startWebhookReceiver('/hang');
+    hangHook.stall = 'hang';
+    const dripMail = await startDrippingSmtpServer();
+    const channels: string[] = [];
+    const channel = async (name: string, settings: object) => channels.push((await t.create('/api/v1/notifications', { name, customer_id: slow, events: ['job.failed'], ...settings })).channel.id);
+    const slowDeliveries = async () => (await Promise.all(channels.map(async (id) => (await t.call('GET', `/api/v1/notifications/${id}/deliveries`, { token: t.adminToken })).body as { state: string; attempts: number; last_error: string | null }[]))).flat();
+    try {
+      await channel('drip hook', { kind: 'webhook', webhook: { url: dripHook.url } });
+      await channel('drip mail', { kind: 'email', email: { host: '127.0.0.1', port: dripMail.port, security: 'none', from: 'holdfast@example.net', to: ['ops@slowpoke.example'] } });
+      await runJob('failed', 'one', { machine: slowMachine, agent: slowAgent });
+      await dripHook.received(1);
+      await dripMail.connected(1);
+      await channel('hang hook', { kind: 'webhook', webhook: { url: hangHook.url } });
+      await runJob('failed', 'two', { machine: slowMachine, agent: slowAgent });
+
+      const otherBefore = receivers['other']!.hits.length;
+      await runJob('failed', 'the other customer\'s alert', { machine: otherMachine, agent: otherAgent });
+      await receivers['other']!.received(otherBefore + 1);
+      const otherDelivery = async () => ((await t.call('GET', `/api/v1/notifications/${otherHook}/deliveries`, { token: otherManage })).body as { summary: string; state: string }[])
+        .find((d) => d.summary.endsWith('the other customer\'s alert'));
+      while ((await otherDelivery())?.state !== 'sent') await sleep(20);
+      assert.deepEqual((await slowDeliveries()).map((d) => [d.state, d.attempts]), Array(5).fill(['pending', 0]),
+        'the other customer\'s alert recorded sent while each of Slowpoke\'s five deliveries is in flight or waiting');
+      assert.deepEqual([dripHook.stalledOpen, dripMail.open, hangHook.stalled], [1, 1, 0],
+        'one delivery at a time to a channel (the drip hook\'s second waits), two slots at most for one customer (the hang hook waits)');
+      assert.equal(dripHook.stalled, 1);
+
+      // The five end: the two in flight at the deadline, the three waiting at once once their channels are disabled.
+      for (const id of channels) await t.call('PATCH', `/api/v1/notifications/${id}`, { token: t.adminToken, body: { enabled: false } });
+      await t.server.checkAlerts();
+      const ended = (await slowDeliveries()).map((d) => [d.state, d.attempts, d.last_error]).sort();
+      assert.equal(ended.length, 5);
+      assert.deepEqual(ended.filter(([state]) => state === 'failed').map(([, , error]) => error), Array(3).fill('the channel was disabled before the notification was sent'));
+      const [mail, hook] = ended.filter(([state]) => state === 'pending');
+      assert.deepEqual([mail![1], hook![1]], [1, 1], 'one attempt each, to be tried again');
+      assert.match(String(mail![2]), /^the SMTP server 127\.0\.0\.1:\d+ did not take the e-mail: not done within its deadline of 5 s$/);
+      assert.match(String(hook![2]), /^the webhook http:\/\/127\.0\.0\.1:\d+\/… could not be reached: not done within its deadline of 5 s$/);
+      assert.deepEqual([dripHook.stalledOpen, dripMail.open], [0, 0], 'the connections closed');
+    } finally {
+      for (const id of channels) await t.call('DELETE', `/api/v1/notifications/${id}`, { token: t.adminToken });
+      await dripHook.close();
+      await hangHook.close();
+      await dripMail.close();
+    }
+  });
+});
+
+databaseSuites('notifications: the target checked again when it is sent', (fx) => {
+  it('refuses a delivery to a name that resolves to loopback by then (webhook and e-mail), and sends one the provider allows by name', { timeout: 60_000 }, async () => {
+    // The server's resolver, injected: what each name resolves to now (no system file edited, no real DNS).
+    const names = new Map([['hooks.rebind.example', '192.0.2.10'], ['mail.rebind.example', '192.0.2.11'], ['relay.internal', '127.0.0.1']]);
+    const resolver = async (host: string) => {
+      const address = names.get(host);
+      if (address === undefined) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' });
+      return [{ address, family: 4 }];
+    };
+    const receiver = await startWebhookReceiver();
+    const smtp = await startSmtpServer();
+    const t = await setUp(await fx.newUrl(), undefined, { delivery: { allowInternal: ['relay.internal'], resolver, pollMs: 3600_000 } });
+    try {
+      const acme = (await t.create('/api/v1/customers', { name: 'Acme' })).id;
+      const machine = (await t.create('/api/v1/machines', { customer_id: acme, name: 'web1' })).id;
+      await t.create('/api/v1/safes', { customer_id: acme, machine_id: machine, name: 'acme-web1' });
+      const agent = (await t.create('/api/v1/tokens', { customer_id: acme, machine_id: machine, name: 'agent', rights: ['backup'] })).secret;
+      const port = new URL(receiver.url).port;
+      const made = async (name: string, settings: object) => (await t.create('/api/v1/notifications', { name, customer_id: acme, events: ['job.failed'], ...settings })).channel.id as string;
+      const mail = (host: string) => ({ kind: 'email', email: { host, port: smtp.port, security: 'none', from: 'holdfast@example.net', to: ['ops@acme.example'] } });
+      const rebound = await made('rebound hook', { kind: 'webhook', webhook: { url: `http://hooks.rebind.example:${port}/hook` } });
+      const reboundMail = await made('rebound mail', mail('mail.rebind.example'));
+      const allowed = await made('relay hook', { kind: 'webhook', webhook: { url: `http://relay.internal:${port}/hook` } });
+      const allowedMail = await made('relay mail', mail('relay.internal'));
+      const direct = await t.call('POST', '/api/v1/notifications', { token: t.adminToken, body: { name: 'direct', customer_id: acme, kind: 'webhook', events: ['job.failed'], webhook: { url: receiver.url } } });
+      assert.equal(direct.status, 400, 'the allowed name does not allow its address');
+
+      // Both rebind.example names answer loopback now, as a rebinding DNS server would after the channel was checked.
+      names.set('hooks.rebind.example', '127.0.0.1');
+      names.set('mail.rebind.example', '127.0.0.1');
+      const job = (await t.create(`/api/v1/machines/${machine}/jobs`, { kind: 'check', spec: {} })).id;
+      assert.equal((await t.call('GET', '/api/v1/agent/jobs/next?wait=0', { token: agent })).body.id, job);
+      assert.equal((await t.call('POST', `/api/v1/agent/jobs/${job}/result`, { token: agent, body: { state: 'failed', error: 'disk full' } })).status, 200);
+      await t.server.checkAlerts();
+
+      const delivery = async (id: string) => ((await t.call('GET', `/api/v1/notifications/${id}/deliveries`, { token: t.adminToken })).body as { state: string; last_error: string | null }[])[0]!;
+      const [hook, mailed] = [await delivery(rebound), await delivery(reboundMail)];
+      assert.deepEqual([hook.state, mailed.state], ['failed', 'failed'], 'refused at once: no retry reaches it either');
+      assert.equal(hook.last_error, `the webhook http://hooks.rebind.example:${port}/… was not sent: the host hooks.rebind.example is on an internal network (127.0.0.1): `
+        + 'notifications are not sent there unless the server allows it (holdfast server --notifications-allow)');
+      assert.match(mailed.last_error!, /^the e-mail was not sent: the host mail\.rebind\.example is on an internal network \(127\.0\.0\.1\)/);
+      assert.deepEqual([(await delivery(allowed)).state, (await delivery(allowedMail)).state], ['sent', 'sent'], 'relay.internal is allowed by name');
+      assert.deepEqual(receiver.hits.map((h) => h.headers.host), [`relay.internal:${port}`], 'one request, the allowed one, to the name over the checked address');
+      assert.equal(smtp.mails.length, 1);
+    } finally {
+      await t.stop();
+      await receiver.close();
+      await smtp.close();
+    }
   });
 });

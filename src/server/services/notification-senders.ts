@@ -27,6 +27,27 @@ export class DeliveryError extends Error {
   }
 }
 
+/** A send's deadline, and the signal that ends the send: the deadline or the caller's `signal`, whichever comes first. */
+function sendSignals(opts: SendOptions): { deadline: AbortSignal; signal: AbortSignal } {
+  const deadline = AbortSignal.timeout(opts.timeoutMs);
+  return { deadline, signal: opts.signal === undefined ? deadline : AbortSignal.any([deadline, opts.signal]) };
+}
+
+/** `work`, or a rejection as soon as `signal` aborts (a name lookup cannot be cancelled, only no longer waited for). */
+function until<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const stop = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', stop, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', stop));
+  });
+}
+
+/** Why a send that `signal` ended did not happen, for its error: the deadline, or the server stopping. */
+function cutOff(deadline: AbortSignal, timeoutMs: number): string {
+  return deadline.aborted ? `not done within its deadline of ${timeoutMs / 1000} s` : 'stopped: the server is stopping';
+}
+
 /** The header that carries a webhook's signature. */
 export const SIGNATURE_HEADER = 'holdfast-signature';
 
@@ -38,8 +59,15 @@ export function webhookSignature(secret: string, at: Date, body: string): string
 
 /** What a sender needs besides the event. */
 export interface SendOptions {
-  /** The longest a receiver or SMTP server may take (milliseconds). */
+  /**
+   * The send's overall deadline (milliseconds): name lookup, connection, TLS,
+   * the SMTP dialogue or the HTTP exchange and every byte of the answer, all
+   * together. A receiver that answers slowly, or a byte at a time, is cut
+   * off there however it paces itself.
+   */
   readonly timeoutMs: number;
+  /** Ends the send early (the server stopping); its DeliveryError then says so. */
+  readonly signal?: AbortSignal;
   /** The server's clock: the signature's time. */
   readonly now: Date;
   /** The delivery's id (the outbox row's; a test's own), sent along so that a receiver can tell retries apart. */
@@ -52,21 +80,22 @@ export interface SendOptions {
  * POSTs `payload` as JSON to `url`, signed with `secret`; 2xx is delivered,
  * 5xx/408/429 and network failures may be retried, any other answer not.
  * The host is resolved and checked (`opts.targets`) and the connection made
- * to the address checked; the whole exchange has one deadline. Errors name
+ * to the address checked; the whole exchange, the answer's body included,
+ * has one deadline (`opts.timeoutMs`). Errors name
  * the URL's scheme and host only, and never carry the receiver's answer.
  */
 export async function sendWebhook(url: string, secret: string, payload: EventPayload, opts: SendOptions): Promise<void> {
   const body = JSON.stringify(payload);
   const shown = redactedUrl(url);
   const u = new URL(url);
-  const deadline = AbortSignal.timeout(opts.timeoutMs);
+  const { deadline, signal } = sendSignals(opts);
   let status: number;
   try {
-    const target = await opts.targets.resolve(u.hostname);
+    const target = await until(opts.targets.resolve(u.hostname), signal);
     const request = u.protocol === 'https:' ? httpsRequest : httpRequest;
     status = await new Promise<number>((resolve, reject) => {
       const req = request(u, {
-        method: 'POST', signal: deadline,
+        method: 'POST', signal,
         // The address checked, whatever the name resolves to now; TLS still checks the certificate against the name.
         lookup: (_host, options, cb) => {
           if ((options as { all?: boolean }).all) (cb as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, [target]);
@@ -85,7 +114,7 @@ export async function sendWebhook(url: string, secret: string, payload: EventPay
   } catch (e) {
     if (e instanceof TargetRefused) throw new DeliveryError(`the webhook ${shown} was not sent: ${e.message}`, false);
     const err = e as Error & { code?: string };
-    const why = deadline.aborted ? `no answer within ${opts.timeoutMs / 1000} s` : err.code ?? 'the connection failed';
+    const why = signal.aborted ? cutOff(deadline, opts.timeoutMs) : err.code ?? 'the connection failed';
     throw new DeliveryError(`the webhook ${shown} could not be reached: ${why}`, true);
   }
   if (status >= 200 && status < 300) return;
@@ -115,14 +144,19 @@ export type StoredEmailSettings = Required<Omit<EmailSettings, 'password' | 'use
 /**
  * Sends the e-mail that tells of `payload` through the channel's SMTP
  * server; a 5xx answer is final (an address refused), anything else may be
- * tried again.
+ * tried again. The whole of it, from the name lookup to the server's last
+ * answer, has one deadline (`opts.timeoutMs`): nodemailer's own timeouts
+ * are per step and a server that drips its answers never reaches them.
  */
 export async function sendEmail(settings: StoredEmailSettings, password: string | null, payload: EventPayload, opts: SendOptions): Promise<void> {
+  const shown = `the SMTP server ${settings.host}:${settings.port}`;
+  const { deadline, signal } = sendSignals(opts);
   let target: { address: string };
   try {
-    target = await opts.targets.resolve(settings.host);
+    target = await until(opts.targets.resolve(settings.host), signal);
   } catch (e) {
     if (e instanceof TargetRefused) throw new DeliveryError(`the e-mail was not sent: ${e.message}`, false);
+    if (signal.aborted) throw new DeliveryError(`${shown} did not take the e-mail: ${cutOff(deadline, opts.timeoutMs)}`, true);
     throw e;
   }
   // The address checked, with the name for TLS (its certificate is checked against the name).
@@ -130,15 +164,15 @@ export async function sendEmail(settings: StoredEmailSettings, password: string 
     host: target.address, port: settings.port, ...(isIP(settings.host) === 0 ? { tls: { servername: settings.host } } : {}),
     secure: settings.security === 'tls', requireTLS: settings.security === 'starttls', ignoreTLS: settings.security === 'none',
     ...(settings.username !== null ? { auth: { user: settings.username, pass: password ?? '' } } : {}),
-    connectionTimeout: opts.timeoutMs, greetingTimeout: opts.timeoutMs, socketTimeout: opts.timeoutMs,
   });
   const { subject, text } = mailText(payload);
   try {
-    await transport.sendMail({ from: settings.from, to: settings.to, subject, text, headers: { 'x-holdfast-event': payload.event, 'x-holdfast-delivery': opts.deliveryId } });
+    await transport.sendMail({ from: settings.from, to: settings.to, subject, text, headers: { 'x-holdfast-event': payload.event, 'x-holdfast-delivery': opts.deliveryId }, signal });
   } catch (e) {
+    if (signal.aborted) throw new DeliveryError(`${shown} did not take the e-mail: ${cutOff(deadline, opts.timeoutMs)}`, true);
     const err = e as Error & { responseCode?: number; code?: string };
     const permanent = err.responseCode !== undefined && err.responseCode >= 500;
-    throw new DeliveryError(`the SMTP server ${settings.host}:${settings.port} did not take the e-mail: ${err.message}`, !permanent);
+    throw new DeliveryError(`${shown} did not take the e-mail: ${err.message}`, !permanent);
   } finally {
     transport.close();
   }

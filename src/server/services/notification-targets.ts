@@ -28,13 +28,18 @@ for (const [net, bits] of [['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], 
   ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 4], ['240.0.0.0', 4]] as const) INTERNAL.addSubnet(net, bits, 'ipv4');
 for (const [net, bits] of [['::', 128], ['::1', 128], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8], ['64:ff9b::', 96]] as const) INTERNAL.addSubnet(net, bits, 'ipv6');
 
+/** Every address a host name has, as `dns.lookup` answers with `all`: the system's resolver by default (tests give their own). */
+export type HostResolver = (host: string) => Promise<readonly { address: string; family: number }[]>;
+
+const systemResolver: HostResolver = (host) => lookup(host, { all: true, verbatim: true });
+
 /** The provider's exceptions: named hosts, addresses and networks (CIDR) notifications may reach although internal (`--notifications-allow`). */
 export class TargetPolicy {
   private readonly names = new Set<string>();
   private readonly nets = new BlockList();
 
-  /** `allow`: entries as `10.0.0.0/8`, `fd00::/8`, `127.0.0.1`, `smtp.internal`; a bad CIDR throws. */
-  constructor(allow: readonly string[] = []) {
+  /** `allow`: entries as `10.0.0.0/8`, `fd00::/8`, `127.0.0.1`, `smtp.internal`; a bad CIDR throws. `resolver`: how names are resolved. */
+  constructor(allow: readonly string[] = [], private readonly resolver: HostResolver = systemResolver) {
     for (const raw of allow) {
       const entry = raw.trim().toLowerCase();
       if (entry === '') continue;
@@ -68,11 +73,11 @@ export class TargetPolicy {
    */
   async resolve(host: string): Promise<{ address: string; family: 4 | 6 }> {
     const name = host.replace(/^\[(.*)\]$/, '$1').toLowerCase().replace(/\.$/, '');
-    let addresses: { address: string; family: number }[];
+    let addresses: readonly { address: string; family: number }[];
     if (isIP(name) !== 0) addresses = [{ address: name, family: isIP(name) }];
     else {
       try {
-        addresses = await lookup(name, { all: true, verbatim: true });
+        addresses = await this.resolver(name);
       } catch {
         throw new TargetRefused(`the host ${name} does not resolve`);
       }
