@@ -11,9 +11,9 @@
  * cannot see or change another customer's channels (404), and never sees a
  * secret. From the attacker's side: a customer whose webhooks and SMTP
  * server answer a byte at a time holds up no other customer's alerts, and
- * is cut off at the deadline; a name that resolves to the server's
- * loopback when a delivery is sent is refused then, unless the provider
- * allows it.
+ * is cut off at the deadline; a customer cannot make more than 20
+ * channels; a name that resolves to the server's loopback when a delivery
+ * is sent is refused then, unless the provider allows it.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -420,6 +420,23 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
       await hangHook.close();
       await dripMail.close();
     }
+  });
+
+  it('lets a customer have 20 notification channels and no more (409); another customer\'s are its own', async () => {
+    const many = (await t.create('/api/v1/customers', { name: 'Many' })).id;
+    const admin = (await t.create('/api/v1/tokens', { customer_id: many, name: 'ops', rights: ['read', 'manage'] })).secret;
+    const hook = (name: string, customer = many) => ({ name, customer_id: customer, kind: 'webhook', events: ['job.failed'], webhook: { url: receivers['acme']!.url } });
+    for (let i = 1; i <= 20; i++) await t.create('/api/v1/notifications', hook(`hook ${i}`), admin);
+    const refused = await t.call('POST', '/api/v1/notifications', { token: admin, body: hook('hook 21') });
+    assert.equal(refused.status, 409, refused.text);
+    assert.equal(refused.body.message, 'the customer has 20 notification channels, the most a customer may have (20): remove one (holdfast server notification delete NAME) or add events to one that exists');
+    const listed = (await t.call('GET', '/api/v1/notifications', { token: t.adminToken })).body as { id: string; customer_id: string | null; name: string }[];
+    assert.equal(listed.filter((c) => c.customer_id === many).length, 20, 'nothing made');
+    const other = (await t.create('/api/v1/customers', { name: 'Few' })).id;
+    await t.create('/api/v1/notifications', hook('hook 1', other));
+    const first = listed.find((c) => c.customer_id === many && c.name === 'hook 1')!;
+    assert.equal((await t.call('DELETE', `/api/v1/notifications/${first.id}`, { token: admin })).status, 204, 'one removed, one may be made');
+    await t.create('/api/v1/notifications', hook('hook 21'), admin);
   });
 });
 

@@ -4,7 +4,7 @@ import {
   ChannelTestSchema, CreateChannelSchema, CreatedChannelSchema, IdParamsSchema, UpdateChannelSchema, type CreateChannelRequest, type UpdateChannelRequest,
 } from '../../api/v1.js';
 import type { ServiceContext } from '../services/context.js';
-import { createChannel, deleteChannel, getChannel, listChannels, listDeliveries, testChannel, updateChannel } from '../services/notifications.js';
+import { createChannel, deleteChannel, MAX_CHANNELS_PER_CUSTOMER, getChannel, listChannels, listDeliveries, testChannel, updateChannel } from '../services/notifications.js';
 import { NO_CONTENT, responses, who } from './route-kit.js';
 
 export const notificationRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = async (app, { ctx }) => {
@@ -12,7 +12,7 @@ export const notificationRoutes: FastifyPluginAsync<{ ctx: ServiceContext }> = a
   const one = { $ref: 'NotificationChannel#' };
   app.get('/notifications', { schema: { tags, response: responses(200, { type: 'array', items: one }) } }, (req) => listChannels(ctx, who(req)));
   app.post<{ Body: CreateChannelRequest }>('/notifications', {
-    schema: { tags, summary: 'a webhook or e-mail channel of a customer (customer_id), or of the provider (none); a webhook\'s secret, when not given, is made and answered this once', body: CreateChannelSchema, response: responses(201, CreatedChannelSchema) },
+    schema: { tags, summary: `a webhook or e-mail channel of a customer (customer_id), or of the provider (none); a webhook's secret, when not given, is made and answered this once; at most ${MAX_CHANNELS_PER_CUSTOMER} per customer (409 past it)`, body: CreateChannelSchema, response: responses(201, CreatedChannelSchema) },
   }, async (req, reply) => reply.code(201).send(await createChannel(ctx, who(req), req.body)));
   app.get<{ Params: { id: string } }>('/notifications/:id', { schema: { tags, params: IdParamsSchema, response: responses(200, one) } },
     (req) => getChannel(ctx, who(req), req.params.id));

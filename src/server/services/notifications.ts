@@ -66,6 +66,13 @@ export async function raiseEvent(ctx: ServiceContext, event: AlertEvent, db: Kys
   return channels.length;
 }
 
+/**
+ * The most notification channels one customer may have (enabled or not):
+ * each event goes to every channel that takes it, so without a cap a
+ * customer's events could be made as many deliveries as it likes.
+ */
+export const MAX_CHANNELS_PER_CUSTOMER = 20;
+
 /** The longest an agent's text (a job's error) goes into an alert. */
 const AGENT_TEXT_MAX = 500;
 
@@ -175,6 +182,17 @@ async function refuseTakenName(ctx: ServiceContext, customerId: string | null, n
   if (taken !== undefined && taken.id !== except) throw new Conflict(`a notification channel named "${name}" exists already${customerId === null ? ' among the provider\'s' : ' for this customer'}`);
 }
 
+/** Refuses (409) a customer's channel past MAX_CHANNELS_PER_CUSTOMER; in `trx`, with the customer's row locked on PostgreSQL, so that two at once do not both pass. */
+async function refuseOverChannelCap(ctx: ServiceContext, trx: Kysely<ControlPlane>, customerId: string): Promise<void> {
+  if (ctx.dbKind === 'postgres') await trx.selectFrom('customers').select('id').where('id', '=', customerId).forUpdate().execute();
+  const { n } = await trx.selectFrom('notification_channels').select((eb) => eb.fn.countAll<number | string>().as('n'))
+    .where('customer_id', '=', customerId).executeTakeFirstOrThrow();
+  if (Number(n) >= MAX_CHANNELS_PER_CUSTOMER) {
+    throw new Conflict(`the customer has ${Number(n)} notification channels, the most a customer may have (${MAX_CHANNELS_PER_CUSTOMER}): `
+      + 'remove one (holdfast server notification delete NAME) or add events to one that exists');
+  }
+}
+
 /** The channels the caller sees: a customer's callers their customer's, provider roles every channel (the provider's first). */
 export async function listChannels(ctx: ServiceContext, p: Principal): Promise<ChannelBody[]> {
   requireRead(p);
@@ -205,7 +223,10 @@ export async function createChannel(ctx: ServiceContext, p: Principal, req: Crea
     id: randomUUID(), customer_id: customerId, name: req.name, kind: req.kind, config, secret, events: req.events.join(','),
     enabled: req.enabled === false ? 0 : 1, created_by: p.actor, created_at: ctx.now().toISOString(),
   };
-  await ctx.db.insertInto('notification_channels').values(row).execute();
+  await ctx.db.transaction().execute(async (trx) => {
+    if (customerId !== null) await refuseOverChannelCap(ctx, trx, customerId);
+    await trx.insertInto('notification_channels').values(row).execute();
+  });
   await audit(ctx, p, 'notification.create', row.id, customerId);
   return { channel: channelBody(row, p), secret: made };
 }
