@@ -204,8 +204,9 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
     await t.call('DELETE', `/api/v1/notifications/${id}`, { token: manage });
   });
 
-  it('alerts once when a machine goes stale and once when it recovers', async () => {
+  it('alerts once when a machine goes stale and once when it recovers, stale from when it crossed its threshold', async () => {
     await runJob('succeeded');
+    const lastSuccess = now;
     const acmeHits = receivers['acme']!;
     const mailsBefore = smtp.mails.length;
     now += 2 * HOUR;
@@ -220,6 +221,7 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
     assert.equal(stale.length, 1, 'once, however often it is checked');
     assert.match(stale[0]!.json.summary, /^machine web1 of Acme: no successful backup for 4 h, since 2030-01-01T\d\d:\d\d:\d\d\.\d+Z \(its threshold is 3 h\)$/);
     assert.equal(stale[0]!.json.details.threshold_seconds, 3 * 3600);
+    assert.equal(stale[0]!.json.details.stale_since, new Date(lastSuccess + 3 * HOUR).toISOString(), 'the crossing, not the check that saw it an hour later');
     assert.equal(smtp.mails.length, mailsBefore + 1);
     assert.match(smtp.mails.at(-1)!.subject, /^\[holdfast\] machine web1 of Acme: no successful backup for 4 h/);
     assert.equal(events(receivers['other']!, 'machine.stale').length, 1, 'the other customer\'s machine (never backed up) is its own');
@@ -234,7 +236,8 @@ databaseSuites('notifications: webhooks, e-mail, the stale-machine alert', (fx) 
     await t.server.checkAlerts();
     const recovered = events(acmeHits, 'machine.recovered');
     assert.equal(recovered.length, 1);
-    assert.match(recovered[0]!.json.summary, /^machine web1 of Acme: backed up again at /);
+    assert.match(recovered[0]!.json.summary, /^machine web1 of Acme: backed up again at \S+, after 2 h stale$/, 'stale from 3 h after the last success to 5 h after it');
+    assert.deepEqual([recovered[0]!.json.details.stale_since, recovered[0]!.json.details.stale_seconds], [new Date(lastSuccess + 3 * HOUR).toISOString(), 2 * 3600]);
     assert.equal(events(acmeHits, 'machine.stale').length, 1);
   });
 

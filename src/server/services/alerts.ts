@@ -7,8 +7,12 @@
  *                  enrolment when it never had one)
  *   stale        = now − last success > threshold (3× the backup interval of
  *                  the machine's policy; the server's default without a schedule)
- *   stale, and stale_since unset   → set it;   machine.stale      raised
- *   not stale, and stale_since set → clear it; machine.recovered  raised
+ *   stale, and stale_since unset   → set it to when the threshold was
+ *                                    crossed (last success + threshold,
+ *                                    not the check that saw it);
+ *                                    machine.stale raised
+ *   not stale, and stale_since set → clear it; machine.recovered raised,
+ *                                    stale for: new success − stale_since
  *
  * Each change of state is a conditional UPDATE (… where stale_since is
  * null / is not null) in one transaction with its event's outbox rows:
@@ -72,9 +76,12 @@ export async function checkStaleMachines(ctx: ServiceContext, opts: StaleCheckOp
     const age = now.getTime() - Date.parse(since);
     const stale = age > threshold;
     if (stale === (m.stale_since !== null)) continue;
-    const details = { last_success: m.last_success, threshold_seconds: Math.round(threshold / 1000) };
+    const crossed = new Date(Date.parse(since) + threshold).toISOString();
+    const details = stale
+      ? { last_success: m.last_success, threshold_seconds: Math.round(threshold / 1000), stale_since: crossed }
+      : { last_success: m.last_success, threshold_seconds: Math.round(threshold / 1000), stale_since: m.stale_since, stale_seconds: Math.round((Date.parse(since) - Date.parse(m.stale_since!)) / 1000) };
     await ctx.db.transaction().execute(async (trx) => {
-      const changed = await trx.updateTable('machines').set({ stale_since: stale ? now.toISOString() : null })
+      const changed = await trx.updateTable('machines').set({ stale_since: stale ? crossed : null })
         .where('id', '=', m.id).where('stale_since', stale ? 'is' : 'is not', null).executeTakeFirst();
       if (changed.numUpdatedRows === 0n) return; // another node saw it first
       raised++;
