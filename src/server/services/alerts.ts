@@ -93,6 +93,7 @@ export async function checkStaleMachines(ctx: ServiceContext, opts: StaleCheckOp
       await raiseEvent(ctx, { kind: stale ? 'machine.stale' : 'machine.recovered', customerId: m.customer_id, machineId: m.id, message, details }, trx);
     });
   }
+  if (raised > 0) ctx.notifier.kick();
   return raised;
 }
 

@@ -85,6 +85,7 @@ async function interrupt(ctx: ServiceContext, error: string, which: (trx: Kysely
       ctx.metrics.jobEnded(j, 'interrupted', now, null);
     }
   });
+  ctx.notifier.kick();
 }
 
 /** Records a log line of job `jobId` said by the server itself (a cancel, an expiry). */
@@ -325,6 +326,7 @@ export async function reportResult(ctx: ServiceContext, p: Principal, id: string
     if (req.state === 'failed') await raiseEvent(ctx, jobFailed(j, error!), trx);
     ctx.metrics.jobEnded(j, req.state, now, req.result ?? null);
   });
+  ctx.notifier.kick();
   if (ended && j.kind === 'verify-restore') await restoreTestEnded(ctx, j, req);
   return (await withSafeNames(ctx, [{ ...j, ...end }]))[0]!;
 }

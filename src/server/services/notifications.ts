@@ -48,7 +48,10 @@ export interface AlertEvent {
  * event's customer's and the provider's), in `db` (a transaction of the
  * caller's, so that the event is recorded exactly when the change that
  * raised it is), and nudges the delivery. Returns how many deliveries it
- * queued.
+ * queued. A caller that gives its transaction nudges the delivery itself
+ * (`ctx.notifier.kick()`) once it has committed: a look at the outbox
+ * before does not see the rows (PostgreSQL), and they would wait for the
+ * next poll or the next send's end.
  */
 export async function raiseEvent(ctx: ServiceContext, event: AlertEvent, db: Kysely<ControlPlane> = ctx.db): Promise<number> {
   const channels = (await db.selectFrom('notification_channels').select(['id', 'events'])
@@ -62,7 +65,7 @@ export async function raiseEvent(ctx: ServiceContext, event: AlertEvent, db: Kys
     id: randomUUID(), channel_id: c.id, event_id: payload.id, event: event.kind, customer_id: event.customerId, payload: text,
     state: 'pending', attempts: 0, created_at: now, next_attempt_at: now, leased_by: null, lease_until: null, finished_at: null, last_error: null,
   }))).execute();
-  ctx.notifier.kick();
+  if (db === ctx.db) ctx.notifier.kick();
   return channels.length;
 }
 

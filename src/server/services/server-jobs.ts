@@ -244,6 +244,7 @@ export class ServerJobs {
         if (fields.state === 'failed') await raiseEvent(ctx, jobFailed(job, fields.error ?? 'no reason given'), trx);
         ctx.metrics.jobEnded({ ...job, ...fields }, fields.state, fields.finished_at ?? now, typeof fields.result === 'string' ? JSON.parse(fields.result) as Record<string, unknown> : null);
       });
+      ctx.notifier.kick();
     };
     const done = (async () => {
       try {
