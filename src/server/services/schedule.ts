@@ -74,6 +74,8 @@ function everyMs(text: string): number | undefined {
 /** Schedules read, by zone and text: each tick resolves every safe's policy, and most share a few schedules (bounded: cleared when full). */
 const parsed = new Map<string, Schedule>();
 const PARSED_MAX = 1000;
+/** How many spans between runs a cron schedule remembers. */
+const SPANS = 4;
 
 /**
  * Reads `text`: `every 15m` / `every 15 minutes` / `every 1h30m`, or a
@@ -115,6 +117,8 @@ function readSchedule(text: string, timeZone: string): Schedule {
     const why = (e as Error).message.replace(/^CronPattern: /, '');
     throw new ScheduleError(`schedule "${text}": not a cron expression of five fields (minute hour day-of-month month day-of-week, e.g. "0 2 * * *", "*/15 * * * *") nor "every 15 minutes": ${why}`);
   }
+  // The spans between two runs found last ([slot, next): no run inside): a tick asks for the slot of every safe, at times a splay apart, that fall in one or two of them.
+  const spans: { slot: number; next: number }[] = [];
   // The interval at the last `now` asked for: a tick asks it for every safe of the schedule at one time.
   let last = { now: NaN, ms: 0 };
   const schedule: Schedule = {
@@ -126,7 +130,14 @@ function readSchedule(text: string, timeZone: string): Schedule {
       }
       return last.ms;
     },
-    slotAtOrBefore: (at) => cron.previousRuns(1, new Date(at + 1))[0]?.getTime() ?? null,
+    slotAtOrBefore: (at) => {
+      const known = spans.find((sp) => at >= sp.slot && at < sp.next);
+      if (known) return known.slot;
+      const slot = cron.previousRuns(1, new Date(at + 1))[0]?.getTime() ?? null;
+      const next = slot === null ? undefined : cron.nextRun(new Date(slot))?.getTime();
+      if (slot !== null && next !== undefined) spans.splice(0, spans.length, { slot, next }, ...spans.slice(0, SPANS - 1));
+      return slot;
+    },
     slotAfter: (at) => cron.nextRun(new Date(at))?.getTime() ?? null,
   };
   if (schedule.slotAfter(Date.now()) === null) throw new ScheduleError(`schedule "${text}": it never runs`);
