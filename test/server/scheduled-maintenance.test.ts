@@ -8,7 +8,8 @@
  * jobs really run; the restore test is taken and reported through the
  * agent API with the machine's token. Checked: each job made once per
  * slot (a second tick at the same time makes none), the slots one period
- * apart; each retention job removes what it says (the safe's snapshot list
+ * apart (a restore test due while a backup is queued waits for its end);
+ * each retention job removes what it says (the safe's snapshot list
  * before and after it) and leaves the 2 newest; the prunes run and mark
  * what the removed snapshots left unused; the verifications read slices
  * 1, 2, 3 in turn; a restore test a slot, taken and reported by the machine.
@@ -124,6 +125,13 @@ databaseSuites('the scheduled retention, prune, verification and restore tests',
       if (hour % 3 === 0) await backup(m);
       const before = await snapshotsOf(safeId);
       const done = new Set((await jobs()).map((j) => j.id));
+      if (hour === 0) {
+        // A backup of the safe queued: the restore test due now waits for its end, for the same slot.
+        const queued = (await t.create(`/api/v1/machines/${m.id}/jobs`, { kind: 'backup', spec: { paths: [s.path('src')] } }, admin())).id as string;
+        await t.server.tickScheduler();
+        assert.deepEqual(await slotsOf('verify-restore'), [], 'no restore test while a backup is queued');
+        assert.equal((await t.call('POST', `/api/v1/jobs/${queued}/cancel`, { token: admin() })).status, 200);
+      }
       await t.server.tickScheduler();
       assert.equal((await t.server.tickScheduler()).created, 0, `hour ${hour}: a second tick at the same time makes nothing`);
       await serverJobsDone();
