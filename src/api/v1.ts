@@ -112,18 +112,78 @@ export const MachineSchema = {
   $id: 'Machine', type: 'object', required: ['id', 'customer_id', 'name', 'created_at', 'last_seen_at', 'retired_at', 'last_backup_at', 'proven_restorable_at', 'proven_restorable_snapshot'],
   properties: {
     id: str, customer_id: str, name: str, created_at: time, last_seen_at: nullableTime, retired_at: nullableTime, last_backup_at: nullableTime,
-    proven_restorable_at: nullableTime, proven_restorable_snapshot: nullableStr,
+    proven_restorable_at: nullableTime, proven_restorable_snapshot: nullableStr, status: { $ref: 'MachineStatus#' },
   },
 } as const;
 
 /** A machine's name (its hostname): no control characters, which would forge lines in an alert's e-mail or a log. */
 const machineName = { type: 'string', minLength: 1, maxLength: 253, pattern: '^[^\\u0000-\\u001f\\u007f]+$' } as const;
 
-/** `last_backup_at`: the time of the newest snapshot in the machine's disk safes (from the server's snapshot index; null when none). */
+/**
+ * `last_backup_at`: the time of the newest snapshot in the machine's disk safes (from the server's snapshot index; null when none);
+ * `status`: its state on the fleet dashboard, in `GET /machines?status=true` only.
+ */
 export interface MachineBody {
   id: string; customer_id: string; name: string; created_at: string; last_seen_at: string | null; retired_at: string | null; last_backup_at: string | null;
   proven_restorable_at: string | null; proven_restorable_snapshot: string | null;
+  status?: MachineStatusBody;
 }
+
+/**
+ * A machine's state on the fleet dashboard, by the server's clock:
+ *
+ *   running  a backup of it runs now
+ *   failed   its latest finished backup did not succeed (failed, interrupted, expired)
+ *   never    no backup of it ever succeeded
+ *   stale    its last success is older than `stale_after_seconds` (3 × its policy's backup interval; the server's default without a schedule)
+ *   ok       otherwise
+ */
+export const FLEET_STATUS_NAMES = ['ok', 'running', 'failed', 'stale', 'never'] as const;
+export type FleetStatusName = (typeof FLEET_STATUS_NAMES)[number];
+
+/**
+ * What the fleet dashboard shows of a machine besides its record:
+ * `last_success_at` (its newest succeeded backup job's end or newest
+ * snapshot, whichever is later), `next_run_at` (its policy's next
+ * scheduled backup, as `GET /machines/ID/policy` gives it), `safe` (the
+ * disk safe its backups go to, its first: stored bytes and the quotas that
+ * apply to it, its own or its policies'), `customer_name`, and its jobs of
+ * any kind that failed in the last 24 hours (how many, and the newest).
+ */
+export const MachineStatusSchema = {
+  $id: 'MachineStatus', type: 'object',
+  required: ['status', 'last_success_at', 'stale_after_seconds', 'next_run_at', 'running_job_id', 'customer_name', 'safe', 'failures_24h', 'last_failure'],
+  properties: {
+    status: { type: 'string', enum: FLEET_STATUS_NAMES }, last_success_at: nullableTime, stale_after_seconds: { type: 'integer' }, next_run_at: nullableTime,
+    running_job_id: nullableStr, customer_name: str,
+    safe: {
+      type: ['object', 'null'], required: ['id', 'name', 'stored_bytes', 'quota_hard', 'quota_soft'],
+      properties: { id: str, name: str, stored_bytes: storedBytes, quota_hard: bytes, quota_soft: bytes },
+    },
+    failures_24h: { type: 'integer' },
+    last_failure: {
+      type: ['object', 'null'], required: ['job_id', 'kind', 'state', 'finished_at', 'error'],
+      properties: { job_id: str, kind: str, state: str, finished_at: time, error: nullableStr },
+    },
+  },
+} as const;
+export interface MachineStatusBody {
+  status: FleetStatusName; last_success_at: string | null; stale_after_seconds: number; next_run_at: string | null; running_job_id: string | null; customer_name: string;
+  safe: { id: string; name: string; stored_bytes: number; quota_hard: number | null; quota_soft: number | null } | null;
+  failures_24h: number;
+  last_failure: { job_id: string; kind: string; state: string; finished_at: string; error: string | null } | null;
+}
+
+/**
+ * GET /machines: every live machine the caller sees, by name; `limit` (at
+ * most 1000) and `offset` give a page of them; `status=true` adds each
+ * one's `status` (the fleet dashboard's one call).
+ */
+export const MachinesQuerySchema = {
+  type: 'object', additionalProperties: false,
+  properties: { limit: { type: 'integer', minimum: 1, maximum: 1000 }, offset: { type: 'integer', minimum: 0 }, status: { type: 'boolean' } },
+} as const;
+export interface MachinesQuery { limit?: number; offset?: number; status?: boolean }
 
 export const CreateMachineSchema = {
   type: 'object', additionalProperties: false, required: ['customer_id', 'name'],
@@ -813,4 +873,4 @@ export interface EventPayload {
 }
 
 /** The schemas referred to by `$ref` ('User#', …), added to the server once. */
-export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineSchema, DamagedSnapshotSchema, SafeSchema, SnapshotSchema, AuditEntrySchema, JobSchema, JobEventSchema, ForgetDecisionSchema, RecoveryKeySchema, EscrowSchema, ChannelSchema, DeliverySchema] as const;
+export const SHARED_SCHEMAS = [ErrorSchema, CustomerSchema, UserSchema, TokenSchema, MachineStatusSchema, MachineSchema, DamagedSnapshotSchema, SafeSchema, SnapshotSchema, AuditEntrySchema, JobSchema, JobEventSchema, ForgetDecisionSchema, RecoveryKeySchema, EscrowSchema, ChannelSchema, DeliverySchema] as const;

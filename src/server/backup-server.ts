@@ -233,6 +233,7 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
       db: database.db, dbKind: database.kind, safeStorage, usage, limiter: new LoginLimiter(opts.loginLimits), now: clock,
       identity: processIdentity(), minGraceMs: opts.minGraceMs ?? DEFAULT_MIN_GRACE_MS, serverJobs,
       jobSignals, jobSilenceLimitMs: opts.jobSilenceLimitMs ?? DEFAULT_JOB_SILENCE_LIMIT_MS, node, notifier, metrics: new ServerMetrics(),
+      staleAfterMs: opts.staleAfterMs ?? DEFAULT_STALE_AFTER_MS,
     };
     await serverJobs.releaseOwn(ctx);
     // The notifications this node was sending when it died are not being sent: they go out now, not after their lease.
@@ -253,7 +254,7 @@ export async function startServer(opts: BackupServerOptions): Promise<RunningSer
     // Safes never indexed (an older server's, a bucket another server wrote) are read in the background; a listing indexes one first if it comes sooner.
     void indexUnindexedSafes(ctx, indexing.signal).catch(() => undefined);
     notifier.start(ctx);
-    const alerts = new AlertTicker(ctx, { tickMs: opts.alertTickMs ?? DEFAULT_ALERT_TICK_MS, staleAfterMs: opts.staleAfterMs ?? DEFAULT_STALE_AFTER_MS });
+    const alerts = new AlertTicker(ctx, { tickMs: opts.alertTickMs ?? DEFAULT_ALERT_TICK_MS, staleAfterMs: ctx.staleAfterMs });
     ticker = alerts;
     alerts.start();
     const scheduler = new Scheduler(ctx, opts.scheduler);

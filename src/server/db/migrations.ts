@@ -374,6 +374,12 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.createIndex('jobs_state_admitted').on('jobs').columns(['state', 'admitted_at']).execute();
       },
     },
+    '0020-fleet-status': {
+      // The fleet's status (services/fleet-status.ts) reads each machine's newest finished jobs: a seek per machine, not a scan of its history.
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.createIndex('jobs_machine_finished').on('jobs').columns(['machine_id', 'finished_at']).execute();
+      },
+    },
   };
 }
 

@@ -21,7 +21,7 @@
  */
 import type { ServiceContext } from './context.js';
 import { raiseEvent } from './notifications.js';
-import { effectivePolicy } from './policies.js';
+import { effectivePolicy, type EffectivePolicy } from './policies.js';
 
 /** The job kinds whose success is a backup of the machine. */
 const BACKUP_KINDS = ['backup', 'image-backup', 'command-backup', 'database-backup'] as const;
@@ -38,10 +38,14 @@ export interface StaleCheckOptions {
 /** How many backup intervals without a success make a machine stale. */
 export const STALE_INTERVALS = 3;
 
-/** Machine `machineId`'s stale threshold: 3× the backup interval of its policy's schedule, or the server's default without one. */
+/** The stale threshold (ms) of a machine whose effective policy is `policy`: 3× its schedule's backup interval, or `defaultMs` without one. */
+export function staleThreshold(policy: Pick<EffectivePolicy, 'intervalSeconds'>, defaultMs: number): number {
+  return policy.intervalSeconds === null ? defaultMs : STALE_INTERVALS * policy.intervalSeconds * 1000;
+}
+
+/** Machine `machineId`'s stale threshold (staleThreshold of its effective policy). */
 async function staleThresholdMs(ctx: ServiceContext, machineId: string, opts: StaleCheckOptions): Promise<number> {
-  const policy = await effectivePolicy(ctx, { machineId });
-  return policy.intervalSeconds === null ? opts.staleAfterMs : STALE_INTERVALS * policy.intervalSeconds * 1000;
+  return staleThreshold(await effectivePolicy(ctx, { machineId }), opts.staleAfterMs);
 }
 
 /** "3 d 4 h", "2 h 5 min", "40 s": a span for people. */

@@ -44,6 +44,8 @@ export interface ServiceContext {
   readonly notifier: Notifier;
   /** This node's Prometheus metrics (metrics.ts): jobs' ends are counted in it. */
   readonly metrics: ServerMetrics;
+  /** The stale threshold of a machine whose policy has no schedule (milliseconds): the alerts' and the fleet's status. */
+  readonly staleAfterMs: number;
 }
 
 /** A database error that says a unique name is taken (SQLite and PostgreSQL word it differently). */

@@ -7,16 +7,19 @@
  * machine to take over (enrolment.ts). Lists show live machines only.
  */
 import { randomUUID } from 'node:crypto';
-import type { CreateMachineRequest, MachineBody } from '../../api/v1.js';
+import type { CreateMachineRequest, MachineBody, MachinesQuery } from '../../api/v1.js';
 import type { Machine } from '../db/schema.js';
 import { audit } from './audit.js';
 import { isUniqueViolation, type ServiceContext } from './context.js';
 import { Conflict, Forbidden, NoDiskSafe, NotFound } from './errors.js';
 import { removeLocksOfTokens } from './lock-owners.js';
+import { machineStatuses } from './fleet-status.js';
 import { lastBackups } from './snapshot-index.js';
 import { isProvider, requireManage, requireRead, sees, type Principal } from './principal.js';
 
 const owned = (m: Machine) => ({ customer_id: m.customer_id, machine_id: m.id });
+/** An OFFSET needs a LIMIT in SQLite: an offset without a limit pages to the end. */
+const MAX_UNPAGED = Number.MAX_SAFE_INTEGER;
 
 /** Throws NotFound unless customer `id` exists and the caller sees it. */
 export async function requireCustomer(ctx: ServiceContext, p: Principal, id: string, makes?: { machineId: string | null }): Promise<void> {
@@ -82,12 +85,19 @@ async function withLastBackups(ctx: ServiceContext, machines: Machine[]): Promis
   return machines.map((m) => ({ ...m, last_backup_at: last.get(m.id) ?? null }));
 }
 
-export async function listMachines(ctx: ServiceContext, p: Principal): Promise<MachineBody[]> {
+/** The live machines the caller sees, by name (then id); a page of them with `limit` and `offset`; with `status`, each one's status (fleet-status.ts). */
+export async function listMachines(ctx: ServiceContext, p: Principal, query: MachinesQuery = {}): Promise<MachineBody[]> {
   requireRead(p);
-  let q = ctx.db.selectFrom('machines').selectAll().where('retired_at', 'is', null).orderBy('name');
+  let q = ctx.db.selectFrom('machines').selectAll().where('retired_at', 'is', null).orderBy('name').orderBy('id');
   if (!isProvider(p)) q = q.where('customer_id', '=', p.customerId ?? '');
   if (p.machineId !== null) q = q.where('id', '=', p.machineId);
-  return withLastBackups(ctx, await q.execute());
+  if (query.limit !== undefined) q = q.limit(query.limit);
+  if (query.offset) q = query.limit === undefined ? q.limit(MAX_UNPAGED).offset(query.offset) : q.offset(query.offset);
+  const machines = await q.execute();
+  const listed = await withLastBackups(ctx, machines);
+  if (!query.status) return listed;
+  const statuses = await machineStatuses(ctx, machines);
+  return listed.map((m) => ({ ...m, status: statuses.get(m.id)! }));
 }
 
 export async function getMachine(ctx: ServiceContext, p: Principal, id: string): Promise<MachineBody> {

@@ -125,9 +125,29 @@ export async function effectivePolicy(ctx: ServiceContext, of: { safeId: string 
   }
   const targets = [`customer:${customerId}`, ...(machineId ? [`machine:${machineId}`] : []), ...(safeId ? [`safe:${safeId}`] : [])];
   const rows = await ctx.db.selectFrom('policies').selectAll().where('target', 'in', targets).execute();
-  const by = (t: string): Policy | undefined => rows.find((r) => r.target === t);
-  return resolve({ customer: by(`customer:${customerId}`), machine: machineId ? by(`machine:${machineId}`) : undefined, safe: safeId ? by(`safe:${safeId}`) : undefined },
-    { customerId, machineId, safeId }, ctx.now().getTime());
+  return resolveTarget(new Map(rows.map((r) => [r.target, r])), { customerId, machineId, safeId }, ctx.now().getTime());
+}
+
+/** The policies of customers `customerIds` (and of their machines and safes) by target: one query for resolveTarget of many. */
+export async function policiesOf(ctx: ServiceContext, customerIds: readonly string[]): Promise<Map<string, Policy>> {
+  if (customerIds.length === 0) return new Map();
+  const rows = await ctx.db.selectFrom('policies').selectAll().where('customer_id', 'in', [...new Set(customerIds)]).execute();
+  return new Map(rows.map((r) => [r.target, r]));
+}
+
+/** resolve() of `target` from the policies that apply to it, by target (`customer:ID`, `machine:ID`, `safe:ID`). */
+export function resolveTarget(policies: ReadonlyMap<string, Policy>, target: { customerId: string; machineId: string | null; safeId: string | null }, now: number): EffectivePolicy {
+  return resolve({
+    customer: policies.get(`customer:${target.customerId}`),
+    machine: target.machineId ? policies.get(`machine:${target.machineId}`) : undefined,
+    safe: target.safeId ? policies.get(`safe:${target.safeId}`) : undefined,
+  }, target, now);
+}
+
+/** When the next scheduled backup of `e` runs after `now` (ms); null without a schedule, a backup, a machine or a safe. */
+export function nextBackupRun(e: EffectivePolicy, now: number): number | null {
+  const runs = e.timing !== null && e.settings.backup !== undefined && e.machineId !== null && e.safeId !== null;
+  return runs ? nextRunAfter(e.timing!, now) : null;
 }
 
 function policyBody(p: Policy): PolicyBody {
@@ -271,8 +291,7 @@ export async function deletePolicy(ctx: ServiceContext, p: Principal, id: string
 
 /** The effective policy as the API shows it, with the next scheduled backup (null without a schedule, a backup or a machine). */
 function effectiveBody(e: EffectivePolicy, now: number): EffectivePolicyBody {
-  const runs = e.timing !== null && e.settings.backup !== undefined && e.machineId !== null && e.safeId !== null;
-  const next = runs ? nextRunAfter(e.timing!, now) : null;
+  const next = nextBackupRun(e, now);
   return {
     customer_id: e.customerId, machine_id: e.machineId, safe_id: e.safeId, settings: e.settings, from: e.from,
     interval_seconds: e.intervalSeconds, next_run: next === null ? null : new Date(next).toISOString(),
