@@ -1,7 +1,7 @@
 /** The web interface's logic without a browser: a machine's status from its jobs, snapshots from backup jobs, sizes as people type them. */
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { countByStatus, machineState, mapLimited, staleAfterSeconds } from '../../web/src/lib/fleet-status.js';
+import { countByStatus, machineState, staleAfterSeconds } from '../../web/src/lib/fleet-status.js';
 import { parseSize } from '../../web/src/lib/sizes.js';
 import { snapshotPoints } from '../../web/src/lib/snapshots.js';
 
@@ -53,17 +53,4 @@ it('reads sizes as people type them and refuses the rest in words', () => {
   assert.equal(parseSize('4096'), 4096);
   assert.throws(() => parseSize('2 gigs'), /"2 gigs" is not a size/);
   assert.throws(() => parseSize('-1 GiB'), /is not a size/);
-});
-
-it('maps with a limit on the calls at a time, keeping the order', async () => {
-  let running = 0;
-  let most = 0;
-  const out = await mapLimited([5, 1, 4, 2, 3], 2, async (x) => {
-    most = Math.max(most, ++running);
-    await new Promise((r) => setTimeout(r, x));
-    running--;
-    return x * 10;
-  });
-  assert.deepEqual(out, [50, 10, 40, 20, 30]);
-  assert.equal(most, 2);
 });

@@ -85,6 +85,15 @@ export class ApiClient {
   revokeToken(id: string): Promise<TokenBody> { return this.request('DELETE', `/tokens/${enc(id)}`); }
 
   machines(): Promise<MachineBody[]> { return this.request('GET', '/machines'); }
+  /** Every machine with its status (`status`), for the fleet dashboard: a page of FLEET_PAGE after another until a short one. */
+  async fleet(): Promise<MachineBody[]> {
+    const out: MachineBody[] = [];
+    for (;;) {
+      const page = await this.request<MachineBody[]>('GET', `/machines?status=true&limit=${FLEET_PAGE}&offset=${out.length}`);
+      out.push(...page);
+      if (page.length < FLEET_PAGE) return out;
+    }
+  }
   machine(id: string, signal?: AbortSignal): Promise<MachineBody> { return this.request('GET', `/machines/${enc(id)}`, undefined, signal ? { signal } : {}); }
 
   /** The machine's snapshots from the server's index, newest first (at most `limit`, 1000 at most). */
@@ -120,6 +129,8 @@ export class ApiClient {
 }
 
 const enc = encodeURIComponent;
+/** Machines per page of the fleet (the API's most). */
+const FLEET_PAGE = 1000;
 
 /** A message for people from anything a call threw. */
 export function describeError(e: unknown): string {

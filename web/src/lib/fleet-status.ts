@@ -1,8 +1,9 @@
 /**
- * A machine's status on the fleet dashboard, from the time of its newest
- * snapshot (the machine's `last_backup_at`, from the server's snapshot
- * index) and, once read, its jobs (newest first, as GET /machines/ID/jobs
- * lists them):
+ * A machine's status on its page, from the time of its newest snapshot
+ * (the machine's `last_backup_at`, from the server's snapshot index) and
+ * its jobs (newest first, as GET /machines/ID/jobs lists them); the fleet
+ * dashboard has the same statuses from the server for every machine at
+ * once (GET /machines?status=true, src/server/services/fleet-status.ts):
  *
  *   running  a backup of it runs now
  *   failed   its latest finished backup did not succeed
@@ -77,18 +78,4 @@ export function countByStatus(states: readonly { status: FleetStatus }[]): Recor
   const counts = Object.fromEntries(FLEET_STATUSES.map((s) => [s, 0])) as Record<FleetStatus, number>;
   for (const s of states) counts[s.status]++;
   return counts;
-}
-
-/** Runs `fn` over `items` with at most `limit` calls at a time; the results in the items' order. */
-export async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
 }

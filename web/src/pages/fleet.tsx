@@ -1,30 +1,28 @@
 /**
- * The fleet dashboard: every machine the person may see with its status
- * (lib/fleet-status.ts), last success, next run, stored size and quota;
- * counts at the top (each a filter), a search by machine or customer name,
- * the failures of the last 24 hours. The list is virtualised: only the rows
- * on screen are in the page, so a fleet of thousands scrolls smoothly.
+ * The fleet dashboard: every machine the person may see with its status,
+ * last success, next run, stored size and quota, and when it was last
+ * proven restorable; counts at the top (each a filter), a search by
+ * machine or customer name, the failures of the last 24 hours. All of it
+ * from one call, GET /machines?status=true, a page of 1,000 machines at a
+ * time (the server works the statuses out: api/client.ts fleet()). The
+ * list is virtualised: only the rows on screen are in the page, so a fleet
+ * of thousands scrolls smoothly.
  */
 import { useVirtualizer } from '@tanstack/react-virtual';
-import { useEffect, useMemo, useRef, useState } from 'react';
+import { useMemo, useRef } from 'react';
 import { Link, useSearchParams } from 'react-router';
-import type { CustomerBody, JobBody, MachineBody, SafeBody } from '../../../src/api/v1.js';
-import { describeError } from '../api/client.js';
+import type { MachineBody, MachineStatusBody } from '../../../src/api/v1.js';
 import { ErrorBox } from '../components/error-box.js';
 import { JobStateBadge, StatusBadge } from '../components/status-badge.js';
 import { formatAge, formatBytes, formatTime } from '../format.js';
-import { countByStatus, FLEET_STATUSES, machineState, mapLimited, type FleetStatus, type MachineState } from '../lib/fleet-status.js';
+import { countByStatus, FLEET_STATUSES, type FleetStatus } from '../lib/fleet-status.js';
 import { useLoad } from '../load.js';
 import { isProviderRole, useSession, useUser } from '../session.js';
 
-/** One row: the machine, its disk safe, its customer and its state. */
+/** One row: the machine and its status as the server gives it. */
 export interface FleetRow {
   machine: MachineBody;
-  safe: SafeBody | undefined;
-  customer: CustomerBody | undefined;
-  /** From its newest snapshot's time until its jobs are read (then running and failed can be told too). */
-  state: MachineState<JobBody>;
-  nextRun: string | null;
+  state: MachineStatusBody;
 }
 
 const ROW_HEIGHT = 44;
@@ -33,22 +31,8 @@ export function FleetPage() {
   const { api } = useSession();
   const user = useUser();
   const provider = isProviderRole(user);
-  const base = useLoad(async () => {
-    const [machines, safes, customers] = await Promise.all([api.machines(), api.safes(), provider ? api.customers() : Promise.resolve([])]);
-    return { machines, safes, customers };
-  }, [api, provider]);
-  const states = useMachineStates(base.data?.machines);
-  const fleet = { ...base, error: base.error ?? states.error };
-
-  const rows = useMemo(() => {
-    if (!base.data) return [];
-    const now = Date.now();
-    const safeOf = new Map(base.data.safes.filter((s) => s.machine_id).map((s) => [s.machine_id!, s]));
-    const customerOf = new Map(base.data.customers.map((c) => [c.id, c]));
-    return base.data.machines.map((machine): FleetRow => ({
-      machine, safe: safeOf.get(machine.id), customer: customerOf.get(machine.customer_id), state: states.byMachine.get(machine.id) ?? machineState([], now, machine.last_backup_at), nextRun: null,
-    }));
-  }, [base.data, states.byMachine]);
+  const fleet = useLoad(() => api.fleet(), [api]);
+  const rows = useMemo(() => (fleet.data ?? []).map((machine): FleetRow => ({ machine, state: machine.status! })), [fleet.data]);
 
   const [params, setParams] = useSearchParams();
   const query = params.get('q') ?? '';
@@ -63,11 +47,10 @@ export function FleetPage() {
   const shown = useMemo(() => {
     const q = query.trim().toLowerCase();
     return rows.filter((r) => (!statusFilter || r.state.status === statusFilter)
-      && (!q || r.machine.name.toLowerCase().includes(q) || (r.customer?.name.toLowerCase().includes(q) ?? false)))
-      .sort((a, b) => a.machine.name.localeCompare(b.machine.name));
+      && (!q || r.machine.name.toLowerCase().includes(q) || r.state.customer_name.toLowerCase().includes(q)));
   }, [rows, query, statusFilter]);
-  const failures = useMemo(() => rows.flatMap((r) => r.state.failures24h.map((job) => ({ job, row: r })))
-    .sort((a, b) => Date.parse(b.job.finished_at!) - Date.parse(a.job.finished_at!)), [rows]);
+  const failures = useMemo(() => rows.flatMap((r) => (r.state.last_failure ? [{ job: r.state.last_failure, count: r.state.failures_24h, row: r }] : []))
+    .sort((a, b) => Date.parse(b.job.finished_at) - Date.parse(a.job.finished_at)), [rows]);
 
   return (
     <section className="page">
@@ -89,23 +72,23 @@ export function FleetPage() {
       <div className="toolbar">
         <input type="search" placeholder={provider ? 'Search machines or customers' : 'Search machines'} aria-label="search" value={query} onChange={(e) => set('q', e.target.value || null)} />
         <span className="muted">{shown.length} of {rows.length} machines</span>
-        {states.read < rows.length ? <span className="muted" role="status">reading their jobs (running, failed): {states.read} of {rows.length}</span> : null}
       </div>
       {fleet.data && rows.length === 0 ? <p className="notice">No machines yet. {provider || user.role === 'customer-admin' ? <Link to="/admin/enrol">Enrol a machine</Link> : null}</p> : null}
       <MachineList rows={shown} provider={provider} />
       {failures.length > 0 ? (
         <>
           <h2>Failures in the last 24 hours</h2>
-          <table className="list">
-            <thead><tr><th>Machine</th><th>Job</th><th>State</th><th className="wide">Ended</th><th>Why</th></tr></thead>
+          <table className="list" aria-label="failures">
+            <thead><tr><th>Machine</th><th>Newest</th><th>State</th><th className="wide">Ended</th><th>Why</th><th className="num">In 24 h</th></tr></thead>
             <tbody>
-              {failures.map(({ job, row }) => (
-                <tr key={job.id}>
+              {failures.map(({ job, count, row }) => (
+                <tr key={job.job_id}>
                   <td><Link to={`/machines/${row.machine.id}`}>{row.machine.name}</Link></td>
-                  <td><Link to={`/machines/${row.machine.id}?job=${job.id}`}>{job.kind}</Link></td>
+                  <td><Link to={`/machines/${row.machine.id}?job=${job.job_id}`}>{job.kind}</Link></td>
                   <td><JobStateBadge state={job.state} /></td>
                   <td className="wide">{formatTime(job.finished_at)}</td>
                   <td className="why">{job.error ?? '—'}</td>
+                  <td className="num">{count}</td>
                 </tr>
               ))}
             </tbody>
@@ -114,42 +97,6 @@ export function FleetPage() {
       ) : null}
     </section>
   );
-}
-
-/**
- * Each machine's state with its jobs: read a few machines at a time after
- * the list is shown (with the states its newest snapshot gives), published
- * as they come: whether a backup runs or the last one failed is only in a
- * machine's jobs, and the API has no call that gives them for every machine.
- */
-function useMachineStates(machines: MachineBody[] | undefined): { byMachine: Map<string, MachineState<JobBody>>; read: number; error: string | null } {
-  const { api } = useSession();
-  const [byMachine, setByMachine] = useState(() => new Map<string, MachineState<JobBody>>());
-  const [error, setError] = useState<string | null>(null);
-  useEffect(() => {
-    if (!machines) return;
-    let stopped = false;
-    const found = new Map<string, MachineState<JobBody>>();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    // Publishing every answer would lay the list out a thousand times: at most every 100 ms.
-    const publish = (): void => {
-      timer = undefined;
-      if (!stopped) setByMachine(new Map(found));
-    };
-    const now = Date.now();
-    setByMachine(new Map());
-    setError(null);
-    void mapLimited(machines, 8, async (m) => {
-      if (stopped) return;
-      found.set(m.id, machineState(await api.machineJobs(m.id), now, m.last_backup_at));
-      timer ??= setTimeout(publish, 100);
-    }).then(publish, (e: unknown) => { if (!stopped) setError(describeError(e)); });
-    return () => {
-      stopped = true;
-      clearTimeout(timer);
-    };
-  }, [api, machines]);
-  return { byMachine, read: byMachine.size, error };
 }
 
 function MachineList({ rows, provider }: { rows: FleetRow[]; provider: boolean }) {
@@ -165,22 +112,25 @@ function MachineList({ rows, provider }: { rows: FleetRow[]; provider: boolean }
         <span role="columnheader" className="wide">Next run</span>
         <span role="columnheader" className="num wide">Stored</span>
         <span role="columnheader" className="num wide">Quota</span>
+        <span role="columnheader" className="wide">Proven restorable</span>
       </div>
       <div className="fleet-body" ref={scroller}>
         <div style={{ height: virtual.getTotalSize() }} className="fleet-space">
           {virtual.getVirtualItems().map((v) => {
             const r = rows[v.index]!;
-            const quota = r.safe?.quota_hard ?? r.customer?.quota_hard ?? null;
-            const full = quota && r.safe ? r.safe.stored_bytes / quota : 0;
+            const safe = r.state.safe;
+            const quota = safe?.quota_hard ?? null;
+            const full = quota && safe ? safe.stored_bytes / quota : 0;
             return (
               <div key={r.machine.id} role="row" className="fleet-row" style={{ transform: `translateY(${v.start}px)` }}>
                 <span role="cell"><Link to={`/machines/${r.machine.id}`}>{r.machine.name}</Link></span>
-                {provider ? <span role="cell" className="wide">{r.customer?.name ?? r.machine.customer_id}</span> : null}
+                {provider ? <span role="cell" className="wide">{r.state.customer_name}</span> : null}
                 <span role="cell"><StatusBadge status={r.state.status} /></span>
-                <span role="cell" title={formatTime(r.state.lastSuccessAt)}>{formatAge(r.state.lastSuccessAt)}</span>
-                <span role="cell" className="wide">{r.nextRun ? formatAge(r.nextRun) : '—'}</span>
-                <span role="cell" className="num wide">{formatBytes(r.safe?.stored_bytes)}</span>
+                <span role="cell" title={formatTime(r.state.last_success_at)}>{formatAge(r.state.last_success_at)}</span>
+                <span role="cell" className="wide" title={formatTime(r.state.next_run_at)}>{r.state.next_run_at ? formatAge(r.state.next_run_at) : '—'}</span>
+                <span role="cell" className="num wide">{formatBytes(safe?.stored_bytes)}</span>
                 <span role="cell" className={`num wide ${full >= 0.9 ? 'warn' : ''}`}>{quota ? `${formatBytes(quota)} (${Math.round(full * 100)}%)` : '—'}</span>
+                <span role="cell" className="wide" title={formatTime(r.machine.proven_restorable_at)}>{r.machine.proven_restorable_at ? formatAge(r.machine.proven_restorable_at) : '—'}</span>
               </div>
             );
           })}
