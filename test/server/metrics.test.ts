@@ -86,6 +86,16 @@ databaseSuites('Prometheus /metrics', (fx) => {
     assert.equal((await scrape(metricsToken)).status, 200);
   });
 
+  it('times each scheduler tick of the node', async () => {
+    const before = parse((await scrape(metricsToken)).text).get('holdfast_scheduler_tick_seconds_count') ?? 0;
+    await t.server.tickScheduler();
+    await t.server.tickScheduler();
+    const m = parse((await scrape(metricsToken)).text);
+    assert.ok(m.get('holdfast_scheduler_tick_seconds_count')! >= before + 2, String(m.get('holdfast_scheduler_tick_seconds_count')));
+    assert.ok(m.get('holdfast_scheduler_tick_seconds_sum')! > 0);
+    assert.ok(m.get('holdfast_scheduler_tick_seconds_bucket{le="+Inf"}')! >= before + 2);
+  });
+
   it('shows the known state: last backup, staleness, jobs, queue, stored bytes, outbox, health; no series per job', async () => {
     const r = await scrape(metricsToken);
     assert.match(String(r.headers['content-type']), /^text\/plain; version=0\.0\.4/);

@@ -14,6 +14,7 @@
  * Counted by this node as it records jobs' ends (sum them over the nodes):
  *   holdfast_job_duration_seconds{kind,state}                histogram
  *   holdfast_job_bytes_total{kind,measure}                   processed, added
+ *   holdfast_scheduler_tick_seconds                          histogram: how long each scheduler tick took
  * And the process's own (process_*, nodejs_*).
  *
  * Labels are names of customers, machines and disk safes, and kinds and
@@ -32,6 +33,9 @@ import { mintSecret, parseSecret, secretMatches } from './secrets.js';
 /** The buckets of a job's duration (seconds): from a 15-minute incremental's seconds to a first backup's hours. */
 const DURATION_BUCKETS = [5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600];
 
+/** The buckets of a scheduler tick's duration (seconds): from a small fleet's milliseconds to a tick that takes most of its 30 s. */
+const TICK_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
 type Labels<T extends string> = Record<T, string>;
 
 /** A gauge whose series are set anew at each scrape (a record gone is a series gone). */
@@ -47,6 +51,9 @@ export class ServerMetrics {
   });
   private readonly bytes = new Counter({
     name: 'holdfast_job_bytes_total', help: 'Bytes of the backups whose end this node recorded: read from the sources (processed) and new to the disk safe (added)', labelNames: ['kind', 'measure'], registers: [this.registry],
+  });
+  private readonly ticks = new Histogram({
+    name: 'holdfast_scheduler_tick_seconds', help: 'How long this node\'s scheduler ticks took (due jobs made, timed-out ones cancelled, waiting ones admitted)', buckets: TICK_BUCKETS, registers: [this.registry],
   });
   private readonly lastSuccess = fresh(this.registry, 'holdfast_machine_last_backup_success_timestamp_seconds', 'When the machine\'s newest successful backup job ended (absent: none yet)', ['customer', 'machine']);
   private readonly lastSeen = fresh(this.registry, 'holdfast_machine_last_seen_timestamp_seconds', 'When the machine\'s agent last polled or reported (absent: never)', ['customer', 'machine']);
@@ -71,6 +78,11 @@ export class ServerMetrics {
       const n = parts.reduce((sum, p) => sum + (typeof p[field] === 'number' ? p[field] : 0), 0);
       if (n > 0) this.bytes.inc({ kind: job.kind, measure }, n);
     }
+  }
+
+  /** Counts a scheduler tick of this node that took `seconds`. */
+  tickEnded(seconds: number): void {
+    this.ticks.observe(seconds);
   }
 
   /** The exposition text, the database's figures read now. */
