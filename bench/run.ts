@@ -12,7 +12,7 @@
 //   BENCH_STEP_TIMEOUT  seconds before a single step is killed (default 3600, 0 = none)
 //   BENCH_KEEP=1        keep the restored trees (default: deleted after the last restore)
 //   BENCH_IMAGE         0: skip the image scenario (bench/image.ts); only: run it alone
-//   BENCH_SCENARIOS     comma-separated subset of tree,stream,manyfiles,deploy,index,s3,server,image (default: all; bench/scenarios.ts)
+//   BENCH_SCENARIOS     comma-separated subset of tree,stream,manyfiles,deploy,index,s3,server,fleet,image (default: all; bench/scenarios.ts)
 //   BENCH_STREAM_GIB    size of the stdin stream scenario in GiB (default 8; bench/stream.ts)
 //   BENCH_MANY_FILES    file count of the many-small-files scenario (default 1000000; bench/manyfiles.ts)
 //   BENCH_DEPLOY_FILES  file count of the deploy scenario's tree (default 4000; bench/deploy.ts)

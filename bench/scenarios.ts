@@ -21,8 +21,11 @@
 //              BENCH_REPEAT rounds, and an incremental through a running agent beside a
 //              fresh process (bench/server-agent.ts); targets: ≤ 1.2x local, ≤ 0.5x restic
 //              over SFTP, agent ≤ 0.3x the fresh process
+//   fleet      one `holdfast server` on SQLite, then two on one PostgreSQL, with 100 and
+//              then 1,000 simulated agents long-polling for jobs and reporting them
+//              (bench/fleet.ts): peak RSS, the fleet listing's p99, the scheduler's tick
 //
-// BENCH_SCENARIOS=tree,stream,manyfiles,deploy,index,s3,server,image picks the scenarios (default: all).
+// BENCH_SCENARIOS=tree,stream,manyfiles,deploy,index,s3,server,fleet,image picks the scenarios (default: all).
 // BENCH_IMAGE=0 still switches the image scenario off; BENCH_SCENARIOS without
 // "image" is passed on to run.ts as BENCH_IMAGE=0.
 
@@ -40,8 +43,9 @@ import { runServer, serverTable, type ServerResult } from './server.js';
 import { agentTable } from './server-agent.js';
 import { resolveCorpus } from './corpus.js';
 import { indexBlobs, runIndexScenario, type IndexMeasurement } from './index-memory.js';
+import { fleetTable, runFleet, type FleetResult } from './fleet.js';
 
-export const ALL_SCENARIOS = ['tree', 'stream', 'manyfiles', 'deploy', 'index', 's3', 'server', 'image'] as const;
+export const ALL_SCENARIOS = ['tree', 'stream', 'manyfiles', 'deploy', 'index', 's3', 'server', 'fleet', 'image'] as const;
 export type Scenario = (typeof ALL_SCENARIOS)[number];
 
 /** BENCH_SCENARIOS (default: all), minus image when BENCH_IMAGE=0. */
@@ -75,6 +79,7 @@ export interface ScaleResults {
     deploy: DeployResult | null;
     s3: S3Result | null;
     server: ServerResult | null;
+    fleet: FleetResult | null;
     index: IndexMeasurement[] | null;
     rows: ScaleRow[];
     problems: string[];
@@ -84,11 +89,19 @@ export interface ScaleResults {
 /** Runs the index, stream, many-files, deploy, S3 and server scenarios that are selected; prints their tables. */
 export async function runScaleScenarios(o: { benchDir: string; tools: ToolName[]; timeoutSec: number; scenarios: Set<Scenario> }): Promise<ScaleResults> {
   const index = o.scenarios.has('index') ? await runIndexScenario() : null;
+  const ctx: ScenarioContext = { benchDir: o.benchDir, tools: [], timeoutSec: o.timeoutSec, keep: process.env.BENCH_KEEP === '1', problems: [] };
+  const fleet = o.scenarios.has('fleet') ? await runFleet(ctx) : null;
+  if (fleet) {
+    console.log('\nFleet results (one run; agents simulated by this process):\n');
+    console.log(fleetTable(fleet));
+    for (const n of fleet.notes) console.log(`  - ${n}`);
+  }
   const wanted = (['stream', 'manyfiles', 'deploy', 's3'] as const).filter((s) => o.scenarios.has(s));
   if (wanted.length === 0 && !o.scenarios.has('server')) {
-    return { problems: 0, json: index && { scenarios: ['index'], tools: [], stream: null, manyfiles: null, deploy: null, s3: null, server: null, index, rows: [], problems: [] } };
+    const alone = [...(index ? ['index' as const] : []), ...(fleet ? ['fleet' as const] : [])];
+    if (ctx.problems.length > 0) console.log(`\nFleet problems:\n${ctx.problems.map((p) => `  ${p}`).join('\n')}`);
+    return { problems: ctx.problems.length, json: alone.length === 0 ? null : { scenarios: alone, tools: [], stream: null, manyfiles: null, deploy: null, s3: null, server: null, fleet, index, rows: [], problems: ctx.problems } };
   }
-  const ctx: ScenarioContext = { benchDir: o.benchDir, tools: [], timeoutSec: o.timeoutSec, keep: process.env.BENCH_KEEP === '1', problems: [] };
   const versions: { name: ToolName; version: string }[] = [];
   for (const name of o.tools) {
     const probe = await TOOLS[name].probe();
@@ -126,7 +139,10 @@ export async function runScaleScenarios(o: { benchDir: string; tools: ToolName[]
   if (ctx.problems.length > 0) console.log(`\nStream / many-files / deploy / S3 / server problems:\n${ctx.problems.map((p) => `  ${p}`).join('\n')}`);
   return {
     problems: ctx.problems.length,
-    json: { scenarios: [...(index ? ['index' as const] : []), ...wanted, ...(o.scenarios.has('server') ? ['server' as const] : [])], tools: versions, stream, manyfiles, deploy, s3, server, index, rows, problems: ctx.problems },
+    json: {
+      scenarios: [...(index ? ['index' as const] : []), ...(fleet ? ['fleet' as const] : []), ...wanted, ...(o.scenarios.has('server') ? ['server' as const] : [])],
+      tools: versions, stream, manyfiles, deploy, s3, server, fleet, index, rows, problems: ctx.problems,
+    },
   };
 }
 

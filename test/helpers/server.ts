@@ -144,6 +144,8 @@ export interface ServerProcessOptions {
   readonly log?: StderrTo;
   /** Added to its environment (e.g. HOLDFAST_MIN_GRACE). */
   readonly env?: Record<string, string>;
+  /** A node joining a database that has its first admin already (`db`): its first start prints none. */
+  readonly joins?: boolean;
 }
 
 /**
@@ -152,7 +154,7 @@ export interface ServerProcessOptions {
  * its first admin.
  */
 export async function startServerProcess(dataDir: string, opts: ServerProcessOptions = {}): Promise<ServerProcess> {
-  const first = !existsSync(join(dataDir, 'server.json'));
+  const first = !existsSync(join(dataDir, 'server.json')) && !opts.joins;
   const args = [CLI, 'server', '--data', dataDir, '--listen', `127.0.0.1:${opts.port ?? 0}`, ...(opts.db ? ['--db', opts.db] : [])];
   const child = await startChild(args, 'holdfast server', (out) => {
     const port = /^holdfast server listening on https:\/\/127\.0\.0\.1:(\d+)$/m.exec(out)?.[1];

@@ -9,7 +9,7 @@
  *             figure (running backup, last succeeded and last ended backup,
  *             failures in 24 h and the newest); each seeks the machine's
  *             jobs by (machine_id, finished_at) or (machine_id, state)
- *   snapshots lastBackups: the newest snapshot of each (the snapshot index)
+ *   snapshots each machine's `last_backup_at`, as the list has it (the snapshot index)
  *   safes     one SELECT; a machine's first live safe is where its
  *             backups go (as "run now" and the scheduler choose)
  *   policies  policiesOf: every policy of the page's customers, resolved
@@ -21,12 +21,11 @@
  * a machine's jobs (web/src/lib/fleet-status.ts), by the server's clock
  * and with the stale threshold of the alerts (alerts.ts: staleThreshold).
  */
-import type { FleetStatusName, MachineStatusBody } from '../../api/v1.js';
-import type { Machine, Policy } from '../db/schema.js';
+import type { FleetStatusName, MachineBody, MachineStatusBody } from '../../api/v1.js';
+import type { Policy } from '../db/schema.js';
 import { staleThreshold } from './alerts.js';
 import type { ServiceContext } from './context.js';
 import { nextBackupRun, policiesOf, resolveTarget, type EffectivePolicy } from './policies.js';
-import { lastBackups } from './snapshot-index.js';
 
 /** The job kinds whose success is a backup of the machine. */
 const BACKUP_KINDS = ['backup', 'image-backup', 'command-backup', 'database-backup'] as const;
@@ -37,8 +36,8 @@ const DAY_MS = 24 * 3600 * 1000;
 const iso = (ms: number): string => new Date(ms).toISOString();
 const later = (a: string | null, b: string | null): string | null => (a === null ? b : b === null || Date.parse(a) >= Date.parse(b) ? a : b);
 
-/** The status of each of `machines` (live ones, as listMachines gives them) at the server's now, by machine id. */
-export async function machineStatuses(ctx: ServiceContext, machines: readonly Machine[]): Promise<Map<string, MachineStatusBody>> {
+/** The status of each of `machines` (live ones, as listMachines gives them, with their `last_backup_at`) at the server's now, by machine id. */
+export async function machineStatuses(ctx: ServiceContext, machines: readonly MachineBody[]): Promise<Map<string, MachineStatusBody>> {
   if (machines.length === 0) return new Map();
   const now = ctx.now().getTime();
   const ids = machines.map((m) => m.id);
@@ -58,7 +57,6 @@ export async function machineStatuses(ctx: ServiceContext, machines: readonly Ma
       ];
     })
     .where('machines.id', 'in', ids).execute();
-  const snapshots = await lastBackups(ctx, ids);
   const safes = await ctx.db.selectFrom('disk_safes').select(['id', 'name', 'machine_id', 'location', 'quota_hard', 'quota_soft'])
     .where('machine_id', 'in', ids).where('deleting_at', 'is', null).orderBy('created_at').orderBy('name').execute();
   const safeOf = new Map<string, (typeof safes)[number]>();
@@ -77,7 +75,7 @@ export async function machineStatuses(ctx: ServiceContext, machines: readonly Ma
     const safe = safeOf.get(m.id);
     const policy = policyOf(policies, m, safe?.id ?? null, now);
     const staleAfterMs = policy === null ? ctx.staleAfterMs : staleThreshold(policy, ctx.staleAfterMs);
-    const lastSuccess = later(j.last_job_success, snapshots.get(m.id) ?? null);
+    const lastSuccess = later(j.last_job_success, m.last_backup_at);
     let status: FleetStatusName;
     if (j.running_job_id !== null) status = 'running';
     else if (j.last_ended_state !== null && (FAILED_STATES as readonly string[]).includes(j.last_ended_state)) status = 'failed';
@@ -99,7 +97,7 @@ export async function machineStatuses(ctx: ServiceContext, machines: readonly Ma
 }
 
 /** The machine's effective policy (its safe's), or null when a saved policy no longer resolves (the scheduler leaves such a safe alone too). */
-function policyOf(policies: ReadonlyMap<string, Policy>, m: Machine, safeId: string | null, now: number): EffectivePolicy | null {
+function policyOf(policies: ReadonlyMap<string, Policy>, m: MachineBody, safeId: string | null, now: number): EffectivePolicy | null {
   try {
     return resolveTarget(policies, { customerId: m.customer_id, machineId: m.id, safeId }, now);
   } catch {

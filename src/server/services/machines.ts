@@ -96,7 +96,7 @@ export async function listMachines(ctx: ServiceContext, p: Principal, query: Mac
   const machines = await q.execute();
   const listed = await withLastBackups(ctx, machines);
   if (!query.status) return listed;
-  const statuses = await machineStatuses(ctx, machines);
+  const statuses = await machineStatuses(ctx, listed);
   return listed.map((m) => ({ ...m, status: statuses.get(m.id)! }));
 }
 
