@@ -168,7 +168,8 @@ it('a customer\'s user sees only its machines; another customer\'s machine by it
 });
 
 it('loads a fleet of 1,000 machines with one call: its counts and first rows', async () => {
-  // Made in the database at once: a customer's 1,000 machines, each with a disk safe; 6 of 10 backed up an hour ago, one failed since, one running, one never backed up, one four days ago.
+  // Made in the database at once: a customer's 1,000 machines, each with a disk safe of 5 MiB as the server recorded it (as after a restart: the listing does
+  // not count them again; their folders do not exist, so a count would say 0); 6 of 10 backed up an hour ago, one failed since, one running, one never backed up, one four days ago.
   const big = (await t.create('/api/v1/customers', { name: 'Big' })).id as string;
   const now = Date.now();
   const machines: Machine[] = [];
@@ -190,6 +191,7 @@ it('loads a fleet of 1,000 machines with one call: its counts and first rows', a
     for (let i = 0; i < 1000; i += 100) {
       await trx.insertInto('machines').values(machines.slice(i, i + 100)).execute();
       await trx.insertInto('disk_safes').values(safes.slice(i, i + 100)).execute();
+      await trx.insertInto('safe_usage').values(safes.slice(i, i + 100).map((x) => ({ location: x.location, stored_bytes: 5 * 1024 * 1024, counted_at: x.created_at }))).execute();
     }
     for (let i = 0; i < jobs.length; i += 100) await trx.insertInto('jobs').values(jobs.slice(i, i + 100)).execute();
   });
@@ -201,22 +203,26 @@ it('loads a fleet of 1,000 machines with one call: its counts and first rows', a
     const u = new URL(r.url());
     if (u.pathname.startsWith('/api/v1/machines')) calls.push(`${u.pathname}${u.search}`);
   });
-  await logIn(page, 'bigadmin', 'big admin\'s long password');
+  await page.goto('/');
+  await page.getByLabel('Name').fill('bigadmin');
+  await page.getByLabel('Password').fill('big admin\'s long password');
   const expected = { ok: '600', failed: '100', running: '100', never: '100', stale: '100' };
   const loads: number[] = [];
   for (let round = 0; round < 2; round++) {
+    // The first load from the click on "Log in" (the fleet page is the first after it), then a reload.
     const start = Date.now();
-    if (round > 0) await page.reload();
+    if (round === 0) await page.getByRole('button', { name: 'Log in' }).click();
+    else await page.reload();
     await page.getByTestId('count-ok').getByText(expected.ok, { exact: true }).waitFor({ timeout: 60_000 });
     await page.getByRole('link', { name: 'big-0000' }).waitFor();
     loads.push(Date.now() - start);
   }
   for (const [status, n] of Object.entries(expected)) assert.equal(await page.getByTestId(`count-${status}`).textContent(), n, status);
-  await page.getByRole('link', { name: 'big-0001' }).waitFor();
+  await page.getByRole('row').filter({ has: page.getByRole('link', { name: 'big-0001' }) }).getByText('5.0 MiB').waitFor();
   await page.getByRole('table', { name: 'failures' }).getByRole('link', { name: 'big-0006' }).waitFor();
   assert.deepEqual(calls, [0, 1].flatMap(() => ['/api/v1/machines?status=true&limit=1000&offset=0', '/api/v1/machines?status=true&limit=1000&offset=1000']),
     'two pages (1,000 and none) per load, no call per machine');
-  process.stdout.write(`# fleet page, 1,000 machines in Chromium: the first load ${loads[0]} ms (the server counts the 1,000 safes' storage once), a reload ${loads[1]} ms\n`);
+  process.stdout.write(`# fleet page, 1,000 machines in Chromium: logged in and loaded in ${loads[0]} ms, a reload ${loads[1]} ms\n`);
   await screenshots(page, 'fleet-1000');
   assert.deepEqual(consoleErrors, []);
   await page.context().close();

@@ -14,7 +14,8 @@
  *             backups go (as "run now" and the scheduler choose)
  *   policies  policiesOf: every policy of the page's customers, resolved
  *             per machine in memory (resolveTarget, nextBackupRun)
- *   bytes     the usage ledger (one SELECT once this process counted them)
+ *   bytes     the usage ledger's record (one SELECT; a safe never counted is
+ *             counted, but a restart does not make every safe counted again)
  *   failures  one SELECT of the newest failed job of each
  *
  * The status is the one the web interface's machine page works out from
@@ -62,7 +63,7 @@ export async function machineStatuses(ctx: ServiceContext, machines: readonly Ma
   const safeOf = new Map<string, (typeof safes)[number]>();
   for (const s of safes) if (!safeOf.has(s.machine_id!)) safeOf.set(s.machine_id!, s);
   const policies = await policiesOf(ctx, machines.map((m) => m.customer_id));
-  const stored = await ctx.usage.storedBytesOf([...safeOf.values()]);
+  const stored = await ctx.usage.recordedBytesOf([...safeOf.values()]);
   const failureIds = jobs.map((j) => j.last_failure_id).filter((id): id is string => id !== null);
   const failures = new Map(failureIds.length === 0 ? [] : (await ctx.db.selectFrom('jobs').select(['id', 'kind', 'state', 'finished_at', 'error'])
     .where('id', 'in', failureIds).execute()).map((j) => [j.id, j]));

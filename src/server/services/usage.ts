@@ -9,6 +9,8 @@
  * that every server node sharing it counts the same bytes:
  *
  *   first use of a safe in this process    count: list every object type, sum the sizes
+ *                                          (a listing of many, recordedBytesOf: the database's
+ *                                          number when there is one, counted only when not)
  *   a save through `storage`               + its bytes, once stored (an increment in the database)
  *   a removal through `storage`            − its bytes (stat before remove)
  *   recount(safe)                          count again
@@ -118,16 +120,32 @@ export class UsageLedger {
   /** The stored bytes of each of `safes`, by location (counted where needed, a few at once). */
   async storedBytesOf(safes: readonly StoredSafe[]): Promise<Map<string, number>> {
     // The safes counted here already are read in one query, whatever their number; the others are counted.
-    const counted = safes.filter((s) => this.countedHere.has(s.location)).map((s) => s.location);
+    return this.readOrCount(safes, safes.filter((s) => this.countedHere.has(s.location)));
+  }
+
+  /** The database's numbers of `recorded` (one query per LOCATIONS_PER_QUERY), and each of `safes` without one counted (storedBytes). */
+  private async readOrCount(safes: readonly StoredSafe[], recorded: readonly StoredSafe[]): Promise<Map<string, number>> {
     const out = new Map<string, number>();
-    for (let i = 0; i < counted.length; i += LOCATIONS_PER_QUERY) {
-      const rows = await this.db.selectFrom('safe_usage').select(['location', 'stored_bytes']).where('location', 'in', counted.slice(i, i + LOCATIONS_PER_QUERY)).execute();
+    const locations = recorded.map((s) => s.location);
+    for (let i = 0; i < locations.length; i += LOCATIONS_PER_QUERY) {
+      const rows = await this.db.selectFrom('safe_usage').select(['location', 'stored_bytes']).where('location', 'in', locations.slice(i, i + LOCATIONS_PER_QUERY)).execute();
       for (const r of rows) out.set(r.location, r.stored_bytes);
     }
     await forEachLimit(safes.filter((s) => !out.has(s.location)), COUNT_CONCURRENCY, async (s) => {
       out.set(s.location, await this.storedBytes(s));
     });
     return out;
+  }
+
+  /**
+   * The stored bytes of each of `safes` as last recorded in the database
+   * (by any node or process), by location; a safe never counted is counted
+   * now. For a listing of many safes (the fleet's): right after a start it
+   * does not list every safe's storage first, as storedBytesOf does, so it
+   * may show what a crash left uncounted until the safe's next use counts it.
+   */
+  recordedBytesOf(safes: readonly StoredSafe[]): Promise<Map<string, number>> {
+    return this.readOrCount(safes, safes);
   }
 
   /**
