@@ -143,4 +143,17 @@ databaseSuites('the scheduler', (fx) => {
     const events = await db.db.selectFrom('job_events').select('message').where('job_id', '=', runningJob.id).execute();
     assert.ok(events.some((e) => /cancelled by server:scheduler \(it ran past its timeout of 3600 s\)/.test(e.message)), JSON.stringify(events));
   });
+
+  it('leaves alone a safe whose saved policy cannot be used, not every other customer\'s jobs', { timeout: 120_000 }, async () => {
+    // A policy saved before its rule existed (no API takes it now): the big customer's prune period past Date's range, its first safes made first.
+    const policy = await db.db.selectFrom('policies').selectAll().where('target', '=', `customer:${big}`).executeTakeFirstOrThrow();
+    const broken = { ...JSON.parse(policy.settings) as Record<string, unknown>, prune: { every: '99999999999999999999h' } };
+    await db.db.updateTable('policies').set({ settings: JSON.stringify(broken) }).where('id', '=', policy.id).execute();
+    const others = ['big-44', 'small-1', 'small-4'];
+    const before = new Map<string, number>();
+    for (const name of others) before.set(name, (await backupsOf(name)).length);
+    clock = Date.parse('2026-06-02T12:00:00Z');
+    await step();
+    for (const name of others) assert.equal((await backupsOf(name)).length, before.get(name)! + 1, `${name} is backed up on its schedule`);
+  });
 });

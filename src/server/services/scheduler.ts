@@ -135,49 +135,54 @@ export async function createDueJobs(ctx: ServiceContext, now: number): Promise<{
     .map((j) => `${j.safe_id} ${j.kind} ${j.slot_at}`));
   const has = (eff: EffectivePolicy, kind: string, slot: number): boolean => made.has(`${eff.safeId} ${kind} ${iso(slot)}`);
   for (const { eff, firstOfMachine } of await effectivePolicies(ctx, now)) {
-    const s = eff.settings;
-    // Backups: the machine's first safe (where "run now" backs up), while the machine is live.
-    if (eff.timing && s.backup && firstOfMachine) {
-      const slot = dueSlot(eff.timing, now);
-      if (slot !== null && !has(eff, 'backup', slot)) {
-        const blocker = await ctx.db.selectFrom('jobs').select(['id', 'state']).where('safe_id', '=', eff.safeId!).where('kind', 'in', BACKUP_KINDS)
-          .where('state', 'in', ['queued', 'running']).orderBy('created_at').limit(1).executeTakeFirst();
-        if (!blocker) {
-          if (await insertOnce(ctx, jobRow(eff, 'backup', 'agent', s.backup, slot, now))) created++;
-        } else {
-          const last = await ctx.db.selectFrom('jobs').select('result').where('safe_id', '=', eff.safeId!).where('kind', '=', 'backup').where('state', '=', 'skipped')
-            .orderBy('created_at', 'desc').limit(1).executeTakeFirst();
-          const blockedBy = last?.result ? (JSON.parse(last.result) as { blocked_by?: string }).blocked_by : undefined;
-          if (blockedBy !== blocker.id) {
-            const row: NewJob = {
-              ...jobRow(eff, 'backup', 'agent', s.backup, slot, now), state: 'skipped', finished_at: iso(now), expires_at: null,
-              result: JSON.stringify({ blocked_by: blocker.id }), error: `skipped: the previous backup of this disk safe (job ${blocker.id}) is still ${blocker.state}`,
-            };
-            if (await insertOnce(ctx, row)) skipped++;
+    // One safe whose policy cannot be used (saved before a rule it breaks existed) is left alone, not the whole tick: every other customer's jobs are made.
+    try {
+      const s = eff.settings;
+      // Backups: the machine's first safe (where "run now" backs up), while the machine is live.
+      if (eff.timing && s.backup && firstOfMachine) {
+        const slot = dueSlot(eff.timing, now);
+        if (slot !== null && !has(eff, 'backup', slot)) {
+          const blocker = await ctx.db.selectFrom('jobs').select(['id', 'state']).where('safe_id', '=', eff.safeId!).where('kind', 'in', BACKUP_KINDS)
+            .where('state', 'in', ['queued', 'running']).orderBy('created_at').limit(1).executeTakeFirst();
+          if (!blocker) {
+            if (await insertOnce(ctx, jobRow(eff, 'backup', 'agent', s.backup, slot, now))) created++;
+          } else {
+            const last = await ctx.db.selectFrom('jobs').select('result').where('safe_id', '=', eff.safeId!).where('kind', '=', 'backup').where('state', '=', 'skipped')
+              .orderBy('created_at', 'desc').limit(1).executeTakeFirst();
+            const blockedBy = last?.result ? (JSON.parse(last.result) as { blocked_by?: string }).blocked_by : undefined;
+            if (blockedBy !== blocker.id) {
+              const row: NewJob = {
+                ...jobRow(eff, 'backup', 'agent', s.backup, slot, now), state: 'skipped', finished_at: iso(now), expires_at: null,
+                result: JSON.stringify({ blocked_by: blocker.id }), error: `skipped: the previous backup of this disk safe (job ${blocker.id}) is still ${blocker.state}`,
+              };
+              if (await insertOnce(ctx, row)) skipped++;
+            }
           }
         }
       }
-    }
-    // Restore tests, by the machine's agent as its backups, once the safe has a snapshot to test and no backup of it is queued or running.
-    if (s.restore_test && firstOfMachine) {
-      const slot = dueSlot(everyTiming(eff, s.restore_test.every, now), now);
-      if (slot !== null && !has(eff, 'verify-restore', slot) && await restoreTestCanStart(ctx, eff.safeId!)) {
-        const { every: _every, ...spec } = s.restore_test;
-        if (await insertOnce(ctx, jobRow(eff, 'verify-restore', 'agent', spec, slot, now))) created++;
+      // Restore tests, by the machine's agent as its backups, once the safe has a snapshot to test and no backup of it is queued or running.
+      if (s.restore_test && firstOfMachine) {
+        const slot = dueSlot(everyTiming(eff, s.restore_test.every, now), now);
+        if (slot !== null && !has(eff, 'verify-restore', slot) && await restoreTestCanStart(ctx, eff.safeId!)) {
+          const { every: _every, ...spec } = s.restore_test;
+          if (await insertOnce(ctx, jobRow(eff, 'verify-restore', 'agent', spec, slot, now))) created++;
+        }
       }
-    }
-    // The server's own jobs on the safe, each on its period.
-    const server: [NewJob['kind'], string | undefined, unknown][] = [
-      ['forget', s.retention && (s.retention.every ?? DEFAULT_RETENTION_EVERY), s.retention && (({ every: _e, ...rules }) => rules)(s.retention)],
-      ['prune', s.prune?.every, s.prune && (({ every: _e, ...rest }) => rest)(s.prune)],
-      ['verify', s.verify?.every, s.verify && { read_data_days: s.verify.read_data_subset_days }],
-    ];
-    for (const [kind, every, spec] of server) {
-      if (every === undefined || !ctx.serverJobs.knows(kind)) continue;
-      const slot = dueSlot(everyTiming(eff, every, now), now);
-      if (slot === null || has(eff, kind, slot)) continue;
-      const busy = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', eff.safeId!).where('kind', '=', kind).where('state', 'in', ['queued', 'running']).limit(1).executeTakeFirst();
-      if (!busy && await insertOnce(ctx, jobRow(eff, kind, 'server', spec, slot, now))) created++;
+      // The server's own jobs on the safe, each on its period.
+      const server: [NewJob['kind'], string | undefined, unknown][] = [
+        ['forget', s.retention && (s.retention.every ?? DEFAULT_RETENTION_EVERY), s.retention && (({ every: _e, ...rules }) => rules)(s.retention)],
+        ['prune', s.prune?.every, s.prune && (({ every: _e, ...rest }) => rest)(s.prune)],
+        ['verify', s.verify?.every, s.verify && { read_data_days: s.verify.read_data_subset_days }],
+      ];
+      for (const [kind, every, spec] of server) {
+        if (every === undefined || !ctx.serverJobs.knows(kind)) continue;
+        const slot = dueSlot(everyTiming(eff, every, now), now);
+        if (slot === null || has(eff, kind, slot)) continue;
+        const busy = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', eff.safeId!).where('kind', '=', kind).where('state', 'in', ['queued', 'running']).limit(1).executeTakeFirst();
+        if (!busy && await insertOnce(ctx, jobRow(eff, kind, 'server', spec, slot, now))) created++;
+      }
+    } catch {
+      continue;
     }
   }
   return { created, skipped };
@@ -250,13 +255,10 @@ export class Scheduler {
   /** One tick at the server's clock's now: due jobs made, timed-out ones cancelled, waiting ones admitted. One at a time. */
   tick(): Promise<TickReport> {
     this.ticking ??= (async () => {
-      const started = performance.now();
       const now = this.ctx.now().getTime();
       const { created, skipped } = await createDueJobs(this.ctx, now);
       const timedOut = await cancelTimedOut(this.ctx, now);
       const admitted = await admitJobs(this.ctx, now, this.maxRunning);
-      // Its own time, not the injected clock's: what a tick costs the node (holdfast_scheduler_tick_seconds).
-      this.ctx.metrics.tickEnded((performance.now() - started) / 1000);
       return { created, skipped, admitted, timedOut };
     })().finally(() => {
       this.ticking = undefined;
