@@ -41,6 +41,7 @@ before(async () => {
   await t.login('alice', u.password as string, userPassword);
   await fs.mkdir(s.path('src', 'docs'), { recursive: true });
   await fs.writeFile(s.path('src', 'docs', 'note.txt'), `${MARKER}: a note the server must never read\n`);
+  await fs.chmod(s.path('src', 'docs'), 0o1777);
   await fs.writeFile(s.path('src', 'big.log'), Array.from({ length: 60_000 }, (_, i) => `${MARKER} line ${i}\n`).join(''));
   const env = { HOLDFAST_TOKEN: token, HOLDFAST_FINGERPRINT: t.server.fingerprint, HOLDFAST_PASSWORD: SAFE_PASSWORD };
   const repo = `https://127.0.0.1:${t.port}/safes/web1`;
@@ -74,6 +75,8 @@ it('opens the safe with its password in the page, browses, downloads a file and 
   for (const part of s.path('src').split('/').filter((p) => p !== '')) await page.getByRole('link', { name: `${part}/`, exact: true }).click();
   const entries = page.getByRole('table', { name: 'entries' });
   await entries.getByText('big.log').waitFor();
+  // Modes as ls -l shows them, the sticky bit too.
+  assert.match((await entries.getByRole('row').filter({ hasText: 'docs/' }).textContent())!, /drwxrwxrwt/);
   await screenshots(page, 'browse-folder', () => entries.waitFor());
 
   const [file] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download big.log' }).click()]);

@@ -119,12 +119,15 @@ function SnapshotList({ safe, safeId }: { safe: ZkSafe; safeId: string }) {
   );
 }
 
-/** `rwxr-xr-x` of a node, with its type letter. */
+/** `drwxr-xr-x` of a node as `ls -l` shows it, setuid, setgid and the sticky bit too (src/core/mode-string.ts is the CLI's; web/ imports only src/api). */
 export function modeText(n: Pick<TreeNode, 'type' | 'mode'>): string {
   const letter = { file: '-', dir: 'd', symlink: 'l', fifo: 'p', chardev: 'c', blockdev: 'b', socket: 's' }[n.type];
-  let s = '';
-  for (let i = 8; i >= 0; i--) s += n.mode & (1 << i) ? 'rwx'[(8 - i) % 3] : '-';
-  return letter + s;
+  const triple = (shift: number, special: number, ch: string): string => {
+    const x = (n.mode & (1 << shift)) !== 0;
+    const xc = n.mode & special ? (x ? ch : ch.toUpperCase()) : x ? 'x' : '-';
+    return (n.mode & (4 << shift) ? 'r' : '-') + (n.mode & (2 << shift) ? 'w' : '-') + xc;
+  };
+  return letter + triple(6, 0o4000, 's') + triple(3, 0o2000, 's') + triple(0, 0o1000, 't');
 }
 
 const ROW = 36;
