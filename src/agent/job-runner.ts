@@ -37,6 +37,7 @@ import { backupSession } from '../jobs/sessions/backup-session.js';
 import { findParent, findSnapshot, readableSnapshots } from '../jobs/snapshots/select.js';
 import { summaryJson } from '../jobs/snapshots/summary-json.js';
 import { DEFAULT_SAMPLE, randomSeed, verifyRestore } from '../jobs/verify-restore/verify-restore.js';
+import { ForgedObjectError } from '../repo/errors.js';
 import { acquireLock, processIdentity, type ProcessIdentity } from '../repo/lock.js';
 import { Repository } from '../repo/repository.js';
 import { Store, type SnapshotEntry } from '../repo/store.js';
@@ -138,6 +139,12 @@ async function refuseMountedReadWrite(src: string, input: ImageInput): Promise<v
   }
 }
 
+/** The job kinds that back up: each lists the safe's snapshots, and its result carries that census. */
+const BACKUP_KINDS: ReadonlySet<JobKindName> = new Set(['backup', 'command-backup', 'database-backup', 'image-backup']);
+
+/** The most ids of snapshots failing their MAC a backup's result lists (their number is told whole). */
+export const MAX_UNAUTHENTIC_LISTED = 1000;
+
 /** A hook's time limit when the configuration gives none (seconds), as `holdfast backup --hook-timeout`'s default. */
 const DEFAULT_HOOK_TIMEOUT_S = 300;
 
@@ -152,6 +159,8 @@ export class AgentSession {
   private readonly trees = new TreeCache();
   /** Snapshots the server said are damaged (a job's `damaged_snapshots`): never a parent. */
   private readonly damaged = new Set<string>();
+  /** The census of the running backup job: the snapshots its listings found failing their MAC (see `inSession`). */
+  private readonly unauthentic = new Set<string>();
 
   private constructor(
     private readonly config: AgentConfig,
@@ -183,6 +192,7 @@ export class AgentSession {
       if (refreshed.rebuilt) events.log(`the disk safe was pruned since the last job: index loaded again (${refreshed.read} index files)`);
       const session: SessionFigures = { repository_opens: repositoryOpens, jobs: this.jobs, index_files_read: refreshed.read, index_rebuilt: refreshed.rebuilt };
       this.learnDamage(job.damaged_snapshots ?? [], events);
+      this.unauthentic.clear();
       const spec = job.spec;
       let result: Record<string, unknown>;
       switch (kind) {
@@ -210,7 +220,7 @@ export class AgentSession {
         case 'check': result = await this.check(spec as CheckSpec, events, signal); break;
         case 'verify-restore': result = await this.verifyRestore(spec as VerifyRestoreSpec, events, signal); break;
       }
-      return { ...result, agent: session };
+      return { ...result, ...(BACKUP_KINDS.has(kind) ? this.census() : {}), agent: session };
     } finally {
       this.log.line = this.opts.onLog;
     }
@@ -253,13 +263,28 @@ export class AgentSession {
     }
   }
 
-  /** Runs `work` in a backup session (a shared lock; packs left by an interrupted backup indexed first). */
-  private inSession<T>(events: JobEvents, signal: AbortSignal, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  /**
+   * Runs `work` in a backup session (a shared lock; packs left by an
+   * interrupted backup indexed first) with the safe's readable snapshots
+   * (the parent is chosen among them). Listing them is the census of the
+   * key holder, taken after the server gave the job: every snapshot that
+   * fails its MAC is noted (`unauthentic`) for the job's result, so that
+   * the server, which cannot check a MAC, never counts it in its retention.
+   */
+  private inSession<T>(events: JobEvents, signal: AbortSignal, work: (signal: AbortSignal, snapshots: readonly SnapshotEntry[]) => Promise<T>): Promise<T> {
     return backupSession(this.repo, {
       holder: this.me, machine: this.me, signal,
       onWarning: (m) => events.log(m),
       onOrphansIndexed: (n) => events.log(`indexed ${n} pack(s) left by an interrupted backup: their data is not uploaded again`),
-    }, work);
+    }, async (s) => work(s, await readableSnapshots(this.repo, (id, e) => {
+      if (e instanceof ForgedObjectError) this.unauthentic.add(id);
+      events.log(`skipping snapshot ${id}: ${e.message}`);
+    })));
+  }
+
+  /** The running backup job's census, as its result says it (`unauthentic_snapshots`, at most MAX_UNAUTHENTIC_LISTED; `unauthentic_count`: how many). */
+  private census(): Record<string, unknown> {
+    return { unauthentic_snapshots: [...this.unauthentic].sort().slice(0, MAX_UNAUTHENTIC_LISTED), unauthentic_count: this.unauthentic.size };
   }
 
   private backupProgress(events: JobEvents): (p: BackupProgress) => void {
@@ -301,8 +326,8 @@ export class AgentSession {
 
   private async backup(spec: BackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
     const { paths, skipped } = await existingPaths(spec.paths, (line) => events.log(`warning: ${line}`));
-    const r = await this.inSession(events, signal, async (s) => {
-      const parent = this.parentOf(await readableSnapshots(this.repo, (id, e) => events.log(`skipping snapshot ${id}: ${e.message}`)), paths, false);
+    const r = await this.inSession(events, signal, async (s, snapshots) => {
+      const parent = this.parentOf(snapshots, paths, false);
       if (parent) events.log(`using parent snapshot ${parent.id.slice(0, 8)}`);
       const archive = (views: readonly PathView[]): Promise<BackupResult> => new Archiver(this.repo, {
         paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name,
@@ -379,8 +404,8 @@ export class AgentSession {
       try {
         if (input) await refuseMountedReadWrite(src, input);
         const paths = [imageSourcePath(src)];
-        const r = await this.inSession(events, signal, async (s) => {
-          const parent = this.parentOf(await readableSnapshots(this.repo), paths, true);
+        const r = await this.inSession(events, signal, async (s, snapshots) => {
+          const parent = this.parentOf(snapshots, paths, true);
           if (parent) events.log(`${src}: using parent snapshot ${parent.id.slice(0, 8)}`);
           const backup = (from: ImageInput, bitmaps?: BackupBitmaps): Promise<ImageBackupResult> => new ImageBackup(this.repo, {
             input: from, paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name,

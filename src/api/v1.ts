@@ -205,11 +205,14 @@ export const SnapshotSchema = {
     id: str, short_id: str, safe_id: str, safe_name: str, machine_id: nullableStr, time, hostname: str, username: str,
     paths: { type: 'array', items: str }, tags: { type: 'array', items: str }, parent: nullableStr, incomplete: { type: 'boolean' }, image: { type: 'boolean' },
     summary: { type: 'object', additionalProperties: { type: ['integer', 'string'] } },
+    unauthentic: { type: 'boolean' },
   },
 } as const;
 export interface SnapshotBody {
   id: string; short_id: string; safe_id: string; safe_name: string; machine_id: string | null; time: string; hostname: string; username: string;
   paths: string[]; tags: string[]; parent: string | null; incomplete: boolean; image: boolean; summary: Record<string, number | string>;
+  /** Only when true: the machine's agent found it failing its MAC (planted by someone without the key); the server's retention never counts it. */
+  unauthentic?: boolean;
 }
 
 /** A page of snapshots, newest first: `limit` (default 100, at most 1000) after skipping `offset`. */

@@ -380,6 +380,14 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.createIndex('jobs_machine_finished').on('jobs').columns(['machine_id', 'finished_at']).execute();
       },
     },
+    '0021-snapshot-census': {
+      // The machine's agent's census of its safe (services/census.ts): when it last listed the safe with the key, and per snapshot whether that census vouched for it or found it failing its MAC.
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.alterTable('disk_safes').addColumn('census_at', 'text').execute();
+        await db.schema.alterTable('snapshot_index').addColumn('census_at', 'text').execute();
+        await db.schema.alterTable('snapshot_index').addColumn('unauthentic', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      },
+    },
   };
 }
 

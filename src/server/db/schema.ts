@@ -126,6 +126,8 @@ export interface DiskSafesTable {
   quota_alert: QuotaAlert | null;
   /** When its snapshots were first read into `snapshot_index` (migration 0019); null until then (the index is built on first use). */
   snapshots_indexed_at: Generated<string | null>;
+  /** The `started_at` of the last backup job whose agent reported its census of the safe (migration 0021, services/census.ts); null: no census yet. */
+  census_at: Generated<string | null>;
 }
 
 export interface AuditLogTable {
@@ -362,6 +364,10 @@ export interface SnapshotIndexTable {
   summary: string;
   /** When the server stored (or first indexed) it. */
   stored_at: string;
+  /** The time of the agent's census that judged it (migration 0021, services/census.ts); null: no census has yet. */
+  census_at: Generated<string | null>;
+  /** 1 when that census found it failing its MAC: planted by someone without the key. */
+  unauthentic: Generated<number>;
 }
 
 /**

@@ -25,6 +25,7 @@ import type { Kysely, UpdateQueryBuilder, UpdateResult } from 'kysely';
 import type { ControlPlane, Job, JobEvent } from '../db/schema.js';
 import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
+import { recordCensus } from './census.js';
 import { damagedSnapshotIds } from './damage.js';
 import { BadRequest, Conflict, Forbidden, NoDiskSafe, NotFound } from './errors.js';
 import { findLiveMachine, findMachine, requireSomeSafe } from './machines.js';
@@ -328,5 +329,6 @@ export async function reportResult(ctx: ServiceContext, p: Principal, id: string
   });
   ctx.notifier.kick();
   if (ended && j.kind === 'verify-restore') await restoreTestEnded(ctx, j, req);
+  if (ended && req.state === 'succeeded' && req.result !== undefined) await recordCensus(ctx, j, req.result);
   return (await withSafeNames(ctx, [{ ...j, ...end }]))[0]!;
 }

@@ -31,6 +31,7 @@ import { LockedError } from '../../repo/lock.js';
 import { Store } from '../../repo/store.js';
 import type { DiskSafe } from '../db/schema.js';
 import { audit } from './audit.js';
+import { vouchedSnapshots } from './census.js';
 import type { ServiceContext } from './context.js';
 import { BadRequest, Conflict, NotFound } from './errors.js';
 import { withSafeNames } from './jobs.js';
@@ -129,7 +130,8 @@ export async function forgetInSafe(ctx: ServiceContext, safe: DiskSafe, req: For
   });
   let result;
   try {
-    result = await forgetByPolicy(store, { policy, groupBy: groupByOf(req), dryRun, now: ctx.now() });
+    // Only what the key holder's census vouched for counts (census.ts): a snapshot planted without the key never displaces a genuine one.
+    result = await forgetByPolicy(await vouchedSnapshots(ctx, safe, store), { policy, groupBy: groupByOf(req), dryRun, now: ctx.now() });
   } finally {
     await held?.release();
   }

@@ -17,7 +17,8 @@
  *
  * A safe is indexed once (`disk_safes.snapshots_indexed_at`); after that its
  * rows follow what the server saves and removes. A snapshot that cannot be
- * read is left out (it is damage, which `check` reports).
+ * read is left out (it is damage, which `check` reports). The agent's census
+ * (census.ts, migration 0021) marks each row vouched for or unauthentic.
  */
 import type { SnapshotBody } from '../../api/v1.js';
 import { snakeKeys } from '../../core/snake-keys.js';
@@ -25,7 +26,7 @@ import { forEachLimit } from '../../core/for-each-limit.js';
 import { decodeSnapshot, type Snapshot } from '../../repo/snapshot.js';
 import type { Backend, Handle, OperationOptions } from '../../storage/backend.js';
 import { WrapperBackend } from '../../storage/wrapper-backend.js';
-import type { Kysely } from 'kysely';
+import type { Insertable, Kysely } from 'kysely';
 import type { ControlPlane, DiskSafe, SnapshotIndexTable } from '../db/schema.js';
 import type { ServiceContext } from './context.js';
 import { NotFound } from './errors.js';
@@ -37,7 +38,7 @@ import type { SafeStorage } from './safe-storage.js';
 const READ_CONCURRENCY = 8;
 
 /** The index row of snapshot `id` of safe `safeId`. */
-function rowOf(safeId: string, id: string, s: Snapshot, at: string): SnapshotIndexTable {
+function rowOf(safeId: string, id: string, s: Snapshot, at: string): Insertable<SnapshotIndexTable> {
   return {
     safe_id: safeId, id, time: new Date(s.time).toISOString(), hostname: s.hostname, username: s.username,
     paths: JSON.stringify(s.paths), tags: JSON.stringify(s.tags), parent: s.parent ?? null,
@@ -45,7 +46,7 @@ function rowOf(safeId: string, id: string, s: Snapshot, at: string): SnapshotInd
   };
 }
 
-async function insertRow(db: Kysely<ControlPlane>, row: SnapshotIndexTable): Promise<void> {
+async function insertRow(db: Kysely<ControlPlane>, row: Insertable<SnapshotIndexTable>): Promise<void> {
   await db.insertInto('snapshot_index').values(row).onConflict((oc) => oc.columns(['safe_id', 'id']).doNothing()).execute();
 }
 
@@ -164,16 +165,24 @@ export async function listIndexedSnapshots(ctx: ServiceContext, safes: readonly 
       id: r.id, short_id: r.id.slice(0, 8), safe_id: r.safe_id, safe_name: safe.name, machine_id: safe.machine_id, time: r.time, hostname: r.hostname, username: r.username,
       paths: JSON.parse(r.paths) as string[], tags: JSON.parse(r.tags) as string[], parent: r.parent, incomplete: r.incomplete === 1, image: r.image === 1,
       summary: snakeKeys(JSON.parse(r.summary)) as Record<string, number | string>,
+      ...(r.unauthentic === 1 ? { unauthentic: true } : {}),
     };
   });
 }
 
-/** The time of the newest snapshot of each of `machineIds`' disk safes (from the index; a machine with none is left out). */
+/**
+ * The time of the newest snapshot of each of `machineIds`' disk safes (from
+ * the index; a machine with none is left out). In a safe with a census
+ * (census.ts), only a snapshot its agent vouched for: one planted without
+ * the key moves no machine's last backup.
+ */
 export async function lastBackups(ctx: ServiceContext, machineIds: readonly string[]): Promise<Map<string, string>> {
   if (machineIds.length === 0) return new Map();
   const rows = await ctx.db.selectFrom('snapshot_index').innerJoin('disk_safes', 'disk_safes.id', 'snapshot_index.safe_id')
     .select(['disk_safes.machine_id', (eb) => eb.fn.max('snapshot_index.time').as('last')])
-    .where('disk_safes.machine_id', 'in', [...machineIds]).groupBy('disk_safes.machine_id').execute();
+    .where('disk_safes.machine_id', 'in', [...machineIds]).where('snapshot_index.unauthentic', '=', 0)
+    .where((eb) => eb.or([eb('disk_safes.census_at', 'is', null), eb('snapshot_index.census_at', 'is not', null)]))
+    .groupBy('disk_safes.machine_id').execute();
   return new Map(rows.map((r) => [r.machine_id!, r.last]));
 }
 
