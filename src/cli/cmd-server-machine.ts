@@ -44,6 +44,7 @@ export function registerSubcommands(server: Command): void {
       });
       if (g.json) return printBody(m);
       printFields(g, [['id', m.id], ['name', m.name], ['customer', customer], ['created', when(m.created_at)], ['last seen', when(m.last_seen_at)],
+        ['last backup', m.last_backup_at === null ? 'never' : when(m.last_backup_at)],
         ['proven restorable', m.proven_restorable_at === null ? 'never (no restore test has passed)' : `${when(m.proven_restorable_at)}: snapshot ${m.proven_restorable_snapshot!.slice(0, 8)}`],
         ...(m.retired_at === null ? [] : [['retired', when(m.retired_at)] as const])]);
     });

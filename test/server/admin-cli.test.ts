@@ -136,6 +136,7 @@ describe('holdfast server admin commands', () => {
     assert.match((await ok(['server', 'safe', 'show', 'acme-web1'])).stdout, /\ncustomer: +Acme \([0-9a-f-]{36}\)\nmachine: +web1 \([0-9a-f-]{36}\)\n/);
     assert.match((await ok(['server', 'machine', 'show', 'web1', '--json'])).stdout, /"customer_id"/);
     assert.match((await ok(['server', 'machine', 'show', 'web1'])).stdout, /\ncustomer: +Acme \([0-9a-f-]{36}\)\n/);
+    assert.match((await ok(['server', 'machine', 'show', 'web1'])).stdout, /\nlast backup: +never\n/);
     const tooLong = await run(['server', 'safe', 'restore-token', 'acme-web1', '--expires-in', '30d']);
     assert.equal(tooLong.code, 2, tooLong.stderr);
   });
