@@ -3,8 +3,9 @@
  * issue 16): junk planted under its SHA-256 name in `index/`, `locks/` and
  * `keys/` with an agent's token is refused and the safe still restores; a
  * body that trickles is cut off and gives back the upload budget; one token
- * cannot take the whole budget; uploads that arrive together cannot all pass
- * the budget's check.
+ * cannot take the whole budget, neither with a body declared larger than the
+ * budget and sent slowly nor with one sent past its share; uploads that
+ * arrive together cannot all pass the budget's check.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -175,6 +176,48 @@ describe('the repository protocol against an agent token that attacks', () => {
       for (const [i, p] of puts.entries()) if (i !== refused.i) p.end(bodies[i]!.subarray(10));
       const rest = await Promise.all(puts.filter((_p, i) => i !== refused.i).map((p) => p.answer));
       assert.deepEqual(rest, [{ status: 201, code: undefined }, { status: 201, code: undefined }]);
+    });
+  });
+
+  describe('a body declared larger than the budget', () => {
+    let t: TestServer;
+    let tokens: string[];
+    // No pace rule meets the test's bodies: only the budget decides.
+    before(async () => ({ t, tokens } = await serverWithTwoSafes({
+      maxBytesInFlight: 64 * 1024, maxBytesInFlightPerPrincipal: 40 * 1024, uploadStep: 4096, uploadPace: { windowMs: 600_000, minBytes: 1 },
+    })));
+    after(() => t.stop());
+
+    it('sent slowly holds one step, and another customer uploads meanwhile', { timeout: 60_000 }, async () => {
+      // The review's attack: 1.5 GB declared, a little now and then; the server held the whole
+      // declared size against its budget for as long as the trickle lasted.
+      const slow = openPut(t, tokens[0]!, `/safes/acme-web/data/${'ab'.repeat(32)}`, 1_500_000_000);
+      slow.write(randomBytes(1000));
+      try {
+        assert.deepEqual(await put(t, tokens[1]!, 'other-web', 'data', randomBytes(30 * 1024)), { status: 201, code: undefined });
+      } finally {
+        // Its answer is the hang-up of its own connection.
+        slow.answer.catch(() => undefined);
+        slow.destroy();
+      }
+    });
+
+    it('sent past its token\'s share gives way to another customer that needs the budget', { timeout: 60_000 }, async () => {
+      const big = openPut(t, tokens[0]!, `/safes/acme-web/data/${'cd'.repeat(32)}`, 1 << 20);
+      big.write(randomBytes(80 * 1024));
+      // Held past the share once the same token's next upload is refused (over its share).
+      let r = await put(t, tokens[0]!, 'acme-web', 'data', randomBytes(100));
+      while (r.status === 201) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        r = await put(t, tokens[0]!, 'acme-web', 'data', randomBytes(100));
+      }
+      assert.deepEqual(r, { status: 503, code: 'BUSY' });
+      try {
+        assert.deepEqual(await put(t, tokens[1]!, 'other-web', 'data', randomBytes(30 * 1024)), { status: 201, code: undefined });
+        assert.deepEqual(await big.answer, { status: 503, code: 'BUSY' });
+      } finally {
+        big.destroy();
+      }
     });
   });
 });

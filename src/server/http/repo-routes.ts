@@ -50,6 +50,7 @@ import { decodeKeyFile } from '../../repo/key-file.js';
 import { decodeLock } from '../../repo/lock.js';
 import { MAX_PACK_BYTES } from '../../repo/pack.js';
 import { UploadRefusedError } from '../services/upload-refused-error.js';
+import { UploadBudget, UploadBusyError, type UploadHold } from './upload-budget.js';
 
 /** The protocol version `GET /safes/S` reports; a client refuses a server whose version it does not know. */
 export const REPO_PROTOCOL_VERSION = 1;
@@ -140,16 +141,24 @@ export interface RepoRoutesOptions {
   /**
    * The most bytes of uploads held at once, all safes together: a PUT that
    * would go past it is answered 503 (`BUSY`, a transient fault the client
-   * retries), unless nothing else is held. DEFAULT_MAX_BYTES_IN_FLIGHT by default.
+   * retries), unless nothing else is held (upload-budget.ts has the rules).
+   * DEFAULT_MAX_BYTES_IN_FLIGHT by default.
    */
   readonly maxBytesInFlight?: number;
   /**
    * The most bytes of uploads one principal (one token) holds at once, so
    * that one token cannot take the whole of `maxBytesInFlight`: past it a PUT
-   * is answered 503 `BUSY`, unless the principal holds nothing else.
+   * is answered 503 `BUSY`, unless it is the principal's only upload, which
+   * then gives way to others that need the budget.
    * DEFAULT_MAX_BYTES_IN_FLIGHT_PER_PRINCIPAL by default.
    */
   readonly maxBytesInFlightPerPrincipal?: number;
+  /**
+   * What an upload reserves against those two at a time, as its body
+   * arrives (the declared size is not reserved at once: a large body sent
+   * slowly would hold the budget). DEFAULT_UPLOAD_STEP by default.
+   */
+  readonly uploadStep?: number;
   /**
    * An upload's body must bring at least `minBytes` in every `windowMs`
    * (the last window: what is left): a body that stalls or trickles is
@@ -173,6 +182,9 @@ export const DEFAULT_MAX_BYTES_IN_FLIGHT_PER_PRINCIPAL = 128 * 1024 * 1024;
 
 /** 512 MiB: 32 uploads of 16 MiB packs at once. */
 export const DEFAULT_MAX_BYTES_IN_FLIGHT = 512 * 1024 * 1024;
+
+/** 16 MiB: a pack of the default size is reserved at once, a larger body a pack's worth at a time. */
+export const DEFAULT_UPLOAD_STEP = 16 * 1024 * 1024;
 
 /** The listing page size when a request gives no `limit`. */
 export const DEFAULT_PAGE_SIZE = 1000;
@@ -209,13 +221,13 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
   const verify = opts.verifyUploads !== false;
   const maxBytes = opts.maxObjectBytes ?? MAX_PACK_BYTES;
   const maxPage = opts.maxPageSize ?? 10_000;
-  const maxInFlight = opts.maxBytesInFlight ?? DEFAULT_MAX_BYTES_IN_FLIGHT;
-  const maxPerPrincipal = opts.maxBytesInFlightPerPrincipal ?? DEFAULT_MAX_BYTES_IN_FLIGHT_PER_PRINCIPAL;
   const pace = opts.uploadPace ?? DEFAULT_UPLOAD_PACE;
-  /** The declared sizes of the uploads being received or stored now. */
-  let bytesInFlight = 0;
-  /** The same, by principal (absent: none). */
-  const heldBy = new Map<string, number>();
+  /** The bytes of the uploads being received or stored now. */
+  const budget = new UploadBudget({
+    total: opts.maxBytesInFlight ?? DEFAULT_MAX_BYTES_IN_FLIGHT,
+    share: opts.maxBytesInFlightPerPrincipal ?? DEFAULT_MAX_BYTES_IN_FLIGHT_PER_PRINCIPAL,
+    step: opts.uploadStep ?? DEFAULT_UPLOAD_STEP,
+  });
 
   // Bodies are read by the PUT handler itself, as a stream of the declared length.
   app.removeAllContentTypeParsers();
@@ -223,7 +235,8 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
 
   app.setErrorHandler((e: unknown, _req, reply) => {
     const w = wireError(e);
-    if (w.status >= 500) reply.log.error(e);
+    if (w.status >= 500 && w.code !== 'BUSY') reply.log.error(e);
+    if (w.code === 'BUSY') void reply.header('retry-after', '1');
     void reply.code(w.status).header(ERROR_HEADER, w.code).send({ code: w.code, message: w.message });
   });
 
@@ -346,24 +359,16 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
       }
       const size = declaredLength(req);
       if (size > maxBytes) throw new WireError(413, 'TOO_LARGE', `${h.type}/${h.name}: ${size} bytes is more than the ${maxBytes} an object may hold`);
-      // Bodies are held whole until stored: their sum is bounded, and one alone always passes.
-      // Reserved before anything is awaited, so that uploads arriving together cannot all pass.
-      const held = heldBy.get(s.access.principal) ?? 0;
-      if ((bytesInFlight > 0 && bytesInFlight + size > maxInFlight) || (held > 0 && held + size > maxPerPrincipal)) {
-        void reply.header('retry-after', '1');
-        throw new WireError(503, 'BUSY', held > 0 && held + size > maxPerPrincipal
-          ? `the token's uploads hold ${held} bytes already (at most ${maxPerPrincipal}); try again`
-          : `the server holds ${bytesInFlight} bytes of uploads already (at most ${maxInFlight}); try again`);
-      }
-      bytesInFlight += size;
-      heldBy.set(s.access.principal, held + size);
+      // Bodies are held whole until stored: their sum is bounded (upload-budget.ts).
+      // The first step is reserved before anything is awaited, so that uploads arriving together cannot all pass.
+      const hold = budget.open(s.access.principal, size);
       let ticket: UploadTicket | undefined;
       let stored = false;
       try {
         ticket = await s.access.beforeSave?.(h, size, s.signal);
-        const { bytes, sha256 } = await readBody(req.body as Readable, size, pace).catch((e: unknown) => {
-          // The rest of a stalled body is not waited for: the connection closes after the answer.
-          if (e instanceof WireError && e.code === 'UPLOAD_STALLED') void reply.header('connection', 'close');
+        const { bytes, sha256 } = await readBody(req.body as Readable, size, pace, hold).catch((e: unknown) => {
+          // The rest of a body cut off is not waited for: the connection closes after the answer.
+          void reply.header('connection', 'close');
           throw e;
         });
         if (verify) {
@@ -384,10 +389,7 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
           return await reply.code(200).send({ created: false });
         }
       } finally {
-        bytesInFlight -= size;
-        const left = (heldBy.get(s.access.principal) ?? size) - size;
-        if (left > 0) heldBy.set(s.access.principal, left);
-        else heldBy.delete(s.access.principal);
+        hold.release();
         await ticket?.end(stored);
       }
       if (ticket?.warning !== undefined) void reply.header(WARNING_HEADER, headerText(ticket.warning));
@@ -424,6 +426,7 @@ function readOnly(what: string): WireError {
 function wireError(e: unknown): WireError {
   if (e instanceof WireError) return e;
   if (e instanceof UploadRefusedError) return new WireError(e.status, e.code, e.message);
+  if (e instanceof UploadBusyError) return new WireError(503, 'BUSY', e.message);
   if (e instanceof NotFoundError) return new WireError(404, 'NOT_FOUND', e.message);
   if (e instanceof AlreadyExistsError) return new WireError(409, 'ALREADY_EXISTS', `${e.message} with other bytes: objects are never overwritten`);
   if (e instanceof AppendOnlyError) return new WireError(403, 'APPEND_ONLY', `${e.message}: the token may only add`);
@@ -444,20 +447,23 @@ function declaredLength(req: FastifyRequest): number {
 }
 
 /**
- * The body, read into one buffer of `size` bytes and hashed on the way. A
- * body that ends early (the client went away) or holds more than declared
- * rejects, and nothing is stored; so does one that brings less than
- * `pace.minBytes` (or what is left) in a window of `pace.windowMs`.
+ * The body, read into one buffer of `size` bytes and hashed on the way,
+ * each chunk covered by `hold` before it is kept. A body that ends early
+ * (the client went away) or holds more than declared rejects, and nothing is
+ * stored; so does one that brings less than `pace.minBytes` (or what is
+ * left) in a window of `pace.windowMs`, one whose next step the budget
+ * refuses, and one the budget cuts.
  */
-async function readBody(body: Readable | undefined, size: number, pace: UploadPace): Promise<{ bytes: Buffer; sha256: string }> {
+async function readBody(body: Readable | undefined, size: number, pace: UploadPace, hold: UploadHold): Promise<{ bytes: Buffer; sha256: string }> {
   const bytes = Buffer.allocUnsafe(size);
   const hash = createHash('sha256');
   let got = 0;
   if (body !== undefined && size > 0) {
     // A stall answers at once; the unread rest goes with the connection, which the answer closes.
-    let stall!: (e: WireError) => void;
+    let stall!: (e: Error) => void;
     const stalled = new Promise<never>((_resolve, reject) => { stall = reject; });
     stalled.catch(() => undefined);
+    hold.onCut = stall;
     let windowStart = 0;
     const timer = setInterval(() => {
       if (got - windowStart < Math.min(pace.minBytes, size - windowStart)) {
@@ -473,6 +479,7 @@ async function readBody(body: Readable | undefined, size: number, pace: UploadPa
         if (next.done === true) break;
         const chunk = next.value;
         if (got + chunk.length > size) throw new WireError(400, 'LENGTH_MISMATCH', `the body holds more than the ${size} bytes its Content-Length declares`);
+        hold.cover(got + chunk.length);
         chunk.copy(bytes, got);
         hash.update(chunk);
         got += chunk.length;
