@@ -5,12 +5,14 @@
  * body that trickles is cut off and gives back the upload budget; one token
  * cannot take the whole budget, neither with a body declared larger than the
  * budget and sent slowly nor with one sent past its share; uploads that
- * arrive together cannot all pass the budget's check.
+ * arrive together cannot all pass the budget's check; key files added
+ * without end (each costs every opening of the safe an scrypt derivation)
+ * stop at MAX_KEY_FILES.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { request, type RequestOptions } from 'node:https';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -18,6 +20,7 @@ import { EVERYTHING, buildTree, compareTrees, removeTree } from '../fixtures/tre
 import { Sandbox } from '../helpers/cli.js';
 import { setUp, type TestServer } from '../helpers/server.js';
 import type { UploadLimits } from '../../src/server/backup-server.js';
+import { MAX_KEY_FILES } from '../../src/server/services/safe-access.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -113,6 +116,32 @@ describe('the repository protocol against an agent token that attacks', () => {
       await s.ok(['restore', 'latest', '--target', s.path('out')], as);
       await compareTrees(s.path('src'), join(s.path('out'), s.path('src')));
       await s.ok(['check'], as);
+    } finally {
+      await t.stop();
+      await removeTree(s.dir);
+    }
+  });
+
+  it('adds key files up to MAX_KEY_FILES, then refuses them with TOO_MANY_KEYS; key add works below it', { timeout: 120_000 }, async () => {
+    const { t, tokens } = await serverWithTwoSafes();
+    const s = await Sandbox.create('holdfast-attack-');
+    try {
+      const as = { env: { HOLDFAST_REPOSITORY: `https://127.0.0.1:${t.server.port}/safes/acme-web`, HOLDFAST_TOKEN: tokens[0], HOLDFAST_FINGERPRINT: t.server.fingerprint, HOLDFAST_RETRY_FOR: '1s' } };
+      await s.ok(['init'], as);
+      await writeFile(s.path('pw2'), 'a second password\n');
+      await s.ok(['key', 'add', '--new-password-file', s.path('pw2')], as);
+      // Key files that parse (their sealed part is not opened on upload): the review's flood.
+      const keyFile = (): Buffer => Buffer.from(JSON.stringify({
+        version: 1, created: new Date().toISOString(), hostname: 'x', username: 'x',
+        kdf: { algorithm: 'scrypt', salt: randomBytes(32).toString('base64'), N: 2, r: 8, p: 1 }, data: randomBytes(60).toString('base64'),
+      }));
+      for (let i = 2; i < MAX_KEY_FILES; i++) assert.deepEqual(await put(t, tokens[0]!, 'acme-web', 'keys', keyFile()), { status: 201, code: undefined }, `key ${i + 1}`);
+      assert.deepEqual(await put(t, tokens[0]!, 'acme-web', 'keys', keyFile()), { status: 409, code: 'TOO_MANY_KEYS' });
+      const refused = await s.run(['key', 'add', '--new-password-file', s.path('pw2')], as);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /holds 32 key files already, at most 32/);
+      // The other customer's safe is its own.
+      assert.deepEqual(await put(t, tokens[1]!, 'other-web', 'keys', keyFile()), { status: 201, code: undefined });
     } finally {
       await t.stop();
       await removeTree(s.dir);

@@ -18,7 +18,8 @@
  * retention and pruning are the server's (issue 16). A safe whose
  * repository was never initialised (no config) takes only what `init`
  * writes, its key file and config (409 `NOT_INITIALISED` for the rest,
- * before the body is read). Every upload but a
+ * before the body is read). A safe holds at most MAX_KEY_FILES key files
+ * (409 `TOO_MANY_KEYS`, before the body is read). Every upload but a
  * lock passes the quotas before its body is read (quota.ts), every lock the
  * bounds of lock-owners.ts, every snapshot upload the
  * backdating rule (snapshot-time-policy.ts), and the safe's storage counts
@@ -78,6 +79,26 @@ async function refuseUninitialised(ctx: ServiceContext, safe: DiskSafe, backend:
       + '(holdfast agent enroll initialises the safe it makes; holdfast init with a backup token of the safe\'s machine does it by hand); nothing was stored');
   }
   seen.add(safe.id);
+}
+
+/**
+ * The most key files a client may add a safe up to. Opening a safe tries its
+ * key files with the password, an scrypt derivation each, and no client of
+ * this server can remove one: a security review added 100 with an agent's
+ * token and `holdfast snapshots` on a fresh cache went from 1.4 s to 67 s.
+ * 32 is far more passwords than a machine's safe has (the agent's, a
+ * recovery one, a few people's) and bounds opening at 32 derivations.
+ */
+export const MAX_KEY_FILES = 32;
+
+/** Refuses (409 `TOO_MANY_KEYS`; not 429, which a client would retry) a key file upload to `safe` when it holds MAX_KEY_FILES already. */
+async function refuseTooManyKeys(safe: DiskSafe, backend: Backend, signal: AbortSignal): Promise<void> {
+  let held = 0;
+  for await (const _key of backend.list('key', { signal })) held++;
+  if (held >= MAX_KEY_FILES) {
+    throw new UploadRefusedError(409, 'TOO_MANY_KEYS', `disk safe ${safe.name} holds ${held} key files already, at most ${MAX_KEY_FILES}: `
+      + 'each is tried with the password whenever the safe is opened, and no token removes one; nothing was stored');
+  }
 }
 
 /** The sessions that have read each safe, per server: a session's reading is audited once per safe, not at every object. */
@@ -172,10 +193,11 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
         // What opening the safe with its password reads; its snapshots, index and data stay unread until the takeover.
         ...(enrolling ? { readable: ['config', 'key'] as const } : {}),
         lockOwners: lockOwnersOf(ctx, safe.id, principal),
-        beforeSave: async (h, size) => {
+        beforeSave: async (h, size, sig) => {
           // Readers add their locks; a takeover token, which only checks the password, adds nothing (a lock of its could hold off the safe's deletion).
           if (enrolling) throw new UploadRefusedError(403, 'READ_ONLY', 'a takeover token reads the disk safe it may take over and adds nothing to it, not even a lock');
           await refuseUninitialised(ctx, safe, backend, h);
+          if (h.type === 'key') await refuseTooManyKeys(safe, backend, sig);
           // A lock is bookkeeping, bounded per token (lock-owners.ts), not stored data: a full quota must not keep prune or check from their lock.
           if (h.type === 'lock') return admitLock(ctx, safe, principal, granted);
           const admitted = await admitUpload(ctx, safe, size);
