@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, it } from 'node:test';
 import { databaseSuites } from '../helpers/databases.js';
 import { setUp, type TestServer } from '../helpers/server.js';
+import { EVENTS_DROPPED, MAX_EVENT_CHARS_PER_JOB } from '../../src/server/services/jobs.js';
 
 databaseSuites('jobs and the agent\'s job channel', (fx) => {
   let t: TestServer;
@@ -139,6 +140,31 @@ databaseSuites('jobs and the agent\'s job channel', (fx) => {
     const got = await poll();
     assert.equal(got.body.id, id, 'the job is still there for its own agent');
     await t.call('POST', `/api/v1/agent/jobs/${id}/result`, { token: agent, body: { state: 'succeeded' } });
+  });
+
+  it('keeps a job\'s first events up to its bounds and drops the rest, saying so once', { timeout: 120_000 }, async () => {
+    const id = (await runNow({ kind: 'check', spec: {} })).body.id as string;
+    assert.equal((await poll()).body.id, id);
+    // The review's flood: requests of 120 events of 8000 characters, past MAX_EVENT_CHARS_PER_JOB.
+    const flood = Array.from({ length: 120 }, (_, i) => ({ at: new Date().toISOString(), kind: 'log', message: `${i} ${'x'.repeat(7990)}` }));
+    const requests = Math.ceil(MAX_EVENT_CHARS_PER_JOB / (120 * 8000)) + 1;
+    for (let i = 0; i < requests; i++) {
+      const r = await t.call('POST', `/api/v1/agent/jobs/${id}/events`, { token: agent, body: { events: flood } });
+      assert.equal(r.status, 204, r.text);
+    }
+    const kept: { seq: number; message: string }[] = [];
+    for (;;) {
+      const page = (await t.call('GET', `/api/v1/jobs/${id}/events?limit=1000${kept.length > 0 ? `&after=${kept.at(-1)!.seq}` : ''}`, { token: manage })).body as typeof kept;
+      if (page.length === 0) break;
+      kept.push(...page);
+    }
+    const chars = kept.reduce((n, e) => n + e.message.length, 0);
+    assert.ok(chars <= MAX_EVENT_CHARS_PER_JOB + EVENTS_DROPPED.length, `${chars} characters kept`);
+    assert.ok(kept.length < requests * 120);
+    assert.equal(kept.filter((e) => e.message === EVENTS_DROPPED).length, 1);
+    assert.equal(kept.at(-1)!.message, EVENTS_DROPPED);
+    // The job goes on: a report past the bounds still counts as the agent at work, and the job ends.
+    assert.equal((await t.call('POST', `/api/v1/agent/jobs/${id}/result`, { token: agent, body: { state: 'succeeded', result: {} } })).status, 200);
   });
 });
 

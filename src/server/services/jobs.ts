@@ -21,7 +21,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { DEFAULT_JOB_EXPIRES_IN, type CreateJobRequest, type JobBody, type JobEventBody, type JobEventsQuery, type ReportEventsRequest, type ReportResultRequest } from '../../api/v1.js';
-import type { Kysely, UpdateQueryBuilder, UpdateResult } from 'kysely';
+import { sql, type Kysely, type UpdateQueryBuilder, type UpdateResult } from 'kysely';
 import type { ControlPlane, Job, JobEvent } from '../db/schema.js';
 import { audit } from './audit.js';
 import type { ServiceContext } from './context.js';
@@ -288,16 +288,47 @@ async function runningJobOf(ctx: ServiceContext, p: Principal, id: string): Prom
 }
 
 /**
+ * The most events a job keeps, and the most characters of their messages
+ * and data together: an agent reports about one event a second (its
+ * progress), so 20000 hold five and a half hours of it with its logs; a
+ * security review filled a job with 4800 events of 8000 bytes in 4 s
+ * (the database went from 328 KB to 37 MB). Past either, the job's further
+ * events are dropped, and one event says so.
+ */
+export const MAX_EVENTS_PER_JOB = 20_000;
+export const MAX_EVENT_CHARS_PER_JOB = 8 * 1024 * 1024;
+
+/** The event that says a job's further events were dropped (MAX_EVENTS_PER_JOB). */
+export const EVENTS_DROPPED = `the agent reported more events than a job keeps (${MAX_EVENTS_PER_JOB} events, ${MAX_EVENT_CHARS_PER_JOB / 1024 / 1024} MiB of text): its further events were dropped`;
+
+/**
  * Records what the agent saw happen on its running job `id` (none: it only
- * shows it is at work); each report keeps the job from counting as silent.
- * Answers whether the job was cancelled: then the agent stops it.
+ * shows it is at work), up to the job's bounds (MAX_EVENTS_PER_JOB); each
+ * report keeps the job from counting as silent. Answers whether the job was
+ * cancelled: then the agent stops it.
  */
 export async function reportEvents(ctx: ServiceContext, p: Principal, id: string, req: ReportEventsRequest): Promise<{ cancelled: boolean }> {
   const j = await runningJobOf(ctx, p, id);
   if (req.events.length > 0) {
-    await ctx.db.insertInto('job_events').values(req.events.map((e) => ({
-      job_id: id, at: new Date(e.at).toISOString(), kind: e.kind, message: e.message, data: e.data === undefined ? null : JSON.stringify(e.data),
-    }))).execute();
+    const held = await ctx.db.selectFrom('job_events')
+      .select((eb) => [eb.fn.countAll().as('events'), eb.fn.sum(sql`length(message) + coalesce(length(data), 0)`).as('chars')])
+      .where('job_id', '=', id).executeTakeFirstOrThrow();
+    let events = Number(held.events);
+    let chars = Number(held.chars ?? 0);
+    const rows = [];
+    for (const e of req.events) {
+      const data = e.data === undefined ? null : JSON.stringify(e.data);
+      const size = e.message.length + (data?.length ?? 0);
+      if (events >= MAX_EVENTS_PER_JOB || chars + size > MAX_EVENT_CHARS_PER_JOB) break;
+      rows.push({ job_id: id, at: new Date(e.at).toISOString(), kind: e.kind, message: e.message, data });
+      events++;
+      chars += size;
+    }
+    if (rows.length < req.events.length) {
+      const told = await ctx.db.selectFrom('job_events').select('seq').where('job_id', '=', id).where('kind', '=', 'log').where('message', '=', EVENTS_DROPPED).executeTakeFirst();
+      if (told === undefined) rows.push({ job_id: id, at: ctx.now().toISOString(), kind: 'log', message: EVENTS_DROPPED, data: null });
+    }
+    if (rows.length > 0) await ctx.db.insertInto('job_events').values(rows).execute();
   }
   await ctx.db.updateTable('jobs').set({ last_report_at: ctx.now().toISOString() }).where('id', '=', id).where('state', '=', 'running').execute();
   return { cancelled: j.cancelled_by !== null };
