@@ -117,7 +117,15 @@ export const MachineSchema = {
 } as const;
 
 /** A machine's name (its hostname): no control characters, which would forge lines in an alert's e-mail or a log. */
-const machineName = { type: 'string', minLength: 1, maxLength: 253, pattern: '^[^\\u0000-\\u001f\\u007f]+$' } as const;
+/**
+ * A name shown to people (a machine's, a channel's): no control characters (forged lines in an
+ * e-mail or a log) and no bidirectional overrides or isolates (U+202A–U+202E, U+2066–U+2069:
+ * `evil\u202egnp.exe` shows as `evilexe.png`).
+ */
+const SHOWN_NAME_PATTERN = '^[^\\u0000-\\u001f\\u007f\\u202a-\\u202e\\u2066-\\u2069]+$';
+const machineName = { type: 'string', minLength: 1, maxLength: 253, pattern: SHOWN_NAME_PATTERN } as const;
+/** A position in a paged list (an offset, a sequence number to list after): bounded, so that no database sees a number it cannot hold. */
+const pagePosition = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER } as const;
 
 /**
  * `last_backup_at`: the time of the newest snapshot in the machine's disk safes (from the server's snapshot index; null when none);
@@ -218,7 +226,7 @@ export interface SnapshotBody {
 /** A page of snapshots, newest first: `limit` (default 100, at most 1000) after skipping `offset`. */
 export const SnapshotsQuerySchema = {
   type: 'object', additionalProperties: false,
-  properties: { limit: { type: 'integer', minimum: 1, maximum: 1000 }, offset: { type: 'integer', minimum: 0 } },
+  properties: { limit: { type: 'integer', minimum: 1, maximum: 1000 }, offset: pagePosition },
 } as const;
 export interface SnapshotsQuery { limit?: number; offset?: number }
 
@@ -294,7 +302,7 @@ export interface AuditEntryBody { seq: number; at: string; actor: string; custom
 
 export const AuditQuerySchema = {
   type: 'object', additionalProperties: false,
-  properties: { after: { type: 'integer', minimum: 0 }, limit: { type: 'integer', minimum: 1, maximum: 1000 } },
+  properties: { after: pagePosition, limit: { type: 'integer', minimum: 1, maximum: 1000 } },
 } as const;
 export interface AuditQuery { after?: number; limit?: number }
 
@@ -506,7 +514,7 @@ export interface JobEventBody { seq: number; at: string; kind: (typeof JOB_EVENT
 
 export const JobEventsQuerySchema = {
   type: 'object', additionalProperties: false,
-  properties: { after: { type: 'integer', minimum: 0 }, limit: { type: 'integer', minimum: 1, maximum: 1000 } },
+  properties: { after: pagePosition, limit: { type: 'integer', minimum: 1, maximum: 1000 } },
 } as const;
 export interface JobEventsQuery { after?: number; limit?: number }
 
@@ -531,17 +539,29 @@ export const ReportEventsSchema = {
       type: 'array', minItems: 0, maxItems: 1000,
       items: {
         type: 'object', additionalProperties: false, required: ['at', 'kind', 'message'],
-        properties: { at: time, kind: { type: 'string', enum: JOB_EVENT_KINDS }, message: { type: 'string', maxLength: 8192 }, data: { type: 'object' } },
+        properties: { at: time, kind: { type: 'string', enum: JOB_EVENT_KINDS }, message: { type: 'string', maxLength: 8192, pattern: '^[^\\u0000]*$' }, data: { type: 'object' } },
       },
     },
   },
 } as const;
 export interface ReportEventsRequest { events: { at: string; kind: (typeof JOB_EVENT_KINDS)[number]; message: string; data?: Record<string, unknown> }[] }
 
-/** How a job ended, as its agent says (`cancelled`: it stopped the job because it was cancelled; `error` says what that left). */
+/** A byte figure of a result that the server counts (its metrics): a whole number a double holds exactly. */
+const resultFigure = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER } as const;
+const resultFigures = { total_bytes_processed: resultFigure, data_added: resultFigure } as const;
+
+/**
+ * How a job ended, as its agent says (`cancelled`: it stopped the job because it was cancelled;
+ * `error` says what that left). The result's byte figures, a backup's own or an image backup's per
+ * source (`snapshots`), are whole numbers from 0 to 2^53 - 1: two of 1.7e308 made a metric +Inf.
+ */
 export const ReportResultSchema = {
   type: 'object', additionalProperties: false, required: ['state'],
-  properties: { state: { type: 'string', enum: ['succeeded', 'failed', 'cancelled'] }, result: { type: 'object' }, error: { type: 'string', minLength: 1, maxLength: 8192, pattern: '^[^\\u0000]*$' } },
+  properties: {
+    state: { type: 'string', enum: ['succeeded', 'failed', 'cancelled'] },
+    result: { type: 'object', properties: { ...resultFigures, snapshots: { type: 'array', items: { type: 'object', properties: resultFigures } } } },
+    error: { type: 'string', minLength: 1, maxLength: 8192, pattern: '^[^\\u0000]*$' },
+  },
 } as const;
 export interface ReportResultRequest { state: 'succeeded' | 'failed' | 'cancelled'; result?: Record<string, unknown>; error?: string }
 
@@ -758,7 +778,7 @@ export const SMTP_SECURITY_NAMES = ['starttls', 'tls', 'none'] as const;
 const webhookUrl = { type: 'string', pattern: '^https?://[^\\s]+$', maxLength: 2048 } as const;
 const mailAddress = { type: 'string', pattern: '^[^\\s@<>]+@[^\\s@<>]+$', maxLength: 320 } as const;
 const eventList = { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', enum: EVENT_KIND_NAMES } } as const;
-const channelName = { type: 'string', minLength: 1, maxLength: 200 } as const;
+const channelName = { type: 'string', minLength: 1, maxLength: 200, pattern: SHOWN_NAME_PATTERN } as const;
 /** A webhook's signing secret: at least 16 characters (the server makes one of 43 when none is given). */
 const webhookSecret = { type: 'string', minLength: 16, maxLength: 200 } as const;
 

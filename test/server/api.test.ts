@@ -149,6 +149,28 @@ databaseSuites('the REST API', (fx) => {
     assert.equal((await t.call('GET', '/api/v1/server', {})).status, 401);
   });
 
+  it('refuses hostile input with a 400, not a 500: page positions past any number, names that reorder what they show', async () => {
+    const m = (await t.create('/api/v1/machines', { customer_id: acme, name: 'pager' })).id as string;
+    const safe = (await t.create('/api/v1/safes', { customer_id: acme, machine_id: m, name: 'pager-safe' })).id as string;
+    const job = (await t.create(`/api/v1/machines/${m}/jobs`, { kind: 'check', spec: {} })).id as string;
+    // Positions a database cannot hold (SQLite answered "datatype mismatch", a 500).
+    for (const path of [`/api/v1/safes/${safe}/snapshots?offset=99999999999999999999`, `/api/v1/jobs/${job}/events?after=99999999999999999999`, '/api/v1/audit?after=99999999999999999999']) {
+      const r = await t.call('GET', path, { token: t.adminToken });
+      assert.equal(r.status, 400, `${path}: ${r.text}`);
+      assert.match(r.body.message, /must be <= 9007199254740991/);
+    }
+    assert.equal((await t.call('GET', `/api/v1/safes/${safe}/snapshots?offset=9007199254740991`, { token: t.adminToken })).status, 200);
+    // A right-to-left override shows "evil\u202egnp.exe" as "evilexe.png"; isolates reorder alike.
+    for (const name of ['evil\u202egnp.exe', 'a\u202ab', 'a\u2066b', 'a\u2069b']) {
+      const made = await t.call('POST', '/api/v1/machines', { token: t.adminToken, body: { customer_id: acme, name } });
+      assert.equal(made.status, 400, `${JSON.stringify(name)}: ${made.text}`);
+      const channel = await t.call('POST', '/api/v1/notifications', { token: t.adminToken, body: { name, customer_id: acme, kind: 'webhook', events: ['job.failed'], webhook: { url: 'https://127.0.0.1:9/hook' } } });
+      assert.equal(channel.status, 400, `${JSON.stringify(name)}: ${channel.text}`);
+    }
+    const controls = await t.call('POST', '/api/v1/notifications', { token: t.adminToken, body: { name: 'ops\nhook', customer_id: acme, kind: 'webhook', events: ['job.failed'], webhook: { url: 'https://127.0.0.1:9/hook' } } });
+    assert.equal(controls.status, 400, controls.text);
+  });
+
   it('answers a name given where an id goes with a 404 that says the API takes ids', async () => {
     const byName = await t.call('GET', '/api/v1/safes/web2-9d550281', { token: t.adminToken });
     assert.equal(byName.status, 404);

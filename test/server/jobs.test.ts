@@ -142,6 +142,28 @@ databaseSuites('jobs and the agent\'s job channel', (fx) => {
     await t.call('POST', `/api/v1/agent/jobs/${id}/result`, { token: agent, body: { state: 'succeeded' } });
   });
 
+  it('refuses reports a database or the server cannot take with a 400, not a 500: data nested too deep, a NUL in a message', async () => {
+    const id = (await runNow({ kind: 'check', spec: {} })).body.id as string;
+    assert.equal((await poll()).body.id, id);
+    // Written by hand: JSON.stringify itself runs out of stack on 10000 levels.
+    const deep = `${'{"a":'.repeat(10_000)}{}${'}'.repeat(10_000)}`;
+    const at = new Date().toISOString();
+    const deepEvent = await t.call('POST', `/api/v1/agent/jobs/${id}/events`, { token: agent, rawBody: `{"events":[{"at":"${at}","kind":"log","message":"x","data":${deep}}]}` });
+    assert.equal(deepEvent.status, 400, deepEvent.text);
+    assert.match(deepEvent.body.message, /event 1's data nests deeper than 32 levels/);
+    // PostgreSQL takes no NUL in text (SQLite does): refused on both alike.
+    const nul = await t.call('POST', `/api/v1/agent/jobs/${id}/events`, { token: agent, body: { events: [{ at, kind: 'log', message: 'a\u0000b' }] } });
+    assert.equal(nul.status, 400, nul.text);
+    const deepResult = await t.call('POST', `/api/v1/agent/jobs/${id}/result`, { token: agent, rawBody: `{"state":"succeeded","result":${deep}}` });
+    assert.equal(deepResult.status, 400, deepResult.text);
+    assert.match(deepResult.body.message, /the result nests deeper than 32 levels/);
+    // Nothing of them was stored, and the job still takes what an agent sends.
+    assert.deepEqual((await t.call('GET', `/api/v1/jobs/${id}/events`, { token: manage })).body, []);
+    const shallow = { a: { b: { c: [1, { d: 'e' }] } } };
+    assert.equal((await t.call('POST', `/api/v1/agent/jobs/${id}/events`, { token: agent, body: { events: [{ at, kind: 'progress', message: 'ok', data: shallow }] } })).status, 204);
+    assert.equal((await t.call('POST', `/api/v1/agent/jobs/${id}/result`, { token: agent, body: { state: 'succeeded', result: shallow } })).status, 200);
+  });
+
   it('keeps a job\'s first events up to its bounds and drops the rest, saying so once', { timeout: 120_000 }, async () => {
     const id = (await runNow({ kind: 'check', spec: {} })).body.id as string;
     assert.equal((await poll()).body.id, id);

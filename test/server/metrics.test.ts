@@ -133,4 +133,24 @@ databaseSuites('Prometheus /metrics', (fx) => {
     assert.equal(later.get('holdfast_machine_stale{customer="Acme",machine="web1"}'), 1);
     assert.equal(later.get('holdfast_machine_last_backup_success_timestamp_seconds{customer="Acme",machine="web1"}'), succeededAt);
   });
+
+  it('takes no result figure a double cannot count exactly: the totals stay finite', async () => {
+    // The review's poison: two backups that "processed" 1.7e308 bytes each made the total +Inf for everyone.
+    assert.equal((await t.call('POST', `/api/v1/jobs/${jobIds[2]!}/cancel`, { token: manage })).status, 200);
+    const id = (await t.create(`/api/v1/machines/${machine}/jobs`, { kind: 'backup', spec: { paths: ['/srv'] } }, manage)).id as string;
+    assert.equal((await t.call('GET', '/api/v1/agent/jobs/next?wait=0', { token: agent })).body.id, id);
+    const poisons = [
+      { total_bytes_processed: 1.7e308 }, { data_added: -4096 }, { data_added: 2 ** 53 }, { total_bytes_processed: 0.5 },
+      { snapshots: [{ total_bytes_processed: 1, data_added: 1.7e308 }] },
+    ];
+    for (const result of poisons) {
+      const r = await t.call('POST', `/api/v1/agent/jobs/${id}/result`, { token: agent, body: { state: 'succeeded', result } });
+      assert.equal(r.status, 400, `${JSON.stringify(result)}: ${r.text}`);
+    }
+    const r = await t.call('POST', `/api/v1/agent/jobs/${id}/result`, { token: agent, body: { state: 'succeeded', result: { total_bytes_processed: 5000, data_added: 1 } } });
+    assert.equal(r.status, 200, r.text);
+    const m = parse((await scrape(metricsToken)).text);
+    assert.equal(m.get('holdfast_job_bytes_total{kind="backup",measure="processed"}'), 1_005_000);
+    assert.equal(m.get('holdfast_job_bytes_total{kind="backup",measure="added"}'), 4096 + 1);
+  });
 });

@@ -298,6 +298,24 @@ async function runningJobOf(ctx: ServiceContext, p: Principal, id: string): Prom
 export const MAX_EVENTS_PER_JOB = 20_000;
 export const MAX_EVENT_CHARS_PER_JOB = 8 * 1024 * 1024;
 
+/**
+ * The deepest an event's data or a job's result may nest (objects and arrays; the value itself is 1).
+ * What agents send nests three or four deep; a report nested 10000 deep was a 500 (storing it
+ * ran JSON.stringify out of stack).
+ */
+export const MAX_REPORT_DEPTH = 32;
+
+/** Refuses (400) `value` when it nests deeper than MAX_REPORT_DEPTH; `what` names it in the message. Iterative: the value may be deeper than the stack. */
+function refuseTooDeep(value: unknown, what: string): void {
+  const todo: [unknown, number][] = [[value, 1]];
+  for (let next = todo.pop(); next !== undefined; next = todo.pop()) {
+    const [v, depth] = next;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth > MAX_REPORT_DEPTH) throw new BadRequest(`${what} nests deeper than ${MAX_REPORT_DEPTH} levels of objects and arrays`);
+    for (const x of Object.values(v)) todo.push([x, depth + 1]);
+  }
+}
+
 /** The event that says a job's further events were dropped (MAX_EVENTS_PER_JOB). */
 export const EVENTS_DROPPED = `the agent reported more events than a job keeps (${MAX_EVENTS_PER_JOB} events, ${MAX_EVENT_CHARS_PER_JOB / 1024 / 1024} MiB of text): its further events were dropped`;
 
@@ -308,6 +326,7 @@ export const EVENTS_DROPPED = `the agent reported more events than a job keeps (
  * cancelled: then the agent stops it.
  */
 export async function reportEvents(ctx: ServiceContext, p: Principal, id: string, req: ReportEventsRequest): Promise<{ cancelled: boolean }> {
+  for (const [i, e] of req.events.entries()) refuseTooDeep(e.data, `event ${i + 1}'s data`);
   const j = await runningJobOf(ctx, p, id);
   if (req.events.length > 0) {
     const held = await ctx.db.selectFrom('job_events')
@@ -342,6 +361,7 @@ export async function reportEvents(ctx: ServiceContext, p: Principal, id: string
 export async function reportResult(ctx: ServiceContext, p: Principal, id: string, req: ReportResultRequest): Promise<JobBody> {
   if (req.state === 'failed' && req.error === undefined) throw new BadRequest('a failed job needs its reason (error)');
   if (req.state === 'succeeded' && req.error !== undefined) throw new BadRequest('a succeeded job has no error');
+  refuseTooDeep(req.result, 'the result');
   const j = await runningJobOf(ctx, p, id);
   if (req.state === 'cancelled' && j.cancelled_by === null) throw new Conflict(`job ${id} was not cancelled: report how it ended (succeeded or failed)`);
   if (j.kind === 'verify-restore') await checkRestoreTestResult(ctx, j, req);
