@@ -559,7 +559,8 @@ export const ReportResultSchema = {
   type: 'object', additionalProperties: false, required: ['state'],
   properties: {
     state: { type: 'string', enum: ['succeeded', 'failed', 'cancelled'] },
-    result: { type: 'object', properties: { ...resultFigures, snapshots: { type: 'array', items: { type: 'object', properties: resultFigures } } } },
+    // `snapshots` is an image backup's list of sources, a check's count: only a list's objects are held to the figures.
+    result: { type: 'object', properties: { ...resultFigures, snapshots: { items: { properties: resultFigures } } } },
     error: { type: 'string', minLength: 1, maxLength: 8192, pattern: '^[^\\u0000]*$' },
   },
 } as const;
