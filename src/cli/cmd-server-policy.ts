@@ -15,7 +15,7 @@ import { parseDuration } from '../repo/deletion-marker.js';
 import { keepOptions, printForget, retentionRules, type ForgetFlags } from './cmd-server-safe.js';
 import { collect, formatBytes, globals, say } from './context.js';
 import { ExitError, EXIT } from './exit-codes.js';
-import { idOf, withServer } from './server-client.js';
+import { idOf, labelOf, withServer, type AdminClient } from './server-client.js';
 import { printBody, printFields, printTable, when } from './server-output.js';
 
 interface SetFlags extends ForgetFlags {
@@ -110,7 +110,9 @@ function settingLines(s: PolicySettings, from?: Partial<Record<keyof PolicySetti
   return lines;
 }
 
-const attachedTo = (p: PolicyBody): string => (p.safe_id !== null ? `disk safe ${p.safe_id}` : p.machine_id !== null ? `machine ${p.machine_id}` : `customer ${p.customer_id}`);
+/** What a policy is attached to, by name and id (`machine web1 (ID)`). */
+const attachedTo = async (c: AdminClient, p: PolicyBody): Promise<string> => (p.safe_id !== null ? `disk safe ${await labelOf(c, '/safes', p.safe_id)}`
+  : p.machine_id !== null ? `machine ${await labelOf(c, '/machines', p.machine_id)}` : `customer ${await labelOf(c, '/customers', p.customer_id)}`);
 
 /** Adds this file's commands under `holdfast server`. */
 export function registerSubcommands(server: Command): void {
@@ -119,17 +121,23 @@ export function registerSubcommands(server: Command): void {
   policy.command('list').description('the policies the caller can see')
     .action(async (_f: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const all = await withServer(g, (c) => c.get<PolicyBody[]>('/policies'));
+      const [all, names] = await withServer(g, async (c) => {
+        const got = await c.get<PolicyBody[]>('/policies');
+        return [got, g.json ? [] : await Promise.all(got.map((p) => attachedTo(c, p)))] as const;
+      });
       if (g.json) return printBody(all);
-      printTable(g, 'no policies', ['ID', 'ATTACHED TO', 'SCHEDULE', 'UPDATED'], all.map((p) => [p.id, attachedTo(p), p.schedule ?? '-', when(p.updated_at)]));
+      printTable(g, 'no policies', ['ID', 'ATTACHED TO', 'SCHEDULE', 'UPDATED'], all.map((p, i) => [p.id, names[i]!, p.schedule ?? '-', when(p.updated_at)]));
     });
 
   policy.command('show').description('one policy').argument('<policy>', 'its id')
     .action(async (id: string, _f: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const p = await withServer(g, (c) => c.get<PolicyBody>(`/policies/${encodeURIComponent(id)}`));
+      const [p, attached] = await withServer(g, async (c) => {
+        const got = await c.get<PolicyBody>(`/policies/${encodeURIComponent(id)}`);
+        return [got, await attachedTo(c, got)] as const;
+      });
       if (g.json) return printBody(p);
-      printFields(g, [['id', p.id], ['attached to', attachedTo(p)], ...settingLines(p), ['updated', `${when(p.updated_at)} by ${p.updated_by}`]]);
+      printFields(g, [['id', p.id], ['attached to', attached], ...settingLines(p), ['updated', `${when(p.updated_at)} by ${p.updated_by}`]]);
     });
 
   const set = policy.command('set')
@@ -159,21 +167,23 @@ export function registerSubcommands(server: Command): void {
       const g = globals(cmd);
       if (flags.machine !== undefined && flags.safe !== undefined) throw new ExitError('give --machine or --safe, not both: a policy is attached to one', EXIT.usage);
       const { set: given, unset } = settingsOf(flags);
-      const [p, made] = await withServer(g, async (c) => {
+      const [p, made, attached] = await withServer(g, async (c) => {
         const customerId = await idOf(c, 'customer', ref);
         const machineId = flags.machine === undefined ? undefined : await idOf(c, 'machine', flags.machine, customerId);
         const safeId = flags.safe === undefined ? undefined : await idOf(c, 'safe', flags.safe, customerId);
         const current = (await c.get<PolicyBody[]>('/policies')).find((x) => x.customer_id === customerId && x.machine_id === (machineId ?? null) && x.safe_id === (safeId ?? null));
         if (current === undefined) {
           if (unset.length > 0) throw new ExitError('--unset: there is no policy to remove a setting from', EXIT.usage);
-          return [await c.post<PolicyBody>('/policies', { customer_id: customerId, ...(machineId ? { machine_id: machineId } : {}), ...(safeId ? { safe_id: safeId } : {}), ...given }), true] as const;
+          const made = await c.post<PolicyBody>('/policies', { customer_id: customerId, ...(machineId ? { machine_id: machineId } : {}), ...(safeId ? { safe_id: safeId } : {}), ...given });
+          return [made, true, await attachedTo(c, made)] as const;
         }
         const next: Record<string, unknown> = {};
         for (const name of POLICY_SETTING_NAMES) if (current[name] !== undefined && !unset.includes(name)) next[name] = current[name];
-        return [await c.put<PolicyBody>(`/policies/${current.id}`, { ...next, ...given }), false] as const;
+        const changed = await c.put<PolicyBody>(`/policies/${current.id}`, { ...next, ...given });
+        return [changed, false, await attachedTo(c, changed)] as const;
       });
       if (g.json) return printBody(p);
-      say(g, `${made ? 'made' : 'changed'} policy ${p.id} of ${attachedTo(p)}`);
+      say(g, `${made ? 'made' : 'changed'} policy ${p.id} of ${attached}`);
       printFields(g, settingLines(p));
     });
 

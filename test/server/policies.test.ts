@@ -155,6 +155,10 @@ databaseSuites('policies', (fx) => {
     assert.match(shown.stdout, new RegExp(`schedule: +\\*/20 \\* \\* \\* \\*  \\(policy ${made.id}\\)`));
     assert.match(shown.stdout, new RegExp(`backup: +\\{"paths":\\["/srv"\\]\\}  \\(policy ${customerPolicy}\\)`));
     assert.match(shown.stdout, /next run: +2026-05-04/);
+    const listed = await s.ok(['server', 'policy', 'list'], { env });
+    assert.match(listed.stdout, new RegExp(`\\bmachine web \\(${web}\\)`), 'a policy is listed with the name of what it is attached to');
+    const again = await s.ok(['server', 'policy', 'set', 'Acme', '--machine', 'web', '--prune-every', '4d'], { env });
+    assert.match(again.stdout, new RegExp(`^changed policy ${made.id} of machine web \\(${web}\\)`));
     const bad = await s.run(['server', 'policy', 'set', 'Acme', '--machine', 'web', '--schedule', 'sometimes'], { env });
     assert.equal(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /schedule "sometimes": not a cron expression/);
