@@ -10,7 +10,10 @@
 import { qmpDisk } from '../../src/sources/image/qmp-disk.js';
 
 const [source, add, since] = process.argv.slice(2);
-const input = await qmpDisk(source!).open(add, since);
-await input.random!.read(0, 65536);
-process.stdout.write('open\n');
-setInterval(() => undefined, 60_000);
+// `node --test dist/test/` runs every file below test/, this one too: with no source there is nothing to open.
+if (source !== undefined) {
+  const input = await qmpDisk(source).open(add, since);
+  await input.random!.read(0, 65536);
+  process.stdout.write('open\n');
+  setInterval(() => undefined, 60_000);
+}
