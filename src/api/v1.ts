@@ -560,7 +560,13 @@ export const ReportResultSchema = {
   properties: {
     state: { type: 'string', enum: ['succeeded', 'failed', 'cancelled'] },
     // `snapshots` is an image backup's list of sources, a check's count: only a list's objects are held to the figures.
-    result: { type: 'object', properties: { ...resultFigures, snapshots: { items: { properties: resultFigures } } } },
+    result: {
+      type: 'object',
+      properties: {
+        ...resultFigures,
+        snapshots: { if: { type: 'array' }, then: { type: 'array', items: { if: { type: 'object' }, then: { type: 'object', properties: resultFigures } } } },
+      },
+    },
     error: { type: 'string', minLength: 1, maxLength: 8192, pattern: '^[^\\u0000]*$' },
   },
 } as const;
