@@ -19,7 +19,7 @@ import { lstat, readdir, realpath } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { hostname, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import type { BackupSpec, CheckSpec, CommandBackupSpec, DatabaseBackupSpec, ImageBackupSpec, JobBody, JobKindName, RestoreSpec, VerifyRestoreSpec } from '../api/v1.js';
+import { isBackupKind, type BackupSpec, type CheckSpec, type CommandBackupSpec, type DatabaseBackupSpec, type ImageBackupSpec, type JobBody, type JobKindName, type RestoreSpec, type VerifyRestoreSpec } from '../api/v1.js';
 import { Archiver, type BackupProgress, type BackupResult } from '../jobs/backup/archiver.js';
 import { backupDatabase, databaseSnapshotPath, type DatabaseSource } from '../jobs/backup/database-backup.js';
 import { existingPaths } from '../jobs/backup/existing-paths.js';
@@ -139,8 +139,6 @@ async function refuseMountedReadWrite(src: string, input: ImageInput): Promise<v
   }
 }
 
-/** The job kinds that back up: each lists the safe's snapshots, and its result carries that census. */
-const BACKUP_KINDS: ReadonlySet<JobKindName> = new Set(['backup', 'command-backup', 'database-backup', 'image-backup']);
 
 /** The most ids of snapshots failing their MAC a backup's result lists (their number is told whole). */
 export const MAX_UNAUTHENTIC_LISTED = 1000;
@@ -220,7 +218,7 @@ export class AgentSession {
         case 'check': result = await this.check(spec as CheckSpec, events, signal); break;
         case 'verify-restore': result = await this.verifyRestore(spec as VerifyRestoreSpec, events, signal); break;
       }
-      return { ...result, ...(BACKUP_KINDS.has(kind) ? this.census() : {}), agent: session };
+      return { ...result, ...(isBackupKind(kind) ? this.census() : {}), agent: session };
     } finally {
       this.log.line = this.opts.onLog;
     }

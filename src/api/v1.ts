@@ -342,7 +342,11 @@ export const MeSchema = {
 } as const;
 export interface MeBody { kind: 'session' | 'token'; user?: UserBody; token?: TokenBody }
 
-export const JOB_KIND_NAMES = ['backup', 'image-backup', 'command-backup', 'database-backup', 'restore', 'check', 'verify-restore'] as const;
+/** The kinds of an agent's backup (each makes snapshots; a safe never has two of them queued or running at once). */
+export const BACKUP_JOB_KINDS = ['backup', 'image-backup', 'command-backup', 'database-backup'] as const;
+export const JOB_KIND_NAMES = [...BACKUP_JOB_KINDS, 'restore', 'check', 'verify-restore'] as const;
+/** Whether job kind `kind` is one of an agent's backups. */
+export const isBackupKind = (kind: string): boolean => (BACKUP_JOB_KINDS as readonly string[]).includes(kind);
 /** What the server runs itself on a disk safe (POST /safes/ID/prune, POST /safes/ID/verify; `forget`: the scheduler's retention); never given to an agent. */
 export const SERVER_JOB_KIND_NAMES = ['prune', 'verify', 'forget'] as const;
 export const JOB_STATE_NAMES = ['queued', 'running', 'succeeded', 'failed', 'interrupted', 'cancelled', 'expired', 'skipped'] as const;

@@ -19,12 +19,10 @@
  * only the node whose UPDATE changed the row raises the event, so several
  * nodes ticking together, or a restart, never send it twice.
  */
+import { BACKUP_JOB_KINDS } from '../../api/v1.js';
 import type { ServiceContext } from './context.js';
 import { raiseEvent } from './notifications.js';
 import { effectivePolicy, type EffectivePolicy } from './policies.js';
-
-/** The job kinds whose success is a backup of the machine. */
-const BACKUP_KINDS = ['backup', 'image-backup', 'command-backup', 'database-backup'] as const;
 
 /** 3 days: three times a daily backup's interval, the threshold of a machine without a schedule. */
 export const DEFAULT_STALE_AFTER_MS = 3 * 24 * 3600 * 1000;
@@ -62,7 +60,7 @@ export function formatSpan(ms: number): string {
 /** Every live machine with a disk safe, with the end of its newest succeeded backup (null: none yet). */
 export async function machinesWithLastSuccess(ctx: ServiceContext): Promise<{ id: string; customer_id: string; name: string; created_at: string; stale_since: string | null; last_success: string | null }[]> {
   return ctx.db.selectFrom('machines')
-    .leftJoin('jobs', (j) => j.onRef('jobs.machine_id', '=', 'machines.id').on('jobs.state', '=', 'succeeded').on('jobs.kind', 'in', BACKUP_KINDS))
+    .leftJoin('jobs', (j) => j.onRef('jobs.machine_id', '=', 'machines.id').on('jobs.state', '=', 'succeeded').on('jobs.kind', 'in', BACKUP_JOB_KINDS))
     .select((eb) => ['machines.id', 'machines.customer_id', 'machines.name', 'machines.created_at', 'machines.stale_since', eb.fn.max('jobs.finished_at').as('last_success')])
     .where('machines.retired_at', 'is', null)
     .where((eb) => eb.exists(eb.selectFrom('disk_safes').select('disk_safes.id').whereRef('disk_safes.machine_id', '=', 'machines.id')))

@@ -19,27 +19,24 @@
  * A safe with no census (no agent backup yet; a safe written only by the
  * CLI) keeps the retention of before: every snapshot counts.
  */
+import { isBackupKind } from '../../api/v1.js';
+import { isIdHex } from '../../core/ids.js';
 import type { Job, DiskSafe } from '../db/schema.js';
 import type { ForgetStore } from '../../jobs/forget/forget.js';
 import type { ServiceContext } from './context.js';
 import { raiseEvent } from './notifications.js';
 import { ensureIndexed } from './snapshot-index.js';
 
-/** The job kinds whose results carry a census (the agent's backups). */
-const BACKUP_KINDS: ReadonlySet<string> = new Set(['backup', 'image-backup', 'command-backup', 'database-backup']);
-
-const SNAPSHOT_ID = /^[0-9a-f]{64}$/;
-
 /** The snapshot ids in `v` (a result's field), or undefined when it is not a list of them. */
 function idsOf(v: unknown): string[] | undefined {
-  return Array.isArray(v) && v.every((x) => typeof x === 'string' && SNAPSHOT_ID.test(x)) ? v as string[] : undefined;
+  return Array.isArray(v) && v.every((x) => typeof x === 'string' && isIdHex(x)) ? v as string[] : undefined;
 }
 
 /** The snapshots a backup job's result says it saved (`snapshot_id`, or each of an image backup's `snapshots`). */
 function ownSnapshots(result: Record<string, unknown>): string[] {
   const one = result['snapshot_id'];
   const many = Array.isArray(result['snapshots']) ? (result['snapshots'] as unknown[]).map((s) => (s as Record<string, unknown> | null)?.['snapshot_id']) : [];
-  return [one, ...many].filter((id): id is string => typeof id === 'string' && SNAPSHOT_ID.test(id));
+  return [one, ...many].filter((id): id is string => isIdHex(id));
 }
 
 /**
@@ -50,7 +47,7 @@ function ownSnapshots(result: Record<string, unknown>): string[] {
  */
 export async function recordCensus(ctx: ServiceContext, job: Job, result: Record<string, unknown>): Promise<void> {
   const unauthentic = idsOf(result['unauthentic_snapshots']);
-  if (!BACKUP_KINDS.has(job.kind) || job.started_at === null || unauthentic === undefined) return;
+  if (!isBackupKind(job.kind) || job.started_at === null || unauthentic === undefined) return;
   const count = result['unauthentic_count'];
   const complete = typeof count !== 'number' || count <= unauthentic.length;
   const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', job.safe_id).executeTakeFirst();

@@ -22,14 +22,12 @@
  * a machine's jobs (web/src/lib/fleet-status.ts), by the server's clock
  * and with the stale threshold of the alerts (alerts.ts: staleThreshold).
  */
-import type { FleetStatusName, MachineBody, MachineStatusBody } from '../../api/v1.js';
+import { BACKUP_JOB_KINDS, type FleetStatusName, type MachineBody, type MachineStatusBody } from '../../api/v1.js';
 import type { Policy } from '../db/schema.js';
 import { staleThreshold } from './alerts.js';
 import type { ServiceContext } from './context.js';
 import { nextBackupRun, policiesOf, resolveTarget, type EffectivePolicy } from './policies.js';
 
-/** The job kinds whose success is a backup of the machine. */
-const BACKUP_KINDS = ['backup', 'image-backup', 'command-backup', 'database-backup'] as const;
 /** How a job ends that did not do its work (a cancelled or skipped one is neither success nor failure). */
 const FAILED_STATES = ['failed', 'interrupted', 'expired'] as const;
 const DAY_MS = 24 * 3600 * 1000;
@@ -48,10 +46,10 @@ export async function machineStatuses(ctx: ServiceContext, machines: readonly Ma
       const of = () => eb.selectFrom('jobs').whereRef('jobs.machine_id', '=', 'machines.id');
       return [
         'machines.id', 'customers.name as customer_name',
-        of().select('jobs.id').where('jobs.state', '=', 'running').where('jobs.kind', 'in', BACKUP_KINDS).limit(1).as('running_job_id'),
-        of().select('jobs.finished_at').where('jobs.state', '=', 'succeeded').where('jobs.kind', 'in', BACKUP_KINDS).where('jobs.finished_at', 'is not', null)
+        of().select('jobs.id').where('jobs.state', '=', 'running').where('jobs.kind', 'in', BACKUP_JOB_KINDS).limit(1).as('running_job_id'),
+        of().select('jobs.finished_at').where('jobs.state', '=', 'succeeded').where('jobs.kind', 'in', BACKUP_JOB_KINDS).where('jobs.finished_at', 'is not', null)
           .orderBy('jobs.finished_at', 'desc').limit(1).as('last_job_success'),
-        of().select('jobs.state').where('jobs.kind', 'in', BACKUP_KINDS).where('jobs.finished_at', 'is not', null).where('jobs.state', 'not in', ['cancelled', 'skipped'])
+        of().select('jobs.state').where('jobs.kind', 'in', BACKUP_JOB_KINDS).where('jobs.finished_at', 'is not', null).where('jobs.state', 'not in', ['cancelled', 'skipped'])
           .orderBy('jobs.finished_at', 'desc').limit(1).as('last_ended_state'),
         of().select((f) => f.fn.countAll<number | string>().as('n')).where('jobs.state', 'in', FAILED_STATES).where('jobs.finished_at', '>=', since).as('failures'),
         of().select('jobs.id').where('jobs.state', 'in', FAILED_STATES).where('jobs.finished_at', '>=', since).orderBy('jobs.finished_at', 'desc').limit(1).as('last_failure_id'),

@@ -24,6 +24,7 @@
  * snapshot (or a made-up one) restorable nor have one marked damaged.
  */
 import type { ReportResultRequest, VerifyRestoreSpec } from '../../api/v1.js';
+import { isIdHex } from '../../core/ids.js';
 import type { Job } from '../db/schema.js';
 import type { ServiceContext } from './context.js';
 import { markSnapshotsDamaged } from './damage.js';
@@ -41,7 +42,7 @@ interface RestoreTestOutcome {
 function outcomeOf(result: Record<string, unknown> | undefined): RestoreTestOutcome | undefined {
   const snapshot = result?.['snapshot'];
   const restorable = result?.['restorable'];
-  if (typeof snapshot !== 'string' || !/^[0-9a-f]{64}$/.test(snapshot) || typeof restorable !== 'boolean') return undefined;
+  if (!isIdHex(snapshot) || typeof restorable !== 'boolean') return undefined;
   return { snapshot, restorable };
 }
 
@@ -55,7 +56,7 @@ function outcomeOf(result: Record<string, unknown> | undefined): RestoreTestOutc
 export async function checkRestoreTestResult(ctx: ServiceContext, job: Job, req: ReportResultRequest): Promise<void> {
   const named = req.result?.['snapshot'];
   if (named === undefined) return;
-  if (typeof named !== 'string' || !/^[0-9a-f]{64}$/.test(named)) throw new BadRequest('result.snapshot: not a snapshot id (64 hexadecimal digits)');
+  if (!isIdHex(named)) throw new BadRequest('result.snapshot: not a snapshot id (64 hexadecimal digits)');
   const asked = (JSON.parse(job.spec) as VerifyRestoreSpec).snapshot;
   if (asked !== undefined && asked !== 'latest' && !named.startsWith(asked)) throw new BadRequest(`result.snapshot ${named.slice(0, 8)}: the job tests snapshot ${asked}`);
   const safe = await ctx.db.selectFrom('disk_safes').selectAll().where('id', '=', job.safe_id).executeTakeFirstOrThrow();

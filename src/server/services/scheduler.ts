@@ -29,15 +29,12 @@
  *             cancelled as `job cancel` cancels it
  */
 import { randomUUID } from 'node:crypto';
-import { DEFAULT_JOB_EXPIRES_IN } from '../../api/v1.js';
+import { BACKUP_JOB_KINDS, DEFAULT_JOB_EXPIRES_IN } from '../../api/v1.js';
 import type { Job, NewJob, Policy } from '../db/schema.js';
 import type { ServiceContext } from './context.js';
 import { stopRunningJob } from './jobs.js';
 import { DEFAULT_RETENTION_EVERY, DEFAULT_TIMEOUT, durationMs, resolve, type EffectivePolicy } from './policies.js';
 import { dueSlot, parseSchedule, splayFor, type Timing } from './schedule.js';
-
-/** The kinds of an agent's backup: a safe never has two of them queued or running at once. */
-const BACKUP_KINDS = ['backup', 'image-backup', 'command-backup', 'database-backup'] as const;
 
 /** How the scheduler runs. */
 export interface SchedulerOptions {
@@ -118,7 +115,7 @@ function jobRow(eff: EffectivePolicy, kind: NewJob['kind'], runner: 'agent' | 's
  * first tick after, for the same slot: postponed, not skipped.
  */
 async function restoreTestCanStart(ctx: ServiceContext, safeId: string): Promise<boolean> {
-  const busy = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', safeId).where('kind', 'in', [...BACKUP_KINDS, 'verify-restore'])
+  const busy = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', safeId).where('kind', 'in', [...BACKUP_JOB_KINDS, 'verify-restore'])
     .where('state', 'in', ['queued', 'running']).limit(1).executeTakeFirst();
   if (busy) return false;
   const safe = await ctx.db.selectFrom('disk_safes').select('snapshots_indexed_at').where('id', '=', safeId).executeTakeFirstOrThrow();
@@ -142,7 +139,7 @@ export async function createDueJobs(ctx: ServiceContext, now: number): Promise<{
       if (eff.timing && s.backup && firstOfMachine) {
         const slot = dueSlot(eff.timing, now);
         if (slot !== null && !has(eff, 'backup', slot)) {
-          const blocker = await ctx.db.selectFrom('jobs').select(['id', 'state']).where('safe_id', '=', eff.safeId!).where('kind', 'in', BACKUP_KINDS)
+          const blocker = await ctx.db.selectFrom('jobs').select(['id', 'state']).where('safe_id', '=', eff.safeId!).where('kind', 'in', BACKUP_JOB_KINDS)
             .where('state', 'in', ['queued', 'running']).orderBy('created_at').limit(1).executeTakeFirst();
           if (!blocker) {
             if (await insertOnce(ctx, jobRow(eff, 'backup', 'agent', s.backup, slot, now))) created++;
@@ -182,7 +179,7 @@ export async function createDueJobs(ctx: ServiceContext, now: number): Promise<{
         if (!busy && await insertOnce(ctx, jobRow(eff, kind, 'server', spec, slot, now))) created++;
       }
     } catch {
-      continue;
+      // Left alone: see above.
     }
   }
   return { created, skipped };
