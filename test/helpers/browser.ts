@@ -10,6 +10,7 @@ import { mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { ApiClient } from './server.js';
 
 /** Where Debian installs Chromium (.ci/run installs it); HOLDFAST_CHROMIUM overrides it. */
 export const CHROMIUM = process.env['HOLDFAST_CHROMIUM'] ?? '/usr/bin/chromium';
@@ -92,4 +93,24 @@ export async function screenshots(page: Page, name: string, ready?: () => Promis
     await ready?.();
     await page.screenshot({ path: join(SCREENSHOT_DIR, `${name}-${size}.png`) });
   }
+}
+
+/** What `customerWithSafe` made: the safe, its machine's backup token, and the customer admin's password. */
+export interface CustomerWithSafe {
+  readonly safeId: string;
+  readonly backupToken: string;
+  /** Customer admin `alice`'s password, changed from the one-time one. */
+  readonly userPassword: string;
+}
+
+/** Customer Acme with machine web1, its disk safe web1 and that machine's backup token, and customer admin `alice`, logged in once (her one-time password changed). */
+export async function customerWithSafe(t: ApiClient): Promise<CustomerWithSafe> {
+  const c = (await t.create('/api/v1/customers', { name: 'Acme' })).id as string;
+  const m = (await t.create('/api/v1/machines', { customer_id: c, name: 'web1' })).id as string;
+  const safeId = (await t.create('/api/v1/safes', { customer_id: c, machine_id: m, name: 'web1' })).id as string;
+  const backupToken = (await t.create('/api/v1/tokens', { customer_id: c, name: 'backup', rights: ['backup'], machine_id: m })).secret as string;
+  const u = await t.create('/api/v1/users', { name: 'alice', role: 'customer-admin', customer_id: c });
+  const userPassword = 'alice has a long password';
+  await t.login('alice', u.password as string, userPassword);
+  return { safeId, backupToken, userPassword };
 }

@@ -15,7 +15,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import type { Page } from 'playwright-core';
-import { launchBrowser, logIn, screenshots, type TestBrowser } from '../helpers/browser.js';
+import { customerWithSafe, launchBrowser, logIn, screenshots, type TestBrowser } from '../helpers/browser.js';
 import { Sandbox } from '../helpers/cli.js';
 import { setUp, type TestServer } from '../helpers/server.js';
 
@@ -31,13 +31,8 @@ let userPassword = '';
 before(async () => {
   s = await Sandbox.create('holdfast-browse-tools-');
   t = await setUp(`sqlite:${s.path('control.db')}`);
-  const c = (await t.create('/api/v1/customers', { name: 'Acme' })).id as string;
-  const m = (await t.create('/api/v1/machines', { customer_id: c, name: 'web1' })).id as string;
-  safeId = (await t.create('/api/v1/safes', { customer_id: c, machine_id: m, name: 'web1' })).id as string;
-  const token = (await t.create('/api/v1/tokens', { customer_id: c, name: 'backup', rights: ['backup'], machine_id: m })).secret as string;
-  const u = await t.create('/api/v1/users', { name: 'alice', role: 'customer-admin', customer_id: c });
-  userPassword = 'alice has a long password';
-  await t.login('alice', u.password as string, userPassword);
+  let token: string;
+  ({ safeId, backupToken: token, userPassword } = await customerWithSafe(t));
   await fs.mkdir(s.path('src', 'docs'), { recursive: true });
   await fs.mkdir(s.path('src', 'many'), { recursive: true });
   await fs.mkdir(s.path('src', 'deep', 'er', 'est'), { recursive: true });

@@ -13,7 +13,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, it } from 'node:test';
-import { launchBrowser, logIn, screenshots, type TestBrowser } from '../helpers/browser.js';
+import { customerWithSafe, launchBrowser, logIn, screenshots, type TestBrowser } from '../helpers/browser.js';
 import { Sandbox } from '../helpers/cli.js';
 import { setUp, type TestServer } from '../helpers/server.js';
 
@@ -32,13 +32,8 @@ before(async () => {
   const log = new PassThrough();
   log.on('data', (d: Buffer) => serverLog.push(d));
   t = await setUp(`sqlite:${':memory:'}`, undefined, { logStream: log });
-  const c = (await t.create('/api/v1/customers', { name: 'Acme' })).id as string;
-  const m = (await t.create('/api/v1/machines', { customer_id: c, name: 'web1' })).id as string;
-  safeId = (await t.create('/api/v1/safes', { customer_id: c, machine_id: m, name: 'web1' })).id as string;
-  const token = (await t.create('/api/v1/tokens', { customer_id: c, name: 'backup', rights: ['backup'], machine_id: m })).secret as string;
-  const u = await t.create('/api/v1/users', { name: 'alice', role: 'customer-admin', customer_id: c });
-  userPassword = 'alice has a long password';
-  await t.login('alice', u.password as string, userPassword);
+  let token: string;
+  ({ safeId, backupToken: token, userPassword } = await customerWithSafe(t));
   await fs.mkdir(s.path('src', 'docs'), { recursive: true });
   await fs.writeFile(s.path('src', 'docs', 'note.txt'), `${MARKER}: a note the server must never read\n`);
   await fs.chmod(s.path('src', 'docs'), 0o1777);
