@@ -139,7 +139,6 @@ async function refuseMountedReadWrite(src: string, input: ImageInput): Promise<v
   }
 }
 
-
 /** The most ids of snapshots failing their MAC a backup's result lists (their number is told whole). */
 export const MAX_UNAUTHENTIC_LISTED = 1000;
 
