@@ -8,7 +8,9 @@
  * remaining snapshot restores byte for byte and check --read-data passes.
  * Neither route is open to a backup token or a customer viewer, and another
  * customer gets 404. A prune that sweeps while a backup runs through the
- * server loses nothing of that backup.
+ * server loses nothing of that backup. A snapshot a restore test is queued
+ * or running on is left out of forget (its `skipped` says why) until the
+ * test ends, so the test's report is taken; then a forget removes it.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -259,5 +261,47 @@ databaseSuites('retention and prune of a disk safe on the server', (fx) => {
     const said = (events as { message: string }[]).map((e) => e.message);
     assert.ok(said.some((m) => /took the job over: the lease of node a-dead-node ran out/.test(m)), said.join('\n'));
     assert.ok(said.some((m) => /prune of acme-web with a grace period of 2s/.test(m)), said.join('\n'));
+  });
+
+  it('leaves the snapshot a restore test is queued or running on out of forget until the test ends, then removes it', { timeout: 60_000 }, async () => {
+    const listed = (await t.call('GET', `/api/v1/safes/${safeId}/snapshots`, { token: who['admin']! })).body as { id: string; time: string }[];
+    const byTime = listed.sort((a, b) => a.time.localeCompare(b.time)).map((x) => x.id);
+    assert.ok(byTime.length >= 3, JSON.stringify(byTime));
+    const oldest = byTime[0]!;
+    const newest = byTime.at(-1)!;
+    const job = (await t.create(`/api/v1/machines/${machineId}/jobs`, { kind: 'verify-restore', spec: { snapshot: oldest.slice(0, 12) } }, who['admin'])).id as string;
+    const held = (f: Answer, state: string): void => {
+      assert.equal(f.status, 200, f.text);
+      const why = (f.body.skipped as { id: string; error: string }[]).find((x) => x.id === oldest)?.error ?? '';
+      assert.match(why, new RegExp(`a restore test of it is ${state} \\(job ${job}\\): neither kept nor removed until the test ends`));
+      const decided = (f.body.groups as { decisions: { id: string }[] }[]).flatMap((g) => g.decisions.map((d) => d.id));
+      assert.ok(!decided.includes(oldest), 'not counted by the policy');
+    };
+
+    // Queued: keep_last 1 would remove every snapshot but the newest; the one under test stays.
+    const dry = await forget({ keep_last: 1, dry_run: true });
+    held(dry, 'queued');
+    const queued = await forget({ keep_last: 1 });
+    held(queued, 'queued');
+    assert.deepEqual([...queued.body.removed].sort(), byTime.slice(1, -1).sort());
+    assert.deepEqual(await snapshotIds(), [oldest, newest].sort());
+
+    // Running: the agent took it; still held, and its report is taken.
+    const taken = await t.call('GET', '/api/v1/agent/jobs/next', { token: who['agent']! });
+    assert.equal(taken.status, 200, taken.text);
+    assert.equal(taken.body.id, job);
+    const running = await forget({ keep_last: 1 });
+    held(running, 'running');
+    assert.deepEqual(running.body.removed, []);
+    const report = await t.call('POST', `/api/v1/agent/jobs/${job}/result`, { token: who['agent']!, body: { state: 'succeeded', result: { snapshot: oldest, restorable: true } } });
+    assert.equal(report.status, 200, report.text);
+    assert.equal((await t.call('GET', `/api/v1/machines/${machineId}`, { token: who['admin']! })).body.proven_restorable_snapshot, oldest);
+
+    // Ended: the next forget removes it as its policy says.
+    const after = await forget({ keep_last: 1 });
+    assert.equal(after.status, 200, after.text);
+    assert.deepEqual(after.body.removed, [oldest]);
+    assert.deepEqual(after.body.skipped, []);
+    assert.deepEqual(await snapshotIds(), [newest]);
   });
 });

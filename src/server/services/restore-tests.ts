@@ -25,7 +25,9 @@
  */
 import type { ReportResultRequest, VerifyRestoreSpec } from '../../api/v1.js';
 import { isIdHex } from '../../core/ids.js';
-import type { Job } from '../db/schema.js';
+import type { ForgetStore } from '../../jobs/forget/forget.js';
+import type { SnapshotEntry } from '../../repo/store.js';
+import type { DiskSafe, Job } from '../db/schema.js';
 import type { ServiceContext } from './context.js';
 import { markSnapshotsDamaged } from './damage.js';
 import { BadRequest, Conflict } from './errors.js';
@@ -100,4 +102,47 @@ export async function restoreTestEnded(ctx: ServiceContext, job: Job, req: Repor
       });
   }
   return marked[0];
+}
+
+/**
+ * The snapshots restore test `job` may be testing, of `ok` (oldest first,
+ * as the agent's listing): those its spec names (an id or a prefix);
+ * for `latest`, the newest, and for a running test also the newest stored
+ * when it started (`storedAt`: the agent chose then, a backup may have
+ * stored a newer one since).
+ */
+function underTest(job: Pick<Job, 'spec' | 'state' | 'started_at'>, ok: readonly SnapshotEntry[], storedAt: ReadonlyMap<string, string>): SnapshotEntry[] {
+  const asked = (JSON.parse(job.spec) as VerifyRestoreSpec).snapshot ?? 'latest';
+  if (asked !== 'latest') return ok.filter((s) => s.id.startsWith(asked));
+  const started = job.state === 'running' ? job.started_at : null;
+  const chosen = started === null ? undefined : ok.findLast((s) => (storedAt.get(s.id) ?? started) <= started);
+  return [...new Set([ok.at(-1), chosen])].filter((s) => s !== undefined);
+}
+
+/**
+ * `store` as `safe`'s retention sees it while restore tests of it are
+ * queued or running: the snapshot each may be testing (underTest) is left
+ * out, neither kept nor removed (forget's `skipped`), with why; the others
+ * as `store` lists them. Read at the listing, as the census is.
+ */
+export function heldByRestoreTests(ctx: ServiceContext, safe: DiskSafe, store: ForgetStore): ForgetStore {
+  return {
+    remove: (type, name) => store.remove(type, name),
+    listSnapshots: async () => {
+      const tests = await ctx.db.selectFrom('jobs').select(['id', 'spec', 'state', 'started_at']).where('safe_id', '=', safe.id).where('kind', '=', 'verify-restore')
+        .where('state', 'in', ['queued', 'running']).orderBy('created_at').execute();
+      const list = await store.listSnapshots();
+      if (tests.length === 0) return list;
+      const storedAt = tests.some((j) => j.state === 'running')
+        ? new Map((await ctx.db.selectFrom('snapshot_index').select(['id', 'stored_at']).where('safe_id', '=', safe.id).execute()).map((r) => [r.id, r.stored_at]))
+        : new Map<string, string>();
+      const left = new Map(list.damaged);
+      for (const j of tests) {
+        for (const s of underTest(j, list.ok, storedAt)) {
+          if (!left.has(s.id)) left.set(s.id, new Error(`a restore test of it is ${j.state} (job ${j.id}): neither kept nor removed until the test ends`));
+        }
+      }
+      return { ok: list.ok.filter((s) => !left.has(s.id)), damaged: left };
+    },
+  };
 }

@@ -37,6 +37,7 @@ import { BadRequest, Conflict, NotFound } from './errors.js';
 import { withSafeNames } from './jobs.js';
 import { removeLocksOfExpiredTokens } from './lock-owners.js';
 import { requireManage, sees, type Principal } from './principal.js';
+import { heldByRestoreTests } from './restore-tests.js';
 import { workingBackendOf } from './safe-storage.js';
 import type { ServerWorkOf } from './server-jobs.js';
 
@@ -131,7 +132,9 @@ export async function forgetInSafe(ctx: ServiceContext, safe: DiskSafe, req: For
   let result;
   try {
     // Only what the key holder's census vouched for counts (census.ts): a snapshot planted without the key never displaces a genuine one.
-    result = await forgetByPolicy(await vouchedSnapshots(ctx, safe, store), { policy, groupBy: groupByOf(req), dryRun, now: ctx.now() });
+    // A snapshot a restore test is queued or running on is left alone until the test ends (restore-tests.ts).
+    const counted = heldByRestoreTests(ctx, safe, await vouchedSnapshots(ctx, safe, store));
+    result = await forgetByPolicy(counted, { policy, groupBy: groupByOf(req), dryRun, now: ctx.now() });
   } finally {
     await held?.release();
   }
