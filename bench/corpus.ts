@@ -163,8 +163,8 @@ export interface ChangeReport {
 export const NEW_FILE_NAME = 'holdfast-bench-new-1MiB.bin';
 const NEW_FILE_SIZE = 1 << 20;
 
-/** 1 MiB of deterministic, incompressible bytes (SHA-256 in counter mode). */
-function deterministicBytes(size: number): Buffer {
+/** `size` deterministic, incompressible bytes (SHA-256 in counter mode). */
+export function deterministicBytes(size: number): Buffer {
   const out = Buffer.alloc(size);
   for (let off = 0, i = 0; off < size; i++) {
     const block = createHash('sha256').update(`holdfast-bench:${i}`).digest();

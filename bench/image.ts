@@ -2,8 +2,9 @@
 //
 //   a 4 GiB ext4 image holding the corpus (mkfs.ext4 -d, built once and cached in
 //   $BENCH_DIR/image), copied sparse for the run;
-//   first backup → about 40 MiB changed inside the file system through a loop mount
-//   → incremental backup → restore; repository sizes. One run of each step.
+//   first backup → issue 19 §4's change through a loop mount (400 scattered
+//   one-line edits, a new 40 MiB file) → incremental backup → restore;
+//   repository sizes. One run of each step.
 //
 // Environment (besides run.ts's):
 //   BENCH_IMAGE        0: skip this scenario; only: run nothing else
@@ -11,16 +12,18 @@
 //   BENCH_IMAGE_TOOLS  holdfast,restic (default both)
 //   BENCH_VMDISK, BENCH_VMDISK_SIZE: the VM-disk rows run after this scenario (bench/vmdisk.ts)
 //
-// Before each timed step the page cache is synced by runMeasured (not dropped:
-// every step runs warm, as in run.ts). The restored image is checked: holdfast's with e2fsck and, as root, by mounting it
-// beside the source and comparing the trees (unused blocks restore as zeros, so the
-// images themselves differ wherever deleted files left data); restic's with cmp.
+// Before each timed step the page cache is written back and dropped and the
+// step's input read once, as in the tree scenario (bench/corpus.ts prepareStep).
+// The restored image is checked: holdfast's with e2fsck and, as root, by mounting
+// it beside the source and comparing the trees (unused blocks restore as zeros, so
+// the images themselves differ wherever deleted files left data); restic's with cmp.
 
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir, rm, stat, writeFile, open as openFile, unlink } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile, open as openFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { capture, duBytes, findInPath, runMeasured, type Cmd, type RunResult } from './measure.js';
-import { HOLDFAST_MAIN, PASSWORD } from './tools.js';
+import { deterministicBytes, prepareStep } from './corpus.js';
+import { HOLDFAST_MAIN, PASSWORD, TOOLS } from './tools.js';
 import { runVmDiskBench } from './vmdisk.js';
 
 export interface ImageBenchOptions {
@@ -82,59 +85,53 @@ async function listFiles(root: string): Promise<{ path: string; size: number }[]
 }
 
 export interface ImageChange {
+  /** Files edited (one line inserted near the middle). */
+  editedFiles: number;
+  /** Their sizes after the edit. */
+  editedBytes: number;
   newBytes: number;
-  rewrittenBytes: number;
-  deletedBytes: number;
 }
 
+/** Files edited inside the image between the backups, and the new file's size (issue 19 §4's change). */
+const EDITED_FILES = 400;
+const NEW_FILE_BYTES = 40 << 20;
+
 /**
- * About 40 MiB changed inside the mounted file system, deterministically:
- * 20 MiB of new files (copies of every 37th file with a header line),
- * 16 MiB of existing files rewritten with one line changed, 4 MiB deleted.
+ * Issue 19 §4's change, deterministically: hundreds of scattered small edits
+ * and one new 40 MiB file. Each of EDITED_FILES files of at least 4 KiB,
+ * evenly spaced through the sorted tree, gets one line inserted at its first
+ * line break past the middle, half of them written in place from that point
+ * on (as an append-style writer does) and half written to a new file renamed
+ * over the old one (as editors, `sed -i` and git do, so the file moves to
+ * new blocks); then one new file of incompressible bytes.
  */
 export async function changeInside(mnt: string): Promise<ImageChange> {
-  const files = (await listFiles(mnt)).filter((f) => f.size > 0 && !relative(mnt, f.path).startsWith('lost+found'));
-  const pick = (offset: number, budget: number, used: Set<string>): { path: string; size: number }[] => {
-    const out: { path: string; size: number }[] = [];
-    let total = 0;
-    for (let i = offset; i < files.length && total < budget; i += 37) {
-      const f = files[i]!;
-      if (used.has(f.path)) continue;
-      used.add(f.path);
-      out.push(f);
-      total += f.size;
-    }
-    return out;
-  };
-  const used = new Set<string>();
-  const copies = pick(3, 20 << 20, used);
-  const rewrites = pick(15, 16 << 20, used);
-  const deletes = pick(27, 4 << 20, used);
-  const change: ImageChange = { newBytes: 0, rewrittenBytes: 0, deletedBytes: 0 };
-  const newDir = join(mnt, 'holdfast-bench-new');
-  await mkdir(newDir, { recursive: true });
-  for (const [i, f] of copies.entries()) {
-    const body = Buffer.concat([Buffer.from(`/* holdfast bench copy ${i} of ${relative(mnt, f.path)} */\n`), await readFile(f.path)]);
-    await writeFile(join(newDir, `copy-${i}`), body);
-    change.newBytes += body.length;
-  }
-  for (const f of rewrites) {
+  const files = (await listFiles(mnt)).filter((f) => f.size >= 4096 && !relative(mnt, f.path).startsWith('lost+found'));
+  const stride = Math.max(1, Math.floor(files.length / (EDITED_FILES + 1)));
+  const change: ImageChange = { editedFiles: 0, editedBytes: 0, newBytes: 0 };
+  for (let i = 1; i <= EDITED_FILES && i * stride < files.length; i++) {
+    const f = files[i * stride]!;
     const text = await readFile(f.path);
-    const nl = text.indexOf(10);
-    const body = Buffer.concat([Buffer.from('/* changed by the holdfast image bench */'), nl >= 0 ? text.subarray(nl) : text]);
-    const fh = await openFile(f.path, 'r+');
-    try {
-      await fh.write(body, 0, body.length, 0);
-      await fh.truncate(body.length);
-    } finally {
-      await fh.close();
+    const nl = text.indexOf(10, text.length >> 1);
+    const at = nl < 0 ? text.length : nl + 1;
+    const tail = Buffer.concat([Buffer.from(`/* holdfast image bench: edit ${i} */\n`), text.subarray(at)]);
+    if (i % 2 === 0) {
+      const fh = await openFile(f.path, 'r+');
+      try {
+        await fh.write(tail, 0, tail.length, at);
+      } finally {
+        await fh.close();
+      }
+    } else {
+      const tmp = `${f.path}.holdfast-bench`;
+      await writeFile(tmp, Buffer.concat([text.subarray(0, at), tail]));
+      await rename(tmp, f.path);
     }
-    change.rewrittenBytes += body.length;
+    change.editedFiles++;
+    change.editedBytes += at + tail.length;
   }
-  for (const f of deletes) {
-    await unlink(f.path);
-    change.deletedBytes += f.size;
-  }
+  await writeFile(join(mnt, 'holdfast-bench-new-40MiB.bin'), deterministicBytes(NEW_FILE_BYTES));
+  change.newBytes = NEW_FILE_BYTES;
   return change;
 }
 
@@ -174,8 +171,15 @@ export async function runImageBench(o: ImageBenchOptions): Promise<number> {
   const cmd = (t: Tool, args: string[]): Cmd => (t === 'holdfast' ? { file: process.execPath, args: [HOLDFAST_MAIN, ...args], env: env(t) } : { file: 'restic', args, env: env(t) });
   const run = async (t: Tool, step: string, c: Cmd): Promise<RunResult> => {
     await mkdir(join(work, t, 'logs'), { recursive: true });
-    // runMeasured syncs first: dirty pages left by the previous step (the image
-    // copy, a restore) do not throttle this one.
+    // As the tree scenario: the page cache written back and dropped, the tool's
+    // code read again, then the step's input read once (a backup: the image,
+    // the tool's cache and its repository but for the packs; a restore: the
+    // repository), so each tool reads its input from the cache and pays for no
+    // other step's dirty pages.
+    if (step !== 'init') {
+      const home = join(work, t, 'home');
+      await prepareStep(step === 'restore' ? { whole: [repoOf(t), home] } : { whole: [disk, home], metadataOf: repoOf(t) }, TOOLS[t].code(), () => TOOLS[t].probe());
+    }
     const r = await runMeasured(c, join(work, t, 'logs', step), o.timeoutSec);
     steps.set(`${t}:${step}`, r);
     console.log(`  [${t}] ${LABELS[step as Step] ?? step}: ${r.ok ? `${r.seconds.toFixed(2)} s` : `FAILED (exit ${r.exitCode}) ${r.stderrTail}`}`);
@@ -203,7 +207,7 @@ export async function runImageBench(o: ImageBenchOptions): Promise<number> {
     } finally {
       await must('umount', [mnt], 'umount');
     }
-    console.log(`  changed inside the file system: ${(change.newBytes / 2 ** 20).toFixed(1)} MiB new, ${(change.rewrittenBytes / 2 ** 20).toFixed(1)} MiB rewritten, ${(change.deletedBytes / 2 ** 20).toFixed(1)} MiB deleted`);
+    console.log(`  changed inside the file system: ${change.editedFiles} files edited (${(change.editedBytes / 2 ** 20).toFixed(1)} MiB), a new file of ${(change.newBytes / 2 ** 20).toFixed(0)} MiB`);
     for (const t of tools) await run(t, 'backup2', cmd(t, t === 'holdfast' ? ['backup', '--host', 'bench', '--image', disk] : ['backup', '--host', 'bench', disk]));
   }
 
