@@ -78,7 +78,7 @@ export function register(program: Command): void {
     .option('--stdin-from-command', 'run the command given as arguments and back up its output; fails if it fails')
     .option('--postgres <url>', 'dump the databases of a PostgreSQL server (postgres://USER@HOST:PORT/, or a libpq key=value string; a database in the URL: only that one) with pg_dump, into one snapshot')
     .option('--mysql <url>', 'dump the databases of a MariaDB or MySQL server (mysql://USER@HOST:PORT/ or mariadb://...; a database in the URL: only that one) with mysqldump, into one snapshot')
-    .option('--compression <mode>', 'off, default (zstd 1), better (zstd 3), max (zstd 19) (default: the repository default)', compressionMode)
+    .option('--compression <mode>', 'off, default (zstd 1; 3 for disk-image blocks), better (zstd 3), max (zstd 19) (default: the repository default)', compressionMode)
     .option('--fs-snapshot <kind>', 'read the files from a snapshot of their file system, taken at the start and removed at the end: btrfs, lvm, or auto (whichever fits each path; others are read in place)', (text) => {
       if (text !== 'btrfs' && text !== 'lvm' && text !== 'auto') throw new ExitError(`bad --fs-snapshot "${text}": use btrfs, lvm or auto`, EXIT.usage);
       return text;

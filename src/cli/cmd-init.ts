@@ -20,7 +20,7 @@ export function register(program: Command): void {
   program
     .command('init')
     .description('create a new repository')
-    .option('--compression <mode>', 'default compression: off, default (zstd 1), better (zstd 3), max (zstd 19)', compressionMode, 'default')
+    .option('--compression <mode>', 'default compression: off, default (zstd 1; 3 for disk-image blocks), better (zstd 3), max (zstd 19)', compressionMode, 'default')
     .option('--append-only', 'snapshots can be added, nothing can be removed by clients (docs/format.md, "Append-only repositories")')
     .option('--copy-from <location>', 'share the master key and chunker parameters of this repository, so that "copy" moves snapshots between the two without a password (needs its password once)')
     .option('--from-password-file <file>', 'with --copy-from: read its password from a file (or HOLDFAST_FROM_PASSWORD_FILE)')

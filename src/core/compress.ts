@@ -13,8 +13,19 @@ export type CompressionMode = 'off' | 'default' | 'better' | 'max';
 
 export const COMPRESSION_MODES: readonly CompressionMode[] = ['off', 'default', 'better', 'max'];
 
-/** zstd levels (docs/decisions.md: level 1 on batches of small files is smaller than level 3 was on single files). */
-const LEVELS: Record<CompressionMode, number> = { off: 0, default: 1, better: 3, max: 19 };
+/** zstd levels of the chosen modes. */
+const LEVELS: Record<Exclude<CompressionMode, 'default'>, number> = { off: 0, better: 3, max: 19 };
+
+/**
+ * What `default` means, by the data (docs/decisions.md, "Compression"):
+ * level 1 for files and streams, whose blobs are batches and chunks of about
+ * a megabyte; level 3 for disk-image blocks, 128 KiB each compressed alone,
+ * where level 1 lost 6 % more and the first backup has the time to spare.
+ */
+const DEFAULT_LEVELS = { chunks: 1, blocks: 3 } as const;
+
+/** The kind of blobs a compressor is for: `chunks` of files and streams, or disk-image `blocks`. */
+export type CompressedData = keyof typeof DEFAULT_LEVELS;
 
 /**
  * Compresses blobs at one level; one instance per thread of work. Output
@@ -26,10 +37,10 @@ export class BlobCompressor {
   private readonly zstd: InstanceType<Binding['CCtx']> | undefined;
   private scratch = Buffer.alloc(0);
 
-  constructor(readonly mode: CompressionMode) {
+  constructor(readonly mode: CompressionMode, data: CompressedData = 'chunks') {
     if (mode !== 'off') {
       this.zstd = new CCtx();
-      this.zstd.setParameter(CParameter.compressionLevel, LEVELS[mode]);
+      this.zstd.setParameter(CParameter.compressionLevel, mode === 'default' ? DEFAULT_LEVELS[data] : LEVELS[mode]);
     }
   }
 

@@ -84,6 +84,30 @@ describe('BlobCompressor', () => {
   });
 });
 
+describe('the default level by the data', () => {
+  // 128 KiB of word salad from a fixed seed: compressible, and compressed differently at levels 1 and 3.
+  const words = ['block', 'inode', 'extent', 'journal', 'bitmap', 'group', 'superblock', 'directory', 'mode', 'owner', 'ctime', 'mtime', 'size', 'link'];
+  let seed = 12345;
+  const next = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+  const parts: string[] = [];
+  while (parts.join(' ').length < 128 << 10) parts.push(`${words[next() % words.length]}${next() % 1000}`);
+  const data = Buffer.from(parts.join(' ')).subarray(0, 128 << 10);
+  const out = (c: BlobCompressor): Buffer => Buffer.from(c.compress(data)!);
+
+  it('compresses disk-image blocks at zstd 3 (as better) and chunks at zstd 1', () => {
+    const blocks = out(new BlobCompressor('default', 'blocks'));
+    assert.deepEqual(blocks, out(new BlobCompressor('better')));
+    assert.deepEqual(out(new BlobCompressor('default')), out(new BlobCompressor('default', 'chunks')));
+    assert.notDeepEqual(out(new BlobCompressor('default')), blocks);
+    assert.deepEqual(decompress(blocks, data.length, 'block'), data);
+  });
+
+  it('leaves a chosen mode as chosen for disk-image blocks', () => {
+    assert.equal(new BlobCompressor('off', 'blocks').compress(data), undefined);
+    assert.deepEqual(out(new BlobCompressor('max', 'blocks')), out(new BlobCompressor('max')));
+  });
+});
+
 describe('decompress', () => {
   it('throws DecompressionError naming the blob when rawLength is wrong', () => {
     const data = Buffer.alloc(10_000, 'ab');

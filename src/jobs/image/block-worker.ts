@@ -116,7 +116,7 @@ function unpack(t: UnpackTask, transfer: ArrayBuffer[]): UnpackResult {
 /** The task handler of one session (pool-worker.ts). */
 export function createHandler(init: BlockInit): TaskHandler<BlockTask> {
   const k: BlobKeys = { encryption: buf(init.encryption), id: buf(init.id) };
-  const session = { keys: k, fpKey: fingerprintKey(k.id, 'image-fingerprint'), compressor: new BlobCompressor(init.compression) };
+  const session = { keys: k, fpKey: fingerprintKey(k.id, 'image-fingerprint'), compressor: new BlobCompressor(init.compression, 'blocks') };
   return (task, transfer) => {
     ({ keys, fpKey, compressor } = session);
     return task.kind === 'scan' ? scan(task) : task.kind === 'seal' ? seal(task, transfer) : unpack(task, transfer);
