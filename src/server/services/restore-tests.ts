@@ -119,30 +119,41 @@ function underTest(job: Pick<Job, 'spec' | 'state' | 'started_at'>, ok: readonly
   return [...new Set([ok.at(-1), chosen])].filter((s) => s !== undefined);
 }
 
+/** `store` with the snapshots under restore tests held (heldByRestoreTests). */
+export interface HeldSnapshots {
+  readonly store: ForgetStore;
+  /** Filled by the listing: each snapshot a restore test may be testing, and why it is held. */
+  readonly held: ReadonlyMap<string, string>;
+}
+
 /**
- * `store` as `safe`'s retention sees it while restore tests of it are
- * queued or running: the snapshot each may be testing (underTest) is left
- * out, neither kept nor removed (forget's `skipped`), with why; the others
- * as `store` lists them. Read at the listing, as the census is.
+ * `store` as `safe`'s retention acts on it while restore tests of it are
+ * queued or running: the snapshot each may be testing (underTest) is
+ * listed and counted as ever, but never removed (`remove` answers false);
+ * `held` says which and why, for forget's `skipped`. Read at the listing,
+ * as the census is.
  */
-export function heldByRestoreTests(ctx: ServiceContext, safe: DiskSafe, store: ForgetStore): ForgetStore {
+export function heldByRestoreTests(ctx: ServiceContext, safe: DiskSafe, store: ForgetStore): HeldSnapshots {
+  const held = new Map<string, string>();
   return {
-    remove: (type, name) => store.remove(type, name),
-    listSnapshots: async () => {
-      const tests = await ctx.db.selectFrom('jobs').select(['id', 'spec', 'state', 'started_at']).where('safe_id', '=', safe.id).where('kind', '=', 'verify-restore')
-        .where('state', 'in', ['queued', 'running']).orderBy('created_at').execute();
-      const list = await store.listSnapshots();
-      if (tests.length === 0) return list;
-      const storedAt = tests.some((j) => j.state === 'running')
-        ? new Map((await ctx.db.selectFrom('snapshot_index').select(['id', 'stored_at']).where('safe_id', '=', safe.id).execute()).map((r) => [r.id, r.stored_at]))
-        : new Map<string, string>();
-      const left = new Map(list.damaged);
-      for (const j of tests) {
-        for (const s of underTest(j, list.ok, storedAt)) {
-          if (!left.has(s.id)) left.set(s.id, new Error(`a restore test of it is ${j.state} (job ${j.id}): neither kept nor removed until the test ends`));
+    held,
+    store: {
+      remove: async (type, name) => !held.has(name) && store.remove(type, name),
+      listSnapshots: async () => {
+        const tests = await ctx.db.selectFrom('jobs').select(['id', 'spec', 'state', 'started_at']).where('safe_id', '=', safe.id).where('kind', '=', 'verify-restore')
+          .where('state', 'in', ['queued', 'running']).orderBy('created_at').execute();
+        const list = await store.listSnapshots();
+        if (tests.length === 0) return list;
+        const storedAt = tests.some((j) => j.state === 'running')
+          ? new Map((await ctx.db.selectFrom('snapshot_index').select(['id', 'stored_at']).where('safe_id', '=', safe.id).execute()).map((r) => [r.id, r.stored_at]))
+          : new Map<string, string>();
+        for (const j of tests) {
+          for (const s of underTest(j, list.ok, storedAt)) {
+            if (!held.has(s.id)) held.set(s.id, `a restore test of it is ${j.state} (job ${j.id}): not removed until the test ends`);
+          }
         }
-      }
-      return { ok: list.ok.filter((s) => !left.has(s.id)), damaged: left };
+        return list;
+      },
     },
   };
 }

@@ -126,31 +126,35 @@ export async function forgetInSafe(ctx: ServiceContext, safe: DiskSafe, req: For
   const policy = retentionPolicyOf(req);
   const store = await openSafe(ctx, safe);
   const dryRun = req.dry_run === true;
+  // Only what the key holder's census vouched for counts (census.ts): a snapshot planted without the key never displaces a genuine one.
+  // A snapshot a restore test is queued or running on is counted, but not removed until the test ends (restore-tests.ts).
+  const tests = heldByRestoreTests(ctx, safe, await vouchedSnapshots(ctx, safe, store));
   const held = dryRun ? undefined : await holdMaintenanceLock(store.backend, { identity: ctx.identity, operation: 'forget', ...(signal ? { signal } : {}) }).catch((e: unknown) => {
     throw lockConflict(e);
   });
   let result;
   try {
-    // Only what the key holder's census vouched for counts (census.ts): a snapshot planted without the key never displaces a genuine one.
-    // A snapshot a restore test is queued or running on is left alone until the test ends (restore-tests.ts).
-    const counted = heldByRestoreTests(ctx, safe, await vouchedSnapshots(ctx, safe, store));
-    result = await forgetByPolicy(counted, { policy, groupBy: groupByOf(req), dryRun, now: ctx.now() });
+    result = await forgetByPolicy(tests.store, { policy, groupBy: groupByOf(req), dryRun, now: ctx.now() });
   } finally {
     await held?.release();
   }
+  // What the policy would remove of a held snapshot is not done: it leaves its group for `skipped`, with why.
+  const underTest = tests.held;
+  const spared = result.groups.flatMap((g) => g.decisions.filter((d) => !d.keep && underTest.has(d.item.id)).map((d) => d.item.id));
   return {
     dry_run: dryRun,
     policy: describePolicy(policy),
     groups: result.groups.map((g) => {
-      const kept = g.decisions.filter((d) => d.keep).length;
+      const decisions = g.decisions.filter((d) => d.keep || !underTest.has(d.item.id));
+      const kept = decisions.filter((d) => d.keep).length;
       return {
         host: g.key.hostname, paths: g.key.paths === null ? null : [...g.key.paths], tags: g.key.tags === null ? null : [...g.key.tags],
-        keep: kept, remove: g.decisions.length - kept,
-        decisions: g.decisions.map((d) => decision(d.item, d.keep, d.reasons)),
+        keep: kept, remove: decisions.length - kept,
+        decisions: decisions.map((d) => decision(d.item, d.keep, d.reasons)),
       };
     }),
     removed: [...result.removed],
-    skipped: result.skipped.map(({ id, error }) => ({ id, error: error.message })),
+    skipped: [...result.skipped.map(({ id, error }) => ({ id, error: error.message })), ...spared.map((id) => ({ id, error: underTest.get(id)! }))],
   };
 }
 
