@@ -43,7 +43,8 @@ databaseSuites('the scheduled retention, prune, verification and restore tests',
   let m: EnrolledMachine;
   let other: EnrolledMachine;
   let safeId = '';
-  let clock = START;
+  /** The machines and the policy date from the day before the one run (a schedule's first slot is the next after it: scheduler.ts). */
+  let clock = START - 24 * HOUR;
   /** The admin's session, logged in again before it expires (12 h of the server's clock). */
   let session = { token: '', at: 0 };
   const admin = (): string => session.token;
@@ -111,6 +112,7 @@ databaseSuites('the scheduled retention, prune, verification and restore tests',
       customer_id: customer, retention: { every: '6h', keep_last: 2 }, prune: { every: '12h' },
       verify: { every: '8h', read_data_subset_days: 3 }, restore_test: { every: '1d', share: 50, min_files: 1 },
     });
+    clock = START;
   });
   after(async () => {
     await db.close();

@@ -10,12 +10,14 @@
  * the cap admitted or running, the small customer's jobs admitted in the
  * first round; after 3 hours down, one job per machine, not 12; a backup
  * still running makes the next slot skipped once, and is cancelled past
- * its timeout.
+ * its timeout. A policy set or changed, and a machine added, run their
+ * first slot after it, not their most recent past one at once; the
+ * catch-up after downtime stays.
  */
 import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
 import { databaseSuites } from '../helpers/databases.js';
-import { setUp, type TestServer } from '../helpers/server.js';
+import { ADMIN_PASSWORD, setUp, type TestServer } from '../helpers/server.js';
 import { openDatabase, type ControlPlaneDatabase } from '../../src/server/db/open-database.js';
 
 const MINUTE = 60_000;
@@ -81,20 +83,23 @@ databaseSuites('the scheduler', (fx) => {
   });
 
   it('runs a day of 15-minute schedules: one job per machine and slot, spread, inside the window, under the cap, fair', { timeout: 120_000 }, async () => {
-    // The first tick: every machine's slot is due at once (its first run); the cap admits 12, the small customer's 5 among the first 10.
+    // The policies were set at 00:00: their newest slot, 23:45, is the past, not a run.
+    assert.equal((await t.server.tickScheduler()).created, 0, 'no slot from before the policies is run at once');
+    // By 00:15 every machine's first slot (00:00 plus its splay) has come; the cap admits 12, the small customer's 5 among the first 10.
+    clock = START + 15 * MINUTE;
     const first = await t.server.tickScheduler();
-    assert.equal(first.created, 52, 'every machine, the night ones too (it is 02:00 in Berlin: their window is open)');
+    assert.equal(first.created, 52, 'every machine, the night ones too (it is 02:15 in Berlin: their window is open)');
     const admitted = await db.db.selectFrom('jobs').select('customer_id').where('admitted_at', 'is not', null).execute();
     assert.equal(admitted.length, CAP);
     assert.equal(admitted.filter((j) => j.customer_id === small).length, 5, 'the small customer\'s 5 machines are not behind the big one\'s 45');
     await agents();
     await step();
     const perTick: number[] = [];
-    for (clock = START + 5 * MINUTE; clock < START + 24 * 60 * MINUTE; clock += 5 * MINUTE) perTick.push(await step());
-    // Each machine: one job for its first slot, then one per 15-minute slot of the day.
+    for (clock = START + 20 * MINUTE; clock < START + 24 * 60 * MINUTE; clock += 5 * MINUTE) perTick.push(await step());
+    // Each machine: one job per 15-minute slot of the day whose run time came by the last tick (23:55).
     for (const name of Object.keys(machines).filter((n) => !n.startsWith('night'))) {
       const jobs = await backupsOf(name);
-      assert.ok(jobs.length >= 96 && jobs.length <= 97, `${name}: ${jobs.length} backups`);
+      assert.ok(jobs.length >= 95 && jobs.length <= 96, `${name}: ${jobs.length} backups`);
       assert.equal(new Set(jobs.map((j) => j.slot_at)).size, jobs.length, `${name}: one job per slot`);
       assert.ok(jobs.every((j) => j.state === 'succeeded'), name);
     }
@@ -155,5 +160,54 @@ databaseSuites('the scheduler', (fx) => {
     clock = Date.parse('2026-06-02T12:00:00Z');
     await step();
     for (const name of others) assert.equal((await backupsOf(name)).length, before.get(name)! + 1, `${name} is backed up on its schedule`);
+  });
+
+  it('runs a policy set or changed, and a machine added, at its first slot after, not its last past one at once; catches up after downtime', { timeout: 120_000 }, async () => {
+    const at = (iso: string): number => (clock = Date.parse(iso));
+    at('2026-06-03T14:00:00Z');
+    // Sessions expire by the server's clock, which moves by days here: a new one for each change.
+    const admin = (): Promise<string> => t.login(t.server.firstAdmin!.name, ADMIN_PASSWORD);
+    const customer = (await t.create('/api/v1/customers', { name: 'Newcomer' }, await admin())).id as string;
+    const addMachine = async (name: string): Promise<void> => {
+      const token = await admin();
+      machines[name] = (await t.create('/api/v1/machines', { customer_id: customer, name }, token)).id;
+      await t.create('/api/v1/safes', { customer_id: customer, machine_id: machines[name], name }, token);
+    };
+    const slots = async (name: string): Promise<string[]> => (await backupsOf(name)).map((j) => j.slot_at!);
+    await addMachine('new-0');
+    // 14:00: every day at 02:00. Today's 02:00 is the past: nothing starts now, nor this afternoon.
+    const policy = (await t.create('/api/v1/policies', { customer_id: customer, schedule: '0 2 * * *', backup: { paths: ['/srv'] } }, await admin())).id as string;
+    await step();
+    at('2026-06-03T14:30:00Z');
+    await step();
+    assert.deepEqual(await slots('new-0'), [], 'no backup at once');
+    // Its first slot: 02:00 the next night (plus a splay of at most an hour).
+    at('2026-06-04T03:05:00Z');
+    await step();
+    assert.deepEqual(await slots('new-0'), ['2026-06-04T02:00:00.000Z']);
+
+    // 14:00: changed to 09:00. Today's 09:00 is the past.
+    at('2026-06-04T14:00:00Z');
+    const changed = await t.call('PUT', `/api/v1/policies/${policy}`, { token: await admin(), body: { schedule: '0 9 * * *', backup: { paths: ['/srv'] } } });
+    assert.equal(changed.status, 200, changed.text);
+    await step();
+    at('2026-06-04T14:30:00Z');
+    await step();
+    assert.deepEqual(await slots('new-0'), ['2026-06-04T02:00:00.000Z'], 'no backup at once after the change');
+
+    // The server is down from 08:00 to 12:00 the next day, across 09:00: one catch-up run when it is back.
+    at('2026-06-05T12:00:00Z');
+    await step();
+    assert.deepEqual(await slots('new-0'), ['2026-06-04T02:00:00.000Z', '2026-06-05T09:00:00.000Z'], 'the slot missed while down is run once');
+
+    // A machine added at 14:00 under the policy: not backed up at once; at its first 09:00.
+    at('2026-06-05T14:00:00Z');
+    await addMachine('new-1');
+    await step();
+    assert.deepEqual(await slots('new-1'), []);
+    at('2026-06-06T10:05:00Z');
+    await step();
+    assert.deepEqual(await slots('new-1'), ['2026-06-06T09:00:00.000Z']);
+    assert.equal((await slots('new-0')).at(-1), '2026-06-06T09:00:00.000Z');
   });
 });

@@ -10,7 +10,10 @@
  *               at most the window's length); one outside the window moves
  *               to the window's next opening, plus the splay
  *   due         the newest slot whose run time has come, while the window
- *               is open: one job, however many slots were missed
+ *               is open: one job, however many slots were missed; but
+ *               only a slot whose run time came after the schedule came
+ *               into effect (a policy set at 14:00 to run at 02:00 first
+ *               runs at 02:00 the next day, not at once)
  */
 import { createHash } from 'node:crypto';
 import { Cron } from 'croner';
@@ -223,17 +226,21 @@ export function runTimeOf(timing: Timing, slot: number): number {
 
 /**
  * The slot due at `now`: the newest whose run time has come, while the
- * window (if any) is open; null when none is. Missed slots before it are
- * not due: a server down for hours runs once.
+ * window (if any) is open, and came after `since` (when the schedule came
+ * into effect for its target); null when none is. Missed slots before it
+ * are not due: a server down for hours runs once. A slot whose run time
+ * had passed when the schedule came into effect is not due either: it was
+ * never missed, only the past.
  */
-export function dueSlot(timing: Timing, now: number): number | null {
+export function dueSlot(timing: Timing, now: number, since = -Infinity): number | null {
   if (timing.window && !inWindow(timing.window, now, timing.timeZone)) return null;
   // The newest slot whose plain run time has come, or the one before it (a window may have moved the newest past now).
   const newest = timing.schedule.slotAtOrBefore(now - timing.splayMs);
   if (newest === null) return null;
-  if (runTimeOf(timing, newest) <= now) return newest;
-  const before = timing.schedule.slotAtOrBefore(newest - 1);
-  return before !== null && runTimeOf(timing, before) <= now ? before : null;
+  const slot = runTimeOf(timing, newest) <= now ? newest : timing.schedule.slotAtOrBefore(newest - 1);
+  if (slot === null) return null;
+  const runs = runTimeOf(timing, slot);
+  return runs <= now && runs > since ? slot : null;
 }
 
 /** When the next run after `now` starts (a run time that falls in the window); null when the schedule has none. */

@@ -8,7 +8,11 @@
  *             slot of its backup schedule whose run time (splay, window:
  *             schedule.ts) has come; one job per safe, kind and slot (the
  *             unique `slot_at`: a second tick's insert does nothing), so a
- *             server down for hours runs each safe once, not once per slot
+ *             server down for hours runs each safe once, not once per slot;
+ *             and only a slot whose run time came after the safe's schedule
+ *             came into effect (the newest of its policies' last changes,
+ *             its machine's and its own creation): a policy set at 14:00
+ *             to back up at 02:00 first runs the next night, not at once
  *   kinds     agent jobs for the machine's first safe while the machine is
  *             live: `backup` on `schedule`, `verify-restore` every
  *             `restore_test.every` (made once the safe has a snapshot and
@@ -59,23 +63,26 @@ export interface TickReport {
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
-/** The safes with their machine and the policies that apply to them, resolved at `now`. */
-async function effectivePolicies(ctx: ServiceContext, now: number): Promise<{ eff: EffectivePolicy; firstOfMachine: boolean }[]> {
+/**
+ * The safes with their machine and the policies that apply to them, resolved at `now`, and since when
+ * (ms): the newest of those policies' last changes, the machine's and the safe's creation.
+ */
+async function effectivePolicies(ctx: ServiceContext, now: number): Promise<{ eff: EffectivePolicy; firstOfMachine: boolean; since: number }[]> {
   const safes = await ctx.db.selectFrom('disk_safes').leftJoin('machines', 'machines.id', 'disk_safes.machine_id')
-    .select(['disk_safes.id', 'disk_safes.customer_id', 'disk_safes.machine_id', 'disk_safes.created_at', 'disk_safes.name', 'machines.retired_at'])
+    .select(['disk_safes.id', 'disk_safes.customer_id', 'disk_safes.machine_id', 'disk_safes.created_at', 'disk_safes.name', 'machines.retired_at', 'machines.created_at as machine_created_at'])
     .where('disk_safes.deleting_at', 'is', null).orderBy('disk_safes.created_at').orderBy('disk_safes.name').execute();
   const policies = new Map<string, Policy>((await ctx.db.selectFrom('policies').selectAll().execute()).map((p) => [p.target, p]));
   const seenMachine = new Set<string>();
-  const out: { eff: EffectivePolicy; firstOfMachine: boolean }[] = [];
+  const out: { eff: EffectivePolicy; firstOfMachine: boolean; since: number }[] = [];
   for (const s of safes) {
     const machineId = s.machine_id !== null && s.retired_at === null ? s.machine_id : null;
     const firstOfMachine = machineId !== null && !seenMachine.has(machineId);
     if (machineId) seenMachine.add(machineId);
     try {
-      const eff = resolve({
-        customer: policies.get(`customer:${s.customer_id}`), machine: machineId ? policies.get(`machine:${machineId}`) : undefined, safe: policies.get(`safe:${s.id}`),
-      }, { customerId: s.customer_id, machineId, safeId: s.id }, now);
-      out.push({ eff, firstOfMachine });
+      const chain = { customer: policies.get(`customer:${s.customer_id}`), machine: machineId ? policies.get(`machine:${machineId}`) : undefined, safe: policies.get(`safe:${s.id}`) };
+      const eff = resolve(chain, { customerId: s.customer_id, machineId, safeId: s.id }, now);
+      const changes = [s.created_at, s.machine_created_at, chain.customer?.updated_at, chain.machine?.updated_at, chain.safe?.updated_at];
+      out.push({ eff, firstOfMachine, since: Math.max(...changes.map((at) => (at ? Date.parse(at) : -Infinity))) });
     } catch {
       // A policy saved before a rule it breaks existed: the safe is left alone rather than the whole tick.
     }
@@ -131,13 +138,13 @@ export async function createDueJobs(ctx: ServiceContext, now: number): Promise<{
   const made = new Set((await ctx.db.selectFrom('jobs').select(['safe_id', 'kind', 'slot_at']).where('slot_at', '>=', iso(now - 2 * 86_400_000)).execute())
     .map((j) => `${j.safe_id} ${j.kind} ${j.slot_at}`));
   const has = (eff: EffectivePolicy, kind: string, slot: number): boolean => made.has(`${eff.safeId} ${kind} ${iso(slot)}`);
-  for (const { eff, firstOfMachine } of await effectivePolicies(ctx, now)) {
+  for (const { eff, firstOfMachine, since } of await effectivePolicies(ctx, now)) {
     // One safe whose policy cannot be used (saved before a rule it breaks existed) is left alone, not the whole tick: every other customer's jobs are made.
     try {
       const s = eff.settings;
       // Backups: the machine's first safe (where "run now" backs up), while the machine is live.
       if (eff.timing && s.backup && firstOfMachine) {
-        const slot = dueSlot(eff.timing, now);
+        const slot = dueSlot(eff.timing, now, since);
         if (slot !== null && !has(eff, 'backup', slot)) {
           const blocker = await ctx.db.selectFrom('jobs').select(['id', 'state']).where('safe_id', '=', eff.safeId!).where('kind', 'in', BACKUP_JOB_KINDS)
             .where('state', 'in', ['queued', 'running']).orderBy('created_at').limit(1).executeTakeFirst();
@@ -159,7 +166,7 @@ export async function createDueJobs(ctx: ServiceContext, now: number): Promise<{
       }
       // Restore tests, by the machine's agent as its backups, once the safe has a snapshot to test and no backup of it is queued or running.
       if (s.restore_test && firstOfMachine) {
-        const slot = dueSlot(everyTiming(eff, s.restore_test.every, now), now);
+        const slot = dueSlot(everyTiming(eff, s.restore_test.every, now), now, since);
         if (slot !== null && !has(eff, 'verify-restore', slot) && await restoreTestCanStart(ctx, eff.safeId!)) {
           const { every: _every, ...spec } = s.restore_test;
           if (await insertOnce(ctx, jobRow(eff, 'verify-restore', 'agent', spec, slot, now))) created++;
@@ -173,7 +180,7 @@ export async function createDueJobs(ctx: ServiceContext, now: number): Promise<{
       ];
       for (const [kind, every, spec] of server) {
         if (every === undefined || !ctx.serverJobs.knows(kind)) continue;
-        const slot = dueSlot(everyTiming(eff, every, now), now);
+        const slot = dueSlot(everyTiming(eff, every, now), now, since);
         if (slot === null || has(eff, kind, slot)) continue;
         const busy = await ctx.db.selectFrom('jobs').select('id').where('safe_id', '=', eff.safeId!).where('kind', '=', kind).where('state', 'in', ['queued', 'running']).limit(1).executeTakeFirst();
         if (!busy && await insertOnce(ctx, jobRow(eff, kind, 'server', spec, slot, now))) created++;
