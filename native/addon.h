@@ -3,5 +3,6 @@
 #pragma once
 #include <napi.h>
 
+void InitRestore(Napi::Env env, Napi::Object exports);
 void InitWalk(Napi::Env env, Napi::Object exports);
 void InitXattr(Napi::Env env, Napi::Object exports);

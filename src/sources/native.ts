@@ -1,7 +1,8 @@
 /**
  * The holdfast_native addon (binding.gyp, native/): the system calls Node
  * offers not at all with Buffer paths (the xattr family) or only one entry
- * per call (a folder's names and their lstat). `npm ci` builds it with
+ * per call (a folder's names and their lstat; restored files' open, write,
+ * metadata and close). `npm ci` builds it with
  * node-gyp into build/Release.
  */
 
@@ -31,7 +32,18 @@ export interface NativeAddon {
    * lstat failed as index, errno pairs, or undefined when none did.
    */
   listDirStats(dir: Buffer): number | [names: ArrayBuffer, ends: ArrayBuffer, fields: ArrayBuffer, failures: number[] | undefined];
+  /**
+   * Writes bytes of `data` into files, each with its own system calls but
+   * one call for all (native/restore.cc, which lists the WRITE_FIELDS
+   * numbers per path in `fields`). Returns undefined, or for each path that
+   * failed its index and the message Node's fs would have given, in pairs;
+   * the others are written.
+   */
+  writeFiles(data: Uint8Array, paths: readonly Uint8Array[], fields: Float64Array): (number | string)[] | undefined;
 }
+
+/** Numbers per path in `NativeAddon.writeFiles`'s `fields`. */
+export const WRITE_FIELDS = 10;
 
 const require = createRequire(import.meta.url);
 

@@ -298,6 +298,18 @@ export function utimesSeconds(ns: bigint): number | string {
   return `-${tenths.slice(0, -7)}.${tenths.slice(-7)}`;
 }
 
+/**
+ * A time as the seconds and nanoseconds of a timespec for futimens(2) (the
+ * nanoseconds from 0 to 999,999,999, also before 1970), floored to the
+ * microsecond as `utimesSeconds` sets it, so a restore gives the same mtime
+ * whichever call sets it.
+ */
+export function timespec(ns: bigint): readonly [seconds: number, nanoseconds: number] {
+  const t = floorMicros(ns);
+  const nanos = ((t % 1_000_000_000n) + 1_000_000_000n) % 1_000_000_000n;
+  return [Number((t - nanos) / 1_000_000_000n), Number(nanos)];
+}
+
 /** A time in nanoseconds floored to the microsecond: what utimes through Node can set, and so what a restore gives. */
 export function floorMicros(ns: bigint): bigint {
   const rest = ((ns % 1000n) + 1000n) % 1000n;

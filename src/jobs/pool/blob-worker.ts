@@ -6,7 +6,7 @@
  * session keeps no state between tasks but its keys, its codecs and the
  * small files it has stored (a session lives for one job).
  */
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, readSync, writeSync, type BigIntStats } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs';
 import { isZero } from '../../core/zeros.js';
 import { FastCDC, gearTable } from '../../core/chunker.js';
 import { fingerprint, fingerprintKey } from '../../core/crypto.js';
@@ -15,7 +15,8 @@ import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } fr
 import { BlobType } from '../../repo/pack.js';
 import { pushEntry, slicePlain, type ContentEntry } from '../../repo/tree.js';
 import { errorOf } from '../../sources/file-tree.js';
-import type { ChunkFileResult, ChunkFileTask, FileJob, FileMeta, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyJob, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
+import { WRITE_FIELDS, native } from '../../sources/native.js';
+import type { ChunkFileResult, ChunkFileTask, FileJob, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTarget, UnpackTask, VerifyJob, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
 import type { TaskHandler } from './pool-worker.js';
 import { wireError } from './wire-error.js';
 
@@ -226,48 +227,20 @@ function chunkFile(t: ChunkFileTask, transfer: ArrayBuffer[]): ChunkFileResult {
   return { content, size: r.size, blobs: toWire(blobs, transfer), ...(r.changed ? { changed: true } : {}) };
 }
 
-const BLOCK = 4096;
-const ZERO_BLOCK = Buffer.alloc(BLOCK);
+/** Flags of a target for `native.writeFiles` (native/restore.cc). */
+const WHOLE = 1;
+const CHOWN = 2;
+const OWNED_ON_CREATE = 4;
+const CREATE_MODE = 8;
+
+let fields = new Float64Array(0);
 
 /**
- * pwrite of `data` at `pos`, skipping all-zero file-system blocks (they stay
- * holes). Returns the file offset just past the last byte written.
+ * Opens a pack's blobs and writes each into all its files with one native
+ * call (native/restore.cc): creating a file with its final mode when that
+ * survives the umask, truncating one already there, zero blocks left as
+ * holes, then size, owner, mode and times for a file the blob makes whole.
  */
-function writeSparse(fd: number, data: Buffer, pos: number): number {
-  let start = -1;
-  let written = pos;
-  const flush = (end: number): void => {
-    for (let off = start; off < end;) off += writeSync(fd, data, off, end - off, pos + off);
-    written = pos + end;
-    start = -1;
-  };
-  for (let off = 0; off < data.length;) {
-    const next = Math.min(data.length, off + BLOCK - ((pos + off) % BLOCK));
-    const zero = next - off === BLOCK && data.subarray(off, next).equals(ZERO_BLOCK);
-    if (zero && start >= 0) flush(off);
-    else if (!zero && start < 0) start = off;
-    off = next;
-  }
-  if (start >= 0) flush(data.length);
-  return written;
-}
-
-/**
- * Creates a restored file, with its final permission bits when they survive
- * the umask. A file already there (restoring over an earlier restore) is
- * truncated instead, and `created` says it needs its mode and owner set.
- * Neither open follows a symlink in the way.
- */
-function createFile(path: Buffer, w: FileMeta): { fd: number; created: boolean } {
-  try {
-    return { fd: openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, w.createMode ?? 0o600), created: true };
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    return { fd: openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600), created: false };
-  }
-}
-
-/** Opens a pack's blobs and writes them into their files. */
 function unpack(t: UnpackTask): UnpackResult {
   const data = buf(t.data);
   const failed: UnpackResult['failed'] = [];
@@ -283,30 +256,48 @@ function unpack(t: UnpackTask): UnpackResult {
       bad.push({ index, error: wireError(e) });
       continue;
     }
+    if (fields.length < b.targets.length * WRITE_FIELDS) fields = new Float64Array(b.targets.length * WRITE_FIELDS * 2);
+    const paths: Uint8Array[] = [];
+    const targets: UnpackTarget[] = [];
     for (const target of b.targets) {
-      let fd = -1;
-      try {
-        const part = target.slice ? slicePlain(plain, target.slice, `pack ${t.pack}, blob ${b.id}`) : plain;
-        const path = buf(target.path);
-        const w = target.whole;
-        let created = false;
-        if (w) ({ fd, created } = createFile(path, w));
-        else fd = openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW);
-        const end = writeSparse(fd, part, target.offset);
-        if (w) {
-          // Trailing zero blocks were skipped: the size comes from truncate.
-          if (end < w.size) ftruncateSync(fd, w.size);
-          if (w.chown && !(created && w.ownedOnCreate)) fchownSync(fd, w.uid, w.gid);
-          if (!(created && w.createMode !== undefined)) fchmodSync(fd, w.mode);
-          futimesSync(fd, w.mtime, w.mtime);
+      let start = 0;
+      let length = plain.length;
+      if (target.slice) {
+        try {
+          slicePlain(plain, target.slice, what);
+        } catch (e) {
+          failed.push({ path: target.path, message: (e as Error).message });
+          continue;
         }
-        bytes += part.length;
-      } catch (e) {
-        failed.push({ path: target.path, message: (e as Error).message });
-      } finally {
-        if (fd >= 0) closeSync(fd);
+        ({ offset: start, length } = target.slice);
       }
+      const w = target.whole;
+      const f = paths.length * WRITE_FIELDS;
+      fields[f] = start;
+      fields[f + 1] = length;
+      fields[f + 2] = target.offset;
+      fields[f + 3] = w ? WHOLE | (w.chown ? CHOWN : 0) | (w.ownedOnCreate ? OWNED_ON_CREATE : 0) | (w.createMode !== undefined ? CREATE_MODE : 0) : 0;
+      if (w) {
+        fields[f + 4] = w.size;
+        fields[f + 5] = w.mode;
+        fields[f + 6] = w.uid;
+        fields[f + 7] = w.gid;
+        fields[f + 8] = w.mtime[0];
+        fields[f + 9] = w.mtime[1];
+      }
+      paths.push(target.path);
+      targets.push(target);
     }
+    const failures = native.writeFiles(plain, paths, fields.subarray(0, paths.length * WRITE_FIELDS));
+    const lost = new Set<number>();
+    for (let i = 0; failures && i < failures.length; i += 2) {
+      const at = failures[i] as number;
+      lost.add(at);
+      failed.push({ path: targets[at]!.path, message: failures[i + 1] as string });
+    }
+    targets.forEach((target, i) => {
+      if (!lost.has(i)) bytes += target.slice ? target.slice.length : plain.length;
+    });
   }
   return { bytes, failed, bad };
 }

@@ -102,8 +102,8 @@ export interface FileMeta {
   readonly mode: number;
   readonly uid: number;
   readonly gid: number;
-  /** The time for utimes (`utimesSeconds` in src/sources/posix.ts). */
-  readonly mtime: number | string;
+  /** The time for futimens (`timespec` in src/sources/posix.ts). */
+  readonly mtime: readonly [seconds: number, nanoseconds: number];
   readonly size: number;
   readonly chown: boolean;
   /**

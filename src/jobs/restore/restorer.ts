@@ -30,7 +30,7 @@ import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
 import type { Repository } from '../../repo/repository.js';
 import type { BlobLocation } from '../../repo/index-file.js';
 import { entryBlob, type BlobSlice, type ContentEntry, type TreeNode } from '../../repo/tree.js';
-import { PathShortener, floorMicros, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
+import { PathShortener, floorMicros, makeDevice, makeFifo, timespec, utimesSeconds, type PosixPath } from '../../sources/posix.js';
 import { hasXattrsBeyondLabel, writeXattrs, xattrDifference, type RefusedXattr } from '../../sources/xattrs.js';
 import { PathBuffer, walkTree } from '../tree-walk.js';
 import { prepareExisting, type Overwrite } from './overwrite.js';
@@ -382,7 +382,7 @@ export class Restorer {
     if (this.opts.verify) this.toVerify.push({ path, dest, node });
     const settled = this.creation && settledBy(this.creation, node.mode, node);
     const meta: FileMeta = {
-      mode: node.mode, uid: node.uid, gid: node.gid, mtime: utimesSeconds(node.mtime), size: node.size, chown: this.privileged,
+      mode: node.mode, uid: node.uid, gid: node.gid, mtime: timespec(node.mtime), size: node.size, chown: this.privileged,
       ...(settled?.mode ? { createMode: node.mode } : {}),
       ...(settled ? { ownedOnCreate: settled.owner } : {}),
     };

@@ -1,0 +1,182 @@
+// Writing restored files in batches (the restore's worker threads): one call
+// writes one blob's plaintext into all the files it goes to, each with the
+// system calls Node would make one JS call each for (open, pwrite, ftruncate,
+// fchown, fchmod, futimens, close). A blob of a small-files batch goes to
+// hundreds of files; per file, the six JS calls cost more than their system
+// calls on ext4.
+//
+// writeFiles(data, paths, fields): for target i, paths[i] (a Buffer or
+// Uint8Array) and kFields numbers at fields[i * kFields] (src/sources/native.ts
+// `WRITE_FIELDS`):
+//   0 start   1 length   of its bytes in `data`
+//   2 offset  in the file
+//   3 flags   kWhole: create the file (O_EXCL; when it exists, truncate it)
+//             and finish it: size, owner, mode, times;
+//             otherwise open the existing file and write only.
+//             kChown: set uid:gid (skipped for a new file with kOwnedOnCreate)
+//             kCreateMode: create with `mode` (no fchmod for a new file)
+//   4 size  5 mode  6 uid  7 gid  8 mtime seconds  9 mtime nanoseconds
+// All-zero 4 KiB blocks of the file are skipped (they stay holes); ftruncate
+// only when the last bytes written end short of the size.
+// Returns undefined, or for the targets that failed, index and message pairs
+// (a message as Node's fs gives: "ENOSPC: no space left on device, write").
+#include "addon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+namespace {
+
+constexpr uint32_t kFields = 10;
+constexpr uint32_t kWhole = 1;
+constexpr uint32_t kChown = 2;
+constexpr uint32_t kOwnedOnCreate = 4;
+constexpr uint32_t kCreateMode = 8;
+constexpr size_t kBlock = 4096;
+const char kZeroBlock[kBlock] = {};
+
+struct Failure {
+  int error;
+  const char* syscall;
+  bool withPath;
+};
+
+bool Fail(Failure* f, const char* syscall, bool withPath = false) {
+  *f = {errno, syscall, withPath};
+  return false;
+}
+
+// pwrite of all of `length` bytes at `pos`.
+bool WriteAll(int fd, const char* data, size_t length, off_t pos, Failure* f) {
+  while (length > 0) {
+    const ssize_t n = pwrite(fd, data, length, pos);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Fail(f, "write");
+    }
+    if (n == 0) {
+      errno = EIO;
+      return Fail(f, "write");
+    }
+    data += n;
+    length -= static_cast<size_t>(n);
+    pos += n;
+  }
+  return true;
+}
+
+// Writes `data` at `pos`, skipping all-zero file-system blocks; *end is the
+// file offset just past the last byte written (`pos` when none was).
+bool WriteSparse(int fd, const char* data, size_t length, off_t pos, off_t* end, Failure* f) {
+  *end = pos;
+  size_t start = SIZE_MAX;
+  for (size_t off = 0; off < length;) {
+    const size_t next = std::min(length, off + kBlock - static_cast<size_t>((pos + off) % kBlock));
+    const bool zero = next - off == kBlock && memcmp(data + off, kZeroBlock, kBlock) == 0;
+    if (zero && start != SIZE_MAX) {
+      if (!WriteAll(fd, data + start, off - start, pos + start, f)) return false;
+      *end = pos + off;
+      start = SIZE_MAX;
+    } else if (!zero && start == SIZE_MAX) {
+      start = off;
+    }
+    off = next;
+  }
+  if (start != SIZE_MAX) {
+    if (!WriteAll(fd, data + start, length - start, pos + start, f)) return false;
+    *end = pos + length;
+  }
+  return true;
+}
+
+bool WriteTarget(const std::string& path, const char* data, const double* t, Failure* f) {
+  const size_t length = static_cast<size_t>(t[1]);
+  const off_t offset = static_cast<off_t>(t[2]);
+  const uint32_t flags = static_cast<uint32_t>(t[3]);
+  const bool whole = (flags & kWhole) != 0;
+  const mode_t mode = static_cast<mode_t>(t[5]);
+  bool created = false;
+  int fd;
+  if (whole) {
+    fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (flags & kCreateMode) ? mode : 0600);
+    created = fd >= 0;
+    if (fd < 0 && errno == EEXIST) fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  } else {
+    fd = open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+  }
+  if (fd < 0) return Fail(f, "open", true);
+  bool ok = true;
+  off_t end;
+  if (!WriteSparse(fd, data + static_cast<size_t>(t[0]), length, offset, &end, f)) {
+    ok = false;
+  } else if (whole) {
+    const off_t size = static_cast<off_t>(t[4]);
+    const struct timespec times[2] = {{static_cast<time_t>(t[8]), static_cast<long>(t[9])}, {static_cast<time_t>(t[8]), static_cast<long>(t[9])}};
+    if (end < size && ftruncate(fd, size) != 0) ok = Fail(f, "ftruncate");
+    else if ((flags & kChown) && !(created && (flags & kOwnedOnCreate)) && fchown(fd, static_cast<uid_t>(t[6]), static_cast<gid_t>(t[7])) != 0) ok = Fail(f, "fchown");
+    else if (!(created && (flags & kCreateMode)) && fchmod(fd, mode) != 0) ok = Fail(f, "fchmod");
+    else if (futimens(fd, times) != 0) ok = Fail(f, "futime");
+  }
+  if (close(fd) != 0 && ok) ok = Fail(f, "close");
+  return ok;
+}
+
+Napi::Value WriteFiles(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsArray() || !info[2].IsTypedArray()) {
+    Napi::TypeError::New(env, "writeFiles(data: Uint8Array, paths: Uint8Array[], fields: Float64Array)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto data = info[0].As<Napi::Uint8Array>();
+  auto paths = info[1].As<Napi::Array>();
+  auto fields = info[2].As<Napi::Float64Array>();
+  const uint32_t count = paths.Length();
+  if (fields.ElementLength() != static_cast<size_t>(count) * kFields) {
+    Napi::TypeError::New(env, "writeFiles: fields must hold 10 numbers per path").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const char* bytes = reinterpret_cast<const char*>(data.Data());
+  Napi::Value failures = env.Undefined();
+  uint32_t failed = 0;
+  std::string path;
+  for (uint32_t i = 0; i < count; i++) {
+    const double* t = fields.Data() + static_cast<size_t>(i) * kFields;
+    Napi::Value p = paths[i];
+    std::string message;
+    if (!p.IsTypedArray() || p.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+      message = "path must be a Uint8Array";
+    } else if (t[0] < 0 || t[1] < 0 || t[0] + t[1] > static_cast<double>(data.ByteLength())) {
+      message = "bytes out of range of the data";
+    } else {
+      auto u = p.As<Napi::Uint8Array>();
+      path.assign(reinterpret_cast<const char*>(u.Data()), u.ByteLength());
+      Failure f{};
+      if (path.find('\0') != std::string::npos) {
+        message = "path must not contain a NUL byte";
+      } else if (!WriteTarget(path, bytes, t, &f)) {
+        message = std::string(uv_err_name(-f.error)) + ": " + uv_strerror(-f.error) + ", " + f.syscall;
+        if (f.withPath) message += " '" + path + "'";
+      }
+    }
+    if (message.empty()) continue;
+    if (failed == 0) failures = Napi::Array::New(env);
+    Napi::Array list = failures.As<Napi::Array>();
+    list.Set(failed++, Napi::Number::New(env, i));
+    list.Set(failed++, Napi::String::New(env, message));
+  }
+  return failures;
+}
+
+}  // namespace
+
+void InitRestore(Napi::Env env, Napi::Object exports) {
+  exports.Set("writeFiles", Napi::Function::New(env, WriteFiles, "writeFiles"));
+}
