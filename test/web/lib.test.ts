@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { countByStatus, machineState, staleAfterSeconds } from '../../web/src/lib/fleet-status.js';
 import { parseSize } from '../../web/src/lib/sizes.js';
-import { snapshotPoints } from '../../web/src/lib/snapshots.js';
+import { defaultRestoreSource, snapshotPoints } from '../../web/src/lib/snapshots.js';
 
 const NOW = Date.parse('2026-03-10T12:00:00Z');
 const H = 3600_000;
@@ -39,6 +39,11 @@ it('takes the snapshots\' sizes from the index\'s summaries, oldest first, and t
     snap('a', 5, { total_bytes: 1000, start: '2026-03-10T07:00:00Z' }),
   ]);
   assert.deepEqual(points.map((p) => [p.id, p.size, p.added, p.files]), [['a', 1000, null, null], ['b', 2000, 10, 3]]);
+  // A restore offers first the newest snapshot the server does not flag unauthentic, else latest.
+  const flagged = snapshotPoints([{ ...snap('c', 0, {}), unauthentic: true }, snap('b', 1, {}), snap('a', 5, {})]).reverse();
+  assert.deepEqual(flagged.map((p) => [p.id, p.unauthentic]), [['c', true], ['b', false], ['a', false]]);
+  assert.equal(defaultRestoreSource(flagged), 'b');
+  assert.equal(defaultRestoreSource(flagged.slice(0, 1)), 'latest');
   // A snapshot newer than any job's success (the CLI's backup over HTTPS) is the last success; one older than 3 days is stale.
   assert.equal(machineState([job('backup', 'succeeded', 80)], NOW, new Date(NOW - H).toISOString()).status, 'ok');
   assert.equal(machineState([], NOW, new Date(NOW - 80 * H).toISOString()).status, 'stale');

@@ -6,6 +6,10 @@
  * the machine's own policy, the server's effective policy then says so, and
  * the retention preview starts from the policy the machine inherits. A
  * value the server would refuse is refused in words before anything is sent.
+ * A snapshot the server flags unauthentic (its agent's census found it
+ * failing its MAC) is marked, with why, in the machine's snapshot list, its
+ * timeline and the snapshot browser, is no link to browse, and is never the
+ * restore wizard's first choice; chosen, it is warned about.
  */
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -14,6 +18,7 @@ import { enrolMachine, runNow, startAgent, waitJob, type EnrolledMachine, type S
 import { launchBrowser, logIn, screenshots, type TestBrowser } from '../helpers/browser.js';
 import { Sandbox, type Started } from '../helpers/cli.js';
 import { ADMIN_PASSWORD, setUp, type TestServer } from '../helpers/server.js';
+import { openDatabase } from '../../src/server/db/open-database.js';
 
 let t: TestServer;
 let h: ServerHandle;
@@ -97,5 +102,60 @@ it('edits the schedule and checks as the machine\'s own policy; the server appli
   await facts.getByText('22:00-06:00 Europe/Berlin').waitFor();
   await facts.getByText('every 7d, 5% of the files').waitFor();
   await screenshots(page, 'machine-policy', () => form.waitFor());
+  assert.deepEqual(consoleErrors, []);
+});
+
+it('marks a snapshot the agent found unauthentic wherever it is listed, and never offers it as a restore source without a warning', async () => {
+  await writeFile(s.path('src', 'etc', 'app.conf'), 'listen = 8081\n');
+  const second = await waitJob(h, await runNow(h, web1, 'backup', { paths: [s.path('src')] }));
+  assert.equal(second.state, 'succeeded', second.error ?? '');
+  const planted = second.result!['snapshot_id'] as string;
+  // The census's verdict as the server records it (server/census tests how it comes to be), on the newest snapshot: a forgery is dated late.
+  const db = await openDatabase(`sqlite:${s.path('control.db')}`, '');
+  try {
+    await db.db.updateTable('snapshot_index').set({ unauthentic: 1 }).where('id', '=', planted).execute();
+  } finally {
+    await db.close();
+  }
+  const safeId = ((await t.call('GET', '/api/v1/safes', { token: t.adminToken })).body as { id: string; name: string }[]).find((x) => x.name === web1.config['safe'])!.id;
+  const { page, consoleErrors } = await b.newPage();
+  await logIn(page, t.server.firstAdmin!.name, ADMIN_PASSWORD);
+
+  // The machine page: the row marked, with why, and no link to browse it; the genuine one as before.
+  await page.goto(`/machines/${web1.id}`);
+  const rows = page.getByRole('table', { name: 'snapshots' }).getByRole('row');
+  const mark = rows.filter({ hasText: planted.slice(0, 8) }).getByText('unauthentic', { exact: true });
+  await mark.waitFor();
+  assert.match((await mark.getAttribute('title'))!, /failing its MAC: someone without the disk safe's key planted it/);
+  assert.equal(await rows.filter({ hasText: planted.slice(0, 8) }).getByRole('link').count(), 0);
+  await rows.filter({ hasText: proven.slice(0, 8) }).getByRole('link', { name: proven.slice(0, 8) }).waitFor();
+  assert.equal(await rows.filter({ hasText: proven.slice(0, 8) }).getByText('unauthentic').count(), 0);
+  assert.match((await page.locator('.timeline g.unauthentic title').textContent())!, new RegExp(`^${planted.slice(0, 8)} .* UNAUTHENTIC: `));
+  await screenshots(page, 'machine-unauthentic');
+
+  // The restore wizard: the genuine snapshot is chosen first; the flagged one is marked, and warned about once chosen.
+  await page.goto(`/machines/${web1.id}/restore`);
+  const source = page.locator('select[name=snapshot]');
+  await source.waitFor();
+  assert.equal(await source.inputValue(), proven);
+  assert.equal(await page.getByRole('alert').count(), 0);
+  assert.match((await source.locator(`option[value="${planted}"]`).textContent())!, /^⚠ UNAUTHENTIC · [0-9a-f]{8}/);
+  await source.selectOption(planted);
+  await page.getByRole('alert').getByText(`Snapshot ${planted.slice(0, 8)} is unauthentic. The machine's agent found this snapshot failing its MAC`, { exact: false }).waitFor();
+  await source.selectOption(proven);
+  assert.equal(await page.getByRole('alert').count(), 0);
+
+  // The snapshot browser: the flagged one is listed, marked, and no link; the genuine one opens.
+  await page.goto(`/safes/${safeId}/browse/`);
+  await page.getByLabel('Disk safe password').fill(web1.config['password'] as string);
+  await page.getByRole('button', { name: 'Open' }).click();
+  const listed = page.getByRole('table', { name: 'snapshots' }).getByRole('row');
+  const flagged = listed.filter({ hasText: planted.slice(0, 8) });
+  await flagged.getByText('unauthentic', { exact: true }).waitFor();
+  assert.match((await flagged.getByText('unauthentic', { exact: true }).getAttribute('title'))!, /do not restore from it/);
+  assert.equal(await flagged.getByRole('link').count(), 0);
+  assert.equal(await listed.filter({ hasText: proven.slice(0, 8) }).getByRole('link').count(), 1);
+  assert.equal(await listed.filter({ hasText: proven.slice(0, 8) }).getByText('unauthentic').count(), 0);
+  await screenshots(page, 'browse-unauthentic');
   assert.deepEqual(consoleErrors, []);
 });

@@ -99,6 +99,9 @@ export class ApiClient {
   /** The machine's snapshots from the server's index, newest first (at most `limit`, 1000 at most). */
   machineSnapshots(id: string, limit = 1000): Promise<SnapshotBody[]> { return this.request('GET', `/machines/${enc(id)}/snapshots?limit=${limit}`); }
 
+  /** The disk safe's snapshots from the server's index, newest first (at most `limit`, 1000 at most). */
+  safeSnapshots(id: string, limit = 1000): Promise<SnapshotBody[]> { return this.request('GET', `/safes/${enc(id)}/snapshots?limit=${limit}`); }
+
   safes(): Promise<SafeBody[]> { return this.request('GET', '/safes'); }
   safe(id: string): Promise<SafeBody> { return this.request('GET', `/safes/${enc(id)}`); }
   updateSafeQuotas(id: string, body: UpdateQuotasRequest): Promise<SafeBody> { return this.request('PATCH', `/safes/${enc(id)}`, body); }

@@ -15,7 +15,8 @@ import { useEffect, useMemo, useRef, useState, type FormEvent } from 'react';
 import { Link, useParams } from 'react-router';
 import { ErrorBox } from '../components/error-box.js';
 import { formatBytes } from '../format.js';
-import { sessionToken } from '../session.js';
+import { sessionToken, useSession } from '../session.js';
+import { UnauthenticMark } from '../components/unauthentic-mark.js';
 import { DamagedError, ServerError, WrongPasswordError, ZkError } from '../zk/errors.js';
 import type { Snapshot, TreeNode } from '../zk/format.js';
 import { ZkSafe } from '../zk/safe.js';
@@ -92,8 +93,27 @@ function useAsync<T>(fn: () => Promise<T>, deps: unknown[]): { data?: T; error: 
   return state;
 }
 
+/** A row of the snapshot list: one this browser authenticated (`size` from its summary), or one the server flags unauthentic. */
+interface ListedSnapshot { id: string; time: string; hostname: string; paths: readonly string[]; size: number | null; unauthentic: boolean }
+
+/**
+ * The safe's snapshots, newest first: those that pass their MAC here, each
+ * a link, and those the server flags unauthentic (its agent's census),
+ * marked and never a link. A planted one fails its MAC here too, so without
+ * the server's word it would be missing without a reason.
+ */
 function SnapshotList({ safe, safeId }: { safe: ZkSafe; safeId: string }) {
-  const { data, error } = useAsync(() => safe.snapshots(), [safe]);
+  const { api } = useSession();
+  const { data, error } = useAsync(async (): Promise<ListedSnapshot[]> => {
+    // The server's index only adds its flags: the list stays the key's when it cannot be read.
+    const [mine, indexed] = await Promise.all([safe.snapshots(), api.safeSnapshots(safeId).catch(() => [])]);
+    const flagged = new Map(indexed.filter((s) => s.unauthentic === true).map((s) => [s.id, s]));
+    const rows: ListedSnapshot[] = mine.map((s) => ({
+      id: s.id, time: s.time, hostname: s.hostname, paths: s.paths, size: typeof s.summary['totalBytes'] === 'number' ? s.summary['totalBytes'] : null, unauthentic: flagged.delete(s.id),
+    }));
+    for (const s of flagged.values()) rows.push({ id: s.id, time: s.time, hostname: s.hostname, paths: s.paths, size: null, unauthentic: true });
+    return rows.sort((a, b) => Date.parse(b.time) - Date.parse(a.time) || b.id.localeCompare(a.id));
+  }, [safe, safeId]);
   return (
     <>
       <ErrorBox error={error} />
@@ -103,13 +123,13 @@ function SnapshotList({ safe, safeId }: { safe: ZkSafe; safeId: string }) {
         <table className="list" aria-label="snapshots">
           <thead><tr><th>Time</th><th>Id</th><th className="wide">Host</th><th>Paths</th><th className="num wide">Size</th></tr></thead>
           <tbody>
-            {[...data].reverse().map((s) => (
+            {data.map((s) => (
               <tr key={s.id}>
-                <td><Link to={`/safes/${safeId}/browse/${s.id}/`}>{new Date(s.time).toLocaleString()}</Link></td>
+                <td>{s.unauthentic ? <>{new Date(s.time).toLocaleString()} <UnauthenticMark /></> : <Link to={`/safes/${safeId}/browse/${s.id}/`}>{new Date(s.time).toLocaleString()}</Link>}</td>
                 <td><code>{s.id.slice(0, 8)}</code></td>
                 <td className="wide">{s.hostname}</td>
                 <td>{s.paths.join(', ')}</td>
-                <td className="num wide">{typeof s.summary['totalBytes'] === 'number' ? formatBytes(s.summary['totalBytes']) : '—'}</td>
+                <td className="num wide">{s.size === null ? '—' : formatBytes(s.size)}</td>
               </tr>
             ))}
           </tbody>

@@ -1,7 +1,8 @@
 /**
  * A machine's snapshots as the machine page and the restore wizard show
  * them, from the server's snapshot index (GET /machines/ID/snapshots): the
- * time, the bytes the snapshot holds and the bytes its backup added.
+ * time, the bytes the snapshot holds and the bytes its backup added, and
+ * whether the server flags it unauthentic (planted without the key).
  * Plain TypeScript.
  */
 
@@ -13,6 +14,7 @@ export interface IndexedSnapshot {
   readonly incomplete: boolean;
   readonly paths: readonly string[];
   readonly summary: Record<string, number | string>;
+  readonly unauthentic?: boolean;
 }
 
 export interface SnapshotPoint {
@@ -26,6 +28,8 @@ export interface SnapshotPoint {
   readonly image: boolean;
   readonly incomplete: boolean;
   readonly paths: readonly string[];
+  /** The machine's agent found it failing its MAC: never a restore source without a warning. */
+  readonly unauthentic: boolean;
 }
 
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
@@ -35,9 +39,14 @@ export function snapshotPoints(snapshots: readonly IndexedSnapshot[]): SnapshotP
   return snapshots.map((s): SnapshotPoint => {
     const files = ['files_new', 'files_changed', 'files_unchanged'].map((k) => num(s.summary[k]));
     return {
-      id: s.id, time: s.time, image: s.image, incomplete: s.incomplete, paths: s.paths,
+      id: s.id, time: s.time, image: s.image, incomplete: s.incomplete, paths: s.paths, unauthentic: s.unauthentic === true,
       size: num(s.summary['total_bytes']), added: num(s.summary['data_added']),
       files: files.every((f) => f === null) ? null : files.reduce<number>((a, f) => a + (f ?? 0), 0),
     };
   }).sort((a, b) => Date.parse(a.time) - Date.parse(b.time));
+}
+
+/** The snapshot a restore offers first among `snapshots` (newest first): the newest not flagged unauthentic, else `latest`. */
+export function defaultRestoreSource(snapshots: readonly SnapshotPoint[]): string {
+  return snapshots.find((s) => !s.unauthentic)?.id ?? 'latest';
 }

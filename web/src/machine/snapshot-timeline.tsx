@@ -1,6 +1,7 @@
-/** A machine's snapshots on a timeline: one bar per snapshot, its height the snapshot's size, the part this backup added darker. */
+/** A machine's snapshots on a timeline: one bar per snapshot, its height the snapshot's size, the part this backup added darker; an unauthentic one in the failure colour. */
 import { formatBytes, formatTime } from '../format.js';
 import type { SnapshotPoint } from '../lib/snapshots.js';
+import { UNAUTHENTIC_WHY } from '../components/unauthentic-mark.js';
 
 const W = 1000;
 const H = 120;
@@ -21,8 +22,8 @@ export function SnapshotTimeline({ snapshots }: { snapshots: SnapshotPoint[] }) 
           const h = Math.max(3, ((s.size ?? 0) / max) * (H - 6));
           const a = Math.min(h, Math.max(s.added ? 2 : 0, ((s.added ?? 0) / max) * (H - 6)));
           return (
-            <g key={s.id}>
-              <title>{`${s.id.slice(0, 8)} · ${formatTime(s.time)} · ${formatBytes(s.size)}, ${formatBytes(s.added)} added`}</title>
+            <g key={s.id} className={s.unauthentic ? 'unauthentic' : undefined}>
+              <title>{`${s.id.slice(0, 8)} · ${formatTime(s.time)} · ${formatBytes(s.size)}, ${formatBytes(s.added)} added${s.unauthentic ? ` · UNAUTHENTIC: ${UNAUTHENTIC_WHY}` : ''}`}</title>
               <rect x={x(s) - barW / 2} y={H - h} width={barW} height={h} className="size" />
               <rect x={x(s) - barW / 2} y={H - a} width={barW} height={a} className="added" />
             </g>

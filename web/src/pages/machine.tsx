@@ -17,6 +17,7 @@ import { BackupNow } from '../machine/backup-now.js';
 import { JobLog } from '../machine/job-log.js';
 import { PolicyCard } from '../machine/policy-card.js';
 import { SnapshotTimeline } from '../machine/snapshot-timeline.js';
+import { UnauthenticMark } from '../components/unauthentic-mark.js';
 import { mayManage, useSession, useUser } from '../session.js';
 import { NotFound } from './not-found.js';
 
@@ -87,8 +88,8 @@ export function MachinePage() {
           <tbody>
             {[...snapshots].reverse().map((s) => (
               <tr key={s.id}>
-                <td>{safe ? <Link to={`/safes/${safe.id}/browse/${s.id}`}><code>{s.id.slice(0, 8)}</code></Link> : <code>{s.id.slice(0, 8)}</code>}</td>
-                <td>{formatTime(s.time)}{s.incomplete ? <span className="badge failed">incomplete</span> : null}</td>
+                <td>{safe && !s.unauthentic ? <Link to={`/safes/${safe.id}/browse/${s.id}`}><code>{s.id.slice(0, 8)}</code></Link> : <code>{s.id.slice(0, 8)}</code>}</td>
+                <td>{formatTime(s.time)}{s.incomplete ? <span className="badge failed">incomplete</span> : null}{s.unauthentic ? <UnauthenticMark /> : null}</td>
                 <td className="wide">{s.image ? 'image ' : ''}{s.paths.join(', ')}</td>
                 <td className="num">{formatBytes(s.size)}</td>
                 <td className="num">{formatBytes(s.added)}</td>

@@ -10,9 +10,10 @@ import { Link, useParams } from 'react-router';
 import type { CreatedTokenBody, SafeBody } from '../../../src/api/v1.js';
 import { ApiRequestError, describeError } from '../api/client.js';
 import { ErrorBox } from '../components/error-box.js';
+import { UNAUTHENTIC_WHY } from '../components/unauthentic-mark.js';
 import { Command, FingerprintField, fingerprintArg, useFingerprint } from '../components/fingerprint.js';
 import { formatBytes, formatTime } from '../format.js';
-import { snapshotPoints, type SnapshotPoint } from '../lib/snapshots.js';
+import { defaultRestoreSource, snapshotPoints, type SnapshotPoint } from '../lib/snapshots.js';
 import { useLoad } from '../load.js';
 import { parsePaths } from '../machine/backup-now.js';
 import { JobLog } from '../machine/job-log.js';
@@ -55,9 +56,15 @@ export function RestorePage() {
   );
 }
 
+/** A warning while the snapshot chosen is one the server flags unauthentic. */
+function UnauthenticWarning({ chosen, snapshots }: { chosen: string; snapshots: SnapshotPoint[] }) {
+  if (!snapshots.some((s) => s.id === chosen && s.unauthentic)) return null;
+  return <p className="error" role="alert">Snapshot {chosen.slice(0, 8)} is unauthentic. {UNAUTHENTIC_WHY}</p>;
+}
+
 function FilesRestore({ machineId, snapshots }: { machineId: string; snapshots: SnapshotPoint[] }) {
   const { api } = useSession();
-  const [snapshot, setSnapshot] = useState(snapshots[0]?.id ?? 'latest');
+  const [snapshot, setSnapshot] = useState(defaultRestoreSource(snapshots));
   const [paths, setPaths] = useState('');
   const [where, setWhere] = useState<'original' | 'other'>('other');
   const [target, setTarget] = useState('/var/tmp/restored');
@@ -82,9 +89,10 @@ function FilesRestore({ machineId, snapshots }: { machineId: string; snapshots: 
         <label>Snapshot
           <select name="snapshot" value={snapshot} onChange={(e) => setSnapshot(e.target.value)}>
             <option value="latest">the latest</option>
-            {snapshots.map((s) => <option key={s.id} value={s.id}>{s.id.slice(0, 8)} · {formatTime(s.time)} · {s.paths.join(', ')} · {formatBytes(s.size)}</option>)}
+            {snapshots.map((s) => <option key={s.id} value={s.id} title={s.unauthentic ? UNAUTHENTIC_WHY : undefined}>{s.unauthentic ? '⚠ UNAUTHENTIC · ' : ''}{s.id.slice(0, 8)} · {formatTime(s.time)} · {s.paths.join(', ')} · {formatBytes(s.size)}</option>)}
           </select>
         </label>
+        <UnauthenticWarning chosen={snapshot} snapshots={snapshots} />
         <label>Files or folders to restore, one a line (none: everything)<textarea name="paths" rows={3} placeholder="/etc/nginx" value={paths} onChange={(e) => setPaths(e.target.value)} /></label>
         <fieldset className="where">
           <legend>Where to</legend>
@@ -102,7 +110,7 @@ function FilesRestore({ machineId, snapshots }: { machineId: string; snapshots: 
 
 function ImageRestore({ safe, images }: { safe: SafeBody; images: SnapshotPoint[] }) {
   const { api } = useSession();
-  const [snapshot, setSnapshot] = useState(images[0]?.id ?? 'latest');
+  const [snapshot, setSnapshot] = useState(defaultRestoreSource(images));
   const [device, setDevice] = useState('/dev/sda');
   const [hours, setHours] = useState('4');
   const [fingerprint, setFingerprint] = useFingerprint();
@@ -125,9 +133,10 @@ function ImageRestore({ safe, images }: { safe: SafeBody; images: SnapshotPoint[
       <label>Image snapshot
         <select name="snapshot" value={snapshot} onChange={(e) => setSnapshot(e.target.value)}>
           <option value="latest">the latest</option>
-          {images.map((s) => <option key={s.id} value={s.id}>{s.id.slice(0, 8)} · {formatTime(s.time)} · {formatBytes(s.size)}</option>)}
+          {images.map((s) => <option key={s.id} value={s.id} title={s.unauthentic ? UNAUTHENTIC_WHY : undefined}>{s.unauthentic ? '⚠ UNAUTHENTIC · ' : ''}{s.id.slice(0, 8)} · {formatTime(s.time)} · {formatBytes(s.size)}</option>)}
         </select>
       </label>
+      <UnauthenticWarning chosen={snapshot} snapshots={images} />
       <label>The disk to write on the rescued machine (or a file)<input name="device" value={device} onChange={(e) => setDevice(e.target.value)} /></label>
       <label>The restore token lives (hours)<input name="hours" inputMode="numeric" value={hours} onChange={(e) => setHours(e.target.value)} /></label>
       <FingerprintField value={fingerprint} onChange={setFingerprint} />
