@@ -12,6 +12,7 @@ import type { CompressionMode } from '../core/compress.js';
 import type { Repository } from '../repo/repository.js';
 import { ImageBackup, defaultBlockSize, type ImageBackupResult } from '../jobs/image/image-backup.js';
 import { cachePath } from '../jobs/image/cbt-cache.js';
+import { BLOCK_WORKER } from '../jobs/image/block-protocol.js';
 import { cacheRoot } from './environment.js';
 import { parseSize } from '../core/size.js';
 import { MAX_IMAGE_BLOCK, MIN_IMAGE_BLOCK } from '../repo/image-info.js';
@@ -113,6 +114,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
     if (stream && (name.includes('/') || name === '.' || name === '..')) throw new ExitError(`bad --stdin-filename "${name}"`, EXIT.usage);
     const paths = [stream ? `/${name}` : imageSourcePath(src)];
     const hooks = hooksOf(flags);
+    processPool().warm(BLOCK_WORKER); // the block workers boot while the key is derived
     await backupSession(g, async (repo, signal) => {
       const parent = flags.force ? null : await imageParent(repo, flags, paths);
       const o = { flags, paths, parent, chosen, live };

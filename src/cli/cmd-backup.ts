@@ -100,7 +100,6 @@ export function register(program: Command): void {
       if (flags.fsSnapshot === undefined && (flags.freeze || flags.lvmSnapshotSize !== undefined)) throw new ExitError('--freeze and --lvm-snapshot-size go with --fs-snapshot', EXIT.usage);
       // Before the session: when no path exists, not even a lock is written.
       const targets = stream ? undefined : await backupTargets(paths, flags, warn);
-      if (targets) processPool(); // its threads start while the key is derived
       const hooks = hooksOf(flags);
       await backupSession(g, async (repo, signal) => {
         const result = targets

@@ -5,8 +5,8 @@
  * /proc/self/task every time either job touches storage, never grow past
  * what they were with the pool started, but for the backup's one folder
  * scanner thread). Jobs given no pool start their own, which is what this
- * count catches. A pool starts its threads with its first task: a session
- * opened before holds in every thread once they start.
+ * count catches. A pool starts its threads with its first task (or `warm`):
+ * a session opened before holds in every thread once they start.
  */
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Archiver } from '../../src/jobs/backup/archiver.js';
 import { Restorer } from '../../src/jobs/restore/restorer.js';
-import { PoolSession, WorkerPool } from '../../src/jobs/pool/worker-pool.js';
+import { BLOB_WORKER, PoolSession, WorkerPool } from '../../src/jobs/pool/worker-pool.js';
 import { Repository } from '../../src/repo/repository.js';
 import { Store } from '../../src/repo/store.js';
 import type { Backend, Handle, LoadOptions, OperationOptions } from '../../src/storage/backend.js';
@@ -132,6 +132,29 @@ describe('one worker pool shared by concurrent jobs', { skip: readdirSync('/proc
         const b = r.blob!;
         const plain = repo.openBlob({ type: b.type, id: b.id, flags: b.flags, offset: 0, length: b.sealed.length, rawLength: b.rawLength }, Buffer.from(b.sealed), `blob ${i}`);
         assert.ok(plain.equals(Buffer.alloc(100, i + 1)));
+      }
+      await session.close();
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('warm starts the threads at once, and a session opened after them runs on them', async () => {
+    const { backend } = await memoryRepo();
+    const repo = await open(backend);
+    const before = threads();
+    const pool = new WorkerPool(2);
+    try {
+      pool.warm(BLOB_WORKER);
+      assert.ok(threads() >= before + 2, `${threads()} threads after warm, ${before} before`);
+      const started = threads();
+      const session = PoolSession.blobs(repo, { pool });
+      const sealed = await Promise.all(Array.from({ length: 4 }, (_, i) => session.run<SealResult>({ kind: 'seal', type: BlobType.Data, data: Buffer.alloc(100, i + 7) })));
+      assert.equal(threads(), started, 'no thread started for the session');
+      for (const [i, r] of sealed.entries()) {
+        const b = r.blob!;
+        const plain = repo.openBlob({ type: b.type, id: b.id, flags: b.flags, offset: 0, length: b.sealed.length, rawLength: b.rawLength }, Buffer.from(b.sealed), `blob ${i}`);
+        assert.ok(plain.equals(Buffer.alloc(100, i + 7)));
       }
       await session.close();
     } finally {

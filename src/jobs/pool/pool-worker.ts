@@ -8,6 +8,7 @@
  *   { open: { session, script, init } }   → handler = (await import(script)).createHandler(init)
  *   { session, id, task }                 → { id, result } | { id, error }   (error: a `WireError`)
  *   { close: session }                    → the handler (and its keys) dropped
+ *   { load: script }                      → the script imported ahead of its sessions (no reply)
  */
 import { parentPort } from 'node:worker_threads';
 import { wireError } from './wire-error.js';
@@ -24,6 +25,7 @@ export interface TaskScript<TInit = unknown, TTask = unknown> {
 export type PoolMessage =
   | { readonly open: { readonly session: number; readonly script: string; readonly init: unknown } }
   | { readonly close: number }
+  | { readonly load: string }
   | { readonly session: number; readonly id: number; readonly task: unknown };
 
 const sessions = new Map<number, Promise<TaskHandler>>();
@@ -34,6 +36,11 @@ parentPort!.on('message', (msg: PoolMessage) => {
     const handler = import(script).then((m: TaskScript) => m.createHandler(init));
     handler.catch(() => undefined); // reported to each task of the session
     sessions.set(session, handler);
+    return;
+  }
+  if ('load' in msg) {
+    // A failure shows again, and is reported, when a session opens the script.
+    import(msg.load).catch(() => undefined);
     return;
   }
   if ('close' in msg) {

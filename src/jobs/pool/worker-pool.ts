@@ -100,6 +100,17 @@ export class WorkerPool {
     }
   }
 
+  /**
+   * Starts the threads now, if they have not started, and has each import
+   * `script`: a job sure to need them (an image backup) boots them while the
+   * key is derived instead of after its first read.
+   */
+  warm(script: URL): void {
+    if (this.closed || this.failure) return;
+    if (this.slots.length === 0) this.start();
+    this.post({ load: script.href });
+  }
+
   /** Number of threads: the budget every session shares. */
   get size(): number {
     return this.threads;
