@@ -5,6 +5,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitRestore(env, exports);
   InitWalk(env, exports);
   InitXattr(env, exports);
+  InitMapScan(env, exports);
   return exports;
 }
 

@@ -6,3 +6,4 @@
 void InitRestore(Napi::Env env, Napi::Object exports);
 void InitWalk(Napi::Env env, Napi::Object exports);
 void InitXattr(Napi::Env env, Napi::Object exports);
+void InitMapScan(Napi::Env env, Napi::Object exports);

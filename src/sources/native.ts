@@ -1,9 +1,9 @@
 /**
  * The holdfast_native addon (binding.gyp, native/): the system calls Node
- * offers not at all with Buffer paths (the xattr family) or only one entry
+ * offers not at all with Buffer paths (the xattr family), only one entry
  * per call (a folder's names and their lstat; restored files' open, write,
- * metadata and close). `npm ci` builds it with
- * node-gyp into build/Release.
+ * metadata and close) or not at all (mmap, for the image backups' scan).
+ * `npm ci` builds it with node-gyp into build/Release.
  */
 
 import { createRequire } from 'node:module';
@@ -40,6 +40,16 @@ export interface NativeAddon {
    * the others are written.
    */
   writeFiles(data: Uint8Array, paths: readonly Uint8Array[], fields: Float64Array): (number | string)[] | undefined;
+  /**
+   * An image backup's scan of `length` bytes of `fd` at `position` (a
+   * multiple of the page size) without copying them (native/mapscan.cc): per
+   * block its kind into `kinds` (block-protocol.ts `BlockKind`) and its
+   * fingerprint (crypto.ts `fingerprint` under `fpKey`; zeros for a zero
+   * block) into `fingerprints`, a block whose fingerprint is not the one in
+   * `expect` copied into `copyTo` at its offset. Returns 0, the errno of a
+   * failed mmap, or -1 when the source ended inside the range (SIGBUS).
+   */
+  scanMapped(fd: number, position: number, length: number, blockSize: number, fpKey: Uint8Array, expect: Uint8Array, kinds: Uint8Array, fingerprints: Uint8Array, copyTo: Uint8Array): number;
 }
 
 /** Numbers per path in `NativeAddon.writeFiles`'s `fields`. */

@@ -42,6 +42,12 @@ export interface ScanTask {
   readonly blockSize: number;
   /** 16 bytes per block: the cached fingerprint, or zeros for none. */
   readonly expect: Uint8Array;
+  /**
+   * The slot was not read: the worker maps these bytes of the source (a
+   * file or block device open in the process) and copies into `data` only
+   * the blocks it finds changed.
+   */
+  readonly source?: { readonly fd: number; readonly position: number };
 }
 
 export interface ScanResult {
@@ -51,6 +57,8 @@ export interface ScanResult {
   readonly fingerprints: Uint8Array;
   /** 32 bytes per block: the keyed id of changed blocks (zeros otherwise). */
   readonly ids: Uint8Array;
+  /** With `source`: the errno of a mapping that failed (nothing scanned; read the slot instead), or -1 when the source ended inside the range. */
+  readonly mapError?: number;
 }
 
 export interface SealTask {

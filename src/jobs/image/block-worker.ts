@@ -11,6 +11,7 @@ import { isZero } from '../../core/zeros.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
 import { fingerprint, fingerprintKey, FP_BYTES } from '../../core/crypto.js';
+import { native } from '../../sources/native.js';
 import type { TaskHandler } from '../pool/pool-worker.js';
 import { wireError } from '../pool/wire-error.js';
 import { BlockKind, type BlockInit, type BlockTask, type ScanResult, type ScanTask, type SealResult, type SealTask, type SealedBlock, type UnpackResult, type UnpackTask } from './block-protocol.js';
@@ -43,6 +44,14 @@ function scan(t: ScanTask): ScanResult {
   const kinds = new Uint8Array(n);
   const fingerprints = new Uint8Array(n * FP_BYTES);
   const ids = new Uint8Array(n * 32);
+  if (t.source) {
+    const mapError = native.scanMapped(t.source.fd, t.source.position, t.length, t.blockSize, fpKey, t.expect, kinds, fingerprints, new Uint8Array(t.data, 0, t.length));
+    if (mapError !== 0) return { kinds, fingerprints, ids, mapError };
+    for (let i = 0; i < n; i++) {
+      if (kinds[i] === BlockKind.Changed) ids.set(Buffer.from(blobIdHex(keys, blockAt(t.data, t.length, t.blockSize, i)), 'hex'), i * 32);
+    }
+    return { kinds, fingerprints, ids };
+  }
   const expect = buf(t.expect);
   for (let i = 0; i < n; i++) {
     const block = blockAt(t.data, t.length, t.blockSize, i);

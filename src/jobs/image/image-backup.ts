@@ -10,7 +10,9 @@
  *       parent's id, not read
  *     for each run of used blocks, in order, in slots of ~8 MiB
  *     (SharedArrayBuffers; several in flight, read ahead of the workers):
- *       read the slot → scan in a block worker: zero? fingerprint equals the
+ *       read the slot (a file or device: the block worker maps the range
+ *         instead and copies only changed blocks into the slot)
+ *       → scan in a block worker: zero? fingerprint equals the
  *         changed-block cache's (and its id is still indexed)? → reuse the id
  *         else keyed id → the repository has it? reuse : seal in a worker → pack
  *   stream (stdin or a producer's output): the same, slot by slot as bytes
@@ -223,6 +225,8 @@ export class ImageBackup {
   private slotWaiters: (() => void)[] = [];
   private failure: unknown;
   private readonly inFlight = new Set<Promise<void>>();
+  /** Whether the block workers map a file or device input rather than the main thread reading it; off once a mapping fails. */
+  private mapping = true;
   /** This backup's write session: its statistics are the snapshot's. */
   private readonly writer: RepositoryWriter;
 
@@ -323,9 +327,9 @@ export class ImageBackup {
     for (const f of w) f();
   }
 
-  /** Processes a filled slot in the background; the slot is released when done. */
-  private dispatch(slot: Slot, firstBlock: number, length: number): void {
-    const p = this.processSlot(slot, firstBlock, length)
+  /** Processes a filled slot (or one to map, `source`) in the background; the slot is released when done. */
+  private dispatch(slot: Slot, firstBlock: number, length: number, source?: { fd: number; position: number }): void {
+    const p = this.processSlot(slot, firstBlock, length, source)
       .catch((e: unknown) => {
         this.failure ??= e;
       })
@@ -366,7 +370,26 @@ export class ImageBackup {
     return this.parentReader.blockId(b);
   }
 
-  private async processSlot(slot: Slot, firstBlock: number, length: number): Promise<void> {
+  /**
+   * Scans a slot's blocks: read into the slot already, or (`source`) mapped
+   * by the worker, which copies only the changed blocks into the slot. A
+   * mapping that fails turns mapping off and the slot is read instead.
+   */
+  private async scanSlot(slot: Slot, length: number, expect: Uint8Array, source: { fd: number; position: number } | undefined): Promise<ScanResult> {
+    const task = { kind: 'scan' as const, data: slot.sab, length, blockSize: this.blockSize, expect };
+    if (source && this.mapping) {
+      const scan = await this.pool!.run<ScanResult>({ ...task, source });
+      if (scan.mapError === undefined) return scan;
+      const { input } = this.opts;
+      if (scan.mapError === -1) throw new SourceShrankError(input.path, input.size ?? 0, await input.currentSize?.() ?? source.position);
+      this.mapping = false;
+      const got = await input.readAt!(slot.buf, 0, length, source.position);
+      if (got < length) throw new SourceShrankError(input.path, input.size ?? 0, source.position + got);
+    }
+    return this.pool!.run<ScanResult>(task);
+  }
+
+  private async processSlot(slot: Slot, firstBlock: number, length: number, source?: { fd: number; position: number }): Promise<void> {
     const pool = this.pool!;
     const n = Math.ceil(length / this.blockSize);
     const expect = new Uint8Array(n * FP_BYTES);
@@ -381,7 +404,7 @@ export class ImageBackup {
         }
       }
     }
-    const scan = await pool.run<ScanResult>({ kind: 'scan', data: slot.sab, length, blockSize: this.blockSize, expect });
+    const scan = await this.scanSlot(slot, length, expect, source);
     const toSeal: { index: number; id: string }[] = [];
     for (let i = 0; i < n; i++) {
       const b = firstBlock + i;
@@ -470,6 +493,14 @@ export class ImageBackup {
         const slot = await this.takeSlot();
         const pos = b * bs;
         const length = Math.min(n * bs, size - pos);
+        if (input.fd !== undefined && this.mapping) {
+          // The worker maps the bytes: nothing is copied but the changed blocks.
+          this.counts.bytesRead += length;
+          this.dispatch(slot, b, length, { fd: input.fd, position: pos });
+          this.bytesDone = Math.max(this.bytesDone, pos + length);
+          this.progress(size);
+          continue;
+        }
         let got: number;
         try {
           got = await input.readAt!(slot.buf, 0, length, pos);

@@ -60,6 +60,8 @@ export interface ImageInput {
    * devices). Returns the bytes read: fewer only at the end of the source.
    */
   readAt?(buf: Buffer, offset: number, length: number, position: number): Promise<number>;
+  /** The open descriptor of a raw file or block device, which an image backup's block workers may map instead of reading it. */
+  readonly fd?: number;
   /** The bytes of a stream. */
   readonly stream?: AsyncIterable<Uint8Array>;
   /** Size now (files and devices), to notice a source that changed size. */
@@ -155,6 +157,7 @@ export async function openImageInput(path: string, opts: OpenImageOptions = {}):
       ...(dev ? { devNo: dev } : {}),
       random,
       readAt,
+      fd: fh.fd,
       currentSize: async () => (await sizeOf(await fh.stat(), path)).size,
       close: async () => {
         if (closed) return;
