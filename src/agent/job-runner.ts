@@ -9,7 +9,9 @@
  * restorer, the checker, the restore test. Prints nothing: what happens goes to the job's
  * reporter, how it ended is the result (or the error thrown). The trees of
  * the last file backup stay in memory (TreeCache), so that the next one,
- * whose parent that backup is, reads no parent tree from the disk safe.
+ * whose parent that backup is, reads no parent tree from the disk safe, and
+ * so does the folder-scan worker of file backups (DirScanner), started by
+ * the first backup of a large tree and kept for the next.
  *
  *   open (once)   backend https://server/safes/NAME, retried, rate-limited
  *                 → Repository.open(password, loadIndex) → WorkerPool
@@ -23,6 +25,7 @@ import { isBackupKind, type BackupSpec, type CheckSpec, type CommandBackupSpec, 
 import { Archiver, type BackupProgress, type BackupResult } from '../jobs/backup/archiver.js';
 import { backupDatabase, databaseSnapshotPath, type DatabaseSource } from '../jobs/backup/database-backup.js';
 import { existingPaths } from '../jobs/backup/existing-paths.js';
+import { DirScanner } from '../jobs/backup/dir-scanner.js';
 import { ExcludeRules } from '../jobs/backup/excludes.js';
 import { TreeCache } from '../jobs/backup/tree-cache.js';
 import { Checker } from '../jobs/check/checker.js';
@@ -154,6 +157,8 @@ export class AgentSession {
   private readonly me: ProcessIdentity = processIdentity();
   /** The trees of the last file backup: the parent of the next one. */
   private readonly trees = new TreeCache();
+  /** The folder-scan worker of file backups, kept between them; started when first used, again if it died. */
+  private scanWorker: DirScanner | undefined;
   /** Snapshots the server said are damaged (a job's `damaged_snapshots`): never a parent. */
   private readonly damaged = new Set<string>();
   /** The census of the running backup job: the snapshots its listings found failing their MAC (see `inSession`). */
@@ -328,7 +333,7 @@ export class AgentSession {
       if (parent) events.log(`using parent snapshot ${parent.id.slice(0, 8)}`);
       const archive = (views: readonly PathView[]): Promise<BackupResult> => new Archiver(this.repo, {
         paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name,
-        excludes: new ExcludeRules({ patterns: spec.excludes ?? [] }), trees: this.trees,
+        excludes: new ExcludeRules({ patterns: spec.excludes ?? [] }), trees: this.trees, scanner: this.scanner(),
         onWarning: (path, message) => events.log(`${path}: ${message}`),
         onProgress: this.backupProgress(events),
         ...(views.length > 0 ? { views } : {}),
@@ -346,6 +351,15 @@ export class AgentSession {
     // A path of the job that is not there is a typo or a lost mount: the job says so as `holdfast backup` does (exit 3), not as a plain success.
     if (skipped > 0) Object.assign(result, { incomplete: true, paths_skipped: skipped });
     return { ...result, parent_trees: { in_memory: r.trees?.hits ?? 0, loaded: r.trees?.misses ?? 0 } };
+  }
+
+  /** The kept folder-scan worker; a new one when there is none yet or it died. */
+  private scanner(): DirScanner {
+    if (this.scanWorker?.failed !== false) {
+      void this.scanWorker?.close();
+      this.scanWorker = new DirScanner();
+    }
+    return this.scanWorker;
   }
 
   private async commandBackup(spec: CommandBackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
@@ -543,6 +557,8 @@ export class AgentSession {
 
   /** Stops the worker threads and zeroes the key; idempotent. */
   async close(): Promise<void> {
+    await this.scanWorker?.close();
+    this.scanWorker = undefined;
     await this.pool.close();
     this.repo.close();
   }

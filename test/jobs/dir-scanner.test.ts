@@ -78,6 +78,32 @@ describe('DirScanner', () => {
     }
   });
 
+  it('serves backup after backup when kept: a walk left halfway is stopped and what it listed ahead dropped', async () => {
+    const s = new DirScanner({}, 1);
+    try {
+      const first = s.forBackup();
+      // The worker is now held one entry ahead, halfway through the tree.
+      assert.deepEqual(await first.list(Buffer.from(p()), undefined), here(p()));
+      assert.deepEqual(await first.list(Buffer.from(p('a')), undefined), here(p('a')));
+      await first.close();
+      // The next backup starts where it wants, with its own exclude rules, and finds nothing of the first walk.
+      const second = s.forBackup({ patterns: ['a1'] });
+      for (const d of [p(), p('a'), p('a', 'a2'), p('b'), p('d')]) assert.deepEqual(await second.list(Buffer.from(d), undefined), here(d), d);
+      await second.close();
+      // One that walked to the end leaves nothing either.
+      const third = s.forBackup();
+      assert.deepEqual(await third.list(Buffer.from(p('b')), undefined), here(p('b')));
+      assert.deepEqual(await third.list(Buffer.from(p('b', 'b1')), undefined), here(p('b', 'b1')));
+      await third.close();
+      const fourth = s.forBackup();
+      assert.deepEqual(await fourth.list(Buffer.from(p('d')), undefined), here(p('d')));
+      await fourth.close();
+      assert.equal(s.failed, false);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('closes while the worker waits for the walk to catch up', async () => {
     const s = new DirScanner({}, 1);
     await s.list(Buffer.from(p()), undefined);

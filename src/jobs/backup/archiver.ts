@@ -87,6 +87,13 @@ export interface BackupOptions extends SnapshotOrigin, JobPoolOptions {
    */
   readonly trees?: TreeCache;
   /**
+   * A folder-scan worker kept by a long-running process (the agent) between
+   * its backups, which this backup uses instead of starting its own (one
+   * backup at a time); without it, a backup of a large tree starts a worker
+   * and stops it at its end.
+   */
+  readonly scanner?: DirScanner;
+  /**
    * Point-in-time views of some of `paths` (`withFsSnapshots`): what is
    * below such a path is read from its view, and recorded under the path
    * and with the original's device number, as if read in place.
@@ -384,7 +391,8 @@ export class Archiver {
     const root = await this.withPool(async () => {
       // A small tree, by its parent's count, is listed here: the scan worker costs more to start than it saves.
       const entries = parent ? parent.snapshot.summary.filesNew + parent.snapshot.summary.filesChanged + parent.snapshot.summary.filesUnchanged + parent.snapshot.summary.dirs : Infinity;
-      this.scanner = entries <= INLINE_LISTING_ENTRIES ? new InlineLister() : new DirScanner(this.opts.excludes?.options);
+      const excludes = this.opts.excludes?.options;
+      this.scanner = entries <= INLINE_LISTING_ENTRIES ? new InlineLister() : this.opts.scanner?.forBackup(excludes) ?? new DirScanner(excludes);
       try {
         const pending = await this.scheduleSelection(SLASH, selectionOf(this.opts.paths), parent?.snapshot.tree);
         await this.sendBatch();

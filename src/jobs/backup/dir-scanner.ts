@@ -18,6 +18,12 @@
  * of microtasks, during which events would wait. When the next listing is
  * not there yet, the walk blocks on a counter the worker bumps after each
  * one (Atomics.wait).
+ *
+ * A long-running process (the agent) keeps one scanner between its backups
+ * (`forBackup`): the worker's start (a thread, an isolate, its modules loaded
+ * and compiled) is paid once, and the listing code stays compiled. Each
+ * backup then gives its own exclude rules with each walk, and its end stops
+ * the walk it left unfinished and drops what the worker listed ahead.
  */
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { listDirStats, listedEntries, type DirListing, type ListedEntry, type ReadError } from '../../sources/file-tree.js';
@@ -28,18 +34,18 @@ export interface ScanWorkerData {
   readonly port: MessagePort;
   /** Int32 counters shared with the walk (`Counter`). */
   readonly counters: SharedArrayBuffer;
-  readonly excludes: ExcludeOptions;
   /** How far, in entries, the worker may list ahead of the walk. */
   readonly held: number;
 }
 
-/** A walk to make: the folder and the devices it may enter (undefined: any). */
+/** A walk to make: the folder, the devices it may enter (undefined: any), the rules by which it enters no folder the backup leaves out. */
 export interface ScanRequest {
   readonly dir: Uint8Array;
   readonly devices?: readonly bigint[];
+  readonly excludes: ExcludeOptions;
 }
 
-/** What the worker posts: a folder's listing, or the end of a walk. */
+/** What the worker posts: a folder's listing, or the end of a walk (finished, or stopped by `Counter.Stop`). */
 export type ScanMessage = { readonly dir: string; readonly listing: DirListing | { error: ReadError } } | { readonly done: true };
 
 /** Indexes into the shared counters. */
@@ -48,7 +54,7 @@ export const enum Counter {
   Posted = 0,
   /** Entries in listings the walk has taken (modulo 2^32). */
   Taken = 1,
-  /** Set to 1 when the walk stops: the worker must not wait any longer. */
+  /** Set to 1 when the walk stops (the backup ended, or the scanner closes): the worker must not wait any longer. */
   Stop = 2,
 }
 
@@ -84,8 +90,8 @@ export class InlineLister implements FolderLister {
 }
 
 export class DirScanner implements FolderLister {
-  private readonly worker: Worker;
-  private readonly port: MessagePort;
+  /** The worker and the port it posts to, once the first walk started them. */
+  private thread: { readonly worker: Worker; readonly port: MessagePort } | undefined;
   private readonly counters = new Int32Array(new SharedArrayBuffer(3 * 4));
   private failure: Error | undefined;
   /** Messages taken from the port and not yet used, from `head` on. */
@@ -93,17 +99,22 @@ export class DirScanner implements FolderLister {
   private head = 0;
   private walking = false;
 
-  /** `excludes`: the rules by which the worker enters no folder the walk leaves out; `held`: how far, in entries, it may list ahead. */
-  constructor(excludes: ExcludeOptions = {}, held = HELD_ENTRIES) {
+  /** `excludes`: the rules by which the worker enters no folder the walk leaves out (until `forBackup` gives others); `held`: how far, in entries, it may list ahead. */
+  constructor(private excludes: ExcludeOptions = {}, private readonly held = HELD_ENTRIES) {}
+
+  /** The worker, started by the first walk (a scanner kept for backups that list on the main thread never starts one). */
+  private started(): { readonly worker: Worker; readonly port: MessagePort } {
+    if (this.thread) return this.thread;
     const { port1, port2 } = new MessageChannel();
-    this.port = port1;
-    const workerData: ScanWorkerData = { port: port2, counters: this.counters.buffer as SharedArrayBuffer, excludes, held };
-    this.worker = new Worker(WORKER_URL, { workerData, transferList: [port2] });
+    const workerData: ScanWorkerData = { port: port2, counters: this.counters.buffer as SharedArrayBuffer, held: this.held };
+    const worker = new Worker(WORKER_URL, { workerData, transferList: [port2] });
     const die = (e: Error): void => {
       this.failure ??= new Error(`the folder-scan worker failed: ${e.message}`);
     };
-    this.worker.on('error', die);
-    this.worker.on('exit', (code) => die(new Error(`exited with code ${code}`)));
+    worker.on('error', die);
+    worker.on('exit', (code) => die(new Error(`exited with code ${code}`)));
+    this.thread = { worker, port: port1 };
+    return this.thread;
   }
 
   /**
@@ -126,15 +137,55 @@ export class DirScanner implements FolderLister {
       }
       if (this.failure) throw this.failure;
       if (!this.walking) {
-        const request: ScanRequest = devices ? { dir, devices: [...devices] } : { dir };
-        this.port.postMessage(request);
+        const request: ScanRequest = devices ? { dir, devices: [...devices], excludes: this.excludes } : { dir, excludes: this.excludes };
+        this.started().port.postMessage(request);
         this.walking = true;
         continue;
       }
-      const posted = Atomics.load(this.counters, Counter.Posted);
-      if (this.head < this.queue.length || this.receive()) continue;
-      if (Atomics.wait(this.counters, Counter.Posted, posted, WAIT_MS) === 'timed-out') await new Promise((r) => setImmediate(r));
+      await this.waitForMessage();
     }
+  }
+
+  /** Blocks until the worker posts again, letting events in now and then (a worker that died says so through one). */
+  private async waitForMessage(): Promise<void> {
+    const posted = Atomics.load(this.counters, Counter.Posted);
+    if (this.head < this.queue.length || this.receive()) return;
+    if (Atomics.wait(this.counters, Counter.Posted, posted, WAIT_MS) === 'timed-out') await new Promise((r) => setImmediate(r));
+  }
+
+  /** Whether the worker died: a scanner kept between backups is then replaced. */
+  get failed(): boolean {
+    return this.failure !== undefined;
+  }
+
+  /**
+   * This scanner as the lister of one backup whose folders the worker enters
+   * by `excludes`; closing that lister ends the backup's walk (`endWalk`) and
+   * leaves the worker running for the next backup. One backup at a time.
+   */
+  forBackup(excludes: ExcludeOptions = {}): FolderLister {
+    this.excludes = excludes;
+    return { list: (dir, devices) => this.list(dir, devices), close: () => this.endWalk() };
+  }
+
+  /**
+   * Stops the walk under way, if any, and drops the listings it made ahead,
+   * counted as taken, so that the next backup's walk starts from nothing and
+   * the worker's lead is measured from zero again.
+   */
+  private async endWalk(): Promise<void> {
+    if (this.walking) Atomics.store(this.counters, Counter.Stop, 1);
+    Atomics.notify(this.counters, Counter.Taken);
+    while (this.walking && !this.failure) {
+      for (let m = this.next(); m; m = this.next()) {
+        if ('done' in m) this.walking = false;
+        else if (!('error' in m.listing)) Atomics.add(this.counters, Counter.Taken, m.listing.ends.length);
+      }
+      if (this.walking) await this.waitForMessage();
+    }
+    this.queue = [];
+    this.head = 0;
+    Atomics.store(this.counters, Counter.Stop, 0);
   }
 
   /** The next message, from the queue or the port. */
@@ -150,15 +201,19 @@ export class DirScanner implements FolderLister {
       this.head = 0;
     }
     const before = this.queue.length;
-    for (let m = receiveMessageOnPort(this.port); m; m = receiveMessageOnPort(this.port)) this.queue.push(m.message as ScanMessage);
+    const port = this.thread?.port;
+    if (!port) return false;
+    for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) this.queue.push(m.message as ScanMessage);
     return this.queue.length > before;
   }
 
   /** Stops the worker (one waiting for the walk to catch up included). */
   async close(): Promise<void> {
+    const t = this.thread;
+    if (!t) return;
     Atomics.store(this.counters, Counter.Stop, 1);
     Atomics.notify(this.counters, Counter.Taken);
-    this.port.close();
-    await this.worker.terminate();
+    t.port.close();
+    await t.worker.terminate();
   }
 }

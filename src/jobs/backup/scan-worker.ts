@@ -1,16 +1,17 @@
 /**
  * The folder-scan worker of file backups (see `DirScanner`): walks the tree
  * below each folder it is sent, depth-first in name order, and posts each
- * folder's listing, waiting whenever it is `held` entries ahead of the walk.
+ * folder's listing, waiting whenever it is `held` entries ahead of the walk,
+ * and then the end of that walk, also when the walk stopped it: a scanner
+ * kept between backups waits for that end before the next backup's walk.
  */
 import { workerData } from 'node:worker_threads';
 import { childPath, listDirStats, listedFolders } from '../../sources/file-tree.js';
 import { ExcludeRules } from './excludes.js';
 import { Counter, SCAN_PATH_LIMIT, type ScanMessage, type ScanRequest, type ScanWorkerData } from './dir-scanner.js';
 
-const { port, counters: shared, excludes: options, held } = workerData as ScanWorkerData;
+const { port, counters: shared, held } = workerData as ScanWorkerData;
 const counters = new Int32Array(shared);
-const excludes = new ExcludeRules(options);
 /** Entries posted (modulo 2^32, as the walk counts what it took). */
 let posted = 0;
 
@@ -30,8 +31,8 @@ function caughtUp(): boolean {
   }
 }
 
-/** Lists `dir` and the folders below it; false once the walk has stopped. */
-function walk(dir: Buffer, devices: ReadonlySet<bigint> | undefined): boolean {
+/** Lists `dir` and the folders below it, entering none `excludes` leaves out; false once the walk has stopped. */
+function walk(dir: Buffer, devices: ReadonlySet<bigint> | undefined, excludes: ExcludeRules): boolean {
   if (!caughtUp()) return false;
   const listing = listDirStats(dir);
   if ('error' in listing) {
@@ -50,11 +51,12 @@ function walk(dir: Buffer, devices: ReadonlySet<bigint> | undefined): boolean {
   }
   posted = (posted + listing.ends.length) | 0;
   post({ dir: dir.toString('latin1'), listing }, [listing.names.buffer, listing.ends.buffer, listing.fields.buffer] as ArrayBuffer[]);
-  for (const d of below) if (!walk(d, devices)) return false;
+  for (const d of below) if (!walk(d, devices, excludes)) return false;
   return true;
 }
 
 port.on('message', (r: ScanRequest) => {
   const dir = Buffer.from(r.dir.buffer, r.dir.byteOffset, r.dir.byteLength);
-  if (walk(dir, r.devices ? new Set(r.devices) : undefined)) post({ done: true });
+  walk(dir, r.devices ? new Set(r.devices) : undefined, new ExcludeRules(r.excludes));
+  post({ done: true });
 });
