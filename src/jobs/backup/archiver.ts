@@ -27,9 +27,10 @@
  *   worker answers, then its sealed output until stored).
  *   At the end: flush packs and index, write the snapshot with every blob id.
  *
- * Each scheduled entry yields a `Pending` whose `done` promise resolves to
- * its node (or undefined when it is skipped): a folder's tree is written
- * when its children's promises resolve, so the walk never waits for work.
+ * Each scheduled entry yields a `Pending`: its node at once when no work is
+ * left (an unchanged file, a symlink), else a `done` promise that resolves to
+ * it (undefined when it is skipped): a folder's tree is written when its
+ * children's promises resolve, so the walk never waits for work.
  *
  * A file that cannot be read, or changes or vanishes while being read, is a
  * warning: the backup completes and the snapshot is marked incomplete.
@@ -118,15 +119,16 @@ export interface BackupProgress {
   readonly current: string;
 }
 
-/** Progress whose `current` path becomes text only when read (the archiver reports every file). */
+/** Progress whose `current` path becomes text only when read (the archiver reports every file): `path`, or `name` in the folder `path`. */
 class RunningTotals implements BackupProgress {
   files = 0;
   dirs = 0;
   bytes = 0;
   errors = 0;
   path: Buffer = Buffer.alloc(0);
+  name: Buffer | undefined;
   get current(): string {
-    return this.path.toString();
+    return (this.name === undefined ? this.path : childPath(this.path, this.name)).toString();
   }
 }
 
@@ -146,10 +148,11 @@ export interface StreamFile {
   open(): AsyncIterable<Uint8Array>;
 }
 
-/** A scheduled entry; `done` resolves to its node, or undefined when skipped. */
-interface Pending {
-  readonly done: Promise<TreeNode | undefined>;
-}
+/** A scheduled entry: its `node` now, or `done`, which resolves to it; undefined when it is skipped. */
+type Pending = { readonly node: TreeNode | undefined; readonly done?: undefined } | { readonly done: Promise<TreeNode | undefined> };
+
+/** The node of a scheduled entry, or the promise of it. */
+const nodeOf = (p: Pending): TreeNode | undefined | Promise<TreeNode | undefined> => (p.done === undefined ? p.node : p.done);
 
 /**
  * Small files (up to half the chunker's maximum chunk) are stored in batches;
@@ -189,7 +192,7 @@ const OWN_SNAPSHOT = `.${SNAPSHOT_PREFIX}`;
 const DOT = Buffer.from('/.');
 
 
-const settled = (v: TreeNode | undefined): Pending => ({ done: Promise.resolve(v) });
+const settled = (node: TreeNode | undefined): Pending => ({ node });
 
 const EMPTY: NodesByName = new Map();
 
@@ -278,7 +281,7 @@ export class Archiver {
   private gate!: Gate;
   private batch: Batch = { jobs: [], bytes: 0, finish: [] };
   /** Files with several names read in this backup, by device and inode. */
-  private readonly linked = new Map<string, { st: EntryStat; done: Promise<TreeNode | undefined> }>();
+  private readonly linked = new Map<string, { st: EntryStat; pending: Pending }>();
   /** Settles once the last large file queued has been read (`oneLargeAtATime`). */
   private large: Promise<unknown> = Promise.resolve();
   /** Settles once the last result handed to the pool has been stored (`inWalkOrder`). */
@@ -313,8 +316,9 @@ export class Archiver {
     return undefined;
   }
 
-  private report(path: Buffer): void {
+  private report(path: Buffer, name?: Buffer): void {
     this.progress.path = path;
+    this.progress.name = name;
     this.opts.onProgress?.(this.progress);
   }
 
@@ -396,7 +400,7 @@ export class Archiver {
       try {
         const pending = await this.scheduleSelection(SLASH, selectionOf(this.opts.paths), parent?.snapshot.tree);
         await this.sendBatch();
-        const node = await pending.done;
+        const node = await nodeOf(pending);
         if (this.fatal) throw this.fatal;
         return node!;
       } finally {
@@ -504,7 +508,8 @@ export class Archiver {
       const nodes: TreeNode[] = [];
       let same = prev !== undefined;
       for (let i = 0; i < children.length; i++) {
-        const n = await children[i]!.done;
+        const c = children[i]!;
+        const n = c.done === undefined ? c.node : await c.done;
         if (!n) continue;
         nodes.push(n);
         // sameNode compares the names too.
@@ -663,19 +668,18 @@ export class Archiver {
   }
 
   /**
-   * A folder's entries with their stats and paths. The scan worker lists a
+   * A folder's entries with their stats, and where each is reached for
+   * system calls (`sysOf`, given the entry's path). The scan worker lists a
    * folder whose entries all have short paths; longer ones are read here,
    * each entry reached through the path shortener.
    */
-  private async listDir(path: Buffer, sys: PosixPath): Promise<{ entry: ListedEntry; path: Buffer; sys: PosixPath }[] | { error: ReadError }> {
+  private async listDir(path: Buffer, sys: PosixPath): Promise<{ entries: ListedEntry[]; sysOf: (i: number, p: Buffer) => PosixPath } | { error: ReadError }> {
     // The folder in its view, or `path` itself; a long one was turned into a /proc/self/fd path (`sys`), which stays here.
     const dir = this.views.length === 0 ? path : this.inView(path);
     if (dir.length < SCAN_PATH_LIMIT) {
       const listed = await this.scanner.list(dir, this.opts.oneFileSystem === true ? this.rootDevices : undefined);
-      return 'error' in listed ? listed : listed.map((entry) => {
-        const p = childPath(path, entry.name);
-        return { entry, path: p, sys: dir === path ? p : childPath(dir, entry.name) };
-      });
+      if ('error' in listed) return listed;
+      return { entries: listed, sysOf: dir === path ? (_, p) => p : (i) => childPath(dir, listed[i]!.name) };
     }
     let names: Buffer[];
     try {
@@ -683,47 +687,87 @@ export class Archiver {
     } catch (e) {
       return { error: errorOf(e) };
     }
-    const out: { entry: ListedEntry; path: Buffer; sys: PosixPath }[] = [];
+    const entries: ListedEntry[] = [];
+    const syses: PosixPath[] = [];
     for (const name of names) {
-      const p = childPath(path, name);
-      const s = await this.sys(p);
+      const s = await this.sys(childPath(path, name));
+      syses.push(s);
       try {
-        out.push({ entry: { name, st: statEntrySync(s) }, path: p, sys: s });
+        entries.push({ name, st: statEntrySync(s) });
       } catch (e) {
-        out.push({ entry: { name, error: errorOf(e) }, path: p, sys: s });
+        entries.push({ name, error: errorOf(e) });
       }
     }
-    return out;
+    return { entries, sysOf: (i) => syses[i]! };
   }
 
+  /**
+   * A folder's entries, scheduled in name order. An unchanged file whose
+   * node would be its parent's node as it is (`sameFile`, most of an
+   * incremental) takes that node, without a path, a node or a promise of its
+   * own.
+   */
   private async scheduleDir(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, xattrs: readonly Xattr[] | undefined, prev: TreeNode | undefined): Promise<Pending> {
-    let entries: { entry: ListedEntry; path: Buffer; sys: PosixPath }[] = [];
+    let listed: { entries: ListedEntry[]; sysOf: (i: number, p: Buffer) => PosixPath } = { entries: [], sysOf: (_, p) => p };
     if (this.entered(st)) {
-      const listed = await this.listDir(path, sys);
-      if ('error' in listed) {
-        this.warn(path, listed.error.message);
+      const l = await this.listDir(path, sys);
+      if ('error' in l) {
+        this.warn(path, l.error.message);
         return settled(undefined);
       }
-      entries = listed;
+      listed = l;
     }
+    const { entries, sysOf } = listed;
     const rules = this.opts.excludes;
-    if (rules) {
-      const kept = rules.keptIn(sys, entries.length, (i) => entries[i]!.entry.name);
-      entries = entries.filter(({ entry, path: p }) => (kept === undefined || kept(entry.name)) && !rules.excludesPath(p)
-        && !(entry.st && rules.excludesSize(entry.st.type, entry.st.size)));
-    }
+    const kept = rules?.keptIn(sys, entries.length, (i) => entries[i]!.name);
+    const byPath = rules !== undefined && !rules.paths.empty;
     const prevSubtree = prev?.type === 'dir' ? prev.subtree : undefined;
     const parents = await this.parentNodes(prevSubtree);
     const children: Pending[] = [];
     const of: (TreeNode | undefined)[] = [];
-    for (const { entry, path: p, sys: s } of entries) {
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i]!;
+      if (rules && ((kept !== undefined && !kept(entry.name)) || (entry.st && rules.excludesSize(entry.st.type, entry.st.size)))) continue;
+      let p = byPath ? childPath(path, entry.name) : undefined;
+      if (p !== undefined && rules!.excludesPath(p)) continue;
       this.opts.signal?.throwIfAborted();
       if (this.fatal) throw this.fatal;
       const was = parents?.get(entry.name.toString('latin1'));
       of.push(was);
-      children.push(entry.error ? this.cannotStat(p, entry.error) : await this.scheduleStatted(p, s, entry.name, entry.st, was));
+      if (entry.st !== undefined && was !== undefined && this.sameFile(entry.st, was)) {
+        this.countUnchanged(entry.st, was);
+        this.report(path, entry.name);
+        this.opts.onFile?.(childPath(path, entry.name).toString(), 'unchanged');
+        children.push(settled(was));
+        continue;
+      }
+      p ??= childPath(path, entry.name);
+      if (entry.error) {
+        children.push(this.cannotStat(p, entry.error));
+        continue;
+      }
+      const scheduled = this.scheduleStatted(p, sysOf(i, p), entry.name, entry.st, was);
+      children.push(scheduled instanceof Promise ? await scheduled : scheduled);
     }
     return this.folder(name, st, xattrs, children, path, prevSubtree, parents === undefined ? undefined : { nodes: parents, of });
+  }
+
+  /** Counts an unchanged file as done, its content as the snapshot's. */
+  private countUnchanged(st: EntryStat, prev: TreeNode & { content: ContentEntry[] }): void {
+    this.filesUnchanged++;
+    this.progress.files++;
+    this.progress.bytes += st.size;
+    for (const c of prev.content) this.addEntry(c);
+  }
+
+  /**
+   * Whether a file is unchanged (`unchanged`) and the node made of it would
+   * be its parent's node as it is: the same mode, owner and link count, and
+   * so, the ctime being the same, the same extended attributes.
+   */
+  private sameFile(st: EntryStat, prev: TreeNode): prev is TreeNode & { content: ContentEntry[] } {
+    return st.type === 'file' && this.unchanged(st, prev) && prev.mode === st.mode && prev.uid === st.uid && prev.gid === st.gid && prev.links === st.links
+      && prev.user === this.names.user(st.uid) && prev.group === this.names.group(st.gid);
   }
 
   private unchanged(st: EntryStat, prev: TreeNode | undefined): prev is TreeNode & { content: ContentEntry[] } {
@@ -735,10 +779,7 @@ export class Archiver {
 
   private async scheduleFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, xattrs: readonly Xattr[] | undefined, prev: TreeNode | undefined): Promise<Pending> {
     if (this.unchanged(st, prev)) {
-      this.filesUnchanged++;
-      this.progress.files++;
-      this.progress.bytes += st.size;
-      for (const c of prev.content) this.addEntry(c);
+      this.countUnchanged(st, prev);
       this.report(path);
       this.opts.onFile?.(path.toString(), 'unchanged');
       return settled(this.node(name, st, { content: prev.content, ...(prev.fingerprint ? { fingerprint: prev.fingerprint } : {}) }, xattrs));
@@ -748,16 +789,16 @@ export class Archiver {
     const linkKey = st.links > 1 ? `${st.device}:${st.inode}` : undefined;
     const first = linkKey === undefined ? undefined : this.linked.get(linkKey);
     if (first && first.st.size === st.size && first.st.mtime === st.mtime && first.st.ctime === st.ctime) {
-      return this.track(this.sameContentAs(first.done, path, name, st, xattrs, wasFile));
+      return this.track(this.sameContentAs(first.pending, path, name, st, xattrs, wasFile));
     }
     const pending = await this.readFile(path, sys, name, st, xattrs, prev);
-    if (linkKey !== undefined) this.linked.set(linkKey, { st, done: pending.done });
+    if (linkKey !== undefined) this.linked.set(linkKey, { st, pending });
     return pending;
   }
 
   /** A hard link to a file read earlier in this backup gets that file's content. */
-  private async sameContentAs(first: Promise<TreeNode | undefined>, path: Buffer, name: Buffer, st: EntryStat, xattrs: readonly Xattr[] | undefined, wasFile: boolean): Promise<TreeNode | undefined> {
-    const n = await first;
+  private async sameContentAs(first: Pending, path: Buffer, name: Buffer, st: EntryStat, xattrs: readonly Xattr[] | undefined, wasFile: boolean): Promise<TreeNode | undefined> {
+    const n = await nodeOf(first);
     if (n?.content === undefined) {
       this.warn(path, 'not read: another name of this file could not be read');
       return undefined;
@@ -925,6 +966,7 @@ export class Archiver {
     }
     try {
       this.progress.path = path;
+      this.progress.name = undefined;
       const { content, size } = await this.streamContent(readAll(fh));
       const after = await fh.stat({ bigint: true });
       const changed = size !== st.size || after.mtimeNs !== st.mtime || after.ctimeNs !== st.ctime || Number(after.size) !== size;
@@ -971,6 +1013,7 @@ export class Archiver {
 
 /** True when two nodes would encode alike (the parent's tree can be reused). */
 function sameNode(a: TreeNode, b: TreeNode | undefined): boolean {
+  if (a === b) return true;
   if (!b) return false;
   if (a.type !== b.type || a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid || a.user !== b.user || a.group !== b.group
     || a.mtime !== b.mtime || a.ctime !== b.ctime || a.inode !== b.inode || a.device !== b.device || a.links !== b.links

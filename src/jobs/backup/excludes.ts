@@ -53,6 +53,11 @@ export class Excludes {
     return new Excludes(await readPatterns(patterns, files), await readPatterns(insensitive, insensitiveFiles));
   }
 
+  /** True when there is no pattern: no path is excluded (the walk then makes no path to ask about). */
+  get empty(): boolean {
+    return this.matchers.length === 0;
+  }
+
   /** True when the absolute path is excluded (a Buffer is decoded only when there are patterns: the walk asks for every entry). */
   matches(path: string | Buffer): boolean {
     if (this.matchers.length === 0) return false;
