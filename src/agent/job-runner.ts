@@ -326,19 +326,27 @@ export class AgentSession {
       ?? (previous === undefined ? null : findParent(snapshots, { hostname: previous, paths, image }));
   }
 
+  /**
+   * A backup of files. Its folders are listed by the kept scan worker, which
+   * starts walking the one path given while the session takes its lock and
+   * finds the parent (not when the paths are read from file-system
+   * snapshots, which do not exist yet).
+   */
   private async backup(spec: BackupSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
     const { paths, skipped } = await existingPaths(spec.paths, (line) => events.log(`warning: ${line}`));
+    const excludes = new ExcludeRules({ patterns: spec.excludes ?? [] });
+    const b = this.config.backup;
+    const lister = this.scanner().forBackup(excludes.options);
+    if (paths.length === 1 && paths[0] !== '/' && b?.fs_snapshot === undefined) lister.prefetch(Buffer.from(paths[0]!));
     const r = await this.inSession(events, signal, async (s, snapshots) => {
       const parent = this.parentOf(snapshots, paths, false);
       if (parent) events.log(`using parent snapshot ${parent.id.slice(0, 8)}`);
       const archive = (views: readonly PathView[]): Promise<BackupResult> => new Archiver(this.repo, {
-        paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name,
-        excludes: new ExcludeRules({ patterns: spec.excludes ?? [] }), trees: this.trees, scanner: this.scanner(),
+        paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name, excludes, trees: this.trees, lister,
         onWarning: (path, message) => events.log(`${path}: ${message}`),
         onProgress: this.backupProgress(events),
         ...(views.length > 0 ? { views } : {}),
       }).run();
-      const b = this.config.backup;
       // The paths are read from point-in-time snapshots of their file systems and recorded under their own names, as `holdfast backup --fs-snapshot` does.
       return b?.fs_snapshot === undefined ? archive([]) : withFsSnapshots(paths, {
         kind: b.fs_snapshot, host: hostname(), stateDir: FS_SNAPSHOT_DIR, freeze: b.freeze === true,
@@ -346,14 +354,14 @@ export class AgentSession {
         onWarning: (m) => events.log(`warning: ${m}`),
         onNote: (m) => events.log(m),
       }, archive);
-    });
+    }).finally(() => lister.close());
     const result = this.backupResult(r, events);
     // A path of the job that is not there is a typo or a lost mount: the job says so as `holdfast backup` does (exit 3), not as a plain success.
     if (skipped > 0) Object.assign(result, { incomplete: true, paths_skipped: skipped });
     return { ...result, parent_trees: { in_memory: r.trees?.hits ?? 0, loaded: r.trees?.misses ?? 0 } };
   }
 
-  /** The kept folder-scan worker; a new one when there is none yet or it died. */
+  /** The kept folder-scan worker (started by its first walk); a new one when there is none yet or it died. */
   private scanner(): DirScanner {
     if (this.scanWorker?.failed !== false) {
       void this.scanWorker?.close();

@@ -78,7 +78,7 @@ describe('DirScanner', () => {
     }
   });
 
-  it('serves backup after backup when kept: a walk left halfway is stopped and what it listed ahead dropped', async () => {
+  it('serves backup after backup when kept: a walk left halfway, or started ahead and never used, is stopped and what it listed dropped', async () => {
     const s = new DirScanner({}, 1);
     try {
       const first = s.forBackup();
@@ -98,6 +98,14 @@ describe('DirScanner', () => {
       const fourth = s.forBackup();
       assert.deepEqual(await fourth.list(Buffer.from(p('d')), undefined), here(p('d')));
       await fourth.close();
+      // A walk started ahead of the backup: what it listed is what the backup then finds, and one never used is dropped.
+      const unused = s.forBackup();
+      unused.prefetch(Buffer.from(p('a')));
+      await unused.close();
+      const ahead = s.forBackup();
+      ahead.prefetch(Buffer.from(p()));
+      for (const d of [p(), p('a'), p('a', 'a1'), p('b')]) assert.deepEqual(await ahead.list(Buffer.from(d), undefined), here(d), d);
+      await ahead.close();
       assert.equal(s.failed, false);
     } finally {
       await s.close();

@@ -88,12 +88,13 @@ export interface BackupOptions extends SnapshotOrigin, JobPoolOptions {
    */
   readonly trees?: TreeCache;
   /**
-   * A folder-scan worker kept by a long-running process (the agent) between
-   * its backups, which this backup uses instead of starting its own (one
-   * backup at a time); without it, a backup of a large tree starts a worker
-   * and stops it at its end.
+   * What lists this backup's folders, given by a long-running process (the
+   * agent: its folder-scan worker kept between backups, `DirScanner.forBackup`),
+   * whatever the tree's size; the backup closes it at its end. Without it, a
+   * backup of a large tree starts a worker of its own, and a small one lists
+   * its folders on the main thread.
    */
-  readonly scanner?: DirScanner;
+  readonly lister?: FolderLister;
   /**
    * Point-in-time views of some of `paths` (`withFsSnapshots`): what is
    * below such a path is read from its view, and recorded under the path
@@ -395,8 +396,7 @@ export class Archiver {
     const root = await this.withPool(async () => {
       // A small tree, by its parent's count, is listed here: the scan worker costs more to start than it saves.
       const entries = parent ? parent.snapshot.summary.filesNew + parent.snapshot.summary.filesChanged + parent.snapshot.summary.filesUnchanged + parent.snapshot.summary.dirs : Infinity;
-      const excludes = this.opts.excludes?.options;
-      this.scanner = entries <= INLINE_LISTING_ENTRIES ? new InlineLister() : this.opts.scanner?.forBackup(excludes) ?? new DirScanner(excludes);
+      this.scanner = this.opts.lister ?? (entries <= INLINE_LISTING_ENTRIES ? new InlineLister() : new DirScanner(this.opts.excludes?.options));
       try {
         const pending = await this.scheduleSelection(SLASH, selectionOf(this.opts.paths), parent?.snapshot.tree);
         await this.sendBatch();

@@ -23,7 +23,9 @@
  * (`forBackup`): the worker's start (a thread, an isolate, its modules loaded
  * and compiled) is paid once, and the listing code stays compiled. Each
  * backup then gives its own exclude rules with each walk, and its end stops
- * the walk it left unfinished and drops what the worker listed ahead.
+ * the walk it left unfinished and drops what the worker listed ahead. Such a
+ * backup's walk may start before the backup does (`prefetch`: the agent,
+ * while it takes its lock and finds the parent snapshot).
  */
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { listDirStats, listedEntries, type DirListing, type ListedEntry, type ReadError } from '../../sources/file-tree.js';
@@ -70,7 +72,18 @@ const WAIT_MS = 50;
 export interface FolderLister {
   /** The entries of a folder sorted by name bytes, or why it could not be listed; `devices` as `DirScanner.list`. */
   list(dir: Buffer, devices: ReadonlySet<bigint> | undefined): Promise<ListedEntry[] | { error: ReadError }>;
+  /** Ends its use; idempotent. */
   close(): Promise<void>;
+}
+
+/** One backup's use of a scanner kept between backups (`DirScanner.forBackup`). */
+export interface BackupLister extends FolderLister {
+  /**
+   * Starts the walk of `dir`, a folder the backup will list first, before
+   * the backup asks for it; a walk under way is left as it is. `dir` as the
+   * walk names it: absolute, without "." or ".." or a final "/".
+   */
+  prefetch(dir: Buffer): void;
 }
 
 /**
@@ -137,13 +150,18 @@ export class DirScanner implements FolderLister {
       }
       if (this.failure) throw this.failure;
       if (!this.walking) {
-        const request: ScanRequest = devices ? { dir, devices: [...devices], excludes: this.excludes } : { dir, excludes: this.excludes };
-        this.started().port.postMessage(request);
-        this.walking = true;
+        this.walk(dir, devices);
         continue;
       }
       await this.waitForMessage();
     }
+  }
+
+  /** Sends the worker a walk to make. */
+  private walk(dir: Buffer, devices: ReadonlySet<bigint> | undefined): void {
+    const request: ScanRequest = devices ? { dir, devices: [...devices], excludes: this.excludes } : { dir, excludes: this.excludes };
+    this.started().port.postMessage(request);
+    this.walking = true;
   }
 
   /** Blocks until the worker posts again, letting events in now and then (a worker that died says so through one). */
@@ -163,9 +181,15 @@ export class DirScanner implements FolderLister {
    * by `excludes`; closing that lister ends the backup's walk (`endWalk`) and
    * leaves the worker running for the next backup. One backup at a time.
    */
-  forBackup(excludes: ExcludeOptions = {}): FolderLister {
+  forBackup(excludes: ExcludeOptions = {}): BackupLister {
     this.excludes = excludes;
-    return { list: (dir, devices) => this.list(dir, devices), close: () => this.endWalk() };
+    return {
+      list: (dir, devices) => this.list(dir, devices),
+      prefetch: (dir) => {
+        if (!this.walking && !this.failure) this.walk(dir, undefined);
+      },
+      close: () => this.endWalk(),
+    };
   }
 
   /**
