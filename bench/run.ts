@@ -11,7 +11,8 @@
 //   BENCH_TOOLS         comma-separated subset of holdfast,restic,borg (default: all)
 //   BENCH_STEP_TIMEOUT  seconds before a single step is killed (default 3600, 0 = none)
 //   BENCH_KEEP=1        keep the restored trees (default: deleted after the last restore)
-//   BENCH_IMAGE         0: skip the image scenario (bench/image.ts); only: run it alone
+//   BENCH_IMAGE         0: skip the image scenario (bench/image.ts); only: run it alone;
+//                       vmdisk: only its VM-disk rows (bench/vmdisk.ts)
 //   BENCH_SCENARIOS     comma-separated subset of tree,stream,manyfiles,deploy,index,s3,server,fleet,image (default: all; bench/scenarios.ts)
 //   BENCH_STREAM_GIB    size of the stdin stream scenario in GiB (default 8; bench/stream.ts)
 //   BENCH_MANY_FILES    file count of the many-small-files scenario (default 1000000; bench/manyfiles.ts)
@@ -53,7 +54,8 @@ import {
   type VerifyResult,
 } from './report.js';
 import { ALL_TOOLS, TOOLS, wipeRepo, type ToolName, type ToolPaths } from './tools.js';
-import { runImageBench } from './image.js';
+import { baseImage, parseSize, runImageBench } from './image.js';
+import { runVmDiskBench } from './vmdisk.js';
 import { runScaleScenarios, runWithoutTree, selectedScenarios } from './scenarios.js';
 import { benchRepeat } from './scale-common.js';
 
@@ -124,7 +126,7 @@ async function main(): Promise<number> {
   await mkdir(benchDir, { recursive: true });
   const corpusOverride = process.env.BENCH_CORPUS ? resolve(process.env.BENCH_CORPUS) : undefined;
   // BENCH_SCENARIOS without tree: the corpus is only needed by the image scenario (bench/scenarios.ts).
-  if (!scenarios.has('tree') && process.env.BENCH_IMAGE !== 'only') {
+  if (!scenarios.has('tree') && process.env.BENCH_IMAGE !== 'only' && process.env.BENCH_IMAGE !== 'vmdisk') {
     const image = async (): Promise<number> => runImageBench({ benchDir, corpus: realpathSync((await resolveCorpus(benchDir, corpusOverride)).path), timeoutSec });
     return runWithoutTree({ benchDir, tools, timeoutSec, scenarios, runStarted, image });
   }
@@ -135,7 +137,10 @@ async function main(): Promise<number> {
     throw new UserError(`corpus ${corpusReal} and work dir ${workDir} must not contain each other`);
   }
 
-  // BENCH_IMAGE=only: the image scenario alone (bench/image.ts).
+  // BENCH_IMAGE=only: the image scenario alone (bench/image.ts); vmdisk: its VM-disk rows alone (bench/vmdisk.ts).
+  if (process.env.BENCH_IMAGE === 'vmdisk') {
+    return (await runVmDiskBench({ benchDir, baseImage: (n) => baseImage(join(benchDir, 'image'), corpusReal, n), timeoutSec, parseSize })) > 0 ? 3 : 0;
+  }
   if (process.env.BENCH_IMAGE === 'only') return (await runImageBench({ benchDir, corpus: corpusReal, timeoutSec })) > 0 ? 3 : 0;
 
   const timeOk = await haveGnuTime();
