@@ -261,7 +261,7 @@ export async function runVmDiskBench(o: VmDiskOptions): Promise<number> {
   for (const [name, label] of ROWS) {
     const s = steps.get(name);
     const j = await summary(name);
-    table.push([label, fmtS(s), j.total_duration === undefined ? '' : `${j.total_duration.toFixed(2)} s`, j.bytes_read === undefined ? '' : GiB(j.bytes_read), s ? s.load[0]!.toFixed(1) : '']);
+    table.push([label, fmtS(s), j.total_duration === undefined ? '' : `${j.total_duration.toFixed(2)} s`, j.bytes_read === undefined ? '' : j.bytes_read < 2 ** 30 ? `${(j.bytes_read / 2 ** 20).toFixed(1)} MiB` : GiB(j.bytes_read), s ? s.load[0]!.toFixed(1) : '']);
   }
   const ratio = (a: RunResult | undefined, b: RunResult | undefined): number | null => (a?.ok && b?.ok && b.seconds > 0 ? a.seconds / b.seconds : null);
   const verdict = (x: number | null, t: number): string => (x === null ? '-' : `${x.toFixed(3)} (≤ ${t.toFixed(2)}: ${x <= t ? 'met' : 'MISSED'})`);
