@@ -102,7 +102,7 @@ export interface BackupServerOptions {
 }
 
 /** The upload limits of the repository protocol that a server may set. */
-export type UploadLimits = Pick<RepoRoutesOptions, 'maxBytesInFlight' | 'maxBytesInFlightPerPrincipal' | 'uploadStep' | 'uploadPace'>;
+export type UploadLimits = Pick<RepoRoutesOptions, 'maxBytesInFlight' | 'maxBytesInFlightPerPrincipal' | 'maxBytesInFlightPerCustomer' | 'uploadStep' | 'uploadPace'>;
 
 /** How often the stale-machine check runs by default. */
 export const DEFAULT_ALERT_TICK_MS = 60_000;

@@ -4,7 +4,9 @@
  * `keys/` with an agent's token is refused and the safe still restores; a
  * body that trickles is cut off and gives back the upload budget; one token
  * cannot take the whole budget, neither with a body declared larger than the
- * budget and sent slowly nor with one sent past its share; uploads that
+ * budget and sent slowly nor with one sent past its share, and three tokens
+ * of one customer trickling uploads hold no more than the customer's share,
+ * so another customer's upload goes through; uploads that
  * arrive together cannot all pass the budget's check; key files added
  * without end (each costs every opening of the safe an scrypt derivation)
  * stop at MAX_KEY_FILES.
@@ -205,6 +207,43 @@ describe('the repository protocol against an agent token that attacks', () => {
       for (const [i, p] of puts.entries()) if (i !== refused.i) p.end(bodies[i]!.subarray(10));
       const rest = await Promise.all(puts.filter((_p, i) => i !== refused.i).map((p) => p.answer));
       assert.deepEqual(rest, [{ status: 201, code: undefined }, { status: 201, code: undefined }]);
+    });
+  });
+
+  describe('a customer\'s share of the upload budget', () => {
+    let t: TestServer;
+    let tokens: string[];
+    // A token's share is 40 KiB and so is its customer's, of 100 KiB in all; no pace rule meets the test's bodies: only the budget decides.
+    before(async () => ({ t, tokens } = await serverWithTwoSafes({
+      maxBytesInFlight: 100 * 1024, maxBytesInFlightPerPrincipal: 40 * 1024, maxBytesInFlightPerCustomer: 40 * 1024, uploadStep: 4096, uploadPace: { windowMs: 600_000, minBytes: 1 },
+    })));
+    after(() => t.stop());
+
+    it('three tokens of one customer trickling uploads hold at most its share; another customer\'s upload still goes through', { timeout: 60_000 }, async () => {
+      const acme = ((await t.call('GET', '/api/v1/customers', { token: t.adminToken })).body as { id: string; name: string }[]).find((c) => c.name === 'acme')!.id;
+      const machine = ((await t.call('GET', '/api/v1/machines', { token: t.adminToken })).body as { id: string; customer_id: string }[]).find((m) => m.customer_id === acme)!.id;
+      const mine = [tokens[0]!];
+      for (const name of ['agent 2', 'agent 3']) mine.push((await t.create('/api/v1/tokens', { customer_id: acme, machine_id: machine, name, rights: ['backup'] })).secret as string);
+      // The attack: each token declares 1 MiB and sends 38 KiB, within its own share, then nothing more; together 114 KiB, past the whole budget.
+      const trickles = mine.map((token, i) => {
+        const p = openPut(t, token, `/safes/acme-web/data/${String(i).repeat(64)}`, 1 << 20);
+        p.write(randomBytes(38 * 1024));
+        return p;
+      });
+      const answers: ({ status: number; code: string | undefined } | undefined)[] = trickles.map(() => undefined);
+      for (const [i, p] of trickles.entries()) p.answer.then((a) => (answers[i] = a), () => (answers[i] = { status: 0, code: 'hung up' }));
+      try {
+        // Until the server has taken in what each trickle sent: it was answered (refused), or its token's next upload is refused (38 + 4 KiB > 40).
+        for (const [i, token] of mine.entries()) {
+          while (answers[i] === undefined && (await put(t, token, 'acme-web', 'data', randomBytes(4096))).status !== 503) await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        // A trickle the customer's share refused is answered BUSY (its client retries it later).
+        assert.ok(answers.every((a) => a === undefined || (a.status === 503 && a.code === 'BUSY')), JSON.stringify(answers));
+        // Another customer's upload of 38 KiB: room is left for it.
+        assert.deepEqual(await put(t, tokens[1]!, 'other-web', 'data', randomBytes(38 * 1024)), { status: 201, code: undefined });
+      } finally {
+        for (const p of trickles) p.destroy();
+      }
     });
   });
 

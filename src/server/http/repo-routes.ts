@@ -69,6 +69,12 @@ export interface SafeAccess {
    */
   readonly principal: string;
   /**
+   * The customer whose safe it is: its principals' uploads share the
+   * customer's part of the upload budget (`maxBytesInFlightPerCustomer`).
+   * Absent: the principal is a customer of its own.
+   */
+  readonly customer?: string;
+  /**
    * The only object types this caller may list and read (absent: every
    * type): a takeover token reads what opening the safe with its password
    * needs, the config and the key files, and nothing of its contents.
@@ -154,6 +160,14 @@ export interface RepoRoutesOptions {
    */
   readonly maxBytesInFlightPerPrincipal?: number;
   /**
+   * The most bytes of uploads one customer's principals hold at once,
+   * together, so that several tokens of one customer cannot take the whole
+   * of `maxBytesInFlight` either; past it a PUT is answered 503 `BUSY`,
+   * unless it is the customer's only upload, which then gives way to
+   * others that need the budget. DEFAULT_MAX_BYTES_IN_FLIGHT_PER_CUSTOMER by default.
+   */
+  readonly maxBytesInFlightPerCustomer?: number;
+  /**
    * What an upload reserves against those two at a time, as its body
    * arrives (the declared size is not reserved at once: a large body sent
    * slowly would hold the budget). DEFAULT_UPLOAD_STEP by default.
@@ -179,6 +193,9 @@ export const DEFAULT_UPLOAD_PACE: UploadPace = { windowMs: 30_000, minBytes: 64 
 
 /** 128 MiB: a quarter of the server's budget, 8 uploads of 16 MiB packs. */
 export const DEFAULT_MAX_BYTES_IN_FLIGHT_PER_PRINCIPAL = 128 * 1024 * 1024;
+
+/** 256 MiB: half the server's budget for all of one customer's tokens, two tokens' shares. */
+export const DEFAULT_MAX_BYTES_IN_FLIGHT_PER_CUSTOMER = 256 * 1024 * 1024;
 
 /** 512 MiB: 32 uploads of 16 MiB packs at once. */
 export const DEFAULT_MAX_BYTES_IN_FLIGHT = 512 * 1024 * 1024;
@@ -226,6 +243,7 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
   const budget = new UploadBudget({
     total: opts.maxBytesInFlight ?? DEFAULT_MAX_BYTES_IN_FLIGHT,
     share: opts.maxBytesInFlightPerPrincipal ?? DEFAULT_MAX_BYTES_IN_FLIGHT_PER_PRINCIPAL,
+    customerShare: opts.maxBytesInFlightPerCustomer ?? DEFAULT_MAX_BYTES_IN_FLIGHT_PER_CUSTOMER,
     step: opts.uploadStep ?? DEFAULT_UPLOAD_STEP,
   });
 
@@ -361,7 +379,7 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
       if (size > maxBytes) throw new WireError(413, 'TOO_LARGE', `${h.type}/${h.name}: ${size} bytes is more than the ${maxBytes} an object may hold`);
       // Bodies are held whole until stored: their sum is bounded (upload-budget.ts).
       // The first step is reserved before anything is awaited, so that uploads arriving together cannot all pass.
-      const hold = budget.open(s.access.principal, size);
+      const hold = budget.open({ principal: s.access.principal, ...(s.access.customer === undefined ? {} : { customer: s.access.customer }) }, size);
       let ticket: UploadTicket | undefined;
       let stored = false;
       try {

@@ -1,7 +1,9 @@
 /**
  * The server's budget of upload bodies held in memory (repo-routes.ts holds
  * each body whole until it is checked and stored): a bound for all safes
- * together and a share for each principal (a token). An upload reserves its
+ * together, a share for each principal (a token) and a share for each
+ * customer (all its tokens together: several tokens of one customer must
+ * not together take what a share keeps one from taking). An upload reserves its
  * bytes in steps as they arrive, not its declared size at once: a body
  * declared large and sent slowly holds one step, not the budget (a security
  * review held off every other customer's upload with one PUT declaring
@@ -12,10 +14,13 @@
  *     (a pack may be larger than the whole budget);
  *   - its principal's held bytes stay within `share`, or the upload is the principal's
  *     only one (a pack may be larger than a share);
- * and an upload whose principal holds more than its share gives way: a step
- * of another principal within its own share that finds the server full cuts
- * it (it is answered 503 BUSY and retried by its client), so that bytes over
- * a share are only ever held while nobody else needs them.
+ *   - its customer's held bytes stay within `customerShare`, or the upload is the
+ *     customer's only one;
+ * and an upload whose principal holds more than its share, or whose customer
+ * more than its share, gives way: a step of another principal within its own
+ * shares that finds the server full cuts it (it is answered 503 BUSY and
+ * retried by its client), so that bytes over a share are only ever held
+ * while nobody else needs them.
  */
 
 /** A step refused or an upload cut: the request is answered 503 BUSY, which clients retry. */
@@ -27,6 +32,8 @@ export interface UploadBudgetLimits {
   readonly total: number;
   /** The most bytes one principal holds at once. */
   readonly share: number;
+  /** The most bytes one customer's principals hold at once, together. */
+  readonly customerShare: number;
   /** What an upload reserves at a time, as its body arrives. */
   readonly step: number;
 }
@@ -45,8 +52,15 @@ export interface UploadHold {
   release(): void;
 }
 
+/** Who uploads: the principal (a token), and the customer it uploads for (absent: the principal is its own). */
+export interface Uploader {
+  readonly principal: string;
+  readonly customer?: string;
+}
+
 interface Upload {
   readonly principal: string;
+  readonly customer: string;
   readonly size: number;
   reserved: number;
   cut?: UploadBusyError;
@@ -56,19 +70,22 @@ interface Upload {
 /** The budget of one server process (see the module comment). */
 export class UploadBudget {
   private held = 0;
+  /** Bytes held by principal. */
   private readonly heldBy = new Map<string, number>();
+  /** Bytes held by customer. */
+  private readonly heldFor = new Map<string, number>();
   private readonly uploads = new Set<Upload>();
 
   constructor(private readonly limits: UploadBudgetLimits) {}
 
   /**
-   * Starts an upload of `size` declared bytes by `principal`, reserving its
+   * Starts an upload of `size` declared bytes by `who`, reserving its
    * first step before the caller awaits anything (so that uploads arriving
    * together are all counted); throws UploadBusyError when refused.
    */
-  open(principal: string, size: number): UploadHold {
+  open(who: Uploader, size: number): UploadHold {
     const u: Upload = {
-      principal, size, reserved: 0,
+      principal: who.principal, customer: who.customer ?? `principal ${who.principal}`, size, reserved: 0,
       hold: { cover: (bytes) => this.cover(u, bytes), release: () => this.release(u) },
     };
     this.uploads.add(u);
@@ -89,26 +106,37 @@ export class UploadBudget {
   }
 
   private grant(u: Upload, n: number): void {
-    const { total, share } = this.limits;
+    const { total, share, customerShare } = this.limits;
     const mine = this.heldBy.get(u.principal) ?? 0;
+    const ours = this.heldFor.get(u.customer) ?? 0;
     const withinShare = mine + n <= share;
+    const withinCustomerShare = ours + n <= customerShare;
     if (!withinShare && mine !== u.reserved) {
       throw new UploadBusyError(`the token's uploads hold ${mine} bytes already (at most ${share}); try again`);
     }
+    if (!withinCustomerShare && ours !== u.reserved) {
+      throw new UploadBusyError(`the customer's uploads hold ${ours} bytes already (at most ${customerShare}, all its tokens together); try again`);
+    }
     const alone = this.held === u.reserved;
-    if (!alone && this.held + n > total && withinShare) this.makeRoom(this.held + n - total, u.principal);
+    if (!alone && this.held + n > total && withinShare && withinCustomerShare) this.makeRoom(this.held + n - total, u);
     if (!alone && this.held + n > total) {
       throw new UploadBusyError(`the server holds ${this.held} bytes of uploads already (at most ${total}); try again`);
     }
     u.reserved += n;
     this.held += n;
     this.heldBy.set(u.principal, mine + n);
+    this.heldFor.set(u.customer, ours + n);
   }
 
-  /** Cuts uploads of other principals over their share, largest first, when that frees `needed` bytes; else cuts none. */
-  private makeRoom(needed: number, principal: string): void {
+  /**
+   * Cuts uploads of other principals over their share, and of other
+   * customers over theirs, largest first, when that frees `needed` bytes
+   * for `u`; else cuts none.
+   */
+  private makeRoom(needed: number, u: Upload): void {
     const over = [...this.uploads]
-      .filter((x) => x.principal !== principal && (this.heldBy.get(x.principal) ?? 0) > this.limits.share)
+      .filter((x) => x.principal !== u.principal && ((this.heldBy.get(x.principal) ?? 0) > this.limits.share
+        || (x.customer !== u.customer && (this.heldFor.get(x.customer) ?? 0) > this.limits.customerShare)))
       .sort((a, b) => b.reserved - a.reserved);
     let freed = 0;
     const cut: Upload[] = [];
@@ -119,7 +147,7 @@ export class UploadBudget {
     }
     if (freed < needed) return;
     for (const x of cut) {
-      x.cut = new UploadBusyError(`the token's upload held ${x.reserved} bytes, more than its share of ${this.limits.share}, when others needed them; try again`);
+      x.cut = new UploadBusyError(`the upload held ${x.reserved} bytes, more than its token's share of ${this.limits.share} or its customer's of ${this.limits.customerShare}, when others needed them; try again`);
       this.release(x);
       x.hold.onCut?.(x.cut);
     }
@@ -128,9 +156,11 @@ export class UploadBudget {
   private release(u: Upload): void {
     if (!this.uploads.delete(u)) return;
     this.held -= u.reserved;
-    const left = (this.heldBy.get(u.principal) ?? 0) - u.reserved;
-    if (left > 0) this.heldBy.set(u.principal, left);
-    else this.heldBy.delete(u.principal);
+    for (const [held, key] of [[this.heldBy, u.principal], [this.heldFor, u.customer]] as const) {
+      const left = (held.get(key) ?? 0) - u.reserved;
+      if (left > 0) held.set(key, left);
+      else held.delete(key);
+    }
     u.reserved = 0;
   }
 }

@@ -138,6 +138,7 @@ async function sessionAccess(ctx: ServiceContext, p: Principal, name: string): P
     backend: ctx.safeStorage.backendOf(safe),
     rights: 'read',
     principal: `session:${p.id}`,
+    customer: safe.customer_id,
     readable: SESSION_READABLE,
     beforeSave: () => {
       throw new UploadRefusedError(403, 'READ_ONLY', 'a session reads a disk safe (the web interface\'s browser) and adds nothing to it, not even a lock');
@@ -190,6 +191,7 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
         backend,
         rights: granted,
         principal,
+        customer: safe.customer_id,
         // What opening the safe with its password reads; its snapshots, index and data stay unread until the takeover.
         ...(enrolling ? { readable: ['config', 'key'] as const } : {}),
         lockOwners: lockOwnersOf(ctx, safe.id, principal),
