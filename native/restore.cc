@@ -13,6 +13,10 @@
 //   3 flags   kWhole: create the file (O_EXCL; when it exists, truncate it)
 //             and finish it: size, owner, mode, times;
 //             otherwise open the existing file and write only.
+//             A file opened that was there (not created by this open) must
+//             be a regular file with one name: a FIFO, a device or a hard
+//             link put in its place while the restore runs is refused, never
+//             written through (the open is O_NONBLOCK: a FIFO cannot hang it).
 //             kChown: set uid:gid (skipped for a new file with kOwnedOnCreate)
 //             kCreateMode: create with `mode` (no fchmod for a new file)
 //   4 size  5 mode  6 uid  7 gid  8 mtime seconds  9 mtime nanoseconds
@@ -47,11 +51,33 @@ struct Failure {
   int error;
   const char* syscall;
   bool withPath;
+  // Set instead of error when the file found is refused.
+  const char* refused;
 };
 
 bool Fail(Failure* f, const char* syscall, bool withPath = false) {
-  *f = {errno, syscall, withPath};
+  *f = {errno, syscall, withPath, nullptr};
   return false;
+}
+
+// Opens a file that should be there (created by the restore) for writing,
+// refusing anything but a regular file with one name.
+int OpenExisting(const std::string& path, Failure* f) {
+  const int fd = open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    Fail(f, "open", true);
+    return -1;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    Fail(f, "fstat", true);
+  } else if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+    *f = {0, "open", true, "refused: not the regular file this restore created (a FIFO, device or hard link was put in its place)"};
+  } else {
+    return fd;
+  }
+  close(fd);
+  return -1;
 }
 
 // pwrite of all of `length` bytes at `pos`.
@@ -108,11 +134,19 @@ bool WriteTarget(const std::string& path, const char* data, const double* t, Fai
   if (whole) {
     fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (flags & kCreateMode) ? mode : 0600);
     created = fd >= 0;
-    if (fd < 0 && errno == EEXIST) fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  } else {
-    fd = open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno != EEXIST) return Fail(f, "open", true);
+      // Checked before it is emptied: O_TRUNC would empty a file with another name outside the target.
+      if ((fd = OpenExisting(path, f)) < 0) return false;
+      if (ftruncate(fd, 0) != 0) {
+        Fail(f, "ftruncate");
+        close(fd);
+        return false;
+      }
+    }
+  } else if ((fd = OpenExisting(path, f)) < 0) {
+    return false;
   }
-  if (fd < 0) return Fail(f, "open", true);
   bool ok = true;
   off_t end;
   if (!WriteSparse(fd, data + static_cast<size_t>(t[0]), length, offset, &end, f)) {
@@ -162,7 +196,7 @@ Napi::Value WriteFiles(const Napi::CallbackInfo& info) {
       if (path.find('\0') != std::string::npos) {
         message = "path must not contain a NUL byte";
       } else if (!WriteTarget(path, bytes, t, &f)) {
-        message = std::string(uv_err_name(-f.error)) + ": " + uv_strerror(-f.error) + ", " + f.syscall;
+        message = f.refused != nullptr ? std::string(f.refused) : std::string(uv_err_name(-f.error)) + ": " + uv_strerror(-f.error) + ", " + f.syscall;
         if (f.withPath) message += " '" + path + "'";
       }
     }

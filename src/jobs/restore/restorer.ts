@@ -22,7 +22,7 @@
  * A file that fails (a damaged pack, a full disk) is removed, reported, and the
  * restore goes on; the result lists every path that was not restored.
  */
-import { closeSync, constants, fchmodSync, fchownSync, ftruncateSync, futimesSync, lchownSync, lstatSync, lutimesSync, mkdirSync, openSync, promises as fsp, symlinkSync, chmodSync, linkSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, lchownSync, lstatSync, lutimesSync, mkdirSync, openSync, promises as fsp, symlinkSync, chmodSync, linkSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { NotFoundError, ShortReadError } from '../../storage/backend.js';
@@ -391,8 +391,9 @@ export class Restorer {
       this.need(entryBlob(only)!, path, { path: dest, offset: 0, whole: meta, ...sliceOf(only) }, { node });
       return;
     }
-    // Empty, holes, or several blobs: create it now (truncating anything there).
-    const fd = openSync(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
+    // Empty, holes, or several blobs: create it now. Whatever was there is gone (prepareExisting, or a
+    // folder this restore made): something there now was put there meanwhile, and is not written through.
+    const fd = openSync(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     closeSync(fd);
     const file: OpenFile = { path, dest, node, remaining: 0, holes: 0, failed: false };
     let pos = 0;
@@ -559,8 +560,11 @@ export class Restorer {
       return;
     }
     try {
-      const fd = openSync(f.dest, constants.O_WRONLY | constants.O_NOFOLLOW);
+      // Non-blocking: a FIFO put in its place cannot hang the restore; it is refused like any other stranger.
+      const fd = openSync(f.dest, constants.O_WRONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
       try {
+        const st = fstatSync(fd);
+        if (!st.isFile() || st.nlink !== 1) throw new Error('refused: not the regular file this restore created (a FIFO, device or hard link was put in its place)');
         ftruncateSync(fd, f.node.size);
         if (this.privileged) fchownSync(fd, f.node.uid, f.node.gid);
         this.restoreXattrs(f.path, f.dest, f.node);
