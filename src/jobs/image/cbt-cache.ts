@@ -89,6 +89,14 @@ export class CbtCache {
     return e.every((x) => x === 0) ? undefined : e.toString('hex');
   }
 
+  /** Block b's entry (fingerprint and id) when it records the id at `id[at…]`, else undefined. */
+  entryFor(b: number, id: Buffer, at: number): Buffer | undefined {
+    if (b >= this.blocks) return undefined;
+    const o = b * CBT_ENTRY_BYTES;
+    if (this.entries.compare(id, at, at + ID_BYTES, o + FP_BYTES, o + CBT_ENTRY_BYTES) !== 0) return undefined;
+    return this.fingerprintOf(b) ? this.entries.subarray(o, o + CBT_ENTRY_BYTES) : undefined;
+  }
+
   /** Records block b. */
   set(b: number, fp: Uint8Array, id: string): void {
     const o = b * CBT_ENTRY_BYTES;

@@ -107,7 +107,8 @@ export class ImageSnapshotReader implements RandomAccessSource {
     return Math.min(this.blockSize, this.size - b * this.blockSize);
   }
 
-  private async map(m: number): Promise<Buffer> {
+  /** Map `m`: the 32-byte ids of blocks m·mapBlocks onwards, all zero for a hole. */
+  async map(m: number): Promise<Buffer> {
     const cached = this.maps.get(m);
     if (cached) return cached;
     let p = this.mapLoads.get(m);
