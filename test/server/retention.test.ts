@@ -303,5 +303,14 @@ databaseSuites('retention and prune of a disk safe on the server', (fx) => {
     assert.deepEqual(after.body.removed, [oldest]);
     assert.deepEqual(after.body.skipped, []);
     assert.deepEqual(await snapshotIds(), [newest]);
+
+    // A test of `latest` holds the newest snapshot: a policy that would remove it (no snapshot has the tag) spares it while the test is queued.
+    const latest = (await t.create(`/api/v1/machines/${machineId}/jobs`, { kind: 'verify-restore', spec: {} }, who['admin'])).id as string;
+    const tagged = await forget({ keep_tags: ['none-has-it'] });
+    assert.equal(tagged.status, 200, tagged.text);
+    assert.deepEqual(tagged.body.removed, []);
+    assert.deepEqual(tagged.body.skipped, [{ id: newest, error: `a restore test of it is queued (job ${latest}): not removed until the test ends` }]);
+    assert.equal((await t.call('POST', `/api/v1/jobs/${latest}/cancel`, { token: who['admin']! })).status, 200);
+    assert.deepEqual(await snapshotIds(), [newest]);
   });
 });
