@@ -5,9 +5,10 @@
 // hundreds of files; per file, the six JS calls cost more than their system
 // calls on ext4.
 //
-// writeFiles(data, paths, fields): for target i, paths[i] (a Buffer or
-// Uint8Array) and kFields numbers at fields[i * kFields] (src/sources/native.ts
-// `WRITE_FIELDS`):
+// writeFiles(data, paths, starts, fields): for target i, the path
+// paths[starts[i] .. starts[i + 1]) (a Uint8Array of the paths back to back,
+// a Uint32Array of one more start than there are targets) and kFields
+// numbers at fields[i * kFields] (src/sources/native.ts `WRITE_FIELDS`):
 //   0 start   1 length   of its bytes in `data`
 //   2 offset  in the file
 //   3 flags   kWhole: create the file (O_EXCL; when it exists, truncate it)
@@ -165,33 +166,37 @@ bool WriteTarget(const std::string& path, const char* data, const double* t, Fai
 
 Napi::Value WriteFiles(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsArray() || !info[2].IsTypedArray()) {
-    Napi::TypeError::New(env, "writeFiles(data: Uint8Array, paths: Uint8Array[], fields: Float64Array)").ThrowAsJavaScriptException();
+  if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsTypedArray() || !info[3].IsTypedArray() ||
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
+      info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    Napi::TypeError::New(env, "writeFiles(data: Uint8Array, paths: Uint8Array, starts: Uint32Array, fields: Float64Array)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   auto data = info[0].As<Napi::Uint8Array>();
-  auto paths = info[1].As<Napi::Array>();
-  auto fields = info[2].As<Napi::Float64Array>();
-  const uint32_t count = paths.Length();
-  if (fields.ElementLength() != static_cast<size_t>(count) * kFields) {
-    Napi::TypeError::New(env, "writeFiles: fields must hold 10 numbers per path").ThrowAsJavaScriptException();
+  auto paths = info[1].As<Napi::Uint8Array>();
+  auto starts = info[2].As<Napi::Uint32Array>();
+  auto fields = info[3].As<Napi::Float64Array>();
+  if (starts.ElementLength() == 0 || fields.ElementLength() != (starts.ElementLength() - 1) * kFields) {
+    Napi::TypeError::New(env, "writeFiles: fields must hold 10 numbers per path, starts one more than there are paths").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  const uint32_t count = static_cast<uint32_t>(starts.ElementLength() - 1);
   const char* bytes = reinterpret_cast<const char*>(data.Data());
+  const char* names = reinterpret_cast<const char*>(paths.Data());
   Napi::Value failures = env.Undefined();
   uint32_t failed = 0;
   std::string path;
   for (uint32_t i = 0; i < count; i++) {
     const double* t = fields.Data() + static_cast<size_t>(i) * kFields;
-    Napi::Value p = paths[i];
+    const uint32_t from = starts[i];
+    const uint32_t to = starts[i + 1];
     std::string message;
-    if (!p.IsTypedArray() || p.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-      message = "path must be a Uint8Array";
+    if (from > to || to > paths.ByteLength()) {
+      message = "path out of range of the paths";
     } else if (t[0] < 0 || t[1] < 0 || t[0] + t[1] > static_cast<double>(data.ByteLength())) {
       message = "bytes out of range of the data";
     } else {
-      auto u = p.As<Napi::Uint8Array>();
-      path.assign(reinterpret_cast<const char*>(u.Data()), u.ByteLength());
+      path.assign(names + from, to - from);
       Failure f{};
       if (path.find('\0') != std::string::npos) {
         message = "path must not contain a NUL byte";

@@ -35,11 +35,12 @@ export interface NativeAddon {
   /**
    * Writes bytes of `data` into files, each with its own system calls but
    * one call for all (native/restore.cc, which lists the WRITE_FIELDS
-   * numbers per path in `fields`). Returns undefined, or for each path that
-   * failed its index and the message Node's fs would have given, in pairs;
-   * the others are written.
+   * numbers per path in `fields`): path i is `paths` from `starts[i]` to
+   * `starts[i + 1]`. Returns undefined, or for each path that failed its
+   * index and the message Node's fs would have given, in pairs; the others
+   * are written.
    */
-  writeFiles(data: Uint8Array, paths: readonly Uint8Array[], fields: Float64Array): (number | string)[] | undefined;
+  writeFiles(data: Uint8Array, paths: Uint8Array, starts: Uint32Array, fields: Float64Array): (number | string)[] | undefined;
   /**
    * An image backup's scan of `length` bytes of `fd` at `position` (a
    * multiple of the page size) without copying them (native/mapscan.cc): per
@@ -54,6 +55,18 @@ export interface NativeAddon {
 
 /** Numbers per path in `NativeAddon.writeFiles`'s `fields`. */
 export const WRITE_FIELDS = 10;
+
+/** Flags of a path in `NativeAddon.writeFiles` (its field 3; native/restore.cc). */
+export const WRITE_FLAGS = {
+  /** Create the file and finish it: size, owner, mode, times (else only write into it). */
+  whole: 1,
+  /** Set its owner... */
+  chown: 2,
+  /** ...unless it is new and creating gave it that owner. */
+  ownedOnCreate: 4,
+  /** Create it with its mode (no fchmod for a new file). */
+  createMode: 8,
+} as const;
 
 const require = createRequire(import.meta.url);
 

@@ -16,7 +16,7 @@ import { BlobType } from '../../repo/pack.js';
 import { pushEntry, slicePlain, type ContentEntry } from '../../repo/tree.js';
 import { errorOf } from '../../sources/file-tree.js';
 import { WRITE_FIELDS, native } from '../../sources/native.js';
-import type { ChunkFileResult, ChunkFileTask, FileJob, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTarget, UnpackTask, VerifyJob, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
+import type { ChunkFileResult, ChunkFileTask, FileJob, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyJob, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
 import type { TaskHandler } from './pool-worker.js';
 import { wireError } from './wire-error.js';
 
@@ -227,26 +227,22 @@ function chunkFile(t: ChunkFileTask, transfer: ArrayBuffer[]): ChunkFileResult {
   return { content, size: r.size, blobs: toWire(blobs, transfer), ...(r.changed ? { changed: true } : {}) };
 }
 
-/** Flags of a target for `native.writeFiles` (native/restore.cc). */
-const WHOLE = 1;
-const CHOWN = 2;
-const OWNED_ON_CREATE = 4;
-const CREATE_MODE = 8;
-
-let fields = new Float64Array(0);
-
 /**
- * Opens a pack's blobs and writes each into all its files with one native
- * call (native/restore.cc): creating a file with its final mode when that
- * survives the umask, truncating one already there, zero blocks left as
- * holes, then size, owner, mode and times for a file the blob makes whole.
+ * Opens a segment's blobs and writes each into all its files with one native
+ * call (native/restore.cc), with the fields the main thread laid out:
+ * creating a file with its final mode when that survives the umask,
+ * truncating one already there, zero blocks left as holes, then size,
+ * owner, mode and times for a file the blob makes whole.
  */
 function unpack(t: UnpackTask): UnpackResult {
   const data = buf(t.data);
   const failed: UnpackResult['failed'] = [];
   const bad: UnpackResult['bad'] = [];
   let bytes = 0;
+  let first = 0;
   for (const [index, b] of t.blobs.entries()) {
+    const from = first;
+    first += b.targets;
     let plain: Buffer;
     const what = `pack ${t.pack}, blob ${b.id}`;
     try {
@@ -256,50 +252,27 @@ function unpack(t: UnpackTask): UnpackResult {
       bad.push({ index, error: wireError(e) });
       continue;
     }
-    if (fields.length < b.targets.length * WRITE_FIELDS) fields = new Float64Array(b.targets.length * WRITE_FIELDS * 2);
-    const paths: Uint8Array[] = [];
-    const targets: UnpackTarget[] = [];
-    for (const target of b.targets) {
-      let start = 0;
-      let length = plain.length;
-      if (target.slice) {
-        try {
-          slicePlain(plain, target.slice, what);
-        } catch (e) {
-          failed.push({ path: target.path, message: (e as Error).message });
-          continue;
-        }
-        ({ offset: start, length } = target.slice);
-      }
-      const w = target.whole;
-      const f = paths.length * WRITE_FIELDS;
-      fields[f] = start;
-      fields[f + 1] = length;
-      fields[f + 2] = target.offset;
-      fields[f + 3] = w ? WHOLE | (w.chown ? CHOWN : 0) | (w.ownedOnCreate ? OWNED_ON_CREATE : 0) | (w.createMode !== undefined ? CREATE_MODE : 0) : 0;
-      if (w) {
-        fields[f + 4] = w.size;
-        fields[f + 5] = w.mode;
-        fields[f + 6] = w.uid;
-        fields[f + 7] = w.gid;
-        fields[f + 8] = w.mtime[0];
-        fields[f + 9] = w.mtime[1];
-      }
-      paths.push(target.path);
-      targets.push(target);
-    }
-    const failures = native.writeFiles(plain, paths, fields.subarray(0, paths.length * WRITE_FIELDS));
+    const fields = t.fields.subarray(from * WRITE_FIELDS, first * WRITE_FIELDS);
+    const failures = native.writeFiles(plain, t.paths, t.pathStarts.subarray(from, first + 1), fields);
     const lost = new Set<number>();
     for (let i = 0; failures && i < failures.length; i += 2) {
       const at = failures[i] as number;
       lost.add(at);
-      failed.push({ path: targets[at]!.path, message: failures[i + 1] as string });
+      failed.push({ target: from + at, message: sliceProblem(plain, fields, at, what) ?? (failures[i + 1] as string) });
     }
-    targets.forEach((target, i) => {
-      if (!lost.has(i)) bytes += target.slice ? target.slice.length : plain.length;
-    });
+    for (let i = 0; i < b.targets; i++) if (!lost.has(i)) bytes += fields[i * WRITE_FIELDS + 1]!;
   }
   return { bytes, failed, bad };
+}
+
+/** Why target `at`'s bytes (a slice the snapshot recorded) are not in the blob's plaintext, if they are not. */
+function sliceProblem(plain: Buffer, fields: Float64Array, at: number, what: string): string | undefined {
+  try {
+    slicePlain(plain, { offset: fields[at * WRITE_FIELDS]!, length: fields[at * WRITE_FIELDS + 1]! }, what);
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  }
 }
 
 /** Reads restored files back and checks every chunk's keyed id (or the fingerprint), the size and the mtime. */

@@ -97,34 +97,6 @@ export interface FilesResult {
   readonly blobs: WireBlob[];
 }
 
-/** Metadata applied to a file once its content is complete. */
-export interface FileMeta {
-  readonly mode: number;
-  readonly uid: number;
-  readonly gid: number;
-  /** The time for futimens (`timespec` in src/sources/posix.ts). */
-  readonly mtime: readonly [seconds: number, nanoseconds: number];
-  readonly size: number;
-  readonly chown: boolean;
-  /**
-   * For a file that does not exist yet (created with O_EXCL): set when
-   * creating it with `mode` gives exactly `mode` (the umask or a default ACL
-   * takes nothing away), so no fchmod is needed...
-   */
-  readonly createMode?: number;
-  /** ...and true when the new file's owner is already uid:gid, so no fchown is needed. */
-  readonly ownedOnCreate?: boolean;
-}
-
-export interface UnpackTarget {
-  readonly path: Uint8Array;
-  readonly offset: number;
-  /** Only this part of the blob's plaintext (a slice); the whole blob when absent. */
-  readonly slice?: { readonly offset: number; readonly length: number };
-  /** Set when this blob is the file's whole content: the worker creates, writes, finishes and closes it. */
-  readonly whole?: FileMeta;
-}
-
 export interface UnpackBlob {
   readonly id: string;
   readonly type: BlobType;
@@ -133,20 +105,34 @@ export interface UnpackBlob {
   /** Offset and length within `data`. */
   readonly offset: number;
   readonly length: number;
-  readonly targets: readonly UnpackTarget[];
+  /** How many targets it goes to: the next ones of the task's, after those of the blobs before it. */
+  readonly targets: number;
 }
 
+/**
+ * A pack segment's blobs and the files they go to. The targets are flat,
+ * one buffer of each kind per segment (transferred), not an object per file
+ * to clone: target i's path is `paths` from `pathStarts[i]` to
+ * `pathStarts[i + 1]`, and its WRITE_FIELDS numbers (src/sources/native.ts)
+ * at `fields[i * WRITE_FIELDS]` are what native/restore.cc's writeFiles
+ * reads, with its bytes' start and length within the blob's plaintext (a
+ * slice, or all of it) and, for a file the blob makes whole
+ * (`WRITE_FLAGS.whole`), the file's size, mode, owner and mtime.
+ */
 export interface UnpackTask {
   readonly kind: 'unpack';
   readonly pack: string;
   readonly data: Uint8Array;
   readonly blobs: readonly UnpackBlob[];
+  readonly paths: Uint8Array;
+  readonly pathStarts: Uint32Array;
+  readonly fields: Float64Array;
 }
 
 export interface UnpackResult {
   readonly bytes: number;
-  /** Targets that could not be written, by path. */
-  readonly failed: { path: Uint8Array; message: string }[];
+  /** Targets that could not be written, by index in the task, and why. */
+  readonly failed: { target: number; message: string }[];
   /** Blobs that failed to open or to match their id (by index in the task), and why; nothing was written for them. */
   readonly bad: { index: number; error: WireError }[];
 }

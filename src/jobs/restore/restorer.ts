@@ -40,7 +40,8 @@ import { rebuildError, wireError } from '../pool/wire-error.js';
 import { errorCode, type ErrorCode } from '../../core/errors.js';
 import { abortable } from '../../core/abortable.js';
 import { io } from '../../repo/objects.js';
-import type { FileMeta, Task, UnpackBlob, UnpackResult, UnpackTarget, VerifyJob, VerifyResult } from '../pool/protocol.js';
+import { WRITE_FIELDS, WRITE_FLAGS } from '../../sources/native.js';
+import type { Task, UnpackBlob, UnpackResult, VerifyJob, VerifyResult } from '../pool/protocol.js';
 
 export interface RestoreOptions extends JobPoolOptions {
   /** Snapshot paths to restore (with everything below them); all when empty. */
@@ -159,12 +160,25 @@ interface OpenFile {
   failed: boolean;
 }
 
+/** Where a blob goes: a piece of a file written in pieces, or a file it makes whole. */
+interface Target {
+  /** The snapshot path, and where it is restored to. */
+  readonly path: Buffer;
+  readonly dest: Buffer;
+  /** Where in the file. */
+  readonly offset: number;
+  /** Only this part of the blob's plaintext; all of it when absent. */
+  readonly slice?: { readonly offset: number; readonly length: number };
+  /** The multi-piece file it belongs to... */
+  readonly file?: OpenFile;
+  /** ...or the file it makes whole, with its `WRITE_FLAGS` (created, finished and closed by the worker). */
+  readonly whole?: { readonly node: TreeNode; readonly flags: number };
+}
+
 /** A blob needed by the restore and where it goes. */
 interface PlannedBlob {
   readonly loc: BlobLocation;
-  readonly targets: UnpackTarget[];
-  /** For each target: the snapshot path, and the multi-piece file it belongs to, or the node of a file it makes whole. */
-  readonly owners: { path: Buffer; file?: OpenFile; node?: TreeNode }[];
+  readonly targets: Target[];
 }
 
 const asBuffer = (p: PosixPath): Buffer => (typeof p === 'string' ? Buffer.from(p) : p);
@@ -380,15 +394,11 @@ export class Restorer {
       if (!first) this.inodes.set(key, { dest, content: contentKey(node) });
     }
     if (this.opts.verify) this.toVerify.push({ path, dest, node });
-    const settled = this.creation && settledBy(this.creation, node.mode, node);
-    const meta: FileMeta = {
-      mode: node.mode, uid: node.uid, gid: node.gid, mtime: timespec(node.mtime), size: node.size, chown: this.privileged,
-      ...(settled?.mode ? { createMode: node.mode } : {}),
-      ...(settled ? { ownedOnCreate: settled.owner } : {}),
-    };
     const only = content[0];
     if (content.length === 1 && only !== undefined && typeof only !== 'number') {
-      this.need(entryBlob(only)!, path, { path: dest, offset: 0, whole: meta, ...sliceOf(only) }, { node });
+      const settled = this.creation && settledBy(this.creation, node.mode, node);
+      const flags = WRITE_FLAGS.whole | (this.privileged ? WRITE_FLAGS.chown : 0) | (settled?.owner ? WRITE_FLAGS.ownedOnCreate : 0) | (settled?.mode ? WRITE_FLAGS.createMode : 0);
+      this.need(entryBlob(only)!, { path, dest, offset: 0, whole: { node, flags }, ...sliceOf(only) });
       return;
     }
     // Empty, holes, or several blobs: create it now. Whatever was there is gone (prepareExisting, or a
@@ -402,10 +412,10 @@ export class Restorer {
         file.holes += c;
         pos += c;
       } else if (typeof c === 'string') {
-        if (this.need(c, path, { path: dest, offset: pos }, { file })) file.remaining++;
+        if (this.need(c, { path, dest, offset: pos, file })) file.remaining++;
         pos += this.repo.readCopy(c)?.rawLength ?? 0;
       } else {
-        if (this.need(c.blob, path, { path: dest, offset: pos, ...sliceOf(c) }, { file })) file.remaining++;
+        if (this.need(c.blob, { path, dest, offset: pos, file, ...sliceOf(c) })) file.remaining++;
         pos += c.length;
       }
     }
@@ -428,27 +438,26 @@ export class Restorer {
   }
 
   /** Plans writing blob `id` to `target`; false (and the file reported) when the blob is not in the index. */
-  private need(id: string, path: Buffer, target: UnpackTarget, owner: { file?: OpenFile; node?: TreeNode } = {}): boolean {
+  private need(id: string, target: Target): boolean {
     const copy = this.repo.readCopy(id);
     if (!copy) {
-      if (owner.file) owner.file.failed = true;
-      this.fail(path, new Error(`blob ${id} is not in the repository index`));
+      if (target.file) target.file.failed = true;
+      this.fail(target.path, new Error(`blob ${id} is not in the repository index`));
       return false;
     }
-    this.planCopy(copy, [target], [{ path, ...owner }]);
+    this.planCopy(copy, [target]);
     return true;
   }
 
   /** Adds targets of a blob to the segment of the copy `copy` that will be read. */
-  private planCopy(loc: BlobLocation, targets: readonly UnpackTarget[], owners: PlannedBlob['owners']): void {
+  private planCopy(loc: BlobLocation, targets: readonly Target[]): void {
     const key = `${loc.pack}/${Math.floor(loc.offset / SEGMENT)}`;
     let segment = this.plan.get(key);
     if (!segment) this.plan.set(key, (segment = { pack: loc.pack, blobs: new Map() }));
     const blobs = segment.blobs;
     let planned = blobs.get(loc.id);
-    if (!planned) blobs.set(loc.id, (planned = { loc, targets: [], owners: [] }));
+    if (!planned) blobs.set(loc.id, (planned = { loc, targets: [] }));
     planned.targets.push(...targets);
-    planned.owners.push(...owners);
   }
 
   // ---- 2. unpack ----
@@ -497,42 +506,46 @@ export class Restorer {
       this.opts.signal?.throwIfAborted();
       const task: UnpackBlob[] = list.map((b) => ({
         id: b.loc.id, type: b.loc.type, flags: b.loc.flags, rawLength: b.loc.rawLength,
-        offset: b.loc.offset - start, length: b.loc.length, targets: b.targets,
+        offset: b.loc.offset - start, length: b.loc.length, targets: b.targets.length,
       }));
-      result = await pool.run<UnpackResult>({ kind: 'unpack', pack, data, blobs: task }, [data.buffer as ArrayBuffer]);
+      const { paths, pathStarts, fields } = flatTargets(list);
+      result = await pool.run<UnpackResult>({ kind: 'unpack', pack, data, blobs: task, paths, pathStarts, fields },
+        [data.buffer as ArrayBuffer, paths.buffer, pathStarts.buffer, fields.buffer]);
     } catch (e) {
       if (!(e instanceof CorruptObjectError)) throw e;
       const error = wireError(e);
       result = { bytes: 0, failed: [], bad: list.map((_, index) => ({ index, error })) };
     }
     this.progress.bytes += result.bytes;
-    const failedDest = new Map(result.failed.map((f) => [Buffer.from(f.path).toString('latin1'), f.message]));
+    const failedTarget = new Map(result.failed.map((f) => [f.target, f.message]));
     // A bad copy: its targets wait for another copy, or fail with it when there is none.
     const lost = new Map<PlannedBlob, Error>();
     for (const { index, error } of result.bad) {
       const b = list[index]!;
       const next = this.repo.copyFailed(b.loc, error.message);
-      if (next) this.planCopy(next, b.targets, b.owners);
+      if (next) this.planCopy(next, b.targets);
       else lost.set(b, rebuildError(error)); // the worker's error as the main thread would have thrown it (its code)
     }
     const retried = new Set(result.bad.map(({ index }) => list[index]!));
+    let at = 0;
     for (const b of list) {
+      const first = at;
+      at += b.targets.length;
       if (retried.has(b) && !lost.has(b)) continue;
       b.targets.forEach((t, i) => {
-        const owner = b.owners[i]!;
-        const failedWrite = failedDest.get(Buffer.from(t.path).toString('latin1'));
+        const failedWrite = failedTarget.get(first + i);
         const error = lost.get(b) ?? (failedWrite === undefined ? undefined : new Error(failedWrite));
         if (error !== undefined) {
-          if (owner.file) owner.file.failed = true;
-          this.fail(owner.path, error);
-          removeQuietly(Buffer.from(t.path));
-        } else if (!owner.file) {
+          if (t.file) t.file.failed = true;
+          this.fail(t.path, error);
+          removeQuietly(t.dest);
+        } else if (t.whole) {
           // The worker made the file whole (content, owner, mode, times); its attributes come last.
-          if (owner.node) this.restoreXattrs(owner.path, Buffer.from(t.path), owner.node);
+          this.restoreXattrs(t.path, t.dest, t.whole.node);
           this.progress.files++;
-          this.opts.onRestored?.(owner.path.toString());
+          this.opts.onRestored?.(t.path.toString());
         }
-        if (owner.file && --owner.file.remaining === 0) this.finishFile(owner.file);
+        if (t.file && --t.file.remaining === 0) this.finishFile(t.file);
       });
     }
     this.opts.onProgress?.(this.progress);
@@ -777,6 +790,45 @@ function inodeKey(node: TreeNode): string {
 /** What a file's content is known by: names read in different batches hold other slices of the same bytes, the fingerprint tells. */
 function contentKey(node: TreeNode): string {
   return node.fingerprint !== undefined ? `${node.size}:${node.fingerprint}` : JSON.stringify(node.content ?? []);
+}
+
+/**
+ * A segment's targets as the worker hands them to native/restore.cc's
+ * writeFiles (`UnpackTask`): the paths back to back, where each starts,
+ * and WRITE_FIELDS numbers each, in the blobs' order.
+ */
+function flatTargets(list: readonly PlannedBlob[]): { paths: Uint8Array<ArrayBuffer>; pathStarts: Uint32Array<ArrayBuffer>; fields: Float64Array<ArrayBuffer> } {
+  let count = 0;
+  let bytes = 0;
+  for (const b of list) {
+    count += b.targets.length;
+    for (const t of b.targets) bytes += t.dest.length;
+  }
+  const paths = new Uint8Array(bytes);
+  const pathStarts = new Uint32Array(count + 1);
+  const fields = new Float64Array(count * WRITE_FIELDS);
+  let i = 0;
+  for (const b of list) {
+    for (const t of b.targets) {
+      paths.set(t.dest, pathStarts[i]!);
+      pathStarts[i + 1] = pathStarts[i]! + t.dest.length;
+      const f = i++ * WRITE_FIELDS;
+      fields[f] = t.slice?.offset ?? 0;
+      fields[f + 1] = t.slice?.length ?? b.loc.rawLength;
+      fields[f + 2] = t.offset;
+      if (!t.whole) continue;
+      const { node, flags } = t.whole;
+      const [seconds, nanoseconds] = timespec(node.mtime);
+      fields[f + 3] = flags;
+      fields[f + 4] = node.size;
+      fields[f + 5] = node.mode;
+      fields[f + 6] = node.uid;
+      fields[f + 7] = node.gid;
+      fields[f + 8] = seconds;
+      fields[f + 9] = nanoseconds;
+    }
+  }
+  return { paths, pathStarts, fields };
 }
 
 /** The `slice` field of an unpack target for a content entry. */
