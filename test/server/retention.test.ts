@@ -313,4 +313,48 @@ databaseSuites('retention and prune of a disk safe on the server', (fx) => {
     assert.equal((await t.call('POST', `/api/v1/jobs/${latest}/cancel`, { token: who['admin']! })).status, 200);
     assert.deepEqual(await snapshotIds(), [newest]);
   });
+
+  it('a restore test holds its snapshot only while it lives: not once it expired untaken, its agent went silent, or it ran past its timeout', { timeout: 60_000 }, async () => {
+    const [older] = await snapshotIds();
+    clock += HOUR;
+    await backup(clock, randomBytes(50_000));
+    const heldNow = async (): Promise<boolean> => {
+      const f = await forget({ keep_last: 1, dry_run: true });
+      assert.equal(f.status, 200, f.text);
+      return (f.body.skipped as { id: string }[]).some((x) => x.id === older);
+    };
+    const queue = async (extra: Record<string, unknown> = {}): Promise<string> =>
+      (await t.create(`/api/v1/machines/${machineId}/jobs`, { kind: 'verify-restore', spec: { snapshot: older!.slice(0, 12) }, ...extra }, who['admin'])).id as string;
+    const take = async (job: string): Promise<void> => {
+      const taken = await t.call('GET', '/api/v1/agent/jobs/next', { token: who['agent']! });
+      assert.equal(taken.status, 200, taken.text);
+      assert.equal(taken.body.id, job);
+    };
+
+    // Queued for an agent that never takes it: held until it expires, not after.
+    await queue({ expires_in: 60 });
+    assert.ok(await heldNow(), 'held while queued');
+    clock += 61_000;
+    assert.ok(!await heldNow(), 'still held once expired untaken');
+
+    // Taken by an agent that then says nothing: held until the silence limit (120 s), not after.
+    await take(await queue());
+    assert.ok(await heldNow(), 'held while running');
+    clock += 121_000;
+    assert.ok(!await heldNow(), 'still held once its agent went silent');
+
+    // Taken by an agent that reports and never ends it: held no longer than the default timeout (24 h).
+    const endless = await queue();
+    await take(endless);
+    const db = await openDatabase(dbUrl, '');
+    try {
+      await db.db.updateTable('jobs').set({ started_at: new Date(clock - 24 * HOUR - 1000).toISOString() }).where('id', '=', endless).execute();
+    } finally {
+      await db.close();
+    }
+    assert.ok(!await heldNow(), 'still held past its timeout');
+    const removed = await forget({ keep_last: 1 });
+    assert.equal(removed.status, 200, removed.text);
+    assert.deepEqual(removed.body.removed, [older]);
+  });
 });

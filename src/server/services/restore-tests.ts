@@ -30,6 +30,7 @@ import type { SnapshotEntry } from '../../repo/store.js';
 import type { DiskSafe, Job } from '../db/schema.js';
 import type { ServiceContext } from './context.js';
 import { markSnapshotsDamaged } from './damage.js';
+import { DEFAULT_TIMEOUT, durationMs } from './policies.js';
 import { BadRequest, Conflict } from './errors.js';
 import { agentText, raiseEvent } from './notifications.js';
 import { ensureIndexed } from './snapshot-index.js';
@@ -119,6 +120,22 @@ function underTest(job: Pick<Job, 'spec' | 'state' | 'started_at'>, ok: readonly
   return [...new Set([ok.at(-1), chosen])].filter((s) => s !== undefined);
 }
 
+/**
+ * Whether a queued or running restore test still holds its snapshot: only
+ * until it expires untaken, while its agent reports (the job is ended
+ * lazily, when someone looks at it), and for no longer than its timeout
+ * (a person's test has none: the policies' default). A machine's agent that
+ * never takes the test, or takes it and never ends it, would otherwise hold
+ * a snapshot against the safe's retention for ever.
+ */
+function live(ctx: ServiceContext, j: Pick<Job, 'state' | 'started_at' | 'expires_at' | 'last_report_at' | 'timeout_seconds'>): boolean {
+  const now = ctx.now().getTime();
+  if (j.state === 'queued') return j.expires_at === null || Date.parse(j.expires_at) > now;
+  const timeoutMs = j.timeout_seconds === null ? durationMs(DEFAULT_TIMEOUT) : j.timeout_seconds * 1000;
+  return j.started_at !== null && Date.parse(j.started_at) + timeoutMs > now
+    && j.last_report_at !== null && Date.parse(j.last_report_at) + ctx.jobSilenceLimitMs > now;
+}
+
 /** `store` with the snapshots under restore tests held (heldByRestoreTests). */
 export interface HeldSnapshots {
   readonly store: ForgetStore;
@@ -140,8 +157,8 @@ export function heldByRestoreTests(ctx: ServiceContext, safe: DiskSafe, store: F
     store: {
       remove: async (type, name) => !held.has(name) && store.remove(type, name),
       listSnapshots: async () => {
-        const tests = await ctx.db.selectFrom('jobs').select(['id', 'spec', 'state', 'started_at']).where('safe_id', '=', safe.id).where('kind', '=', 'verify-restore')
-          .where('state', 'in', ['queued', 'running']).orderBy('created_at').execute();
+        const tests = (await ctx.db.selectFrom('jobs').select(['id', 'spec', 'state', 'started_at', 'expires_at', 'last_report_at', 'timeout_seconds']).where('safe_id', '=', safe.id)
+          .where('kind', '=', 'verify-restore').where('state', 'in', ['queued', 'running']).orderBy('created_at').execute()).filter((j) => live(ctx, j));
         const list = await store.listSnapshots();
         if (tests.length === 0) return list;
         const storedAt = tests.some((j) => j.state === 'running')
