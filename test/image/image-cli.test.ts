@@ -200,13 +200,21 @@ describe('image backups through the CLI', { skip: mkfsUnavailable() }, () => {
     await same(bad, s.path('badsb-restored.img'));
   });
 
-  it('clear errors: missing source, a folder, restore of a file snapshot, --verify to stdout, a missing folder', async () => {
+  it('clear errors: missing source, a folder, a FIFO or character device as the image, restore of a file snapshot, --verify to stdout, a missing folder', async () => {
     let r = await run(['backup', '--image', s.path('nope.img')]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /cannot open .*nope\.img.*ENOENT/);
     r = await run(['backup', '--image', s.dir]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /neither a block device nor a regular file/);
+    // A FIFO no one writes to: refused at once (its open hung for ever), as a character device is.
+    const fifo = s.path('image.fifo');
+    sh('mkfifo', [fifo]);
+    for (const notImage of [fifo, '/dev/null']) {
+      r = await run(['backup', '--image', notImage]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /neither a block device nor a regular file/);
+    }
     const fileSnap = await ok(['backup', '--json', tree]);
     const fileId = (JSON.parse(fileSnap.stdout.trim().split('\n').pop()!) as { snapshot_id: string }).snapshot_id;
     r = await run(['restore-image', fileId, '--to', s.path('x.img')]);

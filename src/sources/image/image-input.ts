@@ -120,11 +120,12 @@ export async function openImageInput(path: string, opts: OpenImageOptions = {}):
   if (await isQcow2(path)) return openQcow2(path, opts);
   if (opts.bitmap !== undefined) throw new Error(`${path} is not a qcow2 file: it has no dirty bitmaps`);
   let fh: fsp.FileHandle;
+  // Non-blocking: a FIFO given as the image is refused below instead of hanging the open until a writer comes.
   try {
-    fh = await fsp.open(path, constants.O_RDONLY | constants.O_NOATIME);
+    fh = await fsp.open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOATIME);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
-    fh = await fsp.open(path, constants.O_RDONLY);
+    fh = await fsp.open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   }
   try {
     const st = await fh.stat();

@@ -7,6 +7,7 @@
  * reader of its format.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { constants } from 'node:fs';
 import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,7 +42,8 @@ async function qemu(tool: string, args: readonly string[]): Promise<string> {
 
 /** True when `path` is a file that starts with the qcow2 magic. */
 export async function isQcow2(path: string): Promise<boolean> {
-  const fh = await open(path, 'r').catch(() => undefined);
+  // Non-blocking: a FIFO would hang the open until a writer comes.
+  const fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK).catch(() => undefined);
   if (!fh) return false;
   try {
     const b = Buffer.alloc(4);
