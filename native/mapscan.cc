@@ -8,9 +8,11 @@
 //
 // A file that shrinks while it is mapped makes its pages past the end raise
 // SIGBUS on access. The loop runs with a per-thread jump buffer armed; the
-// handler returns to it when the fault is this thread's in an armed scan (the
-// caller then reports the source as shrunk), and otherwise puts back the
-// action that was there before, so any other SIGBUS does what it did.
+// handler returns to it when the kernel raised the fault for an address in
+// the mapping this thread scans (the caller then reports the source as
+// shrunk), and otherwise hands the signal to the action that was there
+// before, so any other SIGBUS (one sent with kill, a fault elsewhere) does
+// what it did.
 #include "addon.h"
 
 #include <errno.h>
@@ -34,11 +36,26 @@ constexpr uint8_t kChanged = 2;
 constexpr size_t kFpBytes = 16;
 
 thread_local sigjmp_buf* armed = nullptr;
+thread_local const uint8_t* armedBase = nullptr;
+thread_local size_t armedLength = 0;
 struct sigaction previous;
 
 void OnBus(int sig, siginfo_t* info, void* context) {
-  if (armed != nullptr) siglongjmp(*armed, 1);
-  sigaction(SIGBUS, &previous, nullptr);
+  // Ours only when the kernel raised it (si_code > 0: not kill(2)) for an
+  // access inside this thread's mapping.
+  const uint8_t* at = static_cast<const uint8_t*>(info->si_addr);
+  if (armed != nullptr && info->si_code > 0 && at >= armedBase && at < armedBase + armedLength) siglongjmp(*armed, 1);
+  if (previous.sa_flags & SA_SIGINFO) {
+    previous.sa_sigaction(sig, info, context);
+    return;
+  }
+  if (previous.sa_handler == SIG_IGN) return;
+  if (previous.sa_handler != SIG_DFL) {
+    previous.sa_handler(sig);
+    return;
+  }
+  // The default action: the process ends as it would have without this handler.
+  signal(sig, SIG_DFL);
   raise(sig);
 }
 
@@ -118,6 +135,8 @@ Napi::Value ScanMapped(const Napi::CallbackInfo& info) {
   sigjmp_buf jump;
   // volatile: read after a siglongjmp back into this frame.
   volatile size_t i = 0;
+  armedBase = base;
+  armedLength = length;
   if (sigsetjmp(jump, 0) == 0) {
     armed = &jump;
     for (; i < blocks; i++) {

@@ -3,14 +3,15 @@
  * and fingerprints it finds are the JavaScript scan's (the changed-block
  * cache of one path is good for the other), only changed blocks are copied
  * out, a file that ends inside the mapped range is reported (SIGBUS caught,
- * the process lives on) and a descriptor that cannot be mapped says so
- * (/dev/null: ENODEV). An
+ * the process lives on), a SIGBUS sent with kill keeps its default action,
+ * and a descriptor that cannot be mapped says so (/dev/null: ENODEV). An
  * image backup of a real file maps it and stores what reading it stores;
  * one whose mapping fails reads instead; one whose file was cut short fails
  * with SourceShrankError and writes no snapshot.
  */
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -92,6 +93,19 @@ describe('native scanMapped', async () => {
     } finally {
       closeSync(fd);
     }
+  });
+
+  it('leaves any other SIGBUS its default action: one sent with kill still ends the process', () => {
+    const addon = new URL('../../src/sources/native.js', import.meta.url).href;
+    const script = `import { native } from ${JSON.stringify(addon)};
+      import { openSync } from 'node:fs';
+      const fd = openSync(${JSON.stringify(file)}, 'r');
+      const r = native.scanMapped(fd, 0, 65536, 65536, Buffer.alloc(32), Buffer.alloc(16), new Uint8Array(1), Buffer.alloc(16), Buffer.alloc(65536));
+      if (r !== 0) process.exit(3);
+      process.kill(process.pid, 'SIGBUS');
+      setTimeout(() => process.exit(4), 2000);`;
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+    assert.equal(child.signal, 'SIGBUS', `status ${child.status}, stderr ${child.stderr}`);
   });
 
   it('returns the errno of a descriptor that cannot be mapped, and refuses bad arguments', async () => {
