@@ -26,6 +26,7 @@ import type { SnapshotEntry } from '../repo/store.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
 import { summaryJson } from '../jobs/snapshots/summary-json.js';
+import { snakeKeys } from '../core/snake-keys.js';
 import { backupSession, hooksOf, parseTime, splitTags, type HookFlags } from './backup-session.js';
 
 /** The flags of `backup` this command reads. */
@@ -186,7 +187,7 @@ function report(g: GlobalOptions, r: ImageBackupResult): void {
       message_type: 'summary', snapshot_id: r.id, incomplete: r.snapshot.incomplete === true, total_duration: seconds, ...summaryJson(s),
       image_size: img.size, block_size: img.blockSize, blocks: c.blocks, blocks_unused: c.unused, blocks_zero: c.zero,
       blocks_unchanged: c.unchanged, blocks_changed: c.changed, blocks_stored: c.stored, bytes_read: c.bytesRead,
-      partition_table: img.layout.table, filesystems: img.filesystems, crash_consistent_only: img.live === true,
+      partition_table: img.layout.table, filesystems: snakeKeys(img.filesystems), crash_consistent_only: img.live === true,
       ...(img.format ? { format: img.format } : {}), ...(img.bitmap ? { dirty_bitmap: img.bitmap } : {}), ...(img.readSince ? { read_since: img.readSince } : {}),
     })}\n`);
     return;

@@ -17,7 +17,7 @@ import { makeTree, mkExt4, mkfsUnavailable, noise, partitionedImage, sh } from '
 type Summary = Record<string, unknown> & {
   blocks: number; blocks_unused: number; blocks_zero: number; blocks_unchanged: number; blocks_changed: number; blocks_stored: number;
   bytes_read: number; image_size: number; block_size: number; data_added: number; snapshot_id: string;
-  filesystems: { type: string; understood: boolean; partition?: number; note?: string }[]; partition_table: string;
+  filesystems: { type: string; understood: boolean; partition?: number; note?: string; used_bytes?: number }[]; partition_table: string;
 };
 
 const summaryOf = (r: RunResult): Summary => JSON.parse(r.stdout.trim().split('\n').pop()!) as Summary;
@@ -51,6 +51,8 @@ describe('image backups through the CLI', { skip: mkfsUnavailable() }, () => {
     assert.equal(first.blocks, 1024);
     assert.equal(first.partition_table, 'none');
     assert.deepEqual(first.filesystems.map((f) => [f.type, f.understood]), [['ext4', true]]);
+    assert.ok(Object.keys(first.filesystems[0]!).every((k) => k === k.toLowerCase()), `snake_case keys: ${Object.keys(first.filesystems[0]!).join(', ')}`);
+    assert.ok(first.filesystems[0]!.used_bytes! > 0 && first.filesystems[0]!.used_bytes! < 24 << 20, `used_bytes ${first.filesystems[0]!.used_bytes}`);
     assert.ok(first.blocks_unused > 600, `only ${first.blocks_unused} unused blocks`);
     assert.ok(first.bytes_read < 24 << 20, `read ${first.bytes_read} bytes of a 64 MiB image holding ~8 MiB`);
     assert.equal(first.blocks_unused + first.blocks_zero + first.blocks_unchanged + first.blocks_changed, first.blocks);
