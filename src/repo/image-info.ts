@@ -24,6 +24,13 @@ export const MAX_MAP_BLOCKS = 1 << 20;
 /** Bytes per block-map entry. */
 export const MAP_ENTRY_BYTES = 32;
 
+const HOLE = Buffer.alloc(MAP_ENTRY_BYTES);
+
+/** Whether the block-map entry at `map[o…]` is all zero: a hole (nothing stored, reads as zeros). */
+export function isHoleEntry(map: Buffer, o: number): boolean {
+  return map.compare(HOLE, 0, MAP_ENTRY_BYTES, o, o + MAP_ENTRY_BYTES) === 0;
+}
+
 /** One partition of the source's partition table. */
 export interface ImagePartition {
   /** Partition number as the OS names it (1-based: sda1 is 1). */

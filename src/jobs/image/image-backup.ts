@@ -36,7 +36,7 @@ import type { RepositoryWriter } from '../../repo/repository-writer.js';
 import type { CompressionMode } from '../../core/compress.js';
 import { BlobType } from '../../repo/pack.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
-import { IMAGE_VERSION, MAP_ENTRY_BYTES, type ImageCounts, type ImageInfo } from '../../repo/image-info.js';
+import { IMAGE_VERSION, MAP_ENTRY_BYTES, isHoleEntry, type ImageCounts, type ImageInfo } from '../../repo/image-info.js';
 import { analyzeImage, type LayoutAnalysis } from '../../sources/image/image-layout.js';
 import { EmptySourceError, SourceShrankError, type ImageInput } from '../../sources/image/image-input.js';
 import { readPartitionTable } from '../../sources/image/partition-table.js';
@@ -143,12 +143,6 @@ export interface ImageBackupProgress {
 export interface ImageBackupResult {
   readonly id: string;
   readonly snapshot: Snapshot;
-}
-
-/** Whether the 32-byte map entry at `page[o…]` is all zero (a hole). */
-function isZeroEntry(page: Buffer, o: number): boolean {
-  for (let i = o; i < o + MAP_ENTRY_BYTES; i += 4) if (page.readUInt32LE(i) !== 0) return false;
-  return true;
 }
 
 /** Fixed-size entries in pages, growing as needed (block maps and cache entries of streams). */
@@ -359,7 +353,7 @@ export class ImageBackup {
    * Binary ids throughout: this runs for every clean block of the disk.
    */
   private takeFromParent(b: number, page: Buffer, at: number): boolean {
-    if (isZeroEntry(page, at) || !this.writer.hasBlob(page.toString('hex', at, at + MAP_ENTRY_BYTES))) return false;
+    if (isHoleEntry(page, at) || !this.writer.hasBlob(page.toString('hex', at, at + MAP_ENTRY_BYTES))) return false;
     this.map.set(b, page.subarray(at, at + MAP_ENTRY_BYTES));
     const cached = this.cache?.entryFor(b, page, at);
     if (cached) this.newCache.set(b, cached);
@@ -384,10 +378,16 @@ export class ImageBackup {
       const { input } = this.opts;
       if (scan.mapError === -1) throw new SourceShrankError(input.path, input.size ?? 0, await input.currentSize?.() ?? source.position);
       this.mapping = false;
-      const got = await input.readAt!(slot.buf, 0, length, source.position);
-      if (got < length) throw new SourceShrankError(input.path, input.size ?? 0, source.position + got);
+      await this.readSlot(slot, length, source.position);
     }
     return this.pool!.run<ScanResult>(task);
+  }
+
+  /** Reads `length` bytes of the file or device at `position` into the slot; SourceShrankError when it ends before. */
+  private async readSlot(slot: Slot, length: number, position: number): Promise<void> {
+    const { input } = this.opts;
+    const got = await input.readAt!(slot.buf, 0, length, position);
+    if (got < length) throw new SourceShrankError(input.path, input.size ?? 0, position + got);
   }
 
   private async processSlot(slot: Slot, firstBlock: number, length: number, source?: { fd: number; position: number }): Promise<void> {
@@ -504,27 +504,18 @@ export class ImageBackup {
         const slot = await this.takeSlot();
         const pos = b * bs;
         const length = Math.min(n * bs, size - pos);
-        if (input.fd !== undefined && this.mapping) {
-          // The worker maps the bytes: nothing is copied but the changed blocks.
-          this.counts.bytesRead += length;
-          this.dispatch(slot, b, length, { fd: input.fd, position: pos });
-          this.bytesDone = Math.max(this.bytesDone, pos + length);
-          this.progress(size);
-          continue;
-        }
-        let got: number;
-        try {
-          got = await input.readAt!(slot.buf, 0, length, pos);
-        } catch (e) {
-          this.releaseSlot(slot);
-          throw e;
-        }
-        if (got < length) {
-          this.releaseSlot(slot);
-          throw new SourceShrankError(input.path, size, pos + got);
+        // A file or device is mapped by the worker, which copies only the changed blocks; anything else is read here.
+        const source = input.fd !== undefined && this.mapping ? { fd: input.fd, position: pos } : undefined;
+        if (!source) {
+          try {
+            await this.readSlot(slot, length, pos);
+          } catch (e) {
+            this.releaseSlot(slot);
+            throw e;
+          }
         }
         this.counts.bytesRead += length;
-        this.dispatch(slot, b, length);
+        this.dispatch(slot, b, length, source);
         this.bytesDone = Math.max(this.bytesDone, pos + length);
         this.progress(size);
       }
@@ -596,7 +587,7 @@ export class ImageBackup {
     const blobs = new Set<string>();
     for (const page of this.map.pagesFor(blocks)) {
       for (let o = 0; o < page.length; o += MAP_ENTRY_BYTES) {
-        if (!isZeroEntry(page, o)) blobs.add(page.toString('hex', o, o + MAP_ENTRY_BYTES));
+        if (!isHoleEntry(page, o)) blobs.add(page.toString('hex', o, o + MAP_ENTRY_BYTES));
       }
       const { id } = await this.writer.saveBlob(BlobType.ImageMap, Buffer.from(page));
       maps.push(id);

@@ -17,7 +17,7 @@
  */
 import { BlobType } from '../../repo/pack.js';
 import { CorruptObjectError } from '../../repo/errors.js';
-import { MAP_ENTRY_BYTES, imageBlockCount, type ImageInfo } from '../../repo/image-info.js';
+import { MAP_ENTRY_BYTES, imageBlockCount, isHoleEntry, type ImageInfo } from '../../repo/image-info.js';
 import type { Snapshot } from '../../repo/snapshot.js';
 import { inRange, type RandomAccessSource } from '../../sources/image/random-access.js';
 import type { ErrorCode } from '../../core/errors.js';
@@ -56,7 +56,6 @@ export interface ImageReaderOptions {
   readonly what?: string;
 }
 
-const ZERO_ID = Buffer.alloc(MAP_ENTRY_BYTES);
 const MAP_CACHE = 8;
 
 /** A small LRU over a Map's insertion order. */
@@ -133,7 +132,7 @@ export class ImageSnapshotReader implements RandomAccessSource {
     for (let m = 0; m < this.info.maps.length; m++) {
       const map = await this.map(m);
       for (let i = 0; i * MAP_ENTRY_BYTES < map.length; i++) {
-        if (!map.subarray(i * MAP_ENTRY_BYTES, (i + 1) * MAP_ENTRY_BYTES).equals(ZERO_ID)) total += this.blockLength(m * this.info.mapBlocks + i);
+        if (!isHoleEntry(map, i * MAP_ENTRY_BYTES)) total += this.blockLength(m * this.info.mapBlocks + i);
       }
     }
     return total;
@@ -144,8 +143,7 @@ export class ImageSnapshotReader implements RandomAccessSource {
     if (!Number.isInteger(b) || b < 0 || b >= this.blocks) throw new RangeError(`block ${b} is outside the image (${this.blocks} blocks)`);
     const mapBytes = await this.map(Math.floor(b / this.info.mapBlocks));
     const o = (b % this.info.mapBlocks) * MAP_ENTRY_BYTES;
-    const entry = mapBytes.subarray(o, o + MAP_ENTRY_BYTES);
-    return entry.equals(ZERO_ID) ? null : entry.toString('hex');
+    return isHoleEntry(mapBytes, o) ? null : mapBytes.toString('hex', o, o + MAP_ENTRY_BYTES);
   }
 
   /** The plaintext of block `b`, or null for a hole. Not cached: for streaming readers. */
