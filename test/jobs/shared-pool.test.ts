@@ -21,7 +21,7 @@ import { Store } from '../../src/repo/store.js';
 import type { Backend, Handle, LoadOptions, OperationOptions } from '../../src/storage/backend.js';
 import { WrapperBackend } from '../../src/storage/wrapper-backend.js';
 import { BlobType } from '../../src/repo/pack.js';
-import type { SealResult } from '../../src/jobs/pool/protocol.js';
+import type { SealResult, Task } from '../../src/jobs/pool/protocol.js';
 import { buildTree, compareTrees, removeTree, tempDir, type Dir } from '../fixtures/tree.js';
 import { memoryRepo, TEST_PASSWORD } from '../helpers/memory-repo.js';
 
@@ -33,6 +33,19 @@ async function open(backend: Backend): Promise<Repository> {
 }
 
 const threads = (): number => readdirSync('/proc/self/task').length;
+
+/** Seals one 100-byte blob of each fill byte through `session`. */
+const sealFills = (session: PoolSession<Task>, fills: readonly number[]): Promise<SealResult[]> =>
+  Promise.all(fills.map((f) => session.run<SealResult>({ kind: 'seal', type: BlobType.Data, data: Buffer.alloc(100, f) })));
+
+/** Each sealed blob opens with the repository's key to its fill: every thread had the session's secrets. */
+function assertOpens(repo: Repository, sealed: readonly SealResult[], fills: readonly number[]): void {
+  for (const [i, r] of sealed.entries()) {
+    const b = r.blob!;
+    const plain = repo.openBlob({ type: b.type, id: b.id, flags: b.flags, offset: 0, length: b.sealed.length, rawLength: b.rawLength }, Buffer.from(b.sealed), `blob ${i}`);
+    assert.ok(plain.equals(Buffer.alloc(100, fills[i]!)));
+  }
+}
 
 /** Counts the process's threads on every storage call. */
 class ThreadSampler extends WrapperBackend {
@@ -125,14 +138,10 @@ describe('one worker pool shared by concurrent jobs', { skip: readdirSync('/proc
       const session = PoolSession.blobs(repo, { pool });
       assert.equal(pool.size, 2);
       assert.equal(threads(), before, 'a pool and a session, and no thread yet');
-      const sealed = await Promise.all(Array.from({ length: 8 }, (_, i) => session.run<SealResult>({ kind: 'seal', type: BlobType.Data, data: Buffer.alloc(100, i + 1) })));
+      const fills = [1, 2, 3, 4, 5, 6, 7, 8];
+      const sealed = await sealFills(session, fills);
       assert.ok(threads() >= before + 2, `${threads()} threads after the first tasks, ${before} before`);
-      // Each sealed blob opens with the repository's key: both threads had the session's secrets.
-      for (const [i, r] of sealed.entries()) {
-        const b = r.blob!;
-        const plain = repo.openBlob({ type: b.type, id: b.id, flags: b.flags, offset: 0, length: b.sealed.length, rawLength: b.rawLength }, Buffer.from(b.sealed), `blob ${i}`);
-        assert.ok(plain.equals(Buffer.alloc(100, i + 1)));
-      }
+      assertOpens(repo, sealed, fills);
       await session.close();
     } finally {
       await pool.close();
@@ -149,13 +158,10 @@ describe('one worker pool shared by concurrent jobs', { skip: readdirSync('/proc
       assert.ok(threads() >= before + 2, `${threads()} threads after warm, ${before} before`);
       const started = threads();
       const session = PoolSession.blobs(repo, { pool });
-      const sealed = await Promise.all(Array.from({ length: 4 }, (_, i) => session.run<SealResult>({ kind: 'seal', type: BlobType.Data, data: Buffer.alloc(100, i + 7) })));
+      const fills = [7, 8, 9, 10];
+      const sealed = await sealFills(session, fills);
       assert.equal(threads(), started, 'no thread started for the session');
-      for (const [i, r] of sealed.entries()) {
-        const b = r.blob!;
-        const plain = repo.openBlob({ type: b.type, id: b.id, flags: b.flags, offset: 0, length: b.sealed.length, rawLength: b.rawLength }, Buffer.from(b.sealed), `blob ${i}`);
-        assert.ok(plain.equals(Buffer.alloc(100, i + 7)));
-      }
+      assertOpens(repo, sealed, fills);
       await session.close();
     } finally {
       await pool.close();
