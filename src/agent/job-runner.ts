@@ -11,7 +11,9 @@
  * the last file backup stay in memory (TreeCache), so that the next one,
  * whose parent that backup is, reads no parent tree from the disk safe, and
  * so does the folder-scan worker of file backups (DirScanner), started by
- * the first backup of a large tree and kept for the next.
+ * the first backup of a large tree and kept for the next, and the snapshots
+ * the repository authenticated (`Repository.listSnapshots`), so that a
+ * job's listing downloads only the snapshots added since the last.
  *
  *   open (once)   backend https://server/safes/NAME, retried, rate-limited
  *                 → Repository.open(password, loadIndex) → WorkerPool

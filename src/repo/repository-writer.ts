@@ -86,6 +86,8 @@ export interface WriterTarget {
   readonly commitWindowMs: number;
   /** Told the name of each index file the writer (or its snapshot fence) stored, which the index then holds. */
   indexSaved?(name: string): void;
+  /** Told each snapshot the writer stored: its id and its bytes, as `sealSnapshot` made them. */
+  snapshotSaved?(id: string, bytes: Buffer): void;
   /**
    * The index files the repository left out of its index, unusable
    * (`Repository.loadIndex`): an index file of adopted packs names them as
@@ -276,6 +278,9 @@ export class RepositoryWriter {
   async saveSnapshot(s: Snapshot): Promise<string> {
     this.signal?.throwIfAborted();
     const t = this.target;
-    return commitSnapshot({ store: t.store, index: t.index, commitWindowMs: t.commitWindowMs, ...(t.indexSaved ? { indexSaved: (n: string) => t.indexSaved!(n) } : {}) }, s.blobs, t.sealSnapshot(s), this.io);
+    const bytes = t.sealSnapshot(s);
+    const id = await commitSnapshot({ store: t.store, index: t.index, commitWindowMs: t.commitWindowMs, ...(t.indexSaved ? { indexSaved: (n: string) => t.indexSaved!(n) } : {}) }, s.blobs, bytes, this.io);
+    t.snapshotSaved?.(id, bytes);
+    return id;
   }
 }

@@ -126,6 +126,13 @@ export class Repository {
   private readonly badCopies = new Map<string, { pack: string; id: string; reason: string }>();
   /** Packs holding one of them. */
   private readonly badPacks = new Set<string>();
+  /**
+   * Snapshots this repository authenticated, by id: those the last listing
+   * found (`listSnapshots`) and those its writers stored since. A snapshot's
+   * name is the SHA-256 of its bytes and never holds other bytes, so while
+   * a listing has the name, the snapshot is the one authenticated here.
+   */
+  private snapshots = new Map<string, Snapshot>();
 
   private constructor(
     /** The keyless store this repository is opened on. */
@@ -317,6 +324,7 @@ export class Repository {
       sealSnapshot: (s) => encodeSnapshot(s, this.snapshotMacKey),
       commitWindowMs: commitWindowMs(this.minGraceMs),
       indexSaved: (name) => this.indexFiles.add(name),
+      snapshotSaved: (id, bytes) => this.snapshots.set(id, decodeSnapshot(bytes, `snapshot ${id}`)),
       unusableIndexFiles: this.unusableIndexFiles,
     }, opts);
   }
@@ -574,10 +582,21 @@ export class Repository {
    * Every snapshot that can be read and passes its MAC, oldest first; the
    * others (damaged, or changed or planted in storage) are in `damaged`
    * with why, so that they cannot hide or displace the others.
+   *
+   * Storage is listed every time; only a name this repository has not
+   * authenticated yet is loaded (a repository kept open, the agent's, loads
+   * each snapshot once). What failed is not kept, and is read and reported
+   * again by the next listing; a name the listing no longer has is
+   * forgotten, so a removed snapshot never comes back from memory. Memory:
+   * the listed snapshots, about their stored size (their blob lists), which
+   * a listing returns anyway.
    */
   async listSnapshots(opts: OperationOptions = {}): Promise<SnapshotList> {
     const damaged = new Map<string, Error>();
+    const known = this.snapshots;
     const ok = await loadEvery(this.backend, 'snapshot', async (name) => {
+      const held = known.get(name);
+      if (held !== undefined) return held;
       try {
         return await this.loadSnapshot(name, opts);
       } catch (e) {
@@ -586,6 +605,7 @@ export class Repository {
         return undefined;
       }
     }, opts);
+    this.snapshots = new Map(ok);
     return oldestFirst({ ok, damaged });
   }
 
