@@ -2,6 +2,7 @@
 #include "addon.h"
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  InitBeneath(env, exports);
   InitRestore(env, exports);
   InitWalk(env, exports);
   InitXattr(env, exports);

@@ -5,10 +5,11 @@
 // hundreds of files; per file, the six JS calls cost more than their system
 // calls on ext4.
 //
-// writeFiles(data, paths, starts, fields): for target i, the path
+// writeFiles(dirFd, data, paths, starts, fields): for target i, the path
 // paths[starts[i] .. starts[i + 1]) (a Uint8Array of the paths back to back,
-// a Uint32Array of one more start than there are targets) and kFields
-// numbers at fields[i * kFields] (src/sources/native.ts `WRITE_FIELDS`):
+// a Uint32Array of one more start than there are targets), opened beneath
+// the folder dirFd without following any symlink (native/beneath.cc), and
+// kFields numbers at fields[i * kFields] (src/sources/native.ts `WRITE_FIELDS`):
 //   0 start   1 length   of its bytes in `data`
 //   2 offset  in the file
 //   3 flags   kWhole: create the file (O_EXCL; when it exists, truncate it)
@@ -24,7 +25,8 @@
 // All-zero 4 KiB blocks of the file are skipped (they stay holes); ftruncate
 // only when the last bytes written end short of the size.
 // Returns undefined, or for the targets that failed, index and message pairs
-// (a message as Node's fs gives: "ENOSPC: no space left on device, write").
+// (a message as Node's fs gives: "ENOSPC: no space left on device, write";
+// a symlink on the way: "ELOOP: a symbolic link is on the way ...").
 #include "addon.h"
 
 #include <errno.h>
@@ -61,10 +63,16 @@ bool Fail(Failure* f, const char* syscall, bool withPath = false) {
   return false;
 }
 
+// The folder the paths are below, and the path of the target being written.
+struct Place {
+  int dir;
+  const std::string& path;
+};
+
 // Opens a file that should be there (created by the restore) for writing,
 // refusing anything but a regular file with one name.
-int OpenExisting(const std::string& path, Failure* f) {
-  const int fd = open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+int OpenExisting(const Place& at, Failure* f) {
+  const int fd = OpenBeneath(at.dir, at.path.data(), at.path.size(), O_WRONLY | O_NONBLOCK, 0, false);
   if (fd < 0) {
     Fail(f, "open", true);
     return -1;
@@ -124,7 +132,7 @@ bool WriteSparse(int fd, const char* data, size_t length, off_t pos, off_t* end,
   return true;
 }
 
-bool WriteTarget(const std::string& path, const char* data, const double* t, Failure* f) {
+bool WriteTarget(const Place& at, const char* data, const double* t, Failure* f) {
   const size_t length = static_cast<size_t>(t[1]);
   const off_t offset = static_cast<off_t>(t[2]);
   const uint32_t flags = static_cast<uint32_t>(t[3]);
@@ -133,19 +141,19 @@ bool WriteTarget(const std::string& path, const char* data, const double* t, Fai
   bool created = false;
   int fd;
   if (whole) {
-    fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (flags & kCreateMode) ? mode : 0600);
+    fd = OpenBeneath(at.dir, at.path.data(), at.path.size(), O_WRONLY | O_CREAT | O_EXCL, (flags & kCreateMode) ? mode : 0600, false);
     created = fd >= 0;
     if (fd < 0) {
       if (errno != EEXIST) return Fail(f, "open", true);
       // Checked before it is emptied: O_TRUNC would empty a file with another name outside the target.
-      if ((fd = OpenExisting(path, f)) < 0) return false;
+      if ((fd = OpenExisting(at, f)) < 0) return false;
       if (ftruncate(fd, 0) != 0) {
         Fail(f, "ftruncate");
         close(fd);
         return false;
       }
     }
-  } else if ((fd = OpenExisting(path, f)) < 0) {
+  } else if ((fd = OpenExisting(at, f)) < 0) {
     return false;
   }
   bool ok = true;
@@ -166,16 +174,17 @@ bool WriteTarget(const std::string& path, const char* data, const double* t, Fai
 
 Napi::Value WriteFiles(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsTypedArray() || !info[3].IsTypedArray() ||
-      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
-      info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-    Napi::TypeError::New(env, "writeFiles(data: Uint8Array, paths: Uint8Array, starts: Uint32Array, fields: Float64Array)").ThrowAsJavaScriptException();
+  if (info.Length() < 5 || !info[0].IsNumber() || !info[1].IsTypedArray() || !info[2].IsTypedArray() || !info[3].IsTypedArray() || !info[4].IsTypedArray() ||
+      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
+      info[4].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    Napi::TypeError::New(env, "writeFiles(dirFd: number, data: Uint8Array, paths: Uint8Array, starts: Uint32Array, fields: Float64Array)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  auto data = info[0].As<Napi::Uint8Array>();
-  auto paths = info[1].As<Napi::Uint8Array>();
-  auto starts = info[2].As<Napi::Uint32Array>();
-  auto fields = info[3].As<Napi::Float64Array>();
+  const int dir = info[0].As<Napi::Number>().Int32Value();
+  auto data = info[1].As<Napi::Uint8Array>();
+  auto paths = info[2].As<Napi::Uint8Array>();
+  auto starts = info[3].As<Napi::Uint32Array>();
+  auto fields = info[4].As<Napi::Float64Array>();
   if (starts.ElementLength() == 0 || fields.ElementLength() != (starts.ElementLength() - 1) * kFields) {
     Napi::TypeError::New(env, "writeFiles: fields must hold 10 numbers per path, starts one more than there are paths").ThrowAsJavaScriptException();
     return env.Undefined();
@@ -200,9 +209,10 @@ Napi::Value WriteFiles(const Napi::CallbackInfo& info) {
       Failure f{};
       if (path.find('\0') != std::string::npos) {
         message = "path must not contain a NUL byte";
-      } else if (!WriteTarget(path, bytes, t, &f)) {
-        message = f.refused != nullptr ? std::string(f.refused) : std::string(uv_err_name(-f.error)) + ": " + uv_strerror(-f.error) + ", " + f.syscall;
-        if (f.withPath) message += " '" + path + "'";
+      } else if (!WriteTarget(Place{dir, path}, bytes, t, &f)) {
+        if (f.refused != nullptr) message = f.refused;
+        else if (f.withPath) message = BeneathMessage(f.error, f.syscall, path);
+        else message = std::string(uv_err_name(-f.error)) + ": " + uv_strerror(-f.error) + ", " + f.syscall;
       }
     }
     if (message.empty()) continue;

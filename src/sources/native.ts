@@ -2,7 +2,8 @@
  * The holdfast_native addon (binding.gyp, native/): the system calls Node
  * offers not at all with Buffer paths (the xattr family), only one entry
  * per call (a folder's names and their lstat; restored files' open, write,
- * metadata and close) or not at all (mmap, for the image backups' scan).
+ * metadata and close) or not at all (openat2 and mknod, for restores that
+ * never follow a symlink; mmap, for the image backups' scan).
  * `npm ci` builds it with node-gyp into build/Release.
  */
 
@@ -36,11 +37,22 @@ export interface NativeAddon {
    * Writes bytes of `data` into files, each with its own system calls but
    * one call for all (native/restore.cc, which lists the WRITE_FIELDS
    * numbers per path in `fields`): path i is `paths` from `starts[i]` to
-   * `starts[i + 1]`. Returns undefined, or for each path that failed its
-   * index and the message Node's fs would have given, in pairs; the others
-   * are written.
+   * `starts[i + 1]`, below the folder `dirFd` as `openBeneath` opens it.
+   * Returns undefined, or for each path that failed its index and the
+   * message Node's fs would have given, in pairs; the others are written.
    */
-  writeFiles(data: Uint8Array, paths: Uint8Array, starts: Uint32Array, fields: Float64Array): (number | string)[] | undefined;
+  writeFiles(dirFd: number, data: Uint8Array, paths: Uint8Array, starts: Uint32Array, fields: Float64Array): (number | string)[] | undefined;
+  /**
+   * The descriptor of `path` (leading slashes ignored) below the folder
+   * `dirFd`, opened with `flags` (and `mode` when creating) without
+   * following any symlink on the way or at its end (ELOOP) and without
+   * leaving the folder (EXDEV): openat2 with RESOLVE_BENEATH |
+   * RESOLVE_NO_SYMLINKS, one component at a time where the kernel has no
+   * openat2, or when `walk` says so (native/beneath.cc).
+   */
+  openBeneath(dirFd: number, path: Buffer, flags: number, mode: number, walk?: boolean): number;
+  /** mknod(2): a FIFO or device node (the type's bits in `mode`; the umask applies). */
+  mknod(path: Buffer, mode: number, dev: bigint): void;
   /**
    * An image backup's scan of `length` bytes of `fd` at `position` (a
    * multiple of the page size) without copying them (native/mapscan.cc): per

@@ -2,18 +2,18 @@
 // it reads a file tree (backup) and when it recreates one (restore):
 //
 //   IdNames        uid/gid <-> user/group names, from /etc/passwd and /etc/group
-//   makeFifo       mkfifo(3), through coreutils `mkfifo`
-//   makeDevice     mknod(2) for char/block devices, through coreutils `mknod`
+//   makeFifo       mkfifo(3), through mknod(2) in the addon
+//   makeDevice     mknod(2) for char/block devices
+//   chmodNoFollow  chmod(2) that never follows a final symlink
 //   splitRdev      st_rdev -> major/minor (glibc encoding), and makeRdev back
 //   PathShortener  addresses paths longer than PATH_MAX through /proc/self/fd
 //
 // All path arguments may be Buffers: Linux file names are bytes, not UTF-8.
 
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { constants as fsConstants, readFileSync } from 'node:fs';
+import { chmodSync, closeSync, constants as fsConstants, fstatSync, openSync, readFileSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
+import { native } from './native.js';
 
 /** A file system path as Node accepts it; Buffers carry names that are not valid UTF-8. */
 export type PosixPath = string | Buffer;
@@ -167,8 +167,8 @@ export class SpecialFileError extends Error {
  * Creates a FIFO at `path` with permission bits `mode` (umask does not apply).
  * Fails with SpecialFileError (code EEXIST) if `path` exists.
  */
-export async function makeFifo(path: PosixPath, mode: number): Promise<void> {
-  await makeNode(path, mode, 'FIFO', ['mkfifo', '-m', octal(mode)], []);
+export function makeFifo(path: PosixPath, mode: number): void {
+  makeNode(path, fsConstants.S_IFIFO, mode, 0n, 'FIFO');
 }
 
 /**
@@ -177,110 +177,45 @@ export async function makeFifo(path: PosixPath, mode: number): Promise<void> {
  * CAP_MKNOD (root) on most systems. Fails with SpecialFileError (code EEXIST)
  * if `path` exists.
  */
-export async function makeDevice(path: PosixPath, kind: 'char' | 'block', rdev: number | bigint, mode: number): Promise<void> {
+export function makeDevice(path: PosixPath, kind: 'char' | 'block', rdev: number | bigint, mode: number): void {
   if (kind !== 'char' && kind !== 'block') throw new TypeError(`device kind must be 'char' or 'block', got ${String(kind)}`);
   const { major, minor } = splitRdev(rdev);
-  const what = `${kind} device ${major}:${minor}`;
-  await makeNode(path, mode, what, ['mknod', '-m', octal(mode)], [kind === 'char' ? 'c' : 'b', String(major), String(minor)]);
+  makeNode(path, kind === 'char' ? fsConstants.S_IFCHR : fsConstants.S_IFBLK, mode, makeRdev(major, minor), `${kind} device ${major}:${minor}`);
 }
 
-function octal(mode: number): string {
+/** mknod(2), then the mode without the umask (set without following a symlink put in its place). */
+function makeNode(path: PosixPath, type: number, mode: number, rdev: bigint, what: string): void {
   if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new RangeError(`mode must hold permission bits only (0..0o7777), got ${mode}`);
-  return '0' + mode.toString(8);
+  try {
+    native.mknod(toBuffer(path), type | mode, rdev);
+    chmodNoFollow(path, mode);
+  } catch (err) {
+    const hint = isErrno(err, 'EPERM') && type !== fsConstants.S_IFIFO ? ' (device nodes need CAP_MKNOD, usually root)' : '';
+    throw new SpecialFileError(`cannot create ${what} at ${show(path)}: ${errMessage(err)}${hint}`, path, errCode(err));
+  }
 }
 
-// Node has no mknod(2). Running the coreutils tool is the portable way, but
-// argv entries are strings, so a name that is not UTF-8 (or a path longer than
-// PATH_MAX) cannot be handed over. Instead we open the parent directory, give
-// the child that descriptor as fd 3, let it create an ASCII temporary name
-// under /proc/self/fd/3, and move the node to its real name with link+unlink
-// (unlike rename, link refuses to replace an existing file).
-async function makeNode(path: PosixPath, mode: number, what: string, command: string[], trailing: string[]): Promise<void> {
-  const buf = toBuffer(path);
-  const { dir, base } = splitPath(buf);
-  if (base.length === 0 || base.equals(DOT) || base.equals(DOTDOT)) {
-    throw new SpecialFileError(`cannot create ${what} at ${show(path)}: not a file name`, path, 'EINVAL');
-  }
-  const shortener = new PathShortener();
-  let parent: FileHandle;
+/**
+ * chmod(2) without following a final symlink (Linux gives symlinks no mode of
+ * their own: a symlink found there is left alone): the node is opened
+ * O_PATH | O_NOFOLLOW and changed through its /proc/self/fd name, which is
+ * that very inode, whatever is put at `path` meanwhile.
+ */
+export function chmodNoFollow(path: PosixPath, mode: number): void {
+  const fd = openSync(path, O_PATH | fsConstants.O_NOFOLLOW);
   try {
-    parent = await fsp.open(await shortener.short(dir), O_PATH | fsConstants.O_DIRECTORY);
-  } catch (err) {
-    await shortener.close();
-    throw new SpecialFileError(`cannot create ${what} at ${show(path)}: parent directory: ${errMessage(err)}`, path, errCode(err));
-  }
-  try {
-    const tmpName = `.holdfast-mknod-${process.pid}-${randomBytes(6).toString('hex')}`;
-    const [file, ...args] = command as [string, ...string[]];
-    const { code, stderr } = await run(file, [...args, `/proc/self/fd/3/${tmpName}`, ...trailing], parent.fd);
-    if (code !== 0) {
-      const hint = /Operation not permitted/.test(stderr) && what !== 'FIFO' ? ' (device nodes need CAP_MKNOD, usually root)' : '';
-      throw new SpecialFileError(`cannot create ${what} at ${show(path)}: ${file} exited with ${code}: ${stderr.trim()}${hint}`, path, guessCode(stderr));
-    }
-    const viaParent = (name: Buffer | string): Buffer => Buffer.concat([Buffer.from(`/proc/self/fd/${parent.fd}/`), toBuffer(name)]);
-    const tmp = viaParent(tmpName);
-    try {
-      await moveNoReplace(tmp, viaParent(base), () => new SpecialFileError(`cannot create ${what} at ${show(path)}: file exists`, path, 'EEXIST'));
-    } finally {
-      await fsp.rm(tmp, { force: true });
-    }
-    // coreutils applies -m with chmod only in some cases; do it always so the
-    // result never depends on the umask.
-    await fsp.chmod(viaParent(base), mode);
-  } catch (err) {
-    if (err instanceof SpecialFileError) throw err;
-    throw new SpecialFileError(`cannot create ${what} at ${show(path)}: ${errMessage(err)}`, path, errCode(err));
+    if (!fstatSync(fd).isSymbolicLink()) chmodSync(`/proc/self/fd/${fd}`, mode);
   } finally {
-    await parent.close();
-    await shortener.close();
+    closeSync(fd);
   }
-}
-
-// link+unlink refuses to replace an existing file, unlike rename. On file
-// systems without hard links fall back to check-then-rename (racy but rare).
-async function moveNoReplace(from: Buffer, to: Buffer, existsError: () => Error): Promise<void> {
-  try {
-    await fsp.link(from, to);
-    return;
-  } catch (err) {
-    if (isErrno(err, 'EEXIST')) throw existsError();
-    if (!isErrno(err, 'EPERM') && !isErrno(err, 'ENOTSUP') && !isErrno(err, 'EOPNOTSUPP') && !isErrno(err, 'EMLINK')) throw err;
-  }
-  if (await exists(to)) throw existsError();
-  await fsp.rename(from, to);
-}
-
-function run(file: string, args: string[], fd3: number): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe', fd3] });
-    let stderr = '';
-    child.stderr?.setEncoding('utf8');
-    child.stderr?.on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    child.on('error', (err) => {
-      reject(isErrno(err, 'ENOENT') ? new Error(`${file} not found on PATH (it comes with coreutils)`) : err);
-    });
-    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stderr }));
-  });
-}
-
-function guessCode(stderr: string): string | undefined {
-  if (/File exists/.test(stderr)) return 'EEXIST';
-  if (/Operation not permitted/.test(stderr)) return 'EPERM';
-  if (/Permission denied/.test(stderr)) return 'EACCES';
-  if (/No such file or directory/.test(stderr)) return 'ENOENT';
-  return undefined;
 }
 
 // ---------------------------------------------------------------------------
 // Paths longer than PATH_MAX
 
 /** O_PATH from <fcntl.h> (same value on x86-64 and arm64); Node does not export it. */
-const O_PATH = 0o10000000;
+export const O_PATH = 0o10000000;
 const SLASH = 0x2f;
-const DOT = Buffer.from('.');
-const DOTDOT = Buffer.from('..');
 
 /**
  * A time for utimes(2) through Node, which passes a double that libuv
@@ -385,15 +320,6 @@ export class PathShortener {
 
 function toBuffer(path: PosixPath): Buffer {
   return typeof path === 'string' ? Buffer.from(path) : path;
-}
-
-function splitPath(path: Buffer): { dir: Buffer; base: Buffer } {
-  let end = path.length;
-  while (end > 1 && path[end - 1] === SLASH) end--;
-  const trimmed = path.subarray(0, end);
-  const slash = trimmed.lastIndexOf(SLASH);
-  if (slash < 0) return { dir: DOT, base: trimmed };
-  return { dir: slash === 0 ? Buffer.from('/') : trimmed.subarray(0, slash), base: trimmed.subarray(slash + 1) };
 }
 
 async function exists(path: PosixPath): Promise<boolean> {

@@ -3,13 +3,15 @@
  * restore making room for a file and writing it, a hard link to a file
  * outside the target, or a FIFO with a reader, is put where the file goes.
  * The restore must refuse each (reported, not restored) and write nothing
- * through it: the file outside keeps its bytes, the FIFO gets none. The
- * planting happens in `onRestored` of the sibling walked just before (the
- * walk reports a symlink as soon as it made it), so the race is won every time.
+ * through it: the file outside keeps its bytes, the FIFO gets none. Or a
+ * folder the restore is filling is swapped for a symlink to a folder outside:
+ * nothing may be created in it, and its mode must stay. The planting happens
+ * in `onRestored` of the sibling walked just before (the walk reports a
+ * symlink as soon as it made it), so the race is won every time.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { constants, linkSync, mkdtempSync, openSync, readSync, closeSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { constants, linkSync, mkdirSync, mkdtempSync, openSync, readdirSync, readSync, closeSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -82,5 +84,41 @@ describe('restore into a target someone writes into meanwhile', () => {
     }
     closeSync(reader);
     assert.equal(got.subarray(0, n).toString(), '', 'bytes were written into the FIFO');
+  });
+
+  it('refuses a folder swapped for a symlink while it is filled: nothing is created, written or chmodded through it', async () => {
+    const { repo } = await memoryRepo();
+    const w = repo.newWriter();
+    const piece = (await w.saveBlob(BlobType.Data, Buffer.from('piece one\n'))).id;
+    const piece2 = (await w.saveBlob(BlobType.Data, Buffer.from('piece two\n'))).id;
+    const whole = (await w.saveBlob(BlobType.Data, Buffer.from('a whole file\n'))).id;
+    const inner = await w.saveTree([
+      node('a', { type: 'symlink', target: Buffer.from('x') }), // its onRestored swaps /d for a symlink
+      node('b', { type: 'file', size: 20, content: [piece, piece2] }), // created by the walk
+      node('c', { type: 'file', size: 13, content: [whole] }), // created by a worker
+      node('e', { type: 'dir', mode: 0o755, subtree: await w.saveTree([node('f', { type: 'file', size: 13, content: [whole] })]) }),
+      node('p', { type: 'fifo', mode: 0o600 }),
+      node('s', { type: 'symlink', target: Buffer.from('/etc/passwd') }),
+    ]);
+    const tree = await w.saveTree([node('d', { type: 'dir', mode: 0o751, subtree: inner })]);
+    await w.flush();
+
+    const target = join(dir, 'swap');
+    const outside = join(dir, 'outside-folder');
+    mkdirSync(outside, { mode: 0o700 });
+    writeFileSync(join(outside, 'keep'), OUTSIDE);
+    const plant = (path: string): void => {
+      if (path !== '/d/a') return;
+      renameSync(join(target, 'd'), join(target, 'd-moved'));
+      symlinkSync(outside, join(target, 'd'));
+    };
+    const r = await new Restorer(repo, target, { onRestored: plant }).run(tree);
+
+    assert.deepEqual(r.failed.map((f) => f.path).sort(), ['/d/b', '/d/c', '/d/e', '/d/p', '/d/s']);
+    for (const f of r.failed) assert.match(f.error, /ELOOP: a symbolic link is on the way/, f.path);
+    assert.deepEqual(readdirSync(outside), ['keep'], 'something was created through the symlink');
+    assert.deepEqual(readFileSync(join(outside, 'keep')), OUTSIDE);
+    assert.equal(statSync(outside).mode & 0o7777, 0o700, 'the folder outside was chmodded through the symlink');
+    assert.deepEqual(readdirSync(join(target, 'd-moved')), ['a']);
   });
 });

@@ -6,19 +6,22 @@
  *   walk the image (unsafe names and directory loops refused by the walker)
  *     dir      mkdir (an existing non-directory in the way is an error, never followed)
  *     file     hard link to an inode restored earlier, or
- *              create (O_NOFOLLOW) → write each stored run at its offset → ftruncate
+ *              create (O_EXCL) → write each stored run at its offset → ftruncate
  *              (holes in the image file stay holes; only stored runs are read)
  *     other    symlink, mkfifo, mknod (as root)
  *     then     owner (as root), mode, mtime
  *   after a folder's children: its owner, mode and mtime
  *
  * Only the blocks of the files restored are read from the image, so from the
- * repository only the chunks that hold them are fetched.
+ * repository only the chunks that hold them are fetched. As there, nothing
+ * below the target is named by a full path (`Beneath`): a symlink put on
+ * the way while the restore runs is refused, never followed.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { constants, promises as fsp } from 'node:fs';
+import { closeSync, constants, fstatSync, ftruncateSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, readSync, symlinkSync, writeSync } from 'node:fs';
 import { FilesystemNotSupportedError, type ImageNode, type ImageVolume } from '../../sources/image/fs/image-volume.js';
-import { PathShortener, floorMicros, makeDevice, makeFifo, utimesSeconds, type PosixPath } from '../../sources/posix.js';
+import { chmodNoFollow, floorMicros, makeDevice, makeFifo, utimesSeconds } from '../../sources/posix.js';
+import { Beneath } from '../../sources/beneath.js';
 import type { RestoreOptions, RestoreProgress, RestoreResult } from '../restore/restorer.js';
 import { prepareExisting } from '../restore/overwrite.js';
 import { filePieces } from './image-file-reader.js';
@@ -47,17 +50,15 @@ export class ImageRestorer {
   private readonly failed: { path: string; error: string }[] = [];
   private readonly verifyFailed: { path: string; error: string }[] = [];
   private verified = 0;
-  private readonly inodes = new Map<string, PosixPath>();
+  /** The path each hard-linked inode was restored at first. */
+  private readonly inodes = new Map<string, Buffer>();
   private readonly includes: string[];
-  private readonly long = new PathShortener();
+  /** The target, open while the restore runs. */
+  private root!: Beneath;
 
   constructor(private readonly volume: ImageVolume, private readonly target: string, private readonly opts: RestoreOptions = {}) {
     this.includes = (opts.includes ?? []).map(normalizeInclude);
     if (this.includes.some((i) => i.split('/').includes('..'))) throw new Error('an --include path must not contain ".."');
-  }
-
-  private dest(path: Buffer): Promise<PosixPath> {
-    return this.long.short(Buffer.concat([Buffer.from(this.target.replace(/\/+$/, '')), path]));
   }
 
   private fail(path: string, error: string): void {
@@ -71,7 +72,7 @@ export class ImageRestorer {
   }
 
   async run(): Promise<RestoreResult> {
-    await fsp.mkdir(this.target, { recursive: true });
+    this.root = Beneath.open(this.target);
     const root = await this.volume.root();
     const skipped: string[] = [];
     const below = (path: Buffer): boolean => skipped.some((s) => path.toString('latin1').startsWith(`${s}/`));
@@ -106,7 +107,7 @@ export class ImageRestorer {
         }
       }
     } finally {
-      await this.long.close();
+      this.root.close();
     }
     this.progress.walked = true;
     for (const i of this.includes) {
@@ -116,10 +117,9 @@ export class ImageRestorer {
   }
 
   private async restoreNode({ path, node }: ImageWalkEntry): Promise<void> {
-    const dest = await this.dest(path);
     this.progress.current = path.toString();
     if (node.type !== 'socket') {
-      const existing = prepareExisting(Buffer.from(dest), node, this.opts.overwrite ?? 'always');
+      const existing = this.root.at(path, (p) => prepareExisting(p, node, this.opts.overwrite ?? 'always'));
       if (existing !== 'create') {
         if (node.type === 'file') {
           this.progress.totalFiles++;
@@ -133,30 +133,31 @@ export class ImageRestorer {
     }
     switch (node.type) {
       case 'dir':
-        try {
-          await fsp.mkdir(dest);
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-          const st = await fsp.lstat(dest);
-          if (!st.isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
-          // An earlier restore gave it its final mode, which may not let us write into it.
-          await fsp.chmod(dest, (node.mode & 0o777) | 0o700);
-        }
+        this.root.at(path, (p) => {
+          try {
+            mkdirSync(p);
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+            if (!lstatSync(p).isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
+            // An earlier restore gave it its final mode, which may not let us write into it.
+            chmodNoFollow(p, (node.mode & 0o777) | 0o700);
+          }
+        });
         this.progress.dirs++;
         return; // metadata after the children (onDirDone)
       case 'file':
-        await this.restoreFile(path, dest, node);
+        await this.restoreFile(path, node);
         break;
       case 'symlink':
-        await fsp.symlink(node.target!, dest);
+        this.root.at(path, (p) => symlinkSync(node.target!, p));
         break;
       case 'fifo':
-        await makeFifo(dest, node.mode);
+        this.root.at(path, (p) => makeFifo(p, node.mode));
         break;
       case 'chardev':
       case 'blockdev':
         if (this.opts.privileged !== true) throw new Error('device nodes can only be restored as root');
-        await makeDevice(dest, node.type === 'chardev' ? 'char' : 'block', node.rdev ?? 0n, node.mode);
+        this.root.at(path, (p) => makeDevice(p, node.type === 'chardev' ? 'char' : 'block', node.rdev ?? 0n, node.mode));
         break;
       case 'socket':
         return; // sockets are not restorable
@@ -165,80 +166,80 @@ export class ImageRestorer {
     this.opts.onProgress?.(this.progress);
   }
 
-  private async restoreFile(path: Buffer, dest: PosixPath, node: ImageNode): Promise<void> {
+  private async restoreFile(path: Buffer, node: ImageNode): Promise<void> {
     const key = `${node.volume}:${node.ino}`;
     this.progress.totalFiles++;
     this.progress.totalBytes += node.size;
     if (node.links > 1) {
       const first = this.inodes.get(key);
       if (first) {
-        await fsp.link(first, dest);
+        this.root.at(first, (from) => this.root.at(path, (p) => linkSync(from, p)));
         this.progress.files++;
         this.progress.bytes += node.size;
         return;
       }
     }
     const hash = createHash('sha256');
-    const fh = await fsp.open(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
+    // Whatever was there is gone (prepareExisting): something there now was put there meanwhile, and is not written through.
+    const fd = this.root.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
     try {
       let pos = 0;
       let written = 0;
       for await (const { offset, data } of filePieces(this.volume, node)) {
         this.opts.signal?.throwIfAborted();
         if (this.opts.verify) hashZeros(hash, offset - pos).update(data);
-        for (let off = 0; off < data.length;) {
-          const { bytesWritten } = await fh.write(data, off, data.length - off, offset + off);
-          off += bytesWritten;
-        }
+        for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off, offset + off);
         pos = offset + data.length;
         written += data.length;
         this.progress.bytes += data.length;
       }
       if (this.opts.verify) hashZeros(hash, node.size - pos);
-      await fh.truncate(node.size);
+      ftruncateSync(fd, node.size);
       this.progress.bytes += node.size - written; // its holes
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
     this.progress.files++;
-    if (node.links > 1) this.inodes.set(key, dest);
+    if (node.links > 1) this.inodes.set(key, path);
     if (this.opts.verify) {
       this.verified++;
-      if (!(await this.verifyFile(dest, node.size, hash.digest()))) this.verifyFailure(path, 'restored bytes differ from the image');
+      if (!this.verifyFile(path, node.size, hash.digest())) this.verifyFailure(path, 'restored bytes differ from the image');
     }
   }
 
   /** Reads a restored file back and compares its SHA-256 with that of the bytes read from the image. */
-  private async verifyFile(dest: PosixPath, size: number, want: Buffer): Promise<boolean> {
-    const fh = await fsp.open(dest, constants.O_RDONLY | constants.O_NOFOLLOW);
+  private verifyFile(path: Buffer, size: number, want: Buffer): boolean {
+    const fd = this.root.open(path, constants.O_RDONLY | constants.O_NONBLOCK);
     try {
-      if ((await fh.stat()).size !== size) return false;
+      const st = fstatSync(fd);
+      if (!st.isFile() || st.size !== size) return false;
       const h = createHash('sha256');
       const buf = Buffer.alloc(1 << 20);
       for (let pos = 0; pos < size;) {
-        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - pos), pos);
-        if (bytesRead === 0) return false;
-        h.update(buf.subarray(0, bytesRead));
-        pos += bytesRead;
+        const n = readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
+        if (n === 0) return false;
+        h.update(buf.subarray(0, n));
+        pos += n;
       }
       return h.digest().equals(want);
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
   }
 
   /** Owner, mode and times, in the order that keeps setuid bits. */
   private async finishNode({ path, node }: ImageWalkEntry): Promise<void> {
-    const dest = await this.dest(path);
     try {
-      if (this.opts.privileged === true) await fsp.lchown(dest, node.uid, node.gid);
-      if (node.type !== 'symlink') await fsp.chmod(dest, node.mode);
-      const mtime = utimesSeconds(node.mtime);
-      await fsp.lutimes(dest, mtime, mtime);
-      if (this.opts.verify) {
-        const got = (await fsp.lstat(dest, { bigint: true })).mtimeNs;
-        if (got !== floorMicros(node.mtime)) this.verifyFailure(path, `restored mtime ${got} ns differs from the image's ${floorMicros(node.mtime)} ns`);
-      }
+      this.root.at(path, (p) => {
+        if (this.opts.privileged === true) lchownSync(p, node.uid, node.gid);
+        if (node.type !== 'symlink') chmodNoFollow(p, node.mode);
+        const mtime = utimesSeconds(node.mtime);
+        lutimesSync(p, mtime, mtime);
+        if (this.opts.verify) {
+          const got = lstatSync(p, { bigint: true }).mtimeNs;
+          if (got !== floorMicros(node.mtime)) this.verifyFailure(path, `restored mtime ${got} ns differs from the image's ${floorMicros(node.mtime)} ns`);
+        }
+      });
     } catch (e) {
       this.opts.onWarning?.(path.toString(), `cannot restore metadata: ${(e as Error).message}`);
     }

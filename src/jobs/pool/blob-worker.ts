@@ -253,7 +253,7 @@ function unpack(t: UnpackTask): UnpackResult {
       continue;
     }
     const fields = t.fields.subarray(from * WRITE_FIELDS, first * WRITE_FIELDS);
-    const failures = native.writeFiles(plain, t.paths, t.pathStarts.subarray(from, first + 1), fields);
+    const failures = native.writeFiles(t.dir, plain, t.paths, t.pathStarts.subarray(from, first + 1), fields);
     const lost = new Set<number>();
     for (let i = 0; failures && i < failures.length; i += 2) {
       const at = failures[i] as number;
@@ -281,8 +281,10 @@ function verify(t: VerifyTask): VerifyResult {
   t.files.forEach((f, index) => {
     let fd = -1;
     try {
-      fd = openSync(buf(f.path), constants.O_RDONLY | constants.O_NOFOLLOW);
-      if (!contentMatches(fd, f)) bad.push({ index, reason: 'restored bytes differ from the snapshot' });
+      // Non-blocking: a FIFO put in its place cannot hang the check.
+      fd = native.openBeneath(t.dir, buf(f.path), constants.O_RDONLY | constants.O_NONBLOCK, 0);
+      if (!fstatSync(fd).isFile()) bad.push({ index, reason: 'restored file is no longer a regular file' });
+      else if (!contentMatches(fd, f)) bad.push({ index, reason: 'restored bytes differ from the snapshot' });
       else {
         const mtime = fstatSync(fd, { bigint: true }).mtimeNs;
         if (mtime !== f.mtime) bad.push({ index, reason: `restored mtime ${mtime} ns differs from the snapshot's ${f.mtime} ns` });

@@ -121,6 +121,8 @@ export interface UnpackBlob {
  */
 export interface UnpackTask {
   readonly kind: 'unpack';
+  /** The restore's target folder (a descriptor of this process); `paths` are below it, never reached through a symlink. */
+  readonly dir: number;
   readonly pack: string;
   readonly data: Uint8Array;
   readonly blobs: readonly UnpackBlob[];
@@ -138,6 +140,7 @@ export interface UnpackResult {
 }
 
 export interface VerifyJob {
+  /** Below the task's `dir`. */
   readonly path: Uint8Array;
   readonly size: number;
   /** The file's fingerprint: when set, the whole file is checked against it. */
@@ -152,6 +155,8 @@ export interface VerifyJob {
 
 export interface VerifyTask {
   readonly kind: 'verify';
+  /** The restore's target folder, as `UnpackTask.dir`. */
+  readonly dir: number;
   readonly files: readonly VerifyJob[];
 }
 

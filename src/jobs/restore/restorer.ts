@@ -21,8 +21,13 @@
  *
  * A file that fails (a damaged pack, a full disk) is removed, reported, and the
  * restore goes on; the result lists every path that was not restored.
+ *
+ * Nothing below the target is named by a full path: every path is resolved
+ * from the target's descriptor without following a symlink (`Beneath`), so
+ * a folder swapped for a symlink while the restore runs is refused, never
+ * written, chmodded or chowned through.
  */
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, lchownSync, lstatSync, lutimesSync, mkdirSync, openSync, promises as fsp, symlinkSync, chmodSync, linkSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, lchownSync, lstatSync, lutimesSync, mkdirSync, promises as fsp, symlinkSync, linkSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { NotFoundError, ShortReadError } from '../../storage/backend.js';
@@ -30,7 +35,8 @@ import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
 import type { Repository } from '../../repo/repository.js';
 import type { BlobLocation } from '../../repo/index-file.js';
 import { entryBlob, type BlobSlice, type ContentEntry, type TreeNode } from '../../repo/tree.js';
-import { PathShortener, floorMicros, makeDevice, makeFifo, timespec, utimesSeconds, type PosixPath } from '../../sources/posix.js';
+import { chmodNoFollow, floorMicros, makeDevice, makeFifo, timespec, utimesSeconds } from '../../sources/posix.js';
+import { Beneath } from '../../sources/beneath.js';
 import { hasXattrsBeyondLabel, writeXattrs, xattrDifference, type RefusedXattr } from '../../sources/xattrs.js';
 import { PathBuffer, walkTree } from '../tree-walk.js';
 import { prepareExisting, type Overwrite } from './overwrite.js';
@@ -150,8 +156,8 @@ function normalizeInclude(p: string): string {
 
 /** A file being restored in pieces. */
 interface OpenFile {
+  /** The snapshot path, which is also where it goes below the target. */
   readonly path: Buffer;
-  readonly dest: Buffer;
   readonly node: TreeNode;
   /** Pieces not written yet. */
   remaining: number;
@@ -162,9 +168,8 @@ interface OpenFile {
 
 /** Where a blob goes: a piece of a file written in pieces, or a file it makes whole. */
 interface Target {
-  /** The snapshot path, and where it is restored to. */
+  /** The snapshot path, which is also where it goes below the target. */
   readonly path: Buffer;
-  readonly dest: Buffer;
   /** Where in the file. */
   readonly offset: number;
   /** Only this part of the blob's plaintext; all of it when absent. */
@@ -181,8 +186,6 @@ interface PlannedBlob {
   readonly targets: Target[];
 }
 
-const asBuffer = (p: PosixPath): Buffer => (typeof p === 'string' ? Buffer.from(p) : p);
-
 export class Restorer {
   private readonly progress: RestoreProgress = { files: 0, dirs: 0, bytes: 0, filesSkipped: 0, bytesSkipped: 0, totalFiles: 0, totalBytes: 0, errors: 0, walked: false, current: '' };
   private readonly failed: FailedPath[] = [];
@@ -191,8 +194,8 @@ export class Restorer {
   private fatal: { error: unknown } | undefined;
   private readonly failedPaths = new Set<string>();
   private readonly verifyFailed: { path: string; error: string }[] = [];
-  private readonly inodes = new Map<string, { dest: Buffer; content: string }>();
-  private readonly links: { path: Buffer; from: Buffer; dest: Buffer; size: number }[] = [];
+  private readonly inodes = new Map<string, { path: Buffer; content: string }>();
+  private readonly links: { path: Buffer; from: Buffer; size: number }[] = [];
   /** Folders made or merged into, in walk order; their owner, mode and mtime are set at the end. */
   private readonly dirs: PendingDir[] = [];
   /** By depth, the index in `dirs` of the folder of that depth now being walked (0: the target). */
@@ -204,27 +207,20 @@ export class Restorer {
   private readonly running = new Set<Promise<void>>();
   private pool!: PoolSession<Task>;
   /** Files to read back; `skipped`: left as it was (`--overwrite never`), so not restored by this run. */
-  private readonly toVerify: { path: Buffer; dest: Buffer; node: TreeNode; skipped?: boolean }[] = [];
+  private readonly toVerify: { path: Buffer; node: TreeNode; skipped?: boolean }[] = [];
   private readonly includes: string[];
-  private readonly targetBytes: Buffer;
+  /** The target, open while the restore runs. */
+  private root!: Beneath;
   /** When the walk last reported progress (ms). */
   private reported = 0;
   /** By depth, whether the folder of that depth now being walked was made by this restore (0: the target, never). */
   private readonly fresh: boolean[] = [false];
-  /** Paths longer than PATH_MAX are reached through /proc/self/fd anchors. */
-  private readonly long = new PathShortener();
   /** `RestoreOptions.privileged`. */
   private readonly privileged: boolean;
 
   constructor(private readonly repo: Repository, private readonly target: string, private readonly opts: RestoreOptions = {}) {
     this.privileged = opts.privileged === true;
     this.includes = (opts.includes ?? []).map(normalizeInclude);
-    this.targetBytes = Buffer.from(target.replace(/\/+$/, ''));
-  }
-
-  /** Where a snapshot path goes, in a form short enough for system calls. */
-  private async dest(path: Buffer): Promise<Buffer> {
-    return asBuffer(await this.long.short(Buffer.concat([this.targetBytes, path])));
   }
 
   private fail(path: Buffer, e: unknown): void {
@@ -242,7 +238,7 @@ export class Restorer {
   }
 
   async run(tree: string): Promise<RestoreResult> {
-    await fsp.mkdir(this.target, { recursive: true });
+    this.root = Beneath.open(this.target);
     this.creation = await probeCreation(this.target);
     const pool = PoolSession.blobs(this.repo, this.opts);
     this.pool = pool;
@@ -261,7 +257,7 @@ export class Restorer {
     } finally {
       // After an interruption or a fatal error, work still in a worker is dropped with it.
       await pool.close();
-      await this.long.close();
+      this.root.close();
     }
     return { progress: this.progress, failed: this.failed, verified: this.verified, verifyFailed: this.verifyFailed };
   }
@@ -295,21 +291,20 @@ export class Restorer {
       }
       await this.unpackReady(SEGMENT_LOOKAHEAD);
       try {
-        const dest = await this.dest(path);
         // In a folder this restore made, nothing can be in the way: no lstat per file.
         if (!this.fresh[depth - 1] && node.type !== 'socket') {
-          const existing = prepareExisting(dest, node, this.opts.overwrite ?? 'always');
+          const existing = this.root.at(path, (p) => prepareExisting(p, node, this.opts.overwrite ?? 'always'));
           if (existing !== 'create') {
-            this.leave(path, dest, node, existing);
+            this.leave(path, node, existing);
             continue;
           }
         }
         if (node.type === 'fifo' || node.type === 'chardev' || node.type === 'blockdev') {
-          await special(dest, node, this.privileged);
-          this.finishNode(path, dest, node);
+          this.root.at(path, (p) => special(p, node, this.privileged));
+          this.finishNode(path, node);
         } else {
           if (node.type === 'file') await this.repo.settleLengths(node.content ?? [], io(this.opts));
-          this.createNode(path, dest, node, depth);
+          this.createNode(path, node, depth);
         }
       } catch (e) {
         this.fail(path, e);
@@ -319,39 +314,41 @@ export class Restorer {
   }
 
   /** A node already in the target that stays: `keep` sets its owner, mode and mtime, `skip` leaves it alone. */
-  private leave(path: Buffer, dest: Buffer, node: TreeNode, how: 'keep' | 'skip'): void {
+  private leave(path: Buffer, node: TreeNode, how: 'keep' | 'skip'): void {
     if (node.type === 'file') {
       this.progress.totalFiles++;
       this.progress.totalBytes += node.size;
       this.progress.filesSkipped++;
       this.progress.bytesSkipped += node.size;
-      if (this.opts.verify) this.toVerify.push({ path, dest, node, ...(how === 'skip' ? { skipped: true } : {}) });
+      if (this.opts.verify) this.toVerify.push({ path, node, ...(how === 'skip' ? { skipped: true } : {}) });
       // Later names of the same inode are linked to this one.
-      if (node.links > 1 && !this.inodes.has(inodeKey(node))) this.inodes.set(inodeKey(node), { dest, content: contentKey(node) });
+      if (node.links > 1 && !this.inodes.has(inodeKey(node))) this.inodes.set(inodeKey(node), { path, content: contentKey(node) });
     }
-    if (how === 'keep') this.finishNode(path, dest, node, undefined, true);
+    if (how === 'keep') this.finishNode(path, node, undefined, true);
     else this.opts.onUnchanged?.(path.toString());
   }
 
-  private createNode(path: Buffer, dest: Buffer, node: TreeNode, depth: number): void {
+  private createNode(path: Buffer, node: TreeNode, depth: number): void {
     switch (node.type) {
       case 'dir': {
         // Writable by us while its content is restored; private if it is meant to be.
         const mode = (node.mode & 0o777) | 0o700;
         let settled: Settled | undefined;
-        try {
-          mkdirSync(dest, mode);
-          this.fresh[depth] = true;
-          if (this.creation) settled = settledBy(this.creation, mode, node);
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-          if (!lstatSync(dest).isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
-          this.fresh[depth] = false;
-          // An earlier restore gave it its final mode, which may not let us write into it.
-          chmodSync(dest, mode);
-          // Its group, setgid bit or default ACL may differ from the target's: no more shortcuts.
-          this.creation = undefined;
-        }
+        this.root.at(path, (p) => {
+          try {
+            mkdirSync(p, mode);
+            this.fresh[depth] = true;
+            if (this.creation) settled = settledBy(this.creation, mode, node);
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+            if (!lstatSync(p).isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
+            this.fresh[depth] = false;
+            // An earlier restore gave it its final mode, which may not let us write into it.
+            chmodNoFollow(p, mode);
+            // Its group, setgid bit or default ACL may differ from the target's: no more shortcuts.
+            this.creation = undefined;
+          }
+        });
         this.progress.dirs++;
         this.dirAt[depth] = this.dirs.length;
         this.dirs.push({ parent: this.dirAt[depth - 1]!, node, ...(settled ? { settled } : {}) });
@@ -362,18 +359,18 @@ export class Restorer {
       case 'file':
         // Never restore part of a file as if it were whole (the lost blobs were removed from its content).
         if (node.damaged) throw new Error('its content was lost in the repository (marked damaged by "repair snapshots"); not restored');
-        this.planFile(path, dest, node);
+        this.planFile(path, node);
         return;
       case 'symlink':
-        symlinkSync(node.target!, dest);
+        this.root.at(path, (p) => symlinkSync(node.target!, p));
         break;
       case 'socket':
         return; // sockets are not restorable; nothing was stored but the name
     }
-    this.finishNode(path, dest, node);
+    this.finishNode(path, node);
   }
 
-  private planFile(path: Buffer, dest: Buffer, node: TreeNode): void {
+  private planFile(path: Buffer, node: TreeNode): void {
     const content = node.content ?? [];
     // A size the content does not add up to would restore as a sparse giant or a file cut short.
     const holds = this.contentLength(content);
@@ -386,36 +383,35 @@ export class Restorer {
       // A hard link is only recreated when the content recorded under this name
       // is the same (the file may have changed between reading its names).
       if (first && first.content === contentKey(node)) {
-        this.links.push({ path, from: first.dest, dest, size: node.size });
+        this.links.push({ path, from: first.path, size: node.size });
         // Read back under this name too: a verify counts the files a restore counts.
-        if (this.opts.verify) this.toVerify.push({ path, dest, node });
+        if (this.opts.verify) this.toVerify.push({ path, node });
         return;
       }
-      if (!first) this.inodes.set(key, { dest, content: contentKey(node) });
+      if (!first) this.inodes.set(key, { path, content: contentKey(node) });
     }
-    if (this.opts.verify) this.toVerify.push({ path, dest, node });
+    if (this.opts.verify) this.toVerify.push({ path, node });
     const only = content[0];
     if (content.length === 1 && only !== undefined && typeof only !== 'number') {
       const settled = this.creation && settledBy(this.creation, node.mode, node);
       const flags = WRITE_FLAGS.whole | (this.privileged ? WRITE_FLAGS.chown : 0) | (settled?.owner ? WRITE_FLAGS.ownedOnCreate : 0) | (settled?.mode ? WRITE_FLAGS.createMode : 0);
-      this.need(entryBlob(only)!, { path, dest, offset: 0, whole: { node, flags }, ...sliceOf(only) });
+      this.need(entryBlob(only)!, { path, offset: 0, whole: { node, flags }, ...sliceOf(only) });
       return;
     }
     // Empty, holes, or several blobs: create it now. Whatever was there is gone (prepareExisting, or a
     // folder this restore made): something there now was put there meanwhile, and is not written through.
-    const fd = openSync(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-    closeSync(fd);
-    const file: OpenFile = { path, dest, node, remaining: 0, holes: 0, failed: false };
+    closeSync(this.root.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600));
+    const file: OpenFile = { path, node, remaining: 0, holes: 0, failed: false };
     let pos = 0;
     for (const c of content) {
       if (typeof c === 'number') {
         file.holes += c;
         pos += c;
       } else if (typeof c === 'string') {
-        if (this.need(c, { path, dest, offset: pos, file })) file.remaining++;
+        if (this.need(c, { path, offset: pos, file })) file.remaining++;
         pos += this.repo.readCopy(c)?.rawLength ?? 0;
       } else {
-        if (this.need(c.blob, { path, dest, offset: pos, file, ...sliceOf(c) })) file.remaining++;
+        if (this.need(c.blob, { path, offset: pos, file, ...sliceOf(c) })) file.remaining++;
         pos += c.length;
       }
     }
@@ -509,7 +505,7 @@ export class Restorer {
         offset: b.loc.offset - start, length: b.loc.length, targets: b.targets.length,
       }));
       const { paths, pathStarts, fields } = flatTargets(list);
-      result = await pool.run<UnpackResult>({ kind: 'unpack', pack, data, blobs: task, paths, pathStarts, fields },
+      result = await pool.run<UnpackResult>({ kind: 'unpack', dir: this.root.fd, pack, data, blobs: task, paths, pathStarts, fields },
         [data.buffer as ArrayBuffer, paths.buffer, pathStarts.buffer, fields.buffer]);
     } catch (e) {
       if (!(e instanceof CorruptObjectError)) throw e;
@@ -538,10 +534,11 @@ export class Restorer {
         if (error !== undefined) {
           if (t.file) t.file.failed = true;
           this.fail(t.path, error);
-          removeQuietly(t.dest);
+          this.removeQuietly(t.path);
         } else if (t.whole) {
           // The worker made the file whole (content, owner, mode, times); its attributes come last.
-          this.restoreXattrs(t.path, t.dest, t.whole.node);
+          const node = t.whole.node;
+          if (this.hasXattrsToSet(node)) this.root.at(t.path, (p) => this.restoreXattrs(t.path, p, node));
           this.progress.files++;
           this.opts.onRestored?.(t.path.toString());
         }
@@ -569,18 +566,18 @@ export class Restorer {
   /** Sets size and metadata of a file written in pieces, once all are in. */
   private finishFile(f: OpenFile): void {
     if (f.failed) {
-      removeQuietly(f.dest);
+      this.removeQuietly(f.path);
       return;
     }
     try {
       // Non-blocking: a FIFO put in its place cannot hang the restore; it is refused like any other stranger.
-      const fd = openSync(f.dest, constants.O_WRONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      const fd = this.root.open(f.path, constants.O_WRONLY | constants.O_NONBLOCK);
       try {
         const st = fstatSync(fd);
         if (!st.isFile() || st.nlink !== 1) throw new Error('refused: not the regular file this restore created (a FIFO, device or hard link was put in its place)');
         ftruncateSync(fd, f.node.size);
         if (this.privileged) fchownSync(fd, f.node.uid, f.node.gid);
-        this.restoreXattrs(f.path, f.dest, f.node);
+        if (this.hasXattrsToSet(f.node)) this.root.at(f.path, (p) => this.restoreXattrs(f.path, p, f.node));
         fchmodSync(fd, f.node.mode);
         const t = utimesSeconds(f.node.mtime);
         futimesSync(fd, t, t);
@@ -592,7 +589,16 @@ export class Restorer {
       this.opts.onRestored?.(f.path.toString());
     } catch (e) {
       this.fail(f.path, e);
-      removeQuietly(f.dest);
+      this.removeQuietly(f.path);
+    }
+  }
+
+  /** Removes what the restore made at `path` for a file that failed. */
+  private removeQuietly(path: Buffer): void {
+    try {
+      this.root.at(path, (p) => unlinkSync(p));
+    } catch {
+      // already gone, never created, or its folder is no longer reachable
     }
   }
 
@@ -601,7 +607,7 @@ export class Restorer {
   private finishLinks(): void {
     for (const l of this.links) {
       try {
-        linkSync(l.from, l.dest);
+        this.root.at(l.from, (from) => this.root.at(l.path, (p) => linkSync(from, p)));
         this.progress.files++;
         this.progress.bytes += l.size;
         this.opts.onRestored?.(l.path.toString());
@@ -623,8 +629,7 @@ export class Restorer {
     const finishLast = async (): Promise<void> => {
       const { index, len } = open.pop()!;
       const d = this.dirs[index]!;
-      const path = paths.copy(len);
-      this.finishNode(path, await this.dest(path), d.node, d.settled);
+      this.finishNode(paths.copy(len), d.node, d.settled);
     };
     for (let i = 0; i < this.dirs.length; i++) {
       const d = this.dirs[i]!;
@@ -640,20 +645,22 @@ export class Restorer {
    * creating it already set; `kept`: the node was there already, and is
    * reported as unchanged, not restored.
    */
-  private finishNode(path: Buffer, dest: Buffer, node: TreeNode, settled?: Settled, kept = false): void {
+  private finishNode(path: Buffer, node: TreeNode, settled?: Settled, kept = false): void {
     try {
-      if (this.privileged && !settled?.owner) lchownSync(dest, node.uid, node.gid);
-      const refused = this.restoreXattrs(path, dest, node, kept);
-      if (node.type !== 'symlink' && !settled?.mode) chmodSync(dest, node.mode);
-      const t = utimesSeconds(node.mtime);
-      lutimesSync(dest, t, t);
-      if (this.opts.verify) {
-        const mtime = lstatSync(dest, { bigint: true }).mtimeNs;
-        if (mtime !== floorMicros(node.mtime)) this.verifyFailure(path, `restored mtime ${mtime} ns differs from the snapshot's ${floorMicros(node.mtime)} ns`);
-        // What the target refused was warned of already; anything else must be there as the snapshot has it.
-        const differs = refused === undefined ? undefined : xattrDifference(dest, node.xattrs, refused);
-        if (differs !== undefined) this.verifyFailure(path, differs);
-      }
+      this.root.at(path, (p) => {
+        if (this.privileged && !settled?.owner) lchownSync(p, node.uid, node.gid);
+        const refused = this.restoreXattrs(path, p, node, kept);
+        if (node.type !== 'symlink' && !settled?.mode) chmodNoFollow(p, node.mode);
+        const t = utimesSeconds(node.mtime);
+        lutimesSync(p, t, t);
+        if (this.opts.verify) {
+          const mtime = lstatSync(p, { bigint: true }).mtimeNs;
+          if (mtime !== floorMicros(node.mtime)) this.verifyFailure(path, `restored mtime ${mtime} ns differs from the snapshot's ${floorMicros(node.mtime)} ns`);
+          // What the target refused was warned of already; anything else must be there as the snapshot has it.
+          const differs = refused === undefined ? undefined : xattrDifference(p, node.xattrs, refused);
+          if (differs !== undefined) this.verifyFailure(path, differs);
+        }
+      });
       (kept ? this.opts.onUnchanged : this.opts.onRestored)?.(path.toString());
     } catch (e) {
       this.opts.onWarning?.(path.toString(), `cannot restore metadata: ${(e as Error).message}`);
@@ -669,22 +676,22 @@ export class Restorer {
    * file system without them, trusted.* or a capability without root,
    * user.* on a symlink) is a warning naming it; the rest is restored.
    * Never throws: what fails is a warning, as for the other metadata.
-   * Returns the names the target refused, or undefined when the attributes
-   * could not be listed.
+   * `dest` is a name from `Beneath.at`. Returns the names the target
+   * refused, or undefined when the attributes could not be listed.
    */
   private restoreXattrs(path: Buffer, dest: Buffer, node: TreeNode, kept = false): readonly Buffer[] | undefined {
-    const clear = kept || this.creation === undefined || this.creation.xattrs;
+    const clear = kept || !this.createsBare();
     if (!node.xattrs && !clear) return [];
     let refused: RefusedXattr[];
     try {
       refused = writeXattrs(dest, node.xattrs, clear);
       // user.* needs write permission, which a read-only file of ours denies us (root needs none): lent for the time.
       if (refused.some((r) => r.code === 'EACCES') && node.type !== 'symlink') {
-        chmodSync(dest, node.mode | 0o200);
+        chmodNoFollow(dest, node.mode | 0o200);
         try {
           refused = writeXattrs(dest, node.xattrs, clear);
         } finally {
-          chmodSync(dest, node.mode);
+          chmodNoFollow(dest, node.mode);
         }
       }
     } catch (e) {
@@ -695,6 +702,16 @@ export class Restorer {
       this.opts.onWarning?.(path.toString(), `extended attributes not restored: ${refused.map((r) => `${r.name.toString()} (${r.code})`).join(', ')}`);
     }
     return refused.map((r) => r.name);
+  }
+
+  /** Whether creating a node gives it no extended attributes (beyond an SELinux label): none to clear then. */
+  private createsBare(): boolean {
+    return this.creation !== undefined && !this.creation.xattrs;
+  }
+
+  /** Whether a node the restore created has extended attributes to set or to clear. */
+  private hasXattrsToSet(node: TreeNode): boolean {
+    return node.xattrs !== undefined || !this.createsBare();
   }
 
   private verifyFailure(path: Buffer, error: string): void {
@@ -712,11 +729,11 @@ export class Restorer {
       const jobs: VerifyJob[] = batch.map((f) => {
         const content = f.node.content ?? [];
         const lengths = content.map((c) => (typeof c === 'number' ? c : typeof c === 'string' ? this.repo.readCopy(c)?.rawLength ?? -1 : c.length));
-        return { path: f.dest, size: f.node.size, content, lengths, mtime: floorMicros(f.node.mtime), ...(f.node.fingerprint ? { fingerprint: f.node.fingerprint } : {}) };
+        return { path: f.path, size: f.node.size, content, lengths, mtime: floorMicros(f.node.mtime), ...(f.node.fingerprint ? { fingerprint: f.node.fingerprint } : {}) };
       });
       await this.until(pool.whenBelow(pool.size * 2));
       this.throwIfStopped();
-      this.track(pool.run<VerifyResult>({ kind: 'verify', files: jobs }).then((r) => {
+      this.track(pool.run<VerifyResult>({ kind: 'verify', dir: this.root.fd, files: jobs }).then((r) => {
         for (const { index, reason } of r.bad) {
           const f = batch[index]!;
           this.verifyFailure(f.path, f.skipped ? `left as it was (--overwrite never); ${reason.replace(/^restored /, 'its ')}` : reason);
@@ -802,7 +819,7 @@ function flatTargets(list: readonly PlannedBlob[]): { paths: Uint8Array<ArrayBuf
   let bytes = 0;
   for (const b of list) {
     count += b.targets.length;
-    for (const t of b.targets) bytes += t.dest.length;
+    for (const t of b.targets) bytes += t.path.length;
   }
   const paths = new Uint8Array(bytes);
   const pathStarts = new Uint32Array(count + 1);
@@ -810,8 +827,8 @@ function flatTargets(list: readonly PlannedBlob[]): { paths: Uint8Array<ArrayBuf
   let i = 0;
   for (const b of list) {
     for (const t of b.targets) {
-      paths.set(t.dest, pathStarts[i]!);
-      pathStarts[i + 1] = pathStarts[i]! + t.dest.length;
+      paths.set(t.path, pathStarts[i]!);
+      pathStarts[i + 1] = pathStarts[i]! + t.path.length;
       const f = i++ * WRITE_FIELDS;
       fields[f] = t.slice?.offset ?? 0;
       fields[f + 1] = t.slice?.length ?? b.loc.rawLength;
@@ -836,19 +853,11 @@ function sliceOf(c: string | BlobSlice): { slice?: { offset: number; length: num
   return typeof c === 'string' ? {} : { slice: { offset: c.offset, length: c.length } };
 }
 
-/** Restores a FIFO or device node (mkfifo/mknod run as child processes; such files are few). */
-async function special(dest: PosixPath, node: TreeNode, privileged: boolean): Promise<void> {
+/** Restores a FIFO or device node at `dest`, a name from `Beneath.at`. */
+function special(dest: Buffer, node: TreeNode, privileged: boolean): void {
   if (node.type === 'fifo') return makeFifo(dest, node.mode);
   if (!privileged) throw new Error('device nodes can only be restored as root');
   return makeDevice(dest, node.type === 'chardev' ? 'char' : 'block', node.rdev ?? 0n, node.mode);
-}
-
-function removeQuietly(path: Buffer): void {
-  try {
-    unlinkSync(path);
-  } catch {
-    // already gone, or never created
-  }
 }
 
 function skippedBelow(skipped: Set<string>, path: Buffer): boolean {

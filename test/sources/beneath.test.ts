@@ -1,0 +1,115 @@
+/**
+ * Paths opened beneath a folder without following a symlink (native/beneath.cc):
+ * openat2 and the component walk for kernels without it refuse the same
+ * paths the same way, and both reach paths longer than PATH_MAX.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, constants, existsSync, fstatSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { native } from '../../src/sources/native.js';
+import { Beneath } from '../../src/sources/beneath.js';
+import { WRITE_FIELDS, WRITE_FLAGS } from '../../src/sources/native.js';
+import { removeTree } from '../fixtures/tree.js';
+
+const O_PATH = 0o10000000;
+
+describe('paths beneath a folder, never through a symlink', () => {
+  let dir: string;
+  let root: Beneath;
+  const outside = (): string => join(dir, 'outside');
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'holdfast-beneath-'));
+    mkdirSync(outside());
+    writeFileSync(join(outside(), 'secret'), 'outside\n');
+    root = Beneath.open(join(dir, 'target'));
+    mkdirSync(join(dir, 'target/a/b'), { recursive: true });
+    writeFileSync(join(dir, 'target/a/b/file'), 'inside\n');
+    symlinkSync(outside(), join(dir, 'target/a/link'));
+    symlinkSync(join(outside(), 'secret'), join(dir, 'target/a/b/last'));
+  });
+  after(async () => {
+    root.close();
+    await removeTree(dir);
+  });
+
+  for (const walk of [false, true]) {
+    const how = walk ? 'one component at a time' : 'openat2';
+    const open = (path: string, flags: number, mode = 0o600): number => native.openBeneath(root.fd, Buffer.from(path), flags, mode, walk);
+    const code = (f: () => unknown): string | undefined => {
+      try {
+        closeSync(f() as number);
+        return undefined;
+      } catch (e) {
+        return (e as NodeJS.ErrnoException).code;
+      }
+    };
+
+    it(`opens what is below and refuses a symlink on the way or at the end (${how})`, () => {
+      const fd = open('/a/b/file', constants.O_RDONLY);
+      try {
+        assert.equal(readFileSync(fd, 'utf8'), 'inside\n');
+      } finally {
+        closeSync(fd);
+      }
+      assert.equal(code(() => open('a/link/secret', constants.O_RDONLY)), 'ELOOP');
+      assert.equal(code(() => open('a/link/new', constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL)), 'ELOOP');
+      assert.equal(existsSync(join(outside(), 'new')), false, 'created through the symlink');
+      assert.equal(code(() => open('a/b/last', constants.O_WRONLY)), 'ELOOP');
+      assert.equal(code(() => open('a/b/last', O_PATH)), 'ELOOP');
+      assert.equal(code(() => open('a/link', O_PATH | constants.O_DIRECTORY)), 'ELOOP');
+      assert.equal(code(() => open('a/../../outside/secret', constants.O_RDONLY)), 'EXDEV');
+      assert.equal(code(() => open('a/missing/x', constants.O_RDONLY)), 'ENOENT');
+      assert.equal(readFileSync(join(outside(), 'secret'), 'utf8'), 'outside\n');
+    });
+
+    it(`reaches a path longer than PATH_MAX (${how})`, () => {
+      const levels = Array.from({ length: 20 }, (_, i) => `${i}`.padStart(250, 'd'));
+      const deep = levels.join('/');
+      let made = root.fd;
+      for (const name of levels) {
+        // Made one level at a time from the last folder: the whole path is too long for mkdir.
+        const next = walk ? native.openBeneath(made, Buffer.from(name), O_PATH | constants.O_DIRECTORY, 0) : -1;
+        if (next >= 0) {
+          if (made !== root.fd) closeSync(made);
+          made = next;
+          continue;
+        }
+        mkdirSync(`/proc/self/fd/${made}/${name}`);
+        const fd = native.openBeneath(made, Buffer.from(name), O_PATH | constants.O_DIRECTORY, 0);
+        if (made !== root.fd) closeSync(made);
+        made = fd;
+      }
+      if (made !== root.fd) closeSync(made);
+      const fd = open(`${deep}/f-${how.length}`, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL);
+      try {
+        assert.ok(fstatSync(fd).isFile());
+      } finally {
+        closeSync(fd);
+      }
+      assert.ok(Buffer.byteLength(deep) > 4096);
+    });
+  }
+
+  it('writes restored files only beneath the folder: a symlinked folder on the way is refused by name', () => {
+    const paths = Buffer.from('a/b/new' + 'a/link/new');
+    const starts = new Uint32Array([0, 7, paths.length]);
+    const fields = new Float64Array(2 * WRITE_FIELDS);
+    for (const i of [0, 1]) {
+      fields.set([0, 5, 0, WRITE_FLAGS.whole, 5, 0o640, 0, 0, 1_700_000_000, 0], i * WRITE_FIELDS);
+    }
+    const failures = native.writeFiles(root.fd, Buffer.from('bytes'), paths, starts, fields);
+    assert.equal(failures?.length, 2);
+    assert.equal(failures[0], 1);
+    assert.match(String(failures[1]), /^ELOOP: a symbolic link is on the way .*, open 'a\/link\/new'$/);
+    assert.equal(readFileSync(join(dir, 'target/a/b/new'), 'utf8'), 'bytes');
+    assert.equal(existsSync(join(outside(), 'new')), false);
+  });
+
+  it('names a node through its parent: calls that do not follow the last name stay below', () => {
+    assert.equal(root.at(Buffer.from('/a/b/file'), (p) => readFileSync(p, 'utf8')), 'inside\n');
+    assert.throws(() => root.at(Buffer.from('/a/link/secret'), () => undefined), { code: 'ELOOP' });
+    assert.throws(() => root.at(Buffer.from('/a/..'), () => undefined), /not a file name/);
+  });
+});
