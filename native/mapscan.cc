@@ -1,10 +1,12 @@
-// The image backups' scan of a raw file or block device without copying it
-// (src/jobs/image/block-worker.ts): the range is mapped, each block's zero
-// check and keyed Poly1305 fingerprint are computed on the mapping, and only
-// the blocks whose fingerprint differs from the cache's are copied out (into
-// the slot the seal task reads). A pread of every used block copied all of
-// them from the page cache first: on the image bench that copy was a third
-// of an incremental's CPU (docs/decisions.md, "Reading").
+// The block workers' native work (src/jobs/image/block-worker.ts).
+//
+// The image backups' scan of a raw file or block device without copying it:
+// the range is mapped, each block's zero check and keyed Poly1305
+// fingerprint are computed on the mapping, and only the blocks whose
+// fingerprint differs from the cache's are copied out (into the slot the
+// seal task reads). A pread of every used block copied all of them from the
+// page cache first: on the image bench that copy was a third of an
+// incremental's CPU (docs/decisions.md, "Reading").
 //
 // A file that shrinks while it is mapped makes its pages past the end raise
 // SIGBUS on access. The loop runs with a per-thread jump buffer armed; the
@@ -13,6 +15,11 @@
 // shrunk), and otherwise hands the signal to the action that was there
 // before, so any other SIGBUS (one sent with kill, a fault elsewhere) does
 // what it did.
+//
+// The image restore's AES-256-GCM open of a block into a buffer the worker
+// reuses (`gcmOpen`): Node's createDecipheriv costs an OpenSSL cipher fetch,
+// a JS object and a fresh output buffer per block, about 20 µs of a block of
+// some 25 KB sealed (docs/decisions.md, "Restore").
 #include "addon.h"
 
 #include <errno.h>
@@ -167,8 +174,70 @@ Napi::Value ScanMapped(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, result);
 }
 
+// One AES-256-GCM context per thread, its cipher set once: a restore opens
+// thousands of blocks per thread, each only with its own key and nonce.
+struct GcmContext {
+  EVP_CIPHER_CTX* ctx = nullptr;
+  EVP_CIPHER* cipher = nullptr;
+  bool ready = false;
+  ~GcmContext() {
+    EVP_CIPHER_CTX_free(ctx);
+    EVP_CIPHER_free(cipher);
+  }
+};
+
+thread_local GcmContext gcm;
+
+constexpr size_t kNonceBytes = 12;
+constexpr size_t kTagBytes = 16;
+
+// gcmOpen(key, sealed, aad, out) → the plaintext's length, written to the
+// start of out, or -1 when authentication fails (out then holds nothing to
+// use). sealed is crypto.ts `seal`'s layout: nonce (12) || ciphertext || tag (16).
+Napi::Value GcmOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 4 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsTypedArray() || !info[3].IsTypedArray()) {
+    Napi::TypeError::New(env, "gcmOpen takes 4 Uint8Arrays").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto key = info[0].As<Napi::Uint8Array>();
+  auto sealed = info[1].As<Napi::Uint8Array>();
+  auto aad = info[2].As<Napi::Uint8Array>();
+  auto out = info[3].As<Napi::Uint8Array>();
+  size_t n = sealed.ByteLength();
+  if (key.ByteLength() != 32 || n > INT32_MAX || aad.ByteLength() > INT32_MAX) {
+    Napi::RangeError::New(env, "gcmOpen: bad arguments").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (n < kNonceBytes + kTagBytes) return Napi::Number::New(env, -1);
+  size_t plain = n - kNonceBytes - kTagBytes;
+  if (out.ByteLength() < plain) {
+    Napi::RangeError::New(env, "gcmOpen: output buffer too small").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (!gcm.ready) {
+    if (gcm.cipher == nullptr) gcm.cipher = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+    if (gcm.ctx == nullptr) gcm.ctx = EVP_CIPHER_CTX_new();
+    if (gcm.cipher == nullptr || gcm.ctx == nullptr || EVP_DecryptInit_ex2(gcm.ctx, gcm.cipher, nullptr, nullptr, nullptr) != 1) {
+      Napi::Error::New(env, "gcmOpen: OpenSSL has no AES-256-GCM").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    gcm.ready = true;
+  }
+  const uint8_t* s = sealed.Data();
+  int len = 0;
+  int last = 0;
+  bool ok = EVP_DecryptInit_ex2(gcm.ctx, nullptr, key.Data(), s, nullptr) == 1 &&
+            EVP_DecryptUpdate(gcm.ctx, nullptr, &len, aad.Data(), static_cast<int>(aad.ByteLength())) == 1 &&
+            EVP_DecryptUpdate(gcm.ctx, out.Data(), &len, s + kNonceBytes, static_cast<int>(plain)) == 1 &&
+            EVP_CIPHER_CTX_ctrl(gcm.ctx, EVP_CTRL_AEAD_SET_TAG, kTagBytes, const_cast<uint8_t*>(s + n - kTagBytes)) == 1 &&
+            EVP_DecryptFinal_ex(gcm.ctx, out.Data() + len, &last) == 1;
+  return Napi::Number::New(env, ok ? static_cast<double>(plain) : -1);
+}
+
 }  // namespace
 
 void InitMapScan(Napi::Env env, Napi::Object exports) {
   exports.Set("scanMapped", Napi::Function::New(env, ScanMapped, "scanMapped"));
+  exports.Set("gcmOpen", Napi::Function::New(env, GcmOpen, "gcmOpen"));
 }

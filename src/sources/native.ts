@@ -63,6 +63,13 @@ export interface NativeAddon {
    * failed mmap, or -1 when the source ended inside the range (SIGBUS).
    */
   scanMapped(fd: number, position: number, length: number, blockSize: number, fpKey: Uint8Array, expect: Uint8Array, kinds: Uint8Array, fingerprints: Uint8Array, copyTo: Uint8Array): number;
+  /**
+   * Opens `sealed` (crypto.ts `seal`'s layout) with AES-256-GCM under `key`
+   * and `aad` into the start of `out`, which must hold its plaintext
+   * (native/mapscan.cc): the plaintext's length, or -1 when authentication
+   * fails. One OpenSSL context per thread, no buffer allocated.
+   */
+  gcmOpen(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array, out: Uint8Array): number;
 }
 
 /** Numbers per path in `NativeAddon.writeFiles`'s `fields`. */

@@ -8,9 +8,9 @@
 import { writeSync } from 'node:fs';
 import { BlobCompressor } from '../../core/compress.js';
 import { isZero } from '../../core/zeros.js';
-import { blobIdHex, openBlob, prepareBlob, type BlobKeys } from '../../repo/blob-codec.js';
+import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type SealOpener } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
-import { fingerprint, fingerprintKey, FP_BYTES } from '../../core/crypto.js';
+import { AuthenticationError, fingerprint, fingerprintKey, FP_BYTES, SEAL_OVERHEAD } from '../../core/crypto.js';
 import { native } from '../../sources/native.js';
 import type { TaskHandler } from '../pool/pool-worker.js';
 import { wireError } from '../pool/wire-error.js';
@@ -23,13 +23,24 @@ let fpKey: Buffer;
 let compressor: BlobCompressor;
 /** Reused by every session of the thread: only ever holds one block's bytes for the task that runs. */
 let scratch = Buffer.alloc(0);
+/** The same for the block's decrypted bytes before they are decompressed. */
+let opened = Buffer.alloc(0);
 
-/** Opens a data blob into the scratch buffer (no fresh pages per block); valid until the next call. */
+/** crypto.ts `open` by the addon into `opened`: no OpenSSL fetch, cipher object or fresh buffer per block. */
+const openReused: SealOpener = (key, sealed, aad, what) => {
+  const n = Math.max(0, sealed.length - SEAL_OVERHEAD);
+  if (opened.length < n) opened = Buffer.allocUnsafeSlow(n);
+  const got = native.gcmOpen(key, sealed, aad, opened);
+  if (got < 0) throw new AuthenticationError(what);
+  return opened.subarray(0, got);
+};
+
+/** Opens a data blob into the scratch buffers (no fresh pages per block); valid until the next call. */
 function openInto(b: UnpackTask['blobs'][number], sealed: Uint8Array, what: string): Buffer {
   return openBlob(keys, { type: BlobType.Data, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, sealed, what, (n) => {
     if (scratch.length < n) scratch = Buffer.allocUnsafeSlow(n);
     return scratch;
-  });
+  }, openReused);
 }
 
 const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
