@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import { ImageRestore, type ImageRestoreOptions } from '../jobs/image/image-restore.js';
 import { restoreQcow2 } from '../jobs/image/qcow2-restore.js';
 import { NotAnImageSnapshotError } from '../jobs/image/image-reader.js';
+import { BLOCK_WORKER } from '../jobs/image/block-protocol.js';
 import { formatBytes, formatDuration, globals, openRepo, processPool, type GlobalOptions } from './context.js';
 import { localIso } from '../core/local-time.js';
 import { ExitError, EXIT } from './exit-codes.js';
@@ -36,6 +37,7 @@ export function register(program: Command): void {
       const tell = (line: string): void => {
         if (!g.quiet) (flags.to === '-' || g.json ? process.stderr : process.stdout).write(`${printable(line)}\n`);
       };
+      processPool().warm(BLOCK_WORKER); // the block workers boot while the key is derived
       const repo = await openRepo(g);
       const { id, snapshot } = await findSnapshot(repo, snap, snap === 'latest' ? { ...flags, image: true } : flags);
       if (!snapshot.image) throw new NotAnImageSnapshotError(`snapshot ${id.slice(0, 8)}`);
