@@ -100,7 +100,8 @@ function assertNotWiped(key: Buffer): void {
 let noncePool = Buffer.alloc(0);
 let nonceOffset = 0;
 
-function nextNonce(): Buffer {
+/** A fresh random nonce for `seal` (or a sealer of the same layout); a view valid until 4096 more are drawn. */
+export function nextNonce(): Buffer {
   if (nonceOffset + NONCE_BYTES > noncePool.length) {
     noncePool = randomBytes(NONCE_BYTES * 4096);
     nonceOffset = 0;

@@ -67,12 +67,19 @@ export function blobIdHex(keys: BlobKeys, data: Uint8Array, type: BlobType = Blo
   return idHex(blobId(idKeyFor(keys, type), data));
 }
 
-/** Compresses (when that shrinks it) and seals one blob. */
-export function prepareBlob(keys: BlobKeys, compressor: BlobCompressor, type: BlobType, data: Buffer, id = blobIdHex(keys, data, type)): PreparedBlob {
+/** Seals bytes as `core/crypto.ts` `seal` does (its layout, a fresh nonce of `nextNonce`). */
+export type Sealer = (key: Buffer, plaintext: Uint8Array, aad: Uint8Array) => Buffer;
+
+/**
+ * Compresses (when that shrinks it) and seals one blob; `sealer` is `seal`
+ * unless the caller has a faster one (the image backup's block workers seal
+ * into the buffer they hand back).
+ */
+export function prepareBlob(keys: BlobKeys, compressor: BlobCompressor, type: BlobType, data: Buffer, id = blobIdHex(keys, data, type), sealer: Sealer = seal): PreparedBlob {
   if (data.length > MAX_RAW_LENGTH[type]) throw new Error(`${TYPE_NAMES[type]} blob of ${data.length} bytes: larger than ${TYPE_NAMES[type]} blobs may be (${MAX_RAW_LENGTH[type]})`);
   const compressed = compressor.compress(data);
   const flags = compressed ? FLAG_COMPRESSED : 0;
-  const sealed = seal(keys.encryption, compressed ?? data, blobAad(type, flags, data.length, id));
+  const sealed = sealer(keys.encryption, compressed ?? data, blobAad(type, flags, data.length, id));
   return { type, id, flags, rawLength: data.length, sealed };
 }
 

@@ -64,6 +64,13 @@ export interface NativeAddon {
    */
   scanMapped(fd: number, position: number, length: number, blockSize: number, fpKey: Uint8Array, expect: Uint8Array, kinds: Uint8Array, fingerprints: Uint8Array, copyTo: Uint8Array): number;
   /**
+   * Seals `plain` with AES-256-GCM under `key`, `nonce` (12 bytes) and `aad`
+   * into the start of `out` in crypto.ts `seal`'s layout (nonce, ciphertext,
+   * tag), which must have room for it (native/mapscan.cc): the sealed
+   * length, `plain`'s plus 28. One OpenSSL context per thread.
+   */
+  gcmSeal(key: Uint8Array, nonce: Uint8Array, plain: Uint8Array, aad: Uint8Array, out: Uint8Array): number;
+  /**
    * Opens `sealed` (crypto.ts `seal`'s layout) with AES-256-GCM under `key`
    * and `aad` into the start of `out`, which must hold its plaintext
    * (native/mapscan.cc): the plaintext's length, or -1 when authentication

@@ -1,17 +1,19 @@
 /**
- * The image restore's AES-256-GCM open by the addon (native/mapscan.cc
- * `gcmOpen`): it opens what crypto.ts `seal` sealed, as `open` does, into
- * the start of a buffer it is given and reuses for blocks of every size;
- * any change to the nonce, ciphertext, tag, key or associated data, and
- * bytes too short to be sealed, fail authentication (-1) as they make
- * `open` throw; an output buffer too small is refused before anything is
- * written.
+ * The image jobs' AES-256-GCM by the addon (native/mapscan.cc). `gcmOpen`
+ * opens what crypto.ts `seal` sealed, as `open` does, into the start of a
+ * buffer it is given and reuses for blocks of every size; any change to the
+ * nonce, ciphertext, tag, key or associated data, and bytes too short to be
+ * sealed, fail authentication (-1) as they make `open` throw; an output
+ * buffer too small is refused before anything is written. `gcmSeal` writes
+ * `seal`'s layout with the nonce it is given, byte for byte what Node's
+ * cipher makes of the same nonce, into a buffer at any offset, and `open`
+ * opens it.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, randomBytes } from 'node:crypto';
 import { native } from '../../src/sources/native.js';
-import { AuthenticationError, NONCE_BYTES, SEAL_OVERHEAD, open, seal } from '../../src/core/crypto.js';
+import { AuthenticationError, NONCE_BYTES, SEAL_OVERHEAD, nextNonce, open, seal } from '../../src/core/crypto.js';
 
 const key = randomBytes(32);
 const aad = Buffer.from('holdfast block aad');
@@ -64,5 +66,35 @@ describe('gcmOpen', () => {
     assert.throws(() => native.gcmOpen(key, sealed, aad, out), RangeError);
     assert.ok(out.every((x) => x === 0x55));
     assert.throws(() => native.gcmOpen(key.subarray(0, 16), sealed, aad, Buffer.alloc(100)), RangeError);
+  });
+});
+
+describe('gcmSeal', () => {
+  it('seals as Node\'s AES-256-GCM does with the same nonce, at any offset of a reused buffer; open opens it', () => {
+    const out = Buffer.alloc(300_000, 0xaa);
+    let at = 0;
+    for (const size of [0, 1, 16, 4095, 131_072, 25_000, 7]) {
+      const plain = randomBytes(size);
+      const nonce = Buffer.from(nextNonce());
+      const n = native.gcmSeal(key, nonce, plain, aad, out.subarray(at));
+      assert.equal(n, size + SEAL_OVERHEAD);
+      const c = createCipheriv('aes-256-gcm', key, nonce).setAAD(aad);
+      const expected = Buffer.concat([nonce, c.update(plain), c.final(), c.getAuthTag()]);
+      const sealed = out.subarray(at, at + n);
+      assert.deepEqual(sealed, expected);
+      assert.deepEqual(open(key, sealed, aad, 'x'), plain);
+      assert.equal(native.gcmOpen(key, sealed, aad, Buffer.alloc(size)), size);
+      at += n + 3;
+    }
+    assert.equal(out[at - 1], 0xaa, 'nothing written past the sealed bytes');
+  });
+
+  it('refuses a nonce that is not 12 bytes, a key that is not 32, and too little room, writing nothing', () => {
+    const plain = randomBytes(100);
+    const out = Buffer.alloc(100 + SEAL_OVERHEAD - 1, 0x55);
+    assert.throws(() => native.gcmSeal(key, Buffer.from(nextNonce()), plain, aad, out), RangeError);
+    assert.throws(() => native.gcmSeal(key, Buffer.alloc(NONCE_BYTES - 1), plain, aad, Buffer.alloc(200)), RangeError);
+    assert.throws(() => native.gcmSeal(key.subarray(0, 16), Buffer.from(nextNonce()), plain, aad, Buffer.alloc(200)), RangeError);
+    assert.ok(out.every((x) => x === 0x55));
   });
 });

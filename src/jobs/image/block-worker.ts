@@ -8,9 +8,9 @@
 import { writeSync } from 'node:fs';
 import { BlobCompressor } from '../../core/compress.js';
 import { isZero } from '../../core/zeros.js';
-import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type SealOpener } from '../../repo/blob-codec.js';
+import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type Sealer, type SealOpener } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
-import { AuthenticationError, fingerprint, fingerprintKey, FP_BYTES, SEAL_OVERHEAD } from '../../core/crypto.js';
+import { AuthenticationError, fingerprint, fingerprintKey, FP_BYTES, nextNonce, SEAL_OVERHEAD } from '../../core/crypto.js';
 import { native } from '../../sources/native.js';
 import type { TaskHandler } from '../pool/pool-worker.js';
 import { wireError } from '../pool/wire-error.js';
@@ -25,6 +25,8 @@ let compressor: BlobCompressor;
 let scratch = Buffer.alloc(0);
 /** The same for the block's decrypted bytes before they are decompressed. */
 let opened = Buffer.alloc(0);
+/** The same for a seal task's sealed blocks, before they are copied out. */
+let sealing = Buffer.alloc(0);
 
 /** crypto.ts `open` by the addon into `opened`: no OpenSSL fetch, cipher object or fresh buffer per block. */
 const openReused: SealOpener = (key, sealed, aad, what) => {
@@ -82,17 +84,25 @@ function scan(t: ScanTask): ScanResult {
   return { kinds, fingerprints, ids };
 }
 
+/**
+ * Seals a task's blocks back to back into `sealing` with the addon (no
+ * cipher object or buffer per block), then copies them out in one buffer of
+ * their exact size for the main thread.
+ */
 function seal(t: SealTask, transfer: ArrayBuffer[]): SealResult {
-  const prepared = t.blocks.map((b) => ({ b, p: prepareBlob(keys, compressor, BlobType.Data, blockAt(t.data, t.length, t.blockSize, b.index), b.id) }));
-  const total = prepared.reduce((s, x) => s + x.p.sealed.length, 0);
-  const out = Buffer.allocUnsafeSlow(Math.max(1, total));
+  // A block is stored compressed only when that is smaller: sealed, at most its length plus the overhead.
+  const bound = t.blocks.reduce((s, b) => s + Math.min(t.blockSize, t.length - b.index * t.blockSize) + SEAL_OVERHEAD, 0);
+  if (sealing.length < bound) sealing = Buffer.allocUnsafeSlow(bound);
   let o = 0;
-  const blobs: SealedBlock[] = prepared.map(({ b, p }) => {
-    p.sealed.copy(out, o);
+  const sealInPlace: Sealer = (key, plain, aad) => sealing.subarray(o, o + native.gcmSeal(key, nextNonce(), plain, aad, sealing.subarray(o)));
+  const blobs: SealedBlock[] = t.blocks.map((b) => {
+    const p = prepareBlob(keys, compressor, BlobType.Data, blockAt(t.data, t.length, t.blockSize, b.index), b.id, sealInPlace);
     const r = { index: b.index, id: b.id, flags: p.flags, rawLength: p.rawLength, offset: o, length: p.sealed.length };
     o += p.sealed.length;
     return r;
   });
+  const out = Buffer.allocUnsafeSlow(Math.max(1, o));
+  sealing.copy(out, 0, 0, o);
   transfer.push(out.buffer as ArrayBuffer);
   return { blobs, sealed: out };
 }
