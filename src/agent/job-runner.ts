@@ -274,16 +274,19 @@ export class AgentSession {
    * key holder, taken after the server gave the job: every snapshot that
    * fails its MAC is noted (`unauthentic`) for the job's result, so that
    * the server, which cannot check a MAC, never counts it in its retention.
+   * With `ready` (a backup of files), the listing and the work start beside
+   * the lock and the orphan packs, and the work writes nothing before
+   * `ready` resolves (backup-session.ts, `early`).
    */
-  private inSession<T>(events: JobEvents, signal: AbortSignal, work: (signal: AbortSignal, snapshots: readonly SnapshotEntry[]) => Promise<T>): Promise<T> {
+  private inSession<T>(events: JobEvents, signal: AbortSignal, work: (signal: AbortSignal, snapshots: readonly SnapshotEntry[], ready: Promise<void>) => Promise<T>, early = false): Promise<T> {
     return backupSession(this.repo, {
-      holder: this.me, machine: this.me, signal,
+      holder: this.me, machine: this.me, signal, early,
       onWarning: (m) => events.log(m),
       onOrphansIndexed: (n) => events.log(`indexed ${n} pack(s) left by an interrupted backup: their data is not uploaded again`),
-    }, async (s) => work(s, await readableSnapshots(this.repo, (id, e) => {
+    }, async (s, ready) => work(s, await readableSnapshots(this.repo, (id, e) => {
       if (e instanceof ForgedObjectError) this.unauthentic.add(id);
       events.log(`skipping snapshot ${id}: ${e.message}`);
-    })));
+    }), ready));
   }
 
   /** The running backup job's census, as its result says it (`unauthentic_snapshots`, at most MAX_UNAUTHENTIC_LISTED; `unauthentic_count`: how many). */
@@ -340,11 +343,11 @@ export class AgentSession {
     const b = this.config.backup;
     const lister = this.scanner().forBackup(excludes.options);
     if (paths.length === 1 && paths[0] !== '/' && b?.fs_snapshot === undefined) lister.prefetch(Buffer.from(paths[0]!));
-    const r = await this.inSession(events, signal, async (s, snapshots) => {
+    const r = await this.inSession(events, signal, async (s, snapshots, ready) => {
       const parent = this.parentOf(snapshots, paths, false);
       if (parent) events.log(`using parent snapshot ${parent.id.slice(0, 8)}`);
       const archive = (views: readonly PathView[]): Promise<BackupResult> => new Archiver(this.repo, {
-        paths, parent, signal: s, pool: this.pool, hostname: this.config.machine_name, excludes, trees: this.trees, lister,
+        paths, parent, signal: s, ready, pool: this.pool, hostname: this.config.machine_name, excludes, trees: this.trees, lister,
         onWarning: (path, message) => events.log(`${path}: ${message}`),
         onProgress: this.backupProgress(events),
         ...(views.length > 0 ? { views } : {}),
@@ -356,7 +359,7 @@ export class AgentSession {
         onWarning: (m) => events.log(`warning: ${m}`),
         onNote: (m) => events.log(m),
       }, archive);
-    }).finally(() => lister.close());
+    }, b?.fs_snapshot === undefined).finally(() => lister.close());
     const result = this.backupResult(r, events);
     // A path of the job that is not there is a typo or a lost mount: the job says so as `holdfast backup` does (exit 3), not as a plain success.
     if (skipped > 0) Object.assign(result, { incomplete: true, paths_skipped: skipped });

@@ -58,6 +58,14 @@ export interface WriterOptions {
    * backend (what was stored stays valid; the next writer indexes it).
    */
   readonly signal?: AbortSignal;
+  /**
+   * Nothing is written before it resolves (a backup session's lock held and
+   * orphan packs indexed while the work has started: backup-session.ts):
+   * packs wait for it to upload, as the snapshot does; blobs are still
+   * added, up to the uploads' back-pressure. Its rejection is the writer's
+   * error.
+   */
+  readonly ready?: Promise<void>;
 }
 
 /** What one writer stored (the counts of a snapshot's summary). */
@@ -120,10 +128,12 @@ export class RepositoryWriter {
   private uploadError: unknown;
   private readonly signal: AbortSignal | undefined;
   private readonly io: OperationOptions;
+  private readonly ready: Promise<void> | undefined;
 
   constructor(private readonly target: WriterTarget, opts: WriterOptions = {}) {
     this.compressor = new BlobCompressor(opts.compression ?? target.store.config.compression);
     this.signal = opts.signal;
+    this.ready = opts.ready;
     this.io = opts.signal ? { signal: opts.signal } : {};
   }
 
@@ -191,6 +201,7 @@ export class RepositoryWriter {
     const { bytes, blobs, buffer } = pack.finish();
     while (this.uploads.size >= MAX_UPLOADS) await Promise.race(this.uploads);
     const upload = (async () => {
+      await this.ready;
       const name = await saveAddressed(this.target.store.backend, 'data', bytes, this.io);
       // A backend keeps no reference to what it saved (see `Backend.save`).
       if (kind === 'data' && this.spareBuffers.length < MAX_UPLOADS) this.spareBuffers.push(buffer);
@@ -277,6 +288,7 @@ export class RepositoryWriter {
    */
   async saveSnapshot(s: Snapshot): Promise<string> {
     this.signal?.throwIfAborted();
+    await this.ready;
     const t = this.target;
     const bytes = t.sealSnapshot(s);
     const id = await commitSnapshot({ store: t.store, index: t.index, commitWindowMs: t.commitWindowMs, ...(t.indexSaved ? { indexSaved: (n: string) => t.indexSaved!(n) } : {}) }, s.blobs, bytes, this.io);

@@ -4,7 +4,9 @@
  * writer that is cancelled, never flushed, or whose index file fails to save
  * must not let another writer commit a snapshot that a fresh open of the
  * repository cannot restore; what it stored is adopted by the next session,
- * and a failed index file is written again by the next flush.
+ * and a failed index file is written again by the next flush. A backup
+ * session started early (its work beside the lock) writes nothing before
+ * it holds the lock: refused, it stored nothing.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -15,7 +17,7 @@ import { after, before, describe, it } from 'node:test';
 import { Archiver, type BackupResult } from '../../src/jobs/backup/archiver.js';
 import { Restorer } from '../../src/jobs/restore/restorer.js';
 import { backupSession } from '../../src/jobs/sessions/backup-session.js';
-import { processIdentity } from '../../src/repo/lock.js';
+import { acquireLock, LockedError, processIdentity } from '../../src/repo/lock.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { Repository } from '../../src/repo/repository.js';
 import { Store } from '../../src/repo/store.js';
@@ -147,6 +149,33 @@ describe('RepositoryWriter: what other writers count as stored', () => {
     assert.equal(adopted, left, 'every pack the cancelled session stored is adopted');
     assert.ok(r.snapshot.summary.dataAdded <= 6 * 600_000 - 2 * PACK, 'blobs the cancelled session stored are reused');
     await restoresFromFreshOpen(backend, r, many);
+    repo.close();
+  });
+
+  it('a backup session started early reads beside the lock and writes nothing before it holds it: refused, it stored nothing; free, it stores a snapshot that restores', async () => {
+    const early = join(dir, 'early');
+    await mkdir(early);
+    // Over the chunker's minimum, under twice it: each file is one or two blobs, each filling a pack.
+    for (let i = 0; i < 3; i++) await writeFile(join(early, `f${i}.bin`), randomBytes(600_000));
+    const { backend, repo } = await openRepo();
+    const repair = await acquireLock(backend, { holder: me, machine: me, exclusive: true, operation: 'repair' });
+    let fileDone: () => void = () => undefined;
+    const readOne = new Promise<void>((resolve) => (fileDone = resolve));
+    // The session's lock looks at the others' once its work has sealed a file (and would have uploaded it), and a hundred turns later.
+    backend.inject({
+      op: 'list', type: 'lock', times: 1, interleave: async () => {
+        await readOne;
+        for (let turn = 0; turn < 100; turn++) await new Promise((r) => setImmediate(r));
+      },
+    });
+    const run = (): Promise<BackupResult> => backupSession(repo, { holder: me, machine: me, early: true }, (signal, ready) => new Archiver(repo, { paths: [early], parent: null, workers: 1, signal, ready, onFile: () => fileDone() }).run());
+    await assert.rejects(run(), (e: unknown) => e instanceof LockedError && /locked exclusively by repair/.test(e.message));
+    assert.equal(await countPacks(backend), 0, 'no pack was uploaded');
+    for (const type of ['index', 'snapshot'] as const) for await (const o of backend.list(type)) assert.fail(`${type} ${o.name} was written`);
+
+    await repair.release();
+    const r = await run();
+    await restoresFromFreshOpen(backend, r, early);
     repo.close();
   });
 });

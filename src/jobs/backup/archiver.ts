@@ -69,6 +69,8 @@ export interface BackupOptions extends SnapshotOrigin, JobPoolOptions {
   /** Called as each file is done: stored because it is new or modified, or found unchanged (`-v`). */
   readonly onFile?: (path: string, action: 'new' | 'modified' | 'unchanged') => void;
   readonly signal?: AbortSignal;
+  /** Write nothing before it resolves (`WriterOptions.ready`: a backup session started `early`). */
+  readonly ready?: Promise<void>;
   /**
    * Read every file, trusting no metadata of the parent snapshot (`backup
    * --force`); the parent still decides what is new, changed or unchanged,
@@ -301,7 +303,7 @@ export class Archiver {
     this.rules = batchRules(repo.config.chunker);
     this.views = (opts.views ?? []).map((v) => ({ path: Buffer.from(v.path), view: Buffer.from(v.view) }));
     this.viewDevices = opts.views?.length ? new Map(opts.views.map((v) => [v.device.view, v.device.original])) : undefined;
-    this.writer = repo.newWriter({ ...(opts.compression ? { compression: opts.compression } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+    this.writer = repo.newWriter({ ...(opts.compression ? { compression: opts.compression } : {}), ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.ready ? { ready: opts.ready } : {}) });
   }
 
   private warn(path: Buffer | string, message: string): void {

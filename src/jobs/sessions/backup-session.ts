@@ -11,10 +11,17 @@
  *             caller's `signal` aborts (with the caller's reason)
  *   release   the lock, however the work ended
  *
+ * With `early`, the work starts at once, beside the lock and the orphans,
+ * and gets `ready`, which resolves once they are done: it reads (the
+ * parent, the files) meanwhile and writes nothing before it (its writers'
+ * `WriterOptions.ready`). A lock refused aborts the work with the lock's
+ * error. A blob the work met before the orphans were indexed may be stored
+ * again beside its orphan copy (two copies are harmless; orphans are rare).
+ *
  * A dry run takes no lock and indexes nothing (its repository drops every
  * write). Prints nothing: warnings go to `onWarning`.
  */
-import { acquireLock, type LockLostError } from '../../repo/lock.js';
+import { acquireLock, type LockLostError, type RepositoryLock } from '../../repo/lock.js';
 import type { ProcessIdentity } from '../../repo/lock.js';
 import type { Repository } from '../../repo/repository.js';
 
@@ -31,20 +38,24 @@ export interface BackupSessionOptions {
   readonly onWarning?: (message: string) => void;
   /** Told how many packs left by an interrupted backup were indexed, when there were any. */
   readonly onOrphansIndexed?: (count: number) => void;
+  /** Start the work beside taking the lock and indexing orphans; see the module comment. */
+  readonly early?: boolean;
 }
 
 /**
  * Runs `work` in a backup session on `repo` (its index loaded); see the
  * module comment. Returns what `work` returns.
  */
-export async function backupSession<T>(repo: Repository, opts: BackupSessionOptions, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+export async function backupSession<T>(repo: Repository, opts: BackupSessionOptions, work: (signal: AbortSignal, ready: Promise<void>) => Promise<T>): Promise<T> {
   const abort = new AbortController();
   const outer = opts.signal;
   outer?.throwIfAborted();
   const forward = (): void => abort.abort(outer!.reason);
   outer?.addEventListener('abort', forward, { once: true });
-  try {
-    const lock = opts.dryRun === true ? undefined : await acquireLock(repo.backend, {
+  let lock: RepositoryLock | undefined;
+  const ready = (async () => {
+    if (opts.dryRun === true) return;
+    lock = await acquireLock(repo.backend, {
       holder: opts.holder,
       ...(opts.machine ? { machine: opts.machine } : {}),
       exclusive: false,
@@ -52,16 +63,22 @@ export async function backupSession<T>(repo: Repository, opts: BackupSessionOpti
       onLost: (e: LockLostError) => abort.abort(e),
       signal: abort.signal,
     });
-    try {
-      if (opts.dryRun !== true) {
-        const found = await repo.newWriter({ signal: abort.signal }).indexOrphanPacks((m) => opts.onWarning?.(m));
-        if (found > 0) opts.onOrphansIndexed?.(found);
-      }
-      return await work(abort.signal);
-    } finally {
-      await lock?.release();
-    }
+    const found = await repo.newWriter({ signal: abort.signal }).indexOrphanPacks((m) => opts.onWarning?.(m));
+    if (found > 0) opts.onOrphansIndexed?.(found);
+  })();
+  // What refused the lock or failed the orphans ends the work, and is what the session throws.
+  ready.catch((e: unknown) => abort.abort(e));
+  try {
+    if (opts.early !== true) await ready;
+    const result = await work(abort.signal, ready);
+    await ready;
+    return result;
+  } catch (e) {
+    const refused = await ready.then(() => undefined, (r: unknown) => r);
+    throw refused ?? e;
   } finally {
+    await ready.catch(() => undefined);
+    await lock?.release();
     outer?.removeEventListener('abort', forward);
   }
 }
