@@ -10,9 +10,10 @@
  * the cap admitted or running, the small customer's jobs admitted in the
  * first round; after 3 hours down, one job per machine, not 12; a backup
  * still running makes the next slot skipped once, and is cancelled past
- * its timeout. A policy set or changed, and a machine added, run their
- * first slot after it, not their most recent past one at once; the
- * catch-up after downtime stays.
+ * its timeout. A policy set or changed, a machine added, and a machine's
+ * own policy removed (its safe back on the customer's), run their first
+ * slot after it, not their most recent past one at once; the catch-up
+ * after downtime stays.
  */
 import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
@@ -162,7 +163,7 @@ databaseSuites('the scheduler', (fx) => {
     for (const name of others) assert.equal((await backupsOf(name)).length, before.get(name)! + 1, `${name} is backed up on its schedule`);
   });
 
-  it('runs a policy set or changed, and a machine added, at its first slot after, not its last past one at once; catches up after downtime', { timeout: 120_000 }, async () => {
+  it('runs a policy set or changed, a machine added and a policy removed at its first slot after, not its last past one at once; catches up after downtime', { timeout: 120_000 }, async () => {
     const at = (iso: string): number => (clock = Date.parse(iso));
     at('2026-06-03T14:00:00Z');
     // Sessions expire by the server's clock, which moves by days here: a new one for each change.
@@ -209,5 +210,23 @@ databaseSuites('the scheduler', (fx) => {
     await step();
     assert.deepEqual(await slots('new-1'), ['2026-06-06T09:00:00.000Z']);
     assert.equal((await slots('new-0')).at(-1), '2026-06-06T09:00:00.000Z');
+
+    // new-1 gets a policy of its own (20:00), runs its first slot, and at 13:00 the next day the policy is removed:
+    // the customer's 09:00 of that morning is the past, so it does not start at once; the next morning's does.
+    at('2026-06-06T12:00:00Z');
+    const own = (await t.create('/api/v1/policies', { customer_id: customer, machine_id: machines['new-1'], schedule: '0 20 * * *', backup: { paths: ['/srv'] } }, await admin())).id as string;
+    at('2026-06-07T12:00:00Z');
+    await step();
+    assert.deepEqual(await slots('new-1'), ['2026-06-06T09:00:00.000Z', '2026-06-06T20:00:00.000Z']);
+    at('2026-06-07T13:00:00Z');
+    const removed = await t.call('DELETE', `/api/v1/policies/${own}`, { token: await admin() });
+    assert.equal(removed.status, 204, removed.text);
+    await step();
+    at('2026-06-07T13:30:00Z');
+    await step();
+    assert.deepEqual(await slots('new-1'), ['2026-06-06T09:00:00.000Z', '2026-06-06T20:00:00.000Z'], 'no backup at once after the removal');
+    at('2026-06-08T10:05:00Z');
+    await step();
+    assert.equal((await slots('new-1')).at(-1), '2026-06-08T09:00:00.000Z');
   });
 });

@@ -180,7 +180,7 @@ it('loads a fleet of 1,000 machines with one call: its counts and first rows', a
     const name = `big-${String(i).padStart(4, '0')}`;
     const at = new Date(now - DAY).toISOString();
     machines.push({ id, customer_id: big, name, created_at: at, last_seen_at: null, retired_at: null, safe_deleted_at: null, stale_since: null, proven_restorable_at: null, proven_restorable_snapshot: null });
-    safes.push({ id: `${id}-safe`, customer_id: big, machine_id: id, name, location: `safes/${id}-safe`, quota_hard: null, quota_soft: null, created_at: at, deleting_at: null, quota_alert: null, snapshots_indexed_at: at, census_at: null });
+    safes.push({ id: `${id}-safe`, customer_id: big, machine_id: id, name, location: `safes/${id}-safe`, quota_hard: null, quota_soft: null, created_at: at, deleting_at: null, quota_alert: null, snapshots_indexed_at: at, census_at: null, policy_removed_at: null });
     const kind = i % 10;
     if (kind <= 6) jobs.push(jobRow(big, id, `${id}-safe`, 'succeeded', now - (kind === 6 ? 5 : 1) * 3600_000));
     if (kind === 6) jobs.push(jobRow(big, id, `${id}-safe`, 'failed', now - 2 * 3600_000));

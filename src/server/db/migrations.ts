@@ -388,6 +388,12 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
         await db.schema.alterTable('snapshot_index').addColumn('unauthentic', 'integer', (c) => c.notNull().defaultTo(0)).execute();
       },
     },
+    '0022-policy-removed': {
+      // When a policy that applied to the safe was last removed: the scheduler's slots count from it as from a policy's change (services/scheduler.ts).
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.alterTable('disk_safes').addColumn('policy_removed_at', 'text').execute();
+      },
+    },
   };
 }
 

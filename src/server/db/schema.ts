@@ -128,6 +128,8 @@ export interface DiskSafesTable {
   snapshots_indexed_at: Generated<string | null>;
   /** The `started_at` of the last backup job whose agent reported its census of the safe (migration 0021, services/census.ts); null: no census yet. */
   census_at: Generated<string | null>;
+  /** When a policy that applied to it was last removed (migration 0022): its schedule, now a less specific policy's, counts its slots from then. Null: never. */
+  policy_removed_at: Generated<string | null>;
 }
 
 export interface AuditLogTable {

@@ -84,7 +84,7 @@ export async function insertSafe(ctx: ServiceContext, who: Principal, req: Creat
     id, customer_id: req.customer_id, machine_id: req.machine_id ?? null, name: req.name, location: `safes/${id}`,
     quota_hard: req.quota_hard ?? null, quota_soft: req.quota_soft ?? null, created_at: ctx.now().toISOString(), deleting_at: null, quota_alert: null,
     // A new safe has no snapshot: its index is complete from the start (snapshot-index.ts).
-    snapshots_indexed_at: ctx.now().toISOString(), census_at: null,
+    snapshots_indexed_at: ctx.now().toISOString(), census_at: null, policy_removed_at: null,
   };
   try {
     await ctx.db.insertInto('disk_safes').values(row).execute();

@@ -280,12 +280,20 @@ export async function replacePolicy(ctx: ServiceContext, p: Principal, id: strin
   return policyBody(next);
 }
 
-/** Removes policy `id`: what it set comes from the less specific policies again (a quota it held needs a provider role). */
+/**
+ * Removes policy `id`: what it set comes from the less specific policies again (a quota it held needs a provider role).
+ * The safes it applied to are stamped, so that the schedule they fall back to starts at its next slot, not its last past one.
+ */
 export async function deletePolicy(ctx: ServiceContext, p: Principal, id: string): Promise<void> {
   const row = await findPolicy(ctx, p, id);
   requireManage(p);
   if (settingsOf(row).quota !== undefined) requireProvider(p);
-  await ctx.db.deleteFrom('policies').where('id', '=', id).execute();
+  const now = ctx.now().toISOString();
+  await ctx.db.transaction().execute(async (trx) => {
+    const stamp = trx.updateTable('disk_safes').set({ policy_removed_at: now });
+    await (row.safe_id !== null ? stamp.where('id', '=', row.safe_id) : row.machine_id !== null ? stamp.where('machine_id', '=', row.machine_id) : stamp.where('customer_id', '=', row.customer_id)).execute();
+    await trx.deleteFrom('policies').where('id', '=', id).execute();
+  });
   await audit(ctx, p, 'policy.delete', id, row.customer_id);
 }
 

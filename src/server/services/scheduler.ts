@@ -65,11 +65,11 @@ const iso = (ms: number): string => new Date(ms).toISOString();
 
 /**
  * The safes with their machine and the policies that apply to them, resolved at `now`, and since when
- * (ms): the newest of those policies' last changes, the machine's and the safe's creation.
+ * (ms): the newest of those policies' last changes, the last removal of one that applied, the machine's and the safe's creation.
  */
 async function effectivePolicies(ctx: ServiceContext, now: number): Promise<{ eff: EffectivePolicy; firstOfMachine: boolean; since: number }[]> {
   const safes = await ctx.db.selectFrom('disk_safes').leftJoin('machines', 'machines.id', 'disk_safes.machine_id')
-    .select(['disk_safes.id', 'disk_safes.customer_id', 'disk_safes.machine_id', 'disk_safes.created_at', 'disk_safes.name', 'machines.retired_at', 'machines.created_at as machine_created_at'])
+    .select(['disk_safes.id', 'disk_safes.customer_id', 'disk_safes.machine_id', 'disk_safes.created_at', 'disk_safes.name', 'disk_safes.policy_removed_at', 'machines.retired_at', 'machines.created_at as machine_created_at'])
     .where('disk_safes.deleting_at', 'is', null).orderBy('disk_safes.created_at').orderBy('disk_safes.name').execute();
   const policies = new Map<string, Policy>((await ctx.db.selectFrom('policies').selectAll().execute()).map((p) => [p.target, p]));
   const seenMachine = new Set<string>();
@@ -81,7 +81,7 @@ async function effectivePolicies(ctx: ServiceContext, now: number): Promise<{ ef
     try {
       const chain = { customer: policies.get(`customer:${s.customer_id}`), machine: machineId ? policies.get(`machine:${machineId}`) : undefined, safe: policies.get(`safe:${s.id}`) };
       const eff = resolve(chain, { customerId: s.customer_id, machineId, safeId: s.id }, now);
-      const changes = [s.created_at, s.machine_created_at, chain.customer?.updated_at, chain.machine?.updated_at, chain.safe?.updated_at];
+      const changes = [s.created_at, s.machine_created_at, s.policy_removed_at, chain.customer?.updated_at, chain.machine?.updated_at, chain.safe?.updated_at];
       out.push({ eff, firstOfMachine, since: Math.max(...changes.map((at) => (at ? Date.parse(at) : -Infinity))) });
     } catch {
       // A policy saved before a rule it breaks existed: the safe is left alone rather than the whole tick.
