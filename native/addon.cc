@@ -3,6 +3,7 @@
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitBeneath(env, exports);
+  InitGcm(env, exports);
   InitRestore(env, exports);
   InitWalk(env, exports);
   InitXattr(env, exports);

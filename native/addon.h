@@ -7,6 +7,7 @@
 #include <string>
 
 void InitBeneath(Napi::Env env, Napi::Object exports);
+void InitGcm(Napi::Env env, Napi::Object exports);
 void InitRestore(Napi::Env env, Napi::Object exports);
 void InitWalk(Napi::Env env, Napi::Object exports);
 void InitXattr(Napi::Env env, Napi::Object exports);
