@@ -3,8 +3,10 @@
  * protocol (src/server/http/repo-routes.ts) and a resolver made of a fixed
  * table of tokens, each giving one right to one safe, a folder below `dir`.
  * Snapshot uploads go through the server's backdating rule
- * (src/server/services/snapshot-time-policy.ts) unless `verifyUploads` is
- * false (the storage conformance suite, whose objects are not real).
+ * (src/server/services/snapshot-time-policy.ts), with the newest snapshot
+ * of a group read from the safe's storage (the server keeps an index in its
+ * database), unless `verifyUploads` is false (the storage conformance
+ * suite, whose objects are not real).
  * Used in-process by the backend's tests and in a process of its own by
  * repo-server-main.ts.
  */
@@ -12,9 +14,11 @@ import { join } from 'node:path';
 
 import Fastify, { type FastifyInstance } from 'fastify';
 
+import { Store } from '../../src/repo/store.js';
+import type { Backend } from '../../src/storage/backend.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
 import { repoRoutes, type SafeAccess, type SafeRights } from '../../src/server/http/repo-routes.js';
-import { refuseBackdatedSnapshot } from '../../src/server/services/snapshot-time-policy.js';
+import { refuseBackdatedSnapshot, snapshotGroupKey, type NewestSnapshot } from '../../src/server/services/snapshot-time-policy.js';
 
 /** One token of the table. */
 export interface TestToken {
@@ -35,6 +39,18 @@ export interface RepoServerAppOptions {
   readonly verifyUploads?: boolean;
   /** Listing page size of the safes' local backends. */
   readonly listPageSize?: number;
+}
+
+/** The newest snapshot of group `group` stored at `backend`, read from storage: the server's snapshot index, for a server without a database. */
+async function newestStored(backend: Backend, group: string): Promise<NewestSnapshot | undefined> {
+  const { ok } = await (await Store.open(backend)).listSnapshots();
+  let newest: NewestSnapshot | undefined;
+  for (const { id, snapshot } of ok) {
+    if (snapshotGroupKey(snapshot.hostname, snapshot.paths) !== group) continue;
+    const time = Date.parse(snapshot.time);
+    if (newest === undefined || time > newest.time) newest = { id, time };
+  }
+  return newest;
 }
 
 /** The fastify app, not yet listening. */
@@ -61,7 +77,7 @@ export async function buildRepoServer(o: RepoServerAppOptions): Promise<FastifyI
           },
           ...(verify ? {
             beforeCommit: async (h, bytes, signal) => {
-              if (h.type === 'snapshot') await refuseBackdatedSnapshot(backend, bytes, { signal });
+              if (h.type === 'snapshot') await refuseBackdatedSnapshot((group) => newestStored(backend, group), bytes, { signal });
             },
           } : {}),
         };

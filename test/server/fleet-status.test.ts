@@ -17,6 +17,7 @@ import { setUp, type TestServer } from '../helpers/server.js';
 import { openDatabase, type ControlPlaneDatabase } from '../../src/server/db/open-database.js';
 import type { MachineBody } from '../../src/api/v1.js';
 import type { Job } from '../../src/server/db/schema.js';
+import { snapshotGroupKey } from '../../src/server/services/snapshot-time-policy.js';
 
 const NOW = Date.parse('2026-06-10T12:00:00.000Z');
 const H = 3600_000;
@@ -74,7 +75,7 @@ databaseSuites('fleet status', (fx) => {
     await plant('a-hourly', 'backup', 'succeeded', 4);
     await db.db.insertInto('snapshot_index').values({
       safe_id: safes['a-stale']!, id: 'f'.repeat(64), time: iso(NOW - 50 * H), hostname: 'a-stale', username: 'root', paths: '["/srv"]', tags: '[]', parent: null,
-      incomplete: 0, image: 0, summary: '{}', stored_at: iso(NOW - 50 * H),
+      incomplete: 0, image: 0, summary: '{}', stored_at: iso(NOW - 50 * H), group_key: snapshotGroupKey('a-stale', ['/srv']),
     }).execute();
     await plant('b-web', 'backup', 'succeeded', 1);
   });

@@ -6,6 +6,7 @@
  * entry at the end. src/server/db/schema.ts must describe the result.
  */
 import { Migrator, sql, type Kysely, type Migration } from 'kysely';
+import { snapshotGroupKey } from '../services/snapshot-time-policy.js';
 import type { DatabaseKind } from './open-database.js';
 
 /** Raised when the database cannot be brought to the schema this version needs. */
@@ -392,6 +393,18 @@ function migrations(kind: DatabaseKind): Record<string, Migration> {
       // When a policy that applied to the safe was last removed: the scheduler's slots count from it as from a policy's change (services/scheduler.ts).
       async up(db: Kysely<unknown>): Promise<void> {
         await db.schema.alterTable('disk_safes').addColumn('policy_removed_at', 'text').execute();
+      },
+    },
+    '0023-snapshot-group': {
+      // The backdating rule (services/snapshot-time-policy.ts) asks the index for the newest snapshot of a host and paths: a key of the group per row (a digest, one length whatever the paths), computed here for the rows before it, and an index to seek by it.
+      async up(db: Kysely<unknown>): Promise<void> {
+        await db.schema.alterTable('snapshot_index').addColumn('group_key', 'text', (c) => c.notNull().defaultTo('')).execute();
+        const rows = await sql<{ safe_id: string; id: string; hostname: string; paths: string }>`select safe_id, id, hostname, paths from snapshot_index`.execute(db);
+        for (const r of rows.rows) {
+          const key = snapshotGroupKey(r.hostname, JSON.parse(r.paths) as string[]);
+          await sql`update snapshot_index set group_key = ${key} where safe_id = ${r.safe_id} and id = ${r.id}`.execute(db);
+        }
+        await db.schema.createIndex('snapshot_index_group').on('snapshot_index').columns(['safe_id', 'group_key', 'time']).execute();
       },
     },
   };

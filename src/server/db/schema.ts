@@ -370,6 +370,8 @@ export interface SnapshotIndexTable {
   census_at: Generated<string | null>;
   /** 1 when that census found it failing its MAC: planted by someone without the key. */
   unauthentic: Generated<number>;
+  /** Its host name's and paths' key (services/snapshot-time-policy.ts `snapshotGroupKey`, migration 0023): the backdating rule's group. */
+  group_key: string;
 }
 
 /**

@@ -22,7 +22,8 @@
  * (409 `TOO_MANY_KEYS`, before the body is read). Every upload but a
  * lock passes the quotas before its body is read (quota.ts), every lock the
  * bounds of lock-owners.ts, every snapshot upload the
- * backdating rule (snapshot-time-policy.ts), and the safe's storage counts
+ * backdating rule (snapshot-time-policy.ts, against the safe's snapshot
+ * index), and the safe's storage counts
  * what is stored but locks (usage.ts). Which token added which lock object
  * is kept in the database (`lock_owners`), for its token alone to remove,
  * and for the server when the token is revoked.
@@ -38,6 +39,7 @@ import { requireSomeSafe } from './machines.js';
 import { admitLock, lockOwnersOf, refuseLock, refuseOldCreation } from './lock-owners.js';
 import { isProvider, sees, type Principal } from './principal.js';
 import { admitUpload } from './quota.js';
+import { newestOfGroup } from './snapshot-index.js';
 import { refuseBackdatedSnapshot } from './snapshot-time-policy.js';
 import { UploadRefusedError } from './upload-refused-error.js';
 
@@ -215,7 +217,7 @@ export function safeResolver(ctx: ServiceContext): SafeResolver {
         },
         beforeCommit: async (h, bytes, sig) => {
           await refuseIfDeleting();
-          if (h.type === 'snapshot') await refuseBackdatedSnapshot(backend, bytes, { signal: sig, now: ctx.now().getTime() });
+          if (h.type === 'snapshot') await refuseBackdatedSnapshot((group) => newestOfGroup(ctx, safe, group), bytes, { signal: sig, now: ctx.now().getTime() });
           if (h.type === 'lock') {
             refuseLock(bytes, h.name, granted);
             await refuseOldCreation(ctx, safe, principal, bytes, h.name);

@@ -17,14 +17,21 @@
  *
  * A safe is indexed once (`disk_safes.snapshots_indexed_at`); after that its
  * rows follow what the server saves and removes. A snapshot that cannot be
- * read is left out (it is damage, which `check` reports). The agent's census
- * (census.ts, migration 0021) marks each row vouched for or unauthentic.
+ * read is left out (it is damage, which `check` reports); one that could not
+ * be read for another reason (the storage unreachable) leaves the safe
+ * unindexed, to be read again at its next use. The agent's census
+ * (census.ts, migration 0021) marks each row vouched for or unauthentic. The
+ * rule against backdated snapshots asks the index for the newest snapshot of
+ * a host and paths (`newestOfGroup`, snapshot-time-policy.ts), where it read
+ * every stored snapshot at each upload.
  */
 import type { SnapshotBody } from '../../api/v1.js';
 import { snakeKeys } from '../../core/snake-keys.js';
 import { forEachLimit } from '../../core/for-each-limit.js';
+import { CorruptObjectError, UnsupportedVersionError } from '../../repo/errors.js';
+import { loadChecked } from '../../repo/objects.js';
 import { decodeSnapshot, type Snapshot } from '../../repo/snapshot.js';
-import type { Backend, Handle, OperationOptions } from '../../storage/backend.js';
+import { NotFoundError, type Backend, type Handle, type OperationOptions } from '../../storage/backend.js';
 import { WrapperBackend } from '../../storage/wrapper-backend.js';
 import type { Insertable, Kysely } from 'kysely';
 import type { ControlPlane, DiskSafe, SnapshotIndexTable } from '../db/schema.js';
@@ -33,6 +40,7 @@ import { NotFound } from './errors.js';
 import { findMachine, requireCustomer } from './machines.js';
 import { requireRead, sees, type Principal } from './principal.js';
 import type { SafeStorage } from './safe-storage.js';
+import { snapshotGroupKey, type NewestSnapshot } from './snapshot-time-policy.js';
 
 /** How many snapshot objects a rebuild reads at once. */
 const READ_CONCURRENCY = 8;
@@ -43,6 +51,7 @@ function rowOf(safeId: string, id: string, s: Snapshot, at: string): Insertable<
     safe_id: safeId, id, time: new Date(s.time).toISOString(), hostname: s.hostname, username: s.username,
     paths: JSON.stringify(s.paths), tags: JSON.stringify(s.tags), parent: s.parent ?? null,
     incomplete: s.incomplete === true ? 1 : 0, image: s.image === undefined ? 0 : 1, summary: JSON.stringify(s.summary), stored_at: at,
+    group_key: snapshotGroupKey(s.hostname, s.paths),
   };
 }
 
@@ -125,13 +134,29 @@ export async function ensureIndexed(ctx: ServiceContext, safe: Pick<DiskSafe, 'i
   await forEachLimit(names, READ_CONCURRENCY, async (name) => {
     let s: Snapshot;
     try {
-      s = decodeSnapshot(await backend.load({ type: 'snapshot', name }), `snapshot ${name}`);
-    } catch {
-      return; // gone meanwhile, or damaged: not a snapshot to list
+      // Its bytes checked against its name, as a Store reads a snapshot: damage is not a snapshot to list, nor to date others by.
+      s = decodeSnapshot(await loadChecked(backend, { type: 'snapshot', name }, `snapshot ${name}`), `snapshot ${name}`);
+    } catch (e) {
+      if (e instanceof CorruptObjectError || e instanceof UnsupportedVersionError || e instanceof NotFoundError) return; // damaged, or gone meanwhile
+      throw e;
     }
     await insertRow(ctx.db, rowOf(safe.id, name, s, at));
   });
   await ctx.db.updateTable('disk_safes').set({ snapshots_indexed_at: at }).where('id', '=', safe.id).where('snapshots_indexed_at', 'is', null).execute();
+}
+
+/**
+ * The newest snapshot of `safe` whose host name and paths have key
+ * `groupKey` (`snapshotGroupKey`), from the index (built from storage first
+ * if it never was): the backdating rule's `NewestOfGroup`. Every indexed
+ * snapshot counts, those the census found unauthentic too: the rule counts
+ * every readable stored snapshot, as storage holds them.
+ */
+export async function newestOfGroup(ctx: ServiceContext, safe: Pick<DiskSafe, 'id' | 'location' | 'snapshots_indexed_at'>, groupKey: string): Promise<NewestSnapshot | undefined> {
+  await ensureIndexed(ctx, safe);
+  const row = await ctx.db.selectFrom('snapshot_index').select(['id', 'time']).where('safe_id', '=', safe.id).where('group_key', '=', groupKey)
+    .orderBy('time', 'desc').limit(1).executeTakeFirst();
+  return row === undefined ? undefined : { id: row.id, time: Date.parse(row.time) };
 }
 
 /** Indexes, a few at a time, every safe never indexed (the server's start: an older server's safes, or a bucket another server wrote); errors leave a safe for its first use. */

@@ -15,10 +15,14 @@
  * The repository protocol calls it through `SafeAccess.beforeCommit`
  * (src/server/http/repo-routes.ts) for each snapshot upload, after the
  * upload's bytes were checked against its name and before it is stored.
+ * The newest stored snapshot of the group comes from the caller
+ * (`NewestOfGroup`): the server asks its snapshot index (snapshot-index.ts
+ * `newestOfGroup`, one indexed query), where this rule read and decoded
+ * every stored snapshot at each upload.
  */
-import type { Backend } from '../../storage/backend.js';
+import { createHash } from 'node:crypto';
+
 import { decodeSnapshot } from '../../repo/snapshot.js';
-import { Store } from '../../repo/store.js';
 import { UploadRefusedError } from './upload-refused-error.js';
 
 /** How far a new snapshot's time may be from the server's clock, either way, by default: 5 minutes. */
@@ -33,19 +37,34 @@ export interface SnapshotTimeOptions {
   readonly signal?: AbortSignal;
 }
 
+/** The newest stored snapshot of a group. */
+export interface NewestSnapshot {
+  readonly id: string;
+  /** Its time, in ms since the epoch. */
+  readonly time: number;
+}
+
+/**
+ * Finds the newest snapshot stored in the safe of group `groupKey`
+ * (`snapshotGroupKey`), or undefined when it holds none. Every stored
+ * snapshot that can be read counts, whoever stored it; one that cannot be
+ * read (damaged, or not a snapshot) does not.
+ */
+export type NewestOfGroup = (groupKey: string, signal?: AbortSignal) => Promise<NewestSnapshot | undefined>;
+
 /**
  * Throws `UploadRefusedError` (`SNAPSHOT_BACKDATED`, or `BAD_SNAPSHOT` for
  * bytes that are not a snapshot) when the snapshot `bytes` may not be added
- * to the repository at `backend`; see the module comment. Reads every stored
- * snapshot's plain part; ones that cannot be read do not count.
+ * to the safe whose newest snapshot of each group `newestOf` finds; see the
+ * module comment.
  */
-export async function refuseBackdatedSnapshot(backend: Backend, bytes: Buffer, opts: SnapshotTimeOptions = {}): Promise<void> {
+export async function refuseBackdatedSnapshot(newestOf: NewestOfGroup, bytes: Buffer, opts: SnapshotTimeOptions = {}): Promise<void> {
   let time: number;
   let group: string;
   try {
     const s = decodeSnapshot(bytes, 'the uploaded snapshot');
     time = Date.parse(s.time);
-    group = groupOf(s.hostname, s.paths);
+    group = snapshotGroupKey(s.hostname, s.paths);
   } catch (e) {
     throw new UploadRefusedError(400, 'BAD_SNAPSHOT', `not a snapshot this server reads: ${(e as Error).message}`);
   }
@@ -55,15 +74,8 @@ export async function refuseBackdatedSnapshot(backend: Backend, bytes: Buffer, o
     throw new UploadRefusedError(403, 'SNAPSHOT_BACKDATED', `the snapshot's time ${new Date(time).toISOString()} is more than `
       + `${Math.round(maxSkew / 1000)} s from the server's clock (${new Date(now).toISOString()}); check the client's clock`);
   }
-  const store = await Store.open(backend);
-  const { ok } = await store.listSnapshots();
+  const newest = await newestOf(group, opts.signal);
   opts.signal?.throwIfAborted();
-  let newest: { id: string; time: number } | undefined;
-  for (const { id, snapshot } of ok) {
-    if (groupOf(snapshot.hostname, snapshot.paths) !== group) continue;
-    const t = Date.parse(snapshot.time);
-    if (newest === undefined || t > newest.time) newest = { id, time: t };
-  }
   // Within the skew of the newest, a snapshot is not backdated: else one planted a few minutes ahead (allowed by the skew) would refuse every genuine backup until its time came, again and again.
   if (newest !== undefined && time < newest.time - maxSkew) {
     throw new UploadRefusedError(403, 'SNAPSHOT_BACKDATED', `the snapshot's time ${new Date(time).toISOString()} is earlier than `
@@ -71,7 +83,14 @@ export async function refuseBackdatedSnapshot(backend: Backend, bytes: Buffer, o
   }
 }
 
-/** The group a snapshot belongs to for this rule: host name and paths. */
-function groupOf(hostname: string, paths: readonly string[]): string {
-  return JSON.stringify([hostname, [...paths].sort()]);
+/**
+ * The key of the group a snapshot belongs to for this rule, its host name
+ * and its paths in any order: the SHA-256 (hex) of the JSON of the host name
+ * and the sorted paths, of one length whatever the paths, for the index to
+ * hold (snapshot_index.group_key, migration 0023, which computed the key of
+ * the rows before it: a change here needs a migration that computes them
+ * again).
+ */
+export function snapshotGroupKey(hostname: string, paths: readonly string[]): string {
+  return createHash('sha256').update(JSON.stringify([hostname, [...paths].sort()])).digest('hex');
 }
