@@ -5,7 +5,9 @@
  * every one at each upload); a backdated upload is refused by the host and
  * paths in any order, also when the safe's index was just built from
  * storage, where a damaged snapshot does not count and one the census found
- * unauthentic still does; migration 0023 keys the rows before it.
+ * unauthentic still does; a NUL in a host or user name is refused (the
+ * index could not hold it on PostgreSQL); migration 0023 keys the rows
+ * before it.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -41,10 +43,10 @@ const MIN = 60_000;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 /** A snapshot object at `time` of `hostname` and `paths`, sealed under a key of no repository (the server cannot check a MAC). */
-function snapshotBytes(time: number, hostname: string, paths: string[]): Buffer {
+function snapshotBytes(time: number, hostname: string, paths: string[], username = 'root'): Buffer {
   const at = new Date(time).toISOString();
   return encodeSnapshot({
-    time: at, hostname, username: 'root', paths, tags: [], tree: randomBytes(32).toString('hex'), blobs: [],
+    time: at, hostname, username, paths, tags: [], tree: randomBytes(32).toString('hex'), blobs: [],
     summary: { filesNew: 0, filesChanged: 0, filesUnchanged: 0, dirs: 1, otherNodes: 0, errors: 0, totalBytes: 0, bytesRead: 0, blobsAdded: 0, dataAdded: 0, dataAddedStored: 0, start: at, end: at },
   }, randomBytes(32));
 }
@@ -104,7 +106,7 @@ databaseSuites('the rule against backdated snapshots', (fx) => {
     await s.remove();
   });
 
-  it('reads no stored snapshot at an upload, and refuses a backdated one from the index', { timeout: 60_000 }, async () => {
+  it('reads no stored snapshot at an upload, refuses a backdated one from the index, and a snapshot the index could not hold', { timeout: 60_000 }, async () => {
     const now = Date.now();
     // The last four minutes ahead, within the skew of the server's clock.
     for (const [i, minutes] of [-3, -2, -1, 0, 4].entries()) {
@@ -128,6 +130,12 @@ databaseSuites('the rule against backdated snapshots', (fx) => {
     assert.match(far.text, /from the server's clock/);
     const junk = await upload(Buffer.from('not a snapshot'));
     assert.deepEqual([junk.status, junk.code], [400, 'BAD_SNAPSHOT']);
+    // A NUL in a name PostgreSQL would not hold: stored, the snapshot would be missing from the index there (it answered 500 with the object stored).
+    for (const [host, user] of [['web\u0000', 'root'], ['web', 'root\u0000']] as const) {
+      const nul = await upload(snapshotBytes(now, host, ['/srv'], user));
+      assert.deepEqual([nul.status, nul.code], [400, 'BAD_SNAPSHOT'], nul.text);
+      assert.match(nul.text, /a NUL character in its host or user name/);
+    }
   });
 
   it('refuses a backdated upload when the index was just built from storage, where a damaged snapshot does not count and an unauthentic one does', { timeout: 60_000 }, async () => {

@@ -56,13 +56,15 @@ export type NewestOfGroup = (groupKey: string, signal?: AbortSignal) => Promise<
  * Throws `UploadRefusedError` (`SNAPSHOT_BACKDATED`, or `BAD_SNAPSHOT` for
  * bytes that are not a snapshot) when the snapshot `bytes` may not be added
  * to the safe whose newest snapshot of each group `newestOf` finds; see the
- * module comment.
+ * module comment. A host or user name with a NUL is `BAD_SNAPSHOT` too.
  */
 export async function refuseBackdatedSnapshot(newestOf: NewestOfGroup, bytes: Buffer, opts: SnapshotTimeOptions = {}): Promise<void> {
   let time: number;
   let group: string;
   try {
     const s = decodeSnapshot(bytes, 'the uploaded snapshot');
+    // The index keeps these as text, which PostgreSQL's cannot hold with a NUL: stored, the snapshot would be missing from the index (the rest is kept as JSON, escaped).
+    if (s.hostname.includes('\0') || s.username.includes('\0')) throw new Error('a NUL character in its host or user name');
     time = Date.parse(s.time);
     group = snapshotGroupKey(s.hostname, s.paths);
   } catch (e) {
