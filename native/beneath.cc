@@ -14,6 +14,12 @@
 // component at a time, as without openat2 (tests).
 // mknod(path, mode, dev): mknod(2) (a FIFO or a device node); the path is one
 // the caller resolved (/proc/self/fd/N/name through its parent's descriptor).
+// fchownPath(fd, uid, gid): the owner of what an O_PATH descriptor names, a
+// symlink itself included (fchownat with AT_EMPTY_PATH): Node's fchown
+// refuses O_PATH descriptors, and lchown by name acts on whatever the name
+// leads to by then.
+// close(fd): close(2), for a descriptor openBeneath gave a worker thread
+// (Node's closeSync in a worker warns about descriptors its fs did not open).
 //
 // Errors throw an Error as node:fs does: `code` (errno name), `errno`,
 // `syscall`, the path in the message.
@@ -213,9 +219,36 @@ Napi::Value Mknod(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value FchownPath(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) {
+    Napi::TypeError::New(env, "fchownPath(fd: number, uid: number, gid: number)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  if (fchownat(fd, "", static_cast<uid_t>(info[1].As<Napi::Number>().Uint32Value()), static_cast<gid_t>(info[2].As<Napi::Number>().Uint32Value()),
+               AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+    ThrowErrno(env, errno, "fchownat", "descriptor " + std::to_string(fd));
+  }
+  return env.Undefined();
+}
+
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "close(fd: number)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  if (close(fd) != 0 && errno != EINTR) ThrowErrno(env, errno, "close", "descriptor " + std::to_string(fd));
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitBeneath(Napi::Env env, Napi::Object exports) {
   exports.Set("openBeneath", Napi::Function::New(env, OpenBeneathJs, "openBeneath"));
   exports.Set("mknod", Napi::Function::New(env, Mknod, "mknod"));
+  exports.Set("fchownPath", Napi::Function::New(env, FchownPath, "fchownPath"));
+  exports.Set("close", Napi::Function::New(env, Close, "close"));
 }

@@ -12,16 +12,22 @@
 // kFields numbers at fields[i * kFields] (src/sources/native.ts `WRITE_FIELDS`):
 //   0 start   1 length   of its bytes in `data`
 //   2 offset  in the file
-//   3 flags   kWhole: create the file (O_EXCL; when it exists, truncate it)
-//             and finish it: size, owner, mode, times;
-//             otherwise open the existing file and write only.
-//             A file opened that was there (not created by this open) must
-//             be a regular file with one name: a FIFO, a device or a hard
-//             link put in its place while the restore runs is refused, never
-//             written through (the open is O_NONBLOCK: a FIFO cannot hang it).
+//   3 flags   kWhole: create the file (O_EXCL) and finish it: size, owner,
+//             mode, times. Something already at its name was put there while
+//             the restore ran (the restore removed what was there before):
+//             refused, never written into (it may be open by whoever put it).
+//             Otherwise open the existing file and write only: it must be
+//             the very file the restore created (fields 10 to 13: an inode
+//             number is reused once its file is removed, its birth time is
+//             not), a
+//             regular file with one name; anything else put in its place is
+//             refused, never written through (the open is O_NONBLOCK: a
+//             FIFO cannot hang it).
 //             kChown: set uid:gid (skipped for a new file with kOwnedOnCreate)
 //             kCreateMode: create with `mode` (no fchmod for a new file)
 //   4 size  5 mode  6 uid  7 gid  8 mtime seconds  9 mtime nanoseconds
+//   10 dev  11 inode  12 birth seconds  13 birth nanoseconds
+//             of the file the restore created, for a file written in pieces
 // All-zero 4 KiB blocks of the file are skipped (they stay holes); ftruncate
 // only when the last bytes written end short of the size.
 // Returns undefined, or for the targets that failed, index and message pairs
@@ -33,6 +39,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -42,7 +49,7 @@
 
 namespace {
 
-constexpr uint32_t kFields = 10;
+constexpr uint32_t kFields = 14;
 constexpr uint32_t kWhole = 1;
 constexpr uint32_t kChown = 2;
 constexpr uint32_t kOwnedOnCreate = 4;
@@ -69,19 +76,22 @@ struct Place {
   const std::string& path;
 };
 
-// Opens a file that should be there (created by the restore) for writing,
-// refusing anything but a regular file with one name.
-int OpenExisting(const Place& at, Failure* f) {
+constexpr const char* kNotOurs = "refused: not the regular file this restore created (a file, FIFO, device or hard link was put in its place)";
+
+// Opens the file the restore created (`id`: fields 10 to 13) for writing,
+// refusing anything else: another file, a hard link, a FIFO.
+int OpenExisting(const Place& at, const double* id, Failure* f) {
   const int fd = OpenBeneath(at.dir, at.path.data(), at.path.size(), O_WRONLY | O_NONBLOCK, 0, false);
   if (fd < 0) {
     Fail(f, "open", true);
     return -1;
   }
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
+  struct statx st;
+  if (statx(fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_NLINK | STATX_INO | STATX_BTIME, &st) != 0) {
     Fail(f, "fstat", true);
-  } else if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
-    *f = {0, "open", true, "refused: not the regular file this restore created (a FIFO, device or hard link was put in its place)"};
+  } else if (!S_ISREG(st.stx_mode) || st.stx_nlink != 1 || static_cast<double>(makedev(st.stx_dev_major, st.stx_dev_minor)) != id[0] ||
+             static_cast<double>(st.stx_ino) != id[1] || static_cast<double>(st.stx_btime.tv_sec) != id[2] || static_cast<double>(st.stx_btime.tv_nsec) != id[3]) {
+    *f = {0, "open", true, kNotOurs};
   } else {
     return fd;
   }
@@ -138,22 +148,15 @@ bool WriteTarget(const Place& at, const char* data, const double* t, Failure* f)
   const uint32_t flags = static_cast<uint32_t>(t[3]);
   const bool whole = (flags & kWhole) != 0;
   const mode_t mode = static_cast<mode_t>(t[5]);
-  bool created = false;
   int fd;
   if (whole) {
     fd = OpenBeneath(at.dir, at.path.data(), at.path.size(), O_WRONLY | O_CREAT | O_EXCL, (flags & kCreateMode) ? mode : 0600, false);
-    created = fd >= 0;
     if (fd < 0) {
       if (errno != EEXIST) return Fail(f, "open", true);
-      // Checked before it is emptied: O_TRUNC would empty a file with another name outside the target.
-      if ((fd = OpenExisting(at, f)) < 0) return false;
-      if (ftruncate(fd, 0) != 0) {
-        Fail(f, "ftruncate");
-        close(fd);
-        return false;
-      }
+      *f = {0, "open", true, kNotOurs};
+      return false;
     }
-  } else if ((fd = OpenExisting(at, f)) < 0) {
+  } else if ((fd = OpenExisting(at, t + 10, f)) < 0) {
     return false;
   }
   bool ok = true;
@@ -164,8 +167,8 @@ bool WriteTarget(const Place& at, const char* data, const double* t, Failure* f)
     const off_t size = static_cast<off_t>(t[4]);
     const struct timespec times[2] = {{static_cast<time_t>(t[8]), static_cast<long>(t[9])}, {static_cast<time_t>(t[8]), static_cast<long>(t[9])}};
     if (end < size && ftruncate(fd, size) != 0) ok = Fail(f, "ftruncate");
-    else if ((flags & kChown) && !(created && (flags & kOwnedOnCreate)) && fchown(fd, static_cast<uid_t>(t[6]), static_cast<gid_t>(t[7])) != 0) ok = Fail(f, "fchown");
-    else if (!(created && (flags & kCreateMode)) && fchmod(fd, mode) != 0) ok = Fail(f, "fchmod");
+    else if ((flags & kChown) && !(flags & kOwnedOnCreate) && fchown(fd, static_cast<uid_t>(t[6]), static_cast<gid_t>(t[7])) != 0) ok = Fail(f, "fchown");
+    else if (!(flags & kCreateMode) && fchmod(fd, mode) != 0) ok = Fail(f, "fchmod");
     else if (futimens(fd, times) != 0) ok = Fail(f, "futime");
   }
   if (close(fd) != 0 && ok) ok = Fail(f, "close");
@@ -186,7 +189,7 @@ Napi::Value WriteFiles(const Napi::CallbackInfo& info) {
   auto starts = info[3].As<Napi::Uint32Array>();
   auto fields = info[4].As<Napi::Float64Array>();
   if (starts.ElementLength() == 0 || fields.ElementLength() != (starts.ElementLength() - 1) * kFields) {
-    Napi::TypeError::New(env, "writeFiles: fields must hold 10 numbers per path, starts one more than there are paths").ThrowAsJavaScriptException();
+    Napi::TypeError::New(env, "writeFiles: fields must hold 14 numbers per path, starts one more than there are paths").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   const uint32_t count = static_cast<uint32_t>(starts.ElementLength() - 1);

@@ -1,6 +1,8 @@
 // Extended attributes by Buffer path, without following a final symlink:
-// llistxattr, lgetxattr, lsetxattr, lremovexattr (Linux). Node offers none of
-// them. Each call is synchronous, like the lstat and readlink the backup's
+// llistxattr, lgetxattr, lsetxattr, lremovexattr (Linux), or of an open file
+// when given its descriptor instead of a path (flistxattr, ...: a restore
+// sets them on the file it opened and checked, never on whatever a name
+// leads to by then). Node offers none of them. Each call is synchronous, like the lstat and readlink the backup's
 // walk and the restore's metadata steps already make on the main thread.
 //
 // Errors throw an Error whose `code` is the errno's name as Node spells it
@@ -12,6 +14,7 @@
 #include <sys/xattr.h>
 #include <uv.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -33,6 +36,27 @@ bool CString(const Napi::Value& v, const char* what, std::string* out) {
     return false;
   }
   return true;
+}
+
+// The file a call is about: a path, or an open descriptor (`fd` >= 0).
+struct Target {
+  std::string path;
+  int fd = -1;
+  std::string Name() const { return fd >= 0 ? "descriptor " + std::to_string(fd) : path; }
+};
+
+// A Buffer path or a descriptor (a whole number >= 0).
+bool TargetArg(const Napi::Value& v, Target* out) {
+  if (v.IsNumber()) {
+    const int64_t fd = v.As<Napi::Number>().Int64Value();
+    if (fd < 0 || fd > INT32_MAX) {
+      Napi::TypeError::New(v.Env(), "a descriptor must be a whole number of at least 0").ThrowAsJavaScriptException();
+      return false;
+    }
+    out->fd = static_cast<int>(fd);
+    return true;
+  }
+  return CString(v, "path", &out->path);
 }
 
 void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& path) {
@@ -59,15 +83,15 @@ ssize_t ReadGrowing(std::vector<char>* buf, F call) {
   }
 }
 
-// llistxattr(path: Buffer): Buffer[] — the names, in the file system's order.
+// llistxattr(path: Buffer | fd): Buffer[] — the names, in the file system's order.
 Napi::Value List(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path;
-  if (!CString(info[0], "path", &path)) return env.Undefined();
+  Target t;
+  if (!TargetArg(info[0], &t)) return env.Undefined();
   static thread_local std::vector<char> buf;
-  ssize_t n = ReadGrowing(&buf, [&](char* b, size_t size) { return llistxattr(path.c_str(), b, size); });
+  ssize_t n = ReadGrowing(&buf, [&](char* b, size_t size) { return t.fd >= 0 ? flistxattr(t.fd, b, size) : llistxattr(t.path.c_str(), b, size); });
   if (n < 0) {
-    ThrowErrno(env, errno, "llistxattr", path);
+    ThrowErrno(env, errno, "llistxattr", t.Name());
     return env.Undefined();
   }
   auto names = Napi::Array::New(env);
@@ -80,40 +104,46 @@ Napi::Value List(const Napi::CallbackInfo& info) {
   return names;
 }
 
-// lgetxattr(path: Buffer, name: Buffer): Buffer — the value.
+// lgetxattr(path: Buffer | fd, name: Buffer): Buffer — the value.
 Napi::Value Get(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path, name;
-  if (!CString(info[0], "path", &path) || !CString(info[1], "name", &name)) return env.Undefined();
+  Target t;
+  std::string name;
+  if (!TargetArg(info[0], &t) || !CString(info[1], "name", &name)) return env.Undefined();
   static thread_local std::vector<char> buf;
-  ssize_t n = ReadGrowing(&buf, [&](char* b, size_t size) { return lgetxattr(path.c_str(), name.c_str(), b, size); });
+  ssize_t n = ReadGrowing(&buf, [&](char* b, size_t size) {
+    return t.fd >= 0 ? fgetxattr(t.fd, name.c_str(), b, size) : lgetxattr(t.path.c_str(), name.c_str(), b, size);
+  });
   if (n < 0) {
-    ThrowErrno(env, errno, "lgetxattr", path);
+    ThrowErrno(env, errno, "lgetxattr", t.Name());
     return env.Undefined();
   }
   return Napi::Buffer<char>::Copy(env, buf.data(), static_cast<size_t>(n));
 }
 
-// lsetxattr(path: Buffer, name: Buffer, value: Buffer): undefined — creates or replaces.
+// lsetxattr(path: Buffer | fd, name: Buffer, value: Buffer): undefined — creates or replaces.
 Napi::Value Set(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path, name;
-  if (!CString(info[0], "path", &path) || !CString(info[1], "name", &name)) return env.Undefined();
+  Target t;
+  std::string name;
+  if (!TargetArg(info[0], &t) || !CString(info[1], "name", &name)) return env.Undefined();
   if (!info[2].IsBuffer()) {
     Napi::TypeError::New(env, "value must be a Buffer").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   auto value = info[2].As<Napi::Buffer<char>>();
-  if (lsetxattr(path.c_str(), name.c_str(), value.Data(), value.Length(), 0) != 0) ThrowErrno(env, errno, "lsetxattr", path);
+  const int r = t.fd >= 0 ? fsetxattr(t.fd, name.c_str(), value.Data(), value.Length(), 0) : lsetxattr(t.path.c_str(), name.c_str(), value.Data(), value.Length(), 0);
+  if (r != 0) ThrowErrno(env, errno, "lsetxattr", t.Name());
   return env.Undefined();
 }
 
-// lremovexattr(path: Buffer, name: Buffer): undefined.
+// lremovexattr(path: Buffer | fd, name: Buffer): undefined.
 Napi::Value Remove(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path, name;
-  if (!CString(info[0], "path", &path) || !CString(info[1], "name", &name)) return env.Undefined();
-  if (lremovexattr(path.c_str(), name.c_str()) != 0) ThrowErrno(env, errno, "lremovexattr", path);
+  Target t;
+  std::string name;
+  if (!TargetArg(info[0], &t) || !CString(info[1], "name", &name)) return env.Undefined();
+  if ((t.fd >= 0 ? fremovexattr(t.fd, name.c_str()) : lremovexattr(t.path.c_str(), name.c_str())) != 0) ThrowErrno(env, errno, "lremovexattr", t.Name());
   return env.Undefined();
 }
 

@@ -19,7 +19,7 @@
  * unlink, lchown, lutimes, the l*xattr family, open with O_NOFOLLOW,
  * `chmodNoFollow`), and only for them.
  */
-import { closeSync, constants, existsSync, mkdirSync, openSync } from 'node:fs';
+import { chmodSync, closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, futimesSync, lutimesSync, mkdirSync, openSync, utimesSync } from 'node:fs';
 import { native } from './native.js';
 import { O_PATH } from './posix.js';
 
@@ -68,6 +68,111 @@ export class Beneath {
     } finally {
       if (parent !== this.fd) closeSync(parent);
     }
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+/** What a restored node is, as the restore made it: its type, and for a device its number. */
+export interface NodeKind {
+  readonly type: 'file' | 'dir' | 'symlink' | 'fifo' | 'chardev' | 'blockdev' | 'socket';
+  readonly rdev?: bigint;
+}
+
+/**
+ * A node below the target, open so that its metadata is changed on it and
+ * on nothing else: what is found at its name must be what the restore made
+ * there (its type; the inode the restore recorded when it made it, else
+ * for a regular file one name, so never a hard link to a file elsewhere; a
+ * device of the same number), or `open` throws. A folder, file or FIFO
+ * is opened for reading (non-blocking) and changed through its descriptor;
+ * a device or symlink is opened O_PATH: a device's owner, mode and times go
+ * through the descriptor's own /proc name (that very inode), a symlink's
+ * owner through fchownat on the descriptor. What cannot go through a
+ * descriptor is done by name after the check (`byName`: a symlink's or a
+ * device's extended attributes, a symlink's times).
+ */
+export class OpenNode {
+  private constructor(
+    readonly fd: number,
+    /** Opened O_PATH: no reads, no fchmod. */
+    private readonly pathOnly: boolean,
+    private readonly kind: NodeKind,
+  ) {}
+
+  /** Opens `path` below `root` as `kind`; `ino`: the inode the restore recorded when it made it. */
+  static open(root: Beneath, path: Buffer, kind: NodeKind, ino?: number): OpenNode {
+    let fd: number;
+    let pathOnly = false;
+    switch (kind.type) {
+      case 'dir':
+      case 'file':
+      case 'fifo': {
+        const flags = kind.type === 'dir' ? constants.O_DIRECTORY : constants.O_NONBLOCK;
+        try {
+          fd = root.open(path, constants.O_RDONLY | flags);
+        } catch (e) {
+          // One we may not read (not root): changed through its /proc name, as a device is.
+          if ((e as NodeJS.ErrnoException).code !== 'EACCES') throw e;
+          fd = root.open(path, O_PATH | (kind.type === 'dir' ? constants.O_DIRECTORY : 0));
+          pathOnly = true;
+        }
+        break;
+      }
+      case 'symlink':
+        // O_PATH | O_NOFOLLOW opens the symlink itself; its parent is reached safely.
+        fd = root.at(path, (p) => openSync(p, O_PATH | constants.O_NOFOLLOW));
+        pathOnly = true;
+        break;
+      default:
+        fd = root.open(path, O_PATH);
+        pathOnly = true;
+    }
+    try {
+      const st = fstatSync(fd, { bigint: true });
+      const ours = kind.type === 'dir' ? st.isDirectory()
+        : kind.type === 'file' ? st.isFile() && (ino !== undefined || st.nlink === 1n)
+          : kind.type === 'symlink' ? st.isSymbolicLink()
+            : kind.type === 'fifo' ? st.isFIFO()
+              : (kind.type === 'chardev' ? st.isCharacterDevice() : st.isBlockDevice()) && st.rdev === (kind.rdev ?? 0n);
+      if (!ours || (ino !== undefined && Number(st.ino) !== ino)) {
+        throw new Error(`refused: not the ${kind.type === 'dir' ? 'folder' : kind.type} this restore made or kept there (something was put in its place)`);
+      }
+      return new OpenNode(fd, pathOnly, kind);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+  }
+
+  /** Owner, then (`xattrs`, given the descriptor or a name) extended attributes, mode (none for a symlink) and times, in that order. */
+  finish(root: Beneath, path: Buffer, m: { uid?: number; gid?: number; mode?: number; xattrs?: (target: number | Buffer) => void; atime: number | string; mtime: number | string }): void {
+    const proc = `/proc/self/fd/${this.fd}`;
+    if (m.uid !== undefined && m.gid !== undefined) {
+      if (this.pathOnly) native.fchownPath(this.fd, m.uid, m.gid);
+      else fchownSync(this.fd, m.uid, m.gid);
+    }
+    if (m.xattrs) {
+      if (!this.pathOnly) m.xattrs(this.fd);
+      else root.at(path, (p) => m.xattrs!(p));
+    }
+    if (m.mode !== undefined && this.kind.type !== 'symlink') this.chmod(m.mode);
+    if (this.kind.type === 'symlink') root.at(path, (p) => lutimesSync(p, m.atime, m.mtime));
+    else if (this.pathOnly) utimesSync(proc, m.atime, m.mtime);
+    else futimesSync(this.fd, m.atime, m.mtime);
+  }
+
+  /** Sets its mode (not a symlink's: Linux gives them none). */
+  chmod(mode: number): void {
+    if (this.pathOnly) chmodSync(`/proc/self/fd/${this.fd}`, mode);
+    else fchmodSync(this.fd, mode);
+  }
+
+  /** Its mtime now, in nanoseconds. */
+  mtimeNs(): bigint {
+    return fstatSync(this.fd, { bigint: true }).mtimeNs;
   }
 
   close(): void {

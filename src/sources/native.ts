@@ -17,14 +17,17 @@ import { createRequire } from 'node:module';
  * one by one, and the walk carries on).
  */
 export interface NativeAddon {
-  /** The names of a path's extended attributes, not following a final symlink (native/xattr.cc). */
-  llistxattr(path: Buffer): Buffer[];
+  /**
+   * The names of a path's extended attributes, not following a final
+   * symlink, or of an open file given its descriptor (native/xattr.cc).
+   */
+  llistxattr(path: Buffer | number): Buffer[];
   /** The value of one extended attribute (ENODATA when it has none of that name). */
-  lgetxattr(path: Buffer, name: Buffer): Buffer;
+  lgetxattr(path: Buffer | number, name: Buffer): Buffer;
   /** Creates or replaces one extended attribute. */
-  lsetxattr(path: Buffer, name: Buffer, value: Buffer): void;
+  lsetxattr(path: Buffer | number, name: Buffer, value: Buffer): void;
   /** Removes one extended attribute (ENODATA when it has none of that name). */
-  lremovexattr(path: Buffer, name: Buffer): void;
+  lremovexattr(path: Buffer | number, name: Buffer): void;
   /**
    * A folder's entries sorted bytewise and the lstat of each, or the errno of
    * opening or reading the folder (native/walk.cc). Three buffers of their
@@ -53,6 +56,10 @@ export interface NativeAddon {
   openBeneath(dirFd: number, path: Buffer, flags: number, mode: number, walk?: boolean): number;
   /** mknod(2): a FIFO or device node (the type's bits in `mode`; the umask applies). */
   mknod(path: Buffer, mode: number, dev: bigint): void;
+  /** The owner of what an O_PATH descriptor names, a symlink itself included (fchownat, AT_EMPTY_PATH). */
+  fchownPath(fd: number, uid: number, gid: number): void;
+  /** close(2) of a descriptor `openBeneath` gave a worker thread (Node's closeSync there warns about descriptors its fs did not open). */
+  close(fd: number): void;
   /**
    * An image backup's scan of `length` bytes of `fd` at `position` (a
    * multiple of the page size) without copying them (native/mapscan.cc): per
@@ -79,8 +86,8 @@ export interface NativeAddon {
   gcmOpen(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array, out: Uint8Array): number;
 }
 
-/** Numbers per path in `NativeAddon.writeFiles`'s `fields`. */
-export const WRITE_FIELDS = 10;
+/** Numbers per path in `NativeAddon.writeFiles`'s `fields` (native/restore.cc lists them). */
+export const WRITE_FIELDS = 14;
 
 /** Flags of a path in `NativeAddon.writeFiles` (its field 3; native/restore.cc). */
 export const WRITE_FLAGS = {

@@ -12,6 +12,8 @@ import { native } from './native.js';
 import type { PosixPath } from './posix.js';
 
 const asBuffer = (p: PosixPath): Buffer => (typeof p === 'string' ? Buffer.from(p) : p);
+/** A path as the addon takes it, or a descriptor as it is. */
+const asTarget = (p: PosixPath | number): Buffer | number => (typeof p === 'number' ? p : asBuffer(p));
 
 /** The label a restore leaves to the target's policy when the snapshot has none. */
 const SELINUX = Buffer.from('security.selinux');
@@ -63,7 +65,7 @@ export interface RefusedXattr {
 }
 
 /**
- * Gives `path` exactly the attributes `xattrs` (undefined: none). With
+ * Gives `path` (or the open file `path` is the descriptor of) exactly the attributes `xattrs` (undefined: none). With
  * `clear`, attributes it has that are not in the list are removed first (it
  * existed before, or creating it gave it some, such as an ACL inherited
  * from a default ACL), except an SELinux label the list does not replace:
@@ -71,8 +73,8 @@ export interface RefusedXattr {
  * other attribute is still written. Throws when the attributes it has
  * cannot be listed.
  */
-export function writeXattrs(path: PosixPath, xattrs: readonly Xattr[] | undefined, clear: boolean): RefusedXattr[] {
-  const p = asBuffer(path);
+export function writeXattrs(path: PosixPath | number, xattrs: readonly Xattr[] | undefined, clear: boolean): RefusedXattr[] {
+  const p = asTarget(path);
   const refused: RefusedXattr[] = [];
   const attempt = (name: Buffer, f: () => void): void => {
     try {
@@ -103,8 +105,8 @@ export function hasXattrsBeyondLabel(path: PosixPath): boolean {
  * the restore warned already) and an SELinux label `want` does not have
  * (the target policy's).
  */
-export function xattrDifference(path: PosixPath, want: readonly Xattr[] | undefined, refused: readonly Buffer[] = []): string | undefined {
-  const p = asBuffer(path);
+export function xattrDifference(path: PosixPath | number, want: readonly Xattr[] | undefined, refused: readonly Buffer[] = []): string | undefined {
+  const p = asTarget(path);
   const skip = (name: Buffer): boolean => refused.some((r) => r.equals(name));
   const wanted = (want ?? []).filter((x) => !skip(x.name));
   const names = listOrNone(p).filter((n) => !skip(n) && !(n.equals(SELINUX) && !wanted.some((x) => x.name.equals(SELINUX))));
@@ -124,7 +126,7 @@ export function xattrDifference(path: PosixPath, want: readonly Xattr[] | undefi
 }
 
 /** The names of a path's attributes; none where its file system has none. */
-function listOrNone(p: Buffer): Buffer[] {
+function listOrNone(p: Buffer | number): Buffer[] {
   try {
     return native.llistxattr(p);
   } catch (e) {

@@ -114,7 +114,9 @@ describe('restore --json: one vocabulary, the backup\'s bytes', () => {
     const target = s.path('t3');
     await s.ok(['restore', 'latest', '--target', target]);
     const summary = jsonLines(await s.ok(['--json', 'restore', 'latest', '--target', target, '--overwrite', 'if-changed', '--verify'])).pop()!;
-    assert.deepEqual(figures(summary), [3, 0, 3, 23, 0, 23, 0]);
+    // The two names of the hard-linked file are restored again (a file with several names is never kept: its
+    // metadata would be set on every name); the third file is kept.
+    assert.deepEqual(figures(summary), [3, 2, 1, 23, 20, 3, 0]);
     assert.equal(summary['files_verified'], 3);
     assert.equal(summary['verify_failed'], 0);
     const text = await s.ok(['restore', 'latest', '--target', target, '--verify']);

@@ -79,7 +79,9 @@ describe('restore into a target that holds a restore', () => {
     await fs.chmod(join(at, 'modes', 'private'), 0o644);
     const r = await s.ok(['--json', 'restore', 'latest', '--target', s.path('if-changed'), '--overwrite', 'if-changed']);
     const summary = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number>;
-    assert.equal(summary['files_restored'], 1, r.stdout);
+    // The changed file, and the three names of the hard-linked file (a file with several names is never
+    // kept: its metadata would be set on every name, one of which may be a link put there to a file elsewhere).
+    assert.equal(summary['files_restored'], 4, r.stdout);
     assert.ok(summary['files_skipped']! > 10, r.stdout);
     assert.equal(await fs.readFile(join(at, 'sizes', 'one-byte'), 'utf8'), 'y', 'a file of the same size and mtime was rewritten');
     await sameSizeAndMtime(join(at, 'sizes', 'one-byte'), 'x');

@@ -121,4 +121,57 @@ describe('restore into a target someone writes into meanwhile', () => {
     assert.equal(statSync(outside).mode & 0o7777, 0o700, 'the folder outside was chmodded through the symlink');
     assert.deepEqual(readdirSync(join(target, 'd-moved')), ['a']);
   });
+
+  it('refuses a file of the racer\'s own put where a file goes, and a folder swapped for a hard link to a file outside: nothing is read or changed through them', async () => {
+    const { repo } = await memoryRepo();
+    const w = repo.newWriter();
+    const SECRET = Buffer.from('root-only content\n');
+    const whole = (await w.saveBlob(BlobType.Data, SECRET)).id;
+    const half = (await w.saveBlob(BlobType.Data, Buffer.from('root-only'))).id;
+    const half2 = (await w.saveBlob(BlobType.Data, Buffer.from(' content\n'))).id;
+    const inner = await w.saveTree([
+      node('a', { type: 'symlink', target: Buffer.from('x') }), // its onRestored plants 'k'
+      node('k', { type: 'file', mode: 0o600, size: SECRET.length, content: [whole] }), // written by a worker
+      node('m', { type: 'file', mode: 0o600, size: SECRET.length, content: [half, half2] }), // created by the walk
+      node('n', { type: 'symlink', target: Buffer.from('x') }), // its onRestored swaps 'm' for a file of the racer's
+      node('x', { type: 'dir', mode: 0o777, subtree: await w.saveTree([]), xattrs: [{ name: Buffer.from('user.planted'), value: Buffer.from('1') }] }),
+      node('z', { type: 'symlink', target: Buffer.from('x') }), // its onRestored swaps folder 'x' for a hard link to a file outside
+    ]);
+    const tree = await w.saveTree([node('d', { type: 'dir', mode: 0o755, subtree: inner })]);
+    await w.flush();
+
+    const target = join(dir, 'own');
+    const victim = join(dir, 'victim');
+    writeFileSync(victim, OUTSIDE, { mode: 0o600 });
+    const held: Record<string, number> = {};
+    const plant = (path: string): void => {
+      const d = join(target, 'd');
+      if (path === '/d/a') {
+        writeFileSync(join(d, 'k'), '');
+        held['k'] = openSync(join(d, 'k'), constants.O_RDWR);
+      } else if (path === '/d/n') {
+        unlinkSync(join(d, 'm'));
+        writeFileSync(join(d, 'm'), '');
+        held['m'] = openSync(join(d, 'm'), constants.O_RDWR);
+      } else if (path === '/d/z') {
+        renameSync(join(d, 'x'), join(d, 'x-moved'));
+        linkSync(victim, join(d, 'x'));
+      }
+    };
+    const warnings: string[] = [];
+    const r = await new Restorer(repo, target, { onRestored: plant, onWarning: (p, m) => warnings.push(`${p}: ${m}`) }).run(tree);
+
+    assert.deepEqual(r.failed.map((f) => f.path).sort(), ['/d/k', '/d/m']);
+    for (const f of r.failed) assert.match(f.error, /refused: not the regular file this restore created/, f.path);
+    for (const name of ['k', 'm']) {
+      const got = Buffer.alloc(64);
+      const n = readSync(held[name]!, got, 0, got.length, 0);
+      closeSync(held[name]!);
+      assert.equal(got.subarray(0, n).toString(), '', `the racer's ${name} received the snapshot's bytes`);
+    }
+    assert.ok(warnings.some((m) => m.startsWith('/d/x: cannot restore metadata')), warnings.join('\n'));
+    assert.equal(statSync(victim).mode & 0o7777, 0o600, 'the file outside was chmodded through the hard link');
+    assert.deepEqual(readFileSync(victim), OUTSIDE);
+    assert.equal(execFileSync('getfattr', ['--absolute-names', '-d', victim], { encoding: 'utf8' }).includes('user.planted'), false, 'an attribute was set on the file outside');
+  });
 });

@@ -18,10 +18,10 @@
  * the way while the restore runs is refused, never followed.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, constants, fstatSync, ftruncateSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, readSync, symlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, ftruncateSync, linkSync, lstatSync, mkdirSync, readSync, symlinkSync, writeSync } from 'node:fs';
 import { FilesystemNotSupportedError, type ImageNode, type ImageVolume } from '../../sources/image/fs/image-volume.js';
-import { chmodNoFollow, floorMicros, makeDevice, makeFifo, utimesSeconds } from '../../sources/posix.js';
-import { Beneath } from '../../sources/beneath.js';
+import { floorMicros, makeDevice, makeFifo, utimesSeconds } from '../../sources/posix.js';
+import { Beneath, OpenNode } from '../../sources/beneath.js';
 import type { RestoreOptions, RestoreProgress, RestoreResult } from '../restore/restorer.js';
 import { prepareExisting } from '../restore/overwrite.js';
 import { filePieces } from './image-file-reader.js';
@@ -50,11 +50,13 @@ export class ImageRestorer {
   private readonly failed: { path: string; error: string }[] = [];
   private readonly verifyFailed: { path: string; error: string }[] = [];
   private verified = 0;
-  /** The path each hard-linked inode was restored at first. */
-  private readonly inodes = new Map<string, Buffer>();
+  /** Where each hard-linked inode was restored first, and the inode the restore made there. */
+  private readonly inodes = new Map<string, { path: Buffer; ino: number }>();
   private readonly includes: string[];
   /** The target, open while the restore runs. */
   private root!: Beneath;
+  /** The inode of each folder this restore made or merged into, until it is finished (by path, latin1): its metadata is set on it only. */
+  private readonly made = new Map<string, number>();
 
   constructor(private readonly volume: ImageVolume, private readonly target: string, private readonly opts: RestoreOptions = {}) {
     this.includes = (opts.includes ?? []).map(normalizeInclude);
@@ -92,8 +94,8 @@ export class ImageRestorer {
           else this.fail(path, err.message);
         },
         filter: (path) => included(this.includes, path.toString()) && !this.opts.excludes?.matches(path) && !below(path),
-        onDirDone: async (e) => {
-          if (!skipped.includes(e.path.toString('latin1'))) await this.finishNode(e);
+        onDirDone: (e) => {
+          if (!skipped.includes(e.path.toString('latin1'))) this.finishNode(e);
         },
       })) {
         this.opts.signal?.throwIfAborted();
@@ -127,27 +129,37 @@ export class ImageRestorer {
           this.progress.filesSkipped++;
           this.progress.bytesSkipped += node.size;
         }
-        if (existing === 'keep') await this.finishNode({ path, node, depth: 0 });
+        if (existing === 'keep') this.finishNode({ path, node, depth: 0 });
         return;
       }
     }
     switch (node.type) {
-      case 'dir':
-        this.root.at(path, (p) => {
+      case 'dir': {
+        const made = this.root.at(path, (p) => {
           try {
             mkdirSync(p);
           } catch (e) {
             if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
             if (!lstatSync(p).isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
-            // An earlier restore gave it its final mode, which may not let us write into it.
-            chmodNoFollow(p, (node.mode & 0o777) | 0o700);
+            return false;
           }
+          return true;
         });
+        const dir = OpenNode.open(this.root, path, node);
+        try {
+          this.made.set(path.toString('latin1'), Number(fstatSync(dir.fd).ino));
+          // An earlier restore gave it its final mode, which may not let us write into it.
+          if (!made) dir.chmod((node.mode & 0o777) | 0o700);
+        } finally {
+          dir.close();
+        }
         this.progress.dirs++;
         return; // metadata after the children (onDirDone)
+      }
       case 'file':
-        await this.restoreFile(path, node);
-        break;
+        this.finishNode({ path, node, depth: 0 }, await this.restoreFile(path, node));
+        this.opts.onProgress?.(this.progress);
+        return;
       case 'symlink':
         this.root.at(path, (p) => symlinkSync(node.target!, p));
         break;
@@ -162,26 +174,28 @@ export class ImageRestorer {
       case 'socket':
         return; // sockets are not restorable
     }
-    await this.finishNode({ path, node, depth: 0 });
+    this.finishNode({ path, node, depth: 0 });
     this.opts.onProgress?.(this.progress);
   }
 
-  private async restoreFile(path: Buffer, node: ImageNode): Promise<void> {
+  /** Restores a file (or links it to a name of it restored before); the inode the restore made. */
+  private async restoreFile(path: Buffer, node: ImageNode): Promise<number> {
     const key = `${node.volume}:${node.ino}`;
     this.progress.totalFiles++;
     this.progress.totalBytes += node.size;
     if (node.links > 1) {
       const first = this.inodes.get(key);
       if (first) {
-        this.root.at(first, (from) => this.root.at(path, (p) => linkSync(from, p)));
+        this.root.at(first.path, (from) => this.root.at(path, (p) => linkSync(from, p)));
         this.progress.files++;
         this.progress.bytes += node.size;
-        return;
+        return first.ino;
       }
     }
     const hash = createHash('sha256');
     // Whatever was there is gone (prepareExisting): something there now was put there meanwhile, and is not written through.
     const fd = this.root.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+    let ino: number;
     try {
       let pos = 0;
       let written = 0;
@@ -196,15 +210,17 @@ export class ImageRestorer {
       if (this.opts.verify) hashZeros(hash, node.size - pos);
       ftruncateSync(fd, node.size);
       this.progress.bytes += node.size - written; // its holes
+      ino = Number(fstatSync(fd).ino);
     } finally {
       closeSync(fd);
     }
     this.progress.files++;
-    if (node.links > 1) this.inodes.set(key, path);
+    if (node.links > 1) this.inodes.set(key, { path, ino });
     if (this.opts.verify) {
       this.verified++;
       if (!this.verifyFile(path, node.size, hash.digest())) this.verifyFailure(path, 'restored bytes differ from the image');
     }
+    return ino;
   }
 
   /** Reads a restored file back and compares its SHA-256 with that of the bytes read from the image. */
@@ -227,19 +243,26 @@ export class ImageRestorer {
     }
   }
 
-  /** Owner, mode and times, in the order that keeps setuid bits. */
-  private async finishNode({ path, node }: ImageWalkEntry): Promise<void> {
+  /**
+   * Owner, mode and times, in the order that keeps setuid bits, on the node
+   * found there only if it is what the restore made or kept (`OpenNode`).
+   */
+  private finishNode({ path, node }: ImageWalkEntry, ino?: number): void {
+    const key = path.toString('latin1');
+    const made = ino ?? this.made.get(key);
+    this.made.delete(key);
     try {
-      this.root.at(path, (p) => {
-        if (this.opts.privileged === true) lchownSync(p, node.uid, node.gid);
-        if (node.type !== 'symlink') chmodNoFollow(p, node.mode);
+      const n = OpenNode.open(this.root, path, node, made);
+      try {
         const mtime = utimesSeconds(node.mtime);
-        lutimesSync(p, mtime, mtime);
+        n.finish(this.root, path, { ...(this.opts.privileged === true ? { uid: node.uid, gid: node.gid } : {}), mode: node.mode, atime: mtime, mtime });
         if (this.opts.verify) {
-          const got = lstatSync(p, { bigint: true }).mtimeNs;
+          const got = n.mtimeNs();
           if (got !== floorMicros(node.mtime)) this.verifyFailure(path, `restored mtime ${got} ns differs from the image's ${floorMicros(node.mtime)} ns`);
         }
-      });
+      } finally {
+        n.close();
+      }
     } catch (e) {
       this.opts.onWarning?.(path.toString(), `cannot restore metadata: ${(e as Error).message}`);
     }

@@ -292,7 +292,7 @@ function verify(t: VerifyTask): VerifyResult {
     } catch (e) {
       bad.push({ index, reason: `cannot read it back: ${(e as Error).message}` });
     } finally {
-      if (fd >= 0) closeSync(fd);
+      if (fd >= 0) native.close(fd);
     }
   });
   return { bad };

@@ -3,7 +3,7 @@
  * target (restic's `--overwrite`), for the snapshot and the image restorers:
  *
  *   always      (default) replace it: remove it and create the node afresh
- *   if-changed  keep a file of the same size and mtime, a symlink with the
+ *   if-changed  keep a file of the same size and mtime (and one name), a symlink with the
  *               same target, a FIFO, a device with the same number (their
  *               owner, mode and mtime are set again); replace anything else
  *   never       leave it as it is
@@ -27,6 +27,8 @@ export interface NodeLike {
   readonly mtime: bigint;
   readonly target?: Buffer;
   readonly rdev?: bigint;
+  /** Its number of names (hard links) in the snapshot or image. */
+  readonly links?: number;
 }
 
 /**
@@ -59,7 +61,9 @@ export function prepareExisting(dest: Buffer, node: NodeLike, how: Overwrite): E
 
 function unchanged(dest: Buffer, st: BigIntStats, node: NodeLike): boolean {
   switch (node.type) {
-    case 'file': return st.isFile() && st.size === BigInt(node.size) && st.mtimeNs === floorMicros(node.mtime);
+    // A file with other names, in the target or in the snapshot, is replaced: its metadata would be set on
+    // every name (one may be a hard link put there to a file elsewhere), and the snapshot's names are linked again.
+    case 'file': return st.isFile() && st.nlink === 1n && (node.links ?? 1) === 1 && st.size === BigInt(node.size) && st.mtimeNs === floorMicros(node.mtime);
     case 'symlink': return st.isSymbolicLink() && node.target !== undefined && readlinkSync(dest, { encoding: 'buffer' }).equals(node.target);
     case 'fifo': return st.isFIFO();
     case 'chardev': return st.isCharacterDevice() && st.rdev === node.rdev;

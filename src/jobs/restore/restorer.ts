@@ -27,7 +27,7 @@
  * a folder swapped for a symlink while the restore runs is refused, never
  * written, chmodded or chowned through.
  */
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, lchownSync, lstatSync, lutimesSync, mkdirSync, promises as fsp, symlinkSync, linkSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, type BigIntStats, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, lstatSync, mkdirSync, promises as fsp, symlinkSync, linkSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { NotFoundError, ShortReadError } from '../../storage/backend.js';
@@ -36,7 +36,7 @@ import type { Repository } from '../../repo/repository.js';
 import type { BlobLocation } from '../../repo/index-file.js';
 import { entryBlob, type BlobSlice, type ContentEntry, type TreeNode } from '../../repo/tree.js';
 import { chmodNoFollow, floorMicros, makeDevice, makeFifo, timespec, utimesSeconds } from '../../sources/posix.js';
-import { Beneath } from '../../sources/beneath.js';
+import { Beneath, OpenNode } from '../../sources/beneath.js';
 import { hasXattrsBeyondLabel, writeXattrs, xattrDifference, type RefusedXattr } from '../../sources/xattrs.js';
 import { PathBuffer, walkTree } from '../tree-walk.js';
 import { prepareExisting, type Overwrite } from './overwrite.js';
@@ -159,6 +159,10 @@ interface OpenFile {
   /** The snapshot path, which is also where it goes below the target. */
   readonly path: Buffer;
   readonly node: TreeNode;
+  /** The file the restore created there: every later open must find this one (an inode number is reused once its file is removed; its birth time is not). */
+  readonly dev: number;
+  readonly ino: number;
+  readonly birth: readonly [seconds: number, nanoseconds: number];
   /** Pieces not written yet. */
   remaining: number;
   /** Bytes of its holes (counted as restored once the file is finished). */
@@ -334,24 +338,33 @@ export class Restorer {
         // Writable by us while its content is restored; private if it is meant to be.
         const mode = (node.mode & 0o777) | 0o700;
         let settled: Settled | undefined;
-        this.root.at(path, (p) => {
+        const made = this.root.at(path, (p) => {
           try {
             mkdirSync(p, mode);
-            this.fresh[depth] = true;
-            if (this.creation) settled = settledBy(this.creation, mode, node);
           } catch (e) {
             if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
             if (!lstatSync(p).isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
-            this.fresh[depth] = false;
-            // An earlier restore gave it its final mode, which may not let us write into it.
-            chmodNoFollow(p, mode);
-            // Its group, setgid bit or default ACL may differ from the target's: no more shortcuts.
-            this.creation = undefined;
+            return false;
           }
+          return true;
         });
+        // What is there now is opened as a folder (a file or symlink put there is refused) and its inode kept for the end.
+        const dir = OpenNode.open(this.root, path, node);
+        let ino: number;
+        try {
+          ino = Number(fstatSync(dir.fd).ino);
+          // An earlier restore gave it its final mode, which may not let us write into it.
+          if (!made) dir.chmod(mode);
+        } finally {
+          dir.close();
+        }
+        this.fresh[depth] = made;
+        if (made && this.creation) settled = settledBy(this.creation, mode, node);
+        // Its group, setgid bit or default ACL may differ from the target's: no more shortcuts.
+        if (!made) this.creation = undefined;
         this.progress.dirs++;
         this.dirAt[depth] = this.dirs.length;
-        this.dirs.push({ parent: this.dirAt[depth - 1]!, node, ...(settled ? { settled } : {}) });
+        this.dirs.push({ parent: this.dirAt[depth - 1]!, node, ino, ...(settled ? { settled } : {}) });
         // Marked by "repair snapshots --mark-damaged": its listing was lost, so it is restored empty and reported.
         if (node.damaged) this.fail(path, new Error('its listing was lost in the repository (marked damaged by "repair snapshots"); restored empty'));
         return;
@@ -392,16 +405,23 @@ export class Restorer {
     }
     if (this.opts.verify) this.toVerify.push({ path, node });
     const only = content[0];
-    if (content.length === 1 && only !== undefined && typeof only !== 'number') {
+    // A file with attributes to set is finished here, on the descriptor of the file the restore created.
+    if (content.length === 1 && only !== undefined && typeof only !== 'number' && !this.hasXattrsToSet(node)) {
       const settled = this.creation && settledBy(this.creation, node.mode, node);
       const flags = WRITE_FLAGS.whole | (this.privileged ? WRITE_FLAGS.chown : 0) | (settled?.owner ? WRITE_FLAGS.ownedOnCreate : 0) | (settled?.mode ? WRITE_FLAGS.createMode : 0);
       this.need(entryBlob(only)!, { path, offset: 0, whole: { node, flags }, ...sliceOf(only) });
       return;
     }
-    // Empty, holes, or several blobs: create it now. Whatever was there is gone (prepareExisting, or a
+    // Empty, holes, several blobs or attributes: create it now. Whatever was there is gone (prepareExisting, or a
     // folder this restore made): something there now was put there meanwhile, and is not written through.
-    closeSync(this.root.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600));
-    const file: OpenFile = { path, node, remaining: 0, holes: 0, failed: false };
+    const fd = this.root.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+    let made: BigIntStats;
+    try {
+      made = fstatSync(fd, { bigint: true });
+    } finally {
+      closeSync(fd);
+    }
+    const file: OpenFile = { path, node, dev: Number(made.dev), ino: Number(made.ino), birth: birthOf(made), remaining: 0, holes: 0, failed: false };
     let pos = 0;
     for (const c of content) {
       if (typeof c === 'number') {
@@ -536,9 +556,7 @@ export class Restorer {
           this.fail(t.path, error);
           this.removeQuietly(t.path);
         } else if (t.whole) {
-          // The worker made the file whole (content, owner, mode, times); its attributes come last.
-          const node = t.whole.node;
-          if (this.hasXattrsToSet(node)) this.root.at(t.path, (p) => this.restoreXattrs(t.path, p, node));
+          // The worker made the file whole: content, owner, mode, times (it has no attributes to set).
           this.progress.files++;
           this.opts.onRestored?.(t.path.toString());
         }
@@ -573,11 +591,14 @@ export class Restorer {
       // Non-blocking: a FIFO put in its place cannot hang the restore; it is refused like any other stranger.
       const fd = this.root.open(f.path, constants.O_WRONLY | constants.O_NONBLOCK);
       try {
-        const st = fstatSync(fd);
-        if (!st.isFile() || st.nlink !== 1) throw new Error('refused: not the regular file this restore created (a FIFO, device or hard link was put in its place)');
+        const st = fstatSync(fd, { bigint: true });
+        const birth = birthOf(st);
+        if (!st.isFile() || st.nlink !== 1n || Number(st.dev) !== f.dev || Number(st.ino) !== f.ino || birth[0] !== f.birth[0] || birth[1] !== f.birth[1]) {
+          throw new Error('refused: not the regular file this restore created (a file, FIFO, device or hard link was put in its place)');
+        }
         ftruncateSync(fd, f.node.size);
         if (this.privileged) fchownSync(fd, f.node.uid, f.node.gid);
-        if (this.hasXattrsToSet(f.node)) this.root.at(f.path, (p) => this.restoreXattrs(f.path, p, f.node));
+        this.restoreXattrs(f.path, fd, f.node);
         fchmodSync(fd, f.node.mode);
         const t = utimesSeconds(f.node.mtime);
         futimesSync(fd, t, t);
@@ -629,7 +650,7 @@ export class Restorer {
     const finishLast = async (): Promise<void> => {
       const { index, len } = open.pop()!;
       const d = this.dirs[index]!;
-      this.finishNode(paths.copy(len), d.node, d.settled);
+      this.finishNode(paths.copy(len), d.node, d.settled, false, d.ino);
     };
     for (let i = 0; i < this.dirs.length; i++) {
       const d = this.dirs[i]!;
@@ -641,26 +662,39 @@ export class Restorer {
 
   /**
    * Owner, extended attributes, mode and times, in the order that keeps
-   * setuid bits and file capabilities (a chown clears both); `settled`: what
-   * creating it already set; `kept`: the node was there already, and is
-   * reported as unchanged, not restored.
+   * setuid bits and file capabilities (a chown clears both), on the node
+   * found there only if it is what the restore made or kept (`OpenNode`;
+   * `ino`: the folder's inode when it made it); `settled`: what creating
+   * it already set; `kept`: the node was there already, and is reported as
+   * unchanged, not restored.
    */
-  private finishNode(path: Buffer, node: TreeNode, settled?: Settled, kept = false): void {
+  private finishNode(path: Buffer, node: TreeNode, settled?: Settled, kept = false, ino?: number): void {
     try {
-      this.root.at(path, (p) => {
-        if (this.privileged && !settled?.owner) lchownSync(p, node.uid, node.gid);
-        const refused = this.restoreXattrs(path, p, node, kept);
-        if (node.type !== 'symlink' && !settled?.mode) chmodNoFollow(p, node.mode);
+      const n = OpenNode.open(this.root, path, node, ino);
+      try {
+        let refused: readonly Buffer[] | undefined;
+        let xattrTarget: number | Buffer | undefined;
         const t = utimesSeconds(node.mtime);
-        lutimesSync(p, t, t);
+        n.finish(this.root, path, {
+          ...(this.privileged && !settled?.owner ? { uid: node.uid, gid: node.gid } : {}),
+          xattrs: (target) => {
+            xattrTarget = target;
+            refused = this.restoreXattrs(path, target, node, kept);
+          },
+          ...(settled?.mode ? {} : { mode: node.mode }),
+          atime: t,
+          mtime: t,
+        });
         if (this.opts.verify) {
-          const mtime = lstatSync(p, { bigint: true }).mtimeNs;
+          const mtime = n.mtimeNs();
           if (mtime !== floorMicros(node.mtime)) this.verifyFailure(path, `restored mtime ${mtime} ns differs from the snapshot's ${floorMicros(node.mtime)} ns`);
           // What the target refused was warned of already; anything else must be there as the snapshot has it.
-          const differs = refused === undefined ? undefined : xattrDifference(p, node.xattrs, refused);
+          const differs = refused === undefined || xattrTarget === undefined ? undefined : xattrDifference(xattrTarget, node.xattrs, refused);
           if (differs !== undefined) this.verifyFailure(path, differs);
         }
-      });
+      } finally {
+        n.close();
+      }
       (kept ? this.opts.onUnchanged : this.opts.onRestored)?.(path.toString());
     } catch (e) {
       this.opts.onWarning?.(path.toString(), `cannot restore metadata: ${(e as Error).message}`);
@@ -676,10 +710,11 @@ export class Restorer {
    * file system without them, trusted.* or a capability without root,
    * user.* on a symlink) is a warning naming it; the rest is restored.
    * Never throws: what fails is a warning, as for the other metadata.
-   * `dest` is a name from `Beneath.at`. Returns the names the target
-   * refused, or undefined when the attributes could not be listed.
+   * `dest` is the node's descriptor, or a name from `Beneath.at` (a symlink,
+   * a device). Returns the names the target refused, or undefined when the
+   * attributes could not be listed.
    */
-  private restoreXattrs(path: Buffer, dest: Buffer, node: TreeNode, kept = false): readonly Buffer[] | undefined {
+  private restoreXattrs(path: Buffer, dest: number | Buffer, node: TreeNode, kept = false): readonly Buffer[] | undefined {
     const clear = kept || !this.createsBare();
     if (!node.xattrs && !clear) return [];
     let refused: RefusedXattr[];
@@ -687,11 +722,12 @@ export class Restorer {
       refused = writeXattrs(dest, node.xattrs, clear);
       // user.* needs write permission, which a read-only file of ours denies us (root needs none): lent for the time.
       if (refused.some((r) => r.code === 'EACCES') && node.type !== 'symlink') {
-        chmodNoFollow(dest, node.mode | 0o200);
+        const chmod = (mode: number): void => (typeof dest === 'number' ? fchmodSync(dest, mode) : chmodNoFollow(dest, mode));
+        chmod(node.mode | 0o200);
         try {
           refused = writeXattrs(dest, node.xattrs, clear);
         } finally {
-          chmodNoFollow(dest, node.mode);
+          chmod(node.mode);
         }
       }
     } catch (e) {
@@ -767,6 +803,8 @@ interface Creation {
 interface PendingDir {
   readonly parent: number;
   readonly node: TreeNode;
+  /** The inode of the folder the restore made or merged into: it is finished only if still that one. */
+  readonly ino: number;
   readonly settled?: Settled;
 }
 
@@ -833,6 +871,12 @@ function flatTargets(list: readonly PlannedBlob[]): { paths: Uint8Array<ArrayBuf
       fields[f] = t.slice?.offset ?? 0;
       fields[f + 1] = t.slice?.length ?? b.loc.rawLength;
       fields[f + 2] = t.offset;
+      if (t.file) {
+        fields[f + 10] = t.file.dev;
+        fields[f + 11] = t.file.ino;
+        fields[f + 12] = t.file.birth[0];
+        fields[f + 13] = t.file.birth[1];
+      }
       if (!t.whole) continue;
       const { node, flags } = t.whole;
       const [seconds, nanoseconds] = timespec(node.mtime);
@@ -846,6 +890,11 @@ function flatTargets(list: readonly PlannedBlob[]): { paths: Uint8Array<ArrayBuf
     }
   }
   return { paths, pathStarts, fields };
+}
+
+/** A file's birth time as the seconds and nanoseconds the native writer compares (0, 0 where the file system keeps none). */
+function birthOf(st: BigIntStats): readonly [seconds: number, nanoseconds: number] {
+  return [Number(st.birthtimeNs / 1_000_000_000n), Number(st.birthtimeNs % 1_000_000_000n)];
 }
 
 /** The `slice` field of an unpack target for a content entry. */
