@@ -88,8 +88,8 @@ databaseSuites('control-plane database', (fx) => {
     }
     const d = await openDatabase(url, '');
     try {
-      // Later migrations add columns (0010: deleting_at, null for a live safe; 0014: quota_alert, null while none was raised; 0019: snapshots_indexed_at, null until its snapshots are indexed; 0021: census_at, null before its agent's first census).
-      assert.deepEqual(await d.db.selectFrom('disk_safes').selectAll().execute(), [{ ...safe('s1', 'c1', 'web1'), deleting_at: null, quota_alert: null, snapshots_indexed_at: null, census_at: null }]);
+      // Later migrations add columns (0010: deleting_at, null for a live safe; 0014: quota_alert, null while none was raised; 0019: snapshots_indexed_at, null until its snapshots are indexed; 0021: census_at, null before its agent's first census; 0022: policy_removed_at, null until a policy of it is removed).
+      assert.deepEqual(await d.db.selectFrom('disk_safes').selectAll().execute(), [{ ...safe('s1', 'c1', 'web1'), deleting_at: null, quota_alert: null, snapshots_indexed_at: null, census_at: null, policy_removed_at: null }]);
       await d.db.insertInto('disk_safes').values(safe('s2', 'c2', 'web1')).execute();
       await assert.rejects(d.db.insertInto('disk_safes').values(safe('s3', 'c1', 'web1')).execute(), 'one customer, one name');
       assert.deepEqual((await d.db.selectFrom('disk_safes').select('id').orderBy('id').execute()).map((r) => r.id), ['s1', 's2']);
