@@ -500,6 +500,8 @@ export class AgentSession {
       // a file the interrupted restore was writing has not got its mtime yet, so it is replaced.
       overwrite: this.config.allow_restore_overwrite ? 'always' : continuing ? 'if-changed' : 'never',
       signal, pool: this.pool, privileged: process.getuid?.() === 0,
+      // The checks above are by name: the restore itself reaches the target without following a symlink, whatever was put on its way since.
+      targetNoSymlinks: true,
       onWarning: (path, message) => events.log(`${path}: ${message}`),
       onProgress: (p) => events.progress(() => ({ message: `${p.files} files, ${p.bytes} bytes restored`, data: { files: p.files, bytes: p.bytes, total_files: p.totalFiles, total_bytes: p.totalBytes, errors: p.errors } })),
     }).run(snapshot.tree);

@@ -20,6 +20,7 @@
  * `chmodNoFollow`), and only for them.
  */
 import { chmodSync, closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, futimesSync, lutimesSync, mkdirSync, openSync, utimesSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
 import { native } from './native.js';
 import { O_PATH } from './posix.js';
 
@@ -35,12 +36,37 @@ export class Beneath {
 
   /**
    * Opens the folder `dir`, made (with its parents) when it is missing. A
-   * symlink in `dir` itself is followed: the operator named it.
+   * symlink in `dir` itself is followed (the operator named it), unless
+   * `noSymlinks`: then `dir` is resolved from / as the paths below it are,
+   * a symlink anywhere on its way refused (ELOOP), and the folders made on
+   * the way are made in the folders so reached (an agent's restore, whose
+   * target a server names and others may race).
    */
-  static open(dir: string): Beneath {
+  static open(dir: string, opts: { noSymlinks?: boolean } = {}): Beneath {
     if (!existsSync('/proc/self/fd')) throw new Error('restoring needs /proc mounted (paths below the target are reached through /proc/self/fd)');
-    mkdirSync(dir, { recursive: true });
-    return new Beneath(openSync(dir, O_PATH | constants.O_DIRECTORY));
+    if (opts.noSymlinks !== true) {
+      mkdirSync(dir, { recursive: true });
+      return new Beneath(openSync(dir, O_PATH | constants.O_DIRECTORY));
+    }
+    if (!isAbsolute(dir)) throw new Error(`the target must be an absolute path: ${dir}`);
+    const fs = new Beneath(openSync('/', O_PATH | constants.O_DIRECTORY));
+    try {
+      const names = dir.split('/').filter((n) => n !== '' && n !== '.');
+      let at = '';
+      for (const name of names) {
+        at = `${at}/${name}`;
+        const path = Buffer.from(at);
+        try {
+          closeSync(fs.open(path, O_PATH | constants.O_DIRECTORY));
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+          fs.at(path, (p) => mkdirSync(p, 0o700));
+        }
+      }
+      return new Beneath(fs.open(Buffer.from(at), O_PATH | constants.O_DIRECTORY));
+    } finally {
+      fs.close();
+    }
   }
 
   /**

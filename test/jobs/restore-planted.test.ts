@@ -174,4 +174,20 @@ describe('restore into a target someone writes into meanwhile', () => {
     assert.deepEqual(readFileSync(victim), OUTSIDE);
     assert.equal(execFileSync('getfattr', ['--absolute-names', '-d', victim], { encoding: 'utf8' }).includes('user.planted'), false, 'an attribute was set on the file outside');
   });
+
+  it('with targetNoSymlinks (an agent\'s restores), a symlink on the way to the target is refused: nothing is made or written through it', async () => {
+    const { repo } = await memoryRepo();
+    const w = repo.newWriter();
+    const blob = (await w.saveBlob(BlobType.Data, Buffer.from('a file\n'))).id;
+    const tree = await w.saveTree([node('f', { type: 'file', size: 7, content: [blob] })]);
+    await w.flush();
+    const outside = join(dir, 'outside-target');
+    mkdirSync(outside, { mode: 0o700 });
+    symlinkSync(outside, join(dir, 'linked'));
+    await assert.rejects(new Restorer(repo, join(dir, 'linked', 'restored'), { targetNoSymlinks: true }).run(tree), { code: 'ELOOP' });
+    assert.deepEqual(readdirSync(outside), [], 'something was made through the symlink');
+    const r = await new Restorer(repo, join(dir, 'real', 'restored'), { targetNoSymlinks: true }).run(tree);
+    assert.equal(r.progress.files, 1);
+    assert.equal(readFileSync(join(dir, 'real', 'restored', 'f'), 'utf8'), 'a file\n');
+  });
 });

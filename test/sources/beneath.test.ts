@@ -112,4 +112,14 @@ describe('paths beneath a folder, never through a symlink', () => {
     assert.throws(() => root.at(Buffer.from('/a/link/secret'), () => undefined), { code: 'ELOOP' });
     assert.throws(() => root.at(Buffer.from('/a/..'), () => undefined), /not a file name/);
   });
+
+  it('opens a target without following a symlink on its way when asked, making the folders it lacks', () => {
+    const made = Beneath.open(join(dir, 'target/a/b/fresh/deeper'), { noSymlinks: true });
+    made.close();
+    assert.ok(existsSync(join(dir, 'target/a/b/fresh/deeper')));
+    assert.throws(() => Beneath.open(join(dir, 'target/a/link/made'), { noSymlinks: true }), { code: 'ELOOP' });
+    assert.equal(existsSync(join(outside(), 'made')), false, 'a folder was made through the symlink');
+    // Without the option the operator's path is followed.
+    Beneath.open(join(dir, 'target/a/link')).close();
+  });
 });

@@ -74,7 +74,7 @@ export class ImageRestorer {
   }
 
   async run(): Promise<RestoreResult> {
-    this.root = Beneath.open(this.target);
+    this.root = Beneath.open(this.target, { noSymlinks: this.opts.targetNoSymlinks === true });
     const root = await this.volume.root();
     const skipped: string[] = [];
     const below = (path: Buffer): boolean => skipped.some((s) => path.toString('latin1').startsWith(`${s}/`));

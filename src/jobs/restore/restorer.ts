@@ -29,7 +29,6 @@
  */
 import { closeSync, constants, type BigIntStats, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, lstatSync, mkdirSync, promises as fsp, symlinkSync, linkSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { NotFoundError, ShortReadError } from '../../storage/backend.js';
 import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
 import type { Repository } from '../../repo/repository.js';
@@ -72,6 +71,13 @@ export interface RestoreOptions extends JobPoolOptions {
   /** Called for each node already in the target and left there (`--overwrite if-changed` or `never`; `-v -v`). */
   readonly onUnchanged?: (path: string) => void;
   readonly signal?: AbortSignal;
+  /**
+   * The target and the folders on its way are reached without following a
+   * symlink, as everything below it always is (an agent's restore: the
+   * server names the target, and others may write into its parents).
+   * Default false: a symlink in the target's path is followed.
+   */
+  readonly targetNoSymlinks?: boolean;
   /**
    * The process may chown and mknod (it runs as root): owners are restored
    * and device nodes made. Default false: files belong to the process and a
@@ -242,8 +248,8 @@ export class Restorer {
   }
 
   async run(tree: string): Promise<RestoreResult> {
-    this.root = Beneath.open(this.target);
-    this.creation = await probeCreation(this.target);
+    this.root = Beneath.open(this.target, { noSymlinks: this.opts.targetNoSymlinks === true });
+    this.creation = await probeCreation(this.root);
     const pool = PoolSession.blobs(this.repo, this.opts);
     this.pool = pool;
     try {
@@ -820,9 +826,10 @@ function settledBy(c: Creation, mode: number, node: TreeNode): Settled {
 }
 
 /** Undefined when the probe cannot be made, or the target is setgid (new folders would inherit the bit). */
-async function probeCreation(target: string): Promise<Creation | undefined> {
-  if (((await fsp.stat(target)).mode & 0o2000) !== 0) return undefined; // S_ISGID
-  const probe = join(target, `.holdfast-probe-${process.pid}-${randomBytes(6).toString('hex')}`);
+async function probeCreation(root: Beneath): Promise<Creation | undefined> {
+  if ((fstatSync(root.fd).mode & 0o2000) !== 0) return undefined; // S_ISGID
+  // Made in the target's folder as opened, whatever its path leads to by now.
+  const probe = `/proc/self/fd/${root.fd}/.holdfast-probe-${process.pid}-${randomBytes(6).toString('hex')}`;
   try {
     const fh = await fsp.open(probe, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o777);
     try {
