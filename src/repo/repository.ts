@@ -324,7 +324,7 @@ export class Repository {
       sealSnapshot: (s) => encodeSnapshot(s, this.snapshotMacKey),
       commitWindowMs: commitWindowMs(this.minGraceMs),
       indexSaved: (name) => this.indexFiles.add(name),
-      snapshotSaved: (id, bytes) => this.snapshots.set(id, decodeSnapshot(bytes, `snapshot ${id}`)),
+      snapshotSaved: (id, bytes) => this.keepSaved(id, bytes),
       unusableIndexFiles: this.unusableIndexFiles,
     }, opts);
   }
@@ -576,6 +576,21 @@ export class Repository {
     const s = decodeSnapshot(bytes, what);
     authenticateSnapshot(bytes, this.snapshotMacKey, id);
     return s;
+  }
+
+  /**
+   * Keeps a snapshot a writer of this repository stored, as the next listing
+   * would: one that does not decode (a caller's garbage summary) is not kept,
+   * and the listing reads and reports it like any other damaged snapshot.
+   */
+  private keepSaved(id: string, bytes: Buffer): void {
+    let s: Snapshot;
+    try {
+      s = decodeSnapshot(bytes, `snapshot ${id}`);
+    } catch {
+      return;
+    }
+    this.snapshots.set(id, s);
   }
 
   /**
