@@ -18,6 +18,9 @@
 // symlink itself included (fchownat with AT_EMPTY_PATH): Node's fchown
 // refuses O_PATH descriptors, and lchown by name acts on whatever the name
 // leads to by then.
+// utimesPath(fd, seconds, nanoseconds): access and modification times of what
+// an O_PATH descriptor names, a symlink itself included (utimensat with
+// AT_EMPTY_PATH; EINVAL on kernels without it).
 // close(fd): close(2), for a descriptor openBeneath gave a worker thread
 // (Node's closeSync in a worker warns about descriptors its fs did not open).
 //
@@ -233,6 +236,19 @@ Napi::Value FchownPath(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value UtimesPath(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) {
+    Napi::TypeError::New(env, "utimesPath(fd: number, seconds: number, nanoseconds: number)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  const struct timespec t = {static_cast<time_t>(info[1].As<Napi::Number>().Int64Value()), static_cast<long>(info[2].As<Napi::Number>().Int64Value())};
+  const struct timespec times[2] = {t, t};
+  if (utimensat(fd, "", times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) ThrowErrno(env, errno, "utimensat", "descriptor " + std::to_string(fd));
+  return env.Undefined();
+}
+
 Napi::Value Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsNumber()) {
@@ -250,5 +266,6 @@ void InitBeneath(Napi::Env env, Napi::Object exports) {
   exports.Set("openBeneath", Napi::Function::New(env, OpenBeneathJs, "openBeneath"));
   exports.Set("mknod", Napi::Function::New(env, Mknod, "mknod"));
   exports.Set("fchownPath", Napi::Function::New(env, FchownPath, "fchownPath"));
+  exports.Set("utimesPath", Napi::Function::New(env, UtimesPath, "utimesPath"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
 }

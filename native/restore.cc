@@ -16,18 +16,15 @@
 //             mode, times. Something already at its name was put there while
 //             the restore ran (the restore removed what was there before):
 //             refused, never written into (it may be open by whoever put it).
-//             Otherwise open the existing file and write only: it must be
-//             the very file the restore created (fields 10 to 13: an inode
-//             number is reused once its file is removed, its birth time is
-//             not), a
-//             regular file with one name; anything else put in its place is
-//             refused, never written through (the open is O_NONBLOCK: a
-//             FIFO cannot hang it).
+//             Otherwise write only, into the descriptor of field 10: the
+//             file the restore created, which it holds open until the file
+//             is finished (a name can be swapped, and an inode number comes
+//             back at once for a file the racer makes; the descriptor is
+//             the file).
 //             kChown: set uid:gid (skipped for a new file with kOwnedOnCreate)
 //             kCreateMode: create with `mode` (no fchmod for a new file)
 //   4 size  5 mode  6 uid  7 gid  8 mtime seconds  9 mtime nanoseconds
-//   10 dev  11 inode  12 birth seconds  13 birth nanoseconds
-//             of the file the restore created, for a file written in pieces
+//   10 the descriptor of a file written in pieces (not closed here)
 // All-zero 4 KiB blocks of the file are skipped (they stay holes); ftruncate
 // only when the last bytes written end short of the size.
 // Returns undefined, or for the targets that failed, index and message pairs
@@ -39,7 +36,6 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -49,7 +45,7 @@
 
 namespace {
 
-constexpr uint32_t kFields = 14;
+constexpr uint32_t kFields = 11;
 constexpr uint32_t kWhole = 1;
 constexpr uint32_t kChown = 2;
 constexpr uint32_t kOwnedOnCreate = 4;
@@ -76,28 +72,7 @@ struct Place {
   const std::string& path;
 };
 
-constexpr const char* kNotOurs = "refused: not the regular file this restore created (a file, FIFO, device or hard link was put in its place)";
-
-// Opens the file the restore created (`id`: fields 10 to 13) for writing,
-// refusing anything else: another file, a hard link, a FIFO.
-int OpenExisting(const Place& at, const double* id, Failure* f) {
-  const int fd = OpenBeneath(at.dir, at.path.data(), at.path.size(), O_WRONLY | O_NONBLOCK, 0, false);
-  if (fd < 0) {
-    Fail(f, "open", true);
-    return -1;
-  }
-  struct statx st;
-  if (statx(fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_NLINK | STATX_INO | STATX_BTIME, &st) != 0) {
-    Fail(f, "fstat", true);
-  } else if (!S_ISREG(st.stx_mode) || st.stx_nlink != 1 || static_cast<double>(makedev(st.stx_dev_major, st.stx_dev_minor)) != id[0] ||
-             static_cast<double>(st.stx_ino) != id[1] || static_cast<double>(st.stx_btime.tv_sec) != id[2] || static_cast<double>(st.stx_btime.tv_nsec) != id[3]) {
-    *f = {0, "open", true, kNotOurs};
-  } else {
-    return fd;
-  }
-  close(fd);
-  return -1;
-}
+constexpr const char* kNotOurs = "refused: something was put where the file goes while the restore ran (it is not written into)";
 
 // pwrite of all of `length` bytes at `pos`.
 bool WriteAll(int fd, const char* data, size_t length, off_t pos, Failure* f) {
@@ -156,7 +131,10 @@ bool WriteTarget(const Place& at, const char* data, const double* t, Failure* f)
       *f = {0, "open", true, kNotOurs};
       return false;
     }
-  } else if ((fd = OpenExisting(at, t + 10, f)) < 0) {
+  } else if (t[10] >= 0 && t[10] <= INT32_MAX && t[10] == static_cast<double>(static_cast<int>(t[10]))) {
+    fd = static_cast<int>(t[10]);
+  } else {
+    *f = {0, "write", false, "no descriptor of the file to write into"};
     return false;
   }
   bool ok = true;
@@ -171,7 +149,7 @@ bool WriteTarget(const Place& at, const char* data, const double* t, Failure* f)
     else if (!(flags & kCreateMode) && fchmod(fd, mode) != 0) ok = Fail(f, "fchmod");
     else if (futimens(fd, times) != 0) ok = Fail(f, "futime");
   }
-  if (close(fd) != 0 && ok) ok = Fail(f, "close");
+  if (whole && close(fd) != 0 && ok) ok = Fail(f, "close");
   return ok;
 }
 
@@ -189,7 +167,7 @@ Napi::Value WriteFiles(const Napi::CallbackInfo& info) {
   auto starts = info[3].As<Napi::Uint32Array>();
   auto fields = info[4].As<Napi::Float64Array>();
   if (starts.ElementLength() == 0 || fields.ElementLength() != (starts.ElementLength() - 1) * kFields) {
-    Napi::TypeError::New(env, "writeFiles: fields must hold 14 numbers per path, starts one more than there are paths").ThrowAsJavaScriptException();
+    Napi::TypeError::New(env, "writeFiles: fields must hold 11 numbers per path, starts one more than there are paths").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   const uint32_t count = static_cast<uint32_t>(starts.ElementLength() - 1);

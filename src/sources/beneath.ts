@@ -22,7 +22,7 @@
 import { chmodSync, closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, futimesSync, lutimesSync, mkdirSync, openSync, utimesSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { native } from './native.js';
-import { O_PATH } from './posix.js';
+import { O_PATH, timespec, utimesSeconds } from './posix.js';
 
 const SLASH = 0x2f;
 const DOT = Buffer.from('.');
@@ -173,8 +173,8 @@ export class OpenNode {
     }
   }
 
-  /** Owner, then (`xattrs`, given the descriptor or a name) extended attributes, mode (none for a symlink) and times, in that order. */
-  finish(root: Beneath, path: Buffer, m: { uid?: number; gid?: number; mode?: number; xattrs?: (target: number | Buffer) => void; atime: number | string; mtime: number | string }): void {
+  /** Owner, then (`xattrs`, given the descriptor or a name) extended attributes, mode (none for a symlink) and times (`mtime`, ns: both times), in that order. */
+  finish(root: Beneath, path: Buffer, m: { uid?: number; gid?: number; mode?: number; xattrs?: (target: number | Buffer) => void; mtime: bigint }): void {
     const proc = `/proc/self/fd/${this.fd}`;
     if (m.uid !== undefined && m.gid !== undefined) {
       if (this.pathOnly) native.fchownPath(this.fd, m.uid, m.gid);
@@ -185,9 +185,19 @@ export class OpenNode {
       else root.at(path, (p) => m.xattrs!(p));
     }
     if (m.mode !== undefined && this.kind.type !== 'symlink') this.chmod(m.mode);
-    if (this.kind.type === 'symlink') root.at(path, (p) => lutimesSync(p, m.atime, m.mtime));
-    else if (this.pathOnly) utimesSync(proc, m.atime, m.mtime);
-    else futimesSync(this.fd, m.atime, m.mtime);
+    const t = utimesSeconds(m.mtime);
+    if (!this.pathOnly) {
+      futimesSync(this.fd, t, t);
+      return;
+    }
+    try {
+      native.utimesPath(this.fd, ...timespec(m.mtime));
+    } catch (e) {
+      // Linux before utimensat took AT_EMPTY_PATH: by name (a symlink) or through the /proc name.
+      if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+      if (this.kind.type === 'symlink') root.at(path, (p) => lutimesSync(p, t, t));
+      else utimesSync(proc, t, t);
+    }
   }
 
   /** Sets its mode (not a symlink's: Linux gives them none). */

@@ -58,6 +58,8 @@ export interface NativeAddon {
   mknod(path: Buffer, mode: number, dev: bigint): void;
   /** The owner of what an O_PATH descriptor names, a symlink itself included (fchownat, AT_EMPTY_PATH). */
   fchownPath(fd: number, uid: number, gid: number): void;
+  /** Access and modification times of what an O_PATH descriptor names, a symlink itself included (utimensat, AT_EMPTY_PATH; EINVAL before Linux supported it). */
+  utimesPath(fd: number, seconds: number, nanoseconds: number): void;
   /** close(2) of a descriptor `openBeneath` gave a worker thread (Node's closeSync there warns about descriptors its fs did not open). */
   close(fd: number): void;
   /**
@@ -87,7 +89,7 @@ export interface NativeAddon {
 }
 
 /** Numbers per path in `NativeAddon.writeFiles`'s `fields` (native/restore.cc lists them). */
-export const WRITE_FIELDS = 14;
+export const WRITE_FIELDS = 11;
 
 /** Flags of a path in `NativeAddon.writeFiles` (its field 3; native/restore.cc). */
 export const WRITE_FLAGS = {

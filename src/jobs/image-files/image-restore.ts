@@ -18,7 +18,7 @@
  * the way while the restore runs is refused, never followed.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, constants, fstatSync, ftruncateSync, linkSync, lstatSync, mkdirSync, readSync, symlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, linkSync, lstatSync, mkdirSync, readSync, symlinkSync, writeSync } from 'node:fs';
 import { FilesystemNotSupportedError, type ImageNode, type ImageVolume } from '../../sources/image/fs/image-volume.js';
 import { floorMicros, makeDevice, makeFifo, utimesSeconds } from '../../sources/posix.js';
 import { Beneath, OpenNode } from '../../sources/beneath.js';
@@ -50,8 +50,8 @@ export class ImageRestorer {
   private readonly failed: { path: string; error: string }[] = [];
   private readonly verifyFailed: { path: string; error: string }[] = [];
   private verified = 0;
-  /** Where each hard-linked inode was restored first, and the inode the restore made there. */
-  private readonly inodes = new Map<string, { path: Buffer; ino: number }>();
+  /** Where each hard-linked inode was restored first. */
+  private readonly inodes = new Map<string, Buffer>();
   private readonly includes: string[];
   /** The target, open while the restore runs. */
   private root!: Beneath;
@@ -157,7 +157,7 @@ export class ImageRestorer {
         return; // metadata after the children (onDirDone)
       }
       case 'file':
-        this.finishNode({ path, node, depth: 0 }, await this.restoreFile(path, node));
+        await this.restoreFile(path, node);
         this.opts.onProgress?.(this.progress);
         return;
       case 'symlink':
@@ -178,24 +178,29 @@ export class ImageRestorer {
     this.opts.onProgress?.(this.progress);
   }
 
-  /** Restores a file (or links it to a name of it restored before); the inode the restore made. */
-  private async restoreFile(path: Buffer, node: ImageNode): Promise<number> {
+  /**
+   * Restores a file, or links it to the name of it restored before. Its
+   * owner, mode and times are set on the descriptor that created it, and
+   * it is read back through it: never through its name, which a racer may
+   * have swapped meanwhile (for a file of theirs, given the same inode
+   * number). A later name is only linked: the inode has its metadata.
+   */
+  private async restoreFile(path: Buffer, node: ImageNode): Promise<void> {
     const key = `${node.volume}:${node.ino}`;
     this.progress.totalFiles++;
     this.progress.totalBytes += node.size;
     if (node.links > 1) {
       const first = this.inodes.get(key);
       if (first) {
-        this.root.at(first.path, (from) => this.root.at(path, (p) => linkSync(from, p)));
+        this.root.at(first, (from) => this.root.at(path, (p) => linkSync(from, p)));
         this.progress.files++;
         this.progress.bytes += node.size;
-        return first.ino;
+        return;
       }
     }
     const hash = createHash('sha256');
     // Whatever was there is gone (prepareExisting): something there now was put there meanwhile, and is not written through.
-    const fd = this.root.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-    let ino: number;
+    const fd = this.root.open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
     try {
       let pos = 0;
       let written = 0;
@@ -210,36 +215,31 @@ export class ImageRestorer {
       if (this.opts.verify) hashZeros(hash, node.size - pos);
       ftruncateSync(fd, node.size);
       this.progress.bytes += node.size - written; // its holes
-      ino = Number(fstatSync(fd).ino);
+      this.progress.files++;
+      if (node.links > 1) this.inodes.set(key, path);
+      if (this.opts.verify) {
+        this.verified++;
+        if (!verifyFile(fd, node.size, hash.digest())) this.verifyFailure(path, 'restored bytes differ from the image');
+      }
+      this.finishFile(path, node, fd);
     } finally {
       closeSync(fd);
     }
-    this.progress.files++;
-    if (node.links > 1) this.inodes.set(key, { path, ino });
-    if (this.opts.verify) {
-      this.verified++;
-      if (!this.verifyFile(path, node.size, hash.digest())) this.verifyFailure(path, 'restored bytes differ from the image');
-    }
-    return ino;
   }
 
-  /** Reads a restored file back and compares its SHA-256 with that of the bytes read from the image. */
-  private verifyFile(path: Buffer, size: number, want: Buffer): boolean {
-    const fd = this.root.open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  /** Owner, mode and times of a file this restore created, on its descriptor (a failure is a warning, as for any node). */
+  private finishFile(path: Buffer, node: ImageNode, fd: number): void {
     try {
-      const st = fstatSync(fd);
-      if (!st.isFile() || st.size !== size) return false;
-      const h = createHash('sha256');
-      const buf = Buffer.alloc(1 << 20);
-      for (let pos = 0; pos < size;) {
-        const n = readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
-        if (n === 0) return false;
-        h.update(buf.subarray(0, n));
-        pos += n;
+      if (this.opts.privileged === true) fchownSync(fd, node.uid, node.gid);
+      fchmodSync(fd, node.mode);
+      const mtime = utimesSeconds(node.mtime);
+      futimesSync(fd, mtime, mtime);
+      if (this.opts.verify) {
+        const got = fstatSync(fd, { bigint: true }).mtimeNs;
+        if (got !== floorMicros(node.mtime)) this.verifyFailure(path, `restored mtime ${got} ns differs from the image's ${floorMicros(node.mtime)} ns`);
       }
-      return h.digest().equals(want);
-    } finally {
-      closeSync(fd);
+    } catch (e) {
+      this.opts.onWarning?.(path.toString(), `cannot restore metadata: ${(e as Error).message}`);
     }
   }
 
@@ -247,15 +247,14 @@ export class ImageRestorer {
    * Owner, mode and times, in the order that keeps setuid bits, on the node
    * found there only if it is what the restore made or kept (`OpenNode`).
    */
-  private finishNode({ path, node }: ImageWalkEntry, ino?: number): void {
+  private finishNode({ path, node }: ImageWalkEntry): void {
     const key = path.toString('latin1');
-    const made = ino ?? this.made.get(key);
+    const made = this.made.get(key);
     this.made.delete(key);
     try {
       const n = OpenNode.open(this.root, path, node, made);
       try {
-        const mtime = utimesSeconds(node.mtime);
-        n.finish(this.root, path, { ...(this.opts.privileged === true ? { uid: node.uid, gid: node.gid } : {}), mode: node.mode, atime: mtime, mtime });
+        n.finish(this.root, path, { ...(this.opts.privileged === true ? { uid: node.uid, gid: node.gid } : {}), mode: node.mode, mtime: node.mtime });
         if (this.opts.verify) {
           const got = n.mtimeNs();
           if (got !== floorMicros(node.mtime)) this.verifyFailure(path, `restored mtime ${got} ns differs from the image's ${floorMicros(node.mtime)} ns`);
@@ -272,4 +271,18 @@ export class ImageRestorer {
     this.verifyFailed.push({ path: path.toString(), error });
     this.opts.onWarning?.(path.toString(), `verification failed: ${error}`);
   }
+}
+
+/** Reads a restored file back through its descriptor and compares its SHA-256 with that of the bytes read from the image. */
+function verifyFile(fd: number, size: number, want: Buffer): boolean {
+  if (fstatSync(fd).size !== size) return false;
+  const h = createHash('sha256');
+  const buf = Buffer.alloc(1 << 20);
+  for (let pos = 0; pos < size;) {
+    const n = readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
+    if (n === 0) return false;
+    h.update(buf.subarray(0, n));
+    pos += n;
+  }
+  return h.digest().equals(want);
 }

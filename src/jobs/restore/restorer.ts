@@ -27,7 +27,7 @@
  * a folder swapped for a symlink while the restore runs is refused, never
  * written, chmodded or chowned through.
  */
-import { closeSync, constants, type BigIntStats, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, lstatSync, mkdirSync, promises as fsp, symlinkSync, linkSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, lstatSync, mkdirSync, promises as fsp, symlinkSync, linkSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { NotFoundError, ShortReadError } from '../../storage/backend.js';
 import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
@@ -142,6 +142,12 @@ export const MAX_FAILED_LISTED = 1000;
 const SEGMENT = 4 << 20;
 /** Segments read and being unpacked at once, per worker. */
 const SEGMENTS_PER_WORKER = 2;
+/**
+ * Files written in pieces held open at once: past it, the walk waits for
+ * the planned pieces to be written (a folder of many small files with
+ * attributes to set would otherwise hold a descriptor per file).
+ */
+const MAX_OPEN_FILES = 512;
 /** Segments the walk may have moved past before the oldest one is unpacked. */
 const SEGMENT_LOOKAHEAD = 3;
 /** How often the walk reports progress. */
@@ -165,10 +171,13 @@ interface OpenFile {
   /** The snapshot path, which is also where it goes below the target. */
   readonly path: Buffer;
   readonly node: TreeNode;
-  /** The file the restore created there: every later open must find this one (an inode number is reused once its file is removed; its birth time is not). */
-  readonly dev: number;
-  readonly ino: number;
-  readonly birth: readonly [seconds: number, nanoseconds: number];
+  /**
+   * The file the restore created there, held open until it is finished: the
+   * workers write its pieces into this descriptor, never into what its name
+   * leads to by then (a name can be swapped, and an inode number comes back
+   * at once for a file the racer makes).
+   */
+  readonly fd: number;
   /** Pieces not written yet. */
   remaining: number;
   /** Bytes of its holes (counted as restored once the file is finished). */
@@ -225,6 +234,8 @@ export class Restorer {
   private reported = 0;
   /** By depth, whether the folder of that depth now being walked was made by this restore (0: the target, never). */
   private readonly fresh: boolean[] = [false];
+  /** Files written in pieces that are not finished yet: each holds its descriptor. */
+  private readonly open = new Set<OpenFile>();
   /** `RestoreOptions.privileged`. */
   private readonly privileged: boolean;
 
@@ -267,6 +278,8 @@ export class Restorer {
     } finally {
       // After an interruption or a fatal error, work still in a worker is dropped with it.
       await pool.close();
+      // After an interruption: the files still being written are left as they are.
+      for (const f of this.open) closeSync(f.fd);
       this.root.close();
     }
     return { progress: this.progress, failed: this.failed, verified: this.verified, verifyFailed: this.verifyFailed };
@@ -300,6 +313,7 @@ export class Restorer {
         this.opts.onProgress?.(this.progress);
       }
       await this.unpackReady(SEGMENT_LOOKAHEAD);
+      if (this.open.size >= MAX_OPEN_FILES) await this.drainOpenFiles();
       try {
         // In a folder this restore made, nothing can be in the way: no lstat per file.
         if (!this.fresh[depth - 1] && node.type !== 'socket') {
@@ -420,14 +434,8 @@ export class Restorer {
     }
     // Empty, holes, several blobs or attributes: create it now. Whatever was there is gone (prepareExisting, or a
     // folder this restore made): something there now was put there meanwhile, and is not written through.
-    const fd = this.root.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-    let made: BigIntStats;
-    try {
-      made = fstatSync(fd, { bigint: true });
-    } finally {
-      closeSync(fd);
-    }
-    const file: OpenFile = { path, node, dev: Number(made.dev), ino: Number(made.ino), birth: birthOf(made), remaining: 0, holes: 0, failed: false };
+    const file: OpenFile = { path, node, fd: this.root.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600), remaining: 0, holes: 0, failed: false };
+    this.open.add(file);
     let pos = 0;
     for (const c of content) {
       if (typeof c === 'number') {
@@ -483,6 +491,13 @@ export class Restorer {
   }
 
   // ---- 2. unpack ----
+
+  /** Hands every planned segment to the workers and waits until fewer than MAX_OPEN_FILES files are open. */
+  private async drainOpenFiles(): Promise<void> {
+    await this.unpackReady(0);
+    while (this.open.size >= MAX_OPEN_FILES && this.running.size > 0) await this.until(Promise.race(this.running));
+    this.throwIfStopped();
+  }
 
   /** Hands the oldest planned segments to the workers while more than `keep` are planned. */
   private async unpackReady(keep: number): Promise<void> {
@@ -589,19 +604,15 @@ export class Restorer {
 
   /** Sets size and metadata of a file written in pieces, once all are in. */
   private finishFile(f: OpenFile): void {
+    this.open.delete(f);
     if (f.failed) {
+      closeSync(f.fd);
       this.removeQuietly(f.path);
       return;
     }
     try {
-      // Non-blocking: a FIFO put in its place cannot hang the restore; it is refused like any other stranger.
-      const fd = this.root.open(f.path, constants.O_WRONLY | constants.O_NONBLOCK);
+      const fd = f.fd;
       try {
-        const st = fstatSync(fd, { bigint: true });
-        const birth = birthOf(st);
-        if (!st.isFile() || st.nlink !== 1n || Number(st.dev) !== f.dev || Number(st.ino) !== f.ino || birth[0] !== f.birth[0] || birth[1] !== f.birth[1]) {
-          throw new Error('refused: not the regular file this restore created (a file, FIFO, device or hard link was put in its place)');
-        }
         ftruncateSync(fd, f.node.size);
         if (this.privileged) fchownSync(fd, f.node.uid, f.node.gid);
         this.restoreXattrs(f.path, fd, f.node);
@@ -680,7 +691,6 @@ export class Restorer {
       try {
         let refused: readonly Buffer[] | undefined;
         let xattrTarget: number | Buffer | undefined;
-        const t = utimesSeconds(node.mtime);
         n.finish(this.root, path, {
           ...(this.privileged && !settled?.owner ? { uid: node.uid, gid: node.gid } : {}),
           xattrs: (target) => {
@@ -688,8 +698,7 @@ export class Restorer {
             refused = this.restoreXattrs(path, target, node, kept);
           },
           ...(settled?.mode ? {} : { mode: node.mode }),
-          atime: t,
-          mtime: t,
+          mtime: node.mtime,
         });
         if (this.opts.verify) {
           const mtime = n.mtimeNs();
@@ -721,7 +730,8 @@ export class Restorer {
    * attributes could not be listed.
    */
   private restoreXattrs(path: Buffer, dest: number | Buffer, node: TreeNode, kept = false): readonly Buffer[] | undefined {
-    const clear = kept || !this.createsBare();
+    // A symlink's are never cleared: they can only be set by name (a racer may swap the name), and none is inherited.
+    const clear = node.type !== 'symlink' && (kept || !this.createsBare());
     if (!node.xattrs && !clear) return [];
     let refused: RefusedXattr[];
     try {
@@ -878,12 +888,7 @@ function flatTargets(list: readonly PlannedBlob[]): { paths: Uint8Array<ArrayBuf
       fields[f] = t.slice?.offset ?? 0;
       fields[f + 1] = t.slice?.length ?? b.loc.rawLength;
       fields[f + 2] = t.offset;
-      if (t.file) {
-        fields[f + 10] = t.file.dev;
-        fields[f + 11] = t.file.ino;
-        fields[f + 12] = t.file.birth[0];
-        fields[f + 13] = t.file.birth[1];
-      }
+      if (t.file) fields[f + 10] = t.file.fd;
       if (!t.whole) continue;
       const { node, flags } = t.whole;
       const [seconds, nanoseconds] = timespec(node.mtime);
@@ -897,11 +902,6 @@ function flatTargets(list: readonly PlannedBlob[]): { paths: Uint8Array<ArrayBuf
     }
   }
   return { paths, pathStarts, fields };
-}
-
-/** A file's birth time as the seconds and nanoseconds the native writer compares (0, 0 where the file system keeps none). */
-function birthOf(st: BigIntStats): readonly [seconds: number, nanoseconds: number] {
-  return [Number(st.birthtimeNs / 1_000_000_000n), Number(st.birthtimeNs % 1_000_000_000n)];
 }
 
 /** The `slice` field of an unpack target for a content entry. */
