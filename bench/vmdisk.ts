@@ -31,7 +31,7 @@
 //
 // Environment:
 //   BENCH_VMDISK        0: skip
-//   BENCH_VMDISK_SIZE   disk size (default 1G; the issue's size is 20G)
+//   BENCH_VMDISK_SIZE   disk size (default 4G, the image scenario's, which holds the Linux tree; the issue's size is 20G)
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -152,7 +152,7 @@ const ROWS: readonly (readonly [string, string])[] = [
 /** Runs the VM-disk rows; returns the number of problems. */
 export async function runVmDiskBench(o: VmDiskOptions): Promise<number> {
   if (process.env['BENCH_VMDISK'] === '0') return 0;
-  const size = o.parseSize(process.env['BENCH_VMDISK_SIZE'] ?? '1G');
+  const size = o.parseSize(process.env['BENCH_VMDISK_SIZE'] ?? '4G');
   console.log(`\nVM-disk benchmark: ${(size / 2 ** 30).toFixed(0)} GiB qcow2 disk, file system ${(FILL_SHARE * 100).toFixed(0)} % used, incremental through its dirty bitmap beside full reads and restic backing up the raw disk; then the same disk in a running VM`);
   const missing = ['qemu-img', 'qemu-nbd', 'qemu-io', 'debugfs', 'nbdcopy', 'qemu-system-x86_64'].filter((t) => !findInPath(t));
   if (missing.length > 0) {
