@@ -19,7 +19,7 @@
  * unlink, lchown, lutimes, the l*xattr family, open with O_NOFOLLOW,
  * `chmodNoFollow`), and only for them.
  */
-import { chmodSync, closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, futimesSync, lutimesSync, mkdirSync, openSync, utimesSync } from 'node:fs';
+import { chmodSync, closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, futimesSync, lstatSync, lutimesSync, mkdirSync, openSync, utimesSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { native } from './native.js';
 import { O_PATH, timespec, utimesSeconds } from './posix.js';
@@ -93,6 +93,33 @@ export class Beneath {
       return fn(Buffer.concat([Buffer.from(`/proc/self/fd/${parent}/`), base]));
     } finally {
       if (parent !== this.fd) closeSync(parent);
+    }
+  }
+
+  /**
+   * Makes the folder `path` with `mode` (less the umask), or merges into the
+   * one there: anything else there is an error, never followed. Returns
+   * whether it made it, and the inode of the folder there now, opened as a
+   * folder (a file or symlink put there meanwhile is refused). One merged
+   * into gets `mode`: an earlier restore may have left it unwritable for us.
+   */
+  makeFolder(path: Buffer, mode: number): { made: boolean; ino: number } {
+    const made = this.at(path, (p) => {
+      try {
+        mkdirSync(p, mode);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        if (!lstatSync(p).isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
+        return false;
+      }
+      return true;
+    });
+    const dir = OpenNode.open(this, path, { type: 'dir' });
+    try {
+      if (!made) dir.chmod(mode);
+      return { made, ino: Number(fstatSync(dir.fd).ino) };
+    } finally {
+      dir.close();
     }
   }
 

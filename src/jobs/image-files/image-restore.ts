@@ -18,7 +18,7 @@
  * the way while the restore runs is refused, never followed.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, linkSync, lstatSync, mkdirSync, readSync, symlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, linkSync, readSync, symlinkSync, writeSync } from 'node:fs';
 import { FilesystemNotSupportedError, type ImageNode, type ImageVolume } from '../../sources/image/fs/image-volume.js';
 import { floorMicros, makeDevice, makeFifo, utimesSeconds } from '../../sources/posix.js';
 import { Beneath, OpenNode } from '../../sources/beneath.js';
@@ -135,24 +135,8 @@ export class ImageRestorer {
     }
     switch (node.type) {
       case 'dir': {
-        const made = this.root.at(path, (p) => {
-          try {
-            mkdirSync(p);
-          } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-            if (!lstatSync(p).isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
-            return false;
-          }
-          return true;
-        });
-        const dir = OpenNode.open(this.root, path, node);
-        try {
-          this.made.set(path.toString('latin1'), Number(fstatSync(dir.fd).ino));
-          // An earlier restore gave it its final mode, which may not let us write into it.
-          if (!made) dir.chmod((node.mode & 0o777) | 0o700);
-        } finally {
-          dir.close();
-        }
+        // Writable by us while its content is restored; finished after its children only if it is still this folder.
+        this.made.set(path.toString('latin1'), this.root.makeFolder(path, (node.mode & 0o777) | 0o700).ino);
         this.progress.dirs++;
         return; // metadata after the children (onDirDone)
       }

@@ -27,7 +27,7 @@
  * a folder swapped for a symlink while the restore runs is refused, never
  * written, chmodded or chowned through.
  */
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, lstatSync, mkdirSync, promises as fsp, symlinkSync, linkSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, promises as fsp, symlinkSync, linkSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { NotFoundError, ShortReadError } from '../../storage/backend.js';
 import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
@@ -358,26 +358,8 @@ export class Restorer {
         // Writable by us while its content is restored; private if it is meant to be.
         const mode = (node.mode & 0o777) | 0o700;
         let settled: Settled | undefined;
-        const made = this.root.at(path, (p) => {
-          try {
-            mkdirSync(p, mode);
-          } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-            if (!lstatSync(p).isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
-            return false;
-          }
-          return true;
-        });
-        // What is there now is opened as a folder (a file or symlink put there is refused) and its inode kept for the end.
-        const dir = OpenNode.open(this.root, path, node);
-        let ino: number;
-        try {
-          ino = Number(fstatSync(dir.fd).ino);
-          // An earlier restore gave it its final mode, which may not let us write into it.
-          if (!made) dir.chmod(mode);
-        } finally {
-          dir.close();
-        }
+        // Its inode is kept: it is finished at the end only if it is still that folder.
+        const { made, ino } = this.root.makeFolder(path, mode);
         this.fresh[depth] = made;
         if (made && this.creation) settled = settledBy(this.creation, mode, node);
         // Its group, setgid bit or default ACL may differ from the target's: no more shortcuts.
