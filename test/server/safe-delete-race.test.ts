@@ -18,12 +18,14 @@ import { filesUnder, setUp, type TestServer } from '../helpers/server.js';
 
 let t: TestServer;
 let s: Sandbox;
+let db: Sandbox;
 let fault: FaultBackend | undefined;
 let safeId = '';
 let agent = '';
 
 before(async () => {
-  t = await setUp(`sqlite:${join(await Sandbox.create('holdfast-delete-race-db-').then((d) => d.path('control.sqlite')))}`, undefined, { wrapSafeBackend: (b) => (fault = new FaultBackend(b)) });
+  db = await Sandbox.create('holdfast-delete-race-db-');
+  t = await setUp(`sqlite:${db.path('control.sqlite')}`, undefined, { wrapSafeBackend: (b) => (fault = new FaultBackend(b)) });
   s = await Sandbox.create('holdfast-delete-race-');
   const acme = (await t.create('/api/v1/customers', { name: 'Acme' })).id as string;
   const web = (await t.create('/api/v1/machines', { customer_id: acme, name: 'web' })).id as string;
@@ -37,6 +39,7 @@ before(async () => {
 after(async () => {
   await t.stop();
   await s.remove();
+  await db.remove();
 });
 
 /** A raw PUT of a new data object into the safe, as an agent that does not know of the deletion sends it. */
