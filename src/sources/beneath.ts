@@ -141,11 +141,11 @@ export interface NodeKind {
  * for a regular file one name, so never a hard link to a file elsewhere; a
  * device of the same number), or `open` throws. A folder, file or FIFO
  * is opened for reading (non-blocking) and changed through its descriptor;
- * a device or symlink is opened O_PATH: a device's owner, mode and times go
- * through the descriptor's own /proc name (that very inode), a symlink's
- * owner through fchownat on the descriptor. What cannot go through a
- * descriptor is done by name after the check (`byName`: a symlink's or a
- * device's extended attributes, a symlink's times).
+ * a device or symlink (or one we may not read) is opened O_PATH: its owner
+ * through fchownat and its times through utimensat on the descriptor, a
+ * device's mode through the descriptor's own /proc name (that very inode).
+ * Only a symlink's or a device's extended attributes are set by name after
+ * the check: no call takes an O_PATH descriptor for them.
  */
 export class OpenNode {
   private constructor(
@@ -202,7 +202,6 @@ export class OpenNode {
 
   /** Owner, then (`xattrs`, given the descriptor or a name) extended attributes, mode (none for a symlink) and times (`mtime`, ns: both times), in that order. */
   finish(root: Beneath, path: Buffer, m: { uid?: number; gid?: number; mode?: number; xattrs?: (target: number | Buffer) => void; mtime: bigint }): void {
-    const proc = `/proc/self/fd/${this.fd}`;
     if (m.uid !== undefined && m.gid !== undefined) {
       if (this.pathOnly) native.fchownPath(this.fd, m.uid, m.gid);
       else fchownSync(this.fd, m.uid, m.gid);
@@ -223,14 +222,19 @@ export class OpenNode {
       // Linux before utimensat took AT_EMPTY_PATH: by name (a symlink) or through the /proc name.
       if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
       if (this.kind.type === 'symlink') root.at(path, (p) => lutimesSync(p, t, t));
-      else utimesSync(proc, t, t);
+      else utimesSync(this.proc(), t, t);
     }
   }
 
   /** Sets its mode (not a symlink's: Linux gives them none). */
   chmod(mode: number): void {
-    if (this.pathOnly) chmodSync(`/proc/self/fd/${this.fd}`, mode);
+    if (this.pathOnly) chmodSync(this.proc(), mode);
     else fchmodSync(this.fd, mode);
+  }
+
+  /** The descriptor's own /proc name: calls that follow it reach that very inode. */
+  private proc(): string {
+    return `/proc/self/fd/${this.fd}`;
   }
 
   /** Its mtime now, in nanoseconds. */
