@@ -230,9 +230,10 @@ function chunkFile(t: ChunkFileTask, transfer: ArrayBuffer[]): ChunkFileResult {
 /**
  * Opens a segment's blobs and writes each into all its files with one native
  * call (native/restore.cc), with the fields the main thread laid out:
- * creating a file with its final mode when that survives the umask,
- * truncating one already there, zero blocks left as holes, then size,
- * owner, mode and times for a file the blob makes whole.
+ * creating a file with its final mode when that survives the umask (a
+ * name taken meanwhile is refused), or writing into the descriptor of a
+ * file written in pieces; zero blocks left as holes, then size, owner,
+ * mode and times for a file the blob makes whole.
  */
 function unpack(t: UnpackTask): UnpackResult {
   const data = buf(t.data);
