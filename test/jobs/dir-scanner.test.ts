@@ -117,4 +117,33 @@ describe('DirScanner', () => {
     await s.list(Buffer.from(p()), undefined);
     await s.close();
   });
+
+  it('lets events in while it walks, so that a backup\'s network goes on beside a long walk', async () => {
+    // 400 folders of 50 files: a walk of tens of milliseconds, which the worker keeps ahead of,
+    // so the walk never waits long enough to let events in on its own.
+    const many = p('many');
+    const folders = Array.from({ length: 400 }, (_, i) => join(many, `f${String(i).padStart(3, '0')}`));
+    for (const f of folders) {
+      await mkdir(f, { recursive: true });
+      await Promise.all(Array.from({ length: 50 }, (_, i) => writeFile(join(f, `x${i}`), '')));
+    }
+    const s = new DirScanner({}, 1 << 20);
+    try {
+      let listed = 0;
+      const walk = async (onFirst?: () => void): Promise<void> => {
+        listed = 0;
+        for (const d of [many, ...folders]) {
+          await s.list(Buffer.from(d), undefined);
+          if (listed++ === 0) onFirst?.();
+        }
+      };
+      await walk(); // the worker started and its code warm
+      let listedWhenFired = -1;
+      await walk(() => setTimeout(() => (listedWhenFired = listed), 0));
+      assert.ok(listedWhenFired >= 0 && listedWhenFired < listed, `a timer set at the walk's start fired after ${listedWhenFired} of ${listed} folders`);
+    } finally {
+      await s.close();
+      await rm(many, { recursive: true, force: true });
+    }
+  });
 });

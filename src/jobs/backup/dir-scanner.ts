@@ -17,7 +17,9 @@
  * (`receiveMessageOnPort`), not as events: the walk runs in long stretches
  * of microtasks, during which events would wait. When the next listing is
  * not there yet, the walk blocks on a counter the worker bumps after each
- * one (Atomics.wait).
+ * one (Atomics.wait). Every EVENTS_EVERY_MS the walk lets events in, so that
+ * what the backup does beside it (its lock, the orphan packs, the uploads)
+ * goes on while it walks instead of after.
  *
  * A long-running process (the agent) keeps one scanner between its backups
  * (`forBackup`): the worker's start (a thread, an isolate, its modules loaded
@@ -27,6 +29,7 @@
  * backup's walk may start before the backup does (`prefetch`: the agent,
  * while it takes its lock and finds the parent snapshot).
  */
+import { performance } from 'node:perf_hooks';
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { listDirStats, listedEntries, type DirListing, type ListedEntry, type ReadError } from '../../sources/file-tree.js';
 import type { ExcludeOptions } from './excludes.js';
@@ -67,6 +70,8 @@ export const SCAN_PATH_LIMIT = 4000 - 256;
 const WORKER_URL = new URL('./scan-worker.js', import.meta.url);
 /** How long the walk blocks before it lets events in (a worker that died says so through one). */
 const WAIT_MS = 50;
+/** How long the walk runs before it lets events in (docs/decisions.md, "the job's network beside the walk"). */
+const EVENTS_EVERY_MS = 10;
 
 /** What lists the walk's folders: the scan worker (`DirScanner`), or the main thread for a small tree (`InlineLister`). */
 export interface FolderLister {
@@ -111,6 +116,8 @@ export class DirScanner implements FolderLister {
   private queue: ScanMessage[] = [];
   private head = 0;
   private walking = false;
+  /** When the walk lets events in next (performance.now()). */
+  private eventsAt = 0;
 
   /** `excludes`: the rules by which the worker enters no folder the walk leaves out (until `forBackup` gives others); `held`: how far, in entries, it may list ahead. */
   constructor(private excludes: ExcludeOptions = {}, private readonly held = HELD_ENTRIES) {}
@@ -136,6 +143,7 @@ export class DirScanner implements FolderLister {
    */
   async list(dir: Buffer, devices: ReadonlySet<bigint> | undefined): Promise<ListedEntry[] | { error: ReadError }> {
     const key = dir.toString('latin1');
+    if (performance.now() >= this.eventsAt) await this.letEventsIn();
     for (;;) {
       for (let m = this.next(); m; m = this.next()) {
         if ('done' in m) {
@@ -168,7 +176,13 @@ export class DirScanner implements FolderLister {
   private async waitForMessage(): Promise<void> {
     const posted = Atomics.load(this.counters, Counter.Posted);
     if (this.head < this.queue.length || this.receive()) return;
-    if (Atomics.wait(this.counters, Counter.Posted, posted, WAIT_MS) === 'timed-out') await new Promise((r) => setImmediate(r));
+    if (Atomics.wait(this.counters, Counter.Posted, posted, WAIT_MS) === 'timed-out') await this.letEventsIn();
+  }
+
+  /** Lets the events that waited run (network answers, timers), then goes on. */
+  private async letEventsIn(): Promise<void> {
+    await new Promise((r) => setImmediate(r));
+    this.eventsAt = performance.now() + EVENTS_EVERY_MS;
   }
 
   /** Whether the worker died: a scanner kept between backups is then replaced. */

@@ -50,6 +50,7 @@ import { decodeKeyFile } from '../../repo/key-file.js';
 import { decodeLock } from '../../repo/lock.js';
 import { MAX_PACK_BYTES } from '../../repo/pack.js';
 import { UploadRefusedError } from '../services/upload-refused-error.js';
+import { mapInOrder } from '../../core/for-each-limit.js';
 import { UploadBudget, UploadBusyError, type UploadHold } from './upload-budget.js';
 
 /** The protocol version `GET /safes/S` reports; a client refuses a server whose version it does not know. */
@@ -572,7 +573,7 @@ function parseRange(text: string): { start: number; end?: number; suffix?: undef
  * after `after`, in name order, at most `limit`; `next` is the `after` of the
  * following page, absent on the last. Data names are listed one two-digit
  * folder at a time, so that a page costs the folders it reaches, not the
- * whole listing.
+ * whole listing; GROUPS_AT_ONCE of them are read at once.
  */
 async function listPage(
   backend: Backend, type: Exclude<ObjectType, 'config'>, prefix: string, after: string | undefined, limit: number, signal: AbortSignal,
@@ -580,13 +581,15 @@ async function listPage(
   const groups = type === 'data' && prefix.length < 2
     ? HEX_PAIRS.filter((p) => p.startsWith(prefix) && (after === undefined || p >= after.slice(0, 2)))
     : [prefix];
-  const found: ObjectInfo[] = [];
-  for (const group of groups) {
+  const group = async (g: string): Promise<ObjectInfo[]> => {
     const here: ObjectInfo[] = [];
-    for await (const info of backend.list(type, { prefix: group, signal })) {
+    for await (const info of backend.list(type, { prefix: g, signal })) {
       if (after === undefined || info.name > after) here.push({ name: info.name, size: info.size });
     }
-    here.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+    return here.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+  };
+  const found: ObjectInfo[] = [];
+  for await (const here of mapInOrder(groups, GROUPS_AT_ONCE, group)) {
     found.push(...here);
     if (found.length >= limit) break;
   }
@@ -594,4 +597,6 @@ async function listPage(
   return objects.length === limit ? { objects, next: objects[limit - 1]!.name } : { objects };
 }
 
+/** Data folders a listing page reads at once (docs/decisions.md, "the job's network beside the walk, listings of every pack"). */
+const GROUPS_AT_ONCE = 16;
 const HEX_PAIRS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
