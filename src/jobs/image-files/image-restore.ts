@@ -26,17 +26,7 @@ import type { RestoreOptions, RestoreProgress, RestoreResult } from '../restore/
 import { prepareExisting } from '../restore/overwrite.js';
 import { filePieces } from './image-file-reader.js';
 import { walkImage, type ImageWalkEntry } from './image-walk.js';
-
-function normalizeInclude(p: string): string {
-  const parts = p.split('/').filter((x) => x !== '' && x !== '.');
-  return `/${parts.join('/')}`;
-}
-
-function included(includes: readonly string[], path: string): boolean {
-  if (includes.length === 0) return true;
-  return includes.some((inc) => path === inc || path.startsWith(inc === '/' ? '/' : `${inc}/`) || inc.startsWith(`${path}/`));
-}
-
+import { included, normalizeInclude } from '../restore/includes.js';
 
 const ZEROS = Buffer.alloc(1 << 20);
 

@@ -47,6 +47,7 @@ import { abortable } from '../../core/abortable.js';
 import { io } from '../../repo/objects.js';
 import { WRITE_FIELDS, WRITE_FLAGS } from '../../sources/native.js';
 import type { Task, UnpackBlob, UnpackResult, VerifyJob, VerifyResult } from '../pool/protocol.js';
+import { included, normalizeInclude } from './includes.js';
 
 export interface RestoreOptions extends JobPoolOptions {
   /** Snapshot paths to restore (with everything below them); all when empty. */
@@ -154,17 +155,6 @@ const SEGMENT_LOOKAHEAD = 3;
 const PROGRESS_INTERVAL_MS = 100;
 /** Files per verify task. */
 const VERIFY_BATCH = 256;
-
-function included(includes: readonly string[], path: string): boolean {
-  if (includes.length === 0) return true;
-  return includes.some((inc) => path === inc || path.startsWith(inc === '/' ? '/' : `${inc}/`) || inc.startsWith(`${path}/`));
-}
-
-function normalizeInclude(p: string): string {
-  const parts = p.split('/').filter((x) => x !== '' && x !== '.');
-  return `/${parts.join('/')}`;
-}
-
 
 /** A file being restored in pieces. */
 interface OpenFile {
@@ -294,7 +284,7 @@ export class Restorer {
         this.listFailed({ path, error: `refused: ${reason}` });
         this.opts.onWarning?.(path, `refused to restore: ${reason}`);
       },
-      filter: (path) => (this.includes.length === 0 || included(this.includes, path.toString())) && !this.opts.excludes?.matches(path)
+      filter: (path) => included(this.includes, path.toString()) && !this.opts.excludes?.matches(path)
         && (this.opts.select?.(path) ?? true) && !skippedBelow(skipped, path),
       // A folder whose listing is lost is restored empty and reported; the rest goes on.
       onTreeError: (entry, e) => {
