@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe } from 'node:test';
 import { startPostgres, type TestPostgres } from './postgres.js';
+import { openDatabase } from '../../src/server/db/open-database.js';
 
 export type TestDatabase = 'sqlite' | 'postgres';
 
@@ -47,5 +48,20 @@ export function databaseSuites(name: string, body: (fx: DatabaseFixture) => void
         await rm(dir, { recursive: true, force: true });
       });
     });
+  }
+}
+
+/**
+ * Empties the server's snapshot index in the database at `dbUrl`, as an
+ * older server left its safes (before migration 0019) or a bucket another
+ * server wrote: no rows, no safe ever indexed.
+ */
+export async function forgetSnapshotIndex(dbUrl: string): Promise<void> {
+  const db = await openDatabase(dbUrl, '');
+  try {
+    await db.db.deleteFrom('snapshot_index').execute();
+    await db.db.updateTable('disk_safes').set({ snapshots_indexed_at: null }).execute();
+  } finally {
+    await db.close();
   }
 }

@@ -21,7 +21,7 @@ import { encodeSnapshot } from '../../src/repo/snapshot.js';
 import type { Handle, ListOptions, LoadOptions, ObjectInfo, ObjectType } from '../../src/storage/backend.js';
 import { WrapperBackend } from '../../src/storage/wrapper-backend.js';
 import { Sandbox } from '../helpers/cli.js';
-import { databaseSuites } from '../helpers/databases.js';
+import { databaseSuites, forgetSnapshotIndex } from '../helpers/databases.js';
 import { setUp, type TestServer } from '../helpers/server.js';
 
 /** Reads of snapshot objects in any safe's storage: loads and listings. */
@@ -79,16 +79,6 @@ databaseSuites('the rule against backdated snapshots', (fx) => {
     const r = await send('PUT', `/safes/acme-web/snapshots/${sha(bytes)}`, bytes);
     return { ...r, ...snapshotReads };
   };
-  /** As an older server left the safe, or a bucket another server wrote: no rows, never indexed. */
-  const forgetIndex = async (): Promise<void> => {
-    const db = await openDatabase(dbUrl, '');
-    try {
-      await db.db.deleteFrom('snapshot_index').execute();
-      await db.db.updateTable('disk_safes').set({ snapshots_indexed_at: null }).execute();
-    } finally {
-      await db.close();
-    }
-  };
 
   before(async () => {
     dbUrl = await fx.newUrl();
@@ -145,7 +135,7 @@ databaseSuites('the rule against backdated snapshots', (fx) => {
     // Planted in storage under a name its bytes do not have, an hour ahead: damage, which the rule never counted.
     await mkdir(join(safeDir, 'snapshots'), { recursive: true });
     await writeFile(join(safeDir, 'snapshots', 'e'.repeat(64)), snapshotBytes(now + 60 * MIN, 'mail', ['/home']));
-    await forgetIndex();
+    await forgetSnapshotIndex(dbUrl);
     const backdated = await upload(snapshotBytes(now - 2 * MIN, 'mail', ['/home']));
     assert.equal(backdated.code, 'SNAPSHOT_BACKDATED', backdated.text);
     assert.ok(backdated.text.includes(`snapshot ${sha(ahead).slice(0, 8)} of the same host and paths`), backdated.text);

@@ -11,11 +11,10 @@
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { after, before, it } from 'node:test';
-import { openDatabase } from '../../src/server/db/open-database.js';
 import type { Handle, ListOptions, LoadOptions, ObjectInfo, ObjectType, OperationOptions } from '../../src/storage/backend.js';
 import { WrapperBackend } from '../../src/storage/wrapper-backend.js';
 import { Sandbox } from '../helpers/cli.js';
-import { databaseSuites } from '../helpers/databases.js';
+import { databaseSuites, forgetSnapshotIndex } from '../helpers/databases.js';
 import { setUp, type TestServer } from '../helpers/server.js';
 
 /** Set: every read of any safe's storage fails, as with an S3 endpoint that is down. */
@@ -149,14 +148,7 @@ databaseSuites('the snapshot index', (fx) => {
     } finally {
       unreachable = false;
     }
-    // As an older server left it (before migration 0019), or a bucket another server wrote: no rows, never indexed.
-    const db = await openDatabase(dbUrl, '');
-    try {
-      await db.db.deleteFrom('snapshot_index').execute();
-      await db.db.updateTable('disk_safes').set({ snapshots_indexed_at: null }).execute();
-    } finally {
-      await db.close();
-    }
+    await forgetSnapshotIndex(dbUrl);
     sameAsCli(await list(`/api/v1/safes/${safeId}/snapshots`), cliSnapshots.slice(0, 1));
     unreachable = true;
     readsRefused = 0;
