@@ -9,6 +9,7 @@
  * do it ahead of the walk and hand it over packed in transferable arrays.
  */
 import { constants, lstatSync, promises as fsp, readdirSync, readlinkSync, statSync, type BigIntStats } from 'node:fs';
+import { endianness } from 'node:os';
 import { getSystemErrorMap } from 'node:util';
 import type { NodeType } from '../repo/tree.js';
 import { native } from './native.js';
@@ -159,40 +160,141 @@ export function listedFolders(listing: DirListing): { readonly folders: { readon
   return { folders, name };
 }
 
-/** The entries of a listing, in order; names are views into `listing.names`. */
-export function listedEntries(listing: DirListing): ListedEntry[] {
-  const all = Buffer.from(listing.names.buffer, listing.names.byteOffset, listing.names.byteLength);
-  const f = listing.fields;
-  const out: ListedEntry[] = [];
-  let start = 0;
-  for (let i = 0; i < listing.ends.length; i++) {
-    const name = all.subarray(start, listing.ends[i]);
-    start = listing.ends[i]!;
-    const error = listing.failed.get(i);
-    if (error) {
-      out.push({ name, error });
+/** Where the low 32 bits of an int64 field are, in 32-bit words (the fields are in the host's byte order). */
+const LOW = endianness() === 'LE' ? 0 : 1;
+
+/**
+ * A folder's entries as the walk reads them: straight from a `DirListing`'s
+ * arrays, one field at a time, so that an entry the walk finds unchanged
+ * costs no object of its own (no name buffer, no `EntryStat`).
+ */
+export class FolderEntries {
+  readonly length: number;
+  private readonly all: Buffer;
+  private readonly fields: BigInt64Array;
+  private readonly unsigned: BigUint64Array;
+  private readonly words: Uint32Array;
+
+  constructor(private readonly listing: DirListing) {
+    const { names, ends, fields } = listing;
+    this.length = ends.length;
+    this.all = Buffer.from(names.buffer, names.byteOffset, names.byteLength);
+    this.fields = fields;
+    this.unsigned = new BigUint64Array(fields.buffer, fields.byteOffset, fields.length);
+    this.words = new Uint32Array(fields.buffer, fields.byteOffset, fields.length * 2);
+  }
+
+  private start(i: number): number {
+    return i === 0 ? 0 : this.listing.ends[i - 1]!;
+  }
+
+  /** Entry i's name: a view into the listing. */
+  name(i: number): Buffer {
+    return this.all.subarray(this.start(i), this.listing.ends[i]);
+  }
+
+  /** Entry i's name as a latin1 string (one character per byte): a key for maps of names. */
+  key(i: number): string {
+    return this.all.toString('latin1', this.start(i), this.listing.ends[i]);
+  }
+
+  /** Why entry i could not be lstat'ed, or undefined. */
+  failure(i: number): ReadError | undefined {
+    return this.listing.failed.size === 0 ? undefined : this.listing.failed.get(i);
+  }
+
+  /** The low 32 bits of entry i's field k. */
+  private word(i: number, k: number): number {
+    return this.words[(i * STAT_FIELDS + k) * 2 + LOW]!;
+  }
+
+  /** Entry i's type (a failed lstat's zeros read as a socket: ask `failure` first). */
+  type(i: number): NodeType {
+    return typeOf(this.word(i, 0));
+  }
+
+  /** Entry i's permission bits, owner, group, size and link count, as `EntryStat` has them. */
+  mode(i: number): number {
+    return this.word(i, 0) & 0o7777;
+  }
+
+  uid(i: number): number {
+    return this.word(i, 1);
+  }
+
+  gid(i: number): number {
+    return this.word(i, 2);
+  }
+
+  size(i: number): number {
+    return this.word(i, 3) + this.words[(i * STAT_FIELDS + 3) * 2 + 1 - LOW]! * 2 ** 32;
+  }
+
+  links(i: number): number {
+    return this.word(i, 9);
+  }
+
+  mtime(i: number): bigint {
+    return this.fields[i * STAT_FIELDS + 4]!;
+  }
+
+  ctime(i: number): bigint {
+    return this.fields[i * STAT_FIELDS + 5]!;
+  }
+
+  inode(i: number): bigint {
+    return this.unsigned[i * STAT_FIELDS + 6]!;
+  }
+
+  device(i: number): bigint {
+    return this.unsigned[i * STAT_FIELDS + 7]!;
+  }
+
+  /** Entry i's lstat, or undefined when it failed (`failure` says why). */
+  stat(i: number): EntryStat | undefined {
+    if (this.failure(i)) return undefined;
+    const o = i * STAT_FIELDS;
+    return {
+      type: this.type(i), mode: this.mode(i), uid: this.uid(i), gid: this.gid(i), size: this.size(i),
+      mtime: this.mtime(i), ctime: this.ctime(i), inode: this.inode(i), device: this.device(i), rdev: this.unsigned[o + 8]!, links: this.links(i),
+    };
+  }
+
+  /** Entry i as one object. */
+  entry(i: number): ListedEntry {
+    const error = this.failure(i);
+    return error ? { name: this.name(i), error } : { name: this.name(i), st: this.stat(i)! };
+  }
+}
+
+/** A folder's entries, in order, each as one object; names are views into the listing. */
+export function listedEntries(entries: FolderEntries): ListedEntry[] {
+  return Array.from({ length: entries.length }, (_, i) => entries.entry(i));
+}
+
+/**
+ * A `DirListing` of names lstat'ed one by one, each through its own path
+ * (`paths[i]`): a folder whose entries' paths are too long for the native
+ * listing, reached through the path shortener.
+ */
+export function listingOf(names: readonly Buffer[], paths: readonly PosixPath[]): DirListing {
+  const all = Buffer.concat(names);
+  const ends = new Uint32Array(names.length);
+  const fields = new BigInt64Array(names.length * STAT_FIELDS);
+  const failed = new Map<number, ReadError>();
+  let end = 0;
+  for (let i = 0; i < names.length; i++) {
+    ends[i] = end += names[i]!.length;
+    let st: BigIntStats;
+    try {
+      st = lstatSync(paths[i]!, { bigint: true });
+    } catch (e) {
+      failed.set(i, errorOf(e));
       continue;
     }
-    const o = i * STAT_FIELDS;
-    const mode = Number(f[o]);
-    out.push({
-      name,
-      st: {
-        type: typeOf(mode),
-        mode: mode & 0o7777,
-        uid: Number(f[o + 1]),
-        gid: Number(f[o + 2]),
-        size: Number(f[o + 3]),
-        mtime: f[o + 4]!,
-        ctime: f[o + 5]!,
-        inode: BigInt.asUintN(64, f[o + 6]!),
-        device: BigInt.asUintN(64, f[o + 7]!),
-        rdev: BigInt.asUintN(64, f[o + 8]!),
-        links: Number(f[o + 9]),
-      },
-    });
+    fields.set([st.mode, st.uid, st.gid, st.size, st.mtimeNs, st.ctimeNs, st.ino, st.dev, st.rdev, st.nlink].map((v) => BigInt.asIntN(64, v)), i * STAT_FIELDS);
   }
-  return out;
+  return { names: new Uint8Array(all.buffer, all.byteOffset, all.length), ends, fields, failed };
 }
 
 const SLASH = Buffer.from('/');

@@ -9,12 +9,17 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DirScanner } from '../../src/jobs/backup/dir-scanner.js';
-import { listDirStats, listedEntries, type ListedEntry, type ReadError } from '../../src/sources/file-tree.js';
+import { FolderEntries, listDirStats, listedEntries, type ListedEntry, type ReadError } from '../../src/sources/file-tree.js';
+
+/** A listing's entries, each as one object. */
+function flat(l: FolderEntries | { error: ReadError }): ListedEntry[] | { error: ReadError } {
+  return 'error' in l ? l : listedEntries(l);
+}
 
 /** A listing made on the spot, in this thread. */
 function here(dir: string): ListedEntry[] | { error: ReadError } {
   const l = listDirStats(Buffer.from(dir));
-  return 'error' in l ? l : listedEntries(l);
+  return 'error' in l ? l : flat(new FolderEntries(l));
 }
 
 describe('DirScanner', () => {
@@ -39,7 +44,7 @@ describe('DirScanner', () => {
     const s = new DirScanner({}, 1);
     try {
       for (const d of [p(), p('a'), p('a', 'a1'), p('a', 'a1', 'a11'), p('a', 'a2'), p('b'), p('b', 'b1'), p('d')]) {
-        assert.deepEqual(await s.list(Buffer.from(d), undefined), here(d), d);
+        assert.deepEqual(flat(await s.list(Buffer.from(d), undefined)), here(d), d);
       }
     } finally {
       await s.close();
@@ -50,10 +55,10 @@ describe('DirScanner', () => {
     const s = new DirScanner({}, 2);
     try {
       // The walk skips a/ (an excluded cache, say): the worker listed it all the same.
-      for (const d of [p(), p('b'), p('d')]) assert.deepEqual(await s.list(Buffer.from(d), undefined), here(d), d);
+      for (const d of [p(), p('b'), p('d')]) assert.deepEqual(flat(await s.list(Buffer.from(d), undefined)), here(d), d);
       // A folder behind the worker's stream is listed by a new walk.
-      assert.deepEqual(await s.list(Buffer.from(p('a', 'a1')), undefined), here(p('a', 'a1')));
-      assert.deepEqual(await s.list(Buffer.from(p('a', 'a1', 'a11')), undefined), here(p('a', 'a1', 'a11')));
+      assert.deepEqual(flat(await s.list(Buffer.from(p('a', 'a1')), undefined)), here(p('a', 'a1')));
+      assert.deepEqual(flat(await s.list(Buffer.from(p('a', 'a1', 'a11')), undefined)), here(p('a', 'a1', 'a11')));
       const gone = await s.list(Buffer.from(p('nowhere')), undefined);
       assert.ok('error' in gone && gone.error.code === 'ENOENT', JSON.stringify(gone));
     } finally {
@@ -64,15 +69,15 @@ describe('DirScanner', () => {
   it('hands over the same listings when it leaves out excluded folders or folders on other devices', async () => {
     const s = new DirScanner({ patterns: ['a1'] }, 1);
     try {
-      for (const d of [p(), p('a'), p('a', 'a2'), p('b')]) assert.deepEqual(await s.list(Buffer.from(d), undefined), here(d), d);
+      for (const d of [p(), p('a'), p('a', 'a2'), p('b')]) assert.deepEqual(flat(await s.list(Buffer.from(d), undefined)), here(d), d);
     } finally {
       await s.close();
     }
     const other = new DirScanner({}, 1);
     try {
       // No device is allowed: only the folder asked for is listed, and each further one is a new walk.
-      assert.deepEqual(await other.list(Buffer.from(p()), new Set<bigint>()), here(p()));
-      assert.deepEqual(await other.list(Buffer.from(p('d')), new Set<bigint>()), here(p('d')));
+      assert.deepEqual(flat(await other.list(Buffer.from(p()), new Set<bigint>())), here(p()));
+      assert.deepEqual(flat(await other.list(Buffer.from(p('d')), new Set<bigint>())), here(p('d')));
     } finally {
       await other.close();
     }
@@ -83,20 +88,20 @@ describe('DirScanner', () => {
     try {
       const first = s.forBackup();
       // The worker is now held one entry ahead, halfway through the tree.
-      assert.deepEqual(await first.list(Buffer.from(p()), undefined), here(p()));
-      assert.deepEqual(await first.list(Buffer.from(p('a')), undefined), here(p('a')));
+      assert.deepEqual(flat(await first.list(Buffer.from(p()), undefined)), here(p()));
+      assert.deepEqual(flat(await first.list(Buffer.from(p('a')), undefined)), here(p('a')));
       await first.close();
       // The next backup starts where it wants, with its own exclude rules, and finds nothing of the first walk.
       const second = s.forBackup({ patterns: ['a1'] });
-      for (const d of [p(), p('a'), p('a', 'a2'), p('b'), p('d')]) assert.deepEqual(await second.list(Buffer.from(d), undefined), here(d), d);
+      for (const d of [p(), p('a'), p('a', 'a2'), p('b'), p('d')]) assert.deepEqual(flat(await second.list(Buffer.from(d), undefined)), here(d), d);
       await second.close();
       // One that walked to the end leaves nothing either.
       const third = s.forBackup();
-      assert.deepEqual(await third.list(Buffer.from(p('b')), undefined), here(p('b')));
-      assert.deepEqual(await third.list(Buffer.from(p('b', 'b1')), undefined), here(p('b', 'b1')));
+      assert.deepEqual(flat(await third.list(Buffer.from(p('b')), undefined)), here(p('b')));
+      assert.deepEqual(flat(await third.list(Buffer.from(p('b', 'b1')), undefined)), here(p('b', 'b1')));
       await third.close();
       const fourth = s.forBackup();
-      assert.deepEqual(await fourth.list(Buffer.from(p('d')), undefined), here(p('d')));
+      assert.deepEqual(flat(await fourth.list(Buffer.from(p('d')), undefined)), here(p('d')));
       await fourth.close();
       // A walk started ahead of the backup: what it listed is what the backup then finds, and one never used is dropped.
       const unused = s.forBackup();
@@ -104,7 +109,7 @@ describe('DirScanner', () => {
       await unused.close();
       const ahead = s.forBackup();
       ahead.prefetch(Buffer.from(p()));
-      for (const d of [p(), p('a'), p('a', 'a1'), p('b')]) assert.deepEqual(await ahead.list(Buffer.from(d), undefined), here(d), d);
+      for (const d of [p(), p('a'), p('a', 'a1'), p('b')]) assert.deepEqual(flat(await ahead.list(Buffer.from(d), undefined)), here(d), d);
       await ahead.close();
       assert.equal(s.failed, false);
     } finally {

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { childPath, errorOf, listDirStats, listedEntries, toEntryStat, type ListedEntry, type ReadError } from '../../src/sources/file-tree.js';
+import { FolderEntries, childPath, errorOf, listDirStats, listedEntries, toEntryStat, type ListedEntry, type ReadError } from '../../src/sources/file-tree.js';
 
 const isRoot = process.getuid?.() === 0;
 const nobody = { uid: 65534, gid: 65534 };
@@ -36,7 +36,7 @@ function byNode(dir: Buffer): ListedEntry[] | { error: ReadError } {
 
 function listed(dir: Buffer): ListedEntry[] | { error: ReadError } {
   const l = listDirStats(dir);
-  return 'error' in l ? l : listedEntries(l);
+  return 'error' in l ? l : listedEntries(new FolderEntries(l));
 }
 
 describe('listDirStats', () => {
@@ -100,7 +100,9 @@ describe('listDirStats', () => {
 
   it('lists an empty folder and the root, and hands over arrays that can be transferred', () => {
     assert.deepEqual(listed(Buffer.from(p('empty'))), []);
-    assert.deepEqual(listed(Buffer.from('/')), byNode(Buffer.from('/')));
+    // The root's own entries change as other processes work (/tmp's times): names and types are compared.
+    const shape = (l: ListedEntry[] | { error: ReadError }): unknown => ('error' in l ? l : l.map((e) => [e.name.toString('latin1'), e.st?.type]));
+    assert.deepEqual(shape(listed(Buffer.from('/'))), shape(byNode(Buffer.from('/'))));
     const l = listDirStats(Buffer.from(p('all')));
     assert.ok(!('error' in l));
     const buffers = [l.names.buffer, l.ends.buffer, l.fields.buffer] as ArrayBuffer[];
@@ -132,7 +134,7 @@ describe('listDirStats', () => {
     for (const name of ['one', 'two', 'three']) await fs.writeFile(p('unsearchable', name), name);
     await fs.chmod(p('unsearchable'), 0o744);
     const script = `
-      import { errorOf, listDirStats, listedEntries } from ${JSON.stringify(FILE_TREE)};
+      import { FolderEntries, errorOf, listDirStats, listedEntries } from ${JSON.stringify(FILE_TREE)};
       import { readdirSync, lstatSync } from 'node:fs';
       const out = {};
       for (const dir of process.argv.slice(1)) {
@@ -140,7 +142,7 @@ describe('listDirStats', () => {
         const node = {};
         try { node.names = readdirSync(dir).sort(); node.errors = node.names.map((n) => { try { lstatSync(dir + '/' + n); return null; } catch (e) { return errorOf(e); } }); }
         catch (e) { node.error = errorOf(e); }
-        out[dir] = { native: 'error' in l ? l : listedEntries(l).map((e) => ({ name: e.name.toString(), error: e.error ?? null, hasStat: e.st !== undefined })), node };
+        out[dir] = { native: 'error' in l ? l : listedEntries(new FolderEntries(l)).map((e) => ({ name: e.name.toString(), error: e.error ?? null, hasStat: e.st !== undefined })), node };
       }
       console.log(JSON.stringify(out));`;
     const r = spawnSync('setpriv', [`--reuid=${nobody.uid}`, `--regid=${nobody.gid}`, '--clear-groups', process.execPath, '--input-type=module', '-e', script, p('closed'), p('unsearchable')], { encoding: 'utf8' });

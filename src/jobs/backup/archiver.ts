@@ -45,7 +45,7 @@ import type { CompressionMode } from '../../core/compress.js';
 import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
 import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
 import { XattrReader } from '../../sources/xattrs.js';
-import { childPath, errorOf, listDirSync, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat, type ListedEntry, type ReadError } from '../../sources/file-tree.js';
+import { FolderEntries, childPath, errorOf, listDirSync, listingOf, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat, type ReadError } from '../../sources/file-tree.js';
 import { Gate, PoolSession, transferable, type JobPoolOptions } from '../pool/worker-pool.js';
 import type { ChunkFileResult, FileJob, FileResult, FilesResult, SealResult, Task, WireBlob } from '../pool/protocol.js';
 import { DirScanner, InlineLister, SCAN_PATH_LIMIT, type FolderLister } from './dir-scanner.js';
@@ -193,6 +193,8 @@ const SLASH = Buffer.from('/');
 /** How the snapshots of other backups running beside this one begin (src/sources/fs-snapshots/tools.ts). */
 const OWN_SNAPSHOT = `.${SNAPSHOT_PREFIX}`;
 const DOT = Buffer.from('/.');
+/** The entries of a folder the walk does not enter (on another file system). */
+const NO_ENTRIES = new FolderEntries(listingOf([], []));
 
 
 const settled = (node: TreeNode | undefined): Pending => ({ node });
@@ -675,13 +677,13 @@ export class Archiver {
    * folder whose entries all have short paths; longer ones are read here,
    * each entry reached through the path shortener.
    */
-  private async listDir(path: Buffer, sys: PosixPath): Promise<{ entries: ListedEntry[]; sysOf: (i: number, p: Buffer) => PosixPath } | { error: ReadError }> {
+  private async listDir(path: Buffer, sys: PosixPath): Promise<{ entries: FolderEntries; sysOf: (i: number, p: Buffer) => PosixPath } | { error: ReadError }> {
     // The folder in its view, or `path` itself; a long one was turned into a /proc/self/fd path (`sys`), which stays here.
     const dir = this.views.length === 0 ? path : this.inView(path);
     if (dir.length < SCAN_PATH_LIMIT) {
       const listed = await this.scanner.list(dir, this.opts.oneFileSystem === true ? this.rootDevices : undefined);
       if ('error' in listed) return listed;
-      return { entries: listed, sysOf: dir === path ? (_, p) => p : (i) => childPath(dir, listed[i]!.name) };
+      return { entries: listed, sysOf: dir === path ? (_, p) => p : (i) => childPath(dir, listed.name(i)) };
     }
     let names: Buffer[];
     try {
@@ -689,18 +691,9 @@ export class Archiver {
     } catch (e) {
       return { error: errorOf(e) };
     }
-    const entries: ListedEntry[] = [];
     const syses: PosixPath[] = [];
-    for (const name of names) {
-      const s = await this.sys(childPath(path, name));
-      syses.push(s);
-      try {
-        entries.push({ name, st: statEntrySync(s) });
-      } catch (e) {
-        entries.push({ name, error: errorOf(e) });
-      }
-    }
-    return { entries, sysOf: (i) => syses[i]! };
+    for (const name of names) syses.push(await this.sys(childPath(path, name)));
+    return { entries: new FolderEntries(listingOf(names, syses)), sysOf: (i) => syses[i]! };
   }
 
   /**
@@ -710,7 +703,7 @@ export class Archiver {
    * own.
    */
   private async scheduleDir(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, xattrs: readonly Xattr[] | undefined, prev: TreeNode | undefined): Promise<Pending> {
-    let listed: { entries: ListedEntry[]; sysOf: (i: number, p: Buffer) => PosixPath } = { entries: [], sysOf: (_, p) => p };
+    let listed: { entries: FolderEntries; sysOf: (i: number, p: Buffer) => PosixPath } = { entries: NO_ENTRIES, sysOf: (_, p) => p };
     if (this.entered(st)) {
       const l = await this.listDir(path, sys);
       if ('error' in l) {
@@ -721,67 +714,83 @@ export class Archiver {
     }
     const { entries, sysOf } = listed;
     const rules = this.opts.excludes;
-    const kept = rules?.keptIn(sys, entries.length, (i) => entries[i]!.name);
+    const kept = rules?.keptIn(sys, entries.length, (i) => entries.name(i));
     const byPath = rules !== undefined && !rules.paths.empty;
     const prevSubtree = prev?.type === 'dir' ? prev.subtree : undefined;
     const parents = await this.parentNodes(prevSubtree);
     const children: Pending[] = [];
     const of: (TreeNode | undefined)[] = [];
+    let unchanged = 0;
     for (let i = 0; i < entries.length; i++) {
-      const entry = entries[i]!;
-      if (rules && ((kept !== undefined && !kept(entry.name)) || (entry.st && rules.excludesSize(entry.st.type, entry.st.size)))) continue;
-      let p = byPath ? childPath(path, entry.name) : undefined;
+      const error = entries.failure(i);
+      if (rules && ((kept !== undefined && !kept(entries.name(i))) || (error === undefined && rules.excludesSize(entries.type(i), entries.size(i))))) continue;
+      let p = byPath ? childPath(path, entries.name(i)) : undefined;
       if (p !== undefined && rules!.excludesPath(p)) continue;
       this.opts.signal?.throwIfAborted();
       if (this.fatal) throw this.fatal;
-      const was = parents?.get(entry.name.toString('latin1'));
+      const was = parents?.get(entries.key(i));
       of.push(was);
-      if (entry.st !== undefined && was !== undefined && this.sameFile(entry.st, was)) {
-        this.countUnchanged(entry.st, was);
-        this.report(path, entry.name);
-        this.opts.onFile?.(childPath(path, entry.name).toString(), 'unchanged');
+      if (error === undefined && was !== undefined && this.sameFile(entries, i, was)) {
+        this.countUnchanged(was);
+        unchanged++;
+        this.opts.onFile?.(childPath(path, entries.name(i)).toString(), 'unchanged');
         children.push(settled(was));
         continue;
       }
-      p ??= childPath(path, entry.name);
-      if (entry.error) {
-        children.push(this.cannotStat(p, entry.error));
+      const entryName = entries.name(i);
+      p ??= childPath(path, entryName);
+      if (error) {
+        children.push(this.cannotStat(p, error));
         continue;
       }
-      const scheduled = this.scheduleStatted(p, sysOf(i, p), entry.name, entry.st, was);
+      const scheduled = this.scheduleStatted(p, sysOf(i, p), entryName, entries.stat(i)!, was);
       children.push(scheduled instanceof Promise ? await scheduled : scheduled);
     }
+    if (unchanged > 0) this.report(path);
     return this.folder(name, st, xattrs, children, path, prevSubtree, parents === undefined ? undefined : { nodes: parents, of });
   }
 
   /** Counts an unchanged file as done, its content as the snapshot's. */
-  private countUnchanged(st: EntryStat, prev: TreeNode & { content: ContentEntry[] }): void {
+  private countUnchanged(prev: TreeNode & { content: ContentEntry[] }): void {
     this.filesUnchanged++;
     this.progress.files++;
-    this.progress.bytes += st.size;
+    this.progress.bytes += prev.size;
     for (const c of prev.content) this.addEntry(c);
   }
 
   /**
-   * Whether a file is unchanged (`unchanged`) and the node made of it would
-   * be its parent's node as it is: the same mode, owner and link count, and
-   * so, the ctime being the same, the same extended attributes.
+   * Whether entry i of a folder is a file whose node would be its parent's
+   * node as it is: unchanged (as `unchanged` says), with the same mode, owner
+   * and link count, and so, the ctime being the same, the same extended
+   * attributes. Read from the listing's arrays, without an `EntryStat`: this
+   * runs for most entries of an incremental.
    */
-  private sameFile(st: EntryStat, prev: TreeNode): prev is TreeNode & { content: ContentEntry[] } {
-    return st.type === 'file' && this.unchanged(st, prev) && prev.mode === st.mode && prev.uid === st.uid && prev.gid === st.gid && prev.links === st.links
-      && prev.user === this.names.user(st.uid) && prev.group === this.names.group(st.gid);
+  private sameFile(e: FolderEntries, i: number, prev: TreeNode): prev is TreeNode & { content: ContentEntry[] } {
+    return prev.type === 'file' && e.type(i) === 'file' && prev.size === e.size(i) && prev.mtime === e.mtime(i) && prev.ctime === e.ctime(i)
+      && prev.inode === e.inode(i) && prev.device === this.device(e.device(i))
+      && prev.mode === e.mode(i) && prev.uid === e.uid(i) && prev.gid === e.gid(i) && prev.links === e.links(i)
+      && prev.user === this.names.user(prev.uid) && prev.group === this.names.group(prev.gid) && this.contentKept(prev);
   }
 
+  /** Whether `st` is the file `prev` recorded: the same inode, device, size, mtime and ctime, its content kept (`contentKept`). */
   private unchanged(st: EntryStat, prev: TreeNode | undefined): prev is TreeNode & { content: ContentEntry[] } {
-    return this.opts.force !== true && prev !== undefined && prev.type === 'file' && prev.content !== undefined && !prev.damaged
-      && prev.inode === st.inode && prev.device === this.device(st.device) && prev.size === st.size
-      && prev.mtime === st.mtime && prev.ctime === st.ctime
-      && prev.content.every((c) => this.hasEntry(c));
+    return prev !== undefined && prev.type === 'file' && prev.inode === st.inode && prev.device === this.device(st.device) && prev.size === st.size
+      && prev.mtime === st.mtime && prev.ctime === st.ctime && this.contentKept(prev);
+  }
+
+  /** Whether a parent's file node's content is taken as it is: not with `force`, not damaged, every blob of it stored. */
+  private contentKept(prev: TreeNode): prev is TreeNode & { content: ContentEntry[] } {
+    return this.opts.force !== true && prev.content !== undefined && !prev.damaged && this.allStored(prev.content);
+  }
+
+  private allStored(content: readonly ContentEntry[]): boolean {
+    for (const c of content) if (!this.hasEntry(c)) return false;
+    return true;
   }
 
   private async scheduleFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, xattrs: readonly Xattr[] | undefined, prev: TreeNode | undefined): Promise<Pending> {
     if (this.unchanged(st, prev)) {
-      this.countUnchanged(st, prev);
+      this.countUnchanged(prev);
       this.report(path);
       this.opts.onFile?.(path.toString(), 'unchanged');
       return settled(this.node(name, st, { content: prev.content, ...(prev.fingerprint ? { fingerprint: prev.fingerprint } : {}) }, xattrs));
@@ -841,8 +850,7 @@ export class Archiver {
     // Large files are read here, one at a time, while the walk goes on (the pool's gate bounds both).
     if (st.size > MID_FILE) return this.track(this.oneLargeAtATime(() => this.largeFile(path, sys, st, complete)));
     // A parent whose content is all still here may be reused when the bytes match its fingerprint.
-    const reusable = wasFile && prev.fingerprint !== undefined && !prev.damaged && prev.content !== undefined
-      && prev.content.every((c) => this.hasEntry(c)) ? prev : undefined;
+    const reusable = wasFile && prev.fingerprint !== undefined && !prev.damaged && prev.content !== undefined && this.allStored(prev.content) ? prev : undefined;
     return this.enqueue(name, {
       path: typeof sys === 'string' ? Buffer.from(sys) : sys, size: st.size, mtime: st.mtime, ctime: st.ctime,
       ...(reusable ? { fingerprint: reusable.fingerprint } : {}),

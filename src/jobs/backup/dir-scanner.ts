@@ -31,7 +31,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { listDirStats, listedEntries, type DirListing, type ListedEntry, type ReadError } from '../../sources/file-tree.js';
+import { FolderEntries, listDirStats, type DirListing, type ReadError } from '../../sources/file-tree.js';
 import type { ExcludeOptions } from './excludes.js';
 
 /** What the scan worker is started with. */
@@ -76,7 +76,7 @@ const EVENTS_EVERY_MS = 10;
 /** What lists the walk's folders: the scan worker (`DirScanner`), or the main thread for a small tree (`InlineLister`). */
 export interface FolderLister {
   /** The entries of a folder sorted by name bytes, or why it could not be listed; `devices` as `DirScanner.list`. */
-  list(dir: Buffer, devices: ReadonlySet<bigint> | undefined): Promise<ListedEntry[] | { error: ReadError }>;
+  list(dir: Buffer, devices: ReadonlySet<bigint> | undefined): Promise<FolderEntries | { error: ReadError }>;
   /** Ends its use; idempotent. */
   close(): Promise<void>;
 }
@@ -97,9 +97,9 @@ export interface BackupLister extends FolderLister {
  * worker takes to start (docs/decisions.md, "Fixed costs per run").
  */
 export class InlineLister implements FolderLister {
-  list(dir: Buffer): Promise<ListedEntry[] | { error: ReadError }> {
+  list(dir: Buffer): Promise<FolderEntries | { error: ReadError }> {
     const listing = listDirStats(dir);
-    return Promise.resolve('error' in listing ? listing : listedEntries(listing));
+    return Promise.resolve('error' in listing ? listing : new FolderEntries(listing));
   }
 
   close(): Promise<void> {
@@ -141,7 +141,7 @@ export class DirScanner implements FolderLister {
    * The entries of a folder sorted by name bytes, or why it could not be
    * listed. `devices`: the devices a new walk may enter (undefined: any).
    */
-  async list(dir: Buffer, devices: ReadonlySet<bigint> | undefined): Promise<ListedEntry[] | { error: ReadError }> {
+  async list(dir: Buffer, devices: ReadonlySet<bigint> | undefined): Promise<FolderEntries | { error: ReadError }> {
     const key = dir.toString('latin1');
     if (performance.now() >= this.eventsAt) await this.letEventsIn();
     for (;;) {
@@ -154,7 +154,7 @@ export class DirScanner implements FolderLister {
           Atomics.add(this.counters, Counter.Taken, m.listing.ends.length);
           Atomics.notify(this.counters, Counter.Taken);
         }
-        if (m.dir === key) return 'error' in m.listing ? m.listing : listedEntries(m.listing);
+        if (m.dir === key) return 'error' in m.listing ? m.listing : new FolderEntries(m.listing);
       }
       if (this.failure) throw this.failure;
       if (!this.walking) {
