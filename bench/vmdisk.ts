@@ -32,6 +32,8 @@
 // Environment:
 //   BENCH_VMDISK        0: skip
 //   BENCH_VMDISK_SIZE   disk size (default 4G, the image scenario's, which holds the Linux tree; the size is 20G)
+//   BENCH_IMAGE_TOOLS   holdfast,restic (default both), as for the image scenario: without restic its rows are not run
+//   BENCH_VMDISK_VM     0: skip the running VM's rows
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -173,7 +175,9 @@ export async function runVmDiskBench(o: VmDiskOptions): Promise<number> {
   await mkdir(join(work, 'logs'), { recursive: true });
   const qcow2 = join(work, 'vm.qcow2');
   const raw = join(work, 'vm.img');
-  const restic = findInPath('restic') !== null;
+  const resticAsked = (process.env['BENCH_IMAGE_TOOLS'] ?? 'holdfast,restic').split(',').map((t) => t.trim()).includes('restic');
+  const restic = resticAsked && findInPath('restic') !== null;
+  const withVm = process.env['BENCH_VMDISK_VM'] !== '0';
   const problems: string[] = [];
   const steps = new Map<string, RunResult & { load: number[] }>();
   const dirOf = (t: string): string => join(work, t);
@@ -218,7 +222,7 @@ export async function runVmDiskBench(o: VmDiskOptions): Promise<number> {
       await run('restic-incremental', '[restic] incremental of the raw disk', 'restic', raw, rs(['backup', '--host', 'bench', raw]));
       await rm(raw, { force: true });
       await rm(dirOf('restic'), { recursive: true, force: true });
-    } else {
+    } else if (resticAsked) {
       problems.push('restic not found: the restic rows are not run');
     }
 
@@ -238,16 +242,18 @@ export async function runVmDiskBench(o: VmDiskOptions): Promise<number> {
     }
     await rm(dirOf('holdfast'), { recursive: true, force: true });
 
-    const vmDir = join(work, 'vm');
-    await mkdir(vmDir, { recursive: true });
-    const vm = await startVm(qcow2, vmDir);
-    try {
-      await untimed(hf('holdfast-vm', ['init']), 'holdfast init');
-      await run('vm-full', '[holdfast, running VM] first backup (qmp:…#drive0, adds the bitmap)', 'holdfast-vm', qcow2, hf('holdfast-vm', ['backup', '--json', '--host', 'bench', '--image', vm.source]));
-      await vm.write(0xa5, extents);
-      await run('vm-incremental', '[holdfast, running VM] incremental after the VM wrote the change', 'holdfast-vm', qcow2, hf('holdfast-vm', ['backup', '--json', '--host', 'bench', '--image', vm.source]));
-    } finally {
-      await vm.stop();
+    if (withVm) {
+      const vmDir = join(work, 'vm');
+      await mkdir(vmDir, { recursive: true });
+      const vm = await startVm(qcow2, vmDir);
+      try {
+        await untimed(hf('holdfast-vm', ['init']), 'holdfast init');
+        await run('vm-full', '[holdfast, running VM] first backup (qmp:…#drive0, adds the bitmap)', 'holdfast-vm', qcow2, hf('holdfast-vm', ['backup', '--json', '--host', 'bench', '--image', vm.source]));
+        await vm.write(0xa5, extents);
+        await run('vm-incremental', '[holdfast, running VM] incremental after the VM wrote the change', 'holdfast-vm', qcow2, hf('holdfast-vm', ['backup', '--json', '--host', 'bench', '--image', vm.source]));
+      } finally {
+        await vm.stop();
+      }
     }
   } finally {
     // The copies and repositories are most of the disk's size each; the logs stay.

@@ -13,6 +13,7 @@
  * (`authenticateSnapshot`), so it never trusts a snapshot changed or planted
  * in storage.
  */
+import { endianness } from 'node:os';
 import { MAC_BYTES, mac, macMatches } from '../core/crypto.js';
 import { ID_BYTES, isIdHex } from '../core/ids.js';
 import { ByteReader, asRecord, parseJson } from './binary.js';
@@ -79,18 +80,66 @@ export interface Snapshot {
 export function encodeSnapshot(s: Snapshot, key: Buffer): Buffer {
   const { blobs, ...meta } = s;
   const json = Buffer.from(JSON.stringify(meta), 'utf8');
-  const sorted = [...new Set(blobs)].sort();
-  const b = Buffer.alloc(4 + 1 + 4 + json.length + 4 + sorted.length * ID_BYTES + MAC_BYTES);
+  const ids = sortedIds(blobs);
+  const b = Buffer.alloc(4 + 1 + 4 + json.length + 4 + ids.length + MAC_BYTES);
   b.write(MAGIC, 0, 'latin1');
   b.writeUInt8(SNAPSHOT_VERSION, 4);
   b.writeUInt32LE(json.length, 5);
   json.copy(b, 9);
   let o = 9 + json.length;
-  b.writeUInt32LE(sorted.length, o);
+  b.writeUInt32LE(ids.length / ID_BYTES, o);
   o += 4;
-  for (const id of sorted) o += Buffer.from(id, 'hex').copy(b, o);
+  o += ids.copy(b, o);
   mac(key, b.subarray(0, o)).copy(b, o);
   return b;
+}
+
+/** Where the high 32 bits of a 64-bit word are, in 32-bit words. */
+const HIGH = endianness() === 'LE' ? 1 : 0;
+
+/**
+ * The distinct ids of `hex`, sorted bytewise, back to back. An image
+ * snapshot lists a block map's worth (111,000 ids for 14 GiB of disk): the
+ * ids are made bytes in one conversion and sorted as numbers (their first
+ * four bytes above their ordinal, in 64-bit words), with the rare ties of
+ * the first four bytes settled bytewise; a sort of the hex strings and a
+ * conversion per id took three times as long (docs/decisions.md).
+ */
+function sortedIds(hex: readonly string[]): Buffer {
+  const n = hex.length;
+  const all = Buffer.allocUnsafeSlow(n * ID_BYTES);
+  if (all.write(hex.join(''), 'hex') !== all.length || hex.some((h) => h.length !== 2 * ID_BYTES)) throw new TypeError('a snapshot lists blob ids of 64 hex characters');
+  const words = new Uint32Array(2 * n);
+  for (let i = 0; i < n; i++) {
+    words[2 * i + HIGH] = all.readUInt32BE(i * ID_BYTES);
+    words[2 * i + 1 - HIGH] = i;
+  }
+  new BigUint64Array(words.buffer).sort();
+  const out = Buffer.allocUnsafeSlow(n * ID_BYTES);
+  // Both buffers start their own ArrayBuffers: an id is copied as eight 32-bit words.
+  const from = new Uint32Array(all.buffer, 0, n * 8);
+  const to = new Uint32Array(out.buffer, 0, n * 8);
+  let o = 0;
+  const put = (i: number): void => {
+    for (let w = 0; w < 8; w++) to[o * 8 + w] = from[i * 8 + w]!;
+    o++;
+  };
+  for (let k = 0; k < n;) {
+    // The run of ids that share their first four bytes (almost always one): a copy of an id is in the same run.
+    let end = k + 1;
+    while (end < n && words[2 * end + HIGH] === words[2 * k + HIGH]) end++;
+    if (end === k + 1) {
+      put(words[2 * k + 1 - HIGH]!);
+    } else {
+      const run = Array.from({ length: end - k }, (_, j) => words[2 * (k + j) + 1 - HIGH]!);
+      run.sort((a, b) => all.compare(all, b * ID_BYTES, (b + 1) * ID_BYTES, a * ID_BYTES, (a + 1) * ID_BYTES));
+      run.forEach((i, j) => {
+        if (j === 0 || all.compare(all, run[j - 1]! * ID_BYTES, run[j - 1]! * ID_BYTES + ID_BYTES, i * ID_BYTES, (i + 1) * ID_BYTES) !== 0) put(i);
+      });
+    }
+    k = end;
+  }
+  return out.subarray(0, o * ID_BYTES);
 }
 
 /**

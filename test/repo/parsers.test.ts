@@ -780,6 +780,24 @@ describe('snapshot: specific cases', () => {
     assert.deepEqual(back.blobs, ['00'.repeat(32), '80'.repeat(32), 'ff'.repeat(32)]);
   });
 
+  it('encoding sorts and de-duplicates any blob list as a sort of the hex would, ids sharing their first bytes included', () => {
+    const s = fc.sample(snapshotArb, { seed: 4, numRuns: 1 })[0]!;
+    // Few distinct first bytes and tails, so that runs of equal prefixes and duplicates are common.
+    const id = fc.tuple(fc.constantFrom('00000000', '0000ffff', 'ffffffff', '80000001'), fc.constantFrom('00', '7f', 'ff', 'a5'), fc.constantFrom('00', '01', 'fe'))
+      .map(([head, mid, tail]) => `${head}${mid.repeat(27)}${tail}`);
+    fc.assert(fc.property(fc.array(id, { maxLength: 60 }), (ids) => {
+      const back = decodeSnapshot(encodeSnapshot({ ...s, blobs: ids }, MAC_KEY), SNAPSHOT_WHAT);
+      assert.deepEqual(back.blobs, [...new Set(ids)].sort());
+    }));
+  });
+
+  it('encoding refuses a blob list with an id that is not 64 hex characters', () => {
+    const s = fc.sample(snapshotArb, { seed: 5, numRuns: 1 })[0]!;
+    for (const bad of [['ab'.repeat(31)], ['zz'.repeat(32)], ['ab'.repeat(31) + 'a', 'ab'.repeat(32) + 'b']]) {
+      assert.throws(() => encodeSnapshot({ ...s, blobs: bad }, MAC_KEY), /64 hex characters/, JSON.stringify(bad));
+    }
+  });
+
   it('the blob list is made into hex when first read, once, and from the bytes decoded (not from a buffer reused since)', () => {
     const ids = ['01'.repeat(32), 'ab'.repeat(32), 'fe'.repeat(32)];
     const s = fc.sample(snapshotArb, { seed: 2, numRuns: 1 })[0]!;
