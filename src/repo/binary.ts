@@ -86,6 +86,14 @@ export class ByteReader {
     return v;
   }
 
+  /** Steps over `n` bytes; returns where they start. */
+  skip(n: number, field: string): number {
+    this.need(n, field);
+    const at = this.pos;
+    this.pos += n;
+    return at;
+  }
+
   bytes(n: number, field: string): Buffer {
     this.need(n, field);
     const v = this.buf.subarray(this.pos, this.pos + n);

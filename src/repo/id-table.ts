@@ -114,6 +114,19 @@ export class IdTable {
    */
   add(hex: string): number {
     if (!parseId(hex, this.key)) throw new RangeError(`not an id: ${JSON.stringify(hex.slice(0, 80))}`);
+    return this.addKey();
+  }
+
+  /** As `add`, for the id in the 32 bytes at `bytes[at]`. */
+  addBytes(bytes: Uint8Array, at: number): number {
+    if (at < 0 || at + ID_WORDS * 4 > bytes.length) throw new RangeError(`no id at ${at} of ${bytes.length} bytes`);
+    const k = this.key;
+    for (let w = 0, i = at; w < ID_WORDS; w++, i += 4) k[w] = ((bytes[i]! << 24) | (bytes[i + 1]! << 16) | (bytes[i + 2]! << 8) | bytes[i + 3]!) >>> 0;
+    return this.addKey();
+  }
+
+  /** `add` of the parsed key. */
+  private addKey(): number {
     let h = this.hashKey();
     const found = this.probe(h);
     if (found >= 0) return found;

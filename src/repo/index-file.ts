@@ -59,19 +59,33 @@ export function encodeIndex(f: IndexFile): Buffer {
   return b;
 }
 
-export function decodeIndex(bytes: Buffer, what: string): IndexFile {
+/** What `readIndex` reports of an index file, in the file's order; ids as where their 32 bytes start in the file. */
+interface IndexVisitor {
+  pack(at: number): void;
+  blob(type: BlobType, flags: number, offset: number, length: number, rawLength: number, at: number): void;
+  superseded(at: number): void;
+}
+
+const IGNORE: IndexVisitor = { pack: () => undefined, blob: () => undefined, superseded: () => undefined };
+
+/**
+ * Checks index file `bytes` and reports what it holds to `to` as it goes:
+ * a `CorruptObjectError` (or `UnsupportedVersionError`) may come after some
+ * of it was reported, so a caller that keeps what it is told checks the
+ * file first (`checkIndex`).
+ */
+function readIndex(bytes: Buffer, what: string, to: IndexVisitor): void {
   const r = new ByteReader(bytes, what);
   r.magic(MAGIC);
   const version = r.u8('version');
   if (version !== INDEX_VERSION) throw new UnsupportedVersionError(what, version, INDEX_VERSION);
   const packCount = r.u32('pack count');
   if (packCount * (ID_BYTES + 4) > r.remaining) r.fail(`claims ${packCount} packs`);
-  const packs: IndexedPack[] = [];
   for (let i = 0; i < packCount; i++) {
-    const pack = idHex(r.bytes(ID_BYTES, 'pack id'));
+    const pack = r.skip(ID_BYTES, 'pack id');
     const n = r.u32('blob count');
-    if (n * ENTRY_BYTES > r.remaining) r.fail(`pack ${pack} claims ${n} blobs`);
-    const blobs: PackedBlob[] = [];
+    if (n * ENTRY_BYTES > r.remaining) r.fail(`pack ${idHex(bytes.subarray(pack, pack + ID_BYTES))} claims ${n} blobs`);
+    to.pack(pack);
     for (let j = 0; j < n; j++) {
       const type = r.u8('type');
       if (!isBlobType(type)) r.fail(`unknown blob type ${type}`);
@@ -81,16 +95,34 @@ export function decodeIndex(bytes: Buffer, what: string): IndexFile {
       const offset = r.u32('offset');
       const length = r.u32('length');
       const rawLength = r.u32('raw length');
-      const id = idHex(r.bytes(ID_BYTES, 'blob id'));
-      blobs.push({ type, flags, offset, length, rawLength, id });
+      to.blob(type, flags, offset, length, rawLength, r.skip(ID_BYTES, 'blob id'));
     }
-    packs.push({ pack, blobs });
   }
   const sc = r.u32('superseded count');
   if (sc * ID_BYTES !== r.remaining) r.fail(`claims ${sc} superseded indexes`);
-  const supersedes: string[] = [];
-  for (let i = 0; i < sc; i++) supersedes.push(idHex(r.bytes(ID_BYTES, 'superseded id')));
+  for (let i = 0; i < sc; i++) to.superseded(r.skip(ID_BYTES, 'superseded id'));
   r.end();
+}
+
+/** Index file `bytes`, checked as `decodeIndex` checks it, not decoded: what `MasterIndex.addIndexFile` takes. */
+export function checkIndex(bytes: Buffer, what: string): Buffer {
+  readIndex(bytes, what, IGNORE);
+  return bytes;
+}
+
+export function decodeIndex(bytes: Buffer, what: string): IndexFile {
+  const hex = (at: number): string => idHex(bytes.subarray(at, at + ID_BYTES));
+  const packs: IndexedPack[] = [];
+  const supersedes: string[] = [];
+  let blobs: PackedBlob[] = [];
+  readIndex(bytes, what, {
+    pack: (at) => {
+      blobs = [];
+      packs.push({ pack: hex(at), blobs });
+    },
+    blob: (type, flags, offset, length, rawLength, at) => blobs.push({ type, flags, offset, length, rawLength, id: hex(at) }),
+    superseded: (at) => supersedes.push(hex(at)),
+  });
   return { packs, supersedes };
 }
 
@@ -200,41 +232,74 @@ export class MasterIndex {
     this.add(p, 'pending');
   }
 
+  /**
+   * Adds every blob of an index file that `checkIndex` accepted, read from
+   * its bytes (no hex string or object per blob: a reader's index of a
+   * large repository loads in a fraction of the time); the packs `pending`
+   * holds are added as `addPendingPack` adds them, the others as `addPack`.
+   */
+  addIndexFile(bytes: Buffer, pending: ReadonlyMap<string, unknown>): void {
+    let pack = 0;
+    let role: 'live' | 'pending' = 'live';
+    readIndex(bytes, 'index', {
+      pack: (at) => {
+        const name = idHex(bytes.subarray(at, at + ID_BYTES));
+        role = pending.has(name) ? 'pending' : 'live';
+        pack = this.packNumber(name);
+      },
+      blob: (type, flags, offset, length, rawLength, at) => {
+        const known = this.blobs.size;
+        this.addCopy(this.blobs.addBytes(bytes, at), this.blobs.size > known, pack, role, type, flags, offset, length, rawLength);
+      },
+      superseded: () => undefined,
+    });
+  }
+
   private add(p: IndexedPack, role: 'live' | 'pending'): void {
+    const pack = this.packNumber(p.pack);
+    for (const b of p.blobs) {
+      if (b.type > TYPE_MASK || (b.flags & ~FLAG_COMPRESSED) !== 0) throw new RangeError(`blob ${b.id}: type ${b.type}, flags ${b.flags} cannot be indexed`);
+      const known = this.blobs.size;
+      this.addCopy(this.blobs.add(b.id), this.blobs.size > known, pack, role, b.type, b.flags, b.offset, b.length, b.rawLength);
+    }
+  }
+
+  /** The number of pack `name` (64 hex), numbered as first met. */
+  private packNumber(name: string): number {
     const packs = this.packTable.size;
-    const pack = this.packTable.add(p.pack);
+    const pack = this.packTable.add(name);
     if (this.packTable.size > packs) {
       if (pack >= MAX_PACKS) throw new RangeError(`an index holds at most ${MAX_PACKS} packs`);
       this.packNames.push(undefined);
     }
-    for (const b of p.blobs) {
-      if (b.type > TYPE_MASK || (b.flags & ~FLAG_COMPRESSED) !== 0) throw new RangeError(`blob ${b.id}: type ${b.type}, flags ${b.flags} cannot be indexed`);
-      const known = this.blobs.size;
-      const o = this.blobs.add(b.id);
-      if (this.blobs.size > known) {
-        const page = this.blobs.page(o);
-        const at = this.blobs.base(o);
-        page[at + PACK_AND_BITS] = pack * LOW_BITS + (b.type | (b.flags === FLAG_COMPRESSED ? COMPRESSED : 0) | (role === 'pending' ? PRIMARY_PENDING : 0));
-        page[at + OFFSET] = b.offset;
-        page[at + LENGTH] = b.length;
-        page[at + RAW_LENGTH] = b.rawLength;
-        if (role === 'live') this.live++;
-        continue;
-      }
-      const copy: Copy = { pack, type: b.type, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength };
-      const extras = this.extras.get(o);
-      if (this.primaryRole(o) !== role && !extras?.other) {
-        if (role === 'live') this.live++;
-        (extras ?? this.addExtras(o)).other = copy;
-        continue;
-      }
-      if (sameSlot(this.primary(o), copy) || (extras?.other && sameSlot(extras.other, copy))) continue;
-      const key = slotKey(copy);
-      if (extras?.keys.has(key)) continue;
-      const e = extras ?? this.addExtras(o);
-      e.keys.add(key);
-      e.more.push(copy);
+    return pack;
+  }
+
+  /** Records a copy of blob ordinal `o` (`added`: the id was new to the table): in the table when it is the first, else among the extras. */
+  private addCopy(o: number, added: boolean, pack: number, role: 'live' | 'pending', type: BlobType, flags: number, offset: number, length: number, rawLength: number): void {
+    if (added) {
+      const page = this.blobs.page(o);
+      const at = this.blobs.base(o);
+      page[at + PACK_AND_BITS] = pack * LOW_BITS + (type | (flags === FLAG_COMPRESSED ? COMPRESSED : 0) | (role === 'pending' ? PRIMARY_PENDING : 0));
+      page[at + OFFSET] = offset;
+      page[at + LENGTH] = length;
+      page[at + RAW_LENGTH] = rawLength;
+      if (role === 'live') this.live++;
+      return;
     }
+    const copy: Copy = { pack, type, flags, offset, length, rawLength };
+    const extras = this.extras.get(o);
+    if (this.primaryRole(o) !== role && !extras?.other) {
+      if (role === 'live') this.live++;
+      (extras ?? this.addExtras(o)).other = copy;
+      return;
+    }
+    if (sameSlot(this.primary(o), copy) || (extras?.other && sameSlot(extras.other, copy))) return;
+    const key = slotKey(copy);
+    if (extras?.keys.has(key)) return;
+    const e = extras ?? this.addExtras(o);
+    e.keys.add(key);
+    e.more.push(copy);
   }
 
   /** The (empty) extras of ordinal `o`, once it has a copy beside its record. */

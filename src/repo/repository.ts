@@ -24,7 +24,7 @@ import { authenticateConfig, encodeConfig, newConfig, type RepoConfig } from './
 import { costTimes, decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile, type Password } from './key-file.js';
 import { BlobType, type PackedBlob } from './pack.js';
 import { blobIdHex, openBlob, type BlobKeys } from './blob-codec.js';
-import { MasterIndex, type BlobLocation, type IndexFile } from './index-file.js';
+import { MasterIndex, type BlobLocation } from './index-file.js';
 import { authenticateSnapshot, decodeSnapshot, encodeSnapshot, type Snapshot } from './snapshot.js';
 import { commitWindowMs, condemnedPacks, DEFAULT_MIN_GRACE_MS, type DeletionMarker } from './deletion-marker.js';
 import { RepositoryWriter, type WriterOptions } from './repository-writer.js';
@@ -75,15 +75,19 @@ export interface OpenOptions extends OperationOptions {
   readonly loadIndex?: boolean;
 }
 
+/** No pack marked for deletion: index files read by a refresh whose markers did not change are added as they were before. */
+const NONE_PENDING: ReadonlyMap<string, unknown> = new Map();
+
 /** What the index is built from: the markers (read first, docs/format.md §15) and the index files. */
 interface IndexSources {
   readonly markers: Loaded<DeletionMarker>;
-  readonly files: Loaded<IndexFile>;
+  /** Checked, not decoded (`MasterIndex.addIndexFile`). */
+  readonly files: Loaded<Buffer>;
 }
 
 async function loadIndexSources(store: Store, opts: OperationOptions): Promise<IndexSources> {
   const markers = await store.loadMarkers(opts);
-  return { markers, files: await store.loadIndexFiles(opts) };
+  return { markers, files: await store.loadCheckedIndexFiles(opts) };
 }
 
 /** One key file, as `key list` shows it. */
@@ -396,7 +400,7 @@ export class Repository {
         continue;
       }
       if (f === undefined) continue; // removed since the listing: a prune's, seen at the next refresh
-      for (const p of f.packs) this.current.addPack(p);
+      this.current.addIndexFile(f, NONE_PENDING);
       this.indexFiles.add(name);
       read++;
     }
@@ -407,11 +411,8 @@ export class Repository {
     // Markers first: a pack marked after this is handled by the snapshot fence (docs/format.md §15).
     const pending = condemnedPacks(markers.ok.values());
     for (const [name, e] of files.damaged) this.unusableIndexFile(name, e);
-    for (const [name, f] of files.ok) {
-      for (const p of f.packs) {
-        if (pending.has(p.pack)) this.index.addPendingPack(p);
-        else this.index.addPack(p);
-      }
+    for (const [name, bytes] of files.ok) {
+      this.index.addIndexFile(bytes, pending);
       this.indexFiles.add(name);
     }
     for (const p of pending.values()) this.index.addPendingPack(p);

@@ -23,7 +23,7 @@ import { NotFoundError, type Backend, type ObjectType, type OperationOptions } f
 import type { RepoConfig } from './config.js';
 import { decodeMarker, type DeletionMarker } from './deletion-marker.js';
 import { CorruptObjectError, UnsupportedVersionError } from './errors.js';
-import { decodeIndex, encodeIndex, type IndexFile } from './index-file.js';
+import { checkIndex, decodeIndex, encodeIndex, type IndexFile } from './index-file.js';
 import { handleOf, io, listObjects, loadChecked, loadEvery, readConfig, saveAddressed } from './objects.js';
 import { PACK_TRAILER_BYTES, parsePackHeader, parsePackTrailer, type PackedBlob } from './pack.js';
 import { decodeSnapshot, type Snapshot } from './snapshot.js';
@@ -142,11 +142,16 @@ export class Store {
     return this.loadAll('index', 'index', decodeIndex, opts);
   }
 
-  /** One index file; undefined when it is gone. Throws `CorruptObjectError` when it is damaged. */
-  async loadIndexFile(name: string, opts: OperationOptions = {}): Promise<IndexFile | undefined> {
+  /** Every index file, checked (`checkIndex`) and not decoded: what a reader's index is filled from (`MasterIndex.addIndexFile`). */
+  loadCheckedIndexFiles(opts: OperationOptions = {}): Promise<Loaded<Buffer>> {
+    return this.loadAll('index', 'index', checkIndex, opts);
+  }
+
+  /** One index file, checked and not decoded; undefined when it is gone. Throws `CorruptObjectError` when it is damaged. */
+  async loadIndexFile(name: string, opts: OperationOptions = {}): Promise<Buffer | undefined> {
     const what = `index ${name}`;
     try {
-      return decodeIndex(await loadChecked(this.backend, handleOf('index', name), what, opts), what);
+      return checkIndex(await loadChecked(this.backend, handleOf('index', name), what, opts), what);
     } catch (e) {
       if (e instanceof NotFoundError) return undefined;
       throw e;

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { IdTable } from '../../src/repo/id-table.js';
-import { MasterIndex, sameEntry, type BlobLocation, type IndexedPack } from '../../src/repo/index-file.js';
+import { MasterIndex, checkIndex, decodeIndex, encodeIndex, sameEntry, type BlobLocation, type IndexedPack } from '../../src/repo/index-file.js';
 import { BlobType, FLAG_COMPRESSED, type PackedBlob } from '../../src/repo/pack.js';
 
 /** The index as it was: a Map per kind of copy, and a list of the others. */
@@ -148,6 +148,35 @@ describe('MasterIndex', () => {
         for (const p of [...packs, ...absent]) assert.equal(index.packs.has(p), model.packs.has(p), `packs.has ${p}`);
       }),
       { numRuns: 2000 },
+    );
+  });
+
+  it('fills from index files\' bytes as from their decoded packs, packs marked for deletion as pending', () => {
+    fc.assert(
+      fc.property(world, fc.integer({ min: 1, max: 4 }), fc.array(fc.boolean(), { minLength: 4, maxLength: 4 }), ({ ids, packs, absent, ops }, perFile, marked) => {
+        const pending = new Map(packs.filter((_, i) => marked[i]).map((p) => [p, true]));
+        const files: Buffer[] = [];
+        for (let i = 0; i < ops.length; i += perFile) {
+          files.push(encodeIndex({ packs: ops.slice(i, i + perFile).map(({ pack, blobs }) => ({ pack, blobs: blobs as PackedBlob[] })), supersedes: ids.slice(0, i % 3) }));
+        }
+        const fromBytes = new MasterIndex();
+        const decoded = new MasterIndex();
+        for (const f of files) {
+          fromBytes.addIndexFile(checkIndex(f, 'index'), pending);
+          for (const p of decodeIndex(f, 'index').packs) {
+            if (pending.has(p.pack)) decoded.addPendingPack(p);
+            else decoded.addPack(p);
+          }
+        }
+        for (const id of [...ids, ...absent]) {
+          assert.equal(fromBytes.has(id), decoded.has(id), `has ${id}`);
+          assert.deepEqual(fromBytes.copies(id).map(plain), decoded.copies(id).map(plain), `copies ${id}`);
+        }
+        assert.equal(fromBytes.size, decoded.size);
+        assert.deepEqual([...fromBytes.entries()].map(plain), [...decoded.entries()].map(plain));
+        for (const p of [...packs, ...absent]) assert.equal(fromBytes.packs.has(p), decoded.packs.has(p), `packs.has ${p}`);
+      }),
+      { numRuns: 1000 },
     );
   });
 
