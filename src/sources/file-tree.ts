@@ -141,25 +141,6 @@ export function listDirStats(dir: Buffer): DirListing | { error: ReadError } {
   return listing;
 }
 
-/**
- * The folders of a listing (entries lstat found to be directories), read
- * from its arrays without making a `ListedEntry` of every entry: what the
- * scan worker needs to walk on. `name(i)` is any entry's name, a view into
- * `listing.names`.
- */
-export function listedFolders(listing: DirListing): { readonly folders: { readonly name: Buffer; readonly device: bigint }[]; name(i: number): Buffer } {
-  const all = Buffer.from(listing.names.buffer, listing.names.byteOffset, listing.names.byteLength);
-  const { ends, fields } = listing;
-  const name = (i: number): Buffer => all.subarray(i === 0 ? 0 : ends[i - 1], ends[i]);
-  const folders: { name: Buffer; device: bigint }[] = [];
-  for (let i = 0; i < ends.length; i++) {
-    // A failed lstat left zeros: no type, so never a folder.
-    const o = i * STAT_FIELDS;
-    if ((Number(fields[o]) & constants.S_IFMT) === constants.S_IFDIR) folders.push({ name: name(i), device: BigInt.asUintN(64, fields[o + 7]!) });
-  }
-  return { folders, name };
-}
-
 /** Where the low 32 bits of an int64 field are, in 32-bit words (the fields are in the host's byte order). */
 const LOW = endianness() === 'LE' ? 0 : 1;
 

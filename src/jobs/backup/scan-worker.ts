@@ -6,7 +6,7 @@
  * kept between backups waits for that end before the next backup's walk.
  */
 import { workerData } from 'node:worker_threads';
-import { childPath, listDirStats, listedFolders } from '../../sources/file-tree.js';
+import { FolderEntries, childPath, listDirStats } from '../../sources/file-tree.js';
 import { ExcludeRules } from './excludes.js';
 import { Counter, SCAN_PATH_LIMIT, type ScanMessage, type ScanRequest, type ScanWorkerData } from './dir-scanner.js';
 
@@ -41,12 +41,13 @@ function walk(dir: Buffer, devices: ReadonlySet<bigint> | undefined, excludes: E
   }
   // Read before the arrays are transferred.
   const below: Buffer[] = [];
-  const { folders, name } = listedFolders(listing);
+  const entries = new FolderEntries(listing);
   // The walk's rules: a tagged folder keeps only its tag file, an excluded folder is not entered.
-  const kept = excludes.keptIn(dir, listing.ends.length, name);
-  for (const f of folders) {
-    if ((devices && !devices.has(f.device)) || (kept && !kept(f.name))) continue;
-    const path = childPath(dir, f.name);
+  const kept = excludes.keptIn(dir, entries.length, (i) => entries.name(i));
+  for (let i = 0; i < entries.length; i++) {
+    // A failed lstat left zeros: no type, so never a folder.
+    if (entries.type(i) !== 'dir' || (devices && !devices.has(entries.device(i))) || (kept && !kept(entries.name(i)))) continue;
+    const path = childPath(dir, entries.name(i));
     if (path.length < SCAN_PATH_LIMIT && !excludes.excludesPath(path)) below.push(path);
   }
   posted = (posted + listing.ends.length) | 0;
