@@ -68,6 +68,9 @@ interface IndexVisitor {
 
 const IGNORE: IndexVisitor = { pack: () => undefined, blob: () => undefined, superseded: () => undefined };
 
+/** The hex of the id at `bytes[at]`. */
+const idAt = (bytes: Buffer, at: number): string => idHex(bytes.subarray(at, at + ID_BYTES));
+
 /**
  * Checks index file `bytes` and reports what it holds to `to` as it goes:
  * a `CorruptObjectError` (or `UnsupportedVersionError`) may come after some
@@ -84,7 +87,7 @@ function readIndex(bytes: Buffer, what: string, to: IndexVisitor): void {
   for (let i = 0; i < packCount; i++) {
     const pack = r.skip(ID_BYTES, 'pack id');
     const n = r.u32('blob count');
-    if (n * ENTRY_BYTES > r.remaining) r.fail(`pack ${idHex(bytes.subarray(pack, pack + ID_BYTES))} claims ${n} blobs`);
+    if (n * ENTRY_BYTES > r.remaining) r.fail(`pack ${idAt(bytes, pack)} claims ${n} blobs`);
     to.pack(pack);
     for (let j = 0; j < n; j++) {
       const type = r.u8('type');
@@ -111,17 +114,16 @@ export function checkIndex(bytes: Buffer, what: string): Buffer {
 }
 
 export function decodeIndex(bytes: Buffer, what: string): IndexFile {
-  const hex = (at: number): string => idHex(bytes.subarray(at, at + ID_BYTES));
   const packs: IndexedPack[] = [];
   const supersedes: string[] = [];
   let blobs: PackedBlob[] = [];
   readIndex(bytes, what, {
     pack: (at) => {
       blobs = [];
-      packs.push({ pack: hex(at), blobs });
+      packs.push({ pack: idAt(bytes, at), blobs });
     },
-    blob: (type, flags, offset, length, rawLength, at) => blobs.push({ type, flags, offset, length, rawLength, id: hex(at) }),
-    superseded: (at) => supersedes.push(hex(at)),
+    blob: (type, flags, offset, length, rawLength, at) => blobs.push({ type, flags, offset, length, rawLength, id: idAt(bytes, at) }),
+    superseded: (at) => supersedes.push(idAt(bytes, at)),
   });
   return { packs, supersedes };
 }
@@ -243,7 +245,7 @@ export class MasterIndex {
     let role: 'live' | 'pending' = 'live';
     readIndex(bytes, 'index', {
       pack: (at) => {
-        const name = idHex(bytes.subarray(at, at + ID_BYTES));
+        const name = idAt(bytes, at);
         role = pending.has(name) ? 'pending' : 'live';
         pack = this.packNumber(name);
       },
