@@ -6,6 +6,7 @@ import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { parseCompressionMode, type CompressionMode } from '../core/compress.js';
 import { openBackend } from '../storage/open-backend.js';
+import type { KeyDerivation } from '../repo/key-file.js';
 import { Repository } from '../repo/repository.js';
 import { Store, type ModeOptions, type SnapshotEntry } from '../repo/store.js';
 import type { Backend } from '../storage/backend.js';
@@ -187,6 +188,14 @@ export function lockedByMe(): { holder: ProcessIdentity; machine: ProcessIdentit
 /** Repositories opened with a key by this command, closed (their keys zeroed) when it ends. */
 const opened = new Set<Repository>();
 
+/** The key derivation main.ts started for this command (early-key.ts), until a repository takes it or the command ends. */
+let derivation: KeyDerivation | undefined;
+
+/** Hands `openRepo` the derivation started before the command's modules loaded. */
+export function useKeyDerivation(d: KeyDerivation | undefined): void {
+  derivation = d;
+}
+
 /**
  * Opens the repository with the password and loads the index; `dryRun`:
  * writes are dropped (`DryRunBackend`); `signal`: the command's Ctrl-C, which
@@ -197,7 +206,7 @@ export async function openRepo(g: GlobalOptions, opts: { index?: boolean; dryRun
   const location = await backendFor(g, false, opts.signal);
   const store = await Store.open(opts.dryRun ? new DryRunBackend(location) : location, modeOptions());
   const repo = await withPassword(getPassword(g), (password) => Repository.open(store, password, {
-    preferKey: readKeyHint, onWarning: warn, minGraceMs: minGraceMs(), loadIndex: opts.index !== false,
+    preferKey: readKeyHint, onWarning: warn, minGraceMs: minGraceMs(), loadIndex: opts.index !== false, ...(derivation ? { derivation } : {}),
   }));
   opened.add(repo);
   saveKeyHint(repo.config.id, repo.keyId);
@@ -224,6 +233,8 @@ export function processPool(): WorkerPool {
 export async function closeCommand(): Promise<void> {
   await pool?.close();
   pool = undefined;
+  await derivation?.dispose();
+  derivation = undefined;
   for (const repo of opened) repo.close();
   opened.clear();
 }

@@ -21,7 +21,8 @@
  *   secrets, so that two repositories can be told to share it without it.
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, randomFillSync, scrypt, timingSafeEqual } from 'node:crypto';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { createRequire } from 'node:module';
+import type { Blake3Hasher } from '@napi-rs/blake-hash';
 import type { ErrorCode } from './errors.js';
 
 export const KEY_BYTES = 32;
@@ -146,10 +147,18 @@ export function open(key: Buffer, sealed: Uint8Array, aad: Uint8Array, what: str
 /** One keyed BLAKE3 hasher per key, reset after each use: a new one costs 15 µs (docs/decisions.md). */
 const blake3Hashers = new WeakMap<Buffer, Blake3Hasher>();
 
+/**
+ * @napi-rs/blake-hash, loaded with the first key that hashes: its loading
+ * (10–15 ms, a native module and a process report) is then not on the way
+ * to the CLI's early key derivation (src/cli/early-key.ts), which needs
+ * this module but no hash.
+ */
+const blake3 = (): typeof import('@napi-rs/blake-hash') => createRequire(import.meta.url)('@napi-rs/blake-hash') as typeof import('@napi-rs/blake-hash');
+
 /** Keyed chunk id: BLAKE3 in keyed mode of `data` under `idKey` (32 bytes). */
 export function blobId(idKey: Buffer, data: Uint8Array): Buffer {
   let h = blake3Hashers.get(idKey);
-  if (!h) blake3Hashers.set(idKey, (h = Blake3Hasher.newKeyed(idKey)));
+  if (!h) blake3Hashers.set(idKey, (h = blake3().Blake3Hasher.newKeyed(idKey)));
   try {
     return h.update(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)).digestBuffer();
   } finally {

@@ -4,7 +4,7 @@
  * master key sealed with AES-256-GCM under the password-derived key.
  */
 import { hostname, userInfo } from 'node:os';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import {
   deriveKey, describeScrypt, masterKeyFrom, open, scryptCost, seal, validScryptParams, DEFAULT_SCRYPT_N, KEY_BYTES, MAX_SCRYPT_COST, type MasterKey, type ScryptParams,
 } from '../core/crypto.js';
@@ -94,11 +94,56 @@ export function costTimes(params: ScryptParams): number {
 }
 
 /**
- * Unwraps the master key. Throws `AuthenticationError` for a wrong password
- * and `CorruptObjectError` for a malformed file.
+ * A key file's wrapping key, derived before the repository is opened: the
+ * CLI starts the derivation a command will need while the command's modules
+ * load (src/cli/early-key.ts). `unwrapMasterKey` takes it for the key file
+ * (salt and parameters) and password it was started for, and derives anew
+ * for any other; what is not taken, `dispose` zeroes.
  */
-export async function unwrapMasterKey(file: KeyFile, password: Password, repoId: string, what: string): Promise<MasterKey> {
-  const wrapping = await deriveKey(password, Buffer.from(file.kdf.salt, 'base64'), file.kdf);
+export class KeyDerivation {
+  private pending: Promise<Buffer> | undefined;
+  private readonly password: Buffer;
+
+  /** Starts deriving `file`'s wrapping key from a copy of `password`; the caller keeps and zeroes its own. */
+  constructor(private readonly kdf: KeyFile['kdf'], password: Uint8Array) {
+    // Outside the JavaScript heap, as password.ts keeps passwords: the collector would copy a small one.
+    this.password = Buffer.from(new ArrayBuffer(password.length));
+    this.password.set(password);
+    this.pending = deriveKey(this.password, Buffer.from(kdf.salt, 'base64'), kdf);
+    this.pending.catch(() => undefined); // a failure is the caller's when it takes the derivation
+  }
+
+  /** The wrapping key, once, when it was derived for this key file and password; the caller zeroes it. */
+  take(file: KeyFile, password: Password): Promise<Buffer> | undefined {
+    const pending = this.pending;
+    if (pending === undefined || !sameKdf(file.kdf, this.kdf)) return undefined;
+    const given = typeof password === 'string' ? Buffer.from(password, 'utf8') : password;
+    const same = given.length === this.password.length && timingSafeEqual(given, this.password);
+    if (typeof password === 'string') given.fill(0);
+    if (!same) return undefined;
+    this.pending = undefined;
+    this.password.fill(0);
+    return pending;
+  }
+
+  /** Zeroes the password and, once derived, the key, unless they were taken. */
+  async dispose(): Promise<void> {
+    const pending = this.pending;
+    this.pending = undefined;
+    this.password.fill(0);
+    (await pending?.catch(() => undefined))?.fill(0);
+  }
+}
+
+const sameKdf = (a: KeyFile['kdf'], b: KeyFile['kdf']): boolean => a.algorithm === b.algorithm && a.salt === b.salt && a.N === b.N && a.r === b.r && a.p === b.p;
+
+/**
+ * Unwraps the master key, with the wrapping key of `ahead` when it was
+ * derived for this file and password. Throws `AuthenticationError` for a
+ * wrong password and `CorruptObjectError` for a malformed file.
+ */
+export async function unwrapMasterKey(file: KeyFile, password: Password, repoId: string, what: string, ahead?: KeyDerivation): Promise<MasterKey> {
+  const wrapping = await (ahead?.take(file, password) ?? deriveKey(password, Buffer.from(file.kdf.salt, 'base64'), file.kdf));
   let plain: Buffer;
   try {
     plain = open(wrapping, Buffer.from(file.data, 'base64'), AAD, what);

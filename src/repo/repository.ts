@@ -21,7 +21,7 @@ import { AuthenticationError, macKey, masterKeyFrom, masterKeyId, newMasterKey, 
 import type { CompressionMode } from '../core/compress.js';
 import { DEFAULT_CHUNKER_PARAMS, FastCDC, gearTable, validateChunkerParams, type ChunkerParams } from '../core/chunker.js';
 import { authenticateConfig, encodeConfig, newConfig, type RepoConfig } from './config.js';
-import { costTimes, decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile, type Password } from './key-file.js';
+import { costTimes, decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyDerivation, type KeyFile, type Password } from './key-file.js';
 import { BlobType, type PackedBlob } from './pack.js';
 import { blobIdHex, openBlob, type BlobKeys } from './blob-codec.js';
 import { MasterIndex, type BlobLocation } from './index-file.js';
@@ -73,6 +73,8 @@ export interface OpenOptions extends OperationOptions {
    * files need no key, and scrypt leaves this thread idle.
    */
   readonly loadIndex?: boolean;
+  /** A key derivation started before the open: used for the key file and password it was started for. */
+  readonly derivation?: KeyDerivation;
 }
 
 /** No pack marked for deletion: index files read by a refresh whose markers did not change are added as they were before. */
@@ -276,7 +278,7 @@ export class Repository {
       const times = costTimes(file.kdf);
       if (times > 1) opts.onWarning?.(`key ${name}: scrypt ${describeScrypt(file.kdf)} costs ${times} times the default; trying it takes longer`);
       try {
-        return await unwrapMasterKey(file, password, config.id, `key ${name}`);
+        return await unwrapMasterKey(file, password, config.id, `key ${name}`, opts.derivation);
       } catch (e) {
         if (e instanceof AuthenticationError) return undefined;
         if (!(e instanceof CorruptObjectError)) throw e;

@@ -18,6 +18,7 @@ import path from 'node:path';
 
 import { BadLocationError, type Backend } from './backend.js';
 import { LocalBackend } from './local-backend.js';
+import { splitLocation } from './location.js';
 import { MemoryBackend } from './memory-backend.js';
 import { HttpBackend, parseHttpLocation, type HttpSettings } from './http-backend.js';
 import { S3Backend } from './s3-backend.js';
@@ -55,9 +56,7 @@ export interface OpenBackendOptions {
 /** Opens the backend for `location`; see the module comment for the forms accepted. */
 export function openBackend(location: string, opts: OpenBackendOptions = {}): Backend {
   if (location === '') throw new BadLocationError('unsupported repository location "": the location is empty');
-  // Two letters or more, so that a Windows drive ("C:\backups") stays a path.
-  const scheme = /^([a-z][a-z0-9+.-]+):/i.exec(location)?.[1]?.toLowerCase();
-  const rest = scheme === undefined ? location : location.slice(scheme.length + 1);
+  const { scheme, rest } = splitLocation(location);
   switch (scheme) {
     case undefined:
       return new LocalBackend(path.resolve(location));

@@ -1,5 +1,5 @@
 /**
- * The CLI loads only the module of the command it runs (src/cli/main.ts):
+ * The CLI loads only the module of the command it runs (src/cli/program.ts):
  * the command is found past the global options, also when an option's value
  * is a command's name; help, a misspelt command and completion scripts still
  * see every command. Libraries few runs need are loaded when used: the

@@ -22,7 +22,7 @@ import { COMPRESSION_MODES } from '../../src/core/compress.js';
 import { isIdHex } from '../../src/core/ids.js';
 import { CorruptObjectError, ForgedObjectError, RetiredVersionError, UnsupportedVersionError } from '../../src/repo/errors.js';
 import { FORMAT_VERSION, authenticateConfig, decodeConfig, encodeConfig, newConfig, type RepoConfig } from '../../src/repo/config.js';
-import { decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyFile } from '../../src/repo/key-file.js';
+import { decodeKeyFile, KeyDerivation, unwrapMasterKey, wrapMasterKey, type KeyFile } from '../../src/repo/key-file.js';
 import { BlobType, FLAG_COMPRESSED, PACK_TRAILER_BYTES, PackWriter, parsePackHeader, parsePackTrailer, type PackedBlob } from '../../src/repo/pack.js';
 import { decodeIndex, encodeIndex, type IndexFile } from '../../src/repo/index-file.js';
 import { authenticateSnapshot, decodeSnapshot, encodeSnapshot, type Snapshot } from '../../src/repo/snapshot.js';
@@ -468,6 +468,25 @@ describe('key file: wrapping', () => {
     assert.deepEqual(back, key);
     await assert.rejects(unwrapMasterKey(file, 'other', repoId, KEY_WHAT), AuthenticationError);
     await assert.rejects(unwrapMasterKey(file, 'pw', 'ef'.repeat(32), KEY_WHAT), /belongs to another repository/);
+  });
+
+  it('a derivation started ahead is taken once, and only for its key file and password', async () => {
+    const key = newMasterKey();
+    const repoId = 'cd'.repeat(32);
+    const file = decodeKeyFile(await wrapMasterKey(key, repoId, 'pw', params), KEY_WHAT);
+    const other = decodeKeyFile(await wrapMasterKey(key, repoId, 'pw', params), KEY_WHAT);
+    const ahead = new KeyDerivation(file.kdf, Buffer.from('pw'));
+    // Another salt, another password: not taken, and still there for its own file.
+    assert.equal(ahead.take(other, 'pw'), undefined);
+    assert.equal(ahead.take(file, 'pW'), undefined);
+    assert.equal(ahead.take(file, Buffer.from('pw!')), undefined);
+    await assert.rejects(unwrapMasterKey(file, 'other', repoId, KEY_WHAT, ahead), AuthenticationError);
+    assert.deepEqual(await unwrapMasterKey(file, Buffer.from('pw'), repoId, KEY_WHAT, ahead), key);
+    assert.equal(ahead.take(file, 'pw'), undefined, 'taken by the unwrap');
+    // A second one, never taken: disposed, it is gone.
+    const unused = new KeyDerivation(file.kdf, Buffer.from('pw'));
+    await unused.dispose();
+    assert.equal(unused.take(file, 'pw'), undefined);
   });
 
   it('a key file with a damaged sealed part fails authentication, not parsing', async () => {

@@ -1,0 +1,91 @@
+/**
+ * The key derivation the CLI starts before it loads the command
+ * (src/cli/early-key.ts): started only for a command that opens the
+ * repository with its key, a local repository with one key file and a
+ * password from the environment or a file; never runs a password command.
+ * Whatever it guesses, the command opens with the right key or says the
+ * password is wrong, as before.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { startKeyDerivation } from '../../src/cli/early-key.js';
+import { decodeKeyFile, type KeyFile } from '../../src/repo/key-file.js';
+import { Sandbox } from '../helpers/cli.js';
+
+const PASSWORD = 'correct horse';
+
+describe('the key derivation started before the command loads', () => {
+  let s: Sandbox;
+  let file: KeyFile;
+  const saved = { ...process.env };
+
+  /** startKeyDerivation for `holdfast ARGS` with `env` as the whole password and repository environment. */
+  const start = async (args: string[], env: Record<string, string | undefined>) => {
+    for (const k of ['HOLDFAST_REPOSITORY', 'HOLDFAST_PASSWORD', 'HOLDFAST_PASSWORD_FILE', 'HOLDFAST_PASSWORD_COMMAND']) delete process.env[k];
+    Object.assign(process.env, env);
+    try {
+      return await startKeyDerivation(['node', 'holdfast', ...args]);
+    } finally {
+      process.env = { ...saved };
+    }
+  };
+
+  before(async () => {
+    s = await Sandbox.create('holdfast-early-key-');
+    await s.ok(['init']);
+    writeFileSync(s.path('pw'), `${PASSWORD}\n`);
+    const keys = s.path('repo', 'keys');
+    file = decodeKeyFile(readFileSync(join(keys, readdirSync(keys)[0]!)), 'key');
+  });
+  after(() => s.remove());
+
+  it('is started for a keyed command, with the password from the environment or a file, and only for that password', async () => {
+    for (const [args, env] of [
+      [['snapshots'], { HOLDFAST_REPOSITORY: s.repo, HOLDFAST_PASSWORD: PASSWORD }],
+      [['-r', s.repo, '--password-file', s.path('pw'), 'backup', '/nonexistent'], {}],
+      [['--repo=' + `local:${s.repo}`, '-q', 'restore', 'latest'], { HOLDFAST_PASSWORD_FILE: s.path('pw') }],
+    ] as [string[], Record<string, string>][]) {
+      const d = await start(args, env);
+      assert.ok(d, args.join(' '));
+      assert.equal(d.take(file, 'not it'), undefined, 'another password');
+      const key = await d.take(file, PASSWORD);
+      assert.ok(key?.length === 32, args.join(' '));
+      key.fill(0);
+      await d.dispose();
+    }
+  });
+
+  it('is not started for a command without the key, another kind of location, a password command or prompt, or several key files', async () => {
+    const env = { HOLDFAST_REPOSITORY: s.repo, HOLDFAST_PASSWORD: PASSWORD };
+    for (const args of [['init'], ['forget', '--keep-last', '1'], ['prune'], ['check'], ['copy', '--from-repo', s.repo], ['version'], ['--repo']]) {
+      assert.equal(await start(args, env), undefined, args.join(' '));
+    }
+    assert.equal(await start(['snapshots'], { ...env, HOLDFAST_REPOSITORY: 's3:https://127.0.0.1:1/bucket' }), undefined);
+    assert.equal(await start(['snapshots'], { ...env, HOLDFAST_REPOSITORY: s.path('missing') }), undefined);
+    assert.equal(await start(['snapshots'], { HOLDFAST_REPOSITORY: s.repo }), undefined, 'no password: the command asks or says so');
+    // A password command runs once, when the command asks for the password, never ahead of it.
+    const ran = s.path('ran');
+    assert.equal(await start(['--password-command', `touch ${ran}; echo ${PASSWORD}`, 'snapshots'], { HOLDFAST_REPOSITORY: s.repo }), undefined);
+    assert.equal(await start(['snapshots'], { HOLDFAST_REPOSITORY: s.repo, HOLDFAST_PASSWORD_COMMAND: `touch ${ran}; echo ${PASSWORD}` }), undefined);
+    assert.equal(existsSync(ran), false);
+  });
+
+  it('a wrong password is still wrong, and the right one still opens, with one key file and with two', async () => {
+    await s.ok(['backup', s.path('pw')]);
+    const opens = async (env: Record<string, string | undefined>): Promise<void> => {
+      const [snap] = JSON.parse((await s.ok(['snapshots', '--json'], { env })).stdout) as { paths: string[] }[];
+      assert.deepEqual(snap?.paths, [s.path('pw')]);
+      const wrong = await s.run(['snapshots'], { env: { ...env, HOLDFAST_PASSWORD: 'wrong horse', HOLDFAST_PASSWORD_FILE: undefined } });
+      assert.equal(wrong.code, 12, wrong.stderr);
+      assert.match(wrong.stderr, /wrong password/);
+    };
+    await opens({});
+    writeFileSync(s.path('pw2'), 'another one\n');
+    await s.ok(['key', 'add', '--new-password-file', s.path('pw2')]);
+    assert.equal(await start(['snapshots'], { HOLDFAST_REPOSITORY: s.repo, HOLDFAST_PASSWORD: PASSWORD }), undefined, 'two key files');
+    await opens({});
+    await opens({ HOLDFAST_PASSWORD: undefined, HOLDFAST_PASSWORD_FILE: s.path('pw2') });
+  });
+});
