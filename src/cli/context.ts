@@ -205,9 +205,16 @@ export function useKeyDerivation(d: KeyDerivation | undefined): void {
 export async function openRepo(g: GlobalOptions, opts: { index?: boolean; dryRun?: boolean; signal?: AbortSignal } = {}): Promise<Repository> {
   const location = await backendFor(g, false, opts.signal);
   const store = await Store.open(opts.dryRun ? new DryRunBackend(location) : location, modeOptions());
-  const repo = await withPassword(getPassword(g), (password) => Repository.open(store, password, {
-    preferKey: readKeyHint, onWarning: warn, minGraceMs: minGraceMs(), loadIndex: opts.index !== false, ...(derivation ? { derivation } : {}),
-  }));
+  let repo: Repository;
+  try {
+    repo = await withPassword(getPassword(g), (password) => Repository.open(store, password, {
+      preferKey: readKeyHint, onWarning: warn, minGraceMs: minGraceMs(), loadIndex: opts.index !== false, ...(derivation ? { derivation } : {}),
+    }));
+  } finally {
+    // Taken or not, it is of no use past the first open: its secrets go now, not when the command ends.
+    derivation?.dispose();
+    derivation = undefined;
+  }
   opened.add(repo);
   saveKeyHint(repo.config.id, repo.keyId);
   return repo;
@@ -233,7 +240,7 @@ export function processPool(): WorkerPool {
 export async function closeCommand(): Promise<void> {
   await pool?.close();
   pool = undefined;
-  await derivation?.dispose();
+  derivation?.dispose();
   derivation = undefined;
   for (const repo of opened) repo.close();
   opened.clear();

@@ -6,14 +6,16 @@
  * run").
  *
  * Only the likely case is started: a command that opens the repository with
- * its key, a local repository with one key file of at most the default cost,
- * and a password from the environment or a file (a password command is run
- * once, by the command; a prompt waits for the command). Nothing depends on
+ * its key, named before the command with nothing after it naming another or
+ * asking for help; a local repository with one key file, a regular file of
+ * at most the default cost; and a password from the environment or a
+ * regular file (a password command is run once, by the command; a prompt
+ * waits for the command; a pipe is read once). Nothing depends on
  * the guess: the repository takes the derivation only for the key file and
  * password it was started for (`KeyDerivation.take`), and any other is
  * derived as before. This module loads only what that needs.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { costTimes, decodeKeyFile, KeyDerivation } from '../repo/key-file.js';
 import { splitLocation } from '../storage/location.js';
@@ -23,18 +25,18 @@ import { getPassword, passwordOrigin, type PasswordOptions } from './password.js
 /** Global options that take a value: the word after one is not the command. */
 export const GLOBAL_VALUE_OPTIONS = new Set(['-r', '--repo', '--password-file', '--password-command', '--limit-upload', '--limit-download', '--cacert', '--fingerprint']);
 
-/** The command `argv` names (its first word past the global options), and the values of the global options before it. */
-export function commandLine(argv: readonly string[]): { name: string | undefined; globals: Map<string, string> } {
+/** The command `argv` names (its first word past the global options), where it is, and the values of the global options before it. */
+export function commandLine(argv: readonly string[]): { name: string | undefined; at: number; globals: Map<string, string> } {
   const globals = new Map<string, string>();
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--') break;
-    if (!a.startsWith('-')) return { name: a, globals };
+    if (!a.startsWith('-')) return { name: a, at: i, globals };
     const eq = a.indexOf('=');
     if (a.startsWith('--') && eq > 0) globals.set(a.slice(0, eq), a.slice(eq + 1));
     else if (GLOBAL_VALUE_OPTIONS.has(a) && i + 1 < argv.length) globals.set(a, argv[++i]!);
   }
-  return { name: undefined, globals };
+  return { name: undefined, at: argv.length, globals };
 }
 
 /** Commands that open the repository with its key whenever they run. */
@@ -44,27 +46,55 @@ const KEYED = new Set(['backup', 'snapshots', 'ls', 'diff', 'stats', 'restore', 
 const MAX_KEY_BYTES = 64 * 1024;
 
 /**
+ * Words after the command that name another repository or password, or ask
+ * for help: the command may then read something other than the guess, or
+ * nothing at all, and no guess is made.
+ */
+const LATER = /^(-r|--repo|--password-file|--password-command|-h|--help)(=|$)/;
+
+/**
+ * The bytes of the one regular file `path` names, when it has at most `max`:
+ * opened without following a symlink and without waiting (a FIFO planted in
+ * the repository would wait for a writer; a device would never end).
+ */
+function smallFile(path: string, max: number): Buffer | undefined {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.size > max) return undefined;
+    const buf = Buffer.alloc(max + 1);
+    let n = 0;
+    for (let got; n < buf.length && (got = readSync(fd, buf, n, buf.length - n, null)) > 0;) n += got;
+    return n > max ? undefined : buf.subarray(0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
  * Starts deriving the key of the repository `argv` (or the environment)
  * names, when the command will open it with its key; undefined when anything
  * is not as above or cannot be read (the command then says what, as before).
  */
 export async function startKeyDerivation(argv: readonly string[]): Promise<KeyDerivation | undefined> {
-  const { name, globals } = commandLine(argv);
-  if (name === undefined || !KEYED.has(name)) return undefined;
+  const { name, at, globals } = commandLine(argv);
+  if (name === undefined || !KEYED.has(name) || argv.slice(at + 1).some((a) => LATER.test(a))) return undefined;
   const location = globals.get('--repo') ?? globals.get('-r') ?? process.env['HOLDFAST_REPOSITORY'];
   if (!location) return undefined;
   const { scheme, rest } = splitLocation(location);
   if ((scheme !== undefined && scheme !== 'local') || rest === '') return undefined;
   const o: PasswordOptions = { passwordFile: globals.get('--password-file'), passwordCommand: globals.get('--password-command') };
   const origin = passwordOrigin(o);
-  if (origin === undefined || origin === 'the prompt' || origin.endsWith('-command') || origin.endsWith('_COMMAND')) return undefined;
   try {
+    // Only a password that reads the same twice (here and in the command): the environment's, or a regular file's (a pipe or a FIFO gives its bytes once).
+    const file = origin === '--password-file' ? o.passwordFile : origin === 'HOLDFAST_PASSWORD_FILE' ? process.env['HOLDFAST_PASSWORD_FILE'] : undefined;
+    if (origin !== 'HOLDFAST_PASSWORD' && (file === undefined || !statSync(file).isFile())) return undefined;
     const keys = join(resolve(rest), OBJECT_FOLDERS.key);
-    const names = readdirSync(keys);
-    if (names.length !== 1) return undefined;
-    const file = join(keys, names[0]!);
-    if (statSync(file).size > MAX_KEY_BYTES) return undefined;
-    const kdf = decodeKeyFile(readFileSync(file), 'key').kdf;
+    const entries = readdirSync(keys, { withFileTypes: true });
+    if (entries.length !== 1 || !entries[0]!.isFile()) return undefined;
+    const bytes = smallFile(join(keys, entries[0]!.name), MAX_KEY_BYTES);
+    if (bytes === undefined) return undefined;
+    const kdf = decodeKeyFile(bytes, 'key').kdf;
     if (costTimes(kdf) > 1) return undefined;
     const password = await getPassword(o);
     try {

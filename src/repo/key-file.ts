@@ -126,12 +126,12 @@ export class KeyDerivation {
     return pending;
   }
 
-  /** Zeroes the password and, once derived, the key, unless they were taken. */
-  async dispose(): Promise<void> {
+  /** Zeroes the password now and the key once derived, unless they were taken; nothing is taken after. */
+  dispose(): void {
     const pending = this.pending;
     this.pending = undefined;
     this.password.fill(0);
-    (await pending?.catch(() => undefined))?.fill(0);
+    pending?.then((key) => key.fill(0), () => undefined);
   }
 }
 

@@ -7,12 +7,13 @@
  * password is wrong, as before.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startKeyDerivation } from '../../src/cli/early-key.js';
-import { decodeKeyFile, type KeyFile } from '../../src/repo/key-file.js';
-import { Sandbox } from '../helpers/cli.js';
+import { decodeKeyFile, type KeyDerivation, type KeyFile } from '../../src/repo/key-file.js';
+import { CLI, Sandbox } from '../helpers/cli.js';
 
 const PASSWORD = 'correct horse';
 
@@ -53,7 +54,7 @@ describe('the key derivation started before the command loads', () => {
       const key = await d.take(file, PASSWORD);
       assert.ok(key?.length === 32, args.join(' '));
       key.fill(0);
-      await d.dispose();
+      d.dispose();
     }
   });
 
@@ -70,6 +71,45 @@ describe('the key derivation started before the command loads', () => {
     assert.equal(await start(['--password-command', `touch ${ran}; echo ${PASSWORD}`, 'snapshots'], { HOLDFAST_REPOSITORY: s.repo }), undefined);
     assert.equal(await start(['snapshots'], { HOLDFAST_REPOSITORY: s.repo, HOLDFAST_PASSWORD_COMMAND: `touch ${ran}; echo ${PASSWORD}` }), undefined);
     assert.equal(existsSync(ran), false);
+  });
+
+  it('is not started for what the command would not read the same way: options after the command, pipes, planted key entries', async () => {
+    const env = { HOLDFAST_REPOSITORY: s.repo, HOLDFAST_PASSWORD: PASSWORD };
+    for (const args of [['snapshots', '--help'], ['snapshots', '-h'], ['snapshots', '-r', s.repo], ['snapshots', `--repo=${s.repo}`], ['snapshots', '--password-file', s.path('pw')]]) {
+      assert.equal(await start(args, env), undefined, args.join(' '));
+    }
+    // A FIFO gives its bytes once (or waits for a writer), and so do /dev/stdin and a shell's <(…): never read ahead of the command.
+    const fifo = s.path('pw-fifo');
+    execFileSync('mkfifo', [fifo]);
+    assert.equal(await start(['--password-file', fifo, 'snapshots'], { HOLDFAST_REPOSITORY: s.repo }), undefined);
+    assert.equal(await start(['snapshots'], { HOLDFAST_REPOSITORY: s.repo, HOLDFAST_PASSWORD_FILE: fifo }), undefined);
+    const piped = spawnSync('/bin/sh', ['-c', 'echo "$PW" | "$NODE" "$CLI" --password-file /dev/stdin snapshots --json'], {
+      encoding: 'utf8', env: { ...s.env({ HOLDFAST_PASSWORD: undefined }), PATH: process.env['PATH'], PW: PASSWORD, NODE: process.execPath, CLI } as NodeJS.ProcessEnv,
+    });
+    assert.equal(piped.status, 0, piped.stderr);
+    // The one key entry planted as a FIFO, a symlink to a device, or too large: not read ahead (a FIFO would wait, /dev/zero never end).
+    const other = await Sandbox.create('holdfast-early-key-planted-');
+    try {
+      await other.ok(['init']);
+      const keys = other.path('repo', 'keys');
+      const real = join(keys, readdirSync(keys)[0]!);
+      const held = readFileSync(real);
+      const planted = (make: () => void): Promise<KeyDerivation | undefined> => {
+        rmSync(real, { force: true });
+        make();
+        return start(['snapshots'], { HOLDFAST_REPOSITORY: other.repo, HOLDFAST_PASSWORD: PASSWORD });
+      };
+      assert.equal(await planted(() => execFileSync('mkfifo', [real])), undefined, 'a FIFO');
+      const wrong = await other.run(['snapshots']);
+      assert.equal(wrong.code, 12, wrong.stderr);
+      assert.equal(await planted(() => symlinkSync('/dev/zero', real)), undefined, 'a symlink to /dev/zero');
+      assert.equal(await planted(() => writeFileSync(real, Buffer.concat([held, Buffer.alloc(64 * 1024, 0x20)]))), undefined, 'larger than a key file');
+      const d = await planted(() => writeFileSync(real, held));
+      assert.ok(d, 'the key file itself');
+      d.dispose();
+    } finally {
+      await other.remove();
+    }
   });
 
   it('a wrong password is still wrong, and the right one still opens, with one key file and with two', async () => {

@@ -485,7 +485,7 @@ describe('key file: wrapping', () => {
     assert.equal(ahead.take(file, 'pw'), undefined, 'taken by the unwrap');
     // A second one, never taken: disposed, it is gone.
     const unused = new KeyDerivation(file.kdf, Buffer.from('pw'));
-    await unused.dispose();
+    unused.dispose();
     assert.equal(unused.take(file, 'pw'), undefined);
   });
 
