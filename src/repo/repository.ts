@@ -92,6 +92,26 @@ async function loadIndexSources(store: Store, opts: OperationOptions): Promise<I
   return { markers, files: await store.loadCheckedIndexFiles(opts) };
 }
 
+/** An index built from its sources, which needs no key: `Repository.open` builds it while the key is derived. */
+interface BuiltIndex {
+  readonly index: MasterIndex;
+  /** The index files it holds. */
+  readonly files: readonly string[];
+  /** The index files left out, and why. */
+  readonly damaged: ReadonlyMap<string, Error>;
+  /** The deletion markers it was built with. */
+  readonly markers: ReadonlySet<string>;
+}
+
+/** Adds the index files of `sources` to `index`, packs the markers condemn as pending. */
+function buildIndex({ markers, files }: IndexSources, index = new MasterIndex()): BuiltIndex {
+  // Markers first: a pack marked after this is handled by the snapshot fence (docs/format.md §15).
+  const pending = condemnedPacks(markers.ok.values());
+  for (const bytes of files.ok.values()) index.addIndexFile(bytes, pending);
+  for (const p of pending.values()) index.addPendingPack(p);
+  return { index, files: [...files.ok.keys()], damaged: files.damaged, markers: new Set([...markers.ok.keys(), ...markers.damaged.keys()]) };
+}
+
 /** One key file, as `key list` shows it. */
 export interface KeyInfo {
   readonly id: string;
@@ -229,12 +249,13 @@ export class Repository {
    * cost are reached only when the password fits no other.
    */
   static async open(store: Store, password: Password, opts: OpenOptions = {}): Promise<Repository> {
-    const sources = opts.loadIndex === true ? loadIndexSources(store, io(opts)) : undefined;
-    sources?.catch(() => undefined); // awaited once the key is known: a wrong password is said first
+    // Read and built while scrypt runs on the thread pool (this thread is idle meanwhile).
+    const built = opts.loadIndex === true ? loadIndexSources(store, io(opts)).then((s) => buildIndex(s)) : undefined;
+    built?.catch(() => undefined); // awaited once the key is known: a wrong password is said first
     const repo = await Repository.unlock(store, password, opts);
-    if (sources) {
+    if (built) {
       try {
-        repo.fillIndex(await sources);
+        repo.useIndex(await built);
       } catch (e) {
         repo.close();
         throw e;
@@ -409,16 +430,16 @@ export class Repository {
     return { read, rebuilt: false };
   }
 
-  private fillIndex({ markers, files }: IndexSources): void {
-    // Markers first: a pack marked after this is handled by the snapshot fence (docs/format.md §15).
-    const pending = condemnedPacks(markers.ok.values());
-    for (const [name, e] of files.damaged) this.unusableIndexFile(name, e);
-    for (const [name, bytes] of files.ok) {
-      this.index.addIndexFile(bytes, pending);
-      this.indexFiles.add(name);
-    }
-    for (const p of pending.values()) this.index.addPendingPack(p);
-    this.markerNames = new Set([...markers.ok.keys(), ...markers.damaged.keys()]);
+  private fillIndex(sources: IndexSources): void {
+    this.useIndex(buildIndex(sources, this.current));
+  }
+
+  /** Takes `built` as the index (built on top of the current one, or in place of an empty one). */
+  private useIndex(built: BuiltIndex): void {
+    this.current = built.index;
+    for (const [name, e] of built.damaged) this.unusableIndexFile(name, e);
+    for (const name of built.files) this.indexFiles.add(name);
+    this.markerNames = new Set(built.markers);
   }
 
   /** Tells of an index file left out of the index (`loadIndex`): what it may cost, and what to run. */
