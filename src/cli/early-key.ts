@@ -23,7 +23,7 @@ import { OBJECT_FOLDERS } from '../storage/object-names.js';
 import { getPassword, passwordOrigin, type PasswordOptions } from './password.js';
 
 /** Global options that take a value: the word after one is not the command. */
-export const GLOBAL_VALUE_OPTIONS = new Set(['-r', '--repo', '--password-file', '--password-command', '--limit-upload', '--limit-download', '--cacert', '--fingerprint']);
+const GLOBAL_VALUE_OPTIONS = new Set(['-r', '--repo', '--password-file', '--password-command', '--limit-upload', '--limit-download', '--cacert', '--fingerprint']);
 
 /** The command `argv` names (its first word past the global options), where it is, and the values of the global options before it. */
 export function commandLine(argv: readonly string[]): { name: string | undefined; at: number; globals: Map<string, string> } {
