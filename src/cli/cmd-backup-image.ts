@@ -13,7 +13,7 @@ import type { Repository } from '../repo/repository.js';
 import { ImageBackup, defaultBlockSize, type ImageBackupResult } from '../jobs/image/image-backup.js';
 import { cachePath } from '../jobs/image/cbt-cache.js';
 import { BLOCK_WORKER } from '../jobs/image/block-protocol.js';
-import { cacheRoot } from './environment.js';
+import { cacheRoot } from './cache-root.js';
 import { parseSize } from '../core/size.js';
 import { MAX_IMAGE_BLOCK, MIN_IMAGE_BLOCK } from '../repo/image-info.js';
 import { bitmapDiskOf, imageSourcePath, openImageInput, streamInput, type ImageInput } from '../sources/image/image-input.js';

@@ -17,7 +17,7 @@ import { acquireLock, processIdentity, LockedError, type ProcessIdentity, type R
 import { NotARepositoryError } from '../repo/errors.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword, withPassword } from './password.js';
-import { readKeyHint, saveKeyHint } from './key-hint.js';
+import { readKeyHint, saveKdfHint, saveKeyHint } from './key-hint.js';
 import { httpSettings, minGraceMs, retryForMs, s3Settings, workerCount } from './environment.js';
 import { WorkerPool } from '../jobs/pool/worker-pool.js';
 import { readableSnapshots } from '../jobs/snapshots/select.js';
@@ -217,6 +217,7 @@ export async function openRepo(g: GlobalOptions, opts: { index?: boolean; dryRun
   }
   opened.add(repo);
   saveKeyHint(repo.config.id, repo.keyId);
+  saveKdfHint(repoLocation(g), repo.kdf);
   return repo;
 }
 

@@ -8,18 +8,22 @@
  * Only the likely case is started: a command that opens the repository with
  * its key, named before the command with nothing after it naming another or
  * asking for help; a local repository with one key file, a regular file of
- * at most the default cost; and a password from the environment or a
- * regular file (a password command is run once, by the command; a prompt
- * waits for the command; a pipe is read once). Nothing depends on
+ * at most the default cost, or a repository reached over the network whose
+ * key derivation this machine recorded when it last opened it (key-hint.ts);
+ * and a password from the environment or a regular file (a password command
+ * is run once, by the command; a prompt waits for the command; a pipe is
+ * read once). Nothing depends on
  * the guess: the repository takes the derivation only for the key file and
  * password it was started for (`KeyDerivation.take`), and any other is
  * derived as before. This module loads only what that needs.
  */
-import { closeSync, constants, fstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { costTimes, decodeKeyFile, KeyDerivation } from '../repo/key-file.js';
-import { splitLocation } from '../storage/location.js';
+import { validScryptParams } from '../core/crypto.js';
+import { costTimes, decodeKeyFile, KeyDerivation, type KeyFile } from '../repo/key-file.js';
+import { isNetworkLocation, splitLocation } from '../storage/location.js';
 import { OBJECT_FOLDERS } from '../storage/object-names.js';
+import { readKdfHint, smallFile } from './key-hint.js';
 import { getPassword, passwordOrigin, type PasswordOptions } from './password.js';
 
 /** Global options that take a value: the word after one is not the command. */
@@ -52,23 +56,13 @@ const MAX_KEY_BYTES = 64 * 1024;
  */
 const LATER = /^(-r|--repo|--password-file|--password-command|-h|--help)(=|$)/;
 
-/**
- * The bytes of the one regular file `path` names, when it has at most `max`:
- * opened without following a symlink and without waiting (a FIFO planted in
- * the repository would wait for a writer; a device would never end).
- */
-function smallFile(path: string, max: number): Buffer | undefined {
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  try {
-    const st = fstatSync(fd);
-    if (!st.isFile() || st.size > max) return undefined;
-    const buf = Buffer.alloc(max + 1);
-    let n = 0;
-    for (let got; n < buf.length && (got = readSync(fd, buf, n, buf.length - n, null)) > 0;) n += got;
-    return n > max ? undefined : buf.subarray(0, n);
-  } finally {
-    closeSync(fd);
-  }
+/** The key derivation of the one key file of the local repository at `path`, when it is a regular file of key size. */
+function localKdf(path: string): KeyFile['kdf'] | undefined {
+  const keys = join(resolve(path), OBJECT_FOLDERS.key);
+  const entries = readdirSync(keys, { withFileTypes: true });
+  if (entries.length !== 1 || !entries[0]!.isFile()) return undefined;
+  const bytes = smallFile(join(keys, entries[0]!.name), MAX_KEY_BYTES);
+  return bytes === undefined ? undefined : decodeKeyFile(bytes, 'key').kdf;
 }
 
 /**
@@ -82,20 +76,16 @@ export async function startKeyDerivation(argv: readonly string[]): Promise<KeyDe
   const location = globals.get('--repo') ?? globals.get('-r') ?? process.env['HOLDFAST_REPOSITORY'];
   if (!location) return undefined;
   const { scheme, rest } = splitLocation(location);
-  if ((scheme !== undefined && scheme !== 'local') || rest === '') return undefined;
+  const local = scheme === undefined || scheme === 'local';
+  if ((!local && !isNetworkLocation(location)) || rest === '') return undefined;
   const o: PasswordOptions = { passwordFile: globals.get('--password-file'), passwordCommand: globals.get('--password-command') };
   const origin = passwordOrigin(o);
   try {
     // Only a password that reads the same twice (here and in the command): the environment's, or a regular file's (a pipe or a FIFO gives its bytes once).
     const file = origin === '--password-file' ? o.passwordFile : origin === 'HOLDFAST_PASSWORD_FILE' ? process.env['HOLDFAST_PASSWORD_FILE'] : undefined;
     if (origin !== 'HOLDFAST_PASSWORD' && (file === undefined || !statSync(file).isFile())) return undefined;
-    const keys = join(resolve(rest), OBJECT_FOLDERS.key);
-    const entries = readdirSync(keys, { withFileTypes: true });
-    if (entries.length !== 1 || !entries[0]!.isFile()) return undefined;
-    const bytes = smallFile(join(keys, entries[0]!.name), MAX_KEY_BYTES);
-    if (bytes === undefined) return undefined;
-    const kdf = decodeKeyFile(bytes, 'key').kdf;
-    if (costTimes(kdf) > 1) return undefined;
+    const kdf = local ? localKdf(rest) : readKdfHint(location);
+    if (kdf === undefined || !validScryptParams(kdf) || costTimes(kdf) > 1) return undefined;
     const password = await getPassword(o);
     try {
       return new KeyDerivation(kdf, password);

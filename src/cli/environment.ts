@@ -4,8 +4,6 @@
  * process (agent, server) chooses them per job and tests need no globals.
  */
 import { readFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { describeScrypt, validScryptParams, DEFAULT_SCRYPT_PARAMS, type ScryptParams } from '../core/crypto.js';
 import { DEFAULT_MIN_GRACE_MS, parseDuration } from '../repo/deletion-marker.js';
@@ -39,13 +37,6 @@ export function minGraceMs(env: Env = process.env): number {
 export function workerCount(env: Env = process.env): number {
   const n = Number(env['HOLDFAST_WORKERS']);
   return Number.isInteger(n) && n > 0 ? n : availableParallelism();
-}
-
-/** The cache folder: $HOLDFAST_CACHE_DIR, else $XDG_CACHE_HOME/holdfast, else ~/.cache/holdfast. */
-export function cacheRoot(env: Env = process.env): string {
-  if (env['HOLDFAST_CACHE_DIR']) return env['HOLDFAST_CACHE_DIR'];
-  const xdg = env['XDG_CACHE_HOME'];
-  return join(xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.cache'), 'holdfast');
 }
 
 /**

@@ -166,6 +166,8 @@ export class Repository {
     private readonly key: MasterKey,
     /** Name of the key file that opened the repository. */
     readonly keyId: string,
+    /** Its key derivation: the scrypt parameters and salt (a client's hint for its next open, src/cli/key-hint.ts). */
+    readonly kdf: KeyFile['kdf'],
     /** Told of a bad copy of a blob (`copyFailed`). */
     private readonly onWarning?: (message: string) => void,
     /** `OpenOptions.minGraceMs`. */
@@ -236,7 +238,7 @@ export class Repository {
     const configBytes = encodeConfig(config, configKey);
     configKey.fill(0);
     await backend.save(handleOf('config', 'config'), configBytes, io(opts));
-    return new Repository(Store.created(backend, config, configBytes), key, keyId, undefined, opts.minGraceMs);
+    return new Repository(Store.created(backend, config, configBytes), key, keyId, decodeKeyFile(keyBytes, `key ${keyId}`).kdf, undefined, opts.minGraceMs);
   }
 
   /**
@@ -282,7 +284,7 @@ export class Repository {
         return undefined;
       }
     };
-    const opened = (key: MasterKey, name: string): Repository => {
+    const opened = (key: MasterKey, name: string, kdf: KeyFile['kdf']): Repository => {
       const configKey = macKey(key, 'config');
       try {
         authenticateConfig(bytes, configKey);
@@ -292,7 +294,7 @@ export class Repository {
       } finally {
         configKey.fill(0);
       }
-      return new Repository(store, key, name, opts.onWarning, opts.minGraceMs);
+      return new Repository(store, key, name, kdf, opts.onWarning, opts.minGraceMs);
     };
     const attempt = async (name: string, file: KeyFile): Promise<MasterKey | undefined> => {
       opts.signal?.throwIfAborted(); // before a key derivation, which cannot be stopped once started
@@ -310,7 +312,7 @@ export class Repository {
     if (preferred !== undefined && names.includes(preferred)) {
       const file = await load(preferred);
       const key = file && await attempt(preferred, file);
-      if (key) return opened(key, preferred);
+      if (key) return opened(key, preferred, file.kdf);
     }
     const rest: { name: string; file: KeyFile }[] = [];
     for (const name of names) {
@@ -321,7 +323,7 @@ export class Repository {
     rest.sort((a, b) => costTimes(a.file.kdf) - costTimes(b.file.kdf));
     for (const { name, file } of rest) {
       const key = await attempt(name, file);
-      if (key) return opened(key, name);
+      if (key) return opened(key, name, file.kdf);
     }
     if (damaged) throw new Error(`${(damaged as Error).message}; no other key opens with this password`);
     throw new WrongPasswordError();

@@ -9,3 +9,9 @@ export function splitLocation(location: string): { scheme: string | undefined; r
   const scheme = /^([a-z][a-z0-9+.-]+):/i.exec(location)?.[1]?.toLowerCase();
   return { scheme, rest: scheme === undefined ? location : location.slice(scheme.length + 1) };
 }
+
+/** Whether the location is reached over the network (S3, a holdfast server), not a folder of this machine. */
+export function isNetworkLocation(location: string): boolean {
+  const { scheme } = splitLocation(location);
+  return scheme === 's3' || scheme === 'https';
+}

@@ -8,12 +8,17 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startKeyDerivation } from '../../src/cli/early-key.js';
 import { decodeKeyFile, type KeyDerivation, type KeyFile } from '../../src/repo/key-file.js';
+import { readKdfHint, saveKdfHint } from '../../src/cli/key-hint.js';
+import { S3Backend } from '../../src/storage/s3-backend.js';
+import { parseS3Location } from '../../src/storage/s3-backend-config.js';
 import { CLI, Sandbox } from '../helpers/cli.js';
+import { startS3rver, type TestS3 } from '../helpers/s3rver.js';
 
 const PASSWORD = 'correct horse';
 
@@ -129,3 +134,72 @@ describe('the key derivation started before the command loads', () => {
     await opens({ HOLDFAST_PASSWORD: undefined, HOLDFAST_PASSWORD_FILE: s.path('pw2') });
   });
 });
+
+describe('the key derivation started ahead for a repository over the network, from what this machine recorded', () => {
+  let s: Sandbox;
+  let s3: TestS3;
+  const saved = { ...process.env };
+
+  before(async () => {
+    s = await Sandbox.create('holdfast-early-key-s3-');
+    s3 = await startS3rver();
+  });
+  after(async () => {
+    process.env = { ...saved };
+    await s3.close();
+    await s.remove();
+  });
+
+  /** The one key file of the S3 repository at `prefix`, decoded. */
+  const keyFileOf = async (prefix: string): Promise<KeyFile> => {
+    const backend = new S3Backend(parseS3Location(s3.locationRest(prefix)), s3.settings);
+    const names: string[] = [];
+    for await (const info of backend.list('key')) names.push(info.name);
+    assert.equal(names.length, 1);
+    return decodeKeyFile(await backend.load({ type: 'key', name: names[0]! }), 'key');
+  };
+
+  it('init and every open record the key file\'s salt and parameters; the next command derives from them, and one recorded wrongly changes nothing', async () => {
+    const location = s3.location('early');
+    const env = { ...s3.env, HOLDFAST_CACERT: s3.caFile, HOLDFAST_REPOSITORY: location };
+    process.env = { ...saved, ...s.env(env) };
+    assert.equal(await startKeyDerivation(['node', 'holdfast', 'snapshots']), undefined, 'nothing recorded yet');
+    await s.ok(['init'], { env });
+    const file = await keyFileOf('early');
+    assert.deepEqual(readKdfHint(location), file.kdf);
+    const d = await startKeyDerivation(['node', 'holdfast', 'snapshots']);
+    assert.ok(d);
+    const key = await d.take(file, PASSWORD);
+    assert.equal(key?.length, 32);
+    key.fill(0);
+    // A record that no longer fits (another salt): the command derives anew, opens, and records the right one.
+    saveKdfHint(location, { ...file.kdf, salt: Buffer.alloc(32, 7).toString('base64') });
+    await s.ok(['backup', s.path()], { env });
+    assert.deepEqual(readKdfHint(location), file.kdf);
+    const wrong = await s.run(['snapshots'], { env: { ...env, HOLDFAST_PASSWORD: 'wrong horse' } });
+    assert.equal(wrong.code, 12, wrong.stderr);
+    // A local repository is read directly, and never recorded.
+    saveKdfHint(s.repo, file.kdf);
+    assert.equal(readKdfHint(s.repo), undefined);
+  });
+
+  it('a record that is not a regular file of parameters within bounds is not used', async () => {
+    const location = s3.location('hostile');
+    process.env = { ...saved, ...s.env({ ...s3.env, HOLDFAST_REPOSITORY: location }) };
+    const file = { algorithm: 'scrypt' as const, salt: Buffer.alloc(32, 1).toString('base64'), N: 1024, r: 8, p: 1 };
+    saveKdfHint(location, file);
+    assert.ok(readKdfHint(location));
+    const path = join(s.path('cache'), 'locations', createHash('sha256').update(location).digest('hex'));
+    for (const bad of [{ ...file, N: 2 ** 20 }, { ...file, N: 1000 }, { ...file, salt: 5 }, 'not json']) {
+      writeFileSync(path, typeof bad === 'string' ? bad : JSON.stringify(bad));
+      assert.equal(await startKeyDerivation(['node', 'holdfast', 'snapshots']), undefined, JSON.stringify(bad));
+    }
+    rmSync(path);
+    execFileSync('mkfifo', [path]);
+    assert.equal(readKdfHint(location), undefined, 'a FIFO is not waited on');
+    rmSync(path);
+    symlinkSync('/dev/zero', path);
+    assert.equal(readKdfHint(location), undefined, 'a device is not read');
+  });
+});
+
