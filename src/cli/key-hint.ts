@@ -12,9 +12,9 @@
  *   storage's client or fetched anything (early-key.ts). The salt is not
  *   secret and says nothing about the password without the sealed key.
  */
-import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, mkdirSync, openSync, readSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import type { KeyFile } from '../repo/key-file.js';
 import { isNetworkLocation } from '../storage/location.js';
 import { cacheRoot } from './cache-root.js';
@@ -51,14 +51,34 @@ export function smallFile(path: string, max: number): Buffer | undefined {
   }
 }
 
-/** Writes a hint file (its folder private), unless it holds `text` already; a read-only or missing home is passed over. */
+/**
+ * Writes a hint file (its folder private), unless it holds `text` already:
+ * into a new temporary file renamed over the name, so that whatever is
+ * there (a symlink planted to make the write land elsewhere, a FIFO that
+ * would hold the command) is replaced, never followed or opened; a folder
+ * that is not a folder of its own (a symlink) is left alone. A read-only or
+ * missing home is passed over: the next open goes as it would without it.
+ */
 function saveHint(path: string, text: string): void {
   if (smallFile(path, MAX_HINT_BYTES)?.toString('utf8') === text) return;
+  const dir = dirname(path);
+  const tmp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   try {
-    mkdirSync(join(path, '..'), { recursive: true, mode: 0o700 });
-    writeFileSync(path, text, { mode: 0o600 });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (!lstatSync(dir).isDirectory()) return;
+    const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      writeSync(fd, text);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
   } catch {
-    // The next open then goes as it would without the hint.
+    try {
+      rmSync(tmp, { force: true });
+    } catch {
+      // Nothing was made.
+    }
   }
 }
 

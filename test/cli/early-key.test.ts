@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startKeyDerivation } from '../../src/cli/early-key.js';
@@ -201,5 +201,41 @@ describe('the key derivation started ahead for a repository over the network, fr
     symlinkSync('/dev/zero', path);
     assert.equal(readKdfHint(location), undefined, 'a device is not read');
   });
+  it('records are written by renaming a new file over the name: a symlink, a FIFO or a linked folder planted in the cache is replaced or left alone, never written through', { timeout: 120_000 }, async () => {
+    const location = s3.location('early');
+    const env = { ...s3.env, HOLDFAST_CACERT: s3.caFile, HOLDFAST_REPOSITORY: location };
+    const locations = s.path('cache', 'locations');
+    const record = join(locations, createHash('sha256').update(location).digest('hex'));
+    const victim = s.path('victim');
+    const snapshotsOk = async (): Promise<void> => {
+      const r = await s.run(['snapshots', '--json'], { env });
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(r.stdout + r.stderr, /"salt"/);
+    };
+    writeFileSync(victim, 'keep me\n');
+    for (const plant of [() => symlinkSync(victim, record), () => symlinkSync('/proc/self/fd/1', record), () => execFileSync('mkfifo', [record])]) {
+      rmSync(record, { force: true });
+      plant();
+      await snapshotsOk();
+      assert.equal(readFileSync(victim, 'utf8'), 'keep me\n');
+      assert.ok(lstatSync(record).isFile(), 'the planted entry is replaced by the record');
+      assert.ok(readKdfHint(location));
+    }
+    // The folder itself a link elsewhere: nothing is written there.
+    const elsewhere = s.path('elsewhere');
+    mkdirSync(elsewhere);
+    rmSync(locations, { recursive: true });
+    symlinkSync(elsewhere, locations);
+    await snapshotsOk();
+    assert.deepEqual(readdirSync(elsewhere), []);
+    rmSync(locations);
+    // The key hint (<cache>/<id>/key) is written the same way.
+    const [id] = readdirSync(s.path('cache')).filter((n) => /^[0-9a-f]{64}$/.test(n));
+    const hint = s.path('cache', id!, 'key');
+    rmSync(hint);
+    symlinkSync(victim, hint);
+    await snapshotsOk();
+    assert.equal(readFileSync(victim, 'utf8'), 'keep me\n');
+    assert.ok(lstatSync(hint).isFile());
+  });
 });
-
