@@ -5,7 +5,7 @@ import type { CompressionMode } from '../core/compress.js';
 import { backendFor, closeWithCommand, compressionMode, globals, openSourceStore, plural, repoLocation, say, warn, type GlobalOptions } from './context.js';
 import { getNewPassword, getPassword, passwordOrigin, withPassword } from './password.js';
 import { WrongPasswordError } from '../repo/errors.js';
-import { readKeyHint, saveKdfHint, saveKeyHint } from './key-hint.js';
+import { readKeyHint, saveHints } from './key-hint.js';
 import { scryptParams } from './environment.js';
 
 interface InitFlags {
@@ -38,8 +38,7 @@ export function register(program: Command): void {
       const repo = await withPassword(hasSource ? getPassword(g) : getNewPassword(undefined),
         (password) => source ? source.initSharingKey(backend, password, create) : Repository.init(backend, password, create));
       closeWithCommand(repo);
-      saveKeyHint(repo.config.id, repo.keyId);
-      saveKdfHint(repoLocation(g), repo.kdf);
+      saveHints(repoLocation(g), repo);
       say(g, `created holdfast repository ${repo.config.id.slice(0, 10)} at ${backend.location}`);
       if (source) say(g, `it shares the master key and chunker parameters of ${source.config.id.slice(0, 10)} at ${source.backend.location}: "holdfast copy" moves snapshots between the two without a password`);
       const them = foreign === 1 ? 'it' : 'them';

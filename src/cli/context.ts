@@ -17,7 +17,7 @@ import { acquireLock, processIdentity, LockedError, type ProcessIdentity, type R
 import { NotARepositoryError } from '../repo/errors.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword, withPassword } from './password.js';
-import { readKeyHint, saveKdfHint, saveKeyHint } from './key-hint.js';
+import { readKeyHint, saveHints } from './key-hint.js';
 import { httpSettings, minGraceMs, retryForMs, s3Settings, workerCount } from './environment.js';
 import { WorkerPool } from '../jobs/pool/worker-pool.js';
 import { readableSnapshots } from '../jobs/snapshots/select.js';
@@ -216,8 +216,7 @@ export async function openRepo(g: GlobalOptions, opts: { index?: boolean; dryRun
     derivation = undefined;
   }
   opened.add(repo);
-  saveKeyHint(repo.config.id, repo.keyId);
-  saveKdfHint(repoLocation(g), repo.kdf);
+  saveHints(repoLocation(g), repo);
   return repo;
 }
 

@@ -22,7 +22,7 @@ import { join, resolve } from 'node:path';
 import { validScryptParams } from '../core/crypto.js';
 import { costTimes, decodeKeyFile, KeyDerivation, type KeyFile } from '../repo/key-file.js';
 import { isNetworkLocation, splitLocation } from '../storage/location.js';
-import { OBJECT_FOLDERS } from '../storage/object-names.js';
+import { MAX_SMALL_OBJECT_BYTES, OBJECT_FOLDERS } from '../storage/object-names.js';
 import { readKdfHint, smallFile } from './key-hint.js';
 import { getPassword, passwordOrigin, type PasswordOptions } from './password.js';
 
@@ -46,9 +46,6 @@ export function commandLine(argv: readonly string[]): { name: string | undefined
 /** Commands that open the repository with its key whenever they run. */
 const KEYED = new Set(['backup', 'snapshots', 'ls', 'diff', 'stats', 'restore', 'dump', 'mount', 'restore-image', 'serve-nbd', 'verify-restore', 'find', 'cat', 'tag']);
 
-/** A key file is a few hundred bytes (`MAX_OBJECT_BYTES`); a larger one is left to the command, which refuses it. */
-const MAX_KEY_BYTES = 64 * 1024;
-
 /**
  * Words after the command that name another repository or password, or ask
  * for help: the command may then read something other than the guess, or
@@ -61,7 +58,8 @@ function localKdf(path: string): KeyFile['kdf'] | undefined {
   const keys = join(resolve(path), OBJECT_FOLDERS.key);
   const entries = readdirSync(keys, { withFileTypes: true });
   if (entries.length !== 1 || !entries[0]!.isFile()) return undefined;
-  const bytes = smallFile(join(keys, entries[0]!.name), MAX_KEY_BYTES);
+  // A larger key file is left to the command, which refuses it.
+  const bytes = smallFile(join(keys, entries[0]!.name), MAX_SMALL_OBJECT_BYTES);
   return bytes === undefined ? undefined : decodeKeyFile(bytes, 'key').kdf;
 }
 

@@ -88,10 +88,6 @@ export function readKeyHint(repositoryId: string): string | undefined {
   return name !== undefined && /^[0-9a-f]{64}$/.test(name) ? name : undefined;
 }
 
-/** Records `keyId` as the key that opened the repository, unless the hint says so already. */
-export function saveKeyHint(repositoryId: string, keyId: string): void {
-  saveHint(hintPath(repositoryId), `${keyId}\n`);
-}
 
 /** The scrypt parameters and salt of the key file that opened the repository at `location` last time, as recorded. */
 export function readKdfHint(location: string): KeyFile['kdf'] | undefined {
@@ -111,4 +107,10 @@ export function readKdfHint(location: string): KeyFile['kdf'] | undefined {
 export function saveKdfHint(location: string, kdf: KeyFile['kdf']): void {
   if (!isNetworkLocation(location)) return;
   saveHint(kdfPath(location), `${JSON.stringify({ algorithm: kdf.algorithm, salt: kdf.salt, N: kdf.N, r: kdf.r, p: kdf.p })}\n`);
+}
+
+/** Records both hints for a repository just opened (or created) at `location` with key file `keyId`. */
+export function saveHints(location: string, repo: { readonly config: { readonly id: string }; readonly keyId: string; readonly kdf: KeyFile['kdf'] }): void {
+  saveHint(hintPath(repo.config.id), `${repo.keyId}\n`);
+  saveKdfHint(location, repo.kdf);
 }

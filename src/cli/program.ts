@@ -121,4 +121,3 @@ process.stdout.on('error', (e: NodeJS.ErrnoException) => {
   process.stderr.write(`holdfast: writing the output: ${e.message}\n`);
   process.exit(EXIT.failed);
 });
-

@@ -9,6 +9,7 @@ import { sha256 } from '../core/crypto.js';
 import {
   AlreadyExistsError, NotFoundError, ObjectTooLargeError, type Backend, type Handle, type ObjectType, type OperationOptions,
 } from '../storage/backend.js';
+import { MAX_SMALL_OBJECT_BYTES } from '../storage/object-names.js';
 import { decodeConfig, type RepoConfig } from './config.js';
 import { CorruptObjectError, NameTakenError, NotARepositoryError } from './errors.js';
 import { MAX_LOCK_BYTES } from './lock.js';
@@ -33,8 +34,8 @@ export function io(opts: OperationOptions): OperationOptions {
  * the packs' bound, which Node can also hold in one buffer.
  */
 export const MAX_OBJECT_BYTES: Readonly<Record<ObjectType, number>> = {
-  config: 64 * 1024,
-  key: 64 * 1024,
+  config: MAX_SMALL_OBJECT_BYTES,
+  key: MAX_SMALL_OBJECT_BYTES,
   lock: MAX_LOCK_BYTES,
   data: MAX_PACK_BYTES,
   index: MAX_PACK_BYTES,

@@ -24,6 +24,9 @@ export const OBJECT_FOLDERS: Readonly<Record<Exclude<ObjectType, 'config'>, stri
   deletion: 'deletions',
 };
 
+/** The most bytes a config or key file is read with: they are a few hundred (repo/objects.ts `MAX_OBJECT_BYTES`). */
+export const MAX_SMALL_OBJECT_BYTES = 64 * 1024;
+
 /** What every object name must match: lowercase letters, digits, `.`, `_` and `-`, not starting with `.`, `_` or `-`. */
 export const NAME_RE = /^[0-9a-z][0-9a-z._-]*$/;
 
