@@ -2,6 +2,7 @@
 // module's exports.
 #pragma once
 #include <napi.h>
+#include <openssl/evp.h>
 #include <sys/types.h>
 
 #include <string>
@@ -19,3 +20,10 @@ void InitMapScan(Napi::Env env, Napi::Object exports);
 int OpenBeneath(int dirfd, const char* path, size_t len, int flags, mode_t mode, bool walk);
 // The message of an OpenBeneath failure, as node:fs words its errors.
 std::string BeneathMessage(int err, const char* syscall, const std::string& path);
+
+// native/gcm.cc: the keyed fingerprint of a file or a block (format §6.1):
+// the 16-byte Poly1305 tag of a ChaCha20-Poly1305 seal of nothing under
+// `key` (32 bytes) and a zero nonce, with `data` as the associated data.
+// false when OpenSSL failed.
+constexpr size_t kFingerprintBytes = 16;
+bool Fingerprint(EVP_CIPHER_CTX* ctx, const uint8_t* key, const uint8_t* data, size_t n, uint8_t* tag);

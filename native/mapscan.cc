@@ -35,7 +35,6 @@ namespace {
 constexpr uint8_t kZero = 0;
 constexpr uint8_t kSame = 1;
 constexpr uint8_t kChanged = 2;
-constexpr size_t kFpBytes = 16;
 
 thread_local sigjmp_buf* armed = nullptr;
 thread_local const uint8_t* armedBase = nullptr;
@@ -84,18 +83,6 @@ bool IsZero(const uint8_t* p, size_t n) {
   return acc == 0;
 }
 
-// The fingerprint of crypto.ts `fingerprint`: the ChaCha20-Poly1305 tag of
-// sealing nothing under `key` and a zero nonce, with the block as AAD.
-bool Fingerprint(EVP_CIPHER_CTX* ctx, const uint8_t* key, const uint8_t* data, size_t n, uint8_t* tag) {
-  static const uint8_t nonce[12] = {0};
-  int len = 0;
-  uint8_t none[16];
-  return EVP_EncryptInit_ex(ctx, EVP_chacha20_poly1305(), nullptr, key, nonce) == 1 &&
-         EVP_EncryptUpdate(ctx, nullptr, &len, data, static_cast<int>(n)) == 1 &&
-         EVP_EncryptFinal_ex(ctx, none, &len) == 1 &&
-         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, kFpBytes, tag) == 1;
-}
-
 struct CtxFree {
   EVP_CIPHER_CTX* ctx;
   ~CtxFree() { EVP_CIPHER_CTX_free(ctx); }
@@ -122,8 +109,8 @@ Napi::Value ScanMapped(const Napi::CallbackInfo& info) {
   auto copyTo = info[8].As<Napi::Uint8Array>();
   size_t blocks = blockSize == 0 ? 0 : (length + blockSize - 1) / blockSize;
   long page = sysconf(_SC_PAGESIZE);
-  if (blockSize == 0 || key.ByteLength() != 32 || position < 0 || position % page != 0 || expect.ByteLength() < blocks * kFpBytes ||
-      kinds.ByteLength() < blocks || fingerprints.ByteLength() < blocks * kFpBytes || copyTo.ByteLength() < length) {
+  if (blockSize == 0 || key.ByteLength() != 32 || position < 0 || position % page != 0 || expect.ByteLength() < blocks * kFingerprintBytes ||
+      kinds.ByteLength() < blocks || fingerprints.ByteLength() < blocks * kFingerprintBytes || copyTo.ByteLength() < length) {
     Napi::RangeError::New(env, "scanMapped: bad arguments").ThrowAsJavaScriptException();
     return env.Undefined();
   }
@@ -144,17 +131,17 @@ Napi::Value ScanMapped(const Napi::CallbackInfo& info) {
     for (; i < blocks; i++) {
       size_t at = i * blockSize;
       size_t n = at + blockSize <= length ? blockSize : length - at;
-      uint8_t* fp = fingerprints.Data() + i * kFpBytes;
+      uint8_t* fp = fingerprints.Data() + i * kFingerprintBytes;
       if (IsZero(base + at, n)) {
         kinds[i] = kZero;
-        memset(fp, 0, kFpBytes);
+        memset(fp, 0, kFingerprintBytes);
         continue;
       }
       if (!Fingerprint(ctx, key.Data(), base + at, n, fp)) {
         result = EIO;
         break;
       }
-      if (memcmp(fp, expect.Data() + i * kFpBytes, kFpBytes) == 0) {
+      if (memcmp(fp, expect.Data() + i * kFingerprintBytes, kFingerprintBytes) == 0) {
         kinds[i] = kSame;
         continue;
       }

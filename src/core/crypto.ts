@@ -166,9 +166,8 @@ export function blobId(idKey: Buffer, data: Uint8Array): Buffer {
   }
 }
 
-/** Bytes of a fingerprint. */
+/** Bytes of a fingerprint (the addon's `fingerprint`, src/sources/native.ts). */
 export const FP_BYTES = 16;
-const FP_NONCE = Buffer.alloc(12);
 
 /** What a fingerprint key is for; each use has its own key. */
 export type FingerprintUse = 'image-fingerprint' | 'file-fingerprint';
@@ -179,20 +178,6 @@ export type FingerprintUse = 'image-fingerprint' | 'file-fingerprint';
  */
 export function fingerprintKey(idKey: Uint8Array, use: FingerprintUse): Buffer {
   return createHmac('sha512', idKey).update(`holdfast/${use}/v1`).digest().subarray(0, 32);
-}
-
-/**
- * A fast keyed fingerprint (16 bytes, ~10 GB/s a core): the Poly1305 tag of
- * `data` as the associated data of a ChaCha20-Poly1305 seal of nothing under
- * `key` and a zero nonce. A universal hash with a secret key: without the key
- * (fingerprints are only ever stored encrypted, or locally) collisions cannot
- * be aimed at. Not a MAC for anything an attacker can read.
- */
-export function fingerprint(key: Uint8Array, data: Uint8Array): Buffer {
-  const c = createCipheriv('chacha20-poly1305', key, FP_NONCE, { authTagLength: 16 });
-  c.setAAD(data);
-  c.final();
-  return c.getAuthTag();
 }
 
 /** What a metadata MAC authenticates; each use has its own key. */

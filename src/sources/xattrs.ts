@@ -24,37 +24,45 @@ const byName = (a: Xattr, b: Xattr): number => Buffer.compare(a.name, b.name);
 /** Node's errno name of an error from the addon. */
 const codeOf = (e: unknown): string | undefined => (e as NodeJS.ErrnoException).code;
 
-/** Reads the extended attributes of the entries of one walk. */
+/**
+ * The attributes of a path (a final symlink not followed) or of an open
+ * file, sorted by name; undefined when it has none, 'unsupported' when its
+ * file system supports none. An attribute removed between listing and
+ * reading is left out; any other error is thrown.
+ */
+export function readXattrs(target: PosixPath | number): Xattr[] | undefined | 'unsupported' {
+  const p = asTarget(target);
+  let names: Buffer[];
+  try {
+    names = native.llistxattr(p);
+  } catch (e) {
+    if (codeOf(e) === 'ENOTSUP') return 'unsupported';
+    throw e;
+  }
+  if (names.length === 0) return undefined;
+  const xattrs: Xattr[] = [];
+  for (const name of names) {
+    try {
+      xattrs.push({ name, value: native.lgetxattr(p, name) });
+    } catch (e) {
+      if (codeOf(e) !== 'ENODATA') throw e;
+    }
+  }
+  return xattrs.length === 0 ? undefined : xattrs.sort(byName);
+}
+
+/** Reads the extended attributes of the entries of one walk by path. */
 export class XattrReader {
   /** Devices whose file system said it has no extended attributes (ENOTSUP): not asked again. */
   private readonly unsupported = new Set<bigint>();
 
-  /**
-   * The entry's attributes sorted by name, or undefined when it has none or
-   * its file system supports none. An attribute removed between listing and
-   * reading is left out; any other error is thrown (the caller warns).
-   */
+  /** The entry's attributes as `readXattrs` gives them, undefined too when its file system supports none. */
   read(path: PosixPath, device: bigint): Xattr[] | undefined {
     if (this.unsupported.has(device)) return undefined;
-    const p = asBuffer(path);
-    let names: Buffer[];
-    try {
-      names = native.llistxattr(p);
-    } catch (e) {
-      if (codeOf(e) !== 'ENOTSUP') throw e;
-      this.unsupported.add(device);
-      return undefined;
-    }
-    if (names.length === 0) return undefined;
-    const xattrs: Xattr[] = [];
-    for (const name of names) {
-      try {
-        xattrs.push({ name, value: native.lgetxattr(p, name) });
-      } catch (e) {
-        if (codeOf(e) !== 'ENODATA') throw e;
-      }
-    }
-    return xattrs.length === 0 ? undefined : xattrs.sort(byName);
+    const xattrs = readXattrs(path);
+    if (xattrs !== 'unsupported') return xattrs;
+    this.unsupported.add(device);
+    return undefined;
   }
 }
 

@@ -50,7 +50,8 @@ function xattrsAt(path: string): Map<string, string> {
  * The source tree: user.* attributes with binary values and names that are
  * not UTF-8, in a folder whose name is not UTF-8; a read-only file with one;
  * access and default ACLs; a capability on a copy of a binary; trusted.* on
- * a folder and on a symlink (which refuses user.*).
+ * a folder and on a symlink (which refuses user.*); a file a worker chunks
+ * whole (over 4 MiB) and one read on the main thread (over 32 MiB, sparse).
  */
 const MAKE_SOURCE = String.raw`
   odd=$(printf 'dir-\xff\xfe')
@@ -74,6 +75,10 @@ const MAKE_SOURCE = String.raw`
   ln -s "$odd/file" link
   setfattr -h -n trusted.on-link -v 1 link
   printf 'nothing' > plain/none
+  head -c 5000000 /dev/urandom > mid.bin
+  setfattr -n user.mid -v chunked mid.bin
+  truncate -s 40M large.bin
+  setfattr -n user.large -v streamed large.bin
 `;
 
 describe('extended attributes, ACLs and capabilities', () => {
@@ -131,6 +136,8 @@ describe('extended attributes, ACLs and capabilities', () => {
         setfattr -x user.big big.bin
         setfacl -x u:nobody acl.txt
         setfattr -n trusted.note -v changed plain
+        setfattr -n user.mid -v rechunked mid.bin
+        setfattr -x user.large large.bin
       `);
       const changed = attributesOf(tree);
       assert.notDeepEqual(changed, before);
@@ -142,7 +149,7 @@ describe('extended attributes, ACLs and capabilities', () => {
       const [first, second] = await snapshotsOf(s2);
       const diff = (await s2.ok(['diff', first!.id, second!.id])).stdoutBytes.toString('latin1');
       // (diff prints a name that is not UTF-8 with replacement characters.)
-      for (const p of [/\/dir-[^/]+\/file\n/, /\/plain\/none\n/, /\/big\.bin\n/, /\/acl\.txt\n/, /\/plain\/\n/]) assert.match(diff, new RegExp(`^U {4}${tree}${p.source}`, 'm'));
+      for (const p of [/\/dir-[^/]+\/file\n/, /\/plain\/none\n/, /\/big\.bin\n/, /\/acl\.txt\n/, /\/plain\/\n/, /\/mid\.bin\n/, /\/large\.bin\n/]) assert.match(diff, new RegExp(`^U {4}${tree}${p.source}`, 'm'));
       assert.ok(!diff.includes(`${tree}/ping`), diff);
     } finally {
       await removeTree(s2.dir);

@@ -17,7 +17,7 @@ import { rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { native } from '../../src/sources/native.js';
-import { fingerprint, FP_BYTES } from '../../src/core/crypto.js';
+import { FP_BYTES } from '../../src/core/crypto.js';
 import { ImageBackup } from '../../src/jobs/image/image-backup.js';
 import { openImageInput, SourceShrankError, type ImageInput } from '../../src/sources/image/image-input.js';
 import { memoryRepo } from '../helpers/memory-repo.js';
@@ -58,15 +58,15 @@ describe('native scanMapped', async () => {
 
   it('finds what the JavaScript scan finds, and copies out only the changed blocks', () => {
     const expect = Buffer.alloc(blocks.length * FP_BYTES);
-    fingerprint(key, blocks[1]!).copy(expect, 1 * FP_BYTES); // block 1 is in the cache
-    fingerprint(key, blocks[2]!).copy(expect, 3 * FP_BYTES); // block 3's cached fingerprint is another block's
+    native.fingerprint(key, blocks[1]!).copy(expect, 1 * FP_BYTES); // block 1 is in the cache
+    native.fingerprint(key, blocks[2]!).copy(expect, 3 * FP_BYTES); // block 3's cached fingerprint is another block's
     const fd = openSync(file, 'r');
     try {
       const r = scan(fd, 0, data.length, expect);
       assert.equal(r.result, 0);
       assert.deepEqual([...r.kinds], [0, 1, 2, 2, 2]);
       assert.deepEqual(r.fps.subarray(0, FP_BYTES), Buffer.alloc(FP_BYTES), 'a zero block has no fingerprint');
-      for (let i = 1; i < blocks.length; i++) assert.deepEqual(r.fps.subarray(i * FP_BYTES, (i + 1) * FP_BYTES), fingerprint(key, blocks[i]!), `block ${i}`);
+      for (let i = 1; i < blocks.length; i++) assert.deepEqual(r.fps.subarray(i * FP_BYTES, (i + 1) * FP_BYTES), native.fingerprint(key, blocks[i]!), `block ${i}`);
       for (const i of [2, 3, 4]) assert.deepEqual(r.copy.subarray(i * BS, i * BS + blocks[i]!.length), blocks[i], `block ${i} copied`);
       for (const i of [0, 1]) assert.ok(r.copy.subarray(i * BS, (i + 1) * BS).every((x) => x === 0xee), `block ${i} not copied`);
       // A range further in: positions are the file's, offsets in the copy the range's.

@@ -47,7 +47,7 @@ import { IdNames, PathShortener, type PosixPath } from '../../sources/posix.js';
 import { XattrReader } from '../../sources/xattrs.js';
 import { FolderEntries, childPath, errorOf, listDirSync, listingOf, openForRead, readAll, readLinkSync, statEntrySync, statFollowSync, type EntryStat, type ReadError } from '../../sources/file-tree.js';
 import { Gate, PoolSession, transferable, type JobPoolOptions } from '../pool/worker-pool.js';
-import type { ChunkFileResult, FileJob, FileResult, FilesResult, SealResult, Task, WireBlob } from '../pool/protocol.js';
+import type { ChunkFileResult, FileJob, FileResult, FilesResult, SealResult, Task, WireBlob, XattrsRead } from '../pool/protocol.js';
 import { DirScanner, InlineLister, SCAN_PATH_LIMIT, type FolderLister } from './dir-scanner.js';
 import { ExcludeRules } from './excludes.js';
 import { snapshotHeader, type SnapshotOrigin } from '../snapshot-origin.js';
@@ -233,9 +233,12 @@ function selectionOf(paths: readonly string[]): Selection {
   return root;
 }
 
+/** Bytes that crossed from a worker (a Uint8Array there) as a Buffer, without a copy. */
+const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+
 const wireToPrepared = (b: WireBlob) => ({
   type: b.type, id: b.id, flags: b.flags, rawLength: b.rawLength,
-  sealed: Buffer.from(b.sealed.buffer, b.sealed.byteOffset, b.sealed.byteLength),
+  sealed: asBuffer(b.sealed),
 });
 
 interface Batch {
@@ -587,18 +590,45 @@ export class Archiver {
 
   /**
    * An entry's extended attributes: the parent snapshot's when its node says
-   * nothing changed (setting or removing one changes the ctime), else read
-   * (not with `force`). One that cannot be read is a warning: the entry is
-   * kept without them.
+   * nothing changed (`keptXattrs`), else read here (`readXattrsOf`).
    */
   private xattrsOf(path: Buffer, sys: PosixPath, st: EntryStat, prev: TreeNode | undefined): readonly Xattr[] | undefined {
-    if (this.opts.force !== true && prev !== undefined && prev.type === st.type && prev.ctime === st.ctime && prev.inode === st.inode && prev.device === this.device(st.device)) return prev.xattrs;
+    const kept = this.keptXattrs(st, prev);
+    return kept ? kept.xattrs : this.readXattrsOf(path, sys, st);
+  }
+
+  /**
+   * The parent snapshot's extended attributes of an entry whose node says
+   * nothing changed (setting or removing one changes the ctime); undefined
+   * when they must be read (always with `force`).
+   */
+  private keptXattrs(st: EntryStat, prev: TreeNode | undefined): { readonly xattrs: readonly Xattr[] | undefined } | undefined {
+    if (this.opts.force !== true && prev !== undefined && prev.type === st.type && prev.ctime === st.ctime && prev.inode === st.inode && prev.device === this.device(st.device)) return { xattrs: prev.xattrs };
+    return undefined;
+  }
+
+  /** An entry's extended attributes read by path. One that cannot be read is a warning: the entry is kept without them. */
+  private readXattrsOf(path: Buffer, sys: PosixPath, st: EntryStat): readonly Xattr[] | undefined {
     try {
       return this.xattrReader.read(sys, st.device);
     } catch (e) {
       this.warn(path, `cannot read extended attributes: ${(e as Error).message}`);
       return undefined;
     }
+  }
+
+  /**
+   * A file's extended attributes when a worker read it: the parent's when
+   * they were kept, else what the worker read through its descriptor (a
+   * warning when it could not).
+   */
+  private readByWorker(path: Buffer, kept: { readonly xattrs: readonly Xattr[] | undefined } | undefined, r: XattrsRead): readonly Xattr[] | undefined {
+    if (kept) return kept.xattrs;
+    if (r.xattrError) {
+      this.warn(path, `cannot read extended attributes: ${r.xattrError.message}`);
+      return undefined;
+    }
+    return r.xattrs?.map((x) => ({ name: asBuffer(x.name), value: asBuffer(x.value) }));
   }
 
   /** A node from a stat, its extended attributes and the fields of its type (one object per entry: this runs for every file). */
@@ -641,10 +671,10 @@ export class Archiver {
 
   private scheduleStatted(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> | Pending {
     if (st.type === 'dir' && this.viewDevices !== undefined && !this.viewDevices.has(st.device) && this.inView(path) !== path) return this.notInView(path, name);
+    // A file's attributes are read with it, by the worker that reads it (scheduleFile).
+    if (st.type === 'file') return this.scheduleFile(path, sys, name, st, prev);
     const xattrs = this.xattrsOf(path, sys, st, prev);
     switch (st.type) {
-      case 'file':
-        return this.scheduleFile(path, sys, name, st, xattrs, prev);
       case 'dir':
         return this.scheduleDir(path, sys, name, st, xattrs, prev);
       case 'symlink':
@@ -788,8 +818,10 @@ export class Archiver {
     return true;
   }
 
-  private async scheduleFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, xattrs: readonly Xattr[] | undefined, prev: TreeNode | undefined): Promise<Pending> {
+  private async scheduleFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> {
+    const kept = this.keptXattrs(st, prev);
     if (this.unchanged(st, prev)) {
+      const xattrs = kept ? kept.xattrs : this.readXattrsOf(path, sys, st);
       this.countUnchanged(prev);
       this.report(path);
       this.opts.onFile?.(path.toString(), 'unchanged');
@@ -800,9 +832,9 @@ export class Archiver {
     const linkKey = st.links > 1 ? `${st.device}:${st.inode}` : undefined;
     const first = linkKey === undefined ? undefined : this.linked.get(linkKey);
     if (first && first.st.size === st.size && first.st.mtime === st.mtime && first.st.ctime === st.ctime) {
-      return this.track(this.sameContentAs(first.pending, path, name, st, xattrs, wasFile));
+      return this.track(this.sameContentAs(first.pending, path, name, st, kept ? kept.xattrs : this.readXattrsOf(path, sys, st), wasFile));
     }
-    const pending = await this.readFile(path, sys, name, st, xattrs, prev);
+    const pending = await this.readFile(path, sys, name, st, kept, prev);
     if (linkKey !== undefined) this.linked.set(linkKey, { st, pending });
     return pending;
   }
@@ -823,11 +855,15 @@ export class Archiver {
     return this.node(name, st, n.fingerprint === undefined ? { content: n.content, size: n.size } : { content: n.content, size: n.size, fingerprint: n.fingerprint }, xattrs);
   }
 
-  /** Reads a new or changed file: in a batch, whole in a worker, or streamed here by size. */
-  private async readFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, xattrs: readonly Xattr[] | undefined, prev: TreeNode | undefined): Promise<Pending> {
+  /**
+   * Reads a new or changed file: in a batch, whole in a worker, or streamed
+   * here by size; its extended attributes are `kept`'s, or read by the
+   * worker that reads it (by path here for a streamed one).
+   */
+  private async readFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, kept: { readonly xattrs: readonly Xattr[] | undefined } | undefined, prev: TreeNode | undefined): Promise<Pending> {
     const wasFile = prev?.type === 'file';
     // `streamed`: a large file, whose bytes were counted chunk by chunk.
-    const complete = (content: readonly ContentEntry[], size: number, changed: boolean, fingerprint?: string, streamed = false): TreeNode => {
+    const complete = (xattrs: readonly Xattr[] | undefined, content: readonly ContentEntry[], size: number, changed: boolean, fingerprint?: string, streamed = false): TreeNode => {
       if (changed) this.warn(path, 'changed while it was being read; the stored copy may be inconsistent');
       // Only a forced backup reads a file whose content may come out as the parent's.
       const same = wasFile && this.opts.force === true && prev.content !== undefined && sameContent(content, prev.content);
@@ -841,24 +877,28 @@ export class Archiver {
       this.opts.onFile?.(path.toString(), same ? 'unchanged' : wasFile ? 'modified' : 'new');
       return this.node(name, st, fingerprint === undefined ? { content, size } : { content, size, fingerprint }, xattrs);
     };
+    const readXattrs = kept ? {} : { xattrs: true as const };
     if (st.size > this.rules.smallFile && st.size <= MID_FILE) {
       const known = wasFile ? contentBlobs(prev.content ?? []).filter((id) => this.writer.hasBlob(id)) : [];
       const n = units(st.size);
       await this.gate.acquire(n);
-      return this.track(this.midFile(path, sys, st, n, known, complete));
+      return this.track(this.midFile(path, sys, st, readXattrs, n, known, (r, ...rest) => complete(this.readByWorker(path, kept, r), ...rest)));
     }
     // Large files are read here, one at a time, while the walk goes on (the pool's gate bounds both).
-    if (st.size > MID_FILE) return this.track(this.oneLargeAtATime(() => this.largeFile(path, sys, st, complete)));
+    if (st.size > MID_FILE) {
+      const xattrs = kept ? kept.xattrs : this.readXattrsOf(path, sys, st);
+      return this.track(this.oneLargeAtATime(() => this.largeFile(path, sys, st, (...rest) => complete(xattrs, ...rest))));
+    }
     // A parent whose content is all still here may be reused when the bytes match its fingerprint.
     const reusable = wasFile && prev.fingerprint !== undefined && !prev.damaged && prev.content !== undefined && this.allStored(prev.content) ? prev : undefined;
     return this.enqueue(name, {
       path: typeof sys === 'string' ? Buffer.from(sys) : sys, size: st.size, mtime: st.mtime, ctime: st.ctime,
-      ...(reusable ? { fingerprint: reusable.fingerprint } : {}),
+      ...(reusable ? { fingerprint: reusable.fingerprint } : {}), ...readXattrs,
     }, (r) => {
       if (r.error) return this.cannotRead(path, r.error);
       const content = r.content ?? reusable!.content!;
       for (const c of content) this.addEntry(c);
-      return complete(content, r.size!, r.changed === true, r.fingerprint);
+      return complete(this.readByWorker(path, kept, r), content, r.size!, r.changed === true, r.fingerprint);
     });
   }
 
@@ -940,18 +980,18 @@ export class Archiver {
     return done;
   }
 
-  /** Has a worker read and chunk a mid-size file (the caller acquired its `n` gate units); resolves to its node. */
-  private midFile(path: Buffer, sys: PosixPath, st: EntryStat, n: number, known: string[], complete: (c: ContentEntry[], size: number, changed: boolean) => TreeNode): Promise<TreeNode | undefined> {
+  /** Has a worker read and chunk a mid-size file (the caller acquired its `n` gate units), and its extended attributes with `readXattrs`; resolves to its node. */
+  private midFile(path: Buffer, sys: PosixPath, st: EntryStat, readXattrs: { xattrs?: true }, n: number, known: string[], complete: (r: XattrsRead, c: ContentEntry[], size: number, changed: boolean) => TreeNode): Promise<TreeNode | undefined> {
     const result = this.pool.run<ChunkFileResult>({
       kind: 'file',
-      file: { path: typeof sys === 'string' ? Buffer.from(sys) : sys, size: st.size, mtime: st.mtime, ctime: st.ctime },
+      file: { path: typeof sys === 'string' ? Buffer.from(sys) : sys, size: st.size, mtime: st.mtime, ctime: st.ctime, ...readXattrs },
       ...(known.length ? { known } : {}),
     });
     return this.inWalkOrder(result, n, (r) => r.blobs ?? [], async (r) => {
       if (r.error) return this.cannotRead(path, r.error);
       for (const b of r.blobs!) await this.writer.addPrepared(wireToPrepared(b));
       for (const c of r.content!) this.addEntry(c);
-      return complete(r.content!, r.size!, r.changed === true);
+      return complete(r, r.content!, r.size!, r.changed === true);
     });
   }
 

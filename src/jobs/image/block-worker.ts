@@ -10,7 +10,7 @@ import { BlobCompressor } from '../../core/compress.js';
 import { isZero } from '../../core/zeros.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type Sealer, type SealOpener } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
-import { AuthenticationError, fingerprint, fingerprintKey, FP_BYTES, nextNonce, SEAL_OVERHEAD } from '../../core/crypto.js';
+import { AuthenticationError, fingerprintKey, FP_BYTES, nextNonce, SEAL_OVERHEAD } from '../../core/crypto.js';
 import { native } from '../../sources/native.js';
 import type { TaskHandler } from '../pool/pool-worker.js';
 import { wireError } from '../pool/wire-error.js';
@@ -72,7 +72,7 @@ function scan(t: ScanTask): ScanResult {
       kinds[i] = BlockKind.Zero;
       continue;
     }
-    const fp = fingerprint(fpKey, block);
+    const fp = native.fingerprint(fpKey, block);
     fingerprints.set(fp, i * FP_BYTES);
     if (fp.equals(expect.subarray(i * FP_BYTES, (i + 1) * FP_BYTES))) {
       kinds[i] = BlockKind.Same;

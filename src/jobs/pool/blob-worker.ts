@@ -9,14 +9,15 @@
 import { closeSync, constants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs';
 import { isZero } from '../../core/zeros.js';
 import { FastCDC, gearTable } from '../../core/chunker.js';
-import { fingerprint, fingerprintKey } from '../../core/crypto.js';
+import { fingerprintKey } from '../../core/crypto.js';
 import { BlobCompressor } from '../../core/compress.js';
 import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
 import { pushEntry, slicePlain, type ContentEntry } from '../../repo/tree.js';
 import { errorOf } from '../../sources/file-tree.js';
 import { WRITE_FIELDS, native } from '../../sources/native.js';
-import type { ChunkFileResult, ChunkFileTask, FileJob, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyJob, VerifyResult, VerifyTask, WireBlob } from './protocol.js';
+import { readXattrs } from '../../sources/xattrs.js';
+import type { ChunkFileResult, ChunkFileTask, FileJob, FileResult, FilesResult, FilesTask, InitMessage, SealResult, SealTask, Task, UnpackResult, UnpackTask, VerifyJob, VerifyResult, VerifyTask, WireBlob, XattrsRead } from './protocol.js';
 import type { TaskHandler } from './pool-worker.js';
 import { wireError } from './wire-error.js';
 
@@ -93,13 +94,29 @@ function reusedBuffer(size: number): Buffer {
 }
 
 /**
+ * The extended attributes of an open file, as `XattrsRead` carries them: a
+ * system call on the descriptor, where the main thread's by path would look
+ * the path up again (0.9 s of the main thread's 6.6 s on the Linux tree).
+ */
+function xattrsOf(fd: number): XattrsRead {
+  try {
+    const xattrs = readXattrs(fd);
+    return xattrs === undefined || xattrs === 'unsupported' ? {} : { xattrs };
+  } catch (e) {
+    return { xattrError: errorOf(e) };
+  }
+}
+
+/**
  * Reads a file into `into` at `at`; at most `max` bytes. A short read is the
  * end of the file when fstat agrees (no second read just to see 0 bytes);
  * a file system that returns fewer bytes than asked mid-file is read on.
+ * Its extended attributes too when the job asks for them.
  */
-function readInto(path: Buffer, into: Buffer, at: number, max: number, job: FileJob): { size: number; changed: boolean } {
+function readInto(path: Buffer, into: Buffer, at: number, max: number, job: FileJob): { size: number; changed: boolean; read: XattrsRead } {
   const fd = openForRead(path);
   try {
+    const read = job.xattrs ? xattrsOf(fd) : {};
     let size = 0;
     let st: BigIntStats | undefined;
     while (size < max) {
@@ -113,7 +130,7 @@ function readInto(path: Buffer, into: Buffer, at: number, max: number, job: File
       }
     }
     st ??= fstatSync(fd, { bigint: true });
-    return { size, changed: size !== job.size || st.mtimeNs !== job.mtime || st.ctimeNs !== job.ctime || Number(st.size) !== size };
+    return { size, read, changed: size !== job.size || st.mtimeNs !== job.mtime || st.ctimeNs !== job.ctime || Number(st.size) !== size };
   } finally {
     closeSync(fd);
   }
@@ -152,7 +169,7 @@ function files(t: FilesTask, transfer: ArrayBuffer[]): FilesResult {
   const inBatch = new Map<string, (typeof parts)[number]>();
   let end = 0;
   for (const f of t.files) {
-    let r: { size: number; changed: boolean };
+    let r: { size: number; changed: boolean; read: XattrsRead };
     try {
       r = readInto(buf(f.path), data, end, f.size + 1, f);
     } catch (e) {
@@ -160,17 +177,18 @@ function files(t: FilesTask, transfer: ArrayBuffer[]): FilesResult {
       continue;
     }
     const bytes = data.subarray(end, end + r.size);
-    const fp = fingerprint(fpKey, bytes).toString('hex');
-    const changed = r.changed ? { changed: true } : {};
+    const fp = native.fingerprint(fpKey, bytes).toString('hex');
+    // What every result of this file carries: that it changed while read, its extended attributes.
+    const extra = r.changed ? { changed: true, ...r.read } : r.read;
     if (fp === f.fingerprint) {
-      results.push({ size: r.size, fingerprint: fp, ...changed });
+      results.push({ size: r.size, fingerprint: fp, ...extra });
     } else if (r.size === 0 || isZero(bytes)) {
-      results.push({ size: r.size, fingerprint: fp, content: r.size === 0 ? [] : [r.size], ...changed });
+      results.push({ size: r.size, fingerprint: fp, content: r.size === 0 ? [] : [r.size], ...extra });
     } else {
       const key = r.size >= REMEMBER_FROM ? `${r.size}:${fp}` : '';
       const earlier = key ? storedFiles.get(key) : undefined;
       const first = key ? inBatch.get(key) : undefined;
-      const result = { size: r.size, fingerprint: fp, content: earlier ? [earlier] : [], ...changed };
+      const result = { size: r.size, fingerprint: fp, content: earlier ? [earlier] : [], ...extra };
       results.push(result);
       if (first) {
         first.copies.push(result.content);
@@ -203,7 +221,7 @@ function chunkFile(t: ChunkFileTask, transfer: ArrayBuffer[]): ChunkFileResult {
   const f = t.file;
   // One byte more than expected, to notice a file that grew.
   const data = reusedBuffer(f.size + 1);
-  let r: { size: number; changed: boolean };
+  let r: { size: number; changed: boolean; read: XattrsRead };
   try {
     r = readInto(buf(f.path), data, 0, f.size + 1, f);
   } catch (e) {
@@ -224,7 +242,7 @@ function chunkFile(t: ChunkFileTask, transfer: ArrayBuffer[]): ChunkFileResult {
     content.push(id);
     if (!known.has(id)) blobs.push(prepareBlob(keys, compressor, BlobType.Data, chunk, id));
   }
-  return { content, size: r.size, blobs: toWire(blobs, transfer), ...(r.changed ? { changed: true } : {}) };
+  return { content, size: r.size, blobs: toWire(blobs, transfer), ...r.read, ...(r.changed ? { changed: true } : {}) };
 }
 
 /**
@@ -310,7 +328,7 @@ function contentMatches(fd: number, f: VerifyJob): boolean {
       if (n === 0) break;
       got += n;
     }
-    return got === f.size && fingerprint(fpKey, b.subarray(0, got)).toString('hex') === f.fingerprint;
+    return got === f.size && native.fingerprint(fpKey, b.subarray(0, got)).toString('hex') === f.fingerprint;
   }
   let pos = 0;
   for (let j = 0; j < f.content.length; j++) {

@@ -58,6 +58,14 @@ export interface FileJob {
   readonly ctime: bigint;
   /** The parent snapshot's fingerprint of this file, when its content can be reused. */
   readonly fingerprint?: string;
+  /** Read its extended attributes too, from the descriptor the worker reads it through. */
+  readonly xattrs?: true;
+}
+
+/** A file's extended attributes as read by a worker (`FileJob.xattrs`): sorted by name; none when it has none; or why they could not be read. */
+export interface XattrsRead {
+  readonly xattrs?: readonly { readonly name: Uint8Array; readonly value: Uint8Array }[];
+  readonly xattrError?: ReadError;
 }
 
 export interface FilesTask {
@@ -65,7 +73,7 @@ export interface FilesTask {
   readonly files: readonly FileJob[];
 }
 
-export interface FileResult {
+export interface FileResult extends XattrsRead {
   /** Absent when the content equals the parent's (`fingerprint` matched). */
   readonly content?: ContentEntry[];
   readonly size?: number;
@@ -82,7 +90,7 @@ export interface ChunkFileTask {
   readonly known?: readonly string[];
 }
 
-export interface ChunkFileResult {
+export interface ChunkFileResult extends XattrsRead {
   readonly content?: ContentEntry[];
   readonly size?: number;
   readonly blobs?: WireBlob[];
