@@ -96,6 +96,7 @@ export async function runS3(ctx: ScenarioContext, corpus: string): Promise<S3Res
   };
   const tlsArgs = ['--cacert', s3.caFile];
   const tools = ctx.tools.filter((t): t is 'holdfast' | 'restic' => t === 'holdfast' || t === 'restic');
+  const targets: string[] = [];
   try {
     const local = join(work, 'local');
     const prepared = tools.includes('holdfast')
@@ -110,16 +111,19 @@ export async function runS3(ctx: ScenarioContext, corpus: string): Promise<S3Res
         if (!await setup(`[${tool}] init`, cmd(tool === 'holdfast' ? ['init'] : ['init', '--repository-version', '2']))) continue;
         const backup = await step(`[${tool}] backup`, k, cmd(['backup', '-q', '--host', 'bench', corpus]));
         if (!backup.ok) continue;
-        const target = join(work, `restore-${tool}`);
+        // Every restore gets its own target, removed only after the last one, as in the tree
+        // scenario (bench/run.ts): creating the corpus's files just after removing as many costs
+        // ext4 several times the system time (`recently_deleted`), and the spread of this row said so.
+        const target = join(work, `restore-${tool}-${k + 1}`);
         await rm(target, { recursive: true, force: true });
         await mkdir(target, { recursive: true });
+        targets.push(target);
         const restore = await step(`[${tool}] restore`, k, cmd(['restore', 'latest', '--target', target]));
         if (restore.ok) {
           const diff = treeDifference(source, (await walkTree(target)).stats);
           if (diff !== null) ctx.problems.push(`S3 [${tool}] restore ${k + 1}: the restored tree differs from the corpus (${diff})`);
           result.verify[tool] = result.verify[tool] ?? diff;
         }
-        if (!ctx.keep) await rm(target, { recursive: true, force: true });
       }
       if (!prepared) continue;
       const up = s3.location(`copy-${k + 1}`);
@@ -144,6 +148,7 @@ export async function runS3(ctx: ScenarioContext, corpus: string): Promise<S3Res
     }
   } finally {
     await s3.close();
+    if (!ctx.keep) for (const t of targets) await rm(t, { recursive: true, force: true });
   }
   result.notes.push(
     `S3: s3rver on ${s3.endpoint} (HTTPS, self-signed, --cacert for both tools); corpus ${corpus} (${source.files} files, ${(source.bytes / 1e6).toFixed(0)} MB); `
