@@ -13,7 +13,7 @@
   'targets': [
     {
       'target_name': 'holdfast_native',
-      'sources': ['native/addon.cc', 'native/beneath.cc', 'native/gcm.cc', 'native/mapscan.cc', 'native/restore.cc', 'native/walk.cc', 'native/xattr.cc'],
+      'sources': ['native/addon.cc', 'native/beneath.cc', 'native/gcm.cc', 'native/mapscan.cc', 'native/memory.cc', 'native/restore.cc', 'native/walk.cc', 'native/xattr.cc'],
       'include_dirs': ["<!(node -p \"require('node-addon-api').include_dir\")"],
       'defines': ['NAPI_VERSION=8', 'NODE_ADDON_API_DISABLE_DEPRECATED', 'NAPI_DISABLE_CPP_EXCEPTIONS', 'NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS'],
       'cflags+': ['-fvisibility=hidden', '-O2'],

@@ -8,6 +8,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitWalk(env, exports);
   InitXattr(env, exports);
   InitMapScan(env, exports);
+  InitMemory(env, exports);
   return exports;
 }
 

@@ -13,6 +13,7 @@ void InitRestore(Napi::Env env, Napi::Object exports);
 void InitWalk(Napi::Env env, Napi::Object exports);
 void InitXattr(Napi::Env env, Napi::Object exports);
 void InitMapScan(Napi::Env env, Napi::Object exports);
+void InitMemory(Napi::Env env, Napi::Object exports);
 
 // native/beneath.cc: `path` (leading slashes ignored) opened relative to
 // `dirfd` without following any symlink and without leaving the folder; -1

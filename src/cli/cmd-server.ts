@@ -62,6 +62,11 @@ export function register(program: Command): void {
       const { interrupted, off } = untilInterrupted();
       try {
         const { startServer, explained } = await serverLibrary();
+        // The server holds upload bodies whole until stored, at most the upload budget at once, and reads
+        // packs whole for GETs: the allocator keeps such blocks for reuse instead of mapping each afresh
+        // (docs/decisions.md, "Upload bodies in reused buffers").
+        const [{ native }, { DEFAULT_MAX_BYTES_IN_FLIGHT }] = await Promise.all([import('../sources/native.js'), import('../server/http/repo-routes.js')]);
+        native.keepLargeBlocks(DEFAULT_MAX_BYTES_IN_FLIGHT);
         // The AWS environment is read only for a server whose safes are in a bucket (this start's storage or the recorded one).
         const storage = flags.storage ?? (await loadSettings(dataDir).catch(() => undefined))?.storage;
         const s3 = storage === undefined ? undefined : await s3Settings(g.cacert);

@@ -96,6 +96,13 @@ export interface NativeAddon {
    * OpenSSL context per thread (native/gcm.cc).
    */
   fingerprint(key: Uint8Array, data: Uint8Array): Buffer;
+  /**
+   * Has the C library serve blocks up to 32 MiB from its heap and keep up to
+   * `bytes` freed at its top, instead of mapping each large block afresh
+   * (glibc's mallopt; native/memory.cc): for a long-running server holding
+   * pack bodies whole. false where the C library has no such setting.
+   */
+  keepLargeBlocks(bytes: number): boolean;
 }
 
 /** Numbers per path in `NativeAddon.writeFiles`'s `fields` (native/restore.cc lists them). */

@@ -12,7 +12,8 @@ import { EVERYTHING, buildTree, compareTrees, removeTree } from '../fixtures/tre
 import { Sandbox } from '../helpers/cli.js';
 import { databaseSuites } from '../helpers/databases.js';
 import { httpsJson, setUp, type TestServer } from '../helpers/server.js';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { HttpBackend } from '../../src/storage/http-backend.js';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -85,6 +86,20 @@ databaseSuites('disk safes over HTTPS through holdfast server', (fx) => {
       const r = await s.run(['snapshots'], as(tokens[who]!));
       assert.notEqual(r.code, 0, who);
       assert.match(r.stderr, /no such disk safe, or the token \(HOLDFAST_TOKEN\) does not give access to it/, `${who}: ${r.stderr}`);
+    }
+  });
+
+  it('stores packs of several MiB byte for byte, one after another and several at once (their bodies\' buffers reused)', { timeout: 60_000 }, async () => {
+    const b = new HttpBackend({ origin: `https://127.0.0.1:${t.server.port}`, safe: 'acme-web' }, { token: tokens['agent']!, fingerprint: t.server.fingerprint });
+    try {
+      // Sizes within one pooled size and across two, so that later bodies land in earlier ones' buffers.
+      const packs = [3.5, 3.2, 3.9, 1.5, 3.7, 3.3, 3.6, 3.1, 3.4].map((mib) => randomBytes(Math.round(mib * 2 ** 20)));
+      const name = (p: Buffer): string => createHash('sha256').update(p).digest('hex');
+      for (const p of packs.slice(0, 4)) await b.save({ type: 'data', name: name(p) }, p);
+      await Promise.all(packs.slice(4).map((p) => b.save({ type: 'data', name: name(p) }, p)));
+      for (const p of packs) assert.ok((await b.load({ type: 'data', name: name(p) })).equals(p), `pack ${name(p)} as sent`);
+    } finally {
+      await b.close();
     }
   });
 });

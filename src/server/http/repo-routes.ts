@@ -52,6 +52,7 @@ import { MAX_PACK_BYTES } from '../../repo/pack.js';
 import { UploadRefusedError } from '../services/upload-refused-error.js';
 import { mapInOrder } from '../../core/for-each-limit.js';
 import { UploadBudget, UploadBusyError, type UploadHold } from './upload-budget.js';
+import { BodyBuffers } from './body-buffers.js';
 
 /** The protocol version `GET /safes/S` reports; a client refuses a server whose version it does not know. */
 export const REPO_PROTOCOL_VERSION = 1;
@@ -241,12 +242,15 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
   const maxPage = opts.maxPageSize ?? 10_000;
   const pace = opts.uploadPace ?? DEFAULT_UPLOAD_PACE;
   /** The bytes of the uploads being received or stored now. */
+  const share = opts.maxBytesInFlightPerPrincipal ?? DEFAULT_MAX_BYTES_IN_FLIGHT_PER_PRINCIPAL;
   const budget = new UploadBudget({
     total: opts.maxBytesInFlight ?? DEFAULT_MAX_BYTES_IN_FLIGHT,
-    share: opts.maxBytesInFlightPerPrincipal ?? DEFAULT_MAX_BYTES_IN_FLIGHT_PER_PRINCIPAL,
+    share,
     customerShare: opts.maxBytesInFlightPerCustomer ?? DEFAULT_MAX_BYTES_IN_FLIGHT_PER_CUSTOMER,
     step: opts.uploadStep ?? DEFAULT_UPLOAD_STEP,
   });
+  /** Pack bodies' buffers kept between uploads: as many as one client sends at once (a share). */
+  const bodies = new BodyBuffers(share);
 
   // Bodies are read by the PUT handler itself, as a stream of the declared length.
   app.removeAllContentTypeParsers();
@@ -385,7 +389,7 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
       let stored = false;
       try {
         ticket = await s.access.beforeSave?.(h, size, s.signal);
-        const { bytes, sha256 } = await readBody(req.body as Readable, size, pace, hold).catch((e: unknown) => {
+        const { bytes, sha256 } = await readBody(req.body as Readable, bodies.take(size), pace, hold).catch((e: unknown) => {
           // The rest of a body cut off is not waited for: the connection closes after the answer.
           void reply.header('connection', 'close');
           throw e;
@@ -398,6 +402,7 @@ export const repoRoutes: FastifyPluginAsync<RepoRoutesOptions> = async (app: Fas
         try {
           await s.access.backend.save(h, bytes, { signal: s.signal });
           stored = true;
+          if (h.type === 'data') bodies.give(bytes);
           // Recorded before the upload's ticket ends: a count of the token's locks never misses it.
           if (h.type === 'lock') await s.access.lockOwners?.add(h.name);
         } catch (e) {
@@ -466,15 +471,15 @@ function declaredLength(req: FastifyRequest): number {
 }
 
 /**
- * The body, read into one buffer of `size` bytes and hashed on the way,
+ * The body, read into `bytes` (its declared size) and hashed on the way,
  * each chunk covered by `hold` before it is kept. A body that ends early
  * (the client went away) or holds more than declared rejects, and nothing is
  * stored; so does one that brings less than `pace.minBytes` (or what is
  * left) in a window of `pace.windowMs`, one whose next step the budget
  * refuses, and one the budget cuts.
  */
-async function readBody(body: Readable | undefined, size: number, pace: UploadPace, hold: UploadHold): Promise<{ bytes: Buffer; sha256: string }> {
-  const bytes = Buffer.allocUnsafe(size);
+async function readBody(body: Readable | undefined, bytes: Buffer, pace: UploadPace, hold: UploadHold): Promise<{ bytes: Buffer; sha256: string }> {
+  const size = bytes.length;
   const hash = createHash('sha256');
   let got = 0;
   if (body !== undefined && size > 0) {
