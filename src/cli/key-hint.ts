@@ -88,7 +88,6 @@ export function readKeyHint(repositoryId: string): string | undefined {
   return name !== undefined && /^[0-9a-f]{64}$/.test(name) ? name : undefined;
 }
 
-
 /** The scrypt parameters and salt of the key file that opened the repository at `location` last time, as recorded. */
 export function readKdfHint(location: string): KeyFile['kdf'] | undefined {
   const bytes = smallFile(kdfPath(location), MAX_HINT_BYTES);

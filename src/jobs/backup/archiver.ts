@@ -241,6 +241,11 @@ const wireToPrepared = (b: WireBlob) => ({
   sealed: asBuffer(b.sealed),
 });
 
+/** The parent snapshot's extended attributes of an entry, kept because its node says nothing changed (`Archiver.keptXattrs`). */
+interface KeptXattrs {
+  readonly xattrs: readonly Xattr[] | undefined;
+}
+
 interface Batch {
   jobs: FileJob[];
   bytes: number;
@@ -589,26 +594,21 @@ export class Archiver {
   }
 
   /**
-   * An entry's extended attributes: the parent snapshot's when its node says
-   * nothing changed (`keptXattrs`), else read here (`readXattrsOf`).
-   */
-  private xattrsOf(path: Buffer, sys: PosixPath, st: EntryStat, prev: TreeNode | undefined): readonly Xattr[] | undefined {
-    const kept = this.keptXattrs(st, prev);
-    return kept ? kept.xattrs : this.readXattrsOf(path, sys, st);
-  }
-
-  /**
    * The parent snapshot's extended attributes of an entry whose node says
    * nothing changed (setting or removing one changes the ctime); undefined
    * when they must be read (always with `force`).
    */
-  private keptXattrs(st: EntryStat, prev: TreeNode | undefined): { readonly xattrs: readonly Xattr[] | undefined } | undefined {
+  private keptXattrs(st: EntryStat, prev: TreeNode | undefined): KeptXattrs | undefined {
     if (this.opts.force !== true && prev !== undefined && prev.type === st.type && prev.ctime === st.ctime && prev.inode === st.inode && prev.device === this.device(st.device)) return { xattrs: prev.xattrs };
     return undefined;
   }
 
-  /** An entry's extended attributes read by path. One that cannot be read is a warning: the entry is kept without them. */
-  private readXattrsOf(path: Buffer, sys: PosixPath, st: EntryStat): readonly Xattr[] | undefined {
+  /**
+   * An entry's extended attributes: `kept`'s, else read here by path. One
+   * that cannot be read is a warning: the entry is kept without them.
+   */
+  private xattrsOf(path: Buffer, sys: PosixPath, st: EntryStat, kept: KeptXattrs | undefined): readonly Xattr[] | undefined {
+    if (kept) return kept.xattrs;
     try {
       return this.xattrReader.read(sys, st.device);
     } catch (e) {
@@ -622,7 +622,7 @@ export class Archiver {
    * they were kept, else what the worker read through its descriptor (a
    * warning when it could not).
    */
-  private readByWorker(path: Buffer, kept: { readonly xattrs: readonly Xattr[] | undefined } | undefined, r: XattrsRead): readonly Xattr[] | undefined {
+  private readByWorker(path: Buffer, kept: KeptXattrs | undefined, r: XattrsRead): readonly Xattr[] | undefined {
     if (kept) return kept.xattrs;
     if (r.xattrError) {
       this.warn(path, `cannot read extended attributes: ${r.xattrError.message}`);
@@ -673,7 +673,7 @@ export class Archiver {
     if (st.type === 'dir' && this.viewDevices !== undefined && !this.viewDevices.has(st.device) && this.inView(path) !== path) return this.notInView(path, name);
     // A file's attributes are read with it, by the worker that reads it (scheduleFile).
     if (st.type === 'file') return this.scheduleFile(path, sys, name, st, prev);
-    const xattrs = this.xattrsOf(path, sys, st, prev);
+    const xattrs = this.xattrsOf(path, sys, st, this.keptXattrs(st, prev));
     switch (st.type) {
       case 'dir':
         return this.scheduleDir(path, sys, name, st, xattrs, prev);
@@ -821,7 +821,7 @@ export class Archiver {
   private async scheduleFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, prev: TreeNode | undefined): Promise<Pending> {
     const kept = this.keptXattrs(st, prev);
     if (this.unchanged(st, prev)) {
-      const xattrs = kept ? kept.xattrs : this.readXattrsOf(path, sys, st);
+      const xattrs = this.xattrsOf(path, sys, st, kept);
       this.countUnchanged(prev);
       this.report(path);
       this.opts.onFile?.(path.toString(), 'unchanged');
@@ -832,7 +832,7 @@ export class Archiver {
     const linkKey = st.links > 1 ? `${st.device}:${st.inode}` : undefined;
     const first = linkKey === undefined ? undefined : this.linked.get(linkKey);
     if (first && first.st.size === st.size && first.st.mtime === st.mtime && first.st.ctime === st.ctime) {
-      return this.track(this.sameContentAs(first.pending, path, name, st, kept ? kept.xattrs : this.readXattrsOf(path, sys, st), wasFile));
+      return this.track(this.sameContentAs(first.pending, path, name, st, this.xattrsOf(path, sys, st, kept), wasFile));
     }
     const pending = await this.readFile(path, sys, name, st, kept, prev);
     if (linkKey !== undefined) this.linked.set(linkKey, { st, pending });
@@ -860,7 +860,7 @@ export class Archiver {
    * here by size; its extended attributes are `kept`'s, or read by the
    * worker that reads it (by path here for a streamed one).
    */
-  private async readFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, kept: { readonly xattrs: readonly Xattr[] | undefined } | undefined, prev: TreeNode | undefined): Promise<Pending> {
+  private async readFile(path: Buffer, sys: PosixPath, name: Buffer, st: EntryStat, kept: KeptXattrs | undefined, prev: TreeNode | undefined): Promise<Pending> {
     const wasFile = prev?.type === 'file';
     // `streamed`: a large file, whose bytes were counted chunk by chunk.
     const complete = (xattrs: readonly Xattr[] | undefined, content: readonly ContentEntry[], size: number, changed: boolean, fingerprint?: string, streamed = false): TreeNode => {
@@ -886,7 +886,7 @@ export class Archiver {
     }
     // Large files are read here, one at a time, while the walk goes on (the pool's gate bounds both).
     if (st.size > MID_FILE) {
-      const xattrs = kept ? kept.xattrs : this.readXattrsOf(path, sys, st);
+      const xattrs = this.xattrsOf(path, sys, st, kept);
       return this.track(this.oneLargeAtATime(() => this.largeFile(path, sys, st, (...rest) => complete(xattrs, ...rest))));
     }
     // A parent whose content is all still here may be reused when the bytes match its fingerprint.
