@@ -2,7 +2,6 @@
 // module's exports.
 #pragma once
 #include <napi.h>
-#include <openssl/evp.h>
 #include <sys/types.h>
 
 #include <string>
@@ -24,7 +23,7 @@ std::string BeneathMessage(int err, const char* syscall, const std::string& path
 
 // native/gcm.cc: the keyed fingerprint of a file or a block (format §6.1):
 // the 16-byte Poly1305 tag of a ChaCha20-Poly1305 seal of nothing under
-// `key` (32 bytes) and a zero nonce, with `data` as the associated data.
-// false when OpenSSL failed.
+// `key` (32 bytes) and a zero nonce, with `data` as the associated data, on
+// the calling thread's context. false when OpenSSL failed.
 constexpr size_t kFingerprintBytes = 16;
-bool Fingerprint(EVP_CIPHER_CTX* ctx, const uint8_t* key, const uint8_t* data, size_t n, uint8_t* tag);
+bool Fingerprint(const uint8_t* key, const uint8_t* data, size_t n, uint8_t* tag);

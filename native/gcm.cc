@@ -132,7 +132,7 @@ Napi::Value GcmOpen(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, ok ? static_cast<double>(plain) : -1);
 }
 
-// The ChaCha20-Poly1305 context of `fingerprint`, per thread.
+// The ChaCha20-Poly1305 context of `Fingerprint`, per thread.
 struct FingerprintContext {
   EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
   ~FingerprintContext() { EVP_CIPHER_CTX_free(ctx); }
@@ -150,7 +150,7 @@ Napi::Value FingerprintOf(const Napi::CallbackInfo& info) {
   auto key = info[0].As<Napi::Uint8Array>();
   auto data = info[1].As<Napi::Uint8Array>();
   uint8_t tag[kFingerprintBytes];
-  if (fingerprinting.ctx == nullptr || !Fingerprint(fingerprinting.ctx, key.Data(), data.Data(), data.ByteLength(), tag)) {
+  if (!Fingerprint(key.Data(), data.Data(), data.ByteLength(), tag)) {
     Napi::Error::New(env, "fingerprint: ChaCha20-Poly1305 failed").ThrowAsJavaScriptException();
     return env.Undefined();
   }
@@ -159,7 +159,9 @@ Napi::Value FingerprintOf(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-bool Fingerprint(EVP_CIPHER_CTX* ctx, const uint8_t* key, const uint8_t* data, size_t n, uint8_t* tag) {
+bool Fingerprint(const uint8_t* key, const uint8_t* data, size_t n, uint8_t* tag) {
+  EVP_CIPHER_CTX* ctx = fingerprinting.ctx;
+  if (ctx == nullptr) return false;
   static const uint8_t nonce[12] = {0};
   int len = 0;
   uint8_t none[16];

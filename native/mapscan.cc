@@ -24,8 +24,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-
 #include <cstdint>
 #include <mutex>
 
@@ -83,11 +81,6 @@ bool IsZero(const uint8_t* p, size_t n) {
   return acc == 0;
 }
 
-struct CtxFree {
-  EVP_CIPHER_CTX* ctx;
-  ~CtxFree() { EVP_CIPHER_CTX_free(ctx); }
-};
-
 // scanMapped(fd, position, length, blockSize, fpKey, expect, kinds, fingerprints, copyTo)
 //   → 0, an errno (mmap failed), or -1 (SIGBUS: the source is shorter than the range).
 // kinds[i] and fingerprints[16i..] are written for each block; a changed block's
@@ -118,8 +111,6 @@ Napi::Value ScanMapped(const Napi::CallbackInfo& info) {
   void* map = mmap(nullptr, length, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, position);
   if (map == MAP_FAILED) return Napi::Number::New(env, errno);
   const uint8_t* base = static_cast<const uint8_t*>(map);
-  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
-  CtxFree ctxFree{ctx};
   int result = 0;
   sigjmp_buf jump;
   // volatile: read after a siglongjmp back into this frame.
@@ -137,7 +128,7 @@ Napi::Value ScanMapped(const Napi::CallbackInfo& info) {
         memset(fp, 0, kFingerprintBytes);
         continue;
       }
-      if (!Fingerprint(ctx, key.Data(), base + at, n, fp)) {
+      if (!Fingerprint(key.Data(), base + at, n, fp)) {
         result = EIO;
         break;
       }
