@@ -201,6 +201,7 @@ describe('the key derivation started ahead for a repository over the network, fr
     symlinkSync('/dev/zero', path);
     assert.equal(readKdfHint(location), undefined, 'a device is not read');
   });
+
   it('records are written by renaming a new file over the name: a symlink, a FIFO or a linked folder planted in the cache is replaced or left alone, never written through', { timeout: 120_000 }, async () => {
     const location = s3.location('early');
     const env = { ...s3.env, HOLDFAST_CACERT: s3.caFile, HOLDFAST_REPOSITORY: location };
