@@ -49,7 +49,7 @@ const webImports = {
 };
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/'] },
+  { ignores: ['dist/', 'node_modules/', 'build/', '.bench/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
