@@ -11,9 +11,10 @@
  * the last file backup stay in memory (TreeCache), so that the next one,
  * whose parent that backup is, reads no parent tree from the disk safe, and
  * so does the folder-scan worker of file backups (DirScanner), started by
- * the first backup of a large tree and kept for the next, and the snapshots
- * the repository authenticated (`Repository.listSnapshots`), so that a
- * job's listing downloads only the snapshots added since the last.
+ * the first backup of a large tree and kept for the next, and the headers
+ * of the snapshots the repository authenticated (`Repository.listSnapshots`
+ * with `blobList: false`), so that a job's listing downloads only the
+ * snapshots added since the last.
  *
  *   open (once)   backend https://server/safes/NAME, retried, rate-limited
  *                 → Repository.open(password, loadIndex) → WorkerPool
@@ -149,6 +150,13 @@ export const MAX_UNAUTHENTIC_LISTED = 1000;
 
 /** A hook's time limit when the configuration gives none (seconds), as `holdfast backup --hook-timeout`'s default. */
 const DEFAULT_HOOK_TIMEOUT_S = 300;
+
+/**
+ * How the session lists and finds snapshots: headers only, so that what the
+ * open repository keeps between jobs is about a kilobyte a snapshot, not
+ * its blob list (docs/decisions.md, "The agent keeps snapshot headers").
+ */
+const HEADERS = { blobList: false } as const;
 
 /** Repositories this process opened with a key (each a key derivation and an index load). */
 let repositoryOpens = 0;
@@ -286,7 +294,7 @@ export class AgentSession {
     }, async (s, ready) => work(s, await readableSnapshots(this.repo, (id, e) => {
       if (e instanceof ForgedObjectError) this.unauthentic.add(id);
       events.log(`skipping snapshot ${id}: ${e.message}`);
-    }), ready));
+    }, HEADERS), ready));
   }
 
   /** The running backup job's census, as its result says it (`unauthentic_snapshots`, at most MAX_UNAUTHENTIC_LISTED; `unauthentic_count`: how many). */
@@ -483,7 +491,7 @@ export class AgentSession {
   private async restore(spec: RestoreSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
     const target = resolve(spec.target);
     const warnDamaged = (id: string, e: Error): void => events.log(`skipping snapshot ${id}: ${e.message}`);
-    const { id, snapshot } = await findSnapshot(this.repo, spec.snapshot, {}, warnDamaged).catch((e: unknown) => {
+    const { id, snapshot } = await findSnapshot(this.repo, spec.snapshot, {}, warnDamaged, HEADERS).catch((e: unknown) => {
       throw new JobFailedError(`${(e as Error).message}; nothing was restored`);
     });
     const unfinished = this.opts.unfinishedRestores === undefined ? undefined : new UnfinishedRestores(this.opts.unfinishedRestores);
@@ -546,7 +554,7 @@ export class AgentSession {
    * test's outcome as its result (the server marks the snapshot damaged).
    */
   private async verifyRestore(spec: VerifyRestoreSpec, events: JobEvents, signal: AbortSignal): Promise<Record<string, unknown>> {
-    const { id, snapshot } = await findSnapshot(this.repo, spec.snapshot ?? 'latest', {}, (sid, e) => events.log(`skipping snapshot ${sid}: ${e.message}`)).catch((e: unknown) => {
+    const { id, snapshot } = await findSnapshot(this.repo, spec.snapshot ?? 'latest', {}, (sid, e) => events.log(`skipping snapshot ${sid}: ${e.message}`), HEADERS).catch((e: unknown) => {
       throw new JobFailedError(`${(e as Error).message}; nothing was tested`);
     });
     const seed = randomSeed();

@@ -87,7 +87,7 @@ async function checkLive(input: ImageInput, allowLive: boolean): Promise<boolean
 
 /** The parent of an image backup of `paths`: --parent, else the latest image snapshot of this host and paths. */
 async function imageParent(repo: Repository, flags: ImageBackupFlags, paths: string[]): Promise<SnapshotEntry | null> {
-  return findParent(await snapshotsOf(repo), { hostname: flags.host ?? osHostname(), paths, image: true, ...(flags.parent === undefined ? {} : { parent: flags.parent }) });
+  return findParent(await snapshotsOf(repo, { blobList: false }), { hostname: flags.host ?? osHostname(), paths, image: true, ...(flags.parent === undefined ? {} : { parent: flags.parent }) });
 }
 
 /** Runs `backup --image`. */

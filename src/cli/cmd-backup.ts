@@ -121,7 +121,7 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
   const hostname = flags.host;
   // With --force the parent is still the parent: it is recorded, and tells unchanged files from changed ones by content.
   const host = hostname ?? (await import('node:os')).hostname();
-  const parent = findParent(await snapshotsOf(repo), { hostname: host, paths, image: false, ...(flags.parent === undefined ? {} : { parent: flags.parent }) });
+  const parent = findParent(await snapshotsOf(repo, { blobList: false }), { hostname: host, paths, image: false, ...(flags.parent === undefined ? {} : { parent: flags.parent }) });
   if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}${flags.force ? ' (--force: every file is read again)' : ''}`);
   // Until the count beside the backup is done, the parent snapshot's size stands for the whole.
   const ps = parent?.snapshot.summary;

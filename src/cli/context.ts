@@ -7,7 +7,7 @@ import { dirname } from 'node:path';
 import { parseCompressionMode, type CompressionMode } from '../core/compress.js';
 import { openBackend } from '../storage/open-backend.js';
 import type { KeyDerivation } from '../repo/key-file.js';
-import { Repository } from '../repo/repository.js';
+import { Repository, type ListSnapshotsOptions } from '../repo/repository.js';
 import { Store, type ModeOptions, type SnapshotEntry } from '../repo/store.js';
 import type { Backend } from '../storage/backend.js';
 import { DryRunBackend } from '../storage/dry-run-backend.js';
@@ -283,9 +283,13 @@ export async function openSourceStore(location: string, g: GlobalOptions, signal
   }
 }
 
-/** Every snapshot that can be read and passes its MAC, oldest first; each of the others is named in a warning and left out. */
-export function snapshotsOf(repo: Repository): Promise<SnapshotEntry[]> {
-  return readableSnapshots(repo, (id, e) => warn(`skipping snapshot ${id}: ${e.message}`));
+/**
+ * Every snapshot that can be read and passes its MAC, oldest first; each of
+ * the others is named in a warning and left out. `opts.blobList: false`:
+ * their headers (a backup choosing its parent holds no blob lists).
+ */
+export function snapshotsOf(repo: Repository, opts: ListSnapshotsOptions = {}): Promise<SnapshotEntry[]> {
+  return readableSnapshots(repo, (id, e) => warn(`skipping snapshot ${id}: ${e.message}`), opts);
 }
 
 /** Refuses, with exit code 13, a command that would remove data through an append-only client. */

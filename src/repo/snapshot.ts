@@ -194,7 +194,19 @@ function decodeSummary(v: unknown, what: string): SnapshotSummary {
   return o as unknown as SnapshotSummary;
 }
 
-export function decodeSnapshot(bytes: Buffer, what: string): Snapshot {
+/** How much of a snapshot `decodeSnapshot` keeps. */
+export interface DecodeSnapshotOptions {
+  /**
+   * false: the header alone (what choosing a parent, restoring, retention
+   * and the server's snapshot index read); its `blobs` throws. The list is
+   * most of a snapshot's bytes (32 per blob: 200 KB for the Linux tree, 32 MB
+   * for a terabyte in 1 MiB chunks), and a process that keeps snapshots
+   * between jobs keeps only headers (`Repository.listSnapshots`).
+   */
+  readonly blobList?: boolean;
+}
+
+export function decodeSnapshot(bytes: Buffer, what: string, opts: DecodeSnapshotOptions = {}): Snapshot {
   const r = new ByteReader(bytes, what);
   r.magic(MAGIC);
   const version = r.u8('version');
@@ -206,7 +218,7 @@ export function decodeSnapshot(bytes: Buffer, what: string): Snapshot {
   const count = r.u32('id count');
   if (count * ID_BYTES + MAC_BYTES !== r.remaining) r.fail(`claims ${count} blob ids and a MAC in ${r.remaining} bytes`);
   // A copy: the caller's buffer may be reused before the list is read (its MAC was of these bytes).
-  const ids = Buffer.from(r.bytes(count * ID_BYTES, 'blob ids'));
+  const ids = opts.blobList === false ? undefined : Buffer.from(r.bytes(count * ID_BYTES, 'blob ids'));
   const time = str(o, 'time', what);
   if (Number.isNaN(Date.parse(time))) throw new CorruptObjectError(what, 'bad time');
   const tree = str(o, 'tree', what);
@@ -231,6 +243,7 @@ export function decodeSnapshot(bytes: Buffer, what: string): Snapshot {
     // and none of their lists, which are most of their bytes (docs/decisions.md, "Snapshots read
     // for their header").
     get blobs(): readonly string[] {
+      if (ids === undefined) throw new Error(`${what} was read for its header: its blob list was not kept (the caller must load it whole)`);
       return (blobs ??= hexIds(ids));
     },
   };

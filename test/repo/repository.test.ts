@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { MemoryBackend } from '../../src/storage/memory-backend.js';
-import type { Backend, ObjectInfo, ObjectType } from '../../src/storage/backend.js';
+import type { Backend, Handle, LoadOptions, ObjectInfo, ObjectType } from '../../src/storage/backend.js';
 import { sha256, SEAL_OVERHEAD } from '../../src/core/crypto.js';
 import { Repository } from '../../src/repo/repository.js';
 import { Store } from '../../src/repo/store.js';
@@ -452,6 +452,60 @@ describe('Repository: orphan packs', () => {
     assert.equal(await nw.indexOrphanPacks((m) => warnings.push(m)), 0);
     assert.equal(warnings.length, 1);
     assert.ok(warnings[0]!.includes(pack!.name), warnings[0]!);
+  });
+});
+
+/** A MemoryBackend that counts the snapshot objects loaded from it. */
+class CountingBackend extends MemoryBackend {
+  snapshotLoads = 0;
+  override load(h: Handle, opts?: LoadOptions): Promise<Buffer> {
+    if (h.type === 'snapshot') this.snapshotLoads++;
+    return super.load(h, opts);
+  }
+}
+
+describe('Repository: snapshots listed for their headers', () => {
+  /** A snapshot of one data blob and an empty tree, stored by a writer of `repo`; its id and blob list. */
+  async function snapshotOf(repo: Repository, host: string): Promise<{ id: string; blobs: string[] }> {
+    const w = repo.newWriter();
+    const { id: blob } = await w.saveBlob(BlobType.Data, randomBytes(100));
+    const tree = await w.saveTree([]);
+    await w.flush();
+    const now = new Date().toISOString();
+    const blobs = [blob, tree].sort();
+    const id = await w.saveSnapshot({
+      time: now, hostname: host, username: 'u', paths: ['/'], tags: [], tree, blobs,
+      summary: { filesNew: 0, filesChanged: 0, filesUnchanged: 0, dirs: 0, otherNodes: 0, errors: 0, totalBytes: 0, bytesRead: 0, blobsAdded: 0, dataAdded: 0, dataAddedStored: 0, start: now, end: now },
+    });
+    return { id, blobs };
+  }
+
+  it('keeps headers between listings, loads only what another client added, and gives whole snapshots when asked', async () => {
+    const backend = new CountingBackend();
+    const repo = await Repository.init(backend, TEST_PASSWORD, { scrypt: TEST_SCRYPT });
+    const mine = await snapshotOf(repo, 'mine');
+    const other = await Repository.open(await Store.open(backend), TEST_PASSWORD);
+    const theirs = await snapshotOf(other, 'theirs');
+
+    const headers = await repo.listSnapshots({ blobList: false });
+    assert.deepEqual(headers.ok.map((e) => e.snapshot.hostname).sort(), ['mine', 'theirs']);
+    assert.equal(backend.snapshotLoads, 1, 'its own snapshot is held, the other client\'s loaded');
+    for (const e of headers.ok) assert.throws(() => e.snapshot.blobs, /read for its header: its blob list was not kept/);
+    await repo.listSnapshots({ blobList: false });
+    assert.equal(backend.snapshotLoads, 1, 'a second listing of headers loads nothing');
+
+    // A caller that reads blob lists gets them whole, loaded again: memory held no list to give.
+    const whole = await repo.listSnapshots();
+    assert.equal(backend.snapshotLoads, 3);
+    const byId = new Map(whole.ok.map((e) => [e.id, e.snapshot.blobs]));
+    assert.deepEqual(byId.get(mine.id), mine.blobs);
+    assert.deepEqual(byId.get(theirs.id), theirs.blobs);
+    assert.deepEqual((await repo.loadSnapshot(mine.id)).blobs, mine.blobs);
+    await assert.rejects(repo.loadSnapshot(mine.id, { blobList: false }).then((s) => s.blobs), /blob list was not kept/);
+
+    // A snapshot removed from storage is not listed again from memory.
+    await backend.remove({ type: 'snapshot', name: theirs.id });
+    assert.deepEqual((await repo.listSnapshots({ blobList: false })).ok.map((e) => e.id), [mine.id]);
   });
 });
 

@@ -6,7 +6,7 @@
  * host and paths, of the same kind: files or an image).
  */
 import type { ErrorCode } from '../../core/errors.js';
-import type { Repository } from '../../repo/repository.js';
+import type { ListSnapshotsOptions, Repository } from '../../repo/repository.js';
 import type { Snapshot } from '../../repo/snapshot.js';
 import type { SnapshotEntry } from '../../repo/store.js';
 
@@ -51,20 +51,24 @@ export class BadSnapshotNameError extends Error {
   }
 }
 
-/** Every readable snapshot, oldest first; a damaged one is told to `onDamaged` and left out. */
-export async function readableSnapshots(repo: Repository, onDamaged?: (id: string, e: Error) => void): Promise<SnapshotEntry[]> {
-  const { ok, damaged } = await repo.listSnapshots();
+/**
+ * Every readable snapshot, oldest first; a damaged one is told to
+ * `onDamaged` and left out. `opts.blobList: false`: their headers, which is
+ * all that choosing one reads (a process kept running asks for that).
+ */
+export async function readableSnapshots(repo: Repository, onDamaged?: (id: string, e: Error) => void, opts: ListSnapshotsOptions = {}): Promise<SnapshotEntry[]> {
+  const { ok, damaged } = await repo.listSnapshots(opts);
   for (const [id, e] of damaged) onDamaged?.(id, e);
   return ok;
 }
 
 /**
  * Resolves SNAP: `latest` (the newest snapshot `f` matches; damaged ones told
- * to `onDamaged`) or a unique id prefix.
+ * to `onDamaged`) or a unique id prefix. `opts` as `readableSnapshots`'.
  */
-export async function findSnapshot(repo: Repository, arg: string, f: SnapshotFilter, onDamaged?: (id: string, e: Error) => void): Promise<SnapshotEntry> {
+export async function findSnapshot(repo: Repository, arg: string, f: SnapshotFilter, onDamaged?: (id: string, e: Error) => void, opts: ListSnapshotsOptions = {}): Promise<SnapshotEntry> {
   if (arg === 'latest') {
-    const all = (await readableSnapshots(repo, onDamaged)).filter((s) => matchesFilter(s.snapshot, f));
+    const all = (await readableSnapshots(repo, onDamaged, opts)).filter((s) => matchesFilter(s.snapshot, f));
     const last = all[all.length - 1];
     if (!last) throw new SnapshotNotFoundError(`no ${f.image ? 'image ' : ''}snapshot matches`);
     return last;
@@ -74,7 +78,7 @@ export async function findSnapshot(repo: Repository, arg: string, f: SnapshotFil
   for await (const info of repo.backend.list('snapshot', { prefix: arg })) ids.push(info.name);
   if (ids.length === 0) throw new SnapshotNotFoundError(`no snapshot with id ${arg}`);
   if (ids.length > 1) throw new SnapshotNotFoundError(`snapshot id prefix ${arg} is ambiguous (${ids.length} snapshots)`);
-  return { id: ids[0]!, snapshot: await repo.loadSnapshot(ids[0]!) };
+  return { id: ids[0]!, snapshot: await repo.loadSnapshot(ids[0]!, opts) };
 }
 
 /** What a new backup is, for finding its parent. */

@@ -103,7 +103,7 @@ class IndexingBackend extends WrapperBackend {
     if (h.type !== 'snapshot') return;
     let s: Snapshot;
     try {
-      s = decodeSnapshot(Buffer.from(data.buffer, data.byteOffset, data.byteLength), `snapshot ${h.name}`);
+      s = decodeSnapshot(Buffer.from(data.buffer, data.byteOffset, data.byteLength), `snapshot ${h.name}`, { blobList: false });
     } catch {
       return;
     }
@@ -135,7 +135,7 @@ export async function ensureIndexed(ctx: ServiceContext, safe: Pick<DiskSafe, 'i
     let s: Snapshot;
     try {
       // Its bytes checked against its name, as a Store reads a snapshot: damage is not a snapshot to list, nor to date others by.
-      s = decodeSnapshot(await loadChecked(backend, { type: 'snapshot', name }, `snapshot ${name}`), `snapshot ${name}`);
+      s = decodeSnapshot(await loadChecked(backend, { type: 'snapshot', name }, `snapshot ${name}`), `snapshot ${name}`, { blobList: false });
     } catch (e) {
       if (e instanceof CorruptObjectError || e instanceof UnsupportedVersionError || e instanceof NotFoundError) return; // damaged, or gone meanwhile
       throw e;

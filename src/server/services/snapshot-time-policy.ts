@@ -62,7 +62,7 @@ export async function refuseBackdatedSnapshot(newestOf: NewestOfGroup, bytes: Bu
   let time: number;
   let group: string;
   try {
-    const s = decodeSnapshot(bytes, 'the uploaded snapshot');
+    const s = decodeSnapshot(bytes, 'the uploaded snapshot', { blobList: false });
     // The index keeps these as text, which PostgreSQL's cannot hold with a NUL: stored, the snapshot would be missing from the index (the rest is kept as JSON, escaped).
     if (s.hostname.includes('\0') || s.username.includes('\0')) throw new Error('a NUL character in its host or user name');
     time = Date.parse(s.time);
