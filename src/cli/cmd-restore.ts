@@ -11,6 +11,7 @@ import { isImageSnapshot, openImageFiles, restorerFor } from '../jobs/image-file
 import { OVERWRITE_CHOICES, type Overwrite } from '../jobs/restore/overwrite.js';
 import { Excludes } from '../jobs/backup/excludes.js';
 import { MAX_FAILED_LISTED, type RestoreProgress } from '../jobs/restore/restorer.js';
+import { BLOB_WORKER } from '../jobs/pool/worker-pool.js';
 import { printable } from './printable.js';
 
 interface RestoreFlags extends SnapshotFilter {
@@ -57,6 +58,7 @@ export function register(program: Command): void {
       if (inTheWay !== undefined) {
         throw new ExitError(`cannot restore to ${flags.target}: ${inTheWay === resolve(flags.target!) ? 'it' : inTheWay} exists and is not a folder; nothing was restored`, EXIT.failed);
       }
+      processPool().warm(BLOB_WORKER); // the blob workers boot while the key is derived
       const repo = await openRepo(g);
       const { id, snapshot } = await findSnapshot(repo, snap, flags);
       // Image snapshots: files are read out of the image's filesystems (src/jobs/image-files).

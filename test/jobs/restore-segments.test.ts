@@ -66,4 +66,29 @@ describe('restore by pack segments', () => {
     for (const x of reads) perPack.set(x.name, (perPack.get(x.name) ?? 0) + 1);
     assert.ok([...perPack.values()].some((n) => n > 1), 'some pack read in more than one range');
   });
+
+  it('keeps as many segment reads in flight as the backend serves at once, beyond two per worker', async () => {
+    const { backend, repo } = await memoryRepo();
+    const r = await new Archiver(repo, { paths: [src], parent: null }).run();
+    // A backend far away: 8 connections, every read of pack bytes takes a while.
+    Object.defineProperty(backend, 'capabilities', { value: { ...backend.capabilities, connections: 8 } });
+    let reading = 0;
+    let most = 0;
+    const load = backend.load.bind(backend);
+    backend.load = async (h: Handle, opts?: LoadOptions): Promise<Buffer> => {
+      if (h.type !== 'data' || opts?.offset === undefined) return load(h, opts);
+      most = Math.max(most, ++reading);
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 40));
+        return await load(h, opts);
+      } finally {
+        reading--;
+      }
+    };
+    const target = join(dir, 'restore-far');
+    const restored = await new Restorer(repo, target, { workers: 2 }).run(r.snapshot.tree);
+    assert.deepEqual(restored.failed, []);
+    for (const [name, data] of files) assert.ok((await readFile(join(target, src, name))).equals(data), name);
+    assert.ok(most > 4, `at most ${most} reads in flight, where two workers unpack two segments each`);
+  });
 });

@@ -141,7 +141,12 @@ export const MAX_FAILED_LISTED = 1000;
  * the walk had planned several packs, a quarter of a kernel tree.
  */
 const SEGMENT = 4 << 20;
-/** Segments read and being unpacked at once, per worker. */
+/**
+ * Segments read and being unpacked at once, per worker; at least as many as
+ * the backend serves well at once (`connections`: 8 for a server or S3), so
+ * that a read's round trip is not a worker's wait (docs/decisions.md,
+ * "Restores through the server").
+ */
 const SEGMENTS_PER_WORKER = 2;
 /**
  * Files written in pieces held open at once: past it, the walk waits for
@@ -471,11 +476,16 @@ export class Restorer {
     this.throwIfStopped();
   }
 
+  /** How many segments may be read and unpacked at once (SEGMENTS_PER_WORKER). */
+  private get segmentsAtOnce(): number {
+    return Math.max(this.pool.size * SEGMENTS_PER_WORKER, this.repo.backend.capabilities.connections);
+  }
+
   /** Hands the oldest planned segments to the workers while more than `keep` are planned. */
   private async unpackReady(keep: number): Promise<void> {
     while (this.plan.size > keep) {
       this.throwIfStopped();
-      while (this.running.size >= this.pool.size * SEGMENTS_PER_WORKER) await this.until(Promise.race(this.running));
+      while (this.running.size >= this.segmentsAtOnce) await this.until(Promise.race(this.running));
       const [key, { pack, blobs }] = this.plan.entries().next().value!;
       this.plan.delete(key);
       this.track(this.unpackPack(this.pool, pack, blobs));
