@@ -142,10 +142,10 @@ export const MAX_FAILED_LISTED = 1000;
  */
 const SEGMENT = 4 << 20;
 /**
- * Segments read and being unpacked at once, per worker; at least as many as
- * the backend serves well at once (`connections`: 8 for a server or S3), so
- * that a read's round trip is not a worker's wait (docs/decisions.md,
- * "Restores through the server").
+ * Segments read and being unpacked at once, per worker; from a repository
+ * that is not a local folder, at least as many as the backend serves well at
+ * once (`connections`: 8 for a server or S3), so that a read's round trip is
+ * not a worker's wait (docs/decisions.md, "Restores through the server").
  */
 const SEGMENTS_PER_WORKER = 2;
 /**
@@ -478,7 +478,8 @@ export class Restorer {
 
   /** How many segments may be read and unpacked at once (SEGMENTS_PER_WORKER). */
   private get segmentsAtOnce(): number {
-    return Math.max(this.pool.size * SEGMENTS_PER_WORKER, this.repo.backend.capabilities.connections);
+    const { connections, localPath } = this.repo.backend.capabilities;
+    return Math.max(this.pool.size * SEGMENTS_PER_WORKER, localPath === undefined ? connections : 0);
   }
 
   /** Hands the oldest planned segments to the workers while more than `keep` are planned. */
