@@ -607,11 +607,16 @@ export class Repository {
    * (`DecodeSnapshotOptions`).
    */
   async loadSnapshot(id: string, opts: ListSnapshotsOptions = {}): Promise<Snapshot> {
+    return (await this.readSnapshot(id, opts)).snapshot;
+  }
+
+  /** A snapshot loaded, decoded and authenticated: its header (what memory keeps), and what `opts` asks for. */
+  private async readSnapshot(id: string, opts: ListSnapshotsOptions): Promise<{ header: Snapshot; snapshot: Snapshot }> {
     const what = `snapshot ${id}`;
     const bytes = await loadChecked(this.backend, handleOf('snapshot', id), what, opts);
-    const s = decodeSnapshot(bytes, what, opts);
+    const header = decodeSnapshot(bytes, what, { blobList: false });
     authenticateSnapshot(bytes, this.snapshotMacKey, id);
-    return s;
+    return { header, snapshot: opts.blobList === false ? header : decodeSnapshot(bytes, what) };
   }
 
   /**
@@ -647,22 +652,18 @@ export class Repository {
    */
   async listSnapshots(opts: ListSnapshotsOptions = {}): Promise<SnapshotList> {
     const damaged = new Map<string, Error>();
-    const headers = opts.blobList === false;
     const known = this.snapshots;
     const kept = new Map<string, Snapshot>();
     const ok = await loadEvery(this.backend, 'snapshot', async (name) => {
       const held = known.get(name);
-      if (held !== undefined && headers) {
+      if (held !== undefined && opts.blobList === false) {
         kept.set(name, held);
         return held;
       }
       try {
-        const what = `snapshot ${name}`;
-        const bytes = await loadChecked(this.backend, handleOf('snapshot', name), what, opts);
-        const header = decodeSnapshot(bytes, what, { blobList: false });
-        authenticateSnapshot(bytes, this.snapshotMacKey, name);
+        const { header, snapshot } = await this.readSnapshot(name, opts);
         kept.set(name, header);
-        return headers ? header : decodeSnapshot(bytes, what);
+        return snapshot;
       } catch (e) {
         if (!isDamage(e)) throw e;
         damaged.set(name, e);
