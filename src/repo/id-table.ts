@@ -117,12 +117,23 @@ export class IdTable {
     return this.addKey();
   }
 
+  /** As `find`, for the id in the 32 bytes at `bytes[at]`. */
+  findBytes(bytes: Uint8Array, at: number): number {
+    this.keyOf(bytes, at);
+    return this.probe(this.hashKey());
+  }
+
   /** As `add`, for the id in the 32 bytes at `bytes[at]`. */
   addBytes(bytes: Uint8Array, at: number): number {
+    this.keyOf(bytes, at);
+    return this.addKey();
+  }
+
+  /** Reads the id in the 32 bytes at `bytes[at]` into the key. */
+  private keyOf(bytes: Uint8Array, at: number): void {
     if (at < 0 || at + ID_WORDS * 4 > bytes.length) throw new RangeError(`no id at ${at} of ${bytes.length} bytes`);
     const k = this.key;
     for (let w = 0, i = at; w < ID_WORDS; w++, i += 4) k[w] = ((bytes[i]! << 24) | (bytes[i + 1]! << 16) | (bytes[i + 2]! << 8) | bytes[i + 3]!) >>> 0;
-    return this.addKey();
   }
 
   /** `add` of the parsed key. */

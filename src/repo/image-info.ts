@@ -24,11 +24,11 @@ export const MAX_MAP_BLOCKS = 1 << 20;
 /** Bytes per block-map entry. */
 export const MAP_ENTRY_BYTES = 32;
 
-const HOLE = Buffer.alloc(MAP_ENTRY_BYTES);
-
 /** Whether the block-map entry at `map[o…]` is all zero: a hole (nothing stored, reads as zeros). */
 export function isHoleEntry(map: Buffer, o: number): boolean {
-  return map.compare(HOLE, 0, MAP_ENTRY_BYTES, o, o + MAP_ENTRY_BYTES) === 0;
+  // A loop, not a compare: an id's first byte is almost never zero, and a call into C++ per block costs more.
+  for (let i = o; i < o + MAP_ENTRY_BYTES; i++) if (map[i] !== 0) return false;
+  return true;
 }
 
 /** One partition of the source's partition table. */

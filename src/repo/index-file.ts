@@ -385,11 +385,29 @@ export class MasterIndex {
 
   /** Whether a live pack holds the blob (what a writer may deduplicate against). Allocates nothing. */
   has(id: string): boolean {
-    const o = this.blobs.find(id);
+    return this.holdsLive(this.blobs.find(id));
+  }
+
+  /** As `has`, for the id in the 32 bytes at `bytes[at]`. */
+  hasBytes(bytes: Uint8Array, at: number): boolean {
+    return this.holdsLive(this.blobs.findBytes(bytes, at));
+  }
+
+  /** Whether ordinal `o` (-1: none) has a copy in a live pack. */
+  private holdsLive(o: number): boolean {
     if (o < 0) return false;
     const bits = this.bitsOf(o);
     if ((bits & PRIMARY_PENDING) === 0) return true;
     return (bits & SEVERAL) !== 0 && this.extras.get(o)!.other !== undefined;
+  }
+
+  /** The pack of `lookup`'s location, without making the location (a snapshot's fence asks for every blob it lists). */
+  packOf(id: string): string | undefined {
+    const o = this.blobs.find(id);
+    if (o < 0) return undefined;
+    const w = this.bitsOf(o);
+    if ((w & (PRIMARY_PENDING | SEVERAL)) === 0) return this.packName(w >>> PACK_SHIFT);
+    return this.lookup(id)!.pack;
   }
 
   /** Where a blob is: a live location, else one in a pack pending deletion (`addPendingPack`). */

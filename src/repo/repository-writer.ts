@@ -151,6 +151,11 @@ export class RepositoryWriter {
     return this.target.index.has(id) || this.pending.has(id);
   }
 
+  /** As `hasBlob`, for the id in the 32 bytes at `bytes[at]`: no hex string unless the shared index lacks it. */
+  hasBlobAt(bytes: Buffer, at: number): boolean {
+    return this.target.index.hasBytes(bytes, at) || (this.pending.size > 0 && this.pending.has(bytes.toString('hex', at, at + 32)));
+  }
+
   /**
    * Stores a blob unless it is known already. Returns its id and whether it
    * was new. Waits when too many packs are being uploaded (back-pressure).

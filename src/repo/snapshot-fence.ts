@@ -88,7 +88,8 @@ export async function commitSnapshots(t: FenceTarget, items: readonly SnapshotTo
   for (let attempt = 1; rest.length > 0; attempt++) {
     const start = { mono: performance.now(), wall: Date.now() };
     try {
-      await protectBlobs(t, [...new Set(rest.flatMap((i) => items[i]!.blobs))], opts);
+      // One snapshot's list as it is: a blob listed twice is looked at twice, no more.
+      await protectBlobs(t, rest.length === 1 ? items[rest[0]!]!.blobs : [...new Set(rest.flatMap((i) => items[i]!.blobs))], opts);
     } catch (e) {
       if (e instanceof BlobsLostError) {
         const lost = new Set(e.ids);
@@ -139,8 +140,8 @@ export async function protectBlobs(t: FenceTarget, ids: readonly string[], opts:
   const usable = (pack: string): boolean => present.has(pack) && !condemned.has(pack);
   const unsafe: string[] = [];
   for (const id of ids) {
-    const loc = t.index.lookup(id);
-    if (loc === undefined || !usable(loc.pack)) unsafe.push(id);
+    const pack = t.index.packOf(id);
+    if (pack === undefined || !usable(pack)) unsafe.push(id);
   }
   if (unsafe.length === 0) return;
 

@@ -80,7 +80,7 @@ export interface Snapshot {
 export function encodeSnapshot(s: Snapshot, key: Buffer): Buffer {
   const { blobs, ...meta } = s;
   const json = Buffer.from(JSON.stringify(meta), 'utf8');
-  const ids = sortedIds(blobs);
+  const ids = listBytes.get(blobs) ?? sortedIds(blobs);
   const b = Buffer.alloc(4 + 1 + 4 + json.length + 4 + ids.length + MAC_BYTES);
   b.write(MAGIC, 0, 'latin1');
   b.writeUInt8(SNAPSHOT_VERSION, 4);
@@ -106,9 +106,14 @@ const HIGH = endianness() === 'LE' ? 1 : 0;
  * conversion per id took three times as long (docs/decisions.md).
  */
 function sortedIds(hex: readonly string[]): Buffer {
-  const n = hex.length;
-  const all = Buffer.allocUnsafeSlow(n * ID_BYTES);
+  const all = Buffer.allocUnsafeSlow(hex.length * ID_BYTES);
   if (all.write(hex.join(''), 'hex') !== all.length || hex.some((h) => h.length !== 2 * ID_BYTES)) throw new TypeError('a snapshot lists blob ids of 64 hex characters');
+  return sortUnique(all);
+}
+
+/** The distinct ids of `all` (32 bytes each, at a 4-byte aligned offset), sorted bytewise, back to back. */
+function sortUnique(all: Buffer): Buffer {
+  const n = all.length / ID_BYTES;
   const words = new Uint32Array(2 * n);
   for (let i = 0; i < n; i++) {
     words[2 * i + HIGH] = all.readUInt32BE(i * ID_BYTES);
@@ -116,8 +121,8 @@ function sortedIds(hex: readonly string[]): Buffer {
   }
   new BigUint64Array(words.buffer).sort();
   const out = Buffer.allocUnsafeSlow(n * ID_BYTES);
-  // Both buffers start their own ArrayBuffers: an id is copied as eight 32-bit words.
-  const from = new Uint32Array(all.buffer, 0, n * 8);
+  // Both are 4-byte aligned: an id is copied as eight 32-bit words.
+  const from = new Uint32Array(all.buffer, all.byteOffset, n * 8);
   const to = new Uint32Array(out.buffer, 0, n * 8);
   let o = 0;
   const put = (i: number): void => {
@@ -140,6 +145,29 @@ function sortedIds(hex: readonly string[]): Buffer {
     k = end;
   }
   return out.subarray(0, o * ID_BYTES);
+}
+
+/** The encoded id list of each list `blobIdList` made: `encodeSnapshot` copies it as it is. */
+const listBytes = new WeakMap<readonly string[], Buffer>();
+
+/**
+ * A snapshot's blob list from ids as bytes (32 each, in any order, repeats
+ * allowed): distinct, sorted, hex, and frozen, its encoding kept for
+ * `encodeSnapshot`. For lists of a disk's worth of blocks, which as hex
+ * strings cost a set to make them distinct and a conversion back to bytes.
+ */
+export function blobIdList(ids: Buffer): readonly string[] {
+  if (ids.length % ID_BYTES !== 0) throw new TypeError('a snapshot lists blob ids of 32 bytes');
+  let own = ids;
+  if (ids.byteOffset % 4 !== 0) {
+    own = Buffer.allocUnsafeSlow(ids.length);
+    ids.copy(own);
+  }
+  const sorted = sortUnique(own);
+  const hex = sorted.toString('hex');
+  const list = Object.freeze(Array.from({ length: sorted.length / ID_BYTES }, (_, i) => hex.slice(i * 2 * ID_BYTES, (i + 1) * 2 * ID_BYTES)));
+  listBytes.set(list, sorted);
+  return list;
 }
 
 /**

@@ -136,7 +136,13 @@ describe('MasterIndex', () => {
         const notIds = ['', 'x', ids[0]!.toUpperCase(), `${ids[0]!.slice(0, 63)}g`, `${ids[0]!}0`, `${ids[0]!.slice(0, 63)}\u0130`];
         for (const id of [...ids, ...absent, ...notIds]) {
           assert.equal(index.has(id), model.has(id), `has ${id}`);
+          if (/^[0-9a-f]{64}$/.test(id)) {
+            // The same id as bytes, at an odd place in a larger buffer.
+            const bytes = Buffer.concat([Buffer.from([7]), Buffer.from(id, 'hex'), Buffer.from([9])]);
+            assert.equal(index.hasBytes(bytes, 1), model.has(id), `hasBytes ${id}`);
+          }
           assert.deepEqual(plain(index.lookup(id)), plain(model.lookup(id)), `lookup ${id}`);
+          assert.equal(index.packOf(id), model.lookup(id)?.pack, `packOf ${id}`);
           assert.deepEqual(index.copies(id).map(plain), model.copies(id).map(plain), `copies ${id}`);
           assert.equal(index.hasSeveralCopies(id), model.hasSeveralCopies(id), `hasSeveralCopies ${id}`);
           assert.equal(index.lengthsDisagree(id), model.lengthsDisagree(id), `lengthsDisagree ${id}`);
@@ -237,7 +243,10 @@ describe('IdTable', () => {
       assert.equal(t.page(i)[t.base(i) + 9], 2 ** 32 - 1 - i);
     });
     assert.equal(t.size, ids.length);
+    ids.forEach((id, i) => assert.equal(t.findBytes(Buffer.concat([Buffer.alloc(i % 5), Buffer.from(id, 'hex')]), i % 5), i, 'found from its bytes'));
     for (let i = 0; i < 1000; i++) assert.equal(t.find(randomBytes(32).toString('hex')), -1);
+    for (let i = 0; i < 1000; i++) assert.equal(t.findBytes(randomBytes(32), 0), -1);
+    assert.throws(() => t.findBytes(Buffer.from(ids[0]!, 'hex'), 1), RangeError, 'an id cut short is refused, not read past its end');
     // Ids that differ from a held one in a single word, and in its last bit.
     const near = ids[0]!.slice(0, 56) + (parseInt(ids[0]!.slice(56), 16) ^ 1).toString(16).padStart(8, '0');
     assert.equal(t.find(near), -1);

@@ -25,7 +25,7 @@ import { FORMAT_VERSION, authenticateConfig, decodeConfig, encodeConfig, newConf
 import { decodeKeyFile, KeyDerivation, unwrapMasterKey, wrapMasterKey, type KeyFile } from '../../src/repo/key-file.js';
 import { BlobType, FLAG_COMPRESSED, PACK_TRAILER_BYTES, PackWriter, parsePackHeader, parsePackTrailer, type PackedBlob } from '../../src/repo/pack.js';
 import { decodeIndex, encodeIndex, type IndexFile } from '../../src/repo/index-file.js';
-import { authenticateSnapshot, decodeSnapshot, encodeSnapshot, type Snapshot } from '../../src/repo/snapshot.js';
+import { authenticateSnapshot, blobIdList, decodeSnapshot, encodeSnapshot, type Snapshot } from '../../src/repo/snapshot.js';
 import { MAX_TREE_NODES, decodeTree, encodeTree, type NodeType, type TreeNode } from '../../src/repo/tree.js';
 import { DEFAULT_CHUNKER_PARAMS } from '../../src/core/chunker.js';
 
@@ -808,6 +808,21 @@ describe('snapshot: specific cases', () => {
       const back = decodeSnapshot(encodeSnapshot({ ...s, blobs: ids }, MAC_KEY), SNAPSHOT_WHAT);
       assert.deepEqual(back.blobs, [...new Set(ids)].sort());
     }));
+  });
+
+  it('a blob list made from bytes is the list, and the encoding, that the same ids as hex give', () => {
+    const s = fc.sample(snapshotArb, { seed: 6, numRuns: 1 })[0]!;
+    const id = fc.tuple(fc.constantFrom('00000000', '0000ffff', 'ffffffff', '80000001'), fc.constantFrom('00', '7f', 'ff', 'a5'), fc.constantFrom('00', '01', 'fe'))
+      .map(([head, mid, tail]) => `${head}${mid.repeat(27)}${tail}`);
+    fc.assert(fc.property(fc.array(id, { maxLength: 60 }), fc.integer({ min: 0, max: 5 }), (ids, skew) => {
+      // At an offset that is not a multiple of four, as a slice of a larger buffer may be.
+      const bytes = Buffer.concat([Buffer.alloc(skew), ...ids.map((h) => Buffer.from(h, 'hex'))]).subarray(skew);
+      const list = blobIdList(bytes);
+      assert.deepEqual([...list], [...new Set(ids)].sort());
+      assert.ok(Object.isFrozen(list), 'frozen: its kept encoding cannot go stale');
+      assert.deepEqual(encodeSnapshot({ ...s, blobs: list }, MAC_KEY), encodeSnapshot({ ...s, blobs: [...ids] }, MAC_KEY));
+    }));
+    assert.throws(() => blobIdList(Buffer.alloc(33)), /32 bytes/);
   });
 
   it('encoding refuses a blob list with an id that is not 64 hex characters', () => {

@@ -35,7 +35,7 @@ import type { Repository } from '../../repo/repository.js';
 import type { RepositoryWriter } from '../../repo/repository-writer.js';
 import type { CompressionMode } from '../../core/compress.js';
 import { BlobType } from '../../repo/pack.js';
-import type { Snapshot, SnapshotSummary } from '../../repo/snapshot.js';
+import { blobIdList, type Snapshot, type SnapshotSummary } from '../../repo/snapshot.js';
 import { IMAGE_VERSION, MAP_ENTRY_BYTES, isHoleEntry, type ImageCounts, type ImageInfo } from '../../repo/image-info.js';
 import { analyzeImage, type LayoutAnalysis } from '../../sources/image/image-layout.js';
 import { EmptySourceError, SourceShrankError, type ImageInput } from '../../sources/image/image-input.js';
@@ -157,6 +157,11 @@ class Paged {
 
   set(i: number, bytes: Uint8Array): void {
     this.page(Math.floor(i / this.pageEntries)).set(bytes, (i % this.pageEntries) * this.entryBytes);
+  }
+
+  /** Entry i: the entry's length of bytes at `from[at…]`. */
+  copyFrom(i: number, from: Buffer, at: number): void {
+    from.copy(this.page(Math.floor(i / this.pageEntries)), (i % this.pageEntries) * this.entryBytes, at, at + this.entryBytes);
   }
 
   get(i: number): Buffer {
@@ -353,10 +358,10 @@ export class ImageBackup {
    * Binary ids throughout: this runs for every clean block of the disk.
    */
   private takeFromParent(b: number, page: Buffer, at: number): boolean {
-    if (isHoleEntry(page, at) || !this.writer.hasBlob(page.toString('hex', at, at + MAP_ENTRY_BYTES))) return false;
-    this.map.set(b, page.subarray(at, at + MAP_ENTRY_BYTES));
-    const cached = this.cache?.entryFor(b, page, at);
-    if (cached) this.newCache.set(b, cached);
+    if (isHoleEntry(page, at) || !this.writer.hasBlobAt(page, at)) return false;
+    this.map.copyFrom(b, page, at);
+    const cached = this.cache?.entryAt(b, page, at);
+    if (cached !== undefined) this.newCache.copyFrom(b, this.cache!.entries, cached);
     return true;
   }
 
@@ -584,17 +589,21 @@ export class ImageBackup {
   private async finish(start: Date, size: number, analysis: LayoutAnalysis, incomplete: boolean): Promise<ImageBackupResult> {
     const blocks = Math.ceil(size / this.blockSize);
     const maps: string[] = [];
-    const blobs = new Set<string>();
-    for (const page of this.map.pagesFor(blocks)) {
+    // Every block's id, each map's and the tree's, as bytes: a disk's worth of hex strings in a set cost more than the rest of an incremental.
+    const pages = this.map.pagesFor(blocks);
+    const ids = Buffer.allocUnsafeSlow((blocks + pages.length + 1) * MAP_ENTRY_BYTES);
+    let n = 0;
+    for (const page of pages) {
       for (let o = 0; o < page.length; o += MAP_ENTRY_BYTES) {
-        if (!isHoleEntry(page, o)) blobs.add(page.toString('hex', o, o + MAP_ENTRY_BYTES));
+        if (!isHoleEntry(page, o)) n += page.copy(ids, n, o, o + MAP_ENTRY_BYTES);
       }
       const { id } = await this.writer.saveBlob(BlobType.ImageMap, Buffer.from(page));
       maps.push(id);
-      blobs.add(id);
+      n += ids.write(id, n, 'hex');
     }
     const tree = await this.writer.saveTree([]);
-    blobs.add(tree);
+    n += ids.write(tree, n, 'hex');
+    const blobs = blobIdList(ids.subarray(0, n));
     await this.writer.flush();
     const counts: ImageCounts = { blocks, ...this.counts };
     const understood = analysis.filesystems.some((f) => f.understood);
@@ -641,7 +650,7 @@ export class ImageBackup {
       ...(incomplete ? { incomplete: true as const } : {}),
       summary,
       image,
-      blobs: [...blobs],
+      blobs,
     };
     // Ctrl-C during the last uploads ends the backup without a snapshot, as it does earlier.
     this.opts.signal?.throwIfAborted();
