@@ -116,11 +116,14 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
     const paths = [stream ? `/${name}` : imageSourcePath(src)];
     const hooks = hooksOf(flags);
     processPool().warm(BLOCK_WORKER); // the block workers boot while the key is derived
+    // qemu-img lists the disk's bitmaps meanwhile too; a failure is told where the rotation awaits it.
+    const inspected = disk?.inspect();
+    inspected?.catch(() => undefined);
     await backupSession(g, async (repo, signal) => {
       const parent = flags.force ? null : await imageParent(repo, flags, paths);
       const o = { flags, paths, parent, chosen, live };
       const result = disk
-        ? await withBitmapRotation(disk, repo.config.id, parent?.snapshot.image, warn, openError, (din, bitmaps) => backupImage(g, repo, signal, din, { ...o, bitmaps }))
+        ? await withBitmapRotation(disk, repo.config.id, parent?.snapshot.image, warn, openError, (din, bitmaps) => backupImage(g, repo, signal, din, { ...o, bitmaps }), inspected)
         : await backupImage(g, repo, signal, input!, { ...o, bitmaps: undefined });
       return { outcome: result.snapshot.incomplete ? 'incomplete' : 'success', snapshotId: result.id };
     }, hooks ? { hooks: { hooks, paths, kind: 'image' } } : {});

@@ -241,6 +241,16 @@ export class MasterIndex {
    * holds are added as `addPendingPack` adds them, the others as `addPack`.
    */
   addIndexFile(bytes: Buffer, pending: ReadonlyMap<string, unknown>): void {
+    this.addIndexFiles([bytes], pending);
+  }
+
+  /** `addIndexFile` of each, the table sized once for them all (an entry is 48 of a file's bytes: at most that many blobs). */
+  addIndexFiles(files: readonly Buffer[], pending: ReadonlyMap<string, unknown>): void {
+    this.blobs.reserve(this.blobs.size + files.reduce((n, f) => n + Math.floor(f.length / ENTRY_BYTES), 0));
+    for (const bytes of files) this.addOne(bytes, pending);
+  }
+
+  private addOne(bytes: Buffer, pending: ReadonlyMap<string, unknown>): void {
     let pack = 0;
     let role: 'live' | 'pending' = 'live';
     readIndex(bytes, 'index', {
@@ -404,10 +414,20 @@ export class MasterIndex {
   /** The pack of `lookup`'s location, without making the location (a snapshot's fence asks for every blob it lists). */
   packOf(id: string): string | undefined {
     const o = this.blobs.find(id);
-    if (o < 0) return undefined;
+    return o < 0 ? undefined : this.packOfOrdinal(o, () => id);
+  }
+
+  /** As `packOf`, for the id in the 32 bytes at `bytes[at]`. */
+  packOfBytes(bytes: Buffer, at: number): string | undefined {
+    const o = this.blobs.findBytes(bytes, at);
+    return o < 0 ? undefined : this.packOfOrdinal(o, () => bytes.toString('hex', at, at + ID_BYTES));
+  }
+
+  /** `lookup`'s pack for ordinal `o`; `hex` gives its id, needed only for a blob with several copies or only a pending one. */
+  private packOfOrdinal(o: number, hex: () => string): string {
     const w = this.bitsOf(o);
     if ((w & (PRIMARY_PENDING | SEVERAL)) === 0) return this.packName(w >>> PACK_SHIFT);
-    return this.lookup(id)!.pack;
+    return this.lookup(hex())!.pack;
   }
 
   /** Where a blob is: a live location, else one in a pack pending deletion (`addPendingPack`). */

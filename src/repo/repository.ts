@@ -113,7 +113,7 @@ interface BuiltIndex {
 function buildIndex({ markers, files }: IndexSources, index = new MasterIndex()): BuiltIndex {
   // Markers first: a pack marked after this is handled by the snapshot fence (docs/format.md §15).
   const pending = condemnedPacks(markers.ok.values());
-  for (const bytes of files.ok.values()) index.addIndexFile(bytes, pending);
+  index.addIndexFiles([...files.ok.values()], pending);
   for (const p of pending.values()) index.addPendingPack(p);
   return { index, files: [...files.ok.keys()], damaged: files.damaged, markers: new Set([...markers.ok.keys(), ...markers.damaged.keys()]) };
 }

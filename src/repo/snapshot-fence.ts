@@ -28,6 +28,8 @@ import { condemnedPacks, formatDurationMs } from './deletion-marker.js';
 import type { BlobLocation, MasterIndex } from './index-file.js';
 import { handleOf, io } from './objects.js';
 import { PackCopier } from './pack-copier.js';
+import { blobIdBytes } from './snapshot.js';
+import { ID_BYTES } from '../core/ids.js';
 import type { Store } from './store.js';
 import type { ErrorCode } from '../core/errors.js';
 
@@ -139,9 +141,11 @@ export async function protectBlobs(t: FenceTarget, ids: readonly string[], opts:
   const present = await t.store.list('data', opts);
   const usable = (pack: string): boolean => present.has(pack) && !condemned.has(pack);
   const unsafe: string[] = [];
-  for (const id of ids) {
-    const pack = t.index.packOf(id);
-    if (pack === undefined || !usable(pack)) unsafe.push(id);
+  // A list made from bytes (a disk's worth of block ids) is looked up from them, id i at i × 32.
+  const bytes = blobIdBytes(ids);
+  for (let i = 0; i < ids.length; i++) {
+    const pack = bytes ? t.index.packOfBytes(bytes, i * ID_BYTES) : t.index.packOf(ids[i]!);
+    if (pack === undefined || !usable(pack)) unsafe.push(ids[i]!);
   }
   if (unsafe.length === 0) return;
 

@@ -150,6 +150,11 @@ function sortUnique(all: Buffer): Buffer {
 /** The encoded id list of each list `blobIdList` made: `encodeSnapshot` copies it as it is. */
 const listBytes = new WeakMap<readonly string[], Buffer>();
 
+/** The ids of a list `blobIdList` made, as the bytes it was made from (sorted, distinct); undefined for any other list. */
+export function blobIdBytes(list: readonly string[]): Buffer | undefined {
+  return listBytes.get(list);
+}
+
 /**
  * A snapshot's blob list from ids as bytes (32 each, in any order, repeats
  * allowed): distinct, sorted, hex, and frozen, its encoding kept for

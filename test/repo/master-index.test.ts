@@ -253,6 +253,19 @@ describe('IdTable', () => {
     assert.equal(t.has(ids[0]!), true);
   });
 
+  it('finds every id after room is made for more, before, between and after adding them', () => {
+    const t = new IdTable(0);
+    const ids = Array.from({ length: 5000 }, () => randomBytes(32).toString('hex'));
+    t.reserve(2000);
+    ids.slice(0, 3000).forEach((id) => t.add(id));
+    t.reserve(100);
+    t.reserve(40_000);
+    ids.slice(3000).forEach((id) => t.add(id));
+    assert.equal(t.size, ids.length);
+    ids.forEach((id, i) => assert.equal(t.find(id), i));
+    for (let i = 0; i < 1000; i++) assert.equal(t.find(randomBytes(32).toString('hex')), -1);
+  });
+
   it('hashes under a key of its own: ids built to share a hash whatever the seed do not', () => {
     // The reviewer's family: each id flips the top bit of some of the first 7 words and
     // cancels the difference it leaves in the next word; an unkeyed multiply-xor chain

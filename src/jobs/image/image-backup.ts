@@ -159,9 +159,11 @@ class Paged {
     this.page(Math.floor(i / this.pageEntries)).set(bytes, (i % this.pageEntries) * this.entryBytes);
   }
 
-  /** Entry i: the entry's length of bytes at `from[at…]`. */
+  /** Entry i: the entry's length of bytes at `from[at…]` (a loop: a call into C++ per block costs more). */
   copyFrom(i: number, from: Buffer, at: number): void {
-    from.copy(this.page(Math.floor(i / this.pageEntries)), (i % this.pageEntries) * this.entryBytes, at, at + this.entryBytes);
+    const page = this.page(Math.floor(i / this.pageEntries));
+    const o = (i % this.pageEntries) * this.entryBytes;
+    for (let k = 0; k < this.entryBytes; k++) page[o + k] = from[at + k]!;
   }
 
   get(i: number): Buffer {

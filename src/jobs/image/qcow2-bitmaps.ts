@@ -58,14 +58,19 @@ export interface BackupBitmaps {
  * a warning, when it cannot be added), runs `work` on it, closes it, then
  * removes the older bitmaps when `work` succeeded, or the one added when it
  * failed. `parent`: the parent snapshot's image field, if any; `openError`
- * turns a failure to open into the caller's error.
+ * turns a failure to open into the caller's error. `inspected`: the disk's
+ * `inspect()`, started by a caller that had it run while the repository
+ * opened. The bitmaps are listed once: those removed at the end are the
+ * ones found at the start (another backup's, of another repository or
+ * started meanwhile, are not this one's to remove).
  */
 export async function withBitmapRotation<T>(
   disk: DirtyBitmapDisk, repositoryId: string, parent: ImageInfo | undefined, onWarning: (m: string) => void,
   openError: (e: unknown) => Error, work: (input: ImageInput, bitmaps: BackupBitmaps) => Promise<T>,
+  inspected: ReturnType<DirtyBitmapDisk['inspect']> = disk.inspect(),
 ): Promise<T> {
   const prefix = bitmapPrefix(repositoryId);
-  const state = await disk.inspect().catch((e: unknown) => {
+  const state = await inspected.catch((e: unknown) => {
     throw openError(e);
   });
   let since: string | undefined;
@@ -106,7 +111,7 @@ export async function withBitmapRotation<T>(
   // The snapshot is saved: a source that cannot be closed cleanly leaves its leftovers to the next run, not a failure.
   await input.close().catch((e: unknown) => onWarning(`${disk.name}: ${(e as Error).message}; the next backup removes what this one left`));
   if (added === undefined) return result;
-  for (const b of (await disk.inspect()).bitmaps) {
+  for (const b of state.bitmaps) {
     if (!b.name.startsWith(prefix) || b.name === added) continue;
     await disk.removeBitmap(b.name).catch((e: unknown) => onWarning(`cannot remove the old dirty bitmap ${b.name} from ${disk.name}: ${(e as Error).message}`));
   }

@@ -199,7 +199,7 @@ export async function serveQemuNbd(file: string, opts: { format: 'qcow2' | 'raw'
       await stop();
       throw new QemuError(`qemu-nbd did not listen on ${socket} within ${SERVE_TIMEOUT_MS / 1000} s`);
     }
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 5));
   }
   const endedWithin = async (ms: number): Promise<QemuError | undefined> => {
     let timer: NodeJS.Timeout | undefined;
