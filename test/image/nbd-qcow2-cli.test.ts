@@ -142,11 +142,24 @@ describe('NBD and qcow2 image sources through the CLI', { skip: missingTools('mk
       assert.ok(dumped.subarray(0, 8192).equals(Buffer.alloc(8192, 0xab)));
     });
 
+    it('scattered writes are read together into one slot of the backup, each block into its place', async () => {
+      // Pieces of two files, apart from each other: their blocks share a slot of the backup, not the disk's order of bytes.
+      const pieces = [fileBlock * 4096 + (1 << 20), logBlock * 4096, fileBlock * 4096 + (128 << 10), fileBlock * 4096 + (2 << 20) + 4096];
+      pieces.forEach((o, i) => write(0x11 * (i + 1), o, 4096));
+      const touched = new Set(pieces.flatMap((o) => [Math.floor(o / 65536), Math.floor((o + 4095) / 65536)]));
+      const third = summaryOf(await ok(['backup', '--json', '--image', disk]));
+      assert.match(third.read_since!, /-2$/);
+      assert.equal(third.bytes_read, touched.size * 65536, 'only the blocks written are read');
+      assert.equal(third.blocks_changed, touched.size);
+      await noQemuLeft();
+      await restoredEqual('scattered.qcow2');
+    });
+
     it('a removed bitmap gives a full read, still correct', async () => {
       for (const b of Object.keys(qcow2Bitmaps(disk))) sh('qemu-img', ['bitmap', '--remove', disk, b]);
       write(0xcd, logBlock * 4096, 4096);
       const r = await ok(['backup', '--json', '--image', disk]);
-      assert.match(r.stderr, /dirty bitmap holdfast-[0-9a-f]{16}-2 is no longer in the file; reading every block/);
+      assert.match(r.stderr, /dirty bitmap holdfast-[0-9a-f]{16}-3 is no longer in the file; reading every block/);
       const full = summaryOf(r);
       assert.equal(full.read_since, undefined);
       assert.equal(full.bytes_read, first.bytes_read, 'every used block with data is read again');

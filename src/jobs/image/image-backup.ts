@@ -334,9 +334,13 @@ export class ImageBackup {
     for (const f of w) f();
   }
 
-  /** Processes a filled slot (or one to map, `source`) in the background; the slot is released when done. */
-  private dispatch(slot: Slot, firstBlock: number, length: number, source?: { fd: number; position: number }): void {
-    const p = this.processSlot(slot, firstBlock, length, source)
+  /**
+   * Processes a filled slot (or one to map, `source`) in the background; the
+   * slot is released when done. `blocks`: the image's block number of the
+   * slot's first block, the others following it; or (a gathered slot) of each.
+   */
+  private dispatch(slot: Slot, blocks: number | readonly number[], length: number, source?: { fd: number; position: number }): void {
+    const p = this.processSlot(slot, blocks, length, source)
       .catch((e: unknown) => {
         this.failure ??= e;
       })
@@ -390,22 +394,23 @@ export class ImageBackup {
     return this.pool!.run<ScanResult>(task);
   }
 
-  /** Reads `length` bytes of the file or device at `position` into the slot; SourceShrankError when it ends before. */
-  private async readSlot(slot: Slot, length: number, position: number): Promise<void> {
+  /** Reads `length` bytes of the file or device at `position` into the slot at `at`; SourceShrankError when it ends before. */
+  private async readSlot(slot: Slot, length: number, position: number, at = 0): Promise<void> {
     const { input } = this.opts;
-    const got = await input.readAt!(slot.buf, 0, length, position);
+    const got = await input.readAt!(slot.buf, at, length, position);
     if (got < length) throw new SourceShrankError(input.path, input.size ?? 0, position + got);
   }
 
-  private async processSlot(slot: Slot, firstBlock: number, length: number, source?: { fd: number; position: number }): Promise<void> {
+  private async processSlot(slot: Slot, blocks: number | readonly number[], length: number, source?: { fd: number; position: number }): Promise<void> {
     const pool = this.pool!;
     const n = Math.ceil(length / this.blockSize);
+    const blockAt = typeof blocks === 'number' ? (i: number): number => blocks + i : (i: number): number => blocks[i]!;
     const expect = new Uint8Array(n * FP_BYTES);
     const cachedIds: (string | undefined)[] = new Array<string | undefined>(n);
     if (this.cache) {
       for (let i = 0; i < n; i++) {
-        const fp = this.cache.fingerprintOf(firstBlock + i);
-        const id = this.cache.idOf(firstBlock + i);
+        const fp = this.cache.fingerprintOf(blockAt(i));
+        const id = this.cache.idOf(blockAt(i));
         if (fp && id && this.writer.hasBlob(id)) {
           expect.set(fp, i * FP_BYTES);
           cachedIds[i] = id;
@@ -415,7 +420,7 @@ export class ImageBackup {
     const scan = await this.scanSlot(slot, length, expect, source);
     const toSeal: { index: number; id: string }[] = [];
     for (let i = 0; i < n; i++) {
-      const b = firstBlock + i;
+      const b = blockAt(i);
       const kind = scan.kinds[i]!;
       if (kind === BlockKind.Zero) {
         this.counts.zero++;
@@ -483,8 +488,14 @@ export class ImageBackup {
         else toRead[b] = 1;
       } else toRead[b] = 1;
     }
-    // The reads: runs of blocks to read, at most one slot each, in order.
-    const plan: [number, number][] = [];
+    // The reads, in order, a slot's worth each: a run of blocks; or, from a
+    // source read through a connection (NBD: a qcow2 file, a VM's disk, an
+    // export), as many runs as fill a slot, gathered. A dirty bitmap's
+    // scattered blocks are then read many at once and worked on in a few
+    // tasks, not a round trip and two tasks each.
+    const gather = input.fd === undefined;
+    const plan: [number, number][][] = [];
+    let filled = slotBlocks;
     for (let b = 0; b < blocks;) {
       if (!toRead[b]) {
         b++;
@@ -492,7 +503,13 @@ export class ImageBackup {
       }
       let n = 0;
       while (n < slotBlocks && b + n < blocks && toRead[b + n]) n++;
-      plan.push([b, n]);
+      if (gather && filled + n <= slotBlocks) {
+        plan[plan.length - 1]!.push([b, n]);
+        filled += n;
+      } else {
+        plan.push([[b, n]]);
+        filled = n;
+      }
       b += n;
     }
     let next = 0;
@@ -507,23 +524,28 @@ export class ImageBackup {
     };
     const readPlan = async (): Promise<void> => {
       while (next < plan.length) {
-        const [b, n] = plan[next++]!;
+        const runs = plan[next++]!;
         const slot = await this.takeSlot();
-        const pos = b * bs;
-        const length = Math.min(n * bs, size - pos);
+        const first = runs[0]![0];
         // A file or device is mapped by the worker, which copies only the changed blocks; anything else is read here.
-        const source = input.fd !== undefined && this.mapping ? { fd: input.fd, position: pos } : undefined;
-        if (!source) {
-          try {
-            await this.readSlot(slot, length, pos);
-          } catch (e) {
-            this.releaseSlot(slot);
-            throw e;
-          }
+        const source = input.fd !== undefined && this.mapping ? { fd: input.fd, position: first * bs } : undefined;
+        let length = 0;
+        const reads: Promise<void>[] = [];
+        for (const [b, n] of runs) {
+          const l = Math.min(n * bs, size - b * bs);
+          if (!source) reads.push(this.readSlot(slot, l, b * bs, length));
+          length += l;
+        }
+        // Every read ends before the slot goes back, whichever failed.
+        const failed = (await Promise.allSettled(reads)).find((r) => r.status === 'rejected');
+        if (failed) {
+          this.releaseSlot(slot);
+          throw failed.reason;
         }
         this.counts.bytesRead += length;
-        this.dispatch(slot, b, length, source);
-        this.bytesDone = Math.max(this.bytesDone, pos + length);
+        this.dispatch(slot, runs.length === 1 ? first : runs.flatMap(([b, n]) => Array.from({ length: n }, (_, i) => b + i)), length, source);
+        const [lastBlock, lastRun] = runs[runs.length - 1]!;
+        this.bytesDone = Math.max(this.bytesDone, Math.min((lastBlock + lastRun) * bs, size));
         this.progress(size);
       }
     };
@@ -596,8 +618,16 @@ export class ImageBackup {
     const ids = Buffer.allocUnsafeSlow((blocks + pages.length + 1) * MAP_ENTRY_BYTES);
     let n = 0;
     for (const page of pages) {
-      for (let o = 0; o < page.length; o += MAP_ENTRY_BYTES) {
-        if (!isHoleEntry(page, o)) n += page.copy(ids, n, o, o + MAP_ENTRY_BYTES);
+      // Runs of entries that are not holes, a copy each.
+      for (let o = 0; o < page.length;) {
+        if (isHoleEntry(page, o)) {
+          o += MAP_ENTRY_BYTES;
+          continue;
+        }
+        let end = o + MAP_ENTRY_BYTES;
+        while (end < page.length && !isHoleEntry(page, end)) end += MAP_ENTRY_BYTES;
+        n += page.copy(ids, n, o, end);
+        o = end;
       }
       const { id } = await this.writer.saveBlob(BlobType.ImageMap, Buffer.from(page));
       maps.push(id);
