@@ -52,6 +52,8 @@ const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60_000;
 /** How a backup session runs: a dry run; the hooks around it and what they are told. */
 export interface SessionOptions {
   readonly dryRun?: boolean;
+  /** The work starts beside the lock and the orphan packs, and writes nothing before `ready` (jobs/sessions/backup-session.ts). */
+  readonly early?: boolean;
   readonly hooks?: { readonly hooks: BackupHooks; readonly paths: readonly string[]; readonly kind: HookContext['kind'] };
 }
 
@@ -59,7 +61,7 @@ export interface SessionOptions {
  * Runs `work` in a backup session, between the hooks; everything is released
  * however it ends. `work` says how the backup ended, for the after hook.
  */
-export async function backupSession(g: GlobalOptions, work: (repo: Repository, signal: AbortSignal) => Promise<WorkOutcome>, opts: SessionOptions = {}): Promise<void> {
+export async function backupSession(g: GlobalOptions, work: (repo: Repository, signal: AbortSignal, ready: Promise<void>) => Promise<WorkOutcome>, opts: SessionOptions = {}): Promise<void> {
   const dryRun = opts.dryRun === true;
   const abort = new AbortController();
   // The signal reaches the rate limiter too: a wait for --limit-upload can last minutes.
@@ -69,12 +71,13 @@ export async function backupSession(g: GlobalOptions, work: (repo: Repository, s
   const session = (): Promise<WorkOutcome> => runSession(repo, {
     ...lockedByMe(),
     dryRun,
+    early: opts.early === true,
     signal: abort.signal,
     onWarning: warn,
     onOrphansIndexed: (n) => {
       if (!g.quiet) warn(`indexed ${n} pack(s) left by an interrupted backup`);
     },
-  }, (signal) => work(repo, signal));
+  }, (signal, ready) => work(repo, signal, ready));
   try {
     const h = opts.hooks;
     if (!h) {

@@ -119,14 +119,15 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
     // qemu-img lists the disk's bitmaps meanwhile too; a failure is told where the rotation awaits it.
     const inspected = disk?.inspect();
     inspected?.catch(() => undefined);
-    await backupSession(g, async (repo, signal) => {
+    // The parent is found and the disk opened while the lock is taken; nothing is written before it is.
+    await backupSession(g, async (repo, signal, ready) => {
       const parent = flags.force ? null : await imageParent(repo, flags, paths);
-      const o = { flags, paths, parent, chosen, live };
+      const o = { flags, paths, parent, chosen, live, ready };
       const result = disk
         ? await withBitmapRotation(disk, repo.config.id, parent?.snapshot.image, warn, openError, (din, bitmaps) => backupImage(g, repo, signal, din, { ...o, bitmaps }), inspected)
         : await backupImage(g, repo, signal, input!, { ...o, bitmaps: undefined });
       return { outcome: result.snapshot.incomplete ? 'incomplete' : 'success', snapshotId: result.id };
-    }, hooks ? { hooks: { hooks, paths, kind: 'image' } } : {});
+    }, { early: true, ...(hooks ? { hooks: { hooks, paths, kind: 'image' } } : {}) });
   } finally {
     await input?.close();
   }
@@ -135,9 +136,9 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
 /** One image backup in an open session: runs the job and reports it. */
 async function backupImage(
   g: GlobalOptions, repo: Repository, signal: AbortSignal, input: ImageInput,
-  o: { flags: ImageBackupFlags; paths: string[]; parent: SnapshotEntry | null; chosen: number | undefined; live: boolean; bitmaps: BackupBitmaps | undefined },
+  o: { flags: ImageBackupFlags; paths: string[]; parent: SnapshotEntry | null; chosen: number | undefined; live: boolean; ready: Promise<void>; bitmaps: BackupBitmaps | undefined },
 ): Promise<ImageBackupResult> {
-  const { flags, paths, parent, chosen, live, bitmaps } = o;
+  const { flags, paths, parent, chosen, live, ready, bitmaps } = o;
   // The parent's block size by default, so that a disk that grew keeps its changed-block detection.
   const blockSize = chosen ?? parent?.snapshot.image?.blockSize ?? defaultBlockSize(input.size);
   const cacheFile = flags.cache === false ? undefined : cachePath(cacheRoot(), repo.config.id, paths[0]!);
@@ -157,6 +158,7 @@ async function backupImage(
     readCache: !flags.force,
     ...(flags.compression ? { compression: flags.compression } : {}),
     signal,
+    ready,
     pool: processPool(),
     // Said once there is something to back up: an empty stream is refused first.
     onStart: () => {

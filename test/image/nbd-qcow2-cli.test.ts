@@ -16,6 +16,8 @@ import { Sandbox, type RunResult } from '../helpers/cli.js';
 import { freePort } from '../helpers/listening-child.js';
 import { makeTree, mkExt4, qcow2Bitmaps, sh } from './images.js';
 import { firstBlockOf, missingTools } from '../image-files/ext-images.js';
+import { acquireLock, processIdentity } from '../../src/repo/lock.js';
+import { LocalBackend } from '../../src/storage/local-backend.js';
 
 type Summary = Record<string, unknown> & {
   bytes_read: number; blocks_changed: number; blocks_unchanged: number; blocks_unused: number; blocks_zero: number; blocks: number;
@@ -153,6 +155,23 @@ describe('NBD and qcow2 image sources through the CLI', { skip: missingTools('mk
       assert.equal(third.blocks_changed, touched.size);
       await noQemuLeft();
       await restoredEqual('scattered.qcow2');
+    });
+
+    it('beside an exclusive lock, an incremental (which opens the disk while the lock is taken) writes nothing and leaves the bitmaps as they were', async () => {
+      const before = qcow2Bitmaps(disk);
+      const snapshots = (await readdir(s.path('repo', 'snapshots'))).sort();
+      const lock = await acquireLock(new LocalBackend(s.repo), { holder: processIdentity(), exclusive: true, operation: 'repair' });
+      try {
+        write(0x5c, fileBlock * 4096, 4096);
+        const r = await run(['backup', '--json', '--image', disk]);
+        assert.equal(r.code, 11, r.stderr);
+        assert.match(r.stderr, /locked exclusively by repair/);
+      } finally {
+        await lock.release();
+      }
+      assert.deepEqual(qcow2Bitmaps(disk), before, 'the bitmap it added is removed; the parent\'s stays');
+      assert.deepEqual((await readdir(s.path('repo', 'snapshots'))).sort(), snapshots);
+      await noQemuLeft();
     });
 
     it('a removed bitmap gives a full read, still correct', async () => {

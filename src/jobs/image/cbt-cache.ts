@@ -139,7 +139,12 @@ export class CbtCache {
     return { cache: new CbtCache(header, entries) };
   }
 
-  /** Writes the cache atomically (temporary file, fsync, rename). */
+  /**
+   * Writes the cache atomically (temporary file, rename). Not synced: a
+   * file a crash leaves torn fails its MAC and is read as no cache, and an
+   * older one is still true (each entry is a fact about the bytes it names),
+   * so a sync would buy nothing for its time after every backup.
+   */
   async save(path: string, keys: CacheKeyring, header: CbtHeader): Promise<void> {
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     const json = Buffer.from(JSON.stringify(header), 'utf8');
@@ -150,12 +155,12 @@ export class CbtCache {
     const tmp = `${path}.tmp-${randomBytes(8).toString('hex')}`;
     const fh = await open(tmp, 'wx', 0o600);
     try {
-      await fh.writeFile(Buffer.concat([body, mac]));
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    try {
+      try {
+        const { bytesWritten } = await fh.writev([body, mac]);
+        if (bytesWritten !== body.length + mac.length) throw new Error(`wrote ${bytesWritten} of ${body.length + mac.length} bytes (is the disk full?)`);
+      } finally {
+        await fh.close();
+      }
       await rename(tmp, path);
     } catch (e) {
       await unlink(tmp).catch(() => undefined);

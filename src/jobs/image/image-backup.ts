@@ -125,6 +125,8 @@ export interface ImageBackupOptions extends SnapshotOrigin, JobPoolOptions {
   /** Compression of the blocks this backup stores; default the repository's. */
   readonly compression?: CompressionMode;
   readonly signal?: AbortSignal;
+  /** The backup session's lock and orphan packs, when the work started beside them: nothing is written before (`WriterOptions.ready`). */
+  readonly ready?: Promise<void>;
   /** Called once the backup is under way: a stream has given its first bytes, a file or device is about to be read. */
   readonly onStart?: () => void;
   readonly onWarning?: (message: string) => void;
@@ -239,7 +241,7 @@ export class ImageBackup {
 
   constructor(private readonly repo: Repository, private readonly opts: ImageBackupOptions) {
     this.blockSize = opts.blockSize ?? defaultBlockSize(opts.input.size);
-    this.writer = repo.newWriter({ ...(opts.compression ? { compression: opts.compression } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+    this.writer = repo.newWriter({ ...(opts.compression ? { compression: opts.compression } : {}), ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.ready ? { ready: opts.ready } : {}) });
   }
 
   private warn(message: string): void {
