@@ -34,7 +34,7 @@ import { TreeCache } from '../jobs/backup/tree-cache.js';
 import { Checker } from '../jobs/check/checker.js';
 import { parseSubset } from '../jobs/check/subset.js';
 import { ImageBackup, type ImageBackupResult } from '../jobs/image/image-backup.js';
-import { withBitmapRotation, type BackupBitmaps } from '../jobs/image/qcow2-bitmaps.js';
+import { bitmapsOf, withBitmapRotation, type BackupBitmaps } from '../jobs/image/qcow2-bitmaps.js';
 import { isImageSnapshot, openImageFiles, restorerFor } from '../jobs/image-files/open-image-files.js';
 import { WorkerPool } from '../jobs/pool/worker-pool.js';
 import { MAX_FAILED_LISTED } from '../jobs/restore/restorer.js';
@@ -447,7 +447,7 @@ export class AgentSession {
             onProgress: (p) => events.progress(() => ({ message: `${src}: ${p.bytes} of ${p.total ?? '?'} bytes`, data: { source: src, bytes: p.bytes, total: p.total ?? null, blocks_changed: p.blocksChanged } })),
           }).run();
           return disk
-            ? withBitmapRotation(disk, this.repo.config.id, parent?.snapshot.image, (m) => events.log(`warning: ${m}`), openError, backup)
+            ? withBitmapRotation(disk, this.repo.config.id, parent?.snapshot.image, bitmapsOf(snapshots), (m) => events.log(`warning: ${m}`), openError, backup)
             : backup(input!);
         });
         const img = r.snapshot.image!;

@@ -17,7 +17,7 @@ import { cacheRoot } from './cache-root.js';
 import { parseSize } from '../core/size.js';
 import { MAX_IMAGE_BLOCK, MIN_IMAGE_BLOCK } from '../repo/image-info.js';
 import { bitmapDiskOf, imageSourcePath, openImageInput, streamInput, type ImageInput } from '../sources/image/image-input.js';
-import { withBitmapRotation, type BackupBitmaps } from '../jobs/image/qcow2-bitmaps.js';
+import { bitmapsOf, withBitmapRotation, type BackupBitmaps } from '../jobs/image/qcow2-bitmaps.js';
 import { commandOutput } from '../sources/command-output.js';
 import { mountsOf } from '../sources/image/block-devices.js';
 import { formatBytes, formatDuration, globals, processPool, say, snapshotsOf, warn, type GlobalOptions } from './context.js';
@@ -86,8 +86,8 @@ async function checkLive(input: ImageInput, allowLive: boolean): Promise<boolean
 }
 
 /** The parent of an image backup of `paths`: --parent, else the latest image snapshot of this host and paths. */
-async function imageParent(repo: Repository, flags: ImageBackupFlags, paths: string[]): Promise<SnapshotEntry | null> {
-  return findParent(await snapshotsOf(repo, { blobList: false }), { hostname: flags.host ?? osHostname(), paths, image: true, ...(flags.parent === undefined ? {} : { parent: flags.parent }) });
+function imageParent(snapshots: readonly SnapshotEntry[], flags: ImageBackupFlags, paths: string[]): SnapshotEntry | null {
+  return findParent(snapshots, { hostname: flags.host ?? osHostname(), paths, image: true, ...(flags.parent === undefined ? {} : { parent: flags.parent }) });
 }
 
 /** Runs `backup --image`. */
@@ -116,15 +116,13 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
     const paths = [stream ? `/${name}` : imageSourcePath(src)];
     const hooks = hooksOf(flags);
     processPool().warm(BLOCK_WORKER); // the block workers boot while the key is derived
-    // qemu-img lists the disk's bitmaps meanwhile too; a failure is told where the rotation awaits it.
-    const inspected = disk?.inspect();
-    inspected?.catch(() => undefined);
     // The parent is found and the disk opened while the lock is taken; nothing is written before it is.
     await backupSession(g, async (repo, signal, ready) => {
-      const parent = flags.force ? null : await imageParent(repo, flags, paths);
+      const snapshots = await snapshotsOf(repo, { blobList: false });
+      const parent = flags.force ? null : imageParent(snapshots, flags, paths);
       const o = { flags, paths, parent, chosen, live, ready };
       const result = disk
-        ? await withBitmapRotation(disk, repo.config.id, parent?.snapshot.image, warn, openError, (din, bitmaps) => backupImage(g, repo, signal, din, { ...o, bitmaps }), inspected)
+        ? await withBitmapRotation(disk, repo.config.id, parent?.snapshot.image, bitmapsOf(snapshots), warn, openError, (din, bitmaps) => backupImage(g, repo, signal, din, { ...o, bitmaps }))
         : await backupImage(g, repo, signal, input!, { ...o, bitmaps: undefined });
       return { outcome: result.snapshot.incomplete ? 'incomplete' : 'success', snapshotId: result.id };
     }, { early: true, ...(hooks ? { hooks: { hooks, paths, kind: 'image' } } : {}) });

@@ -150,7 +150,7 @@ function sortUnique(all: Buffer): Buffer {
 /** The encoded id list of each list `blobIdList` made: `encodeSnapshot` copies it as it is. */
 const listBytes = new WeakMap<readonly string[], Buffer>();
 
-/** The ids of a list `blobIdList` made, as the bytes it was made from (sorted, distinct); undefined for any other list. */
+/** The ids of a list `blobIdList` made, as the bytes it was made from (sorted, distinct; the kept buffer itself, to read, never to change); undefined for any other list. */
 export function blobIdBytes(list: readonly string[]): Buffer | undefined {
   return listBytes.get(list);
 }

@@ -50,7 +50,7 @@ describe('changed-block cache file', () => {
     const old = randomBytes(1000 * CBT_ENTRY_BYTES);
     await CbtCache.fromEntries(header(1000), old).save(path, keys, header(1000));
     const big = randomBytes(8000 * CBT_ENTRY_BYTES);
-    await assert.rejects(CbtCache.fromEntries(header(8000), big).save(path, keys, header(8000)), /ENOSPC|disk full/);
+    await assert.rejects(CbtCache.fromEntries(header(8000), big).save(path, keys, header(8000)), /ENOSPC/);
     assert.deepEqual(await readdir(small), ['image.cbt'], 'the temporary file is removed');
     const { cache } = await CbtCache.load(path, keys, want(1000));
     assert.ok(cache!.entries.equals(old), 'the cache written before is intact');

@@ -18,6 +18,7 @@ import { makeTree, mkExt4, qcow2Bitmaps, sh } from './images.js';
 import { firstBlockOf, missingTools } from '../image-files/ext-images.js';
 import { acquireLock, processIdentity } from '../../src/repo/lock.js';
 import { LocalBackend } from '../../src/storage/local-backend.js';
+import { qcow2FileDisk } from '../../src/sources/image/nbd-input.js';
 
 type Summary = Record<string, unknown> & {
   bytes_read: number; blocks_changed: number; blocks_unchanged: number; blocks_unused: number; blocks_zero: number; blocks: number;
@@ -174,11 +175,32 @@ describe('NBD and qcow2 image sources through the CLI', { skip: missingTools('mk
       await noQemuLeft();
     });
 
+    it('a bitmap name a snapshot records is never given again: a backup from an older parent does not take over the newer snapshot\'s bitmap', async () => {
+      const snaps = (JSON.parse((await ok(['snapshots', '--json'])).stdout) as { id: string; time: string }[]).sort((a, b) => a.time.localeCompare(b.time));
+      const [older, newest] = [snaps[snaps.length - 2]!.id, snaps[snaps.length - 1]!.id];
+      write(0x71, fileBlock * 4096, 4096);
+      // From the older parent, whose bitmap the newest's commit removed: a full read, under a name above the newest's.
+      const b = summaryOf(await ok(['backup', '--json', '--parent', older, '--image', disk]));
+      assert.match(b.dirty_bitmap!, /-4$/, 'above -3, which the newest snapshot records and the disk holds');
+      write(0x72, logBlock * 4096, 4096);
+      // From the newest: its bitmap was removed by the backup above, so every block is read, and the write of 0x71 is in it.
+      const r = await ok(['backup', '--json', '--parent', newest, '--image', disk]);
+      assert.match(r.stderr, /dirty bitmap holdfast-[0-9a-f]{16}-3 is no longer in the file; reading every block/);
+      assert.match(summaryOf(r).dirty_bitmap!, /-5$/);
+      await restoredEqual('older-parent.qcow2');
+    });
+
+    it('a disk that cannot be opened after its bitmap was added does not keep that bitmap', async () => {
+      const before = qcow2Bitmaps(disk);
+      await assert.rejects(qcow2FileDisk(disk).open('holdfast-test-added', 'holdfast-no-such-bitmap'), /qemu-nbd|bitmap/);
+      assert.deepEqual(qcow2Bitmaps(disk), before);
+    });
+
     it('a removed bitmap gives a full read, still correct', async () => {
       for (const b of Object.keys(qcow2Bitmaps(disk))) sh('qemu-img', ['bitmap', '--remove', disk, b]);
       write(0xcd, logBlock * 4096, 4096);
       const r = await ok(['backup', '--json', '--image', disk]);
-      assert.match(r.stderr, /dirty bitmap holdfast-[0-9a-f]{16}-3 is no longer in the file; reading every block/);
+      assert.match(r.stderr, /dirty bitmap holdfast-[0-9a-f]{16}-5 is no longer in the file; reading every block/);
       const full = summaryOf(r);
       assert.equal(full.read_since, undefined);
       assert.equal(full.bytes_read, first.bytes_read, 'every used block with data is read again');

@@ -156,8 +156,9 @@ export class CbtCache {
     const fh = await open(tmp, 'wx', 0o600);
     try {
       try {
-        const { bytesWritten } = await fh.writev([body, mac]);
-        if (bytesWritten !== body.length + mac.length) throw new Error(`wrote ${bytesWritten} of ${body.length + mac.length} bytes (is the disk full?)`);
+        // writeFile goes on after a short write; writev's count is 32 bits (a cache past 2 GiB read as a short write).
+        await fh.writeFile(body);
+        await fh.writeFile(mac);
       } finally {
         await fh.close();
       }

@@ -11,8 +11,9 @@
  *             open) and named for this repository, and the disk kept its
  *             size; else none (a warning says why: the backup reads every
  *             block, the changed-block cache saving the hashing)
- *     open  the disk, adding holdfast-<repository id>-<generation+1> at the
+ *     open  the disk, adding holdfast-<repository id>-<generation> at the
  *           instant it is read as of, so that every later write is marked
+ *           (a generation above any the disk holds or a snapshot names)
  *   backup (image-backup.ts): reads the clusters `since` marks, takes every
  *     other block from the parent; the snapshot records the new bitmap
  *   commit(): remove every other bitmap of this repository from the disk
@@ -25,8 +26,14 @@
  * backup with a warning, never a wrong one.
  */
 import type { ImageInfo } from '../../repo/image-info.js';
+import type { SnapshotEntry } from '../../repo/store.js';
 import type { ImageInput } from '../../sources/image/image-input.js';
 import { BitmapAddError, type DirtyBitmapDisk, type DiskBitmap } from '../../sources/image/dirty-bitmap-disk.js';
+
+/** The bitmaps snapshots record (the `image.bitmap` of their headers). */
+export function bitmapsOf(snapshots: readonly SnapshotEntry[]): string[] {
+  return snapshots.flatMap((e) => (e.snapshot.image?.bitmap !== undefined ? [e.snapshot.image.bitmap] : []));
+}
 
 /** The name prefix of one repository's bitmaps. */
 export function bitmapPrefix(repositoryId: string): string {
@@ -57,20 +64,25 @@ export interface BackupBitmaps {
  * chooses the bitmaps, opens the disk adding the new one (without it, with
  * a warning, when it cannot be added), runs `work` on it, closes it, then
  * removes the older bitmaps when `work` succeeded, or the one added when it
- * failed. `parent`: the parent snapshot's image field, if any; `openError`
- * turns a failure to open into the caller's error. `inspected`: the disk's
- * `inspect()`, started by a caller that had it run while the repository
- * opened. The bitmaps are listed once: those removed at the end are the
- * ones found at the start (another backup's, of another repository or
- * started meanwhile, are not this one's to remove).
+ * failed. `parent`: the parent snapshot's image field, if any; `recorded`:
+ * the bitmaps the repository's snapshots name (their headers' `image.bitmap`);
+ * `openError` turns a failure to open into the caller's error. The bitmaps
+ * are listed once, just before the disk is opened: those removed at the end
+ * are the ones found then (one started meanwhile is not this backup's).
+ *
+ * A name is never given twice: the new bitmap's generation is above every
+ * one the disk holds and every one a snapshot records. A bitmap of the same
+ * name added later, after the first was removed, would say "written since"
+ * from a later instant than the snapshot that names it, and the backup
+ * whose parent that is would miss what was written between (two backups of
+ * one disk at once, or one killed after adding its bitmap, did exactly that).
  */
 export async function withBitmapRotation<T>(
-  disk: DirtyBitmapDisk, repositoryId: string, parent: ImageInfo | undefined, onWarning: (m: string) => void,
+  disk: DirtyBitmapDisk, repositoryId: string, parent: ImageInfo | undefined, recorded: Iterable<string>, onWarning: (m: string) => void,
   openError: (e: unknown) => Error, work: (input: ImageInput, bitmaps: BackupBitmaps) => Promise<T>,
-  inspected: ReturnType<DirtyBitmapDisk['inspect']> = disk.inspect(),
 ): Promise<T> {
   const prefix = bitmapPrefix(repositoryId);
-  const state = await inspected.catch((e: unknown) => {
+  const state = await disk.inspect().catch((e: unknown) => {
     throw openError(e);
   });
   let since: string | undefined;
@@ -81,13 +93,14 @@ export async function withBitmapRotation<T>(
   } else if (parent) {
     onWarning(`the parent snapshot of ${disk.name} has no dirty bitmap; reading every block`);
   }
-  // Generations count on from the parent's bitmap, usable or not.
-  const generation = parent?.bitmap?.startsWith(prefix) ? Number(parent.bitmap.slice(prefix.length)) + 1 : 1;
-  let bitmap: string | undefined = `${prefix}${Number.isSafeInteger(generation) && generation > 0 ? generation : 1}`;
+  let top = 0;
+  for (const name of [...recorded, ...(parent?.bitmap !== undefined ? [parent.bitmap] : []), ...state.bitmaps.map((b) => b.name)]) {
+    const g = name.startsWith(prefix) ? Number(name.slice(prefix.length)) : 0;
+    if (Number.isSafeInteger(g) && g > top) top = g;
+  }
+  let bitmap: string | undefined = `${prefix}${top + 1}`;
   let input: ImageInput;
   try {
-    // A leftover of a backup that failed: ours, and not the parent's.
-    if (state.bitmaps.some((b) => b.name === bitmap)) await disk.removeBitmap(bitmap);
     input = await disk.open(bitmap, since);
   } catch (e) {
     if (!(e instanceof BitmapAddError)) throw openError(e);

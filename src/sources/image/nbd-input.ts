@@ -150,7 +150,13 @@ export function qcow2FileDisk(path: string): DirtyBitmapDisk {
       if (add !== undefined) await addBitmap(path, add).catch((e: unknown) => {
         throw new BitmapAddError((e as Error).message);
       });
-      return openQcow2(path, { ...(since !== undefined ? { bitmap: since } : {}), ...(signal ? { signal } : {}) });
+      try {
+        return await openQcow2(path, { ...(since !== undefined ? { bitmap: since } : {}), ...(signal ? { signal } : {}) });
+      } catch (e) {
+        // As the interface promises: the bitmap added is not left behind (a later backup could take it for the one a snapshot names).
+        if (add !== undefined) await removeBitmap(path, add).catch(() => undefined);
+        throw e;
+      }
     },
   };
 }
