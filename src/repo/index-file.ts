@@ -413,21 +413,20 @@ export class MasterIndex {
 
   /** The pack of `lookup`'s location, without making the location (a snapshot's fence asks for every blob it lists). */
   packOf(id: string): string | undefined {
-    const o = this.blobs.find(id);
-    return o < 0 ? undefined : this.packOfOrdinal(o, () => id);
+    return this.packOfOrdinal(this.blobs.find(id));
   }
 
   /** As `packOf`, for the id in the 32 bytes at `bytes[at]`. */
   packOfBytes(bytes: Buffer, at: number): string | undefined {
-    const o = this.blobs.findBytes(bytes, at);
-    return o < 0 ? undefined : this.packOfOrdinal(o, () => bytes.toString('hex', at, at + ID_BYTES));
+    return this.packOfOrdinal(this.blobs.findBytes(bytes, at));
   }
 
-  /** `lookup`'s pack for ordinal `o`; `hex` gives its id, needed only for a blob with several copies or only a pending one. */
-  private packOfOrdinal(o: number, hex: () => string): string {
+  /** `lookup`'s pack for ordinal `o` (-1: none): the first live copy's, else the first copy's. */
+  private packOfOrdinal(o: number): string | undefined {
+    if (o < 0) return undefined;
     const w = this.bitsOf(o);
     if ((w & (PRIMARY_PENDING | SEVERAL)) === 0) return this.packName(w >>> PACK_SHIFT);
-    return this.lookup(hex())!.pack;
+    return this.packName((this.firstOf(o, 'live') ?? this.primary(o)).pack);
   }
 
   /** Where a blob is: a live location, else one in a pack pending deletion (`addPendingPack`). */

@@ -44,6 +44,7 @@ import { BlobType, PackWriter } from './pack.js';
 import { commitSnapshot } from './snapshot-fence.js';
 import type { Snapshot } from './snapshot.js';
 import type { Store } from './store.js';
+import { ID_BYTES } from '../core/ids.js';
 import { encodeTree, type TreeNode } from './tree.js';
 
 const MAX_UPLOADS = 2;
@@ -153,7 +154,7 @@ export class RepositoryWriter {
 
   /** As `hasBlob`, for the id in the 32 bytes at `bytes[at]`: no hex string unless the shared index lacks it. */
   hasBlobAt(bytes: Buffer, at: number): boolean {
-    return this.target.index.hasBytes(bytes, at) || (this.pending.size > 0 && this.pending.has(bytes.toString('hex', at, at + 32)));
+    return this.target.index.hasBytes(bytes, at) || (this.pending.size > 0 && this.pending.has(bytes.toString('hex', at, at + ID_BYTES)));
   }
 
   /**
