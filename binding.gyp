@@ -19,5 +19,17 @@
       'cflags+': ['-fvisibility=hidden', '-O2'],
       'cflags_cc+': ['-std=c++17'],
     },
+    # scrypt by libsodium (Debian's libsodium-dev), loaded by src/core/crypto.ts
+    # with the first key derived: a target of its own, so that the workers,
+    # which never derive, do not load libsodium.
+    {
+      'target_name': 'holdfast_scrypt',
+      'sources': ['native/scrypt.cc'],
+      'include_dirs': ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      'defines': ['NAPI_VERSION=8', 'NODE_ADDON_API_DISABLE_DEPRECATED', 'NAPI_DISABLE_CPP_EXCEPTIONS', 'NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS'],
+      'cflags+': ['-fvisibility=hidden', '-O2'],
+      'cflags_cc+': ['-std=c++17'],
+      'libraries': ['-lsodium'],
+    },
   ],
 }

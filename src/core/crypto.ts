@@ -20,7 +20,7 @@
  * - The master key has a public name, a one-way derivation of all three
  *   secrets, so that two repositories can be told to share it without it.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, randomFillSync, scrypt, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, randomFillSync, timingSafeEqual } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { Blake3Hasher } from '@napi-rs/blake-hash';
 import type { ErrorCode } from './errors.js';
@@ -273,6 +273,24 @@ function isAscii(b: Uint8Array): boolean {
   return true;
 }
 
+/** native/scrypt.cc; dist/src/core/crypto.js sits three folders below the package root. */
+interface ScryptAddon {
+  scrypt(password: Uint8Array, salt: Uint8Array, N: number, r: number, p: number, length: number): Promise<Buffer>;
+}
+
+let scryptAddon: ScryptAddon | undefined;
+
+/**
+ * scrypt (RFC 7914) on the thread pool: libsodium's implementation, the same
+ * function as Node's `crypto.scrypt` (OpenSSL's) in two thirds of its time
+ * (docs/decisions.md, "KDF"). Loaded with the first derivation. Rejects
+ * parameters out of scrypt's range; callers bound the cost first.
+ */
+export function scryptKey(password: Uint8Array, salt: Uint8Array, length: number, params: ScryptParams): Promise<Buffer> {
+  scryptAddon ??= createRequire(import.meta.url)('../../../build/Release/holdfast_scrypt.node') as ScryptAddon;
+  return scryptAddon.scrypt(password, salt, params.N, params.r, params.p, length);
+}
+
 /**
  * Derives a 32-byte wrapping key from a password (UTF-8 bytes, or a string).
  * The caller owns a password buffer and zeroes it; a non-ASCII one passes
@@ -283,12 +301,7 @@ export async function deriveKey(password: string | Uint8Array, salt: Buffer, par
     ? Buffer.from((typeof password === 'string' ? password : Buffer.from(password.buffer, password.byteOffset, password.byteLength).toString('utf8')).normalize('NFC'), 'utf8')
     : undefined;
   try {
-    return await new Promise<Buffer>((resolve, reject) => {
-      scrypt(normalized ?? password, salt, KEY_BYTES, { N: params.N, r: params.r, p: params.p, maxmem: 256 * params.N * params.r + (1 << 20) }, (err, key) => {
-        if (err) reject(err);
-        else resolve(key);
-      });
-    });
+    return await scryptKey(normalized ?? (password as Uint8Array), salt, KEY_BYTES, params);
   } finally {
     normalized?.fill(0);
   }

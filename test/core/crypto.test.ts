@@ -1,10 +1,11 @@
 // Tests of src/core/crypto.ts: sealing round-trips and fails closed on any
 // change (key, associated data, a single stored byte); blob ids are keyed
 // (BLAKE3 against its official vectors, HMAC-SHA256 against node:crypto);
-// scrypt parameters read from storage are checked before use.
+// scrypt parameters read from storage are checked before use; scrypt is
+// RFC 7914's (its vectors, and OpenSSL's through node:crypto).
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, scryptSync } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
@@ -18,6 +19,7 @@ import {
   deriveKey,
   newMasterKey,
   open,
+  scryptKey,
   seal,
   sha256,
   validScryptParams,
@@ -275,5 +277,41 @@ describe('deriveKey', () => {
 
   it('rejects (not throws synchronously) on parameters scrypt refuses', async () => {
     await assert.rejects(deriveKey('pw', randomBytes(32), { N: 1000, r: 8, p: 1 }));
+  });
+});
+
+describe('scryptKey', () => {
+  it('gives RFC 7914\'s test vectors', async () => {
+    const vectors = [
+      ['', '', 16, 1, 1, '77d6576238657b203b19ca42c18a0497f16b4844e3074ae8dfdffa3fede21442fcd0069ded0948f8326a753a0fc81f17e8d3e0fb2e0d3628cf35e20c38d18906'],
+      ['password', 'NaCl', 1024, 8, 16, 'fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b3731622eaf30d92e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640'],
+      ['pleaseletmein', 'SodiumChloride', 16384, 8, 1, '7023bdcb3afd7348461c06cd81fd38ebfda8fbba904f8e3ea9b543f6545da1f2d5432955613f0fcf62d49705242a9af9e61e85dc0d651e40dfcf017b45575887'],
+    ] as const;
+    for (const [password, salt, N, r, p, hex] of vectors) {
+      const key = await scryptKey(Buffer.from(password), Buffer.from(salt), 64, { N, r, p });
+      assert.equal(key.toString('hex'), hex, `N=${N}, r=${r}, p=${p}`);
+    }
+  });
+
+  it('equals OpenSSL\'s scrypt (node:crypto) for any password, salt, parameters and length', async () => {
+    await fc.assert(fc.asyncProperty(bytes(80), bytes(40), fc.integer({ min: 1, max: 10 }), fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 96 }),
+      async (password, salt, logN, r, p, length) => {
+        const N = 2 ** logN;
+        const want = scryptSync(password, salt, length, { N, r, p });
+        assert.deepEqual(await scryptKey(password, salt, length, { N, r, p }), want);
+      }), { numRuns: 60 });
+  });
+
+  it('leaves the caller\'s password as it was', async () => {
+    const password = Buffer.from('correct horse battery staple');
+    const copy = Buffer.from(password);
+    await scryptKey(password, randomBytes(16), 32, { N: 1024, r: 8, p: 1 });
+    assert.deepEqual(password, copy);
+  });
+
+  it('rejects what scrypt cannot compute, with a message', async () => {
+    await assert.rejects(scryptKey(Buffer.from('pw'), Buffer.alloc(16), 32, { N: 1, r: 8, p: 1 }), /scrypt: parameters out of range/);
+    await assert.rejects(scryptKey(Buffer.from('pw'), Buffer.alloc(16), 32, { N: 2 ** 40, r: 8, p: 1 }), /scrypt: (parameters out of range|not enough memory)/);
+    await assert.rejects(async () => scryptKey(Buffer.from('pw'), Buffer.alloc(16), 32, { N: 1024, r: 0, p: 1 }), TypeError);
   });
 });

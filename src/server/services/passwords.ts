@@ -1,9 +1,10 @@
 /**
- * Password hashing with node's scrypt. The parameters are stored with each
+ * Password hashing with scrypt (the repository keys' `scryptKey`). The parameters are stored with each
  * hash (`scrypt$N$r$p$SALT$HASH`, base64url), so that raising them later
  * leaves older hashes verifiable (docs/decisions.md, "Server passwords").
  */
-import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { scryptKey } from '../../core/crypto.js';
 
 /** N = 2^15, r = 8, p = 3: one of OWASP's equivalent scrypt minimums, at 32 MiB a hash instead of 128 (docs/decisions.md). */
 const N = 2 ** 15;
@@ -14,9 +15,13 @@ const KEY_LENGTH = 32;
 /** Shortest password a person may choose. */
 export const MIN_PASSWORD_LENGTH = 12;
 
-function derive(password: string, salt: Buffer, n: number, r: number, p: number, length: number): Promise<Buffer> {
-  const options: ScryptOptions = { N: n, r, p, maxmem: 256 * n * r + 1024 * 1024 };
-  return new Promise((resolve, reject) => scrypt(password.normalize('NFC'), salt, length, options, (e, key) => (e ? reject(e) : resolve(key))));
+async function derive(password: string, salt: Buffer, n: number, r: number, p: number, length: number): Promise<Buffer> {
+  const bytes = Buffer.from(password.normalize('NFC'), 'utf8');
+  try {
+    return await scryptKey(bytes, salt, length, { N: n, r, p });
+  } finally {
+    bytes.fill(0);
+  }
 }
 
 export async function hashPassword(password: string): Promise<string> {
