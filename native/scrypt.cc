@@ -45,14 +45,18 @@ class ScryptWorker : public Napi::AsyncWorker {
     static const uint8_t kNothing = 0;
     const uint8_t* pw = password_.empty() ? &kNothing : password_.data();
     const uint8_t* salt = salt_.empty() ? &kNothing : salt_.data();
-    if (crypto_pwhash_scryptsalsa208sha256_ll(pw, password_.size(), salt, salt_.size(), n_, r_, p_, key_.data(), key_.size()) != 0) failed_ = errno;
+    if (crypto_pwhash_scryptsalsa208sha256_ll(pw, password_.size(), salt, salt_.size(), n_, r_, p_, key_.data(), key_.size()) != 0) {
+      // Never a key of zeros for a failure that set no errno.
+      failed_ = true;
+      errno_ = errno;
+    }
     sodium_memzero(password_.data(), password_.size());
   }
 
   void OnOK() override {
     Napi::Env env = Env();
-    if (failed_ != 0) {
-      const char* why = failed_ == ENOMEM ? "scrypt: not enough memory for these parameters" : "scrypt: parameters out of range";
+    if (failed_) {
+      const char* why = errno_ == ENOMEM ? "scrypt: not enough memory for these parameters" : "scrypt: parameters out of range";
       deferred_.Reject(Napi::Error::New(env, why).Value());
       return;
     }
@@ -67,7 +71,8 @@ class ScryptWorker : public Napi::AsyncWorker {
   uint32_t r_;
   uint32_t p_;
   std::vector<uint8_t> key_;
-  int failed_ = 0;
+  bool failed_ = false;
+  int errno_ = 0;
 };
 
 bool IsCount(const Napi::Value& v, double max) {

@@ -281,14 +281,45 @@ interface ScryptAddon {
 let scryptAddon: ScryptAddon | undefined;
 
 /**
+ * Derivations run at once on the thread pool (4 threads, shared with file
+ * I/O); the others wait their turn. A burst of server logins otherwise held
+ * every pool thread, and a file read waited seconds behind them.
+ */
+const SCRYPT_AT_ONCE = 2;
+let scryptRunning = 0;
+const scryptWaiting: (() => void)[] = [];
+
+/** A turn at the thread pool for one derivation; `scryptDone` hands it to the next in line. */
+async function scryptTurn(): Promise<void> {
+  if (scryptRunning < SCRYPT_AT_ONCE) {
+    scryptRunning++;
+    return;
+  }
+  await new Promise<void>((resolve) => scryptWaiting.push(resolve));
+}
+
+function scryptDone(): void {
+  const next = scryptWaiting.shift();
+  if (next) next();
+  else scryptRunning--;
+}
+
+/**
  * scrypt (RFC 7914) on the thread pool: libsodium's implementation, the same
  * function as Node's `crypto.scrypt` (OpenSSL's) in two thirds of its time
  * (docs/decisions.md, "KDF"). Loaded with the first derivation. Rejects
- * parameters out of scrypt's range; callers bound the cost first.
+ * parameters out of scrypt's range and lengths over 64 KiB; callers bound the
+ * cost first.
  */
-export function scryptKey(password: Uint8Array, salt: Uint8Array, length: number, params: ScryptParams): Promise<Buffer> {
+export async function scryptKey(password: Uint8Array, salt: Uint8Array, length: number, params: ScryptParams): Promise<Buffer> {
   scryptAddon ??= createRequire(import.meta.url)('../../../build/Release/holdfast_scrypt.node') as ScryptAddon;
-  return scryptAddon.scrypt(password, salt, params.N, params.r, params.p, length);
+  const addon = scryptAddon;
+  await scryptTurn();
+  try {
+    return await addon.scrypt(password, salt, params.N, params.r, params.p, length);
+  } finally {
+    scryptDone();
+  }
 }
 
 /**

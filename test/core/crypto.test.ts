@@ -312,6 +312,18 @@ describe('scryptKey', () => {
   it('rejects what scrypt cannot compute, with a message', async () => {
     await assert.rejects(scryptKey(Buffer.from('pw'), Buffer.alloc(16), 32, { N: 1, r: 8, p: 1 }), /scrypt: parameters out of range/);
     await assert.rejects(scryptKey(Buffer.from('pw'), Buffer.alloc(16), 32, { N: 2 ** 40, r: 8, p: 1 }), /scrypt: (parameters out of range|not enough memory)/);
-    await assert.rejects(async () => scryptKey(Buffer.from('pw'), Buffer.alloc(16), 32, { N: 1024, r: 0, p: 1 }), TypeError);
+    await assert.rejects(scryptKey(Buffer.from('pw'), Buffer.alloc(16), 32, { N: 1024, r: 0, p: 1 }), TypeError);
+    await assert.rejects(scryptKey(Buffer.from('pw'), Buffer.alloc(16), 0, { N: 1024, r: 8, p: 1 }), TypeError);
+  });
+
+  it('runs at most two derivations at once, and every one it was given, in order of arrival', async () => {
+    const params = { N: 2 ** 12, r: 8, p: 1 };
+    const passwords = Array.from({ length: 7 }, (_, i) => Buffer.from(`password ${i}`));
+    const salt = randomBytes(16);
+    const keys = await Promise.all(passwords.map((pw) => scryptKey(pw, salt, 32, params)));
+    keys.forEach((key, i) => assert.deepEqual(key, scryptSync(passwords[i]!, salt, 32, params)));
+    // A failed derivation hands its turn on too: none is left waiting.
+    const mixed = await Promise.allSettled([0, 1, 2, 3, 4].map((i) => scryptKey(passwords[i]!, salt, 32, i % 2 === 0 ? { N: 1000, r: 8, p: 1 } : params)));
+    assert.deepEqual(mixed.map((m) => m.status), ['rejected', 'fulfilled', 'rejected', 'fulfilled', 'rejected']);
   });
 });

@@ -30,6 +30,18 @@ describe('server passwords', () => {
     assert.equal(await verifyPassword('', DUMMY_HASH), false);
     assert.equal(await verifyPassword('x', 'bcrypt$1$2$3$c2FsdA$a2V5'), false);
     assert.equal(await verifyPassword('x', 'scrypt$32768$8$3$$'), false);
-    await assert.rejects(verifyPassword('x', 'scrypt$banana$8$3$c2FsdA$a2V5'));
+    assert.equal(await verifyPassword('x', 'scrypt$banana$8$3$c2FsdA$a2V5a2V5a2V5a2V5a2V5'), false);
+    // A stored key of no bytes: node:crypto derived an empty key for it, which matched every password.
+    assert.equal(await verifyPassword('any password', 'scrypt$32768$8$3$c2FsdA$A'), false);
+  });
+
+  it('refuses at once a stored hash that asks for more than it may spend', async () => {
+    const key = Buffer.alloc(32, 1).toString('base64url');
+    const started = Date.now();
+    // p=100000 held a thread-pool thread for two minutes before it was refused.
+    assert.equal(await verifyPassword('x', `scrypt$1024$8$100000$c2FsdA$${key}`), false);
+    assert.equal(await verifyPassword('x', `scrypt$${2 ** 20}$8$3$c2FsdA$${key}`), false);
+    assert.equal(await verifyPassword('x', `scrypt$32768$8$3$c2FsdA$${Buffer.alloc(65536).toString('base64url')}`), false);
+    assert.ok(Date.now() - started < 20_000, 'refused without deriving (p=100000 alone derives for minutes)');
   });
 });

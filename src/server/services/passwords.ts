@@ -30,11 +30,24 @@ export async function hashPassword(password: string): Promise<string> {
   return ['scrypt', N, R, P, salt.toString('base64url'), key.toString('base64url')].join('$');
 }
 
+/**
+ * What a stored hash may ask before it is computed: at most 8 times this
+ * module's own cost, and a key of 16 to 64 bytes. A planted or damaged row
+ * must not hold the thread pool for minutes at each login attempt (p=100000
+ * took two), nor match every password (a key of 0 bytes did through
+ * node:crypto, which derives an empty key for it).
+ */
+function readableParams(n: number, r: number, p: number, keyLength: number): boolean {
+  return Number.isInteger(n) && n >= 2 && (n & (n - 1)) === 0 && Number.isInteger(r) && r >= 1 && r <= 32
+    && Number.isInteger(p) && p >= 1 && p <= 16 && n * r * p <= 8 * N * R * P && keyLength >= 16 && keyLength <= 64;
+}
+
 /** Whether `password` matches `stored` (compared in constant time); false for a stored value it cannot read. */
 export async function verifyPassword(password: string, stored: string): Promise<boolean> {
   const [alg, n, r, p, salt, key] = stored.split('$');
   if (alg !== 'scrypt' || !salt || !key) return false;
   const want = Buffer.from(key, 'base64url');
+  if (!readableParams(Number(n), Number(r), Number(p), want.length)) return false;
   const got = await derive(password, Buffer.from(salt, 'base64url'), Number(n), Number(r), Number(p), want.length);
   return got.length === want.length && timingSafeEqual(got, want);
 }
