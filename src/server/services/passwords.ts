@@ -4,7 +4,7 @@
  * leaves older hashes verifiable (docs/decisions.md, "Server passwords").
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { scryptKey } from '../../core/crypto.js';
+import { scryptKey, validScryptParams } from '../../core/crypto.js';
 
 /** N = 2^15, r = 8, p = 3: one of OWASP's equivalent scrypt minimums, at 32 MiB a hash instead of 128 (docs/decisions.md). */
 const N = 2 ** 15;
@@ -31,15 +31,14 @@ export async function hashPassword(password: string): Promise<string> {
 }
 
 /**
- * What a stored hash may ask before it is computed: at most 8 times this
- * module's own cost, and a key of 16 to 64 bytes. A planted or damaged row
- * must not hold the thread pool for minutes at each login attempt (p=100000
- * took two), nor match every password (a key of 0 bytes did through
- * node:crypto, which derives an empty key for it).
+ * What a stored hash may ask before it is computed: the parameters a key
+ * file may ask (`validScryptParams`), and a key of 16 to 64 bytes. A planted
+ * or damaged row must not hold the thread pool for minutes at each login
+ * attempt (p=100000 took two), nor match every password (a key of 0 bytes
+ * did through node:crypto, which derives an empty key for it).
  */
 function readableParams(n: number, r: number, p: number, keyLength: number): boolean {
-  return Number.isInteger(n) && n >= 2 && (n & (n - 1)) === 0 && Number.isInteger(r) && r >= 1 && r <= 32
-    && Number.isInteger(p) && p >= 1 && p <= 16 && n * r * p <= 8 * N * R * P && keyLength >= 16 && keyLength <= 64;
+  return validScryptParams({ N: n, r, p }) && keyLength >= 16 && keyLength <= 64;
 }
 
 /** Whether `password` matches `stored` (compared in constant time); false for a stored value it cannot read. */
