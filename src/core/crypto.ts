@@ -147,13 +147,31 @@ export function open(key: Buffer, sealed: Uint8Array, aad: Uint8Array, what: str
 /** One keyed BLAKE3 hasher per key, reset after each use: a new one costs 15 µs (docs/decisions.md). */
 const blake3Hashers = new WeakMap<Buffer, Blake3Hasher>();
 
+type Blake3Module = typeof import('@napi-rs/blake-hash');
+let blake3Module: Blake3Module | undefined;
+
 /**
- * @napi-rs/blake-hash, loaded with the first key that hashes: its loading
- * (10–15 ms, a native module and a process report) is then not on the way
- * to the CLI's early key derivation (src/cli/early-key.ts), which needs
- * this module but no hash.
+ * @napi-rs/blake-hash, loaded with the first key that hashes, so that its
+ * loading is not on the way to the CLI's early key derivation
+ * (src/cli/early-key.ts), which needs this module but no hash. On Linux its
+ * glibc build is required by name: the package's own loader asks for a
+ * process report to tell glibc from musl, 5 of its 7 ms in every thread that
+ * loads it (docs/decisions.md, "Fixed costs per run"). That loader is the
+ * fallback (musl, whose build it finds; other systems).
  */
-const blake3 = (): typeof import('@napi-rs/blake-hash') => createRequire(import.meta.url)('@napi-rs/blake-hash') as typeof import('@napi-rs/blake-hash');
+function blake3(): Blake3Module {
+  if (blake3Module) return blake3Module;
+  const require = createRequire(import.meta.url);
+  if (process.platform === 'linux') {
+    try {
+      blake3Module = require(`@napi-rs/blake-hash-linux-${process.arch}-gnu`) as Blake3Module;
+    } catch {
+      // Not installed here (another libc), or not loadable: the package's loader chooses.
+    }
+  }
+  blake3Module ??= require('@napi-rs/blake-hash') as Blake3Module;
+  return blake3Module;
+}
 
 /** Keyed chunk id: BLAKE3 in keyed mode of `data` under `idKey` (32 bytes). */
 export function blobId(idKey: Buffer, data: Uint8Array): Buffer {
