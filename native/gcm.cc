@@ -1,10 +1,10 @@
-// The workers' AEAD work in OpenSSL contexts kept per thread. The block
-// workers' AES-256-GCM of blocks in buffers the worker gives
-// (src/jobs/image/block-worker.ts): `gcmSeal` (a backup seals into the
-// buffer it hands back) and `gcmOpen` (a restore opens into a buffer it
-// reuses). Node's createCipheriv and createDecipheriv cost an OpenSSL cipher
-// fetch, a JS object and fresh output buffers per block, about 20 µs of a
-// block of some 25 KB sealed (docs/decisions.md, "Reading" and "Restore").
+// The AEAD work in OpenSSL contexts kept per thread. AES-256-GCM of every
+// sealed object, in buffers the caller gives (src/core/crypto.ts `seal` and
+// `open`, on every thread): `gcmSeal` (an image backup's block worker seals
+// into the buffer it hands back) and `gcmOpen` (a restore's worker opens into
+// a buffer it reuses). Node's createCipheriv and createDecipheriv cost an
+// OpenSSL cipher fetch, a JS object and fresh output buffers per call, about
+// 20 µs of a block of some 25 KB sealed (docs/decisions.md, "AEAD").
 // And `fingerprint`, the keyed fingerprint of every file a backup reads and
 // every block of an image (format §6.1): through createCipheriv it cost
 // 4.5 µs a call before a byte was hashed. OpenSSL is Node's own.

@@ -20,8 +20,9 @@
  * - The master key has a public name, a one-way derivation of all three
  *   secrets, so that two repositories can be told to share it without it.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, randomFillSync, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, hkdfSync, randomBytes, randomFillSync, timingSafeEqual } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { loadAddon } from './addon.js';
 import type { Blake3Hasher } from '@napi-rs/blake-hash';
 import type { ErrorCode } from './errors.js';
 
@@ -90,10 +91,6 @@ function assertNotWiped(key: Buffer): void {
 }
 
 /**
- * Encrypts and authenticates `plaintext`. Output layout:
- * nonce (12) || ciphertext (len(plaintext)) || GCM tag (16).
- */
-/**
  * Nonces are drawn from the CSPRNG 4096 at a time: the same random bytes as
  * one call per nonce, without a system call per blob (measured: 3% of a
  * worker's time went to randomFillSync).
@@ -112,36 +109,48 @@ export function nextNonce(): Buffer {
   return n;
 }
 
-export function seal(key: Buffer, plaintext: Uint8Array, aad: Uint8Array): Buffer {
-  assertNotWiped(key);
-  const nonce = nextNonce();
-  const cipher = createCipheriv('aes-256-gcm', key, nonce);
-  cipher.setAAD(aad);
-  const out = Buffer.allocUnsafe(SEAL_OVERHEAD + plaintext.length);
-  nonce.copy(out, 0);
-  const body = cipher.update(plaintext);
-  body.copy(out, NONCE_BYTES);
-  const tail = cipher.final();
-  tail.copy(out, NONCE_BYTES + body.length);
-  cipher.getAuthTag().copy(out, NONCE_BYTES + plaintext.length);
-  return out;
+/** The addon's AES-256-GCM (native/gcm.cc): one OpenSSL context per thread and direction. */
+interface GcmAddon {
+  gcmSeal(key: Uint8Array, nonce: Uint8Array, plain: Uint8Array, aad: Uint8Array, out: Uint8Array): number;
+  gcmOpen(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array, out: Uint8Array): number;
 }
 
-/** Reverses `seal`; throws `AuthenticationError` naming `what` on any mismatch. */
-export function open(key: Buffer, sealed: Uint8Array, aad: Uint8Array, what: string): Buffer {
+let gcmAddon: GcmAddon | undefined;
+
+/**
+ * The AEAD of every sealed object, by the addon: Node's createCipheriv and
+ * createDecipheriv cost an OpenSSL cipher fetch, a JavaScript object and
+ * fresh output buffers per call (docs/decisions.md, "AEAD"). Loaded with the
+ * first seal or open, so not on the way to the CLI's early key derivation.
+ */
+const gcm = (): GcmAddon => (gcmAddon ??= loadAddon<GcmAddon>('holdfast_native'));
+
+/**
+ * Encrypts and authenticates `plaintext`. Output layout:
+ * nonce (12) || ciphertext (len(plaintext)) || GCM tag (16); into the start
+ * of `into` when given (at least SEAL_OVERHEAD bytes more than `plaintext`,
+ * and not overlapping it), else into a new buffer.
+ */
+export function seal(key: Buffer, plaintext: Uint8Array, aad: Uint8Array, into?: Buffer): Buffer {
+  assertNotWiped(key);
+  const out = into ?? Buffer.allocUnsafe(SEAL_OVERHEAD + plaintext.length);
+  return out.subarray(0, gcm().gcmSeal(key, nextNonce(), plaintext, aad, out));
+}
+
+/**
+ * Reverses `seal`; throws `AuthenticationError` naming `what` on any
+ * mismatch. The plaintext goes into the start of `into` when given (at least
+ * `sealed.length - SEAL_OVERHEAD` bytes, not overlapping `sealed`; after a
+ * failure it holds nothing to use), else into a buffer of its own.
+ */
+export function open(key: Buffer, sealed: Uint8Array, aad: Uint8Array, what: string, into?: Buffer): Buffer {
   if (sealed.length < SEAL_OVERHEAD) throw new AuthenticationError(what);
   assertNotWiped(key);
-  const buf = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.length);
-  const decipher = createDecipheriv('aes-256-gcm', key, buf.subarray(0, NONCE_BYTES));
-  decipher.setAAD(aad);
-  decipher.setAuthTag(buf.subarray(buf.length - TAG_BYTES));
-  try {
-    const head = decipher.update(buf.subarray(NONCE_BYTES, buf.length - TAG_BYTES));
-    const tail = decipher.final();
-    return tail.length === 0 ? head : Buffer.concat([head, tail]);
-  } catch {
-    throw new AuthenticationError(what);
-  }
+  // A buffer of its own, as createDecipheriv's were: a caller may transfer it to another thread.
+  const out = into ?? Buffer.allocUnsafeSlow(sealed.length - SEAL_OVERHEAD);
+  const n = gcm().gcmOpen(key, sealed, aad, out);
+  if (n < 0) throw new AuthenticationError(what);
+  return out.subarray(0, n);
 }
 
 /** One keyed BLAKE3 hasher per key, reset after each use: a new one costs 15 µs (docs/decisions.md). */
@@ -330,7 +339,7 @@ function scryptDone(): void {
  * cost first.
  */
 export async function scryptKey(password: Uint8Array, salt: Uint8Array, length: number, params: ScryptParams): Promise<Buffer> {
-  scryptAddon ??= createRequire(import.meta.url)('../../../build/Release/holdfast_scrypt.node') as ScryptAddon;
+  scryptAddon ??= loadAddon<ScryptAddon>('holdfast_scrypt');
   const addon = scryptAddon;
   await scryptTurn();
   try {

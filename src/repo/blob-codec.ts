@@ -4,7 +4,7 @@
  * they run the same on the main thread and in worker threads.
  */
 import { createHmac } from 'node:crypto';
-import { AuthenticationError, blobId, open, seal } from '../core/crypto.js';
+import { AuthenticationError, SEAL_OVERHEAD, blobId, open, seal } from '../core/crypto.js';
 import { decompress, type BlobCompressor } from '../core/compress.js';
 import { MAX_CHUNK_SIZE } from '../core/chunker.js';
 import { idHex } from '../core/ids.js';
@@ -72,8 +72,8 @@ export type Sealer = (key: Buffer, plaintext: Uint8Array, aad: Uint8Array) => Bu
 
 /**
  * Compresses (when that shrinks it) and seals one blob; `sealer` is `seal`
- * unless the caller has a faster one (the image backup's block workers seal
- * into the buffer they hand back).
+ * unless the caller seals into a buffer of its own (the image backup's block
+ * workers seal into the buffer they hand back).
  */
 export function prepareBlob(keys: BlobKeys, compressor: BlobCompressor, type: BlobType, data: Buffer, id = blobIdHex(keys, data, type), sealer: Sealer = seal): PreparedBlob {
   if (data.length > MAX_RAW_LENGTH[type]) throw new Error(`${TYPE_NAMES[type]} blob of ${data.length} bytes: larger than ${TYPE_NAMES[type]} blobs may be (${MAX_RAW_LENGTH[type]})`);
@@ -87,12 +87,27 @@ export function prepareBlob(keys: BlobKeys, compressor: BlobCompressor, type: Bl
 export type SealOpener = (key: Buffer, sealed: Uint8Array, aad: Uint8Array, what: string) => Buffer;
 
 /**
+ * `open` into a buffer this opener reuses from call to call, so that a
+ * worker opening thousands of blobs takes no fresh pages for each: for a
+ * caller done with each blob's bytes before it opens the next (what it
+ * returns is valid until its next call).
+ */
+export function reusingOpener(): SealOpener {
+  let opened = Buffer.alloc(0);
+  return (key, sealed, aad, what) => {
+    const n = sealed.length - SEAL_OVERHEAD;
+    if (opened.length < n) opened = Buffer.allocUnsafeSlow(Math.max(n, 2 * opened.length));
+    return open(key, sealed, aad, what, opened);
+  };
+}
+
+/**
  * Authenticates and decompresses a sealed blob and checks that its plaintext
  * hashes to its id; errors name `what`. A compressed blob is decompressed
  * into `into(rawLength)` when given (see `decompress`), which is asked for a
  * buffer only once the length is known to be within the format's bound.
- * `decrypt` is `open` unless the caller has a faster one (the image
- * restore's block workers open into a buffer they reuse).
+ * `decrypt` is `open` unless the caller opens into a buffer it reuses
+ * (`reusingOpener`: the restores' workers).
  */
 export function openBlob(keys: BlobKeys, loc: PackedBlob, sealed: Uint8Array, what: string, into?: (length: number) => Buffer, decrypt: SealOpener = open): Buffer {
   const plain = openSealed(keys, loc, sealed, what, into, decrypt);

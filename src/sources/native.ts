@@ -7,7 +7,7 @@
  * `npm ci` builds it with node-gyp into build/Release.
  */
 
-import { createRequire } from 'node:module';
+import { loadAddon } from '../core/addon.js';
 
 /**
  * The functions the addon exports (native/*.cc); each part adds its own.
@@ -73,20 +73,6 @@ export interface NativeAddon {
    */
   scanMapped(fd: number, position: number, length: number, blockSize: number, fpKey: Uint8Array, expect: Uint8Array, kinds: Uint8Array, fingerprints: Uint8Array, copyTo: Uint8Array): number;
   /**
-   * Seals `plain` with AES-256-GCM under `key`, `nonce` (12 bytes) and `aad`
-   * into the start of `out` in crypto.ts `seal`'s layout (nonce, ciphertext,
-   * tag), which must have room for it (native/gcm.cc): the sealed
-   * length, `plain`'s plus 28. One OpenSSL context per thread.
-   */
-  gcmSeal(key: Uint8Array, nonce: Uint8Array, plain: Uint8Array, aad: Uint8Array, out: Uint8Array): number;
-  /**
-   * Opens `sealed` (crypto.ts `seal`'s layout) with AES-256-GCM under `key`
-   * and `aad` into the start of `out`, which must hold its plaintext
-   * (native/gcm.cc): the plaintext's length, or -1 when authentication
-   * fails. One OpenSSL context per thread, no buffer allocated.
-   */
-  gcmOpen(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array, out: Uint8Array): number;
-  /**
    * The keyed fingerprint of a file or block (format §6.1; 16 bytes, about
    * 10 GB/s a core): the Poly1305 tag of a ChaCha20-Poly1305 seal of nothing
    * under `key` (32 bytes, `fingerprintKey`) and a zero nonce, with `data`
@@ -120,7 +106,5 @@ export const WRITE_FLAGS = {
   createMode: 8,
 } as const;
 
-const require = createRequire(import.meta.url);
-
-/** The loaded addon; dist/src/sources/native.js sits three folders below the package root. */
-export const native = require('../../../build/Release/holdfast_native.node') as NativeAddon;
+/** The loaded addon (its AES-256-GCM is core/crypto.ts's). */
+export const native = loadAddon<NativeAddon>('holdfast_native');

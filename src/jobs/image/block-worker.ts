@@ -8,9 +8,9 @@
 import { writeSync } from 'node:fs';
 import { BlobCompressor } from '../../core/compress.js';
 import { isZero } from '../../core/zeros.js';
-import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type Sealer, type SealOpener } from '../../repo/blob-codec.js';
+import { blobIdHex, openBlob, prepareBlob, reusingOpener, type BlobKeys, type Sealer } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
-import { AuthenticationError, fingerprintKey, FP_BYTES, nextNonce, SEAL_OVERHEAD } from '../../core/crypto.js';
+import { fingerprintKey, FP_BYTES, SEAL_OVERHEAD, seal as sealWith } from '../../core/crypto.js';
 import { native } from '../../sources/native.js';
 import type { TaskHandler } from '../pool/pool-worker.js';
 import { wireError } from '../pool/wire-error.js';
@@ -23,19 +23,10 @@ let fpKey: Buffer;
 let compressor: BlobCompressor;
 /** Reused by every session of the thread: only ever holds one block's bytes for the task that runs. */
 let scratch = Buffer.alloc(0);
-/** The same for the block's decrypted bytes before they are decompressed. */
-let opened = Buffer.alloc(0);
 /** The same for a seal task's sealed blocks, before they are copied out. */
 let sealing = Buffer.alloc(0);
-
-/** crypto.ts `open` by the addon into `opened`: no OpenSSL fetch, cipher object or fresh buffer per block. */
-const openReused: SealOpener = (key, sealed, aad, what) => {
-  const n = Math.max(0, sealed.length - SEAL_OVERHEAD);
-  if (opened.length < n) opened = Buffer.allocUnsafeSlow(n);
-  const got = native.gcmOpen(key, sealed, aad, opened);
-  if (got < 0) throw new AuthenticationError(what);
-  return opened.subarray(0, got);
-};
+/** Opens a block's sealed bytes into a buffer the thread reuses. */
+const openReused = reusingOpener();
 
 /** Opens a data blob into the scratch buffers (no fresh pages per block); valid until the next call. */
 function openInto(b: UnpackTask['blobs'][number], sealed: Uint8Array, what: string): Buffer {
@@ -85,16 +76,16 @@ function scan(t: ScanTask): ScanResult {
 }
 
 /**
- * Seals a task's blocks back to back into `sealing` with the addon (no
- * cipher object or buffer per block), then copies them out in one buffer of
- * their exact size for the main thread.
+ * Seals a task's blocks back to back into `sealing` (no buffer per block),
+ * then copies them out in one buffer of their exact size for the main
+ * thread.
  */
 function seal(t: SealTask, transfer: ArrayBuffer[]): SealResult {
   // A block is stored compressed only when that is smaller: sealed, at most its length plus the overhead.
   const bound = t.blocks.reduce((s, b) => s + Math.min(t.blockSize, t.length - b.index * t.blockSize) + SEAL_OVERHEAD, 0);
   if (sealing.length < bound) sealing = Buffer.allocUnsafeSlow(bound);
   let o = 0;
-  const sealInPlace: Sealer = (key, plain, aad) => sealing.subarray(o, o + native.gcmSeal(key, nextNonce(), plain, aad, sealing.subarray(o)));
+  const sealInPlace: Sealer = (key, plain, aad) => sealWith(key, plain, aad, sealing.subarray(o));
   const blobs: SealedBlock[] = t.blocks.map((b) => {
     const p = prepareBlob(keys, compressor, BlobType.Data, blockAt(t.data, t.length, t.blockSize, b.index), b.id, sealInPlace);
     const r = { index: b.index, id: b.id, flags: p.flags, rawLength: p.rawLength, offset: o, length: p.sealed.length };

@@ -11,7 +11,7 @@ import { isZero } from '../../core/zeros.js';
 import { FastCDC, gearTable } from '../../core/chunker.js';
 import { fingerprintKey } from '../../core/crypto.js';
 import { BlobCompressor } from '../../core/compress.js';
-import { blobIdHex, openBlob, prepareBlob, type BlobKeys, type PreparedBlob } from '../../repo/blob-codec.js';
+import { blobIdHex, openBlob, prepareBlob, reusingOpener, type BlobKeys, type PreparedBlob } from '../../repo/blob-codec.js';
 import { BlobType } from '../../repo/pack.js';
 import { pushEntry, slicePlain, type ContentEntry } from '../../repo/tree.js';
 import { errorOf } from '../../sources/file-tree.js';
@@ -79,6 +79,8 @@ function openForRead(path: Buffer): number {
 }
 
 let reusable = Buffer.alloc(0);
+/** Opens a restored blob's sealed bytes into a buffer the thread reuses (`reusedBuffer` then holds its plaintext). */
+const openReused = reusingOpener();
 
 /**
  * A buffer of at least `size` bytes, reused from task to task (files read,
@@ -266,7 +268,7 @@ function unpack(t: UnpackTask): UnpackResult {
     const what = `pack ${t.pack}, blob ${b.id}`;
     try {
       // Each blob is written out before the next is opened: one reused buffer holds them all.
-      plain = openBlob(keys, { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, data.subarray(b.offset, b.offset + b.length), what, reusedBuffer);
+      plain = openBlob(keys, { type: b.type, id: b.id, flags: b.flags, offset: b.offset, length: b.length, rawLength: b.rawLength }, data.subarray(b.offset, b.offset + b.length), what, reusedBuffer, openReused);
     } catch (e) {
       bad.push({ index, error: wireError(e) });
       continue;
