@@ -12,6 +12,14 @@
 // `mode` when creating). A symlink anywhere on the way or at the end is
 // ELOOP, a ".." that would leave the folder EXDEV. `walk` resolves one
 // component at a time, as without openat2 (tests).
+// makeFolderBeneath(dirFd, path, mode): makes the folder `path` (relative to
+// dirFd, as openBeneath resolves it) with mkdirat(2) in its parent's
+// descriptor, opens what it made from that same descriptor (O_DIRECTORY,
+// O_NOFOLLOW: a symlink or file put there meanwhile is refused) and returns
+// its inode; -1 when something is at that name already (nothing made: the
+// caller merges into a folder there or refuses anything else). One call
+// where a restore made four: a full path resolution, a mkdir through
+// /proc/self/fd, another full resolution and an fstat per folder.
 // mknod(path, mode, dev): mknod(2) (a FIFO or a device node); the path is one
 // the caller resolved (/proc/self/fd/N/name through its parent's descriptor).
 // fchownPath(fd, uid, gid): the owner of what an O_PATH descriptor names, a
@@ -206,6 +214,56 @@ Napi::Value OpenBeneathJs(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+Napi::Value MakeFolderBeneath(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[2].IsNumber()) {
+    Napi::TypeError::New(env, "makeFolderBeneath(dirFd: number, path: Buffer, mode: number)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (!PathArg(info[1], &path)) return env.Undefined();
+  const int dirfd = info[0].As<Napi::Number>().Int32Value();
+  const mode_t mode = static_cast<mode_t>(info[2].As<Napi::Number>().Uint32Value());
+  const size_t slash = path.rfind('/');
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  // The walk refuses such names; a name that is none would reach the parent itself or above it.
+  if (base.empty() || base == "." || base == "..") {
+    Napi::TypeError::New(env, "not a file name: " + path).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const size_t parentLen = slash == std::string::npos ? 0 : slash;
+  size_t lead = 0;
+  while (lead < parentLen && path[lead] == '/') lead++;
+  const int parent = lead == parentLen ? dirfd : OpenBeneath(dirfd, path.data(), parentLen, O_PATH | O_DIRECTORY, 0, false);
+  if (parent < 0) {
+    ThrowErrno(env, errno, "open", path.substr(0, parentLen));
+    return env.Undefined();
+  }
+  const auto done = [&](int fd) {
+    const int saved = errno;
+    if (fd >= 0) close(fd);
+    if (parent != dirfd) close(parent);
+    errno = saved;
+  };
+  if (mkdirat(parent, base.c_str(), mode) != 0) {
+    const int err = errno;
+    done(-1);
+    if (err == EEXIST) return Napi::Number::New(env, -1);
+    ThrowErrno(env, err, "mkdir", path);
+    return env.Undefined();
+  }
+  const int fd = openat(parent, base.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    const int err = errno;
+    done(fd);
+    ThrowErrno(env, err, fd < 0 ? "open" : "fstat", path);
+    return env.Undefined();
+  }
+  done(fd);
+  return Napi::Number::New(env, static_cast<double>(st.st_ino));
+}
+
 Napi::Value Mknod(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path;
@@ -264,6 +322,7 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
 
 void InitBeneath(Napi::Env env, Napi::Object exports) {
   exports.Set("openBeneath", Napi::Function::New(env, OpenBeneathJs, "openBeneath"));
+  exports.Set("makeFolderBeneath", Napi::Function::New(env, MakeFolderBeneath, "makeFolderBeneath"));
   exports.Set("mknod", Napi::Function::New(env, Mknod, "mknod"));
   exports.Set("fchownPath", Napi::Function::New(env, FchownPath, "fchownPath"));
   exports.Set("utimesPath", Napi::Function::New(env, UtimesPath, "utimesPath"));

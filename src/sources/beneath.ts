@@ -104,20 +104,13 @@ export class Beneath {
    * into gets `mode`: an earlier restore may have left it unwritable for us.
    */
   makeFolder(path: Buffer, mode: number): { made: boolean; ino: number } {
-    const made = this.at(path, (p) => {
-      try {
-        mkdirSync(p, mode);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-        if (!lstatSync(p).isDirectory()) throw new Error('a non-directory is in the way', { cause: e });
-        return false;
-      }
-      return true;
-    });
+    const ino = native.makeFolderBeneath(this.fd, path, mode);
+    if (ino >= 0) return { made: true, ino };
+    if (!this.at(path, (p) => lstatSync(p).isDirectory())) throw new Error('a non-directory is in the way');
     const dir = OpenNode.open(this, path, { type: 'dir' });
     try {
-      if (!made) dir.chmod(mode);
-      return { made, ino: Number(fstatSync(dir.fd).ino) };
+      dir.chmod(mode);
+      return { made: false, ino: Number(fstatSync(dir.fd).ino) };
     } finally {
       dir.close();
     }

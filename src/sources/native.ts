@@ -54,6 +54,14 @@ export interface NativeAddon {
    * openat2, or when `walk` says so (native/beneath.cc).
    */
   openBeneath(dirFd: number, path: Buffer, flags: number, mode: number, walk?: boolean): number;
+  /**
+   * Makes the folder `path` below `dirFd` (resolved as `openBeneath` does)
+   * with mkdirat in its parent's descriptor, with `mode` (the umask
+   * applies), and opens what it made from that descriptor, never following
+   * a symlink: its inode; -1 when something is at that name already (nothing
+   * made). Errors as `openBeneath`'s.
+   */
+  makeFolderBeneath(dirFd: number, path: Buffer, mode: number): number;
   /** mknod(2): a FIFO or device node (the type's bits in `mode`; the umask applies). */
   mknod(path: Buffer, mode: number, dev: bigint): void;
   /** The owner of what an O_PATH descriptor names, a symlink itself included (fchownat, AT_EMPTY_PATH). */

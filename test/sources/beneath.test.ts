@@ -1,11 +1,13 @@
 /**
  * Paths opened beneath a folder without following a symlink (native/beneath.cc):
  * openat2 and the component walk for kernels without it refuse the same
- * paths the same way, and both reach paths longer than PATH_MAX.
+ * paths the same way, and both reach paths longer than PATH_MAX. Folders
+ * are made beneath it the same way, merged into when one is there, and
+ * never made through a symlink or over a file.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, constants, existsSync, fstatSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, constants, existsSync, fstatSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../../src/sources/native.js';
@@ -111,6 +113,27 @@ describe('paths beneath a folder, never through a symlink', () => {
     assert.equal(root.at(Buffer.from('/a/b/file'), (p) => readFileSync(p, 'utf8')), 'inside\n');
     assert.throws(() => root.at(Buffer.from('/a/link/secret'), () => undefined), { code: 'ELOOP' });
     assert.throws(() => root.at(Buffer.from('/a/..'), () => undefined), /not a file name/);
+  });
+
+  it('makes a folder beneath it with its mode and gives its inode, merges into one there, and refuses anything else', () => {
+    const made = root.makeFolder(Buffer.from('/a/b/made'), 0o750);
+    const st = lstatSync(join(dir, 'target/a/b/made'));
+    assert.ok(st.isDirectory());
+    assert.deepEqual(made, { made: true, ino: st.ino });
+    assert.equal(st.mode & 0o7777, 0o750 & ~process.umask());
+    assert.deepEqual(root.makeFolder(Buffer.from('top'), 0o700), { made: true, ino: lstatSync(join(dir, 'target/top')).ino });
+    // One there already (an earlier restore left it without our write bit): merged into, with the mode asked.
+    chmodSync(join(dir, 'target/a/b/made'), 0o500);
+    assert.deepEqual(root.makeFolder(Buffer.from('/a/b/made'), 0o700), { made: false, ino: st.ino });
+    assert.equal(statSync(join(dir, 'target/a/b/made')).mode & 0o777, 0o700);
+    assert.throws(() => root.makeFolder(Buffer.from('/a/b/file'), 0o700), /a non-directory is in the way/);
+    assert.throws(() => root.makeFolder(Buffer.from('/a/b/last'), 0o700), /a non-directory is in the way/);
+    assert.equal(readFileSync(join(outside(), 'secret'), 'utf8'), 'outside\n');
+    assert.throws(() => root.makeFolder(Buffer.from('/a/link/made'), 0o700), { code: 'ELOOP' });
+    assert.equal(existsSync(join(outside(), 'made')), false, 'a folder was made through the symlink');
+    assert.throws(() => root.makeFolder(Buffer.from('/a/missing/made'), 0o700), { code: 'ENOENT' });
+    assert.throws(() => root.makeFolder(Buffer.from('/a/..'), 0o700), /not a file name/);
+    assert.throws(() => root.makeFolder(Buffer.from('/a/b/'), 0o700), /not a file name/);
   });
 
   it('opens a target without following a symlink on its way when asked, making the folders it lacks', () => {
