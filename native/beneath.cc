@@ -14,12 +14,14 @@
 // component at a time, as without openat2 (tests).
 // makeFolderBeneath(dirFd, path, mode): makes the folder `path` (relative to
 // dirFd, as openBeneath resolves it) with mkdirat(2) in its parent's
-// descriptor, opens what it made from that same descriptor (O_DIRECTORY,
-// O_NOFOLLOW: a symlink or file put there meanwhile is refused) and returns
-// its inode; -1 when something is at that name already (nothing made: the
-// caller merges into a folder there or refuses anything else). One call
-// where a restore made four: a full path resolution, a mkdir through
-// /proc/self/fd, another full resolution and an fstat per folder.
+// descriptor, opens what is then at that name from that same descriptor
+// (O_PATH, O_DIRECTORY, O_NOFOLLOW: a symlink or file put there meanwhile is
+// refused) and returns [its inode, its owner]: a folder a racer put there
+// in its place passes this, and the caller tells it by its owner. -1 when
+// something is at that name already (nothing made: the caller merges into a
+// folder there or refuses anything else). One call where a restore made
+// four: a full path resolution, a mkdir through /proc/self/fd, another full
+// resolution and an fstat per folder.
 // mknod(path, mode, dev): mknod(2) (a FIFO or a device node); the path is one
 // the caller resolved (/proc/self/fd/N/name through its parent's descriptor).
 // fchownPath(fd, uid, gid): the owner of what an O_PATH descriptor names, a
@@ -252,16 +254,22 @@ Napi::Value MakeFolderBeneath(const Napi::CallbackInfo& info) {
     ThrowErrno(env, err, "mkdir", path);
     return env.Undefined();
   }
-  const int fd = openat(parent, base.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  // O_PATH: the folder is only looked at, so one its mode or a default ACL leaves unreadable to us is no error.
+  const int fd = openat(parent, base.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) {
-    const int err = errno;
+    int err = errno;
+    // A symlink put there is refused as openBeneath refuses one (O_DIRECTORY answers ENOTDIR for it).
+    if (fd < 0 && err == ENOTDIR && IsLink(parent, base)) err = ELOOP;
     done(fd);
     ThrowErrno(env, err, fd < 0 ? "open" : "fstat", path);
     return env.Undefined();
   }
   done(fd);
-  return Napi::Number::New(env, static_cast<double>(st.st_ino));
+  auto made = Napi::Array::New(env, 2);
+  made.Set(0u, Napi::Number::New(env, static_cast<double>(st.st_ino)));
+  made.Set(1u, Napi::Number::New(env, static_cast<double>(st.st_uid)));
+  return made;
 }
 
 Napi::Value Mknod(const Napi::CallbackInfo& info) {

@@ -51,6 +51,15 @@ bool Ready(Napi::Env env, GcmContext& gcm, bool encrypt) {
   return true;
 }
 
+// Whether two byte ranges share a byte: sealing or opening into the bytes it
+// reads would write over input before it is read (a valid tag over other
+// bytes when sealing).
+bool Overlap(const Napi::Uint8Array& a, const Napi::Uint8Array& b) {
+  const uint8_t* x = a.Data();
+  const uint8_t* y = b.Data();
+  return a.ByteLength() > 0 && b.ByteLength() > 0 && x < y + b.ByteLength() && y < x + a.ByteLength();
+}
+
 bool AllTypedArrays(const Napi::CallbackInfo& info, size_t n) {
   if (info.Length() != n) return false;
   for (size_t i = 0; i < n; i++) {
@@ -79,6 +88,10 @@ Napi::Value GcmSeal(const Napi::CallbackInfo& info) {
     Napi::RangeError::New(env, "gcmSeal: bad arguments or output buffer too small").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  if (Overlap(out, plain) || Overlap(out, aad) || Overlap(out, nonce) || Overlap(out, key)) {
+    Napi::RangeError::New(env, "gcmSeal: the output buffer overlaps an input").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
   if (!Ready(env, sealing, true)) return env.Undefined();
   uint8_t* o = out.Data();
   memmove(o, nonce.Data(), kNonceBytes);
@@ -97,8 +110,8 @@ Napi::Value GcmSeal(const Napi::CallbackInfo& info) {
 }
 
 // gcmOpen(key, sealed, aad, out) → the plaintext's length, written to the
-// start of out, or -1 when authentication fails (out then holds nothing to
-// use). sealed is crypto.ts `seal`'s layout: nonce (12) || ciphertext || tag (16).
+// start of out, or -1 when authentication fails (the plaintext's room in out
+// is then zeroed). sealed is crypto.ts `seal`'s layout: nonce (12) || ciphertext || tag (16).
 Napi::Value GcmOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!AllTypedArrays(info, 4)) {
@@ -120,6 +133,10 @@ Napi::Value GcmOpen(const Napi::CallbackInfo& info) {
     Napi::RangeError::New(env, "gcmOpen: output buffer too small").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  if (Overlap(out, sealed) || Overlap(out, aad) || Overlap(out, key)) {
+    Napi::RangeError::New(env, "gcmOpen: the output buffer overlaps an input").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
   if (!Ready(env, opening, false)) return env.Undefined();
   const uint8_t* s = sealed.Data();
   int len = 0;
@@ -129,6 +146,8 @@ Napi::Value GcmOpen(const Napi::CallbackInfo& info) {
             EVP_DecryptUpdate(opening.ctx, out.Data(), &len, s + kNonceBytes, static_cast<int>(plain)) == 1 &&
             EVP_CIPHER_CTX_ctrl(opening.ctx, EVP_CTRL_AEAD_SET_TAG, kTagBytes, const_cast<uint8_t*>(s + n - kTagBytes)) == 1 &&
             EVP_DecryptFinal_ex(opening.ctx, out.Data() + len, &last) == 1;
+  // Bytes that failed authentication are never left where a caller might read them.
+  if (!ok) memset(out.Data(), 0, plain);
   return Napi::Number::New(env, ok ? static_cast<double>(plain) : -1);
 }
 

@@ -129,7 +129,7 @@ const gcm = (): GcmAddon => (gcmAddon ??= loadAddon<GcmAddon>('holdfast_native')
  * Encrypts and authenticates `plaintext`. Output layout:
  * nonce (12) || ciphertext (len(plaintext)) || GCM tag (16); into the start
  * of `into` when given (at least SEAL_OVERHEAD bytes more than `plaintext`,
- * and not overlapping it), else into a new buffer.
+ * and not overlapping it or `aad`: a RangeError), else into a new buffer.
  */
 export function seal(key: Buffer, plaintext: Uint8Array, aad: Uint8Array, into?: Buffer): Buffer {
   assertNotWiped(key);
@@ -140,8 +140,9 @@ export function seal(key: Buffer, plaintext: Uint8Array, aad: Uint8Array, into?:
 /**
  * Reverses `seal`; throws `AuthenticationError` naming `what` on any
  * mismatch. The plaintext goes into the start of `into` when given (at least
- * `sealed.length - SEAL_OVERHEAD` bytes, not overlapping `sealed`; after a
- * failure it holds nothing to use), else into a buffer of its own.
+ * `sealed.length - SEAL_OVERHEAD` bytes, not overlapping `sealed`: a
+ * RangeError; after a failure that room is zeroed), else into a buffer of
+ * its own.
  */
 export function open(key: Buffer, sealed: Uint8Array, aad: Uint8Array, what: string, into?: Buffer): Buffer {
   if (sealed.length < SEAL_OVERHEAD) throw new AuthenticationError(what);

@@ -19,7 +19,8 @@
  * unlink, lchown, lutimes, the l*xattr family, open with O_NOFOLLOW,
  * `chmodNoFollow`), and only for them.
  */
-import { chmodSync, closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, futimesSync, lstatSync, lutimesSync, mkdirSync, openSync, utimesSync } from 'node:fs';
+import { chmodSync, closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, futimesSync, lstatSync, lutimesSync, mkdirSync, openSync, unlinkSync, utimesSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { isAbsolute } from 'node:path';
 import { native } from './native.js';
 import { O_PATH, timespec, utimesSeconds } from './posix.js';
@@ -29,6 +30,9 @@ const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 
 export class Beneath {
+  /** The owner a node this process creates below the folder gets (`ownerOfCreated`), once known. */
+  private createdOwner: number | undefined;
+
   private constructor(
     /** The target folder's descriptor (O_PATH), open until `close`. */
     readonly fd: number,
@@ -100,12 +104,19 @@ export class Beneath {
    * Makes the folder `path` with `mode` (less the umask), or merges into the
    * one there: anything else there is an error, never followed. Returns
    * whether it made it, and the inode of the folder there now, opened as a
-   * folder (a file or symlink put there meanwhile is refused). One merged
-   * into gets `mode`: an earlier restore may have left it unwritable for us.
+   * folder (a file or symlink put there meanwhile is refused). A folder put
+   * in place of the one it made, between the making and the opening, is
+   * refused by its owner: a racer without root cannot make one that is
+   * owned as ours are. One merged into gets `mode`: an earlier restore may
+   * have left it unwritable for us.
    */
   makeFolder(path: Buffer, mode: number): { made: boolean; ino: number } {
-    const ino = native.makeFolderBeneath(this.fd, path, mode);
-    if (ino >= 0) return { made: true, ino };
+    const made = native.makeFolderBeneath(this.fd, path, mode);
+    if (made !== -1) {
+      const [ino, owner] = made;
+      if (owner !== this.ownerOfCreated()) throw new Error('refused: not the folder this restore made (something was put in its place)');
+      return { made: true, ino };
+    }
     if (!this.at(path, (p) => lstatSync(p).isDirectory())) throw new Error('a non-directory is in the way');
     const dir = OpenNode.open(this, path, { type: 'dir' });
     try {
@@ -114,6 +125,35 @@ export class Beneath {
     } finally {
       dir.close();
     }
+  }
+
+  /**
+   * The owner of what this process creates below the folder: its effective
+   * user, unless the file system says otherwise (a FAT file system's mount
+   * option, NFS's root squash), which a probe file made in the folder itself
+   * shows, and which no racer can change (it is made O_EXCL and looked at
+   * through its own descriptor). The process's where no file can be made.
+   */
+  private ownerOfCreated(): number {
+    if (this.createdOwner !== undefined) return this.createdOwner;
+    const name = Buffer.from(`.holdfast-probe-${process.pid}-${randomBytes(6).toString('hex')}`);
+    let fd: number;
+    try {
+      fd = this.open(name, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    } catch {
+      return (this.createdOwner = process.geteuid?.() ?? 0);
+    }
+    try {
+      this.createdOwner = fstatSync(fd).uid;
+    } finally {
+      closeSync(fd);
+      try {
+        this.at(name, (p) => unlinkSync(p));
+      } catch {
+        // Moved away meanwhile: someone else's now; what it showed stands.
+      }
+    }
+    return this.createdOwner;
   }
 
   close(): void {

@@ -57,11 +57,13 @@ export interface NativeAddon {
   /**
    * Makes the folder `path` below `dirFd` (resolved as `openBeneath` does)
    * with mkdirat in its parent's descriptor, with `mode` (the umask
-   * applies), and opens what it made from that descriptor, never following
-   * a symlink: its inode; -1 when something is at that name already (nothing
-   * made). Errors as `openBeneath`'s.
+   * applies), and opens what is then at that name from that descriptor,
+   * never following a symlink: its inode and its owner (a folder put there in
+   * its place meanwhile passes: the caller tells it by its owner); -1 when
+   * something is at that name already (nothing made). Errors as
+   * `openBeneath`'s.
    */
-  makeFolderBeneath(dirFd: number, path: Buffer, mode: number): number;
+  makeFolderBeneath(dirFd: number, path: Buffer, mode: number): [ino: number, owner: number] | -1;
   /** mknod(2): a FIFO or device node (the type's bits in `mode`; the umask applies). */
   mknod(path: Buffer, mode: number, dev: bigint): void;
   /** The owner of what an O_PATH descriptor names, a symlink itself included (fchownat, AT_EMPTY_PATH). */

@@ -5,7 +5,8 @@
  * the addon did the sealing), what `seal` makes Node's cipher opens, with the
  * nonce `seal` drew. Into a caller's buffer, at any offset and reused for
  * every size, nothing is written past the result, and a buffer too small is
- * refused before anything is written. Any change to the nonce, ciphertext,
+ * refused before anything is written, as is one overlapping the input; a
+ * failed open zeroes the room it was given. Any change to the nonce, ciphertext,
  * tag, key or associated data fails authentication, and the thread's context
  * stays good after failures. `reusingOpener` opens blob after blob into one
  * buffer.
@@ -87,6 +88,19 @@ describe('seal and open against Node\'s AES-256-GCM', () => {
     const out = Buffer.alloc(99, 0x55);
     assert.throws(() => open(key, sealed, aad, 'x', out), RangeError);
     assert.ok(out.every((x) => x === 0x55));
+  });
+
+  it('refuses to seal or open into bytes it reads, and leaves no unauthenticated bytes behind', () => {
+    const b = randomBytes(3000);
+    const plain = b.subarray(100, 1100);
+    assert.throws(() => seal(key, plain, aad, b.subarray(0)), RangeError);
+    assert.throws(() => seal(key, plain, b.subarray(1100, 1200), b.subarray(1150)), RangeError);
+    const sealed = seal(key, plain, aad, b.subarray(1200));
+    assert.throws(() => open(key, sealed, aad, 'x', b.subarray(1210)), RangeError);
+    const into = Buffer.alloc(plain.length, 0x55);
+    assert.throws(() => open(key, flipped(sealed, sealed.length - 1), aad, 'damaged', into), AuthenticationError);
+    assert.ok(into.every((x) => x === 0), 'the room for the plaintext is zeroed after a failure');
+    assert.deepEqual(open(key, sealed, aad, 'x', into), Buffer.from(plain));
   });
 
   it('fails authentication on any change, and opens again afterwards on the same thread', () => {

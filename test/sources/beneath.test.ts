@@ -7,7 +7,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, closeSync, constants, existsSync, fstatSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, constants, existsSync, fstatSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../../src/sources/native.js';
@@ -16,6 +17,46 @@ import { WRITE_FIELDS, WRITE_FLAGS } from '../../src/sources/native.js';
 import { removeTree } from '../fixtures/tree.js';
 
 const O_PATH = 0o10000000;
+
+/** Why the race test cannot run here, if it cannot: it gives a folder to another user, and builds a shim. */
+function raceSkip(): string | false {
+  if (process.getuid?.() !== 0) return 'needs root (the racer\'s folder belongs to another user)';
+  if (spawnSync('cc', ['--version']).status !== 0) return 'needs a C compiler for the LD_PRELOAD shim';
+  return false;
+}
+
+/**
+ * mkdirat, then at once the racer's move (SWAP_NAME, SWAP_ACT): the new
+ * folder renamed away and replaced by a folder owned by nobody (dir), a
+ * symlink to SWAP_TO (symlink) or a file (file).
+ */
+const SWAP_SHIM = `#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int mkdirat(int dirfd, const char* name, mode_t mode) {
+  int r = syscall(SYS_mkdirat, dirfd, name, mode);
+  const char* want = getenv("SWAP_NAME");
+  const char* act = getenv("SWAP_ACT");
+  if (r != 0 || want == NULL || act == NULL || strcmp(want, name) != 0 || strcmp(act, "none") == 0) return r;
+  char moved[300];
+  snprintf(moved, sizeof moved, "%s.moved", name);
+  renameat(dirfd, name, dirfd, moved);
+  if (strcmp(act, "dir") == 0) {
+    syscall(SYS_mkdirat, dirfd, name, 0777);
+    fchownat(dirfd, name, 65534, 65534, AT_SYMLINK_NOFOLLOW);
+  } else if (strcmp(act, "symlink") == 0) {
+    symlinkat(getenv("SWAP_TO"), dirfd, name);
+  } else {
+    close(openat(dirfd, name, O_CREAT | O_WRONLY, 0644));
+  }
+  return r;
+}
+`;
 
 describe('paths beneath a folder, never through a symlink', () => {
   let dir: string;
@@ -134,6 +175,47 @@ describe('paths beneath a folder, never through a symlink', () => {
     assert.throws(() => root.makeFolder(Buffer.from('/a/missing/made'), 0o700), { code: 'ENOENT' });
     assert.throws(() => root.makeFolder(Buffer.from('/a/..'), 0o700), /not a file name/);
     assert.throws(() => root.makeFolder(Buffer.from('/a/b/'), 0o700), /not a file name/);
+  });
+
+  it('refuses what a racer puts in place of the folder it made, before it looks at it', { skip: raceSkip() }, () => {
+    // A shim run between the folder's making and its opening (LD_PRELOAD over mkdirat): the new folder is moved away and replaced.
+    const shim = join(dir, 'swap.so');
+    writeFileSync(join(dir, 'swap.c'), SWAP_SHIM);
+    execFileSync('cc', ['-shared', '-fPIC', '-o', shim, join(dir, 'swap.c'), '-ldl']);
+    const beneath = new URL('../../src/sources/beneath.js', import.meta.url).href;
+    const attempt = (name: string, act: string): { ino?: number; made?: boolean; code?: string; message?: string } => {
+      const script = `const { Beneath } = await import(${JSON.stringify(beneath)});
+        const root = Beneath.open(${JSON.stringify(join(dir, 'target'))});
+        try { console.log(JSON.stringify(root.makeFolder(Buffer.from('/a/b/${name}'), 0o700))); }
+        catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, LD_PRELOAD: shim, SWAP_NAME: name, SWAP_ACT: act, SWAP_TO: outside() } });
+      return JSON.parse(r.stdout.toString()) as { ino?: number; made?: boolean; code?: string; message?: string };
+    };
+    // The shim itself, doing nothing: the folder is made.
+    assert.equal(attempt('calm', 'none').made, true);
+    // A folder of another owner (nobody): its content would have been restored into it, and it chowned and chmodded at the end.
+    assert.match(attempt('swapped', 'dir').message ?? '', /refused: not the folder this restore made/);
+    assert.equal(lstatSync(join(dir, 'target/a/b/swapped')).uid, 65534);
+    assert.equal(attempt('linked', 'symlink').code, 'ELOOP');
+    assert.equal(attempt('filed', 'file').code, 'ENOTDIR');
+    assert.deepEqual(readdirSync(outside()).sort(), ['secret']);
+  });
+
+  it('makes a folder its maker may not read (a umask or a default ACL without the owner\'s read bit), as another user', { skip: raceSkip() === 'needs root (the racer\'s folder belongs to another user)' ? 'needs root (to run as another user)' : false }, () => {
+    const home = join(dir, 'nobody');
+    chmodSync(dir, 0o711);
+    mkdirSync(home);
+    chownSync(home, 65534, 65534);
+    const beneath = new URL('../../src/sources/beneath.js', import.meta.url).href;
+    const script = `process.umask(0o477);
+      const { Beneath } = await import(${JSON.stringify(beneath)});
+      const root = Beneath.open(${JSON.stringify(home)});
+      console.log(JSON.stringify(root.makeFolder(Buffer.from('/sub'), 0o700)));`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { uid: 65534, gid: 65534 });
+    assert.equal(r.status, 0, r.stderr.toString());
+    const st = lstatSync(join(home, 'sub'));
+    assert.deepEqual(JSON.parse(r.stdout.toString()), { made: true, ino: st.ino });
+    assert.equal(st.mode & 0o777, 0o300);
   });
 
   it('opens a target without following a symlink on its way when asked, making the folders it lacks', () => {
