@@ -58,8 +58,13 @@ Napi::Value ListDirStats(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
 
+  // An errno as the result (raw N-API: see below).
+  const auto errnoValue = [env](int error) {
+    napi_value v;
+    return napi_create_int32(env, error, &v) == napi_ok ? Napi::Value(env, v) : Napi::Value();
+  };
   DIR* dir = opendir(path.c_str());
-  if (dir == nullptr) return Napi::Number::New(env, errno);
+  if (dir == nullptr) return errnoValue(errno);
   DirCloser closer{dir};
 
   arena.clear();
@@ -68,7 +73,7 @@ Napi::Value ListDirStats(const Napi::CallbackInfo& info) {
     errno = 0;
     const dirent* d = readdir(dir);
     if (d == nullptr) {
-      if (errno != 0) return Napi::Number::New(env, errno);
+      if (errno != 0) return errnoValue(errno);
       break;
     }
     const char* n = d->d_name;
@@ -84,16 +89,29 @@ Napi::Value ListDirStats(const Napi::CallbackInfo& info) {
     return c != 0 ? c < 0 : a.length < b.length;
   });
 
+  // Raw N-API from here on, each status checked: a worker stopped while it lists
+  // (a scanner closed mid-walk) makes these calls fail, and node-addon-api's
+  // wrappers then build an Error, which aborts the whole process once the
+  // thread may no longer run JavaScript. A failure returns nothing instead.
   const size_t count = names.size();
-  Napi::ArrayBuffer namesBuffer = Napi::ArrayBuffer::New(env, arena.size());
-  Napi::ArrayBuffer endsBuffer = Napi::ArrayBuffer::New(env, count * sizeof(uint32_t));
-  Napi::ArrayBuffer fieldsBuffer = Napi::ArrayBuffer::New(env, count * kStatFields * sizeof(int64_t));
-  char* out = static_cast<char*>(namesBuffer.Data());
-  uint32_t* ends = static_cast<uint32_t*>(endsBuffer.Data());
-  int64_t* fields = static_cast<int64_t*>(fieldsBuffer.Data());
+  void* namesData = nullptr;
+  void* endsData = nullptr;
+  void* fieldsData = nullptr;
+  napi_value namesBuffer;
+  napi_value endsBuffer;
+  napi_value fieldsBuffer;
+  if (napi_create_arraybuffer(env, arena.size(), &namesData, &namesBuffer) != napi_ok ||
+      napi_create_arraybuffer(env, count * sizeof(uint32_t), &endsData, &endsBuffer) != napi_ok ||
+      napi_create_arraybuffer(env, count * kStatFields * sizeof(int64_t), &fieldsData, &fieldsBuffer) != napi_ok) {
+    return Napi::Value();
+  }
+  char* out = static_cast<char*>(namesData);
+  uint32_t* ends = static_cast<uint32_t*>(endsData);
+  int64_t* fields = static_cast<int64_t*>(fieldsData);
   // A name is NUL-terminated for fstatat: copied out of the arena, which holds none.
   std::string name;
-  Napi::Value failures = env.Undefined();
+  napi_value failures;
+  if (napi_get_undefined(env, &failures) != napi_ok) return Napi::Value();
   uint32_t failed = 0;
   uint32_t end = 0;
   const int fd = dirfd(dir);
@@ -108,10 +126,13 @@ Napi::Value ListDirStats(const Napi::CallbackInfo& info) {
     if (fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
       const int error = errno;
       memset(f, 0, kStatFields * sizeof(int64_t));
-      if (failed == 0) failures = Napi::Array::New(env);
-      Napi::Array list = failures.As<Napi::Array>();
-      list.Set(failed++, Napi::Number::New(env, static_cast<double>(i)));
-      list.Set(failed++, Napi::Number::New(env, error));
+      napi_value index;
+      napi_value code;
+      if ((failed == 0 && napi_create_array(env, &failures) != napi_ok) || napi_create_uint32(env, static_cast<uint32_t>(i), &index) != napi_ok ||
+          napi_create_int32(env, error, &code) != napi_ok || napi_set_element(env, failures, failed++, index) != napi_ok ||
+          napi_set_element(env, failures, failed++, code) != napi_ok) {
+        return Napi::Value();
+      }
       continue;
     }
     // ino, dev and rdev are unsigned: stored modulo 2^64, as a BigInt64Array stores them.
@@ -127,12 +148,13 @@ Napi::Value ListDirStats(const Napi::CallbackInfo& info) {
     f[9] = static_cast<int64_t>(st.st_nlink);
   }
 
-  Napi::Array result = Napi::Array::New(env, 4);
-  result.Set(0u, namesBuffer);
-  result.Set(1u, endsBuffer);
-  result.Set(2u, fieldsBuffer);
-  result.Set(3u, failures);
-  return result;
+  napi_value result;
+  if (napi_create_array_with_length(env, 4, &result) != napi_ok || napi_set_element(env, result, 0, namesBuffer) != napi_ok ||
+      napi_set_element(env, result, 1, endsBuffer) != napi_ok || napi_set_element(env, result, 2, fieldsBuffer) != napi_ok ||
+      napi_set_element(env, result, 3, failures) != napi_ok) {
+    return Napi::Value();
+  }
+  return Napi::Value(env, result);
 }
 
 }  // namespace

@@ -1,11 +1,14 @@
 /**
  * The folder-scan worker lists folders ahead of the walk: each listing it
  * hands over must equal a listing made on the spot, whichever folders the
- * walk skips or revisits, with the worker held a few entries ahead.
+ * walk skips or revisits, with the worker held a few entries ahead; and it
+ * may be closed at any moment, inside a listing too.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DirScanner } from '../../src/jobs/backup/dir-scanner.js';
@@ -121,6 +124,30 @@ describe('DirScanner', () => {
     const s = new DirScanner({}, 1);
     await s.list(Buffer.from(p()), undefined);
     await s.close();
+  });
+
+  it('closes while the worker is inside a listing without bringing the process down', async () => {
+    // Run apart: the fault aborted the whole process ("FATAL ERROR: Error::New napi_get_last_error_info"),
+    // when the worker was stopped while the addon built a listing's arrays. Folders of 1,000 names,
+    // which take the worker a few milliseconds each, closed at random moments.
+    const wide = p('wide');
+    for (let d = 0; d < 4; d++) {
+      mkdirSync(join(wide, `d${d}`), { recursive: true });
+      for (let f = 0; f < 1000; f++) closeSync(openSync(join(wide, `d${d}`, `f${f}`), 'w'));
+    }
+    const script = `const { DirScanner } = await import(${JSON.stringify(new URL('../../src/jobs/backup/dir-scanner.js', import.meta.url).href)});
+      for (let i = 0; i < 150; i++) {
+        const s = new DirScanner();
+        await s.list(Buffer.from(${JSON.stringify(wide)}), undefined);
+        await new Promise((r) => setTimeout(r, Math.random() * 4));
+        await s.close();
+      }
+      console.log('closed 150 times');`;
+    // From a file: the workers would inherit `--input-type`, which only `-e` takes.
+    await writeFile(p('close-often.mjs'), script);
+    const r = spawnSync(process.execPath, [p('close-often.mjs')]);
+    assert.equal(r.status, 0, r.stderr.toString());
+    assert.match(r.stdout.toString(), /closed 150 times/);
   });
 
   it('lets events in while it walks, so that a backup\'s network goes on beside a long walk', async () => {
