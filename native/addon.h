@@ -14,6 +14,16 @@ void InitXattr(Napi::Env env, Napi::Object exports);
 void InitMapScan(Napi::Env env, Napi::Object exports);
 void InitMemory(Napi::Env env, Napi::Object exports);
 
+// Results built through raw N-API, each status checked (native/addon.cc): a
+// worker thread being stopped makes N-API calls fail, and node-addon-api's
+// wrappers then build an Error for the failure, which aborts the whole
+// process. These give an empty Value instead, which reaches JavaScript as
+// undefined if the thread runs any more.
+// A copy of `n` bytes as a new Buffer.
+Napi::Value CopyToBuffer(Napi::Env env, const void* data, size_t n);
+// `value` stored at `index` of `array` (made first when empty); false when that failed.
+bool AppendTo(Napi::Env env, napi_value* array, uint32_t index, napi_value value);
+
 // native/beneath.cc: `path` (leading slashes ignored) opened relative to
 // `dirfd` without following any symlink and without leaving the folder; -1
 // and errno when it cannot be. `walk`: one component at a time (tests).

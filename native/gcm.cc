@@ -173,7 +173,7 @@ Napi::Value FingerprintOf(const Napi::CallbackInfo& info) {
     Napi::Error::New(env, "fingerprint: ChaCha20-Poly1305 failed").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  return Napi::Buffer<uint8_t>::Copy(env, tag, kFingerprintBytes);
+  return CopyToBuffer(env, tag, kFingerprintBytes);
 }
 
 }  // namespace

@@ -173,7 +173,7 @@ Napi::Value WriteFiles(const Napi::CallbackInfo& info) {
   const uint32_t count = static_cast<uint32_t>(starts.ElementLength() - 1);
   const char* bytes = reinterpret_cast<const char*>(data.Data());
   const char* names = reinterpret_cast<const char*>(paths.Data());
-  Napi::Value failures = env.Undefined();
+  napi_value failures = nullptr;
   uint32_t failed = 0;
   std::string path;
   for (uint32_t i = 0; i < count; i++) {
@@ -197,12 +197,16 @@ Napi::Value WriteFiles(const Napi::CallbackInfo& info) {
       }
     }
     if (message.empty()) continue;
-    if (failed == 0) failures = Napi::Array::New(env);
-    Napi::Array list = failures.As<Napi::Array>();
-    list.Set(failed++, Napi::Number::New(env, i));
-    list.Set(failed++, Napi::String::New(env, message));
+    napi_value index;
+    napi_value text;
+    if (napi_create_uint32(env, static_cast<uint32_t>(i), &index) != napi_ok ||
+        napi_create_string_utf8(env, message.data(), message.size(), &text) != napi_ok || !AppendTo(env, &failures, failed++, index) ||
+        !AppendTo(env, &failures, failed++, text)) {
+      return Napi::Value();
+    }
   }
-  return failures;
+  if (failures == nullptr) return env.Undefined();
+  return Napi::Value(env, failures);
 }
 
 }  // namespace

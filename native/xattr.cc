@@ -94,14 +94,15 @@ Napi::Value List(const Napi::CallbackInfo& info) {
     ThrowErrno(env, errno, "llistxattr", t.Name());
     return env.Undefined();
   }
-  auto names = Napi::Array::New(env);
+  napi_value names;
+  if (napi_create_array(env, &names) != napi_ok) return Napi::Value();
   uint32_t count = 0;
   for (ssize_t i = 0; i < n;) {
     size_t len = strnlen(buf.data() + i, static_cast<size_t>(n - i));
-    if (len > 0) names.Set(count++, Napi::Buffer<char>::Copy(env, buf.data() + i, len));
+    if (len > 0 && !AppendTo(env, &names, count++, CopyToBuffer(env, buf.data() + i, len))) return Napi::Value();
     i += static_cast<ssize_t>(len) + 1;
   }
-  return names;
+  return Napi::Value(env, names);
 }
 
 // lgetxattr(path: Buffer | fd, name: Buffer): Buffer — the value.
@@ -118,7 +119,7 @@ Napi::Value Get(const Napi::CallbackInfo& info) {
     ThrowErrno(env, errno, "lgetxattr", t.Name());
     return env.Undefined();
   }
-  return Napi::Buffer<char>::Copy(env, buf.data(), static_cast<size_t>(n));
+  return CopyToBuffer(env, buf.data(), static_cast<size_t>(n));
 }
 
 // lsetxattr(path: Buffer | fd, name: Buffer, value: Buffer): undefined — creates or replaces.
