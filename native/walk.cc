@@ -89,10 +89,8 @@ Napi::Value ListDirStats(const Napi::CallbackInfo& info) {
     return c != 0 ? c < 0 : a.length < b.length;
   });
 
-  // Raw N-API from here on, each status checked: a worker stopped while it lists
-  // (a scanner closed mid-walk) makes these calls fail, and node-addon-api's
-  // wrappers then build an Error, which aborts the whole process once the
-  // thread may no longer run JavaScript. A failure returns nothing instead.
+  // Raw N-API from here on, each status checked (addon.h: a worker stopped
+  // while it lists, a scanner closed mid-walk, must not abort the process).
   const size_t count = names.size();
   void* namesData = nullptr;
   void* endsData = nullptr;
@@ -110,8 +108,7 @@ Napi::Value ListDirStats(const Napi::CallbackInfo& info) {
   int64_t* fields = static_cast<int64_t*>(fieldsData);
   // A name is NUL-terminated for fstatat: copied out of the arena, which holds none.
   std::string name;
-  napi_value failures;
-  if (napi_get_undefined(env, &failures) != napi_ok) return Napi::Value();
+  napi_value failures = nullptr;
   uint32_t failed = 0;
   uint32_t end = 0;
   const int fd = dirfd(dir);
@@ -128,9 +125,8 @@ Napi::Value ListDirStats(const Napi::CallbackInfo& info) {
       memset(f, 0, kStatFields * sizeof(int64_t));
       napi_value index;
       napi_value code;
-      if ((failed == 0 && napi_create_array(env, &failures) != napi_ok) || napi_create_uint32(env, static_cast<uint32_t>(i), &index) != napi_ok ||
-          napi_create_int32(env, error, &code) != napi_ok || napi_set_element(env, failures, failed++, index) != napi_ok ||
-          napi_set_element(env, failures, failed++, code) != napi_ok) {
+      if (napi_create_uint32(env, static_cast<uint32_t>(i), &index) != napi_ok || napi_create_int32(env, error, &code) != napi_ok ||
+          !AppendTo(env, &failures, failed++, index) || !AppendTo(env, &failures, failed++, code)) {
         return Napi::Value();
       }
       continue;
@@ -149,6 +145,7 @@ Napi::Value ListDirStats(const Napi::CallbackInfo& info) {
   }
 
   napi_value result;
+  if (failures == nullptr && napi_get_undefined(env, &failures) != napi_ok) return Napi::Value();
   if (napi_create_array_with_length(env, 4, &result) != napi_ok || napi_set_element(env, result, 0, namesBuffer) != napi_ok ||
       napi_set_element(env, result, 1, endsBuffer) != napi_ok || napi_set_element(env, result, 2, fieldsBuffer) != napi_ok ||
       napi_set_element(env, result, 3, failures) != napi_ok) {
