@@ -128,23 +128,17 @@ export class Beneath {
   }
 
   /**
-   * The owner of what this process creates below the folder: its effective
-   * user, unless the file system says otherwise (a FAT file system's mount
-   * option, NFS's root squash), which a probe file made in the folder itself
-   * shows, and which no racer can change (it is made O_EXCL and looked at
-   * through its own descriptor). The process's where no file can be made.
+   * Runs `look` on a probe file made in the folder itself (O_EXCL, with
+   * `mode`), given its descriptor and a name for path calls, then removes
+   * it: what creating a node there gives. The probe's owner is recorded for
+   * `makeFolder`.
    */
-  private ownerOfCreated(): number {
-    if (this.createdOwner !== undefined) return this.createdOwner;
+  probe<T>(mode: number, look: (fd: number, name: Buffer) => T): T {
     const name = Buffer.from(`.holdfast-probe-${process.pid}-${randomBytes(6).toString('hex')}`);
-    let fd: number;
-    try {
-      fd = this.open(name, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-    } catch {
-      return (this.createdOwner = process.geteuid?.() ?? 0);
-    }
+    const fd = this.open(name, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
     try {
       this.createdOwner = fstatSync(fd).uid;
+      return this.at(name, (p) => look(fd, p));
     } finally {
       closeSync(fd);
       try {
@@ -153,7 +147,24 @@ export class Beneath {
         // Moved away meanwhile: someone else's now; what it showed stands.
       }
     }
-    return this.createdOwner;
+  }
+
+  /**
+   * The owner of what this process creates below the folder: its effective
+   * user, unless the file system says otherwise (a FAT file system's mount
+   * option, NFS's root squash), which a probe file shows (`probe`; no racer
+   * can change it: it is made O_EXCL and looked at through its own
+   * descriptor). The process's where no file can be made.
+   */
+  private ownerOfCreated(): number {
+    if (this.createdOwner === undefined) {
+      try {
+        this.probe(0o600, () => undefined);
+      } catch {
+        this.createdOwner ??= process.geteuid?.() ?? 0;
+      }
+    }
+    return this.createdOwner!;
   }
 
   close(): void {

@@ -27,8 +27,7 @@
  * a folder swapped for a symlink while the restore runs is refused, never
  * written, chmodded or chowned through.
  */
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, promises as fsp, symlinkSync, linkSync, unlinkSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, symlinkSync, linkSync, unlinkSync } from 'node:fs';
 import { NotFoundError, ShortReadError } from '../../storage/backend.js';
 import { BlobNotFoundError, CorruptObjectError } from '../../repo/errors.js';
 import type { Repository } from '../../repo/repository.js';
@@ -255,7 +254,7 @@ export class Restorer {
 
   async run(tree: string): Promise<RestoreResult> {
     this.root = Beneath.open(this.target, { noSymlinks: this.opts.targetNoSymlinks === true });
-    this.creation = await probeCreation(this.root);
+    this.creation = probeCreation(this.root);
     const pool = PoolSession.blobs(this.repo, this.opts);
     this.pool = pool;
     try {
@@ -819,19 +818,14 @@ function settledBy(c: Creation, mode: number, node: TreeNode): Settled {
 }
 
 /** Undefined when the probe cannot be made, or the target is setgid (new folders would inherit the bit). */
-async function probeCreation(root: Beneath): Promise<Creation | undefined> {
+function probeCreation(root: Beneath): Creation | undefined {
   if ((fstatSync(root.fd).mode & 0o2000) !== 0) return undefined; // S_ISGID
-  // Made in the target's folder as opened, whatever its path leads to by now.
-  const probe = `/proc/self/fd/${root.fd}/.holdfast-probe-${process.pid}-${randomBytes(6).toString('hex')}`;
   try {
-    const fh = await fsp.open(probe, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o777);
-    try {
-      const st = await fh.stat();
-      return { keeps: st.mode & 0o777, uid: st.uid, gid: st.gid, xattrs: hasXattrsBeyondLabel(probe) };
-    } finally {
-      await fh.close();
-      await fsp.rm(probe, { force: true });
-    }
+    // Made in the target's folder as opened, whatever its path leads to by now.
+    return root.probe(0o777, (fd, name) => {
+      const st = fstatSync(fd);
+      return { keeps: st.mode & 0o777, uid: st.uid, gid: st.gid, xattrs: hasXattrsBeyondLabel(name) };
+    });
   } catch {
     return undefined;
   }
