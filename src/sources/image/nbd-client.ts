@@ -148,21 +148,47 @@ export interface NbdClientOptions {
   readonly signal?: AbortSignal;
 }
 
-/** Buffered reads of exact byte counts from a socket. */
+/** Bytes of each buffer the socket reads into. */
+const READ_BUFFER = 256 << 10;
+/** Read buffers kept for reuse at most (8 MiB). */
+const SPARE_BUFFERS = 32;
+/** Bytes received and not yet taken at which the socket is paused. */
+const MAX_BUFFERED = 64 << 20;
+
+/**
+ * Buffered reads of exact byte counts from a socket. The socket reads into
+ * buffers this reader hands it (`onread`) and gets them back once their
+ * bytes are taken: the 80 MiB of an incremental's blocks no longer arrive
+ * in 1,280 fresh buffers whose external memory set off a full collection
+ * every few megabytes (docs/decisions.md, "Reading over NBD").
+ */
 class SocketReader {
   private chunks: Buffer[] = [];
+  /** The read buffer each chunk is a view of. */
+  private bases: Buffer[] = [];
+  private readonly spare: Buffer[] = [];
   private buffered = 0;
   private ended: Error | undefined;
   private wake: (() => void) | undefined;
+  private resume: () => void = () => undefined;
 
-  constructor(socket: Socket, private readonly server: string) {
-    socket.on('data', (d: Buffer) => {
-      this.chunks.push(d);
-      this.buffered += d.length;
-      // Back-pressure: the server waits while we copy what it sent.
-      if (this.buffered > 64 << 20) socket.pause();
+  constructor(private readonly server: string) {}
+
+  /** The `onread` option for `net.connect`: the bytes arrive here, not as 'data' events. */
+  readonly onread = {
+    buffer: (): Buffer => this.spare.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER),
+    callback: (n: number, buf: Buffer): boolean => {
+      this.chunks.push(buf.subarray(0, n));
+      this.bases.push(buf);
+      this.buffered += n;
       this.notify();
-    });
+      // Back-pressure: false pauses the socket, and the server waits while we copy what it sent.
+      return this.buffered <= MAX_BUFFERED;
+    },
+  };
+
+  /** Follows the connected socket's end and failure. */
+  attach(socket: Socket): void {
     const end = (e?: Error): void => {
       this.ended ??= e ?? new Error('closed');
       this.notify();
@@ -172,8 +198,6 @@ class SocketReader {
     socket.on('error', (e) => end(e));
     this.resume = () => socket.resume();
   }
-
-  private readonly resume: () => void;
 
   private notify(): void {
     const w = this.wake;
@@ -202,8 +226,12 @@ class SocketReader {
       c.copy(dest, at + done, 0, k);
       done += k;
       this.buffered -= k;
-      if (k === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
+      if (k < c.length) this.chunks[0] = c.subarray(k);
+      else {
+        this.chunks.shift();
+        const base = this.bases.shift()!;
+        if (this.spare.length < SPARE_BUFFERS) this.spare.push(base);
+      }
     }
   }
 
@@ -248,6 +276,8 @@ export class NbdClient {
   private readonly waiters: (() => void)[] = [];
   private broken: Error | undefined;
   private closed = false;
+  /** Requests are being gathered for one write (`send`). */
+  private corked = false;
   private readonly loop: Promise<void>;
   /** Largest read request sent. */
   readonly requestBytes: number;
@@ -277,8 +307,10 @@ export class NbdClient {
   /** Connects, negotiates, and selects the export. */
   static async connect(target: NbdTarget, opts: NbdClientOptions = {}): Promise<NbdClient> {
     const server = describeTarget(target);
+    const reader = new SocketReader(server);
+    const { onread } = reader;
     const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = target.socket !== undefined ? connect({ path: target.socket }) : connect({ host: target.host!, port: target.port ?? NBD_PORT });
+      const s = target.socket !== undefined ? connect({ path: target.socket, onread }) : connect({ host: target.host!, port: target.port ?? NBD_PORT, onread });
       s.once('connect', () => {
         s.removeListener('error', reject);
         resolve(s);
@@ -286,7 +318,7 @@ export class NbdClient {
       s.once('error', (e) => reject(new NbdRefusedError(`cannot connect to the NBD server ${server}: ${e.message}`)));
     });
     socket.setNoDelay(true);
-    const reader = new SocketReader(socket, server);
+    reader.attach(socket);
     const onAbort = (): void => {
       socket.destroy();
     };
@@ -568,6 +600,22 @@ export class NbdClient {
     this.waiters.shift()?.();
   }
 
+  /**
+   * Writes a request. The requests made in one turn of the event loop (a
+   * batch of reads) leave in one write, not a system call each.
+   */
+  private send(h: Buffer): void {
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
+    this.socket.write(h);
+  }
+
   /** Sends one request and waits for its whole reply. */
   private async request(type: number, flags: number, offset: number, length: number, what: string, dest?: Buffer, destAt?: number): Promise<Pending> {
     await this.slot();
@@ -587,7 +635,7 @@ export class NbdClient {
         p = { type, offset, length, what, ...(dest ? { dest, destAt: destAt ?? 0 } : {}), covered: [], extents: new Map(), resolve, reject };
       });
       this.pending.set(cookie, p);
-      this.socket.write(h);
+      this.send(h);
       await done;
       return p;
     } finally {
