@@ -6,6 +6,7 @@
  * Each passes the caller's `signal` to every backend call it makes.
  */
 import { sha256 } from '../core/crypto.js';
+import { mapInOrder } from '../core/for-each-limit.js';
 import {
   AlreadyExistsError, NotFoundError, ObjectTooLargeError, type Backend, type Handle, type ObjectType, type OperationOptions,
 } from '../storage/backend.js';
@@ -125,26 +126,37 @@ export async function listObjects(backend: Backend, type: ObjectType, opts: Oper
 
 /**
  * Loads every object of a type through `load` (which may return undefined to
- * leave one out). An object removed between the listing and its load was
- * replaced by one written before the removal (prune and repair always write
- * the replacement first), so the type is listed again, up to a few times,
- * until no listed object has vanished: the caller then has the replacement.
+ * leave one out), as many at once as the backend serves well
+ * (`capabilities.connections`), kept in the listing's order. An object
+ * removed between the listing and its load was replaced by one written
+ * before the removal (prune and repair always write the replacement first),
+ * so the type is listed again, up to a few times, until no listed object has
+ * vanished: the caller then has the replacement.
  */
 export async function loadEvery<T>(backend: Backend, type: ObjectType, load: (name: string) => Promise<T | undefined>, opts: OperationOptions = {}): Promise<Map<string, T>> {
   const out = new Map<string, T>();
   const seen = new Set<string>();
   for (let round = 0; round < 8; round++) {
-    let vanished = false;
+    const names: string[] = [];
     for await (const info of backend.list(type, io(opts))) {
       if (seen.has(info.name)) continue;
       seen.add(info.name);
+      names.push(info.name);
+    }
+    let vanished = false;
+    const loaded = mapInOrder(names, backend.capabilities.connections, async (name) => {
       try {
-        const v = await load(info.name);
-        if (v !== undefined) out.set(info.name, v);
+        return await load(name);
       } catch (e) {
         if (!(e instanceof NotFoundError)) throw e;
         vanished = true;
+        return undefined;
       }
+    });
+    let i = 0;
+    for await (const v of loaded) {
+      const name = names[i++]!;
+      if (v !== undefined) out.set(name, v);
     }
     if (!vanished) break;
   }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { encodeSnapshot, type Snapshot } from '../../src/repo/snapshot.js';
 import { ForgedObjectError, CorruptObjectError, NameTakenError } from '../../src/repo/errors.js';
-import { saveAddressed } from '../../src/repo/objects.js';
+import { listObjects, loadEvery, saveAddressed } from '../../src/repo/objects.js';
 import { Repository } from '../../src/repo/repository.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { Store } from '../../src/repo/store.js';
@@ -111,6 +111,59 @@ class Planting extends WrapperBackend {
     return super.load(h, opts);
   }
 }
+
+describe('loadEvery: every object of a type', () => {
+  /** Holds each load until the test lets it go; counts loads in flight; removes a name and saves its replacement the first time it is asked for. */
+  class Gated extends WrapperBackend {
+    inFlight = 0;
+    most = 0;
+    private readonly held: (() => void)[] = [];
+    constructor(inner: MemoryBackend, private readonly replace: Map<string, Buffer>) {
+      super(inner);
+    }
+
+    override async load(h: Handle, opts?: LoadOptions): Promise<Buffer> {
+      this.most = Math.max(this.most, ++this.inFlight);
+      try {
+        await new Promise<void>((r) => this.held.push(r));
+        const replacement = this.replace.get(h.name);
+        if (replacement) {
+          this.replace.delete(h.name);
+          await saveAddressed(this.inner, h.type, replacement);
+          await this.inner.remove(h);
+        }
+        return await super.load(h, opts);
+      } finally {
+        this.inFlight--;
+      }
+    }
+
+    release(): void {
+      for (const r of this.held.splice(0)) r();
+    }
+  }
+
+  it('loads as many at once as the backend serves, in the listing\'s order, and lists again for what vanished meanwhile', async () => {
+    const inner = new MemoryBackend();
+    const bodies = Array.from({ length: 11 }, (_, i) => Buffer.from(`object ${i}`));
+    const names = await Promise.all(bodies.map((b) => saveAddressed(inner, 'index', b)));
+    const replacement = Buffer.from('the replacement of object 3, written before it was removed');
+    const gated = new Gated(inner, new Map([[names[3]!, replacement]]));
+    const listed = [...(await listObjects(inner, 'index')).keys()];
+    const releasing = setInterval(() => gated.release(), 5);
+    try {
+      const got = await loadEvery(gated, 'index', async (name) => (await gated.load({ type: 'index', name })).toString());
+      assert.equal(gated.most, gated.capabilities.connections, 'loads in flight at most');
+      // The first listing's objects in its order, then what the second listing found.
+      const again = sha256(replacement).toString('hex');
+      assert.deepEqual([...got.keys()], [...listed.filter((n) => n !== names[3]), again]);
+      assert.equal(got.get(again), replacement.toString());
+      assert.equal(got.get(names[10]!), 'object 10');
+    } finally {
+      clearInterval(releasing);
+    }
+  });
+});
 
 describe('saveAddressed: a name that exists already', () => {
   const bytes = Buffer.from('an index file, say');
