@@ -115,7 +115,10 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
     if (stream && (name.includes('/') || name === '.' || name === '..')) throw new ExitError(`bad --stdin-filename "${name}"`, EXIT.usage);
     const paths = [stream ? `/${name}` : imageSourcePath(src)];
     const hooks = hooksOf(flags);
-    processPool().warm(BLOCK_WORKER); // the block workers boot while the key is derived
+    // A source read whole boots its block workers while the key is derived. A disk with dirty bitmaps
+    // does not: its incremental reads little and late, and two threads booting beside the derivation
+    // and the index delayed it (docs/decisions.md, "Reading VM disks").
+    if (!disk) processPool().warm(BLOCK_WORKER);
     // The parent is found and the disk opened while the lock is taken; nothing is written before it is.
     await backupSession(g, async (repo, signal, ready) => {
       const snapshots = await snapshotsOf(repo, { blobList: false });
