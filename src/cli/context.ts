@@ -17,7 +17,7 @@ import { acquireLock, processIdentity, LockedError, type ProcessIdentity, type R
 import { NotARepositoryError } from '../repo/errors.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { getPassword, withPassword } from './password.js';
-import { readKeyHint, saveHints } from './key-hint.js';
+import { headerRecordsFile, readKeyHint, saveHints } from './key-hint.js';
 import { httpSettings, minGraceMs, retryForMs, s3Settings, workerCount } from './environment.js';
 import { WorkerPool } from '../jobs/pool/worker-pool.js';
 import { readableSnapshots } from '../jobs/snapshots/select.js';
@@ -208,7 +208,7 @@ export async function openRepo(g: GlobalOptions, opts: { index?: boolean; dryRun
   let repo: Repository;
   try {
     repo = await withPassword(getPassword(g), (password) => Repository.open(store, password, {
-      preferKey: readKeyHint, onWarning: warn, minGraceMs: minGraceMs(), loadIndex: opts.index !== false, ...(derivation ? { derivation } : {}),
+      preferKey: readKeyHint, headerStore: headerRecordsFile, onWarning: warn, minGraceMs: minGraceMs(), loadIndex: opts.index !== false, ...(derivation ? { derivation } : {}),
     }));
   } finally {
     // Taken or not, it is of no use past the first open: its secrets go now, not when the command ends.

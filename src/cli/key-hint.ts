@@ -11,19 +11,27 @@
  *   that its key derivation starts before the command has loaded the
  *   storage's client or fetched anything (early-key.ts). The salt is not
  *   secret and says nothing about the password without the sealed key.
+ * - `<cache>/<repository id>/snapshots`: the headers of the snapshots this
+ *   machine authenticated, each under a MAC of a key from the master key
+ *   (src/repo/snapshot-headers.ts), so that a backup choosing its parent
+ *   reads only the snapshots added since.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { KeyFile } from '../repo/key-file.js';
+import type { SnapshotHeaderStore } from '../repo/snapshot-headers.js';
 import { isNetworkLocation } from '../storage/location.js';
 import { cacheRoot } from './cache-root.js';
 
 const hintPath = (repositoryId: string): string => join(cacheRoot(), repositoryId, 'key');
 const kdfPath = (location: string): string => join(cacheRoot(), 'locations', createHash('sha256').update(location).digest('hex'));
+const headersPath = (repositoryId: string): string => join(cacheRoot(), repositoryId, 'snapshots');
 
 /** A hint is a line or a small JSON object. */
 const MAX_HINT_BYTES = 4096;
+/** Header records of a few kilobytes each: tens of thousands of snapshots. */
+const MAX_HEADER_RECORDS_BYTES = 64 << 20;
 
 /**
  * The bytes of the regular file `path` names, when it has at most `max`:
@@ -40,7 +48,7 @@ export function smallFile(path: string, max: number): Buffer | undefined {
   try {
     const st = fstatSync(fd);
     if (!st.isFile() || st.size > max) return undefined;
-    const buf = Buffer.alloc(max + 1);
+    const buf = Buffer.alloc(Math.min(st.size, max) + 1);
     let n = 0;
     for (let got; n < buf.length && (got = readSync(fd, buf, n, buf.length - n, null)) > 0;) n += got;
     return n > max ? undefined : buf.subarray(0, n);
@@ -52,15 +60,16 @@ export function smallFile(path: string, max: number): Buffer | undefined {
 }
 
 /**
- * Writes a hint file (its folder private), unless it holds `text` already:
+ * Writes a hint file (its folder private), unless it holds `data` already:
  * into a new temporary file renamed over the name, so that whatever is
  * there (a symlink planted to make the write land elsewhere, a FIFO that
  * would hold the command) is replaced, never followed or opened; a folder
  * that is not a folder of its own (a symlink) is left alone. A read-only or
  * missing home is passed over: the next open goes as it would without it.
  */
-function saveHint(path: string, text: string): void {
-  if (smallFile(path, MAX_HINT_BYTES)?.toString('utf8') === text) return;
+function saveHint(path: string, data: string | Buffer): void {
+  const bytes = Buffer.from(data);
+  if (smallFile(path, bytes.length)?.equals(bytes)) return;
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   try {
@@ -68,7 +77,7 @@ function saveHint(path: string, text: string): void {
     if (!lstatSync(dir).isDirectory()) return;
     const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     try {
-      writeSync(fd, text);
+      writeSync(fd, bytes);
     } finally {
       closeSync(fd);
     }
@@ -113,3 +122,9 @@ export function saveHints(location: string, repo: { readonly config: { readonly 
   saveHint(hintPath(repo.config.id), `${repo.keyId}\n`);
   saveKdfHint(location, repo.kdf);
 }
+
+/** This machine's snapshot header records (`OpenOptions.headerStore`), in its cache. */
+export const headerRecordsFile: SnapshotHeaderStore = {
+  load: async (repositoryId) => smallFile(headersPath(repositoryId), MAX_HEADER_RECORDS_BYTES),
+  save: async (repositoryId, records) => saveHint(headersPath(repositoryId), records),
+};

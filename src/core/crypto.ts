@@ -209,7 +209,7 @@ export function fingerprintKey(idKey: Uint8Array, use: FingerprintUse): Buffer {
 }
 
 /** What a metadata MAC authenticates; each use has its own key. */
-export type MacUse = 'config' | 'snapshot';
+export type MacUse = 'config' | 'snapshot' | 'snapshot-header';
 
 /** Bytes of a metadata MAC. */
 export const MAC_BYTES = 32;

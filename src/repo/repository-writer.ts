@@ -95,8 +95,8 @@ export interface WriterTarget {
   readonly commitWindowMs: number;
   /** Told the name of each index file the writer (or its snapshot fence) stored, which the index then holds. */
   indexSaved?(name: string): void;
-  /** Told each snapshot the writer stored: its id and its bytes, as `sealSnapshot` made them. */
-  snapshotSaved?(id: string, bytes: Buffer): void;
+  /** Told each snapshot the writer stored: its id and its bytes, as `sealSnapshot` made them; awaited. */
+  snapshotSaved?(id: string, bytes: Buffer): void | Promise<void>;
   /**
    * The index files the repository left out of its index, unusable
    * (`Repository.loadIndex`): an index file of adopted packs names them as
@@ -298,7 +298,7 @@ export class RepositoryWriter {
     const t = this.target;
     const bytes = t.sealSnapshot(s);
     const id = await commitSnapshot({ store: t.store, index: t.index, commitWindowMs: t.commitWindowMs, ...(t.indexSaved ? { indexSaved: (n: string) => t.indexSaved!(n) } : {}) }, s.blobs, bytes, this.io);
-    t.snapshotSaved?.(id, bytes);
+    await t.snapshotSaved?.(id, bytes);
     return id;
   }
 }

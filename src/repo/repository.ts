@@ -25,7 +25,8 @@ import { costTimes, decodeKeyFile, unwrapMasterKey, wrapMasterKey, type KeyDeriv
 import { BlobType, type PackedBlob } from './pack.js';
 import { blobIdHex, openBlob, type BlobKeys } from './blob-codec.js';
 import { MasterIndex, type BlobLocation } from './index-file.js';
-import { authenticateSnapshot, decodeSnapshot, encodeSnapshot, type Snapshot } from './snapshot.js';
+import { authenticateSnapshot, decodeSnapshot, decodeSnapshotHeader, encodeSnapshot, snapshotHeaderBytes, type Snapshot } from './snapshot.js';
+import { decodeHeaderRecords, encodeHeaderRecords, type SnapshotHeaderStore } from './snapshot-headers.js';
 import { commitWindowMs, condemnedPacks, DEFAULT_MIN_GRACE_MS, type DeletionMarker } from './deletion-marker.js';
 import { RepositoryWriter, type WriterOptions } from './repository-writer.js';
 import { handleOf, io, loadBounded, loadChecked, loadEvery, saveAddressed } from './objects.js';
@@ -81,6 +82,12 @@ export interface OpenOptions extends OperationOptions {
   readonly loadIndex?: boolean;
   /** A key derivation started before the open: used for the key file and password it was started for. */
   readonly derivation?: KeyDerivation;
+  /**
+   * Where this client keeps the headers of the snapshots it authenticated
+   * between its runs (snapshot-headers.ts): a listing for headers then
+   * reads only the snapshots it has not authenticated before.
+   */
+  readonly headerStore?: SnapshotHeaderStore;
 }
 
 /** No pack marked for deletion: index files read by a refresh whose markers did not change are added as they were before. */
@@ -165,6 +172,10 @@ export class Repository {
    * a listing has the name, the snapshot is the one authenticated here.
    */
   private snapshots = new Map<string, Snapshot>();
+  /** Key of the header records (snapshot-headers.ts). */
+  private readonly headerKey: Buffer;
+  /** The header bytes of the snapshots authenticated here or by this client before (`headerStore`), by id; loaded with the first listing. */
+  private headerBytes: Map<string, Buffer> | undefined;
 
   private constructor(
     /** The keyless store this repository is opened on. */
@@ -178,9 +189,12 @@ export class Repository {
     private readonly onWarning?: (message: string) => void,
     /** `OpenOptions.minGraceMs`. */
     private readonly minGraceMs = DEFAULT_MIN_GRACE_MS,
+    /** `OpenOptions.headerStore`. */
+    private readonly headerStore?: SnapshotHeaderStore,
   ) {
     this.blobKeys = { encryption: key.encryption, id: key.id };
     this.snapshotMacKey = macKey(key, 'snapshot');
+    this.headerKey = macKey(key, 'snapshot-header');
   }
 
   /** Every blob's location, as loaded (`loadIndex`, `refreshIndex`) and as this repository's writers store packs. */
@@ -300,7 +314,7 @@ export class Repository {
       } finally {
         configKey.fill(0);
       }
-      return new Repository(store, key, name, kdf, opts.onWarning, opts.minGraceMs);
+      return new Repository(store, key, name, kdf, opts.onWarning, opts.minGraceMs, opts.headerStore);
     };
     const attempt = async (name: string, file: KeyFile): Promise<MasterKey | undefined> => {
       opts.signal?.throwIfAborted(); // before a key derivation, which cannot be stopped once started
@@ -344,6 +358,7 @@ export class Repository {
   close(): void {
     wipeMasterKey(this.key);
     this.snapshotMacKey.fill(0);
+    this.headerKey.fill(0);
   }
 
   /**
@@ -611,12 +626,12 @@ export class Repository {
   }
 
   /** A snapshot loaded, decoded and authenticated: its header (what memory keeps), and what `opts` asks for. */
-  private async readSnapshot(id: string, opts: ListSnapshotsOptions): Promise<{ header: Snapshot; snapshot: Snapshot }> {
+  private async readSnapshot(id: string, opts: ListSnapshotsOptions): Promise<{ header: Snapshot; snapshot: Snapshot; headerBytes: Buffer }> {
     const what = `snapshot ${id}`;
     const bytes = await loadChecked(this.backend, handleOf('snapshot', id), what, opts);
     const header = decodeSnapshot(bytes, what, { blobList: false });
     authenticateSnapshot(bytes, this.snapshotMacKey, id);
-    return { header, snapshot: opts.blobList === false ? header : decodeSnapshot(bytes, what) };
+    return { header, snapshot: opts.blobList === false ? header : decodeSnapshot(bytes, what), headerBytes: Buffer.from(snapshotHeaderBytes(bytes)) };
   }
 
   /**
@@ -625,7 +640,7 @@ export class Repository {
    * summary) is not kept, and the listing reads and reports it like any
    * other damaged snapshot.
    */
-  private keepSaved(id: string, bytes: Buffer): void {
+  private async keepSaved(id: string, bytes: Buffer): Promise<void> {
     let s: Snapshot;
     try {
       s = decodeSnapshot(bytes, `snapshot ${id}`, { blobList: false });
@@ -633,6 +648,11 @@ export class Repository {
       return;
     }
     this.snapshots.set(id, s);
+    // And in the client's records, once it has read them: its next run need not read this snapshot either.
+    const recorded = this.headerBytes;
+    if (recorded === undefined) return;
+    recorded.set(id, Buffer.from(snapshotHeaderBytes(bytes)));
+    await this.saveRecords(recorded);
   }
 
   /**
@@ -643,7 +663,8 @@ export class Repository {
    * Storage is listed every time. With `blobList: false` only a name this
    * repository has not authenticated yet is loaded (a repository kept open,
    * the agent's, loads each snapshot once) and the snapshots are their
-   * headers; otherwise every snapshot is loaded whole. What failed is not
+   * headers (from the client's header records, `OpenOptions.headerStore`,
+   * where they hold one); otherwise every snapshot is loaded whole. What failed is not
    * kept, and is read and reported again by the next listing; a name the
    * listing no longer has is forgotten, so a removed snapshot never comes
    * back from memory. Memory: the headers of the listed snapshots (about a
@@ -654,15 +675,31 @@ export class Repository {
     const damaged = new Map<string, Error>();
     const known = this.snapshots;
     const kept = new Map<string, Snapshot>();
+    const recorded = await this.recordedHeaders();
+    let recordsChanged = false;
     const ok = await loadEvery(this.backend, 'snapshot', async (name) => {
       const held = known.get(name);
       if (held !== undefined && opts.blobList === false) {
         kept.set(name, held);
         return held;
       }
+      const bytes = opts.blobList === false ? recorded?.get(name) : undefined;
+      if (bytes !== undefined) {
+        try {
+          const header = decodeSnapshotHeader(bytes, `snapshot ${name}`);
+          kept.set(name, header);
+          return header;
+        } catch {
+          // A record this holdfast does not read (authenticated, so its own, of another version): the snapshot is read.
+        }
+      }
       try {
-        const { header, snapshot } = await this.readSnapshot(name, opts);
+        const { header, snapshot, headerBytes } = await this.readSnapshot(name, opts);
         kept.set(name, header);
+        if (recorded && !recorded.get(name)?.equals(headerBytes)) {
+          recorded.set(name, headerBytes);
+          recordsChanged = true;
+        }
         return snapshot;
       } catch (e) {
         if (!isDamage(e)) throw e;
@@ -671,7 +708,31 @@ export class Repository {
       }
     }, opts);
     this.snapshots = kept;
+    if (recorded) {
+      // Records of names storage no longer lists, or that failed this time, go.
+      for (const name of recorded.keys()) {
+        if (kept.has(name)) continue;
+        recorded.delete(name);
+        recordsChanged = true;
+      }
+      if (recordsChanged) await this.saveRecords(recorded);
+    }
     return oldestFirst({ ok, damaged });
+  }
+
+  /** Replaces the client's header records; one not written costs its next run a read, not a result. */
+  private async saveRecords(recorded: ReadonlyMap<string, Buffer>): Promise<void> {
+    await this.headerStore!.save(this.config.id, encodeHeaderRecords(recorded, this.headerKey)).catch(() => undefined);
+  }
+
+  /** The header records of this client (`OpenOptions.headerStore`) whose MAC holds, loaded once; undefined without a store. */
+  private async recordedHeaders(): Promise<Map<string, Buffer> | undefined> {
+    if (!this.headerStore) return undefined;
+    if (this.headerBytes === undefined) {
+      const records = await this.headerStore.load(this.config.id);
+      this.headerBytes = records === undefined ? new Map() : decodeHeaderRecords(records, this.headerKey);
+    }
+    return this.headerBytes;
   }
 
   // ---- keys ----

@@ -282,6 +282,23 @@ export function decodeSnapshot(bytes: Buffer, what: string, opts: DecodeSnapshot
   };
 }
 
+/**
+ * A snapshot's header bytes: the encoding up to its blob ids (magic,
+ * version, the JSON's length, the JSON), of bytes `decodeSnapshot` accepted.
+ * What a client keeps of a snapshot it authenticated (snapshot-headers.ts).
+ */
+export function snapshotHeaderBytes(bytes: Buffer): Buffer {
+  return bytes.subarray(0, 9 + bytes.readUInt32LE(5));
+}
+
+/** Decodes header bytes (`snapshotHeaderBytes`) as `decodeSnapshot` decodes the snapshot for its header alone. */
+export function decodeSnapshotHeader(header: Buffer, what: string): Snapshot {
+  // As the snapshot of these bytes with no blob id and a MAC of zeros, which is not checked here.
+  const whole = Buffer.alloc(header.length + 4 + MAC_BYTES);
+  header.copy(whole);
+  return decodeSnapshot(whole, what, { blobList: false });
+}
+
 /** The 32-byte ids packed in `ids`, as hex: one conversion, then slices (a third of the time of one per id). */
 function hexIds(ids: Buffer): string[] {
   const all = ids.toString('hex');
