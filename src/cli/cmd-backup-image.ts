@@ -20,8 +20,8 @@ import { bitmapDiskOf, imageSourcePath, openImageInput, streamInput, type ImageI
 import { bitmapsOf, withBitmapRotation, type BackupBitmaps } from '../jobs/image/qcow2-bitmaps.js';
 import { commandOutput } from '../sources/command-output.js';
 import { mountsOf } from '../sources/image/block-devices.js';
-import { formatBytes, formatDuration, globals, processPool, say, snapshotsOf, warn, type GlobalOptions } from './context.js';
-import { findParent } from '../jobs/snapshots/select.js';
+import { formatBytes, formatDuration, globals, processPool, say, skipDamaged, snapshotsOf, warn, type GlobalOptions } from './context.js';
+import { verifiedParent } from '../jobs/snapshots/select.js';
 import type { SnapshotEntry } from '../repo/store.js';
 import { ExitError, EXIT } from './exit-codes.js';
 import { Progress } from './progress.js';
@@ -85,9 +85,9 @@ async function checkLive(input: ImageInput, allowLive: boolean): Promise<boolean
   return true;
 }
 
-/** The parent of an image backup of `paths`: --parent, else the latest image snapshot of this host and paths. */
-function imageParent(snapshots: readonly SnapshotEntry[], flags: ImageBackupFlags, paths: string[]): SnapshotEntry | null {
-  return findParent(snapshots, { hostname: flags.host ?? osHostname(), paths, image: true, ...(flags.parent === undefined ? {} : { parent: flags.parent }) });
+/** The parent of an image backup of `paths`: --parent, else the latest image snapshot of this host and paths, read and authenticated. */
+function imageParent(repo: Repository, snapshots: readonly SnapshotEntry[], flags: ImageBackupFlags, paths: string[]): Promise<SnapshotEntry | null> {
+  return verifiedParent(repo, snapshots, { hostname: flags.host ?? osHostname(), paths, image: true, ...(flags.parent === undefined ? {} : { parent: flags.parent }) }, skipDamaged);
 }
 
 /** Runs `backup --image`. */
@@ -122,7 +122,7 @@ export async function backupImageCommand(args: string[], flags: ImageBackupFlags
     // The parent is found and the disk opened while the lock is taken; nothing is written before it is.
     await backupSession(g, async (repo, signal, ready) => {
       const snapshots = await snapshotsOf(repo, { blobList: false });
-      const parent = flags.force ? null : imageParent(snapshots, flags, paths);
+      const parent = flags.force ? null : await imageParent(repo, snapshots, flags, paths);
       const o = { flags, paths, parent, chosen, live, ready };
       const result = disk
         ? await withBitmapRotation(disk, repo.config.id, parent?.snapshot.image, bitmapsOf(snapshots), warn, openError, (din, bitmaps) => backupImage(g, repo, signal, din, { ...o, bitmaps }))

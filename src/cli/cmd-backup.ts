@@ -11,8 +11,8 @@ import { parseSize } from '../core/size.js';
 import { scanTotals } from '../jobs/backup/scan-totals.js';
 import { commandOutput } from '../sources/command-output.js';
 import type { Repository } from '../repo/repository.js';
-import { collect, compressionMode, formatBytes, formatDuration, globals, plural, processPool, say, snapshotsOf, verboseItem, warn, type GlobalOptions } from './context.js';
-import { findParent } from '../jobs/snapshots/select.js';
+import { collect, compressionMode, formatBytes, formatDuration, globals, plural, processPool, say, skipDamaged, snapshotsOf, verboseItem, warn, type GlobalOptions } from './context.js';
+import { verifiedParent } from '../jobs/snapshots/select.js';
 import { backupSession, hooksOf, parseTime, splitTags, withHookOptions } from './backup-session.js';
 import { backupTargets } from './backup-targets.js';
 import { ExitError, EXIT } from './exit-codes.js';
@@ -121,7 +121,7 @@ async function backupFiles(repo: Repository, g: GlobalOptions, flags: BackupFlag
   const hostname = flags.host;
   // With --force the parent is still the parent: it is recorded, and tells unchanged files from changed ones by content.
   const host = hostname ?? (await import('node:os')).hostname();
-  const parent = findParent(await snapshotsOf(repo, { blobList: false }), { hostname: host, paths, image: false, ...(flags.parent === undefined ? {} : { parent: flags.parent }) });
+  const parent = await verifiedParent(repo, await snapshotsOf(repo, { blobList: false }), { hostname: host, paths, image: false, ...(flags.parent === undefined ? {} : { parent: flags.parent }) }, skipDamaged);
   if (parent && !g.quiet && !g.json) say(g, `using parent snapshot ${parent.id.slice(0, 8)}${flags.force ? ' (--force: every file is read again)' : ''}`);
   // Until the count beside the backup is done, the parent snapshot's size stands for the whole.
   const ps = parent?.snapshot.summary;

@@ -283,13 +283,18 @@ export async function openSourceStore(location: string, g: GlobalOptions, signal
   }
 }
 
+/** Warns of a snapshot left out because it cannot be read or fails its MAC. */
+export function skipDamaged(id: string, e: Error): void {
+  warn(`skipping snapshot ${id}: ${e.message}`);
+}
+
 /**
  * Every snapshot that can be read and passes its MAC, oldest first; each of
  * the others is named in a warning and left out. `opts.blobList: false`:
  * their headers (a backup choosing its parent holds no blob lists).
  */
 export function snapshotsOf(repo: Repository, opts: ListSnapshotsOptions = {}): Promise<SnapshotEntry[]> {
-  return readableSnapshots(repo, (id, e) => warn(`skipping snapshot ${id}: ${e.message}`), opts);
+  return readableSnapshots(repo, skipDamaged, opts);
 }
 
 /** Refuses, with exit code 13, a command that would remove data through an append-only client. */

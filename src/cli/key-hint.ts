@@ -12,12 +12,12 @@
  *   storage's client or fetched anything (early-key.ts). The salt is not
  *   secret and says nothing about the password without the sealed key.
  * - `<cache>/<repository id>/snapshots`: the headers of the snapshots this
- *   machine authenticated, each under a MAC of a key from the master key
+ *   machine authenticated, under a MAC of a key from the master key
  *   (src/repo/snapshot-headers.ts), so that a backup choosing its parent
  *   reads only the snapshots added since.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { KeyFile } from '../repo/key-file.js';
 import type { SnapshotHeaderStore } from '../repo/snapshot-headers.js';
@@ -32,6 +32,22 @@ const headersPath = (repositoryId: string): string => join(cacheRoot(), reposito
 const MAX_HINT_BYTES = 4096;
 /** Header records of a few kilobytes each: tens of thousands of snapshots. */
 const MAX_HEADER_RECORDS_BYTES = 64 << 20;
+/** A temporary file of a write killed before its rename is removed by a later write of the same name once it is this old. */
+const STALE_TEMPORARY_MS = 10 * 60_000;
+
+/** Removes the temporary files of `name` in `dir` that writes killed before their rename left (a write runs for milliseconds). */
+function removeStaleTemporaries(dir: string, name: string): void {
+  for (const entry of readdirSync(dir)) {
+    if (!entry.startsWith(`.${name}.`) || !entry.endsWith('.tmp')) continue;
+    const path = join(dir, entry);
+    try {
+      const st = lstatSync(path);
+      if (st.isFile() && Date.now() - st.mtimeMs > STALE_TEMPORARY_MS) rmSync(path, { force: true });
+    } catch {
+      // Removed meanwhile.
+    }
+  }
+}
 
 /**
  * The bytes of the regular file `path` names, when it has at most `max`:
@@ -75,6 +91,7 @@ function saveHint(path: string, data: string | Buffer): void {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     if (!lstatSync(dir).isDirectory()) return;
+    removeStaleTemporaries(dir, basename(path));
     const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     try {
       writeSync(fd, bytes);

@@ -720,17 +720,27 @@ export class Repository {
     return oldestFirst({ ok, damaged });
   }
 
-  /** Replaces the client's header records; one not written costs its next run a read, not a result. */
-  private async saveRecords(recorded: ReadonlyMap<string, Buffer>): Promise<void> {
-    await this.headerStore!.save(this.config.id, encodeHeaderRecords(recorded, this.headerKey)).catch(() => undefined);
+  /**
+   * Forgets what this repository and the client's records hold of snapshot
+   * `id` (its name found holding other bytes than it authenticated): the
+   * next listing reads it.
+   */
+  async forgetSnapshot(id: string): Promise<void> {
+    this.snapshots.delete(id);
+    if (this.headerBytes?.delete(id)) await this.saveRecords(this.headerBytes);
   }
 
-  /** The header records of this client (`OpenOptions.headerStore`) whose MAC holds, loaded once; undefined without a store. */
+  /** Replaces the client's header records; one not written costs its next run a read, not a result. */
+  private async saveRecords(recorded: ReadonlyMap<string, Buffer>): Promise<void> {
+    await this.headerStore!.save(this.config.id, encodeHeaderRecords(this.config.id, recorded, this.headerKey)).catch(() => undefined);
+  }
+
+  /** The header records of this client (`OpenOptions.headerStore`), if their MAC holds, loaded once; undefined without a store. */
   private async recordedHeaders(): Promise<Map<string, Buffer> | undefined> {
     if (!this.headerStore) return undefined;
     if (this.headerBytes === undefined) {
       const records = await this.headerStore.load(this.config.id);
-      this.headerBytes = records === undefined ? new Map() : decodeHeaderRecords(records, this.headerKey);
+      this.headerBytes = records === undefined ? new Map() : decodeHeaderRecords(this.config.id, records, this.headerKey);
     }
     return this.headerBytes;
   }

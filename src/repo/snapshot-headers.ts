@@ -7,18 +7,19 @@
  * time: 37 snapshots of the 20 GiB bench disk made its incremental 0.7 s
  * longer (docs/decisions.md, "Snapshots read for their header").
  *
- * A record holds what the client authenticated, under a key of its own from
- * the master key, so that whoever can write the client's cache (or storage)
- * cannot choose a header; the name of a snapshot is the SHA-256 of its
- * bytes, so a header recorded for a name stays that snapshot's header.
+ * The records say what a name held when this client authenticated it, not
+ * what storage holds now: a backup reads its parent whole before it uses it
+ * (`verifiedParent`, src/jobs/snapshots/select.ts).
  *
+ *   file    records, then a MAC (32 bytes): HMAC-SHA-256 under
+ *           macKey(master, 'snapshot-header') of the repository's id (32
+ *           bytes) and the records, so that whoever can write the client's
+ *           cache cannot choose a header, nor bring the records of another
+ *           repository that shares the master key (`init --copy-from`)
  *   record  id (32 bytes) | length (u32 LE) | header (`snapshotHeaderBytes`)
- *           | MAC (32 bytes): HMAC-SHA-256 under macKey(master,
- *           'snapshot-header') of id | length | header
  *
- * Where the records are kept is the client's (`SnapshotHeaderStore`; the
- * CLI: a file in its cache). A record whose MAC fails, or that does not
- * decode, is left out, and its snapshot is read again.
+ * A file whose MAC fails is no records at all: every snapshot is read, and
+ * the file written again.
  */
 import { MAC_BYTES, mac, macMatches } from '../core/crypto.js';
 import { ID_BYTES } from '../core/ids.js';
@@ -31,33 +32,37 @@ export interface SnapshotHeaderStore {
   save(repositoryId: string, records: Buffer): Promise<void>;
 }
 
-/** The largest header a record holds: a snapshot's JSON (paths, tags, an image's layout) is a few kilobytes. */
-const MAX_HEADER_BYTES = 1 << 20;
+/** The largest header recorded: a snapshot's JSON (paths, tags, an image's layout) is a few kilobytes; a larger one is read each time. */
+const MAX_HEADER_BYTES = 64 << 10;
 
-/** Records of `headers` (snapshot id as hex → header bytes). */
-export function encodeHeaderRecords(headers: ReadonlyMap<string, Buffer>, key: Buffer): Buffer {
-  const parts: Buffer[] = [];
+/** The file of `headers` (snapshot id as hex → header bytes) for repository `repositoryId`. */
+export function encodeHeaderRecords(repositoryId: string, headers: ReadonlyMap<string, Buffer>, key: Buffer): Buffer {
+  const parts: Buffer[] = [Buffer.from(repositoryId, 'hex')];
   for (const [id, header] of headers) {
+    if (header.length > MAX_HEADER_BYTES) continue;
     const head = Buffer.alloc(ID_BYTES + 4);
     head.write(id, 0, ID_BYTES, 'hex');
     head.writeUInt32LE(header.length, ID_BYTES);
-    const body = Buffer.concat([head, header]);
-    parts.push(body, mac(key, body));
+    parts.push(head, header);
   }
-  return Buffer.concat(parts);
+  const signed = Buffer.concat(parts);
+  return Buffer.concat([signed.subarray(ID_BYTES), mac(key, signed)]);
 }
 
-/** The headers of the records in `bytes` whose MAC holds under `key`, by snapshot id; reading stops at the first record cut short. */
-export function decodeHeaderRecords(bytes: Buffer, key: Buffer): Map<string, Buffer> {
+/** The headers in a file `encodeHeaderRecords` made for `repositoryId` under `key`, by snapshot id; none when its MAC fails. */
+export function decodeHeaderRecords(repositoryId: string, bytes: Buffer, key: Buffer): Map<string, Buffer> {
   const out = new Map<string, Buffer>();
-  for (let at = 0; at + ID_BYTES + 4 <= bytes.length;) {
-    const length = bytes.readUInt32LE(at + ID_BYTES);
+  if (bytes.length < MAC_BYTES) return out;
+  const records = bytes.subarray(0, bytes.length - MAC_BYTES);
+  if (!macMatches(key, Buffer.concat([Buffer.from(repositoryId, 'hex'), records]), bytes.subarray(records.length))) return out;
+  for (let at = 0; at < records.length;) {
+    if (at + ID_BYTES + 4 > records.length) return new Map();
+    const length = records.readUInt32LE(at + ID_BYTES);
     const end = at + ID_BYTES + 4 + length;
-    if (length > MAX_HEADER_BYTES || end + MAC_BYTES > bytes.length) break;
-    const body = bytes.subarray(at, end);
-    // A copy: the records' buffer is not kept.
-    if (macMatches(key, body, bytes.subarray(end, end + MAC_BYTES))) out.set(body.toString('hex', 0, ID_BYTES), Buffer.from(body.subarray(ID_BYTES + 4)));
-    at = end + MAC_BYTES;
+    if (length > MAX_HEADER_BYTES || end > records.length) return new Map();
+    // A copy: the file's buffer is not kept.
+    out.set(records.toString('hex', at, at + ID_BYTES), Buffer.from(records.subarray(at + ID_BYTES + 4, end)));
+    at = end;
   }
   return out;
 }

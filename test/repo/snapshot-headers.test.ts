@@ -11,11 +11,13 @@ import { Store } from '../../src/repo/store.js';
 import { BlobType } from '../../src/repo/pack.js';
 import { saveAddressed } from '../../src/repo/objects.js';
 import { encodeSnapshot, snapshotHeaderBytes, type Snapshot } from '../../src/repo/snapshot.js';
-import { ForgedObjectError } from '../../src/repo/errors.js';
+import { CorruptObjectError, ForgedObjectError } from '../../src/repo/errors.js';
 import { encodeHeaderRecords, type SnapshotHeaderStore } from '../../src/repo/snapshot-headers.js';
+import { verifiedParent } from '../../src/jobs/snapshots/select.js';
+import { MemoryBackend } from '../../src/storage/memory-backend.js';
 import { WrapperBackend } from '../../src/storage/wrapper-backend.js';
 import type { Handle, LoadOptions } from '../../src/storage/backend.js';
-import { TEST_PASSWORD, memoryRepo } from '../helpers/memory-repo.js';
+import { TEST_PASSWORD, TEST_SCRYPT, memoryRepo } from '../helpers/memory-repo.js';
 
 /** Two blobs every snapshot of the tests lists (the fence wants them stored), set by `withBlobs`. */
 let blobs: string[] = [];
@@ -96,7 +98,7 @@ describe('snapshot header records', () => {
     assert.ok(!records.saved.get(repo.config.id)!.includes(Buffer.from(gone, 'hex')), 'the removed snapshot\'s record is gone');
   });
 
-  it('a record changed, moved to another snapshot\'s name, or of another repository is not taken; a forged snapshot is reported every time', async () => {
+  it('records changed, swapped between names, of another key or of another repository sharing the key are not taken; a forged snapshot is reported every time', async () => {
     const { backend, repo } = await memoryRepo();
     await withBlobs(repo);
     const w = repo.newWriter();
@@ -110,32 +112,91 @@ describe('snapshot header records', () => {
       const l = await r.listSnapshots({ blobList: false });
       return { hosts: l.ok.map((s) => s.snapshot.hostname), loads: counting.snapshotLoads, forgedReported: l.damaged.get(forged) instanceof ForgedObjectError };
     };
-    assert.deepEqual(await list(), { hosts: ['alpha', 'bravo'], loads: 3, forgedReported: true });
-    assert.deepEqual(await list(), { hosts: ['alpha', 'bravo'], loads: 1, forgedReported: true }, 'only the forged snapshot is read again');
+    const all = { hosts: ['alpha', 'bravo'], loads: 3, forgedReported: true };
+    assert.deepEqual(await list(), all);
+    assert.deepEqual(await list(), { ...all, loads: 1 }, 'only the forged snapshot is read again');
     const id = repo.config.id;
     const good = records.saved.get(id)!;
+    const taken = async (bytes: Buffer, what: string): Promise<void> => {
+      records.saved.set(id, bytes);
+      assert.deepEqual(await list(), all, `${what}: every snapshot read again`);
+      assert.ok(records.saved.get(id)!.equals(good), `${what}: and the records written again`);
+    };
 
-    // The header of "alpha" made to say "mallo" (same length): its MAC fails, the snapshot is read again.
+    // The header of "alpha" made to say "mallo" (same length).
     const changed = Buffer.from(good);
-    const at = changed.indexOf('"alpha"');
-    assert.ok(at > 0);
-    changed.write('"mallo"', at);
-    records.saved.set(id, changed);
-    assert.deepEqual(await list(), { hosts: ['alpha', 'bravo'], loads: 2, forgedReported: true });
+    assert.ok(changed.indexOf('"alpha"') > 0);
+    changed.write('"mallo"', changed.indexOf('"alpha"'));
+    await taken(changed, 'a header changed');
 
-    // The two records with their ids swapped: each MAC binds its id.
+    // The two records' names swapped.
     const swapped = Buffer.from(good);
     const [atA, atB] = [good.indexOf(Buffer.from(a, 'hex')), good.indexOf(Buffer.from(b, 'hex'))];
     assert.ok(atA >= 0 && atB >= 0);
     swapped.write(b, atA, 'hex');
     swapped.write(a, atB, 'hex');
-    records.saved.set(id, swapped);
-    assert.deepEqual(await list(), { hosts: ['alpha', 'bravo'], loads: 3, forgedReported: true });
+    await taken(swapped, 'names swapped');
 
-    // Records for these names under another key (another repository's, or made up), of headers that say "mallory".
+    // Headers that say "mallory" for these names, under a key made up; and the file cut short.
     const header = snapshotHeaderBytes(encodeSnapshot(snapshot('2030-01-05T00:00:00Z', 'mallory'), Buffer.alloc(32)));
-    records.saved.set(id, Buffer.concat([encodeHeaderRecords(new Map([[a, header], [b, header]]), randomBytes(32)), Buffer.from('cut short')]));
-    assert.deepEqual(await list(), { hosts: ['alpha', 'bravo'], loads: 3, forgedReported: true });
-    assert.deepEqual(await list(), { hosts: ['alpha', 'bravo'], loads: 1, forgedReported: true }, 'and its own records are written again');
+    await taken(encodeHeaderRecords(id, new Map([[a, header], [b, header]]), randomBytes(32)), 'another key');
+    await taken(good.subarray(0, good.length - 1), 'cut short');
+    await taken(Buffer.alloc(1 << 20), 'a megabyte of zeros');
+
+    // A repository sharing the master key (`init --copy-from`) whose snapshots have the same names (a copy): its
+    // records, put in this repository's place, are not this repository's.
+    const twin = await repo.initSharingKey(new MemoryBackend(), TEST_PASSWORD, { scrypt: TEST_SCRYPT });
+    for (const name of [a, b]) await twin.backend.save({ type: 'snapshot', name }, await backend.load({ type: 'snapshot', name }));
+    const twinRecords = new Records();
+    const viaTwin = await (await Repository.open(await Store.open(twin.backend), TEST_PASSWORD, { headerStore: twinRecords })).listSnapshots({ blobList: false });
+    assert.deepEqual(viaTwin.ok.map((s) => s.id), [a, b]);
+    await taken(twinRecords.saved.get(twin.config.id)!, 'the twin repository\'s records');
+  });
+
+  it('a header too large to record is read each time, and the others are still recorded', async () => {
+    const { backend, repo } = await memoryRepo();
+    await withBlobs(repo);
+    const w = repo.newWriter();
+    await w.saveSnapshot(snapshot('2030-01-01T00:00:00Z', 'x'.repeat(100_000)));
+    for (let d = 2; d <= 4; d++) await w.saveSnapshot(snapshot(`2030-01-0${d}T00:00:00Z`));
+    const records = new Records();
+    const loads = async (): Promise<number> => {
+      const counting = new Counting(backend);
+      await (await Repository.open(await Store.open(counting), TEST_PASSWORD, { headerStore: records })).listSnapshots({ blobList: false });
+      return counting.snapshotLoads;
+    };
+    assert.equal(await loads(), 4);
+    assert.equal(await loads(), 1);
+    assert.equal(await loads(), 1);
+  });
+
+  it('a backup\'s parent is read whole: a name whose snapshot was removed and taken by other bytes is skipped, and its record forgotten', async () => {
+    const { backend, repo } = await memoryRepo();
+    await withBlobs(repo);
+    const w = repo.newWriter();
+    const older = await w.saveSnapshot(snapshot('2030-01-01T00:00:00Z'));
+    const newer = await w.saveSnapshot(snapshot('2030-01-02T00:00:00Z'));
+    const records = new Records();
+    const open = async (): Promise<Repository> => Repository.open(await Store.open(backend), TEST_PASSWORD, { headerStore: records });
+    await (await open()).listSnapshots({ blobList: false });
+    // The newer one forgotten (and pruned) elsewhere; an add-only client puts other bytes under its name.
+    await backend.remove({ type: 'snapshot', name: newer });
+    await backend.save({ type: 'snapshot', name: newer }, Buffer.from('x'));
+    const r = await open();
+    const listed = await r.listSnapshots({ blobList: false });
+    assert.deepEqual(listed.ok.map((s) => s.id), [older, newer], 'the listing takes the record');
+    const skipped: string[] = [];
+    const q = { hostname: 'h', paths: ['/srv'], image: false };
+    const parent = await verifiedParent(r, listed.ok, q, (id, e) => skipped.push(`${id}: ${e.message}`));
+    assert.equal(parent?.id, older);
+    assert.equal(skipped.length, 1);
+    assert.match(skipped[0]!, new RegExp(`^${newer}: `));
+    // Its record is gone: the next listing reads it, and reports it.
+    const counting = new Counting(backend);
+    const next = await (await Repository.open(await Store.open(counting), TEST_PASSWORD, { headerStore: records })).listSnapshots({ blobList: false });
+    assert.equal(counting.snapshotLoads, 1);
+    assert.deepEqual([...next.damaged.keys()], [newer]);
+    // Named with --parent, it is the error.
+    await assert.rejects(verifiedParent(await open(), listed.ok, { ...q, parent: newer.slice(0, 8) }, () => undefined), CorruptObjectError);
   });
 });

@@ -8,7 +8,8 @@
 import type { ErrorCode } from '../../core/errors.js';
 import type { ListSnapshotsOptions, Repository } from '../../repo/repository.js';
 import type { Snapshot } from '../../repo/snapshot.js';
-import type { SnapshotEntry } from '../../repo/store.js';
+import { isDamage, type SnapshotEntry } from '../../repo/store.js';
+import { NotFoundError, type OperationOptions } from '../../storage/backend.js';
 
 /** Which snapshots a command means. */
 export interface SnapshotFilter {
@@ -107,4 +108,34 @@ export function findParent(snapshots: readonly SnapshotEntry[], q: ParentQuery):
   }
   const same = snapshots.filter((s) => kind(s.snapshot) && s.snapshot.hostname === q.hostname && s.snapshot.paths.join('\0') === q.paths.join('\0'));
   return same[same.length - 1] ?? null;
+}
+
+/**
+ * `findParent`, the parent read and authenticated whole before it is used.
+ * A listing's headers may come from the client's records
+ * (src/repo/snapshot-headers.ts), which say what a name held when it was
+ * authenticated, not what storage holds now: a snapshot removed and its name
+ * taken by other bytes (anyone who can add objects can do that), or damaged
+ * since. Such a parent is told to `onSkip`, forgotten, and the choice made
+ * again among the others; a parent named by the user (`--parent`) that fails
+ * is the error.
+ */
+export async function verifiedParent(
+  repo: Repository, snapshots: readonly SnapshotEntry[], q: ParentQuery, onSkip: (id: string, e: Error) => void, opts: OperationOptions = {},
+): Promise<SnapshotEntry | null> {
+  let rest = snapshots;
+  for (;;) {
+    const p = findParent(rest, q);
+    if (p === null) return null;
+    try {
+      await repo.loadSnapshot(p.id, { ...opts, blobList: false });
+      return p;
+    } catch (e) {
+      if (!isDamage(e) && !(e instanceof NotFoundError)) throw e;
+      await repo.forgetSnapshot(p.id);
+      if (q.parent !== undefined) throw e;
+      onSkip(p.id, e);
+      rest = rest.filter((s) => s !== p);
+    }
+  }
 }
