@@ -142,7 +142,7 @@ describe('verify-restore of image snapshots', { skip, timeout: 180_000 }, () => 
     assert.equal((await holdfastMounts()).filter((l) => l.includes(scratch)).length, 1);
     started.child.kill('SIGINT');
     const r = await started.done;
-    assert.equal(r.code, 130, `${r.stdout}\n${r.stderr}`);
+    assert.equal(r.code, 130, `signal ${r.signal}\n${r.stdout}\n${r.stderr}`);
     assert.match(r.stderr, /^holdfast: interrupted: the restore test did not complete/m);
     assert.equal(await e2fsckOf(), '');
     assert.deepEqual((await holdfastMounts()).filter((l) => l.includes(scratch)), []);
