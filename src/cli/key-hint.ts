@@ -64,10 +64,11 @@ export function smallFile(path: string, max: number): Buffer | undefined {
   try {
     const st = fstatSync(fd);
     if (!st.isFile() || st.size > max) return undefined;
-    const buf = Buffer.alloc(Math.min(st.size, max) + 1);
+    // One byte more than the size says: a file that grew while it was read is not taken.
+    const buf = Buffer.alloc(st.size + 1);
     let n = 0;
     for (let got; n < buf.length && (got = readSync(fd, buf, n, buf.length - n, null)) > 0;) n += got;
-    return n > max ? undefined : buf.subarray(0, n);
+    return n > st.size ? undefined : buf.subarray(0, n);
   } catch {
     return undefined;
   } finally {
