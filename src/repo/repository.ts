@@ -625,7 +625,7 @@ export class Repository {
     return (await this.readSnapshot(id, opts)).snapshot;
   }
 
-  /** A snapshot loaded, decoded and authenticated: its header (what memory keeps), and what `opts` asks for. */
+  /** A snapshot loaded, decoded and authenticated: its header (what memory keeps), its header bytes (what the records keep), and what `opts` asks for. */
   private async readSnapshot(id: string, opts: ListSnapshotsOptions): Promise<{ header: Snapshot; snapshot: Snapshot; headerBytes: Buffer }> {
     const what = `snapshot ${id}`;
     const bytes = await loadChecked(this.backend, handleOf('snapshot', id), what, opts);
