@@ -164,9 +164,8 @@ const MAX_BUFFERED = 64 << 20;
  * VM disks").
  */
 class SocketReader {
+  /** Views of the read buffers, each of its own ArrayBuffer (`allocUnsafeSlow`): a chunk fully taken gives its buffer back. */
   private chunks: Buffer[] = [];
-  /** The read buffer each chunk is a view of. */
-  private bases: Buffer[] = [];
   private readonly spare: Buffer[] = [];
   private buffered = 0;
   private ended: Error | undefined;
@@ -180,7 +179,6 @@ class SocketReader {
     buffer: (): Buffer => this.spare.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER),
     callback: (n: number, buf: Buffer): boolean => {
       this.chunks.push(buf.subarray(0, n));
-      this.bases.push(buf);
       this.buffered += n;
       this.notify();
       // Back-pressure: false pauses the socket, and the server waits while we copy what it sent.
@@ -230,8 +228,7 @@ class SocketReader {
       if (k < c.length) this.chunks[0] = c.subarray(k);
       else {
         this.chunks.shift();
-        const base = this.bases.shift()!;
-        if (this.spare.length < SPARE_BUFFERS) this.spare.push(base);
+        if (this.spare.length < SPARE_BUFFERS) this.spare.push(Buffer.from(c.buffer));
       }
     }
   }
