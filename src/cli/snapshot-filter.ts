@@ -8,7 +8,7 @@ import type { Repository } from '../repo/repository.js';
 import type { SnapshotEntry } from '../repo/store.js';
 import { findSnapshot as find, type SnapshotFilter } from '../jobs/snapshots/select.js';
 import { localIso } from '../core/local-time.js';
-import { collect, warn, type GlobalOptions } from './context.js';
+import { collect, skipDamaged, type GlobalOptions } from './context.js';
 import { printable } from './printable.js';
 
 export { matchesFilter, type SnapshotFilter } from '../jobs/snapshots/select.js';
@@ -24,7 +24,7 @@ export function withFilterOptions(cmd: Command): Command {
 
 /** Resolves SNAP: `latest` (narrowed by the filter) or a unique id prefix; a damaged snapshot is warned about. */
 export function findSnapshot(repo: Repository, arg: string, f: SnapshotFilter): Promise<FoundSnapshot> {
-  return find(repo, arg, f, (id, e) => warn(`skipping snapshot ${id}: ${e.message}`));
+  return find(repo, arg, f, skipDamaged);
 }
 
 /**

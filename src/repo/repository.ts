@@ -631,7 +631,7 @@ export class Repository {
     const bytes = await loadChecked(this.backend, handleOf('snapshot', id), what, opts);
     const header = decodeSnapshot(bytes, what, { blobList: false });
     authenticateSnapshot(bytes, this.snapshotMacKey, id);
-    return { header, snapshot: opts.blobList === false ? header : decodeSnapshot(bytes, what), headerBytes: Buffer.from(snapshotHeaderBytes(bytes)) };
+    return { header, snapshot: opts.blobList === false ? header : decodeSnapshot(bytes, what), headerBytes: snapshotHeaderBytes(bytes) };
   }
 
   /**
@@ -651,7 +651,7 @@ export class Repository {
     // And in the client's records, once it has read them: its next run need not read this snapshot either.
     const recorded = this.headerBytes;
     if (recorded === undefined) return;
-    recorded.set(id, Buffer.from(snapshotHeaderBytes(bytes)));
+    recorded.set(id, snapshotHeaderBytes(bytes));
     await this.saveRecords(recorded);
   }
 

@@ -283,12 +283,13 @@ export function decodeSnapshot(bytes: Buffer, what: string, opts: DecodeSnapshot
 }
 
 /**
- * A snapshot's header bytes: the encoding up to its blob ids (magic,
- * version, the JSON's length, the JSON), of bytes `decodeSnapshot` accepted.
- * What a client keeps of a snapshot it authenticated (snapshot-headers.ts).
+ * A copy of a snapshot's header bytes: the encoding up to its blob ids
+ * (magic, version, the JSON's length, the JSON), of bytes `decodeSnapshot`
+ * accepted. What a client keeps of a snapshot it authenticated
+ * (snapshot-headers.ts), without the rest of the snapshot's buffer.
  */
 export function snapshotHeaderBytes(bytes: Buffer): Buffer {
-  return bytes.subarray(0, 9 + bytes.readUInt32LE(5));
+  return Buffer.from(bytes.subarray(0, 9 + bytes.readUInt32LE(5)));
 }
 
 /** Decodes header bytes (`snapshotHeaderBytes`) as `decodeSnapshot` decodes the snapshot for its header alone. */
